@@ -1,0 +1,38 @@
+"""Semantic comparison of two answers to the same gRPC call.
+
+Pure functions over bytes and descriptors: this package never imports grpc or
+the shim, so it can be tested, reused and run in worker threads or processes
+on its own.
+"""
+
+from comparators._compare import compare, diff_values, format_path
+from comparators._model import (
+    STATUS_NAMES,
+    Comparison,
+    DiffKind,
+    Difference,
+    Exchange,
+    Metadata,
+    Outcome,
+    Verdict,
+    status_name,
+)
+from comparators.descriptors import DescriptorError, DescriptorRegistry, MethodInfo
+
+__all__ = [
+    "STATUS_NAMES",
+    "Comparison",
+    "DescriptorError",
+    "DescriptorRegistry",
+    "DiffKind",
+    "Difference",
+    "Exchange",
+    "Metadata",
+    "MethodInfo",
+    "Outcome",
+    "Verdict",
+    "compare",
+    "diff_values",
+    "format_path",
+    "status_name",
+]

@@ -1,0 +1,157 @@
+"""The values that travel from the shim to the comparators and back.
+
+All are frozen dataclasses of plain Python values (bytes, str, int, tuples), so
+they cross threads and processes safely and can be stored as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+# gRPC status codes by number, so that this package never imports grpc.
+STATUS_NAMES: dict[int, str] = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+
+def status_name(code: int) -> str:
+    return STATUS_NAMES.get(code, f"CODE_{code}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one side answered one call. An error is an Outcome too.
+
+    `local` is empty when the upstream produced this outcome; otherwise it says
+    what the shim did instead of getting an answer (e.g. "shadow timeout after
+    2s", "cancelled by client"), and `code` is the status the shim assigned.
+    """
+
+    code: int
+    details: str = ""
+    initial_metadata: Metadata = ()
+    trailing_metadata: Metadata = ()
+    messages: tuple[bytes, ...] = ()
+    latency: float = 0.0  # seconds, from the shim sending the call to the final status
+    local: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    @property
+    def status(self) -> str:
+        return status_name(self.code)
+
+    def trailer(self, key: str) -> str | bytes | None:
+        """The first trailing metadata value under `key`, if any."""
+        for k, v in self.trailing_metadata:
+            if k == key:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One client call as both sides saw it."""
+
+    method: str  # "/package.Service/Method"
+    requests: tuple[bytes, ...]
+    primary: Outcome
+    shadow: Outcome | None  # None when the call was not mirrored
+    primary_is_bank: bool = True
+    is_write: bool = True  # unknown methods are treated as writes
+    routing_key: str = ""
+    started_at: float = 0.0  # unix time the shim received the call
+    cancelled: bool = False  # the client cancelled (or its deadline expired) before the primary answered
+    correlation_id: str = ""
+    note: str = ""  # why the call was not mirrored, when it was not
+
+    @property
+    def bank(self) -> Outcome | None:
+        return self.primary if self.primary_is_bank else self.shadow
+
+    @property
+    def bk(self) -> Outcome | None:
+        return self.shadow if self.primary_is_bank else self.primary
+
+
+class DiffKind(enum.StrEnum):
+    CHANGED = "changed"
+    ADDED = "added"  # present in BK's answer only
+    REMOVED = "removed"  # present in Bank's answer only
+    TYPE = "type"
+    STATUS = "status"
+    MESSAGE_COUNT = "message-count"
+    UNDECODABLE = "undecodable"
+    BYTES = "bytes"  # no descriptor: the raw answers differ
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One way in which BK's answer differs from Bank's.
+
+    `rule` names the rule that tolerated it; empty means it is a real difference.
+    """
+
+    path: str
+    kind: DiffKind
+    bank: object = None
+    bk: object = None
+    rule: str = ""
+
+
+class Verdict(enum.StrEnum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    SHADOW_ERROR = "shadow-error"  # the shadow side gave no usable answer
+    SKIPPED = "skipped"  # not compared: not mirrored, dropped, or cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    exchange: Exchange
+    verdict: Verdict
+    differences: tuple[Difference, ...] = ()
+    reason: str = ""  # why a comparison was skipped or is a shadow error
+    decoded: bool = False  # True when answers were compared field by field
+
+    @property
+    def method(self) -> str:
+        return self.exchange.method
+
+    @property
+    def real_differences(self) -> tuple[Difference, ...]:
+        return tuple(d for d in self.differences if not d.rule)
+
+
+__all__ = [
+    "STATUS_NAMES",
+    "Comparison",
+    "DiffKind",
+    "Difference",
+    "Exchange",
+    "Metadata",
+    "Outcome",
+    "Verdict",
+    "status_name",
+]

@@ -1,0 +1,56 @@
+"""Turn a decoded protobuf message into plain Python values for diffing.
+
+- only fields that are set appear (proto3 implicit defaults equal unset);
+- enums by name, 64-bit integers as ints, maps as dicts;
+- google.protobuf.Timestamp / Duration as ISO-8601 text / seconds;
+- unknown fields under "#<number>" with their raw value, so they are never lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import message, unknown_fields
+from google.protobuf.descriptor import FieldDescriptor
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+_DURATION = "google.protobuf.Duration"
+
+
+def to_python(msg: message.Message) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field, value in msg.ListFields():
+        out[field.name] = _field_value(field, value)
+    for unknown in unknown_fields.UnknownFieldSet(msg):
+        data = unknown.data
+        if isinstance(data, unknown_fields.UnknownFieldSet):
+            data = repr(data)
+        out[f"#{unknown.field_number}"] = data
+    return out
+
+
+def _field_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value_field = field.message_type.fields_by_name["value"]
+        return {k: _single(value_field, v) for k, v in value.items()}
+    if _is_repeated(field):
+        return [_single(field, v) for v in value]
+    return _single(field, value)
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _single(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_MESSAGE or field.type == FieldDescriptor.TYPE_GROUP:
+        name = field.message_type.full_name
+        if name == _TIMESTAMP:
+            return value.ToJsonString()
+        if name == _DURATION:
+            return value.ToJsonString()
+        return to_python(value)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        enum_value = field.enum_type.values_by_number.get(value)
+        return enum_value.name if enum_value is not None else value
+    return value

@@ -1,0 +1,39 @@
+"""Run one sample ledger until SIGINT or SIGTERM: ``python -m sample_ledger bank|bk --listen HOST:PORT``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from sample_ledger.server import KINDS, serve
+
+log = logging.getLogger("sample_ledger")
+
+
+async def _run(kind: str, listen: str) -> None:
+    running = await serve(kind, listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("%s ledger listening on %s", kind, running.address)
+    try:
+        await stop.wait()
+    finally:
+        await running.stop(grace=1.0)
+    log.info("%s ledger stopped", kind)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sample_ledger", description=__doc__)
+    parser.add_argument("kind", choices=KINDS, help="which implementation to run")
+    parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="default: a free port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_run(args.kind, args.listen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Run Bank or BK as a grpc.aio server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.bank import BankServicer
+from sample_ledger.bk import BkServicer
+
+KINDS = ("bank", "bk")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")
+
+
+class RunningLedger:
+    """A started ledger server: where it listens, its servicer, and how to stop it."""
+
+    def __init__(self, server: Any, servicer: BankServicer | BkServicer, host: str, port: int) -> None:
+        self._server = server
+        self.servicer = servicer
+        self.port = port
+        self.address = f"{'127.0.0.1' if host in _WILDCARD_HOSTS else host}:{port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the server; with `grace`, calls in flight get that many seconds to finish."""
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+def make_servicer(kind: str) -> BankServicer | BkServicer:
+    """A fresh servicer of `kind` ("bank" or "bk")."""
+    if kind == "bank":
+        return BankServicer()
+    if kind == "bk":
+        return BkServicer()
+    raise ValueError(f"unknown ledger kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
+    """Start a `kind` ledger ("bank" or "bk") listening on `address` (port 0: any free port)."""
+    servicer = make_servicer(kind)
+    host, _, _ = address.rpartition(":")
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    pb_grpc.add_LedgerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {address}: {error}") from error
+    if not port:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    return RunningLedger(server, servicer, host, port)

@@ -1,0 +1,60 @@
+"""Client-stream writes that never hide the upstream's real status.
+
+grpcio's asyncio client has a race (grpc/grpc#36066): when a server finishes a
+call before reading the whole request stream (an early UNIMPLEMENTED, an abort,
+an early answer), a write still in flight fails, and `StreamStreamCall.write`
+then *overwrites* the status the server sent with `INTERNAL: Internal error
+from Core`. A proxy that writes with the public API would pass that INTERNAL on
+to its client instead of the server's status.
+
+`send` writes through the call's Core object directly, without the status
+overwrite: a failed write only means "the upstream has finished", and the real
+status arrives by itself through the call's status watcher. When a future
+grpcio drops the private attribute, `send` falls back to the public API (and
+the race comes back, which `tests/shim/test_early_status.py` would show).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+try:
+    from grpc._cython.cygrpc import InternalError as _CoreInternalError
+except ImportError:  # pragma: no cover - grpcio without the Cython core
+    _CoreInternalError = RuntimeError  # type: ignore[misc,assignment]
+
+
+async def send(call: aio.StreamStreamCall[Any, Any], payload: bytes) -> bool:
+    """Write one raw message; False when the upstream has already finished the call."""
+    if call.done():
+        return False
+    core = getattr(call, "_cython_call", None)
+    if core is None:  # pragma: no cover - future grpcio
+        try:
+            await call.write(payload)
+        except (aio.AioRpcError, Exception):
+            return False
+        return True
+    try:
+        await call.wait_for_connection()
+    except aio.AioRpcError:
+        return False
+    if call.done():
+        return False
+    try:
+        await core.send_serialized_message(payload)
+    except _CoreInternalError:
+        return False
+    return True
+
+
+async def close_sending(call: aio.StreamStreamCall[Any, Any]) -> None:
+    """Half-close the request stream; a no-op when the upstream has finished."""
+    if call.done():
+        return
+    try:
+        await call.done_writing()
+    except (aio.AioRpcError, _CoreInternalError):
+        return

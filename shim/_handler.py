@@ -1,0 +1,233 @@
+"""Serving any method of any service: raw bytes in, the primary's answer out.
+
+The generic handler never decodes a message. For a method the descriptors say
+is unary-unary it uses grpc's unary path (one batch each way); every other
+method, including methods the shim has no descriptor for, goes through the
+stream-stream path, which on the wire serves all four call kinds.
+
+What the client gets is what the primary sent: initial metadata, messages,
+trailing metadata (with `grpc-status-details-bin`), status code and details.
+The client's deadline and cancellation propagate to the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from comparators import DescriptorRegistry, Exchange, Outcome
+from shim import _grpc_compat
+from shim._outcome import forwardable, metadata_tuple
+from shim._shadow import Mirror, ShadowDispatcher
+from shim.metrics import Counters
+
+_CANCELLED = 1
+_NOT_MIRRORED_BUSY = "not mirrored: shadow.max_in_flight calls already in flight"
+
+
+class Route:
+    """Where calls go in the current mode."""
+
+    def __init__(self, primary: aio.Channel, shadow: ShadowDispatcher | None) -> None:
+        self.primary = primary
+        self.shadow = shadow
+
+
+class ProxyHandler(grpc.GenericRpcHandler):
+    def __init__(self, route: Route, registry: DescriptorRegistry | None, counters: Counters) -> None:
+        self._route = route
+        self._registry = registry
+        self._counters = counters
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._make(method)
+            if len(self._handlers) < 10_000:  # unknown methods could be made up by anyone
+                self._handlers[method] = handler
+        return handler
+
+    def _make(self, method: str) -> grpc.RpcMethodHandler:
+        info = self._registry.method(method) if self._registry is not None else None
+        is_write = info is None or not info.read_only
+        if info is not None and info.unary:
+            return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write).handle)
+        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write, unary=False).handle)
+
+    def mirror(
+        self, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool, unary: bool
+    ) -> tuple[Mirror | None, bool]:
+        """A mirror for this call, and whether the call should have had one."""
+        self._counters.inc("calls", method)
+        dispatcher = self._route.shadow
+        if dispatcher is None:
+            return None, False
+        return dispatcher.start(method, metadata, timeout, is_write, unary), True
+
+    def record_unmirrored(self, method: str, primary: Outcome, is_write: bool, started_at: float) -> None:
+        dispatcher = self._route.shadow
+        if dispatcher is not None:
+            dispatcher.submit(
+                Exchange(
+                    method=method,
+                    requests=(),
+                    primary=primary,
+                    shadow=None,
+                    is_write=is_write,
+                    started_at=started_at,
+                    note=_NOT_MIRRORED_BUSY,
+                )
+            )
+
+    @property
+    def primary(self) -> aio.Channel:
+        return self._route.primary
+
+
+async def _relay_status(
+    context: aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str | None, trailing: Any
+) -> None:
+    if trailing:
+        context.set_trailing_metadata(metadata_tuple(trailing))
+    if code is not grpc.StatusCode.OK:
+        context.set_code(code)
+        context.set_details(details or "")
+
+
+class _UnaryCall:
+    """unary-unary: one request, one answer."""
+
+    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool) -> None:
+        self._proxy = proxy
+        self._method = method
+        self._is_write = is_write
+
+    async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
+        proxy, method = self._proxy, self._method
+        metadata = forwardable(context.invocation_metadata())
+        timeout = context.time_remaining()
+        started_at = time.time()
+        started = time.perf_counter()
+        call = proxy.primary.unary_unary(method)(request, metadata=metadata, timeout=timeout)
+        mirror, wanted = proxy.mirror(method, metadata, timeout, self._is_write, unary=True)
+        if mirror is not None:
+            mirror.feed(request)
+            mirror.close_requests()
+        try:
+            try:
+                response: bytes | None = await call
+            except aio.AioRpcError:
+                response = None
+            initial = await call.initial_metadata()
+            code = await call.code()
+            details = await call.details()
+            trailing = await call.trailing_metadata()
+        except asyncio.CancelledError:
+            call.cancel()
+            if mirror is not None:
+                mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
+            raise
+        if initial:
+            await context.send_initial_metadata(metadata_tuple(initial))
+        await _relay_status(context, code, details, trailing)
+        if wanted:
+            outcome = Outcome(
+                code=code.value[0],
+                details=details or "",
+                initial_metadata=metadata_tuple(initial),
+                trailing_metadata=metadata_tuple(trailing),
+                messages=(response,) if response is not None else (),
+                latency=time.perf_counter() - started,
+            )
+            if mirror is not None:
+                mirror.primary_done(outcome)
+            else:
+                proxy.record_unmirrored(method, outcome, self._is_write, started_at)
+        return response if code is grpc.StatusCode.OK else None
+
+
+class _StreamCall:
+    """Any call kind, as a stream of requests and a stream of answers."""
+
+    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool, unary: bool) -> None:
+        self._proxy = proxy
+        self._method = method
+        self._is_write = is_write
+        self._unary = unary
+
+    async def handle(self, requests: Any, context: aio.ServicerContext[bytes, bytes]) -> None:
+        proxy, method = self._proxy, self._method
+        metadata = forwardable(context.invocation_metadata())
+        timeout = context.time_remaining()
+        started_at = time.time()
+        started = time.perf_counter()
+        call = proxy.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
+        mirror, wanted = proxy.mirror(method, metadata, timeout, self._is_write, unary=False)
+        pump = asyncio.get_running_loop().create_task(
+            _pump(requests, call, mirror), name=f"request pump {method}"
+        )
+        answers: list[bytes] = []
+        keep = mirror is not None
+        try:
+            initial = await call.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(metadata_tuple(initial))
+            while True:
+                try:
+                    answer = await call.read()
+                except aio.AioRpcError:
+                    break
+                if answer is aio.EOF:
+                    break
+                if keep:
+                    keep = mirror is not None and mirror.capture.take(answer)
+                    if keep:
+                        answers.append(answer)
+                await context.write(answer)
+            code = await call.code()
+            details = await call.details()
+            trailing = await call.trailing_metadata()
+        except asyncio.CancelledError:
+            call.cancel()
+            if mirror is not None:
+                mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
+            raise
+        finally:
+            if not pump.done():
+                pump.cancel()
+        await _relay_status(context, code, details, trailing)
+        if wanted:
+            outcome = Outcome(
+                code=code.value[0],
+                details=details or "",
+                initial_metadata=metadata_tuple(initial),
+                trailing_metadata=metadata_tuple(trailing),
+                messages=tuple(answers),
+                latency=time.perf_counter() - started,
+            )
+            if mirror is not None:
+                mirror.primary_done(outcome)
+            else:
+                proxy.record_unmirrored(method, outcome, self._is_write, started_at)
+
+
+async def _pump(requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror: Mirror | None) -> None:
+    """Client requests to the primary (and the mirror) until either side is done."""
+    async for request in requests:
+        if mirror is not None:
+            mirror.feed(request)
+        if not await _grpc_compat.send(call, request):
+            return
+    if mirror is not None:
+        mirror.close_requests()
+    await _grpc_compat.close_sending(call)
+
+
+HandlerFactory = Callable[[], Awaitable[None]]

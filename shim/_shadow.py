@@ -1,0 +1,231 @@
+"""The shadow side: mirrored calls that never delay the primary.
+
+The handler serving a client call asks the dispatcher for a `Mirror` and feeds
+it the client's request messages as they arrive (without awaiting anything the
+shadow does). The mirror calls the shadow upstream in a task of its own; when
+both the primary's and the shadow's outcomes are known it hands an `Exchange`
+to the comparison pipeline.
+
+Bounds: at most `max_in_flight` mirrored calls at once (beyond that a call is
+not mirrored, and the exchange says so); a shadow call may take `timeout`
+seconds after the primary answered, then it is cancelled and recorded as a
+shadow timeout; at most `max_capture` bytes of requests and answers are kept
+per exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from grpc import aio
+
+from comparators import Exchange, Outcome
+from shim import _grpc_compat
+from shim._outcome import snapshot
+from shim.metrics import Counters
+
+_CANCELLED = 1
+_DEADLINE_EXCEEDED = 4
+_INTERNAL = 13
+
+Submit = Callable[[Exchange], None]
+
+
+class Capture:
+    """A byte budget for what one exchange keeps for comparison."""
+
+    __slots__ = ("exceeded", "left")
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit if limit > 0 else 2**62
+        self.exceeded = False
+
+    def take(self, payload: bytes) -> bool:
+        self.left -= len(payload)
+        if self.left < 0:
+            self.exceeded = True
+        return not self.exceeded
+
+
+class Mirror:
+    """The shadow half of one client call."""
+
+    def __init__(
+        self,
+        dispatcher: ShadowDispatcher,
+        method: str,
+        metadata: tuple[Any, ...],
+        client_timeout: float | None,
+        is_write: bool,
+        unary: bool,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self.method = method
+        self._metadata = metadata
+        self._client_timeout = client_timeout
+        self.is_write = is_write
+        self._unary = unary
+        self.started_at = time.time()
+        self.capture = Capture(dispatcher.max_capture)
+        self.requests: list[bytes] = []
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._primary: asyncio.Future[tuple[Outcome | None, bool]] = asyncio.get_running_loop().create_future()
+        self._call: aio.Call | None = None
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            self._run(), name=f"shadow {method}"
+        )
+
+    # -- fed by the primary handler; none of these wait --------------------------------
+
+    def feed(self, payload: bytes) -> None:
+        """A request message the client sent."""
+        if self.capture.take(payload):
+            self.requests.append(payload)
+        self._queue.put_nowait(payload)
+
+    def close_requests(self) -> None:
+        """The client half-closed its request stream."""
+        self._queue.put_nowait(None)
+
+    def primary_done(self, outcome: Outcome) -> None:
+        """The primary answered; the shadow now has `timeout` seconds left."""
+        if self._primary.done():
+            return
+        self._primary.set_result((outcome, False))
+        self._queue.put_nowait(None)  # a primary that finished early read no more requests
+        if not self.task.done():
+            timeout = self._dispatcher.timeout
+            self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+
+    def abandon(self, primary: Outcome | None) -> None:
+        """The client cancelled (or its deadline passed) before the primary answered."""
+        if self._primary.done():
+            return
+        self._primary.set_result((primary, True))
+        if self._call is not None:
+            self._call.cancel()
+        elif not self.task.done():
+            self.task.cancel()
+
+    # -- the shadow call itself ----------------------------------------------------------
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _run(self) -> None:
+        try:
+            shadow = await self._call_shadow()
+        except asyncio.CancelledError:
+            shadow = Outcome(code=_CANCELLED, local="shadow call cancelled with the client's call")
+        except Exception as exc:  # a bug of ours must not lose the record
+            self._dispatcher.counters.inc("shadow_internal_errors", self.method)
+            shadow = Outcome(code=_INTERNAL, local=f"shim error while calling the shadow: {exc!r}")
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._dispatcher.release()
+        primary, cancelled = await self._primary
+        if primary is None:
+            return
+        self._dispatcher.submit(
+            Exchange(
+                method=self.method,
+                requests=tuple(self.requests),
+                primary=primary,
+                shadow=shadow,
+                primary_is_bank=self._dispatcher.primary_is_bank,
+                is_write=self.is_write,
+                started_at=self.started_at,
+                cancelled=cancelled,
+                note="too large to compare: more than shadow.max_capture bytes" if self.capture.exceeded else "",
+            )
+        )
+
+    async def _call_shadow(self) -> Outcome:
+        channel = self._dispatcher.channel
+        started = time.perf_counter()
+        call = channel.stream_stream(self.method)(metadata=self._metadata, timeout=self._client_timeout)
+        self._call = call
+        writer = asyncio.get_running_loop().create_task(self._write(call), name=f"shadow writer {self.method}")
+        messages: list[bytes] = []
+        try:
+            while True:
+                try:
+                    message = await call.read()
+                except aio.AioRpcError:
+                    break
+                if message is aio.EOF:
+                    break
+                if self.capture.take(message):
+                    messages.append(message)
+        finally:
+            writer.cancel()
+        latency = time.perf_counter() - started
+        if self._expired:
+            return Outcome(
+                code=_DEADLINE_EXCEEDED,
+                latency=latency,
+                local=f"shadow timeout: no answer within {self._dispatcher.timeout:g}s after the primary",
+            )
+        return await snapshot(call, tuple(messages), latency)
+
+    async def _write(self, call: aio.StreamStreamCall[Any, Any]) -> None:
+        while True:
+            payload = await self._queue.get()
+            if payload is None:
+                await _grpc_compat.close_sending(call)
+                return
+            if not await _grpc_compat.send(call, payload):
+                return
+
+
+class ShadowDispatcher:
+    """Starts mirrors within bounds and counts what it could not mirror."""
+
+    def __init__(
+        self,
+        channel: aio.Channel,
+        submit: Submit,
+        counters: Counters,
+        *,
+        timeout: float,
+        max_in_flight: int,
+        max_capture: int,
+        primary_is_bank: bool = True,
+    ) -> None:
+        self.channel = channel
+        self.submit = submit
+        self.counters = counters
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.max_capture = max_capture
+        self.primary_is_bank = primary_is_bank
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(
+        self, method: str, metadata: tuple[Any, ...], client_timeout: float | None, is_write: bool, unary: bool
+    ) -> Mirror | None:
+        if self.in_flight >= self.max_in_flight:
+            self.counters.inc("shadow_dropped", method)
+            return None
+        self.in_flight += 1
+        self._idle.clear()
+        return Mirror(self, method, metadata, client_timeout, is_write, unary)
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until no mirrored call is in flight."""
+        await self._idle.wait()

@@ -1,0 +1,130 @@
+"""The shim as one object: start it, serve, stop it (in-process or from the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import grpc
+import structlog
+from grpc import aio
+
+from comparators import DescriptorError, DescriptorRegistry
+from shim._handler import ProxyHandler, Route
+from shim._shadow import ShadowDispatcher
+from shim.config import Config, Upstream
+from shim.errors import StartupError
+from shim.metrics import Counters
+from shim.pipeline import ComparisonPipeline, Sink
+
+_log = structlog.get_logger("shim")
+
+
+def _size_options(config: Config) -> list[tuple[str, int]]:
+    size = config.max_message_size
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+
+
+def _channel(upstream: Upstream, config: Config) -> aio.Channel:
+    return aio.insecure_channel(upstream.target, options=_size_options(config))
+
+
+def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
+    if not paths:
+        return None
+    try:
+        return DescriptorRegistry.from_files(paths)
+    except DescriptorError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+class Shim:
+    """A running shim: a gRPC server forwarding to the primary and mirroring to the shadow."""
+
+    def __init__(self, config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None):
+        self.config = config
+        self.counters = Counters()
+        self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
+        self._sinks = list(sinks)
+        self._server: aio.Server | None = None
+        self._channels: list[aio.Channel] = []
+        self.pipeline: ComparisonPipeline | None = None
+        self.dispatcher: ShadowDispatcher | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        config = self.config
+        primary = _channel(config.bank, config)
+        self._channels.append(primary)
+        shadow_upstream = config.shadow
+        if shadow_upstream is not None:
+            self.pipeline = ComparisonPipeline(
+                self.registry, self._sinks, self.counters, max_pending=config.comparison_max_pending
+            )
+            shadow_channel = _channel(shadow_upstream, config)
+            self._channels.append(shadow_channel)
+            self.dispatcher = ShadowDispatcher(
+                shadow_channel,
+                self.pipeline.submit,
+                self.counters,
+                timeout=shadow_upstream.timeout,
+                max_in_flight=config.shadow_max_in_flight,
+                max_capture=config.shadow_max_capture,
+            )
+        handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters)
+        server = aio.server(
+            options=[*_size_options(config), ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=None,
+        )
+        server.add_generic_rpc_handlers([handler])
+        try:
+            self.port = server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            await self._close_channels()
+            raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
+        await server.start()
+        self._server = server
+
+    async def drain(self) -> None:
+        """Wait until every mirrored call has finished and been compared."""
+        if self.dispatcher is not None:
+            await self.dispatcher.drain()
+        if self.pipeline is not None:
+            await self.pipeline.drain()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let calls in flight finish (bounded), flush comparisons."""
+        grace = self.config.grace_period if grace is None else grace
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0))
+        await self._close_channels()
+        if self.pipeline is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
+
+    async def _close_channels(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def start(config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None) -> Shim:
+    """Start a shim and return it once it is serving."""
+    shim = Shim(config, sinks, registry)
+    await shim.start()
+    return shim
+
+
+__all__ = ["Shim", "StartupError", "start"]

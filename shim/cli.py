@@ -1,0 +1,166 @@
+"""The `shim` command.
+
+    shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
+               [--config FILE] [--descriptor-set FILE ...] [--diff-log FILE]
+    shim demo [ARGS ...]
+
+Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
+config, or a port that is busy; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import IO, Any, NoReturn
+
+# grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
+# shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+from shim import config as config_mod  # noqa: E402
+from shim.errors import ShimError  # noqa: E402
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"shim: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shim", description="A shadow-traffic compatibility layer for gRPC services.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve Bank's interface, forward to the primary, mirror to the shadow")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (port 0: any free port)")
+    serve.add_argument("--bank", metavar="HOST:PORT", help="Bank, the legacy service")
+    serve.add_argument("--bk", metavar="HOST:PORT", help="BK, the new service")
+    serve.add_argument("--mode", choices=config_mod.MODES, help="bank: forward only; shadow: forward and mirror")
+    serve.add_argument(
+        "--descriptor-set",
+        metavar="FILE",
+        action="append",
+        default=None,
+        help="FileDescriptorSet (protoc --include_imports --descriptor_set_out); repeatable",
+    )
+    serve.add_argument("--diff-log", metavar="FILE", help='where difference lines go ("-": stdout, the default)')
+    serve.add_argument("--shadow-timeout", metavar="DURATION", help="how long the shadow may take after the primary")
+
+    demo = commands.add_parser("demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False)
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> config_mod.Config:
+    settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
+    if args.listen:
+        settings["listen"] = args.listen
+    if args.mode:
+        settings["mode"] = args.mode
+    if args.descriptor_set:
+        settings["descriptor_sets"] = tuple(args.descriptor_set)
+    if args.diff_log:
+        settings["diff_log"] = args.diff_log
+    shadow_timeout = (
+        config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
+    )
+    for name in ("bank", "bk"):
+        target = getattr(args, name)
+        current = settings.get(name)
+        if target:
+            timeout = current.timeout if current is not None else 2.0
+            settings[name] = config_mod.Upstream(name=name, target=target, timeout=timeout)
+    if shadow_timeout is not None and settings.get("bk") is not None:
+        bk = settings["bk"]
+        settings["bk"] = config_mod.Upstream(name=bk.name, target=bk.target, timeout=shadow_timeout)
+    settings.setdefault("mode", "shadow" if settings.get("bk") else "bank")
+    return config_mod.build(settings)
+
+
+def _open_diff_log(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed at exit
+    except OSError as exc:
+        raise config_mod.ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
+
+
+async def _serve(config: config_mod.Config) -> int:
+    import structlog
+
+    from shim import logs
+    from shim.app import Shim
+    from shim.sinks import DiffLog
+
+    logs.configure()
+    log = structlog.get_logger("shim")
+    diff_stream = _open_diff_log(config.diff_log)
+    shim = Shim(config, sinks=[DiffLog(diff_stream)])
+    await shim.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            os._exit(128 + signum)  # a second signal: leave at once
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info(
+        "ready",
+        listen=shim.address,
+        mode=config.mode,
+        bank=config.bank.target,
+        bk=config.bk.target if config.bk else None,
+        descriptor_sets=list(config.descriptor_sets),
+        methods_described=len(shim.registry.methods) if shim.registry else 0,
+    )
+    await stop.wait()
+    log.info("stopping", grace_period=config.grace_period)
+    await shim.stop()
+    log.info("stopped", calls=shim.counters.get("calls"))
+    if diff_stream is not sys.stdout:
+        diff_stream.close()
+    return 0
+
+
+def _demo(args: Sequence[str]) -> int:
+    demos = {ep.name: ep for ep in entry_points(group="shim.demos")}
+    if not demos:
+        print("shim: error: no demo is installed (the sample-ledger package provides one)", file=sys.stderr)
+        return EXIT_USAGE
+    name = args[0] if args and args[0] in demos else next(iter(sorted(demos)))
+    rest = list(args[1:]) if args and args[0] in demos else list(args)
+    main = demos[name].load()
+    return int(main(rest) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(args.args)
+        config = _settings(args)
+        return asyncio.run(_serve(config))
+    except ShimError as exc:
+        print(f"shim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

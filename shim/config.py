@@ -1,0 +1,244 @@
+"""The shim's configuration: one TOML file, validated at start; flags override it.
+
+```toml
+listen = "127.0.0.1:50051"
+mode = "shadow"                    # bank | shadow
+descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_imports)
+max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
+grace_period = "5s"                # calls in flight may finish this long on shutdown
+
+[upstreams.bank]
+target = "legacy-bank:50051"
+[upstreams.bk]
+target = "bk:50051"
+timeout = "2s"                     # how long BK may take after Bank answered, when BK is the shadow
+
+[shadow]
+max_in_flight = 1000               # mirrored calls at once; beyond it a call is not mirrored (counted)
+max_capture = "64MiB"              # request+answer bytes kept per call for comparison
+
+[comparison]
+max_pending = 10000                # exchanges waiting for a comparison worker
+
+[diff_log]
+path = "-"                         # "-" for stdout, or a file (appended)
+```
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shim.errors import ConfigError
+
+MODES = ("bank", "shadow")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_GRPC_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One gRPC target the shim calls."""
+
+    name: str
+    target: str
+    timeout: float = 2.0  # seconds the shadow may take after the primary answered
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    bank: Upstream
+    bk: Upstream | None = None
+    listen: str = "127.0.0.1:50051"
+    mode: str = "shadow"
+    descriptor_sets: tuple[str, ...] = ()
+    max_message_size: int = -1  # -1: unlimited
+    grace_period: float = 5.0
+    shadow_max_in_flight: int = 1000
+    shadow_max_capture: int = 64 * 1024**2
+    comparison_max_pending: int = 10_000
+    diff_log: str = "-"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        check_address("listen", self.listen)
+        check_address("upstreams.bank.target", self.bank.target)
+        if self.bk is not None:
+            check_address("upstreams.bk.target", self.bk.target)
+        if self.mode == "shadow" and self.bk is None:
+            raise ConfigError("mode shadow needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)")
+
+    def with_overrides(self, **overrides: Any) -> Config:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def shadow(self) -> Upstream | None:
+        """The side that is mirrored, in the current mode."""
+        return self.bk if self.mode == "shadow" else None
+
+
+def check_address(key: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if not value.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+            raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+
+
+def parse_duration(key: str, value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ConfigError(f"{key}: {value!r} is not a duration such as \"250ms\", \"2s\" or \"1m\"")
+
+
+def parse_size(key: str, value: object) -> int:
+    if value == "unlimited":
+        return -1
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, _GRPC_MAX)
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+            if size > 0:
+                return min(size, _GRPC_MAX)
+    raise ConfigError(f"{key}: {value!r} is not a size such as \"4MiB\" or \"unlimited\"")
+
+
+def _positive_int(key: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ConfigError(f"{key}: {value!r} is not a positive integer")
+
+
+def _string(key: str, value: object) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise ConfigError(f"{key}: {value!r} is not a non-empty string")
+
+
+def _table(key: str, value: object) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    raise ConfigError(f"{key}: expected a table ([{key}])")
+
+
+class _Reader:
+    """Takes keys out of one TOML table, so that leftovers can be reported."""
+
+    def __init__(self, prefix: str, table: dict[str, Any]) -> None:
+        self.prefix = prefix
+        self.table = dict(table)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def pop(self, name: str) -> Any:
+        return self.table.pop(name, None)
+
+    def finish(self) -> None:
+        if self.table:
+            unknown = ", ".join(self.key(k) for k in sorted(self.table))
+            raise ConfigError(f"unknown setting {unknown}")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into keyword arguments of `build`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    return parse(data, base=path.parent)
+
+
+def parse(data: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Validate a config mapping; returns keyword arguments for `build`."""
+    top = _Reader("", data)
+    out: dict[str, Any] = {}
+
+    def resolve(p: str) -> str:
+        return str(base / p) if base is not None and p != "-" and not Path(p).is_absolute() else p
+
+    if (v := top.pop("listen")) is not None:
+        out["listen"] = _string("listen", v)
+    if (v := top.pop("mode")) is not None:
+        out["mode"] = _string("mode", v)
+    if (v := top.pop("descriptor_sets")) is not None:
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError("descriptor_sets: expected a list of file paths")
+        out["descriptor_sets"] = tuple(resolve(x) for x in v)
+    if (v := top.pop("max_message_size")) is not None:
+        out["max_message_size"] = parse_size("max_message_size", v)
+    if (v := top.pop("grace_period")) is not None:
+        out["grace_period"] = parse_duration("grace_period", v)
+    if (v := top.pop("upstreams")) is not None:
+        upstreams = _Reader("upstreams.", _table("upstreams", v))
+        for name in ("bank", "bk"):
+            if (u := upstreams.pop(name)) is not None:
+                out[name] = _upstream(name, _table(f"upstreams.{name}", u))
+        upstreams.finish()
+    if (v := top.pop("shadow")) is not None:
+        shadow = _Reader("shadow.", _table("shadow", v))
+        if (x := shadow.pop("max_in_flight")) is not None:
+            out["shadow_max_in_flight"] = _positive_int("shadow.max_in_flight", x)
+        if (x := shadow.pop("max_capture")) is not None:
+            out["shadow_max_capture"] = parse_size("shadow.max_capture", x)
+        shadow.finish()
+    if (v := top.pop("comparison")) is not None:
+        comparison = _Reader("comparison.", _table("comparison", v))
+        if (x := comparison.pop("max_pending")) is not None:
+            out["comparison_max_pending"] = _positive_int("comparison.max_pending", x)
+        comparison.finish()
+    if (v := top.pop("diff_log")) is not None:
+        diff_log = _Reader("diff_log.", _table("diff_log", v))
+        if (x := diff_log.pop("path")) is not None:
+            out["diff_log"] = resolve(_string("diff_log.path", x))
+        diff_log.finish()
+    top.finish()
+    return out
+
+
+def _upstream(name: str, table: dict[str, Any]) -> Upstream:
+    reader = _Reader(f"upstreams.{name}.", table)
+    target = reader.pop("target")
+    if target is None:
+        raise ConfigError(f"upstreams.{name}.target is missing")
+    timeout = reader.pop("timeout")
+    upstream = Upstream(
+        name=name,
+        target=_string(reader.key("target"), target),
+        timeout=parse_duration(reader.key("timeout"), timeout) if timeout is not None else 2.0,
+    )
+    reader.finish()
+    return upstream
+
+
+def build(settings: dict[str, Any]) -> Config:
+    """A Config from parsed settings (file values already overridden by flags)."""
+    settings = dict(settings)
+    bank = settings.pop("bank", None)
+    if bank is None:
+        raise ConfigError("no Bank upstream: give --bank HOST:PORT or [upstreams.bank] target")
+    return Config(bank=bank, **settings)

@@ -1,0 +1,126 @@
+"""Where comparisons go. A sink is a plain callable `(Comparison) -> None`.
+
+Sinks run in the comparison worker thread, guarded: one that raises is logged
+and the others still run.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import structlog
+
+from comparators import Comparison, Difference, Outcome, Verdict
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON can hold it: bytes become base64 text, tuples lists."""
+    if isinstance(value, bytes):
+        return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _side(outcome: Outcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    side: dict[str, Any] = {"status": outcome.status, "latency_ms": round(outcome.latency * 1000, 3)}
+    if outcome.local:
+        side["local"] = outcome.local
+    return side
+
+
+def _difference(diff: Difference) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": diff.path, "kind": diff.kind.value, "bank": jsonable(diff.bank), "bk": jsonable(diff.bk)}
+    if diff.rule:
+        out["tolerated_by"] = diff.rule
+    return out
+
+
+class DiffLog:
+    """One JSON line per compared call that did not match (mismatch, shadow error, skipped).
+
+    Each line carries: method, verdict, reason, the routing key and correlation
+    id when known, Bank's and BK's status and latency, and the differences with
+    their paths and both values.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._log = structlog.wrap_logger(
+            structlog.WriteLogger(stream),
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+        self._lock = threading.Lock()
+
+    def __call__(self, comparison: Comparison) -> None:
+        if comparison.verdict is Verdict.MATCH:
+            return
+        exchange = comparison.exchange
+        fields: dict[str, Any] = {
+            "method": exchange.method,
+            "verdict": comparison.verdict.value,
+            "bank": _side(exchange.bank),
+            "bk": _side(exchange.bk),
+        }
+        if comparison.reason:
+            fields["reason"] = comparison.reason
+        if exchange.routing_key:
+            fields["key"] = exchange.routing_key
+        if exchange.correlation_id:
+            fields["correlation_id"] = exchange.correlation_id
+        if comparison.differences:
+            fields["differences"] = [_difference(d) for d in comparison.differences]
+        with self._lock:
+            self._log.msg("comparison", **fields)
+
+
+@dataclass
+class MethodSummary:
+    calls: int = 0
+    matched: int = 0
+    mismatched: int = 0
+    shadow_errors: int = 0
+    skipped: int = 0
+    paths: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, Difference] = field(default_factory=dict)
+
+
+class Summary:
+    """Per-method tallies of verdicts and differing paths (with one example each)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._methods: dict[str, MethodSummary] = defaultdict(MethodSummary)
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._lock:
+            summary = self._methods[comparison.method]
+            summary.calls += 1
+            verdict = comparison.verdict
+            if verdict is Verdict.MATCH:
+                summary.matched += 1
+            elif verdict is Verdict.MISMATCH:
+                summary.mismatched += 1
+            elif verdict is Verdict.SHADOW_ERROR:
+                summary.shadow_errors += 1
+            else:
+                summary.skipped += 1
+            for diff in comparison.real_differences:
+                summary.paths[diff.path] += 1
+                summary.examples.setdefault(diff.path, diff)
+
+    def methods(self) -> dict[str, MethodSummary]:
+        with self._lock:
+            return dict(sorted(self._methods.items()))

@@ -1,0 +1,82 @@
+"""Test doubles shipped with the shim: real implementations, for tests of the
+shim and of code that embeds it.
+
+    async with running_shim(bank="127.0.0.1:5001", bk="127.0.0.1:5002") as (shim, sink):
+        ...  # call shim.address
+        comparisons = await sink.wait_for(1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from comparators import Comparison, DescriptorRegistry
+from shim.app import Shim
+from shim.config import Config, Upstream
+from shim.pipeline import Sink
+
+
+class CapturingSink:
+    """Keeps every comparison it receives; tests wait for them without sleeping."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: list[Comparison] = []
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._cond:
+            self._items.append(comparison)
+            self._cond.notify_all()
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        with self._cond:
+            return list(self._items)
+
+    async def wait_for(
+        self, count: int, timeout: float = 10.0, where: Callable[[Comparison], bool] | None = None
+    ) -> list[Comparison]:
+        """The comparisons (matching `where`) once there are at least `count` of them."""
+
+        def enough() -> bool:
+            return len([c for c in self._items if where is None or where(c)]) >= count
+
+        def wait() -> bool:
+            with self._cond:
+                return self._cond.wait_for(enough, timeout=timeout)
+
+        if not await asyncio.to_thread(wait):
+            raise TimeoutError(f"{len(self.comparisons)} comparisons after {timeout}s, wanted {count}")
+        return [c for c in self.comparisons if where is None or where(c)]
+
+
+@contextlib.asynccontextmanager
+async def running_shim(
+    bank: str,
+    bk: str | None = None,
+    *,
+    mode: str | None = None,
+    sinks: Sequence[Sink] = (),
+    registry: DescriptorRegistry | None = None,
+    shadow_timeout: float = 2.0,
+    **settings: Any,
+) -> AsyncIterator[tuple[Shim, CapturingSink]]:
+    """A shim on a free loopback port in front of `bank` (and `bk`), stopped on exit."""
+    sink = CapturingSink()
+    config = Config(
+        bank=Upstream("bank", bank),
+        bk=Upstream("bk", bk, timeout=shadow_timeout) if bk else None,
+        listen="127.0.0.1:0",
+        mode=mode or ("shadow" if bk else "bank"),
+        **settings,
+    )
+    shim = Shim(config, sinks=[sink, *sinks], registry=registry)
+    await shim.start()
+    try:
+        yield shim, sink
+    finally:
+        await shim.stop(grace=0.5)

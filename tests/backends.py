@@ -1,0 +1,138 @@
+"""Real gRPC servers for tests: they do what each request asks.
+
+- `InteropService`: gRPC's interop TestService (echo metadata, answer with a
+  status, stream N answers with pauses, sleep).
+- `scripted_server`: a server whose every method runs a coroutine the test
+  gives, for behaviours the interop service has no request for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from tests._proto.grpc.testing import interop_pb2 as pb
+from tests._proto.grpc.testing import interop_pb2_grpc as pb_grpc
+
+ECHO_INITIAL = "x-grpc-test-echo-initial"
+ECHO_TRAILING = "x-grpc-test-echo-trailing-bin"
+MAX = 64 * 1024 * 1024
+OPTIONS = [
+    ("grpc.max_receive_message_length", MAX),
+    ("grpc.max_send_message_length", MAX),
+    ("grpc.so_reuseport", 0),
+]
+
+
+async def _echo_metadata(context: aio.ServicerContext[Any, Any]) -> None:
+    md = dict(context.invocation_metadata() or ())
+    if ECHO_INITIAL in md:
+        await context.send_initial_metadata(((ECHO_INITIAL, md[ECHO_INITIAL]),))
+    if ECHO_TRAILING in md:
+        context.set_trailing_metadata(((ECHO_TRAILING, md[ECHO_TRAILING]),))
+
+
+async def _maybe_abort(status: pb.EchoStatus, context: aio.ServicerContext[Any, Any]) -> None:
+    if status.code:
+        await context.abort(grpc.StatusCode(_code(status.code)), status.message)
+
+
+def _code(number: int) -> tuple[int, str]:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.value
+    raise ValueError(number)
+
+
+class InteropService(pb_grpc.TestServiceServicer):
+    async def EmptyCall(self, request: pb.Empty, context: aio.ServicerContext[Any, Any]) -> pb.Empty:
+        await _echo_metadata(context)
+        return pb.Empty()
+
+    async def UnaryCall(self, request: pb.SimpleRequest, context: aio.ServicerContext[Any, Any]) -> pb.SimpleResponse:
+        await _echo_metadata(context)
+        await _maybe_abort(request.response_status, context)
+        return pb.SimpleResponse(payload=pb.Payload(body=b"\0" * request.response_size))
+
+    async def StreamingOutputCall(
+        self, request: pb.StreamingOutputCallRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.StreamingOutputCallResponse]:
+        await _echo_metadata(context)
+        for params in request.response_parameters:
+            if params.interval_us:
+                await asyncio.sleep(params.interval_us / 1e6)
+            yield pb.StreamingOutputCallResponse(payload=pb.Payload(body=b"\0" * params.size))
+        await _maybe_abort(request.response_status, context)
+
+    async def StreamingInputCall(
+        self, request_iterator: AsyncIterator[pb.StreamingInputCallRequest], context: aio.ServicerContext[Any, Any]
+    ) -> pb.StreamingInputCallResponse:
+        await _echo_metadata(context)
+        total = 0
+        async for request in request_iterator:
+            total += len(request.payload.body)
+        return pb.StreamingInputCallResponse(aggregated_payload_size=total)
+
+    async def FullDuplexCall(
+        self, request_iterator: AsyncIterator[pb.StreamingOutputCallRequest], context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.StreamingOutputCallResponse]:
+        await _echo_metadata(context)
+        async for request in request_iterator:
+            await _maybe_abort(request.response_status, context)
+            for params in request.response_parameters:
+                if params.interval_us:
+                    await asyncio.sleep(params.interval_us / 1e6)
+                yield pb.StreamingOutputCallResponse(payload=pb.Payload(body=b"\0" * params.size))
+
+
+@dataclass
+class Running:
+    server: aio.Server
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+async def interop_server() -> Running:
+    server = aio.server(options=OPTIONS)
+    pb_grpc.add_TestServiceServicer_to_server(InteropService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return Running(server, port)
+
+
+# A scripted behaviour gets the request stream (raw bytes) and the context, and
+# returns the answers to send (raw bytes); it may abort through the context.
+Behaviour = Callable[[AsyncIterator[bytes], aio.ServicerContext[bytes, bytes]], Awaitable[list[bytes]]]
+
+
+class _Scripted(grpc.GenericRpcHandler):
+    def __init__(self, behaviour: Behaviour) -> None:
+        self._behaviour = behaviour
+        self.calls = 0
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
+            self.calls += 1
+            for answer in await self._behaviour(requests, context):
+                await context.write(answer)
+
+        return grpc.stream_stream_rpc_method_handler(handle)
+
+
+async def scripted_server(behaviour: Behaviour, port: int = 0) -> Running:
+    server = aio.server(options=OPTIONS)
+    server.add_generic_rpc_handlers([_Scripted(behaviour)])
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return Running(server, port)

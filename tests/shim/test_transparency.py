@@ -1,0 +1,129 @@
+"""What the client receives through the shim is exactly what the primary sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc import aio
+from grpc_status import rpc_status
+
+from comparators import Verdict
+from shim.testing import running_shim
+from tests.backends import Running, scripted_server
+
+KINDS = ["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+
+
+def _rich_status() -> status_pb2.Status:
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field="quantity", description="must be > 0")]
+        )
+    )
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="bad quantity ✗", details=[detail])
+
+
+async def _echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    """Echo metadata into headers/trailers, answer once or per request, or fail as asked."""
+    received = [r async for r in requests]
+    md = dict(context.invocation_metadata() or ())
+    await context.send_initial_metadata((("x-initial", md.get("x-tag", "")), ("x-initial-bin", b"\x00\xff")))
+    context.set_trailing_metadata((("x-trailing", "t-" + str(md.get("x-tag", ""))), ("x-trailing-bin", b"\x01\x02")))
+    if received and received[0] == b"rich":
+        await context.abort_with_status(rpc_status.to_status(_rich_status()))
+    if received and received[0].startswith(b"code:"):
+        code = int(received[0].split(b":")[1])
+        status = next(c for c in grpc.StatusCode if c.value[0] == code)
+        await context.abort(status, f"failed with {status.name} — ünïcødé ☃ 😈")
+    if md.get("x-answers") == "one":
+        return [b"+".join(received) + b"!"]
+    return [r + b"!" for r in received] + [b"end"]
+
+
+def _invoke(channel: aio.Channel, kind: str, requests: list[bytes], tag: str) -> aio.Call:
+    method = f"/test.Echo/{kind}"
+    metadata = (("x-tag", tag), ("x-answers", "one" if kind.endswith("_unary") else "many"))
+    if kind == "unary_unary":
+        return channel.unary_unary(method)(requests[0], metadata=metadata)
+    if kind == "unary_stream":
+        return channel.unary_stream(method)(requests[0], metadata=metadata)
+    if kind == "stream_unary":
+        return channel.stream_unary(method)(iter(requests), metadata=metadata)
+    return channel.stream_stream(method)(iter(requests), metadata=metadata)
+
+
+async def _observe(address: str, kind: str, requests: list[bytes], tag: str = "a") -> tuple[object, ...]:
+    async with aio.insecure_channel(address) as channel:
+        call = _invoke(channel, kind, requests, tag)
+        answers: list[bytes] = []
+        try:
+            if kind in ("unary_unary", "stream_unary"):
+                answers.append(await call)  # type: ignore[misc]
+            else:
+                answers.extend([a async for a in call])  # type: ignore[attr-defined]
+        except aio.AioRpcError:
+            pass
+        return (
+            await call.code(),
+            await call.details(),
+            tuple(await call.initial_metadata()),
+            tuple(await call.trailing_metadata()),
+            tuple(answers),
+        )
+
+
+@pytest.fixture
+async def echo_pair() -> AsyncIterator[tuple[Running, Running]]:
+    bank, bk = await scripted_server(_echo), await scripted_server(_echo)
+    yield bank, bk
+    await bank.stop()
+    await bk.stop()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "requests",
+    [[b"one"], [b"rich"], [b"code:5"], [b"code:13"]],
+    ids=["ok", "rich-error", "not-found-unicode", "internal-unicode"],
+)
+async def test_every_call_kind_relays_the_primary_exactly(
+    kind: str, requests: list[bytes], echo_pair: tuple[Running, Running]
+) -> None:
+    """Messages, headers, trailers (binary too), status, unicode details and rich details reach the client as sent."""
+    bank, bk = echo_pair
+    direct = await _observe(bank.address, kind, requests)
+    async with running_shim(bank.address, bk.address) as (shim, sink):
+        through = await _observe(shim.address, kind, requests)
+        comparisons = await sink.wait_for(1)
+    assert through == direct
+    assert comparisons[0].verdict is Verdict.MATCH
+
+
+async def test_rich_error_details_survive_byte_for_byte(echo_pair: tuple[Running, Running]) -> None:
+    """grpc-status-details-bin decodes on the client into the very google.rpc.Status the backend sent."""
+    bank, _ = echo_pair
+    async with running_shim(bank.address) as (shim, _sink), aio.insecure_channel(shim.address) as channel:
+        call = channel.unary_unary("/test.Echo/Rich")(b"rich", metadata=(("x-answers", "one"),))
+        with pytest.raises(aio.AioRpcError) as info:
+            await call
+    status = rpc_status.from_call(info.value)
+    assert status == _rich_status()
+
+
+async def test_all_statuses_pass_through(echo_pair: tuple[Running, Running]) -> None:
+    """Every non-OK status code the primary answers with reaches the client unchanged, with its details."""
+    bank, bk = echo_pair
+    async with running_shim(bank.address, bk.address) as (shim, _sink):
+        for code in grpc.StatusCode:
+            if code is grpc.StatusCode.OK:
+                continue
+            request = [f"code:{code.value[0]}".encode()]
+            direct = await _observe(bank.address, "unary_unary", request)
+            through = await _observe(shim.address, "unary_unary", request)
+            assert through == direct
+            assert through[0] is code

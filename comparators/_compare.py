@@ -133,7 +133,9 @@ def _decode(cls: type[message.Message], raw: bytes) -> dict[str, Any] | None:
 
 def diff_values(bank: Any, bk: Any, prefix: str = "") -> list[Difference]:
     """Field-level differences between two normalised values, with readable paths."""
-    tree = DeepDiff(bank, bk, view="tree", verbose_level=2)
+    # threshold_to_diff_deeper=0: report each field added or removed, even when two
+    # messages share few fields (DeepDiff >= 8 would report the whole message instead)
+    tree = DeepDiff(bank, bk, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
     diffs: list[Difference] = []
     for report, items in tree.items():
         kind = _REPORT_KINDS.get(report, DiffKind.CHANGED)

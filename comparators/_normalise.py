@@ -21,12 +21,20 @@ def to_python(msg: message.Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in msg.ListFields():
         out[field.name] = _field_value(field, value)
-    for unknown in unknown_fields.UnknownFieldSet(msg):
+    out.update(_unknown(unknown_fields.UnknownFieldSet(msg)))
+    return out
+
+
+def _unknown(fields: unknown_fields.UnknownFieldSet) -> dict[str, Any]:
+    """Unknown fields as {"#<number>": value}; a number seen more than once gets a list
+    of its values, and a group a dict of its own unknown fields."""
+    grouped: dict[str, list[Any]] = {}
+    for unknown in fields:
         data = unknown.data
         if isinstance(data, unknown_fields.UnknownFieldSet):
-            data = repr(data)
-        out[f"#{unknown.field_number}"] = data
-    return out
+            data = _unknown(data)
+        grouped.setdefault(f"#{unknown.field_number}", []).append(data)
+    return {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
 
 
 def _field_value(field: FieldDescriptor, value: Any) -> Any:

@@ -75,6 +75,7 @@ class Mirror:
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = asyncio.get_running_loop().create_future()
         self._call: aio.Call | None = None
         self._expired = False
+        self._abandoned = False
         self._timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
@@ -107,6 +108,7 @@ class Mirror:
         if self._primary.done():
             return
         self._primary.set_result((primary, True))
+        self._abandoned = True
         if self._call is not None:
             self._call.cancel()
         elif not self.task.done():
@@ -161,6 +163,10 @@ class Mirror:
                     message = await call.read()
                 except aio.AioRpcError:
                     break
+                except asyncio.CancelledError:
+                    if self._expired or self._abandoned:
+                        break  # we cancelled the call ourselves
+                    raise
                 if message is aio.EOF:
                     break
                 if self.capture.take(message):
@@ -168,6 +174,8 @@ class Mirror:
         finally:
             writer.cancel()
         latency = time.perf_counter() - started
+        if self._abandoned:
+            return Outcome(code=_CANCELLED, latency=latency, local="shadow call cancelled with the client's call")
         if self._expired:
             return Outcome(
                 code=_DEADLINE_EXCEEDED,

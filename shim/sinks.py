@@ -7,6 +7,7 @@ and the others still run.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +16,14 @@ from typing import IO, Any
 import structlog
 
 from comparators import Comparison, Difference, Outcome, Verdict
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def path_pattern(path: str) -> str:
+    """A path with list indices folded, so that differences group: 'trades[3].fee' -> 'trades[*].fee'."""
+    return _INDEX.sub("[*]", path)
 
 
 def jsonable(value: Any) -> Any:
@@ -98,7 +107,7 @@ class MethodSummary:
 
 
 class Summary:
-    """Per-method tallies of verdicts and differing paths (with one example each)."""
+    """Per-method tallies of verdicts and differing paths (indices folded, one example each)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,9 +126,10 @@ class Summary:
                 summary.shadow_errors += 1
             else:
                 summary.skipped += 1
+            for pattern in {path_pattern(d.path) for d in comparison.real_differences}:
+                summary.paths[pattern] += 1
             for diff in comparison.real_differences:
-                summary.paths[diff.path] += 1
-                summary.examples.setdefault(diff.path, diff)
+                summary.examples.setdefault(path_pattern(diff.path), diff)
 
     def methods(self) -> dict[str, MethodSummary]:
         with self._lock:

@@ -1,0 +1,222 @@
+"""Whatever the shadow does, the client gets the primary's answer, undelayed, and the fault is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc import aio
+
+from comparators import DiffKind, Verdict
+from shim.testing import running_shim
+from tests._proto.grpc.testing import interop_pb2 as pb
+from tests._proto.grpc.testing import interop_pb2_grpc as pb_grpc
+from tests.backends import Running, interop_server, scripted_server
+from tests.helpers import registry_of
+
+UNARY = "/grpc.testing.TestService/UnaryCall"
+
+
+@pytest.fixture
+async def bank() -> AsyncIterator[Running]:
+    running = await interop_server()
+    yield running
+    await running.stop()
+
+
+def _request(size: int = 10) -> pb.SimpleRequest:
+    return pb.SimpleRequest(response_size=size, payload=pb.Payload(body=b"q"))
+
+
+async def test_slow_shadow_does_not_delay_the_client(bank: Running) -> None:
+    """The client has its answer while BK is still working; the comparison follows once BK answers."""
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        body = [r async for r in requests]
+        events.append("bk started")
+        await release.wait()
+        events.append("bk answered")
+        return [pb.SimpleResponse(payload=pb.Payload(body=b"\0" * 10)).SerializeToString()] * len(body)
+
+    bk = await scripted_server(slow)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR), shadow_timeout=30) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request())
+            events.append("client answered")
+            assert len(answer.payload.body) == 10
+            assert sink.comparisons == []
+            release.set()
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bk.stop()
+    assert events.index("client answered") < events.index("bk answered")
+    assert comparison.verdict is Verdict.MATCH
+
+
+async def test_shadow_beyond_its_timeout_is_a_shadow_error(bank: Running) -> None:
+    """A BK slower than the shadow timeout is cancelled and recorded as a shadow timeout."""
+    never = asyncio.Event()
+
+    async def stuck(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        await never.wait()
+        return []
+
+    bk = await scripted_server(stuck)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, shadow_timeout=0.2) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(7))
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bk.stop()
+    assert len(answer.payload.body) == 7
+    assert comparison.verdict is Verdict.SHADOW_ERROR
+    assert "shadow timeout" in comparison.reason
+
+
+async def test_shadow_down_leaves_the_answer_unchanged(bank: Running) -> None:
+    """With BK unreachable the client gets Bank's answer and the exchange is a shadow error."""
+    gone = await interop_server()
+    await gone.stop()  # its port is now closed
+    async with (
+        running_shim(bank.address, gone.address) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(5))
+        (comparison,) = await sink.wait_for(1)
+    assert len(answer.payload.body) == 5
+    assert comparison.verdict is Verdict.SHADOW_ERROR
+    assert comparison.exchange.shadow is not None
+    assert comparison.exchange.shadow.status == "UNAVAILABLE"
+
+
+async def test_shadow_garbage_is_recorded_as_undecodable(bank: Running) -> None:
+    """Bytes BK sends that do not decode leave the client's answer intact and show as `undecodable`."""
+
+    async def garbage(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        _ = [r async for r in requests]
+        return [b"\xff\xff\xff\xff"]
+
+    bk = await scripted_server(garbage)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(3))
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bk.stop()
+    assert answer == pb.SimpleResponse(payload=pb.Payload(body=b"\0" * 3))
+    assert comparison.verdict is Verdict.MISMATCH
+    assert [d.kind for d in comparison.differences] == [DiffKind.UNDECODABLE]
+    assert comparison.differences[0].bk == "ffffffff"
+
+
+async def test_client_cancel_propagates_and_is_recorded_as_cancelled() -> None:
+    """A client that cancels cancels the primary call too; the exchange says a write's outcome is unknown."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def hang(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        _ = [r async for r in requests]
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return []
+
+    bank, bk = await scripted_server(hang), await scripted_server(hang)
+    try:
+        async with (
+            running_shim(bank.address, bk.address) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            call = channel.unary_unary("/ledger.Ledger/Post")(b"write")
+            await started.wait()
+            call.cancel()
+            await asyncio.wait_for(cancelled.wait(), timeout=10)
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert await call.code() is grpc.StatusCode.CANCELLED
+    assert comparison.verdict is Verdict.SKIPPED
+    assert comparison.exchange.cancelled
+    assert "cancelled" in comparison.reason and "unknown" in comparison.reason
+
+
+async def test_client_deadline_reaches_the_primary() -> None:
+    """The primary sees the client's deadline, and a call that outlives it ends DEADLINE_EXCEEDED."""
+    seen: list[float | None] = []
+
+    async def sleepy(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        seen.append(context.time_remaining())
+        await asyncio.Event().wait()
+        return []
+
+    bank = await scripted_server(sleepy)
+    try:
+        async with running_shim(bank.address) as (shim, _sink), aio.insecure_channel(shim.address) as channel:
+            with pytest.raises(aio.AioRpcError) as info:
+                await channel.unary_unary("/ledger.Ledger/Get")(b"read", timeout=0.5)
+    finally:
+        await bank.stop()
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(seen) == 1 and seen[0] is not None and 0 < seen[0] <= 0.55  # clock rounding
+
+
+async def test_eight_mib_requests_and_answers_pass(bank: Running) -> None:
+    """An 8 MiB request and an 8 MiB answer pass through the shim and compare as a match."""
+    bk = await interop_server()
+    size = 8 * 1024 * 1024
+    try:
+        async with (
+            running_shim(bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR)) as (shim, sink),
+            aio.insecure_channel(
+                shim.address, options=[("grpc.max_receive_message_length", 2 * size)]
+            ) as channel,
+        ):
+            request = pb.SimpleRequest(response_size=size, payload=pb.Payload(body=b"r" * size))
+            answer = await pb_grpc.TestServiceStub(channel).UnaryCall(request)
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bk.stop()
+    assert len(answer.payload.body) == size
+    assert comparison.verdict is Verdict.MATCH
+
+
+async def test_two_hundred_concurrent_calls_get_their_own_answers() -> None:
+    """200 calls in flight at once each receive the answer to their own request."""
+
+    async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        return [b"re:" + r async for r in requests]
+
+    bank, bk = await scripted_server(echo), await scripted_server(echo)
+    try:
+        async with (
+            running_shim(bank.address, bk.address) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            calls = [channel.unary_unary("/echo.Echo/Say")(f"call-{i}".encode()) for i in range(200)]
+            answers = await asyncio.gather(*calls)
+            comparisons = await sink.wait_for(200)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert answers == [f"re:call-{i}".encode() for i in range(200)]
+    assert {c.verdict for c in comparisons} == {Verdict.MATCH}

@@ -9,8 +9,8 @@ from comparators._compare import compare, diff_values, format_path
 from comparators._model import (
     STATUS_NAMES,
     Comparison,
-    DiffKind,
     Difference,
+    DiffKind,
     Exchange,
     Metadata,
     Outcome,

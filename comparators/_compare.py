@@ -41,8 +41,9 @@ def compare(exchange: Exchange, registry: DescriptorRegistry | None = None) -> C
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=shadow.local)
     if shadow.code == _UNAVAILABLE and exchange.primary.code != _UNAVAILABLE:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
-    bank, bk = exchange.bank, exchange.bk
-    assert bank is not None and bk is not None
+    bank, bk = exchange.primary, shadow
+    if not exchange.primary_is_bank:
+        bank, bk = bk, bank
     if _same_bytes(bank, bk):
         return Comparison(exchange, Verdict.MATCH)
     info = registry.method(exchange.method) if registry is not None else None
@@ -113,9 +114,11 @@ def _message_differences(
         for side_value, raw, side in ((decoded_left, left, "bank"), (decoded_right, right, "bk")):
             if side_value is None:
                 undecodable = True
-                values = {"bank": None, "bk": None}
+                values: dict[str, str | None] = {"bank": None, "bk": None}
                 values[side] = raw[:64].hex()
-                diffs.append(Difference(prefix or "<message>", DiffKind.UNDECODABLE, values["bank"], values["bk"]))
+                diffs.append(
+                    Difference(prefix or "<message>", DiffKind.UNDECODABLE, values["bank"], values["bk"])
+                )
         if undecodable or decoded_left is None or decoded_right is None:
             continue
         diffs.extend(diff_values(decoded_left, decoded_right, prefix))

@@ -7,7 +7,7 @@ they cross threads and processes safely and can be stored as they are.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 

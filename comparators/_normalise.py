@@ -2,8 +2,10 @@
 
 - only fields that are set appear (proto3 implicit defaults equal unset);
 - enums by name, 64-bit integers as ints, maps as dicts;
-- google.protobuf.Timestamp / Duration as ISO-8601 text / seconds;
-- unknown fields under "#<number>" with their raw value, so they are never lost.
+- google.protobuf.Timestamp / Duration as ISO-8601 text / seconds (their fields
+  when out of the range that text can express);
+- unknown fields under "#<number>" with their raw value (a list when the number
+  repeats, a dict for a group), so they are never lost.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 def _single(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE or field.type == FieldDescriptor.TYPE_GROUP:
         name = field.message_type.full_name
-        if name == _TIMESTAMP:
-            return value.ToJsonString()
-        if name == _DURATION:
-            return value.ToJsonString()
+        if name in (_TIMESTAMP, _DURATION):
+            try:
+                return value.ToJsonString()
+            except ValueError:  # out of the range JSON can express: keep its fields instead
+                return to_python(value)
         return to_python(value)
     if field.type == FieldDescriptor.TYPE_ENUM:
         enum_value = field.enum_type.values_by_number.get(value)

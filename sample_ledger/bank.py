@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import ROUND_HALF_UP, Decimal
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from sample_ledger._bank_book import CENT, BankAccount, BankBook, BankEntry, BankPosition, BankTrade, to_cents
 from sample_ledger._decimal import (

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from sample_ledger._bk_book import CENTS, BkAccount, BkBook, BkTrade, utc_now
 from sample_ledger._bk_journal import Holding, Transaction

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from grpc import aio
@@ -25,9 +26,9 @@ from rich.table import Table
 
 import shim
 from comparators import Comparison
-from shim.sinks import DiffLog, Summary
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
+from shim.sinks import DiffLog, Summary
 
 DESCRIPTOR_SET = "bank.binpb"
 
@@ -76,64 +77,75 @@ def _differs_as_decimal(left: object, right: object) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shim demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="shim demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--calls", type=int, default=3000, help="client calls to drive (default 3000)")
     parser.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent client workers (default 8)")
-    parser.add_argument("--diff-log", metavar="FILE", help="where the diff log goes (default: a temporary file)")
+    parser.add_argument(
+        "--diff-log", metavar="FILE", help="where the diff log goes (default: a temporary file)"
+    )
     return parser
 
 
-async def _run(args: argparse.Namespace, console: Console) -> int:
+async def _run(
+    args: argparse.Namespace, console: Console, descriptor_set: Path, diff_path: Path, diff_stream: TextIO
+) -> int:
     bank, bk = await serve("bank"), await serve("bk")
-    diff_path = Path(args.diff_log or Path(tempfile.mkdtemp(prefix="shim-demo-")) / "diff-log.jsonl")
     summary, planted = Summary(), PlantedBugs()
-    with resources.as_file(resources.files("sample_ledger") / DESCRIPTOR_SET) as descriptor_set, diff_path.open(
-        "w", encoding="utf-8"
-    ) as diff_stream:
-        config = shim.Config(
-            bank=shim.Upstream("bank", bank.address),
-            bk=shim.Upstream("bk", bk.address, timeout=5.0),
-            listen="127.0.0.1:0",
-            mode="shadow",
-            descriptor_sets=(str(descriptor_set),),
-        )
+    config = shim.Config(
+        bank=shim.Upstream("bank", bank.address),
+        bk=shim.Upstream("bk", bk.address, timeout=5.0),
+        listen="127.0.0.1:0",
+        mode="shadow",
+        descriptor_sets=(str(descriptor_set),),
+    )
+    try:
         running = await shim.start(config, sinks=[DiffLog(diff_stream), summary, planted])
-        console.print(
-            f"Bank on {bank.address}, BK on {bk.address}, shim (shadow mode) on {running.address}; "
-            f"diff log: {diff_path}"
-        )
-        started = time.perf_counter()
-        try:
-            async with aio.insecure_channel(running.address) as channel:
-                with Progress(
-                    TextColumn("[bold]calls through the shim"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                ) as progress:
-                    task = progress.add_task("calls", total=args.calls)
+    except BaseException:
+        await bank.stop()
+        await bk.stop()
+        raise
+    console.print(
+        f"Bank on {bank.address}, BK on {bk.address}, shim (shadow mode) on {running.address}; "
+        f"diff log: {diff_path}"
+    )
+    started = time.perf_counter()
+    try:
+        async with aio.insecure_channel(running.address) as channel:
+            with Progress(
+                TextColumn("[bold]calls through the shim"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("calls", total=args.calls)
 
-                    def on_call(method: str, code: grpc.StatusCode) -> None:
-                        progress.advance(task)
+                def on_call(method: str, code: grpc.StatusCode) -> None:
+                    progress.advance(task)
 
-                    await run_workload(
-                        channel, args.calls, seed=args.seed, concurrency=args.concurrency, on_call=on_call
-                    )
-            elapsed = time.perf_counter() - started
-            await asyncio.wait_for(running.drain(), timeout=30)
-        finally:
-            await running.stop(grace=1.0)
-            await bank.stop()
-            await bk.stop()
+                await run_workload(
+                    channel, args.calls, seed=args.seed, concurrency=args.concurrency, on_call=on_call
+                )
+        elapsed = time.perf_counter() - started
+        await asyncio.wait_for(running.drain(), timeout=30)
+    finally:
+        await running.stop(grace=1.0)
+        await bank.stop()
+        await bk.stop()
     _print_summary(console, summary, planted, elapsed, args.calls)
     console.print(f"\nEvery difference is a JSON line in {diff_path}")
     return 0
 
 
-def _print_summary(console: Console, summary: Summary, planted: PlantedBugs, elapsed: float, calls: int) -> None:
-    table = Table(title=f"{calls} calls in {elapsed:.1f}s: Bank answered, BK was compared", title_justify="left")
+def _print_summary(
+    console: Console, summary: Summary, planted: PlantedBugs, elapsed: float, calls: int
+) -> None:
+    table = Table(
+        title=f"{calls} calls in {elapsed:.1f}s: Bank answered, BK was compared", title_justify="left"
+    )
     for column in ("method", "calls", "matched", "mismatched", "shadow errors", "skipped"):
         table.add_column(column, justify="left" if column == "method" else "right")
     methods = summary.methods()
@@ -147,14 +159,16 @@ def _print_summary(console: Console, summary: Summary, planted: PlantedBugs, ela
             str(tally.skipped),
         )
     console.print(table)
-    console.print("[bold]Top differing paths[/] (calls with the difference; one example, Bank → BK):")
+    console.print("[bold]Top differing paths[/] (one example each, Bank → BK):")
     for method, tally in methods.items():
         if not tally.paths:
             continue
         console.print(f"  [bold]{method.rsplit('/', 1)[-1]}[/]")
         for path, count in tally.paths.most_common(3):
             example = tally.examples[path]
-            console.print(f"    {path}  {count}×  {_short(example.bank)} → {_short(example.bk)}", highlight=False)
+            console.print(
+                f"    {path}  {count} calls  {_short(example.bank)} → {_short(example.bk)}", highlight=False
+            )
     console.print(
         "\nComparison here is field by field, without semantic rules: benign differences of a rewrite "
         "(id formats, decimal formatting, timestamps, list order) count as mismatches too."
@@ -175,4 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.calls <= 0:
         raise SystemExit("shim demo: error: --calls must be positive")
-    return asyncio.run(_run(args, Console()))
+    diff_path = Path(args.diff_log or Path(tempfile.mkdtemp(prefix="shim-demo-")) / "diff-log.jsonl")
+    try:
+        diff_stream = diff_path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"shim demo: error: cannot write the diff log {diff_path}: {exc.strerror}") from exc
+    with resources.as_file(resources.files("sample_ledger") / DESCRIPTOR_SET) as descriptor_set, diff_stream:
+        return asyncio.run(_run(args, Console(), descriptor_set, diff_path, diff_stream))

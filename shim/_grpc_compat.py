@@ -23,7 +23,7 @@ from grpc import aio
 try:
     from grpc._cython.cygrpc import InternalError as _CoreInternalError
 except ImportError:  # pragma: no cover - grpcio without the Cython core
-    _CoreInternalError = RuntimeError  # type: ignore[misc,assignment]
+    _CoreInternalError = RuntimeError
 
 
 async def send(call: aio.StreamStreamCall[Any, Any], payload: bytes) -> bool:

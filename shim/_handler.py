@@ -38,7 +38,7 @@ class Route:
         self.shadow = shadow
 
 
-class ProxyHandler(grpc.GenericRpcHandler):
+class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     def __init__(self, route: Route, registry: DescriptorRegistry | None, counters: Counters) -> None:
         self._route = route
         self._registry = registry
@@ -46,7 +46,7 @@ class ProxyHandler(grpc.GenericRpcHandler):
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         handler = self._handlers.get(method)
         if handler is None:
             handler = self._make(method)

@@ -30,9 +30,7 @@ def forwardable(invocation_metadata: Any) -> Metadata:
     return tuple((m.key, m.value) for m in invocation_metadata if m.key not in _IGNORED_REQUEST_KEYS)
 
 
-async def snapshot(
-    call: aio.Call, messages: tuple[bytes, ...], latency: float, local: str = ""
-) -> Outcome:
+async def snapshot(call: aio.Call, messages: tuple[bytes, ...], latency: float, local: str = "") -> Outcome:
     """The Outcome of a finished call."""
     code: grpc.StatusCode = await call.code()
     return Outcome(

@@ -72,7 +72,9 @@ class Mirror:
         self.capture = Capture(dispatcher.max_capture)
         self.requests: list[bytes] = []
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._primary: asyncio.Future[tuple[Outcome | None, bool]] = asyncio.get_running_loop().create_future()
+        self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._call: aio.Call | None = None
         self._expired = False
         self._abandoned = False
@@ -146,7 +148,9 @@ class Mirror:
                 is_write=self.is_write,
                 started_at=self.started_at,
                 cancelled=cancelled,
-                note="too large to compare: more than shadow.max_capture bytes" if self.capture.exceeded else "",
+                note="too large to compare: more than shadow.max_capture bytes"
+                if self.capture.exceeded
+                else "",
             )
         )
 
@@ -155,7 +159,9 @@ class Mirror:
         started = time.perf_counter()
         call = channel.stream_stream(self.method)(metadata=self._metadata, timeout=self._client_timeout)
         self._call = call
-        writer = asyncio.get_running_loop().create_task(self._write(call), name=f"shadow writer {self.method}")
+        writer = asyncio.get_running_loop().create_task(
+            self._write(call), name=f"shadow writer {self.method}"
+        )
         messages: list[bytes] = []
         try:
             while True:
@@ -175,7 +181,9 @@ class Mirror:
             writer.cancel()
         latency = time.perf_counter() - started
         if self._abandoned:
-            return Outcome(code=_CANCELLED, latency=latency, local="shadow call cancelled with the client's call")
+            return Outcome(
+                code=_CANCELLED, latency=latency, local="shadow call cancelled with the client's call"
+            )
         if self._expired:
             return Outcome(
                 code=_DEADLINE_EXCEEDED,
@@ -220,7 +228,12 @@ class ShadowDispatcher:
         self._idle.set()
 
     def start(
-        self, method: str, metadata: tuple[Any, ...], client_timeout: float | None, is_write: bool, unary: bool
+        self,
+        method: str,
+        metadata: tuple[Any, ...],
+        client_timeout: float | None,
+        is_write: bool,
+        unary: bool,
     ) -> Mirror | None:
         if self.in_flight >= self.max_in_flight:
             self.counters.inc("shadow_dropped", method)

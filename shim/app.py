@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-import grpc
 import structlog
 from grpc import aio
 
@@ -42,7 +41,9 @@ def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
 class Shim:
     """A running shim: a gRPC server forwarding to the primary and mirroring to the shadow."""
 
-    def __init__(self, config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None):
+    def __init__(
+        self, config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None
+    ):
         self.config = config
         self.counters = Counters()
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
@@ -105,7 +106,10 @@ class Shim:
             await self._server.stop(grace)
             self._server = None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0))
+            await asyncio.wait_for(
+                self.drain(),
+                timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0),
+            )
         await self._close_channels()
         if self.pipeline is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
@@ -120,7 +124,9 @@ class Shim:
             await self._server.wait_for_termination()
 
 
-async def start(config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None) -> Shim:
+async def start(
+    config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None
+) -> Shim:
     """Start a shim and return it once it is serving."""
     shim = Shim(config, sinks, registry)
     await shim.start()

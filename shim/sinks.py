@@ -11,12 +11,11 @@ import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
 from comparators import Comparison, Difference, Outcome, Verdict
-
 
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -49,7 +48,12 @@ def _side(outcome: Outcome | None) -> dict[str, Any] | None:
 
 
 def _difference(diff: Difference) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": diff.path, "kind": diff.kind.value, "bank": jsonable(diff.bank), "bk": jsonable(diff.bk)}
+    out: dict[str, Any] = {
+        "path": diff.path,
+        "kind": diff.kind.value,
+        "bank": jsonable(diff.bank),
+        "bk": jsonable(diff.bk),
+    }
     if diff.rule:
         out["tolerated_by"] = diff.rule
     return out
@@ -63,7 +67,7 @@ class DiffLog:
     their paths and both values.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._log = structlog.wrap_logger(
             structlog.WriteLogger(stream),
             processors=[

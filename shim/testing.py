@@ -38,19 +38,22 @@ class CapturingSink:
             return list(self._items)
 
     async def wait_for(
-        self, count: int, timeout: float = 10.0, where: Callable[[Comparison], bool] | None = None
+        self, count: int, within: float = 10.0, where: Callable[[Comparison], bool] | None = None
     ) -> list[Comparison]:
-        """The comparisons (matching `where`) once there are at least `count` of them."""
+        """The comparisons (matching `where`) once there are at least `count` of them.
+
+        Raises TimeoutError when they do not arrive `within` seconds.
+        """
 
         def enough() -> bool:
             return len([c for c in self._items if where is None or where(c)]) >= count
 
         def wait() -> bool:
             with self._cond:
-                return self._cond.wait_for(enough, timeout=timeout)
+                return self._cond.wait_for(enough, timeout=within)
 
         if not await asyncio.to_thread(wait):
-            raise TimeoutError(f"{len(self.comparisons)} comparisons after {timeout}s, wanted {count}")
+            raise TimeoutError(f"{len(self.comparisons)} comparisons after {within}s, wanted {count}")
         return [c for c in self.comparisons if where is None or where(c)]
 
 

@@ -54,7 +54,9 @@ class InteropService(pb_grpc.TestServiceServicer):
         await _echo_metadata(context)
         return pb.Empty()
 
-    async def UnaryCall(self, request: pb.SimpleRequest, context: aio.ServicerContext[Any, Any]) -> pb.SimpleResponse:
+    async def UnaryCall(
+        self, request: pb.SimpleRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.SimpleResponse:
         await _echo_metadata(context)
         await _maybe_abort(request.response_status, context)
         return pb.SimpleResponse(payload=pb.Payload(body=b"\0" * request.response_size))
@@ -70,7 +72,9 @@ class InteropService(pb_grpc.TestServiceServicer):
         await _maybe_abort(request.response_status, context)
 
     async def StreamingInputCall(
-        self, request_iterator: AsyncIterator[pb.StreamingInputCallRequest], context: aio.ServicerContext[Any, Any]
+        self,
+        request_iterator: AsyncIterator[pb.StreamingInputCallRequest],
+        context: aio.ServicerContext[Any, Any],
     ) -> pb.StreamingInputCallResponse:
         await _echo_metadata(context)
         total = 0
@@ -79,7 +83,9 @@ class InteropService(pb_grpc.TestServiceServicer):
         return pb.StreamingInputCallResponse(aggregated_payload_size=total)
 
     async def FullDuplexCall(
-        self, request_iterator: AsyncIterator[pb.StreamingOutputCallRequest], context: aio.ServicerContext[Any, Any]
+        self,
+        request_iterator: AsyncIterator[pb.StreamingOutputCallRequest],
+        context: aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.StreamingOutputCallResponse]:
         await _echo_metadata(context)
         async for request in request_iterator:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -54,7 +53,8 @@ def _package_dir(out: Path, package: str) -> Path:
 
 
 def _rewrite_imports(text: str, top_levels: set[str], package: str) -> str:
-    pattern = re.compile(r"^from ((?:%s)(?:\.\w+)*) import " % "|".join(sorted(top_levels)), re.M)
+    alternatives = "|".join(sorted(top_levels))
+    pattern = re.compile(rf"^from ((?:{alternatives})(?:\.\w+)*) import ", re.M)
     return pattern.sub(lambda m: f"from {package}.{m.group(1)} import ", text)
 
 

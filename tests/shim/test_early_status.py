@@ -22,19 +22,25 @@ REPEAT = 60
 CHUNK = b"x" * 65536
 
 
-async def _abort_at_once(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+async def _abort_at_once(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
     """Fail before reading anything."""
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
 
 
-async def _abort_after_first(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+async def _abort_after_first(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
     """Read one message, then fail."""
     async for _ in requests:
         break
     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "batch too large")
 
 
-async def _answer_after_first(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+async def _answer_after_first(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
     """Read one message, then answer OK without reading the rest."""
     async for request in requests:
         return [b"seen " + request[:4]]

@@ -45,7 +45,9 @@ async def test_slow_shadow_does_not_delay_the_client(bank: Running) -> None:
     bk = await scripted_server(slow)
     try:
         async with (
-            running_shim(bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR), shadow_timeout=30) as (
+            running_shim(
+                bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR), shadow_timeout=30
+            ) as (
                 shim,
                 sink,
             ),
@@ -67,7 +69,9 @@ async def test_shadow_beyond_its_timeout_is_a_shadow_error(bank: Running) -> Non
     """A BK slower than the shadow timeout is cancelled and recorded as a shadow timeout."""
     never = asyncio.Event()
 
-    async def stuck(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    async def stuck(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
         await never.wait()
         return []
 
@@ -105,7 +109,9 @@ async def test_shadow_down_leaves_the_answer_unchanged(bank: Running) -> None:
 async def test_shadow_garbage_is_recorded_as_undecodable(bank: Running) -> None:
     """Bytes BK sends that do not decode leave the client's answer intact and show as `undecodable`."""
 
-    async def garbage(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    async def garbage(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
         _ = [r async for r in requests]
         return [b"\xff\xff\xff\xff"]
 
@@ -157,14 +163,17 @@ async def test_client_cancel_propagates_and_is_recorded_as_cancelled() -> None:
     assert await call.code() is grpc.StatusCode.CANCELLED
     assert comparison.verdict is Verdict.SKIPPED
     assert comparison.exchange.cancelled
-    assert "cancelled" in comparison.reason and "unknown" in comparison.reason
+    assert "cancelled" in comparison.reason
+    assert "unknown" in comparison.reason
 
 
 async def test_client_deadline_reaches_the_primary() -> None:
     """The primary sees the client's deadline, and a call that outlives it ends DEADLINE_EXCEEDED."""
     seen: list[float | None] = []
 
-    async def sleepy(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    async def sleepy(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
         seen.append(context.time_remaining())
         await asyncio.Event().wait()
         return []
@@ -177,7 +186,9 @@ async def test_client_deadline_reaches_the_primary() -> None:
     finally:
         await bank.stop()
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert len(seen) == 1 and seen[0] is not None and 0 < seen[0] <= 0.55  # clock rounding
+    assert len(seen) == 1
+    assert seen[0] is not None
+    assert 0 < seen[0] <= 0.55  # clock rounding
 
 
 async def test_eight_mib_requests_and_answers_pass(bank: Running) -> None:

@@ -22,7 +22,9 @@ def _rich_status() -> status_pb2.Status:
     detail = any_pb2.Any()
     detail.Pack(
         error_details_pb2.BadRequest(
-            field_violations=[error_details_pb2.BadRequest.FieldViolation(field="quantity", description="must be > 0")]
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field="quantity", description="must be > 0")
+            ]
         )
     )
     return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="bad quantity ✗", details=[detail])
@@ -33,7 +35,9 @@ async def _echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[byt
     received = [r async for r in requests]
     md = dict(context.invocation_metadata() or ())
     await context.send_initial_metadata((("x-initial", md.get("x-tag", "")), ("x-initial-bin", b"\x00\xff")))
-    context.set_trailing_metadata((("x-trailing", "t-" + str(md.get("x-tag", ""))), ("x-trailing-bin", b"\x01\x02")))
+    context.set_trailing_metadata(
+        (("x-trailing", "t-" + str(md.get("x-tag", ""))), ("x-trailing-bin", b"\x01\x02"))
+    )
     if received and received[0] == b"rich":
         await context.abort_with_status(rpc_status.to_status(_rich_status()))
     if received and received[0].startswith(b"code:"):
@@ -94,7 +98,7 @@ async def echo_pair() -> AsyncIterator[tuple[Running, Running]]:
 async def test_every_call_kind_relays_the_primary_exactly(
     kind: str, requests: list[bytes], echo_pair: tuple[Running, Running]
 ) -> None:
-    """Messages, headers, trailers (binary too), status, unicode details and rich details reach the client as sent."""
+    """Messages, headers and trailers (binary too), status, unicode and rich details arrive as sent."""
     bank, bk = echo_pair
     direct = await _observe(bank.address, kind, requests)
     async with running_shim(bank.address, bk.address) as (shim, sink):

@@ -1,0 +1,53 @@
+"""`shim demo` runs end to end and its diff log shows every planted bug of BK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _status_pairs(lines: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (line["method"].rsplit("/", 1)[-1], d["bank"], d["bk"])
+        for line in lines
+        for d in line.get("differences", [])
+        if d["path"] == "status.code"
+    }
+
+
+def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
+    """Fee rounding, the unknown-account status and the accepted oversell all appear as differences."""
+    diff_log = tmp_path / "diff.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "shim", "demo", "--calls", "800", "--diff-log", str(diff_log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Planted bugs in BK that the comparison caught" in result.stdout
+    assert "not seen" not in result.stdout
+    lines = _lines(diff_log)
+    assert {line["verdict"] for line in lines} <= {"mismatch", "shadow-error", "skipped"}
+    fee_bugs = [
+        d
+        for line in lines
+        if line["method"] == "/bank.v1.Ledger/PostTrade"
+        for d in line.get("differences", [])
+        if d["path"] == "fee" and Decimal(d["bank"] or "0") != Decimal(d["bk"] or "0")
+    ]
+    assert fee_bugs, "planted bug 1 (fee rounding) not in the diff log"
+    assert all(abs(Decimal(d["bank"]) - Decimal(d["bk"] or "0")) == Decimal("0.01") for d in fee_bugs)
+    pairs = _status_pairs(lines)
+    assert ("GetBalance", "NOT_FOUND", "INVALID_ARGUMENT") in pairs or any(
+        p[1:] == ("NOT_FOUND", "INVALID_ARGUMENT") for p in pairs
+    ), "planted bug 2 (unknown account) not in the diff log"
+    assert ("PostTrade", "FAILED_PRECONDITION", "OK") in pairs, "planted bug 3 (oversell) not in the diff log"

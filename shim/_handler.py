@@ -129,7 +129,7 @@ class _UnaryCall:
             code = await call.code()
             details = await call.details()
             trailing = await call.trailing_metadata()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
             if mirror is not None:
                 mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
@@ -194,7 +194,7 @@ class _StreamCall:
             code = await call.code()
             details = await call.details()
             trailing = await call.trailing_metadata()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
             if mirror is not None:
                 mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))

@@ -78,6 +78,8 @@ class Mirror:
         self._call: aio.Call | None = None
         self._expired = False
         self._abandoned = False
+        self._overflowed = False
+        self._queued = 0  # request bytes handed over and not yet written to the shadow
         self._timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
@@ -86,9 +88,22 @@ class Mirror:
     # -- fed by the primary handler; none of these wait --------------------------------
 
     def feed(self, payload: bytes) -> None:
-        """A request message the client sent."""
+        """A request message the client sent.
+
+        When the shadow falls so far behind that more than `max_capture` request
+        bytes wait for it, the shadow call is given up (and recorded as such)
+        rather than buffering without bound.
+        """
+        if self._overflowed:
+            return
         if self.capture.take(payload):
             self.requests.append(payload)
+        self._queued += len(payload)
+        if self._queued > self._dispatcher.max_capture > 0:
+            self._overflowed = True
+            if self._call is not None:
+                self._call.cancel()
+            return
         self._queue.put_nowait(payload)
 
     def close_requests(self) -> None:
@@ -159,6 +174,8 @@ class Mirror:
         started = time.perf_counter()
         call = channel.stream_stream(self.method)(metadata=self._metadata, timeout=self._client_timeout)
         self._call = call
+        if self._overflowed or self._abandoned:
+            call.cancel()
         writer = asyncio.get_running_loop().create_task(
             self._write(call), name=f"shadow writer {self.method}"
         )
@@ -170,7 +187,7 @@ class Mirror:
                 except aio.AioRpcError:
                     break
                 except asyncio.CancelledError:
-                    if self._expired or self._abandoned:
+                    if self._expired or self._abandoned or self._overflowed:
                         break  # we cancelled the call ourselves
                     raise
                 if message is aio.EOF:
@@ -183,6 +200,12 @@ class Mirror:
         if self._abandoned:
             return Outcome(
                 code=_CANCELLED, latency=latency, local="shadow call cancelled with the client's call"
+            )
+        if self._overflowed:
+            return Outcome(
+                code=_CANCELLED,
+                latency=latency,
+                local="shadow given up: it fell more than shadow.max_capture request bytes behind",
             )
         if self._expired:
             return Outcome(
@@ -198,7 +221,9 @@ class Mirror:
             if payload is None:
                 await _grpc_compat.close_sending(call)
                 return
-            if not await _grpc_compat.send(call, payload):
+            sent = await _grpc_compat.send(call, payload)
+            self._queued -= len(payload)
+            if not sent:
                 return
 
 

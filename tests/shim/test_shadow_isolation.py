@@ -231,3 +231,60 @@ async def test_two_hundred_concurrent_calls_get_their_own_answers() -> None:
         await bk.stop()
     assert answers == [f"re:call-{i}".encode() for i in range(200)]
     assert {c.verdict for c in comparisons} == {Verdict.MATCH}
+
+
+async def test_a_shadow_that_falls_behind_is_given_up_not_buffered_without_bound() -> None:
+    """A BK that stops reading a long request stream is dropped once max_capture bytes wait for it."""
+    never = asyncio.Event()
+
+    async def count(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        return [str(sum([len(r) async for r in requests])).encode()]
+
+    async def deaf(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        await never.wait()  # reads nothing: flow control soon stops the shim's writes
+        return []
+
+    bank, bk = await scripted_server(count), await scripted_server(deaf)
+    chunk = b"z" * 256 * 1024
+    try:
+        async with (
+            running_shim(bank.address, bk.address, shadow_max_capture=2 * 1024 * 1024, shadow_timeout=30) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answer = await channel.stream_unary("/bulk.Upload/Put")(iter([chunk] * 64))
+            (comparison,) = await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert answer == str(64 * len(chunk)).encode()
+    assert comparison.verdict is Verdict.SHADOW_ERROR
+    assert "given up" in comparison.reason
+
+
+@pytest.mark.parametrize(("limit", "passes"), [(1024 * 1024, False), (-1, True)], ids=["1MiB", "unlimited"])
+async def test_message_size_limit_is_configurable(limit: int, passes: bool) -> None:
+    """With max_message_size 1 MiB a 2 MiB request is refused (RESOURCE_EXHAUSTED); unlimited passes it."""
+
+    async def size(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        return [str(len(r)).encode() async for r in requests]
+
+    bank = await scripted_server(size)
+    try:
+        async with (
+            running_shim(bank.address, max_message_size=limit) as (shim, _sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            call = channel.unary_unary("/big.Big/Put")(b"m" * 2 * 1024 * 1024)
+            if passes:
+                assert await call == str(2 * 1024 * 1024).encode()
+            else:
+                with pytest.raises(aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await bank.stop()

@@ -1,0 +1,151 @@
+"""Latency the shim adds on the primary path, against a direct baseline measured in the same run.
+
+    python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade]
+
+Starts the sample Bank and BK and two shims (mode `bank` and mode `shadow`),
+each in its own process on loopback, then makes sequential unary calls from
+this process: directly to Bank, through the `bank` shim, and through the
+`shadow` shim, interleaved in rounds so that machine noise hits all three
+alike. Prints p50/p90/p99 per path and what the shim adds over the baseline.
+This is a closed-loop latency probe; throughput under open-loop load is
+another benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from grpc import aio
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+DESCRIPTORS = ROOT / "sample_ledger" / "bank.binpb"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(stack: ExitStack, args: list[str], ready: str) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    stack.callback(proc.wait, 10)
+    stack.callback(proc.terminate)
+    deadline = time.monotonic() + 20
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            raise SystemExit(f"{args} exited before it was ready")
+        if ready in line:
+            return
+    raise SystemExit(f"{args} not ready within 20s")
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    q = statistics.quantiles(ordered, n=100)
+    return {"p50": q[49] * 1e6, "p90": q[89] * 1e6, "p99": q[98] * 1e6}
+
+
+async def _measure(addresses: dict[str, str], calls: int, method: str) -> dict[str, list[float]]:
+    channels = {name: aio.insecure_channel(addr) for name, addr in addresses.items()}
+    stubs = {name: pb_grpc.LedgerStub(ch) for name, ch in channels.items()}
+    results: dict[str, list[float]] = {name: [] for name in addresses}
+    for name, stub in stubs.items():  # one account per path, opened through that path
+        await stub.OpenAccount(
+            pb.OpenAccountRequest(account_id=f"bench-{name}", owner_name="Bench", initial_deposit="1000000")
+        )
+    for i in range(calls + 100):
+        for name, stub in stubs.items():
+            if method == "PostTrade":
+                request = pb.PostTradeRequest(
+                    account_id=f"bench-{name}",
+                    symbol="AAPL",
+                    side=pb.SIDE_BUY,
+                    quantity="1",
+                    price="10.00",
+                    client_order_id=f"o{i}",
+                )
+                started = time.perf_counter()
+                await stub.PostTrade(request)
+            else:
+                started = time.perf_counter()
+                await stub.GetBalance(pb.GetBalanceRequest(account_id=f"bench-{name}"))
+            if i >= 100:  # warm-up
+                results[name].append(time.perf_counter() - started)
+    for ch in channels.values():
+        await ch.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
+    args = parser.parse_args()
+    ports = {name: _free_port() for name in ("bank", "bk", "shim_bank", "shim_shadow")}
+    addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    with ExitStack() as stack:
+        for kind in ("bank", "bk"):
+            _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
+        for name, mode in (("shim_bank", "bank"), ("shim_shadow", "shadow")):
+            _start(
+                stack,
+                [
+                    sys.executable,
+                    "-m",
+                    "shim",
+                    "serve",
+                    "--listen",
+                    addr[name],
+                    "--bank",
+                    addr["bank"],
+                    "--bk",
+                    addr["bk"],
+                    "--mode",
+                    mode,
+                    "--descriptor-set",
+                    str(DESCRIPTORS),
+                    "--diff-log",
+                    os.devnull,
+                ],
+                '"ready"',
+            )
+        results = asyncio.run(
+            _measure(
+                {"direct": addr["bank"], "shim bank": addr["shim_bank"], "shim shadow": addr["shim_shadow"]},
+                args.calls,
+                args.method,
+            )
+        )
+    base = _percentiles(results["direct"])
+    print(f"{args.method}, {args.calls} sequential calls per path (µs)")
+    print(f"{'path':<12} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")
+    for name, samples in results.items():
+        p = _percentiles(samples)
+        print(
+            f"{name:<12} {p['p50']:8.0f} {p['p90']:8.0f} {p['p99']:8.0f}   "
+            f"{p['p50'] - base['p50']:9.0f} {p['p50'] / base['p50']:9.2f}"
+        )
+    print(json.dumps({name: _percentiles(s) for name, s in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,8 @@ def _unknown(fields: unknown_fields.UnknownFieldSet) -> dict[str, Any]:
     """Unknown fields as {"#<number>": value}; a number seen more than once gets a list
     of its values, and a group a dict of its own unknown fields."""
     grouped: dict[str, list[Any]] = {}
-    for unknown in fields:
+    for index in range(len(fields)):
+        unknown = fields[index]
         data = unknown.data
         if isinstance(data, unknown_fields.UnknownFieldSet):
             data = _unknown(data)
@@ -53,15 +54,14 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 
 def _single(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE or field.type == FieldDescriptor.TYPE_GROUP:
-        name = field.message_type.full_name
-        if name in (_TIMESTAMP, _DURATION):
+    if field.message_type is not None:  # a message or a group
+        if field.message_type.full_name in (_TIMESTAMP, _DURATION):
             try:
                 return value.ToJsonString()
             except ValueError:  # out of the range JSON can express: keep its fields instead
                 return to_python(value)
         return to_python(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
+    if field.enum_type is not None:
         enum_value = field.enum_type.values_by_number.get(value)
         return enum_value.name if enum_value is not None else value
     return value

@@ -72,7 +72,13 @@ class DescriptorRegistry:
             try:
                 self._pool.Add(file_proto)
             except (TypeError, ValueError) as exc:
-                raise DescriptorError(f"{source}: cannot add {file_proto.name}: {exc}") from exc
+                missing = [d for d in file_proto.dependency if d not in self._files]
+                hint = (
+                    f" (it imports {', '.join(missing)}: write the set with protoc --include_imports)"
+                    if missing
+                    else ""
+                )
+                raise DescriptorError(f"{source}: cannot add {file_proto.name}: {exc}{hint}") from exc
             self._files.add(file_proto.name)
         for file_proto in fds.file:
             try:

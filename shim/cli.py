@@ -17,14 +17,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 # grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
 # shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim.errors import ShimError
+from shim.errors import ConfigError, ShimError
 
 EXIT_USAGE = 2
 
@@ -38,12 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shim", description="A shadow-traffic compatibility layer for gRPC services.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="serve Bank's interface, forward to the primary, mirror to the shadow")
+    serve = commands.add_parser(
+        "serve", help="serve Bank's interface, forward to the primary, mirror to the shadow"
+    )
     serve.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (port 0: any free port)")
     serve.add_argument("--bank", metavar="HOST:PORT", help="Bank, the legacy service")
     serve.add_argument("--bk", metavar="HOST:PORT", help="BK, the new service")
-    serve.add_argument("--mode", choices=config_mod.MODES, help="bank: forward only; shadow: forward and mirror")
+    serve.add_argument(
+        "--mode", choices=config_mod.MODES, help="bank: forward only; shadow: forward and mirror"
+    )
     serve.add_argument(
         "--descriptor-set",
         metavar="FILE",
@@ -51,10 +55,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="FileDescriptorSet (protoc --include_imports --descriptor_set_out); repeatable",
     )
-    serve.add_argument("--diff-log", metavar="FILE", help='where difference lines go ("-": stdout, the default)')
-    serve.add_argument("--shadow-timeout", metavar="DURATION", help="how long the shadow may take after the primary")
+    serve.add_argument(
+        "--diff-log", metavar="FILE", help='where difference lines go ("-": stdout, the default)'
+    )
+    serve.add_argument(
+        "--shadow-timeout", metavar="DURATION", help="how long the shadow may take after the primary"
+    )
 
-    demo = commands.add_parser("demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False)
+    demo = commands.add_parser(
+        "demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False
+    )
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -81,30 +91,30 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
     if shadow_timeout is not None and settings.get("bk") is not None:
         bk = settings["bk"]
         settings["bk"] = config_mod.Upstream(name=bk.name, target=bk.target, timeout=shadow_timeout)
-    settings.setdefault("mode", "shadow" if settings.get("bk") else "bank")
     return config_mod.build(settings)
 
 
-def _open_diff_log(path: str) -> IO[str]:
+def _open_diff_log(path: str) -> TextIO:
     if path == "-":
         return sys.stdout
     try:
         return open(path, "a", encoding="utf-8", buffering=1)
     except OSError as exc:
-        raise config_mod.ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
 
 
 async def _serve(config: config_mod.Config) -> int:
     import structlog
 
     from shim import logs
-    from shim.app import Shim
+    from shim.app import Shim, load_registry
     from shim.sinks import DiffLog
 
     logs.configure()
     log = structlog.get_logger("shim")
+    registry = load_registry(config.descriptor_sets)  # before the diff log: a bad set leaves no file
     diff_stream = _open_diff_log(config.diff_log)
-    shim = Shim(config, sinks=[DiffLog(diff_stream)])
+    shim = Shim(config, sinks=[DiffLog(diff_stream)], registry=registry)
     await shim.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,7 +42,16 @@ MODES = ("bank", "shadow")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+}
 _GRPC_MAX = 2**31 - 1
 
 
@@ -91,9 +100,9 @@ class Config:
 
 def check_address(key: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        if not value.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
-            raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+    malformed = not sep or not host or not port.isdigit() or int(port) > 65535
+    if malformed and not value.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
 
 
 def parse_duration(key: str, value: object) -> float:
@@ -103,7 +112,7 @@ def parse_duration(key: str, value: object) -> float:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ConfigError(f"{key}: {value!r} is not a duration such as \"250ms\", \"2s\" or \"1m\"")
+    raise ConfigError(f'{key}: {value!r} is not a duration such as "250ms", "2s" or "1m"')
 
 
 def parse_size(key: str, value: object) -> int:
@@ -117,7 +126,7 @@ def parse_size(key: str, value: object) -> int:
             size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
             if size > 0:
                 return min(size, _GRPC_MAX)
-    raise ConfigError(f"{key}: {value!r} is not a size such as \"4MiB\" or \"unlimited\"")
+    raise ConfigError(f'{key}: {value!r} is not a size such as "4MiB" or "unlimited"')
 
 
 def _positive_int(key: str, value: object) -> int:
@@ -238,6 +247,7 @@ def _upstream(name: str, table: dict[str, Any]) -> Upstream:
 def build(settings: dict[str, Any]) -> Config:
     """A Config from parsed settings (file values already overridden by flags)."""
     settings = dict(settings)
+    settings.setdefault("mode", "shadow" if settings.get("bk") is not None else "bank")
     bank = settings.pop("bank", None)
     if bank is None:
         raise ConfigError("no Bank upstream: give --bank HOST:PORT or [upstreams.bank] target")

@@ -1,0 +1,538 @@
+"""compare(): the verdict on one exchange, and the differences it lists, with readable paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import timestamp_pb2
+
+from comparators import Comparison, DiffKind, Exchange, Outcome, Verdict, compare
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from tests.comparators._exchanges import (
+    BAD_PRICE,
+    BAD_QUANTITY,
+    BOOK_TRADES,
+    GET_BALANCE,
+    GET_PORTFOLIO,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    OK,
+    OPEN_ACCOUNT,
+    POST_TRADE,
+    REGISTRY,
+    SETTLE_TRADES,
+    STREAM_ENTRIES,
+    TRADE_SESSION,
+    UNAVAILABLE,
+    UNDESCRIBED,
+    answer,
+    exchange,
+    trailers,
+)
+
+Row = tuple[str, DiffKind, object, object]
+
+
+def _rows(comparison: Comparison) -> list[Row]:
+    return [(d.path, d.kind, d.bank, d.bk) for d in comparison.differences]
+
+
+def _position(symbol: str, quantity: str, **fields: str) -> pb.Position:
+    return pb.Position(symbol=symbol, quantity=quantity, **fields)
+
+
+def _entry(sequence: int, amount: str) -> pb.LedgerEntry:
+    return pb.LedgerEntry(sequence=sequence, account_id="A1", kind=pb.ENTRY_KIND_DEPOSIT, amount=amount)
+
+
+# ---- answers that match ---------------------------------------------------------------
+
+
+def test_byte_identical_answers_match_without_decoding() -> None:
+    """Identical bytes are a match at once, even bytes no descriptor could decode."""
+    same = answer(b"\xff\xff\xff", code=OK)
+    comparison = compare(exchange(GET_BALANCE, same, same), REGISTRY)
+    assert comparison.verdict is Verdict.MATCH
+    assert comparison.differences == ()
+    assert comparison.decoded is False
+
+
+def test_latency_and_ordinary_metadata_do_not_count() -> None:
+    """Latency, headers and trailers other than the rich status are not part of the answer compared."""
+    bank = answer(pb.Balance(cash="1"), latency=0.5, initial_metadata=(("x-server", "bank"),))
+    bk = answer(pb.Balance(cash="1"), latency=0.01, trailing_metadata=(("x-server", "bk"),))
+    assert compare(exchange(GET_BALANCE, bank, bk), REGISTRY).verdict is Verdict.MATCH
+
+
+# LedgerEntry, StreamLedgerEntries' answer: 1 sequence (int64), 3 kind (enum), 4 amount (string)
+@pytest.mark.parametrize(
+    ("bank_bytes", "bk_bytes"),
+    [
+        pytest.param(b"", b"\x22\x00", id="explicit-empty-string-equals-unset"),
+        pytest.param(b"", b"\x18\x00", id="explicit-zero-enum-equals-unset"),
+        pytest.param(b"", b"\x08\x00", id="explicit-zero-int64-equals-unset"),
+        pytest.param(b"\x18\x01\x22\x013", b"\x22\x013\x18\x01", id="field-order-on-the-wire"),
+        pytest.param(b"\x22\x013", b"\x22\x019\x22\x013", id="last-value-of-a-field-sent-twice-wins"),
+    ],
+)
+def test_semantically_equal_bytes_match(bank_bytes: bytes, bk_bytes: bytes) -> None:
+    """Answers that differ in bytes but not in meaning (proto3 defaults, field order) match once decoded."""
+    comparison = compare(exchange(STREAM_ENTRIES, answer(bank_bytes), answer(bk_bytes)), REGISTRY)
+    assert (comparison.verdict, comparison.differences, comparison.decoded) == (Verdict.MATCH, (), True)
+
+
+# ---- field-level differences ----------------------------------------------------------
+
+FIELD_CASES: list[Any] = [
+    pytest.param(
+        GET_PORTFOLIO,
+        pb.Portfolio(account_id="A1", positions=[_position("AAPL", "10"), _position("MSFT", "5")]),
+        pb.Portfolio(account_id="A1", positions=[_position("AAPL", "10"), _position("MSFT", "6")]),
+        [("positions[1].quantity", DiffKind.CHANGED, "5", "6")],
+        id="repeated-nested-scalar-changed",
+    ),
+    pytest.param(
+        GET_PORTFOLIO,
+        pb.Portfolio(positions=[_position("AAPL", "10")]),
+        pb.Portfolio(positions=[_position("AAPL", "10"), _position("MSFT", "5")]),
+        [("positions[1]", DiffKind.ADDED, None, {"symbol": "MSFT", "quantity": "5"})],
+        id="repeated-item-added",
+    ),
+    pytest.param(
+        GET_PORTFOLIO,
+        pb.Portfolio(positions=[_position("AAPL", "10"), _position("MSFT", "5")]),
+        pb.Portfolio(positions=[_position("AAPL", "10")]),
+        [("positions[1]", DiffKind.REMOVED, {"symbol": "MSFT", "quantity": "5"}, None)],
+        id="repeated-item-removed",
+    ),
+    pytest.param(
+        GET_PORTFOLIO,
+        pb.Portfolio(positions=[_position("AAPL", "10")]),
+        pb.Portfolio(positions=[_position("AAPL", "10", cost_basis="100")]),
+        [("positions[0].cost_basis", DiffKind.ADDED, None, "100")],
+        id="nested-field-added",
+    ),
+    pytest.param(
+        SETTLE_TRADES,
+        pb.SettlementReport(settled_trade_ids=["T1", "T2"], settled_count=2),
+        pb.SettlementReport(settled_trade_ids=["T1", "T3"], settled_count=2),
+        [("settled_trade_ids[1]", DiffKind.CHANGED, "T2", "T3")],
+        id="repeated-string-changed",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(trade_id="T1", fee="0.01"),
+        pb.Trade(trade_id="T1", fee="0.01", venue="XNYS"),
+        [("venue", DiffKind.ADDED, None, "XNYS")],
+        id="field-added",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(trade_id="T1", fee="0.01", venue="XNYS"),
+        pb.Trade(trade_id="T1", fee="0.01"),
+        [("venue", DiffKind.REMOVED, "XNYS", None)],
+        id="field-removed",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(symbol="AAPL", fee="0.01"),
+        pb.Trade(venue="XNYS"),
+        [
+            ("fee", DiffKind.REMOVED, "0.01", None),
+            ("symbol", DiffKind.REMOVED, "AAPL", None),
+            ("venue", DiffKind.ADDED, None, "XNYS"),
+        ],
+        id="no-field-in-common-still-field-by-field",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(side=pb.SIDE_BUY),
+        pb.Trade(side=pb.SIDE_SELL),
+        [("side", DiffKind.CHANGED, "SIDE_BUY", "SIDE_SELL")],
+        id="enum-by-name",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(side=pb.SIDE_BUY),
+        pb.Trade(side=7),  # type: ignore[arg-type]
+        [("side", DiffKind.TYPE, "SIDE_BUY", 7)],
+        id="enum-number-unknown-to-the-descriptor",
+    ),
+    pytest.param(
+        GET_BALANCE,
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=10)),
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=11, nanos=500_000_000)),
+        [("as_of", DiffKind.CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:11.500Z")],
+        id="timestamp-as-text",
+    ),
+    pytest.param(
+        GET_BALANCE,
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=2**40)),
+        pb.Balance(cash="2", as_of=timestamp_pb2.Timestamp(seconds=2**40)),
+        [("cash", DiffKind.CHANGED, "1", "2")],
+        id="timestamp-out-of-text-range-still-compared",
+    ),
+    pytest.param(
+        GET_BALANCE,
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=2**40)),
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=2**40 + 1)),
+        [("as_of.seconds", DiffKind.CHANGED, 2**40, 2**40 + 1)],
+        id="timestamp-out-of-text-range-by-its-fields",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "bank_message", "bk_message", "expected"), FIELD_CASES)
+def test_field_differences_have_readable_paths(
+    method: str, bank_message: Any, bk_message: Any, expected: list[Row]
+) -> None:
+    """Each differing field is one difference whose path reads like the field's access path."""
+    comparison = compare(exchange(method, answer(bank_message), answer(bk_message)), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert comparison.decoded is True
+    assert _rows(comparison) == expected
+
+
+@pytest.mark.parametrize(
+    ("bank_tail", "bk_tail", "expected"),
+    [
+        pytest.param(b"", b"\xf8\x06\x07", [("#111", DiffKind.ADDED, None, 7)], id="unknown-varint-added"),
+        pytest.param(
+            b"\xfa\x06\x02hi",
+            b"\xfa\x06\x02ho",
+            [("#111", DiffKind.CHANGED, b"hi", b"ho")],
+            id="unknown-bytes",
+        ),
+        pytest.param(
+            b"\xf8\x06\x01\xf8\x06\x02",
+            b"\xf8\x06\x02",
+            [("#111", DiffKind.TYPE, [1, 2], 2)],
+            id="repeated-unknown-number-keeps-every-value",
+        ),
+        pytest.param(
+            b"\xfb\x06\x08\x05\xfc\x06",
+            b"\xfb\x06\x08\x06\xfc\x06",
+            [("#111.#1", DiffKind.CHANGED, 5, 6)],
+            id="unknown-group-by-its-fields",
+        ),
+    ],
+)
+def test_unknown_fields_are_kept_under_their_number(
+    bank_tail: bytes, bk_tail: bytes, expected: list[Row]
+) -> None:
+    """Fields the descriptor does not know are compared as "#<number>", never dropped."""
+    known = pb.Trade(trade_id="T1").SerializeToString()
+    comparison = compare(exchange(POST_TRADE, answer(known + bank_tail), answer(known + bk_tail)), REGISTRY)
+    assert _rows(comparison) == expected
+
+
+def test_unknown_group_equal_on_both_sides_is_no_difference() -> None:
+    """An unknown group that is the same on both sides is not reported when another field differs."""
+    group = b"\xfb\x06\x08\x05\xfc\x06"
+    bank = answer(pb.Trade(trade_id="T1").SerializeToString() + group)
+    bk = answer(pb.Trade(trade_id="T2").SerializeToString() + group)
+    assert _rows(compare(exchange(POST_TRADE, bank, bk), REGISTRY)) == [
+        ("trade_id", DiffKind.CHANGED, "T1", "T2")
+    ]
+
+
+def test_oneof_switch_reports_the_member_removed_and_the_one_added() -> None:
+    """A oneof answered with another member reads as that member removed and the other added."""
+    bank = answer(pb.TradeSessionEvent(booked=pb.Trade(trade_id="T1")))
+    bk = answer(pb.TradeSessionEvent(rejected=pb.Rejection(code="NOT_FOUND")))
+    assert _rows(compare(exchange(TRADE_SESSION, bank, bk), REGISTRY)) == [
+        ("[0].booked", DiffKind.REMOVED, {"trade_id": "T1"}, None),
+        ("[0].rejected", DiffKind.ADDED, None, {"code": "NOT_FOUND"}),
+    ]
+
+
+def test_differences_are_oriented_bank_then_bk_whichever_side_is_primary() -> None:
+    """With BK as the primary, `bank` still holds Bank's value (the shadow's) and `bk` BK's."""
+    bank, bk = answer(pb.Trade(fee="0.01")), answer(pb.Trade(fee="0"))
+    comparison = compare(exchange(POST_TRADE, bk, bank, primary_is_bank=False), REGISTRY)
+    assert _rows(comparison) == [("fee", DiffKind.CHANGED, "0.01", "0")]
+
+
+# ---- status ---------------------------------------------------------------------------
+
+STATUS_CASES: list[Any] = [
+    pytest.param(
+        answer(code=NOT_FOUND, details="account 'X' not found"),
+        answer(code=INVALID_ARGUMENT, details="account 'X' not found"),
+        [("status.code", DiffKind.STATUS, "NOT_FOUND", "INVALID_ARGUMENT")],
+        id="code",
+    ),
+    pytest.param(
+        answer(code=NOT_FOUND, details="account 'X' not found"),
+        answer(code=NOT_FOUND, details="no account X"),
+        [("status.details", DiffKind.STATUS, "account 'X' not found", "no account X")],
+        id="details",
+    ),
+    pytest.param(
+        answer(code=NOT_FOUND),
+        answer(code=42),
+        [("status.code", DiffKind.STATUS, "NOT_FOUND", "CODE_42")],
+        id="code-outside-the-known-range",
+    ),
+    pytest.param(
+        answer(pb.Account(account_id="A1")),
+        answer(code=INVALID_ARGUMENT, details="bad"),
+        [
+            ("status.code", DiffKind.STATUS, "OK", "INVALID_ARGUMENT"),
+            ("status.details", DiffKind.STATUS, "", "bad"),
+            ("<messages>", DiffKind.MESSAGE_COUNT, 1, 0),
+        ],
+        id="answer-against-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bank", "bk", "expected"), STATUS_CASES)
+def test_status_differences(bank: Outcome, bk: Outcome, expected: list[Row]) -> None:
+    """Status code (by name) and details are compared, as is whether an answer came at all."""
+    comparison = compare(exchange(OPEN_ACCOUNT, bank, bk), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert _rows(comparison) == expected
+
+
+def test_same_rich_details_with_other_trailers_match() -> None:
+    """Equal google.rpc.Status trailers match even when other trailers differ."""
+    bank = answer(
+        code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(BAD_QUANTITY, ("x", "1"))
+    )
+    bk = answer(
+        code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(BAD_QUANTITY, ("x", "2"))
+    )
+    assert compare(exchange(POST_TRADE, bank, bk), REGISTRY).verdict is Verdict.MATCH
+
+
+@pytest.mark.parametrize(
+    ("bank_rich", "bk_rich", "bank_value", "bk_value"),
+    [
+        pytest.param(BAD_QUANTITY, BAD_PRICE, "decoded", "decoded", id="different-violation"),
+        pytest.param(BAD_QUANTITY, None, "decoded", None, id="only-bank-sends-details"),
+        pytest.param(None, BAD_PRICE, None, "decoded", id="only-bk-sends-details"),
+        pytest.param(BAD_QUANTITY, b"\xff\xff", "decoded", b"\xff\xff", id="undecodable-kept-raw"),
+    ],
+)
+def test_rich_status_details_differences(
+    bank_rich: bytes | None, bk_rich: bytes | None, bank_value: object, bk_value: object
+) -> None:
+    """A differing grpc-status-details-bin trailer is one `status.rich_details` difference with both
+    statuses decoded (or their raw bytes when they are no google.rpc.Status)."""
+    bank = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bank_rich))
+    bk = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bk_rich))
+    comparison = compare(exchange(POST_TRADE, bank, bk), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    [difference] = comparison.differences
+    assert (difference.path, difference.kind) == ("status.rich_details", DiffKind.STATUS)
+    for value, expected in ((difference.bank, bank_value), (difference.bk, bk_value)):
+        if expected == "decoded":
+            assert isinstance(value, dict)
+            assert (value["code"], value["message"]) == (INVALID_ARGUMENT, "bad order")
+            assert value["details"][0]["type_url"] == "type.googleapis.com/google.rpc.BadRequest"
+        else:
+            assert value == expected
+
+
+# ---- streams and message counts -------------------------------------------------------
+
+
+def test_server_stream_differences_are_indexed_by_message() -> None:
+    """In a server stream each path starts with the message's index, and a count difference is its own."""
+    bank = answer(_entry(1, "100"), _entry(2, "-5"))
+    bk = answer(_entry(1, "100"), _entry(2, "-4"), _entry(3, "1"))
+    assert _rows(compare(exchange(STREAM_ENTRIES, bank, bk), REGISTRY)) == [
+        ("<messages>", DiffKind.MESSAGE_COUNT, 2, 3),
+        ("[1].amount", DiffKind.CHANGED, "-5", "-4"),
+    ]
+
+
+def test_server_stream_of_one_message_is_still_indexed() -> None:
+    """A server stream that sent one message still gets `[0]` paths: the descriptor says it is a stream."""
+    comparison = compare(exchange(STREAM_ENTRIES, answer(_entry(1, "1")), answer(_entry(1, "2"))), REGISTRY)
+    assert _rows(comparison) == [("[0].amount", DiffKind.CHANGED, "1", "2")]
+
+
+def test_client_stream_answer_has_plain_paths() -> None:
+    """A client-streaming method answers once, so its paths carry no index."""
+    bank = answer(pb.BookTradesSummary(booked=2, total_fees="0.02"))
+    bk = answer(pb.BookTradesSummary(booked=2, total_fees="0.01"))
+    assert _rows(compare(exchange(BOOK_TRADES, bank, bk), REGISTRY)) == [
+        ("total_fees", DiffKind.CHANGED, "0.02", "0.01")
+    ]
+
+
+def test_empty_stream_against_a_stream_is_a_count_difference() -> None:
+    """No message at all against some messages is a message-count difference only."""
+    comparison = compare(exchange(STREAM_ENTRIES, answer(), answer(_entry(1, "1"))), REGISTRY)
+    assert _rows(comparison) == [("<messages>", DiffKind.MESSAGE_COUNT, 0, 1)]
+
+
+# ---- bytes the comparator cannot decode -----------------------------------------------
+
+GOOD = pb.Trade(trade_id="T1").SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("bank_bytes", "bk_bytes", "expected"),
+    [
+        pytest.param(
+            GOOD, b"\xff\xff", [("<message>", DiffKind.UNDECODABLE, None, "ffff")], id="bk-undecodable"
+        ),
+        pytest.param(
+            b"\x0a\x05ab", GOOD, [("<message>", DiffKind.UNDECODABLE, "0a056162", None)], id="bank-truncated"
+        ),
+        pytest.param(
+            b"\x0a\x02\xff\xfe",
+            b"\x0a",
+            [
+                ("<message>", DiffKind.UNDECODABLE, "0a02fffe", None),
+                ("<message>", DiffKind.UNDECODABLE, None, "0a"),
+            ],
+            id="both-undecodable-invalid-utf8-and-truncated",
+        ),
+        pytest.param(
+            GOOD,
+            b"\xff" * 100,
+            [("<message>", DiffKind.UNDECODABLE, None, "ff" * 64)],
+            id="hex-of-the-first-64-bytes",
+        ),
+    ],
+)
+def test_undecodable_bytes_are_a_difference_not_an_error(
+    bank_bytes: bytes, bk_bytes: bytes, expected: list[Row]
+) -> None:
+    """Bytes that do not parse as the method's output type give an `undecodable` difference with their hex."""
+    comparison = compare(exchange(POST_TRADE, answer(bank_bytes), answer(bk_bytes)), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert _rows(comparison) == expected
+
+
+def test_undecodable_message_in_a_stream_is_indexed() -> None:
+    """An undecodable message in a server stream is reported at its index; the others are still compared."""
+    bank = answer(_entry(1, "1"), _entry(2, "2"))
+    bk = answer(b"\xff", _entry(2, "3"))
+    assert _rows(compare(exchange(STREAM_ENTRIES, bank, bk), REGISTRY)) == [
+        ("[0]", DiffKind.UNDECODABLE, None, "ff"),
+        ("[1].amount", DiffKind.CHANGED, "2", "3"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "registry", "bank", "bk", "expected"),
+    [
+        pytest.param(
+            UNDESCRIBED, REGISTRY, (b"a",), (b"b",), [("<message>", DiffKind.BYTES, b"a", b"b")], id="unknown"
+        ),
+        pytest.param(
+            POST_TRADE, None, (b"a",), (b"b",), [("<message>", DiffKind.BYTES, b"a", b"b")], id="no-registry"
+        ),
+        pytest.param(
+            UNDESCRIBED,
+            REGISTRY,
+            (b"a", b"same", b"c"),
+            (b"a", b"same", b"d"),
+            [("[2]", DiffKind.BYTES, b"c", b"d")],
+            id="several-messages-indexed",
+        ),
+        pytest.param(
+            UNDESCRIBED,
+            None,
+            (b"a",),
+            (b"a", b"b"),
+            [("<messages>", DiffKind.MESSAGE_COUNT, 1, 2)],
+            id="count",
+        ),
+    ],
+)
+def test_methods_without_descriptors_compare_raw_bytes(
+    method: str, registry: Any, bank: tuple[bytes, ...], bk: tuple[bytes, ...], expected: list[Row]
+) -> None:
+    """With no descriptor for the method, answers are compared as bytes (kind `bytes`), not decoded."""
+    comparison = compare(exchange(method, answer(*bank), answer(*bk)), registry)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert comparison.decoded is False
+    assert _rows(comparison) == expected
+
+
+# ---- exchanges that are not compared --------------------------------------------------
+
+BALANCE = answer(pb.Balance(cash="1"))
+OTHER_BALANCE = answer(pb.Balance(cash="2"))
+
+
+@pytest.mark.parametrize(
+    ("exchange_", "verdict", "reason"),
+    [
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, answer(code=4, local="shadow timeout after 2s")),
+            Verdict.SHADOW_ERROR,
+            "shadow timeout after 2s",
+            id="shadow-local-outcome",
+        ),
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, answer(code=UNAVAILABLE, details="connection refused")),
+            Verdict.SHADOW_ERROR,
+            "shadow unavailable: connection refused",
+            id="shadow-unavailable",
+        ),
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, answer(code=UNAVAILABLE), primary_is_bank=False),
+            Verdict.SHADOW_ERROR,
+            "shadow unavailable: ",
+            id="bank-as-shadow-unavailable",
+        ),
+        pytest.param(
+            exchange(POST_TRADE, BALANCE, OTHER_BALANCE, cancelled=True, is_write=True),
+            Verdict.SKIPPED,
+            "cancelled by the client; write: whether either side applied it is unknown",
+            id="cancelled-write",
+        ),
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, OTHER_BALANCE, cancelled=True, is_write=False),
+            Verdict.SKIPPED,
+            "cancelled by the client",
+            id="cancelled-read",
+        ),
+        pytest.param(
+            exchange(POST_TRADE, BALANCE, None, cancelled=True),
+            Verdict.SKIPPED,
+            "cancelled by the client; write: whether either side applied it is unknown",
+            id="cancelled-before-mirroring",
+        ),
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, None, note="too large to compare"),
+            Verdict.SKIPPED,
+            "too large to compare",
+            id="not-mirrored-with-note",
+        ),
+        pytest.param(
+            exchange(GET_BALANCE, BALANCE, None), Verdict.SKIPPED, "not mirrored", id="not-mirrored"
+        ),
+    ],
+)
+def test_exchanges_that_are_not_compared(exchange_: Exchange, verdict: Verdict, reason: str) -> None:
+    """Shadow failures and unusable exchanges get a verdict and a reason, and no differences."""
+    comparison = compare(exchange_, REGISTRY)
+    assert (comparison.verdict, comparison.reason, comparison.differences) == (verdict, reason, ())
+
+
+def test_both_sides_unavailable_is_compared() -> None:
+    """When Bank is unavailable too, BK's UNAVAILABLE is an answer like any other."""
+    down = answer(code=UNAVAILABLE, details="down")
+    assert compare(exchange(GET_BALANCE, down, down), REGISTRY).verdict is Verdict.MATCH
+    other = answer(code=UNAVAILABLE, details="gone")
+    assert _rows(compare(exchange(GET_BALANCE, down, other), REGISTRY)) == [
+        ("status.details", DiffKind.STATUS, "down", "gone")
+    ]
+
+
+def test_comparison_exposes_its_exchange() -> None:
+    """A comparison names its method and lists its differences as real (no rule tolerated them)."""
+    ex = exchange(GET_BALANCE, BALANCE, OTHER_BALANCE)
+    comparison = compare(ex, REGISTRY)
+    assert (comparison.exchange, comparison.method) == (ex, GET_BALANCE)
+    assert comparison.real_differences == comparison.differences
+    assert [d.rule for d in comparison.differences] == [""]

@@ -1,0 +1,321 @@
+"""The `shim serve` contract, run as a real process in front of a real sample Bank and BK.
+
+A started shim prints one JSON "ready" line on stderr with the address it bound,
+serves Bank's answers, writes one JSON line per differing call to the diff log,
+and exits 0 after SIGTERM or SIGINT. A bad start exits 2 with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
+SERVE = [sys.executable, "-m", "shim", "serve"]
+TIMEOUT = 20.0  # seconds any one step of a shim process may take before the test fails
+CALL_TIMEOUT = 5.0
+
+
+@dataclass
+class ShimProcess:
+    """A running `shim serve` whose stderr is read line by line."""
+
+    proc: asyncio.subprocess.Process
+    stderr: list[str] = field(default_factory=list)
+
+    async def next_line(self) -> str:
+        assert self.proc.stderr is not None
+        raw = await asyncio.wait_for(self.proc.stderr.readline(), TIMEOUT)
+        if not raw:
+            status = await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+            raise AssertionError(f"shim exited ({status}) before the next line; stderr so far: {self.stderr}")
+        line = raw.decode()
+        self.stderr.append(line)
+        return line
+
+    async def finish(self) -> int:
+        """Wait (bounded) for the process to exit, reading the rest of stderr; its exit status."""
+        assert self.proc.stderr is not None
+        rest = await asyncio.wait_for(self.proc.stderr.read(), TIMEOUT)
+        self.stderr.extend(rest.decode().splitlines(keepends=True))
+        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stderr line, parsed: each must be one JSON object."""
+        return [json.loads(line) for line in self.stderr]
+
+
+@contextlib.asynccontextmanager
+async def shim_serving(*args: str | Path) -> AsyncIterator[tuple[ShimProcess, dict[str, Any]]]:
+    """Start `shim serve ARGS`, wait for its ready line; kill it on exit if it is still running."""
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE,
+        *map(str, args),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    running = ShimProcess(proc)
+    try:
+        ready = json.loads(await running.next_line())
+        yield running, ready
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.communicate(), TIMEOUT)
+
+
+@pytest.fixture
+async def ledgers() -> AsyncIterator[tuple[RunningLedger, RunningLedger]]:
+    """A sample Bank and a sample BK on free ports."""
+    bank = await serve("bank")
+    try:
+        bk = await serve("bk")
+        try:
+            yield bank, bk
+        finally:
+            await bk.stop(None)
+    finally:
+        await bank.stop(None)
+
+
+def _shadow_flags(bank: RunningLedger, bk: RunningLedger, *more: str | Path) -> list[str | Path]:
+    return ["--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--mode", "shadow", *more]
+
+
+async def test_ready_line_names_the_bound_address(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    """With port 0 the first stderr line is one JSON "ready" event naming the bound port, mode, upstreams."""
+    bank, bk = ledgers
+    async with shim_serving(*_shadow_flags(bank, bk)) as (shim, ready):
+        host, _, port = ready["listen"].rpartition(":")
+        assert (ready["event"], host, ready["mode"], ready["bank"], ready["bk"]) == (
+            "ready",
+            "127.0.0.1",
+            "shadow",
+            bank.address,
+            bk.address,
+        )
+        assert int(port) > 0
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    assert [e["event"] for e in shim.events()].count("ready") == 1
+
+
+async def test_client_gets_banks_answers_through_the_shim(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """In bank mode, a call through the shim reaches Bank and returns its answer."""
+    bank = ledgers[0]
+    async with (
+        shim_serving("--listen", "127.0.0.1:0", "--bank", bank.address, "--mode", "bank") as (_, ready),
+        grpc.aio.insecure_channel(ready["listen"]) as channel,
+        grpc.aio.insecure_channel(bank.address) as direct,
+    ):
+        stub = pb_grpc.LedgerStub(channel)
+        opened = await stub.OpenAccount(
+            pb.OpenAccountRequest(account_id="A1", owner_name="Ada", initial_deposit="250"),
+            timeout=CALL_TIMEOUT,
+        )
+        balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"), timeout=CALL_TIMEOUT)
+        on_bank = await pb_grpc.LedgerStub(direct).GetAccount(
+            pb.GetAccountRequest(account_id="A1"), timeout=CALL_TIMEOUT
+        )
+    assert (opened.account_id, opened.owner_name) == ("A1", "Ada")
+    assert (balance.account_id, float(balance.cash)) == ("A1", 250.0)
+    assert on_bank == opened
+
+
+async def test_planted_bug_lands_in_the_diff_log(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """In shadow mode, GetBalance of an unknown account (Bank NOT_FOUND, BK INVALID_ARGUMENT) gives the client
+    Bank's answer and writes a JSON "mismatch" line with a status.code difference to the diff log."""
+    bank, bk = ledgers
+    diff_log = tmp_path / "diff.jsonl"
+    flags = _shadow_flags(bank, bk, "--descriptor-set", BANK_BINPB, "--diff-log", diff_log)
+    async with shim_serving(*flags) as (shim, ready), grpc.aio.insecure_channel(ready["listen"]) as channel:
+        assert ready["methods_described"] > 0
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.LedgerStub(channel).GetBalance(
+                pb.GetBalanceRequest(account_id="ghost"), timeout=CALL_TIMEOUT
+            )
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+        line = await _wait_for_line(
+            diff_log, lambda entry: entry.get("method") == "/bank.v1.Ledger/GetBalance"
+        )
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    assert line["verdict"] == "mismatch"
+    assert (line["bank"]["status"], line["bk"]["status"]) == ("NOT_FOUND", "INVALID_ARGUMENT")
+    assert {"path": "status.code", "kind": "status", "bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT"} in line[
+        "differences"
+    ]
+
+
+async def _wait_for_line(path: Path, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The first JSON line of `path` that is `wanted`, polled for until a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while loop.time() < deadline:
+        for entry in await asyncio.to_thread(_json_lines, path):
+            if wanted(entry):
+                return entry
+        await asyncio.sleep(0.02)  # poll interval; the deadline above bounds the wait
+    raise AssertionError(f"no wanted line in {path} after {TIMEOUT}s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
+async def test_signal_stops_cleanly(ledgers: tuple[RunningLedger, RunningLedger], signum: int) -> None:
+    """SIGTERM or SIGINT after serving a call: the shim logs "stopping" then "stopped" and exits 0."""
+    bank, bk = ledgers
+    async with shim_serving(*_shadow_flags(bank, bk)) as (shim, ready):
+        async with grpc.aio.insecure_channel(ready["listen"]) as channel:
+            await pb_grpc.LedgerStub(channel).OpenAccount(
+                pb.OpenAccountRequest(account_id="A1", owner_name="Ada"), timeout=CALL_TIMEOUT
+            )
+        shim.proc.send_signal(signum)
+        assert await shim.finish() == 0
+    events = shim.events()
+    assert [e["event"] for e in events] == ["ready", "stopping", "stopped"]
+    assert events[-1]["calls"] == 1
+
+
+async def test_flags_override_the_config_file(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Run with a config file and flags, the shim serves with the flags' values and the file's others."""
+    bank, bk = ledgers
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:1"\nmode = "shadow"\n'
+        f'[upstreams.bank]\ntarget = "{bank.address}"\n[upstreams.bk]\ntarget = "{bk.address}"\n',
+        encoding="utf-8",
+    )
+    async with shim_serving("--config", config, "--listen", "127.0.0.1:0", "--mode", "bank") as (_, ready):
+        assert (ready["mode"], ready["bank"], ready["bk"]) == ("bank", bank.address, bk.address)
+        assert ready["listen"] != "127.0.0.1:1"
+        async with grpc.aio.insecure_channel(ready["listen"]) as channel:
+            answer = await pb_grpc.LedgerStub(channel).OpenAccount(
+                pb.OpenAccountRequest(account_id="A1"), timeout=CALL_TIMEOUT
+            )
+    assert answer.account_id == "A1"
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of `path` so far (none while it does not exist)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+# ---- failing to start -----------------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port some other socket is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+Argv = Callable[[Path, int], list[str]]
+
+FAILURES: list[Any] = [
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--bogus"], "unrecognized arguments: --bogus", id="flag"
+    ),
+    pytest.param(lambda tmp, port: ["--bank", "127.0.0.1:1", "--mode", "bogus"], "--mode", id="mode"),
+    pytest.param(
+        lambda tmp, port: ["--config", str(tmp / "absent.toml")], "cannot read config", id="no-config"
+    ),
+    pytest.param(
+        lambda tmp, port: ["--config", str(_invalid_config(tmp))], "upstreams.bank.retries", id="config"
+    ),
+    pytest.param(lambda tmp, port: ["--config", str(_not_toml(tmp))], "not valid TOML", id="not-toml"),
+    pytest.param(lambda tmp, port: ["--listen", "127.0.0.1:0"], "--bank", id="no-bank"),
+    pytest.param(
+        lambda tmp, port: ["--listen", f"127.0.0.1:{port}", "--bank", "127.0.0.1:1"],
+        "cannot listen on 127.0.0.1:",
+        id="busy-port",
+    ),
+    pytest.param(
+        lambda tmp, port: [
+            "--listen",
+            "127.0.0.1:0",
+            "--bank",
+            "127.0.0.1:1",
+            "--descriptor-set",
+            str(tmp / "x"),
+        ],
+        "cannot read descriptor set",
+        id="no-descriptor-set",
+    ),
+    pytest.param(
+        lambda tmp, port: [
+            "--listen",
+            "127.0.0.1:0",
+            "--bank",
+            "127.0.0.1:1",
+            "--diff-log",
+            str(tmp / "no/such"),
+        ],
+        "cannot open diff log",
+        id="diff-log-folder-missing",
+    ),
+]
+
+
+def _invalid_config(folder: Path) -> Path:
+    path = folder / "invalid.toml"
+    path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\nretries = 3\n', encoding="utf-8")
+    return path
+
+
+def _not_toml(folder: Path) -> Path:
+    path = folder / "broken.toml"
+    path.write_text("listen = \n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("argv", "says"), FAILURES)
+def test_failing_to_start_exits_2_with_one_line(
+    tmp_path: Path, busy_port: int, argv: Argv, says: str
+) -> None:
+    """A bad flag, an unreadable or invalid config, or a busy port: exit status 2 and exactly one
+    stderr line, starting "shim: error:" and saying what is wrong."""
+    done = subprocess.run(
+        [*SERVE, *argv(tmp_path, busy_port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("shim: error: ")
+    assert says in line
+    assert done.stdout == ""

@@ -1,0 +1,302 @@
+"""The config file and the flags: what they build, and the one-line error that names each mistake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shim import cli
+from shim.config import Config, Upstream, parse_duration, parse_size
+from shim.errors import ConfigError
+
+MiB = 1024**2
+
+
+def _serve_settings(*argv: str | Path) -> Config:
+    """The Config `shim serve ARGV` would run with (the CLI's own path from flags and file to Config)."""
+    args = cli._parser().parse_args(["serve", *map(str, argv)])
+    return cli._settings(args)
+
+
+def _config_file(folder: Path, text: str | bytes) -> Path:
+    path = folder / "shim.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+BANK = Upstream("bank", "legacy-bank:50051")
+BK = Upstream("bk", "bk:50051")
+
+FULL = """
+listen = "0.0.0.0:6000"
+mode = "shadow"
+descriptor_sets = ["bank.binpb", "protos/more.binpb", "/abs/other.binpb"]
+max_message_size = "unlimited"
+grace_period = "5s"
+
+[upstreams.bank]
+target = "legacy-bank:50051"
+[upstreams.bk]
+target = "bk:50051"
+timeout = "250ms"
+
+[shadow]
+max_in_flight = 50
+max_capture = "1MiB"
+
+[comparison]
+max_pending = 7
+
+[diff_log]
+path = "logs/diff.jsonl"
+"""
+
+VALID: list[object] = [
+    pytest.param(
+        '[upstreams.bank]\ntarget = "legacy-bank:50051"\n',
+        lambda d: Config(bank=BANK, mode="bank"),
+        id="bank-only-defaults-to-bank-mode",
+    ),
+    pytest.param(
+        '[upstreams.bank]\ntarget = "legacy-bank:50051"\n[upstreams.bk]\ntarget = "bk:50051"\n',
+        lambda d: Config(bank=BANK, bk=BK, mode="shadow"),
+        id="with-bk-defaults-to-shadow-mode",
+    ),
+    pytest.param(
+        FULL,
+        lambda d: Config(
+            bank=BANK,
+            bk=Upstream("bk", "bk:50051", timeout=0.25),
+            listen="0.0.0.0:6000",
+            mode="shadow",
+            descriptor_sets=(str(d / "bank.binpb"), str(d / "protos/more.binpb"), "/abs/other.binpb"),
+            max_message_size=-1,
+            grace_period=5.0,
+            shadow_max_in_flight=50,
+            shadow_max_capture=MiB,
+            comparison_max_pending=7,
+            diff_log=str(d / "logs/diff.jsonl"),
+        ),
+        id="every-setting-relative-paths-resolved-against-the-file",
+    ),
+    pytest.param(
+        'mode = "bank"\nmax_message_size = 1024\ngrace_period = 0\n'
+        '[upstreams.bank]\ntarget = "unix:/run/bank.sock"\n[upstreams.bk]\ntarget = "[::1]:9"\n'
+        '[diff_log]\npath = "-"\n',
+        lambda d: Config(
+            bank=Upstream("bank", "unix:/run/bank.sock"),
+            bk=Upstream("bk", "[::1]:9"),
+            mode="bank",
+            max_message_size=1024,
+            grace_period=0.0,
+            diff_log="-",
+        ),
+        id="bank-mode-with-bk-unix-target-ipv6-stdout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), VALID)
+def test_valid_files_build_the_expected_config(
+    tmp_path: Path, text: str, expected: Callable[[Path], Config]
+) -> None:
+    """A valid file gives exactly the Config it describes, with defaults for what it leaves out."""
+    assert _serve_settings("--config", _config_file(tmp_path, text)) == expected(tmp_path)
+
+
+def test_relative_config_path_resolves_against_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths in a config given by a relative path are relative to the config's folder, not to the cwd."""
+    (tmp_path / "conf").mkdir()
+    _config_file(tmp_path / "conf", '[upstreams.bank]\ntarget = "b:1"\n[diff_log]\npath = "d.jsonl"\n')
+    monkeypatch.chdir(tmp_path)
+    assert (
+        Path(_serve_settings("--config", "conf/shim.toml").diff_log).resolve()
+        == tmp_path / "conf" / "d.jsonl"
+    )
+
+
+BANK_TABLE = '[upstreams.bank]\ntarget = "b:1"\n'
+
+MISTAKES: list[object] = [
+    pytest.param('colour = "blue"\n' + BANK_TABLE, "unknown setting colour", id="unknown-top-level-key"),
+    pytest.param(
+        BANK_TABLE + "retries = 3\n", "unknown setting upstreams.bank.retries", id="unknown-upstream-key"
+    ),
+    pytest.param(
+        BANK_TABLE + "[upstreams.cobol]\ntarget = 'c:1'\n", "upstreams.cobol", id="unknown-upstream"
+    ),
+    pytest.param(BANK_TABLE + "[shadow]\nmax_inflight = 5\n", "shadow.max_inflight", id="unknown-shadow-key"),
+    pytest.param(
+        BANK_TABLE + "[comparison]\nworkers = 5\n", "comparison.workers", id="unknown-comparison-key"
+    ),
+    pytest.param(BANK_TABLE + "[diff_log]\nfile = 'x'\n", "diff_log.file", id="unknown-diff-log-key"),
+    pytest.param('grace_period = "5 parsecs"\n' + BANK_TABLE, "grace_period", id="bad-duration"),
+    pytest.param("grace_period = -1\n" + BANK_TABLE, "grace_period", id="negative-duration"),
+    pytest.param("grace_period = true\n" + BANK_TABLE, "grace_period", id="boolean-duration"),
+    pytest.param(
+        BANK_TABLE + "[upstreams.bk]\ntarget = 'k:1'\ntimeout = 'soon'\n",
+        "upstreams.bk.timeout",
+        id="bad-timeout",
+    ),
+    pytest.param('max_message_size = "64 MB!"\n' + BANK_TABLE, "max_message_size", id="bad-size"),
+    pytest.param("max_message_size = 0\n" + BANK_TABLE, "max_message_size", id="zero-size"),
+    pytest.param(BANK_TABLE + "[shadow]\nmax_capture = '1TB'\n", "shadow.max_capture", id="bad-capture-size"),
+    pytest.param(BANK_TABLE + "[shadow]\nmax_in_flight = 0\n", "shadow.max_in_flight", id="zero-in-flight"),
+    pytest.param(
+        BANK_TABLE + "[comparison]\nmax_pending = '10'\n", "comparison.max_pending", id="text-as-integer"
+    ),
+    pytest.param('mode = "bogus"\n' + BANK_TABLE, "mode", id="bad-mode"),
+    pytest.param('listen = "localhost"\n' + BANK_TABLE, "listen", id="address-without-port"),
+    pytest.param('listen = "localhost:99999"\n' + BANK_TABLE, "listen", id="port-out-of-range"),
+    pytest.param("listen = 50051\n" + BANK_TABLE, "listen", id="address-not-text"),
+    pytest.param('[upstreams.bank]\ntarget = "bank"\n', "upstreams.bank.target", id="bad-bank-address"),
+    pytest.param(BANK_TABLE + '[upstreams.bk]\ntarget = ":1"\n', "upstreams.bk.target", id="bad-bk-address"),
+    pytest.param('[upstreams.bank]\ntimeout = "1s"\n', "upstreams.bank.target", id="missing-bank-target"),
+    pytest.param('listen = "127.0.0.1:1"\n', "upstreams.bank", id="no-bank-at-all"),
+    pytest.param('mode = "shadow"\n' + BANK_TABLE, "upstreams.bk", id="shadow-mode-without-bk"),
+    pytest.param(
+        'descriptor_sets = "bank.binpb"\n' + BANK_TABLE, "descriptor_sets", id="descriptor-sets-not-list"
+    ),
+    pytest.param("upstreams = 3\n", "upstreams", id="upstreams-not-a-table"),
+    pytest.param('[upstreams]\nbank = "b:1"\n', "upstreams.bank", id="upstream-not-a-table"),
+    pytest.param(BANK_TABLE + '[diff_log]\npath = ""\n', "diff_log.path", id="empty-path"),
+    pytest.param("listen = \n", "not valid TOML", id="invalid-toml"),
+    pytest.param(b'listen = "caf\xe9:1"\n', "not UTF-8", id="not-utf-8"),
+]
+
+
+@pytest.mark.parametrize(("text", "names"), MISTAKES)
+def test_each_mistake_is_a_one_line_config_error_naming_it(
+    tmp_path: Path, text: str | bytes, names: str
+) -> None:
+    """Every kind of mistake raises ConfigError whose message is one line naming the offending key."""
+    with pytest.raises(ConfigError) as caught:
+        _serve_settings("--config", _config_file(tmp_path, text))
+    message = str(caught.value)
+    assert names in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [
+        pytest.param("missing.toml", "No such file or directory", id="missing"),
+        pytest.param(".", "Is a directory", id="directory"),
+    ],
+)
+def test_unreadable_config_is_a_config_error(tmp_path: Path, path: str, names: str) -> None:
+    """A config that cannot be read raises ConfigError naming the file and why."""
+    with pytest.raises(ConfigError, match=f"cannot read config .*: {names}"):
+        _serve_settings("--config", tmp_path / path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        pytest.param(["--listen", "127.0.0.1:0"], {"listen": "127.0.0.1:0"}, id="listen"),
+        pytest.param(["--mode", "bank"], {"mode": "bank"}, id="mode"),
+        pytest.param(
+            ["--bank", "other-bank:1"],
+            {"bank": Upstream("bank", "other-bank:1", timeout=3.0)},
+            id="bank-keeps-timeout",
+        ),
+        pytest.param(
+            ["--bk", "other-bk:2"], {"bk": Upstream("bk", "other-bk:2", timeout=0.25)}, id="bk-keeps-timeout"
+        ),
+        pytest.param(
+            ["--shadow-timeout", "2m"], {"bk": Upstream("bk", "bk:50051", timeout=120.0)}, id="shadow-timeout"
+        ),
+        pytest.param(
+            ["--bk", "k:3", "--shadow-timeout", "10ms"],
+            {"bk": Upstream("bk", "k:3", timeout=0.01)},
+            id="bk-and-timeout",
+        ),
+        pytest.param(
+            ["--descriptor-set", "a.binpb", "--descriptor-set", "b.binpb"],
+            {"descriptor_sets": ("a.binpb", "b.binpb")},
+            id="descriptor-sets-replace-the-files",
+        ),
+        pytest.param(["--diff-log", "-"], {"diff_log": "-"}, id="diff-log"),
+    ],
+)
+def test_flags_override_the_file(tmp_path: Path, flags: list[str], expected: dict[str, object]) -> None:
+    """A flag replaces the file's value for its setting and leaves every other setting as the file says."""
+    text = FULL.replace(
+        '[upstreams.bank]\ntarget = "legacy-bank:50051"',
+        '[upstreams.bank]\ntarget = "legacy-bank:50051"\ntimeout = "3s"',
+    )
+    path = _config_file(tmp_path, text)
+    from_file = _serve_settings("--config", path)
+    overridden = _serve_settings("--config", path, *flags)
+    assert overridden == from_file.with_overrides(**expected)
+    assert overridden != from_file
+
+
+def test_flags_alone_need_no_file() -> None:
+    """Without a config file the flags are the whole configuration; --bk alone selects shadow mode."""
+    assert _serve_settings("--bank", "b:1") == Config(bank=Upstream("bank", "b:1"), mode="bank")
+    assert _serve_settings("--bank", "b:1", "--bk", "k:2") == Config(
+        bank=Upstream("bank", "b:1"), bk=Upstream("bk", "k:2"), mode="shadow"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        pytest.param([], "--bank", id="no-bank"),
+        pytest.param(["--bank", "b:1", "--mode", "shadow"], "--bk", id="shadow-without-bk"),
+        pytest.param(
+            ["--bank", "b:1", "--shadow-timeout", "soon"], "--shadow-timeout", id="bad-shadow-timeout"
+        ),
+        pytest.param(["--bank", "b"], "upstreams.bank.target", id="bad-bank-address"),
+        pytest.param(["--bank", "b:1", "--listen", "nowhere"], "listen", id="bad-listen"),
+    ],
+)
+def test_bad_flags_are_config_errors(flags: list[str], names: str) -> None:
+    """Mistakes in flags raise ConfigError too, naming the flag or the setting."""
+    with pytest.raises(ConfigError, match=names):
+        _serve_settings(*flags)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("2s", 2.0),
+        ("1.5s", 1.5),
+        (" 1m ", 60.0),
+        ("2h", 7200.0),
+        (3, 3.0),
+        (0.5, 0.5),
+        ("0s", 0.0),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    """Durations are a number with ms, s, m or h, or a plain number of seconds."""
+    assert parse_duration("k", text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("unlimited", -1),
+        ("4MiB", 4 * MiB),
+        ("1KiB", 1024),
+        ("1KB", 1000),
+        ("2 MB", 2_000_000),
+        ("10", 10),
+        (10, 10),
+        ("8GiB", 2**31 - 1),
+        (2**40, 2**31 - 1),
+    ],
+)
+def test_sizes(text: object, size: int) -> None:
+    """Sizes take binary and decimal units, or "unlimited", and stop at the largest size gRPC accepts."""
+    assert parse_size("k", text) == size

@@ -1,0 +1,108 @@
+"""The architecture, enforced: comparators/ stays pure, and the shim knows nothing of the sample ledger."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPARATORS = sorted((ROOT / "comparators").rglob("*.py"))
+SHIM_AND_COMPARATORS = sorted([*(ROOT / "shim").rglob("*.py"), *COMPARATORS])
+
+
+def imported_modules(source: str) -> Iterator[str]:
+    """Every module the source imports, wherever the import is: statements (also inside functions)
+    and calls of importlib.import_module / __import__ with a literal name."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else func.id
+                if isinstance(func, ast.Name)
+                else ""
+            )
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                yield node.args[0].value
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def forbidden_in_comparators(module: str) -> bool:
+    """grpc itself, the grpc_* packages built on it (grpc_status, grpc_tools), and the shim."""
+    top = _top(module)
+    return top in ("grpc", "shim") or top.startswith("grpc_")
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        pytest.param("import grpc", ["grpc"], id="import"),
+        pytest.param("import grpc.aio as aio", ["grpc.aio"], id="import-submodule-as"),
+        pytest.param("from grpc import aio", ["grpc"], id="from-import"),
+        pytest.param("from shim.app import Shim", ["shim.app"], id="from-shim"),
+        pytest.param("import os, shim", ["os", "shim"], id="several"),
+        pytest.param("def f():\n    import grpc_status\n", ["grpc_status"], id="inside-a-function"),
+        pytest.param(
+            "import importlib\nimportlib.import_module('grpc')", ["importlib", "grpc"], id="import-module"
+        ),
+        pytest.param("__import__('shim.cli')", ["shim.cli"], id="dunder-import"),
+        pytest.param("from . import _model", [], id="relative"),
+        pytest.param("x = 'grpc'  # import grpc", [], id="text-is-no-import"),
+    ],
+)
+def test_import_finder(source: str, found: list[str]) -> None:
+    """The checker below sees every form an import can take, and nothing else."""
+    assert list(imported_modules(source)) == found
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("grpc", True),
+        ("grpc.aio", True),
+        ("grpc_status.rpc_status", True),
+        ("shim", True),
+        ("shim.config", True),
+        ("google.protobuf", False),
+        ("google.rpc.status_pb2", False),
+        ("deepdiff", False),
+        ("shimmer", False),
+        ("grpcio_like", False),
+    ],
+)
+def test_forbidden_in_comparators(module: str, forbidden: bool) -> None:
+    """Forbidden means grpc, a grpc_* package or the shim, matched on the top-level package name."""
+    assert forbidden_in_comparators(module) is forbidden
+
+
+def test_there_are_modules_to_check() -> None:
+    """The walk finds the packages' modules (an empty walk would pass every check below)."""
+    names = {p.relative_to(ROOT).as_posix() for p in SHIM_AND_COMPARATORS}
+    assert {"comparators/_compare.py", "comparators/descriptors.py", "shim/cli.py", "shim/app.py"} <= names
+
+
+@pytest.mark.parametrize("path", COMPARATORS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_comparators_never_import_grpc_or_the_shim(path: Path) -> None:
+    """comparators/ is pure: it can run without grpc and without the shim."""
+    bad = [m for m in imported_modules(path.read_text(encoding="utf-8")) if forbidden_in_comparators(m)]
+    assert bad == []
+
+
+@pytest.mark.parametrize("path", SHIM_AND_COMPARATORS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shim_knows_nothing_of_the_sample_ledger(path: Path) -> None:
+    """Neither the shim nor the comparators import sample_ledger or mention its bank.v1 package."""
+    source = path.read_text(encoding="utf-8")
+    assert [m for m in imported_modules(source) if _top(m) == "sample_ledger"] == []
+    assert "bank.v1" not in source

@@ -140,6 +140,12 @@ class Mirror:
 
     async def _run(self) -> None:
         try:
+            await self._mirror()
+        finally:
+            self._dispatcher.release(self)
+
+    async def _mirror(self) -> None:
+        try:
             shadow = await self._call_shadow()
         except asyncio.CancelledError:
             shadow = Outcome(code=_CANCELLED, local="shadow call cancelled with the client's call")
@@ -149,7 +155,6 @@ class Mirror:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            self._dispatcher.release()
         primary, cancelled = await self._primary
         if primary is None:
             return
@@ -248,7 +253,7 @@ class ShadowDispatcher:
         self.max_in_flight = max_in_flight
         self.max_capture = max_capture
         self.primary_is_bank = primary_is_bank
-        self.in_flight = 0
+        self._live: set[Mirror] = set()  # strong references: a running mirror is never collected
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -260,16 +265,21 @@ class ShadowDispatcher:
         is_write: bool,
         unary: bool,
     ) -> Mirror | None:
-        if self.in_flight >= self.max_in_flight:
+        if len(self._live) >= self.max_in_flight:
             self.counters.inc("shadow_dropped", method)
             return None
-        self.in_flight += 1
+        mirror = Mirror(self, method, metadata, client_timeout, is_write, unary)
+        self._live.add(mirror)
         self._idle.clear()
-        return Mirror(self, method, metadata, client_timeout, is_write, unary)
+        return mirror
 
-    def release(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
+    @property
+    def in_flight(self) -> int:
+        return len(self._live)
+
+    def release(self, mirror: Mirror) -> None:
+        self._live.discard(mirror)
+        if not self._live:
             self._idle.set()
 
     async def drain(self) -> None:

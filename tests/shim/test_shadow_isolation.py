@@ -288,3 +288,35 @@ async def test_message_size_limit_is_configurable(limit: int, passes: bool) -> N
                 assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await bank.stop()
+
+
+async def test_calls_beyond_max_in_flight_are_not_mirrored_and_say_so() -> None:
+    """With one shadow call allowed and BK stuck, later calls are answered and recorded as not mirrored."""
+    release = asyncio.Event()
+
+    async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        return [b"re:" + r async for r in requests]
+
+    async def hold(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        answers = [b"re:" + r async for r in requests]
+        await release.wait()
+        return answers
+
+    bank, bk = await scripted_server(echo), await scripted_server(hold)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, shadow_max_in_flight=1, shadow_timeout=30) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answers = [await channel.unary_unary("/echo.Echo/Say")(f"{i}".encode()) for i in range(3)]
+            skipped = await sink.wait_for(2)
+            assert shim.counters.get("shadow_dropped") == 2
+            release.set()
+            comparisons = await sink.wait_for(3)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert answers == [b"re:0", b"re:1", b"re:2"]
+    assert [c.verdict for c in skipped] == [Verdict.SKIPPED, Verdict.SKIPPED]
+    assert all("max_in_flight" in c.reason for c in skipped)
+    assert comparisons[-1].verdict is Verdict.MATCH

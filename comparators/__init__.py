@@ -18,6 +18,7 @@ from comparators._model import (
     status_name,
 )
 from comparators.descriptors import DescriptorError, DescriptorRegistry, MethodInfo
+from comparators.rules import RuleError, RuleSet, build_rules
 
 __all__ = [
     "STATUS_NAMES",
@@ -30,7 +31,10 @@ __all__ = [
     "Metadata",
     "MethodInfo",
     "Outcome",
+    "RuleError",
+    "RuleSet",
     "Verdict",
+    "build_rules",
     "compare",
     "diff_values",
     "format_path",

@@ -9,10 +9,14 @@ from deepdiff.helper import NotPresent
 from google.protobuf import message
 
 from comparators._model import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
-from comparators._normalise import to_python
+from comparators._walk import _MISSING, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
+from comparators.rules import RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_RPC_STATUS = "google.rpc.Status"
+_RICH = "status.rich_details"
+_RPC_ONLY = DescriptorRegistry()  # google.rpc types alone, for exchanges compared without descriptors
 _UNAVAILABLE = 14
 
 _REPORT_KINDS = {
@@ -27,8 +31,10 @@ _REPORT_KINDS = {
 }
 
 
-def compare(exchange: Exchange, registry: DescriptorRegistry | None = None) -> Comparison:
-    """Judge BK's answer against Bank's for one exchange. Never raises on bad bytes."""
+def compare(
+    exchange: Exchange, registry: DescriptorRegistry | None = None, rules: RuleSet | None = None
+) -> Comparison:
+    """Judge BK's answer against Bank's for one exchange, under `rules`. Never raises on bad bytes."""
     shadow = exchange.shadow
     if exchange.cancelled:
         reason = "cancelled by the client"
@@ -46,11 +52,15 @@ def compare(exchange: Exchange, registry: DescriptorRegistry | None = None) -> C
         bank, bk = bk, bank
     if _same_bytes(bank, bk):
         return Comparison(exchange, Verdict.MATCH)
+    rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
-    differences = _status_differences(bank, bk)
-    differences += _message_differences(bank, bk, info, registry)
+    differences = _status_differences(exchange.method, bank, bk, registry, rules)
+    differences += _message_differences(exchange.method, bank, bk, info, registry, rules)
     verdict = Verdict.MISMATCH if any(not d.rule for d in differences) else Verdict.MATCH
     return Comparison(exchange, verdict, tuple(differences), decoded=info is not None)
+
+
+NO_RULES = RuleSet()
 
 
 def _same_bytes(bank: Outcome, bk: Outcome) -> bool:
@@ -62,76 +72,129 @@ def _same_bytes(bank: Outcome, bk: Outcome) -> bool:
     )
 
 
-def _status_differences(bank: Outcome, bk: Outcome) -> list[Difference]:
+def _status_differences(
+    method: str, bank: Outcome, bk: Outcome, registry: DescriptorRegistry | None, rules: RuleSet
+) -> list[Difference]:
+    rule = rules.status_rule(method)
     diffs: list[Difference] = []
     if bank.code != bk.code:
-        diffs.append(Difference("status.code", DiffKind.STATUS, status_name(bank.code), status_name(bk.code)))
+        left, right = status_name(bank.code), status_name(bk.code)
+        tolerated = rule.name if rule.codes_equivalent(left, right) else ""
+        diffs.append(Difference("status.code", DiffKind.STATUS, left, right, tolerated))
     if bank.details != bk.details:
-        diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details))
+        tolerated = rule.name if rule.details_equivalent(bank.details, bk.details) else ""
+        diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     if bank_rich != bk_rich:
-        diffs.append(
-            Difference("status.rich_details", DiffKind.STATUS, _rich_status(bank_rich), _rich_status(bk_rich))
-        )
+        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules))
     return diffs
 
 
-def _rich_status(raw: str | bytes | None) -> Any:
-    """A google.rpc.Status trailer as plain values, or its raw bytes when undecodable."""
+def _rich_differences(
+    method: str,
+    bank_raw: str | bytes | None,
+    bk_raw: str | bytes | None,
+    registry: DescriptorRegistry | None,
+    rules: RuleSet,
+) -> list[Difference]:
+    """google.rpc.Status trailers compared field by field (their Any details unpacked)."""
+    registry = registry if registry is not None else _RPC_ONLY
+    try:
+        cls = registry.message_class(_RPC_STATUS)
+    except KeyError:  # googleapis-common-protos absent
+        return [Difference(_RICH, DiffKind.STATUS, bank_raw, bk_raw)]
+    left, right = _decode(cls, bank_raw), _decode(cls, bk_raw)
+    walker = Walker(registry, rules, method)
+    if bank_raw is None or bk_raw is None:
+        walker._presence(
+            _RICH,
+            _RICH,
+            left if bank_raw is not None else _MISSING,
+            right if bk_raw is not None else _MISSING,
+        )
+        return walker.out
+    if left is None or right is None:
+        return [
+            Difference(
+                _RICH,
+                DiffKind.UNDECODABLE,
+                None if left is not None else _raw(bank_raw)[:64].hex(),
+                None if right is not None else _raw(bk_raw)[:64].hex(),
+            )
+        ]
+    walker.messages(left, right, _RICH)
+    return walker.out
+
+
+def _raw(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _decode(cls: type[message.Message], raw: str | bytes | None) -> message.Message | None:
     if raw is None:
         return None
-    if isinstance(raw, str):
-        raw = raw.encode()
+    msg = cls()
     try:
-        from google.rpc import status_pb2
-    except ImportError:  # googleapis-common-protos absent: compare raw
-        return raw
-    status = status_pb2.Status()
-    try:
-        status.ParseFromString(raw)
-    except message.DecodeError:
-        return raw
-    return to_python(status)
+        msg.ParseFromString(_raw(raw))
+    except (message.DecodeError, RuntimeError, ValueError):
+        return None
+    return msg
 
 
 def _message_differences(
-    bank: Outcome, bk: Outcome, info: MethodInfo | None, registry: DescriptorRegistry | None
+    method: str,
+    bank: Outcome,
+    bk: Outcome,
+    info: MethodInfo | None,
+    registry: DescriptorRegistry | None,
+    rules: RuleSet,
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1
-    if len(bank.messages) != len(bk.messages):
+    if not streamed and len(bank.messages) != len(bk.messages):
         diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(bank.messages), len(bk.messages)))
-    for index, (left, right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
-        prefix = f"[{index}]" if streamed else ""
-        if left == right:
+    if info is None or registry is None:
+        if streamed and len(bank.messages) != len(bk.messages):
+            diffs.append(
+                Difference("<messages>", DiffKind.MESSAGE_COUNT, len(bank.messages), len(bk.messages))
+            )
+        for index, (raw_bank, raw_bk) in enumerate(zip(bank.messages, bk.messages, strict=False)):
+            if raw_bank != raw_bk:
+                label = f"[{index}]" if streamed else "<message>"
+                diffs.append(Difference(label, DiffKind.BYTES, raw_bank, raw_bk))
+        return diffs
+    cls = registry.message_class(info.output_type)
+    left: list[message.Message | None] = [_decode(cls, raw) for raw in bank.messages]
+    right: list[message.Message | None] = [_decode(cls, raw) for raw in bk.messages]
+    for index, (raw_left, raw_right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
+        if raw_left == raw_right:
             continue
-        if info is None or registry is None:
-            diffs.append(Difference(prefix or "<message>", DiffKind.BYTES, left, right))
-            continue
-        cls = registry.message_class(info.output_type)
-        decoded_left, decoded_right = _decode(cls, left), _decode(cls, right)
-        undecodable = False
-        for side_value, raw, side in ((decoded_left, left, "bank"), (decoded_right, right, "bk")):
-            if side_value is None:
-                undecodable = True
-                values: dict[str, str | None] = {"bank": None, "bk": None}
-                values[side] = raw[:64].hex()
-                diffs.append(
-                    Difference(prefix or "<message>", DiffKind.UNDECODABLE, values["bank"], values["bk"])
+        if left[index] is None or right[index] is None:
+            diffs.append(
+                Difference(
+                    f"[{index}]" if streamed else "<message>",
+                    DiffKind.UNDECODABLE,
+                    None if left[index] is not None else raw_left[:64].hex(),
+                    None if right[index] is not None else raw_right[:64].hex(),
                 )
-        if undecodable or decoded_left is None or decoded_right is None:
-            continue
-        diffs.extend(diff_values(decoded_left, decoded_right, prefix))
+            )
+    walker = Walker(registry, rules, method)
+    decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
+    if streamed and all(m is not None for m in left + right):
+        element = registry.find_message(info.output_type)
+        walker.sequence(method.lstrip("/"), "", left, right, element, nested=False)
+    elif streamed:  # some messages do not decode: pair the rest by position, whatever the stream rule
+        for index, (a, b) in enumerate(zip(left, right, strict=False)):
+            if a is not None and b is not None:
+                walker.messages(a, b, f"[{index}]")
+        if len(left) != len(right):
+            diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(left), len(right)))
+    elif decodable:
+        walker.messages(decodable[0][0], decodable[0][1], "")
+    diffs.extend(walker.out)
     return diffs
-
-
-def _decode(cls: type[message.Message], raw: bytes) -> dict[str, Any] | None:
-    msg = cls()
-    try:
-        msg.ParseFromString(raw)
-    except (message.DecodeError, RuntimeError, ValueError):
-        return None
-    return to_python(msg)
 
 
 def diff_values(bank: Any, bk: Any, prefix: str = "") -> list[Difference]:

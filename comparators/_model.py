@@ -104,6 +104,7 @@ class DiffKind(enum.StrEnum):
     MESSAGE_COUNT = "message-count"
     UNDECODABLE = "undecodable"
     BYTES = "bytes"  # no descriptor: the raw answers differ
+    UNKNOWN_FIELD = "unknown-field"  # fields the descriptors do not know
 
 
 @dataclass(frozen=True, slots=True)

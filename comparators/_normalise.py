@@ -23,11 +23,11 @@ def to_python(msg: message.Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in msg.ListFields():
         out[field.name] = _field_value(field, value)
-    out.update(_unknown(unknown_fields.UnknownFieldSet(msg)))
+    out.update(unknown_values(unknown_fields.UnknownFieldSet(msg)))
     return out
 
 
-def _unknown(fields: unknown_fields.UnknownFieldSet) -> dict[str, Any]:
+def unknown_values(fields: unknown_fields.UnknownFieldSet) -> dict[str, Any]:
     """Unknown fields as {"#<number>": value}; a number seen more than once gets a list
     of its values, and a group a dict of its own unknown fields."""
     grouped: dict[str, list[Any]] = {}
@@ -35,7 +35,7 @@ def _unknown(fields: unknown_fields.UnknownFieldSet) -> dict[str, Any]:
         unknown = fields[index]
         data = unknown.data
         if isinstance(data, unknown_fields.UnknownFieldSet):
-            data = _unknown(data)
+            data = unknown_values(data)
         grouped.setdefault(f"#{unknown.field_number}", []).append(data)
     return {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
-from google.protobuf.descriptor import Descriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
 
 
 class DescriptorError(Exception):
@@ -43,6 +43,22 @@ class DescriptorRegistry:
         self._methods: dict[str, MethodInfo] = {}
         self._classes: dict[str, type[message.Message]] = {}
         self._files: set[str] = set()
+        self._targets: dict[str, frozenset[str]] = {}
+        self._add_rpc_types()
+
+    def _add_rpc_types(self) -> None:
+        """google.rpc.Status and the standard error details, to decode rich error details."""
+        try:
+            from google.rpc import error_details_pb2, status_pb2
+        except ImportError:  # googleapis-common-protos absent: rich details compare as bytes
+            return
+        self.add_set(
+            descriptor_set_of(status_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR), source="google.rpc"
+        )
+
+    @property
+    def pool(self) -> descriptor_pool.DescriptorPool:
+        return self._pool
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> DescriptorRegistry:
@@ -88,6 +104,7 @@ class DescriptorRegistry:
                     f"{source}: {file_proto.name} imports a file the set does not hold "
                     "(write it with protoc --include_imports)"
                 ) from exc
+            self._targets.clear()
             for service in file_desc.services_by_name.values():
                 for method in service.methods:
                     info = _method_info(service.full_name, method)
@@ -108,11 +125,101 @@ class DescriptorRegistry:
             self._classes[full_name] = cls
         return cls
 
+    # -- what rules may name ---------------------------------------------------------
+
+    def _messages(self) -> list[Descriptor]:
+        found: list[Descriptor] = []
+
+        def walk(desc: Descriptor) -> None:
+            if desc.GetOptions().map_entry:
+                return
+            found.append(desc)
+            for nested in desc.nested_types:
+                walk(nested)
+
+        for name in sorted(self._files):
+            for desc in self._pool.FindFileByName(name).message_types_by_name.values():
+                walk(desc)
+        return found
+
+    def _compute_targets(self) -> None:
+        fields, repeated = set(), set()
+        for desc in self._messages():
+            for fd in desc.fields:
+                target = f"{desc.full_name}.{fd.name}"
+                fields.add(target)
+                is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
+                if fd.is_repeated and not is_map:
+                    repeated.add(target)
+        fields.add("status.rich_details")
+        self._targets["fields"] = frozenset(fields)
+        self._targets["repeated"] = frozenset(repeated)
+        self._targets["streams"] = frozenset(
+            path.lstrip("/") for path, info in self._methods.items() if info.server_streaming
+        )
+
+    def _target_set(self, name: str) -> frozenset[str]:
+        if name not in self._targets:
+            self._compute_targets()
+        return self._targets[name]
+
+    def field_targets(self) -> frozenset[str]:
+        """Every "package.Message.field" of the described messages (and "status.rich_details")."""
+        return self._target_set("fields")
+
+    def repeated_targets(self) -> frozenset[str]:
+        """The repeated (non-map) fields among field_targets()."""
+        return self._target_set("repeated")
+
+    def stream_targets(self) -> frozenset[str]:
+        """ "package.Service/Method" of every server-streaming method."""
+        return self._target_set("streams")
+
+    def element_type(self, target: str) -> Descriptor | None:
+        """The message type of a repeated field's elements, or of a stream's messages."""
+        if "/" in target:
+            info = self._methods.get("/" + target)
+            return self.find_message(info.output_type) if info is not None else None
+        message_name, _, field_name = target.rpartition(".")
+        desc = self.find_message(message_name)
+        if desc is None or field_name not in desc.fields_by_name:
+            return None
+        element: Descriptor | None = desc.fields_by_name[field_name].message_type
+        return element
+
+    def missing_key_fields(self, target: str, key: Iterable[str]) -> str | None:
+        """The first key field the elements of `target` do not have (None when all exist)."""
+        element = self.element_type(target)
+        for name in key:
+            if element is None or name not in element.fields_by_name:
+                return name
+        return None
+
     def find_message(self, full_name: str) -> Descriptor | None:
         try:
             return self._pool.FindMessageTypeByName(full_name)
         except KeyError:
             return None
+
+
+def descriptor_set_of(*files: FileDescriptor) -> descriptor_pb2.FileDescriptorSet:
+    """A FileDescriptorSet holding `files` and everything they import, dependencies first."""
+    fds = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+
+    def add(file: FileDescriptor) -> None:
+        if file.name in seen:
+            return
+        seen.add(file.name)
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        fds.file.append(proto)
+
+    for file in files:
+        add(file)
+    return fds
 
 
 def _method_info(service: str, method: MethodDescriptor) -> MethodInfo:

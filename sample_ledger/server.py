@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.bank import BankServicer
 from sample_ledger.bk import BkServicer
@@ -13,6 +15,8 @@ from sample_ledger.bk import BkServicer
 KINDS = ("bank", "bk")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")
+# served by gRPC server reflection, so a client (or the shim) can ask for the descriptors
+REFLECTED_SERVICES = (pb.DESCRIPTOR.services_by_name["Ledger"].full_name, reflection.SERVICE_NAME)
 
 
 class RunningLedger:
@@ -42,7 +46,10 @@ def make_servicer(kind: str) -> BankServicer | BkServicer:
 
 
 async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
-    """Start a `kind` ledger ("bank" or "bk") listening on `address` (port 0: any free port)."""
+    """Start a `kind` ledger ("bank" or "bk") listening on `address` (port 0: any free port).
+
+    It serves gRPC server reflection too, so that its descriptors can be asked for.
+    """
     servicer = make_servicer(kind)
     host, _, _ = address.rpartition(":")
     server = grpc.aio.server(
@@ -52,6 +59,7 @@ async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
         ]
     )
     pb_grpc.add_LedgerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    reflection.enable_server_reflection(REFLECTED_SERVICES, server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:

@@ -42,7 +42,7 @@ TICKERS: Mapping[str, Decimal] = MappingProxyType(
 CALL_TIMEOUT = 30.0
 
 # Relative weights of the operations a worker picks from (account opening comes first).
-_MIX: dict[str, int] = {
+MIX: dict[str, int] = {
     "trade": 41,
     "oversell": 3,
     "unknown_account": 1,
@@ -93,7 +93,11 @@ class _Worker:
         account_ids: list[str],
         budget: int,
         hook: Callable[[str, Any], None],
+        mix: Mapping[str, int] = MappingProxyType(MIX),
+        follow_pages: bool = True,
     ) -> None:
+        self.mix = {name: weight for name, weight in mix.items() if weight > 0}
+        self.follow_pages = follow_pages
         self.stub = stub
         self.rng = rng
         self.pending_ids = account_ids
@@ -121,7 +125,7 @@ class _Worker:
             request.initial_deposit = deposit
             await self.call("OpenAccount", partial(self.stub.OpenAccount, request, timeout=CALL_TIMEOUT))
             self.accounts.append(_Account(account_id))  # used even when refused: its errors get counted
-        names, weights = list(_MIX), list(_MIX.values())
+        names, weights = list(self.mix), list(self.mix.values())
         while self.budget > 0 and self.accounts:
             operation = self.rng.choices(names, weights)[0]
             await getattr(self, "_" + operation)(self.rng.choice(self.accounts))
@@ -201,7 +205,7 @@ class _Worker:
         )
         request = pb.ListTradesRequest(account_id=account.account_id, page_size=self.rng.randint(5, 25))
         request.symbol = symbol
-        for _ in range(3):
+        for _ in range(3 if self.follow_pages else 1):
             page = await self.call("ListTrades", lambda: self.stub.ListTrades(request, timeout=CALL_TIMEOUT))
             if page is None or not page.next_page_token or self.budget <= 0:
                 return
@@ -297,12 +301,20 @@ async def run_workload(
     concurrency: int = 8,
     on_call: CallHook | None = None,
     account_prefix: str = "",
+    mix: Mapping[str, int] | None = None,
+    follow_pages: bool = True,
 ) -> WorkloadStats:
     """Drive `calls` seeded, realistic calls through `channel`; count the answers by method and code.
 
     Account ids are `account_prefix` (default "W<seed>") + "-" + a number, so
     give each run against the same server its own prefix or seed.
+
+    `mix` overrides the relative weights of operations (see MIX; a weight of 0
+    leaves an operation out); `follow_pages=False` reads only the first page of
+    a listing, never sending a page token back.
     """
+    if mix is not None and (unknown := set(mix) - set(MIX)):
+        raise ValueError(f"unknown operations in mix: {', '.join(sorted(unknown))}")
     if calls <= 0:
         return WorkloadStats(0, MappingProxyType({}))
     stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
@@ -323,6 +335,8 @@ async def run_workload(
             [f"{prefix}-{n:05d}" for n in range(index, account_count, workers_count)],
             calls // workers_count + (1 if index < calls % workers_count else 0),
             hook,
+            MappingProxyType({**MIX, **(mix or {})}),
+            follow_pages,
         )
         for index in range(workers_count)
     ]

@@ -10,10 +10,11 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorError, DescriptorRegistry
+from comparators.rules import RuleError, RuleSet, build_rules
 from shim._handler import ProxyHandler, Route
 from shim._shadow import ShadowDispatcher
-from shim.config import Config, Upstream
-from shim.errors import StartupError
+from shim.config import Config, Upstream, parse_duration
+from shim.errors import ConfigError, StartupError
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink
 
@@ -27,6 +28,14 @@ def _size_options(config: Config) -> list[tuple[str, int]]:
 
 def _channel(upstream: Upstream, config: Config) -> aio.Channel:
     return aio.insecure_channel(upstream.target, options=_size_options(config))
+
+
+def load_rules(config: Config, registry: DescriptorRegistry | None) -> RuleSet:
+    """The config's rules, each checked against the descriptors (errors name the rule's line)."""
+    try:
+        return build_rules(config.rules, registry, parse_duration, config.rule_locations)
+    except RuleError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
@@ -47,6 +56,7 @@ class Shim:
         self.config = config
         self.counters = Counters()
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
+        self.rules = load_rules(config, self.registry)
         self._sinks = list(sinks)
         self._server: aio.Server | None = None
         self._channels: list[aio.Channel] = []
@@ -66,7 +76,11 @@ class Shim:
         shadow_upstream = config.shadow
         if shadow_upstream is not None:
             self.pipeline = ComparisonPipeline(
-                self.registry, self._sinks, self.counters, max_pending=config.comparison_max_pending
+                self.registry,
+                self._sinks,
+                self.counters,
+                max_pending=config.comparison_max_pending,
+                rules=self.rules,
             )
             shadow_channel = _channel(shadow_upstream, config)
             self._channels.append(shadow_channel)

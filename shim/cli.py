@@ -1,7 +1,8 @@
 """The `shim` command.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
-               [--config FILE] [--descriptor-set FILE ...] [--diff-log FILE]
+               [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
+               [--rules FILE ...] [--diff-log FILE]
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
@@ -56,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
         help="FileDescriptorSet (protoc --include_imports --descriptor_set_out); repeatable",
     )
     serve.add_argument(
+        "--descriptor-source",
+        choices=config_mod.DESCRIPTOR_SOURCES,
+        help="reflection: ask Bank for its descriptors by gRPC server reflection at start "
+        "(--descriptor-set files are added too); files: only the files (the default)",
+    )
+    serve.add_argument(
+        "--rules",
+        metavar="FILE",
+        action="append",
+        default=None,
+        help="TOML file of [[rules]] tables (added after the config's own rules); repeatable",
+    )
+    serve.add_argument(
         "--diff-log", metavar="FILE", help='where difference lines go ("-": stdout, the default)'
     )
     serve.add_argument(
@@ -77,6 +91,12 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["mode"] = args.mode
     if args.descriptor_set:
         settings["descriptor_sets"] = tuple(args.descriptor_set)
+    if args.descriptor_source:
+        settings["descriptor_source"] = args.descriptor_source
+    for rules_file in args.rules or ():
+        rules, locations = config_mod.load_rules_file(rules_file)
+        settings["rules"] = (*settings.get("rules", ()), *rules)
+        settings["rule_locations"] = (*settings.get("rule_locations", ()), *locations)
     if args.diff_log:
         settings["diff_log"] = args.diff_log
     shadow_timeout = (
@@ -107,12 +127,13 @@ async def _serve(config: config_mod.Config) -> int:
     import structlog
 
     from shim import logs
-    from shim.app import Shim, load_registry
+    from shim.app import Shim
+    from shim.reflection import resolve_registry
     from shim.sinks import DiffLog
 
     logs.configure()
     log = structlog.get_logger("shim")
-    registry = load_registry(config.descriptor_sets)  # before the diff log: a bad set leaves no file
+    registry = await resolve_registry(config)  # before the diff log: a bad set leaves no file
     diff_stream = _open_diff_log(config.diff_log)
     shim = Shim(config, sinks=[DiffLog(diff_stream)], registry=registry)
     await shim.start()
@@ -136,6 +157,7 @@ async def _serve(config: config_mod.Config) -> int:
         bank=config.bank.target,
         bk=config.bk.target if config.bk else None,
         descriptor_sets=list(config.descriptor_sets),
+        descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
     )
     await stop.wait()

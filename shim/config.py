@@ -4,6 +4,7 @@
 listen = "127.0.0.1:50051"
 mode = "shadow"                    # bank | shadow
 descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_imports)
+descriptor_source = "files"        # or "reflection": ask Bank for its descriptors at start (files added too)
 max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
 grace_period = "5s"                # calls in flight may finish this long on shutdown
 
@@ -38,6 +39,7 @@ from typing import Any
 from shim.errors import ConfigError
 
 MODES = ("bank", "shadow")
+DESCRIPTOR_SOURCES = ("files", "reflection")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -71,17 +73,24 @@ class Config:
     listen: str = "127.0.0.1:50051"
     mode: str = "shadow"
     descriptor_sets: tuple[str, ...] = ()
+    descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
     max_message_size: int = -1  # -1: unlimited
     grace_period: float = 5.0
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
     comparison_max_pending: int = 10_000
     diff_log: str = "-"
+    rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
+    rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.descriptor_source not in DESCRIPTOR_SOURCES:
+            raise ConfigError(
+                f"descriptor_source: {self.descriptor_source!r} is not one of {', '.join(DESCRIPTOR_SOURCES)}"
+            )
         check_address("listen", self.listen)
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
@@ -166,9 +175,7 @@ class _Reader:
             raise ConfigError(f"unknown setting {unknown}")
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into keyword arguments of `build`."""
-    path = Path(path)
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -176,13 +183,50 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not UTF-8 text") from exc
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
-    return parse(data, base=path.parent)
 
 
-def parse(data: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into keyword arguments of `build`."""
+    path = Path(path)
+    text, data = _read_toml(path)
+    return parse(data, base=path.parent, text=text, source=str(path))
+
+
+_RULES_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.M)
+
+
+def rule_locations(text: str, source: str, count: int) -> tuple[str, ...]:
+    """Where each [[rules]] table starts: "FILE line N" (the file when a line cannot be told)."""
+    lines = [text.count("\n", 0, m.start()) + 1 for m in _RULES_HEADER.finditer(text)]
+    if len(lines) != count:  # rules given inline (rules = [...]): no line per rule
+        return tuple(f"{source} rule {i + 1}" for i in range(count))
+    return tuple(f"{source} line {line}" for line in lines)
+
+
+def load_rules_file(path: str | Path) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
+    """A file holding only [[rules]] tables (the --rules flag)."""
+    path = Path(path)
+    text, data = _read_toml(path)
+    reader = _Reader("", data)
+    rules = _rules(reader.pop("rules"), text, str(path))
+    reader.finish()
+    return rules
+
+
+def _rules(value: Any, text: str, source: str) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
+    if value is None:
+        return (), ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{source}: rules must be tables written as [[rules]]")
+    return tuple(value), rule_locations(text, source, len(value))
+
+
+def parse(
+    data: dict[str, Any], base: Path | None = None, text: str = "", source: str = "config"
+) -> dict[str, Any]:
     """Validate a config mapping; returns keyword arguments for `build`."""
     top = _Reader("", data)
     out: dict[str, Any] = {}
@@ -198,6 +242,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise ConfigError("descriptor_sets: expected a list of file paths")
         out["descriptor_sets"] = tuple(resolve(x) for x in v)
+    if (v := top.pop("descriptor_source")) is not None:
+        out["descriptor_source"] = _string("descriptor_source", v)
     if (v := top.pop("max_message_size")) is not None:
         out["max_message_size"] = parse_size("max_message_size", v)
     if (v := top.pop("grace_period")) is not None:
@@ -225,6 +271,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
         if (x := diff_log.pop("path")) is not None:
             out["diff_log"] = resolve(_string("diff_log.path", x))
         diff_log.finish()
+    if (v := top.pop("rules")) is not None:
+        out["rules"], out["rule_locations"] = _rules(v, text, source)
     top.finish()
     return out
 

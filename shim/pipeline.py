@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from comparators import Comparison, DescriptorRegistry, Exchange, compare
+from comparators.rules import RuleSet
 from shim.metrics import Counters
 
 Sink = Callable[[Comparison], None]
@@ -30,7 +31,9 @@ class ComparisonPipeline:
         counters: Counters,
         max_pending: int = 10_000,
         workers: int = 1,
+        rules: RuleSet | None = None,
     ) -> None:
+        self._rules = rules
         self._registry = registry
         self._sinks = list(sinks)
         self._counters = counters
@@ -67,7 +70,7 @@ class ComparisonPipeline:
 
     def _process(self, exchange: Exchange) -> Comparison | None:
         try:
-            comparison = compare(exchange, self._registry)
+            comparison = compare(exchange, self._registry, self._rules)
         except Exception:
             _log.exception("comparison failed", method=exchange.method)
             return None

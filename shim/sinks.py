@@ -17,11 +17,14 @@ import structlog
 
 from comparators import Comparison, Difference, Outcome, Verdict
 
-_INDEX = re.compile(r"\[\d+\]")
+_INDEX = re.compile(r"\[[^\]]*\]")
 
 
 def path_pattern(path: str) -> str:
-    """A path with list indices folded, so that differences group: 'trades[3].fee' -> 'trades[*].fee'."""
+    """A path with list indices and keys folded, so that differences group.
+
+    'trades[3].fee' -> 'trades[*].fee'; 'positions[symbol=AAPL].quantity' -> 'positions[*].quantity'.
+    """
     return _INDEX.sub("[*]", path)
 
 
@@ -106,8 +109,9 @@ class MethodSummary:
     mismatched: int = 0
     shadow_errors: int = 0
     skipped: int = 0
-    paths: Counter[str] = field(default_factory=Counter)
+    paths: Counter[str] = field(default_factory=Counter)  # real differences: calls per path
     examples: dict[str, Difference] = field(default_factory=dict)
+    tolerated: Counter[str] = field(default_factory=Counter)  # tolerated differences per rule name
 
 
 class Summary:
@@ -132,8 +136,11 @@ class Summary:
                 summary.skipped += 1
             for pattern in {path_pattern(d.path) for d in comparison.real_differences}:
                 summary.paths[pattern] += 1
-            for diff in comparison.real_differences:
-                summary.examples.setdefault(path_pattern(diff.path), diff)
+            for diff in comparison.differences:
+                if diff.rule:
+                    summary.tolerated[diff.rule] += 1
+                else:
+                    summary.examples.setdefault(path_pattern(diff.path), diff)
 
     def methods(self) -> dict[str, MethodSummary]:
         with self._lock:

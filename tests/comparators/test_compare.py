@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
 from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
 
 from comparators import Comparison, DiffKind, Exchange, Outcome, Verdict, compare
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
@@ -28,8 +30,10 @@ from tests.comparators._exchanges import (
     UNDESCRIBED,
     answer,
     exchange,
+    rich_status,
     trailers,
 )
+from tests.comparators._probe import PROBE_REGISTRY, READ, reading
 
 Row = tuple[str, DiffKind, object, object]
 
@@ -139,11 +143,11 @@ FIELD_CASES: list[Any] = [
         pb.Trade(symbol="AAPL", fee="0.01"),
         pb.Trade(venue="XNYS"),
         [
-            ("fee", DiffKind.REMOVED, "0.01", None),
             ("symbol", DiffKind.REMOVED, "AAPL", None),
+            ("fee", DiffKind.REMOVED, "0.01", None),
             ("venue", DiffKind.ADDED, None, "XNYS"),
         ],
-        id="no-field-in-common-still-field-by-field",
+        id="no-field-in-common-still-field-by-field-in-declaration-order",
     ),
     pytest.param(
         POST_TRADE,
@@ -156,8 +160,36 @@ FIELD_CASES: list[Any] = [
         POST_TRADE,
         pb.Trade(side=pb.SIDE_BUY),
         pb.Trade(side=7),  # type: ignore[arg-type]
-        [("side", DiffKind.TYPE, "SIDE_BUY", 7)],
+        [("side", DiffKind.CHANGED, "SIDE_BUY", 7)],
         id="enum-number-unknown-to-the-descriptor",
+    ),
+    pytest.param(
+        POST_TRADE,
+        pb.Trade(trade_id="T1"),
+        pb.Trade(trade_id="T1", side=pb.SIDE_SELL),
+        [("side", DiffKind.ADDED, None, "SIDE_SELL")],
+        id="enum-on-one-side-by-name",
+    ),
+    pytest.param(
+        SETTLE_TRADES,
+        pb.SettlementReport(settled_trade_ids=["T1", "T2"]),
+        pb.SettlementReport(),
+        [("settled_trade_ids", DiffKind.REMOVED, ["T1", "T2"], None)],
+        id="repeated-field-on-one-side-as-a-list",
+    ),
+    pytest.param(
+        GET_PORTFOLIO,
+        pb.Portfolio(account_id="A1"),
+        pb.Portfolio(account_id="A1", positions=[_position("AAPL", "10")]),
+        [("positions", DiffKind.ADDED, None, [{"symbol": "AAPL", "quantity": "10"}])],
+        id="repeated-messages-on-one-side-as-a-list-of-dicts",
+    ),
+    pytest.param(
+        GET_BALANCE,
+        pb.Balance(cash="1"),
+        pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=10)),
+        [("as_of", DiffKind.ADDED, None, "1970-01-01T00:00:10Z")],
+        id="timestamp-on-one-side-as-text",
     ),
     pytest.param(
         GET_BALANCE,
@@ -177,8 +209,8 @@ FIELD_CASES: list[Any] = [
         GET_BALANCE,
         pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=2**40)),
         pb.Balance(cash="1", as_of=timestamp_pb2.Timestamp(seconds=2**40 + 1)),
-        [("as_of.seconds", DiffKind.CHANGED, 2**40, 2**40 + 1)],
-        id="timestamp-out-of-text-range-by-its-fields",
+        [("as_of", DiffKind.CHANGED, "1099511627776s+0ns", "1099511627777s+0ns")],
+        id="timestamp-out-of-text-range-as-seconds-and-nanos",
     ),
 ]
 
@@ -194,34 +226,136 @@ def test_field_differences_have_readable_paths(
     assert _rows(comparison) == expected
 
 
+def test_differences_hold_plain_values_that_pickle() -> None:
+    """Values in differences are plain Python (lists, dicts, str), never protobuf containers, so a
+    comparison crosses processes and serialises as it is."""
+    bank = answer(pb.Portfolio(positions=[_position("AAPL", "10")]))
+    comparison = compare(exchange(GET_PORTFOLIO, bank, answer(pb.Portfolio(account_id="A1"))), REGISTRY)
+    assert pickle.loads(pickle.dumps(comparison.differences)) == comparison.differences
+    assert [type(d.bank) for d in comparison.differences] == [type(None), list]
+
+
+NAN = float("nan")
+
+
+ONE, TWO = {"k": "1"}, {"k": "2"}  # a difference beside the NaNs, so that the messages are walked
+LABEL_CHANGED = [("labels[k]", DiffKind.CHANGED, "1", "2")]
+
+PROBE_CASES: list[Any] = [
+    pytest.param(
+        reading(rate=NAN, labels=ONE), reading(rate=NAN, labels=TWO), LABEL_CHANGED, id="nan-equals-nan"
+    ),
+    pytest.param(
+        reading(samples=[1.0, NAN], labels=ONE),
+        reading(samples=[1.0, NAN], labels=TWO),
+        LABEL_CHANGED,
+        id="nan-in-a-list",
+    ),
+    pytest.param(
+        reading(wrapped={"value": NAN}, labels=ONE),
+        reading(wrapped={"value": NAN}, labels=TWO),
+        LABEL_CHANGED,
+        id="nan-wrapped",
+    ),
+    pytest.param(b"", b"\x09" + bytes(8), [], id="explicit-zero-double-equals-unset"),
+    pytest.param(
+        reading(labels={"__x": "1", "b": "2"}),
+        reading(labels={"__x": "2", "c": "3"}),
+        [
+            ("labels[__x]", DiffKind.CHANGED, "1", "2"),
+            ("labels[b]", DiffKind.REMOVED, "2", None),
+            ("labels[c]", DiffKind.ADDED, None, "3"),
+        ],
+        id="map-by-key-even-dunder-keys",
+    ),
+    pytest.param(
+        reading(labels={"a": "1"}),
+        reading(),
+        [("labels", DiffKind.REMOVED, {"a": "1"}, None)],
+        id="map-as-dict",
+    ),
+    pytest.param(
+        reading(levels=[1]),
+        reading(levels=[2, 1]),
+        [
+            ("levels[0]", DiffKind.CHANGED, "LEVEL_LOW", "LEVEL_HIGH"),
+            ("levels[1]", DiffKind.ADDED, None, "LEVEL_LOW"),
+        ],
+        id="repeated-enum-by-name",
+    ),
+    pytest.param(
+        reading(),
+        reading(levels=[1]),
+        [("levels", DiffKind.ADDED, None, ["LEVEL_LOW"])],
+        id="repeated-enum-added",
+    ),
+    pytest.param(
+        reading(wrapped={"value": 1.0}),
+        reading(wrapped={"value": 2.0}),
+        [("wrapped", DiffKind.CHANGED, 1.0, 2.0)],
+        id="wrapper-as-its-value",
+    ),
+    pytest.param(
+        reading(), reading(wrapped={}), [("wrapped", DiffKind.ADDED, None, 0.0)], id="wrapper-presence-kept"
+    ),
+    pytest.param(
+        reading(), reading(note=""), [("note", DiffKind.ADDED, None, "")], id="optional-presence-kept"
+    ),
+]
+
+
+@pytest.mark.parametrize(("bank_message", "bk_message", "expected"), PROBE_CASES)
+def test_normalisation_of_numbers_maps_wrappers_and_enums(
+    bank_message: Any, bk_message: Any, expected: list[Row]
+) -> None:
+    """Doubles (NaN equals NaN, an explicit 0 equals unset), maps by key, wrappers by value, enums by
+    name, and explicit presence (`optional`, wrappers) kept."""
+    comparison = compare(exchange(READ, answer(bank_message), answer(bk_message)), PROBE_REGISTRY)
+    assert comparison.decoded is True
+    assert _rows(comparison) == expected
+    assert comparison.verdict is (Verdict.MISMATCH if expected else Verdict.MATCH)
+
+
 @pytest.mark.parametrize(
     ("bank_tail", "bk_tail", "expected"),
     [
-        pytest.param(b"", b"\xf8\x06\x07", [("#111", DiffKind.ADDED, None, 7)], id="unknown-varint-added"),
+        pytest.param(
+            b"", b"\xf8\x06\x07", [("#111", DiffKind.UNKNOWN_FIELD, None, 7)], id="unknown-varint-added"
+        ),
+        pytest.param(
+            b"\xf8\x06\x07", b"", [("#111", DiffKind.UNKNOWN_FIELD, 7, None)], id="unknown-varint-removed"
+        ),
         pytest.param(
             b"\xfa\x06\x02hi",
             b"\xfa\x06\x02ho",
-            [("#111", DiffKind.CHANGED, b"hi", b"ho")],
+            [("#111", DiffKind.UNKNOWN_FIELD, b"hi", b"ho")],
             id="unknown-bytes",
         ),
         pytest.param(
             b"\xf8\x06\x01\xf8\x06\x02",
             b"\xf8\x06\x02",
-            [("#111", DiffKind.TYPE, [1, 2], 2)],
+            [("#111", DiffKind.UNKNOWN_FIELD, [1, 2], 2)],
             id="repeated-unknown-number-keeps-every-value",
         ),
         pytest.param(
             b"\xfb\x06\x08\x05\xfc\x06",
             b"\xfb\x06\x08\x06\xfc\x06",
-            [("#111.#1", DiffKind.CHANGED, 5, 6)],
-            id="unknown-group-by-its-fields",
+            [("#111", DiffKind.UNKNOWN_FIELD, {"#1": 5}, {"#1": 6})],
+            id="unknown-group-as-a-whole",
+        ),
+        pytest.param(
+            b"\xf8\x06\x07\xf0\x06\x01",
+            b"\xf0\x06\x02\xf8\x06\x07",
+            [("#110", DiffKind.UNKNOWN_FIELD, 1, 2)],
+            id="only-the-differing-number",
         ),
     ],
 )
 def test_unknown_fields_are_kept_under_their_number(
     bank_tail: bytes, bk_tail: bytes, expected: list[Row]
 ) -> None:
-    """Fields the descriptor does not know are compared as "#<number>", never dropped."""
+    """Fields the descriptor does not know are `unknown-field` differences at "#<number>", never dropped;
+    a group is reported at its number as a whole."""
     known = pb.Trade(trade_id="T1").SerializeToString()
     comparison = compare(exchange(POST_TRADE, answer(known + bank_tail), answer(known + bk_tail)), REGISTRY)
     assert _rows(comparison) == expected
@@ -307,45 +441,131 @@ def test_same_rich_details_with_other_trailers_match() -> None:
     assert compare(exchange(POST_TRADE, bank, bk), REGISTRY).verdict is Verdict.MATCH
 
 
+def _decoded_status(value: object, field: str) -> None:
+    """`value` is a google.rpc.Status as plain values, with its BadRequest detail still packed."""
+    assert isinstance(value, dict)
+    assert (value["code"], value["message"]) == (INVALID_ARGUMENT, "bad order")
+    [detail] = value["details"]
+    assert detail["type_url"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert field.encode() in detail["value"]
+
+
+RICH_PATH = "status.rich_details.details[0].field_violations[0]"
+
+
+def _packed_bad_quantity() -> dict[str, object]:
+    """BAD_QUANTITY's one detail as a difference shows a whole Any: its type URL and packed bytes."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field="quantity", description="must be > 0")
+    packed = error_details_pb2.BadRequest(field_violations=[violation]).SerializeToString()
+    return {"type_url": "type.googleapis.com/google.rpc.BadRequest", "value": packed}
+
+
 @pytest.mark.parametrize(
-    ("bank_rich", "bk_rich", "bank_value", "bk_value"),
+    ("bank_rich", "bk_rich", "expected"),
     [
-        pytest.param(BAD_QUANTITY, BAD_PRICE, "decoded", "decoded", id="different-violation"),
-        pytest.param(BAD_QUANTITY, None, "decoded", None, id="only-bank-sends-details"),
-        pytest.param(None, BAD_PRICE, None, "decoded", id="only-bk-sends-details"),
-        pytest.param(BAD_QUANTITY, b"\xff\xff", "decoded", b"\xff\xff", id="undecodable-kept-raw"),
+        pytest.param(
+            BAD_QUANTITY,
+            BAD_PRICE,
+            [(f"{RICH_PATH}.field", DiffKind.CHANGED, "quantity", "price")],
+            id="different-violation-field-by-field",
+        ),
+        pytest.param(
+            rich_status(INVALID_ARGUMENT, "bad order", ("quantity", "must be > 0")),
+            rich_status(INVALID_ARGUMENT, "no good", ("quantity", "positive, please")),
+            [
+                ("status.rich_details.message", DiffKind.CHANGED, "bad order", "no good"),
+                (f"{RICH_PATH}.description", DiffKind.CHANGED, "must be > 0", "positive, please"),
+            ],
+            id="message-and-description-in-declaration-order",
+        ),
+        pytest.param(
+            BAD_QUANTITY,
+            rich_status(INVALID_ARGUMENT, "bad order", ("quantity", "must be > 0"), ("price", "must be > 0")),
+            [
+                (
+                    "status.rich_details.details[0].field_violations[1]",
+                    DiffKind.ADDED,
+                    None,
+                    {"field": "price", "description": "must be > 0"},
+                )
+            ],
+            id="violation-added",
+        ),
+        pytest.param(
+            BAD_QUANTITY,
+            rich_status(INVALID_ARGUMENT, "bad order"),
+            [("status.rich_details.details", DiffKind.REMOVED, [_packed_bad_quantity()], None)],
+            id="details-list-removed",
+        ),
+        pytest.param(
+            BAD_QUANTITY,
+            b"\xff\xff",
+            [("status.rich_details", DiffKind.UNDECODABLE, None, "ffff")],
+            id="undecodable-as-hex",
+        ),
     ],
 )
-def test_rich_status_details_differences(
-    bank_rich: bytes | None, bk_rich: bytes | None, bank_value: object, bk_value: object
+def test_rich_status_details_are_compared_field_by_field(
+    bank_rich: bytes, bk_rich: bytes, expected: list[tuple[str, DiffKind, object, object]]
 ) -> None:
-    """A differing grpc-status-details-bin trailer is one `status.rich_details` difference with both
-    statuses decoded (or their raw bytes when they are no google.rpc.Status)."""
+    """Two grpc-status-details-bin trailers are decoded as google.rpc.Status, their Any details unpacked,
+    and compared field by field under `status.rich_details`; bytes that do not decode are `undecodable`."""
+    bank = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bank_rich))
+    bk = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bk_rich))
+    comparison = compare(exchange(POST_TRADE, bank, bk), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert _rows(comparison) == expected
+
+
+@pytest.mark.parametrize(
+    ("bank_rich", "bk_rich", "kind"),
+    [
+        pytest.param(BAD_QUANTITY, None, DiffKind.REMOVED, id="only-bank-sends-details"),
+        pytest.param(None, BAD_QUANTITY, DiffKind.ADDED, id="only-bk-sends-details"),
+    ],
+)
+def test_rich_status_details_on_one_side_only(
+    bank_rich: bytes | None, bk_rich: bytes | None, kind: DiffKind
+) -> None:
+    """Rich details sent by one side only are one `status.rich_details` difference, added or removed,
+    holding the decoded google.rpc.Status."""
     bank = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bank_rich))
     bk = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bk_rich))
     comparison = compare(exchange(POST_TRADE, bank, bk), REGISTRY)
     assert comparison.verdict is Verdict.MISMATCH
     [difference] = comparison.differences
-    assert (difference.path, difference.kind) == ("status.rich_details", DiffKind.STATUS)
-    for value, expected in ((difference.bank, bank_value), (difference.bk, bk_value)):
-        if expected == "decoded":
-            assert isinstance(value, dict)
-            assert (value["code"], value["message"]) == (INVALID_ARGUMENT, "bad order")
-            assert value["details"][0]["type_url"] == "type.googleapis.com/google.rpc.BadRequest"
-        else:
-            assert value == expected
+    assert (difference.path, difference.kind) == ("status.rich_details", kind)
+    sent, missing = (
+        (difference.bank, difference.bk) if kind is DiffKind.REMOVED else (difference.bk, difference.bank)
+    )
+    assert missing is None
+    _decoded_status(sent, "quantity")
 
 
 # ---- streams and message counts -------------------------------------------------------
 
 
+def _entry_value(sequence: int, amount: str) -> dict[str, object]:
+    return {"sequence": sequence, "account_id": "A1", "kind": "ENTRY_KIND_DEPOSIT", "amount": amount}
+
+
 def test_server_stream_differences_are_indexed_by_message() -> None:
-    """In a server stream each path starts with the message's index, and a count difference is its own."""
+    """In a server stream each path starts with the message's index; an extra message is an added element."""
     bank = answer(_entry(1, "100"), _entry(2, "-5"))
     bk = answer(_entry(1, "100"), _entry(2, "-4"), _entry(3, "1"))
     assert _rows(compare(exchange(STREAM_ENTRIES, bank, bk), REGISTRY)) == [
-        ("<messages>", DiffKind.MESSAGE_COUNT, 2, 3),
         ("[1].amount", DiffKind.CHANGED, "-5", "-4"),
+        ("[2]", DiffKind.ADDED, None, _entry_value(3, "1")),
+    ]
+
+
+def test_server_stream_missing_messages_are_removed_elements() -> None:
+    """Messages Bank sent beyond BK's last are removed elements at their index, one each."""
+    bank = answer(_entry(1, "1"), _entry(2, "2"), _entry(3, "3"))
+    bk = answer(_entry(1, "1"))
+    assert _rows(compare(exchange(STREAM_ENTRIES, bank, bk), REGISTRY)) == [
+        ("[1]", DiffKind.REMOVED, _entry_value(2, "2"), None),
+        ("[2]", DiffKind.REMOVED, _entry_value(3, "3"), None),
     ]
 
 
@@ -364,10 +584,10 @@ def test_client_stream_answer_has_plain_paths() -> None:
     ]
 
 
-def test_empty_stream_against_a_stream_is_a_count_difference() -> None:
-    """No message at all against some messages is a message-count difference only."""
+def test_empty_stream_against_a_stream_is_added_elements() -> None:
+    """No message at all against some messages: each of those messages is an added element."""
     comparison = compare(exchange(STREAM_ENTRIES, answer(), answer(_entry(1, "1"))), REGISTRY)
-    assert _rows(comparison) == [("<messages>", DiffKind.MESSAGE_COUNT, 0, 1)]
+    assert _rows(comparison) == [("[0]", DiffKind.ADDED, None, _entry_value(1, "1"))]
 
 
 # ---- bytes the comparator cannot decode -----------------------------------------------
@@ -387,11 +607,8 @@ GOOD = pb.Trade(trade_id="T1").SerializeToString()
         pytest.param(
             b"\x0a\x02\xff\xfe",
             b"\x0a",
-            [
-                ("<message>", DiffKind.UNDECODABLE, "0a02fffe", None),
-                ("<message>", DiffKind.UNDECODABLE, None, "0a"),
-            ],
-            id="both-undecodable-invalid-utf8-and-truncated",
+            [("<message>", DiffKind.UNDECODABLE, "0a02fffe", "0a")],
+            id="both-undecodable-one-difference-with-both-hex-values",
         ),
         pytest.param(
             GOOD,
@@ -404,14 +621,15 @@ GOOD = pb.Trade(trade_id="T1").SerializeToString()
 def test_undecodable_bytes_are_a_difference_not_an_error(
     bank_bytes: bytes, bk_bytes: bytes, expected: list[Row]
 ) -> None:
-    """Bytes that do not parse as the method's output type give an `undecodable` difference with their hex."""
+    """Bytes that do not parse as the method's output type give one `undecodable` difference with their hex
+    (None for a side that decoded)."""
     comparison = compare(exchange(POST_TRADE, answer(bank_bytes), answer(bk_bytes)), REGISTRY)
     assert comparison.verdict is Verdict.MISMATCH
     assert _rows(comparison) == expected
 
 
 def test_undecodable_message_in_a_stream_is_indexed() -> None:
-    """An undecodable message in a server stream is reported at its index; the others are still compared."""
+    """An undecodable message in a server stream is reported at its index; the rest pair by position."""
     bank = answer(_entry(1, "1"), _entry(2, "2"))
     bk = answer(b"\xff", _entry(2, "3"))
     assert _rows(compare(exchange(STREAM_ENTRIES, bank, bk), REGISTRY)) == [

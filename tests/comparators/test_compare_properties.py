@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import message, timestamp_pb2
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from comparators import Outcome, Verdict, compare
+from comparators import Comparison, DiffKind, Outcome, RuleSet, Verdict, build_rules, compare
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.config import parse_duration
 from tests.comparators._exchanges import REGISTRY, STATUS_DETAILS, UNDESCRIBED, exchange
+from tests.comparators._probe import PROBE_REGISTRY, READ, reading
 
 METHODS = [*sorted(REGISTRY.methods), UNDESCRIBED]
 PROPERTIES = settings(max_examples=100, deadline=None)
@@ -208,3 +210,178 @@ def test_fields_in_another_order_on_the_wire_still_match(msg: message.Message, d
         MESSAGES[type(msg)], Outcome(0, messages=(msg.SerializeToString(),)), Outcome(0, messages=(shuffled,))
     )
     assert compare(ex, REGISTRY).verdict is Verdict.MATCH
+
+
+# ---- ledger messages: themselves, re-encoded, shuffled, changed in one leaf -------------------
+
+list_trades = st.builds(pb.ListTradesResponse, trades=st.lists(trades, max_size=3), next_page_token=texts)
+readings = st.builds(
+    lambda labels, **fields: reading(labels=labels, **{k: v for k, v in fields.items() if v is not None}),
+    rate=st.floats(),
+    labels=st.dictionaries(texts, texts, max_size=4),
+    samples=st.lists(st.floats(), max_size=3),
+    wrapped=st.none() | st.builds(lambda v: {"value": v}, st.floats()),
+    note=st.none() | texts,
+    levels=st.lists(st.integers(0, 3), max_size=3),
+)
+LEDGER_METHODS: dict[str, str] = {
+    "bank.v1.Trade": "/bank.v1.Ledger/PostTrade",
+    "bank.v1.Portfolio": "/bank.v1.Ledger/GetPortfolio",
+    "bank.v1.ListTradesResponse": "/bank.v1.Ledger/ListTrades",
+    "probe.v1.Reading": READ,
+}
+SMALL = settings(max_examples=60, deadline=None)
+M = TypeVar("M", bound=message.Message)
+
+
+def reversed_wire(msg: message.Message) -> bytes:
+    """The message with its fields written last to first, nested messages and map entries too."""
+    chunks = []
+    for field, value in reversed(msg.ListFields()):
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            for key in reversed(list(value)):
+                single = type(msg)()
+                getattr(single, field.name)[key] = value[key]
+                chunks.append(single.SerializeToString())
+        elif entry is not None:
+            for item in value if field.is_repeated else [value]:
+                body = reversed_wire(item)
+                chunks.append(_tag(field.number, 2) + _varint(len(body)) + body)
+        else:
+            single = type(msg)()
+            if field.is_repeated:
+                getattr(single, field.name).extend(value)
+            else:
+                setattr(single, field.name, value)
+            chunks.append(single.SerializeToString())
+    return b"".join(chunks)
+
+
+def _judge(msg: message.Message, bank: bytes, bk: bytes, rules: RuleSet | None = None) -> Comparison:
+    method = LEDGER_METHODS[msg.DESCRIPTOR.full_name]
+    registry = PROBE_REGISTRY if method == READ else REGISTRY
+    return compare(
+        exchange(method, Outcome(0, messages=(bank,)), Outcome(0, messages=(bk,))), registry, rules
+    )
+
+
+@SMALL
+@given(msg=st.one_of(trades, portfolios, list_trades, readings))
+def test_a_message_matches_itself_and_itself_written_backwards(msg: message.Message) -> None:
+    """Any ledger (or probe) message matches itself, and its fields written in reverse order on the wire
+    (nested ones and map entries too): the same answer, with no difference at all."""
+    raw = msg.SerializeToString()
+    for other in (raw, reversed_wire(msg), msg.SerializeToString(deterministic=True)):
+        comparison = _judge(msg, raw, other)
+        assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+
+
+BY_SYMBOL = build_rules(
+    [{"path": "bank.v1.Portfolio.positions", "rule": "keyed", "key": ["symbol"]}], REGISTRY, parse_duration
+)
+unique_positions = st.lists(
+    st.builds(pb.Position, symbol=texts, quantity=texts, average_price=texts, cost_basis=texts),
+    max_size=5,
+    unique_by=lambda p: p.symbol,
+)
+POSITION_LEAVES = ["account_id", "quantity", "average_price", "cost_basis"]
+
+
+@SMALL
+@given(positions=unique_positions, data=st.data())
+def test_positions_in_any_order_match_under_the_keyed_rule(
+    positions: list[pb.Position], data: st.DataObject
+) -> None:
+    """Positions in another order match under `keyed` by symbol, with no difference at all."""
+    shuffled = data.draw(st.permutations(positions))
+    bank, bk = pb.Portfolio(positions=positions), pb.Portfolio(positions=shuffled)
+    comparison = _judge(bank, bank.SerializeToString(), bk.SerializeToString(), BY_SYMBOL)
+    assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+
+
+def _expected_kind(old: object, new: object, default: object) -> DiffKind:
+    if old == default:
+        return DiffKind.ADDED
+    return DiffKind.REMOVED if new == default else DiffKind.CHANGED
+
+
+def _shown(msg: message.Message, name: str, value: Any) -> object:
+    """A field's value as a difference shows it: None for unset, enums by name."""
+    field = msg.DESCRIPTOR.fields_by_name[name]
+    if value == field.default_value:
+        return None
+    if field.enum_type is not None:
+        known = field.enum_type.values_by_number.get(value)
+        return known.name if known is not None else value
+    return value
+
+
+def _one_leaf_changed(data: st.DataObject, msg: M, names: list[str]) -> tuple[str, object, object, M]:
+    """A copy of `msg` with one scalar field set to another value: (field, old, new, copy)."""
+    name = data.draw(st.sampled_from(names))
+    old = getattr(msg, name)
+    values = st.integers(0, 4) if isinstance(old, int) else texts
+    new = data.draw(values.filter(lambda v: v != old))
+    changed = type(msg)()
+    changed.CopyFrom(msg)
+    setattr(changed, name, new)
+    return name, old, new, changed
+
+
+def _assert_one_difference(
+    comparison: Comparison, path: str, msg: message.Message, name: str, old: object, new: object
+) -> None:
+    [difference] = comparison.differences
+    default = msg.DESCRIPTOR.fields_by_name[name].default_value
+    assert (difference.path, difference.kind) == (path, _expected_kind(old, new, default))
+    assert (difference.bank, difference.bk) == (_shown(msg, name, old), _shown(msg, name, new))
+    assert comparison.verdict is Verdict.MISMATCH
+
+
+TRADE_LEAVES = [f.name for f in pb.Trade.DESCRIPTOR.fields if f.message_type is None]
+
+
+@SMALL
+@given(trade=trades, data=st.data())
+def test_one_changed_leaf_of_a_trade_is_one_difference_at_its_path(
+    trade: pb.Trade, data: st.DataObject
+) -> None:
+    """Changing exactly one scalar field of a Trade gives exactly one difference, at that field, holding
+    the old and new values (added/removed when one of them is the default)."""
+    name, old, new, changed = _one_leaf_changed(data, trade, TRADE_LEAVES)
+    comparison = _judge(trade, trade.SerializeToString(), changed.SerializeToString())
+    _assert_one_difference(comparison, name, trade, name, old, new)
+
+
+@SMALL
+@given(response=list_trades, data=st.data())
+def test_one_changed_leaf_in_a_list_is_one_difference_at_its_index(
+    response: pb.ListTradesResponse, data: st.DataObject
+) -> None:
+    """Changing one scalar field of one listed Trade gives one difference at `trades[i].field`."""
+    assume(len(response.trades) > 0)
+    index = data.draw(st.integers(0, len(response.trades) - 1))
+    name, old, new, changed = _one_leaf_changed(data, response.trades[index], TRADE_LEAVES)
+    other = pb.ListTradesResponse()
+    other.CopyFrom(response)
+    other.trades[index].CopyFrom(changed)
+    comparison = _judge(response, response.SerializeToString(), other.SerializeToString())
+    _assert_one_difference(comparison, f"trades[{index}].{name}", changed, name, old, new)
+
+
+@SMALL
+@given(positions=unique_positions, data=st.data())
+def test_one_changed_position_is_one_difference_at_its_key(
+    positions: list[pb.Position], data: st.DataObject
+) -> None:
+    """Shuffled positions with one scalar field changed in one of them give exactly one difference, at
+    `positions[symbol=S].field`, under `keyed` by symbol."""
+    assume(len(positions) > 0)
+    shuffled = list(data.draw(st.permutations(positions)))
+    index = data.draw(st.integers(0, len(shuffled) - 1))
+    name, old, new, changed = _one_leaf_changed(data, shuffled[index], POSITION_LEAVES)
+    shuffled[index] = changed
+    bank, bk = pb.Portfolio(positions=positions), pb.Portfolio(positions=shuffled)
+    comparison = _judge(bank, bank.SerializeToString(), bk.SerializeToString(), BY_SYMBOL)
+    _assert_one_difference(comparison, f"positions[symbol={changed.symbol}].{name}", changed, name, old, new)

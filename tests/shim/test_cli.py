@@ -248,6 +248,11 @@ FAILURES: list[Any] = [
     ),
     pytest.param(lambda tmp, port: ["--bank", "127.0.0.1:1", "--mode", "bogus"], "--mode", id="mode"),
     pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--descriptor-source", "bogus"],
+        "--descriptor-source",
+        id="descriptor-source",
+    ),
+    pytest.param(
         lambda tmp, port: ["--config", str(tmp / "absent.toml")], "cannot read config", id="no-config"
     ),
     pytest.param(
@@ -271,6 +276,18 @@ FAILURES: list[Any] = [
         ],
         "cannot read descriptor set",
         id="no-descriptor-set",
+    ),
+    pytest.param(
+        lambda tmp, port: [
+            "--listen",
+            "127.0.0.1:0",
+            "--bank",
+            "127.0.0.1:1",
+            "--descriptor-source",
+            "reflection",
+        ],
+        "cannot reach Bank at 127.0.0.1:1 for gRPC reflection",
+        id="reflection-bank-unreachable",
     ),
     pytest.param(
         lambda tmp, port: [

@@ -98,6 +98,11 @@ VALID: list[object] = [
         ),
         id="bank-mode-with-bk-unix-target-ipv6-stdout",
     ),
+    pytest.param(
+        'descriptor_source = "reflection"\n[upstreams.bank]\ntarget = "legacy-bank:50051"\n',
+        lambda d: Config(bank=BANK, mode="bank", descriptor_source="reflection"),
+        id="descriptors-by-reflection",
+    ),
 ]
 
 
@@ -153,6 +158,12 @@ MISTAKES: list[object] = [
         BANK_TABLE + "[comparison]\nmax_pending = '10'\n", "comparison.max_pending", id="text-as-integer"
     ),
     pytest.param('mode = "bogus"\n' + BANK_TABLE, "mode", id="bad-mode"),
+    pytest.param(
+        'descriptor_source = "grpc"\n' + BANK_TABLE, "descriptor_source", id="bad-descriptor-source"
+    ),
+    pytest.param(
+        "descriptor_source = 1\n" + BANK_TABLE, "descriptor_source", id="descriptor-source-not-text"
+    ),
     pytest.param('listen = "localhost"\n' + BANK_TABLE, "listen", id="address-without-port"),
     pytest.param('listen = "localhost:99999"\n' + BANK_TABLE, "listen", id="port-out-of-range"),
     pytest.param("listen = 50051\n" + BANK_TABLE, "listen", id="address-not-text"),
@@ -224,6 +235,9 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path, path: str, names: s
             id="descriptor-sets-replace-the-files",
         ),
         pytest.param(["--diff-log", "-"], {"diff_log": "-"}, id="diff-log"),
+        pytest.param(
+            ["--descriptor-source", "reflection"], {"descriptor_source": "reflection"}, id="descriptor-source"
+        ),
     ],
 )
 def test_flags_override_the_file(tmp_path: Path, flags: list[str], expected: dict[str, object]) -> None:

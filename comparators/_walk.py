@@ -1,0 +1,430 @@
+"""Field-by-field differences between two decoded messages of the same type, under rules.
+
+The walk is guided by the descriptors, in one pass over both messages (O(n) in
+their size): equal sub-messages are skipped by protobuf's own equality, lists
+are paired by their list rule (in order, as a multiset, or by key), maps by key.
+Every difference found is kept; those a rule tolerates carry the rule's name.
+
+Normalisation happens on the way: proto3 implicit defaults equal unset (only
+set fields are listed), `optional` presence and wrapper messages are kept,
+enums compare by name, Timestamp/Duration as instants, `Any` is unpacked when
+its type is known, unknown fields are reported as their own kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import any_pb2, message, unknown_fields
+from google.protobuf.descriptor import Descriptor
+
+from comparators._model import Difference, DiffKind
+from comparators._normalise import to_python, unknown_values
+from comparators.descriptors import DescriptorRegistry
+from comparators.rules import BkMayAdd, DecimalEquivalence, Ignore, Instant, Keyed, Multiset, RuleSet
+
+_TIME_TYPES = ("google.protobuf.Timestamp", "google.protobuf.Duration")
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+_ANY = "google.protobuf.Any"
+_MISSING = object()
+
+
+def instant(msg: message.Message) -> Instant:
+    seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
+    try:
+        text = msg.ToJsonString()  # type: ignore[attr-defined]
+    except ValueError:  # outside what JSON text can express
+        text = f"{seconds}s{nanos:+d}ns"
+    return Instant(seconds * 1_000_000_000 + nanos, text)
+
+
+def shown(value: Any) -> Any:
+    """A value as a difference reports it: instants as text, messages as plain values."""
+    if isinstance(value, Instant):
+        return value.text
+    if isinstance(value, message.Message):
+        if value.DESCRIPTOR.full_name in _TIME_TYPES:
+            return instant(value).text
+        if value.DESCRIPTOR.full_name in _WRAPPERS:
+            return value.value  # type: ignore[attr-defined]
+        return to_python(value)
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    return value
+
+
+class Walker:
+    """Compares messages of one method's answers; collects differences in `out`."""
+
+    def __init__(self, registry: DescriptorRegistry, rules: RuleSet, method: str) -> None:
+        self.registry = registry
+        self.rules = rules
+        self.method = method
+        self.out: list[Difference] = []
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def _changed(self, target: str, path: str, bank: Any, bk: Any) -> None:
+        rule = self.rules.value_rule(self.method, target)
+        name = _tolerated(rule, bank, bk) if rule is not None else ""
+        self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
+
+    def _presence(self, target: str, path: str, bank: Any, bk: Any, default: Any = _MISSING) -> None:
+        """A field (or element) on one side only.
+
+        `default` is the value an unset field stands for, for a scalar without
+        presence (proto3's implicit default): a leaf rule judges it against the
+        value the other side sent, so that "0.00" and unset can be equal decimals.
+        """
+        rule = self.rules.value_rule(self.method, target)
+        name = rule.name if isinstance(rule, Ignore) else ""
+        if not name and rule is not None and default is not _MISSING:
+            name = _tolerated(rule, default if bank is _MISSING else bank, default if bk is _MISSING else bk)
+        if bank is _MISSING:
+            if not name:
+                may_add = self.rules.may_add(self.method, target)
+                name = may_add.name if isinstance(may_add, BkMayAdd) else ""
+            self.out.append(Difference(path, DiffKind.ADDED, None, shown(bk), name))
+        else:
+            self.out.append(Difference(path, DiffKind.REMOVED, shown(bank), None, name))
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def messages(self, bank: message.Message, bk: message.Message, path: str) -> None:
+        if bank == bk:
+            return
+        desc = bank.DESCRIPTOR
+        name = desc.full_name
+        if name in _TIME_TYPES or name in _WRAPPERS:  # reached only at the top of a walk
+            self._changed(name, path or "<message>", _leaf_of(bank), _leaf_of(bk))
+            return
+        if name == _ANY:
+            self._any(bank, bk, name, path)  # type: ignore[arg-type]
+            return
+        left = {fd.name: value for fd, value in bank.ListFields()}
+        right = {fd.name: value for fd, value in bk.ListFields()}
+        for fd, field_name, target, singular in _fields_of(desc):  # in declaration order: stable output
+            bank_value, bk_value = left.get(field_name, _MISSING), right.get(field_name, _MISSING)
+            if bank_value is _MISSING and bk_value is _MISSING:
+                continue
+            both = bank_value is not _MISSING and bk_value is not _MISSING
+            if both and singular and bank_value == bk_value:
+                continue  # equal: what _single would find first (most fields of a walked message)
+            sub = f"{path}.{field_name}" if path else field_name
+            if bk_value is _MISSING:
+                self._presence(target, sub, _plain(fd, bank_value), _MISSING, _default_of(fd))
+            elif bank_value is _MISSING:
+                self._presence(target, sub, _MISSING, _plain(fd, bk_value), _default_of(fd))
+            else:
+                self._field(fd, target, sub, bank_value, bk_value)
+        self._unknown(bank, bk, path)
+
+    def _field(self, fd: Any, target: str, path: str, bank: Any, bk: Any) -> None:
+        if _is_map(fd):
+            self._map(fd, target, path, bank, bk)
+        elif fd.is_repeated:
+            self.sequence(target, path, _plain(fd, bank), _plain(fd, bk), fd.message_type, nested=True)
+        else:
+            self._single(fd, target, path, bank, bk)
+
+    def _single(self, fd: Any, target: str, path: str, bank: Any, bk: Any) -> None:
+        if _same(bank, bk):
+            return
+        element = fd.message_type
+        if element is None:
+            if fd.enum_type is not None:
+                bank, bk = _enum_name(fd, bank), _enum_name(fd, bk)
+                if bank == bk:
+                    return
+            self._changed(target, path, bank, bk)
+            return
+        rule = self.rules.value_rule(self.method, target)
+        if isinstance(rule, DecimalEquivalence):
+            left, right = money(bank), money(bk)
+            if left is not None and right is not None:  # a money-like message: compare as amounts
+                self._changed(target, path, left, right)
+                return
+        element_name = element.full_name
+        if isinstance(rule, Ignore) or element_name in _TIME_TYPES or element_name in _WRAPPERS:
+            left_leaf, right_leaf = _leaf_of(bank), _leaf_of(bk)  # once: an instant's text costs
+            if not _same(left_leaf, right_leaf):
+                self._changed(target, path, left_leaf, right_leaf)
+            return
+        if element_name == _ANY:
+            self._any(bank, bk, target, path)
+            return
+        self.messages(bank, bk, path)
+
+    def _any(self, bank: any_pb2.Any, bk: any_pb2.Any, target: str, path: str) -> None:
+        if bank.type_url != bk.type_url:
+            self._changed(target, f"{path}.type_url" if path else "type_url", bank.type_url, bk.type_url)
+            return
+        type_name = bank.type_url.rpartition("/")[2]
+        desc = self.registry.find_message(type_name)
+        if desc is None:
+            self._changed(target, f"{path}.value" if path else "value", bank.value, bk.value)
+            return
+        cls = self.registry.message_class(type_name)
+        left, right = cls(), cls()
+        try:
+            left.ParseFromString(bank.value)
+            right.ParseFromString(bk.value)
+        except message.DecodeError:
+            self._changed(target, f"{path}.value" if path else "value", bank.value, bk.value)
+            return
+        self.messages(left, right, path)
+
+    def _map(self, fd: Any, target: str, path: str, bank: Any, bk: Any) -> None:
+        entry = fd.message_type
+        assert entry is not None  # a map field's entry type
+        value_fd = entry.fields_by_name["value"]
+        for key in sorted(set(bank) | set(bk), key=repr):
+            sub = f"{path}[{key}]"
+            if key not in bk:
+                self._presence(target, sub, _plain(value_fd, bank[key]), _MISSING)
+            elif key not in bank:
+                self._presence(target, sub, _MISSING, _plain(value_fd, bk[key]))
+            else:
+                self._single(value_fd, target, sub, bank[key], bk[key])
+
+    # -- lists and streams ------------------------------------------------------------------
+
+    def sequence(
+        self,
+        target: str,
+        path: str,
+        bank: Sequence[Any],
+        bk: Sequence[Any],
+        element: Descriptor | None,
+        nested: bool,
+    ) -> None:
+        """Pair and compare the elements of a repeated field (nested) or of a stream."""
+        if bank == bk:
+            return
+        rule = self.rules.list_rule(self.method, target)
+        value_rule = self.rules.value_rule(self.method, target) if nested else None
+        if isinstance(value_rule, Ignore):
+            self._changed(target, path, list(bank), list(bk))
+            return
+        if isinstance(rule, Keyed) and element is not None:
+            pairs = _keyed_pairs(rule, bank, bk)
+        elif isinstance(rule, Multiset):
+            pairs = _multiset_pairs(bank, bk)
+        else:
+            pairs = [
+                (f"[{i}]", bank[i] if i < len(bank) else _MISSING, bk[i] if i < len(bk) else _MISSING)
+                for i in range(max(len(bank), len(bk)))
+            ]
+        element_name = element.full_name if element is not None else ""
+        for label, left, right in pairs:
+            sub = f"{path}{label}"
+            if left is _MISSING or right is _MISSING:
+                self._presence(target, sub, left, right)
+            elif element is not None:
+                if element_name in _TIME_TYPES or element_name in _WRAPPERS:
+                    left_leaf, right_leaf = _leaf_of(left), _leaf_of(right)
+                    if not _same(left_leaf, right_leaf):
+                        self._changed(target, sub, left_leaf, right_leaf)
+                elif element_name == _ANY:
+                    if left != right:
+                        self._any(left, right, target, sub)
+                else:
+                    self.messages(left, right, sub)
+            elif not _same(left, right):
+                self._changed(target, sub, left, right)
+
+    # -- unknown fields ---------------------------------------------------------------------
+
+    def _unknown(self, bank: message.Message, bk: message.Message, path: str) -> None:
+        left, right = _unknown_values(bank), _unknown_values(bk)
+        if left == right:
+            return
+        for key in sorted(set(left) | set(right)):
+            if left.get(key) != right.get(key):
+                sub = f"{path}.{key}" if path else key
+                self.out.append(Difference(sub, DiffKind.UNKNOWN_FIELD, left.get(key), right.get(key)))
+
+
+_CURRENCY_FIELDS = ("currency_code", "currency")
+
+
+def money(msg: message.Message) -> str | None:
+    """A money-like message as "<currency> <amount>" text, so a decimal rule can compare it.
+
+    Money-like: `units` + `nanos` (google.type.Money), or one decimal-string field
+    beside an optional currency field. None for any other message.
+    """
+    fields = msg.DESCRIPTOR.fields_by_name
+    currency = next((str(getattr(msg, f)) for f in _CURRENCY_FIELDS if f in fields), "")
+    if "units" in fields and "nanos" in fields:
+        units, nanos = int(getattr(msg, "units")), int(getattr(msg, "nanos"))  # noqa: B009
+        amount = str(Decimal(units) + Decimal(nanos).scaleb(-9))
+    else:
+        texts = [
+            fd.name
+            for fd in msg.DESCRIPTOR.fields
+            if fd.type == fd.TYPE_STRING and fd.name not in _CURRENCY_FIELDS
+        ]
+        if len(texts) != 1:
+            return None
+        amount = str(getattr(msg, texts[0]))
+    return f"{currency} {amount}".strip()
+
+
+_FIELDS: dict[Any, tuple[tuple[Any, str, str, bool], ...]] = {}
+_MAPS: dict[Any, bool] = {}
+
+
+def _fields_of(desc: Any) -> tuple[tuple[Any, str, str, bool], ...]:
+    """(field, name, "package.Message.field", singular) for each field of a type, in declaration order.
+
+    Computed once per message type: reading descriptors is slow next to the rest of a walk.
+    """
+    fields = _FIELDS.get(desc)
+    if fields is None:
+        fields = tuple((fd, fd.name, f"{desc.full_name}.{fd.name}", not fd.is_repeated) for fd in desc.fields)
+        _FIELDS[desc] = fields
+    return fields
+
+
+def _is_map(fd: Any) -> bool:
+    """Whether a field is a map (its element type is a map entry); computed once per field."""
+    is_map = _MAPS.get(fd)
+    if is_map is None:
+        element = fd.message_type
+        is_map = _MAPS[fd] = element is not None and bool(element.GetOptions().map_entry)
+    return is_map
+
+
+def _leaf_of(value: Any) -> Any:
+    """Timestamp/Duration as an Instant, a wrapper as its value, a message as itself."""
+    if isinstance(value, message.Message):
+        name = value.DESCRIPTOR.full_name
+        if name in _TIME_TYPES:
+            return instant(value)
+        if name in _WRAPPERS:
+            return value.value  # type: ignore[attr-defined]
+    return value
+
+
+def _tolerated(rule: Any, bank: Any, bk: Any) -> str:
+    """The rule's name when it tolerates the difference; a failing rule tolerates nothing."""
+    try:
+        return str(rule.name) if rule(bank, bk) else ""
+    except Exception:  # a failing rule tolerates nothing; the difference stays real
+        return ""
+
+
+def _same(bank: Any, bk: Any) -> bool:
+    """Equal values; a NaN on both sides is the same answer."""
+    if isinstance(bank, float) and isinstance(bk, float) and math.isnan(bank) and math.isnan(bk):
+        return True
+    return bool(bank == bk)
+
+
+def _plain(fd: Any, value: Any) -> Any:
+    """A field's value without protobuf containers: lists, dicts, enum names (messages stay messages)."""
+    entry = fd.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        value_fd = entry.fields_by_name["value"]
+        return {k: shown(_plain(value_fd, v)) for k, v in value.items()}
+    if fd.is_repeated:
+        return [_enum_name(fd, v) if fd.enum_type is not None else v for v in value]
+    return _enum_name(fd, value) if fd.enum_type is not None else value
+
+
+def _default_of(fd: Any) -> Any:
+    """What an unset field stands for when it has no presence (a proto3 scalar); else _MISSING."""
+    if fd.message_type is not None or fd.is_repeated or fd.has_presence:
+        return _MISSING
+    return _enum_name(fd, fd.default_value) if fd.enum_type is not None else fd.default_value
+
+
+def _enum_name(fd: Any, number: int) -> Any:
+    enum_value = fd.enum_type.values_by_number.get(number) if fd.enum_type is not None else None
+    return enum_value.name if enum_value is not None else number
+
+
+def _unknown_values(msg: message.Message) -> dict[str, Any]:
+    fields = unknown_fields.UnknownFieldSet(msg)
+    return unknown_values(fields) if len(fields) else {}
+
+
+def _key_of(rule: Keyed, item: message.Message) -> str:
+    parts = []
+    for name in rule.key:
+        value = getattr(item, name)
+        fd = item.DESCRIPTOR.fields_by_name[name]
+        if fd.enum_type is not None:
+            value = _enum_name(fd, value)
+        elif isinstance(value, message.Message):
+            value = shown(_leaf_of(value))
+        parts.append(f"{name}={value}")
+    return ",".join(parts)
+
+
+def _keyed_pairs(rule: Keyed, bank: Sequence[Any], bk: Sequence[Any]) -> list[tuple[str, Any, Any]]:
+    """Pairs by key, in Bank's order then BK's extras; a repeated key pairs in order of appearance."""
+    right: dict[str, list[Any]] = defaultdict(list)
+    order: list[str] = []
+    for item in bk:
+        key = _key_of(rule, item)
+        if key not in right:
+            order.append(key)
+        right[key].append(item)
+    pairs: list[tuple[str, Any, Any]] = []
+    seen: dict[str, int] = defaultdict(int)
+    for item in bank:
+        key = _key_of(rule, item)
+        index = seen[key]
+        seen[key] += 1
+        candidates = right.get(key, [])
+        label = f"[{key}]" if index == 0 else f"[{key}#{index + 1}]"
+        pairs.append((label, item, candidates[index] if index < len(candidates) else _MISSING))
+    for key in order:
+        for index in range(seen.get(key, 0), len(right[key])):
+            label = f"[{key}]" if index == 0 else f"[{key}#{index + 1}]"
+            pairs.append((label, _MISSING, right[key][index]))
+    return pairs
+
+
+def _canonical(item: Any) -> Any:
+    if isinstance(item, message.Message):
+        return item.SerializeToString(deterministic=True)
+    return item
+
+
+def _multiset_pairs(bank: Sequence[Any], bk: Sequence[Any]) -> list[tuple[str, Any, Any]]:
+    """Equal elements pair up whatever their order; the rest pair in order of appearance."""
+    pool: dict[Any, list[int]] = defaultdict(list)
+    for index, item in enumerate(bk):
+        pool[_canonical(item)].append(index)
+    used: set[int] = set()
+    unmatched_left: list[int] = []
+    for index, item in enumerate(bank):
+        slots = pool.get(_canonical(item))
+        if slots:
+            used.add(slots.pop(0))
+        else:
+            unmatched_left.append(index)
+    unmatched_right = [i for i in range(len(bk)) if i not in used]
+    pairs: list[tuple[str, Any, Any]] = []
+    for n in range(max(len(unmatched_left), len(unmatched_right))):
+        left = unmatched_left[n] if n < len(unmatched_left) else None
+        right = unmatched_right[n] if n < len(unmatched_right) else None
+        label = f"[{left if left is not None else right}]"
+        pairs.append(
+            (
+                label,
+                bank[left] if left is not None else _MISSING,
+                bk[right] if right is not None else _MISSING,
+            )
+        )
+    return pairs

@@ -1,0 +1,527 @@
+"""Comparator rules: small callables, configured in `__init__`, applied in `__call__`.
+
+A *leaf rule* decides whether two different values of one field are equivalent:
+`rule(bank_value, bk_value) -> bool`. Values are normalised first: strings,
+ints, floats, bools, bytes, enum names, and Timestamp/Duration as integer
+nanoseconds. A leaf rule placed on a message field tolerates any difference in
+that message (that is what `Ignore` does).
+
+A *list rule* decides how the elements of a repeated field (or of a response
+stream) are paired before they are compared: in order, as a multiset, or by key.
+
+`BkMayAdd` tolerates a field present in BK's answer only; `StatusRule` says how
+gRPC statuses compare. A user's own leaf rule is any callable with the leaf
+signature, named by its dotted path in the config.
+
+Every rule has a `name`; a difference a rule tolerates carries that name, so a
+report can say why it was tolerated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from comparators._model import STATUS_NAMES
+from comparators.descriptors import DescriptorRegistry
+
+
+class RuleError(ValueError):
+    """A rule specification is invalid; the message names the rule's line when known."""
+
+
+LeafRule = Callable[[Any, Any], bool]
+
+
+# -- leaf rules -------------------------------------------------------------------------
+
+
+class Ignore:
+    """Any difference at this path (and below it) is tolerated."""
+
+    def __init__(self, name: str = "ignore") -> None:
+        self.name = name
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        return True
+
+
+class DecimalEquivalence:
+    """Decimal strings equal as numbers: "100.5" == "100.50". Never a float tolerance.
+
+    With `scale`, both values must also have at most that many decimal places.
+    An empty string counts as zero (proto3's unset string). On a money-like
+    message field (units + nanos, or one decimal string beside a currency) the
+    walker passes "<currency> <amount>": currencies must be equal, amounts equal
+    as numbers.
+    """
+
+    def __init__(self, scale: int | None = None, name: str = "decimal") -> None:
+        if scale is not None and scale < 0:
+            raise RuleError("decimal: scale must be >= 0")
+        self.scale = scale
+        self.name = name
+
+    def _parse(self, value: Any) -> tuple[str, Decimal] | None:
+        """(currency, amount) of "100.5" or, for a money-like message, "USD 100.5"."""
+        if not isinstance(value, str):
+            return None
+        currency, _, amount = value.strip().rpartition(" ")
+        try:
+            number = Decimal(amount or "0")
+        except InvalidOperation:
+            return None
+        if not number.is_finite():
+            return None
+        if self.scale is not None:
+            exponent = number.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > self.scale:
+                return None
+        return currency, number
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        left, right = self._parse(bank), self._parse(bk)
+        return left is not None and right is not None and left == right
+
+
+class NumericTolerance:
+    """Numbers within an absolute or relative tolerance (for doubles such as FX rates)."""
+
+    def __init__(self, absolute: float = 0.0, relative: float = 0.0, name: str = "number") -> None:
+        if absolute < 0 or relative < 0:
+            raise RuleError("number: tolerances must be >= 0")
+        self.absolute = absolute
+        self.relative = relative
+        self.name = name
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        if isinstance(bank, bool) or isinstance(bk, bool):
+            return False
+        if not isinstance(bank, int | float) or not isinstance(bk, int | float):
+            return False
+        return math.isclose(bank, bk, rel_tol=self.relative, abs_tol=self.absolute)
+
+
+class TimestampTolerance:
+    """Timestamps (or durations) no further apart than `tolerance` seconds."""
+
+    def __init__(self, tolerance: float, name: str = "timestamp") -> None:
+        if tolerance < 0:
+            raise RuleError("timestamp: tolerance must be >= 0")
+        self.tolerance_ns = round(tolerance * 1e9)
+        self.name = name
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        if isinstance(bank, Instant) and isinstance(bk, Instant):
+            return abs(bank.nanos - bk.nanos) <= self.tolerance_ns
+        return False
+
+
+class TextNormalisation:
+    """Strings equal after folding case and/or collapsing whitespace."""
+
+    def __init__(self, case: bool = True, whitespace: bool = True, name: str = "string") -> None:
+        self.case = case
+        self.whitespace = whitespace
+        self.name = name
+
+    def _norm(self, value: str) -> str:
+        if self.whitespace:
+            value = " ".join(value.split())
+        if self.case:
+            value = value.casefold()
+        return value
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        return isinstance(bank, str) and isinstance(bk, str) and self._norm(bank) == self._norm(bk)
+
+
+class EnumMap:
+    """Enum values (by name) that BK uses for Bank's: {"BANK_NAME": "BK_NAME"}."""
+
+    def __init__(self, mapping: dict[str, str], name: str = "enum-map") -> None:
+        if not mapping or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+            raise RuleError("enum-map: map must be a table of Bank enum name = BK enum name")
+        self.mapping = dict(mapping)
+        self.name = name
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        return bool(self.mapping.get(bank) == bk)
+
+
+# -- list rules -------------------------------------------------------------------------
+
+
+class Ordered:
+    """Elements are paired by position; extra elements are added/removed."""
+
+    name = "ordered"
+
+
+class Multiset:
+    """Order does not matter; equal elements pair up first, the rest in order."""
+
+    def __init__(self, name: str = "multiset") -> None:
+        self.name = name
+
+
+class Keyed:
+    """Elements pair up by the values of one or more of their fields."""
+
+    def __init__(self, key: Sequence[str], name: str = "keyed") -> None:
+        if not key or not all(isinstance(k, str) and k for k in key):
+            raise RuleError("keyed: key must be a non-empty list of field names")
+        self.key = tuple(key)
+        self.name = name
+
+
+ListRule = Ordered | Multiset | Keyed
+ORDERED = Ordered()
+
+
+# -- other rules ------------------------------------------------------------------------
+
+
+class BkMayAdd:
+    """A field present in BK's answer only is tolerated (BK may know more than Bank; never the reverse)."""
+
+    def __init__(self, name: str = "bk-may-add") -> None:
+        self.name = name
+
+
+class StatusRule:
+    """How the gRPC statuses of the two answers compare.
+
+    - `equivalent`: (Bank code, BK code) pairs that count as the same;
+    - `details`: "exact" (default), "ignore", or a regular expression that both
+      details must match, the captured groups being equal.
+    """
+
+    def __init__(
+        self,
+        equivalent: Iterable[tuple[str, str]] = (),
+        details: str = "exact",
+        name: str = "status",
+    ) -> None:
+        names = set(STATUS_NAMES.values())
+        pairs = set()
+        for pair in equivalent:
+            bank, bk = pair
+            for code in (bank, bk):
+                if code not in names:
+                    raise RuleError(f"status: {code!r} is not a gRPC status code name")
+            pairs.add((bank, bk))
+        self.equivalent = frozenset(pairs)
+        self.details = details
+        self.pattern: re.Pattern[str] | None = None
+        if details not in ("exact", "ignore"):
+            try:
+                self.pattern = re.compile(details, re.S)
+            except re.error as exc:
+                raise RuleError(f"status: details pattern {details!r} is not a valid regex: {exc}") from exc
+        self.name = name
+
+    def codes_equivalent(self, bank: str, bk: str) -> bool:
+        return (bank, bk) in self.equivalent
+
+    def details_equivalent(self, bank: str, bk: str) -> bool:
+        if self.details == "ignore":
+            return True
+        if self.pattern is None:
+            return False
+        left, right = self.pattern.fullmatch(bank), self.pattern.fullmatch(bk)
+        return left is not None and right is not None and left.groups() == right.groups()
+
+
+EXACT_STATUS = StatusRule(name="status")
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A Timestamp or Duration as integer nanoseconds, shown as its JSON text."""
+
+    nanos: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# -- binding rules to paths -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One configured rule: where it applies and what it does."""
+
+    rule: Any
+    pattern: str  # glob over "package.Message.field" or "package.Service/Method"
+    regex: re.Pattern[str] | None = None
+    methods: frozenset[str] = frozenset()  # empty: every method
+
+    def matches(self, target: str) -> bool:
+        if self.regex is not None:
+            return self.regex.fullmatch(target) is not None
+        return fnmatch.fnmatchcase(target, self.pattern)
+
+    def applies(self, method: str, target: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return self.matches(target)
+
+
+@dataclass
+class RuleSet:
+    """The rules of a config, looked up by (method, field) with first-match-wins."""
+
+    bindings: list[Binding] = field(default_factory=list)
+    _cache: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
+
+    def _first(self, kind: str, method: str, target: str, accept: Callable[[Any], bool]) -> Any:
+        key = (kind, method, target)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = None
+        for binding in self.bindings:
+            if accept(binding.rule) and binding.applies(method, target):
+                found = binding.rule
+                break
+        self._cache[key] = found
+        return found
+
+    def value_rule(self, method: str, target: str) -> Any:
+        """The leaf rule (or Ignore) for a field, if any."""
+        return self._first("value", method, target, _is_value_rule)
+
+    def list_rule(self, method: str, target: str) -> ListRule:
+        found = self._first("list", method, target, lambda r: isinstance(r, Ordered | Multiset | Keyed))
+        return found if found is not None else ORDERED
+
+    def may_add(self, method: str, target: str) -> BkMayAdd | None:
+        found = self._first("add", method, target, lambda r: isinstance(r, BkMayAdd))
+        return found if isinstance(found, BkMayAdd) else None
+
+    def status_rule(self, method: str) -> StatusRule:
+        found = self._first("status", method, "status", lambda r: isinstance(r, StatusRule))
+        return found if isinstance(found, StatusRule) else EXACT_STATUS
+
+
+def _is_value_rule(rule: Any) -> bool:
+    return callable(rule) and not isinstance(rule, Ordered | Multiset | Keyed | BkMayAdd | StatusRule)
+
+
+# -- building rules from config specs -------------------------------------------------
+
+_SHARED_KEYS = {"path", "regex", "rule", "methods", "name"}
+_RULE_KEYS: dict[str, set[str]] = {
+    "ignore": set(),
+    "decimal": {"scale"},
+    "number": {"absolute", "relative"},
+    "timestamp": {"tolerance"},
+    "string": {"case", "whitespace"},
+    "enum-map": {"map"},
+    "ordered": set(),
+    "multiset": set(),
+    "keyed": {"key"},
+    "bk-may-add": set(),
+    "status": {"equivalent", "details"},
+    "custom": {"callable", "options"},
+}
+
+
+def build_rule(spec: dict[str, Any], parse_duration: Callable[[str, Any], float], where: str = "rule") -> Any:
+    """The rule callable a spec describes (without checking its path).
+
+    `where` names the spec in error messages, e.g. "shim.toml line 12".
+    """
+    kind = spec.get("rule")
+    if not isinstance(kind, str) or kind not in _RULE_KEYS:
+        raise RuleError(f"{where}: rule {kind!r} is not one of {', '.join(sorted(_RULE_KEYS))}")
+    unknown = set(spec) - _SHARED_KEYS - _RULE_KEYS[kind]
+    if unknown:
+        raise RuleError(f"{where}: unknown setting {', '.join(sorted(unknown))} for rule {kind!r}")
+    name = spec.get("name") or _default_name(kind, spec)
+    if not isinstance(name, str):
+        raise RuleError(f"{where}: name must be a string")
+    try:
+        return _make(kind, spec, name, parse_duration)
+    except RuleError as exc:
+        raise RuleError(f"{where}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise RuleError(f"{where}: {exc}") from exc
+
+
+def _default_name(kind: str, spec: dict[str, Any]) -> str:
+    target = spec.get("path") or spec.get("regex") or ""
+    if not isinstance(target, str):  # reported by the path check
+        target = ""
+    short = target.rsplit(".", 1)[-1] if "/" not in target else target.rsplit("/", 1)[-1]
+    return f"{kind} {short}".strip()
+
+
+def _make(kind: str, spec: dict[str, Any], name: str, parse_duration: Callable[[str, Any], float]) -> Any:
+    if kind == "ignore":
+        return Ignore(name)
+    if kind == "decimal":
+        scale = spec.get("scale")
+        if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool)):
+            raise RuleError("decimal: scale must be an integer")
+        return DecimalEquivalence(scale, name)
+    if kind == "number":
+        return NumericTolerance(float(spec.get("absolute", 0.0)), float(spec.get("relative", 0.0)), name)
+    if kind == "timestamp":
+        if "tolerance" not in spec:
+            raise RuleError('timestamp: tolerance is missing (e.g. tolerance = "50ms")')
+        try:
+            seconds = parse_duration("tolerance", spec["tolerance"])
+        except RuleError:
+            raise
+        except Exception as exc:  # the caller's parser raises its own error type: give it the rule's place
+            raise RuleError(str(exc)) from exc
+        return TimestampTolerance(seconds, name)
+    if kind == "string":
+        case, whitespace = spec.get("case", True), spec.get("whitespace", True)
+        if not isinstance(case, bool) or not isinstance(whitespace, bool):
+            raise RuleError("string: case and whitespace must be true or false")
+        return TextNormalisation(case, whitespace, name)
+    if kind == "enum-map":
+        mapping = spec.get("map")
+        if not isinstance(mapping, dict):
+            raise RuleError("enum-map: map must be a table of Bank enum name = BK enum name")
+        return EnumMap(mapping, name)
+    if kind == "ordered":
+        return ORDERED
+    if kind == "multiset":
+        return Multiset(name)
+    if kind == "keyed":
+        key = spec.get("key")
+        if isinstance(key, str):
+            key = [key]
+        if not isinstance(key, list):
+            raise RuleError("keyed: key must be a field name or a list of them")
+        return Keyed(key, name)
+    if kind == "bk-may-add":
+        return BkMayAdd(name)
+    if kind == "status":
+        pairs = spec.get("equivalent", [])
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise RuleError("status: equivalent must be a list of [Bank code, BK code] pairs")
+        details = spec.get("details", "exact")
+        if not isinstance(details, str):
+            raise RuleError('status: details must be "exact", "ignore" or a regular expression')
+        return StatusRule([(str(a), str(b)) for a, b in pairs], details, name)
+    return _custom(spec, name)
+
+
+def _custom(spec: dict[str, Any], name: str) -> Any:
+    dotted = spec.get("callable")
+    if not isinstance(dotted, str) or (":" not in dotted and "." not in dotted):
+        raise RuleError("custom: callable must be a dotted path such as 'mypackage.rules:same_account'")
+    module_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RuleError(f"custom: cannot import {dotted}: {exc}") from exc
+    options = spec.get("options", {})
+    if not isinstance(options, dict):
+        raise RuleError("custom: options must be a table")
+    rule = target(**options) if isinstance(target, type) else target
+    if options and not isinstance(target, type):
+        raise RuleError(f"custom: {dotted} is not a class, so it takes no options")
+    if not callable(rule):
+        raise RuleError(f"custom: {dotted} is not callable")
+    if not hasattr(rule, "name"):  # wrapped, never renamed: one callable may serve several rules
+        rule = _Named(rule, name)
+    return rule
+
+
+class _Named:
+    def __init__(self, rule: LeafRule, name: str) -> None:
+        self.rule = rule
+        self.name = name
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        return bool(self.rule(bank, bk))
+
+
+def build_rules(
+    specs: Sequence[dict[str, Any]],
+    registry: DescriptorRegistry | None,
+    parse_duration: Callable[[str, Any], float],
+    locations: Sequence[str] = (),
+) -> RuleSet:
+    """A RuleSet from config specs, each checked against the descriptors.
+
+    Each spec has `rule` and a target: `path` (a glob over "package.Message.field",
+    "package.Service/Method" for a response stream, or "status") or `regex`; and
+    optionally `methods` ("package.Service/Method" names) and `name`.
+    """
+    bindings = []
+    for index, spec in enumerate(specs):
+        where = locations[index] if index < len(locations) else f"rule {index + 1}"
+        if not isinstance(spec, dict):
+            raise RuleError(f"{where}: a rule must be a table ([[rules]])")
+        rule = build_rule(spec, parse_duration, where)
+        bindings.append(_bind(spec, rule, registry, where))
+    return RuleSet(bindings)
+
+
+def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, where: str) -> Binding:
+    path, regex_text = spec.get("path"), spec.get("regex")
+    if isinstance(rule, StatusRule):
+        if path not in (None, "status") or regex_text is not None:
+            raise RuleError(f'{where}: a status rule takes path = "status" (or no path)')
+        path = "status"
+    elif (path is None) == (regex_text is None):
+        raise RuleError(f"{where}: give exactly one of path or regex")
+    regex = None
+    if regex_text is not None:
+        if not isinstance(regex_text, str):
+            raise RuleError(f"{where}: regex must be a string")
+        try:
+            regex = re.compile(regex_text)
+        except re.error as exc:
+            raise RuleError(f"{where}: regex {regex_text!r} is not valid: {exc}") from exc
+    elif not isinstance(path, str) or not path:
+        raise RuleError(f"{where}: path must be a non-empty string")
+    methods = spec.get("methods", [])
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise RuleError(f"{where}: methods must be a list of 'package.Service/Method' names")
+    wire = frozenset("/" + m.lstrip("/") for m in methods)
+    if registry is not None:
+        for method in wire:
+            if registry.method(method) is None:
+                raise RuleError(f"{where}: unknown method {method.lstrip('/')} (not in the descriptors)")
+    binding = Binding(rule, path or "", regex, wire)
+    if registry is not None and path != "status":
+        _check_target(binding, rule, registry, where)
+    return binding
+
+
+def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, where: str) -> None:
+    """The path must name at least one field (or streaming method) of the described services."""
+    targets = registry.field_targets()
+    if isinstance(rule, Ordered | Multiset | Keyed):
+        targets = registry.repeated_targets() | registry.stream_targets()
+    matched = [t for t in targets if binding.matches(t)]
+    if not matched:
+        what = binding.regex.pattern if binding.regex is not None else binding.pattern
+        kind = (
+            "repeated field or streaming method" if isinstance(rule, Ordered | Multiset | Keyed) else "field"
+        )
+        raise RuleError(f"{where}: path {what!r} names no {kind} in the descriptors")
+    if isinstance(rule, Keyed):
+        for target in matched:
+            missing = registry.missing_key_fields(target, rule.key)
+            if missing:
+                raise RuleError(f"{where}: key field {missing!r} is not a field of the elements of {target}")

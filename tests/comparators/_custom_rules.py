@@ -1,0 +1,36 @@
+"""User rules as a config names them ("tests.comparators._custom_rules:same_prefix"): plain callables."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+def same_prefix(bank: Any, bk: Any) -> bool:
+    """Ids equal up to their first "-": "ORD-1" and "ORD-2" are the same order book."""
+    return isinstance(bank, str) and isinstance(bk, str) and bank.split("-")[0] == bk.split("-")[0]
+
+
+def broken(bank: Any, bk: Any) -> bool:
+    """A rule with a bug: it raises whatever it is given."""
+    raise RuntimeError("this rule is broken")
+
+
+class WithinPercent:
+    """Decimal strings no further apart than `percent` % of Bank's value."""
+
+    def __init__(self, percent: float) -> None:
+        self.limit = Decimal(str(percent)) / 100
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        left, right = Decimal(bank), Decimal(bk)
+        return abs(left - right) <= abs(left) * self.limit
+
+
+class Named:
+    """A rule that names itself: its own `name` is what a tolerated difference carries."""
+
+    name = "named by itself"
+
+    def __call__(self, bank: Any, bk: Any) -> bool:
+        return True

@@ -1,0 +1,1165 @@
+"""Every comparator rule, through compare(): real encoded answers, rules built from specs as TOML gives them.
+
+Each row is (rule specs, method, Bank's answer, BK's answer, the differences expected as
+(path, kind, Bank's value, BK's value, name of the rule that tolerated it or "")). The
+verdict follows: a match exactly when every difference is tolerated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import message, timestamp_pb2
+
+from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.config import parse_duration
+from tests.comparators._exchanges import (
+    BAD_PRICE,
+    BAD_QUANTITY,
+    GET_BALANCE,
+    GET_PORTFOLIO,
+    INVALID_ARGUMENT,
+    LEDGER,
+    NOT_FOUND,
+    OPEN_ACCOUNT,
+    POST_TRADE,
+    REGISTRY,
+    SETTLE_TRADES,
+    STREAM_ENTRIES,
+    TRADE_SESSION,
+    answer,
+    exchange,
+    rich_status,
+    trailers,
+)
+from tests.comparators._probe import PROBE_REGISTRY, READ, reading
+
+Row = tuple[str, DiffKind, object, object, str]
+Answer = message.Message | tuple[message.Message, ...] | Outcome
+Spec = dict[str, Any]
+
+CANCEL_TRADE = LEDGER + "CancelTrade"
+GET_ACCOUNT = LEDGER + "GetAccount"
+LIST_TRADES = LEDGER + "ListTrades"
+CHANGED, ADDED, REMOVED, STATUS = DiffKind.CHANGED, DiffKind.ADDED, DiffKind.REMOVED, DiffKind.STATUS
+
+
+def _outcome(value: Answer) -> Outcome:
+    if isinstance(value, Outcome):
+        return value
+    if isinstance(value, tuple):
+        return answer(*value)
+    return answer(value)
+
+
+def judge(
+    specs: list[Spec], method: str, bank: Answer, bk: Answer, registry: DescriptorRegistry = REGISTRY
+) -> Comparison:
+    """Bank's and BK's answers compared under the rules the specs describe."""
+    rules = build_rules(specs, registry, parse_duration)
+    return compare(exchange(method, _outcome(bank), _outcome(bk)), registry, rules)
+
+
+def rows(comparison: Comparison) -> list[Row]:
+    return [(d.path, d.kind, d.bank, d.bk, d.rule) for d in comparison.differences]
+
+
+def check(
+    specs: list[Spec],
+    method: str,
+    bank: Answer,
+    bk: Answer,
+    expected: list[Row],
+    registry: DescriptorRegistry = REGISTRY,
+) -> None:
+    comparison = judge(specs, method, bank, bk, registry)
+    assert rows(comparison) == expected
+    tolerated = all(row[4] for row in expected)
+    assert comparison.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
+
+
+COLUMNS = ("specs", "method", "bank", "bk", "expected")
+
+
+def ts(seconds: int, nanos: int = 0) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def _positions(*symbols: str, quantity: str = "1") -> pb.Portfolio:
+    return pb.Portfolio(
+        account_id="A1", positions=[pb.Position(symbol=s, quantity=quantity) for s in symbols]
+    )
+
+
+def _entry(sequence: int, amount: str) -> pb.LedgerEntry:
+    return pb.LedgerEntry(sequence=sequence, kind=pb.ENTRY_KIND_TRADE, amount=amount)
+
+
+# ---- ignore ---------------------------------------------------------------------------
+
+IGNORE_CASES: list[Any] = [
+    pytest.param(
+        [{"path": "bank.v1.Trade.trade_id", "rule": "ignore", "name": "ids"}],
+        POST_TRADE,
+        pb.Trade(trade_id="T00000001", fee="1"),
+        pb.Trade(trade_id="trd_3f9a0c12be47", fee="1"),
+        [("trade_id", CHANGED, "T00000001", "trd_3f9a0c12be47", "ids")],
+        id="exact-path",
+    ),
+    pytest.param(
+        [{"path": "*.next_page_token", "rule": "ignore", "name": "tokens"}],
+        LIST_TRADES,
+        pb.ListTradesResponse(next_page_token="50"),
+        pb.ListTradesResponse(next_page_token="QTAwMDE="),
+        [("next_page_token", CHANGED, "50", "QTAwMDE=", "tokens")],
+        id="glob-path",
+    ),
+    pytest.param(
+        [{"regex": r"bank\.v1\.(Trade|LedgerEntry)\.trade_id", "rule": "ignore", "name": "ids"}],
+        STREAM_ENTRIES,
+        pb.LedgerEntry(sequence=1, trade_id="T1"),
+        pb.LedgerEntry(sequence=1, trade_id="trd_1"),
+        [("[0].trade_id", CHANGED, "T1", "trd_1", "ids")],
+        id="regex-path",
+    ),
+    pytest.param(
+        [{"regex": r"bank\.v1\.\w+\.fee", "rule": "ignore", "name": "fees"}],
+        LEDGER + "BookTrades",
+        pb.BookTradesSummary(total_fees="0.03"),
+        pb.BookTradesSummary(total_fees="0.02"),
+        [("total_fees", CHANGED, "0.03", "0.02", "")],
+        id="regex-matches-the-whole-target-only",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.TradeSessionEvent.booked", "rule": "ignore", "name": "booking"}],
+        TRADE_SESSION,
+        pb.TradeSessionEvent(booked=pb.Trade(fee="0.01", price="10")),
+        pb.TradeSessionEvent(booked=pb.Trade(fee="0", price="11", venue="XNYS")),
+        [
+            (
+                "[0].booked",
+                CHANGED,
+                {"price": "10", "fee": "0.01"},
+                {"price": "11", "fee": "0", "venue": "XNYS"},
+                "booking",
+            )
+        ],
+        id="a-message-field-ignores-its-subtree-as-one-difference",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.TradeSessionEvent.booked", "rule": "ignore", "name": "booking"}],
+        TRADE_SESSION,
+        pb.TradeSessionEvent(booked=pb.Trade(fee="0.01")),
+        pb.TradeSessionEvent(rejected=pb.Rejection(code="NOT_FOUND")),
+        [
+            ("[0].booked", REMOVED, {"fee": "0.01"}, None, "booking"),
+            ("[0].rejected", ADDED, None, {"code": "NOT_FOUND"}, ""),
+        ],
+        id="an-ignored-subtree-may-be-missing-but-not-its-sibling",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.Position.*", "rule": "ignore", "name": "position"}],
+        GET_PORTFOLIO,
+        pb.Portfolio(account_id="A1", positions=[pb.Position(symbol="AAPL", quantity="1")]),
+        pb.Portfolio(account_id="A2", positions=[pb.Position(symbol="KO", cost_basis="3")]),
+        [
+            ("account_id", CHANGED, "A1", "A2", ""),
+            ("positions[0].symbol", CHANGED, "AAPL", "KO", "position"),
+            ("positions[0].quantity", REMOVED, "1", None, "position"),
+            ("positions[0].cost_basis", ADDED, None, "3", "position"),
+        ],
+        id="glob-over-every-field-of-a-message",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.SettlementReport.settled_trade_ids", "rule": "ignore", "name": "ids"}],
+        SETTLE_TRADES,
+        pb.SettlementReport(settled_trade_ids=["T1", "T2"], settled_count=2),
+        pb.SettlementReport(settled_trade_ids=["trd_2"], settled_count=2),
+        [("settled_trade_ids", CHANGED, ["T1", "T2"], ["trd_2"], "ids")],
+        id="a-repeated-field-as-a-whole",
+    ),
+]
+
+
+@pytest.mark.parametrize(COLUMNS, IGNORE_CASES)
+def test_ignore(specs: list[Spec], method: str, bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`ignore` tolerates every difference at the fields its path or regex names, a message field as one
+    difference for its whole subtree, and nothing elsewhere."""
+    check(specs, method, bank, bk, expected)
+
+
+# ---- decimal --------------------------------------------------------------------------
+
+DECIMAL = {"regex": r"bank\.v1\.\w+\.(quantity|price|fee|notional)", "rule": "decimal", "name": "decimal"}
+CENTS = {"path": "bank.v1.Trade.price", "rule": "decimal", "scale": 2, "name": "cents"}
+
+
+def _price(bank: str, bk: str, expected: str, specs: Spec = DECIMAL) -> Any:
+    """A PostTrade whose prices differ as `bank` and `bk`; `expected` the rule that tolerates it (or "")."""
+    return pytest.param(
+        [specs],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", price=bank),
+        pb.Trade(trade_id="T1", price=bk),
+        [("price", CHANGED, bank, bk, expected)],
+        id=f"{bank}-vs-{bk}" + ("-with-scale" if specs is CENTS else ""),
+    )
+
+
+DECIMAL_CASES: list[Any] = [
+    _price("100.50", "100.5", "decimal"),
+    _price("1005.00", "1005", "decimal"),
+    _price("0.0000", "0", "decimal"),
+    _price("-0", "0", "decimal"),
+    _price("1e2", "100", "decimal"),  # equal as decimals: the exponent is a way of writing, not a value
+    _price("100.5", "100.51", ""),
+    _price("1.00000000000000001", "1", ""),  # equal as floats, never as decimals
+    _price("abc", "ABC", ""),
+    _price("NaN", "nan", ""),
+    _price("Infinity", "inf", ""),
+    _price("1,5", "1.5", ""),
+    _price("100.50", "100.5", "cents", CENTS),
+    _price("1.005", "1.0050", "", CENTS),  # more decimals than the scale allows: never equal
+    _price("1.000", "1", "", CENTS),
+    pytest.param(
+        [DECIMAL],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", fee="0.00"),
+        pb.Trade(trade_id="T1"),
+        [("fee", REMOVED, "0.00", None, "decimal")],
+        id="zero-against-unset-empty-string",
+    ),
+    pytest.param(
+        [DECIMAL],
+        POST_TRADE,
+        pb.Trade(trade_id="T1"),
+        pb.Trade(trade_id="T1", fee="0.01"),
+        [("fee", ADDED, None, "0.01", "")],
+        id="non-zero-against-unset",
+    ),
+    pytest.param(
+        [DECIMAL],
+        POST_TRADE,
+        pb.Trade(quantity="10", price="100.50", fee="0.05", notional="1005.00"),
+        pb.Trade(quantity="10.0", price="100.5", fee="0.05", notional="1005"),
+        [
+            ("quantity", CHANGED, "10", "10.0", "decimal"),
+            ("price", CHANGED, "100.50", "100.5", "decimal"),
+            ("notional", CHANGED, "1005.00", "1005", "decimal"),
+        ],
+        id="each-field-its-own-difference",
+    ),
+]
+
+
+@pytest.mark.parametrize(COLUMNS, DECIMAL_CASES)
+def test_decimal(specs: list[Spec], method: str, bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`decimal` tolerates decimal strings equal as numbers (unset counting as 0) written with at most
+    `scale` decimals; non-numbers, NaN and infinities never; values stay the strings sent."""
+    check(specs, method, bank, bk, expected)
+
+
+# ---- number (doubles) -----------------------------------------------------------------
+
+RATE = {"path": "probe.v1.Reading.rate", "rule": "number", "absolute": 0.01, "name": "rate"}
+RELATIVE = {"path": "probe.v1.Reading.rate", "rule": "number", "relative": 1e-6, "name": "rate"}
+
+NUMBER_CASES: list[Any] = [
+    pytest.param(
+        [RATE],
+        reading(rate=1.0),
+        reading(rate=1.005),
+        [("rate", CHANGED, 1.0, 1.005, "rate")],
+        id="within-absolute",
+    ),
+    pytest.param(
+        [RATE],
+        reading(rate=1.0),
+        reading(rate=1.02),
+        [("rate", CHANGED, 1.0, 1.02, "")],
+        id="beyond-absolute",
+    ),
+    pytest.param(
+        [RATE], reading(), reading(rate=0.005), [("rate", ADDED, None, 0.005, "rate")], id="unset-is-zero"
+    ),
+    pytest.param(
+        [RELATIVE],
+        reading(rate=1e9),
+        reading(rate=1e9 + 100),
+        [("rate", CHANGED, 1e9, 1e9 + 100, "rate")],
+        id="within-relative",
+    ),
+    pytest.param(
+        [RELATIVE],
+        reading(rate=1.0),
+        reading(rate=1.00001),
+        [("rate", CHANGED, 1.0, 1.00001, "")],
+        id="beyond-relative",
+    ),
+    pytest.param(
+        [RATE],
+        reading(rate=float("inf")),
+        reading(rate=1.0),
+        [("rate", CHANGED, float("inf"), 1.0, "")],
+        id="infinity",
+    ),
+    pytest.param(
+        [{"path": "probe.v1.Reading.samples", "rule": "number", "absolute": 0.01, "name": "samples"}],
+        reading(samples=[1.0, 2.0]),
+        reading(samples=[1.001, 2.0]),
+        [("samples[0]", CHANGED, 1.0, 1.001, "samples")],
+        id="list-element",
+    ),
+    pytest.param(
+        [{"path": "probe.v1.Reading.wrapped", "rule": "number", "absolute": 0.01, "name": "wrapped"}],
+        reading(wrapped={"value": 1.0}),
+        reading(wrapped={"value": 1.004}),
+        [("wrapped", CHANGED, 1.0, 1.004, "wrapped")],
+        id="wrapper-value",
+    ),
+    pytest.param(
+        [{"path": "probe.v1.Reading.wrapped", "rule": "number", "absolute": 0.01, "name": "wrapped"}],
+        reading(),
+        reading(wrapped={}),
+        [("wrapped", ADDED, None, 0.0, "")],
+        id="wrapper-presence-is-not-a-number",
+    ),
+    pytest.param(
+        [{"path": "probe.v1.Reading.labels", "rule": "number", "absolute": 1, "name": "labels"}],
+        reading(labels={"k": "1"}),
+        reading(labels={"k": "1.5"}),
+        [("labels[k]", CHANGED, "1", "1.5", "")],
+        id="text-is-not-a-number",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("specs", "bank", "bk", "expected"),
+    NUMBER_CASES,
+)
+def test_number(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`number` tolerates doubles within an absolute or relative tolerance (unset counting as 0, wrappers
+    by value), never text or a wrapper present on one side only."""
+    check(specs, READ, bank, bk, expected, PROBE_REGISTRY)
+
+
+# ---- timestamp --------------------------------------------------------------------------
+
+CLOCK = {
+    "regex": r"bank\.v1\.\w+\.(as_of|booked_at)",
+    "rule": "timestamp",
+    "tolerance": "2s",
+    "name": "clock",
+}
+
+
+def _as_of(
+    bank: timestamp_pb2.Timestamp | None, bk: timestamp_pb2.Timestamp | None, spec: Spec = CLOCK
+) -> Any:
+    return (
+        [spec],
+        pb.Balance(cash="1", as_of=bank) if bank is not None else pb.Balance(cash="1"),
+        pb.Balance(cash="1", as_of=bk) if bk is not None else pb.Balance(cash="1"),
+    )
+
+
+TIMESTAMP_CASES: list[Any] = [
+    pytest.param(
+        *_as_of(ts(10), ts(11, 500_000_000)),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:11.500Z", "clock")],
+        id="within",
+    ),
+    pytest.param(
+        *_as_of(ts(10), ts(12)),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:12Z", "clock")],
+        id="at-the-tolerance",
+    ),
+    pytest.param(
+        *_as_of(ts(10), ts(12, 1)),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:12.000000001Z", "")],
+        id="a-nanosecond-beyond",
+    ),
+    pytest.param(
+        *_as_of(ts(12), ts(10, 500)),
+        [("as_of", CHANGED, "1970-01-01T00:00:12Z", "1970-01-01T00:00:10.000000500Z", "clock")],
+        id="bk-earlier",
+    ),
+    pytest.param(
+        *_as_of(None, ts(10)), [("as_of", ADDED, None, "1970-01-01T00:00:10Z", "")], id="one-side-only"
+    ),
+    pytest.param(
+        *_as_of(ts(2**40), ts(2**40 + 1)),
+        [("as_of", CHANGED, "1099511627776s+0ns", "1099511627777s+0ns", "clock")],
+        id="outside-the-text-range-still-by-nanoseconds",
+    ),
+    pytest.param(
+        *_as_of(ts(10), ts(10, 40_000_000), {**CLOCK, "tolerance": "50ms"}),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:10.040Z", "clock")],
+        id="milliseconds-within",
+    ),
+    pytest.param(
+        *_as_of(ts(10), ts(10, 60_000_000), {**CLOCK, "tolerance": "50ms"}),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:10.060Z", "")],
+        id="milliseconds-beyond",
+    ),
+    pytest.param(
+        *_as_of(ts(10), ts(10, 400_000_000), {**CLOCK, "tolerance": 0.5}),
+        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:10.400Z", "clock")],
+        id="tolerance-as-a-number-of-seconds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), TIMESTAMP_CASES)
+def test_timestamp(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`timestamp` tolerates instants at most `tolerance` apart either way (shown as their JSON text), never
+    a timestamp on one side only."""
+    check(specs, GET_BALANCE, bank, bk, expected)
+
+
+# ---- string -------------------------------------------------------------------------------
+
+NAME = {"path": "bank.v1.Account.owner_name", "rule": "string", "name": "name"}
+CASE_ONLY = {**NAME, "whitespace": False}
+SPACE_ONLY = {**NAME, "case": False}
+
+
+def _owner(bank: str, bk: str, spec: Spec, tolerated: bool) -> Any:
+    return pytest.param(
+        [spec],
+        pb.Account(account_id="A1", owner_name=bank),
+        pb.Account(account_id="A1", owner_name=bk),
+        [("owner_name", CHANGED, bank, bk, "name" if tolerated else "")],
+        id=f"{'+'.join(k for k in ('case', 'whitespace') if spec.get(k, True))}:{bank!r}-vs-{bk!r}",
+    )
+
+
+STRING_CASES: list[Any] = [
+    _owner("Alice  Smith", "alice smith", NAME, True),
+    _owner(" Alice\tSmith\n", "Alice Smith", NAME, True),
+    _owner("Alice", "Alicia", NAME, False),
+    _owner("ALICE", "alice", CASE_ONLY, True),
+    _owner("alice  smith", "alice smith", CASE_ONLY, False),
+    _owner("a  b", "a b", SPACE_ONLY, True),
+    _owner("A", "a", SPACE_ONLY, False),
+    pytest.param(
+        [NAME],
+        pb.Account(account_id="A1", owner_name="  "),
+        pb.Account(account_id="A1"),
+        [("owner_name", REMOVED, "  ", None, "name")],
+        id="blank-against-unset",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), STRING_CASES)
+def test_string(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`string` tolerates text equal after folding case and/or collapsing whitespace, as configured."""
+    check(specs, OPEN_ACCOUNT, bank, bk, expected)
+
+
+# ---- enum-map -------------------------------------------------------------------------------
+
+SIDES = {"path": "bank.v1.Trade.side", "rule": "enum-map", "map": {"SIDE_BUY": "SIDE_SELL"}, "name": "sides"}
+STATUSES = {
+    "path": "bank.v1.Trade.status",
+    "rule": "enum-map",
+    "map": {"TRADE_STATUS_UNSPECIFIED": "TRADE_STATUS_BOOKED"},
+    "name": "statuses",
+}
+
+ENUM_CASES: list[Any] = [
+    pytest.param(
+        [SIDES],
+        pb.Trade(side=pb.SIDE_BUY),
+        pb.Trade(side=pb.SIDE_SELL),
+        [("side", CHANGED, "SIDE_BUY", "SIDE_SELL", "sides")],
+        id="mapped",
+    ),
+    pytest.param(
+        [SIDES],
+        pb.Trade(side=pb.SIDE_SELL),
+        pb.Trade(side=pb.SIDE_BUY),
+        [("side", CHANGED, "SIDE_SELL", "SIDE_BUY", "")],
+        id="one-way-only",
+    ),
+    pytest.param(
+        [SIDES],
+        pb.Trade(side=pb.SIDE_BUY),
+        pb.Trade(side=7),  # type: ignore[arg-type]
+        [("side", CHANGED, "SIDE_BUY", 7, "")],
+        id="unknown-number",
+    ),
+    pytest.param(
+        [STATUSES],
+        pb.Trade(trade_id="T1"),
+        pb.Trade(trade_id="T1", status=pb.TRADE_STATUS_BOOKED),
+        [("status", ADDED, None, "TRADE_STATUS_BOOKED", "statuses")],
+        id="unset-is-the-zero-value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), ENUM_CASES)
+def test_enum_map(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`enum-map` tolerates the enum value (by name) the map gives BK for Bank's, in that direction only."""
+    check(specs, POST_TRADE, bank, bk, expected)
+
+
+# ---- list rules: keyed, multiset, ordered, and streams ---------------------------------------
+
+BY_SYMBOL = {"path": "bank.v1.Portfolio.positions", "rule": "keyed", "key": ["symbol"], "name": "by symbol"}
+ANY_ORDER = {"path": "bank.v1.SettlementReport.settled_trade_ids", "rule": "multiset", "name": "any order"}
+IN_ORDER = {"path": "bank.v1.Portfolio.positions", "rule": "ordered"}
+MSFT = {"symbol": "MSFT", "quantity": "1"}
+
+
+def _portfolio(*positions: tuple[str, str]) -> pb.Portfolio:
+    return pb.Portfolio(positions=[pb.Position(symbol=s, quantity=q) for s, q in positions])
+
+
+def _settled(*ids: str) -> pb.SettlementReport:
+    return pb.SettlementReport(settled_trade_ids=ids, settled_count=2)
+
+
+LIST_CASES: list[Any] = [
+    pytest.param(
+        [BY_SYMBOL],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT", "KO"),
+        _positions("MSFT", "KO", "AAPL"),
+        [],
+        id="keyed-shuffled-matches",
+    ),
+    pytest.param(
+        [BY_SYMBOL],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT"),
+        _positions("AAPL"),
+        [("positions[symbol=MSFT]", REMOVED, MSFT, None, "")],
+        id="keyed-missing-key",
+    ),
+    pytest.param(
+        [BY_SYMBOL],
+        GET_PORTFOLIO,
+        _positions("AAPL"),
+        _positions("MSFT", "AAPL"),
+        [("positions[symbol=MSFT]", ADDED, None, MSFT, "")],
+        id="keyed-extra-key",
+    ),
+    pytest.param(
+        [BY_SYMBOL],
+        GET_PORTFOLIO,
+        _portfolio(("AAPL", "10"), ("MSFT", "5")),
+        _portfolio(("MSFT", "5"), ("AAPL", "11")),
+        [("positions[symbol=AAPL].quantity", CHANGED, "10", "11", "")],
+        id="keyed-changed-leaf",
+    ),
+    pytest.param(
+        [BY_SYMBOL],
+        GET_PORTFOLIO,
+        _portfolio(("AAPL", "10"), ("AAPL", "5")),
+        _portfolio(("AAPL", "10"), ("AAPL", "6"), ("AAPL", "7")),
+        [
+            ("positions[symbol=AAPL#2].quantity", CHANGED, "5", "6", ""),
+            ("positions[symbol=AAPL#3]", ADDED, None, {"symbol": "AAPL", "quantity": "7"}, ""),
+        ],
+        id="keyed-repeated-key-in-order-of-appearance",
+    ),
+    pytest.param(
+        [{**BY_SYMBOL, "key": "symbol"}],
+        GET_PORTFOLIO,
+        _portfolio(("AAPL", "10"), ("MSFT", "5")),
+        _portfolio(("MSFT", "5"), ("AAPL", "11")),
+        [("positions[symbol=AAPL].quantity", CHANGED, "10", "11", "")],
+        id="keyed-key-as-one-name",
+    ),
+    pytest.param(
+        [{**BY_SYMBOL, "key": ["symbol", "quantity"]}],
+        GET_PORTFOLIO,
+        _portfolio(("AAPL", "10"), ("AAPL", "5")),
+        _portfolio(("AAPL", "5"), ("AAPL", "11")),
+        [
+            ("positions[symbol=AAPL,quantity=10]", REMOVED, {"symbol": "AAPL", "quantity": "10"}, None, ""),
+            ("positions[symbol=AAPL,quantity=11]", ADDED, None, {"symbol": "AAPL", "quantity": "11"}, ""),
+        ],
+        id="keyed-by-several-fields",
+    ),
+    pytest.param(
+        [BY_SYMBOL, DECIMAL],
+        GET_PORTFOLIO,
+        _portfolio(("AAPL", "10"), ("MSFT", "5")),
+        _portfolio(("MSFT", "5.0"), ("AAPL", "10")),
+        [("positions[symbol=MSFT].quantity", CHANGED, "5", "5.0", "decimal")],
+        id="keyed-and-a-leaf-rule-both-apply",
+    ),
+    pytest.param(
+        [ANY_ORDER],
+        SETTLE_TRADES,
+        _settled("T1", "T2", "T3"),
+        _settled("T3", "T1", "T2"),
+        [],
+        id="multiset-shuffled-matches",
+    ),
+    pytest.param(
+        [ANY_ORDER],
+        SETTLE_TRADES,
+        _settled("T1", "T2", "T2"),
+        _settled("T2", "T1"),
+        [("settled_trade_ids[2]", REMOVED, "T2", None, "")],
+        id="multiset-counts-duplicates",
+    ),
+    pytest.param(
+        [ANY_ORDER],
+        SETTLE_TRADES,
+        _settled("T1", "T2"),
+        _settled("T3", "T1"),
+        [("settled_trade_ids[1]", CHANGED, "T2", "T3", "")],
+        id="multiset-unpaired-elements-pair-in-order",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.ListTradesResponse.trades", "rule": "multiset"}],
+        LIST_TRADES,
+        pb.ListTradesResponse(trades=[pb.Trade(trade_id="T1"), pb.Trade(trade_id="T2", fee="1")]),
+        pb.ListTradesResponse(trades=[pb.Trade(trade_id="T2", fee="1"), pb.Trade(trade_id="T1")]),
+        [],
+        id="multiset-of-messages",
+    ),
+    pytest.param(
+        [],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT"),
+        _positions("MSFT", "AAPL"),
+        [
+            ("positions[0].symbol", CHANGED, "AAPL", "MSFT", ""),
+            ("positions[1].symbol", CHANGED, "MSFT", "AAPL", ""),
+        ],
+        id="ordered-by-default",
+    ),
+    pytest.param(
+        [IN_ORDER, BY_SYMBOL],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT"),
+        _positions("MSFT", "AAPL"),
+        [
+            ("positions[0].symbol", CHANGED, "AAPL", "MSFT", ""),
+            ("positions[1].symbol", CHANGED, "MSFT", "AAPL", ""),
+        ],
+        id="ordered-first-wins-over-keyed",
+    ),
+    pytest.param(
+        [BY_SYMBOL, IN_ORDER],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT"),
+        _positions("MSFT", "AAPL"),
+        [],
+        id="keyed-first-wins-over-ordered",
+    ),
+]
+
+
+@pytest.mark.parametrize(COLUMNS, LIST_CASES)
+def test_list_rules(specs: list[Spec], method: str, bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """Repeated fields pair by position unless a rule says by key (`[key=value]`, repeats `#n`) or as a
+    multiset; only unpaired elements are added/removed, and a list rule tolerates nothing by itself."""
+    check(specs, method, bank, bk, expected)
+
+
+BY_SEQUENCE = {
+    "path": "bank.v1.Ledger/StreamLedgerEntries",
+    "rule": "keyed",
+    "key": ["sequence"],
+    "name": "by sequence",
+}
+AMOUNTS = {"path": "bank.v1.LedgerEntry.amount", "rule": "decimal", "name": "amounts"}
+
+STREAM_CASES: list[Any] = [
+    pytest.param(
+        [BY_SEQUENCE],
+        (_entry(1, "100"), _entry(2, "-5"), _entry(3, "1")),
+        (_entry(3, "1"), _entry(1, "100"), _entry(2, "-5")),
+        [],
+        id="keyed-shuffled-matches",
+    ),
+    pytest.param(
+        [BY_SEQUENCE],
+        (_entry(1, "100"), _entry(2, "-5")),
+        (_entry(1, "100"),),
+        [("[sequence=2]", REMOVED, {"sequence": 2, "kind": "ENTRY_KIND_TRADE", "amount": "-5"}, None, "")],
+        id="keyed-missing-message",
+    ),
+    pytest.param(
+        [BY_SEQUENCE],
+        (_entry(1, "100"), _entry(2, "-5")),
+        (_entry(2, "-4"), _entry(1, "100")),
+        [("[sequence=2].amount", CHANGED, "-5", "-4", "")],
+        id="keyed-changed-leaf",
+    ),
+    pytest.param(
+        [BY_SEQUENCE, AMOUNTS],
+        (_entry(1, "100.00"), _entry(2, "-5.00")),
+        (_entry(2, "-5"), _entry(1, "100.00")),
+        [("[sequence=2].amount", CHANGED, "-5.00", "-5", "amounts")],
+        id="keyed-with-a-leaf-rule",
+    ),
+    pytest.param(
+        [{"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "multiset"}],
+        (_entry(1, "1"), _entry(1, "1"), _entry(2, "2")),
+        (_entry(2, "2"), _entry(1, "1"), _entry(1, "1")),
+        [],
+        id="multiset-shuffled-matches",
+    ),
+    pytest.param(
+        [],
+        (_entry(1, "1"), _entry(2, "2")),
+        (_entry(2, "2"), _entry(1, "1")),
+        [
+            ("[0].sequence", CHANGED, 1, 2, ""),
+            ("[0].amount", CHANGED, "1", "2", ""),
+            ("[1].sequence", CHANGED, 2, 1, ""),
+            ("[1].amount", CHANGED, "2", "1", ""),
+        ],
+        id="ordered-by-default",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), STREAM_CASES)
+def test_stream_rules(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """A list rule on "package.Service/Method" pairs the messages of its response stream."""
+    check(specs, STREAM_ENTRIES, bank, bk, expected)
+
+
+# ---- bk-may-add -------------------------------------------------------------------------
+
+VENUE = {"path": "bank.v1.Trade.venue", "rule": "bk-may-add", "name": "venue"}
+NEW_POSITIONS = {"path": "bank.v1.Portfolio.positions", "rule": "bk-may-add", "name": "new positions"}
+
+MAY_ADD_CASES: list[Any] = [
+    pytest.param(
+        [VENUE],
+        POST_TRADE,
+        pb.Trade(trade_id="T1"),
+        pb.Trade(trade_id="T1", venue="XNYS"),
+        [("venue", ADDED, None, "XNYS", "venue")],
+        id="added",
+    ),
+    pytest.param(
+        [VENUE],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", venue="XNYS"),
+        pb.Trade(trade_id="T1"),
+        [("venue", REMOVED, "XNYS", None, "")],
+        id="removed-never",
+    ),
+    pytest.param(
+        [VENUE],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", venue="XLON"),
+        pb.Trade(trade_id="T1", venue="XNYS"),
+        [("venue", CHANGED, "XLON", "XNYS", "")],
+        id="changed-never",
+    ),
+    pytest.param(
+        [BY_SYMBOL, NEW_POSITIONS],
+        GET_PORTFOLIO,
+        _positions("AAPL"),
+        _positions("MSFT", "AAPL"),
+        [("positions[symbol=MSFT]", ADDED, None, MSFT, "new positions")],
+        id="element-added",
+    ),
+    pytest.param(
+        [BY_SYMBOL, NEW_POSITIONS],
+        GET_PORTFOLIO,
+        _positions("AAPL", "MSFT"),
+        _positions("AAPL"),
+        [("positions[symbol=MSFT]", REMOVED, MSFT, None, "")],
+        id="element-removed-never",
+    ),
+]
+
+
+@pytest.mark.parametrize(COLUMNS, MAY_ADD_CASES)
+def test_bk_may_add(specs: list[Spec], method: str, bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`bk-may-add` tolerates a field or element BK sends and Bank does not; never the reverse or a change."""
+    check(specs, method, bank, bk, expected)
+
+
+# ---- status -------------------------------------------------------------------------------
+
+SAME_CODES = {"rule": "status", "equivalent": [["NOT_FOUND", "INVALID_ARGUMENT"]], "name": "codes"}
+WORDING = {"path": "status", "rule": "status", "details": "ignore", "name": "wording"}
+ACCOUNT_ID = {
+    "rule": "status",
+    "details": r"account '?(\w+)'? (?:not found|does not exist)",
+    "name": "account",
+}
+RICH_WORDING = {
+    "regex": r"google\.rpc\.(Status\.message|BadRequest\.FieldViolation\.description)",
+    "rule": "ignore",
+    "name": "rich wording",
+}
+NOT_FOUND_X = answer(code=NOT_FOUND, details="account 'X' not found")
+
+
+def _error(code: int, details: str, rich: bytes | None = None) -> Outcome:
+    return answer(code=code, details=details, trailing_metadata=trailers(rich))
+
+
+STATUS_CASES: list[Any] = [
+    pytest.param(
+        [SAME_CODES],
+        NOT_FOUND_X,
+        _error(INVALID_ARGUMENT, "account 'X' not found"),
+        [("status.code", STATUS, "NOT_FOUND", "INVALID_ARGUMENT", "codes")],
+        id="equivalent-codes",
+    ),
+    pytest.param(
+        [SAME_CODES],
+        _error(INVALID_ARGUMENT, "x"),
+        _error(NOT_FOUND, "x"),
+        [("status.code", STATUS, "INVALID_ARGUMENT", "NOT_FOUND", "")],
+        id="equivalent-codes-one-way-only",
+    ),
+    pytest.param(
+        [WORDING],
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "no such account: X"),
+        [("status.details", STATUS, "account 'X' not found", "no such account: X", "wording")],
+        id="details-ignored",
+    ),
+    pytest.param(
+        [WORDING],
+        NOT_FOUND_X,
+        _error(INVALID_ARGUMENT, "no such account: X"),
+        [
+            ("status.code", STATUS, "NOT_FOUND", "INVALID_ARGUMENT", ""),
+            ("status.details", STATUS, "account 'X' not found", "no such account: X", "wording"),
+        ],
+        id="details-ignored-codes-still-compared",
+    ),
+    pytest.param(
+        [ACCOUNT_ID],
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "account X does not exist"),
+        [("status.details", STATUS, "account 'X' not found", "account X does not exist", "account")],
+        id="details-regex-same-groups",
+    ),
+    pytest.param(
+        [ACCOUNT_ID],
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "account Y does not exist"),
+        [("status.details", STATUS, "account 'X' not found", "account Y does not exist", "")],
+        id="details-regex-other-groups",
+    ),
+    pytest.param(
+        [ACCOUNT_ID],
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "account 'X' not found, sorry"),
+        [("status.details", STATUS, "account 'X' not found", "account 'X' not found, sorry", "")],
+        id="details-regex-must-match-all-of-both",
+    ),
+    pytest.param(
+        [],
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "account 'X' not found "),
+        [("status.details", STATUS, "account 'X' not found", "account 'X' not found ", "")],
+        id="details-exact-by-default",
+    ),
+    pytest.param(
+        [RICH_WORDING],
+        _error(INVALID_ARGUMENT, "bad order", BAD_QUANTITY),
+        _error(
+            INVALID_ARGUMENT, "bad order", rich_status(INVALID_ARGUMENT, "rejected", ("quantity", "> 0!"))
+        ),
+        [
+            ("status.rich_details.message", CHANGED, "bad order", "rejected", "rich wording"),
+            (
+                "status.rich_details.details[0].field_violations[0].description",
+                CHANGED,
+                "must be > 0",
+                "> 0!",
+                "rich wording",
+            ),
+        ],
+        id="rich-details-wording",
+    ),
+    pytest.param(
+        [RICH_WORDING],
+        _error(INVALID_ARGUMENT, "bad order", BAD_QUANTITY),
+        _error(INVALID_ARGUMENT, "bad order", BAD_PRICE),
+        [("status.rich_details.details[0].field_violations[0].field", CHANGED, "quantity", "price", "")],
+        id="rich-details-field-still-compared",
+    ),
+    pytest.param(
+        [{"path": "status.rich_details", "rule": "ignore", "name": "rich"}],
+        _error(INVALID_ARGUMENT, "bad order"),
+        _error(INVALID_ARGUMENT, "bad order", rich_status(INVALID_ARGUMENT, "bad order")),
+        [("status.rich_details", ADDED, None, {"code": INVALID_ARGUMENT, "message": "bad order"}, "rich")],
+        id="rich-details-on-one-side-ignored",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), STATUS_CASES)
+def test_status(specs: list[Spec], bank: Outcome, bk: Outcome, expected: list[Row]) -> None:
+    """`status` tolerates equivalent code pairs (Bank's, BK's) and details ignored or matching one regex with
+    equal groups; rich details fields follow the ordinary rules."""
+    check(specs, POST_TRADE, bank, bk, expected)
+
+
+# ---- where a rule applies: methods, first match -------------------------------------------
+
+FEE_IN_POST_TRADE = {**DECIMAL, "methods": ["bank.v1.Ledger/PostTrade"]}
+IGNORE_TRADE = {"path": "bank.v1.Trade.*", "rule": "ignore", "name": "ignore"}
+FEE_EXACT = {"path": "bank.v1.Trade.fee", "rule": "decimal", "name": "fee"}
+WORDING_IN_GET_ACCOUNT = {**WORDING, "methods": ["bank.v1.Ledger/GetAccount"]}
+FEES = (pb.Trade(fee="1.0"), pb.Trade(fee="1"))
+
+SCOPE_CASES: list[Any] = [
+    pytest.param(
+        [FEE_IN_POST_TRADE], POST_TRADE, *FEES, [("fee", CHANGED, "1.0", "1", "decimal")], id="in-method"
+    ),
+    pytest.param(
+        [FEE_IN_POST_TRADE], CANCEL_TRADE, *FEES, [("fee", CHANGED, "1.0", "1", "")], id="other-method"
+    ),
+    pytest.param(
+        [{**DECIMAL, "methods": ["/bank.v1.Ledger/PostTrade"]}],
+        POST_TRADE,
+        *FEES,
+        [("fee", CHANGED, "1.0", "1", "decimal")],
+        id="method-with-leading-slash",
+    ),
+    pytest.param(
+        [WORDING_IN_GET_ACCOUNT],
+        GET_ACCOUNT,
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "gone"),
+        [("status.details", STATUS, "account 'X' not found", "gone", "wording")],
+        id="status-in-method",
+    ),
+    pytest.param(
+        [WORDING_IN_GET_ACCOUNT],
+        OPEN_ACCOUNT,
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "gone"),
+        [("status.details", STATUS, "account 'X' not found", "gone", "")],
+        id="status-other-method",
+    ),
+    pytest.param(
+        [FEE_EXACT, IGNORE_TRADE],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", fee="1"),
+        pb.Trade(trade_id="T2", fee="2"),
+        [("trade_id", CHANGED, "T1", "T2", "ignore"), ("fee", CHANGED, "1", "2", "")],
+        id="first-match-wins-even-when-it-tolerates-nothing",
+    ),
+    pytest.param(
+        [IGNORE_TRADE, FEE_EXACT],
+        POST_TRADE,
+        pb.Trade(trade_id="T1", fee="1"),
+        pb.Trade(trade_id="T2", fee="2"),
+        [("trade_id", CHANGED, "T1", "T2", "ignore"), ("fee", CHANGED, "1", "2", "ignore")],
+        id="first-match-wins-in-config-order",
+    ),
+    pytest.param(
+        [FEE_IN_POST_TRADE, IGNORE_TRADE],
+        CANCEL_TRADE,
+        pb.Trade(fee="1"),
+        pb.Trade(fee="2"),
+        [("fee", CHANGED, "1", "2", "ignore")],
+        id="a-rule-for-another-method-does-not-match",
+    ),
+    pytest.param(
+        [WORDING, {**WORDING, "details": "exact", "name": "exact"}],
+        OPEN_ACCOUNT,
+        NOT_FOUND_X,
+        _error(NOT_FOUND, "gone"),
+        [("status.details", STATUS, "account 'X' not found", "gone", "wording")],
+        id="first-status-rule-wins",
+    ),
+]
+
+
+@pytest.mark.parametrize(COLUMNS, SCOPE_CASES)
+def test_where_rules_apply(
+    specs: list[Spec], method: str, bank: Answer, bk: Answer, expected: list[Row]
+) -> None:
+    """A rule with `methods` applies to those methods only, and for each field (or the status) the first
+    rule in config order that matches it is the one applied."""
+    check(specs, method, bank, bk, expected)
+
+
+# ---- custom rules -------------------------------------------------------------------------
+
+MODULE = "tests.comparators._custom_rules"
+SAME_BOOK = {
+    "path": "bank.v1.Trade.client_order_id",
+    "rule": "custom",
+    "callable": f"{MODULE}:same_prefix",
+    "name": "same book",
+}
+WITHIN = {"path": "bank.v1.Trade.price", "rule": "custom", "callable": f"{MODULE}:WithinPercent"}
+
+
+def _orders(bank: str, bk: str) -> tuple[pb.Trade, pb.Trade]:
+    return pb.Trade(client_order_id=bank), pb.Trade(client_order_id=bk)
+
+
+CUSTOM_CASES: list[Any] = [
+    pytest.param(
+        [SAME_BOOK],
+        *_orders("ORD-1", "ORD-2"),
+        [("client_order_id", CHANGED, "ORD-1", "ORD-2", "same book")],
+        id="function",
+    ),
+    pytest.param(
+        [SAME_BOOK],
+        *_orders("ORD-1", "BUY-1"),
+        [("client_order_id", CHANGED, "ORD-1", "BUY-1", "")],
+        id="function-says-no",
+    ),
+    pytest.param(
+        [{**SAME_BOOK, "callable": f"{MODULE}.same_prefix"}],
+        *_orders("ORD-1", "ORD-2"),
+        [("client_order_id", CHANGED, "ORD-1", "ORD-2", "same book")],
+        id="dotted-path-without-colon",
+    ),
+    pytest.param(
+        [{**WITHIN, "options": {"percent": 1}}],
+        pb.Trade(price="100"),
+        pb.Trade(price="100.9"),
+        [("price", CHANGED, "100", "100.9", "custom price")],
+        id="class-with-options-and-default-name",
+    ),
+    pytest.param(
+        [{**WITHIN, "options": {"percent": 1}}],
+        pb.Trade(price="100"),
+        pb.Trade(price="102"),
+        [("price", CHANGED, "100", "102", "")],
+        id="class-with-options-says-no",
+    ),
+    pytest.param(
+        [{**WITHIN, "options": {"percent": 1}}],
+        pb.Trade(price="100"),
+        pb.Trade(price="n/a"),
+        [("price", CHANGED, "100", "n/a", "")],
+        id="class-raising-on-odd-input",
+    ),
+    pytest.param(
+        [{**SAME_BOOK, "callable": f"{MODULE}:broken", "name": "broken"}],
+        *_orders("ORD-1", "ORD-2"),
+        [("client_order_id", CHANGED, "ORD-1", "ORD-2", "")],
+        id="a-raising-rule-tolerates-nothing",
+    ),
+    pytest.param(
+        [{**SAME_BOOK, "callable": f"{MODULE}:Named", "name": "ignored"}],
+        *_orders("ORD-1", "X"),
+        [("client_order_id", CHANGED, "ORD-1", "X", "named by itself")],
+        id="a-rule-naming-itself",
+    ),
+    pytest.param(
+        [SAME_BOOK, {**SAME_BOOK, "path": "bank.v1.Trade.trade_id", "name": "same series"}],
+        pb.Trade(trade_id="T-1", client_order_id="ORD-1"),
+        pb.Trade(trade_id="T-2", client_order_id="ORD-2"),
+        [
+            ("trade_id", CHANGED, "T-1", "T-2", "same series"),
+            ("client_order_id", CHANGED, "ORD-1", "ORD-2", "same book"),
+        ],
+        id="one-callable-in-two-rules-keeps-both-names",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), CUSTOM_CASES)
+def test_custom(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """A `custom` rule is a callable named by its dotted path (a class gets `options`); it tolerates what it
+    returns True for, and a rule that raises leaves the difference real."""
+    check(specs, POST_TRADE, bank, bk, expected)
+
+
+# ---- default names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        pytest.param({"path": "bank.v1.Trade.fee", "rule": "decimal"}, "decimal fee", id="path"),
+        pytest.param({"path": "*.next_page_token", "rule": "ignore"}, "ignore next_page_token", id="glob"),
+        pytest.param(
+            {"regex": r"bank\.v1\.Trade\.(fee|price)", "rule": "decimal"}, r"decimal (fee|price)", id="regex"
+        ),
+        pytest.param(
+            {"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "multiset"},
+            "multiset StreamLedgerEntries",
+            id="stream",
+        ),
+        pytest.param({"rule": "status", "details": "ignore"}, "status", id="status"),
+        pytest.param({"path": "bank.v1.Trade.fee", "rule": "decimal", "name": "money"}, "money", id="given"),
+    ],
+)
+def test_a_rule_without_a_name_is_named_by_its_kind_and_field(spec: Spec, name: str) -> None:
+    """A rule's name (what a tolerated difference reports) defaults to its kind and the field it targets."""
+    [binding] = build_rules([spec], REGISTRY, parse_duration).bindings
+    assert binding.rule.name == name
+
+
+# ---- traps ---------------------------------------------------------------------------------
+
+
+def test_decimals_are_never_floats_in_differences() -> None:
+    """The values in a difference are the decimal strings as sent, tolerated or not, never numbers."""
+    comparison = judge(
+        [DECIMAL],
+        POST_TRADE,
+        pb.Trade(quantity="10.000", price="0.1", fee="0.30000000000000004"),
+        pb.Trade(quantity="10", price="0.10", fee="0.3"),
+    )
+    assert rows(comparison) == [
+        ("quantity", CHANGED, "10.000", "10", "decimal"),
+        ("price", CHANGED, "0.1", "0.10", "decimal"),
+        ("fee", CHANGED, "0.30000000000000004", "0.3", ""),
+    ]
+    assert all(type(v) is str for d in comparison.differences for v in (d.bank, d.bk))
+
+
+def test_messages_sharing_few_fields_are_never_collapsed_into_one_difference() -> None:
+    """However little two answers share, each field is its own difference, each judged by its own rule."""
+    comparison = judge(
+        [VENUE, BY_SYMBOL],
+        POST_TRADE,
+        pb.Trade(symbol="AAPL", fee="0.01"),
+        pb.Trade(venue="XNYS"),
+    )
+    assert rows(comparison) == [
+        ("symbol", REMOVED, "AAPL", None, ""),
+        ("fee", REMOVED, "0.01", None, ""),
+        ("venue", ADDED, None, "XNYS", "venue"),
+    ]
+    disjoint = judge([BY_SYMBOL], GET_PORTFOLIO, _positions("AAPL", "KO"), _positions("MSFT"))
+    assert [(path, kind) for path, kind, *_ in rows(disjoint)] == [
+        ("positions[symbol=AAPL]", REMOVED),
+        ("positions[symbol=KO]", REMOVED),
+        ("positions[symbol=MSFT]", ADDED),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        pytest.param([], [("labels[__x]", CHANGED, "ABC", "abc", "")], id="without-rules"),
+        pytest.param(
+            [{"path": "probe.v1.Reading.labels", "rule": "string", "name": "labels"}],
+            [("labels[__x]", CHANGED, "ABC", "abc", "labels")],
+            id="with-a-rule",
+        ),
+    ],
+)
+def test_map_keys_starting_with_underscores_are_compared(specs: list[Spec], expected: list[Row]) -> None:
+    """A map key such as "__x" is compared like any other key, never skipped as private."""
+    check(
+        specs, READ, reading(labels={"__x": "ABC"}), reading(labels={"__x": "abc"}), expected, PROBE_REGISTRY
+    )

@@ -1,0 +1,265 @@
+"""Descriptors by gRPC server reflection: `fetch_descriptor_set`, `resolve_registry`, and
+`shim serve --descriptor-source reflection` in front of a real sample Bank."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_reflection.v1alpha import reflection_pb2
+
+from comparators import DescriptorRegistry
+from comparators.descriptors import descriptor_set_of
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger, serve
+from shim.config import Config, Upstream
+from shim.errors import StartupError
+from shim.reflection import fetch_descriptor_set, resolve_registry
+from tests._proto.grpc.testing import interop_pb2
+from tests.backends import Behaviour, Running, interop_server, scripted_server
+from tests.shim.test_cli import BANK_BINPB, CALL_TIMEOUT, _wait_for_line, shim_serving
+
+TIMEOUT = 5.0  # seconds a fetch may take in these tests
+
+
+@pytest.fixture
+async def bank() -> AsyncIterator[RunningLedger]:
+    """A sample Bank (serving reflection) on a free port."""
+    running = await serve("bank")
+    try:
+        yield running
+    finally:
+        await running.stop(None)
+
+
+@pytest.fixture
+async def bk() -> AsyncIterator[RunningLedger]:
+    """A sample BK on a free port."""
+    running = await serve("bk")
+    try:
+        yield running
+    finally:
+        await running.stop(None)
+
+
+@pytest.fixture
+async def closed_address() -> str:
+    """The address of a server that was started and stopped: nothing listens there now."""
+    running = await interop_server()
+    await running.stop()
+    return running.address
+
+
+def _answering(*answers: Any) -> Behaviour:
+    """A reflection server's script: the n-th request gets the n-th answer; then it waits for more."""
+
+    async def behaviour(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        pending = list(answers)
+        async for _ in requests:
+            if not pending:
+                continue  # a request beyond the script: never answered
+            await context.write(pending.pop(0).SerializeToString())
+        return []
+
+    return behaviour
+
+
+@contextlib.asynccontextmanager
+async def _scripted(*answers: Any) -> AsyncIterator[Running]:
+    """A reflection server following `_answering(*answers)`, stopped on exit."""
+    running = await scripted_server(_answering(*answers))
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def _listing(*services: str) -> Any:
+    return reflection_pb2.ServerReflectionResponse(
+        list_services_response=reflection_pb2.ListServiceResponse(
+            service=[reflection_pb2.ServiceResponse(name=name) for name in services]
+        )
+    )
+
+
+def _files(*raw: bytes) -> Any:
+    return reflection_pb2.ServerReflectionResponse(
+        file_descriptor_response=reflection_pb2.FileDescriptorResponse(file_descriptor_proto=list(raw))
+    )
+
+
+def _error(code: grpc.StatusCode, message: str) -> Any:
+    return reflection_pb2.ServerReflectionResponse(
+        error_response=reflection_pb2.ErrorResponse(error_code=code.value[0], error_message=message)
+    )
+
+
+# ---- fetch_descriptor_set ---------------------------------------------------------------
+
+
+async def test_reflected_set_describes_the_same_methods_as_the_committed_file(bank: RunningLedger) -> None:
+    """The set fetched from a sample Bank builds a registry with exactly the methods (paths, types,
+    streaming kinds, read_only flags) of sample_ledger/bank.binpb."""
+    fds = await fetch_descriptor_set(bank.address, TIMEOUT)
+    registry = DescriptorRegistry()
+    registry.add_set(fds, source="reflection")
+    expected = DescriptorRegistry.from_files([BANK_BINPB]).methods
+    assert registry.methods == expected
+    assert any(m.read_only for m in expected.values())
+    assert any(not m.read_only for m in expected.values())
+
+
+async def test_reflected_set_lists_dependencies_before_their_importers(bank: RunningLedger) -> None:
+    """Every file of the fetched set comes after the files it imports, and the set holds them all."""
+    fds = await fetch_descriptor_set(bank.address, TIMEOUT)
+    names = [f.name for f in fds.file]
+    assert "bank/v1/ledger.proto" in names
+    for position, file in enumerate(fds.file):
+        assert all(d in names[:position] for d in file.dependency), file.name
+
+
+async def test_server_without_reflection_is_a_startup_error_saying_so() -> None:
+    """A server that does not serve reflection (UNIMPLEMENTED) gives a StartupError pointing to
+    --descriptor-set."""
+    running = await interop_server()
+    try:
+        with pytest.raises(StartupError, match="does not serve gRPC reflection; give --descriptor-set FILE"):
+            await fetch_descriptor_set(running.address, TIMEOUT)
+    finally:
+        await running.stop()
+
+
+async def test_unreachable_target_is_a_startup_error_within_the_timeout(closed_address: str) -> None:
+    """An address nothing listens on gives a one-line StartupError naming it, well within the timeout."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StartupError) as caught:
+        await fetch_descriptor_set(closed_address, TIMEOUT)
+    assert loop.time() - started < TIMEOUT
+    assert f"cannot reach Bank at {closed_address}" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_server_that_never_answers_is_a_startup_error_after_the_timeout() -> None:
+    """A server that takes the reflection call but never answers is given up on after the timeout."""
+    async with _scripted() as running:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(StartupError, match=r"did not answer gRPC reflection within 0\.3s"):
+            await fetch_descriptor_set(running.address, 0.3)
+        assert loop.time() - started < 0.3 + 2.0  # the timeout, and some slack for a loaded machine
+
+
+@pytest.mark.parametrize(
+    ("answers", "says"),
+    [
+        pytest.param(
+            [_error(grpc.StatusCode.PERMISSION_DENIED, "not for you")],
+            "answered gRPC reflection list_services with error PERMISSION_DENIED: not for you",
+            id="error-response",
+        ),
+        pytest.param(
+            [_listing("bank.v1.Ledger"), _error(grpc.StatusCode.NOT_FOUND, "no such symbol")],
+            "file_containing_symbol bank.v1.Ledger with error NOT_FOUND",
+            id="symbol-not-found",
+        ),
+        pytest.param(
+            [_listing("bank.v1.Ledger"), _files(b"\xff\xff\xff")],
+            "sent a file descriptor by gRPC reflection that cannot be decoded",
+            id="undecodable-descriptor",
+        ),
+        pytest.param([_files()], "list_services with file_descriptor_response", id="wrong-answer-kind"),
+        pytest.param(
+            [_listing(reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name)],
+            "lists no services",
+            id="only-reflection-listed",
+        ),
+        pytest.param(
+            [
+                _listing("bank.v1.Ledger"),
+                _files(descriptor_set_of(interop_pb2.DESCRIPTOR).file[0].SerializeToString()),
+            ],
+            "lists bank.v1.Ledger by gRPC reflection but no file it sent declares it",
+            id="listed-service-not-declared",
+        ),
+    ],
+)
+async def test_bad_reflection_answers_are_one_line_startup_errors(answers: list[Any], says: str) -> None:
+    """An error_response, an undecodable descriptor or an answer of the wrong kind: a one-line
+    StartupError saying what Bank answered."""
+    async with _scripted(*answers) as running:
+        with pytest.raises(StartupError) as caught:
+            await fetch_descriptor_set(running.address, TIMEOUT)
+        assert says in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+# ---- resolve_registry -------------------------------------------------------------------
+
+
+async def test_reflection_registry_adds_the_descriptor_set_files_too(
+    bank: RunningLedger, tmp_path: Path
+) -> None:
+    """With descriptor_source "reflection", the registry holds Bank's reflected methods and those of
+    the --descriptor-set files."""
+    extra = tmp_path / "interop.binpb"
+    extra.write_bytes(descriptor_set_of(interop_pb2.DESCRIPTOR).SerializeToString())
+    config = Config(
+        bank=Upstream("bank", bank.address),
+        mode="bank",
+        descriptor_source="reflection",
+        descriptor_sets=(str(extra),),
+    )
+    registry = await resolve_registry(config, TIMEOUT)
+    assert registry is not None
+    assert "/bank.v1.Ledger/GetBalance" in registry.methods
+    assert "/grpc.testing.TestService/UnaryCall" in registry.methods
+
+
+async def test_files_source_never_calls_bank(closed_address: str) -> None:
+    """With descriptor_source "files" (the default), the registry comes from the files alone, even
+    when Bank cannot be reached."""
+    config = Config(bank=Upstream("bank", closed_address), mode="bank", descriptor_sets=(str(BANK_BINPB),))
+    registry = await resolve_registry(config, TIMEOUT)
+    assert registry is not None
+    assert registry.methods == DescriptorRegistry.from_files([BANK_BINPB]).methods
+
+
+# ---- shim serve --descriptor-source reflection ------------------------------------------
+
+
+async def test_serve_with_reflection_compares_with_banks_own_descriptors(
+    bank: RunningLedger, bk: RunningLedger, tmp_path: Path
+) -> None:
+    """`shim serve --descriptor-source reflection` without any descriptor file describes Bank's methods
+    (ready line) and writes the planted GetBalance status.code difference to the diff log."""
+    diff_log = tmp_path / "diff.jsonl"
+    flags = ["--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address]
+    flags += ["--descriptor-source", "reflection", "--diff-log", str(diff_log)]
+    async with shim_serving(*flags) as (shim, ready), aio.insecure_channel(ready["listen"]) as channel:
+        assert ready["methods_described"] > 0
+        assert (ready["descriptor_source"], ready["descriptor_sets"]) == ("reflection", [])
+        with pytest.raises(aio.AioRpcError) as caught:
+            await pb_grpc.LedgerStub(channel).GetBalance(
+                pb.GetBalanceRequest(account_id="ghost"), timeout=CALL_TIMEOUT
+            )
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+        line = await _wait_for_line(
+            diff_log, lambda entry: entry.get("method") == "/bank.v1.Ledger/GetBalance"
+        )
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    assert line["verdict"] == "mismatch"
+    assert {"path": "status.code", "kind": "status", "bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT"} in line[
+        "differences"
+    ]

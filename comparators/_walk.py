@@ -33,25 +33,26 @@ _WRAPPERS = frozenset(
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
 _ANY = "google.protobuf.Any"
+_CHANGED = DiffKind.CHANGED
+_DURATION = "google.protobuf.Duration"
 _MISSING = object()
 
 
 def instant(msg: message.Message) -> Instant:
+    """A Timestamp or Duration as an Instant (its text is made only if it is shown)."""
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
-    try:
-        text = msg.ToJsonString()  # type: ignore[attr-defined]
-    except ValueError:  # outside what JSON text can express
-        text = f"{seconds}s{nanos:+d}ns"
-    return Instant(seconds * 1_000_000_000 + nanos, text)
+    return Instant(seconds * 1_000_000_000 + nanos, msg.DESCRIPTOR.full_name == _DURATION)
 
 
 def shown(value: Any) -> Any:
-    """A value as a difference reports it: instants as text, messages as plain values."""
-    if isinstance(value, Instant):
-        return value.text
+    """A value as a difference reports it: messages as plain values, instants as themselves
+    (they print as their JSON text)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is Instant or value is None:
+        return value
     if isinstance(value, message.Message):
         if value.DESCRIPTOR.full_name in _TIME_TYPES:
-            return instant(value).text
+            return instant(value)
         if value.DESCRIPTOR.full_name in _WRAPPERS:
             return value.value  # type: ignore[attr-defined]
         return to_python(value)
@@ -68,11 +69,12 @@ class Walker:
         self.rules = rules
         self.method = method
         self.out: list[Difference] = []
+        self._value_rules = rules.value_rules(method)
 
     # -- reporting --------------------------------------------------------------------------
 
     def _changed(self, target: str, path: str, bank: Any, bk: Any) -> None:
-        rule = self.rules.value_rule(self.method, target)
+        rule = self._value_rules[target]
         name = _tolerated(rule, bank, bk) if rule is not None else ""
         self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
 
@@ -83,7 +85,7 @@ class Walker:
         presence (proto3's implicit default): a leaf rule judges it against the
         value the other side sent, so that "0.00" and unset can be equal decimals.
         """
-        rule = self.rules.value_rule(self.method, target)
+        rule = self._value_rules[target]
         name = rule.name if isinstance(rule, Ignore) else ""
         if not name and rule is not None and default is not _MISSING:
             name = _tolerated(rule, default if bank is _MISSING else bank, default if bk is _MISSING else bk)
@@ -108,23 +110,70 @@ class Walker:
         if name == _ANY:
             self._any(bank, bk, name, path)  # type: ignore[arg-type]
             return
-        left = {fd.name: value for fd, value in bank.ListFields()}
-        right = {fd.name: value for fd, value in bk.ListFields()}
-        for fd, field_name, target, singular in _fields_of(desc):  # in declaration order: stable output
-            bank_value, bk_value = left.get(field_name, _MISSING), right.get(field_name, _MISSING)
-            if bank_value is _MISSING and bk_value is _MISSING:
-                continue
-            both = bank_value is not _MISSING and bk_value is not _MISSING
-            if both and singular and bank_value == bk_value:
-                continue  # equal: what _single would find first (most fields of a walked message)
-            sub = f"{path}.{field_name}" if path else field_name
-            if bk_value is _MISSING:
-                self._presence(target, sub, _plain(fd, bank_value), _MISSING, _default_of(fd))
-            elif bank_value is _MISSING:
-                self._presence(target, sub, _MISSING, _plain(fd, bk_value), _default_of(fd))
-            else:
-                self._field(fd, target, sub, bank_value, bk_value)
+        left, right = bank.ListFields(), bk.ListFields()  # set fields, by field number
+        prefix = f"{path}." if path else ""
+        if [fd for fd, _ in left] == [fd for fd, _ in right]:  # the same fields set: pair them up
+            for (fd, bank_value), (_, bk_value) in zip(left, right, strict=True):
+                if bank_value != bk_value:  # NaN too: _both tells it apart
+                    self._both(fd, prefix, bank_value, bk_value)
+        else:
+            self._merge(left, right, prefix)
         self._unknown(bank, bk, path)
+
+    def _both(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
+        """A field set on both sides, with values that are not equal (or NaN)."""
+        info = _FIELD_INFO.get(fd) or _field_info(fd)
+        field_name, target, shape = info
+        if shape is _SCALAR:  # the common leaf, inline: a walk is mostly these
+            if bank_value != bank_value and bk_value != bk_value:
+                return  # NaN on both sides: the same answer
+            rule = self._value_rules[target]
+            name = ""
+            if rule is not None:
+                try:
+                    if rule(bank_value, bk_value):
+                        name = rule.name
+                except Exception:  # a failing rule tolerates nothing; the difference stays real
+                    name = ""
+            self.out.append(Difference(prefix + field_name, _CHANGED, bank_value, bk_value, name))
+        elif shape is _TIME:
+            left_leaf, right_leaf = instant(bank_value), instant(bk_value)
+            rule = self._value_rules[target]
+            name = _tolerated(rule, left_leaf, right_leaf) if rule else ""
+            self.out.append(Difference(prefix + field_name, DiffKind.CHANGED, left_leaf, right_leaf, name))
+        else:
+            self._field(fd, target, prefix + field_name, bank_value, bk_value)
+
+    def _merge(self, left: Sequence[tuple[Any, Any]], right: Sequence[tuple[Any, Any]], prefix: str) -> None:
+        """Fields of two messages, by field number, when one side sets fields the other does not."""
+        i = j = 0
+        n_left, n_right = len(left), len(right)
+        while i < n_left and j < n_right:
+            fd_left, bank_value = left[i]
+            fd_right, bk_value = right[j]
+            if fd_left is fd_right:
+                i += 1
+                j += 1
+                if bank_value != bk_value:  # NaN too: _both tells it apart
+                    self._both(fd_left, prefix, bank_value, bk_value)
+            elif fd_left.number < fd_right.number:
+                i += 1
+                self._one_side(fd_left, prefix, bank_value, _MISSING)
+            else:
+                j += 1
+                self._one_side(fd_right, prefix, _MISSING, bk_value)
+        for fd, bank_value in left[i:]:
+            self._one_side(fd, prefix, bank_value, _MISSING)
+        for fd, bk_value in right[j:]:
+            self._one_side(fd, prefix, _MISSING, bk_value)
+
+    def _one_side(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
+        field_name, target, _ = _FIELD_INFO.get(fd) or _field_info(fd)
+        if bank_value is not _MISSING:
+            bank_value = _plain(fd, bank_value)
+        if bk_value is not _MISSING:
+            bk_value = _plain(fd, bk_value)
+        self._presence(target, prefix + field_name, bank_value, bk_value, _default_of(fd))
 
     def _field(self, fd: Any, target: str, path: str, bank: Any, bk: Any) -> None:
         if _is_map(fd):
@@ -278,20 +327,39 @@ def money(msg: message.Message) -> str | None:
     return f"{currency} {amount}".strip()
 
 
-_FIELDS: dict[Any, tuple[tuple[Any, str, str, bool], ...]] = {}
+_FIELDS: dict[Any, tuple[tuple[Any, str, str, object], ...]] = {}
+_FIELD_INFO: dict[Any, tuple[str, str, object]] = {}
 _MAPS: dict[Any, bool] = {}
+# the shape of a field, for the walk's fast paths
+_SCALAR, _TIME, _OTHER, _REPEATED = object(), object(), object(), object()
 
 
-def _fields_of(desc: Any) -> tuple[tuple[Any, str, str, bool], ...]:
-    """(field, name, "package.Message.field", singular) for each field of a type, in declaration order.
+def _shape(fd: Any) -> object:
+    if fd.is_repeated:
+        return _REPEATED
+    if fd.message_type is None:
+        return _OTHER if fd.enum_type is not None else _SCALAR
+    return _TIME if fd.message_type.full_name in _TIME_TYPES else _OTHER
+
+
+def _fields_of(desc: Any) -> tuple[tuple[Any, str, str, object], ...]:
+    """(field, name, "package.Message.field", shape) for each field of a type, in declaration order.
 
     Computed once per message type: reading descriptors is slow next to the rest of a walk.
     """
     fields = _FIELDS.get(desc)
     if fields is None:
-        fields = tuple((fd, fd.name, f"{desc.full_name}.{fd.name}", not fd.is_repeated) for fd in desc.fields)
+        fields = tuple((fd, fd.name, f"{desc.full_name}.{fd.name}", _shape(fd)) for fd in desc.fields)
         _FIELDS[desc] = fields
     return fields
+
+
+def _field_info(fd: Any) -> tuple[str, str, object]:
+    """(name, "package.Message.field", shape) of a field; computed once per field."""
+    info = _FIELD_INFO.get(fd)
+    if info is None:
+        info = _FIELD_INFO[fd] = (fd.name, f"{fd.containing_type.full_name}.{fd.name}", _shape(fd))
+    return info
 
 
 def _is_map(fd: Any) -> bool:
@@ -340,11 +408,19 @@ def _plain(fd: Any, value: Any) -> Any:
     return _enum_name(fd, value) if fd.enum_type is not None else value
 
 
+_DEFAULTS: dict[Any, Any] = {}
+
+
 def _default_of(fd: Any) -> Any:
     """What an unset field stands for when it has no presence (a proto3 scalar); else _MISSING."""
-    if fd.message_type is not None or fd.is_repeated or fd.has_presence:
-        return _MISSING
-    return _enum_name(fd, fd.default_value) if fd.enum_type is not None else fd.default_value
+    default = _DEFAULTS.get(fd, _DEFAULTS)
+    if default is _DEFAULTS:
+        if fd.message_type is not None or fd.is_repeated or fd.has_presence:
+            default = _MISSING
+        else:
+            default = _enum_name(fd, fd.default_value) if fd.enum_type is not None else fd.default_value
+        _DEFAULTS[fd] = default
+    return default
 
 
 def _enum_name(fd: Any, number: int) -> Any:

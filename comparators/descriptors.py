@@ -43,6 +43,7 @@ class DescriptorRegistry:
         self._methods: dict[str, MethodInfo] = {}
         self._classes: dict[str, type[message.Message]] = {}
         self._files: set[str] = set()
+        self._protos: list[descriptor_pb2.FileDescriptorProto] = []  # as added, dependencies first
         self._targets: dict[str, frozenset[str]] = {}
         self._add_rpc_types()
 
@@ -55,6 +56,10 @@ class DescriptorRegistry:
         self.add_set(
             descriptor_set_of(status_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR), source="google.rpc"
         )
+
+    def descriptor_set(self) -> descriptor_pb2.FileDescriptorSet:
+        """Every file this registry holds, dependencies first: enough to build it again elsewhere."""
+        return descriptor_pb2.FileDescriptorSet(file=self._protos)
 
     @property
     def pool(self) -> descriptor_pool.DescriptorPool:
@@ -96,6 +101,7 @@ class DescriptorRegistry:
                 )
                 raise DescriptorError(f"{source}: cannot add {file_proto.name}: {exc}{hint}") from exc
             self._files.add(file_proto.name)
+            self._protos.append(file_proto)
         for file_proto in fds.file:
             try:
                 file_desc = self._pool.FindFileByName(file_proto.name)

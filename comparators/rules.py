@@ -86,8 +86,14 @@ class DecimalEquivalence:
         return currency, number
 
     def __call__(self, bank: Any, bk: Any) -> bool:
-        left, right = self._parse(bank), self._parse(bk)
-        return left is not None and right is not None and left == right
+        if self.scale is None and type(bank) is str and type(bk) is str and " " not in bank and " " not in bk:
+            try:  # the common case, two plain decimal strings: "100.50" against "100.5"
+                left, right = Decimal(bank or "0"), Decimal(bk or "0")
+            except InvalidOperation:
+                return False
+            return left.is_finite() and right.is_finite() and left == right
+        parsed_left, parsed_right = self._parse(bank), self._parse(bk)
+        return parsed_left is not None and parsed_right is not None and parsed_left == parsed_right
 
 
 class NumericTolerance:
@@ -242,15 +248,58 @@ class StatusRule:
 EXACT_STATUS = StatusRule(name="status")
 
 
-@dataclass(frozen=True, slots=True)
 class Instant:
-    """A Timestamp or Duration as integer nanoseconds, shown as its JSON text."""
+    """A Timestamp or Duration as integer nanoseconds, shown as its JSON text.
 
-    nanos: int
-    text: str
+    The text is made only when something shows the value (most tolerated
+    timestamps never are). An Instant equals another of the same kind and
+    nanoseconds, and equals its own text.
+    """
+
+    __slots__ = ("_text", "duration", "nanos")
+
+    def __init__(self, nanos: int, duration: bool = False, text: str | None = None) -> None:
+        self.nanos = nanos
+        self.duration = duration
+        self._text = text
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = _instant_text(self.nanos, self.duration)
+        return self._text
 
     def __str__(self) -> str:
         return self.text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Instant):
+            return self.nanos == other.nanos and self.duration == other.duration
+        if isinstance(other, str):
+            return self.text == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Instant, (self.nanos, self.duration, self.text))
+
+
+def _instant_text(nanos: int, duration: bool) -> str:
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    if duration and nanos < 0 and rest:
+        seconds, rest = seconds + 1, rest - 1_000_000_000
+    value = (duration_pb2.Duration if duration else timestamp_pb2.Timestamp)(seconds=seconds, nanos=rest)
+    try:
+        return str(value.ToJsonString())
+    except ValueError:  # outside what JSON text can express
+        return f"{seconds}s{rest:+d}ns"
 
 
 # -- binding rules to paths -------------------------------------------------------------
@@ -282,6 +331,7 @@ class RuleSet:
 
     bindings: list[Binding] = field(default_factory=list)
     _cache: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
+    _by_method: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def _first(self, kind: str, method: str, target: str, accept: Callable[[Any], bool]) -> Any:
         key = (kind, method, target)
@@ -301,17 +351,41 @@ class RuleSet:
         """The leaf rule (or Ignore) for a field, if any."""
         return self._first("value", method, target, _is_value_rule)
 
+    def value_rules(self, method: str) -> dict[str, Any]:
+        """value_rule(method, target) for every target, as a dict filled on first use."""
+        rules = self._by_method.get(method)
+        if rules is None:
+            rules = self._by_method[method] = _ValueRules(self, method)
+        return rules
+
     def list_rule(self, method: str, target: str) -> ListRule:
         found = self._first("list", method, target, lambda r: isinstance(r, Ordered | Multiset | Keyed))
         return found if found is not None else ORDERED
 
     def may_add(self, method: str, target: str) -> BkMayAdd | None:
-        found = self._first("add", method, target, lambda r: isinstance(r, BkMayAdd))
+        found = self._first("add", method, target, _is_may_add)
         return found if isinstance(found, BkMayAdd) else None
 
     def status_rule(self, method: str) -> StatusRule:
         found = self._first("status", method, "status", lambda r: isinstance(r, StatusRule))
         return found if isinstance(found, StatusRule) else EXACT_STATUS
+
+
+class _ValueRules(dict[str, Any]):
+    """Target -> value rule of one method, looked up in the RuleSet on a miss."""
+
+    def __init__(self, rules: RuleSet, method: str) -> None:
+        super().__init__()
+        self._rules = rules
+        self._method = method
+
+    def __missing__(self, target: str) -> Any:
+        rule = self[target] = self._rules.value_rule(self._method, target)
+        return rule
+
+
+def _is_may_add(rule: Any) -> bool:
+    return isinstance(rule, BkMayAdd)
 
 
 def _is_value_rule(rule: Any) -> bool:

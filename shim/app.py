@@ -16,7 +16,7 @@ from shim._shadow import ShadowDispatcher
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.metrics import Counters
-from shim.pipeline import ComparisonPipeline, Sink
+from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 
 _log = structlog.get_logger("shim")
 
@@ -81,6 +81,13 @@ class Shim:
                 self.counters,
                 max_pending=config.comparison_max_pending,
                 rules=self.rules,
+                executor=config.comparison_executor,
+                workers=config.comparison_workers,
+                setup=WorkerSetup(
+                    self.registry.descriptor_set().SerializeToString() if self.registry is not None else None,
+                    config.rules,
+                    config.rule_locations,
+                ),
             )
             shadow_channel = _channel(shadow_upstream, config)
             self._channels.append(shadow_channel)

@@ -20,6 +20,8 @@ max_capture = "64MiB"              # request+answer bytes kept per call for comp
 
 [comparison]
 max_pending = 10000                # exchanges waiting for a comparison worker
+executor = "process"               # or "thread"; see shim/pipeline.py
+workers = 1
 
 [diff_log]
 path = "-"                         # "-" for stdout, or a file (appended)
@@ -79,6 +81,8 @@ class Config:
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
     comparison_max_pending: int = 10_000
+    comparison_executor: str = "process"  # "process" | "thread": where comparisons run
+    comparison_workers: int = 1
     diff_log: str = "-"
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
@@ -87,6 +91,10 @@ class Config:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.comparison_executor not in ("process", "thread"):
+            raise ConfigError(
+                f"comparison.executor: {self.comparison_executor!r} is not one of process, thread"
+            )
         if self.descriptor_source not in DESCRIPTOR_SOURCES:
             raise ConfigError(
                 f"descriptor_source: {self.descriptor_source!r} is not one of {', '.join(DESCRIPTOR_SOURCES)}"
@@ -265,6 +273,10 @@ def parse(
         comparison = _Reader("comparison.", _table("comparison", v))
         if (x := comparison.pop("max_pending")) is not None:
             out["comparison_max_pending"] = _positive_int("comparison.max_pending", x)
+        if (x := comparison.pop("executor")) is not None:
+            out["comparison_executor"] = _string("comparison.executor", x)
+        if (x := comparison.pop("workers")) is not None:
+            out["comparison_workers"] = _positive_int("comparison.workers", x)
         comparison.finish()
     if (v := top.pop("diff_log")) is not None:
         diff_log = _Reader("diff_log.", _table("diff_log", v))

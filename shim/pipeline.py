@@ -1,26 +1,75 @@
 """Comparison off the event loop: exchanges in, comparisons out to the sinks.
 
-`submit` is called on the event loop and never blocks: the exchange is handed
-to a worker thread that runs `comparators.compare` and then every sink. When
-more than `max_pending` exchanges wait, further ones are dropped and counted.
-A failing sink is logged and counted, never raised into the shim.
+`submit` is called on the event loop and never blocks. The exchange is
+compared by a worker, then every sink runs in a thread of its own; nothing of
+this runs on the event loop. When more than `max_pending` exchanges wait,
+further ones are dropped and counted. A failing sink is logged and counted,
+never raised into the shim.
+
+Workers are processes by default (`comparison.executor = "process"`): a
+comparison holds the GIL for as long as it walks, and a thread worker with a
+backlog starves the event loop that serves clients (bench/compare.py measures
+it: loop stalls of seconds with a thread, tens of milliseconds with a process,
+for the same throughput). Each worker process builds its own descriptor
+registry and rules once, from the shim's; exchanges go to it pickled and
+only the verdict and differences come back. `"thread"` keeps everything in
+one process (tests, small deployments).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import multiprocessing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from comparators import Comparison, DescriptorRegistry, Exchange, compare
-from comparators.rules import RuleSet
+from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Verdict, compare
+from comparators.rules import RuleSet, build_rules
 from shim.metrics import Counters
 
 Sink = Callable[[Comparison], None]
+Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool]
+
+EXECUTORS = ("process", "thread")
 
 _log = structlog.get_logger("shim.pipeline")
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker process needs to compare as the shim does."""
+
+    descriptor_set: bytes | None  # a serialized FileDescriptorSet
+    rules: tuple[dict[str, Any], ...]
+    rule_locations: tuple[str, ...]
+
+
+_worker: tuple[DescriptorRegistry | None, RuleSet | None] = (None, None)
+
+
+def _init_worker(setup: WorkerSetup) -> None:
+    from google.protobuf import descriptor_pb2
+
+    from shim.config import parse_duration
+
+    global _worker
+    registry = None
+    if setup.descriptor_set is not None:
+        registry = DescriptorRegistry()
+        registry.add_set(descriptor_pb2.FileDescriptorSet.FromString(setup.descriptor_set), source="shim")
+    rules = build_rules(setup.rules, registry, parse_duration, setup.rule_locations)
+    _worker = (registry, rules)
+
+
+def _compare_in_worker(exchange: Exchange) -> Verdicts:
+    registry, rules = _worker
+    comparison = compare(exchange, registry, rules)
+    return comparison.verdict, comparison.differences, comparison.reason, comparison.decoded
 
 
 class ComparisonPipeline:
@@ -32,16 +81,38 @@ class ComparisonPipeline:
         max_pending: int = 10_000,
         workers: int = 1,
         rules: RuleSet | None = None,
+        executor: str = "thread",
+        setup: WorkerSetup | None = None,
     ) -> None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
+        if executor == "process" and setup is None:
+            raise ValueError("a process executor needs a WorkerSetup")
         self._rules = rules
         self._registry = registry
         self._sinks = list(sinks)
         self._counters = counters
         self._max_pending = max_pending
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compare")
+        self._workers = workers
+        self._setup = setup
+        self._sink_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sinks")
+        self._compare_pool: concurrent.futures.Executor = (
+            self._new_process_pool() if executor == "process" else self._sink_pool
+        )
+        self._executor = executor
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def _new_process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        # spawn, never fork: a forked child would inherit grpc's threads and state
+        setup = self._setup
+        assert setup is not None
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=functools.partial(_init_worker, setup),
+        )
 
     @property
     def pending(self) -> int:
@@ -53,32 +124,61 @@ class ComparisonPipeline:
             return
         self._pending += 1
         self._idle.clear()
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._process, exchange)
-        future.add_done_callback(self._done)
+        loop = asyncio.get_running_loop()
+        if self._executor == "thread":
+            future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
+            future.add_done_callback(self._done)
+            return
+        try:
+            compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
+        except concurrent.futures.BrokenExecutor:
+            self._compare_pool = self._new_process_pool()  # a worker died: start afresh
+            compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
+        compared.add_done_callback(lambda f: self._compared(exchange, f))
 
-    def _done(self, future: asyncio.Future[Comparison | None]) -> None:
+    def _compared(self, exchange: Exchange, future: asyncio.Future[Verdicts]) -> None:
+        comparison = None
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                verdict, differences, reason, decoded = future.result()
+                comparison = Comparison(exchange, verdict, differences, reason, decoded)
+            else:
+                _log.error("comparison failed", method=exchange.method, error=repr(error))
+                if isinstance(error, concurrent.futures.BrokenExecutor):
+                    self._compare_pool = self._new_process_pool()
+        if comparison is None:
+            self._finish(None)
+            return
+        sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_all, comparison)
+        sunk.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Comparison] | asyncio.Future[Comparison | None]) -> None:
+        self._finish(None if future.cancelled() else future.result())
+
+    def _finish(self, comparison: Comparison | None) -> None:
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()
-        if future.cancelled():
-            return
-        comparison = future.result()
         if comparison is None:
             self._counters.inc("comparison_errors")
         else:
             self._counters.inc(f"verdict_{comparison.verdict.value}", comparison.method)
 
-    def _process(self, exchange: Exchange) -> Comparison | None:
+    def _compare_and_sink(self, exchange: Exchange) -> Comparison | None:
         try:
             comparison = compare(exchange, self._registry, self._rules)
         except Exception:
             _log.exception("comparison failed", method=exchange.method)
             return None
+        return self._sink_all(comparison)
+
+    def _sink_all(self, comparison: Comparison) -> Comparison:
         for sink in self._sinks:
             try:
                 sink(comparison)
             except Exception:
-                _log.exception("sink failed", sink=repr(sink), method=exchange.method)
+                _log.exception("sink failed", sink=repr(sink), method=comparison.method)
         return comparison
 
     async def drain(self) -> None:
@@ -86,4 +186,6 @@ class ComparisonPipeline:
         await self._idle.wait()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._compare_pool is not self._sink_pool:
+            self._compare_pool.shutdown(wait=True, cancel_futures=True)
+        self._sink_pool.shutdown(wait=True)

@@ -68,7 +68,12 @@ async def running_shim(
     shadow_timeout: float = 2.0,
     **settings: Any,
 ) -> AsyncIterator[tuple[Shim, CapturingSink]]:
-    """A shim on a free loopback port in front of `bank` (and `bk`), stopped on exit."""
+    """A shim on a free loopback port in front of `bank` (and `bk`), stopped on exit.
+
+    Comparisons run in a thread unless `comparison_executor="process"` is given:
+    a worker process takes a second to start, too long for most tests.
+    """
+    settings.setdefault("comparison_executor", "thread")
     sink = CapturingSink()
     config = Config(
         bank=Upstream("bank", bank),

@@ -34,3 +34,12 @@ class Named:
 
     def __call__(self, bank: Any, bk: Any) -> bool:
         return True
+
+
+def kill_worker(bank: Any, bk: Any) -> bool:
+    """A rule that takes its comparison worker process down (when the value asks for it)."""
+    if bank in ("die", b"die"):
+        import os
+
+        os._exit(3)
+    return False

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shim import cli
-from shim.config import Config, Upstream, parse_duration, parse_size
+from shim.config import Config, Upstream, build, load_file, parse_duration, parse_size
 from shim.errors import ConfigError
 
 MiB = 1024**2
@@ -139,7 +139,7 @@ MISTAKES: list[object] = [
     ),
     pytest.param(BANK_TABLE + "[shadow]\nmax_inflight = 5\n", "shadow.max_inflight", id="unknown-shadow-key"),
     pytest.param(
-        BANK_TABLE + "[comparison]\nworkers = 5\n", "comparison.workers", id="unknown-comparison-key"
+        BANK_TABLE + "[comparison]\nthreads = 5\n", "comparison.threads", id="unknown-comparison-key"
     ),
     pytest.param(BANK_TABLE + "[diff_log]\nfile = 'x'\n", "diff_log.file", id="unknown-diff-log-key"),
     pytest.param('grace_period = "5 parsecs"\n' + BANK_TABLE, "grace_period", id="bad-duration"),
@@ -314,3 +314,18 @@ def test_durations(text: object, seconds: float) -> None:
 def test_sizes(text: object, size: int) -> None:
     """Sizes take binary and decimal units, or "unlimited", and stop at the largest size gRPC accepts."""
     assert parse_size("k", text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        pytest.param(BANK_TABLE + '[comparison]\nexecutor = "fork"\n', "comparison.executor", id="executor"),
+        pytest.param(BANK_TABLE + "[comparison]\nworkers = 0\n", "comparison.workers", id="workers"),
+    ],
+)
+def test_comparison_worker_settings_are_checked(tmp_path: Path, text: str, names: str) -> None:
+    """A comparison executor other than process/thread, or no worker, is a config error naming the key."""
+    path = tmp_path / "shim.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        build(load_file(path))

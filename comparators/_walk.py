@@ -25,7 +25,16 @@ from google.protobuf.descriptor import Descriptor
 from comparators._model import Difference, DiffKind
 from comparators._normalise import to_python, unknown_values
 from comparators.descriptors import DescriptorRegistry
-from comparators.rules import BkMayAdd, DecimalEquivalence, Ignore, Instant, Keyed, Multiset, RuleSet
+from comparators.rules import (
+    BkMayAdd,
+    DecimalEquivalence,
+    Ignore,
+    Instant,
+    Keyed,
+    Multiset,
+    RuleSet,
+    TimestampTolerance,
+)
 
 _TIME_TYPES = ("google.protobuf.Timestamp", "google.protobuf.Duration")
 _WRAPPERS = frozenset(
@@ -130,17 +139,24 @@ class Walker:
             rule = self._value_rules[target]
             name = ""
             if rule is not None:
-                try:
-                    if rule(bank_value, bk_value):
-                        name = rule.name
-                except Exception:  # a failing rule tolerates nothing; the difference stays real
-                    name = ""
+                if type(rule) is Ignore:
+                    name = rule.name
+                else:
+                    try:
+                        if rule(bank_value, bk_value):
+                            name = rule.name
+                    except Exception:  # a failing rule tolerates nothing; the difference stays real
+                        name = ""
             self.out.append(Difference(prefix + field_name, _CHANGED, bank_value, bk_value, name))
         elif shape is _TIME:
             left_leaf, right_leaf = instant(bank_value), instant(bk_value)
             rule = self._value_rules[target]
-            name = _tolerated(rule, left_leaf, right_leaf) if rule else ""
-            self.out.append(Difference(prefix + field_name, DiffKind.CHANGED, left_leaf, right_leaf, name))
+            if type(rule) is TimestampTolerance:
+                tolerated = abs(left_leaf.nanos - right_leaf.nanos) <= rule.tolerance_ns
+                name = rule.name if tolerated and left_leaf.duration == right_leaf.duration else ""
+            else:
+                name = _tolerated(rule, left_leaf, right_leaf) if rule else ""
+            self.out.append(Difference(prefix + field_name, _CHANGED, left_leaf, right_leaf, name))
         else:
             self._field(fd, target, prefix + field_name, bank_value, bk_value)
 
@@ -168,11 +184,12 @@ class Walker:
             self._one_side(fd, prefix, _MISSING, bk_value)
 
     def _one_side(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
-        field_name, target, _ = _FIELD_INFO.get(fd) or _field_info(fd)
-        if bank_value is not _MISSING:
-            bank_value = _plain(fd, bank_value)
-        if bk_value is not _MISSING:
-            bk_value = _plain(fd, bk_value)
+        field_name, target, shape = _FIELD_INFO.get(fd) or _field_info(fd)
+        if shape is not _SCALAR:  # a scalar's value is plain already
+            if bank_value is not _MISSING:
+                bank_value = _plain(fd, bank_value)
+            if bk_value is not _MISSING:
+                bk_value = _plain(fd, bk_value)
         self._presence(target, prefix + field_name, bank_value, bk_value, _default_of(fd))
 
     def _field(self, fd: Any, target: str, path: str, bank: Any, bk: Any) -> None:

@@ -22,9 +22,11 @@ from grpc import aio
 
 from comparators import DescriptorRegistry, Exchange, Outcome
 from shim import _grpc_compat
+from shim._lanes import Lanes
 from shim._outcome import forwardable, metadata_tuple
 from shim._shadow import Mirror, ShadowDispatcher
 from shim.metrics import Counters
+from shim.routing import Router
 
 _CANCELLED = 1
 _NOT_MIRRORED_BUSY = "not mirrored: shadow.max_in_flight calls already in flight"
@@ -39,10 +41,18 @@ class Route:
 
 
 class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    def __init__(self, route: Route, registry: DescriptorRegistry | None, counters: Counters) -> None:
+    def __init__(
+        self,
+        route: Route,
+        registry: DescriptorRegistry | None,
+        counters: Counters,
+        router: Router | None = None,
+    ) -> None:
         self._route = route
         self._registry = registry
         self._counters = counters
+        self._router = router if router is not None else Router(registry, {})
+        self.primary_lanes = Lanes()  # strict ordering: the primary's writes, per key
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
@@ -56,9 +66,10 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
 
     def _make(self, method: str) -> grpc.RpcMethodHandler:
         info = self._registry.method(method) if self._registry is not None else None
-        is_write = info is None or not info.read_only
+        is_write = self._router.is_write(method)
         if info is not None and info.unary:
-            return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write).handle)
+            strict = is_write and self._router.strict(method)
+            return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write, strict).handle)
         return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write, unary=False).handle)
 
     def mirror(
@@ -86,6 +97,9 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
                 )
             )
 
+    def keys(self, method: str, request: bytes) -> tuple[str, ...]:
+        return self._router.keys(method, request)
+
     @property
     def primary(self) -> aio.Channel:
         return self._route.primary
@@ -104,12 +118,24 @@ async def _relay_status(
 class _UnaryCall:
     """unary-unary: one request, one answer."""
 
-    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool) -> None:
+    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool, strict: bool = False) -> None:
         self._proxy = proxy
         self._method = method
         self._is_write = is_write
+        self._strict = strict
 
     async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
+        if not self._strict:
+            return await self._forward(request, context)
+        # strict ordering: this write reaches the primary after the earlier writes on its keys
+        ticket = self._proxy.primary_lanes.enter(self._proxy.keys(self._method, request), write=True)
+        try:
+            await ticket.ready()
+            return await self._forward(request, context)
+        finally:
+            ticket.release()
+
+    async def _forward(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
         timeout = context.time_remaining()

@@ -24,8 +24,10 @@ from grpc import aio
 
 from comparators import Exchange, Outcome
 from shim import _grpc_compat
+from shim._lanes import Lanes, Ticket
 from shim._outcome import snapshot
 from shim.metrics import Counters
+from shim.routing import Router
 
 _CANCELLED = 1
 _DEADLINE_EXCEEDED = 4
@@ -69,6 +71,7 @@ class Mirror:
         self.is_write = is_write
         self._unary = unary
         self.started_at = time.time()
+        self.keys: tuple[str, ...] = ()
         self.capture = Capture(dispatcher.max_capture)
         self.requests: list[bytes] = []
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -81,6 +84,11 @@ class Mirror:
         self._overflowed = False
         self._queued = 0  # request bytes handed over and not yet written to the shadow
         self._timer: asyncio.TimerHandle | None = None
+        self._admitted = asyncio.Event()  # its place in the lanes is known
+        self._admission_asked = False
+        self._ticket: Ticket | None = None
+        self._not_sampled = False
+        self._stop = asyncio.Event()  # the call is given up while it waits in its lanes
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -94,6 +102,8 @@ class Mirror:
         bytes wait for it, the shadow call is given up (and recorded as such)
         rather than buffering without bound.
         """
+        if not self._admission_asked:
+            self._ask_admission(payload)
         if self._overflowed:
             return
         if self.capture.take(payload):
@@ -101,6 +111,7 @@ class Mirror:
         self._queued += len(payload)
         if self._queued > self._dispatcher.max_capture > 0:
             self._overflowed = True
+            self._stop.set()
             if self._call is not None:
                 self._call.cancel()
             return
@@ -108,12 +119,36 @@ class Mirror:
 
     def close_requests(self) -> None:
         """The client half-closed its request stream."""
+        if not self._admission_asked:
+            self._ask_admission(None)
         self._queue.put_nowait(None)
+
+    def _ask_admission(self, first: bytes | None) -> None:
+        """Take a place in the lanes, in the order calls arrive, after the primary call has gone out.
+
+        Finding the keys means decoding the first request: that waits for the
+        next turn of the loop (call_soon keeps arrival order), so the primary's
+        own send goes first.
+        """
+        self._admission_asked = True
+        asyncio.get_running_loop().call_soon(self._admit, first)
+
+    def _admit(self, first: bytes | None) -> None:
+        dispatcher = self._dispatcher
+        keys = dispatcher.router.keys(self.method, first) if dispatcher.router is not None else ()
+        if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):
+            self._not_sampled = True
+        else:
+            self._ticket = dispatcher.lanes.enter(keys, self.is_write)
+            self.keys = keys
+        self._admitted.set()
 
     def primary_done(self, outcome: Outcome) -> None:
         """The primary answered; the shadow now has `timeout` seconds left."""
         if self._primary.done():
             return
+        if not self._admission_asked:  # the primary answered before the client sent anything
+            self._ask_admission(None)
         self._primary.set_result((outcome, False))
         self._queue.put_nowait(None)  # a primary that finished early read no more requests
         if not self.task.done():
@@ -126,6 +161,7 @@ class Mirror:
             return
         self._primary.set_result((primary, True))
         self._abandoned = True
+        self._stop.set()
         if self._call is not None:
             self._call.cancel()
         elif not self.task.done():
@@ -135,6 +171,7 @@ class Mirror:
 
     def _expire(self) -> None:
         self._expired = True
+        self._stop.set()
         if self._call is not None:
             self._call.cancel()
 
@@ -142,11 +179,17 @@ class Mirror:
         try:
             await self._mirror()
         finally:
+            if self._ticket is not None:
+                self._ticket.release()
             self._dispatcher.release(self)
 
     async def _mirror(self) -> None:
         try:
-            shadow = await self._call_shadow()
+            await self._admitted.wait()
+            if self._not_sampled:
+                self._dispatcher.counters.inc("reads_not_sampled", self.method)
+                return
+            shadow = await self._in_turn()
         except asyncio.CancelledError:
             shadow = Outcome(code=_CANCELLED, local="shadow call cancelled with the client's call")
         except Exception as exc:  # a bug of ours must not lose the record
@@ -166,12 +209,51 @@ class Mirror:
                 shadow=shadow,
                 primary_is_bank=self._dispatcher.primary_is_bank,
                 is_write=self.is_write,
+                routing_key=",".join(self.keys),
                 started_at=self.started_at,
                 cancelled=cancelled,
                 note="too large to compare: more than shadow.max_capture bytes"
                 if self.capture.exceeded
                 else "",
             )
+        )
+
+    async def _in_turn(self) -> Outcome:
+        """The shadow call, once the calls it follows in its lanes are done (or a stand-in outcome)."""
+        ticket = self._ticket
+        if ticket is not None and ticket.waiting_for:
+            started = time.perf_counter()
+            ready = asyncio.ensure_future(ticket.ready())
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait((ready, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                stop.cancel()
+            if not ready.done() or ready.cancelled():
+                return self._given_up(time.perf_counter() - started, waiting=True)
+        if self._stop.is_set():
+            return self._given_up(0.0, waiting=False)
+        return await self._call_shadow()
+
+    def _given_up(self, latency: float, waiting: bool) -> Outcome:
+        where = "while it waited behind earlier calls on its keys" if waiting else "before it was sent"
+        if self._abandoned:
+            return Outcome(
+                code=_CANCELLED,
+                latency=latency,
+                local=f"shadow call cancelled with the client's call {where}",
+            )
+        if self._overflowed:
+            return Outcome(
+                code=_CANCELLED,
+                latency=latency,
+                local=f"shadow given up {where}: it fell more than shadow.max_capture request bytes behind",
+            )
+        return Outcome(
+            code=_DEADLINE_EXCEEDED,
+            latency=latency,
+            local=f"shadow timeout {where}: no answer within {self._dispatcher.timeout:g}s after the primary",
         )
 
     async def _call_shadow(self) -> Outcome:
@@ -245,7 +327,10 @@ class ShadowDispatcher:
         max_in_flight: int,
         max_capture: int,
         primary_is_bank: bool = True,
+        router: Router | None = None,
     ) -> None:
+        self.router = router
+        self.lanes = Lanes()
         self.channel = channel
         self.submit = submit
         self.counters = counters

@@ -17,6 +17,7 @@ from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
+from shim.routing import Router
 
 _log = structlog.get_logger("shim")
 
@@ -57,6 +58,13 @@ class Shim:
         self.counters = Counters()
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
         self.rules = load_rules(config, self.registry)
+        self.router = Router(
+            self.registry,
+            config.methods,
+            read_rate=config.sampling_reads,
+            by_key=config.sampling_by_key,
+            strict=config.ordering_strict,
+        )
         self._sinks = list(sinks)
         self._server: aio.Server | None = None
         self._channels: list[aio.Channel] = []
@@ -98,8 +106,9 @@ class Shim:
                 timeout=shadow_upstream.timeout,
                 max_in_flight=config.shadow_max_in_flight,
                 max_capture=config.shadow_max_capture,
+                router=self.router,
             )
-        handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters)
+        handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters, self.router)
         server = aio.server(
             options=[*_size_options(config), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=None,

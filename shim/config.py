@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from shim.errors import ConfigError
+from shim.routing import MethodSettings
 
 MODES = ("bank", "shadow")
 DESCRIPTOR_SOURCES = ("files", "reflection")
@@ -83,6 +84,10 @@ class Config:
     comparison_max_pending: int = 10_000
     comparison_executor: str = "process"  # "process" | "thread": where comparisons run
     comparison_workers: int = 1
+    methods: dict[str, MethodSettings] = field(default_factory=dict)  # [methods."pkg.Svc/Method"]
+    sampling_reads: float = 1.0  # share of reads mirrored; writes always are
+    sampling_by_key: bool = False  # the same keys: always or never sampled
+    ordering_strict: bool = False  # also serialise the primary's writes per key (unary methods)
     diff_log: str = "-"
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
@@ -269,6 +274,22 @@ def parse(
         if (x := shadow.pop("max_capture")) is not None:
             out["shadow_max_capture"] = parse_size("shadow.max_capture", x)
         shadow.finish()
+    if (v := top.pop("methods")) is not None:
+        out["methods"] = _methods(_table("methods", v))
+    if (v := top.pop("sampling")) is not None:
+        sampling = _Reader("sampling.", _table("sampling", v))
+        if (x := sampling.pop("reads")) is not None:
+            if isinstance(x, bool) or not isinstance(x, int | float) or not 0 <= x <= 1:
+                raise ConfigError(f"sampling.reads: {x!r} is not a share between 0 and 1 (e.g. 0.1)")
+            out["sampling_reads"] = float(x)
+        if (x := sampling.pop("by_key")) is not None:
+            out["sampling_by_key"] = _bool("sampling.by_key", x)
+        sampling.finish()
+    if (v := top.pop("ordering")) is not None:
+        ordering = _Reader("ordering.", _table("ordering", v))
+        if (x := ordering.pop("strict")) is not None:
+            out["ordering_strict"] = _bool("ordering.strict", x)
+        ordering.finish()
     if (v := top.pop("comparison")) is not None:
         comparison = _Reader("comparison.", _table("comparison", v))
         if (x := comparison.pop("max_pending")) is not None:
@@ -287,6 +308,35 @@ def parse(
         out["rules"], out["rule_locations"] = _rules(v, text, source)
     top.finish()
     return out
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: {value!r} is not true or false")
+
+
+def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
+    """[methods."package.Service/Method"] tables: key, read, strict."""
+    methods = {}
+    for name, entry in table.items():
+        prefix = f'methods."{name}".'
+        if "/" not in name or name.startswith("/") or name.endswith("/"):
+            raise ConfigError(f'methods."{name}": a method is named "package.Service/Method"')
+        reader = _Reader(prefix, _table(prefix.rstrip("."), entry))
+        key = reader.pop("key")
+        if isinstance(key, str):
+            key = [key]
+        if key is not None and (not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)):
+            raise ConfigError(f"{prefix}key: expected a request field path or a list of them")
+        read, strict = reader.pop("read"), reader.pop("strict")
+        methods[name] = MethodSettings(
+            key=tuple(key or ()),
+            read=_bool(prefix + "read", read) if read is not None else None,
+            strict=_bool(prefix + "strict", strict) if strict is not None else None,
+        )
+        reader.finish()
+    return methods
 
 
 def _upstream(name: str, table: dict[str, Any]) -> Upstream:

@@ -1,0 +1,102 @@
+"""Per-key lanes: the order in which mirrored calls may reach the shadow.
+
+Every call enters the lanes of its routing keys when the shim receives it, in
+that order (the event loop makes entering atomic). It may go ahead once the
+calls it must follow are done:
+
+- a write follows every earlier call (read or write) on each of its keys;
+- a read follows the earlier writes on each of its keys, so reads between two
+  writes run concurrently, and the next write waits for them;
+- a call without a key is ordered against every keyed call: an unkeyed write
+  follows everything earlier and everything later follows it; an unkeyed read
+  follows earlier unkeyed writes.
+
+A call with several keys follows the earlier calls of each. Since a call only
+ever waits for calls that entered before it, no two calls wait for each other:
+there is no deadlock. A ticket must be released when its call is over (or
+given up), whatever happened, or its keys stay blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+_EVERYTHING = "\x00every key"  # the lane unkeyed calls take as writers and keyed calls as readers
+
+
+class _Lane:
+    __slots__ = ("last_write", "readers")
+
+    def __init__(self) -> None:
+        self.last_write: asyncio.Future[None] | None = None
+        self.readers: set[asyncio.Future[None]] = set()
+
+
+class Ticket:
+    """One call's place in the lanes."""
+
+    __slots__ = ("_after", "_done", "_lanes", "keys")
+
+    def __init__(self, lanes: Lanes, keys: tuple[str, ...], after: list[asyncio.Future[None]]) -> None:
+        self._lanes = lanes
+        self.keys = keys
+        self._after = after
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def waiting_for(self) -> int:
+        """How many earlier calls this one still waits for."""
+        return sum(1 for future in self._after if not future.done())
+
+    async def ready(self) -> None:
+        """Wait until every call this one follows is done."""
+        for future in self._after:
+            if not future.done():
+                await asyncio.shield(future)
+
+    def release(self) -> None:
+        """The call is over: the calls that follow it may go."""
+        if not self._done.done():
+            self._done.set_result(None)
+            self._lanes._forget(self)
+
+
+class Lanes:
+    def __init__(self) -> None:
+        self._lanes: dict[str, _Lane] = {}
+
+    def __len__(self) -> int:
+        """Keys with calls in them (for tests and metrics)."""
+        return len(self._lanes)
+
+    def enter(self, keys: Iterable[str], write: bool) -> Ticket:
+        """A ticket for a call on `keys` (none: unkeyed), placed after the calls it must follow."""
+        keys = tuple(dict.fromkeys(k for k in keys if k))  # distinct, in order
+        after: list[asyncio.Future[None]] = []
+        ticket = Ticket(self, keys, after)
+        # keyed: their own lanes, and the every-key lane as a reader; unkeyed: the every-key lane
+        plan = [(key, write) for key in keys] + [(_EVERYTHING, False)] if keys else [(_EVERYTHING, write)]
+        for key, as_writer in plan:
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane()
+            if lane.last_write is not None and not lane.last_write.done():
+                after.append(lane.last_write)
+            if as_writer:
+                after.extend(r for r in lane.readers if not r.done())
+                lane.last_write = ticket._done
+                lane.readers = set()
+            else:
+                lane.readers.add(ticket._done)
+        return ticket
+
+    def _forget(self, ticket: Ticket) -> None:
+        """Drop lanes with nothing left in them, so that keys do not pile up."""
+        for key in (*ticket.keys, _EVERYTHING):
+            lane = self._lanes.get(key)
+            if lane is None:
+                continue
+            lane.readers.discard(ticket._done)
+            if (lane.last_write is None or lane.last_write.done()) and not lane.readers:
+                del self._lanes[key]

@@ -1,0 +1,135 @@
+"""What the shim knows of each method: read or write, its routing keys, whether a read is mirrored.
+
+- A method is a read when its descriptor says `idempotency_level = NO_SIDE_EFFECTS`,
+  unless `[methods."pkg.Svc/Method"] read = true|false` says otherwise. A
+  method without a descriptor is a write (the safe guess: writes are never sampled).
+- Its routing keys are the values of the request fields named by `key`
+  (dotted paths into the first request message; a repeated field gives one key
+  per value). Calls with the same key value reach the shadow in order (see
+  `shim._lanes`). Key values of different fields that are equal are the same key.
+- Reads are mirrored at `sampling.reads` (0 to 1); with `sampling.by_key`,
+  the decision is a hash of the keys, so the same account is always or never
+  sampled. Writes are always mirrored.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import message
+
+from comparators import DescriptorRegistry
+from shim.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSettings:
+    key: tuple[str, ...] = ()  # request field paths whose values are the routing keys
+    read: bool | None = None  # None: from the descriptor's idempotency level
+    strict: bool | None = None  # None: the [ordering] default
+
+
+class Router:
+    def __init__(
+        self,
+        registry: DescriptorRegistry | None,
+        methods: Mapping[str, MethodSettings],
+        read_rate: float = 1.0,
+        by_key: bool = False,
+        strict: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._registry = registry
+        self._methods = {"/" + name.lstrip("/"): settings for name, settings in methods.items()}
+        self.read_rate = read_rate
+        self.by_key = by_key
+        self._strict = strict
+        self._rng = rng or random.Random()
+        self._validate()
+
+    def _validate(self) -> None:
+        for method, settings in self._methods.items():
+            where = f"methods.{method.lstrip('/')!r}"
+            if self._registry is None:
+                if settings.key:
+                    raise ConfigError(f"{where}: a routing key needs descriptors (--descriptor-set)")
+                continue
+            info = self._registry.method(method)
+            if info is None:
+                raise ConfigError(f"{where}: unknown method (not in the descriptors)")
+            for path in settings.key:
+                if not self._field_path_exists(info.input_type, path):
+                    raise ConfigError(f"{where}: key {path!r} names no field of {info.input_type}")
+
+    def _field_path_exists(self, type_name: str, path: str) -> bool:
+        assert self._registry is not None
+        desc = self._registry.find_message(type_name)
+        for part in path.split("."):
+            if desc is None or part not in desc.fields_by_name:
+                return False
+            desc = desc.fields_by_name[part].message_type
+        return True
+
+    def settings(self, method: str) -> MethodSettings:
+        return self._methods.get(method, _DEFAULT)
+
+    def is_write(self, method: str) -> bool:
+        read = self.settings(method).read
+        if read is not None:
+            return not read
+        info = self._registry.method(method) if self._registry is not None else None
+        return info is None or not info.read_only
+
+    def strict(self, method: str) -> bool:
+        strict = self.settings(method).strict
+        return self._strict if strict is None else strict
+
+    def keys(self, method: str, request: bytes | None) -> tuple[str, ...]:
+        """The routing keys of a call, from its first request message (none when undecodable)."""
+        paths = self.settings(method).key
+        if not paths or request is None or self._registry is None:
+            return ()
+        info = self._registry.method(method)
+        if info is None:
+            return ()
+        msg = self._registry.message_class(info.input_type)()
+        try:
+            msg.ParseFromString(request)
+        except message.DecodeError:
+            return ()
+        keys: list[str] = []
+        for path in paths:
+            keys.extend(_values(msg, path.split(".")))
+        return tuple(dict.fromkeys(k for k in keys if k))
+
+    def sampled(self, keys: tuple[str, ...]) -> bool:
+        """Whether a read with these keys is mirrored."""
+        if self.read_rate >= 1.0:
+            return True
+        if self.read_rate <= 0.0:
+            return False
+        if self.by_key and keys:
+            return zlib.crc32("\x1f".join(keys).encode()) / 2**32 < self.read_rate
+        return self._rng.random() < self.read_rate
+
+
+_DEFAULT = MethodSettings()
+
+
+def _values(msg: Any, parts: list[str]) -> list[str]:
+    if not parts:
+        return [str(msg)] if not isinstance(msg, message.Message) else []
+    head, rest = parts[0], parts[1:]
+    value = getattr(msg, head)
+    field = msg.DESCRIPTOR.fields_by_name[head]
+    items = list(value) if field.is_repeated else [value]
+    if not field.is_repeated and field.message_type is not None and not msg.HasField(head):
+        return []
+    out: list[str] = []
+    for item in items:
+        out.extend(_values(item, rest))
+    return out

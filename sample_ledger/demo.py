@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 from grpc import aio
@@ -27,11 +27,11 @@ import shim
 from sample_ledger._attribution import TITLES, Attribution
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
-from shim.config import load_rules_file
+from shim.config import build as build_config
+from shim.config import load_file, load_rules_file
 from shim.sinks import DiffLog, Summary
 
-DESCRIPTOR_SET = "bank.binpb"
-RULES = "rules.toml"
+CONFIG = "shim.toml"  # beside bank.binpb and rules.toml, which it names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,22 +62,20 @@ _MIX = {"cancel": 0}
 async def _run(
     args: argparse.Namespace,
     console: Console,
-    descriptor_set: Path,
-    rules_file: Path | None,
+    settings: dict[str, Any],
+    rules_label: str,
     diff_path: Path,
     diff_stream: TextIO,
 ) -> int:
-    rules, locations = load_rules_file(rules_file) if rules_file is not None else ((), ())
     bank, bk = await serve("bank"), await serve("bk")
     summary, attribution = Summary(), Attribution()
-    config = shim.Config(
-        bank=shim.Upstream("bank", bank.address),
-        bk=shim.Upstream("bk", bk.address, timeout=5.0),
-        listen="127.0.0.1:0",
-        mode="shadow",
-        descriptor_sets=(str(descriptor_set),),
-        rules=rules,
-        rule_locations=locations,
+    config = build_config(
+        {
+            **settings,
+            "bank": shim.Upstream("bank", bank.address),
+            "bk": shim.Upstream("bk", bk.address, timeout=settings["bk"].timeout),
+            "listen": "127.0.0.1:0",
+        }
     )
     try:
         running = await shim.start(config, sinks=[DiffLog(diff_stream), summary, attribution])
@@ -87,7 +85,7 @@ async def _run(
         raise
     console.print(
         f"Bank on {bank.address}, BK on {bk.address}, shim (shadow mode) on {running.address}\n"
-        f"rules: {rules_file or 'none'}\ndiff log: {diff_path}"
+        f"config: {args.config_path}; rules: {rules_label}\ndiff log: {diff_path}"
     )
     started = time.perf_counter()
     try:
@@ -121,7 +119,7 @@ async def _run(
         await bk.stop()
     unexplained = _print_summary(console, summary, attribution, elapsed, args.calls)
     console.print(f"\nEvery comparison that did not match is a JSON line in {diff_path}")
-    return 1 if unexplained and rules_file is not None else 0
+    return 1 if unexplained and not args.no_rules else 0
 
 
 def _print_summary(
@@ -202,13 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         raise SystemExit(f"shim demo: error: cannot write the diff log {diff_path}: {exc.strerror}") from exc
     package = resources.files("sample_ledger")
-    with (
-        resources.as_file(package / DESCRIPTOR_SET) as descriptor_set,
-        resources.as_file(package / RULES) as default_rules,
-        diff_stream,
-    ):
-        rules_file = None if args.no_rules else Path(args.rules) if args.rules else default_rules
+    with resources.as_file(package / CONFIG) as config_path, diff_stream:
+        args.config_path = config_path
         try:
-            return asyncio.run(_run(args, Console(), descriptor_set, rules_file, diff_path, diff_stream))
+            settings = load_file(config_path)  # the sample's descriptors, routing keys and rules
+            rules_label = f"{config_path.parent / 'rules.toml'}"
+            if args.no_rules:
+                settings["rules"], settings["rule_locations"], rules_label = (), (), "none"
+            elif args.rules:
+                settings["rules"], settings["rule_locations"] = load_rules_file(args.rules)
+                rules_label = args.rules
+            return asyncio.run(_run(args, Console(), settings, rules_label, diff_path, diff_stream))
         except shim.ShimError as exc:
             raise SystemExit(f"shim demo: error: {exc}") from exc

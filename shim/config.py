@@ -306,6 +306,13 @@ def parse(
         diff_log.finish()
     if (v := top.pop("rules")) is not None:
         out["rules"], out["rule_locations"] = _rules(v, text, source)
+    if (v := top.pop("rules_files")) is not None:
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError("rules_files: expected a list of file paths")
+        for path in v:
+            rules, locations = load_rules_file(resolve(path))
+            out["rules"] = (*out.get("rules", ()), *rules)
+            out["rule_locations"] = (*out.get("rule_locations", ()), *locations)
     top.finish()
     return out
 

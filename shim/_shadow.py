@@ -198,6 +198,8 @@ class Mirror:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._ticket is not None:  # BK is done with it: the calls that follow may go
+                self._ticket.release()
         primary, cancelled = await self._primary
         if primary is None:
             return

@@ -29,7 +29,6 @@ from shim.metrics import Counters
 from shim.routing import Router
 
 _CANCELLED = 1
-_NOT_MIRRORED_BUSY = "not mirrored: shadow.max_in_flight calls already in flight"
 
 
 class Route:
@@ -74,15 +73,17 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
 
     def mirror(
         self, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool, unary: bool
-    ) -> tuple[Mirror | None, bool]:
-        """A mirror for this call, and whether the call should have had one."""
+    ) -> tuple[Mirror | None, str]:
+        """A mirror for this call; or why a call that should have had one has none ("" when none is due)."""
         self._counters.inc("calls", method)
         dispatcher = self._route.shadow
         if dispatcher is None:
-            return None, False
-        return dispatcher.start(method, metadata, timeout, is_write, unary), True
+            return None, ""
+        return dispatcher.start(method, metadata, timeout, is_write, unary)
 
-    def record_unmirrored(self, method: str, primary: Outcome, is_write: bool, started_at: float) -> None:
+    def record_unmirrored(
+        self, method: str, primary: Outcome, is_write: bool, started_at: float, why: str
+    ) -> None:
         dispatcher = self._route.shadow
         if dispatcher is not None:
             dispatcher.submit(
@@ -93,7 +94,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
                     shadow=None,
                     is_write=is_write,
                     started_at=started_at,
-                    note=_NOT_MIRRORED_BUSY,
+                    note=why,
                 )
             )
 
@@ -142,7 +143,7 @@ class _UnaryCall:
         started_at = time.time()
         started = time.perf_counter()
         call = proxy.primary.unary_unary(method)(request, metadata=metadata, timeout=timeout)
-        mirror, wanted = proxy.mirror(method, metadata, timeout, self._is_write, unary=True)
+        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write, unary=True)
         if mirror is not None:
             mirror.feed(request)
             mirror.close_requests()
@@ -163,7 +164,7 @@ class _UnaryCall:
         if initial:
             await context.send_initial_metadata(metadata_tuple(initial))
         await _relay_status(context, code, details, trailing)
-        if wanted:
+        if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],
                 details=details or "",
@@ -175,7 +176,7 @@ class _UnaryCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(method, outcome, self._is_write, started_at)
+                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused)
         return response if code is grpc.StatusCode.OK else None
 
 
@@ -195,7 +196,7 @@ class _StreamCall:
         started_at = time.time()
         started = time.perf_counter()
         call = proxy.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
-        mirror, wanted = proxy.mirror(method, metadata, timeout, self._is_write, unary=False)
+        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write, unary=False)
         pump = asyncio.get_running_loop().create_task(
             _pump(requests, call, mirror), name=f"request pump {method}"
         )
@@ -229,7 +230,7 @@ class _StreamCall:
             if not pump.done():
                 pump.cancel()
         await _relay_status(context, code, details, trailing)
-        if wanted:
+        if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],
                 details=details or "",
@@ -241,7 +242,7 @@ class _StreamCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(method, outcome, self._is_write, started_at)
+                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused)
 
 
 async def _pump(requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror: Mirror | None) -> None:

@@ -24,6 +24,7 @@ from grpc import aio
 
 from comparators import Exchange, Outcome
 from shim import _grpc_compat
+from shim._breaker import Breaker
 from shim._lanes import Lanes, Ticket
 from shim._outcome import snapshot
 from shim.metrics import Counters
@@ -32,6 +33,7 @@ from shim.routing import Router
 _CANCELLED = 1
 _DEADLINE_EXCEEDED = 4
 _INTERNAL = 13
+_UNAVAILABLE = 14
 
 Submit = Callable[[Exchange], None]
 
@@ -200,6 +202,8 @@ class Mirror:
                 self._timer.cancel()
             if self._ticket is not None:  # BK is done with it: the calls that follow may go
                 self._ticket.release()
+        if not self._abandoned:  # a call the client cancelled says nothing of BK's health
+            self._dispatcher.breaker.record(not shadow.local and shadow.code != _UNAVAILABLE)
         primary, cancelled = await self._primary
         if primary is None:
             return
@@ -330,8 +334,10 @@ class ShadowDispatcher:
         max_capture: int,
         primary_is_bank: bool = True,
         router: Router | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.router = router
+        self.breaker = breaker if breaker is not None else Breaker(counters)
         self.lanes = Lanes()
         self.channel = channel
         self.submit = submit
@@ -351,14 +357,18 @@ class ShadowDispatcher:
         client_timeout: float | None,
         is_write: bool,
         unary: bool,
-    ) -> Mirror | None:
+    ) -> tuple[Mirror | None, str]:
+        """A mirror for a call, or none and why."""
         if len(self._live) >= self.max_in_flight:
             self.counters.inc("shadow_dropped", method)
-            return None
+            return None, "not mirrored: shadow.max_in_flight calls already in flight"
+        if not self.breaker.allow():
+            self.counters.inc("shadow_breaker_skipped", method)
+            return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
         mirror = Mirror(self, method, metadata, client_timeout, is_write, unary)
         self._live.add(mirror)
         self._idle.clear()
-        return mirror
+        return mirror, ""
 
     @property
     def in_flight(self) -> int:

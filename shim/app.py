@@ -11,6 +11,7 @@ from grpc import aio
 
 from comparators import DescriptorError, DescriptorRegistry
 from comparators.rules import RuleError, RuleSet, build_rules
+from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._shadow import ShadowDispatcher
 from shim.config import Config, Upstream, parse_duration
@@ -107,6 +108,11 @@ class Shim:
                 max_in_flight=config.shadow_max_in_flight,
                 max_capture=config.shadow_max_capture,
                 router=self.router,
+                breaker=Breaker(
+                    self.counters,
+                    failures=config.shadow_breaker_failures,
+                    open_for=config.shadow_breaker_open_for,
+                ),
             )
         handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters, self.router)
         server = aio.server(

@@ -81,6 +81,8 @@ class Config:
     grace_period: float = 5.0
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
+    shadow_breaker_failures: int = 5  # shadow failures in a row that open the breaker
+    shadow_breaker_open_for: float = 5.0  # seconds before a probe call is let through
     comparison_max_pending: int = 10_000
     comparison_executor: str = "process"  # "process" | "thread": where comparisons run
     comparison_workers: int = 1
@@ -273,6 +275,10 @@ def parse(
             out["shadow_max_in_flight"] = _positive_int("shadow.max_in_flight", x)
         if (x := shadow.pop("max_capture")) is not None:
             out["shadow_max_capture"] = parse_size("shadow.max_capture", x)
+        if (x := shadow.pop("breaker_failures")) is not None:
+            out["shadow_breaker_failures"] = _positive_int("shadow.breaker_failures", x)
+        if (x := shadow.pop("breaker_open_for")) is not None:
+            out["shadow_breaker_open_for"] = parse_duration("shadow.breaker_open_for", x)
         shadow.finish()
     if (v := top.pop("methods")) is not None:
         out["methods"] = _methods(_table("methods", v))

@@ -1,0 +1,137 @@
+"""The shadow breaker stops mirroring to a failing BK, counts it, and probes its way back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from comparators import Verdict
+from shim._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from shim.metrics import Counters
+from shim.testing import running_shim
+from tests.backends import scripted_server
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_failures_in_a_row_and_probes_once() -> None:
+    """Three failures in a row open it; after open_for one probe goes through; its success closes it."""
+    counters, clock = Counters(), Clock()
+    breaker = Breaker(counters, failures=3, open_for=10.0, clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.record(ok=False)
+    breaker.record(ok=True)  # a success resets the count
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.record(ok=False)
+    assert breaker.state == OPEN
+    assert not breaker.allow()
+    clock.now = 9.9
+    assert not breaker.allow()
+    clock.now = 10.0
+    assert breaker.allow()  # the probe
+    assert breaker.state == HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.record(ok=True)
+    assert breaker.state == CLOSED
+    assert breaker.allow()
+    assert (
+        counters.get("breaker_open"),
+        counters.get("breaker_half_open"),
+        counters.get("breaker_closed"),
+    ) == (1, 1, 1)
+
+
+def test_a_failed_probe_opens_the_breaker_again() -> None:
+    """A probe BK does not answer reopens the breaker for another open_for."""
+    clock = Clock()
+    breaker = Breaker(Counters(), failures=1, open_for=5.0, clock=clock)
+    breaker.record(ok=False)
+    clock.now = 5.0
+    assert breaker.allow()
+    breaker.record(ok=False)
+    assert breaker.state == OPEN
+    clock.now = 9.0
+    assert not breaker.allow()
+
+
+async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are_exact() -> None:
+    """With BK unreachable, after `failures` shadow errors calls are not mirrored; BK back, a probe closes it."""
+
+    async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        return [b"re:" + r async for r in requests]
+
+    bank = await scripted_server(echo)
+    gone = await scripted_server(echo)
+    port = gone.port
+    await gone.stop()  # BK is down
+    revived = None
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                f"127.0.0.1:{port}",
+                shadow_breaker_failures=3,
+                shadow_breaker_open_for=0.0,  # the call after an opening is a probe
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            say = channel.unary_unary("/echo.Echo/Say")
+            for i in range(3):
+                assert await say(f"{i}".encode()) == f"re:{i}".encode()
+                await shim.drain()  # each failure is known before the next call
+            failures = await sink.wait_for(3)
+            assert [c.verdict for c in failures] == [Verdict.SHADOW_ERROR] * 3
+            assert shim.dispatcher is not None and shim.dispatcher.breaker.state == OPEN
+            revived = await scripted_server(echo, port=port)  # BK is back
+            await asyncio.wait_for(shim.dispatcher.channel.channel_ready(), timeout=10)
+            assert await say(b"probe") == b"re:probe"
+            await shim.drain()
+            comparisons = await sink.wait_for(4)
+            assert comparisons[3].verdict is Verdict.MATCH
+            assert shim.dispatcher.breaker.state == CLOSED
+            assert shim.counters.get("breaker_open") == 1
+            assert shim.counters.get("breaker_closed") == 1
+    finally:
+        await bank.stop()
+        if revived is not None:
+            await revived.stop()
+
+
+async def test_calls_refused_by_an_open_breaker_are_recorded_as_not_mirrored() -> None:
+    """While the breaker is open each call is answered and its exchange says why it was not mirrored."""
+
+    async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        return [b"re:" + r async for r in requests]
+
+    bank = await scripted_server(echo)
+    gone = await scripted_server(echo)
+    await gone.stop()
+    try:
+        async with (
+            running_shim(
+                bank.address, gone.address, shadow_breaker_failures=1, shadow_breaker_open_for=3600.0
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            say = channel.unary_unary("/echo.Echo/Say")
+            assert await say(b"first") == b"re:first"
+            await shim.drain()
+            for i in range(4):
+                assert await say(f"{i}".encode()) == f"re:{i}".encode()
+            comparisons = await sink.wait_for(5)
+            assert shim.counters.get("shadow_breaker_skipped") == 4
+    finally:
+        await bank.stop()
+    refused = [c for c in comparisons if c.verdict is Verdict.SKIPPED]
+    assert len(refused) == 4
+    assert all("breaker is open" in c.reason for c in refused)

@@ -65,7 +65,7 @@ def test_a_failed_probe_opens_the_breaker_again() -> None:
 
 
 async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are_exact() -> None:
-    """With BK unreachable, after `failures` shadow errors calls are not mirrored; BK back, a probe closes it."""
+    """BK down: after `failures` shadow errors the breaker opens; BK back: a probe closes it."""
 
     async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
         return [b"re:" + r async for r in requests]
@@ -91,7 +91,8 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
                 await shim.drain()  # each failure is known before the next call
             failures = await sink.wait_for(3)
             assert [c.verdict for c in failures] == [Verdict.SHADOW_ERROR] * 3
-            assert shim.dispatcher is not None and shim.dispatcher.breaker.state == OPEN
+            assert shim.dispatcher is not None
+            assert shim.dispatcher.breaker.state == OPEN
             revived = await scripted_server(echo, port=port)  # BK is back
             await asyncio.wait_for(shim.dispatcher.channel.channel_ready(), timeout=10)
             assert await say(b"probe") == b"re:probe"

@@ -5,7 +5,8 @@ the shim, so it can be tested, reused and run in worker threads or processes
 on its own.
 """
 
-from comparators._compare import compare, diff_values, format_path
+from comparators._compare import compare
+from comparators._diff import diff_values, format_path
 from comparators._model import (
     STATUS_NAMES,
     Comparison,

@@ -22,6 +22,7 @@ from typing import Any
 from google.protobuf import any_pb2, message, unknown_fields
 from google.protobuf.descriptor import Descriptor
 
+from comparators._diff import diff_values
 from comparators._model import Difference, DiffKind
 from comparators._normalise import to_python, unknown_values
 from comparators.descriptors import DescriptorRegistry
@@ -313,9 +314,16 @@ class Walker:
         if left == right:
             return
         for key in sorted(set(left) | set(right)):
-            if left.get(key) != right.get(key):
-                sub = f"{path}.{key}" if path else key
-                self.out.append(Difference(sub, DiffKind.UNKNOWN_FIELD, left.get(key), right.get(key)))
+            bank_value, bk_value = left.get(key), right.get(key)
+            if bank_value == bk_value:
+                continue
+            sub = f"{path}.{key}" if path else key
+            if isinstance(bank_value, dict) and isinstance(bk_value, dict):
+                # no descriptor to walk a group by: deepdiff explains it, field by field
+                for diff in diff_values(bank_value, bk_value, sub):
+                    self.out.append(Difference(diff.path, DiffKind.UNKNOWN_FIELD, diff.bank, diff.bk))
+            else:
+                self.out.append(Difference(sub, DiffKind.UNKNOWN_FIELD, bank_value, bk_value))
 
 
 _CURRENCY_FIELDS = ("currency_code", "currency")

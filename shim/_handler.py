@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -256,5 +255,3 @@ async def _pump(requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror:
         mirror.close_requests()
     await _grpc_compat.close_sending(call)
 
-
-HandlerFactory = Callable[[], Awaitable[None]]

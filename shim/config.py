@@ -93,7 +93,6 @@ class Config:
     diff_log: str = "-"
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -340,8 +340,8 @@ def test_normalisation_of_numbers_maps_wrappers_and_enums(
         pytest.param(
             b"\xfb\x06\x08\x05\xfc\x06",
             b"\xfb\x06\x08\x06\xfc\x06",
-            [("#111", DiffKind.UNKNOWN_FIELD, {"#1": 5}, {"#1": 6})],
-            id="unknown-group-as-a-whole",
+            [("#111.#1", DiffKind.UNKNOWN_FIELD, 5, 6)],
+            id="unknown-group-field-by-field",
         ),
         pytest.param(
             b"\xf8\x06\x07\xf0\x06\x01",
@@ -355,7 +355,7 @@ def test_unknown_fields_are_kept_under_their_number(
     bank_tail: bytes, bk_tail: bytes, expected: list[Row]
 ) -> None:
     """Fields the descriptor does not know are `unknown-field` differences at "#<number>", never dropped;
-    a group is reported at its number as a whole."""
+    inside an unknown group, field by field ("#111.#1")."""
     known = pb.Trade(trade_id="T1").SerializeToString()
     comparison = compare(exchange(POST_TRADE, answer(known + bank_tail), answer(known + bk_tail)), REGISTRY)
     assert _rows(comparison) == expected

@@ -254,4 +254,3 @@ async def _pump(requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror:
     if mirror is not None:
         mirror.close_requests()
     await _grpc_compat.close_sending(call)
-

@@ -14,7 +14,9 @@ calls it must follow are done:
 A call with several keys follows the earlier calls of each. Since a call only
 ever waits for calls that entered before it, no two calls wait for each other:
 there is no deadlock. A ticket must be released when its call is over (or
-given up), whatever happened, or its keys stay blocked.
+given up), whatever happened, or its keys stay blocked. A call given up before
+its turn still holds the calls behind it until the calls it followed are done:
+waiting is transitive, so those calls must not overtake them.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class _Lane:
 class Ticket:
     """One call's place in the lanes."""
 
-    __slots__ = ("_after", "_done", "_lanes", "keys")
+    __slots__ = ("_after", "_done", "_lanes", "_released", "keys")
 
     def __init__(self, lanes: Lanes, keys: tuple[str, ...], after: list[asyncio.Future[None]]) -> None:
         self._lanes = lanes
         self.keys = keys
         self._after = after
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._released = False
 
     @property
     def waiting_for(self) -> int:
@@ -56,7 +59,26 @@ class Ticket:
                 await asyncio.shield(future)
 
     def release(self) -> None:
-        """The call is over: the calls that follow it may go."""
+        """The call is over (or given up): the calls behind it may go once the calls it follows are done."""
+        if self._released:
+            return
+        self._released = True
+        pending = [future for future in self._after if not future.done()]
+        if not pending:
+            self._finish()
+            return
+        left = len(pending)
+
+        def one_done(_: asyncio.Future[None]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                self._finish()
+
+        for future in pending:
+            future.add_done_callback(one_done)
+
+    def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
             self._lanes._forget(self)

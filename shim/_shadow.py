@@ -136,6 +136,9 @@ class Mirror:
         asyncio.get_running_loop().call_soon(self._admit, first)
 
     def _admit(self, first: bytes | None) -> None:
+        if self.task.done():  # over already (cancelled before its turn came): nothing to order
+            self._admitted.set()
+            return
         dispatcher = self._dispatcher
         keys = dispatcher.router.keys(self.method, first) if dispatcher.router is not None else ()
         if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):

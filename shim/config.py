@@ -97,6 +97,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if not 0.0 <= self.sampling_reads <= 1.0:
+            raise ConfigError(f"sampling.reads: {self.sampling_reads!r} is not a share between 0 and 1")
         if self.comparison_executor not in ("process", "thread"):
             raise ConfigError(
                 f"comparison.executor: {self.comparison_executor!r} is not one of process, thread"

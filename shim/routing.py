@@ -53,7 +53,7 @@ class Router:
 
     def _validate(self) -> None:
         for method, settings in self._methods.items():
-            where = f"methods.{method.lstrip('/')!r}"
+            where = f'methods."{method.lstrip("/")}"'
             if self._registry is None:
                 if settings.key:
                     raise ConfigError(f"{where}: a routing key needs descriptors (--descriptor-set)")
@@ -63,7 +63,8 @@ class Router:
                 raise ConfigError(f"{where}: unknown method (not in the descriptors)")
             for path in settings.key:
                 if not self._field_path_exists(info.input_type, path):
-                    raise ConfigError(f"{where}: key {path!r} names no field of {info.input_type}")
+                    kind = "holding a string or a number"
+                    raise ConfigError(f"{where}: key {path!r} names no field of {info.input_type} {kind}")
 
     def _field_path_exists(self, type_name: str, path: str) -> bool:
         assert self._registry is not None
@@ -72,7 +73,7 @@ class Router:
             if desc is None or part not in desc.fields_by_name:
                 return False
             desc = desc.fields_by_name[part].message_type
-        return True
+        return desc is None  # a key is a value (a string, a number), not a message
 
     def settings(self, method: str) -> MethodSettings:
         return self._methods.get(method, _DEFAULT)

@@ -120,14 +120,7 @@ class Walker:
         if name == _ANY:
             self._any(bank, bk, name, path)  # type: ignore[arg-type]
             return
-        left, right = bank.ListFields(), bk.ListFields()  # set fields, by field number
-        prefix = f"{path}." if path else ""
-        if [fd for fd, _ in left] == [fd for fd, _ in right]:  # the same fields set: pair them up
-            for (fd, bank_value), (_, bk_value) in zip(left, right, strict=True):
-                if bank_value != bk_value:  # NaN too: _both tells it apart
-                    self._both(fd, prefix, bank_value, bk_value)
-        else:
-            self._merge(left, right, prefix)
+        _compiled(desc)(self, bank, bk, f"{path}." if path else "")
         self._unknown(bank, bk, path)
 
     def _both(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
@@ -160,29 +153,6 @@ class Walker:
             self.out.append(Difference(prefix + field_name, _CHANGED, left_leaf, right_leaf, name))
         else:
             self._field(fd, target, prefix + field_name, bank_value, bk_value)
-
-    def _merge(self, left: Sequence[tuple[Any, Any]], right: Sequence[tuple[Any, Any]], prefix: str) -> None:
-        """Fields of two messages, by field number, when one side sets fields the other does not."""
-        i = j = 0
-        n_left, n_right = len(left), len(right)
-        while i < n_left and j < n_right:
-            fd_left, bank_value = left[i]
-            fd_right, bk_value = right[j]
-            if fd_left is fd_right:
-                i += 1
-                j += 1
-                if bank_value != bk_value:  # NaN too: _both tells it apart
-                    self._both(fd_left, prefix, bank_value, bk_value)
-            elif fd_left.number < fd_right.number:
-                i += 1
-                self._one_side(fd_left, prefix, bank_value, _MISSING)
-            else:
-                j += 1
-                self._one_side(fd_right, prefix, _MISSING, bk_value)
-        for fd, bank_value in left[i:]:
-            self._one_side(fd, prefix, bank_value, _MISSING)
-        for fd, bk_value in right[j:]:
-            self._one_side(fd, prefix, _MISSING, bk_value)
 
     def _one_side(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
         field_name, target, shape = _FIELD_INFO.get(fd) or _field_info(fd)
@@ -352,7 +322,6 @@ def money(msg: message.Message) -> str | None:
     return f"{currency} {amount}".strip()
 
 
-_FIELDS: dict[Any, tuple[tuple[Any, str, str, object], ...]] = {}
 _FIELD_INFO: dict[Any, tuple[str, str, object]] = {}
 _MAPS: dict[Any, bool] = {}
 # the shape of a field, for the walk's fast paths
@@ -367,16 +336,65 @@ def _shape(fd: Any) -> object:
     return _TIME if fd.message_type.full_name in _TIME_TYPES else _OTHER
 
 
-def _fields_of(desc: Any) -> tuple[tuple[Any, str, str, object], ...]:
-    """(field, name, "package.Message.field", shape) for each field of a type, in declaration order.
+_COMPILED: dict[Any, Any] = {}
 
-    Computed once per message type: reading descriptors is slow next to the rest of a walk.
+
+def _compiled(desc: Any) -> Any:
+    """A function comparing two messages of one type field by field, made once per type.
+
+    It reads each field as an attribute (no ListFields, no loop over field
+    tuples): a field set on one side only becomes _one_side, a field set on
+    both with different values _both, as the generic walk would decide.
+    An implicit-presence scalar counts as set when it is not its default.
     """
-    fields = _FIELDS.get(desc)
-    if fields is None:
-        fields = tuple((fd, fd.name, f"{desc.full_name}.{fd.name}", _shape(fd)) for fd in desc.fields)
-        _FIELDS[desc] = fields
-    return fields
+    walk = _COMPILED.get(desc)
+    if walk is not None:
+        return walk
+    lines = ["def walk(self, a, b, prefix):"]
+    scope: dict[str, Any] = {"MISSING": _MISSING}
+    for index, fd in enumerate(desc.fields):
+        name = fd.name
+        scope[f"fd{index}"] = fd
+        if not fd.has_presence:
+            lines.append(f"    x = a.{name}; y = b.{name}")
+        if fd.is_repeated:  # repeated and map fields: set when not empty
+            lines += [
+                "    if x != y:",
+                "        if len(x) and len(y):",
+                f"            self._both(fd{index}, prefix, x, y)",
+                "        elif len(x):",
+                f"            self._one_side(fd{index}, prefix, x, MISSING)",
+                "        else:",
+                f"            self._one_side(fd{index}, prefix, MISSING, y)",
+            ]
+        elif fd.has_presence:  # messages, optional scalars, oneof members
+            lines += [
+                f"    hx = a.HasField({name!r}); hy = b.HasField({name!r})",
+                "    if hx and hy:",
+                f"        x = a.{name}; y = b.{name}",
+                "        if x != y:",
+                f"            self._both(fd{index}, prefix, x, y)",
+                "    elif hx:",
+                f"        self._one_side(fd{index}, prefix, a.{name}, MISSING)",
+                "    elif hy:",
+                f"        self._one_side(fd{index}, prefix, MISSING, b.{name})",
+            ]
+        else:  # an implicit-presence scalar: its default means unset
+            scope[f"d{index}"] = fd.default_value
+            lines += [
+                "    if x != y:",
+                f"        if x == d{index} and x == x:",
+                f"            self._one_side(fd{index}, prefix, MISSING, y)",
+                f"        elif y == d{index} and y == y:",
+                f"            self._one_side(fd{index}, prefix, x, MISSING)",
+                "        else:",
+                f"            self._both(fd{index}, prefix, x, y)",
+            ]
+    if len(lines) == 1:
+        lines.append("    pass")
+    exec("\n".join(lines), scope)  # code made from the descriptors, never from input
+    walk = _COMPILED[desc] = scope["walk"]
+    return walk
 
 
 def _field_info(fd: Any) -> tuple[str, str, object]:

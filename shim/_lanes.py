@@ -7,9 +7,10 @@ calls it must follow are done:
 - a write follows every earlier call (read or write) on each of its keys;
 - a read follows the earlier writes on each of its keys, so reads between two
   writes run concurrently, and the next write waits for them;
-- a call without a key is ordered against every keyed call: an unkeyed write
-  follows everything earlier and everything later follows it; an unkeyed read
-  follows earlier unkeyed writes.
+- a call without a key may touch any key, so it counts as a call on every
+  key: an unkeyed write follows everything earlier and everything later
+  follows it; an unkeyed read (a listing of all accounts, say) follows every
+  earlier write, keyed or not, and every later write follows it.
 
 A call with several keys follows the earlier calls of each. Since a call only
 ever waits for calls that entered before it, no two calls wait for each other:
@@ -24,8 +25,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-_EVERYTHING = "\x00every key"  # the lane unkeyed calls take as writers and keyed calls as readers
-
 
 class _Lane:
     __slots__ = ("last_write", "readers")
@@ -33,6 +32,28 @@ class _Lane:
     def __init__(self) -> None:
         self.last_write: asyncio.Future[None] | None = None
         self.readers: set[asyncio.Future[None]] = set()
+
+
+class _Everything:
+    """What unkeyed calls must be ordered against: every call in flight, by kind."""
+
+    __slots__ = ("keyed_reads", "keyed_writes", "last_write", "unkeyed_reads")
+
+    def __init__(self) -> None:
+        self.last_write: asyncio.Future[None] | None = None  # the last unkeyed write
+        self.keyed_writes: set[asyncio.Future[None]] = set()
+        self.keyed_reads: set[asyncio.Future[None]] = set()
+        self.unkeyed_reads: set[asyncio.Future[None]] = set()
+
+    def empty(self) -> bool:
+        return (self.last_write is None or self.last_write.done()) and not (
+            self.keyed_writes or self.keyed_reads or self.unkeyed_reads
+        )
+
+    def discard(self, done: asyncio.Future[None]) -> None:
+        self.keyed_writes.discard(done)
+        self.keyed_reads.discard(done)
+        self.unkeyed_reads.discard(done)
 
 
 class Ticket:
@@ -87,25 +108,43 @@ class Ticket:
 class Lanes:
     def __init__(self) -> None:
         self._lanes: dict[str, _Lane] = {}
+        self._everything = _Everything()
 
     def __len__(self) -> int:
-        """Keys with calls in them (for tests and metrics)."""
-        return len(self._lanes)
+        """Keys with calls in them, the unkeyed calls counting as one (for tests and metrics)."""
+        return len(self._lanes) + (0 if self._everything.empty() else 1)
 
     def enter(self, keys: Iterable[str], write: bool) -> Ticket:
         """A ticket for a call on `keys` (none: unkeyed), placed after the calls it must follow."""
         keys = tuple(dict.fromkeys(k for k in keys if k))  # distinct, in order
         after: list[asyncio.Future[None]] = []
         ticket = Ticket(self, keys, after)
-        # keyed: their own lanes, and the every-key lane as a reader; unkeyed: the every-key lane
-        plan = [(key, write) for key in keys] + [(_EVERYTHING, False)] if keys else [(_EVERYTHING, write)]
-        for key, as_writer in plan:
+        every = self._everything
+        pending = [f for f in (every.last_write,) if f is not None and not f.done()]
+        if not keys:  # a call on every key
+            pending += every.keyed_writes
+            if write:
+                pending += every.keyed_reads
+                pending += every.unkeyed_reads
+                every.last_write = ticket._done
+                every.keyed_writes, every.keyed_reads, every.unkeyed_reads = set(), set(), set()
+            else:
+                every.unkeyed_reads.add(ticket._done)
+            after.extend(f for f in pending if not f.done())
+            return ticket
+        if write:
+            pending += every.unkeyed_reads
+            every.keyed_writes.add(ticket._done)
+        else:
+            every.keyed_reads.add(ticket._done)
+        after.extend(f for f in pending if not f.done())
+        for key in keys:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
             if lane.last_write is not None and not lane.last_write.done():
                 after.append(lane.last_write)
-            if as_writer:
+            if write:
                 after.extend(r for r in lane.readers if not r.done())
                 lane.last_write = ticket._done
                 lane.readers = set()
@@ -115,7 +154,8 @@ class Lanes:
 
     def _forget(self, ticket: Ticket) -> None:
         """Drop lanes with nothing left in them, so that keys do not pile up."""
-        for key in (*ticket.keys, _EVERYTHING):
+        self._everything.discard(ticket._done)
+        for key in ticket.keys:
             lane = self._lanes.get(key)
             if lane is None:
                 continue

@@ -32,7 +32,7 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     assert "by the planted bug in BK that explains them" in result.stdout
     assert "not seen" not in result.stdout
     assert "unexplained: 0 calls" in result.stdout

@@ -118,25 +118,31 @@ async def test_an_unkeyed_write_is_a_barrier_both_ways() -> None:
         ticket.release()
     assert _ready(barrier, *later) == [True, False, False, False]
     barrier.release()
-    assert _ready(*later) == [True, True, True]
+    assert _ready(*later) == [True, True, False]  # the unkeyed read also follows the write on c
+    later[1].release()
+    assert _ready(later[2]) == [True]
 
 
-async def test_unkeyed_reads_follow_only_unkeyed_writes() -> None:
-    """An unkeyed read waits for an earlier unkeyed write, not for keyed calls; keyed calls not for it."""
+async def test_an_unkeyed_read_is_a_read_on_every_key() -> None:
+    """An unkeyed read (a listing) waits for every earlier write, keyed or not; later writes wait for it."""
     lanes = Lanes()
     keyed = lanes.enter(["a"], WRITE)
+    keyed_read = lanes.enter(["b"], READ)
     read = lanes.enter([], READ)
-    keyed_after = lanes.enter(["a"], WRITE)
-    assert _ready(keyed, read) == [True, True]
-    assert keyed_after.waiting_for == 1  # the keyed write before it, not the unkeyed read
-    write = lanes.enter([], WRITE)
-    read_after = lanes.enter([], READ)
-    assert read_after.waiting_for == 1
-    for ticket in (keyed, read, keyed_after):
+    keyed_after = lanes.enter(["c"], WRITE)
+    read_after = lanes.enter(["a"], READ)
+    assert read.waiting_for == 1  # the keyed write on a; reads do not wait for reads
+    assert keyed_after.waiting_for == 1  # the unkeyed read
+    assert read_after.waiting_for == 1  # the keyed write on a, not the unkeyed read
+    keyed.release()
+    keyed_read.release()
+    assert _ready(read, read_after) == [True, True]
+    assert _ready(keyed_after) == [False]
+    read.release()
+    assert _ready(keyed_after) == [True]
+    for ticket in (keyed_after, read_after):
         ticket.release()
-    assert _ready(write, read_after) == [True, False]
-    write.release()
-    assert _ready(read_after) == [True]
+    assert len(lanes) == 0
 
 
 async def test_crossed_multi_key_orders_do_not_deadlock() -> None:
@@ -210,13 +216,9 @@ Call = tuple[frozenset[str], bool]  # (keys, write)
 def _conflict(earlier: Call, later: Call) -> bool:
     """Whether `later` must follow `earlier`, as the lanes' docstring says."""
     (earlier_keys, earlier_write), (later_keys, later_write) = earlier, later
-    if not earlier_keys and earlier_write:
-        return True  # everything later follows an unkeyed write
-    if not later_keys and later_write:
-        return True  # an unkeyed write follows everything earlier
-    if not earlier_keys or not later_keys:
-        return False  # an unkeyed read only follows unkeyed writes; keyed calls do not follow it
-    return bool(earlier_keys & later_keys) and (earlier_write or later_write)
+    # an unkeyed call is a call on every key
+    share = not earlier_keys or not later_keys or bool(earlier_keys & later_keys)
+    return share and (earlier_write or later_write)
 
 
 def _done(calls: Sequence[Call], released: Sequence[bool]) -> list[bool]:
@@ -278,8 +280,9 @@ def test_lanes_agree_with_the_reference_under_any_release_schedule(
         pytest.param((frozenset("a"), WRITE), (frozenset("b"), WRITE), False, id="other-key"),
         pytest.param((frozenset(), WRITE), (frozenset("b"), READ), True, id="after-unkeyed-write"),
         pytest.param((frozenset("b"), READ), (frozenset(), WRITE), True, id="unkeyed-write-after"),
-        pytest.param((frozenset(), READ), (frozenset("b"), WRITE), False, id="keyed-after-unkeyed-read"),
-        pytest.param((frozenset("b"), WRITE), (frozenset(), READ), False, id="unkeyed-read-after-keyed"),
+        pytest.param((frozenset(), READ), (frozenset("b"), WRITE), True, id="keyed-write-after-unkeyed-read"),
+        pytest.param((frozenset("b"), WRITE), (frozenset(), READ), True, id="unkeyed-read-after-keyed-write"),
+        pytest.param((frozenset("b"), READ), (frozenset(), READ), False, id="unkeyed-read-after-keyed-read"),
     ],
 )
 async def test_two_calls_wait_as_the_reference_says(earlier: Call, later: Call, follows: bool) -> None:

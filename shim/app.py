@@ -69,6 +69,7 @@ class Shim:
         self._sinks = list(sinks)
         self._server: aio.Server | None = None
         self._channels: list[aio.Channel] = []
+        self._upstreams: list[tuple[Upstream, aio.Channel]] = []
         self.pipeline: ComparisonPipeline | None = None
         self.dispatcher: ShadowDispatcher | None = None
         self.port = 0
@@ -82,6 +83,7 @@ class Shim:
         config = self.config
         primary = _channel(config.bank, config)
         self._channels.append(primary)
+        self._upstreams.append((config.bank, primary))
         shadow_upstream = config.shadow
         if shadow_upstream is not None:
             self.pipeline = ComparisonPipeline(
@@ -100,6 +102,7 @@ class Shim:
             )
             shadow_channel = _channel(shadow_upstream, config)
             self._channels.append(shadow_channel)
+            self._upstreams.append((shadow_upstream, shadow_channel))
             self.dispatcher = ShadowDispatcher(
                 shadow_channel,
                 self.pipeline.submit,
@@ -149,6 +152,19 @@ class Shim:
         await self._close_channels()
         if self.pipeline is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
+
+    async def unreachable_upstreams(self, within: float = 3.0) -> list[Upstream]:
+        """The upstreams the shim could not connect to within `within` seconds (it goes on trying)."""
+
+        async def reachable(channel: aio.Channel) -> bool:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), timeout=within)
+            except TimeoutError:
+                return False
+            return True
+
+        found = await asyncio.gather(*(reachable(channel) for _, channel in self._upstreams))
+        return [upstream for (upstream, _), ok in zip(self._upstreams, found, strict=True) if not ok]
 
     async def _close_channels(self) -> None:
         for channel in self._channels:

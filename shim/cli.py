@@ -160,7 +160,21 @@ async def _serve(config: config_mod.Config) -> int:
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
     )
+
+    async def warn_unreachable() -> None:
+        for upstream in await shim.unreachable_upstreams():
+            log.warning(
+                "upstream not reachable",
+                upstream=upstream.name,
+                target=upstream.target,
+                consequence="calls to it fail with UNAVAILABLE until it is; the shim keeps trying"
+                if upstream.name == config.bank.name
+                else "mirrored calls are recorded as shadow errors until it is; the shim keeps trying",
+            )
+
+    check = loop.create_task(warn_unreachable(), name="upstream reachability check")
     await stop.wait()
+    check.cancel()
     log.info("stopping", grace_period=config.grace_period)
     await shim.stop()
     log.info("stopped", calls=shim.counters.get("calls"))

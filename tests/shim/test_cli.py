@@ -336,3 +336,29 @@ def test_failing_to_start_exits_2_with_one_line(
     assert line.startswith("shim: error: ")
     assert says in line
     assert done.stdout == ""
+
+
+async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() -> None:
+    """With Bank down at start the shim still serves, warns once naming Bank, and answers UNAVAILABLE."""
+    gone = await serve("bank")
+    await gone.stop(None)  # its port is closed now
+    async with shim_serving("--listen", "127.0.0.1:0", "--bank", gone.address, "--mode", "bank") as (
+        shim,
+        ready,
+    ):
+        warning = json.loads(await shim.next_line())  # the check gives up after a few seconds
+        assert (warning["event"], warning["level"], warning["upstream"], warning["target"]) == (
+            "upstream not reachable",
+            "warning",
+            "bank",
+            gone.address,
+        )
+        async with grpc.aio.insecure_channel(ready["listen"]) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.LedgerStub(channel).GetBalance(
+                    pb.GetBalanceRequest(account_id="A1"), timeout=CALL_TIMEOUT
+                )
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    assert [e["event"] for e in shim.events()] == ["ready", "upstream not reachable", "stopping", "stopped"]

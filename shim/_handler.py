@@ -68,17 +68,17 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         if info is not None and info.unary:
             strict = is_write and self._router.strict(method)
             return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write, strict).handle)
-        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write, unary=False).handle)
+        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write).handle)
 
     def mirror(
-        self, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool, unary: bool
+        self, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool
     ) -> tuple[Mirror | None, str]:
         """A mirror for this call; or why a call that should have had one has none ("" when none is due)."""
         self._counters.inc("calls", method)
         dispatcher = self._route.shadow
         if dispatcher is None:
             return None, ""
-        return dispatcher.start(method, metadata, timeout, is_write, unary)
+        return dispatcher.start(method, metadata, timeout, is_write)
 
     def record_unmirrored(
         self, method: str, primary: Outcome, is_write: bool, started_at: float, why: str
@@ -142,7 +142,7 @@ class _UnaryCall:
         started_at = time.time()
         started = time.perf_counter()
         call = proxy.primary.unary_unary(method)(request, metadata=metadata, timeout=timeout)
-        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write, unary=True)
+        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
         if mirror is not None:
             mirror.feed(request)
             mirror.close_requests()
@@ -182,11 +182,10 @@ class _UnaryCall:
 class _StreamCall:
     """Any call kind, as a stream of requests and a stream of answers."""
 
-    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool, unary: bool) -> None:
+    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool) -> None:
         self._proxy = proxy
         self._method = method
         self._is_write = is_write
-        self._unary = unary
 
     async def handle(self, requests: Any, context: aio.ServicerContext[bytes, bytes]) -> None:
         proxy, method = self._proxy, self._method
@@ -195,7 +194,7 @@ class _StreamCall:
         started_at = time.time()
         started = time.perf_counter()
         call = proxy.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
-        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write, unary=False)
+        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
         pump = asyncio.get_running_loop().create_task(
             _pump(requests, call, mirror), name=f"request pump {method}"
         )

@@ -64,14 +64,12 @@ class Mirror:
         metadata: tuple[Any, ...],
         client_timeout: float | None,
         is_write: bool,
-        unary: bool,
     ) -> None:
         self._dispatcher = dispatcher
         self.method = method
         self._metadata = metadata
         self._client_timeout = client_timeout
         self.is_write = is_write
-        self._unary = unary
         self.started_at = time.time()
         self.keys: tuple[str, ...] = ()
         self.capture = Capture(dispatcher.max_capture)
@@ -359,7 +357,6 @@ class ShadowDispatcher:
         metadata: tuple[Any, ...],
         client_timeout: float | None,
         is_write: bool,
-        unary: bool,
     ) -> tuple[Mirror | None, str]:
         """A mirror for a call, or none and why."""
         if len(self._live) >= self.max_in_flight:
@@ -368,7 +365,7 @@ class ShadowDispatcher:
         if not self.breaker.allow():
             self.counters.inc("shadow_breaker_skipped", method)
             return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
-        mirror = Mirror(self, method, metadata, client_timeout, is_write, unary)
+        mirror = Mirror(self, method, metadata, client_timeout, is_write)
         self._live.add(mirror)
         self._idle.clear()
         return mirror, ""

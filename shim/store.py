@@ -1,0 +1,618 @@
+"""A small durable store for the state that shim replicas share.
+
+It holds two things:
+
+- id pairs: which Bank id and which BK id name the same thing, per kind of id
+  ("trade", ...). Each side is unique within a kind, and the first pair learned
+  wins: a later pair that conflicts on either side is ignored.
+- keys out of step: routing keys for which a write reached one side only, with
+  the earliest such write. `resync()` clears them once they agree again.
+
+Engines, one schema:
+
+- SQLite, the embedded default: one file in WAL mode (synchronous=NORMAL, so a
+  commit survives a crash of the shim but maybe not of the machine), or
+  ":memory:" where nothing persists. Another process (the CLI) may open the
+  same file at the same time.
+- PostgreSQL, for a fleet of replicas sharing one database, through psycopg 3.
+
+URL forms given to `Store.open`:
+
+    postgresql://user:password@host:5432/db   (or postgres://...; libpq's query
+                                               parameters too, e.g. ?options=...)
+    sqlite:///abs/path/shim.db                 an absolute file
+    sqlite:state/shim.db or state/shim.db      a file relative to `base`, else the cwd
+    :memory:                                   SQLite in memory
+
+Threading: each Store has one worker thread that owns its connection and takes
+jobs from a FIFO queue. The async methods put a job there and await its answer,
+so the event loop never waits on the database. `put_pairs` and
+`mark_out_of_step` only enqueue: they never block and never raise. Writes
+enqueued before `start()` are committed once it has connected; after `close()`
+they are ignored. The worker is a daemon thread: `close()` before exiting.
+
+Batching and durability: the worker takes every job queued at once; writes
+next to each other are committed in one transaction (one batch). A write
+enqueued is committed within one batch; `flush()` waits for it, and a read
+enqueued after a write sees it. A batch that fails (the database is gone) is
+logged, counted in `write_errors` and dropped; the worker goes on, and on
+PostgreSQL reconnects at the next job. A read that fails raises StoreError.
+
+Schema: the table shim_schema holds the version; `MIGRATIONS[i]` brings it
+from version i to i + 1. `start()` applies the missing ones in one transaction
+(on PostgreSQL under an advisory lock, so that replicas starting together do
+not race; on SQLite under BEGIN IMMEDIATE) and refuses a database newer than
+this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import psycopg
+import psycopg.conninfo
+import structlog
+
+from shim.errors import ShimError
+
+T = TypeVar("T")
+
+# Portable SQL (SQLite and PostgreSQL), with ? for parameters. Entry i brings the
+# schema from version i to i + 1; never change an entry once released, add one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE id_pairs ("
+        " kind TEXT NOT NULL, bank_id TEXT NOT NULL, bk_id TEXT NOT NULL,"
+        " owner TEXT NOT NULL DEFAULT '', learned_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (kind, bank_id))",
+        "CREATE UNIQUE INDEX id_pairs_bk ON id_pairs (kind, bk_id)",
+        "CREATE INDEX id_pairs_learned_at ON id_pairs (learned_at)",
+        "CREATE TABLE out_of_step ("
+        " key TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL,"
+        " method TEXT NOT NULL, reason TEXT NOT NULL)",
+    ),
+]
+
+_ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
+_CHUNK = 500  # values per IN (...) list, well under every engine's limit
+_SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
+_FORMS = (
+    "postgresql://..., postgres://..., sqlite:///abs/path.db, sqlite:rel/path.db, a plain path, or :memory:"
+)
+
+_PAIR_COLUMNS = "kind, bank_id, bk_id, owner, learned_at"
+_INSERT_PAIR = f"INSERT INTO id_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_INSERT_MARK = (
+    "INSERT INTO out_of_step (key, since, method, reason) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET since = excluded.since, method = excluded.method,"
+    " reason = excluded.reason WHERE excluded.since < out_of_step.since"
+)
+_SIDES = {"bank": "bank_id", "bk": "bk_id"}
+
+
+@dataclass(frozen=True, slots=True)
+class IdPair:
+    """A Bank id and the BK id that names the same thing."""
+
+    kind: str  # an id kind, e.g. "trade"
+    bank_id: str
+    bk_id: str
+    owner: str = ""  # the routing key of the thing the id names ("" when unknown)
+    learned_at: float = 0.0  # unix time; put_pairs stamps 0.0 with the time it was enqueued
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfStep:
+    """A routing key that a write reached on one side only."""
+
+    key: str  # a routing key, or "*" for every key
+    since: float  # unix time of the first write that was missed
+    method: str  # "/pkg.Svc/Method" of that write
+    reason: str
+
+
+class StoreError(ShimError):
+    """The store failed; str(error) is one line: what failed and where."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _mask(url: str) -> str:
+    """The url with any password replaced by ***."""
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://[^/:@?#]*):[^@/?#]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+# -- engines ---------------------------------------------------------------------------------------------
+
+
+class _Db:
+    """One open connection, with its engine's ways. Used by the worker thread only."""
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        raise NotImplementedError
+
+    def begin(self, write: bool) -> None:
+        """Start a transaction; `write` when it will write (SQLite then takes the write lock at once)."""
+        raise NotImplementedError
+
+    def lock_schema(self) -> None:
+        """Within the transaction, keep other replicas from migrating at the same time."""
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def lost(self) -> bool:
+        """True when the connection is gone and the next job must reconnect."""
+        return False
+
+
+class _Sqlite(_Db):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def connect(path: Path | None) -> _Sqlite:
+        if sqlite3.sqlite_version_info < _SQLITE_MIN:
+            need = ".".join(map(str, _SQLITE_MIN))
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the store needs {need} or newer")
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(f"cannot create the directory {path.parent}: {_one_line(error)}") from None
+        # isolation_level=None: no implicit transactions, we BEGIN and COMMIT ourselves
+        conn = sqlite3.connect(":memory:" if path is None else path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            _wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return _Sqlite(conn)
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def begin(self, write: bool) -> None:
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (in memory it stays "memory"). The switch answers "database is locked" at once,
+    without waiting for busy_timeout, while another connection opens the file: retry then, for 5 s."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+class _Postgres(_Db):
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def connect(conninfo: str) -> _Postgres:
+        # defaults that the url may override: give up on an unreachable server after 10 s
+        params: dict[str, Any] = {"connect_timeout": 10, "application_name": "shim"}
+        params.update(psycopg.conninfo.conninfo_to_dict(conninfo))
+        return _Postgres(psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=False))
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        """The one place where SQLite's ? parameters become psycopg's %s."""
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._conn.cursor() as cursor:
+            cursor.execute(self._sql(sql), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(self._sql(sql), rows)
+
+    def begin(self, write: bool) -> None:
+        pass  # with autocommit off, psycopg opens the transaction at the first statement
+
+    def lock_schema(self) -> None:
+        self.run("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_LOCK,))
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def rollback(self) -> None:
+        self._conn.rollback()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def lost(self) -> bool:
+        return self._conn.closed or self._conn.broken
+
+
+def _migrate(db: _Db, url: str) -> None:
+    """Bring the schema to len(MIGRATIONS), inside the caller's transaction."""
+    db.lock_schema()
+    db.run("CREATE TABLE IF NOT EXISTS shim_schema (version INTEGER NOT NULL)")
+    rows = db.run("SELECT version FROM shim_schema")
+    if not rows:
+        db.run("INSERT INTO shim_schema (version) VALUES (0)")
+    version = max((int(row[0]) for row in rows), default=0)
+    if version > len(MIGRATIONS):
+        known = len(MIGRATIONS)
+        raise StoreError(
+            f"store {url} has schema version {version}; this shim knows up to {known}: upgrade the shim"
+        )
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            db.run(statement)
+    if version < len(MIGRATIONS):
+        db.run("UPDATE shim_schema SET version = ?", (len(MIGRATIONS),))
+
+
+# -- jobs ------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Write:
+    sql: str
+    rows: Sequence[tuple[object, ...]]
+
+
+@dataclass(slots=True)
+class _Call:
+    """Work for the worker whose answer someone awaits."""
+
+    work: Callable[[_Db], object]
+    what: str  # "read", "update", ...: for the error message
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[object]
+
+    def answer(self, result: object = None, error: BaseException | None = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_START = "open"  # the first call: connect and migrate; when it fails the worker ends
+_FLUSH = "flush"  # a call that only answers, once the writes before it are done
+_CLOSE = "close"  # the last call: the worker closes the connection and ends
+
+
+def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), _CHUNK):
+        yield unique[start : start + _CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+# -- the store -------------------------------------------------------------------------------------------
+
+
+class Store:
+    """The shim's shared state in SQLite or PostgreSQL. Make one with `Store.open(url)`, then `start()`."""
+
+    def __init__(self, url: str, connect: Callable[[], _Db]) -> None:
+        self.url = url  # as given, password masked
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Write | _Call] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: _Db | None = None  # the worker's
+        self._write_errors = 0
+        self._closed = False  # no more writes taken
+        self._closing: asyncio.Future[object] | None = None
+        self._lock = threading.Lock()
+        self._stopped = False  # the worker has ended (guarded by _lock)
+
+    @staticmethod
+    def open(url: str, base: Path | None = None) -> Store:
+        """A store for `url` (see the module docstring for the forms); it connects at `start()`."""
+        masked = _mask(url)
+        if re.match(r"postgres(ql)?://", url, flags=re.IGNORECASE):
+            try:
+                psycopg.conninfo.conninfo_to_dict(url)
+            except psycopg.Error as error:
+                raise StoreError(f"invalid store url {masked}: {_one_line(error)}") from None
+            return Store(masked, lambda: _Postgres.connect(url))
+        rest = url
+        if url.lower().startswith("sqlite:"):
+            rest = url[len("sqlite:") :]
+            if rest.startswith("//"):  # sqlite:///abs/path: an empty host, then the absolute path
+                rest = rest[2:]
+                if not rest.startswith("/"):
+                    raise StoreError(
+                        f"invalid store url {masked}: a SQLite url has no host; use one of {_FORMS}"
+                    )
+        elif re.match(r"[a-z][a-z0-9+.-]*:", url, flags=re.IGNORECASE) and url != ":memory:":
+            raise StoreError(f"unknown store url {masked}: use one of {_FORMS}")
+        if not rest:
+            raise StoreError(f"store url {masked!r} names no file: use one of {_FORMS}")
+        if rest == ":memory:":
+            return Store(masked, lambda: _Sqlite.connect(None))
+        path = Path(rest)
+        if not path.is_absolute():
+            path = (base if base is not None else Path.cwd()) / path
+        return Store(masked, lambda: _Sqlite.connect(path))
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def write_errors(self) -> int:
+        """Write batches that failed (each logged once): their writes are lost."""
+        return self._write_errors
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (making a SQLite file's directory) and bring the schema up to date."""
+        if self._thread is not None or self._closed:
+            raise StoreError(f"store {self.url} was already started: open a new one")
+        self._thread = threading.Thread(target=self._work, name="shim-store", daemon=True)
+        self._thread.start()
+        try:
+            await self._submit(lambda db: _migrate(db, self.url), _START, write=True)
+        except StoreError:
+            self._closed = True  # the worker has stopped
+            raise
+
+    async def close(self) -> None:
+        """Commit what is queued and close the connection. Writes after this are ignored."""
+        if self._closing is None:
+            self._closed = True
+            if self._thread is None:
+                return
+            try:
+                self._closing = self._call(lambda db: None, _CLOSE, write=False)
+            except StoreError:
+                return  # the worker has stopped already (it could not start)
+        with contextlib.suppress(StoreError):  # it was stopping as we asked: nothing is left open
+            await asyncio.shield(self._closing)
+
+    async def flush(self) -> None:
+        """Wait until every write enqueued before this call is committed (or its batch failed)."""
+        await self._submit(lambda db: None, _FLUSH, write=False)
+
+    # -- id pairs --------------------------------------------------------------------------------------
+
+    def put_pairs(self, pairs: Sequence[IdPair]) -> None:
+        """Learn pairs (enqueued); a pair conflicting with one already known is ignored."""
+        if self._closed or not pairs:
+            return
+        now = time.time()
+        rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
+        self._queue.put(_Write(_INSERT_PAIR, rows))
+
+    async def find_pairs(self, kind: str, side: str, values: Sequence[str]) -> list[IdPair]:
+        """The pairs of `kind` whose `side` ("bank" or "bk") id is one of `values`, in their order."""
+        column = _SIDES.get(side)
+        if column is None:
+            raise ValueError(f"side must be 'bank' or 'bk', not {side!r}")
+        if not values:
+            return []
+
+        def read(db: _Db) -> list[IdPair]:
+            found: dict[str, IdPair] = {}
+            for chunk in _chunks(values):
+                where = f"kind = ? AND {column} IN ({_marks(len(chunk))})"
+                sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE {where}"
+                for row in db.run(sql, [kind, *chunk]):
+                    pair = IdPair(*row)
+                    found[getattr(pair, column)] = pair
+            return [found[value] for value in dict.fromkeys(values) if value in found]
+
+        return await self._submit(read, "read", write=False)
+
+    async def recent_pairs(self, limit: int) -> list[IdPair]:
+        """Up to `limit` pairs, the most recently learned first."""
+        if limit <= 0:
+            return []
+        sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs ORDER BY learned_at DESC, kind, bank_id LIMIT ?"
+        return await self._submit(
+            lambda db: [IdPair(*row) for row in db.run(sql, (limit,))], "read", write=False
+        )
+
+    # -- keys out of step ------------------------------------------------------------------------------
+
+    def mark_out_of_step(self, marks: Sequence[OutOfStep]) -> None:
+        """Mark keys out of step (enqueued); a key keeps its earliest mark."""
+        if self._closed or not marks:
+            return
+        self._queue.put(_Write(_INSERT_MARK, [(m.key, m.since, m.method, m.reason) for m in marks]))
+
+    async def out_of_step(self) -> list[OutOfStep]:
+        """Every key out of step, ordered by key."""
+        sql = "SELECT key, since, method, reason FROM out_of_step ORDER BY key"
+        return await self._submit(lambda db: [OutOfStep(*row) for row in db.run(sql)], "read", write=False)
+
+    async def resync(self, keys: Sequence[str]) -> list[str]:
+        """Clear the marks of `keys`; returns those of them that were out of step, in their order."""
+        if not keys:
+            return []
+
+        def delete(db: _Db) -> list[str]:
+            gone: set[str] = set()
+            for chunk in _chunks(keys):
+                sql = f"DELETE FROM out_of_step WHERE key IN ({_marks(len(chunk))}) RETURNING key"
+                gone.update(row[0] for row in db.run(sql, chunk))
+            return [key for key in dict.fromkeys(keys) if key in gone]
+
+        return await self._submit(delete, "update", write=True)
+
+    # -- the caller's side of the queue ----------------------------------------------------------------
+
+    def _call(self, work: Callable[[_Db], object], what: str, write: bool) -> asyncio.Future[object]:
+        if self._thread is None:
+            raise StoreError(f"store {self.url} is not started: call start() first")
+        if self._closed and what != _CLOSE:
+            raise StoreError(f"store {self.url} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        with self._lock:  # so that no call is enqueued after the worker has stopped, unanswered
+            if self._stopped:
+                raise StoreError(f"store {self.url} is closed")
+            self._queue.put(_Call(work, what, write, loop, future))
+        return future
+
+    async def _submit(self, work: Callable[[_Db], T], what: str, write: bool) -> T:
+        return cast(T, await self._call(work, what, write))
+
+    # -- the worker thread -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Run jobs until closed: writes next to each other in one transaction, each call in its own."""
+        while True:
+            jobs = [self._queue.get()]
+            while True:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            writes: list[_Write] = []
+            for index, job in enumerate(jobs):
+                if isinstance(job, _Write):
+                    writes.append(job)
+                    continue
+                if writes:
+                    self._write(writes)
+                    writes = []
+                if self._answer(job):
+                    self._stop(jobs[index + 1 :])
+                    return
+            if writes:
+                self._write(writes)
+
+    def _answer(self, call: _Call) -> bool:
+        """Run a call and answer it; True when the worker must stop (closed, or could not start)."""
+        if call.what in (_FLUSH, _CLOSE):  # the writes before it are done: no need of the database
+            if call.what == _CLOSE:
+                self._drop()
+            call.answer()
+            return call.what == _CLOSE
+        try:
+            result = self._transaction(call.work, call.write)
+        except Exception as error:
+            if not isinstance(error, StoreError):
+                error = StoreError(f"cannot {call.what} store {self.url}: {_one_line(error)}")
+            call.answer(error=error)
+            return call.what == _START
+        call.answer(result)
+        return False
+
+    def _write(self, writes: list[_Write]) -> None:
+        """Commit these writes in one transaction; on failure log, count, and go on."""
+        grouped: dict[str, list[tuple[object, ...]]] = {}
+        for write in writes:
+            grouped.setdefault(write.sql, []).extend(write.rows)
+
+        def run(db: _Db) -> None:
+            for sql, rows in grouped.items():
+                db.run_many(sql, rows)
+
+        try:
+            self._transaction(run, write=True)
+        except Exception as error:
+            self._write_errors += 1
+            structlog.get_logger("shim.store").warning(
+                "store write failed; its writes are lost",
+                store=self.url,
+                rows=sum(len(rows) for rows in grouped.values()),
+                error=_one_line(error),
+            )
+
+    def _transaction(self, work: Callable[[_Db], T], write: bool) -> T:
+        """Run `work` in one transaction, connecting first when there is no live connection."""
+        if self._db is None or self._db.lost:
+            self._drop()
+            try:
+                self._db = self._connect()
+            except Exception as error:
+                raise StoreError(f"cannot open store {self.url}: {_one_line(error)}") from None
+        db = self._db
+        try:
+            db.begin(write)
+            result = work(db)
+            db.commit()
+        except BaseException:
+            try:
+                db.rollback()
+            except Exception:
+                self._drop()  # a connection that cannot roll back is of no more use
+            raise
+        return result
+
+    def _drop(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+
+    def _stop(self, left: list[_Write | _Call]) -> None:
+        """The worker ends: close the connection, and answer whoever still waits."""
+        self._drop()
+        with self._lock:
+            self._stopped = True
+            while True:
+                try:
+                    left.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+        for job in left:
+            if isinstance(job, _Call):
+                job.answer(error=StoreError(f"store {self.url} is closed"))

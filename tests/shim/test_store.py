@@ -1,0 +1,453 @@
+"""The shared store, on each engine: SQLite in a file, SQLite in memory, and PostgreSQL.
+
+PostgreSQL runs when SHIM_TEST_POSTGRES_DSN names a database (.ci/run sets it);
+each test gets a schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from structlog.testing import capture_logs
+
+from shim import store as store_module
+from shim.store import IdPair, OutOfStep, Store, StoreError
+
+POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
+NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
+
+Raw = Callable[[str], list[tuple[Any, ...]]]
+
+
+@dataclass
+class Target:
+    """Where a test's store lives, and a second connection to it (None for SQLite in memory)."""
+
+    name: str
+    url: str
+    raw: Raw | None
+
+    def sql(self, text: str) -> list[tuple[Any, ...]]:
+        assert self.raw is not None
+        return self.raw(text)
+
+
+def _sqlite_raw(path: Path) -> Raw:
+    def raw(text: str) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            return conn.execute(text).fetchall()
+
+    return raw
+
+
+def _postgres_raw(url: str) -> Raw:
+    def raw(text: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.execute(text.encode())
+            return cursor.fetchall() if cursor.description is not None else []
+
+    return raw
+
+
+def _make_target(name: str, tmp_path: Path) -> Iterator[Target]:
+    if name == "sqlite-file":
+        path = tmp_path / "shim.db"
+        yield Target(name, str(path), _sqlite_raw(path))
+    elif name == "sqlite-memory":
+        yield Target(name, ":memory:", None)
+    else:
+        if not POSTGRES_DSN:
+            pytest.skip(NEEDS_POSTGRES)
+        schema = f"t_{secrets.token_hex(6)}"
+        admin = _postgres_raw(POSTGRES_DSN)
+        admin(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in POSTGRES_DSN else "?"
+        url = f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
+        try:
+            yield Target(name, url, _postgres_raw(url))
+        finally:
+            admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """Every engine."""
+    yield from _make_target(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """The engines that keep data across connections."""
+    yield from _make_target(request.param, tmp_path)
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[Target]:
+    """PostgreSQL alone, for what only it does."""
+    yield from _make_target("postgres", tmp_path)
+
+
+Opener = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture
+async def open_store() -> AsyncIterator[Opener]:
+    """Open and start stores; every one is closed at the end of the test."""
+    opened: list[Store] = []
+
+    async def open_(url: str, base: Path | None = None) -> Store:
+        store = Store.open(url, base)
+        opened.append(store)
+        await store.start()
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(target: Target, open_store: Opener) -> Store:
+    return await open_store(target.url)
+
+
+def _pair(n: int, kind: str = "trade", at: float = 1000.0) -> IdPair:
+    return IdPair(kind, f"B{n}", f"K{n}", owner=f"acct-{n}", learned_at=at + n)
+
+
+# -- id pairs ----------------------------------------------------------------------------------------------
+
+
+async def test_pairs_round_trip(store: Store) -> None:
+    """Pairs put come back whole, looked up by their Bank id."""
+    pairs = [_pair(1), _pair(2), IdPair("trade", "B3", "K3")]
+    before = time.time()
+    store.put_pairs(pairs)
+    found = await store.find_pairs("trade", "bank", ["B1", "B2", "B3"])
+    assert found[:2] == pairs[:2]
+    assert found[2].bk_id == "K3"
+    assert found[2].owner == ""
+    assert before <= found[2].learned_at <= time.time(), "a pair without a time is stamped when enqueued"
+    assert store.write_errors == 0
+
+
+async def test_lookup_by_either_side(store: Store) -> None:
+    """Either id finds the pair, within its kind; unknown ids are left out; the order is the one asked."""
+    store.put_pairs([_pair(1), _pair(2), IdPair("order", "B1", "K9")])
+    assert await store.find_pairs("trade", "bk", ["K2", "nope", "K1", "K2"]) == [_pair(2), _pair(1)]
+    assert await store.find_pairs("trade", "bank", ["K1"]) == []
+    assert [p.bk_id for p in await store.find_pairs("order", "bank", ["B1"])] == ["K9"]
+    assert await store.find_pairs("trade", "bank", []) == []
+    with pytest.raises(ValueError, match="side must be 'bank' or 'bk'"):
+        await store.find_pairs("trade", "left", ["B1"])
+
+
+async def test_many_values_are_looked_up_in_chunks(store: Store) -> None:
+    """More values than one IN list holds are all found."""
+    pairs = [_pair(n) for n in range(1234)]
+    store.put_pairs(pairs)
+    found = await store.find_pairs("trade", "bank", [p.bank_id for p in reversed(pairs)])
+    assert found == pairs[::-1]
+
+
+async def test_the_first_pair_learned_wins_on_both_sides(store: Store) -> None:
+    """A later pair that conflicts on the Bank id or on the BK id is ignored, in one batch or a later one."""
+    store.put_pairs([_pair(1), IdPair("trade", "B1", "K-other"), IdPair("trade", "B-other", "K1")])
+    await store.flush()
+    store.put_pairs([IdPair("trade", "B1", "K-later"), IdPair("trade", "B-later", "K1"), _pair(2)])
+    assert await store.find_pairs("trade", "bank", ["B1", "B-other", "B-later", "B2"]) == [_pair(1), _pair(2)]
+    assert await store.find_pairs("trade", "bk", ["K1", "K-other", "K-later"]) == [_pair(1)]
+    assert store.write_errors == 0
+
+
+async def test_recent_pairs_come_newest_first(store: Store) -> None:
+    """recent_pairs orders by learned_at, newest first, and stops at the limit."""
+    store.put_pairs([_pair(1, at=10), _pair(3, at=10), _pair(2, at=10)])
+    assert [p.bank_id for p in await store.recent_pairs(2)] == ["B3", "B2"]
+    assert [p.bank_id for p in await store.recent_pairs(10)] == ["B3", "B2", "B1"]
+    assert await store.recent_pairs(0) == []
+
+
+async def test_a_read_after_a_write_sees_it_without_flush(store: Store) -> None:
+    """The queue is FIFO: a read enqueued after a write runs after its commit."""
+    store.put_pairs([_pair(1)])
+    assert await store.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
+    store.mark_out_of_step([OutOfStep("acct-1", 5.0, "/ledger.Ledger/Book", "bk failed")])
+    assert [m.key for m in await store.out_of_step()] == ["acct-1"]
+
+
+# -- keys out of step --------------------------------------------------------------------------------------
+
+
+async def test_a_key_keeps_its_earliest_mark(store: Store) -> None:
+    """Of several marks on a key, in one batch or across batches, the earliest stays; keys come in order."""
+    store.mark_out_of_step(
+        [
+            OutOfStep("b", 50.0, "/s.S/Late", "late"),
+            OutOfStep("b", 30.0, "/s.S/Early", "early"),
+            OutOfStep("a", 40.0, "/s.S/A", "a"),
+        ]
+    )
+    await store.flush()
+    store.mark_out_of_step(
+        [OutOfStep("b", 35.0, "/s.S/Later", "later"), OutOfStep("*", 1.0, "/s.S/All", "x")]
+    )
+    assert await store.out_of_step() == [
+        OutOfStep("*", 1.0, "/s.S/All", "x"),
+        OutOfStep("a", 40.0, "/s.S/A", "a"),
+        OutOfStep("b", 30.0, "/s.S/Early", "early"),
+    ]
+    store.mark_out_of_step([OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")])
+    assert (await store.out_of_step())[1] == OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")
+
+
+async def test_resync_returns_and_removes_the_marks(store: Store) -> None:
+    """resync clears the given keys and answers those of them that were out of step."""
+    store.mark_out_of_step([OutOfStep(key, 1.0, "/s.S/M", "r") for key in "abc"])
+    assert await store.resync(["c", "x", "a", "c"]) == ["c", "a"]
+    assert [m.key for m in await store.out_of_step()] == ["b"]
+    assert await store.resync(["a", "c"]) == []
+    assert await store.resync([]) == []
+
+
+# -- life, durability, the fleet ---------------------------------------------------------------------------
+
+
+async def test_data_persists_across_close_and_reopen(durable: Target, open_store: Opener) -> None:
+    first = await open_store(durable.url)
+    first.put_pairs([_pair(1)])
+    first.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    await first.close()
+    second = await open_store(durable.url)
+    assert await second.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
+    assert await second.out_of_step() == [OutOfStep("a", 1.0, "/s.S/M", "r")]
+
+
+async def test_close_commits_what_is_queued_and_later_writes_are_ignored(target: Target) -> None:
+    store = Store.open(target.url)
+    await store.start()
+    store.put_pairs([_pair(1)])
+    await store.close()
+    await store.close()  # idempotent
+    store.put_pairs([_pair(2)])  # ignored, silently
+    store.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    assert store.write_errors == 0
+    with pytest.raises(StoreError, match="is closed"):
+        await store.find_pairs("trade", "bank", ["B1"])
+    if target.raw is not None:
+        assert target.sql("SELECT bank_id FROM id_pairs") == [("B1",)]
+
+
+async def test_a_store_must_be_started_first(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path / "shim.db"))
+    with pytest.raises(StoreError, match="is not started: call start"):
+        await store.flush()
+    await store.close()  # never started: nothing to do
+    assert not (tmp_path / "shim.db").exists()
+
+
+async def test_migrations_make_the_version_table_and_a_restart_changes_nothing(
+    durable: Target, open_store: Opener
+) -> None:
+    first = await open_store(durable.url)
+    first.put_pairs([_pair(1)])
+    await first.close()
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+    second = await open_store(durable.url)
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+    assert await second.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
+
+
+async def test_a_newer_schema_is_refused(durable: Target, open_store: Opener) -> None:
+    await (await open_store(durable.url)).close()
+    durable.sql("UPDATE shim_schema SET version = 99")
+    store = Store.open(durable.url)
+    known = len(store_module.MIGRATIONS)
+    message = f"has schema version 99; this shim knows up to {known}: upgrade the shim"
+    with pytest.raises(StoreError, match=message):
+        await store.start()
+    with pytest.raises(StoreError, match="is closed"):
+        await store.flush()
+    await store.close()
+
+
+async def test_two_stores_on_one_database_see_each_others_writes(durable: Target, open_store: Opener) -> None:
+    """The fleet: replicas starting together migrate once, then share pairs and marks."""
+    one, two = await asyncio.gather(open_store(durable.url), open_store(durable.url))
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+    one.put_pairs([_pair(1)])
+    await one.flush()
+    two.put_pairs([IdPair("trade", "B-two", "K1")])  # loses to one's pair
+    assert await two.find_pairs("trade", "bk", ["K1"]) == [_pair(1)]
+    two.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    await two.flush()
+    assert [m.key for m in await one.out_of_step()] == ["a"]
+    assert await one.resync(["a"]) == ["a"]
+    assert await two.resync(["a"]) == []
+
+
+# -- failures ----------------------------------------------------------------------------------------------
+
+
+async def test_a_failing_write_batch_is_counted_and_the_worker_goes_on(store: Store) -> None:
+    """A batch the database rejects is logged once and counted; later writes still land."""
+    with capture_logs() as logs:
+        store.put_pairs([IdPair("trade", "B\ud800", "K1")])  # cannot be encoded
+        await store.flush()
+    assert store.write_errors == 1
+    [entry] = [e for e in logs if e["event"].startswith("store write failed")]
+    assert entry["log_level"] == "warning"
+    assert entry["store"] == store.url
+    assert "surrogates not allowed" in entry["error"]
+    store.put_pairs([_pair(1)])
+    assert await store.find_pairs("trade", "bk", ["K1"]) == [_pair(1)]
+    assert store.write_errors == 1
+
+
+async def test_a_lost_table_fails_writes_and_reads_but_not_the_worker(
+    durable: Target, open_store: Opener
+) -> None:
+    """Writes to a dropped table are counted, reads of it raise StoreError, the other table still works."""
+    store = await open_store(durable.url)
+    durable.sql("DROP TABLE id_pairs")
+    with capture_logs():
+        store.put_pairs([_pair(1)])
+        await store.flush()
+    assert store.write_errors == 1
+    with pytest.raises(StoreError, match=r"^cannot read store .*id_pairs"):
+        await store.find_pairs("trade", "bank", ["B1"])
+    store.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    assert [m.key for m in await store.out_of_step()] == ["a"]
+    assert store.write_errors == 1
+
+
+async def test_postgres_reconnects_after_losing_its_connection(postgres: Target, open_store: Opener) -> None:
+    """The batch that meets the lost connection is counted; the next job connects again."""
+    name = f"shim_test_{secrets.token_hex(6)}"
+    store = await open_store(f"{postgres.url}&application_name={name}")
+    store.put_pairs([_pair(1)])
+    await store.flush()
+    # with a timeout, pg_terminate_backend waits until the backend is gone
+    killed = postgres.sql(
+        f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = '{name}'"
+    )
+    assert killed == [(True,)]
+    with capture_logs():
+        store.put_pairs([_pair(2)])
+        await store.flush()
+    assert store.write_errors == 1
+    store.put_pairs([_pair(3)])
+    assert await store.find_pairs("trade", "bank", ["B1", "B2", "B3"]) == [_pair(1), _pair(3)]
+
+
+async def test_an_unreachable_postgres_fails_start_quickly() -> None:
+    store = Store.open("postgresql://postgres:secret@127.0.0.1:1/test")
+    with pytest.raises(StoreError) as caught:
+        await asyncio.wait_for(store.start(), timeout=10)
+    message = str(caught.value)
+    assert message.startswith("cannot open store postgresql://postgres:***@127.0.0.1:1/test: ")
+    assert "refused" in message.lower()
+    assert "secret" not in message
+    assert "\n" not in message
+    await store.close()
+
+
+async def test_a_sqlite_file_in_a_new_directory_is_created(tmp_path: Path, open_store: Opener) -> None:
+    path = tmp_path / "state" / "deep" / "shim.db"
+    store = await open_store(str(path))
+    store.put_pairs([_pair(1)])
+    await store.flush()
+    assert path.is_file()
+
+
+async def test_a_sqlite_file_that_cannot_be_created_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    store = Store.open(str(tmp_path / "a-file" / "shim.db"))
+    with pytest.raises(
+        StoreError, match=r"^cannot open store .*a-file/shim\.db: cannot create the directory"
+    ):
+        await store.start()
+    await store.close()
+
+
+# -- urls --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://shim:s3cr%40t@db:5432/shim", "postgresql://shim:***@db:5432/shim"),
+        (
+            "postgres://shim@db/shim?password=hush&sslmode=require",
+            "postgres://shim@db/shim?password=***&sslmode=require",
+        ),
+        ("postgresql://db/shim", "postgresql://db/shim"),
+        ("sqlite:///var/lib/shim.db", "sqlite:///var/lib/shim.db"),
+        ("state/shim.db", "state/shim.db"),
+        (":memory:", ":memory:"),
+    ],
+)
+def test_the_url_is_kept_with_its_password_masked(url: str, shown: str) -> None:
+    assert Store.open(url).url == shown
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "mysql://u:pw@x/db", "sqlite://host/shim.db", "", "sqlite:"])
+def test_an_unknown_url_is_refused_naming_the_forms(url: str) -> None:
+    with pytest.raises(StoreError, match=r"use one of postgresql://\.\.\., postgres://") as caught:
+        Store.open(url)
+    assert "pw" not in str(caught.value)
+
+
+async def test_postgres_urls_of_both_schemes_reach_postgres() -> None:
+    for url in ["postgresql://postgres@127.0.0.1:1/test", "postgres://postgres@127.0.0.1:1/test"]:
+        store = Store.open(url)
+        with pytest.raises(StoreError, match=rf"^cannot open store {re.escape(url)}: connection failed"):
+            await store.start()
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("sqlite:///ABS/a.db", "a.db"),
+        ("sqlite:rel/b.db", "base/rel/b.db"),
+        ("plain/c.db", "base/plain/c.db"),
+        ("d.db", "base/d.db"),
+    ],
+)
+async def test_sqlite_urls_name_their_file(tmp_path: Path, open_store: Opener, url: str, where: str) -> None:
+    """sqlite:///abs is absolute; sqlite:rel and a plain path are relative to `base`."""
+    await open_store(url.replace("/ABS", str(tmp_path)), tmp_path / "base")
+    assert (tmp_path / where).is_file()
+
+
+async def test_relative_paths_without_a_base_are_relative_to_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_store: Opener
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    await open_store("sqlite:cwd.db")
+    await open_store("plain.db")
+    await open_store(":memory:")
+    assert (tmp_path / "cwd.db").is_file()
+    assert (tmp_path / "plain.db").is_file()
+    assert not (tmp_path / ":memory:").exists()
+
+
+async def test_a_memory_store_keeps_nothing(open_store: Opener) -> None:
+    first = await open_store(":memory:")
+    first.put_pairs([_pair(1)])
+    await first.close()
+    second = await open_store(":memory:")
+    assert await second.find_pairs("trade", "bank", ["B1"]) == []

@@ -7,6 +7,7 @@ from google.protobuf import message
 from comparators._model import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
 from comparators._walk import _MISSING, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
+from comparators.ids import IdFields, translate_answer
 from comparators.rules import RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -17,15 +18,42 @@ _UNAVAILABLE = 14
 
 
 def compare(
-    exchange: Exchange, registry: DescriptorRegistry | None = None, rules: RuleSet | None = None
+    exchange: Exchange,
+    registry: DescriptorRegistry | None = None,
+    rules: RuleSet | None = None,
+    ids: IdFields | None = None,
 ) -> Comparison:
-    """Judge BK's answer against Bank's for one exchange, under `rules`. Never raises on bad bytes."""
+    """Judge BK's answer against Bank's for one exchange, under `rules`. Never raises on bad bytes.
+
+    With `ids`, BK's ids in the answers are read as the Bank ids they pair with
+    (`exchange.ids`) before comparing, so a mapped pair is equal; a BK id with
+    no known pair that differs from Bank's is an `unmapped-id` difference. A
+    mismatch on a key out of step (`exchange.tainted`) is `tainted`.
+    """
+    comparison = _judge(exchange, registry, rules, ids)
+    if comparison.verdict is Verdict.MISMATCH and exchange.tainted:
+        return Comparison(
+            exchange, Verdict.TAINTED, comparison.differences, exchange.tainted, comparison.decoded
+        )
+    return comparison
+
+
+def _judge(
+    exchange: Exchange, registry: DescriptorRegistry | None, rules: RuleSet | None, ids: IdFields | None
+) -> Comparison:
     shadow = exchange.shadow
     if exchange.cancelled:
         reason = "cancelled by the client"
         if exchange.is_write:
             reason += "; write: whether either side applied it is unknown"
         return Comparison(exchange, Verdict.SKIPPED, reason=reason)
+    if exchange.unmapped:
+        return Comparison(
+            exchange,
+            Verdict.SKIPPED,
+            tuple(Difference(at, DiffKind.UNMAPPED_ID, value, None) for _, at, value in exchange.unmapped),
+            reason=exchange.note or "not mirrored: the request names ids the shadow has no counterpart for",
+        )
     if shadow is None:
         return Comparison(exchange, Verdict.SKIPPED, reason=exchange.note or "not mirrored")
     if shadow.local:
@@ -40,7 +68,8 @@ def compare(
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
     differences = _status_differences(exchange.method, bank, bk, registry, rules)
-    differences += _message_differences(exchange.method, bank, bk, info, registry, rules)
+    to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
+    differences += _message_differences(exchange.method, bank, bk, info, registry, rules, ids, to_bank)
     verdict = Verdict.MISMATCH if any(not d.rule for d in differences) else Verdict.MATCH
     return Comparison(exchange, verdict, tuple(differences), decoded=info is not None)
 
@@ -135,6 +164,8 @@ def _message_differences(
     info: MethodInfo | None,
     registry: DescriptorRegistry | None,
     rules: RuleSet,
+    ids: IdFields | None = None,
+    to_bank: dict[tuple[str, str], str] | None = None,
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1
@@ -165,6 +196,10 @@ def _message_differences(
                     None if right[index] is not None else raw_right[:64].hex(),
                 )
             )
+    unmapped: set[str] = set()
+    if ids is not None and to_bank is not None:
+        decoded_bk = [m for m in right if m is not None]
+        unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
     walker = Walker(registry, rules, method)
     decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
     if streamed and all(m is not None for m in left + right):
@@ -178,5 +213,20 @@ def _message_differences(
             diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(left), len(right)))
     elif decodable:
         walker.messages(decodable[0][0], decodable[0][1], "")
-    diffs.extend(walker.out)
+    if unmapped:
+        diffs.extend(_unmapped(d, unmapped) for d in walker.out)
+    else:
+        diffs.extend(walker.out)
     return diffs
+
+
+def _unmapped(difference: Difference, unmapped: set[str]) -> Difference:
+    """A changed id whose BK value pairs with no Bank id is an unmapped id, not a plain change."""
+    if (
+        difference.kind in (DiffKind.CHANGED, DiffKind.ADDED)
+        and not difference.rule
+        and isinstance(difference.bk, str)
+        and difference.bk in unmapped
+    ):
+        return difference._replace(kind=DiffKind.UNMAPPED_ID)
+    return difference

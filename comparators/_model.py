@@ -86,6 +86,12 @@ class Exchange:
     cancelled: bool = False  # the client cancelled (or its deadline expired) before the primary answered
     correlation_id: str = ""
     note: str = ""  # why the call was not mirrored, when it was not
+    # (kind, Bank id, BK id) pairs known for the ids in this exchange's answers
+    ids: tuple[tuple[str, str, str], ...] = ()
+    # why an earlier missed write explains differences (a key out of step), "" when none does
+    tainted: str = ""
+    # ids the request names that have no counterpart on the shadow: (kind, where, value); not sent
+    unmapped: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def bank(self) -> Outcome | None:
@@ -106,6 +112,7 @@ class DiffKind(enum.StrEnum):
     UNDECODABLE = "undecodable"
     BYTES = "bytes"  # no descriptor: the raw answers differ
     UNKNOWN_FIELD = "unknown-field"  # fields the descriptors do not know
+    UNMAPPED_ID = "unmapped-id"  # an id with no known counterpart on the other side
 
 
 class Difference(NamedTuple):
@@ -128,6 +135,7 @@ class Verdict(enum.StrEnum):
     MISMATCH = "mismatch"
     SHADOW_ERROR = "shadow-error"  # the shadow side gave no usable answer
     SKIPPED = "skipped"  # not compared: not mirrored, dropped, or cancelled
+    TAINTED = "tainted"  # differences on a key out of step: explained by a write BK missed
 
 
 @dataclass(frozen=True, slots=True)

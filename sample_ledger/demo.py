@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
+import structlog
 from grpc import aio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +32,7 @@ from sample_ledger.workload import run_workload
 from shim.config import build as build_config
 from shim.config import load_file, load_rules_file
 from shim.sinks import DiffLog, Summary
+from shim.store import OutOfStep
 
 CONFIG = "shim.toml"  # beside bank.binpb and rules.toml, which it names
 
@@ -51,12 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         help="compare field by field with no rules (every benign difference shows)",
     )
     return parser
-
-
-# Cancels name a trade by its id, and follow-up pages send a page token back:
-# both carry a value BK did not mint, which only the shim's id translation can
-# map. Until then the demo leaves them out, so that BK gets the same book.
-_MIX = {"cancel": 0}
 
 
 async def _run(
@@ -108,16 +105,16 @@ async def _run(
                     seed=args.seed,
                     concurrency=args.concurrency,
                     on_call=on_call,
-                    mix=_MIX,
-                    follow_pages=False,
                 )
         elapsed = time.perf_counter() - started
         await asyncio.wait_for(running.drain(), timeout=60)
+        out_of_step = running.steps.keys if running.steps is not None else {}
     finally:
         await running.stop(grace=1.0)
         await bank.stop()
         await bk.stop()
     unexplained = _print_summary(console, summary, attribution, elapsed, args.calls)
+    _print_out_of_step(console, out_of_step)
     console.print(f"\nEvery comparison that did not match is a JSON line in {diff_path}")
     return 1 if unexplained and not args.no_rules else 0
 
@@ -134,6 +131,7 @@ def _print_summary(
         "matched",
         "real mismatches",
         "tolerated diffs",
+        "tainted",
         "shadow errors",
         "skipped",
     ):
@@ -148,6 +146,7 @@ def _print_summary(
             str(tally.matched),
             f"[red]{tally.mismatched}[/]" if tally.mismatched else "0",
             str(sum(tally.tolerated.values())),
+            str(tally.tainted),
             str(tally.shadow_errors),
             str(tally.skipped),
         )
@@ -178,11 +177,22 @@ def _print_summary(
     for account, diffs in unexplained[:5]:
         first = diffs[0]
         console.print(f"    {account or '-'}: {first.path} {first.bank!r} → {first.bk!r}", highlight=False)
-    console.print(
-        "\nLeft out until the shim translates ids: cancels (they name Bank's trade id) and "
-        "follow-up pages (they send Bank's page token)."
-    )
     return len(unexplained)
+
+
+def _print_out_of_step(console: Console, marks: dict[str, OutOfStep]) -> None:
+    if not marks:
+        console.print("\n[bold]Keys out of step[/]: none; BK got every write Bank applied, and did the same.")
+        return
+    reasons = Counter(f"{m.method.rsplit('/', 1)[-1]}: {m.reason}" for m in marks.values())
+    console.print(
+        f"\n[bold]Keys out of step[/]: {len(marks)} (a write one side applied and the other did not; "
+        "later mismatches on them are [bold]tainted[/], not counted as real):",
+        highlight=False,
+    )
+    for reason, count in reasons.most_common(3):
+        console.print(f"  {count} keys: {reason}", highlight=False)
+    console.print("  Once BK's book is brought in line for a key: shim resync KEY", highlight=False)
 
 
 def _short(value: object, width: int = 28) -> str:
@@ -192,9 +202,12 @@ def _short(value: object, width: int = 28) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # the summary tells what the shim's warnings would (keys out of step, ...), once
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if args.calls <= 0:
         raise SystemExit("shim demo: error: --calls must be positive")
-    diff_path = Path(args.diff_log or Path(tempfile.mkdtemp(prefix="shim-demo-")) / "diff-log.jsonl")
+    workdir = Path(tempfile.mkdtemp(prefix="shim-demo-"))
+    diff_path = Path(args.diff_log or workdir / "diff-log.jsonl")
     try:
         diff_stream = diff_path.open("w", encoding="utf-8")
     except OSError as exc:
@@ -203,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with resources.as_file(package / CONFIG) as config_path, diff_stream:
         args.config_path = config_path
         try:
-            settings = load_file(config_path)  # the sample's descriptors, routing keys and rules
+            settings = load_file(config_path)  # the sample's descriptors, routing keys, ids and rules
+            settings["store"] = str(workdir / "shim.db")  # fresh ledgers: a fresh id map
             rules_label = f"{config_path.parent / 'rules.toml'}"
             if args.no_rules:
                 settings["rules"], settings["rule_locations"], rules_label = (), (), "none"

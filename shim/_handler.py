@@ -81,10 +81,18 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         return dispatcher.start(method, metadata, timeout, is_write)
 
     def record_unmirrored(
-        self, method: str, primary: Outcome, is_write: bool, started_at: float, why: str
+        self,
+        method: str,
+        primary: Outcome,
+        is_write: bool,
+        started_at: float,
+        why: str,
+        first: bytes | None,
     ) -> None:
         dispatcher = self._route.shadow
         if dispatcher is not None:
+            if is_write:  # off the answer's path: it may decode the request
+                asyncio.get_running_loop().call_soon(dispatcher.unmirrored, method, first, primary, why)
             dispatcher.submit(
                 Exchange(
                     method=method,
@@ -175,7 +183,7 @@ class _UnaryCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused)
+                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused, request)
         return response if code is grpc.StatusCode.OK else None
 
 
@@ -195,8 +203,9 @@ class _StreamCall:
         started = time.perf_counter()
         call = proxy.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
         mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
+        first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
-            _pump(requests, call, mirror), name=f"request pump {method}"
+            _pump(requests, call, mirror, first), name=f"request pump {method}"
         )
         answers: list[bytes] = []
         keep = mirror is not None
@@ -240,14 +249,20 @@ class _StreamCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused)
+                proxy.record_unmirrored(
+                    method, outcome, self._is_write, started_at, refused, first[0] if first else None
+                )
 
 
-async def _pump(requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror: Mirror | None) -> None:
+async def _pump(
+    requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror: Mirror | None, first: list[bytes]
+) -> None:
     """Client requests to the primary (and the mirror) until either side is done."""
     async for request in requests:
         if mirror is not None:
             mirror.feed(request)
+        elif not first:
+            first.append(request)
         if not await _grpc_compat.send(call, request):
             return
     if mirror is not None:

@@ -11,6 +11,15 @@ not mirrored, and the exchange says so); a shadow call may take `timeout`
 seconds after the primary answered, then it is cancelled and recorded as a
 shadow timeout; at most `max_capture` bytes of requests and answers are kept
 per exchange.
+
+With an id map (`[ids.KIND]`), a mirror also: orders a call that names an id
+with the calls on that id's owner key; rewrites the ids in the requests it
+sends into the shadow's (waiting, until its own timeout, for a minting call
+still in flight; a request naming an id with no counterpart is not sent);
+learns the pairs minted by the call from the two answers before the calls
+behind it in its lanes may go; and gives the comparison the pairs of the ids
+in the answers. A write both sides did not do alike marks its keys out of
+step (`shim.steps`); later mismatches on them are `tainted`.
 """
 
 from __future__ import annotations
@@ -18,17 +27,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import message
 from grpc import aio
 
 from comparators import Exchange, Outcome
+from comparators.ids import Found, pair_up
 from shim import _grpc_compat
 from shim._breaker import Breaker
 from shim._lanes import Lanes, Ticket
 from shim._outcome import snapshot
+from shim.ids import IdBook, Pending, other
 from shim.metrics import Counters
 from shim.routing import Router
+from shim.steps import REFUSED, Steps, effect, out_of_step_reason
 
 _CANCELLED = 1
 _DEADLINE_EXCEEDED = 4
@@ -89,6 +103,11 @@ class Mirror:
         self._ticket: Ticket | None = None
         self._not_sampled = False
         self._stop = asyncio.Event()  # the call is given up while it waits in its lanes
+        self._first: message.Message | None = None  # the first request, decoded when ids or keys need it
+        self._head: bytes | None = None  # the first request as sent to the shadow (ids translated)
+        self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
+        self.tainted = ""
+        self.unmapped: list[Found] = []
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -138,8 +157,16 @@ class Mirror:
             self._admitted.set()
             return
         dispatcher = self._dispatcher
-        keys = dispatcher.router.keys(self.method, first) if dispatcher.router is not None else ()
-        if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):
+        router = dispatcher.router
+        keys: tuple[str, ...] = ()
+        if router is not None:
+            plan = dispatcher.id_plan(self.method)
+            if plan.request or plan.mints or router.settings(self.method).key:
+                self._first = router.decode(self.method, first)
+            keys = router.keys_of(self.method, self._first)
+            if plan.request and self._first is not None:
+                keys = dispatcher.keys_with_owners(self.method, self._first, keys)
+        if not self.is_write and router is not None and not router.sampled(keys):
             self._not_sampled = True
         else:
             self._ticket = dispatcher.lanes.enter(keys, self.is_write)
@@ -152,6 +179,9 @@ class Mirror:
             return
         if not self._admission_asked:  # the primary answered before the client sent anything
             self._ask_admission(None)
+        if outcome.code == 0 and self._dispatcher.id_plan(self.method).mints:
+            # after admission (call_soon keeps order), before the client can name what was minted
+            asyncio.get_running_loop().call_soon(self._expect, outcome)
         self._primary.set_result((outcome, False))
         self._queue.put_nowait(None)  # a primary that finished early read no more requests
         if not self.task.done():
@@ -170,6 +200,11 @@ class Mirror:
         elif not self.task.done():
             self.task.cancel()
 
+    def _expect(self, primary: Outcome) -> None:
+        if self.task.done() or self._not_sampled:
+            return
+        self._expected = self._dispatcher.expect_minted(self, primary)
+
     # -- the shadow call itself ----------------------------------------------------------
 
     def _expire(self) -> None:
@@ -184,6 +219,7 @@ class Mirror:
         finally:
             if self._ticket is not None:
                 self._ticket.release()
+            IdBook.settle(self._expected)
             self._dispatcher.release(self)
 
     async def _mirror(self) -> None:
@@ -201,27 +237,45 @@ class Mirror:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            if self._ticket is not None:  # BK is done with it: the calls that follow may go
-                self._ticket.release()
+        dispatcher = self._dispatcher
+        if not self.is_write and self._ticket is not None:  # BK is done with it: later writes may go
+            self._ticket.release()
         if not self._abandoned:  # a call the client cancelled says nothing of BK's health
-            self._dispatcher.breaker.record(not shadow.local and shadow.code != _UNAVAILABLE)
+            dispatcher.breaker.record(not shadow.local and shadow.code != _UNAVAILABLE)
         primary, cancelled = await self._primary
+        try:
+            pairs: tuple[tuple[str, str, str], ...] = ()
+            if primary is not None and dispatcher.ids is not None:
+                pairs = await dispatcher.learn(self, primary, shadow)
+            if self.is_write:
+                dispatcher.judge_write(self, primary, shadow, cancelled)
+        finally:
+            # the ids it minted are learned and its keys marked: the calls behind it may go
+            if self._ticket is not None:
+                self._ticket.release()
+            IdBook.settle(self._expected)
         if primary is None:
             return
-        self._dispatcher.submit(
+        unmapped = tuple((f.kind, _where(f), f.value) for f in self.unmapped)
+        dispatcher.submit(
             Exchange(
                 method=self.method,
                 requests=tuple(self.requests),
                 primary=primary,
-                shadow=shadow,
-                primary_is_bank=self._dispatcher.primary_is_bank,
+                shadow=None if unmapped else shadow,
+                primary_is_bank=dispatcher.primary_is_bank,
                 is_write=self.is_write,
                 routing_key=",".join(self.keys),
                 started_at=self.started_at,
                 cancelled=cancelled,
-                note="too large to compare: more than shadow.max_capture bytes"
+                note=_unmapped_note(self.unmapped)
+                if unmapped
+                else "too large to compare: more than shadow.max_capture bytes"
                 if self.capture.exceeded
                 else "",
+                ids=pairs,
+                tainted=self.tainted,
+                unmapped=unmapped,
             )
         )
 
@@ -241,6 +295,25 @@ class Mirror:
                 return self._given_up(time.perf_counter() - started, waiting=True)
         if self._stop.is_set():
             return self._given_up(0.0, waiting=False)
+        dispatcher = self._dispatcher
+        self.tainted = dispatcher.steps.reason(self.keys) if dispatcher.steps is not None else ""
+        if dispatcher.id_plan(self.method).request:
+            started = time.perf_counter()
+            head = await self._queue.get()
+            if head is None:
+                self._queue.put_nowait(None)  # no request at all: the writer just closes the stream
+            else:
+                translated, self.unmapped = await dispatcher.translate(self, head)
+                if self.unmapped:
+                    return Outcome(
+                        code=_CANCELLED,
+                        latency=time.perf_counter() - started,
+                        local="not sent: " + _unmapped_note(self.unmapped),
+                    )
+                self._queued -= len(head) - len(translated)
+                self._head = translated
+            if self._stop.is_set():
+                return self._given_up(time.perf_counter() - started, waiting=True)
         return await self._call_shadow()
 
     def _given_up(self, latency: float, waiting: bool) -> Outcome:
@@ -281,7 +354,7 @@ class Mirror:
                 except aio.AioRpcError:
                     break
                 except asyncio.CancelledError:
-                    if self._expired or self._abandoned or self._overflowed:
+                    if self._expired or self._abandoned or self._overflowed or self.unmapped:
                         break  # we cancelled the call ourselves
                     raise
                 if message is aio.EOF:
@@ -307,14 +380,33 @@ class Mirror:
                 latency=latency,
                 local=f"shadow timeout: no answer within {self._dispatcher.timeout:g}s after the primary",
             )
+        if self.unmapped:
+            return Outcome(
+                code=_CANCELLED, latency=latency, local="given up: " + _unmapped_note(self.unmapped)
+            )
         return await snapshot(call, tuple(messages), latency)
 
     async def _write(self, call: aio.StreamStreamCall[Any, Any]) -> None:
+        translating = self._dispatcher.id_plan(self.method).request
+        head, self._head = self._head, None
         while True:
-            payload = await self._queue.get()
-            if payload is None:
-                await _grpc_compat.close_sending(call)
-                return
+            if head is not None:
+                payload, head = head, None
+            else:
+                item = await self._queue.get()
+                if item is None:
+                    await _grpc_compat.close_sending(call)
+                    return
+                payload = item
+                if translating:
+                    size = len(payload)
+                    payload, unmapped = await self._dispatcher.translate(self, payload)
+                    if unmapped:  # a later message names an id BK has no counterpart for: stop there
+                        self.unmapped = unmapped
+                        self._stop.set()
+                        call.cancel()
+                        return
+                    self._queued -= size - len(payload)
             sent = await _grpc_compat.send(call, payload)
             self._queued -= len(payload)
             if not sent:
@@ -336,8 +428,12 @@ class ShadowDispatcher:
         primary_is_bank: bool = True,
         router: Router | None = None,
         breaker: Breaker | None = None,
+        ids: IdBook | None = None,
+        steps: Steps | None = None,
     ) -> None:
         self.router = router
+        self.ids = ids if router is not None else None
+        self.steps = steps
         self.breaker = breaker if breaker is not None else Breaker(counters)
         self.lanes = Lanes()
         self.channel = channel
@@ -350,6 +446,10 @@ class ShadowDispatcher:
         self._live: set[Mirror] = set()  # strong references: a running mirror is never collected
         self._idle = asyncio.Event()
         self._idle.set()
+        self._plans: dict[str, _IdPlan] = {}
+        # the id space the client speaks (the primary's), and the shadow's
+        self.client_side = "bank" if primary_is_bank else "bk"
+        self.shadow_side = other(self.client_side)
 
     def start(
         self,
@@ -382,3 +482,192 @@ class ShadowDispatcher:
     async def drain(self) -> None:
         """Wait until no mirrored call is in flight."""
         await self._idle.wait()
+
+    # -- ids and keys out of step ------------------------------------------------------------
+
+    def id_plan(self, method: str) -> _IdPlan:
+        """What the id map has to do for calls of `method` (cached)."""
+        plan = self._plans.get(method)
+        if plan is not None:
+            return plan
+        plan = _NO_IDS
+        ids, router = self.ids, self.router
+        registry = router.registry if router is not None else None
+        info = registry.method(method) if registry is not None else None
+        if ids is not None and router is not None and info is not None:
+            write = router.is_write(method)
+            minted = ids.fields.minted_kinds(method, info.output_type)
+            learnable = frozenset(k for k in minted if write or ids.fields.kinds[k].learn_from == "all")
+            plan = _IdPlan(
+                request=ids.fields.in_request(method, info.input_type),
+                response=ids.fields.in_response(method, info.output_type),
+                mints=bool(learnable),
+                learnable=learnable,
+                output_type=info.output_type,
+            )
+        if len(self._plans) < 10_000:
+            self._plans[method] = plan
+        return plan
+
+    def keys_with_owners(self, method: str, first: message.Message, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """`keys` and the owner keys of the ids the request names.
+
+        A named id whose owner is not known in memory makes the call unkeyed
+        (ordered against every call): it cannot be placed more precisely.
+        """
+        assert self.ids is not None
+        fields = self.ids.fields
+        derived: list[str] = []
+        for found in fields.find(method, "request", [first], None):
+            if not fields.kinds[found.kind].owner_key:
+                continue
+            owner = self.ids.owner(self.client_side, found.kind, found.value)
+            if owner is None:
+                self.counters.inc("ids_owner_unknown", method)
+                return ()
+            if owner:
+                derived.append(owner)
+        return tuple(dict.fromkeys((*keys, *derived))) if derived else keys
+
+    def _decoded(self, plan: _IdPlan, outcome: Outcome) -> list[message.Message]:
+        assert self.router is not None
+        assert self.router.registry is not None
+        cls = self.router.registry.message_class(plan.output_type)
+        out = []
+        for raw in outcome.messages:
+            msg = cls()
+            try:
+                msg.ParseFromString(raw)
+            except message.DecodeError:
+                continue
+            out.append(msg)
+        return out
+
+    def _scopes(self, method: str, first: message.Message | None, kinds: Any) -> dict[str, str]:
+        assert self.ids is not None
+        fields = self.ids.fields
+        if first is None:
+            return {}
+        return {k: fields.scope(method, first, k) for k in kinds if fields.kinds[k].scope == "query"}
+
+    def expect_minted(self, mirror: Mirror, primary: Outcome) -> list[Pending]:
+        """The ids the primary just minted, pending until the shadow's answer pairs them."""
+        if self.ids is None:
+            return []
+        plan = self.id_plan(mirror.method)
+        found = [
+            f
+            for f in self.ids.fields.find(
+                mirror.method, "response", self._decoded(plan, primary), mirror._first
+            )
+            if f.minted and f.kind in plan.learnable
+        ]
+        if not found:
+            return []
+        scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})
+        return self.ids.expect(self.client_side, found, scopes)
+
+    async def translate(self, mirror: Mirror, payload: bytes) -> tuple[bytes, list[Found]]:
+        """A request with its ids in the shadow's id space, or the ids that have no counterpart."""
+        assert self.ids is not None
+        assert self.router is not None
+        msg = self.router.decode(mirror.method, payload)
+        if msg is None:  # undecodable: sent as it is, the answers will tell
+            return payload, []
+        fields = self.ids.fields
+        found = fields.find(mirror.method, "request", [msg], None)
+        if not found:
+            return payload, []
+        scopes = self._scopes(mirror.method, msg, {f.kind for f in found})
+        mapping: dict[tuple[str, str], str | None] = {}
+        for f in found:
+            if (f.kind, f.value) not in mapping:
+                mapping[(f.kind, f.value)] = await self.ids.counterpart(
+                    self.client_side, f.kind, f.value, mirror._stop, scopes.get(f.kind, "")
+                )
+        left = fields.rewrite(mirror.method, "request", [msg], lambda f: mapping.get((f.kind, f.value)))
+        if left:
+            self.counters.inc("ids_unmapped", mirror.method)
+            return payload, left
+        self.counters.inc("ids_translated", mirror.method)
+        return msg.SerializeToString(), []
+
+    async def learn(
+        self, mirror: Mirror, primary: Outcome, shadow: Outcome
+    ) -> tuple[tuple[str, str, str], ...]:
+        """Learn the pairs this call minted; the known pairs of the ids in BK's answer."""
+        ids = self.ids
+        assert ids is not None
+        plan = self.id_plan(mirror.method)
+        if not plan.response or shadow.local:
+            return ()
+        fields, method, first = ids.fields, mirror.method, mirror._first
+        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
+        bk_found = fields.find(method, "response", self._decoded(plan, bk), first)
+        if not bk_found:
+            return ()
+        scopes = self._scopes(method, first, {f.kind for f in bk_found})
+        if plan.mints and primary.code == 0 and shadow.code == 0 and not mirror.unmapped:
+            bank_found = fields.find(method, "response", self._decoded(plan, bank), first)
+            ids.learn((p for p in pair_up(bank_found, bk_found) if p[0].kind in plan.learnable), scopes)
+        pairs: dict[tuple[str, str, str], None] = {}
+        for f in bk_found:
+            bank_id = await ids.counterpart("bk", f.kind, f.value, None, scopes.get(f.kind, ""))
+            if bank_id is not None:
+                pairs[(f.kind, bank_id, f.value)] = None
+        return tuple(pairs)
+
+    def judge_write(self, mirror: Mirror, primary: Outcome | None, shadow: Outcome, cancelled: bool) -> None:
+        """Mark the write's keys out of step unless both sides did the same with it."""
+        if self.steps is None:
+            return
+        if cancelled:
+            reason = "the client cancelled it: whether either side applied it is unknown"
+        elif mirror.unmapped:
+            if effect(primary) == REFUSED:
+                return
+            reason = "BK was not sent it: " + _unmapped_note(mirror.unmapped)
+        else:
+            reason = out_of_step_reason(primary, shadow, self.primary_is_bank)
+        if reason:
+            self.steps.mark(mirror.keys, mirror.method, reason)
+
+    def unmirrored(self, method: str, first: bytes | None, primary: Outcome, why: str) -> None:
+        """A write that was not mirrored: its keys are out of step unless the primary refused it."""
+        if self.steps is None or effect(primary) == REFUSED:
+            return
+        keys: tuple[str, ...] = ()
+        router = self.router
+        if router is not None:
+            msg = router.decode(method, first)
+            keys = router.keys_of(method, msg)
+            if msg is not None and self.id_plan(method).request:
+                keys = self.keys_with_owners(method, msg, keys)
+        said = "applied it" if primary.code == 0 else "may have applied it"
+        self.steps.mark(keys, method, f"{why}; the primary {said}")
+
+
+@dataclass(frozen=True, slots=True)
+class _IdPlan:
+    request: bool = False  # requests can name ids: translate them, order by their owners
+    response: bool = False  # answers can hold ids: compare them through the map
+    mints: bool = False  # answers mint ids this call may learn
+    learnable: frozenset[str] = frozenset()
+    output_type: str = ""
+
+
+_NO_IDS = _IdPlan()
+
+
+def _where(found: Found) -> str:
+    index, *rest = found.path
+    text = "request" if index == 0 else f"request[{index}]"
+    for part in rest:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _unmapped_note(unmapped: list[Found]) -> str:
+    named = ", ".join(f"{f.kind} {f.value!r} ({_where(f)})" for f in unmapped[:3])
+    more = f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else ""
+    return f"the request names {named}{more}, with no known counterpart on the shadow (unmapped-id)"

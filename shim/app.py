@@ -10,15 +10,19 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorError, DescriptorRegistry
+from comparators.ids import IdError, IdFields
 from comparators.rules import RuleError, RuleSet, build_rules
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._shadow import ShadowDispatcher
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
+from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.routing import Router
+from shim.steps import Steps
+from shim.store import Store, StoreError
 
 _log = structlog.get_logger("shim")
 
@@ -37,6 +41,18 @@ def load_rules(config: Config, registry: DescriptorRegistry | None) -> RuleSet:
     try:
         return build_rules(config.rules, registry, parse_duration, config.rule_locations)
     except RuleError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | None:
+    """The config's id kinds, each location checked against the descriptors."""
+    if not config.ids:
+        return None
+    if registry is None:
+        raise ConfigError("ids: id translation needs descriptors (--descriptor-set or descriptor_sets)")
+    try:
+        return IdFields(config.ids, registry)
+    except IdError as exc:
         raise ConfigError(str(exc)) from exc
 
 
@@ -59,6 +75,7 @@ class Shim:
         self.counters = Counters()
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
         self.rules = load_rules(config, self.registry)
+        self.id_fields = load_ids(config, self.registry)
         self.router = Router(
             self.registry,
             config.methods,
@@ -72,6 +89,9 @@ class Shim:
         self._upstreams: list[tuple[Upstream, aio.Channel]] = []
         self.pipeline: ComparisonPipeline | None = None
         self.dispatcher: ShadowDispatcher | None = None
+        self.store: Store | None = None
+        self.ids: IdBook | None = None
+        self.steps: Steps | None = None
         self.port = 0
 
     @property
@@ -86,6 +106,7 @@ class Shim:
         self._upstreams.append((config.bank, primary))
         shadow_upstream = config.shadow
         if shadow_upstream is not None:
+            await self._open_store()
             self.pipeline = ComparisonPipeline(
                 self.registry,
                 self._sinks,
@@ -98,7 +119,9 @@ class Shim:
                     self.registry.descriptor_set().SerializeToString() if self.registry is not None else None,
                     config.rules,
                     config.rule_locations,
+                    config.ids,
                 ),
+                ids=self.id_fields,
             )
             shadow_channel = _channel(shadow_upstream, config)
             self._channels.append(shadow_channel)
@@ -116,6 +139,8 @@ class Shim:
                     failures=config.shadow_breaker_failures,
                     open_for=config.shadow_breaker_open_for,
                 ),
+                ids=self.ids,
+                steps=self.steps,
             )
         handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters, self.router)
         server = aio.server(
@@ -127,9 +152,35 @@ class Shim:
             self.port = server.add_insecure_port(config.listen)
         except RuntimeError as exc:
             await self._close_channels()
+            await self._close_store()
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+
+    async def _open_store(self) -> None:
+        """The store of id pairs and keys out of step; the id map is filled from it."""
+        config = self.config
+        try:
+            store = Store.open(config.store)
+            await store.start()
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
+        self.store = store
+        self.steps = Steps(store, self.counters, refresh=config.store_refresh)
+        try:
+            await self.steps.start()
+            if self.id_fields is not None:
+                self.ids = IdBook(self.id_fields, store, self.counters, cache=config.store_id_cache)
+                await self.ids.preload()
+        except StoreError as exc:
+            await self._close_store()
+            raise StartupError(str(exc)) from exc
+
+    async def _close_store(self) -> None:
+        if self.steps is not None:
+            await self.steps.stop()
+        if self.store is not None:
+            await self.store.close()
 
     async def drain(self) -> None:
         """Wait until every mirrored call has finished and been compared."""
@@ -150,6 +201,7 @@ class Shim:
                 timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0),
             )
         await self._close_channels()
+        await self._close_store()
         if self.pipeline is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
 

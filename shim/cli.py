@@ -2,7 +2,8 @@
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
-               [--rules FILE ...] [--diff-log FILE]
+               [--rules FILE ...] [--diff-log FILE] [--store URL]
+    shim resync [--config FILE | --store URL] [--list] [KEY ...]
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
@@ -75,6 +76,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--shadow-timeout", metavar="DURATION", help="how long the shadow may take after the primary"
     )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help='id pairs and keys out of step: a SQLite file (default "shim.db"), ":memory:", '
+        "or postgresql://... shared by a fleet of replicas",
+    )
+
+    resync = commands.add_parser(
+        "resync",
+        help="list the keys out of step, or mark keys in step again once BK has been brought in line",
+    )
+    resync.add_argument("--config", metavar="FILE", help="the shim's config file (for its [store])")
+    resync.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
+    resync.add_argument(
+        "--list", action="store_true", help="list the keys out of step (the default without KEY)"
+    )
+    resync.add_argument(
+        "keys", nargs="*", metavar="KEY", help='routing keys to resync ("*": the every-key mark)'
+    )
 
     demo = commands.add_parser(
         "demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False
@@ -99,6 +119,8 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["rule_locations"] = (*settings.get("rule_locations", ()), *locations)
     if args.diff_log:
         settings["diff_log"] = args.diff_log
+    if args.store:
+        settings["store"] = args.store
     shadow_timeout = (
         config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
     )
@@ -159,6 +181,9 @@ async def _serve(config: config_mod.Config) -> int:
         descriptor_sets=list(config.descriptor_sets),
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
+        store=shim.store.url if shim.store else None,
+        keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
+        id_pairs_loaded=len(shim.ids) if shim.ids else 0,
     )
 
     async def warn_unreachable() -> None:
@@ -183,6 +208,34 @@ async def _serve(config: config_mod.Config) -> int:
     return 0
 
 
+async def _resync(args: argparse.Namespace) -> int:
+    import time
+
+    from shim.store import Store
+
+    url = args.store
+    if url is None:
+        settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
+        url = settings.get("store", config_mod.Config.__dataclass_fields__["store"].default)
+    store = Store.open(url)
+    await store.start()
+    try:
+        if args.keys and not args.list:
+            done = set(await store.resync(args.keys))
+            for key in args.keys:
+                print(f"{key}: in step again" if key in done else f"{key}: was not out of step")
+            return 0
+        marks = await store.out_of_step()
+        if not marks:
+            print(f"no key is out of step ({store.url})")
+        for mark in marks:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mark.since))
+            print(f"{mark.key}\tsince {when}\t{mark.method.lstrip('/')}: {mark.reason}")
+        return 0
+    finally:
+        await store.close()
+
+
 def _demo(args: Sequence[str]) -> int:
     demos = {ep.name: ep for ep in entry_points(group="shim.demos")}
     if not demos:
@@ -202,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args.args)
+        if args.command == "resync":
+            return asyncio.run(_resync(args))
         config = _settings(args)
         return asyncio.run(_serve(config))
     except ShimError as exc:

@@ -25,6 +25,16 @@ workers = 1
 
 [diff_log]
 path = "-"                         # "-" for stdout, or a file (appended)
+
+[store]
+url = "shim.db"                    # SQLite file (default), ":memory:", or "postgresql://..." for a fleet
+id_cache = 1000000                 # id pairs kept in memory (the rest are read from the store)
+refresh = "1s"                     # how often keys out of step are re-read (resyncs by other processes)
+
+[ids.payment]                      # ids each side mints; see comparators/ids.py
+minted = ["pay.v1.Payment.payment_id"]
+references = ["pay.v1.RefundRequest.payment_id"]
+owner_key = "pay.v1.Payment.account_id"
 ```
 
 Relative paths are relative to the config file.
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from comparators.ids import IdError, IdKind
 from shim.errors import ConfigError
 from shim.routing import MethodSettings
 
@@ -91,6 +102,10 @@ class Config:
     sampling_by_key: bool = False  # the same keys: always or never sampled
     ordering_strict: bool = False  # also serialise the primary's writes per key (unary methods)
     diff_log: str = "-"
+    store: str = "shim.db"  # SQLite file, ":memory:", or a postgresql:// URL
+    store_id_cache: int = 1_000_000  # id pairs kept in memory
+    store_refresh: float = 1.0  # seconds between re-reads of the keys out of step
+    ids: tuple[IdKind, ...] = ()  # [ids.KIND] declarations, checked against the descriptors at start
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
 
@@ -311,6 +326,18 @@ def parse(
         if (x := diff_log.pop("path")) is not None:
             out["diff_log"] = resolve(_string("diff_log.path", x))
         diff_log.finish()
+    if (v := top.pop("store")) is not None:
+        store = _Reader("store.", _table("store", v))
+        if (x := store.pop("url")) is not None:
+            url = _string("store.url", x)
+            out["store"] = url if "://" in url or url.startswith(("sqlite:", ":memory:")) else resolve(url)
+        if (x := store.pop("id_cache")) is not None:
+            out["store_id_cache"] = _positive_int("store.id_cache", x)
+        if (x := store.pop("refresh")) is not None:
+            out["store_refresh"] = parse_duration("store.refresh", x)
+        store.finish()
+    if (v := top.pop("ids")) is not None:
+        out["ids"] = _ids(_table("ids", v))
     if (v := top.pop("rules")) is not None:
         out["rules"], out["rule_locations"] = _rules(v, text, source)
     if (v := top.pop("rules_files")) is not None:
@@ -351,6 +378,42 @@ def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
         )
         reader.finish()
     return methods
+
+
+def _locations(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise ConfigError(f'{key}: expected a field ("package.Message.field") or a list of them')
+    return tuple(value)
+
+
+def _ids(table: dict[str, Any]) -> tuple[IdKind, ...]:
+    """[ids.KIND] tables: minted, references, owner_key, learn_from, scope."""
+    kinds = []
+    for name, entry in table.items():
+        prefix = f"ids.{name}."
+        reader = _Reader(prefix, _table(prefix.rstrip("."), entry))
+        minted = reader.pop("minted")
+        if minted is None:
+            raise ConfigError(f"{prefix}minted is missing: name the answer fields that mint {name} ids")
+        references, owner_key = reader.pop("references"), reader.pop("owner_key")
+        learn_from, scope = reader.pop("learn_from"), reader.pop("scope")
+        reader.finish()
+        try:
+            kinds.append(
+                IdKind(
+                    name=name,
+                    minted=_locations(prefix + "minted", minted),
+                    references=_locations(prefix + "references", references) if references else (),
+                    owner_key=_locations(prefix + "owner_key", owner_key) if owner_key else (),
+                    learn_from=_string(prefix + "learn_from", learn_from) if learn_from else "writes",
+                    scope=_string(prefix + "scope", scope) if scope else "global",
+                )
+            )
+        except IdError as exc:
+            raise ConfigError(str(exc)) from exc
+    return tuple(kinds)
 
 
 def _upstream(name: str, table: dict[str, Any]) -> Upstream:

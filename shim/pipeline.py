@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Verdict, compare
+from comparators.ids import IdFields, IdKind
 from comparators.rules import RuleSet, build_rules
 from shim.metrics import Counters
 
@@ -47,9 +48,10 @@ class WorkerSetup:
     descriptor_set: bytes | None  # a serialized FileDescriptorSet
     rules: tuple[dict[str, Any], ...]
     rule_locations: tuple[str, ...]
+    ids: tuple[IdKind, ...] = ()
 
 
-_worker: tuple[DescriptorRegistry | None, RuleSet | None] = (None, None)
+_worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None] = (None, None, None)
 
 
 def _init_worker(setup: WorkerSetup) -> None:
@@ -63,12 +65,13 @@ def _init_worker(setup: WorkerSetup) -> None:
         registry = DescriptorRegistry()
         registry.add_set(descriptor_pb2.FileDescriptorSet.FromString(setup.descriptor_set), source="shim")
     rules = build_rules(setup.rules, registry, parse_duration, setup.rule_locations)
-    _worker = (registry, rules)
+    ids = IdFields(setup.ids, registry) if setup.ids and registry is not None else None
+    _worker = (registry, rules, ids)
 
 
 def _compare_in_worker(exchange: Exchange) -> Verdicts:
-    registry, rules = _worker
-    comparison = compare(exchange, registry, rules)
+    registry, rules, ids = _worker
+    comparison = compare(exchange, registry, rules, ids)
     return comparison.verdict, comparison.differences, comparison.reason, comparison.decoded
 
 
@@ -83,6 +86,7 @@ class ComparisonPipeline:
         rules: RuleSet | None = None,
         executor: str = "thread",
         setup: WorkerSetup | None = None,
+        ids: IdFields | None = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
@@ -90,6 +94,7 @@ class ComparisonPipeline:
             raise ValueError("a process executor needs a WorkerSetup")
         self._rules = rules
         self._registry = registry
+        self._ids = ids
         self._sinks = list(sinks)
         self._counters = counters
         self._max_pending = max_pending
@@ -167,7 +172,7 @@ class ComparisonPipeline:
 
     def _compare_and_sink(self, exchange: Exchange) -> Comparison | None:
         try:
-            comparison = compare(exchange, self._registry, self._rules)
+            comparison = compare(exchange, self._registry, self._rules, self._ids)
         except Exception:
             _log.exception("comparison failed", method=exchange.method)
             return None

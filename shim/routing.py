@@ -75,6 +75,10 @@ class Router:
             desc = desc.fields_by_name[part].message_type
         return desc is None  # a key is a value (a string, a number), not a message
 
+    @property
+    def registry(self) -> DescriptorRegistry | None:
+        return self._registry
+
     def settings(self, method: str) -> MethodSettings:
         return self._methods.get(method, _DEFAULT)
 
@@ -91,16 +95,28 @@ class Router:
 
     def keys(self, method: str, request: bytes | None) -> tuple[str, ...]:
         """The routing keys of a call, from its first request message (none when undecodable)."""
-        paths = self.settings(method).key
-        if not paths or request is None or self._registry is None:
+        if not self.settings(method).key or request is None:
             return ()
+        return self.keys_of(method, self.decode(method, request))
+
+    def decode(self, method: str, request: bytes | None) -> message.Message | None:
+        """A request message of `method`, decoded (None without a descriptor, or when undecodable)."""
+        if request is None or self._registry is None:
+            return None
         info = self._registry.method(method)
         if info is None:
-            return ()
+            return None
         msg = self._registry.message_class(info.input_type)()
         try:
             msg.ParseFromString(request)
         except message.DecodeError:
+            return None
+        return msg
+
+    def keys_of(self, method: str, msg: message.Message | None) -> tuple[str, ...]:
+        """The routing keys named by the method's `key` paths in a decoded first request."""
+        paths = self.settings(method).key
+        if not paths or msg is None:
             return ()
         keys: list[str] = []
         for path in paths:

@@ -71,9 +71,11 @@ async def running_shim(
     """A shim on a free loopback port in front of `bank` (and `bk`), stopped on exit.
 
     Comparisons run in a thread unless `comparison_executor="process"` is given:
-    a worker process takes a second to start, too long for most tests.
+    a worker process takes a second to start, too long for most tests. The
+    store is in memory unless `store=` names one.
     """
     settings.setdefault("comparison_executor", "thread")
+    settings.setdefault("store", ":memory:")
     sink = CapturingSink()
     config = Config(
         bank=Upstream("bank", bank),

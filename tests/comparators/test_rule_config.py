@@ -250,7 +250,7 @@ def test_inline_rules_are_named_by_their_position_in_the_file(tmp_path: Path) ->
 
 def _serve(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shim", "serve", *map(str, argv)],
+        [sys.executable, "-m", "shim", "serve", *map(str, argv), "--store", ":memory:"],
         capture_output=True,
         text=True,
         timeout=20,

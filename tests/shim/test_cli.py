@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,22 +66,25 @@ class ShimProcess:
 @contextlib.asynccontextmanager
 async def shim_serving(*args: str | Path) -> AsyncIterator[tuple[ShimProcess, dict[str, Any]]]:
     """Start `shim serve ARGS`, wait for its ready line; kill it on exit if it is still running."""
-    proc = await asyncio.create_subprocess_exec(
-        *SERVE,
-        *map(str, args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    running = ShimProcess(proc)
-    try:
-        ready = json.loads(await running.next_line())
-        yield running, ready
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    with tempfile.TemporaryDirectory(prefix="shim-test-") as tmp:
+        if "--store" not in args:  # never the default shim.db of the working directory
+            args = (*args, "--store", str(Path(tmp) / "shim.db"))
+        proc = await asyncio.create_subprocess_exec(
+            *SERVE,
+            *map(str, args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        running = ShimProcess(proc)
+        try:
+            ready = json.loads(await running.next_line())
+            yield running, ready
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await asyncio.wait_for(proc.communicate(), TIMEOUT)
 
 
 @pytest.fixture
@@ -323,7 +327,7 @@ def test_failing_to_start_exits_2_with_one_line(
     """A bad flag, an unreadable or invalid config, or a busy port: exit status 2 and exactly one
     stderr line, starting "shim: error:" and saying what is wrong."""
     done = subprocess.run(
-        [*SERVE, *argv(tmp_path, busy_port)],
+        [*SERVE, *argv(tmp_path, busy_port), "--store", str(tmp_path / "shim.db")],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

@@ -20,7 +20,7 @@ from comparators import Comparison, DescriptorRegistry, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
-from shim.config import load_rules_file
+from shim.config import load_file, load_rules_file
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import scripted_server
@@ -28,6 +28,7 @@ from tests.backends import scripted_server
 HERE = Path(sample_ledger.__file__).parent
 REGISTRY = DescriptorRegistry.from_files([HERE / "bank.binpb"])
 RULES, RULE_LOCATIONS = load_rules_file(HERE / "rules.toml")
+IDS = load_file(HERE / "shim.toml")["ids"]  # the sample's trade ids and page tokens
 BY_ACCOUNT = MethodSettings(key=("account_id",))
 METHODS = {
     f"bank.v1.Ledger/{name}": BY_ACCOUNT
@@ -54,6 +55,7 @@ def _settings(**overrides: Any) -> dict[str, Any]:
         "registry": REGISTRY,
         "rules": RULES,
         "rule_locations": RULE_LOCATIONS,
+        "ids": IDS,
         "methods": METHODS,
         "shadow_timeout": 30,
         **overrides,

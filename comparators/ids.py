@@ -1,0 +1,523 @@
+"""Identifiers each side mints on its own, and where they sit in the messages.
+
+Bank and BK each mint their own ids (Bank's trade "T00000042" is BK's
+"trd_3f9a0c12be47"). An `IdKind` declares where ids of one kind appear:
+
+- `minted`: the answer fields in which a side hands out a new id;
+- `references`: fields that name an id minted earlier (in requests, to be
+  translated for the other side; in answers, to be compared through the map);
+- `owner_key`: the field that holds the routing key of the thing an id names
+  (the account of a trade), so that a call naming only the id is ordered with
+  the other calls on that account;
+- `learn_from`: "writes" (default) learns pairs only from the answers of
+  writes, where ids are minted; "all" also from reads (page tokens are minted
+  by reads);
+- `scope`: "global" (default), or "query" for ids that mean something only for
+  one query, such as page tokens: a pair holds only for requests that are
+  equal apart from the id fields.
+
+A location is either a message field, `"package.Message.field"`, wherever
+that message appears (nested, repeated, in a streamed answer, in a request or
+an answer), or a path within one method's request or answer,
+`"package.Service/Method:request.a.b"` / `"...:response.a.b"`. The field holds
+a string or an integer, and may be repeated.
+
+`IdFields` finds, and rewrites, the ids in decoded messages. It is pure: the
+map of pairs lives in the shim; a comparison receives the pairs it needs with
+its exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from google.protobuf import message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from comparators.descriptors import DescriptorRegistry
+
+LEARN_FROM = ("writes", "all")
+SCOPES = ("global", "query")
+_ID_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_STRING,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+    }
+)
+
+
+class IdError(ValueError):
+    """An id declaration does not fit the descriptors; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdKind:
+    """One kind of id, as declared in `[ids.NAME]`."""
+
+    name: str
+    minted: tuple[str, ...]
+    references: tuple[str, ...] = ()
+    owner_key: tuple[str, ...] = ()
+    learn_from: str = "writes"
+    scope: str = "global"
+
+    def __post_init__(self) -> None:
+        where = f"ids.{self.name}"
+        if not self.minted:
+            raise IdError(f"{where}.minted: name at least one field that mints ids of this kind")
+        if self.learn_from not in LEARN_FROM:
+            raise IdError(f"{where}.learn_from: {self.learn_from!r} is not one of {', '.join(LEARN_FROM)}")
+        if self.scope not in SCOPES:
+            raise IdError(f"{where}.scope: {self.scope!r} is not one of {', '.join(SCOPES)}")
+        if self.scope == "query" and self.owner_key:
+            raise IdError(f"{where}.owner_key: an id scoped to one query has no owner")
+
+
+class Found(NamedTuple):
+    """One id in a message."""
+
+    kind: str
+    minted: bool  # found at a `minted` location (else a reference)
+    path: tuple[str | int, ...]  # message index, then field names and list indices
+    value: str
+    owner: str  # the owner key's value, when the kind declares one that applies here
+
+
+# -- where ids sit ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """An id field of a message type."""
+
+    field: FieldDescriptor
+    kind: str
+    minted: bool
+    owner: FieldDescriptor | None  # a sibling field holding the owner key
+
+
+@dataclass(slots=True)
+class _Plan:
+    """How to find the ids in messages of one type."""
+
+    slots: list[_Slot] = field(default_factory=list)
+    nested: list[FieldDescriptor] = field(default_factory=list)  # message fields that may hold ids
+
+
+@dataclass(frozen=True, slots=True)
+class _MethodPath:
+    """An id location on one method's request or answer."""
+
+    fields: tuple[FieldDescriptor, ...]
+    kind: str
+    minted: bool
+
+
+class IdFields:
+    """The id locations of some kinds, checked against the descriptors."""
+
+    def __init__(self, kinds: Sequence[IdKind], registry: DescriptorRegistry) -> None:
+        self.kinds = {kind.name: kind for kind in kinds}
+        self._registry = registry
+        self._by_type: dict[str, list[_Slot]] = {}
+        self._by_method: dict[tuple[str, str], list[_MethodPath]] = {}
+        self._method_owners: dict[tuple[str, str], tuple[str, tuple[FieldDescriptor, ...]]] = {}
+        self._plans: dict[str, _Plan | None] = {}
+        seen: dict[str, str] = {}
+        for kind in kinds:
+            owners = self._owners(kind)
+            for role, locations in (("minted", kind.minted), ("references", kind.references)):
+                for index, location in enumerate(locations):
+                    where = f"ids.{kind.name}.{role}[{index}]"
+                    if location in seen:
+                        raise IdError(f"{where}: {location!r} is already declared by {seen[location]}")
+                    seen[location] = where
+                    self._add(kind, location, role == "minted", owners, where)
+        self._check_owners_used(kinds)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _field_of(self, location: str, where: str) -> tuple[Descriptor, FieldDescriptor]:
+        type_name, _, field_name = location.rpartition(".")
+        desc = self._registry.find_message(type_name) if type_name else None
+        if desc is None:
+            raise IdError(f"{where}: {location!r} names no message field (expected package.Message.field)")
+        fd = desc.fields_by_name.get(field_name)
+        if fd is None:
+            raise IdError(f"{where}: {type_name} has no field {field_name!r}")
+        return desc, fd
+
+    def _method_path(self, location: str, where: str) -> tuple[str, str, tuple[FieldDescriptor, ...]]:
+        """ "pkg.Svc/Method:request.a.b" -> (wire method, side, fields)."""
+        method, sep, path = location.partition(":")
+        side, _, rest = path.partition(".")
+        if not sep or side not in ("request", "response") or not rest:
+            raise IdError(
+                f"{where}: {location!r} is not package.Service/Method:request.path or ...:response.path"
+            )
+        wire = "/" + method.lstrip("/")
+        info = self._registry.method(wire)
+        if info is None:
+            raise IdError(f"{where}: unknown method {method} (not in the descriptors)")
+        desc = self._registry.find_message(info.input_type if side == "request" else info.output_type)
+        fields: list[FieldDescriptor] = []
+        for part in rest.split("."):
+            fd = desc.fields_by_name.get(part) if desc is not None else None
+            if fd is None:
+                raise IdError(f"{where}: {location!r}: no field {part!r} on that path")
+            fields.append(fd)
+            desc = fd.message_type
+        return wire, side, tuple(fields)
+
+    def _owners(self, kind: IdKind) -> dict[str, FieldDescriptor]:
+        """Owner-key sibling fields by message type; method owners are kept aside."""
+        owners: dict[str, FieldDescriptor] = {}
+        for index, location in enumerate(kind.owner_key):
+            where = f"ids.{kind.name}.owner_key[{index}]"
+            if "/" in location:
+                wire, side, fields = self._method_path(location, where)
+                _check_value_field(fields[-1], where, "a routing key")
+                self._method_owners[(wire, kind.name)] = (side, fields)
+                continue
+            desc, fd = self._field_of(location, where)
+            _check_value_field(fd, where, "a routing key")
+            if fd.is_repeated:
+                raise IdError(f"{where}: an owner key is one value, not a repeated field")
+            owners[desc.full_name] = fd
+        return owners
+
+    def _add(
+        self, kind: IdKind, location: str, minted: bool, owners: dict[str, FieldDescriptor], where: str
+    ) -> None:
+        if "/" in location:
+            wire, side, fields = self._method_path(location, where)
+            if minted and side != "response":
+                raise IdError(f"{where}: ids are minted in answers: use ...:response.path")
+            _check_value_field(fields[-1], where, "an id")
+            self._by_method.setdefault((wire, side), []).append(_MethodPath(fields, kind.name, minted))
+            return
+        desc, fd = self._field_of(location, where)
+        _check_value_field(fd, where, "an id")
+        owner = owners.get(desc.full_name) if minted else None
+        self._by_type.setdefault(desc.full_name, []).append(_Slot(fd, kind.name, minted, owner))
+
+    def _check_owners_used(self, kinds: Sequence[IdKind]) -> None:
+        for kind in kinds:
+            for index, location in enumerate(kind.owner_key):
+                if "/" in location:
+                    continue
+                type_name = location.rpartition(".")[0]
+                minted_here = any(
+                    slot.minted and slot.kind == kind.name for slot in self._by_type.get(type_name, ())
+                )
+                if not minted_here:
+                    raise IdError(
+                        f"ids.{kind.name}.owner_key[{index}]: {type_name} mints no {kind.name} id "
+                        "(an owner key is a field beside a minted id)"
+                    )
+
+    def _plan(self, desc: Descriptor) -> _Plan | None:
+        """What to visit in messages of this type (None: they hold no ids)."""
+        name = desc.full_name
+        if name in self._plans:
+            return self._plans[name]
+        self._plans[name] = None  # a recursive type holds no ids through itself while being planned
+        plan = _Plan(slots=list(self._by_type.get(name, ())))
+        for fd in desc.fields:
+            element = fd.message_type
+            if element is None:
+                continue
+            if element.GetOptions().map_entry:
+                value = element.fields_by_name["value"]
+                if value.message_type is not None and self._plan(value.message_type) is not None:
+                    plan.nested.append(fd)
+            elif self._plan(element) is not None:
+                plan.nested.append(fd)
+        found = plan if plan.slots or plan.nested else None
+        self._plans[name] = found
+        return found
+
+    # -- what the shim asks -----------------------------------------------------------------
+
+    def in_request(self, method: str, input_type: str) -> bool:
+        """Whether requests of this method can hold ids."""
+        desc = self._registry.find_message(input_type)
+        return (method, "request") in self._by_method or (desc is not None and self._plan(desc) is not None)
+
+    def in_response(self, method: str, output_type: str, minted_only: bool = False) -> bool:
+        """Whether answers of this method can hold ids (minted ones only, with `minted_only`)."""
+        desc = self._registry.find_message(output_type)
+        paths = self._by_method.get((method, "response"), [])
+        if any(p.minted or not minted_only for p in paths):
+            return True
+        if desc is None:
+            return False
+        return any(slot.minted or not minted_only for slot in self._slots_under(desc, set()))
+
+    def minted_kinds(self, method: str, output_type: str) -> frozenset[str]:
+        """The kinds of id that answers of this method can mint."""
+        kinds = {p.kind for p in self._by_method.get((method, "response"), ()) if p.minted}
+        desc = self._registry.find_message(output_type)
+        if desc is not None:
+            kinds.update(slot.kind for slot in self._slots_under(desc, set()) if slot.minted)
+        return frozenset(kinds)
+
+    def _slots_under(self, desc: Descriptor, seen: set[str]) -> Iterator[_Slot]:
+        if desc.full_name in seen:
+            return
+        seen.add(desc.full_name)
+        plan = self._plan(desc)
+        if plan is None:
+            return
+        yield from plan.slots
+        for fd in plan.nested:
+            element = fd.message_type
+            assert element is not None
+            if element.GetOptions().map_entry:
+                element = element.fields_by_name["value"].message_type
+            if element is not None:
+                yield from self._slots_under(element, seen)
+
+    def find(
+        self, method: str, side: str, messages: Sequence[message.Message], owner_from: message.Message | None
+    ) -> list[Found]:
+        """Every id in `messages` (a call's requests, or its answers), in message order.
+
+        `owner_from` is the call's first request, for owner keys declared on the method.
+        """
+        found: list[Found] = []
+
+        def keep(one: Found) -> None:
+            found.append(one)
+
+        self._visit(method, side, messages, owner_from, keep)
+        return found
+
+    def rewrite(
+        self,
+        method: str,
+        side: str,
+        messages: Sequence[message.Message],
+        translate: Callable[[Found], str | None],
+    ) -> list[Found]:
+        """Replace every id in `messages` by `translate(found)` (None: leave it); returns those left."""
+        left: list[Found] = []
+
+        def visit(found: Found) -> str | None:
+            new = translate(found)
+            if new is None:
+                left.append(found)
+            return new
+
+        self._visit(method, side, messages, None, visit)
+        return left
+
+    def scope(self, method: str, request: message.Message, kind: str) -> str:
+        """For a query-scoped kind: what identifies the query (the request without its ids)."""
+        if self.kinds[kind].scope != "query":
+            return ""
+        copy = type(request)()
+        copy.CopyFrom(request)
+        self._visit(method, "request", [copy], None, lambda f: "" if f.kind == kind else None)
+        digest = hashlib.blake2b(copy.SerializeToString(deterministic=True), digest_size=12)
+        digest.update(method.encode())
+        return digest.hexdigest()
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def _visit(
+        self,
+        method: str,
+        side: str,
+        messages: Sequence[message.Message],
+        owner_from: message.Message | None,
+        visit: Callable[[Found], str | None],
+    ) -> None:
+        method_paths = self._by_method.get((method, side), ())
+        for index, msg in enumerate(messages):
+            plan = self._plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
+            if plan is not None:
+                self._walk(msg, plan, (index,), method, owner_from, visit)
+            for mp in method_paths:
+                owner = self._method_owner(method, mp.kind, owner_from, msg) if mp.minted else ""
+                _along(msg, mp.fields, (index,), mp.kind, mp.minted, owner, visit)
+
+    def _method_owner(
+        self, method: str, kind: str, first_request: message.Message | None, answer: message.Message
+    ) -> str:
+        entry = self._method_owners.get((method, kind))
+        if entry is None:
+            return ""
+        side, fields = entry
+        source = first_request if side == "request" else answer
+        if source is None:
+            return ""
+        values = _values_along(source, fields)
+        return values[0] if values else ""
+
+    def _walk(
+        self,
+        msg: message.Message,
+        plan: _Plan,
+        path: tuple[str | int, ...],
+        method: str,
+        owner_from: message.Message | None,
+        visit: Callable[[Found], str | None],
+    ) -> None:
+        for slot in plan.slots:
+            fd = slot.field
+            owner = ""
+            if slot.minted:
+                if slot.owner is not None:
+                    owner = _text(getattr(msg, slot.owner.name))
+                if not owner:
+                    owner = self._method_owner(method, slot.kind, owner_from, msg)
+            _visit_field(msg, fd, path, slot.kind, slot.minted, owner, visit)
+        for fd in plan.nested:
+            value = getattr(msg, fd.name)
+            element = fd.message_type
+            assert element is not None
+            if element.GetOptions().map_entry:
+                value_type = element.fields_by_name["value"].message_type
+                sub_plan = self._plan(value_type) if value_type is not None else None
+                if sub_plan is not None:
+                    for key in sorted(value, key=repr):
+                        where = (*path, fd.name, str(key))
+                        self._walk(value[key], sub_plan, where, method, owner_from, visit)
+                continue
+            sub_plan = self._plan(element)
+            if sub_plan is None:
+                continue
+            if fd.is_repeated:
+                for i, item in enumerate(value):
+                    self._walk(item, sub_plan, (*path, fd.name, i), method, owner_from, visit)
+            elif msg.HasField(fd.name):
+                self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
+
+
+def _check_value_field(fd: FieldDescriptor, where: str, what: str) -> None:
+    if fd.type not in _ID_TYPES or (fd.message_type is not None):
+        raise IdError(f"{where}: {fd.full_name} is not a string or integer field, so it cannot hold {what}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if value == 0 else str(value)
+
+
+def _converted(fd: FieldDescriptor, text: str) -> Any:
+    """An id text as the field's type (an integer field takes only integer text)."""
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        return text
+    return int(text)
+
+
+def _visit_field(
+    msg: message.Message,
+    fd: FieldDescriptor,
+    path: tuple[str | int, ...],
+    kind: str,
+    minted: bool,
+    owner: str,
+    visit: Callable[[Found], str | None],
+) -> None:
+    value = getattr(msg, fd.name)
+    if fd.is_repeated:
+        for i, item in enumerate(value):
+            text = _text(item)
+            if text:
+                new = visit(Found(kind, minted, (*path, fd.name, i), text, owner))
+                if new is not None and new != text:
+                    value[i] = _converted(fd, new)
+        return
+    text = _text(value)
+    if text:
+        new = visit(Found(kind, minted, (*path, fd.name), text, owner))
+        if new is not None and new != text:
+            setattr(msg, fd.name, _converted(fd, new))
+
+
+def _along(
+    msg: message.Message,
+    fields: tuple[FieldDescriptor, ...],
+    path: tuple[str | int, ...],
+    kind: str,
+    minted: bool,
+    owner: str,
+    visit: Callable[[Found], str | None],
+) -> None:
+    fd, rest = fields[0], fields[1:]
+    if not rest:
+        _visit_field(msg, fd, path, kind, minted, owner, visit)
+        return
+    value = getattr(msg, fd.name)
+    if fd.is_repeated:
+        for i, item in enumerate(value):
+            _along(item, rest, (*path, fd.name, i), kind, minted, owner, visit)
+    elif msg.HasField(fd.name):
+        _along(value, rest, (*path, fd.name), kind, minted, owner, visit)
+
+
+def _values_along(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> list[str]:
+    out: list[str] = []
+
+    def keep(found: Found) -> None:
+        out.append(found.value)
+
+    _along(msg, fields, (), "", False, "", keep)
+    return out
+
+
+def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Found]]:
+    """Minted ids of the two answers paired by kind and place: the same path on both sides.
+
+    The elements of a repeated field pair by position only when both sides
+    have as many: a list one side made longer (it minted one more id) says
+    nothing certain about which id is which.
+    """
+    right = {(f.kind, f.path): f for f in bk if f.minted}
+    lengths: dict[tuple[str, str, tuple[str | int, ...]], int] = {}
+    for side, found in (("bank", bank), ("bk", bk)):
+        for f in found:
+            if f.minted and isinstance(f.path[-1], int):
+                key = (side, f.kind, f.path[:-1])
+                lengths[key] = lengths.get(key, 0) + 1
+    pairs = []
+    for left in bank:
+        if not left.minted:
+            continue
+        other = right.get((left.kind, left.path))
+        if other is None:
+            continue
+        if isinstance(left.path[-1], int):
+            parent = left.path[:-1]
+            if lengths.get(("bank", left.kind, parent)) != lengths.get(("bk", left.kind, parent)):
+                continue
+        pairs.append((left, other))
+    return pairs
+
+
+def translate_answer(
+    fields: IdFields,
+    method: str,
+    messages: Sequence[message.Message],
+    to_bank: Mapping[tuple[str, str], str],
+) -> list[Found]:
+    """Rewrite BK's ids in decoded answer messages into Bank's, from (kind, BK id) -> Bank id.
+
+    Returns the ids that have no Bank counterpart.
+    """
+    return fields.rewrite(method, "response", messages, lambda f: to_bank.get((f.kind, f.value)))

@@ -1,0 +1,207 @@
+"""The id map: which Bank id is which BK id, learned from the two answers.
+
+When both sides answer a minting call (a write, or any call for kinds that
+`learn_from = "all"`), the ids found at the same place of both answers make
+pairs (`comparators.ids.pair_up`). The first pair learned for an id wins; a
+later, conflicting one is counted and ignored. Pairs are kept in memory (the
+`store.id_cache` most recent ones) and in the store, so that a restarted shim,
+or another replica sharing a PostgreSQL store, knows them too.
+
+A minting call whose primary has answered but whose shadow has not yet is
+*pending*: its ids are known on the primary's side only. A call naming one of
+them learns the owner key at once (so it is ordered with the minting call) and
+waits, bounded by its own shadow timeout, for the counterpart.
+
+The map works both ways: `counterpart(side, ...)` translates from Bank's id
+space to BK's ("bank") or back ("bk").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from comparators.ids import Found, IdFields
+from shim.metrics import Counters
+from shim.store import IdPair, Store, StoreError
+
+_log = structlog.get_logger("shim.ids")
+
+SIDES = ("bank", "bk")
+
+
+def other(side: str) -> str:
+    return "bk" if side == "bank" else "bank"
+
+
+@dataclass(slots=True)
+class Pending:
+    """An id one side minted whose counterpart is not known yet."""
+
+    owner: str
+    future: asyncio.Future[str | None]
+
+
+class IdBook:
+    def __init__(self, fields: IdFields, store: Store | None, counters: Counters, cache: int = 1_000_000):
+        self.fields = fields
+        self._store = store
+        self._counters = counters
+        self._cache = max(cache, 1)
+        # (side, kind, id) -> (the other side's id, owner key)
+        self._known: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._pending: dict[tuple[str, str, str], Pending] = {}
+
+    def __len__(self) -> int:
+        """Pairs held in memory."""
+        return len(self._known) // 2
+
+    async def preload(self) -> None:
+        """Fill the memory with the most recent pairs of the store."""
+        if self._store is None:
+            return
+        pairs = await self._store.recent_pairs(self._cache)
+        for pair in reversed(pairs):  # oldest first: the newest are evicted last
+            self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
+
+    # -- synchronous lookups (ordering a call when it arrives) ---------------------------------
+
+    def owner(self, side: str, kind: str, value: str) -> str | None:
+        """The owner key of an id (None when the id is not known in memory)."""
+        known = self._known.get((side, kind, value))
+        if known is not None:
+            return known[1]
+        pending = self._pending.get((side, kind, value))
+        return pending.owner if pending is not None else None
+
+    def known(self, side: str, kind: str, value: str) -> str | None:
+        """The other side's id, if held in memory."""
+        known = self._known.get((side, kind, value))
+        return known[0] if known is not None else None
+
+    # -- pending ids -------------------------------------------------------------------------
+
+    def expect(self, side: str, found: Iterable[Found], scopes: Mapping[str, str]) -> list[Pending]:
+        """Ids minted by `side` whose counterparts the shadow's answer will tell.
+
+        `scopes` gives the query scope of each query-scoped kind."""
+        out = []
+        for one in found:
+            key = (side, one.kind, _scoped(scopes.get(one.kind, ""), one.value))
+            if key in self._known:
+                continue
+            pending = self._pending.get(key)
+            if pending is None:
+                future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+                pending = self._pending[key] = Pending(one.owner, future)
+                future.add_done_callback(lambda _, key=key: self._pending.pop(key, None))  # type: ignore[misc]
+            out.append(pending)
+        return out
+
+    @staticmethod
+    def settle(pendings: Iterable[Pending]) -> None:
+        """The minting calls are over: whatever was not learned has no counterpart."""
+        for pending in pendings:
+            if not pending.future.done():
+                pending.future.set_result(None)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def learn(self, pairs: Iterable[tuple[Found, Found]], scopes: Mapping[str, str]) -> int:
+        """Record (Bank id, BK id) pairs; the first pair of an id wins. Returns how many are new."""
+        new: list[IdPair] = []
+        now = time.time()
+        for bank, bk in pairs:
+            kind = bank.kind
+            scope = scopes.get(kind, "")
+            bank_id, bk_id = _scoped(scope, bank.value), _scoped(scope, bk.value)
+            held = self._known.get(("bank", kind, bank_id))
+            back = self._known.get(("bk", kind, bk_id))
+            if held is not None or back is not None:
+                if (held is None or held[0] != bk_id) or (back is None or back[0] != bank_id):
+                    self._counters.inc("id_conflicts", kind)
+                    _log.warning(
+                        "id pair conflicts with one learned earlier; the earlier one is kept",
+                        kind=kind,
+                        bank_id=bank_id,
+                        bk_id=bk_id,
+                        known_bk_id=held[0] if held else None,
+                        known_bank_id=back[0] if back else None,
+                    )
+                continue
+            owner = bank.owner or bk.owner
+            self._remember(kind, bank_id, bk_id, owner)
+            new.append(IdPair(kind, bank_id, bk_id, owner, now))
+            self._counters.inc("ids_learned", kind)
+            for side, value, counterpart in (("bank", bank_id, bk_id), ("bk", bk_id, bank_id)):
+                pending = self._pending.get((side, kind, value))
+                if pending is not None and not pending.future.done():
+                    pending.future.set_result(counterpart)
+        if new and self._store is not None:
+            self._store.put_pairs(new)
+        return len(new)
+
+    def _remember(self, kind: str, bank_id: str, bk_id: str, owner: str) -> None:
+        self._known[("bank", kind, bank_id)] = (bk_id, owner)
+        self._known[("bk", kind, bk_id)] = (bank_id, owner)
+        while len(self._known) > 2 * self._cache:  # the oldest pair goes (both of its entries)
+            (side, old_kind, value), (counterpart, _) = next(iter(self._known.items()))
+            del self._known[(side, old_kind, value)]
+            self._known.pop((other(side), old_kind, counterpart), None)
+
+    # -- translating -------------------------------------------------------------------------
+
+    async def counterpart(
+        self, side: str, kind: str, value: str, stop: asyncio.Event | None = None, scope: str = ""
+    ) -> str | None:
+        """The other side's id for `side`'s `value`: from memory, a pending minting call
+        (waited for until `stop` is set; not waited for without `stop`), or the store.
+        None when no counterpart is known."""
+        scoped = _scoped(scope, value)
+        key = (side, kind, scoped)
+        known = self._known.get(key)
+        if known is not None:
+            return _unscoped(scope, known[0])
+        pending = self._pending.get(key)
+        if pending is not None and stop is not None:
+            result = await _until(pending.future, stop)
+            if result is not None:
+                return _unscoped(scope, result)
+        if self._store is None:
+            return None
+        try:
+            pairs = await self._store.find_pairs(kind, side, [scoped])
+        except StoreError as exc:
+            self._counters.inc("id_lookup_errors", kind)
+            _log.warning("id lookup failed", kind=kind, error=str(exc))
+            return None
+        for pair in pairs:
+            self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
+            return _unscoped(scope, pair.bk_id if side == "bank" else pair.bank_id)
+        return None
+
+
+async def _until(future: asyncio.Future[str | None], stop: asyncio.Event) -> str | None:
+    if future.done():
+        return future.result()
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((future, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    return future.result() if future.done() else None
+
+
+def _scoped(scope: str, value: str) -> str:
+    return f"{scope}|{value}" if scope else value
+
+
+def _unscoped(scope: str, value: str) -> str:
+    return value[len(scope) + 1 :] if scope and value.startswith(scope + "|") else value

@@ -1,0 +1,153 @@
+"""Keys out of step: where BK's ledger may differ from Bank's because of a missed write.
+
+A write is *in step* when both sides did the same with it: both applied it
+(both answered OK), or both certainly did not (both refused it with a status
+that means nothing was done, such as INVALID_ARGUMENT or NOT_FOUND). Anything
+else puts its keys out of step:
+
+- the write was not mirrored (dropped at `shadow.max_in_flight`, breaker open,
+  or it names an id BK has no counterpart for) while Bank applied it, or may have;
+- the shadow call timed out, was given up or cancelled (outcome unknown);
+- the client cancelled the write (outcome unknown on both sides);
+- one side applied it and the other refused it (or may not have applied it).
+
+A write without keys puts every key out of step ("*"). Later differences on a
+key out of step are `tainted`: explained by the missed write, not counted as
+parity failures. The mark stays (in the store, so restarts and other replicas
+keep it) until an operator re-syncs the key: `shim resync KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+
+import structlog
+
+from comparators import Outcome, status_name
+from shim.metrics import Counters
+from shim.store import OutOfStep, Store, StoreError
+
+_log = structlog.get_logger("shim.steps")
+
+EVERY_KEY = "*"
+# statuses that say the write was certainly not applied
+_REFUSED = frozenset({3, 5, 6, 7, 8, 9, 10, 11, 12, 16})  # INVALID_ARGUMENT ... UNAUTHENTICATED
+APPLIED, REFUSED, UNKNOWN = "applied", "refused", "unknown"
+
+
+def effect(outcome: Outcome | None) -> str:
+    """What a write's outcome says about its effect on that side's ledger."""
+    if outcome is None or outcome.local:
+        return UNKNOWN
+    if outcome.code == 0:
+        return APPLIED
+    return REFUSED if outcome.code in _REFUSED else UNKNOWN
+
+
+def out_of_step_reason(primary: Outcome | None, shadow: Outcome | None, primary_is_bank: bool) -> str:
+    """Why a write leaves its keys out of step ("" when it does not)."""
+    left, right = effect(primary), effect(shadow)
+    if left == right and left != UNKNOWN:
+        return ""
+    bank, bk = (primary, shadow) if primary_is_bank else (shadow, primary)
+    return f"Bank {_said(bank)}, BK {_said(bk)}"
+
+
+def _said(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "was not called"
+    if outcome.local:
+        return outcome.local
+    return "applied it (OK)" if outcome.code == 0 else f"answered {status_name(outcome.code)}"
+
+
+class Steps:
+    """The keys out of step, in memory and in the store."""
+
+    def __init__(self, store: Store | None, counters: Counters, refresh: float = 1.0) -> None:
+        self._store = store
+        self._counters = counters
+        self._refresh = refresh
+        self._marks: dict[str, OutOfStep] = {}
+        self._fresh: dict[str, OutOfStep] = {}  # marked while a refresh was reading the store
+        self._refreshing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def keys(self) -> dict[str, OutOfStep]:
+        return dict(self._marks)
+
+    async def start(self) -> None:
+        await self.refresh()
+        if self._store is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="out-of-step refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                _log.warning("cannot re-read the keys out of step", error=str(exc))
+
+    async def refresh(self) -> None:
+        """Re-read the marks from the store (resyncs and other replicas' marks)."""
+        if self._store is None:
+            return
+        self._refreshing = True
+        self._fresh = {}
+        try:
+            marks = {mark.key: mark for mark in await self._store.out_of_step()}
+        finally:
+            self._refreshing = False
+        marks.update(self._fresh)
+        self._marks = marks
+
+    def mark(self, keys: Iterable[str], method: str, reason: str) -> None:
+        """These keys (none: every key) missed a write."""
+        now = time.time()
+        marks = []
+        for key in tuple(keys) or (EVERY_KEY,):
+            if key in self._marks:
+                continue
+            mark = OutOfStep(key, now, method, reason)
+            self._marks[key] = mark
+            if self._refreshing:
+                self._fresh[key] = mark
+            marks.append(mark)
+            self._counters.inc("keys_out_of_step", method)
+            _log.warning("key out of step", key=key, method=method, reason=reason)
+        if marks and self._store is not None:
+            self._store.mark_out_of_step(marks)
+
+    def reason(self, keys: tuple[str, ...]) -> str:
+        """Why a call on these keys (none: any key) is tainted; "" when none is out of step."""
+        if not self._marks:
+            return ""
+        every = self._marks.get(EVERY_KEY)
+        if every is not None:
+            return _tainted(every)
+        if not keys:
+            first = min(self._marks.values(), key=lambda m: m.since)
+            return _tainted(first)
+        for key in keys:
+            mark = self._marks.get(key)
+            if mark is not None:
+                return _tainted(mark)
+        return ""
+
+
+def _tainted(mark: OutOfStep) -> str:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mark.since))
+    what = "every key" if mark.key == EVERY_KEY else f"key {mark.key!r}"
+    return f"{what} out of step since {when}: {mark.method.lstrip('/')} {mark.reason}"

@@ -233,21 +233,29 @@ class IdFields:
         name = desc.full_name
         if name in self._plans:
             return self._plans[name]
-        self._plans[name] = None  # a recursive type holds no ids through itself while being planned
         plan = _Plan(slots=list(self._by_type.get(name, ())))
         for fd in desc.fields:
-            element = fd.message_type
-            if element is None:
-                continue
-            if element.GetOptions().map_entry:
-                value = element.fields_by_name["value"]
-                if value.message_type is not None and self._plan(value.message_type) is not None:
-                    plan.nested.append(fd)
-            elif self._plan(element) is not None:
+            element = _element(fd)
+            if element is not None and self._holds_ids(element):
                 plan.nested.append(fd)
         found = plan if plan.slots or plan.nested else None
         self._plans[name] = found
         return found
+
+    def _holds_ids(self, desc: Descriptor) -> bool:
+        """Whether messages of this type can hold ids, at any depth (recursive types included)."""
+        seen = {desc.full_name}
+        todo = [desc]
+        while todo:
+            current = todo.pop()
+            if current.full_name in self._by_type:
+                return True
+            for fd in current.fields:
+                element = _element(fd)
+                if element is not None and element.full_name not in seen:
+                    seen.add(element.full_name)
+                    todo.append(element)
+        return False
 
     # -- what the shim asks -----------------------------------------------------------------
 
@@ -407,6 +415,14 @@ class IdFields:
                 self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
 
 
+def _element(fd: FieldDescriptor) -> Descriptor | None:
+    """The message type a field holds (a map's value type for a map), or None."""
+    element = fd.message_type
+    if element is not None and element.GetOptions().map_entry:
+        element = element.fields_by_name["value"].message_type
+    return element
+
+
 def _check_value_field(fd: FieldDescriptor, where: str, what: str) -> None:
     if fd.type not in _ID_TYPES or (fd.message_type is not None):
         raise IdError(f"{where}: {fd.full_name} is not a string or integer field, so it cannot hold {what}")
@@ -419,10 +435,10 @@ def _text(value: Any) -> str:
 
 
 def _converted(fd: FieldDescriptor, text: str) -> Any:
-    """An id text as the field's type (an integer field takes only integer text)."""
+    """An id text as the field's type (an integer field takes only integer text; "" clears it)."""
     if fd.type == FieldDescriptor.TYPE_STRING:
         return text
-    return int(text)
+    return int(text) if text else 0
 
 
 def _visit_field(
@@ -484,17 +500,21 @@ def _values_along(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> 
 def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Found]]:
     """Minted ids of the two answers paired by kind and place: the same path on both sides.
 
-    The elements of a repeated field pair by position only when both sides
-    have as many: a list one side made longer (it minted one more id) says
-    nothing certain about which id is which.
+    Messages of a stream pair by position. Inside a message, the elements of a
+    list pair by position only when both sides hold ids in as many of its
+    elements: a list one side made longer (it minted one more) says nothing
+    certain about which id is which, and a wrong pair would later send a call
+    to the wrong thing.
     """
     right = {(f.kind, f.path): f for f in bk if f.minted}
-    lengths: dict[tuple[str, str, tuple[str | int, ...]], int] = {}
+    lengths: dict[tuple[str, str, tuple[str | int, ...]], set[int]] = {}
     for side, found in (("bank", bank), ("bk", bk)):
         for f in found:
-            if f.minted and isinstance(f.path[-1], int):
-                key = (side, f.kind, f.path[:-1])
-                lengths[key] = lengths.get(key, 0) + 1
+            if f.minted:
+                for i in range(1, len(f.path)):
+                    index = f.path[i]
+                    if isinstance(index, int):
+                        lengths.setdefault((side, f.kind, f.path[:i]), set()).add(index)
     pairs = []
     for left in bank:
         if not left.minted:
@@ -502,10 +522,12 @@ def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Fou
         other = right.get((left.kind, left.path))
         if other is None:
             continue
-        if isinstance(left.path[-1], int):
-            parent = left.path[:-1]
-            if lengths.get(("bank", left.kind, parent)) != lengths.get(("bk", left.kind, parent)):
-                continue
+        lists = [left.path[:i] for i in range(1, len(left.path)) if isinstance(left.path[i], int)]
+        if any(
+            len(lengths.get(("bank", left.kind, p), ())) != len(lengths.get(("bk", left.kind, p), ()))
+            for p in lists
+        ):
+            continue
         pairs.append((left, other))
     return pairs
 

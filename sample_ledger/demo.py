@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import tempfile
 import time
 from collections import Counter
@@ -184,7 +185,10 @@ def _print_out_of_step(console: Console, marks: dict[str, OutOfStep]) -> None:
     if not marks:
         console.print("\n[bold]Keys out of step[/]: none; BK got every write Bank applied, and did the same.")
         return
-    reasons = Counter(f"{m.method.rsplit('/', 1)[-1]}: {m.reason}" for m in marks.values())
+    # grouped by what happened, without each error's own details
+    reasons = Counter(
+        f"{m.method.rsplit('/', 1)[-1]}: {re.sub(r' [(][^)]*[)]', '', m.reason)}" for m in marks.values()
+    )
     console.print(
         f"\n[bold]Keys out of step[/]: {len(marks)} (a write one side applied and the other did not; "
         "later mismatches on them are [bold]tainted[/], not counted as real):",

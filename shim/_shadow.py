@@ -244,9 +244,8 @@ class Mirror:
             dispatcher.breaker.record(not shadow.local and shadow.code != _UNAVAILABLE)
         primary, cancelled = await self._primary
         try:
-            pairs: tuple[tuple[str, str, str], ...] = ()
             if primary is not None and dispatcher.ids is not None:
-                pairs = await dispatcher.learn(self, primary, shadow)
+                dispatcher.learn(self, primary, shadow)
             if self.is_write:
                 dispatcher.judge_write(self, primary, shadow, cancelled)
         finally:
@@ -256,6 +255,7 @@ class Mirror:
             IdBook.settle(self._expected)
         if primary is None:
             return
+        pairs = await dispatcher.known_pairs(self, primary, shadow) if dispatcher.ids is not None else ()
         unmapped = tuple((f.kind, _where(f), f.value) for f in self.unmapped)
         dispatcher.submit(
             Exchange(
@@ -592,26 +592,37 @@ class ShadowDispatcher:
         self.counters.inc("ids_translated", mirror.method)
         return msg.SerializeToString(), []
 
-    async def learn(
+    def learn(self, mirror: Mirror, primary: Outcome, shadow: Outcome) -> None:
+        """Learn the pairs of the ids this call minted, from the two answers."""
+        ids = self.ids
+        assert ids is not None
+        plan = self.id_plan(mirror.method)
+        if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or mirror.unmapped:
+            return
+        fields, method, first = ids.fields, mirror.method, mirror._first
+        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
+        bank_found = fields.find(method, "response", self._decoded(plan, bank), first)
+        bk_found = fields.find(method, "response", self._decoded(plan, bk), first)
+        pairs = [p for p in pair_up(bank_found, bk_found) if p[0].kind in plan.learnable]
+        if pairs:
+            ids.learn(pairs, self._scopes(method, first, {p[0].kind for p in pairs}))
+
+    async def known_pairs(
         self, mirror: Mirror, primary: Outcome, shadow: Outcome
     ) -> tuple[tuple[str, str, str], ...]:
-        """Learn the pairs this call minted; the known pairs of the ids in BK's answer."""
+        """(kind, Bank id, BK id) of the ids in BK's answer that pair with a Bank id, for the comparison."""
         ids = self.ids
         assert ids is not None
         plan = self.id_plan(mirror.method)
         if not plan.response or shadow.local:
             return ()
-        fields, method, first = ids.fields, mirror.method, mirror._first
-        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
-        bk_found = fields.find(method, "response", self._decoded(plan, bk), first)
-        if not bk_found:
+        bk = shadow if self.primary_is_bank else primary
+        found = ids.fields.find(mirror.method, "response", self._decoded(plan, bk), mirror._first)
+        if not found:
             return ()
-        scopes = self._scopes(method, first, {f.kind for f in bk_found})
-        if plan.mints and primary.code == 0 and shadow.code == 0 and not mirror.unmapped:
-            bank_found = fields.find(method, "response", self._decoded(plan, bank), first)
-            ids.learn((p for p in pair_up(bank_found, bk_found) if p[0].kind in plan.learnable), scopes)
+        scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})
         pairs: dict[tuple[str, str, str], None] = {}
-        for f in bk_found:
+        for f in found:
             bank_id = await ids.counterpart("bk", f.kind, f.value, None, scopes.get(f.kind, ""))
             if bank_id is not None:
                 pairs[(f.kind, bank_id, f.value)] = None

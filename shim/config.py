@@ -405,10 +405,14 @@ def _ids(table: dict[str, Any]) -> tuple[IdKind, ...]:
                 IdKind(
                     name=name,
                     minted=_locations(prefix + "minted", minted),
-                    references=_locations(prefix + "references", references) if references else (),
-                    owner_key=_locations(prefix + "owner_key", owner_key) if owner_key else (),
-                    learn_from=_string(prefix + "learn_from", learn_from) if learn_from else "writes",
-                    scope=_string(prefix + "scope", scope) if scope else "global",
+                    references=_locations(prefix + "references", references)
+                    if references is not None
+                    else (),
+                    owner_key=_locations(prefix + "owner_key", owner_key) if owner_key is not None else (),
+                    learn_from=_string(prefix + "learn_from", learn_from)
+                    if learn_from is not None
+                    else "writes",
+                    scope=_string(prefix + "scope", scope) if scope is not None else "global",
                 )
             )
         except IdError as exc:

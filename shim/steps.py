@@ -61,7 +61,10 @@ def _said(outcome: Outcome | None) -> str:
         return "was not called"
     if outcome.local:
         return outcome.local
-    return "applied it (OK)" if outcome.code == 0 else f"answered {status_name(outcome.code)}"
+    if outcome.code == 0:
+        return "applied it (OK)"
+    details = outcome.details if len(outcome.details) <= 80 else outcome.details[:79] + "…"
+    return f"answered {status_name(outcome.code)}" + (f" ({details})" if details else "")
 
 
 class Steps:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from comparators import DescriptorRegistry
-from shim.app import load_rules
+from shim.app import load_ids, load_rules
 from shim.config import build, load_file
 from shim.routing import Router
 
@@ -46,3 +46,15 @@ def test_the_rules_examples_check_against_the_sample_descriptors(tmp_path: Path)
         path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
         config = build(load_file(path))
         assert load_rules(config, registry).bindings
+
+
+def test_the_id_translation_example_checks_against_the_sample_descriptors(tmp_path: Path) -> None:
+    """The [ids] example of the "ID translation" section is a valid declaration for the sample."""
+    registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+    (block,) = _toml_blocks("## ID translation")
+    path = tmp_path / "ids.toml"
+    path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
+    config = build(load_file(path))
+    fields = load_ids(config, registry)
+    assert fields is not None
+    assert sorted(fields.kinds) == ["page", "trade"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from comparators.ids import IdKind
 from shim import cli
 from shim.config import Config, Upstream, build, load_file, parse_duration, parse_size
 from shim.errors import ConfigError
@@ -329,3 +331,236 @@ def test_comparison_worker_settings_are_checked(tmp_path: Path, text: str, names
     path.write_text(text)
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         build(load_file(path))
+
+
+# ---- [ids.KIND] and [store] ------------------------------------------------------------------
+
+TRADE_ID = "bank.v1.Trade.trade_id"
+
+
+def _ids_of(tmp_path: Path, text: str) -> tuple[IdKind, ...]:
+    return build(load_file(_config_file(tmp_path, text + "\n" + BANK_TABLE))).ids
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            f'[ids.trade]\nminted = "{TRADE_ID}"\n',
+            (IdKind("trade", minted=(TRADE_ID,)),),
+            id="one-string-and-defaults",
+        ),
+        pytest.param(
+            '[ids.trade]\nminted = ["a.B.c", "a.D.e"]\nreferences = "a.F.g"\n'
+            'owner_key = ["a.B.o", "a.D.o"]\n',
+            (
+                IdKind(
+                    "trade", minted=("a.B.c", "a.D.e"), references=("a.F.g",), owner_key=("a.B.o", "a.D.o")
+                ),
+            ),
+            id="lists-and-strings",
+        ),
+        pytest.param(
+            '[ids.trade]\nminted = "a.B.c"\nreferences = ["a.F.g", "a.H.i"]\nowner_key = "a.B.o"\n',
+            (IdKind("trade", minted=("a.B.c",), references=("a.F.g", "a.H.i"), owner_key=("a.B.o",)),),
+            id="owner-key-as-one-string",
+        ),
+        pytest.param(
+            '[ids.page]\nminted = "a.R.next"\nreferences = "a.Q.token"\n'
+            'learn_from = "all"\nscope = "query"\n',
+            (
+                IdKind(
+                    "page", minted=("a.R.next",), references=("a.Q.token",), learn_from="all", scope="query"
+                ),
+            ),
+            id="page-tokens",
+        ),
+        pytest.param(
+            '[ids.trade]\nminted = "a.B.c"\n[ids.page]\nminted = "a.R.next"\nlearn_from = "writes"\n'
+            'scope = "global"\n',
+            (IdKind("trade", minted=("a.B.c",)), IdKind("page", minted=("a.R.next",))),
+            id="several-kinds-in-file-order",
+        ),
+        pytest.param(
+            '[ids.trade]\nminted = "bank.v1.Ledger/PostTrade:response.trade_id"\n'
+            'owner_key = "bank.v1.Ledger/PostTrade:request.account_id"\n',
+            (
+                IdKind(
+                    "trade",
+                    minted=("bank.v1.Ledger/PostTrade:response.trade_id",),
+                    owner_key=("bank.v1.Ledger/PostTrade:request.account_id",),
+                ),
+            ),
+            id="method-paths",
+        ),
+    ],
+)
+def test_ids_tables_build_id_kinds(tmp_path: Path, text: str, expected: tuple[IdKind, ...]) -> None:
+    """Each [ids.KIND] table is one IdKind; a single location may be a string; learn_from/scope default."""
+    assert _ids_of(tmp_path, text) == expected
+
+
+def test_no_ids_table_declares_no_kinds(tmp_path: Path) -> None:
+    """Without [ids] the shim translates no ids."""
+    assert _ids_of(tmp_path, "") == ()
+
+
+ID_MISTAKES: list[object] = [
+    pytest.param(
+        "[ids.trade]\nreferences = 'a.B.c'\n",
+        "ids.trade.minted is missing: name the answer fields that mint trade ids",
+        id="missing-minted",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = []\n",
+        "ids.trade.minted: name at least one field that mints ids of this kind",
+        id="empty-minted",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nbogus = 1\n", "unknown setting ids.trade.bogus", id="unknown-key"
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nowners = 'a.B.o'\nmint = 'x'\n",
+        "unknown setting ids.trade.mint, ids.trade.owners",
+        id="unknown-keys-all-named",
+    ),
+    pytest.param("[ids.trade]\nminted = [1]\n", "ids.trade.minted: expected a field", id="minted-not-text"),
+    pytest.param(
+        "[ids.trade]\nminted = ''\n", "ids.trade.minted: expected a field", id="minted-empty-string"
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nreferences = ['a.F.g', 2]\n",
+        "ids.trade.references: expected a field",
+        id="reference-not-text",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nowner_key = [true]\n",
+        "ids.trade.owner_key: expected a field",
+        id="owner-key-not-text",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nreferences = {field = 'a.F.g'}\n",
+        "ids.trade.references: expected a field",
+        id="references-a-table",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nlearn_from = 'reads'\n",
+        "ids.trade.learn_from: 'reads' is not one of writes, all",
+        id="bad-learn-from",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nlearn_from = 1\n",
+        "ids.trade.learn_from: 1 is not a non-empty string",
+        id="learn-from-not-text",
+    ),
+    pytest.param(
+        "[ids.trade]\nminted = 'a.B.c'\nscope = 'session'\n",
+        "ids.trade.scope: 'session' is not one of global, query",
+        id="bad-scope",
+    ),
+    pytest.param(
+        "[ids.page]\nminted = 'a.R.next'\nscope = 'query'\nowner_key = 'a.R.o'\n",
+        "ids.page.owner_key: an id scoped to one query has no owner",
+        id="query-scope-with-owner",
+    ),
+    pytest.param("[ids]\ntrade = 'a.B.c'\n", "ids.trade: expected a table", id="kind-not-a-table"),
+    pytest.param("ids = 3\n", "ids: expected a table", id="ids-not-a-table"),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), ID_MISTAKES)
+def test_ids_mistakes_are_one_line_errors_naming_the_key(tmp_path: Path, text: str, error: str) -> None:
+    """Each mistake in an [ids.KIND] table is a one-line ConfigError that starts with the key at fault."""
+    with pytest.raises(ConfigError) as caught:
+        _ids_of(tmp_path, text)
+    message = str(caught.value)
+    assert message.startswith(error), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        pytest.param("references = 0", "ids.trade.references", id="references-zero"),
+        pytest.param("owner_key = false", "ids.trade.owner_key", id="owner-key-false"),
+        pytest.param('learn_from = ""', "ids.trade.learn_from", id="learn-from-empty"),
+        pytest.param("scope = false", "ids.trade.scope", id="scope-false"),
+    ],
+)
+def test_ids_settings_of_the_wrong_type_are_errors_even_when_falsy(
+    tmp_path: Path, setting: str, key: str
+) -> None:
+    """A falsy value of the wrong type in an [ids.KIND] table is a ConfigError, like any other wrong type."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}"):
+        _ids_of(tmp_path, f"[ids.trade]\nminted = 'a.B.c'\n{setting}\n")
+
+
+def _store_of(tmp_path: Path, text: str) -> Config:
+    return build(load_file(_config_file(tmp_path, text + "\n" + BANK_TABLE)))
+
+
+def test_store_defaults(tmp_path: Path) -> None:
+    """Without [store]: shim.db, a million cached id pairs, re-read every second."""
+    config = _store_of(tmp_path, "")
+    assert (config.store, config.store_id_cache, config.store_refresh) == ("shim.db", 1_000_000, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("state/shim.db", lambda d: str(d / "state/shim.db"), id="relative-file"),
+        pytest.param("/var/lib/shim.db", lambda d: "/var/lib/shim.db", id="absolute-file"),
+        pytest.param(":memory:", lambda d: ":memory:", id="memory"),
+        pytest.param(
+            "postgresql://shim@db:5432/shim", lambda d: "postgresql://shim@db:5432/shim", id="postgresql"
+        ),
+        pytest.param("sqlite:relative.db", lambda d: "sqlite:relative.db", id="sqlite-url"),
+    ],
+)
+def test_store_url(tmp_path: Path, url: str, expected: Callable[[Path], str]) -> None:
+    """A relative store file is resolved against the config's folder; URLs and :memory: are kept as given."""
+    assert _store_of(tmp_path, f'[store]\nurl = "{url}"\n').store == expected(tmp_path)
+
+
+def test_store_settings(tmp_path: Path) -> None:
+    """[store] id_cache is a count and refresh a duration."""
+    config = _store_of(tmp_path, '[store]\nurl = ":memory:"\nid_cache = 5000\nrefresh = "250ms"\n')
+    assert (config.store, config.store_id_cache, config.store_refresh) == (":memory:", 5000, 0.25)
+    assert _store_of(tmp_path, "[store]\nrefresh = 3\n").store_refresh == 3.0
+
+
+def test_store_flag_overrides_the_file(tmp_path: Path) -> None:
+    """--store replaces [store] url and keeps the other store settings."""
+    path = _config_file(tmp_path, BANK_TABLE + '[store]\nurl = "a.db"\nid_cache = 7\n')
+    config = _serve_settings("--config", path, "--store", ":memory:")
+    assert (config.store, config.store_id_cache) == (":memory:", 7)
+
+
+STORE_MISTAKES: list[object] = [
+    pytest.param("[store]\nid_cache = 0\n", "store.id_cache: 0 is not a positive integer", id="zero-cache"),
+    pytest.param(
+        "[store]\nid_cache = -5\n", "store.id_cache: -5 is not a positive integer", id="negative-cache"
+    ),
+    pytest.param(
+        "[store]\nid_cache = '10'\n", "store.id_cache: '10' is not a positive integer", id="cache-text"
+    ),
+    pytest.param(
+        "[store]\nid_cache = true\n", "store.id_cache: True is not a positive integer", id="cache-bool"
+    ),
+    pytest.param("[store]\nrefresh = 'soon'\n", "store.refresh: 'soon' is not a duration", id="bad-refresh"),
+    pytest.param("[store]\nrefresh = -1\n", "store.refresh: -1 is not a duration", id="negative-refresh"),
+    pytest.param("[store]\nurl = ''\n", "store.url: '' is not a non-empty string", id="empty-url"),
+    pytest.param("[store]\nurl = 5\n", "store.url: 5 is not a non-empty string", id="url-not-text"),
+    pytest.param("[store]\npath = 'x.db'\n", "unknown setting store.path", id="unknown-key"),
+    pytest.param("store = 'x.db'\n", "store: expected a table", id="store-not-a-table"),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), STORE_MISTAKES)
+def test_store_mistakes_are_one_line_errors_naming_the_key(tmp_path: Path, text: str, error: str) -> None:
+    """Each mistake in [store] is a one-line ConfigError that starts with the key at fault."""
+    with pytest.raises(ConfigError) as caught:
+        _store_of(tmp_path, text)
+    message = str(caught.value)
+    assert message.startswith(error), message
+    assert "\n" not in message

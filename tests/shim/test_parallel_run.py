@@ -282,3 +282,69 @@ async def test_a_write_given_up_while_waiting_still_holds_the_writes_behind_it(b
     assert given_up.exchange.shadow is not None
     assert given_up.exchange.shadow.code == grpc.StatusCode.CANCELLED.value[0]
     assert "max_capture" in given_up.exchange.shadow.local
+
+
+CANCEL_TRADE = "/bank.v1.Ledger/CancelTrade"
+POST_TRADE = "/bank.v1.Ledger/PostTrade"
+
+
+async def test_a_trade_cancelled_by_banks_id_is_cancelled_at_bk_by_its_own_id(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """Post a trade, then cancel it by the id Bank minted: BK cancels its own trade (asked directly, it is
+    CANCELLED under BK's id), the client sees Bank's ids, and both comparisons match on the id fields."""
+    bank, bk = ledgers
+    methods = {**METHODS, "bank.v1.Ledger/CancelTrade": BY_ACCOUNT}
+    async with (
+        running_shim(bank.address, bk.address, **_settings(methods=methods)) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub = _stub(channel)
+        await _open(stub, ["C1"])
+        posted = await stub.PostTrade(
+            pb.PostTradeRequest(account_id="C1", symbol="KO", side=pb.SIDE_BUY, quantity="3", price="10")
+        )
+        cancelled = await stub.CancelTrade(pb.CancelTradeRequest(account_id="C1", trade_id=posted.trade_id))
+        comparisons = await sink.wait_for(3)
+        assert shim.ids is not None
+        bk_id = shim.ids.known("bank", "trade", posted.trade_id)
+    assert posted.trade_id.startswith("T")  # Bank's id, as Bank minted it
+    assert cancelled.trade_id == posted.trade_id
+    assert cancelled.status == pb.TRADE_STATUS_CANCELLED
+    assert bk_id is not None
+    assert bk_id.startswith("trd_")
+    async with aio.insecure_channel(bk.address) as direct:
+        (bk_trade,) = (await _stub(direct).ListTrades(pb.ListTradesRequest(account_id="C1"))).trades
+    assert (bk_trade.trade_id, bk_trade.status) == (bk_id, pb.TRADE_STATUS_CANCELLED)
+    by_method = {c.method: c for c in comparisons}
+    for method in (POST_TRADE, CANCEL_TRADE):
+        comparison = by_method[method]
+        assert comparison.verdict is Verdict.MATCH, comparison
+        assert not [d for d in comparison.differences if d.path == "trade_id"]
+        assert comparison.exchange.ids == (("trade", posted.trade_id, bk_id),)
+
+
+async def test_a_cancel_naming_a_trade_bk_never_paired_is_not_sent_to_bk(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """A cancel naming an id the shim has no BK counterpart for is not sent blind: it is recorded as
+    skipped with an unmapped-id difference; Bank refused it, so the account stays in step."""
+    bank, bk = ledgers
+    async with (
+        running_shim(bank.address, bk.address, **_settings()) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub = _stub(channel)
+        await _open(stub, ["C2"])
+        with pytest.raises(aio.AioRpcError) as refused:
+            await stub.CancelTrade(pb.CancelTradeRequest(account_id="C2", trade_id="T99999999"))
+        (comparison,) = await sink.wait_for(1, where=lambda c: c.method == CANCEL_TRADE)
+        assert shim.steps is not None
+        assert shim.steps.keys == {}
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert comparison.verdict is Verdict.SKIPPED
+    assert comparison.exchange.shadow is None
+    assert [(d.kind, d.path, d.bank) for d in comparison.differences] == [
+        ("unmapped-id", "request.trade_id", "T99999999")
+    ]
+    assert "unmapped-id" in comparison.reason

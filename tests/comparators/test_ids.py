@@ -1,0 +1,1109 @@
+"""Id declarations (comparators/ids.py): where ids sit, how they are found, rewritten, paired and compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import descriptor_pb2, message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
+from comparators.ids import Found, IdError, IdFields, IdKind, pair_up, translate_answer
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.config import parse_duration
+from tests.comparators._exchanges import (
+    BOOK_TRADES,
+    GET_BALANCE,
+    POST_TRADE,
+    SETTLE_TRADES,
+    STREAM_ENTRIES,
+    answer,
+    exchange,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+
+LEDGER = "/bank.v1.Ledger/"
+LIST_TRADES = LEDGER + "ListTrades"
+CANCEL_TRADE = LEDGER + "CancelTrade"
+TRADE_SESSION = LEDGER + "TradeSession"
+
+# The sample's declarations, as in sample_ledger/shim.toml.
+TRADE = IdKind(
+    "trade",
+    minted=("bank.v1.Trade.trade_id", "bank.v1.BookTradesSummary.trade_ids"),
+    references=(
+        "bank.v1.CancelTradeRequest.trade_id",
+        "bank.v1.LedgerEntry.trade_id",
+        "bank.v1.SettlementReport.settled_trade_ids",
+    ),
+    owner_key=("bank.v1.Trade.account_id",),
+)
+PAGE = IdKind(
+    "page",
+    minted=("bank.v1.ListTradesResponse.next_page_token", "bank.v1.ListAccountsResponse.next_page_token"),
+    references=("bank.v1.ListTradesRequest.page_token", "bank.v1.ListAccountsRequest.page_token"),
+    learn_from="all",
+    scope="query",
+)
+
+
+def sample_fields(*kinds: IdKind) -> IdFields:
+    """IdFields over the sample ledger (the sample's two kinds by default); a fresh one each time."""
+    return IdFields(kinds or (TRADE, PAGE), SAMPLE)
+
+
+# ---- a small schema of our own, for shapes the sample does not have ---------------------------
+
+_F = descriptor_pb2.FieldDescriptorProto
+STRING, INT64, INT32, BOOL, DOUBLE, MESSAGE = (
+    _F.TYPE_STRING,
+    _F.TYPE_INT64,
+    _F.TYPE_INT32,
+    _F.TYPE_BOOL,
+    _F.TYPE_DOUBLE,
+    _F.TYPE_MESSAGE,
+)
+
+
+def _field(name: str, number: int, kind: int, *, repeated: bool = False, of: str = "") -> _F:
+    label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
+    fd = _F(name=name, number=number, type=kind, label=label)  # type: ignore[arg-type]
+    if of:
+        fd.type_name = f".idtest.v1.{of}"
+    return fd
+
+
+def _schema() -> descriptor_pb2.FileDescriptorSet:
+    """idtest.v1: maps of messages, integer ids, recursive types and a service with several shapes."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="idtest/v1/ids.proto", package="idtest.v1", syntax="proto3"
+    )
+
+    def message_type(name: str, *fields: _F) -> descriptor_pb2.DescriptorProto:
+        desc = file.message_type.add(name=name)
+        desc.field.extend(fields)
+        return desc
+
+    message_type(
+        "Leaf",
+        _field("id", 1, STRING),
+        _field("num", 2, INT64),
+        _field("owner", 3, STRING),
+        _field("tags", 4, STRING, repeated=True),
+        _field("nums", 5, INT64, repeated=True),
+        _field("flag", 6, BOOL),
+        _field("ratio", 7, DOUBLE),
+        _field("owners", 8, STRING, repeated=True),
+    )
+    holder = message_type(
+        "Holder",
+        _field("by_name", 1, MESSAGE, repeated=True, of="Holder.ByNameEntry"),
+        _field("leaves", 2, MESSAGE, repeated=True, of="Leaf"),
+        _field("one", 3, MESSAGE, of="Leaf"),
+    )
+    entry = holder.nested_type.add(name="ByNameEntry")
+    entry.options.map_entry = True
+    entry.field.extend([_field("key", 1, STRING), _field("value", 2, MESSAGE, of="Leaf")])
+    message_type(
+        "Node",
+        _field("node_id", 1, STRING),
+        _field("child", 2, MESSAGE, of="Node"),
+        _field("children", 3, MESSAGE, repeated=True, of="Node"),
+    )
+    message_type("A", _field("id", 1, STRING), _field("b", 2, MESSAGE, of="B"))
+    message_type("B", _field("a", 1, MESSAGE, of="A"))
+    message_type("Filter", _field("symbol", 1, STRING), _field("ref", 2, STRING))
+    message_type(
+        "Req",
+        _field("account", 1, STRING),
+        _field("cursor", 2, INT64),
+        _field("size", 3, INT32),
+        _field("filter", 4, MESSAGE, of="Filter"),
+        _field("accounts", 5, STRING, repeated=True),
+    )
+    message_type("Inner", _field("b", 1, STRING), _field("bs", 2, STRING, repeated=True))
+    message_type(
+        "Resp",
+        _field("a", 1, MESSAGE, of="Inner"),
+        _field("token", 2, STRING),
+        _field("items", 3, MESSAGE, repeated=True, of="Inner"),
+        _field("serial", 4, INT64),
+    )
+    service = file.service.add(name="Svc")
+    for name, output, streaming in [
+        ("Get", "Resp", False),
+        ("List", "Holder", False),
+        ("Scan", "Holder", True),
+        ("Walk", "Node", True),
+        ("GetB", "B", False),
+    ]:
+        service.method.add(
+            name=name,
+            input_type=".idtest.v1.Req",
+            output_type=f".idtest.v1.{output}",
+            server_streaming=streaming,
+        )
+    return descriptor_pb2.FileDescriptorSet(file=[file])
+
+
+CUSTOM = DescriptorRegistry()
+CUSTOM.add_set(_schema())
+SVC = "/idtest.v1.Svc/"
+GET, LIST, SCAN, WALK, GET_B = (SVC + m for m in ("Get", "List", "Scan", "Walk", "GetB"))
+
+
+def new(name: str, **fields: Any) -> message.Message:
+    """A message of the test schema, e.g. new("Leaf", id="L1")."""
+    return CUSTOM.message_class(f"idtest.v1.{name}")(**fields)
+
+
+def custom_fields(*kinds: IdKind) -> IdFields:
+    """IdFields over the test schema; a fresh one each time (plans are cached per instance)."""
+    return IdFields(kinds, CUSTOM)
+
+
+def kind(name: str, *minted: str, **settings_: Any) -> IdKind:
+    return IdKind(name, minted=minted, **settings_)
+
+
+def paths(found: list[Found]) -> list[tuple[str | int, ...]]:
+    return [f.path for f in found]
+
+
+# ---- IdKind and IdFields: declarations checked against the descriptors ----------------------
+
+
+@pytest.mark.parametrize(
+    ("settings_", "error"),
+    [
+        pytest.param({"minted": ()}, "ids.trade.minted: name at least one field", id="no-minted"),
+        pytest.param(
+            {"learn_from": "reads"},
+            "ids.trade.learn_from: 'reads' is not one of writes, all",
+            id="learn-from",
+        ),
+        pytest.param(
+            {"scope": "session"}, "ids.trade.scope: 'session' is not one of global, query", id="scope"
+        ),
+        pytest.param(
+            {"scope": "query", "owner_key": ("bank.v1.Trade.account_id",)},
+            "ids.trade.owner_key: an id scoped to one query has no owner",
+            id="query-scope-with-owner",
+        ),
+    ],
+)
+def test_id_kind_checks_its_own_settings(settings_: dict[str, Any], error: str) -> None:
+    """No minted field, a bad learn_from or scope, or a query-scoped kind with an owner: an IdError."""
+    values: dict[str, Any] = {"minted": ("bank.v1.Trade.trade_id",), **settings_}
+    with pytest.raises(IdError) as caught:
+        IdKind("trade", **values)
+    assert str(caught.value).startswith(error)
+
+
+def test_id_kind_defaults() -> None:
+    """An IdKind learns from writes and is global unless told otherwise."""
+    declared = IdKind("trade", minted=("bank.v1.Trade.trade_id",))
+    assert (declared.references, declared.owner_key, declared.learn_from, declared.scope) == (
+        (),
+        (),
+        "writes",
+        "global",
+    )
+
+
+SAMPLE_MISTAKES: list[Any] = [
+    pytest.param(
+        kind("trade", "bank.v1.Nope.trade_id"),
+        "ids.trade.minted[0]: 'bank.v1.Nope.trade_id' names no message field",
+        id="unknown-message",
+    ),
+    pytest.param(
+        kind("trade", "trade_id"),
+        "ids.trade.minted[0]: 'trade_id' names no message field",
+        id="no-message-at-all",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", references=("bank.v1.Trade.trade_ident",)),
+        "ids.trade.references[0]: bank.v1.Trade has no field 'trade_ident'",
+        id="unknown-field",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.booked_at"),
+        "ids.trade.minted[0]: bank.v1.Trade.booked_at is not a string or integer field, "
+        "so it cannot hold an id",
+        id="message-field",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.side"),
+        "ids.trade.minted[0]: bank.v1.Trade.side is not a string or integer field",
+        id="enum-field",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/Nope:response.trade_id"),
+        "ids.trade.minted[0]: unknown method bank.v1.Ledger/Nope (not in the descriptors)",
+        id="unknown-method",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/PostTrade:reply.trade_id"),
+        "ids.trade.minted[0]: 'bank.v1.Ledger/PostTrade:reply.trade_id' is not "
+        "package.Service/Method:request.path or ...:response.path",
+        id="neither-request-nor-response",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/PostTrade"),
+        "ids.trade.minted[0]: 'bank.v1.Ledger/PostTrade' is not package.Service/Method:request.path",
+        id="method-without-path",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/PostTrade:response"),
+        "ids.trade.minted[0]: 'bank.v1.Ledger/PostTrade:response' is not package.Service/Method",
+        id="side-without-field",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/PostTrade:response.trade_ident"),
+        "ids.trade.minted[0]: 'bank.v1.Ledger/PostTrade:response.trade_ident': "
+        "no field 'trade_ident' on that path",
+        id="method-path-unknown-field",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/TradeSession:response.booked.trade_id.more"),
+        "ids.trade.minted[0]: 'bank.v1.Ledger/TradeSession:response.booked.trade_id.more': no field 'more'",
+        id="method-path-through-a-scalar",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Ledger/PostTrade:response.booked_at"),
+        "ids.trade.minted[0]: bank.v1.Trade.booked_at is not a string or integer field",
+        id="method-path-ends-on-a-message",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", "bank.v1.Ledger/CancelTrade:request.trade_id"),
+        "ids.trade.minted[1]: ids are minted in answers: use ...:response.path",
+        id="minted-in-a-request",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", references=("bank.v1.Trade.trade_id",)),
+        "ids.trade.references[0]: 'bank.v1.Trade.trade_id' is already declared by ids.trade.minted[0]",
+        id="minted-and-referenced",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", "bank.v1.Trade.trade_id"),
+        "ids.trade.minted[1]: 'bank.v1.Trade.trade_id' is already declared by ids.trade.minted[0]",
+        id="minted-twice",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", owner_key=("bank.v1.Position.account_id",)),
+        "ids.trade.owner_key[0]: bank.v1.Position mints no trade id",
+        id="owner-key-beside-no-minted-id",
+    ),
+    pytest.param(
+        kind(
+            "trade",
+            "bank.v1.Trade.trade_id",
+            references=("bank.v1.LedgerEntry.trade_id",),
+            owner_key=("bank.v1.LedgerEntry.account_id",),
+        ),
+        "ids.trade.owner_key[0]: bank.v1.LedgerEntry mints no trade id",
+        id="owner-key-beside-a-reference",
+    ),
+    pytest.param(
+        kind(
+            "trade",
+            "bank.v1.BookTradesSummary.trade_ids",
+            owner_key=("bank.v1.SettlementReport.settled_trade_ids",),
+        ),
+        "ids.trade.owner_key[0]: an owner key is one value, not a repeated field",
+        id="owner-key-repeated",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", owner_key=("bank.v1.Trade.booked_at",)),
+        "ids.trade.owner_key[0]: bank.v1.Trade.booked_at is not a string or integer field, "
+        "so it cannot hold a routing key",
+        id="owner-key-message",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", owner_key=("bank.v1.Ledger/Nope:request.account_id",)),
+        "ids.trade.owner_key[0]: unknown method bank.v1.Ledger/Nope",
+        id="owner-key-unknown-method",
+    ),
+    pytest.param(
+        kind("trade", "bank.v1.Trade.trade_id", owner_key=("bank.v1.Trade.acct",)),
+        "ids.trade.owner_key[0]: bank.v1.Trade has no field 'acct'",
+        id="owner-key-unknown-field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("declared", "error"), SAMPLE_MISTAKES)
+def test_declarations_that_do_not_fit_the_descriptors(declared: IdKind, error: str) -> None:
+    """Each kind of mistake in an id declaration is one IdError naming the setting and what is wrong."""
+    with pytest.raises(IdError) as caught:
+        sample_fields(declared)
+    text = str(caught.value)
+    assert text.startswith(error), text
+    assert "\n" not in text
+
+
+def test_the_same_location_in_two_kinds_is_an_error() -> None:
+    """A field declared by one kind cannot be declared by another: the error names the first declaration."""
+    other = kind("order", "bank.v1.Trade.client_order_id", references=("bank.v1.Trade.trade_id",))
+    with pytest.raises(
+        IdError, match=r"^ids\.order\.references\[0\]: .* already declared by ids\.trade\.minted\[0\]"
+    ):
+        sample_fields(TRADE, other)
+
+
+@pytest.mark.parametrize("field_name", ["flag", "ratio"])
+def test_bool_and_float_fields_cannot_hold_ids(field_name: str) -> None:
+    """Only string and integer fields hold ids: a bool or a double is an IdError naming the field."""
+    with pytest.raises(IdError) as caught:
+        custom_fields(kind("leaf", f"idtest.v1.Leaf.{field_name}"))
+    assert str(caught.value).startswith(
+        f"ids.leaf.minted[0]: idtest.v1.Leaf.{field_name} is not a string or integer field"
+    )
+
+
+def test_a_map_field_cannot_hold_ids() -> None:
+    """A map field is not an id field (ids are declared on the map's value messages)."""
+    with pytest.raises(
+        IdError, match=r"^ids\.leaf\.minted\[0\]: idtest\.v1\.Holder\.by_name is not a string"
+    ):
+        custom_fields(kind("leaf", "idtest.v1.Holder.by_name"))
+
+
+def test_valid_declarations_are_accepted() -> None:
+    """The sample's declarations and method paths with owners on either side build without error."""
+    assert set(sample_fields().kinds) == {"trade", "page"}
+    built = custom_fields(
+        kind("item", f"{GET[1:]}:response.a.b", owner_key=(f"{GET[1:]}:request.account",)),
+        kind("serial", f"{GET}:response.serial", owner_key=(f"{GET[1:]}:response.token",)),
+        kind("ref", f"{LIST[1:]}:response.one.id", references=(f"{GET[1:]}:request.filter.ref",)),
+    )
+    assert set(built.kinds) == {"item", "serial", "ref"}
+
+
+# ---- find ------------------------------------------------------------------------------------
+
+
+def test_find_type_level_ids_nested() -> None:
+    """A type-level id is found wherever its message is nested, with the path from the message index."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    found = fields.find(LIST, "response", [new("Holder", one=new("Leaf", id="L1"))], None)
+    assert found == [Found("leaf", True, (0, "one", "id"), "L1", "")]
+
+
+def test_find_repeated_scalar_ids() -> None:
+    """Every element of a repeated id field is an id, with its list index in the path."""
+    fields = custom_fields(kind("tag", "idtest.v1.Leaf.tags"))
+    found = fields.find(LIST, "response", [new("Holder", one=new("Leaf", tags=["a", "b"]))], None)
+    assert [(f.path, f.value) for f in found] == [((0, "one", "tags", 0), "a"), ((0, "one", "tags", 1), "b")]
+
+
+def test_find_ids_inside_repeated_messages() -> None:
+    """Ids inside the elements of a repeated message field carry the element's index."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    holder = new("Holder", leaves=[new("Leaf", id="L1"), new("Leaf"), new("Leaf", id="L3")])
+    found = fields.find(LIST, "response", [holder], None)
+    assert [(f.path, f.value) for f in found] == [
+        ((0, "leaves", 0, "id"), "L1"),
+        ((0, "leaves", 2, "id"), "L3"),
+    ]
+
+
+def test_find_in_several_streamed_messages() -> None:
+    """In a stream, each id's path starts with the index of its message."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    stream = [new("Holder", one=new("Leaf", id="a")), new("Holder"), new("Holder", one=new("Leaf", id="c"))]
+    assert [(f.path, f.value) for f in fields.find(SCAN, "response", stream, None)] == [
+        ((0, "one", "id"), "a"),
+        ((2, "one", "id"), "c"),
+    ]
+
+
+def test_find_references_in_a_sample_stream() -> None:
+    """The sample's ledger entries name trades: references (not minted), one per streamed message."""
+    entries = [pb.LedgerEntry(sequence=1, trade_id="T1"), pb.LedgerEntry(sequence=2, trade_id="T2")]
+    assert sample_fields().find(STREAM_ENTRIES, "response", entries, None) == [
+        Found("trade", False, (0, "trade_id"), "T1", ""),
+        Found("trade", False, (1, "trade_id"), "T2", ""),
+    ]
+
+
+def test_find_in_map_values() -> None:
+    """Ids in the message values of a map are found, with the map key in the path, in key order."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    holder = new("Holder")
+    holder.by_name["y"].id = "Y1"  # type: ignore[attr-defined]
+    holder.by_name["x"].id = "X1"  # type: ignore[attr-defined]
+    assert [(f.path, f.value) for f in fields.find(LIST, "response", [holder], None)] == [
+        ((0, "by_name", "x", "id"), "X1"),
+        ((0, "by_name", "y", "id"), "Y1"),
+    ]
+
+
+def test_find_integer_ids_as_text() -> None:
+    """An integer id field's value is given as decimal text, singular or repeated."""
+    fields = custom_fields(kind("num", "idtest.v1.Leaf.num", "idtest.v1.Leaf.nums"))
+    leaf = new("Leaf", num=42, nums=[7, -8])
+    assert [(f.path, f.value) for f in fields.find(LIST, "response", [new("Holder", one=leaf)], None)] == [
+        ((0, "one", "num"), "42"),
+        ((0, "one", "nums", 0), "7"),
+        ((0, "one", "nums", 1), "-8"),
+    ]
+
+
+def test_find_skips_empty_values() -> None:
+    """An empty string or a zero integer is no id, in a singular field or in a list."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", "idtest.v1.Leaf.num", "idtest.v1.Leaf.tags"))
+    leaf = new("Leaf", id="", num=0, tags=["", "t", ""])
+    assert paths(fields.find(LIST, "response", [new("Holder", one=leaf)], None)) == [(0, "one", "tags", 1)]
+
+
+def test_find_reads_owners_from_the_sibling_owner_key() -> None:
+    """A minted id's owner is the owner-key field beside it; a reference has no owner."""
+    fields = sample_fields()
+    trade = pb.Trade(trade_id="T1", account_id="A7")
+    assert fields.find(POST_TRADE, "response", [trade], None) == [
+        Found("trade", True, (0, "trade_id"), "T1", "A7")
+    ]
+    cancel = pb.CancelTradeRequest(trade_id="T1", account_id="A7")
+    assert fields.find(CANCEL_TRADE, "request", [cancel], None) == [
+        Found("trade", False, (0, "trade_id"), "T1", "")
+    ]
+
+
+def test_find_sibling_owner_inside_lists_and_sessions() -> None:
+    """Each element's owner comes from its own sibling field, in lists and in oneof-nested stream events."""
+    listed = pb.ListTradesResponse(
+        trades=[pb.Trade(trade_id="T1", account_id="A1"), pb.Trade(trade_id="T2", account_id="A2")]
+    )
+    assert [(f.value, f.owner) for f in sample_fields().find(LIST_TRADES, "response", [listed], None)] == [
+        ("T1", "A1"),
+        ("T2", "A2"),
+    ]
+    events = [
+        pb.TradeSessionEvent(rejected=pb.Rejection()),
+        pb.TradeSessionEvent(booked=trade_of("T9", "A9")),
+    ]
+    assert sample_fields().find(TRADE_SESSION, "response", events, None) == [
+        Found("trade", True, (1, "booked", "trade_id"), "T9", "A9")
+    ]
+
+
+def trade_of(trade_id: str, account: str = "A1", **fields: Any) -> pb.Trade:
+    return pb.Trade(trade_id=trade_id, account_id=account, **fields)
+
+
+def test_find_owner_from_the_first_request_for_a_method_path() -> None:
+    """An owner key given as a request path is read from the call's first request, for every answer."""
+    fields = custom_fields(kind("item", f"{GET}:response.a.b", owner_key=(f"{GET}:request.account",)))
+    answers = [new("Resp", a=new("Inner", b="I1"))]
+    found = fields.find(GET, "response", answers, new("Req", account="acc-9"))
+    assert found == [Found("item", True, (0, "a", "b"), "I1", "acc-9")]
+    assert fields.find(GET, "response", answers, None)[0].owner == ""
+
+
+def test_find_method_owner_for_type_level_ids() -> None:
+    """A type-level minted id without a sibling owner takes the method's owner key from the first request."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", owner_key=(f"{LIST}:request.accounts",)))
+    answers = [new("Holder", leaves=[new("Leaf", id="L1"), new("Leaf", id="L2")])]
+    request = new("Req", accounts=["first", "second"])
+    assert [f.owner for f in fields.find(LIST, "response", answers, request)] == ["first", "first"]
+    assert [f.owner for f in fields.find(SCAN, "response", answers, request)] == ["", ""]
+
+
+def test_find_method_owner_on_the_answer_side() -> None:
+    """An owner key given as a response path is read from the answer that holds the id."""
+    fields = custom_fields(kind("serial", f"{GET}:response.serial", owner_key=(f"{GET}:response.token",)))
+    answers = [new("Resp", serial=5, token="tok-a"), new("Resp", serial=6, token="tok-b")]
+    assert [(f.value, f.owner) for f in fields.find(GET, "response", answers, None)] == [
+        ("5", "tok-a"),
+        ("6", "tok-b"),
+    ]
+
+
+def test_find_at_a_method_path_only_on_that_method_and_side() -> None:
+    """An id declared at "Svc/Method:request.x" is found in that method's requests only."""
+    fields = custom_fields(
+        kind("leaf", "idtest.v1.Leaf.id", references=(f"{GET}:request.filter.ref",)),
+    )
+    request = new("Req", filter=new("Filter", ref="r1", symbol="s"))
+    assert fields.find(GET, "request", [request], None) == [
+        Found("leaf", False, (0, "filter", "ref"), "r1", "")
+    ]
+    assert fields.find(LIST, "request", [request], None) == []
+    assert fields.find(GET, "response", [new("Resp")], None) == []
+
+
+def test_find_at_a_method_path_through_a_repeated_field() -> None:
+    """A method path through a repeated message field visits every element."""
+    fields = custom_fields(kind("item", f"{GET}:response.items.b"))
+    answer_ = new("Resp", items=[new("Inner", b="i0"), new("Inner"), new("Inner", b="i2")])
+    assert [(f.path, f.value) for f in fields.find(GET, "response", [answer_], None)] == [
+        ((0, "items", 0, "b"), "i0"),
+        ((0, "items", 2, "b"), "i2"),
+    ]
+
+
+def test_find_in_a_recursive_type_does_not_loop() -> None:
+    """A recursive message type is planned without endless recursion; the top level's id is found."""
+    fields = custom_fields(kind("node", "idtest.v1.Node.node_id"))
+    tree = new("Node", node_id="root", child=new("Node", node_id="kid"))
+    found = fields.find(WALK, "response", [tree], None)
+    assert Found("node", True, (0, "node_id"), "root", "") in found
+    assert fields.minted_kinds(WALK, "idtest.v1.Node") == {"node"}
+    assert fields.in_response(WALK, "idtest.v1.Node", minted_only=True)
+
+
+def test_find_ids_in_nested_instances_of_a_recursive_type() -> None:
+    """A type-level id is found in every instance of a recursive type, however deep."""
+    fields = custom_fields(kind("node", "idtest.v1.Node.node_id"))
+    tree = new("Node", node_id="root", child=new("Node", node_id="kid"), children=[new("Node", node_id="c0")])
+    assert [(f.path, f.value) for f in fields.find(WALK, "response", [tree], None)] == [
+        ((0, "node_id"), "root"),
+        ((0, "child", "node_id"), "kid"),
+        ((0, "children", 0, "node_id"), "c0"),
+    ]
+
+
+def test_find_in_mutually_recursive_types_does_not_depend_on_what_was_planned_first() -> None:
+    """Ids found in an answer do not depend on which message types earlier calls made IdFields plan."""
+    fresh = custom_fields(kind("a", "idtest.v1.A.id"))
+    expected = fresh.find(GET_B, "response", [new("B", a=new("A", id="a1"))], None)
+    assert expected == [Found("a", True, (0, "a", "id"), "a1", "")]
+    warmed = custom_fields(kind("a", "idtest.v1.A.id"))
+    warmed.find(GET_B, "response", [new("A", id="a0")], None)  # plans A (and B within it) first
+    assert warmed.find(GET_B, "response", [new("B", a=new("A", id="a1"))], None) == expected
+
+
+# ---- rewrite ---------------------------------------------------------------------------------
+
+
+def test_rewrite_replaces_strings_lists_and_integers_in_place() -> None:
+    """rewrite() replaces each id by its translation, in the message itself, whatever the field's type."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", "idtest.v1.Leaf.tags", "idtest.v1.Leaf.nums"))
+    holder = new("Holder", leaves=[new("Leaf", id="a", tags=["b", "c"], nums=[1, 2])])
+    table = {"a": "A", "b": "B", "c": "C", "1": "100", "2": "200"}
+    left = fields.rewrite(LIST, "response", [holder], lambda f: table[f.value])
+    assert left == []
+    assert holder == new("Holder", leaves=[new("Leaf", id="A", tags=["B", "C"], nums=[100, 200])])
+
+
+def test_rewrite_returns_and_keeps_the_ids_it_cannot_translate() -> None:
+    """Ids the translation leaves (None) are returned, and stay as they were in the message."""
+    fields = sample_fields()
+    summary = pb.BookTradesSummary(booked=3, trade_ids=["trd_1", "trd_x", "trd_2"])
+    table = {"trd_1": "T1", "trd_2": "T2"}
+    left = fields.rewrite(BOOK_TRADES, "response", [summary], lambda f: table.get(f.value))
+    assert left == [Found("trade", True, (0, "trade_ids", 1), "trd_x", "")]
+    assert list(summary.trade_ids) == ["T1", "trd_x", "T2"]
+
+
+def test_rewrite_touches_only_declared_ids() -> None:
+    """Fields that are not declared ids keep their values, even when the translation knows them."""
+    fields = sample_fields()
+    trade = trade_of("trd_1", account="trd_1", client_order_id="trd_1")
+    fields.rewrite(POST_TRADE, "response", [trade], lambda f: "T1")
+    assert trade == trade_of("T1", account="trd_1", client_order_id="trd_1")
+
+
+def test_translate_answer_uses_the_kind_and_bk_id() -> None:
+    """translate_answer() maps (kind, BK id) to Bank's id; an id of another kind is not translated."""
+    fields = sample_fields()
+    listed = pb.ListTradesResponse(trades=[trade_of("trd_1")], next_page_token="trd_1")
+    left = translate_answer(fields, LIST_TRADES, [listed], {("trade", "trd_1"): "T1"})
+    assert left == [Found("page", True, (0, "next_page_token"), "trd_1", "")]
+    assert listed == pb.ListTradesResponse(trades=[trade_of("T1")], next_page_token="trd_1")
+
+
+# ---- scope -----------------------------------------------------------------------------------
+
+
+def test_query_scope_ignores_the_kinds_own_fields() -> None:
+    """Two requests that differ only in the page token are the same query."""
+    fields = sample_fields()
+    first = pb.ListTradesRequest(account_id="A1", page_size=10, page_token="p1")
+    second = pb.ListTradesRequest(account_id="A1", page_size=10, page_token="p2")
+    assert fields.scope(LIST_TRADES, first, "page") == fields.scope(LIST_TRADES, second, "page")
+    assert fields.scope(LIST_TRADES, first, "page") != ""
+    assert first.page_token == "p1"  # the request itself is left as it was
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(pb.ListTradesRequest(account_id="A2", page_size=10, page_token="p1"), id="account"),
+        pytest.param(pb.ListTradesRequest(account_id="A1", page_size=20, page_token="p1"), id="page-size"),
+        pytest.param(
+            pb.ListTradesRequest(account_id="A1", page_size=10, page_token="p1", symbol="X"), id="filter"
+        ),
+    ],
+)
+def test_query_scope_differs_when_another_field_differs(other: pb.ListTradesRequest) -> None:
+    """A request that differs in a field other than the kind's ids is another query."""
+    fields = sample_fields()
+    base = pb.ListTradesRequest(account_id="A1", page_size=10, page_token="p1")
+    assert fields.scope(LIST_TRADES, base, "page") != fields.scope(LIST_TRADES, other, "page")
+
+
+def test_query_scope_includes_the_method() -> None:
+    """The same request bytes on two methods are two queries."""
+    fields = custom_fields(
+        kind("page", "idtest.v1.Resp.token", references=("idtest.v1.Req.account",), scope="query")
+    )
+    request = new("Req", account="tok", size=3)
+    assert fields.scope(GET, request, "page") != fields.scope(LIST, request, "page")
+
+
+def test_global_scope_is_empty() -> None:
+    """A global kind has no query scope: scope() is ""."""
+    request = pb.CancelTradeRequest(account_id="A1", trade_id="T1")
+    assert sample_fields().scope(CANCEL_TRADE, request, "trade") == ""
+
+
+def test_query_scope_with_an_integer_reference() -> None:
+    """A query-scoped kind whose request field is an integer (a cursor) scopes like a string one."""
+    fields = custom_fields(
+        kind("cursor", "idtest.v1.Resp.serial", references=("idtest.v1.Req.cursor",), scope="query")
+    )
+    first, second = new("Req", account="A", cursor=5), new("Req", account="A", cursor=9)
+    assert fields.scope(GET, first, "cursor") == fields.scope(GET, second, "cursor")
+
+
+# ---- pair_up ---------------------------------------------------------------------------------
+
+
+def test_pair_up_pairs_minted_ids_by_kind_and_path() -> None:
+    """Minted ids at the same path and of the same kind pair; the owner travels with each side."""
+    fields = sample_fields()
+    bank = fields.find(POST_TRADE, "response", [trade_of("T1", "A1")], None)
+    bk = fields.find(POST_TRADE, "response", [trade_of("trd_1", "A1")], None)
+    assert pair_up(bank, bk) == [
+        (
+            Found("trade", True, (0, "trade_id"), "T1", "A1"),
+            Found("trade", True, (0, "trade_id"), "trd_1", "A1"),
+        )
+    ]
+
+
+def test_pair_up_needs_the_same_kind() -> None:
+    """Ids of different kinds at the same path do not pair."""
+    left = [Found("trade", True, (0, "id"), "T1", "")]
+    right = [Found("page", True, (0, "id"), "p1", "")]
+    assert pair_up(left, right) == []
+
+
+def test_pair_up_repeated_lists_of_equal_length_pair_by_position() -> None:
+    """A repeated minted list as long on both sides pairs element by element."""
+    fields = sample_fields()
+    bank = fields.find(BOOK_TRADES, "response", [pb.BookTradesSummary(trade_ids=["T1", "T2"])], None)
+    bk = fields.find(BOOK_TRADES, "response", [pb.BookTradesSummary(trade_ids=["trd_a", "trd_b"])], None)
+    assert [(a.value, b.value) for a, b in pair_up(bank, bk)] == [("T1", "trd_a"), ("T2", "trd_b")]
+
+
+def test_pair_up_repeated_lists_of_different_lengths_pair_nothing_there() -> None:
+    """A repeated minted list one side made longer pairs nothing at that list; other paths still pair."""
+    fields = custom_fields(kind("item", f"{GET}:response.a.bs", f"{GET}:response.token"))
+    bank = fields.find(GET, "response", [new("Resp", a=new("Inner", bs=["b1", "b2"]), token="t")], None)
+    bk = fields.find(GET, "response", [new("Resp", a=new("Inner", bs=["k1", "k2", "k3"]), token="u")], None)
+    assert [(a.value, b.value) for a, b in pair_up(bank, bk)] == [("t", "u")]
+
+
+def test_pair_up_ignores_references() -> None:
+    """References name ids minted earlier: they never pair, even at the same path."""
+    fields = sample_fields()
+    bank = fields.find(STREAM_ENTRIES, "response", [pb.LedgerEntry(trade_id="T1")], None)
+    bk = fields.find(STREAM_ENTRIES, "response", [pb.LedgerEntry(trade_id="trd_1")], None)
+    assert len(bank) == len(bk) == 1
+    assert pair_up(bank, bk) == []
+
+
+def test_pair_up_ids_missing_on_one_side_do_not_pair() -> None:
+    """An id minted on one side only (the other left the field empty) pairs with nothing."""
+    fields = sample_fields()
+    bank = fields.find(POST_TRADE, "response", [trade_of("T1")], None)
+    bk = fields.find(POST_TRADE, "response", [trade_of("")], None)
+    assert pair_up(bank, bk) == []
+
+
+def test_pair_up_ids_in_repeated_messages_of_different_lengths_pair_nothing() -> None:
+    """Ids inside a repeated message list one side made longer say nothing certain: none pair there."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    bank = fields.find(
+        LIST, "response", [new("Holder", leaves=[new("Leaf", id=i) for i in ("L1", "L2")])], None
+    )
+    bk = fields.find(
+        LIST, "response", [new("Holder", leaves=[new("Leaf", id=i) for i in ("x", "y", "z")])], None
+    )
+    assert pair_up(bank, bk) == []
+
+
+# ---- what a method can hold ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "output_type", "kinds"),
+    [
+        pytest.param(POST_TRADE, "bank.v1.Trade", {"trade"}, id="trade"),
+        pytest.param(LIST_TRADES, "bank.v1.ListTradesResponse", {"trade", "page"}, id="list-trades"),
+        pytest.param(TRADE_SESSION, "bank.v1.TradeSessionEvent", {"trade"}, id="in-a-oneof"),
+        pytest.param(BOOK_TRADES, "bank.v1.BookTradesSummary", {"trade"}, id="repeated"),
+        pytest.param(SETTLE_TRADES, "bank.v1.SettlementReport", set(), id="references-only"),
+        pytest.param(GET_BALANCE, "bank.v1.Balance", set(), id="no-ids"),
+        pytest.param(GET_BALANCE, "bank.v1.Nope", set(), id="unknown-type"),
+    ],
+)
+def test_minted_kinds(method: str, output_type: str, kinds: set[str]) -> None:
+    """minted_kinds() lists the kinds an answer type can mint, however deep, never mere references."""
+    assert sample_fields().minted_kinds(method, output_type) == kinds
+
+
+def test_minted_kinds_at_a_method_path() -> None:
+    """A kind minted at a method path is minted by that method only."""
+    fields = custom_fields(kind("item", f"{GET}:response.token"), kind("leaf", "idtest.v1.Leaf.id"))
+    assert fields.minted_kinds(GET, "idtest.v1.Resp") == {"item"}
+    assert fields.minted_kinds(SVC + "Other", "idtest.v1.Resp") == set()
+    assert fields.minted_kinds(LIST, "idtest.v1.Holder") == {"leaf"}
+
+
+@pytest.mark.parametrize(
+    ("method", "input_type", "expected"),
+    [
+        pytest.param(CANCEL_TRADE, "bank.v1.CancelTradeRequest", True, id="trade-reference"),
+        pytest.param(LIST_TRADES, "bank.v1.ListTradesRequest", True, id="page-token"),
+        pytest.param(GET_BALANCE, "bank.v1.GetBalanceRequest", False, id="no-ids"),
+        pytest.param(TRADE_SESSION, "bank.v1.TradeSessionRequest", False, id="nested-without-ids"),
+        pytest.param(GET_BALANCE, "bank.v1.Nope", False, id="unknown-type"),
+    ],
+)
+def test_in_request(method: str, input_type: str, expected: bool) -> None:
+    """in_request() says whether a method's requests can hold ids of any kind."""
+    assert sample_fields().in_request(method, input_type) is expected
+
+
+def test_in_request_at_a_method_path() -> None:
+    """A request path makes that method's requests hold ids, not other methods' with the same type."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", references=(f"{GET}:request.filter.ref",)))
+    assert fields.in_request(GET, "idtest.v1.Req")
+    assert not fields.in_request(LIST, "idtest.v1.Req")
+
+
+@pytest.mark.parametrize(
+    ("method", "output_type", "any_id", "minted"),
+    [
+        pytest.param(POST_TRADE, "bank.v1.Trade", True, True, id="minting"),
+        pytest.param(SETTLE_TRADES, "bank.v1.SettlementReport", True, False, id="references-only"),
+        pytest.param(STREAM_ENTRIES, "bank.v1.LedgerEntry", True, False, id="stream-of-references"),
+        pytest.param(GET_BALANCE, "bank.v1.Balance", False, False, id="no-ids"),
+        pytest.param(GET_BALANCE, "bank.v1.Nope", False, False, id="unknown-type"),
+    ],
+)
+def test_in_response(method: str, output_type: str, any_id: bool, minted: bool) -> None:
+    """in_response() says whether answers can hold ids; with minted_only, whether they can mint any."""
+    fields = sample_fields()
+    assert fields.in_response(method, output_type) is any_id
+    assert fields.in_response(method, output_type, minted_only=True) is minted
+
+
+def test_in_response_at_a_method_path() -> None:
+    """A response path counts for its method: minted or, without minted_only, as a reference."""
+    fields = custom_fields(
+        kind("item", f"{GET}:response.token", references=(f"{LIST}:response.one.owner",)),
+    )
+    assert fields.in_response(GET, "idtest.v1.Resp", minted_only=True)
+    assert fields.in_response(LIST, "idtest.v1.Holder")
+    assert not fields.in_response(LIST, "idtest.v1.Holder", minted_only=True)
+    assert not fields.in_response(SCAN, "idtest.v1.Holder")
+
+
+# ---- compare with ids --------------------------------------------------------------------------
+
+Row = tuple[str, DiffKind, object, object]
+
+
+def rows(comparison: Comparison) -> list[Row]:
+    return [(d.path, d.kind, d.bank, d.bk) for d in comparison.differences]
+
+
+def judge(
+    method: str,
+    bank: Outcome,
+    bk: Outcome | None,
+    *,
+    pairs: tuple[tuple[str, str, str], ...] = (),
+    rules: list[dict[str, Any]] | None = None,
+    with_ids: bool = True,
+    **kwargs: Any,
+) -> Comparison:
+    """compare() over the sample, with the sample's id kinds and the given (kind, Bank id, BK id) pairs."""
+    rule_set = build_rules(rules, SAMPLE, parse_duration) if rules else None
+    ids = sample_fields() if with_ids else None
+    return compare(exchange(method, bank, bk, ids=pairs, **kwargs), SAMPLE, rule_set, ids)
+
+
+T1 = ("trade", "T1", "trd_1")
+T2 = ("trade", "T2", "trd_2")
+T3 = ("trade", "T3", "trd_3")
+
+
+def test_a_mapped_pair_is_equal() -> None:
+    """BK's id that pairs with Bank's compares equal: a match with no difference."""
+    bank, bk = trade_of("T1", symbol="AAPL"), trade_of("trd_1", symbol="AAPL")
+    comparison = judge(POST_TRADE, answer(bank), answer(bk), pairs=(T1,))
+    assert (comparison.verdict, comparison.differences, comparison.decoded) == (Verdict.MATCH, (), True)
+
+
+def test_a_mapped_pair_does_not_hide_other_differences() -> None:
+    """With the id mapped, the other fields are still compared (in Bank's terms)."""
+    comparison = judge(
+        POST_TRADE,
+        answer(trade_of("T1", symbol="AAPL")),
+        answer(trade_of("trd_1", symbol="MSFT")),
+        pairs=(T1,),
+    )
+    assert comparison.verdict is Verdict.MISMATCH
+    assert rows(comparison) == [("symbol", DiffKind.CHANGED, "AAPL", "MSFT")]
+
+
+def test_an_unknown_pair_is_an_unmapped_id() -> None:
+    """A BK id that pairs with no Bank id and differs from Bank's is a real unmapped-id difference."""
+    comparison = judge(POST_TRADE, answer(trade_of("T1")), answer(trade_of("trd_1")), pairs=(T2,))
+    assert comparison.verdict is Verdict.MISMATCH
+    assert rows(comparison) == [("trade_id", DiffKind.UNMAPPED_ID, "T1", "trd_1")]
+    assert comparison.real_differences == comparison.differences
+
+
+def test_bk_naming_another_known_id_is_a_change_in_bank_terms() -> None:
+    """BK naming a different id that is known is a plain change, shown as the two Bank ids."""
+    comparison = judge(POST_TRADE, answer(trade_of("T1")), answer(trade_of("trd_2")), pairs=(T1, T2))
+    assert comparison.verdict is Verdict.MISMATCH
+    assert rows(comparison) == [("trade_id", DiffKind.CHANGED, "T1", "T2")]
+
+
+def test_the_same_id_on_both_sides_needs_no_pair() -> None:
+    """An id both sides spell the same is equal even with no pair known."""
+    comparison = judge(POST_TRADE, answer(trade_of("X1", symbol="A")), answer(trade_of("X1", symbol="B")))
+    assert rows(comparison) == [("symbol", DiffKind.CHANGED, "A", "B")]
+
+
+def test_ids_map_when_bk_is_the_primary() -> None:
+    """With BK as the primary, its answer is still the one read through the map."""
+    comparison = judge(
+        POST_TRADE,
+        answer(trade_of("trd_1", symbol="A")),
+        answer(trade_of("T1", symbol="A")),
+        pairs=(T1,),
+        primary_is_bank=False,
+    )
+    assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+    unknown = judge(POST_TRADE, answer(trade_of("trd_9")), answer(trade_of("T1")), primary_is_bank=False)
+    assert rows(unknown) == [("trade_id", DiffKind.UNMAPPED_ID, "T1", "trd_9")]
+
+
+def test_repeated_minted_ids_map_element_by_element() -> None:
+    """A batch's minted ids compare through the map; an unknown one is an unmapped id at its index."""
+    bank = answer(pb.BookTradesSummary(booked=3, trade_ids=["T1", "T2", "T3"]))
+    mapped = judge(
+        BOOK_TRADES,
+        bank,
+        answer(pb.BookTradesSummary(booked=3, trade_ids=["trd_1", "trd_2", "trd_3"])),
+        pairs=(T1, T2, T3),
+    )
+    assert (mapped.verdict, mapped.differences) == (Verdict.MATCH, ())
+    partly = judge(
+        BOOK_TRADES,
+        bank,
+        answer(pb.BookTradesSummary(booked=3, trade_ids=["trd_1", "trd_x", "trd_3"])),
+        pairs=(T1, T2, T3),
+    )
+    assert rows(partly) == [("trade_ids[1]", DiffKind.UNMAPPED_ID, "T2", "trd_x")]
+
+
+def test_references_in_a_stream_compare_through_the_map() -> None:
+    """Ledger entries stream trade references: mapped ones are equal, an unknown one is unmapped."""
+
+    def entries(*trade_ids: str) -> Outcome:
+        return answer(*(pb.LedgerEntry(sequence=i + 1, trade_id=t) for i, t in enumerate(trade_ids)))
+
+    mapped = judge(STREAM_ENTRIES, entries("T1", "T2"), entries("trd_1", "trd_2"), pairs=(T1, T2))
+    assert (mapped.verdict, mapped.differences) == (Verdict.MATCH, ())
+    unknown = judge(STREAM_ENTRIES, entries("T1", "T2"), entries("trd_1", "trd_9"), pairs=(T1, T2))
+    assert rows(unknown) == [("[1].trade_id", DiffKind.UNMAPPED_ID, "T2", "trd_9")]
+
+
+SETTLED_ANY_ORDER = {
+    "path": "bank.v1.SettlementReport.settled_trade_ids",
+    "rule": "multiset",
+    "name": "settled trades in any order",
+}
+
+
+def test_a_multiset_of_references_pairs_through_the_map() -> None:
+    """Settled trade ids in another order match once read as Bank's; an unknown one is unmapped."""
+    bank = answer(pb.SettlementReport(account_id="A1", settled_trade_ids=["T1", "T2", "T3"], settled_count=3))
+    shuffled = answer(
+        pb.SettlementReport(account_id="A1", settled_trade_ids=["trd_3", "trd_1", "trd_2"], settled_count=3)
+    )
+    comparison = judge(SETTLE_TRADES, bank, shuffled, pairs=(T1, T2, T3), rules=[SETTLED_ANY_ORDER])
+    assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+    one_unknown = answer(
+        pb.SettlementReport(account_id="A1", settled_trade_ids=["trd_3", "trd_x", "trd_1"], settled_count=3)
+    )
+    comparison = judge(SETTLE_TRADES, bank, one_unknown, pairs=(T1, T2, T3), rules=[SETTLED_ANY_ORDER])
+    assert comparison.verdict is Verdict.MISMATCH
+    assert rows(comparison) == [("settled_trade_ids[1]", DiffKind.UNMAPPED_ID, "T2", "trd_x")]
+
+
+def test_a_keyed_list_pairs_through_the_map() -> None:
+    """Trades keyed by their id pair across the two sides once BK's ids read as Bank's."""
+    keyed = [
+        {"path": "bank.v1.ListTradesResponse.trades", "rule": "keyed", "key": ["trade_id"], "name": "by id"}
+    ]
+    bank = answer(pb.ListTradesResponse(trades=[trade_of("T1", fee="1"), trade_of("T2", fee="2")]))
+    bk = answer(pb.ListTradesResponse(trades=[trade_of("trd_2", fee="2"), trade_of("trd_1", fee="1")]))
+    comparison = judge(LIST_TRADES, bank, bk, pairs=(T1, T2), rules=keyed)
+    assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+    changed = answer(pb.ListTradesResponse(trades=[trade_of("trd_2", fee="2"), trade_of("trd_1", fee="9")]))
+    assert rows(judge(LIST_TRADES, bank, changed, pairs=(T1, T2), rules=keyed)) == [
+        ("trades[trade_id=T1].fee", DiffKind.CHANGED, "1", "9")
+    ]
+
+
+def test_page_tokens_compare_through_the_map() -> None:
+    """A minted page token that pairs compares equal; another kind's pair does not translate it."""
+    bank = answer(pb.ListTradesResponse(trades=[trade_of("T1")], next_page_token="p1"))
+    bk = answer(pb.ListTradesResponse(trades=[trade_of("trd_1")], next_page_token="tok_1"))
+    mapped = judge(LIST_TRADES, bank, bk, pairs=(T1, ("page", "p1", "tok_1")))
+    assert (mapped.verdict, mapped.differences) == (Verdict.MATCH, ())
+    wrong_kind = judge(LIST_TRADES, bank, bk, pairs=(T1, ("trade", "p1", "tok_1")))
+    assert rows(wrong_kind) == [("next_page_token", DiffKind.UNMAPPED_ID, "p1", "tok_1")]
+
+
+def test_without_ids_the_ids_are_plain_values() -> None:
+    """Without IdFields, differing ids are a plain change, whatever pairs the exchange carries."""
+    comparison = judge(
+        POST_TRADE, answer(trade_of("T1")), answer(trade_of("trd_1")), pairs=(T1,), with_ids=False
+    )
+    assert comparison.verdict is Verdict.MISMATCH
+    assert rows(comparison) == [("trade_id", DiffKind.CHANGED, "T1", "trd_1")]
+
+
+def test_a_tainted_mismatch_is_tainted() -> None:
+    """A mismatch on a key out of step is TAINTED, with the taint as the reason and the differences kept."""
+    reason = "account A1: BK missed write /bank.v1.Ledger/Deposit"
+    comparison = judge(
+        POST_TRADE,
+        answer(trade_of("T1", fee="1")),
+        answer(trade_of("trd_1", fee="2")),
+        pairs=(T1,),
+        tainted=reason,
+    )
+    assert (comparison.verdict, comparison.reason) == (Verdict.TAINTED, reason)
+    assert rows(comparison) == [("fee", DiffKind.CHANGED, "1", "2")]
+
+
+def test_a_tainted_match_stays_a_match() -> None:
+    """A taint explains differences; when there are none the verdict is still MATCH."""
+    comparison = judge(
+        POST_TRADE, answer(trade_of("T1")), answer(trade_of("trd_1")), pairs=(T1,), tainted="out of step"
+    )
+    assert (comparison.verdict, comparison.reason) == (Verdict.MATCH, "")
+    tolerated = judge(
+        POST_TRADE,
+        answer(trade_of("T1", fee="1.0")),
+        answer(trade_of("trd_1", fee="1")),
+        pairs=(T1,),
+        rules=[{"path": "bank.v1.Trade.fee", "rule": "decimal"}],
+        tainted="out of step",
+    )
+    assert tolerated.verdict is Verdict.MATCH
+
+
+def test_a_tainted_shadow_error_stays_a_shadow_error() -> None:
+    """A taint does not turn a shadow error into TAINTED."""
+    comparison = judge(
+        POST_TRADE,
+        answer(trade_of("T1")),
+        Outcome(code=4, local="shadow timeout after 2s"),
+        tainted="out of step",
+    )
+    assert (comparison.verdict, comparison.reason) == (Verdict.SHADOW_ERROR, "shadow timeout after 2s")
+
+
+@pytest.mark.parametrize(
+    "shadow", [pytest.param(None, id="not-sent"), pytest.param(answer(pb.Trade()), id="sent")]
+)
+def test_a_request_naming_unmapped_ids_is_skipped(shadow: Outcome | None) -> None:
+    """A request whose ids have no BK counterpart is SKIPPED, one unmapped-id difference per id."""
+    unmapped = (("trade", "trade_id", "T9"), ("page", "page_token", "p3"))
+    comparison = judge(CANCEL_TRADE, answer(trade_of("T9")), shadow, unmapped=unmapped)
+    assert comparison.verdict is Verdict.SKIPPED
+    assert rows(comparison) == [
+        ("trade_id", DiffKind.UNMAPPED_ID, "T9", None),
+        ("page_token", DiffKind.UNMAPPED_ID, "p3", None),
+    ]
+    assert comparison.reason == "not mirrored: the request names ids the shadow has no counterpart for"
+    noted = judge(CANCEL_TRADE, answer(trade_of("T9")), shadow, unmapped=unmapped, note="unmapped T9")
+    assert noted.reason == "unmapped T9"
+
+
+def test_a_cancelled_call_is_skipped_before_its_unmapped_ids() -> None:
+    """A call the client cancelled is skipped as cancelled, even if it also named unmapped ids."""
+    comparison = judge(
+        CANCEL_TRADE, answer(pb.Trade()), None, unmapped=(("trade", "trade_id", "T9"),), cancelled=True
+    )
+    assert comparison.verdict is Verdict.SKIPPED
+    assert comparison.differences == ()
+    assert comparison.reason.startswith("cancelled by the client")
+
+
+# ---- a property: rewriting through a bijection and back is the identity --------------------
+
+tags = st.text(min_size=1, max_size=6)
+numbers = st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(bool)
+
+
+def _bijection(values: st.SearchStrategy[Any]) -> st.SearchStrategy[list[tuple[Any, Any]]]:
+    """Pairs (a, b) in which no a and no b repeats: a one-to-one map."""
+    return st.lists(
+        st.tuples(values, values), min_size=1, max_size=6, unique_by=(lambda p: p[0], lambda p: p[1])
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    tag_pairs=_bijection(tags),
+    number_pairs=_bijection(numbers),
+    data=st.data(),
+)
+def test_rewrite_there_and_back_is_the_identity(
+    tag_pairs: list[tuple[str, str]], number_pairs: list[tuple[int, int]], data: st.DataObject
+) -> None:
+    """Rewriting ids through a one-to-one map, then through its inverse, gives back the original bytes."""
+    fields = custom_fields(
+        kind("tag", "idtest.v1.Leaf.tags", "idtest.v1.Leaf.id"), kind("num", "idtest.v1.Leaf.nums")
+    )
+    tag_values = [a for a, _ in tag_pairs]
+    number_values = [a for a, _ in number_pairs]
+    leaves = data.draw(
+        st.lists(
+            st.builds(
+                lambda i, t, n: new("Leaf", id=i, tags=t, nums=n),
+                st.sampled_from(tag_values),
+                st.lists(st.sampled_from(tag_values), max_size=4),
+                st.lists(st.sampled_from(number_values), max_size=4),
+            ),
+            max_size=4,
+        )
+    )
+    holder = new("Holder", leaves=leaves)
+    original = holder.SerializeToString(deterministic=True)
+    forward = {("tag", a): b for a, b in tag_pairs} | {("num", str(a)): str(b) for a, b in number_pairs}
+    backward = {(k, b): a for (k, a), b in forward.items()}
+    assert fields.rewrite(LIST, "response", [holder], lambda f: forward[(f.kind, f.value)]) == []
+    assert fields.rewrite(LIST, "response", [holder], lambda f: backward[(f.kind, f.value)]) == []
+    assert holder.SerializeToString(deterministic=True) == original

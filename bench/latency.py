@@ -2,11 +2,12 @@
 
     python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade]
 
-Starts the sample Bank and BK and two shims (mode `bank` and mode `shadow`),
-each in its own process on loopback, then makes sequential unary calls from
-this process: directly to Bank, through the `bank` shim, and through the
-`shadow` shim, interleaved in rounds so that machine noise hits all three
-alike. Prints p50/p90/p99 per path and what the shim adds over the baseline.
+Starts the sample Bank and BK and three shims (mode `bank`; mode `shadow`
+with descriptors only; mode `shadow` on the sample's config, with routing
+keys and trade-id translation), each in its own process on loopback, then
+makes sequential unary calls from this process: directly to Bank and through
+each shim, interleaved in rounds so that machine noise hits all paths alike.
+Prints p50/p90/p99 per path and what the shim adds over the baseline.
 This is a closed-loop latency probe; throughput under open-loop load is
 another benchmark.
 """
@@ -31,6 +32,12 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTORS = ROOT / "sample_ledger" / "bank.binpb"
+SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
+SHIMS = {  # name: mode, extra flags
+    "shim_bank": ("bank", ["--descriptor-set", str(DESCRIPTORS)]),
+    "shim_shadow": ("shadow", ["--descriptor-set", str(DESCRIPTORS)]),
+    "shim_ids": ("shadow", ["--config", str(SAMPLE_CONFIG), "--store", ":memory:"]),
+}
 
 
 def _free_port() -> int:
@@ -99,41 +106,29 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
     args = parser.parse_args()
-    ports = {name: _free_port() for name in ("bank", "bk", "shim_bank", "shim_shadow")}
+    ports = {name: _free_port() for name in ("bank", "bk", *SHIMS)}
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with ExitStack() as stack:
         for kind in ("bank", "bk"):
             _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
-        for name, mode in (("shim_bank", "bank"), ("shim_shadow", "shadow")):
+        for name, (mode, flags) in SHIMS.items():
             _start(
                 stack,
                 [
-                    sys.executable,
-                    "-m",
-                    "shim",
-                    "serve",
-                    "--listen",
-                    addr[name],
-                    "--bank",
-                    addr["bank"],
-                    "--bk",
-                    addr["bk"],
-                    "--mode",
-                    mode,
-                    "--descriptor-set",
-                    str(DESCRIPTORS),
-                    "--diff-log",
-                    os.devnull,
+                    *(sys.executable, "-m", "shim", "serve", "--listen", addr[name]),
+                    *("--bank", addr["bank"], "--bk", addr["bk"], "--mode", mode),
+                    *flags,
+                    *("--diff-log", os.devnull),
                 ],
                 '"ready"',
             )
-        results = asyncio.run(
-            _measure(
-                {"direct": addr["bank"], "shim bank": addr["shim_bank"], "shim shadow": addr["shim_shadow"]},
-                args.calls,
-                args.method,
-            )
-        )
+        paths = {
+            "direct": addr["bank"],
+            "shim bank": addr["shim_bank"],
+            "shim shadow": addr["shim_shadow"],
+            "shim ids": addr["shim_ids"],
+        }
+        results = asyncio.run(_measure(paths, args.calls, args.method))
     base = _percentiles(results["direct"])
     print(f"{args.method}, {args.calls} sequential calls per path (µs)")
     print(f"{'path':<12} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")

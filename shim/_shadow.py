@@ -108,6 +108,7 @@ class Mirror:
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
         self.tainted = ""
         self.unmapped: list[Found] = []
+        self.found: dict[int, list[Found]] = {}  # the ids in an answer, by id() of its Outcome
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -543,6 +544,17 @@ class ShadowDispatcher:
             out.append(msg)
         return out
 
+    def _ids_in(self, mirror: Mirror, plan: _IdPlan, outcome: Outcome) -> list[Found]:
+        """The ids in one side's answer to a mirrored call (decoded once per call and side)."""
+        found = mirror.found.get(id(outcome))
+        if found is None:
+            assert self.ids is not None
+            answers = self._decoded(plan, outcome)
+            found = mirror.found[id(outcome)] = self.ids.fields.find(
+                mirror.method, "response", answers, mirror._first
+            )
+        return found
+
     def _scopes(self, method: str, first: message.Message | None, kinds: Any) -> dict[str, str]:
         assert self.ids is not None
         fields = self.ids.fields
@@ -555,13 +567,7 @@ class ShadowDispatcher:
         if self.ids is None:
             return []
         plan = self.id_plan(mirror.method)
-        found = [
-            f
-            for f in self.ids.fields.find(
-                mirror.method, "response", self._decoded(plan, primary), mirror._first
-            )
-            if f.minted and f.kind in plan.learnable
-        ]
+        found = [f for f in self._ids_in(mirror, plan, primary) if f.minted and f.kind in plan.learnable]
         if not found:
             return []
         scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})
@@ -599,10 +605,9 @@ class ShadowDispatcher:
         plan = self.id_plan(mirror.method)
         if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or mirror.unmapped:
             return
-        fields, method, first = ids.fields, mirror.method, mirror._first
+        method, first = mirror.method, mirror._first
         bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
-        bank_found = fields.find(method, "response", self._decoded(plan, bank), first)
-        bk_found = fields.find(method, "response", self._decoded(plan, bk), first)
+        bank_found, bk_found = self._ids_in(mirror, plan, bank), self._ids_in(mirror, plan, bk)
         pairs = [p for p in pair_up(bank_found, bk_found) if p[0].kind in plan.learnable]
         if pairs:
             ids.learn(pairs, self._scopes(method, first, {p[0].kind for p in pairs}))
@@ -617,7 +622,7 @@ class ShadowDispatcher:
         if not plan.response or shadow.local:
             return ()
         bk = shadow if self.primary_is_bank else primary
-        found = ids.fields.find(mirror.method, "response", self._decoded(plan, bk), mirror._first)
+        found = self._ids_in(mirror, plan, bk)
         if not found:
             return ()
         scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})

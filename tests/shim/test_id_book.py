@@ -1,0 +1,146 @@
+"""The id map: pairs learned both ways, first pair wins, pending ids, memory bounded over the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from comparators import DescriptorRegistry
+from comparators.ids import Found, IdFields, IdKind
+from shim.ids import IdBook
+from shim.metrics import Counters
+from shim.store import Store
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_ledger" / "bank.binpb"
+FIELDS = IdFields(
+    [IdKind("trade", ("bank.v1.Trade.trade_id",), owner_key=("bank.v1.Trade.account_id",))],
+    DescriptorRegistry.from_files([SAMPLE]),
+)
+
+
+def minted(value: str, owner: str = "A1", kind: str = "trade") -> Found:
+    return Found(kind, True, (0, "trade_id"), value, owner)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def test_a_pair_translates_both_ways_and_keeps_its_owner() -> None:
+    """A learned pair answers from either side's id, and the owner key is known from either id."""
+    counters = Counters()
+    book = IdBook(FIELDS, None, counters)
+    assert book.learn([(minted("T1"), minted("trd_1"))], {}) == 1
+    assert await book.counterpart("bank", "trade", "T1") == "trd_1"
+    assert await book.counterpart("bk", "trade", "trd_1") == "T1"
+    assert (book.owner("bank", "trade", "T1"), book.owner("bk", "trade", "trd_1")) == ("A1", "A1")
+    assert await book.counterpart("bank", "trade", "T2") is None
+    assert book.owner("bank", "trade", "T2") is None
+    assert counters.get("ids_learned", "trade") == 1
+
+
+async def test_the_first_pair_of_an_id_wins_and_a_conflict_is_counted() -> None:
+    """A later pair naming an id already paired (on either side) is ignored and counted; the same pair
+    learned again is not a conflict."""
+    counters = Counters()
+    book = IdBook(FIELDS, None, counters)
+    book.learn([(minted("T1"), minted("trd_1"))], {})
+    assert book.learn([(minted("T1"), minted("trd_1"))], {}) == 0
+    assert counters.get("id_conflicts", "trade") == 0
+    assert book.learn([(minted("T1"), minted("trd_2")), (minted("T9"), minted("trd_1"))], {}) == 0
+    assert counters.get("id_conflicts", "trade") == 2
+    assert (book.known("bank", "trade", "T1"), book.known("bk", "trade", "trd_1")) == ("trd_1", "T1")
+    assert book.known("bk", "trade", "trd_2") is None
+
+
+async def test_a_pending_id_is_waited_for_until_learned() -> None:
+    """An id the primary minted is pending: its owner is known at once, and a translation waits for the
+    shadow's answer to pair it."""
+    book = IdBook(FIELDS, None, Counters())
+    (pending,) = book.expect("bank", [minted("T1", owner="A7")], {})
+    assert book.owner("bank", "trade", "T1") == "A7"
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event()))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    book.learn([(minted("T1", owner="A7"), minted("trd_1", owner="A7"))], {})
+    assert await asyncio.wait_for(waiting, 5) == "trd_1"
+    assert pending.future.result() == "trd_1"
+
+
+async def test_a_pending_id_settled_without_a_pair_is_unmapped_at_once() -> None:
+    """When the minting call ends without a pair (the shadow failed), a waiting translation ends with
+    no counterpart instead of waiting for its bound."""
+    book = IdBook(FIELDS, None, Counters())
+    pendings = book.expect("bank", [minted("T1")], {})
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event()))
+    await asyncio.sleep(0)
+    IdBook.settle(pendings)
+    assert await asyncio.wait_for(waiting, 5) is None
+    assert book.owner("bank", "trade", "T1") is None  # no longer pending
+
+
+async def test_waiting_for_a_pending_id_ends_when_the_call_is_given_up() -> None:
+    """The wait for a pending id is bounded by the caller's stop event."""
+    book = IdBook(FIELDS, None, Counters())
+    book.expect("bank", [minted("T1")], {})
+    stop = asyncio.Event()
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", stop))
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_without_a_stop_event_a_pending_id_is_not_waited_for() -> None:
+    """A lookup for a comparison never waits for a pending id."""
+    book = IdBook(FIELDS, None, Counters())
+    book.expect("bank", [minted("T1")], {})
+    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1"), 5) is None
+
+
+async def test_memory_is_bounded_and_evicted_pairs_come_back_from_the_store(store: Store) -> None:
+    """With room for two pairs, the oldest leaves memory; naming it reads it from the store."""
+    book = IdBook(FIELDS, store, Counters(), cache=2)
+    for n in range(3):
+        book.learn([(minted(f"T{n}"), minted(f"trd_{n}"))], {})
+    assert len(book) == 2
+    assert book.known("bank", "trade", "T0") is None
+    await store.flush()
+    assert await book.counterpart("bk", "trade", "trd_0") == "T0"
+    assert book.known("bank", "trade", "T0") == "trd_0"  # back in memory
+    assert len(book) == 2
+
+
+async def test_a_new_book_preloads_the_most_recent_pairs(store: Store) -> None:
+    """A restarted shim starts with the store's most recent pairs in memory, owners included."""
+    first = IdBook(FIELDS, store, Counters())
+    for n in range(5):
+        first.learn([(minted(f"T{n}", owner=f"A{n}"), minted(f"trd_{n}", owner=f"A{n}"))], {})
+    await store.flush()
+    second = IdBook(FIELDS, store, Counters(), cache=3)
+    await second.preload()
+    assert len(second) == 3
+    assert [second.known("bank", "trade", f"T{n}") for n in range(5)] == [
+        None,
+        None,
+        "trd_2",
+        "trd_3",
+        "trd_4",
+    ]
+    assert second.owner("bk", "trade", "trd_4") == "A4"
+
+
+async def test_query_scoped_pairs_hold_only_for_their_scope() -> None:
+    """A page token paired for one query does not translate the same token of another query."""
+    book = IdBook(FIELDS, None, Counters())
+    page = Found("page", True, (0, "next_page_token"), "50", "")
+    book.learn([(page, page._replace(value="QTAwMDE="))], {"page": "query-a"})
+    assert await book.counterpart("bank", "page", "50", scope="query-a") == "QTAwMDE="
+    assert await book.counterpart("bank", "page", "50", scope="query-b") is None
+    assert await book.counterpart("bk", "page", "QTAwMDE=", scope="query-a") == "50"

@@ -56,6 +56,9 @@ class IdBook:
         # (side, kind, id) -> (the other side's id, owner key)
         self._known: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._pending: dict[tuple[str, str, str], Pending] = {}
+        # owners of ids a primary minted, paired or not: a call naming an unpaired id is still
+        # ordered (and marked out of step) on the right key
+        self._owners: dict[tuple[str, str, str], str] = {}
 
     def __len__(self) -> int:
         """Pairs held in memory."""
@@ -77,7 +80,7 @@ class IdBook:
         if known is not None:
             return known[1]
         pending = self._pending.get((side, kind, value))
-        return pending.owner if pending is not None else None
+        return pending.owner if pending is not None else self._owners.get((side, kind, value))
 
     def known(self, side: str, kind: str, value: str) -> str | None:
         """The other side's id, if held in memory."""
@@ -95,6 +98,10 @@ class IdBook:
             key = (side, one.kind, _scoped(scopes.get(one.kind, ""), one.value))
             if key in self._known:
                 continue
+            if one.owner:
+                self._owners[key] = one.owner
+                while len(self._owners) > self._cache:
+                    del self._owners[next(iter(self._owners))]
             pending = self._pending.get(key)
             if pending is None:
                 future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()

@@ -83,7 +83,8 @@ async def test_a_pending_id_settled_without_a_pair_is_unmapped_at_once() -> None
     await asyncio.sleep(0)
     IdBook.settle(pendings)
     assert await asyncio.wait_for(waiting, 5) is None
-    assert book.owner("bank", "trade", "T1") is None  # no longer pending
+    assert book.known("bank", "trade", "T1") is None
+    assert book.owner("bank", "trade", "T1") == "A1"  # still ordered (and marked) on its account
 
 
 async def test_waiting_for_a_pending_id_ends_when_the_call_is_given_up() -> None:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +29,8 @@ from rich.table import Table
 
 import shim
 from sample_ledger._attribution import TITLES, Attribution
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim.config import build as build_config
@@ -110,14 +113,67 @@ async def _run(
         elapsed = time.perf_counter() - started
         await asyncio.wait_for(running.drain(), timeout=60)
         out_of_step = running.steps.keys if running.steps is not None else {}
+        books = await _books(bank.address), await _books(bk.address)
     finally:
         await running.stop(grace=1.0)
         await bank.stop()
         await bk.stop()
     unexplained = _print_summary(console, summary, attribution, elapsed, args.calls)
     _print_out_of_step(console, out_of_step)
+    astray = _print_books(console, *books, out_of_step)
     console.print(f"\nEvery comparison that did not match is a JSON line in {diff_path}")
-    return 1 if unexplained and not args.no_rules else 0
+    return 1 if (unexplained and not args.no_rules) or astray else 0
+
+
+Book = dict[str, tuple[dict[str, Decimal], Counter[int]]]  # account: positions, trades by status
+
+
+async def _books(address: str) -> Book:
+    """Each account's positions and its trades counted by status, asked of one ledger directly."""
+    books: Book = {}
+    async with aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
+        accounts: list[str] = []
+        token = ""
+        while True:
+            page = await stub.ListAccounts(pb.ListAccountsRequest(page_size=100, page_token=token))
+            accounts += [a.account_id for a in page.accounts]
+            token = page.next_page_token
+            if not token:
+                break
+        for account in accounts:
+            portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(account_id=account))
+            statuses: Counter[int] = Counter()
+            token = ""
+            while True:
+                trades = await stub.ListTrades(
+                    pb.ListTradesRequest(account_id=account, page_size=100, page_token=token)
+                )
+                statuses.update(t.status for t in trades.trades)
+                token = trades.next_page_token
+                if not token:
+                    break
+            positions = {p.symbol: Decimal(p.quantity) for p in portfolio.positions if Decimal(p.quantity)}
+            books[account] = (positions, statuses)
+    return books
+
+
+def _print_books(console: Console, bank: Book, bk: Book, marks: dict[str, OutOfStep]) -> int:
+    """Bank's and BK's books side by side; returns how many accounts in step differ (none should)."""
+    differ = {a for a in bank.keys() | bk.keys() if bank.get(a) != bk.get(a)}
+    in_step = [a for a in bank if a not in marks and "*" not in marks]
+    astray = sorted(a for a in differ if a in in_step)
+    cancelled = sum(statuses[pb.TRADE_STATUS_CANCELLED] for _, statuses in bank.values())
+    console.print(
+        f"\n[bold]The books, asked directly after the run[/]: {len(in_step) - len(astray)} of "
+        f"{len(in_step)} accounts in step hold the same positions and trades in BK as in Bank. "
+        f"Clients cancelled {cancelled} trades by Bank's ids; BK cancelled its own. "
+        f"{len(differ - set(astray))} of {len(marks)} accounts out of step differ.",
+        highlight=False,
+    )
+    if astray:
+        console.print(f"  [red]accounts in step whose books differ: {', '.join(astray[:10])}[/]")
+    return len(astray)
 
 
 def _print_summary(

@@ -168,6 +168,9 @@ class _Worker:
         await self._post(account, self._order(account))
 
     async def _oversell(self, account: _Account) -> None:
+        # one fat-fingered trader per worker: oversells land on the worker's first account, so that
+        # the accounts where BK's planted oversell bug books what Bank refuses stay few
+        account = self.accounts[0]
         await self._post(account, self._order(account, oversell=True))
 
     async def _unknown_account(self, account: _Account) -> None:

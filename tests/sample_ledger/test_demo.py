@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -69,5 +70,12 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
         for p in real_paths
     )
     assert not [d for d in mismatched if d["kind"] == "unmapped-id"]
-    # cancels name Bank's trade ids and reach BK translated
-    assert "CancelTrade" in result.stdout
+    # every write was mirrored in order, cancels by Bank's ids included: asked directly, BK's book equals
+    # Bank's for every account in step
+    text = " ".join(result.stdout.split())
+    books = re.search(r"(\d+) of (\d+) accounts in step hold the same positions and trades", text)
+    assert books is not None, text[-2000:]
+    assert books.group(1) == books.group(2) != "0"
+    cancelled = re.search(r"Clients cancelled (\d+) trades by Bank's ids", text)
+    assert cancelled is not None
+    assert int(cancelled.group(1)) > 0

@@ -106,6 +106,7 @@ class Mirror:
         self._first: message.Message | None = None  # the first request, decoded when ids or keys need it
         self._head: bytes | None = None  # the first request as sent to the shadow (ids translated)
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
+        self._expect_done = False
         self.tainted = ""
         self.unmapped: list[Found] = []
         self.found: dict[int, list[Found]] = {}  # the ids in an answer, by id() of its Outcome
@@ -202,9 +203,14 @@ class Mirror:
             self.task.cancel()
 
     def _expect(self, primary: Outcome) -> None:
-        if self.task.done() or self._not_sampled:
+        """Register the ids the primary minted (once: from primary_done, or when the mirror gets
+        to learning first, its shadow having answered before the primary)."""
+        if self._expect_done or self._not_sampled:
             return
+        self._expect_done = True
         self._expected = self._dispatcher.expect_minted(self, primary)
+        if self.task.done():  # over already: nothing will pair them now
+            IdBook.settle(self._expected)
 
     # -- the shadow call itself ----------------------------------------------------------
 
@@ -246,6 +252,8 @@ class Mirror:
         primary, cancelled = await self._primary
         try:
             if primary is not None and dispatcher.ids is not None:
+                if primary.code == 0 and dispatcher.id_plan(self.method).mints:
+                    self._expect(primary)  # primary_done's callback may not have run yet
                 dispatcher.learn(self, primary, shadow)
             if self.is_write:
                 dispatcher.judge_write(self, primary, shadow, cancelled)

@@ -35,7 +35,7 @@ DESCRIPTORS = ROOT / "sample_ledger" / "bank.binpb"
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
 SHIMS = {  # name: mode, extra flags
     "shim_bank": ("bank", ["--descriptor-set", str(DESCRIPTORS)]),
-    "shim_shadow": ("shadow", ["--descriptor-set", str(DESCRIPTORS)]),
+    "shim_shadow": ("shadow", ["--descriptor-set", str(DESCRIPTORS), "--store", ":memory:"]),
     "shim_ids": ("shadow", ["--config", str(SAMPLE_CONFIG), "--store", ":memory:"]),
 }
 

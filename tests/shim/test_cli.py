@@ -366,3 +366,57 @@ async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() 
         shim.proc.send_signal(signal.SIGTERM)
         assert await shim.finish() == 0
     assert [e["event"] for e in shim.events()] == ["ready", "upstream not reachable", "stopping", "stopped"]
+
+
+def _shim(*argv: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shim", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_resync_finds_the_store_of_a_config_and_lists_marks_resyncs_keys(tmp_path: Path) -> None:
+    """`shim resync --config FILE` opens the config's store (a path relative to the file): it lists the
+    keys out of step with since, method and reason, and resyncs the keys it is given."""
+    from shim.store import OutOfStep, Store
+
+    async def mark() -> None:
+        store = Store.open(str(tmp_path / "state" / "shim.db"))
+        await store.start()
+        store.mark_out_of_step(
+            [
+                OutOfStep(
+                    "A1", 1_795_000_000.0, "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK timed out"
+                ),
+                OutOfStep("B2", 1_795_000_100.0, "/bank.v1.Ledger/PostTrade", "the client cancelled it"),
+            ]
+        )
+        await store.close()
+
+    asyncio.run(mark())
+    config = tmp_path / "shim.toml"
+    config.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n[store]\nurl = "state/shim.db"\n')
+    listed = _shim("resync", "--config", config)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        "A1\tsince 2026-11-18T11:06:40Z\tbank.v1.Ledger/Deposit: Bank applied it (OK), BK timed out",
+        "B2\tsince 2026-11-18T11:08:20Z\tbank.v1.Ledger/PostTrade: the client cancelled it",
+    ]
+    done = _shim("resync", "--config", config, "B2")
+    assert (done.returncode, done.stdout) == (0, "B2: in step again\n")
+    assert _shim("resync", "--store", tmp_path / "state" / "shim.db").stdout.startswith("A1\t")
+
+
+def test_resync_with_a_store_it_cannot_open_exits_2_with_one_line(tmp_path: Path) -> None:
+    """A store URL of an unknown kind, or a file under a file, is one error line and exit status 2."""
+    (tmp_path / "file").write_text("")
+    for store in ("mysql://somewhere/db", str(tmp_path / "file" / "shim.db")):
+        done = _shim("resync", "--store", store, "--list")
+        assert done.returncode == 2
+        [line] = done.stderr.splitlines()
+        assert line.startswith("shim: error: ")

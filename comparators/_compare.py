@@ -31,11 +31,30 @@ def compare(
     mismatch on a key out of step (`exchange.tainted`) is `tainted`.
     """
     comparison = _judge(exchange, registry, rules, ids)
-    if comparison.verdict is Verdict.MISMATCH and exchange.tainted:
-        return Comparison(
-            exchange, Verdict.TAINTED, comparison.differences, exchange.tainted, comparison.decoded
-        )
-    return comparison
+    noise = _noise(exchange, registry, rules)
+    verdict, reason = comparison.verdict, comparison.reason
+    if verdict is Verdict.MISMATCH and exchange.tainted:
+        verdict, reason = Verdict.TAINTED, exchange.tainted
+    if verdict is comparison.verdict and not noise:
+        return comparison
+    return Comparison(exchange, verdict, comparison.differences, reason, comparison.decoded, noise)
+
+
+def _noise(
+    exchange: Exchange, registry: DescriptorRegistry | None, rules: RuleSet | None
+) -> tuple[Difference, ...]:
+    """The real differences between the primary's answer and its answer when asked again."""
+    again = exchange.secondary
+    if again is None or again.local or exchange.cancelled:
+        return ()
+    first = exchange.primary
+    if _same_bytes(first, again):
+        return ()
+    rules = rules if rules is not None else NO_RULES
+    info = registry.method(exchange.method) if registry is not None else None
+    found = _status_differences(exchange.method, first, again, registry, rules)
+    found += _message_differences(exchange.method, first, again, info, registry, rules)
+    return tuple(d for d in found if not d.rule)
 
 
 def _judge(

@@ -92,6 +92,9 @@ class Exchange:
     tainted: str = ""
     # ids the request names that have no counterpart on the shadow: (kind, where, value); not sent
     unmapped: tuple[tuple[str, str, str], ...] = ()
+    # the primary asked the same again (a read sampled for noise): what differs between its two
+    # answers is noise, not a difference of BK's
+    secondary: Outcome | None = None
 
     @property
     def bank(self) -> Outcome | None:
@@ -145,6 +148,14 @@ class Comparison:
     differences: tuple[Difference, ...] = ()
     reason: str = ""  # why a comparison was skipped or is a shadow error
     decoded: bool = False  # True when answers were compared field by field
+    # real differences between the primary's answer and its answer to the same call asked again
+    noise: tuple[Difference, ...] = ()
+
+    @property
+    def noise_sampled(self) -> bool:
+        """Whether the primary was asked again (and answered) for this call."""
+        secondary = self.exchange.secondary
+        return secondary is not None and not secondary.local
 
     @property
     def method(self) -> str:

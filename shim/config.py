@@ -31,6 +31,26 @@ url = "shim.db"                    # SQLite file (default), ":memory:", or "post
 id_cache = 1000000                 # id pairs kept in memory (the rest are read from the store)
 refresh = "1s"                     # how often keys out of step are re-read (resyncs by other processes)
 
+retain = "30d"                     # comparisons older than this are deleted (default: kept)
+payloads = false                   # also keep each call's request and answers
+max_buffer = 100000                # comparisons waiting for the store; beyond, dropped and counted
+correlation_header = "x-request-id"  # request metadata naming the client's call
+
+[noise]
+reads = 0.1                        # share of mirrored reads also asked of the primary again
+relative = 0.2                     # a path is real only above the noise rate by 20% ...
+absolute = 0.0003                  # ... and by 0.03% of compared calls
+
+[redact]
+fields = ["pay.v1.Account.owner_name"]   # values never shown: keyed hash (equal stays equal)
+key_env = "SHIM_REDACT_KEY"
+
+[gate]                             # shim gate: the criteria for the point of no return
+window = "24h"
+min_compared = 100                 # per method
+max_mismatch_rate = 0.0            # real mismatches / compared, per method
+methods = ["pay.v1.Payments/Refund"]  # must be covered
+
 [ids.payment]                      # ids each side mints; see comparators/ids.py
 minted = ["pay.v1.Payment.payment_id"]
 references = ["pay.v1.RefundRequest.payment_id"]
@@ -55,8 +75,8 @@ from shim.routing import MethodSettings
 MODES = ("bank", "shadow")
 DESCRIPTOR_SOURCES = ("files", "reflection")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
 _SIZE_UNITS = {
     None: 1,
@@ -105,6 +125,19 @@ class Config:
     store: str = "shim.db"  # SQLite file, ":memory:", or a postgresql:// URL
     store_id_cache: int = 1_000_000  # id pairs kept in memory
     store_refresh: float = 1.0  # seconds between re-reads of the keys out of step
+    store_retain: float | None = None  # seconds comparisons are kept (None: for ever)
+    store_payloads: bool = False  # keep each call's request and answers with its comparison
+    store_max_buffer: int = 100_000  # comparisons waiting for the store; beyond, dropped and counted
+    correlation_header: str = ""  # request metadata key whose value identifies the client's call
+    noise_reads: float = 0.0  # share of mirrored reads also asked of the primary again (noise)
+    noise_relative: float = 0.2  # a path is real when its rate exceeds the noise rate by this share...
+    noise_absolute: float = 0.0003  # ... and by this much (a share of compared calls)
+    redact_fields: tuple[str, ...] = ()  # "package.Message.field" whose values are never shown
+    redact_key_env: str = "SHIM_REDACT_KEY"  # env var holding the key of the keyed hash
+    gate_window: float = 86_400.0  # seconds of evidence the gate looks at
+    gate_min_compared: int = 100  # compared calls each method needs
+    gate_max_mismatch_rate: float = 0.0  # real mismatches / compared calls, per method
+    gate_methods: tuple[str, ...] = ()  # methods that must be covered ("pkg.Svc/Method")
     ids: tuple[IdKind, ...] = ()  # [ids.KIND] declarations, checked against the descriptors at start
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
@@ -152,7 +185,7 @@ def parse_duration(key: str, value: object) -> float:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ConfigError(f'{key}: {value!r} is not a duration such as "250ms", "2s" or "1m"')
+    raise ConfigError(f'{key}: {value!r} is not a duration such as "250ms", "2s", "1m", "24h" or "30d"')
 
 
 def parse_size(key: str, value: object) -> int:
@@ -335,7 +368,44 @@ def parse(
             out["store_id_cache"] = _positive_int("store.id_cache", x)
         if (x := store.pop("refresh")) is not None:
             out["store_refresh"] = parse_duration("store.refresh", x)
+        if (x := store.pop("retain")) is not None:
+            out["store_retain"] = parse_duration("store.retain", x)
+        if (x := store.pop("payloads")) is not None:
+            out["store_payloads"] = _bool("store.payloads", x)
+        if (x := store.pop("max_buffer")) is not None:
+            out["store_max_buffer"] = _positive_int("store.max_buffer", x)
+        if (x := store.pop("correlation_header")) is not None:
+            out["correlation_header"] = _correlation_header(_string("store.correlation_header", x))
         store.finish()
+    if (v := top.pop("noise")) is not None:
+        noise = _Reader("noise.", _table("noise", v))
+        if (x := noise.pop("reads")) is not None:
+            out["noise_reads"] = _share("noise.reads", x)
+        if (x := noise.pop("relative")) is not None:
+            out["noise_relative"] = _non_negative("noise.relative", x)
+        if (x := noise.pop("absolute")) is not None:
+            out["noise_absolute"] = _share("noise.absolute", x)
+        noise.finish()
+    if (v := top.pop("redact")) is not None:
+        redact = _Reader("redact.", _table("redact", v))
+        if (x := redact.pop("fields")) is not None:
+            out["redact_fields"] = _locations("redact.fields", x)
+        if (x := redact.pop("key_env")) is not None:
+            out["redact_key_env"] = _string("redact.key_env", x)
+        redact.finish()
+    if (v := top.pop("gate")) is not None:
+        gate = _Reader("gate.", _table("gate", v))
+        if (x := gate.pop("window")) is not None:
+            out["gate_window"] = parse_duration("gate.window", x)
+        if (x := gate.pop("min_compared")) is not None:
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                raise ConfigError(f"gate.min_compared: {x!r} is not a count (0 or more)")
+            out["gate_min_compared"] = x
+        if (x := gate.pop("max_mismatch_rate")) is not None:
+            out["gate_max_mismatch_rate"] = _share("gate.max_mismatch_rate", x)
+        if (x := gate.pop("methods")) is not None:
+            out["gate_methods"] = _methods_list("gate.methods", x)
+        gate.finish()
     if (v := top.pop("ids")) is not None:
         out["ids"] = _ids(_table("ids", v))
     if (v := top.pop("rules")) is not None:
@@ -378,6 +448,41 @@ def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
         )
         reader.finish()
     return methods
+
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+
+
+def _correlation_header(value: str) -> str:
+    name = value.lower()
+    if name in _SECRET_HEADERS:
+        raise ConfigError(
+            f"store.correlation_header: {value!r} carries credentials and is never stored; "
+            "use a request id such as x-request-id or traceparent"
+        )
+    return name
+
+
+def _share(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{key}: {value!r} is not a share between 0 and 1 (e.g. 0.1)")
+    return float(value)
+
+
+def _non_negative(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key}: {value!r} is not a number of 0 or more")
+    return float(value)
+
+
+def _methods_list(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(m, str) and "/" in m and not m.startswith("/") for m in value
+    ):
+        raise ConfigError(f'{key}: expected a list of "package.Service/Method" names')
+    return tuple(value)
 
 
 def _locations(key: str, value: object) -> tuple[str, ...]:

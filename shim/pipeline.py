@@ -34,7 +34,7 @@ from comparators.rules import RuleSet, build_rules
 from shim.metrics import Counters
 
 Sink = Callable[[Comparison], None]
-Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool]
+Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool, tuple[Difference, ...]]
 
 EXECUTORS = ("process", "thread")
 
@@ -72,7 +72,8 @@ def _init_worker(setup: WorkerSetup) -> None:
 def _compare_in_worker(exchange: Exchange) -> Verdicts:
     registry, rules, ids = _worker
     comparison = compare(exchange, registry, rules, ids)
-    return comparison.verdict, comparison.differences, comparison.reason, comparison.decoded
+    c = comparison
+    return c.verdict, c.differences, c.reason, c.decoded, c.noise
 
 
 class ComparisonPipeline:
@@ -146,8 +147,8 @@ class ComparisonPipeline:
         if not future.cancelled():
             error = future.exception()
             if error is None:
-                verdict, differences, reason, decoded = future.result()
-                comparison = Comparison(exchange, verdict, differences, reason, decoded)
+                verdict, differences, reason, decoded, noise = future.result()
+                comparison = Comparison(exchange, verdict, differences, reason, decoded, noise)
             else:
                 _log.error("comparison failed", method=exchange.method, error=repr(error))
                 if isinstance(error, concurrent.futures.BrokenExecutor):

@@ -81,6 +81,30 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " key TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL,"
         " method TEXT NOT NULL, reason TEXT NOT NULL)",
     ),
+    (
+        # one row per comparison; differences as JSON (see ComparisonRecord)
+        "CREATE TABLE comparisons ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL,"
+        " method TEXT NOT NULL, routing_key TEXT NOT NULL, correlation_id TEXT NOT NULL,"
+        " verdict TEXT NOT NULL, reason TEXT NOT NULL, is_write INTEGER NOT NULL,"
+        " bank_code INTEGER, bk_code INTEGER, bank_ms DOUBLE PRECISION, bk_ms DOUBLE PRECISION,"
+        " real_count INTEGER NOT NULL, tolerated_count INTEGER NOT NULL,"
+        " noise_sampled INTEGER NOT NULL, differences TEXT NOT NULL, payloads TEXT)",
+        "CREATE INDEX comparisons_at ON comparisons (at)",
+        "CREATE INDEX comparisons_method_at ON comparisons (method, at)",
+        # one row per differing path (lists folded to [*]) of one comparison, for reports
+        "CREATE TABLE comparison_paths ("
+        " comparison_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, method TEXT NOT NULL,"
+        " source TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, rule TEXT NOT NULL,"
+        " bank TEXT NOT NULL, other TEXT NOT NULL)",
+        "CREATE INDEX comparison_paths_method_at ON comparison_paths (method, at)",
+        "CREATE INDEX comparison_paths_comparison ON comparison_paths (comparison_id)",
+        # what was counted but not stored (dropped comparisons, ...), flushed now and then
+        "CREATE TABLE counts ("
+        " at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL, method TEXT NOT NULL,"
+        " name TEXT NOT NULL, value INTEGER NOT NULL)",
+        "CREATE INDEX counts_at ON counts (at)",
+    ),
 ]
 
 _ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
@@ -98,6 +122,18 @@ _INSERT_MARK = (
     " reason = excluded.reason WHERE excluded.since < out_of_step.since"
 )
 _SIDES = {"bank": "bank_id", "bk": "bk_id"}
+_COMPARISON_COLUMNS = (
+    "id, at, replica, method, routing_key, correlation_id, verdict, reason, is_write,"
+    " bank_code, bk_code, bank_ms, bk_ms, real_count, tolerated_count, noise_sampled, differences, payloads"
+)
+_INSERT_COMPARISON = (
+    f"INSERT INTO comparisons ({_COMPARISON_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT DO NOTHING"
+)
+_INSERT_PATH = (
+    "INSERT INTO comparison_paths (comparison_id, at, method, source, path, kind, rule, bank, other)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_COUNT = "INSERT INTO counts (at, replica, method, name, value) VALUES (?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +155,43 @@ class OutOfStep:
     since: float  # unix time of the first write that was missed
     method: str  # "/pkg.Svc/Method" of that write
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathRow:
+    """One differing path of a comparison, lists folded (`trades[*].fee`)."""
+
+    source: str  # "bk": Bank against BK; "bank": Bank against Bank asked again (noise)
+    path: str
+    kind: str
+    rule: str  # the rule that tolerated it; "" when real
+    bank: str  # one example of each value, as JSON text
+    other: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRecord:
+    """One comparison as stored: what the reports and the gate are made of."""
+
+    id: str
+    at: float  # unix time the shim received the call
+    replica: str
+    method: str
+    routing_key: str
+    correlation_id: str
+    verdict: str
+    reason: str
+    is_write: bool
+    bank_code: int | None  # None: that side was not called
+    bk_code: int | None
+    bank_ms: float | None
+    bk_ms: float | None
+    real_count: int
+    tolerated_count: int
+    noise_sampled: bool  # Bank was asked a second time, for noise
+    differences: str  # JSON list of {path, kind, bank, bk, rule, noise}
+    payloads: str | None  # JSON {requests, bank, bk} (base64), when kept
+    paths: tuple[PathRow, ...] = ()
 
 
 class StoreError(ShimError):
@@ -301,6 +374,8 @@ def _migrate(db: _Db, url: str) -> None:
 class _Write:
     sql: str
     rows: Sequence[tuple[object, ...]]
+    comparisons: int = 0  # how many of the rows count in the backlog
+    more: tuple[tuple[str, Sequence[tuple[object, ...]]], ...] = ()  # committed with them, in order
 
 
 @dataclass(slots=True)
@@ -359,6 +434,7 @@ class Store:
         self._closing: asyncio.Future[object] | None = None
         self._lock = threading.Lock()
         self._stopped = False  # the worker has ended (guarded by _lock)
+        self._backlog = 0  # comparisons enqueued, not yet committed (guarded by _lock)
 
     @staticmethod
     def open(url: str, base: Path | None = None) -> Store:
@@ -495,6 +571,55 @@ class Store:
 
         return await self._submit(delete, "update", write=True)
 
+    # -- comparisons ------------------------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Comparisons enqueued and not yet committed (or failed)."""
+        return self._backlog
+
+    def put_comparisons(self, records: Sequence[ComparisonRecord]) -> None:
+        """Store comparisons (enqueued, committed in one batch with what is queued beside them)."""
+        if self._closed or not records:
+            return
+        rows = [
+            (
+                r.id, r.at, r.replica, r.method, r.routing_key, r.correlation_id, r.verdict, r.reason,
+                int(r.is_write), r.bank_code, r.bk_code, r.bank_ms, r.bk_ms, r.real_count,
+                r.tolerated_count, int(r.noise_sampled), r.differences, r.payloads,
+            )
+            for r in records
+        ]  # fmt: skip
+        paths = [
+            (r.id, r.at, r.method, p.source, p.path, p.kind, p.rule, p.bank, p.other)
+            for r in records
+            for p in r.paths
+        ]
+        with self._lock:
+            self._backlog += len(records)
+        more = ((_INSERT_PATH, paths),) if paths else ()
+        self._queue.put(_Write(_INSERT_COMPARISON, rows, len(records), more))
+
+    def put_counts(self, at: float, replica: str, counts: Sequence[tuple[str, str, int]]) -> None:
+        """Record counts (method, name, value) taken at `at`: what was counted but not stored."""
+        if self._closed or not counts:
+            return
+        self._queue.put(_Write(_INSERT_COUNT, [(at, replica, m, n, v) for m, n, v in counts]))
+
+    async def select(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query written with ? parameters (both engines)."""
+        return await self._submit(lambda db: db.run(sql, params), "read", write=False)
+
+    async def delete_before(self, at: float) -> int:
+        """Remove the comparisons (and counts) older than `at`; returns how many comparisons went."""
+
+        def delete(db: _Db) -> int:
+            db.run("DELETE FROM comparison_paths WHERE at < ?", (at,))
+            db.run("DELETE FROM counts WHERE at < ?", (at,))
+            return len(db.run("DELETE FROM comparisons WHERE at < ? RETURNING id", (at,)))
+
+        return await self._submit(delete, "update", write=True)
+
     # -- the caller's side of the queue ----------------------------------------------------------------
 
     def _call(self, work: Callable[[_Db], object], what: str, write: bool) -> asyncio.Future[object]:
@@ -560,6 +685,8 @@ class Store:
         grouped: dict[str, list[tuple[object, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).extend(write.rows)
+            for sql, rows in write.more:
+                grouped.setdefault(sql, []).extend(rows)
 
         def run(db: _Db) -> None:
             for sql, rows in grouped.items():
@@ -575,6 +702,11 @@ class Store:
                 rows=sum(len(rows) for rows in grouped.values()),
                 error=_one_line(error),
             )
+        finally:
+            done = sum(write.comparisons for write in writes)
+            if done:
+                with self._lock:
+                    self._backlog -= done
 
     def _transaction(self, work: Callable[[_Db], T], write: bool) -> T:
         """Run `work` in one transaction, connecting first when there is no live connection."""

@@ -1,0 +1,175 @@
+"""Comparisons into the store: the evidence that reports and the gate read.
+
+`StoreSink` is a sink: it turns each Comparison into a `ComparisonRecord`
+and hands it to the store, which commits it in a batch on its own thread. It
+never blocks: when more than `max_buffer` comparisons wait to be committed
+(the database is slow or down), further ones are dropped and counted. The
+counts of what was not stored (dropped here, or by the comparison pipeline)
+are written to the store now and then, so that a report can say how much
+evidence is missing.
+
+A record keeps: when, which replica, method, routing key, correlation id,
+verdict and reason, both status codes and latencies, the count of real and
+tolerated differences, the differences themselves (JSON), and the differing
+paths folded (`trades[*].fee`), one row each, with one example; with `[store]
+payloads = true` also the request and both answers (base64). Values of
+redacted fields never get here: the comparators replaced them first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import structlog
+
+from comparators import Comparison, Difference
+from shim.metrics import Counters
+from shim.sinks import jsonable, path_pattern
+from shim.store import ComparisonRecord, PathRow, Store
+
+_log = structlog.get_logger("shim.recording")
+
+# counted by the shim, about comparisons that never reached the store
+NOT_STORED = ("comparisons_dropped",)
+
+
+def replica_name() -> str:
+    """This shim process, as the store names it: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _difference(diff: Difference, noise: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": diff.path, "kind": diff.kind.value, "bank": diff.bank, "bk": diff.bk}
+    if diff.rule:
+        out["rule"] = diff.rule
+    if noise:
+        out["noise"] = True
+    return out
+
+
+def _paths(differences: tuple[Difference, ...], source: str) -> list[PathRow]:
+    """One row per folded path and rule, with the first example of it."""
+    rows: dict[tuple[str, str], PathRow] = {}
+    for diff in differences:
+        pattern = path_pattern(diff.path)
+        if (pattern, diff.rule) not in rows:
+            rows[(pattern, diff.rule)] = PathRow(
+                source, pattern, diff.kind.value, diff.rule, _json(diff.bank), _json(diff.bk)
+            )
+    return list(rows.values())
+
+
+def _b64(payload: bytes) -> str:
+    return base64.b64encode(payload).decode()
+
+
+def record_of(
+    comparison: Comparison, replica: str, correlation_id: str = "", payloads: bool = False
+) -> ComparisonRecord:
+    """A comparison as the store keeps it."""
+    exchange = comparison.exchange
+    bank, bk = exchange.bank, exchange.bk
+    differences = [_difference(d) for d in comparison.differences]
+    differences += [_difference(d, noise=True) for d in comparison.noise]
+    kept = None
+    if payloads:
+        kept = json.dumps(
+            {
+                "requests": [_b64(r) for r in exchange.requests],
+                "bank": [_b64(m) for m in bank.messages] if bank is not None else None,
+                "bk": [_b64(m) for m in bk.messages] if bk is not None else None,
+            },
+            separators=(",", ":"),
+        )
+    return ComparisonRecord(
+        id=uuid.uuid4().hex,
+        at=exchange.started_at or time.time(),
+        replica=replica,
+        method=exchange.method,
+        routing_key=exchange.routing_key,
+        correlation_id=correlation_id or exchange.correlation_id,
+        verdict=comparison.verdict.value,
+        reason=comparison.reason,
+        is_write=exchange.is_write,
+        bank_code=bank.code if bank is not None and not bank.local else None,
+        bk_code=bk.code if bk is not None and not bk.local else None,
+        bank_ms=round(bank.latency * 1000, 3) if bank is not None and not bank.local else None,
+        bk_ms=round(bk.latency * 1000, 3) if bk is not None and not bk.local else None,
+        real_count=sum(1 for d in comparison.differences if not d.rule),
+        tolerated_count=sum(1 for d in comparison.differences if d.rule),
+        noise_sampled=comparison.noise_sampled,
+        differences=_json(differences),
+        payloads=kept,
+        paths=(*_paths(comparison.differences, "bk"), *_paths(comparison.noise, "bank")),
+    )
+
+
+class StoreSink:
+    """Hands every comparison to the store; drops (and counts) beyond `max_buffer` waiting."""
+
+    def __init__(
+        self, store: Store, replica: str = "", max_buffer: int = 100_000, payloads: bool = False
+    ) -> None:
+        self.store = store
+        self.replica = replica or replica_name()
+        self.max_buffer = max_buffer
+        self.payloads = payloads
+        self._lock = threading.Lock()
+        self._dropped: Counter[str] = Counter()  # by method, since the last take
+        self._warned = False
+
+    def __call__(self, comparison: Comparison) -> None:
+        if self.store.backlog >= self.max_buffer:
+            with self._lock:
+                self._dropped[comparison.method] += 1
+                warn, self._warned = not self._warned, True
+            if warn:
+                _log.warning(
+                    "store is behind: comparisons are dropped (and counted) until it catches up",
+                    store=self.store.url,
+                    max_buffer=self.max_buffer,
+                )
+            return
+        self.store.put_comparisons([record_of(comparison, self.replica, payloads=self.payloads)])
+        self._warned = False
+
+    def take_dropped(self) -> dict[str, int]:
+        """Comparisons dropped since the last call, by method."""
+        with self._lock:
+            dropped, self._dropped = dict(self._dropped), Counter()
+        return dropped
+
+
+class CountsFlusher:
+    """Writes to the store, now and then, how many comparisons were not stored (by method)."""
+
+    def __init__(self, store: Store, counters: Counters, sink: StoreSink) -> None:
+        self._store = store
+        self._counters = counters
+        self._sink = sink
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def flush(self) -> None:
+        now = time.time()
+        rows: list[tuple[str, str, int]] = []
+        for (name, method), value in self._counters.snapshot().items():
+            if name not in NOT_STORED:
+                continue
+            delta = value - self._seen.get((name, method), 0)
+            if delta:
+                rows.append((method, name, delta))
+                self._seen[(name, method)] = value
+        rows += [(method, "store_dropped", n) for method, n in self._sink.take_dropped().items()]
+        self._store.put_counts(now, self._sink.replica, rows)

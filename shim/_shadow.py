@@ -25,6 +25,7 @@ step (`shim.steps`); later mismatches on them are `tainted`.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ class Mirror:
         self.tainted = ""
         self.unmapped: list[Found] = []
         self.found: dict[int, list[Found]] = {}  # the ids in an answer, by id() of its Outcome
+        self.correlation_id = ""
+        self._again: asyncio.Task[Outcome] | None = None  # the primary asked again, for noise
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -184,6 +187,12 @@ class Mirror:
         if outcome.code == 0 and self._dispatcher.id_plan(self.method).mints:
             # after admission (call_soon keeps order), before the client can name what was minted
             asyncio.get_running_loop().call_soon(self._expect, outcome)
+        noise = self._dispatcher.noise
+        if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
+            self._again = asyncio.get_running_loop().create_task(
+                noise.ask_again(self.method, self._metadata, tuple(self.requests)),
+                name=f"noise {self.method}",
+            )
         self._primary.set_result((outcome, False))
         self._queue.put_nowait(None)  # a primary that finished early read no more requests
         if not self.task.done():
@@ -285,6 +294,8 @@ class Mirror:
                 ids=pairs,
                 tainted=self.tainted,
                 unmapped=unmapped,
+                correlation_id=self.correlation_id,
+                secondary=await _again(self._again),
             )
         )
 
@@ -439,8 +450,12 @@ class ShadowDispatcher:
         breaker: Breaker | None = None,
         ids: IdBook | None = None,
         steps: Steps | None = None,
+        correlation_header: str = "",
+        noise: Noise | None = None,
     ) -> None:
         self.router = router
+        self.correlation_header = correlation_header
+        self.noise = noise
         self.ids = ids if router is not None else None
         self.steps = steps
         self.breaker = breaker if breaker is not None else Breaker(counters)
@@ -475,6 +490,13 @@ class ShadowDispatcher:
             self.counters.inc("shadow_breaker_skipped", method)
             return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
         mirror = Mirror(self, method, metadata, client_timeout, is_write)
+        if self.correlation_header:
+            for key, value in metadata:
+                if key == self.correlation_header:
+                    mirror.correlation_id = (
+                        value if isinstance(value, str) else value.decode(errors="replace")
+                    )
+                    break
         self._live.add(mirror)
         self._idle.clear()
         return mirror, ""
@@ -669,6 +691,57 @@ class ShadowDispatcher:
                 keys = self.keys_with_owners(method, msg, keys)
         said = "applied it" if primary.code == 0 else "may have applied it"
         self.steps.mark(keys, method, f"{why}; the primary {said}")
+
+
+async def _again(task: asyncio.Task[Outcome] | None) -> Outcome | None:
+    if task is None:
+        return None
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+
+
+class Noise:
+    """Asks the primary the same read again, for a share of mirrored reads: what differs between its
+    two answers is noise (Diffy's idea). Never for writes."""
+
+    def __init__(self, channel: aio.Channel, share: float, timeout: float, counters: Counters) -> None:
+        self.channel = channel
+        self.share = share
+        self.timeout = timeout
+        self.counters = counters
+        self._rng = random.Random()
+
+    def sampled(self) -> bool:
+        return self.share > 0 and (self.share >= 1 or self._rng.random() < self.share)
+
+    async def ask_again(self, method: str, metadata: tuple[Any, ...], requests: tuple[bytes, ...]) -> Outcome:
+        """The primary's answer to the same requests, or a local outcome saying why there is none."""
+        self.counters.inc("noise_calls", method)
+        started = time.perf_counter()
+        call = self.channel.stream_stream(method)(metadata=metadata, timeout=self.timeout)
+        messages: list[bytes] = []
+        try:
+            for request in requests:
+                if not await _grpc_compat.send(call, request):
+                    break
+            await _grpc_compat.close_sending(call)
+            while True:
+                try:
+                    message = await call.read()
+                except aio.AioRpcError:
+                    break
+                if message is aio.EOF:
+                    break
+                messages.append(message)
+            return await snapshot(call, tuple(messages), time.perf_counter() - started)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except Exception as exc:  # recorded, never raised into the mirror
+            call.cancel()
+            return Outcome(code=_INTERNAL, local=f"asking the primary again failed: {exc!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -14,12 +15,13 @@ from comparators.ids import IdError, IdFields
 from comparators.rules import RuleError, RuleSet, build_rules
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
-from shim._shadow import ShadowDispatcher
+from shim._shadow import Noise, ShadowDispatcher
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
+from shim.recording import CountsFlusher, StoreSink
 from shim.routing import Router
 from shim.steps import Steps
 from shim.store import Store, StoreError
@@ -92,6 +94,8 @@ class Shim:
         self.store: Store | None = None
         self.ids: IdBook | None = None
         self.steps: Steps | None = None
+        self.store_sink: StoreSink | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -107,9 +111,13 @@ class Shim:
         shadow_upstream = config.shadow
         if shadow_upstream is not None:
             await self._open_store()
+            assert self.store is not None
+            self.store_sink = StoreSink(
+                self.store, max_buffer=config.store_max_buffer, payloads=config.store_payloads
+            )
             self.pipeline = ComparisonPipeline(
                 self.registry,
-                self._sinks,
+                [*self._sinks, self.store_sink],
                 self.counters,
                 max_pending=config.comparison_max_pending,
                 rules=self.rules,
@@ -141,6 +149,14 @@ class Shim:
                 ),
                 ids=self.ids,
                 steps=self.steps,
+                correlation_header=config.correlation_header,
+                noise=Noise(primary, config.noise_reads, shadow_upstream.timeout, self.counters)
+                if config.noise_reads > 0
+                else None,
+            )
+            self._housekeeping = asyncio.get_running_loop().create_task(
+                self._keep_house(CountsFlusher(self.store, self.counters, self.store_sink)),
+                name="store housekeeping",
             )
         handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters, self.router)
         server = aio.server(
@@ -176,7 +192,32 @@ class Shim:
             await self._close_store()
             raise StartupError(str(exc)) from exc
 
+    async def _keep_house(self, counts: CountsFlusher) -> None:
+        """Now and then: record what was not stored; delete comparisons older than store.retain."""
+        assert self.store is not None
+        retain, last_retention = self.config.store_retain, 0.0
+        try:
+            while True:
+                if retain is not None and time.time() - last_retention >= min(retain, 3600.0):
+                    last_retention = time.time()
+                    try:
+                        gone = await self.store.delete_before(last_retention - retain)
+                    except StoreError as exc:
+                        _log.warning("retention failed", error=str(exc))
+                    else:
+                        if gone:
+                            _log.info("retention", deleted=gone, older_than_s=retain)
+                await asyncio.sleep(max(self.config.store_refresh, 0.05) * 5)
+                counts.flush()
+        finally:
+            counts.flush()
+
     async def _close_store(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
         if self.steps is not None:
             await self.steps.stop()
         if self.store is not None:
@@ -201,9 +242,9 @@ class Shim:
                 timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0),
             )
         await self._close_channels()
-        await self._close_store()
-        if self.pipeline is not None:
+        if self.pipeline is not None:  # its sinks finish before the store closes
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
+        await self._close_store()
 
     async def unreachable_upstreams(self, within: float = 3.0) -> list[Upstream]:
         """The upstreams the shim could not connect to within `within` seconds (it goes on trying)."""

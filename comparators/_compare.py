@@ -8,6 +8,7 @@ from comparators._model import Comparison, Difference, DiffKind, Exchange, Outco
 from comparators._walk import _MISSING, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, translate_answer
+from comparators.redact import Redactor, hidden
 from comparators.rules import RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -22,16 +23,19 @@ def compare(
     registry: DescriptorRegistry | None = None,
     rules: RuleSet | None = None,
     ids: IdFields | None = None,
+    redactor: Redactor | None = None,
 ) -> Comparison:
     """Judge BK's answer against Bank's for one exchange, under `rules`. Never raises on bad bytes.
 
     With `ids`, BK's ids in the answers are read as the Bank ids they pair with
     (`exchange.ids`) before comparing, so a mapped pair is equal; a BK id with
     no known pair that differs from Bank's is an `unmapped-id` difference. A
-    mismatch on a key out of step (`exchange.tainted`) is `tainted`.
+    mismatch on a key out of step (`exchange.tainted`) is `tainted`. With
+    `redactor`, the values of sensitive fields are replaced by keyed hashes in
+    both answers before anything is compared (see comparators.redact).
     """
-    comparison = _judge(exchange, registry, rules, ids)
-    noise = _noise(exchange, registry, rules)
+    comparison = _judge(exchange, registry, rules, ids, redactor)
+    noise = _noise(exchange, registry, rules, redactor)
     verdict, reason = comparison.verdict, comparison.reason
     if verdict is Verdict.MISMATCH and exchange.tainted:
         verdict, reason = Verdict.TAINTED, exchange.tainted
@@ -41,7 +45,10 @@ def compare(
 
 
 def _noise(
-    exchange: Exchange, registry: DescriptorRegistry | None, rules: RuleSet | None
+    exchange: Exchange,
+    registry: DescriptorRegistry | None,
+    rules: RuleSet | None,
+    redactor: Redactor | None,
 ) -> tuple[Difference, ...]:
     """The real differences between the primary's answer and its answer when asked again."""
     again = exchange.secondary
@@ -52,13 +59,17 @@ def _noise(
         return ()
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
-    found = _status_differences(exchange.method, first, again, registry, rules)
-    found += _message_differences(exchange.method, first, again, info, registry, rules)
+    found = _status_differences(exchange.method, first, again, registry, rules, redactor)
+    found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
     return tuple(d for d in found if not d.rule)
 
 
 def _judge(
-    exchange: Exchange, registry: DescriptorRegistry | None, rules: RuleSet | None, ids: IdFields | None
+    exchange: Exchange,
+    registry: DescriptorRegistry | None,
+    rules: RuleSet | None,
+    ids: IdFields | None,
+    redactor: Redactor | None,
 ) -> Comparison:
     shadow = exchange.shadow
     if exchange.cancelled:
@@ -86,9 +97,11 @@ def _judge(
         return Comparison(exchange, Verdict.MATCH)
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
-    differences = _status_differences(exchange.method, bank, bk, registry, rules)
+    differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor)
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
-    differences += _message_differences(exchange.method, bank, bk, info, registry, rules, ids, to_bank)
+    differences += _message_differences(
+        exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor
+    )
     verdict = Verdict.MISMATCH if any(not d.rule for d in differences) else Verdict.MATCH
     return Comparison(exchange, verdict, tuple(differences), decoded=info is not None)
 
@@ -106,7 +119,12 @@ def _same_bytes(bank: Outcome, bk: Outcome) -> bool:
 
 
 def _status_differences(
-    method: str, bank: Outcome, bk: Outcome, registry: DescriptorRegistry | None, rules: RuleSet
+    method: str,
+    bank: Outcome,
+    bk: Outcome,
+    registry: DescriptorRegistry | None,
+    rules: RuleSet,
+    redactor: Redactor | None = None,
 ) -> list[Difference]:
     rule = rules.status_rule(method)
     diffs: list[Difference] = []
@@ -119,7 +137,7 @@ def _status_differences(
         diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     if bank_rich != bk_rich:
-        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules))
+        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules, redactor))
     return diffs
 
 
@@ -129,6 +147,7 @@ def _rich_differences(
     bk_raw: str | bytes | None,
     registry: DescriptorRegistry | None,
     rules: RuleSet,
+    redactor: Redactor | None = None,
 ) -> list[Difference]:
     """google.rpc.Status trailers compared field by field (their Any details unpacked)."""
     registry = registry if registry is not None else _RPC_ONLY
@@ -137,6 +156,10 @@ def _rich_differences(
     except KeyError:  # googleapis-common-protos absent
         return [Difference(_RICH, DiffKind.STATUS, bank_raw, bk_raw)]
     left, right = _decode(cls, bank_raw), _decode(cls, bk_raw)
+    if redactor is not None:
+        for msg in (left, right):
+            if msg is not None:
+                redactor.redact(msg)
     walker = Walker(registry, rules, method)
     if bank_raw is None or bk_raw is None:
         walker._presence(
@@ -151,12 +174,17 @@ def _rich_differences(
             Difference(
                 _RICH,
                 DiffKind.UNDECODABLE,
-                None if left is not None else _raw(bank_raw)[:64].hex(),
-                None if right is not None else _raw(bk_raw)[:64].hex(),
+                None if left is not None else _shown_raw(_raw(bank_raw), redactor),
+                None if right is not None else _shown_raw(_raw(bk_raw), redactor),
             )
         ]
     walker.messages(left, right, _RICH)
     return walker.out
+
+
+def _shown_raw(raw: bytes, redactor: Redactor | None) -> str | None:
+    """Bytes that do not decode, as a difference shows them: their start in hex, or only their size."""
+    return hidden(raw) if redactor is not None else raw[:64].hex()
 
 
 def _raw(value: str | bytes | None) -> bytes:
@@ -185,6 +213,7 @@ def _message_differences(
     rules: RuleSet,
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
+    redactor: Redactor | None = None,
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1
@@ -198,11 +227,18 @@ def _message_differences(
         for index, (raw_bank, raw_bk) in enumerate(zip(bank.messages, bk.messages, strict=False)):
             if raw_bank != raw_bk:
                 label = f"[{index}]" if streamed else "<message>"
-                diffs.append(Difference(label, DiffKind.BYTES, raw_bank, raw_bk))
+                if redactor is not None:
+                    diffs.append(Difference(label, DiffKind.BYTES, hidden(raw_bank), hidden(raw_bk)))
+                else:
+                    diffs.append(Difference(label, DiffKind.BYTES, raw_bank, raw_bk))
         return diffs
     cls = registry.message_class(info.output_type)
     left: list[message.Message | None] = [_decode(cls, raw) for raw in bank.messages]
     right: list[message.Message | None] = [_decode(cls, raw) for raw in bk.messages]
+    if redactor is not None:
+        for msg in (*left, *right):
+            if msg is not None:
+                redactor.redact(msg)
     for index, (raw_left, raw_right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
         if raw_left == raw_right:
             continue
@@ -211,8 +247,8 @@ def _message_differences(
                 Difference(
                     f"[{index}]" if streamed else "<message>",
                     DiffKind.UNDECODABLE,
-                    None if left[index] is not None else raw_left[:64].hex(),
-                    None if right[index] is not None else raw_right[:64].hex(),
+                    None if left[index] is not None else _shown_raw(raw_left, redactor),
+                    None if right[index] is not None else _shown_raw(raw_right, redactor),
                 )
             )
     unmapped: set[str] = set()

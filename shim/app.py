@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -12,6 +14,7 @@ from grpc import aio
 
 from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
+from comparators.redact import RedactError, Redactor
 from comparators.rules import RuleError, RuleSet, build_rules
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
@@ -21,7 +24,7 @@ from shim.errors import ConfigError, StartupError
 from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
-from shim.recording import CountsFlusher, StoreSink
+from shim.recording import CountsFlusher, PayloadFilter, StoreSink
 from shim.routing import Router
 from shim.steps import Steps
 from shim.store import Store, StoreError
@@ -58,6 +61,28 @@ def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | 
         raise ConfigError(str(exc)) from exc
 
 
+def load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
+    """The config's redacted fields, keyed by the secret in config.redact_key_env.
+
+    Without that variable, a random key of this process: hashes then differ between shim processes.
+    """
+    if not config.redact_fields:
+        return None
+    if registry is None:
+        raise ConfigError("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
+    secret = os.environ.get(config.redact_key_env, "")
+    if not secret:
+        _log.warning(
+            "no redaction key: using a random one; equal values hash alike within this process only",
+            key_env=config.redact_key_env,
+        )
+    key = secret.encode() if secret else secrets.token_bytes(32)
+    try:
+        return Redactor(config.redact_fields, registry, key)
+    except RedactError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
     if not paths:
         return None
@@ -78,12 +103,15 @@ class Shim:
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
         self.rules = load_rules(config, self.registry)
         self.id_fields = load_ids(config, self.registry)
+        self.redactor = load_redactor(config, self.registry)
         self.router = Router(
             self.registry,
             config.methods,
             read_rate=config.sampling_reads,
             by_key=config.sampling_by_key,
             strict=config.ordering_strict,
+            hide=self.redactor.hash if self.redactor is not None else None,
+            hidden_fields=frozenset(config.redact_fields),
         )
         self._sinks = list(sinks)
         self._server: aio.Server | None = None
@@ -113,7 +141,10 @@ class Shim:
             await self._open_store()
             assert self.store is not None
             self.store_sink = StoreSink(
-                self.store, max_buffer=config.store_max_buffer, payloads=config.store_payloads
+                self.store,
+                max_buffer=config.store_max_buffer,
+                payloads=config.store_payloads,
+                keep=self._payload_filter(),
             )
             self.pipeline = ComparisonPipeline(
                 self.registry,
@@ -128,8 +159,11 @@ class Shim:
                     config.rules,
                     config.rule_locations,
                     config.ids,
+                    config.redact_fields,
+                    self.redactor.key if self.redactor is not None else b"",
                 ),
                 ids=self.id_fields,
+                redactor=self.redactor,
             )
             shadow_channel = _channel(shadow_upstream, config)
             self._channels.append(shadow_channel)
@@ -172,6 +206,21 @@ class Shim:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+
+    def _payload_filter(self) -> PayloadFilter | None:
+        """With redaction, stored messages are decoded, redacted and encoded again (or not kept)."""
+        redactor, registry = self.redactor, self.registry
+        if redactor is None or registry is None:
+            return None
+
+        def keep(method: str, side: str, raw: bytes) -> bytes | None:
+            info = registry.method(method)
+            if info is None:
+                return None
+            cls = registry.message_class(info.input_type if side == "request" else info.output_type)
+            return redactor.redact_bytes(cls, raw)
+
+        return keep
 
     async def _open_store(self) -> None:
         """The store of id pairs and keys out of step; the id map is filled from it."""

@@ -30,6 +30,7 @@ import structlog
 
 from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Verdict, compare
 from comparators.ids import IdFields, IdKind
+from comparators.redact import Redactor
 from comparators.rules import RuleSet, build_rules
 from shim.metrics import Counters
 
@@ -49,9 +50,16 @@ class WorkerSetup:
     rules: tuple[dict[str, Any], ...]
     rule_locations: tuple[str, ...]
     ids: tuple[IdKind, ...] = ()
+    redact: tuple[str, ...] = ()
+    redact_key: bytes = b""
 
 
-_worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None] = (None, None, None)
+_worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redactor | None] = (
+    None,
+    None,
+    None,
+    None,
+)
 
 
 def _init_worker(setup: WorkerSetup) -> None:
@@ -66,12 +74,15 @@ def _init_worker(setup: WorkerSetup) -> None:
         registry.add_set(descriptor_pb2.FileDescriptorSet.FromString(setup.descriptor_set), source="shim")
     rules = build_rules(setup.rules, registry, parse_duration, setup.rule_locations)
     ids = IdFields(setup.ids, registry) if setup.ids and registry is not None else None
-    _worker = (registry, rules, ids)
+    redactor = (
+        Redactor(setup.redact, registry, setup.redact_key) if setup.redact and registry is not None else None
+    )
+    _worker = (registry, rules, ids, redactor)
 
 
 def _compare_in_worker(exchange: Exchange) -> Verdicts:
-    registry, rules, ids = _worker
-    comparison = compare(exchange, registry, rules, ids)
+    registry, rules, ids, redactor = _worker
+    comparison = compare(exchange, registry, rules, ids, redactor)
     c = comparison
     return c.verdict, c.differences, c.reason, c.decoded, c.noise
 
@@ -88,6 +99,7 @@ class ComparisonPipeline:
         executor: str = "thread",
         setup: WorkerSetup | None = None,
         ids: IdFields | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
@@ -96,6 +108,7 @@ class ComparisonPipeline:
         self._rules = rules
         self._registry = registry
         self._ids = ids
+        self._redactor = redactor
         self._sinks = list(sinks)
         self._counters = counters
         self._max_pending = max_pending
@@ -173,7 +186,7 @@ class ComparisonPipeline:
 
     def _compare_and_sink(self, exchange: Exchange) -> Comparison | None:
         try:
-            comparison = compare(exchange, self._registry, self._rules, self._ids)
+            comparison = compare(exchange, self._registry, self._rules, self._ids, self._redactor)
         except Exception:
             _log.exception("comparison failed", method=exchange.method)
             return None

@@ -12,8 +12,9 @@ A record keeps: when, which replica, method, routing key, correlation id,
 verdict and reason, both status codes and latencies, the count of real and
 tolerated differences, the differences themselves (JSON), and the differing
 paths folded (`trades[*].fee`), one row each, with one example; with `[store]
-payloads = true` also the request and both answers (base64). Values of
-redacted fields never get here: the comparators replaced them first.
+payloads = true` also the request and both answers (base64), with the values
+of redacted fields replaced (a message that does not decode is not kept).
+Values of redacted fields never get here: the comparators replaced them first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -75,21 +77,40 @@ def _b64(payload: bytes) -> str:
     return base64.b64encode(payload).decode()
 
 
+# (method, "request" | "answer", bytes) -> the bytes to keep (redacted), or None to keep nothing
+PayloadFilter = Callable[[str, str, bytes], bytes | None]
+
+
+def _kept(
+    method: str, side: str, messages: tuple[bytes, ...], keep: PayloadFilter | None
+) -> list[str | None]:
+    out: list[str | None] = []
+    for raw in messages:
+        kept = keep(method, side, raw) if keep is not None else raw
+        out.append(_b64(kept) if kept is not None else None)
+    return out
+
+
 def record_of(
-    comparison: Comparison, replica: str, correlation_id: str = "", payloads: bool = False
+    comparison: Comparison,
+    replica: str,
+    correlation_id: str = "",
+    payloads: bool = False,
+    keep: PayloadFilter | None = None,
 ) -> ComparisonRecord:
-    """A comparison as the store keeps it."""
+    """A comparison as the store keeps it; with `payloads`, its messages too, through `keep`."""
     exchange = comparison.exchange
     bank, bk = exchange.bank, exchange.bk
+    method = exchange.method
     differences = [_difference(d) for d in comparison.differences]
     differences += [_difference(d, noise=True) for d in comparison.noise]
     kept = None
     if payloads:
         kept = json.dumps(
             {
-                "requests": [_b64(r) for r in exchange.requests],
-                "bank": [_b64(m) for m in bank.messages] if bank is not None else None,
-                "bk": [_b64(m) for m in bk.messages] if bk is not None else None,
+                "requests": _kept(method, "request", exchange.requests, keep),
+                "bank": _kept(method, "answer", bank.messages, keep) if bank is not None else None,
+                "bk": _kept(method, "answer", bk.messages, keep) if bk is not None else None,
             },
             separators=(",", ":"),
         )
@@ -120,12 +141,18 @@ class StoreSink:
     """Hands every comparison to the store; drops (and counts) beyond `max_buffer` waiting."""
 
     def __init__(
-        self, store: Store, replica: str = "", max_buffer: int = 100_000, payloads: bool = False
+        self,
+        store: Store,
+        replica: str = "",
+        max_buffer: int = 100_000,
+        payloads: bool = False,
+        keep: PayloadFilter | None = None,
     ) -> None:
         self.store = store
         self.replica = replica or replica_name()
         self.max_buffer = max_buffer
         self.payloads = payloads
+        self.keep = keep
         self._lock = threading.Lock()
         self._dropped: Counter[str] = Counter()  # by method, since the last take
         self._warned = False
@@ -142,7 +169,8 @@ class StoreSink:
                     max_buffer=self.max_buffer,
                 )
             return
-        self.store.put_comparisons([record_of(comparison, self.replica, payloads=self.payloads)])
+        record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)
+        self.store.put_comparisons([record])
         self._warned = False
 
     def take_dropped(self) -> dict[str, int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,8 @@ class Router:
         by_key: bool = False,
         strict: bool = False,
         rng: random.Random | None = None,
+        hide: Callable[[str], str] | None = None,
+        hidden_fields: frozenset[str] = frozenset(),
     ) -> None:
         self._registry = registry
         self._methods = {"/" + name.lstrip("/"): settings for name, settings in methods.items()}
@@ -49,7 +51,17 @@ class Router:
         self.by_key = by_key
         self._strict = strict
         self._rng = rng or random.Random()
+        # key values read from redacted fields ("pkg.Message.field") are replaced by `hide(value)`:
+        # equal values stay equal keys, and no raw value reaches a log or the store
+        self._hide = hide
+        self._hidden_paths: set[tuple[str, str]] = set()
         self._validate()
+        if hide is not None and hidden_fields and self._registry is not None:
+            for method, settings in self._methods.items():
+                info = self._registry.method(method)
+                for path in settings.key if info is not None else ():
+                    if self._leaf(info.input_type, path) in hidden_fields:  # type: ignore[union-attr]
+                        self._hidden_paths.add((method, path))
 
     def _validate(self) -> None:
         for method, settings in self._methods.items():
@@ -65,6 +77,18 @@ class Router:
                 if not self._field_path_exists(info.input_type, path):
                     kind = "holding a string or a number"
                     raise ConfigError(f"{where}: key {path!r} names no field of {info.input_type} {kind}")
+
+    def _leaf(self, type_name: str, path: str) -> str:
+        """ "pkg.Message.field" of the field a key path ends on."""
+        assert self._registry is not None
+        desc = self._registry.find_message(type_name)
+        name = ""
+        for part in path.split("."):
+            if desc is None or part not in desc.fields_by_name:
+                return ""
+            name = f"{desc.full_name}.{part}"
+            desc = desc.fields_by_name[part].message_type
+        return name
 
     def _field_path_exists(self, type_name: str, path: str) -> bool:
         assert self._registry is not None
@@ -120,7 +144,10 @@ class Router:
             return ()
         keys: list[str] = []
         for path in paths:
-            keys.extend(_values(msg, path.split(".")))
+            values = _values(msg, path.split("."))
+            if self._hidden_paths and (method, path) in self._hidden_paths and self._hide is not None:
+                values = [self._hide(v) for v in values if v]
+            keys.extend(values)
         return tuple(dict.fromkeys(k for k in keys if k))
 
     def sampled(self, keys: tuple[str, ...]) -> bool:

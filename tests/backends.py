@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,15 @@ async def interop_server() -> Running:
 
 # A scripted behaviour gets the request stream (raw bytes) and the context, and
 # returns the answers to send (raw bytes); it may abort through the context.
+# `called_method()` tells it which method was called.
+_METHOD: contextvars.ContextVar[str] = contextvars.ContextVar("scripted method", default="")
+
+
+def called_method() -> str:
+    """The "/package.Service/Method" a scripted behaviour is answering."""
+    return _METHOD.get()
+
+
 Behaviour = Callable[[AsyncIterator[bytes], aio.ServicerContext[bytes, bytes]], Awaitable[list[bytes]]]
 
 
@@ -128,8 +138,11 @@ class _Scripted(grpc.GenericRpcHandler):
         self.calls = 0
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+
         async def handle(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
             self.calls += 1
+            _METHOD.set(method)
             for answer in await self._behaviour(requests, context):
                 await context.write(answer)
 

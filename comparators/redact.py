@@ -1,0 +1,128 @@
+"""Sensitive fields whose values are never shown: replaced by a keyed hash before anything else.
+
+`[redact] fields = ["bank.v1.Account.owner_name", ...]` names message fields
+(wherever the message appears). Their values are replaced, in the decoded
+messages of both sides, by `redacted:` and the first 16 hex digits of an
+HMAC-SHA256 under a secret key, before the messages are compared. Equal values
+give equal hashes, so a comparison still tells whether the two sides agree,
+but no difference, log line, stored record or report ever holds the value.
+Strings and bytes can be redacted; other field types are refused.
+
+Bytes that do not decode could hold anything: with redaction on, an
+`undecodable` or `bytes` difference shows their length, not their content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import message
+from google.protobuf.descriptor import FieldDescriptor
+
+from comparators.descriptors import DescriptorRegistry
+
+PREFIX = "redacted:"
+
+
+class RedactError(ValueError):
+    """A redacted field is not a string or bytes field of the descriptors."""
+
+
+class Redactor:
+    def __init__(self, fields: Sequence[str], registry: DescriptorRegistry, key: bytes) -> None:
+        if not key:
+            raise RedactError("redact: the key of the keyed hash is empty")
+        self.key = key
+        self.fields = tuple(fields)
+        self._by_type: dict[str, list[FieldDescriptor]] = {}
+        for index, location in enumerate(fields):
+            where = f"redact.fields[{index}]"
+            type_name, _, field_name = location.rpartition(".")
+            desc = registry.find_message(type_name) if type_name else None
+            if desc is None:
+                raise RedactError(f"{where}: {location!r} names no message field (package.Message.field)")
+            fd = desc.fields_by_name.get(field_name)
+            if fd is None:
+                raise RedactError(f"{where}: {type_name} has no field {field_name!r}")
+            if fd.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+                raise RedactError(f"{where}: {location} is not a string or bytes field")
+            self._by_type.setdefault(type_name, []).append(fd)
+        self._holds: dict[str, bool] = {}
+
+    def hash(self, value: str | bytes) -> str:
+        """The text that stands for a value: equal values, equal text."""
+        raw = value.encode() if isinstance(value, str) else value
+        return PREFIX + hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:16]
+
+    def redact(self, msg: message.Message) -> None:
+        """Replace, in place, every redacted field's value at any depth of `msg`."""
+        desc = msg.DESCRIPTOR
+        if not self._reaches(desc):
+            return
+        for redacted in self._by_type.get(desc.full_name, ()):
+            self._replace(msg, redacted)
+        for fd in desc.fields:
+            element = fd.message_type
+            if element is None:
+                continue
+            value = getattr(msg, fd.name)
+            if element.GetOptions().map_entry:
+                value_type = element.fields_by_name["value"].message_type
+                if value_type is not None and self._reaches(value_type):
+                    for key in value:
+                        self.redact(value[key])
+            elif self._reaches(element):
+                if fd.is_repeated:
+                    for item in value:
+                        self.redact(item)
+                elif msg.HasField(fd.name):
+                    self.redact(value)
+
+    def _replace(self, msg: message.Message, fd: FieldDescriptor) -> None:
+        value = getattr(msg, fd.name)
+        as_bytes = fd.type == FieldDescriptor.TYPE_BYTES
+        if fd.is_repeated:
+            for i, item in enumerate(value):
+                if item:
+                    value[i] = self.hash(item).encode() if as_bytes else self.hash(item)
+        elif value:
+            setattr(msg, fd.name, self.hash(value).encode() if as_bytes else self.hash(value))
+
+    def _reaches(self, desc: Any) -> bool:  # a Descriptor (python or upb)
+        """Whether messages of this type can hold a redacted field, at any depth."""
+        name = desc.full_name
+        found = self._holds.get(name)
+        if found is None:
+            seen, todo, found = {name}, [desc], False
+            while todo and not found:
+                current = todo.pop()
+                found = current.full_name in self._by_type
+                for fd in current.fields:
+                    element = fd.message_type
+                    if element is not None and element.GetOptions().map_entry:
+                        element = element.fields_by_name["value"].message_type
+                    if element is not None and element.full_name not in seen:
+                        seen.add(element.full_name)
+                        todo.append(element)
+            self._holds[name] = found
+        return found
+
+    def redact_bytes(self, cls: type[message.Message], raw: bytes) -> bytes | None:
+        """A serialized message with its redacted fields replaced (None when it does not decode)."""
+        msg = cls()
+        try:
+            msg.ParseFromString(raw)
+        except (message.DecodeError, RuntimeError, ValueError):
+            return None
+        self.redact(msg)
+        return msg.SerializeToString()
+
+
+def hidden(raw: bytes | str | None) -> str | None:
+    """What an undecodable value shows when redaction is on: its size only."""
+    if raw is None:
+        return None
+    return f"<{len(raw)} bytes, not shown: redaction is on>"

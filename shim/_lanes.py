@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+_REMEMBERED_KEYS = 100_000  # keys whose last write's place is kept (for written_since)
+
 
 class _Lane:
     __slots__ = ("last_write", "readers")
@@ -109,6 +111,29 @@ class Lanes:
     def __init__(self) -> None:
         self._lanes: dict[str, _Lane] = {}
         self._everything = _Everything()
+        self.write_seq = 0  # writes entered so far
+        # write_seq of the last write on each key, for the most recent keys written
+        self._written: dict[str, int] = {}
+        self._forgotten_seq = 0  # the highest write_seq of a key dropped from _written
+
+    def written_since(self, keys: tuple[str, ...], seq: int) -> bool:
+        """Whether a write on any of `keys` (none: on any key) entered after `write_seq` was `seq`.
+
+        A key written long ago may be forgotten: then the answer errs on the side of "yes"."""
+        if not keys or self.write_seq == seq:
+            return self.write_seq != seq
+        for key in keys:
+            last = self._written.get(key)
+            if (last if last is not None else self._forgotten_seq) > seq:
+                return True
+        return False
+
+    def _wrote(self, key: str) -> None:
+        self._written.pop(key, None)
+        self._written[key] = self.write_seq
+        if len(self._written) > _REMEMBERED_KEYS:
+            oldest = next(iter(self._written))
+            self._forgotten_seq = max(self._forgotten_seq, self._written.pop(oldest))
 
     def __len__(self) -> int:
         """Keys with calls in them, the unkeyed calls counting as one (for tests and metrics)."""
@@ -117,6 +142,8 @@ class Lanes:
     def enter(self, keys: Iterable[str], write: bool) -> Ticket:
         """A ticket for a call on `keys` (none: unkeyed), placed after the calls it must follow."""
         keys = tuple(dict.fromkeys(k for k in keys if k))  # distinct, in order
+        if write:
+            self.write_seq += 1
         after: list[asyncio.Future[None]] = []
         ticket = Ticket(self, keys, after)
         every = self._everything
@@ -147,6 +174,7 @@ class Lanes:
             if write:
                 after.extend(r for r in lane.readers if not r.done())
                 lane.last_write = ticket._done
+                self._wrote(key)
                 lane.readers = set()
             else:
                 lane.readers.add(ticket._done)

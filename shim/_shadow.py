@@ -112,7 +112,7 @@ class Mirror:
         self.unmapped: list[Found] = []
         self.found: dict[int, list[Found]] = {}  # the ids in an answer, by id() of its Outcome
         self.correlation_id = ""
-        self._again: asyncio.Task[Outcome] | None = None  # the primary asked again, for noise
+        self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -190,8 +190,7 @@ class Mirror:
         noise = self._dispatcher.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = asyncio.get_running_loop().create_task(
-                noise.ask_again(self.method, self._metadata, tuple(self.requests)),
-                name=f"noise {self.method}",
+                self._ask_again(noise, self._dispatcher.lanes.write_seq), name=f"noise {self.method}"
             )
         self._primary.set_result((outcome, False))
         self._queue.put_nowait(None)  # a primary that finished early read no more requests
@@ -210,6 +209,16 @@ class Mirror:
             self._call.cancel()
         elif not self.task.done():
             self.task.cancel()
+
+    async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
+        """The primary's answer to the same read, unless a write on its keys came in meanwhile: Bank's
+        two answers could then differ by that write, which is no noise."""
+        again = await noise.ask_again(self.method, self._metadata, tuple(self.requests))
+        await self._admitted.wait()
+        if self._dispatcher.lanes.written_since(self.keys, seq):
+            self._dispatcher.counters.inc("noise_discarded", self.method)
+            return None
+        return again
 
     def _expect(self, primary: Outcome) -> None:
         """Register the ids the primary minted (once: from primary_done, or when the mirror gets
@@ -693,7 +702,7 @@ class ShadowDispatcher:
         self.steps.mark(keys, method, f"{why}; the primary {said}")
 
 
-async def _again(task: asyncio.Task[Outcome] | None) -> Outcome | None:
+async def _again(task: asyncio.Task[Outcome | None] | None) -> Outcome | None:
     if task is None:
         return None
     try:

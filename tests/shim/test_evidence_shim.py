@@ -3,6 +3,7 @@ and redacted values that reach no log, no diff log and no store."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -41,6 +42,8 @@ class Ledger:
         self.bk = bk
         self.calls: dict[str, int] = {}
         self.fail_owner = ""  # BK: OpenAccount of this owner fails UNAVAILABLE
+        self.second_read = asyncio.Event()  # Bank: the second GetBalance has arrived ...
+        self.release_second_read: asyncio.Event | None = None  # ... and waits for this, when set
 
     async def __call__(
         self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
@@ -55,6 +58,9 @@ class Ledger:
             owner = request.owner_name.upper() if self.bk else request.owner_name
             return [pb.Account(account_id=request.account_id, owner_name=owner).SerializeToString()]
         if method == GET_BALANCE:
+            if self.calls[method] == 2 and self.release_second_read is not None:
+                self.second_read.set()
+                await self.release_second_read.wait()
             cash = "11" if self.bk and self.calls[method] % 10 == 0 else "10"
             return [pb.Balance(account_id="A", currency=uuid.uuid4().hex, cash=cash).SerializeToString()]
         return [pb.Balance(account_id="A", cash="1").SerializeToString()]
@@ -119,6 +125,7 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
     ):
         for _ in range(10):
             await channel.unary_unary(GET_BALANCE)(pb.GetBalanceRequest(account_id="A").SerializeToString())
+        await sink.wait_for(10)  # a write while a read is asked again would void that sample
         await channel.unary_unary(DEPOSIT)(pb.DepositRequest(account_id="A", amount="1").SerializeToString())
         comparisons = await sink.wait_for(11)
         await shim.drain()
@@ -137,6 +144,31 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
     assert shim.counters.get("noise_calls") == 10
     assert sorted(d.path for d in reads[9].real_differences) == ["cash", "currency"]  # BK's tenth: cash too
     assert paths == [("bank", "currency", 10), ("bk", "cash", 1), ("bk", "currency", 10)]
+
+
+async def test_a_write_on_the_key_while_bank_is_asked_again_voids_the_noise_sample(
+    sides: tuple[Ledger, Running, Ledger, Running], tmp_path: Path
+) -> None:
+    """Bank's second answer to a read is no evidence of noise when a write on the read's key came in
+    between: the sample is discarded (counted), and the comparison is not noise-sampled."""
+    bank_ledger, bank, _, bk = sides
+    bank_ledger.release_second_read = asyncio.Event()
+    by_account = MethodSettings(key=("account_id",))
+    methods = {"bank.v1.Ledger/GetBalance": by_account, "bank.v1.Ledger/Deposit": by_account}
+    async with (
+        running_shim(
+            bank.address, bk.address, registry=REGISTRY, store=":memory:", noise_reads=1.0, methods=methods
+        ) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        await channel.unary_unary(GET_BALANCE)(pb.GetBalanceRequest(account_id="A").SerializeToString())
+        await asyncio.wait_for(bank_ledger.second_read.wait(), timeout=10)
+        await channel.unary_unary(DEPOSIT)(pb.DepositRequest(account_id="A", amount="1").SerializeToString())
+        bank_ledger.release_second_read.set()
+        (read,) = await sink.wait_for(1, where=lambda c: c.method == GET_BALANCE)
+    assert not read.noise_sampled
+    assert read.noise == ()
+    assert shim.counters.get("noise_discarded", GET_BALANCE) == 1
 
 
 def _bytes_of(folder: Path) -> bytes:

@@ -291,3 +291,21 @@ async def test_two_calls_wait_as_the_reference_says(earlier: Call, later: Call, 
     lanes = Lanes()
     lanes.enter(sorted(earlier[0]), earlier[1])
     assert lanes.enter(sorted(later[0]), later[1]).waiting_for == int(follows)
+
+
+async def test_written_since_tells_whether_a_write_on_the_keys_came_after_a_point() -> None:
+    """A write on a key is seen from a point taken before it, on that key only; an unkeyed question sees
+    any write; a lane emptied since still remembers its last write."""
+    lanes = Lanes()
+    point = lanes.write_seq
+    assert not lanes.written_since(("A",), point)
+    ticket = lanes.enter(("A",), write=True)
+    ticket.release()
+    assert len(lanes) == 0  # the lane is gone ...
+    assert lanes.written_since(("A",), point)  # ... its last write is remembered
+    assert not lanes.written_since(("B",), point)
+    assert lanes.written_since((), point)
+    later = lanes.write_seq
+    lanes.enter(("B",), write=False).release()
+    assert not lanes.written_since(("A", "B"), later)
+    assert not lanes.written_since((), later)

@@ -1,6 +1,6 @@
 """Sensitive fields whose values are never shown: replaced by a keyed hash before anything else.
 
-`[redact] fields = ["bank.v1.Account.owner_name", ...]` names message fields
+`[redact] fields = ["pay.v1.Account.owner_name", ...]` names message fields
 (wherever the message appears). Their values are replaced, in the decoded
 messages of both sides, by `redacted:` and the first 16 hex digits of an
 HMAC-SHA256 under a secret key, before the messages are compared. Equal values

@@ -54,6 +54,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,6 +408,17 @@ _FLUSH = "flush"  # a call that only answers, once the writes before it are done
 _CLOSE = "close"  # the last call: the worker closes the connection and ends
 
 
+_RETRY_EVERY = 0.5  # seconds between tries of writes kept after a passing failure
+_PASSING = ("database is locked", "database table is locked", "disk i/o error", "unable to open")
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether a failed write may succeed later: the database locked, unreachable, or gone for a while."""
+    if isinstance(error, StoreError | psycopg.OperationalError):
+        return True
+    return isinstance(error, sqlite3.OperationalError) and str(error).lower().startswith(_PASSING)
+
+
 def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
     unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), _CHUNK):
@@ -435,6 +447,9 @@ class Store:
         self._lock = threading.Lock()
         self._stopped = False  # the worker has ended (guarded by _lock)
         self._backlog = 0  # comparisons enqueued, not yet committed (guarded by _lock)
+        self._retry: list[_Write] = []  # the worker's: writes to try again
+        self._retrying = False
+        self._lost: Counter[object] = Counter()  # comparisons lost by method (guarded by _lock)
 
     @staticmethod
     def open(url: str, base: Path | None = None) -> Store:
@@ -641,22 +656,34 @@ class Store:
     # -- the worker thread -----------------------------------------------------------------------------
 
     def _work(self) -> None:
-        """Run jobs until closed: writes next to each other in one transaction, each call in its own."""
+        """Run jobs until closed: writes next to each other in one transaction, each call in its own.
+
+        Writes that failed for a passing reason (the database locked or unreachable) are kept and
+        tried again, first, every _RETRY_EVERY seconds or with the next jobs."""
         while True:
-            jobs = [self._queue.get()]
+            if self._retry:
+                try:
+                    jobs: list[_Write | _Call] = [self._queue.get(timeout=_RETRY_EVERY)]
+                except queue.Empty:
+                    jobs = []
+            else:
+                jobs = [self._queue.get()]
             while True:
                 try:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            writes: list[_Write] = []
+            writes, self._retry = self._retry, []
             for index, job in enumerate(jobs):
                 if isinstance(job, _Write):
                     writes.append(job)
                     continue
                 if writes:
-                    self._write(writes)
+                    self._write(writes, final=job.what == _CLOSE)
                     writes = []
+                if job.what == _CLOSE and self._retry:
+                    self._write(self._retry, final=True)
+                    self._retry = []
                 if self._answer(job):
                     self._stop(jobs[index + 1 :])
                     return
@@ -680,8 +707,12 @@ class Store:
         call.answer(result)
         return False
 
-    def _write(self, writes: list[_Write]) -> None:
-        """Commit these writes in one transaction; on failure log, count, and go on."""
+    def _write(self, writes: list[_Write], final: bool = False) -> None:
+        """Commit these writes in one transaction.
+
+        On a passing failure (locked, unreachable) they are kept for another try, unless `final`;
+        on any other they are lost: logged, counted in `write_errors`, and the comparisons among
+        them counted by method (`take_lost`)."""
         grouped: dict[str, list[tuple[object, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).extend(write.rows)
@@ -692,21 +723,50 @@ class Store:
             for sql, rows in grouped.items():
                 db.run_many(sql, rows)
 
+        log = structlog.get_logger("shim.store")
         try:
             self._transaction(run, write=True)
         except Exception as error:
+            if not final and _passing(error):
+                if not self._retrying:
+                    self._retrying = True
+                    log.warning(
+                        "store unavailable: writes are kept and tried again",
+                        store=self.url,
+                        error=_one_line(error),
+                    )
+                self._retry = writes
+                return
             self._write_errors += 1
-            structlog.get_logger("shim.store").warning(
+            lost = Counter(row[3] for row in grouped.get(_INSERT_COMPARISON, ()))
+            with self._lock:
+                self._lost.update(lost)
+            log.warning(
                 "store write failed; its writes are lost",
                 store=self.url,
                 rows=sum(len(rows) for rows in grouped.values()),
+                comparisons=sum(lost.values()),
                 error=_one_line(error),
             )
-        finally:
-            done = sum(write.comparisons for write in writes)
-            if done:
-                with self._lock:
-                    self._backlog -= done
+        else:
+            if self._retrying:
+                self._retrying = False
+                log.info("store available again", store=self.url)
+        done = sum(write.comparisons for write in writes)
+        if done:
+            with self._lock:
+                self._backlog -= done
+
+    @property
+    def unavailable(self) -> bool:
+        """Whether writes are being kept for another try (the database locked or unreachable)."""
+        return self._retrying
+
+    def take_lost(self) -> dict[str, int]:
+        """Comparisons lost in failed writes since the last call, by method."""
+        with self._lock:
+            lost, self._lost = dict(self._lost), Counter()
+        return {str(method): n for method, n in lost.items()}
 
     def _transaction(self, work: Callable[[_Db], T], write: bool) -> T:
         """Run `work` in one transaction, connecting first when there is no live connection."""

@@ -4,10 +4,15 @@
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
                [--rules FILE ...] [--diff-log FILE] [--store URL]
     shim resync [--config FILE | --store URL] [--list] [KEY ...]
+    shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
+                [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
+    shim gate [--config FILE] [--store URL] [--window DURATION] [--min-compared N]
+              [--max-mismatch-rate R] [--require-method M ...]
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
-config, or a port that is busy; errors are one line on stderr.
+config, or a port that is busy; errors are one line on stderr. `shim gate`
+exits 0 when the evidence meets its criteria and 1 when it does not.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Any, NoReturn, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 # grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
 # shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
@@ -27,6 +34,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
 from shim.errors import ConfigError, ShimError
+
+if TYPE_CHECKING:
+    from shim.evidence import Report
 
 EXIT_USAGE = 2
 
@@ -96,11 +106,108 @@ def _parser() -> argparse.ArgumentParser:
         "keys", nargs="*", metavar="KEY", help='routing keys to resync ("*": the every-key mark)'
     )
 
+    report = commands.add_parser("report", help="count the stored comparisons: per method, path and rule")
+    _store_flags(report)
+    window = report.add_mutually_exclusive_group()
+    window.add_argument(
+        "--since", metavar="DURATION", help='the last DURATION, e.g. "1h" or "7d" (default "24h")'
+    )
+    window.add_argument(
+        "--from",
+        dest="from_",
+        metavar="ISO",
+        help="the start of the window, e.g. 2026-11-27T08:00:00Z (UTC if no offset)",
+    )
+    report.add_argument("--until", metavar="ISO", help="the end of the window with --from (default: now)")
+    report.add_argument(
+        "--method",
+        metavar="M",
+        action="append",
+        default=None,
+        help='only this method, "package.Service/Method"; repeatable',
+    )
+    report.add_argument(
+        "--html", metavar="FILE", help="also write the report as one self-contained HTML page"
+    )
+    report.add_argument("--json", action="store_true", help="print the report as JSON (docs/report-json.md)")
+    report.add_argument("--calls", action="store_true", help="also list the calls that did not match")
+    report.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive,
+        default=1000,
+        help="the most calls --calls lists (default 1000)",
+    )
+
+    gate = commands.add_parser(
+        "gate", help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not"
+    )
+    _store_flags(gate)
+    gate.add_argument(
+        "--window", metavar="DURATION", help="the evidence of the last DURATION ([gate] window)"
+    )
+    gate.add_argument(
+        "--min-compared",
+        metavar="N",
+        type=_count,
+        help="compared calls each method needs ([gate] min_compared)",
+    )
+    gate.add_argument(
+        "--max-mismatch-rate",
+        metavar="R",
+        type=_share,
+        help="real mismatches / compared calls allowed, e.g. 0.001 ([gate] max_mismatch_rate)",
+    )
+    gate.add_argument(
+        "--require-method",
+        metavar="M",
+        action="append",
+        default=None,
+        help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
+    )
+
     demo = commands.add_parser(
         "demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False
     )
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="the shim's config file (its [store], [noise], [gate])"
+    )
+    parser.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1 (e.g. 0.001)")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> config_mod.Config:
@@ -236,6 +343,145 @@ async def _resync(args: argparse.Namespace) -> int:
         await store.close()
 
 
+def _evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The store url (--store, the config's, or the default) and the config's settings."""
+    settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
+    url = args.store or settings.get("store") or _default("store")
+    if not re.match(r"(postgres(ql)?://|:memory:$)", url, flags=re.IGNORECASE):
+        rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
+        path = Path(rest[2:] if rest.startswith("//") else rest)
+        if not path.exists():  # opening it would make an empty store, and report nothing
+            raise ShimError(
+                f"no store at {path}: nothing was recorded there (give --store URL or --config FILE)"
+            )
+    return url, settings
+
+
+def _default(name: str) -> Any:
+    return config_mod.Config.__dataclass_fields__[name].default
+
+
+def _time(flag: str, text: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not an ISO 8601 time such as 2026-11-27T08:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from shim import report as render
+
+    report = asyncio.run(_build_report(args))
+    if args.json:
+        print(json.dumps(render.to_json(report), indent=2, ensure_ascii=False))
+    else:
+        render.terminal(report, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
+    if args.html:
+        try:
+            Path(args.html).write_text(render.html(report), encoding="utf-8")
+        except OSError as exc:
+            raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
+        print(f"HTML report written to {args.html}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+async def _build_report(args: argparse.Namespace) -> Report:
+    import time
+
+    from shim.evidence import build_report
+    from shim.store import Store
+
+    if args.until and not args.from_:
+        raise ConfigError("--until goes with --from (or use --since DURATION)")
+    url, settings = _evidence_settings(args)
+    now = time.time()
+    if args.from_:
+        since = _time("--from", args.from_)
+        until = _time("--until", args.until) if args.until else now
+        if until < since:
+            raise ConfigError("--until is before --from")
+    else:
+        until = now
+        since = now - config_mod.parse_duration("--since", args.since or "24h")
+    store = Store.open(url)
+    await store.start()
+    try:
+        return await build_report(
+            store,
+            since=since,
+            until=until,
+            methods=args.method or (),
+            relative=settings.get("noise_relative", _default("noise_relative")),
+            absolute=settings.get("noise_absolute", _default("noise_absolute")),
+            calls=args.calls,
+            limit=args.limit,
+        )
+    finally:
+        await store.close()
+
+
+async def _gate(args: argparse.Namespace) -> int:
+    import time
+
+    from shim.evidence import build_report, rfc3339
+    from shim.gate import evaluate
+    from shim.store import Store
+
+    url, settings = _evidence_settings(args)
+    window = (
+        config_mod.parse_duration("--window", args.window)
+        if args.window
+        else settings.get("gate_window", _default("gate_window"))
+    )
+    min_compared = args.min_compared
+    if min_compared is None:
+        min_compared = settings.get("gate_min_compared", _default("gate_min_compared"))
+    max_rate = args.max_mismatch_rate
+    if max_rate is None:
+        max_rate = settings.get("gate_max_mismatch_rate", _default("gate_max_mismatch_rate"))
+    required = args.require_method or settings.get("gate_methods", _default("gate_methods"))
+    until = time.time()
+    store = Store.open(url)
+    await store.start()
+    try:
+        report = await build_report(
+            store,
+            since=until - window,
+            until=until,
+            methods=required,
+            relative=settings.get("noise_relative", _default("noise_relative")),
+            absolute=settings.get("noise_absolute", _default("noise_absolute")),
+        )
+    finally:
+        await store.close()
+    result = evaluate(
+        report, min_compared=min_compared, max_mismatch_rate=max_rate, required_methods=required
+    )
+    print(f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({report.store})")
+    rows = [
+        ("PASS" if c.passed else "FAIL", c.method or "-", c.name, c.measured, c.threshold)
+        for c in result.criteria
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    failed = len(result.failed)
+    if result.passed:
+        print(f"gate: PASS (all {len(result.criteria)} criteria met)")
+        return 0
+    print(f"gate: FAIL ({failed} of {len(result.criteria)} criteria not met)")
+    return 1
+
+
 def _demo(args: Sequence[str]) -> int:
     demos = {ep.name: ep for ep in entry_points(group="shim.demos")}
     if not demos:
@@ -257,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args.args)
         if args.command == "resync":
             return asyncio.run(_resync(args))
+        if args.command == "report":
+            return _report(args)
+        if args.command == "gate":
+            return asyncio.run(_gate(args))
         config = _settings(args)
         return asyncio.run(_serve(config))
     except ShimError as exc:

@@ -1,0 +1,595 @@
+"""The evidence in the store, counted: what `shim report` shows and `shim gate` judges.
+
+`build_report(store, since=..., until=..., relative=..., absolute=...)` reads the
+comparisons recorded between `since` and `until` (unix times, both included)
+and returns a `Report` of frozen values, one `MethodReport` per method. It
+prints nothing; `shim.report` renders it and `shim.gate` judges it.
+
+The counting is done by the database (GROUP BY, portable SQL): only the
+latencies are fetched, for the percentiles, and only the listed calls have
+their `differences` JSON parsed. SQLite groups by sorting, so the time grows
+with the rows in the window: about 8 to 10 s for a million comparisons on the
+2-core development machine (`bench/report.py`), most of it in sorting the
+tolerated paths by rule and in fetching the latencies.
+
+Noise. For some reads the shim asks Bank a second time (`[noise] reads`): what
+differs between Bank's two answers is noise, not a fault of BK's. For each
+path that BK's answers differ at, the report sets BK's rate (mismatched calls
+with a real difference there / compared calls) against Bank's own rate there
+(calls with a difference between Bank's two answers / calls asked twice). A
+path is *noise* when Bank differs from itself there and BK is not clearly
+worse: not both more than `absolute` above Bank's rate and more than
+`relative` above it as a share. A mismatch whose real paths are all noise
+counts as noise; any other mismatch is a *real mismatch*.
+
+Only mismatches count at a path: a tainted call (its key out of step) and a
+skipped call (an id BK has no counterpart for) have differences that a missed
+write or a missing id explains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from comparators import status_name
+from shim.sinks import path_pattern
+from shim.store import Store
+
+COMPARED = ("match", "mismatch", "tainted")  # verdicts of calls whose answers were compared
+BUCKETS = 30  # points of each method's time series
+_CHUNK = 100  # (method, at, path) triples per query for the path examples
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of one side's latency (ms), nearest rank; None when no call was measured."""
+
+    count: int
+    p50: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CodePair:
+    """How often Bank answered `bank` while BK answered `bk` (status names; None: not called)."""
+
+    bank: str | None
+    bk: str | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PathStat:
+    """One path (lists folded, `trades[*].fee`) at which BK's answers really differed from Bank's."""
+
+    path: str
+    kind: str  # of the example
+    calls: int  # mismatched calls with a real difference at this path
+    bk_rate: float  # calls / compared calls of the method
+    noise_calls: int  # calls asked twice whose two Bank answers differed here
+    noise_rate: float  # noise_calls / calls asked twice (0 when none was)
+    classification: str  # "real" or "noise"
+    example_bank: Any  # one example (the earliest): Bank's value, as recorded
+    example_bk: Any  # ... and BK's
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A slice of the window: [start, end)."""
+
+    start: float
+    end: float
+    compared: int
+    real_mismatches: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.real_mismatches / self.compared if self.compared else None
+
+
+@dataclass(frozen=True, slots=True)
+class MethodReport:
+    """What the store holds about one method within the window."""
+
+    method: str  # "package.Service/Method"
+    calls: int  # comparisons stored, every verdict
+    compared: int  # verdict match, mismatch or tainted
+    matched: int
+    mismatches: int  # verdict mismatch: real_mismatches + noise_mismatches
+    real_mismatches: int
+    noise_mismatches: int  # mismatches whose real paths are all noise
+    tainted: int
+    shadow_errors: int
+    skipped: int
+    tolerated: int  # calls with at least one difference a rule tolerated
+    tolerated_by_rule: tuple[tuple[str, int], ...]  # (rule, calls), most first
+    noise_sampled: int  # calls for which Bank was asked twice
+    dropped: int  # comparisons counted but not stored
+    dropped_by_name: tuple[tuple[str, int], ...]  # ("comparisons_dropped" | "store_dropped", n)
+    bank_latency: Latency
+    bk_latency: Latency
+    codes: tuple[CodePair, ...]  # most first
+    paths: tuple[PathStat, ...]  # most calls first
+    series: tuple[Bucket, ...]
+
+    @property
+    def matched_rate(self) -> float | None:
+        return self.matched / self.compared if self.compared else None
+
+    @property
+    def real_mismatch_rate(self) -> float | None:
+        return self.real_mismatches / self.compared if self.compared else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call that did not match, as stored."""
+
+    id: str
+    at: str  # RFC 3339, UTC
+    method: str
+    verdict: str
+    mismatch: str | None  # for a mismatch: "real" or "noise"
+    reason: str
+    routing_key: str
+    correlation_id: str
+    bank_code: str | None
+    bk_code: str | None
+    bank_ms: float | None
+    bk_ms: float | None
+    differences: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    since: float
+    until: float
+    generated_at: float
+    store: str  # the store's url, password masked
+    relative: float  # the noise thresholds the paths were classified with
+    absolute: float
+    methods: tuple[MethodReport, ...]
+    calls: tuple[CallRecord, ...] | None  # None: not asked for
+    limit: int  # the most calls listed
+
+    def method(self, name: str) -> MethodReport | None:
+        wanted = method_name(name)
+        return next((m for m in self.methods if m.method == wanted), None)
+
+
+def method_name(name: str) -> str:
+    """ "pkg.Svc/Method" for "/pkg.Svc/Method" or "pkg.Svc/Method"."""
+    return name.lstrip("/")
+
+
+def rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def percentile(ordered: Sequence[float], share: float) -> float | None:
+    """Nearest rank: the smallest value with at least `share` of the values at or below it."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def classify(bk_rate: float, noise_rate: float, *, relative: float, absolute: float) -> str:
+    """ "noise" when Bank differs from itself at the path and BK is not clearly worse; else "real"."""
+    if noise_rate > 0 and not (bk_rate - noise_rate > absolute and bk_rate > noise_rate * (1 + relative)):
+        return "noise"
+    return "real"
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _bucket_sql(column: str, bounds: Sequence[float], lo: int = 0, hi: int | None = None) -> str:
+    """A CASE expression giving the bucket of `column`: the number of `bounds` at or below it.
+
+    A binary search written in SQL: exact, and portable (no FLOOR in SQLite, and a
+    CAST to an integer rounds in PostgreSQL but truncates in SQLite).
+    """
+    hi = len(bounds) if hi is None else hi
+    if lo == hi:
+        return str(lo)
+    mid = (lo + hi) // 2
+    below, above = _bucket_sql(column, bounds, lo, mid), _bucket_sql(column, bounds, mid + 1, hi)
+    return f"CASE WHEN {column} < ? THEN {below} ELSE {above} END"
+
+
+def _bucket_params(bounds: Sequence[float], lo: int = 0, hi: int | None = None) -> list[float]:
+    """The parameters of `_bucket_sql`, in the order its ? appear."""
+    hi = len(bounds) if hi is None else hi
+    if lo == hi:
+        return []
+    mid = (lo + hi) // 2
+    return [bounds[mid], *_bucket_params(bounds, lo, mid), *_bucket_params(bounds, mid + 1, hi)]
+
+
+class _Tally:
+    """Counts of one method, filled from the queries."""
+
+    def __init__(self, buckets: int) -> None:
+        self.verdicts: dict[str, int] = defaultdict(int)
+        self.noise_sampled = 0
+        self.tolerated = 0
+        self.codes: dict[tuple[str | None, str | None], int] = defaultdict(int)
+        self.compared_by_bucket = [0] * buckets
+        self.mismatches_by_bucket = [0] * buckets
+        self.noise_by_bucket = [0] * buckets
+        self.dropped: dict[str, int] = defaultdict(int)
+        self.tolerated_by_rule: list[tuple[str, int]] = []
+        self.bank_ms: list[float] = []
+        self.bk_ms: list[float] = []
+        self.paths: list[PathStat] = []
+
+    @property
+    def compared(self) -> int:
+        return sum(self.compared_by_bucket)
+
+
+class _Count:
+    """The queries of one report, and what they found so far, by stored method ("/pkg.Svc/Method").
+
+    SQLite aggregates by sorting, so each query reads the rows it needs once and
+    groups them by few columns. When the window holds most of the store, the
+    tables are read whole (`wide`), which beats going through an index row by
+    row; otherwise the indexes on `at` and `(method, at)` find the rows.
+    """
+
+    def __init__(self, store: Store, since: float, until: float, methods: Sequence[str]) -> None:
+        self.store = store
+        self.since, self.until = since, until
+        self.wanted = sorted({"/" + method_name(m) for m in methods})
+        span = max(until - since, 0.0)
+        self.buckets = BUCKETS if span > 0 else 1
+        self.width = span / self.buckets
+        self.edges = [since + self.width * i for i in range(self.buckets)] + [until]
+        self.tallies: dict[str, _Tally] = {m: _Tally(self.buckets) for m in self.wanted}
+        self.wide = False
+
+    def tally(self, method: str) -> _Tally | None:
+        """The tally of a method, made at its first row; None for a method not asked for."""
+        found = self.tallies.get(method)
+        if found is None and not self.wanted:
+            found = self.tallies[method] = _Tally(self.buckets)
+        return found
+
+    def where(self, alias: str = "", *, methods: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+        """The window (of `methods`, by default the methods asked for), as SQL and parameters."""
+        a = f"{alias}." if alias else ""
+        methods = self.wanted if methods is None else methods
+        sql = f"{a}at >= ? AND {a}at <= ?"
+        params: list[Any] = [self.since, self.until]
+        if methods:
+            sql += f" AND {a}method IN ({_marks(len(methods))})"
+            params += methods
+        return sql, params
+
+    def paths_where(self, alias: str = "") -> tuple[str, list[Any]]:
+        """The window over comparison_paths: every row when wide, else through the (method, at) index."""
+        return self.where(alias, methods=[] if self.wide else sorted(self.tallies))
+
+    async def comparisons(self) -> None:
+        """Verdicts, status codes and the rest, bucket by bucket (small sorts, and the series for free)."""
+        methods = f" AND method IN ({_marks(len(self.wanted))})" if self.wanted else ""
+        for index in range(self.buckets):
+            last = index == self.buckets - 1
+            rows = await self.store.select(
+                "SELECT method, verdict, bank_code, bk_code, COUNT(*), SUM(noise_sampled),"
+                " SUM(CASE WHEN tolerated_count > 0 THEN 1 ELSE 0 END) FROM comparisons"
+                f" WHERE at >= ? AND at {'<=' if last else '<'} ?{methods} GROUP BY 1, 2, 3, 4",
+                [self.edges[index], self.edges[index + 1], *self.wanted],
+            )
+            for method, verdict, bank_code, bk_code, n, sampled, tolerated in rows:
+                t = self.tally(method)
+                if t is None:
+                    continue
+                n = int(n)
+                t.verdicts[verdict] += n
+                t.codes[(_code(bank_code), _code(bk_code))] += n
+                t.noise_sampled += int(sampled or 0)
+                t.tolerated += int(tolerated or 0)
+                if verdict in COMPARED:
+                    t.compared_by_bucket[index] += n
+                if verdict == "mismatch":
+                    t.mismatches_by_bucket[index] += n
+        ((total,),) = await self.store.select("SELECT COUNT(*) FROM comparisons")
+        inside = sum(sum(t.verdicts.values()) for t in self.tallies.values())
+        self.wide = inside * 2 >= int(total)
+
+    async def dropped(self) -> None:
+        where, params = self.where()
+        for method, name, value in await self.store.select(
+            f"SELECT method, name, SUM(value) FROM counts WHERE {where} GROUP BY method, name", params
+        ):
+            if (t := self.tally(method)) is not None:
+                t.dropped[name] += int(value or 0)
+
+    async def latencies(self) -> None:
+        """Every latency of the window: the percentiles need them all (nearest rank, exact)."""
+        if self.wide:  # + keeps SQLite off the index on at: reading the table whole is faster
+            where, params = "+at >= ? AND +at <= ?", [self.since, self.until]
+        else:
+            where, params = self.where()
+        rows = await self.store.select(
+            f"SELECT method, bank_ms, bk_ms FROM comparisons WHERE {where}"
+            " AND (bank_ms IS NOT NULL OR bk_ms IS NOT NULL)",
+            params,
+        )
+        sides: dict[str, tuple[list[float], list[float]] | None] = {}
+        for method, bank_ms, bk_ms in rows:
+            if method not in sides:
+                t = self.tallies.get(method)
+                sides[method] = (t.bank_ms, t.bk_ms) if t is not None else None
+            lists = sides[method]
+            if lists is None:
+                continue
+            if bank_ms is not None:
+                lists[0].append(bank_ms)
+            if bk_ms is not None:
+                lists[1].append(bk_ms)
+
+    async def tolerated(self) -> None:
+        """Distinct calls per rule that tolerated a difference."""
+        where, params = self.paths_where()
+        rows = await self.store.select(  # method last: grouping by it first would lead SQLite to its index
+            "SELECT rule, method, COUNT(DISTINCT comparison_id) FROM comparison_paths"
+            f" WHERE {where} AND source = 'bk' AND rule <> '' GROUP BY rule, method",
+            params,
+        )
+        for rule, method, n in sorted(rows, key=lambda r: (-int(r[2]), r[0])):
+            if (t := self.tallies.get(method)) is not None:
+                t.tolerated_by_rule.append((rule, int(n)))
+
+    async def paths(self, *, relative: float, absolute: float) -> None:
+        """Each real path of the mismatches, its rate against Bank's own there, its class and an example."""
+        where, params = self.paths_where("p")
+        real = await self.store.select(
+            "SELECT p.path, p.method, COUNT(DISTINCT p.comparison_id), MIN(p.at)"
+            " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
+            f" WHERE {where} AND p.source = 'bk' AND p.rule = '' AND c.verdict = 'mismatch'"
+            " GROUP BY p.path, p.method",
+            params,
+        )
+        real = [row for row in real if row[1] in self.tallies]
+        if not real:
+            return
+        where, params = self.paths_where()
+        noise = {
+            (method, path): int(n)
+            for path, method, n in await self.store.select(
+                "SELECT path, method, COUNT(DISTINCT comparison_id) FROM comparison_paths"
+                f" WHERE {where} AND source = 'bank' AND rule = '' GROUP BY path, method",
+                params,
+            )
+        }
+        examples = await self._examples([(method, first, path) for path, method, _, first in real])
+        for path, method, n, _ in real:
+            t = self.tallies[method]
+            noise_calls = noise.get((method, path), 0)
+            bk_rate = int(n) / t.compared if t.compared else 0.0
+            noise_rate = noise_calls / t.noise_sampled if t.noise_sampled else 0.0
+            kind, bank, other = examples.get((method, path), ("", "null", "null"))
+            t.paths.append(
+                PathStat(
+                    path=path,
+                    kind=kind,
+                    calls=int(n),
+                    bk_rate=bk_rate,
+                    noise_calls=noise_calls,
+                    noise_rate=noise_rate,
+                    classification=classify(bk_rate, noise_rate, relative=relative, absolute=absolute),
+                    example_bank=_parse(bank),
+                    example_bk=_parse(other),
+                )
+            )
+        for t in self.tallies.values():
+            t.paths.sort(key=lambda p: (-p.calls, p.path))
+
+    async def _examples(
+        self, firsts: list[tuple[str, float, str]]
+    ) -> dict[tuple[str, str], tuple[str, str, str]]:
+        """The earliest row of each (method, at, path): its kind and values."""
+        examples: dict[tuple[str, str], tuple[str, str, str]] = {}
+        for start in range(0, len(firsts), _CHUNK):
+            chunk = firsts[start : start + _CHUNK]
+            rows = await self.store.select(
+                "SELECT method, path, kind, bank, other FROM comparison_paths"
+                " WHERE source = 'bk' AND rule = '' AND ("
+                + " OR ".join(["(method = ? AND at = ? AND path = ?)"] * len(chunk))
+                + ") ORDER BY at, comparison_id",
+                [value for triple in chunk for value in triple],
+            )
+            for method, path, kind, bank, other in rows:
+                examples.setdefault((method, path), (kind, bank, other))
+        return examples
+
+    async def noise_mismatches(self) -> None:
+        """Per bucket, the mismatches whose real paths are all noise."""
+        noisy = {
+            method: [p.path for p in t.paths if p.classification == "noise"]
+            for method, t in self.tallies.items()
+        }
+        noisy = {method: paths for method, paths in noisy.items() if paths}
+        if not noisy:
+            return
+        match = " OR ".join(
+            f"(q.method = ? AND q.path IN ({_marks(len(paths))}))" for paths in noisy.values()
+        )
+        match_params = [value for method, paths in noisy.items() for value in (method, *paths)]
+        real_paths = "SELECT 1 FROM comparison_paths q WHERE q.comparison_id = c.id"
+        real_paths += " AND q.source = 'bk' AND q.rule = ''"
+        if self.wide:  # read the mismatches off the whole table; the EXISTS keep the methods with noise
+            where, params = "+c.at >= ? AND +c.at <= ?", [self.since, self.until]
+        else:
+            where, params = self.where("c", methods=sorted(noisy))
+        inner = self.edges[1:-1]
+        rows = await self.store.select(
+            f"SELECT c.method, {_bucket_sql('c.at', inner)}, COUNT(*) FROM comparisons c"
+            f" WHERE {where} AND c.verdict = 'mismatch'"
+            f" AND EXISTS ({real_paths} AND ({match})) AND NOT EXISTS ({real_paths} AND NOT ({match}))"
+            " GROUP BY 2, 1",  # the method last, or SQLite reads the rows through its index, method by method
+            [*_bucket_params(inner), *params, *match_params, *match_params],
+        )
+        for method, index, n in rows:
+            if (t := self.tallies.get(method)) is not None:
+                t.noise_by_bucket[int(index)] += int(n)
+
+    async def calls(self, limit: int) -> tuple[CallRecord, ...]:
+        """The calls that did not match, newest first, with their differences parsed."""
+        if limit <= 0:
+            return ()
+        where, params = self.where()
+        rows = await self.store.select(
+            "SELECT id, at, method, verdict, reason, routing_key, correlation_id, bank_code, bk_code,"
+            f" bank_ms, bk_ms, differences FROM comparisons WHERE {where} AND verdict <> 'match'"
+            " ORDER BY at DESC, id LIMIT ?",
+            [*params, limit],
+        )
+        noise = {
+            method: {p.path for p in t.paths if p.classification == "noise"}
+            for method, t in self.tallies.items()
+        }
+        records = []
+        for (
+            id_,
+            at,
+            method,
+            verdict,
+            reason,
+            key,
+            correlation,
+            bank_code,
+            bk_code,
+            bank_ms,
+            bk_ms,
+            diffs,
+        ) in rows:
+            differences = _differences(diffs)
+            records.append(
+                CallRecord(
+                    id=id_,
+                    at=rfc3339(at),
+                    method=method_name(method),
+                    verdict=verdict,
+                    mismatch=_mismatch_class(differences, noise.get(method, set()))
+                    if verdict == "mismatch"
+                    else None,
+                    reason=reason,
+                    routing_key=key,
+                    correlation_id=correlation,
+                    bank_code=_code(bank_code),
+                    bk_code=_code(bk_code),
+                    bank_ms=bank_ms,
+                    bk_ms=bk_ms,
+                    differences=differences,
+                )
+            )
+        return tuple(records)
+
+    def report(self, method: str) -> MethodReport:
+        t = self.tallies[method]
+        noise_total = sum(t.noise_by_bucket)
+        mismatches = t.verdicts["mismatch"]
+        series = tuple(
+            Bucket(
+                start=self.edges[i],
+                end=self.edges[i + 1],
+                compared=t.compared_by_bucket[i],
+                real_mismatches=t.mismatches_by_bucket[i] - t.noise_by_bucket[i],
+            )
+            for i in range(self.buckets)
+        )
+        t.bank_ms.sort()
+        t.bk_ms.sort()
+        codes = sorted(t.codes.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or ""))
+        return MethodReport(
+            method=method_name(method),
+            calls=sum(t.verdicts.values()),
+            compared=t.compared,
+            matched=t.verdicts["match"],
+            mismatches=mismatches,
+            real_mismatches=mismatches - noise_total,
+            noise_mismatches=noise_total,
+            tainted=t.verdicts["tainted"],
+            shadow_errors=t.verdicts["shadow-error"],
+            skipped=t.verdicts["skipped"],
+            tolerated=t.tolerated,
+            tolerated_by_rule=tuple(t.tolerated_by_rule),
+            noise_sampled=t.noise_sampled,
+            dropped=sum(t.dropped.values()),
+            dropped_by_name=tuple(sorted(t.dropped.items())),
+            bank_latency=Latency(len(t.bank_ms), percentile(t.bank_ms, 0.5), percentile(t.bank_ms, 0.99)),
+            bk_latency=Latency(len(t.bk_ms), percentile(t.bk_ms, 0.5), percentile(t.bk_ms, 0.99)),
+            codes=tuple(CodePair(bank, bk, n) for (bank, bk), n in codes),
+            paths=tuple(t.paths),
+            series=series,
+        )
+
+
+async def build_report(
+    store: Store,
+    *,
+    since: float,
+    until: float,
+    methods: Sequence[str] = (),
+    relative: float,
+    absolute: float,
+    calls: bool = False,
+    limit: int = 1000,
+) -> Report:
+    """Count the comparisons stored with `since <= at <= until` (of `methods`, when given)."""
+    count = _Count(store, since, until, methods)
+    await count.comparisons()
+    await count.dropped()
+    if count.tallies:
+        await count.latencies()
+        await count.tolerated()
+        await count.paths(relative=relative, absolute=absolute)
+        await count.noise_mismatches()
+    return Report(
+        since=since,
+        until=until,
+        generated_at=time.time(),
+        store=store.url,
+        relative=relative,
+        absolute=absolute,
+        methods=tuple(count.report(method) for method in sorted(count.tallies)),
+        calls=await count.calls(limit) if calls else None,
+        limit=limit,
+    )
+
+
+def _code(code: int | None) -> str | None:
+    return None if code is None else status_name(int(code))
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _differences(text: str) -> tuple[dict[str, Any], ...]:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return ({"path": "", "kind": "unreadable", "bank": text, "bk": None},)
+    return tuple(d for d in parsed if isinstance(d, dict)) if isinstance(parsed, list) else ()
+
+
+def _mismatch_class(differences: Iterable[dict[str, Any]], noise: set[str]) -> str:
+    real = {
+        path_pattern(str(d.get("path", ""))) for d in differences if not d.get("rule") and not d.get("noise")
+    }
+    return "noise" if real and real <= noise else "real"

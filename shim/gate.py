@@ -1,0 +1,78 @@
+"""The gate: whether the evidence in a report meets the criteria for the point of no return.
+
+`evaluate(report, min_compared=..., max_mismatch_rate=..., required_methods=...)`
+judges each required method (or, when none is required, each method of the
+report) on two criteria: enough calls compared, and a real-mismatch rate no
+higher than allowed. A required method with no call in the window fails as
+"not covered". A report with no method at all, when none is required, fails
+too: no evidence is not a pass. The criteria come from `[gate]` in the config
+(see shim.config); `shim gate` prints each one and exits 0 only when all pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shim.evidence import Report, method_name
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One line of the gate: what was measured against what threshold."""
+
+    method: str  # "" for a criterion about the whole report
+    name: str  # "compared", "real mismatch rate", "covered", "evidence"
+    measured: str
+    threshold: str
+    passed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    criteria: tuple[Criterion, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.criteria)
+
+    @property
+    def failed(self) -> tuple[Criterion, ...]:
+        return tuple(c for c in self.criteria if not c.passed)
+
+
+def evaluate(
+    report: Report, *, min_compared: int, max_mismatch_rate: float, required_methods: Sequence[str]
+) -> GateResult:
+    """Judge the report: one criterion per line, in the order of the methods."""
+    required = list(dict.fromkeys(method_name(m) for m in required_methods))
+    names = required or [m.method for m in report.methods]
+    criteria: list[Criterion] = []
+    if not names:
+        criteria.append(Criterion("", "evidence", "no method has a call in the window", "≥ 1 method", False))
+    for name in names:
+        m = report.method(name)
+        if m is None or m.calls == 0:
+            criteria.append(
+                Criterion(name, "covered", "not covered: no call in the window", "required", False)
+            )
+            continue
+        criteria.append(
+            Criterion(name, "compared", f"{m.compared:,}", f"≥ {min_compared:,}", m.compared >= min_compared)
+        )
+        rate = m.real_mismatch_rate or 0.0
+        criteria.append(
+            Criterion(
+                name,
+                "real mismatch rate",
+                f"{_percent(rate)} ({m.real_mismatches:,} of {m.compared:,})",
+                f"≤ {_percent(max_mismatch_rate)}",
+                rate <= max_mismatch_rate,
+            )
+        )
+    return GateResult(tuple(criteria))
+
+
+def _percent(rate: float) -> str:
+    """A rate as a percentage, to 4 significant digits: 0%, 0.1%, 4.157%."""
+    return f"{rate * 100:.4g}%"

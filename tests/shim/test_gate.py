@@ -1,0 +1,247 @@
+"""The gate: each criterion passes or fails on crafted evidence, and `shim gate` exits 0, 1 or 2.
+
+`evaluate` is checked on reports built from crafted records (SQLite file);
+the command is run as a real process against a store file filled the same way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shim.evidence import Report, build_report
+from shim.gate import GateResult, evaluate
+from shim.store import Store
+from tests.shim.test_evidence import GET, REFUND, SPAN, T0, Records
+
+ROOT = Path(__file__).resolve().parents[2]
+GET_NAME, REFUND_NAME = GET.lstrip("/"), REFUND.lstrip("/")
+
+
+def _evidence(at: float) -> Records:
+    """Get: 100 compared, 2 real mismatches (2%) and 5 noise ones; Refund: 10 compared, no mismatch."""
+    r = Records()
+    r.add(at=at, count=93)
+    r.add("mismatch", at=at, real=[("fee", "0.03", "0.02")], count=2)
+    r.add("mismatch", at=at, real=[("request_id", 1, 2)], noise=["request_id"], count=5)
+    r.add("shadow-error", at=at, bk_code=None, count=4)  # not compared: no effect on the rate
+    r.add(method=REFUND, at=at, count=10)
+    return r
+
+
+async def _fill(path: Path, at: float) -> None:
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        await _evidence(at).write(store)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def report(tmp_path: Path) -> Report:
+    path = tmp_path / "shim.db"
+    await _fill(path, T0 + 10)
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        return await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+
+
+def _lines(result: GateResult) -> list[tuple[str, str, str, str, bool]]:
+    return [(c.method, c.name, c.measured, c.threshold, c.passed) for c in result.criteria]
+
+
+def test_every_method_passes_when_it_meets_both_criteria(report: Report) -> None:
+    """Without required methods, each method of the report is judged: enough compared, a low enough rate."""
+    result = evaluate(report, min_compared=10, max_mismatch_rate=0.02, required_methods=())
+    assert result.passed
+    assert _lines(result) == [
+        (GET_NAME, "compared", "100", "≥ 10", True),
+        (GET_NAME, "real mismatch rate", "2% (2 of 100)", "≤ 2%", True),
+        (REFUND_NAME, "compared", "10", "≥ 10", True),
+        (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 2%", True),
+    ]
+
+
+def test_too_few_compared_calls_fail(report: Report) -> None:
+    """A method with fewer compared calls than min_compared fails that criterion alone."""
+    result = evaluate(report, min_compared=11, max_mismatch_rate=0.02, required_methods=())
+    assert not result.passed
+    assert [(c.method, c.name) for c in result.failed] == [(REFUND_NAME, "compared")]
+
+
+def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
+    """2 real mismatches in 100 fail a 1% maximum; the 5 noise mismatches are not counted."""
+    result = evaluate(report, min_compared=1, max_mismatch_rate=0.01, required_methods=())
+    assert [(c.method, c.name, c.measured) for c in result.failed] == [
+        (GET_NAME, "real mismatch rate", "2% (2 of 100)")
+    ]
+    assert not evaluate(report, min_compared=1, max_mismatch_rate=0.0, required_methods=[REFUND]).failed
+
+
+def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
+    """Required methods are the only ones judged; one with no call fails as not covered."""
+    result = evaluate(
+        report,
+        min_compared=1,
+        max_mismatch_rate=0.0,
+        required_methods=["pay.v1.Payments/Refund", "pay.v1.X/Y"],
+    )
+    assert _lines(result) == [
+        (REFUND_NAME, "compared", "10", "≥ 1", True),
+        (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 0%", True),
+        ("pay.v1.X/Y", "covered", "not covered: no call in the window", "required", False),
+    ]
+    assert not result.passed
+
+
+def test_no_evidence_is_not_a_pass() -> None:
+    """A report with no method, and no method required, fails: nothing was proven."""
+    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, (), None, 10)
+    result = evaluate(empty, min_compared=0, max_mismatch_rate=1.0, required_methods=())
+    assert [(c.name, c.passed) for c in result.criteria] == [("evidence", False)]
+
+
+def _gate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shim", "gate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def recent(tmp_path: Path) -> Path:
+    """A store file holding the evidence, as of ten minutes ago."""
+    path = tmp_path / "shim.db"
+    await _fill(path, time.time() - 600)
+    return path
+
+
+def test_the_command_exits_0_when_the_criteria_are_met(recent: Path) -> None:
+    """Each criterion is printed with its measure and PASS, then the verdict; exit 0."""
+    done = _gate("--store", str(recent), "--min-compared", "10", "--max-mismatch-rate", "0.02")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("gate: evidence from ")
+    assert lines[1].split() == ["PASS", GET_NAME, "compared", "100", "≥", "10"]
+    assert lines[2].split()[:4] == ["PASS", GET_NAME, "real", "mismatch"]
+    assert "2% (2 of 100)" in lines[2]
+    assert lines[-1] == "gate: PASS (all 4 criteria met)"
+
+
+def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
+    """A failed criterion prints FAIL with its measure, and the command exits 1."""
+    done = _gate("--store", str(recent), "--min-compared", "50", "--max-mismatch-rate", "0.01")
+    assert done.returncode == 1, done.stdout + done.stderr
+    fails = [line.split()[:3] for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert fails == [["FAIL", GET_NAME, "real"], ["FAIL", REFUND_NAME, "compared"]]
+    assert done.stdout.splitlines()[-1] == "gate: FAIL (2 of 4 criteria not met)"
+
+    uncovered = _gate("--store", str(recent), "--min-compared", "1", "--require-method", "pay.v1.X/Y")
+    assert uncovered.returncode == 1
+    assert "not covered: no call in the window" in uncovered.stdout
+
+    old = _gate("--store", str(recent), "--window", "1m", "--min-compared", "1")
+    assert old.returncode == 1, "evidence older than the window does not count"
+    assert "no method has a call in the window" in old.stdout
+
+
+def test_flags_override_the_gate_config(recent: Path, tmp_path: Path) -> None:
+    """[gate] in the config sets the criteria and [store] url the store; each flag overrides its key."""
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        f"""
+[store]
+url = "{recent.name}"
+
+[gate]
+window = "1h"
+min_compared = 1000
+max_mismatch_rate = 0.05
+methods = ["{REFUND_NAME}"]
+""",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_config = _gate("--config", str(config), cwd=elsewhere)
+    assert by_config.returncode == 1, by_config.stdout + by_config.stderr
+    assert [line.split()[:3] for line in by_config.stdout.splitlines() if line[:4] in ("PASS", "FAIL")] == [
+        ["FAIL", REFUND_NAME, "compared"],
+        ["PASS", REFUND_NAME, "real"],
+    ], "only the required method is judged, against min_compared = 1000"
+    by_flags = _gate("--config", str(config), "--min-compared", "5", cwd=elsewhere)
+    assert by_flags.returncode == 0, by_flags.stdout
+    everything = _gate(
+        "--config",
+        str(config),
+        "--min-compared",
+        "5",
+        "--require-method",
+        GET_NAME,
+        "--max-mismatch-rate",
+        "0",
+    )
+    assert everything.returncode == 1
+    assert f"FAIL  {GET_NAME}  real mismatch rate" in everything.stdout
+    short = _gate("--config", str(config), "--min-compared", "5", "--window", "1m")
+    assert short.returncode == 1
+    assert "not covered" in short.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-mismatch-rate", "2"], "is not a share between 0 and 1"),
+        (["--min-compared", "-1"], "is not a count"),
+        (["--window", "soon"], "is not a duration"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_exit_2(recent: Path, args: list[str], message: str) -> None:
+    """A bad flag is one line on stderr and exit status 2, not a failed gate."""
+    done = _gate("--store", str(recent), *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stderr.startswith("shim: error: ")
+
+
+def test_a_store_error_exits_2(tmp_path: Path) -> None:
+    """A store that does not exist, or cannot be read, is exit status 2."""
+    missing = _gate("--store", str(tmp_path / "missing.db"))
+    assert missing.returncode == 2
+    assert "no store at" in missing.stderr
+    not_a_db = tmp_path / "garbage.db"
+    not_a_db.write_bytes(b"this is not a database" * 100)
+    broken = _gate("--store", str(not_a_db))
+    assert broken.returncode == 2
+    assert broken.stderr.startswith("shim: error: ")
+
+
+def test_the_readme_config_examples_are_valid(tmp_path: Path) -> None:
+    """The [noise] and [gate] examples of the README's "Reports and the gate" section load as a config."""
+    import re
+
+    from shim.config import load_file
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Reports and the gate") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    path = tmp_path / "shim.toml"
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    settings = load_file(path)
+    assert settings["noise_relative"] == 0.2
+    assert settings["gate_methods"] == ("bank.v1.Ledger/PostTrade", "bank.v1.Ledger/CancelTrade")

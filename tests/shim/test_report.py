@@ -1,0 +1,343 @@
+"""How a report is shown: the terminal tables, the JSON schema, and the HTML page (in a real browser too).
+
+The report is built from crafted records in a SQLite file (`Records` from
+test_evidence), then rendered. The browser test runs Debian's chromium
+headless; .ci/run installs it, and the test skips where it is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from shim.evidence import Report, build_report
+from shim.report import SCHEMA_VERSION, html, terminal, to_json
+from shim.store import Store
+from tests.shim.test_evidence import REFUND, SPAN, T0, Records
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = '<script>alert("bk")</script>'
+
+
+def _records(at: float = T0) -> Records:
+    r = Records()
+    r.add(at=at + 10, bank_ms=2.0, bk_ms=3.0, count=6)
+    r.add("match", at=at + 20, tolerated=[("price", "decimal formatting")], count=3)
+    r.add("mismatch", at=at + 30, real=[("fee", "0.03", HOSTILE)], bank_ms=4.0, bk_ms=9.0)
+    r.add("mismatch", at=at + 40, real=[("request_id", "r1", "r2")], noise=["request_id"], count=2)
+    r.add(
+        "mismatch",
+        at=at + 45,
+        real=[("status.code", "NOT_FOUND", "INVALID_ARGUMENT")],
+        bank_code=5,
+        bk_code=3,
+    )
+    r.add("tainted", at=at + 50, real=[("fee", "1", "2")], reason="missed write")
+    r.add("shadow-error", at=at + 60, bk_code=None, bk_ms=None, reason="shadow timeout after 2s")
+    r.add("skipped", at=at + 70, bk_code=None, bk_ms=None, reason="not mirrored")
+    r.add(method=REFUND, at=at + 80, count=2)
+    return r
+
+
+async def _report(path: Path, *, calls: bool = True) -> Report:
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        await _records().write(store)
+        return await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, calls=calls, limit=50
+        )
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def report(tmp_path: Path) -> Report:
+    return await _report(tmp_path / "shim.db")
+
+
+def test_the_terminal_shows_every_figure(report: Report) -> None:
+    """The tables hold each method's counts, rates, latencies, code pairs, paths and their class, rules."""
+    out = io.StringIO()
+    terminal(report, Console(file=out, width=250, color_system=None))
+    text = out.getvalue()
+    get = next(line for line in text.splitlines() if "pay.v1.Payments/Get " in line and "│" in line)
+    cells = [cell.strip() for cell in get.split("│")[1:-1]]
+    assert cells == [
+        "pay.v1.Payments/Get",
+        "16",  # calls
+        "14",  # compared
+        "9 (64.3%)",  # matched
+        "2 (14.3%)",  # real mismatches: fee and status.code; request_id is noise
+        "2",  # noise
+        "1",  # tainted
+        "3",  # tolerated
+        "1",  # shadow errors
+        "1",  # skipped
+        "0",  # dropped
+        "1 / 4",  # Bank p50 / p99: nine of the 16 calls took 1 ms, one 4 ms
+        "2 / 9",  # BK p50 / p99: 13 measured, seven took 2 ms, one 9 ms
+    ]
+    assert re.search(r"pay\.v1\.Payments/Get\s+│\s+NOT_FOUND\s+│\s+INVALID_ARGUMENT\s+│\s+1 │", text)
+    assert re.search(r"pay\.v1\.Payments/Get\s+│\s+OK\s+│\s+not called\s+│\s+2 │", text)
+    assert re.search(r"│ request_id\s+│\s+2 │\s+14.3% │\s+100% │ noise │", text)
+    assert re.search(r"│ fee\s+│\s+1 │\s+7.14% │\s+0% │ real\s+│ \"0.03\" → ", text)
+    assert re.search(r"pay\.v1\.Payments/Get\s+│ decimal formatting │\s+3 │", text)
+    assert "shadow timeout after 2s" in text, "--calls lists the calls that did not match"
+
+
+def test_the_terminal_says_when_nothing_is_stored() -> None:
+    """An empty window is one plain sentence."""
+    out = io.StringIO()
+    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, (), None, 10)
+    terminal(empty, Console(file=out, width=120, color_system=None))
+    assert "No comparison is stored in this window." in out.getvalue()
+
+
+def _check_schema(data: dict[str, Any]) -> None:
+    """docs/report-json.md, as assertions."""
+    assert set(data) == {
+        "schema_version",
+        "generated_at",
+        "window",
+        "store",
+        "noise",
+        "methods",
+        "calls",
+        "calls_limit",
+    }
+    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert set(data["window"]) == {"since", "until"}
+    assert set(data["noise"]) == {"relative", "absolute"}
+    for m in data["methods"]:
+        assert set(m) == {
+            "method",
+            "calls",
+            "compared",
+            "matched",
+            "matched_rate",
+            "mismatches",
+            "real_mismatches",
+            "real_mismatch_rate",
+            "noise_mismatches",
+            "tainted",
+            "shadow_errors",
+            "skipped",
+            "tolerated",
+            "tolerated_by_rule",
+            "noise_sampled",
+            "dropped",
+            "dropped_by_name",
+            "latency_ms",
+            "status_codes",
+            "paths",
+            "series",
+        }
+        assert all(
+            isinstance(m[k], int) for k in ("calls", "compared", "matched", "real_mismatches", "dropped")
+        )
+        assert set(m["latency_ms"]) == {"bank", "bk"}
+        assert all(set(side) == {"count", "p50", "p99"} for side in m["latency_ms"].values())
+        assert all(set(c) == {"bank", "bk", "calls"} for c in m["status_codes"])
+        assert all(set(t) == {"rule", "calls"} for t in m["tolerated_by_rule"])
+        for p in m["paths"]:
+            assert set(p) == {
+                "path",
+                "kind",
+                "calls",
+                "bk_rate",
+                "noise_calls",
+                "noise_rate",
+                "class",
+                "example",
+            }
+            assert p["class"] in ("real", "noise")
+            assert set(p["example"]) == {"bank", "bk"}
+        assert all(set(b) == {"start", "end", "compared", "real_mismatches"} for b in m["series"])
+    for c in data["calls"] or ():
+        assert set(c) == {
+            "id",
+            "at",
+            "method",
+            "verdict",
+            "mismatch",
+            "reason",
+            "routing_key",
+            "correlation_id",
+            "status",
+            "latency_ms",
+            "differences",
+        }
+
+
+def test_json_follows_its_schema(report: Report) -> None:
+    """to_json gives the documented keys, JSON-serialisable, with the figures of the report."""
+    data = json.loads(json.dumps(to_json(report)))
+    _check_schema(data)
+    assert data["window"] == {"since": "2027-01-15T08:00:00.000Z", "until": "2027-01-15T08:50:00.000Z"}
+    get = data["methods"][0]
+    assert (get["method"], get["calls"], get["compared"], get["real_mismatches"]) == (
+        "pay.v1.Payments/Get",
+        16,
+        14,
+        2,
+    )
+    assert get["real_mismatch_rate"] == pytest.approx(2 / 14)
+    assert get["latency_ms"]["bk"] == {"count": 14, "p50": 2.0, "p99": 9.0}
+    assert {"bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT", "calls": 1} in get["status_codes"]
+    fee = next(p for p in get["paths"] if p["path"] == "fee")
+    assert fee["example"] == {"bank": "0.03", "bk": HOSTILE}
+    assert len(get["series"]) == 30
+    assert [c["verdict"] for c in data["calls"]] == ["skipped", "shadow-error", "tainted", "mismatch"] + [
+        "mismatch"
+    ] * 3
+    assert data["calls_limit"] == 50
+
+
+async def test_json_without_calls_says_null(tmp_path: Path) -> None:
+    """Without --calls, "calls" is null: not asked for, rather than none found."""
+    report = await _report(tmp_path / "shim.db", calls=False)
+    assert to_json(report)["calls"] is None
+
+
+def test_html_is_self_contained_escaped_and_charted(report: Report) -> None:
+    """One page: no external URL, no script, values escaped, the two kinds of chart as inline SVG."""
+    page = html(report)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script" not in page.lower(), "no script, and a value holding one is escaped"
+    assert "&lt;script&gt;alert(" in page  # shown as JSON text: &#34;&lt;script&gt;alert(\\&#34;bk\\&#34;)...
+    assert page.count("<svg") == 3, "a rate chart per method, and one latency chart"
+    assert "<polyline" in page
+    assert "pay.v1.Payments/Get" in page
+    assert "How to read this page" in page
+    assert "Verdicts explained" in page
+    assert "Noise explained" in page
+    assert "<style>" in page
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("chromium is not on PATH (.ci/run installs Debian's chromium package)")
+    return path
+
+
+def test_a_real_browser_renders_the_page_without_errors(report: Report, tmp_path: Path) -> None:
+    """Headless chromium loads the page: its DOM has the title and the SVG charts, and no console error."""
+    chromium = _chromium()
+    page = tmp_path / "report.html"
+    page.write_text(html(report), encoding="utf-8")
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<title>Parity report: Bank and BK</title>" in dom
+    assert dom.count("<svg") == 3
+    assert "&lt;script&gt;" in dom
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console
+
+
+def _shim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shim", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+async def _recent_store(path: Path) -> None:
+    """The crafted records, as of a few minutes ago (the CLI's windows end now)."""
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        await _records(at=time.time() - 600).write(store)
+    finally:
+        await store.close()
+
+
+async def test_the_report_command_prints_json_and_writes_html(tmp_path: Path) -> None:
+    """`shim report --json --html FILE`: JSON on stdout, the page in FILE, where it went on stderr."""
+    db = tmp_path / "shim.db"
+    await _recent_store(db)
+    page = tmp_path / "out.html"
+    done = _shim("report", "--store", str(db), "--since", "1h", "--json", "--calls", "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    _check_schema(data)
+    assert [m["method"] for m in data["methods"]] == ["pay.v1.Payments/Get", "pay.v1.Payments/Refund"]
+    assert f"HTML report written to {page}" in done.stderr
+    assert "<svg" in page.read_text(encoding="utf-8")
+
+    only = _shim("report", "--store", str(db), "--method", "pay.v1.Payments/Refund", "--json")
+    assert [m["method"] for m in json.loads(only.stdout)["methods"]] == ["pay.v1.Payments/Refund"]
+
+    table = _shim("report", "--store", str(db))
+    assert table.returncode == 0, table.stderr
+    assert "pay.v1.Payments/Get" in table.stdout
+    assert "Per method" in table.stdout
+
+    earlier = _shim("report", "--store", str(db), "--from", "2020-01-01T00:00:00Z", "--until", "2020-01-02")
+    assert earlier.returncode == 0, earlier.stderr
+    assert "No comparison is stored in this window." in earlier.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "1h", "--from", "2026-01-01T00:00:00Z"], "not allowed with argument"),
+        (["--until", "2026-01-01T00:00:00Z"], "--until goes with --from"),
+        (["--from", "yesterday"], "is not an ISO 8601 time"),
+        (["--since", "soon"], "is not a duration"),
+        (["--limit", "0"], "is not a whole number of 1 or more"),
+    ],
+)
+async def test_the_report_command_rejects_bad_flags(tmp_path: Path, args: list[str], message: str) -> None:
+    """A bad window or limit is one line on stderr and exit status 2."""
+    db = tmp_path / "shim.db"
+    await _recent_store(db)
+    done = _shim("report", "--store", str(db), *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stderr.startswith("shim: error: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_command_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    """A report on a missing SQLite file is an error, rather than a new empty store that reports nothing."""
+    missing = tmp_path / "typo.db"
+    done = _shim("report", "--store", str(missing))
+    assert done.returncode == 2
+    assert f"shim: error: no store at {missing}" in done.stderr
+    assert not missing.exists()

@@ -33,10 +33,13 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
+from shim import report as render
 from shim.config import build as build_config
 from shim.config import load_file, load_rules_file
+from shim.evidence import build_report
+from shim.gate import evaluate
 from shim.sinks import DiffLog, Summary
-from shim.store import OutOfStep
+from shim.store import OutOfStep, Store
 
 CONFIG = "shim.toml"  # beside bank.binpb and rules.toml, which it names
 
@@ -50,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent client workers (default 8)")
     parser.add_argument(
         "--diff-log", metavar="FILE", help="where the diff log goes (default: a temporary file)"
+    )
+    parser.add_argument(
+        "--html", metavar="FILE", help="where the HTML report goes (default: the temporary folder)"
     )
     parser.add_argument("--rules", metavar="FILE", help="comparison rules (default: the sample's rules.toml)")
     parser.add_argument(
@@ -88,7 +94,7 @@ async def _run(
         f"Bank on {bank.address}, BK on {bk.address}, shim (shadow mode) on {running.address}\n"
         f"config: {args.config_path}; rules: {rules_label}\ndiff log: {diff_path}"
     )
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time() - 1
     try:
         async with aio.insecure_channel(running.address) as channel:
             with Progress(
@@ -121,8 +127,49 @@ async def _run(
     unexplained = _print_summary(console, summary, attribution, elapsed, args.calls)
     _print_out_of_step(console, out_of_step)
     astray = _print_books(console, *books, out_of_step)
-    console.print(f"\nEvery comparison that did not match is a JSON line in {diff_path}")
+    page = Path(args.html) if args.html else Path(config.store).parent / "report.html"
+    await _evidence(console, config, page, began)
+    console.print(f"Every comparison that did not match is also a JSON line in {diff_path}")
     return 1 if (unexplained and not args.no_rules) or astray else 0
+
+
+async def _evidence(console: Console, config: shim.Config, page: Path, began: float) -> None:
+    """The stored evidence of the run: the HTML report, and what `shim gate` says of it."""
+    store = Store.open(config.store)
+    await store.start()
+    try:
+        report = await build_report(
+            store,
+            since=began,
+            until=time.time() + 1,
+            relative=config.noise_relative,
+            absolute=config.noise_absolute,
+        )
+    finally:
+        await store.close()
+    try:
+        await asyncio.to_thread(page.write_text, render.html(report), encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"shim demo: error: cannot write the HTML report {page}: {exc.strerror}") from exc
+    result = evaluate(
+        report,
+        min_compared=config.gate_min_compared,
+        max_mismatch_rate=config.gate_max_mismatch_rate,
+        required_methods=config.gate_methods,
+    )
+    failed = {c.method for c in result.failed}
+    console.print(
+        f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in {config.store}): "
+        f"open {page} in a browser.\n[bold]shim gate[/] (at least {config.gate_min_compared} compared calls "
+        f"and at most {config.gate_max_mismatch_rate:.2%} real mismatches per method): "
+        + (
+            "[green]PASS[/]"
+            if result.passed
+            else f"[red]FAIL[/] for {len(failed)} of {len(report.methods)} methods "
+            f"({', '.join(sorted(m.rsplit('/', 1)[-1] for m in failed if m))}): BK is not ready to be primary"
+        ),
+        highlight=False,
+    )
 
 
 Book = dict[str, tuple[dict[str, Decimal], Counter[int]]]  # account: positions, trades by status

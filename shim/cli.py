@@ -2,7 +2,7 @@
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
-               [--rules FILE ...] [--diff-log FILE] [--store URL]
+               [--rules FILE ...] [--diff-log FILE] [--store URL] [--retain DURATION]
     shim resync [--config FILE | --store URL] [--list] [KEY ...]
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help='id pairs and keys out of step: a SQLite file (default "shim.db"), ":memory:", '
         "or postgresql://... shared by a fleet of replicas",
+    )
+    serve.add_argument(
+        "--retain", metavar="DURATION", help='delete stored comparisons older than this, e.g. "30d"'
     )
 
     resync = commands.add_parser(
@@ -228,6 +231,8 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["diff_log"] = args.diff_log
     if args.store:
         settings["store"] = args.store
+    if args.retain:
+        settings["store_retain"] = config_mod.parse_duration("--retain", args.retain)
     shadow_timeout = (
         config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
     )
@@ -320,10 +325,7 @@ async def _resync(args: argparse.Namespace) -> int:
 
     from shim.store import Store
 
-    url = args.store
-    if url is None:
-        settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
-        url = settings.get("store", config_mod.Config.__dataclass_fields__["store"].default)
+    url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
     store = Store.open(url)
     await store.start()
     try:

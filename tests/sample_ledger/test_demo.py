@@ -28,7 +28,10 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
     """With the sample's rules, the real differences are the planted bugs and nothing else."""
     diff_log = tmp_path / "diff.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "shim", "demo", "--calls", "800", "--diff-log", str(diff_log)],
+        [
+            *(sys.executable, "-m", "shim", "demo", "--calls", "800"),
+            *("--diff-log", str(diff_log), "--html", str(tmp_path / "report.html")),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,6 +79,11 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
     books = re.search(r"(\d+) of (\d+) accounts in step hold the same positions and trades", text)
     assert books is not None, text[-2000:]
     assert books.group(1) == books.group(2) != "0"
+    # the run's evidence: an HTML report beside the diff log, and the gate's verdict on it
+    page = diff_log.parent / "report.html"
+    assert f"open {page} in a browser" in text
+    assert "<svg" in page.read_text(encoding="utf-8")
+    assert re.search(r"shim gate .*: FAIL for \d+ of \d+ methods .*BK is not ready to be primary", text)
     cancelled = re.search(r"Clients cancelled (\d+) trades by Bank's ids", text)
     assert cancelled is not None
     assert int(cancelled.group(1)) > 0

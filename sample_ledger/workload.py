@@ -116,7 +116,18 @@ class _Worker:
         self.hook(method, code)
         return result
 
-    async def run(self) -> None:
+    async def run(self, opened: asyncio.Barrier | None = None) -> None:
+        await self._open_accounts()
+        if opened is not None:
+            # every worker's accounts are open before any listing: a listing sent while another
+            # worker opens an account could be answered by Bank before the opening and by BK after
+            await opened.wait()
+        names, weights = list(self.mix), list(self.mix.values())
+        while self.budget > 0 and self.accounts:
+            operation = self.rng.choices(names, weights)[0]
+            await getattr(self, "_" + operation)(self.rng.choice(self.accounts))
+
+    async def _open_accounts(self) -> None:
         for account_id in self.pending_ids:
             if self.budget <= 0:
                 return
@@ -125,10 +136,6 @@ class _Worker:
             request.initial_deposit = deposit
             await self.call("OpenAccount", partial(self.stub.OpenAccount, request, timeout=CALL_TIMEOUT))
             self.accounts.append(_Account(account_id))  # used even when refused: its errors get counted
-        names, weights = list(self.mix), list(self.mix.values())
-        while self.budget > 0 and self.accounts:
-            operation = self.rng.choices(names, weights)[0]
-            await getattr(self, "_" + operation)(self.rng.choice(self.accounts))
 
     # ---- orders ---------------------------------------------------------------
 
@@ -343,5 +350,6 @@ async def run_workload(
         )
         for index in range(workers_count)
     ]
-    await asyncio.gather(*(worker.run() for worker in workers))
+    opened = asyncio.Barrier(len(workers)) if workers else None
+    await asyncio.gather(*(worker.run(opened) for worker in workers))
     return WorkloadStats(sum(counts.values()), MappingProxyType(dict(counts)))

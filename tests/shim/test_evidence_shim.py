@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,13 +16,17 @@ import grpc
 import pytest
 import structlog
 from grpc import aio
+from rich.console import Console
 
 import sample_ledger
 from comparators import DescriptorRegistry, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim import logs
+from shim import report as render
+from shim.evidence import build_report
 from shim.routing import MethodSettings
 from shim.sinks import DiffLog
+from shim.store import Store
 from shim.testing import running_shim
 from tests.backends import Running, called_method, scripted_server
 
@@ -134,6 +139,9 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
         paths = await shim.store.select(
             "SELECT source, path, count(*) FROM comparison_paths GROUP BY source, path ORDER BY source, path"
         )
+        report = await build_report(
+            shim.store, since=0.0, until=time.time() + 1, relative=0.2, absolute=0.0003
+        )
     reads = [c for c in comparisons if c.method == GET_BALANCE]
     (write,) = [c for c in comparisons if c.method == DEPOSIT]
     assert bank_ledger.calls == {GET_BALANCE: 20, DEPOSIT: 1}  # each read twice, the write once
@@ -144,6 +152,12 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
     assert shim.counters.get("noise_calls") == 10
     assert sorted(d.path for d in reads[9].real_differences) == ["cash", "currency"]  # BK's tenth: cash too
     assert paths == [("bank", "currency", 10), ("bk", "cash", 1), ("bk", "currency", 10)]
+    # in the report, the random field is noise: only the call where BK's cash differs is a real mismatch
+    balance = report.method(GET_BALANCE)
+    assert balance is not None
+    assert (balance.compared, balance.real_mismatches, balance.noise_mismatches) == (10, 1, 9)
+    classes = {p.path: (p.classification, p.bk_rate, p.noise_rate) for p in balance.paths}
+    assert classes == {"currency": ("noise", 1.0, 1.0), "cash": ("real", 0.1, 0.0)}
 
 
 async def test_a_write_on_the_key_while_bank_is_asked_again_voids_the_noise_sample(
@@ -185,7 +199,7 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
 ) -> None:
     """Owner names are redacted: the comparison still sees that BK's differ from Bank's (keyed hashes,
     equal values hash alike), but neither the names nor their BK spelling appear in the shim's log,
-    the diff log, the store file (payloads kept) or the routing keys taken from them."""
+    the diff log, the store file (payloads kept), the routing keys taken from them, or a report."""
     _, bank, bk_ledger, bk = sides
     monkeypatch.setenv("SHIM_REDACT_KEY", "test-key")
     owners = ["Zelda Quixotic", "Ygritte Vortigern"]
@@ -232,6 +246,18 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
     assert b"redacted:" in everything
     assert "key out of step" in log.getvalue()
     assert _hide_all(everything, iter(secrets_)) == []
+    # nor in any report made from the store: terminal, JSON, HTML
+    store = Store.open(str(store_path))
+    await store.start()
+    try:
+        report = await build_report(store, since=0.0, until=time.time() + 1, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+    printed = io.StringIO()
+    render.terminal(report, Console(file=printed, width=200))
+    shown = [printed.getvalue(), json.dumps(render.to_json(report)), render.html(report)]
+    assert all("redacted:" in text for text in shown[1:])
+    assert _hide_all("".join(shown).encode(), iter(secrets_)) == []
     rows = [json.loads(line) for line in diff_path.read_text().splitlines()]
     assert rows
     assert all("Zelda" not in json.dumps(row) for row in rows)

@@ -16,6 +16,7 @@ import secrets
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -507,7 +508,8 @@ async def test_kill_9_during_load_leaves_the_sqlite_file_intact_with_every_ackno
 async def test_two_shim_processes_share_one_postgres_store(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
-    """Two shims on one PostgreSQL store: each one's calls are stored under its replica, by request id."""
+    """Two shims on one PostgreSQL store: each one's calls are stored under its replica, by request id,
+    and `shim report` on that store counts the calls of both."""
     bank, bk = ledgers
     config = tmp_path / "shim.toml"
     config.write_text(
@@ -547,6 +549,17 @@ async def test_two_shim_processes_share_one_postgres_store(
         assert stored == sent
         assert len(stored) == 2
         assert sql("SELECT count(*) FROM comparisons")[0][0] == 2 * per_shim
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "shim", "report", "--store", url, "--since", "1h", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        (method,) = json.loads(done.stdout)["methods"]
+        assert (method["method"], method["calls"]) == ("bank.v1.Ledger/OpenAccount", 2 * per_shim)
 
 
 # -- retention ---------------------------------------------------------------------------------------------

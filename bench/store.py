@@ -61,7 +61,7 @@ from urllib.parse import quote
 import psycopg
 
 from shim import store as store_module
-from shim.store import ComparisonRecord, PathRow, Store
+from shim.store import ComparisonRecord, PathRow, Store, comparison_rows
 
 TARGET = 20_000.0  # records/s the store must take
 YIELD_EVERY = 100  # puts between two yields to the event loop
@@ -298,20 +298,7 @@ async def paced_through_store(url: str, records: list[ComparisonRecord], rate: f
 
 
 def _rows(records: list[ComparisonRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    rows = [
-        (
-            r.id, r.at, r.replica, r.method, r.routing_key, r.correlation_id, r.verdict, r.reason,
-            int(r.is_write), r.bank_code, r.bk_code, r.bank_ms, r.bk_ms, r.real_count,
-            r.tolerated_count, int(r.noise_sampled), r.differences, r.payloads,
-        )
-        for r in records
-    ]  # fmt: skip
-    paths = [
-        (r.id, r.at, r.method, p.source, p.path, p.kind, p.rule, p.bank, p.other)
-        for r in records
-        for p in r.paths
-    ]
-    return rows, paths
+    return comparison_rows(records)
 
 
 def sqlite_baseline(path: str, records: list[ComparisonRecord]) -> dict[str, float]:

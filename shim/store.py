@@ -195,6 +195,26 @@ class ComparisonRecord:
     paths: tuple[PathRow, ...] = ()
 
 
+def comparison_rows(
+    records: Sequence[ComparisonRecord],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The rows of the comparisons and of their paths, in the columns of their INSERTs."""
+    rows: list[tuple[object, ...]] = [
+        (
+            r.id, r.at, r.replica, r.method, r.routing_key, r.correlation_id, r.verdict, r.reason,
+            int(r.is_write), r.bank_code, r.bk_code, r.bank_ms, r.bk_ms, r.real_count,
+            r.tolerated_count, int(r.noise_sampled), r.differences, r.payloads,
+        )
+        for r in records
+    ]  # fmt: skip
+    paths: list[tuple[object, ...]] = [
+        (r.id, r.at, r.method, p.source, p.path, p.kind, p.rule, p.bank, p.other)
+        for r in records
+        for p in r.paths
+    ]
+    return rows, paths
+
+
 class StoreError(ShimError):
     """The store failed; str(error) is one line: what failed and where."""
 
@@ -597,19 +617,7 @@ class Store:
         """Store comparisons (enqueued, committed in one batch with what is queued beside them)."""
         if self._closed or not records:
             return
-        rows = [
-            (
-                r.id, r.at, r.replica, r.method, r.routing_key, r.correlation_id, r.verdict, r.reason,
-                int(r.is_write), r.bank_code, r.bk_code, r.bank_ms, r.bk_ms, r.real_count,
-                r.tolerated_count, int(r.noise_sampled), r.differences, r.payloads,
-            )
-            for r in records
-        ]  # fmt: skip
-        paths = [
-            (r.id, r.at, r.method, p.source, p.path, p.kind, p.rule, p.bank, p.other)
-            for r in records
-            for p in r.paths
-        ]
+        rows, paths = comparison_rows(records)
         with self._lock:
             self._backlog += len(records)
         more = ((_INSERT_PATH, paths),) if paths else ()

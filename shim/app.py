@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
+import grpc
 import structlog
 from grpc import aio
 
@@ -28,6 +29,7 @@ from shim.recording import CountsFlusher, PayloadFilter, StoreSink
 from shim.routing import Router
 from shim.steps import Steps
 from shim.store import Store, StoreError
+from shim.tls import ServerTls, channel_credentials, channel_options
 
 _log = structlog.get_logger("shim")
 
@@ -37,8 +39,13 @@ def _size_options(config: Config) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
 
 
-def _channel(upstream: Upstream, config: Config) -> aio.Channel:
-    return aio.insecure_channel(upstream.target, options=_size_options(config))
+def _channel(
+    upstream: Upstream, config: Config, credentials: grpc.ChannelCredentials | None = None
+) -> aio.Channel:
+    options = [*_size_options(config), *channel_options(upstream)]
+    if credentials is not None:
+        return aio.secure_channel(upstream.target, credentials, options=options)
+    return aio.insecure_channel(upstream.target, options=options)
 
 
 def load_rules(config: Config, registry: DescriptorRegistry | None) -> RuleSet:
@@ -125,6 +132,18 @@ class Shim:
         self.store_sink: StoreSink | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.port = 0
+        # TLS files are read now: a bad one stops the shim before it opens anything
+        self.server_tls = (
+            ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
+        )
+        self._credentials = {
+            upstream.name: channel_credentials(upstream)
+            for upstream in (config.bank, config.bk)
+            if upstream is not None and upstream.tls
+        }
+        self._route: Route | None = None
+        self._noise: Noise | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
 
     @property
     def address(self) -> str:
@@ -133,7 +152,7 @@ class Shim:
 
     async def start(self) -> None:
         config = self.config
-        primary = _channel(config.bank, config)
+        primary = _channel(config.bank, config, self._credentials.get(config.bank.name))
         self._channels.append(primary)
         self._upstreams.append((config.bank, primary))
         shadow_upstream = config.shadow
@@ -165,7 +184,9 @@ class Shim:
                 ids=self.id_fields,
                 redactor=self.redactor,
             )
-            shadow_channel = _channel(shadow_upstream, config)
+            shadow_channel = _channel(shadow_upstream, config, self._credentials.get(shadow_upstream.name))
+            if config.noise_reads > 0:
+                self._noise = Noise(primary, config.noise_reads, shadow_upstream.timeout, self.counters)
             self._channels.append(shadow_channel)
             self._upstreams.append((shadow_upstream, shadow_channel))
             self.dispatcher = ShadowDispatcher(
@@ -184,28 +205,62 @@ class Shim:
                 ids=self.ids,
                 steps=self.steps,
                 correlation_header=config.correlation_header,
-                noise=Noise(primary, config.noise_reads, shadow_upstream.timeout, self.counters)
-                if config.noise_reads > 0
-                else None,
+                noise=self._noise,
             )
             self._housekeeping = asyncio.get_running_loop().create_task(
                 self._keep_house(CountsFlusher(self.store, self.counters, self.store_sink)),
                 name="store housekeeping",
             )
-        handler = ProxyHandler(Route(primary, self.dispatcher), self.registry, self.counters, self.router)
+        self._route = Route(primary, self.dispatcher)
+        handler = ProxyHandler(self._route, self.registry, self.counters, self.router)
         server = aio.server(
             options=[*_size_options(config), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=None,
         )
         server.add_generic_rpc_handlers([handler])
         try:
-            self.port = server.add_insecure_port(config.listen)
+            if self.server_tls is not None:
+                self.port = server.add_secure_port(config.listen, self.server_tls.credentials())
+            else:
+                self.port = server.add_insecure_port(config.listen)
         except RuntimeError as exc:
             await self._close_channels()
             await self._close_store()
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+
+    async def reload_certificates(self) -> list[str]:
+        """Read the TLS files again (SIGHUP): the listener's for the next handshakes, the upstreams'
+        for new channels (calls in flight finish on the old ones). Returns what could not be
+        reloaded, each kept as it was."""
+        errors: list[str] = []
+        if self.server_tls is not None:
+            try:
+                self.server_tls.reload()
+            except ConfigError as exc:
+                errors.append(str(exc))
+        for index, (upstream, old) in enumerate(self._upstreams):
+            if not upstream.tls:
+                continue
+            try:
+                credentials = channel_credentials(upstream)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            new = _channel(upstream, self.config, credentials)
+            self._upstreams[index] = (upstream, new)
+            self._channels = [new if c is old else c for c in self._channels]
+            if self._route is not None and self._route.primary is old:
+                self._route.primary = new
+            if self._noise is not None and self._noise.channel is old:
+                self._noise.channel = new
+            if self.dispatcher is not None and self.dispatcher.channel is old:
+                self.dispatcher.channel = new
+            task = asyncio.get_running_loop().create_task(old.close(grace=self.config.grace_period))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return errors
 
     def _payload_filter(self) -> PayloadFilter | None:
         """With redaction, stored messages are decoded, redacted and encoded again (or not kept)."""

@@ -284,6 +284,22 @@ async def _serve(config: config_mod.Config) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    async def reload() -> None:
+        errors = await shim.reload_certificates()
+        for error in errors:
+            log.error("certificate not reloaded; the one in use stays", error=error)
+        if not errors:
+            log.info("certificates reloaded")
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload(), name="certificate reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     log.info(
         "ready",
         listen=shim.address,
@@ -293,6 +309,8 @@ async def _serve(config: config_mod.Config) -> int:
         descriptor_sets=list(config.descriptor_sets),
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
+        tls=shim.server_tls is not None,
+        client_certificates=shim.server_tls is not None and shim.server_tls.verifies_clients,
         store=shim.store.url if shim.store else None,
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,

@@ -8,8 +8,18 @@ descriptor_source = "files"        # or "reflection": ask Bank for its descripto
 max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
 grace_period = "5s"                # calls in flight may finish this long on shutdown
 
+[tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
+cert = "shim.crt"                  # PEM chain, for the name clients call (Bank's, to take its place)
+key = "shim.key"
+client_ca = "clients-ca.crt"       # optional: require client certificates signed by these CAs (mTLS)
+
 [upstreams.bank]
 target = "legacy-bank:50051"
+tls = true                         # implied by ca, cert or server_name
+ca = "bank-ca.crt"                 # CAs to trust (default: the system's)
+cert = "shim-client.crt"           # optional client certificate and key, for mTLS
+key = "shim-client.key"
+server_name = "legacy-bank.internal"   # the name in Bank's certificate, when the target differs
 [upstreams.bk]
 target = "bk:50051"
 timeout = "2s"                     # how long BK may take after Bank answered, when BK is the shadow
@@ -64,6 +74,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,6 +109,18 @@ class Upstream:
     name: str
     target: str
     timeout: float = 2.0  # seconds the shadow may take after the primary answered
+    tls: bool = False  # call it over TLS (implied by any of the settings below)
+    ca: str = ""  # PEM file of the CAs to trust ("": the system's)
+    cert: str = ""  # PEM client certificate chain, for mTLS
+    key: str = ""  # its private key
+    server_name: str = ""  # the name to expect in its certificate (and send as authority)
+
+    def __post_init__(self) -> None:
+        where = f"upstreams.{self.name}"
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError(f"{where}: cert and key go together (a client certificate and its key)")
+        if (self.ca or self.cert or self.server_name) and not self.tls:
+            object.__setattr__(self, "tls", True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +128,9 @@ class Config:
     bank: Upstream
     bk: Upstream | None = None
     listen: str = "127.0.0.1:50051"
+    tls_cert: str = ""  # PEM certificate chain the listener serves ("": plaintext)
+    tls_key: str = ""  # its private key
+    tls_client_ca: str = ""  # PEM CAs of client certificates: required and verified (mTLS)
     mode: str = "shadow"
     descriptor_sets: tuple[str, ...] = ()
     descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
@@ -154,6 +180,12 @@ class Config:
         if self.descriptor_source not in DESCRIPTOR_SOURCES:
             raise ConfigError(
                 f"descriptor_source: {self.descriptor_source!r} is not one of {', '.join(DESCRIPTOR_SOURCES)}"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls: cert and key go together (the listener's certificate and its key)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError(
+                "tls.client_ca: verifying clients' certificates needs TLS (tls.cert and tls.key)"
             )
         check_address("listen", self.listen)
         check_address("upstreams.bank.target", self.bank.target)
@@ -316,8 +348,14 @@ def parse(
         upstreams = _Reader("upstreams.", _table("upstreams", v))
         for name in ("bank", "bk"):
             if (u := upstreams.pop(name)) is not None:
-                out[name] = _upstream(name, _table(f"upstreams.{name}", u))
+                out[name] = _upstream(name, _table(f"upstreams.{name}", u), resolve)
         upstreams.finish()
+    if (v := top.pop("tls")) is not None:
+        tls = _Reader("tls.", _table("tls", v))
+        for name in ("cert", "key", "client_ca"):
+            if (x := tls.pop(name)) is not None:
+                out[f"tls_{name}"] = resolve(_string(f"tls.{name}", x))
+        tls.finish()
     if (v := top.pop("shadow")) is not None:
         shadow = _Reader("shadow.", _table("shadow", v))
         if (x := shadow.pop("max_in_flight")) is not None:
@@ -525,16 +563,25 @@ def _ids(table: dict[str, Any]) -> tuple[IdKind, ...]:
     return tuple(kinds)
 
 
-def _upstream(name: str, table: dict[str, Any]) -> Upstream:
+def _upstream(name: str, table: dict[str, Any], resolve: Callable[[str], str]) -> Upstream:
     reader = _Reader(f"upstreams.{name}.", table)
     target = reader.pop("target")
     if target is None:
         raise ConfigError(f"upstreams.{name}.target is missing")
     timeout = reader.pop("timeout")
+    tls = reader.pop("tls")
+    files = {}
+    for setting in ("ca", "cert", "key"):
+        if (x := reader.pop(setting)) is not None:
+            files[setting] = resolve(_string(reader.key(setting), x))
+    server_name = reader.pop("server_name")
     upstream = Upstream(
         name=name,
         target=_string(reader.key("target"), target),
         timeout=parse_duration(reader.key("timeout"), timeout) if timeout is not None else 2.0,
+        tls=_bool(reader.key("tls"), tls) if tls is not None else False,
+        server_name=_string(reader.key("server_name"), server_name) if server_name is not None else "",
+        **files,
     )
     reader.finish()
     return upstream

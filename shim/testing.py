@@ -59,8 +59,8 @@ class CapturingSink:
 
 @contextlib.asynccontextmanager
 async def running_shim(
-    bank: str,
-    bk: str | None = None,
+    bank: str | Upstream,
+    bk: str | Upstream | None = None,
     *,
     mode: str | None = None,
     sinks: Sequence[Sink] = (),
@@ -70,6 +70,8 @@ async def running_shim(
 ) -> AsyncIterator[tuple[Shim, CapturingSink]]:
     """A shim on a free loopback port in front of `bank` (and `bk`), stopped on exit.
 
+    An upstream is an address, or an Upstream (for its TLS settings, say).
+
     Comparisons run in a thread unless `comparison_executor="process"` is given:
     a worker process takes a second to start, too long for most tests. The
     store is in memory unless `store=` names one.
@@ -78,8 +80,8 @@ async def running_shim(
     settings.setdefault("store", ":memory:")
     sink = CapturingSink()
     config = Config(
-        bank=Upstream("bank", bank),
-        bk=Upstream("bk", bk, timeout=shadow_timeout) if bk else None,
+        bank=bank if isinstance(bank, Upstream) else Upstream("bank", bank),
+        bk=bk if isinstance(bk, Upstream) else Upstream("bk", bk, timeout=shadow_timeout) if bk else None,
         listen="127.0.0.1:0",
         mode=mode or ("shadow" if bk else "bank"),
         **settings,

@@ -149,9 +149,13 @@ class _Scripted(grpc.GenericRpcHandler):
         return grpc.stream_stream_rpc_method_handler(handle)
 
 
-async def scripted_server(behaviour: Behaviour, port: int = 0) -> Running:
+async def scripted_server(
+    behaviour: Behaviour, port: int = 0, credentials: grpc.ServerCredentials | None = None
+) -> Running:
+    """A scripted server on loopback (port 0: a free one), over TLS with `credentials`."""
     server = aio.server(options=OPTIONS)
     server.add_generic_rpc_handlers([_Scripted(behaviour)])
-    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     return Running(server, port)

@@ -1,0 +1,106 @@
+"""TLS for the listener and the upstreams; certificates reload without a restart.
+
+The listener serves TLS when `[tls] cert` and `key` are set, and verifies
+client certificates against `[tls] client_ca` when that is set (mTLS). An
+upstream is called over TLS when `[upstreams.NAME] tls = true` (or `ca`,
+`cert` or `server_name` is set), trusting `ca` (the system's CAs without it),
+presenting `cert`/`key` for mTLS, and expecting `server_name` in its
+certificate when the target's own name differs.
+
+Files are read and checked at start: a missing file, one that is not PEM, or
+a key that does not match its certificate is one clear error. `reload()` reads
+them again (on SIGHUP): the listener hands the new certificate to the next
+handshakes, new upstream channels are made; a bad new file leaves the old
+certificates in place and says why.
+"""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from shim.config import Upstream
+from shim.errors import ConfigError
+
+
+def read_pem(path: str, what: str) -> bytes:
+    """The bytes of a PEM file, or a ConfigError naming the setting and the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{what}: {path} is not a PEM file")
+    return data
+
+
+def _check_pair(cert: bytes, key: bytes, where: str) -> None:
+    """The key must belong to the certificate (checked by the ssl module, as a handshake would)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{where}: the key does not match the certificate ({exc.reason})") from exc
+
+
+class ServerTls:
+    """The listener's certificate (and the CAs of its clients), reloadable."""
+
+    def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
+        self._paths = (cert, key, client_ca)
+        self._current = self._load()
+        self._fresh: grpc.ServerCertificateConfiguration | None = None
+
+    @property
+    def verifies_clients(self) -> bool:
+        return bool(self._paths[2])
+
+    def _load(self) -> grpc.ServerCertificateConfiguration:
+        cert_path, key_path, ca_path = self._paths
+        cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
+        _check_pair(cert, key, "tls")
+        roots = read_pem(ca_path, "tls.client_ca") if ca_path else None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._current, self._fetch, require_client_authentication=self.verifies_clients
+        )
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """Asked by gRPC before a handshake: the new configuration once after a reload, else None."""
+        fresh, self._fresh = self._fresh, None
+        return fresh
+
+    def reload(self) -> None:
+        """Read the files again; raises ConfigError (keeping the current ones) when they are bad."""
+        fresh = self._load()
+        self._current = self._fresh = fresh
+
+
+def channel_credentials(upstream: Upstream) -> grpc.ChannelCredentials:
+    """The credentials of a TLS upstream, read from its files now."""
+    where = f"upstreams.{upstream.name}"
+    roots = read_pem(upstream.ca, f"{where}.ca") if upstream.ca else None
+    cert = read_pem(upstream.cert, f"{where}.cert") if upstream.cert else None
+    key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
+    if cert is not None and key is not None:
+        _check_pair(cert, key, where)
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
+
+
+def channel_options(upstream: Upstream) -> list[tuple[str, str]]:
+    """The name the upstream's certificate must carry, when it is not the target's."""
+    if not upstream.tls or not upstream.server_name:
+        return []
+    return [
+        ("grpc.ssl_target_name_override", upstream.server_name),
+        ("grpc.default_authority", upstream.server_name),
+    ]

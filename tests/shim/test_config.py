@@ -564,3 +564,49 @@ def test_store_mistakes_are_one_line_errors_naming_the_key(tmp_path: Path, text:
     message = str(caught.value)
     assert message.startswith(error), message
     assert "\n" not in message
+
+
+def test_tls_settings_resolve_their_files_against_the_config_file(tmp_path: Path) -> None:
+    """[tls] and an upstream's ca/cert/key are paths relative to the config file; any upstream TLS
+    setting implies tls = true; server_name is kept as given."""
+    path = tmp_path / "shim.toml"
+    path.write_text(
+        '[tls]\ncert = "certs/shim.crt"\nkey = "certs/shim.key"\nclient_ca = "/etc/ca.crt"\n'
+        '[upstreams.bank]\ntarget = "bank:443"\nca = "certs/bank-ca.crt"\nserver_name = "bank.internal"\n'
+        '[upstreams.bk]\ntarget = "bk:443"\ntls = true\n',
+        encoding="utf-8",
+    )
+    config = build(load_file(path))
+    assert (config.tls_cert, config.tls_key, config.tls_client_ca) == (
+        str(tmp_path / "certs/shim.crt"),
+        str(tmp_path / "certs/shim.key"),
+        "/etc/ca.crt",
+    )
+    assert (config.bank.tls, config.bank.ca, config.bank.server_name) == (
+        True,
+        str(tmp_path / "certs/bank-ca.crt"),
+        "bank.internal",
+    )
+    assert config.bk is not None
+    assert (config.bk.tls, config.bk.ca) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[tls]\ncert = "a.crt"\n', "tls: cert and key go together"),
+        ('[tls]\ncert = "a.crt"\nkey = "a.key"\nverify = true\n', "unknown setting tls.verify"),
+        ('[tls]\nclient_ca = "ca.crt"\n', "tls.client_ca: verifying clients' certificates needs"),
+        ('[upstreams.bank]\ntarget = "b:1"\ncert = "c.crt"\n', "upstreams.bank: cert and key go together"),
+        ('[upstreams.bank]\ntarget = "b:1"\ntls = "yes"\n', "upstreams.bank.tls: 'yes' is not true or false"),
+    ],
+)
+def test_bad_tls_settings_are_one_clear_error(tmp_path: Path, text: str, says: str) -> None:
+    """TLS settings that cannot work are refused at load, naming the setting."""
+    path = tmp_path / "shim.toml"
+    if "[upstreams.bank]" not in text:
+        text += '[upstreams.bank]\ntarget = "b:1"\n'
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        build(load_file(path))
+    assert says in str(caught.value)

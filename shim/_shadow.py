@@ -107,6 +107,7 @@ class Mirror:
         self._first: message.Message | None = None  # the first request, decoded when ids or keys need it
         self._head: bytes | None = None  # the first request as sent to the shadow (ids translated)
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
+        self._shutdown = False  # given up because the shim stops
         self._expect_done = False
         self.tainted = ""
         self.unmapped: list[Found] = []
@@ -232,6 +233,11 @@ class Mirror:
 
     # -- the shadow call itself ----------------------------------------------------------
 
+    def give_up(self) -> None:
+        """The shim stops before the shadow answered: the call ends now, recorded as given up."""
+        self._shutdown = True
+        self._expire()
+
     def _expire(self) -> None:
         self._expired = True
         self._stop.set()
@@ -347,6 +353,10 @@ class Mirror:
 
     def _given_up(self, latency: float, waiting: bool) -> Outcome:
         where = "while it waited behind earlier calls on its keys" if waiting else "before it was sent"
+        if self._shutdown:
+            return Outcome(
+                code=_CANCELLED, latency=latency, local=f"shadow call given up {where}: the shim stopped"
+            )
         if self._abandoned:
             return Outcome(
                 code=_CANCELLED,
@@ -402,6 +412,12 @@ class Mirror:
                 code=_CANCELLED,
                 latency=latency,
                 local="shadow given up: it fell more than shadow.max_capture request bytes behind",
+            )
+        if self._shutdown:
+            return Outcome(
+                code=_CANCELLED,
+                latency=latency,
+                local="shadow call given up: the shim stopped before it answered",
             )
         if self._expired:
             return Outcome(
@@ -512,6 +528,12 @@ class ShadowDispatcher:
 
     @property
     def in_flight(self) -> int:
+        return len(self._live)
+
+    def give_up_all(self) -> int:
+        """The shim stops: every mirrored call still running is given up (and recorded as such)."""
+        for mirror in list(self._live):
+            mirror.give_up()
         return len(self._live)
 
     def release(self, mirror: Mirror) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import grpc
 import structlog
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
@@ -144,6 +145,7 @@ class Shim:
         self._route: Route | None = None
         self._noise: Noise | None = None
         self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
+        self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining
 
     @property
     def address(self) -> str:
@@ -217,6 +219,9 @@ class Shim:
             options=[*_size_options(config), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=None,
         )
+        # the shim's own health comes first: every other method goes to the primary
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         server.add_generic_rpc_handlers([handler])
         try:
             if self.server_tls is not None:
@@ -335,20 +340,33 @@ class Shim:
             await self.pipeline.drain()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let calls in flight finish (bounded), flush comparisons."""
+        """Drain and stop: health says NOT_SERVING; no new call is taken; calls in flight get `grace`
+        seconds, and so do the mirrored calls after them; those still running are then given up and
+        recorded (a write given up puts its keys out of step: nothing is lost silently); every
+        comparison reaches the sinks and the store, which is flushed."""
         grace = self.config.grace_period if grace is None else grace
+        await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self.drain(),
-                timeout=max(grace, 0.1) + (self.config.shadow.timeout if self.config.shadow else 0),
-            )
+        with contextlib.suppress(TimeoutError):  # mirrored calls get the same grace as the clients'
+            await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 0.1))
+        if self.dispatcher is not None and self.dispatcher.in_flight:
+            given_up = self.dispatcher.give_up_all()
+            _log.warning("stopping: mirrored calls given up and recorded", calls=given_up)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 1.0))
+        if self.pipeline is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pipeline.drain(), timeout=max(grace, 1.0))
         await self._close_channels()
         if self.pipeline is not None:  # its sinks finish before the store closes
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
         await self._close_store()
+
+    async def _mirrors_done(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.drain()
 
     async def unreachable_upstreams(self, within: float = 3.0) -> list[Upstream]:
         """The upstreams the shim could not connect to within `within` seconds (it goes on trying)."""

@@ -295,7 +295,8 @@ class Mirror:
                 method=self.method,
                 requests=tuple(self.requests),
                 primary=primary,
-                shadow=None if unmapped else shadow,
+                # too large to compare: not compared (the note says why), unless the shadow failed anyway
+                shadow=None if unmapped or (self.capture.exceeded and not shadow.local) else shadow,
                 primary_is_bank=dispatcher.primary_is_bank,
                 is_write=self.is_write,
                 routing_key=",".join(self.keys),

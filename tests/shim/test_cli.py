@@ -420,3 +420,45 @@ def test_resync_with_a_store_it_cannot_open_exits_2_with_one_line(tmp_path: Path
         assert done.returncode == 2
         [line] = done.stderr.splitlines()
         assert line.startswith("shim: error: ")
+
+
+async def test_a_second_signal_during_the_drain_exits_at_once() -> None:
+    """SIGTERM starts the drain, which waits for the call in flight (grace 60 s); a second SIGTERM ends
+    the process at once, with status 128 + 15."""
+    from grpc import aio
+
+    from tests.backends import scripted_server
+
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(requests: Any, context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        _ = [r async for r in requests]
+        arrived.set()
+        await release.wait()
+        return [b"late"]
+
+    bank = await scripted_server(slow)
+    try:
+        config = Path(tempfile.mkdtemp(prefix="shim-test-")) / "shim.toml"
+        config.write_text('grace_period = "60s"\n', encoding="utf-8")
+        async with (
+            shim_serving("--listen", "127.0.0.1:0", "--bank", bank.address, "--config", config) as (
+                shim,
+                ready,
+            ),
+            grpc.aio.insecure_channel(ready["listen"]) as channel,
+        ):
+            in_flight = asyncio.ensure_future(channel.unary_unary("/s.S/Slow")(b"x"))
+            await asyncio.wait_for(arrived.wait(), TIMEOUT)
+            shim.proc.send_signal(signal.SIGTERM)
+            stopping = json.loads(await shim.next_line())
+            assert stopping["event"] == "stopping"
+            shim.proc.send_signal(signal.SIGTERM)
+            status = await asyncio.wait_for(shim.proc.wait(), 10)  # well before the 60 s grace
+            in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await in_flight
+    finally:
+        release.set()
+        await bank.stop()
+    assert status == 128 + signal.SIGTERM

@@ -1,0 +1,488 @@
+"""Open-loop load on the sample ledger: direct to Bank and through shims, at fixed offered rates.
+
+    python bench/openloop.py [--duration 5] [--rounds 2] [--rate R] [--json FILE]
+    python -m bench ...                       (the same)
+
+Starts the sample Bank and BK, a delaying proxy in front of BK (+100 ms on
+every call) and four shims, each in its own process on loopback:
+
+    direct            straight to Bank
+    bank              shim in `bank` mode
+    shadow            shim in `shadow` mode, sample config, BK healthy
+    shadow, BK slow   the same, its --bk being the delaying proxy
+    shadow, BK down   the same, its --bk a closed port
+
+Requests are sent at a fixed rate (request i at t0 + i/rate, each its own
+task, whatever the earlier ones are doing) over one long-lived channel per
+setup, and latency is measured from each request's *scheduled* send time, so
+a stall anywhere (server, shim, or this generator) shows up in the latency
+instead of slowing the sender (no coordinated omission).
+
+1. Saturation search: the offered rate goes up x1.5 from 100/s until fewer
+   than 90% of the offered calls are answered OK per second, p99 explodes
+   (> max(10 x p99 at 100/s, 50 ms)) or more than 1% fail; the highest rate
+   that kept up is the setup's saturation rate. Done for `direct` (needed)
+   and by default for `bank` and `shadow` too (their throughput targets).
+2. Every setup at 25% and 50% of direct's saturation rate, interleaved:
+   rounds x rates x setups, setup order rotated each round.
+
+The generator runs in this process on the same cores as the servers, so the
+saturation rate is that of the whole loopback system, generator included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
+SETUPS = ["direct", "bank", "shadow", "shadow, BK slow", "shadow, BK down"]
+SHIMS = {  # setup: (mode, --bk target key)
+    "bank": ("bank", "bk"),
+    "shadow": ("shadow", "bk"),
+    "shadow, BK slow": ("shadow", "bk_slow"),
+    "shadow, BK down": ("shadow", "closed"),
+}
+# Operation mix: 60% reads, 40% writes, unary calls only.
+MIX = {"GetBalance": 35, "GetPortfolio": 25, "PostTrade": 30, "Deposit": 10}
+TICKERS = {"AAPL": 189.5, "MSFT": 411.2, "AMZN": 178.15, "GOOGL": 152.8, "JPM": 198.6, "KO": 61.2}
+ACCOUNTS = 50  # per setup, opened through that setup before any load
+CALL_TIMEOUT = 5.0
+PROXY_DELAY = 0.100
+SEARCH_START, SEARCH_STEP, SEARCH_CAP = 100.0, 1.5, 20_000.0
+
+
+# ---- the delaying proxy (runs in its own process: `openloop.py --proxy LISTEN TARGET`) ----------
+
+
+async def _proxy(listen: str, target: str, delay: float) -> None:
+    channel = aio.insecure_channel(target)
+
+    class Delay(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            method = details.method
+            forward = channel.unary_unary(method)  # no (de)serializers: raw bytes both ways
+
+            async def unary(request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+                await asyncio.sleep(delay)
+                remaining = context.time_remaining()
+                try:
+                    answer: bytes = await forward(request, timeout=remaining)
+                except aio.AioRpcError as error:
+                    await context.abort(error.code(), error.details() or "")
+                return answer
+
+            return grpc.unary_unary_rpc_method_handler(unary)  # streams: not needed here
+
+    server = aio.server()
+    server.add_generic_rpc_handlers((Delay(),))
+    server.add_insecure_port(listen)
+    await server.start()
+    print(f"proxy listening on {listen} -> {target} (+{delay * 1000:.0f} ms)", file=sys.stderr, flush=True)
+    await server.wait_for_termination()
+
+
+# ---- subprocesses -------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all bound at once, so that none is handed out twice)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _start(stack: ExitStack, args: list[str], ready: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    stack.callback(_stop, proc)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    seen: deque[str] = deque(maxlen=10)
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if not line:
+            raise SystemExit(f"{shlex.join(args)} exited before it was ready:\n{''.join(seen)}")
+        if ready in line:
+            break
+    else:
+        raise SystemExit(f"{shlex.join(args)} not ready within 30s")
+    # keep draining its stderr so that a chatty process never blocks on a full pipe
+    tail: deque[str] = deque(maxlen=20)
+    threading.Thread(target=lambda: tail.extend(proc.stderr or ()), daemon=True).start()
+    return proc
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """VmHWM of `pid` plus that of its live descendants (the shim's comparison worker), in MiB."""
+    total_kib, pending = 0, [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total_kib += int(line.split()[1])
+    return total_kib / 1024
+
+
+# ---- load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    offered: float
+    sent: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # seconds, OK answers and errors alike
+    elapsed: float = 0.0  # from t0 to the last answer
+
+    def merge(self, other: Result) -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        self.errors.update(other.errors)
+        self.latencies += other.latencies
+        self.elapsed += other.elapsed
+
+    @property
+    def achieved(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, q: float) -> float:
+        """Latency percentile `q` (0-100) in ms."""
+        if len(self.latencies) < 2:
+            return self.latencies[0] * 1e3 if self.latencies else float("nan")
+        return statistics.quantiles(self.latencies, n=1000, method="inclusive")[round(q * 10) - 1] * 1e3
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "offered_per_s": round(self.offered, 1),
+            "achieved_per_s": round(self.achieved, 1),
+            "sent": self.sent,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "p50_ms": round(self.pct(50), 3),
+            "p99_ms": round(self.pct(99), 3),
+            "max_ms": round(max(self.latencies) * 1e3, 3) if self.latencies else None,
+        }
+
+
+class Target:
+    """One setup: a long-lived channel, its accounts, and a seeded request mix."""
+
+    def __init__(self, name: str, address: str, index: int) -> None:
+        self.name = name
+        self.channel = aio.insecure_channel(address)
+        self.stub = pb_grpc.LedgerStub(self.channel)  # type: ignore[no-untyped-call]
+        self.accounts = [f"ol{index}-{n:03d}" for n in range(ACCOUNTS)]
+        self.orders = 0
+
+    async def open_accounts(self) -> None:
+        for account_id in self.accounts:
+            await self.stub.OpenAccount(
+                pb.OpenAccountRequest(
+                    account_id=account_id, owner_name="Bench", initial_deposit="1000000000"
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+
+    def call(self, rng: random.Random) -> Callable[[], Any]:
+        method = rng.choices(list(MIX), list(MIX.values()))[0]
+        account_id = rng.choice(self.accounts)
+        stub = self.stub
+        if method == "GetBalance":
+            return lambda: stub.GetBalance(pb.GetBalanceRequest(account_id=account_id), timeout=CALL_TIMEOUT)
+        if method == "GetPortfolio":
+            request_p = pb.GetPortfolioRequest(account_id=account_id)
+            return lambda: stub.GetPortfolio(request_p, timeout=CALL_TIMEOUT)
+        if method == "Deposit":
+            amount = f"{rng.randint(100, 100_000)}.{rng.randint(0, 99):02d}"
+            request_d = pb.DepositRequest(account_id=account_id, amount=amount, reference="wire")
+            return lambda: stub.Deposit(request_d, timeout=CALL_TIMEOUT)
+        symbol = rng.choice(list(TICKERS))
+        self.orders += 1
+        request_t = pb.PostTradeRequest(
+            account_id=account_id,
+            symbol=symbol,
+            side=pb.SIDE_BUY,
+            quantity=str(rng.randint(1, 20)),
+            price=f"{TICKERS[symbol] * (1 + rng.randint(-100, 100) / 10_000):.2f}",
+            client_order_id=f"{account_id}-o{self.orders}",
+        )
+        return lambda: stub.PostTrade(request_t, timeout=CALL_TIMEOUT)
+
+    async def load(self, rate: float, duration: float, seed: int) -> Result:
+        """Send `rate` calls a second for `duration` s, open loop; wait for every answer."""
+        rng = random.Random(seed)
+        result = Result(offered=rate)
+        count = max(1, round(rate * duration))
+        last_done = 0.0
+
+        async def one(scheduled: float, make: Callable[[], Any]) -> None:
+            nonlocal last_done
+            try:
+                await make()
+                result.ok += 1
+            except aio.AioRpcError as error:
+                result.errors[error.code().name] += 1
+            now = time.perf_counter()
+            result.latencies.append(now - scheduled)
+            last_done = max(last_done, now)
+
+        tasks = []
+        t0 = time.perf_counter() + 0.01
+        i = 0
+        while i < count:
+            now = time.perf_counter()
+            while i < count and t0 + i / rate <= now:  # everything due, even if this loop woke late
+                tasks.append(asyncio.create_task(one(t0 + i / rate, self.call(rng))))
+                i += 1
+            if i < count:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
+        result.sent = count
+        result.elapsed = max(last_done - t0, duration)
+        return result
+
+
+def _kept_up(result: Result, first_p99: float) -> bool:
+    return (
+        result.achieved >= 0.9 * result.offered
+        and result.pct(99) <= max(10 * first_p99, 50.0)
+        and sum(result.errors.values()) <= 0.01 * result.sent
+    )
+
+
+async def _search(target: Target, duration: float, seed: int) -> tuple[float, list[Result]]:
+    """Highest offered rate on the x1.5 ladder from 100/s that `target` kept up with (0: none)."""
+    steps: list[Result] = []
+    rate, best, first_p99 = SEARCH_START, 0.0, 0.0
+    while rate <= SEARCH_CAP:
+        result = await target.load(rate, duration, seed + len(steps))
+        steps.append(result)
+        first_p99 = first_p99 or result.pct(99)
+        ok = _kept_up(result, first_p99)
+        print(
+            f"  search {target.name:<16} offered {rate:7.0f}/s  achieved {result.achieved:7.0f}/s  "
+            f"p50 {result.pct(50):7.1f}  p99 {result.pct(99):7.1f} ms  errors {sum(result.errors.values())}"
+            f"  {'kept up' if ok else 'did not keep up'}",
+            flush=True,
+        )
+        if not ok:
+            break
+        best = rate
+        rate *= SEARCH_STEP
+        await asyncio.sleep(1)
+    return best, steps
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+async def _bench(args: argparse.Namespace, addresses: dict[str, str]) -> dict[str, Any]:
+    targets = {name: Target(name, addresses[name], index) for index, name in enumerate(SETUPS)}
+    figures: dict[str, Any] = {"mix": MIX, "accounts_per_setup": ACCOUNTS, "call_timeout_s": CALL_TIMEOUT}
+    try:
+        for target in targets.values():
+            await target.open_accounts()
+        saturation: dict[str, float] = {}
+        if args.rate:
+            saturation["direct"] = args.rate
+            print(f"direct saturation rate given: {args.rate:.0f}/s (no search)")
+        search = (
+            ["direct", *(s for s in args.search.split(",") if s and s != "direct")] if not args.rate else []
+        )
+        for name in search:
+            if name not in targets:
+                raise SystemExit(f"--search: unknown setup {name!r}")
+            print(f"saturation search, {args.search_duration:g} s per step:", flush=True)
+            saturation[name], steps = await _search(targets[name], args.search_duration, seed=1000)
+            figures.setdefault("search", {})[name] = [s.summary() for s in steps]
+            await asyncio.sleep(1)
+        figures["saturation_per_s"] = saturation
+        base = saturation["direct"]
+        if not base:
+            raise SystemExit("direct did not keep up even at the first rate")
+        rates = [0.25 * base, 0.5 * base]
+        print(
+            f"measuring at {', '.join(f'{r:.0f}/s' for r in rates)} (25%, 50% of direct's {base:.0f}/s), "
+            f"{args.rounds} rounds x {args.duration:g} s, setup order rotated each round",
+            flush=True,
+        )
+        for target in targets.values():  # warm-up, not measured
+            await target.load(rates[0], 1.0, seed=1)
+        results = {(name, rate): Result(offered=rate) for name in SETUPS for rate in rates}
+        for round_ in range(args.rounds):
+            order = SETUPS[round_ % len(SETUPS) :] + SETUPS[: round_ % len(SETUPS)]
+            for rate in rates:
+                for name in order:
+                    results[name, rate].merge(await targets[name].load(rate, args.duration, seed=round_))
+                    await asyncio.sleep(0.5)
+        figures["runs"] = []
+        for rate in rates:
+            direct = results["direct", rate]
+            for name in SETUPS:
+                r = results[name, rate]
+                figures["runs"].append(
+                    {
+                        "setup": name,
+                        "fraction_of_direct_saturation": rate / base,
+                        **r.summary(),
+                        "p50_x_direct": round(_ratio(r.pct(50), direct.pct(50)), 3),
+                        "p99_x_direct": round(_ratio(r.pct(99), direct.pct(99)), 3),
+                        "kept_up": r.achieved >= 0.9 * rate and sum(r.errors.values()) <= 0.01 * r.sent,
+                    }
+                )
+    finally:
+        for target in targets.values():
+            await target.channel.close()
+    return figures
+
+
+def _print_table(figures: dict[str, Any]) -> None:
+    print()
+    print(
+        f"{'setup':<16} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>6} {'p50 xdir':>8} {'p99 xdir':>8}  kept up"
+    )
+    for run in figures["runs"]:
+        print(
+            f"{run['setup']:<16} {run['offered_per_s']:9.0f} {run['achieved_per_s']:10.1f} "
+            f"{run['p50_ms']:8.2f} {run['p99_ms']:8.2f} {run['max_ms']:8.1f} "
+            f"{sum(run['errors'].values()):6d} {run['p50_x_direct']:8.2f} {run['p99_x_direct']:8.2f}  "
+            f"{'yes' if run['kept_up'] else 'NO'}"
+        )
+    sat = figures["saturation_per_s"]
+    if len(sat) > 1:
+        print()
+        print("saturation (highest x1.5 step kept up; resolution x1.5):")
+        for name, rate in sat.items():
+            target = {"bank": 0.6, "shadow": 0.35}.get(name)
+            ratio = _ratio(rate, sat["direct"])
+            mark = "" if target is None else f"  target ≥ {target}x {'met' if ratio >= target else 'MISSED'}"
+            print(f"  {name:<16} {rate:7.0f}/s  {ratio:5.2f}x direct{mark}")
+    print()
+    print("p99 against healthy shadow at the same rate (target ≤ 1.1x):")
+    for rate in sorted({r["offered_per_s"] for r in figures["runs"]}):
+        by = {r["setup"]: r for r in figures["runs"] if r["offered_per_s"] == rate}
+        for name in ("shadow, BK slow", "shadow, BK down"):
+            x = _ratio(by[name]["p99_ms"], by["shadow"]["p99_ms"])
+            verdict = "met" if x <= 1.1 else "MISSED"
+            if not by["shadow"]["kept_up"]:
+                verdict = "not comparable: healthy shadow did not keep up at this rate"
+            print(f"  {rate:6.0f}/s  {name:<16} {x:5.2f}x  {verdict}")
+    print()
+    print("peak RSS (VmHWM, MiB, process + its worker processes):")
+    for name, mib in figures["peak_rss_mib"].items():
+        print(f"  {name:<16} {mib:7.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--rate", type=float, help="direct's saturation rate per second: skips the search")
+    parser.add_argument("--json", type=Path, help="write every figure to this file as JSON")
+    parser.add_argument(
+        "--search",
+        default="direct,bank,shadow",
+        help="setups whose saturation rate is searched (default direct,bank,shadow; direct always)",
+    )
+    parser.add_argument(
+        "--search-duration", type=float, default=3.0, help="seconds per search step (default 3)"
+    )
+    parser.add_argument("--proxy", nargs=2, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.proxy:
+        with suppress(KeyboardInterrupt):
+            asyncio.run(_proxy(args.proxy[0], args.proxy[1], PROXY_DELAY))
+        return 0
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the ExitStack, which stops every subprocess
+
+    signal.signal(signal.SIGTERM, on_term)
+    script = ["-m", "bench"] if sys.argv[0].endswith("__main__.py") else sys.argv[:1]
+    command = shlex.join([Path(sys.executable).name, *script, *sys.argv[1:]])
+    print(f"open-loop bench: {os.cpu_count()} cores, {command}")
+    print(f"mix: {', '.join(f'{m} {w}%' for m, w in MIX.items())} (60% reads, 40% writes), unary")
+    names = ("bank", "bk", "bk_slow", "closed", *(f"shim {name}" for name in SHIMS))
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    shim_pids: dict[str, int] = {}
+    with ExitStack() as stack:
+        for kind in ("bank", "bk"):
+            _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
+        _start(
+            stack,
+            [sys.executable, str(Path(__file__).resolve()), "--proxy", addr["bk_slow"], addr["bk"]],
+            "listening",
+        )
+        for name, (mode, bk) in SHIMS.items():
+            shim = _start(
+                stack,
+                [
+                    *(sys.executable, "-m", "shim", "serve", "--listen", addr[f"shim {name}"]),
+                    *("--config", str(SAMPLE_CONFIG), "--mode", mode),
+                    *("--bank", addr["bank"], "--bk", addr[bk]),
+                    *("--store", ":memory:", "--diff-log", os.devnull),
+                ],
+                '"ready"',
+            )
+            shim_pids[name] = shim.pid
+        figures = asyncio.run(_bench(args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}))
+        figures["peak_rss_mib"] = {name: round(_peak_rss_mib(pid), 1) for name, pid in shim_pids.items()}
+    figures["cores"] = os.cpu_count()
+    figures["command"] = command
+    _print_table(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\nfigures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -106,6 +106,7 @@ async def test_comparisons_are_stored_with_the_callers_correlation_id(
                 metadata=(("x-request-id", f"req-{n}"),),
             )
         await sink.wait_for(3)
+        await shim.drain()  # every sink has it, the store's too
         assert shim.store is not None
         await shim.store.flush()
         rows = await shim.store.select(
@@ -226,6 +227,7 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
             ):
                 answers = [await channel.unary_unary(OPEN_ACCOUNT)(_open_request(o)) for o in owners]
                 comparisons = await sink.wait_for(2)
+                await shim.drain()
                 assert shim.store is not None
                 await shim.store.flush()
                 assert shim.steps is not None

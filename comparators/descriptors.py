@@ -7,9 +7,10 @@ descriptors at run time, so the shim can decode the answers of any service.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
@@ -206,6 +207,31 @@ class DescriptorRegistry:
             return self._pool.FindMessageTypeByName(full_name)
         except KeyError:
             return None
+
+
+def held_type(fd: Any) -> Any:
+    """The message type a field holds (a map's value type, for a map), or None."""
+    element = fd.message_type
+    if element is not None and element.GetOptions().map_entry:
+        element = element.fields_by_name["value"].message_type
+    return element
+
+
+def reaches(desc: Any, names: Collection[str]) -> bool:
+    """Whether messages of type `desc` can hold, at any depth, a message of one of the types `names`
+    (recursive types included)."""
+    seen = {desc.full_name}
+    todo = [desc]
+    while todo:
+        current = todo.pop()
+        if current.full_name in names:
+            return True
+        for fd in current.fields:
+            element = held_type(fd)
+            if element is not None and element.full_name not in seen:
+                seen.add(element.full_name)
+                todo.append(element)
+    return False
 
 
 def descriptor_set_of(*files: FileDescriptor) -> descriptor_pb2.FileDescriptorSet:

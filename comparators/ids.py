@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 from google.protobuf import message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from comparators.descriptors import DescriptorRegistry
+from comparators.descriptors import DescriptorRegistry, held_type, reaches
 
 LEARN_FROM = ("writes", "all")
 SCOPES = ("global", "query")
@@ -235,7 +235,7 @@ class IdFields:
             return self._plans[name]
         plan = _Plan(slots=list(self._by_type.get(name, ())))
         for fd in desc.fields:
-            element = _element(fd)
+            element = held_type(fd)
             if element is not None and self._holds_ids(element):
                 plan.nested.append(fd)
         found = plan if plan.slots or plan.nested else None
@@ -244,18 +244,7 @@ class IdFields:
 
     def _holds_ids(self, desc: Descriptor) -> bool:
         """Whether messages of this type can hold ids, at any depth (recursive types included)."""
-        seen = {desc.full_name}
-        todo = [desc]
-        while todo:
-            current = todo.pop()
-            if current.full_name in self._by_type:
-                return True
-            for fd in current.fields:
-                element = _element(fd)
-                if element is not None and element.full_name not in seen:
-                    seen.add(element.full_name)
-                    todo.append(element)
-        return False
+        return reaches(desc, self._by_type)
 
     # -- what the shim asks -----------------------------------------------------------------
 
@@ -413,14 +402,6 @@ class IdFields:
                     self._walk(item, sub_plan, (*path, fd.name, i), method, owner_from, visit)
             elif msg.HasField(fd.name):
                 self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
-
-
-def _element(fd: FieldDescriptor) -> Descriptor | None:
-    """The message type a field holds (a map's value type for a map), or None."""
-    element = fd.message_type
-    if element is not None and element.GetOptions().map_entry:
-        element = element.fields_by_name["value"].message_type
-    return element
 
 
 def _check_value_field(fd: FieldDescriptor, where: str, what: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from google.protobuf import message
 from google.protobuf.descriptor import FieldDescriptor
 
-from comparators.descriptors import DescriptorRegistry
+from comparators.descriptors import DescriptorRegistry, reaches
 
 PREFIX = "redacted:"
 
@@ -93,21 +93,9 @@ class Redactor:
 
     def _reaches(self, desc: Any) -> bool:  # a Descriptor (python or upb)
         """Whether messages of this type can hold a redacted field, at any depth."""
-        name = desc.full_name
-        found = self._holds.get(name)
+        found = self._holds.get(desc.full_name)
         if found is None:
-            seen, todo, found = {name}, [desc], False
-            while todo and not found:
-                current = todo.pop()
-                found = current.full_name in self._by_type
-                for fd in current.fields:
-                    element = fd.message_type
-                    if element is not None and element.GetOptions().map_entry:
-                        element = element.fields_by_name["value"].message_type
-                    if element is not None and element.full_name not in seen:
-                        seen.add(element.full_name)
-                        todo.append(element)
-            self._holds[name] = found
+            found = self._holds[desc.full_name] = reaches(desc, self._by_type)
         return found
 
     def redact_bytes(self, cls: type[message.Message], raw: bytes) -> bytes | None:

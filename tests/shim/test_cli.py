@@ -87,20 +87,6 @@ async def shim_serving(*args: str | Path) -> AsyncIterator[tuple[ShimProcess, di
             await asyncio.wait_for(proc.communicate(), TIMEOUT)
 
 
-@pytest.fixture
-async def ledgers() -> AsyncIterator[tuple[RunningLedger, RunningLedger]]:
-    """A sample Bank and a sample BK on free ports."""
-    bank = await serve("bank")
-    try:
-        bk = await serve("bk")
-        try:
-            yield bank, bk
-        finally:
-            await bk.stop(None)
-    finally:
-        await bank.stop(None)
-
-
 def _shadow_flags(bank: RunningLedger, bk: RunningLedger, *more: str | Path) -> list[str | Path]:
     return ["--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--mode", "shadow", *more]
 

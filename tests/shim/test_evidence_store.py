@@ -32,7 +32,7 @@ from structlog.testing import capture_logs
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
-from sample_ledger.server import RunningLedger, serve
+from sample_ledger.server import RunningLedger
 from sample_ledger.workload import run_workload
 from shim.app import Shim
 from shim.store import ComparisonRecord, PathRow, Store
@@ -169,20 +169,6 @@ async def _started(url: str) -> Store:
 
 
 # -- servers -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def ledgers() -> AsyncIterator[tuple[RunningLedger, RunningLedger]]:
-    """A sample Bank and a sample BK on free ports."""
-    bank = await serve("bank")
-    try:
-        bk = await serve("bk")
-        try:
-            yield bank, bk
-        finally:
-            await bk.stop(None)
-    finally:
-        await bank.stop(None)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import sample_ledger
 from comparators import Comparison, DescriptorRegistry, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
-from sample_ledger.server import RunningLedger, serve
+from sample_ledger.server import RunningLedger
 from shim import _grpc_compat
 from shim.config import load_file, load_rules_file
 from shim.routing import MethodSettings
@@ -68,16 +68,6 @@ async def _proxy(target: str) -> tuple[FlakyProxy, Running]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return proxy, Running(server, port)
-
-
-@pytest.fixture
-async def ledgers() -> AsyncIterator[tuple[RunningLedger, RunningLedger]]:
-    bank, bk = await serve("bank"), await serve("bk")
-    try:
-        yield bank, bk
-    finally:
-        await bank.stop()
-        await bk.stop()
 
 
 def _stub(channel: aio.Channel) -> Any:

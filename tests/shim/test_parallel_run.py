@@ -39,16 +39,6 @@ GET_BALANCE = "/bank.v1.Ledger/GetBalance"
 SYMBOLS = ("AAPL", "KO", "INTC")
 
 
-@pytest.fixture
-async def ledgers() -> AsyncIterator[tuple[RunningLedger, RunningLedger]]:
-    bank, bk = await serve("bank"), await serve("bk")
-    try:
-        yield bank, bk
-    finally:
-        await bank.stop()
-        await bk.stop()
-
-
 def _settings(**overrides: Any) -> dict[str, Any]:
     """running_shim settings: the ledger's descriptors, its comparison rules, accounts as keys."""
     return {

@@ -1,4 +1,8 @@
-"""Run one sample ledger until SIGINT or SIGTERM: ``python -m sample_ledger bank|bk --listen HOST:PORT``."""
+"""Run one sample ledger until SIGINT or SIGTERM: ``python -m sample_ledger KIND --listen HOST:PORT``.
+
+KIND is ``bank`` (Bank, bank.v1.Ledger), ``bk`` (BK, bank.v1.Ledger) or ``bk-native`` (BK, its native
+bk.v1.Journal interface only).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,14 @@ async def _run(kind: str, listen: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sample_ledger", description=__doc__)
-    parser.add_argument("kind", choices=KINDS, help="which implementation to run")
+    parser.add_argument(
+        "kind",
+        choices=KINDS,
+        help=(
+            "which implementation to run: bank or bk serve bank.v1.Ledger; "
+            "bk-native serves BK's native interface (bk.v1.Journal) only"
+        ),
+    )
     parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="default: a free port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

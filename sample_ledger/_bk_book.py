@@ -282,3 +282,20 @@ class BkBook:
                 return page, _encode_token(page[-1].trade_id)
             page.append(trade)
         return page, ""
+
+    def accounts_from(self, offset: int, limit: int) -> tuple[list[BkAccount], bool]:
+        """Up to `limit` accounts in account-id order after the first `offset`, and whether more follow."""
+        ids = self._account_ids[offset : offset + limit]
+        return [self.accounts[i] for i in ids], offset + limit < len(self._account_ids)
+
+    def trades_from(
+        self, account_id: str, symbol: str, offset: int, limit: int
+    ) -> tuple[list[BkTrade], bool]:
+        """Up to `limit` of the account's trades after the first `offset`, and whether more follow.
+
+        Trades are in booking order, and only those in `symbol` count unless it is "".
+        """
+        account = self.account(account_id)
+        trades = [self.trades[i] for i in account.trade_ids]
+        matching = [t for t in trades if not symbol or t.symbol == symbol]
+        return matching[offset : offset + limit], offset + limit < len(matching)

@@ -1,4 +1,4 @@
-"""Run Bank or BK as a grpc.aio server."""
+"""Run Bank, BK, or BK behind its native interface only, as a grpc.aio server."""
 
 from __future__ import annotations
 
@@ -9,20 +9,27 @@ from grpc_reflection.v1alpha import reflection
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger._proto.bk.v1 import journal_pb2 as jpb
+from sample_ledger._proto.bk.v1 import journal_pb2_grpc as jpb_grpc
 from sample_ledger.bank import BankServicer
 from sample_ledger.bk import BkServicer
+from sample_ledger.bk_native import BkNativeServicer
 
-KINDS = ("bank", "bk")
+# "bank" and "bk" serve bank.v1.Ledger; "bk-native" serves BK's own bk.v1.Journal only
+KINDS = ("bank", "bk", "bk-native")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")
 # served by gRPC server reflection, so a client (or the shim) can ask for the descriptors
 REFLECTED_SERVICES = (pb.DESCRIPTOR.services_by_name["Ledger"].full_name, reflection.SERVICE_NAME)
+NATIVE_REFLECTED_SERVICES = (jpb.DESCRIPTOR.services_by_name["Journal"].full_name, reflection.SERVICE_NAME)
+
+Servicer = BankServicer | BkServicer | BkNativeServicer
 
 
 class RunningLedger:
     """A started ledger server: where it listens, its servicer, and how to stop it."""
 
-    def __init__(self, server: Any, servicer: BankServicer | BkServicer, host: str, port: int) -> None:
+    def __init__(self, server: Any, servicer: Servicer, host: str, port: int) -> None:
         self._server = server
         self.servicer = servicer
         self.port = port
@@ -36,19 +43,22 @@ class RunningLedger:
         await self._server.wait_for_termination()
 
 
-def make_servicer(kind: str) -> BankServicer | BkServicer:
-    """A fresh servicer of `kind` ("bank" or "bk")."""
+def make_servicer(kind: str) -> Servicer:
+    """A fresh servicer of `kind` ("bank", "bk" or "bk-native")."""
     if kind == "bank":
         return BankServicer()
     if kind == "bk":
         return BkServicer()
+    if kind == "bk-native":
+        return BkNativeServicer()
     raise ValueError(f"unknown ledger kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
-    """Start a `kind` ledger ("bank" or "bk") listening on `address` (port 0: any free port).
+    """Start a `kind` ledger ("bank", "bk" or "bk-native") listening on `address` (port 0: any free port).
 
-    It serves gRPC server reflection too, so that its descriptors can be asked for.
+    "bank" and "bk" serve `bank.v1.Ledger`; "bk-native" serves BK's own `bk.v1.Journal` and nothing
+    else. Each serves gRPC server reflection too, so that its descriptors can be asked for.
     """
     servicer = make_servicer(kind)
     host, _, _ = address.rpartition(":")
@@ -58,8 +68,12 @@ async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    pb_grpc.add_LedgerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    reflection.enable_server_reflection(REFLECTED_SERVICES, server)
+    if isinstance(servicer, BkNativeServicer):
+        jpb_grpc.add_JournalServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        reflection.enable_server_reflection(NATIVE_REFLECTED_SERVICES, server)
+    else:
+        pb_grpc.add_LedgerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        reflection.enable_server_reflection(REFLECTED_SERVICES, server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:

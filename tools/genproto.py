@@ -40,6 +40,11 @@ TARGETS = (
         package="sample_ledger._proto",
         descriptor_set="sample_ledger/bank.binpb",
     ),
+    Target(  # BK's native interface, served by the sample's native BK behind the shim's adapters
+        proto_root="proto",
+        protos=("bk/v1/journal.proto",),
+        package="sample_ledger._proto",
+    ),
     Target(
         proto_root="tests/protos",
         protos=("grpc/testing/interop.proto",),

@@ -88,6 +88,12 @@ def _judge(
         return Comparison(exchange, Verdict.SKIPPED, reason=exchange.note or "not mirrored")
     if shadow.local:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=shadow.local)
+    bank_side, bk_side = exchange.primary, shadow
+    if not exchange.primary_is_bank:
+        bank_side, bk_side = bk_side, bank_side
+    if bk_side.adapter_error:  # BK never got to answer in Bank's shape: the adapter is at fault
+        difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, bk_side.adapter_error)
+        return Comparison(exchange, Verdict.MISMATCH, (difference,), reason=bk_side.adapter_error)
     if shadow.code == _UNAVAILABLE and exchange.primary.code != _UNAVAILABLE:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
     bank, bk = exchange.primary, shadow

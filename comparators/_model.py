@@ -54,6 +54,9 @@ class Outcome:
     messages: tuple[bytes, ...] = ()
     latency: float = 0.0  # seconds, from the shim sending the call to the final status
     local: str = ""
+    # what went wrong in the adapter that served this side (`shim.adapters`), "" when nothing did;
+    # the status is then the INTERNAL the shim answered in the adapter's stead
+    adapter_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -116,6 +119,7 @@ class DiffKind(enum.StrEnum):
     BYTES = "bytes"  # no descriptor: the raw answers differ
     UNKNOWN_FIELD = "unknown-field"  # fields the descriptors do not know
     UNMAPPED_ID = "unmapped-id"  # an id with no known counterpart on the other side
+    ADAPTER_ERROR = "adapter-error"  # the adapter in front of BK raised or answered the wrong type
 
 
 class Difference(NamedTuple):

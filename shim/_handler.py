@@ -22,8 +22,9 @@ from grpc import aio
 from comparators import DescriptorRegistry, Exchange, Outcome
 from shim import _grpc_compat
 from shim._lanes import Lanes
-from shim._outcome import forwardable, metadata_tuple
+from shim._outcome import adapter_error, forwardable, metadata_tuple
 from shim._shadow import Mirror, ShadowDispatcher
+from shim.adapters import Channel
 from shim.metrics import Counters
 from shim.routing import Router
 
@@ -33,7 +34,7 @@ _CANCELLED = 1
 class Route:
     """Where calls go in the current mode."""
 
-    def __init__(self, primary: aio.Channel, shadow: ShadowDispatcher | None) -> None:
+    def __init__(self, primary: Channel, shadow: ShadowDispatcher | None) -> None:
         self.primary = primary
         self.shadow = shadow
 
@@ -109,7 +110,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         return self._router.keys(method, request)
 
     @property
-    def primary(self) -> aio.Channel:
+    def primary(self) -> Channel:
         return self._route.primary
 
 
@@ -179,6 +180,7 @@ class _UnaryCall:
                 trailing_metadata=metadata_tuple(trailing),
                 messages=(response,) if response is not None else (),
                 latency=time.perf_counter() - started,
+                adapter_error=adapter_error(call),
             )
             if mirror is not None:
                 mirror.primary_done(outcome)
@@ -245,6 +247,7 @@ class _StreamCall:
                 trailing_metadata=metadata_tuple(trailing),
                 messages=tuple(answers),
                 latency=time.perf_counter() - started,
+                adapter_error=adapter_error(call),
             )
             if mirror is not None:
                 mirror.primary_done(outcome)

@@ -30,6 +30,12 @@ def forwardable(invocation_metadata: Any) -> Metadata:
     return tuple((m.key, m.value) for m in invocation_metadata if m.key not in _IGNORED_REQUEST_KEYS)
 
 
+def adapter_error(call: Any) -> str:
+    """What went wrong in the adapter that served `call` (`shim.adapters`); "" for a plain call."""
+    error = getattr(call, "adapter_error", "")
+    return error if isinstance(error, str) else ""
+
+
 async def snapshot(call: aio.Call, messages: tuple[bytes, ...], latency: float, local: str = "") -> Outcome:
     """The Outcome of a finished call."""
     code: grpc.StatusCode = await call.code()
@@ -41,4 +47,5 @@ async def snapshot(call: aio.Call, messages: tuple[bytes, ...], latency: float, 
         messages=messages,
         latency=latency,
         local=local,
+        adapter_error=adapter_error(call),
     )

@@ -40,6 +40,7 @@ from shim import _grpc_compat
 from shim._breaker import Breaker
 from shim._lanes import Lanes, Ticket
 from shim._outcome import snapshot
+from shim.adapters import Channel
 from shim.ids import IdBook, Pending, other
 from shim.metrics import Counters
 from shim.routing import Router
@@ -464,7 +465,7 @@ class ShadowDispatcher:
 
     def __init__(
         self,
-        channel: aio.Channel,
+        channel: Channel,
         submit: Submit,
         counters: Counters,
         *,
@@ -738,7 +739,7 @@ class Noise:
     """Asks the primary the same read again, for a share of mirrored reads: what differs between its
     two answers is noise (Diffy's idea). Never for writes."""
 
-    def __init__(self, channel: aio.Channel, share: float, timeout: float, counters: Counters) -> None:
+    def __init__(self, channel: Channel, share: float, timeout: float, counters: Counters) -> None:
         self.channel = channel
         self.share = share
         self.timeout = timeout

@@ -21,6 +21,7 @@ from comparators.rules import RuleError, RuleSet, build_rules
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._shadow import Noise, ShadowDispatcher
+from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.ids import IdBook
@@ -112,6 +113,7 @@ class Shim:
         self.rules = load_rules(config, self.registry)
         self.id_fields = load_ids(config, self.registry)
         self.redactor = load_redactor(config, self.registry)
+        self.adapters = load_adapters(config.method_adapters, config.adapters, self.registry)
         self.router = Router(
             self.registry,
             config.methods,
@@ -154,9 +156,7 @@ class Shim:
 
     async def start(self) -> None:
         config = self.config
-        primary = _channel(config.bank, config, self._credentials.get(config.bank.name))
-        self._channels.append(primary)
-        self._upstreams.append((config.bank, primary))
+        primary = self._open_channel(config.primary)
         shadow_upstream = config.shadow
         if shadow_upstream is not None:
             await self._open_store()
@@ -186,11 +186,9 @@ class Shim:
                 ids=self.id_fields,
                 redactor=self.redactor,
             )
-            shadow_channel = _channel(shadow_upstream, config, self._credentials.get(shadow_upstream.name))
+            shadow_channel = self._open_channel(shadow_upstream)
             if config.noise_reads > 0:
                 self._noise = Noise(primary, config.noise_reads, shadow_upstream.timeout, self.counters)
-            self._channels.append(shadow_channel)
-            self._upstreams.append((shadow_upstream, shadow_channel))
             self.dispatcher = ShadowDispatcher(
                 shadow_channel,
                 self.pipeline.submit,
@@ -198,6 +196,7 @@ class Shim:
                 timeout=shadow_upstream.timeout,
                 max_in_flight=config.shadow_max_in_flight,
                 max_capture=config.shadow_max_capture,
+                primary_is_bank=config.primary_is_bank,
                 router=self.router,
                 breaker=Breaker(
                     self.counters,
@@ -235,6 +234,16 @@ class Shim:
         await server.start()
         self._server = server
 
+    def _open_channel(self, upstream: Upstream) -> Channel:
+        """A channel to `upstream`; BK's with the adapters in front, when there are any."""
+        channel = _channel(upstream, self.config, self._credentials.get(upstream.name))
+        self._channels.append(channel)
+        self._upstreams.append((upstream, channel))
+        if upstream is self.config.bk and self.adapters:
+            assert self.registry is not None  # load_adapters asks for descriptors
+            return AdaptedChannel(channel, self.adapters, self.registry, self.counters)
+        return channel
+
     async def reload_certificates(self) -> list[str]:
         """Read the TLS files again (SIGHUP): the listener's for the next handshakes, the upstreams'
         for new channels (calls in flight finish on the old ones). Returns what could not be
@@ -256,12 +265,13 @@ class Shim:
             new = _channel(upstream, self.config, credentials)
             self._upstreams[index] = (upstream, new)
             self._channels = [new if c is old else c for c in self._channels]
-            if self._route is not None and self._route.primary is old:
-                self._route.primary = new
-            if self._noise is not None and self._noise.channel is old:
-                self._noise.channel = new
-            if self.dispatcher is not None and self.dispatcher.channel is old:
-                self.dispatcher.channel = new
+            holders = ((self._route, "primary"), (self._noise, "channel"), (self.dispatcher, "channel"))
+            for holder, name in holders:
+                current = getattr(holder, name, None)
+                if current is old:
+                    setattr(holder, name, new)
+                elif isinstance(current, AdaptedChannel) and current.channel is old:
+                    current.channel = new
             task = asyncio.get_running_loop().create_task(old.close(grace=self.config.grace_period))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

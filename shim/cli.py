@@ -58,7 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bank", metavar="HOST:PORT", help="Bank, the legacy service")
     serve.add_argument("--bk", metavar="HOST:PORT", help="BK, the new service")
     serve.add_argument(
-        "--mode", choices=config_mod.MODES, help="bank: forward only; shadow: forward and mirror"
+        "--mode",
+        choices=config_mod.MODES,
+        help="bank: Bank answers, nothing mirrored; shadow: Bank answers, BK mirrored and compared; "
+        "bk-primary: BK answers, Bank mirrored and compared; bk: BK answers, nothing mirrored",
+    )
+    serve.add_argument(
+        "--adapters",
+        metavar="MODULE",
+        help="BK speaks its own interface: serve Bank's through the adapters in MODULE.ADAPTERS "
+        "(a mapping of method names to adapter functions; see the README, 'Writing an adapter')",
     )
     serve.add_argument(
         "--descriptor-set",
@@ -219,6 +228,8 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["listen"] = args.listen
     if args.mode:
         settings["mode"] = args.mode
+    if args.adapters:
+        settings["adapters"] = args.adapters
     if args.descriptor_set:
         settings["descriptor_sets"] = tuple(args.descriptor_set)
     if args.descriptor_source:

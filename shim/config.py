@@ -2,7 +2,8 @@
 
 ```toml
 listen = "127.0.0.1:50051"
-mode = "shadow"                    # bank | shadow
+mode = "shadow"                    # bank | shadow | bk-primary | bk (see MODES)
+adapters = "mypackage.adapters"    # BK speaks its own interface: adapters from mypackage.adapters.ADAPTERS
 descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_imports)
 descriptor_source = "files"        # or "reflection": ask Bank for its descriptors at start (files added too)
 max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
@@ -61,6 +62,10 @@ min_compared = 100                 # per method
 max_mismatch_rate = 0.0            # real mismatches / compared, per method
 methods = ["pay.v1.Payments/Refund"]  # must be covered
 
+[methods."pay.v1.Payments/Refund"]
+key = ["account_id"]               # routing key: calls naming one account reach BK in order
+adapter = "mypackage.adapters:refund"   # this method's adapter (wins over `adapters`)
+
 [ids.payment]                      # ids each side mints; see comparators/ids.py
 minted = ["pay.v1.Payment.payment_id"]
 references = ["pay.v1.RefundRequest.payment_id"]
@@ -83,7 +88,12 @@ from comparators.ids import IdError, IdKind
 from shim.errors import ConfigError
 from shim.routing import MethodSettings
 
-MODES = ("bank", "shadow")
+# who answers the client, and who is mirrored and compared:
+#   bank        Bank answers; nothing is mirrored
+#   shadow      Bank answers; BK is mirrored and compared
+#   bk-primary  BK answers; Bank is mirrored and compared (rolling back is going back to shadow)
+#   bk          BK answers; nothing is mirrored (Bank retired)
+MODES = ("bank", "shadow", "bk-primary", "bk")
 DESCRIPTOR_SOURCES = ("files", "reflection")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -132,6 +142,7 @@ class Config:
     tls_key: str = ""  # its private key
     tls_client_ca: str = ""  # PEM CAs of client certificates: required and verified (mTLS)
     mode: str = "shadow"
+    adapters: str = ""  # module (or "module:name") of a mapping of method names to adapters
     descriptor_sets: tuple[str, ...] = ()
     descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
     max_message_size: int = -1  # -1: unlimited
@@ -191,16 +202,35 @@ class Config:
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
-        if self.mode == "shadow" and self.bk is None:
-            raise ConfigError("mode shadow needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)")
+        if self.mode != "bank" and self.bk is None:
+            raise ConfigError(
+                f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"
+            )
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
+    def primary_is_bank(self) -> bool:
+        return self.mode in ("bank", "shadow")
+
+    @property
+    def primary(self) -> Upstream:
+        """The side that answers the client, in the current mode."""
+        if self.primary_is_bank:
+            return self.bank
+        assert self.bk is not None
+        return self.bk
+
+    @property
     def shadow(self) -> Upstream | None:
         """The side that is mirrored, in the current mode."""
-        return self.bk if self.mode == "shadow" else None
+        return self.bk if self.mode == "shadow" else self.bank if self.mode == "bk-primary" else None
+
+    @property
+    def method_adapters(self) -> dict[str, str]:
+        """The adapters named per method ([methods."M"] adapter), by method name."""
+        return {name: settings.adapter for name, settings in self.methods.items() if settings.adapter}
 
 
 def check_address(key: str, value: str) -> None:
@@ -334,6 +364,8 @@ def parse(
         out["listen"] = _string("listen", v)
     if (v := top.pop("mode")) is not None:
         out["mode"] = _string("mode", v)
+    if (v := top.pop("adapters")) is not None:
+        out["adapters"] = _string("adapters", v)
     if (v := top.pop("descriptor_sets")) is not None:
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise ConfigError("descriptor_sets: expected a list of file paths")
@@ -466,7 +498,7 @@ def _bool(key: str, value: object) -> bool:
 
 
 def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
-    """[methods."package.Service/Method"] tables: key, read, strict."""
+    """[methods."package.Service/Method"] tables: key, read, strict, adapter."""
     methods = {}
     for name, entry in table.items():
         prefix = f'methods."{name}".'
@@ -478,11 +510,12 @@ def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
             key = [key]
         if key is not None and (not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)):
             raise ConfigError(f"{prefix}key: expected a request field path or a list of them")
-        read, strict = reader.pop("read"), reader.pop("strict")
+        read, strict, adapter = reader.pop("read"), reader.pop("strict"), reader.pop("adapter")
         methods[name] = MethodSettings(
             key=tuple(key or ()),
             read=_bool(prefix + "read", read) if read is not None else None,
             strict=_bool(prefix + "strict", strict) if strict is not None else None,
+            adapter=_string(prefix + "adapter", adapter) if adapter is not None else "",
         )
         reader.finish()
     return methods

@@ -31,6 +31,7 @@ class MethodSettings:
     key: tuple[str, ...] = ()  # request field paths whose values are the routing keys
     read: bool | None = None  # None: from the descriptor's idempotency level
     strict: bool | None = None  # None: the [ordering] default
+    adapter: str = ""  # dotted path of the adapter serving this method from BK's own interface
 
 
 class Router:

@@ -1,0 +1,474 @@
+"""Adapters: Bank's interface served by a BK that speaks an interface of its own.
+
+An adapter is a plain function for one Bank method, written like a servicer
+method of Bank's service whose backend is BK. It gets Bank's request (decoded)
+and a `Backend` (BK's channel, carrying the client's metadata and deadline), calls
+BK's own methods as often as it needs, and gives back Bank's response:
+
+    async def post_trade(request, bk: Backend) -> ledger_pb2.Trade:           # unary
+    async def entries(request, bk) -> AsyncIterator[ledger_pb2.LedgerEntry]:  # server streaming
+    async def book(requests: AsyncIterator[...], bk) -> ledger_pb2.Summary:   # client streaming
+    async def session(requests: AsyncIterator[...], bk) -> AsyncIterator[...]:  # both
+
+(plain `def` functions and iterables are accepted too). Streaming methods are
+adapted message by message: a request reaches the adapter when the client sends
+it, and an answer reaches the client when the adapter yields it.
+
+Errors: `raise Abort(code, details)` ends the call with the status Bank would
+give; a BK error the adapter does not catch reaches the client as BK sent it.
+Anything else an adapter raises, and an answer of the wrong type, is an
+*adapter error*: the call ends `INTERNAL` with a message naming the adapter,
+the Outcome says so (`Outcome.adapter_error`), and the comparison records an
+`adapter-error` difference. An adapter never takes the shim down.
+
+`AdaptedChannel` puts the adapters in front of BK's channel: it is used
+wherever BK's channel would be (primary or shadow), and methods without an
+adapter go to BK unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import descriptor_pool, message, message_factory
+from grpc import aio
+
+from comparators import DescriptorRegistry, Metadata
+from comparators.descriptors import MethodInfo
+from shim._outcome import metadata_tuple
+from shim.errors import ConfigError
+from shim.metrics import Counters
+
+_log = structlog.get_logger("shim.adapters")
+
+Adapter = Callable[..., Any]
+T = TypeVar("T")
+
+_STATUS_DETAILS = "grpc-status-details-bin"
+
+
+class Abort(Exception):
+    """Raised by an adapter: end the call with this status (what Bank would answer).
+
+    `status_details` is a serialized `google.rpc.Status` (rich error details), sent
+    as Bank sends them, in the `grpc-status-details-bin` trailer.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        *,
+        status_details: bytes = b"",
+        trailing_metadata: Metadata = (),
+    ) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        trailing = tuple(trailing_metadata)
+        if status_details:
+            trailing = (*trailing, (_STATUS_DETAILS, status_details))
+        self.trailing_metadata = trailing
+
+
+class Backend:
+    """What an adapter calls: BK, with the client's request metadata and deadline.
+
+    `bk.stub(JournalStub)` is a stub of BK's generated code whose calls carry the
+    client's metadata and the time left before its deadline (either can be
+    overridden per call, as with any stub).
+    """
+
+    __slots__ = ("_deadline", "channel", "metadata")
+
+    def __init__(self, channel: aio.Channel, metadata: Metadata, deadline: float | None) -> None:
+        self.channel = channel
+        self.metadata = metadata
+        self._deadline = deadline
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds left before the client's deadline (None: no deadline)."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    def stub(self, stub_class: Callable[[Any], T]) -> T:
+        return _BoundStub(_stub(self.channel, stub_class), self)  # type: ignore[return-value]
+
+
+_stubs: dict[tuple[int, Any], Any] = {}
+
+
+def _stub(channel: aio.Channel, stub_class: Callable[[Any], Any]) -> Any:
+    key = (id(channel), stub_class)
+    stub = _stubs.get(key)
+    if stub is None or stub[0] is not channel:
+        if len(_stubs) > 1_000:
+            _stubs.clear()
+        stub = _stubs[key] = (channel, stub_class(channel))
+    return stub[1]
+
+
+class _BoundStub:
+    __slots__ = ("_backend", "_stub")
+
+    def __init__(self, stub: Any, backend: Backend) -> None:
+        self._stub = stub
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        multicallable = getattr(self._stub, name)
+        backend = self._backend
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("metadata", backend.metadata)
+            kwargs.setdefault("timeout", backend.timeout)
+            return multicallable(*args, **kwargs)
+
+        return call
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def resolve(dotted: str, where: str) -> Any:
+    """The object a dotted path ("package.module:name" or "package.module.name") names."""
+    if not isinstance(dotted, str) or (":" not in dotted and "." not in dotted):
+        raise ConfigError(f"{where}: {dotted!r} is not a dotted path such as 'mypackage.adapters:post_trade'")
+    module_name, sep, attr = dotted.partition(":")
+    if not sep:
+        module_name, _, attr = dotted.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        target = module
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except AttributeError as exc:
+        raise ConfigError(f"{where}: {module_name!r} has no {attr!r}") from exc
+    return target
+
+
+def load_adapters(
+    per_method: Mapping[str, str], module: str, registry: DescriptorRegistry | None
+) -> dict[str, Adapter]:
+    """The adapters the config names, by method path ("/pkg.Svc/Method"), each checked at start.
+
+    `module` names a mapping of method names to adapters (`adapters = "pkg.mod"` reads
+    `pkg.mod.ADAPTERS`); `per_method` ([methods."M"] adapter) adds to it and wins.
+    """
+    found: dict[str, tuple[str, Any]] = {}
+    if module:
+        table = resolve(module if ":" in module else f"{module}:ADAPTERS", "adapters")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"adapters: {module} must name a mapping of method names to adapters")
+        for name, adapter in table.items():
+            found["/" + str(name).lstrip("/")] = (f"adapters ({module})", adapter)
+    for name, dotted in per_method.items():
+        where = f'methods."{name.lstrip("/")}".adapter'
+        found["/" + name.lstrip("/")] = (where, resolve(dotted, where))
+    if found and registry is None:
+        raise ConfigError("adapters need the descriptors of Bank's interface (descriptor_sets)")
+    out: dict[str, Adapter] = {}
+    for method, (where, adapter) in found.items():
+        assert registry is not None
+        if registry.method(method) is None:
+            raise ConfigError(f"{where}: {method.lstrip('/')} is not a method of the descriptors")
+        if not callable(adapter):
+            raise ConfigError(f"{where}: the adapter for {method.lstrip('/')} is not callable")
+        try:
+            inspect.signature(adapter).bind(None, None)
+        except TypeError as exc:
+            raise ConfigError(
+                f"{where}: the adapter for {method.lstrip('/')} must take (request, bk): {exc}"
+            ) from exc
+        except ValueError:  # no signature to inspect (a builtin): trust it
+            pass
+        out[method] = adapter
+    return out
+
+
+def name_of(adapter: Adapter) -> str:
+    module = getattr(adapter, "__module__", None) or "?"
+    return f"{module}.{getattr(adapter, '__qualname__', type(adapter).__name__)}"
+
+
+def _message_class(registry: DescriptorRegistry, full_name: str) -> type[message.Message]:
+    """The generated class when the adapter's code imported it (so adapters get their own types)."""
+    try:
+        return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(full_name))
+    except KeyError:
+        return registry.message_class(full_name)
+
+
+# -- the channel ----------------------------------------------------------------------------------
+
+
+class _Method:
+    __slots__ = ("adapter", "info", "name", "request_class")
+
+    def __init__(self, adapter: Adapter, info: MethodInfo, request_class: type[message.Message]) -> None:
+        self.adapter = adapter
+        self.info = info
+        self.name = name_of(adapter)
+        self.request_class = request_class
+
+
+class AdaptedChannel:
+    """BK's channel with adapters in front: what the shim calls wherever it would call BK."""
+
+    def __init__(
+        self,
+        channel: aio.Channel,
+        adapters: Mapping[str, Adapter],
+        registry: DescriptorRegistry,
+        counters: Counters,
+    ) -> None:
+        self.channel = channel
+        self._counters = counters
+        self._methods: dict[str, _Method] = {}
+        for path, adapter in adapters.items():
+            info = registry.method(path)
+            assert info is not None  # load_adapters checked it
+            self._methods[path] = _Method(adapter, info, _message_class(registry, info.input_type))
+
+    def adapted(self, method: str) -> bool:
+        return method in self._methods
+
+    def unary_unary(self, method: str) -> Callable[..., Any]:
+        adapted = self._methods.get(method)
+        if adapted is None:
+            return self.channel.unary_unary(method)  # type: ignore[no-any-return]
+
+        def start(request: bytes, metadata: Metadata = (), timeout: float | None = None) -> AdaptedCall:
+            call = AdaptedCall(self, adapted, metadata, timeout)
+            call.feed(request)
+            call.feed(None)
+            return call
+
+        return start
+
+    def stream_stream(self, method: str) -> Callable[..., Any]:
+        adapted = self._methods.get(method)
+        if adapted is None:
+            return self.channel.stream_stream(method)  # type: ignore[no-any-return]
+
+        def start(metadata: Metadata = (), timeout: float | None = None) -> AdaptedCall:
+            return AdaptedCall(self, adapted, metadata, timeout)
+
+        return start
+
+    def count(self, name: str, method: str) -> None:
+        self._counters.inc(name, method)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.channel.close(grace)
+
+
+Channel = aio.Channel | AdaptedChannel  # what the shim calls an upstream through
+
+_END = object()
+_REQUESTS_AHEAD = 16  # requests a client may send before its adapter has taken them
+
+
+class AdaptedCall:
+    """One call served by an adapter, with the parts of grpc.aio's call API the shim uses."""
+
+    def __init__(
+        self, channel: AdaptedChannel, method: _Method, metadata: Metadata, timeout: float | None
+    ) -> None:
+        self._channel = channel
+        self._method = method
+        # a bounded queue: a client streaming faster than its adapter takes requests waits for it
+        self._requests: asyncio.Queue[bytes | None] = asyncio.Queue(_REQUESTS_AHEAD)
+        self._answers: asyncio.Queue[Any] = asyncio.Queue()
+        self._code = grpc.StatusCode.OK
+        self._details = ""
+        self._trailing: Metadata = ()
+        self.adapter_error = ""  # what went wrong in the adapter, "" when nothing did
+        self._closed = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._backend = Backend(channel.channel, tuple(metadata), deadline)
+        self._finished = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"adapter {method.name}")
+
+    # -- requests in ------------------------------------------------------------------------------
+
+    def feed(self, payload: bytes | None) -> None:
+        """A request of a unary call (the queue has room for it and the end)."""
+        if not self._closed:
+            self._requests.put_nowait(payload)
+            self._closed = payload is None
+
+    async def write(self, payload: bytes | None) -> None:
+        """The client's next request (None: no more); waits while the adapter is that far behind."""
+        if self.done() or self._closed:
+            raise aio.UsageError("the adapted call has finished or its requests are closed")
+        self._closed = payload is None
+        put = asyncio.ensure_future(self._requests.put(payload))
+        finished = asyncio.ensure_future(self._finished.wait())
+        try:
+            await asyncio.wait((put, finished), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()
+            finished.cancel()
+        if not put.done() or put.cancelled():
+            raise aio.UsageError("the adapted call finished before taking the request")
+
+    async def done_writing(self) -> None:
+        if not self._closed and not self.done():
+            try:
+                await self.write(None)
+            except aio.UsageError:
+                return
+
+    async def wait_for_connection(self) -> None:
+        return None
+
+    async def _decoded_requests(self) -> AsyncIterator[message.Message]:
+        cls = self._method.request_class
+        while True:
+            payload = await self._requests.get()
+            if payload is None:
+                return
+            try:
+                yield cls.FromString(payload)
+            except message.DecodeError as exc:
+                raise _Undecodable(cls.DESCRIPTOR.full_name) from exc
+
+    # -- running the adapter ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._adapt()
+        except asyncio.CancelledError:
+            if not self._finished.is_set():
+                self._end(grpc.StatusCode.CANCELLED, "cancelled")
+            raise
+        except Abort as abort:
+            self._end(abort.code, abort.details, abort.trailing_metadata)
+        except aio.AioRpcError as error:  # BK's own status, as BK sent it
+            self._end(error.code(), error.details() or "", metadata_tuple(error.trailing_metadata()))
+        except _Undecodable as exc:
+            self._end(grpc.StatusCode.INTERNAL, f"cannot decode the request as {exc}")
+        except _WrongAnswer as exc:
+            self._fail(str(exc))
+        except Exception as exc:
+            self._fail(f"raised {type(exc).__name__}: {exc}", exc)
+        finally:
+            if not self._finished.is_set():
+                self._answers.put_nowait(_END)
+                self._finished.set()
+
+    def _fail(self, what: str, exc: BaseException | None = None) -> None:
+        method = self._method
+        self.adapter_error = f"adapter {method.name} for {method.info.path.lstrip('/')} {what}"
+        self._end(grpc.StatusCode.INTERNAL, self.adapter_error)
+        self._channel.count("adapter_errors", method.info.path)
+        _log.warning("adapter error", method=method.info.path, error=self.adapter_error, exc_info=exc)
+
+    def _end(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
+        self._code, self._details, self._trailing = code, details, trailing
+
+    async def _adapt(self) -> None:
+        method, info, bk = self._method, self._method.info, self._backend
+        requests = self._decoded_requests()
+        if info.client_streaming:
+            argument: Any = requests
+        else:
+            first = await anext(requests, None)
+            if first is None:
+                raise Abort(grpc.StatusCode.INTERNAL, "no request message for a unary request")
+            argument = first
+        result = method.adapter(argument, bk)
+        if not info.server_streaming:
+            if inspect.isawaitable(result):
+                result = await result
+            self._answer(result)
+            if not info.client_streaming:  # a second message for a unary request is the client's error
+                async for _ in requests:
+                    pass
+            return
+        if inspect.isawaitable(result):
+            result = await result
+        if hasattr(result, "__aiter__"):
+            async for answer in result:
+                self._answer(answer)
+        elif hasattr(result, "__iter__") and not isinstance(result, message.Message):
+            for answer in result:
+                self._answer(answer)
+        else:
+            raise _WrongAnswer(f"returned {type(result).__name__}, not an iterator of {info.output_type}")
+
+    def _answer(self, answer: Any) -> None:
+        expected = self._method.info.output_type
+        if not isinstance(answer, message.Message) or answer.DESCRIPTOR.full_name != expected:
+            got = type(answer).__name__
+            if isinstance(answer, message.Message):
+                got = answer.DESCRIPTOR.full_name
+            raise _WrongAnswer(f"returned {got}, not {expected}")
+        self._answers.put_nowait(answer.SerializeToString())
+
+    # -- answers out (grpc.aio's call API) --------------------------------------------------------
+
+    async def read(self) -> Any:
+        answer = await self._answers.get()
+        if answer is _END:
+            self._answers.put_nowait(_END)
+            return aio.EOF
+        return answer
+
+    def __await__(self) -> Any:
+        """The single answer of a unary call (None when the call failed; its status says why)."""
+        return self._single().__await__()
+
+    async def _single(self) -> bytes | None:
+        answer = await self.read()
+        await self._finished.wait()
+        return answer if self._code is grpc.StatusCode.OK and answer is not aio.EOF else None
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        # finished here: a task cancelled before its first step never runs its own cleanup
+        self._end(grpc.StatusCode.CANCELLED, "cancelled")
+        self._answers.put_nowait(_END)
+        self._finished.set()
+        self._task.cancel()
+        return True
+
+    async def initial_metadata(self) -> Metadata:
+        return ()
+
+    async def code(self) -> grpc.StatusCode:
+        await self._finished.wait()
+        return self._code
+
+    async def details(self) -> str:
+        await self._finished.wait()
+        return self._details
+
+    async def trailing_metadata(self) -> Metadata:
+        await self._finished.wait()
+        return self._trailing
+
+
+class _Undecodable(Exception):
+    pass
+
+
+class _WrongAnswer(Exception):
+    pass

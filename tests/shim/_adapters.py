@@ -1,0 +1,119 @@
+"""Adapters for the seam's tests: bank.v1 methods served from a BK that speaks bank.v1 too.
+
+Each one does one thing a test pins: pass BK's answer on (changed a little, so a test can tell
+who answered), raise, answer the wrong type, abort, wait until told, or stream in step with the
+client. `Probe` records what they saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from shim.adapters import Abort, Backend
+
+
+@dataclass
+class Probe:
+    """What the adapters saw, and the events tests release them with."""
+
+    requests: list[Any] = field(default_factory=list)
+    timeouts: list[float | None] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    go_on: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+PROBE = Probe()
+
+
+def reset() -> Probe:
+    global PROBE
+    PROBE = Probe()
+    return PROBE
+
+
+async def balance_plus_one(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """BK's balance with "+1" appended to the currency: whoever sees it knows the adapter answered."""
+    PROBE.requests.append(request)
+    PROBE.timeouts.append(bk.timeout)
+    balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    balance.currency += "+1"
+    return balance
+
+
+async def raising(request: Any, bk: Backend) -> pb.Balance:
+    raise ValueError("no such rate table")
+
+
+def wrong_type(request: Any, bk: Backend) -> pb.Account:
+    return pb.Account(account_id="not a balance")
+
+
+async def aborting(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field="account_id", description="gone")]
+    )
+    status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="account closed")
+    status.details.add().Pack(bad)
+    raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", status_details=status.SerializeToString())
+
+
+async def waiting(request: Any, bk: Backend) -> pb.Balance:
+    """Waits until released; records its cancellation."""
+    PROBE.started.set()
+    try:
+        await PROBE.go_on.wait()
+    except asyncio.CancelledError:
+        PROBE.cancelled.set()
+        raise
+    return pb.Balance(account_id=request.account_id)
+
+
+async def entries_in_step(
+    request: pb.StreamLedgerEntriesRequest, bk: Backend
+) -> AsyncIterator[pb.LedgerEntry]:
+    """One entry, then a second only once the test says the client has read the first."""
+    yield pb.LedgerEntry(sequence=1, account_id=request.account_id)
+    await PROBE.go_on.wait()
+    yield pb.LedgerEntry(sequence=2, account_id=request.account_id)
+
+
+async def entries_then_raise(
+    request: pb.StreamLedgerEntriesRequest, bk: Backend
+) -> AsyncIterator[pb.LedgerEntry]:
+    yield pb.LedgerEntry(sequence=1, account_id=request.account_id)
+    raise RuntimeError("lost the journal")
+
+
+async def session_echo(
+    requests: AsyncIterator[pb.TradeSessionRequest], bk: Backend
+) -> AsyncIterator[pb.TradeSessionEvent]:
+    """One rejection per order, as each order arrives."""
+    async for request in requests:
+        PROBE.requests.append(request)
+        rejection = pb.Rejection(client_order_id=request.order.client_order_id, code="ECHO")
+        yield pb.TradeSessionEvent(rejected=rejection)
+
+
+async def count_orders(requests: AsyncIterator[pb.PostTradeRequest], bk: Backend) -> pb.BookTradesSummary:
+    booked = 0
+    async for _ in requests:
+        booked += 1
+    return pb.BookTradesSummary(booked=booked)
+
+
+def two_arguments_wanted(request: Any) -> pb.Balance:
+    return pb.Balance()
+
+
+NOT_CALLABLE = 42
+NOT_A_MAPPING = [balance_plus_one]
+ADAPTERS = {"bank.v1.Ledger/GetBalance": balance_plus_one}

@@ -7,7 +7,12 @@
   securities-by-symbol and fees accounts; balances, positions and ledger
   entries are derived from the postings.
 
-Run one with ``python -m sample_ledger bank|bk --listen HOST:PORT``, or in
+BK also serves its own interface, ``bk.v1.Journal`` (`sample_ledger.bk_native`,
+over the same book), and `sample_ledger.adapter` holds the shim's adapters that
+serve Bank's interface from it, with a planted bug of their own (ledger entry
+amounts between -1 and 0 lose their sign).
+
+Run one with ``python -m sample_ledger bank|bk|bk-native --listen HOST:PORT``, or in
 process with `sample_ledger.server.serve`; drive traffic with
 `sample_ledger.workload.run_workload`.
 

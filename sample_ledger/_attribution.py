@@ -11,7 +11,10 @@ listed in the package docstring, or counted as unexplained:
   with other counts), and from then on every difference on that account's
   positions and cash, since BK's book now holds a trade Bank's does not;
 - bug 1 (fee rounding): every real difference is a money amount off by less
-  than a dollar (a cent per trade: fees, and the cash and totals they feed).
+  than a dollar (a cent per trade: fees, and the cash and totals they feed);
+- the adapter's planted bug (`sample_ledger.adapter`, BK native only): a ledger
+  entry amount between -1 and 0 comes out positive (with, at most, fee
+  rounding differences beside it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ TITLES = {
     2: "2. unknown account: BK answers INVALID_ARGUMENT, Bank NOT_FOUND",
     3: "3. oversell: BK books a sell Bank refuses (and its book diverges from then on)",
 }
+ADAPTER_BUG = 4
+ADAPTER_TITLE = "4. adapter: a ledger entry amount between -1 and 0 loses its sign"
 _MONEY = ("fee", "total_fees", "cash", "unsettled_cash", "amount", "net_cash", "cost_basis")
 _REQUESTS: dict[str, type[message.Message]] = {
     "BookTrades": pb.PostTradeRequest,
@@ -63,6 +68,17 @@ def _rounding(diff: Difference) -> bool:
         return False
     delta = abs(left - right)
     return Decimal(0) < delta < Decimal(1) and delta % Decimal("0.01") == 0
+
+
+def _sign_lost(diff: Difference) -> bool:
+    """An entry amount Bank has between -1 and 0 that BK's adapter wrote positive."""
+    if not diff.path.endswith(".amount"):
+        return False
+    try:
+        left, right = Decimal(str(diff.bank or "0")), Decimal(str(diff.bk or "0"))
+    except InvalidOperation:
+        return False
+    return Decimal(-1) < left < 0 < right < 1
 
 
 def _refused_by_bank(diffs: tuple[Difference, ...]) -> bool:
@@ -111,6 +127,8 @@ class Attribution:
                 bug = 2
             elif _refused_by_bank(diffs):
                 bug = 3
+            elif any(_sign_lost(d) for d in diffs) and all(_sign_lost(d) or _rounding(d) for d in diffs):
+                bug = ADAPTER_BUG
             elif all(_rounding(d) for d in diffs):
                 bug = 1
             elif account in diverged:

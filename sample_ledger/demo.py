@@ -1,6 +1,9 @@
 """`shim demo`: the sample Bank and BK, the shim in shadow mode between a
 realistic workload and them, and a per-method summary of what differed.
 
+With `--bk native`, BK serves only its own interface (`bk.v1.Journal`) and the
+shim reaches it through the sample's adapters (`sample_ledger.adapter`).
+
 Everything runs in this process on free loopback ports; nothing is left behind
 but the diff log file.
 """
@@ -28,9 +31,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import shim
-from sample_ledger._attribution import TITLES, Attribution
+from sample_ledger._attribution import ADAPTER_BUG, ADAPTER_TITLE, TITLES, Attribution
+from sample_ledger._money import from_shares
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger._proto.bk.v1 import journal_pb2 as bk_pb
+from sample_ledger._proto.bk.v1 import journal_pb2_grpc as bk_grpc
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim import report as render
@@ -42,6 +48,7 @@ from shim.sinks import DiffLog, Summary
 from shim.store import OutOfStep, Store
 
 CONFIG = "shim.toml"  # beside bank.binpb and rules.toml, which it names
+ADAPTERS = "sample_ledger.adapter"  # Bank's interface over BK's native one (--bk native)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--html", metavar="FILE", help="where the HTML report goes (default: the temporary folder)"
+    )
+    parser.add_argument(
+        "--bk",
+        choices=("compatible", "native"),
+        default="compatible",
+        help="compatible: BK speaks Bank's interface (the default); native: BK speaks its own "
+        f"interface (bk.v1.Journal) and the shim reaches it through the adapters in {ADAPTERS}",
     )
     parser.add_argument("--rules", metavar="FILE", help="comparison rules (default: the sample's rules.toml)")
     parser.add_argument(
@@ -74,8 +88,11 @@ async def _run(
     diff_path: Path,
     diff_stream: TextIO,
 ) -> int:
-    bank, bk = await serve("bank"), await serve("bk")
+    native = args.bk == "native"
+    bank, bk = await serve("bank"), await serve("bk-native" if native else "bk")
     summary, attribution = Summary(), Attribution()
+    if native:
+        settings = {**settings, "adapters": ADAPTERS}
     config = build_config(
         {
             **settings,
@@ -90,8 +107,9 @@ async def _run(
         await bank.stop()
         await bk.stop()
         raise
+    speaks = f"its own interface, through the adapters in {ADAPTERS}" if native else "Bank's interface"
     console.print(
-        f"Bank on {bank.address}, BK on {bk.address}, shim (shadow mode) on {running.address}\n"
+        f"Bank on {bank.address}, BK ({speaks}) on {bk.address}, shim (shadow mode) on {running.address}\n"
         f"config: {args.config_path}; rules: {rules_label}\ndiff log: {diff_path}"
     )
     started, began = time.perf_counter(), time.time() - 1
@@ -119,12 +137,13 @@ async def _run(
         elapsed = time.perf_counter() - started
         await asyncio.wait_for(running.drain(), timeout=60)
         out_of_step = running.steps.keys if running.steps is not None else {}
-        books = await _books(bank.address), await _books(bk.address)
+        books = await _books(bank.address), await (_native_books if native else _books)(bk.address)
     finally:
         await running.stop(grace=1.0)
         await bank.stop()
         await bk.stop()
-    unexplained = _print_summary(console, summary, attribution, elapsed, args.calls)
+    titles = {**TITLES, ADAPTER_BUG: ADAPTER_TITLE} if native else TITLES
+    unexplained = _print_summary(console, summary, attribution, elapsed, args.calls, titles)
     _print_out_of_step(console, out_of_step)
     astray = _print_books(console, *books, out_of_step)
     page = Path(args.html) if args.html else Path(config.store).parent / "report.html"
@@ -205,6 +224,42 @@ async def _books(address: str) -> Book:
     return books
 
 
+_STATUSES = {
+    bk_pb.EXECUTION_STATE_LIVE: pb.TRADE_STATUS_BOOKED,
+    bk_pb.EXECUTION_STATE_REVERSED: pb.TRADE_STATUS_CANCELLED,
+    bk_pb.EXECUTION_STATE_CLEARED: pb.TRADE_STATUS_SETTLED,
+}
+
+
+async def _native_books(address: str) -> Book:
+    """The same, asked of a BK that speaks only its own interface (bk.v1.Journal)."""
+    books: Book = {}
+    async with aio.insecure_channel(address) as channel:
+        journal = bk_grpc.JournalStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
+        clients: list[str] = []
+        offset = 0
+        while True:
+            page = await journal.ScanClients(bk_pb.ScanClientsRequest(limit=100, offset=offset))
+            clients += [c.number for c in page.clients]
+            offset = page.next_offset
+            if not offset:
+                break
+        for client in clients:
+            view = await journal.Holdings(bk_pb.HoldingsRequest(client=client))
+            statuses: Counter[int] = Counter()
+            offset = 0
+            while True:
+                scan = bk_pb.ScanExecutionsRequest(client=client, limit=100, offset=offset)
+                executions = await journal.ScanExecutions(scan)
+                statuses.update(_STATUSES[e.state] for e in executions.executions)
+                offset = executions.next_offset
+                if not offset:
+                    break
+            shares = {h.instrument: from_shares(h.shares) for h in view.holdings}
+            books[client] = ({symbol: q for symbol, q in shares.items() if q}, statuses)
+    return books
+
+
 def _print_books(console: Console, bank: Book, bk: Book, marks: dict[str, OutOfStep]) -> int:
     """Bank's and BK's books side by side; returns how many accounts in step differ (none should)."""
     differ = {a for a in bank.keys() | bk.keys() if bank.get(a) != bk.get(a)}
@@ -224,7 +279,12 @@ def _print_books(console: Console, bank: Book, bk: Book, marks: dict[str, OutOfS
 
 
 def _print_summary(
-    console: Console, summary: Summary, attribution: Attribution, elapsed: float, calls: int
+    console: Console,
+    summary: Summary,
+    attribution: Attribution,
+    elapsed: float,
+    calls: int,
+    titles: dict[int, str],
 ) -> int:
     table = Table(
         title=f"{calls} calls in {elapsed:.1f}s: Bank answered, BK was compared", title_justify="left"
@@ -272,7 +332,7 @@ def _print_summary(
             )
     explained, unexplained, examples = attribution.attribute()
     console.print("\n[bold]Calls with real differences, by the planted bug in BK that explains them:[/]")
-    for bug, title in TITLES.items():
+    for bug, title in titles.items():
         mark = "[green]caught[/]" if explained[bug] else "[red]not seen[/]"
         for_example = f", e.g. {examples[bug]}" if bug in examples else ""
         console.print(f"  {mark} {title}: {explained[bug]} calls{for_example}", highlight=False)

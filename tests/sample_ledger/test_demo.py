@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -24,12 +26,14 @@ def _status_pairs(lines: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
-    """With the sample's rules, the real differences are the planted bugs and nothing else."""
+@pytest.mark.parametrize("bk", ["compatible", "native"])
+def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path, bk: str) -> None:
+    """With the sample's rules, the real differences are the planted bugs and nothing else, whether BK
+    speaks Bank's interface or its own behind the sample's adapters (whose planted bug shows too)."""
     diff_log = tmp_path / "diff.jsonl"
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "shim", "demo", "--calls", "800"),
+            *(sys.executable, "-m", "shim", "demo", "--calls", "800", "--bk", bk),
             *("--diff-log", str(diff_log), "--html", str(tmp_path / "report.html")),
         ],
         capture_output=True,
@@ -87,3 +91,22 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path) -> None:
     cancelled = re.search(r"Clients cancelled (\d+) trades by Bank's ids", text)
     assert cancelled is not None
     assert int(cancelled.group(1)) > 0
+    signs = [
+        (d["bank"], d["bk"])
+        for line in lines
+        if line["method"] == "/bank.v1.Ledger/StreamLedgerEntries" and line["verdict"] == "mismatch"
+        for d in line.get("differences", [])
+        if d["path"].endswith(".amount")
+        and "tolerated_by" not in d
+        and Decimal(d["bank"]) == -Decimal(d["bk"]) != 0
+    ]
+    if bk == "native":
+        assert "through the adapters in sample_ledger.adapter" in text
+        assert re.search(
+            r"caught 4\. adapter: a ledger entry amount between -1 and 0 loses its sign: [1-9]", text
+        )
+        assert signs
+        assert all(-1 < Decimal(bank) < 0 for bank, _ in signs)
+    else:
+        assert "4. adapter" not in text
+        assert not signs

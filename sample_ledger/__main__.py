@@ -16,8 +16,8 @@ from sample_ledger.server import KINDS, serve
 log = logging.getLogger("sample_ledger")
 
 
-async def _run(kind: str, listen: str) -> None:
-    running = await serve(kind, listen)
+async def _run(kind: str, listen: str, delay: float) -> None:
+    running = await serve(kind, listen, delay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="default: a free port")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, metavar="SECONDS", help="wait this long before every call"
+    )
     args = parser.parse_args(argv)
+    if args.delay < 0:
+        parser.error("--delay cannot be negative")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_run(args.kind, args.listen))
+    asyncio.run(_run(args.kind, args.listen, args.delay))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -54,11 +55,23 @@ def make_servicer(kind: str) -> Servicer:
     raise ValueError(f"unknown ledger kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
+class _Delay(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
+    """Every call waits `seconds` before it is handled: a slow ledger that costs no CPU."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        await asyncio.sleep(self._seconds)
+        return await continuation(handler_call_details)
+
+
+async def serve(kind: str, address: str = "127.0.0.1:0", delay: float = 0.0) -> RunningLedger:
     """Start a `kind` ledger ("bank", "bk" or "bk-native") listening on `address` (port 0: any free port).
 
     "bank" and "bk" serve `bank.v1.Ledger`; "bk-native" serves BK's own `bk.v1.Journal` and nothing
-    else. Each serves gRPC server reflection too, so that its descriptors can be asked for.
+    else. Each serves gRPC server reflection too, so that its descriptors can be asked for. With
+    `delay`, every call waits that many seconds before it is handled (benchmarks: a slow BK).
     """
     servicer = make_servicer(kind)
     host, _, _ = address.rpartition(":")
@@ -66,7 +79,8 @@ async def serve(kind: str, address: str = "127.0.0.1:0") -> RunningLedger:
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ]
+        ],
+        interceptors=[_Delay(delay)] if delay > 0 else None,
     )
     if isinstance(servicer, BkNativeServicer):
         jpb_grpc.add_JournalServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

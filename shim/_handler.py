@@ -132,6 +132,15 @@ class _UnaryCall:
         self._method = method
         self._is_write = is_write
         self._strict = strict
+        self._channel: Any = None
+        self._multicallable: Any = None
+
+    def _send(self, channel: Any) -> Any:
+        """The method's callable on `channel`, made once per channel (the primary may change)."""
+        if channel is not self._channel:
+            self._multicallable = channel.unary_unary(self._method)
+            self._channel = channel
+        return self._multicallable
 
     async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
         if not self._strict:
@@ -150,7 +159,7 @@ class _UnaryCall:
         timeout = context.time_remaining()
         started_at = time.time()
         started = time.perf_counter()
-        call = proxy.primary.unary_unary(method)(request, metadata=metadata, timeout=timeout)
+        call = self._send(proxy.primary)(request, metadata=metadata, timeout=timeout)
         mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
         if mirror is not None:
             mirror.feed(request)

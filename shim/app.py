@@ -20,6 +20,7 @@ from comparators.redact import RedactError, Redactor
 from comparators.rules import RuleError, RuleSet, build_rules
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
+from shim._overload import LoopLag
 from shim._shadow import Noise, ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.config import Config, Upstream, parse_duration
@@ -134,6 +135,8 @@ class Shim:
         self.steps: Steps | None = None
         self.store_sink: StoreSink | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
+        self._lag_probe: asyncio.Task[None] | None = None
         self.port = 0
         # TLS files are read now: a bad one stops the shim before it opens anything
         self.server_tls = (
@@ -207,7 +210,13 @@ class Shim:
                 steps=self.steps,
                 correlation_header=config.correlation_header,
                 noise=self._noise,
+                overload=self.loop_lag,
+                shed_lag=config.shadow_shed_lag,
             )
+            if config.shadow_shed_lag > 0:
+                self._lag_probe = asyncio.get_running_loop().create_task(
+                    self.loop_lag.run(), name="event loop lag probe"
+                )
             self._housekeeping = asyncio.get_running_loop().create_task(
                 self._keep_house(CountsFlusher(self.store, self.counters, self.store_sink)),
                 name="store housekeeping",
@@ -215,7 +224,8 @@ class Shim:
         self._route = Route(primary, self.dispatcher)
         handler = ProxyHandler(self._route, self.registry, self.counters, self.router)
         server = aio.server(
-            options=[*_size_options(config), ("grpc.so_reuseport", 0)],
+            # one port for every worker of `--workers N`; otherwise a port in use is an error
+            options=[*_size_options(config), ("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
             maximum_concurrent_rpcs=None,
         )
         # the shim's own health comes first: every other method goes to the primary
@@ -369,6 +379,8 @@ class Shim:
         if self.pipeline is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.pipeline.drain(), timeout=max(grace, 1.0))
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         await self._close_channels()
         if self.pipeline is not None:  # its sinks finish before the store closes
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)

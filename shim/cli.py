@@ -23,7 +23,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retain", metavar="DURATION", help='delete stored comparisons older than this, e.g. "30d"'
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=_positive,
+        help="N shim processes on one port (SO_REUSEPORT), each with its own event loop (default 1)",
     )
 
     resync = commands.add_parser(
@@ -244,6 +250,8 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["store"] = args.store
     if args.retain:
         settings["store_retain"] = config_mod.parse_duration("--retain", args.retain)
+    if args.workers:
+        settings["workers"] = args.workers
     shadow_timeout = (
         config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
     )
@@ -259,6 +267,21 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.build(settings)
 
 
+def run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Run the shim's event loop: uvloop ("auto": when it is installed; its loop makes the calls the
+    shim forwards cheaper, see the README's performance section), or asyncio's own."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                main.close()
+                raise ConfigError("event_loop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def _open_diff_log(path: str) -> TextIO:
     if path == "-":
         return sys.stdout
@@ -268,7 +291,8 @@ def _open_diff_log(path: str) -> TextIO:
         raise ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
 
 
-async def _serve(config: config_mod.Config) -> int:
+async def serve(config: config_mod.Config, ready: Callable[[], object] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; `ready` is called once the shim serves."""
     import structlog
 
     from shim import logs
@@ -325,7 +349,10 @@ async def _serve(config: config_mod.Config) -> int:
         store=shim.store.url if shim.store else None,
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,
+        event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
     )
+    if ready is not None:
+        ready()
 
     async def warn_unreachable() -> None:
         for upstream in await shim.unreachable_upstreams():
@@ -539,7 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gate":
             return asyncio.run(_gate(args))
         config = _settings(args)
-        return asyncio.run(_serve(config))
+        if config.workers > 1:
+            from shim.workers import supervise
+
+            return supervise(config)
+        return run(serve(config), config.event_loop)
     except ShimError as exc:
         print(f"shim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,8 @@ descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_i
 descriptor_source = "files"        # or "reflection": ask Bank for its descriptors at start (files added too)
 max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
 grace_period = "5s"                # calls in flight may finish this long on shutdown
+workers = 1                        # shim processes sharing the port (SO_REUSEPORT); see shim/workers.py
+event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
 
 [tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
 cert = "shim.crt"                  # PEM chain, for the name clients call (Bank's, to take its place)
@@ -28,6 +30,7 @@ timeout = "2s"                     # how long BK may take after Bank answered, w
 [shadow]
 max_in_flight = 1000               # mirrored calls at once; beyond it a call is not mirrored (counted)
 max_capture = "64MiB"              # request+answer bytes kept per call for comparison
+shed_lag = "50ms"                  # event loop this late: mirrored reads shed; 5x: writes too (0: never)
 
 [comparison]
 max_pending = 10000                # exchanges waiting for a comparison worker
@@ -95,6 +98,7 @@ from shim.routing import MethodSettings
 #   bk          BK answers; nothing is mirrored (Bank retired)
 MODES = ("bank", "shadow", "bk-primary", "bk")
 DESCRIPTOR_SOURCES = ("files", "reflection")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -147,10 +151,14 @@ class Config:
     descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
     max_message_size: int = -1  # -1: unlimited
     grace_period: float = 5.0
+    workers: int = 1  # processes serving the port (shim.workers)
+    event_loop: str = "auto"  # see EVENT_LOOPS
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
     shadow_breaker_failures: int = 5  # shadow failures in a row that open the breaker
     shadow_breaker_open_for: float = 5.0  # seconds before a probe call is let through
+    # the shim's event loop this late: mirrored reads are shed; 5x as late: writes too (0: never)
+    shadow_shed_lag: float = 0.05
     comparison_max_pending: int = 10_000
     comparison_executor: str = "process"  # "process" | "thread": where comparisons run
     comparison_workers: int = 1
@@ -188,6 +196,8 @@ class Config:
             raise ConfigError(
                 f"comparison.executor: {self.comparison_executor!r} is not one of process, thread"
             )
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"event_loop: {self.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}")
         if self.descriptor_source not in DESCRIPTOR_SOURCES:
             raise ConfigError(
                 f"descriptor_source: {self.descriptor_source!r} is not one of {', '.join(DESCRIPTOR_SOURCES)}"
@@ -364,6 +374,10 @@ def parse(
         out["listen"] = _string("listen", v)
     if (v := top.pop("mode")) is not None:
         out["mode"] = _string("mode", v)
+    if (v := top.pop("event_loop")) is not None:
+        out["event_loop"] = _string("event_loop", v)
+    if (v := top.pop("workers")) is not None:
+        out["workers"] = _positive_int("workers", v)
     if (v := top.pop("adapters")) is not None:
         out["adapters"] = _string("adapters", v)
     if (v := top.pop("descriptor_sets")) is not None:
@@ -398,6 +412,8 @@ def parse(
             out["shadow_breaker_failures"] = _positive_int("shadow.breaker_failures", x)
         if (x := shadow.pop("breaker_open_for")) is not None:
             out["shadow_breaker_open_for"] = parse_duration("shadow.breaker_open_for", x)
+        if (x := shadow.pop("shed_lag")) is not None:
+            out["shadow_shed_lag"] = parse_duration("shadow.shed_lag", x)
         shadow.finish()
     if (v := top.pop("methods")) is not None:
         out["methods"] = _methods(_table("methods", v))

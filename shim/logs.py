@@ -10,6 +10,7 @@ import structlog
 def configure(stream: object = None) -> None:
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # e.g. `worker` in a worker of `--workers N`
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

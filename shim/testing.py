@@ -74,10 +74,13 @@ async def running_shim(
 
     Comparisons run in a thread unless `comparison_executor="process"` is given:
     a worker process takes a second to start, too long for most tests. The
-    store is in memory unless `store=` names one.
+    store is in memory unless `store=` names one. Mirrors are never shed for
+    overload unless `shadow_shed_lag=` says when.
     """
     settings.setdefault("comparison_executor", "thread")
     settings.setdefault("store", ":memory:")
+    # a busy test machine can make any loop late: only the tests of shedding want it on
+    settings.setdefault("shadow_shed_lag", 0.0)
     sink = CapturingSink()
     config = Config(
         bank=bank if isinstance(bank, Upstream) else Upstream("bank", bank),

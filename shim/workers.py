@@ -1,0 +1,184 @@
+"""`shim serve --workers N`: N shim processes serving one port, each with its own event loop.
+
+The shim's event loop is one thread: past one core's worth of calls it is the
+bottleneck. With `workers = N` the `shim serve` process becomes a supervisor:
+it opens the store once (so its migrations run once), reserves the port (a
+free one for port 0), and starts N worker processes (spawned, never forked),
+each a whole shim listening on that port with SO_REUSEPORT; the kernel spreads
+the clients' connections over them. Each worker has its own upstream channels,
+shadow dispatcher, lanes, id map in memory and comparison worker; they share
+the store, as replicas of a fleet do.
+
+Signals: SIGTERM and SIGINT drain every worker (a second one stops them at
+once); SIGHUP reaches every worker (certificate reload). A worker that exits on
+its own stops the others, and the supervisor exits 1: a process manager then
+restarts the whole shim. The supervisor logs one `ready` line (with `workers`)
+once every worker serves; each worker logs its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import structlog
+
+from shim.config import Config
+
+_log = structlog.get_logger("shim")
+_START_TIMEOUT = 60.0  # seconds a worker may take to start serving
+
+
+def reserve_port(listen: str) -> tuple[str, socket.socket]:
+    """`listen` with its port fixed (a free one for port 0), and a socket holding it until the workers
+    listen (bound with SO_REUSEPORT, never listening: it takes no connections)."""
+    host, _, port = listen.rpartition(":")
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((bare or "0.0.0.0", int(port)))
+    except OSError:
+        holder.close()
+        raise
+    return f"{host}:{holder.getsockname()[1]}", holder
+
+
+def _worker(config: Config, index: int, ready: Connection) -> None:
+    """One worker process: a whole shim on the shared port."""
+    os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
+    from shim import cli, logs
+
+    logs.configure()
+    structlog.contextvars.bind_contextvars(worker=index)
+    try:
+        code = cli.run(cli.serve(config, ready=lambda: ready.send(True)), config.event_loop)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # a start error: said once, by the worker that met it
+        print(f"shim: error: worker {index}: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def supervise(config: Config) -> int:
+    """Run `config.workers` shim processes on one port until a signal (or a worker's exit)."""
+    from shim.logs import configure
+
+    configure()
+    try:
+        listen, holder = reserve_port(config.listen)
+    except OSError as exc:
+        print(f"shim: error: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with holder:
+        if config.shadow is not None:
+            asyncio.run(_prepare_store(config.store))
+        worker_config = replace(config, listen=listen)
+        context = multiprocessing.get_context("spawn")
+        processes: list[Any] = []
+        readies: list[Connection] = []
+        for index in range(config.workers):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker, args=(worker_config, index, sender), name=f"shim worker {index}"
+            )
+            process.start()
+            sender.close()
+            processes.append(process)
+            readies.append(receiver)
+        return _run(config, listen, processes, readies)
+
+
+async def _prepare_store(url: str) -> None:
+    """Open and migrate the store once, before the workers open it together."""
+    from shim.store import Store
+
+    store = Store.open(url)
+    await store.start()
+    await store.close()
+
+
+def _run(config: Config, listen: str, processes: list[Any], readies: list[Connection]) -> int:
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        return _watch(config, listen, processes, readies, received)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for process in processes:  # whatever happened, no worker outlives the supervisor
+            if process.is_alive():
+                process.kill()
+            process.join()
+
+
+def _watch(
+    config: Config, listen: str, processes: list[Any], readies: list[Connection], received: list[int]
+) -> int:
+    waiting = set(range(len(processes)))
+    started = time.monotonic()
+    stopping = False
+    handled = 0
+    while True:
+        for signum in received[handled:]:
+            handled += 1
+            if signum == signal.SIGHUP:
+                _relay(processes, signal.SIGHUP)
+                continue
+            if stopping:  # a second signal: the workers stop at once, as a single shim would
+                _relay(processes, signal.SIGKILL)
+                return 128 + signum
+            stopping = True
+            _log.info("stopping", workers=len(processes), grace_period=config.grace_period)
+            _relay(processes, signal.SIGTERM)
+        for index in list(waiting):
+            with contextlib.suppress(EOFError, OSError):
+                if readies[index].poll():
+                    readies[index].recv()
+                    waiting.discard(index)
+                    if not waiting:
+                        _log.info("ready", listen=listen, workers=len(processes), mode=config.mode)
+        if waiting and not stopping and time.monotonic() - started > _START_TIMEOUT:
+            _log.error("workers did not start in time", waiting=sorted(waiting))
+            _relay(processes, signal.SIGKILL)
+            return 1
+        ended = [p for p in processes if p.exitcode is not None]
+        if stopping and len(ended) == len(processes):
+            codes = [p.exitcode for p in processes]
+            _log.info("stopped", workers=len(processes), exit_codes=codes)
+            return 0 if all(code == 0 for code in codes) else 1
+        if ended and not stopping:
+            failed = ended[0]
+            _log.error(
+                "a worker exited; stopping the others",
+                worker=processes.index(failed),
+                exit_code=failed.exitcode,
+            )
+            stopping = True
+            _relay(processes, signal.SIGTERM)
+            for process in processes:
+                process.join()
+            return 2 if waiting and failed.exitcode == 2 else 1
+        wait([p.sentinel for p in processes] + [readies[i] for i in waiting], timeout=0.2)
+
+
+def _relay(processes: list[Any], signum: int) -> None:
+    for process in processes:
+        if process.pid is not None and process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)

@@ -1,0 +1,128 @@
+"""`shim serve --workers N`: N processes on one port sharing one store (shim/workers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import grpc
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from tests.shim.test_evidence_store import (
+    BANK_BINPB,
+    CALL_TIMEOUT,
+    SERVE,
+    ShimProcess,
+    _shadow_args,
+    _sqlite_sql,
+    _until,
+    shim_process,
+)
+
+CONNECTIONS = 24  # client connections; the kernel spreads them over the workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def _is_worker(pid: int) -> bool:
+    """A process multiprocessing spawned (a worker), not its resource tracker."""
+    return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+
+
+async def _all_ready(shim: ShimProcess) -> dict[str, object]:
+    """The supervisor's own ready line: every worker serves."""
+
+    async def look() -> list[dict[str, object]]:
+        return [json.loads(line) for line in shim.stderr if '"workers"' in line and '"ready"' in line]
+
+    (line,) = await _until(look, bool, "the supervisor's ready line")
+    return line
+
+
+async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Two workers: connections land on both (two replicas in the store), every call is mirrored and
+    stored once, and SIGTERM drains both; the supervisor exits 0 and no worker outlives it."""
+    bank, bk = ledgers
+    path = tmp_path / "shim.db"
+    args = _shadow_args(bank, bk, path, "--descriptor-set", BANK_BINPB, "--workers", "2")
+    async with shim_process(*args) as shim:
+        ready = await _all_ready(shim)
+        assert ready["workers"] == 2
+        assert ready["listen"] == shim.ready["listen"]
+        for n in range(CONNECTIONS):
+            async with grpc.aio.insecure_channel(str(ready["listen"])) as channel:  # a connection of its own
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id=f"W{n}"), timeout=CALL_TIMEOUT)
+        sql = _sqlite_sql(path)
+
+        async def stored() -> int:
+            return int((await asyncio.to_thread(sql, "SELECT count(*) FROM comparisons"))[0][0])
+
+        await _until(stored, lambda count: count >= CONNECTIONS, "every call stored")
+        replicas = [row[0] for row in sql("SELECT DISTINCT replica FROM comparisons")]
+        assert await shim.stop() == 0, shim.stderr[-5:]
+    assert len(replicas) == 2, replicas  # both workers served: 2**-23 odds that one took all
+    assert sql("SELECT count(*) FROM comparisons") == [(CONNECTIONS,)]
+    assert len(bk.servicer.book.accounts) == CONNECTIONS  # every write mirrored, by whichever worker
+    pids = [int(replica.rpartition(":")[2]) for replica in replicas]
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+async def test_a_worker_that_dies_stops_the_shim(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    """A worker killed from outside: the supervisor stops the other and exits 1 (for a process manager
+    to restart the whole shim), leaving no worker behind."""
+    bank, _ = ledgers
+    args = ["--listen", "127.0.0.1:0", "--bank", bank.address, "--mode", "bank", "--workers", "2"]
+    async with shim_process(*args) as shim:
+        await _all_ready(shim)
+        workers = shim.children()
+        shim_workers = [pid for pid in workers if _is_worker(pid)]
+        assert len(shim_workers) >= 2
+        os.kill(shim_workers[0], signal.SIGKILL)
+        assert await asyncio.wait_for(shim.proc.wait(), 20) == 1
+    assert not [pid for pid in shim_workers if _alive(pid)]
+    assert any('"a worker exited; stopping the others"' in line for line in shim.stderr)
+
+
+def test_workers_must_be_a_positive_count() -> None:
+    """--workers 0 is a usage error, before anything starts."""
+    done = subprocess.run(
+        [*SERVE, "--bank", "127.0.0.1:1", "--workers", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--workers" in done.stderr
+
+
+async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """uvloop by default (installed with the shim); `event_loop = "asyncio"` keeps asyncio's; a bad value
+    is a start error naming the key."""
+    bank, _ = ledgers
+    args = ["--listen", "127.0.0.1:0", "--bank", bank.address, "--mode", "bank"]
+    async with shim_process(*args) as default:
+        assert default.ready["event_loop"] == "uvloop"
+    config = tmp_path / "shim.toml"
+    config.write_text('event_loop = "asyncio"\n', encoding="utf-8")
+    async with shim_process(*args, "--config", config) as plain:
+        assert plain.ready["event_loop"] == "asyncio"
+    config.write_text('event_loop = "trio"\n', encoding="utf-8")
+    done = await asyncio.to_thread(
+        subprocess.run, [*SERVE, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "event_loop: 'trio' is not one of auto, uvloop, asyncio" in done.stderr

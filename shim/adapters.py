@@ -291,7 +291,8 @@ class AdaptedCall:
         self._method = method
         # a bounded queue: a client streaming faster than its adapter takes requests waits for it
         self._requests: asyncio.Queue[bytes | None] = asyncio.Queue(_REQUESTS_AHEAD)
-        self._answers: asyncio.Queue[Any] = asyncio.Queue()
+        # bounded too: an adapter streaming faster than its client reads waits for it
+        self._answers: asyncio.Queue[Any] = asyncio.Queue(_REQUESTS_AHEAD)
         self._code = grpc.StatusCode.OK
         self._details = ""
         self._trailing: Metadata = ()
@@ -367,7 +368,7 @@ class AdaptedCall:
             self._fail(f"raised {type(exc).__name__}: {exc}", exc)
         finally:
             if not self._finished.is_set():
-                self._answers.put_nowait(_END)
+                self._end_answers()
                 self._finished.set()
 
     def _fail(self, what: str, exc: BaseException | None = None) -> None:
@@ -394,7 +395,7 @@ class AdaptedCall:
         if not info.server_streaming:
             if inspect.isawaitable(result):
                 result = await result
-            self._answer(result)
+            await self._answer(result)
             if not info.client_streaming:  # a second message for a unary request is the client's error
                 async for _ in requests:
                     pass
@@ -403,30 +404,34 @@ class AdaptedCall:
             result = await result
         if hasattr(result, "__aiter__"):
             async for answer in result:
-                self._answer(answer)
+                await self._answer(answer)
         elif hasattr(result, "__iter__") and not isinstance(result, message.Message):
             for answer in result:
-                self._answer(answer)
+                await self._answer(answer)
         else:
             raise _WrongAnswer(f"returned {type(result).__name__}, not an iterator of {info.output_type}")
 
-    def _answer(self, answer: Any) -> None:
+    async def _answer(self, answer: Any) -> None:
         expected = self._method.info.output_type
         if not isinstance(answer, message.Message) or answer.DESCRIPTOR.full_name != expected:
             got = type(answer).__name__
             if isinstance(answer, message.Message):
                 got = answer.DESCRIPTOR.full_name
             raise _WrongAnswer(f"returned {got}, not {expected}")
-        self._answers.put_nowait(answer.SerializeToString())
+        await self._answers.put(answer.SerializeToString())
+
+    def _end_answers(self) -> None:
+        """Wake a reader waiting for the next answer (a full queue has no reader waiting)."""
+        if not self._answers.full():
+            self._answers.put_nowait(_END)
 
     # -- answers out (grpc.aio's call API) --------------------------------------------------------
 
     async def read(self) -> Any:
-        answer = await self._answers.get()
-        if answer is _END:
-            self._answers.put_nowait(_END)
+        if self._answers.empty() and self._finished.is_set():
             return aio.EOF
-        return answer
+        answer = await self._answers.get()
+        return aio.EOF if answer is _END else answer
 
     def __await__(self) -> Any:
         """The single answer of a unary call (None when the call failed; its status says why)."""
@@ -445,8 +450,8 @@ class AdaptedCall:
             return False
         # finished here: a task cancelled before its first step never runs its own cleanup
         self._end(grpc.StatusCode.CANCELLED, "cancelled")
-        self._answers.put_nowait(_END)
         self._finished.set()
+        self._end_answers()
         self._task.cancel()
         return True
 

@@ -25,6 +25,7 @@ from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
 from shim._shadow import Mirror, ShadowDispatcher
 from shim.adapters import Channel
+from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.routing import Router
 
@@ -46,7 +47,9 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         registry: DescriptorRegistry | None,
         counters: Counters,
         router: Router | None = None,
+        latencies: Latencies | None = None,
     ) -> None:
+        self.latencies = latencies if latencies is not None else Latencies()
         self._route = route
         self._registry = registry
         self._counters = counters
@@ -178,6 +181,8 @@ class _UnaryCall:
             if mirror is not None:
                 mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
             raise
+        latency = time.perf_counter() - started
+        proxy.latencies.observe(method, latency)
         if initial:
             await context.send_initial_metadata(metadata_tuple(initial))
         await _relay_status(context, code, details, trailing)
@@ -188,7 +193,7 @@ class _UnaryCall:
                 initial_metadata=metadata_tuple(initial),
                 trailing_metadata=metadata_tuple(trailing),
                 messages=(response,) if response is not None else (),
-                latency=time.perf_counter() - started,
+                latency=latency,
                 adapter_error=adapter_error(call),
             )
             if mirror is not None:
@@ -247,6 +252,8 @@ class _StreamCall:
         finally:
             if not pump.done():
                 pump.cancel()
+        latency = time.perf_counter() - started
+        proxy.latencies.observe(method, latency)
         await _relay_status(context, code, details, trailing)
         if mirror is not None or refused:
             outcome = Outcome(
@@ -255,7 +262,7 @@ class _StreamCall:
                 initial_metadata=metadata_tuple(initial),
                 trailing_metadata=metadata_tuple(trailing),
                 messages=tuple(answers),
-                latency=time.perf_counter() - started,
+                latency=latency,
                 adapter_error=adapter_error(call),
             )
             if mirror is not None:

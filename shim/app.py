@@ -8,11 +8,13 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
 
 import grpc
 import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
@@ -25,6 +27,7 @@ from shim._shadow import Noise, ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
+from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
@@ -35,6 +38,21 @@ from shim.store import Store, StoreError
 from shim.tls import ServerTls, channel_credentials, channel_options
 
 _log = structlog.get_logger("shim")
+# settings a running shim takes from a reloaded config (SIGHUP); any other change needs a restart
+_RELOADABLE = (
+    "rules",
+    "rule_locations",
+    "sampling_reads",
+    "sampling_by_key",
+    "noise_reads",
+    "noise_relative",
+    "noise_absolute",
+    "shadow_shed_lag",
+    "gate_window",
+    "gate_min_compared",
+    "gate_max_mismatch_rate",
+    "gate_methods",
+)
 
 
 def _size_options(config: Config) -> list[tuple[str, int]]:
@@ -124,7 +142,10 @@ class Shim:
             hide=self.redactor.hash if self.redactor is not None else None,
             hidden_fields=frozenset(config.redact_fields),
         )
-        self._sinks = list(sinks)
+        self.verdict_counts = VerdictCounts()  # comparisons by verdict, for the metrics
+        self.primary_latencies = Latencies()
+        self.exporter: Exporter | None = None
+        self._sinks: list[Sink] = [*sinks, self.verdict_counts]
         self._server: aio.Server | None = None
         self._channels: list[aio.Channel] = []
         self._upstreams: list[tuple[Upstream, aio.Channel]] = []
@@ -178,14 +199,7 @@ class Shim:
                 rules=self.rules,
                 executor=config.comparison_executor,
                 workers=config.comparison_workers,
-                setup=WorkerSetup(
-                    self.registry.descriptor_set().SerializeToString() if self.registry is not None else None,
-                    config.rules,
-                    config.rule_locations,
-                    config.ids,
-                    config.redact_fields,
-                    self.redactor.key if self.redactor is not None else b"",
-                ),
+                setup=self._worker_setup(),
                 ids=self.id_fields,
                 redactor=self.redactor,
             )
@@ -222,7 +236,7 @@ class Shim:
                 name="store housekeeping",
             )
         self._route = Route(primary, self.dispatcher)
-        handler = ProxyHandler(self._route, self.registry, self.counters, self.router)
+        handler = ProxyHandler(self._route, self.registry, self.counters, self.router, self.primary_latencies)
         server = aio.server(
             # one port for every worker of `--workers N`; otherwise a port in use is an error
             options=[*_size_options(config), ("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
@@ -231,6 +245,10 @@ class Shim:
         # the shim's own health comes first: every other method goes to the primary
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+        if self.registry is not None:  # reflection answered from the shim's descriptors
+            services = sorted({path.split("/")[1] for path in self.registry.methods})
+            names = [*services, reflection.SERVICE_NAME]  # what the descriptors can describe
+            reflection.enable_server_reflection(names, server, pool=self.registry.pool)
         server.add_generic_rpc_handlers([handler])
         try:
             if self.server_tls is not None:
@@ -243,6 +261,44 @@ class Shim:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+        if config.metrics_listen:
+            try:
+                self.exporter = Exporter(self, config.metrics_listen)
+            except OSError as exc:
+                await self.stop(grace=0)
+                raise StartupError(
+                    f"cannot serve metrics on {config.metrics_listen}: {exc.strerror}"
+                ) from exc
+
+    def reconfigure(self, new: Config) -> list[str]:
+        """Apply a reloaded config (SIGHUP): rules, sampling, noise shares, shedding and the gate's
+        criteria change at once. Returns the settings that changed but need a restart; they keep
+        their running values. A config whose rules do not check is refused (ConfigError), and
+        nothing changes."""
+        old = self.config
+        rules = load_rules(new, self.registry)  # raises before anything changes
+        live = set(_RELOADABLE)
+        if self._noise is None and new.noise_reads > 0:
+            live.discard("noise_reads")  # asking Bank again needs the channel set up at start
+        restart = [
+            f.name
+            for f in fields(Config)
+            if f.name not in live and getattr(new, f.name) != getattr(old, f.name)
+        ]
+        applied = replace(new, **{name: getattr(old, name) for name in restart})
+        if self.pipeline is not None and (new.rules, new.rule_locations) != (old.rules, old.rule_locations):
+            self.pipeline.update_rules(
+                rules, replace(self._worker_setup(), rules=new.rules, rule_locations=new.rule_locations)
+            )
+        self.rules = rules
+        self.router.read_rate = applied.sampling_reads
+        self.router.by_key = applied.sampling_by_key
+        if self._noise is not None:
+            self._noise.share = applied.noise_reads
+        if self.dispatcher is not None:
+            self.dispatcher.shed_lag = applied.shadow_shed_lag
+        self.config = applied
+        return restart
 
     def _open_channel(self, upstream: Upstream) -> Channel:
         """A channel to `upstream`; BK's with the adapters in front, when there are any."""
@@ -253,6 +309,17 @@ class Shim:
             assert self.registry is not None  # load_adapters asks for descriptors
             return AdaptedChannel(channel, self.adapters, self.registry, self.counters)
         return channel
+
+    def _worker_setup(self) -> WorkerSetup:
+        config = self.config
+        return WorkerSetup(
+            self.registry.descriptor_set().SerializeToString() if self.registry is not None else None,
+            config.rules,
+            config.rule_locations,
+            config.ids,
+            config.redact_fields,
+            self.redactor.key if self.redactor is not None else b"",
+        )
 
     async def reload_certificates(self) -> list[str]:
         """Read the TLS files again (SIGHUP): the listener's for the next handshakes, the upstreams'
@@ -365,6 +432,9 @@ class Shim:
         recorded (a write given up puts its keys out of step: nothing is lost silently); every
         comparison reaches the sinks and the store, which is flushed."""
         grace = self.config.grace_period if grace is None else grace
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)
+            self.exporter = None
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)

@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--retain", metavar="DURATION", help='delete stored comparisons older than this, e.g. "30d"'
     )
     serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there (port 0: a free port; with --workers N, worker i: PORT+i)",
+    )
+    serve.add_argument(
         "--workers",
         metavar="N",
         type=_positive,
@@ -228,7 +233,8 @@ def _share(text: str) -> float:
     return value
 
 
-def _settings(args: argparse.Namespace) -> config_mod.Config:
+def settings_of(args: argparse.Namespace) -> config_mod.Config:
+    """The config `shim serve ARGS` runs with: the config file, overridden by the flags."""
     settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
     if args.listen:
         settings["listen"] = args.listen
@@ -252,6 +258,8 @@ def _settings(args: argparse.Namespace) -> config_mod.Config:
         settings["store_retain"] = config_mod.parse_duration("--retain", args.retain)
     if args.workers:
         settings["workers"] = args.workers
+    if args.metrics:
+        settings["metrics_listen"] = args.metrics
     shadow_timeout = (
         config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
     )
@@ -291,8 +299,13 @@ def _open_diff_log(path: str) -> TextIO:
         raise ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
 
 
-async def serve(config: config_mod.Config, ready: Callable[[], object] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; `ready` is called once the shim serves."""
+async def serve(
+    config: config_mod.Config,
+    ready: Callable[[], object] | None = None,
+    reread: Callable[[], config_mod.Config] | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT; `ready` is called once the shim serves. On SIGHUP the TLS files
+    are read again, and the config too with `reread` (the config file and flags, as at start)."""
     import structlog
 
     from shim import logs
@@ -326,6 +339,20 @@ async def serve(config: config_mod.Config, ready: Callable[[], object] | None = 
             log.error("certificate not reloaded; the one in use stays", error=error)
         if not errors:
             log.info("certificates reloaded")
+        if reread is None:
+            return
+        try:
+            restart = shim.reconfigure(reread())
+        except ShimError as exc:
+            log.error("config not reloaded; the one in use stays", error=str(exc))
+            return
+        if restart:
+            log.warning(
+                "config reloaded; these changed settings need a restart and keep their values",
+                settings=restart,
+            )
+        else:
+            log.info("config reloaded")
 
     reloads: set[asyncio.Task[None]] = set()
 
@@ -350,6 +377,7 @@ async def serve(config: config_mod.Config, ready: Callable[[], object] | None = 
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,
         event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        metrics=f"{config.metrics_listen.rpartition(':')[0]}:{shim.exporter.port}" if shim.exporter else None,
     )
     if ready is not None:
         ready()
@@ -565,12 +593,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "gate":
             return asyncio.run(_gate(args))
-        config = _settings(args)
+        config = settings_of(args)
         if config.workers > 1:
             from shim.workers import supervise
 
-            return supervise(config)
-        return run(serve(config), config.event_loop)
+            return supervise(config, args)
+        return run(serve(config, reread=lambda: settings_of(args)), config.event_loop)
     except ShimError as exc:
         print(f"shim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

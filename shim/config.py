@@ -9,6 +9,7 @@ descriptor_source = "files"        # or "reflection": ask Bank for its descripto
 max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
 grace_period = "5s"                # calls in flight may finish this long on shutdown
 workers = 1                        # shim processes sharing the port (SO_REUSEPORT); see shim/workers.py
+metrics_listen = "127.0.0.1:9464"  # Prometheus metrics (default: none); see shim/exporter.py
 event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
 
 [tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
@@ -152,6 +153,7 @@ class Config:
     max_message_size: int = -1  # -1: unlimited
     grace_period: float = 5.0
     workers: int = 1  # processes serving the port (shim.workers)
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint ("": none); see shim.exporter
     event_loop: str = "auto"  # see EVENT_LOOPS
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
@@ -209,6 +211,8 @@ class Config:
                 "tls.client_ca: verifying clients' certificates needs TLS (tls.cert and tls.key)"
             )
         check_address("listen", self.listen)
+        if self.metrics_listen:
+            check_address("metrics_listen", self.metrics_listen)
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
@@ -376,6 +380,8 @@ def parse(
         out["mode"] = _string("mode", v)
     if (v := top.pop("event_loop")) is not None:
         out["event_loop"] = _string("event_loop", v)
+    if (v := top.pop("metrics_listen")) is not None:
+        out["metrics_listen"] = _string("metrics_listen", v)
     if (v := top.pop("workers")) is not None:
         out["workers"] = _positive_int("workers", v)
     if (v := top.pop("adapters")) is not None:

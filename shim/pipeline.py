@@ -137,6 +137,18 @@ class ComparisonPipeline:
     def pending(self) -> int:
         return self._pending
 
+    def update_rules(self, rules: RuleSet, setup: WorkerSetup | None) -> None:
+        """Compare with `rules` from now on (a config reload). Comparisons already handed to a worker
+        finish with the rules they started with; a worker process pool is replaced by one set up
+        with the new rules, the old one finishing what it has."""
+        self._rules = rules
+        if self._executor != "process":
+            return
+        assert setup is not None
+        self._setup = setup
+        old, self._compare_pool = self._compare_pool, self._new_process_pool()
+        old.shutdown(wait=False)
+
     def submit(self, exchange: Exchange) -> None:
         if self._pending >= self._max_pending:
             self._counters.inc("comparisons_dropped", exchange.method)

@@ -18,6 +18,7 @@ once every worker serves; each worker logs its own.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import multiprocessing
@@ -54,15 +55,23 @@ def reserve_port(listen: str) -> tuple[str, socket.socket]:
     return f"{host}:{holder.getsockname()[1]}", holder
 
 
-def _worker(config: Config, index: int, ready: Connection) -> None:
+def _worker(config: Config, index: int, ready: Connection, args: argparse.Namespace | None) -> None:
     """One worker process: a whole shim on the shared port."""
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
     from shim import cli, logs
 
     logs.configure()
     structlog.contextvars.bind_contextvars(worker=index)
+
+    def reread() -> Config:  # SIGHUP: the config file and flags again, on this worker's port
+        assert args is not None
+        return _metrics_of(replace(cli.settings_of(args), listen=config.listen), index)
+
     try:
-        code = cli.run(cli.serve(config, ready=lambda: ready.send(True)), config.event_loop)
+        serving = cli.serve(
+            config, ready=lambda: ready.send(True), reread=reread if args is not None else None
+        )
+        code = cli.run(serving, config.event_loop)
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # a start error: said once, by the worker that met it
@@ -71,7 +80,7 @@ def _worker(config: Config, index: int, ready: Connection) -> None:
     sys.exit(code)
 
 
-def supervise(config: Config) -> int:
+def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
     """Run `config.workers` shim processes on one port until a signal (or a worker's exit)."""
     from shim.logs import configure
 
@@ -91,13 +100,23 @@ def supervise(config: Config) -> int:
         for index in range(config.workers):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=_worker, args=(worker_config, index, sender), name=f"shim worker {index}"
+                target=_worker,
+                args=(_metrics_of(worker_config, index), index, sender, args),
+                name=f"shim worker {index}",
             )
             process.start()
             sender.close()
             processes.append(process)
             readies.append(receiver)
         return _run(config, listen, processes, readies)
+
+
+def _metrics_of(config: Config, index: int) -> Config:
+    """Worker `index` serves its metrics on the configured port + index (port 0: a free one each)."""
+    if not config.metrics_listen:
+        return config
+    host, _, port = config.metrics_listen.rpartition(":")
+    return replace(config, metrics_listen=f"{host}:{int(port) + index if int(port) else 0}")
 
 
 async def _prepare_store(url: str) -> None:

@@ -1,0 +1,177 @@
+"""Prometheus metrics (`metrics_listen`, `--metrics HOST:PORT`), read when scraped.
+
+The hot path only counts: `Counters` (every event, per method) and one
+histogram bucket per call for the primary's latency (`Latencies`, the event
+loop thread alone writes it). Comparisons are counted by `VerdictCounts`, a sink
+(the comparison pipeline's thread). Everything else (what is in flight, queued,
+the breaker, the mode) is read from the running shim at scrape time.
+
+    shim_calls_total{method}                       calls served
+    shim_events_total{event,method}                everything else the shim counts: shadow_dropped,
+                                                   shadow_shed, shadow_breaker_skipped, adapter_errors,
+                                                   comparisons_dropped, store_dropped, noise_calls, ...
+    shim_comparisons_total{method,verdict}         match, mismatch, shadow-error, skipped, tainted
+    shim_differences_total{method,kind}            real differences, by kind (changed, status, ...)
+    shim_primary_latency_seconds{method}           histogram: the primary's answer, as the shim saw it
+    shim_shadow_latency_seconds{method}            histogram: the shadow's answer to mirrored calls
+    shim_shadow_in_flight                          mirrored calls in flight
+    shim_comparisons_pending                       exchanges waiting for a comparison worker
+    shim_store_backlog                             comparisons waiting for the store
+    shim_shadow_breaker_open                       1 while the shadow breaker is open
+    shim_event_loop_lag_seconds                    how late the event loop runs (see shed_lag)
+    shim_mode{mode}                                1 for the mode the shim runs in
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from comparators import Comparison
+
+if TYPE_CHECKING:
+    from shim.app import Shim
+
+Tally = dict[tuple[str, str], int]
+BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Latencies:
+    """Per-method latency histograms with fixed buckets: a bisect and two additions per call."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe(self, method: str, seconds: float) -> None:
+        counts = self._counts.get(method)
+        if counts is None:
+            if len(self._counts) >= 10_000:  # methods no descriptor names could be made up by anyone
+                return
+            counts = self._counts[method] = [0] * (len(BOUNDS) + 1)
+        counts[bisect.bisect_left(BOUNDS, seconds)] += 1
+        self._sums[method] = self._sums.get(method, 0.0) + seconds
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=["method"])
+        for method, counts in list(self._counts.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*BOUNDS, float("inf")), list(counts), strict=True):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            family.add_metric([method], buckets, self._sums[method])
+        return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class VerdictCounts:
+    """A sink: comparisons by verdict, real differences by kind, and the shadow's latency."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.verdicts: Counter[tuple[str, str]] = Counter()
+        self.differences: Counter[tuple[str, str]] = Counter()
+        self.shadow = Latencies()
+
+    def __call__(self, comparison: Comparison) -> None:
+        method = comparison.method
+        shadow = comparison.exchange.shadow
+        with self._lock:
+            self.verdicts[method, comparison.verdict.value] += 1
+            for difference in comparison.real_differences:
+                self.differences[method, difference.kind.value] += 1
+            if shadow is not None and not shadow.local:
+                self.shadow.observe(method, shadow.latency)
+
+    def snapshot(
+        self,
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], HistogramMetricFamily]:
+        with self._lock:
+            family = self.shadow.family(
+                "shim_shadow_latency_seconds", "The shadow's answer to mirrored calls, by method"
+            )
+            return dict(self.verdicts), dict(self.differences), family
+
+
+class _ShimCollector(Collector):
+    def __init__(self, shim: Shim) -> None:
+        self._shim = shim
+
+    def collect(self) -> Iterator[Any]:
+        shim = self._shim
+        calls = CounterMetricFamily("shim_calls", "Calls served, by method", labels=["method"])
+        events = CounterMetricFamily(
+            "shim_events", "Everything else the shim counts, by event and method", labels=["event", "method"]
+        )
+        for (name, method), value in shim.counters.snapshot().items():
+            if name == "calls":
+                calls.add_metric([method], value)
+            else:
+                events.add_metric([name, method], value)
+        yield calls
+        yield events
+        verdicts, differences, shadow = shim.verdict_counts.snapshot()
+        comparisons = CounterMetricFamily(
+            "shim_comparisons", "Comparisons, by method and verdict", labels=["method", "verdict"]
+        )
+        for (method, verdict), value in verdicts.items():
+            comparisons.add_metric([method, verdict], value)
+        yield comparisons
+        kinds = CounterMetricFamily(
+            "shim_differences", "Real differences, by method and kind", labels=["method", "kind"]
+        )
+        for (method, kind), value in differences.items():
+            kinds.add_metric([method, kind], value)
+        yield kinds
+        yield shim.primary_latencies.family(
+            "shim_primary_latency_seconds", "The primary's answer as the shim saw it, by method"
+        )
+        yield shadow
+        dispatcher, pipeline, store = shim.dispatcher, shim.pipeline, shim.store
+        yield _gauge(
+            "shim_shadow_in_flight", "Mirrored calls in flight", dispatcher.in_flight if dispatcher else 0
+        )
+        yield _gauge(
+            "shim_comparisons_pending",
+            "Exchanges waiting for a comparison worker",
+            pipeline.pending if pipeline else 0,
+        )
+        yield _gauge("shim_store_backlog", "Comparisons waiting for the store", store.backlog if store else 0)
+        breaker_open = dispatcher is not None and dispatcher.breaker.state == "open"
+        yield _gauge("shim_shadow_breaker_open", "1 while the shadow breaker is open", int(breaker_open))
+        yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.lag)
+        mode = GaugeMetricFamily("shim_mode", "1 for the mode the shim runs in", labels=["mode"])
+        mode.add_metric([shim.config.mode], 1)
+        yield mode
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+class Exporter:
+    """The metrics endpoint of one shim (its own registry: several shims in a process stay apart)."""
+
+    def __init__(self, shim: Shim, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ShimCollector(shim))
+        self._server, self._thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=self.registry
+        )
+        self.port: int = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

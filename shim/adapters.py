@@ -5,10 +5,10 @@ method of Bank's service whose backend is BK. It gets Bank's request (decoded)
 and a `Backend` (BK's channel, carrying the client's metadata and deadline), calls
 BK's own methods as often as it needs, and gives back Bank's response:
 
-    async def post_trade(request, bk: Backend) -> ledger_pb2.Trade:           # unary
-    async def entries(request, bk) -> AsyncIterator[ledger_pb2.LedgerEntry]:  # server streaming
-    async def book(requests: AsyncIterator[...], bk) -> ledger_pb2.Summary:   # client streaming
-    async def session(requests: AsyncIterator[...], bk) -> AsyncIterator[...]:  # both
+    async def move(request, bk: Backend) -> pay_pb2.Movement:                  # unary
+    async def movements(request, bk) -> AsyncIterator[pay_pb2.Movement]:       # server streaming
+    async def batch(requests: AsyncIterator[...], bk) -> pay_pb2.BatchSummary:  # client streaming
+    async def session(requests: AsyncIterator[...], bk) -> AsyncIterator[...]:   # both
 
 (plain `def` functions and iterables are accepted too). Streaming methods are
 adapted message by message: a request reaches the adapter when the client sends
@@ -142,7 +142,7 @@ class _BoundStub:
 def resolve(dotted: str, where: str) -> Any:
     """The object a dotted path ("package.module:name" or "package.module.name") names."""
     if not isinstance(dotted, str) or (":" not in dotted and "." not in dotted):
-        raise ConfigError(f"{where}: {dotted!r} is not a dotted path such as 'mypackage.adapters:post_trade'")
+        raise ConfigError(f"{where}: {dotted!r} is not a dotted path such as 'mypackage.adapters:move'")
     module_name, sep, attr = dotted.partition(":")
     if not sep:
         module_name, _, attr = dotted.rpartition(".")

@@ -20,6 +20,7 @@ from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
 from comparators.redact import RedactError, Redactor
 from comparators.rules import RuleError, RuleSet, build_rules
+from shim import reconcile
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._overload import LoopLag
@@ -67,6 +68,12 @@ def _channel(
     if credentials is not None:
         return aio.secure_channel(upstream.target, credentials, options=options)
     return aio.insecure_channel(upstream.target, options=options)
+
+
+def upstream_channel(upstream: Upstream, config: Config) -> aio.Channel:
+    """A channel to `upstream` with its TLS and the config's channel settings (for commands)."""
+    credentials = channel_credentials(upstream) if upstream.tls else None
+    return _channel(upstream, config, credentials)
 
 
 def load_rules(config: Config, registry: DescriptorRegistry | None) -> RuleSet:
@@ -133,6 +140,8 @@ class Shim:
         self.id_fields = load_ids(config, self.registry)
         self.redactor = load_redactor(config, self.registry)
         self.adapters = load_adapters(config.method_adapters, config.adapters, self.registry)
+        if config.reconcile is not None:
+            reconcile.check(config.reconcile, self.registry)
         self.router = Router(
             self.registry,
             config.methods,

@@ -162,6 +162,24 @@ def _parser() -> argparse.ArgumentParser:
         help="the most calls --calls lists (default 1000)",
     )
 
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="read every key's state ([reconcile]) from Bank and BK; exit 1 on any difference",
+    )
+    reconcile.add_argument("--config", metavar="FILE", required=True, help="the shim's config file")
+    reconcile.add_argument("--bank", metavar="HOST:PORT", help="Bank (overrides the config's)")
+    reconcile.add_argument("--bk", metavar="HOST:PORT", help="BK (overrides the config's)")
+    reconcile.add_argument(
+        "--store", metavar="URL", help="where the id map and the keys out of step are (default: the config's)"
+    )
+    reconcile.add_argument(
+        "--adapters", metavar="MODULE", help="BK speaks its own interface: the adapters in MODULE.ADAPTERS"
+    )
+    reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
+    reconcile.add_argument(
+        "--timeout", metavar="DURATION", default="30s", help='each read\'s deadline (default "30s")'
+    )
+
     gate = commands.add_parser(
         "gate", help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not"
     )
@@ -593,6 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "gate":
             return asyncio.run(_gate(args))
+        if args.command == "reconcile":
+            from shim.reconcile_command import reconcile
+
+            return asyncio.run(reconcile(args))
         config = settings_of(args)
         if config.workers > 1:
             from shim.workers import supervise

@@ -70,6 +70,14 @@ methods = ["pay.v1.Payments/Refund"]  # must be covered
 key = ["account_id"]               # routing key: calls naming one account reach BK in order
 adapter = "mypackage.adapters:refund"   # this method's adapter (wins over `adapters`)
 
+[reconcile]                        # shim reconcile: every key listed, then each one's state read of both
+list = "pay.v1.Payments/ListAccounts"
+items = "accounts"
+key = "account_id"
+page_token = "page_token"
+next_page_token = "next_page_token"
+reads = [{ method = "pay.v1.Payments/GetBalance", key = "account_id" }]
+
 [ids.payment]                      # ids each side mints; see comparators/ids.py
 minted = ["pay.v1.Payment.payment_id"]
 references = ["pay.v1.RefundRequest.payment_id"]
@@ -90,6 +98,8 @@ from typing import Any
 
 from comparators.ids import IdError, IdKind
 from shim.errors import ConfigError
+from shim.reconcile import ReconcileSettings
+from shim.reconcile import parse as parse_reconcile
 from shim.routing import MethodSettings
 
 # who answers the client, and who is mirrored and compared:
@@ -186,6 +196,7 @@ class Config:
     gate_max_mismatch_rate: float = 0.0  # real mismatches / compared calls, per method
     gate_methods: tuple[str, ...] = ()  # methods that must be covered ("pkg.Svc/Method")
     ids: tuple[IdKind, ...] = ()  # [ids.KIND] declarations, checked against the descriptors at start
+    reconcile: ReconcileSettings | None = None  # [reconcile]: what `shim reconcile` sweeps
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
 
@@ -421,6 +432,8 @@ def parse(
         if (x := shadow.pop("shed_lag")) is not None:
             out["shadow_shed_lag"] = parse_duration("shadow.shed_lag", x)
         shadow.finish()
+    if (v := top.pop("reconcile")) is not None:
+        out["reconcile"] = parse_reconcile(_table("reconcile", v))
     if (v := top.pop("methods")) is not None:
         out["methods"] = _methods(_table("methods", v))
     if (v := top.pop("sampling")) is not None:

@@ -58,3 +58,14 @@ def test_the_id_translation_example_checks_against_the_sample_descriptors(tmp_pa
     fields = load_ids(config, registry)
     assert fields is not None
     assert sorted(fields.kinds) == ["page", "trade"]
+
+
+def test_the_reconcile_example_checks_against_the_sample_descriptors() -> None:
+    """The [reconcile] table of "Reconciling the books" parses and checks against the sample's descriptors."""
+    import tomllib
+
+    from shim.reconcile import check, parse
+
+    (example,) = _toml_blocks("## Reconciling the books")
+    registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+    check(parse(tomllib.loads(example)["reconcile"]), registry)

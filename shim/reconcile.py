@@ -1,0 +1,311 @@
+"""`shim reconcile`: read the whole book from both sides and report every key whose state differs.
+
+The step before the point of no return. The config's `[reconcile]` table names
+a listing read that pages through every key (e.g. every account), and the reads
+that show one key's state (e.g. its balance and positions):
+
+    [reconcile]
+    list = "pay.v1.Payments/ListAccounts"  # a read listing every key, page by page
+    items = "accounts"                     # the answer's repeated field of items
+    key = "account_id"                     # the item's field holding the key
+    page_size = "page_size"                # request field for the page size (optional)
+    page_token = "page_token"              # request field for the next page's token (optional)
+    next_page_token = "next_page_token"    # answer field of that token (with page_token)
+    reads = [                              # each asked of both sides for every key
+      { method = "pay.v1.Payments/GetBalance", key = "account_id" },
+      { method = "pay.v1.Payments/ListHolds", key = "account_id" },
+    ]
+
+Each side is listed with its own page tokens. A key only one side lists is a
+difference; every read is asked of Bank and of BK (through the adapters when
+BK speaks its own interface) and the two answers are compared with the
+config's rules and id map, exactly as mirrored calls are. Keys out of step
+(see `shim resync`) are reported as such: their difference is already known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import message
+from grpc import aio
+
+from comparators import DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators.rules import RuleSet
+from shim._outcome import snapshot
+from shim.adapters import Channel
+from shim.errors import ConfigError
+from shim.ids import IdBook
+
+CONCURRENCY = 8  # keys read at once
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    method: str  # "pkg.Svc/Method"
+    key: str  # request field the key goes in (dotted for a nested field)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    list: str
+    items: str
+    key: str
+    reads: tuple[Read, ...]
+    page_size: str = ""
+    page_token: str = ""
+    next_page_token: str = ""
+    size: int = 100
+
+
+def parse(table: Mapping[str, Any]) -> ReconcileSettings:
+    """The [reconcile] table (shim.config reads it)."""
+    known = {"list", "items", "key", "reads", "page_size", "page_token", "next_page_token", "size"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"reconcile.{unknown[0]}: unknown setting")
+    for name in ("list", "items", "key"):
+        if not isinstance(table.get(name), str) or not table[name]:
+            raise ConfigError(f"reconcile.{name}: expected a non-empty string")
+    reads = table.get("reads")
+    if not isinstance(reads, list) or not reads:
+        raise ConfigError('reconcile.reads: expected a list of { method = "pkg.Svc/Method", key = "field" }')
+    parsed = []
+    for index, read in enumerate(reads):
+        where = f"reconcile.reads[{index}]"
+        if not isinstance(read, dict) or set(read) != {"method", "key"}:
+            raise ConfigError(f'{where}: expected {{ method = "pkg.Svc/Method", key = "field" }}')
+        if not all(isinstance(read[k], str) and read[k] for k in ("method", "key")):
+            raise ConfigError(f"{where}: method and key are non-empty strings")
+        parsed.append(Read(read["method"].lstrip("/"), read["key"]))
+    strings = {}
+    for name in ("page_size", "page_token", "next_page_token"):
+        value = table.get(name, "")
+        if not isinstance(value, str):
+            raise ConfigError(f"reconcile.{name}: expected a field name")
+        strings[name] = value
+    if bool(strings["page_token"]) != bool(strings["next_page_token"]):
+        raise ConfigError("reconcile: page_token and next_page_token go together")
+    size = table.get("size", 100)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError(f"reconcile.size: {size!r} is not a positive integer")
+    return ReconcileSettings(
+        list=table["list"].lstrip("/"),
+        items=table["items"],
+        key=table["key"],
+        reads=tuple(parsed),
+        size=size,
+        **strings,
+    )
+
+
+def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> None:
+    """Every method and field the settings name, against the descriptors."""
+    if registry is None:
+        raise ConfigError("reconcile: needs the descriptors of Bank's interface (descriptor_sets)")
+    listing = _method(registry, settings.list, "reconcile.list")
+    request = registry.message_class(listing.input_type).DESCRIPTOR
+    answer = registry.message_class(listing.output_type).DESCRIPTOR
+    items = answer.fields_by_name.get(settings.items)
+    if items is None or not items.is_repeated or items.message_type is None:
+        what = f"no repeated message field {settings.items!r}"
+        raise ConfigError(f"reconcile.items: {listing.output_type} has {what}")
+    if settings.key not in items.message_type.fields_by_name:
+        raise ConfigError(f"reconcile.key: {items.message_type.full_name} has no field {settings.key!r}")
+    named = (
+        (settings.page_size, request),
+        (settings.page_token, request),
+        (settings.next_page_token, answer),
+    )
+    for name, where in named:
+        if name and name not in where.fields_by_name:
+            raise ConfigError(f"reconcile: {where.full_name} has no field {name!r}")
+    for index, read in enumerate(settings.reads):
+        info = _method(registry, read.method, f"reconcile.reads[{index}].method")
+        _field(registry.message_class(info.input_type).DESCRIPTOR, read.key, f"reconcile.reads[{index}].key")
+
+
+def _method(registry: DescriptorRegistry, name: str, where: str) -> Any:
+    info = registry.method("/" + name)
+    if info is None:
+        raise ConfigError(f"{where}: {name} is not a method of the descriptors")
+    if not info.unary:
+        raise ConfigError(f"{where}: {name} is not a unary method")
+    return info
+
+
+def _field(descriptor: Any, path: str, where: str) -> None:
+    for part in path.split("."):
+        field_ = descriptor.fields_by_name.get(part) if descriptor is not None else None
+        if field_ is None or field_.is_repeated:
+            raise ConfigError(f"{where}: {path!r} names no single field of the request")
+        descriptor = field_.message_type
+
+
+def _set(msg: message.Message, path: str, value: str) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        msg = getattr(msg, part)
+    kind = msg.DESCRIPTOR.fields_by_name[last].cpp_type
+    setattr(msg, last, value if kind == msg.DESCRIPTOR.fields_by_name[last].CPPTYPE_STRING else int(value))
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyResult:
+    key: str
+    differences: list[tuple[str, Difference]] = field(default_factory=list)  # (method, difference)
+    out_of_step: str = ""  # why, when the key is known to be out of step
+
+
+@dataclass
+class Result:
+    keys: int
+    reads: int
+    differing: list[KeyResult]
+    seconds: float
+
+
+class Sweep:
+    def __init__(
+        self,
+        settings: ReconcileSettings,
+        registry: DescriptorRegistry,
+        rules: RuleSet,
+        bank: Channel,
+        bk: Channel,
+        ids: IdBook | None = None,
+        out_of_step: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.rules = rules
+        self.sides = {"bank": bank, "bk": bk}
+        self.ids = ids
+        self.out_of_step = dict(out_of_step or {})
+        self.timeout = timeout
+
+    async def keys(self, side: str) -> list[str]:
+        """Every key the side lists, following its own page tokens."""
+        s = self.settings
+        info = self.registry.method("/" + s.list)
+        assert info is not None
+        request_class = self.registry.message_class(info.input_type)
+        answer_class = self.registry.message_class(info.output_type)
+        found: list[str] = []
+        token = ""
+        while True:
+            request = request_class()
+            if s.page_size:
+                setattr(request, s.page_size, s.size)
+            if s.page_token and token:
+                setattr(request, s.page_token, token)
+            outcome = await self._ask(side, "/" + s.list, request.SerializeToString())
+            if outcome.code != 0 or not outcome.messages:
+                raise ReconcileError(
+                    f"listing {s.list} on {side.upper() if side == 'bk' else 'Bank'} failed: "
+                    f"{outcome.status} {outcome.details or outcome.local}"
+                )
+            answer = answer_class.FromString(outcome.messages[0])
+            found += [str(getattr(item, s.key)) for item in getattr(answer, s.items)]
+            token = getattr(answer, s.next_page_token) if s.next_page_token else ""
+            if not token:
+                return found
+
+    async def _ask(self, side: str, method: str, payload: bytes) -> Outcome:
+        started = time.perf_counter()
+        call = self.sides[side].unary_unary(method)(payload, timeout=self.timeout)
+        try:
+            answer = await call
+        except aio.AioRpcError:
+            answer = None
+        return await snapshot(call, (answer,) if answer is not None else (), time.perf_counter() - started)
+
+    async def key(self, key: str) -> KeyResult:
+        result = KeyResult(key, out_of_step=self.out_of_step.get(key, ""))
+        for read in self.settings.reads:
+            info = self.registry.method("/" + read.method)
+            assert info is not None
+            request = self.registry.message_class(info.input_type)()
+            _set(request, read.key, key)
+            payload = request.SerializeToString()
+            bank, bk = await asyncio.gather(
+                self._ask("bank", info.path, payload), self._ask("bk", info.path, payload)
+            )
+            exchange = Exchange(
+                method=info.path,
+                requests=(payload,),
+                primary=bank,
+                shadow=bk,
+                is_write=False,
+                routing_key=key,
+                started_at=time.time(),
+                ids=await self._pairs(info.path, info.output_type, bk),
+            )
+            comparison = compare(exchange, self.registry, self.rules, self.ids.fields if self.ids else None)
+            if comparison.verdict is Verdict.SHADOW_ERROR:  # BK gave no usable answer
+                failed = Difference("status", DiffKind.STATUS, bank.status, comparison.reason)
+                result.differences.append((read.method, failed))
+            result.differences += [(read.method, d) for d in comparison.real_differences]
+        return result
+
+    async def _pairs(self, method: str, output_type: str, bk: Outcome) -> tuple[tuple[str, str, str], ...]:
+        """(kind, Bank id, BK id) for the ids in BK's answer that the id map knows."""
+        if self.ids is None or not bk.messages:
+            return ()
+        cls = self.registry.message_class(output_type)
+        try:
+            answers = [cls.FromString(raw) for raw in bk.messages]
+        except message.DecodeError:
+            return ()
+        pairs = []
+        for found in self.ids.fields.find(method, "response", answers, None):
+            bank_id = await self.ids.counterpart("bk", found.kind, found.value)
+            if bank_id is not None:
+                pairs.append((found.kind, bank_id, found.value))
+        return tuple(pairs)
+
+    def _listed_once(self, key: str, only: str) -> KeyResult:
+        """A key one side lists and the other does not."""
+        s = self.settings
+        path = f"{s.items}[{s.key}={key}]"
+        if only == "Bank":
+            difference = Difference(path, DiffKind.REMOVED, key, None)
+        else:
+            difference = Difference(path, DiffKind.ADDED, None, key)
+        return KeyResult(key, [(s.list, difference)], self.out_of_step.get(key, ""))
+
+    async def run(self, progress: Callable[[int, int], None] | None = None) -> Result:
+        started = time.perf_counter()
+        bank_keys, bk_keys = await asyncio.gather(self.keys("bank"), self.keys("bk"))
+        every = sorted(set(bank_keys) | set(bk_keys))
+        results: list[KeyResult] = []
+        done = 0
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(key: str) -> None:
+            nonlocal done
+            async with gate:
+                if key in bank_listed and key in bk_listed:
+                    results.append(await self.key(key))
+                else:
+                    results.append(self._listed_once(key, only="Bank" if key in bank_listed else "BK"))
+                done += 1
+                if progress is not None:
+                    progress(done, len(every))
+
+        bank_listed, bk_listed = set(bank_keys), set(bk_keys)
+        await asyncio.gather(*(one(key) for key in every))
+        differing = sorted((r for r in results if r.differences), key=lambda r: r.key)
+        return Result(len(every), len(self.settings.reads), differing, time.perf_counter() - started)
+
+
+class ReconcileError(Exception):
+    """A side could not be listed: the sweep cannot say anything."""

@@ -1,0 +1,175 @@
+"""`shim reconcile --config FILE`: the sweep of `shim.reconcile`, with a progress bar and a verdict.
+
+Exit status: 0 when both sides hold the same state for every key, 1 when any key
+differs (each is listed), 2 when the sweep could not run (a side unreachable, a
+bad config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shim import config as config_mod
+from shim.adapters import AdaptedChannel, Channel, load_adapters
+from shim.app import load_ids, load_registry, load_rules, upstream_channel
+from shim.errors import ShimError
+from shim.ids import IdBook
+from shim.metrics import Counters
+from shim.reconcile import ReconcileError, Result, Sweep, check
+from shim.store import Store, StoreError
+
+EXIT_DIFFERENT = 1
+EXIT_FAILED = 2
+
+
+async def reconcile(args: argparse.Namespace) -> int:
+    settings = config_mod.load_file(args.config)
+    for name in ("bank", "bk"):
+        target = getattr(args, name)
+        if target:
+            current = settings.get(name)
+            settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
+    if args.store:
+        settings["store"] = args.store
+    if args.adapters:
+        settings["adapters"] = args.adapters
+    settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
+    config = config_mod.build(settings)
+    if config.reconcile is None:
+        raise ShimError(f"{args.config} has no [reconcile] table: nothing says what to sweep")
+    if config.bk is None:
+        raise ShimError("no BK upstream: give --bk HOST:PORT or [upstreams.bk] target")
+    timeout = config_mod.parse_duration("--timeout", args.timeout)
+    registry = load_registry(config.descriptor_sets)
+    check(config.reconcile, registry)
+    assert registry is not None
+    rules = load_rules(config, registry)
+    fields = load_ids(config, registry)
+    adapters = load_adapters(config.method_adapters, config.adapters, registry)
+    store = await _store(config.store)
+    counters = Counters()
+    bank = upstream_channel(config.bank, config)
+    bk_raw = upstream_channel(config.bk, config)
+    bk: Channel = AdaptedChannel(bk_raw, adapters, registry, counters) if adapters else bk_raw
+    console = Console(stderr=True)
+    try:
+        ids = None
+        out_of_step: dict[str, str] = {}
+        if store is not None:
+            out_of_step = {mark.key: mark.reason for mark in await store.out_of_step()}
+            if fields is not None:
+                ids = IdBook(fields, store, counters)
+        sweep = Sweep(config.reconcile, registry, rules, bank, bk, ids, out_of_step, timeout)
+        with Progress(
+            TextColumn("[bold]keys read from both sides"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("keys", total=None)
+            result = await sweep.run(lambda done, total: progress.update(task, completed=done, total=total))
+    except ReconcileError as exc:
+        print(f"shim reconcile: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await bank.close()
+        await bk_raw.close()
+        if store is not None:
+            await store.close()
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2))
+    else:
+        _print(Console(), result, config.reconcile.list)
+    return EXIT_DIFFERENT if result.differing else 0
+
+
+def _existing(url: str) -> bool:
+    """Whether the store is there already (opening a SQLite path that is not would make one)."""
+    if url == ":memory:":
+        return False
+    if url.lower().startswith(("postgres://", "postgresql://")):
+        return True
+    rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
+    return Path(rest[2:] if rest.startswith("//") else rest).exists()
+
+
+async def _store(url: str) -> Store | None:
+    """The config's store, when one is there (its id map and keys out of step); never a new one."""
+    if not _existing(url):
+        return None
+    try:
+        store = Store.open(url)
+        await store.start()
+    except StoreError as exc:
+        raise ShimError(str(exc)) from exc
+    return store
+
+
+def _as_json(result: Result) -> dict[str, Any]:
+    return {
+        "keys": result.keys,
+        "reads_per_key": result.reads,
+        "seconds": round(result.seconds, 3),
+        "differing": [
+            {
+                "key": r.key,
+                "out_of_step": r.out_of_step,
+                "differences": [
+                    {
+                        "method": method,
+                        "path": d.path,
+                        "kind": d.kind.value,
+                        "bank": _plain(d.bank),
+                        "bk": _plain(d.bk),
+                    }
+                    for method, d in r.differences
+                ],
+            }
+            for r in result.differing
+        ],
+    }
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
+
+
+def _print(console: Console, result: Result, listing: str) -> None:
+    if not result.differing:
+        console.print(
+            f"[green]Both sides agree[/]: {result.keys} keys ({listing}), {result.reads} reads each, "
+            f"in {result.seconds:.1f} s.",
+            highlight=False,
+        )
+        return
+    table = Table(title=f"{len(result.differing)} of {result.keys} keys differ", title_justify="left")
+    for column in ("key", "method", "path", "Bank", "BK", "out of step"):
+        table.add_column(column)
+    for key_result in result.differing:
+        for index, (method, difference) in enumerate(key_result.differences[:5]):
+            table.add_row(
+                key_result.key if index == 0 else "",
+                method.rsplit("/", 1)[-1],
+                difference.path,
+                repr(difference.bank),
+                repr(difference.bk),
+                key_result.out_of_step if index == 0 else "",
+            )
+    console.print(table)
+    known = sum(1 for r in result.differing if r.out_of_step)
+    console.print(
+        f"[red]{len(result.differing)} keys differ[/] ({known} already known to be out of step), "
+        f"{result.keys} keys read, {result.reads} reads each, in {result.seconds:.1f} s.",
+        highlight=False,
+    )

@@ -1,0 +1,71 @@
+"""The [reconcile] table: every mistake is a one-line config error naming the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sample_ledger
+from comparators import DescriptorRegistry
+from shim.errors import ConfigError
+from shim.reconcile import check, parse
+
+REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
+GOOD: dict[str, Any] = {
+    "list": "bank.v1.Ledger/ListAccounts",
+    "items": "accounts",
+    "key": "account_id",
+    "page_token": "page_token",
+    "next_page_token": "next_page_token",
+    "reads": [{"method": "bank.v1.Ledger/GetBalance", "key": "account_id"}],
+}
+
+
+def test_the_sample_table_checks() -> None:
+    """The table of the README and the sample config parses and checks against the descriptors."""
+    settings = parse(GOOD)
+    check(settings, REGISTRY)
+    assert (settings.list, settings.reads[0].method, settings.size) == (
+        "bank.v1.Ledger/ListAccounts", "bank.v1.Ledger/GetBalance", 100,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, "reconcile.colour: unknown setting"),
+        ({"list": ""}, "reconcile.list: expected a non-empty string"),
+        ({"reads": []}, "reconcile.reads: expected a list"),
+        ({"reads": [{"method": "bank.v1.Ledger/GetBalance"}]}, "reconcile.reads[0]: expected"),
+        ({"next_page_token": ""}, "page_token and next_page_token go together"),
+        ({"size": 0}, "reconcile.size: 0 is not a positive integer"),
+    ],
+)
+def test_a_malformed_table_is_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse({**GOOD, **change})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"list": "bank.v1.Ledger/Nope"}, "reconcile.list: bank.v1.Ledger/Nope is not a method"),
+        ({"list": "bank.v1.Ledger/StreamLedgerEntries"}, "is not a unary method"),
+        (
+            {"items": "next_page_token"},
+            "reconcile.items: bank.v1.ListAccountsResponse has no repeated message",
+        ),
+        ({"key": "number"}, "reconcile.key: bank.v1.Account has no field 'number'"),
+        ({"page_token": "cursor"}, "bank.v1.ListAccountsRequest has no field 'cursor'"),
+        (
+            {"reads": [{"method": "bank.v1.Ledger/GetBalance", "key": "client"}]},
+            "reconcile.reads[0].key: 'client' names no single field",
+        ),
+    ],
+)
+def test_a_table_the_descriptors_cannot_honour_is_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        check(parse({**GOOD, **change}), REGISTRY)
+    assert message in str(refused.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from shim._shadow import Mirror, ShadowDispatcher
 from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
+from shim.modes import Modes
 from shim.routing import Router
 
 _CANCELLED = 1
@@ -43,14 +45,16 @@ class Route:
 class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     def __init__(
         self,
-        route: Route,
+        routes: Mapping[str, Route],
+        modes: Modes,
         registry: DescriptorRegistry | None,
         counters: Counters,
         router: Router | None = None,
         latencies: Latencies | None = None,
     ) -> None:
         self.latencies = latencies if latencies is not None else Latencies()
-        self._route = route
+        self.routes = routes  # by mode
+        self.modes = modes
         self._registry = registry
         self._counters = counters
         self._router = router if router is not None else Router(registry, {})
@@ -74,18 +78,30 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
             return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write, strict).handle)
         return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write).handle)
 
+    def route_of(self, method: str) -> Route:
+        """Where a call of `method` goes, in its mode now."""
+        return self.routes[self.modes.of(method)]
+
+    def over(self, mirror: Mirror | None) -> None:
+        """A call's primary part is over: once its mirror is too, a switch of modes may proceed."""
+        if mirror is None or mirror.task.done():
+            self.modes.leave()
+        else:
+            mirror.task.add_done_callback(lambda _: self.modes.leave())
+
     def mirror(
-        self, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool
+        self, route: Route, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool
     ) -> tuple[Mirror | None, str]:
         """A mirror for this call; or why a call that should have had one has none ("" when none is due)."""
         self._counters.inc("calls", method)
-        dispatcher = self._route.shadow
+        dispatcher = route.shadow
         if dispatcher is None:
             return None, ""
         return dispatcher.start(method, metadata, timeout, is_write)
 
     def record_unmirrored(
         self,
+        route: Route,
         method: str,
         primary: Outcome,
         is_write: bool,
@@ -93,7 +109,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         why: str,
         first: bytes | None,
     ) -> None:
-        dispatcher = self._route.shadow
+        dispatcher = route.shadow
         if dispatcher is not None:
             if is_write:  # off the answer's path: it may decode the request
                 asyncio.get_running_loop().call_soon(dispatcher.unmirrored, method, first, primary, why)
@@ -103,6 +119,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
                     requests=(),
                     primary=primary,
                     shadow=None,
+                    primary_is_bank=dispatcher.primary_is_bank,
                     is_write=is_write,
                     started_at=started_at,
                     note=why,
@@ -111,10 +128,6 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
 
     def keys(self, method: str, request: bytes) -> tuple[str, ...]:
         return self._router.keys(method, request)
-
-    @property
-    def primary(self) -> Channel:
-        return self._route.primary
 
 
 async def _relay_status(
@@ -135,36 +148,48 @@ class _UnaryCall:
         self._method = method
         self._is_write = is_write
         self._strict = strict
-        self._channel: Any = None
-        self._multicallable: Any = None
+        self._callables: dict[Any, Any] = {}
 
     def _send(self, channel: Any) -> Any:
-        """The method's callable on `channel`, made once per channel (the primary may change)."""
-        if channel is not self._channel:
-            self._multicallable = channel.unary_unary(self._method)
-            self._channel = channel
-        return self._multicallable
+        """The method's callable on `channel`, made once per channel (the primary changes with the mode,
+        and a certificate reload makes new channels)."""
+        send = self._callables.get(channel)
+        if send is None:
+            if len(self._callables) > 8:
+                self._callables.clear()
+            send = self._callables[channel] = channel.unary_unary(self._method)
+        return send
 
     async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
-        if not self._strict:
-            return await self._forward(request, context)
-        # strict ordering: this write reaches the primary after the earlier writes on its keys
-        ticket = self._proxy.primary_lanes.enter(self._proxy.keys(self._method, request), write=True)
+        proxy = self._proxy
+        await proxy.modes.enter()
+        mirrored: list[Mirror] = []
         try:
-            await ticket.ready()
-            return await self._forward(request, context)
+            route = proxy.route_of(self._method)
+            if not self._strict:
+                return await self._forward(route, request, context, mirrored)
+            # strict ordering: this write reaches the primary after the earlier writes on its keys
+            ticket = proxy.primary_lanes.enter(proxy.keys(self._method, request), write=True)
+            try:
+                await ticket.ready()
+                return await self._forward(route, request, context, mirrored)
+            finally:
+                ticket.release()
         finally:
-            ticket.release()
+            proxy.over(mirrored[0] if mirrored else None)
 
-    async def _forward(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
+    async def _forward(
+        self, route: Route, request: bytes, context: aio.ServicerContext[bytes, bytes], mirrored: list[Mirror]
+    ) -> bytes | None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
         timeout = context.time_remaining()
         started_at = time.time()
         started = time.perf_counter()
-        call = self._send(proxy.primary)(request, metadata=metadata, timeout=timeout)
-        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
+        call = self._send(route.primary)(request, metadata=metadata, timeout=timeout)
+        mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
         if mirror is not None:
+            mirrored.append(mirror)
             mirror.feed(request)
             mirror.close_requests()
         try:
@@ -199,7 +224,7 @@ class _UnaryCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(method, outcome, self._is_write, started_at, refused, request)
+                proxy.record_unmirrored(route, method, outcome, self._is_write, started_at, refused, request)
         return response if code is grpc.StatusCode.OK else None
 
 
@@ -212,13 +237,26 @@ class _StreamCall:
         self._is_write = is_write
 
     async def handle(self, requests: Any, context: aio.ServicerContext[bytes, bytes]) -> None:
+        proxy = self._proxy
+        await proxy.modes.enter()
+        mirrored: list[Mirror] = []
+        try:
+            await self._forward(proxy.route_of(self._method), requests, context, mirrored)
+        finally:
+            proxy.over(mirrored[0] if mirrored else None)
+
+    async def _forward(
+        self, route: Route, requests: Any, context: aio.ServicerContext[bytes, bytes], mirrored: list[Mirror]
+    ) -> None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
         timeout = context.time_remaining()
         started_at = time.time()
         started = time.perf_counter()
-        call = proxy.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
-        mirror, refused = proxy.mirror(method, metadata, timeout, self._is_write)
+        call = route.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
+        mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
+        if mirror is not None:
+            mirrored.append(mirror)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
             _pump(requests, call, mirror, first), name=f"request pump {method}"
@@ -269,7 +307,7 @@ class _StreamCall:
                 mirror.primary_done(outcome)
             else:
                 proxy.record_unmirrored(
-                    method, outcome, self._is_write, started_at, refused, first[0] if first else None
+                    route, method, outcome, self._is_write, started_at, refused, first[0] if first else None
                 )
 
 

@@ -24,13 +24,16 @@ from shim import reconcile
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._overload import LoopLag
+from shim._proto.shim.v1 import admin_pb2_grpc
 from shim._shadow import Noise, ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
+from shim.admin import AdminServicer
 from shim.config import Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.ids import IdBook
 from shim.metrics import Counters
+from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.recording import CountsFlusher, PayloadFilter, StoreSink
 from shim.routing import Router
@@ -159,7 +162,9 @@ class Shim:
         self._channels: list[aio.Channel] = []
         self._upstreams: list[tuple[Upstream, aio.Channel]] = []
         self.pipeline: ComparisonPipeline | None = None
-        self.dispatcher: ShadowDispatcher | None = None
+        self.dispatchers: dict[str, ShadowDispatcher] = {}  # by the side they mirror to
+        self.modes = Modes(config.mode)
+        self.routes: dict[str, Route] = {}
         self.store: Store | None = None
         self.ids: IdBook | None = None
         self.steps: Steps | None = None
@@ -167,6 +172,9 @@ class Shim:
         self._housekeeping: asyncio.Task[None] | None = None
         self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
         self._lag_probe: asyncio.Task[None] | None = None
+        self._mode_watch: asyncio.Task[None] | None = None
+        self._admin_server: aio.Server | None = None
+        self.admin_port = 0
         self.port = 0
         # TLS files are read now: a bad one stops the shim before it opens anything
         self.server_tls = (
@@ -178,7 +186,7 @@ class Shim:
             if upstream is not None and upstream.tls
         }
         self._route: Route | None = None
-        self._noise: Noise | None = None
+        self._noises: list[Noise] = []
         self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
         self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining
 
@@ -189,11 +197,18 @@ class Shim:
 
     async def start(self) -> None:
         config = self.config
-        primary = self._open_channel(config.primary)
-        shadow_upstream = config.shadow
-        if shadow_upstream is not None:
+        bank = self._open_channel(config.bank)
+        bk = self._open_channel(config.bk) if config.bk is not None else None
+        routes = {"bank": Route(bank, None)}
+        if bk is not None:  # every mode can be switched to at run time: both directions are ready
+            assert config.bk is not None
             await self._open_store()
             assert self.store is not None
+            try:
+                self.modes.restore(await self.store.modes())  # as the last switch left them
+            except StoreError as exc:
+                await self._close_store()
+                raise StartupError(str(exc)) from exc
             self.store_sink = StoreSink(
                 self.store,
                 max_buffer=config.store_max_buffer,
@@ -212,30 +227,13 @@ class Shim:
                 ids=self.id_fields,
                 redactor=self.redactor,
             )
-            shadow_channel = self._open_channel(shadow_upstream)
-            if config.noise_reads > 0:
-                self._noise = Noise(primary, config.noise_reads, shadow_upstream.timeout, self.counters)
-            self.dispatcher = ShadowDispatcher(
-                shadow_channel,
-                self.pipeline.submit,
-                self.counters,
-                timeout=shadow_upstream.timeout,
-                max_in_flight=config.shadow_max_in_flight,
-                max_capture=config.shadow_max_capture,
-                primary_is_bank=config.primary_is_bank,
-                router=self.router,
-                breaker=Breaker(
-                    self.counters,
-                    failures=config.shadow_breaker_failures,
-                    open_for=config.shadow_breaker_open_for,
-                ),
-                ids=self.ids,
-                steps=self.steps,
-                correlation_header=config.correlation_header,
-                noise=self._noise,
-                overload=self.loop_lag,
-                shed_lag=config.shadow_shed_lag,
-            )
+            self.dispatchers = {
+                "bk": self._dispatcher(bk, config.bk, primary=bank),  # shadow mode: BK is mirrored
+                "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is
+            }
+            routes["shadow"] = Route(bank, self.dispatchers["bk"])
+            routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
+            routes["bk"] = Route(bk, None)
             if config.shadow_shed_lag > 0:
                 self._lag_probe = asyncio.get_running_loop().create_task(
                     self.loop_lag.run(), name="event loop lag probe"
@@ -244,8 +242,13 @@ class Shim:
                 self._keep_house(CountsFlusher(self.store, self.counters, self.store_sink)),
                 name="store housekeeping",
             )
-        self._route = Route(primary, self.dispatcher)
-        handler = ProxyHandler(self._route, self.registry, self.counters, self.router, self.primary_latencies)
+            self._mode_watch = asyncio.get_running_loop().create_task(
+                self._follow_modes(), name="modes from the store"
+            )
+        self.routes = routes
+        handler = ProxyHandler(
+            routes, self.modes, self.registry, self.counters, self.router, self.primary_latencies
+        )
         server = aio.server(
             # one port for every worker of `--workers N`; otherwise a port in use is an error
             options=[*_size_options(config), ("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
@@ -270,6 +273,8 @@ class Shim:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+        if config.admin_listen:
+            await self._start_admin()
         if config.metrics_listen:
             try:
                 self.exporter = Exporter(self, config.metrics_listen)
@@ -279,6 +284,84 @@ class Shim:
                     f"cannot serve metrics on {config.metrics_listen}: {exc.strerror}"
                 ) from exc
 
+    async def _start_admin(self) -> None:
+        """The admin API, on its own (loopback) address, behind its token."""
+        config = self.config
+        token = os.environ.get(config.admin_token_env, "")
+        if not token:
+            await self.stop(grace=0)
+            raise StartupError(
+                f"admin.listen is set but ${config.admin_token_env} is empty: the admin API needs a token"
+            )
+        server = aio.server()
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self, token), server)  # type: ignore[no-untyped-call]
+        try:
+            self.admin_port = server.add_insecure_port(config.admin_listen)
+        except RuntimeError as exc:
+            await self.stop(grace=0)
+            raise StartupError(f"cannot listen on {config.admin_listen} (admin.listen)") from exc
+        await server.start()
+        self._admin_server = server
+
+    async def _follow_modes(self) -> None:
+        """Re-read the modes every store.refresh: a switch made through another replica applies here
+        too (the calls in flight here finish first)."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(max(self.config.store_refresh, 0.05))
+            try:
+                stored = await self.store.modes()
+            except StoreError as exc:
+                _log.warning("modes not re-read", error=str(exc))
+                continue
+            table = self.modes.table()
+            changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
+            if not changed:
+                continue
+            try:
+                await self.modes.switch(changed, within=self.config.grace_period)
+            except SwitchTimeout as exc:
+                _log.warning("mode switch from the store not applied yet", error=str(exc))
+            else:
+                _log.warning("modes changed by another replica applied", modes=changed)
+
+    def _dispatcher(self, channel: Channel, shadow: Upstream, primary: Channel) -> ShadowDispatcher:
+        """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""
+        config = self.config
+        noise = None
+        if config.noise_reads > 0:
+            noise = Noise(primary, config.noise_reads, shadow.timeout, self.counters)
+            self._noises.append(noise)
+        assert self.pipeline is not None
+        return ShadowDispatcher(
+            channel,
+            self.pipeline.submit,
+            self.counters,
+            timeout=shadow.timeout,
+            max_in_flight=config.shadow_max_in_flight,
+            max_capture=config.shadow_max_capture,
+            primary_is_bank=shadow is not config.bank,
+            router=self.router,
+            breaker=Breaker(
+                self.counters,
+                failures=config.shadow_breaker_failures,
+                open_for=config.shadow_breaker_open_for,
+            ),
+            ids=self.ids,
+            steps=self.steps,
+            correlation_header=config.correlation_header,
+            noise=noise,
+            overload=self.loop_lag,
+            shed_lag=config.shadow_shed_lag,
+        )
+
+    @property
+    def dispatcher(self) -> ShadowDispatcher | None:
+        """The mirroring the default mode uses (BK's in `bank` and `bk` modes, which mirror nothing)."""
+        if not self.dispatchers:
+            return None
+        return self.dispatchers["bank" if self.modes.default == "bk-primary" else "bk"]
+
     def reconfigure(self, new: Config) -> list[str]:
         """Apply a reloaded config (SIGHUP): rules, sampling, noise shares, shedding and the gate's
         criteria change at once. Returns the settings that changed but need a restart; they keep
@@ -287,7 +370,7 @@ class Shim:
         old = self.config
         rules = load_rules(new, self.registry)  # raises before anything changes
         live = set(_RELOADABLE)
-        if self._noise is None and new.noise_reads > 0:
+        if not self._noises and new.noise_reads > 0:
             live.discard("noise_reads")  # asking Bank again needs the channel set up at start
         restart = [
             f.name
@@ -302,10 +385,10 @@ class Shim:
         self.rules = rules
         self.router.read_rate = applied.sampling_reads
         self.router.by_key = applied.sampling_by_key
-        if self._noise is not None:
-            self._noise.share = applied.noise_reads
-        if self.dispatcher is not None:
-            self.dispatcher.shed_lag = applied.shadow_shed_lag
+        for noise in self._noises:
+            noise.share = applied.noise_reads
+        for dispatcher in self.dispatchers.values():
+            dispatcher.shed_lag = applied.shadow_shed_lag
         self.config = applied
         return restart
 
@@ -351,7 +434,11 @@ class Shim:
             new = _channel(upstream, self.config, credentials)
             self._upstreams[index] = (upstream, new)
             self._channels = [new if c is old else c for c in self._channels]
-            holders = ((self._route, "primary"), (self._noise, "channel"), (self.dispatcher, "channel"))
+            holders = [
+                *((route, "primary") for route in self.routes.values()),
+                *((noise, "channel") for noise in self._noises),
+                *((dispatcher, "channel") for dispatcher in self.dispatchers.values()),
+            ]
             for holder, name in holders:
                 current = getattr(holder, name, None)
                 if current is old:
@@ -430,8 +517,8 @@ class Shim:
 
     async def drain(self) -> None:
         """Wait until every mirrored call has finished and been compared."""
-        if self.dispatcher is not None:
-            await self.dispatcher.drain()
+        for dispatcher in self.dispatchers.values():
+            await dispatcher.drain()
         if self.pipeline is not None:
             await self.pipeline.drain()
 
@@ -444,14 +531,19 @@ class Shim:
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
             self.exporter = None
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)
+            self._admin_server = None
+        if self._mode_watch is not None:
+            self._mode_watch.cancel()
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         with contextlib.suppress(TimeoutError):  # mirrored calls get the same grace as the clients'
             await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 0.1))
-        if self.dispatcher is not None and self.dispatcher.in_flight:
-            given_up = self.dispatcher.give_up_all()
+        if any(d.in_flight for d in self.dispatchers.values()):
+            given_up = sum(d.give_up_all() for d in self.dispatchers.values())
             _log.warning("stopping: mirrored calls given up and recorded", calls=given_up)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 1.0))
@@ -466,8 +558,8 @@ class Shim:
         await self._close_store()
 
     async def _mirrors_done(self) -> None:
-        if self.dispatcher is not None:
-            await self.dispatcher.drain()
+        for dispatcher in self.dispatchers.values():
+            await dispatcher.drain()
 
     async def unreachable_upstreams(self, within: float = 3.0) -> list[Upstream]:
         """The upstreams the shim could not connect to within `within` seconds (it goes on trying)."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
+from shim import mode_command
 from shim.errors import ConfigError, ShimError
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--timeout", metavar="DURATION", default="30s", help='each read\'s deadline (default "30s")'
     )
+
+    mode_command.add_parser(commands)
 
     gate = commands.add_parser(
         "gate", help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not"
@@ -611,6 +614,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "gate":
             return asyncio.run(_gate(args))
+        if args.command == "mode":
+            return asyncio.run(mode_command.run(args))
         if args.command == "reconcile":
             from shim.reconcile_command import reconcile
 

@@ -12,6 +12,14 @@ workers = 1                        # shim processes sharing the port (SO_REUSEPO
 metrics_listen = "127.0.0.1:9464"  # Prometheus metrics (default: none); see shim/exporter.py
 event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
 
+[admin]                            # shim mode: the admin API (none without this table)
+listen = "127.0.0.1:9465"          # keep it on loopback
+token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
+
+[admin]                            # shim mode: the admin API (none without this table)
+listen = "127.0.0.1:9465"          # keep it on loopback
+token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
+
 [tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
 cert = "shim.crt"                  # PEM chain, for the name clients call (Bank's, to take its place)
 key = "shim.key"
@@ -164,6 +172,8 @@ class Config:
     grace_period: float = 5.0
     workers: int = 1  # processes serving the port (shim.workers)
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint ("": none); see shim.exporter
+    admin_listen: str = ""  # HOST:PORT of the admin API ("": none); see shim.admin
+    admin_token_env: str = "SHIM_ADMIN_TOKEN"  # env var holding the admin API's token
     event_loop: str = "auto"  # see EVENT_LOOPS
     shadow_max_in_flight: int = 1000
     shadow_max_capture: int = 64 * 1024**2
@@ -224,6 +234,8 @@ class Config:
         check_address("listen", self.listen)
         if self.metrics_listen:
             check_address("metrics_listen", self.metrics_listen)
+        if self.admin_listen:
+            check_address("admin.listen", self.admin_listen)
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
@@ -391,6 +403,13 @@ def parse(
         out["mode"] = _string("mode", v)
     if (v := top.pop("event_loop")) is not None:
         out["event_loop"] = _string("event_loop", v)
+    if (v := top.pop("admin")) is not None:
+        admin = _Reader("admin.", _table("admin", v))
+        if (x := admin.pop("listen")) is not None:
+            out["admin_listen"] = _string("admin.listen", x)
+        if (x := admin.pop("token_env")) is not None:
+            out["admin_token_env"] = _string("admin.token_env", x)
+        admin.finish()
     if (v := top.pop("metrics_listen")) is not None:
         out["metrics_listen"] = _string("metrics_listen", v)
     if (v := top.pop("workers")) is not None:

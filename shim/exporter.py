@@ -137,21 +137,23 @@ class _ShimCollector(Collector):
             "shim_primary_latency_seconds", "The primary's answer as the shim saw it, by method"
         )
         yield shadow
-        dispatcher, pipeline, store = shim.dispatcher, shim.pipeline, shim.store
-        yield _gauge(
-            "shim_shadow_in_flight", "Mirrored calls in flight", dispatcher.in_flight if dispatcher else 0
-        )
+        dispatchers, pipeline, store = list(shim.dispatchers.values()), shim.pipeline, shim.store
+        in_flight = sum(d.in_flight for d in dispatchers)
+        yield _gauge("shim_shadow_in_flight", "Mirrored calls in flight", in_flight)
         yield _gauge(
             "shim_comparisons_pending",
             "Exchanges waiting for a comparison worker",
             pipeline.pending if pipeline else 0,
         )
         yield _gauge("shim_store_backlog", "Comparisons waiting for the store", store.backlog if store else 0)
-        breaker_open = dispatcher is not None and dispatcher.breaker.state == "open"
+        breaker_open = any(d.breaker.state == "open" for d in dispatchers)
         yield _gauge("shim_shadow_breaker_open", "1 while the shadow breaker is open", int(breaker_open))
         yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.lag)
-        mode = GaugeMetricFamily("shim_mode", "1 for the mode the shim runs in", labels=["mode"])
-        mode.add_metric([shim.config.mode], 1)
+        mode = GaugeMetricFamily(
+            "shim_mode", 'The mode of each scope ("*": the default, else a method)', labels=["scope", "mode"]
+        )
+        for scope, current in shim.modes.table().items():
+            mode.add_metric([scope, current], 1)
         yield mode
 
 

@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import queue
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -106,6 +107,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " name TEXT NOT NULL, value INTEGER NOT NULL)",
         "CREATE INDEX counts_at ON counts (at)",
     ),
+    (
+        # the mode of each scope ("*": the default; else a method) set at run time, and its history
+        "CREATE TABLE modes (scope TEXT PRIMARY KEY, mode TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE mode_changes ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, who TEXT NOT NULL, scope TEXT NOT NULL,"
+        " from_mode TEXT NOT NULL, to_mode TEXT NOT NULL, reason TEXT NOT NULL, forced INTEGER NOT NULL)",
+        "CREATE INDEX mode_changes_at ON mode_changes (at)",
+    ),
 ]
 
 _ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
@@ -135,6 +144,19 @@ _INSERT_PATH = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_COUNT = "INSERT INTO counts (at, replica, method, name, value) VALUES (?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """One audited change of a scope's mode ("*": the default mode; else "/pkg.Svc/Method")."""
+
+    at: float
+    who: str
+    scope: str
+    from_mode: str
+    to_mode: str
+    reason: str
+    forced: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +627,55 @@ class Store:
             return [key for key in dict.fromkeys(keys) if key in gone]
 
         return await self._submit(delete, "update", write=True)
+
+    # -- modes ------------------------------------------------------------------------------------------
+
+    async def modes(self) -> dict[str, str]:
+        """The modes set at run time, by scope."""
+        sql = "SELECT scope, mode FROM modes"
+        return await self._submit(lambda db: dict(db.run(sql)), "read", write=False)
+
+    async def change_modes(self, changes: Sequence[ModeChange]) -> None:
+        """Set the modes and record the changes, in one transaction (every replica reads them)."""
+
+        def write(db: _Db) -> None:
+            for change in changes:
+                db.run(
+                    "INSERT INTO modes (scope, mode, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (scope) DO UPDATE SET mode = excluded.mode, at = excluded.at",
+                    (change.scope, change.to_mode, change.at),
+                )
+                db.run(
+                    "INSERT INTO mode_changes (id, at, who, scope, from_mode, to_mode, reason, forced)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        secrets.token_hex(16),
+                        change.at,
+                        change.who,
+                        change.scope,
+                        change.from_mode,
+                        change.to_mode,
+                        change.reason,
+                        int(change.forced),
+                    ),
+                )
+
+        await self._submit(write, "update", write=True)
+
+    async def mode_history(self, limit: int = 100) -> list[ModeChange]:
+        """The latest mode changes, newest first."""
+        sql = (
+            "SELECT at, who, scope, from_mode, to_mode, reason, forced FROM mode_changes"
+            " ORDER BY at DESC, id LIMIT ?"
+        )
+
+        def read(db: _Db) -> list[ModeChange]:
+            return [
+                ModeChange(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+                for row in db.run(sql, (limit,))
+            ]
+
+        return await self._submit(read, "read", write=False)
 
     # -- comparisons ------------------------------------------------------------------------------------
 

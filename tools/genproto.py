@@ -45,6 +45,11 @@ TARGETS = (
         protos=("bk/v1/journal.proto",),
         package="sample_ledger._proto",
     ),
+    Target(  # the shim's own admin API
+        proto_root="proto",
+        protos=("shim/v1/admin.proto",),
+        package="shim._proto",
+    ),
     Target(
         proto_root="tests/protos",
         protos=("grpc/testing/interop.proto",),

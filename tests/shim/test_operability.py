@@ -65,7 +65,7 @@ async def test_metrics_count_calls_verdicts_differences_and_latencies(
     assert metrics["shim_primary_latency_seconds_bucket", (("le", "+Inf"), ("method", BALANCE))] == 3
     assert metrics["shim_shadow_in_flight", ()] == 0
     assert metrics["shim_shadow_breaker_open", ()] == 0
-    assert metrics["shim_mode", (("mode", "shadow"),)] == 1
+    assert metrics["shim_mode", (("mode", "shadow"), ("scope", "*"))] == 1
 
 
 async def test_the_shim_answers_reflection_from_its_own_descriptors(

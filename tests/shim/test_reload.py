@@ -74,6 +74,7 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
             shim.proc.send_signal(signal.SIGHUP)
             refused = await _logged(shim, "config not reloaded")
             await stub.GetBalance(balance, timeout=CALL_TIMEOUT)  # the config in use: still a mismatch
+            await verdicts(3)  # compared before the next reload (rules apply to comparisons made after)
             config.write_text('grace_period = "7s"\n' + base + TOLERANT, encoding="utf-8")
             shim.proc.send_signal(signal.SIGHUP)
             reloaded = await _logged(shim, "config reloaded")

@@ -1,0 +1,211 @@
+"""The admin API (`proto/shim/v1/admin.proto`): modes at run time, guarded and audited.
+
+It listens on `admin_listen` (a loopback address by default, and never without
+a token): every call carries "authorization: Bearer TOKEN", the token being the
+value of the environment variable `admin_token_env` (SHIM_ADMIN_TOKEN).
+
+SetMode, in order:
+
+1. checks the request: a known mode, methods the descriptors know, a reason;
+2. retiring Bank (`bk`) needs `retire_bank`;
+3. promotion (to `bk-primary` or `bk` from a mode where Bank answered) runs the
+   gate on the store's evidence for the methods concerned (the default mode:
+   `gate.methods`, else every method with evidence) and refuses when it fails,
+   saying which criteria failed, unless `force` (audited as forced);
+4. records the change in the store (so a restart keeps it and every replica
+   converges on it), then switches this shim (`shim.modes`: the calls in flight
+   finish on both sides first).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from grpc import aio
+
+from shim._proto.shim.v1 import admin_pb2 as pb
+from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
+from shim.config import MODES
+from shim.evidence import build_report
+from shim.gate import evaluate
+from shim.modes import DEFAULT, SwitchTimeout
+from shim.store import ModeChange, StoreError
+
+if TYPE_CHECKING:
+    from shim.app import Shim
+
+_log = structlog.get_logger("shim.admin")
+_BANK_ANSWERS = ("bank", "shadow")
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def set_mode(
+    shim: Shim,
+    mode: str,
+    methods: list[str],
+    reason: str,
+    who: str,
+    force: bool = False,
+    retire_bank: bool = False,
+) -> list[ModeChange]:
+    """Switch the default mode (no methods) or these methods' modes; Refused says why not."""
+    if mode not in MODES:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if not reason.strip():
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required (it is audited)")
+    if shim.store is None or not shim.dispatchers:
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "modes can change only with a BK upstream")
+    scopes = []
+    for name in methods:
+        path = "/" + name.lstrip("/")
+        if shim.registry is None or shim.registry.method(path) is None:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not a method of the descriptors")
+        scopes.append(path)
+    scopes = scopes or [DEFAULT]
+    if mode == "bk" and not retire_bank:
+        raise Refused(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "switching to bk retires Bank (nothing is mirrored to it any more): confirm with --retire-bank",
+        )
+    now = time.time()
+    current = shim.modes.table()
+    changes = [
+        ModeChange(
+            now, who or "unknown", scope, current.get(scope) or shim.modes.of(scope), mode, reason, False
+        )
+        for scope in scopes
+        if current.get(scope) != mode  # already so: nothing to change or to record
+    ]
+    promoting = mode in ("bk-primary", "bk") and any(c.from_mode in _BANK_ANSWERS for c in changes)
+    if promoting:
+        failed = await _gate_failures(shim, [] if scopes == [DEFAULT] else [s.lstrip("/") for s in scopes])
+        if failed and not force:
+            raise Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the gate fails, so BK may not become primary: " + "; ".join(failed) + " (--force overrides)",
+            )
+        changes = [replace(c, forced=bool(failed)) for c in changes]
+    if not changes:
+        return []
+    try:
+        await shim.store.change_modes(changes)
+    except StoreError as exc:
+        raise Refused(grpc.StatusCode.UNAVAILABLE, f"the store did not take the change: {exc}") from exc
+    try:
+        await shim.modes.switch({c.scope: c.to_mode for c in changes}, within=shim.config.grace_period)
+    except SwitchTimeout as exc:  # the store has it: the next refresh tries again
+        raise Refused(grpc.StatusCode.UNAVAILABLE, f"recorded, not yet applied here: {exc}") from exc
+    for change in changes:
+        _log.warning(
+            "mode changed",
+            scope=change.scope,
+            from_mode=change.from_mode,
+            to_mode=change.to_mode,
+            who=change.who,
+            reason=change.reason,
+            forced=change.forced,
+        )
+    return changes
+
+
+async def _gate_failures(shim: Shim, methods: list[str]) -> list[str]:
+    """The gate's failed criteria for `methods` (none given: the config's gate.methods, or all)."""
+    config = shim.config
+    assert shim.store is not None
+    until = time.time()
+    report = await build_report(
+        shim.store,
+        since=until - config.gate_window,
+        until=until,
+        relative=config.noise_relative,
+        absolute=config.noise_absolute,
+    )
+    result = evaluate(
+        report,
+        min_compared=config.gate_min_compared,
+        max_mismatch_rate=config.gate_max_mismatch_rate,
+        required_methods=methods or list(config.gate_methods),
+    )
+    return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]
+
+
+def _modes(shim: Shim) -> pb.Modes:
+    table = shim.modes.table()
+    return pb.Modes(
+        default_mode=table.pop(DEFAULT),
+        methods={scope.lstrip("/"): mode for scope, mode in table.items()},
+    )
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, shim: Shim, token: str) -> None:
+        self._shim = shim
+        self._token = token.encode()
+
+    async def _authorize(self, context: aio.ServicerContext[Any, Any]) -> None:
+        given = dict(context.invocation_metadata() or ()).get("authorization", "")
+        expected = b"Bearer " + self._token
+        if not hmac.compare_digest(str(given).encode(), expected):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the admin API needs its token (Bearer)")
+
+    async def GetModes(self, request: pb.GetModesRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
+        await self._authorize(context)
+        return _modes(self._shim)
+
+    async def SetMode(self, request: pb.SetModeRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
+        await self._authorize(context)
+        try:
+            await set_mode(
+                self._shim,
+                request.mode,
+                list(request.methods),
+                request.reason,
+                request.who,
+                force=request.force,
+                retire_bank=request.retire_bank,
+            )
+        except Refused as refused:
+            await context.abort(refused.code, refused.message)
+        return _modes(self._shim)
+
+    async def ModeHistory(
+        self, request: pb.ModeHistoryRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ModeHistoryResponse:
+        await self._authorize(context)
+        store = self._shim.store
+        if store is None:
+            return pb.ModeHistoryResponse()
+        changes = await store.mode_history(request.limit or 100)
+        return pb.ModeHistoryResponse(
+            changes=[
+                pb.ModeChange(
+                    at=c.at,
+                    who=c.who,
+                    scope=c.scope.lstrip("/"),
+                    from_mode=c.from_mode,
+                    to_mode=c.to_mode,
+                    reason=c.reason,
+                    forced=c.forced,
+                )
+                for c in changes
+            ]
+        )
+
+
+def default_who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return "unknown"

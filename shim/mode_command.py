@@ -1,0 +1,109 @@
+"""`shim mode show|set|history`: the admin API from the command line.
+
+The address is --admin HOST:PORT, or the config's `[admin] listen`; the token is
+read from the environment variable the config names (SHIM_ADMIN_TOKEN by
+default). Exit status: 0 done, 1 refused (the reason is printed), 2 the admin
+API could not be reached or the command was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from shim import config as config_mod
+from shim._proto.shim.v1 import admin_pb2 as pb
+from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
+from shim.admin import default_who
+from shim.errors import ShimError
+
+EXIT_REFUSED = 1
+EXIT_FAILED = 2
+_TIMEOUT = 120.0  # a switch waits for the calls in flight
+
+
+def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
+    mode = commands.add_parser("mode", help="show, switch or audit which side answers (the admin API)")
+    actions = mode.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="the default mode and every method's own")
+    switch = actions.add_parser("set", help="switch the default mode, or some methods' modes")
+    switch.add_argument("mode", choices=config_mod.MODES)
+    switch.add_argument(
+        "--method",
+        metavar="M",
+        action="append",
+        default=[],
+        help='"pkg.Svc/Method"; repeatable (none: the default)',
+    )
+    switch.add_argument("--reason", required=True, help="why (audited)")
+    switch.add_argument("--who", default=default_who(), help="who asks (audited; default: the user)")
+    switch.add_argument(
+        "--force", action="store_true", help="promote to bk-primary or bk although the gate fails"
+    )
+    switch.add_argument(
+        "--retire-bank", action="store_true", help="confirm a switch to bk (Bank no longer mirrored)"
+    )
+    history = actions.add_parser("history", help="the mode changes, newest first")
+    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    for parser in (show, switch, history):
+        parser.add_argument("--config", metavar="FILE", help="the shim's config (its [admin] table)")
+        parser.add_argument("--admin", metavar="HOST:PORT", help="the admin API (default: the config's)")
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = config_mod.load_file(args.config) if args.config else {}
+    address = args.admin or settings.get("admin_listen")
+    if not address:
+        raise ShimError("no admin API address: give --admin HOST:PORT, or --config FILE with [admin] listen")
+    token_env = settings.get("admin_token_env", "SHIM_ADMIN_TOKEN")
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise ShimError(f"${token_env} is empty: the admin API needs its token")
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            if args.action == "show":
+                _print_modes(await stub.GetModes(pb.GetModesRequest(), metadata=metadata, timeout=_TIMEOUT))
+            elif args.action == "set":
+                request = pb.SetModeRequest(
+                    mode=args.mode,
+                    methods=args.method,
+                    reason=args.reason,
+                    who=args.who,
+                    force=args.force,
+                    retire_bank=args.retire_bank,
+                )
+                _print_modes(await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT))
+            else:
+                answer = await stub.ModeHistory(
+                    pb.ModeHistoryRequest(limit=args.limit), metadata=metadata, timeout=_TIMEOUT
+                )
+                for change in answer.changes:
+                    at = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="seconds")
+                    forced = " (forced)" if change.forced else ""
+                    print(
+                        f"{at}  {change.scope:<30} {change.from_mode} -> {change.to_mode}{forced}  "
+                        f"by {change.who}: {change.reason}"
+                    )
+        except aio.AioRpcError as error:
+            refused = error.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+            print(f"shim mode: {'refused' if refused else 'error'}: {error.details()}", file=sys.stderr)
+            return EXIT_REFUSED if refused else EXIT_FAILED
+    return 0
+
+
+def _print_modes(modes: pb.Modes) -> None:
+    print(f"default: {modes.default_mode}")
+    for method, mode in sorted(modes.methods.items()):
+        print(f"{method}: {mode}")

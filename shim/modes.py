@@ -1,0 +1,90 @@
+"""Modes at run time: which side answers each method, and switching without a write on one side only.
+
+A scope is "*" (the default mode) or a method ("/pkg.Svc/Method"). The config
+gives the default; the admin API (`shim mode set`) changes any scope, and the
+store keeps the changes, so that a restarted shim keeps them and every replica
+sharing the store converges on them (each re-reads them every `store.refresh`).
+
+A switch is atomic for the calls: new calls wait, the calls in flight finish on
+both sides (the primary's answer and the mirrored call alike), and only then
+does the new mode apply and the waiting calls go on. So no write straddles two
+modes, and the order of the writes on each key is kept across the switch. A
+switch waits for every call in flight, whatever its method: it is rare, and
+brief when the sides answer; when they do not within `timeout`, the switch is
+given up and the mode stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+DEFAULT = "*"
+
+
+class SwitchTimeout(Exception):
+    """Calls in flight did not finish in time: the mode did not change."""
+
+
+class Modes:
+    def __init__(self, default: str) -> None:
+        self._modes: dict[str, str] = {DEFAULT: default}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()  # cleared while a switch waits for the calls in flight
+        self._open.set()
+        self._switching = asyncio.Lock()
+
+    @property
+    def default(self) -> str:
+        return self._modes[DEFAULT]
+
+    def of(self, method: str) -> str:
+        """The mode of `method` now."""
+        return self._modes.get(method) or self._modes[DEFAULT]
+
+    def table(self) -> dict[str, str]:
+        """Every scope's mode ("*": the default)."""
+        return dict(self._modes)
+
+    def restore(self, stored: Mapping[str, str]) -> None:
+        """The modes the store keeps, at start (no call is in flight yet)."""
+        self._modes.update(stored)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def enter(self) -> None:
+        """A call starts (waiting while a switch is under way)."""
+        if not self._open.is_set():
+            await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """A call is over on both sides."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    # -- switching ---------------------------------------------------------------------------
+
+    async def switch(self, modes: Mapping[str, str], within: float) -> None:
+        """Apply `modes` (scope: mode) once the calls in flight are over; SwitchTimeout when they are
+        not within `within` seconds (nothing changes then)."""
+        async with self._switching:
+            if all(self._modes.get(scope) == mode for scope, mode in modes.items()):
+                return
+            self._open.clear()
+            try:
+                async with asyncio.timeout(within):
+                    await self._idle.wait()
+            except TimeoutError as exc:
+                left = self._in_flight
+                raise SwitchTimeout(
+                    f"{left} calls were still in flight after {within:g}s; the mode did not change"
+                ) from exc
+            else:
+                self._modes.update(modes)
+            finally:
+                self._open.set()

@@ -1,0 +1,291 @@
+"""Modes at run time through the admin API: atomic switches, guarded promotion, audit, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+import sample_ledger
+from comparators import DescriptorRegistry
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from shim.app import Shim
+from shim.config import load_rules_file
+from shim.errors import StartupError
+from shim.routing import MethodSettings
+from shim.testing import running_shim
+
+HERE = Path(sample_ledger.__file__).parent
+REGISTRY = DescriptorRegistry.from_files([HERE / "bank.binpb"])
+RULES, LOCATIONS = load_rules_file(HERE / "rules.toml")
+KEYED = {
+    f"bank.v1.Ledger/{name}": MethodSettings(key=("account_id",))
+    for name in ("OpenAccount", "Deposit", "PostTrade", "GetBalance", "GetPortfolio")
+}
+TOKEN = "s3cret-admin-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+ACCOUNTS = [f"F{n}" for n in range(8)]
+POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+
+
+def _settings(**more: Any) -> dict[str, Any]:
+    return {
+        "registry": REGISTRY,
+        "methods": KEYED,
+        "rules": RULES,
+        "rule_locations": LOCATIONS,
+        "admin_listen": "127.0.0.1:0",
+        **more,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _shim(
+    ledgers: tuple[RunningLedger, RunningLedger], **more: Any
+) -> AsyncIterator[tuple[Shim, Any, Any]]:
+    """A shim with its admin API: the shim, a Ledger stub to it, an Admin stub to its admin API."""
+    bank, bk = ledgers
+    async with (
+        running_shim(bank.address, bk.address, **_settings(**more)) as (shim, _),
+        aio.insecure_channel(shim.address) as channel,
+        aio.insecure_channel(f"127.0.0.1:{shim.admin_port}") as admin_channel,
+    ):
+        yield shim, pb_grpc.LedgerStub(channel), apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+
+
+async def _set(admin: Any, mode: str, *methods: str, **flags: Any) -> apb.Modes:
+    request = apb.SetModeRequest(
+        mode=mode, methods=methods, reason=flags.pop("reason", "test"), who="ops", **flags
+    )
+    answer: apb.Modes = await admin.SetMode(request, metadata=AUTH, timeout=30)
+    return answer
+
+
+async def _books_equal(bank: RunningLedger, bk: RunningLedger) -> list[str]:
+    """The accounts whose balance or positions differ between the two ledgers, asked directly."""
+    differ = []
+    async with aio.insecure_channel(bank.address) as a, aio.insecure_channel(bk.address) as b:
+        stubs = [pb_grpc.LedgerStub(a), pb_grpc.LedgerStub(b)]  # type: ignore[no-untyped-call]
+        for account in ACCOUNTS:
+            balances = [await s.GetBalance(pb.GetBalanceRequest(account_id=account)) for s in stubs]
+            folios = [await s.GetPortfolio(pb.GetPortfolioRequest(account_id=account)) for s in stubs]
+            cash = {(Decimal(x.cash), Decimal(x.unsettled_cash)) for x in balances}
+            held = [{p.symbol: Decimal(p.quantity) for p in f.positions} for f in folios]
+            if len(cash) != 1 or held[0] != held[1]:
+                differ.append(account)
+    return differ
+
+
+async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """Writes keep coming from six clients while the default mode flips shadow -> bk-primary -> shadow
+    six times: every write reached both sides, in order per account, whichever answered it, so the two
+    books (asked directly) end equal and no key is out of step."""
+    bank, bk = ledgers
+    async with _shim(ledgers) as (shim, stub, admin):
+        for account in ACCOUNTS:
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
+        written = 0
+        progress = asyncio.Condition()
+        stop = asyncio.Event()
+        answered_by: set[str] = set()
+
+        async def client(seed: int) -> None:
+            nonlocal written
+            rng = random.Random(seed)
+            while not stop.is_set():
+                account = rng.choice(ACCOUNTS)
+                if rng.random() < 0.5:
+                    await stub.Deposit(
+                        pb.DepositRequest(account_id=account, amount=f"{rng.randint(1, 99)}.25")
+                    )
+                else:
+                    order = pb.PostTradeRequest(
+                        account_id=account,
+                        symbol="KO",
+                        side=pb.SIDE_BUY,
+                        quantity=str(2 * rng.randint(1, 20)),
+                        price="61.2",
+                    )  # whole fees: BK's fee rounding stays out of it
+                    trade = await stub.PostTrade(order)
+                    answered_by.add("BK" if trade.trade_id.startswith("trd_") else "Bank")
+                written += 1
+                async with progress:
+                    progress.notify_all()
+
+        clients = [asyncio.get_running_loop().create_task(client(n)) for n in range(6)]
+        try:
+            for flip in range(6):
+                async with progress:  # flip once the clients have written 25 more
+                    target = written + 25
+                    await asyncio.wait_for(progress.wait_for(lambda t=target: written >= t), 60)
+                modes = await _set(admin, "bk-primary" if flip % 2 == 0 else "shadow", force=True)
+                assert modes.default_mode == ("bk-primary" if flip % 2 == 0 else "shadow")
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+        await shim.drain()
+        out_of_step = dict(shim.steps.keys) if shim.steps is not None else {}
+        history = await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)
+    assert answered_by == {"Bank", "BK"}
+    assert written >= 150
+    assert out_of_step == {}
+    assert await _books_equal(bank, bk) == []
+    assert [(c.from_mode, c.to_mode) for c in reversed(history.changes)] == [
+        ("shadow", "bk-primary"), ("bk-primary", "shadow"),
+    ] * 3  # fmt: skip
+
+
+async def test_promotion_is_refused_when_the_gate_fails_and_forced_with_an_audit(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """Without evidence the gate fails: bk-primary is refused, saying why, and nothing changes; forced,
+    it applies and is audited as forced; bk needs --retire-bank; a method can be switched alone."""
+    bank, bk = ledgers
+    async with _shim(ledgers) as (shim, stub, admin):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "the gate fails" in (refused.value.details() or "")
+        assert (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode == "shadow"
+        with pytest.raises(aio.AioRpcError) as unconfirmed:
+            await _set(admin, "bk", force=True)
+        assert "--retire-bank" in (unconfirmed.value.details() or "")
+        balance = "bank.v1.Ledger/GetBalance"
+        modes = await _set(admin, "bk-primary", balance, force=True, reason="read path first")
+        assert dict(modes.methods) == {balance: "bk-primary"}
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="M1", initial_deposit="10"))
+        answered = await stub.GetBalance(pb.GetBalanceRequest(account_id="M1"))
+        trade = await stub.PostTrade(
+            pb.PostTradeRequest(account_id="M1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="1")
+        )
+        (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+        retired = await _set(admin, "bk", force=True, retire_bank=True, reason="point of no return")
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="M2"))
+        await shim.drain()
+    assert retired.default_mode == "bk"
+    assert "M2" in bk.servicer.book.accounts
+    assert "M2" not in bank.servicer.book.accounts  # Bank retired: not even mirrored
+    assert answered.cash == "10"  # BK's way of writing it: GetBalance alone is answered by BK
+    assert trade.trade_id.startswith("T")  # PostTrade still answered by Bank
+    assert (change.scope, change.from_mode, change.to_mode, change.forced) == (
+        balance,
+        "shadow",
+        "bk-primary",
+        True,
+    )
+    assert (change.who, change.reason) == ("ops", "read path first")
+
+
+async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    """No token, or another one: UNAUTHENTICATED; an admin address without a token set: no start."""
+    bank, bk = ledgers
+    async with _shim(ledgers) as (_, _, admin):
+        for metadata in ((), (("authorization", "Bearer wrong"),)):
+            with pytest.raises(aio.AioRpcError) as denied:
+                await admin.GetModes(apb.GetModesRequest(), metadata=metadata)
+            assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    os.environ.pop("SHIM_ADMIN_TOKEN")
+    with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is empty"):
+        async with running_shim(bank.address, bk.address, **_settings()):
+            pass
+
+
+async def test_a_restart_keeps_the_modes(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The modes live in the store: a shim started again on it answers from BK as it was told to."""
+    bank, bk = ledgers
+    store = str(tmp_path / "shim.db")
+    async with _shim(ledgers, store=store) as (_, _, admin):
+        await _set(admin, "bk-primary", force=True)
+    async with running_shim(bank.address, bk.address, **_settings(store=store)) as (shim, _):
+        assert shim.modes.default == "bk-primary"
+        async with aio.insecure_channel(shim.address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", initial_deposit="10"))
+            trade = await stub.PostTrade(
+                pb.PostTradeRequest(account_id="R1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="1")
+            )
+        await shim.drain()
+    assert trade.trade_id.startswith("trd_")
+    assert "R1" in bank.servicer.book.accounts  # Bank mirrored
+
+
+@pytest.mark.skipif(not POSTGRES_DSN, reason="needs PostgreSQL: set SHIM_TEST_POSTGRES_DSN (set by .ci/run)")
+async def test_two_replicas_on_one_postgres_store_converge(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """A switch made through one replica reaches the other within a few seconds."""
+    import psycopg
+
+    bank, bk = ledgers
+    schema = f"modes_{os.getpid()}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
+    try:
+        settings = _settings(store=url, store_refresh=0.2)
+        async with (
+            running_shim(bank.address, bk.address, **settings) as (first, _),
+            running_shim(bank.address, bk.address, **settings) as (second, _),
+        ):
+            async with aio.insecure_channel(f"127.0.0.1:{first.admin_port}") as channel:
+                await _set(apb_grpc.AdminStub(channel), "bk-primary", force=True)  # type: ignore[no-untyped-call]
+
+            deadline = asyncio.get_running_loop().time() + 5
+            while second.modes.default != "bk-primary":  # it re-reads the store every 0.2 s
+                assert asyncio.get_running_loop().time() < deadline, "not converged within 5 s"
+                await asyncio.sleep(0.05)
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    """`shim mode set/show/history` drive the admin API; a refusal is exit 1 with the reason."""
+    bank, bk = ledgers
+    async with running_shim(bank.address, bk.address, **_settings()) as (shim, _):
+        admin = f"127.0.0.1:{shim.admin_port}"
+
+        async def mode(*args: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "shim", "mode", *args, "--admin", admin],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        refused = await mode("set", "bk-primary", "--reason", "cut over")
+        forced = await mode("set", "bk-primary", "--reason", "cut over", "--force", "--who", "ana")
+        shown = await mode("show")
+        history = await mode("history")
+    assert refused.returncode == 1
+    assert "refused: the gate fails" in refused.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert shown.stdout.splitlines() == ["default: bk-primary"]
+    assert "*" in history.stdout
+    assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout

@@ -35,11 +35,15 @@ _CANCELLED = 1
 
 
 class Route:
-    """Where calls go in the current mode."""
+    """Where calls go in a mode: the primary, the mirroring (if any), and the id map of the primary's
+    side (`ids`: translates the ids a client kept from another mode into the primary's)."""
 
-    def __init__(self, primary: Channel, shadow: ShadowDispatcher | None) -> None:
+    def __init__(
+        self, primary: Channel, shadow: ShadowDispatcher | None, ids: ShadowDispatcher | None = None
+    ) -> None:
         self.primary = primary
         self.shadow = shadow
+        self.ids = ids if ids is not None else shadow
 
 
 class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
@@ -186,7 +190,8 @@ class _UnaryCall:
         timeout = context.time_remaining()
         started_at = time.time()
         started = time.perf_counter()
-        call = self._send(route.primary)(request, metadata=metadata, timeout=timeout)
+        to_primary = request if route.ids is None else route.ids.to_primary(method, request)
+        call = self._send(route.primary)(to_primary, metadata=metadata, timeout=timeout)
         mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
         if mirror is not None:
             mirrored.append(mirror)
@@ -259,7 +264,7 @@ class _StreamCall:
             mirrored.append(mirror)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
-            _pump(requests, call, mirror, first), name=f"request pump {method}"
+            _pump(requests, call, mirror, first, route.ids, method), name=f"request pump {method}"
         )
         answers: list[bytes] = []
         keep = mirror is not None
@@ -312,7 +317,12 @@ class _StreamCall:
 
 
 async def _pump(
-    requests: Any, call: aio.StreamStreamCall[bytes, bytes], mirror: Mirror | None, first: list[bytes]
+    requests: Any,
+    call: aio.StreamStreamCall[bytes, bytes],
+    mirror: Mirror | None,
+    first: list[bytes],
+    ids: ShadowDispatcher | None,
+    method: str,
 ) -> None:
     """Client requests to the primary (and the mirror) until either side is done."""
     async for request in requests:
@@ -320,7 +330,8 @@ async def _pump(
             mirror.feed(request)
         elif not first:
             first.append(request)
-        if not await _grpc_compat.send(call, request):
+        to_primary = request if ids is None else ids.to_primary(method, request)
+        if not await _grpc_compat.send(call, to_primary):
             return
     if mirror is not None:
         mirror.close_requests()

@@ -3,9 +3,9 @@
 A probe sleeps `every` seconds and measures how late it wakes. `lag` rises at
 once to a late wake-up and decays by a tenth per probe, so one slow turn of
 the loop shows for about a quarter of a second, and a loop that keeps being
-late keeps it high. The shadow dispatcher sheds mirrored calls while it is
+late keeps it high. The shadow dispatcher sheds mirrored reads while it is
 high (`[shadow] shed_lag`): the primary path shares this loop, and the shadow
-must never slow it down.
+must never slow it down. Writes are never shed: BK would miss them.
 """
 
 from __future__ import annotations

@@ -559,7 +559,7 @@ class ShadowDispatcher:
             return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
         if self.overload is not None and self.shed_lag > 0:
             lag = self.overload.lag
-            if lag > self.shed_lag and (not is_write or lag > 5 * self.shed_lag):
+            if lag > self.shed_lag and not is_write:  # a write missed would put its keys out of step
                 self.counters.inc("shadow_shed", method)
                 late = f"{lag * 1000:.0f} ms"
                 return None, f"not mirrored: the shim is overloaded (its event loop runs {late} late)"
@@ -708,16 +708,47 @@ class ShadowDispatcher:
         scopes = self._scopes(mirror.method, msg, {f.kind for f in found})
         mapping: dict[tuple[str, str], str | None] = {}
         for f in found:
-            if (f.kind, f.value) not in mapping:
-                mapping[(f.kind, f.value)] = await self.ids.counterpart(
-                    self.client_side, f.kind, f.value, mirror._stop, scopes.get(f.kind, "")
-                )
+            if (f.kind, f.value) in mapping:
+                continue
+            scope = scopes.get(f.kind, "")
+            counterpart = await self.ids.counterpart(self.client_side, f.kind, f.value, mirror._stop, scope)
+            if (
+                counterpart is None
+                and self.ids.remembered(self.shadow_side, f.kind, f.value, scope) is not None
+            ):
+                counterpart = f.value  # already the shadow's own id (a client keeps ids from another mode)
+            mapping[(f.kind, f.value)] = counterpart
         left = fields.rewrite(mirror.method, "request", [msg], lambda f: mapping.get((f.kind, f.value)))
         if left:
             self.counters.inc("ids_unmapped", mirror.method)
             return payload, left
         self.counters.inc("ids_translated", mirror.method)
         return msg.SerializeToString(), []
+
+    def to_primary(self, method: str, payload: bytes) -> bytes:
+        """A request for the primary, with the ids known to be the shadow's replaced by the primary's.
+
+        Clients keep the ids they got in another mode (Bank's ids after BK became primary, and the
+        other way round); each id the id map holds in memory goes to each side in that side's own
+        id space. Ids not known stay as they are. Never waits: not for the shadow, not for the store.
+        """
+        if self.ids is None or self.router is None or not self.id_plan(method).request:
+            return payload
+        msg = self.router.decode(method, payload)
+        if msg is None:
+            return payload
+        fields = self.ids.fields
+        found = fields.find(method, "request", [msg], None)
+        scopes = self._scopes(method, msg, {f.kind for f in found}) if found else {}
+        mapping = {
+            (f.kind, f.value): self.ids.remembered(self.shadow_side, f.kind, f.value, scopes.get(f.kind, ""))
+            for f in found
+        }
+        if not any(mapping.values()):
+            return payload
+        fields.rewrite(method, "request", [msg], lambda f: mapping.get((f.kind, f.value)))
+        self.counters.inc("ids_translated_for_primary", method)
+        return msg.SerializeToString()
 
     def learn(self, mirror: Mirror, primary: Outcome, shadow: Outcome) -> None:
         """Learn the pairs of the ids this call minted, from the two answers."""

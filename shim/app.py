@@ -199,7 +199,7 @@ class Shim:
         config = self.config
         bank = self._open_channel(config.bank)
         bk = self._open_channel(config.bk) if config.bk is not None else None
-        routes = {"bank": Route(bank, None)}
+        routes = {"bank": Route(bank, None)}  # with BK configured, its id map too (below)
         if bk is not None:  # every mode can be switched to at run time: both directions are ready
             assert config.bk is not None
             await self._open_store()
@@ -231,9 +231,10 @@ class Shim:
                 "bk": self._dispatcher(bk, config.bk, primary=bank),  # shadow mode: BK is mirrored
                 "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is
             }
+            routes["bank"] = Route(bank, None, ids=self.dispatchers["bk"])
             routes["shadow"] = Route(bank, self.dispatchers["bk"])
             routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
-            routes["bk"] = Route(bk, None)
+            routes["bk"] = Route(bk, None, ids=self.dispatchers["bank"])
             if config.shadow_shed_lag > 0:
                 self._lag_probe = asyncio.get_running_loop().create_task(
                     self.loop_lag.run(), name="event loop lag probe"

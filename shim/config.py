@@ -39,7 +39,7 @@ timeout = "2s"                     # how long BK may take after Bank answered, w
 [shadow]
 max_in_flight = 1000               # mirrored calls at once; beyond it a call is not mirrored (counted)
 max_capture = "64MiB"              # request+answer bytes kept per call for comparison
-shed_lag = "50ms"                  # event loop this late: mirrored reads shed; 5x: writes too (0: never)
+shed_lag = "50ms"                  # loop this late: mirrored reads are shed (0: never; never writes)
 
 [comparison]
 max_pending = 10000                # exchanges waiting for a comparison worker
@@ -179,7 +179,7 @@ class Config:
     shadow_max_capture: int = 64 * 1024**2
     shadow_breaker_failures: int = 5  # shadow failures in a row that open the breaker
     shadow_breaker_open_for: float = 5.0  # seconds before a probe call is let through
-    # the shim's event loop this late: mirrored reads are shed; 5x as late: writes too (0: never)
+    # the shim's event loop this late: mirrored reads are shed (0: never); writes never are
     shadow_shed_lag: float = 0.05
     comparison_max_pending: int = 10_000
     comparison_executor: str = "process"  # "process" | "thread": where comparisons run

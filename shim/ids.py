@@ -163,6 +163,11 @@ class IdBook:
 
     # -- translating -------------------------------------------------------------------------
 
+    def remembered(self, side: str, kind: str, value: str, scope: str = "") -> str | None:
+        """The other side's id for `side`'s `value`, from memory only (None when not there)."""
+        known = self._known.get((side, kind, _scoped(scope, value)))
+        return None if known is None else _unscoped(scope, known[0])
+
     async def counterpart(
         self, side: str, kind: str, value: str, stop: asyncio.Event | None = None, scope: str = ""
     ) -> str | None:

@@ -25,7 +25,7 @@ from sample_ledger.server import RunningLedger
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.app import Shim
-from shim.config import load_rules_file
+from shim.config import build, load_file, load_rules_file
 from shim.errors import StartupError
 from shim.routing import MethodSettings
 from shim.testing import running_shim
@@ -289,3 +289,42 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
     assert shown.stdout.splitlines() == ["default: bk-primary"]
     assert "*" in history.stdout
     assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout
+
+
+async def test_clients_keep_their_ids_across_switches(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    """A trade booked in shadow mode (Bank's id) is cancelled by that id after BK became primary, and
+    one booked in bk-primary (BK's id) by its id after switching back: each side gets the id in its
+    own id space, both ledgers cancel the right trade, every comparison matches, no key goes out of
+    step."""
+    bank, bk = ledgers
+    ids = build(load_file(HERE / "shim.toml")).ids  # the sample's trade ids and page tokens
+    methods = {**KEYED, "bank.v1.Ledger/CancelTrade": MethodSettings(key=("account_id",))}
+    async with _shim(ledgers, ids=ids, methods=methods) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="I1", initial_deposit="1000"))
+        order = pb.PostTradeRequest(account_id="I1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="10")
+        by_bank = await stub.PostTrade(order)  # shadow mode: Bank's id
+        await shim.drain()  # the pair is learned
+        await _set(admin, "bk-primary", force=True)
+        cancelled_by_bk = await stub.CancelTrade(
+            pb.CancelTradeRequest(account_id="I1", trade_id=by_bank.trade_id)
+        )
+        by_bk = await stub.PostTrade(order)  # bk-primary: BK's id
+        await shim.drain()
+        await _set(admin, "shadow")
+        cancelled_by_bank = await stub.CancelTrade(
+            pb.CancelTradeRequest(account_id="I1", trade_id=by_bk.trade_id)
+        )
+        await shim.drain()
+        assert shim.steps is not None
+        out_of_step = dict(shim.steps.keys)
+        translated = shim.counters.get("ids_translated_for_primary")
+        verdicts = {name: shim.counters.get(f"verdict_{name}") for name in ("match", "mismatch", "skipped")}
+    assert by_bank.trade_id.startswith("T")
+    assert by_bk.trade_id.startswith("trd_")
+    assert verdicts == {"match": 5, "mismatch": 0, "skipped": 0}
+    assert cancelled_by_bk.status == cancelled_by_bank.status == pb.TRADE_STATUS_CANCELLED
+    assert translated == 2
+    assert out_of_step == {}
+    for ledger in (bank, bk):
+        statuses = [t.status for t in ledger.servicer.book.trades.values()]
+        assert statuses == [pb.TRADE_STATUS_CANCELLED] * 2, ledger

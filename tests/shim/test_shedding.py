@@ -34,12 +34,12 @@ async def _until_calm(lag: LoopLag, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_late_loop_sheds_mirrored_reads_first_then_writes_and_then_mirrors_again(
+async def test_a_late_loop_sheds_mirrored_reads_never_writes_and_then_mirrors_again(
     ledgers: tuple[RunningLedger, RunningLedger],
 ) -> None:
-    """Somewhat late: a read is not mirrored (counted, recorded as skipped: overloaded) while a write
-    still is; very late: a write is not mirrored either, and its key goes out of step; on time again:
-    everything is mirrored. The client gets its answer every time."""
+    """While the loop runs late, a read is not mirrored (counted, recorded as skipped: overloaded)
+    but a write still is, however late; on time again, reads are mirrored too. The client gets its
+    answer every time, and BK misses no write."""
     bank, bk = ledgers
     async with running_shim(
         bank.address,
@@ -55,32 +55,26 @@ async def test_a_late_loop_sheds_mirrored_reads_first_then_writes_and_then_mirro
         try:
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="A1", initial_deposit="10"))
             await _until_calm(shim.loop_lag)
-            # the loop is blocked: 60 ms late, between the read and the write limits
-            time.sleep(0.06)  # noqa: ASYNC251  # blocking the loop is the point
+            time.sleep(0.5)  # noqa: ASYNC251  # blocking the loop is the point: 25 times the limit
             balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
             deposit = await stub.Deposit(pb.DepositRequest(account_id="A1", amount="5"))
-            await _until_calm(shim.loop_lag)
-            time.sleep(0.5)  # noqa: ASYNC251  # very late: beyond five times the limit
-            late_deposit = await stub.Deposit(pb.DepositRequest(account_id="A1", amount="7"))
             await _until_calm(shim.loop_lag)
             after = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
         finally:
             await shim_channel.close()
-        await sink.wait_for(5)
+        await sink.wait_for(4)
         await shim.drain()
         shed = {
             m: shim.counters.get("shadow_shed", f"/bank.v1.Ledger/{m}") for m in ("GetBalance", "Deposit")
         }
         out_of_step = dict(shim.steps.keys) if shim.steps is not None else {}
-    cash = (balance.cash, deposit.cash, late_deposit.cash, after.cash)
-    assert cash == ("10.00", "15.00", "22.00", "22.00")
+    assert (balance.cash, deposit.cash, after.cash) == ("10.00", "15.00", "15.00")
     verdicts = [(c.method.rsplit("/", 1)[-1], c.verdict) for c in sink.comparisons]
     assert verdicts[1:] == [
         ("GetBalance", Verdict.SKIPPED),
         ("Deposit", Verdict.MATCH),
-        ("Deposit", Verdict.SKIPPED),
-        ("GetBalance", Verdict.TAINTED),  # BK missed the shed deposit: A1 is out of step
+        ("GetBalance", Verdict.MATCH),  # BK got the deposit: A1 is in step
     ]
     assert "the shim is overloaded (its event loop runs" in sink.comparisons[1].reason
-    assert shed == {"GetBalance": 1, "Deposit": 1}
-    assert list(out_of_step) == ["A1"]
+    assert shed == {"GetBalance": 1, "Deposit": 0}
+    assert out_of_step == {}

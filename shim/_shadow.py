@@ -216,7 +216,8 @@ class Mirror:
     async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
         """The primary's answer to the same read, unless a write on its keys came in meanwhile: Bank's
         two answers could then differ by that write, which is no noise."""
-        again = await noise.ask_again(self.method, self._metadata, tuple(self.requests))
+        requests = tuple(self._dispatcher.to_primary(self.method, r) for r in self.requests)  # as first sent
+        again = await noise.ask_again(self.method, self._metadata, requests)
         await self._admitted.wait()
         if self._dispatcher.lanes.written_since(self.keys, seq):
             self._dispatcher.counters.inc("noise_discarded", self.method)

@@ -28,7 +28,7 @@ from shim._proto.shim.v1 import admin_pb2_grpc
 from shim._shadow import Noise, ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.admin import AdminServicer
-from shim.config import Config, Upstream, parse_duration
+from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.ids import IdBook
@@ -175,6 +175,7 @@ class Shim:
         self._mode_watch: asyncio.Task[None] | None = None
         self._admin_server: aio.Server | None = None
         self.admin_port = 0
+        self.admin_address = ""  # where the admin API listens ("": it does not)
         self.port = 0
         # TLS files are read now: a bad one stops the shim before it opens anything
         self.server_tls = (
@@ -274,7 +275,7 @@ class Shim:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
-        if config.admin_listen:
+        if config.admin_listen or os.environ.get(config.admin_token_env):
             await self._start_admin()
         if config.metrics_listen:
             try:
@@ -294,13 +295,15 @@ class Shim:
             raise StartupError(
                 f"admin.listen is set but ${config.admin_token_env} is empty: the admin API needs a token"
             )
+        listen = config.admin_listen or ADMIN_LISTEN
         server = aio.server()
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self, token), server)  # type: ignore[no-untyped-call]
         try:
-            self.admin_port = server.add_insecure_port(config.admin_listen)
+            self.admin_port = server.add_insecure_port(listen)
         except RuntimeError as exc:
             await self.stop(grace=0)
-            raise StartupError(f"cannot listen on {config.admin_listen} (admin.listen)") from exc
+            raise StartupError(f"cannot listen on {listen} (admin.listen)") from exc
+        self.admin_address = f"{listen.rpartition(':')[0]}:{self.admin_port}"
         await server.start()
         self._admin_server = server
 

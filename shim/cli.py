@@ -398,6 +398,7 @@ async def serve(
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,
         event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        admin=shim.admin_address or None,
         metrics=f"{config.metrics_listen.rpartition(':')[0]}:{shim.exporter.port}" if shim.exporter else None,
     )
     if ready is not None:

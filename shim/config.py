@@ -12,12 +12,12 @@ workers = 1                        # shim processes sharing the port (SO_REUSEPO
 metrics_listen = "127.0.0.1:9464"  # Prometheus metrics (default: none); see shim/exporter.py
 event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
 
-[admin]                            # shim mode: the admin API (none without this table)
-listen = "127.0.0.1:9465"          # keep it on loopback
+[admin]                            # shim mode: the admin API, served when its token is set
+listen = "127.0.0.1:9465"          # the default; keep it on loopback
 token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
 
-[admin]                            # shim mode: the admin API (none without this table)
-listen = "127.0.0.1:9465"          # keep it on loopback
+[admin]                            # shim mode: the admin API, served when its token is set
+listen = "127.0.0.1:9465"          # the default; keep it on loopback
 token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
 
 [tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
@@ -115,6 +115,7 @@ from shim.routing import MethodSettings
 #   shadow      Bank answers; BK is mirrored and compared
 #   bk-primary  BK answers; Bank is mirrored and compared (rolling back is going back to shadow)
 #   bk          BK answers; nothing is mirrored (Bank retired)
+ADMIN_LISTEN = "127.0.0.1:9465"  # the admin API's address unless [admin] listen says otherwise
 MODES = ("bank", "shadow", "bk-primary", "bk")
 DESCRIPTOR_SOURCES = ("files", "reflection")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
@@ -172,7 +173,8 @@ class Config:
     grace_period: float = 5.0
     workers: int = 1  # processes serving the port (shim.workers)
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint ("": none); see shim.exporter
-    admin_listen: str = ""  # HOST:PORT of the admin API ("": none); see shim.admin
+    # HOST:PORT of the admin API; "": ADMIN_LISTEN when the token is set, else none (see shim.admin)
+    admin_listen: str = ""
     admin_token_env: str = "SHIM_ADMIN_TOKEN"  # env var holding the admin API's token
     event_loop: str = "auto"  # see EVENT_LOOPS
     shadow_max_in_flight: int = 1000

@@ -1,6 +1,7 @@
 """`shim mode show|set|history`: the admin API from the command line.
 
-The address is --admin HOST:PORT, or the config's `[admin] listen`; the token is
+The address is --admin HOST:PORT, or the config's `[admin] listen`, or the
+default 127.0.0.1:9465; the token is
 read from the environment variable the config names (SHIM_ADMIN_TOKEN by
 default). Exit status: 0 done, 1 refused (the reason is printed), 2 the admin
 API could not be reached or the command was wrong.
@@ -53,14 +54,14 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     for parser in (show, switch, history):
         parser.add_argument("--config", metavar="FILE", help="the shim's config (its [admin] table)")
-        parser.add_argument("--admin", metavar="HOST:PORT", help="the admin API (default: the config's)")
+        parser.add_argument(
+            "--admin", metavar="HOST:PORT", help="the admin API (default: the config's, else 127.0.0.1:9465)"
+        )
 
 
 async def run(args: argparse.Namespace) -> int:
     settings = config_mod.load_file(args.config) if args.config else {}
-    address = args.admin or settings.get("admin_listen")
-    if not address:
-        raise ShimError("no admin API address: give --admin HOST:PORT, or --config FILE with [admin] listen")
+    address = args.admin or settings.get("admin_listen") or config_mod.ADMIN_LISTEN
     token_env = settings.get("admin_token_env", "SHIM_ADMIN_TOKEN")
     token = os.environ.get(token_env, "")
     if not token:

@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 
-from shim.config import Config
+from shim.config import ADMIN_LISTEN, Config
 
 _log = structlog.get_logger("shim")
 _START_TIMEOUT = 60.0  # seconds a worker may take to start serving
@@ -112,11 +112,15 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
 
 
 def _metrics_of(config: Config, index: int) -> Config:
-    """Worker `index` serves its metrics on the configured port + index (port 0: a free one each)."""
-    if not config.metrics_listen:
-        return config
-    host, _, port = config.metrics_listen.rpartition(":")
-    return replace(config, metrics_listen=f"{host}:{int(port) + index if int(port) else 0}")
+    """Worker `index` serves its metrics and its admin API on the configured ports + index (port 0:
+    a free one each)."""
+    admin = config.admin_listen or (ADMIN_LISTEN if os.environ.get(config.admin_token_env) else "")
+    changes: dict[str, Any] = {}
+    for name, address in (("metrics_listen", config.metrics_listen), ("admin_listen", admin)):
+        if address:
+            host, _, port = address.rpartition(":")
+            changes[name] = f"{host}:{int(port) + index if int(port) else 0}"
+    return replace(config, **changes)
 
 
 async def _prepare_store(url: str) -> None:

@@ -328,3 +328,20 @@ async def test_clients_keep_their_ids_across_switches(ledgers: tuple[RunningLedg
     for ledger in (bank, bk):
         statuses = [t.status for t in ledger.servicer.book.trades.values()]
         assert statuses == [pb.TRADE_STATUS_CANCELLED] * 2, ledger
+
+
+async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """No [admin] listen: with $SHIM_ADMIN_TOKEN set, the admin API listens on 127.0.0.1:9465; without
+    the token, nowhere."""
+    bank, bk = ledgers
+    async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
+        assert shim.admin_address == "127.0.0.1:9465"
+        async with aio.insecure_channel(shim.admin_address) as channel:
+            stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+            modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH)
+    assert modes.default_mode == "shadow"
+    os.environ.pop("SHIM_ADMIN_TOKEN")
+    async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
+        assert shim.admin_address == ""

@@ -135,7 +135,12 @@ def _start(stack: ExitStack, args: list[str], ready: str) -> subprocess.Popen[st
 
 
 def _peak_rss_mib(pid: int) -> float:
-    """VmHWM of `pid` plus that of its live descendants (the shim's comparison worker), in MiB."""
+    """VmHWM (peak RSS) of `pid` plus that of its live descendants (the shim's comparison worker), in MiB."""
+    return memory_mib(pid, "VmHWM")
+
+
+def memory_mib(pid: int, field: str) -> float:
+    """A /proc/PID/status memory figure (VmRSS, VmHWM) of `pid` and its live descendants, in MiB."""
     total_kib, pending = 0, [pid]
     while pending:
         p = pending.pop()
@@ -146,7 +151,7 @@ def _peak_rss_mib(pid: int) -> float:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 total_kib += int(line.split()[1])
     return total_kib / 1024
 

@@ -31,26 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.openloop import SAMPLE_CONFIG, Target, _free_ports, _start
-
-MIB = 1024 * 1024
+from bench.openloop import SAMPLE_CONFIG, Target, _free_ports, _start, memory_mib
 
 
 def _rss_mib(pid: int) -> float:
     """VmRSS of `pid` and its live descendants (the comparison worker), in MiB."""
-    total_kib, pending = 0, [pid]
-    while pending:
-        p = pending.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total_kib += int(line.split()[1])
-    return total_kib / 1024
+    return memory_mib(pid, "VmRSS")
 
 
 async def _soak(args: argparse.Namespace, address: str, shim_pid: int) -> dict[str, Any]:

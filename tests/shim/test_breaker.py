@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 from grpc import aio
@@ -71,9 +72,11 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
         return [b"re:" + r async for r in requests]
 
     bank = await scripted_server(echo)
-    gone = await scripted_server(echo)
-    port = gone.port
-    await gone.stop()  # BK is down
+    # BK is down: its port bound and never listened on (so no other server, the shim's own listener
+    # on port 0 included, can be handed it), until BK comes back on it
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
     revived = None
     try:
         async with (
@@ -93,6 +96,7 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
             assert [c.verdict for c in failures] == [Verdict.SHADOW_ERROR] * 3
             assert shim.dispatcher is not None
             assert shim.dispatcher.breaker.state == OPEN
+            holder.close()
             revived = await scripted_server(echo, port=port)  # BK is back
             await asyncio.wait_for(shim.dispatcher.channel.channel_ready(), timeout=10)
             assert await say(b"probe") == b"re:probe"
@@ -103,6 +107,7 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
             assert shim.counters.get("breaker_open") == 1
             assert shim.counters.get("breaker_closed") == 1
     finally:
+        holder.close()
         await bank.stop()
         if revived is not None:
             await revived.stop()
@@ -115,13 +120,15 @@ async def test_calls_refused_by_an_open_breaker_are_recorded_as_not_mirrored() -
         return [b"re:" + r async for r in requests]
 
     bank = await scripted_server(echo)
-    gone = await scripted_server(echo)
-    await gone.stop()
+    holder = socket.socket()  # BK is down: a port bound and never listened on, which nobody else gets
+    holder.bind(("127.0.0.1", 0))
+    gone = f"127.0.0.1:{holder.getsockname()[1]}"
     try:
         async with (
-            running_shim(
-                bank.address, gone.address, shadow_breaker_failures=1, shadow_breaker_open_for=3600.0
-            ) as (shim, sink),
+            running_shim(bank.address, gone, shadow_breaker_failures=1, shadow_breaker_open_for=3600.0) as (
+                shim,
+                sink,
+            ),
             aio.insecure_channel(shim.address) as channel,
         ):
             say = channel.unary_unary("/echo.Echo/Say")
@@ -132,6 +139,7 @@ async def test_calls_refused_by_an_open_breaker_are_recorded_as_not_mirrored() -
             comparisons = await sink.wait_for(5)
             assert shim.counters.get("shadow_breaker_skipped") == 4
     finally:
+        holder.close()
         await bank.stop()
     refused = [c for c in comparisons if c.verdict is Verdict.SKIPPED]
     assert len(refused) == 4

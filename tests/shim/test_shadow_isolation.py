@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -92,14 +93,17 @@ async def test_shadow_beyond_its_timeout_is_a_shadow_error(bank: Running) -> Non
 
 async def test_shadow_down_leaves_the_answer_unchanged(bank: Running) -> None:
     """With BK unreachable the client gets Bank's answer and the exchange is a shadow error."""
-    gone = await interop_server()
-    await gone.stop()  # its port is now closed
-    async with (
-        running_shim(bank.address, gone.address) as (shim, sink),
-        aio.insecure_channel(shim.address) as channel,
-    ):
-        answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(5))
-        (comparison,) = await sink.wait_for(1)
+    # a port bound and never listened on refuses connections, and no server (the shim's own listener
+    # on port 0 included) can be handed it while the socket holds it
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{closed.getsockname()[1]}"
+        async with (
+            running_shim(bank.address, gone) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(5))
+            (comparison,) = await sink.wait_for(1)
     assert len(answer.payload.body) == 5
     assert comparison.verdict is Verdict.SHADOW_ERROR
     assert comparison.exchange.shadow is not None

@@ -187,7 +187,10 @@ class AdminServicer(pb_grpc.AdminServicer):
         store = self._shim.store
         if store is None:
             return pb.ModeHistoryResponse()
-        changes = await store.mode_history(request.limit or 100)
+        try:
+            changes = await store.mode_history(request.limit if request.limit > 0 else 100)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}")
         return pb.ModeHistoryResponse(
             changes=[
                 pb.ModeChange(

@@ -29,6 +29,12 @@ EXIT_FAILED = 2
 _TIMEOUT = 120.0  # a switch waits for the calls in flight
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     mode = commands.add_parser("mode", help="show, switch or audit which side answers (the admin API)")
     actions = mode.add_subparsers(dest="action", required=True)
@@ -51,7 +57,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--retire-bank", action="store_true", help="confirm a switch to bk (Bank no longer mirrored)"
     )
     history = actions.add_parser("history", help="the mode changes, newest first")
-    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    history.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
     for parser in (show, switch, history):
         parser.add_argument("--config", metavar="FILE", help="the shim's config (its [admin] table)")
         parser.add_argument(

@@ -150,8 +150,8 @@ def _set(msg: message.Message, path: str, value: str) -> None:
     *parents, last = path.split(".")
     for part in parents:
         msg = getattr(msg, part)
-    kind = msg.DESCRIPTOR.fields_by_name[last].cpp_type
-    setattr(msg, last, value if kind == msg.DESCRIPTOR.fields_by_name[last].CPPTYPE_STRING else int(value))
+    target = msg.DESCRIPTOR.fields_by_name[last]
+    setattr(msg, last, value if target.cpp_type == target.CPPTYPE_STRING else int(value))
 
 
 # -- the sweep ------------------------------------------------------------------------------------

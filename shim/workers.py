@@ -91,7 +91,7 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         print(f"shim: error: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
         return 2
     with holder:
-        if config.shadow is not None:
+        if config.bk is not None:  # every worker then opens the store (all modes are ready)
             asyncio.run(_prepare_store(config.store))
         worker_config = replace(config, listen=listen)
         context = multiprocessing.get_context("spawn")

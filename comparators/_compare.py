@@ -34,8 +34,11 @@ def compare(
     `redactor`, the values of sensitive fields are replaced by keyed hashes in
     both answers before anything is compared (see comparators.redact).
     """
-    comparison = _judge(exchange, registry, rules, ids, redactor)
-    noise = _noise(exchange, registry, rules, redactor)
+    try:
+        comparison = _judge(exchange, registry, rules, ids, redactor)
+        noise = _noise(exchange, registry, rules, redactor)
+    except Exception as exc:  # fail closed: a comparison that could not be made is never a pass
+        return Comparison(exchange, Verdict.ERROR, reason=f"the comparison failed: {exc!r}")
     verdict, reason = comparison.verdict, comparison.reason
     if verdict is Verdict.MISMATCH and exchange.tainted:
         verdict, reason = Verdict.TAINTED, exchange.tainted
@@ -93,7 +96,7 @@ def _judge(
         bank_side, bk_side = bk_side, bank_side
     if bk_side.adapter_error:  # BK never got to answer in Bank's shape: the adapter is at fault
         difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, bk_side.adapter_error)
-        return Comparison(exchange, Verdict.MISMATCH, (difference,), reason=bk_side.adapter_error)
+        return Comparison(exchange, Verdict.ERROR, (difference,), reason=bk_side.adapter_error)
     if shadow.code == _UNAVAILABLE and exchange.primary.code != _UNAVAILABLE:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
     bank, bk = exchange.primary, shadow
@@ -108,6 +111,21 @@ def _judge(
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor
     )
+    undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
+    if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
+        sides = " and ".join(
+            side
+            for side, values in (
+                ("Bank's", [d.bank for d in undecodable]),
+                ("BK's", [d.bk for d in undecodable]),
+            )
+            if any(v is not None for v in values)
+        )
+        where = ", ".join(dict.fromkeys(d.path for d in undecodable))
+        reason = f"{sides} answer does not decode ({where})"
+        return Comparison(
+            exchange, Verdict.ERROR, tuple(differences), reason=reason, decoded=info is not None
+        )
     verdict = Verdict.MISMATCH if any(not d.rule for d in differences) else Verdict.MATCH
     return Comparison(exchange, verdict, tuple(differences), decoded=info is not None)
 

@@ -143,6 +143,9 @@ class Verdict(enum.StrEnum):
     SHADOW_ERROR = "shadow-error"  # the shadow side gave no usable answer
     SKIPPED = "skipped"  # not compared: not mirrored, dropped, or cancelled
     TAINTED = "tainted"  # differences on a key out of step: explained by a write BK missed
+    # the comparison could not be made (the comparator raised, Bank's answer did not decode, the adapter
+    # in front of BK failed): `reason` says why. Never evidence of parity, never tainted.
+    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,11 @@ def _compare_in_worker(exchange: Exchange) -> Verdicts:
     return c.verdict, c.differences, c.reason, c.decoded, c.noise
 
 
+def _failed(exchange: Exchange, error: BaseException) -> Comparison:
+    """A comparison that could not be made: stored as an `error`, which counts against the gate."""
+    return Comparison(exchange, Verdict.ERROR, reason=f"the comparison failed: {error!r}")
+
+
 class ComparisonPipeline:
     def __init__(
         self,
@@ -178,6 +183,8 @@ class ComparisonPipeline:
                 _log.error("comparison failed", method=exchange.method, error=repr(error))
                 if isinstance(error, concurrent.futures.BrokenExecutor):
                     self._compare_pool = self._new_process_pool()
+                self._counters.inc("comparison_errors", exchange.method)
+                comparison = _failed(exchange, error)
         if comparison is None:
             self._finish(None)
             return
@@ -199,9 +206,10 @@ class ComparisonPipeline:
     def _compare_and_sink(self, exchange: Exchange) -> Comparison | None:
         try:
             comparison = compare(exchange, self._registry, self._rules, self._ids, self._redactor)
-        except Exception:
+        except Exception as error:
             _log.exception("comparison failed", method=exchange.method)
-            return None
+            self._counters.inc("comparison_errors", exchange.method)
+            comparison = _failed(exchange, error)
         return self._sink_all(comparison)
 
     def _sink_all(self, comparison: Comparison) -> Comparison:

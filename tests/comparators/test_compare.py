@@ -513,7 +513,8 @@ def test_rich_status_details_are_compared_field_by_field(
     bank = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bank_rich))
     bk = answer(code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(bk_rich))
     comparison = compare(exchange(POST_TRADE, bank, bk), REGISTRY)
-    assert comparison.verdict is Verdict.MISMATCH
+    undecodable = any(kind is DiffKind.UNDECODABLE for _, kind, *_ in expected)
+    assert comparison.verdict is (Verdict.ERROR if undecodable else Verdict.MISMATCH)
     assert _rows(comparison) == expected
 
 
@@ -618,14 +619,19 @@ GOOD = pb.Trade(trade_id="T1").SerializeToString()
         ),
     ],
 )
-def test_undecodable_bytes_are_a_difference_not_an_error(
+def test_undecodable_bytes_are_an_error_with_their_difference(
     bank_bytes: bytes, bk_bytes: bytes, expected: list[Row]
 ) -> None:
-    """Bytes that do not parse as the method's output type give one `undecodable` difference with their hex
-    (None for a side that decoded)."""
-    comparison = compare(exchange(POST_TRADE, answer(bank_bytes), answer(bk_bytes)), REGISTRY)
-    assert comparison.verdict is Verdict.MISMATCH
+    """Bytes that do not parse as the method's output type make the comparison an `error` (it could not be
+    made: never a pass, never tainted), with one `undecodable` difference holding their hex (None for a
+    side that decoded) and a reason naming the side."""
+    comparison = compare(
+        exchange(POST_TRADE, answer(bank_bytes), answer(bk_bytes), tainted="key 'A' out of step"), REGISTRY
+    )
+    assert comparison.verdict is Verdict.ERROR
     assert _rows(comparison) == expected
+    sides = [side for side, value in (("Bank's", expected[0][2]), ("BK's", expected[0][3])) if value]
+    assert comparison.reason == f"{' and '.join(sides)} answer does not decode (<message>)"
 
 
 def test_undecodable_message_in_a_stream_is_indexed() -> None:

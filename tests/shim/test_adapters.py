@@ -133,7 +133,8 @@ async def test_in_shadow_mode_the_adapter_serves_the_mirror_and_the_client_gets_
 async def test_a_raising_adapter_is_an_adapter_error_in_shadow_mode_and_the_client_gets_banks_answer(
     ledgers: tuple[RunningLedger, RunningLedger],
 ) -> None:
-    """shadow: an adapter that raises never reaches the client; it is an adapter-error difference."""
+    """shadow: an adapter that raises never reaches the client; the comparison is an `error` with one
+    adapter-error difference."""
     bank, bk = ledgers
     methods = adapted(**{BALANCE: "raising"})
     async with running_shim(bank.address, bk.address, registry=REGISTRY, methods=methods) as (shim, sink):
@@ -150,7 +151,7 @@ async def test_a_raising_adapter_is_an_adapter_error_in_shadow_mode_and_the_clie
     assert len(compared) == 2
     assert errors == 2
     for comparison in compared:
-        assert comparison.verdict is Verdict.MISMATCH
+        assert comparison.verdict is Verdict.ERROR
         (difference,) = comparison.differences
         assert difference.kind is DiffKind.ADAPTER_ERROR
         assert difference.bank == "OK"
@@ -406,16 +407,23 @@ def test_the_config_file_names_adapters_per_method_and_by_module() -> None:
 @pytest.mark.parametrize("primary_is_bank", [True, False])
 def test_an_adapter_error_on_bks_side_is_an_adapter_error_difference(primary_is_bank: bool) -> None:
     """Whichever side is primary, BK's adapter error is one adapter-error difference, not a status
-    comparison."""
+    comparison; the verdict is `error`, even on a key out of step (an adapter bug is never tainted)."""
     bank = Outcome(code=0, messages=(b"",))
     bk = Outcome(code=13, details="adapter x failed", adapter_error="adapter x failed")
     primary, shadow = (bank, bk) if primary_is_bank else (bk, bank)
     started = time.time()
     exchange = Exchange(
-        "/p.S/M", (b"",), primary, shadow, primary_is_bank=primary_is_bank, started_at=started
+        "/p.S/M",
+        (b"",),
+        primary,
+        shadow,
+        primary_is_bank=primary_is_bank,
+        started_at=started,
+        tainted="key 'A1' out of step since 2026-12-01T00:00:00Z: p.S/M Bank applied it (OK), BK ...",
     )
     comparison = compare(exchange, None)
-    assert comparison.verdict is Verdict.MISMATCH
+    assert comparison.verdict is Verdict.ERROR
+    assert comparison.reason == "adapter x failed"
     assert [(d.kind, d.bank, d.bk) for d in comparison.differences] == [
         (DiffKind.ADAPTER_ERROR, "OK", "adapter x failed")
     ]

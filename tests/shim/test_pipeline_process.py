@@ -61,7 +61,8 @@ async def test_a_worker_process_compares_under_the_rules(pair: tuple[Running, Ru
 
 
 async def test_a_dead_worker_is_replaced_and_counted(pair: tuple[Running, Running]) -> None:
-    """A comparison that kills its worker is counted as an error; the next one runs in a new worker."""
+    """A comparison that kills its worker is stored as an `error` (it counts against the gate) and counted;
+    the next one runs in a new worker."""
     bank, bk = pair
     rules = (
         {
@@ -80,7 +81,10 @@ async def test_a_dead_worker_is_replaced_and_counted(pair: tuple[Running, Runnin
         assert await _call(shim.address, b"die") == _answer(b"die")
         await shim.drain()
         assert shim.counters.get("comparison_errors") == 1
+        (failed,) = await sink.wait_for(1, within=60)
         assert await _call(shim.address, b"live") == _answer(b"live")
-        (comparison,) = await sink.wait_for(1, within=60)
+        _, comparison = await sink.wait_for(2, within=60)
+    assert failed.verdict is Verdict.ERROR
+    assert failed.reason.startswith("the comparison failed: BrokenProcessPool(")
     assert comparison.verdict is Verdict.MISMATCH
     assert comparison.differences[0].path == "payload.body"

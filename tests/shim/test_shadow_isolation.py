@@ -130,7 +130,8 @@ async def test_shadow_garbage_is_recorded_as_undecodable(bank: Running) -> None:
     finally:
         await bk.stop()
     assert answer == pb.SimpleResponse(payload=pb.Payload(body=b"\0" * 3))
-    assert comparison.verdict is Verdict.MISMATCH
+    assert comparison.verdict is Verdict.ERROR
+    assert comparison.reason == "BK's answer does not decode (<message>)"
     assert [d.kind for d in comparison.differences] == [DiffKind.UNDECODABLE]
     assert comparison.differences[0].bk == "ffffffff"
 

@@ -14,10 +14,14 @@ calls it must follow are done:
 
 A call with several keys follows the earlier calls of each. Since a call only
 ever waits for calls that entered before it, no two calls wait for each other:
-there is no deadlock. A ticket must be released when its call is over (or
-given up), whatever happened, or its keys stay blocked. A call given up before
-its turn still holds the calls behind it until the calls it followed are done:
-waiting is transitive, so those calls must not overtake them.
+there is no deadlock.
+
+Every call waits for each earlier call it conflicts with *directly*, never
+through a call in between. So a call that is skipped, fails, times out or is
+given up releases its place in every lane at once: the calls behind it that
+conflict with what it waited for still wait for those calls themselves, and the
+others go. A ticket must be released when its call is over (or given up),
+whatever happened, or its keys stay blocked.
 """
 
 from __future__ import annotations
@@ -27,32 +31,35 @@ from collections.abc import Iterable
 
 _REMEMBERED_KEYS = 100_000  # keys whose last write's place is kept (for written_since)
 
+Done = asyncio.Future[None]
+
 
 class _Lane:
-    __slots__ = ("last_write", "readers")
+    """The calls in flight on one key."""
+
+    __slots__ = ("readers", "writes")
 
     def __init__(self) -> None:
-        self.last_write: asyncio.Future[None] | None = None
-        self.readers: set[asyncio.Future[None]] = set()
+        self.writes: set[Done] = set()
+        self.readers: set[Done] = set()
 
 
 class _Everything:
     """What unkeyed calls must be ordered against: every call in flight, by kind."""
 
-    __slots__ = ("keyed_reads", "keyed_writes", "last_write", "unkeyed_reads")
+    __slots__ = ("keyed_reads", "keyed_writes", "unkeyed_reads", "unkeyed_writes")
 
     def __init__(self) -> None:
-        self.last_write: asyncio.Future[None] | None = None  # the last unkeyed write
-        self.keyed_writes: set[asyncio.Future[None]] = set()
-        self.keyed_reads: set[asyncio.Future[None]] = set()
-        self.unkeyed_reads: set[asyncio.Future[None]] = set()
+        self.unkeyed_writes: set[Done] = set()
+        self.keyed_writes: set[Done] = set()
+        self.keyed_reads: set[Done] = set()
+        self.unkeyed_reads: set[Done] = set()
 
     def empty(self) -> bool:
-        return (self.last_write is None or self.last_write.done()) and not (
-            self.keyed_writes or self.keyed_reads or self.unkeyed_reads
-        )
+        return not (self.unkeyed_writes or self.keyed_writes or self.keyed_reads or self.unkeyed_reads)
 
-    def discard(self, done: asyncio.Future[None]) -> None:
+    def discard(self, done: Done) -> None:
+        self.unkeyed_writes.discard(done)
         self.keyed_writes.discard(done)
         self.keyed_reads.discard(done)
         self.unkeyed_reads.discard(done)
@@ -61,19 +68,22 @@ class _Everything:
 class Ticket:
     """One call's place in the lanes."""
 
-    __slots__ = ("_after", "_done", "_lanes", "_released", "keys")
+    __slots__ = ("_after", "_done", "_lanes", "keys")
 
-    def __init__(self, lanes: Lanes, keys: tuple[str, ...], after: list[asyncio.Future[None]]) -> None:
+    def __init__(self, lanes: Lanes, keys: tuple[str, ...], after: list[Done]) -> None:
         self._lanes = lanes
         self.keys = keys
         self._after = after
-        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._released = False
+        self._done: Done = asyncio.get_running_loop().create_future()
 
     @property
     def waiting_for(self) -> int:
         """How many earlier calls this one still waits for."""
         return sum(1 for future in self._after if not future.done())
+
+    @property
+    def released(self) -> bool:
+        return self._done.done()
 
     async def ready(self) -> None:
         """Wait until every call this one follows is done."""
@@ -82,26 +92,7 @@ class Ticket:
                 await asyncio.shield(future)
 
     def release(self) -> None:
-        """The call is over (or given up): the calls behind it may go once the calls it follows are done."""
-        if self._released:
-            return
-        self._released = True
-        pending = [future for future in self._after if not future.done()]
-        if not pending:
-            self._finish()
-            return
-        left = len(pending)
-
-        def one_done(_: asyncio.Future[None]) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0:
-                self._finish()
-
-        for future in pending:
-            future.add_done_callback(one_done)
-
-    def _finish(self) -> None:
+        """The call is over (or given up): the calls behind it no longer wait for it."""
         if not self._done.done():
             self._done.set_result(None)
             self._lanes._forget(self)
@@ -122,11 +113,16 @@ class Lanes:
         A key written long ago may be forgotten: then the answer errs on the side of "yes"."""
         if not keys or self.write_seq == seq:
             return self.write_seq != seq
+        if self._unkeyed_write_since(seq):
+            return True
         for key in keys:
             last = self._written.get(key)
             if (last if last is not None else self._forgotten_seq) > seq:
                 return True
         return False
+
+    def _unkeyed_write_since(self, seq: int) -> bool:
+        return self._written.get("", 0) > seq
 
     def _wrote(self, key: str) -> None:
         self._written.pop(key, None)
@@ -144,49 +140,49 @@ class Lanes:
         keys = tuple(dict.fromkeys(k for k in keys if k))  # distinct, in order
         if write:
             self.write_seq += 1
-        after: list[asyncio.Future[None]] = []
+        after: list[Done] = []
         ticket = Ticket(self, keys, after)
         every = self._everything
-        pending = [f for f in (every.last_write,) if f is not None and not f.done()]
+        after.extend(every.unkeyed_writes)
         if not keys:  # a call on every key
-            pending += every.keyed_writes
+            after.extend(every.keyed_writes)
             if write:
-                pending += every.keyed_reads
-                pending += every.unkeyed_reads
-                every.last_write = ticket._done
-                every.keyed_writes, every.keyed_reads, every.unkeyed_reads = set(), set(), set()
+                after.extend(every.keyed_reads)
+                after.extend(every.unkeyed_reads)
+                every.unkeyed_writes.add(ticket._done)
+                self._wrote("")
             else:
                 every.unkeyed_reads.add(ticket._done)
-            after.extend(f for f in pending if not f.done())
             return ticket
         if write:
-            pending += every.unkeyed_reads
+            after.extend(every.unkeyed_reads)
             every.keyed_writes.add(ticket._done)
         else:
             every.keyed_reads.add(ticket._done)
-        after.extend(f for f in pending if not f.done())
+        seen = set(after)
         for key in keys:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
-            if lane.last_write is not None and not lane.last_write.done():
-                after.append(lane.last_write)
+            earlier = [*lane.writes, *lane.readers] if write else list(lane.writes)
+            after.extend(f for f in earlier if f not in seen)
+            seen.update(earlier)
             if write:
-                after.extend(r for r in lane.readers if not r.done())
-                lane.last_write = ticket._done
+                lane.writes.add(ticket._done)
                 self._wrote(key)
-                lane.readers = set()
             else:
                 lane.readers.add(ticket._done)
         return ticket
 
     def _forget(self, ticket: Ticket) -> None:
-        """Drop lanes with nothing left in them, so that keys do not pile up."""
-        self._everything.discard(ticket._done)
+        """Drop the call from every set it is in, and lanes with nothing left in them."""
+        done = ticket._done
+        self._everything.discard(done)
         for key in ticket.keys:
             lane = self._lanes.get(key)
             if lane is None:
                 continue
-            lane.readers.discard(ticket._done)
-            if (lane.last_write is None or lane.last_write.done()) and not lane.readers:
+            lane.writes.discard(done)
+            lane.readers.discard(done)
+            if not lane.writes and not lane.readers:
                 del self._lanes[key]

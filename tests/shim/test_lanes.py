@@ -193,8 +193,9 @@ async def test_releasing_twice_is_harmless() -> None:
     assert len(lanes) == 0
 
 
-async def test_a_call_given_up_while_waiting_still_holds_the_calls_behind_it() -> None:
-    """A ticket released before its turn lets later calls go only once the calls it followed are done."""
+async def test_a_call_given_up_while_waiting_still_holds_nothing_but_its_own_place() -> None:
+    """A ticket released before its turn stops holding anyone: a later call on the same key still waits
+    for the earlier call it conflicts with itself, directly."""
     lanes = Lanes()
     stuck = lanes.enter(["a"], WRITE)
     given_up = lanes.enter(["a"], WRITE)
@@ -202,9 +203,45 @@ async def test_a_call_given_up_while_waiting_still_holds_the_calls_behind_it() -
     given_up.release()  # e.g. its client cancelled while it waited behind `stuck`
     await _turns(3)
     assert _ready(later) == [False]
+    assert later.waiting_for == 1
     stuck.release()
     await asyncio.wait_for(later.ready(), timeout=5)
     later.release()
+    assert len(lanes) == 0
+
+
+async def test_a_skipped_call_releases_its_place_in_every_lane_at_once() -> None:
+    """A call given up while it waits (skipped, timed out) no longer holds the calls behind it on its other
+    keys: a write on b behind a given-up write on (a, b) goes at once, although a is still busy."""
+    lanes = Lanes()
+    stuck = lanes.enter(["a"], WRITE)  # e.g. a long stream on a
+    given_up = lanes.enter(["a", "b"], WRITE)
+    on_b = lanes.enter(["b"], WRITE)
+    unkeyed_read = lanes.enter([], READ)
+    assert _ready(given_up, on_b, unkeyed_read) == [False, False, False]
+    given_up.release()
+    await _turns(3)
+    assert _ready(on_b) == [True]
+    assert unkeyed_read.waiting_for == 2  # the stuck write on a, and the write on b: both directly
+    for ticket in (stuck, on_b, unkeyed_read):
+        ticket.release()
+    assert len(lanes) == 0
+
+
+async def test_an_unkeyed_write_given_up_lets_later_calls_go_but_not_past_what_it_followed() -> None:
+    """An unkeyed write skipped while it waits for a long call on a lets later calls on other keys go at
+    once; a later unkeyed write still waits for the long call itself."""
+    lanes = Lanes()
+    long_call = lanes.enter(["a"], WRITE)
+    unkeyed = lanes.enter([], WRITE)
+    on_b = lanes.enter(["b"], WRITE)
+    unkeyed_after = lanes.enter([], WRITE)
+    unkeyed.release()
+    await _turns(3)
+    assert _ready(on_b, unkeyed_after) == [True, False]
+    assert unkeyed_after.waiting_for == 2  # the long call and the write on b
+    for ticket in (long_call, on_b, unkeyed_after):
+        ticket.release()
     assert len(lanes) == 0
 
 
@@ -222,11 +259,8 @@ def _conflict(earlier: Call, later: Call) -> bool:
 
 
 def _done(calls: Sequence[Call], released: Sequence[bool]) -> list[bool]:
-    """A call is done when it is released and every call it follows is done (given-up calls included)."""
-    done: list[bool] = []
-    for index, call in enumerate(calls):
-        done.append(released[index] and all(done[e] for e in range(index) if _conflict(calls[e], call)))
-    return done
+    """A call is done when it is released: a call given up before its turn holds nobody behind it."""
+    return list(released[: len(calls)])
 
 
 CALLS = st.lists(
@@ -240,7 +274,7 @@ def test_lanes_agree_with_the_reference_under_any_release_schedule(
     calls: list[Call], data: st.DataObject
 ) -> None:
     """Whatever the order of entering and releasing (even before its turn), a call is ready exactly
-    when every earlier conflicting call is done, and no lane is left at the end."""
+    when every earlier conflicting call is released, and no lane is left at the end."""
 
     async def scenario() -> None:
         lanes = Lanes()

@@ -8,6 +8,7 @@ from comparators._model import Comparison, Difference, DiffKind, Exchange, Outco
 from comparators._walk import _MISSING, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, translate_answer
+from comparators.message_api import parse
 from comparators.redact import Redactor, hidden
 from comparators.rules import RuleSet
 
@@ -106,8 +107,8 @@ def _judge(
         return Comparison(exchange, Verdict.MATCH)
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
-    differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor)
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
+    differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor, ids, to_bank)
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor
     )
@@ -149,6 +150,8 @@ def _status_differences(
     registry: DescriptorRegistry | None,
     rules: RuleSet,
     redactor: Redactor | None = None,
+    ids: IdFields | None = None,
+    to_bank: dict[tuple[str, str], str] | None = None,
 ) -> list[Difference]:
     rule = rules.status_rule(method)
     diffs: list[Difference] = []
@@ -161,7 +164,7 @@ def _status_differences(
         diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     if bank_rich != bk_rich:
-        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules, redactor))
+        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank))
     return diffs
 
 
@@ -172,8 +175,11 @@ def _rich_differences(
     registry: DescriptorRegistry | None,
     rules: RuleSet,
     redactor: Redactor | None = None,
+    ids: IdFields | None = None,
+    to_bank: dict[tuple[str, str], str] | None = None,
 ) -> list[Difference]:
-    """google.rpc.Status trailers compared field by field (their Any details unpacked)."""
+    """google.rpc.Status trailers compared field by field (their Any details unpacked), BK's ids in them
+    read as the Bank ids they pair with, as in answers."""
     registry = registry if registry is not None else _RPC_ONLY
     try:
         cls = registry.message_class(_RPC_STATUS)
@@ -202,7 +208,12 @@ def _rich_differences(
                 None if right is not None else _shown_raw(_raw(bk_raw), redactor),
             )
         ]
+    unmapped: set[str] = set()
+    if ids is not None and to_bank is not None:
+        unmapped = {found.value for found in translate_answer(ids, method, [right], to_bank, side="")}
     walker.messages(left, right, _RICH)
+    if unmapped:
+        return [_unmapped(d, unmapped) for d in walker.out]
     return walker.out
 
 
@@ -222,7 +233,7 @@ def _decode(cls: type[message.Message], raw: str | bytes | None) -> message.Mess
         return None
     msg = cls()
     try:
-        msg.ParseFromString(_raw(raw))
+        parse(msg, _raw(raw))
     except (message.DecodeError, RuntimeError, ValueError):
         return None
     return msg

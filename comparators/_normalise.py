@@ -15,13 +15,15 @@ from typing import Any
 from google.protobuf import message, unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 
+from comparators.message_api import list_fields
+
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
 
 
 def to_python(msg: message.Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field, value in msg.ListFields():
+    for field, value in list_fields(msg):
         out[field.name] = _field_value(field, value)
     out.update(unknown_values(unknown_fields.UnknownFieldSet(msg)))
     return out

@@ -13,6 +13,7 @@ its type is known, unknown fields are reported as their own kind.
 
 from __future__ import annotations
 
+import keyword
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from comparators._diff import diff_values
 from comparators._model import Difference, DiffKind
 from comparators._normalise import to_python, unknown_values
 from comparators.descriptors import DescriptorRegistry
+from comparators.message_api import descriptor_of, parse, serialize
 from comparators.rules import (
     BkMayAdd,
     DecimalEquivalence,
@@ -51,7 +53,7 @@ _MISSING = object()
 def instant(msg: message.Message) -> Instant:
     """A Timestamp or Duration as an Instant (its text is made only if it is shown)."""
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
-    return Instant(seconds * 1_000_000_000 + nanos, msg.DESCRIPTOR.full_name == _DURATION)
+    return Instant(seconds * 1_000_000_000 + nanos, descriptor_of(msg).full_name == _DURATION)
 
 
 def shown(value: Any) -> Any:
@@ -61,9 +63,10 @@ def shown(value: Any) -> Any:
     if kind is str or kind is int or kind is Instant or value is None:
         return value
     if isinstance(value, message.Message):
-        if value.DESCRIPTOR.full_name in _TIME_TYPES:
+        name = descriptor_of(value).full_name
+        if name in _TIME_TYPES:
             return instant(value)
-        if value.DESCRIPTOR.full_name in _WRAPPERS:
+        if name in _WRAPPERS:
             return value.value  # type: ignore[attr-defined]
         return to_python(value)
     if isinstance(value, list):
@@ -112,7 +115,7 @@ class Walker:
     def messages(self, bank: message.Message, bk: message.Message, path: str) -> None:
         if bank == bk:
             return
-        desc = bank.DESCRIPTOR
+        desc = descriptor_of(bank)
         name = desc.full_name
         if name in _TIME_TYPES or name in _WRAPPERS:  # reached only at the top of a walk
             self._changed(name, path or "<message>", _leaf_of(bank), _leaf_of(bk))
@@ -211,8 +214,8 @@ class Walker:
         cls = self.registry.message_class(type_name)
         left, right = cls(), cls()
         try:
-            left.ParseFromString(bank.value)
-            right.ParseFromString(bk.value)
+            parse(left, bank.value)
+            parse(right, bk.value)
         except message.DecodeError:
             self._changed(target, f"{path}.value" if path else "value", bank.value, bk.value)
             return
@@ -305,16 +308,15 @@ def money(msg: message.Message) -> str | None:
     Money-like: `units` + `nanos` (google.type.Money), or one decimal-string field
     beside an optional currency field. None for any other message.
     """
-    fields = msg.DESCRIPTOR.fields_by_name
+    desc = descriptor_of(msg)
+    fields = desc.fields_by_name
     currency = next((str(getattr(msg, f)) for f in _CURRENCY_FIELDS if f in fields), "")
     if "units" in fields and "nanos" in fields:
         units, nanos = int(getattr(msg, "units")), int(getattr(msg, "nanos"))  # noqa: B009
         amount = str(Decimal(units) + Decimal(nanos).scaleb(-9))
     else:
         texts = [
-            fd.name
-            for fd in msg.DESCRIPTOR.fields
-            if fd.type == fd.TYPE_STRING and fd.name not in _CURRENCY_FIELDS
+            fd.name for fd in desc.fields if fd.type == fd.TYPE_STRING and fd.name not in _CURRENCY_FIELDS
         ]
         if len(texts) != 1:
             return None
@@ -346,17 +348,25 @@ def _compiled(desc: Any) -> Any:
     tuples): a field set on one side only becomes _one_side, a field set on
     both with different values _both, as the generic walk would decide.
     An implicit-presence scalar counts as set when it is not its default.
+
+    A field name only ever appears in the code as a string literal or as an
+    attribute name that is a plain identifier (`getattr` reads `from`), and
+    HasField is read from the class, so any field name works: `HasField`,
+    `self` or `class` included.
     """
     walk = _COMPILED.get(desc)
     if walk is not None:
         return walk
     lines = ["def walk(self, a, b, prefix):"]
     scope: dict[str, Any] = {"MISSING": _MISSING}
+    if any(fd.has_presence and not fd.is_repeated for fd in desc.fields):
+        lines.append("    has = type(a).HasField")  # a field may be named HasField: never a.HasField
     for index, fd in enumerate(desc.fields):
         name = fd.name
         scope[f"fd{index}"] = fd
+        x, y = _read("a", name), _read("b", name)
         if not fd.has_presence:
-            lines.append(f"    x = a.{name}; y = b.{name}")
+            lines.append(f"    x = {x}; y = {y}")
         if fd.is_repeated:  # repeated and map fields: set when not empty
             lines += [
                 "    if x != y:",
@@ -369,15 +379,15 @@ def _compiled(desc: Any) -> Any:
             ]
         elif fd.has_presence:  # messages, optional scalars, oneof members
             lines += [
-                f"    hx = a.HasField({name!r}); hy = b.HasField({name!r})",
+                f"    hx = has(a, {name!r}); hy = has(b, {name!r})",
                 "    if hx and hy:",
-                f"        x = a.{name}; y = b.{name}",
+                f"        x = {x}; y = {y}",
                 "        if x != y:",
                 f"            self._both(fd{index}, prefix, x, y)",
                 "    elif hx:",
-                f"        self._one_side(fd{index}, prefix, a.{name}, MISSING)",
+                f"        self._one_side(fd{index}, prefix, {x}, MISSING)",
                 "    elif hy:",
-                f"        self._one_side(fd{index}, prefix, MISSING, b.{name})",
+                f"        self._one_side(fd{index}, prefix, MISSING, {y})",
             ]
         else:  # an implicit-presence scalar: its default means unset
             scope[f"d{index}"] = fd.default_value
@@ -395,6 +405,13 @@ def _compiled(desc: Any) -> Any:
     exec("\n".join(lines), scope)  # code made from the descriptors, never from input
     walk = _COMPILED[desc] = scope["walk"]
     return walk
+
+
+def _read(obj: str, name: str) -> str:
+    """Code reading the field `name` of `obj`: an attribute (the fastest) when the name can be one."""
+    if name.isascii() and name.isidentifier() and not keyword.iskeyword(name):
+        return f"{obj}.{name}"
+    return f"getattr({obj}, {name!r})"
 
 
 def _field_info(fd: Any) -> tuple[str, str, object]:
@@ -417,7 +434,7 @@ def _is_map(fd: Any) -> bool:
 def _leaf_of(value: Any) -> Any:
     """Timestamp/Duration as an Instant, a wrapper as its value, a message as itself."""
     if isinstance(value, message.Message):
-        name = value.DESCRIPTOR.full_name
+        name = descriptor_of(value).full_name
         if name in _TIME_TYPES:
             return instant(value)
         if name in _WRAPPERS:
@@ -476,47 +493,54 @@ def _unknown_values(msg: message.Message) -> dict[str, Any]:
     return unknown_values(fields) if len(fields) else {}
 
 
-def _key_of(rule: Keyed, item: message.Message) -> str:
+def _key_of(rule: Keyed, item: message.Message) -> tuple[str, ...]:
+    """An element's key, one "field=value" text per key field: a tuple, so that values holding
+    "," or "=" never make two keys one."""
     parts = []
     for name in rule.key:
         value = getattr(item, name)
-        fd = item.DESCRIPTOR.fields_by_name[name]
+        fd = descriptor_of(item).fields_by_name[name]
         if fd.enum_type is not None:
             value = _enum_name(fd, value)
         elif isinstance(value, message.Message):
             value = shown(_leaf_of(value))
         parts.append(f"{name}={value}")
-    return ",".join(parts)
+    return tuple(parts)
 
 
 def _keyed_pairs(rule: Keyed, bank: Sequence[Any], bk: Sequence[Any]) -> list[tuple[str, Any, Any]]:
     """Pairs by key, in Bank's order then BK's extras; a repeated key pairs in order of appearance."""
-    right: dict[str, list[Any]] = defaultdict(list)
-    order: list[str] = []
+    right: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    order: list[tuple[str, ...]] = []
     for item in bk:
         key = _key_of(rule, item)
         if key not in right:
             order.append(key)
         right[key].append(item)
     pairs: list[tuple[str, Any, Any]] = []
-    seen: dict[str, int] = defaultdict(int)
+    seen: dict[tuple[str, ...], int] = defaultdict(int)
     for item in bank:
         key = _key_of(rule, item)
         index = seen[key]
         seen[key] += 1
         candidates = right.get(key, [])
-        label = f"[{key}]" if index == 0 else f"[{key}#{index + 1}]"
+        label = _label(key, index)
         pairs.append((label, item, candidates[index] if index < len(candidates) else _MISSING))
     for key in order:
         for index in range(seen.get(key, 0), len(right[key])):
-            label = f"[{key}]" if index == 0 else f"[{key}#{index + 1}]"
-            pairs.append((label, _MISSING, right[key][index]))
+            pairs.append((_label(key, index), _MISSING, right[key][index]))
     return pairs
+
+
+def _label(key: tuple[str, ...], index: int) -> str:
+    """ "[symbol=AAPL]" for the first element of a key, "[symbol=AAPL#2]" for the next."""
+    text = ",".join(key)
+    return f"[{text}]" if index == 0 else f"[{text}#{index + 1}]"
 
 
 def _canonical(item: Any) -> Any:
     if isinstance(item, message.Message):
-        return item.SerializeToString(deterministic=True)
+        return serialize(item, deterministic=True)
     return item
 
 

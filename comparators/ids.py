@@ -30,7 +30,7 @@ its exchange.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,6 +38,7 @@ from google.protobuf import message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from comparators.descriptors import DescriptorRegistry, held_type, reaches
+from comparators.message_api import copy_from, descriptor_of, has_field, parse, serialize
 
 LEARN_FROM = ("writes", "all")
 SCOPES = ("global", "query")
@@ -88,11 +89,41 @@ class IdKind:
 class Found(NamedTuple):
     """One id in a message."""
 
-    kind: str
+    kind: str  # the kind; for a location several kinds share, the first of `kinds`
     minted: bool  # found at a `minted` location (else a reference)
     path: tuple[str | int, ...]  # message index, then field names and list indices
     value: str
     owner: str  # the owner key's value, when the kind declares one that applies here
+    kinds: tuple[str, ...] = ()  # every kind the location may hold, when several share it
+
+    @property
+    def every_kind(self) -> tuple[str, ...]:
+        """The kinds this id may be of: one, or each kind declaring its location."""
+        return self.kinds or (self.kind,)
+
+
+class Ambiguous(NamedTuple):
+    """An id two kinds' maps know with different counterparts: (kind, counterpart) of each."""
+
+    value: str
+    counterparts: tuple[tuple[str, str], ...]
+
+    def __str__(self) -> str:
+        known = " and ".join(f"as {kind} {other!r}" for kind, other in self.counterparts)
+        return f"{self.value!r} is known {known}"
+
+
+def resolve(found: Found, lookup: Callable[[str, str], str | None]) -> str | Ambiguous | None:
+    """The counterpart of `found` through `lookup(kind, value)`, whichever of its kinds knows it.
+
+    None when no kind knows it; `Ambiguous` when two kinds know it with different counterparts.
+    """
+    if not found.kinds:
+        return lookup(found.kind, found.value)
+    known = [(kind, other) for kind in found.kinds if (other := lookup(kind, found.value)) is not None]
+    if len({other for _, other in known}) > 1:
+        return Ambiguous(found.value, tuple(known))
+    return known[0][1] if known else None
 
 
 # -- where ids sit ----------------------------------------------------------------------
@@ -105,7 +136,8 @@ class _Slot:
     field: FieldDescriptor
     kind: str
     minted: bool
-    owner: FieldDescriptor | None  # a sibling field holding the owner key
+    owner: tuple[FieldDescriptor, ...] | None  # sibling fields holding the owner keys
+    kinds: tuple[str, ...] = ()  # every kind, when several kinds share this reference location
 
 
 @dataclass(slots=True)
@@ -114,6 +146,7 @@ class _Plan:
 
     slots: list[_Slot] = field(default_factory=list)
     nested: list[FieldDescriptor] = field(default_factory=list)  # message fields that may hold ids
+    anys: list[FieldDescriptor] = field(default_factory=list)  # google.protobuf.Any fields (rich details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,10 @@ class _MethodPath:
     fields: tuple[FieldDescriptor, ...]
     kind: str
     minted: bool
+    kinds: tuple[str, ...] = ()  # every kind, when several kinds share this reference location
+
+
+_ANY = "google.protobuf.Any"
 
 
 class IdFields:
@@ -135,15 +172,23 @@ class IdFields:
         self._by_method: dict[tuple[str, str], list[_MethodPath]] = {}
         self._method_owners: dict[tuple[str, str], tuple[str, tuple[FieldDescriptor, ...]]] = {}
         self._plans: dict[str, _Plan | None] = {}
-        seen: dict[str, str] = {}
+        # (message type, kind) -> the owner-key fields beside it
+        self._type_owners: dict[tuple[str, str], tuple[FieldDescriptor, ...]] = {}
+        seen: dict[str, tuple[str, str]] = {}
         for kind in kinds:
             owners = self._owners(kind)
             for role, locations in (("minted", kind.minted), ("references", kind.references)):
                 for index, location in enumerate(locations):
                     where = f"ids.{kind.name}.{role}[{index}]"
-                    if location in seen:
-                        raise IdError(f"{where}: {location!r} is already declared by {seen[location]}")
-                    seen[location] = where
+                    earlier = seen.get(location)
+                    if earlier is not None and (role == "minted" or earlier[1] == "minted"):
+                        raise IdError(
+                            f"{where}: {location!r} is already declared by {earlier[0]}: a location that"
+                            " mints ids holds one kind (several kinds may share a reference location)"
+                        )
+                    if earlier is not None and earlier[0].startswith(f"ids.{kind.name}."):
+                        raise IdError(f"{where}: {location!r} is already declared by {earlier[0]}")
+                    seen.setdefault(location, (where, role))
                     self._add(kind, location, role == "minted", owners, where)
         self._check_owners_used(kinds)
 
@@ -181,9 +226,9 @@ class IdFields:
             desc = fd.message_type
         return wire, side, tuple(fields)
 
-    def _owners(self, kind: IdKind) -> dict[str, FieldDescriptor]:
+    def _owners(self, kind: IdKind) -> dict[str, tuple[FieldDescriptor, ...]]:
         """Owner-key sibling fields by message type; method owners are kept aside."""
-        owners: dict[str, FieldDescriptor] = {}
+        owners: dict[str, tuple[FieldDescriptor, ...]] = {}
         for index, location in enumerate(kind.owner_key):
             where = f"ids.{kind.name}.owner_key[{index}]"
             if "/" in location:
@@ -195,23 +240,40 @@ class IdFields:
             _check_value_field(fd, where, "a routing key")
             if fd.is_repeated:
                 raise IdError(f"{where}: an owner key is one value, not a repeated field")
-            owners[desc.full_name] = fd
+            owners[desc.full_name] = (*owners.get(desc.full_name, ()), fd)
+            self._type_owners[(desc.full_name, kind.name)] = owners[desc.full_name]
         return owners
 
     def _add(
-        self, kind: IdKind, location: str, minted: bool, owners: dict[str, FieldDescriptor], where: str
+        self,
+        kind: IdKind,
+        location: str,
+        minted: bool,
+        owners: dict[str, tuple[FieldDescriptor, ...]],
+        where: str,
     ) -> None:
         if "/" in location:
             wire, side, fields = self._method_path(location, where)
             if minted and side != "response":
                 raise IdError(f"{where}: ids are minted in answers: use ...:response.path")
             _check_value_field(fields[-1], where, "an id")
-            self._by_method.setdefault((wire, side), []).append(_MethodPath(fields, kind.name, minted))
+            paths = self._by_method.setdefault((wire, side), [])
+            for i, path in enumerate(paths):
+                if path.fields == fields:  # a reference location another kind declared too
+                    shared = (*(path.kinds or (path.kind,)), kind.name)
+                    paths[i] = _MethodPath(fields, path.kind, False, shared)
+                    return
+            paths.append(_MethodPath(fields, kind.name, minted))
             return
         desc, fd = self._field_of(location, where)
         _check_value_field(fd, where, "an id")
         owner = owners.get(desc.full_name) if minted else None
-        self._by_type.setdefault(desc.full_name, []).append(_Slot(fd, kind.name, minted, owner))
+        slots = self._by_type.setdefault(desc.full_name, [])
+        for i, slot in enumerate(slots):
+            if slot.field is fd:  # a reference location another kind declared too
+                slots[i] = _Slot(fd, slot.kind, False, None, (*(slot.kinds or (slot.kind,)), kind.name))
+                return
+        slots.append(_Slot(fd, kind.name, minted, owner))
 
     def _check_owners_used(self, kinds: Sequence[IdKind]) -> None:
         for kind in kinds:
@@ -221,6 +283,10 @@ class IdFields:
                 type_name = location.rpartition(".")[0]
                 minted_here = any(
                     slot.minted and slot.kind == kind.name for slot in self._by_type.get(type_name, ())
+                ) or any(  # a method path minting this kind in messages of this type, through any fields
+                    path.minted and path.kind == kind.name and _holder(path) == type_name
+                    for paths in self._by_method.values()
+                    for path in paths
                 )
                 if not minted_here:
                     raise IdError(
@@ -236,15 +302,22 @@ class IdFields:
         plan = _Plan(slots=list(self._by_type.get(name, ())))
         for fd in desc.fields:
             element = held_type(fd)
-            if element is not None and self._holds_ids(element):
+            if element is not None and element.full_name == _ANY:
+                if self._by_type:  # an Any may hold any message: rich error details, say
+                    plan.anys.append(fd)
+            elif element is not None and self._holds_ids(element):
                 plan.nested.append(fd)
-        found = plan if plan.slots or plan.nested else None
+        found = plan if plan.slots or plan.nested or plan.anys else None
         self._plans[name] = found
         return found
 
     def _holds_ids(self, desc: Descriptor) -> bool:
-        """Whether messages of this type can hold ids, at any depth (recursive types included)."""
-        return reaches(desc, self._by_type)
+        """Whether messages of this type can hold ids, at any depth (recursive types included; an Any
+        may hold any type)."""
+        targets: Collection[str] = self._by_type
+        if self._by_type:
+            targets = {*self._by_type, _ANY}
+        return reaches(desc, targets)
 
     # -- what the shim asks -----------------------------------------------------------------
 
@@ -326,9 +399,9 @@ class IdFields:
         if self.kinds[kind].scope != "query":
             return ""
         copy = type(request)()
-        copy.CopyFrom(request)
+        copy_from(copy, request)
         self._visit(method, "request", [copy], None, lambda f: "" if f.kind == kind else None)
-        digest = hashlib.blake2b(copy.SerializeToString(deterministic=True), digest_size=12)
+        digest = hashlib.blake2b(serialize(copy, deterministic=True), digest_size=12)
         digest.update(method.encode())
         return digest.hexdigest()
 
@@ -342,14 +415,15 @@ class IdFields:
         owner_from: message.Message | None,
         visit: Callable[[Found], str | None],
     ) -> None:
-        method_paths = self._by_method.get((method, side), ())
+        method_paths = self._by_method.get((method, side), ()) if side else ()
         for index, msg in enumerate(messages):
-            plan = self._plan(msg.DESCRIPTOR)  # type: ignore[arg-type]
+            plan = self._plan(descriptor_of(msg))
             if plan is not None:
                 self._walk(msg, plan, (index,), method, owner_from, visit)
             for mp in method_paths:
                 owner = self._method_owner(method, mp.kind, owner_from, msg) if mp.minted else ""
-                _along(msg, mp.fields, (index,), mp.kind, mp.minted, owner, visit)
+                sibling = self._type_owners.get((_holder(mp), mp.kind))
+                _along(msg, mp.fields, (index,), _Where(mp.kind, mp.minted, owner, mp.kinds, sibling), visit)
 
     def _method_owner(
         self, method: str, kind: str, first_request: message.Message | None, answer: message.Message
@@ -378,10 +452,12 @@ class IdFields:
             owner = ""
             if slot.minted:
                 if slot.owner is not None:
-                    owner = _text(getattr(msg, slot.owner.name))
+                    owner = owner_text(msg, slot.owner)
                 if not owner:
                     owner = self._method_owner(method, slot.kind, owner_from, msg)
-            _visit_field(msg, fd, path, slot.kind, slot.minted, owner, visit)
+            _visit_field(msg, fd, path, slot.kind, slot.minted, owner, visit, slot.kinds)
+        for fd in plan.anys:
+            self._walk_any(msg, fd, path, method, owner_from, visit)
         for fd in plan.nested:
             value = getattr(msg, fd.name)
             element = fd.message_type
@@ -400,8 +476,70 @@ class IdFields:
             if fd.is_repeated:
                 for i, item in enumerate(value):
                     self._walk(item, sub_plan, (*path, fd.name, i), method, owner_from, visit)
-            elif msg.HasField(fd.name):
+            elif has_field(msg, fd.name):
                 self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
+
+    def _walk_any(
+        self,
+        msg: message.Message,
+        fd: FieldDescriptor,
+        path: tuple[str | int, ...],
+        method: str,
+        owner_from: message.Message | None,
+        visit: Callable[[Found], str | None],
+    ) -> None:
+        """The ids in the messages packed in an Any field (rich error details), packed again if rewritten."""
+        value = getattr(msg, fd.name)
+        packed = (
+            list(enumerate(value)) if fd.is_repeated else [(None, value)] if has_field(msg, fd.name) else []
+        )
+        for index, any_value in packed:
+            type_name = any_value.type_url.rpartition("/")[2]
+            desc = self._registry.find_message(type_name)
+            sub_plan = self._plan(desc) if desc is not None else None
+            if sub_plan is None:
+                continue
+            inner = self._registry.message_class(type_name)()
+            try:
+                parse(inner, any_value.value)
+            except message.DecodeError:
+                continue
+            changed = False
+
+            def tracking(found: Found) -> str | None:
+                nonlocal changed
+                new = visit(found)
+                changed = changed or (new is not None and new != found.value)
+                return new
+
+            where = (*path, fd.name) if index is None else (*path, fd.name, index)
+            self._walk(inner, sub_plan, where, method, owner_from, tracking)
+            if changed:
+                any_value.value = serialize(inner)
+
+
+def _holder(path: _MethodPath) -> str:
+    """The message type holding a method path's id field."""
+    holder = path.fields[-1].containing_type
+    return holder.full_name if holder is not None else ""
+
+
+class _Where(NamedTuple):
+    """What a method path's location holds: its kind(s), whether it mints, and its owner."""
+
+    kind: str
+    minted: bool
+    owner: str
+    kinds: tuple[str, ...]
+    sibling: tuple[FieldDescriptor, ...] | None  # owner keys beside the id, in the message holding it
+
+
+OWNERS = "\x1f"  # separates the owner keys of an id that has several (a transfer's two accounts)
+
+
+def owner_text(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> str:
+    """The owner keys beside an id, as one text (several joined by OWNERS)."""
+    return OWNERS.join(dict.fromkeys(v for fd in fields if (v := _text(getattr(msg, fd.name)))))
 
 
 def _check_value_field(fd: FieldDescriptor, where: str, what: str) -> None:
@@ -430,19 +568,20 @@ def _visit_field(
     minted: bool,
     owner: str,
     visit: Callable[[Found], str | None],
+    kinds: tuple[str, ...] = (),
 ) -> None:
     value = getattr(msg, fd.name)
     if fd.is_repeated:
         for i, item in enumerate(value):
             text = _text(item)
             if text:
-                new = visit(Found(kind, minted, (*path, fd.name, i), text, owner))
+                new = visit(Found(kind, minted, (*path, fd.name, i), text, owner, kinds))
                 if new is not None and new != text:
                     value[i] = _converted(fd, new)
         return
     text = _text(value)
     if text:
-        new = visit(Found(kind, minted, (*path, fd.name), text, owner))
+        new = visit(Found(kind, minted, (*path, fd.name), text, owner, kinds))
         if new is not None and new != text:
             setattr(msg, fd.name, _converted(fd, new))
 
@@ -451,21 +590,23 @@ def _along(
     msg: message.Message,
     fields: tuple[FieldDescriptor, ...],
     path: tuple[str | int, ...],
-    kind: str,
-    minted: bool,
-    owner: str,
+    where: _Where,
     visit: Callable[[Found], str | None],
 ) -> None:
+    """The ids at a method path: through single and repeated message fields down to the id field."""
     fd, rest = fields[0], fields[1:]
     if not rest:
-        _visit_field(msg, fd, path, kind, minted, owner, visit)
+        owner = where.owner
+        if where.minted and where.sibling is not None:
+            owner = owner_text(msg, where.sibling) or owner
+        _visit_field(msg, fd, path, where.kind, where.minted, owner, visit, where.kinds)
         return
     value = getattr(msg, fd.name)
     if fd.is_repeated:
         for i, item in enumerate(value):
-            _along(item, rest, (*path, fd.name, i), kind, minted, owner, visit)
-    elif msg.HasField(fd.name):
-        _along(value, rest, (*path, fd.name), kind, minted, owner, visit)
+            _along(item, rest, (*path, fd.name, i), where, visit)
+    elif has_field(msg, fd.name):
+        _along(value, rest, (*path, fd.name), where, visit)
 
 
 def _values_along(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> list[str]:
@@ -474,7 +615,7 @@ def _values_along(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> 
     def keep(found: Found) -> None:
         out.append(found.value)
 
-    _along(msg, fields, (), "", False, "", keep)
+    _along(msg, fields, (), _Where("", False, "", (), None), keep)
     return out
 
 
@@ -518,9 +659,18 @@ def translate_answer(
     method: str,
     messages: Sequence[message.Message],
     to_bank: Mapping[tuple[str, str], str],
+    side: str = "response",
 ) -> list[Found]:
     """Rewrite BK's ids in decoded answer messages into Bank's, from (kind, BK id) -> Bank id.
 
-    Returns the ids that have no Bank counterpart.
+    An id at a location several kinds share is translated by whichever kind's pair knows it; one that
+    two kinds know with different Bank ids is left as it is. Returns the ids left (no Bank counterpart,
+    or ambiguous). `side=""` looks at message types only, not at the method's paths (the messages
+    of a google.rpc.Status, say).
     """
-    return fields.rewrite(method, "response", messages, lambda f: to_bank.get((f.kind, f.value)))
+
+    def translate(found: Found) -> str | None:
+        known = resolve(found, lambda kind, value: to_bank.get((kind, value)))
+        return known if isinstance(known, str) else None
+
+    return fields.rewrite(method, side, messages, translate)

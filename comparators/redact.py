@@ -23,6 +23,7 @@ from google.protobuf import message
 from google.protobuf.descriptor import FieldDescriptor
 
 from comparators.descriptors import DescriptorRegistry, reaches
+from comparators.message_api import descriptor_of, has_field, parse, serialize
 
 PREFIX = "redacted:"
 
@@ -59,7 +60,7 @@ class Redactor:
 
     def redact(self, msg: message.Message) -> None:
         """Replace, in place, every redacted field's value at any depth of `msg`."""
-        desc = msg.DESCRIPTOR
+        desc = descriptor_of(msg)
         if not self._reaches(desc):
             return
         for redacted in self._by_type.get(desc.full_name, ()):
@@ -78,7 +79,7 @@ class Redactor:
                 if fd.is_repeated:
                     for item in value:
                         self.redact(item)
-                elif msg.HasField(fd.name):
+                elif has_field(msg, fd.name):
                     self.redact(value)
 
     def _replace(self, msg: message.Message, fd: FieldDescriptor) -> None:
@@ -102,11 +103,11 @@ class Redactor:
         """A serialized message with its redacted fields replaced (None when it does not decode)."""
         msg = cls()
         try:
-            msg.ParseFromString(raw)
+            parse(msg, raw)
         except (message.DecodeError, RuntimeError, ValueError):
             return None
         self.redact(msg)
-        return msg.SerializeToString()
+        return serialize(msg)
 
 
 def hidden(raw: bytes | str | None) -> str | None:

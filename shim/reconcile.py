@@ -35,6 +35,7 @@ from google.protobuf import message
 from grpc import aio
 
 from comparators import DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators.message_api import copy_from, descriptor_of, serialize
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
 from shim.adapters import Channel
@@ -42,6 +43,7 @@ from shim.errors import ConfigError
 from shim.ids import IdBook
 
 CONCURRENCY = 8  # keys read at once
+_UNREADABLE = frozenset({1, 4, 13, 14})  # CANCELLED, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE: no state read
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,7 @@ def _set(msg: message.Message, path: str, value: str) -> None:
     *parents, last = path.split(".")
     for part in parents:
         msg = getattr(msg, part)
-    target = msg.DESCRIPTOR.fields_by_name[last]
+    target = descriptor_of(msg).fields_by_name[last]
     setattr(msg, last, value if target.cpp_type == target.CPPTYPE_STRING else int(value))
 
 
@@ -162,6 +164,7 @@ class KeyResult:
     key: str
     differences: list[tuple[str, Difference]] = field(default_factory=list)  # (method, difference)
     out_of_step: str = ""  # why, when the key is known to be out of step
+    unreadable: str = ""  # why a side's state could not be read (its read failed or timed out), "" if read
 
 
 @dataclass
@@ -207,17 +210,60 @@ class Sweep:
                 setattr(request, s.page_size, s.size)
             if s.page_token and token:
                 setattr(request, s.page_token, token)
-            outcome = await self._ask(side, "/" + s.list, request.SerializeToString())
+            outcome = await self._ask(side, "/" + s.list, serialize(request))
             if outcome.code != 0 or not outcome.messages:
                 raise ReconcileError(
                     f"listing {s.list} on {side.upper() if side == 'bk' else 'Bank'} failed: "
                     f"{outcome.status} {outcome.details or outcome.local}"
                 )
             answer = answer_class.FromString(outcome.messages[0])
-            found += [str(getattr(item, s.key)) for item in getattr(answer, s.items)]
+            listed = [str(getattr(item, s.key)) for item in getattr(answer, s.items)]
+            if side == "bk":
+                listed = await self._as_bank_keys(info.path, answer, listed)
+            found += listed
             token = getattr(answer, s.next_page_token) if s.next_page_token else ""
             if not token:
                 return found
+
+    async def _as_bank_keys(self, method: str, answer: message.Message, listed: list[str]) -> list[str]:
+        """BK's listed keys in Bank's id space, where the key is an id the map pairs (keys both sides
+        spell alike are kept)."""
+        if self.ids is None:
+            return listed
+        kinds: dict[int, tuple[str, ...]] = {}
+        for found in self.ids.fields.find(method, "response", [answer], None):
+            path = found.path
+            if len(path) == 4 and path[1] == self.settings.items and path[3] == self.settings.key:
+                kinds[int(path[2])] = found.every_kind
+        out = []
+        for index, key in enumerate(listed):
+            bank_key = None
+            for kind in kinds.get(index, ()):
+                bank_key = await self.ids.counterpart("bk", kind, key)
+                if bank_key is not None:
+                    break
+            out.append(bank_key if bank_key is not None else key)
+        return out
+
+    async def _for_bk(self, method: str, request: message.Message) -> bytes:
+        """A read for BK: the Bank ids it names replaced by BK's, where the id map pairs them."""
+        if self.ids is None:
+            return serialize(request)
+        fields = self.ids.fields
+        found = fields.find(method, "request", [request], None)
+        if not found:
+            return serialize(request)
+        mapping: dict[str, str] = {}
+        for f in found:
+            for kind in f.every_kind:
+                other = await self.ids.counterpart("bank", kind, f.value)
+                if other is not None:
+                    mapping[f.value] = other
+                    break
+        copy = type(request)()
+        copy_from(copy, request)
+        fields.rewrite(method, "request", [copy], lambda f: mapping.get(f.value))
+        return serialize(copy)
 
     async def _ask(self, side: str, method: str, payload: bytes) -> Outcome:
         started = time.perf_counter()
@@ -235,9 +281,10 @@ class Sweep:
             assert info is not None
             request = self.registry.message_class(info.input_type)()
             _set(request, read.key, key)
-            payload = request.SerializeToString()
+            payload = serialize(request)
             bank, bk = await asyncio.gather(
-                self._ask("bank", info.path, payload), self._ask("bk", info.path, payload)
+                self._ask("bank", info.path, payload),
+                self._ask("bk", info.path, await self._for_bk(info.path, request)),
             )
             exchange = Exchange(
                 method=info.path,
@@ -250,6 +297,13 @@ class Sweep:
                 ids=await self._pairs(info.path, info.output_type, bk),
             )
             comparison = compare(exchange, self.registry, self.rules, self.ids.fields if self.ids else None)
+            for side, outcome in (("Bank", bank), ("BK", bk)):
+                if not result.unreadable and (outcome.local or outcome.code in _UNREADABLE):
+                    what = outcome.local or f"{outcome.status} {outcome.details}".strip()
+                    result.unreadable = f"{read.method} on {side}: {what}"
+            if not result.unreadable and bank.code != 0:  # the read does not show this key's state
+                what = f"{bank.status} {bank.details}".strip()
+                result.unreadable = f"{read.method} on Bank: {what} (the read does not show the key's state)"
             if comparison.verdict is Verdict.SHADOW_ERROR:  # BK gave no usable answer
                 failed = Difference("status", DiffKind.STATUS, bank.status, comparison.reason)
                 result.differences.append((read.method, failed))

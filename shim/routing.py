@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf import message
 
 from comparators import DescriptorRegistry
+from comparators.message_api import descriptor_of, has_field, parse
 from shim.errors import ConfigError
 
 
@@ -133,7 +134,7 @@ class Router:
             return None
         msg = self._registry.message_class(info.input_type)()
         try:
-            msg.ParseFromString(request)
+            parse(msg, request)
         except message.DecodeError:
             return None
         return msg
@@ -170,9 +171,9 @@ def _values(msg: Any, parts: list[str]) -> list[str]:
         return [str(msg)] if not isinstance(msg, message.Message) else []
     head, rest = parts[0], parts[1:]
     value = getattr(msg, head)
-    field = msg.DESCRIPTOR.fields_by_name[head]
+    field = descriptor_of(msg).fields_by_name[head]
     items = list(value) if field.is_repeated else [value]
-    if not field.is_repeated and field.message_type is not None and not msg.HasField(head):
+    if not field.is_repeated and field.message_type is not None and not has_field(msg, head):
         return []
     out: list[str] = []
     for item in items:

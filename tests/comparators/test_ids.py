@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
-from comparators.ids import Found, IdError, IdFields, IdKind, pair_up, translate_answer
+from comparators.ids import Ambiguous, Found, IdError, IdFields, IdKind, pair_up, resolve, translate_answer
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim.config import parse_duration
 from tests.comparators._exchanges import (
@@ -1107,3 +1107,114 @@ def test_rewrite_there_and_back_is_the_identity(
     assert fields.rewrite(LIST, "response", [holder], lambda f: forward[(f.kind, f.value)]) == []
     assert fields.rewrite(LIST, "response", [holder], lambda f: backward[(f.kind, f.value)]) == []
     assert holder.SerializeToString(deterministic=True) == original
+
+
+# ---- one location, several kinds; ids inside rich error details ------------------------------
+
+
+def _violation_status(*subjects: str) -> Any:
+    """A google.rpc.Status whose PreconditionFailure names `subjects`."""
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(type="T", subject=s, description="d")
+                for s in subjects
+            ]
+        )
+    )
+    return status_pb2.Status(code=9, message="failed precondition", details=[detail])
+
+
+SUBJECT = "google.rpc.PreconditionFailure.Violation.subject"
+ACCOUNT_OR_MOVEMENT = (
+    kind("account", "idtest.v1.Leaf.id", references=(SUBJECT,)),
+    kind("movement", "idtest.v1.Inner.b", references=(SUBJECT,)),
+)
+
+
+def test_a_reference_location_may_hold_several_kinds() -> None:
+    """Two kinds may declare the same reference location: each id found there names both kinds."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    (found,) = fields.find(GET, "", [_violation_status("A1")], None)
+    assert (found.kind, found.kinds, found.every_kind, found.value) == (
+        "account",
+        ("account", "movement"),
+        ("account", "movement"),
+        "A1",
+    )
+
+
+def test_a_location_that_mints_holds_one_kind() -> None:
+    """A minted location declared by a second kind is refused, naming the first declaration."""
+    with pytest.raises(
+        IdError, match=r"already declared by ids\.account\.minted\[0\]: a location that mints"
+    ):
+        custom_fields(kind("account", "idtest.v1.Leaf.id"), kind("other", "idtest.v1.Leaf.id"))
+
+
+def test_resolve_takes_the_kind_that_knows_the_value_and_names_both_when_two_disagree() -> None:
+    """A shared location is translated by whichever kind knows the value; two kinds that know it
+    differently make an Ambiguous naming both."""
+    found = Found("account", False, (0, "subject"), "X", "", ("account", "movement"))
+    known = {("movement", "X"): "mv_1"}
+    assert resolve(found, lambda k, v: known.get((k, v))) == "mv_1"
+    assert resolve(found, lambda k, v: None) is None
+    known[("account", "X")] = "acc_9"
+    both = resolve(found, lambda k, v: known.get((k, v)))
+    assert isinstance(both, Ambiguous)
+    assert str(both) == "'X' is known as account 'acc_9' and as movement 'mv_1'"
+
+
+def test_ids_inside_rich_error_details_are_found_and_rewritten() -> None:
+    """Ids packed in a google.rpc.Status's Any details are found at their path and rewritten in place."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    status = _violation_status("acc_1", "mv_2", "nobody")
+    known = {("account", "acc_1"): "A1", ("movement", "mv_2"): "M2"}
+    left = translate_answer(fields, GET, [status], known, side="")
+    assert [(f.path, f.value) for f in left] == [((0, "details", 0, "violations", 2, "subject"), "nobody")]
+    from google.rpc import error_details_pb2
+
+    unpacked = error_details_pb2.PreconditionFailure()
+    status.details[0].Unpack(unpacked)
+    assert [v.subject for v in unpacked.violations] == ["A1", "M2", "nobody"]
+
+
+def test_ids_in_rich_error_details_compare_through_the_id_map() -> None:
+    """BK's error details naming its own ids equal Bank's naming Bank's, when the pairs are known; an id
+    with no pair stays a real unmapped-id difference."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    key = "grpc-status-details-bin"
+
+    def failed(*subjects: str) -> Outcome:
+        status = _violation_status(*subjects)
+        return Outcome(code=9, details=status.message, trailing_metadata=((key, status.SerializeToString()),))
+
+    pairs = (("account", "A1", "acc_1"), ("movement", "M2", "mv_2"))
+    same = compare(
+        exchange(GET, failed("A1", "M2"), failed("acc_1", "mv_2"), ids=pairs), CUSTOM, None, fields
+    )
+    assert (same.verdict, same.differences) == (Verdict.MATCH, ())
+    other = compare(
+        exchange(GET, failed("A1", "M2"), failed("acc_1", "mv_7"), ids=pairs), CUSTOM, None, fields
+    )
+    assert other.verdict is Verdict.MISMATCH
+    assert [(d.path, d.kind, d.bank, d.bk) for d in other.differences] == [
+        ("status.rich_details.details[0].violations[1].subject", DiffKind.UNMAPPED_ID, "M2", "mv_7")
+    ]
+
+
+def test_an_owner_key_beside_an_id_minted_at_a_method_path_through_a_list() -> None:
+    """An owner key declared beside an id that a method path mints through a repeated field is accepted,
+    and each id found there takes the owner beside it."""
+    fields = custom_fields(
+        kind("leaf", f"{LIST}:response.leaves.id", owner_key=("idtest.v1.Leaf.owner",)),
+    )
+    holder = new("Holder", leaves=[new("Leaf", id="L1", owner="A"), new("Leaf", id="L2", owner="B")])
+    assert [(f.value, f.owner) for f in fields.find(LIST, "response", [holder], None)] == [
+        ("L1", "A"),
+        ("L2", "B"),
+    ]

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 import sample_ledger
 from comparators import DescriptorRegistry
+from comparators.message_api import serialize
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim.app import Shim
 from shim.config import Config, Upstream, build, load_file
@@ -171,6 +172,36 @@ def test_keys_of_a_ledger_request() -> None:
     assert router.keys("/bank.v1.Ledger/Deposit", deposit) == ("ACC-2",)
     assert router.keys("/bank.v1.Ledger/GetBalance", deposit) == ()
     assert router.keys("/other.v1.Svc/Get", deposit) == ()
+
+
+def _awkward_names() -> DescriptorRegistry:
+    """awk.v1.Svc/Call(Req): fields named like Python keywords and like protobuf's message API."""
+    file = descriptor_pb2.FileDescriptorProto(name="awk.proto", package="awk.v1", syntax="proto3")
+    inner = file.message_type.add(name="Inner")
+    inner.field.add(name="from", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    inner.field.add(name="DESCRIPTOR", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    request = file.message_type.add(name="Req")
+    for number, name in enumerate(("DESCRIPTOR", "HasField"), start=1):
+        request.field.add(
+            name=name, number=number, type=F.TYPE_MESSAGE, type_name=".awk.v1.Inner", label=F.LABEL_OPTIONAL
+        )
+    request.field.add(name="class", number=3, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    request.field.add(name="ParseFromString", number=4, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    file.service.add(name="Svc").method.add(name="Call", input_type=".awk.v1.Req", output_type=".awk.v1.Req")
+    registry = DescriptorRegistry()
+    registry.add_set(descriptor_pb2.FileDescriptorSet(file=[file]))
+    return registry
+
+
+def test_keys_are_read_from_fields_of_any_name() -> None:
+    """Key paths through fields named like keywords or like protobuf's own methods give their values."""
+    registry = _awkward_names()
+    keys = ("DESCRIPTOR.from", "HasField.from", "class", "ParseFromString")
+    router = Router(registry, {"awk.v1.Svc/Call": MethodSettings(key=keys)})
+    request = registry.message_class("awk.v1.Req")(
+        **{"DESCRIPTOR": {"from": "A", "DESCRIPTOR": "x"}, "class": "C", "ParseFromString": "P"}
+    )
+    assert router.keys("/awk.v1.Svc/Call", serialize(request)) == ("A", "C", "P")  # HasField unset: none
 
 
 @pytest.mark.parametrize(

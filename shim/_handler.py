@@ -112,23 +112,42 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         started_at: float,
         why: str,
         first: bytes | None,
+        metadata: tuple[Any, ...] = (),
     ) -> None:
         dispatcher = route.shadow
         if dispatcher is not None:
-            if is_write:  # off the answer's path: it may decode the request
-                asyncio.get_running_loop().call_soon(dispatcher.unmirrored, method, first, primary, why)
-            dispatcher.submit(
-                Exchange(
-                    method=method,
-                    requests=(),
-                    primary=primary,
-                    shadow=None,
-                    primary_is_bank=dispatcher.primary_is_bank,
-                    is_write=is_write,
-                    started_at=started_at,
-                    note=why,
-                )
+            # off the answer's path: it may decode the request
+            asyncio.get_running_loop().call_soon(
+                self._unmirrored, dispatcher, method, primary, is_write, started_at, why, first, metadata
             )
+
+    @staticmethod
+    def _unmirrored(
+        dispatcher: ShadowDispatcher,
+        method: str,
+        primary: Outcome,
+        is_write: bool,
+        started_at: float,
+        why: str,
+        first: bytes | None,
+        metadata: tuple[Any, ...],
+    ) -> None:
+        if is_write:
+            dispatcher.unmirrored(method, first, primary, why)
+        dispatcher.submit(
+            Exchange(
+                method=method,
+                requests=(),
+                primary=primary,
+                shadow=None,
+                primary_is_bank=dispatcher.primary_is_bank,
+                is_write=is_write,
+                routing_key=",".join(dispatcher.keys_of(method, first)),
+                started_at=started_at,
+                correlation_id=dispatcher.correlation_id(metadata),
+                note=why,
+            )
+        )
 
     def keys(self, method: str, request: bytes) -> tuple[str, ...]:
         return self._router.keys(method, request)
@@ -229,7 +248,9 @@ class _UnaryCall:
             if mirror is not None:
                 mirror.primary_done(outcome)
             else:
-                proxy.record_unmirrored(route, method, outcome, self._is_write, started_at, refused, request)
+                proxy.record_unmirrored(
+                    route, method, outcome, self._is_write, started_at, refused, request, metadata
+                )
         return response if code is grpc.StatusCode.OK else None
 
 
@@ -279,10 +300,12 @@ class _StreamCall:
                     break
                 if answer is aio.EOF:
                     break
-                if keep:
-                    keep = mirror is not None and mirror.capture.take(answer)
+                if mirror is not None:
+                    mirror.primary_message(answer)
                     if keep:
-                        answers.append(answer)
+                        keep = mirror.capture.take(answer)
+                        if keep:
+                            answers.append(answer)
                 await context.write(answer)
             code = await call.code()
             details = await call.details()
@@ -312,7 +335,14 @@ class _StreamCall:
                 mirror.primary_done(outcome)
             else:
                 proxy.record_unmirrored(
-                    route, method, outcome, self._is_write, started_at, refused, first[0] if first else None
+                    route,
+                    method,
+                    outcome,
+                    self._is_write,
+                    started_at,
+                    refused,
+                    first[0] if first else None,
+                    metadata,
                 )
 
 

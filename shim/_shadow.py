@@ -2,9 +2,9 @@
 
 The handler serving a client call asks the dispatcher for a `Mirror` and feeds
 it the client's request messages as they arrive (without awaiting anything the
-shadow does). The mirror calls the shadow upstream in a task of its own; when
-both the primary's and the shadow's outcomes are known it hands an `Exchange`
-to the comparison pipeline.
+shadow does), then the primary's answer messages and its outcome. The mirror
+calls the shadow upstream in a task of its own; when both the primary's and the
+shadow's outcomes are known it hands an `Exchange` to the comparison pipeline.
 
 Bounds: at most `max_in_flight` mirrored calls at once (beyond that a call is
 not mirrored, and the exchange says so); a shadow call may take `timeout`
@@ -12,45 +12,72 @@ seconds after the primary answered, then it is cancelled and recorded as a
 shadow timeout; at most `max_capture` bytes of requests and answers are kept
 per exchange.
 
-With an id map (`[ids.KIND]`), a mirror also: orders a call that names an id
-with the calls on that id's owner key; rewrites the ids in the requests it
-sends into the shadow's (waiting, until its own timeout, for a minting call
-still in flight; a request naming an id with no counterpart is not sent);
-learns the pairs minted by the call from the two answers before the calls
-behind it in its lanes may go; and gives the comparison the pairs of the ids
-in the answers. A write both sides did not do alike marks its keys out of
-step (`shim.steps`); later mismatches on them are `tainted`.
+Order (`shim._lanes`). A call whose requests are one message takes one place
+in the lanes of its keys, from its arrival until it is over on the shadow. A
+client-streaming call (a batch: many requests, one answer) takes one place,
+on the keys of all its messages, when the primary answers: the primary applies
+a batch when it has all of it, and the mirror cannot start before then anyway.
+A bidi call (a session) takes one place per request message, with that
+message's own keys, entered as the message arrives: so a long session holds
+its keys only while a message of it is in flight, not for the whole session.
+A message's place is released once the shadow shows it has got as far: its
+j-th answer releases at most j messages, and no more than the primary had been
+sent when it sent its own j-th answer (under parity both sides answer alike:
+one answer per message releases message by message). A message sent while the
+shadow has answered as much as the primary (a protocol that answers nothing
+per message) is released `ordering.stream_hold` after it was sent; every place
+is released when the call ends.
+
+Causality. A write reaches the shadow only after the primary received it: its
+first answer message, or its final status, came back. A write the primary
+never received (UNAVAILABLE before any answer: connection refused, say) is not
+sent to the shadow at all, and is recorded as such, never as a mismatch.
+
+Crash safety. Before a write is sent, its intent and keys are written to the
+store and committed (`shim.intents`); it is deleted once the write is judged.
+
+With an id map (`[ids.KIND]`) or key aliases, a mirror also: orders a call
+that names an id or alias with the calls on the key it stands for; rewrites
+ids into the shadow's (`shim._translation`); learns the pairs minted by the
+call from the two answers (message by message for streamed answers); and gives
+the comparison the pairs of the ids in the answers. A write both sides did not
+do alike marks its keys out of step (`shim.steps`); later mismatches on them
+are `tainted` until the keys are verified in step (`shim.verify`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import message
 from grpc import aio
 
 from comparators import Exchange, Outcome
-from comparators.ids import Found, pair_up
+from comparators.ids import Ambiguous, Found
 from shim import _grpc_compat
 from shim._breaker import Breaker
 from shim._lanes import Lanes, Ticket
+from shim._noise import Noise, asked_again
 from shim._outcome import snapshot
 from shim._overload import LoopLag
+from shim._translation import IdPlan, Translation
 from shim.adapters import Channel
-from shim.ids import IdBook, Pending, other
+from shim.aliases import KeyAliases
+from shim.ids import IdBook, Pending
+from shim.intents import Intents
 from shim.metrics import Counters
 from shim.routing import Router
-from shim.steps import REFUSED, Steps, effect, out_of_step_reason
+from shim.steps import REFUSED, Steps, effect, out_of_step_reason, unreachable
+from shim.store import OutOfStep
+from shim.verify import Verifier
 
 _CANCELLED = 1
 _DEADLINE_EXCEEDED = 4
 _INTERNAL = 13
-_UNAVAILABLE = 14
 
 Submit = Callable[[Exchange], None]
 
@@ -95,6 +122,7 @@ class Mirror:
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
             asyncio.get_running_loop().create_future()
         )
+        self._received = asyncio.Event()  # the primary received the call: it answered something, or ended
         self._call: aio.Call | None = None
         self._expired = False
         self._abandoned = False
@@ -103,7 +131,20 @@ class Mirror:
         self._timer: asyncio.TimerHandle | None = None
         self._admitted = asyncio.Event()  # its place in the lanes is known
         self._admission_asked = False
-        self._ticket: Ticket | None = None
+        self._ticket: Ticket | None = None  # the call's place, for a call of one request message
+        streaming = dispatcher.request_streaming(method)
+        self._streamed = streaming and not dispatcher.unary_answer(method)  # a session: one place a message
+        self._batch = streaming and not self._streamed  # a batch: one place, taken when the primary answers
+        self._batch_keys: list[str] = []
+        # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
+        self._names_unknown = False
+        self._steps: list[Ticket] = []  # one place per request message, for a request stream
+        self._stepped = asyncio.Event()  # a step was admitted (the writer may wait for one)
+        self._fed = 0  # request messages handed over
+        self._released = 0  # steps released so far
+        self._sent = 0  # request messages sent to the shadow
+        self._progress: list[int] = []  # per primary answer: request messages it had been sent by then
+        self._shadow_answers = 0  # answer messages the shadow sent so far
         self._not_sampled = False
         self._stop = asyncio.Event()  # the call is given up while it waits in its lanes
         self._first: message.Message | None = None  # the first request, decoded when ids or keys need it
@@ -111,11 +152,20 @@ class Mirror:
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
         self._shutdown = False  # given up because the shim stops
         self._expect_done = False
+        self._primary_answers = 0  # answer messages the primary sent so far
+        self._minted: dict[int, list[Found]] = {}  # per answer message: the ids the primary minted there
+        self._shadow_minted: dict[int, list[Found]] = {}  # ... and those the shadow minted
+        self._unreachable = False  # not sent: the primary never received the write
+        self._intent = ""  # the id of this write's intent in the store
+        self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
+        self._intent_keys = 0  # how many of the keys the recorded intent names
         self.tainted = ""
         self.unmapped: list[Found] = []
-        self.found: dict[int, list[Found]] = {}  # the ids in an answer, by id() of its Outcome
+        self.ambiguous: list[Ambiguous] = []
+        self.answers: dict[int, list[message.Message]] = {}  # decoded answers, by id() of their Outcome
         self.correlation_id = ""
         self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
+        self._writer: asyncio.Task[None] | None = None  # what sends a stream's requests to the shadow
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -129,8 +179,6 @@ class Mirror:
         bytes wait for it, the shadow call is given up (and recorded as such)
         rather than buffering without bound.
         """
-        if not self._admission_asked:
-            self._ask_admission(payload)
         if self._overflowed:
             return
         if self.capture.take(payload):
@@ -142,6 +190,16 @@ class Mirror:
             if self._call is not None:
                 self._call.cancel()
             return
+        loop = asyncio.get_running_loop()
+        if self._streamed:  # each message takes its own place, before the writer may reach it
+            loop.call_soon(self._admit_step, payload, self._fed)
+            self._admission_asked = True
+        elif self._batch:  # its keys, gathered off the primary's path; its place when the primary answers
+            loop.call_soon(self._gather_keys, payload, self._fed)
+            self._admission_asked = True
+        elif not self._admission_asked:
+            self._ask_admission(payload)
+        self._fed += 1
         self._queue.put_nowait(payload)
 
     def close_requests(self) -> None:
@@ -158,28 +216,107 @@ class Mirror:
         own send goes first.
         """
         self._admission_asked = True
+        if self._streamed:  # no request message at all: nothing to order
+            asyncio.get_running_loop().call_soon(self._admitted.set)
+            return
+        if self._batch:
+            return  # placed when the primary answers
         asyncio.get_running_loop().call_soon(self._admit, first)
+
+    def _gather_keys(self, payload: bytes, index: int) -> None:
+        """A message of a batch: its keys join the batch's."""
+        if self.task.done():
+            return
+        decoded = self._decode_for_keys(payload)
+        if index == 0:
+            self._first = decoded
+        keys, unknown = self._dispatcher.translation.place(self.method, decoded)
+        self._names_unknown = self._names_unknown or unknown
+        if not keys and decoded is not None and self._dispatcher.translation.needs_request(self.method):
+            self._batch_keys.append("")  # a message with no key makes the batch unkeyed
+        self._batch_keys.extend(keys)
+
+    def _admit_batch(self) -> None:
+        """A batch takes its place when the primary answered, on the keys of all its messages."""
+        if self.task.done():
+            self._admitted.set()
+            return
+        keys = () if "" in self._batch_keys else tuple(dict.fromkeys(self._batch_keys))
+        router = self._dispatcher.router
+        if not self.is_write and router is not None and not router.sampled(keys):
+            self._not_sampled = True
+        else:
+            self._ticket = self._dispatcher.lanes.enter(keys, self.is_write)
+            self.keys = keys
+            self._record_intent()
+        self._admitted.set()
+
+    def _decode_for_keys(self, payload: bytes | None) -> message.Message | None:
+        dispatcher = self._dispatcher
+        if dispatcher.router is None or not dispatcher.translation.needs_request(self.method):
+            return None
+        return dispatcher.router.decode(self.method, payload)
 
     def _admit(self, first: bytes | None) -> None:
         if self.task.done():  # over already (cancelled before its turn came): nothing to order
             self._admitted.set()
             return
         dispatcher = self._dispatcher
-        router = dispatcher.router
-        keys: tuple[str, ...] = ()
-        if router is not None:
-            plan = dispatcher.id_plan(self.method)
-            if plan.request or plan.mints or router.settings(self.method).key:
-                self._first = router.decode(self.method, first)
-            keys = router.keys_of(self.method, self._first)
-            if plan.request and self._first is not None:
-                keys = dispatcher.keys_with_owners(self.method, self._first, keys)
-        if not self.is_write and router is not None and not router.sampled(keys):
+        self._first = self._decode_for_keys(first)
+        keys, self._names_unknown = dispatcher.translation.place(self.method, self._first)
+        if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):
             self._not_sampled = True
         else:
             self._ticket = dispatcher.lanes.enter(keys, self.is_write)
             self.keys = keys
+            self._record_intent()
         self._admitted.set()
+
+    def _record_intent(self) -> None:
+        """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""
+        intents = self._dispatcher.intents
+        if intents is None or not self.is_write:
+            return
+        self._intent = self._intent or secrets.token_hex(16)
+        self._intent_keys = len(self.keys)
+        self._intent_saved = asyncio.get_running_loop().create_task(
+            intents.record(self._intent, self.method, self.keys), name=f"intent {self.method}"
+        )
+
+    def _admit_step(self, payload: bytes, index: int) -> None:
+        """A message of a request stream takes its place in the lanes of its own keys."""
+        dispatcher = self._dispatcher
+        if self.task.done() or self._not_sampled:
+            self._admitted.set()
+            return
+        decoded = self._decode_for_keys(payload)
+        if index == 0:
+            self._first = decoded
+        keys, unknown = dispatcher.translation.place(self.method, decoded)
+        self._names_unknown = self._names_unknown or unknown
+        router = dispatcher.router
+        if index == 0 and not self.is_write and router is not None and not router.sampled(keys):
+            self._not_sampled = True
+            self._admitted.set()
+            return
+        self._steps.append(dispatcher.lanes.enter(keys, self.is_write))
+        self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
+        if index == 0:
+            self._record_intent()
+        self._admitted.set()
+        self._stepped.set()
+
+    def primary_message(self, payload: bytes) -> None:
+        """An answer message of the primary's stream, before the client gets it."""
+        index = self._primary_answers
+        self._primary_answers += 1
+        self._received.set()
+        if self._streamed:
+            self._progress.append(self._fed)
+            self._caught_up()
+        if self._dispatcher.learns_per_message(self.method):
+            # after admission (call_soon keeps order), before the client can name what was minted
+            asyncio.get_running_loop().call_soon(self._primary_minted, index, payload)
 
     def primary_done(self, outcome: Outcome) -> None:
         """The primary answered; the shadow now has `timeout` seconds left."""
@@ -187,7 +324,9 @@ class Mirror:
             return
         if not self._admission_asked:  # the primary answered before the client sent anything
             self._ask_admission(None)
-        if outcome.code == 0 and self._dispatcher.id_plan(self.method).mints:
+        translation = self._dispatcher.translation
+        plan = translation.plan(self.method)
+        if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
             asyncio.get_running_loop().call_soon(self._expect, outcome)
         noise = self._dispatcher.noise
@@ -196,6 +335,9 @@ class Mirror:
                 self._ask_again(noise, self._dispatcher.lanes.write_seq), name=f"noise {self.method}"
             )
         self._primary.set_result((outcome, False))
+        self._received.set()
+        if self._batch:  # after the keys of every message fed (call_soon keeps order)
+            asyncio.get_running_loop().call_soon(self._admit_batch)
         self._queue.put_nowait(None)  # a primary that finished early read no more requests
         if not self.task.done():
             timeout = self._dispatcher.timeout
@@ -207,6 +349,7 @@ class Mirror:
             return
         self._primary.set_result((primary, True))
         self._abandoned = True
+        self._received.set()
         self._stop.set()
         if self._call is not None:
             self._call.cancel()
@@ -216,7 +359,8 @@ class Mirror:
     async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
         """The primary's answer to the same read, unless a write on its keys came in meanwhile: Bank's
         two answers could then differ by that write, which is no noise."""
-        requests = tuple(self._dispatcher.to_primary(self.method, r) for r in self.requests)  # as first sent
+        translation = self._dispatcher.translation
+        requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
         again = await noise.ask_again(self.method, self._metadata, requests)
         await self._admitted.wait()
         if self._dispatcher.lanes.written_since(self.keys, seq):
@@ -224,15 +368,65 @@ class Mirror:
             return None
         return again
 
+    # -- ids minted, learned as both sides tell them ------------------------------------------
+
     def _expect(self, primary: Outcome) -> None:
-        """Register the ids the primary minted (once: from primary_done, or when the mirror gets
-        to learning first, its shadow having answered before the primary)."""
+        """Register the ids the primary minted, and learn the aliases in its answer (once: from
+        primary_done, or when the mirror gets to learning first, its shadow having answered first)."""
         if self._expect_done or self._not_sampled:
             return
         self._expect_done = True
-        self._expected = self._dispatcher.expect_minted(self, primary)
-        if self.task.done():  # over already: nothing will pair them now
-            IdBook.settle(self._expected)
+        translation = self._dispatcher.translation
+        plan = translation.plan(self.method)
+        answers = self._decoded(plan, primary)
+        translation.learn_aliases(self.method, answers, self._first)
+        if plan.mints and translation.ids is not None:
+            found = translation.minted_in(self.method, plan, answers, self._first)
+            self._expected += translation.expect(self.method, found, self._first)
+            if self.task.done():  # over already: nothing will pair them now
+                translation.ids.settle(self._expected)
+
+    def _primary_minted(self, index: int, payload: bytes) -> None:
+        """One answer message of the primary's stream: its aliases learned, its minted ids pending."""
+        if self._not_sampled:
+            return
+        translation = self._dispatcher.translation
+        plan = translation.plan(self.method)
+        answers = translation.decode_answers(plan, (payload,))
+        translation.learn_aliases(self.method, answers, self._first)
+        if not plan.mints or translation.ids is None:
+            return
+        found = translation.minted_in(self.method, plan, answers, self._first)
+        self._minted[index] = found
+        pendings = translation.expect(self.method, found, self._first)
+        self._expected += pendings
+        if self.task.done():
+            translation.ids.settle(pendings)
+        elif index in self._shadow_minted:
+            translation.pair(self.method, plan, found, self._shadow_minted.pop(index), self._first)
+
+    def _shadow_message(self, index: int, payload: bytes) -> None:
+        """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
+        translation = self._dispatcher.translation
+        plan = translation.plan(self.method)
+        if not plan.mints or translation.ids is None:
+            return
+        found = translation.minted_in(
+            self.method, plan, translation.decode_answers(plan, (payload,)), self._first
+        )
+        if index in self._minted:
+            translation.pair(self.method, plan, self._minted[index], found, self._first)
+        else:
+            self._shadow_minted[index] = found
+
+    def _decoded(self, plan: IdPlan, outcome: Outcome) -> list[message.Message]:
+        """One side's answers to this call, decoded once."""
+        found = self.answers.get(id(outcome))
+        if found is None:
+            found = self.answers[id(outcome)] = self._dispatcher.translation.decode_answers(
+                plan, outcome.messages
+            )
+        return found
 
     # -- the shadow call itself ----------------------------------------------------------
 
@@ -247,113 +441,217 @@ class Mirror:
         if self._call is not None:
             self._call.cancel()
 
+    def _release_steps(self, upto: int) -> None:
+        """The places of the request messages before `upto`: calls behind them may go."""
+        while self._released < min(upto, len(self._steps)):
+            self._steps[self._released].release()
+            self._released += 1
+
+    def _caught_up(self) -> None:
+        """Release the request messages the shadow has shown, by its answers, to have got past."""
+        answered = min(self._shadow_answers, len(self._progress))
+        if answered:
+            self._release_steps(min(self._progress[answered - 1], answered, self._sent))
+
+    def _held_long_enough(self, upto: int) -> None:
+        """`stream_hold` after a message was sent: release it unless the shadow lags the primary's answers
+        (then its own answers release it, or the end of the call)."""
+        if self._shadow_answers >= self._primary_answers:
+            self._release_steps(upto)
+
+    def _release_all(self) -> None:
+        if self._ticket is not None:
+            self._ticket.release()
+        self._release_steps(len(self._steps))
+
     async def _run(self) -> None:
         try:
             await self._mirror()
         finally:
-            if self._ticket is not None:
-                self._ticket.release()
-            IdBook.settle(self._expected)
+            self._release_all()
+            ids = self._dispatcher.translation.ids
+            if ids is not None:
+                ids.settle(self._expected)
+            if self._intent:
+                self._dispatcher.intent_done(self._intent)
             self._dispatcher.release(self)
 
     async def _mirror(self) -> None:
+        dispatcher = self._dispatcher
         try:
             await self._admitted.wait()
             if self._not_sampled:
-                self._dispatcher.counters.inc("reads_not_sampled", self.method)
+                dispatcher.counters.inc("reads_not_sampled", self.method)
                 return
             shadow = await self._in_turn()
         except asyncio.CancelledError:
             shadow = Outcome(code=_CANCELLED, local="shadow call cancelled with the client's call")
         except Exception as exc:  # a bug of ours must not lose the record
-            self._dispatcher.counters.inc("shadow_internal_errors", self.method)
+            dispatcher.counters.inc("shadow_internal_errors", self.method)
             shadow = Outcome(code=_INTERNAL, local=f"shim error while calling the shadow: {exc!r}")
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-        dispatcher = self._dispatcher
-        if not self.is_write and self._ticket is not None:  # BK is done with it: later writes may go
-            self._ticket.release()
-        if not self._abandoned:  # a call the client cancelled says nothing of BK's health
-            dispatcher.breaker.record(not shadow.local and shadow.code != _UNAVAILABLE)
+        if not self.is_write:  # BK is done with it: later writes may go
+            self._release_all()
+        if not self._abandoned and not self._unreachable:  # says nothing of BK's health
+            dispatcher.breaker.record(not shadow.local and not unreachable(shadow))
         primary, cancelled = await self._primary
+        translation = dispatcher.translation
         try:
-            if primary is not None and dispatcher.ids is not None:
-                if primary.code == 0 and dispatcher.id_plan(self.method).mints:
+            if primary is not None and translation.ids is not None:
+                plan = translation.plan(self.method)
+                if primary.code == 0 and plan.mints and not plan.streamed:
                     self._expect(primary)  # primary_done's callback may not have run yet
-                dispatcher.learn(self, primary, shadow)
+                self._learn(primary, shadow)
+            if dispatcher.steps is not None and (self.keys or not self._names_unknown):
+                self.tainted = dispatcher.steps.reason(self.keys)
             if self.is_write:
-                dispatcher.judge_write(self, primary, shadow, cancelled)
+                marks = dispatcher.judge_write(self, primary, shadow, cancelled)
+                verifier = dispatcher.verifier
+                if marks and verifier is not None and not shadow.local and not cancelled:
+                    for mark in marks:  # both answered: check the key now, while the write holds its place
+                        await verifier.verify(mark.key, mark, held=True)
         finally:
             # the ids it minted are learned and its keys marked: the calls behind it may go
-            if self._ticket is not None:
-                self._ticket.release()
-            IdBook.settle(self._expected)
+            self._release_all()
+            if translation.ids is not None:
+                translation.ids.settle(self._expected)
         if primary is None:
             return
-        pairs = await dispatcher.known_pairs(self, primary, shadow) if dispatcher.ids is not None else ()
-        unmapped = tuple((f.kind, _where(f), f.value) for f in self.unmapped)
+        pairs = await self._pairs(primary, shadow) if translation.ids is not None else ()
+        unmapped = tuple((f.kind, _where(f), f.value) for f in self.unmapped) + tuple(
+            ("|".join(kind for kind, _ in a.counterparts), "request", a.value) for a in self.ambiguous
+        )
+        note = ""
+        if unmapped:
+            note = _unmapped_note(self.unmapped, self.ambiguous)
+        elif self._unreachable:
+            note = "not mirrored: the primary never received the write (UNAVAILABLE before any answer)"
+        elif self.capture.exceeded:
+            note = "too large to compare: more than shadow.max_capture bytes"
         dispatcher.submit(
             Exchange(
                 method=self.method,
                 requests=tuple(self.requests),
                 primary=primary,
                 # too large to compare: not compared (the note says why), unless the shadow failed anyway
-                shadow=None if unmapped or (self.capture.exceeded and not shadow.local) else shadow,
+                shadow=None
+                if unmapped or self._unreachable or (self.capture.exceeded and not shadow.local)
+                else shadow,
                 primary_is_bank=dispatcher.primary_is_bank,
                 is_write=self.is_write,
                 routing_key=",".join(self.keys),
                 started_at=self.started_at,
                 cancelled=cancelled,
-                note=_unmapped_note(self.unmapped)
-                if unmapped
-                else "too large to compare: more than shadow.max_capture bytes"
-                if self.capture.exceeded
-                else "",
+                note=note,
                 ids=pairs,
                 tainted=self.tainted,
                 unmapped=unmapped,
                 correlation_id=self.correlation_id,
-                secondary=await _again(self._again),
+                secondary=await asked_again(self._again),
             )
         )
 
+    def _learn(self, primary: Outcome, shadow: Outcome) -> None:
+        """Learn the pairs of the ids this call minted, from the two whole answers."""
+        translation = self._dispatcher.translation
+        plan = translation.plan(self.method)
+        if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or self.unmapped:
+            return
+        primary_found = translation.minted_in(self.method, plan, self._decoded(plan, primary), self._first)
+        shadow_found = translation.minted_in(self.method, plan, self._decoded(plan, shadow), self._first)
+        translation.pair(self.method, plan, primary_found, shadow_found, self._first)
+
+    async def _pairs(self, primary: Outcome, shadow: Outcome) -> tuple[tuple[str, str, str], ...]:
+        dispatcher = self._dispatcher
+        if shadow.local:
+            return ()
+        bk = shadow if dispatcher.primary_is_bank else primary
+        translation = dispatcher.translation
+        plan = translation.plan(self.method)
+        answers = self._decoded(plan, bk) if plan.response else []
+        return await translation.known_pairs(self.method, bk, answers, self._first)
+
     async def _in_turn(self) -> Outcome:
         """The shadow call, once the calls it follows in its lanes are done (or a stand-in outcome)."""
-        ticket = self._ticket
-        if ticket is not None and ticket.waiting_for:
-            started = time.perf_counter()
-            ready = asyncio.ensure_future(ticket.ready())
-            stop = asyncio.ensure_future(self._stop.wait())
-            try:
-                await asyncio.wait((ready, stop), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-                stop.cancel()
-            if not ready.done() or ready.cancelled():
-                return self._given_up(time.perf_counter() - started, waiting=True)
+        started = time.perf_counter()
+        ticket = self._ticket if self._ticket is not None else (self._steps[0] if self._steps else None)
+        if ticket is not None and ticket.waiting_for and not await self._until(ticket.ready()):
+            return self._given_up(time.perf_counter() - started, waiting=True)
         if self._stop.is_set():
             return self._given_up(0.0, waiting=False)
         dispatcher = self._dispatcher
-        self.tainted = dispatcher.steps.reason(self.keys) if dispatcher.steps is not None else ""
-        if dispatcher.id_plan(self.method).request:
-            started = time.perf_counter()
+        if self.is_write:
+            if not await self._until(self._received.wait()):
+                return self._given_up(time.perf_counter() - started, waiting=True)
+            if self._primary.done():
+                primary, _ = self._primary.result()
+                if unreachable(primary) and not self._primary_answers:
+                    self._unreachable = True
+                    return Outcome(code=_CANCELLED, local="not sent: the primary never received the write")
+            if not await self._intent_written():
+                return self._given_up(time.perf_counter() - started, waiting=True)
+        if self._stop.is_set():  # the client cancelled while the primary had it
+            return self._given_up(time.perf_counter() - started, waiting=False)
+        if dispatcher.translation.plan(self.method).request:
             head = await self._queue.get()
             if head is None:
                 self._queue.put_nowait(None)  # no request at all: the writer just closes the stream
             else:
-                translated, self.unmapped = await dispatcher.translate(self, head)
-                if self.unmapped:
+                translated = await dispatcher.translation.translate(
+                    self.method, head, self._stop, self._first
+                )
+                if translated.unmapped or translated.ambiguous:
+                    self.unmapped, self.ambiguous = translated.unmapped, translated.ambiguous
                     return Outcome(
                         code=_CANCELLED,
                         latency=time.perf_counter() - started,
-                        local="not sent: " + _unmapped_note(self.unmapped),
+                        local="not sent: " + _unmapped_note(self.unmapped, self.ambiguous),
                     )
-                self._queued -= len(head) - len(translated)
-                self._head = translated
+                self._queued -= len(head) - len(translated.payload)
+                self._head = translated.payload
             if self._stop.is_set():
                 return self._given_up(time.perf_counter() - started, waiting=True)
         return await self._call_shadow()
+
+    async def _ready_to_send(self, index: int) -> bool:
+        """A later message of a request stream: its turn in the lanes, and (for a write) its keys in the
+        intent."""
+        if not await self._step_ready(index):
+            return False
+        return not self.is_write or await self._intent_written()
+
+    async def _intent_written(self) -> bool:
+        """Wait until the intent names every key known so far (a stream's later messages may add keys)."""
+        if self._intent_saved is not None and self._intent_keys < len(self.keys):
+            previous = self._intent_saved
+            if not await self._until(previous):
+                return False
+            self._record_intent()
+        return self._intent_saved is None or await self._until(self._intent_saved)
+
+    async def _step_ready(self, index: int) -> bool:
+        """Wait until request message `index` has its place in the lanes and its turn; False if given up."""
+        while index >= len(self._steps):
+            if self._not_sampled or self._stop.is_set() or self.task.done():
+                return not self._stop.is_set()
+            self._stepped.clear()
+            if not await self._until(self._stepped.wait()):
+                return False
+        step = self._steps[index]
+        return not step.waiting_for or await self._until(step.ready())
+
+    async def _until(self, waiting: Any) -> bool:
+        """Wait for `waiting` unless the call is given up first; True when it completed."""
+        done = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((done, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+            stop.cancel()
+        return done.done() and not done.cancelled()
 
     def _given_up(self, latency: float, waiting: bool) -> Outcome:
         where = "while it waited behind earlier calls on its keys" if waiting else "before it was sent"
@@ -408,15 +706,17 @@ class Mirror:
                 latency=latency,
                 local=f"shadow timeout: no answer within {self._dispatcher.timeout:g}s after the primary",
             )
-        if self.unmapped:
+        if self.unmapped or self.ambiguous:
             return Outcome(
-                code=_CANCELLED, latency=latency, local="given up: " + _unmapped_note(self.unmapped)
+                code=_CANCELLED,
+                latency=latency,
+                local="given up: " + _unmapped_note(self.unmapped, self.ambiguous),
             )
         assert self._call is not None
         return await snapshot(self._call, messages, latency)
 
     def _we_cancelled(self) -> bool:
-        return self._expired or self._abandoned or self._overflowed or bool(self.unmapped)
+        return self._expired or self._abandoned or self._overflowed or bool(self.unmapped or self.ambiguous)
 
     async def _exchange_unary(self) -> tuple[bytes, ...]:
         """A unary method: grpc's unary path (one batch each way), cheaper than a stream of one."""
@@ -448,10 +748,12 @@ class Mirror:
         self._call = call
         if self._overflowed or self._abandoned:
             call.cancel()
-        writer = asyncio.get_running_loop().create_task(
+        writer = self._writer = asyncio.get_running_loop().create_task(
             self._write(call), name=f"shadow writer {self.method}"
         )
+        learning = self._dispatcher.learns_per_message(self.method)
         messages: list[bytes] = []
+        index = 0
         try:
             while True:
                 try:
@@ -464,6 +766,12 @@ class Mirror:
                     raise
                 if message is aio.EOF:
                     break
+                self._shadow_answers += 1
+                if self._streamed:
+                    self._caught_up()
+                if learning:
+                    self._shadow_message(index, message)
+                index += 1
                 if self.capture.take(message):
                     messages.append(message)
         finally:
@@ -471,7 +779,10 @@ class Mirror:
         return tuple(messages)
 
     async def _write(self, call: aio.StreamStreamCall[Any, Any]) -> None:
-        translating = self._dispatcher.id_plan(self.method).request
+        translation = self._dispatcher.translation
+        translating = translation.plan(self.method).request
+        hold = self._dispatcher.stream_hold
+        loop = asyncio.get_running_loop()
         head, self._head = self._head, None
         while True:
             if head is not None:
@@ -482,17 +793,26 @@ class Mirror:
                     await _grpc_compat.close_sending(call)
                     return
                 payload = item
+                if self._streamed and self._sent and not await self._ready_to_send(self._sent):
+                    call.cancel()
+                    return
                 if translating:
                     size = len(payload)
-                    payload, unmapped = await self._dispatcher.translate(self, payload)
-                    if unmapped:  # a later message names an id BK has no counterpart for: stop there
-                        self.unmapped = unmapped
+                    translated = await translation.translate(self.method, payload, self._stop, self._first)
+                    if translated.unmapped or translated.ambiguous:  # BK has no counterpart: stop there
+                        self.unmapped, self.ambiguous = translated.unmapped, translated.ambiguous
                         self._stop.set()
                         call.cancel()
                         return
+                    payload = translated.payload
                     self._queued -= size - len(payload)
             sent = await _grpc_compat.send(call, payload)
             self._queued -= len(payload)
+            self._sent += 1
+            if self._streamed:
+                self._caught_up()
+                if hold > 0:
+                    loop.call_later(hold, self._held_long_enough, self._sent)
             if not sent:
                 return
 
@@ -513,19 +833,24 @@ class ShadowDispatcher:
         router: Router | None = None,
         breaker: Breaker | None = None,
         ids: IdBook | None = None,
+        aliases: KeyAliases | None = None,
         steps: Steps | None = None,
+        intents: Intents | None = None,
         correlation_header: str = "",
         noise: Noise | None = None,
         overload: LoopLag | None = None,
         shed_lag: float = 0.0,
+        stream_hold: float = 0.5,
     ) -> None:
         self.overload = overload
         self.shed_lag = shed_lag
         self.router = router
         self.correlation_header = correlation_header
         self.noise = noise
-        self.ids = ids if router is not None else None
+        self.translation = Translation(router, ids, aliases, counters, primary_is_bank)
         self.steps = steps
+        self.intents = intents
+        self.verifier: Verifier | None = None  # checks keys out of step (set when [reconcile] reads exist)
         self.breaker = breaker if breaker is not None else Breaker(counters)
         self.lanes = Lanes()
         self.channel = channel
@@ -535,14 +860,11 @@ class ShadowDispatcher:
         self.max_in_flight = max_in_flight
         self.max_capture = max_capture
         self.primary_is_bank = primary_is_bank
+        self.stream_hold = stream_hold
         self._live: set[Mirror] = set()  # strong references: a running mirror is never collected
         self._idle = asyncio.Event()
         self._idle.set()
-        self._plans: dict[str, _IdPlan] = {}
-        self._unary: dict[str, bool] = {}
-        # the id space the client speaks (the primary's), and the shadow's
-        self.client_side = "bank" if primary_is_bank else "bk"
-        self.shadow_side = other(self.client_side)
+        self._kinds: dict[str, tuple[bool, bool, bool]] = {}
 
     def start(
         self,
@@ -565,16 +887,18 @@ class ShadowDispatcher:
                 late = f"{lag * 1000:.0f} ms"
                 return None, f"not mirrored: the shim is overloaded (its event loop runs {late} late)"
         mirror = Mirror(self, method, metadata, client_timeout, is_write)
-        if self.correlation_header:
-            for key, value in metadata:
-                if key == self.correlation_header:
-                    mirror.correlation_id = (
-                        value if isinstance(value, str) else value.decode(errors="replace")
-                    )
-                    break
+        mirror.correlation_id = self.correlation_id(metadata)
         self._live.add(mirror)
         self._idle.clear()
         return mirror, ""
+
+    def correlation_id(self, metadata: tuple[Any, ...]) -> str:
+        """The value of the client's request metadata that names the call ("" without)."""
+        if self.correlation_header:
+            for key, value in metadata:
+                if key == self.correlation_header:
+                    return value if isinstance(value, str) else value.decode(errors="replace")
+        return ""
 
     @property
     def in_flight(self) -> int:
@@ -586,16 +910,37 @@ class ShadowDispatcher:
             mirror.give_up()
         return len(self._live)
 
-    def unary(self, method: str) -> bool:
-        """Whether the descriptors say `method` is unary-unary (cached)."""
-        unary = self._unary.get(method)
-        if unary is None:
+    def _kind(self, method: str) -> tuple[bool, bool, bool]:
+        """(unary, request streaming, server streaming) by the descriptors (cached); unknown methods are
+        none of these: their calls take one place in the lanes, unkeyed."""
+        kind = self._kinds.get(method)
+        if kind is None:
             registry = self.router.registry if self.router is not None else None
             info = registry.method(method) if registry is not None else None
-            unary = info is not None and info.unary
-            if len(self._unary) < 10_000:
-                self._unary[method] = unary
-        return unary
+            kind = (
+                (info.unary, info.client_streaming, info.server_streaming)
+                if info is not None
+                else (False,) * 3
+            )
+            if len(self._kinds) < 10_000:
+                self._kinds[method] = kind
+        return kind
+
+    def unary(self, method: str) -> bool:
+        """Whether the descriptors say `method` is unary-unary (cached)."""
+        return self._kind(method)[0]
+
+    def unary_answer(self, method: str) -> bool:
+        """Whether the descriptors say `method` answers with one message (not a stream)."""
+        return not self._kind(method)[2]
+
+    def request_streaming(self, method: str) -> bool:
+        return self._kind(method)[1]
+
+    def learns_per_message(self, method: str) -> bool:
+        """Whether the ids (and aliases) minted in the answer stream are learned message by message."""
+        plan = self.translation.plan(method)
+        return plan.streamed and (plan.mints or plan.aliases_out)
 
     def release(self, mirror: Mirror) -> None:
         self._live.discard(mirror)
@@ -606,277 +951,52 @@ class ShadowDispatcher:
         """Wait until no mirrored call is in flight."""
         await self._idle.wait()
 
-    # -- ids and keys out of step ------------------------------------------------------------
-
-    def id_plan(self, method: str) -> _IdPlan:
-        """What the id map has to do for calls of `method` (cached)."""
-        plan = self._plans.get(method)
-        if plan is not None:
-            return plan
-        plan = _NO_IDS
-        ids, router = self.ids, self.router
-        registry = router.registry if router is not None else None
-        info = registry.method(method) if registry is not None else None
-        if ids is not None and router is not None and info is not None:
-            write = router.is_write(method)
-            minted = ids.fields.minted_kinds(method, info.output_type)
-            learnable = frozenset(k for k in minted if write or ids.fields.kinds[k].learn_from == "all")
-            plan = _IdPlan(
-                request=ids.fields.in_request(method, info.input_type),
-                response=ids.fields.in_response(method, info.output_type),
-                mints=bool(learnable),
-                learnable=learnable,
-                output_type=info.output_type,
-            )
-        if len(self._plans) < 10_000:
-            self._plans[method] = plan
-        return plan
-
-    def keys_with_owners(self, method: str, first: message.Message, keys: tuple[str, ...]) -> tuple[str, ...]:
-        """`keys` and the owner keys of the ids the request names.
-
-        A named id whose owner is not known in memory makes the call unkeyed
-        (ordered against every call): it cannot be placed more precisely.
-        """
-        assert self.ids is not None
-        fields = self.ids.fields
-        derived: list[str] = []
-        for found in fields.find(method, "request", [first], None):
-            if not fields.kinds[found.kind].owner_key:
-                continue
-            owner = self.ids.owner(self.client_side, found.kind, found.value)
-            if owner is None:
-                self.counters.inc("ids_owner_unknown", method)
-                return ()
-            if owner:
-                derived.append(owner)
-        return tuple(dict.fromkeys((*keys, *derived))) if derived else keys
-
-    def _decoded(self, plan: _IdPlan, outcome: Outcome) -> list[message.Message]:
-        assert self.router is not None
-        assert self.router.registry is not None
-        cls = self.router.registry.message_class(plan.output_type)
-        out = []
-        for raw in outcome.messages:
-            msg = cls()
-            try:
-                msg.ParseFromString(raw)
-            except message.DecodeError:
-                continue
-            out.append(msg)
-        return out
-
-    def _ids_in(self, mirror: Mirror, plan: _IdPlan, outcome: Outcome) -> list[Found]:
-        """The ids in one side's answer to a mirrored call (decoded once per call and side)."""
-        found = mirror.found.get(id(outcome))
-        if found is None:
-            assert self.ids is not None
-            answers = self._decoded(plan, outcome)
-            found = mirror.found[id(outcome)] = self.ids.fields.find(
-                mirror.method, "response", answers, mirror._first
-            )
-        return found
-
-    def _scopes(self, method: str, first: message.Message | None, kinds: Any) -> dict[str, str]:
-        assert self.ids is not None
-        fields = self.ids.fields
-        if first is None:
-            return {}
-        return {k: fields.scope(method, first, k) for k in kinds if fields.kinds[k].scope == "query"}
-
-    def expect_minted(self, mirror: Mirror, primary: Outcome) -> list[Pending]:
-        """The ids the primary just minted, pending until the shadow's answer pairs them."""
-        if self.ids is None:
-            return []
-        plan = self.id_plan(mirror.method)
-        found = [f for f in self._ids_in(mirror, plan, primary) if f.minted and f.kind in plan.learnable]
-        if not found:
-            return []
-        scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})
-        return self.ids.expect(self.client_side, found, scopes)
-
-    async def translate(self, mirror: Mirror, payload: bytes) -> tuple[bytes, list[Found]]:
-        """A request with its ids in the shadow's id space, or the ids that have no counterpart."""
-        assert self.ids is not None
-        assert self.router is not None
-        msg = self.router.decode(mirror.method, payload)
-        if msg is None:  # undecodable: sent as it is, the answers will tell
-            return payload, []
-        fields = self.ids.fields
-        found = fields.find(mirror.method, "request", [msg], None)
-        if not found:
-            return payload, []
-        scopes = self._scopes(mirror.method, msg, {f.kind for f in found})
-        mapping: dict[tuple[str, str], str | None] = {}
-        for f in found:
-            if (f.kind, f.value) in mapping:
-                continue
-            scope = scopes.get(f.kind, "")
-            counterpart = await self.ids.counterpart(self.client_side, f.kind, f.value, mirror._stop, scope)
-            if (
-                counterpart is None
-                and self.ids.remembered(self.shadow_side, f.kind, f.value, scope) is not None
-            ):
-                counterpart = f.value  # already the shadow's own id (a client keeps ids from another mode)
-            mapping[(f.kind, f.value)] = counterpart
-        left = fields.rewrite(mirror.method, "request", [msg], lambda f: mapping.get((f.kind, f.value)))
-        if left:
-            self.counters.inc("ids_unmapped", mirror.method)
-            return payload, left
-        self.counters.inc("ids_translated", mirror.method)
-        return msg.SerializeToString(), []
-
     def to_primary(self, method: str, payload: bytes) -> bytes:
-        """A request for the primary, with the ids known to be the shadow's replaced by the primary's.
+        return self.translation.to_primary(method, payload)
 
-        Clients keep the ids they got in another mode (Bank's ids after BK became primary, and the
-        other way round); each id the id map holds in memory goes to each side in that side's own
-        id space. Ids not known stay as they are. Never waits: not for the shadow, not for the store.
-        """
-        if self.ids is None or self.router is None or not self.id_plan(method).request:
-            return payload
-        msg = self.router.decode(method, payload)
-        if msg is None:
-            return payload
-        fields = self.ids.fields
-        found = fields.find(method, "request", [msg], None)
-        scopes = self._scopes(method, msg, {f.kind for f in found}) if found else {}
-        mapping = {
-            (f.kind, f.value): self.ids.remembered(self.shadow_side, f.kind, f.value, scopes.get(f.kind, ""))
-            for f in found
-        }
-        if not any(mapping.values()):
-            return payload
-        fields.rewrite(method, "request", [msg], lambda f: mapping.get((f.kind, f.value)))
-        self.counters.inc("ids_translated_for_primary", method)
-        return msg.SerializeToString()
+    def intent_done(self, intent: str) -> None:
+        if self.intents is not None:
+            self.intents.done(intent)
 
-    def learn(self, mirror: Mirror, primary: Outcome, shadow: Outcome) -> None:
-        """Learn the pairs of the ids this call minted, from the two answers."""
-        ids = self.ids
-        assert ids is not None
-        plan = self.id_plan(mirror.method)
-        if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or mirror.unmapped:
-            return
-        method, first = mirror.method, mirror._first
-        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
-        bank_found, bk_found = self._ids_in(mirror, plan, bank), self._ids_in(mirror, plan, bk)
-        pairs = [p for p in pair_up(bank_found, bk_found) if p[0].kind in plan.learnable]
-        if pairs:
-            ids.learn(pairs, self._scopes(method, first, {p[0].kind for p in pairs}))
+    # -- keys out of step ------------------------------------------------------------------------
 
-    async def known_pairs(
-        self, mirror: Mirror, primary: Outcome, shadow: Outcome
-    ) -> tuple[tuple[str, str, str], ...]:
-        """(kind, Bank id, BK id) of the ids in BK's answer that pair with a Bank id, for the comparison."""
-        ids = self.ids
-        assert ids is not None
-        plan = self.id_plan(mirror.method)
-        if not plan.response or shadow.local:
-            return ()
-        bk = shadow if self.primary_is_bank else primary
-        found = self._ids_in(mirror, plan, bk)
-        if not found:
-            return ()
-        scopes = self._scopes(mirror.method, mirror._first, {f.kind for f in found})
-        pairs: dict[tuple[str, str, str], None] = {}
-        for f in found:
-            bank_id = await ids.counterpart("bk", f.kind, f.value, None, scopes.get(f.kind, ""))
-            if bank_id is not None:
-                pairs[(f.kind, bank_id, f.value)] = None
-        return tuple(pairs)
-
-    def judge_write(self, mirror: Mirror, primary: Outcome | None, shadow: Outcome, cancelled: bool) -> None:
-        """Mark the write's keys out of step unless both sides did the same with it."""
+    def judge_write(
+        self, mirror: Mirror, primary: Outcome | None, shadow: Outcome, cancelled: bool
+    ) -> list[OutOfStep]:
+        """Mark the write's keys out of step unless both sides did the same with it; the new marks."""
         if self.steps is None:
-            return
+            return []
         if cancelled:
             reason = "the client cancelled it: whether either side applied it is unknown"
-        elif mirror.unmapped:
+        elif mirror._unreachable:
+            return []  # neither side received it
+        elif mirror.unmapped or mirror.ambiguous:
             if effect(primary) == REFUSED:
-                return
-            reason = "BK was not sent it: " + _unmapped_note(mirror.unmapped)
+                return []
+            reason = "BK was not sent it: " + _unmapped_note(mirror.unmapped, mirror.ambiguous)
         else:
             reason = out_of_step_reason(primary, shadow, self.primary_is_bank)
-        if reason:
-            self.steps.mark(mirror.keys, mirror.method, reason)
+        if not reason:
+            return []
+        return self.steps.mark(mirror.keys, mirror.method, reason)
 
     def unmirrored(self, method: str, first: bytes | None, primary: Outcome, why: str) -> None:
-        """A write that was not mirrored: its keys are out of step unless the primary refused it."""
+        """A write that was not mirrored: its keys are out of step unless the primary did nothing with it."""
         if self.steps is None or effect(primary) == REFUSED:
             return
         keys: tuple[str, ...] = ()
         router = self.router
         if router is not None:
-            msg = router.decode(method, first)
-            keys = router.keys_of(method, msg)
-            if msg is not None and self.id_plan(method).request:
-                keys = self.keys_with_owners(method, msg, keys)
+            decoded = router.decode(method, first) if self.translation.needs_request(method) else None
+            keys = self.translation.keys_for(method, decoded)
         said = "applied it" if primary.code == 0 else "may have applied it"
         self.steps.mark(keys, method, f"{why}; the primary {said}")
 
-
-async def _again(task: asyncio.Task[Outcome | None] | None) -> Outcome | None:
-    if task is None:
-        return None
-    try:
-        return await task
-    except asyncio.CancelledError:
-        return None
-
-
-class Noise:
-    """Asks the primary the same read again, for a share of mirrored reads: what differs between its
-    two answers is noise (Diffy's idea). Never for writes."""
-
-    def __init__(self, channel: Channel, share: float, timeout: float, counters: Counters) -> None:
-        self.channel = channel
-        self.share = share
-        self.timeout = timeout
-        self.counters = counters
-        self._rng = random.Random()
-
-    def sampled(self) -> bool:
-        return self.share > 0 and (self.share >= 1 or self._rng.random() < self.share)
-
-    async def ask_again(self, method: str, metadata: tuple[Any, ...], requests: tuple[bytes, ...]) -> Outcome:
-        """The primary's answer to the same requests, or a local outcome saying why there is none."""
-        self.counters.inc("noise_calls", method)
-        started = time.perf_counter()
-        call = self.channel.stream_stream(method)(metadata=metadata, timeout=self.timeout)
-        messages: list[bytes] = []
-        try:
-            for request in requests:
-                if not await _grpc_compat.send(call, request):
-                    break
-            await _grpc_compat.close_sending(call)
-            while True:
-                try:
-                    message = await call.read()
-                except aio.AioRpcError:
-                    break
-                if message is aio.EOF:
-                    break
-                messages.append(message)
-            return await snapshot(call, tuple(messages), time.perf_counter() - started)
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
-        except Exception as exc:  # recorded, never raised into the mirror
-            call.cancel()
-            return Outcome(code=_INTERNAL, local=f"asking the primary again failed: {exc!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class _IdPlan:
-    request: bool = False  # requests can name ids: translate them, order by their owners
-    response: bool = False  # answers can hold ids: compare them through the map
-    mints: bool = False  # answers mint ids this call may learn
-    learnable: frozenset[str] = frozenset()
-    output_type: str = ""
-
-
-_NO_IDS = _IdPlan()
+    def keys_of(self, method: str, first: bytes | None) -> tuple[str, ...]:
+        """The routing keys of a call from its first request (for calls that are not mirrored)."""
+        if self.router is None or first is None or not self.translation.needs_request(method):
+            return ()
+        return self.translation.keys_for(method, self.router.decode(method, first))
 
 
 def _where(found: Found) -> str:
@@ -887,7 +1007,14 @@ def _where(found: Found) -> str:
     return text
 
 
-def _unmapped_note(unmapped: list[Found]) -> str:
-    named = ", ".join(f"{f.kind} {f.value!r} ({_where(f)})" for f in unmapped[:3])
-    more = f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else ""
-    return f"the request names {named}{more}, with no known counterpart on the shadow (unmapped-id)"
+def _unmapped_note(unmapped: list[Found], ambiguous: list[Ambiguous] | None = None) -> str:
+    parts = []
+    if unmapped:
+        named = ", ".join(f"{f.kind} {f.value!r} ({_where(f)})" for f in unmapped[:3])
+        more = f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else ""
+        parts.append(
+            f"the request names {named}{more}, with no known counterpart on the shadow (unmapped-id)"
+        )
+    if ambiguous:
+        parts.append("the request names " + "; ".join(str(a) for a in ambiguous[:3]) + " (ambiguous id)")
+    return "; ".join(parts)

@@ -20,26 +20,29 @@ from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
 from comparators.redact import RedactError, Redactor
 from comparators.rules import RuleError, RuleSet, build_rules
-from shim import reconcile
+from shim import aliases, reconcile
 from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
+from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._proto.shim.v1 import admin_pb2_grpc
-from shim._shadow import Noise, ShadowDispatcher
+from shim._shadow import ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.admin import AdminServicer
 from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.ids import IdBook
+from shim.intents import Intents
 from shim.metrics import Counters
 from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
-from shim.recording import CountsFlusher, PayloadFilter, StoreSink
+from shim.recording import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.routing import Router
 from shim.steps import Steps
 from shim.store import Store, StoreError
 from shim.tls import ServerTls, channel_credentials, channel_options
+from shim.verify import Verifier
 
 _log = structlog.get_logger("shim")
 # settings a running shim takes from a reloaded config (SIGHUP); any other change needs a restart
@@ -55,6 +58,7 @@ _RELOADABLE = (
     "gate_window",
     "gate_min_compared",
     "gate_max_mismatch_rate",
+    "gate_max_unproven_rate",
     "gate_methods",
 )
 
@@ -141,6 +145,7 @@ class Shim:
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
         self.rules = load_rules(config, self.registry)
         self.id_fields = load_ids(config, self.registry)
+        self.alias_fields = aliases.fields_of(config.key_aliases, self.registry)
         self.redactor = load_redactor(config, self.registry)
         self.adapters = load_adapters(config.method_adapters, config.adapters, self.registry)
         if config.reconcile is not None:
@@ -167,7 +172,11 @@ class Shim:
         self.routes: dict[str, Route] = {}
         self.store: Store | None = None
         self.ids: IdBook | None = None
+        self.aliases: aliases.KeyAliases | None = None
         self.steps: Steps | None = None
+        self.intents: Intents | None = None
+        self.verifier: Verifier | None = None
+        self.replica = replica_name()
         self.store_sink: StoreSink | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
@@ -232,6 +241,7 @@ class Shim:
                 "bk": self._dispatcher(bk, config.bk, primary=bank),  # shadow mode: BK is mirrored
                 "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is
             }
+            self._start_verifier(bank, bk)
             routes["bank"] = Route(bank, None, ids=self.dispatchers["bk"])
             routes["shadow"] = Route(bank, self.dispatchers["bk"])
             routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
@@ -275,6 +285,8 @@ class Shim:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
         await server.start()
         self._server = server
+        if self.intents is not None:
+            await self.recover_intents()
         if config.admin_listen or os.environ.get(config.admin_token_env):
             await self._start_admin()
         if config.metrics_listen:
@@ -352,12 +364,78 @@ class Shim:
                 open_for=config.shadow_breaker_open_for,
             ),
             ids=self.ids,
+            aliases=self.aliases,
             steps=self.steps,
+            intents=self.intents,
             correlation_header=config.correlation_header,
             noise=noise,
             overload=self.loop_lag,
             shed_lag=config.shadow_shed_lag,
+            stream_hold=config.ordering_stream_hold,
         )
+
+    def _start_verifier(self, bank: Channel, bk: Channel) -> None:
+        """Keys out of step are verified with the [reconcile] reads, when the config has them."""
+        config = self.config
+        if config.reconcile is None or self.steps is None or self.registry is None:
+            return
+        timeout = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0, 5.0)
+        sweep = reconcile.Sweep(
+            config.reconcile, self.registry, self.rules, bank, bk, self.ids, timeout=timeout
+        )
+        shadow_timeout = min(config.bank.timeout, config.bk.timeout if config.bk is not None else 2.0)
+        quick = reconcile.Sweep(  # for a check that holds the key's place: within half the shadow's time
+            config.reconcile,
+            self.registry,
+            self.rules,
+            bank,
+            bk,
+            self.ids,
+            timeout=max(shadow_timeout / 2, 0.05),
+        )
+        verifier = Verifier(
+            sweep.key,
+            self.steps,
+            lambda: self.dispatcher.lanes if self.dispatcher is not None else None,
+            self.store,
+            self.counters,
+            self.replica,
+            settle=config.verify_settle,
+            attempts=config.verify_attempts,
+            check_now=quick.key,
+        )
+        for dispatcher in self.dispatchers.values():
+            dispatcher.verifier = verifier
+        self.steps.listen(verifier.schedule)
+        for mark in self.steps.keys.values():  # marks left by earlier runs or other replicas
+            if mark.key != "*":
+                verifier.schedule(mark)
+        self.verifier = verifier
+
+    async def recover_intents(self) -> int:
+        """Claim the intents of mirrored writes whose shim is gone: their keys go out of step (and are
+        verified). Returns how many were claimed."""
+        assert self.intents is not None
+        config = self.config
+        stale = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0)
+        stale += config.grace_period + 30.0
+        try:
+            orphans = await self.intents.orphans(stale)
+        except StoreError as exc:
+            _log.warning("intents not read", error=str(exc))
+            return 0
+        for intent in orphans:
+            self.counters.inc("intents_orphaned", intent.method)
+            if self.steps is not None:
+                self.steps.mark(
+                    intent.keys,
+                    intent.method,
+                    f"a mirrored write was in flight when its shim ({intent.replica}) stopped without"
+                    " recording its outcome: whether BK applied it is unknown",
+                )
+        if orphans:
+            _log.warning("mirrored writes lost by a stopped shim", writes=len(orphans))
+        return len(orphans)
 
     @property
     def dispatcher(self) -> ShadowDispatcher | None:
@@ -479,11 +557,17 @@ class Shim:
             raise StartupError(str(exc)) from exc
         self.store = store
         self.steps = Steps(store, self.counters, refresh=config.store_refresh)
+        self.intents = Intents(store, self.replica, self.counters)
         try:
             await self.steps.start()
             if self.id_fields is not None:
                 self.ids = IdBook(self.id_fields, store, self.counters, cache=config.store_id_cache)
                 await self.ids.preload()
+            if self.alias_fields is not None:
+                self.aliases = aliases.KeyAliases(
+                    self.alias_fields, store, self.counters, cache=config.store_id_cache
+                )
+                await self.aliases.preload()
         except StoreError as exc:
             await self._close_store()
             raise StartupError(str(exc)) from exc
@@ -505,10 +589,14 @@ class Shim:
                             _log.info("retention", deleted=gone, older_than_s=retain)
                 await asyncio.sleep(max(self.config.store_refresh, 0.05) * 5)
                 counts.flush()
+                if self.intents is not None:
+                    await self.recover_intents()
         finally:
             counts.flush()
 
     async def _close_store(self) -> None:
+        if self.verifier is not None:
+            await self.verifier.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

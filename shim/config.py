@@ -70,8 +70,9 @@ key_env = "SHIM_REDACT_KEY"
 
 [gate]                             # shim gate: the criteria for the point of no return
 window = "24h"
-min_compared = 100                 # per method
-max_mismatch_rate = 0.0            # real mismatches / compared, per method
+min_compared = 100                 # clean comparisons (match or mismatch), per method
+max_mismatch_rate = 0.0            # real mismatches / clean comparisons, per method
+max_unproven_rate = 0.01           # tainted, skipped, shadow-error or error / calls, per method
 methods = ["pay.v1.Payments/Refund"]  # must be covered
 
 [methods."pay.v1.Payments/Refund"]
@@ -90,6 +91,19 @@ reads = [{ method = "pay.v1.Payments/GetBalance", key = "account_id" }]
 minted = ["pay.v1.Payment.payment_id"]
 references = ["pay.v1.RefundRequest.payment_id"]
 owner_key = "pay.v1.Payment.account_id"
+
+[key_aliases.client_ref]           # another name for a routing key; see shim/aliases.py
+alias = "pay.v1.Account.client_ref"
+key = "pay.v1.Account.account_id"
+references = ["pay.v1.GetAccountByRefRequest.client_ref"]
+
+[ordering]
+strict = false                     # true: unary writes also reach Bank one at a time per key
+stream_hold = "500ms"              # a request-stream message holds its keys at most this long once sent
+
+[verify]                           # keys out of step, checked with the [reconcile] reads; see shim/verify.py
+settle = "1s"                      # after the mark, before the first check (each retry waits twice as long)
+attempts = 5
 ```
 
 Relative paths are relative to the config file.
@@ -105,6 +119,8 @@ from pathlib import Path
 from typing import Any
 
 from comparators.ids import IdError, IdKind
+from shim.aliases import AliasKind
+from shim.aliases import parse as parse_aliases
 from shim.errors import ConfigError
 from shim.reconcile import ReconcileSettings
 from shim.reconcile import parse as parse_reconcile
@@ -190,6 +206,8 @@ class Config:
     sampling_reads: float = 1.0  # share of reads mirrored; writes always are
     sampling_by_key: bool = False  # the same keys: always or never sampled
     ordering_strict: bool = False  # also serialise the primary's writes per key (unary methods)
+    # a request-stream message holds its keys this long after it was sent when the shadow answers nothing
+    ordering_stream_hold: float = 0.5
     diff_log: str = "-"
     store: str = "shim.db"  # SQLite file, ":memory:", or a postgresql:// URL
     store_id_cache: int = 1_000_000  # id pairs kept in memory
@@ -204,10 +222,14 @@ class Config:
     redact_fields: tuple[str, ...] = ()  # "package.Message.field" whose values are never shown
     redact_key_env: str = "SHIM_REDACT_KEY"  # env var holding the key of the keyed hash
     gate_window: float = 86_400.0  # seconds of evidence the gate looks at
-    gate_min_compared: int = 100  # compared calls each method needs
-    gate_max_mismatch_rate: float = 0.0  # real mismatches / compared calls, per method
+    gate_min_compared: int = 100  # clean comparisons (match or mismatch) each method needs
+    gate_max_mismatch_rate: float = 0.0  # real mismatches / clean comparisons, per method
+    gate_max_unproven_rate: float = 0.01  # calls tainted, skipped, shadow-error or error / calls, per method
     gate_methods: tuple[str, ...] = ()  # methods that must be covered ("pkg.Svc/Method")
     ids: tuple[IdKind, ...] = ()  # [ids.KIND] declarations, checked against the descriptors at start
+    key_aliases: tuple[AliasKind, ...] = ()  # [key_aliases.NAME]: other names of routing keys (shim.aliases)
+    verify_settle: float = 1.0  # seconds after a key goes out of step before it is verified (shim.verify)
+    verify_attempts: int = 5  # checks of a key before it is left out of step (each waits twice as long)
     reconcile: ReconcileSettings | None = None  # [reconcile]: what `shim reconcile` sweeps
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
@@ -470,7 +492,18 @@ def parse(
         ordering = _Reader("ordering.", _table("ordering", v))
         if (x := ordering.pop("strict")) is not None:
             out["ordering_strict"] = _bool("ordering.strict", x)
+        if (x := ordering.pop("stream_hold")) is not None:
+            out["ordering_stream_hold"] = parse_duration("ordering.stream_hold", x)
         ordering.finish()
+    if (v := top.pop("verify")) is not None:
+        verify = _Reader("verify.", _table("verify", v))
+        if (x := verify.pop("settle")) is not None:
+            out["verify_settle"] = parse_duration("verify.settle", x)
+        if (x := verify.pop("attempts")) is not None:
+            out["verify_attempts"] = _positive_int("verify.attempts", x)
+        verify.finish()
+    if (v := top.pop("key_aliases")) is not None:
+        out["key_aliases"] = parse_aliases(_table("key_aliases", v))
     if (v := top.pop("comparison")) is not None:
         comparison = _Reader("comparison.", _table("comparison", v))
         if (x := comparison.pop("max_pending")) is not None:
@@ -529,6 +562,8 @@ def parse(
             out["gate_min_compared"] = x
         if (x := gate.pop("max_mismatch_rate")) is not None:
             out["gate_max_mismatch_rate"] = _share("gate.max_mismatch_rate", x)
+        if (x := gate.pop("max_unproven_rate")) is not None:
+            out["gate_max_unproven_rate"] = _share("gate.max_unproven_rate", x)
         if (x := gate.pop("methods")) is not None:
             out["gate_methods"] = _methods_list("gate.methods", x)
         gate.finish()

@@ -14,6 +14,11 @@ waits, bounded by its own shadow timeout, for the counterpart.
 
 The map works both ways: `counterpart(side, ...)` translates from Bank's id
 space to BK's ("bank") or back ("bk").
+
+A minting call that ends without the other side's id leaves its ids *unpaired*
+(kept in memory and in the store): a later call naming one of them cannot be
+translated and is not sent. An id the map has never seen at all (not paired,
+not pending, not unpaired) is *unknown*: `minted()` says which.
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ from shim.store import IdPair, Store, StoreError
 
 _log = structlog.get_logger("shim.ids")
 
-SIDES = ("bank", "bk")
-
 
 def other(side: str) -> str:
     return "bk" if side == "bank" else "bank"
@@ -45,6 +48,7 @@ class Pending:
 
     owner: str
     future: asyncio.Future[str | None]
+    key: tuple[str, str, str] = ("", "", "")  # (side, kind, scoped id)
 
 
 class IdBook:
@@ -59,6 +63,8 @@ class IdBook:
         # owners of ids a primary minted, paired or not: a call naming an unpaired id is still
         # ordered (and marked out of step) on the right key
         self._owners: dict[tuple[str, str, str], str] = {}
+        # ids whose minting call ended without a counterpart: (side, kind, scoped id) -> owner
+        self._unpaired: dict[tuple[str, str, str], str] = {}
 
     def __len__(self) -> int:
         """Pairs held in memory."""
@@ -80,7 +86,10 @@ class IdBook:
         if known is not None:
             return known[1]
         pending = self._pending.get((side, kind, value))
-        return pending.owner if pending is not None else self._owners.get((side, kind, value))
+        if pending is not None:
+            return pending.owner
+        owner = self._owners.get((side, kind, value))
+        return owner if owner is not None else self._unpaired.get((side, kind, value))
 
     def known(self, side: str, kind: str, value: str) -> str | None:
         """The other side's id, if held in memory."""
@@ -105,17 +114,56 @@ class IdBook:
             pending = self._pending.get(key)
             if pending is None:
                 future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-                pending = self._pending[key] = Pending(one.owner, future)
+                pending = self._pending[key] = Pending(one.owner, future, key)
                 future.add_done_callback(lambda _, key=key: self._pending.pop(key, None))  # type: ignore[misc]
             out.append(pending)
         return out
 
-    @staticmethod
-    def settle(pendings: Iterable[Pending]) -> None:
-        """The minting calls are over: whatever was not learned has no counterpart."""
+    def settle(self, pendings: Iterable[Pending]) -> None:
+        """The minting calls are over: whatever was not learned has no counterpart; it is kept as unpaired
+        (in memory and in the store), so that a call naming it is known to name a minted id."""
+        rows = []
+        now = time.time()
         for pending in pendings:
-            if not pending.future.done():
-                pending.future.set_result(None)
+            if pending.future.done():
+                continue
+            pending.future.set_result(None)
+            side, kind, value = pending.key
+            if not kind or (side, kind, value) in self._known:
+                continue
+            self._unpaired[pending.key] = pending.owner
+            while len(self._unpaired) > self._cache:
+                del self._unpaired[next(iter(self._unpaired))]
+            rows.append((kind, side, value, pending.owner, now))
+            self._counters.inc("ids_unpaired", kind)
+        if rows and self._store is not None:
+            self._store.enqueue(
+                "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def minted(self, side: str, kind: str, value: str, scope: str = "") -> bool:
+        """Whether `side` is known to have minted `value` (paired, pending or unpaired), in memory or in
+        the store; False for an id the map has never seen."""
+        key = (side, kind, _scoped(scope, value))
+        if key in self._known or key in self._pending or key in self._owners or key in self._unpaired:
+            return True
+        if self._store is None:
+            return False
+        try:
+            rows = await self._store.select(
+                "SELECT owner FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
+                (kind, side, key[2]),
+            )
+        except StoreError as exc:
+            self._counters.inc("id_lookup_errors", kind)
+            _log.warning("id lookup failed", kind=kind, error=str(exc))
+            return True  # not known to be unknown: treated as minted (the call is not sent)
+        if rows:
+            self._unpaired[key] = str(rows[0][0])
+            return True
+        return False
 
     # -- learning ----------------------------------------------------------------------------
 

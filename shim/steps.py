@@ -11,10 +11,22 @@ else puts its keys out of step:
 - the client cancelled the write (outcome unknown on both sides);
 - one side applied it and the other refused it (or may not have applied it).
 
-A write without keys puts every key out of step ("*"). Later differences on a
-key out of step are `tainted`: explained by the missed write, not counted as
-parity failures. The mark stays (in the store, so restarts and other replicas
-keep it) until an operator re-syncs the key: `shim resync KEY`.
+A side that answered UNAVAILABLE with no answer message never received the
+write (gRPC's meaning of UNAVAILABLE: nothing was done, the call may be
+retried), so it counts as refused.
+
+Only the write's own keys are marked. A write the shim cannot key marks
+nothing: its effect cannot be placed, and marking every key would hide every
+later real difference. It is logged and counted (`unkeyed_writes_out_of_step`);
+the differences it causes count as real until the books are reconciled, which
+can only make the evidence stricter, never hide a fault.
+
+Later differences on a key out of step are `tainted`: explained by the missed
+write, not counted as parity failures. The mark stays (in the store, so
+restarts and other replicas keep it) until the key is verified in step
+(`shim.verify`: both ledgers read and compared) or an operator resyncs it
+(`shim resync KEY`). Marks an older shim made on every key ("*") are still
+honoured until resynced.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -35,7 +47,13 @@ _log = structlog.get_logger("shim.steps")
 EVERY_KEY = "*"
 # statuses that say the write was certainly not applied
 _REFUSED = frozenset({3, 5, 6, 7, 8, 9, 10, 11, 12, 16})  # INVALID_ARGUMENT ... UNAUTHENTICATED
+_UNAVAILABLE = 14
 APPLIED, REFUSED, UNKNOWN = "applied", "refused", "unknown"
+
+
+def unreachable(outcome: Outcome | None) -> bool:
+    """Whether a side never received the call: UNAVAILABLE before any answer message."""
+    return outcome is not None and not outcome.local and outcome.code == _UNAVAILABLE and not outcome.messages
 
 
 def effect(outcome: Outcome | None) -> str:
@@ -44,7 +62,7 @@ def effect(outcome: Outcome | None) -> str:
         return UNKNOWN
     if outcome.code == 0:
         return APPLIED
-    return REFUSED if outcome.code in _REFUSED else UNKNOWN
+    return REFUSED if outcome.code in _REFUSED or unreachable(outcome) else UNKNOWN
 
 
 def out_of_step_reason(primary: Outcome | None, shadow: Outcome | None, primary_is_bank: bool) -> str:
@@ -67,6 +85,9 @@ def _said(outcome: Outcome | None) -> str:
     return f"answered {status_name(outcome.code)}" + (f" ({details})" if details else "")
 
 
+Listener = Callable[[OutOfStep], None]
+
+
 class Steps:
     """The keys out of step, in memory and in the store."""
 
@@ -76,8 +97,21 @@ class Steps:
         self._refresh = refresh
         self._marks: dict[str, OutOfStep] = {}
         self._fresh: dict[str, OutOfStep] = {}  # marked while a refresh was reading the store
+        self._cleared: set[str] = set()  # cleared while a refresh was reading the store
         self._refreshing = False
         self._task: asyncio.Task[None] | None = None
+        # missed writes seen per key (marked or already out of step): a verification that began before one
+        # of them must not clear the mark
+        self._epochs: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener(mark)` for each key newly marked out of step (to verify it)."""
+        self._listeners.append(listener)
+
+    def epoch(self, key: str) -> int:
+        """How many missed writes this process has seen on `key`; it grows with each."""
+        return self._epochs.get(key, 0)
 
     @property
     def keys(self) -> dict[str, OutOfStep]:
@@ -109,18 +143,35 @@ class Steps:
             return
         self._refreshing = True
         self._fresh = {}
+        self._cleared = set()
         try:
             marks = {mark.key: mark for mark in await self._store.out_of_step()}
         finally:
             self._refreshing = False
+        for key in self._cleared:
+            marks.pop(key, None)
         marks.update(self._fresh)
         self._marks = marks
 
-    def mark(self, keys: Iterable[str], method: str, reason: str) -> None:
-        """These keys (none: every key) missed a write."""
+    def mark(self, keys: Iterable[str], method: str, reason: str) -> list[OutOfStep]:
+        """These keys missed a write; returns the new marks (a key out of step already keeps its mark).
+        A write without keys marks nothing (see the module docstring)."""
+        keys = tuple(k for k in keys if k)
+        if not keys:
+            self._counters.inc("unkeyed_writes_out_of_step", method)
+            _log.warning(
+                "write out of step without a key: no key marked; what it changed counts as real until the"
+                " books are reconciled",
+                method=method,
+                reason=reason,
+            )
+            return []
         now = time.time()
         marks = []
-        for key in tuple(keys) or (EVERY_KEY,):
+        for key in keys:
+            self._epochs[key] = self._epochs.get(key, 0) + 1
+            while len(self._epochs) > 100_000:
+                del self._epochs[next(iter(self._epochs))]
             if key in self._marks:
                 continue
             mark = OutOfStep(key, now, method, reason)
@@ -132,6 +183,30 @@ class Steps:
             _log.warning("key out of step", key=key, method=method, reason=reason)
         if marks and self._store is not None:
             self._store.mark_out_of_step(marks)
+        for mark in marks:
+            for listener in self._listeners:
+                listener(mark)
+        return marks
+
+    async def clear(self, mark: OutOfStep) -> bool:
+        """Clear a mark found in step (verified); False when the key's mark has changed meanwhile."""
+        held = self._marks.get(mark.key)
+        if held is not None and held != mark:
+            return False
+        if self._store is not None and not await self._store.clear_mark(mark.key, mark.since):
+            held_now = self._marks.get(mark.key)
+            if held_now is not None and held_now != mark:
+                return False
+        if self._marks.get(mark.key) == mark:
+            del self._marks[mark.key]
+        if self._refreshing:
+            self._cleared.add(mark.key)
+            self._fresh.pop(mark.key, None)
+        self._counters.inc("keys_verified_in_step", mark.method)
+        return True
+
+    def mark_of(self, key: str) -> OutOfStep | None:
+        return self._marks.get(key)
 
     def reason(self, keys: tuple[str, ...]) -> str:
         """Why a call on these keys (none: any key) is tainted; "" when none is out of step."""

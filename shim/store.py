@@ -115,6 +115,28 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " from_mode TEXT NOT NULL, to_mode TEXT NOT NULL, reason TEXT NOT NULL, forced INTEGER NOT NULL)",
         "CREATE INDEX mode_changes_at ON mode_changes (at)",
     ),
+    (
+        # mirrored writes sent and not yet judged: what a crash leaves here puts its keys out of step
+        "CREATE TABLE intents ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL,"
+        " method TEXT NOT NULL, keys TEXT NOT NULL)",
+        "CREATE INDEX intents_at ON intents (at)",
+        # each check of a key out of step: both ledgers read, and what they said
+        "CREATE TABLE verifications ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL, key TEXT NOT NULL,"
+        " since DOUBLE PRECISION NOT NULL, method TEXT NOT NULL, reason TEXT NOT NULL,"
+        " result TEXT NOT NULL, detail TEXT NOT NULL)",
+        "CREATE INDEX verifications_key_at ON verifications (key, at)",
+        # other names of routing keys, learned from answers (a client's own reference for an account)
+        "CREATE TABLE key_aliases ("
+        " kind TEXT NOT NULL, alias TEXT NOT NULL, key TEXT NOT NULL, learned_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (kind, alias))",
+        "CREATE INDEX key_aliases_learned_at ON key_aliases (learned_at)",
+        # ids a side minted whose minting call ended without the other side's id: not unknown, unpaired
+        "CREATE TABLE unpaired_ids ("
+        " kind TEXT NOT NULL, side TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL,"
+        " at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, side, value))",
+    ),
 ]
 
 _ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
@@ -614,6 +636,12 @@ class Store:
         sql = "SELECT key, since, method, reason FROM out_of_step ORDER BY key"
         return await self._submit(lambda db: [OutOfStep(*row) for row in db.run(sql)], "read", write=False)
 
+    async def clear_mark(self, key: str, since: float) -> bool:
+        """Clear one key's mark if it is still the one made at `since` (a later, earlier-dated mark from
+        another replica stays); True when it was cleared."""
+        sql = "DELETE FROM out_of_step WHERE key = ? AND since = ? RETURNING key"
+        return bool(await self._submit(lambda db: db.run(sql, (key, since)), "update", write=True))
+
     async def resync(self, keys: Sequence[str]) -> list[str]:
         """Clear the marks of `keys`; returns those of them that were out of step, in their order."""
         if not keys:
@@ -704,6 +732,27 @@ class Store:
         """Rows of a read-only query written with ? parameters (both engines)."""
         return await self._submit(lambda db: db.run(sql, params), "read", write=False)
 
+    def enqueue(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """A write committed with the next batch, never waited for (like put_pairs); ignored once closed."""
+        if self._closed or not rows:
+            return
+        self._queue.put(_Write(sql, rows))
+
+    async def write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """A write committed before this returns (durable as the engine makes commits), with ? parameters.
+
+        It is committed in one batch with the writes queued beside it, so concurrent callers share a
+        commit. A batch that fails for a passing reason is kept for another try; this returns then too
+        (see `flush`)."""
+        if not rows:
+            return
+        self.enqueue(sql, rows)
+        await self.flush()
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """One statement that writes (DELETE ... RETURNING, say), committed; its rows."""
+        return await self._submit(lambda db: db.run(sql, params), "update", write=True)
+
     async def delete_before(self, at: float) -> int:
         """Remove the comparisons (and counts) older than `at`; returns how many comparisons went."""
 
@@ -753,13 +802,20 @@ class Store:
                 except queue.Empty:
                     break
             writes, self._retry = self._retry, []
+            flushes: list[_Call] = []  # answered once the writes before them are committed, in one batch
             for index, job in enumerate(jobs):
                 if isinstance(job, _Write):
                     writes.append(job)
                     continue
+                if job.what == _FLUSH:
+                    flushes.append(job)
+                    continue
                 if writes:
                     self._write(writes, final=job.what == _CLOSE)
                     writes = []
+                for flush in flushes:
+                    flush.answer()
+                flushes = []
                 if job.what == _CLOSE and self._retry:
                     self._write(self._retry, final=True)
                     self._retry = []
@@ -768,6 +824,8 @@ class Store:
                     return
             if writes:
                 self._write(writes)
+            for flush in flushes:
+                flush.answer()
 
     def _answer(self, call: _Call) -> bool:
         """Run a call and answer it; True when the worker must stop (closed, or could not start)."""

@@ -81,7 +81,7 @@ async def test_a_pending_id_settled_without_a_pair_is_unmapped_at_once() -> None
     pendings = book.expect("bank", [minted("T1")], {})
     waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event()))
     await asyncio.sleep(0)
-    IdBook.settle(pendings)
+    book.settle(pendings)
     assert await asyncio.wait_for(waiting, 5) is None
     assert book.known("bank", "trade", "T1") is None
     assert book.owner("bank", "trade", "T1") == "A1"  # still ordered (and marked) on its account

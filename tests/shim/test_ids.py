@@ -252,11 +252,11 @@ async def test_a_reference_to_an_id_whose_minting_write_is_in_flight_waits_for_i
 # -- ids with no counterpart ----------------------------------------------------------------------------
 
 
-async def test_a_reverse_of_an_id_nobody_minted_is_not_sent_and_leaves_keys_in_step(
+async def test_a_reverse_of_an_id_nobody_minted_is_sent_unchanged_and_compared(
     sides: tuple[Served, Served],
 ) -> None:
-    """A Reverse of "M999" (no pair; Bank refuses it NOT_FOUND) is not sent to BK, is skipped with an
-    unmapped-id difference naming the value, and puts no key out of step."""
+    """A Reverse of "M999" (an id the map has never seen) is sent to BK unchanged: both sides refuse it
+    NOT_FOUND with the same words, the comparison is a match, and no key goes out of step."""
     bank, bk = sides
     async with _shim(bank, bk) as (shim, sink, client):
         with pytest.raises(aio.AioRpcError) as refused:
@@ -266,15 +266,12 @@ async def test_a_reverse_of_an_id_nobody_minted_is_not_sent_and_leaves_keys_in_s
         marks = shim.steps.keys
     assert refused.value.code() is grpc.StatusCode.NOT_FOUND
     assert refused.value.details() == "unknown movement"
-    assert comparison.verdict is Verdict.SKIPPED
-    assert comparison.differences == (Difference("request.movement_id", DiffKind.UNMAPPED_ID, "M999", None),)
-    assert "'M999'" in comparison.reason
-    assert "unmapped-id" in comparison.reason
-    assert comparison.exchange.shadow is None
-    assert comparison.exchange.unmapped == (("movement", "request.movement_id", "M999"),)
-    assert bk.payments.received == []
-    assert marks == {}  # Bank refused it: neither side did anything
-    assert shim.counters.get("ids_unmapped", REVERSE) == 1
+    assert comparison.verdict is Verdict.MATCH
+    assert comparison.exchange.unmapped == ()
+    assert [r.request.movement_id for r in bk.payments.received] == ["M999"]
+    assert marks == {}  # both refused it: neither side did anything
+    assert shim.counters.get("ids_unknown", REVERSE) == 1
+    assert shim.counters.get("ids_unmapped", REVERSE) == 0
 
 
 async def _reverse_an_unpaired_movement(

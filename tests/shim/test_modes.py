@@ -176,6 +176,7 @@ async def test_promotion_is_refused_when_the_gate_fails_and_forced_with_an_audit
         modes = await _set(admin, "bk-primary", balance, force=True, reason="read path first")
         assert dict(modes.methods) == {balance: "bk-primary"}
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="M1", initial_deposit="10"))
+        await shim.drain()  # BK got the mirrored write (a read served by BK alone does not wait for it)
         answered = await stub.GetBalance(pb.GetBalanceRequest(account_id="M1"))
         trade = await stub.PostTrade(
             pb.PostTradeRequest(account_id="M1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="1")

@@ -314,11 +314,11 @@ async def test_a_trade_cancelled_by_banks_id_is_cancelled_at_bk_by_its_own_id(
         assert comparison.exchange.ids == (("trade", posted.trade_id, bk_id),)
 
 
-async def test_a_cancel_naming_a_trade_bk_never_paired_is_not_sent_to_bk(
+async def test_a_cancel_naming_a_trade_nobody_minted_is_sent_unchanged_and_compared(
     ledgers: tuple[RunningLedger, RunningLedger],
 ) -> None:
-    """A cancel naming an id the shim has no BK counterpart for is not sent blind: it is recorded as
-    skipped with an unmapped-id difference; Bank refused it, so the account stays in step."""
+    """A cancel naming an id the id map has never seen (not minted through the shim) is sent to BK as it
+    is, so both sides' refusals are compared: both answer NOT_FOUND, and the account stays in step."""
     bank, bk = ledgers
     async with (
         running_shim(bank.address, bk.address, **_settings()) as (shim, sink),
@@ -331,10 +331,11 @@ async def test_a_cancel_naming_a_trade_bk_never_paired_is_not_sent_to_bk(
         (comparison,) = await sink.wait_for(1, where=lambda c: c.method == CANCEL_TRADE)
         assert shim.steps is not None
         assert shim.steps.keys == {}
+        unknown = shim.counters.get("ids_unknown", CANCEL_TRADE)
     assert refused.value.code() is grpc.StatusCode.NOT_FOUND
-    assert comparison.verdict is Verdict.SKIPPED
-    assert comparison.exchange.shadow is None
-    assert [(d.kind, d.path, d.bank) for d in comparison.differences] == [
-        ("unmapped-id", "request.trade_id", "T99999999")
-    ]
-    assert "unmapped-id" in comparison.reason
+    assert comparison.exchange.shadow is not None
+    assert comparison.exchange.shadow.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert comparison.exchange.unmapped == ()
+    assert comparison.verdict in (Verdict.MATCH, Verdict.MISMATCH)
+    assert [d.path for d in comparison.real_differences if d.path != "status.details"] == []
+    assert unknown == 1

@@ -1,0 +1,74 @@
+"""Noise: the primary asked the same read a second time (Diffy's idea).
+
+What differs between the primary's two answers to one read is noise, not a
+difference of the shadow's. A share of mirrored reads (`[noise] reads`) is
+asked again, after the client has its answer; writes never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from grpc import aio
+
+from comparators import Outcome
+from shim import _grpc_compat
+from shim._outcome import snapshot
+from shim.adapters import Channel
+from shim.metrics import Counters
+
+_INTERNAL = 13
+
+
+class Noise:
+    """Asks the primary the same read again, for a share of mirrored reads. Never for writes."""
+
+    def __init__(self, channel: Channel, share: float, timeout: float, counters: Counters) -> None:
+        self.channel = channel
+        self.share = share
+        self.timeout = timeout
+        self.counters = counters
+        self._rng = random.Random()
+
+    def sampled(self) -> bool:
+        return self.share > 0 and (self.share >= 1 or self._rng.random() < self.share)
+
+    async def ask_again(self, method: str, metadata: tuple[Any, ...], requests: tuple[bytes, ...]) -> Outcome:
+        """The primary's answer to the same requests, or a local outcome saying why there is none."""
+        self.counters.inc("noise_calls", method)
+        started = time.perf_counter()
+        call = self.channel.stream_stream(method)(metadata=metadata, timeout=self.timeout)
+        messages: list[bytes] = []
+        try:
+            for request in requests:
+                if not await _grpc_compat.send(call, request):
+                    break
+            await _grpc_compat.close_sending(call)
+            while True:
+                try:
+                    message = await call.read()
+                except aio.AioRpcError:
+                    break
+                if message is aio.EOF:
+                    break
+                messages.append(message)
+            return await snapshot(call, tuple(messages), time.perf_counter() - started)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except Exception as exc:  # recorded, never raised into the mirror
+            call.cancel()
+            return Outcome(code=_INTERNAL, local=f"asking the primary again failed: {exc!r}")
+
+
+async def asked_again(task: asyncio.Task[Outcome | None] | None) -> Outcome | None:
+    """The second answer, once its task is over (None when there is none)."""
+    if task is None:
+        return None
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None

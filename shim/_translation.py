@@ -1,0 +1,355 @@
+"""What the id map does for mirrored calls: keys from ids and aliases, translation, learning, pairs.
+
+One `Translation` per direction of mirroring (Bank to BK in `shadow` mode, BK to
+Bank in `bk-primary` mode). The client speaks the primary's id space
+(`client_side`); requests are sent to the shadow in its own.
+
+- **Keys.** A call is on the keys its method's `key` paths name, on the owner
+  keys of the ids it names, and on the keys its aliases stand for. An id whose
+  owner, or an alias whose key, is not in memory makes the call unkeyed.
+- **Translation.** Each id a request names is replaced by the shadow's
+  counterpart: from memory, from a minting call still in flight (waited for),
+  or from the store. An id the shadow already knows as its own is kept. An id
+  known to be minted but with no counterpart (its minting call ended without
+  one), or one two kinds know differently, stops the call: it is not sent. An
+  id the map has never seen is sent unchanged, so that both sides answer it
+  (both should refuse it alike).
+- **Learning.** The pairs a call mints are learned from the two answers: for a
+  streamed answer, message by message as both sides send them, so that a later
+  message of the same stream (or another call) can name them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import message
+
+from comparators import Outcome
+from comparators.ids import OWNERS, Ambiguous, Found, pair_up, resolve
+from shim.aliases import KeyAliases
+from shim.ids import IdBook, Pending, other
+from shim.metrics import Counters
+from shim.routing import Router
+
+if TYPE_CHECKING:
+    import asyncio
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_RPC_STATUS = "google.rpc.Status"
+
+
+@dataclass(frozen=True, slots=True)
+class IdPlan:
+    """What the id map has to do for calls of one method."""
+
+    request: bool = False  # requests can name ids: translate them, order by their owners
+    response: bool = False  # answers can hold ids: compare them through the map
+    mints: bool = False  # answers mint ids this call may learn
+    learnable: frozenset[str] = frozenset()
+    output_type: str = ""
+    input_type: str = ""
+    streamed: bool = False  # the answer is a stream: pairs are learned message by message
+    aliases_in: bool = False  # requests can name key aliases
+    aliases_out: bool = False  # answers can teach key aliases
+
+
+NO_IDS = IdPlan()
+
+
+@dataclass(slots=True)
+class Translated:
+    """A request as the shadow gets it, or why it cannot be sent."""
+
+    payload: bytes
+    unmapped: list[Found]  # ids known to be minted with no counterpart: not sent
+    ambiguous: list[Ambiguous]  # ids two kinds know differently: not sent
+
+
+class Translation:
+    def __init__(
+        self,
+        router: Router | None,
+        ids: IdBook | None,
+        aliases: KeyAliases | None,
+        counters: Counters,
+        primary_is_bank: bool,
+    ) -> None:
+        self.router = router
+        self.ids = ids if router is not None else None
+        self.aliases = aliases if router is not None else None
+        self.counters = counters
+        self.primary_is_bank = primary_is_bank
+        # the id space the client speaks (the primary's), and the shadow's
+        self.client_side = "bank" if primary_is_bank else "bk"
+        self.shadow_side = other(self.client_side)
+        self._plans: dict[str, IdPlan] = {}
+
+    # -- what a method needs ------------------------------------------------------------------------
+
+    def plan(self, method: str) -> IdPlan:
+        """What the id map has to do for calls of `method` (cached)."""
+        plan = self._plans.get(method)
+        if plan is not None:
+            return plan
+        plan = NO_IDS
+        router = self.router
+        registry = router.registry if router is not None else None
+        info = registry.method(method) if registry is not None else None
+        if router is not None and info is not None and (self.ids is not None or self.aliases is not None):
+            learnable: frozenset[str] = frozenset()
+            request = response = False
+            if self.ids is not None:
+                fields = self.ids.fields
+                write = router.is_write(method)
+                minted = fields.minted_kinds(method, info.output_type)
+                learnable = frozenset(k for k in minted if write or fields.kinds[k].learn_from == "all")
+                request = fields.in_request(method, info.input_type)
+                response = fields.in_response(method, info.output_type)
+            aliases = self.aliases
+            plan = IdPlan(
+                request=request,
+                response=response,
+                mints=bool(learnable),
+                learnable=learnable,
+                output_type=info.output_type,
+                input_type=info.input_type,
+                streamed=info.server_streaming,
+                aliases_in=aliases is not None and aliases.in_requests(method, info.input_type),
+                aliases_out=aliases is not None and aliases.in_answers(method, info.output_type),
+            )
+        if len(self._plans) < 10_000:
+            self._plans[method] = plan
+        return plan
+
+    def needs_request(self, method: str) -> bool:
+        """Whether the first request must be decoded to place the call (keys, ids, aliases)."""
+        plan = self.plan(method)
+        router = self.router
+        return bool(
+            plan.request
+            or plan.mints
+            or plan.aliases_in
+            or (router is not None and router.settings(method).key)
+        )
+
+    # -- keys -----------------------------------------------------------------------------------------
+
+    def keys_for(self, method: str, request: message.Message | None) -> tuple[str, ...]:
+        """The routing keys of a call: its `key` paths, the keys its aliases stand for, the owners of the ids
+        it names. () when any of these is not known: the call is then ordered as unkeyed."""
+        return self.place(method, request)[0]
+
+    def place(self, method: str, request: message.Message | None) -> tuple[tuple[str, ...], bool]:
+        """(keys_for(...), whether the call names an id or alias whose key is not known)."""
+        router = self.router
+        if router is None:
+            return (), False
+        keys = list(router.keys_of(method, request))
+        if request is None:
+            return tuple(keys), False
+        plan = self.plan(method)
+        if plan.aliases_in and self.aliases is not None:
+            named = self.aliases.keys(method, request)
+            if named is None:
+                return (), True
+            keys += named
+        if plan.request and self.ids is not None:
+            fields = self.ids.fields
+            for found in fields.find(method, "request", [request], None):
+                kinds = [k for k in found.every_kind if fields.kinds[k].owner_key]
+                if not kinds:
+                    continue
+                owner = next(
+                    (o for k in kinds if (o := self.ids.owner(self.client_side, k, found.value)) is not None),
+                    None,
+                )
+                if owner is None:
+                    self.counters.inc("ids_owner_unknown", method)
+                    return (), True
+                if owner:
+                    keys.extend(owner.split(OWNERS))
+        return tuple(dict.fromkeys(k for k in keys if k)), False
+
+    # -- decoding answers -----------------------------------------------------------------------------
+
+    def decode_answers(self, plan: IdPlan, messages: tuple[bytes, ...]) -> list[message.Message]:
+        assert self.router is not None
+        assert self.router.registry is not None
+        cls = self.router.registry.message_class(plan.output_type)
+        out = []
+        for raw in messages:
+            msg = cls()
+            try:
+                msg.ParseFromString(raw)
+            except message.DecodeError:
+                continue
+            out.append(msg)
+        return out
+
+    def minted_in(self, method: str, plan: IdPlan, answers: list[message.Message], first: Any) -> list[Found]:
+        """The learnable ids minted in decoded answers."""
+        assert self.ids is not None
+        found = self.ids.fields.find(method, "response", answers, first)
+        return [f for f in found if f.minted and f.kind in plan.learnable]
+
+    def scopes(self, method: str, first: message.Message | None, kinds: Any) -> dict[str, str]:
+        assert self.ids is not None
+        fields = self.ids.fields
+        if first is None:
+            return {}
+        return {k: fields.scope(method, first, k) for k in kinds if fields.kinds[k].scope == "query"}
+
+    # -- learning -------------------------------------------------------------------------------------
+
+    def learn_aliases(
+        self, method: str, answers: list[message.Message], first: message.Message | None
+    ) -> None:
+        if self.aliases is not None and answers:
+            self.aliases.learn(method, answers, first)
+
+    def expect(self, method: str, found: list[Found], first: message.Message | None) -> list[Pending]:
+        """Ids the primary just minted, pending until the shadow's answer pairs them."""
+        if self.ids is None or not found:
+            return []
+        return self.ids.expect(self.client_side, found, self.scopes(method, first, {f.kind for f in found}))
+
+    def pair(self, method: str, plan: IdPlan, primary: list[Found], shadow: list[Found], first: Any) -> None:
+        """Learn the pairs of ids minted at the same places of the two sides' answers."""
+        assert self.ids is not None
+        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
+        pairs = [p for p in pair_up(bank, bk) if p[0].kind in plan.learnable]
+        if pairs:
+            self.ids.learn(pairs, self.scopes(method, first, {p[0].kind for p in pairs}))
+
+    # -- translating ----------------------------------------------------------------------------------
+
+    async def translate(
+        self, method: str, payload: bytes, stop: asyncio.Event, first: message.Message | None
+    ) -> Translated:
+        """A request with its ids in the shadow's id space, or the ids that stop it."""
+        assert self.ids is not None
+        assert self.router is not None
+        msg = self.router.decode(method, payload)
+        if msg is None:  # undecodable: sent as it is, the answers will tell
+            return Translated(payload, [], [])
+        fields = self.ids.fields
+        found = fields.find(method, "request", [msg], None)
+        if not found:
+            return Translated(payload, [], [])
+        scopes = self.scopes(method, msg, {k for f in found for k in f.every_kind})
+        mapping: dict[tuple[tuple[str, ...], str], str | Ambiguous | None] = {}
+        for f in found:
+            if (f.every_kind, f.value) not in mapping:
+                mapping[(f.every_kind, f.value)] = await self._counterpart(method, f, stop, scopes)
+        ambiguous = [a for a in mapping.values() if isinstance(a, Ambiguous)]
+
+        def rewritten(f: Found) -> str | None:
+            new = mapping.get((f.every_kind, f.value))
+            return new if isinstance(new, str) else None
+
+        left = fields.rewrite(method, "request", [msg], rewritten)
+        if left:
+            self.counters.inc("ids_unmapped", method)
+            return Translated(
+                payload,
+                [f for f in left if not isinstance(mapping.get((f.every_kind, f.value)), Ambiguous)],
+                ambiguous,
+            )
+        self.counters.inc("ids_translated", method)
+        return Translated(msg.SerializeToString(), [], [])
+
+    async def _counterpart(
+        self, method: str, found: Found, stop: asyncio.Event, scopes: dict[str, str]
+    ) -> str | Ambiguous | None:
+        assert self.ids is not None
+        ids = self.ids
+        known: list[tuple[str, str]] = []
+        for kind in found.every_kind:
+            scope = scopes.get(kind, "")
+            counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope)
+            if counterpart is None and ids.remembered(self.shadow_side, kind, found.value, scope) is not None:
+                counterpart = (
+                    found.value
+                )  # already the shadow's own id (a client keeps ids from another mode)
+            if counterpart is not None:
+                known.append((kind, counterpart))
+        if len({c for _, c in known}) > 1:
+            self.counters.inc("ids_ambiguous", method)
+            return Ambiguous(found.value, tuple(known))
+        if known:
+            return known[0][1]
+        kinds = [ids.fields.kinds[k] for k in found.every_kind]
+        if any(k.scope == "query" for k in kinds):
+            return None  # a page token means nothing to the other side
+        for kind in found.every_kind:
+            if await ids.minted(self.client_side, kind, found.value, scopes.get(kind, "")):
+                return None
+        self.counters.inc("ids_unknown", method)
+        return found.value  # never minted through the shim: sent as it is, both sides should refuse it alike
+
+    def to_primary(self, method: str, payload: bytes) -> bytes:
+        """A request for the primary, with the ids known to be the shadow's replaced by the primary's.
+
+        Clients keep the ids they got in another mode (Bank's ids after BK became primary, and the
+        other way round); each id the id map holds in memory goes to each side in that side's own
+        id space. Ids not known stay as they are. Never waits: not for the shadow, not for the store.
+        """
+        if self.ids is None or self.router is None or not self.plan(method).request:
+            return payload
+        msg = self.router.decode(method, payload)
+        if msg is None:
+            return payload
+        ids = self.ids
+        found = ids.fields.find(method, "request", [msg], None)
+        if not found:
+            return payload
+        scopes = self.scopes(method, msg, {k for f in found for k in f.every_kind})
+
+        def remembered(f: Found) -> str | None:
+            known = resolve(f, lambda k, v: ids.remembered(self.shadow_side, k, v, scopes.get(k, "")))
+            return known if isinstance(known, str) else None
+
+        mapping = {(f.every_kind, f.value): remembered(f) for f in found}
+        if not any(mapping.values()):
+            return payload
+        ids.fields.rewrite(method, "request", [msg], lambda f: mapping.get((f.every_kind, f.value)))
+        self.counters.inc("ids_translated_for_primary", method)
+        return msg.SerializeToString()
+
+    # -- comparing ------------------------------------------------------------------------------------
+
+    async def known_pairs(
+        self, method: str, bk: Outcome, answers: list[message.Message], first: message.Message | None
+    ) -> tuple[tuple[str, str, str], ...]:
+        """(kind, Bank id, BK id) of the ids in BK's answer (and its rich error details) that pair with a
+        Bank id, for the comparison."""
+        ids = self.ids
+        assert ids is not None
+        found = ids.fields.find(method, "response", answers, first) if answers else []
+        status = self._status(bk)
+        if status is not None:
+            found += ids.fields.find(method, "", [status], None)
+        if not found:
+            return ()
+        scopes = self.scopes(method, first, {k for f in found for k in f.every_kind})
+        pairs: dict[tuple[str, str, str], None] = {}
+        for f in found:
+            for kind in f.every_kind:
+                bank_id = await ids.counterpart("bk", kind, f.value, None, scopes.get(kind, ""))
+                if bank_id is not None:
+                    pairs[(kind, bank_id, f.value)] = None
+        return tuple(pairs)
+
+    def _status(self, outcome: Outcome) -> message.Message | None:
+        """The google.rpc.Status of an outcome's rich error details, decoded (None without)."""
+        raw = outcome.trailer(STATUS_DETAILS_KEY)
+        if raw is None or self.router is None or self.router.registry is None:
+            return None
+        try:
+            status = self.router.registry.message_class(_RPC_STATUS)()
+            status.ParseFromString(raw.encode() if isinstance(raw, str) else raw)
+        except (KeyError, message.DecodeError):
+            return None
+        return status

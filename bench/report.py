@@ -11,8 +11,9 @@ list of calls that did not match.
 The mix is what a parallel run looks like: four methods; 86% matches (most
 with differences a rule tolerated), 6% mismatches (a real `fee`, a
 `request_id` that Bank's own answers differ at too, or both), 2% tainted,
-3% shadow errors, 3% skipped; one call in ten asked of Bank twice, for
-noise; about 2 differing paths per call.
+3% shadow errors, 2% skipped, 1% errors (comparisons that could not be
+made); one call in ten asked of Bank twice, for noise; about 2 differing
+paths per call.
 
 Prints the rows, the seconds to fill and to report, and the ratio of the
 report time to the 10 s target (below 1 is within it).
@@ -67,6 +68,8 @@ def _record(n: int, rows: int, rng: random.Random, since: float, span: float) ->
         else "shadow-error"
         if roll < 0.97
         else "skipped"
+        if roll < 0.99
+        else "error"
     )
     sampled = rng.random() < 0.1
     paths: list[PathRow] = []
@@ -92,7 +95,10 @@ def _record(n: int, rows: int, rng: random.Random, since: float, span: float) ->
         routing_key=f"A{rng.randrange(5000):04d}",
         correlation_id=f"req-{n}",
         verdict=verdict,
-        reason="shadow timeout after 2s" if verdict == "shadow-error" else "",
+        reason={
+            "shadow-error": "shadow timeout after 2s",
+            "error": "the comparison failed: ValueError()",
+        }.get(verdict, ""),
         is_write=method.endswith("PostTrade"),
         bank_code=0,
         bk_code=(14 if verdict == "shadow-error" else 0) if bk_called else None,
@@ -150,7 +156,7 @@ async def run(rows: int, url: str) -> int:
     print(f"ratio to the {TARGET:.0f} s target: {seconds / TARGET:.2f} ({verdict})")
     for m in report.methods:
         print(
-            f"  {m.method}: {m.calls:,} calls, {m.compared:,} compared,"
+            f"  {m.method}: {m.calls:,} calls, {m.compared:,} compared, {m.unproven:,} unproven,"
             f" {m.real_mismatches:,} real mismatches, {m.noise_mismatches:,} noise,"
             f" Bank p99 {m.bank_latency.p99} ms, BK p99 {m.bk_latency.p99} ms"
         )

@@ -174,13 +174,15 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
         report,
         min_compared=config.gate_min_compared,
         max_mismatch_rate=config.gate_max_mismatch_rate,
+        max_unproven_rate=config.gate_max_unproven_rate,
         required_methods=config.gate_methods,
     )
     failed = {c.method for c in result.failed}
     console.print(
         f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in {config.store}): "
-        f"open {page} in a browser.\n[bold]shim gate[/] (at least {config.gate_min_compared} compared calls "
-        f"and at most {config.gate_max_mismatch_rate:.2%} real mismatches per method): "
+        f"open {page} in a browser.\n[bold]shim gate[/] (per method: at least {config.gate_min_compared} "
+        f"clean comparisons, at most {config.gate_max_mismatch_rate:.2%} real mismatches among them and "
+        f"{config.gate_max_unproven_rate:.2%} unproven calls): "
         + (
             "[green]PASS[/]"
             if result.passed
@@ -298,6 +300,7 @@ def _print_summary(
         "tainted",
         "shadow errors",
         "skipped",
+        "errors",
     ):
         table.add_column(column, justify="left" if column == "method" else "right")
     methods = summary.methods()
@@ -313,6 +316,7 @@ def _print_summary(
             str(tally.tainted),
             str(tally.shadow_errors),
             str(tally.skipped),
+            f"[red]{tally.errors}[/]" if tally.errors else "0",
         )
     console.print(table)
     if tolerated:

@@ -136,6 +136,7 @@ async def _gate_failures(shim: Shim, methods: list[str]) -> list[str]:
         report,
         min_compared=config.gate_min_compared,
         max_mismatch_rate=config.gate_max_mismatch_rate,
+        max_unproven_rate=config.gate_max_unproven_rate,
         required_methods=methods or list(config.gate_methods),
     )
     return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]

@@ -7,7 +7,7 @@
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
     shim gate [--config FILE] [--store URL] [--window DURATION] [--min-compared N]
-              [--max-mismatch-rate R] [--require-method M ...]
+              [--max-mismatch-rate R] [--max-unproven-rate R] [--require-method M ...]
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
@@ -184,7 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     mode_command.add_parser(commands)
 
     gate = commands.add_parser(
-        "gate", help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not"
+        "gate",
+        help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not",
+        description="Judges each method on three criteria: at least --min-compared clean comparisons"
+        " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
+        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error or error). A method"
+        ' short of clean comparisons, or with too many unproven calls, is "not proven". Exit 0 when every'
+        " criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
     )
     _store_flags(gate)
     gate.add_argument(
@@ -194,13 +200,20 @@ def _parser() -> argparse.ArgumentParser:
         "--min-compared",
         metavar="N",
         type=_count,
-        help="compared calls each method needs ([gate] min_compared)",
+        help="clean comparisons (match or mismatch) each method needs ([gate] min_compared)",
     )
     gate.add_argument(
         "--max-mismatch-rate",
         metavar="R",
         type=_share,
-        help="real mismatches / compared calls allowed, e.g. 0.001 ([gate] max_mismatch_rate)",
+        help="real mismatches / clean comparisons allowed, e.g. 0.001 ([gate] max_mismatch_rate)",
+    )
+    gate.add_argument(
+        "--max-unproven-rate",
+        metavar="R",
+        type=_share,
+        help="share of a method's calls allowed to be tainted, skipped, shadow-error or error,"
+        " e.g. 0.01 ([gate] max_unproven_rate)",
     )
     gate.add_argument(
         "--require-method",
@@ -556,6 +569,9 @@ async def _gate(args: argparse.Namespace) -> int:
     max_rate = args.max_mismatch_rate
     if max_rate is None:
         max_rate = settings.get("gate_max_mismatch_rate", _default("gate_max_mismatch_rate"))
+    max_unproven = args.max_unproven_rate
+    if max_unproven is None:
+        max_unproven = settings.get("gate_max_unproven_rate", _default("gate_max_unproven_rate"))
     required = args.require_method or settings.get("gate_methods", _default("gate_methods"))
     until = time.time()
     store = Store.open(url)
@@ -572,7 +588,11 @@ async def _gate(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     result = evaluate(
-        report, min_compared=min_compared, max_mismatch_rate=max_rate, required_methods=required
+        report,
+        min_compared=min_compared,
+        max_mismatch_rate=max_rate,
+        max_unproven_rate=max_unproven,
+        required_methods=required,
     )
     print(f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({report.store})")
     rows = [

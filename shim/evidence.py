@@ -12,6 +12,12 @@ with the rows in the window: about 8 to 10 s for a million comparisons on the
 2-core development machine (`bench/report.py`), most of it in sorting the
 tolerated paths by rule and in fetching the latencies.
 
+Clean and unproven. A call is *compared* (a clean comparison) when its verdict
+is `match` or `mismatch`: both answers were compared on keys in step, nothing
+in the way. Every other verdict (`tainted`, `skipped`, `shadow-error`,
+`error`) is *unproven*: the call proves nothing about BK. Rates are shares of
+compared calls; the unproven rate is a share of all calls.
+
 Noise. For some reads the shim asks Bank a second time (`[noise] reads`): what
 differs between Bank's two answers is noise, not a fault of BK's. For each
 path that BK's answers differ at, the report sets BK's rate (mismatched calls
@@ -24,7 +30,8 @@ counts as noise; any other mismatch is a *real mismatch*.
 
 Only mismatches count at a path: a tainted call (its key out of step) and a
 skipped call (an id BK has no counterpart for) have differences that a missed
-write or a missing id explains.
+write or a missing id explains. The real differences of tainted calls are
+counted apart (`tainted_paths`), so that they stay visible.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from comparators import status_name
 from shim.sinks import path_pattern
 from shim.store import Store
 
-COMPARED = ("match", "mismatch", "tainted")  # verdicts of calls whose answers were compared
+COMPARED = ("match", "mismatch")  # clean comparisons: compared on keys in step, nothing in the way
 BUCKETS = 30  # points of each method's time series
 _CHUNK = 100  # (method, at, path) triples per query for the path examples
 
@@ -81,6 +88,17 @@ class PathStat:
 
 
 @dataclass(frozen=True, slots=True)
+class TaintedPath:
+    """One path (lists folded) at which tainted calls really differed: a key out of step explains them."""
+
+    path: str
+    kind: str  # of the example
+    calls: int  # tainted calls with a real difference at this path
+    example_bank: Any  # one example (the earliest): Bank's value, as recorded
+    example_bk: Any  # ... and BK's
+
+
+@dataclass(frozen=True, slots=True)
 class Bucket:
     """A slice of the window: [start, end)."""
 
@@ -100,7 +118,7 @@ class MethodReport:
 
     method: str  # "package.Service/Method"
     calls: int  # comparisons stored, every verdict
-    compared: int  # verdict match, mismatch or tainted
+    compared: int  # clean comparisons: verdict match or mismatch
     matched: int
     mismatches: int  # verdict mismatch: real_mismatches + noise_mismatches
     real_mismatches: int
@@ -108,6 +126,7 @@ class MethodReport:
     tainted: int
     shadow_errors: int
     skipped: int
+    errors: int  # verdict error: the comparison could not be made
     tolerated: int  # calls with at least one difference a rule tolerated
     tolerated_by_rule: tuple[tuple[str, int], ...]  # (rule, calls), most first
     noise_sampled: int  # calls for which Bank was asked twice
@@ -117,7 +136,17 @@ class MethodReport:
     bk_latency: Latency
     codes: tuple[CodePair, ...]  # most first
     paths: tuple[PathStat, ...]  # most calls first
+    tainted_paths: tuple[TaintedPath, ...]  # most calls first
     series: tuple[Bucket, ...]
+
+    @property
+    def unproven(self) -> int:
+        """Calls that prove nothing about BK: every verdict but match and mismatch."""
+        return self.calls - self.compared
+
+    @property
+    def unproven_rate(self) -> float | None:
+        return self.unproven / self.calls if self.calls else None
 
     @property
     def matched_rate(self) -> float | None:
@@ -230,6 +259,7 @@ class _Tally:
         self.bank_ms: list[float] = []
         self.bk_ms: list[float] = []
         self.paths: list[PathStat] = []
+        self.tainted_paths: list[TaintedPath] = []
 
     @property
     def compared(self) -> int:
@@ -351,16 +381,38 @@ class _Count:
                 t.tolerated_by_rule.append((rule, int(n)))
 
     async def paths(self, *, relative: float, absolute: float) -> None:
-        """Each real path of the mismatches, its rate against Bank's own there, its class and an example."""
+        """Each real path of the mismatches, its rate against Bank's own there, its class and an example;
+        and each real path of the tainted calls, with an example."""
         where, params = self.paths_where("p")
-        real = await self.store.select(
-            "SELECT p.path, p.method, COUNT(DISTINCT p.comparison_id), MIN(p.at)"
+        rows = await self.store.select(
+            "SELECT c.verdict, p.path, p.method, COUNT(DISTINCT p.comparison_id), MIN(p.at)"
             " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
-            f" WHERE {where} AND p.source = 'bk' AND p.rule = '' AND c.verdict = 'mismatch'"
-            " GROUP BY p.path, p.method",
+            f" WHERE {where} AND p.source = 'bk' AND p.rule = '' AND c.verdict IN ('mismatch', 'tainted')"
+            " GROUP BY c.verdict, p.path, p.method",
             params,
         )
-        real = [row for row in real if row[1] in self.tallies]
+        rows = [row for row in rows if row[2] in self.tallies]
+        tainted = [
+            (path, method, n, first) for verdict, path, method, n, first in rows if verdict == "tainted"
+        ]
+        if tainted:
+            examples = await self._examples(
+                [(method, first, path) for path, method, _, first in tainted], "tainted"
+            )
+            for path, method, n, _ in tainted:
+                kind, bank, other = examples.get((method, path), ("", "null", "null"))
+                self.tallies[method].tainted_paths.append(
+                    TaintedPath(
+                        path=path,
+                        kind=kind,
+                        calls=int(n),
+                        example_bank=_parse(bank),
+                        example_bk=_parse(other),
+                    )
+                )
+            for t in self.tallies.values():
+                t.tainted_paths.sort(key=lambda p: (-p.calls, p.path))
+        real = [(path, method, n, first) for verdict, path, method, n, first in rows if verdict == "mismatch"]
         if not real:
             return
         where, params = self.paths_where()
@@ -372,7 +424,9 @@ class _Count:
                 params,
             )
         }
-        examples = await self._examples([(method, first, path) for path, method, _, first in real])
+        examples = await self._examples(
+            [(method, first, path) for path, method, _, first in real], "mismatch"
+        )
         for path, method, n, _ in real:
             t = self.tallies[method]
             noise_calls = noise.get((method, path), 0)
@@ -396,18 +450,19 @@ class _Count:
             t.paths.sort(key=lambda p: (-p.calls, p.path))
 
     async def _examples(
-        self, firsts: list[tuple[str, float, str]]
+        self, firsts: list[tuple[str, float, str]], verdict: str
     ) -> dict[tuple[str, str], tuple[str, str, str]]:
-        """The earliest row of each (method, at, path): its kind and values."""
+        """The earliest row of each (method, at, path) of a call with `verdict`: its kind and values."""
         examples: dict[tuple[str, str], tuple[str, str, str]] = {}
         for start in range(0, len(firsts), _CHUNK):
             chunk = firsts[start : start + _CHUNK]
             rows = await self.store.select(
-                "SELECT method, path, kind, bank, other FROM comparison_paths"
-                " WHERE source = 'bk' AND rule = '' AND ("
-                + " OR ".join(["(method = ? AND at = ? AND path = ?)"] * len(chunk))
-                + ") ORDER BY at, comparison_id",
-                [value for triple in chunk for value in triple],
+                "SELECT p.method, p.path, p.kind, p.bank, p.other FROM comparison_paths p"
+                " JOIN comparisons c ON c.id = p.comparison_id"
+                " WHERE p.source = 'bk' AND p.rule = '' AND c.verdict = ? AND ("
+                + " OR ".join(["(p.method = ? AND p.at = ? AND p.path = ?)"] * len(chunk))
+                + ") ORDER BY p.at, p.comparison_id",
+                [verdict, *(value for triple in chunk for value in triple)],
             )
             for method, path, kind, bank, other in rows:
                 examples.setdefault((method, path), (kind, bank, other))
@@ -523,6 +578,7 @@ class _Count:
             tainted=t.verdicts["tainted"],
             shadow_errors=t.verdicts["shadow-error"],
             skipped=t.verdicts["skipped"],
+            errors=t.verdicts["error"],
             tolerated=t.tolerated,
             tolerated_by_rule=tuple(t.tolerated_by_rule),
             noise_sampled=t.noise_sampled,
@@ -532,6 +588,7 @@ class _Count:
             bk_latency=Latency(len(t.bk_ms), percentile(t.bk_ms, 0.5), percentile(t.bk_ms, 0.99)),
             codes=tuple(CodePair(bank, bk, n) for (bank, bk), n in codes),
             paths=tuple(t.paths),
+            tainted_paths=tuple(t.tainted_paths),
             series=series,
         )
 

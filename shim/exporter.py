@@ -9,8 +9,9 @@ the breaker, the mode) is read from the running shim at scrape time.
     shim_calls_total{method}                       calls served
     shim_events_total{event,method}                everything else the shim counts: shadow_dropped,
                                                    shadow_shed, shadow_breaker_skipped, adapter_errors,
-                                                   comparisons_dropped, store_dropped, noise_calls, ...
-    shim_comparisons_total{method,verdict}         match, mismatch, shadow-error, skipped, tainted
+                                                   comparisons_dropped, comparison_errors, store_dropped,
+                                                   noise_calls, ...
+    shim_comparisons_total{method,verdict}         match, mismatch, tainted, shadow-error, skipped, error
     shim_differences_total{method,kind}            real differences, by kind (changed, status, ...)
     shim_primary_latency_seconds{method}           histogram: the primary's answer, as the shim saw it
     shim_shadow_latency_seconds{method}            histogram: the shadow's answer to mirrored calls

@@ -1,12 +1,21 @@
 """The gate: whether the evidence in a report meets the criteria for the point of no return.
 
-`evaluate(report, min_compared=..., max_mismatch_rate=..., required_methods=...)`
+`evaluate(report, min_compared=..., max_mismatch_rate=..., max_unproven_rate=..., required_methods=...)`
 judges each required method (or, when none is required, each method of the
-report) on two criteria: enough calls compared, and a real-mismatch rate no
-higher than allowed. A required method with no call in the window fails as
-"not covered". A report with no method at all, when none is required, fails
-too: no evidence is not a pass. The criteria come from `[gate]` in the config
-(see shim.config); `shim gate` prints each one and exits 0 only when all pass.
+report) on three criteria:
+
+- compared: at least `min_compared` clean comparisons (verdict `match` or
+  `mismatch`: compared on keys in step, nothing in the way);
+- real mismatch rate: real mismatches / clean comparisons, at most `max_mismatch_rate`;
+- unproven: at most `max_unproven_rate` of the method's calls proved nothing
+  (`tainted`, `skipped`, `shadow-error`, `error`), with the count of each.
+
+It fails closed: a method short of clean comparisons, or with too many calls
+that prove nothing, is "not proven". A required method with no call in the
+window fails as "not covered". A report with no method at all, when none is
+required, fails too: no evidence is not a pass. The criteria come from
+`[gate]` in the config (see shim.config); `shim gate` prints each one and
+exits 0 only when all pass.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shim.evidence import Report, method_name
+from shim.evidence import MethodReport, Report, method_name
+
+NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +33,7 @@ class Criterion:
     """One line of the gate: what was measured against what threshold."""
 
     method: str  # "" for a criterion about the whole report
-    name: str  # "compared", "real mismatch rate", "covered", "evidence"
+    name: str  # "compared", "real mismatch rate", "unproven", "covered", "evidence"
     measured: str
     threshold: str
     passed: bool
@@ -42,7 +53,12 @@ class GateResult:
 
 
 def evaluate(
-    report: Report, *, min_compared: int, max_mismatch_rate: float, required_methods: Sequence[str]
+    report: Report,
+    *,
+    min_compared: int,
+    max_mismatch_rate: float,
+    max_unproven_rate: float,
+    required_methods: Sequence[str],
 ) -> GateResult:
     """Judge the report: one criterion per line, in the order of the methods."""
     required = list(dict.fromkeys(method_name(m) for m in required_methods))
@@ -57,8 +73,15 @@ def evaluate(
                 Criterion(name, "covered", "not covered: no call in the window", "required", False)
             )
             continue
+        enough = m.compared >= min_compared
         criteria.append(
-            Criterion(name, "compared", f"{m.compared:,}", f"≥ {min_compared:,}", m.compared >= min_compared)
+            Criterion(
+                name,
+                "compared",
+                f"{m.compared:,}" if enough else f"{NOT_PROVEN}: {m.compared:,} clean of {m.calls:,} calls",
+                f"≥ {min_compared:,}",
+                enough,
+            )
         )
         rate = m.real_mismatch_rate or 0.0
         criteria.append(
@@ -70,7 +93,27 @@ def evaluate(
                 rate <= max_mismatch_rate,
             )
         )
+        unproven = m.unproven_rate or 0.0
+        shares = f"{_percent(unproven)} of {m.calls:,} calls ({_by_verdict(m)})"
+        criteria.append(
+            Criterion(
+                name,
+                "unproven",
+                shares if unproven <= max_unproven_rate else f"{NOT_PROVEN}: {shares}",
+                f"≤ {_percent(max_unproven_rate)}",
+                unproven <= max_unproven_rate,
+            )
+        )
     return GateResult(tuple(criteria))
+
+
+def _by_verdict(m: MethodReport) -> str:
+    """The unproven calls by verdict: "tainted 40, skipped 10, shadow-error 0, error 0"."""
+    counts = {"tainted": m.tainted, "skipped": m.skipped, "shadow-error": m.shadow_errors, "error": m.errors}
+    other = m.unproven - sum(counts.values())  # a verdict this shim does not know: unproven too
+    if other:
+        counts["other"] = other
+    return ", ".join(f"{verdict} {n:,}" for verdict, n in counts.items())
 
 
 def _percent(rate: float) -> str:

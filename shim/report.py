@@ -18,9 +18,9 @@ import jinja2
 from rich.console import Console
 from rich.table import Table
 
-from shim.evidence import Bucket, CallRecord, MethodReport, PathStat, Report, rfc3339
+from shim.evidence import Bucket, CallRecord, MethodReport, PathStat, Report, TaintedPath, rfc3339
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
 TOP_PATHS = 10  # paths per method in the terminal
 _EXAMPLE_WIDTH = 40  # characters of an example value in the terminal
 
@@ -71,6 +71,7 @@ def terminal(report: Report, console: Console) -> None:
         "method",
         "calls",
         "compared",
+        "unproven",
         "matched",
         "real mismatches",
         "noise",
@@ -78,6 +79,7 @@ def terminal(report: Report, console: Console) -> None:
         "tolerated",
         "shadow errors",
         "skipped",
+        "errors",
         "dropped",
         "Bank p50/p99 ms",
         "BK p50/p99 ms",
@@ -85,10 +87,12 @@ def terminal(report: Report, console: Console) -> None:
         summary.add_column(column, justify="left" if column == "method" else "right")
     for m in report.methods:
         real = f"{m.real_mismatches:,} ({percent(m.real_mismatch_rate)})"
+        unproven = f"{m.unproven:,} ({percent(m.unproven_rate)})"
         summary.add_row(
             m.method,
             f"{m.calls:,}",
             f"{m.compared:,}",
+            f"[yellow]{unproven}[/]" if m.unproven else unproven,
             f"{m.matched:,} ({percent(m.matched_rate)})",
             f"[red]{real}[/]" if m.real_mismatches else real,
             f"{m.noise_mismatches:,}",
@@ -96,6 +100,7 @@ def terminal(report: Report, console: Console) -> None:
             f"{m.tolerated:,}",
             f"{m.shadow_errors:,}",
             f"{m.skipped:,}",
+            f"[red]{m.errors:,}[/]" if m.errors else "0",
             f"[yellow]{m.dropped:,}[/]" if m.dropped else "0",
             f"{millis(m.bank_latency.p50)} / {millis(m.bank_latency.p99)}",
             f"{millis(m.bk_latency.p50)} / {millis(m.bk_latency.p99)}",
@@ -138,6 +143,27 @@ def terminal(report: Report, console: Console) -> None:
         console.print(paths)
     else:
         console.print("No real difference in a mismatched call.")
+    if any(m.tainted_paths for m in report.methods):
+        tainted = Table(
+            title="Differing paths of tainted calls (real differences on keys out of step)",
+            title_justify="left",
+        )
+        for column in ("method", "path", "calls", "example, Bank → BK"):
+            tainted.add_column(column, justify="right" if column == "calls" else "left")
+        for m in report.methods:
+            for t in m.tainted_paths[:TOP_PATHS]:
+                tainted.add_row(
+                    m.method,
+                    t.path,
+                    f"{t.calls:,}",
+                    f"{value_text(t.example_bank, _EXAMPLE_WIDTH)}"
+                    f" → {value_text(t.example_bk, _EXAMPLE_WIDTH)}",
+                )
+            if len(m.tainted_paths) > TOP_PATHS:
+                tainted.add_row(
+                    m.method, f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)"
+                )
+        console.print(tainted)
 
     if any(m.tolerated_by_rule for m in report.methods):
         rules = Table(title="Tolerated, by rule (calls)", title_justify="left")
@@ -212,6 +238,9 @@ def _method_json(m: MethodReport) -> dict[str, Any]:
         "tainted": m.tainted,
         "shadow_errors": m.shadow_errors,
         "skipped": m.skipped,
+        "errors": m.errors,
+        "unproven": m.unproven,
+        "unproven_rate": m.unproven_rate,
         "tolerated": m.tolerated,
         "tolerated_by_rule": [{"rule": rule, "calls": n} for rule, n in m.tolerated_by_rule],
         "noise_sampled": m.noise_sampled,
@@ -223,6 +252,7 @@ def _method_json(m: MethodReport) -> dict[str, Any]:
         },
         "status_codes": [{"bank": c.bank, "bk": c.bk, "calls": c.count} for c in m.codes],
         "paths": [_path_json(p) for p in m.paths],
+        "tainted_paths": [_tainted_path_json(t) for t in m.tainted_paths],
         "series": [
             {
                 "start": rfc3339(b.start),
@@ -245,6 +275,15 @@ def _path_json(p: PathStat) -> dict[str, Any]:
         "noise_rate": p.noise_rate,
         "class": p.classification,
         "example": {"bank": p.example_bank, "bk": p.example_bk},
+    }
+
+
+def _tainted_path_json(t: TaintedPath) -> dict[str, Any]:
+    return {
+        "path": t.path,
+        "kind": t.kind,
+        "calls": t.calls,
+        "example": {"bank": t.example_bank, "bk": t.example_bk},
     }
 
 
@@ -441,10 +480,10 @@ generated {{ generated }}</p>
 the
 same call to <b>BK</b>, the new service, and compares the two answers. This page counts those comparisons,
 method by method, over the window above. BK is ready to replace Bank for a method when its real mismatch
-rate is zero (or as low as agreed) over enough compared calls. Start with the table below: the
-<span class="real">real mismatches</span> column is the one that matters. Then look at the differing
-paths to
-see what BK gets wrong, with one example each.</p>
+rate is zero (or as low as agreed) over enough compared calls, and when few of its calls are
+<i>unproven</i> (tainted, skipped, shadow errors, errors: calls that say nothing about BK). Start with the
+table below: the <span class="real">real mismatches</span> and <i>unproven</i> columns are the ones that
+matter. Then look at the differing paths to see what BK gets wrong, with one example each.</p>
 </div>
 
 {% if not report.methods %}
@@ -452,18 +491,23 @@ see what BK gets wrong, with one example each.</p>
 {% else %}
 <h2>Per method</h2>
 <table>
-<tr><th>method</th><th>calls</th><th>compared</th><th>matched</th><th>real mismatches</th><th>noise</th>
-<th>tainted</th><th>tolerated</th><th>shadow errors</th><th>skipped</th><th>dropped</th>
+<tr><th>method</th><th>calls</th><th>compared</th><th>unproven</th><th>matched</th><th>real mismatches</th>
+<th>noise</th><th>tainted</th><th>tolerated</th><th>shadow errors</th><th>skipped</th><th>errors</th>
+<th>dropped</th>
 <th>Bank p50 / p99 ms</th><th>BK p50 / p99 ms</th></tr>
 {% for m in report.methods %}
 <tr><td class="l"><code>{{ m.method }}</code></td><td>{{ "{:,}".format(m.calls) }}</td>
 <td>{{ "{:,}".format(m.compared) }}</td>
+<td class="{{ 'noise' if m.unproven else 'ok' }}">{{ "{:,}".format(m.unproven) }}
+({{ percent(m.unproven_rate) }})</td>
 <td>{{ "{:,}".format(m.matched) }} ({{ percent(m.matched_rate) }})</td>
 <td class="{{ 'real' if m.real_mismatches else 'ok' }}">{{ "{:,}".format(m.real_mismatches) }}
 ({{ percent(m.real_mismatch_rate) }})</td>
 <td>{{ "{:,}".format(m.noise_mismatches) }}</td><td>{{ "{:,}".format(m.tainted) }}</td>
 <td>{{ "{:,}".format(m.tolerated) }}</td><td>{{ "{:,}".format(m.shadow_errors) }}</td>
-<td>{{ "{:,}".format(m.skipped) }}</td><td>{{ "{:,}".format(m.dropped) }}</td>
+<td>{{ "{:,}".format(m.skipped) }}</td>
+<td class="{{ 'real' if m.errors else '' }}">{{ "{:,}".format(m.errors) }}</td>
+<td>{{ "{:,}".format(m.dropped) }}</td>
 <td>{{ millis(m.bank_latency.p50) }} / {{ millis(m.bank_latency.p99) }}</td>
 <td>{{ millis(m.bk_latency.p50) }} / {{ millis(m.bk_latency.p99) }}</td></tr>
 {% endfor %}
@@ -558,6 +602,25 @@ class="l"><code>{{ value_text(p.example_bk) }}</code></td></tr>
 <p class="ok">No real difference in a mismatched call.</p>
 {% endfor %}
 
+{% if any_tainted_paths %}
+<h2>Differing paths of tainted calls</h2>
+<p>Where tainted calls really differed: calls on a key out of step, whose difference a write BK missed
+may explain. They are not counted as mismatches, and they count against the gate as unproven; bring
+BK's book in line and resync the keys to have such calls compared again.</p>
+{% for m in report.methods if m.tainted_paths %}
+<h3><code>{{ m.method }}</code></h3>
+<table>
+<tr><th>path</th><th>kind</th><th>calls</th><th>Bank</th><th>BK</th></tr>
+{% for t in m.tainted_paths %}
+<tr><td class="l"><code>{{ t.path }}</code></td><td class="l">{{ t.kind }}</td>
+<td>{{ "{:,}".format(t.calls) }}</td>
+<td class="l"><code>{{ value_text(t.example_bank) }}</code></td><td
+class="l"><code>{{ value_text(t.example_bk) }}</code></td></tr>
+{% endfor %}
+</table>
+{% endfor %}
+{% endif %}
+
 <h2>Tolerated, by rule</h2>
 <p>Differences that a comparison rule declared benign (a decimal written another way, another id format,
 …), by
@@ -611,11 +674,17 @@ tolerated.</dd>
 <dt>skipped</dt><dd>The call was not compared: it was not mirrored (the shadow side was full, or sampling
 left it
 out), it named an id BK has no counterpart for, or the client cancelled it.</dd>
+<dt>errors</dt><dd>The comparison could not be made: the comparator failed, an answer did not decode, or
+the
+adapter in front of BK failed. The reason is in the list of calls.</dd>
 <dt>dropped</dt><dd>Comparisons counted by the shim but not stored, because it or its store was
 overloaded.</dd>
-<dt>compared</dt><dd>matched + mismatches + tainted: the calls whose answers were compared. Rates are
-shares of
-it.</dd>
+<dt>compared</dt><dd>matched + mismatches: clean comparisons, made on keys in step with nothing in the
+way.
+Rates are shares of it.</dd>
+<dt>unproven</dt><dd>tainted + shadow errors + skipped + errors: calls that prove nothing about BK, as a
+share
+of all calls. The gate allows only a small share of them.</dd>
 </dl>
 
 <h2>Noise explained</h2>
@@ -646,6 +715,7 @@ def html(report: Report) -> str:
         generated=rfc3339(report.generated_at),
         dropped=sum(m.dropped for m in report.methods),
         any_tolerated=any(m.tolerated_by_rule for m in report.methods),
+        any_tainted_paths=any(m.tainted_paths for m in report.methods),
         rate_charts=[_rate_chart(m) for m in report.methods],
         latency=_latency_chart(report),
         percent=percent,

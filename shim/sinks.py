@@ -12,7 +12,7 @@ import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, assert_never
 
 import structlog
 
@@ -64,7 +64,7 @@ def _difference(diff: Difference) -> dict[str, Any]:
 
 
 class DiffLog:
-    """One JSON line per compared call that did not match (mismatch, shadow error, skipped).
+    """One JSON line per compared call that did not match (mismatch, tainted, shadow error, skipped, error).
 
     Each line carries: method, verdict, reason, the routing key and correlation
     id when known, Bank's and BK's status and latency, and the differences with
@@ -113,6 +113,7 @@ class MethodSummary:
     shadow_errors: int = 0
     tainted: int = 0  # mismatches on keys out of step: explained by a write BK missed
     skipped: int = 0
+    errors: int = 0  # comparisons that could not be made
     paths: Counter[str] = field(default_factory=Counter)  # real differences: calls per path
     examples: dict[str, Difference] = field(default_factory=dict)
     tolerated: Counter[str] = field(default_factory=Counter)  # tolerated differences per rule name
@@ -138,8 +139,12 @@ class Summary:
                 summary.shadow_errors += 1
             elif verdict is Verdict.TAINTED:
                 summary.tainted += 1
-            else:
+            elif verdict is Verdict.SKIPPED:
                 summary.skipped += 1
+            elif verdict is Verdict.ERROR:
+                summary.errors += 1
+            else:
+                assert_never(verdict)
             if verdict is Verdict.TAINTED:  # explained by a missed write: not among the real differences
                 return
             for pattern in {path_pattern(d.path) for d in comparison.real_differences}:

@@ -145,7 +145,8 @@ async def _report(store: Store, **overrides: Any) -> Report:
 
 
 async def test_verdicts_are_counted_per_method(store: Store) -> None:
-    """Calls, compared, matched, mismatches, tainted, shadow errors and skipped are counted per method."""
+    """Calls, compared (match and mismatch only), matched, mismatches, tainted, shadow errors, skipped,
+    errors and unproven (every verdict but match and mismatch) are counted per method."""
     r = Records()
     r.add("match", count=6)
     r.add("match", tolerated=[("price", "decimal")], count=2)
@@ -153,16 +154,19 @@ async def test_verdicts_are_counted_per_method(store: Store) -> None:
     r.add("tainted", real=[("fee", "1", "2")], reason="missed write")
     r.add("shadow-error", bk_code=None, bk_ms=None, reason="shadow timeout after 2s", count=2)
     r.add("skipped", bk_code=None, bk_ms=None, reason="not mirrored")
+    r.add("error", reason="the comparison failed: ValueError()", count=3)
     r.add("mismatch", method=REFUND, real=[("amount", "1", "2")])
     await r.write(store)
     report = await _report(store)
     assert [m.method for m in report.methods] == ["pay.v1.Payments/Get", "pay.v1.Payments/Refund"]
     get = report.methods[0]
-    assert (get.calls, get.compared, get.matched, get.mismatches) == (15, 12, 8, 3)
+    assert (get.calls, get.compared, get.matched, get.mismatches) == (18, 11, 8, 3)
     assert (get.real_mismatches, get.noise_mismatches, get.tainted) == (3, 0, 1)
-    assert (get.shadow_errors, get.skipped, get.tolerated) == (2, 1, 2)
-    assert get.matched_rate == pytest.approx(8 / 12)
-    assert get.real_mismatch_rate == pytest.approx(3 / 12)
+    assert (get.shadow_errors, get.skipped, get.errors, get.tolerated) == (2, 1, 3, 2)
+    assert (get.unproven, get.unproven_rate) == (7, pytest.approx(7 / 18))
+    assert get.matched_rate == pytest.approx(8 / 11)
+    assert get.real_mismatch_rate == pytest.approx(3 / 11)
+    assert sum(b.compared for b in get.series) == 11, "the series counts clean comparisons too"
     refund = report.methods[1]
     assert (refund.calls, refund.compared, refund.real_mismatches, refund.real_mismatch_rate) == (
         1,
@@ -170,6 +174,7 @@ async def test_verdicts_are_counted_per_method(store: Store) -> None:
         1,
         1.0,
     )
+    assert (refund.unproven, refund.unproven_rate) == (0, 0.0)
     assert report.store == store.url
     assert report.calls is None, "calls are listed only when asked for"
 
@@ -317,7 +322,8 @@ def test_classify_without_noise_is_always_real() -> None:
 
 
 async def test_only_mismatches_count_at_a_path(store: Store) -> None:
-    """Real differences of tainted and skipped calls are explained elsewhere: they make no path's rate."""
+    """Real differences of tainted and skipped calls are explained elsewhere: they make no path's rate;
+    a tainted call's are listed apart, with the tainted example."""
     r = Records()
     r.add("mismatch", real=[("fee", "0.03", "0.02")], at=T0 + 20)
     r.add("mismatch", real=[("fee", "0.05", "0.04")], at=T0 + 30)
@@ -327,8 +333,35 @@ async def test_only_mismatches_count_at_a_path(store: Store) -> None:
     await r.write(store)
     (get,) = (await _report(store)).methods
     (fee,) = get.paths
-    assert (fee.path, fee.calls, fee.bk_rate) == ("fee", 2, 0.4), "2 of 5 compared (the tainted call is one)"
+    assert (fee.path, fee.calls, fee.bk_rate) == ("fee", 2, 0.5), "2 of 4 compared (the tainted call is not)"
     assert (fee.example_bank, fee.example_bk) == ("0.03", "0.02"), "the earliest mismatch gives the example"
+    (tainted,) = get.tainted_paths
+    assert (tainted.path, tainted.kind, tainted.calls) == ("fee", "changed", 1)
+    assert (tainted.example_bank, tainted.example_bk) == ("9", "8")
+
+
+async def test_tainted_calls_have_paths_of_their_own(store: Store) -> None:
+    """The real differences of tainted calls are counted by path (lists folded), most calls first, each with
+    an example from a tainted call, even when a mismatch differs at the same path at the same moment."""
+    r = Records()
+    r.add("tainted", real=[("fee", "9", "8")], at=T0 + 5, reason="missed write")
+    r.add("mismatch", real=[("fee", "0.03", "0.02"), ("cash", "10", "11")], at=T0 + 5)
+    r.add("tainted", real=[("cash", "7", "0")], at=T0 + 5, reason="missed write")
+    r.add("tainted", real=[("trades[0].qty", "1", "2"), ("trades[4].qty", "3", "4")], at=T0 + 6, count=2)
+    r.add("tainted", real=[("fee", "5", "4")], tolerated=[("price", "decimal")], at=T0 + 7)
+    r.add("skipped", real=[("trade_id", "T1", None)], bk_code=None, reason="unmapped id")
+    await r.write(store)
+    (get,) = (await _report(store)).methods
+    assert [(t.path, t.calls, t.example_bank, t.example_bk) for t in get.tainted_paths] == [
+        ("fee", 2, "9", "8"),
+        ("trades[*].qty", 2, "1", "2"),
+        ("cash", 1, "7", "0"),
+    ]
+    assert [(p.path, p.calls, p.example_bank, p.example_bk) for p in get.paths] == [
+        ("cash", 1, "10", "11"),
+        ("fee", 1, "0.03", "0.02"),
+    ], "a mismatch's example is a mismatch's"
+    assert (get.compared, get.tainted, get.mismatches) == (1, 5, 1)
 
 
 async def test_lists_fold_into_one_path(store: Store) -> None:
@@ -365,17 +398,20 @@ async def test_the_series_buckets_compared_and_real_mismatches(store: Store) -> 
 
 
 async def test_calls_lists_what_did_not_match_newest_first(store: Store) -> None:
-    """With calls=True: every verdict but match, newest first, up to the limit, differences parsed."""
+    """With calls=True: every verdict but match (errors too), newest first, up to the limit, differences
+    parsed."""
     r = Records()
     r.add(at=T0 + 1)
     r.add("mismatch", real=[("fee", "0.03", "<script>x</script>")], at=T0 + 2, key="A7", bank_ms=1.5)
     r.add("mismatch", real=[("request_id", 1, 2)], noise=["request_id"], at=T0 + 3, sampled=True)
     r.add("shadow-error", at=T0 + 4, bk_code=None, bk_ms=None, reason="shadow timeout after 2s")
+    r.add("error", at=T0 + 5, reason="the comparison failed: ValueError('bad')")
     await r.write(store)
     report = await _report(store, calls=True)
     assert report.calls is not None
-    assert [c.verdict for c in report.calls] == ["shadow-error", "mismatch", "mismatch"]
-    timeout, noise, fee = report.calls
+    assert [c.verdict for c in report.calls] == ["error", "shadow-error", "mismatch", "mismatch"]
+    error, timeout, noise, fee = report.calls
+    assert (error.reason, error.mismatch) == ("the comparison failed: ValueError('bad')", None)
     assert (timeout.reason, timeout.bk_code, timeout.bk_ms, timeout.mismatch) == (
         "shadow timeout after 2s",
         None,
@@ -398,7 +434,7 @@ async def test_calls_lists_what_did_not_match_newest_first(store: Store) -> None
     )
     limited = await _report(store, calls=True, limit=1)
     assert limited.calls is not None
-    assert [c.verdict for c in limited.calls] == ["shadow-error"]
+    assert [c.verdict for c in limited.calls] == ["error"]
 
 
 async def test_an_empty_store_gives_an_empty_report(store: Store) -> None:

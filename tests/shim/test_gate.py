@@ -23,12 +23,13 @@ GET_NAME, REFUND_NAME = GET.lstrip("/"), REFUND.lstrip("/")
 
 
 def _evidence(at: float) -> Records:
-    """Get: 100 compared, 2 real mismatches (2%) and 5 noise ones; Refund: 10 compared, no mismatch."""
+    """Get: 100 compared, 2 real mismatches (2%) and 5 noise ones, 4 shadow errors (3.846% of 104 calls
+    unproven); Refund: 10 compared, no mismatch, nothing unproven."""
     r = Records()
     r.add(at=at, count=93)
     r.add("mismatch", at=at, real=[("fee", "0.03", "0.02")], count=2)
     r.add("mismatch", at=at, real=[("request_id", 1, 2)], noise=["request_id"], count=5)
-    r.add("shadow-error", at=at, bk_code=None, count=4)  # not compared: no effect on the rate
+    r.add("shadow-error", at=at, bk_code=None, count=4)  # unproven: no effect on the mismatch rate
     r.add(method=REFUND, at=at, count=10)
     return r
 
@@ -58,32 +59,145 @@ def _lines(result: GateResult) -> list[tuple[str, str, str, str, bool]]:
     return [(c.method, c.name, c.measured, c.threshold, c.passed) for c in result.criteria]
 
 
-def test_every_method_passes_when_it_meets_both_criteria(report: Report) -> None:
-    """Without required methods, each method of the report is judged: enough compared, a low enough rate."""
-    result = evaluate(report, min_compared=10, max_mismatch_rate=0.02, required_methods=())
+def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) -> None:
+    """Without required methods, each method of the report is judged: enough compared, a low enough rate,
+    few enough unproven calls (each verdict counted)."""
+    result = evaluate(
+        report, min_compared=10, max_mismatch_rate=0.02, max_unproven_rate=0.05, required_methods=()
+    )
     assert result.passed
     assert _lines(result) == [
         (GET_NAME, "compared", "100", "≥ 10", True),
         (GET_NAME, "real mismatch rate", "2% (2 of 100)", "≤ 2%", True),
+        (
+            GET_NAME,
+            "unproven",
+            "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)",
+            "≤ 5%",
+            True,
+        ),
         (REFUND_NAME, "compared", "10", "≥ 10", True),
         (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 2%", True),
+        (
+            REFUND_NAME,
+            "unproven",
+            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0)",
+            "≤ 5%",
+            True,
+        ),
     ]
 
 
-def test_too_few_compared_calls_fail(report: Report) -> None:
-    """A method with fewer compared calls than min_compared fails that criterion alone."""
-    result = evaluate(report, min_compared=11, max_mismatch_rate=0.02, required_methods=())
+def test_too_few_compared_calls_are_not_proven(report: Report) -> None:
+    """A method with fewer clean comparisons than min_compared fails that criterion alone, as not proven."""
+    result = evaluate(
+        report, min_compared=11, max_mismatch_rate=0.02, max_unproven_rate=0.05, required_methods=()
+    )
     assert not result.passed
-    assert [(c.method, c.name) for c in result.failed] == [(REFUND_NAME, "compared")]
+    assert [(c.method, c.name, c.measured) for c in result.failed] == [
+        (REFUND_NAME, "compared", "not proven: 10 clean of 10 calls")
+    ]
 
 
 def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
     """2 real mismatches in 100 fail a 1% maximum; the 5 noise mismatches are not counted."""
-    result = evaluate(report, min_compared=1, max_mismatch_rate=0.01, required_methods=())
+    result = evaluate(
+        report, min_compared=1, max_mismatch_rate=0.01, max_unproven_rate=0.05, required_methods=()
+    )
     assert [(c.method, c.name, c.measured) for c in result.failed] == [
         (GET_NAME, "real mismatch rate", "2% (2 of 100)")
     ]
-    assert not evaluate(report, min_compared=1, max_mismatch_rate=0.0, required_methods=[REFUND]).failed
+    assert not evaluate(
+        report, min_compared=1, max_mismatch_rate=0.0, max_unproven_rate=0.0, required_methods=[REFUND]
+    ).failed
+
+
+def test_a_share_of_unproven_calls_above_the_maximum_is_not_proven(report: Report) -> None:
+    """4 shadow errors in 104 calls (3.846%) fail a 1% maximum, as not proven, with each verdict's count."""
+    result = evaluate(
+        report, min_compared=1, max_mismatch_rate=0.02, max_unproven_rate=0.01, required_methods=()
+    )
+    assert _lines(result)[2] == (
+        GET_NAME,
+        "unproven",
+        "not proven: 3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)",
+        "≤ 1%",
+        False,
+    )
+    assert [(c.method, c.name) for c in result.failed] == [(GET_NAME, "unproven")]
+
+
+async def _judge(records: Records, *, min_compared: int, max_unproven_rate: float) -> GateResult:
+    """The gate on a report of `records`, with no real mismatch allowed."""
+    store = Store.open(":memory:")
+    await store.start()
+    try:
+        await records.write(store)
+        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+    return evaluate(
+        report,
+        min_compared=min_compared,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=max_unproven_rate,
+        required_methods=(),
+    )
+
+
+async def test_tainted_calls_are_not_compared_and_count_as_unproven() -> None:
+    """300 matches and 3 tainted calls (0.99%) pass at 1%; 97 matches and 3 tainted (3 of 100) do not,
+    and the tainted mismatches count neither as compared nor as real mismatches."""
+    few = Records()
+    few.add(count=300)
+    few.add("tainted", real=[("fee", "1", "2")], reason="key 'A1' out of step", count=3)
+    passed = await _judge(few, min_compared=100, max_unproven_rate=0.01)
+    assert passed.passed, passed.failed
+    assert [c.measured for c in passed.criteria] == [
+        "300",
+        "0% (0 of 300)",
+        "0.9901% of 303 calls (tainted 3, skipped 0, shadow-error 0, error 0)",
+    ]
+    many = Records()
+    many.add(count=97)
+    many.add("tainted", real=[("fee", "1", "2")], reason="key 'A1' out of step", count=3)
+    failed = await _judge(many, min_compared=10, max_unproven_rate=0.01)
+    assert [(c.name, c.measured) for c in failed.failed] == [
+        ("unproven", "not proven: 3% of 100 calls (tainted 3, skipped 0, shadow-error 0, error 0)")
+    ]
+
+
+@pytest.mark.parametrize("verdict", ["tainted", "skipped", "shadow-error", "error"])
+async def test_every_unproven_verdict_counts_against_the_gate(verdict: str) -> None:
+    """One call of the verdict in 100 passes a 1% maximum; two in 100 fail it, counted under its name."""
+    one = Records()
+    one.add(count=99)
+    one.add(verdict, reason="why")
+    assert (await _judge(one, min_compared=10, max_unproven_rate=0.01)).passed
+    two = Records()
+    two.add(count=98)
+    two.add(verdict, reason="why", count=2)
+    result = await _judge(two, min_compared=10, max_unproven_rate=0.01)
+    (failed,) = result.failed
+    assert failed.name == "unproven"
+    assert failed.measured.startswith("not proven: 2% of 100 calls (")
+    assert f"{verdict} 2" in failed.measured
+
+
+async def test_error_comparisons_are_not_clean_comparisons() -> None:
+    """A method whose comparisons all failed has no clean comparison: not proven on both criteria."""
+    errors = Records()
+    errors.add("error", reason="the comparison failed: ValueError()", count=150)
+    result = await _judge(errors, min_compared=100, max_unproven_rate=0.01)
+    assert [(c.name, c.measured, c.passed) for c in result.criteria] == [
+        ("compared", "not proven: 0 clean of 150 calls", False),
+        ("real mismatch rate", "0% (0 of 0)", True),
+        (
+            "unproven",
+            "not proven: 100% of 150 calls (tainted 0, skipped 0, shadow-error 0, error 150)",
+            False,
+        ),
+    ]
 
 
 def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
@@ -92,11 +206,19 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
         report,
         min_compared=1,
         max_mismatch_rate=0.0,
+        max_unproven_rate=0.01,
         required_methods=["pay.v1.Payments/Refund", "pay.v1.X/Y"],
     )
     assert _lines(result) == [
         (REFUND_NAME, "compared", "10", "≥ 1", True),
         (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 0%", True),
+        (
+            REFUND_NAME,
+            "unproven",
+            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0)",
+            "≤ 1%",
+            True,
+        ),
         ("pay.v1.X/Y", "covered", "not covered: no call in the window", "required", False),
     ]
     assert not result.passed
@@ -105,7 +227,9 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
 def test_no_evidence_is_not_a_pass() -> None:
     """A report with no method, and no method required, fails: nothing was proven."""
     empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, (), None, 10)
-    result = evaluate(empty, min_compared=0, max_mismatch_rate=1.0, required_methods=())
+    result = evaluate(
+        empty, min_compared=0, max_mismatch_rate=1.0, max_unproven_rate=1.0, required_methods=()
+    )
     assert [(c.name, c.passed) for c in result.criteria] == [("evidence", False)]
 
 
@@ -130,23 +254,42 @@ async def recent(tmp_path: Path) -> Path:
 
 def test_the_command_exits_0_when_the_criteria_are_met(recent: Path) -> None:
     """Each criterion is printed with its measure and PASS, then the verdict; exit 0."""
-    done = _gate("--store", str(recent), "--min-compared", "10", "--max-mismatch-rate", "0.02")
+    done = _gate(
+        "--store",
+        str(recent),
+        "--min-compared",
+        "10",
+        "--max-mismatch-rate",
+        "0.02",
+        "--max-unproven-rate",
+        "0.05",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("gate: evidence from ")
     assert lines[1].split() == ["PASS", GET_NAME, "compared", "100", "≥", "10"]
     assert lines[2].split()[:4] == ["PASS", GET_NAME, "real", "mismatch"]
     assert "2% (2 of 100)" in lines[2]
-    assert lines[-1] == "gate: PASS (all 4 criteria met)"
+    assert lines[3].split()[:3] == ["PASS", GET_NAME, "unproven"]
+    assert "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)" in lines[3]
+    assert lines[3].endswith("≤ 5%")
+    assert lines[-1] == "gate: PASS (all 6 criteria met)"
 
 
 def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
-    """A failed criterion prints FAIL with its measure, and the command exits 1."""
+    """A failed criterion prints FAIL with its measure, and the command exits 1; at most 1% of calls may be
+    unproven unless told otherwise."""
     done = _gate("--store", str(recent), "--min-compared", "50", "--max-mismatch-rate", "0.01")
     assert done.returncode == 1, done.stdout + done.stderr
     fails = [line.split()[:3] for line in done.stdout.splitlines() if line.startswith("FAIL")]
-    assert fails == [["FAIL", GET_NAME, "real"], ["FAIL", REFUND_NAME, "compared"]]
-    assert done.stdout.splitlines()[-1] == "gate: FAIL (2 of 4 criteria not met)"
+    assert fails == [
+        ["FAIL", GET_NAME, "real"],
+        ["FAIL", GET_NAME, "unproven"],
+        ["FAIL", REFUND_NAME, "compared"],
+    ]
+    assert "not proven: 3.846% of 104 calls" in done.stdout
+    assert "not proven: 10 clean of 10 calls" in done.stdout
+    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 6 criteria not met)"
 
     uncovered = _gate("--store", str(recent), "--min-compared", "1", "--require-method", "pay.v1.X/Y")
     assert uncovered.returncode == 1
@@ -155,6 +298,51 @@ def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
     old = _gate("--store", str(recent), "--window", "1m", "--min-compared", "1")
     assert old.returncode == 1, "evidence older than the window does not count"
     assert "no method has a call in the window" in old.stdout
+
+
+async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> None:
+    """Once every key is out of step, BK's mismatches are tainted: `shim gate` does not count them as
+    compared, says "not proven" with the count of each verdict, and exits 1."""
+    at = time.time() - 600
+    r = Records()
+    r.add(at=at, count=150)
+    r.add("tainted", at=at, real=[("fee", "0.03", "0.02")], reason="key '*' out of step", count=350)
+    r.add(method=REFUND, at=at, count=40)
+    r.add(
+        "tainted", method=REFUND, at=at, real=[("amount", "1", "2")], reason="key '*' out of step", count=360
+    )
+    r.add("error", method=REFUND, at=at, reason="the comparison failed: ValueError()", count=5)
+    path = tmp_path / "shim.db"
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        await r.write(store)
+    finally:
+        await store.close()
+    done = _gate("--store", str(path), "--min-compared", "100")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [[cell for cell in line.split("  ") if cell] for line in done.stdout.splitlines()[1:-1]]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["PASS", GET_NAME, "compared", "150", "≥ 100"],
+        ["PASS", GET_NAME, "real mismatch rate", "0% (0 of 150)", "≤ 0%"],
+        [
+            "FAIL",
+            GET_NAME,
+            "unproven",
+            "not proven: 70% of 500 calls (tainted 350, skipped 0, shadow-error 0, error 0)",
+            "≤ 1%",
+        ],
+        ["FAIL", REFUND_NAME, "compared", "not proven: 40 clean of 405 calls", "≥ 100"],
+        ["PASS", REFUND_NAME, "real mismatch rate", "0% (0 of 40)", "≤ 0%"],
+        [
+            "FAIL",
+            REFUND_NAME,
+            "unproven",
+            "not proven: 90.12% of 405 calls (tainted 360, skipped 0, shadow-error 0, error 5)",
+            "≤ 1%",
+        ],
+    ]
+    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 6 criteria not met)"
 
 
 def test_flags_override_the_gate_config(recent: Path, tmp_path: Path) -> None:
@@ -169,6 +357,7 @@ url = "{recent.name}"
 window = "1h"
 min_compared = 1000
 max_mismatch_rate = 0.05
+max_unproven_rate = 0.05
 methods = ["{REFUND_NAME}"]
 """,
         encoding="utf-8",
@@ -180,6 +369,7 @@ methods = ["{REFUND_NAME}"]
     assert [line.split()[:3] for line in by_config.stdout.splitlines() if line[:4] in ("PASS", "FAIL")] == [
         ["FAIL", REFUND_NAME, "compared"],
         ["PASS", REFUND_NAME, "real"],
+        ["PASS", REFUND_NAME, "unproven"],
     ], "only the required method is judged, against min_compared = 1000"
     by_flags = _gate("--config", str(config), "--min-compared", "5", cwd=elsewhere)
     assert by_flags.returncode == 0, by_flags.stdout
@@ -195,6 +385,22 @@ methods = ["{REFUND_NAME}"]
     )
     assert everything.returncode == 1
     assert f"FAIL  {GET_NAME}  real mismatch rate" in everything.stdout
+    judged = {tuple(line.split()[:3]) for line in everything.stdout.splitlines()}
+    assert ("PASS", GET_NAME, "unproven") in judged, "3.846% unproven is within the config's 5%"
+    strict = _gate(
+        "--config",
+        str(config),
+        "--min-compared",
+        "5",
+        "--require-method",
+        GET_NAME,
+        "--max-unproven-rate",
+        "0.01",
+    )
+    assert strict.returncode == 1
+    assert [line.split()[:3] for line in strict.stdout.splitlines() if line.startswith("FAIL")] == [
+        ["FAIL", GET_NAME, "unproven"]
+    ], "the flag overrides [gate] max_unproven_rate"
     short = _gate("--config", str(config), "--min-compared", "5", "--window", "1m")
     assert short.returncode == 1
     assert "not covered" in short.stdout
@@ -204,6 +410,7 @@ methods = ["{REFUND_NAME}"]
     ("args", "message"),
     [
         (["--max-mismatch-rate", "2"], "is not a share between 0 and 1"),
+        (["--max-unproven-rate", "1.5"], "is not a share between 0 and 1"),
         (["--min-compared", "-1"], "is not a count"),
         (["--window", "soon"], "is not a duration"),
         (["--bogus"], "unrecognized arguments"),
@@ -215,6 +422,15 @@ def test_usage_errors_exit_2(recent: Path, args: list[str], message: str) -> Non
     assert done.returncode == 2
     assert message in done.stderr
     assert done.stderr.startswith("shim: error: ")
+
+
+def test_a_bad_max_unproven_rate_in_the_config_exits_2(recent: Path, tmp_path: Path) -> None:
+    """[gate] max_unproven_rate must be a share between 0 and 1: anything else is a config error."""
+    config = tmp_path / "shim.toml"
+    config.write_text(f'[store]\nurl = "{recent}"\n[gate]\nmax_unproven_rate = 2\n', encoding="utf-8")
+    done = _gate("--config", str(config))
+    assert done.returncode == 2, done.stdout
+    assert "gate.max_unproven_rate: 2 is not a share between 0 and 1" in done.stderr
 
 
 def test_a_store_error_exits_2(tmp_path: Path) -> None:
@@ -244,4 +460,5 @@ def test_the_readme_config_examples_are_valid(tmp_path: Path) -> None:
     path.write_text("\n".join(blocks), encoding="utf-8")
     settings = load_file(path)
     assert settings["noise_relative"] == 0.2
+    assert settings["gate_max_unproven_rate"] == 0.01
     assert settings["gate_methods"] == ("bank.v1.Ledger/PostTrade", "bank.v1.Ledger/CancelTrade")

@@ -8,7 +8,9 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,9 @@ from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
 from shim.errors import StartupError
 from shim.routing import MethodSettings
+from shim.store import Store
 from shim.testing import running_shim
+from tests.shim.test_evidence import Records
 
 HERE = Path(sample_ledger.__file__).parent
 REGISTRY = DescriptorRegistry.from_files([HERE / "bank.binpb"])
@@ -197,6 +201,48 @@ async def test_promotion_is_refused_when_the_gate_fails_and_forced_with_an_audit
         True,
     )
     assert (change.who, change.reason) == ("ops", "read path first")
+
+
+async def test_promotion_is_refused_while_the_evidence_is_not_proven(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """150 clean matches and 10 tainted calls (6.25% unproven) are not proven: bk-primary is refused with the
+    count of each verdict; once a reload raises [gate] max_unproven_rate, the same evidence promotes, not
+    forced."""
+    store = str(tmp_path / "shim.db")
+    balance = "/bank.v1.Ledger/GetBalance"
+    evidence = Records()
+    evidence.add(method=balance, at=time.time() - 60, count=150)
+    evidence.add(
+        "tainted",
+        method=balance,
+        at=time.time() - 60,
+        real=[("cash", "10", "0")],
+        reason="key 'F1' out of step",
+        count=10,
+    )
+    opened = Store.open(store)
+    await opened.start()
+    try:
+        await evidence.write(opened)
+    finally:
+        await opened.close()
+    async with _shim(ledgers, store=store) as (shim, _, admin):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = refused.value.details() or ""
+        assert (
+            "bank.v1.Ledger/GetBalance unproven: not proven: 6.25% of 160 calls"
+            " (tainted 10, skipped 0, shadow-error 0, error 0) (needs ≤ 1%)"
+        ) in details
+        assert "compared:" not in details, "150 clean comparisons are enough"
+        assert (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode == "shadow"
+        assert shim.reconfigure(replace(shim.config, gate_max_unproven_rate=0.1)) == [], "reloadable"
+        promoted = await _set(admin, "bk-primary")
+        (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert promoted.default_mode == "bk-primary"
+    assert (change.to_mode, change.forced) == ("bk-primary", False)
 
 
 async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, RunningLedger]) -> None:

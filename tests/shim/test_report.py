@@ -27,6 +27,7 @@ from tests.shim.test_evidence import REFUND, SPAN, T0, Records
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = '<script>alert("bk")</script>'
+TAINTED = "0.00 (a write BK missed)"  # BK's value in the tainted call
 
 
 def _records(at: float = T0) -> Records:
@@ -42,9 +43,10 @@ def _records(at: float = T0) -> Records:
         bank_code=5,
         bk_code=3,
     )
-    r.add("tainted", at=at + 50, real=[("fee", "1", "2")], reason="missed write")
+    r.add("tainted", at=at + 50, real=[("cash", "100.00", TAINTED)], reason="missed write")
     r.add("shadow-error", at=at + 60, bk_code=None, bk_ms=None, reason="shadow timeout after 2s")
     r.add("skipped", at=at + 70, bk_code=None, bk_ms=None, reason="not mirrored")
+    r.add("error", at=at + 75, reason="the comparison failed: ValueError('undecodable')")
     r.add(method=REFUND, at=at + 80, count=2)
     return r
 
@@ -67,7 +69,8 @@ async def report(tmp_path: Path) -> Report:
 
 
 def test_the_terminal_shows_every_figure(report: Report) -> None:
-    """The tables hold each method's counts, rates, latencies, code pairs, paths and their class, rules."""
+    """The tables hold each method's counts, rates, latencies, code pairs, paths and their class, the paths
+    of tainted calls, rules, and the calls that did not match (errors too)."""
     out = io.StringIO()
     terminal(report, Console(file=out, width=250, color_system=None))
     text = out.getvalue()
@@ -75,25 +78,33 @@ def test_the_terminal_shows_every_figure(report: Report) -> None:
     cells = [cell.strip() for cell in get.split("│")[1:-1]]
     assert cells == [
         "pay.v1.Payments/Get",
-        "16",  # calls
-        "14",  # compared
-        "9 (64.3%)",  # matched
-        "2 (14.3%)",  # real mismatches: fee and status.code; request_id is noise
+        "17",  # calls
+        "13",  # compared: matched and mismatches
+        "4 (23.5%)",  # unproven: tainted, shadow error, skipped, error
+        "9 (69.2%)",  # matched
+        "2 (15.4%)",  # real mismatches: fee and status.code; request_id is noise
         "2",  # noise
         "1",  # tainted
         "3",  # tolerated
         "1",  # shadow errors
         "1",  # skipped
+        "1",  # errors
         "0",  # dropped
-        "1 / 4",  # Bank p50 / p99: nine of the 16 calls took 1 ms, one 4 ms
-        "2 / 9",  # BK p50 / p99: 13 measured, seven took 2 ms, one 9 ms
+        "1 / 4",  # Bank p50 / p99: ten of the 17 calls took 1 ms, one 4 ms
+        "2 / 9",  # BK p50 / p99: 15 measured, eight took 2 ms, one 9 ms
     ]
     assert re.search(r"pay\.v1\.Payments/Get\s+│\s+NOT_FOUND\s+│\s+INVALID_ARGUMENT\s+│\s+1 │", text)
     assert re.search(r"pay\.v1\.Payments/Get\s+│\s+OK\s+│\s+not called\s+│\s+2 │", text)
-    assert re.search(r"│ request_id\s+│\s+2 │\s+14.3% │\s+100% │ noise │", text)
-    assert re.search(r"│ fee\s+│\s+1 │\s+7.14% │\s+0% │ real\s+│ \"0.03\" → ", text)
+    assert re.search(r"│ request_id\s+│\s+2 │\s+15.4% │\s+100% │ noise │", text)
+    assert re.search(r"│ fee\s+│\s+1 │\s+7.69% │\s+0% │ real\s+│ \"0.03\" → ", text)
+    mismatched, tainted = text.split("Differing paths of tainted calls")
+    assert "cash" not in mismatched.split("Differing paths (real differences")[1], "not among mismatches"
+    assert re.search(
+        r"pay\.v1\.Payments/Get\s+│ cash\s+│\s+1 │ \"100.00\" → \"0.00 \(a write BK missed\)\"", tainted
+    )
     assert re.search(r"pay\.v1\.Payments/Get\s+│ decimal formatting │\s+3 │", text)
     assert "shadow timeout after 2s" in text, "--calls lists the calls that did not match"
+    assert "the comparison failed: ValueError('undecodable')" in text, "errors among them"
 
 
 def test_the_terminal_says_when_nothing_is_stored() -> None:
@@ -116,7 +127,7 @@ def _check_schema(data: dict[str, Any]) -> None:
         "calls",
         "calls_limit",
     }
-    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     assert set(data["window"]) == {"since", "until"}
     assert set(data["noise"]) == {"relative", "absolute"}
     for m in data["methods"]:
@@ -133,6 +144,9 @@ def _check_schema(data: dict[str, Any]) -> None:
             "tainted",
             "shadow_errors",
             "skipped",
+            "errors",
+            "unproven",
+            "unproven_rate",
             "tolerated",
             "tolerated_by_rule",
             "noise_sampled",
@@ -141,10 +155,12 @@ def _check_schema(data: dict[str, Any]) -> None:
             "latency_ms",
             "status_codes",
             "paths",
+            "tainted_paths",
             "series",
         }
         assert all(
-            isinstance(m[k], int) for k in ("calls", "compared", "matched", "real_mismatches", "dropped")
+            isinstance(m[k], int)
+            for k in ("calls", "compared", "matched", "real_mismatches", "errors", "unproven", "dropped")
         )
         assert set(m["latency_ms"]) == {"bank", "bk"}
         assert all(set(side) == {"count", "p50", "p99"} for side in m["latency_ms"].values())
@@ -163,6 +179,9 @@ def _check_schema(data: dict[str, Any]) -> None:
             }
             assert p["class"] in ("real", "noise")
             assert set(p["example"]) == {"bank", "bk"}
+        for t in m["tainted_paths"]:
+            assert set(t) == {"path", "kind", "calls", "example"}
+            assert set(t["example"]) == {"bank", "bk"}
         assert all(set(b) == {"start", "end", "compared", "real_mismatches"} for b in m["series"])
     for c in data["calls"] or ():
         assert set(c) == {
@@ -188,19 +207,25 @@ def test_json_follows_its_schema(report: Report) -> None:
     get = data["methods"][0]
     assert (get["method"], get["calls"], get["compared"], get["real_mismatches"]) == (
         "pay.v1.Payments/Get",
-        16,
-        14,
+        17,
+        13,
         2,
     )
-    assert get["real_mismatch_rate"] == pytest.approx(2 / 14)
-    assert get["latency_ms"]["bk"] == {"count": 14, "p50": 2.0, "p99": 9.0}
+    assert get["real_mismatch_rate"] == pytest.approx(2 / 13)
+    assert (get["tainted"], get["shadow_errors"], get["skipped"], get["errors"]) == (1, 1, 1, 1)
+    assert (get["unproven"], get["unproven_rate"]) == (4, pytest.approx(4 / 17))
+    assert get["tainted_paths"] == [
+        {"path": "cash", "kind": "changed", "calls": 1, "example": {"bank": "100.00", "bk": TAINTED}}
+    ]
+    assert "cash" not in {p["path"] for p in get["paths"]}
+    assert get["latency_ms"]["bk"] == {"count": 15, "p50": 2.0, "p99": 9.0}
     assert {"bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT", "calls": 1} in get["status_codes"]
     fee = next(p for p in get["paths"] if p["path"] == "fee")
     assert fee["example"] == {"bank": "0.03", "bk": HOSTILE}
     assert len(get["series"]) == 30
-    assert [c["verdict"] for c in data["calls"]] == ["skipped", "shadow-error", "tainted", "mismatch"] + [
+    assert [c["verdict"] for c in data["calls"]] == ["error", "skipped", "shadow-error", "tainted"] + [
         "mismatch"
-    ] * 3
+    ] * 4
     assert data["calls_limit"] == 50
 
 
@@ -211,7 +236,8 @@ async def test_json_without_calls_says_null(tmp_path: Path) -> None:
 
 
 def test_html_is_self_contained_escaped_and_charted(report: Report) -> None:
-    """One page: no external URL, no script, values escaped, the two kinds of chart as inline SVG."""
+    """One page: no external URL, no script, values escaped, the two kinds of chart as inline SVG; the
+    unproven share, the errors and the paths of tainted calls shown."""
     page = html(report)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "http://" not in page
@@ -225,6 +251,14 @@ def test_html_is_self_contained_escaped_and_charted(report: Report) -> None:
     assert "Verdicts explained" in page
     assert "Noise explained" in page
     assert "<style>" in page
+    assert "<th>unproven</th>" in page
+    assert "4 (23.5%)" in " ".join(page.split())
+    tainted = page[page.index("<h2>Differing paths of tainted calls</h2>") :]
+    tainted = tainted[: tainted.index("<h2>", 1)]
+    assert "<code>cash</code>" in tainted
+    assert "&#34;0.00 (a write BK missed)&#34;" in tainted
+    assert "<code>fee</code>" not in tainted, "a mismatch's path is not a tainted one"
+    assert "ValueError(&#39;undecodable&#39;)" in page, "error calls are listed with their reason"
 
 
 def _chromium() -> str:

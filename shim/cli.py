@@ -3,7 +3,7 @@
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
                [--rules FILE ...] [--diff-log FILE] [--store URL] [--retain DURATION]
-    shim resync [--config FILE | --store URL] [--list] [KEY ...]
+    shim resync [--config FILE] [--store URL] [--list | [--force] KEY ...]
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
     shim gate [--config FILE] [--store URL] [--window DURATION] [--min-compared N]
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim import mode_command
+from shim import mode_command, resync_command
 from shim.errors import ConfigError, ShimError
 
 if TYPE_CHECKING:
@@ -117,18 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         help="N shim processes on one port (SO_REUSEPORT), each with its own event loop (default 1)",
     )
 
-    resync = commands.add_parser(
-        "resync",
-        help="list the keys out of step, or mark keys in step again once BK has been brought in line",
-    )
-    resync.add_argument("--config", metavar="FILE", help="the shim's config file (for its [store])")
-    resync.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
-    resync.add_argument(
-        "--list", action="store_true", help="list the keys out of step (the default without KEY)"
-    )
-    resync.add_argument(
-        "keys", nargs="*", metavar="KEY", help='routing keys to resync ("*": the every-key mark)'
-    )
+    resync_command.add_parser(commands)
 
     report = commands.add_parser("report", help="count the stored comparisons: per method, path and rule")
     _store_flags(report)
@@ -440,28 +429,8 @@ async def serve(
 
 
 async def _resync(args: argparse.Namespace) -> int:
-    import time
-
-    from shim.store import Store
-
     url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
-    store = Store.open(url)
-    await store.start()
-    try:
-        if args.keys and not args.list:
-            done = set(await store.resync(args.keys))
-            for key in args.keys:
-                print(f"{key}: in step again" if key in done else f"{key}: was not out of step")
-            return 0
-        marks = await store.out_of_step()
-        if not marks:
-            print(f"no key is out of step ({store.url})")
-        for mark in marks:
-            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mark.since))
-            print(f"{mark.key}\tsince {when}\t{mark.method.lstrip('/')}: {mark.reason}")
-        return 0
-    finally:
-        await store.close()
+    return await resync_command.run(args, url)
 
 
 def _evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -368,7 +368,8 @@ def _shim(*argv: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[st
 
 def test_resync_finds_the_store_of_a_config_and_lists_marks_resyncs_keys(tmp_path: Path) -> None:
     """`shim resync --config FILE` opens the config's store (a path relative to the file): it lists the
-    keys out of step with since, method and reason, and resyncs the keys it is given."""
+    keys out of step with since, method and reason; a key cannot be verified without [reconcile] reads, and
+    --force resyncs it unverified."""
     from shim.store import OutOfStep, Store
 
     async def mark() -> None:
@@ -393,8 +394,11 @@ def test_resync_finds_the_store_of_a_config_and_lists_marks_resyncs_keys(tmp_pat
         "A1\tsince 2026-11-18T11:06:40Z\tbank.v1.Ledger/Deposit: Bank applied it (OK), BK timed out",
         "B2\tsince 2026-11-18T11:08:20Z\tbank.v1.Ledger/PostTrade: the client cancelled it",
     ]
-    done = _shim("resync", "--config", config, "B2")
-    assert (done.returncode, done.stdout) == (0, "B2: in step again\n")
+    unverified = _shim("resync", "--config", config, "B2")  # no [reconcile]: nothing to verify B2 with
+    assert unverified.returncode == 2
+    assert "has no [reconcile] table" in unverified.stderr
+    done = _shim("resync", "--config", config, "--force", "B2")
+    assert (done.returncode, done.stdout) == (0, "B2: in step again (forced, not verified)\n")
     assert _shim("resync", "--store", tmp_path / "state" / "shim.db").stdout.startswith("A1\t")
 
 

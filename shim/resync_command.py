@@ -1,0 +1,218 @@
+"""`shim resync`: the keys out of step, and putting keys back in step once both books agree.
+
+    shim resync --config shim.toml [--list]         each key out of step: since, the write, the last check
+    shim resync --config shim.toml KEY ...          verify each key, and clear the marks of those in step
+    shim resync --config shim.toml --force KEY ...  clear without verifying (recorded as forced)
+
+Verifying reads the key's state from both sides with the config's `[reconcile]
+reads` and compares them with the rules and the id map, exactly as a running
+shim checks a key out of step (`shim.verify`); the check is stored either way.
+A key whose sides differ, or that could not be read, keeps its mark, and the
+command says why. Exit status: 0 when every key named is in step now, 1 when
+one is still out of step, 2 when nothing could be done (a bad config, a store
+that cannot be opened).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from shim import config as config_mod
+from shim.errors import ShimError
+from shim.store import Store
+
+if TYPE_CHECKING:  # the commands that need grpc import it when they run
+    from shim.reconcile import Sweep
+
+EVERY_KEY = "*"  # an older shim's mark on every key (shim.steps)
+
+EXIT_OUT_OF_STEP = 1
+
+
+def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
+    resync = commands.add_parser(
+        "resync",
+        help="list the keys out of step, or verify keys and put those both books agree on back in step",
+        description="Without KEY (or with --list): each key out of step, since when, the write it missed, and"
+        " its last check. With KEY: each key is verified (both sides read with the config's [reconcile]"
+        " reads) and put back in step when they agree; --force clears without verifying. Exit 0 when every"
+        " key named is in step, 1 when one is not, 2 for a bad flag, config or store.",
+    )
+    resync.add_argument("--config", metavar="FILE", help="the shim's config file (its [store], [reconcile])")
+    resync.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
+    resync.add_argument("--bank", metavar="HOST:PORT", help="Bank, for verifying (overrides the config's)")
+    resync.add_argument("--bk", metavar="HOST:PORT", help="BK, for verifying (overrides the config's)")
+    resync.add_argument(
+        "--adapters", metavar="MODULE", help="BK speaks its own interface: the adapters in MODULE.ADAPTERS"
+    )
+    resync.add_argument(
+        "--timeout", metavar="DURATION", default="30s", help='each read\'s deadline (default "30s")'
+    )
+    resync.add_argument(
+        "--list", action="store_true", help="list the keys out of step (the default without KEY)"
+    )
+    resync.add_argument(
+        "--force", action="store_true", help="clear the marks without verifying (recorded as forced)"
+    )
+    resync.add_argument(
+        "keys",
+        nargs="*",
+        metavar="KEY",
+        help='routing keys to verify and resync ("*": an older shim\'s mark)',
+    )
+
+
+async def run(args: argparse.Namespace, url: str) -> int:
+    store = Store.open(url)
+    await store.start()
+    try:
+        if args.keys and not args.list:
+            return await _resync(args, store)
+        await _list(store)
+        return 0
+    finally:
+        await store.close()
+
+
+async def _list(store: Store) -> None:
+    from shim.verify import last_verifications
+
+    marks = await store.out_of_step()
+    if not marks:
+        print(f"no key is out of step ({store.url})")
+        return
+    checks = await last_verifications(store)
+    for mark in marks:
+        line = f"{mark.key}\tsince {_when(mark.since)}\t{mark.method.lstrip('/')}: {mark.reason}"
+        checked = checks.get(mark.key)
+        if checked is not None:
+            at, result, detail = checked
+            line += f"\tlast check {_when(at)}: {result}{_detail(result, detail)}"
+        print(line)
+
+
+async def _resync(args: argparse.Namespace, store: Store) -> int:
+    from shim.recording import replica_name
+    from shim.verify import IN_STEP, Verification, store_verification, verify_once
+
+    marks = {mark.key: mark for mark in await store.out_of_step()}
+    replica = replica_name()
+    if args.force:
+        for key in args.keys:
+            mark = marks.get(key)
+            if mark is None:
+                print(f"{key}: was not out of step")
+                continue
+            await store.clear_mark(key, mark.since)
+            store_verification(store, replica, Verification(key, time.time(), mark, "forced", "[]", True))
+            print(f"{key}: in step again (forced, not verified)")
+        await store.flush()
+        return 0
+    named = [key for key in args.keys if key in marks]
+    for key in args.keys:
+        if key not in marks:
+            print(f"{key}: was not out of step")
+    if EVERY_KEY in named:
+        raise ShimError('the "*" mark names no key that could be read: clear it with --force')
+    if not named:
+        return 0
+    if not args.config:
+        raise ShimError(
+            "verifying a key reads both sides with the config's [reconcile] reads: give --config FILE"
+            " (or --force to clear without verifying)"
+        )
+    sweep, close = await _sweep(args, store)
+    still = 0
+    try:
+        for key in named:
+            mark = marks[key]
+            result, detail = await verify_once(sweep.key, key, mark, store, replica)
+            if result == IN_STEP:
+                cleared = await store.clear_mark(key, mark.since)
+                outcome = "in step again" if cleared else "marked again meanwhile, kept"
+                print(f"{key}: verified in step: {outcome}")
+                still += not cleared
+            else:
+                still += 1
+                print(f"{key}: still out of step, {result}{_detail(result, detail)}")
+    finally:
+        await close()
+        await store.flush()
+    if still:
+        print("(when BK's book is right for a key anyway: shim resync --force KEY)")
+    return EXIT_OUT_OF_STEP if still else 0
+
+
+async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callable[[], Awaitable[None]]]:
+    from shim.adapters import AdaptedChannel, Channel, load_adapters
+    from shim.app import load_ids, load_registry, load_rules, upstream_channel
+    from shim.ids import IdBook
+    from shim.metrics import Counters
+    from shim.reconcile import Sweep, check
+
+    settings = config_mod.load_file(args.config)
+    for name in ("bank", "bk"):
+        target = getattr(args, name)
+        if target:
+            current = settings.get(name)
+            settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
+    if args.adapters:
+        settings["adapters"] = args.adapters
+    settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
+    config = config_mod.build(settings)
+    if config.reconcile is None:
+        raise ShimError(
+            f"{args.config} has no [reconcile] table: nothing says how to read a key (--force clears without"
+            " verifying)"
+        )
+    if config.bk is None:
+        raise ShimError("no BK upstream: give --bk HOST:PORT or [upstreams.bk] target")
+    registry = load_registry(config.descriptor_sets)
+    check(config.reconcile, registry)
+    assert registry is not None
+    rules = load_rules(config, registry)
+    fields = load_ids(config, registry)
+    adapters = load_adapters(config.method_adapters, config.adapters, registry)
+    counters = Counters()
+    bank = upstream_channel(config.bank, config)
+    bk_raw = upstream_channel(config.bk, config)
+    bk: Channel = AdaptedChannel(bk_raw, adapters, registry, counters) if adapters else bk_raw
+    ids = IdBook(fields, store, counters) if fields is not None else None
+    timeout = config_mod.parse_duration("--timeout", args.timeout)
+
+    async def close() -> None:
+        await bank.close()
+        await bk_raw.close()
+
+    return Sweep(config.reconcile, registry, rules, bank, bk, ids, timeout=timeout), close
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _detail(result: str, detail: str) -> str:
+    """A check's detail, in one line: the first differences, or why it could not conclude."""
+    if result in ("in-step", "forced"):
+        return ""
+    try:
+        differences = json.loads(detail)
+    except ValueError:
+        return f": {detail}"
+    if not isinstance(differences, list):
+        return f": {detail}"
+    shown = [
+        f"{d.get('method', '').rpartition('/')[2]} {d.get('path')} {d.get('bank')!r} -> {d.get('bk')!r}"
+        for d in differences[:3]
+        if isinstance(d, dict)
+    ]
+    more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+    return ": " + "; ".join(shown) + more if shown else ""
+
+
+__all__ = ["add_parser", "run"]

@@ -1,0 +1,420 @@
+"""Keys out of step are verified: both ledgers read, the mark cleared only when they agree, the check stored;
+`shim resync` verifies before clearing; a crash leaves marks for the writes it lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+import sample_ledger
+from comparators import Verdict
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim import _grpc_compat
+from shim.app import Shim
+from shim.config import load_file
+from shim.store import OutOfStep, Store
+from shim.testing import CapturingSink, running_shim
+from tests.backends import OPTIONS, Running
+from tests.services.custody import DESCRIPTOR_SET, Client, serve
+from tests.services.custody.server import Served
+from tests.shim.test_evidence_store import _shadow_args, shim_process
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTODY = ROOT / "tests" / "services" / "custody" / "shim.toml"
+SAMPLE = Path(sample_ledger.__file__).parent
+TIMEOUT = 20.0
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Wait for `condition()` to hold (checked every few milliseconds), or fail saying `what`."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {TIMEOUT}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def _custody_config(tmp_path: Path) -> Path:
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    shutil.copyfile(CUSTODY, config)
+    return config
+
+
+@contextlib.asynccontextmanager
+async def _custody(
+    tmp_path: Path, bugs: set[str], **overrides: Any
+) -> AsyncIterator[tuple[Shim, CapturingSink, Client, Served, Served]]:
+    """The custody ledger's Bank and BK (with `bugs`) behind a shim on its own config, with a SQLite store."""
+    settings = load_file(_custody_config(tmp_path))
+    settings.pop("mode")
+    settings.update(overrides)
+    bank, bk = await serve("bank"), await serve("bk", bugs=bugs)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, store=str(tmp_path / "shim.db"), **settings) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            yield shim, sink, Client(channel), bank, bk
+    finally:
+        await bank.stop()
+        await bk.stop()
+
+
+async def _open(client: Client, ref: str, funds: str) -> str:
+    opened = await client.call("OpenAccount", client_ref=ref, owner="Ada")
+    account: str = opened.message.account_id
+    await client.call("Deposit", account_id=account, amount=funds)
+    return account
+
+
+async def test_a_no_op_one_side_refused_is_verified_in_step_at_once_and_later_differences_count(
+    tmp_path: Path,
+) -> None:
+    """A transfer to the same account (Bank refuses it, BK books nothing) marks the account, which is checked
+    at once, found in step and cleared, the check stored; a later real difference there is a mismatch, not
+    tainted."""
+    async with _custody(tmp_path, {"same-account", "fee-rounding"}) as (shim, sink, client, _, _):
+        account = await _open(client, "ref-1", "100")
+        noop = await client.call("Transfer", from_account=account, to_account=account, amount="5")
+        await shim.drain()
+        assert shim.steps is not None
+        assert shim.verifier is not None
+        marks = dict(shim.steps.keys)
+        (check,) = [v for v in shim.verifier.results if v.key == account]
+        other = await _open(client, "ref-2", "100")
+        await client.call("Transfer", from_account=account, to_account=other, amount="12.345")  # rounds apart
+        await shim.drain()
+        comparisons = sink.comparisons
+        assert shim.store is not None
+        await shim.store.flush()
+        stored = await shim.store.select("SELECT key, result, reason FROM verifications")
+    assert noop.code == "INVALID_ARGUMENT"  # Bank's answer
+    assert marks == {}
+    assert (check.result, check.cleared, check.mark.method) == (
+        "in-step",
+        True,
+        "/custody.v1.Custody/Transfer",
+    )
+    assert "Bank answered INVALID_ARGUMENT" in check.mark.reason
+    assert stored == [(account, "in-step", check.mark.reason)]
+    rounded = [c for c in comparisons if c.method.endswith("/Transfer") and c.exchange.routing_key != account]
+    assert [(c.verdict, [d.path for d in c.real_differences]) for c in rounded] == [
+        (Verdict.MISMATCH, ["amount"])
+    ]
+
+
+async def test_a_key_whose_books_differ_stays_out_of_step_with_the_differences_recorded(
+    tmp_path: Path,
+) -> None:
+    """An account whose balance differs already (BK rounds a transfer apart) and that a no-op then marks is
+    checked and found different: the mark stays, the check records the differing balance, and later
+    differences there are tainted."""
+    async with _custody(tmp_path, {"same-account", "fee-rounding"}) as (shim, sink, client, _, _):
+        account, other = await _open(client, "ref-1", "100"), await _open(client, "ref-2", "100")
+        await client.call("Transfer", from_account=account, to_account=other, amount="12.345")
+        await client.call("Transfer", from_account=account, to_account=account, amount="1")
+        await client.call("GetBalance", account_id=account)
+        await shim.drain()
+        assert shim.steps is not None
+        assert shim.verifier is not None
+        marks = dict(shim.steps.keys)
+        checks = [v for v in shim.verifier.results if v.key == account]
+        balance = sink.comparisons[-1]
+    assert list(marks) == [account]
+    assert [(c.result, c.cleared) for c in checks] == [("differs", False)]
+    assert '"path":"balance"' in checks[0].detail
+    assert balance.method.endswith("/GetBalance")
+    assert balance.verdict is Verdict.TAINTED
+
+
+async def test_an_unknown_natural_key_is_not_tainted_by_another_accounts_mark(tmp_path: Path) -> None:
+    """A read by a client reference nobody opened names no known account: another account out of step
+    does not taint it, so BK's wrong refusal there is a real mismatch."""
+    async with _custody(tmp_path, {"same-account", "fee-rounding", "wrong-code"}) as (
+        shim,
+        sink,
+        client,
+        _,
+        _,
+    ):
+        account, other = await _open(client, "ref-1", "100"), await _open(client, "ref-2", "100")
+        await client.call("Transfer", from_account=account, to_account=other, amount="12.345")
+        await client.call("Transfer", from_account=account, to_account=account, amount="1")  # stays marked
+        await client.call("GetAccountByRef", client_ref="nobody")
+        await shim.drain()
+        assert shim.steps is not None
+        marks = dict(shim.steps.keys)
+        unknown = sink.comparisons[-1]
+    assert list(marks) == [account]
+    assert unknown.method.endswith("/GetAccountByRef")
+    assert unknown.verdict is Verdict.MISMATCH
+    assert next((d.path, d.bank, d.bk) for d in unknown.real_differences) == (
+        "status.code",
+        "NOT_FOUND",
+        "INVALID_ARGUMENT",
+    )
+
+
+async def test_a_read_by_a_natural_key_is_ordered_and_tainted_under_the_account(tmp_path: Path) -> None:
+    """A client reference learned from OpenAccount's answer (a key alias) puts a read by it on the account:
+    it is routed and tainted under the account id."""
+    async with _custody(tmp_path, {"same-account", "fee-rounding"}) as (shim, sink, client, _, _):
+        account, other = await _open(client, "ref-1", "100"), await _open(client, "ref-2", "100")
+        await client.call("Transfer", from_account=account, to_account=other, amount="12.345")
+        await client.call("Transfer", from_account=account, to_account=account, amount="1")
+        await client.call("GetAccountByRef", client_ref="ref-1")
+        await shim.drain()
+        by_ref = sink.comparisons[-1]
+        assert shim.aliases is not None
+        learned = await shim.aliases.lookup("client_ref", "ref-1")
+    assert learned == account
+    assert by_ref.exchange.routing_key == account
+    assert by_ref.verdict is Verdict.TAINTED
+
+
+# -- a BK that answers after the shadow timeout -----------------------------------------------------------
+
+
+class SlowProxy(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
+    """A real server in front of the sample BK that answers `slow` methods `delay` seconds late, after
+    forwarding them (BK applies them at once)."""
+
+    def __init__(self, target: str, slow: str, delay: float) -> None:
+        self.channel = aio.insecure_channel(target)
+        self.slow, self.delay = slow, delay
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+
+        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
+            call = self.channel.stream_stream(method)()
+            async for request in requests:
+                await _grpc_compat.send(call, request)
+            await _grpc_compat.close_sending(call)
+            answers = [answer async for answer in call]
+            if method.endswith(self.slow):
+                await asyncio.sleep(self.delay)  # the shim's shadow timeout passes meanwhile
+            for answer in answers:
+                await context.write(answer)
+            if await call.code() is not grpc.StatusCode.OK:
+                await context.abort(await call.code(), await call.details() or "")
+
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+@contextlib.asynccontextmanager
+async def _slow_bk(target: str, slow: str, delay: float) -> AsyncIterator[Running]:
+    proxy = SlowProxy(target, slow, delay)
+    server = aio.server(options=OPTIONS)
+    server.add_generic_rpc_handlers([proxy])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield Running(server, port)
+    finally:
+        await server.stop(None)
+        await proxy.channel.close()
+
+
+async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_background(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A deposit BK applies but answers after the shadow timeout marks its account; the background check,
+    once settled, reads both books (GetBalance, GetPortfolio), finds them equal and clears the mark."""
+    bank, bk = ledgers
+    settings = load_file(SAMPLE / "shim.toml")
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name)
+    settings.update(store=str(tmp_path / "shim.db"), verify_settle=0.2, noise_reads=0.0)
+    async with (
+        _slow_bk(bk.address, "/Deposit", 0.6) as front,
+        running_shim(bank.address, front.address, shadow_timeout=0.3, **settings) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
+        await stub.Deposit(pb.DepositRequest(account_id="S1", amount="5"))
+        await shim.drain()
+        assert shim.steps is not None
+        assert shim.verifier is not None
+        marked = dict(shim.steps.keys)
+        await asyncio.wait_for(shim.verifier.drain(), TIMEOUT)
+        after = dict(shim.steps.keys)
+        checks = [(v.key, v.result, v.cleared) for v in shim.verifier.results]
+        deposit = next(c for c in sink.comparisons if c.method.endswith("/Deposit"))
+    assert deposit.verdict is Verdict.SHADOW_ERROR
+    assert list(marked) == ["S1"]
+    assert "shadow timeout" in marked["S1"].reason
+    assert ("S1", "in-step", True) in checks
+    assert after == {}
+
+
+# -- shim resync -------------------------------------------------------------------------------------------
+
+
+async def _shim(*args: str | Path) -> tuple[int | None, str, str]:
+    """`python -m shim ARGS` as its own process (the event loop keeps serving Bank and BK meanwhile)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shim",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path: Path) -> None:
+    """`shim resync KEY` reads both books: an account they agree on is put back in step, one they differ
+    on keeps its mark (exit 1, the difference named), --force clears it anyway, and without a config
+    nothing is cleared unverified."""
+    async with _custody(tmp_path, {"fee-rounding"}) as (shim, _, client, bank, bk):
+        apart, other, untouched = [await _open(client, f"ref-{i}", "100") for i in range(3)]
+        await client.call("Transfer", from_account=other, to_account=apart, amount="7.105")  # a cent apart
+        await shim.drain()
+        assert shim.store is not None
+        shim.store.mark_out_of_step(
+            [OutOfStep(key, 1_795_000_000.0, "/x.Y/Z", "marked by hand") for key in (apart, untouched)]
+        )
+        await shim.store.flush()
+        db, config = tmp_path / "shim.db", tmp_path / "shim.toml"
+        common = ("resync", "--config", config, "--store", db, "--bank", bank.address, "--bk", bk.address)
+        unconfigured = await _shim("resync", "--store", db, apart)
+        verified = await _shim(*common, apart, untouched)
+        listed = await _shim(*common, "--list")
+        forced = await _shim(*common, "--force", apart, "A99")
+        left = await _shim("resync", "--store", db)
+    assert unconfigured[0] == 2
+    assert "give --config FILE (or --force to clear without verifying)" in unconfigured[2]
+    code, out, err = verified
+    assert code == 1, out + err
+    assert out.splitlines()[:2] == [
+        f"{apart}: still out of step, differs: GetBalance balance '107.11' -> '107.1'",
+        f"{untouched}: verified in step: in step again",
+    ]
+    assert listed[1].startswith(f"{apart}\tsince 2026-11-18T")
+    assert "last check " in listed[1]
+    assert ": differs: GetBalance balance" in listed[1]
+    assert (forced[0], forced[1]) == (
+        0,
+        f"{apart}: in step again (forced, not verified)\nA99: was not out of step\n",
+    )
+    assert left[1].startswith("no key is out of step")
+
+
+# -- a crash with mirrored writes in flight ----------------------------------------------------------------
+
+
+class HoldingProxy(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
+    """A real server in front of the sample BK that holds `held` calls (never forwarding them) until its
+    client goes away; `arrived` counts them."""
+
+    def __init__(self, target: str, held: str) -> None:
+        self.channel = aio.insecure_channel(target)
+        self.held = held
+        self.arrived = 0
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+
+        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
+            if method.endswith(self.held):
+                self.arrived += 1
+                await asyncio.Event().wait()  # until the call is cancelled: BK never gets it
+            call = self.channel.stream_stream(method)()
+            async for request in requests:
+                await _grpc_compat.send(call, request)
+            await _grpc_compat.close_sending(call)
+            async for answer in call:
+                await context.write(answer)
+            if await call.code() is not grpc.StatusCode.OK:
+                await context.abort(await call.code(), await call.details() or "")
+
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_step_and_checked(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """kill -9 while a mirrored deposit is in flight on BK: the next shim on the store finds its intent,
+    marks its account out of step (and only it), checks it (the books differ: BK never got the deposit),
+    and a read of that account is tainted, not a real mismatch."""
+    bank, bk = ledgers
+    proxy = HoldingProxy(bk.address, "/Deposit")
+    server = aio.server(options=OPTIONS)
+    server.add_generic_rpc_handlers([proxy])
+    front = Running(server, server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        (SAMPLE / "shim.toml")
+        .read_text()
+        .replace('"bank.binpb"', f'"{SAMPLE / "bank.binpb"}"')
+        .replace('"rules.toml"', f'"{SAMPLE / "rules.toml"}"')
+        + '\n[verify]\nsettle = "100ms"\n',
+        encoding="utf-8",
+    )
+    db = tmp_path / "shim.db"
+    try:
+        args = _shadow_args(bank, front, db, "--config", config)
+        async with shim_process(*args) as first, aio.insecure_channel(first.ready["listen"]) as channel:
+            stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            for account in ("K1", "K2"):
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="10"))
+            await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
+            await _until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
+            await first.kill_9()
+        async with shim_process(*args) as second, aio.insecure_channel(second.ready["listen"]) as channel:
+            listed: tuple[int | None, str, str] = (None, "", "")
+
+            async def checked() -> bool:
+                nonlocal listed
+                listed = await _shim("resync", "--store", db, "--list")
+                return "last check" in listed[1]
+
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while not await checked():
+                assert asyncio.get_running_loop().time() < deadline, listed
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="K1"))
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="K2"))
+    finally:
+        await server.stop(None)
+        await proxy.channel.close()
+    lines = listed[1].splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["K1"]
+    assert "bank.v1.Ledger/Deposit: a mirrored write was in flight when its shim" in lines[0]
+    assert "last check" in lines[0]
+    assert ": differs: GetBalance cash '15.00' -> '10'" in lines[0]
+    store = await _started(db)
+    try:
+        reads = await store.select(
+            "SELECT routing_key, verdict FROM comparisons WHERE method = ? ORDER BY at",
+            ("/bank.v1.Ledger/GetBalance",),
+        )
+    finally:
+        await store.close()
+    assert reads[-2:] == [("K1", "tainted"), ("K2", "match")]
+
+
+async def _started(path: Path) -> Store:
+    store = Store.open(str(path))
+    await store.start()
+    return store

@@ -1,0 +1,239 @@
+"""Inputs that used to fool the evidence: each now leaves a record that proves what it should, no more."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+import sample_ledger
+from comparators import Verdict
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim.config import load_file
+from shim.testing import running_shim
+from tests.services.venue import REGISTRY as VENUE
+from tests.services.venue.client import VenueClient
+from tests.services.venue.messages import BUY, new
+from tests.services.venue.server import serve as serve_venue
+from tests.shim import _payments as pay
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = Path(sample_ledger.__file__).parent
+DEPOSIT, GET_BALANCE = "/bank.v1.Ledger/Deposit", "/bank.v1.Ledger/GetBalance"
+
+
+def _sample_settings(**overrides: Any) -> dict[str, Any]:
+    settings = load_file(SAMPLE / "shim.toml")
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name)
+    return {**settings, "noise_reads": 0.0, **overrides}
+
+
+@contextlib.contextmanager
+def _down_port() -> Iterator[str]:
+    """An address that refuses connections: a port held bound and never listened on (nobody else gets it)."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    try:
+        yield f"127.0.0.1:{holder.getsockname()[1]}"
+    finally:
+        holder.close()
+
+
+async def _gate(store: Path) -> tuple[int | None, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shim",
+        "gate",
+        "--store",
+        str(store),
+        "--min-compared",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, out.decode()
+
+
+async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A request that does not decode names no key: it marks nothing (no "every key" mark), so BK's planted
+    wrong code on a later read is a real mismatch, and `shim gate` fails."""
+    bank, bk = ledgers
+    store = tmp_path / "shim.db"
+    async with (
+        running_shim(bank.address, bk.address, **_sample_settings(store=str(store))) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        with pytest.raises(aio.AioRpcError) as garbage:
+            await channel.unary_unary(DEPOSIT)(b"\xff\xff\xff\xff")
+        stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="G1", initial_deposit="10"))
+        with pytest.raises(aio.AioRpcError):
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="NOBODY"))  # BK's planted wrong code
+        await shim.drain()
+        assert shim.steps is not None
+        marks = dict(shim.steps.keys)
+        assert shim.store is not None
+        await shim.store.flush()
+        gate = await _gate(store)
+    assert garbage.value.code() is not grpc.StatusCode.OK
+    assert marks == {}
+    read = next(c for c in sink.comparisons if c.method == GET_BALANCE)
+    assert read.verdict is Verdict.MISMATCH
+    assert gate[0] == 1, gate[1]
+    failed = [line.split() for line in gate[1].splitlines() if line.startswith("FAIL")]
+    assert [words[1:5] for words in failed] == [["bank.v1.Ledger/GetBalance", "real", "mismatch", "rate"]]
+
+
+async def test_a_write_bank_never_received_is_not_sent_to_bk(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """With Bank down, a write gets UNAVAILABLE (as without the shim), BK is not sent it, and it is recorded
+    as skipped because the primary never received it: neither a mismatch of BK's nor a key out of step."""
+    _, bk = ledgers
+    with _down_port() as bank:
+        async with (
+            running_shim(bank, bk.address, **_sample_settings()) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(aio.AioRpcError) as refused:
+                await stub.OpenAccount(
+                    pb.OpenAccountRequest(account_id="D1", initial_deposit="10"), timeout=5
+                )
+            (comparison,) = await sink.wait_for(1)
+            await shim.drain()
+            assert shim.steps is not None
+            marks = dict(shim.steps.keys)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "D1" not in bk.servicer.book.accounts
+    assert comparison.verdict is Verdict.SKIPPED
+    assert comparison.exchange.shadow is None
+    assert (
+        comparison.reason
+        == "not mirrored: the primary never received the write (UNAVAILABLE before any answer)"
+    )
+    assert comparison.exchange.routing_key == "D1"
+    assert marks == {}
+
+
+async def test_an_unkeyed_write_that_times_out_on_bk_marks_nothing() -> None:
+    """A reverse naming an id nobody minted has no key; when BK does not answer it in time, no key (and no
+    "every key") goes out of step: it is counted as an unkeyed write out of step instead."""
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    gate = bk.payments.hold("Reverse")
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                shadow_timeout=0.3,
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            with pytest.raises(aio.AioRpcError) as refused:
+                await pay.Client(channel).reverse("M999")
+            (comparison,) = await sink.wait_for(1)
+            await shim.drain()
+            assert shim.steps is not None
+            marks = dict(shim.steps.keys)
+            unkeyed = shim.counters.get("unkeyed_writes_out_of_step", pay.REVERSE)
+    finally:
+        gate.release.set()
+        await bank.stop()
+        await bk.stop()
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert comparison.verdict is Verdict.SHADOW_ERROR
+    assert marks == {}
+    assert unkeyed == 1
+
+
+async def test_calls_the_breaker_skips_keep_their_correlation_id_and_key(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """A call not mirrored because the breaker is open is stored with the client's request id and its key, so
+    it can be traced to the client's call."""
+    bank, _ = ledgers
+    with _down_port() as bk:
+        settings = _sample_settings(shadow_breaker_failures=1, shadow_breaker_open_for=3600.0)
+        async with (
+            running_shim(bank.address, bk, **settings) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            for n, account in enumerate(("B1", "B2")):
+                await stub.OpenAccount(
+                    pb.OpenAccountRequest(account_id=account), metadata=(("x-request-id", f"req-{n}"),)
+                )
+                await shim.drain()
+            comparisons = await sink.wait_for(2)
+    skipped = comparisons[1]
+    assert skipped.verdict is Verdict.SKIPPED
+    assert "breaker is open" in skipped.reason
+    assert (skipped.exchange.correlation_id, skipped.exchange.routing_key) == ("req-1", "B2")
+
+
+async def test_a_session_left_open_holds_no_key_while_unkeyed_calls_and_other_keys_go_on(
+    tmp_path: Path,
+) -> None:
+    """A bidi session idle after its first order, an unkeyed cancel of an id nobody minted, an unkeyed
+    listing, and writes and reads on another account: all are mirrored and compared while the session
+    stays open, none waits for it into a shadow timeout."""
+    bank, bk = await serve_venue("bank"), await serve_venue("bk")
+    settings = load_file(ROOT / "tests" / "services" / "venue" / "shim.toml")
+    try:
+        async with (
+            running_shim(bank.address, bk.address, shadow_timeout=1.0, **_venue(settings)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = VenueClient(channel)
+            for account in ("A", "B"):
+                await client.open_account(account, "100000")
+            async with client.session() as session:
+                order = new("NewOrder", symbol="KO", side=BUY, quantity=150, limit_price="1")
+                await session.send(new("TradeRequest", account="A", new=order))
+                with pytest.raises(aio.AioRpcError):
+                    await client.cancel_order("O424242")
+                await client.list_open_orders("KO")
+                await client.submit_batch([new("NewOrderRequest", account="B", order=order)] * 2)
+                await client.get_account("B")
+                # while the session is still open: none of these waits for it
+                others = await sink.wait_for(6, within=5.0, where=lambda c: not c.method.endswith("/Trade"))
+            trade = await sink.wait_for(1, where=lambda c: c.method.endswith("/Trade"))
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert sorted(c.method.rpartition("/")[2] for c in others) == [
+        "CancelOrder",
+        "GetAccount",
+        "ListOpenOrders",
+        "OpenAccount",
+        "OpenAccount",
+        "SubmitBatch",
+    ]
+    assert [c.verdict for c in [*others, *trade]] == [Verdict.MATCH] * 7
+
+
+def _venue(settings: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(settings)
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name, None)
+    return {**settings, "registry": VENUE}

@@ -69,3 +69,18 @@ def test_the_reconcile_example_checks_against_the_sample_descriptors() -> None:
     (example,) = _toml_blocks("## Reconciling the books")
     registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
     check(parse(tomllib.loads(example)["reconcile"]), registry)
+
+
+def test_the_key_aliases_example_checks_against_the_custody_descriptors(tmp_path: Path) -> None:
+    """The [key_aliases] example of the "Key aliases" section is a valid declaration for the custody ledger
+    (tests/services/custody), the service it is taken from."""
+    from shim.aliases import fields_of
+    from tests.services.custody import REGISTRY as CUSTODY
+
+    (block,) = _toml_blocks("## Key aliases")
+    path = tmp_path / "aliases.toml"
+    path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
+    config = build(load_file(path))
+    fields = fields_of(config.key_aliases, CUSTODY)
+    assert fields is not None
+    assert sorted(fields.kinds) == ["client_ref"]

@@ -182,6 +182,23 @@ MISTAKES: list[object] = [
     pytest.param(BANK_TABLE + '[diff_log]\npath = ""\n', "diff_log.path", id="empty-path"),
     pytest.param("listen = \n", "not valid TOML", id="invalid-toml"),
     pytest.param(b'listen = "caf\xe9:1"\n', "not UTF-8", id="not-utf-8"),
+    pytest.param(BANK_TABLE + "[verify]\nsettle = 'soon'\n", "verify.settle", id="bad-verify-settle"),
+    pytest.param(BANK_TABLE + "[verify]\nattempts = 0\n", "verify.attempts", id="zero-verify-attempts"),
+    pytest.param(BANK_TABLE + "[verify]\nretries = 3\n", "verify.retries", id="unknown-verify-key"),
+    pytest.param(
+        BANK_TABLE + "[ordering]\nstream_hold = 'x'\n", "ordering.stream_hold", id="bad-stream-hold"
+    ),
+    pytest.param(BANK_TABLE + "[key_aliases]\nref = 3\n", "key_aliases.ref", id="alias-not-a-table"),
+    pytest.param(
+        BANK_TABLE + "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\n",
+        "key_aliases.ref.references",
+        id="alias-without-references",
+    ),
+    pytest.param(
+        BANK_TABLE + "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\nreferences = ['a.R.c']\nowner = 1\n",
+        "key_aliases.ref.owner: unknown setting",
+        id="alias-unknown-setting",
+    ),
 ]
 
 
@@ -610,3 +627,44 @@ def test_bad_tls_settings_are_one_clear_error(tmp_path: Path, text: str, says: s
     with pytest.raises(ConfigError) as caught:
         build(load_file(path))
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("alias", "key", "reference", "error"),
+    [
+        pytest.param(
+            "bank.v1.Trade.client_order_id",
+            "bank.v1.Trade.nope",
+            "bank.v1.CancelTradeRequest.trade_id",
+            "key_aliases.ref.key: bank.v1.Trade has no field 'nope'",
+            id="key",
+        ),
+        pytest.param(
+            "bank.v1.Trade.nope",
+            "bank.v1.Trade.account_id",
+            "bank.v1.CancelTradeRequest.trade_id",
+            "key_aliases.ref.alias: bank.v1.Trade has no field 'nope'",
+            id="alias",
+        ),
+        pytest.param(
+            "bank.v1.Trade.client_order_id",
+            "bank.v1.Trade.account_id",
+            "bank.v1.Nope.x",
+            "key_aliases.ref.references[0]: 'bank.v1.Nope.x' names no message field",
+            id="reference",
+        ),
+    ],
+)
+def test_key_aliases_are_checked_against_the_descriptors(
+    alias: str, key: str, reference: str, error: str
+) -> None:
+    """A key alias naming a field the descriptors lack is one start error naming the setting."""
+    from comparators import DescriptorRegistry
+    from shim.aliases import AliasKind, fields_of
+
+    registry = DescriptorRegistry.from_files(
+        [Path(__file__).resolve().parents[2] / "sample_ledger" / "bank.binpb"]
+    )
+    with pytest.raises(ConfigError) as caught:
+        fields_of([AliasKind("ref", alias, key, (reference,))], registry)
+    assert str(caught.value).startswith(error)

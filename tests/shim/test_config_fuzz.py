@@ -28,6 +28,8 @@ WORDS = [
     "redact", "fields", "key_env", "gate", "window", "min_compared", "max_mismatch_rate", "methods",
     "sampling", "by_key", "ordering", "strict", "read", "ids", "trade", "minted", "references",
     "owner_key", "learn_from", "scope", "rules", "rule", "regex", "name", "client_ca",
+    "max_unproven_rate", "stream_hold", "verify", "settle", "attempts", "key_aliases", "client_ref",
+    "alias", "bank.v1.Trade.client_order_id", "bank.v1.Trade.account_id",
     "bank.v1.Ledger/PostTrade", "bank.v1.Trade.trade_id", "shadow", "process", "thread", "2s", "30d",
 ]  # fmt: skip
 scalars = st.one_of(

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from google.protobuf import message
 from grpc import aio
 
@@ -80,6 +81,8 @@ _DEADLINE_EXCEEDED = 4
 _INTERNAL = 13
 
 Submit = Callable[[Exchange], None]
+
+_log = structlog.get_logger("shim.shadow")
 
 
 class Capture:
@@ -235,6 +238,8 @@ class Mirror:
         if not keys and decoded is not None and self._dispatcher.translation.needs_request(self.method):
             self._batch_keys.append("")  # a message with no key makes the batch unkeyed
         self._batch_keys.extend(keys)
+        if "" not in self._batch_keys:  # what a write cancelled before the primary answered would mark
+            self.keys = tuple(dict.fromkeys(self._batch_keys))
 
     def _admit_batch(self) -> None:
         """A batch takes its place when the primary answered, on the keys of all its messages."""
@@ -511,7 +516,7 @@ class Mirror:
                 verifier = dispatcher.verifier
                 if marks and verifier is not None and not shadow.local and not cancelled:
                     for mark in marks:  # both answered: check the key now, while the write holds its place
-                        await verifier.verify(mark.key, mark, held=True)
+                        await self._verify(verifier, mark)
         finally:
             # the ids it minted are learned and its keys marked: the calls behind it may go
             self._release_all()
@@ -552,6 +557,15 @@ class Mirror:
                 secondary=await asked_again(self._again),
             )
         )
+
+    async def _verify(self, verifier: Verifier, mark: OutOfStep) -> None:
+        """Check a key this write just put out of step; a failing check leaves the mark (and the background
+        checks) as they are, and never loses this call's record."""
+        try:
+            await verifier.verify(mark.key, mark, held=True)
+        except Exception as exc:
+            self._dispatcher.counters.inc("verification_errors", self.method)
+            _log.error("verification failed", key=mark.key, error=repr(exc))
 
     def _learn(self, primary: Outcome, shadow: Outcome) -> None:
         """Learn the pairs of the ids this call minted, from the two whole answers."""

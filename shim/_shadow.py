@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -141,12 +142,16 @@ class Mirror:
         self._batch_keys: list[str] = []
         # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
         self._names_unknown = False
-        self._steps: list[Ticket] = []  # one place per request message, for a request stream
+        # one place per request message of a session, from the first not yet released (`_released`)
+        self._steps: deque[Ticket] = deque()
+        self._stepped_count = 0  # request messages of a session that have their place
         self._stepped = asyncio.Event()  # a step was admitted (the writer may wait for one)
         self._fed = 0  # request messages handed over
         self._released = 0  # steps released so far
         self._sent = 0  # request messages sent to the shadow
-        self._progress: list[int] = []  # per primary answer: request messages it had been sent by then
+        # per primary answer: request messages it had been sent by then, from answer `_progress_base` on
+        self._progress: deque[int] = deque()
+        self._progress_base = 0
         self._shadow_answers = 0  # answer messages the shadow sent so far
         self._not_sampled = False
         self._stop = asyncio.Event()  # the call is given up while it waits in its lanes
@@ -305,6 +310,7 @@ class Mirror:
             self._admitted.set()
             return
         self._steps.append(dispatcher.lanes.enter(keys, self.is_write))
+        self._stepped_count += 1
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
         if index == 0:
             self._record_intent()
@@ -408,6 +414,7 @@ class Mirror:
         if self.task.done():
             translation.ids.settle(pendings)
         elif index in self._shadow_minted:
+            del self._minted[index]
             translation.pair(self.method, plan, found, self._shadow_minted.pop(index), self._first)
 
     def _shadow_message(self, index: int, payload: bytes) -> None:
@@ -420,7 +427,7 @@ class Mirror:
             self.method, plan, translation.decode_answers(plan, (payload,)), self._first
         )
         if index in self._minted:
-            translation.pair(self.method, plan, self._minted[index], found, self._first)
+            translation.pair(self.method, plan, self._minted.pop(index), found, self._first)
         else:
             self._shadow_minted[index] = found
 
@@ -447,16 +454,20 @@ class Mirror:
             self._call.cancel()
 
     def _release_steps(self, upto: int) -> None:
-        """The places of the request messages before `upto`: calls behind them may go."""
-        while self._released < min(upto, len(self._steps)):
-            self._steps[self._released].release()
+        """The places of the request messages before `upto`: calls behind them may go (and are forgotten)."""
+        while self._released < min(upto, self._stepped_count):
+            self._steps.popleft().release()
             self._released += 1
 
     def _caught_up(self) -> None:
         """Release the request messages the shadow has shown, by its answers, to have got past."""
-        answered = min(self._shadow_answers, len(self._progress))
-        if answered:
-            self._release_steps(min(self._progress[answered - 1], answered, self._sent))
+        answered = min(self._shadow_answers, self._progress_base + len(self._progress))
+        if not answered:
+            return
+        while self._progress_base < answered - 1:  # answers before the last one are no longer needed
+            self._progress.popleft()
+            self._progress_base += 1
+        self._release_steps(min(self._progress[0], answered, self._sent))
 
     def _held_long_enough(self, upto: int) -> None:
         """`stream_hold` after a message was sent: release it unless the shadow lags the primary's answers
@@ -467,7 +478,7 @@ class Mirror:
     def _release_all(self) -> None:
         if self._ticket is not None:
             self._ticket.release()
-        self._release_steps(len(self._steps))
+        self._release_steps(self._stepped_count)
 
     async def _run(self) -> None:
         try:
@@ -590,7 +601,8 @@ class Mirror:
     async def _in_turn(self) -> Outcome:
         """The shadow call, once the calls it follows in its lanes are done (or a stand-in outcome)."""
         started = time.perf_counter()
-        ticket = self._ticket if self._ticket is not None else (self._steps[0] if self._steps else None)
+        first_step = self._steps[0] if self._steps and not self._released else None
+        ticket = self._ticket if self._ticket is not None else first_step
         if ticket is not None and ticket.waiting_for and not await self._until(ticket.ready()):
             return self._given_up(time.perf_counter() - started, waiting=True)
         if self._stop.is_set():
@@ -647,13 +659,15 @@ class Mirror:
 
     async def _step_ready(self, index: int) -> bool:
         """Wait until request message `index` has its place in the lanes and its turn; False if given up."""
-        while index >= len(self._steps):
+        while index >= self._stepped_count:
             if self._not_sampled or self._stop.is_set() or self.task.done():
                 return not self._stop.is_set()
             self._stepped.clear()
             if not await self._until(self._stepped.wait()):
                 return False
-        step = self._steps[index]
+        if index < self._released:  # released already (held long enough)
+            return True
+        step = self._steps[index - self._released]
         return not step.waiting_for or await self._until(step.ready())
 
     async def _until(self, waiting: Any) -> bool:

@@ -10,56 +10,91 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from grpc import aio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from comparators import DescriptorRegistry
+from comparators.ids import IdFields
+from comparators.rules import RuleSet
 from shim import config as config_mod
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.app import load_ids, load_registry, load_rules, upstream_channel
 from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.reconcile import ReconcileError, Result, Sweep, check
+from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import Store, StoreError
 
 EXIT_DIFFERENT = 1
 EXIT_FAILED = 2
 
 
-async def reconcile(args: argparse.Namespace) -> int:
+@dataclass
+class Sides:
+    """What reading keys from both sides takes, from a config and the command's flags."""
+
+    config: config_mod.Config
+    reconcile: ReconcileSettings
+    registry: DescriptorRegistry
+    rules: RuleSet
+    fields: IdFields | None
+    bank: aio.Channel
+    bk_raw: aio.Channel
+    bk: Channel  # with the adapters in front, when BK speaks its own interface
+    counters: Counters
+
+    def sweep(self, ids: IdBook | None, out_of_step: dict[str, str] | None, timeout: float) -> Sweep:
+        return Sweep(self.reconcile, self.registry, self.rules, self.bank, self.bk, ids, out_of_step, timeout)
+
+    async def close(self) -> None:
+        await self.bank.close()
+        await self.bk_raw.close()
+
+
+def sides_of(args: argparse.Namespace, missing: str) -> Sides:
+    """The config (`--config`, with `--bank`, `--bk`, `--store`, `--adapters` over it), checked, and a channel
+    to each side; `missing` says what a config without [reconcile] cannot do."""
     settings = config_mod.load_file(args.config)
     for name in ("bank", "bk"):
         target = getattr(args, name)
         if target:
             current = settings.get(name)
             settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
-    if args.store:
+    if getattr(args, "store", None):
         settings["store"] = args.store
     if args.adapters:
         settings["adapters"] = args.adapters
     settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
     config = config_mod.build(settings)
     if config.reconcile is None:
-        raise ShimError(f"{args.config} has no [reconcile] table: nothing says what to sweep")
+        raise ShimError(f"{args.config} has no [reconcile] table: {missing}")
     if config.bk is None:
         raise ShimError("no BK upstream: give --bk HOST:PORT or [upstreams.bk] target")
-    timeout = config_mod.parse_duration("--timeout", args.timeout)
     registry = load_registry(config.descriptor_sets)
     check(config.reconcile, registry)
     assert registry is not None
     rules = load_rules(config, registry)
     fields = load_ids(config, registry)
     adapters = load_adapters(config.method_adapters, config.adapters, registry)
-    store = await _store(config.store)
     counters = Counters()
     bank = upstream_channel(config.bank, config)
     bk_raw = upstream_channel(config.bk, config)
     bk: Channel = AdaptedChannel(bk_raw, adapters, registry, counters) if adapters else bk_raw
+    return Sides(config, config.reconcile, registry, rules, fields, bank, bk_raw, bk, counters)
+
+
+async def reconcile(args: argparse.Namespace) -> int:
+    timeout = config_mod.parse_duration("--timeout", args.timeout)
+    sides = sides_of(args, "nothing says what to sweep")
+    config, fields, counters = sides.config, sides.fields, sides.counters
+    assert config.reconcile is not None
+    store = await _store(config.store)
     console = Console(stderr=True)
     try:
         ids = None
@@ -68,7 +103,7 @@ async def reconcile(args: argparse.Namespace) -> int:
             out_of_step = {mark.key: mark.reason for mark in await store.out_of_step()}
             if fields is not None:
                 ids = IdBook(fields, store, counters)
-        sweep = Sweep(config.reconcile, registry, rules, bank, bk, ids, out_of_step, timeout)
+        sweep = sides.sweep(ids, out_of_step, timeout)
         with Progress(
             TextColumn("[bold]keys read from both sides"),
             BarColumn(),
@@ -83,8 +118,7 @@ async def reconcile(args: argparse.Namespace) -> int:
         print(f"shim reconcile: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        await bank.close()
-        await bk_raw.close()
+        await sides.close()
         if store is not None:
             await store.close()
     if args.json:

@@ -19,7 +19,6 @@ import argparse
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
@@ -149,47 +148,13 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callable[[], Awaitable[None]]]:
-    from shim.adapters import AdaptedChannel, Channel, load_adapters
-    from shim.app import load_ids, load_registry, load_rules, upstream_channel
     from shim.ids import IdBook
-    from shim.metrics import Counters
-    from shim.reconcile import Sweep, check
+    from shim.reconcile_command import sides_of
 
-    settings = config_mod.load_file(args.config)
-    for name in ("bank", "bk"):
-        target = getattr(args, name)
-        if target:
-            current = settings.get(name)
-            settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
-    if args.adapters:
-        settings["adapters"] = args.adapters
-    settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
-    config = config_mod.build(settings)
-    if config.reconcile is None:
-        raise ShimError(
-            f"{args.config} has no [reconcile] table: nothing says how to read a key (--force clears without"
-            " verifying)"
-        )
-    if config.bk is None:
-        raise ShimError("no BK upstream: give --bk HOST:PORT or [upstreams.bk] target")
-    registry = load_registry(config.descriptor_sets)
-    check(config.reconcile, registry)
-    assert registry is not None
-    rules = load_rules(config, registry)
-    fields = load_ids(config, registry)
-    adapters = load_adapters(config.method_adapters, config.adapters, registry)
-    counters = Counters()
-    bank = upstream_channel(config.bank, config)
-    bk_raw = upstream_channel(config.bk, config)
-    bk: Channel = AdaptedChannel(bk_raw, adapters, registry, counters) if adapters else bk_raw
-    ids = IdBook(fields, store, counters) if fields is not None else None
+    sides = sides_of(args, "nothing says how to read a key (--force clears without verifying)")
     timeout = config_mod.parse_duration("--timeout", args.timeout)
-
-    async def close() -> None:
-        await bank.close()
-        await bk_raw.close()
-
-    return Sweep(config.reconcile, registry, rules, bank, bk, ids, timeout=timeout), close
+    ids = IdBook(sides.fields, store, sides.counters) if sides.fields is not None else None
+    return sides.sweep(ids, None, timeout), sides.close
 
 
 def _when(at: float) -> str:

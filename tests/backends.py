@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from shim import _grpc_compat
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests._proto.grpc.testing import interop_pb2_grpc as pb_grpc
 
@@ -159,3 +161,59 @@ async def scripted_server(
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     return Running(server, port)
+
+
+class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
+    """A real server in front of another that forwards every call, with faults a test switches on:
+
+    - `failing`: every call is answered UNAVAILABLE ("BK is down"), not forwarded;
+    - `held`: methods (by name suffix, "/Deposit") held at arrival and never forwarded, until the caller
+      goes away (`arrived` counts them);
+    - `late`: methods forwarded at once but answered that many seconds late.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.channel = aio.insecure_channel(target)
+        self.failing = False
+        self.held: set[str] = set()
+        self.late: dict[str, float] = {}
+        self.arrived = 0
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+
+        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
+            if self.failing:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "BK is down")
+            if any(method.endswith(name) for name in self.held):
+                self.arrived += 1
+                await asyncio.Event().wait()  # until the call is cancelled: the server behind never gets it
+            call = self.channel.stream_stream(method)()
+            async for request in requests:
+                await _grpc_compat.send(call, request)
+            await _grpc_compat.close_sending(call)
+            answers = [answer async for answer in call]
+            delay = next((d for name, d in self.late.items() if method.endswith(name)), 0.0)
+            if delay:
+                await asyncio.sleep(delay)  # the call was applied; its answer comes late
+            for answer in answers:
+                await context.write(answer)
+            if await call.code() is not grpc.StatusCode.OK:
+                await context.abort(await call.code(), await call.details() or "")
+
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+@contextlib.asynccontextmanager
+async def forwarding(target: str) -> AsyncIterator[tuple[Forwarder, Running]]:
+    """A Forwarder in front of `target`, served on a free loopback port, stopped on exit."""
+    forwarder = Forwarder(target)
+    server = aio.server(options=OPTIONS)
+    server.add_generic_rpc_handlers([forwarder])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield forwarder, Running(server, port)
+    finally:
+        await server.stop(None)
+        await forwarder.channel.close()

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
 from google.protobuf.descriptor import FileDescriptor
 
 from comparators import DescriptorRegistry
 from comparators.descriptors import descriptor_set_of as descriptor_set
 
-__all__ = ["descriptor_set", "registry_of"]
+__all__ = ["descriptor_set", "registry_of", "shim_command"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def registry_of(*files: FileDescriptor) -> DescriptorRegistry:
     registry = DescriptorRegistry()
     registry.add_set(descriptor_set(*files))
     return registry
+
+
+async def shim_command(*args: str | Path) -> tuple[int | None, str, str]:
+    """`python -m shim ARGS` as its own process, while the test's event loop keeps serving its servers:
+    (exit status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shim",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    return process.returncode, out.decode(), err.decode()

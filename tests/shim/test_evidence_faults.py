@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import load_file
 from shim.testing import running_shim
+from tests.helpers import shim_command
 from tests.services.venue import REGISTRY as VENUE
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, new
@@ -50,24 +49,6 @@ def _down_port() -> Iterator[str]:
         holder.close()
 
 
-async def _gate(store: Path) -> tuple[int | None, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shim",
-        "gate",
-        "--store",
-        str(store),
-        "--min-compared",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    return process.returncode, out.decode()
-
-
 async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -90,12 +71,12 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
         marks = dict(shim.steps.keys)
         assert shim.store is not None
         await shim.store.flush()
-        gate = await _gate(store)
+        gate = await shim_command("gate", "--store", store, "--min-compared", "1")
     assert garbage.value.code() is not grpc.StatusCode.OK
     assert marks == {}
     read = next(c for c in sink.comparisons if c.method == GET_BALANCE)
     assert read.verdict is Verdict.MISMATCH
-    assert gate[0] == 1, gate[1]
+    assert gate[0] == 1, gate[1] + gate[2]
     failed = [line.split() for line in gate[1].splitlines() if line.startswith("FAIL")]
     assert [words[1:5] for words in failed] == [["bank.v1.Ledger/GetBalance", "real", "mismatch", "rate"]]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ from comparators import Comparison, DescriptorRegistry, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim import _grpc_compat
 from shim.config import load_file, load_rules_file
 from shim.routing import MethodSettings
 from shim.testing import running_shim
-from tests.backends import OPTIONS, Running
+from tests.backends import forwarding
 
 HERE = Path(sample_ledger.__file__).parent
 REGISTRY = DescriptorRegistry.from_files([HERE / "bank.binpb"])
@@ -34,40 +32,6 @@ METHODS = {
 }
 DEPOSIT, GET_BALANCE = "/bank.v1.Ledger/Deposit", "/bank.v1.Ledger/GetBalance"
 TIMEOUT = 10.0
-
-
-class FlakyProxy(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    """A real server in front of the sample BK that answers UNAVAILABLE while `failing` is set."""
-
-    def __init__(self, target: str) -> None:
-        self.failing = False
-        self.channel = aio.insecure_channel(target)
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-
-        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
-            if self.failing:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "BK is down")
-            call = self.channel.stream_stream(method)()
-            async for request in requests:
-                await _grpc_compat.send(call, request)
-            await _grpc_compat.close_sending(call)
-            async for answer in call:
-                await context.write(answer)
-            if await call.code() is not grpc.StatusCode.OK:
-                await context.abort(await call.code(), await call.details() or "")
-
-        return grpc.stream_stream_rpc_method_handler(forward)
-
-
-async def _proxy(target: str) -> tuple[FlakyProxy, Running]:
-    proxy = FlakyProxy(target)
-    server = aio.server(options=OPTIONS)
-    server.add_generic_rpc_handlers([proxy])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return proxy, Running(server, port)
 
 
 def _stub(channel: aio.Channel) -> Any:
@@ -102,7 +66,6 @@ async def test_missed_writes_put_their_accounts_out_of_step_until_resynced(
     missed a write are out of step (in the store), mismatches on them are tainted while the other
     accounts still match; `shim resync` puts an account back in step and its mismatches count again."""
     bank, bk = ledgers
-    proxy, front = await _proxy(bk.address)
     store = tmp_path / "shim.db"
     settings: dict[str, Any] = {
         "registry": REGISTRY,
@@ -115,56 +78,53 @@ async def test_missed_writes_put_their_accounts_out_of_step_until_resynced(
         "shadow_breaker_failures": 2,
         "shadow_breaker_open_for": 3600.0,
     }
-    try:
-        async with (
-            running_shim(bank.address, front.address, **settings) as (shim, sink),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            stub = _stub(channel)
-            for account in ("A", "B", "C", "D"):
-                await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100"))
+    async with (
+        forwarding(bk.address) as (proxy, front),
+        running_shim(bank.address, front.address, **settings) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub = _stub(channel)
+        for account in ("A", "B", "C", "D"):
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100"))
+        await shim.drain()
+        proxy.failing = True
+        answers = []
+        for account in ("A", "B", "C"):  # A and B: shadow errors that open the breaker; C: not mirrored
+            answers.append(await stub.Deposit(pb.DepositRequest(account_id=account, amount="5")))
             await shim.drain()
-            proxy.failing = True
-            answers = []
-            for account in ("A", "B", "C"):  # A and B: shadow errors that open the breaker; C: not mirrored
-                answers.append(await stub.Deposit(pb.DepositRequest(account_id=account, amount="5")))
-                await shim.drain()
-            assert shim.dispatcher is not None
-            assert shim.dispatcher.breaker.state == "open"
-            assert [a.cash for a in answers] == ["105.00", "105.00", "105.00"]  # Bank's answers
-            assert shim.steps is not None
-            assert sorted(shim.steps.keys) == ["A", "B", "C"]
-            assert shim.counters.get("keys_out_of_step") == 3
-            assert (shim.counters.get("shadow_breaker_skipped"), shim.dispatcher.breaker.state) == (1, "open")
-            assert store.exists()
-            listed = _resync(store, "--list")
-            assert [line.split("\t")[0] for line in listed.splitlines()] == ["A", "B", "C"]
-            assert "BK is down" in listed  # the shadow's own error, as the reason
+        assert shim.dispatcher is not None
+        assert shim.dispatcher.breaker.state == "open"
+        assert [a.cash for a in answers] == ["105.00", "105.00", "105.00"]  # Bank's answers
+        assert shim.steps is not None
+        assert sorted(shim.steps.keys) == ["A", "B", "C"]
+        assert shim.counters.get("keys_out_of_step") == 3
+        assert (shim.counters.get("shadow_breaker_skipped"), shim.dispatcher.breaker.state) == (1, "open")
+        assert store.exists()
+        listed = _resync(store, "--list")
+        assert [line.split("\t")[0] for line in listed.splitlines()] == ["A", "B", "C"]
+        assert "BK is down" in listed  # the shadow's own error, as the reason
 
-            proxy.failing = False
-            shim.dispatcher.breaker.record(ok=True)  # as a successful probe would
-            for account in ("A", "D"):
-                await stub.GetBalance(pb.GetBalanceRequest(account_id=account))
-            await shim.drain()
-            reads = await sink.wait_for(2, where=lambda c: c.method == GET_BALANCE)
-            assert [(c.exchange.routing_key, c.verdict) for c in reads] == [
-                ("A", Verdict.TAINTED),
-                ("D", Verdict.MATCH),
-            ]
-            assert "key 'A' out of step since" in reads[0].reason
-            assert [d.path for d in reads[0].real_differences] == ["cash"]
+        proxy.failing = False
+        shim.dispatcher.breaker.record(ok=True)  # as a successful probe would
+        for account in ("A", "D"):
+            await stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+        await shim.drain()
+        reads = await sink.wait_for(2, where=lambda c: c.method == GET_BALANCE)
+        assert [(c.exchange.routing_key, c.verdict) for c in reads] == [
+            ("A", Verdict.TAINTED),
+            ("D", Verdict.MATCH),
+        ]
+        assert "key 'A' out of step since" in reads[0].reason
+        assert [d.path for d in reads[0].real_differences] == ["cash"]
 
-            forced = _resync(store, "--force", "A", "Z")
-            assert forced == "A: in step again (forced, not verified)\nZ: was not out of step\n"
-            await _until(lambda: "A" not in shim.steps.keys, "the running shim sees A resynced")
-            await stub.GetBalance(pb.GetBalanceRequest(account_id="A"))
-            await shim.drain()
-            again = await sink.wait_for(3, where=lambda c: c.method == GET_BALANCE)
-            assert again[2].verdict is Verdict.MISMATCH  # BK still lacks the deposit: a real difference now
-            assert sorted(shim.steps.keys) == ["B", "C"]
-    finally:
-        await front.stop()
-        await proxy.channel.close()
+        forced = _resync(store, "--force", "A", "Z")
+        assert forced == "A: in step again (forced, not verified)\nZ: was not out of step\n"
+        await _until(lambda: "A" not in shim.steps.keys, "the running shim sees A resynced")
+        await stub.GetBalance(pb.GetBalanceRequest(account_id="A"))
+        await shim.drain()
+        again = await sink.wait_for(3, where=lambda c: c.method == GET_BALANCE)
+        assert again[2].verdict is Verdict.MISMATCH  # BK still lacks the deposit: a real difference now
+        assert sorted(shim.steps.keys) == ["B", "C"]
 
 
 def _both_refused(comparison: Comparison) -> bool:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc import aio
 
 import sample_ledger
@@ -19,12 +17,12 @@ from comparators import Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim import _grpc_compat
 from shim.app import Shim
 from shim.config import load_file
 from shim.store import OutOfStep, Store
 from shim.testing import CapturingSink, running_shim
-from tests.backends import OPTIONS, Running
+from tests.backends import forwarding
+from tests.helpers import shim_command
 from tests.services.custody import DESCRIPTOR_SET, Client, serve
 from tests.services.custody.server import Served
 from tests.shim.test_evidence_store import _shadow_args, shim_process
@@ -189,47 +187,6 @@ async def test_a_read_by_a_natural_key_is_ordered_and_tainted_under_the_account(
 # -- a BK that answers after the shadow timeout -----------------------------------------------------------
 
 
-class SlowProxy(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    """A real server in front of the sample BK that answers `slow` methods `delay` seconds late, after
-    forwarding them (BK applies them at once)."""
-
-    def __init__(self, target: str, slow: str, delay: float) -> None:
-        self.channel = aio.insecure_channel(target)
-        self.slow, self.delay = slow, delay
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-
-        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
-            call = self.channel.stream_stream(method)()
-            async for request in requests:
-                await _grpc_compat.send(call, request)
-            await _grpc_compat.close_sending(call)
-            answers = [answer async for answer in call]
-            if method.endswith(self.slow):
-                await asyncio.sleep(self.delay)  # the shim's shadow timeout passes meanwhile
-            for answer in answers:
-                await context.write(answer)
-            if await call.code() is not grpc.StatusCode.OK:
-                await context.abort(await call.code(), await call.details() or "")
-
-        return grpc.stream_stream_rpc_method_handler(forward)
-
-
-@contextlib.asynccontextmanager
-async def _slow_bk(target: str, slow: str, delay: float) -> AsyncIterator[Running]:
-    proxy = SlowProxy(target, slow, delay)
-    server = aio.server(options=OPTIONS)
-    server.add_generic_rpc_handlers([proxy])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield Running(server, port)
-    finally:
-        await server.stop(None)
-        await proxy.channel.close()
-
-
 async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_background(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -241,10 +198,11 @@ async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_backgroun
         settings.pop(name)
     settings.update(store=str(tmp_path / "shim.db"), verify_settle=0.2, noise_reads=0.0)
     async with (
-        _slow_bk(bk.address, "/Deposit", 0.6) as front,
+        forwarding(bk.address) as (slow, front),
         running_shim(bank.address, front.address, shadow_timeout=0.3, **settings) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
+        slow.late["/Deposit"] = 0.6  # BK applies a deposit, and answers after the shadow timeout
         stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
         await stub.Deposit(pb.DepositRequest(account_id="S1", amount="5"))
@@ -266,21 +224,6 @@ async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_backgroun
 # -- shim resync -------------------------------------------------------------------------------------------
 
 
-async def _shim(*args: str | Path) -> tuple[int | None, str, str]:
-    """`python -m shim ARGS` as its own process (the event loop keeps serving Bank and BK meanwhile)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shim",
-        *map(str, args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path: Path) -> None:
     """`shim resync KEY` reads both books: an account they agree on is put back in step, one they differ
     on keeps its mark (exit 1, the difference named), --force clears it anyway, and without a config
@@ -296,11 +239,11 @@ async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path
         await shim.store.flush()
         db, config = tmp_path / "shim.db", tmp_path / "shim.toml"
         common = ("resync", "--config", config, "--store", db, "--bank", bank.address, "--bk", bk.address)
-        unconfigured = await _shim("resync", "--store", db, apart)
-        verified = await _shim(*common, apart, untouched)
-        listed = await _shim(*common, "--list")
-        forced = await _shim(*common, "--force", apart, "A99")
-        left = await _shim("resync", "--store", db)
+        unconfigured = await shim_command("resync", "--store", db, apart)
+        verified = await shim_command(*common, apart, untouched)
+        listed = await shim_command(*common, "--list")
+        forced = await shim_command(*common, "--force", apart, "A99")
+        left = await shim_command("resync", "--store", db)
     assert unconfigured[0] == 2
     assert "give --config FILE (or --force to clear without verifying)" in unconfigured[2]
     code, out, err = verified
@@ -322,34 +265,6 @@ async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path
 # -- a crash with mirrored writes in flight ----------------------------------------------------------------
 
 
-class HoldingProxy(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    """A real server in front of the sample BK that holds `held` calls (never forwarding them) until its
-    client goes away; `arrived` counts them."""
-
-    def __init__(self, target: str, held: str) -> None:
-        self.channel = aio.insecure_channel(target)
-        self.held = held
-        self.arrived = 0
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-
-        async def forward(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
-            if method.endswith(self.held):
-                self.arrived += 1
-                await asyncio.Event().wait()  # until the call is cancelled: BK never gets it
-            call = self.channel.stream_stream(method)()
-            async for request in requests:
-                await _grpc_compat.send(call, request)
-            await _grpc_compat.close_sending(call)
-            async for answer in call:
-                await context.write(answer)
-            if await call.code() is not grpc.StatusCode.OK:
-                await context.abort(await call.code(), await call.details() or "")
-
-        return grpc.stream_stream_rpc_method_handler(forward)
-
-
 async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_step_and_checked(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -357,11 +272,6 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
     marks its account out of step (and only it), checks it (the books differ: BK never got the deposit),
     and a read of that account is tainted, not a real mismatch."""
     bank, bk = ledgers
-    proxy = HoldingProxy(bk.address, "/Deposit")
-    server = aio.server(options=OPTIONS)
-    server.add_generic_rpc_handlers([proxy])
-    front = Running(server, server.add_insecure_port("127.0.0.1:0"))
-    await server.start()
     config = tmp_path / "shim.toml"
     config.write_text(
         (SAMPLE / "shim.toml")
@@ -372,8 +282,9 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
         encoding="utf-8",
     )
     db = tmp_path / "shim.db"
-    try:
-        args = _shadow_args(bank, front, db, "--config", config)
+    async with forwarding(bk.address) as (proxy, front):
+        proxy.held.add("/Deposit")  # BK never gets the deposit
+        args = _shadow_args(bank, front, db, "--config", config)  # type: ignore[arg-type]
         async with shim_process(*args) as first, aio.insecure_channel(first.ready["listen"]) as channel:
             stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
             for account in ("K1", "K2"):
@@ -386,7 +297,7 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
 
             async def checked() -> bool:
                 nonlocal listed
-                listed = await _shim("resync", "--store", db, "--list")
+                listed = await shim_command("resync", "--store", db, "--list")
                 return "last check" in listed[1]
 
             deadline = asyncio.get_running_loop().time() + TIMEOUT
@@ -395,9 +306,6 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
             stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
             await stub.GetBalance(pb.GetBalanceRequest(account_id="K1"))
             await stub.GetBalance(pb.GetBalanceRequest(account_id="K2"))
-    finally:
-        await server.stop(None)
-        await proxy.channel.close()
     lines = listed[1].splitlines()
     assert [line.split("\t")[0] for line in lines] == ["K1"]
     assert "bank.v1.Ledger/Deposit: a mirrored write was in flight when its shim" in lines[0]

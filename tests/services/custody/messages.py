@@ -7,15 +7,10 @@
 
 from __future__ import annotations
 
-import functools
-import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2
-
-from comparators import DescriptorRegistry
+from tests.services._protoc import descriptor_set, registry_of
 
 HERE = Path(__file__).parent
 PROTO = HERE / "custody.proto"
@@ -23,41 +18,8 @@ PACKAGE = "custody.v1"
 SERVICE = f"{PACKAGE}.Custody"
 
 
-class CompileError(RuntimeError):
-    """protoc refused custody.proto."""
-
-
-@functools.cache
-def compile_descriptor_set() -> bytes:
-    """custody.proto as a serialized FileDescriptorSet (compiled once per process)."""
-    from grpc_tools import protoc  # imported here: only this needs protoc
-
-    well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/timestamp.proto
-    with tempfile.TemporaryDirectory(prefix="custody-proto-") as tmp:
-        out = Path(tmp) / "custody.binpb"
-        argv = [
-            "protoc",
-            f"-I{HERE}",
-            f"-I{well_known}",
-            "--include_imports",
-            f"--descriptor_set_out={out}",
-            PROTO.name,
-        ]
-        if protoc.main(argv) != 0:
-            raise CompileError(f"protoc failed on {PROTO}")
-        return out.read_bytes()
-
-
-DESCRIPTOR_SET: bytes = compile_descriptor_set()
-
-
-def _registry() -> DescriptorRegistry:
-    registry = DescriptorRegistry()
-    registry.add_set(descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_SET), source=str(PROTO))
-    return registry
-
-
-REGISTRY = _registry()
+DESCRIPTOR_SET: bytes = descriptor_set(PROTO)
+REGISTRY = registry_of(PROTO)
 METHODS = tuple(path.rpartition("/")[2] for path in REGISTRY.methods if path.startswith(f"/{SERVICE}/"))
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from grpc import aio
 from comparators import Comparison, Verdict
 from shim.config import load_file
 from shim.testing import running_shim
+from tests.helpers import shim_command
 from tests.services.custody import BUGS, DESCRIPTOR_SET, REGISTRY, Answer, Client, Result, serve
 from tests.services.custody._attribution import Facts, explain
 from tests.services.custody.workload import book_of, run_workload
@@ -74,18 +74,9 @@ def _config(tmp_path: Path) -> Path:
 
 
 async def _shim_command(*args: str) -> tuple[int | None, str]:
-    """`python -m shim ARGS` as its own process (the event loop keeps serving Bank and BK meanwhile)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shim",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=90)
-    return process.returncode, out.decode()
+    """`python -m shim ARGS` (exit status, and what it printed on both streams)."""
+    code, out, err = await shim_command(*args)
+    return code, out + err
 
 
 async def _run(tmp_path: Path, bugs: Iterable[str], *, write_while_bank_is_down: bool) -> Run:

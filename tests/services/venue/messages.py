@@ -7,15 +7,12 @@
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2
 
-from comparators import DescriptorRegistry
+from tests.services._protoc import descriptor_set, registry_of
 
 HERE = Path(__file__).parent
 PROTO = HERE / "venue.proto"
@@ -23,33 +20,8 @@ PACKAGE = "venue.v1"
 SERVICE = f"{PACKAGE}.Venue"
 
 
-class CompileError(RuntimeError):
-    """protoc refused venue.proto."""
-
-
-@functools.cache
-def compile_descriptor_set() -> bytes:
-    """venue.proto as a serialized FileDescriptorSet (compiled once per process)."""
-    from grpc_tools import protoc  # imported here: only this needs protoc
-
-    with tempfile.TemporaryDirectory(prefix="venue-proto-") as tmp:
-        out = Path(tmp) / "venue.binpb"
-        argv = ["protoc", f"-I{HERE}", "--include_imports", f"--descriptor_set_out={out}", PROTO.name]
-        if protoc.main(argv) != 0:
-            raise CompileError(f"protoc failed on {PROTO}")
-        return out.read_bytes()
-
-
-DESCRIPTOR_SET: bytes = compile_descriptor_set()
-
-
-def _registry() -> DescriptorRegistry:
-    registry = DescriptorRegistry()
-    registry.add_set(descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_SET), source=str(PROTO))
-    return registry
-
-
-REGISTRY = _registry()
+DESCRIPTOR_SET: bytes = descriptor_set(PROTO)
+REGISTRY = registry_of(PROTO)
 
 
 def _enum(name: str) -> dict[str, int]:

@@ -27,8 +27,10 @@ import grpc
 import structlog
 from grpc import aio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import shim
 from sample_ledger._attribution import ADAPTER_BUG, ADAPTER_TITLE, TITLES, Attribution
@@ -40,6 +42,7 @@ from sample_ledger._proto.bk.v1 import journal_pb2_grpc as bk_grpc
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim import report as render
+from shim._text import cell, printable
 from shim.config import build as build_config
 from shim.config import load_file, load_rules_file
 from shim.evidence import build_report
@@ -187,7 +190,8 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
             "[green]PASS[/]"
             if result.passed
             else f"[red]FAIL[/] for {len(failed)} of {len(report.methods)} methods "
-            f"({', '.join(sorted(m.rsplit('/', 1)[-1] for m in failed if m))}): BK is not ready to be primary"
+            f"({', '.join(sorted(escape(printable(m.rsplit('/', 1)[-1])) for m in failed if m))}):"
+            " BK is not ready to be primary"
         ),
         highlight=False,
     )
@@ -276,7 +280,7 @@ def _print_books(console: Console, bank: Book, bk: Book, marks: dict[str, OutOfS
         highlight=False,
     )
     if astray:
-        console.print(f"  [red]accounts in step whose books differ: {', '.join(astray[:10])}[/]")
+        console.print(cell(f"  accounts in step whose books differ: {', '.join(astray[:10])}", "red"))
     return len(astray)
 
 
@@ -308,7 +312,7 @@ def _print_summary(
     for method, tally in methods.items():
         tolerated.update(tally.tolerated)
         table.add_row(
-            method.rsplit("/", 1)[-1],
+            cell(method.rsplit("/", 1)[-1]),
             str(tally.calls),
             str(tally.matched),
             f"[red]{tally.mismatched}[/]" if tally.mismatched else "0",
@@ -328,23 +332,21 @@ def _print_summary(
     for method, tally in methods.items():
         if not tally.paths:
             continue
-        console.print(f"  [bold]{method.rsplit('/', 1)[-1]}[/]")
+        console.print(Text.assemble("  ", cell(method.rsplit("/", 1)[-1], "bold")))
         for path, count in tally.paths.most_common(3):
             example = tally.examples[path]
-            console.print(
-                f"    {path}  {count}  {_short(example.bank)} → {_short(example.bk)}", highlight=False
-            )
+            console.print(cell(f"    {path}  {count}  {_short(example.bank)} → {_short(example.bk)}"))
     explained, unexplained, examples = attribution.attribute()
     console.print("\n[bold]Calls with real differences, by the planted bug in BK that explains them:[/]")
     for bug, title in titles.items():
-        mark = "[green]caught[/]" if explained[bug] else "[red]not seen[/]"
+        mark = ("caught", "green") if explained[bug] else ("not seen", "red")
         for_example = f", e.g. {examples[bug]}" if bug in examples else ""
-        console.print(f"  {mark} {title}: {explained[bug]} calls{for_example}", highlight=False)
+        console.print(Text.assemble("  ", mark, cell(f" {title}: {explained[bug]} calls{for_example}")))
     style = "red" if unexplained else "green"
     console.print(f"  [{style}]unexplained: {len(unexplained)} calls[/]")
     for account, diffs in unexplained[:5]:
         first = diffs[0]
-        console.print(f"    {account or '-'}: {first.path} {first.bank!r} → {first.bk!r}", highlight=False)
+        console.print(cell(f"    {account or '-'}: {first.path} {first.bank!r} → {first.bk!r}"))
     return len(unexplained)
 
 
@@ -362,7 +364,7 @@ def _print_out_of_step(console: Console, marks: dict[str, OutOfStep]) -> None:
         highlight=False,
     )
     for reason, count in reasons.most_common(3):
-        console.print(f"  {count} keys: {reason}", highlight=False)
+        console.print(cell(f"  {count} keys: {reason}"))
     console.print("  Once BK's book is brought in line for a key: shim resync KEY", highlight=False)
 
 

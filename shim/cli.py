@@ -469,10 +469,11 @@ def _report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from shim import report as render
+    from shim._text import printable_json
 
     report = asyncio.run(_build_report(args))
     if args.json:
-        print(json.dumps(render.to_json(report), indent=2, ensure_ascii=False))
+        print(printable_json(json.dumps(render.to_json(report), indent=2, ensure_ascii=False)))
     else:
         render.terminal(report, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
     if args.html:
@@ -522,6 +523,7 @@ async def _build_report(args: argparse.Namespace) -> Report:
 async def _gate(args: argparse.Namespace) -> int:
     import time
 
+    from shim._text import printable
     from shim.evidence import build_report, rfc3339
     from shim.gate import evaluate
     from shim.store import Store
@@ -563,9 +565,17 @@ async def _gate(args: argparse.Namespace) -> int:
         max_unproven_rate=max_unproven,
         required_methods=required,
     )
-    print(f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({report.store})")
-    rows = [
-        ("PASS" if c.passed else "FAIL", c.method or "-", c.name, c.measured, c.threshold)
+    print(
+        f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({printable(report.store)})"
+    )
+    rows = [  # method names come from the store: control characters escaped
+        (
+            "PASS" if c.passed else "FAIL",
+            printable(c.method or "-"),
+            c.name,
+            printable(c.measured),
+            c.threshold,
+        )
         for c in result.criteria
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

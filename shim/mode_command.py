@@ -21,6 +21,7 @@ from grpc import aio
 from shim import config as config_mod
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
+from shim._text import printable
 from shim.admin import default_who
 from shim.errors import ShimError
 
@@ -95,9 +96,10 @@ async def run(args: argparse.Namespace) -> int:
                 for change in answer.changes:
                     at = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="seconds")
                     forced = " (forced)" if change.forced else ""
-                    print(
-                        f"{at}  {change.scope:<30} {change.from_mode} -> {change.to_mode}{forced}  "
-                        f"by {change.who}: {change.reason}"
+                    print(  # stored text (scope, who, reason): control characters escaped
+                        f"{at}  {printable(change.scope):<30} {printable(change.from_mode)} ->"
+                        f" {printable(change.to_mode)}{forced}  by {printable(change.who)}:"
+                        f" {printable(change.reason)}"
                     )
         except aio.AioRpcError as error:
             refused = error.code() in (
@@ -105,12 +107,13 @@ async def run(args: argparse.Namespace) -> int:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.UNAUTHENTICATED,
             )
-            print(f"shim mode: {'refused' if refused else 'error'}: {error.details()}", file=sys.stderr)
+            details = printable(error.details() or "")
+            print(f"shim mode: {'refused' if refused else 'error'}: {details}", file=sys.stderr)
             return EXIT_REFUSED if refused else EXIT_FAILED
     return 0
 
 
 def _print_modes(modes: pb.Modes) -> None:
-    print(f"default: {modes.default_mode}")
+    print(f"default: {printable(modes.default_mode)}")
     for method, mode in sorted(modes.methods.items()):
-        print(f"{method}: {mode}")
+        print(f"{printable(method)}: {printable(mode)}")

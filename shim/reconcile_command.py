@@ -23,6 +23,7 @@ from comparators import DescriptorRegistry
 from comparators.ids import IdFields
 from comparators.rules import RuleSet
 from shim import config as config_mod
+from shim._text import cell, printable
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.app import load_ids, load_registry, load_rules, upstream_channel
 from shim.errors import ShimError
@@ -115,7 +116,7 @@ async def reconcile(args: argparse.Namespace) -> int:
             task = progress.add_task("keys", total=None)
             result = await sweep.run(lambda done, total: progress.update(task, completed=done, total=total))
     except ReconcileError as exc:
-        print(f"shim reconcile: error: {exc}", file=sys.stderr)
+        print(f"shim reconcile: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await sides.close()
@@ -192,13 +193,13 @@ def _print(console: Console, result: Result, listing: str) -> None:
         table.add_column(column)
     for key_result in result.differing:
         for index, (method, difference) in enumerate(key_result.differences[:5]):
-            table.add_row(
-                key_result.key if index == 0 else "",
-                method.rsplit("/", 1)[-1],
-                difference.path,
-                repr(difference.bank),
-                repr(difference.bk),
-                key_result.out_of_step if index == 0 else "",
+            table.add_row(  # what the sides answered: text, never markup, control characters escaped
+                cell(key_result.key if index == 0 else ""),
+                cell(method.rsplit("/", 1)[-1]),
+                cell(difference.path),
+                cell(repr(difference.bank)),
+                cell(repr(difference.bk)),
+                cell(key_result.out_of_step if index == 0 else ""),
             )
     console.print(table)
     known = sum(1 for r in result.differing if r.out_of_step)

@@ -1,6 +1,7 @@
 """A `Report` shown three ways: in the terminal, as JSON, and as one self-contained HTML page.
 
-- `terminal(report, console)`: rich tables, for `shim report`.
+- `terminal(report, console)`: rich tables, for `shim report`. Stored text is shown as text, its
+  control characters escaped (`shim._text`): a method name cannot drive the terminal.
 - `to_json(report)`: a dict with a stable schema (`SCHEMA_VERSION`), documented in
   docs/report-json.md, for `shim report --json`.
 - `html(report)`: one page with inline CSS and inline SVG charts, no script and no
@@ -17,7 +18,9 @@ from typing import Any
 import jinja2
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from shim._text import cell
 from shim.evidence import Bucket, CallRecord, MethodReport, PathStat, Report, TaintedPath, rfc3339
 
 SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
@@ -58,10 +61,15 @@ def value_text(value: Any, width: int | None = None) -> str:
 
 
 def terminal(report: Report, console: Console) -> None:
-    """Print the report as tables."""
+    """Print the report as tables. What the store holds (methods, paths, values, keys, reasons) is shown
+    as text, never read as markup, with its control characters escaped (`shim._text`)."""
     console.print(
-        f"[bold]Evidence from {rfc3339(report.since)} to {rfc3339(report.until)}[/] ({report.store})",
-        highlight=False,
+        Text.assemble(
+            (f"Evidence from {rfc3339(report.since)} to {rfc3339(report.until)}", "bold"),
+            " (",
+            cell(report.store),
+            ")",
+        )
     )
     if not report.methods:
         console.print("No comparison is stored in this window.")
@@ -89,7 +97,7 @@ def terminal(report: Report, console: Console) -> None:
         real = f"{m.real_mismatches:,} ({percent(m.real_mismatch_rate)})"
         unproven = f"{m.unproven:,} ({percent(m.unproven_rate)})"
         summary.add_row(
-            m.method,
+            cell(m.method),
             f"{m.calls:,}",
             f"{m.compared:,}",
             f"[yellow]{unproven}[/]" if m.unproven else unproven,
@@ -112,7 +120,7 @@ def terminal(report: Report, console: Console) -> None:
         codes.add_column(column, justify="right" if column == "calls" else "left")
     for m in report.methods:
         for pair in m.codes:
-            codes.add_row(m.method, code(pair.bank), code(pair.bk), f"{pair.count:,}")
+            codes.add_row(cell(m.method), cell(code(pair.bank)), cell(code(pair.bk)), f"{pair.count:,}")
     console.print(codes)
 
     console.print(
@@ -129,17 +137,19 @@ def terminal(report: Report, console: Console) -> None:
         for m in report.methods:
             for p in m.paths[:TOP_PATHS]:
                 paths.add_row(
-                    m.method,
-                    p.path,
+                    cell(m.method),
+                    cell(p.path),
                     f"{p.calls:,}",
                     percent(p.bk_rate),
                     percent(p.noise_rate),
                     "[red]real[/]" if p.classification == "real" else "noise",
-                    f"{value_text(p.example_bank, _EXAMPLE_WIDTH)}"
-                    f" → {value_text(p.example_bk, _EXAMPLE_WIDTH)}",
+                    cell(
+                        f"{value_text(p.example_bank, _EXAMPLE_WIDTH)}"
+                        f" → {value_text(p.example_bk, _EXAMPLE_WIDTH)}"
+                    ),
                 )
             if len(m.paths) > TOP_PATHS:
-                paths.add_row(m.method, f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)")
+                paths.add_row(cell(m.method), f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)")
         console.print(paths)
     else:
         console.print("No real difference in a mismatched call.")
@@ -153,15 +163,17 @@ def terminal(report: Report, console: Console) -> None:
         for m in report.methods:
             for t in m.tainted_paths[:TOP_PATHS]:
                 tainted.add_row(
-                    m.method,
-                    t.path,
+                    cell(m.method),
+                    cell(t.path),
                     f"{t.calls:,}",
-                    f"{value_text(t.example_bank, _EXAMPLE_WIDTH)}"
-                    f" → {value_text(t.example_bk, _EXAMPLE_WIDTH)}",
+                    cell(
+                        f"{value_text(t.example_bank, _EXAMPLE_WIDTH)}"
+                        f" → {value_text(t.example_bk, _EXAMPLE_WIDTH)}"
+                    ),
                 )
             if len(m.tainted_paths) > TOP_PATHS:
                 tainted.add_row(
-                    m.method, f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)"
+                    cell(m.method), f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)"
                 )
         console.print(tainted)
 
@@ -171,7 +183,7 @@ def terminal(report: Report, console: Console) -> None:
             rules.add_column(column, justify="right" if column == "calls" else "left")
         for m in report.methods:
             for rule, count in m.tolerated_by_rule:
-                rules.add_row(m.method, rule, f"{count:,}")
+                rules.add_row(cell(m.method), cell(rule), f"{count:,}")
         console.print(rules)
 
     if report.calls is not None:
@@ -189,12 +201,12 @@ def _terminal_calls(report: Report, console: Console) -> None:
         calls.add_column(column)
     for call in report.calls:
         calls.add_row(
-            call.at,
-            call.method,
-            call.verdict + (f" ({call.mismatch})" if call.mismatch else ""),
-            call.routing_key,
-            f"{code(call.bank_code)} → {code(call.bk_code)}",
-            _first_difference(call) or call.reason,
+            cell(call.at),
+            cell(call.method),
+            cell(call.verdict + (f" ({call.mismatch})" if call.mismatch else "")),
+            cell(call.routing_key),
+            cell(f"{code(call.bank_code)} → {code(call.bk_code)}"),
+            cell(_first_difference(call) or call.reason),
         )
     console.print(calls)
 

@@ -10,7 +10,8 @@ shim checks a key out of step (`shim.verify`); the check is stored either way.
 A key whose sides differ, or that could not be read, keeps its mark, and the
 command says why. Exit status: 0 when every key named is in step now, 1 when
 one is still out of step, 2 when nothing could be done (a bad config, a store
-that cannot be opened).
+that cannot be opened). Keys, methods and reasons are printed with their control
+characters escaped (`shim._text`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
+from shim._text import printable
 from shim.errors import ShimError
 from shim.store import Store
 
@@ -83,15 +85,16 @@ async def _list(store: Store) -> None:
 
     marks = await store.out_of_step()
     if not marks:
-        print(f"no key is out of step ({store.url})")
+        print(f"no key is out of step ({printable(store.url)})")
         return
     checks = await last_verifications(store)
     for mark in marks:
-        line = f"{mark.key}\tsince {_when(mark.since)}\t{mark.method.lstrip('/')}: {mark.reason}"
+        key, method, reason = printable(mark.key), printable(mark.method.lstrip("/")), printable(mark.reason)
+        line = f"{key}\tsince {_when(mark.since)}\t{method}: {reason}"
         checked = checks.get(mark.key)
         if checked is not None:
             at, result, detail = checked
-            line += f"\tlast check {_when(at)}: {result}{_detail(result, detail)}"
+            line += f"\tlast check {_when(at)}: {printable(result)}{_detail(result, detail)}"
         print(line)
 
 
@@ -105,17 +108,17 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
         for key in args.keys:
             mark = marks.get(key)
             if mark is None:
-                print(f"{key}: was not out of step")
+                print(f"{printable(key)}: was not out of step")
                 continue
             await store.clear_mark(key, mark.since)
             store_verification(store, replica, Verification(key, time.time(), mark, "forced", "[]", True))
-            print(f"{key}: in step again (forced, not verified)")
+            print(f"{printable(key)}: in step again (forced, not verified)")
         await store.flush()
         return 0
     named = [key for key in args.keys if key in marks]
     for key in args.keys:
         if key not in marks:
-            print(f"{key}: was not out of step")
+            print(f"{printable(key)}: was not out of step")
     if EVERY_KEY in named:
         raise ShimError('the "*" mark names no key that could be read: clear it with --force')
     if not named:
@@ -134,11 +137,11 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             if result == IN_STEP:
                 cleared = await store.clear_mark(key, mark.since)
                 outcome = "in step again" if cleared else "marked again meanwhile, kept"
-                print(f"{key}: verified in step: {outcome}")
+                print(f"{printable(key)}: verified in step: {outcome}")
                 still += not cleared
             else:
                 still += 1
-                print(f"{key}: still out of step, {result}{_detail(result, detail)}")
+                print(f"{printable(key)}: still out of step, {printable(result)}{_detail(result, detail)}")
     finally:
         await close()
         await store.flush()
@@ -162,17 +165,21 @@ def _when(at: float) -> str:
 
 
 def _detail(result: str, detail: str) -> str:
-    """A check's detail, in one line: the first differences, or why it could not conclude."""
+    """A check's detail, in one line: the first differences, or why it could not conclude (control
+    characters escaped: the detail holds what each side answered)."""
     if result in ("in-step", "forced"):
         return ""
     try:
         differences = json.loads(detail)
     except ValueError:
-        return f": {detail}"
+        return f": {printable(detail)}"
     if not isinstance(differences, list):
-        return f": {detail}"
+        return f": {printable(detail)}"
     shown = [
-        f"{d.get('method', '').rpartition('/')[2]} {d.get('path')} {d.get('bank')!r} -> {d.get('bk')!r}"
+        printable(
+            f"{str(d.get('method', '')).rpartition('/')[2]} {d.get('path')}"
+            f" {d.get('bank')!r} -> {d.get('bk')!r}"
+        )
         for d in differences[:3]
         if isinstance(d, dict)
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -138,7 +139,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
             Exchange(
                 method=method,
                 requests=(),
-                primary=primary,
+                primary=replace(primary, messages=()),  # not compared: none of it is kept
                 shadow=None,
                 primary_is_bank=dispatcher.primary_is_bank,
                 is_write=is_write,
@@ -146,7 +147,8 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
                 started_at=started_at,
                 correlation_id=dispatcher.correlation_id(metadata),
                 note=why,
-            )
+            ),
+            None,
         )
 
     def keys(self, method: str, request: bytes) -> tuple[str, ...]:

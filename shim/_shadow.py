@@ -52,6 +52,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -81,25 +82,61 @@ _CANCELLED = 1
 _DEADLINE_EXCEEDED = 4
 _INTERNAL = 13
 
-Submit = Callable[[Exchange], None]
+Submit = Callable[[Exchange, Callable[[], None] | None], None]  # the exchange, and what to call once done
 
 _log = structlog.get_logger("shim.shadow")
 
 
-class Capture:
-    """A byte budget for what one exchange keeps for comparison."""
+class Budget:
+    """Bytes held for comparison across all mirrored calls (`shadow.max_capture_total`)."""
 
-    __slots__ = ("exceeded", "left")
+    __slots__ = ("limit", "used")
 
     def __init__(self, limit: int) -> None:
+        self.limit = limit if limit > 0 else 2**62
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+class Capture:
+    """What one exchange keeps for comparison: at most `limit` bytes, and only while the total budget
+    has room. Once a message is not kept, the call is compared no further."""
+
+    __slots__ = ("budget", "exceeded", "held", "left", "starved")
+
+    def __init__(self, limit: int, budget: Budget | None = None) -> None:
         self.left = limit if limit > 0 else 2**62
+        self.budget = budget
+        self.held = 0  # bytes taken from the budget
         self.exceeded = False
+        self.starved = False  # exceeded because the total budget was full
 
     def take(self, payload: bytes) -> bool:
+        if self.exceeded:
+            return False
         self.left -= len(payload)
         if self.left < 0:
             self.exceeded = True
-        return not self.exceeded
+            return False
+        if self.budget is not None and not self.budget.take(len(payload)):
+            self.exceeded = self.starved = True
+            return False
+        self.held += len(payload)
+        return True
+
+    def give_back(self) -> None:
+        """The bytes are no longer held (compared, stored, or dropped)."""
+        if self.budget is not None and self.held:
+            self.budget.give(self.held)
+        self.held = 0
 
 
 class Mirror:
@@ -120,7 +157,11 @@ class Mirror:
         self.is_write = is_write
         self.started_at = time.time()
         self.keys: tuple[str, ...] = ()
-        self.capture = Capture(dispatcher.max_capture)
+        self.capture = Capture(dispatcher.max_capture, dispatcher.budget)
+        self.last_active = time.monotonic()  # a message either way, for idle streams
+        self.stream = False  # a streaming call: it takes one of the places of streams
+        self._idle = False  # given up, idle, for a call that needed its place
+        self._handed_over = False  # the exchange (and the bytes it holds) went to the comparison
         self.requests: list[bytes] = []
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
@@ -187,8 +228,9 @@ class Mirror:
         bytes wait for it, the shadow call is given up (and recorded as such)
         rather than buffering without bound.
         """
-        if self._overflowed:
+        if self._overflowed or self._stop.is_set():  # given up: nothing more is mirrored, or kept
             return
+        self.last_active = time.monotonic()
         if self.capture.take(payload):
             self.requests.append(payload)
         self._queued += len(payload)
@@ -276,6 +318,8 @@ class Mirror:
         keys, self._names_unknown = dispatcher.translation.place(self.method, self._first)
         if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):
             self._not_sampled = True
+        elif dispatcher.undescribed(self.method):
+            dispatcher.counters.inc("calls_not_ordered", self.method)  # mirrored as it comes, in no lane
         else:
             self._ticket = dispatcher.lanes.enter(keys, self.is_write)
             self.keys = keys
@@ -285,7 +329,7 @@ class Mirror:
     def _record_intent(self) -> None:
         """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""
         intents = self._dispatcher.intents
-        if intents is None or not self.is_write:
+        if intents is None or not self.is_write or not self.keys:  # a lost write with no key marks nothing
             return
         self._intent = self._intent or secrets.token_hex(16)
         self._intent_keys = len(self.keys)
@@ -321,6 +365,7 @@ class Mirror:
         """An answer message of the primary's stream, before the client gets it."""
         index = self._primary_answers
         self._primary_answers += 1
+        self.last_active = time.monotonic()
         self._received.set()
         if self._streamed:
             self._progress.append(self._fed)
@@ -447,6 +492,15 @@ class Mirror:
         self._shutdown = True
         self._expire()
 
+    def give_up_idle(self) -> None:
+        """A stream idle for `stream_idle` gives its place to a call that needs it: recorded as given up (once
+        its call ends), and from now on it keeps nothing."""
+        self._idle = True
+        self.requests = []
+        self.capture.give_back()
+        self.capture.exceeded = True  # nothing more is kept for a comparison that will not be made
+        self._expire()
+
     def _expire(self) -> None:
         self._expired = True
         self._stop.set()
@@ -484,6 +538,8 @@ class Mirror:
         try:
             await self._mirror()
         finally:
+            if not self._handed_over:
+                self.capture.give_back()
             self._release_all()
             ids = self._dispatcher.translation.ids
             if ids is not None:
@@ -512,6 +568,17 @@ class Mirror:
             self._release_all()
         if not self._abandoned and not self._unreachable:  # says nothing of BK's health
             dispatcher.breaker.record(not shadow.local and not unreachable(shadow))
+        holding = self.is_write
+        if holding and not self._primary.done():
+            # BK is done, the primary's answer still coming (a slow reader, a stream that never ends):
+            # after the shadow timeout the calls behind it go on; its fate is judged when that answer comes
+            waiting = asyncio.ensure_future(asyncio.shield(self._primary))
+            done, _ = await asyncio.wait((waiting,), timeout=dispatcher.timeout)
+            if not done:
+                waiting.cancel()
+                self._release_all()
+                holding = False
+                dispatcher.counters.inc("places_freed_before_the_primary_answered", self.method)
         primary, cancelled = await self._primary
         translation = dispatcher.translation
         try:
@@ -525,7 +592,7 @@ class Mirror:
             if self.is_write:
                 marks = dispatcher.judge_write(self, primary, shadow, cancelled)
                 verifier = dispatcher.verifier
-                if marks and verifier is not None and not shadow.local and not cancelled:
+                if marks and verifier is not None and holding and not shadow.local and not cancelled:
                     for mark in marks:  # both answered: check the key now, while the write holds its place
                         await self._verify(verifier, mark)
         finally:
@@ -540,16 +607,27 @@ class Mirror:
             ("|".join(kind for kind, _ in a.counterparts), "request", a.value) for a in self.ambiguous
         )
         note = ""
+        requests = tuple(self.requests)
         if unmapped:
             note = _unmapped_note(self.unmapped, self.ambiguous)
+        elif self._idle:
+            note = ""  # the shadow's outcome says why
         elif self._unreachable:
             note = "not mirrored: the primary never received the write (UNAVAILABLE before any answer)"
         elif self.capture.exceeded:
-            note = "too large to compare: more than shadow.max_capture bytes"
+            note = (
+                "too large to compare: the shadow side held shadow.max_capture_total bytes already"
+                if self.capture.starved
+                else "too large to compare: more than shadow.max_capture bytes"
+            )
+            if not shadow.local:  # not compared: nothing of it is kept
+                requests, primary = (), replace(primary, messages=())
+                self.requests = []
+                self.capture.give_back()
         dispatcher.submit(
             Exchange(
                 method=self.method,
-                requests=tuple(self.requests),
+                requests=requests,
                 primary=primary,
                 # too large to compare: not compared (the note says why), unless the shadow failed anyway
                 shadow=None
@@ -566,8 +644,10 @@ class Mirror:
                 unmapped=unmapped,
                 correlation_id=self.correlation_id,
                 secondary=await asked_again(self._again),
-            )
+            ),
+            self.capture.give_back,  # the comparison holds the bytes now, until it is done
         )
+        self._handed_over = True
 
     async def _verify(self, verifier: Verifier, mark: OutOfStep) -> None:
         """Check a key this write just put out of step; a failing check leaves the mark (and the background
@@ -650,9 +730,9 @@ class Mirror:
 
     async def _intent_written(self) -> bool:
         """Wait until the intent names every key known so far (a stream's later messages may add keys)."""
-        if self._intent_saved is not None and self._intent_keys < len(self.keys):
+        if self._intent_keys < len(self.keys):  # keys the intent does not name yet
             previous = self._intent_saved
-            if not await self._until(previous):
+            if previous is not None and not await self._until(previous):
                 return False
             self._record_intent()
         return self._intent_saved is None or await self._until(self._intent_saved)
@@ -693,6 +773,8 @@ class Mirror:
                 latency=latency,
                 local=f"shadow call cancelled with the client's call {where}",
             )
+        if self._idle:
+            return Outcome(code=_DEADLINE_EXCEEDED, latency=latency, local=self._idle_note(where))
         if self._overflowed:
             return Outcome(
                 code=_CANCELLED,
@@ -728,6 +810,8 @@ class Mirror:
                 latency=latency,
                 local="shadow call given up: the shim stopped before it answered",
             )
+        if self._idle:
+            return Outcome(code=_DEADLINE_EXCEEDED, latency=latency, local=self._idle_note("while in flight"))
         if self._expired:
             return Outcome(
                 code=_DEADLINE_EXCEEDED,
@@ -742,6 +826,10 @@ class Mirror:
             )
         assert self._call is not None
         return await snapshot(self._call, messages, latency)
+
+    def _idle_note(self, where: str) -> str:
+        idle = self._dispatcher.stream_idle
+        return f"shadow call given up {where}: idle for {idle:g}s, its place was needed by another call"
 
     def _we_cancelled(self) -> bool:
         return self._expired or self._abandoned or self._overflowed or bool(self.unmapped or self.ambiguous)
@@ -795,6 +883,7 @@ class Mirror:
                 if message is aio.EOF:
                     break
                 self._shadow_answers += 1
+                self.last_active = time.monotonic()
                 if self._streamed:
                     self._caught_up()
                 if learning:
@@ -869,6 +958,9 @@ class ShadowDispatcher:
         overload: LoopLag | None = None,
         shed_lag: float = 0.0,
         stream_hold: float = 0.5,
+        max_in_flight_streams: int = 0,
+        max_capture_total: int = 0,
+        stream_idle: float = 30.0,
     ) -> None:
         self.overload = overload
         self.shed_lag = shed_lag
@@ -886,10 +978,16 @@ class ShadowDispatcher:
         self.counters = counters
         self.timeout = timeout
         self.max_in_flight = max_in_flight
+        # streams (which may last) take at most this many of the places: calls of one message always find some
+        self.max_streams = max_in_flight_streams or max(1, max_in_flight // 2)
         self.max_capture = max_capture
+        self.budget = Budget(max_capture_total)
+        self.stream_idle = stream_idle
         self.primary_is_bank = primary_is_bank
         self.stream_hold = stream_hold
         self._live: set[Mirror] = set()  # strong references: a running mirror is never collected
+        self._streams = 0  # of the live mirrors, those of streaming calls
+        self._leaving: set[Mirror] = set()  # given up for their places, finishing: counted no more
         self._idle = asyncio.Event()
         self._idle.set()
         self._kinds: dict[str, tuple[bool, bool, bool]] = {}
@@ -902,9 +1000,15 @@ class ShadowDispatcher:
         is_write: bool,
     ) -> tuple[Mirror | None, str]:
         """A mirror for a call, or none and why."""
+        stream = not self.unary(method)
+        full = ""
         if len(self._live) >= self.max_in_flight:
+            full = "not mirrored: shadow.max_in_flight calls already in flight"
+        elif stream and self._streams >= self.max_streams:
+            full = "not mirrored: shadow.max_in_flight_streams streams already in flight"
+        if full and not self._make_room(streams_only=not len(self._live) >= self.max_in_flight):
             self.counters.inc("shadow_dropped", method)
-            return None, "not mirrored: shadow.max_in_flight calls already in flight"
+            return None, full
         if not self.breaker.allow():
             self.counters.inc("shadow_breaker_skipped", method)
             return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
@@ -916,9 +1020,29 @@ class ShadowDispatcher:
                 return None, f"not mirrored: the shim is overloaded (its event loop runs {late} late)"
         mirror = Mirror(self, method, metadata, client_timeout, is_write)
         mirror.correlation_id = self.correlation_id(metadata)
+        mirror.stream = stream
         self._live.add(mirror)
+        self._streams += stream
         self._idle.clear()
         return mirror, ""
+
+    def _make_room(self, streams_only: bool) -> bool:
+        """Give up the mirror idle longest (for `stream_idle` or more) so that a new call takes its place."""
+        now = time.monotonic()
+        idle = [
+            m
+            for m in self._live
+            if (m.stream or not streams_only) and now - m.last_active >= self.stream_idle
+        ]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda m: m.last_active)
+        self._live.discard(victim)
+        self._streams -= victim.stream
+        self._leaving.add(victim)
+        self.counters.inc("shadow_idle_given_up", victim.method)
+        victim.give_up_idle()
+        return True
 
     def correlation_id(self, metadata: tuple[Any, ...]) -> str:
         """The value of the client's request metadata that names the call ("" without)."""
@@ -930,13 +1054,13 @@ class ShadowDispatcher:
 
     @property
     def in_flight(self) -> int:
-        return len(self._live)
+        return len(self._live) + len(self._leaving)
 
     def give_up_all(self) -> int:
         """The shim stops: every mirrored call still running is given up (and recorded as such)."""
-        for mirror in list(self._live):
+        for mirror in [*self._live, *self._leaving]:
             mirror.give_up()
-        return len(self._live)
+        return self.in_flight
 
     def _kind(self, method: str) -> tuple[bool, bool, bool]:
         """(unary, request streaming, server streaming) by the descriptors (cached); unknown methods are
@@ -953,6 +1077,13 @@ class ShadowDispatcher:
             if len(self._kinds) < 10_000:
                 self._kinds[method] = kind
         return kind
+
+    def undescribed(self, method: str) -> bool:
+        """Whether the shim has descriptors and `method` is not among them: it is not part of the interface
+        the shim was given, so its calls are mirrored but not ordered (a made-up method must not make every
+        later call wait behind it). Without any descriptors every method counts as described."""
+        registry = self.router.registry if self.router is not None else None
+        return registry is not None and registry.method(method) is None
 
     def unary(self, method: str) -> bool:
         """Whether the descriptors say `method` is unary-unary (cached)."""
@@ -971,8 +1102,11 @@ class ShadowDispatcher:
         return plan.streamed and (plan.mints or plan.aliases_out)
 
     def release(self, mirror: Mirror) -> None:
-        self._live.discard(mirror)
-        if not self._live:
+        if mirror in self._live:
+            self._live.discard(mirror)
+            self._streams -= mirror.stream
+        self._leaving.discard(mirror)
+        if not self._live and not self._leaving:
             self._idle.set()
 
     async def drain(self) -> None:

@@ -25,6 +25,7 @@ from shim._breaker import Breaker
 from shim._handler import ProxyHandler, Route
 from shim._noise import Noise
 from shim._overload import LoopLag
+from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
 from shim._proto.shim.v1 import admin_pb2_grpc
 from shim._shadow import ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
@@ -34,7 +35,7 @@ from shim.errors import ConfigError, StartupError
 from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.ids import IdBook
 from shim.intents import Intents
-from shim.metrics import Counters
+from shim.metrics import Counters, MethodLabels
 from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.recording import CountsFlusher, PayloadFilter, StoreSink, replica_name
@@ -71,7 +72,9 @@ def _size_options(config: Config) -> list[tuple[str, int]]:
 def _channel(
     upstream: Upstream, config: Config, credentials: grpc.ChannelCredentials | None = None
 ) -> aio.Channel:
-    options = [*_size_options(config), *channel_options(upstream)]
+    # no flow-control window growth (BDP probing): a client that reads slowly makes the upstream wait, rather
+    # than push a whole large answer into the shim's memory
+    options = [*_size_options(config), *channel_options(upstream), ("grpc.http2.bdp_probe", 0)]
     if credentials is not None:
         return aio.secure_channel(upstream.target, credentials, options=options)
     return aio.insecure_channel(upstream.target, options=options)
@@ -141,12 +144,23 @@ class Shim:
         self, config: Config, sinks: Sequence[Sink] = (), registry: DescriptorRegistry | None = None
     ):
         self.config = config
-        self.counters = Counters()
         self.registry = registry if registry is not None else load_registry(config.descriptor_sets)
+        # the metrics' method labels: described methods (or, without descriptors, the first 1000 named)
+        described = self.registry
+        self.method_labels = MethodLabels(
+            (lambda method: described.method(method) is not None) if described is not None else None,
+            also=[*(k.name for k in config.ids), *(k.name for k in config.key_aliases)],  # id events' labels
+        )
+        self.counters = Counters(self.method_labels)
         self.rules = load_rules(config, self.registry)
         self.id_fields = load_ids(config, self.registry)
         self.alias_fields = aliases.fields_of(config.key_aliases, self.registry)
         self.redactor = load_redactor(config, self.registry)
+        if config.reflection == "shim" and self.registry is None:
+            raise ConfigError(
+                'reflection: "shim" answers gRPC reflection from the descriptors, and there are none'
+                ' (give --descriptor-set FILE or descriptor_source = "reflection")'
+            )
         self.adapters = load_adapters(config.method_adapters, config.adapters, self.registry)
         if config.reconcile is not None:
             reconcile.check(config.reconcile, self.registry)
@@ -159,8 +173,8 @@ class Shim:
             hide=self.redactor.hash if self.redactor is not None else None,
             hidden_fields=frozenset(config.redact_fields),
         )
-        self.verdict_counts = VerdictCounts()  # comparisons by verdict, for the metrics
-        self.primary_latencies = Latencies()
+        self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
+        self.primary_latencies = Latencies(self.method_labels)
         self.exporter: Exporter | None = None
         self._sinks: list[Sink] = [*sinks, self.verdict_counts]
         self._server: aio.Server | None = None
@@ -246,10 +260,6 @@ class Shim:
             routes["shadow"] = Route(bank, self.dispatchers["bk"])
             routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
             routes["bk"] = Route(bk, None, ids=self.dispatchers["bank"])
-            if config.shadow_shed_lag > 0:
-                self._lag_probe = asyncio.get_running_loop().create_task(
-                    self.loop_lag.run(), name="event loop lag probe"
-                )
             self._housekeeping = asyncio.get_running_loop().create_task(
                 self._keep_house(CountsFlusher(self.store, self.counters, self.store_sink)),
                 name="store housekeeping",
@@ -269,10 +279,14 @@ class Shim:
         # the shim's own health comes first: every other method goes to the primary
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
-        if self.registry is not None:  # reflection answered from the shim's descriptors
+        if config.reflection == "shim" and self.registry is not None:  # answered from the descriptors
             services = sorted({path.split("/")[1] for path in self.registry.methods})
             names = [*services, reflection.SERVICE_NAME]  # what the descriptors can describe
             reflection.enable_server_reflection(names, server, pool=self.registry.pool)
+        # reflection the shim does not answer goes to the primary alone: clients see what it shows
+        server.add_generic_rpc_handlers(
+            [PrimaryOnly(REFLECTION_METHODS, routes, self.modes, self.counters, self.primary_latencies)]
+        )
         server.add_generic_rpc_handlers([handler])
         try:
             if self.server_tls is not None:
@@ -296,7 +310,14 @@ class Shim:
                 await self.stop(grace=0)
                 raise StartupError(
                     f"cannot serve metrics on {config.metrics_listen}: {exc.strerror}"
+                    " (another shim there? set metrics_listen or --metrics)"
                 ) from exc
+        if self.pipeline is not None:
+            await self.pipeline.start()  # its worker processes, set up before the first comparison
+        if self.dispatchers and config.shadow_shed_lag > 0:  # the start-up work is done: lag counts
+            self._lag_probe = asyncio.get_running_loop().create_task(
+                self.loop_lag.run(), name="event loop lag probe"
+            )
 
     async def _start_admin(self) -> None:
         """The admin API, on its own (loopback) address, behind its token."""
@@ -308,13 +329,18 @@ class Shim:
                 f"admin.listen is set but ${config.admin_token_env} is empty: the admin API needs a token"
             )
         listen = config.admin_listen or ADMIN_LISTEN
-        server = aio.server()
+        # never shared (grpc would set SO_REUSEPORT): two shims on one admin address would each take some
+        # of the `shim mode` calls, and one could promote the other's service
+        server = aio.server(options=[("grpc.so_reuseport", 0)])
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self, token), server)  # type: ignore[no-untyped-call]
         try:
             self.admin_port = server.add_insecure_port(listen)
         except RuntimeError as exc:
             await self.stop(grace=0)
-            raise StartupError(f"cannot listen on {listen} (admin.listen)") from exc
+            raise StartupError(
+                f"cannot serve the admin API on {listen}: address in use or not available"
+                " (another shim there? set [admin] listen)"
+            ) from exc
         self.admin_address = f"{listen.rpartition(':')[0]}:{self.admin_port}"
         await server.start()
         self._admin_server = server
@@ -372,6 +398,9 @@ class Shim:
             overload=self.loop_lag,
             shed_lag=config.shadow_shed_lag,
             stream_hold=config.ordering_stream_hold,
+            max_in_flight_streams=config.shadow_max_in_flight_streams,
+            max_capture_total=config.shadow_max_capture_total,
+            stream_idle=config.shadow_stream_idle,
         )
 
     def _start_verifier(self, bank: Channel, bk: Channel) -> None:
@@ -594,7 +623,9 @@ class Shim:
         finally:
             counts.flush()
 
-    async def _close_store(self) -> None:
+    async def _close_store(self, within: float | None = None) -> None:
+        """Stop what reads the store, then close it, waiting at most `within` seconds for it to commit
+        (a database that does not answer: see Store.close)."""
         if self.verifier is not None:
             await self.verifier.stop()
         if self._housekeeping is not None:
@@ -605,7 +636,7 @@ class Shim:
         if self.steps is not None:
             await self.steps.stop()
         if self.store is not None:
-            await self.store.close()
+            await self.store.close(within)
 
     async def drain(self) -> None:
         """Wait until every mirrored call has finished and been compared."""
@@ -618,8 +649,10 @@ class Shim:
         """Drain and stop: health says NOT_SERVING; no new call is taken; calls in flight get `grace`
         seconds, and so do the mirrored calls after them; those still running are then given up and
         recorded (a write given up puts its keys out of step: nothing is lost silently); every
-        comparison reaches the sinks and the store, which is flushed."""
+        comparison reaches the sinks and the store, which is flushed. The store gets what is left of
+        `grace`, and at least a second: what it cannot commit by then is logged as lost."""
         grace = self.config.grace_period if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
             self.exporter = None
@@ -647,7 +680,7 @@ class Shim:
         await self._close_channels()
         if self.pipeline is not None:  # its sinks finish before the store closes
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
-        await self._close_store()
+        await self._close_store(within=max(deadline - asyncio.get_running_loop().time(), 1.0))
 
     async def _mirrors_done(self) -> None:
         for dispatcher in self.dispatchers.values():

@@ -2,7 +2,8 @@
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
-               [--rules FILE ...] [--diff-log FILE] [--store URL] [--retain DURATION]
+               [--reflection primary|shim] [--rules FILE ...] [--diff-log FILE] [--store URL]
+               [--retain DURATION]
     shim resync [--config FILE] [--store URL] [--list | [--force] KEY ...]
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=config_mod.DESCRIPTOR_SOURCES,
         help="reflection: ask Bank for its descriptors by gRPC server reflection at start "
         "(--descriptor-set files are added too); files: only the files (the default)",
+    )
+    serve.add_argument(
+        "--reflection",
+        choices=config_mod.REFLECTION,
+        help="who answers gRPC server reflection: primary, forwarded and never mirrored, so clients see"
+        " what Bank shows (the default); shim: the shim, from its descriptors",
     )
     serve.add_argument(
         "--rules",
@@ -269,6 +276,8 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings["descriptor_sets"] = tuple(args.descriptor_set)
     if args.descriptor_source:
         settings["descriptor_source"] = args.descriptor_source
+    if args.reflection:
+        settings["reflection"] = args.reflection
     for rules_file in args.rules or ():
         rules, locations = config_mod.load_rules_file(rules_file)
         settings["rules"] = (*settings.get("rules", ()), *rules)
@@ -278,7 +287,7 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
     if args.store:
         settings["store"] = args.store
     if args.retain:
-        settings["store_retain"] = config_mod.parse_duration("--retain", args.retain)
+        settings["store_retain"] = config_mod.parse_retain("--retain", args.retain)
     if args.workers:
         settings["workers"] = args.workers
     if args.metrics:

@@ -6,18 +6,19 @@ mode = "shadow"                    # bank | shadow | bk-primary | bk (see MODES)
 adapters = "mypackage.adapters"    # BK speaks its own interface: adapters from mypackage.adapters.ADAPTERS
 descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_imports)
 descriptor_source = "files"        # or "reflection": ask Bank for its descriptors at start (files added too)
-max_message_size = "unlimited"     # or e.g. "64MiB"; the shim never rejects what Bank accepts
-grace_period = "5s"                # calls in flight may finish this long on shutdown
+reflection = "primary"             # gRPC reflection: forwarded to the primary; "shim": from the descriptors
+max_message_size = "64MiB"         # each message, either way; beyond: RESOURCE_EXHAUSTED ("unlimited" too)
+grace_period = "5s"                # calls in flight may finish this long on shutdown (at most 10m)
 workers = 1                        # shim processes sharing the port (SO_REUSEPORT); see shim/workers.py
 metrics_listen = "127.0.0.1:9464"  # Prometheus metrics (default: none); see shim/exporter.py
 event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
 
 [admin]                            # shim mode: the admin API, served when its token is set
-listen = "127.0.0.1:9465"          # the default; keep it on loopback
+listen = "127.0.0.1:9465"          # the default; loopback only (the admin API has no TLS)
 token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
 
 [admin]                            # shim mode: the admin API, served when its token is set
-listen = "127.0.0.1:9465"          # the default; keep it on loopback
+listen = "127.0.0.1:9465"          # the default; loopback only (the admin API has no TLS)
 token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
 
 [tls]                              # the listener serves TLS (omit for plaintext, e.g. on loopback)
@@ -39,6 +40,9 @@ timeout = "2s"                     # how long BK may take after Bank answered, w
 [shadow]
 max_in_flight = 1000               # mirrored calls at once; beyond it a call is not mirrored (counted)
 max_capture = "64MiB"              # request+answer bytes kept per call for comparison
+max_capture_total = "256MiB"       # ... and across all calls; beyond, a call is compared no further
+max_in_flight_streams = 500        # places streams may take (default: half of max_in_flight)
+stream_idle = "30s"                # a stream idle this long gives its place to a call that needs it
 shed_lag = "50ms"                  # loop this late: mirrored reads are shed (0: never; never writes)
 
 [comparison]
@@ -52,9 +56,9 @@ path = "-"                         # "-" for stdout, or a file (appended)
 [store]
 url = "shim.db"                    # SQLite file (default), ":memory:", or "postgresql://..." for a fleet
 id_cache = 1000000                 # id pairs kept in memory (the rest are read from the store)
-refresh = "1s"                     # how often keys out of step are re-read (resyncs by other processes)
+refresh = "1s"                     # how often keys out of step are re-read (at least 10ms; resyncs elsewhere)
 
-retain = "30d"                     # comparisons older than this are deleted (default: kept)
+retain = "30d"                     # comparisons older than this are deleted (at least 1h; default: kept)
 payloads = false                   # also keep each call's request and answers
 max_buffer = 100000                # comparisons waiting for the store; beyond, dropped and counted
 correlation_header = "x-request-id"  # request metadata naming the client's call
@@ -111,6 +115,8 @@ Relative paths are relative to the config file.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -119,6 +125,7 @@ from pathlib import Path
 from typing import Any
 
 from comparators.ids import IdError, IdKind
+from shim._files import read_regular
 from shim.aliases import AliasKind
 from shim.aliases import parse as parse_aliases
 from shim.errors import ConfigError
@@ -134,6 +141,9 @@ from shim.routing import MethodSettings
 ADMIN_LISTEN = "127.0.0.1:9465"  # the admin API's address unless [admin] listen says otherwise
 MODES = ("bank", "shadow", "bk-primary", "bk")
 DESCRIPTOR_SOURCES = ("files", "reflection")
+# who answers gRPC server reflection: the primary (forwarded, never mirrored: clients see what Bank shows,
+# or hides), or the shim itself from its descriptors
+REFLECTION = ("primary", "shim")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -150,6 +160,10 @@ _SIZE_UNITS = {
     "GB": 1000**3,
 }
 _GRPC_MAX = 2**31 - 1
+MAX_DURATION = 3650 * 86400.0  # ten years: any longer duration is a mistake
+MIN_REFRESH = 0.01  # store.refresh: re-reading the store more often keeps an idle shim busy
+MIN_RETAIN = 3600.0  # store.retain: a shorter one deletes the evidence as it is written
+MAX_GRACE_PERIOD = 600.0  # grace_period: a stop waits at most this long for the calls in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +199,8 @@ class Config:
     adapters: str = ""  # module (or "module:name") of a mapping of method names to adapters
     descriptor_sets: tuple[str, ...] = ()
     descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
-    max_message_size: int = -1  # -1: unlimited
+    reflection: str = "primary"  # see REFLECTION
+    max_message_size: int = 64 * 1024**2  # each message, either way (-1: "unlimited")
     grace_period: float = 5.0
     workers: int = 1  # processes serving the port (shim.workers)
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint ("": none); see shim.exporter
@@ -194,7 +209,10 @@ class Config:
     admin_token_env: str = "SHIM_ADMIN_TOKEN"  # env var holding the admin API's token
     event_loop: str = "auto"  # see EVENT_LOOPS
     shadow_max_in_flight: int = 1000
+    shadow_max_in_flight_streams: int = 0  # places among max_in_flight that streams may take (0: half)
     shadow_max_capture: int = 64 * 1024**2
+    shadow_max_capture_total: int = 256 * 1024**2  # bytes held for comparison across all calls
+    shadow_stream_idle: float = 30.0  # a stream idle this long gives its place to a new call that needs it
     shadow_breaker_failures: int = 5  # shadow failures in a row that open the breaker
     shadow_breaker_open_for: float = 5.0  # seconds before a probe call is let through
     # the shim's event loop this late: mirrored reads are shed (0: never); writes never are
@@ -249,6 +267,8 @@ class Config:
             raise ConfigError(
                 f"descriptor_source: {self.descriptor_source!r} is not one of {', '.join(DESCRIPTOR_SOURCES)}"
             )
+        if self.reflection not in REFLECTION:
+            raise ConfigError(f"reflection: {self.reflection!r} is not one of {', '.join(REFLECTION)}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls: cert and key go together (the listener's certificate and its key)")
         if self.tls_client_ca and not self.tls_cert:
@@ -260,6 +280,12 @@ class Config:
             check_address("metrics_listen", self.metrics_listen)
         if self.admin_listen:
             check_address("admin.listen", self.admin_listen)
+            if not is_loopback(self.admin_listen):
+                raise ConfigError(
+                    f"admin.listen: {self.admin_listen!r} is not a loopback address: the admin API is "
+                    "served without TLS, and its bearer token would cross the network in plain text "
+                    "(use 127.0.0.1, [::1], localhost or a unix: socket)"
+                )
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
@@ -301,14 +327,55 @@ def check_address(key: str, value: str) -> None:
         raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
 
 
-def parse_duration(key: str, value: object) -> float:
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT (or a unix: socket) can be reached from this machine only."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to any address
+        return False
+
+
+def parse_duration(
+    key: str, value: object, at_least: float = 0.0, at_most: float = MAX_DURATION, why: str = ""
+) -> float:
+    """Seconds, finite and between the bounds; `why` ends the error of a value out of them."""
+    seconds = None
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ConfigError(f'{key}: {value!r} is not a duration such as "250ms", "2s", "1m", "24h" or "30d"')
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None:
+        raise ConfigError(f'{key}: {value!r} is not a duration such as "250ms", "2s", "1m", "24h" or "30d"')
+    if not math.isfinite(seconds):  # TOML's inf, or 400 digits
+        raise ConfigError(f"{key}: {value!r} is not a finite duration")
+    if not at_least <= seconds <= at_most:
+        bound = f"at least {_short(at_least)}" if seconds < at_least else f"at most {_short(at_most)}"
+        raise ConfigError(f"{key}: {value!r} is out of bounds: it must be {bound}{why}")
+    return seconds
+
+
+def parse_retain(key: str, value: object) -> float:
+    """`store.retain` (or `--retain`): at least an hour, however it is given."""
+    return parse_duration(
+        key,
+        value,
+        at_least=MIN_RETAIN,
+        why="; a shorter retention deletes the evidence as it is written (leave it out to keep it all)",
+    )
+
+
+def _short(seconds: float) -> str:
+    """A bound as the config would write it: "10ms", "1h", "3650d"."""
+    for unit, size in reversed(_DURATION_UNITS.items()):
+        count = seconds / size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_size(key: str, value: object) -> int:
@@ -364,7 +431,7 @@ class _Reader:
 
 def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -446,10 +513,17 @@ def parse(
         out["descriptor_sets"] = tuple(resolve(x) for x in v)
     if (v := top.pop("descriptor_source")) is not None:
         out["descriptor_source"] = _string("descriptor_source", v)
+    if (v := top.pop("reflection")) is not None:
+        out["reflection"] = _string("reflection", v)
     if (v := top.pop("max_message_size")) is not None:
         out["max_message_size"] = parse_size("max_message_size", v)
     if (v := top.pop("grace_period")) is not None:
-        out["grace_period"] = parse_duration("grace_period", v)
+        out["grace_period"] = parse_duration(
+            "grace_period",
+            v,
+            at_most=MAX_GRACE_PERIOD,
+            why="; a stop would wait that long for the calls in flight",
+        )
     if (v := top.pop("upstreams")) is not None:
         upstreams = _Reader("upstreams.", _table("upstreams", v))
         for name in ("bank", "bk"):
@@ -466,8 +540,14 @@ def parse(
         shadow = _Reader("shadow.", _table("shadow", v))
         if (x := shadow.pop("max_in_flight")) is not None:
             out["shadow_max_in_flight"] = _positive_int("shadow.max_in_flight", x)
+        if (x := shadow.pop("max_in_flight_streams")) is not None:
+            out["shadow_max_in_flight_streams"] = _positive_int("shadow.max_in_flight_streams", x)
         if (x := shadow.pop("max_capture")) is not None:
             out["shadow_max_capture"] = parse_size("shadow.max_capture", x)
+        if (x := shadow.pop("max_capture_total")) is not None:
+            out["shadow_max_capture_total"] = parse_size("shadow.max_capture_total", x)
+        if (x := shadow.pop("stream_idle")) is not None:
+            out["shadow_stream_idle"] = parse_duration("shadow.stream_idle", x)
         if (x := shadow.pop("breaker_failures")) is not None:
             out["shadow_breaker_failures"] = _positive_int("shadow.breaker_failures", x)
         if (x := shadow.pop("breaker_open_for")) is not None:
@@ -526,9 +606,14 @@ def parse(
         if (x := store.pop("id_cache")) is not None:
             out["store_id_cache"] = _positive_int("store.id_cache", x)
         if (x := store.pop("refresh")) is not None:
-            out["store_refresh"] = parse_duration("store.refresh", x)
+            out["store_refresh"] = parse_duration(
+                "store.refresh",
+                x,
+                at_least=MIN_REFRESH,
+                why="; re-reading the store more often keeps an idle shim busy",
+            )
         if (x := store.pop("retain")) is not None:
-            out["store_retain"] = parse_duration("store.retain", x)
+            out["store_retain"] = parse_retain("store.retain", x)
         if (x := store.pop("payloads")) is not None:
             out["store_payloads"] = _bool("store.payloads", x)
         if (x := store.pop("max_buffer")) is not None:
@@ -612,14 +697,19 @@ def _methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
     return methods
 
 
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+# request metadata that carries credentials: its value would be stored with every comparison
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-amz-security-token"}
+)
+_SECRET_WORDS = ("auth", "token", "secret", "passw", "session", "cookie", "credential", "apikey", "api-key")
 
 
 def _correlation_header(value: str) -> str:
     name = value.lower()
-    if name in _SECRET_HEADERS:
+    spelled = name.replace("_", "-")
+    if spelled in _SECRET_HEADERS or any(word in spelled for word in _SECRET_WORDS):
         raise ConfigError(
-            f"store.correlation_header: {value!r} carries credentials and is never stored; "
+            f"store.correlation_header: {value!r} names metadata that carries credentials, never stored; "
             "use a request id such as x-request-id or traceparent"
         )
     return name

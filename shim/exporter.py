@@ -6,6 +6,12 @@ loop thread alone writes it). Comparisons are counted by `VerdictCounts`, a sink
 (the comparison pipeline's thread). Everything else (what is in flight, queued,
 the breaker, the mode) is read from the running shim at scrape time.
 
+Clients choose the method names they call: every `method` label goes through the
+shim's `MethodLabels` (shim.metrics). With descriptors, a method they do not
+describe counts as method="(not described)"; without, the first 1,000 methods
+are labelled by name and later ones as method="(other)". So the series stay
+bounded whatever names clients make up.
+
     shim_calls_total{method}                       calls served
     shim_events_total{event,method}                everything else the shim counts: shadow_dropped,
                                                    shadow_shed, shadow_breaker_skipped, adapter_errors,
@@ -36,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from comparators import Comparison
+from shim.metrics import MethodLabels
 
 if TYPE_CHECKING:
     from shim.app import Shim
@@ -45,17 +52,18 @@ BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 
 class Latencies:
-    """Per-method latency histograms with fixed buckets: a bisect and two additions per call."""
+    """Per-method latency histograms with fixed buckets: a bisect and two additions per call. A method
+    is counted under its label (`labels`), so there are as many histograms as labels at most."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: MethodLabels | None = None) -> None:
+        self._labels = labels if labels is not None else MethodLabels()
         self._counts: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
 
     def observe(self, method: str, seconds: float) -> None:
+        method = self._labels(method)
         counts = self._counts.get(method)
         if counts is None:
-            if len(self._counts) >= 10_000:  # methods no descriptor names could be made up by anyone
-                return
             counts = self._counts[method] = [0] * (len(BOUNDS) + 1)
         counts[bisect.bisect_left(BOUNDS, seconds)] += 1
         self._sums[method] = self._sums.get(method, 0.0) + seconds
@@ -76,16 +84,18 @@ def _bound(bound: float) -> str:
 
 
 class VerdictCounts:
-    """A sink: comparisons by verdict, real differences by kind, and the shadow's latency."""
+    """A sink: comparisons by verdict, real differences by kind, and the shadow's latency, by method
+    label (`labels`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: MethodLabels | None = None) -> None:
+        self._labels = labels if labels is not None else MethodLabels()
         self._lock = threading.Lock()
         self.verdicts: Counter[tuple[str, str]] = Counter()
         self.differences: Counter[tuple[str, str]] = Counter()
-        self.shadow = Latencies()
+        self.shadow = Latencies(self._labels)
 
     def __call__(self, comparison: Comparison) -> None:
-        method = comparison.method
+        method = self._labels(comparison.method)
         shadow = comparison.exchange.shadow
         with self._lock:
             self.verdicts[method, comparison.verdict.value] += 1
@@ -114,7 +124,10 @@ class _ShimCollector(Collector):
         events = CounterMetricFamily(
             "shim_events", "Everything else the shim counts, by event and method", labels=["event", "method"]
         )
+        labelled: Counter[tuple[str, str]] = Counter()
         for (name, method), value in shim.counters.snapshot().items():
+            labelled[name, shim.method_labels(method)] += value
+        for (name, method), value in labelled.items():
             if name == "calls":
                 calls.add_metric([method], value)
             else:
@@ -149,7 +162,7 @@ class _ShimCollector(Collector):
         yield _gauge("shim_store_backlog", "Comparisons waiting for the store", store.backlog if store else 0)
         breaker_open = any(d.breaker.state == "open" for d in dispatchers)
         yield _gauge("shim_shadow_breaker_open", "1 while the shadow breaker is open", int(breaker_open))
-        yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.lag)
+        yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.measured)
         mode = GaugeMetricFamily(
             "shim_mode", 'The mode of each scope ("*": the default, else a method)', labels=["scope", "mode"]
         )

@@ -32,6 +32,7 @@ from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Ve
 from comparators.ids import IdFields, IdKind
 from comparators.redact import Redactor
 from comparators.rules import RuleSet, build_rules
+from shim._orphans import die_with_parent
 from shim.metrics import Counters
 
 Sink = Callable[[Comparison], None]
@@ -63,6 +64,7 @@ _worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redac
 
 
 def _init_worker(setup: WorkerSetup) -> None:
+    die_with_parent()  # a shim killed with -9 leaves no worker behind
     from google.protobuf import descriptor_pb2
 
     from shim.config import parse_duration
@@ -85,6 +87,10 @@ def _compare_in_worker(exchange: Exchange) -> Verdicts:
     comparison = compare(exchange, registry, rules, ids, redactor)
     c = comparison
     return c.verdict, c.differences, c.reason, c.decoded, c.noise
+
+
+def _ready() -> None:
+    """Nothing: run once by each worker process to have it started and set up."""
 
 
 def _failed(exchange: Exchange, error: BaseException) -> Comparison:
@@ -142,6 +148,22 @@ class ComparisonPipeline:
     def pending(self) -> int:
         return self._pending
 
+    async def start(self) -> None:
+        """Start the worker processes now rather than at the first comparisons: a process starting
+        (an interpreter, its imports, the descriptors and rules) would make those late."""
+        if self._executor != "process":
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(self._compare_pool, _ready) for _ in range(self._workers))
+            )
+        except (concurrent.futures.BrokenExecutor, OSError) as exc:
+            _log.warning(
+                "comparison worker did not start; another starts at the next comparison", error=repr(exc)
+            )
+            self._compare_pool = self._new_process_pool()
+
     def update_rules(self, rules: RuleSet, setup: WorkerSetup | None) -> None:
         """Compare with `rules` from now on (a config reload). Comparisons already handed to a worker
         finish with the rules they started with; a worker process pool is replaced by one set up
@@ -154,25 +176,31 @@ class ComparisonPipeline:
         old, self._compare_pool = self._compare_pool, self._new_process_pool()
         old.shutdown(wait=False)
 
-    def submit(self, exchange: Exchange) -> None:
+    def submit(self, exchange: Exchange, done: Callable[[], None] | None = None) -> None:
+        """Compare `exchange` and hand the comparison to the sinks; `done()` is called once it is over (or
+        dropped), when its bytes are no longer held."""
         if self._pending >= self._max_pending:
             self._counters.inc("comparisons_dropped", exchange.method)
+            if done is not None:
+                done()
             return
         self._pending += 1
         self._idle.clear()
         loop = asyncio.get_running_loop()
         if self._executor == "thread":
             future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
-            future.add_done_callback(self._done)
+            future.add_done_callback(lambda f: self._done(f, done))
             return
         try:
             compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
         except concurrent.futures.BrokenExecutor:
             self._compare_pool = self._new_process_pool()  # a worker died: start afresh
             compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
-        compared.add_done_callback(lambda f: self._compared(exchange, f))
+        compared.add_done_callback(lambda f: self._compared(exchange, f, done))
 
-    def _compared(self, exchange: Exchange, future: asyncio.Future[Verdicts]) -> None:
+    def _compared(
+        self, exchange: Exchange, future: asyncio.Future[Verdicts], done: Callable[[], None] | None = None
+    ) -> None:
         comparison = None
         if not future.cancelled():
             error = future.exception()
@@ -186,15 +214,21 @@ class ComparisonPipeline:
                 self._counters.inc("comparison_errors", exchange.method)
                 comparison = _failed(exchange, error)
         if comparison is None:
-            self._finish(None)
+            self._finish(None, done)
             return
         sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_all, comparison)
-        sunk.add_done_callback(self._done)
+        sunk.add_done_callback(lambda f: self._done(f, done))
 
-    def _done(self, future: asyncio.Future[Comparison] | asyncio.Future[Comparison | None]) -> None:
-        self._finish(None if future.cancelled() else future.result())
+    def _done(
+        self,
+        future: asyncio.Future[Comparison] | asyncio.Future[Comparison | None],
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        self._finish(None if future.cancelled() else future.result(), done)
 
-    def _finish(self, comparison: Comparison | None) -> None:
+    def _finish(self, comparison: Comparison | None, done: Callable[[], None] | None = None) -> None:
+        if done is not None:
+            done()
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()

@@ -13,7 +13,8 @@ Engines, one schema:
 - SQLite, the embedded default: one file in WAL mode (synchronous=NORMAL, so a
   commit survives a crash of the shim but maybe not of the machine), or
   ":memory:" where nothing persists. Another process (the CLI) may open the
-  same file at the same time.
+  same file at the same time. A file deleted under the store is made again
+  (see `_renew` and shim/_sqlite_file.py).
 - PostgreSQL, for a fleet of replicas sharing one database, through psycopg 3.
 
 URL forms given to `Store.open`:
@@ -29,7 +30,8 @@ jobs from a FIFO queue. The async methods put a job there and await its answer,
 so the event loop never waits on the database. `put_pairs` and
 `mark_out_of_step` only enqueue: they never block and never raise. Writes
 enqueued before `start()` are committed once it has connected; after `close()`
-they are ignored. The worker is a daemon thread: `close()` before exiting.
+they are ignored. The worker is a daemon thread: `close()` before exiting;
+`close(within=...)` leaves behind a worker that a database does not answer.
 
 Batching and durability: the worker takes every job queued at once; writes
 next to each other are committed in one transaction (one batch). A write
@@ -65,6 +67,7 @@ import psycopg
 import psycopg.conninfo
 import structlog
 
+from shim import _sqlite_file
 from shim.errors import ShimError
 
 T = TypeVar("T")
@@ -140,6 +143,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 
 _ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
+# what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
+# comparisons, most of a file, are not: they are counted as lost instead
+_STATE_TABLES = (
+    "id_pairs", "out_of_step", "modes", "mode_changes", "intents", "verifications", "key_aliases",
+    "unpaired_ids",
+)  # fmt: skip
 _CHUNK = 500  # values per IN (...) list, well under every engine's limit
 _SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
 _FORMS = (
@@ -307,10 +316,17 @@ class _Db:
         """True when the connection is gone and the next job must reconnect."""
         return False
 
+    @property
+    def replaced(self) -> bool:
+        """True when the file the connection has open is no longer the one at its path (deleted)."""
+        return False
+
 
 class _Sqlite(_Db):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self._conn = conn
+        self.path = path
+        self._file = _sqlite_file.identity(path) if path is not None else None
 
     @staticmethod
     def connect(path: Path | None) -> _Sqlite:
@@ -323,7 +339,11 @@ class _Sqlite(_Db):
             except OSError as error:
                 raise StoreError(f"cannot create the directory {path.parent}: {_one_line(error)}") from None
         # isolation_level=None: no implicit transactions, we BEGIN and COMMIT ourselves
-        conn = sqlite3.connect(":memory:" if path is None else path, isolation_level=None)
+        if path is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+        else:
+            with _sqlite_file.creating(path):
+                conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             _wal(conn)
@@ -331,7 +351,7 @@ class _Sqlite(_Db):
         except BaseException:
             conn.close()
             raise
-        return _Sqlite(conn)
+        return _Sqlite(conn, path)
 
     def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
@@ -351,6 +371,18 @@ class _Sqlite(_Db):
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def replaced(self) -> bool:
+        if self.path is None:
+            return False
+        now = _sqlite_file.identity(self.path)
+        return now is None or now != self._file
+
+    def carry(self, path: Path, replicas: Sequence[str]) -> int:
+        """Copy what a shim works on into the (migrated) database at `path`, and this file's counts of
+        `replicas`; their comparisons are counted there as `store_failed`. Returns how many."""
+        return _sqlite_file.carry(self._conn, path, _STATE_TABLES, replicas, "store_failed")
 
 
 def _wal(conn: sqlite3.Connection) -> None:
@@ -514,6 +546,9 @@ class Store:
         self._retry: list[_Write] = []  # the worker's: writes to try again
         self._retrying = False
         self._lost: Counter[object] = Counter()  # comparisons lost by method (guarded by _lock)
+        self._writing: list[_Write] = []  # the worker's batch being committed
+        self._abandoned = False  # close() gave up waiting: the worker writes nothing more
+        self._replicas: set[str] = set()  # the worker's: replicas whose comparisons or counts it committed
 
     @staticmethod
     def open(url: str, base: Path | None = None) -> Store:
@@ -567,8 +602,12 @@ class Store:
             self._closed = True  # the worker has stopped
             raise
 
-    async def close(self) -> None:
-        """Commit what is queued and close the connection. Writes after this are ignored."""
+    async def close(self, within: float | None = None) -> None:
+        """Commit what is queued and close the connection. Writes after this are ignored.
+
+        With `within`, wait at most that many seconds: a database that has not answered by then (one
+        that takes connections and never replies says nothing for minutes) is left to the worker, a
+        daemon thread, and what was not committed is given up: logged once, its comparisons counted."""
         if self._closing is None:
             self._closed = True
             if self._thread is None:
@@ -577,8 +616,36 @@ class Store:
                 self._closing = self._call(lambda db: None, _CLOSE, write=False)
             except StoreError:
                 return  # the worker has stopped already (it could not start)
-        with contextlib.suppress(StoreError):  # it was stopping as we asked: nothing is left open
-            await asyncio.shield(self._closing)
+        try:
+            async with asyncio.timeout(within):
+                with contextlib.suppress(StoreError):  # it was stopping as we asked: nothing is left open
+                    await asyncio.shield(self._closing)
+        except TimeoutError:
+            self._give_up(within)
+
+    def _give_up(self, within: float | None) -> None:
+        """The worker did not finish in time: it writes nothing more, and what it had is logged as lost."""
+        with self._lock:
+            if self._stopped:
+                return  # it has just finished
+            self._stopped = self._abandoned = True
+            comparisons = self._backlog
+        left: list[_Write | _Call] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                left.append(self._queue.get_nowait())
+        for job in left:
+            if isinstance(job, _Call) and job.what == _CLOSE:
+                self._queue.put(job)  # the worker, should it ever come back, closes the connection and ends
+        writes = [*self._writing, *self._retry, *(job for job in left if isinstance(job, _Write))]
+        marks = sorted({str(row[0]) for job in writes if job.sql == _INSERT_MARK for row in job.rows})
+        structlog.get_logger("shim.store").error(
+            "store did not answer in time: what it had not written is lost",
+            store=self.url,
+            within_s=within,
+            comparisons=comparisons,
+            keys_out_of_step=marks,
+        )
 
     async def flush(self) -> None:
         """Wait until every write enqueued before this call is committed (or its batch failed)."""
@@ -850,6 +917,8 @@ class Store:
         On a passing failure (locked, unreachable) they are kept for another try, unless `final`;
         on any other they are lost: logged, counted in `write_errors`, and the comparisons among
         them counted by method (`take_lost`)."""
+        if self._abandoned:
+            return  # close() gave up on them, and said so
         grouped: dict[str, list[tuple[object, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).extend(write.rows)
@@ -861,6 +930,7 @@ class Store:
                 db.run_many(sql, rows)
 
         log = structlog.get_logger("shim.store")
+        self._writing = writes
         try:
             self._transaction(run, write=True)
         except Exception as error:
@@ -889,6 +959,10 @@ class Store:
             if self._retrying:
                 self._retrying = False
                 log.info("store available again", store=self.url)
+            self._replicas.update(str(row[2]) for row in grouped.get(_INSERT_COMPARISON, ()))
+            self._replicas.update(str(row[1]) for row in grouped.get(_INSERT_COUNT, ()))
+        finally:
+            self._writing = []
         done = sum(write.comparisons for write in writes)
         if done:
             with self._lock:
@@ -907,6 +981,8 @@ class Store:
 
     def _transaction(self, work: Callable[[_Db], T], write: bool) -> T:
         """Run `work` in one transaction, connecting first when there is no live connection."""
+        if self._db is not None and self._db.replaced:
+            self._renew(self._db)
         if self._db is None or self._db.lost:
             self._drop()
             try:
@@ -925,6 +1001,44 @@ class Store:
                 self._drop()  # a connection that cannot roll back is of no more use
             raise
         return result
+
+    def _renew(self, old: _Db) -> None:
+        """The SQLite file was deleted (or replaced) under the connection, which would go on writing
+        into a file no one can open: make a new one at its path, migrated, with what the old one holds
+        that a shim works on (id pairs, keys out of step, modes, intents ...) and this store's counts;
+        the comparisons it committed there are counted as lost. Logged once. When the new file cannot
+        be made, StoreError, and the next transaction tries again."""
+        assert isinstance(old, _Sqlite)
+        assert old.path is not None
+        try:
+            new = self._connect()
+        except Exception as error:
+            raise StoreError(f"cannot make a new file for store {self.url}: {_one_line(error)}") from None
+        try:
+            new.begin(write=True)
+            _migrate(new, self.url)
+            new.commit()
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                new.rollback()
+            new.close()
+            raise StoreError(f"cannot make a new file for store {self.url}: {_one_line(error)}") from None
+        log = structlog.get_logger("shim.store")
+        lost: int | str
+        try:
+            lost = old.carry(old.path, sorted(self._replicas))
+        except Exception as error:
+            lost = "unknown"
+            log.warning("cannot copy from the deleted store file", store=self.url, error=_one_line(error))
+        with contextlib.suppress(Exception):
+            old.close()
+        self._db = new
+        log.error(
+            "store file deleted while in use: a new one is made; the comparisons in the deleted one are"
+            " counted as lost",
+            store=self.url,
+            comparisons_lost=lost,
+        )
 
     def _drop(self) -> None:
         if self._db is not None:

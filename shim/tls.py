@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from shim._files import read_regular
 from shim.config import Upstream
 from shim.errors import ConfigError
 
@@ -29,7 +30,7 @@ from shim.errors import ConfigError
 def read_pem(path: str, what: str) -> bytes:
     """The bytes of a PEM file, or a ConfigError naming the setting and the file."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path)
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
     if b"-----BEGIN " not in data:

@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from shim._orphans import die_with_parent
 from shim.config import ADMIN_LISTEN, Config
 
 _log = structlog.get_logger("shim")
@@ -57,6 +58,7 @@ def reserve_port(listen: str) -> tuple[str, socket.socket]:
 
 def _worker(config: Config, index: int, ready: Connection, args: argparse.Namespace | None) -> None:
     """One worker process: a whole shim on the shared port."""
+    die_with_parent(signal.SIGTERM)  # a supervisor killed with -9: the worker drains and ends
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
     from shim import cli, logs
 

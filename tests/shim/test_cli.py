@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -291,7 +292,64 @@ FAILURES: list[Any] = [
         "cannot open diff log",
         id="diff-log-folder-missing",
     ),
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--descriptor-set", "/dev/urandom"],
+        "cannot read descriptor set /dev/urandom: not a regular file",
+        id="descriptor-set-a-device",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--descriptor-set", str(_fifo(tmp))],
+        "not a regular file",
+        id="descriptor-set-a-fifo",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--rules", str(_fifo(tmp))],
+        "not a regular file",
+        id="rules-a-fifo",
+    ),
+    pytest.param(lambda tmp, port: ["--config", str(_fifo(tmp))], "not a regular file", id="config-a-fifo"),
+    pytest.param(
+        lambda tmp, port: ["--config", str(_config(tmp, f'[tls]\ncert = "{_fifo(tmp)}"\nkey = "k.pem"\n'))],
+        "tls.cert: cannot read",
+        id="tls-cert-a-fifo",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--config", str(_config(tmp, "descriptor_sets = ['big.binpb']\n", big=True))],
+        "larger than 64 MiB",
+        id="descriptor-set-too-large",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--retain", "0s"], "--retain", id="retain-nothing"
+    ),
+    pytest.param(
+        lambda tmp, port: ["--config", str(_config(tmp, "grace_period = inf\n"))],
+        "grace_period",
+        id="infinite-grace-period",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--config", str(_config(tmp, '[admin]\nlisten = "0.0.0.0:0"\n'))],
+        "admin.listen: '0.0.0.0:0' is not a loopback address",
+        id="admin-off-loopback",
+    ),
 ]
+
+
+def _fifo(folder: Path) -> Path:
+    """A named pipe no one writes to: opening it to read would wait for ever."""
+    path = folder / "pipe"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def _config(folder: Path, text: str, big: bool = False) -> Path:
+    """A config of `text` with Bank at 127.0.0.1:1; `big`: next to a sparse 65 MiB big.binpb."""
+    if big:
+        with open(folder / "big.binpb", "wb") as file:
+            file.truncate(65 * 1024**2)
+    path = folder / "footgun.toml"
+    path.write_text(text + '[upstreams.bank]\ntarget = "127.0.0.1:1"\n', encoding="utf-8")
+    return path
 
 
 def _invalid_config(folder: Path) -> Path:

@@ -199,6 +199,49 @@ MISTAKES: list[object] = [
         "key_aliases.ref.owner: unknown setting",
         id="alias-unknown-setting",
     ),
+    pytest.param(BANK_TABLE + '[store]\nrefresh = "0ms"\n', "store.refresh", id="refresh-without-pause"),
+    pytest.param(BANK_TABLE + '[store]\nrefresh = "9ms"\n', "store.refresh", id="refresh-below-10ms"),
+    pytest.param(BANK_TABLE + '[store]\nretain = "0s"\n', "store.retain", id="retain-nothing"),
+    pytest.param(BANK_TABLE + '[store]\nretain = "59m"\n', "store.retain", id="retain-below-an-hour"),
+    pytest.param("grace_period = inf\n" + BANK_TABLE, "grace_period", id="infinite-grace-period"),
+    pytest.param("grace_period = nan\n" + BANK_TABLE, "grace_period", id="nan-grace-period"),
+    pytest.param('grace_period = "11m"\n' + BANK_TABLE, "grace_period", id="grace-period-above-10m"),
+    pytest.param(
+        BANK_TABLE + "[upstreams.bk]\ntarget = 'k:1'\ntimeout = inf\n",
+        "upstreams.bk.timeout",
+        id="infinite-timeout",
+    ),
+    pytest.param(BANK_TABLE + "[shadow]\nshed_lag = nan\n", "shadow.shed_lag", id="nan-shed-lag"),
+    pytest.param(BANK_TABLE + "[gate]\nwindow = 1e300\n", "gate.window", id="absurd-duration"),
+    pytest.param(
+        BANK_TABLE + f'[verify]\nsettle = "{"9" * 400}d"\n', "verify.settle", id="duration-overflowing"
+    ),
+    pytest.param(
+        BANK_TABLE + '[admin]\nlisten = "0.0.0.0:9465"\n', "admin.listen", id="admin-on-every-address"
+    ),
+    pytest.param(BANK_TABLE + '[admin]\nlisten = "10.0.0.7:9465"\n', "admin.listen", id="admin-on-a-network"),
+    pytest.param(
+        BANK_TABLE + '[admin]\nlisten = "admin.internal:9465"\n', "admin.listen", id="admin-on-a-name"
+    ),
+    *(
+        pytest.param(
+            BANK_TABLE + f'[store]\ncorrelation_header = "{name}"\n',
+            "store.correlation_header",
+            id=f"correlation-header-{name}",
+        )
+        for name in (
+            "Authorization",
+            "x-auth-token",
+            "x-session-id",
+            "x-amz-security-token",
+            "x-goog-api-key",
+            "x-apikey",
+            "x-client-secret",
+            "x-db-password",
+            "x-csrf-token",
+            "grpc-cookie",
+        )
+    ),
 ]
 
 
@@ -290,6 +333,11 @@ def test_flags_alone_need_no_file() -> None:
         ),
         pytest.param(["--bank", "b"], "upstreams.bank.target", id="bad-bank-address"),
         pytest.param(["--bank", "b:1", "--listen", "nowhere"], "listen", id="bad-listen"),
+        pytest.param(["--bank", "b:1", "--retain", "0s"], "--retain", id="retain-nothing"),
+        pytest.param(["--bank", "b:1", "--retain", "30m"], "--retain", id="retain-below-an-hour"),
+        pytest.param(
+            ["--bank", "b:1", "--shadow-timeout", "9" * 400 + "s"], "--shadow-timeout", id="infinite"
+        ),
     ],
 )
 def test_bad_flags_are_config_errors(flags: list[str], names: str) -> None:
@@ -514,6 +562,27 @@ def test_ids_settings_of_the_wrong_type_are_errors_even_when_falsy(
 
 def _store_of(tmp_path: Path, text: str) -> Config:
     return build(load_file(_config_file(tmp_path, text + "\n" + BANK_TABLE)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('[store]\nrefresh = "10ms"\nretain = "1h"\n', id="least-refresh-and-retain"),
+        pytest.param('grace_period = "10m"\n', id="longest-grace-period"),
+        pytest.param('[store]\nretain = "3650d"\n', id="ten-years-of-evidence"),
+        pytest.param('[admin]\nlisten = "[::1]:9465"\n', id="admin-on-ipv6-loopback"),
+        pytest.param('[admin]\nlisten = "localhost:0"\n', id="admin-on-localhost"),
+        pytest.param('[admin]\nlisten = "127.0.0.2:9465"\n', id="admin-on-loopback-net"),
+        *(
+            pytest.param(f'[store]\ncorrelation_header = "{name}"\n', id=f"correlation-header-{name}")
+            for name in ("x-request-id", "traceparent", "x-correlation-id", "x-idempotency-key")
+        ),
+    ],
+)
+def test_settings_at_their_bounds_are_accepted(tmp_path: Path, text: str) -> None:
+    """The guarded settings accept what a careful operator sets: the bounds themselves, loopback
+    addresses for the admin API, request ids for the correlation header."""
+    assert _store_of(tmp_path, text) is not None
 
 
 def test_store_defaults(tmp_path: Path) -> None:

@@ -354,7 +354,7 @@ async def _thirty_two_mib(bank: Running, **settings: object) -> tuple[pb.SimpleR
 
 
 async def test_thirty_two_mib_request_and_answer_pass_and_match(bank: Running) -> None:
-    """A 32 MiB request and answer pass through (no size limit by default) and match within max_capture."""
+    """A 32 MiB request and answer pass through (the default limit is 64 MiB) and match within max_capture."""
     answer, comparison = await _thirty_two_mib(bank, shadow_max_capture=128 * MiB)
     assert answer == pb.SimpleResponse(payload=pb.Payload(body=b"\0" * 32 * MiB))
     assert comparison.verdict is Verdict.MATCH

@@ -392,3 +392,44 @@ async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
     os.environ.pop("SHIM_ADMIN_TOKEN")
     async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
         assert shim.admin_address == ""
+
+
+async def second_shim(*args: str | Path) -> tuple[int | None, list[str]]:
+    """`shim serve ARGS` as its own process: its exit status and stderr lines when it stops at start,
+    or (None, its first line) when it serves (it is then killed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shim", "serve", *map(str, args),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+    if '"event": "ready"' in first:
+        process.kill()
+        await process.wait()
+        return None, [first]
+    rest = (await asyncio.wait_for(process.stderr.read(), 60)).decode()
+    return await asyncio.wait_for(process.wait(), 60), (first + rest).splitlines()
+
+
+async def test_a_second_shim_cannot_serve_its_admin_api_where_another_does(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A shim whose [admin] listen address another shim's admin API holds stops at start (exit 2) with
+    one line naming the address and [admin] listen: `shim mode` there reaches one shim, never either."""
+    bank, bk = ledgers
+    async with running_shim(bank.address, bk.address, **_settings()) as (first, _):
+        config = tmp_path / "second.toml"
+        config.write_text(
+            f'listen = "127.0.0.1:0"\n[upstreams.bank]\ntarget = "{bank.address}"\n'
+            f'[admin]\nlisten = "{first.admin_address}"\n',
+            encoding="utf-8",
+        )
+        status, lines = await second_shim("--config", config, "--store", tmp_path / "second.db")
+        async with aio.insecure_channel(first.admin_address) as channel:  # the first one is untouched
+            stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+            modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH)
+    assert status == 2, lines
+    [line] = lines
+    assert line.startswith(f"shim: error: cannot serve the admin API on {first.admin_address}: "), line
+    assert "[admin] listen" in line
+    assert modes.default_mode == "shadow"

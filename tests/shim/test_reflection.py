@@ -1,11 +1,14 @@
 """Descriptors by gRPC server reflection: `fetch_descriptor_set`, `resolve_registry`, and
-`shim serve --descriptor-source reflection` in front of a real sample Bank."""
+`shim serve --descriptor-source reflection` in front of a real sample Bank; and reflection asked of the
+shim: Bank's own answer by default, the shim's descriptors with `reflection = "shim"`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,13 @@ from comparators.descriptors import descriptor_set_of
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
-from shim.config import Config, Upstream
-from shim.errors import StartupError
+from shim.config import Config, Upstream, build, load_file
+from shim.errors import ConfigError, StartupError
 from shim.reflection import fetch_descriptor_set, resolve_registry
+from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2
 from tests.backends import Behaviour, Running, interop_server, scripted_server
-from tests.shim.test_cli import BANK_BINPB, CALL_TIMEOUT, _wait_for_line, shim_serving
+from tests.shim.test_cli import BANK_BINPB, CALL_TIMEOUT, SERVE, _wait_for_line, shim_serving
 
 TIMEOUT = 5.0  # seconds a fetch may take in these tests
 
@@ -263,3 +267,86 @@ async def test_serve_with_reflection_compares_with_banks_own_descriptors(
     assert {"path": "status.code", "kind": "status", "bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT"} in line[
         "differences"
     ]
+
+
+# ---- reflection through the shim ---------------------------------------------------------
+
+LEDGER_AND_INTEROP = DescriptorRegistry.from_files([BANK_BINPB])
+LEDGER_AND_INTEROP.add_set(descriptor_set_of(interop_pb2.DESCRIPTOR))
+
+
+async def test_reflection_goes_to_bank_by_default_so_a_bank_without_it_shows_nothing() -> None:
+    """By default the shim forwards reflection to Bank: a Bank that does not serve it (UNIMPLEMENTED)
+    discloses nothing through the shim either, whatever the shim's descriptors describe."""
+    bank = await interop_server()
+    try:
+        async with running_shim(bank.address, registry=LEDGER_AND_INTEROP) as (shim, _):
+            with pytest.raises(StartupError, match="does not serve gRPC reflection"):
+                await fetch_descriptor_set(shim.address, TIMEOUT)
+    finally:
+        await bank.stop()
+
+
+async def test_reflection_through_the_shim_shows_exactly_what_bank_shows_and_is_not_mirrored(
+    bank: RunningLedger, bk: RunningLedger
+) -> None:
+    """In shadow mode, reflection through the shim lists Bank's services alone (not every service the
+    shim's descriptors describe), and it is not mirrored to BK: no comparison is made of it."""
+    async with running_shim(bank.address, bk.address, registry=LEDGER_AND_INTEROP) as (shim, sink):
+        through_shim = await fetch_descriptor_set(shim.address, TIMEOUT)
+        async with aio.insecure_channel(shim.address) as channel:
+            await pb_grpc.LedgerStub(channel).OpenAccount(  # type: ignore[no-untyped-call]
+                pb.OpenAccountRequest(account_id="R1", initial_deposit="1"), timeout=CALL_TIMEOUT
+            )
+        await sink.wait_for(1)
+        await shim.drain()
+        compared = {c.method for c in sink.comparisons}
+    direct = await fetch_descriptor_set(bank.address, TIMEOUT)
+    assert through_shim == direct
+    shown = DescriptorRegistry()
+    shown.add_set(through_shim)
+    assert "/grpc.testing.TestService/UnaryCall" not in shown.methods
+    assert compared == {"/bank.v1.Ledger/OpenAccount"}
+
+
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        pytest.param('reflection = "bank"', "reflection: 'bank' is not one of primary, shim", id="value"),
+        pytest.param("reflection = 1", "reflection: 1 is not a non-empty string", id="type"),
+    ],
+)
+def test_a_bad_reflection_setting_names_the_key(tmp_path: Path, toml: str, says: str) -> None:
+    """`reflection` is "primary" or "shim"; anything else is a config error naming the key."""
+    path = tmp_path / "shim.toml"
+    path.write_text(f'{toml}\n[upstreams.bank]\ntarget = "127.0.0.1:1"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        build(load_file(path))
+
+
+async def test_serve_reflection_shim_needs_descriptors_and_then_answers(
+    closed_address: str, tmp_path: Path
+) -> None:
+    """`shim serve --reflection shim` without descriptors stops at start with one line saying so; with
+    --descriptor-set it answers reflection from them (Bank is not asked: nothing listens there)."""
+    flags = ["--listen", "127.0.0.1:0", "--bank", closed_address, "--reflection", "shim"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*SERVE, *flags, "--store", str(tmp_path / "shim.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("shim: error: reflection: "), line
+    assert "--descriptor-set" in line
+    async with shim_serving(*flags, "--descriptor-set", BANK_BINPB) as (shim, ready):
+        fds = await fetch_descriptor_set(ready["listen"], TIMEOUT)
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    shown = DescriptorRegistry()
+    shown.add_set(fds)
+    assert "/bank.v1.Ledger/GetBalance" in shown.methods

@@ -152,10 +152,15 @@ class _Scripted(grpc.GenericRpcHandler):
 
 
 async def scripted_server(
-    behaviour: Behaviour, port: int = 0, credentials: grpc.ServerCredentials | None = None
+    behaviour: Behaviour,
+    port: int = 0,
+    credentials: grpc.ServerCredentials | None = None,
+    max_message: int = MAX,
 ) -> Running:
-    """A scripted server on loopback (port 0: a free one), over TLS with `credentials`."""
-    server = aio.server(options=OPTIONS)
+    """A scripted server on loopback (port 0: a free one), over TLS with `credentials`, taking messages of
+    at most `max_message` bytes."""
+    options = [(name, max_message if name.startswith("grpc.max_") else value) for name, value in OPTIONS]
+    server = aio.server(options=options)
     server.add_generic_rpc_handlers([_Scripted(behaviour)])
     address = f"127.0.0.1:{port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

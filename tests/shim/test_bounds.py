@@ -44,7 +44,9 @@ async def test_a_request_over_the_default_size_limit_is_refused_and_never_forwar
         seen.extend([len(r) async for r in requests])
         return [b"ok"]
 
-    bank, bk = await scripted_server(bank_side), await scripted_server(bank_side)
+    # both sides would take the large request: only the shim's own limit refuses it
+    bank = await scripted_server(bank_side, max_message=128 * MiB)
+    bk = await scripted_server(bank_side, max_message=128 * MiB)
     try:
         async with (
             running_shim(bank.address, bk.address) as (shim, _),

@@ -184,6 +184,11 @@ async def test_hostile_inputs_beside_normal_traffic_leave_answers_exact_memory_b
     finally:
         await bank.stop()
         await bk.stop()
+    series = [line for line in metrics.decode().splitlines() if line and not line.startswith("#")]
+    print(  # the figures the docs quote (pytest -s)
+        f"soak {SOAK:.0f}s: normal calls {counts[0] + counts[1]}, hostile calls {sum(counts[2:])},"
+        f" peak RSS {peak / MiB:.0f} MiB (bound {RSS_BOUND / MiB:.0f}), metric series {len(series)}"
+    )
     assert code == 0
     assert peak < RSS_BOUND, f"peak RSS {peak / MiB:.0f} MiB"
     assert counts[0] + counts[1] > 100  # the normal clients were not starved
@@ -202,7 +207,6 @@ async def test_hostile_inputs_beside_normal_traffic_leave_answers_exact_memory_b
         ).fetchall()
     assert verdicts.get("match", 0) >= len(normal), reasons  # every normal call mirrored and matched
     assert set(verdicts) <= {"match"}, reasons
-    series = [line for line in metrics.decode().splitlines() if line and not line.startswith("#")]
     assert len(series) < 2_000, f"{len(series)} metric series"
     assert report[0] == 0, report[2]
     assert not ESC.search(report[1]), "a control character reached the terminal"

@@ -7,9 +7,6 @@ descriptors at run time, so the shim can decode the answers of any service.
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,32 +15,11 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
 
+from comparators.files import read_regular
+
 
 class DescriptorError(Exception):
     """A descriptor source could not be read or is inconsistent."""
-
-
-MAX_SET = 64 * 1024**2  # bytes: a set of thousands of files takes a few MiB
-
-
-def _read_regular(path: Path) -> bytes:
-    """A regular file's bytes, at most MAX_SET: a device never ends, a named pipe waits for a writer."""
-    _check_regular(path.stat().st_mode)
-    # O_NONBLOCK: a file swapped for a pipe since the check is opened without waiting for a writer
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb") as file:
-        _check_regular(os.fstat(fd).st_mode)
-        data = file.read(MAX_SET + 1)
-    if len(data) > MAX_SET:
-        raise OSError(errno.EFBIG, f"larger than {MAX_SET // 1024**2} MiB")
-    return data
-
-
-def _check_regular(mode: int) -> None:
-    if stat.S_ISDIR(mode):
-        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-    if not stat.S_ISREG(mode):
-        raise OSError(errno.EINVAL, "not a regular file (a device, a named pipe or a socket)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +77,7 @@ class DescriptorRegistry:
 
     def add_file(self, path: str | Path) -> None:
         try:
-            data = _read_regular(Path(path))
+            data = read_regular(path)
         except OSError as exc:
             raise DescriptorError(f"cannot read descriptor set {path}: {exc.strerror}") from exc
         fds = descriptor_pb2.FileDescriptorSet()

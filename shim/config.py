@@ -124,8 +124,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from comparators.files import read_regular
 from comparators.ids import IdError, IdKind
-from shim._files import read_regular
 from shim.aliases import AliasKind
 from shim.aliases import parse as parse_aliases
 from shim.errors import ConfigError

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from shim._files import read_regular
+from comparators.files import read_regular
 from shim.config import Upstream
 from shim.errors import ConfigError
 

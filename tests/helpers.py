@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,16 @@ async def shim_command(*args: str | Path) -> tuple[int | None, str, str]:
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=90)
     return process.returncode, out.decode(), err.decode()
+
+
+def run_shim(*argv: str | Path, cwd: Path = ROOT, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m shim ARGV` to its end, with no input: its exit status and output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "shim", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )

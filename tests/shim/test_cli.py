@@ -27,6 +27,7 @@ import pytest
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
+from tests.helpers import run_shim
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
@@ -413,15 +414,7 @@ async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() 
 
 
 def _shim(*argv: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shim", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_shim(*argv, cwd=cwd, timeout=TIMEOUT)
 
 
 def test_resync_finds_the_store_of_a_config_and_lists_marks_resyncs_keys(tmp_path: Path) -> None:

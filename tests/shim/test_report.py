@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from rich.console import Console
 from shim.evidence import Report, build_report
 from shim.report import SCHEMA_VERSION, html, terminal, to_json
 from shim.store import Store
+from tests.helpers import run_shim
 from tests.shim.test_evidence import REFUND, SPAN, T0, Records
 
-ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = '<script>alert("bk")</script>'
 TAINTED = "0.00 (a write BK missed)"  # BK's value in the tainted call
 
@@ -300,15 +299,7 @@ def test_a_real_browser_renders_the_page_without_errors(report: Report, tmp_path
     assert console == [], console
 
 
-def _shim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shim", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+_shim = run_shim
 
 
 async def _recent_store(path: Path) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,15 +21,14 @@ from shim._text import printable
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import interop_server
+from tests.helpers import run_shim
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(sample_ledger.__file__).parent / "shim.toml"
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 KEYED = {"bank.v1.Ledger/OpenAccount": MethodSettings(key=("account_id",))}
 MARKUP = "/x.Y/[/b]"  # rich reads "[/b]" as a closing tag with nothing open: a MarkupError
 ESCAPES = "/x.Y/\x1b]0;owned\x07\x1b[2J"  # sets the window title, then clears the screen
 KEY = "K\x1b[31m[bold]\u202e"  # red, markup, and a right-to-left override
-TIMEOUT = 60.0
 
 
 @pytest.mark.parametrize(
@@ -53,16 +50,7 @@ def test_printable_escapes_control_characters_only(text: str, shown: str) -> Non
     assert printable(text) == shown
 
 
-def _shim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shim", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+_shim = run_shim
 
 
 def _assert_inert(output: str) -> None:

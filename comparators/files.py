@@ -1,9 +1,10 @@
-"""Reading the files a config names (the config itself, rules, certificates): regular files only, bounded.
+"""Reading the files a config names (the config, rules, certificates, descriptor sets): regular files only,
+bounded.
 
 A device such as /dev/urandom never ends and a named pipe waits for a writer: either would
 hang the start or grow without bound. Both are refused, as is a file larger than `limit`, with
 an OSError whose strerror says why (the callers already turn OSError into one line naming the
-setting). Descriptor sets are read the same way, by comparators.descriptors.
+setting).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import stat
 from pathlib import Path
 
-MAX_FILE = 64 * 1024**2  # bytes: far above any config, rules file or certificate chain
+MAX_FILE = 64 * 1024**2  # bytes: far above any config, rules file or certificate chain; a descriptor set
+# of thousands of files takes a few MiB
 
 
 def read_regular(path: str | Path, limit: int = MAX_FILE) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from google.protobuf.descriptor import FileDescriptor
@@ -50,3 +51,12 @@ def run_shim(*argv: str | Path, cwd: Path = ROOT, timeout: float = 60.0) -> subp
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+async def until(condition: Callable[[], object], what: str, within: float = 20.0) -> None:
+    """Wait for `condition()` to hold (checked every few milliseconds), or fail saying `what`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.01)

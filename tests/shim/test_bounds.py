@@ -20,7 +20,7 @@ from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as ipb
 from tests._proto.grpc.testing import interop_pb2_grpc as ipb_grpc
 from tests.backends import interop_server, scripted_server
-from tests.helpers import registry_of
+from tests.helpers import registry_of, until
 from tests.shim.test_verify import SAMPLE
 
 MiB = 1024 * 1024
@@ -130,7 +130,11 @@ async def test_idle_streams_never_starve_other_clients_writes(
         stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="W1", initial_deposit="10"))
         idle = [stub.TradeSession() for _ in range(10)]  # opened, nothing sent: they just stay there
-        await _until(lambda: shim.counters.get("calls", "/bank.v1.Ledger/TradeSession") == 10)
+        await until(
+            lambda: shim.counters.get("calls", "/bank.v1.Ledger/TradeSession") == 10,
+            "10 sessions mirrored",
+            10.0,
+        )
         for _ in range(3):
             await stub.Deposit(pb.DepositRequest(account_id="W1", amount="1"))
         deposits = await sink.wait_for(3, where=lambda c: c.method.endswith("/Deposit"))
@@ -161,7 +165,11 @@ async def test_an_idle_stream_gives_its_place_to_a_new_one() -> None:
         ):
             stub = ipb_grpc.TestServiceStub(channel)
             idle = [stub.FullDuplexCall() for _ in range(2)]  # the places of streams: half of 4
-            await _until(lambda: shim.counters.get("calls", "/grpc.testing.TestService/FullDuplexCall") == 2)
+            await until(
+                lambda: shim.counters.get("calls", "/grpc.testing.TestService/FullDuplexCall") == 2,
+                "both streams mirrored",
+                10.0,
+            )
             await asyncio.sleep(0.3)  # past shadow.stream_idle: what this test is about
             fresh = stub.FullDuplexCall()
             await fresh.write(request)
@@ -186,10 +194,3 @@ async def test_an_idle_stream_gives_its_place_to_a_new_one() -> None:
     (gone,) = [c for c in records if c.verdict is Verdict.SHADOW_ERROR]
     assert "idle for 0.2s, its place was needed by another call" in gone.reason
     assert held == 0
-
-
-async def _until(condition: Any, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

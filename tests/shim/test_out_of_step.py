@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from shim.config import load_file, load_rules_file
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import forwarding
+from tests.helpers import until
 
 HERE = Path(sample_ledger.__file__).parent
 REGISTRY = DescriptorRegistry.from_files([HERE / "bank.binpb"])
@@ -36,15 +36,6 @@ TIMEOUT = 10.0
 
 def _stub(channel: aio.Channel) -> Any:
     return pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
-
-
-async def _until(condition: Any, what: str) -> None:
-    """Wait for `condition()` to hold (checked every few milliseconds), or fail saying `what`."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {TIMEOUT}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 def _resync(store: Path, *args: str) -> str:
@@ -119,7 +110,7 @@ async def test_missed_writes_put_their_accounts_out_of_step_until_resynced(
 
         forced = _resync(store, "--force", "A", "Z")
         assert forced == "A: in step again (forced, not verified)\nZ: was not out of step\n"
-        await _until(lambda: "A" not in shim.steps.keys, "the running shim sees A resynced")
+        await until(lambda: "A" not in shim.steps.keys, "the running shim sees A resynced", TIMEOUT)
         await stub.GetBalance(pb.GetBalanceRequest(account_id="A"))
         await shim.drain()
         again = await sink.wait_for(3, where=lambda c: c.method == GET_BALANCE)

@@ -22,7 +22,7 @@ from shim.config import load_file
 from shim.store import OutOfStep, Store
 from shim.testing import CapturingSink, running_shim
 from tests.backends import forwarding
-from tests.helpers import shim_command
+from tests.helpers import shim_command, until
 from tests.services.custody import DESCRIPTOR_SET, Client, serve
 from tests.services.custody.server import Served
 from tests.shim.test_evidence_store import _shadow_args, shim_process
@@ -31,15 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CUSTODY = ROOT / "tests" / "services" / "custody" / "shim.toml"
 SAMPLE = Path(sample_ledger.__file__).parent
 TIMEOUT = 20.0
-
-
-async def _until(condition: Any, what: str) -> None:
-    """Wait for `condition()` to hold (checked every few milliseconds), or fail saying `what`."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {TIMEOUT}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 def _custody_config(tmp_path: Path) -> Path:
@@ -290,7 +281,7 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
             for account in ("K1", "K2"):
                 await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="10"))
             await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
-            await _until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
+            await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
             await first.kill_9()
         async with shim_process(*args) as second, aio.insecure_channel(second.ready["listen"]) as channel:
             listed: tuple[int | None, str, str] = (None, "", "")

@@ -88,18 +88,26 @@ _log = structlog.get_logger("shim.shadow")
 
 
 class Budget:
-    """Bytes held for comparison across all mirrored calls (`shadow.max_capture_total`)."""
+    """Bytes held for comparison across all mirrored calls (`shadow.max_capture_total`).
 
-    __slots__ = ("limit", "used")
+    A quarter of it is kept for calls that hold little (at most 1/1024 of it each): calls with large
+    messages, such as streams to slow readers, can never take the room every other client's calls need.
+    """
+
+    __slots__ = ("limit", "shared", "small", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit if limit > 0 else 2**62
+        self.shared = self.limit - self.limit // 4  # what calls holding more than `small` may fill
+        self.small = self.limit // 1024
         self.used = 0
 
-    def take(self, size: int) -> bool:
-        if self.used + size > self.limit:
+    def take(self, size: int, held: int = 0) -> bool:
+        """Take `size` more bytes for a call that holds `held` already, if there is room for it."""
+        used = self.used + size
+        if used > self.limit or (held + size > self.small and used > self.shared):
             return False
-        self.used += size
+        self.used = used
         return True
 
     def give(self, size: int) -> None:
@@ -126,7 +134,7 @@ class Capture:
         if self.left < 0:
             self.exceeded = True
             return False
-        if self.budget is not None and not self.budget.take(len(payload)):
+        if self.budget is not None and not self.budget.take(len(payload), self.held):
             self.exceeded = self.starved = True
             return False
         self.held += len(payload)
@@ -277,7 +285,7 @@ class Mirror:
         """A message of a batch: its keys join the batch's."""
         if self.task.done():
             return
-        decoded = self._decode_for_keys(payload)
+        decoded, _ = self._decode_for_keys(payload)
         if index == 0:
             self._first = decoded
         keys, unknown = self._dispatcher.translation.place(self.method, decoded)
@@ -303,23 +311,28 @@ class Mirror:
             self._record_intent()
         self._admitted.set()
 
-    def _decode_for_keys(self, payload: bytes | None) -> message.Message | None:
+    def _decode_for_keys(self, payload: bytes | None) -> tuple[message.Message | None, bool]:
+        """The first request, decoded when its keys or ids are needed; and whether it was to be decoded but
+        is not a message of the method's described request type."""
         dispatcher = self._dispatcher
         if dispatcher.router is None or not dispatcher.translation.needs_request(self.method):
-            return None
-        return dispatcher.router.decode(self.method, payload)
+            return None, False
+        decoded = dispatcher.router.decode(self.method, payload)
+        return decoded, decoded is None and payload is not None and not dispatcher.undescribed(self.method)
 
     def _admit(self, first: bytes | None) -> None:
         if self.task.done():  # over already (cancelled before its turn came): nothing to order
             self._admitted.set()
             return
         dispatcher = self._dispatcher
-        self._first = self._decode_for_keys(first)
+        self._first, undecodable = self._decode_for_keys(first)
         keys, self._names_unknown = dispatcher.translation.place(self.method, self._first)
         if not self.is_write and dispatcher.router is not None and not dispatcher.router.sampled(keys):
             self._not_sampled = True
-        elif dispatcher.undescribed(self.method):
-            dispatcher.counters.inc("calls_not_ordered", self.method)  # mirrored as it comes, in no lane
+        elif undecodable or dispatcher.undescribed(self.method):
+            # a made-up method, or bytes no server of the interface can decode (so none applies them):
+            # mirrored as they come, in no lane, so that they never make other calls wait
+            dispatcher.counters.inc("calls_not_ordered", self.method)
         else:
             self._ticket = dispatcher.lanes.enter(keys, self.is_write)
             self.keys = keys
@@ -343,7 +356,7 @@ class Mirror:
         if self.task.done() or self._not_sampled:
             self._admitted.set()
             return
-        decoded = self._decode_for_keys(payload)
+        decoded, _ = self._decode_for_keys(payload)
         if index == 0:
             self._first = decoded
         keys, unknown = dispatcher.translation.place(self.method, decoded)

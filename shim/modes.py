@@ -17,7 +17,10 @@ given up and the mode stays.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Mapping
+from typing import Protocol
 
 DEFAULT = "*"
 
@@ -26,8 +29,20 @@ class SwitchTimeout(Exception):
     """Calls in flight did not finish in time: the mode did not change."""
 
 
+class SwitchHooks(Protocol):
+    """What a data plane in front of the shim does in a switch (`shim.dataplane`)."""
+
+    async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
+        """Before the calls pause: the calls of the scopes that change come through the shim (in the modes
+        of `table`), and the calls that went elsewhere before are over."""
+
+    async def apply(self, table: Mapping[str, str]) -> None:
+        """While the calls pause: route as `table` says (the new modes, or the old after a failure)."""
+
+
 class Modes:
     def __init__(self, default: str) -> None:
+        self.hooks: SwitchHooks | None = None
         self._modes: dict[str, str] = {DEFAULT: default}
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -35,6 +50,7 @@ class Modes:
         self._open = asyncio.Event()  # cleared while a switch waits for the calls in flight
         self._open.set()
         self._switching = asyncio.Lock()
+        self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied
 
     @property
     def default(self) -> str:
@@ -75,16 +91,30 @@ class Modes:
         async with self._switching:
             if all(self._modes.get(scope) == mode for scope, mode in modes.items()):
                 return
-            self._open.clear()
+            hooks = self.hooks
+            old = self.table()
             try:
                 async with asyncio.timeout(within):
+                    if hooks is not None:
+                        await hooks.prepare(old, modes)
+                    self._open.clear()
+                    paused = time.perf_counter()
                     await self._idle.wait()
+                    if hooks is not None:
+                        await hooks.apply({**old, **modes})
             except TimeoutError as exc:
+                if hooks is not None:
+                    await hooks.apply(old)
                 left = self._in_flight
                 raise SwitchTimeout(
                     f"{left} calls were still in flight after {within:g}s; the mode did not change"
                 ) from exc
+            except BaseException:
+                if hooks is not None:
+                    await hooks.apply(old)
+                raise
             else:
                 self._modes.update(modes)
+                self.pauses.append(time.perf_counter() - paused)
             finally:
                 self._open.set()

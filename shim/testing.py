@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from comparators import Comparison, DescriptorRegistry
+from shim import dataplane
 from shim.app import Shim
 from shim.config import Config, Upstream
 from shim.pipeline import Sink
@@ -89,8 +91,9 @@ async def running_shim(
         mode=mode or ("shadow" if bk else "bank"),
         **settings,
     )
-    shim = Shim(config, sinks=[sink, *sinks], registry=registry)
-    await shim.start()
+    if config.dataplane == "auto":  # the Python data plane unless a test asks for Envoy
+        config = replace(config, dataplane="python")
+    shim = (await dataplane.start(config, [sink, *sinks], registry)).shim
     try:
         yield shim, sink
     finally:

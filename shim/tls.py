@@ -38,7 +38,7 @@ def read_pem(path: str, what: str) -> bytes:
     return data
 
 
-def _check_pair(cert: bytes, key: bytes, where: str) -> None:
+def check_pair(cert: bytes, key: bytes, where: str) -> None:
     """The key must belong to the certificate (checked by the ssl module, as a handshake would)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     with tempfile.TemporaryDirectory() as folder:
@@ -66,7 +66,7 @@ class ServerTls:
     def _load(self) -> grpc.ServerCertificateConfiguration:
         cert_path, key_path, ca_path = self._paths
         cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
-        _check_pair(cert, key, "tls")
+        check_pair(cert, key, "tls")
         roots = read_pem(ca_path, "tls.client_ca") if ca_path else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
@@ -93,7 +93,7 @@ def channel_credentials(upstream: Upstream) -> grpc.ChannelCredentials:
     cert = read_pem(upstream.cert, f"{where}.cert") if upstream.cert else None
     key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
     if cert is not None and key is not None:
-        _check_pair(cert, key, where)
+        check_pair(cert, key, where)
     return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
 
 

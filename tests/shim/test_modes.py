@@ -28,6 +28,7 @@ from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
+from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import StartupError
 from shim.routing import MethodSettings
 from shim.store import Store
@@ -45,6 +46,7 @@ TOKEN = "s3cret-admin-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 ACCOUNTS = [f"F{n}" for n in range(8)]
 POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
 @pytest.fixture(autouse=True)
@@ -100,14 +102,16 @@ async def _books_equal(bank: RunningLedger, bk: RunningLedger) -> list[str]:
     return differ
 
 
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal(
-    ledgers: tuple[RunningLedger, RunningLedger],
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
 ) -> None:
     """Writes keep coming from six clients while the default mode flips shadow -> bk-primary -> shadow
     six times: every write reached both sides, in order per account, whichever answered it, so the two
-    books (asked directly) end equal and no key is out of step."""
+    books (asked directly) end equal and no key is out of step. Through Envoy, each switch is a route
+    change that pauses calls briefly."""
     bank, bk = ledgers
-    async with _shim(ledgers) as (shim, stub, admin):
+    async with _shim(ledgers, dataplane=dataplane) as (shim, stub, admin):
         for account in ACCOUNTS:
             await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
         written = 0
@@ -152,6 +156,10 @@ async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal
         await shim.drain()
         out_of_step = dict(shim.steps.keys) if shim.steps is not None else {}
         history = await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)
+        pauses = list(shim.modes.pauses)
+    if dataplane == "envoy":
+        assert len(pauses) == 6
+        assert max(pauses) < 0.1, pauses  # no call waited longer than this for a switch
     assert answered_by == {"Bank", "BK"}
     assert written >= 150
     assert out_of_step == {}

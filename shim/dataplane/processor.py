@@ -1,0 +1,342 @@
+"""The comparison plane: copies of the clients' calls, from Envoy, into the shadow machinery.
+
+Envoy's ext_proc filter (observability mode) opens one stream to the processor
+per mirrored call and sends it, as they pass: the request's headers, its body
+in pieces, the primary's response headers, its body and its trailers. Envoy
+does not wait for any of it, so nothing here is on the clients' path.
+
+A `_Copy` turns those pieces back into what the Python data plane sees: the
+method and request metadata, each request message (gRPC frames are split out
+of the body pieces, and decompressed), each answer message, and the primary's
+final status with its metadata. It drives a `Mirror` (`shim._shadow`) exactly
+as the Python handler does, so ordering, id translation, the call to the
+shadow, the comparison and the store are the same machinery.
+
+A copy that ends before the primary's status is known (Envoy gave up on it:
+the client cancelled, or the processor was too slow and Envoy dropped the
+copy) is abandoned: recorded as not mirrored, and a write marks its keys out
+of step. A copy that cannot be read (a frame larger than the capture limit, an
+encoding the shim cannot undo) is treated alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import urllib.parse
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import grpc
+import structlog
+from grpc import aio
+
+from comparators import Outcome
+from shim._handler import submit_unmirrored
+from shim._proto.shim.v1 import ext_proc_pb2 as pb
+from shim._shadow import Mirror, ShadowDispatcher
+from shim.dataplane.envoy_config import ROUTE_HEADER
+from shim.exporter import Latencies
+from shim.metrics import Counters
+from shim.routing import Router
+
+SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+_CANCELLED = 1
+_UNKNOWN = 2
+_log = structlog.get_logger("shim.processor")
+
+# headers that are gRPC's or HTTP's framing, not the call's metadata (grpc hides them from handlers too)
+_NOT_METADATA = frozenset(
+    {
+        "content-type",
+        "te",
+        "grpc-timeout",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "grpc-status",
+        "grpc-message",
+        "user-agent",
+        "content-length",
+    }
+)
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 0.001, "u": 1e-6, "n": 1e-9}
+
+
+class UnreadableCopy(Exception):
+    """The copy cannot be turned back into messages (the reason is recorded with the call)."""
+
+
+def _headers(header_map: pb.HeaderMap) -> list[tuple[str, str | bytes]]:
+    """(key, value) pairs as a gRPC handler sees them: `-bin` values decoded to bytes."""
+    out: list[tuple[str, str | bytes]] = []
+    for header in header_map.headers:
+        raw = header.raw_value if header.raw_value else header.value.encode()
+        key = header.key
+        if key.endswith("-bin"):
+            padded = raw + b"=" * (-len(raw) % 4)
+            try:
+                out.append((key, base64.b64decode(padded)))
+            except ValueError:
+                out.append((key, raw))
+        else:
+            out.append((key, raw.decode("utf-8", errors="replace")))
+    return out
+
+
+def _metadata(headers: list[tuple[str, str | bytes]]) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((k, v) for k, v in headers if not k.startswith(":") and k not in _NOT_METADATA)
+
+
+def _first(headers: list[tuple[str, str | bytes]], key: str) -> str:
+    for k, v in headers:
+        if k == key:
+            return v if isinstance(v, str) else v.decode(errors="replace")
+    return ""
+
+
+def grpc_timeout(text: str) -> float | None:
+    """The seconds a `grpc-timeout` header gives (None without one, or when malformed)."""
+    if len(text) < 2 or text[-1] not in _TIMEOUT_UNITS or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+
+
+class Frames:
+    """gRPC messages out of a body that arrives in pieces (5-byte prefix: flag, big-endian length)."""
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = bytearray()
+        self._limit = limit  # the largest message taken (beyond: UnreadableCopy)
+        self.encoding = "identity"
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        self._buffer += piece
+        out: list[bytes] = []
+        while len(self._buffer) >= 5:
+            flag = self._buffer[0]
+            length = int.from_bytes(self._buffer[1:5], "big")
+            if 0 <= self._limit < length:
+                raise UnreadableCopy(f"a message of {length} bytes is larger than shadow.max_capture")
+            if len(self._buffer) < 5 + length:
+                break
+            payload = bytes(self._buffer[5 : 5 + length])
+            del self._buffer[: 5 + length]
+            out.append(self._inflate(payload) if flag & 1 else payload)
+        return out
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._buffer)
+
+    def _inflate(self, payload: bytes) -> bytes:
+        try:
+            if self.encoding == "gzip":
+                return zlib.decompress(payload, wbits=31)
+            if self.encoding == "deflate":
+                return zlib.decompress(payload)
+        except zlib.error as exc:
+            raise UnreadableCopy(f"a {self.encoding} message does not decompress: {exc}") from None
+        raise UnreadableCopy(f"a message compressed with {self.encoding!r}, which the shim cannot undo")
+
+
+class _Copy:
+    """One call's copy, as it arrives."""
+
+    def __init__(self, processor: Processor, dispatcher: ShadowDispatcher) -> None:
+        self._processor = processor
+        self._dispatcher = dispatcher
+        self._mirror: Mirror | None = None
+        self._refused = ""  # why a call that should be mirrored is not
+        self.method = ""
+        self._metadata: tuple[tuple[str, str | bytes], ...] = ()
+        self._is_write = True
+        self._requests = Frames(dispatcher.max_capture)
+        self._answers = Frames(dispatcher.max_capture)
+        self._first: bytes | None = None  # the first request, for an unmirrored write's keys
+        self._initial: tuple[tuple[str, str | bytes], ...] = ()
+        self._answer_messages: list[bytes] = []
+        self._keep = True
+        self._started = time.perf_counter()
+        self._started_at = time.time()
+        self.done = False
+
+    def take(self, request: pb.ProcessingRequest) -> None:
+        part = request.WhichOneof("request")
+        if part == "request_headers":
+            self._request_headers(request.request_headers)
+        elif part == "request_body":
+            self._request_body(request.request_body)
+        elif part == "request_trailers":
+            self._end_requests()
+        elif part == "response_headers":
+            self._response_headers(request.response_headers)
+        elif part == "response_body":
+            for answer in self._answers.feed(request.response_body.body):
+                self._answer(answer)
+        elif part == "response_trailers":
+            self._finish(_headers(request.response_trailers.trailers))
+
+    def _request_headers(self, message: pb.HttpHeaders) -> None:
+        headers = _headers(message.headers)
+        self.method = _first(headers, ":path")
+        self._metadata = _metadata(headers)
+        self._requests.encoding = _first(headers, "grpc-encoding") or "identity"
+        processor = self._processor
+        self._is_write = processor.router.is_write(self.method)
+        processor.counters.inc("calls", self.method)
+        timeout = grpc_timeout(_first(headers, "grpc-timeout"))
+        self._mirror, self._refused = self._dispatcher.start(
+            self.method, self._metadata, timeout, self._is_write
+        )
+        if message.end_of_stream:
+            self._end_requests()
+
+    def _request_body(self, body: pb.HttpBody) -> None:
+        for request in self._requests.feed(body.body):
+            if self._first is None:
+                self._first = request
+            if self._mirror is not None:
+                self._mirror.feed(request)
+        if body.end_of_stream:
+            self._end_requests()
+
+    def _end_requests(self) -> None:
+        if self._requests.partial:
+            raise UnreadableCopy("the request stream ended inside a message")
+        if self._mirror is not None:
+            self._mirror.close_requests()
+
+    def _response_headers(self, message: pb.HttpHeaders) -> None:
+        headers = _headers(message.headers)
+        self._answers.encoding = _first(headers, "grpc-encoding") or "identity"
+        if message.end_of_stream or _first(headers, "grpc-status"):  # trailers only: the call is over
+            self._finish(headers)
+            return
+        self._initial = _metadata(headers)
+
+    def _answer(self, answer: bytes) -> None:
+        mirror = self._mirror
+        if mirror is None:
+            return
+        mirror.primary_message(answer)
+        if self._keep:
+            self._keep = mirror.capture.take(answer)
+            if self._keep:
+                self._answer_messages.append(answer)
+
+    def _finish(self, trailers: list[tuple[str, str | bytes]]) -> None:
+        if self.done:
+            return
+        self.done = True
+        latency = time.perf_counter() - self._started
+        self._processor.latencies.observe(self.method, latency)
+        status = _first(trailers, "grpc-status")
+        outcome = Outcome(
+            code=int(status) if status.isdigit() else _UNKNOWN,
+            details=urllib.parse.unquote(_first(trailers, "grpc-message")),
+            initial_metadata=self._initial,
+            trailing_metadata=_metadata(trailers),
+            messages=tuple(self._answer_messages),
+            latency=latency,
+        )
+        if self._mirror is not None:
+            self._mirror.primary_done(outcome)
+        elif self._refused:
+            self._unmirrored(outcome, self._refused)
+
+    def _unmirrored(self, outcome: Outcome, why: str) -> None:
+        submit_unmirrored(
+            self._dispatcher,
+            self.method,
+            outcome,
+            self._is_write,
+            self._started_at,
+            why,
+            self._first,
+            self._metadata,
+        )
+
+    def lost(self, why: str) -> None:
+        """The copy ended before the primary's status was known, or could not be read."""
+        if self.done:
+            return
+        self.done = True
+        self._processor.counters.inc("copies_lost", self.method or "unknown")
+        outcome = Outcome(code=_CANCELLED, local=why)
+        if self._mirror is not None:
+            self._mirror.abandon(outcome)
+        elif self.method:
+            self._unmirrored(outcome, f"not mirrored: {why}")
+
+
+class Processor:
+    """The ext_proc service: each stream from Envoy is one call's copy."""
+
+    def __init__(
+        self,
+        dispatchers: Mapping[str, ShadowDispatcher],
+        router: Router,
+        counters: Counters,
+        latencies: Latencies,
+    ) -> None:
+        self.dispatchers = dispatchers  # by the route's mirroring name ("bk": BK is mirrored)
+        self.router = router
+        self.counters = counters
+        self.latencies = latencies
+        self.copies = 0  # copies received since start
+        self._open: set[_Copy] = set()  # copies being received now
+
+    def open_copies(self, selects: Callable[[str], bool]) -> int:
+        """Copies still coming in (before the primary's status) of the methods `selects` picks (a copy
+        whose method is not known yet counts)."""
+        return sum(1 for copy in self._open if not copy.done and (not copy.method or selects(copy.method)))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Process": grpc.stream_stream_rpc_method_handler(
+                    self.process,
+                    request_deserializer=pb.ProcessingRequest.FromString,
+                    response_serializer=pb.ProcessingResponse.SerializeToString,
+                )
+            },
+        )
+
+    async def process(
+        self, requests: AsyncIterator[pb.ProcessingRequest], context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        route = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == ROUTE_HEADER:
+                route = value if isinstance(value, str) else value.decode()
+        dispatcher = self.dispatchers.get(route)
+        self.copies += 1
+        copy = _Copy(self, dispatcher) if dispatcher is not None else None
+        if copy is not None:
+            self._open.add(copy)
+        try:
+            async for request in requests:
+                if copy is None or copy.done:
+                    continue
+                try:
+                    copy.take(request)
+                except UnreadableCopy as exc:
+                    copy.lost(str(exc))
+            if copy is not None:
+                copy.lost(
+                    "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
+                )
+        except asyncio.CancelledError:
+            if copy is not None:
+                copy.lost("the copy was cut off (Envoy closed its stream to the shim)")
+            raise
+        finally:
+            if copy is not None:
+                self._open.discard(copy)
+        if dispatcher is None:
+            _log.warning("a copy for no known mirroring was ignored", route=route)
+        return
+        yield  # a generator: it answers nothing (Envoy does not wait in observability mode)

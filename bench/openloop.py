@@ -64,21 +64,31 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
-SETUPS = ["direct", "bank", "shadow", "shadow, BK slow", "shadow, BK down"]
-SHIMS = {  # setup: (mode, --bk target key, workers)
-    "bank": ("bank", "bk", 1),
-    "shadow": ("shadow", "bk", 1),
-    "shadow, BK slow": ("shadow", "bk_slow", 1),
-    "shadow, BK down": ("shadow", "closed", 1),
+SETUPS = [
+    "direct",
+    "bank",
+    "shadow",
+    "shadow, BK slow",
+    "shadow, BK down",
+    "bank (python)",
+    "shadow (python)",
+]
+SHIMS = {  # setup: (mode, --bk target key, workers, data plane)
+    "bank": ("bank", "bk", 1, "envoy"),
+    "shadow": ("shadow", "bk", 1, "envoy"),
+    "shadow, BK slow": ("shadow", "bk_slow", 1, "envoy"),
+    "shadow, BK down": ("shadow", "closed", 1, "envoy"),
+    "bank (python)": ("bank", "bk", 1, "python"),
+    "shadow (python)": ("shadow", "bk", 1, "python"),
 }
 
 
 def _with_workers(workers: int) -> None:
-    """Add the multi-process setups (`shim serve --workers N`)."""
+    """Add the multi-process setups (`shim serve --dataplane python --workers N`)."""
     for mode in ("bank", "shadow"):
-        name = f"{mode} ({workers} workers)"
+        name = f"{mode} (python, {workers} workers)"
         SETUPS.append(name)
-        SHIMS[name] = (mode, "bk", workers)
+        SHIMS[name] = (mode, "bk", workers, "python")
 
 
 # Operation mix: 60% reads, 40% writes, unary calls only.
@@ -137,6 +147,18 @@ def _start(stack: ExitStack, args: list[str], ready: str) -> subprocess.Popen[st
 def _peak_rss_mib(pid: int) -> float:
     """VmHWM (peak RSS) of `pid` plus that of its live descendants (the shim's comparison worker), in MiB."""
     return memory_mib(pid, "VmHWM")
+
+
+def envoy_pid(pid: int) -> int | None:
+    """The Envoy process among `pid`'s children (the shim's data plane), if any."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
+                    return int(child)
+    except OSError:
+        return None
+    return None
 
 
 def memory_mib(pid: int, field: str) -> float:
@@ -201,8 +223,9 @@ class Result:
 class Target:
     """One setup: long-lived channels (one connection each), its accounts, and a seeded request mix."""
 
-    def __init__(self, name: str, address: str, index: int, channels: int = 1) -> None:
+    def __init__(self, name: str, address: str, index: int, channels: int = 1, metrics: str = "") -> None:
         self.name = name
+        self.metrics = metrics  # the shim's metrics endpoint ("": direct)
         # distinct options: grpc would otherwise share one connection between equal channels
         self.channels = [
             aio.insecure_channel(address, options=[("bench.channel", n)]) for n in range(channels)
@@ -245,6 +268,33 @@ class Target:
             client_order_id=f"{account_id}-o{self.orders}",
         )
         return lambda: stub.PostTrade(request_t, timeout=CALL_TIMEOUT)
+
+    async def figures(self) -> dict[str, float]:
+        """The shim's metrics, summed by name (labels dropped)."""
+        import urllib.request
+
+        def read() -> str:
+            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=10) as answer:
+                return str(answer.read().decode())
+
+        out: Counter[str] = Counter()
+        for line in (await asyncio.to_thread(read)).splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name.partition("{")[0]] += float(value)
+        return dict(out)
+
+    async def compared(self, rate: float, duration: float, seed: int) -> tuple[Result, int]:
+        """A load, then the comparisons it led to once the shim has caught up (within 20 s)."""
+        before = (await self.figures()).get("shim_comparisons_total", 0.0)
+        result = await self.load(rate, duration, seed)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            figures = await self.figures()
+            if not figures.get("shim_shadow_in_flight", 0) and not figures.get("shim_comparisons_pending", 0):
+                break
+            await asyncio.sleep(0.2)
+        return result, int(figures.get("shim_comparisons_total", 0.0) - before)
 
     async def load(self, rate: float, duration: float, seed: int) -> Result:
         """Send `rate` calls a second for `duration` s, open loop; wait for every answer."""
@@ -313,12 +363,43 @@ async def _search(target: Target, duration: float, seed: int) -> tuple[float, li
     return best, steps
 
 
+async def _compare_search(target: Target, base: float, duration: float) -> tuple[float, list[dict[str, Any]]]:
+    """Highest offered rate, on a x1.25 ladder from 10% of direct's saturation, at which 99% of the calls
+    were mirrored and compared (0: none)."""
+    steps: list[dict[str, Any]] = []
+    rate, best = 0.1 * base, 0.0
+    while rate <= base * 1.3:
+        result, compared = await target.compared(rate, duration, seed=2000 + len(steps))
+        share = compared / result.sent
+        steps.append(
+            {
+                "offered_per_s": round(rate, 1),
+                "compared": compared,
+                "sent": result.sent,
+                "share": round(share, 4),
+                "client_errors": sum(result.errors.values()),
+            }
+        )
+        print(f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}", flush=True)
+        if share < 0.99:
+            break
+        best = rate
+        rate *= 1.25
+        await asyncio.sleep(1)
+    return best, steps
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-async def _bench(args: argparse.Namespace, addresses: dict[str, str]) -> dict[str, Any]:
-    targets = {name: Target(name, addresses[name], index, args.channels) for index, name in enumerate(SETUPS)}
+async def _bench(
+    args: argparse.Namespace, addresses: dict[str, str], metrics: dict[str, str]
+) -> dict[str, Any]:
+    targets = {
+        name: Target(name, addresses[name], index, args.channels, metrics.get(name, ""))
+        for index, name in enumerate(SETUPS)
+    }
     figures: dict[str, Any] = {
         "mix": MIX,
         "accounts_per_setup": ACCOUNTS,
@@ -355,11 +436,17 @@ async def _bench(args: argparse.Namespace, addresses: dict[str, str]) -> dict[st
         for target in targets.values():  # warm-up, not measured
             await target.load(rates[0], 1.0, seed=1)
         results = {(name, rate): Result(offered=rate) for name in SETUPS for rate in rates}
+        compared: Counter[tuple[str, float]] = Counter()
         for round_ in range(args.rounds):
             order = SETUPS[round_ % len(SETUPS) :] + SETUPS[: round_ % len(SETUPS)]
             for rate in rates:
                 for name in order:
-                    results[name, rate].merge(await targets[name].load(rate, args.duration, seed=round_))
+                    if SHIMS.get(name, ("",))[0] == "shadow":
+                        result, count = await targets[name].compared(rate, args.duration, seed=round_)
+                        compared[name, rate] += count
+                    else:
+                        result = await targets[name].load(rate, args.duration, seed=round_)
+                    results[name, rate].merge(result)
                     await asyncio.sleep(0.5)
         figures["runs"] = []
         for rate in rates:
@@ -374,8 +461,20 @@ async def _bench(args: argparse.Namespace, addresses: dict[str, str]) -> dict[st
                         "p50_x_direct": round(_ratio(r.pct(50), direct.pct(50)), 3),
                         "p99_x_direct": round(_ratio(r.pct(99), direct.pct(99)), 3),
                         "kept_up": r.achieved >= 0.9 * rate and sum(r.errors.values()) <= 0.01 * r.sent,
+                        "compared_share": round(compared[name, rate] / r.sent, 4)
+                        if (name, rate) in compared
+                        else None,
                     }
                 )
+        figures["comparison_capacity_per_s"] = {}
+        for name in [s for s in args.compare.split(",") if s]:
+            print(f"comparison side: highest rate with >= 99% of calls compared, {name}:", flush=True)
+            best, steps = await _compare_search(targets[name], base, args.search_duration)
+            figures["comparison_capacity_per_s"][name] = {
+                "rate": round(best, 1),
+                "x_direct": round(best / base, 3),
+                "steps": steps,
+            }
     finally:
         for target in targets.values():
             for channel in target.channels:
@@ -387,13 +486,15 @@ def _print_table(figures: dict[str, Any]) -> None:
     print()
     print(
         f"{'setup':<18} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'errors':>6} {'p50 xdir':>8} {'p99 xdir':>8}  kept up"
+        f"{'errors':>6} {'p50 xdir':>8} {'p99 xdir':>8} {'compared':>8}  kept up"
     )
     for run in figures["runs"]:
+        share = "" if run["compared_share"] is None else f"{run['compared_share']:.1%}"
         print(
             f"{run['setup']:<18} {run['offered_per_s']:9.0f} {run['achieved_per_s']:10.1f} "
             f"{run['p50_ms']:8.2f} {run['p99_ms']:8.2f} {run['max_ms']:8.1f} "
-            f"{sum(run['errors'].values()):6d} {run['p50_x_direct']:8.2f} {run['p99_x_direct']:8.2f}  "
+            f"{sum(run['errors'].values()):6d} {run['p50_x_direct']:8.2f} {run['p99_x_direct']:8.2f} "
+            f"{share:>8}  "
             f"{'yes' if run['kept_up'] else 'NO'}"
         )
     sat = figures["saturation_per_s"]
@@ -401,7 +502,7 @@ def _print_table(figures: dict[str, Any]) -> None:
         print()
         print("saturation (highest x1.5 step kept up; resolution x1.5):")
         for name, rate in sat.items():
-            target = {"bank": 0.6, "shadow": 0.35}.get(name.split(" (")[0])
+            target = {"bank": 0.9, "shadow": 0.9}.get(name)
             ratio = _ratio(rate, sat["direct"])
             mark = "" if target is None else f"  target ≥ {target}x {'met' if ratio >= target else 'MISSED'}"
             print(f"  {name:<18} {rate:7.0f}/s  {ratio:5.2f}x direct{mark}")
@@ -415,10 +516,20 @@ def _print_table(figures: dict[str, Any]) -> None:
             if not by["shadow"]["kept_up"]:
                 verdict = "not comparable: healthy shadow did not keep up at this rate"
             print(f"  {rate:6.0f}/s  {name:<18} {x:5.2f}x  {verdict}")
+    capacity = figures.get("comparison_capacity_per_s", {})
+    if capacity:
+        print()
+        print(
+            "comparison side: highest rate with >= 99% of calls mirrored and compared (target >= 0.35x):"
+        )
+        for name, found in capacity.items():
+            mark = "met" if found["x_direct"] >= 0.35 else "MISSED"
+            print(f"  {name:<18} {found['rate']:7.0f}/s  {found['x_direct']:5.2f}x direct  {mark}")
     print()
-    print("peak RSS (VmHWM, MiB, process + its worker processes):")
+    print("peak RSS (VmHWM, MiB; the shim with its comparison worker, and its Envoy apart):")
     for name, mib in figures["peak_rss_mib"].items():
-        print(f"  {name:<18} {mib:7.1f}")
+        envoy = figures["envoy_peak_rss_mib"].get(name)
+        print(f"  {name:<18} shim {mib:7.1f}" + (f"  envoy {envoy:7.1f}" if envoy is not None else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,14 +552,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="also measure `shim serve --workers N` in bank and shadow mode (default 2; 1: not)",
+        default=1,
+        help="also measure `shim serve --dataplane python --workers N`, bank and shadow (default 1: not)",
+    )
+    parser.add_argument(
+        "--compare",
+        default="shadow,shadow (python)",
+        help="setups whose comparison capacity is searched (default shadow,shadow (python); empty: none)",
     )
     args = parser.parse_args(argv)
     if args.workers > 1:
         _with_workers(args.workers)
         if args.search == "direct,bank,shadow":
-            args.search += f",bank ({args.workers} workers),shadow ({args.workers} workers)"
+            args.search += f",bank (python, {args.workers} workers),shadow (python, {args.workers} workers)"
 
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through the ExitStack, which stops every subprocess
@@ -458,7 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([Path(sys.executable).name, *script, *sys.argv[1:]])
     print(f"open-loop bench: {os.cpu_count()} cores, {command}")
     print(f"mix: {', '.join(f'{m} {w}%' for m, w in MIX.items())} (60% reads, 40% writes), unary")
-    names = ("bank", "bk", "bk_slow", "closed", *(f"shim {name}" for name in SHIMS))
+    names = (
+        "bank",
+        "bk",
+        "bk_slow",
+        "closed",
+        *(f"shim {name}" for name in SHIMS),
+        *(f"metrics {n}" for n in SHIMS),
+    )
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     shim_pids: dict[str, int] = {}
@@ -467,20 +590,28 @@ def main(argv: list[str] | None = None) -> int:
             _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
         slow = ["--listen", addr["bk_slow"], "--delay", str(SLOW_BK_DELAY)]
         _start(stack, [sys.executable, "-m", "sample_ledger", "bk", *slow], "listening")
-        for name, (mode, bk, workers) in SHIMS.items():
+        for name, (mode, bk, workers, dataplane) in SHIMS.items():
+            metrics = [] if workers > 1 else ["--metrics", addr[f"metrics {name}"]]
             shim = _start(
                 stack,
                 [
                     *(sys.executable, "-m", "shim", "serve", "--listen", addr[f"shim {name}"]),
                     *("--config", str(SAMPLE_CONFIG), "--mode", mode, "--workers", str(workers)),
-                    *("--bank", addr["bank"], "--bk", addr[bk]),
+                    *("--bank", addr["bank"], "--bk", addr[bk], "--dataplane", dataplane, *metrics),
                     *("--store", ":memory:", "--diff-log", os.devnull),
                 ],
                 '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
             )
             shim_pids[name] = shim.pid
-        figures = asyncio.run(_bench(args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}))
+        endpoints = {n: addr[f"metrics {n}"] for n, (_, _, w, _) in SHIMS.items() if w == 1}
+        envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
+        figures = asyncio.run(
+            _bench(args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints)
+        )
         figures["peak_rss_mib"] = {name: round(_peak_rss_mib(pid), 1) for name, pid in shim_pids.items()}
+        figures["envoy_peak_rss_mib"] = {
+            name: round(memory_mib(pid, "VmHWM"), 1) for name, pid in envoys.items() if pid is not None
+        }
     figures["cores"] = os.cpu_count()
     figures["command"] = command
     _print_table(figures)

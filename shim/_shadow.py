@@ -1069,15 +1069,6 @@ class ShadowDispatcher:
     def in_flight(self) -> int:
         return len(self._live) + len(self._leaving)
 
-    def calls_in_flight(self, selects: Callable[[str], bool]) -> int:
-        """Mirrored calls in flight whose method `selects` picks, other than request streams (a session may
-        last: it finishes where it started)."""
-        return sum(
-            1
-            for mirror in (*self._live, *self._leaving)
-            if selects(mirror.method) and not self.request_streaming(mirror.method)
-        )
-
     def give_up_all(self) -> int:
         """The shim stops: every mirrored call still running is given up (and recorded as such)."""
         for mirror in [*self._live, *self._leaving]:

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -147,6 +147,9 @@ class Front(Protocol):
 
     async def stop(self, grace: float) -> None:
         """Take no new call; give those in flight `grace` seconds; then stop."""
+
+    def metrics(self) -> list[Any]:
+        """Its own figures, as Prometheus metric families."""
 
 
 class Shim:

@@ -169,6 +169,8 @@ class _ShimCollector(Collector):
         for scope, current in shim.modes.table().items():
             mode.add_metric([scope, current], 1)
         yield mode
+        if shim.front is not None:
+            yield from shim.front.metrics()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from grpc import aio
@@ -32,6 +32,8 @@ from comparators import DescriptorRegistry
 from shim.config import Config
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
+from shim.dataplane.metrics import envoy_metrics
+from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
@@ -135,6 +137,8 @@ class EnvoyPlane:
         self.envoy: envoy_process.Envoy | None = None
         self.routes: list[RouteEntry] = []
         self.last_pause = 0.0  # seconds the last switch's routes took to apply
+        self.stats: dict[str, int] = {}  # Envoy's stats that matter, as last read
+        self._poll: asyncio.Task[None] | None = None
         self._listen_host = "127.0.0.1"
 
     @property
@@ -182,6 +186,24 @@ class EnvoyPlane:
         await self.envoy.validate()
         check_listen(public.listen)
         await self.envoy.start()
+        self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
+
+    async def _poll_stats(self) -> None:
+        """Envoy's stats that matter, read every second for the metrics endpoint."""
+        envoy = self.envoy
+        assert envoy is not None
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
+            await asyncio.sleep(1.0)
+
+    def metrics(self) -> list[Any]:
+        """Envoy's figures as metric families (`shim.exporter` serves them)."""
+        return envoy_metrics(
+            self.stats,
+            up=self.envoy is not None and self.envoy.running.is_set(),
+            restarts=self.envoy.restarts if self.envoy is not None else 0,
+        )
 
     @property
     def port(self) -> int:
@@ -229,8 +251,11 @@ class EnvoyPlane:
         def changing(method: str) -> bool:
             return method in scopes or (DEFAULT in scopes and method not in table)
 
-        dispatchers = self._shim.dispatchers.values()
-        while processor.open_copies(changing) or any(d.calls_in_flight(changing) for d in dispatchers):  # noqa: ASYNC110
+        dispatchers = list(self._shim.dispatchers.values())
+        if not dispatchers:
+            return
+        streams = dispatchers[0].request_streaming
+        while processor.busy(changing, streams):  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
 
     async def apply(self, table: Mapping[str, str]) -> None:
@@ -256,6 +281,8 @@ class EnvoyPlane:
         """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still
         coming in get what is left of it."""
         deadline = time.monotonic() + grace
+        if self._poll is not None:
+            self._poll.cancel()
         if self.envoy is not None:
             await self.envoy.drain(grace)
             await self.envoy.stop()

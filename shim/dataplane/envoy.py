@@ -157,7 +157,12 @@ class Envoy:
     async def _spawn(self) -> None:
         self._admin_file.unlink(missing_ok=True)
         self.running.clear()
+        # Envoy dies with the shim (setpriv --pdeathsig): no Envoy is left serving with nothing behind it,
+        # holding the port a restarted shim needs
+        setpriv = shutil.which("setpriv")
+        guard = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         self._process = await asyncio.create_subprocess_exec(
+            *guard,
             self._executable,
             "-c",
             str(self._bootstrap),

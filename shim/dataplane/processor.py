@@ -190,6 +190,8 @@ class _Copy:
         self._mirror, self._refused = self._dispatcher.start(
             self.method, self._metadata, timeout, self._is_write
         )
+        if self._mirror is not None:
+            processor.track(self._mirror)
         if message.end_of_stream:
             self._end_requests()
 
@@ -287,11 +289,19 @@ class Processor:
         self.latencies = latencies
         self.copies = 0  # copies received since start
         self._open: set[_Copy] = set()  # copies being received now
+        self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
 
-    def open_copies(self, selects: Callable[[str], bool]) -> int:
-        """Copies still coming in (before the primary's status) of the methods `selects` picks (a copy
-        whose method is not known yet counts)."""
-        return sum(1 for copy in self._open if not copy.done and (not copy.method or selects(copy.method)))
+    def track(self, mirror: Mirror) -> None:
+        self._mirrors.add(mirror)
+        mirror.task.add_done_callback(lambda _: self._mirrors.discard(mirror))
+
+    def busy(self, selects: Callable[[str], bool], streams: Callable[[str], bool]) -> int:
+        """Copies of the methods `selects` picks that are still coming in (a copy whose method is not known
+        yet counts), or whose mirrored call is not over; request streams aside (`streams`): a session may
+        last, and finishes where it started."""
+        coming = sum(1 for copy in self._open if not copy.done and (not copy.method or selects(copy.method)))
+        mirrored = sum(1 for m in self._mirrors if selects(m.method) and not streams(m.method))
+        return coming + mirrored
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -320,7 +330,7 @@ class Processor:
         try:
             async for request in requests:
                 if copy is None or copy.done:
-                    continue
+                    break  # nothing more is wanted of this copy: ending the stream tells Envoy to stop
                 try:
                     copy.take(request)
                 except UnreadableCopy as exc:

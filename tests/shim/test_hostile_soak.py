@@ -80,6 +80,9 @@ async def test_hostile_inputs_beside_normal_traffic_leave_answers_exact_memory_b
             tmp_path / "diff.log",
         ),
         *("--metrics", "127.0.0.1:0", "--config", tmp_path / "shim.toml"),
+        # the shim's own server in front: its message limit is part of what is tested (Envoy enforces
+        # none; see docs/dataplane.md)
+        *("--dataplane", "python"),
     ]
     (tmp_path / "shim.toml").write_text(
         f'[upstreams.bank]\ntarget = "{bank.address}"\n[shadow]\nmax_capture_total = "{CAPTURE_TOTAL}"\n'

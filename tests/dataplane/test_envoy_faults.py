@@ -1,0 +1,172 @@
+"""A processor that is gone, hung or killed costs the clients nothing; what it missed is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+
+import pytest
+from grpc import aio
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim.dataplane import EnvoyPlane
+from shim.dataplane import envoy as envoy_process
+from shim.testing import running_shim
+from tests.helpers import ROOT, until
+
+pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+SAMPLE = ROOT / "sample_ledger"
+
+
+async def _deposits(address: str, count: int, account: str = "A1") -> list[str]:
+    """`count` deposits through `address`, 20 at a time; the errors (none expected)."""
+    errors: list[str] = []
+    async with aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, owner_name="Ada"), timeout=10)
+        except aio.AioRpcError as exc:
+            if exc.code().name != "ALREADY_EXISTS":
+                errors.append(f"{exc.code().name}: {exc.details()}")
+
+        async def one(n: int) -> None:
+            try:
+                await stub.Deposit(pb.DepositRequest(account_id=account, amount=f"{n + 1}.00"), timeout=10)
+            except aio.AioRpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+
+        for start in range(0, count, 20):
+            await asyncio.gather(*(one(n) for n in range(start, min(start + 20, count))))
+    return errors
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def test_envoys_stats_are_on_the_metrics_endpoint(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+    bank, bk = ledgers
+    async with running_shim(
+        bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0"
+    ) as (shim, sink):
+        assert await _deposits(shim.address, 5) == []
+        await sink.wait_for(6)
+        assert shim.exporter is not None
+        port = shim.exporter.port
+
+        def shown() -> bool:
+            figures = _metrics(port)
+            return (
+                figures.get('shim_envoy_copies_total{stat="streams_started"}', 0) >= 5
+                and figures.get('shim_envoy_upstream_total{cluster="bank",stat="rq_total"}', 0) >= 5
+            )
+
+        await until(shown, "Envoy's stats on the metrics endpoint")
+        figures = _metrics(port)
+    assert figures["shim_envoy_up"] == 1
+    assert figures["shim_envoy_memory_bytes{kind=\"allocated\"}"] > 0
+
+
+async def test_a_processor_that_is_gone_costs_the_clients_nothing(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """With the processor's server stopped, every call still succeeds through Envoy; the copies Envoy
+    could not hand over are counted as failed."""
+    bank, bk = ledgers
+    async with running_shim(
+        bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0"
+    ) as (shim, sink):
+        assert await _deposits(shim.address, 10) == []
+        await sink.wait_for(11)
+        plane = shim.front
+        assert isinstance(plane, EnvoyPlane)
+        assert plane._server is not None
+        await plane._server.stop(None)  # the comparison plane is gone
+        assert await _deposits(shim.address, 100) == []
+
+        def failed() -> float:
+            figures = _metrics(shim.exporter.port) if shim.exporter else {}
+            return figures.get('shim_envoy_copies_total{stat="streams_failed"}', 0)
+
+        await until(lambda: failed() >= 100, "the copies Envoy could not send, counted")
+    assert len(sink.comparisons) == 11
+
+
+@pytest.fixture
+async def served(ledgers: tuple[RunningLedger, RunningLedger], tmp_path: os.PathLike[str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    bank, bk = ledgers
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--dataplane", "envoy"),
+        *("--config", str(SAMPLE / "shim.toml"), "--bank", bank.address, "--bk", bk.address),
+        *("--store", f"{tmp_path}/shim.db", "--diff-log", os.devnull),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    try:
+        while True:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, "the shim ended before it was ready"
+            event = json.loads(line)
+            if event["event"] == "ready":
+                break
+        drain = asyncio.get_running_loop().create_task(proc.stderr.read())
+        yield proc, event["listen"]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        await proc.wait()
+        drain.cancel()
+
+
+async def test_a_hung_shim_process_costs_the_clients_nothing(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    """The shim's process stopped (SIGSTOP: its processor hangs): calls through Envoy all succeed."""
+    proc, address = served
+    assert await _deposits(address, 20) == []
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert await _deposits(address, 200) == []
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert await _deposits(address, 20) == []
+
+
+async def test_envoy_does_not_outlive_a_killed_shim(served: tuple[asyncio.subprocess.Process, str]) -> None:
+    """A shim killed with SIGKILL takes its Envoy with it: nothing keeps the port with no shim behind it."""
+    proc, address = served
+    assert await _deposits(address, 5) == []
+    proc.kill()
+    await proc.wait()
+    host, _, port = address.rpartition(":")
+
+    async def refused() -> bool:
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            return True
+        writer.close()
+        return False
+
+    for _ in range(500):
+        if await refused():
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("Envoy still listens after its shim was killed")

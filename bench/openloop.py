@@ -519,9 +519,7 @@ def _print_table(figures: dict[str, Any]) -> None:
     capacity = figures.get("comparison_capacity_per_s", {})
     if capacity:
         print()
-        print(
-            "comparison side: highest rate with >= 99% of calls mirrored and compared (target >= 0.35x):"
-        )
+        print("comparison side: highest rate with >= 99% of calls mirrored and compared (target >= 0.35x):")
         for name, found in capacity.items():
             mark = "met" if found["x_direct"] >= 0.35 else "MISSED"
             print(f"  {name:<18} {found['rate']:7.0f}/s  {found['x_direct']:5.2f}x direct  {mark}")

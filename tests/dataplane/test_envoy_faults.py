@@ -60,9 +60,10 @@ def _metrics(port: int) -> dict[str, float]:
 
 async def test_envoys_stats_are_on_the_metrics_endpoint(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
     bank, bk = ledgers
-    async with running_shim(
-        bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0"
-    ) as (shim, sink):
+    async with running_shim(bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0") as (
+        shim,
+        sink,
+    ):
         assert await _deposits(shim.address, 5) == []
         await sink.wait_for(6)
         assert shim.exporter is not None
@@ -78,7 +79,7 @@ async def test_envoys_stats_are_on_the_metrics_endpoint(ledgers: tuple[RunningLe
         await until(shown, "Envoy's stats on the metrics endpoint")
         figures = _metrics(port)
     assert figures["shim_envoy_up"] == 1
-    assert figures["shim_envoy_memory_bytes{kind=\"allocated\"}"] > 0
+    assert figures['shim_envoy_memory_bytes{kind="allocated"}'] > 0
 
 
 async def test_a_processor_that_is_gone_costs_the_clients_nothing(
@@ -87,9 +88,10 @@ async def test_a_processor_that_is_gone_costs_the_clients_nothing(
     """With the processor's server stopped, every call still succeeds through Envoy; the copies Envoy
     could not hand over are counted as failed."""
     bank, bk = ledgers
-    async with running_shim(
-        bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0"
-    ) as (shim, sink):
+    async with running_shim(bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0") as (
+        shim,
+        sink,
+    ):
         assert await _deposits(shim.address, 10) == []
         await sink.wait_for(11)
         plane = shim.front
@@ -107,7 +109,9 @@ async def test_a_processor_that_is_gone_costs_the_clients_nothing(
 
 
 @pytest.fixture
-async def served(ledgers: tuple[RunningLedger, RunningLedger], tmp_path: os.PathLike[str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def served(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: os.PathLike[str]
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     bank, bk = ledgers
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--dataplane", "envoy"),

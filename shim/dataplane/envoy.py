@@ -176,6 +176,7 @@ class Envoy:
             "warning",
             "--drain-time-s",
             "1",
+            "--disable-hot-restart",  # several shims (and Envoys) on one machine: no shared memory between them
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -216,7 +217,7 @@ class Envoy:
             logger, _, text = rest.partition("|")
             if not text:
                 level, logger, text = "info", "", line
-            if level in ("error", "critical"):
+            if level in ("error", "critical") or not self._last_error:
                 self._last_error = text
             if self._stopping and level not in ("error", "critical"):
                 continue  # what Envoy says of being stopped is the shim's doing, not news

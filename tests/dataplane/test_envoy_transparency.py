@@ -56,3 +56,17 @@ async def test_all_statuses_pass_through(echo_pair: tuple[Running, Running]) -> 
     unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
     assert verdicts.pop(unavailable) is Verdict.SKIPPED
     assert set(verdicts.values()) == {Verdict.MATCH}, verdicts
+
+
+async def test_two_shims_with_envoy_run_side_by_side(echo_pair: tuple[Running, Running]) -> None:
+    """Two shims on one machine each run their own Envoy (no shared memory between them)."""
+    bank, bk = echo_pair
+    async with (
+        running_shim(bank.address, bk.address, dataplane="envoy") as (first, first_sink),
+        running_shim(bank.address, bk.address, dataplane="envoy") as (second, second_sink),
+    ):
+        assert first.address != second.address
+        for shim in (first, second):
+            assert (await _observe(shim.address, "unary_unary", [b"one"]))[0] is grpc.StatusCode.OK
+        await first_sink.wait_for(1)
+        await second_sink.wait_for(1)

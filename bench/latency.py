@@ -2,9 +2,10 @@
 
     python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade]
 
-Starts the sample Bank and BK and three shims (mode `bank`; mode `shadow`
+Starts the sample Bank and BK and the shims (mode `bank`; mode `shadow`
 with descriptors only; mode `shadow` on the sample's config, with routing
-keys and trade-id translation), each in its own process on loopback, then
+keys and trade-id translation; each on the Envoy data plane, and the first
+two on the Python one too), each in its own process on loopback, then
 makes sequential unary calls from this process: directly to Bank and through
 each shim, interleaved in rounds so that machine noise hits all paths alike.
 Prints p50/p90/p99 per path and what the shim adds over the baseline.
@@ -34,9 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTORS = ROOT / "sample_ledger" / "bank.binpb"
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
 SHIMS = {  # name: mode, extra flags
-    "shim_bank": ("bank", ["--descriptor-set", str(DESCRIPTORS)]),
-    "shim_shadow": ("shadow", ["--descriptor-set", str(DESCRIPTORS), "--store", ":memory:"]),
-    "shim_ids": ("shadow", ["--config", str(SAMPLE_CONFIG), "--store", ":memory:"]),
+    "shim bank": ("bank", ["--descriptor-set", str(DESCRIPTORS), "--dataplane", "envoy"]),
+    "shim shadow": (
+        "shadow",
+        ["--descriptor-set", str(DESCRIPTORS), "--store", ":memory:", "--dataplane", "envoy"],
+    ),
+    "shim ids": ("shadow", ["--config", str(SAMPLE_CONFIG), "--store", ":memory:", "--dataplane", "envoy"]),
+    "python bank": ("bank", ["--descriptor-set", str(DESCRIPTORS), "--dataplane", "python"]),
+    "python shadow": (
+        "shadow",
+        ["--descriptor-set", str(DESCRIPTORS), "--store", ":memory:", "--dataplane", "python"],
+    ),
 }
 
 
@@ -122,20 +131,15 @@ def main() -> int:
                 ],
                 '"ready"',
             )
-        paths = {
-            "direct": addr["bank"],
-            "shim bank": addr["shim_bank"],
-            "shim shadow": addr["shim_shadow"],
-            "shim ids": addr["shim_ids"],
-        }
+        paths = {"direct": addr["bank"], **{name: addr[name] for name in SHIMS}}
         results = asyncio.run(_measure(paths, args.calls, args.method))
     base = _percentiles(results["direct"])
     print(f"{args.method}, {args.calls} sequential calls per path (µs)")
-    print(f"{'path':<12} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")
+    print(f"{'path':<14} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")
     for name, samples in results.items():
         p = _percentiles(samples)
         print(
-            f"{name:<12} {p['p50']:8.0f} {p['p90']:8.0f} {p['p99']:8.0f}   "
+            f"{name:<14} {p['p50']:8.0f} {p['p90']:8.0f} {p['p99']:8.0f}   "
             f"{p['p50'] - base['p50']:9.0f} {p['p50'] / base['p50']:9.2f}"
         )
     print(json.dumps({name: _percentiles(s) for name, s in results.items()}))

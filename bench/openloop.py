@@ -26,10 +26,19 @@ instead of slowing the sender (no coordinated omission).
 1. Saturation search: the offered rate goes up x1.5 from 100/s until fewer
    than 90% of the offered calls are answered OK per second, p90 explodes
    (> max(10 x p90 at 100/s, 50 ms): calls queue) or more than 1% fail; the highest rate
-   that kept up is the setup's saturation rate. Done for `direct` (needed)
-   and by default for `bank` and `shadow` too (their throughput targets).
+   that kept up is the setup's saturation rate, refined by x1.1 steps below the
+   first rate that failed. Done for `direct` (needed) and by default for `bank`
+   and `shadow` too (their throughput targets).
 2. Every setup at 25% and 50% of direct's saturation rate, interleaved:
-   rounds x rates x setups, setup order rotated each round.
+   rounds x rates x setups, setup order rotated each round. For the `shadow`
+   setups, the share of the calls that were mirrored and compared (read from
+   the shim's metrics once it has caught up).
+3. The comparison side (`--compare`): the highest rate, up x1.25 steps from 10%
+   of direct's saturation, at which at least 99% of the calls were compared.
+
+The shims run on the Envoy data plane, and `bank (python)` and `shadow (python)`
+on the Python one (the fallback). Peak memory is given for the shim (with its
+comparison process) and for its Envoy apart.
 
 The generator runs in this process on the same cores as the servers, so the
 saturation rate is that of the whole loopback system, generator included.
@@ -341,10 +350,13 @@ def _kept_up(result: Result, first_p90: float) -> bool:
 
 
 async def _search(target: Target, duration: float, seed: int) -> tuple[float, list[Result]]:
-    """Highest offered rate on the x1.5 ladder from 100/s that `target` kept up with (0: none)."""
+    """Highest offered rate that `target` kept up with (0: none): up a x1.5 ladder from 100/s, then, between
+    the last step kept up and the first that was not, up x1.1 steps (a resolution of x1.1)."""
     steps: list[Result] = []
-    rate, best, first_p90 = SEARCH_START, 0.0, 0.0
-    while rate <= SEARCH_CAP:
+    best, first_p90 = 0.0, 0.0
+
+    async def step(rate: float) -> bool:
+        nonlocal first_p90
         result = await target.load(rate, duration, seed + len(steps))
         steps.append(result)
         first_p90 = first_p90 or result.pct(90)
@@ -355,11 +367,15 @@ async def _search(target: Target, duration: float, seed: int) -> tuple[float, li
             f"  {'kept up' if ok else 'did not keep up'}",
             flush=True,
         )
-        if not ok:
-            break
-        best = rate
-        rate *= SEARCH_STEP
         await asyncio.sleep(1)
+        return ok
+
+    rate = SEARCH_START
+    while rate <= SEARCH_CAP and await step(rate):
+        best, rate = rate, rate * SEARCH_STEP
+    fine = best * 1.1
+    while best and fine < rate and await step(fine):
+        best, fine = fine, fine * 1.1
     return best, steps
 
 
@@ -500,7 +516,7 @@ def _print_table(figures: dict[str, Any]) -> None:
     sat = figures["saturation_per_s"]
     if len(sat) > 1:
         print()
-        print("saturation (highest x1.5 step kept up; resolution x1.5):")
+        print("saturation (highest rate kept up; resolution x1.1):")
         for name, rate in sat.items():
             target = {"bank": 0.9, "shadow": 0.9}.get(name)
             ratio = _ratio(rate, sat["direct"])

@@ -16,6 +16,7 @@ dataplane = "auto"                 # Envoy carries the clients' calls where its 
 
 [envoy]
 concurrency = 1                    # Envoy's worker threads (1: each key's writes are copied in order)
+comparison_nice = 10               # the shim's own process runs this much below Envoy's CPU priority
 
 [admin]                            # shim mode: the admin API, served when its token is set
 listen = "127.0.0.1:9465"          # the default; loopback only (the admin API has no TLS)
@@ -211,6 +212,7 @@ class Config:
     event_loop: str = "auto"  # see EVENT_LOOPS
     dataplane: str = "auto"  # see DATAPLANES
     envoy_concurrency: int = 1  # Envoy's worker threads
+    envoy_comparison_nice: int = 10  # how much lower the comparison plane's CPU priority is (0..19)
     shadow_max_in_flight: int = 1000
     shadow_max_in_flight_streams: int = 0  # places among max_in_flight that streams may take (0: half)
     shadow_max_capture: int = 64 * 1024**2
@@ -505,6 +507,10 @@ def parse(
         envoy = _Reader("envoy.", _table("envoy", v))
         if (x := envoy.pop("concurrency")) is not None:
             out["envoy_concurrency"] = _positive_int("envoy.concurrency", x)
+        if (x := envoy.pop("comparison_nice")) is not None:
+            if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x <= 19:
+                raise ConfigError(f"envoy.comparison_nice: {x!r} is not a whole number from 0 to 19")
+            out["envoy_comparison_nice"] = x
         envoy.finish()
     if (v := top.pop("admin")) is not None:
         admin = _Reader("admin.", _table("admin", v))

@@ -83,6 +83,8 @@ async def running_shim(
     settings.setdefault("store", ":memory:")
     # a busy test machine can make any loop late: only the tests of shedding want it on
     settings.setdefault("shadow_shed_lag", 0.0)
+    # the test's own process is the shim's: its threads keep their priority
+    settings.setdefault("envoy_comparison_nice", 0)
     sink = CapturingSink()
     config = Config(
         bank=bank if isinstance(bank, Upstream) else Upstream("bank", bank),

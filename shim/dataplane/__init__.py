@@ -31,6 +31,7 @@ from grpc import aio
 from comparators import DescriptorRegistry
 from shim.config import Config
 from shim.dataplane import envoy as envoy_process
+from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
 from shim.dataplane.metrics import envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
@@ -124,8 +125,11 @@ class EnvoyPlane:
     """Envoy in front, the processor behind it, and the routes in force."""
 
     def __init__(
-        self, shim: Shim, executable: str, *, concurrency: int = 1, folder: Path | None = None
+        self, shim: Shim, executable: str, *, concurrency: int = 1, nice: int = 0, folder: Path | None = None
     ) -> None:
+        self._nice = (
+            nice  # how far below Envoy's CPU priority the shim's own process runs (shim.dataplane.priority)
+        )
         self._shim = shim
         self._executable = executable
         self._concurrency = concurrency
@@ -186,6 +190,11 @@ class EnvoyPlane:
         await self.envoy.validate()
         check_listen(public.listen)
         await self.envoy.start()
+        if self._nice and self.envoy.pid is not None:
+            threads = priority.lower(self._nice, spare={self.envoy.pid})
+            _log.info(
+                "the comparison plane runs below Envoy's CPU priority", nice=self._nice, threads=threads
+            )
         self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
 
     async def _poll_stats(self) -> None:
@@ -330,7 +339,9 @@ async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegis
     await shim.start()
     executable = envoy_process.binary()
     assert executable is not None
-    plane = EnvoyPlane(shim, executable, concurrency=config.envoy_concurrency)
+    plane = EnvoyPlane(
+        shim, executable, concurrency=config.envoy_concurrency, nice=config.envoy_comparison_nice
+    )
     try:
         await plane.start(config)
     except BaseException:

@@ -176,7 +176,7 @@ class Envoy:
             "warning",
             "--drain-time-s",
             "1",
-            "--disable-hot-restart",  # several shims (and Envoys) on one machine: no shared memory between them
+            "--disable-hot-restart",  # several shims (and Envoys) on one machine share no memory
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

@@ -9,6 +9,7 @@ import signal
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from grpc import aio
@@ -174,3 +175,30 @@ async def test_envoy_does_not_outlive_a_killed_shim(served: tuple[asyncio.subpro
             return
         await asyncio.sleep(0.02)
     pytest.fail("Envoy still listens after its shim was killed")
+
+
+def envoy_pid(pid: int) -> int | None:
+    """The Envoy among the children of process `pid`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
+                return int(child)
+    return None
+
+
+def _nice(pid: int) -> int:
+    """The nice value of process `pid`'s main thread (field 19 of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+async def test_the_comparison_plane_yields_the_cpu_to_envoy(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    """The shim's own process runs [envoy] comparison_nice (10) below Envoy, which keeps the priority the
+    shim was started with."""
+    proc, address = served
+    assert await _deposits(address, 5) == []
+    envoy = envoy_pid(proc.pid)
+    assert envoy is not None
+    assert (_nice(proc.pid), _nice(envoy)) == (10, 0)

@@ -99,14 +99,24 @@ async def set_mode(
         changes = [replace(c, forced=bool(failed)) for c in changes]
     if not changes:
         return []
-    try:
-        await shim.store.change_modes(changes)
-    except StoreError as exc:
-        raise Refused(grpc.StatusCode.UNAVAILABLE, f"the store did not take the change: {exc}") from exc
-    try:
-        await shim.modes.switch({c.scope: c.to_mode for c in changes}, within=shim.config.grace_period)
-    except SwitchTimeout as exc:  # the store has it: the next refresh tries again
-        raise Refused(grpc.StatusCode.UNAVAILABLE, f"recorded, not yet applied here: {exc}") from exc
+    # applied here first, then recorded: the store (which other replicas follow) never holds a switch
+    # that did not happen; the lock keeps the re-reading of the store from undoing it in between
+    async with shim.mode_lock:
+        try:
+            await shim.modes.switch({c.scope: c.to_mode for c in changes}, within=shim.config.grace_period)
+        except SwitchTimeout as exc:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
+        try:
+            await shim.store.change_modes(changes)
+        except StoreError as exc:
+            undo = {c.scope: c.from_mode for c in changes}
+            try:
+                await shim.modes.switch(undo, within=shim.config.grace_period)
+            except SwitchTimeout:
+                _log.error("a switch the store did not record could not be undone", modes=undo)
+            raise Refused(
+                grpc.StatusCode.UNAVAILABLE, f"the store did not take the change, which was undone: {exc}"
+            ) from exc
     for change in changes:
         _log.warning(
             "mode changed",

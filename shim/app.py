@@ -198,6 +198,7 @@ class Shim:
         self.pipeline: ComparisonPipeline | None = None
         self.dispatchers: dict[str, ShadowDispatcher] = {}  # by the side they mirror to
         self.modes = Modes(config.mode)
+        self.mode_lock = asyncio.Lock()  # a switch and its record, or a re-read of the store's modes
         self.routes: dict[str, Route] = {}
         self.store: Store | None = None
         self.ids: IdBook | None = None
@@ -379,21 +380,22 @@ class Shim:
         assert self.store is not None
         while True:
             await asyncio.sleep(max(self.config.store_refresh, 0.05))
-            try:
-                stored = await self.store.modes()
-            except StoreError as exc:
-                _log.warning("modes not re-read", error=str(exc))
-                continue
-            table = self.modes.table()
-            changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
-            if not changed:
-                continue
-            try:
-                await self.modes.switch(changed, within=self.config.grace_period)
-            except SwitchTimeout as exc:
-                _log.warning("mode switch from the store not applied yet", error=str(exc))
-            else:
-                _log.warning("modes changed by another replica applied", modes=changed)
+            async with self.mode_lock:  # not while a switch through this replica is being recorded
+                try:
+                    stored = await self.store.modes()
+                except StoreError as exc:
+                    _log.warning("modes not re-read", error=str(exc))
+                    continue
+                table = self.modes.table()
+                changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
+                if not changed:
+                    continue
+                try:
+                    await self.modes.switch(changed, within=self.config.grace_period)
+                except SwitchTimeout as exc:
+                    _log.warning("mode switch from the store not applied yet", error=str(exc))
+                else:
+                    _log.warning("modes changed by another replica applied", modes=changed)
 
     def _dispatcher(self, channel: Channel, shadow: Upstream, primary: Channel) -> ShadowDispatcher:
         """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""

@@ -23,7 +23,7 @@ import sample_ledger
 from comparators import DescriptorRegistry
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
-from sample_ledger.server import RunningLedger
+from sample_ledger.server import RunningLedger, serve
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.app import Shim
@@ -33,6 +33,7 @@ from shim.errors import StartupError
 from shim.routing import MethodSettings
 from shim.store import Store
 from shim.testing import running_shim
+from tests.helpers import until
 from tests.shim.test_evidence import Records
 
 HERE = Path(sample_ledger.__file__).parent
@@ -441,3 +442,34 @@ async def test_a_second_shim_cannot_serve_its_admin_api_where_another_does(
     assert line.startswith(f"shim: error: cannot serve the admin API on {first.admin_address}: "), line
     assert "[admin] listen" in line
     assert modes.default_mode == "shadow"
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, dataplane: str) -> None:
+    """A switch that cannot be applied in time (a slow BK keeps a mirrored call in flight past the grace
+    period) is refused, and neither the store's modes nor the history record it; once it applies, both
+    do."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.5)
+    try:
+        store = str(tmp_path / "shim.db")
+        more = {"store": store, "grace_period": 0.3, "dataplane": dataplane}
+        async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
+            slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="S1", amount="1")))
+            mirrors = shim.dispatchers.values()
+            await until(lambda: any(d.in_flight for d in mirrors), "a mirrored call in flight")
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, "bk-primary", force=True)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert shim.modes.default == "shadow"
+            assert shim.store is not None
+            assert await shim.store.modes() == {}
+            assert await shim.store.mode_history() == []
+            await slow
+            await shim.drain()
+            await _set(admin, "bk-primary", force=True)  # nothing in flight now: it applies
+            recorded = (await shim.store.modes(), len(await shim.store.mode_history()))
+            assert recorded == ({"*": "bk-primary"}, 1)
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)

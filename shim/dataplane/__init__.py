@@ -201,9 +201,19 @@ class EnvoyPlane:
         """Envoy's stats that matter, read every second for the metrics endpoint."""
         envoy = self.envoy
         assert envoy is not None
+        unsent = 0
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
+                now = self.stats.get(_COPIES_FAILED, 0)
+                if now > unsent:  # calls the shim never saw: say so, they are missing from the evidence
+                    _log.warning(
+                        "Envoy could not hand copies of calls to the shim: those calls are not mirrored and "
+                        "appear in no report",
+                        copies=now - unsent,
+                        since_start=now,
+                    )
+                unsent = now
             await asyncio.sleep(1.0)
 
     def metrics(self) -> list[Any]:

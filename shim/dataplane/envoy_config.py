@@ -38,6 +38,13 @@ ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirro
 _EXT_PROC = "envoy.filters.http.ext_proc"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/"
+_UNLIMITED = {
+    "priority": "DEFAULT",
+    "max_connections": 1_000_000_000,
+    "max_pending_requests": 1_000_000_000,
+    "max_requests": 1_000_000_000,
+    "max_retries": 1_000_000_000,
+}
 _CONNECTIONS_MONITOR = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
@@ -89,6 +96,9 @@ def cluster(
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
+        # no limit of Envoy's own on calls in flight (its defaults, 1,024, would fail the clients' calls
+        # beyond them): the upstream's limits are the ones that apply, as without the shim
+        "circuit_breakers": {"thresholds": [_UNLIMITED]},
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],

@@ -335,6 +335,8 @@ class Processor:
                     copy.take(request)
                 except UnreadableCopy as exc:
                     copy.lost(str(exc))
+                if copy.done:
+                    break  # the primary's status is in: Envoy need not keep the stream open for us
             if copy is not None:
                 copy.lost(
                     "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"

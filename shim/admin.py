@@ -19,26 +19,44 @@ SetMode, in order:
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hmac
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 from grpc import aio
 
+from comparators import DescriptorRegistry
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
-from shim.config import MODES
+from shim.config import MODES, Config
 from shim.evidence import build_report
 from shim.gate import evaluate
-from shim.modes import DEFAULT, SwitchTimeout
-from shim.store import ModeChange, StoreError
+from shim.modes import DEFAULT, Modes, SwitchTimeout
+from shim.store import ModeChange, Store, StoreError
 
-if TYPE_CHECKING:
-    from shim.app import Shim
+
+class Switchable(Protocol):
+    """What the admin API uses of a running shim (`shim.app.Shim`)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def modes(self) -> Modes: ...
+    @property
+    def mode_lock(self) -> asyncio.Lock: ...
+    @property
+    def store(self) -> Store | None: ...
+    @property
+    def dispatchers(self) -> Mapping[str, object]: ...
+    @property
+    def registry(self) -> DescriptorRegistry | None: ...
+
 
 _log = structlog.get_logger("shim.admin")
 _BANK_ANSWERS = ("bank", "shadow")
@@ -52,7 +70,7 @@ class Refused(Exception):
 
 
 async def set_mode(
-    shim: Shim,
+    shim: Switchable,
     mode: str,
     methods: list[str],
     reason: str,
@@ -130,7 +148,7 @@ async def set_mode(
     return changes
 
 
-async def _gate_failures(shim: Shim, methods: list[str]) -> list[str]:
+async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
     """The gate's failed criteria for `methods` (none given: the config's gate.methods, or all)."""
     config = shim.config
     assert shim.store is not None
@@ -152,7 +170,7 @@ async def _gate_failures(shim: Shim, methods: list[str]) -> list[str]:
     return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]
 
 
-def _modes(shim: Shim) -> pb.Modes:
+def _modes(shim: Switchable) -> pb.Modes:
     table = shim.modes.table()
     return pb.Modes(
         default_mode=table.pop(DEFAULT),
@@ -161,7 +179,7 @@ def _modes(shim: Shim) -> pb.Modes:
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, shim: Shim, token: str) -> None:
+    def __init__(self, shim: Switchable, token: str) -> None:
         self._shim = shim
         self._token = token.encode()
 

@@ -9,7 +9,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
-from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -34,6 +33,7 @@ from shim.admin import AdminServicer
 from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
 from shim.exporter import Exporter, Latencies, VerdictCounts
+from shim.front import Front
 from shim.ids import IdBook
 from shim.intents import Intents
 from shim.metrics import Counters, MethodLabels
@@ -136,20 +136,6 @@ def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
         return DescriptorRegistry.from_files(paths)
     except DescriptorError as exc:
         raise StartupError(str(exc)) from exc
-
-
-class Front(Protocol):
-    """What carries the clients' calls in front of the shim's own server (`shim.dataplane`)."""
-
-    @property
-    def address(self) -> str:
-        """Where the clients call."""
-
-    async def stop(self, grace: float) -> None:
-        """Take no new call; give those in flight `grace` seconds; then stop."""
-
-    def metrics(self) -> list[Any]:
-        """Its own figures, as Prometheus metric families."""
 
 
 class Shim:

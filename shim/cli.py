@@ -22,12 +22,11 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 # grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
 # shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
@@ -269,187 +268,6 @@ def _share(text: str) -> float:
     return value
 
 
-def settings_of(args: argparse.Namespace) -> config_mod.Config:
-    """The config `shim serve ARGS` runs with: the config file, overridden by the flags."""
-    settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
-    if args.listen:
-        settings["listen"] = args.listen
-    if args.mode:
-        settings["mode"] = args.mode
-    if args.adapters:
-        settings["adapters"] = args.adapters
-    if args.descriptor_set:
-        settings["descriptor_sets"] = tuple(args.descriptor_set)
-    if args.descriptor_source:
-        settings["descriptor_source"] = args.descriptor_source
-    if args.reflection:
-        settings["reflection"] = args.reflection
-    for rules_file in args.rules or ():
-        rules, locations = config_mod.load_rules_file(rules_file)
-        settings["rules"] = (*settings.get("rules", ()), *rules)
-        settings["rule_locations"] = (*settings.get("rule_locations", ()), *locations)
-    if args.diff_log:
-        settings["diff_log"] = args.diff_log
-    if args.store:
-        settings["store"] = args.store
-    if args.retain:
-        settings["store_retain"] = config_mod.parse_retain("--retain", args.retain)
-    if args.workers:
-        settings["workers"] = args.workers
-    if args.dataplane:
-        settings["dataplane"] = args.dataplane
-    if args.metrics:
-        settings["metrics_listen"] = args.metrics
-    shadow_timeout = (
-        config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
-    )
-    for name in ("bank", "bk"):
-        target = getattr(args, name)
-        current = settings.get(name)
-        if target:
-            timeout = current.timeout if current is not None else 2.0
-            settings[name] = config_mod.Upstream(name=name, target=target, timeout=timeout)
-    if shadow_timeout is not None and settings.get("bk") is not None:
-        bk = settings["bk"]
-        settings["bk"] = config_mod.Upstream(name=bk.name, target=bk.target, timeout=shadow_timeout)
-    return config_mod.build(settings)
-
-
-def run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
-    """Run the shim's event loop: uvloop ("auto": when it is installed; its loop makes the calls the
-    shim forwards cheaper, see the README's performance section), or asyncio's own."""
-    if event_loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if event_loop == "uvloop":
-                main.close()
-                raise ConfigError("event_loop: uvloop is not installed (pip install uvloop)") from None
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
-
-
-def _open_diff_log(path: str) -> TextIO:
-    if path == "-":
-        return sys.stdout
-    try:
-        return open(path, "a", encoding="utf-8", buffering=1)
-    except OSError as exc:
-        raise ConfigError(f"cannot open diff log {path}: {exc.strerror}") from exc
-
-
-async def serve(
-    config: config_mod.Config,
-    ready: Callable[[], object] | None = None,
-    reread: Callable[[], config_mod.Config] | None = None,
-) -> int:
-    """Serve until SIGTERM or SIGINT; `ready` is called once the shim serves. On SIGHUP the TLS files
-    are read again, and the config too with `reread` (the config file and flags, as at start)."""
-    import structlog
-
-    from shim import dataplane, logs
-    from shim.reflection import resolve_registry
-    from shim.sinks import DiffLog
-
-    logs.configure()
-    log = structlog.get_logger("shim")
-    registry = await resolve_registry(config)  # before the diff log: a bad set leaves no file
-    diff_stream = _open_diff_log(config.diff_log)
-    served = await dataplane.start(config, [DiffLog(diff_stream)], registry)
-    shim = served.shim
-    if served.why:
-        log.warning("data plane: python", why=served.why)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            os._exit(128 + signum)  # a second signal: leave at once
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-    async def reload() -> None:
-        errors = await shim.reload_certificates()
-        if served.plane is not None:
-            errors += await served.plane.reload_certificates()
-        for error in errors:
-            log.error("certificate not reloaded; the one in use stays", error=error)
-        if not errors:
-            log.info("certificates reloaded")
-        if reread is None:
-            return
-        try:
-            new = reread()
-            restart = shim.reconfigure(dataplane.inner_config(new) if served.plane is not None else new)
-        except ShimError as exc:
-            log.error("config not reloaded; the one in use stays", error=str(exc))
-            return
-        if restart:
-            log.warning(
-                "config reloaded; these changed settings need a restart and keep their values",
-                settings=restart,
-            )
-        else:
-            log.info("config reloaded")
-
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_hangup() -> None:
-        task = loop.create_task(reload(), name="certificate reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    log.info(
-        "ready",
-        listen=shim.address,
-        dataplane=served.dataplane,
-        mode=config.mode,
-        bank=config.bank.target,
-        bk=config.bk.target if config.bk else None,
-        descriptor_sets=list(config.descriptor_sets),
-        descriptor_source=config.descriptor_source,
-        methods_described=len(shim.registry.methods) if shim.registry else 0,
-        tls=bool(config.tls_cert),
-        client_certificates=bool(config.tls_cert and config.tls_client_ca),
-        store=shim.store.url if shim.store else None,
-        keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
-        id_pairs_loaded=len(shim.ids) if shim.ids else 0,
-        event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
-        admin=shim.admin_address or None,
-        metrics=f"{config.metrics_listen.rpartition(':')[0]}:{shim.exporter.port}" if shim.exporter else None,
-    )
-    if ready is not None:
-        ready()
-
-    async def warn_unreachable() -> None:
-        for upstream in await shim.unreachable_upstreams():
-            log.warning(
-                "upstream not reachable",
-                upstream=upstream.name,
-                target=upstream.target,
-                consequence="calls to it fail with UNAVAILABLE until it is; the shim keeps trying"
-                if upstream.name == config.bank.name
-                else "mirrored calls are recorded as shadow errors until it is; the shim keeps trying",
-            )
-
-    check = loop.create_task(warn_unreachable(), name="upstream reachability check")
-    await stop.wait()
-    check.cancel()
-    log.info("stopping", grace_period=config.grace_period)
-    await shim.stop()
-    log.info("stopped", calls=shim.counters.get("calls"))
-    if diff_stream is not sys.stdout:
-        diff_stream.close()
-    return 0
-
-
 async def _resync(args: argparse.Namespace) -> int:
     url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
     return await resync_command.run(args, url)
@@ -642,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shim.reconcile_command import reconcile
 
             return asyncio.run(reconcile(args))
+        from shim.serve_command import run, serve, settings_of
+
         config = settings_of(args)
         if config.workers > 1:
             from shim.workers import supervise

@@ -34,18 +34,16 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from comparators import Comparison
-from shim.metrics import MethodLabels
-
-if TYPE_CHECKING:
-    from shim.app import Shim
+from shim.front import Front
+from shim.metrics import Counters, MethodLabels
 
 Tally = dict[tuple[str, str], int]
 BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -114,8 +112,64 @@ class VerdictCounts:
             return dict(self.verdicts), dict(self.differences), family
 
 
+class _Breaker(Protocol):
+    @property
+    def state(self) -> str: ...
+
+
+class _Mirroring(Protocol):
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def breaker(self) -> _Breaker: ...
+
+
+class _Pending(Protocol):
+    @property
+    def pending(self) -> int: ...
+
+
+class _Backlog(Protocol):
+    @property
+    def backlog(self) -> int: ...
+
+
+class _Lag(Protocol):
+    @property
+    def measured(self) -> float: ...
+
+
+class _Modes(Protocol):
+    def table(self) -> dict[str, str]: ...
+
+
+class Observed(Protocol):
+    """What the metrics read of a running shim (`shim.app.Shim`)."""
+
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def method_labels(self) -> MethodLabels: ...
+    @property
+    def verdict_counts(self) -> VerdictCounts: ...
+    @property
+    def primary_latencies(self) -> Latencies: ...
+    @property
+    def dispatchers(self) -> Mapping[str, _Mirroring]: ...
+    @property
+    def pipeline(self) -> _Pending | None: ...
+    @property
+    def store(self) -> _Backlog | None: ...
+    @property
+    def loop_lag(self) -> _Lag: ...
+    @property
+    def modes(self) -> _Modes: ...
+    @property
+    def front(self) -> Front | None: ...
+
+
 class _ShimCollector(Collector):
-    def __init__(self, shim: Shim) -> None:
+    def __init__(self, shim: Observed) -> None:
         self._shim = shim
 
     def collect(self) -> Iterator[Any]:
@@ -180,7 +234,7 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 class Exporter:
     """The metrics endpoint of one shim (its own registry: several shims in a process stay apart)."""
 
-    def __init__(self, shim: Shim, listen: str) -> None:
+    def __init__(self, shim: Observed, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ShimCollector(shim))

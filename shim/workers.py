@@ -60,20 +60,20 @@ def _worker(config: Config, index: int, ready: Connection, args: argparse.Namesp
     """One worker process: a whole shim on the shared port."""
     die_with_parent(signal.SIGTERM)  # a supervisor killed with -9: the worker drains and ends
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
-    from shim import cli, logs
+    from shim import logs, serve_command
 
     logs.configure()
     structlog.contextvars.bind_contextvars(worker=index)
 
     def reread() -> Config:  # SIGHUP: the config file and flags again, on this worker's port
         assert args is not None
-        return _metrics_of(replace(cli.settings_of(args), listen=config.listen), index)
+        return _metrics_of(replace(serve_command.settings_of(args), listen=config.listen), index)
 
     try:
-        serving = cli.serve(
+        serving = serve_command.serve(
             config, ready=lambda: ready.send(True), reread=reread if args is not None else None
         )
-        code = cli.run(serving, config.event_loop)
+        code = serve_command.run(serving, config.event_loop)
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # a start error: said once, by the worker that met it

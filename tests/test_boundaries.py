@@ -106,3 +106,69 @@ def test_shim_knows_nothing_of_the_sample_ledger(path: Path) -> None:
     source = path.read_text(encoding="utf-8")
     assert [m for m in imported_modules(source) if _top(m) == "sample_ledger"] == []
     assert "bank.v1" not in source
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, wherever the import is (TYPE_CHECKING blocks and
+    functions included); `from pkg import sub` counts as importing `pkg.sub`, not `pkg`."""
+    paths = {_module_name(p): p for p in SHIM_AND_COMPARATORS if "_proto" not in p.parts}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = [f"{node.module}.{alias.name}" for alias in node.names]
+                targets = [s for s in subs if s in paths]
+                if len(targets) < len(subs):
+                    targets.append(node.module)
+            graph[name].update(t for t in targets if t in paths and t != name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group: list[str] = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_not_even_for_type_checking() -> None:
+    """No module of shim/ or comparators/ imports, even for type checking alone, a module that imports it
+    back: each concern can be read, and tested, without the ones above it."""
+    assert _cycles(_import_graph()) == []

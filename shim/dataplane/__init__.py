@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from grpc import aio
 
-from comparators import DescriptorRegistry
+from comparators import DescriptorRegistry, Exchange, Outcome
 from shim.config import Config
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
@@ -48,6 +48,9 @@ _HEALTH = "/grpc.health.v1.Health/"
 _REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 _PRIMARY = {"bank": "bank", "shadow": "bank", "bk-primary": "bk", "bk": "bk"}
 _MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes to ("bk": BK is mirrored)
+UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
+_MAX_UNSEEN_PER_READ = 10_000
+_UNKNOWN = 2
 _COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
 _COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
 _log = structlog.get_logger("shim.dataplane")
@@ -190,11 +193,8 @@ class EnvoyPlane:
         await self.envoy.validate()
         check_listen(public.listen)
         await self.envoy.start()
-        if self._nice and self.envoy.pid is not None:
-            threads = priority.lower(self._nice, spare={self.envoy.pid})
-            _log.info(
-                "the comparison plane runs below Envoy's CPU priority", nice=self._nice, threads=threads
-            )
+        if self._nice and self.envoy.pid is not None and priority.lower(self._nice, spare={self.envoy.pid}):
+            self.niced = self._nice  # the ready line says so
         self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
 
     async def _poll_stats(self) -> None:
@@ -206,15 +206,44 @@ class EnvoyPlane:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
                 now = self.stats.get(_COPIES_FAILED, 0)
-                if now > unsent:  # calls the shim never saw: say so, they are missing from the evidence
+                if now > unsent:  # calls the shim never saw: the evidence has a hole, which must show
                     _log.warning(
-                        "Envoy could not hand copies of calls to the shim: those calls are not mirrored and "
-                        "appear in no report",
+                        "Envoy could not hand copies of calls to the shim: they are not mirrored, and are "
+                        f"recorded as {UNSEEN!r}",
                         copies=now - unsent,
                         since_start=now,
                     )
+                    self._record_unseen(now - unsent)
                 unsent = now
             await asyncio.sleep(1.0)
+
+    def _record_unseen(self, count: int) -> None:
+        """One skipped record per call whose copy Envoy could not send: its method and keys are unknown,
+        so it stands under `UNSEEN`, where every call is unproven and the gate fails."""
+        pipeline = self._shim.pipeline
+        if pipeline is None:
+            return
+        now = time.time()
+        why = (
+            "not mirrored: Envoy could not hand this call's copy to the shim (the processor was down or "
+            "overloaded); its method and keys are unknown"
+        )
+        for _ in range(min(count, _MAX_UNSEEN_PER_READ)):
+            pipeline.submit(
+                Exchange(
+                    method=UNSEEN,
+                    requests=(),
+                    primary=Outcome(code=_UNKNOWN, local=why),
+                    shadow=None,
+                    is_write=True,
+                    started_at=now,
+                    note=why,
+                )
+            )
+        if count > _MAX_UNSEEN_PER_READ:
+            _log.error(
+                "calls the shim did not see, beyond those recorded", calls=count - _MAX_UNSEEN_PER_READ
+            )
 
     def metrics(self) -> list[Any]:
         """Envoy's figures as metric families (`shim.exporter` serves them)."""

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from grpc import aio
 
+from comparators import Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim.dataplane import EnvoyPlane
+from shim.dataplane import UNSEEN, EnvoyPlane
 from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
@@ -87,7 +88,7 @@ async def test_a_processor_that_is_gone_costs_the_clients_nothing(
     ledgers: tuple[RunningLedger, RunningLedger],
 ) -> None:
     """With the processor's server stopped, every call still succeeds through Envoy; the copies Envoy
-    could not hand over are counted as failed."""
+    could not hand over are counted, and each such call is recorded as one the shim did not see."""
     bank, bk = ledgers
     async with running_shim(bank.address, bk.address, dataplane="envoy", metrics_listen="127.0.0.1:0") as (
         shim,
@@ -105,8 +106,13 @@ async def test_a_processor_that_is_gone_costs_the_clients_nothing(
             figures = _metrics(shim.exporter.port) if shim.exporter else {}
             return figures.get('shim_envoy_copies_total{stat="streams_failed"}', 0)
 
-        await until(lambda: failed() >= 100, "the copies Envoy could not send, counted")
-    assert len(sink.comparisons) == 11
+        calls = 1 + 100  # _deposits opens the account (it exists already), then deposits
+        await until(lambda: failed() >= calls, "the copies Envoy could not send, counted")
+        unseen = await sink.wait_for(calls, where=lambda c: c.method == UNSEEN)
+    # the calls the shim never saw are in the evidence as calls it did not see: nothing passes for proof
+    assert len(unseen) == calls
+    assert {c.verdict for c in unseen} == {Verdict.SKIPPED}
+    assert len(sink.comparisons) == 11 + calls
 
 
 @pytest.fixture

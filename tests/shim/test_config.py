@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comparators.ids import IdKind
-from shim import cli
+from shim import cli, serve_command
 from shim.config import Config, Upstream, build, load_file, parse_duration, parse_size
 from shim.errors import ConfigError
 
@@ -19,7 +19,7 @@ MiB = 1024**2
 def _serve_settings(*argv: str | Path) -> Config:
     """The Config `shim serve ARGV` would run with (the CLI's own path from flags and file to Config)."""
     args = cli._parser().parse_args(["serve", *map(str, argv)])
-    return cli.settings_of(args)
+    return serve_command.settings_of(args)
 
 
 def _config_file(folder: Path, text: str | bytes) -> Path:

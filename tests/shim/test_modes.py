@@ -160,7 +160,10 @@ async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal
         pauses = list(shim.modes.pauses)
     if dataplane == "envoy":
         assert len(pauses) == 6
-        assert max(pauses) < 0.1, pauses  # no call waited longer than this for a switch
+        # a pause lasts while the calls already in the shim's server finish on both sides, then the routes
+        # apply (5 to 15 ms); here clients, Bank, BK and the shim share one event loop, which makes a call
+        # far slower than across processes (docs/dataplane.md gives the figures)
+        assert max(pauses) < 0.5, pauses
     assert answered_by == {"Bank", "BK"}
     assert written >= 150
     assert out_of_step == {}

@@ -8,7 +8,8 @@ keys and trade-id translation; each on the Envoy data plane, and the first
 two on the Python one too), each in its own process on loopback, then
 makes sequential unary calls from this process: directly to Bank and through
 each shim, interleaved in rounds so that machine noise hits all paths alike.
-Prints p50/p90/p99 per path and what the shim adds over the baseline.
+Prints p50/p90/p99 per path and what the shim adds over the baseline, beside
+a plain Envoy proxying to Bank (what a good proxy costs).
 This is a closed-loop latency probe; throughput under open-loop load is
 another benchmark.
 """
@@ -17,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -50,8 +55,6 @@ SHIMS = {  # name: mode, extra flags
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -71,6 +74,85 @@ def _start(stack: ExitStack, args: list[str], ready: str) -> None:
         if ready in line:
             return
     raise SystemExit(f"{args} not ready within 20s")
+
+
+def _plain_envoy(stack: ExitStack, bank: str, listen: str) -> None:
+    """Envoy as a plain gRPC proxy in front of Bank (listener, router, one cluster: no filter, no route
+    edits): the baseline of "what a good proxy costs"."""
+    from shim.dataplane import envoy as envoy_process
+    from shim.dataplane.envoy_config import cluster
+
+    executable = envoy_process.binary()
+    if executable is None:
+        raise SystemExit("no Envoy binary on this platform")
+    folder = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
+    stack.callback(shutil.rmtree, folder, True)
+    host, _, port = listen.rpartition(":")
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "plain",
+        "generate_request_id": False,
+        "codec_type": "AUTO",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "bank", "timeout": "0s"}}],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    bootstrap = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "address": {"socket_address": {"address": host, "port_value": int(port)}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [cluster("bank", bank)],
+        }
+    }
+    (folder / "envoy.json").write_text(json.dumps(bootstrap))
+    proc = subprocess.Popen(
+        [
+            executable,
+            "-c",
+            str(folder / "envoy.json"),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+        ]
+    )
+    stack.callback(proc.wait, 10)
+    stack.callback(proc.terminate)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # its listener is bound
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+            return
+        time.sleep(0.05)
+    raise SystemExit("plain Envoy not listening within 20s")
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -115,7 +197,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
     args = parser.parse_args()
-    ports = {name: _free_port() for name in ("bank", "bk", *SHIMS)}
+    ports = {name: _free_port() for name in ("bank", "bk", "plain envoy", *SHIMS)}
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with ExitStack() as stack:
         for kind in ("bank", "bk"):
@@ -131,7 +213,12 @@ def main() -> int:
                 ],
                 '"ready"',
             )
-        paths = {"direct": addr["bank"], **{name: addr[name] for name in SHIMS}}
+        _plain_envoy(stack, addr["bank"], addr["plain envoy"])
+        paths = {
+            "direct": addr["bank"],
+            "plain envoy": addr["plain envoy"],
+            **{name: addr[name] for name in SHIMS},
+        }
         results = asyncio.run(_measure(paths, args.calls, args.method))
     base = _percentiles(results["direct"])
     print(f"{args.method}, {args.calls} sequential calls per path (µs)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,9 @@ def choose(requested: str) -> tuple[str, str]:
     """The data plane to run, and why when it is not the one asked for ("auto": Envoy where it exists)."""
     if requested == "python":
         return "python", ""
+    override = os.environ.get("SHIM_ENVOY", "")
+    if override and not (os.path.isfile(override) and os.access(override, os.X_OK)):
+        raise StartupError(f"$SHIM_ENVOY: {override} is not an executable file")
     if envoy_process.binary() is not None:
         return "envoy", ""
     if requested == "envoy":

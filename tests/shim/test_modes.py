@@ -112,7 +112,9 @@ async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal
     books (asked directly) end equal and no key is out of step. Through Envoy, each switch is a route
     change that pauses calls briefly."""
     bank, bk = ledgers
-    async with _shim(ledgers, dataplane=dataplane) as (shim, stub, admin):
+    # a shadow timeout would put a key out of step: this test is about switches, so BK gets time enough on
+    # a loaded machine
+    async with _shim(ledgers, dataplane=dataplane, shadow_timeout=10.0) as (shim, stub, admin):
         for account in ACCOUNTS:
             await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
         written = 0

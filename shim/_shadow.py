@@ -227,6 +227,15 @@ class Mirror:
             self._run(), name=f"shadow {method}"
         )
 
+    @property
+    def settled(self) -> bool:
+        """Whether a switch of modes may go on without waiting for this call any more: it is over; or it
+        is a server stream the shadow has begun to answer (so it has the request); or it is a session (its
+        later messages follow the side it started on, and it must not hold a switch)."""
+        if self.task.done() or self._streamed:
+            return True
+        return not self._dispatcher.unary_answer(self.method) and self._shadow_answers > 0
+
     # -- fed by the primary handler; none of these wait --------------------------------
 
     def feed(self, payload: bytes) -> None:

@@ -288,8 +288,8 @@ class EnvoyPlane:
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
         """The scopes that change come through the shim's own server, in their old modes; then the calls
-        Envoy sent straight to a side before are waited for, with their copies and mirrors (all but
-        request streams, which finish where they started)."""
+        Envoy sent straight to a side before are waited for, until their mirrored calls are settled
+        (`Mirror.settled`: streams under way finish where they started)."""
         scopes = frozenset(changes)
         await self.route(table, through_python=scopes)
         envoy, processor = self.envoy, self.processor
@@ -303,11 +303,7 @@ class EnvoyPlane:
         def changing(method: str) -> bool:
             return method in scopes or (DEFAULT in scopes and method not in table)
 
-        dispatchers = list(self._shim.dispatchers.values())
-        if not dispatchers:
-            return
-        streams = dispatchers[0].request_streaming
-        while processor.busy(changing, streams):  # noqa: ASYNC110  (counts, no event)
+        while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
 
     async def apply(self, table: Mapping[str, str]) -> None:

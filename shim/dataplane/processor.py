@@ -295,13 +295,11 @@ class Processor:
         self._mirrors.add(mirror)
         mirror.task.add_done_callback(lambda _: self._mirrors.discard(mirror))
 
-    def busy(self, selects: Callable[[str], bool], streams: Callable[[str], bool]) -> int:
-        """Copies of the methods `selects` picks that are still coming in (a copy whose method is not known
-        yet counts), or whose mirrored call is not over; request streams aside (`streams`): a session may
-        last, and finishes where it started."""
-        coming = sum(1 for copy in self._open if not copy.done and (not copy.method or selects(copy.method)))
-        mirrored = sum(1 for m in self._mirrors if selects(m.method) and not streams(m.method))
-        return coming + mirrored
+    def busy(self, selects: Callable[[str], bool]) -> int:
+        """Calls of the methods `selects` picks that a switch must still wait for: copies whose method is
+        not known yet, and mirrored calls not settled (`Mirror.settled`: over, or a stream under way)."""
+        unknown = sum(1 for copy in self._open if not copy.done and not copy.method)
+        return unknown + sum(1 for m in self._mirrors if selects(m.method) and not m.settled)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -131,7 +132,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
-def _start(stack: ExitStack, args: list[str], ready: str) -> subprocess.Popen[str]:
+def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subprocess.Popen[str]:
+    """Start `args`, wait for `ready` in its stderr, and keep reading it (into the file `log`, if given)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     stack.callback(_stop, proc)
@@ -148,8 +150,17 @@ def _start(stack: ExitStack, args: list[str], ready: str) -> subprocess.Popen[st
     else:
         raise SystemExit(f"{shlex.join(args)} not ready within 30s")
     # keep draining its stderr so that a chatty process never blocks on a full pipe
-    tail: deque[str] = deque(maxlen=20)
-    threading.Thread(target=lambda: tail.extend(proc.stderr or ()), daemon=True).start()
+    sink = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115  (closed by the stack)
+    if sink is not None:
+        stack.callback(sink.close)
+
+    def drain() -> None:
+        for line in proc.stderr or ():
+            if sink is not None and not sink.closed:
+                with contextlib.suppress(ValueError):  # closed meanwhile, at the end
+                    sink.write(line)
+
+    threading.Thread(target=drain, daemon=True).start()
     return proc
 
 

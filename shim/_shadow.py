@@ -217,6 +217,7 @@ class Mirror:
         self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
         self._intent_keys = 0  # how many of the keys the recorded intent names
         self.tainted = ""
+        self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
         self.unmapped: list[Found] = []
         self.ambiguous: list[Ambiguous] = []
         self.answers: dict[int, list[message.Message]] = {}  # decoded answers, by id() of their Outcome
@@ -421,10 +422,12 @@ class Mirror:
             timeout = self._dispatcher.timeout
             self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
 
-    def abandon(self, primary: Outcome | None) -> None:
-        """The client cancelled (or its deadline passed) before the primary answered."""
+    def abandon(self, primary: Outcome | None, why: str = "") -> None:
+        """The client cancelled (or its deadline passed) before the primary answered; or, with `why`, the
+        call's copy was lost before then (`shim.dataplane.processor`)."""
         if self._primary.done():
             return
+        self.abandoned_why = why
         self._primary.set_result((primary, True))
         self._abandoned = True
         self._received.set()
@@ -1151,7 +1154,8 @@ class ShadowDispatcher:
         if self.steps is None:
             return []
         if cancelled:
-            reason = "the client cancelled it: whether either side applied it is unknown"
+            cause = mirror.abandoned_why or "the client cancelled it"
+            reason = f"{cause}: whether either side applied it is unknown"
         elif mirror._unreachable:
             return []  # neither side received it
         elif mirror.unmapped or mirror.ambiguous:

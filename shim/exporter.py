@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import start_http_server
@@ -141,6 +141,8 @@ class _Lag(Protocol):
 
 class _Modes(Protocol):
     def table(self) -> dict[str, str]: ...
+    @property
+    def pauses(self) -> Sequence[float]: ...
 
 
 class Observed(Protocol):
@@ -223,6 +225,12 @@ class _ShimCollector(Collector):
         for scope, current in shim.modes.table().items():
             mode.add_metric([scope, current], 1)
         yield mode
+        pauses = list(shim.modes.pauses)
+        yield _gauge(
+            "shim_switch_pause_max_seconds",
+            "The longest time new calls waited for a switch of modes, over the last 100 switches",
+            max(pauses, default=0.0),
+        )
         if shim.front is not None:
             yield from shim.front.metrics()
 

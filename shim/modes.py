@@ -33,8 +33,8 @@ class SwitchHooks(Protocol):
     """What a data plane in front of the shim does in a switch (`shim.dataplane`)."""
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
-        """Before the calls pause: the calls of the scopes that change come through the shim (in the modes
-        of `table`), and the calls that went elsewhere before are over."""
+        """While new calls to the shim wait: the calls of the scopes that change come through the shim (in
+        the modes of `table`), and the calls that went elsewhere before are settled."""
 
     async def apply(self, table: Mapping[str, str]) -> None:
         """While the calls pause: route as `table` says (the new modes, or the old after a failure)."""
@@ -95,10 +95,12 @@ class Modes:
             old = self.table()
             try:
                 async with asyncio.timeout(within):
-                    if hooks is not None:
-                        await hooks.prepare(old, modes)
+                    # new calls wait from here: those the data plane sends to the shim meanwhile too, so that
+                    # none is mirrored ahead of an earlier call's copy still on its way
                     self._open.clear()
                     paused = time.perf_counter()
+                    if hooks is not None:
+                        await hooks.prepare(old, modes)
                     await self._idle.wait()
                     if hooks is not None:
                         await hooks.apply({**old, **modes})

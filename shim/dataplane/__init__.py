@@ -134,9 +134,10 @@ class EnvoyPlane:
     def __init__(
         self, shim: Shim, executable: str, *, concurrency: int = 1, nice: int = 0, folder: Path | None = None
     ) -> None:
-        self._nice = (
-            nice  # how far below Envoy's CPU priority the shim's own process runs (shim.dataplane.priority)
-        )
+        # how far below Envoy's CPU priority the shim's own process is to run (shim.dataplane.priority),
+        # and how far it does
+        self._nice = nice
+        self.niced = 0
         self._shim = shim
         self._executable = executable
         self._concurrency = concurrency
@@ -202,14 +203,19 @@ class EnvoyPlane:
         self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
 
     async def _poll_stats(self) -> None:
-        """Envoy's stats that matter, read every second for the metrics endpoint."""
-        envoy = self.envoy
+        """Envoy's stats that matter, read every second for the metrics endpoint; and the calls whose
+        copies never reached the processor, recorded (`_record_unseen`): Envoy's `streams_failed` (the
+        streams it could not open, or that ended in an error), less the copies the processor received
+        and Envoy then cut off (recorded as lost). The processor itself ends a copy's stream early only
+        once the copy is complete."""
+        envoy, processor = self.envoy, self.processor
         assert envoy is not None
+        assert processor is not None
         unsent = 0
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
-                now = self.stats.get(_COPIES_FAILED, 0)
+                now = max(unsent, self.stats.get(_COPIES_FAILED, 0) - processor.cut_off)
                 if now > unsent:  # calls the shim never saw: the evidence has a hole, which must show
                     _log.warning(
                         "Envoy could not hand copies of calls to the shim: they are not mirrored, and are "

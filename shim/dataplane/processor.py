@@ -161,6 +161,7 @@ class _Copy:
         self._started = time.perf_counter()
         self._started_at = time.time()
         self.done = False
+        self.lost_at = 0.0  # when the copy was given up as lost (0: it was not)
 
     def take(self, request: pb.ProcessingRequest) -> None:
         part = request.WhichOneof("request")
@@ -265,10 +266,11 @@ class _Copy:
         if self.done:
             return
         self.done = True
+        self.lost_at = time.monotonic()
         self._processor.counters.inc("copies_lost", self.method or "unknown")
         outcome = Outcome(code=_CANCELLED, local=why)
         if self._mirror is not None:
-            self._mirror.abandon(outcome)
+            self._mirror.abandon(outcome, why=f"its copy was lost ({why})")
         elif self.method:
             self._unmirrored(outcome, f"not mirrored: {why}")
 
@@ -288,6 +290,7 @@ class Processor:
         self.counters = counters
         self.latencies = latencies
         self.copies = 0  # copies received since start
+        self.cut_off = 0  # of those, copies whose stream Envoy closed before they were complete
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
 
@@ -327,19 +330,22 @@ class Processor:
             self._open.add(copy)
         try:
             async for request in requests:
-                if copy is None or copy.done:
-                    break  # nothing more is wanted of this copy: ending the stream tells Envoy to stop
+                if copy is None or copy.lost_at:
+                    # the rest is read and dropped: a stream the processor ended early would count in
+                    # Envoy's `streams_failed`, which must count only the copies the shim never got
+                    continue
                 try:
                     copy.take(request)
                 except UnreadableCopy as exc:
                     copy.lost(str(exc))
-                if copy.done:
-                    break  # the primary's status is in: Envoy need not keep the stream open for us
+                if copy.done and not copy.lost_at:
+                    break  # the primary's status is in: nothing more comes, Envoy need not hold the stream
             if copy is not None:
                 copy.lost(
                     "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
                 )
         except asyncio.CancelledError:
+            self.cut_off += 1  # Envoy counts it in `streams_failed` too: it is no copy the shim never saw
             if copy is not None:
                 copy.lost("the copy was cut off (Envoy closed its stream to the shim)")
             raise

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -22,6 +23,7 @@ from shim.dataplane import UNSEEN, EnvoyPlane
 from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
+from tests.shim.test_evidence_store import shim_process
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 SAMPLE = ROOT / "sample_ledger"
@@ -208,3 +210,59 @@ async def test_the_comparison_plane_yields_the_cpu_to_envoy(
     envoy = envoy_pid(proc.pid)
     assert envoy is not None
     assert (_nice(proc.pid), _nice(envoy)) == (10, 0)
+
+
+async def test_comparison_nice_0_leaves_the_priority_alone(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    bank, bk = ledgers
+    config = tmp_path / "shim.toml"
+    config.write_text("[envoy]\ncomparison_nice = 0\n", encoding="utf-8")
+    async with shim_process(
+        *("--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--dataplane", "envoy"),
+        *("--config", config, "--store", tmp_path / "shim.db", "--diff-log", os.devnull),
+    ) as shim:
+        assert shim.ready["comparison_nice"] == 0
+        assert await _deposits(shim.ready["listen"], 3) == []
+        assert _nice(shim.proc.pid) == 0
+
+
+async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_so() -> None:
+    """The client cancels before Bank answers: Envoy ends the copy before the primary's status, and the
+    write's key is marked out of step, the reason naming the lost copy."""
+    from shim.routing import MethodSettings
+    from tests._proto.grpc.testing import interop_pb2 as ipb
+    from tests.backends import scripted_server
+    from tests.helpers import registry_of
+
+    async def slow(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        [_ async for _ in requests]
+        await asyncio.sleep(5)
+        return [b""]
+
+    bank, bk = await scripted_server(slow), await scripted_server(slow)
+    method = "/grpc.testing.TestService/UnaryCall"
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                dataplane="envoy",
+                registry=registry_of(ipb.DESCRIPTOR),
+                methods={method.lstrip("/"): MethodSettings(key=("response_size",))},
+            ) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            request = ipb.SimpleRequest(response_size=7).SerializeToString()
+            call = channel.unary_unary(method)(request, timeout=30)
+            await asyncio.sleep(0.5)  # Bank has it, and takes its time
+            call.cancel()
+            steps = shim.steps
+            assert steps is not None
+            await until(lambda: "7" in steps.keys, "the write's key out of step")
+            reason = steps.keys["7"].reason
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert reason.startswith("its copy was lost (the copy ended before the primary's status"), reason
+    assert reason.endswith("whether either side applied it is unknown")

@@ -1,0 +1,77 @@
+"""The routes of each mode: where Envoy sends the calls of each method, and which are copied.
+
+A method's calls go straight to the primary of its mode (`bank` or `bk`), copied to the processor
+when the mode mirrors, unless they need Python on the primary path (`python_reasons`): then they go
+to the shim's own server, which does what Python must. The shim's own health always goes there;
+gRPC reflection goes there when the shim answers it, else to the primary, never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from shim.dataplane.envoy_config import RouteEntry
+from shim.modes import DEFAULT
+
+if TYPE_CHECKING:
+    from shim.app import Shim
+
+_HEALTH = "/grpc.health.v1.Health/"
+_REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+_PRIMARY = {"bank": "bank", "shadow": "bank", "bk-primary": "bk", "bk": "bk"}
+_MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes to ("bk": BK is mirrored)
+
+
+def python_reasons(shim: Shim, method: str, mode: str) -> str:
+    """Why calls of `method` ("": any method not named) in `mode` need Python on their primary path ("":
+    they do not)."""
+    router, dispatchers = shim.router, shim.dispatchers
+    if method and router.is_write(method) and router.strict(method):
+        return "strict ordering of the primary's writes"
+    adapted = getattr(shim.bk_channel, "adapted", None)
+    if mode in ("bk-primary", "bk") and adapted is not None and (not method or adapted(method)):
+        return "an adapter"
+    has_ids = bool(shim.config.ids or shim.config.key_aliases) and bool(dispatchers)
+    if not has_ids:
+        return ""
+    if mode in ("bk-primary", "bk") and (not method or dispatchers["bank"].translation.plan(method).request):
+        return "ids in its requests, translated for BK"
+    # after a rollback, clients still hold BK's ids: they are translated back for Bank
+    bk_ids = shim.bk_answered_before and (not method or dispatchers["bk"].translation.plan(method).request)
+    if mode in ("bank", "shadow") and bk_ids:
+        return "ids in its requests that BK minted before a rollback"
+    return ""
+
+
+def _entry(shim: Shim, path: str, mode: str, prefix: bool = False) -> RouteEntry:
+    if python_reasons(shim, path, mode):
+        return RouteEntry(path, "python", prefix=prefix)
+    mirror = _MIRROR.get(mode, "") if shim.dispatchers else ""
+    return RouteEntry(path, _PRIMARY[mode], mirror=mirror, prefix=prefix)
+
+
+def plan(
+    shim: Shim, table: Mapping[str, str], through_python: frozenset[str] = frozenset()
+) -> list[RouteEntry]:
+    """The routes for the modes in `table` (scope: mode); scopes in `through_python` go to Python."""
+    default = table[DEFAULT]
+    entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
+    for service in _REFLECTION:
+        if shim.config.reflection == "shim":
+            entries.append(RouteEntry(service, "python", prefix=True))
+        else:  # the primary's own answer, never mirrored
+            entries.append(RouteEntry(service, _PRIMARY[default], prefix=True))
+    methods = set(shim.registry.methods) if shim.registry is not None else set()
+    methods.update(scope for scope in table if scope != DEFAULT)
+    for method in sorted(methods):
+        mode = table.get(method, default)
+        if method in through_python or (DEFAULT in through_python and method not in table):
+            entries.append(RouteEntry(method, "python"))
+        else:
+            entries.append(_entry(shim, method, mode))
+    if DEFAULT in through_python:
+        entries.append(RouteEntry("", "python"))
+    else:
+        entries.append(_entry(shim, "", default))
+    return entries

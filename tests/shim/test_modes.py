@@ -160,12 +160,9 @@ async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal
         out_of_step = dict(shim.steps.keys) if shim.steps is not None else {}
         history = await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)
         pauses = list(shim.modes.pauses)
-    if dataplane == "envoy":
-        assert len(pauses) == 6
-        # a pause lasts while the calls already in the shim's server finish on both sides, then the routes
-        # apply (5 to 15 ms); here clients, Bank, BK and the shim share one event loop, which makes a call
-        # far slower than across processes (docs/dataplane.md gives the figures)
-        assert max(pauses) < 0.5, pauses
+    assert len(pauses) == 6  # every switch applied, none given up
+    # how long calls pause is measured across processes, where it means something: bench/switch.py (here the
+    # clients, Bank, BK and the shim share one event loop)
     assert answered_by == {"Bank", "BK"}
     assert written >= 150
     assert out_of_step == {}

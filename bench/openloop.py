@@ -1,5 +1,8 @@
 """Open-loop load on the sample ledger: direct to Bank and through shims, at fixed offered rates.
 
+Over 400 lines: one benchmark (its processes, its load, its searches and its table) read top to
+bottom; `bench/switch.py` reuses its load and processes.
+
     python bench/openloop.py [--duration 5] [--rounds 2] [--rate R] [--json FILE]
     python -m bench ...                       (the same)
 

@@ -1,5 +1,8 @@
 """The shadow side: mirrored calls that never delay the primary.
 
+Over 400 lines: a `Mirror` keeps one call's state for admission, ordering, the shadow call, noise
+and ids at once; splitting it by those concerns is the serving side's restructure, not done yet.
+
 The handler serving a client call asks the dispatcher for a `Mirror` and feeds
 it the client's request messages as they arrive (without awaiting anything the
 shadow does), then the primary's answer messages and its outcome. The mirror

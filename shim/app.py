@@ -1,4 +1,9 @@
-"""The shim as one object: start it, serve, stop it (in-process or from the CLI)."""
+"""The shim as one object: start it, serve, stop it (in-process or from the CLI).
+
+Over 400 lines: this is where every part is put together (channels, store, pipeline, mirrors,
+servers), and it is to become a composition root of its own when the serving side is split by
+concern (the data-plane issue's restructure), not before.
+"""
 
 from __future__ import annotations
 

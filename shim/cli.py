@@ -1,5 +1,8 @@
 """The `shim` command.
 
+Over 400 lines: the parser of every command, and `report` and `gate` inline; `serve`, `mode`,
+`resync` and `reconcile` have modules of their own, and the last two inline commands are to follow.
+
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
                [--reflection primary|shim] [--rules FILE ...] [--diff-log FILE] [--store URL]

@@ -1,5 +1,8 @@
 """The shim's configuration: one TOML file, validated at start; flags override it.
 
+Over 400 lines: every setting is parsed here; they move next to the features that use them when
+configuration is split by feature, one move for all of them.
+
 ```toml
 listen = "127.0.0.1:50051"
 mode = "shadow"                    # bank | shadow | bk-primary | bk (see MODES)

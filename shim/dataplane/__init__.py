@@ -45,7 +45,6 @@ from shim.pipeline import Sink
 if TYPE_CHECKING:
     from shim.app import Shim
 
-DATAPLANES = ("auto", "envoy", "python")
 UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
 _MAX_UNSEEN_PER_READ = 10_000
 _UNKNOWN = 2

@@ -40,7 +40,8 @@ instead of slowing the sender (no coordinated omission).
    of direct's saturation, at which at least 99% of the calls were compared.
 
 The shims run on the Envoy data plane, and `bank (python)` and `shadow (python)`
-on the Python one (the fallback). Peak memory is given for the shim (with its
+on the Python one (the fallback). `shadow, shim hung` is measured with the
+shim's own process stopped (SIGSTOP): its processor hangs while Envoy serves. Peak memory is given for the shim (with its
 comparison process) and for its Envoy apart.
 
 The generator runs in this process on the same cores as the servers, so the
@@ -83,6 +84,7 @@ SETUPS = [
     "shadow",
     "shadow, BK slow",
     "shadow, BK down",
+    "shadow, shim hung",
     "bank (python)",
     "shadow (python)",
 ]
@@ -91,6 +93,8 @@ SHIMS = {  # setup: (mode, --bk target key, workers, data plane)
     "shadow": ("shadow", "bk", 1, "envoy"),
     "shadow, BK slow": ("shadow", "bk_slow", 1, "envoy"),
     "shadow, BK down": ("shadow", "closed", 1, "envoy"),
+    # the shim's own process stopped (SIGSTOP) while it is measured: the processor hangs, Envoy serves on
+    "shadow, shim hung": ("shadow", "bk", 1, "envoy"),
     "bank (python)": ("bank", "bk", 1, "python"),
     "shadow (python)": ("shadow", "bk", 1, "python"),
 }
@@ -423,8 +427,20 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+HUNG = "shadow, shim hung"
+
+
+async def _hung_load(target: Target, pid: int, rate: float, duration: float, seed: int) -> Result:
+    """A load while the shim's process (not its Envoy) is stopped; it goes on afterwards."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        return await target.load(rate, duration, seed)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 async def _bench(
-    args: argparse.Namespace, addresses: dict[str, str], metrics: dict[str, str]
+    args: argparse.Namespace, addresses: dict[str, str], metrics: dict[str, str], pids: dict[str, int]
 ) -> dict[str, Any]:
     targets = {
         name: Target(name, addresses[name], index, args.channels, metrics.get(name, ""))
@@ -471,7 +487,9 @@ async def _bench(
             order = SETUPS[round_ % len(SETUPS) :] + SETUPS[: round_ % len(SETUPS)]
             for rate in rates:
                 for name in order:
-                    if SHIMS.get(name, ("",))[0] == "shadow":
+                    if name == HUNG:
+                        result = await _hung_load(targets[name], pids[name], rate, args.duration, round_)
+                    elif SHIMS.get(name, ("",))[0] == "shadow":
                         result, count = await targets[name].compared(rate, args.duration, seed=round_)
                         compared[name, rate] += count
                     else:
@@ -540,7 +558,7 @@ def _print_table(figures: dict[str, Any]) -> None:
     print("p99 against healthy shadow at the same rate (target ≤ 1.1x):")
     for rate in sorted({r["offered_per_s"] for r in figures["runs"]}):
         by = {r["setup"]: r for r in figures["runs"] if r["offered_per_s"] == rate}
-        for name in ("shadow, BK slow", "shadow, BK down"):
+        for name in ("shadow, BK slow", "shadow, BK down", HUNG):
             x = _ratio(by[name]["p99_ms"], by["shadow"]["p99_ms"])
             verdict = "met" if x <= 1.1 else "MISSED"
             if not by["shadow"]["kept_up"]:
@@ -634,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = {n: addr[f"metrics {n}"] for n, (_, _, w, _) in SHIMS.items() if w == 1}
         envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
         figures = asyncio.run(
-            _bench(args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints)
+            _bench(
+                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, shim_pids
+            )
         )
         figures["envoy_peak_rss_mib"] = {
             name: round(memory_mib(pid, "VmHWM"), 1) for name, pid in envoys.items() if pid is not None

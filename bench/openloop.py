@@ -41,8 +41,9 @@ instead of slowing the sender (no coordinated omission).
 
 The shims run on the Envoy data plane, and `bank (python)` and `shadow (python)`
 on the Python one (the fallback). `shadow, shim hung` is measured with the
-shim's own process stopped (SIGSTOP): its processor hangs while Envoy serves. Peak memory is given for the shim (with its
-comparison process) and for its Envoy apart.
+shim's own process stopped (SIGSTOP): its processor hangs while Envoy serves.
+Peak memory is given for the shim (with its comparison process) and for its
+Envoy apart.
 
 The generator runs in this process on the same cores as the servers, so the
 saturation rate is that of the whole loopback system, generator included.

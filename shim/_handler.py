@@ -25,12 +25,13 @@ from comparators import DescriptorRegistry, Exchange, Outcome
 from shim import _grpc_compat
 from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
-from shim._shadow import Mirror, ShadowDispatcher
 from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.modes import Modes
 from shim.routing import Router
+from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.mirror import Mirror
 
 _CANCELLED = 1
 
@@ -139,13 +140,13 @@ def submit_unmirrored(
     """Record a call that should have been mirrored and was not (and mark a write's keys out of step)."""
     if is_write:
         dispatcher.unmirrored(method, first, primary, why)
-    dispatcher.submit(
+    dispatcher.shared.submit(
         Exchange(
             method=method,
             requests=(),
             primary=replace(primary, messages=()),  # not compared: none of it is kept
             shadow=None,
-            primary_is_bank=dispatcher.primary_is_bank,
+            primary_is_bank=dispatcher.shared.primary_is_bank,
             is_write=is_write,
             routing_key=",".join(dispatcher.keys_of(method, first)),
             started_at=started_at,

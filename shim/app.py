@@ -32,7 +32,6 @@ from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
 from shim._proto.shim.v1 import admin_pb2_grpc
-from shim._shadow import ShadowDispatcher
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.admin import AdminServicer
 from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
@@ -46,6 +45,7 @@ from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.recording import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.routing import Router
+from shim.shadow.dispatcher import ShadowDispatcher
 from shim.steps import Steps
 from shim.store import Store, StoreError
 from shim.tls import ServerTls, channel_credentials, channel_options
@@ -446,7 +446,7 @@ class Shim:
         verifier = Verifier(
             sweep.key,
             self.steps,
-            lambda: self.dispatcher.lanes if self.dispatcher is not None else None,
+            lambda: self.dispatcher.shared.lanes if self.dispatcher is not None else None,
             self.store,
             self.counters,
             self.replica,
@@ -455,7 +455,7 @@ class Shim:
             check_now=quick.key,
         )
         for dispatcher in self.dispatchers.values():
-            dispatcher.verifier = verifier
+            dispatcher.shared.verifier = verifier
         self.steps.listen(verifier.schedule)
         for mark in self.steps.keys.values():  # marks left by earlier runs or other replicas
             if mark.key != "*":

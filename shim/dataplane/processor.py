@@ -8,7 +8,7 @@ does not wait for any of it, so nothing here is on the clients' path.
 A `_Copy` turns those pieces back into what the Python data plane sees: the
 method and request metadata, each request message (gRPC frames are split out
 of the body pieces, and decompressed), each answer message, and the primary's
-final status with its metadata. It drives a `Mirror` (`shim._shadow`) exactly
+final status with its metadata. It drives a `Mirror` (`shim.shadow`) exactly
 as the Python handler does, so ordering, id translation, the call to the
 shadow, the comparison and the store are the same machinery.
 
@@ -36,11 +36,12 @@ from grpc import aio
 from comparators import Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
-from shim._shadow import Mirror, ShadowDispatcher
 from shim.dataplane.envoy_config import ROUTE_HEADER
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.routing import Router
+from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 _CANCELLED = 1
@@ -152,8 +153,8 @@ class _Copy:
         self.method = ""
         self._metadata: tuple[tuple[str, str | bytes], ...] = ()
         self._is_write = True
-        self._requests = Frames(dispatcher.max_capture)
-        self._answers = Frames(dispatcher.max_capture)
+        self._requests = Frames(dispatcher.shared.max_capture)
+        self._answers = Frames(dispatcher.shared.max_capture)
         self._first: bytes | None = None  # the first request, for an unmirrored write's keys
         self._initial: tuple[tuple[str, str | bytes], ...] = ()
         self._answer_messages: list[bytes] = []

@@ -35,10 +35,14 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     has_ids = bool(shim.config.ids or shim.config.key_aliases) and bool(dispatchers)
     if not has_ids:
         return ""
-    if mode in ("bk-primary", "bk") and (not method or dispatchers["bank"].translation.plan(method).request):
+    if mode in ("bk-primary", "bk") and (
+        not method or dispatchers["bank"].shared.translation.plan(method).request
+    ):
         return "ids in its requests, translated for BK"
     # after a rollback, clients still hold BK's ids: they are translated back for Bank
-    bk_ids = shim.bk_answered_before and (not method or dispatchers["bk"].translation.plan(method).request)
+    bk_ids = shim.bk_answered_before and (
+        not method or dispatchers["bk"].shared.translation.plan(method).request
+    )
     if mode in ("bank", "shadow") and bk_ids:
         return "ids in its requests that BK minted before a rollback"
     return ""

@@ -94,7 +94,7 @@ async def test_the_shadow_side_holds_at_most_its_total_budget_and_gives_it_back(
             async def watch() -> None:
                 nonlocal peak
                 while True:
-                    peak = max(peak, dispatcher.budget.used)
+                    peak = max(peak, dispatcher.shared.budget.used)
                     await asyncio.sleep(0)
 
             watcher = asyncio.ensure_future(watch())
@@ -103,7 +103,7 @@ async def test_the_shadow_side_holds_at_most_its_total_budget_and_gives_it_back(
             comparisons = await sink.wait_for(6, within=30)
             await shim.drain()
             watcher.cancel()
-            held_after = dispatcher.budget.used
+            held_after = dispatcher.shared.budget.used
     finally:
         await bank.stop()
         await bk.stop()
@@ -141,8 +141,8 @@ async def test_calls_holding_large_messages_never_take_the_room_small_calls_need
             held = [channel.stream_stream("/big.Big/Hold")() for _ in range(6)]
             for call in held:
                 await call.write(b"x" * (2 * MiB))  # and never done writing
-            await until(lambda: dispatcher.budget.used >= 6 * MiB, "the large requests held", 10.0)
-            large_held = dispatcher.budget.used
+            await until(lambda: dispatcher.shared.budget.used >= 6 * MiB, "the large requests held", 10.0)
+            large_held = dispatcher.shared.budget.used
             small = [await channel.unary_unary("/small.Small/Get")(b"q%d" % n, timeout=10) for n in range(20)]
             comparisons = await sink.wait_for(20, within=10, where=lambda c: "Small" in c.exchange.method)
             for call in held:
@@ -253,7 +253,7 @@ async def test_an_idle_stream_gives_its_place_to_a_new_one() -> None:
                 assert await call.read() is aio.EOF
             records = await sink.wait_for(3)
             assert shim.dispatcher is not None
-            held = shim.dispatcher.budget.used
+            held = shim.dispatcher.shared.budget.used
     finally:
         await bank.stop()
         await bk.stop()

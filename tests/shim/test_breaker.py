@@ -95,15 +95,15 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
             failures = await sink.wait_for(3)
             assert [c.verdict for c in failures] == [Verdict.SHADOW_ERROR] * 3
             assert shim.dispatcher is not None
-            assert shim.dispatcher.breaker.state == OPEN
+            assert shim.dispatcher.shared.breaker.state == OPEN
             holder.close()
             revived = await scripted_server(echo, port=port)  # BK is back
-            await asyncio.wait_for(shim.dispatcher.channel.channel_ready(), timeout=10)
+            await asyncio.wait_for(shim.dispatcher.shared.channel.channel_ready(), timeout=10)
             assert await say(b"probe") == b"re:probe"
             await shim.drain()
             comparisons = await sink.wait_for(4)
             assert comparisons[3].verdict is Verdict.MATCH
-            assert shim.dispatcher.breaker.state == CLOSED
+            assert shim.dispatcher.shared.breaker.state == CLOSED
             assert shim.counters.get("breaker_open") == 1
             assert shim.counters.get("breaker_closed") == 1
     finally:

@@ -444,16 +444,16 @@ async def test_bk_dying_mid_run_and_coming_back(bank: Running) -> None:
             assert [c.verdict for c in failed] == [Verdict.SHADOW_ERROR] * down
             assert all(c.reason.startswith("shadow unavailable") for c in failed)
             assert shim.counters.get("verdict_shadow-error", UNARY) == down
-            assert shim.dispatcher.breaker.state == OPEN
+            assert shim.dispatcher.shared.breaker.state == OPEN
             assert shim.counters.get("breaker_open") == 2  # at the 3rd failure, and after the failed probe
 
             bk = await _interop_on(port)  # BK is back where it was
-            await asyncio.wait_for(shim.dispatcher.channel.channel_ready(), timeout=15)
+            await asyncio.wait_for(shim.dispatcher.shared.channel.channel_ready(), timeout=15)
             assert await stub.UnaryCall(say) == expected
             (probe,) = (await sink.wait_for(2 + down))[1 + down :]
             assert probe.verdict is Verdict.MATCH
             await shim.drain()
-            assert shim.dispatcher.breaker.state == CLOSED
+            assert shim.dispatcher.shared.breaker.state == CLOSED
             assert shim.counters.get("breaker_closed") == 1
             after = await _still_serving(shim, sink)
             assert after.exchange.shadow is not None

@@ -84,19 +84,22 @@ async def test_missed_writes_put_their_accounts_out_of_step_until_resynced(
             answers.append(await stub.Deposit(pb.DepositRequest(account_id=account, amount="5")))
             await shim.drain()
         assert shim.dispatcher is not None
-        assert shim.dispatcher.breaker.state == "open"
+        assert shim.dispatcher.shared.breaker.state == "open"
         assert [a.cash for a in answers] == ["105.00", "105.00", "105.00"]  # Bank's answers
         assert shim.steps is not None
         assert sorted(shim.steps.keys) == ["A", "B", "C"]
         assert shim.counters.get("keys_out_of_step") == 3
-        assert (shim.counters.get("shadow_breaker_skipped"), shim.dispatcher.breaker.state) == (1, "open")
+        assert (shim.counters.get("shadow_breaker_skipped"), shim.dispatcher.shared.breaker.state) == (
+            1,
+            "open",
+        )
         assert store.exists()
         listed = _resync(store, "--list")
         assert [line.split("\t")[0] for line in listed.splitlines()] == ["A", "B", "C"]
         assert "BK is down" in listed  # the shadow's own error, as the reason
 
         proxy.failing = False
-        shim.dispatcher.breaker.record(ok=True)  # as a successful probe would
+        shim.dispatcher.shared.breaker.record(ok=True)  # as a successful probe would
         for account in ("A", "D"):
             await stub.GetBalance(pb.GetBalanceRequest(account_id=account))
         await shim.drain()

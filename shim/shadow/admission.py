@@ -1,0 +1,198 @@
+"""A mirrored call's keys, its sampling, its place in the lanes, and its intent.
+
+A call whose requests are one message takes one place in the lanes of its keys, from its arrival
+until it is over on the shadow. A client-streaming call (a batch: many requests, one answer) takes
+one place, on the keys of all its messages, when the primary answers: the primary applies a batch when
+it has all of it, and the mirror cannot start before then anyway. A bidi call (a session) takes one
+place per request message, with that message's own keys, entered as the message arrives.
+
+Finding a call's keys means decoding its first request: that waits for the next turn of the loop
+(call_soon keeps arrival order), so the primary's own send goes first.
+
+Crash safety: before a write is sent, its intent and keys are written to the store and committed
+(`shim.intents`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+
+from google.protobuf import message
+
+from shim.shadow.fate import until
+from shim.shadow.places import Places
+from shim.shadow.shared import Shared
+
+
+class Admission:
+    __slots__ = (
+        "_batch_keys",
+        "_intent_keys",
+        "_intent_saved",
+        "_over",
+        "_shared",
+        "admitted",
+        "asked",
+        "batch",
+        "first",
+        "intent",
+        "is_write",
+        "keys",
+        "method",
+        "names_unknown",
+        "not_sampled",
+        "places",
+        "streamed",
+    )
+
+    def __init__(
+        self, shared: Shared, method: str, is_write: bool, places: Places, over: Callable[[], bool]
+    ) -> None:
+        self._shared = shared
+        self.method = method
+        self.is_write = is_write
+        self.places = places
+        self._over = over  # the call is over already
+        kind = shared.kinds.of(method)
+        self.streamed = kind.client_streaming and kind.server_streaming  # a session: one place a message
+        self.batch = (
+            kind.client_streaming and not kind.server_streaming
+        )  # one place, when the primary answers
+        self.keys: tuple[str, ...] = ()
+        self.first: message.Message | None = None  # the first request, decoded when ids or keys need it
+        self.asked = False
+        self.admitted = asyncio.Event()  # its place in the lanes is known
+        self.not_sampled = False  # a read left out by sampling
+        # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
+        self.names_unknown = False
+        self._batch_keys: list[str] = []
+        self.intent = ""  # the id of this write's intent in the store
+        self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
+        self._intent_keys = 0  # how many of the keys the recorded intent names
+
+    def arrived(self, payload: bytes, index: int) -> None:
+        """A request message the client sent (called as it arrives, never waiting)."""
+        loop = asyncio.get_running_loop()
+        if self.streamed:  # each message takes its own place, before the writer may reach it
+            loop.call_soon(self._admit_step, payload, index)
+            self.asked = True
+        elif self.batch:  # its keys, gathered off the primary's path; its place when the primary answers
+            loop.call_soon(self._gather_keys, payload, index)
+            self.asked = True
+        elif not self.asked:
+            self.ask(payload)
+
+    def ask(self, first: bytes | None) -> None:
+        """Take a place in the lanes, in the order calls arrive, after the primary call has gone out."""
+        self.asked = True
+        if self.streamed:  # no request message at all: nothing to order
+            asyncio.get_running_loop().call_soon(self.admitted.set)
+            return
+        if self.batch:
+            return  # placed when the primary answers
+        asyncio.get_running_loop().call_soon(self._admit, first)
+
+    def _sampled(self, keys: tuple[str, ...]) -> bool:
+        router = self._shared.router
+        return self.is_write or router is None or router.sampled(keys)
+
+    def _decode_for_keys(self, payload: bytes | None) -> tuple[message.Message | None, bool]:
+        """The request, decoded when its keys or ids are needed; and whether it was to be decoded but is not
+        a message of the method's described request type."""
+        shared = self._shared
+        if shared.router is None or not shared.translation.needs_request(self.method):
+            return None, False
+        decoded = shared.router.decode(self.method, payload)
+        return decoded, decoded is None and payload is not None and shared.kinds.of(self.method).described
+
+    def _gather_keys(self, payload: bytes, index: int) -> None:
+        """A message of a batch: its keys join the batch's."""
+        if self._over():
+            return
+        decoded, _ = self._decode_for_keys(payload)
+        if index == 0:
+            self.first = decoded
+        keys, unknown = self._shared.translation.place(self.method, decoded)
+        self.names_unknown = self.names_unknown or unknown
+        if not keys and decoded is not None and self._shared.translation.needs_request(self.method):
+            self._batch_keys.append("")  # a message with no key makes the batch unkeyed
+        self._batch_keys.extend(keys)
+        if "" not in self._batch_keys:  # what a write cancelled before the primary answered would mark
+            self.keys = tuple(dict.fromkeys(self._batch_keys))
+
+    def admit_batch(self) -> None:
+        """A batch takes its place when the primary answered, on the keys of all its messages."""
+        if self._over():
+            self.admitted.set()
+            return
+        keys = () if "" in self._batch_keys else tuple(dict.fromkeys(self._batch_keys))
+        if not self._sampled(keys):
+            self.not_sampled = True
+        else:
+            self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
+            self.keys = keys
+            self.record_intent()
+        self.admitted.set()
+
+    def _admit(self, first: bytes | None) -> None:
+        if self._over():  # over already (cancelled before its turn came): nothing to order
+            self.admitted.set()
+            return
+        shared = self._shared
+        self.first, undecodable = self._decode_for_keys(first)
+        keys, self.names_unknown = shared.translation.place(self.method, self.first)
+        if not self._sampled(keys):
+            self.not_sampled = True
+        elif undecodable or not shared.kinds.of(self.method).described:
+            # a made-up method, or bytes no server of the interface can decode (so none applies them):
+            # mirrored as they come, in no lane, so that they never make other calls wait
+            shared.counters.inc("calls_not_ordered", self.method)
+        else:
+            self.places.ticket = shared.lanes.enter(keys, self.is_write)
+            self.keys = keys
+            self.record_intent()
+        self.admitted.set()
+
+    def _admit_step(self, payload: bytes, index: int) -> None:
+        """A message of a request stream takes its place in the lanes of its own keys."""
+        shared = self._shared
+        if self._over() or self.not_sampled:
+            self.admitted.set()
+            return
+        decoded, _ = self._decode_for_keys(payload)
+        if index == 0:
+            self.first = decoded
+        keys, unknown = shared.translation.place(self.method, decoded)
+        self.names_unknown = self.names_unknown or unknown
+        if index == 0 and not self._sampled(keys):
+            self.not_sampled = True
+            self.admitted.set()
+            return
+        self.places.step(shared.lanes.enter(keys, self.is_write))
+        self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
+        if index == 0:
+            self.record_intent()
+        self.admitted.set()
+
+    def record_intent(self) -> None:
+        """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""
+        intents = self._shared.intents
+        if intents is None or not self.is_write or not self.keys:  # a lost write with no key marks nothing
+            return
+        self.intent = self.intent or secrets.token_hex(16)
+        self._intent_keys = len(self.keys)
+        self._intent_saved = asyncio.get_running_loop().create_task(
+            intents.record(self.intent, self.method, self.keys), name=f"intent {self.method}"
+        )
+
+    async def intent_written(self, stop: asyncio.Event) -> bool:
+        """Wait until the intent names every key known so far (a stream's later messages may add keys);
+        False if the call is given up first."""
+        if self._intent_keys < len(self.keys):  # keys the intent does not name yet
+            previous = self._intent_saved
+            if previous is not None and not await until(previous, stop):
+                return False
+            self.record_intent()
+        return self._intent_saved is None or await until(self._intent_saved, stop)

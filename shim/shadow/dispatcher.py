@@ -1,0 +1,197 @@
+"""Starts a shim's mirrors within its bounds, and marks what it could not mirror.
+
+Bounds: at most `max_in_flight` mirrored calls at once, of which streams (which may last) take at most
+`max_in_flight_streams`: beyond that a call is not mirrored, and the exchange says so, unless a stream
+idle for `stream_idle` gives up its place. A read is not mirrored either while the shim's event loop
+runs more than `shed_lag` late, nor anything while the shadow's breaker is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from comparators import Outcome
+from shim._breaker import Breaker
+from shim._lanes import Lanes
+from shim._noise import Noise
+from shim._overload import LoopLag
+from shim._translation import Translation
+from shim.adapters import Channel
+from shim.aliases import KeyAliases
+from shim.ids import IdBook
+from shim.intents import Intents
+from shim.metrics import Counters
+from shim.routing import Router
+from shim.shadow.capture import Budget
+from shim.shadow.kinds import MethodKinds
+from shim.shadow.mirror import Mirror
+from shim.shadow.shared import Shared, Submit
+from shim.steps import REFUSED, Steps, effect
+
+
+class ShadowDispatcher:
+    """Starts mirrors within bounds and counts what it could not mirror."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        submit: Submit,
+        counters: Counters,
+        *,
+        timeout: float,
+        max_in_flight: int,
+        max_capture: int,
+        primary_is_bank: bool = True,
+        router: Router | None = None,
+        breaker: Breaker | None = None,
+        ids: IdBook | None = None,
+        aliases: KeyAliases | None = None,
+        steps: Steps | None = None,
+        intents: Intents | None = None,
+        correlation_header: str = "",
+        noise: Noise | None = None,
+        overload: LoopLag | None = None,
+        shed_lag: float = 0.0,
+        stream_hold: float = 0.5,
+        max_in_flight_streams: int = 0,
+        max_capture_total: int = 0,
+        stream_idle: float = 30.0,
+    ) -> None:
+        self.shared = Shared(
+            channel=channel,
+            submit=submit,
+            counters=counters,
+            translation=Translation(router, ids, aliases, counters, primary_is_bank),
+            kinds=MethodKinds(router.registry if router is not None else None),
+            lanes=Lanes(),
+            breaker=breaker if breaker is not None else Breaker(counters),
+            budget=Budget(max_capture_total),
+            timeout=timeout,
+            max_capture=max_capture,
+            stream_hold=stream_hold,
+            stream_idle=stream_idle,
+            primary_is_bank=primary_is_bank,
+            router=router,
+            steps=steps,
+            intents=intents,
+            noise=noise,
+        )
+        self.overload = overload
+        self.shed_lag = shed_lag
+        self.correlation_header = correlation_header
+        self.max_in_flight = max_in_flight
+        # streams (which may last) take at most this many of the places: calls of one message always find some
+        self.max_streams = max_in_flight_streams or max(1, max_in_flight // 2)
+        self._live: set[Mirror] = set()  # strong references: a running mirror is never collected
+        self._streams = 0  # of the live mirrors, those of streaming calls
+        self._leaving: set[Mirror] = set()  # given up for their places, finishing: counted no more
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(
+        self,
+        method: str,
+        metadata: tuple[Any, ...],
+        client_timeout: float | None,
+        is_write: bool,
+    ) -> tuple[Mirror | None, str]:
+        """A mirror for a call, or none and why."""
+        shared = self.shared
+        stream = not shared.kinds.of(method).unary
+        full = ""
+        if len(self._live) >= self.max_in_flight:
+            full = "not mirrored: shadow.max_in_flight calls already in flight"
+        elif stream and self._streams >= self.max_streams:
+            full = "not mirrored: shadow.max_in_flight_streams streams already in flight"
+        if full and not self._make_room(streams_only=not len(self._live) >= self.max_in_flight):
+            shared.counters.inc("shadow_dropped", method)
+            return None, full
+        if not shared.breaker.allow():
+            shared.counters.inc("shadow_breaker_skipped", method)
+            return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
+        if self.overload is not None and self.shed_lag > 0:
+            lag = self.overload.lag
+            if lag > self.shed_lag and not is_write:  # a write missed would put its keys out of step
+                shared.counters.inc("shadow_shed", method)
+                late = f"{lag * 1000:.0f} ms"
+                return None, f"not mirrored: the shim is overloaded (its event loop runs {late} late)"
+        mirror = Mirror(shared, method, metadata, client_timeout, is_write, self._release)
+        mirror.correlation_id = self.correlation_id(metadata)
+        mirror.stream = stream
+        self._live.add(mirror)
+        self._streams += stream
+        self._idle.clear()
+        return mirror, ""
+
+    def _make_room(self, streams_only: bool) -> bool:
+        """Give up the mirror idle longest (for `stream_idle` or more) so that a new call takes its place."""
+        now = time.monotonic()
+        idle_for = self.shared.stream_idle
+        idle = [m for m in self._live if (m.stream or not streams_only) and now - m.last_active >= idle_for]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda m: m.last_active)
+        self._live.discard(victim)
+        self._streams -= victim.stream
+        self._leaving.add(victim)
+        self.shared.counters.inc("shadow_idle_given_up", victim.method)
+        victim.give_up_idle()
+        return True
+
+    def correlation_id(self, metadata: tuple[Any, ...]) -> str:
+        """The value of the client's request metadata that names the call ("" without)."""
+        if self.correlation_header:
+            for key, value in metadata:
+                if key == self.correlation_header:
+                    return value if isinstance(value, str) else value.decode(errors="replace")
+        return ""
+
+    @property
+    def breaker(self) -> Breaker:
+        return self.shared.breaker
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live) + len(self._leaving)
+
+    def give_up_all(self) -> int:
+        """The shim stops: every mirrored call still running is given up (and recorded as such)."""
+        for mirror in [*self._live, *self._leaving]:
+            mirror.give_up()
+        return self.in_flight
+
+    def _release(self, mirror: Mirror) -> None:
+        if mirror in self._live:
+            self._live.discard(mirror)
+            self._streams -= mirror.stream
+        self._leaving.discard(mirror)
+        if not self._live and not self._leaving:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until no mirrored call is in flight."""
+        await self._idle.wait()
+
+    def to_primary(self, method: str, payload: bytes) -> bytes:
+        return self.shared.translation.to_primary(method, payload)
+
+    def unmirrored(self, method: str, first: bytes | None, primary: Outcome, why: str) -> None:
+        """A write that was not mirrored: its keys are out of step unless the primary did nothing with it."""
+        steps, router, translation = self.shared.steps, self.shared.router, self.shared.translation
+        if steps is None or effect(primary) == REFUSED:
+            return
+        keys: tuple[str, ...] = ()
+        if router is not None:
+            decoded = router.decode(method, first) if translation.needs_request(method) else None
+            keys = translation.keys_for(method, decoded)
+        said = "applied it" if primary.code == 0 else "may have applied it"
+        steps.mark(keys, method, f"{why}; the primary {said}")
+
+    def keys_of(self, method: str, first: bytes | None) -> tuple[str, ...]:
+        """The routing keys of a call from its first request (for calls that are not mirrored)."""
+        router, translation = self.shared.router, self.shared.translation
+        if router is None or first is None or not translation.needs_request(method):
+            return ()
+        return translation.keys_for(method, router.decode(method, first))

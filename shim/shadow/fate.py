@@ -1,0 +1,101 @@
+"""How a mirrored call ends before the shadow answered, and what its record then says."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from comparators import Outcome
+
+CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+
+WAITING = "while it waited behind earlier calls on its keys"
+NOT_SENT = "before it was sent"
+
+
+@dataclass(slots=True)
+class Fate:
+    """Why a mirrored call stopped early, if it did; `stop` is set as soon as it must stop."""
+
+    timeout: float  # the shadow timeout, for its note
+    stream_idle: float
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    expired: bool = False  # the shadow timeout passed
+    abandoned: bool = False  # the client cancelled (or its copy was lost) before the primary answered
+    overflowed: bool = False  # more than max_capture request bytes waited for the shadow
+    idle: bool = False  # an idle stream, given up for a call that needed its place
+    shutdown: bool = False  # the shim stops
+    unreachable: bool = False  # not sent: the primary never received the write
+
+    def idle_note(self, where: str) -> str:
+        idle = self.stream_idle
+        return f"shadow call given up {where}: idle for {idle:g}s, its place was needed by another call"
+
+    def given_up(self, latency: float, where: str) -> Outcome:
+        """The outcome of a call stopped before it was sent (`where`: while it waited, or before sending)."""
+        if self.shutdown:
+            return Outcome(
+                code=CANCELLED, latency=latency, local=f"shadow call given up {where}: the shim stopped"
+            )
+        if self.abandoned:
+            return Outcome(
+                code=CANCELLED, latency=latency, local=f"shadow call cancelled with the client's call {where}"
+            )
+        if self.idle:
+            return Outcome(code=DEADLINE_EXCEEDED, latency=latency, local=self.idle_note(where))
+        if self.overflowed:
+            return Outcome(
+                code=CANCELLED,
+                latency=latency,
+                local=f"shadow given up {where}: it fell more than shadow.max_capture request bytes behind",
+            )
+        return Outcome(
+            code=DEADLINE_EXCEEDED,
+            latency=latency,
+            local=f"shadow timeout {where}: no answer within {self.timeout:g}s after the primary",
+        )
+
+    def cut_short(self, latency: float) -> Outcome | None:
+        """The outcome of a call stopped while the shadow had it, if it was."""
+        if self.abandoned:
+            return Outcome(
+                code=CANCELLED, latency=latency, local="shadow call cancelled with the client's call"
+            )
+        if self.overflowed:
+            return Outcome(
+                code=CANCELLED,
+                latency=latency,
+                local="shadow given up: it fell more than shadow.max_capture request bytes behind",
+            )
+        if self.shutdown:
+            return Outcome(
+                code=CANCELLED,
+                latency=latency,
+                local="shadow call given up: the shim stopped before it answered",
+            )
+        if self.idle:
+            return Outcome(code=DEADLINE_EXCEEDED, latency=latency, local=self.idle_note("while in flight"))
+        if self.expired:
+            return Outcome(
+                code=DEADLINE_EXCEEDED,
+                latency=latency,
+                local=f"shadow timeout: no answer within {self.timeout:g}s after the primary",
+            )
+        return None
+
+
+async def until(waiting: Any, stop: asyncio.Event) -> bool:
+    """Wait for `waiting` unless `stop` is set first; True when it completed."""
+    done = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((done, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        done.cancel()
+        stopped.cancel()
+    return done.done() and not done.cancelled()

@@ -1,0 +1,157 @@
+"""The ids a mirrored call mints and names (`[ids.KIND]`) and the key aliases in its answers.
+
+The ids the primary minted wait (`shim.ids.Pending`) until the shadow's answer pairs them, so that a
+later call naming one is translated; for a streamed answer, message by message. Ids a request names
+with no known counterpart (`unmapped`) or with several (`ambiguous`) stop the mirrored call.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import message
+
+from comparators import Outcome
+from comparators.ids import Ambiguous, Found
+from shim._translation import IdPlan, Translation
+from shim.ids import Pending
+
+
+class Learning:
+    __slots__ = (
+        "_expect_done",
+        "_expected",
+        "_minted",
+        "_shadow_minted",
+        "ambiguous",
+        "answers",
+        "method",
+        "translation",
+        "unmapped",
+    )
+
+    def __init__(self, translation: Translation, method: str) -> None:
+        self.translation = translation
+        self.method = method
+        self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
+        self._expect_done = False
+        self._minted: dict[int, list[Found]] = {}  # per answer message: the ids the primary minted there
+        self._shadow_minted: dict[int, list[Found]] = {}  # ... and those the shadow minted
+        self.unmapped: list[Found] = []
+        self.ambiguous: list[Ambiguous] = []
+        self.answers: dict[int, list[message.Message]] = {}  # decoded answers, by id() of their Outcome
+
+    @property
+    def stopped(self) -> bool:
+        """The request names an id the shadow has no single counterpart for."""
+        return bool(self.unmapped or self.ambiguous)
+
+    def settle(self) -> None:
+        """Whatever the primary minted and the shadow did not pair is no longer waited for."""
+        if self.translation.ids is not None:
+            self.translation.ids.settle(self._expected)
+
+    def expect(self, primary: Outcome, first: message.Message | None, over: bool) -> None:
+        """Register the ids the primary minted, and learn the aliases in its answer (once: when the primary
+        answered, or when the mirror gets to learning first, its shadow having answered first)."""
+        if self._expect_done:
+            return
+        self._expect_done = True
+        translation = self.translation
+        plan = translation.plan(self.method)
+        answers = self.decoded(plan, primary)
+        translation.learn_aliases(self.method, answers, first)
+        if plan.mints and translation.ids is not None:
+            found = translation.minted_in(self.method, plan, answers, first)
+            self._expected += translation.expect(self.method, found, first)
+            if over:  # nothing will pair them now
+                translation.ids.settle(self._expected)
+
+    def primary_minted(self, index: int, payload: bytes, first: message.Message | None, over: bool) -> None:
+        """One answer message of the primary's stream: its aliases learned, its minted ids pending."""
+        translation = self.translation
+        plan = translation.plan(self.method)
+        answers = translation.decode_answers(plan, (payload,))
+        translation.learn_aliases(self.method, answers, first)
+        if not plan.mints or translation.ids is None:
+            return
+        found = translation.minted_in(self.method, plan, answers, first)
+        self._minted[index] = found
+        pendings = translation.expect(self.method, found, first)
+        self._expected += pendings
+        if over:
+            translation.ids.settle(pendings)
+        elif index in self._shadow_minted:
+            del self._minted[index]
+            translation.pair(self.method, plan, found, self._shadow_minted.pop(index), first)
+
+    def shadow_message(self, index: int, payload: bytes, first: message.Message | None) -> None:
+        """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
+        translation = self.translation
+        plan = translation.plan(self.method)
+        if not plan.mints or translation.ids is None:
+            return
+        found = translation.minted_in(self.method, plan, translation.decode_answers(plan, (payload,)), first)
+        if index in self._minted:
+            translation.pair(self.method, plan, self._minted.pop(index), found, first)
+        else:
+            self._shadow_minted[index] = found
+
+    def decoded(self, plan: IdPlan, outcome: Outcome) -> list[message.Message]:
+        """One side's answers to this call, decoded once."""
+        found = self.answers.get(id(outcome))
+        if found is None:
+            found = self.answers[id(outcome)] = self.translation.decode_answers(plan, outcome.messages)
+        return found
+
+    def learn(self, primary: Outcome, shadow: Outcome, first: message.Message | None) -> None:
+        """Learn the pairs of the ids this call minted, from the two whole answers."""
+        translation = self.translation
+        plan = translation.plan(self.method)
+        if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or self.unmapped:
+            return
+        primary_found = translation.minted_in(self.method, plan, self.decoded(plan, primary), first)
+        shadow_found = translation.minted_in(self.method, plan, self.decoded(plan, shadow), first)
+        translation.pair(self.method, plan, primary_found, shadow_found, first)
+
+    async def pairs(
+        self, primary: Outcome, shadow: Outcome, primary_is_bank: bool, first: message.Message | None
+    ) -> tuple[tuple[str, str, str], ...]:
+        """The pairs of the ids in BK's answer, for the comparison."""
+        if shadow.local:
+            return ()
+        bk = shadow if primary_is_bank else primary
+        plan = self.translation.plan(self.method)
+        answers = self.decoded(plan, bk) if plan.response else []
+        return await self.translation.known_pairs(self.method, bk, answers, first)
+
+    def stopped_by(self, unmapped: list[Found], ambiguous: list[Ambiguous]) -> None:
+        self.unmapped, self.ambiguous = unmapped, ambiguous
+
+    def note(self) -> str:
+        return unmapped_note(self.unmapped, self.ambiguous)
+
+    def for_exchange(self) -> tuple[tuple[str, str, str], ...]:
+        """The ids that stopped the call, as the exchange records them: (kind, where, value)."""
+        return tuple((f.kind, where(f), f.value) for f in self.unmapped) + tuple(
+            ("|".join(kind for kind, _ in a.counterparts), "request", a.value) for a in self.ambiguous
+        )
+
+
+def where(found: Found) -> str:
+    index, *rest = found.path
+    text = "request" if index == 0 else f"request[{index}]"
+    for part in rest:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def unmapped_note(unmapped: list[Found], ambiguous: list[Ambiguous] | None = None) -> str:
+    parts = []
+    if unmapped:
+        named = ", ".join(f"{f.kind} {f.value!r} ({where(f)})" for f in unmapped[:3])
+        more = f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else ""
+        parts.append(
+            f"the request names {named}{more}, with no known counterpart on the shadow (unmapped-id)"
+        )
+    if ambiguous:
+        parts.append("the request names " + "; ".join(str(a) for a in ambiguous[:3]) + " (ambiguous id)")
+    return "; ".join(parts)

@@ -1,0 +1,310 @@
+"""One client call's shadow half: fed as the call passes, it mirrors the call in a task of its own and
+hands the exchange to the comparison once both sides have answered.
+
+Causality: a write reaches the shadow only after the primary received it (its first answer message,
+or its final status, came back). A write the primary never received (UNAVAILABLE before any answer) is
+not sent to the shadow at all, and is recorded as such, never as a mismatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from comparators import Outcome
+from shim._noise import Noise, asked_again
+from shim.shadow.admission import Admission
+from shim.shadow.call import ShadowCall
+from shim.shadow.capture import Capture
+from shim.shadow.fate import CANCELLED, INTERNAL, Fate
+from shim.shadow.learning import Learning
+from shim.shadow.places import Places
+from shim.shadow.record import exchange, judge
+from shim.shadow.shared import Shared
+from shim.steps import unreachable
+
+
+class Mirror:
+    """The shadow half of one client call."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        method: str,
+        metadata: tuple[Any, ...],
+        client_timeout: float | None,
+        is_write: bool,
+        finished: Callable[[Mirror], None],
+    ) -> None:
+        self._shared = shared
+        self._finished = finished  # told once the mirror is over
+        self.method = method
+        self._metadata = metadata
+        self.is_write = is_write
+        self.started_at = time.time()
+        self.correlation_id = ""
+        self.capture = Capture(shared.max_capture, shared.budget)
+        self.last_active = time.monotonic()  # a message either way, for idle streams
+        self.stream = False  # a streaming call: it takes one of the places of streams
+        self.requests: list[bytes] = []
+        self.tainted = ""
+        self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
+        self._fate = Fate(shared.timeout, shared.stream_idle)
+        self.places = Places()
+        self.admission = Admission(shared, method, is_write, self.places, lambda: self.task.done())
+        self.learning = Learning(shared.translation, method)
+        self._call = ShadowCall(shared, method, metadata, client_timeout, self._fate, self.capture, self)
+        self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._received = asyncio.Event()  # the primary received the call: it answered something, or ended
+        self._timer: asyncio.TimerHandle | None = None
+        self._handed_over = False  # the exchange (and the bytes it holds) went to the comparison
+        self._fed = 0  # request messages handed over
+        self.primary_answers = 0  # answer messages the primary sent so far
+        self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
+        self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            self._run(), name=f"shadow {method}"
+        )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.admission.keys
+
+    @property
+    def settled(self) -> bool:
+        """Whether a switch of modes may go on without waiting for this call any more: it is over; or it
+        is a server stream the shadow has begun to answer (so it has the request); or it is a session (its
+        later messages follow the side it started on, and it must not hold a switch)."""
+        if self.task.done() or self.admission.streamed:
+            return True
+        return self._shared.kinds.of(self.method).server_streaming and self._call.answers > 0
+
+    # -- fed by the primary handler; none of these wait --------------------------------
+
+    def feed(self, payload: bytes) -> None:
+        """A request message the client sent.
+
+        When the shadow falls so far behind that more than `max_capture` request bytes wait for it, the
+        shadow call is given up (and recorded as such) rather than buffering without bound.
+        """
+        fate = self._fate
+        if fate.overflowed or fate.stop.is_set():  # given up: nothing more is mirrored, or kept
+            return
+        self.last_active = time.monotonic()
+        if self.capture.take(payload):
+            self.requests.append(payload)
+        self._call.queued += len(payload)
+        if self._call.queued > self._shared.max_capture > 0:
+            fate.overflowed = True
+            fate.stop.set()
+            self._call.cancel()
+            return
+        self.admission.arrived(payload, self._fed)
+        self._fed += 1
+        self._call.queue.put_nowait(payload)
+
+    def close_requests(self) -> None:
+        """The client half-closed its request stream."""
+        if not self.admission.asked:
+            self.admission.ask(None)
+        self._call.queue.put_nowait(None)
+
+    def primary_message(self, payload: bytes) -> None:
+        """An answer message of the primary's stream, before the client gets it."""
+        index = self.primary_answers
+        self.primary_answers += 1
+        self.last_active = time.monotonic()
+        self._received.set()
+        if self.admission.streamed:
+            self.places.primary_answered(self._fed)
+            self.places.caught_up(self._call.answers, self._call.sent)
+        if self._shared.learns_per_message(self.method):
+            # after admission (call_soon keeps order), before the client can name what was minted
+            asyncio.get_running_loop().call_soon(self._primary_minted, index, payload)
+
+    def primary_done(self, outcome: Outcome) -> None:
+        """The primary answered; the shadow now has `timeout` seconds left."""
+        if self._primary.done():
+            return
+        if not self.admission.asked:  # the primary answered before the client sent anything
+            self.admission.ask(None)
+        shared = self._shared
+        plan = shared.translation.plan(self.method)
+        loop = asyncio.get_running_loop()
+        if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
+            # after admission (call_soon keeps order), before the client can name what was minted
+            loop.call_soon(self._expect, outcome)
+        noise = shared.noise
+        if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
+            self._again = loop.create_task(
+                self._ask_again(noise, shared.lanes.write_seq), name=f"noise {self.method}"
+            )
+        self._primary.set_result((outcome, False))
+        self._received.set()
+        if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
+            loop.call_soon(self.admission.admit_batch)
+        self._call.queue.put_nowait(None)  # a primary that finished early read no more requests
+        if not self.task.done():
+            self._timer = loop.call_later(shared.timeout, self._expire)
+
+    def abandon(self, primary: Outcome | None, why: str = "") -> None:
+        """The client cancelled (or its deadline passed) before the primary answered; or, with `why`, the
+        call's copy was lost before then (`shim.dataplane.processor`)."""
+        if self._primary.done():
+            return
+        self.abandoned_why = why
+        self._primary.set_result((primary, True))
+        self._fate.abandoned = True
+        self._received.set()
+        self._fate.stop.set()
+        if self._call.call is not None:
+            self._call.cancel()
+        elif not self.task.done():
+            self.task.cancel()
+
+    def give_up(self) -> None:
+        """The shim stops before the shadow answered: the call ends now, recorded as given up."""
+        self._fate.shutdown = True
+        self._expire()
+
+    def give_up_idle(self) -> None:
+        """A stream idle for `stream_idle` gives its place to a call that needs it: recorded as given up (once
+        its call ends), and from now on it keeps nothing."""
+        self._fate.idle = True
+        self.requests = []
+        self.capture.give_back()
+        self.capture.exceeded = True  # nothing more is kept for a comparison that will not be made
+        self._expire()
+
+    def _expire(self) -> None:
+        self._fate.expired = True
+        self._fate.stop.set()
+        self._call.cancel()
+
+    async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
+        """The primary's answer to the same read, unless a write on its keys came in meanwhile: Bank's
+        two answers could then differ by that write, which is no noise."""
+        translation = self._shared.translation
+        requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
+        again = await noise.ask_again(self.method, self._metadata, requests)
+        await self.admission.admitted.wait()
+        if self._shared.lanes.written_since(self.keys, seq):
+            self._shared.counters.inc("noise_discarded", self.method)
+            return None
+        return again
+
+    def _expect(self, primary: Outcome) -> None:
+        if not self.admission.not_sampled:
+            self.learning.expect(primary, self.admission.first, self.task.done())
+
+    def _primary_minted(self, index: int, payload: bytes) -> None:
+        if not self.admission.not_sampled:
+            self.learning.primary_minted(index, payload, self.admission.first, self.task.done())
+
+    def over(self) -> bool:
+        """No more of the call will be mirrored: it is over, or a read left out by sampling."""
+        return self.admission.not_sampled or self.task.done()
+
+    # -- the mirrored call, in its own task --------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._mirror()
+        finally:
+            if not self._handed_over:
+                self.capture.give_back()
+            self.places.release_all()
+            self.learning.settle()
+            if self.admission.intent and self._shared.intents is not None:
+                self._shared.intents.done(self.admission.intent)
+            self._finished(self)
+
+    async def _mirror(self) -> None:
+        shared = self._shared
+        try:
+            await self.admission.admitted.wait()
+            if self.admission.not_sampled:
+                shared.counters.inc("reads_not_sampled", self.method)
+                return
+            shadow = await self._call.when_due(self._received, self._primary)
+        except asyncio.CancelledError:
+            shadow = Outcome(code=CANCELLED, local="shadow call cancelled with the client's call")
+        except Exception as exc:  # a bug of ours must not lose the record
+            shared.counters.inc("shadow_internal_errors", self.method)
+            shadow = Outcome(code=INTERNAL, local=f"shim error while calling the shadow: {exc!r}")
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+        if not self.is_write:  # BK is done with it: later writes may go
+            self.places.release_all()
+        if not self._fate.abandoned and not self._fate.unreachable:  # says nothing of BK's health
+            shared.breaker.record(not shadow.local and not unreachable(shadow))
+        holding = self.is_write
+        if holding and not self._primary.done():
+            # BK is done, the primary's answer still coming (a slow reader, a stream that never ends):
+            # after the shadow timeout the calls behind it go on; its fate is judged when that answer comes
+            waiting = asyncio.ensure_future(asyncio.shield(self._primary))
+            done, _ = await asyncio.wait((waiting,), timeout=shared.timeout)
+            if not done:
+                waiting.cancel()
+                self.places.release_all()
+                holding = False
+                shared.counters.inc("places_freed_before_the_primary_answered", self.method)
+        primary, cancelled = await self._primary
+        translation, first = shared.translation, self.admission.first
+        try:
+            if primary is not None and translation.ids is not None:
+                plan = translation.plan(self.method)
+                if primary.code == 0 and plan.mints and not plan.streamed:
+                    self._expect(primary)  # primary_done's callback may not have run yet
+                self.learning.learn(primary, shadow, first)
+            if shared.steps is not None and (self.keys or not self.admission.names_unknown):
+                self.tainted = shared.steps.reason(self.keys)
+            if self.is_write:
+                why = (self.abandoned_why or "the client cancelled it") if cancelled else ""
+                await judge(
+                    shared,
+                    self.keys,
+                    self.method,
+                    primary,
+                    shadow,
+                    cancelled=why,
+                    unreachable=self._fate.unreachable,
+                    learning=self.learning,
+                    holding=holding,
+                )
+        finally:
+            # the ids it minted are learned and its keys marked: the calls behind it may go
+            self.places.release_all()
+            self.learning.settle()
+        if primary is None:
+            return
+        pairs = (
+            await self.learning.pairs(primary, shadow, shared.primary_is_bank, first)
+            if translation.ids is not None
+            else ()
+        )
+        record, self.requests = exchange(
+            shared,
+            self.method,
+            self.requests,
+            primary,
+            shadow,
+            capture=self.capture,
+            learning=self.learning,
+            idle=self._fate.idle,
+            unreachable=self._fate.unreachable,
+            is_write=self.is_write,
+            routing_key=",".join(self.keys),
+            started_at=self.started_at,
+            cancelled=cancelled,
+            ids=pairs,
+            tainted=self.tainted,
+            correlation_id=self.correlation_id,
+            secondary=await asked_again(self._again),
+        )
+        shared.submit(record, self.capture.give_back)  # the comparison holds the bytes now, until it is done
+        self._handed_over = True

@@ -1,0 +1,83 @@
+"""A mirrored call's places in its keys' lanes (`shim._lanes`), and when they are released.
+
+A call of one request message has one place (`ticket`). A session (a bidi call) has one place per
+request message (`steps`): its j-th answer on the shadow releases at most j messages, and no more than
+the primary had been sent when it sent its own j-th answer; a message sent while the shadow has
+answered as much as the primary is released `ordering.stream_hold` after it was sent. Every place is
+released when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from shim._lanes import Ticket
+from shim.shadow.fate import until
+
+
+class Places:
+    __slots__ = ("_progress", "_progress_base", "released", "stepped", "stepped_count", "steps", "ticket")
+
+    def __init__(self) -> None:
+        self.ticket: Ticket | None = None  # the call's place, for a call of one request message
+        # one place per request message of a session, from the first not yet released (`released`)
+        self.steps: deque[Ticket] = deque()
+        self.stepped_count = 0  # request messages of a session that have their place
+        self.stepped = asyncio.Event()  # a step was admitted (the writer may wait for one)
+        self.released = 0  # steps released so far
+        # per primary answer: request messages it had been sent by then, from answer `_progress_base` on
+        self._progress: deque[int] = deque()
+        self._progress_base = 0
+
+    def step(self, ticket: Ticket) -> None:
+        """The next request message of a session has its place."""
+        self.steps.append(ticket)
+        self.stepped_count += 1
+        self.stepped.set()
+
+    def first(self) -> Ticket | None:
+        """The place the call's first message waits on."""
+        if self.ticket is not None:
+            return self.ticket
+        return self.steps[0] if self.steps and not self.released else None
+
+    def primary_answered(self, fed: int) -> None:
+        """The primary sent an answer message, having been sent `fed` request messages."""
+        self._progress.append(fed)
+
+    def release_steps(self, upto: int) -> None:
+        """The places of the request messages before `upto`: calls behind them may go (and are forgotten)."""
+        while self.released < min(upto, self.stepped_count):
+            self.steps.popleft().release()
+            self.released += 1
+
+    def caught_up(self, shadow_answers: int, sent: int) -> None:
+        """Release the request messages the shadow has shown, by its answers, to have got past."""
+        answered = min(shadow_answers, self._progress_base + len(self._progress))
+        if not answered:
+            return
+        while self._progress_base < answered - 1:  # answers before the last one are no longer needed
+            self._progress.popleft()
+            self._progress_base += 1
+        self.release_steps(min(self._progress[0], answered, sent))
+
+    def release_all(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+        self.release_steps(self.stepped_count)
+
+    async def step_ready(self, index: int, stop: asyncio.Event, over: Callable[[], bool]) -> bool:
+        """Wait until request message `index` has its place and its turn; False if the call is given up
+        first. `over`: no more places will come (the call is over, or not sampled)."""
+        while index >= self.stepped_count:
+            if over() or stop.is_set():
+                return not stop.is_set()
+            self.stepped.clear()
+            if not await until(self.stepped.wait(), stop):
+                return False
+        if index < self.released:  # released already (held long enough)
+            return True
+        step = self.steps[index - self.released]
+        return not step.waiting_for or await until(step.ready(), stop)

@@ -1,0 +1,49 @@
+"""What every mirror of one shim shares: the shadow's channel, the bounds, the lanes, ids and marks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from comparators import Exchange
+from shim._breaker import Breaker
+from shim._lanes import Lanes
+from shim._noise import Noise
+from shim._translation import Translation
+from shim.adapters import Channel
+from shim.intents import Intents
+from shim.metrics import Counters
+from shim.routing import Router
+from shim.shadow.capture import Budget
+from shim.shadow.kinds import MethodKinds
+from shim.steps import Steps
+from shim.verify import Verifier
+
+Submit = Callable[[Exchange, Callable[[], None] | None], None]  # the exchange, and what to call once done
+
+
+@dataclass(slots=True)
+class Shared:
+    channel: Channel  # to the shadow
+    submit: Submit  # hands an exchange to the comparison pipeline
+    counters: Counters
+    translation: Translation  # keys, ids and aliases of requests and answers
+    kinds: MethodKinds
+    lanes: Lanes
+    breaker: Breaker
+    budget: Budget  # shadow.max_capture_total
+    timeout: float  # the shadow's time after the primary answered
+    max_capture: int  # bytes kept per exchange
+    stream_hold: float  # a session's message holds its place at least this long
+    stream_idle: float  # a stream idle this long gives its place to a call that needs it
+    primary_is_bank: bool
+    router: Router | None
+    steps: Steps | None  # keys out of step
+    intents: Intents | None  # writes' intents, for crash safety
+    noise: Noise | None  # asks the primary again, to tell noise from differences
+    verifier: Verifier | None = None  # checks keys out of step (set when [reconcile] reads exist)
+
+    def learns_per_message(self, method: str) -> bool:
+        """Whether the ids (and aliases) minted in the answer stream are learned message by message."""
+        plan = self.translation.plan(method)
+        return plan.streamed and (plan.mints or plan.aliases_out)

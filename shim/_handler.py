@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from comparators import DescriptorRegistry, Exchange, Outcome
+from comparators import Exchange, Outcome
 from shim import _grpc_compat
 from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
@@ -29,6 +29,7 @@ from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.modes import Modes
+from shim.plan import MethodPlan, Plans
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
@@ -53,7 +54,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         self,
         routes: Mapping[str, Route],
         modes: Modes,
-        registry: DescriptorRegistry | None,
+        plans: Plans,
         counters: Counters,
         router: Router | None = None,
         latencies: Latencies | None = None,
@@ -61,28 +62,23 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         self.latencies = latencies if latencies is not None else Latencies()
         self.routes = routes  # by mode
         self.modes = modes
-        self._registry = registry
+        self._plans = plans
         self._counters = counters
-        self._router = router if router is not None else Router(registry, {})
+        self._router = router if router is not None else Router(None, {})
         self.primary_lanes = Lanes()  # strict ordering: the primary's writes, per key
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        # the described methods' handlers, made once; a made-up method's are made for each call, never kept
+        self._handlers = {plan.method: self._make(plan) for plan in plans}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method: str = handler_call_details.method
         handler = self._handlers.get(method)
-        if handler is None:
-            handler = self._make(method)
-            if len(self._handlers) < 10_000:  # unknown methods could be made up by anyone
-                self._handlers[method] = handler
-        return handler
+        return handler if handler is not None else self._make(self._plans.of(method))
 
-    def _make(self, method: str) -> grpc.RpcMethodHandler:
-        info = self._registry.method(method) if self._registry is not None else None
-        is_write = self._router.is_write(method)
-        if info is not None and info.unary:
-            strict = is_write and self._router.strict(method)
-            return grpc.unary_unary_rpc_method_handler(_UnaryCall(self, method, is_write, strict).handle)
-        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, method, is_write).handle)
+    def _make(self, plan: MethodPlan) -> grpc.RpcMethodHandler:
+        if plan.kind.unary:
+            call = _UnaryCall(self, plan.method, plan.write, plan.strict)
+            return grpc.unary_unary_rpc_method_handler(call.handle)
+        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan.method, plan.write).handle)
 
     def route_of(self, method: str) -> Route:
         """Where a call of `method` goes, in its mode now."""

@@ -17,6 +17,7 @@ from shim._handler import ProxyHandler, Route
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.modes import Modes
+from shim.plan import Plans
 
 REFLECTION_METHODS = frozenset(
     {
@@ -56,7 +57,7 @@ class PrimaryOnly(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships n
         latencies: Latencies,
     ) -> None:
         self._methods = methods
-        self._proxy = ProxyHandler(_Unmirrored(routes), modes, None, counters, latencies=latencies)
+        self._proxy = ProxyHandler(_Unmirrored(routes), modes, Plans(None), counters, latencies=latencies)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
         if handler_call_details.method not in self._methods:

@@ -31,6 +31,7 @@ from comparators.ids import OWNERS, Ambiguous, Found, pair_up, resolve
 from shim.aliases import KeyAliases
 from shim.ids import IdBook, Pending, other
 from shim.metrics import Counters
+from shim.plan import IdPlan, Plans
 from shim.routing import Router
 
 if TYPE_CHECKING:
@@ -38,24 +39,6 @@ if TYPE_CHECKING:
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _RPC_STATUS = "google.rpc.Status"
-
-
-@dataclass(frozen=True, slots=True)
-class IdPlan:
-    """What the id map has to do for calls of one method."""
-
-    request: bool = False  # requests can name ids: translate them, order by their owners
-    response: bool = False  # answers can hold ids: compare them through the map
-    mints: bool = False  # answers mint ids this call may learn
-    learnable: frozenset[str] = frozenset()
-    output_type: str = ""
-    input_type: str = ""
-    streamed: bool = False  # the answer is a stream: pairs are learned message by message
-    aliases_in: bool = False  # requests can name key aliases
-    aliases_out: bool = False  # answers can teach key aliases
-
-
-NO_IDS = IdPlan()
 
 
 @dataclass(slots=True)
@@ -75,8 +58,10 @@ class Translation:
         aliases: KeyAliases | None,
         counters: Counters,
         primary_is_bank: bool,
+        plans: Plans,
     ) -> None:
         self.router = router
+        self.plans = plans
         self.ids = ids if router is not None else None
         self.aliases = aliases if router is not None else None
         self.counters = counters
@@ -84,55 +69,16 @@ class Translation:
         # the id space the client speaks (the primary's), and the shadow's
         self.client_side = "bank" if primary_is_bank else "bk"
         self.shadow_side = other(self.client_side)
-        self._plans: dict[str, IdPlan] = {}
 
     # -- what a method needs ------------------------------------------------------------------------
 
     def plan(self, method: str) -> IdPlan:
-        """What the id map has to do for calls of `method` (cached)."""
-        plan = self._plans.get(method)
-        if plan is not None:
-            return plan
-        plan = NO_IDS
-        router = self.router
-        registry = router.registry if router is not None else None
-        info = registry.method(method) if registry is not None else None
-        if router is not None and info is not None and (self.ids is not None or self.aliases is not None):
-            learnable: frozenset[str] = frozenset()
-            request = response = False
-            if self.ids is not None:
-                fields = self.ids.fields
-                write = router.is_write(method)
-                minted = fields.minted_kinds(method, info.output_type)
-                learnable = frozenset(k for k in minted if write or fields.kinds[k].learn_from == "all")
-                request = fields.in_request(method, info.input_type)
-                response = fields.in_response(method, info.output_type)
-            aliases = self.aliases
-            plan = IdPlan(
-                request=request,
-                response=response,
-                mints=bool(learnable),
-                learnable=learnable,
-                output_type=info.output_type,
-                input_type=info.input_type,
-                streamed=info.server_streaming,
-                aliases_in=aliases is not None and aliases.in_requests(method, info.input_type),
-                aliases_out=aliases is not None and aliases.in_answers(method, info.output_type),
-            )
-        if len(self._plans) < 10_000:
-            self._plans[method] = plan
-        return plan
+        """What the id map has to do for calls of `method`."""
+        return self.plans.of(method).ids
 
     def needs_request(self, method: str) -> bool:
         """Whether the first request must be decoded to place the call (keys, ids, aliases)."""
-        plan = self.plan(method)
-        router = self.router
-        return bool(
-            plan.request
-            or plan.mints
-            or plan.aliases_in
-            or (router is not None and router.settings(method).key)
-        )
+        return self.plans.of(method).needs_request
 
     # -- keys -----------------------------------------------------------------------------------------
 

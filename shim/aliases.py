@@ -108,7 +108,6 @@ class KeyAliases:
         self._counters = counters
         self._cache = max(cache, 1)
         self._keys: dict[tuple[str, str], str] = {}  # (kind, alias) -> key
-        self._plans: dict[tuple[str, str], bool] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -128,20 +127,6 @@ class KeyAliases:
         self._keys[(kind, alias)] = key
         while len(self._keys) > self._cache:
             del self._keys[next(iter(self._keys))]
-
-    def in_answers(self, method: str, output_type: str) -> bool:
-        """Whether answers of `method` can teach aliases (cached)."""
-        known = self._plans.get((method, "response"))
-        if known is None:
-            known = self._plans[(method, "response")] = self.fields.in_response(method, output_type, True)
-        return known
-
-    def in_requests(self, method: str, input_type: str) -> bool:
-        """Whether requests of `method` can name aliases (cached)."""
-        known = self._plans.get((method, "request"))
-        if known is None:
-            known = self._plans[(method, "request")] = self.fields.in_request(method, input_type)
-        return known
 
     def learn(self, method: str, answers: Sequence[message.Message], first: message.Message | None) -> None:
         """Learn the aliases in decoded answers: an alias beside its key, both set."""

@@ -43,6 +43,7 @@ from shim.intents import Intents
 from shim.metrics import Counters, MethodLabels
 from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
+from shim.plan import Plans
 from shim.recording import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
@@ -179,6 +180,7 @@ class Shim:
             hide=self.redactor.hash if self.redactor is not None else None,
             hidden_fields=frozenset(config.redact_fields),
         )
+        self.plans = Plans(self.router, self.id_fields, self.alias_fields)
         self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
         self.primary_latencies = Latencies(self.method_labels)
         self.exporter: Exporter | None = None
@@ -289,7 +291,7 @@ class Shim:
             )
         self.routes = routes
         handler = ProxyHandler(
-            routes, self.modes, self.registry, self.counters, self.router, self.primary_latencies
+            routes, self.modes, self.plans, self.counters, self.router, self.primary_latencies
         )
         server = aio.server(
             # one port for every worker of `--workers N`; otherwise a port in use is an error
@@ -403,6 +405,7 @@ class Shim:
             timeout=shadow.timeout,
             max_in_flight=config.shadow_max_in_flight,
             max_capture=config.shadow_max_capture,
+            plans=self.plans,
             primary_is_bank=shadow is not config.bank,
             router=self.router,
             breaker=Breaker(

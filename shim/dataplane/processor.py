@@ -39,7 +39,7 @@ from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.envoy_config import ROUTE_HEADER
 from shim.exporter import Latencies
 from shim.metrics import Counters
-from shim.routing import Router
+from shim.plan import Plans
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 
@@ -186,7 +186,7 @@ class _Copy:
         self._metadata = _metadata(headers)
         self._requests.encoding = _first(headers, "grpc-encoding") or "identity"
         processor = self._processor
-        self._is_write = processor.router.is_write(self.method)
+        self._is_write = processor.plans.of(self.method).write
         processor.counters.inc("calls", self.method)
         timeout = grpc_timeout(_first(headers, "grpc-timeout"))
         self._mirror, self._refused = self._dispatcher.start(
@@ -282,12 +282,12 @@ class Processor:
     def __init__(
         self,
         dispatchers: Mapping[str, ShadowDispatcher],
-        router: Router,
+        plans: Plans,
         counters: Counters,
         latencies: Latencies,
     ) -> None:
         self.dispatchers = dispatchers  # by the route's mirroring name ("bk": BK is mirrored)
-        self.router = router
+        self.plans = plans
         self.counters = counters
         self.latencies = latencies
         self.copies = 0  # copies received since start

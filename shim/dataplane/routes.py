@@ -26,8 +26,8 @@ _MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes t
 def python_reasons(shim: Shim, method: str, mode: str) -> str:
     """Why calls of `method` ("": any method not named) in `mode` need Python on their primary path ("":
     they do not)."""
-    router, dispatchers = shim.router, shim.dispatchers
-    if method and router.is_write(method) and router.strict(method):
+    plan, dispatchers = shim.plans.of(method), shim.dispatchers
+    if method and plan.write and plan.strict:
         return "strict ordering of the primary's writes"
     adapted = getattr(shim.bk_channel, "adapted", None)
     if mode in ("bk-primary", "bk") and adapted is not None and (not method or adapted(method)):
@@ -35,14 +35,10 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     has_ids = bool(shim.config.ids or shim.config.key_aliases) and bool(dispatchers)
     if not has_ids:
         return ""
-    if mode in ("bk-primary", "bk") and (
-        not method or dispatchers["bank"].shared.translation.plan(method).request
-    ):
+    if mode in ("bk-primary", "bk") and (not method or plan.ids.request):
         return "ids in its requests, translated for BK"
     # after a rollback, clients still hold BK's ids: they are translated back for Bank
-    bk_ids = shim.bk_answered_before and (
-        not method or dispatchers["bk"].shared.translation.plan(method).request
-    )
+    bk_ids = shim.bk_answered_before and (not method or plan.ids.request)
     if mode in ("bank", "shadow") and bk_ids:
         return "ids in its requests that BK minted before a rollback"
     return ""

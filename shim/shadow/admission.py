@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from google.protobuf import message
 
+from shim.plan import MethodPlan
 from shim.shadow.fate import until
 from shim.shadow.places import Places
 from shim.shadow.shared import Shared
@@ -44,18 +45,20 @@ class Admission:
         "names_unknown",
         "not_sampled",
         "places",
+        "plan",
         "streamed",
     )
 
     def __init__(
-        self, shared: Shared, method: str, is_write: bool, places: Places, over: Callable[[], bool]
+        self, shared: Shared, plan: MethodPlan, is_write: bool, places: Places, over: Callable[[], bool]
     ) -> None:
         self._shared = shared
-        self.method = method
+        self.method = plan.method
+        self.plan = plan
         self.is_write = is_write
         self.places = places
         self._over = over  # the call is over already
-        kind = shared.kinds.of(method)
+        kind = plan.kind
         self.streamed = kind.client_streaming and kind.server_streaming  # a session: one place a message
         self.batch = (
             kind.client_streaming and not kind.server_streaming
@@ -102,10 +105,10 @@ class Admission:
         """The request, decoded when its keys or ids are needed; and whether it was to be decoded but is not
         a message of the method's described request type."""
         shared = self._shared
-        if shared.router is None or not shared.translation.needs_request(self.method):
+        if shared.router is None or not self.plan.needs_request:
             return None, False
         decoded = shared.router.decode(self.method, payload)
-        return decoded, decoded is None and payload is not None and shared.kinds.of(self.method).described
+        return decoded, decoded is None and payload is not None and self.plan.kind.described
 
     def _gather_keys(self, payload: bytes, index: int) -> None:
         """A message of a batch: its keys join the batch's."""
@@ -116,7 +119,7 @@ class Admission:
             self.first = decoded
         keys, unknown = self._shared.translation.place(self.method, decoded)
         self.names_unknown = self.names_unknown or unknown
-        if not keys and decoded is not None and self._shared.translation.needs_request(self.method):
+        if not keys and decoded is not None and self.plan.needs_request:
             self._batch_keys.append("")  # a message with no key makes the batch unkeyed
         self._batch_keys.extend(keys)
         if "" not in self._batch_keys:  # what a write cancelled before the primary answered would mark
@@ -145,7 +148,7 @@ class Admission:
         keys, self.names_unknown = shared.translation.place(self.method, self.first)
         if not self._sampled(keys):
             self.not_sampled = True
-        elif undecodable or not shared.kinds.of(self.method).described:
+        elif undecodable or not self.plan.kind.described:
             # a made-up method, or bytes no server of the interface can decode (so none applies them):
             # mirrored as they come, in no lane, so that they never make other calls wait
             shared.counters.inc("calls_not_ordered", self.method)

@@ -17,6 +17,7 @@ from grpc import aio
 from comparators import Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
+from shim.plan import MethodPlan
 from shim.shadow.admission import Admission
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
@@ -44,6 +45,9 @@ class Side(Protocol):
 
     def over(self) -> bool: ...
 
+    @property
+    def plan(self) -> MethodPlan: ...
+
 
 class ShadowCall:
     __slots__ = (
@@ -54,6 +58,7 @@ class ShadowCall:
         "_learning",
         "_metadata",
         "_places",
+        "_plan",
         "_shared",
         "_side",
         "_writer",
@@ -85,6 +90,7 @@ class ShadowCall:
         self._admission = side.admission
         self._learning = side.learning
         self._places = side.places
+        self._plan = side.plan
         self._side = side
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # the client's requests; None: no more
         self.queued = 0  # request bytes handed over and not yet written to the shadow
@@ -128,7 +134,7 @@ class ShadowCall:
                 return fate.given_up(time.perf_counter() - started, WAITING)
         if fate.stop.is_set():  # the client cancelled while the primary had it
             return fate.given_up(time.perf_counter() - started, NOT_SENT)
-        if self._shared.translation.plan(self.method).request:
+        if self._plan.ids.request:
             stopped = await self._take_head(started)
             if stopped is not None:
                 return stopped
@@ -160,7 +166,7 @@ class ShadowCall:
     async def _run(self) -> Outcome:
         """Call the shadow; its outcome (or why the call was cut short)."""
         started = time.perf_counter()
-        if self._shared.kinds.of(self.method).unary:
+        if self._plan.kind.unary:
             messages = await self._exchange_unary()
         else:
             messages = await self._exchange_stream()
@@ -230,7 +236,7 @@ class ShadowCall:
 
     async def _write(self, call: aio.StreamStreamCall[Any, Any]) -> None:
         translation = self._shared.translation
-        translating = translation.plan(self.method).request
+        translating = self._plan.ids.request
         head, self.head = self.head, None
         while True:
             if head is not None:
@@ -269,7 +275,7 @@ class ShadowCall:
         self._side.last_active = time.monotonic()
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
-        if self._shared.learns_per_message(self.method):
+        if self._plan.learns_per_message:
             self._learning.shadow_message(index, payload, self._admission.first)
 
     def _shadow_sent(self, sent: int) -> None:

@@ -23,9 +23,9 @@ from shim.aliases import KeyAliases
 from shim.ids import IdBook
 from shim.intents import Intents
 from shim.metrics import Counters
+from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
-from shim.shadow.kinds import MethodKinds
 from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Shared, Submit
 from shim.steps import REFUSED, Steps, effect
@@ -43,6 +43,7 @@ class ShadowDispatcher:
         timeout: float,
         max_in_flight: int,
         max_capture: int,
+        plans: Plans,
         primary_is_bank: bool = True,
         router: Router | None = None,
         breaker: Breaker | None = None,
@@ -63,8 +64,8 @@ class ShadowDispatcher:
             channel=channel,
             submit=submit,
             counters=counters,
-            translation=Translation(router, ids, aliases, counters, primary_is_bank),
-            kinds=MethodKinds(router.registry if router is not None else None),
+            translation=Translation(router, ids, aliases, counters, primary_is_bank, plans),
+            plans=plans,
             lanes=Lanes(),
             breaker=breaker if breaker is not None else Breaker(counters),
             budget=Budget(max_capture_total),
@@ -99,7 +100,7 @@ class ShadowDispatcher:
     ) -> tuple[Mirror | None, str]:
         """A mirror for a call, or none and why."""
         shared = self.shared
-        stream = not shared.kinds.of(method).unary
+        stream = not shared.plans.of(method).kind.unary
         full = ""
         if len(self._live) >= self.max_in_flight:
             full = "not mirrored: shadow.max_in_flight calls already in flight"

@@ -11,8 +11,9 @@ from google.protobuf import message
 
 from comparators import Outcome
 from comparators.ids import Ambiguous, Found
-from shim._translation import IdPlan, Translation
+from shim._translation import Translation
 from shim.ids import Pending
+from shim.plan import IdPlan, MethodPlan
 
 
 class Learning:
@@ -24,13 +25,15 @@ class Learning:
         "ambiguous",
         "answers",
         "method",
+        "plan",
         "translation",
         "unmapped",
     )
 
-    def __init__(self, translation: Translation, method: str) -> None:
+    def __init__(self, translation: Translation, plan: MethodPlan) -> None:
         self.translation = translation
-        self.method = method
+        self.method = plan.method
+        self.plan = plan.ids
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
         self._expect_done = False
         self._minted: dict[int, list[Found]] = {}  # per answer message: the ids the primary minted there
@@ -56,7 +59,7 @@ class Learning:
             return
         self._expect_done = True
         translation = self.translation
-        plan = translation.plan(self.method)
+        plan = self.plan
         answers = self.decoded(plan, primary)
         translation.learn_aliases(self.method, answers, first)
         if plan.mints and translation.ids is not None:
@@ -68,7 +71,7 @@ class Learning:
     def primary_minted(self, index: int, payload: bytes, first: message.Message | None, over: bool) -> None:
         """One answer message of the primary's stream: its aliases learned, its minted ids pending."""
         translation = self.translation
-        plan = translation.plan(self.method)
+        plan = self.plan
         answers = translation.decode_answers(plan, (payload,))
         translation.learn_aliases(self.method, answers, first)
         if not plan.mints or translation.ids is None:
@@ -86,7 +89,7 @@ class Learning:
     def shadow_message(self, index: int, payload: bytes, first: message.Message | None) -> None:
         """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
         translation = self.translation
-        plan = translation.plan(self.method)
+        plan = self.plan
         if not plan.mints or translation.ids is None:
             return
         found = translation.minted_in(self.method, plan, translation.decode_answers(plan, (payload,)), first)
@@ -105,7 +108,7 @@ class Learning:
     def learn(self, primary: Outcome, shadow: Outcome, first: message.Message | None) -> None:
         """Learn the pairs of the ids this call minted, from the two whole answers."""
         translation = self.translation
-        plan = translation.plan(self.method)
+        plan = self.plan
         if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or self.unmapped:
             return
         primary_found = translation.minted_in(self.method, plan, self.decoded(plan, primary), first)
@@ -119,7 +122,7 @@ class Learning:
         if shadow.local:
             return ()
         bk = shadow if primary_is_bank else primary
-        plan = self.translation.plan(self.method)
+        plan = self.plan
         answers = self.decoded(plan, bk) if plan.response else []
         return await self.translation.known_pairs(self.method, bk, answers, first)
 

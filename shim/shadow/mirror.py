@@ -52,9 +52,10 @@ class Mirror:
         self.tainted = ""
         self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
         self._fate = Fate(shared.timeout, shared.stream_idle)
+        self.plan = shared.plans.of(method)
         self.places = Places()
-        self.admission = Admission(shared, method, is_write, self.places, lambda: self.task.done())
-        self.learning = Learning(shared.translation, method)
+        self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
+        self.learning = Learning(shared.translation, self.plan)
         self._call = ShadowCall(shared, method, metadata, client_timeout, self._fate, self.capture, self)
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
             asyncio.get_running_loop().create_future()
@@ -80,7 +81,7 @@ class Mirror:
         later messages follow the side it started on, and it must not hold a switch)."""
         if self.task.done() or self.admission.streamed:
             return True
-        return self._shared.kinds.of(self.method).server_streaming and self._call.answers > 0
+        return self.plan.kind.server_streaming and self._call.answers > 0
 
     # -- fed by the primary handler; none of these wait --------------------------------
 
@@ -121,7 +122,7 @@ class Mirror:
         if self.admission.streamed:
             self.places.primary_answered(self._fed)
             self.places.caught_up(self._call.answers, self._call.sent)
-        if self._shared.learns_per_message(self.method):
+        if self.plan.learns_per_message:
             # after admission (call_soon keeps order), before the client can name what was minted
             asyncio.get_running_loop().call_soon(self._primary_minted, index, payload)
 
@@ -132,7 +133,7 @@ class Mirror:
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
         shared = self._shared
-        plan = shared.translation.plan(self.method)
+        plan = self.plan.ids
         loop = asyncio.get_running_loop()
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
@@ -257,7 +258,7 @@ class Mirror:
         translation, first = shared.translation, self.admission.first
         try:
             if primary is not None and translation.ids is not None:
-                plan = translation.plan(self.method)
+                plan = self.plan.ids
                 if primary.code == 0 and plan.mints and not plan.streamed:
                     self._expect(primary)  # primary_done's callback may not have run yet
                 self.learning.learn(primary, shadow, first)

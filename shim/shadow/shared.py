@@ -13,9 +13,9 @@ from shim._translation import Translation
 from shim.adapters import Channel
 from shim.intents import Intents
 from shim.metrics import Counters
+from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
-from shim.shadow.kinds import MethodKinds
 from shim.steps import Steps
 from shim.verify import Verifier
 
@@ -28,7 +28,7 @@ class Shared:
     submit: Submit  # hands an exchange to the comparison pipeline
     counters: Counters
     translation: Translation  # keys, ids and aliases of requests and answers
-    kinds: MethodKinds
+    plans: Plans  # what to do with each method's calls
     lanes: Lanes
     breaker: Breaker
     budget: Budget  # shadow.max_capture_total
@@ -42,8 +42,3 @@ class Shared:
     intents: Intents | None  # writes' intents, for crash safety
     noise: Noise | None  # asks the primary again, to tell noise from differences
     verifier: Verifier | None = None  # checks keys out of step (set when [reconcile] reads exist)
-
-    def learns_per_message(self, method: str) -> bool:
-        """Whether the ids (and aliases) minted in the answer stream are learned message by message."""
-        plan = self.translation.plan(method)
-        return plan.streamed and (plan.mints or plan.aliases_out)

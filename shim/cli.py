@@ -58,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve Bank's interface, forward to the primary, mirror to the shadow"
     )
     serve.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (port 0: any free port)")
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address to serve on (default {config_mod.LISTEN}; port 0: any free port)",
+    )
     serve.add_argument("--bank", metavar="HOST:PORT", help="Bank, the legacy service")
     serve.add_argument("--bk", metavar="HOST:PORT", help="BK, the new service")
     serve.add_argument(
@@ -71,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "--adapters",
         metavar="MODULE",
         help="BK speaks its own interface: serve Bank's through the adapters in MODULE.ADAPTERS "
-        "(a mapping of method names to adapter functions; see the README, 'Writing an adapter')",
+        "(a mapping of method names to adapter functions; see the docs, 'Writing an adapter')",
     )
     serve.add_argument(
         "--descriptor-set",

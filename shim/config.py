@@ -142,6 +142,7 @@ from shim.routing import MethodSettings
 #   shadow      Bank answers; BK is mirrored and compared
 #   bk-primary  BK answers; Bank is mirrored and compared (rolling back is going back to shadow)
 #   bk          BK answers; nothing is mirrored (Bank retired)
+LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
 ADMIN_LISTEN = "127.0.0.1:9465"  # the admin API's address unless [admin] listen says otherwise
 MODES = ("bank", "shadow", "bk-primary", "bk")
 DESCRIPTOR_SOURCES = ("files", "reflection")
@@ -196,7 +197,7 @@ class Upstream:
 class Config:
     bank: Upstream
     bk: Upstream | None = None
-    listen: str = "127.0.0.1:50051"
+    listen: str = LISTEN
     tls_cert: str = ""  # PEM certificate chain the listener serves ("": plaintext)
     tls_key: str = ""  # its private key
     tls_client_ca: str = ""  # PEM CAs of client certificates: required and verified (mTLS)

@@ -62,7 +62,7 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
 
 def run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
     """Run the shim's event loop: uvloop ("auto": when it is installed; its loop makes the calls the
-    shim forwards cheaper, see the README's performance section), or asyncio's own."""
+    shim forwards cheaper, see the docs' performance page), or asyncio's own."""
     if event_loop != "asyncio":
         try:
             import uvloop

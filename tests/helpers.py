@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -60,3 +61,24 @@ async def until(condition: Callable[[], object], what: str, within: float = 20.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {within}s: {what}")
         await asyncio.sleep(0.01)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def toml_blocks(page: str, heading: str) -> list[str]:
+    """The TOML code blocks of a docs page's section: from `heading` (a whole line, "## Title") to the
+    next heading of its level or above."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    start = text.index(heading + "\n")
+    level = len(heading) - len(heading.lstrip("#"))
+    section = text[start + len(heading) :]
+    fenced = False
+    lines = []
+    for line in section.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#") and len(line) - len(line.lstrip("#")) <= level:
+            break
+        lines.append(line)
+    return re.findall(r"```toml\n(.*?)```", "\n".join(lines) + "\n", re.S)

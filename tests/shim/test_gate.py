@@ -445,16 +445,12 @@ def test_a_store_error_exits_2(tmp_path: Path) -> None:
     assert broken.stderr.startswith("shim: error: ")
 
 
-def test_the_readme_config_examples_are_valid(tmp_path: Path) -> None:
-    """The [noise] and [gate] examples of the README's "Reports and the gate" section load as a config."""
-    import re
-
+def test_the_docs_config_examples_are_valid(tmp_path: Path) -> None:
+    """The [noise] and [gate] examples of the docs' "Reports and the gate" page load as a config."""
     from shim.config import load_file
+    from tests.helpers import toml_blocks
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Reports and the gate") :]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    blocks = toml_blocks("reports.md", "# Reports and the gate")
     assert len(blocks) == 2
     path = tmp_path / "shim.toml"
     path.write_text("\n".join(blocks), encoding="utf-8")

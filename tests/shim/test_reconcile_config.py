@@ -24,7 +24,7 @@ GOOD: dict[str, Any] = {
 
 
 def test_the_sample_table_checks() -> None:
-    """The table of the README and the sample config parses and checks against the descriptors."""
+    """The table of the docs' reconcile page and the sample config parse and check against the descriptors."""
     settings = parse(GOOD)
     check(settings, REGISTRY)
     assert (settings.list, settings.reads[0].method, settings.size) == (

@@ -1,0 +1,154 @@
+"""The docs hold: the README and the docs' examples are valid configs, and the command-line reference
+is what the commands' own parsers say."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from comparators import DescriptorRegistry
+from shim.app import load_ids, load_rules
+from shim.config import build, load_file
+from shim.routing import Router
+from tests.helpers import toml_blocks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_config_example_builds_and_checks_against_the_sample_descriptors(tmp_path: Path) -> None:
+    """The docs' config file example, beside the sample's descriptor set and rules, is a valid config."""
+    (example,) = toml_blocks("config.md", "# Config file")
+    shutil.copy(ROOT / "sample_ledger" / "bank.binpb", tmp_path / "bank.binpb")
+    shutil.copy(ROOT / "sample_ledger" / "rules.toml", tmp_path / "rules.toml")
+    path = tmp_path / "shim.toml"
+    path.write_text(example, encoding="utf-8")
+    config = build(load_file(path))
+    registry = DescriptorRegistry.from_files(config.descriptor_sets)
+    rules = load_rules(config, registry)
+    Router(registry, config.methods, config.sampling_reads, config.sampling_by_key, config.ordering_strict)
+    assert config.mode == "shadow"
+    assert len(rules.bindings) == len(config.rules) > 1
+
+
+def test_the_rules_examples_check_against_the_sample_descriptors(tmp_path: Path) -> None:
+    """Every [[rules]] example of the "Comparison rules" section builds against the sample's descriptors."""
+    registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+    blocks = toml_blocks("rules.md", "# Comparison rules")
+    assert blocks
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"rules{index}.toml"
+        path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
+        config = build(load_file(path))
+        assert load_rules(config, registry).bindings
+
+
+def test_the_id_translation_example_checks_against_the_sample_descriptors(tmp_path: Path) -> None:
+    """The [ids] example of the "ID translation" section is a valid declaration for the sample."""
+    registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+    (block,) = toml_blocks("ids.md", "## ID translation")
+    path = tmp_path / "ids.toml"
+    path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
+    config = build(load_file(path))
+    fields = load_ids(config, registry)
+    assert fields is not None
+    assert sorted(fields.kinds) == ["page", "trade"]
+
+
+def test_the_reconcile_example_checks_against_the_sample_descriptors() -> None:
+    """The [reconcile] table of "Reconciling the books" parses and checks against the sample's descriptors."""
+    import tomllib
+
+    from shim.reconcile import check, parse
+
+    (example,) = toml_blocks("reconcile.md", "# Reconciling the books")
+    registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
+    check(parse(tomllib.loads(example)["reconcile"]), registry)
+
+
+def test_the_key_aliases_example_checks_against_the_custody_descriptors(tmp_path: Path) -> None:
+    """The [key_aliases] example of the "Key aliases" section is a valid declaration for the custody ledger
+    (tests/services/custody), the service it is taken from."""
+    from shim.aliases import fields_of
+    from tests.services.custody import REGISTRY as CUSTODY
+
+    (block,) = toml_blocks("ids.md", "## Key aliases")
+    path = tmp_path / "aliases.toml"
+    path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\n' + block, encoding="utf-8")
+    config = build(load_file(path))
+    fields = fields_of(config.key_aliases, CUSTODY)
+    assert fields is not None
+    assert sorted(fields.kinds) == ["client_ref"]
+
+
+def _commands() -> list[list[str]]:
+    """Every command path of `shim` ([], ["serve"], ["mode", "set"], ...), from its parser."""
+    import argparse
+
+    from shim.cli import _parser
+
+    found: list[list[str]] = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        found.append(path)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+
+    walk(_parser(), [])
+    return found
+
+
+def test_every_option_each_command_prints_in_its_help_is_in_the_cli_reference(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shim.cli import main
+
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    missing = []
+    commands = _commands()
+    assert ["mode", "history"] in commands
+    assert ["demo"] in commands
+    for path in commands:
+        with pytest.raises(SystemExit):
+            main([*path, "--help"])
+        printed = capsys.readouterr().out
+        listed = printed.split("options:", 1)[-1]
+        options = set(re.findall(r"^ {2}(?:-\w[^,]*, )?(--[a-z][\w-]*)", listed, re.M)) - {"--help"}
+        if path:
+            heading = f"`shim {' '.join(path)}`"
+            assert heading in reference, f"{heading} is not in docs/cli.md"
+            section = reference[reference.index(heading) :]
+            following = re.search(r"\n#+ `shim ", section[1:])
+            section = section[: following.start() + 1] if following else section
+            missing += [
+                f"shim {' '.join(path)} {option}" for option in sorted(options) if f"`{option}" not in section
+            ]
+    assert not missing, f"options documented nowhere in docs/cli.md: {missing}"
+
+
+def test_the_cli_reference_is_what_the_commands_parsers_say() -> None:
+    """docs/cli.md is written by tools/cli_reference.py; a change to a command's options rewrites it."""
+    from tools.cli_reference import TARGET, render
+
+    assert TARGET.read_text(encoding="utf-8") == render(), (
+        "docs/cli.md is stale: run python tools/cli_reference.py"
+    )
+
+
+def test_the_readme_is_short_its_quick_start_is_the_ci_test_command_and_its_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count("\n") <= 200
+    commands = re.findall(r"```sh\n(.*?)\n```", readme[readme.index("## Quick start") :], re.S)[:2]
+    assert commands[0].endswith("&& .venv/bin/shim demo")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci.splitlines()  # the test command is CI's, word for word
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).is_file(), f"README links to {target}, which does not exist"
+    pages = {page.name for page in (ROOT / "docs").glob("*.md")} - {"index.md"}  # the site's home
+    linked = set(re.findall(r"\]\(docs/([^)#\s]+)", readme))
+    assert pages <= linked, f"docs pages the README does not link to: {sorted(pages - linked)}"

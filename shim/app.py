@@ -422,6 +422,7 @@ class Shim:
             overload=self.loop_lag,
             shed_lag=config.shadow_shed_lag,
             stream_hold=config.ordering_stream_hold,
+            max_wait=config.ordering_max_wait,
             max_in_flight_streams=config.shadow_max_in_flight_streams,
             max_capture_total=config.shadow_max_capture_total,
             stream_idle=config.shadow_stream_idle,

@@ -39,7 +39,7 @@ key = "shim-client.key"
 server_name = "legacy-bank.internal"   # the name in Bank's certificate, when the target differs
 [upstreams.bk]
 target = "bk:50051"
-timeout = "2s"                     # how long BK may take after Bank answered, when BK is the shadow
+timeout = "2s"                     # how long BK may take after Bank answered (or after it was sent, if later)
 
 [shadow]
 max_in_flight = 1000               # mirrored calls at once; beyond it a call is not mirrored (counted)
@@ -108,6 +108,7 @@ references = ["pay.v1.GetAccountByRefRequest.client_ref"]
 [ordering]
 strict = false                     # true: unary writes also reach Bank one at a time per key
 stream_hold = "500ms"              # a request-stream message holds its keys at most this long once sent
+max_wait = "30s"                   # a mirrored call may wait this long behind earlier calls on its keys
 
 [verify]                           # keys out of step, checked with the [reconcile] reads; see shim/verify.py
 settle = "1s"                      # after the mark, before the first check (each retry waits twice as long)
@@ -235,6 +236,9 @@ class Config:
     ordering_strict: bool = False  # also serialise the primary's writes per key (unary methods)
     # a request-stream message holds its keys this long after it was sent when the shadow answers nothing
     ordering_stream_hold: float = 0.5
+    # how long a mirrored call may wait behind earlier calls on its keys after the primary answered (the
+    # shadow timeout then counts from when it is sent)
+    ordering_max_wait: float = 30.0
     diff_log: str = "-"
     store: str = "shim.db"  # SQLite file, ":memory:", or a postgresql:// URL
     store_id_cache: int = 1_000_000  # id pairs kept in memory
@@ -596,6 +600,8 @@ def parse(
             out["ordering_strict"] = _bool("ordering.strict", x)
         if (x := ordering.pop("stream_hold")) is not None:
             out["ordering_stream_hold"] = parse_duration("ordering.stream_hold", x)
+        if (x := ordering.pop("max_wait")) is not None:
+            out["ordering_max_wait"] = parse_duration("ordering.max_wait", x, at_least=0.001)
         ordering.finish()
     if (v := top.pop("verify")) is not None:
         verify = _Reader("verify.", _table("verify", v))

@@ -73,6 +73,23 @@ class Plans:
         methods = registry.methods if registry is not None else {}
         self._plans = {path: self._compile(path, ids, aliases) for path in methods}
 
+    def keyed(self) -> int:
+        """How many described methods place their calls by what their requests name (keys, ids, aliases)."""
+        return sum(1 for plan in self._plans.values() if plan.needs_request)
+
+    def serialized(self) -> str:
+        """What the lanes will serialize for want of keys, in a sentence for the ready line."""
+        if self._router is None or self._router.registry is None:
+            return "every call: without descriptors every method is a write with no key"
+        unkeyed = sorted(
+            p.method.rpartition("/")[2] for p in self._plans.values() if p.write and not p.needs_request
+        )
+        if not unkeyed:
+            return "nothing: every write has keys"
+        named = ", ".join(unkeyed[:5]) + (f" and {len(unkeyed) - 5} more" if len(unkeyed) > 5 else "")
+        methods = f"{len(unkeyed)} write method{'s' if len(unkeyed) > 1 else ''}"
+        return f"the calls of {methods} with no key ({named}): each waits for every earlier call"
+
     def of(self, method: str) -> MethodPlan:
         return self._plans.get(method) or self._compile(method, None, None)
 

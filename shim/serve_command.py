@@ -162,6 +162,8 @@ async def serve(
         descriptor_sets=list(config.descriptor_sets),
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
+        methods_keyed=shim.plans.keyed(),
+        serialized=shim.plans.serialized() if config.bk else None,
         tls=bool(config.tls_cert),
         client_certificates=bool(config.tls_cert and config.tls_client_ca),
         store=shim.store.url if shim.store else None,

@@ -45,6 +45,8 @@ class Side(Protocol):
 
     def over(self) -> bool: ...
 
+    def sending(self) -> None: ...
+
     @property
     def plan(self) -> MethodPlan: ...
 
@@ -189,6 +191,7 @@ class ShadowCall:
             payload, metadata=self._metadata, timeout=self._client_timeout
         )
         self.call = call
+        self._side.sending()
         self.queued -= len(payload)
         if self._fate.overflowed or self._fate.abandoned:
             call.cancel()
@@ -206,6 +209,7 @@ class ShadowCall:
         channel = self._shared.channel
         call = channel.stream_stream(self.method)(metadata=self._metadata, timeout=self._client_timeout)
         self.call = call
+        self._side.sending()
         if self._fate.overflowed or self._fate.abandoned:
             call.cancel()
         writer = self._writer = asyncio.get_running_loop().create_task(

@@ -24,8 +24,10 @@ class Fate:
 
     timeout: float  # the shadow timeout, for its note
     stream_idle: float
+    max_wait: float  # ordering.max_wait, for its note
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     expired: bool = False  # the shadow timeout passed
+    waited_out: bool = False  # ordering.max_wait passed while it waited behind earlier calls
     abandoned: bool = False  # the client cancelled (or its copy was lost) before the primary answered
     overflowed: bool = False  # more than max_capture request bytes waited for the shadow
     idle: bool = False  # an idle stream, given up for a call that needed its place
@@ -53,6 +55,13 @@ class Fate:
                 code=CANCELLED,
                 latency=latency,
                 local=f"shadow given up {where}: it fell more than shadow.max_capture request bytes behind",
+            )
+        if self.waited_out:
+            return Outcome(
+                code=DEADLINE_EXCEEDED,
+                latency=latency,
+                local=f"shadow given up {where}: not sent within ordering.max_wait ({self.max_wait:g}s) "
+                "after the primary",
             )
         return Outcome(
             code=DEADLINE_EXCEEDED,

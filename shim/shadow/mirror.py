@@ -51,7 +51,7 @@ class Mirror:
         self.requests: list[bytes] = []
         self.tainted = ""
         self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
-        self._fate = Fate(shared.timeout, shared.stream_idle)
+        self._fate = Fate(shared.timeout, shared.stream_idle, shared.max_wait)
         self.plan = shared.plans.of(method)
         self.places = Places()
         self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
@@ -148,8 +148,12 @@ class Mirror:
         if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
             loop.call_soon(self.admission.admit_batch)
         self._call.queue.put_nowait(None)  # a primary that finished early read no more requests
-        if not self.task.done():
+        if self.task.done():
+            return
+        if self._call.call is not None:  # sent: the shadow has `timeout` from now
             self._timer = loop.call_later(shared.timeout, self._expire)
+        else:  # still waiting behind earlier calls on its keys: `max_wait`, then `timeout` once it is sent
+            self._timer = loop.call_later(shared.max_wait, self._wait_over)
 
     def abandon(self, primary: Outcome | None, why: str = "") -> None:
         """The client cancelled (or its deadline passed) before the primary answered; or, with `why`, the
@@ -179,6 +183,16 @@ class Mirror:
         self.capture.give_back()
         self.capture.exceeded = True  # nothing more is kept for a comparison that will not be made
         self._expire()
+
+    def sending(self) -> None:
+        """The call goes to the shadow now: after the primary answered, the shadow has `timeout` from now."""
+        if self._primary.done() and self._timer is not None:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(self._shared.timeout, self._expire)
+
+    def _wait_over(self) -> None:
+        self._fate.waited_out = True
+        self._fate.stop.set()
 
     def _expire(self) -> None:
         self._fate.expired = True

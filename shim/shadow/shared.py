@@ -32,7 +32,8 @@ class Shared:
     lanes: Lanes
     breaker: Breaker
     budget: Budget  # shadow.max_capture_total
-    timeout: float  # the shadow's time after the primary answered
+    timeout: float  # the shadow's time after the primary answered (or after it was sent, if later)
+    max_wait: float  # a call's time in its lanes, behind earlier calls, after the primary answered
     max_capture: int  # bytes kept per exchange
     stream_hold: float  # a session's message holds its place at least this long
     stream_idle: float  # a stream idle this long gives its place to a call that needs it

@@ -106,6 +106,9 @@ async def test_ready_line_names_the_bound_address(ledgers: tuple[RunningLedger, 
             bk.address,
         )
         assert int(port) > 0
+        # what the shim knows, and what it will serialize: with no descriptors, every call
+        assert (ready["methods_described"], ready["methods_keyed"]) == (0, 0)
+        assert ready["serialized"] == "every call: without descriptors every method is a write with no key"
         shim.proc.send_signal(signal.SIGTERM)
         assert await shim.finish() == 0
     assert [e["event"] for e in shim.events()].count("ready") == 1

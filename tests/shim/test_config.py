@@ -188,6 +188,8 @@ MISTAKES: list[object] = [
     pytest.param(
         BANK_TABLE + "[ordering]\nstream_hold = 'x'\n", "ordering.stream_hold", id="bad-stream-hold"
     ),
+    pytest.param(BANK_TABLE + "[ordering]\nmax_wait = '0s'\n", "ordering.max_wait", id="zero-max-wait"),
+    pytest.param(BANK_TABLE + "[ordering]\nmax_wait = 'later'\n", "ordering.max_wait", id="bad-max-wait"),
     pytest.param(BANK_TABLE + "[key_aliases]\nref = 3\n", "key_aliases.ref", id="alias-not-a-table"),
     pytest.param(
         BANK_TABLE + "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\n",

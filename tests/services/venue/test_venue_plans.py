@@ -88,3 +88,25 @@ def test_without_descriptors_every_method_counts_as_described() -> None:
         False,
         False,
     )
+
+
+def test_the_plans_say_what_the_lanes_will_serialize(tmp_path: Path) -> None:
+    plans = _shim(tmp_path).plans
+    # the venue's writes all have keys (OpenAccount's account, a cancel's order through its owner)
+    assert plans.keyed() == 7
+    assert plans.serialized() == "nothing: every write has keys"
+    methods = dict(load_file(_copy(tmp_path))["methods"])
+    del methods["venue.v1.Venue/OpenAccount"]
+    unkeyed = Shim(Config(**{**load_file(_copy(tmp_path)), "methods": methods}), registry=REGISTRY).plans
+    assert unkeyed.serialized() == (
+        "the calls of 1 write method with no key (OpenAccount): each waits for every earlier call"
+    )
+    bare = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank")).plans
+    assert bare.serialized() == "every call: without descriptors every method is a write with no key"
+
+
+def _copy(tmp_path: Path) -> Path:
+    config = tmp_path / "shim.toml"
+    shutil.copyfile(HERE / "shim.toml", config)
+    (tmp_path / "venue.binpb").write_bytes(DESCRIPTOR_SET)
+    return config

@@ -149,7 +149,7 @@ async def set_mode(
 
 
 async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
-    """The gate's failed criteria for `methods` (none given: the config's gate.methods, or all)."""
+    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods)."""
     config = shim.config
     assert shim.store is not None
     until = time.time()
@@ -165,7 +165,8 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
         min_compared=config.gate_min_compared,
         max_mismatch_rate=config.gate_max_mismatch_rate,
         max_unproven_rate=config.gate_max_unproven_rate,
-        required_methods=methods or list(config.gate_methods),
+        required_methods=config.gate_methods,
+        scope=methods,
     )
     return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]
 

@@ -390,7 +390,8 @@ async def _gate(args: argparse.Namespace) -> int:
     max_unproven = args.max_unproven_rate
     if max_unproven is None:
         max_unproven = settings.get("gate_max_unproven_rate", _default("gate_max_unproven_rate"))
-    required = args.require_method or settings.get("gate_methods", _default("gate_methods"))
+    # the flag's methods add to the config's; every method in the window is judged either way
+    required = [*settings.get("gate_methods", _default("gate_methods")), *(args.require_method or ())]
     until = time.time()
     store = Store.open(url)
     await store.start()
@@ -399,7 +400,6 @@ async def _gate(args: argparse.Namespace) -> int:
             store,
             since=until - window,
             until=until,
-            methods=required,
             relative=settings.get("noise_relative", _default("noise_relative")),
             absolute=settings.get("noise_absolute", _default("noise_absolute")),
         )

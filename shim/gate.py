@@ -59,10 +59,18 @@ def evaluate(
     max_mismatch_rate: float,
     max_unproven_rate: float,
     required_methods: Sequence[str],
+    scope: Sequence[str] = (),
 ) -> GateResult:
-    """Judge the report: one criterion per line, in the order of the methods."""
-    required = list(dict.fromkeys(method_name(m) for m in required_methods))
-    names = required or [m.method for m in report.methods]
+    """Judge the report: one criterion per line, in the order of the methods.
+
+    Every method with calls in the window is judged, and each required method must be covered besides:
+    naming a method never hides another's failure. With a `scope` (a switch of some methods' modes),
+    only the methods of the scope are judged, and each must be covered."""
+    if scope:
+        names = list(dict.fromkeys(method_name(m) for m in scope))
+    else:
+        required = list(dict.fromkeys(method_name(m) for m in required_methods))
+        names = required + [m.method for m in report.methods if m.method not in required]
     criteria: list[Criterion] = []
     if not names:
         criteria.append(Criterion("", "evidence", "no method has a call in the window", "≥ 1 method", False))

@@ -107,8 +107,14 @@ def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
     assert [(c.method, c.name, c.measured) for c in result.failed] == [
         (GET_NAME, "real mismatch rate", "2% (2 of 100)")
     ]
+    # a switch of Refund's mode alone is judged on Refund's evidence alone
     assert not evaluate(
-        report, min_compared=1, max_mismatch_rate=0.0, max_unproven_rate=0.0, required_methods=[REFUND]
+        report,
+        min_compared=1,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=0.0,
+        required_methods=(),
+        scope=[REFUND],
     ).failed
 
 
@@ -201,13 +207,14 @@ async def test_error_comparisons_are_not_clean_comparisons() -> None:
 
 
 def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
-    """Required methods are the only ones judged; one with no call fails as not covered."""
+    """A scope's methods are the only ones judged; one with no call fails as not covered."""
     result = evaluate(
         report,
         min_compared=1,
         max_mismatch_rate=0.0,
         max_unproven_rate=0.01,
-        required_methods=["pay.v1.Payments/Refund", "pay.v1.X/Y"],
+        required_methods=(),
+        scope=["pay.v1.Payments/Refund", "pay.v1.X/Y"],
     )
     assert _lines(result) == [
         (REFUND_NAME, "compared", "10", "≥ 1", True),
@@ -370,7 +377,10 @@ methods = ["{REFUND_NAME}"]
         ["FAIL", REFUND_NAME, "compared"],
         ["PASS", REFUND_NAME, "real"],
         ["PASS", REFUND_NAME, "unproven"],
-    ], "only the required method is judged, against min_compared = 1000"
+        ["FAIL", GET_NAME, "compared"],
+        ["PASS", GET_NAME, "real"],
+        ["PASS", GET_NAME, "unproven"],
+    ], "the required method first, then every other method, against min_compared = 1000"
     by_flags = _gate("--config", str(config), "--min-compared", "5", cwd=elsewhere)
     assert by_flags.returncode == 0, by_flags.stdout
     everything = _gate(
@@ -384,8 +394,8 @@ methods = ["{REFUND_NAME}"]
         "0",
     )
     assert everything.returncode == 1
-    assert f"FAIL  {GET_NAME}  real mismatch rate" in everything.stdout
     judged = {tuple(line.split()[:3]) for line in everything.stdout.splitlines()}
+    assert ("FAIL", GET_NAME, "real") in judged
     assert ("PASS", GET_NAME, "unproven") in judged, "3.846% unproven is within the config's 5%"
     strict = _gate(
         "--config",
@@ -458,3 +468,21 @@ def test_the_docs_config_examples_are_valid(tmp_path: Path) -> None:
     assert settings["noise_relative"] == 0.2
     assert settings["gate_max_unproven_rate"] == 0.01
     assert settings["gate_methods"] == ("bank.v1.Ledger/PostTrade", "bank.v1.Ledger/CancelTrade")
+
+
+def test_a_required_method_adds_to_the_criteria_and_never_hides_the_other_methods(
+    recent: Path, tmp_path: Path
+) -> None:
+    """Requiring Refund (by flag or config) asks that Refund be covered too: Get, which fails, is still
+    judged, and the flag's methods add to the config's."""
+    strict = ["--min-compared", "5", "--max-mismatch-rate", "0"]  # Get's 2% real mismatches fail
+    by_flag = _gate("--store", str(recent), *strict, "--require-method", REFUND_NAME)
+    assert by_flag.returncode == 1, by_flag.stdout
+    verdicts = {tuple(line.split()[:3]) for line in by_flag.stdout.splitlines()}
+    assert {("FAIL", GET_NAME, "real"), ("PASS", REFUND_NAME, "compared")} <= verdicts
+    config = tmp_path / "gate.toml"
+    config.write_text(f'[store]\nurl = "{recent}"\n[gate]\nmethods = ["{REFUND_NAME}"]\n', encoding="utf-8")
+    both = _gate("--config", str(config), *strict, "--require-method", "pay.v1.X/Y")
+    assert both.returncode == 1
+    judged = {tuple(line.split()[1:3]) for line in both.stdout.splitlines() if line[:4] in ("PASS", "FAIL")}
+    assert {(GET_NAME, "real"), (REFUND_NAME, "compared"), ("pay.v1.X/Y", "covered")} <= judged

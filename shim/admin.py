@@ -187,8 +187,15 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def _authorize(self, context: aio.ServicerContext[Any, Any]) -> None:
         given = dict(context.invocation_metadata() or ()).get("authorization", "")
         expected = b"Bearer " + self._token
+        if not given:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "the admin API needs its token: authorization: Bearer TOKEN"
+            )
         if not hmac.compare_digest(str(given).encode(), expected):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the admin API needs its token (Bearer)")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the admin token was wrong: it is not the token the shim was started with",
+            )
 
     async def GetModes(self, request: pb.GetModesRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
         await self._authorize(context)

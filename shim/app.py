@@ -370,25 +370,30 @@ class Shim:
     async def _follow_modes(self) -> None:
         """Re-read the modes every store.refresh: a switch made through another replica applies here
         too (the calls in flight here finish first)."""
-        assert self.store is not None
         while True:
             await asyncio.sleep(max(self.config.store_refresh, 0.05))
-            async with self.mode_lock:  # not while a switch through this replica is being recorded
-                try:
-                    stored = await self.store.modes()
-                except StoreError as exc:
-                    _log.warning("modes not re-read", error=str(exc))
-                    continue
-                table = self.modes.table()
-                changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
-                if not changed:
-                    continue
-                try:
-                    await self.modes.switch(changed, within=self.config.grace_period)
-                except SwitchTimeout as exc:
-                    _log.warning("mode switch from the store not applied yet", error=str(exc))
-                else:
-                    _log.warning("modes changed by another replica applied", modes=changed)
+            await self.follow_modes()
+
+    async def follow_modes(self) -> dict[str, str]:
+        """Re-read the modes once; apply those the store holds and this shim does not: the changes."""
+        assert self.store is not None
+        async with self.mode_lock:  # not while a switch through this replica is being recorded
+            try:
+                stored = await self.store.modes()
+            except StoreError as exc:
+                _log.warning("modes not re-read", error=str(exc))
+                return {}
+            table = self.modes.table()
+            changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
+            if not changed:
+                return {}
+            try:
+                await self.modes.switch(changed, within=self.config.grace_period)
+            except SwitchTimeout as exc:
+                _log.warning("mode switch from the store not applied yet", error=str(exc))
+                return {}
+            _log.warning("modes changed by another replica applied", modes=changed)
+            return changed
 
     def _dispatcher(self, channel: Channel, shadow: Upstream, primary: Channel) -> ShadowDispatcher:
         """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""

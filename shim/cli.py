@@ -317,17 +317,26 @@ def _report(args: argparse.Namespace) -> int:
 
     from shim import report as render
     from shim._text import printable_json
+    from shim.evidence import method_name
 
     report = asyncio.run(_build_report(args))
+    for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently
+        if (found := report.method(method_name(name))) is None or not found.calls:
+            print(
+                f"shim: warning: --method {printable_json(json.dumps(name))} matches no stored comparison"
+                ' (methods are named "package.Service/Method")',
+                file=sys.stderr,
+            )
+    if args.html:  # written first: a path that cannot be written fails before anything is printed
+        try:
+            Path(args.html).write_text(render.html(report), encoding="utf-8")
+        except OSError as exc:
+            raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
     if args.json:
         print(printable_json(json.dumps(render.to_json(report), indent=2, ensure_ascii=False)))
     else:
         render.terminal(report, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
     if args.html:
-        try:
-            Path(args.html).write_text(render.html(report), encoding="utf-8")
-        except OSError as exc:
-            raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
         print(f"HTML report written to {args.html}", file=sys.stderr if args.json else sys.stdout)
     return 0
 

@@ -444,17 +444,17 @@ class _Reader:
             raise ConfigError(f"unknown setting {unknown}")
 
 
-def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+def _read_toml(path: Path, what: str = "config") -> tuple[str, dict[str, Any]]:
     try:
         text = read_regular(path).decode("utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {path} is not UTF-8 text") from exc
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -478,7 +478,7 @@ def rule_locations(text: str, source: str, count: int) -> tuple[str, ...]:
 def load_rules_file(path: str | Path) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
     """A file holding only [[rules]] tables (the --rules flag)."""
     path = Path(path)
-    text, data = _read_toml(path)
+    text, data = _read_toml(path, "rules file")
     reader = _Reader("", data)
     rules = _rules(reader.pop("rules"), text, str(path))
     reader.finish()

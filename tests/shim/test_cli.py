@@ -251,6 +251,16 @@ FAILURES: list[Any] = [
         lambda tmp, port: ["--config", str(tmp / "absent.toml")], "cannot read config", id="no-config"
     ),
     pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--rules", str(tmp / "absent.toml")],
+        "cannot read rules file ",
+        id="no-rules-file",
+    ),
+    pytest.param(
+        lambda tmp, port: ["--bank", "127.0.0.1:1", "--rules", str(_not_toml(tmp))],
+        "rules file ",
+        id="rules-not-toml",
+    ),
+    pytest.param(
         lambda tmp, port: ["--config", str(_invalid_config(tmp))], "upstreams.bank.retries", id="config"
     ),
     pytest.param(lambda tmp, port: ["--config", str(_not_toml(tmp))], "not valid TOML", id="not-toml"),

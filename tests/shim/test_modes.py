@@ -260,10 +260,16 @@ async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, Runni
     """No token, or another one: UNAUTHENTICATED; an admin address without a token set: no start."""
     bank, bk = ledgers
     async with _shim(ledgers) as (_, _, admin):
-        for metadata in ((), (("authorization", "Bearer wrong"),)):
+        said = {}
+        for name, metadata in (("none", ()), ("wrong", (("authorization", "Bearer wrong"),))):
             with pytest.raises(aio.AioRpcError) as denied:
                 await admin.GetModes(apb.GetModesRequest(), metadata=metadata)
             assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            said[name] = denied.value.details()
+    assert said == {
+        "none": "the admin API needs its token: authorization: Bearer TOKEN",
+        "wrong": "the admin token was wrong: it is not the token the shim was started with",
+    }
     os.environ.pop("SHIM_ADMIN_TOKEN")
     with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is empty"):
         async with running_shim(bank.address, bk.address, **_settings()):
@@ -475,3 +481,20 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)
+
+
+async def test_a_shim_does_not_take_its_own_switches_for_another_replicas(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """After each switch through this shim, re-reading the store finds nothing to apply: the shim's own
+    change is not applied again, nor logged as another replica's."""
+    async with _shim(ledgers, store=str(tmp_path / "shim.db")) as (shim, _, admin):
+        for mode, methods in (
+            ("bk-primary", ()),
+            ("shadow", ("bank.v1.Ledger/GetPortfolio",)),
+            ("shadow", ()),
+            ("bank", ("bank.v1.Ledger/GetPortfolio",)),
+            ("shadow", ("bank.v1.Ledger/GetPortfolio",)),
+        ):
+            await _set(admin, mode, *methods, force=True)
+            assert await shim.follow_modes() == {}, (mode, methods)

@@ -366,3 +366,26 @@ def test_the_report_command_refuses_a_store_that_does_not_exist(tmp_path: Path) 
     assert done.returncode == 2
     assert f"shim: error: no store at {missing}" in done.stderr
     assert not missing.exists()
+
+
+async def test_an_html_report_that_cannot_be_written_fails_before_anything_is_printed(tmp_path: Path) -> None:
+    db = tmp_path / "shim.db"
+    await _recent_store(db)
+    done = _shim("report", "--store", str(db), "--html", str(tmp_path / "missing" / "report.html"))
+    assert done.returncode == 2
+    assert done.stdout == ""  # no report printed before the error
+    assert done.stderr.startswith("shim: error: cannot write ")
+    assert "missing/report.html" in done.stderr
+
+
+async def test_a_method_that_matches_nothing_is_warned_about(tmp_path: Path) -> None:
+    """A --method with no stored comparison (a typo, a short name) says so on stderr; the report runs."""
+    db = tmp_path / "shim.db"
+    await _recent_store(db)
+    done = _shim("report", "--store", str(db), "--method", "Refund", "--method", "pay.v1.Payments/Get")
+    assert done.returncode == 0, done.stderr
+    assert "pay.v1.Payments/Get" in done.stdout
+    assert done.stderr.strip() == (
+        'shim: warning: --method "Refund" matches no stored comparison'
+        ' (methods are named "package.Service/Method")'
+    )

@@ -4,7 +4,7 @@ Over 400 lines: the parser of every command, and `report` and `gate` inline; `se
 `resync` and `reconcile` have modules of their own, and the last two inline commands are to follow.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
-               [--config FILE] [--descriptor-set FILE ...] [--descriptor-source files|reflection]
+               [--config FILE] [--descriptor-set FILE ...] [--descriptor-source auto|files|reflection]
                [--reflection primary|shim] [--rules FILE ...] [--diff-log FILE] [--store URL]
                [--retain DURATION]
     shim resync [--config FILE] [--store URL] [--list | [--force] KEY ...]
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim import mode_command, resync_command
+from shim import describe_command, mode_command, resync_command
 from shim.errors import ConfigError, ShimError
 
 if TYPE_CHECKING:
@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--descriptor-source",
         choices=config_mod.DESCRIPTOR_SOURCES,
-        help="reflection: ask Bank for its descriptors by gRPC server reflection at start "
-        "(--descriptor-set files are added too); files: only the files (the default)",
+        help="auto (the default): the --descriptor-set files, or with none Bank's own descriptors by gRPC "
+        "server reflection if Bank serves it (else none, with a warning); files: only the files; "
+        "reflection: ask Bank at start, or do not start (--descriptor-set files are added too)",
     )
     serve.add_argument(
         "--reflection",
@@ -230,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
     )
+
+    describe_command.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False
@@ -472,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_gate(args))
         if args.command == "mode":
             return asyncio.run(mode_command.run(args))
+        if args.command == "describe":
+            return describe_command.describe(args)
         if args.command == "reconcile":
             from shim.reconcile_command import reconcile
 

@@ -8,7 +8,7 @@ listen = "127.0.0.1:50051"
 mode = "shadow"                    # bank | shadow | bk-primary | bk (see MODES)
 adapters = "mypackage.adapters"    # BK speaks its own interface: adapters from mypackage.adapters.ADAPTERS
 descriptor_sets = ["bank.binpb"]   # FileDescriptorSet files (protoc --include_imports)
-descriptor_source = "files"        # or "reflection": ask Bank for its descriptors at start (files added too)
+descriptor_source = "auto"         # the files; with none, Bank's reflection if served ("files", "reflection")
 reflection = "primary"             # gRPC reflection: forwarded to the primary; "shim": from the descriptors
 max_message_size = "64MiB"         # each message, either way; beyond: RESOURCE_EXHAUSTED ("unlimited" too)
 grace_period = "5s"                # calls in flight may finish this long on shutdown (at most 10m)
@@ -146,7 +146,7 @@ from shim.routing import MethodSettings
 LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
 ADMIN_LISTEN = "127.0.0.1:9465"  # the admin API's address unless [admin] listen says otherwise
 MODES = ("bank", "shadow", "bk-primary", "bk")
-DESCRIPTOR_SOURCES = ("files", "reflection")
+DESCRIPTOR_SOURCES = ("auto", "files", "reflection")
 # who answers gRPC server reflection: the primary (forwarded, never mirrored: clients see what Bank shows,
 # or hides), or the shim itself from its descriptors
 REFLECTION = ("primary", "shim")
@@ -205,7 +205,8 @@ class Config:
     mode: str = "shadow"
     adapters: str = ""  # module (or "module:name") of a mapping of method names to adapters
     descriptor_sets: tuple[str, ...] = ()
-    descriptor_source: str = "files"  # "reflection": Bank's own descriptors too, asked for at start
+    # "auto": the files, or with none Bank's reflection if it serves it; "reflection": Bank's too, or no start
+    descriptor_source: str = "auto"
     reflection: str = "primary"  # see REFLECTION
     max_message_size: int = 64 * 1024**2  # each message, either way (-1: "unlimited")
     grace_period: float = 5.0

@@ -10,6 +10,7 @@ and the whole exchange is bounded by a timeout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from shim.config import Config
 from shim.errors import StartupError
 
 DEFAULT_TIMEOUT = 10.0  # seconds Bank may take to describe itself at start
+AUTO_TIMEOUT = 3.0  # ... when it is only asked in case it serves reflection ("auto")
 
 # services that are the server's plumbing, not its interface (their files may still come along)
 _PLUMBING = frozenset(
@@ -52,11 +54,22 @@ async def fetch_descriptor_set(
 async def resolve_registry(
     config: Config,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - passed on to fetch_descriptor_set
+    on_none: Callable[[str], None] | None = None,
 ) -> DescriptorRegistry | None:
-    """The registry `config` asks for: its descriptor-set files, or Bank's reflection plus those files."""
-    if config.descriptor_source != "reflection":
+    """The registry `config` asks for: its descriptor-set files, or Bank's reflection plus those files; with
+    "auto", the files, or with none Bank's reflection if Bank serves it, else none (`on_none` is told why)."""
+    source = config.descriptor_source
+    if source == "files" or (source == "auto" and config.descriptor_sets):
         return load_registry(config.descriptor_sets)
-    fds = await fetch_descriptor_set(config.bank.target, timeout)
+    if source == "auto":
+        try:
+            fds = await fetch_descriptor_set(config.bank.target, min(timeout, AUTO_TIMEOUT))
+        except StartupError as exc:
+            if on_none is not None:
+                on_none(str(exc))
+            return None
+    else:
+        fds = await fetch_descriptor_set(config.bank.target, timeout)
     registry = DescriptorRegistry()
     try:
         registry.add_set(fds, source=f"reflection from Bank at {config.bank.target}")

@@ -99,7 +99,8 @@ async def serve(
 
     logs.configure()
     log = structlog.get_logger("shim")
-    registry = await resolve_registry(config)  # before the diff log: a bad set leaves no file
+    no_descriptors: list[str] = []  # why Bank's reflection gave none ("auto"), told once the shim serves
+    registry = await resolve_registry(config, on_none=no_descriptors.append)  # a bad set leaves no diff log
     diff_stream = _open_diff_log(config.diff_log)
     served = await dataplane.start(config, [DiffLog(diff_stream)], registry)
     shim = served.shim
@@ -162,6 +163,10 @@ async def serve(
         descriptor_sets=list(config.descriptor_sets),
         descriptor_source=config.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
+        # with none: why, and what it means (compared byte for byte, every method a write with no key)
+        no_descriptors=f"{no_descriptors[0]}; answers are compared byte for byte (docs/your-service.md)"
+        if no_descriptors
+        else None,
         methods_keyed=shim.plans.keyed(),
         serialized=shim.plans.serialized() if config.bk else None,
         tls=bool(config.tls_cert),

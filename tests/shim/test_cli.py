@@ -106,12 +106,29 @@ async def test_ready_line_names_the_bound_address(ledgers: tuple[RunningLedger, 
             bk.address,
         )
         assert int(port) > 0
-        # what the shim knows, and what it will serialize: with no descriptors, every call
+        # what the shim knows, and what it will serialize: with no descriptor set given, Bank's own
+        # descriptors (the sample Bank serves reflection), and no key: its write methods go one at a time
+        assert (ready["descriptor_source"], ready["methods_described"], ready["methods_keyed"]) == (
+            "auto",
+            14,
+            0,
+        )
+        assert ready["serialized"].startswith("the calls of 7 write methods with no key (")
+        assert ready["no_descriptors"] is None
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
+    assert [e["event"] for e in shim.events()].count("ready") == 1
+
+
+async def test_without_descriptors_the_ready_line_says_every_call_is_serialized(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    bank, bk = ledgers
+    async with shim_serving(*_shadow_flags(bank, bk, "--descriptor-source", "files")) as (shim, ready):
         assert (ready["methods_described"], ready["methods_keyed"]) == (0, 0)
         assert ready["serialized"] == "every call: without descriptors every method is a write with no key"
         shim.proc.send_signal(signal.SIGTERM)
         assert await shim.finish() == 0
-    assert [e["event"] for e in shim.events()].count("ready") == 1
 
 
 async def test_client_gets_banks_answers_through_the_shim(
@@ -408,6 +425,9 @@ async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() 
         shim,
         ready,
     ):
+        # no descriptor set given, and Bank could not be asked for its own: the ready line says why
+        assert gone.address in ready["no_descriptors"]
+        assert ready["no_descriptors"].endswith("answers are compared byte for byte (docs/your-service.md)")
         warning = json.loads(await shim.next_line())  # the check gives up after a few seconds
         assert (warning["event"], warning["level"], warning["upstream"], warning["target"]) == (
             "upstream not reachable",

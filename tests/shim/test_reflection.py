@@ -231,12 +231,42 @@ async def test_reflection_registry_adds_the_descriptor_set_files_too(
 
 
 async def test_files_source_never_calls_bank(closed_address: str) -> None:
-    """With descriptor_source "files" (the default), the registry comes from the files alone, even
-    when Bank cannot be reached."""
+    """With descriptor files given (descriptor_source "auto", the default, or "files"), the registry
+    comes from the files alone, even when Bank cannot be reached."""
     config = Config(bank=Upstream("bank", closed_address), mode="bank", descriptor_sets=(str(BANK_BINPB),))
     registry = await resolve_registry(config, TIMEOUT)
     assert registry is not None
     assert registry.methods == DescriptorRegistry.from_files([BANK_BINPB]).methods
+
+
+async def test_auto_without_files_takes_banks_own_descriptors(bank: RunningLedger) -> None:
+    told: list[str] = []
+    config = Config(bank=Upstream("bank", bank.address), mode="bank")
+    assert config.descriptor_source == "auto"
+    registry = await resolve_registry(config, TIMEOUT, on_none=told.append)
+    assert registry is not None
+    assert registry.methods == DescriptorRegistry.from_files([BANK_BINPB]).methods
+    assert told == []
+
+
+async def test_auto_without_files_and_a_bank_without_reflection_starts_with_none_and_says_why(
+    closed_address: str,
+) -> None:
+    """A Bank that does not serve reflection, or cannot be reached: no descriptors, no start error, and
+    the reason is handed on (the ready line says it)."""
+    running = await interop_server()
+    try:
+        for target, says in (
+            (running.address, "does not serve gRPC reflection"),
+            (closed_address, f"cannot reach Bank at {closed_address}"),
+        ):
+            told: list[str] = []
+            config = Config(bank=Upstream("bank", target), mode="bank")
+            assert await resolve_registry(config, TIMEOUT, on_none=told.append) is None
+            assert len(told) == 1
+            assert says in told[0]
+    finally:
+        await running.stop()
 
 
 # ---- shim serve --descriptor-source reflection ------------------------------------------

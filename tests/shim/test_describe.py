@@ -1,0 +1,74 @@
+"""`shim describe`: .proto files to the descriptor set the shim reads, with no other install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comparators import DescriptorRegistry
+from tests.helpers import run_shim
+from tests.services.custody import REGISTRY as CUSTODY
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTODY_PROTO = ROOT / "tests" / "services" / "custody" / "custody.proto"
+
+
+def test_a_proto_file_becomes_the_descriptor_set_the_shim_reads(tmp_path: Path) -> None:
+    out = tmp_path / "custody.binpb"
+    done = run_shim("describe", CUSTODY_PROTO, "-o", out)
+    assert done.returncode == 0, done.stderr
+    registry = DescriptorRegistry.from_files([out])
+    assert {
+        path: (i.client_streaming, i.server_streaming, i.read_only) for path, i in registry.methods.items()
+    } == {path: (i.client_streaming, i.server_streaming, i.read_only) for path, i in CUSTODY.methods.items()}
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"wrote {out}: 1 service, 9 methods (4 reads)"
+    assert lines[1].startswith(
+        "  custody.v1.Custody: Deposit, Freeze, GetAccountByRef (read), GetBalance (read)"
+    )
+
+
+def test_imports_are_found_under_the_proto_path(tmp_path: Path) -> None:
+    (tmp_path / "acme" / "v1").mkdir(parents=True)
+    (tmp_path / "acme" / "v1" / "money.proto").write_text(
+        'syntax = "proto3";\npackage acme.v1;\nmessage Money { string units = 1; }\n', encoding="utf-8"
+    )
+    (tmp_path / "acme" / "v1" / "wallet.proto").write_text(
+        'syntax = "proto3";\npackage acme.v1;\nimport "acme/v1/money.proto";\n'
+        'import "google/protobuf/timestamp.proto";\n'
+        "message Get { string id = 1; }\n"
+        "message Wallet { Money balance = 1; google.protobuf.Timestamp at = 2; }\n"
+        "service Wallets {\n"
+        "  rpc GetWallet(Get) returns (Wallet) { option idempotency_level = NO_SIDE_EFFECTS; }\n"
+        "}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "wallet.binpb"
+    done = run_shim("describe", "-I", tmp_path, tmp_path / "acme" / "v1" / "wallet.proto", "-o", out)
+    assert done.returncode == 0, done.stderr
+    registry = DescriptorRegistry.from_files([out])
+    assert list(registry.methods) == ["/acme.v1.Wallets/GetWallet"]
+    assert registry.methods["/acme.v1.Wallets/GetWallet"].read_only
+    # without -I, the import by package path is not found: protoc says so, and nothing is written
+    again = tmp_path / "again.binpb"
+    failed = run_shim("describe", tmp_path / "acme" / "v1" / "wallet.proto", "-o", again)
+    assert failed.returncode == 2
+    assert "acme/v1/money.proto" in failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith("shim: error: the .proto files did not compile")
+    assert not again.exists()
+
+
+def test_a_file_that_does_not_compile_writes_nothing(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.proto"
+    broken.write_text('syntax = "proto3";\nmessage {\n', encoding="utf-8")
+    out = tmp_path / "broken.binpb"
+    out.write_bytes(b"the previous set")
+    done = run_shim("describe", broken, "-o", out)
+    assert done.returncode == 2
+    assert "broken.proto:2" in done.stderr  # protoc's own message, with the line
+    assert out.read_bytes() == b"the previous set"  # never half-written, nor replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.binpb", "broken.proto"]  # no temporary left
+    missing = run_shim("describe", tmp_path / "absent.proto", "-o", out)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        f"shim: error: no .proto file at {tmp_path / 'absent.proto'}",
+    )

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim import describe_command, mode_command, resync_command
+from shim import describe_command, ids_command, mode_command, resync_command
 from shim.errors import ConfigError, ShimError
 
 if TYPE_CHECKING:
@@ -233,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     describe_command.add_parser(commands)
+    ids_command.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="run the bundled demo (sample Bank, BK and the shim)", add_help=False
@@ -475,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_gate(args))
         if args.command == "mode":
             return asyncio.run(mode_command.run(args))
+        if args.command == "ids":
+            url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
+            return asyncio.run(ids_command.run(args, url))
         if args.command == "describe":
             return describe_command.describe(args)
         if args.command == "reconcile":

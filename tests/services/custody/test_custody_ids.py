@@ -1,0 +1,98 @@
+"""Both test services restarted empty and mint the same ids again: the store's pairs then name nothing.
+`shim ids list` shows them and `shim ids forget` clears them, with no need to delete the store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from grpc import aio
+
+from comparators import Comparison
+from shim.config import load_file
+from shim.testing import running_shim
+from tests.helpers import shim_command
+from tests.services.custody import DESCRIPTOR_SET
+from tests.services.custody.client import Client
+from tests.services.custody.server import serve
+
+HERE = Path(__file__).parent
+
+
+def _settings(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    shutil.copyfile(HERE / "shim.toml", tmp_path / "shim.toml")
+    return load_file(tmp_path / "shim.toml")
+
+
+async def _session(settings: dict[str, Any], store: Path) -> list[Comparison]:
+    """Fresh Bank and BK (empty books, fixed BK), one account opened and funded through the shim."""
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        async with running_shim(bank.address, bk.address, store=str(store), **settings) as (shim, sink):
+            async with aio.insecure_channel(shim.address) as channel:
+                client = Client(channel)
+                opened = await client.call("OpenAccount", client_ref="r1", owner="Owner r1")
+                await client.call("Deposit", account_id=opened.message.account_id, amount="10.00")
+            await shim.drain()
+            return sink.comparisons
+    finally:
+        await bank.stop()
+        await bk.stop()
+
+
+def _verdicts(comparisons: list[Comparison]) -> dict[str, str]:
+    return {c.exchange.method.rpartition("/")[2]: str(c.verdict) for c in comparisons}
+
+
+async def test_forgetting_the_pairs_of_services_that_restarted_empty_lets_the_shim_learn_them_again(
+    tmp_path: Path,
+) -> None:
+    settings, store = _settings(tmp_path), tmp_path / "shim.db"
+    assert _verdicts(await _session(settings, store)) == {"OpenAccount": "match", "Deposit": "match"}
+    listed = await shim_command("ids", "list", "--store", str(store))
+    assert listed[0] == 0, listed
+    assert listed[1].splitlines()[0] == "account: 1 pair, 0 unpaired; movement: 1 pair, 0 unpaired"
+    assert "\tA1\tacc_" in listed[1]
+    # both services restart empty: Bank mints A1 again, BK another id; the stored pair names BK's old one
+    stale = _verdicts(await _session(settings, store))
+    assert stale["Deposit"] != "match"
+    # every kind: the account ids and the movement ids both sides minted again
+    forgot = await shim_command("ids", "forget", "--store", str(store), "--all")
+    assert forgot[0] == 0, forgot
+    assert forgot[1].splitlines()[0] == "forgot 2 pairs and 0 unpaired ids of every kind"
+    # the stale pair put A1 out of step; its mark goes too (both books are new)
+    marks = await shim_command("resync", "--store", str(store), "--list")
+    assert marks[1].startswith("A1\tsince ")
+    cleared = await shim_command("resync", "--store", str(store), "--force", "A1")
+    assert cleared[0] == 0, cleared
+    assert _verdicts(await _session(settings, store)) == {"OpenAccount": "match", "Deposit": "match"}
+
+
+async def test_forgetting_ids_by_value_and_the_usage_errors(tmp_path: Path) -> None:
+    settings, store = _settings(tmp_path), tmp_path / "shim.db"
+    await _session(settings, store)
+    listed = await shim_command("ids", "list", "--store", str(store), "--kind", "account")
+    bk_id = next(line.split("\t")[2] for line in listed[1].splitlines() if line.startswith("account\tA1\t"))
+    other = await shim_command(
+        "ids", "forget", "--store", str(store), "--kind", "account", "--side", "bank", bk_id
+    )
+    assert other[1].splitlines()[0] == "forgot 0 pairs and 0 unpaired ids of kind account"  # not Bank's id
+    by_bk = await shim_command("ids", "forget", "--store", str(store), "--kind", "account", bk_id)
+    assert by_bk[1].splitlines()[0] == "forgot 1 pair and 0 unpaired ids of kind account"
+    empty = await shim_command("ids", "list", "--store", str(store), "--kind", "account")
+    assert empty[1].startswith("no id pair is stored of kind account")
+    for args, says in (
+        ((), "give the IDs to forget, or --all"),
+        (("--all", "A1"), "give the IDs to forget, or --all"),
+        (("A1",), "IDs need their --kind"),
+    ):
+        code, _, err = await shim_command("ids", "forget", "--store", str(store), *args)
+        assert (code, err.strip()) == (
+            2,
+            f"shim: error: shim ids forget: {says}" + (" (not both)" if "or --all" in says else ""),
+        )
+    missing = await shim_command("ids", "list", "--store", str(tmp_path / "nope.db"))
+    assert missing[0] == 2
+    assert "no store at" in missing[2]

@@ -187,6 +187,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
     reconcile.add_argument(
+        "--keys-from",
+        choices=("list", "store"),
+        help="where the keys come from: the [reconcile] listing read, or the store (every key its traffic"
+        " named); default: [reconcile] keys",
+    )
+    reconcile.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help='the keys to read, one a line, in either side\'s ids ("#" starts a comment; "-": stdin)',
+    )
+    reconcile.add_argument(
         "--timeout", metavar="DURATION", default="30s", help='each read\'s deadline (default "30s")'
     )
 

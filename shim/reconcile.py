@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.errors import ConfigError
 from shim.ids import IdBook
+from shim.store import Store
 
 CONCURRENCY = 8  # keys read at once
 _UNREADABLE = frozenset({1, 4, 13, 14})  # CANCELLED, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE: no state read
@@ -52,9 +53,12 @@ class Read:
     key: str  # request field the key goes in (dotted for a nested field)
 
 
+KEY_SOURCES = ("list", "store")
+
+
 @dataclass(frozen=True, slots=True)
 class ReconcileSettings:
-    list: str
+    list: str  # "" without a listing read
     items: str
     key: str
     reads: tuple[Read, ...]
@@ -62,17 +66,24 @@ class ReconcileSettings:
     page_token: str = ""
     next_page_token: str = ""
     size: int = 100
+    keys: str = "list"  # where the keys come from: the listing read, or the store (every key of the traffic)
 
 
 def parse(table: Mapping[str, Any]) -> ReconcileSettings:
     """The [reconcile] table (shim.config reads it)."""
-    known = {"list", "items", "key", "reads", "page_size", "page_token", "next_page_token", "size"}
+    known = {"list", "items", "key", "reads", "page_size", "page_token", "next_page_token", "size", "keys"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"reconcile.{unknown[0]}: unknown setting")
-    for name in ("list", "items", "key"):
-        if not isinstance(table.get(name), str) or not table[name]:
-            raise ConfigError(f"reconcile.{name}: expected a non-empty string")
+    keys = table.get("keys", "list" if "list" in table else "store")
+    if keys not in KEY_SOURCES:
+        raise ConfigError(f"reconcile.keys: {keys!r} is not one of {', '.join(KEY_SOURCES)}")
+    listing = ("list", "items", "key")
+    if keys == "list" or any(name in table for name in listing):
+        for name in listing:
+            if not isinstance(table.get(name), str) or not table[name]:
+                why = "" if keys == "store" else ' (or keys = "store": every key the traffic named)'
+                raise ConfigError(f"reconcile.{name}: expected a non-empty string{why}")
     reads = table.get("reads")
     if not isinstance(reads, list) or not reads:
         raise ConfigError('reconcile.reads: expected a list of { method = "pkg.Svc/Method", key = "field" }')
@@ -96,11 +107,12 @@ def parse(table: Mapping[str, Any]) -> ReconcileSettings:
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ConfigError(f"reconcile.size: {size!r} is not a positive integer")
     return ReconcileSettings(
-        list=table["list"].lstrip("/"),
-        items=table["items"],
-        key=table["key"],
+        list=table.get("list", "").lstrip("/"),
+        items=table.get("items", ""),
+        key=table.get("key", ""),
         reads=tuple(parsed),
         size=size,
+        keys=keys,
         **strings,
     )
 
@@ -109,6 +121,11 @@ def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> N
     """Every method and field the settings name, against the descriptors."""
     if registry is None:
         raise ConfigError("reconcile: needs the descriptors of Bank's interface (descriptor_sets)")
+    for index, read in enumerate(settings.reads):
+        info = _method(registry, read.method, f"reconcile.reads[{index}].method")
+        _field(registry.message_class(info.input_type).DESCRIPTOR, read.key, f"reconcile.reads[{index}].key")
+    if not settings.list:
+        return
     listing = _method(registry, settings.list, "reconcile.list")
     request = registry.message_class(listing.input_type).DESCRIPTOR
     answer = registry.message_class(listing.output_type).DESCRIPTOR
@@ -126,9 +143,6 @@ def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> N
     for name, where in named:
         if name and name not in where.fields_by_name:
             raise ConfigError(f"reconcile: {where.full_name} has no field {name!r}")
-    for index, read in enumerate(settings.reads):
-        info = _method(registry, read.method, f"reconcile.reads[{index}].method")
-        _field(registry.message_class(info.input_type).DESCRIPTOR, read.key, f"reconcile.reads[{index}].key")
 
 
 def _method(registry: DescriptorRegistry, name: str, where: str) -> Any:
@@ -336,9 +350,26 @@ class Sweep:
             difference = Difference(path, DiffKind.ADDED, None, key)
         return KeyResult(key, [(s.list, difference)], self.out_of_step.get(key, ""))
 
-    async def run(self, progress: Callable[[int, int], None] | None = None) -> Result:
+    async def as_bank_key(self, key: str) -> str:
+        """A key given in either side's ids, in Bank's: a BK id the map pairs becomes Bank's."""
+        if self.ids is None:
+            return key
+        for kind in self.ids.fields.kinds:
+            bank_key = await self.ids.counterpart("bk", kind, key)
+            if bank_key is not None:
+                return bank_key
+        return key
+
+    async def run(
+        self, progress: Callable[[int, int], None] | None = None, keys: Sequence[str] | None = None
+    ) -> Result:
+        """Read every key on both sides: those the sides list, or `keys` (in either side's ids, from the
+        store or a file), read on both sides with no listing."""
         started = time.perf_counter()
-        bank_keys, bk_keys = await asyncio.gather(self.keys("bank"), self.keys("bk"))
+        if keys is None:
+            bank_keys, bk_keys = await asyncio.gather(self.keys("bank"), self.keys("bk"))
+        else:
+            bank_keys = bk_keys = [await self.as_bank_key(key) for key in dict.fromkeys(keys)]
         every = sorted(set(bank_keys) | set(bk_keys))
         results: list[KeyResult] = []
         done = 0
@@ -363,3 +394,14 @@ class Sweep:
 
 class ReconcileError(Exception):
     """A side could not be listed: the sweep cannot say anything."""
+
+
+async def keys_seen(store: Store) -> list[str]:
+    """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
+    keys: dict[str, None] = {}
+    for (joined,) in await store.select(
+        "SELECT DISTINCT routing_key FROM comparisons WHERE routing_key <> ''"
+    ):
+        keys.update(dict.fromkeys(k for k in str(joined).split(",") if k))
+    keys.update(dict.fromkeys(mark.key for mark in await store.out_of_step() if mark.key != "*"))
+    return sorted(keys)

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from comparators import DescriptorRegistry
+from comparators.files import read_regular
 from comparators.ids import IdFields
 from comparators.rules import RuleSet
 from shim import config as config_mod
@@ -29,7 +30,7 @@ from shim.app import load_ids, load_registry, load_rules, upstream_channel
 from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
+from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check, keys_seen
 from shim.store import Store, StoreError
 
 EXIT_DIFFERENT = 1
@@ -105,6 +106,7 @@ async def reconcile(args: argparse.Namespace) -> int:
             if fields is not None:
                 ids = IdBook(fields, store, counters)
         sweep = sides.sweep(ids, out_of_step, timeout)
+        keys, source = await _keys(args, config.reconcile, store)
         with Progress(
             TextColumn("[bold]keys read from both sides"),
             BarColumn(),
@@ -114,7 +116,9 @@ async def reconcile(args: argparse.Namespace) -> int:
             transient=True,
         ) as progress:
             task = progress.add_task("keys", total=None)
-            result = await sweep.run(lambda done, total: progress.update(task, completed=done, total=total))
+            result = await sweep.run(
+                lambda done, total: progress.update(task, completed=done, total=total), keys=keys
+            )
     except ReconcileError as exc:
         print(f"shim reconcile: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
@@ -125,8 +129,33 @@ async def reconcile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_as_json(result), indent=2))
     else:
-        _print(Console(), result, config.reconcile.list)
+        _print(Console(), result, source)
     return EXIT_DIFFERENT if result.differing else 0
+
+
+async def _keys(
+    args: argparse.Namespace, settings: ReconcileSettings, store: Store | None
+) -> tuple[list[str] | None, str]:
+    """The keys to read (None: those the listing read lists), and where they came from, for the verdict."""
+    if args.keys_file:
+        try:
+            text = sys.stdin.read() if args.keys_file == "-" else read_regular(args.keys_file).decode("utf-8")
+        except OSError as exc:
+            raise ShimError(f"cannot read the keys file {args.keys_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ShimError(f"the keys file {args.keys_file} is not UTF-8 text") from exc
+        keys = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        return [key for key in keys if key], f"keys of {args.keys_file}"
+    source = args.keys_from or settings.keys
+    if source == "list":
+        if not settings.list:
+            raise ShimError(
+                "[reconcile] names no listing read (list): give --keys-from store or --keys-file FILE"
+            )
+        return None, settings.list
+    if store is None:
+        raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
+    return await keys_seen(store), "keys of the stored traffic"
 
 
 def _existing(url: str) -> bool:

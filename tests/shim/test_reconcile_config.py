@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def test_the_sample_table_checks() -> None:
         ({"reads": [{"method": "bank.v1.Ledger/GetBalance"}]}, "reconcile.reads[0]: expected"),
         ({"next_page_token": ""}, "page_token and next_page_token go together"),
         ({"size": 0}, "reconcile.size: 0 is not a positive integer"),
+        ({"keys": "everything"}, "reconcile.keys: 'everything' is not one of list, store"),
     ],
 )
 def test_a_malformed_table_is_refused(change: dict[str, Any], message: str) -> None:
@@ -69,3 +71,19 @@ def test_a_table_the_descriptors_cannot_honour_is_refused(change: dict[str, Any]
     with pytest.raises(ConfigError) as refused:
         check(parse({**GOOD, **change}), REGISTRY)
     assert message in str(refused.value)
+
+
+def test_without_a_listing_read_the_keys_come_from_the_store() -> None:
+    reads = [{"method": "bank.v1.Ledger/GetBalance", "key": "account_id"}]
+    settings = parse({"reads": reads})
+    assert (settings.keys, settings.list) == ("store", "")
+    check(settings, REGISTRY)  # the reads alone are checked
+    assert parse({**GOOD, "keys": "store"}).keys == "store"  # a listing kept, but not used by default
+    with pytest.raises(
+        ConfigError, match=re.escape('reconcile.list: expected a non-empty string (or keys = "store"')
+    ):
+        parse({"reads": reads, "keys": "list"})
+    with pytest.raises(
+        ConfigError, match=re.escape("reconcile.reads[0].method: bank.v1.Ledger/Nope is not a method")
+    ):
+        check(parse({"reads": [{"method": "bank.v1.Ledger/Nope", "key": "account_id"}]}), REGISTRY)

@@ -1,0 +1,124 @@
+"""Reconcile a service with no "list every key" read: the keys come from the store (every routing key
+its traffic named) or from a file; keys that are minted ids are read on BK as BK's ids."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from grpc import aio
+
+from shim.testing import running_shim
+from tests.helpers import shim_command
+from tests.services.custody import DESCRIPTOR_SET
+from tests.services.custody.client import Client
+from tests.services.custody.server import Served, serve
+
+HERE = Path(__file__).parent
+
+
+def _config(tmp_path: Path) -> Path:
+    """The custody config with its [reconcile] listing taken out: reads alone, keys from elsewhere."""
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    text = (HERE / "shim.toml").read_text(encoding="utf-8")
+    listing = re.compile(r'^(list|items|key|page_size|page_token|next_page_token) = "[^"]*"\n', re.M)
+    table = text[text.index("[reconcile]") :]
+    section, rest = table.split("\n\n", 1)
+    text = text[: text.index("[reconcile]")] + listing.sub("", section) + '\nkeys = "store"\n\n' + rest
+    config = tmp_path / "shim.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+async def _traffic(bank: Served, bk: Served, store: Path, accounts: int) -> list[str]:
+    """Accounts opened and funded through the shim: Bank's account ids."""
+    from shim.config import load_file
+
+    settings = load_file(HERE / "shim.toml")
+    settings.pop("descriptor_sets")
+    from tests.services.custody import REGISTRY
+
+    async with running_shim(bank.address, bk.address, store=str(store), registry=REGISTRY, **settings) as (
+        shim,
+        _,
+    ):
+        opened = []
+        async with aio.insecure_channel(shim.address) as channel:
+            client = Client(channel)
+            for n in range(accounts):
+                answer = await client.call("OpenAccount", client_ref=f"r{n}", owner=f"Owner {n}")
+                opened.append(answer.message.account_id)
+                await client.call("Deposit", account_id=opened[-1], amount="10.00")
+        await shim.drain()
+    return opened
+
+
+async def _reconcile(
+    config: Path, store: Path, bank: Served, bk: Served, *more: str
+) -> tuple[int | None, dict]:
+    code, out, err = await shim_command(
+        "reconcile",
+        "--config",
+        config,
+        "--store",
+        store,
+        "--bank",
+        bank.address,
+        "--bk",
+        bk.address,
+        "--json",
+        *more,
+    )
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+async def test_keys_from_the_store_sweep_a_service_without_a_listing(tmp_path: Path) -> None:
+    config, store = _config(tmp_path), tmp_path / "shim.db"
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        opened = await _traffic(bank, bk, store, accounts=10)
+        code, result = await _reconcile(config, store, bank, bk)
+        assert (code, result["keys"], result["differing"]) == (0, 10, [])  # ten equal accounts agree
+        # a deposit only BK got: its account differs, and only it
+        async with aio.insecure_channel(bk.address) as channel:
+            listed = await Client(channel).call("ListAccounts", page_size=100)
+            (r3,) = [a["account_id"] for a in listed.fields()[0]["accounts"] if a["client_ref"] == "r3"]
+            await Client(channel).call("Deposit", account_id=r3, amount="1.00")
+        code, result = await _reconcile(config, store, bank, bk)
+        assert code == 1
+        assert [r["key"] for r in result["differing"]] == [opened[3]]  # Bank's id, found through the map
+    finally:
+        await bank.stop()
+        await bk.stop()
+
+
+async def test_keys_from_a_file_in_either_sides_ids(tmp_path: Path) -> None:
+    config, store = _config(tmp_path), tmp_path / "shim.db"
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        opened = await _traffic(bank, bk, store, accounts=3)
+        async with aio.insecure_channel(bk.address) as channel:
+            listed = await Client(channel).call("ListAccounts", page_size=100)
+        bk_first = listed.fields()[0]["accounts"][0]["account_id"]
+        keys = tmp_path / "keys.txt"
+        keys.write_text(f"# accounts to check\n{opened[1]}\n\n{bk_first}\n", encoding="utf-8")
+        code, result = await _reconcile(config, store, bank, bk, "--keys-file", str(keys))
+        assert (code, result["keys"], result["differing"]) == (0, 2, [])
+        missing = await shim_command(
+            "reconcile",
+            "--config",
+            config,
+            "--bank",
+            bank.address,
+            "--bk",
+            bk.address,
+            "--keys-file",
+            tmp_path / "no",
+        )
+        assert missing[0] == 2
+        assert "cannot read the keys file" in missing[2]
+    finally:
+        await bank.stop()
+        await bk.stop()

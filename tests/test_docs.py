@@ -58,14 +58,18 @@ def test_the_id_translation_example_checks_against_the_sample_descriptors(tmp_pa
 
 
 def test_the_reconcile_example_checks_against_the_sample_descriptors() -> None:
-    """The [reconcile] table of "Reconciling the books" parses and checks against the sample's descriptors."""
+    """The [reconcile] tables of "Reconciling the books" check against their services' descriptors."""
     import tomllib
 
     from shim.reconcile import check, parse
+    from tests.services.custody import REGISTRY as CUSTODY
 
-    (example,) = toml_blocks("reconcile.md", "# Reconciling the books")
+    listing, from_store = toml_blocks("reconcile.md", "# Reconciling the books")
     registry = DescriptorRegistry.from_files([ROOT / "sample_ledger" / "bank.binpb"])
-    check(parse(tomllib.loads(example)["reconcile"]), registry)
+    check(parse(tomllib.loads(listing)["reconcile"]), registry)
+    settings = parse(tomllib.loads(from_store)["reconcile"])  # the custody service's, with no listing
+    check(settings, CUSTODY)
+    assert (settings.keys, settings.list) == ("store", "")
 
 
 def test_the_key_aliases_example_checks_against_the_custody_descriptors(tmp_path: Path) -> None:

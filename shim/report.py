@@ -74,53 +74,64 @@ def terminal(report: Report, console: Console) -> None:
     if not report.methods:
         console.print("No comparison is stored in this window.")
         return
-    summary = Table(title="Per method", title_justify="left")
-    for column in (
-        "method",
-        "calls",
-        "compared",
-        "unproven",
-        "matched",
-        "real mismatches",
-        "noise",
-        "tainted",
-        "tolerated",
-        "shadow errors",
-        "skipped",
-        "errors",
-        "dropped",
-        "Bank p50/p99 ms",
-        "BK p50/p99 ms",
-    ):
-        summary.add_column(column, justify="left" if column == "method" else "right")
+    names = short_names([m.method for m in report.methods])
+    packages = sorted(
+        {m.method.partition("/")[0].rpartition(".")[0] for m in report.methods if names[m.method] != m.method}
+    )
+    if packages:
+        console.print(
+            f"Methods are named without their package ({', '.join(packages)}) where that is unambiguous."
+        )
+    summary = _table(
+        "Per method", ("method", "calls", "compared", "matched", "real mismatches", "unproven", "tolerated")
+    )
     for m in report.methods:
         real = f"{m.real_mismatches:,} ({percent(m.real_mismatch_rate)})"
         unproven = f"{m.unproven:,} ({percent(m.unproven_rate)})"
         summary.add_row(
-            cell(m.method),
+            cell(names[m.method]),
             f"{m.calls:,}",
             f"{m.compared:,}",
-            f"[yellow]{unproven}[/]" if m.unproven else unproven,
             f"{m.matched:,} ({percent(m.matched_rate)})",
             f"[red]{real}[/]" if m.real_mismatches else real,
-            f"{m.noise_mismatches:,}",
-            f"{m.tainted:,}",
+            f"[yellow]{unproven}[/]" if m.unproven else unproven,
             f"{m.tolerated:,}",
+        )
+    console.print(summary)
+    rest = _table(
+        "Per method: unproven calls, noise and latency",
+        (
+            "method",
+            "tainted",
+            "shadow errors",
+            "skipped",
+            "errors",
+            "dropped",
+            "noise",
+            "Bank p50/p99 ms",
+            "BK p50/p99 ms",
+        ),
+    )
+    for m in report.methods:
+        rest.add_row(
+            cell(names[m.method]),
+            f"{m.tainted:,}",
             f"{m.shadow_errors:,}",
             f"{m.skipped:,}",
             f"[red]{m.errors:,}[/]" if m.errors else "0",
             f"[yellow]{m.dropped:,}[/]" if m.dropped else "0",
+            f"{m.noise_mismatches:,}",
             f"{millis(m.bank_latency.p50)} / {millis(m.bank_latency.p99)}",
             f"{millis(m.bk_latency.p50)} / {millis(m.bk_latency.p99)}",
         )
-    console.print(summary)
+    console.print(rest)
 
-    codes = Table(title="Status codes, Bank → BK", title_justify="left")
-    for column in ("method", "Bank", "BK", "calls"):
-        codes.add_column(column, justify="right" if column == "calls" else "left")
+    codes = _table("Status codes, Bank → BK", ("method", "Bank", "BK", "calls"))
     for m in report.methods:
         for pair in m.codes:
-            codes.add_row(cell(m.method), cell(code(pair.bank)), cell(code(pair.bk)), f"{pair.count:,}")
+            codes.add_row(
+                cell(names[m.method]), cell(code(pair.bank)), cell(code(pair.bk)), f"{pair.count:,}"
+            )
     console.print(codes)
 
     console.print(
@@ -129,15 +140,14 @@ def terminal(report: Report, console: Console) -> None:
         highlight=False,
     )
     if any(m.paths for m in report.methods):
-        paths = Table(title="Differing paths (real differences of mismatched calls)", title_justify="left")
-        for column in ("method", "path", "calls", "BK rate", "noise rate", "class", "example, Bank → BK"):
-            paths.add_column(
-                column, justify="right" if column in ("calls", "BK rate", "noise rate") else "left"
-            )
+        paths = _table(
+            "Differing paths (real differences of mismatched calls)",
+            ("method", "path", "calls", "BK rate", "noise rate", "class", "example, Bank → BK"),
+        )
         for m in report.methods:
             for p in m.paths[:TOP_PATHS]:
                 paths.add_row(
-                    cell(m.method),
+                    cell(names[m.method]),
                     cell(p.path),
                     f"{p.calls:,}",
                     percent(p.bk_rate),
@@ -149,21 +159,21 @@ def terminal(report: Report, console: Console) -> None:
                     ),
                 )
             if len(m.paths) > TOP_PATHS:
-                paths.add_row(cell(m.method), f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)")
+                paths.add_row(
+                    cell(names[m.method]), f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)"
+                )
         console.print(paths)
     else:
         console.print("No real difference in a mismatched call.")
     if any(m.tainted_paths for m in report.methods):
-        tainted = Table(
-            title="Differing paths of tainted calls (real differences on keys out of step)",
-            title_justify="left",
+        tainted = _table(
+            "Differing paths of tainted calls (real differences on keys out of step)",
+            ("method", "path", "calls", "example, Bank → BK"),
         )
-        for column in ("method", "path", "calls", "example, Bank → BK"):
-            tainted.add_column(column, justify="right" if column == "calls" else "left")
         for m in report.methods:
             for t in m.tainted_paths[:TOP_PATHS]:
                 tainted.add_row(
-                    cell(m.method),
+                    cell(names[m.method]),
                     cell(t.path),
                     f"{t.calls:,}",
                     cell(
@@ -173,36 +183,72 @@ def terminal(report: Report, console: Console) -> None:
                 )
             if len(m.tainted_paths) > TOP_PATHS:
                 tainted.add_row(
-                    cell(m.method), f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)"
+                    cell(names[m.method]),
+                    f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)",
                 )
         console.print(tainted)
 
     if any(m.tolerated_by_rule for m in report.methods):
-        rules = Table(title="Tolerated, by rule (calls)", title_justify="left")
-        for column in ("method", "rule", "calls"):
-            rules.add_column(column, justify="right" if column == "calls" else "left")
+        rules = _table("Tolerated, by rule (calls)", ("method", "rule", "calls"))
         for m in report.methods:
             for rule, count in m.tolerated_by_rule:
-                rules.add_row(cell(m.method), cell(rule), f"{count:,}")
+                rules.add_row(cell(names[m.method]), cell(rule), f"{count:,}")
         console.print(rules)
 
     if report.calls is not None:
         _terminal_calls(report, console)
 
 
+_NUMERIC = frozenset(
+    {
+        "calls",
+        "compared",
+        "BK rate",
+        "noise rate",
+        "tolerated",
+        "tainted",
+        "shadow errors",
+        "skipped",
+        "errors",
+        "dropped",
+        "noise",
+    }
+)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose cells wrap (folding a long name or path) rather than being cut short with an ellipsis,
+    so that no name is lost at 80 columns."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold")
+    return table
+
+
+def short_names(methods: list[str]) -> dict[str, str]:
+    """Each method's name as the report shows it: "Service/Method", without its package, unless another
+    method of the report would be shown alike (then its full name)."""
+    short = {}
+    for m in methods:
+        service, _, method = m.partition("/")
+        short[m] = f"{service.rpartition('.')[2]}/{method}"
+    taken: dict[str, int] = {}
+    for name in short.values():
+        taken[name] = taken.get(name, 0) + 1
+    return {m: name if taken[name] == 1 and "/" in m else m for m, name in short.items()}
+
+
 def _terminal_calls(report: Report, console: Console) -> None:
     assert report.calls is not None
-    calls = Table(
-        title=f"Calls that did not match, newest first ({len(report.calls):,} listed,"
-        f" at most {report.limit:,})",
-        title_justify="left",
+    calls = _table(
+        f"Calls that did not match, newest first ({len(report.calls):,} listed, at most {report.limit:,})",
+        ("at", "method", "verdict", "key", "Bank → BK", "reason or first real difference"),
     )
-    for column in ("at", "method", "verdict", "key", "Bank → BK", "reason or first real difference"):
-        calls.add_column(column)
+    names = short_names(list(dict.fromkeys(call.method for call in report.calls)))
     for call in report.calls:
         calls.add_row(
             cell(call.at),
-            cell(call.method),
+            cell(names[call.method]),
             cell(call.verdict + (f" ({call.mismatch})" if call.mismatch else "")),
             cell(call.routing_key),
             cell(f"{code(call.bank_code)} → {code(call.bk_code)}"),

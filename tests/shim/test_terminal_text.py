@@ -95,8 +95,8 @@ async def test_report_gate_and_resync_print_what_clients_named_as_escaped_text(t
     assert (gate.returncode, resync.returncode) == (1, 0), gate.stderr + resync.stderr
     for done in (report, as_json, gate, resync):
         _assert_inert(done.stdout + done.stderr)
-    assert "x.Y/[/b]" in report.stdout
-    assert "x.Y/\\x1b]0;owned\\x07\\x1b[2J" in report.stdout
+    assert "Y/[/b]" in report.stdout  # without its package (the report says so), escaped
+    assert "Y/\\x1b]0;owned\\x07\\x1b[2J" in report.stdout
     assert printable(KEY) in report.stdout, "--calls lists the write's key"
     data = json.loads(as_json.stdout)  # the same names, escaped the JSON way
     assert {MARKUP.lstrip("/"), ESCAPES.lstrip("/")} <= {m["method"] for m in data["methods"]}

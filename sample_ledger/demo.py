@@ -169,10 +169,6 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
         )
     finally:
         await store.close()
-    try:
-        await asyncio.to_thread(page.write_text, render.html(report), encoding="utf-8")
-    except OSError as exc:
-        raise SystemExit(f"shim demo: error: cannot write the HTML report {page}: {exc.strerror}") from exc
     result = evaluate(
         report,
         min_compared=config.gate_min_compared,
@@ -180,6 +176,10 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
         max_unproven_rate=config.gate_max_unproven_rate,
         required_methods=config.gate_methods,
     )
+    try:
+        await asyncio.to_thread(page.write_text, render.html(report, result), encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"shim demo: error: cannot write the HTML report {page}: {exc.strerror}") from exc
     failed = {c.method for c in result.failed}
     console.print(
         f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in {config.store}): "

@@ -41,6 +41,7 @@ from shim.errors import ConfigError, ShimError
 
 if TYPE_CHECKING:
     from shim.evidence import Report
+    from shim.gate import GateResult
 
 EXIT_USAGE = 2
 
@@ -334,7 +335,7 @@ def _report(args: argparse.Namespace) -> int:
     from shim._text import printable_json
     from shim.evidence import method_name
 
-    report = asyncio.run(_build_report(args))
+    report, settings = asyncio.run(_build_report(args))
     for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently
         if (found := report.method(method_name(name))) is None or not found.calls:
             print(
@@ -344,7 +345,7 @@ def _report(args: argparse.Namespace) -> int:
             )
     if args.html:  # written first: a path that cannot be written fails before anything is printed
         try:
-            Path(args.html).write_text(render.html(report), encoding="utf-8")
+            Path(args.html).write_text(render.html(report, _gate_of(report, settings)), encoding="utf-8")
         except OSError as exc:
             raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
     if args.json:
@@ -356,7 +357,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _build_report(args: argparse.Namespace) -> Report:
+def _gate_of(report: Report, settings: dict[str, Any]) -> GateResult:
+    """The gate's verdict on a report's evidence, by the config's [gate] criteria (or the defaults)."""
+    from shim.gate import evaluate
+
+    return evaluate(
+        report,
+        min_compared=settings.get("gate_min_compared", _default("gate_min_compared")),
+        max_mismatch_rate=settings.get("gate_max_mismatch_rate", _default("gate_max_mismatch_rate")),
+        max_unproven_rate=settings.get("gate_max_unproven_rate", _default("gate_max_unproven_rate")),
+        required_methods=settings.get("gate_methods", _default("gate_methods")),
+    )
+
+
+async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
     import time
 
     from shim.evidence import build_report
@@ -377,7 +391,7 @@ async def _build_report(args: argparse.Namespace) -> Report:
     store = Store.open(url)
     await store.start()
     try:
-        return await build_report(
+        report = await build_report(
             store,
             since=since,
             until=until,
@@ -389,6 +403,7 @@ async def _build_report(args: argparse.Namespace) -> Report:
         )
     finally:
         await store.close()
+    return report, settings
 
 
 async def _gate(args: argparse.Namespace) -> int:

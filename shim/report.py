@@ -22,6 +22,7 @@ from rich.text import Text
 
 from shim._text import cell
 from shim.evidence import Bucket, CallRecord, MethodReport, PathStat, Report, TaintedPath, rfc3339
+from shim.gate import GateResult
 
 SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
 TOP_PATHS = 10  # paths per method in the terminal
@@ -524,6 +525,11 @@ code { font: 0.9em ui-monospace, "SFMono-Regular", Menlo, monospace; background:
 dt { font-weight: 600; margin-top: 0.5em; } dd { margin-left: 1.2em; }
 svg text { font: 11px system-ui, sans-serif; fill: #3c4650; }
 .chart { margin: 0.4em 0 1.2em; }
+.verdict { border: 2px solid; border-radius: 6px; padding: 0.6em 1em; margin: 1em 0; }
+.verdict.pass { border-color: #1e7b34; background: #eef8f0; }
+.verdict.fail { border-color: #b3261e; background: #fdf0ef; }
+.verdict h2 { border: 0; margin: 0 0 0.3em; font-size: 1.25em; }
+.verdict ul { margin: 0.3em 0 0; padding-left: 1.2em; }
 </style>
 </head>
 <body>
@@ -531,6 +537,23 @@ svg text { font: 11px system-ui, sans-serif; fill: #3c4650; }
 <p class="meta">From <b>{{ since }}</b> to <b>{{ until }}</b> (UTC) · store
 <code>{{ report.store }}</code> ·
 generated {{ generated }}</p>
+
+{% if gate is not none %}
+<div class="verdict {{ 'pass' if gate.passed else 'fail' }}" id="gate">
+<h2>Gate: {{ 'PASS' if gate.passed else 'FAIL' }}</h2>
+{% if gate.passed %}
+<p>Every criterion of the gate is met on this page's evidence ({{ gate.criteria | length }} criteria): BK may
+become primary for these methods.</p>
+{% else %}
+<p>{{ gate.failed | length }} of {{ gate.criteria | length }} criteria are not met on this page's evidence:
+BK may not become primary yet.</p>
+<ul>
+{% for c in gate.failed %}<li><code>{{ c.method or "evidence" }}</code> {{ c.name }}: {{ c.measured }}
+(needs {{ c.threshold }})</li>
+{% endfor %}</ul>
+{% endif %}
+</div>
+{% endif %}
 
 <div class="explain">
 <h3>How to read this page</h3>
@@ -762,12 +785,14 @@ all.</p>
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
-def html(report: Report) -> str:
-    """One self-contained page: inline CSS and SVG, no script, no external URL; every value escaped."""
+def html(report: Report, gate: GateResult | None = None) -> str:
+    """One self-contained page: inline CSS and SVG, no script, no external URL; every value escaped. With
+    `gate`, the gate's verdict on the page's evidence comes first."""
     template = _ENV.from_string(_TEMPLATE)
     return template.render(
         title="Parity report: Bank and BK",
         report=report,
+        gate=gate,
         since=rfc3339(report.since),
         until=rfc3339(report.until),
         generated=rfc3339(report.generated_at),

@@ -333,6 +333,9 @@ async def test_the_report_command_prints_json_and_writes_html(tmp_path: Path) ->
     assert [m["method"] for m in data["methods"]] == ["pay.v1.Payments/Get", "pay.v1.Payments/Refund"]
     assert f"HTML report written to {page}" in done.stderr
     assert "<svg" in page.read_text(encoding="utf-8")
+    assert '<div class="verdict fail" id="gate">' in page.read_text(
+        encoding="utf-8"
+    )  # the defaults: 100 compared
 
     only = _shim("report", "--store", str(db), "--method", "pay.v1.Payments/Refund", "--json")
     assert [m["method"] for m in json.loads(only.stdout)["methods"]] == ["pay.v1.Payments/Refund"]
@@ -435,3 +438,23 @@ async def test_the_terminal_shows_whole_method_names_at_80_to_120_columns(tmp_pa
     assert column == "".join(shown[m.method] for m in report.methods)
     assert "Methods are named without their package (com.example.payments.settlement.v1)" in text
     assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_the_page_opens_with_the_gates_verdict(report: Report) -> None:
+    """With the gate's result, the page says PASS or FAIL before anything else, with the failed criteria."""
+    from shim.gate import evaluate
+
+    failing = evaluate(
+        report, min_compared=1, max_mismatch_rate=0.0, max_unproven_rate=0.0, required_methods=()
+    )
+    page = html(report, failing)
+    verdict = page[page.index('<div class="verdict fail" id="gate">') :]
+    assert page.index('id="gate"') < page.index("How to read this page") < page.index("<h2>Per method</h2>")
+    assert "<h2>Gate: FAIL</h2>" in verdict
+    assert f"{len(failing.failed)} of {len(failing.criteria)} criteria are not met" in verdict
+    assert "<code>pay.v1.Payments/Get</code> real mismatch rate: 15.38% (2 of 13)\n(needs ≤ 0%)" in verdict
+    passing = evaluate(
+        report, min_compared=1, max_mismatch_rate=1.0, max_unproven_rate=1.0, required_methods=()
+    )
+    assert '<div class="verdict pass" id="gate">' in html(report, passing)
+    assert 'id="gate"' not in html(report)  # no gate given: no verdict

@@ -518,7 +518,9 @@ th, td { border-bottom: 1px solid #e3e7eb; padding: 0.3em 0.6em; text-align: rig
 th { background: #f3f5f7; } th:first-child, td.l { text-align: left; }
 code { font: 0.9em ui-monospace, "SFMono-Regular", Menlo, monospace; background: #f3f5f7; padding: 0
 0.2em;
-       word-break: break-all; }
+       overflow-wrap: break-word; }
+details.long summary { cursor: pointer; } details.long code { display: block; white-space: pre-wrap;
+       overflow-wrap: anywhere; max-width: 46em; }
 .real { color: #b3261e; font-weight: 600; } .noise { color: #6b5900; } .ok { color: #1e7b34; }
 .warn { background: #fff5d6; border: 1px solid #e8d48a; padding: 0.5em 0.8em; }
 .explain { background: #f6f8fa; border-left: 4px solid #8aa4c0; padding: 0.6em 1em; }
@@ -533,6 +535,10 @@ svg text { font: 11px system-ui, sans-serif; fill: #3c4650; }
 </style>
 </head>
 <body>
+{% macro value(v) %}{% set text = value_text(v) %}{% if text | length > FOLD
+%}<details class="long"><summary><code>{{ text[:FOLD - 20] }}…</code> ({{ "{:,}".format(text | length) }}
+characters)</summary><code>{{ text }}</code></details>{% else %}<code>{{ text }}</code>{% endif -%}
+{% endmacro %}
 <h1>{{ title }}</h1>
 <p class="meta">From <b>{{ since }}</b> to <b>{{ until }}</b> (UTC) · store
 <code>{{ report.store }}</code> ·
@@ -655,7 +661,7 @@ status rule declares them equivalent.</p>
 {% endfor %}{% endfor %}
 </table>
 
-<h2>Where BK differs</h2>
+<h2 id="differs">Where BK differs</h2>
 <p>Each path (list positions folded into <code>[*]</code>) where mismatched calls really differed. <b>BK
 rate</b>:
 share of compared calls with a real difference there. <b>Noise rate</b>: share of the calls asked of Bank
@@ -675,8 +681,7 @@ rate</th><th>class</th><th>Bank</th><th>BK</th></tr>
 class="l">{{ p.kind }}</td><td>{{ "{:,}".format(p.calls) }}</td>
 <td>{{ percent(p.bk_rate) }}</td><td>{{ percent(p.noise_rate) }}</td>
 <td class="l {{ p.classification }}">{{ p.classification }}</td>
-<td class="l"><code>{{ value_text(p.example_bank) }}</code></td><td
-class="l"><code>{{ value_text(p.example_bk) }}</code></td></tr>
+<td class="l">{{ value(p.example_bank) }}</td><td class="l">{{ value(p.example_bk) }}</td></tr>
 {% endfor %}
 </table>
 {% else %}
@@ -695,14 +700,13 @@ BK's book in line and resync the keys to have such calls compared again.</p>
 {% for t in m.tainted_paths %}
 <tr><td class="l"><code>{{ t.path }}</code></td><td class="l">{{ t.kind }}</td>
 <td>{{ "{:,}".format(t.calls) }}</td>
-<td class="l"><code>{{ value_text(t.example_bank) }}</code></td><td
-class="l"><code>{{ value_text(t.example_bk) }}</code></td></tr>
+<td class="l">{{ value(t.example_bank) }}</td><td class="l">{{ value(t.example_bk) }}</td></tr>
 {% endfor %}
 </table>
 {% endfor %}
 {% endif %}
 
-<h2>Tolerated, by rule</h2>
+<h2 id="tolerated">Tolerated, by rule</h2>
 <p>Differences that a comparison rule declared benign (a decimal written another way, another id format,
 …), by
 the rule's name: calls with at least one such difference.</p>
@@ -785,6 +789,9 @@ all.</p>
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
+_FOLD = 80  # characters of a value beyond which the page folds it (a click unfolds it)
+
+
 def html(report: Report, gate: GateResult | None = None) -> str:
     """One self-contained page: inline CSS and SVG, no script, no external URL; every value escaped. With
     `gate`, the gate's verdict on the page's evidence comes first."""
@@ -805,6 +812,7 @@ def html(report: Report, gate: GateResult | None = None) -> str:
         millis=millis,
         code=code,
         value_text=value_text,
+        FOLD=_FOLD,
         W=_W,
         H=_H,
         LEFT=_LEFT,

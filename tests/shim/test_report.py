@@ -458,3 +458,24 @@ def test_the_page_opens_with_the_gates_verdict(report: Report) -> None:
     )
     assert '<div class="verdict pass" id="gate">' in html(report, passing)
     assert 'id="gate"' not in html(report)  # no gate given: no verdict
+
+
+async def test_the_page_folds_long_values_and_never_breaks_a_name_mid_word(tmp_path: Path) -> None:
+    long = "{" + ", ".join(f'"field_{n}": "value {n}"' for n in range(20)) + "}"  # rich details, say
+    records = Records()
+    records.add(
+        "mismatch", at=T0 + 10, real=[("status.rich_details", None, long), ("unsettled_cash", "1.00", "1.0")]
+    )
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        await records.write(store)
+        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+    page = html(report)
+    assert "break-all" not in page  # a path or a number is never cut in two to save width
+    folded = page[page.index('<details class="long">') : page.index("</details>")]
+    assert f"({len(json.dumps(long)):,}\ncharacters)" in folded  # the summary says how long it is
+    assert json.dumps(long).replace('"', "&#34;") in folded  # and the whole value is one click away
+    assert '<td class="l"><code>&#34;1.00&#34;</code></td>' in page  # a short value is shown as it is

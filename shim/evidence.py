@@ -279,12 +279,27 @@ class _Count:
         self.store = store
         self.since, self.until = since, until
         self.wanted = sorted({"/" + method_name(m) for m in methods})
-        span = max(until - since, 0.0)
+        self.buckets, self.width, self.edges = 1, 0.0, [since, until]
+        self.tallies: dict[str, _Tally] = {}
+        self.fit(since, until)
+        self.wide = False
+
+    def fit(self, first: float, last: float) -> None:
+        """The series' buckets over [first, last]: the window, or the stretch of it that holds comparisons."""
+        span = max(last - first, 0.0)
         self.buckets = BUCKETS if span > 0 else 1
         self.width = span / self.buckets
-        self.edges = [since + self.width * i for i in range(self.buckets)] + [until]
-        self.tallies: dict[str, _Tally] = {m: _Tally(self.buckets) for m in self.wanted}
-        self.wide = False
+        self.edges = [first + self.width * i for i in range(self.buckets)] + [last]
+        self.tallies = {m: _Tally(self.buckets) for m in self.wanted}
+
+    async def fit_to_the_data(self) -> None:
+        """Fit the series to the first and last comparison of the window (a chart over a day holding ten
+        minutes of traffic would be a line at its right end)."""
+        where, params = self.where()
+        sql = f"SELECT MIN(at), MAX(at) FROM comparisons WHERE {where}"
+        ((first, last),) = await self.store.select(sql, params)
+        if first is not None and last is not None:
+            self.fit(float(first), float(last))
 
     def tally(self, method: str) -> _Tally | None:
         """The tally of a method, made at its first row; None for a method not asked for."""
@@ -606,6 +621,7 @@ async def build_report(
 ) -> Report:
     """Count the comparisons stored with `since <= at <= until` (of `methods`, when given)."""
     count = _Count(store, since, until, methods)
+    await count.fit_to_the_data()
     await count.comparisons()
     await count.dropped()
     if count.tallies:

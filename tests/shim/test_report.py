@@ -479,3 +479,23 @@ async def test_the_page_folds_long_values_and_never_breaks_a_name_mid_word(tmp_p
     assert f"({len(json.dumps(long)):,}\ncharacters)" in folded  # the summary says how long it is
     assert json.dumps(long).replace('"', "&#34;") in folded  # and the whole value is one click away
     assert '<td class="l"><code>&#34;1.00&#34;</code></td>' in page  # a short value is shown as it is
+
+
+async def test_the_series_fit_the_stretch_of_the_window_that_holds_comparisons(tmp_path: Path) -> None:
+    """A day's window holding ten minutes of traffic: the chart spans those ten minutes, not the day."""
+    records = Records()
+    records.add(at=T0 + 3600, count=3)
+    records.add("mismatch", at=T0 + 3900, real=[("fee", "0.03", "0.02")])
+    records.add(at=T0 + 4200, count=2)
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        await records.write(store)
+        report = await build_report(store, since=T0, until=T0 + 86400, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+    (method,) = report.methods
+    assert (method.series[0].start, method.series[-1].end) == (T0 + 3600, T0 + 4200)
+    assert sum(b.compared for b in method.series) == method.compared == 6
+    assert sum(b.real_mismatches for b in method.series) == 1
+    assert (report.since, report.until) == (T0, T0 + 86400)  # the window itself is as asked

@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 import shim
+from comparators import DescriptorRegistry
 from sample_ledger._attribution import ADAPTER_BUG, ADAPTER_TITLE, TITLES, Attribution
 from sample_ledger._money import from_shares
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
@@ -166,6 +167,7 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
             until=time.time() + 1,
             relative=config.noise_relative,
             absolute=config.noise_absolute,
+            registry=DescriptorRegistry.from_files(config.descriptor_sets),  # each example's request
         )
     finally:
         await store.close()

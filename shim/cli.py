@@ -388,6 +388,9 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
     else:
         until = now
         since = now - config_mod.parse_duration("--since", args.since or "24h")
+    from shim.app import load_registry
+
+    registry = load_registry(settings.get("descriptor_sets", ()))  # to show each example's request, if kept
     store = Store.open(url)
     await store.start()
     try:
@@ -400,6 +403,7 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
             absolute=settings.get("noise_absolute", _default("noise_absolute")),
             calls=args.calls,
             limit=args.limit,
+            registry=registry,
         )
     finally:
         await store.close()

@@ -36,6 +36,7 @@ counted apart (`tainted_paths`), so that they stay visible.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -45,7 +46,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from comparators import status_name
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from comparators import DescriptorRegistry, status_name
 from shim.sinks import path_pattern
 from shim.store import Store
 
@@ -85,6 +89,9 @@ class PathStat:
     classification: str  # "real" or "noise"
     example_bank: Any  # one example (the earliest): Bank's value, as recorded
     example_bk: Any  # ... and BK's
+    example_key: str = ""  # the example call's routing keys
+    # its first request, decoded (None unless store.payloads kept it and the descriptors decode it)
+    example_request: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +282,16 @@ class _Count:
     row; otherwise the indexes on `at` and `(method, at)` find the rows.
     """
 
-    def __init__(self, store: Store, since: float, until: float, methods: Sequence[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        since: float,
+        until: float,
+        methods: Sequence[str],
+        registry: DescriptorRegistry | None = None,
+    ) -> None:
         self.store = store
+        self.registry = registry
         self.since, self.until = since, until
         self.wanted = sorted({"/" + method_name(m) for m in methods})
         self.buckets, self.width, self.edges = 1, 0.0, [since, until]
@@ -415,7 +430,7 @@ class _Count:
                 [(method, first, path) for path, method, _, first in tainted], "tainted"
             )
             for path, method, n, _ in tainted:
-                kind, bank, other = examples.get((method, path), ("", "null", "null"))
+                kind, bank, other, _, _ = examples.get((method, path), ("", "null", "null", "", None))
                 self.tallies[method].tainted_paths.append(
                     TaintedPath(
                         path=path,
@@ -447,7 +462,7 @@ class _Count:
             noise_calls = noise.get((method, path), 0)
             bk_rate = int(n) / t.compared if t.compared else 0.0
             noise_rate = noise_calls / t.noise_sampled if t.noise_sampled else 0.0
-            kind, bank, other = examples.get((method, path), ("", "null", "null"))
+            kind, bank, other, key, request = examples.get((method, path), ("", "null", "null", "", None))
             t.paths.append(
                 PathStat(
                     path=path,
@@ -459,6 +474,8 @@ class _Count:
                     classification=classify(bk_rate, noise_rate, relative=relative, absolute=absolute),
                     example_bank=_parse(bank),
                     example_bk=_parse(other),
+                    example_key=key,
+                    example_request=request,
                 )
             )
         for t in self.tallies.values():
@@ -466,22 +483,38 @@ class _Count:
 
     async def _examples(
         self, firsts: list[tuple[str, float, str]], verdict: str
-    ) -> dict[tuple[str, str], tuple[str, str, str]]:
-        """The earliest row of each (method, at, path) of a call with `verdict`: its kind and values."""
-        examples: dict[tuple[str, str], tuple[str, str, str]] = {}
+    ) -> dict[tuple[str, str], tuple[str, str, str, str, Any]]:
+        """The earliest row of each (method, at, path) of a call with `verdict`: its kind and values, and the
+        call's routing keys and first request (decoded, when kept)."""
+        examples: dict[tuple[str, str], tuple[str, str, str, str, Any]] = {}
         for start in range(0, len(firsts), _CHUNK):
             chunk = firsts[start : start + _CHUNK]
             rows = await self.store.select(
-                "SELECT p.method, p.path, p.kind, p.bank, p.other FROM comparison_paths p"
-                " JOIN comparisons c ON c.id = p.comparison_id"
+                "SELECT p.method, p.path, p.kind, p.bank, p.other, c.routing_key, c.payloads"
+                " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
                 " WHERE p.source = 'bk' AND p.rule = '' AND c.verdict = ? AND ("
                 + " OR ".join(["(p.method = ? AND p.at = ? AND p.path = ?)"] * len(chunk))
                 + ") ORDER BY p.at, p.comparison_id",
                 [verdict, *(value for triple in chunk for value in triple)],
             )
-            for method, path, kind, bank, other in rows:
-                examples.setdefault((method, path), (kind, bank, other))
+            for method, path, kind, bank, other, key, payloads in rows:
+                if (method, path) not in examples:
+                    examples[(method, path)] = (kind, bank, other, str(key), self._request(method, payloads))
         return examples
+
+    def _request(self, method: str, payloads: str | None) -> Any:
+        """A call's first request as JSON values, when the store kept it and the descriptors decode it."""
+        if not payloads or self.registry is None:
+            return None
+        try:
+            first = json.loads(payloads)["requests"][0]
+            info = self.registry.method(method)
+            if first is None or info is None:
+                return None
+            message = self.registry.message_class(info.input_type).FromString(base64.b64decode(first))
+            return json_format.MessageToDict(message, preserving_proto_field_name=True)
+        except (ValueError, KeyError, IndexError, TypeError, DecodeError):
+            return None
 
     async def noise_mismatches(self) -> None:
         """Per bucket, the mismatches whose real paths are all noise."""
@@ -618,9 +651,11 @@ async def build_report(
     absolute: float,
     calls: bool = False,
     limit: int = 1000,
+    registry: DescriptorRegistry | None = None,
 ) -> Report:
-    """Count the comparisons stored with `since <= at <= until` (of `methods`, when given)."""
-    count = _Count(store, since, until, methods)
+    """Count the comparisons stored with `since <= at <= until` (of `methods`, when given). With the
+    descriptors, each path's example shows its call's first request, where the store kept it."""
+    count = _Count(store, since, until, methods, registry)
     await count.fit_to_the_data()
     await count.comparisons()
     await count.dropped()

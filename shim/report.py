@@ -333,7 +333,12 @@ def _path_json(p: PathStat) -> dict[str, Any]:
         "noise_calls": p.noise_calls,
         "noise_rate": p.noise_rate,
         "class": p.classification,
-        "example": {"bank": p.example_bank, "bk": p.example_bk},
+        "example": {
+            "bank": p.example_bank,
+            "bk": p.example_bk,
+            "key": p.example_key,
+            "request": p.example_request,
+        },
     }
 
 
@@ -515,7 +520,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bott
 .meta { color: #5a6672; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.92em; }
 th, td { border-bottom: 1px solid #e3e7eb; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
-th { background: #f3f5f7; } th:first-child, td.l { text-align: left; }
+th { background: #f3f5f7; } th:first-child, th.l, td.l { text-align: left; }
 code { font: 0.9em ui-monospace, "SFMono-Regular", Menlo, monospace; background: #f3f5f7; padding: 0
 0.2em;
        overflow-wrap: break-word; }
@@ -675,13 +680,17 @@ than
 <h3><code>{{ m.method }}</code></h3>
 <table>
 <tr><th>path</th><th>kind</th><th>calls</th><th>BK rate</th><th>noise
-rate</th><th>class</th><th>Bank</th><th>BK</th></tr>
+rate</th><th>class</th><th>Bank</th><th>BK</th><th class="l">the call: its keys and request</th></tr>
 {% for p in m.paths %}
 <tr><td class="l"><code>{{ p.path }}</code></td><td
 class="l">{{ p.kind }}</td><td>{{ "{:,}".format(p.calls) }}</td>
 <td>{{ percent(p.bk_rate) }}</td><td>{{ percent(p.noise_rate) }}</td>
 <td class="l {{ p.classification }}">{{ p.classification }}</td>
-<td class="l">{{ value(p.example_bank) }}</td><td class="l">{{ value(p.example_bk) }}</td></tr>
+<td class="l">{{ value(p.example_bank) }}</td><td class="l">{{ value(p.example_bk) }}</td>
+<td class="l">{% if p.example_key %}<code>{{ p.example_key }}</code> {% endif %}
+{%- if p.example_request is not none %}{{ value(p.example_request) }}
+{%- else %}<span class="meta">request not shown (kept with <code>store.payloads</code>, read with the
+descriptors)</span>{% endif %}</td></tr>
 {% endfor %}
 </table>
 {% else %}

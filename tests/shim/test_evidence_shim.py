@@ -263,3 +263,43 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
     rows = [json.loads(line) for line in diff_path.read_text().splitlines()]
     assert rows
     assert all("Zelda" not in json.dumps(row) for row in rows)
+
+
+async def test_each_differing_path_shows_its_call_with_the_request_when_payloads_are_kept(
+    sides: tuple[Ledger, Running, Ledger, Running], tmp_path: Path
+) -> None:
+    """With store.payloads, a path's example carries the call's first request, decoded with the
+    descriptors, in the JSON and on the page; without descriptors (or payloads), the page says so."""
+    _, bank, _, bk = sides
+    store = str(tmp_path / "shim.db")
+    settings = {"methods": {"bank.v1.Ledger/OpenAccount": MethodSettings(key=("account_id",))}}
+    async with (
+        running_shim(
+            bank.address, bk.address, registry=REGISTRY, store=store, store_payloads=True, **settings
+        ) as (
+            shim,
+            sink,
+        ),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        await channel.unary_unary(OPEN_ACCOUNT)(_open_request("ada lovelace"))
+        await sink.wait_for(1)
+        await shim.drain()
+    opened = Store.open(store)
+    await opened.start()
+    try:
+        report = await build_report(
+            opened, since=0, until=time.time() + 1, relative=0.2, absolute=0.0003, registry=REGISTRY
+        )
+        bare = await build_report(opened, since=0, until=time.time() + 1, relative=0.2, absolute=0.0003)
+    finally:
+        await opened.close()
+    (path,) = report.methods[0].paths
+    assert (path.path, path.example_bank, path.example_bk) == ("owner_name", "ada lovelace", "ADA LOVELACE")
+    assert path.example_key == "A"
+    assert path.example_request == {"account_id": "A", "owner_name": "ada lovelace"}
+    example = render.to_json(report)["methods"][0]["paths"][0]["example"]
+    assert (example["key"], example["request"]) == ("A", {"account_id": "A", "owner_name": "ada lovelace"})
+    assert "&#34;owner_name&#34;: &#34;ada lovelace&#34;" in render.html(report)
+    assert bare.methods[0].paths[0].example_request is None  # no descriptors: not decoded
+    assert "request not shown" in render.html(bare)

@@ -186,7 +186,7 @@ def _check_schema(data: dict[str, Any]) -> None:
                 "example",
             }
             assert p["class"] in ("real", "noise")
-            assert set(p["example"]) == {"bank", "bk"}
+            assert set(p["example"]) == {"bank", "bk", "key", "request"}
         for t in m["tainted_paths"]:
             assert set(t) == {"path", "kind", "calls", "example"}
             assert set(t["example"]) == {"bank", "bk"}
@@ -229,7 +229,7 @@ def test_json_follows_its_schema(report: Report) -> None:
     assert get["latency_ms"]["bk"] == {"count": 15, "p50": 2.0, "p99": 9.0}
     assert {"bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT", "calls": 1} in get["status_codes"]
     fee = next(p for p in get["paths"] if p["path"] == "fee")
-    assert fee["example"] == {"bank": "0.03", "bk": HOSTILE}
+    assert fee["example"] == {"bank": "0.03", "bk": HOSTILE, "key": "A1", "request": None}
     assert len(get["series"]) == 30
     assert [c["verdict"] for c in data["calls"]] == ["error", "skipped", "shadow-error", "tainted"] + [
         "mismatch"

@@ -1,5 +1,8 @@
 """The evidence in the store, counted: what `shim report` shows and `shim gate` judges.
 
+Over 400 lines: the report's model, its SQL and the noise classification are here together; they are
+to become `shim/evidence/` (model, queries, noise), with the house issue's split of the store.
+
 `build_report(store, since=..., until=..., relative=..., absolute=...)` reads the
 comparisons recorded between `since` and `until` (unix times, both included)
 and returns a `Report` of frozen values, one `MethodReport` per method. It

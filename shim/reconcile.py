@@ -41,7 +41,6 @@ from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.errors import ConfigError
 from shim.ids import IdBook
-from shim.store import Store
 
 CONCURRENCY = 8  # keys read at once
 _UNREADABLE = frozenset({1, 4, 13, 14})  # CANCELLED, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE: no state read
@@ -394,14 +393,3 @@ class Sweep:
 
 class ReconcileError(Exception):
     """A side could not be listed: the sweep cannot say anything."""
-
-
-async def keys_seen(store: Store) -> list[str]:
-    """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
-    keys: dict[str, None] = {}
-    for (joined,) in await store.select(
-        "SELECT DISTINCT routing_key FROM comparisons WHERE routing_key <> ''"
-    ):
-        keys.update(dict.fromkeys(k for k in str(joined).split(",") if k))
-    keys.update(dict.fromkeys(mark.key for mark in await store.out_of_step() if mark.key != "*"))
-    return sorted(keys)

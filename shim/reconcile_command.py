@@ -30,7 +30,7 @@ from shim.app import load_ids, load_registry, load_rules, upstream_channel
 from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check, keys_seen
+from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import Store, StoreError
 
 EXIT_DIFFERENT = 1
@@ -156,6 +156,17 @@ async def _keys(
     if store is None:
         raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
     return await keys_seen(store), "keys of the stored traffic"
+
+
+async def keys_seen(store: Store) -> list[str]:
+    """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
+    keys: dict[str, None] = {}
+    for (joined,) in await store.select(
+        "SELECT DISTINCT routing_key FROM comparisons WHERE routing_key <> ''"
+    ):
+        keys.update(dict.fromkeys(k for k in str(joined).split(",") if k))
+    keys.update(dict.fromkeys(mark.key for mark in await store.out_of_step() if mark.key != "*"))
+    return sorted(keys)
 
 
 def _existing(url: str) -> bool:

@@ -7,6 +7,9 @@
 - `html(report)`: one page with inline CSS and inline SVG charts, no script and no
   external URL, for `shim report --html FILE`. Every value is escaped: the
   differences hold what BK answered, which may be anything.
+
+Over 400 lines: the three renderings and the page's template (some 270 lines of HTML) share this module;
+the template goes to a file of its own, and each output to a module, with the house issue's `shim/report/`.
 """
 
 from __future__ import annotations

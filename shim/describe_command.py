@@ -57,8 +57,8 @@ def describe(args: argparse.Namespace) -> int:
     roots = args.proto_path or list(dict.fromkeys(str(p.parent) for p in protos))
     well_known = str(importlib.resources.files("grpc_tools") / "_proto")
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ShimError(f"cannot write {out}: no folder {out.parent}")
+    if out.is_dir() or not out.parent.is_dir():
+        raise ShimError(f"cannot write {out}: {'a folder' if out.is_dir() else f'no folder {out.parent}'}")
     handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(handle)
     try:
@@ -78,7 +78,10 @@ def describe(args: argparse.Namespace) -> int:
             registry = DescriptorRegistry.from_files([temporary])
         except DescriptorError as exc:
             raise ShimError(f"{exc}; nothing written to {out}") from exc
-        os.replace(temporary, out)
+        try:
+            os.replace(temporary, out)
+        except OSError as exc:
+            raise ShimError(f"cannot write {out}: {exc.strerror}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -144,8 +144,10 @@ async def _keys(
             raise ShimError(f"cannot read the keys file {args.keys_file}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
             raise ShimError(f"the keys file {args.keys_file} is not UTF-8 text") from exc
-        keys = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-        return [key for key in keys if key], f"keys of {args.keys_file}"
+        keys = [key for key in (line.split("#", 1)[0].strip() for line in text.splitlines()) if key]
+        if not keys:  # a sweep of nothing would say "both sides agree"
+            raise ShimError(f"the keys file {args.keys_file} names no key")
+        return keys, f"keys of {args.keys_file}"
     source = args.keys_from or settings.keys
     if source == "list":
         if not settings.list:
@@ -155,7 +157,10 @@ async def _keys(
         return None, settings.list
     if store is None:
         raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
-    return await keys_seen(store), "keys of the stored traffic"
+    keys = await keys_seen(store)
+    if not keys:  # a sweep of nothing would say "both sides agree"
+        raise ShimError(f"the store ({store.url}) names no routing key: give --keys-file FILE")
+    return keys, "keys of the stored traffic"
 
 
 async def keys_seen(store: Store) -> list[str]:

@@ -72,3 +72,8 @@ def test_a_file_that_does_not_compile_writes_nothing(tmp_path: Path) -> None:
         2,
         f"shim: error: no .proto file at {tmp_path / 'absent.proto'}",
     )
+
+
+def test_an_output_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    done = run_shim("describe", CUSTODY_PROTO, "-o", tmp_path)
+    assert (done.returncode, done.stderr.strip()) == (2, f"shim: error: cannot write {tmp_path}: a folder")

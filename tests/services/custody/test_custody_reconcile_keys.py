@@ -106,6 +106,15 @@ async def test_keys_from_a_file_in_either_sides_ids(tmp_path: Path) -> None:
         keys.write_text(f"# accounts to check\n{opened[1]}\n\n{bk_first}\n", encoding="utf-8")
         code, result = await _reconcile(config, store, bank, bk, "--keys-file", str(keys))
         assert (code, result["keys"], result["differing"]) == (0, 2, [])
+        (tmp_path / "empty.txt").write_text("# nothing yet\n", encoding="utf-8")
+        empty = await shim_command(
+            "reconcile", "--config", config, "--bank", bank.address, "--bk", bk.address, "--keys-file",
+            tmp_path / "empty.txt",
+        )  # fmt: skip
+        assert (empty[0], empty[2].strip()) == (
+            2,
+            f"shim: error: the keys file {tmp_path / 'empty.txt'} names no key",
+        )
         missing = await shim_command(
             "reconcile",
             "--config",
@@ -122,3 +131,17 @@ async def test_keys_from_a_file_in_either_sides_ids(tmp_path: Path) -> None:
     finally:
         await bank.stop()
         await bk.stop()
+
+
+async def test_a_store_that_names_no_key_is_an_error_not_an_agreement(tmp_path: Path) -> None:
+    from shim.store import Store
+
+    config, store = _config(tmp_path), tmp_path / "empty.db"
+    empty = Store.open(str(store))
+    await empty.start()
+    await empty.close()
+    code, _, err = await shim_command(
+        "reconcile", "--config", config, "--store", store, "--bank", "127.0.0.1:1", "--bk", "127.0.0.1:2"
+    )
+    assert code == 2
+    assert "names no routing key: give --keys-file FILE" in err

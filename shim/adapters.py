@@ -43,7 +43,7 @@ from grpc import aio
 from comparators import DescriptorRegistry, Metadata
 from comparators.descriptors import MethodInfo
 from shim._outcome import metadata_tuple
-from shim.errors import ConfigError
+from shim.errors import ConfigError, ShimError
 from shim.metrics import Counters
 
 _log = structlog.get_logger("shim.adapters")
@@ -54,7 +54,7 @@ T = TypeVar("T")
 _STATUS_DETAILS = "grpc-status-details-bin"
 
 
-class Abort(Exception):
+class Abort(ShimError):
     """Raised by an adapter: end the call with this status (what Bank would answer).
 
     `status_details` is a serialized `google.rpc.Status` (rich error details), sent

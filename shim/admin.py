@@ -35,6 +35,7 @@ from comparators import DescriptorRegistry
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
 from shim.config import MODES, Config
+from shim.errors import ShimError
 from shim.evidence import build_report
 from shim.gate import evaluate
 from shim.modes import DEFAULT, Modes, SwitchTimeout
@@ -62,7 +63,7 @@ _log = structlog.get_logger("shim.admin")
 _BANK_ANSWERS = ("bank", "shadow")
 
 
-class Refused(Exception):
+class Refused(ShimError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code

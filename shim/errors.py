@@ -1,10 +1,21 @@
-"""The shim's exceptions: one tree, all rooted at ShimError.
+"""The shim's exceptions: one tree, all rooted at ShimError, each raised on purpose.
 
 ShimError
-├── ConfigError     a config file or flag is wrong; the message names the key
-└── StartupError    the shim could not start (port busy, descriptor unreadable)
+├── ConfigError      a config file or flag is wrong; the message names the key (shim.config)
+├── StartupError     the shim could not start: a busy port, unreadable descriptors, Bank's reflection
+├── StoreError       the store could not be opened, read or written (shim.store)
+├── ReconcileError   a side could not be listed: the sweep can say nothing (shim.reconcile)
+├── SwitchTimeout    the calls in flight did not finish in time: the mode did not change (shim.modes)
+├── Refused          the admin API refuses a switch, with the gRPC status to answer (shim.admin)
+├── UnreadableCopy   a copy Envoy sent cannot be turned back into messages (shim.dataplane.processor)
+└── Abort            raised by an adapter: end the call with this status (shim.adapters)
 
-gRPC failures are never raised: they become `Outcome` values at the boundary.
+Each is defined beside the code that raises it, and `tests/test_boundaries.py` checks that every
+public exception of the shim is in this tree. Private ones (`_Exited`, `_Undecodable`, ...) are
+control flow that never leaves its module. gRPC failures are never raised: they become `Outcome`
+values at the boundary. The comparators (pure, never importing the shim) have their own errors
+(`DescriptorError`, `IdError`, `RuleError`, `RedactError`), which the shim turns into ConfigError
+or StartupError at start.
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Protocol
 
+from shim.errors import ShimError
+
 DEFAULT = "*"
 
 
-class SwitchTimeout(Exception):
+class SwitchTimeout(ShimError):
     """Calls in flight did not finish in time: the mode did not change."""
 
 

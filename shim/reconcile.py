@@ -39,7 +39,7 @@ from comparators.message_api import copy_from, descriptor_of, serialize
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
 from shim.adapters import Channel
-from shim.errors import ConfigError
+from shim.errors import ConfigError, ShimError
 from shim.ids import IdBook
 
 CONCURRENCY = 8  # keys read at once
@@ -391,5 +391,5 @@ class Sweep:
         return Result(len(every), len(self.settings.reads), differing, time.perf_counter() - started)
 
 
-class ReconcileError(Exception):
+class ReconcileError(ShimError):
     """A side could not be listed: the sweep cannot say anything."""

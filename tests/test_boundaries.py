@@ -172,3 +172,37 @@ def test_no_import_cycles_not_even_for_type_checking() -> None:
     """No module of shim/ or comparators/ imports, even for type checking alone, a module that imports it
     back: each concern can be read, and tested, without the ones above it."""
     assert _cycles(_import_graph()) == []
+
+
+def _public_exceptions() -> list[tuple[str, type[BaseException]]]:
+    """(module, class) of every public exception class the shim's modules define."""
+    import importlib
+    import inspect
+
+    found = []
+    for path in sorted((ROOT / "shim").rglob("*.py")):
+        relative = path.relative_to(ROOT).with_suffix("")
+        if "_proto" in relative.parts or relative.name == "__main__":
+            continue
+        name = ".".join(relative.parts).removesuffix(".__init__")
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == name and issubclass(cls, BaseException) and not cls_name.startswith("_"):
+                found.append((name, cls))
+    return found
+
+
+def test_every_public_exception_of_the_shim_is_in_the_one_tree() -> None:
+    """shim.errors documents the tree: every public exception the shim defines derives from ShimError,
+    and the tree's picture names each one."""
+    from shim import errors
+
+    found = _public_exceptions()
+    assert len(found) >= 8
+    outside = [f"{module}.{cls.__name__}" for module, cls in found if not issubclass(cls, errors.ShimError)]
+    assert outside == []
+    picture = errors.__doc__ or ""
+    undocumented = [
+        c.__name__ for _, c in found if c is not errors.ShimError and f"── {c.__name__} " not in picture
+    ]
+    assert undocumented == []

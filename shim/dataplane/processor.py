@@ -37,6 +37,7 @@ from comparators import Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.envoy_config import ROUTE_HEADER
+from shim.errors import ShimError
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.plan import Plans
@@ -65,7 +66,7 @@ _NOT_METADATA = frozenset(
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 0.001, "u": 1e-6, "n": 1e-9}
 
 
-class UnreadableCopy(Exception):
+class UnreadableCopy(ShimError):
     """The copy cannot be turned back into messages (the reason is recorded with the call)."""
 
 

@@ -9,6 +9,7 @@ from comparators._compare import compare
 from comparators._diff import diff_values, format_path
 from comparators._model import (
     STATUS_NAMES,
+    Code,
     Comparison,
     Difference,
     DiffKind,
@@ -23,6 +24,7 @@ from comparators.rules import RuleError, RuleSet, build_rules
 
 __all__ = [
     "STATUS_NAMES",
+    "Code",
     "Comparison",
     "DescriptorError",
     "DescriptorRegistry",

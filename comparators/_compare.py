@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import message
 
-from comparators._model import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
+from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
 from comparators._walk import _MISSING, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, translate_answer
@@ -16,7 +16,6 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _RPC_STATUS = "google.rpc.Status"
 _RICH = "status.rich_details"
 _RPC_ONLY = DescriptorRegistry()  # google.rpc types alone, for exchanges compared without descriptors
-_UNAVAILABLE = 14
 
 
 def compare(
@@ -98,7 +97,7 @@ def _judge(
     if bk_side.adapter_error:  # BK never got to answer in Bank's shape: the adapter is at fault
         difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, bk_side.adapter_error)
         return Comparison(exchange, Verdict.ERROR, (difference,), reason=bk_side.adapter_error)
-    if shadow.code == _UNAVAILABLE and exchange.primary.code != _UNAVAILABLE:
+    if shadow.code == Code.UNAVAILABLE and exchange.primary.code != Code.UNAVAILABLE:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
     bank, bk = exchange.primary, shadow
     if not exchange.primary_is_bank:

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from comparators import Exchange, Outcome
+from comparators import Code, Exchange, Outcome
 from shim import _grpc_compat
 from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
@@ -33,8 +33,6 @@ from shim.plan import MethodPlan, Plans
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
-
-_CANCELLED = 1
 
 
 class Route:
@@ -228,7 +226,7 @@ class _UnaryCall:
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
             if mirror is not None:
-                mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
+                mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
             raise
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
@@ -313,7 +311,7 @@ class _StreamCall:
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
             if mirror is not None:
-                mirror.abandon(Outcome(code=_CANCELLED, local="cancelled by the client"))
+                mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
             raise
         finally:
             if not pump.done():

@@ -14,13 +14,11 @@ from typing import Any
 
 from grpc import aio
 
-from comparators import Outcome
+from comparators import Code, Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.metrics import Counters
-
-_INTERNAL = 13
 
 
 class Noise:
@@ -61,7 +59,7 @@ class Noise:
             raise
         except Exception as exc:  # recorded, never raised into the mirror
             call.cancel()
-            return Outcome(code=_INTERNAL, local=f"asking the primary again failed: {exc!r}")
+            return Outcome(code=Code.INTERNAL, local=f"asking the primary again failed: {exc!r}")
 
 
 async def asked_again(task: asyncio.Task[Outcome | None] | None) -> Outcome | None:

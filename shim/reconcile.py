@@ -34,7 +34,7 @@ from typing import Any
 from google.protobuf import message
 from grpc import aio
 
-from comparators import DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators import Code, DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
 from comparators.message_api import copy_from, descriptor_of, serialize
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
@@ -43,7 +43,8 @@ from shim.errors import ConfigError, ShimError
 from shim.ids import IdBook
 
 CONCURRENCY = 8  # keys read at once
-_UNREADABLE = frozenset({1, 4, 13, 14})  # CANCELLED, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE: no state read
+# no state read: the call did not get through
+_UNREADABLE = frozenset({Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNAVAILABLE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from comparators import Outcome, status_name
+from comparators import Code, Outcome, status_name
 from shim.metrics import Counters
 from shim.store import OutOfStep, Store, StoreError
 
@@ -47,13 +47,17 @@ _log = structlog.get_logger("shim.steps")
 EVERY_KEY = "*"
 # statuses that say the write was certainly not applied
 _REFUSED = frozenset({3, 5, 6, 7, 8, 9, 10, 11, 12, 16})  # INVALID_ARGUMENT ... UNAUTHENTICATED
-_UNAVAILABLE = 14
 APPLIED, REFUSED, UNKNOWN = "applied", "refused", "unknown"
 
 
 def unreachable(outcome: Outcome | None) -> bool:
     """Whether a side never received the call: UNAVAILABLE before any answer message."""
-    return outcome is not None and not outcome.local and outcome.code == _UNAVAILABLE and not outcome.messages
+    return (
+        outcome is not None
+        and not outcome.local
+        and outcome.code == Code.UNAVAILABLE
+        and not outcome.messages
+    )
 
 
 def effect(outcome: Outcome | None) -> str:

@@ -206,3 +206,22 @@ def test_every_public_exception_of_the_shim_is_in_the_one_tree() -> None:
         c.__name__ for _, c in found if c is not errors.ShimError and f"── {c.__name__} " not in picture
     ]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("path", SHIM_AND_COMPARATORS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_grpc_status_codes_come_from_the_one_table(path: Path) -> None:
+    """No module names a status code of its own (`_UNAVAILABLE = 14`): they are comparators.Code."""
+    from comparators import Code
+
+    names = {name for code in Code for name in (code.name, f"_{code.name}")}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    own = [
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, int)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in names
+    ]
+    assert own == []

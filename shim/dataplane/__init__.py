@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from grpc import aio
 
-from comparators import DescriptorRegistry, Exchange, Outcome
+from comparators import Code, DescriptorRegistry, Exchange, Outcome
 from shim.config import Config
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
 _MAX_UNSEEN_PER_READ = 10_000
-_UNKNOWN = 2
 _COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
 _COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
 _log = structlog.get_logger("shim.dataplane")
@@ -185,7 +184,7 @@ class EnvoyPlane:
                 Exchange(
                     method=UNSEEN,
                     requests=(),
-                    primary=Outcome(code=_UNKNOWN, local=why),
+                    primary=Outcome(code=Code.UNKNOWN, local=why),
                     shadow=None,
                     is_write=True,
                     started_at=now,

@@ -33,7 +33,7 @@ import grpc
 import structlog
 from grpc import aio
 
-from comparators import Outcome
+from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.envoy_config import ROUTE_HEADER
@@ -45,8 +45,6 @@ from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-_CANCELLED = 1
-_UNKNOWN = 2
 _log = structlog.get_logger("shim.processor")
 
 # headers that are gRPC's or HTTP's framing, not the call's metadata (grpc hides them from handlers too)
@@ -239,7 +237,7 @@ class _Copy:
         self._processor.latencies.observe(self.method, latency)
         status = _first(trailers, "grpc-status")
         outcome = Outcome(
-            code=int(status) if status.isdigit() else _UNKNOWN,
+            code=int(status) if status.isdigit() else Code.UNKNOWN,
             details=urllib.parse.unquote(_first(trailers, "grpc-message")),
             initial_metadata=self._initial,
             trailing_metadata=_metadata(trailers),
@@ -270,7 +268,7 @@ class _Copy:
         self.done = True
         self.lost_at = time.monotonic()
         self._processor.counters.inc("copies_lost", self.method or "unknown")
-        outcome = Outcome(code=_CANCELLED, local=why)
+        outcome = Outcome(code=Code.CANCELLED, local=why)
         if self._mirror is not None:
             self._mirror.abandon(outcome, why=f"its copy was lost ({why})")
         elif self.method:

@@ -6,13 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
+from comparators import Code, Outcome
 
-from comparators import Outcome
-
-CANCELLED = grpc.StatusCode.CANCELLED.value[0]
-DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+CANCELLED, DEADLINE_EXCEEDED, INTERNAL = Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL
 
 WAITING = "while it waited behind earlier calls on its keys"
 NOT_SENT = "before it was sent"

@@ -125,7 +125,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -309,26 +309,6 @@ class Config:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"
             )
-
-    def with_overrides(self, **overrides: Any) -> Config:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    @property
-    def primary_is_bank(self) -> bool:
-        return self.mode in ("bank", "shadow")
-
-    @property
-    def primary(self) -> Upstream:
-        """The side that answers the client, in the current mode."""
-        if self.primary_is_bank:
-            return self.bank
-        assert self.bk is not None
-        return self.bk
-
-    @property
-    def shadow(self) -> Upstream | None:
-        """The side that is mirrored, in the current mode."""
-        return self.bk if self.mode == "shadow" else self.bank if self.mode == "bk-primary" else None
 
     @property
     def method_adapters(self) -> dict[str, str]:

@@ -968,11 +968,6 @@ class Store:
             with self._lock:
                 self._backlog -= done
 
-    @property
-    def unavailable(self) -> bool:
-        """Whether writes are being kept for another try (the database locked or unreachable)."""
-        return self._retrying
-
     def take_lost(self) -> dict[str, int]:
         """Comparisons lost in failed writes since the last call, by method."""
         with self._lock:

@@ -395,9 +395,7 @@ def test_the_config_file_names_adapters_per_method_and_by_module() -> None:
     config = build(settings)
     assert config.adapters == "sample_ledger.adapter"
     assert config.method_adapters == {BALANCE: f"{HERE}:raising"}
-    assert config.primary is config.bk
-    assert config.shadow is config.bank
-    assert not config.primary_is_bank
+    assert config.mode == "bk-primary"
     with pytest.raises(ConfigError, match=r'methods\."bank.v1.Ledger/GetBalance"\.adapter'):
         parse({"methods": {BALANCE: {"adapter": 7}}})
     with pytest.raises(ConfigError, match="mode: 'bk-only' is not one of bank, shadow, bk-primary, bk"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -313,7 +314,7 @@ def test_flags_override_the_file(tmp_path: Path, flags: list[str], expected: dic
     path = _config_file(tmp_path, text)
     from_file = _serve_settings("--config", path)
     overridden = _serve_settings("--config", path, *flags)
-    assert overridden == from_file.with_overrides(**expected)
+    assert overridden == replace(from_file, **expected)
     assert overridden != from_file
 
 

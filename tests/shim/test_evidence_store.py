@@ -418,15 +418,14 @@ async def test_comparisons_made_in_a_sqlite_outage_longer_than_busy_timeout_are_
         descriptor_sets=(str(BANK_BINPB),),
         correlation_header="x-request-id",
     ) as (shim, _):
+        with capture_logs() as logged:
 
-        async def hold() -> None:  # until the batch waiting for the lock has met busy_timeout
-            async def waiting() -> bool:
-                assert shim.store is not None
-                return shim.store.unavailable
+            async def hold() -> None:  # until the batch waiting for the lock has met busy_timeout
+                async def said() -> bool:
+                    return any(e["event"].startswith("store unavailable") for e in list(logged))
 
-            await _until(waiting, lambda kept: kept, "the store says it is unavailable", within=TIMEOUT)
+                await _until(said, lambda kept: kept, "the store says it is unavailable", within=TIMEOUT)
 
-        with capture_logs():
             await _outage(engine, shim, ledgers, calls, hold)
     # the shim has stopped: everything it had is committed, its last counts flushed
     made = 1 + 2 * calls  # OpenAccount, then GetAccount before and during the outage

@@ -156,3 +156,11 @@ def test_the_readme_is_short_its_quick_start_is_the_ci_test_command_and_its_link
     pages = {page.name for page in (ROOT / "docs").glob("*.md")} - {"index.md"}  # the site's home
     linked = set(re.findall(r"\]\(docs/([^)#\s]+)", readme))
     assert pages <= linked, f"docs pages the README does not link to: {sorted(pages - linked)}"
+
+
+def test_every_file_the_architecture_page_names_exists() -> None:
+    """docs/architecture.md points a newcomer at files: each one it names is there."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:shim|comparators)/[\w/]+\.py)\b", text))
+    assert len(named) >= 25
+    assert sorted(name for name in named if not (ROOT / name).is_file()) == []

@@ -6,12 +6,13 @@ Part 1, throughput on one core: realistic answers of the sample ledger (a
 ListTradesResponse of 50 trades, a Portfolio of 50 positions) as Bank sends
 them, against three BK variants: the same bytes; only the benign differences
 the sample rules tolerate (decimals normalised, positions in another order,
-timestamps a few ms apart, venue set, trade ids in BK's format, another page
-token); and those plus 3 real differences (3 amounts a cent apart). The
-verdicts are asserted before anything is timed. Each case runs in a single
-thread loop, best of several repeats, beside two baselines on the same pair of
-messages: decoding both (ParseFromString), and decoding both, turning them
-into dicts (MessageToDict) and diffing those with DeepDiff.
+timestamps a few ms apart, venue set), with trade ids in BK's format and
+another page token, which the sample's [ids] pair through the id map; and those
+plus 3 real differences (3 amounts a cent apart). The verdicts are asserted
+before anything is timed. Each case runs in a single thread loop, best of
+several repeats, beside two baselines on the same pair of messages: decoding
+both (ParseFromString), and decoding both, turning them into dicts
+(MessageToDict) and diffing those with DeepDiff.
 
 Part 2, off the event loop: an asyncio loop runs a probe that sleeps 1 ms in a
 loop and records how late it wakes up, while differing-case exchanges are
@@ -61,8 +62,10 @@ from comparators import (
     build_rules,
     compare,
 )
+from comparators.ids import IdFields
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.config import load_rules_file, parse_duration
+from shim.app import load_ids as ids_of
+from shim.config import Upstream, build, load_file, load_rules_file, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTORS = ROOT / "sample_ledger" / "bank.binpb"
@@ -83,11 +86,20 @@ EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z
 # -- realistic answers -----------------------------------------------------------------------
 
 
-def load() -> tuple[DescriptorRegistry, RuleSet]:
-    """The descriptors and rules the shim would run the sample ledger with."""
+def load() -> tuple[DescriptorRegistry, RuleSet, IdFields]:
+    """The descriptors, rules and id fields the shim would run the sample ledger with."""
     registry = DescriptorRegistry.from_files([DESCRIPTORS])
     specs, locations = load_rules_file(RULES)
-    return registry, build_rules(specs, registry, parse_duration, locations)
+    return registry, build_rules(specs, registry, parse_duration, locations), _ids(registry)
+
+
+def _ids(registry: DescriptorRegistry) -> IdFields:
+    """Where the sample's ids sit ([ids] of its config): its trade ids and page tokens are compared
+    through the id map, so each exchange carries the pairs the map would know."""
+    settings = load_file(ROOT / "sample_ledger" / "shim.toml")
+    fields = ids_of(build({**settings, "bank": Upstream("bank", "127.0.0.1:1")}), registry)
+    assert fields is not None
+    return fields
 
 
 def bank_money(value: Decimal) -> str:
@@ -271,7 +283,12 @@ def outcome(answer: message.Message, latency: float) -> Outcome:
 
 
 def exchange(method: str, request: message.Message, bank: message.Message, bk: message.Message) -> Exchange:
+    pairs: list[tuple[str, str, str]] = []
+    if isinstance(bank, pb.ListTradesResponse) and isinstance(bk, pb.ListTradesResponse):
+        pairs += [("trade", b.trade_id, k.trade_id) for b, k in zip(bank.trades, bk.trades, strict=True)]
+        pairs.append(("page", bank.next_page_token, bk.next_page_token))
     return Exchange(
+        ids=tuple(pairs),
         method=method,
         requests=(request.SerializeToString(),),
         primary=outcome(bank, 0.0042),
@@ -344,7 +361,7 @@ def check(case: Case, comparison: Comparison) -> None:
         assert comparison.decoded, where
         rules = {d.rule for d in tolerated}
         expected = (
-            {"minted trade id", "decimal formatting", "server clock", "venue (BK only)", "page token"}
+            {"decimal formatting", "server clock", "venue (BK only)"}  # ids and tokens: paired by the id map
             if case.output_type.endswith("ListTradesResponse")
             else {"decimal formatting", "server clock"}
         )
@@ -398,7 +415,12 @@ def deepdiff_both(cls: type[message.Message], left: bytes, right: bytes) -> Call
 
 
 def single_core(
-    all_cases: list[Case], registry: DescriptorRegistry, rules: RuleSet, repeats: int, budget: float
+    all_cases: list[Case],
+    registry: DescriptorRegistry,
+    rules: RuleSet,
+    ids: IdFields,
+    repeats: int,
+    budget: float,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
     rows: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, float]] = {}
@@ -414,8 +436,8 @@ def single_core(
                 "deepdiff_per_s": rate(deepdiff_both(cls, d_left, d_right), repeats, budget),
                 "bytes": float(len(d_left) + len(d_right)),
             }
-        comparison = compare(case.exchange, registry, rules)
-        per_s = rate(functools.partial(compare, case.exchange, registry, rules), repeats, budget)
+        comparison = compare(case.exchange, registry, rules, ids)
+        per_s = rate(functools.partial(compare, case.exchange, registry, rules, ids), repeats, budget)
         base = baselines[case.output_type]
         target = TARGETS.get(case.kind, TARGETS["differing"])
         rows[case.name] = {
@@ -461,7 +483,7 @@ def print_table(rows: dict[str, dict[str, Any]], baselines: dict[str, dict[str, 
 
 # -- off the event loop -----------------------------------------------------------------------
 
-_WORKER: tuple[DescriptorRegistry, RuleSet] | None = None
+_WORKER: tuple[DescriptorRegistry, RuleSet, IdFields] | None = None
 CHUNK = 25  # exchanges submitted per turn of the loop, as calls complete in bursts
 
 
@@ -568,7 +590,12 @@ async def _loaded_loop(
 
 
 def off_loop(
-    items: list[Exchange], pace: float, registry: DescriptorRegistry, rules: RuleSet, seconds: float
+    items: list[Exchange],
+    pace: float,
+    registry: DescriptorRegistry,
+    rules: RuleSet,
+    ids: IdFields,
+    seconds: float,
 ) -> dict[str, dict[str, Any]]:
     """Idle loop, then a burst of `items` and `seconds` at `pace` per second, on a thread and on processes."""
     threads = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare")
@@ -579,10 +606,10 @@ def off_loop(
     try:
         assert processes.submit(_worker_ready).result(timeout=60)  # started and initialised: not timed
         processes.submit(_worker_compare, items[0]).result()
-        threads.submit(compare, items[0], registry, rules).result()
+        threads.submit(compare, items[0], registry, rules, ids).result()
 
         def on_thread(loop: asyncio.AbstractEventLoop, item: Exchange) -> asyncio.Future[Any]:
-            return loop.run_in_executor(threads, compare, item, registry, rules)
+            return loop.run_in_executor(threads, compare, item, registry, rules, ids)
 
         def on_process(loop: asyncio.AbstractEventLoop, item: Exchange) -> asyncio.Future[Any]:
             return loop.run_in_executor(processes, _worker_compare, item)
@@ -643,19 +670,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.5, help="about how long each executor run lasts")
     args = parser.parse_args()
     repeats, budget = (3, 0.1) if args.quick else (5, 0.25)
-    registry, rules = load()
+    registry, rules, ids = load()
     all_cases = cases()
     for case in all_cases:
-        check(case, compare(case.exchange, registry, rules))
+        check(case, compare(case.exchange, registry, rules, ids))
     print(f"python {sys.version.split()[0]}; verdicts checked for {len(all_cases)} cases")
-    rows, baselines = single_core(all_cases, registry, rules, repeats, budget)
+    rows, baselines = single_core(all_cases, registry, rules, ids, repeats, budget)
     print_table(rows, baselines)
 
     differing = [c.exchange for c in all_cases if c.kind == "differing"]
     capacity = statistics.harmonic_mean([rows[c.name]["per_s"] for c in all_cases if c.kind == "differing"])
     count = max(200, min(20_000, round(capacity * args.seconds)))
     pace = round(capacity / 2)
-    runs = off_loop([differing[i % 2] for i in range(count)], pace, registry, rules, args.seconds)
+    runs = off_loop([differing[i % 2] for i in range(count)], pace, registry, rules, ids, args.seconds)
     print()
     print(
         f"off the event loop, one worker; differing cases; a task sleeps 1 ms in a loop and records how late"

@@ -1,0 +1,46 @@
+"""Every benchmark, run in a quick mode: a few seconds each, with figures printed and not judged, so that a
+change that breaks a benchmark fails its CI run (python bench/compare.py once failed on main for months)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
+    "compare.py": (["--quick", "--seconds", "0.3"], "recommendation:"),
+    "latency.py": (["--calls", "50"], "added"),
+    "openloop.py": (
+        ["--duration", "0.5", "--rounds", "1", "--rate", "200", "--search", "", "--compare", ""],
+        "shadow",
+    ),
+    "report.py": (["--rows", "2000"], "calls,"),
+    "soak.py": (
+        ["--minutes", "0.05", "--warmup", "1", "--every", "1", "--slice", "2"],
+        "RSS (shim + comparison worker)",
+    ),
+    "store.py": (["--records", "2000"], "records/s"),
+    "switch.py": (["--rate", "50", "--switches", "1"], "switching"),
+}
+
+
+def test_every_bench_has_a_quick_mode() -> None:
+    assert sorted(QUICK) == sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.name != "__main__.py")
+
+
+@pytest.mark.parametrize("bench", sorted(QUICK))
+def test_the_bench_runs_in_its_quick_mode(bench: str) -> None:
+    arguments, printed = QUICK[bench]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / bench), *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert printed in done.stdout, done.stdout[-3000:]

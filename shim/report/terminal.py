@@ -1,0 +1,220 @@
+"""`shim report` in the terminal: rich tables. Stored text is shown as text, its control characters
+escaped (`shim._text`): a method name cannot drive the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shim._text import cell
+from shim.evidence import CallRecord, Report, rfc3339
+from shim.report.text import code, millis, percent, value_text
+
+TOP_PATHS = 10  # paths per method in the terminal
+_EXAMPLE_WIDTH = 40  # characters of an example value in the terminal
+
+
+def terminal(report: Report, console: Console) -> None:
+    """Print the report as tables. What the store holds (methods, paths, values, keys, reasons) is shown
+    as text, never read as markup, with its control characters escaped (`shim._text`)."""
+    console.print(
+        Text.assemble(
+            (f"Evidence from {rfc3339(report.since)} to {rfc3339(report.until)}", "bold"),
+            " (",
+            cell(report.store),
+            ")",
+        )
+    )
+    if not report.methods:
+        console.print("No comparison is stored in this window.")
+        return
+    names = short_names([m.method for m in report.methods])
+    packages = sorted(
+        {m.method.partition("/")[0].rpartition(".")[0] for m in report.methods if names[m.method] != m.method}
+    )
+    if packages:
+        console.print(
+            f"Methods are named without their package ({', '.join(packages)}) where that is unambiguous."
+        )
+    summary = _table(
+        "Per method", ("method", "calls", "compared", "matched", "real mismatches", "unproven", "tolerated")
+    )
+    for m in report.methods:
+        real = f"{m.real_mismatches:,} ({percent(m.real_mismatch_rate)})"
+        unproven = f"{m.unproven:,} ({percent(m.unproven_rate)})"
+        summary.add_row(
+            cell(names[m.method]),
+            f"{m.calls:,}",
+            f"{m.compared:,}",
+            f"{m.matched:,} ({percent(m.matched_rate)})",
+            f"[red]{real}[/]" if m.real_mismatches else real,
+            f"[yellow]{unproven}[/]" if m.unproven else unproven,
+            f"{m.tolerated:,}",
+        )
+    console.print(summary)
+    rest = _table(
+        "Per method: unproven calls, noise and latency",
+        (
+            "method",
+            "tainted",
+            "shadow errors",
+            "skipped",
+            "errors",
+            "dropped",
+            "noise",
+            "Bank p50/p99 ms",
+            "BK p50/p99 ms",
+        ),
+    )
+    for m in report.methods:
+        rest.add_row(
+            cell(names[m.method]),
+            f"{m.tainted:,}",
+            f"{m.shadow_errors:,}",
+            f"{m.skipped:,}",
+            f"[red]{m.errors:,}[/]" if m.errors else "0",
+            f"[yellow]{m.dropped:,}[/]" if m.dropped else "0",
+            f"{m.noise_mismatches:,}",
+            f"{millis(m.bank_latency.p50)} / {millis(m.bank_latency.p99)}",
+            f"{millis(m.bk_latency.p50)} / {millis(m.bk_latency.p99)}",
+        )
+    console.print(rest)
+
+    codes = _table("Status codes, Bank → BK", ("method", "Bank", "BK", "calls"))
+    for m in report.methods:
+        for pair in m.codes:
+            codes.add_row(
+                cell(names[m.method]), cell(code(pair.bank)), cell(code(pair.bk)), f"{pair.count:,}"
+            )
+    console.print(codes)
+
+    console.print(
+        f"Noise: a path is noise when Bank differs from itself there and BK is not above Bank's rate by"
+        f" more than {percent(report.relative)} of it and {percent(report.absolute)} of compared calls.",
+        highlight=False,
+    )
+    if any(m.paths for m in report.methods):
+        paths = _table(
+            "Differing paths (real differences of mismatched calls)",
+            ("method", "path", "calls", "BK rate", "noise rate", "class", "example, Bank → BK"),
+        )
+        for m in report.methods:
+            for p in m.paths[:TOP_PATHS]:
+                paths.add_row(
+                    cell(names[m.method]),
+                    cell(p.path),
+                    f"{p.calls:,}",
+                    percent(p.bk_rate),
+                    percent(p.noise_rate),
+                    "[red]real[/]" if p.classification == "real" else "noise",
+                    cell(
+                        f"{value_text(p.example_bank, _EXAMPLE_WIDTH)}"
+                        f" → {value_text(p.example_bk, _EXAMPLE_WIDTH)}"
+                    ),
+                )
+            if len(m.paths) > TOP_PATHS:
+                paths.add_row(
+                    cell(names[m.method]), f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)"
+                )
+        console.print(paths)
+    else:
+        console.print("No real difference in a mismatched call.")
+    if any(m.tainted_paths for m in report.methods):
+        tainted = _table(
+            "Differing paths of tainted calls (real differences on keys out of step)",
+            ("method", "path", "calls", "example, Bank → BK"),
+        )
+        for m in report.methods:
+            for t in m.tainted_paths[:TOP_PATHS]:
+                tainted.add_row(
+                    cell(names[m.method]),
+                    cell(t.path),
+                    f"{t.calls:,}",
+                    cell(
+                        f"{value_text(t.example_bank, _EXAMPLE_WIDTH)}"
+                        f" → {value_text(t.example_bk, _EXAMPLE_WIDTH)}"
+                    ),
+                )
+            if len(m.tainted_paths) > TOP_PATHS:
+                tainted.add_row(
+                    cell(names[m.method]),
+                    f"… {len(m.tainted_paths) - TOP_PATHS} more (--json lists them all)",
+                )
+        console.print(tainted)
+
+    if any(m.tolerated_by_rule for m in report.methods):
+        rules = _table("Tolerated, by rule (calls)", ("method", "rule", "calls"))
+        for m in report.methods:
+            for rule, count in m.tolerated_by_rule:
+                rules.add_row(cell(names[m.method]), cell(rule), f"{count:,}")
+        console.print(rules)
+
+    if report.calls is not None:
+        _terminal_calls(report, console)
+
+
+_NUMERIC = frozenset(
+    {
+        "calls",
+        "compared",
+        "BK rate",
+        "noise rate",
+        "tolerated",
+        "tainted",
+        "shadow errors",
+        "skipped",
+        "errors",
+        "dropped",
+        "noise",
+    }
+)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose cells wrap (folding a long name or path) rather than being cut short with an ellipsis,
+    so that no name is lost at 80 columns."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold")
+    return table
+
+
+def short_names(methods: list[str]) -> dict[str, str]:
+    """Each method's name as the report shows it: "Service/Method", without its package, unless another
+    method of the report would be shown alike (then its full name)."""
+    short = {}
+    for m in methods:
+        service, _, method = m.partition("/")
+        short[m] = f"{service.rpartition('.')[2]}/{method}"
+    taken: dict[str, int] = {}
+    for name in short.values():
+        taken[name] = taken.get(name, 0) + 1
+    return {m: name if taken[name] == 1 and "/" in m else m for m, name in short.items()}
+
+
+def _terminal_calls(report: Report, console: Console) -> None:
+    assert report.calls is not None
+    calls = _table(
+        f"Calls that did not match, newest first ({len(report.calls):,} listed, at most {report.limit:,})",
+        ("at", "method", "verdict", "key", "Bank → BK", "reason or first real difference"),
+    )
+    names = short_names(list(dict.fromkeys(call.method for call in report.calls)))
+    for call in report.calls:
+        calls.add_row(
+            cell(call.at),
+            cell(names[call.method]),
+            cell(call.verdict + (f" ({call.mismatch})" if call.mismatch else "")),
+            cell(call.routing_key),
+            cell(f"{code(call.bank_code)} → {code(call.bk_code)}"),
+            cell(_first_difference(call) or call.reason),
+        )
+    console.print(calls)
+
+
+def _first_difference(call: CallRecord) -> str:
+    for d in call.differences:
+        if not d.get("rule") and not d.get("noise"):
+            bank, bk = value_text(d.get("bank"), _EXAMPLE_WIDTH), value_text(d.get("bk"), _EXAMPLE_WIDTH)
+            return f"{d.get('path', '')}: {bank} → {bk}"
+    return ""

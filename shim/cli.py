@@ -1,7 +1,9 @@
 """The `shim` command.
 
-Over 400 lines: the parser of every command, and `report` and `gate` inline; `serve`, `mode`,
-`resync` and `reconcile` have modules of their own, and the last two inline commands are to follow.
+The parser of every command and the entry point; each command's work is in a module of its own
+(`serve_command`, `report_command`, `gate_command`, `mode_command`, `resync_command`,
+`reconcile_command`, `describe_command`, `ids_command`), and what the commands reading the store share
+is in `store_args`.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source auto|files|reflection]
@@ -24,24 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 # grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
 # shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim import describe_command, ids_command, mode_command, resync_command
-from shim.errors import ConfigError, ShimError
+from shim import describe_command, gate_command, ids_command, mode_command, report_command, resync_command
+from shim.errors import ShimError
+from shim.store_args import evidence_settings, positive
 
 if TYPE_CHECKING:
-    from shim.evidence import Report
-    from shim.gate import GateResult
+    pass
 
 EXIT_USAGE = 2
 
@@ -134,44 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         metavar="N",
-        type=_positive,
+        type=positive,
         help="N shim processes on one port (SO_REUSEPORT), each with its own event loop (default 1)",
     )
 
     resync_command.add_parser(commands)
 
-    report = commands.add_parser("report", help="count the stored comparisons: per method, path and rule")
-    _store_flags(report)
-    window = report.add_mutually_exclusive_group()
-    window.add_argument(
-        "--since", metavar="DURATION", help='the last DURATION, e.g. "1h" or "7d" (default "24h")'
-    )
-    window.add_argument(
-        "--from",
-        dest="from_",
-        metavar="ISO",
-        help="the start of the window, e.g. 2026-11-27T08:00:00Z (UTC if no offset)",
-    )
-    report.add_argument("--until", metavar="ISO", help="the end of the window with --from (default: now)")
-    report.add_argument(
-        "--method",
-        metavar="M",
-        action="append",
-        default=None,
-        help='only this method, "package.Service/Method"; repeatable',
-    )
-    report.add_argument(
-        "--html", metavar="FILE", help="also write the report as one self-contained HTML page"
-    )
-    report.add_argument("--json", action="store_true", help="print the report as JSON (docs/report-json.md)")
-    report.add_argument("--calls", action="store_true", help="also list the calls that did not match")
-    report.add_argument(
-        "--limit",
-        metavar="N",
-        type=_positive,
-        default=1000,
-        help="the most calls --calls lists (default 1000)",
-    )
+    report_command.add_parser(commands)
 
     reconcile = commands.add_parser(
         "reconcile",
@@ -203,46 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     mode_command.add_parser(commands)
-
-    gate = commands.add_parser(
-        "gate",
-        help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not",
-        description="Judges each method on three criteria: at least --min-compared clean comparisons"
-        " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
-        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error or error). A method"
-        ' short of clean comparisons, or with too many unproven calls, is "not proven". Exit 0 when every'
-        " criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
-    )
-    _store_flags(gate)
-    gate.add_argument(
-        "--window", metavar="DURATION", help="the evidence of the last DURATION ([gate] window)"
-    )
-    gate.add_argument(
-        "--min-compared",
-        metavar="N",
-        type=_count,
-        help="clean comparisons (match or mismatch) each method needs ([gate] min_compared)",
-    )
-    gate.add_argument(
-        "--max-mismatch-rate",
-        metavar="R",
-        type=_share,
-        help="real mismatches / clean comparisons allowed, e.g. 0.001 ([gate] max_mismatch_rate)",
-    )
-    gate.add_argument(
-        "--max-unproven-rate",
-        metavar="R",
-        type=_share,
-        help="share of a method's calls allowed to be tainted, skipped, shadow-error or error,"
-        " e.g. 0.01 ([gate] max_unproven_rate)",
-    )
-    gate.add_argument(
-        "--require-method",
-        metavar="M",
-        action="append",
-        default=None,
-        help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
-    )
+    gate_command.add_parser(commands)
 
     describe_command.add_parser(commands)
     ids_command.add_parser(commands)
@@ -254,229 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", help="the shim's config file (its [store], [noise], [gate])"
-    )
-    parser.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1 (e.g. 0.001)")
-    return value
-
-
 async def _resync(args: argparse.Namespace) -> int:
-    url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
+    url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
     return await resync_command.run(args, url)
-
-
-def _evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The store url (--store, the config's, or the default) and the config's settings."""
-    settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
-    url = args.store or settings.get("store") or _default("store")
-    if not re.match(r"(postgres(ql)?://|:memory:$)", url, flags=re.IGNORECASE):
-        rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
-        path = Path(rest[2:] if rest.startswith("//") else rest)
-        if not path.exists():  # opening it would make an empty store, and report nothing
-            raise ShimError(
-                f"no store at {path}: nothing was recorded there (give --store URL or --config FILE)"
-            )
-    return url, settings
-
-
-def _default(name: str) -> Any:
-    return config_mod.Config.__dataclass_fields__[name].default
-
-
-def _time(flag: str, text: str) -> float:
-    from datetime import UTC, datetime
-
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: {text!r} is not an ISO 8601 time such as 2026-11-27T08:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _report(args: argparse.Namespace) -> int:
-    import json
-
-    from rich.console import Console
-
-    from shim import report as render
-    from shim._text import printable_json
-    from shim.evidence import method_name
-
-    report, settings = asyncio.run(_build_report(args))
-    for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently
-        if (found := report.method(method_name(name))) is None or not found.calls:
-            print(
-                f"shim: warning: --method {printable_json(json.dumps(name))} matches no stored comparison"
-                ' (methods are named "package.Service/Method")',
-                file=sys.stderr,
-            )
-    if args.html:  # written first: a path that cannot be written fails before anything is printed
-        try:
-            Path(args.html).write_text(render.html(report, _gate_of(report, settings)), encoding="utf-8")
-        except OSError as exc:
-            raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
-    if args.json:
-        print(printable_json(json.dumps(render.to_json(report), indent=2, ensure_ascii=False)))
-    else:
-        render.terminal(report, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
-    if args.html:
-        print(f"HTML report written to {args.html}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-def _gate_of(report: Report, settings: dict[str, Any]) -> GateResult:
-    """The gate's verdict on a report's evidence, by the config's [gate] criteria (or the defaults)."""
-    from shim.gate import evaluate
-
-    return evaluate(
-        report,
-        min_compared=settings.get("gate_min_compared", _default("gate_min_compared")),
-        max_mismatch_rate=settings.get("gate_max_mismatch_rate", _default("gate_max_mismatch_rate")),
-        max_unproven_rate=settings.get("gate_max_unproven_rate", _default("gate_max_unproven_rate")),
-        required_methods=settings.get("gate_methods", _default("gate_methods")),
-    )
-
-
-async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
-    import time
-
-    from shim.evidence import build_report
-    from shim.store import Store
-
-    if args.until and not args.from_:
-        raise ConfigError("--until goes with --from (or use --since DURATION)")
-    url, settings = _evidence_settings(args)
-    now = time.time()
-    if args.from_:
-        since = _time("--from", args.from_)
-        until = _time("--until", args.until) if args.until else now
-        if until < since:
-            raise ConfigError("--until is before --from")
-    else:
-        until = now
-        since = now - config_mod.parse_duration("--since", args.since or "24h")
-    from shim.app import load_registry
-
-    registry = load_registry(settings.get("descriptor_sets", ()))  # to show each example's request, if kept
-    store = Store.open(url)
-    await store.start()
-    try:
-        report = await build_report(
-            store,
-            since=since,
-            until=until,
-            methods=args.method or (),
-            relative=settings.get("noise_relative", _default("noise_relative")),
-            absolute=settings.get("noise_absolute", _default("noise_absolute")),
-            calls=args.calls,
-            limit=args.limit,
-            registry=registry,
-        )
-    finally:
-        await store.close()
-    return report, settings
-
-
-async def _gate(args: argparse.Namespace) -> int:
-    import time
-
-    from shim._text import printable
-    from shim.evidence import build_report, rfc3339
-    from shim.gate import evaluate
-    from shim.store import Store
-
-    url, settings = _evidence_settings(args)
-    window = (
-        config_mod.parse_duration("--window", args.window)
-        if args.window
-        else settings.get("gate_window", _default("gate_window"))
-    )
-    min_compared = args.min_compared
-    if min_compared is None:
-        min_compared = settings.get("gate_min_compared", _default("gate_min_compared"))
-    max_rate = args.max_mismatch_rate
-    if max_rate is None:
-        max_rate = settings.get("gate_max_mismatch_rate", _default("gate_max_mismatch_rate"))
-    max_unproven = args.max_unproven_rate
-    if max_unproven is None:
-        max_unproven = settings.get("gate_max_unproven_rate", _default("gate_max_unproven_rate"))
-    # the flag's methods add to the config's; every method in the window is judged either way
-    required = [*settings.get("gate_methods", _default("gate_methods")), *(args.require_method or ())]
-    until = time.time()
-    store = Store.open(url)
-    await store.start()
-    try:
-        report = await build_report(
-            store,
-            since=until - window,
-            until=until,
-            relative=settings.get("noise_relative", _default("noise_relative")),
-            absolute=settings.get("noise_absolute", _default("noise_absolute")),
-        )
-    finally:
-        await store.close()
-    result = evaluate(
-        report,
-        min_compared=min_compared,
-        max_mismatch_rate=max_rate,
-        max_unproven_rate=max_unproven,
-        required_methods=required,
-    )
-    print(
-        f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({printable(report.store)})"
-    )
-    rows = [  # method names come from the store: control characters escaped
-        (
-            "PASS" if c.passed else "FAIL",
-            printable(c.method or "-"),
-            c.name,
-            printable(c.measured),
-            c.threshold,
-        )
-        for c in result.criteria
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
-    failed = len(result.failed)
-    if result.passed:
-        print(f"gate: PASS (all {len(result.criteria)} criteria met)")
-        return 0
-    print(f"gate: FAIL ({failed} of {len(result.criteria)} criteria not met)")
-    return 1
 
 
 def _demo(args: Sequence[str]) -> int:
@@ -501,13 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "resync":
             return asyncio.run(_resync(args))
         if args.command == "report":
-            return _report(args)
+            return report_command.run(args)
         if args.command == "gate":
-            return asyncio.run(_gate(args))
+            return asyncio.run(gate_command.run(args))
         if args.command == "mode":
             return asyncio.run(mode_command.run(args))
         if args.command == "ids":
-            url, _ = _evidence_settings(args)  # a mistyped path must not make an empty store
+            url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
             return asyncio.run(ids_command.run(args, url))
         if args.command == "describe":
             return describe_command.describe(args)

@@ -1,0 +1,120 @@
+"""`shim gate`: the stored evidence judged by the [gate] criteria; exit 0 when it meets them, 1 when not."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from shim import config as config_mod
+from shim.store_args import count, default, evidence_settings, share, store_flags
+
+
+def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
+    gate = commands.add_parser(
+        "gate",
+        help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not",
+        description="Judges each method on three criteria: at least --min-compared clean comparisons"
+        " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
+        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error or error). A method"
+        ' short of clean comparisons, or with too many unproven calls, is "not proven". Exit 0 when every'
+        " criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
+    )
+    store_flags(gate)
+    gate.add_argument(
+        "--window", metavar="DURATION", help="the evidence of the last DURATION ([gate] window)"
+    )
+    gate.add_argument(
+        "--min-compared",
+        metavar="N",
+        type=count,
+        help="clean comparisons (match or mismatch) each method needs ([gate] min_compared)",
+    )
+    gate.add_argument(
+        "--max-mismatch-rate",
+        metavar="R",
+        type=share,
+        help="real mismatches / clean comparisons allowed, e.g. 0.001 ([gate] max_mismatch_rate)",
+    )
+    gate.add_argument(
+        "--max-unproven-rate",
+        metavar="R",
+        type=share,
+        help="share of a method's calls allowed to be tainted, skipped, shadow-error or error,"
+        " e.g. 0.01 ([gate] max_unproven_rate)",
+    )
+    gate.add_argument(
+        "--require-method",
+        metavar="M",
+        action="append",
+        default=None,
+        help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    import time
+
+    from shim._text import printable
+    from shim.evidence import build_report, rfc3339
+    from shim.gate import evaluate
+    from shim.store import Store
+
+    url, settings = evidence_settings(args)
+    window = (
+        config_mod.parse_duration("--window", args.window)
+        if args.window
+        else settings.get("gate_window", default("gate_window"))
+    )
+    min_compared = args.min_compared
+    if min_compared is None:
+        min_compared = settings.get("gate_min_compared", default("gate_min_compared"))
+    max_rate = args.max_mismatch_rate
+    if max_rate is None:
+        max_rate = settings.get("gate_max_mismatch_rate", default("gate_max_mismatch_rate"))
+    max_unproven = args.max_unproven_rate
+    if max_unproven is None:
+        max_unproven = settings.get("gate_max_unproven_rate", default("gate_max_unproven_rate"))
+    # the flag's methods add to the config's; every method in the window is judged either way
+    required = [*settings.get("gate_methods", default("gate_methods")), *(args.require_method or ())]
+    until = time.time()
+    store = Store.open(url)
+    await store.start()
+    try:
+        report = await build_report(
+            store,
+            since=until - window,
+            until=until,
+            relative=settings.get("noise_relative", default("noise_relative")),
+            absolute=settings.get("noise_absolute", default("noise_absolute")),
+        )
+    finally:
+        await store.close()
+    result = evaluate(
+        report,
+        min_compared=min_compared,
+        max_mismatch_rate=max_rate,
+        max_unproven_rate=max_unproven,
+        required_methods=required,
+    )
+    print(
+        f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({printable(report.store)})"
+    )
+    rows = [  # method names come from the store: control characters escaped
+        (
+            "PASS" if c.passed else "FAIL",
+            printable(c.method or "-"),
+            c.name,
+            printable(c.measured),
+            c.threshold,
+        )
+        for c in result.criteria
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    failed = len(result.failed)
+    if result.passed:
+        print(f"gate: PASS (all {len(result.criteria)} criteria met)")
+        return 0
+    print(f"gate: FAIL ({failed} of {len(result.criteria)} criteria not met)")
+    return 1

@@ -1,0 +1,137 @@
+"""`shim report`: the stored comparisons counted, per method, path and rule, in the terminal, as JSON or as
+an HTML page (`shim.report`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shim import config as config_mod
+from shim.errors import ConfigError, ShimError
+from shim.store_args import default, evidence_settings, positive, store_flags, time_of
+
+if TYPE_CHECKING:
+    from shim.evidence import Report
+    from shim.gate import GateResult
+
+
+def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
+    report = commands.add_parser("report", help="count the stored comparisons: per method, path and rule")
+    store_flags(report)
+    window = report.add_mutually_exclusive_group()
+    window.add_argument(
+        "--since", metavar="DURATION", help='the last DURATION, e.g. "1h" or "7d" (default "24h")'
+    )
+    window.add_argument(
+        "--from",
+        dest="from_",
+        metavar="ISO",
+        help="the start of the window, e.g. 2026-11-27T08:00:00Z (UTC if no offset)",
+    )
+    report.add_argument("--until", metavar="ISO", help="the end of the window with --from (default: now)")
+    report.add_argument(
+        "--method",
+        metavar="M",
+        action="append",
+        default=None,
+        help='only this method, "package.Service/Method"; repeatable',
+    )
+    report.add_argument(
+        "--html", metavar="FILE", help="also write the report as one self-contained HTML page"
+    )
+    report.add_argument("--json", action="store_true", help="print the report as JSON (docs/report-json.md)")
+    report.add_argument("--calls", action="store_true", help="also list the calls that did not match")
+    report.add_argument(
+        "--limit",
+        metavar="N",
+        type=positive,
+        default=1000,
+        help="the most calls --calls lists (default 1000)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from shim import report as render
+    from shim._text import printable_json
+    from shim.evidence import method_name
+
+    report, settings = asyncio.run(_build_report(args))
+    for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently
+        if (found := report.method(method_name(name))) is None or not found.calls:
+            print(
+                f"shim: warning: --method {printable_json(json.dumps(name))} matches no stored comparison"
+                ' (methods are named "package.Service/Method")',
+                file=sys.stderr,
+            )
+    if args.html:  # written first: a path that cannot be written fails before anything is printed
+        try:
+            Path(args.html).write_text(render.html(report, _gate_of(report, settings)), encoding="utf-8")
+        except OSError as exc:
+            raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
+    if args.json:
+        print(printable_json(json.dumps(render.to_json(report), indent=2, ensure_ascii=False)))
+    else:
+        render.terminal(report, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
+    if args.html:
+        print(f"HTML report written to {args.html}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _gate_of(report: Report, settings: dict[str, Any]) -> GateResult:
+    """The gate's verdict on a report's evidence, by the config's [gate] criteria (or the defaults)."""
+    from shim.gate import evaluate
+
+    return evaluate(
+        report,
+        min_compared=settings.get("gate_min_compared", default("gate_min_compared")),
+        max_mismatch_rate=settings.get("gate_max_mismatch_rate", default("gate_max_mismatch_rate")),
+        max_unproven_rate=settings.get("gate_max_unproven_rate", default("gate_max_unproven_rate")),
+        required_methods=settings.get("gate_methods", default("gate_methods")),
+    )
+
+
+async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
+    import time
+
+    from shim.evidence import build_report
+    from shim.store import Store
+
+    if args.until and not args.from_:
+        raise ConfigError("--until goes with --from (or use --since DURATION)")
+    url, settings = evidence_settings(args)
+    now = time.time()
+    if args.from_:
+        since = time_of("--from", args.from_)
+        until = time_of("--until", args.until) if args.until else now
+        if until < since:
+            raise ConfigError("--until is before --from")
+    else:
+        until = now
+        since = now - config_mod.parse_duration("--since", args.since or "24h")
+    from shim.app import load_registry
+
+    registry = load_registry(settings.get("descriptor_sets", ()))  # to show each example's request, if kept
+    store = Store.open(url)
+    await store.start()
+    try:
+        report = await build_report(
+            store,
+            since=since,
+            until=until,
+            methods=args.method or (),
+            relative=settings.get("noise_relative", default("noise_relative")),
+            absolute=settings.get("noise_absolute", default("noise_absolute")),
+            calls=args.calls,
+            limit=args.limit,
+            registry=registry,
+        )
+    finally:
+        await store.close()
+    return report, settings

@@ -1,0 +1,79 @@
+"""What the commands that read the store share: their --config and --store flags, the store's url and
+the config's settings, and the types of their numeric flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from shim import config as config_mod
+from shim.errors import ConfigError, ShimError
+
+
+def store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="the shim's config file (its [store], [noise], [gate])"
+    )
+    parser.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
+
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1 (e.g. 0.001)")
+    return value
+
+
+def evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The store url (--store, the config's, or the default) and the config's settings."""
+    settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
+    url = args.store or settings.get("store") or default("store")
+    if not re.match(r"(postgres(ql)?://|:memory:$)", url, flags=re.IGNORECASE):
+        rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
+        path = Path(rest[2:] if rest.startswith("//") else rest)
+        if not path.exists():  # opening it would make an empty store, and report nothing
+            raise ShimError(
+                f"no store at {path}: nothing was recorded there (give --store URL or --config FILE)"
+            )
+    return url, settings
+
+
+def default(name: str) -> Any:
+    return config_mod.Config.__dataclass_fields__[name].default
+
+
+def time_of(flag: str, text: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not an ISO 8601 time such as 2026-11-27T08:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -60,7 +60,8 @@ def _worker(config: Config, index: int, ready: Connection, args: argparse.Namesp
     """One worker process: a whole shim on the shared port."""
     die_with_parent(signal.SIGTERM)  # a supervisor killed with -9: the worker drains and ends
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
-    from shim import logs, serve_command
+    from shim import logs
+    from shim.cli import serve as serve_command
 
     logs.configure()
     structlog.contextvars.bind_contextvars(worker=index)

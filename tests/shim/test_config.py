@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from comparators.ids import IdKind
-from shim import cli, serve_command
+from shim import cli
+from shim.cli import serve as serve_command
 from shim.config import Config, Upstream, build, load_file, parse_duration, parse_size
 from shim.errors import ConfigError
 

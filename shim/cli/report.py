@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
+from shim.cli.store_args import default, evidence_settings, positive, store_flags, time_of
 from shim.errors import ConfigError, ShimError
-from shim.store_args import default, evidence_settings, positive, store_flags, time_of
 
 if TYPE_CHECKING:
     from shim.evidence import Report

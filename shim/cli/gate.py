@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from shim import config as config_mod
-from shim.store_args import count, default, evidence_settings, share, store_flags
+from shim.cli.store_args import count, default, evidence_settings, share, store_flags
 
 
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands

@@ -1,9 +1,8 @@
 """The `shim` command.
 
 The parser of every command and the entry point; each command's work is in a module of its own
-(`serve_command`, `report_command`, `gate_command`, `mode_command`, `resync_command`,
-`reconcile_command`, `describe_command`, `ids_command`), and what the commands reading the store share
-is in `store_args`.
+in this package (`serve`, `report`, `gate`, `mode`, `resync`, `reconcile`, `describe`, `ids`), and what
+the commands reading the store share is in `store_args`.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source auto|files|reflection]
@@ -36,9 +35,14 @@ from typing import TYPE_CHECKING, NoReturn
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
-from shim import describe_command, gate_command, ids_command, mode_command, report_command, resync_command
+from shim.cli import describe as describe_command
+from shim.cli import gate as gate_command
+from shim.cli import ids as ids_command
+from shim.cli import mode as mode_command
+from shim.cli import report as report_command
+from shim.cli import resync as resync_command
+from shim.cli.store_args import evidence_settings, positive
 from shim.errors import ShimError
-from shim.store_args import evidence_settings, positive
 
 if TYPE_CHECKING:
     pass
@@ -222,10 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "describe":
             return describe_command.describe(args)
         if args.command == "reconcile":
-            from shim.reconcile_command import reconcile
+            from shim.cli.reconcile import reconcile
 
             return asyncio.run(reconcile(args))
-        from shim.serve_command import run, serve, settings_of
+        from shim.cli.serve import run, serve, settings_of
 
         config = settings_of(args)
         if config.workers > 1:

@@ -151,8 +151,8 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callable[[], Awaitable[None]]]:
+    from shim.cli.reconcile import sides_of
     from shim.ids import IdBook
-    from shim.reconcile_command import sides_of
 
     sides = sides_of(args, "nothing says how to read a key (--force clears without verifying)")
     timeout = config_mod.parse_duration("--timeout", args.timeout)

@@ -90,7 +90,12 @@ def test_forbidden_in_comparators(module: str, forbidden: bool) -> None:
 def test_there_are_modules_to_check() -> None:
     """The walk finds the packages' modules (an empty walk would pass every check below)."""
     names = {p.relative_to(ROOT).as_posix() for p in SHIM_AND_COMPARATORS}
-    assert {"comparators/_compare.py", "comparators/descriptors.py", "shim/cli/__init__.py", "shim/app.py"} <= names
+    assert {
+        "comparators/_compare.py",
+        "comparators/descriptors.py",
+        "shim/cli/__init__.py",
+        "shim/app.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", COMPARATORS, ids=lambda p: p.relative_to(ROOT).as_posix())

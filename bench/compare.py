@@ -1,5 +1,8 @@
 """Comparisons per second of the comparator engine, against decoding baselines measured in the same run.
 
+Over 400 lines: one benchmark, read top to bottom: the realistic answers it builds, their expected
+verdicts, and its two parts.
+
     python bench/compare.py [--quick]
 
 Part 1, throughput on one core: realistic answers of the sample ledger (a

@@ -1,5 +1,8 @@
 """Adapters: Bank's interface served by a BK that speaks an interface of its own.
 
+Over 400 lines: loading and checking the adapters, and running them for each call kind (unary and
+the three streams), are one mechanism; its parts share the call's state.
+
 An adapter is a plain function for one Bank method, written like a servicer
 method of Bank's service whose backend is BK. It gets Bank's request (decoded)
 and a `Backend` (BK's channel, carrying the client's metadata and deadline), calls

@@ -1,5 +1,9 @@
 """A small durable store for the state that shim replicas share.
 
+Over 400 lines: the engines, the migrations, the writer thread and the SQL of every domain are here
+together; they are to become `shim/store/` (engine, migrations, one repository per domain, as
+`shim/id_pairs.py` already is), with the house issue.
+
 It holds two things:
 
 - id pairs: which Bank id and which BK id name the same thing, per kind of id

@@ -17,6 +17,7 @@ from comparators._model import (
     Metadata,
     Outcome,
     Verdict,
+    jsonable,
     status_name,
 )
 from comparators.descriptors import DescriptorError, DescriptorRegistry, MethodInfo
@@ -41,5 +42,6 @@ __all__ = [
     "compare",
     "diff_values",
     "format_path",
+    "jsonable",
     "status_name",
 ]

@@ -64,7 +64,7 @@ def _noise(
     info = registry.method(exchange.method) if registry is not None else None
     found = _status_differences(exchange.method, first, again, registry, rules, redactor)
     found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
-    return tuple(d for d in found if not d.rule)
+    return tuple(d._replace(noise=True) for d in found if not d.rule)
 
 
 def _judge(

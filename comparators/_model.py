@@ -6,9 +6,11 @@ they cross threads and processes safely and can be stored as they are.
 
 from __future__ import annotations
 
+import base64
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -127,12 +129,32 @@ class DiffKind(enum.StrEnum):
     ADAPTER_ERROR = "adapter-error"  # the adapter in front of BK raised or answered the wrong type
 
 
-class Difference(NamedTuple):
-    """One way in which BK's answer differs from Bank's.
+def jsonable(value: Any) -> Any:
+    """A value as JSON can hold it: bytes become base64 text ("base64:..."), tuples lists."""
+    if isinstance(value, bytes):
+        return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
-    `rule` names the rule that tolerated it; empty means it is a real difference.
+
+class Difference(NamedTuple):
+    """One way in which BK's answer differs from Bank's: the one shape of a difference, from the
+    comparator to the report.
+
+    `rule` names the rule that tolerated it; empty means it is a real difference. `noise` marks a
+    difference between Bank's answer and its answer to the same call asked again (`Comparison.noise`),
+    which says how Bank differs from itself rather than anything about BK.
     (A named tuple rather than a dataclass: a walk makes many, and a tuple is
     made several times faster.)
+
+    Its one JSON form (`as_json`) is what the diff log, the store and `shim report --json` write:
+    `{"path", "kind", "bank", "bk"}`, plus `"rule"` when a rule tolerated it and `"noise": true` for
+    Bank against itself; bytes are written as "base64:..." text (docs/diff-log.md).
     """
 
     path: str
@@ -140,6 +162,30 @@ class Difference(NamedTuple):
     bank: object = None
     bk: object = None
     rule: str = ""
+    noise: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The difference in its one JSON form."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "kind": self.kind.value,
+            "bank": jsonable(self.bank),
+            "bk": jsonable(self.bk),
+        }
+        if self.rule:
+            out["rule"] = self.rule
+        if self.noise:
+            out["noise"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Difference:
+        """A difference read back from its JSON form (values as JSON holds them); ValueError when
+        `data` is not one."""
+        path, kind, rule = data.get("path"), data.get("kind"), data.get("rule", "")
+        if not isinstance(path, str) or not isinstance(kind, str) or not isinstance(rule, str):
+            raise ValueError(f"not a difference: {dict(data)!r}")
+        return cls(path, DiffKind(kind), data.get("bank"), data.get("bk"), rule, data.get("noise") is True)
 
 
 class Verdict(enum.StrEnum):
@@ -187,5 +233,6 @@ __all__ = [
     "Metadata",
     "Outcome",
     "Verdict",
+    "jsonable",
     "status_name",
 ]

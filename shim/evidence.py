@@ -52,7 +52,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from comparators import DescriptorRegistry, status_name
+from comparators import DescriptorRegistry, Difference, DiffKind, status_name
 from shim.sinks import path_pattern
 from shim.store import Store
 
@@ -183,7 +183,7 @@ class CallRecord:
     bk_code: str | None
     bank_ms: float | None
     bk_ms: float | None
-    differences: tuple[dict[str, Any], ...]
+    differences: tuple[Difference, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -691,16 +691,18 @@ def _parse(text: str) -> Any:
         return text
 
 
-def _differences(text: str) -> tuple[dict[str, Any], ...]:
+def _differences(text: str) -> tuple[Difference, ...]:
+    """A call's stored differences; a text that is not their JSON form reads as one `undecodable`
+    difference holding the text, so that nothing stored is hidden."""
     try:
         parsed = json.loads(text)
-    except ValueError:
-        return ({"path": "", "kind": "unreadable", "bank": text, "bk": None},)
-    return tuple(d for d in parsed if isinstance(d, dict)) if isinstance(parsed, list) else ()
+        if not isinstance(parsed, list):
+            raise ValueError("not a list")
+        return tuple(Difference.from_json(d) for d in parsed)
+    except (ValueError, AttributeError):
+        return (Difference("", DiffKind.UNDECODABLE, text, None),)
 
 
-def _mismatch_class(differences: Iterable[dict[str, Any]], noise: set[str]) -> str:
-    real = {
-        path_pattern(str(d.get("path", ""))) for d in differences if not d.get("rule") and not d.get("noise")
-    }
+def _mismatch_class(differences: Iterable[Difference], noise: set[str]) -> str:
+    real = {path_pattern(d.path) for d in differences if not d.rule and not d.noise}
     return "noise" if real and real <= noise else "real"

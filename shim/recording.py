@@ -32,9 +32,9 @@ from typing import Any
 
 import structlog
 
-from comparators import Comparison, Difference
+from comparators import Comparison, Difference, jsonable
 from shim.metrics import Counters
-from shim.sinks import jsonable, path_pattern
+from shim.sinks import path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
 
 _log = structlog.get_logger("shim.recording")
@@ -56,15 +56,6 @@ def time_ordered_id() -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
-
-
-def _difference(diff: Difference, noise: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": diff.path, "kind": diff.kind.value, "bank": diff.bank, "bk": diff.bk}
-    if diff.rule:
-        out["rule"] = diff.rule
-    if noise:
-        out["noise"] = True
-    return out
 
 
 def _paths(differences: tuple[Difference, ...], source: str) -> list[PathRow]:
@@ -108,8 +99,7 @@ def record_of(
     exchange = comparison.exchange
     bank, bk = exchange.bank, exchange.bk
     method = exchange.method
-    differences = [_difference(d) for d in comparison.differences]
-    differences += [_difference(d, noise=True) for d in comparison.noise]
+    differences = [d.as_json() for d in (*comparison.differences, *comparison.noise)]
     kept = None
     if payloads:
         kept = json.dumps(

@@ -6,7 +6,6 @@ and the others still run.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import threading
@@ -29,19 +28,6 @@ def path_pattern(path: str) -> str:
     return _INDEX.sub("[*]", path)
 
 
-def jsonable(value: Any) -> Any:
-    """A value as JSON can hold it: bytes become base64 text, tuples lists."""
-    if isinstance(value, bytes):
-        return "base64:" + base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
 def _side(outcome: Outcome | None) -> dict[str, Any] | None:
     if outcome is None:
         return None
@@ -49,18 +35,6 @@ def _side(outcome: Outcome | None) -> dict[str, Any] | None:
     if outcome.local:
         side["local"] = outcome.local
     return side
-
-
-def _difference(diff: Difference) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": diff.path,
-        "kind": diff.kind.value,
-        "bank": jsonable(diff.bank),
-        "bk": jsonable(diff.bk),
-    }
-    if diff.rule:
-        out["tolerated_by"] = diff.rule
-    return out
 
 
 class DiffLog:
@@ -100,7 +74,7 @@ class DiffLog:
         if exchange.correlation_id:
             fields["correlation_id"] = exchange.correlation_id
         if comparison.differences:
-            fields["differences"] = [_difference(d) for d in comparison.differences]
+            fields["differences"] = [d.as_json() for d in comparison.differences]
         with self._lock:
             self._log.msg("comparison", **fields)
 

@@ -45,7 +45,6 @@ from shim._lanes import Lanes
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.recording import time_ordered_id
-from shim.sinks import jsonable
 from shim.steps import Steps
 from shim.store import OutOfStep, Store
 
@@ -69,18 +68,9 @@ class Verification:
 
 
 def differences_json(differences: list[tuple[str, Difference]]) -> str:
-    """The differences of a key's state, as stored: [{method, path, kind, bank, bk}, ...] (first 20)."""
+    """The differences of a key's state, as stored: each in its JSON form with its method (first 20)."""
     return json.dumps(
-        [
-            {
-                "method": method,
-                "path": d.path,
-                "kind": d.kind.value,
-                "bank": jsonable(d.bank),
-                "bk": jsonable(d.bk),
-            }
-            for method, d in differences[:20]
-        ],
+        [{"method": method, **d.as_json()} for method, d in differences[:20]],
         ensure_ascii=False,
         separators=(",", ":"),
     )

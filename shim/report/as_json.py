@@ -103,5 +103,5 @@ def _call_json(c: CallRecord) -> dict[str, Any]:
         "correlation_id": c.correlation_id,
         "status": {"bank": c.bank_code, "bk": c.bk_code},
         "latency_ms": {"bank": c.bank_ms, "bk": c.bk_ms},
-        "differences": list(c.differences),
+        "differences": [d.as_json() for d in c.differences],
     }

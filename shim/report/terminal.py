@@ -214,7 +214,7 @@ def _terminal_calls(report: Report, console: Console) -> None:
 
 def _first_difference(call: CallRecord) -> str:
     for d in call.differences:
-        if not d.get("rule") and not d.get("noise"):
-            bank, bk = value_text(d.get("bank"), _EXAMPLE_WIDTH), value_text(d.get("bk"), _EXAMPLE_WIDTH)
-            return f"{d.get('path', '')}: {bank} → {bk}"
+        if not d.rule and not d.noise:
+            bank, bk = value_text(d.bank, _EXAMPLE_WIDTH), value_text(d.bk, _EXAMPLE_WIDTH)
+            return f"{d.path}: {bank} → {bk}"
     return ""

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from comparators import Difference, DiffKind
 from shim.evidence import BUCKETS, Report, build_report, classify, percentile
 from shim.sinks import path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
@@ -429,9 +430,7 @@ async def test_calls_lists_what_did_not_match_newest_first(store: Store) -> None
         "OK",
         1.5,
     )
-    assert fee.differences == (
-        {"path": "fee", "kind": "changed", "bank": "0.03", "bk": "<script>x</script>"},
-    )
+    assert fee.differences == (Difference("fee", DiffKind.CHANGED, "0.03", "<script>x</script>"),)
     limited = await _report(store, calls=True, limit=1)
     assert limited.calls is not None
     assert [c.verdict for c in limited.calls] == ["error"]

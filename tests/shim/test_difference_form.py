@@ -1,0 +1,101 @@
+"""A Difference has one JSON form: the diff log, the store and `shim report --json` all write it, and a
+stored one reads back as the same Difference."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from comparators import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict
+from shim.evidence import build_report
+from shim.recording import StoreSink
+from shim.report import to_json
+from shim.sinks import DiffLog
+from shim.store import Store
+
+_VALUES = (
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.lists(st.integers(), max_size=3)
+)
+
+
+@given(
+    path=st.text(max_size=30),
+    kind=st.sampled_from(list(DiffKind)),
+    bank=_VALUES,
+    bk=_VALUES,
+    rule=st.text(max_size=10),
+    noise=st.booleans(),
+)
+def test_a_difference_reads_back_from_its_json_form(
+    path: str, kind: DiffKind, bank: object, bk: object, rule: str, noise: bool
+) -> None:
+    """Whatever its values, a difference written as JSON (and through a JSON text) reads back as itself."""
+    diff = Difference(path, kind, bank, bk, rule, noise)
+    text = json.dumps(diff.as_json())
+    assert Difference.from_json(json.loads(text)) == diff
+
+
+def test_the_json_form_names_the_rule_and_noise_only_when_set_and_writes_bytes_as_base64() -> None:
+    """Absent keys mean a real difference of BK's: `rule` and `noise` appear only when they say something."""
+    assert Difference("fee", DiffKind.CHANGED, b"\x01", None).as_json() == {
+        "path": "fee",
+        "kind": "changed",
+        "bank": "base64:AQ==",
+        "bk": None,
+    }
+    assert Difference("a", DiffKind.ADDED, None, 1, "bk only", True).as_json() == {
+        "path": "a",
+        "kind": "added",
+        "bank": None,
+        "bk": 1,
+        "rule": "bk only",
+        "noise": True,
+    }
+
+
+def _comparison() -> Comparison:
+    now = time.time()
+    exchange = Exchange(
+        method="/pay.v1.Payments/Get",
+        requests=(b"",),
+        primary=Outcome(0, messages=(b"",), latency=0.002),
+        shadow=Outcome(0, messages=(b"",), latency=0.003),
+        secondary=Outcome(0, messages=(b"",), latency=0.002),
+        started_at=now,
+    )
+    differences = (
+        Difference("fee", DiffKind.CHANGED, "0.03", "0.3"),
+        Difference("price", DiffKind.CHANGED, "1.50", "1.5", "decimal formatting"),
+    )
+    noise = (Difference("request_id", DiffKind.CHANGED, "r1", "r2", noise=True),)
+    return Comparison(exchange, Verdict.MISMATCH, differences, noise=noise)
+
+
+async def test_the_diff_log_the_store_and_report_json_write_the_same_form(tmp_path: Path) -> None:
+    """One comparison, three outputs: each difference is written the same way in each of them."""
+    comparison = _comparison()
+    expected = [d.as_json() for d in comparison.differences]
+
+    out = io.StringIO()
+    DiffLog(out)(comparison)
+    assert json.loads(out.getvalue())["differences"] == expected
+
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        StoreSink(store, replica="r1")(comparison)
+        await store.flush()
+        report = await build_report(
+            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, calls=True
+        )
+    finally:
+        await store.close()
+    (call,) = report.calls
+    assert call.differences == (*comparison.differences, *comparison.noise)
+    (listed,) = to_json(report)["calls"]
+    assert listed["differences"] == [*expected, comparison.noise[0].as_json()]

@@ -36,6 +36,7 @@ from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.admin import AdminServicer
 from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
 from shim.errors import ConfigError, StartupError
+from shim.evidence.record import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.exporter import Exporter, Latencies, VerdictCounts
 from shim.front import Front
 from shim.ids import IdBook
@@ -44,7 +45,6 @@ from shim.metrics import Counters, MethodLabels
 from shim.modes import Modes, SwitchTimeout
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.plan import Plans
-from shim.recording import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.steps import Steps

@@ -42,9 +42,9 @@ import structlog
 
 from comparators import Difference
 from shim._lanes import Lanes
+from shim.evidence.record import time_ordered_id
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
-from shim.recording import time_ordered_id
 from shim.steps import Steps
 from shim.store import OutOfStep, Store
 

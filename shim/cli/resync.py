@@ -99,7 +99,7 @@ async def _list(store: Store) -> None:
 
 
 async def _resync(args: argparse.Namespace, store: Store) -> int:
-    from shim.recording import replica_name
+    from shim.evidence.record import replica_name
     from shim.verify import IN_STEP, Verification, store_verification, verify_once
 
     marks = {mark.key: mark for mark in await store.out_of_step()}

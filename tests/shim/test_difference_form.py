@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from comparators import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict
 from shim.evidence import build_report
-from shim.recording import StoreSink
+from shim.evidence.record import StoreSink
 from shim.report import to_json
 from shim.sinks import DiffLog
 from shim.store import Store

@@ -181,7 +181,7 @@ class ShimProcess:
 
     @property
     def replica(self) -> str:
-        """The name the shim gives itself in the store (see shim.recording.replica_name)."""
+        """The name the shim gives itself in the store (see shim.evidence.record.replica_name)."""
         return f"{os.uname().nodename}:{self.proc.pid}"
 
     def children(self) -> list[int]:

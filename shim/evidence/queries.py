@@ -1,12 +1,9 @@
-"""The evidence in the store, counted: what `shim report` shows and `shim gate` judges.
-
-Over 400 lines: the report's model, its SQL and the noise classification are here together; they are
-to become `shim/evidence/` (model, queries, noise), with the house issue's split of the store.
+"""The report's queries: `build_report` counts the comparisons in the store.
 
 `build_report(store, since=..., until=..., relative=..., absolute=...)` reads the
 comparisons recorded between `since` and `until` (unix times, both included)
-and returns a `Report` of frozen values, one `MethodReport` per method. It
-prints nothing; `shim.report` renders it and `shim.gate` judges it.
+and returns a `Report` of frozen values (shim.evidence.model), one `MethodReport`
+per method. It prints nothing; `shim.report` renders it and `shim.gate` judges it.
 
 The counting is done by the database (GROUP BY, portable SQL): only the
 latencies are fetched, for the percentiles, and only the listed calls have
@@ -14,22 +11,6 @@ their `differences` JSON parsed. SQLite groups by sorting, so the time grows
 with the rows in the window: about 8 to 10 s for a million comparisons on the
 2-core development machine (`bench/report.py`), most of it in sorting the
 tolerated paths by rule and in fetching the latencies.
-
-Clean and unproven. A call is *compared* (a clean comparison) when its verdict
-is `match` or `mismatch`: both answers were compared on keys in step, nothing
-in the way. Every other verdict (`tainted`, `skipped`, `shadow-error`,
-`error`) is *unproven*: the call proves nothing about BK. Rates are shares of
-compared calls; the unproven rate is a share of all calls.
-
-Noise. For some reads the shim asks Bank a second time (`[noise] reads`): what
-differs between Bank's two answers is noise, not a fault of BK's. For each
-path that BK's answers differ at, the report sets BK's rate (mismatched calls
-with a real difference there / compared calls) against Bank's own rate there
-(calls with a difference between Bank's two answers / calls asked twice). A
-path is *noise* when Bank differs from itself there and BK is not clearly
-worse: not both more than `absolute` above Bank's rate and more than
-`relative` above it as a share. A mismatch whose real paths are all noise
-counts as noise; any other mismatch is a *real mismatch*.
 
 Only mismatches count at a path: a tainted call (its key out of step) and a
 skipped call (an id BK has no counterpart for) have differences that a missed
@@ -39,241 +20,27 @@ counted apart (`tainted_paths`), so that they stay visible.
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-
-from comparators import DescriptorRegistry, Difference, DiffKind, status_name
-from shim.sinks import path_pattern
+from comparators import DescriptorRegistry
+from shim.evidence.model import (
+    BUCKETS,
+    COMPARED,
+    CallRecord,
+    MethodReport,
+    PathStat,
+    Report,
+    TaintedPath,
+    method_name,
+)
+from shim.evidence.noise import classify
+from shim.evidence.sql import _bucket_params, _bucket_sql, _marks
+from shim.evidence.tally import _code, _parse, _Tally, call_record, first_request, method_report
 from shim.store import Store
 
-COMPARED = ("match", "mismatch")  # clean comparisons: compared on keys in step, nothing in the way
-BUCKETS = 30  # points of each method's time series
 _CHUNK = 100  # (method, at, path) triples per query for the path examples
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Percentiles of one side's latency (ms), nearest rank; None when no call was measured."""
-
-    count: int
-    p50: float | None
-    p99: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class CodePair:
-    """How often Bank answered `bank` while BK answered `bk` (status names; None: not called)."""
-
-    bank: str | None
-    bk: str | None
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class PathStat:
-    """One path (lists folded, `trades[*].fee`) at which BK's answers really differed from Bank's."""
-
-    path: str
-    kind: str  # of the example
-    calls: int  # mismatched calls with a real difference at this path
-    bk_rate: float  # calls / compared calls of the method
-    noise_calls: int  # calls asked twice whose two Bank answers differed here
-    noise_rate: float  # noise_calls / calls asked twice (0 when none was)
-    classification: str  # "real" or "noise"
-    example_bank: Any  # one example (the earliest): Bank's value, as recorded
-    example_bk: Any  # ... and BK's
-    example_key: str = ""  # the example call's routing keys
-    # its first request, decoded (None unless store.payloads kept it and the descriptors decode it)
-    example_request: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaintedPath:
-    """One path (lists folded) at which tainted calls really differed: a key out of step explains them."""
-
-    path: str
-    kind: str  # of the example
-    calls: int  # tainted calls with a real difference at this path
-    example_bank: Any  # one example (the earliest): Bank's value, as recorded
-    example_bk: Any  # ... and BK's
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A slice of the window: [start, end)."""
-
-    start: float
-    end: float
-    compared: int
-    real_mismatches: int
-
-    @property
-    def rate(self) -> float | None:
-        return self.real_mismatches / self.compared if self.compared else None
-
-
-@dataclass(frozen=True, slots=True)
-class MethodReport:
-    """What the store holds about one method within the window."""
-
-    method: str  # "package.Service/Method"
-    calls: int  # comparisons stored, every verdict
-    compared: int  # clean comparisons: verdict match or mismatch
-    matched: int
-    mismatches: int  # verdict mismatch: real_mismatches + noise_mismatches
-    real_mismatches: int
-    noise_mismatches: int  # mismatches whose real paths are all noise
-    tainted: int
-    shadow_errors: int
-    skipped: int
-    errors: int  # verdict error: the comparison could not be made
-    tolerated: int  # calls with at least one difference a rule tolerated
-    tolerated_by_rule: tuple[tuple[str, int], ...]  # (rule, calls), most first
-    noise_sampled: int  # calls for which Bank was asked twice
-    dropped: int  # comparisons counted but not stored
-    dropped_by_name: tuple[tuple[str, int], ...]  # ("comparisons_dropped" | "store_dropped", n)
-    bank_latency: Latency
-    bk_latency: Latency
-    codes: tuple[CodePair, ...]  # most first
-    paths: tuple[PathStat, ...]  # most calls first
-    tainted_paths: tuple[TaintedPath, ...]  # most calls first
-    series: tuple[Bucket, ...]
-
-    @property
-    def unproven(self) -> int:
-        """Calls that prove nothing about BK: every verdict but match and mismatch."""
-        return self.calls - self.compared
-
-    @property
-    def unproven_rate(self) -> float | None:
-        return self.unproven / self.calls if self.calls else None
-
-    @property
-    def matched_rate(self) -> float | None:
-        return self.matched / self.compared if self.compared else None
-
-    @property
-    def real_mismatch_rate(self) -> float | None:
-        return self.real_mismatches / self.compared if self.compared else None
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One call that did not match, as stored."""
-
-    id: str
-    at: str  # RFC 3339, UTC
-    method: str
-    verdict: str
-    mismatch: str | None  # for a mismatch: "real" or "noise"
-    reason: str
-    routing_key: str
-    correlation_id: str
-    bank_code: str | None
-    bk_code: str | None
-    bank_ms: float | None
-    bk_ms: float | None
-    differences: tuple[Difference, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    since: float
-    until: float
-    generated_at: float
-    store: str  # the store's url, password masked
-    relative: float  # the noise thresholds the paths were classified with
-    absolute: float
-    methods: tuple[MethodReport, ...]
-    calls: tuple[CallRecord, ...] | None  # None: not asked for
-    limit: int  # the most calls listed
-
-    def method(self, name: str) -> MethodReport | None:
-        wanted = method_name(name)
-        return next((m for m in self.methods if m.method == wanted), None)
-
-
-def method_name(name: str) -> str:
-    """ "pkg.Svc/Method" for "/pkg.Svc/Method" or "pkg.Svc/Method"."""
-    return name.lstrip("/")
-
-
-def rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def percentile(ordered: Sequence[float], share: float) -> float | None:
-    """Nearest rank: the smallest value with at least `share` of the values at or below it."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-def classify(bk_rate: float, noise_rate: float, *, relative: float, absolute: float) -> str:
-    """ "noise" when Bank differs from itself at the path and BK is not clearly worse; else "real"."""
-    if noise_rate > 0 and not (bk_rate - noise_rate > absolute and bk_rate > noise_rate * (1 + relative)):
-        return "noise"
-    return "real"
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def _bucket_sql(column: str, bounds: Sequence[float], lo: int = 0, hi: int | None = None) -> str:
-    """A CASE expression giving the bucket of `column`: the number of `bounds` at or below it.
-
-    A binary search written in SQL: exact, and portable (no FLOOR in SQLite, and a
-    CAST to an integer rounds in PostgreSQL but truncates in SQLite).
-    """
-    hi = len(bounds) if hi is None else hi
-    if lo == hi:
-        return str(lo)
-    mid = (lo + hi) // 2
-    below, above = _bucket_sql(column, bounds, lo, mid), _bucket_sql(column, bounds, mid + 1, hi)
-    return f"CASE WHEN {column} < ? THEN {below} ELSE {above} END"
-
-
-def _bucket_params(bounds: Sequence[float], lo: int = 0, hi: int | None = None) -> list[float]:
-    """The parameters of `_bucket_sql`, in the order its ? appear."""
-    hi = len(bounds) if hi is None else hi
-    if lo == hi:
-        return []
-    mid = (lo + hi) // 2
-    return [bounds[mid], *_bucket_params(bounds, lo, mid), *_bucket_params(bounds, mid + 1, hi)]
-
-
-class _Tally:
-    """Counts of one method, filled from the queries."""
-
-    def __init__(self, buckets: int) -> None:
-        self.verdicts: dict[str, int] = defaultdict(int)
-        self.noise_sampled = 0
-        self.tolerated = 0
-        self.codes: dict[tuple[str | None, str | None], int] = defaultdict(int)
-        self.compared_by_bucket = [0] * buckets
-        self.mismatches_by_bucket = [0] * buckets
-        self.noise_by_bucket = [0] * buckets
-        self.dropped: dict[str, int] = defaultdict(int)
-        self.tolerated_by_rule: list[tuple[str, int]] = []
-        self.bank_ms: list[float] = []
-        self.bk_ms: list[float] = []
-        self.paths: list[PathStat] = []
-        self.tainted_paths: list[TaintedPath] = []
-
-    @property
-    def compared(self) -> int:
-        return sum(self.compared_by_bucket)
 
 
 class _Count:
@@ -502,22 +269,14 @@ class _Count:
             )
             for method, path, kind, bank, other, key, payloads in rows:
                 if (method, path) not in examples:
-                    examples[(method, path)] = (kind, bank, other, str(key), self._request(method, payloads))
+                    examples[(method, path)] = (
+                        kind,
+                        bank,
+                        other,
+                        str(key),
+                        first_request(self.registry, method, payloads),
+                    )
         return examples
-
-    def _request(self, method: str, payloads: str | None) -> Any:
-        """A call's first request as JSON values, when the store kept it and the descriptors decode it."""
-        if not payloads or self.registry is None:
-            return None
-        try:
-            first = json.loads(payloads)["requests"][0]
-            info = self.registry.method(method)
-            if first is None or info is None:
-                return None
-            message = self.registry.message_class(info.input_type).FromString(base64.b64decode(first))
-            return json_format.MessageToDict(message, preserving_proto_field_name=True)
-        except (ValueError, KeyError, IndexError, TypeError, DecodeError):
-            return None
 
     async def noise_mismatches(self) -> None:
         """Per bucket, the mismatches whose real paths are all noise."""
@@ -565,83 +324,10 @@ class _Count:
             method: {p.path for p in t.paths if p.classification == "noise"}
             for method, t in self.tallies.items()
         }
-        records = []
-        for (
-            id_,
-            at,
-            method,
-            verdict,
-            reason,
-            key,
-            correlation,
-            bank_code,
-            bk_code,
-            bank_ms,
-            bk_ms,
-            diffs,
-        ) in rows:
-            differences = _differences(diffs)
-            records.append(
-                CallRecord(
-                    id=id_,
-                    at=rfc3339(at),
-                    method=method_name(method),
-                    verdict=verdict,
-                    mismatch=_mismatch_class(differences, noise.get(method, set()))
-                    if verdict == "mismatch"
-                    else None,
-                    reason=reason,
-                    routing_key=key,
-                    correlation_id=correlation,
-                    bank_code=_code(bank_code),
-                    bk_code=_code(bk_code),
-                    bank_ms=bank_ms,
-                    bk_ms=bk_ms,
-                    differences=differences,
-                )
-            )
-        return tuple(records)
+        return tuple(call_record(row, noise.get(row[2], set())) for row in rows)
 
     def report(self, method: str) -> MethodReport:
-        t = self.tallies[method]
-        noise_total = sum(t.noise_by_bucket)
-        mismatches = t.verdicts["mismatch"]
-        series = tuple(
-            Bucket(
-                start=self.edges[i],
-                end=self.edges[i + 1],
-                compared=t.compared_by_bucket[i],
-                real_mismatches=t.mismatches_by_bucket[i] - t.noise_by_bucket[i],
-            )
-            for i in range(self.buckets)
-        )
-        t.bank_ms.sort()
-        t.bk_ms.sort()
-        codes = sorted(t.codes.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or ""))
-        return MethodReport(
-            method=method_name(method),
-            calls=sum(t.verdicts.values()),
-            compared=t.compared,
-            matched=t.verdicts["match"],
-            mismatches=mismatches,
-            real_mismatches=mismatches - noise_total,
-            noise_mismatches=noise_total,
-            tainted=t.verdicts["tainted"],
-            shadow_errors=t.verdicts["shadow-error"],
-            skipped=t.verdicts["skipped"],
-            errors=t.verdicts["error"],
-            tolerated=t.tolerated,
-            tolerated_by_rule=tuple(t.tolerated_by_rule),
-            noise_sampled=t.noise_sampled,
-            dropped=sum(t.dropped.values()),
-            dropped_by_name=tuple(sorted(t.dropped.items())),
-            bank_latency=Latency(len(t.bank_ms), percentile(t.bank_ms, 0.5), percentile(t.bank_ms, 0.99)),
-            bk_latency=Latency(len(t.bk_ms), percentile(t.bk_ms, 0.5), percentile(t.bk_ms, 0.99)),
-            codes=tuple(CodePair(bank, bk, n) for (bank, bk), n in codes),
-            paths=tuple(t.paths),
-            tainted_paths=tuple(t.tainted_paths),
-            series=series,
-        )
+        return method_report(method, self.tallies[method], self.edges)
 
 
 async def build_report(
@@ -678,31 +364,3 @@ async def build_report(
         calls=await count.calls(limit) if calls else None,
         limit=limit,
     )
-
-
-def _code(code: int | None) -> str | None:
-    return None if code is None else status_name(int(code))
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _differences(text: str) -> tuple[Difference, ...]:
-    """A call's stored differences; a text that is not their JSON form reads as one `undecodable`
-    difference holding the text, so that nothing stored is hidden."""
-    try:
-        parsed = json.loads(text)
-        if not isinstance(parsed, list):
-            raise ValueError("not a list")
-        return tuple(Difference.from_json(d) for d in parsed)
-    except (ValueError, AttributeError):
-        return (Difference("", DiffKind.UNDECODABLE, text, None),)
-
-
-def _mismatch_class(differences: Iterable[Difference], noise: set[str]) -> str:
-    real = {path_pattern(d.path) for d in differences if not d.rule and not d.noise}
-    return "noise" if real and real <= noise else "real"

@@ -37,7 +37,7 @@ from shim.metrics import Counters
 from shim.sinks import path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
 
-_log = structlog.get_logger("shim.recording")
+_log = structlog.get_logger("shim.evidence.record")
 
 # counted by the shim, about comparisons that never reached the store
 NOT_STORED = ("comparisons_dropped",)

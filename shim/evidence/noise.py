@@ -1,0 +1,32 @@
+"""Noise: what Bank's answers differ at when it is asked the same twice, and which of BK's
+differences that explains.
+
+For some reads the shim asks Bank a second time (`[noise] reads`): what
+differs between Bank's two answers is noise, not a fault of BK's. For each
+path that BK's answers differ at, the report sets BK's rate (mismatched calls
+with a real difference there / compared calls) against Bank's own rate there
+(calls with a difference between Bank's two answers / calls asked twice). A
+path is *noise* when Bank differs from itself there and BK is not clearly
+worse: not both more than `absolute` above Bank's rate and more than
+`relative` above it as a share. A mismatch whose real paths are all noise
+counts as noise; any other mismatch is a *real mismatch*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from comparators import Difference
+from shim.sinks import path_pattern
+
+
+def classify(bk_rate: float, noise_rate: float, *, relative: float, absolute: float) -> str:
+    """ "noise" when Bank differs from itself at the path and BK is not clearly worse; else "real"."""
+    if noise_rate > 0 and not (bk_rate - noise_rate > absolute and bk_rate > noise_rate * (1 + relative)):
+        return "noise"
+    return "real"
+
+
+def _mismatch_class(differences: Iterable[Difference], noise: set[str]) -> str:
+    real = {path_pattern(d.path) for d in differences if not d.rule and not d.noise}
+    return "noise" if real and real <= noise else "real"

@@ -218,7 +218,6 @@ class Shim:
             for upstream in (config.bank, config.bk)
             if upstream is not None and upstream.tls
         }
-        self._route: Route | None = None
         self._noises: list[Noise] = []
         self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
         self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining

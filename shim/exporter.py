@@ -45,8 +45,7 @@ from comparators import Comparison
 from shim.front import Front
 from shim.metrics import Counters, MethodLabels
 
-Tally = dict[tuple[str, str], int]
-BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Latencies:
@@ -62,15 +61,15 @@ class Latencies:
         method = self._labels(method)
         counts = self._counts.get(method)
         if counts is None:
-            counts = self._counts[method] = [0] * (len(BOUNDS) + 1)
-        counts[bisect.bisect_left(BOUNDS, seconds)] += 1
+            counts = self._counts[method] = [0] * (len(_BOUNDS) + 1)
+        counts[bisect.bisect_left(_BOUNDS, seconds)] += 1
         self._sums[method] = self._sums.get(method, 0.0) + seconds
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=["method"])
         for method, counts in list(self._counts.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip((*BOUNDS, float("inf")), list(counts), strict=True):
+            for bound, count in zip((*_BOUNDS, float("inf")), list(counts), strict=True):
                 cumulative += count
                 buckets.append((_bound(bound), cumulative))
             family.add_metric([method], buckets, self._sums[method])

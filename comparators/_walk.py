@@ -50,7 +50,7 @@ _DURATION = "google.protobuf.Duration"
 _MISSING = object()
 
 
-def instant(msg: message.Message) -> Instant:
+def _instant(msg: message.Message) -> Instant:
     """A Timestamp or Duration as an Instant (its text is made only if it is shown)."""
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
     return Instant(seconds * 1_000_000_000 + nanos, descriptor_of(msg).full_name == _DURATION)
@@ -65,7 +65,7 @@ def shown(value: Any) -> Any:
     if isinstance(value, message.Message):
         name = descriptor_of(value).full_name
         if name in _TIME_TYPES:
-            return instant(value)
+            return _instant(value)
         if name in _WRAPPERS:
             return value.value  # type: ignore[attr-defined]
         return to_python(value)
@@ -146,7 +146,7 @@ class Walker:
                         name = ""
             self.out.append(Difference(prefix + field_name, _CHANGED, bank_value, bk_value, name))
         elif shape is _TIME:
-            left_leaf, right_leaf = instant(bank_value), instant(bk_value)
+            left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)
             rule = self._value_rules[target]
             if type(rule) is TimestampTolerance:
                 tolerated = abs(left_leaf.nanos - right_leaf.nanos) <= rule.tolerance_ns
@@ -436,7 +436,7 @@ def _leaf_of(value: Any) -> Any:
     if isinstance(value, message.Message):
         name = descriptor_of(value).full_name
         if name in _TIME_TYPES:
-            return instant(value)
+            return _instant(value)
         if name in _WRAPPERS:
             return value.value  # type: ignore[attr-defined]
     return value

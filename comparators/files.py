@@ -14,11 +14,11 @@ import os
 import stat
 from pathlib import Path
 
-MAX_FILE = 64 * 1024**2  # bytes: far above any config, rules file or certificate chain; a descriptor set
+_MAX_FILE = 64 * 1024**2  # bytes: far above any config, rules file or certificate chain; a descriptor set
 # of thousands of files takes a few MiB
 
 
-def read_regular(path: str | Path, limit: int = MAX_FILE) -> bytes:
+def read_regular(path: str | Path, limit: int = _MAX_FILE) -> bytes:
     """The bytes of the regular file at `path`; OSError for anything else or anything larger."""
     _check(os.stat(path).st_mode)
     # O_NONBLOCK: a file swapped for a pipe since the check is opened without waiting for a writer

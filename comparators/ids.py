@@ -40,8 +40,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from comparators.descriptors import DescriptorRegistry, held_type, reaches
 from comparators.message_api import copy_from, descriptor_of, has_field, parse, serialize
 
-LEARN_FROM = ("writes", "all")
-SCOPES = ("global", "query")
+_LEARN_FROM = ("writes", "all")
+_SCOPES = ("global", "query")
 _ID_TYPES = frozenset(
     {
         FieldDescriptor.TYPE_STRING,
@@ -78,10 +78,10 @@ class IdKind:
         where = f"ids.{self.name}"
         if not self.minted:
             raise IdError(f"{where}.minted: name at least one field that mints ids of this kind")
-        if self.learn_from not in LEARN_FROM:
-            raise IdError(f"{where}.learn_from: {self.learn_from!r} is not one of {', '.join(LEARN_FROM)}")
-        if self.scope not in SCOPES:
-            raise IdError(f"{where}.scope: {self.scope!r} is not one of {', '.join(SCOPES)}")
+        if self.learn_from not in _LEARN_FROM:
+            raise IdError(f"{where}.learn_from: {self.learn_from!r} is not one of {', '.join(_LEARN_FROM)}")
+        if self.scope not in _SCOPES:
+            raise IdError(f"{where}.scope: {self.scope!r} is not one of {', '.join(_SCOPES)}")
         if self.scope == "query" and self.owner_key:
             raise IdError(f"{where}.owner_key: an id scoped to one query has no owner")
 
@@ -452,7 +452,7 @@ class IdFields:
             owner = ""
             if slot.minted:
                 if slot.owner is not None:
-                    owner = owner_text(msg, slot.owner)
+                    owner = _owner_text(msg, slot.owner)
                 if not owner:
                     owner = self._method_owner(method, slot.kind, owner_from, msg)
             _visit_field(msg, fd, path, slot.kind, slot.minted, owner, visit, slot.kinds)
@@ -537,7 +537,7 @@ class _Where(NamedTuple):
 OWNERS = "\x1f"  # separates the owner keys of an id that has several (a transfer's two accounts)
 
 
-def owner_text(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> str:
+def _owner_text(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> str:
     """The owner keys beside an id, as one text (several joined by OWNERS)."""
     return OWNERS.join(dict.fromkeys(v for fd in fields if (v := _text(getattr(msg, fd.name)))))
 
@@ -598,7 +598,7 @@ def _along(
     if not rest:
         owner = where.owner
         if where.minted and where.sibling is not None:
-            owner = owner_text(msg, where.sibling) or owner
+            owner = _owner_text(msg, where.sibling) or owner
         _visit_field(msg, fd, path, where.kind, where.minted, owner, visit, where.kinds)
         return
     value = getattr(msg, fd.name)

@@ -188,7 +188,7 @@ class Keyed:
 
 
 ListRule = Ordered | Multiset | Keyed
-ORDERED = Ordered()
+_ORDERED = Ordered()
 
 
 # -- other rules ------------------------------------------------------------------------
@@ -245,7 +245,7 @@ class StatusRule:
         return left is not None and right is not None and left.groups() == right.groups()
 
 
-EXACT_STATUS = StatusRule(name="status")
+_EXACT_STATUS = StatusRule(name="status")
 
 
 class Instant:
@@ -360,7 +360,7 @@ class RuleSet:
 
     def list_rule(self, method: str, target: str) -> ListRule:
         found = self._first("list", method, target, lambda r: isinstance(r, Ordered | Multiset | Keyed))
-        return found if found is not None else ORDERED
+        return found if found is not None else _ORDERED
 
     def may_add(self, method: str, target: str) -> BkMayAdd | None:
         found = self._first("add", method, target, _is_may_add)
@@ -368,7 +368,7 @@ class RuleSet:
 
     def status_rule(self, method: str) -> StatusRule:
         found = self._first("status", method, "status", lambda r: isinstance(r, StatusRule))
-        return found if isinstance(found, StatusRule) else EXACT_STATUS
+        return found if isinstance(found, StatusRule) else _EXACT_STATUS
 
 
 class _ValueRules(dict[str, Any]):
@@ -472,7 +472,7 @@ def _make(kind: str, spec: dict[str, Any], name: str, parse_duration: Callable[[
             raise RuleError("enum-map: map must be a table of Bank enum name = BK enum name")
         return EnumMap(mapping, name)
     if kind == "ordered":
-        return ORDERED
+        return _ORDERED
     if kind == "multiset":
         return Multiset(name)
     if kind == "keyed":

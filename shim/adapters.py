@@ -201,7 +201,7 @@ def load_adapters(
     return out
 
 
-def name_of(adapter: Adapter) -> str:
+def _name_of(adapter: Adapter) -> str:
     module = getattr(adapter, "__module__", None) or "?"
     return f"{module}.{getattr(adapter, '__qualname__', type(adapter).__name__)}"
 
@@ -223,7 +223,7 @@ class _Method:
     def __init__(self, adapter: Adapter, info: MethodInfo, request_class: type[message.Message]) -> None:
         self.adapter = adapter
         self.info = info
-        self.name = name_of(adapter)
+        self.name = _name_of(adapter)
         self.request_class = request_class
 
 

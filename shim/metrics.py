@@ -2,7 +2,7 @@
 
 Clients choose the method names they call, so a name never costs more than a
 bounded amount: `MethodLabels` says which methods get a metric label of their
-own, and `Counters` keeps at most `MAX_COUNTED` methods apart.
+own, and `Counters` keeps at most `_MAX_COUNTED` methods apart.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 NOT_DESCRIBED = "(not described)"  # the label of every method the descriptors do not describe
 OTHER = "(other)"  # without descriptors, the label of every method beyond the first MAX_METHODS
 MAX_METHODS = 1_000  # method labels without descriptors
-MAX_COUNTED = 10_000  # methods Counters keeps apart; later ones count as OTHER
+_MAX_COUNTED = 10_000  # methods Counters keeps apart; later ones count as OTHER
 
 
 class MethodLabels:
@@ -69,7 +69,7 @@ class Counters:
     its own (a described one); any other method counts as OTHER.
     """
 
-    def __init__(self, labels: MethodLabels | None = None, limit: int = MAX_COUNTED) -> None:
+    def __init__(self, labels: MethodLabels | None = None, limit: int = _MAX_COUNTED) -> None:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._labels = labels
         self._limit = limit

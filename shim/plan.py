@@ -44,7 +44,7 @@ class IdPlan:
     aliases_out: bool = False  # answers can teach key aliases
 
 
-NO_IDS = IdPlan()
+_NO_IDS = IdPlan()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class MethodPlan:
     write: bool
     strict: bool  # a write ordered on the primary as well, per key
     needs_request: bool  # the first request is decoded to place the call (keys, ids, aliases)
-    ids: IdPlan = NO_IDS
+    ids: IdPlan = _NO_IDS
 
     @property
     def learns_per_message(self) -> bool:
@@ -107,7 +107,7 @@ class Plans:
             strict = write and router is not None and router.strict(method)
             return MethodPlan(method, Kind(described=registry is None), write, strict, needs_request=keyed)
         write = router.is_write(method)
-        plan = NO_IDS
+        plan = _NO_IDS
         if ids is not None or aliases is not None:
             learnable: frozenset[str] = frozenset()
             if ids is not None:

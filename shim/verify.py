@@ -67,7 +67,7 @@ class Verification:
     cleared: bool  # the mark was cleared
 
 
-def differences_json(differences: list[tuple[str, Difference]]) -> str:
+def _differences_json(differences: list[tuple[str, Difference]]) -> str:
     """The differences of a key's state, as stored: each in its JSON form with its method (first 20)."""
     return json.dumps(
         [{"method": method, **d.as_json()} for method, d in differences[:20]],
@@ -211,7 +211,7 @@ class Verifier:
             if self._steps.epoch(key) != epoch:
                 return self._record(key, mark, INCONCLUSIVE, "another write on the key was missed", False)
             if state.differences:
-                return self._record(key, mark, DIFFERS, differences_json(state.differences), False)
+                return self._record(key, mark, DIFFERS, _differences_json(state.differences), False)
             cleared = await self._steps.clear(mark)
             return self._record(key, mark, IN_STEP, "[]", cleared)
         finally:
@@ -237,7 +237,7 @@ async def verify_once(
     if state.unreadable:
         result, detail = UNREADABLE, state.unreadable
     elif state.differences:
-        result, detail = DIFFERS, differences_json(state.differences)
+        result, detail = DIFFERS, _differences_json(state.differences)
     else:
         result, detail = IN_STEP, "[]"
     if mark is not None:

@@ -157,13 +157,13 @@ async def _keys(
         return None, settings.list
     if store is None:
         raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
-    keys = await keys_seen(store)
+    keys = await _keys_seen(store)
     if not keys:  # a sweep of nothing would say "both sides agree"
         raise ShimError(f"the store ({store.url}) names no routing key: give --keys-file FILE")
     return keys, "keys of the stored traffic"
 
 
-async def keys_seen(store: Store) -> list[str]:
+async def _keys_seen(store: Store) -> list[str]:
     """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
     keys: dict[str, None] = {}
     for (joined,) in await store.select(

@@ -40,7 +40,7 @@ from shim.store import ComparisonRecord, PathRow, Store
 _log = structlog.get_logger("shim.evidence.record")
 
 # counted by the shim, about comparisons that never reached the store
-NOT_STORED = ("comparisons_dropped",)
+_NOT_STORED = ("comparisons_dropped",)
 
 
 def replica_name() -> str:
@@ -189,7 +189,7 @@ class CountsFlusher:
         now = time.time()
         rows: list[tuple[str, str, int]] = []
         for (name, method), value in self._counters.snapshot().items():
-            if name not in NOT_STORED:
+            if name not in _NOT_STORED:
                 continue
             delta = value - self._seen.get((name, method), 0)
             if delta:

@@ -130,7 +130,7 @@ class Learning:
         self.unmapped, self.ambiguous = unmapped, ambiguous
 
     def note(self) -> str:
-        return unmapped_note(self.unmapped, self.ambiguous)
+        return _unmapped_note(self.unmapped, self.ambiguous)
 
     def for_exchange(self) -> tuple[tuple[str, str, str], ...]:
         """The ids that stopped the call, as the exchange records them: (kind, where, value)."""
@@ -147,7 +147,7 @@ def where(found: Found) -> str:
     return text
 
 
-def unmapped_note(unmapped: list[Found], ambiguous: list[Ambiguous] | None = None) -> str:
+def _unmapped_note(unmapped: list[Found], ambiguous: list[Ambiguous] | None = None) -> str:
     parts = []
     if unmapped:
         named = ", ".join(f"{f.kind} {f.value!r} ({where(f)})" for f in unmapped[:3])

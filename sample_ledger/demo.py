@@ -43,19 +43,19 @@ from sample_ledger._proto.bk.v1 import journal_pb2_grpc as bk_grpc
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim import report as render
-from shim._text import cell, printable
 from shim.config import build as build_config
 from shim.config import load_file, load_rules_file
 from shim.evidence import build_report
 from shim.gate import evaluate
 from shim.sinks import DiffLog, Summary
 from shim.store import OutOfStep, Store
+from shim.terminal_text import cell, printable
 
 CONFIG = "shim.toml"  # beside bank.binpb and rules.toml, which it names
 ADAPTERS = "sample_ledger.adapter"  # Bank's interface over BK's native one (--bk native)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shim demo", description=__doc__.splitlines()[0] if __doc__ else None
     )
@@ -376,7 +376,7 @@ def _short(value: object, width: int = 28) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     # the summary tells what the shim's warnings would (keys out of step, ...), once
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if args.calls <= 0:

@@ -230,3 +230,53 @@ def test_grpc_status_codes_come_from_the_one_table(path: Path) -> None:
         if isinstance(target, ast.Name) and target.id in names
     ]
     assert own == []
+
+
+PACKAGES = ("shim", "comparators", "sample_ledger", "bench", "tools")
+
+
+def private_imports(source: str, own: str) -> list[str]:
+    """What the source imports that is private to another of the project's packages: a module or a name
+    with a leading underscore (`shim._handler`, `from shim.cli import _parser`). The generated protobuf
+    code (`_proto` packages) is the wire interface, which clients of a service import by design."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == own or parts[0] not in PACKAGES or "_proto" in parts:
+                continue
+            if any(part.startswith("_") for part in parts[1:]):
+                found.append(node.module)
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] != own and parts[0] in PACKAGES and "_proto" not in parts:
+                    found += [alias.name] if any(p.startswith("_") for p in parts[1:]) else []
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "own", "found"),
+    [
+        pytest.param("from shim._text import cell", "sample_ledger", ["shim._text"], id="private-module"),
+        pytest.param("from shim.cli import _parser", "tools", ["shim.cli._parser"], id="private-name"),
+        pytest.param("import comparators._walk", "shim", ["comparators._walk"], id="import"),
+        pytest.param("from shim._handler import Route", "shim", [], id="within-its-package"),
+        pytest.param("from shim._proto.shim.v1 import admin_pb2", "bench", [], id="generated-code"),
+        pytest.param("from grpc._cython import cygrpc", "shim", [], id="not-the-projects"),
+    ],
+)
+def test_private_import_finder(source: str, own: str, found: list[str]) -> None:
+    assert private_imports(source, own) == found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py") if "_proto" not in p.parts),
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_a_leading_underscore_means_private_to_the_package(path: Path) -> None:
+    """No package reaches what another package keeps private (tests aside: they pin private behaviour)."""
+    own = path.relative_to(ROOT).parts[0]
+    assert private_imports(path.read_text(encoding="utf-8"), own) == []

@@ -91,7 +91,7 @@ def _commands() -> list[list[str]]:
     """Every command path of `shim` ([], ["serve"], ["mode", "set"], ...), from its parser."""
     import argparse
 
-    from shim.cli import _parser
+    from shim.cli import parser
 
     found: list[list[str]] = []
 
@@ -102,7 +102,7 @@ def _commands() -> list[list[str]]:
                 for name, sub in action.choices.items():
                     walk(sub, [*path, name])
 
-    walk(_parser(), [])
+    walk(parser(), [])
     return found
 
 

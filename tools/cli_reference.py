@@ -77,10 +77,10 @@ def _command(lines: list[str], path: str, parser: argparse.ArgumentParser, summa
 
 
 def render() -> str:
-    from sample_ledger.demo import _parser as demo_parser
-    from shim.cli import _parser
+    from sample_ledger.demo import parser as demo_parser
+    from shim.cli import parser as shim_parser
 
-    parser = _parser()
+    parser = shim_parser()
     lines = [_HEAD.rstrip()]
     for name, sub, help_text in _subcommands(parser):
         if name == "demo":  # `shim demo` hands its arguments to the sample's demo, installed with the shim

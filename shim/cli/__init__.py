@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"shim: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shim", description="A shadow-traffic compatibility layer for gRPC services.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the demo parses its own flags
         return _demo(argv[1:])
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         if args.command == "demo":
             return _demo(args.args)

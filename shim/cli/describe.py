@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shim._text import printable
 from shim.errors import ShimError
+from shim.terminal_text import printable
 
 
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands

@@ -54,10 +54,10 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
 async def run(args: argparse.Namespace) -> int:
     import time
 
-    from shim._text import printable
     from shim.evidence import build_report, rfc3339
     from shim.gate import evaluate
     from shim.store import Store
+    from shim.terminal_text import printable
 
     url, settings = evidence_settings(args)
     window = (

@@ -6,7 +6,7 @@
     shim ids forget --config shim.toml --all                    every pair of every kind
 
 Exit status 0, or 2 for a bad flag or a store that cannot be opened. Ids are printed with their
-control characters escaped (`shim._text`).
+control characters escaped (`shim.terminal_text`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shim import id_pairs
-from shim._text import printable
 from shim.errors import ShimError
 from shim.store import Store
+from shim.terminal_text import printable
 
 
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands

@@ -21,9 +21,9 @@ from grpc import aio
 from shim import config as config_mod
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
-from shim._text import printable
 from shim.admin import default_who
 from shim.errors import ShimError
+from shim.terminal_text import printable
 
 EXIT_REFUSED = 1
 EXIT_FAILED = 2

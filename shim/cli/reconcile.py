@@ -24,7 +24,6 @@ from comparators.files import read_regular
 from comparators.ids import IdFields
 from comparators.rules import RuleSet
 from shim import config as config_mod
-from shim._text import cell, printable
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.app import load_ids, load_registry, load_rules, upstream_channel
 from shim.errors import ShimError
@@ -32,6 +31,7 @@ from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import Store, StoreError
+from shim.terminal_text import cell, printable
 
 EXIT_DIFFERENT = 1
 EXIT_FAILED = 2

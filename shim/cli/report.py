@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from shim import report as render
-    from shim._text import printable_json
     from shim.evidence import method_name
+    from shim.terminal_text import printable_json
 
     report, settings = asyncio.run(_build_report(args))
     for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently

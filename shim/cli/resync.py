@@ -11,7 +11,7 @@ A key whose sides differ, or that could not be read, keeps its mark, and the
 command says why. Exit status: 0 when every key named is in step now, 1 when
 one is still out of step, 2 when nothing could be done (a bad config, a store
 that cannot be opened). Keys, methods and reasons are printed with their control
-characters escaped (`shim._text`).
+characters escaped (`shim.terminal_text`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
-from shim._text import printable
 from shim.errors import ShimError
 from shim.store import Store
+from shim.terminal_text import printable
 
 if TYPE_CHECKING:  # the commands that need grpc import it when they run
     from shim.reconcile import Sweep

@@ -1,7 +1,7 @@
 """A `Report` shown three ways: in the terminal, as JSON, and as one self-contained HTML page.
 
 - `terminal(report, console)`: rich tables, for `shim report`. Stored text is shown as text, its
-  control characters escaped (`shim._text`): a method name cannot drive the terminal.
+  control characters escaped (`shim.terminal_text`): a method name cannot drive the terminal.
 - `to_json(report)`: a dict with a stable schema (`SCHEMA_VERSION`), documented in
   docs/report-json.md, for `shim report --json`.
 - `html(report)`: one page with inline CSS and inline SVG charts, no script and no

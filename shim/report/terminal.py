@@ -1,5 +1,5 @@
 """`shim report` in the terminal: rich tables. Stored text is shown as text, its control characters
-escaped (`shim._text`): a method name cannot drive the terminal."""
+escaped (`shim.terminal_text`): a method name cannot drive the terminal."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shim._text import cell
 from shim.evidence import CallRecord, Report, rfc3339
 from shim.report.text import code, millis, percent, value_text
+from shim.terminal_text import cell
 
 TOP_PATHS = 10  # paths per method in the terminal
 _EXAMPLE_WIDTH = 40  # characters of an example value in the terminal
@@ -17,7 +17,7 @@ _EXAMPLE_WIDTH = 40  # characters of an example value in the terminal
 
 def terminal(report: Report, console: Console) -> None:
     """Print the report as tables. What the store holds (methods, paths, values, keys, reasons) is shown
-    as text, never read as markup, with its control characters escaped (`shim._text`)."""
+    as text, never read as markup, with its control characters escaped (`shim.terminal_text`)."""
     console.print(
         Text.assemble(
             (f"Evidence from {rfc3339(report.since)} to {rfc3339(report.until)}", "bold"),

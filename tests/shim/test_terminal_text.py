@@ -17,8 +17,8 @@ from comparators import DescriptorRegistry
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import serve
-from shim._text import printable
 from shim.routing import MethodSettings
+from shim.terminal_text import printable
 from shim.testing import running_shim
 from tests.backends import interop_server
 from tests.helpers import run_shim

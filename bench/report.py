@@ -118,11 +118,11 @@ async def fill(store: Store, rows: int, since: float, until: float) -> None:
     span = until - since
     for start in range(0, rows, BATCH):
         batch = range(start, min(start + BATCH, rows))
-        store.put_comparisons([_record(n, rows, rng, since, span) for n in batch])
+        store.comparisons.put([_record(n, rows, rng, since, span) for n in batch])
         await store.flush()  # keeps the queue (and memory) small
         if start // BATCH % 20 == 19:
             print(f"  {start + BATCH:,} rows", file=sys.stderr, flush=True)
-    store.put_counts(until - 60, "bench:1", [(METHODS[0], "comparisons_dropped", 12)])
+    store.counts.put(until - 60, "bench:1", [(METHODS[0], "comparisons_dropped", 12)])
     await store.flush()
 
 

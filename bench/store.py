@@ -60,8 +60,9 @@ from urllib.parse import quote
 
 import psycopg
 
-from shim import store as store_module
 from shim.store import ComparisonRecord, PathRow, Store, comparison_rows
+from shim.store import comparisons as stored
+from shim.store._worker import Worker
 
 TARGET = 20_000.0  # records/s the store must take
 YIELD_EVERY = 100  # puts between two yields to the event loop
@@ -180,13 +181,13 @@ def describe(records: list[ComparisonRecord]) -> dict[str, Any]:
 _DIFFERENCES = "[" + ",".join(_difference(p, i) for i, p in enumerate(PATHS[:3])) + "]"
 _PREFILL_SQLITE = (
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
-    f" INSERT INTO comparisons ({store_module._COMPARISON_COLUMNS})"
+    f" INSERT INTO comparisons ({stored.COLUMNS})"
     " SELECT lower(hex(randomblob(16))), ? + i * 0.001, 'prefill:1', '/bank.v1.Ledger/PostTrade',"
     " 'W7-' || (i % 5000), '', CASE WHEN i % 4 = 0 THEN 'mismatch' ELSE 'match' END, '', 1, 0, 0, 5.0, 6.0,"
     " 0, 0, 0, CASE WHEN i % 4 = 0 THEN ? ELSE '[]' END, NULL FROM n"
 )
 _PREFILL_POSTGRES = (
-    f"INSERT INTO comparisons ({store_module._COMPARISON_COLUMNS})"
+    f"INSERT INTO comparisons ({stored.COLUMNS})"
     " SELECT md5(random()::text || i), %s + i * 0.001, 'prefill:1', '/bank.v1.Ledger/PostTrade',"
     " 'W7-' || mod(i, 5000), '', CASE WHEN mod(i, 4) = 0 THEN 'mismatch' ELSE 'match' END, '',"
     " 1, 0, 0, 5.0, 6.0, 0, 0, 0, CASE WHEN mod(i, 4) = 0 THEN %s ELSE '[]' END, NULL"
@@ -245,7 +246,7 @@ async def through_store(url: str, records: list[ComparisonRecord]) -> dict[str, 
         for begin in range(0, len(records), YIELD_EVERY):
             slice_started = time.perf_counter()
             for record in records[begin : begin + YIELD_EVERY]:
-                store.put_comparisons([record])
+                store.comparisons.put([record])
             busy += time.perf_counter() - slice_started
             peak = max(peak, store.backlog)
             await asyncio.sleep(0)
@@ -276,7 +277,7 @@ async def paced_through_store(url: str, records: list[ComparisonRecord], rate: f
         started = time.perf_counter()
         for begin in range(0, len(records), 20):
             for record in records[begin : begin + 20]:
-                store.put_comparisons([record])
+                store.comparisons.put([record])
             peak = max(peak, store.backlog)
             await asyncio.sleep(max(0.0, started + (begin + 20) / rate - time.perf_counter()))
         offered = time.perf_counter() - started
@@ -309,8 +310,8 @@ def sqlite_baseline(path: str, records: list[ComparisonRecord]) -> dict[str, flo
         started = time.perf_counter()
         rows, paths = _rows(records)
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(store_module._INSERT_COMPARISON, rows)
-        conn.executemany(store_module._INSERT_PATH, paths)
+        conn.executemany(stored.INSERT, rows)
+        conn.executemany(stored.INSERT_PATH, paths)
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
     return {"records_per_s": round(len(records) / elapsed), "seconds": round(elapsed, 3)}
@@ -322,8 +323,8 @@ def postgres_baseline(url: str, records: list[ComparisonRecord]) -> dict[str, fl
         started = time.perf_counter()
         rows, paths = _rows(records)
         with conn.cursor() as cursor:
-            cursor.executemany(store_module._INSERT_COMPARISON.replace("?", "%s"), rows)
-            cursor.executemany(store_module._INSERT_PATH.replace("?", "%s"), paths)
+            cursor.executemany(stored.INSERT.replace("?", "%s"), rows)
+            cursor.executemany(stored.INSERT_PATH.replace("?", "%s"), paths)
         conn.commit()
         elapsed = time.perf_counter() - started
     return {"records_per_s": round(len(records) / elapsed), "seconds": round(elapsed, 3)}
@@ -350,9 +351,9 @@ def profiled_sqlite_run(path: str, records: list[ComparisonRecord]) -> str:
     """cProfile over one SQLite run, the worker thread included; the top of it by own time."""
     profile = cProfile.Profile()
     worker_profiles: list[cProfile.Profile] = []
-    original = Store._work
+    original = Worker.run
 
-    def work(self: Store) -> None:
+    def work(self: Worker) -> None:
         mine = cProfile.Profile()
         worker_profiles.append(mine)
         mine.enable()
@@ -361,13 +362,13 @@ def profiled_sqlite_run(path: str, records: list[ComparisonRecord]) -> str:
         finally:
             mine.disable()
 
-    Store._work = work  # type: ignore[method-assign]
+    Worker.run = work  # type: ignore[method-assign]
     try:
         profile.enable()
         asyncio.run(through_store(path, records))
         profile.disable()
     finally:
-        Store._work = original  # type: ignore[method-assign]
+        Worker.run = original  # type: ignore[method-assign]
     out = io.StringIO()
     for title, prof in [
         ("event loop thread (puts)", profile),

@@ -126,7 +126,7 @@ async def set_mode(
         except SwitchTimeout as exc:
             raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
         try:
-            await shim.store.change_modes(changes)
+            await shim.store.modes.change(changes)
         except StoreError as exc:
             undo = {c.scope: c.from_mode for c in changes}
             try:
@@ -226,7 +226,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         if store is None:
             return pb.ModeHistoryResponse()
         try:
-            changes = await store.mode_history(request.limit if request.limit > 0 else 100)
+            changes = await store.modes.history(request.limit if request.limit > 0 else 100)
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}")
         return pb.ModeHistoryResponse(

@@ -39,11 +39,6 @@ from shim.store import Store, StoreError
 
 _log = structlog.get_logger("shim.aliases")
 
-_INSERT = (
-    "INSERT INTO key_aliases (kind, alias, key, learned_at) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (kind, alias) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class AliasKind:
@@ -116,11 +111,8 @@ class KeyAliases:
         """Fill the memory with the most recently learned aliases of the store."""
         if self._store is None:
             return
-        rows = await self._store.select(
-            "SELECT kind, alias, key FROM key_aliases ORDER BY learned_at DESC LIMIT ?", (self._cache,)
-        )
-        for kind, alias, key in reversed(rows):
-            self._remember(str(kind), str(alias), str(key))
+        for kind, alias, key in reversed(await self._store.aliases.recent(self._cache)):
+            self._remember(kind, alias, key)
 
     def _remember(self, kind: str, alias: str, key: str) -> None:
         self._keys.pop((kind, alias), None)
@@ -141,7 +133,7 @@ class KeyAliases:
             rows.append((found.kind, found.value, found.owner, now))
             self._counters.inc("aliases_learned", found.kind)
         if rows and self._store is not None:
-            self._store.enqueue(_INSERT, rows)
+            self._store.aliases.put(rows)
 
     def keys(self, method: str, request: message.Message) -> list[str] | None:
         """The routing keys named through aliases in a decoded request; None when one is not known."""
@@ -162,13 +154,10 @@ class KeyAliases:
         if key is not None or self._store is None:
             return key
         try:
-            rows = await self._store.select(
-                "SELECT key FROM key_aliases WHERE kind = ? AND alias = ?", (kind, alias)
-            )
+            key = await self._store.aliases.find(kind, alias)
         except StoreError as exc:
             _log.warning("alias lookup failed", kind=kind, error=str(exc))
             return None
-        if rows:
-            self._remember(kind, alias, str(rows[0][0]))
-            return str(rows[0][0])
-        return None
+        if key is not None:
+            self._remember(kind, alias, key)
+        return key

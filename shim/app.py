@@ -245,8 +245,8 @@ class Shim:
             await self._open_store()
             assert self.store is not None
             try:
-                self.modes.restore(await self.store.modes())  # as the last switch left them
-                history = await self.store.mode_history(limit=100_000)
+                self.modes.restore(await self.store.modes.current())  # as the last switch left them
+                history = await self.store.modes.history(limit=100_000)
             except StoreError as exc:
                 await self._close_store()
                 raise StartupError(str(exc)) from exc
@@ -378,7 +378,7 @@ class Shim:
         assert self.store is not None
         async with self.mode_lock:  # not while a switch through this replica is being recorded
             try:
-                stored = await self.store.modes()
+                stored = await self.store.modes.current()
             except StoreError as exc:
                 _log.warning("modes not re-read", error=str(exc))
                 return {}
@@ -639,7 +639,7 @@ class Shim:
                 if retain is not None and time.time() - last_retention >= min(retain, 3600.0):
                     last_retention = time.time()
                     try:
-                        gone = await self.store.delete_before(last_retention - retain)
+                        gone = await self.store.comparisons.delete_before(last_retention - retain)
                     except StoreError as exc:
                         _log.warning("retention failed", error=str(exc))
                     else:

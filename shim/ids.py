@@ -33,7 +33,7 @@ import structlog
 
 from comparators.ids import Found, IdFields
 from shim.metrics import Counters
-from shim.store import IdPair, Store, StoreError
+from shim.store import IdPair, Store, StoreError, Unpaired
 
 _log = structlog.get_logger("shim.ids")
 
@@ -74,7 +74,7 @@ class IdBook:
         """Fill the memory with the most recent pairs of the store."""
         if self._store is None:
             return
-        pairs = await self._store.recent_pairs(self._cache)
+        pairs = await self._store.pairs.recent(self._cache)
         for pair in reversed(pairs):  # oldest first: the newest are evicted last
             self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
 
@@ -122,7 +122,7 @@ class IdBook:
     def settle(self, pendings: Iterable[Pending]) -> None:
         """The minting calls are over: whatever was not learned has no counterpart; it is kept as unpaired
         (in memory and in the store), so that a call naming it is known to name a minted id."""
-        rows = []
+        unpaired: list[Unpaired] = []
         now = time.time()
         for pending in pendings:
             if pending.future.done():
@@ -134,14 +134,10 @@ class IdBook:
             self._unpaired[pending.key] = pending.owner
             while len(self._unpaired) > self._cache:
                 del self._unpaired[next(iter(self._unpaired))]
-            rows.append((kind, side, value, pending.owner, now))
+            unpaired.append(Unpaired(kind, side, value, pending.owner, now))
             self._counters.inc("ids_unpaired", kind)
-        if rows and self._store is not None:
-            self._store.enqueue(
-                "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                rows,
-            )
+        if unpaired and self._store is not None:
+            self._store.pairs.put_unpaired(unpaired)
 
     async def minted(self, side: str, kind: str, value: str, scope: str = "") -> bool:
         """Whether `side` is known to have minted `value` (paired, pending or unpaired), in memory or in
@@ -152,16 +148,13 @@ class IdBook:
         if self._store is None:
             return False
         try:
-            rows = await self._store.select(
-                "SELECT owner FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
-                (kind, side, key[2]),
-            )
+            owner = await self._store.pairs.unpaired_owner(kind, side, key[2])
         except StoreError as exc:
             self._counters.inc("id_lookup_errors", kind)
             _log.warning("id lookup failed", kind=kind, error=str(exc))
             return True  # not known to be unknown: treated as minted (the call is not sent)
-        if rows:
-            self._unpaired[key] = str(rows[0][0])
+        if owner is not None:
+            self._unpaired[key] = owner
             return True
         return False
 
@@ -198,7 +191,7 @@ class IdBook:
                 if pending is not None and not pending.future.done():
                     pending.future.set_result(counterpart)
         if new and self._store is not None:
-            self._store.put_pairs(new)
+            self._store.pairs.put(new)
         return len(new)
 
     def _remember(self, kind: str, bank_id: str, bk_id: str, owner: str) -> None:
@@ -235,7 +228,7 @@ class IdBook:
         if self._store is None:
             return None
         try:
-            pairs = await self._store.find_pairs(kind, side, [scoped])
+            pairs = await self._store.pairs.find(kind, side, [scoped])
         except StoreError as exc:
             self._counters.inc("id_lookup_errors", kind)
             _log.warning("id lookup failed", kind=kind, error=str(exc))

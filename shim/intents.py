@@ -19,30 +19,17 @@ reconcile` finds what it changed).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import structlog
 
 from shim.metrics import Counters
-from shim.store import Store, StoreError
+from shim.store import Intent, Store, StoreError
 
 _log = structlog.get_logger("shim.intents")
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A mirrored write that was sent and whose fate was not recorded (yet)."""
-
-    id: str
-    at: float
-    replica: str
-    method: str
-    keys: tuple[str, ...]
 
 
 def _alive(replica: str) -> bool:
@@ -70,38 +57,23 @@ class Intents:
     async def record(self, intent_id: str, method: str, keys: Sequence[str]) -> None:
         """Write the intent down and wait for the commit; a store that fails is logged and counted, and the
         write goes on (not sending it would put its keys out of step for certain)."""
-        row = (intent_id, time.time(), self.replica, method, json.dumps(list(keys)))
         try:
-            await self._store.write(
-                "INSERT INTO intents (id, at, replica, method, keys) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET keys = excluded.keys",
-                [row],
-            )
+            await self._store.intents.put(Intent(intent_id, time.time(), self.replica, method, tuple(keys)))
         except StoreError as exc:
             self._counters.inc("intents_not_recorded", method)
             _log.warning("intent not recorded; the write is mirrored anyway", method=method, error=str(exc))
 
     def done(self, intent_id: str) -> None:
         """The write was judged: forget the intent (committed with the next batch)."""
-        self._store.enqueue("DELETE FROM intents WHERE id = ?", [(intent_id,)])
+        self._store.intents.delete(intent_id)
 
     async def orphans(self, stale: float) -> list[Intent]:
         """Claim the intents whose writer is gone or which are older than `stale` seconds."""
-        rows = await self._store.select("SELECT id, at, replica, method, keys FROM intents ORDER BY at")
         now = time.time()
         claimed = []
-        for intent_id, at, replica, method, keys in rows:
-            if replica == self.replica or (now - float(at) < stale and _alive(str(replica))):
+        for intent in await self._store.intents.all():
+            if intent.replica == self.replica or (now - intent.at < stale and _alive(intent.replica)):
                 continue
-            gone = await self._store.execute("DELETE FROM intents WHERE id = ? RETURNING id", (intent_id,))
-            if gone:  # another replica may have claimed it first
-                claimed.append(Intent(str(intent_id), float(at), str(replica), str(method), _keys(str(keys))))
+            if await self._store.intents.claim(intent.id):  # another replica may have claimed it first
+                claimed.append(intent)
         return claimed
-
-
-def _keys(text: str) -> tuple[str, ...]:
-    try:
-        keys = json.loads(text)
-    except ValueError:
-        return ()
-    return tuple(str(k) for k in keys) if isinstance(keys, list) else ()

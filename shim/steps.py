@@ -149,7 +149,7 @@ class Steps:
         self._fresh = {}
         self._cleared = set()
         try:
-            marks = {mark.key: mark for mark in await self._store.out_of_step()}
+            marks = {mark.key: mark for mark in await self._store.marks.out_of_step()}
         finally:
             self._refreshing = False
         for key in self._cleared:
@@ -186,7 +186,7 @@ class Steps:
             self._counters.inc("keys_out_of_step", method)
             _log.warning("key out of step", key=key, method=method, reason=reason)
         if marks and self._store is not None:
-            self._store.mark_out_of_step(marks)
+            self._store.marks.put(marks)
         for mark in marks:
             for listener in self._listeners:
                 listener(mark)
@@ -197,7 +197,7 @@ class Steps:
         held = self._marks.get(mark.key)
         if held is not None and held != mark:
             return False
-        if self._store is not None and not await self._store.clear_mark(mark.key, mark.since):
+        if self._store is not None and not await self._store.marks.clear(mark.key, mark.since):
             held_now = self._marks.get(mark.key)
             if held_now is not None and held_now != mark:
                 return False

@@ -79,34 +79,15 @@ def _differences_json(differences: list[tuple[str, Difference]]) -> str:
 def store_verification(store: Store | None, replica: str, verification: Verification) -> None:
     if store is None:
         return
-    mark = verification.mark
-    store.enqueue(
-        "INSERT INTO verifications (id, at, replica, key, since, method, reason, result, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                time_ordered_id(),
-                verification.at,
-                replica,
-                verification.key,
-                mark.since,
-                mark.method,
-                mark.reason,
-                verification.result,
-                verification.detail,
-            )
-        ],
+    store.marks.put_verification(
+        time_ordered_id(),
+        verification.at,
+        replica,
+        verification.key,
+        verification.mark,
+        verification.result,
+        verification.detail,
     )
-
-
-async def last_verifications(store: Store) -> dict[str, tuple[float, str, str]]:
-    """The latest verification of each key: key -> (at, result, detail)."""
-    rows = await store.select(
-        "SELECT v.key, v.at, v.result, v.detail FROM verifications v"
-        " JOIN (SELECT key, MAX(at) AS at FROM verifications GROUP BY key) latest"
-        " ON latest.key = v.key AND latest.at = v.at"
-    )
-    return {str(key): (float(at), str(result), str(detail)) for key, at, result, detail in rows}
 
 
 class Verifier:
@@ -253,7 +234,6 @@ __all__ = [
     "UNREADABLE",
     "Verification",
     "Verifier",
-    "last_verifications",
     "store_verification",
     "verify_once",
 ]

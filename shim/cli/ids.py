@@ -15,9 +15,8 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from shim import id_pairs
 from shim.errors import ShimError
-from shim.store import Store
+from shim.store import SIDES, Store
 from shim.terminal_text import printable
 
 
@@ -41,7 +40,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         default=50,
         help="the most pairs (and unpaired ids) listed (default 50)",
     )
-    forget.add_argument("--side", choices=id_pairs.SIDES, help="the IDs are this side's (default: either)")
+    forget.add_argument("--side", choices=SIDES, help="the IDs are this side's (default: either)")
     forget.add_argument("--all", action="store_true", help="every pair of --kind (of every kind without it)")
     forget.add_argument("values", nargs="*", metavar="ID", help="the ids to forget, Bank's or BK's")
 
@@ -57,7 +56,7 @@ async def run(args: argparse.Namespace, url: str) -> int:
     await store.start()
     try:
         if args.action == "forget":
-            pairs, unpaired = await id_pairs.forget(store, args.kind, args.values, args.side)
+            pairs, unpaired = await store.pairs.forget(args.kind, args.values, args.side)
             which = f"of kind {printable(args.kind)}" if args.kind else "of every kind"
             print(f"forgot {_count(pairs, 'pair')} and {_count(unpaired, 'unpaired id')} {which}")
             print("running shims keep the pairs they hold in memory until they restart")
@@ -69,20 +68,20 @@ async def run(args: argparse.Namespace, url: str) -> int:
 
 
 async def _list(store: Store, kind: str | None, limit: int) -> None:
-    counts = await id_pairs.counts(store)
+    counts = await store.pairs.counts()
     if kind:
         counts = {k: v for k, v in counts.items() if k == kind}
     if not counts:
         print(f"no id pair is stored{f' of kind {printable(kind)}' if kind else ''} ({printable(store.url)})")
         return
     print("; ".join(f"{printable(k)}: {_count(p, 'pair')}, {u:,} unpaired" for k, (p, u) in counts.items()))
-    pairs = await id_pairs.recent_pairs(store, kind, limit)
+    pairs = await store.pairs.recent(limit, kind)
     if pairs:
         print("kind\tbank id\tbk id\towner\tlearned")
         for pair in pairs:
             fields = (pair.kind, pair.bank_id, pair.bk_id, pair.owner or "-")
             print("\t".join(printable(f) for f in fields) + f"\t{_when(pair.learned_at)}")
-    unpaired = await id_pairs.recent_unpaired(store, kind, limit)
+    unpaired = await store.pairs.recent_unpaired(limit, kind)
     if unpaired:
         print("unpaired (minted by one side, the other's unknown):")
         for u in unpaired:

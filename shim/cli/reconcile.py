@@ -102,7 +102,7 @@ async def reconcile(args: argparse.Namespace) -> int:
         ids = None
         out_of_step: dict[str, str] = {}
         if store is not None:
-            out_of_step = {mark.key: mark.reason for mark in await store.out_of_step()}
+            out_of_step = {mark.key: mark.reason for mark in await store.marks.out_of_step()}
             if fields is not None:
                 ids = IdBook(fields, store, counters)
         sweep = sides.sweep(ids, out_of_step, timeout)
@@ -166,11 +166,9 @@ async def _keys(
 async def _keys_seen(store: Store) -> list[str]:
     """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
     keys: dict[str, None] = {}
-    for (joined,) in await store.select(
-        "SELECT DISTINCT routing_key FROM comparisons WHERE routing_key <> ''"
-    ):
-        keys.update(dict.fromkeys(k for k in str(joined).split(",") if k))
-    keys.update(dict.fromkeys(mark.key for mark in await store.out_of_step() if mark.key != "*"))
+    for joined in await store.comparisons.routing_keys():
+        keys.update(dict.fromkeys(k for k in joined.split(",") if k))
+    keys.update(dict.fromkeys(mark.key for mark in await store.marks.out_of_step() if mark.key != "*"))
     return sorted(keys)
 
 

@@ -81,13 +81,11 @@ async def run(args: argparse.Namespace, url: str) -> int:
 
 
 async def _list(store: Store) -> None:
-    from shim.verify import last_verifications
-
-    marks = await store.out_of_step()
+    marks = await store.marks.out_of_step()
     if not marks:
         print(f"no key is out of step ({printable(store.url)})")
         return
-    checks = await last_verifications(store)
+    checks = await store.marks.last_verifications()
     for mark in marks:
         key, method, reason = printable(mark.key), printable(mark.method.lstrip("/")), printable(mark.reason)
         line = f"{key}\tsince {_when(mark.since)}\t{method}: {reason}"
@@ -102,7 +100,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
     from shim.evidence.record import replica_name
     from shim.verify import IN_STEP, Verification, store_verification, verify_once
 
-    marks = {mark.key: mark for mark in await store.out_of_step()}
+    marks = {mark.key: mark for mark in await store.marks.out_of_step()}
     replica = replica_name()
     if args.force:
         for key in args.keys:
@@ -110,7 +108,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             if mark is None:
                 print(f"{printable(key)}: was not out of step")
                 continue
-            await store.clear_mark(key, mark.since)
+            await store.marks.clear(key, mark.since)
             store_verification(store, replica, Verification(key, time.time(), mark, "forced", "[]", True))
             print(f"{printable(key)}: in step again (forced, not verified)")
         await store.flush()
@@ -135,7 +133,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             mark = marks[key]
             result, detail = await verify_once(sweep.key, key, mark, store, replica)
             if result == IN_STEP:
-                cleared = await store.clear_mark(key, mark.since)
+                cleared = await store.marks.clear(key, mark.since)
                 outcome = "in step again" if cleared else "marked again meanwhile, kept"
                 print(f"{printable(key)}: verified in step: {outcome}")
                 still += not cleared

@@ -166,7 +166,7 @@ class StoreSink:
                 )
             return
         record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)
-        self.store.put_comparisons([record])
+        self.store.comparisons.put([record])
         self._warned = False
 
     def take_dropped(self) -> dict[str, int]:
@@ -197,4 +197,4 @@ class CountsFlusher:
                 self._seen[(name, method)] = value
         rows += [(method, "store_dropped", n) for method, n in self._sink.take_dropped().items()]
         rows += [(method, "store_failed", n) for method, n in self._store.take_lost().items()]
-        self._store.put_counts(now, self._sink.replica, rows)
+        self._store.counts.put(now, self._sink.replica, rows)

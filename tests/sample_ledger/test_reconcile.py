@@ -90,7 +90,7 @@ async def test_a_planted_difference_is_reported_and_exits_1(
     await bank_stub.OpenAccount(pb.OpenAccountRequest(account_id="R999"))
     store = Store.open(str(tmp_path / "shim.db"))
     await store.start()
-    store.mark_out_of_step([OutOfStep("R007", 1.0, "/bank.v1.Ledger/Deposit", "BK applied it, Bank did not")])
+    store.marks.put([OutOfStep("R007", 1.0, "/bank.v1.Ledger/Deposit", "BK applied it, Bank did not")])
     await store.close()
     code, out, err = await _reconcile(
         "--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db", "--json"

@@ -459,7 +459,7 @@ def test_resync_finds_the_store_of_a_config_and_lists_marks_resyncs_keys(tmp_pat
     async def mark() -> None:
         store = Store.open(str(tmp_path / "state" / "shim.db"))
         await store.start()
-        store.mark_out_of_step(
+        store.marks.put(
             [
                 OutOfStep(
                     "A1", 1_795_000_000.0, "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK timed out"

@@ -93,7 +93,7 @@ async def test_a_mirrored_write_still_running_at_stop_is_recorded_and_its_key_ou
     reopened = Store.open(str(store))
     await reopened.start()
     try:
-        (mark,) = await reopened.out_of_step()
+        (mark,) = await reopened.marks.out_of_step()
         (stored,) = await reopened.select("SELECT verdict, reason FROM comparisons")
     finally:
         await reopened.close()

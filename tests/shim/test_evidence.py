@@ -104,7 +104,7 @@ class Records:
             )
 
     async def write(self, store: Store) -> None:
-        store.put_comparisons(self.records)
+        store.comparisons.put(self.records)
         await store.flush()
 
 
@@ -201,10 +201,10 @@ async def test_status_code_pairs_and_dropped_counts(store: Store) -> None:
     )
     r.add("skipped", bk_code=None, bk_ms=None)
     await r.write(store)
-    store.put_counts(T0 + 50, "test:1", [(GET, "comparisons_dropped", 4), (GET, "store_dropped", 1)])
-    store.put_counts(T0 + 60, "test:2", [(GET, "comparisons_dropped", 2)])
-    store.put_counts(T0 - 1, "test:1", [(GET, "comparisons_dropped", 100)])  # before the window
-    store.put_counts(T0 + 70, "test:1", [(REFUND, "store_dropped", 7)])  # a method with nothing stored
+    store.counts.put(T0 + 50, "test:1", [(GET, "comparisons_dropped", 4), (GET, "store_dropped", 1)])
+    store.counts.put(T0 + 60, "test:2", [(GET, "comparisons_dropped", 2)])
+    store.counts.put(T0 - 1, "test:1", [(GET, "comparisons_dropped", 100)])  # before the window
+    store.counts.put(T0 + 70, "test:1", [(REFUND, "store_dropped", 7)])  # a method with nothing stored
     await store.flush()
     report = await _report(store)
     get = report.method("pay.v1.Payments/Get")

@@ -582,11 +582,11 @@ async def test_retention_deletes_comparisons_older_than_store_retain(
     now = time.time()
     old, new = now - 7200.0, now - 5.0
     store = await _started(engine.url)
-    store.put_comparisons(
+    store.comparisons.put(
         [_record(f"old-{n}", old - n) for n in range(30)] + [_record(f"new-{n}", new) for n in range(7)]
     )
-    store.put_counts(old, "test:1", [("/bank.v1.Ledger/GetAccount", "store_dropped", 3)])
-    store.put_counts(new, "test:1", [("/bank.v1.Ledger/GetAccount", "store_dropped", 4)])
+    store.counts.put(old, "test:1", [("/bank.v1.Ledger/GetAccount", "store_dropped", 3)])
+    store.counts.put(new, "test:1", [("/bank.v1.Ledger/GetAccount", "store_dropped", 4)])
     await store.close()
     assert (await engine.sql("SELECT count(*) FROM comparisons"))[0][0] == 37
 

@@ -291,7 +291,7 @@ async def _reverse_an_unpaired_movement(
         assert set(steps.keys) == {"A"}  # Bank applied the Move, BK did not
         assert steps.keys["A"].method == MOVE
         # an operator re-syncs account A; the movement still has no pair in the map
-        assert await store.resync(["A"]) == ["A"]
+        assert await store.marks.resync(["A"]) == ["A"]
         await steps.refresh()
         assert steps.keys == {}
         reversal = await client.reverse(movement.movement_id)  # Bank knows M1: it answers OK

@@ -471,12 +471,12 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
             assert shim.modes.default == "shadow"
             assert shim.store is not None
-            assert await shim.store.modes() == {}
-            assert await shim.store.mode_history() == []
+            assert await shim.store.modes.current() == {}
+            assert await shim.store.modes.history() == []
             await slow
             await shim.drain()
             await _set(admin, "bk-primary", force=True)  # nothing in flight now: it applies
-            recorded = (await shim.store.modes(), len(await shim.store.mode_history()))
+            recorded = (await shim.store.modes.current(), len(await shim.store.modes.history()))
             assert recorded == ({"*": "bk-primary"}, 1)
     finally:
         await bank.stop(None)

@@ -135,8 +135,8 @@ async def test_pairs_round_trip(store: Store) -> None:
     """Pairs put come back whole, looked up by their Bank id."""
     pairs = [_pair(1), _pair(2), IdPair("trade", "B3", "K3")]
     before = time.time()
-    store.put_pairs(pairs)
-    found = await store.find_pairs("trade", "bank", ["B1", "B2", "B3"])
+    store.pairs.put(pairs)
+    found = await store.pairs.find("trade", "bank", ["B1", "B2", "B3"])
     assert found[:2] == pairs[:2]
     assert found[2].bk_id == "K3"
     assert found[2].owner == ""
@@ -146,47 +146,47 @@ async def test_pairs_round_trip(store: Store) -> None:
 
 async def test_lookup_by_either_side(store: Store) -> None:
     """Either id finds the pair, within its kind; unknown ids are left out; the order is the one asked."""
-    store.put_pairs([_pair(1), _pair(2), IdPair("order", "B1", "K9")])
-    assert await store.find_pairs("trade", "bk", ["K2", "nope", "K1", "K2"]) == [_pair(2), _pair(1)]
-    assert await store.find_pairs("trade", "bank", ["K1"]) == []
-    assert [p.bk_id for p in await store.find_pairs("order", "bank", ["B1"])] == ["K9"]
-    assert await store.find_pairs("trade", "bank", []) == []
+    store.pairs.put([_pair(1), _pair(2), IdPair("order", "B1", "K9")])
+    assert await store.pairs.find("trade", "bk", ["K2", "nope", "K1", "K2"]) == [_pair(2), _pair(1)]
+    assert await store.pairs.find("trade", "bank", ["K1"]) == []
+    assert [p.bk_id for p in await store.pairs.find("order", "bank", ["B1"])] == ["K9"]
+    assert await store.pairs.find("trade", "bank", []) == []
     with pytest.raises(ValueError, match="side must be 'bank' or 'bk'"):
-        await store.find_pairs("trade", "left", ["B1"])
+        await store.pairs.find("trade", "left", ["B1"])
 
 
 async def test_many_values_are_looked_up_in_chunks(store: Store) -> None:
     """More values than one IN list holds are all found."""
     pairs = [_pair(n) for n in range(1234)]
-    store.put_pairs(pairs)
-    found = await store.find_pairs("trade", "bank", [p.bank_id for p in reversed(pairs)])
+    store.pairs.put(pairs)
+    found = await store.pairs.find("trade", "bank", [p.bank_id for p in reversed(pairs)])
     assert found == pairs[::-1]
 
 
 async def test_the_first_pair_learned_wins_on_both_sides(store: Store) -> None:
     """A later pair that conflicts on the Bank id or on the BK id is ignored, in one batch or a later one."""
-    store.put_pairs([_pair(1), IdPair("trade", "B1", "K-other"), IdPair("trade", "B-other", "K1")])
+    store.pairs.put([_pair(1), IdPair("trade", "B1", "K-other"), IdPair("trade", "B-other", "K1")])
     await store.flush()
-    store.put_pairs([IdPair("trade", "B1", "K-later"), IdPair("trade", "B-later", "K1"), _pair(2)])
-    assert await store.find_pairs("trade", "bank", ["B1", "B-other", "B-later", "B2"]) == [_pair(1), _pair(2)]
-    assert await store.find_pairs("trade", "bk", ["K1", "K-other", "K-later"]) == [_pair(1)]
+    store.pairs.put([IdPair("trade", "B1", "K-later"), IdPair("trade", "B-later", "K1"), _pair(2)])
+    assert await store.pairs.find("trade", "bank", ["B1", "B-other", "B-later", "B2"]) == [_pair(1), _pair(2)]
+    assert await store.pairs.find("trade", "bk", ["K1", "K-other", "K-later"]) == [_pair(1)]
     assert store.write_errors == 0
 
 
 async def test_recent_pairs_come_newest_first(store: Store) -> None:
     """recent_pairs orders by learned_at, newest first, and stops at the limit."""
-    store.put_pairs([_pair(1, at=10), _pair(3, at=10), _pair(2, at=10)])
-    assert [p.bank_id for p in await store.recent_pairs(2)] == ["B3", "B2"]
-    assert [p.bank_id for p in await store.recent_pairs(10)] == ["B3", "B2", "B1"]
-    assert await store.recent_pairs(0) == []
+    store.pairs.put([_pair(1, at=10), _pair(3, at=10), _pair(2, at=10)])
+    assert [p.bank_id for p in await store.pairs.recent(2)] == ["B3", "B2"]
+    assert [p.bank_id for p in await store.pairs.recent(10)] == ["B3", "B2", "B1"]
+    assert await store.pairs.recent(0) == []
 
 
 async def test_a_read_after_a_write_sees_it_without_flush(store: Store) -> None:
     """The queue is FIFO: a read enqueued after a write runs after its commit."""
-    store.put_pairs([_pair(1)])
-    assert await store.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
-    store.mark_out_of_step([OutOfStep("acct-1", 5.0, "/ledger.Ledger/Book", "bk failed")])
-    assert [m.key for m in await store.out_of_step()] == ["acct-1"]
+    store.pairs.put([_pair(1)])
+    assert await store.pairs.find("trade", "bank", ["B1"]) == [_pair(1)]
+    store.marks.put([OutOfStep("acct-1", 5.0, "/ledger.Ledger/Book", "bk failed")])
+    assert [m.key for m in await store.marks.out_of_step()] == ["acct-1"]
 
 
 # -- keys out of step --------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ async def test_a_read_after_a_write_sees_it_without_flush(store: Store) -> None:
 
 async def test_a_key_keeps_its_earliest_mark(store: Store) -> None:
     """Of several marks on a key, in one batch or across batches, the earliest stays; keys come in order."""
-    store.mark_out_of_step(
+    store.marks.put(
         [
             OutOfStep("b", 50.0, "/s.S/Late", "late"),
             OutOfStep("b", 30.0, "/s.S/Early", "early"),
@@ -202,25 +202,23 @@ async def test_a_key_keeps_its_earliest_mark(store: Store) -> None:
         ]
     )
     await store.flush()
-    store.mark_out_of_step(
-        [OutOfStep("b", 35.0, "/s.S/Later", "later"), OutOfStep("*", 1.0, "/s.S/All", "x")]
-    )
-    assert await store.out_of_step() == [
+    store.marks.put([OutOfStep("b", 35.0, "/s.S/Later", "later"), OutOfStep("*", 1.0, "/s.S/All", "x")])
+    assert await store.marks.out_of_step() == [
         OutOfStep("*", 1.0, "/s.S/All", "x"),
         OutOfStep("a", 40.0, "/s.S/A", "a"),
         OutOfStep("b", 30.0, "/s.S/Early", "early"),
     ]
-    store.mark_out_of_step([OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")])
-    assert (await store.out_of_step())[1] == OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")
+    store.marks.put([OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")])
+    assert (await store.marks.out_of_step())[1] == OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")
 
 
 async def test_resync_returns_and_removes_the_marks(store: Store) -> None:
     """resync clears the given keys and answers those of them that were out of step."""
-    store.mark_out_of_step([OutOfStep(key, 1.0, "/s.S/M", "r") for key in "abc"])
-    assert await store.resync(["c", "x", "a", "c"]) == ["c", "a"]
-    assert [m.key for m in await store.out_of_step()] == ["b"]
-    assert await store.resync(["a", "c"]) == []
-    assert await store.resync([]) == []
+    store.marks.put([OutOfStep(key, 1.0, "/s.S/M", "r") for key in "abc"])
+    assert await store.marks.resync(["c", "x", "a", "c"]) == ["c", "a"]
+    assert [m.key for m in await store.marks.out_of_step()] == ["b"]
+    assert await store.marks.resync(["a", "c"]) == []
+    assert await store.marks.resync([]) == []
 
 
 # -- life, durability, the fleet ---------------------------------------------------------------------------
@@ -228,25 +226,25 @@ async def test_resync_returns_and_removes_the_marks(store: Store) -> None:
 
 async def test_data_persists_across_close_and_reopen(durable: Target, open_store: Opener) -> None:
     first = await open_store(durable.url)
-    first.put_pairs([_pair(1)])
-    first.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    first.pairs.put([_pair(1)])
+    first.marks.put([OutOfStep("a", 1.0, "/s.S/M", "r")])
     await first.close()
     second = await open_store(durable.url)
-    assert await second.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
-    assert await second.out_of_step() == [OutOfStep("a", 1.0, "/s.S/M", "r")]
+    assert await second.pairs.find("trade", "bank", ["B1"]) == [_pair(1)]
+    assert await second.marks.out_of_step() == [OutOfStep("a", 1.0, "/s.S/M", "r")]
 
 
 async def test_close_commits_what_is_queued_and_later_writes_are_ignored(target: Target) -> None:
     store = Store.open(target.url)
     await store.start()
-    store.put_pairs([_pair(1)])
+    store.pairs.put([_pair(1)])
     await store.close()
     await store.close()  # idempotent
-    store.put_pairs([_pair(2)])  # ignored, silently
-    store.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    store.pairs.put([_pair(2)])  # ignored, silently
+    store.marks.put([OutOfStep("a", 1.0, "/s.S/M", "r")])
     assert store.write_errors == 0
     with pytest.raises(StoreError, match="is closed"):
-        await store.find_pairs("trade", "bank", ["B1"])
+        await store.pairs.find("trade", "bank", ["B1"])
     if target.raw is not None:
         assert target.sql("SELECT bank_id FROM id_pairs") == [("B1",)]
 
@@ -263,12 +261,12 @@ async def test_migrations_make_the_version_table_and_a_restart_changes_nothing(
     durable: Target, open_store: Opener
 ) -> None:
     first = await open_store(durable.url)
-    first.put_pairs([_pair(1)])
+    first.pairs.put([_pair(1)])
     await first.close()
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
     second = await open_store(durable.url)
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
-    assert await second.find_pairs("trade", "bank", ["B1"]) == [_pair(1)]
+    assert await second.pairs.find("trade", "bank", ["B1"]) == [_pair(1)]
 
 
 async def test_a_newer_schema_is_refused(durable: Target, open_store: Opener) -> None:
@@ -288,15 +286,15 @@ async def test_two_stores_on_one_database_see_each_others_writes(durable: Target
     """The fleet: replicas starting together migrate once, then share pairs and marks."""
     one, two = await asyncio.gather(open_store(durable.url), open_store(durable.url))
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
-    one.put_pairs([_pair(1)])
+    one.pairs.put([_pair(1)])
     await one.flush()
-    two.put_pairs([IdPair("trade", "B-two", "K1")])  # loses to one's pair
-    assert await two.find_pairs("trade", "bk", ["K1"]) == [_pair(1)]
-    two.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    two.pairs.put([IdPair("trade", "B-two", "K1")])  # loses to one's pair
+    assert await two.pairs.find("trade", "bk", ["K1"]) == [_pair(1)]
+    two.marks.put([OutOfStep("a", 1.0, "/s.S/M", "r")])
     await two.flush()
-    assert [m.key for m in await one.out_of_step()] == ["a"]
-    assert await one.resync(["a"]) == ["a"]
-    assert await two.resync(["a"]) == []
+    assert [m.key for m in await one.marks.out_of_step()] == ["a"]
+    assert await one.marks.resync(["a"]) == ["a"]
+    assert await two.marks.resync(["a"]) == []
 
 
 # -- failures ----------------------------------------------------------------------------------------------
@@ -305,15 +303,15 @@ async def test_two_stores_on_one_database_see_each_others_writes(durable: Target
 async def test_a_failing_write_batch_is_counted_and_the_worker_goes_on(store: Store) -> None:
     """A batch the database rejects is logged once and counted; later writes still land."""
     with capture_logs() as logs:
-        store.put_pairs([IdPair("trade", "B\ud800", "K1")])  # cannot be encoded
+        store.pairs.put([IdPair("trade", "B\ud800", "K1")])  # cannot be encoded
         await store.flush()
     assert store.write_errors == 1
     [entry] = [e for e in logs if e["event"].startswith("store write failed")]
     assert entry["log_level"] == "warning"
     assert entry["store"] == store.url
     assert "surrogates not allowed" in entry["error"]
-    store.put_pairs([_pair(1)])
-    assert await store.find_pairs("trade", "bk", ["K1"]) == [_pair(1)]
+    store.pairs.put([_pair(1)])
+    assert await store.pairs.find("trade", "bk", ["K1"]) == [_pair(1)]
     assert store.write_errors == 1
 
 
@@ -324,13 +322,13 @@ async def test_a_lost_table_fails_writes_and_reads_but_not_the_worker(
     store = await open_store(durable.url)
     durable.sql("DROP TABLE id_pairs")
     with capture_logs():
-        store.put_pairs([_pair(1)])
+        store.pairs.put([_pair(1)])
         await store.flush()
     assert store.write_errors == 1
     with pytest.raises(StoreError, match=r"^cannot read store .*id_pairs"):
-        await store.find_pairs("trade", "bank", ["B1"])
-    store.mark_out_of_step([OutOfStep("a", 1.0, "/s.S/M", "r")])
-    assert [m.key for m in await store.out_of_step()] == ["a"]
+        await store.pairs.find("trade", "bank", ["B1"])
+    store.marks.put([OutOfStep("a", 1.0, "/s.S/M", "r")])
+    assert [m.key for m in await store.marks.out_of_step()] == ["a"]
     assert store.write_errors == 1
 
 
@@ -339,7 +337,7 @@ async def test_postgres_reconnects_after_losing_its_connection(postgres: Target,
     lost, and the worker says once that the store was unavailable."""
     name = f"shim_test_{secrets.token_hex(6)}"
     store = await open_store(f"{postgres.url}&application_name={name}")
-    store.put_pairs([_pair(1)])
+    store.pairs.put([_pair(1)])
     await store.flush()
     # with a timeout, pg_terminate_backend waits until the backend is gone
     killed = postgres.sql(
@@ -347,10 +345,10 @@ async def test_postgres_reconnects_after_losing_its_connection(postgres: Target,
     )
     assert killed == [(True,)]
     with capture_logs() as logs:
-        store.put_pairs([_pair(2)])
+        store.pairs.put([_pair(2)])
         await store.flush()
-        store.put_pairs([_pair(3)])
-        found = await store.find_pairs("trade", "bank", ["B1", "B2", "B3"])
+        store.pairs.put([_pair(3)])
+        found = await store.pairs.find("trade", "bank", ["B1", "B2", "B3"])
     assert found == [_pair(1), _pair(2), _pair(3)]
     assert store.write_errors == 0
     assert [e["event"] for e in logs] == [
@@ -374,7 +372,7 @@ async def test_an_unreachable_postgres_fails_start_quickly() -> None:
 async def test_a_sqlite_file_in_a_new_directory_is_created(tmp_path: Path, open_store: Opener) -> None:
     path = tmp_path / "state" / "deep" / "shim.db"
     store = await open_store(str(path))
-    store.put_pairs([_pair(1)])
+    store.pairs.put([_pair(1)])
     await store.flush()
     assert path.is_file()
 
@@ -453,7 +451,7 @@ async def test_relative_paths_without_a_base_are_relative_to_the_cwd(
 
 async def test_a_memory_store_keeps_nothing(open_store: Opener) -> None:
     first = await open_store(":memory:")
-    first.put_pairs([_pair(1)])
+    first.pairs.put([_pair(1)])
     await first.close()
     second = await open_store(":memory:")
-    assert await second.find_pairs("trade", "bank", ["B1"]) == []
+    assert await second.pairs.find("trade", "bank", ["B1"]) == []

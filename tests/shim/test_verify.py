@@ -224,7 +224,7 @@ async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path
         await client.call("Transfer", from_account=other, to_account=apart, amount="7.105")  # a cent apart
         await shim.drain()
         assert shim.store is not None
-        shim.store.mark_out_of_step(
+        shim.store.marks.put(
             [OutOfStep(key, 1_795_000_000.0, "/x.Y/Z", "marked by hand") for key in (apart, untouched)]
         )
         await shim.store.flush()

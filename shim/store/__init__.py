@@ -1,0 +1,73 @@
+"""A small durable store for the state that shim replicas share, behind one boundary: no SQL outside it.
+
+It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`backends.py`):
+
+- id pairs: which Bank id and which BK id name the same thing, per kind of id, and the ids a side
+  minted without a counterpart (`store.pairs`, `pairs.py`);
+- keys out of step: routing keys for which a write reached one side only, with the earliest such
+  write, and each check of them (`store.marks`, `marks.py`);
+- the modes set at run time and their history (`store.modes`, `modes.py`);
+- comparisons and their differing paths (`store.comparisons`, `comparisons.py`), and the counts of
+  what was not stored (`store.counts`, `counts.py`);
+- intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
+  (`store.aliases`, `aliases.py`).
+
+The engine (`engine.py`: connections, the URL forms, the life of a store; `_worker.py`: the thread
+that batches writes, retries them and counts what is lost) knows no domain; each repository owns the
+SQL of one, holds the engine, and speaks in the records of `records.py`. A SQLite file deleted under
+the store is made again (`_sqlite_file.py`). `Store` is the engine with its repositories:
+
+    store = Store.open("shim.db")
+    await store.start()
+    store.pairs.put([IdPair("trade", "B1", "K1")])
+    marks = await store.marks.out_of_step()
+    await store.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shim.store._errors import StoreError
+from shim.store.aliases import StoredAliases
+from shim.store.backends import Db
+from shim.store.comparisons import StoredComparisons, comparison_rows
+from shim.store.counts import StoredCounts
+from shim.store.engine import Engine
+from shim.store.intents import StoredIntents
+from shim.store.marks import StoredMarks
+from shim.store.migrations import MIGRATIONS
+from shim.store.modes import StoredModes
+from shim.store.pairs import SIDES, StoredPairs
+from shim.store.records import ComparisonRecord, IdPair, Intent, ModeChange, OutOfStep, PathRow, Unpaired
+
+
+class Store(Engine):
+    """The shim's shared state in SQLite or PostgreSQL, by domain. `Store.open(url)`, then `start()`."""
+
+    def __init__(self, url: str, connect: Callable[[], Db]) -> None:
+        super().__init__(url, connect)
+        self.pairs = StoredPairs(self)
+        self.marks = StoredMarks(self)
+        self.modes = StoredModes(self)
+        self.comparisons = StoredComparisons(self)
+        self.counts = StoredCounts(self)
+        self.intents = StoredIntents(self)
+        self.aliases = StoredAliases(self)
+
+
+__all__ = [
+    "MIGRATIONS",
+    "SIDES",
+    "ComparisonRecord",
+    "Engine",
+    "IdPair",
+    "Intent",
+    "ModeChange",
+    "OutOfStep",
+    "PathRow",
+    "Store",
+    "StoreError",
+    "Unpaired",
+    "comparison_rows",
+]

@@ -1,0 +1,185 @@
+"""The two engines behind one interface: an open connection, used by the store's worker thread only.
+
+- SQLite, the embedded default: one file in WAL mode (synchronous=NORMAL, so a commit survives a
+  crash of the shim but maybe not of the machine), or ":memory:" where nothing persists. Another
+  process (the CLI) may open the same file at the same time. A file deleted under the store is
+  made again (`Sqlite.replaced`, `Sqlite.carry`, and `_sqlite_file`).
+- PostgreSQL, for a fleet of replicas sharing one database, through psycopg 3.
+
+SQL is written once, portable, with ? for parameters; `Postgres` turns them into psycopg's %s.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+
+from shim.store import _sqlite_file
+from shim.store._errors import StoreError, one_line
+
+SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
+ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
+
+
+class Db:
+    """One open connection, with its engine's ways. Used by the worker thread only."""
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        raise NotImplementedError
+
+    def begin(self, write: bool) -> None:
+        """Start a transaction; `write` when it will write (SQLite then takes the write lock at once)."""
+        raise NotImplementedError
+
+    def lock_schema(self) -> None:
+        """Within the transaction, keep other replicas from migrating at the same time."""
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def lost(self) -> bool:
+        """True when the connection is gone and the next job must reconnect."""
+        return False
+
+    @property
+    def replaced(self) -> bool:
+        """True when the file the connection has open is no longer the one at its path (deleted)."""
+        return False
+
+
+class Sqlite(Db):
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
+        self._conn = conn
+        self.path = path
+        self._file = _sqlite_file.identity(path) if path is not None else None
+
+    @staticmethod
+    def connect(path: Path | None) -> Sqlite:
+        if sqlite3.sqlite_version_info < SQLITE_MIN:
+            need = ".".join(map(str, SQLITE_MIN))
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the store needs {need} or newer")
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(f"cannot create the directory {path.parent}: {one_line(error)}") from None
+        # isolation_level=None: no implicit transactions, we BEGIN and COMMIT ourselves
+        if path is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+        else:
+            with _sqlite_file.creating(path):
+                conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            _wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return Sqlite(conn, path)
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def begin(self, write: bool) -> None:
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def replaced(self) -> bool:
+        if self.path is None:
+            return False
+        now = _sqlite_file.identity(self.path)
+        return now is None or now != self._file
+
+    def carry(self, path: Path, tables: Sequence[str], replicas: Sequence[str]) -> int:
+        """Copy `tables` (what a shim works on) into the (migrated) database at `path`, and this file's
+        counts of `replicas`; their comparisons are counted there as `store_failed`. Returns how many."""
+        return _sqlite_file.carry(self._conn, path, tables, replicas, "store_failed")
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (in memory it stays "memory"). The switch answers "database is locked" at once,
+    without waiting for busy_timeout, while another connection opens the file: retry then, for 5 s."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+class Postgres(Db):
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def connect(conninfo: str) -> Postgres:
+        # defaults that the url may override: give up on an unreachable server after 10 s
+        params: dict[str, Any] = {"connect_timeout": 10, "application_name": "shim"}
+        params.update(psycopg.conninfo.conninfo_to_dict(conninfo))
+        return Postgres(psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=False))
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        """The one place where SQLite's ? parameters become psycopg's %s."""
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._conn.cursor() as cursor:
+            cursor.execute(self._sql(sql), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(self._sql(sql), rows)
+
+    def begin(self, write: bool) -> None:
+        pass  # with autocommit off, psycopg opens the transaction at the first statement
+
+    def lock_schema(self) -> None:
+        self.run("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def rollback(self) -> None:
+        self._conn.rollback()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def lost(self) -> bool:
+        return self._conn.closed or self._conn.broken

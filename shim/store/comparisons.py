@@ -1,0 +1,78 @@
+"""Comparisons, each with its differing paths (one row each, lists folded): what reports count.
+
+Written in batches with whatever is queued beside them, never waited for; each counts in the store's
+backlog until its batch commits, and by method as lost when the batch fails for good. Retention
+(`delete_before`) removes old comparisons, their paths, and the counts of the same age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shim.store._jobs import Write
+from shim.store.backends import Db
+from shim.store.engine import Engine
+from shim.store.records import ComparisonRecord
+
+COLUMNS = (
+    "id, at, replica, method, routing_key, correlation_id, verdict, reason, is_write,"
+    " bank_code, bk_code, bank_ms, bk_ms, real_count, tolerated_count, noise_sampled, differences, payloads"
+)
+INSERT = f"INSERT INTO comparisons ({COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT DO NOTHING"
+INSERT_PATH = (
+    "INSERT INTO comparison_paths (comparison_id, at, method, source, path, kind, rule, bank, other)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def comparison_rows(
+    records: Sequence[ComparisonRecord],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The rows of the comparisons and of their paths, in the columns of INSERT and INSERT_PATH."""
+    rows: list[tuple[object, ...]] = [
+        (
+            r.id, r.at, r.replica, r.method, r.routing_key, r.correlation_id, r.verdict, r.reason,
+            int(r.is_write), r.bank_code, r.bk_code, r.bank_ms, r.bk_ms, r.real_count,
+            r.tolerated_count, int(r.noise_sampled), r.differences, r.payloads,
+        )
+        for r in records
+    ]  # fmt: skip
+    paths: list[tuple[object, ...]] = [
+        (r.id, r.at, r.method, p.source, p.path, p.kind, p.rule, p.bank, p.other)
+        for r in records
+        for p in r.paths
+    ]
+    return rows, paths
+
+
+class StoredComparisons:
+    """The comparisons of a store (`store.comparisons`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def put(self, records: Sequence[ComparisonRecord]) -> None:
+        """Store comparisons (enqueued, committed in one batch with what is queued beside them)."""
+        if not records:
+            return
+        rows, paths = comparison_rows(records)
+        more = ((INSERT_PATH, paths),) if paths else ()
+        methods = [r.method for r in records]
+        self._engine.put(Write(INSERT, rows, more, methods, frozenset(r.replica for r in records)))
+
+    async def delete_before(self, at: float) -> int:
+        """Remove the comparisons (and counts) older than `at`; returns how many comparisons went."""
+
+        def delete(db: Db) -> int:
+            db.run("DELETE FROM comparison_paths WHERE at < ?", (at,))
+            db.run("DELETE FROM counts WHERE at < ?", (at,))
+            return len(db.run("DELETE FROM comparisons WHERE at < ? RETURNING id", (at,)))
+
+        return await self._engine.transaction(delete, write=True)
+
+    async def routing_keys(self) -> list[str]:
+        """The routing keys the stored comparisons name, each once (a call's keys joined by ",")."""
+        rows = await self._engine.select(
+            "SELECT DISTINCT routing_key FROM comparisons WHERE routing_key <> ''"
+        )
+        return [str(joined) for (joined,) in rows]

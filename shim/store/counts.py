@@ -1,0 +1,22 @@
+"""Counts of what was counted but not stored (comparisons dropped, lost ...), flushed now and then."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shim.store._jobs import Write
+from shim.store.engine import Engine
+
+_INSERT_COUNT = "INSERT INTO counts (at, replica, method, name, value) VALUES (?, ?, ?, ?, ?)"
+
+
+class StoredCounts:
+    """The counts of a store (`store.counts`); reports read them (`shim.evidence`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def put(self, at: float, replica: str, counts: Sequence[tuple[str, str, int]]) -> None:
+        """Record counts (method, name, value) taken at `at` by `replica` (enqueued)."""
+        rows = [(at, replica, m, n, v) for m, n, v in counts]
+        self._engine.put(Write(_INSERT_COUNT, rows, replicas=frozenset((replica,))))

@@ -1,0 +1,108 @@
+"""The schema, versioned: `MIGRATIONS[i]` brings it from version i to i + 1.
+
+The table shim_schema holds the version. `migrate` applies the missing ones inside the caller's
+transaction (the store's first: on PostgreSQL under an advisory lock, so that replicas starting
+together do not race; on SQLite under BEGIN IMMEDIATE) and refuses a database newer than this code.
+"""
+
+from __future__ import annotations
+
+from shim.store._errors import StoreError
+from shim.store.backends import Db
+
+# Portable SQL (SQLite and PostgreSQL), with ? for parameters. Entry i brings the
+# schema from version i to i + 1; never change an entry once released, add one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE id_pairs ("
+        " kind TEXT NOT NULL, bank_id TEXT NOT NULL, bk_id TEXT NOT NULL,"
+        " owner TEXT NOT NULL DEFAULT '', learned_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (kind, bank_id))",
+        "CREATE UNIQUE INDEX id_pairs_bk ON id_pairs (kind, bk_id)",
+        "CREATE INDEX id_pairs_learned_at ON id_pairs (learned_at)",
+        "CREATE TABLE out_of_step ("
+        " key TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL,"
+        " method TEXT NOT NULL, reason TEXT NOT NULL)",
+    ),
+    (
+        # one row per comparison; differences as JSON (see ComparisonRecord)
+        "CREATE TABLE comparisons ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL,"
+        " method TEXT NOT NULL, routing_key TEXT NOT NULL, correlation_id TEXT NOT NULL,"
+        " verdict TEXT NOT NULL, reason TEXT NOT NULL, is_write INTEGER NOT NULL,"
+        " bank_code INTEGER, bk_code INTEGER, bank_ms DOUBLE PRECISION, bk_ms DOUBLE PRECISION,"
+        " real_count INTEGER NOT NULL, tolerated_count INTEGER NOT NULL,"
+        " noise_sampled INTEGER NOT NULL, differences TEXT NOT NULL, payloads TEXT)",
+        "CREATE INDEX comparisons_at ON comparisons (at)",
+        "CREATE INDEX comparisons_method_at ON comparisons (method, at)",
+        # one row per differing path (lists folded to [*]) of one comparison, for reports
+        "CREATE TABLE comparison_paths ("
+        " comparison_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, method TEXT NOT NULL,"
+        " source TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, rule TEXT NOT NULL,"
+        " bank TEXT NOT NULL, other TEXT NOT NULL)",
+        "CREATE INDEX comparison_paths_method_at ON comparison_paths (method, at)",
+        "CREATE INDEX comparison_paths_comparison ON comparison_paths (comparison_id)",
+        # what was counted but not stored (dropped comparisons, ...), flushed now and then
+        "CREATE TABLE counts ("
+        " at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL, method TEXT NOT NULL,"
+        " name TEXT NOT NULL, value INTEGER NOT NULL)",
+        "CREATE INDEX counts_at ON counts (at)",
+    ),
+    (
+        # the mode of each scope ("*": the default; else a method) set at run time, and its history
+        "CREATE TABLE modes (scope TEXT PRIMARY KEY, mode TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE mode_changes ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, who TEXT NOT NULL, scope TEXT NOT NULL,"
+        " from_mode TEXT NOT NULL, to_mode TEXT NOT NULL, reason TEXT NOT NULL, forced INTEGER NOT NULL)",
+        "CREATE INDEX mode_changes_at ON mode_changes (at)",
+    ),
+    (
+        # mirrored writes sent and not yet judged: what a crash leaves here puts its keys out of step
+        "CREATE TABLE intents ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL,"
+        " method TEXT NOT NULL, keys TEXT NOT NULL)",
+        "CREATE INDEX intents_at ON intents (at)",
+        # each check of a key out of step: both ledgers read, and what they said
+        "CREATE TABLE verifications ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL, key TEXT NOT NULL,"
+        " since DOUBLE PRECISION NOT NULL, method TEXT NOT NULL, reason TEXT NOT NULL,"
+        " result TEXT NOT NULL, detail TEXT NOT NULL)",
+        "CREATE INDEX verifications_key_at ON verifications (key, at)",
+        # other names of routing keys, learned from answers (a client's own reference for an account)
+        "CREATE TABLE key_aliases ("
+        " kind TEXT NOT NULL, alias TEXT NOT NULL, key TEXT NOT NULL, learned_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (kind, alias))",
+        "CREATE INDEX key_aliases_learned_at ON key_aliases (learned_at)",
+        # ids a side minted whose minting call ended without the other side's id: not unknown, unpaired
+        "CREATE TABLE unpaired_ids ("
+        " kind TEXT NOT NULL, side TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL,"
+        " at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, side, value))",
+    ),
+]
+
+# what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
+# comparisons, most of a file, are not: they are counted as lost instead
+STATE_TABLES = (
+    "id_pairs", "out_of_step", "modes", "mode_changes", "intents", "verifications", "key_aliases",
+    "unpaired_ids",
+)  # fmt: skip
+
+
+def migrate(db: Db, url: str) -> None:
+    """Bring the schema to len(MIGRATIONS), inside the caller's transaction."""
+    db.lock_schema()
+    db.run("CREATE TABLE IF NOT EXISTS shim_schema (version INTEGER NOT NULL)")
+    rows = db.run("SELECT version FROM shim_schema")
+    if not rows:
+        db.run("INSERT INTO shim_schema (version) VALUES (0)")
+    version = max((int(row[0]) for row in rows), default=0)
+    if version > len(MIGRATIONS):
+        known = len(MIGRATIONS)
+        raise StoreError(
+            f"store {url} has schema version {version}; this shim knows up to {known}: upgrade the shim"
+        )
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            db.run(statement)
+    if version < len(MIGRATIONS):
+        db.run("UPDATE shim_schema SET version = ?", (len(MIGRATIONS),))

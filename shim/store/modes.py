@@ -1,0 +1,61 @@
+"""The modes set at run time, by scope ("*": the default; else a method), and their audited history."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from shim.store.backends import Db
+from shim.store.engine import Engine
+from shim.store.records import ModeChange
+
+_SET_MODE = (
+    "INSERT INTO modes (scope, mode, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (scope) DO UPDATE SET mode = excluded.mode, at = excluded.at"
+)
+_INSERT_CHANGE = (
+    "INSERT INTO mode_changes (id, at, who, scope, from_mode, to_mode, reason, forced)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class StoredModes:
+    """The modes of a store, which every replica follows, and the changes made (`store.modes`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def current(self) -> dict[str, str]:
+        """The modes set at run time, by scope."""
+        return dict(await self._engine.select("SELECT scope, mode FROM modes"))
+
+    async def change(self, changes: Sequence[ModeChange]) -> None:
+        """Set the modes and record the changes, in one transaction (every replica reads them)."""
+
+        def write(db: Db) -> None:
+            for change in changes:
+                db.run(_SET_MODE, (change.scope, change.to_mode, change.at))
+                db.run(
+                    _INSERT_CHANGE,
+                    (
+                        secrets.token_hex(16),
+                        change.at,
+                        change.who,
+                        change.scope,
+                        change.from_mode,
+                        change.to_mode,
+                        change.reason,
+                        int(change.forced),
+                    ),
+                )
+
+        await self._engine.transaction(write, write=True)
+
+    async def history(self, limit: int = 100) -> list[ModeChange]:
+        """The latest mode changes, newest first."""
+        sql = (
+            "SELECT at, who, scope, from_mode, to_mode, reason, forced FROM mode_changes"
+            " ORDER BY at DESC, id LIMIT ?"
+        )
+        rows = await self._engine.select(sql, (limit,))
+        return [ModeChange(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])) for row in rows]

@@ -1,0 +1,132 @@
+"""Id pairs and unpaired ids: the id map's memory (`shim.ids`), listed and forgotten by `shim ids`.
+
+A pair says which Bank id and which BK id name the same thing, per kind of id ("trade", ...). Each
+side is unique within a kind, and the first pair learned wins: a later pair that conflicts on either
+side is ignored. An unpaired id is one a side minted whose minting call ended without the other
+side's: not unknown, unpaired.
+
+Forgetting is for ids that no longer name anything: two test services that restarted empty and mint
+the same ids again, say. A pair forgotten is learned again from the next answers that mint it. A
+running shim keeps the pairs it holds in memory until it restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from shim.store.backends import Db
+from shim.store.engine import Engine, chunks, placeholders
+from shim.store.records import IdPair, Unpaired
+
+SIDES = ("bank", "bk")
+_COLUMN = {"bank": "bank_id", "bk": "bk_id"}
+_PAIR_COLUMNS = "kind, bank_id, bk_id, owner, learned_at"
+_INSERT_PAIR = f"INSERT INTO id_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_INSERT_UNPAIRED = (
+    "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def _kind(kind: str | None) -> tuple[str, tuple[str, ...]]:
+    return (" WHERE kind = ?", (kind,)) if kind else ("", ())
+
+
+class StoredPairs:
+    """The id pairs and unpaired ids of a store (`store.pairs`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def put(self, pairs: Sequence[IdPair]) -> None:
+        """Learn pairs (enqueued); a pair conflicting with one already known is ignored."""
+        now = time.time()
+        rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
+        self._engine.enqueue(_INSERT_PAIR, rows)
+
+    async def find(self, kind: str, side: str, values: Sequence[str]) -> list[IdPair]:
+        """The pairs of `kind` whose `side` ("bank" or "bk") id is one of `values`, in their order."""
+        column = _COLUMN.get(side)
+        if column is None:
+            raise ValueError(f"side must be 'bank' or 'bk', not {side!r}")
+        if not values:
+            return []
+
+        def read(db: Db) -> list[IdPair]:
+            found: dict[str, IdPair] = {}
+            for chunk in chunks(values):
+                where = f"kind = ? AND {column} IN ({placeholders(len(chunk))})"
+                sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE {where}"
+                for row in db.run(sql, [kind, *chunk]):
+                    pair = IdPair(*row)
+                    found[getattr(pair, column)] = pair
+            return [found[value] for value in dict.fromkeys(values) if value in found]
+
+        return await self._engine.transaction(read, write=False)
+
+    async def recent(self, limit: int, kind: str | None = None) -> list[IdPair]:
+        """Up to `limit` pairs (of `kind`; of every kind without it), the most recently learned first."""
+        if limit <= 0:
+            return []
+        where, params = _kind(kind)
+        sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs{where} ORDER BY learned_at DESC, kind, bank_id LIMIT ?"
+        return [IdPair(*row) for row in await self._engine.select(sql, (*params, limit))]
+
+    def put_unpaired(self, unpaired: Sequence[Unpaired]) -> None:
+        """Record ids minted without a counterpart (enqueued); one recorded already stays as it is."""
+        self._engine.enqueue(_INSERT_UNPAIRED, [(u.kind, u.side, u.value, u.owner, u.at) for u in unpaired])
+
+    async def unpaired_owner(self, kind: str, side: str, value: str) -> str | None:
+        """The owner key of an id `side` minted without a counterpart; None when it is not such an id."""
+        rows = await self._engine.select(
+            "SELECT owner FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?", (kind, side, value)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def recent_unpaired(self, limit: int, kind: str | None = None) -> list[Unpaired]:
+        """Up to `limit` unpaired ids (of `kind`), the most recent first."""
+        if limit <= 0:
+            return []
+        where, params = _kind(kind)
+        sql = (
+            f"SELECT kind, side, value, owner, at FROM unpaired_ids{where}"
+            " ORDER BY at DESC, kind, value LIMIT ?"
+        )
+        return [Unpaired(*row) for row in await self._engine.select(sql, (*params, limit))]
+
+    async def counts(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (pairs, unpaired ids)."""
+        pairs = await self._engine.select("SELECT kind, COUNT(*) FROM id_pairs GROUP BY kind")
+        unpaired = await self._engine.select("SELECT kind, COUNT(*) FROM unpaired_ids GROUP BY kind")
+        found: dict[str, tuple[int, int]] = {}
+        for kind, count in pairs:
+            found[str(kind)] = (int(count), 0)
+        for kind, count in unpaired:
+            found[str(kind)] = (found.get(str(kind), (0, 0))[0], int(count))
+        return dict(sorted(found.items()))
+
+    async def forget(
+        self, kind: str | None, values: Sequence[str] = (), side: str | None = None
+    ) -> tuple[int, int]:
+        """Forget the pairs and unpaired ids of `kind` (every kind: None) naming one of `values` on `side`
+        (either side: None), or all of them without `values`; (pairs, unpaired ids) forgotten, committed."""
+        if side is not None and side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, not {side!r}")
+        where, params = _kind(kind)
+        execute = self._engine.execute
+        if not values:
+            pairs = await execute(f"DELETE FROM id_pairs{where} RETURNING kind", params)
+            unpaired = await execute(f"DELETE FROM unpaired_ids{where} RETURNING kind", params)
+            return len(pairs), len(unpaired)
+        gone_pairs = gone_unpaired = 0
+        for chunk in chunks(values):
+            marks = placeholders(len(chunk))
+            columns = [f"{s}_id IN ({marks})" for s in SIDES if side in (None, s)]
+            scope = f"{where} AND" if where else " WHERE"
+            matched = " OR ".join(columns)
+            sql = f"DELETE FROM id_pairs{scope} ({matched}) RETURNING kind"
+            gone_pairs += len(await execute(sql, (*params, *chunk * len(columns))))
+            by_side = " AND side = ?" if side else ""
+            sql = f"DELETE FROM unpaired_ids{scope} value IN ({marks}){by_side} RETURNING kind"
+            gone_unpaired += len(await execute(sql, (*params, *chunk, *((side,) if side else ()))))
+        return gone_pairs, gone_unpaired

@@ -1,0 +1,98 @@
+"""What the store holds, one frozen dataclass per kind of row: the values its repositories take and give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class IdPair:
+    """A Bank id and the BK id that names the same thing."""
+
+    kind: str  # an id kind, e.g. "trade"
+    bank_id: str
+    bk_id: str
+    owner: str = ""  # the routing key of the thing the id names ("" when unknown)
+    learned_at: float = 0.0  # unix time; StoredPairs.put stamps 0.0 with the time it was enqueued
+
+
+@dataclass(frozen=True, slots=True)
+class Unpaired:
+    """An id one side minted whose minting call ended without the other side's."""
+
+    kind: str
+    side: str  # "bank" or "bk"
+    value: str
+    owner: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfStep:
+    """A routing key that a write reached on one side only."""
+
+    key: str  # a routing key, or "*" for every key
+    since: float  # unix time of the first write that was missed
+    method: str  # "/pkg.Svc/Method" of that write
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """One audited change of a scope's mode ("*": the default mode; else "/pkg.Svc/Method")."""
+
+    at: float
+    who: str
+    scope: str
+    from_mode: str
+    to_mode: str
+    reason: str
+    forced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A mirrored write that was sent and whose fate was not recorded (yet)."""
+
+    id: str
+    at: float
+    replica: str
+    method: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PathRow:
+    """One differing path of a comparison, lists folded (`trades[*].fee`)."""
+
+    source: str  # "bk": Bank against BK; "bank": Bank against Bank asked again (noise)
+    path: str
+    kind: str
+    rule: str  # the rule that tolerated it; "" when real
+    bank: str  # one example of each value, as JSON text
+    other: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRecord:
+    """One comparison as stored: what the reports and the gate are made of."""
+
+    id: str
+    at: float  # unix time the shim received the call
+    replica: str
+    method: str
+    routing_key: str
+    correlation_id: str
+    verdict: str
+    reason: str
+    is_write: bool
+    bank_code: int | None  # None: that side was not called
+    bk_code: int | None
+    bank_ms: float | None
+    bk_ms: float | None
+    real_count: int
+    tolerated_count: int
+    noise_sampled: bool  # Bank was asked a second time, for noise
+    differences: str  # JSON list of {path, kind, bank, bk, rule, noise}
+    payloads: str | None  # JSON {requests, bank, bk} (base64), when kept
+    paths: tuple[PathRow, ...] = ()

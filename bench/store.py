@@ -62,7 +62,7 @@ import psycopg
 
 from shim.store import ComparisonRecord, PathRow, Store, comparison_rows
 from shim.store import comparisons as stored
-from shim.store._worker import Worker
+from shim.store.worker import Worker
 
 TARGET = 20_000.0  # records/s the store must take
 YIELD_EVERY = 100  # puts between two yields to the event loop

@@ -12,7 +12,7 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
 - intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
   (`store.aliases`, `aliases.py`).
 
-The engine (`engine.py`: connections, the URL forms, the life of a store; `_worker.py`: the thread
+The engine (`engine.py`: connections, the URL forms, the life of a store; `worker.py`: the thread
 that batches writes, retries them and counts what is lost) knows no domain; each repository owns the
 SQL of one, holds the engine, and speaks in the records of `records.py`. A SQLite file deleted under
 the store is made again (`_sqlite_file.py`). `Store` is the engine with its repositories:

@@ -8,7 +8,7 @@ URL forms given to `Engine.open`:
     sqlite:state/shim.db or state/shim.db      a file relative to `base`, else the cwd
     :memory:                                   SQLite in memory
 
-Threading: each store has one worker thread (`_worker.Worker`) that owns its connection and takes
+Threading: each store has one worker thread (`worker.Worker`) that owns its connection and takes
 jobs from a FIFO queue. The async methods put a job there and await its answer, so the event loop
 never waits on the database. `enqueue` and `put` only enqueue: they never block and never raise.
 Writes enqueued before `start()` are committed once it has connected; after `close()` they are
@@ -34,9 +34,9 @@ import psycopg.conninfo
 
 from shim.store._errors import StoreError, one_line
 from shim.store._jobs import CLOSE, FLUSH, START, Call, Rows, Write
-from shim.store._worker import Worker
 from shim.store.backends import Db, Postgres, Sqlite
 from shim.store.migrations import migrate
+from shim.store.worker import Worker
 
 T = TypeVar("T")
 

@@ -12,11 +12,12 @@ import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TextIO, assert_never
+from typing import Any, ClassVar, TextIO, assert_never
 
 import structlog
 
 from comparators import Comparison, Difference, Outcome, Verdict
+from shim.settings import PATH, setting
 
 _INDEX = re.compile(r"\[[^\]]*\]")
 
@@ -61,6 +62,14 @@ def _difference(diff: Difference) -> dict[str, Any]:
     if diff.rule:
         out["tolerated_by"] = diff.rule
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLogSettings:
+    """The diff log: one JSON line per comparison (`docs/diff-log.md`)."""
+
+    SECTION: ClassVar[str] = "diff_log"
+    path: str = setting("-", PATH, '"-" for stdout, or a file (appended to)')
 
 
 class DiffLog:

@@ -28,7 +28,7 @@ def test_the_config_example_builds_and_checks_against_the_sample_descriptors(tmp
     config = build(load_file(path))
     registry = DescriptorRegistry.from_files(config.descriptor_sets)
     rules = load_rules(config, registry)
-    Router(registry, config.methods, config.sampling_reads, config.sampling_by_key, config.ordering_strict)
+    Router(registry, config.methods, config.sampling.reads, config.sampling.by_key, config.ordering.strict)
     assert config.mode == "shadow"
     assert len(rules.bindings) == len(config.rules) > 1
 

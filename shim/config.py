@@ -3,10 +3,12 @@
 Each feature declares the settings of its own table next to its code (`shim.settings` says how);
 this module assembles them: the top-level settings, the upstreams and the per-method, id, alias,
 reconcile and rules tables, and one attribute per table (`config.shadow.max_in_flight`). Every
-setting is described in `docs/config.md`. Relative paths are relative to the config file.
+setting is described in `docs/config.md`, and listed in `docs/config-reference.md` (written from
+the declarations by `tools/config_reference.py`). Relative paths are relative to the config file.
 
-Over 400 lines: the top-level settings are declared here with their help, beside the assembly of
-the tables, the flags' overrides (`merged`) and what a reload compares (`changed`, `keeping`).
+Over 400 lines: the top-level settings are declared here with their help (the reference is written
+from it), beside the assembly of the tables, the flags' overrides (`merged`) and what a reload
+compares (`changed`, `keeping`).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim import report as render
 from shim.config import build as build_config
-from shim.config import load_file, load_rules_file
+from shim.config import load_file, load_rules_file, merged
 from shim.evidence import build_report
 from shim.gate import evaluate
 from shim.sinks import DiffLog, Summary
@@ -150,7 +150,7 @@ async def _run(
     unexplained = _print_summary(console, summary, attribution, elapsed, args.calls, titles)
     _print_out_of_step(console, out_of_step)
     astray = _print_books(console, *books, out_of_step)
-    page = Path(args.html) if args.html else Path(config.store).parent / "report.html"
+    page = Path(args.html) if args.html else Path(config.store.url).parent / "report.html"
     await _evidence(console, config, page, began)
     console.print(f"Every comparison that did not match is also a JSON line in {diff_path}")
     return 1 if (unexplained and not args.no_rules) or astray else 0
@@ -158,25 +158,25 @@ async def _run(
 
 async def _evidence(console: Console, config: shim.Config, page: Path, began: float) -> None:
     """The stored evidence of the run: the HTML report, and what `shim gate` says of it."""
-    store = Store.open(config.store)
+    store = Store.open(config.store.url)
     await store.start()
     try:
         report = await build_report(
             store,
             since=began,
             until=time.time() + 1,
-            relative=config.noise_relative,
-            absolute=config.noise_absolute,
+            relative=config.noise.relative,
+            absolute=config.noise.absolute,
             registry=DescriptorRegistry.from_files(config.descriptor_sets),  # each example's request
         )
     finally:
         await store.close()
     result = evaluate(
         report,
-        min_compared=config.gate_min_compared,
-        max_mismatch_rate=config.gate_max_mismatch_rate,
-        max_unproven_rate=config.gate_max_unproven_rate,
-        required_methods=config.gate_methods,
+        min_compared=config.gate.min_compared,
+        max_mismatch_rate=config.gate.max_mismatch_rate,
+        max_unproven_rate=config.gate.max_unproven_rate,
+        required_methods=config.gate.methods,
     )
     try:
         await asyncio.to_thread(page.write_text, render.html(report, result), encoding="utf-8")
@@ -184,10 +184,11 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
         raise SystemExit(f"shim demo: error: cannot write the HTML report {page}: {exc.strerror}") from exc
     failed = {c.method for c in result.failed}
     console.print(
-        f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in {config.store}): "
-        f"open {page} in a browser.\n[bold]shim gate[/] (per method: at least {config.gate_min_compared} "
-        f"clean comparisons, at most {config.gate_max_mismatch_rate:.2%} real mismatches among them and "
-        f"{config.gate_max_unproven_rate:.2%} unproven calls): "
+        f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in "
+        f"{config.store.url}): "
+        f"open {page} in a browser.\n[bold]shim gate[/] (per method: at least {config.gate.min_compared} "
+        f"clean comparisons, at most {config.gate.max_mismatch_rate:.2%} real mismatches among them and "
+        f"{config.gate.max_unproven_rate:.2%} unproven calls): "
         + (
             "[green]PASS[/]"
             if result.passed
@@ -392,7 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config_path = config_path
         try:
             settings = load_file(config_path)  # the sample's descriptors, routing keys, ids and rules
-            settings["store"] = str(workdir / "shim.db")  # fresh ledgers: a fresh id map
+            settings = merged(
+                settings, {"store": {"url": str(workdir / "shim.db")}}
+            )  # fresh ledgers: a fresh id map
             rules_label = f"{config_path.parent / 'rules.toml'}"
             if args.no_rules:
                 settings["rules"], settings["rule_locations"], rules_label = (), (), "none"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from grpc import aio
 
@@ -19,6 +20,30 @@ from shim import _grpc_compat
 from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.metrics import Counters
+from shim.settings import NON_NEGATIVE, SHARE, setting
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseSettings:
+    """Noise: how often a read is asked of the primary again, and when a path's differences are more
+    than the primary differing from itself (`docs/noise.md`)."""
+
+    SECTION: ClassVar[str] = "noise"
+    reads: float = setting(
+        0.0,
+        SHARE,
+        "share of mirrored reads also asked of the primary again (a reload changes it, cannot turn it on)",
+        reloadable=True,
+    )
+    relative: float = setting(
+        0.2,
+        NON_NEGATIVE,
+        "a path is real when its rate exceeds the noise rate by this share ...",
+        reloadable=True,
+    )
+    absolute: float = setting(
+        0.0003, SHARE, "... and by this much (a share of compared calls)", reloadable=True
+    )
 
 
 class Noise:

@@ -1,8 +1,8 @@
 """The admin API (`proto/shim/v1/admin.proto`): modes at run time, guarded and audited.
 
-It listens on `admin_listen` (a loopback address by default, and never without
+It listens on `admin.listen` (a loopback address by default, and never without
 a token): every call carries "authorization: Bearer TOKEN", the token being the
-value of the environment variable `admin_token_env` (SHIM_ADMIN_TOKEN).
+value of the environment variable `admin.token_env` names (SHIM_ADMIN_TOKEN).
 
 SetMode, in order:
 
@@ -156,17 +156,17 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
     until = time.time()
     report = await build_report(
         shim.store,
-        since=until - config.gate_window,
+        since=until - config.gate.window,
         until=until,
-        relative=config.noise_relative,
-        absolute=config.noise_absolute,
+        relative=config.noise.relative,
+        absolute=config.noise.absolute,
     )
     result = evaluate(
         report,
-        min_compared=config.gate_min_compared,
-        max_mismatch_rate=config.gate_max_mismatch_rate,
-        max_unproven_rate=config.gate_max_unproven_rate,
-        required_methods=config.gate_methods,
+        min_compared=config.gate.min_compared,
+        max_mismatch_rate=config.gate.max_mismatch_rate,
+        max_unproven_rate=config.gate.max_unproven_rate,
+        required_methods=config.gate.methods,
         scope=methods,
     )
     return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import grpc
 import structlog
@@ -34,7 +34,8 @@ from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
 from shim._proto.shim.v1 import admin_pb2_grpc
 from shim.adapters import AdaptedChannel, Channel, load_adapters
 from shim.admin import AdminServicer
-from shim.config import ADMIN_LISTEN, Config, Upstream, parse_duration
+from shim.admin_settings import ADMIN_LISTEN
+from shim.config import Config, Upstream, changed, keeping, reloadable
 from shim.errors import ConfigError, StartupError
 from shim.evidence.record import CountsFlusher, PayloadFilter, StoreSink, replica_name
 from shim.exporter import Exporter, Latencies, VerdictCounts
@@ -50,25 +51,10 @@ from shim.shadow.dispatcher import ShadowDispatcher
 from shim.steps import Steps
 from shim.store import Store, StoreError
 from shim.tls import ServerTls, channel_credentials, channel_options
+from shim.units import parse_duration
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim")
-# settings a running shim takes from a reloaded config (SIGHUP); any other change needs a restart
-_RELOADABLE = (
-    "rules",
-    "rule_locations",
-    "sampling_reads",
-    "sampling_by_key",
-    "noise_reads",
-    "noise_relative",
-    "noise_absolute",
-    "shadow_shed_lag",
-    "gate_window",
-    "gate_min_compared",
-    "gate_max_mismatch_rate",
-    "gate_max_unproven_rate",
-    "gate_methods",
-)
 
 
 def _size_options(config: Config) -> list[tuple[str, int]]:
@@ -114,23 +100,23 @@ def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | 
 
 
 def load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
-    """The config's redacted fields, keyed by the secret in config.redact_key_env.
+    """The config's redacted fields, keyed by the secret in config.redact.key_env.
 
     Without that variable, a random key of this process: hashes then differ between shim processes.
     """
-    if not config.redact_fields:
+    if not config.redact.fields:
         return None
     if registry is None:
         raise ConfigError("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
-    secret = os.environ.get(config.redact_key_env, "")
+    secret = os.environ.get(config.redact.key_env, "")
     if not secret:
         _log.warning(
             "no redaction key: using a random one; equal values hash alike within this process only",
-            key_env=config.redact_key_env,
+            key_env=config.redact.key_env,
         )
     key = secret.encode() if secret else secrets.token_bytes(32)
     try:
-        return Redactor(config.redact_fields, registry, key)
+        return Redactor(config.redact.fields, registry, key)
     except RedactError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -174,11 +160,11 @@ class Shim:
         self.router = Router(
             self.registry,
             config.methods,
-            read_rate=config.sampling_reads,
-            by_key=config.sampling_by_key,
-            strict=config.ordering_strict,
+            read_rate=config.sampling.reads,
+            by_key=config.sampling.by_key,
+            strict=config.ordering.strict,
             hide=self.redactor.hash if self.redactor is not None else None,
-            hidden_fields=frozenset(config.redact_fields),
+            hidden_fields=frozenset(config.redact.fields),
         )
         self.plans = Plans(self.router, self.id_fields, self.alias_fields)
         self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
@@ -211,7 +197,7 @@ class Shim:
         self.port = 0
         # TLS files are read now: a bad one stops the shim before it opens anything
         self.server_tls = (
-            ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
+            ServerTls(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls.cert else None
         )
         self._credentials = {
             upstream.name: channel_credentials(upstream)
@@ -256,18 +242,18 @@ class Shim:
             )
             self.store_sink = StoreSink(
                 self.store,
-                max_buffer=config.store_max_buffer,
-                payloads=config.store_payloads,
+                max_buffer=config.store.max_buffer,
+                payloads=config.store.payloads,
                 keep=self._payload_filter(),
             )
             self.pipeline = ComparisonPipeline(
                 self.registry,
                 [*self._sinks, self.store_sink],
                 self.counters,
-                max_pending=config.comparison_max_pending,
+                max_pending=config.comparison.max_pending,
                 rules=self.rules,
-                executor=config.comparison_executor,
-                workers=config.comparison_workers,
+                executor=config.comparison.executor,
+                workers=config.comparison.workers,
                 setup=self._worker_setup(),
                 ids=self.id_fields,
                 redactor=self.redactor,
@@ -322,7 +308,7 @@ class Shim:
         self._server = server
         if self.intents is not None:
             await self.recover_intents()
-        if config.admin_listen or os.environ.get(config.admin_token_env):
+        if config.admin.listen or os.environ.get(config.admin.token_env):
             await self._start_admin()
         if config.metrics_listen:
             try:
@@ -335,7 +321,7 @@ class Shim:
                 ) from exc
         if self.pipeline is not None:
             await self.pipeline.start()  # its worker processes, set up before the first comparison
-        if self.dispatchers and config.shadow_shed_lag > 0:  # the start-up work is done: lag counts
+        if self.dispatchers and config.shadow.shed_lag > 0:  # the start-up work is done: lag counts
             self._lag_probe = asyncio.get_running_loop().create_task(
                 self.loop_lag.run(), name="event loop lag probe"
             )
@@ -343,13 +329,13 @@ class Shim:
     async def _start_admin(self) -> None:
         """The admin API, on its own (loopback) address, behind its token."""
         config = self.config
-        token = os.environ.get(config.admin_token_env, "")
+        token = os.environ.get(config.admin.token_env, "")
         if not token:
             await self.stop(grace=0)
             raise StartupError(
-                f"admin.listen is set but ${config.admin_token_env} is empty: the admin API needs a token"
+                f"admin.listen is set but ${config.admin.token_env} is empty: the admin API needs a token"
             )
-        listen = config.admin_listen or ADMIN_LISTEN
+        listen = config.admin.listen or ADMIN_LISTEN
         # never shared (grpc would set SO_REUSEPORT): two shims on one admin address would each take some
         # of the `shim mode` calls, and one could promote the other's service
         server = aio.server(options=[("grpc.so_reuseport", 0)])
@@ -370,7 +356,7 @@ class Shim:
         """Re-read the modes every store.refresh: a switch made through another replica applies here
         too (the calls in flight here finish first)."""
         while True:
-            await asyncio.sleep(max(self.config.store_refresh, 0.05))
+            await asyncio.sleep(max(self.config.store.refresh, 0.05))
             await self.follow_modes()
 
     async def follow_modes(self) -> dict[str, str]:
@@ -398,8 +384,8 @@ class Shim:
         """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""
         config = self.config
         noise = None
-        if config.noise_reads > 0:
-            noise = Noise(primary, config.noise_reads, shadow.timeout, self.counters)
+        if config.noise.reads > 0:
+            noise = Noise(primary, config.noise.reads, shadow.timeout, self.counters)
             self._noises.append(noise)
         assert self.pipeline is not None
         return ShadowDispatcher(
@@ -407,29 +393,29 @@ class Shim:
             self.pipeline.submit,
             self.counters,
             timeout=shadow.timeout,
-            max_in_flight=config.shadow_max_in_flight,
-            max_capture=config.shadow_max_capture,
+            max_in_flight=config.shadow.max_in_flight,
+            max_capture=config.shadow.max_capture,
             plans=self.plans,
             primary_is_bank=shadow is not config.bank,
             router=self.router,
             breaker=Breaker(
                 self.counters,
-                failures=config.shadow_breaker_failures,
-                open_for=config.shadow_breaker_open_for,
+                failures=config.shadow.breaker_failures,
+                open_for=config.shadow.breaker_open_for,
             ),
             ids=self.ids,
             aliases=self.aliases,
             steps=self.steps,
             intents=self.intents,
-            correlation_header=config.correlation_header,
+            correlation_header=config.store.correlation_header,
             noise=noise,
             overload=self.loop_lag,
-            shed_lag=config.shadow_shed_lag,
-            stream_hold=config.ordering_stream_hold,
-            max_wait=config.ordering_max_wait,
-            max_in_flight_streams=config.shadow_max_in_flight_streams,
-            max_capture_total=config.shadow_max_capture_total,
-            stream_idle=config.shadow_stream_idle,
+            shed_lag=config.shadow.shed_lag,
+            stream_hold=config.ordering.stream_hold,
+            max_wait=config.ordering.max_wait,
+            max_in_flight_streams=config.shadow.max_in_flight_streams,
+            max_capture_total=config.shadow.max_capture_total,
+            stream_idle=config.shadow.stream_idle,
         )
 
     def _start_verifier(self, bank: Channel, bk: Channel) -> None:
@@ -458,8 +444,8 @@ class Shim:
             self.store,
             self.counters,
             self.replica,
-            settle=config.verify_settle,
-            attempts=config.verify_attempts,
+            settle=config.verify.settle,
+            attempts=config.verify.attempts,
             check_now=quick.key,
         )
         for dispatcher in self.dispatchers.values():
@@ -509,26 +495,22 @@ class Shim:
         nothing changes."""
         old = self.config
         rules = load_rules(new, self.registry)  # raises before anything changes
-        live = set(_RELOADABLE)
-        if not self._noises and new.noise_reads > 0:
-            live.discard("noise_reads")  # asking Bank again needs the channel set up at start
-        restart = [
-            f.name
-            for f in fields(Config)
-            if f.name not in live and getattr(new, f.name) != getattr(old, f.name)
-        ]
-        applied = replace(new, **{name: getattr(old, name) for name in restart})
+        live = reloadable()
+        if not self._noises and new.noise.reads > 0:
+            live -= {"noise.reads"}  # asking Bank again needs the channel set up at start
+        restart = [name for name in changed(old, new) if name not in live]
+        applied = keeping(new, old, restart)
         if self.pipeline is not None and (new.rules, new.rule_locations) != (old.rules, old.rule_locations):
             self.pipeline.update_rules(
                 rules, replace(self._worker_setup(), rules=new.rules, rule_locations=new.rule_locations)
             )
         self.rules = rules
-        self.router.read_rate = applied.sampling_reads
-        self.router.by_key = applied.sampling_by_key
+        self.router.read_rate = applied.sampling.reads
+        self.router.by_key = applied.sampling.by_key
         for noise in self._noises:
-            noise.share = applied.noise_reads
+            noise.share = applied.noise.reads
         for dispatcher in self.dispatchers.values():
-            dispatcher.shed_lag = applied.shadow_shed_lag
+            dispatcher.shed_lag = applied.shadow.shed_lag
         self.config = applied
         return restart
 
@@ -549,7 +531,7 @@ class Shim:
             config.rules,
             config.rule_locations,
             config.ids,
-            config.redact_fields,
+            config.redact.fields,
             self.redactor.key if self.redactor is not None else b"",
         )
 
@@ -609,21 +591,21 @@ class Shim:
         """The store of id pairs and keys out of step; the id map is filled from it."""
         config = self.config
         try:
-            store = Store.open(config.store)
+            store = Store.open(config.store.url)
             await store.start()
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         self.store = store
-        self.steps = Steps(store, self.counters, refresh=config.store_refresh)
+        self.steps = Steps(store, self.counters, refresh=config.store.refresh)
         self.intents = Intents(store, self.replica, self.counters)
         try:
             await self.steps.start()
             if self.id_fields is not None:
-                self.ids = IdBook(self.id_fields, store, self.counters, cache=config.store_id_cache)
+                self.ids = IdBook(self.id_fields, store, self.counters, cache=config.store.id_cache)
                 await self.ids.preload()
             if self.alias_fields is not None:
                 self.aliases = aliases.KeyAliases(
-                    self.alias_fields, store, self.counters, cache=config.store_id_cache
+                    self.alias_fields, store, self.counters, cache=config.store.id_cache
                 )
                 await self.aliases.preload()
         except StoreError as exc:
@@ -633,7 +615,7 @@ class Shim:
     async def _keep_house(self, counts: CountsFlusher) -> None:
         """Now and then: record what was not stored; delete comparisons older than store.retain."""
         assert self.store is not None
-        retain, last_retention = self.config.store_retain, 0.0
+        retain, last_retention = self.config.store.retain, 0.0
         try:
             while True:
                 if retain is not None and time.time() - last_retention >= min(retain, 3600.0):
@@ -645,7 +627,7 @@ class Shim:
                     else:
                         if gone:
                             _log.info("retention", deleted=gone, older_than_s=retain)
-                await asyncio.sleep(max(self.config.store_refresh, 0.05) * 5)
+                await asyncio.sleep(max(self.config.store.refresh, 0.05) * 5)
                 counts.flush()
                 if self.intents is not None:
                     await self.recover_intents()

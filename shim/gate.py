@@ -14,7 +14,7 @@ It fails closed: a method short of clean comparisons, or with too many calls
 that prove nothing, is "not proven". A required method with no call in the
 window fails as "not covered". A report with no method at all, when none is
 required, fails too: no evidence is not a pass. The criteria come from
-`[gate]` in the config (see shim.config); `shim gate` prints each one and
+`[gate]` in the config (`GateSettings`); `shim gate` prints each one and
 exits 0 only when all pass.
 """
 
@@ -22,10 +22,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
+from shim.errors import ConfigError
 from shim.evidence import MethodReport, Report, method_name
+from shim.settings import COUNT, SHARE, Kind, duration, setting
 
 NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
+
+
+def _methods(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(m, str) and "/" in m and not m.startswith("/") for m in value
+    ):
+        raise ConfigError(f'{key}: expected a list of "package.Service/Method" names')
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    """The gate's criteria for the point of no return, per method (`shim gate`, `docs/reports.md`)."""
+
+    SECTION: ClassVar[str] = "gate"
+    window: float = setting(
+        86_400.0, duration(), "how far back the gate looks at the evidence", reloadable=True
+    )
+    min_compared: int = setting(
+        100, COUNT, "clean comparisons (match or mismatch) each method needs", reloadable=True
+    )
+    max_mismatch_rate: float = setting(
+        0.0, SHARE, "real mismatches / clean comparisons, per method", reloadable=True
+    )
+    max_unproven_rate: float = setting(
+        0.01, SHARE, "calls tainted, skipped, shadow-error or error / calls, per method", reloadable=True
+    )
+    methods: tuple[str, ...] = setting(
+        (),
+        Kind("list of methods", _methods),
+        'methods that must be covered ("package.Service/Method")',
+        reloadable=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

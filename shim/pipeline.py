@@ -24,7 +24,7 @@ import functools
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -33,7 +33,9 @@ from comparators.ids import IdFields, IdKind
 from comparators.redact import Redactor
 from comparators.rules import RuleSet, build_rules
 from shim._orphans import die_with_parent
+from shim.errors import ConfigError
 from shim.metrics import Counters
+from shim.settings import FIELDS, POSITIVE, TEXT, one_of, setting
 
 Sink = Callable[[Comparison], None]
 Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool, tuple[Difference, ...]]
@@ -41,6 +43,36 @@ Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool, tuple[Difference, .
 EXECUTORS = ("process", "thread")
 
 _log = structlog.get_logger("shim.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonSettings:
+    """Where comparisons run, and how many may wait for them."""
+
+    SECTION: ClassVar[str] = "comparison"
+    max_pending: int = setting(
+        10_000, POSITIVE, "exchanges waiting for a comparison worker; beyond, dropped and counted"
+    )
+    executor: str = setting(
+        "process", one_of(*EXECUTORS), "where comparisons run: worker processes, or threads of the shim's"
+    )
+    workers: int = setting(1, POSITIVE, "comparison workers")
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"comparison.executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class RedactSettings:
+    """Values never shown: in the diff log, the store and reports a redacted field is a keyed hash, so
+    equal values stay equal (`docs/store.md`)."""
+
+    SECTION: ClassVar[str] = "redact"
+    fields: tuple[str, ...] = setting(
+        (), FIELDS, 'fields ("package.Message.field") whose values are never shown'
+    )
+    key_env: str = setting("SHIM_REDACT_KEY", TEXT, "the environment variable holding the key of the hash")
 
 
 @dataclass(frozen=True)
@@ -67,7 +99,7 @@ def _init_worker(setup: WorkerSetup) -> None:
     die_with_parent()  # a shim killed with -9 leaves no worker behind
     from google.protobuf import descriptor_pb2
 
-    from shim.config import parse_duration
+    from shim.units import parse_duration
 
     global _worker
     registry = None

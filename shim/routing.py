@@ -18,13 +18,27 @@ import random
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf import message
 
 from comparators import DescriptorRegistry
 from comparators.message_api import descriptor_of, has_field, parse
 from shim.errors import ConfigError
+from shim.settings import BOOL, SHARE, TEXT, as_table, finish, setting
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingSettings:
+    """Which reads are mirrored; writes always are."""
+
+    SECTION: ClassVar[str] = "sampling"
+    reads: float = setting(1.0, SHARE, "share of reads mirrored (0 to 1)", reloadable=True)
+    by_key: bool = setting(False, BOOL, "true: the same keys are always or never sampled", reloadable=True)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.reads <= 1.0:
+            raise ConfigError(f"sampling.reads: {self.reads!r} is not a share between 0 and 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +175,30 @@ class Router:
         if self.by_key and keys:
             return zlib.crc32("\x1f".join(keys).encode()) / 2**32 < self.read_rate
         return self._rng.random() < self.read_rate
+
+
+def parse_methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
+    """The [methods."package.Service/Method"] tables: key, read, strict, adapter (shim.config reads them)."""
+    methods = {}
+    for name, entry in table.items():
+        prefix = f'methods."{name}".'
+        if "/" not in name or name.startswith("/") or name.endswith("/"):
+            raise ConfigError(f'methods."{name}": a method is named "package.Service/Method"')
+        settings = as_table(prefix.rstrip("."), entry)
+        key = settings.pop("key", None)
+        if isinstance(key, str):
+            key = [key]
+        if key is not None and (not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)):
+            raise ConfigError(f"{prefix}key: expected a request field path or a list of them")
+        read_, strict, adapter = (settings.pop(k, None) for k in ("read", "strict", "adapter"))
+        methods[name] = MethodSettings(
+            key=tuple(key or ()),
+            read=BOOL.parse(prefix + "read", read_) if read_ is not None else None,
+            strict=BOOL.parse(prefix + "strict", strict) if strict is not None else None,
+            adapter=TEXT.parse(prefix + "adapter", adapter) if adapter is not None else "",
+        )
+        finish(prefix, settings)
+    return methods
 
 
 _DEFAULT = MethodSettings()

@@ -11,11 +11,12 @@ import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TextIO, assert_never
+from typing import Any, ClassVar, TextIO, assert_never
 
 import structlog
 
 from comparators import Comparison, Difference, Outcome, Verdict
+from shim.settings import PATH, setting
 
 _INDEX = re.compile(r"\[[^\]]*\]")
 
@@ -35,6 +36,14 @@ def _side(outcome: Outcome | None) -> dict[str, Any] | None:
     if outcome.local:
         side["local"] = outcome.local
     return side
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLogSettings:
+    """The diff log: one JSON line per comparison (`docs/diff-log.md`)."""
+
+    SECTION: ClassVar[str] = "diff_log"
+    path: str = setting("-", PATH, '"-" for stdout, or a file (appended to)')
 
 
 class DiffLog:

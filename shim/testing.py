@@ -18,7 +18,7 @@ from typing import Any
 from comparators import Comparison, DescriptorRegistry
 from shim import dataplane
 from shim.app import Shim
-from shim.config import Config, Upstream
+from shim.config import Upstream, build, merged
 from shim.pipeline import Sink
 
 
@@ -59,6 +59,16 @@ class CapturingSink:
         return [c for c in self.comparisons if where is None or where(c)]
 
 
+_TEST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "comparison": {"executor": "thread"},
+    "store": {"url": ":memory:"},
+    # a busy test machine can make any loop late: only the tests of shedding want it on
+    "shadow": {"shed_lag": 0.0},
+    # the test's own process is the shim's: its threads keep their priority
+    "envoy": {"comparison_nice": 0},
+}
+
+
 @contextlib.asynccontextmanager
 async def running_shim(
     bank: str | Upstream,
@@ -74,25 +84,22 @@ async def running_shim(
 
     An upstream is an address, or an Upstream (for its TLS settings, say).
 
-    Comparisons run in a thread unless `comparison_executor="process"` is given:
-    a worker process takes a second to start, too long for most tests. The
-    store is in memory unless `store=` names one. Mirrors are never shed for
-    overload unless `shadow_shed_lag=` says when.
+    `settings` are the Config's; a table may be given as a dict of the values it changes
+    (`shadow={"max_in_flight": 4}`), over the test defaults below. Comparisons run in a thread
+    unless `comparison={"executor": "process"}` is given: a worker process takes a second to
+    start, too long for most tests. The store is in memory unless `store={"url": ...}` names one.
+    Mirrors are never shed for overload unless `shadow={"shed_lag": ...}` says when.
     """
-    settings.setdefault("comparison_executor", "thread")
-    settings.setdefault("store", ":memory:")
-    # a busy test machine can make any loop late: only the tests of shedding want it on
-    settings.setdefault("shadow_shed_lag", 0.0)
-    # the test's own process is the shim's: its threads keep their priority
-    settings.setdefault("envoy_comparison_nice", 0)
+    if isinstance(bk, str):
+        bk = Upstream("bk", bk, timeout=shadow_timeout)
     sink = CapturingSink()
-    config = Config(
-        bank=bank if isinstance(bank, Upstream) else Upstream("bank", bank),
-        bk=bk if isinstance(bk, Upstream) else Upstream("bk", bk, timeout=shadow_timeout) if bk else None,
-        listen="127.0.0.1:0",
-        mode=mode or ("shadow" if bk else "bank"),
-        **settings,
-    )
+    given = {
+        "bank": bank if isinstance(bank, Upstream) else Upstream("bank", bank),
+        "bk": bk,
+        "listen": "127.0.0.1:0",
+        "mode": mode or ("shadow" if bk else "bank"),
+    }
+    config = build(merged(_TEST_DEFAULTS, settings, given))
     if config.dataplane == "auto":  # the Python data plane unless a test asks for Envoy
         config = replace(config, dataplane="python")
     shim = (await dataplane.start(config, [sink, *sinks], registry)).shim

@@ -19,12 +19,15 @@ from __future__ import annotations
 import ssl
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from comparators.files import read_regular
-from shim.config import Upstream
 from shim.errors import ConfigError
+
+if TYPE_CHECKING:  # for annotations only: the config imports shim.dataplane, which imports this module
+    from shim.config import Upstream
 
 
 def read_pem(path: str, what: str) -> bytes:

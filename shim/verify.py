@@ -36,7 +36,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -45,6 +45,7 @@ from shim._lanes import Lanes
 from shim.evidence.record import time_ordered_id
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
+from shim.settings import POSITIVE, duration, setting
 from shim.steps import Steps
 from shim.store import OutOfStep, Store
 
@@ -53,6 +54,17 @@ _log = structlog.get_logger("shim.verify")
 IN_STEP, DIFFERS, INCONCLUSIVE, UNREADABLE = "in-step", "differs", "inconclusive", "unreadable"
 
 Check = Callable[[str], Awaitable[KeyResult]]  # reads a key on both sides and compares
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """Keys out of step, checked with the [reconcile] reads (`docs/out-of-step.md`)."""
+
+    SECTION: ClassVar[str] = "verify"
+    settle: float = setting(1.0, duration(), "after a key goes out of step, the wait before its first check")
+    attempts: int = setting(
+        5, POSITIVE, "checks of a key before it is left out of step (each waits twice as long as the last)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

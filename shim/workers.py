@@ -34,7 +34,8 @@ from typing import Any
 import structlog
 
 from shim._orphans import die_with_parent
-from shim.config import ADMIN_LISTEN, Config
+from shim.admin_settings import ADMIN_LISTEN
+from shim.config import Config
 
 _log = structlog.get_logger("shim")
 _START_TIMEOUT = 60.0  # seconds a worker may take to start serving
@@ -95,7 +96,7 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         return 2
     with holder:
         if config.bk is not None:  # every worker then opens the store (all modes are ready)
-            asyncio.run(_prepare_store(config.store))
+            asyncio.run(_prepare_store(config.store.url))
         worker_config = replace(config, listen=listen)
         context = multiprocessing.get_context("spawn")
         processes: list[Any] = []
@@ -117,7 +118,7 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
 def _metrics_of(config: Config, index: int) -> Config:
     """Worker `index` serves its metrics and its admin API on the configured ports + index (port 0:
     a free one each)."""
-    admin = config.admin_listen or (ADMIN_LISTEN if os.environ.get(config.admin_token_env) else "")
+    admin = config.admin.listen or (ADMIN_LISTEN if os.environ.get(config.admin.token_env) else "")
     changes: dict[str, Any] = {}
     for name, address in (("metrics_listen", config.metrics_listen), ("admin_listen", admin)):
         if address:

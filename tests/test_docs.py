@@ -28,7 +28,7 @@ def test_the_config_example_builds_and_checks_against_the_sample_descriptors(tmp
     config = build(load_file(path))
     registry = DescriptorRegistry.from_files(config.descriptor_sets)
     rules = load_rules(config, registry)
-    Router(registry, config.methods, config.sampling_reads, config.sampling_by_key, config.ordering_strict)
+    Router(registry, config.methods, config.sampling.reads, config.sampling.by_key, config.ordering.strict)
     assert config.mode == "shadow"
     assert len(rules.bindings) == len(config.rules) > 1
 
@@ -141,6 +141,66 @@ def test_the_cli_reference_is_what_the_commands_parsers_say() -> None:
     assert TARGET.read_text(encoding="utf-8") == render(), (
         "docs/cli.md is stale: run python tools/cli_reference.py"
     )
+
+
+def test_the_config_reference_is_what_the_declarations_say() -> None:
+    """docs/config-reference.md is written by tools/config_reference.py; a change to a declared setting
+    (its default, kind or help) rewrites it."""
+    from tools.config_reference import TARGET, render
+
+    assert TARGET.read_text(encoding="utf-8") == render(), (
+        "docs/config-reference.md is stale: run python tools/config_reference.py"
+    )
+
+
+def _reference_sections() -> dict[str, str]:
+    """docs/config-reference.md cut at its headings: "Top level", "[upstreams]", "[shadow]", ... -> text."""
+    text = (ROOT / "docs" / "config-reference.md").read_text(encoding="utf-8")
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {heading.strip("`"): body for heading, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def test_every_declared_setting_is_in_the_config_reference_under_its_table() -> None:
+    from shim.config import SECTIONS, TABLES, Config, Upstream
+    from shim.settings import declared
+
+    sections = _reference_sections()
+    tables = [("Top level", Config), ("[upstreams]", Upstream), *((f"[{c.SECTION}]", c) for c in SECTIONS)]
+    missing = [
+        f"{heading} {key}"
+        for heading, cls in tables
+        for key, _, _ in declared(cls)
+        if f"\n| `{key}` |" not in sections.get(heading, "")
+    ]
+    missing += [name for name in TABLES if f"\n| `{name}` |" not in sections["Top level"]]
+    assert not missing, f"declared settings the reference does not list: {missing}"
+
+
+def test_every_key_of_the_config_example_is_a_declared_setting() -> None:
+    """The annotated example of docs/config.md uses only settings the shim declares: a key renamed or
+    dropped in the code cannot linger in the docs."""
+    import tomllib
+
+    from shim.config import SECTIONS, TABLES, Config, Upstream
+    from shim.settings import declared
+
+    (example,) = toml_blocks("config.md", "# Config file")
+    data = tomllib.loads(example)
+    top = {key for key, _, _ in declared(Config)}
+    sections = {cls.SECTION: {key for key, _, _ in declared(cls)} for cls in SECTIONS}
+    unknown = []
+    for name, value in data.items():
+        if name in sections:
+            unknown += [f"{name}.{key}" for key in value if key not in sections[name]]
+        elif name == "upstreams":
+            upstream = {key for key, _, _ in declared(Upstream)}
+            unknown += [
+                f"upstreams.{u}.{key}" for u, table in value.items() for key in table if key not in upstream
+            ]
+        elif name not in top and name not in TABLES:
+            unknown.append(name)
+    assert len(data) > 20  # the example shows most tables
+    assert not unknown, f"keys of the docs/config.md example the shim does not declare: {unknown}"
 
 
 def test_the_readme_is_short_its_quick_start_is_the_ci_test_command_and_its_links_resolve() -> None:

@@ -6,7 +6,10 @@ import argparse
 from typing import Any
 
 from shim import config as config_mod
-from shim.cli.store_args import count, default, evidence_settings, share, store_flags
+from shim._noise import NoiseSettings
+from shim.cli.store_args import count, evidence_settings, share, store_flags
+from shim.gate import GateSettings
+from shim.units import parse_duration
 
 
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
@@ -60,22 +63,13 @@ async def run(args: argparse.Namespace) -> int:
     from shim.terminal_text import printable
 
     url, settings = evidence_settings(args)
-    window = (
-        config_mod.parse_duration("--window", args.window)
-        if args.window
-        else settings.get("gate_window", default("gate_window"))
-    )
-    min_compared = args.min_compared
-    if min_compared is None:
-        min_compared = settings.get("gate_min_compared", default("gate_min_compared"))
-    max_rate = args.max_mismatch_rate
-    if max_rate is None:
-        max_rate = settings.get("gate_max_mismatch_rate", default("gate_max_mismatch_rate"))
-    max_unproven = args.max_unproven_rate
-    if max_unproven is None:
-        max_unproven = settings.get("gate_max_unproven_rate", default("gate_max_unproven_rate"))
+    gate, noise = config_mod.section(settings, GateSettings), config_mod.section(settings, NoiseSettings)
+    window = parse_duration("--window", args.window) if args.window else gate.window
+    min_compared = gate.min_compared if args.min_compared is None else args.min_compared
+    max_rate = gate.max_mismatch_rate if args.max_mismatch_rate is None else args.max_mismatch_rate
+    max_unproven = gate.max_unproven_rate if args.max_unproven_rate is None else args.max_unproven_rate
     # the flag's methods add to the config's; every method in the window is judged either way
-    required = [*settings.get("gate_methods", default("gate_methods")), *(args.require_method or ())]
+    required = [*gate.methods, *(args.require_method or ())]
     until = time.time()
     store = Store.open(url)
     await store.start()
@@ -84,8 +78,8 @@ async def run(args: argparse.Namespace) -> int:
             store,
             since=until - window,
             until=until,
-            relative=settings.get("noise_relative", default("noise_relative")),
-            absolute=settings.get("noise_absolute", default("noise_absolute")),
+            relative=noise.relative,
+            absolute=noise.absolute,
         )
     finally:
         await store.close()

@@ -22,6 +22,7 @@ from shim import config as config_mod
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
 from shim.admin import default_who
+from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.errors import ShimError
 from shim.terminal_text import printable
 
@@ -68,8 +69,9 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
 
 async def run(args: argparse.Namespace) -> int:
     settings = config_mod.load_file(args.config) if args.config else {}
-    address = args.admin or settings.get("admin_listen") or config_mod.ADMIN_LISTEN
-    token_env = settings.get("admin_token_env", "SHIM_ADMIN_TOKEN")
+    admin = config_mod.section(settings, AdminSettings)
+    address = args.admin or admin.listen or ADMIN_LISTEN
+    token_env = admin.token_env
     token = os.environ.get(token_env, "")
     if not token:
         raise ShimError(f"${token_env} is empty: the admin API needs its token")

@@ -32,6 +32,7 @@ from shim.metrics import Counters
 from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import Store, StoreError
 from shim.terminal_text import cell, printable
+from shim.units import parse_duration
 
 EXIT_DIFFERENT = 1
 EXIT_FAILED = 2
@@ -69,7 +70,7 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
             current = settings.get(name)
             settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
     if getattr(args, "store", None):
-        settings["store"] = args.store
+        settings = config_mod.merged(settings, {"store": {"url": args.store}})
     if args.adapters:
         settings["adapters"] = args.adapters
     settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
@@ -92,11 +93,11 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
 
 
 async def reconcile(args: argparse.Namespace) -> int:
-    timeout = config_mod.parse_duration("--timeout", args.timeout)
+    timeout = parse_duration("--timeout", args.timeout)
     sides = sides_of(args, "nothing says what to sweep")
     config, fields, counters = sides.config, sides.fields, sides.counters
     assert config.reconcile is not None
-    store = await _store(config.store)
+    store = await _store(config.store.url)
     console = Console(stderr=True)
     try:
         ids = None

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
-from shim.cli.store_args import default, evidence_settings, positive, store_flags, time_of
+from shim._noise import NoiseSettings
+from shim.cli.store_args import evidence_settings, positive, store_flags, time_of
 from shim.errors import ConfigError, ShimError
+from shim.gate import GateSettings
+from shim.units import parse_duration
 
 if TYPE_CHECKING:
     from shim.evidence import Report
@@ -88,12 +91,13 @@ def _gate_of(report: Report, settings: dict[str, Any]) -> GateResult:
     """The gate's verdict on a report's evidence, by the config's [gate] criteria (or the defaults)."""
     from shim.gate import evaluate
 
+    gate = config_mod.section(settings, GateSettings)
     return evaluate(
         report,
-        min_compared=settings.get("gate_min_compared", default("gate_min_compared")),
-        max_mismatch_rate=settings.get("gate_max_mismatch_rate", default("gate_max_mismatch_rate")),
-        max_unproven_rate=settings.get("gate_max_unproven_rate", default("gate_max_unproven_rate")),
-        required_methods=settings.get("gate_methods", default("gate_methods")),
+        min_compared=gate.min_compared,
+        max_mismatch_rate=gate.max_mismatch_rate,
+        max_unproven_rate=gate.max_unproven_rate,
+        required_methods=gate.methods,
     )
 
 
@@ -114,10 +118,11 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
             raise ConfigError("--until is before --from")
     else:
         until = now
-        since = now - config_mod.parse_duration("--since", args.since or "24h")
+        since = now - parse_duration("--since", args.since or "24h")
     from shim.app import load_registry
 
-    registry = load_registry(settings.get("descriptor_sets", ()))  # to show each example's request, if kept
+    registry = load_registry(settings.get("descriptor_sets", ()))
+    noise = config_mod.section(settings, NoiseSettings)  # to show each example's request, if kept
     store = Store.open(url)
     await store.start()
     try:
@@ -126,8 +131,8 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
             since=since,
             until=until,
             methods=args.method or (),
-            relative=settings.get("noise_relative", default("noise_relative")),
-            absolute=settings.get("noise_absolute", default("noise_absolute")),
+            relative=noise.relative,
+            absolute=noise.absolute,
             calls=args.calls,
             limit=args.limit,
             registry=registry,

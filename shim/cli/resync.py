@@ -22,10 +22,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from shim import config as config_mod
 from shim.errors import ShimError
 from shim.store import Store
 from shim.terminal_text import printable
+from shim.units import parse_duration
 
 if TYPE_CHECKING:  # the commands that need grpc import it when they run
     from shim.reconcile import Sweep
@@ -153,7 +153,7 @@ async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callabl
     from shim.ids import IdBook
 
     sides = sides_of(args, "nothing says how to read a key (--force clears without verifying)")
-    timeout = config_mod.parse_duration("--timeout", args.timeout)
+    timeout = parse_duration("--timeout", args.timeout)
     ids = IdBook(sides.fields, store, sides.counters) if sides.fields is not None else None
     return sides.sweep(ids, None, timeout), sides.close
 

@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 from shim import config as config_mod
 from shim.errors import ConfigError, ShimError
+from shim.store_settings import parse_retain
+from shim.units import parse_duration
 
 
 def settings_of(args: argparse.Namespace) -> config_mod.Config:
@@ -34,20 +36,18 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings["rules"] = (*settings.get("rules", ()), *rules)
         settings["rule_locations"] = (*settings.get("rule_locations", ()), *locations)
     if args.diff_log:
-        settings["diff_log"] = args.diff_log
+        settings = config_mod.merged(settings, {"diff_log": {"path": args.diff_log}})
     if args.store:
-        settings["store"] = args.store
+        settings = config_mod.merged(settings, {"store": {"url": args.store}})
     if args.retain:
-        settings["store_retain"] = config_mod.parse_retain("--retain", args.retain)
+        settings = config_mod.merged(settings, {"store": {"retain": parse_retain("--retain", args.retain)}})
     if args.workers:
         settings["workers"] = args.workers
     if args.dataplane:
         settings["dataplane"] = args.dataplane
     if args.metrics:
         settings["metrics_listen"] = args.metrics
-    shadow_timeout = (
-        config_mod.parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
-    )
+    shadow_timeout = parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
     for name in ("bank", "bk"):
         target = getattr(args, name)
         current = settings.get(name)
@@ -101,7 +101,7 @@ async def serve(
     log = structlog.get_logger("shim")
     no_descriptors: list[str] = []  # why Bank's reflection gave none ("auto"), told once the shim serves
     registry = await resolve_registry(config, on_none=no_descriptors.append)  # a bad set leaves no diff log
-    diff_stream = _open_diff_log(config.diff_log)
+    diff_stream = _open_diff_log(config.diff_log.path)
     served = await dataplane.start(config, [DiffLog(diff_stream)], registry)
     shim = served.shim
     if served.why:
@@ -169,8 +169,8 @@ async def serve(
         else None,
         methods_keyed=shim.plans.keyed(),
         serialized=shim.plans.serialized() if config.bk else None,
-        tls=bool(config.tls_cert),
-        client_certificates=bool(config.tls_cert and config.tls_client_ca),
+        tls=bool(config.tls.cert),
+        client_certificates=bool(config.tls.cert and config.tls.client_ca),
         store=shim.store.url if shim.store else None,
         keys_out_of_step=len(shim.steps.keys) if shim.steps else 0,
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,

@@ -10,6 +10,7 @@ from typing import Any
 
 from shim import config as config_mod
 from shim.errors import ConfigError, ShimError
+from shim.store_settings import StoreSettings
 
 
 def store_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def share(text: str) -> float:
 def evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The store url (--store, the config's, or the default) and the config's settings."""
     settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
-    url = args.store or settings.get("store") or default("store")
+    url = args.store or config_mod.section(settings, StoreSettings).url
     if not re.match(r"(postgres(ql)?://|:memory:$)", url, flags=re.IGNORECASE):
         rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
         path = Path(rest[2:] if rest.startswith("//") else rest)
@@ -61,10 +62,6 @@ def evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 f"no store at {path}: nothing was recorded there (give --store URL or --config FILE)"
             )
     return url, settings
-
-
-def default(name: str) -> Any:
-    return config_mod.Config.__dataclass_fields__[name].default
 
 
 def time_of(flag: str, text: str) -> float:

@@ -30,7 +30,6 @@ import structlog
 from grpc import aio
 
 from comparators import Code, DescriptorRegistry, Exchange, Outcome
-from shim.config import Config
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
@@ -41,9 +40,11 @@ from shim.dataplane.routes import plan
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
+from shim.tls_settings import TlsSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config for annotations only: importing it imports shim.dataplane.settings
     from shim.app import Shim
+    from shim.config import Config
 
 UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
 _MAX_UNSEEN_PER_READ = 10_000
@@ -305,7 +306,7 @@ def check_listen(address: str) -> None:
 def inner_config(config: Config) -> Config:
     """The config of the shim's own server behind Envoy: loopback, any port, plaintext (Envoy serves the
     clients' listener and its TLS)."""
-    return replace(config, listen="127.0.0.1:0", tls_cert="", tls_key="", tls_client_ca="")
+    return replace(config, listen="127.0.0.1:0", tls=TlsSettings())
 
 
 async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegistry | None) -> Served:
@@ -326,7 +327,7 @@ async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegis
     executable = envoy_process.binary()
     assert executable is not None
     plane = EnvoyPlane(
-        shim, executable, concurrency=config.envoy_concurrency, nice=config.envoy_comparison_nice
+        shim, executable, concurrency=config.envoy.concurrency, nice=config.envoy.comparison_nice
     )
     try:
         await plane.start(config)

@@ -28,10 +28,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shim.config import Config, Upstream
 from shim.tls import check_pair, read_pem
+
+if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
+    from shim.config import Config, Upstream
 
 ROUTE_NAME = "shim"
 ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirroring it belongs to
@@ -169,12 +171,12 @@ def write_secrets(config: Config, folder: Path, version: int) -> None:
     one), written into Envoy's secret files. Called again on SIGHUP: a bad new file raises before any
     secret file is replaced, so the certificates in use stay."""
     documents: dict[str, dict[str, Any]] = {}
-    if config.tls_cert:
-        cert, key = read_pem(config.tls_cert, "tls.cert"), read_pem(config.tls_key, "tls.key")
+    if config.tls.cert:
+        cert, key = read_pem(config.tls.cert, "tls.cert"), read_pem(config.tls.key, "tls.key")
         check_pair(cert, key, "tls")
         documents["listener"] = {"tls_certificate": _certificate(cert, key)}
-        if config.tls_client_ca:
-            ca = read_pem(config.tls_client_ca, "tls.client_ca")
+        if config.tls.client_ca:
+            ca = read_pem(config.tls.client_ca, "tls.client_ca")
             documents["listener-ca"] = {"validation_context": {"trusted_ca": {"inline_string": ca.decode()}}}
     for upstream in (config.bank, config.bk):
         if upstream is None or not upstream.tls:
@@ -216,7 +218,7 @@ def _listener_tls(config: Config, folder: Path) -> dict[str, Any]:
         "@type": _TYPES + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": context,
     }
-    if config.tls_client_ca:
+    if config.tls.client_ca:
         context["validation_context_sds_secret_config"] = _sds("listener-ca", folder)
         tls["require_client_certificate"] = True
     return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
@@ -284,7 +286,7 @@ def bootstrap(
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
         ],
     }
-    if config.tls_cert:
+    if config.tls.cert:
         listener["filter_chains"][0]["transport_socket"] = _listener_tls(config, routes_file.parent)
     clusters = [
         cluster("bank", config.bank.target, config.bank, routes_file.parent),

@@ -14,7 +14,8 @@ from comparators import Exchange, Outcome, Verdict, build_rules, compare
 from comparators.ids import IdFields, IdKind
 from comparators.redact import Redactor
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.config import load_file, load_rules_file, parse_duration
+from shim.config import load_file, load_rules_file
+from shim.units import parse_duration
 from tests.comparators._exchanges import REGISTRY
 from tests.comparators.test_compare_properties import metadata, outcomes, payloads
 

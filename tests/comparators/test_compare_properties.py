@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from comparators import Comparison, DiffKind, Outcome, RuleSet, Verdict, build_rules, compare
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.config import parse_duration
+from shim.units import parse_duration
 from tests.comparators._exchanges import REGISTRY, STATUS_DETAILS, UNDESCRIBED, exchange
 from tests.comparators._probe import PROBE_REGISTRY, READ, reading
 

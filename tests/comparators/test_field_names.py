@@ -33,7 +33,7 @@ from comparators import (
 from comparators.ids import Found, IdFields, IdKind
 from comparators.message_api import serialize
 from comparators.redact import Redactor
-from shim.config import parse_duration
+from shim.units import parse_duration
 from tests.comparators._exchanges import exchange
 
 _F = descriptor_pb2.FieldDescriptorProto

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
 from comparators.ids import Ambiguous, Found, IdError, IdFields, IdKind, pair_up, resolve, translate_answer
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.config import parse_duration
+from shim.units import parse_duration
 from tests.comparators._exchanges import (
     BOOK_TRADES,
     GET_BALANCE,

@@ -11,8 +11,9 @@ import pytest
 
 from comparators import RuleError, build_rules
 from shim.app import load_registry, load_rules
-from shim.config import build, load_file, parse_duration
+from shim.config import build, load_file
 from shim.errors import ConfigError
+from shim.units import parse_duration
 from tests.comparators._exchanges import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from google.protobuf import message, timestamp_pb2
 
 from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.config import parse_duration
+from shim.units import parse_duration
 from tests.comparators._exchanges import (
     BAD_PRICE,
     BAD_QUANTITY,

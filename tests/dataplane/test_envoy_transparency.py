@@ -103,7 +103,7 @@ async def test_more_calls_at_once_than_envoys_default_limits_all_succeed_and_are
                 bank.address,
                 bk.address,
                 dataplane="envoy",
-                shadow_max_in_flight=5000,
+                shadow={"max_in_flight": 5000},
                 shadow_timeout=20.0,
                 methods={"test.Wide/Call": MethodSettings(read=True)},  # unordered: this is about numbers
             ) as (shim, sink),

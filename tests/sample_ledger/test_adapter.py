@@ -51,10 +51,10 @@ def _config(bank: str, bk: str, mode: str) -> shim.Config:
             "listen": "127.0.0.1:0",
             "mode": mode,
             "adapters": ADAPTERS,
-            "store": ":memory:",
-            "comparison_executor": "thread",
-            "noise_reads": 0.0,
-            "shadow_shed_lag": 0.0,  # every read compared, however busy the test machine
+            "store": {"url": ":memory:"},
+            "comparison": {"executor": "thread"},
+            "noise": {"reads": 0.0},
+            "shadow": {"shed_lag": 0.0},  # every read compared, however busy the test machine
         }
     )
 

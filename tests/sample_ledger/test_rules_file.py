@@ -29,7 +29,8 @@ from comparators import (
 from comparators.ids import IdFields, pair_up
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim._outcome import snapshot
-from shim.config import load_file, load_rules_file, parse_duration
+from shim.config import load_file, load_rules_file
+from shim.units import parse_duration
 from tests.sample_ledger._support import BUY, SELL, Connected, order
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_ledger"

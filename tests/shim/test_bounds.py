@@ -15,7 +15,7 @@ from comparators import Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim.config import load_file
+from shim.config import load_file, merged
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as ipb
 from tests._proto.grpc.testing import interop_pb2_grpc as ipb_grpc
@@ -31,7 +31,7 @@ def _sample_settings(**overrides: Any) -> dict[str, Any]:
     settings = load_file(SAMPLE / "shim.toml")
     for name in ("bank", "bk", "mode"):
         settings.pop(name)
-    return {**settings, "noise_reads": 0.0, **overrides}
+    return merged(settings, {"noise": {"reads": 0.0}}, overrides)
 
 
 async def test_a_request_over_the_default_size_limit_is_refused_and_never_forwarded() -> None:
@@ -79,7 +79,9 @@ async def test_the_shadow_side_holds_at_most_its_total_budget_and_gives_it_back(
     bank, bk = await scripted_server(slow), await scripted_server(slow)
     try:
         async with (
-            running_shim(bank.address, bk.address, shadow_max_capture_total=6 * MiB, shadow_timeout=30) as (
+            running_shim(
+                bank.address, bk.address, shadow={"max_capture_total": 6 * MiB}, shadow_timeout=30
+            ) as (
                 shim,
                 sink,
             ),
@@ -131,7 +133,7 @@ async def test_calls_holding_large_messages_never_take_the_room_small_calls_need
                 bank.address,
                 bk.address,
                 registry=INTEROP,
-                shadow_max_capture_total=8 * MiB,
+                shadow={"max_capture_total": 8 * MiB},
                 shadow_timeout=30,
             ) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
@@ -192,7 +194,7 @@ async def test_idle_streams_never_starve_other_clients_writes(
     """Ten sessions left open and idle with ten mirrored calls allowed: another client's deposits are still
     mirrored and compared, and its account stays in step."""
     bank, bk = ledgers
-    settings = _sample_settings(shadow_max_in_flight=10)
+    settings = _sample_settings(shadow={"max_in_flight": 10})
     async with (
         running_shim(bank.address, bk.address, **settings) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
@@ -227,8 +229,7 @@ async def test_an_idle_stream_gives_its_place_to_a_new_one() -> None:
                 bank.address,
                 bk.address,
                 registry=INTEROP,
-                shadow_max_in_flight=4,
-                shadow_stream_idle=0.2,
+                shadow={"max_in_flight": 4, "stream_idle": 0.2},
                 shadow_timeout=30,
             ) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,

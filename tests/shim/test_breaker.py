@@ -83,8 +83,10 @@ async def test_a_down_bk_opens_the_breaker_answers_stay_unchanged_and_counts_are
             running_shim(
                 bank.address,
                 f"127.0.0.1:{port}",
-                shadow_breaker_failures=3,
-                shadow_breaker_open_for=0.0,  # the call after an opening is a probe
+                shadow={
+                    "breaker_failures": 3,
+                    "breaker_open_for": 0.0,
+                },  # the call after an opening is a probe
             ) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
@@ -125,7 +127,11 @@ async def test_calls_refused_by_an_open_breaker_are_recorded_as_not_mirrored() -
     gone = f"127.0.0.1:{holder.getsockname()[1]}"
     try:
         async with (
-            running_shim(bank.address, gone, shadow_breaker_failures=1, shadow_breaker_open_for=3600.0) as (
+            running_shim(
+                bank.address,
+                gone,
+                shadow={"breaker_failures": 1, "breaker_open_for": 3600.0},
+            ) as (
                 shim,
                 sink,
             ),

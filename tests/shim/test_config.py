@@ -12,8 +12,12 @@ import pytest
 from comparators.ids import IdKind
 from shim import cli
 from shim.cli import serve as serve_command
-from shim.config import Config, Upstream, build, load_file, parse_duration, parse_size
+from shim.config import Config, Upstream, build, load_file
 from shim.errors import ConfigError
+from shim.pipeline import ComparisonSettings
+from shim.shadow.settings import ShadowSettings
+from shim.sinks import DiffLogSettings
+from shim.units import parse_duration, parse_size
 
 MiB = 1024**2
 
@@ -81,10 +85,9 @@ VALID: list[object] = [
             descriptor_sets=(str(d / "bank.binpb"), str(d / "protos/more.binpb"), "/abs/other.binpb"),
             max_message_size=-1,
             grace_period=5.0,
-            shadow_max_in_flight=50,
-            shadow_max_capture=MiB,
-            comparison_max_pending=7,
-            diff_log=str(d / "logs/diff.jsonl"),
+            shadow=ShadowSettings(max_in_flight=50, max_capture=MiB),
+            comparison=ComparisonSettings(max_pending=7),
+            diff_log=DiffLogSettings(path=str(d / "logs/diff.jsonl")),
         ),
         id="every-setting-relative-paths-resolved-against-the-file",
     ),
@@ -98,7 +101,7 @@ VALID: list[object] = [
             mode="bank",
             max_message_size=1024,
             grace_period=0.0,
-            diff_log="-",
+            diff_log=DiffLogSettings(path="-"),
         ),
         id="bank-mode-with-bk-unix-target-ipv6-stdout",
     ),
@@ -126,7 +129,7 @@ def test_relative_config_path_resolves_against_its_folder(
     _config_file(tmp_path / "conf", '[upstreams.bank]\ntarget = "b:1"\n[diff_log]\npath = "d.jsonl"\n')
     monkeypatch.chdir(tmp_path)
     assert (
-        Path(_serve_settings("--config", "conf/shim.toml").diff_log).resolve()
+        Path(_serve_settings("--config", "conf/shim.toml").diff_log.path).resolve()
         == tmp_path / "conf" / "d.jsonl"
     )
 
@@ -300,7 +303,7 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path, path: str, names: s
             {"descriptor_sets": ("a.binpb", "b.binpb")},
             id="descriptor-sets-replace-the-files",
         ),
-        pytest.param(["--diff-log", "-"], {"diff_log": "-"}, id="diff-log"),
+        pytest.param(["--diff-log", "-"], {"diff_log": DiffLogSettings(path="-")}, id="diff-log"),
         pytest.param(
             ["--descriptor-source", "reflection"], {"descriptor_source": "reflection"}, id="descriptor-source"
         ),
@@ -592,7 +595,7 @@ def test_settings_at_their_bounds_are_accepted(tmp_path: Path, text: str) -> Non
 def test_store_defaults(tmp_path: Path) -> None:
     """Without [store]: shim.db, a million cached id pairs, re-read every second."""
     config = _store_of(tmp_path, "")
-    assert (config.store, config.store_id_cache, config.store_refresh) == ("shim.db", 1_000_000, 1.0)
+    assert (config.store.url, config.store.id_cache, config.store.refresh) == ("shim.db", 1_000_000, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -609,21 +612,21 @@ def test_store_defaults(tmp_path: Path) -> None:
 )
 def test_store_url(tmp_path: Path, url: str, expected: Callable[[Path], str]) -> None:
     """A relative store file is resolved against the config's folder; URLs and :memory: are kept as given."""
-    assert _store_of(tmp_path, f'[store]\nurl = "{url}"\n').store == expected(tmp_path)
+    assert _store_of(tmp_path, f'[store]\nurl = "{url}"\n').store.url == expected(tmp_path)
 
 
 def test_store_settings(tmp_path: Path) -> None:
     """[store] id_cache is a count and refresh a duration."""
     config = _store_of(tmp_path, '[store]\nurl = ":memory:"\nid_cache = 5000\nrefresh = "250ms"\n')
-    assert (config.store, config.store_id_cache, config.store_refresh) == (":memory:", 5000, 0.25)
-    assert _store_of(tmp_path, "[store]\nrefresh = 3\n").store_refresh == 3.0
+    assert (config.store.url, config.store.id_cache, config.store.refresh) == (":memory:", 5000, 0.25)
+    assert _store_of(tmp_path, "[store]\nrefresh = 3\n").store.refresh == 3.0
 
 
 def test_store_flag_overrides_the_file(tmp_path: Path) -> None:
     """--store replaces [store] url and keeps the other store settings."""
     path = _config_file(tmp_path, BANK_TABLE + '[store]\nurl = "a.db"\nid_cache = 7\n')
     config = _serve_settings("--config", path, "--store", ":memory:")
-    assert (config.store, config.store_id_cache) == (":memory:", 7)
+    assert (config.store.url, config.store.id_cache) == (":memory:", 7)
 
 
 STORE_MISTAKES: list[object] = [
@@ -667,7 +670,7 @@ def test_tls_settings_resolve_their_files_against_the_config_file(tmp_path: Path
         encoding="utf-8",
     )
     config = build(load_file(path))
-    assert (config.tls_cert, config.tls_key, config.tls_client_ca) == (
+    assert (config.tls.cert, config.tls.key, config.tls.client_ca) == (
         str(tmp_path / "certs/shim.crt"),
         str(tmp_path / "certs/shim.key"),
         "/etc/ca.crt",

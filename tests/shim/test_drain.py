@@ -70,7 +70,7 @@ async def test_a_mirrored_write_still_running_at_stop_is_recorded_and_its_key_ou
             bank_server.address,
             bk_server.address,
             registry=REGISTRY,
-            store=str(store),
+            store={"url": str(store)},
             shadow_timeout=60.0,
             methods={"bank.v1.Ledger/Deposit": MethodSettings(key=("account_id",))},
         ) as (shim, sink):

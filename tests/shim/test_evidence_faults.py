@@ -17,7 +17,7 @@ from comparators import Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim.config import load_file
+from shim.config import load_file, merged
 from shim.testing import running_shim
 from tests.helpers import shim_command
 from tests.services.venue import REGISTRY as VENUE
@@ -35,7 +35,7 @@ def _sample_settings(**overrides: Any) -> dict[str, Any]:
     settings = load_file(SAMPLE / "shim.toml")
     for name in ("bank", "bk", "mode"):
         settings.pop(name)
-    return {**settings, "noise_reads": 0.0, **overrides}
+    return merged(settings, {"noise": {"reads": 0.0}}, overrides)
 
 
 @contextlib.contextmanager
@@ -57,7 +57,7 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
     bank, bk = ledgers
     store = tmp_path / "shim.db"
     async with (
-        running_shim(bank.address, bk.address, **_sample_settings(store=str(store))) as (shim, sink),
+        running_shim(bank.address, bk.address, **_sample_settings(store={"url": str(store)})) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
         with pytest.raises(aio.AioRpcError) as garbage:
@@ -154,7 +154,9 @@ async def test_calls_the_breaker_skips_keep_their_correlation_id_and_key(
     it can be traced to the client's call."""
     bank, _ = ledgers
     with _down_port() as bk:
-        settings = _sample_settings(shadow_breaker_failures=1, shadow_breaker_open_for=3600.0)
+        settings = _sample_settings(
+            shadow={"breaker_failures": 1, "breaker_open_for": 3600.0},
+        )
         async with (
             running_shim(bank.address, bk, **settings) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,

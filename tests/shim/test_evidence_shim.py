@@ -94,8 +94,7 @@ async def test_comparisons_are_stored_with_the_callers_correlation_id(
             bank.address,
             bk.address,
             registry=REGISTRY,
-            store=str(tmp_path / "shim.db"),
-            correlation_header="x-request-id",
+            store={"url": str(tmp_path / "shim.db"), "correlation_header": "x-request-id"},
         ) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
@@ -125,7 +124,11 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
     bank_ledger, bank, _, bk = sides
     async with (
         running_shim(
-            bank.address, bk.address, registry=REGISTRY, store=str(tmp_path / "shim.db"), noise_reads=1.0
+            bank.address,
+            bk.address,
+            registry=REGISTRY,
+            store={"url": str(tmp_path / "shim.db")},
+            noise={"reads": 1.0},
         ) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
@@ -172,7 +175,12 @@ async def test_a_write_on_the_key_while_bank_is_asked_again_voids_the_noise_samp
     methods = {"bank.v1.Ledger/GetBalance": by_account, "bank.v1.Ledger/Deposit": by_account}
     async with (
         running_shim(
-            bank.address, bk.address, registry=REGISTRY, store=":memory:", noise_reads=1.0, methods=methods
+            bank.address,
+            bk.address,
+            registry=REGISTRY,
+            store={"url": ":memory:"},
+            noise={"reads": 1.0},
+            methods=methods,
         ) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
@@ -217,9 +225,10 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
                     bank.address,
                     bk.address,
                     registry=REGISTRY,
-                    store=str(store_path),
-                    store_payloads=True,
-                    redact_fields=("bank.v1.Account.owner_name", "bank.v1.OpenAccountRequest.owner_name"),
+                    store={"url": str(store_path), "payloads": True},
+                    redact={
+                        "fields": ("bank.v1.Account.owner_name", "bank.v1.OpenAccountRequest.owner_name")
+                    },
                     methods={"bank.v1.Ledger/OpenAccount": MethodSettings(key=("owner_name",))},
                     sinks=[DiffLog(diff_stream)],
                 ) as (shim, sink),
@@ -275,7 +284,7 @@ async def test_each_differing_path_shows_its_call_with_the_request_when_payloads
     settings = {"methods": {"bank.v1.Ledger/OpenAccount": MethodSettings(key=("account_id",))}}
     async with (
         running_shim(
-            bank.address, bk.address, registry=REGISTRY, store=store, store_payloads=True, **settings
+            bank.address, bk.address, registry=REGISTRY, store={"url": store, "payloads": True}, **settings
         ) as (
             shim,
             sink,

@@ -352,11 +352,13 @@ async def test_a_store_outage_never_delays_the_primary_and_drops_are_counted(
         bank.address,
         bk.address,
         shadow_timeout=SHADOW_TIMEOUT,
-        store=engine.url,
-        store_max_buffer=max_buffer,
-        store_refresh=0.05,  # counts are flushed every 0.25 s
+        store={
+            "url": engine.url,
+            "max_buffer": max_buffer,
+            "refresh": 0.05,  # counts are flushed every 0.25 s
+            "correlation_header": "x-request-id",
+        },
         descriptor_sets=(str(BANK_BINPB),),
-        correlation_header="x-request-id",
     ) as (shim, _):
 
         async def hold() -> None:
@@ -412,11 +414,13 @@ async def test_comparisons_made_in_a_sqlite_outage_longer_than_busy_timeout_are_
         bank.address,
         bk.address,
         shadow_timeout=SHADOW_TIMEOUT,
-        store=engine.url,
-        store_max_buffer=max_buffer,
-        store_refresh=0.05,
+        store={
+            "url": engine.url,
+            "max_buffer": max_buffer,
+            "refresh": 0.05,
+            "correlation_header": "x-request-id",
+        },
         descriptor_sets=(str(BANK_BINPB),),
-        correlation_header="x-request-id",
     ) as (shim, _):
         with capture_logs() as logged:
 
@@ -591,7 +595,9 @@ async def test_retention_deletes_comparisons_older_than_store_retain(
     assert (await engine.sql("SELECT count(*) FROM comparisons"))[0][0] == 37
 
     async with running_shim(
-        bank.address, bk.address, store=engine.url, store_retain=3600.0, store_refresh=0.05
+        bank.address,
+        bk.address,
+        store={"url": engine.url, "retain": 3600.0, "refresh": 0.05},
     ) as _:
         await _until(
             lambda: engine.sql("SELECT count(*) FROM comparisons WHERE id LIKE 'old-%'"),

@@ -355,7 +355,7 @@ async def _thirty_two_mib(bank: Running, **settings: object) -> tuple[pb.SimpleR
 
 async def test_thirty_two_mib_request_and_answer_pass_and_match(bank: Running) -> None:
     """A 32 MiB request and answer pass through (the default limit is 64 MiB) and match within max_capture."""
-    answer, comparison = await _thirty_two_mib(bank, shadow_max_capture=128 * MiB)
+    answer, comparison = await _thirty_two_mib(bank, shadow={"max_capture": 128 * MiB})
     assert answer == pb.SimpleResponse(payload=pb.Payload(body=b"\0" * 32 * MiB))
     assert comparison.verdict is Verdict.MATCH
     assert comparison.exchange.note == ""
@@ -381,7 +381,7 @@ async def test_a_thousand_concurrent_streams_get_their_own_answers_and_all_match
     try:
         async with (
             running_shim(
-                bank.address, bk.address, **SETTINGS, shadow_max_in_flight=calls, shadow_timeout=30
+                bank.address, bk.address, **SETTINGS, shadow={"max_in_flight": calls}, shadow_timeout=30
             ) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
@@ -424,8 +424,10 @@ async def test_bk_dying_mid_run_and_coming_back(bank: Running) -> None:
                 bank.address,
                 bk.address,
                 **SETTINGS,
-                shadow_breaker_failures=3,
-                shadow_breaker_open_for=0.0,  # the call after an opening is a probe
+                shadow={
+                    "breaker_failures": 3,
+                    "breaker_open_for": 0.0,
+                },  # the call after an opening is a probe
             ) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):

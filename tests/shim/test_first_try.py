@@ -71,7 +71,7 @@ async def test_a_call_waits_behind_earlier_calls_for_max_wait_then_is_given_up_a
 
     bank, bk = await scripted_server(bank_side), await scripted_server(bk_side)
     try:
-        settings = {"shadow_timeout": 20.0, "ordering_max_wait": 0.5}
+        settings = {"shadow_timeout": 20.0, "ordering": {"max_wait": 0.5}}
         async with (
             running_shim(bank.address, bk.address, **settings) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,

@@ -465,9 +465,9 @@ def test_the_docs_config_examples_are_valid(tmp_path: Path) -> None:
     path = tmp_path / "shim.toml"
     path.write_text("\n".join(blocks), encoding="utf-8")
     settings = load_file(path)
-    assert settings["noise_relative"] == 0.2
-    assert settings["gate_max_unproven_rate"] == 0.01
-    assert settings["gate_methods"] == ("bank.v1.Ledger/PostTrade", "bank.v1.Ledger/CancelTrade")
+    assert settings["noise"]["relative"] == 0.2
+    assert settings["gate"]["max_unproven_rate"] == 0.01
+    assert settings["gate"]["methods"] == ("bank.v1.Ledger/PostTrade", "bank.v1.Ledger/CancelTrade")
 
 
 def test_a_required_method_adds_to_the_criteria_and_never_hides_the_other_methods(

@@ -418,11 +418,11 @@ async def test_a_pair_learned_by_one_shim_translates_in_the_next_one_on_the_same
     restarted shim reaches BK with BK's id."""
     bank, bk = sides
     store = str(tmp_path / "shim.db")
-    async with _shim(bank, bk, store=store) as (_, sink, client):
+    async with _shim(bank, bk, store={"url": store}) as (_, sink, client):
         await client.move("A", "10.00")
         await sink.wait_for(1)
     (bk_movement_id,) = bk.payments.movements
-    async with _shim(bank, bk, store=store) as (shim, sink, client):
+    async with _shim(bank, bk, store={"url": store}) as (shim, sink, client):
         assert _book(shim).known("bank", "movement", "M1") == bk_movement_id  # preloaded
         reversal = await client.reverse("M1")
         (reverse,) = await sink.wait_for(1)
@@ -457,8 +457,8 @@ async def test_a_pair_learned_by_one_shim_of_a_fleet_translates_in_another(
     through shim B reaches BK with BK's id (B finds the pair in the store)."""
     bank, bk = sides
     async with (
-        _shim(bank, bk, store=postgres_store) as (shim_a, sink_a, client_a),
-        _shim(bank, bk, store=postgres_store) as (shim_b, sink_b, client_b),
+        _shim(bank, bk, store={"url": postgres_store}) as (shim_a, sink_a, client_a),
+        _shim(bank, bk, store={"url": postgres_store}) as (shim_b, sink_b, client_b),
     ):
         await client_a.move("A", "10.00")
         (move,) = await sink_a.wait_for(1)

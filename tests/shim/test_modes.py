@@ -61,7 +61,7 @@ def _settings(**more: Any) -> dict[str, Any]:
         "methods": KEYED,
         "rules": RULES,
         "rule_locations": LOCATIONS,
-        "admin_listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0"},
         **more,
     }
 
@@ -238,7 +238,7 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         await evidence.write(opened)
     finally:
         await opened.close()
-    async with _shim(ledgers, store=store) as (shim, _, admin):
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         with pytest.raises(aio.AioRpcError) as refused:
             await _set(admin, "bk-primary")
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -249,7 +249,10 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         ) in details
         assert "compared:" not in details, "150 clean comparisons are enough"
         assert (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode == "shadow"
-        assert shim.reconfigure(replace(shim.config, gate_max_unproven_rate=0.1)) == [], "reloadable"
+        assert (
+            shim.reconfigure(replace(shim.config, gate=replace(shim.config.gate, max_unproven_rate=0.1)))
+            == []
+        ), "reloadable"
         promoted = await _set(admin, "bk-primary")
         (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert promoted.default_mode == "bk-primary"
@@ -282,9 +285,9 @@ async def test_a_restart_keeps_the_modes(
     """The modes live in the store: a shim started again on it answers from BK as it was told to."""
     bank, bk = ledgers
     store = str(tmp_path / "shim.db")
-    async with _shim(ledgers, store=store) as (_, _, admin):
+    async with _shim(ledgers, store={"url": store}) as (_, _, admin):
         await _set(admin, "bk-primary", force=True)
-    async with running_shim(bank.address, bk.address, **_settings(store=store)) as (shim, _):
+    async with running_shim(bank.address, bk.address, **_settings(store={"url": store})) as (shim, _):
         assert shim.modes.default == "bk-primary"
         async with aio.insecure_channel(shim.address) as channel:
             stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
@@ -311,7 +314,9 @@ async def test_two_replicas_on_one_postgres_store_converge(
         conn.execute(f"CREATE SCHEMA {schema}")
     url = f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
     try:
-        settings = _settings(store=url, store_refresh=0.2)
+        settings = _settings(
+            store={"url": url, "refresh": 0.2},
+        )
         async with (
             running_shim(bank.address, bk.address, **settings) as (first, _),
             running_shim(bank.address, bk.address, **settings) as (second, _),
@@ -460,7 +465,7 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
     bank, slow_bk = await serve("bank"), await serve("bk", delay=1.5)
     try:
         store = str(tmp_path / "shim.db")
-        more = {"store": store, "grace_period": 0.3, "dataplane": dataplane}
+        more = {"store": {"url": store}, "grace_period": 0.3, "dataplane": dataplane}
         async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
             slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="S1", amount="1")))
@@ -488,7 +493,7 @@ async def test_a_shim_does_not_take_its_own_switches_for_another_replicas(
 ) -> None:
     """After each switch through this shim, re-reading the store finds nothing to apply: the shim's own
     change is not applied again, nor logged as another replica's."""
-    async with _shim(ledgers, store=str(tmp_path / "shim.db")) as (shim, _, admin):
+    async with _shim(ledgers, store={"url": str(tmp_path / "shim.db")}) as (shim, _, admin):
         for mode, methods in (
             ("bk-primary", ()),
             ("shadow", ("bank.v1.Ledger/GetPortfolio",)),

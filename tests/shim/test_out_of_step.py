@@ -64,10 +64,8 @@ async def test_missed_writes_put_their_accounts_out_of_step_until_resynced(
         "rule_locations": RULE_LOCATIONS,
         "ids": IDS,
         "methods": METHODS,
-        "store": str(store),
-        "store_refresh": 0.05,
-        "shadow_breaker_failures": 2,
-        "shadow_breaker_open_for": 3600.0,
+        "store": {"url": str(store), "refresh": 0.05},
+        "shadow": {"breaker_failures": 2, "breaker_open_for": 3600.0},
     }
     async with (
         forwarding(bk.address) as (proxy, front),

@@ -134,7 +134,7 @@ async def test_concurrent_writes_leave_bank_and_bk_in_the_same_state(
     )
     accounts = sorted({a for own in accounts_of for a in own})
     async with (
-        running_shim(bank.address, bk.address, **_settings(ordering_strict=strict)) as (shim, sink),
+        running_shim(bank.address, bk.address, **_settings(ordering={"strict": strict})) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
     ):
         stub = _stub(channel)
@@ -156,7 +156,13 @@ async def test_reads_are_sampled_at_the_rate_and_writes_always_mirrored(
     bank, bk = ledgers
     clients, deposits, reads_each = 4, 10, 100
     async with (
-        running_shim(bank.address, bk.address, **_settings(sampling_reads=0.25, sampling_by_key=False)) as (
+        running_shim(
+            bank.address,
+            bk.address,
+            **_settings(
+                sampling={"reads": 0.25, "by_key": False},
+            ),
+        ) as (
             shim,
             sink,
         ),
@@ -252,7 +258,7 @@ async def test_a_write_given_up_while_waiting_still_holds_the_writes_behind_it(b
     bk = await scripted_server(script)
     try:
         async with (
-            running_shim(bank.address, bk.address, **_settings(shadow_max_capture=300)) as (shim, sink),
+            running_shim(bank.address, bk.address, **_settings(shadow={"max_capture": 300})) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
             stub = _stub(channel)

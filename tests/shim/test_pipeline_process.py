@@ -51,7 +51,7 @@ async def test_a_worker_process_compares_under_the_rules(pair: tuple[Running, Ru
         bank.address,
         bk.address,
         registry=registry_of(pb.DESCRIPTOR),
-        comparison_executor="process",
+        comparison={"executor": "process"},
         rules=rules,
     ) as (shim, sink):
         assert await _call(shim.address, b"abc") == _answer(b"abc")
@@ -75,7 +75,7 @@ async def test_a_dead_worker_is_replaced_and_counted(pair: tuple[Running, Runnin
         bank.address,
         bk.address,
         registry=registry_of(pb.DESCRIPTOR),
-        comparison_executor="process",
+        comparison={"executor": "process"},
         rules=rules,
     ) as (shim, sink):
         assert await _call(shim.address, b"die") == _answer(b"die")

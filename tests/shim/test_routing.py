@@ -332,19 +332,19 @@ def test_routing_tables_build_the_expected_config(tmp_path: Path) -> None:
         "bank.v1.Ledger/TradeSession": MethodSettings(key=("order.account_id",), read=False, strict=True),
         "bank.v1.Ledger/GetBalance": MethodSettings(read=True),
     }
-    assert (config.sampling_reads, config.sampling_by_key, config.ordering_strict) == (0.25, True, True)
+    assert (config.sampling.reads, config.sampling.by_key, config.ordering.strict) == (0.25, True, True)
 
 
 @pytest.mark.parametrize(("text", "rate"), [("reads = 0", 0.0), ("reads = 1", 1.0), ("reads = 0.5", 0.5)])
 def test_sampling_rate_bounds_are_accepted(tmp_path: Path, text: str, rate: float) -> None:
     """Integers 0 and 1 and any share between are valid rates."""
-    assert _load(tmp_path, BANK_TABLE + f"[sampling]\n{text}\n").sampling_reads == rate
+    assert _load(tmp_path, BANK_TABLE + f"[sampling]\n{text}\n").sampling.reads == rate
 
 
 def test_routing_defaults() -> None:
     """Without the tables, every read is mirrored, by chance not key, and writes are not serialised."""
     config = Config(bank=Upstream("bank", "b:1"), mode="bank")
-    assert (config.methods, config.sampling_reads, config.sampling_by_key, config.ordering_strict) == (
+    assert (config.methods, config.sampling.reads, config.sampling.by_key, config.ordering.strict) == (
         {},
         1.0,
         False,

@@ -255,7 +255,9 @@ async def test_a_shadow_that_falls_behind_is_given_up_not_buffered_without_bound
     chunk = b"z" * 256 * 1024
     try:
         async with (
-            running_shim(bank.address, bk.address, shadow_max_capture=2 * 1024 * 1024, shadow_timeout=30) as (
+            running_shim(
+                bank.address, bk.address, shadow={"max_capture": 2 * 1024 * 1024}, shadow_timeout=30
+            ) as (
                 shim,
                 sink,
             ),
@@ -310,7 +312,10 @@ async def test_calls_beyond_max_in_flight_are_not_mirrored_and_say_so() -> None:
     bank, bk = await scripted_server(echo), await scripted_server(hold)
     try:
         async with (
-            running_shim(bank.address, bk.address, shadow_max_in_flight=1, shadow_timeout=30) as (shim, sink),
+            running_shim(bank.address, bk.address, shadow={"max_in_flight": 1}, shadow_timeout=30) as (
+                shim,
+                sink,
+            ),
             aio.insecure_channel(shim.address) as channel,
         ):
             answers = [await channel.unary_unary("/echo.Echo/Say")(f"{i}".encode()) for i in range(3)]

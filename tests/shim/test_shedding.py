@@ -46,7 +46,7 @@ async def test_a_late_loop_sheds_mirrored_reads_never_writes_and_then_mirrors_ag
         bk.address,
         registry=REGISTRY,
         methods=KEYED,
-        shadow_shed_lag=SHED_LAG,
+        shadow={"shed_lag": SHED_LAG},
         rules=RULES,
         rule_locations=LOCATIONS,
     ) as (shim, sink):
@@ -95,8 +95,8 @@ async def test_reads_sent_right_after_start_are_mirrored_not_shed(
         bk.address,
         registry=REGISTRY,
         methods=KEYED,
-        comparison_executor="process",
-        shadow_shed_lag=0.001,
+        comparison={"executor": "process"},
+        shadow={"shed_lag": 0.001},
         rules=RULES,
         rule_locations=LOCATIONS,
     ) as (shim, sink):

@@ -69,7 +69,7 @@ async def test_report_gate_and_resync_print_what_clients_named_as_escaped_text(t
     db = tmp_path / "shim.db"
     try:
         async with running_shim(
-            bank.address, bk.address, registry=REGISTRY, methods=KEYED, store=str(db)
+            bank.address, bk.address, registry=REGISTRY, methods=KEYED, store={"url": str(db)}
         ) as (shim, sink):
             async with aio.insecure_channel(shim.address) as channel:
                 await pb_grpc.LedgerStub(channel).OpenAccount(  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from grpc import aio
 from shim.config import Config, Upstream
 from shim.errors import ConfigError
 from shim.testing import running_shim
+from shim.tls_settings import TlsSettings
 from tests.backends import Running, scripted_server
 
 SAY = "/echo.Echo/Say"
@@ -91,7 +92,10 @@ async def test_tls_clients_reach_the_shim_as_they_reached_bank(pki: Pki, bank: R
     """With [tls] cert and key, a TLS client that trusts the certificate's CA gets Bank's answer; a
     plaintext client does not get through."""
     cert, key = pki.server("shim", "localhost")
-    async with running_shim(bank.address, tls_cert=cert, tls_key=key) as (shim, _):
+    async with running_shim(
+        bank.address,
+        tls={"cert": cert, "key": key},
+    ) as (shim, _):
         address = _localhost(shim.address)
         assert await _say(address, _client_credentials(pki.server_ca)) == b"re:hi"
         with pytest.raises(aio.AioRpcError) as plain:
@@ -106,7 +110,10 @@ async def test_mtls_requires_a_client_certificate_signed_by_the_client_ca(pki: P
     client_ca = pki.ca_file(pki.client_ca, "clients-ca.crt")
     stranger = trustme.CA().issue_cert("stranger@elsewhere.test")
     strange = (b"".join(b.bytes() for b in stranger.cert_chain_pems), stranger.private_key_pem.bytes())
-    async with running_shim(bank.address, tls_cert=cert, tls_key=key, tls_client_ca=client_ca) as (shim, _):
+    async with running_shim(
+        bank.address,
+        tls={"cert": cert, "key": key, "client_ca": client_ca},
+    ) as (shim, _):
         address = _localhost(shim.address)
         answer = await _say(address, _client_credentials(pki.server_ca, pki.client("teller")))
         for credentials in (_client_credentials(pki.server_ca), _client_credentials(pki.server_ca, strange)):
@@ -158,13 +165,13 @@ def test_bad_tls_files_stop_the_shim_with_a_clear_error(pki: Pki, tmp_path: Path
     _, other_key = pki.server("other", "localhost")
     not_pem = pki.file("notes.txt", b"hello")
     cases = [
-        ({"tls_cert": str(tmp_path / "missing.crt"), "tls_key": key}, "tls.cert: cannot read"),
-        ({"tls_cert": not_pem, "tls_key": key}, "is not a PEM file"),
-        ({"tls_cert": cert, "tls_key": other_key}, "tls: the key does not match the certificate"),
+        (TlsSettings(cert=str(tmp_path / "missing.crt"), key=key), "tls.cert: cannot read"),
+        (TlsSettings(cert=not_pem, key=key), "is not a PEM file"),
+        (TlsSettings(cert=cert, key=other_key), "tls: the key does not match the certificate"),
     ]
-    for settings, says in cases:
+    for tls, says in cases:
         with pytest.raises(ConfigError) as caught:
-            Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", **settings))
+            Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", tls=tls))
         assert says in str(caught.value)
     with pytest.raises(ConfigError, match=r"^upstreams\.bank\.ca: cannot read"):
         Shim(Config(bank=Upstream("bank", "127.0.0.1:1", ca=str(tmp_path / "none.crt")), mode="bank"))

@@ -18,7 +18,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.app import Shim
-from shim.config import load_file
+from shim.config import load_file, merged
 from shim.store import OutOfStep, Store
 from shim.testing import CapturingSink, running_shim
 from tests.backends import forwarding
@@ -51,7 +51,7 @@ async def _custody(
     bank, bk = await serve("bank"), await serve("bk", bugs=bugs)
     try:
         async with (
-            running_shim(bank.address, bk.address, store=str(tmp_path / "shim.db"), **settings) as (
+            running_shim(bank.address, bk.address, store={"url": str(tmp_path / "shim.db")}, **settings) as (
                 shim,
                 sink,
             ),
@@ -187,7 +187,10 @@ async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_backgroun
     settings = load_file(SAMPLE / "shim.toml")
     for name in ("bank", "bk", "mode"):
         settings.pop(name)
-    settings.update(store=str(tmp_path / "shim.db"), verify_settle=0.2, noise_reads=0.0)
+    settings = merged(
+        settings,
+        {"store": {"url": str(tmp_path / "shim.db")}, "verify": {"settle": 0.2}, "noise": {"reads": 0.0}},
+    )
     async with (
         forwarding(bk.address) as (slow, front),
         running_shim(bank.address, front.address, shadow_timeout=0.3, **settings) as (shim, sink),

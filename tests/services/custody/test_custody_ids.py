@@ -30,7 +30,10 @@ async def _session(settings: dict[str, Any], store: Path) -> list[Comparison]:
     """Fresh Bank and BK (empty books, fixed BK), one account opened and funded through the shim."""
     bank, bk = await serve("bank"), await serve("bk", bugs=set())
     try:
-        async with running_shim(bank.address, bk.address, store=str(store), **settings) as (shim, sink):
+        async with running_shim(bank.address, bk.address, store={"url": str(store)}, **settings) as (
+            shim,
+            sink,
+        ):
             async with aio.insecure_channel(shim.address) as channel:
                 client = Client(channel)
                 opened = await client.call("OpenAccount", client_ref="r1", owner="Owner r1")

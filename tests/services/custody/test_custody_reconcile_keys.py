@@ -39,7 +39,9 @@ async def _traffic(bank: Served, bk: Served, store: Path, accounts: int) -> list
     settings.pop("descriptor_sets")
     from tests.services.custody import REGISTRY
 
-    async with running_shim(bank.address, bk.address, store=str(store), registry=REGISTRY, **settings) as (
+    async with running_shim(
+        bank.address, bk.address, store={"url": str(store)}, registry=REGISTRY, **settings
+    ) as (
         shim,
         _,
     ):

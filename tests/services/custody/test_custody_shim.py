@@ -87,7 +87,9 @@ async def _run(tmp_path: Path, bugs: Iterable[str], *, write_while_bank_is_down:
     bank = await serve("bank")
     bk = await serve("bk", bugs=bugs)
     try:
-        async with running_shim(bank.address, bk.address, mode=mode, store=str(store), **settings) as (
+        async with running_shim(
+            bank.address, bk.address, mode=mode, store={"url": str(store)}, **settings
+        ) as (
             shim,
             sink,
         ):

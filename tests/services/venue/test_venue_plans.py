@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shim.app import Shim
-from shim.config import Config, Upstream, load_file
+from shim.config import Config, Upstream, build, load_file
 from shim.routing import MethodSettings
 from tests.services.venue import DESCRIPTOR_SET, REGISTRY
 
@@ -21,7 +21,7 @@ def _shim(tmp_path: Path, **changes: object) -> Shim:
     shutil.copyfile(HERE / "shim.toml", config)
     (tmp_path / "venue.binpb").write_bytes(DESCRIPTOR_SET)
     settings = {**load_file(config), **changes}
-    return Shim(Config(**settings), registry=REGISTRY)
+    return Shim(build(settings), registry=REGISTRY)
 
 
 def test_each_described_method_has_its_plan_at_start(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_strict_and_read_overrides_are_in_the_plans(tmp_path: Path) -> None:
         methods.get("venue.v1.Venue/CancelOrder", MethodSettings()), strict=True
     )
     methods["venue.v1.Venue/GetOrder"] = MethodSettings(read=False)
-    plans = Shim(Config(**{**settings, "methods": methods}), registry=REGISTRY).plans
+    plans = Shim(build({**settings, "methods": methods}), registry=REGISTRY).plans
     assert plans.of(VENUE + "CancelOrder").strict
     get_order = plans.of(VENUE + "GetOrder")
     assert (get_order.write, get_order.strict) == (True, False)  # a write now, ordered on the shadow only
@@ -97,7 +97,7 @@ def test_the_plans_say_what_the_lanes_will_serialize(tmp_path: Path) -> None:
     assert plans.serialized() == "nothing: every write has keys"
     methods = dict(load_file(_copy(tmp_path))["methods"])
     del methods["venue.v1.Venue/OpenAccount"]
-    unkeyed = Shim(Config(**{**load_file(_copy(tmp_path)), "methods": methods}), registry=REGISTRY).plans
+    unkeyed = Shim(build({**load_file(_copy(tmp_path)), "methods": methods}), registry=REGISTRY).plans
     assert unkeyed.serialized() == (
         "the calls of 1 write method with no key (OpenAccount): each waits for every earlier call"
     )

@@ -1,0 +1,61 @@
+"""The shadow side's settings: [shadow] (how much is mirrored at once, and kept) and [ordering] (the
+order mirrored calls reach the shadow in, `shim._lanes`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shim.settings import BOOL, POSITIVE, SIZE, duration, setting
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSettings:
+    """The bounds of mirroring: calls at once, bytes kept, the breaker, and shedding under load."""
+
+    SECTION: ClassVar[str] = "shadow"
+    max_in_flight: int = setting(
+        1000, POSITIVE, "mirrored calls at once; beyond that a call is not mirrored (and that is recorded)"
+    )
+    max_in_flight_streams: int = setting(
+        0,
+        POSITIVE,
+        "of those, places streaming calls may take: one-message calls always find room",
+        shown="half of `max_in_flight`",
+    )
+    max_capture: int = setting(64 * 1024**2, SIZE, "request and answer bytes kept per call for comparison")
+    max_capture_total: int = setting(
+        256 * 1024**2, SIZE, "... and across all calls; beyond it a call is compared no further"
+    )
+    stream_idle: float = setting(
+        30.0, duration(), "a stream idle this long gives its place to a call that needs it"
+    )
+    breaker_failures: int = setting(5, POSITIVE, "shadow failures in a row that stop mirroring for a while")
+    breaker_open_for: float = setting(
+        5.0, duration(), "then one call probes the shadow; an answer resumes mirroring"
+    )
+    shed_lag: float = setting(
+        0.05,
+        duration(),
+        "the shim's event loop this late: mirrored reads are shed (0: never); writes never are",
+        reloadable=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderingSettings:
+    """The order mirrored calls reach the shadow in: one key's writes one at a time (`docs/ordering.md`)."""
+
+    SECTION: ClassVar[str] = "ordering"
+    strict: bool = setting(False, BOOL, "true: unary writes also reach the primary one at a time per key")
+    stream_hold: float = setting(
+        0.5,
+        duration(),
+        "a request-stream message holds its keys at most this long once sent (the shadow answering nothing)",
+    )
+    max_wait: float = setting(
+        30.0,
+        duration(at_least=0.001),
+        "a mirrored call may wait this long behind earlier calls on its keys after the primary answered "
+        "(the shadow's timeout then counts from when it is sent)",
+    )

@@ -24,7 +24,7 @@ MiB = 1024**2
 
 def _serve_settings(*argv: str | Path) -> Config:
     """The Config `shim serve ARGV` would run with (the CLI's own path from flags and file to Config)."""
-    args = cli._parser().parse_args(["serve", *map(str, argv)])
+    args = cli.parser().parse_args(["serve", *map(str, argv)])
     return serve_command.settings_of(args)
 
 

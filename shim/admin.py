@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hmac
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -34,8 +35,9 @@ from grpc import aio
 from comparators import DescriptorRegistry
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
+from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.config import MODES, Config
-from shim.errors import ShimError
+from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
 from shim.gate import evaluate
 from shim.modes import DEFAULT, Modes, SwitchTimeout
@@ -243,6 +245,30 @@ class AdminServicer(pb_grpc.AdminServicer):
                 for c in changes
             ]
         )
+
+
+async def serve_admin(shim: Switchable, settings: AdminSettings) -> tuple[aio.Server, int]:
+    """The admin API, on its own (loopback) address, behind its token: the server and its port;
+    StartupError when the token is missing or the address taken."""
+    token = os.environ.get(settings.token_env, "")
+    if not token:
+        raise StartupError(
+            f"admin.listen is set but ${settings.token_env} is empty: the admin API needs a token"
+        )
+    listen = settings.listen or ADMIN_LISTEN
+    # never shared (grpc would set SO_REUSEPORT): two shims on one admin address would each take some
+    # of the `shim mode` calls, and one could promote the other's service
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_AdminServicer_to_server(AdminServicer(shim, token), server)  # type: ignore[no-untyped-call]
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"cannot serve the admin API on {listen}: address in use or not available"
+            " (another shim there? set [admin] listen)"
+        ) from exc
+    await server.start()
+    return server, port
 
 
 def default_who() -> str:

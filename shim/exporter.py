@@ -144,8 +144,8 @@ class _Modes(Protocol):
     def pauses(self) -> Sequence[float]: ...
 
 
-class Observed(Protocol):
-    """What the metrics read of a running shim (`shim.app.Shim`)."""
+class _Counted(Protocol):
+    """What the parts made at start count (`shim.parts.Parts`)."""
 
     @property
     def counters(self) -> Counters: ...
@@ -155,6 +155,13 @@ class Observed(Protocol):
     def verdict_counts(self) -> VerdictCounts: ...
     @property
     def primary_latencies(self) -> Latencies: ...
+
+
+class Observed(Protocol):
+    """What the metrics read of a running shim (`shim.app.Shim`)."""
+
+    @property
+    def parts(self) -> _Counted: ...
     @property
     def dispatchers(self) -> Mapping[str, _Mirroring]: ...
     @property
@@ -180,8 +187,8 @@ class _ShimCollector(Collector):
             "shim_events", "Everything else the shim counts, by event and method", labels=["event", "method"]
         )
         labelled: Counter[tuple[str, str]] = Counter()
-        for (name, method), value in shim.counters.snapshot().items():
-            labelled[name, shim.method_labels(method)] += value
+        for (name, method), value in shim.parts.counters.snapshot().items():
+            labelled[name, shim.parts.method_labels(method)] += value
         for (name, method), value in labelled.items():
             if name == "calls":
                 calls.add_metric([method], value)
@@ -189,7 +196,7 @@ class _ShimCollector(Collector):
                 events.add_metric([name, method], value)
         yield calls
         yield events
-        verdicts, differences, shadow = shim.verdict_counts.snapshot()
+        verdicts, differences, shadow = shim.parts.verdict_counts.snapshot()
         comparisons = CounterMetricFamily(
             "shim_comparisons", "Comparisons, by method and verdict", labels=["method", "verdict"]
         )
@@ -202,7 +209,7 @@ class _ShimCollector(Collector):
         for (method, kind), value in differences.items():
             kinds.add_metric([method, kind], value)
         yield kinds
-        yield shim.primary_latencies.family(
+        yield shim.parts.primary_latencies.family(
             "shim_primary_latency_seconds", "The primary's answer as the shim saw it, by method"
         )
         yield shadow

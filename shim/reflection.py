@@ -19,9 +19,9 @@ from grpc import aio
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from comparators import DescriptorError, DescriptorRegistry
-from shim.app import load_registry
 from shim.config import Config
 from shim.errors import StartupError
+from shim.parts import load_registry
 
 DEFAULT_TIMEOUT = 10.0  # seconds Bank may take to describe itself at start
 AUTO_TIMEOUT = 3.0  # ... when it is only asked in case it serves reflection ("auto")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from comparators import DescriptorRegistry
-from shim.app import load_ids, load_rules
 from shim.config import build, load_file
+from shim.parts import load_ids, load_rules
 from shim.routing import Router
 from tests.helpers import toml_blocks
 

@@ -25,10 +25,11 @@ from comparators.ids import IdFields
 from comparators.rules import RuleSet
 from shim import config as config_mod
 from shim.adapters import AdaptedChannel, Channel, load_adapters
-from shim.app import load_ids, load_registry, load_rules, upstream_channel
+from shim.channels import upstream_channel
 from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
+from shim.parts import load_ids, load_registry, load_rules
 from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import Store, StoreError
 from shim.terminal_text import cell, printable

@@ -119,7 +119,7 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
     else:
         until = now
         since = now - parse_duration("--since", args.since or "24h")
-    from shim.app import load_registry
+    from shim.parts import load_registry
 
     registry = load_registry(settings.get("descriptor_sets", ()))
     noise = config_mod.section(settings, NoiseSettings)  # to show each example's request, if kept

@@ -167,8 +167,8 @@ async def serve(
         no_descriptors=f"{no_descriptors[0]}; answers are compared byte for byte (docs/your-service.md)"
         if no_descriptors
         else None,
-        methods_keyed=shim.plans.keyed(),
-        serialized=shim.plans.serialized() if config.bk else None,
+        methods_keyed=shim.parts.plans.keyed(),
+        serialized=shim.parts.plans.serialized() if config.bk else None,
         tls=bool(config.tls.cert),
         client_certificates=bool(config.tls.cert and config.tls.client_ca),
         store=shim.store.url if shim.store else None,

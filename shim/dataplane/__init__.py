@@ -120,7 +120,9 @@ class EnvoyPlane:
             options=[("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=None,
         )
-        self.processor = Processor(dict(shim.dispatchers), shim.plans, shim.counters, shim.primary_latencies)
+        self.processor = Processor(
+            dict(shim.dispatchers), shim.parts.plans, shim.counters, shim.parts.primary_latencies
+        )
         self._server.add_generic_rpc_handlers([self.processor.handler()])
         port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()

@@ -26,7 +26,7 @@ _MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes t
 def python_reasons(shim: Shim, method: str, mode: str) -> str:
     """Why calls of `method` ("": any method not named) in `mode` need Python on their primary path ("":
     they do not)."""
-    plan, dispatchers = shim.plans.of(method), shim.dispatchers
+    plan, dispatchers = shim.parts.plans.of(method), shim.dispatchers
     if method and plan.write and plan.strict:
         return "strict ordering of the primary's writes"
     adapted = getattr(shim.bk_channel, "adapted", None)

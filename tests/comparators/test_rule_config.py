@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from comparators import RuleError, build_rules
-from shim.app import load_registry, load_rules
 from shim.config import build, load_file
 from shim.errors import ConfigError
+from shim.parts import load_registry, load_rules
 from shim.units import parse_duration
 from tests.comparators._exchanges import REGISTRY
 

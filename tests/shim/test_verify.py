@@ -81,9 +81,9 @@ async def test_a_no_op_one_side_refused_is_verified_in_step_at_once_and_later_di
         noop = await client.call("Transfer", from_account=account, to_account=account, amount="5")
         await shim.drain()
         assert shim.steps is not None
-        assert shim.verifier is not None
+        assert shim.books.verifier is not None
         marks = dict(shim.steps.keys)
-        (check,) = [v for v in shim.verifier.results if v.key == account]
+        (check,) = [v for v in shim.books.verifier.results if v.key == account]
         other = await _open(client, "ref-2", "100")
         await client.call("Transfer", from_account=account, to_account=other, amount="12.345")  # rounds apart
         await shim.drain()
@@ -119,9 +119,9 @@ async def test_a_key_whose_books_differ_stays_out_of_step_with_the_differences_r
         await client.call("GetBalance", account_id=account)
         await shim.drain()
         assert shim.steps is not None
-        assert shim.verifier is not None
+        assert shim.books.verifier is not None
         marks = dict(shim.steps.keys)
-        checks = [v for v in shim.verifier.results if v.key == account]
+        checks = [v for v in shim.books.verifier.results if v.key == account]
         balance = sink.comparisons[-1]
     assert list(marks) == [account]
     assert [(c.result, c.cleared) for c in checks] == [("differs", False)]
@@ -168,8 +168,8 @@ async def test_a_read_by_a_natural_key_is_ordered_and_tainted_under_the_account(
         await client.call("GetAccountByRef", client_ref="ref-1")
         await shim.drain()
         by_ref = sink.comparisons[-1]
-        assert shim.aliases is not None
-        learned = await shim.aliases.lookup("client_ref", "ref-1")
+        assert shim.books.aliases is not None
+        learned = await shim.books.aliases.lookup("client_ref", "ref-1")
     assert learned == account
     assert by_ref.exchange.routing_key == account
     assert by_ref.verdict is Verdict.TAINTED
@@ -202,11 +202,11 @@ async def test_a_write_bk_answered_too_late_is_verified_in_step_in_the_backgroun
         await stub.Deposit(pb.DepositRequest(account_id="S1", amount="5"))
         await shim.drain()
         assert shim.steps is not None
-        assert shim.verifier is not None
+        assert shim.books.verifier is not None
         marked = dict(shim.steps.keys)
-        await asyncio.wait_for(shim.verifier.drain(), TIMEOUT)
+        await asyncio.wait_for(shim.books.verifier.drain(), TIMEOUT)
         after = dict(shim.steps.keys)
-        checks = [(v.key, v.result, v.cleared) for v in shim.verifier.results]
+        checks = [(v.key, v.result, v.cleared) for v in shim.books.verifier.results]
         deposit = next(c for c in sink.comparisons if c.method.endswith("/Deposit"))
     assert deposit.verdict is Verdict.SHADOW_ERROR
     assert list(marked) == ["S1"]

@@ -95,8 +95,10 @@ async def _run(tmp_path: Path, bugs: Iterable[str], *, write_while_bank_is_down:
         ):
             result = await run_workload(shim.address, seed=SEED, clients=CLIENTS, calls=CALLS)
             await asyncio.wait_for(shim.drain(), timeout=60)
-            if shim.verifier is not None:  # the checks of accounts out of step, retried in the background
-                await asyncio.wait_for(shim.verifier.drain(), timeout=60)
+            if (
+                shim.books.verifier is not None
+            ):  # the checks of accounts out of step, retried in the background
+                await asyncio.wait_for(shim.books.verifier.drain(), timeout=60)
             run = Run(result, [], {}, config, store)
             if write_while_bank_is_down:
                 (opened,) = [c for c in result.of(method="OpenAccount") if c.request["client_ref"] == "c0-0"]
@@ -109,8 +111,8 @@ async def _run(tmp_path: Path, bugs: Iterable[str], *, write_while_bank_is_down:
                     )
                 await asyncio.wait_for(shim.drain(), timeout=60)
             run.comparisons = sink.comparisons
-            if shim.verifier is not None:
-                run.checks = {v.key: v.result for v in shim.verifier.results}
+            if shim.books.verifier is not None:
+                run.checks = {v.key: v.result for v in shim.books.verifier.results}
         if not bank.running:
             await bank.restart()
         run.books = {"bank": await book_of(bank.address), "bk": await book_of(bk.address)}

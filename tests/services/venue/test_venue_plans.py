@@ -25,7 +25,7 @@ def _shim(tmp_path: Path, **changes: object) -> Shim:
 
 
 def test_each_described_method_has_its_plan_at_start(tmp_path: Path) -> None:
-    plans = _shim(tmp_path).plans
+    plans = _shim(tmp_path).parts.plans
     compiled = {plan.method: plan for plan in plans}
     assert set(compiled) == set(REGISTRY.methods)  # every method of the descriptors, and only those
     trade, batch, cancel = (
@@ -61,14 +61,14 @@ def test_strict_and_read_overrides_are_in_the_plans(tmp_path: Path) -> None:
         methods.get("venue.v1.Venue/CancelOrder", MethodSettings()), strict=True
     )
     methods["venue.v1.Venue/GetOrder"] = MethodSettings(read=False)
-    plans = Shim(build({**settings, "methods": methods}), registry=REGISTRY).plans
+    plans = Shim(build({**settings, "methods": methods}), registry=REGISTRY).parts.plans
     assert plans.of(VENUE + "CancelOrder").strict
     get_order = plans.of(VENUE + "GetOrder")
     assert (get_order.write, get_order.strict) == (True, False)  # a write now, ordered on the shadow only
 
 
 def test_a_made_up_method_gets_a_plan_that_is_never_kept(tmp_path: Path) -> None:
-    plans = _shim(tmp_path).plans
+    plans = _shim(tmp_path).parts.plans
     before = list(plans)
     made_up = plans.of("/venue.v1.Venue/NoSuchMethod")
     assert (made_up.write, made_up.kind.described, made_up.needs_request) == (True, False, False)
@@ -80,8 +80,8 @@ def test_a_made_up_method_gets_a_plan_that_is_never_kept(tmp_path: Path) -> None
 
 def test_without_descriptors_every_method_counts_as_described() -> None:
     shim = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank"))
-    assert list(shim.plans) == []
-    plan = shim.plans.of("/any.Service/Method")
+    assert list(shim.parts.plans) == []
+    plan = shim.parts.plans.of("/any.Service/Method")
     assert (plan.kind.described, plan.write, plan.kind.unary, plan.needs_request) == (
         True,
         True,
@@ -91,17 +91,17 @@ def test_without_descriptors_every_method_counts_as_described() -> None:
 
 
 def test_the_plans_say_what_the_lanes_will_serialize(tmp_path: Path) -> None:
-    plans = _shim(tmp_path).plans
+    plans = _shim(tmp_path).parts.plans
     # the venue's writes all have keys (OpenAccount's account, a cancel's order through its owner)
     assert plans.keyed() == 7
     assert plans.serialized() == "nothing: every write has keys"
     methods = dict(load_file(_copy(tmp_path))["methods"])
     del methods["venue.v1.Venue/OpenAccount"]
-    unkeyed = Shim(build({**load_file(_copy(tmp_path)), "methods": methods}), registry=REGISTRY).plans
+    unkeyed = Shim(build({**load_file(_copy(tmp_path)), "methods": methods}), registry=REGISTRY).parts.plans
     assert unkeyed.serialized() == (
         "the calls of 1 write method with no key (OpenAccount): each waits for every earlier call"
     )
-    bare = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank")).plans
+    bare = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank")).parts.plans
     assert bare.serialized() == "every call: without descriptors every method is a write with no key"
 
 

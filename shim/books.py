@@ -1,0 +1,190 @@
+"""What the shim keeps in its store while it mirrors: the id map and key aliases, keys out of step and
+their checks, the intents of mirrored writes, and the comparisons (with the counts of those not stored).
+
+`Books.open` opens the store and loads what earlier runs and other replicas left there; `close` stops
+what reads it and closes it, within a time. Housekeeping runs beside: it records what was not stored,
+applies `store.retain`, and claims the intents of shims that stopped without recording their writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from shim import aliases, reconcile
+from shim._lanes import Lanes
+from shim.adapters import Channel
+from shim.config import Config
+from shim.errors import StartupError
+from shim.evidence.record import CountsFlusher, StoreSink
+from shim.ids import IdBook
+from shim.intents import Intents
+from shim.parts import Parts
+from shim.steps import Steps
+from shim.store import Store, StoreError
+from shim.verify import Verifier
+
+_log = structlog.get_logger("shim")
+
+
+class Books:
+    """The store and what the shim keeps in it; every part is None until `open` (and without BK)."""
+
+    def __init__(self) -> None:
+        self.store: Store | None = None
+        self.steps: Steps | None = None  # keys out of step
+        self.intents: Intents | None = None  # mirrored writes not yet judged
+        self.ids: IdBook | None = None  # the id map
+        self.aliases: aliases.KeyAliases | None = None
+        self.sink: StoreSink | None = None  # comparisons into the store
+        self.verifier: Verifier | None = None  # checks of keys out of step
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def open(self, config: Config, parts: Parts) -> Store:
+        """Open the store and load the id map, the aliases and the keys out of step from it."""
+        try:
+            store = Store.open(config.store.url)
+            await store.start()
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
+        self.store = store
+        counters = parts.counters
+        self.steps = Steps(store, counters, refresh=config.store.refresh)
+        self.intents = Intents(store, parts.replica, counters)
+        try:
+            await self.steps.start()
+            if parts.id_fields is not None:
+                self.ids = IdBook(parts.id_fields, store, counters, cache=config.store.id_cache)
+                await self.ids.preload()
+            if parts.alias_fields is not None:
+                self.aliases = aliases.KeyAliases(
+                    parts.alias_fields, store, counters, cache=config.store.id_cache
+                )
+                await self.aliases.preload()
+        except StoreError as exc:
+            await self.close()
+            raise StartupError(str(exc)) from exc
+        self.sink = StoreSink(
+            store,
+            replica=parts.replica,
+            max_buffer=config.store.max_buffer,
+            payloads=config.store.payloads,
+            keep=parts.payload_filter(),
+        )
+        return store
+
+    def start_verifier(
+        self,
+        config: Config,
+        parts: Parts,
+        bank: Channel,
+        bk: Channel,
+        lanes: Callable[[], Lanes | None],
+    ) -> Verifier | None:
+        """Keys out of step are verified with the [reconcile] reads, when the config has them."""
+        if config.reconcile is None or self.steps is None or parts.registry is None:
+            return None
+        timeout = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0, 5.0)
+        sweep = reconcile.Sweep(
+            config.reconcile, parts.registry, parts.rules, bank, bk, self.ids, timeout=timeout
+        )
+        shadow_timeout = min(config.bank.timeout, config.bk.timeout if config.bk is not None else 2.0)
+        quick = reconcile.Sweep(  # for a check that holds the key's place: within half the shadow's time
+            config.reconcile,
+            parts.registry,
+            parts.rules,
+            bank,
+            bk,
+            self.ids,
+            timeout=max(shadow_timeout / 2, 0.05),
+        )
+        verifier = Verifier(
+            sweep.key,
+            self.steps,
+            lanes,
+            self.store,
+            parts.counters,
+            parts.replica,
+            settle=config.verify.settle,
+            attempts=config.verify.attempts,
+            check_now=quick.key,
+        )
+        self.steps.listen(verifier.schedule)
+        for mark in self.steps.keys.values():  # marks left by earlier runs or other replicas
+            if mark.key != "*":
+                verifier.schedule(mark)
+        self.verifier = verifier
+        return verifier
+
+    def start_housekeeping(self, config: Config, parts: Parts) -> None:
+        assert self.store is not None
+        assert self.sink is not None
+        counts = CountsFlusher(self.store, parts.counters, self.sink)
+        self._housekeeping = asyncio.get_running_loop().create_task(
+            self._keep_house(config, parts, counts), name="store housekeeping"
+        )
+
+    async def recover_intents(self, config: Config, parts: Parts) -> int:
+        """Claim the intents of mirrored writes whose shim is gone: their keys go out of step (and are
+        verified). Returns how many were claimed."""
+        assert self.intents is not None
+        stale = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0)
+        stale += config.grace_period + 30.0
+        try:
+            orphans = await self.intents.orphans(stale)
+        except StoreError as exc:
+            _log.warning("intents not read", error=str(exc))
+            return 0
+        for intent in orphans:
+            parts.counters.inc("intents_orphaned", intent.method)
+            if self.steps is not None:
+                self.steps.mark(
+                    intent.keys,
+                    intent.method,
+                    f"a mirrored write was in flight when its shim ({intent.replica}) stopped without"
+                    " recording its outcome: whether BK applied it is unknown",
+                )
+        if orphans:
+            _log.warning("mirrored writes lost by a stopped shim", writes=len(orphans))
+        return len(orphans)
+
+    async def _keep_house(self, config: Config, parts: Parts, counts: CountsFlusher) -> None:
+        """Now and then: record what was not stored; delete comparisons older than store.retain."""
+        assert self.store is not None
+        retain, last_retention = config.store.retain, 0.0
+        try:
+            while True:
+                if retain is not None and time.time() - last_retention >= min(retain, 3600.0):
+                    last_retention = time.time()
+                    try:
+                        gone = await self.store.comparisons.delete_before(last_retention - retain)
+                    except StoreError as exc:
+                        _log.warning("retention failed", error=str(exc))
+                    else:
+                        if gone:
+                            _log.info("retention", deleted=gone, older_than_s=retain)
+                await asyncio.sleep(max(config.store.refresh, 0.05) * 5)
+                counts.flush()
+                if self.intents is not None:
+                    await self.recover_intents(config, parts)
+        finally:
+            counts.flush()
+
+    async def close(self, within: float | None = None) -> None:
+        """Stop what reads the store, then close it, waiting at most `within` seconds for it to commit
+        (a database that does not answer: see Store.close)."""
+        if self.verifier is not None:
+            await self.verifier.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
+        if self.steps is not None:
+            await self.steps.stop()
+        if self.store is not None:
+            await self.store.close(within)

@@ -1,0 +1,118 @@
+"""The shim's channels to its upstreams: opened with their TLS and the config's message limits, their
+certificates read again on SIGHUP (new calls take the new channel, calls in flight finish on the old one),
+and closed at the end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from comparators import DescriptorRegistry
+from shim.adapters import AdaptedChannel, Adapter, Channel
+from shim.config import Config, Upstream
+from shim.errors import ConfigError
+from shim.metrics import Counters
+from shim.tls import channel_credentials, channel_options
+
+
+def size_options(config: Config) -> list[tuple[str, int]]:
+    size = config.max_message_size
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+
+
+def _channel(
+    upstream: Upstream, config: Config, credentials: grpc.ChannelCredentials | None = None
+) -> aio.Channel:
+    # no flow-control window growth (BDP probing): a client that reads slowly makes the upstream wait, rather
+    # than push a whole large answer into the shim's memory
+    options = [*size_options(config), *channel_options(upstream), ("grpc.http2.bdp_probe", 0)]
+    if credentials is not None:
+        return aio.secure_channel(upstream.target, credentials, options=options)
+    return aio.insecure_channel(upstream.target, options=options)
+
+
+def upstream_channel(upstream: Upstream, config: Config) -> aio.Channel:
+    """A channel to `upstream` with its TLS and the config's channel settings (for commands)."""
+    credentials = channel_credentials(upstream) if upstream.tls else None
+    return _channel(upstream, config, credentials)
+
+
+class Channels:
+    """Every channel the shim opened, by upstream. TLS files are read when this is made: a bad one stops
+    the shim before it opens anything."""
+
+    def __init__(
+        self,
+        config: Config,
+        adapters: dict[str, Adapter],
+        registry: DescriptorRegistry | None,
+        counters: Counters,
+    ) -> None:
+        self._config = config
+        self._adapters = adapters
+        self._registry = registry
+        self._counters = counters
+        self._credentials = {
+            upstream.name: channel_credentials(upstream)
+            for upstream in (config.bank, config.bk)
+            if upstream is not None and upstream.tls
+        }
+        self._open: list[tuple[Upstream, aio.Channel]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
+
+    def open(self, upstream: Upstream) -> Channel:
+        """A channel to `upstream`; BK's with the adapters in front, when there are any."""
+        channel = _channel(upstream, self._config, self._credentials.get(upstream.name))
+        self._open.append((upstream, channel))
+        if upstream is self._config.bk and self._adapters:
+            assert self._registry is not None  # load_adapters asks for descriptors
+            return AdaptedChannel(channel, self._adapters, self._registry, self._counters)
+        return channel
+
+    def reload_certificates(self, holders: Iterable[tuple[Any, str]]) -> list[str]:
+        """Read the upstreams' TLS files again: each holder's attribute (`(object, name)`) that holds an old
+        channel gets the new one. Returns what could not be reloaded, each kept as it was."""
+        holders = list(holders)
+        errors: list[str] = []
+        for index, (upstream, old) in enumerate(self._open):
+            if not upstream.tls:
+                continue
+            try:
+                credentials = channel_credentials(upstream)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            new = _channel(upstream, self._config, credentials)
+            self._open[index] = (upstream, new)
+            for holder, name in holders:
+                current = getattr(holder, name, None)
+                if current is old:
+                    setattr(holder, name, new)
+                elif isinstance(current, AdaptedChannel) and current.channel is old:
+                    current.channel = new
+            task = asyncio.get_running_loop().create_task(old.close(grace=self._config.grace_period))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return errors
+
+    async def unreachable(self, within: float = 3.0) -> list[Upstream]:
+        """The upstreams the shim could not connect to within `within` seconds (it goes on trying)."""
+
+        async def reachable(channel: aio.Channel) -> bool:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), timeout=within)
+            except TimeoutError:
+                return False
+            return True
+
+        found = await asyncio.gather(*(reachable(channel) for _, channel in self._open))
+        return [upstream for (upstream, _), ok in zip(self._open, found, strict=True) if not ok]
+
+    async def close(self) -> None:
+        for _, channel in self._open:
+            await channel.close()
+        self._open.clear()

@@ -1,0 +1,148 @@
+"""What the shim makes of its config and descriptors once, at start, before it opens anything: the rules,
+the id and alias fields, redaction, adapters, routing and each method's plan, and the counters and
+latencies they report to. A bad config stops the shim here (ConfigError), with nothing to close.
+
+The `load_*` functions are also what the commands that read a config without serving (reconcile, report,
+the tests of rules) use, so that they check it as `shim serve` does.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+
+import structlog
+
+from comparators import DescriptorError, DescriptorRegistry
+from comparators.ids import IdError, IdFields
+from comparators.redact import RedactError, Redactor
+from comparators.rules import RuleError, RuleSet, build_rules
+from shim import aliases, reconcile
+from shim.adapters import Adapter, load_adapters
+from shim.config import Config
+from shim.errors import ConfigError, StartupError
+from shim.evidence.record import PayloadFilter, replica_name
+from shim.exporter import Latencies, VerdictCounts
+from shim.metrics import Counters, MethodLabels
+from shim.pipeline import WorkerSetup
+from shim.plan import Plans
+from shim.routing import Router
+from shim.units import parse_duration
+
+_log = structlog.get_logger("shim")
+
+
+def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
+    if not paths:
+        return None
+    try:
+        return DescriptorRegistry.from_files(paths)
+    except DescriptorError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def load_rules(config: Config, registry: DescriptorRegistry | None) -> RuleSet:
+    """The config's rules, each checked against the descriptors (errors name the rule's line)."""
+    try:
+        return build_rules(config.rules, registry, parse_duration, config.rule_locations)
+    except RuleError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | None:
+    """The config's id kinds, each location checked against the descriptors."""
+    if not config.ids:
+        return None
+    if registry is None:
+        raise ConfigError("ids: id translation needs descriptors (--descriptor-set or descriptor_sets)")
+    try:
+        return IdFields(config.ids, registry)
+    except IdError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
+    """The config's redacted fields, keyed by the secret in config.redact.key_env.
+
+    Without that variable, a random key of this process: hashes then differ between shim processes.
+    """
+    if not config.redact.fields:
+        return None
+    if registry is None:
+        raise ConfigError("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
+    secret = os.environ.get(config.redact.key_env, "")
+    if not secret:
+        _log.warning(
+            "no redaction key: using a random one; equal values hash alike within this process only",
+            key_env=config.redact.key_env,
+        )
+    key = secret.encode() if secret else secrets.token_bytes(32)
+    try:
+        return Redactor(config.redact.fields, registry, key)
+    except RedactError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+class Parts:
+    """The config and the descriptors compiled: made once at start; only `rules` changes, on a reload."""
+
+    def __init__(self, config: Config, registry: DescriptorRegistry | None) -> None:
+        self.registry = registry
+        # the metrics' method labels: described methods (or, without descriptors, the first 1000 named)
+        self.method_labels = MethodLabels(
+            (lambda method: registry.method(method) is not None) if registry is not None else None,
+            also=[*(k.name for k in config.ids), *(k.name for k in config.key_aliases)],  # id events' labels
+        )
+        self.counters = Counters(self.method_labels)
+        self.rules = load_rules(config, registry)
+        self.id_fields = load_ids(config, registry)
+        self.alias_fields = aliases.fields_of(config.key_aliases, registry)
+        self.redactor = _load_redactor(config, registry)
+        if config.reflection == "shim" and registry is None:
+            raise ConfigError(
+                'reflection: "shim" answers gRPC reflection from the descriptors, and there are none'
+                ' (give --descriptor-set FILE or descriptor_source = "reflection")'
+            )
+        self.adapters: dict[str, Adapter] = load_adapters(config.method_adapters, config.adapters, registry)
+        if config.reconcile is not None:
+            reconcile.check(config.reconcile, registry)
+        self.router = Router(
+            registry,
+            config.methods,
+            read_rate=config.sampling.reads,
+            by_key=config.sampling.by_key,
+            strict=config.ordering.strict,
+            hide=self.redactor.hash if self.redactor is not None else None,
+            hidden_fields=frozenset(config.redact.fields),
+        )
+        self.plans = Plans(self.router, self.id_fields, self.alias_fields)
+        self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
+        self.primary_latencies = Latencies(self.method_labels)
+        self.replica = replica_name()  # this process, as the store names it
+
+    def worker_setup(self, config: Config) -> WorkerSetup:
+        """What a comparison process needs to compare as this one does."""
+        return WorkerSetup(
+            self.registry.descriptor_set().SerializeToString() if self.registry is not None else None,
+            config.rules,
+            config.rule_locations,
+            config.ids,
+            config.redact.fields,
+            self.redactor.key if self.redactor is not None else b"",
+        )
+
+    def payload_filter(self) -> PayloadFilter | None:
+        """With redaction, stored messages are decoded, redacted and encoded again (or not kept)."""
+        redactor, registry = self.redactor, self.registry
+        if redactor is None or registry is None:
+            return None
+
+        def keep(method: str, side: str, raw: bytes) -> bytes | None:
+            info = registry.method(method)
+            if info is None:
+                return None
+            cls = registry.message_class(info.input_type if side == "request" else info.output_type)
+            return redactor.redact_bytes(cls, raw)
+
+        return keep

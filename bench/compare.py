@@ -67,8 +67,8 @@ from comparators import (
 )
 from comparators.ids import IdFields
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
-from shim.app import load_ids as ids_of
 from shim.config import Upstream, build, load_file, load_rules_file
+from shim.parts import load_ids as ids_of
 from shim.units import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -522,7 +522,7 @@ async def test_two_shim_processes_share_one_postgres_store(
                             timeout=CALL_TIMEOUT,
                             metadata=(("x-request-id", request_id),),
                         )
-                        sent.setdefault(shim.parts.replica, set()).add(request_id)
+                        sent.setdefault(shim.replica, set()).add(request_id)
 
             async def look() -> Rows:
                 return await asyncio.to_thread(sql, "SELECT replica, correlation_id FROM comparisons")

@@ -118,13 +118,19 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
 def _metrics_of(config: Config, index: int) -> Config:
     """Worker `index` serves its metrics and its admin API on the configured ports + index (port 0:
     a free one each)."""
+
+    def shifted(address: str) -> str:
+        if not address:
+            return address
+        host, _, port = address.rpartition(":")
+        return f"{host}:{int(port) + index if int(port) else 0}"
+
     admin = config.admin.listen or (ADMIN_LISTEN if os.environ.get(config.admin.token_env) else "")
-    changes: dict[str, Any] = {}
-    for name, address in (("metrics_listen", config.metrics_listen), ("admin_listen", admin)):
-        if address:
-            host, _, port = address.rpartition(":")
-            changes[name] = f"{host}:{int(port) + index if int(port) else 0}"
-    return replace(config, **changes)
+    return replace(
+        config,
+        metrics_listen=shifted(config.metrics_listen),
+        admin=replace(config.admin, listen=shifted(admin)),
+    )
 
 
 async def _prepare_store(url: str) -> None:

@@ -144,7 +144,7 @@ def test_each_worker_serves_its_metrics_and_admin_api_on_its_own_port(
         }
     )
     second = _metrics_of(config, 2)
-    assert (second.metrics_listen, second.admin.listen) == ("127.0.0.1:9102", "127.0.0.1:0")
+    assert (second.serving.metrics_listen, second.admin.listen) == ("127.0.0.1:9102", "127.0.0.1:0")
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", "secret")
     plain = _metrics_of(build({"bank": Upstream("bank", "127.0.0.1:1")}), 1)
-    assert (plain.metrics_listen, plain.admin.listen) == ("", "127.0.0.1:9466")
+    assert (plain.serving.metrics_listen, plain.admin.listen) == ("", "127.0.0.1:9466")

@@ -167,7 +167,9 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
             until=time.time() + 1,
             relative=config.noise.relative,
             absolute=config.noise.absolute,
-            registry=DescriptorRegistry.from_files(config.descriptor_sets),  # each example's request
+            registry=DescriptorRegistry.from_files(
+                config.descriptors.descriptor_sets
+            ),  # each example's request
         )
     finally:
         await store.close()

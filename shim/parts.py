@@ -99,7 +99,7 @@ class Parts:
         self.id_fields = load_ids(config, registry)
         self.alias_fields = aliases.fields_of(config.key_aliases, registry)
         self.redactor = _load_redactor(config, registry)
-        if config.reflection == "shim" and registry is None:
+        if config.descriptors.reflection == "shim" and registry is None:
             raise ConfigError(
                 'reflection: "shim" answers gRPC reflection from the descriptors, and there are none'
                 ' (give --descriptor-set FILE or descriptor_source = "reflection")'

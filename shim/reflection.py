@@ -58,9 +58,9 @@ async def resolve_registry(
 ) -> DescriptorRegistry | None:
     """The registry `config` asks for: its descriptor-set files, or Bank's reflection plus those files; with
     "auto", the files, or with none Bank's reflection if Bank serves it, else none (`on_none` is told why)."""
-    source = config.descriptor_source
-    if source == "files" or (source == "auto" and config.descriptor_sets):
-        return load_registry(config.descriptor_sets)
+    source = config.descriptors.descriptor_source
+    if source == "files" or (source == "auto" and config.descriptors.descriptor_sets):
+        return load_registry(config.descriptors.descriptor_sets)
     if source == "auto":
         try:
             fds = await fetch_descriptor_set(config.bank.target, min(timeout, AUTO_TIMEOUT))
@@ -73,7 +73,7 @@ async def resolve_registry(
     registry = DescriptorRegistry()
     try:
         registry.add_set(fds, source=f"reflection from Bank at {config.bank.target}")
-        for path in config.descriptor_sets:
+        for path in config.descriptors.descriptor_sets:
             registry.add_file(path)
     except DescriptorError as exc:
         raise StartupError(str(exc)) from exc

@@ -28,6 +28,14 @@ class Section(Protocol):
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
+class Group(Protocol):
+    """A dataclass of top-level settings declared together, without a table of their own: the file
+    names its keys at its top level (`listen`), the Config holds them as one attribute (`serving`)."""
+
+    GROUP: ClassVar[str]  # its attribute of the Config
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """What a setting's value is: its name in the reference, how a TOML value becomes one (or the error
@@ -128,10 +136,14 @@ PATH = Kind("path", TEXT.parse, resolve=lambda path, resolve: resolve(path))
 ADDRESS = Kind("HOST:PORT", TEXT.parse)
 
 
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
 def one_of(*choices: str) -> Kind:
     def parse(key: str, value: object) -> str:
-        if TEXT.parse(key, value) not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        check_choice(key, TEXT.parse(key, value), choices)
         return str(value)
 
     return Kind(" | ".join(f'"{c}"' for c in choices), parse)

@@ -100,8 +100,8 @@ async def running_shim(
         "mode": mode or ("shadow" if bk else "bank"),
     }
     config = build(merged(_TEST_DEFAULTS, settings, given))
-    if config.dataplane == "auto":  # the Python data plane unless a test asks for Envoy
-        config = replace(config, dataplane="python")
+    if config.serving.dataplane == "auto":  # the Python data plane unless a test asks for Envoy
+        config = replace(config, serving=replace(config.serving, dataplane="python"))
     shim = (await dataplane.start(config, [sink, *sinks], registry)).shim
     try:
         yield shim, sink

@@ -69,13 +69,14 @@ def _worker(config: Config, index: int, ready: Connection, args: argparse.Namesp
 
     def reread() -> Config:  # SIGHUP: the config file and flags again, on this worker's port
         assert args is not None
-        return _metrics_of(replace(serve_command.settings_of(args), listen=config.listen), index)
+        new = serve_command.settings_of(args)
+        return _metrics_of(replace(new, serving=replace(new.serving, listen=config.serving.listen)), index)
 
     try:
         serving = serve_command.serve(
             config, ready=lambda: ready.send(True), reread=reread if args is not None else None
         )
-        code = serve_command.run(serving, config.event_loop)
+        code = serve_command.run(serving, config.serving.event_loop)
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # a start error: said once, by the worker that met it
@@ -85,23 +86,23 @@ def _worker(config: Config, index: int, ready: Connection, args: argparse.Namesp
 
 
 def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
-    """Run `config.workers` shim processes on one port until a signal (or a worker's exit)."""
+    """Run `config.serving.workers` shim processes on one port until a signal (or a worker's exit)."""
     from shim.logs import configure
 
     configure()
     try:
-        listen, holder = reserve_port(config.listen)
+        listen, holder = reserve_port(config.serving.listen)
     except OSError as exc:
-        print(f"shim: error: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
+        print(f"shim: error: cannot listen on {config.serving.listen}: {exc.strerror}", file=sys.stderr)
         return 2
     with holder:
         if config.bk is not None:  # every worker then opens the store (all modes are ready)
             asyncio.run(_prepare_store(config.store.url))
-        worker_config = replace(config, listen=listen)
+        worker_config = replace(config, serving=replace(config.serving, listen=listen))
         context = multiprocessing.get_context("spawn")
         processes: list[Any] = []
         readies: list[Connection] = []
-        for index in range(config.workers):
+        for index in range(config.serving.workers):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker,
@@ -118,13 +119,19 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
 def _metrics_of(config: Config, index: int) -> Config:
     """Worker `index` serves its metrics and its admin API on the configured ports + index (port 0:
     a free one each)."""
+
+    def shifted(address: str) -> str:
+        if not address:
+            return address
+        host, _, port = address.rpartition(":")
+        return f"{host}:{int(port) + index if int(port) else 0}"
+
     admin = config.admin.listen or (ADMIN_LISTEN if os.environ.get(config.admin.token_env) else "")
-    changes: dict[str, Any] = {}
-    for name, address in (("metrics_listen", config.metrics_listen), ("admin_listen", admin)):
-        if address:
-            host, _, port = address.rpartition(":")
-            changes[name] = f"{host}:{int(port) + index if int(port) else 0}"
-    return replace(config, **changes)
+    return replace(
+        config,
+        serving=replace(config.serving, metrics_listen=shifted(config.serving.metrics_listen)),
+        admin=replace(config.admin, listen=shifted(admin)),
+    )
 
 
 async def _prepare_store(url: str) -> None:
@@ -171,7 +178,7 @@ def _watch(
                 _relay(processes, signal.SIGKILL)
                 return 128 + signum
             stopping = True
-            _log.info("stopping", workers=len(processes), grace_period=config.grace_period)
+            _log.info("stopping", workers=len(processes), grace_period=config.serving.grace_period)
             _relay(processes, signal.SIGTERM)
         for index in list(waiting):
             with contextlib.suppress(EOFError, OSError):

@@ -26,7 +26,7 @@ def test_the_config_example_builds_and_checks_against_the_sample_descriptors(tmp
     path = tmp_path / "shim.toml"
     path.write_text(example, encoding="utf-8")
     config = build(load_file(path))
-    registry = DescriptorRegistry.from_files(config.descriptor_sets)
+    registry = DescriptorRegistry.from_files(config.descriptors.descriptor_sets)
     rules = load_rules(config, registry)
     Router(registry, config.methods, config.sampling.reads, config.sampling.by_key, config.ordering.strict)
     assert config.mode == "shadow"
@@ -181,12 +181,12 @@ def test_every_key_of_the_config_example_is_a_declared_setting() -> None:
     dropped in the code cannot linger in the docs."""
     import tomllib
 
-    from shim.config import SECTIONS, TABLES, Config, Upstream
+    from shim.config import GROUPS, SECTIONS, TABLES, Config, Upstream
     from shim.settings import declared
 
     (example,) = toml_blocks("config.md", "# Config file")
     data = tomllib.loads(example)
-    top = {key for key, _, _ in declared(Config)}
+    top = {key for cls in (Config, *GROUPS) for key, _, _ in declared(cls)}
     sections = {cls.SECTION: {key for key, _, _ in declared(cls)} for cls in SECTIONS}
     unknown = []
     for name, value in data.items():

@@ -4,7 +4,8 @@
     python tools/config_reference.py --check    # exit 1 when it is not what the declarations say
 
 Each feature declares the settings of its table next to its code (`shim.settings`); `shim.config`
-lists the tables. `tests/test_docs.py` runs the check, so the reference cannot drift from them.
+lists the tables, and the groups of top-level settings (`shim.serving_settings`,
+`shim.descriptor_settings`). `tests/test_docs.py` runs the check, so the reference cannot drift from them.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _table(cls: type[Any]) -> list[str]:
+def _table(*classes: type[Any]) -> list[str]:
     from shim.settings import declared
 
     rows = ["| key | type | default | what |", "|---|---|---|---|"]
-    for key, decl, default in declared(cls):
+    for key, decl, default in (row for cls in classes for row in declared(cls)):
         shown = decl.shown or f"`{decl.kind.show(default)}`"
         what = decl.help + (" *(reloads)*" if decl.reloadable else "")
         rows.append(f"| `{key}` | {_cell(decl.kind.name)} | {_cell(shown)} | {_cell(what)} |")
@@ -51,9 +52,10 @@ def _summary(cls: type[Any]) -> str:
 
 
 def render() -> str:
-    from shim.config import RELOADABLE_TABLES, SECTIONS, TABLES, Config, Upstream
+    from shim.config import GROUPS, RELOADABLE_TABLES, SECTIONS, TABLES, Config, Upstream
 
-    lines = [_HEAD.rstrip(), "", "## Top level", "", *_table(Config), ""]
+    # the Config's own top-level settings, then those it groups (config.serving, ...): all top-level keys
+    lines = [_HEAD.rstrip(), "", "## Top level", "", *_table(Config, *GROUPS), ""]
     lines += [
         "Tables whose keys are names, or that hold more than settings, each read by its own parser:",
         "",

@@ -42,7 +42,9 @@ from shim.cli import mode as mode_command
 from shim.cli import report as report_command
 from shim.cli import resync as resync_command
 from shim.cli.store_args import evidence_settings, positive
+from shim.descriptor_settings import DESCRIPTOR_SOURCES, REFLECTION
 from shim.errors import ShimError
+from shim.serving_settings import LISTEN
 
 if TYPE_CHECKING:
     pass
@@ -66,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help=f"address to serve on (default {config_mod.LISTEN}; port 0: any free port)",
+        help=f"address to serve on (default {LISTEN}; port 0: any free port)",
     )
     serve.add_argument("--bank", metavar="HOST:PORT", help="Bank, the legacy service")
     serve.add_argument("--bk", metavar="HOST:PORT", help="BK, the new service")
@@ -91,14 +93,14 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--descriptor-source",
-        choices=config_mod.DESCRIPTOR_SOURCES,
+        choices=DESCRIPTOR_SOURCES,
         help="auto (the default): the --descriptor-set files, or with none Bank's own descriptors by gRPC "
         "server reflection if Bank serves it (else none, with a warning); files: only the files; "
         "reflection: ask Bank at start, or do not start (--descriptor-set files are added too)",
     )
     serve.add_argument(
         "--reflection",
-        choices=config_mod.REFLECTION,
+        choices=REFLECTION,
         help="who answers gRPC server reflection: primary, forwarded and never mirrored, so clients see"
         " what Bank shows (the default); shim: the shim, from its descriptors",
     )
@@ -232,11 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shim.cli.serve import run, serve, settings_of
 
         config = settings_of(args)
-        if config.workers > 1:
+        if config.serving.workers > 1:
             from shim.workers import supervise
 
             return supervise(config, args)
-        return run(serve(config, reread=lambda: settings_of(args)), config.event_loop)
+        return run(serve(config, reread=lambda: settings_of(args)), config.serving.event_loop)
     except ShimError as exc:
         print(f"shim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -80,7 +80,7 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
         raise ShimError(f"{args.config} has no [reconcile] table: {missing}")
     if config.bk is None:
         raise ShimError("no BK upstream: give --bk HOST:PORT or [upstreams.bk] target")
-    registry = load_registry(config.descriptor_sets)
+    registry = load_registry(config.descriptors.descriptor_sets)
     check(config.reconcile, registry)
     assert registry is not None
     rules = load_rules(config, registry)

@@ -160,8 +160,8 @@ async def serve(
         mode=config.mode,
         bank=config.bank.target,
         bk=config.bk.target if config.bk else None,
-        descriptor_sets=list(config.descriptor_sets),
-        descriptor_source=config.descriptor_source,
+        descriptor_sets=list(config.descriptors.descriptor_sets),
+        descriptor_source=config.descriptors.descriptor_source,
         methods_described=len(shim.registry.methods) if shim.registry else 0,
         # with none: why, and what it means (compared byte for byte, every method a write with no key)
         no_descriptors=f"{no_descriptors[0]}; answers are compared byte for byte (docs/your-service.md)"
@@ -176,7 +176,9 @@ async def serve(
         id_pairs_loaded=len(shim.ids) if shim.ids else 0,
         event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
         admin=shim.admin_address or None,
-        metrics=f"{config.metrics_listen.rpartition(':')[0]}:{shim.exporter.port}" if shim.exporter else None,
+        metrics=f"{config.serving.metrics_listen.rpartition(':')[0]}:{shim.exporter.port}"
+        if shim.exporter
+        else None,
     )
     if ready is not None:
         ready()
@@ -195,7 +197,7 @@ async def serve(
     check = loop.create_task(warn_unreachable(), name="upstream reachability check")
     await stop.wait()
     check.cancel()
-    log.info("stopping", grace_period=config.grace_period)
+    log.info("stopping", grace_period=config.serving.grace_period)
     await shim.stop()
     log.info("stopped", calls=shim.counters.get("calls"))
     if diff_stream is not sys.stdout:

@@ -112,7 +112,7 @@ class EnvoyPlane:
     async def _start(self, public: Config) -> None:
         shim = self._shim
         self._public = public
-        self._listen_host = public.listen.rpartition(":")[0]
+        self._listen_host = public.serving.listen.rpartition(":")[0]
         if self._folder is None:
             self._folder = envoy_process.scratch()
         write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
@@ -140,7 +140,7 @@ class EnvoyPlane:
         write_atomically(bootstrap_file, document)
         self.envoy = envoy_process.Envoy(self._executable, bootstrap_file, concurrency=self._concurrency)
         await self.envoy.validate()
-        check_listen(public.listen)
+        check_listen(public.serving.listen)
         await self.envoy.start()
         if self._nice and self.envoy.pid is not None and priority.lower(self._nice, spare={self.envoy.pid}):
             self.niced = self._nice  # the ready line says so
@@ -308,16 +308,16 @@ def check_listen(address: str) -> None:
 def inner_config(config: Config) -> Config:
     """The config of the shim's own server behind Envoy: loopback, any port, plaintext (Envoy serves the
     clients' listener and its TLS)."""
-    return replace(config, listen="127.0.0.1:0", tls=TlsSettings())
+    return replace(config, serving=replace(config.serving, listen="127.0.0.1:0"), tls=TlsSettings())
 
 
 async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegistry | None) -> Served:
-    """A shim serving the clients on the data plane `config.dataplane` chooses."""
+    """A shim serving the clients on the data plane `config.serving.dataplane` chooses."""
     from shim.app import Shim
 
-    dataplane, why = choose(config.dataplane)
-    if dataplane == "envoy" and config.workers > 1:
-        if config.dataplane == "envoy":
+    dataplane, why = choose(config.serving.dataplane)
+    if dataplane == "envoy" and config.serving.workers > 1:
+        if config.serving.dataplane == "envoy":
             raise ConfigError("workers: several shim processes serve only --dataplane python for now")
         dataplane, why = "python", "workers > 1: the clients' calls go through the shim's processes"
     if dataplane == "python":

@@ -281,7 +281,7 @@ def bootstrap(
     }
     listener: dict[str, Any] = {
         "name": "clients",
-        "address": _address(config.listen),
+        "address": _address(config.serving.listen),
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
         ],

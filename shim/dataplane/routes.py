@@ -58,7 +58,7 @@ def plan(
     default = table[DEFAULT]
     entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
     for service in _REFLECTION:
-        if shim.config.reflection == "shim":
+        if shim.config.descriptors.reflection == "shim":
             entries.append(RouteEntry(service, "python", prefix=True))
         else:  # the primary's own answer, never mirrored
             entries.append(RouteEntry(service, _PRIMARY[default], prefix=True))

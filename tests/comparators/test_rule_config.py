@@ -231,7 +231,7 @@ def test_config_file_rule_errors_name_the_file_and_line(tmp_path: Path, bad_rule
     path, line = _config_with(tmp_path, bad_rule)
     config = build(load_file(path))
     with pytest.raises(ConfigError) as caught:
-        load_rules(config, load_registry(config.descriptor_sets))
+        load_rules(config, load_registry(config.descriptors.descriptor_sets))
     message = str(caught.value)
     assert message.startswith(f"{path} line {line}: ")
     assert says in message
@@ -245,7 +245,7 @@ def test_inline_rules_are_named_by_their_position_in_the_file(tmp_path: Path) ->
     path = _write(tmp_path / "shim.toml", HEAD, inline, "\n", UPSTREAM)
     config = build(load_file(path))
     with pytest.raises(ConfigError) as caught:
-        load_rules(config, load_registry(config.descriptor_sets))
+        load_rules(config, load_registry(config.descriptors.descriptor_sets))
     assert str(caught.value).startswith(f"{path} rule 2: path 'x.Y.z' names no field")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,12 @@ import pytest
 from comparators.ids import IdKind
 from shim import cli
 from shim.cli import serve as serve_command
-from shim.config import Config, Upstream, build, load_file
+from shim.config import GROUPS, Config, Upstream, build, load_file, merged
+from shim.descriptor_settings import DescriptorSettings
 from shim.errors import ConfigError
 from shim.pipeline import ComparisonSettings
+from shim.serving_settings import ServingSettings
+from shim.settings import declared
 from shim.shadow.settings import ShadowSettings
 from shim.sinks import DiffLogSettings
 from shim.units import parse_duration, parse_size
@@ -80,11 +83,11 @@ VALID: list[object] = [
         lambda d: Config(
             bank=BANK,
             bk=Upstream("bk", "bk:50051", timeout=0.25),
-            listen="0.0.0.0:6000",
             mode="shadow",
-            descriptor_sets=(str(d / "bank.binpb"), str(d / "protos/more.binpb"), "/abs/other.binpb"),
-            max_message_size=-1,
-            grace_period=5.0,
+            serving=ServingSettings(listen="0.0.0.0:6000", max_message_size=-1, grace_period=5.0),
+            descriptors=DescriptorSettings(
+                descriptor_sets=(str(d / "bank.binpb"), str(d / "protos/more.binpb"), "/abs/other.binpb")
+            ),
             shadow=ShadowSettings(max_in_flight=50, max_capture=MiB),
             comparison=ComparisonSettings(max_pending=7),
             diff_log=DiffLogSettings(path=str(d / "logs/diff.jsonl")),
@@ -99,15 +102,16 @@ VALID: list[object] = [
             bank=Upstream("bank", "unix:/run/bank.sock"),
             bk=Upstream("bk", "[::1]:9"),
             mode="bank",
-            max_message_size=1024,
-            grace_period=0.0,
+            serving=ServingSettings(max_message_size=1024, grace_period=0.0),
             diff_log=DiffLogSettings(path="-"),
         ),
         id="bank-mode-with-bk-unix-target-ipv6-stdout",
     ),
     pytest.param(
         'descriptor_source = "reflection"\n[upstreams.bank]\ntarget = "legacy-bank:50051"\n',
-        lambda d: Config(bank=BANK, mode="bank", descriptor_source="reflection"),
+        lambda d: Config(
+            bank=BANK, mode="bank", descriptors=DescriptorSettings(descriptor_source="reflection")
+        ),
         id="descriptors-by-reflection",
     ),
 ]
@@ -277,6 +281,16 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path, path: str, names: s
         _serve_settings("--config", tmp_path / path)
 
 
+def _with(config: Config, values: dict[str, object]) -> Config:
+    """`config` with `values`, named as the file names them: `listen` is a value of `config.serving`."""
+    groups = {cls.GROUP: {key for key, _, _ in declared(cls)} for cls in GROUPS}
+    top = {name: value for name, value in values.items() if not any(name in keys for keys in groups.values())}
+    for group, keys in groups.items():
+        if given := {name: value for name, value in values.items() if name in keys}:
+            top[group] = replace(getattr(config, group), **given)
+    return replace(config, **top)
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
@@ -318,7 +332,7 @@ def test_flags_override_the_file(tmp_path: Path, flags: list[str], expected: dic
     path = _config_file(tmp_path, text)
     from_file = _serve_settings("--config", path)
     overridden = _serve_settings("--config", path, *flags)
-    assert overridden == replace(from_file, **expected)
+    assert overridden == _with(from_file, expected)
     assert overridden != from_file
 
 
@@ -328,6 +342,128 @@ def test_flags_alone_need_no_file() -> None:
     assert _serve_settings("--bank", "b:1", "--bk", "k:2") == Config(
         bank=Upstream("bank", "b:1"), bk=Upstream("bk", "k:2"), mode="shadow"
     )
+
+
+# ---- the groups of top-level settings (config.serving, config.descriptors) -----------------------
+
+GROUPED = """
+listen = "0.0.0.0:6000"
+max_message_size = "1MiB"
+grace_period = "7s"
+workers = 3
+metrics_listen = "127.0.0.1:9100"
+event_loop = "asyncio"
+dataplane = "python"
+descriptor_sets = ["bank.binpb"]
+descriptor_source = "files"
+reflection = "shim"
+[upstreams.bank]
+target = "b:1"
+"""
+
+
+def test_top_level_keys_load_into_their_groups_under_their_own_names(tmp_path: Path) -> None:
+    """The file names these settings at its top level, as ever; parse() gives them by those names, and
+    the Config holds them in its groups."""
+    path = _config_file(tmp_path, GROUPED)
+    parsed = load_file(path)
+    assert {"listen", "grace_period", "dataplane", "descriptor_sets", "reflection"} <= set(parsed)
+    assert not {"serving", "descriptors"} & set(parsed)
+    config = build(parsed)
+    assert config.serving == ServingSettings(
+        listen="0.0.0.0:6000",
+        max_message_size=MiB,
+        grace_period=7.0,
+        workers=3,
+        metrics_listen="127.0.0.1:9100",
+        event_loop="asyncio",
+        dataplane="python",
+    )
+    assert config.descriptors == DescriptorSettings(
+        descriptor_sets=(str(tmp_path / "bank.binpb"),), descriptor_source="files", reflection="shim"
+    )
+    assert _serve_settings("--config", path) == config
+
+
+def test_a_listen_flag_overrides_the_files_and_keeps_the_rest_of_its_group(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, GROUPED)
+    config = _serve_settings("--config", path, "--listen", "127.0.0.1:0", "--dataplane", "envoy")
+    assert (config.serving.listen, config.serving.dataplane) == ("127.0.0.1:0", "envoy")
+    assert (config.serving.grace_period, config.serving.workers) == (7.0, 3)
+    assert config.descriptors.reflection == "shim"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        pytest.param('lisen = "0.0.0.0:6000"\n', "unknown setting lisen", id="misspelt"),
+        pytest.param("[serving]\nlisten = '0.0.0.0:6000'\n", "unknown setting serving", id="group-as-table"),
+        pytest.param("descriptors = []\n", "unknown setting descriptors", id="group-name"),
+        pytest.param('listen = "nowhere"\n', "listen: 'nowhere' is not HOST:PORT", id="listen"),
+        pytest.param(
+            'grace_period = "11m"\n',
+            "grace_period: '11m' is out of bounds: it must be at most 10m; a stop would wait that long "
+            "for the calls in flight",
+            id="grace-period",
+        ),
+        pytest.param(
+            'dataplane = "nginx"\n', "dataplane: 'nginx' is not one of auto, envoy, python", id="dataplane"
+        ),
+        pytest.param('reflection = "bk"\n', "reflection: 'bk' is not one of primary, shim", id="reflection"),
+    ],
+)
+def test_top_level_keys_are_refused_as_before(tmp_path: Path, text: str, error: str) -> None:
+    """An unknown top-level key, or the name of a group, is refused as an unknown setting; a bad
+    value of a grouped one, with its own name."""
+    with pytest.raises(ConfigError) as caught:
+        _serve_settings("--config", _config_file(tmp_path, text + BANK_TABLE))
+    assert str(caught.value) == error
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        pytest.param({"listen": "nowhere"}, "listen: 'nowhere' is not HOST:PORT", id="listen"),
+        pytest.param({"metrics_listen": "m"}, "metrics_listen: 'm' is not HOST:PORT", id="metrics-listen"),
+        pytest.param(
+            {"event_loop": "trio"}, "event_loop: 'trio' is not one of auto, uvloop, asyncio", id="event-loop"
+        ),
+        pytest.param(
+            {"serving": {"dataplane": "nginx"}},
+            "dataplane: 'nginx' is not one of auto, envoy, python",
+            id="group-given-whole",
+        ),
+        pytest.param(
+            {"descriptor_source": "bk"},
+            "descriptor_source: 'bk' is not one of auto, files, reflection",
+            id="descriptor-source",
+        ),
+    ],
+)
+def test_a_group_checks_its_values_however_it_is_built(settings: dict[str, object], error: str) -> None:
+    """Values that skip the file's parsing (tests, embedders) are checked by the groups themselves."""
+    with pytest.raises(ConfigError) as caught:
+        build({"bank": BANK, **settings})
+    assert str(caught.value) == error
+
+
+def test_a_group_may_be_given_whole_and_its_top_level_keys_go_over_it() -> None:
+    """build() takes a group as its dataclass or a dict, like a table; merged() lays a later layer's
+    values over an earlier one's, top-level keys and whole groups alike."""
+    assert build({"bank": BANK, "serving": {"workers": 2}}).serving == ServingSettings(workers=2)
+    given = ServingSettings(listen="127.0.0.1:0", workers=2)
+    config = build(merged({"bank": BANK, "serving": given}, {"workers": 4}))
+    assert config.serving == ServingSettings(listen="127.0.0.1:0", workers=4)
+    config = build(merged({"bank": BANK, "workers": 4, "listen": "127.0.0.1:0"}, {"serving": {"workers": 2}}))
+    assert config.serving == ServingSettings(listen="127.0.0.1:0", workers=2)
+    config = build(merged({"bank": BANK, "workers": 4}, {"serving": given}))
+    assert config.serving == given
+
+
+def test_the_config_has_at_most_25_attributes() -> None:
+    """Settings that belong together are grouped (a table, or a group of top-level keys): the Config
+    stays small enough to read."""
+    assert len(fields(Config)) <= 25, [f.name for f in fields(Config)]
 
 
 @pytest.mark.parametrize(

@@ -218,11 +218,13 @@ async def test_reflection_registry_adds_the_descriptor_set_files_too(
     the --descriptor-set files."""
     extra = tmp_path / "interop.binpb"
     extra.write_bytes(descriptor_set_of(interop_pb2.DESCRIPTOR).SerializeToString())
-    config = Config(
-        bank=Upstream("bank", bank.address),
-        mode="bank",
-        descriptor_source="reflection",
-        descriptor_sets=(str(extra),),
+    config = build(
+        {
+            "bank": Upstream("bank", bank.address),
+            "mode": "bank",
+            "descriptor_source": "reflection",
+            "descriptor_sets": (str(extra),),
+        }
     )
     registry = await resolve_registry(config, TIMEOUT)
     assert registry is not None
@@ -233,7 +235,9 @@ async def test_reflection_registry_adds_the_descriptor_set_files_too(
 async def test_files_source_never_calls_bank(closed_address: str) -> None:
     """With descriptor files given (descriptor_source "auto", the default, or "files"), the registry
     comes from the files alone, even when Bank cannot be reached."""
-    config = Config(bank=Upstream("bank", closed_address), mode="bank", descriptor_sets=(str(BANK_BINPB),))
+    config = build(
+        {"bank": Upstream("bank", closed_address), "mode": "bank", "descriptor_sets": (str(BANK_BINPB),)}
+    )
     registry = await resolve_registry(config, TIMEOUT)
     assert registry is not None
     assert registry.methods == DescriptorRegistry.from_files([BANK_BINPB]).methods
@@ -242,7 +246,7 @@ async def test_files_source_never_calls_bank(closed_address: str) -> None:
 async def test_auto_without_files_takes_banks_own_descriptors(bank: RunningLedger) -> None:
     told: list[str] = []
     config = Config(bank=Upstream("bank", bank.address), mode="bank")
-    assert config.descriptor_source == "auto"
+    assert config.descriptors.descriptor_source == "auto"
     registry = await resolve_registry(config, TIMEOUT, on_none=told.append)
     assert registry is not None
     assert registry.methods == DescriptorRegistry.from_files([BANK_BINPB]).methods

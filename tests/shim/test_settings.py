@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from shim.config import SECTIONS, Config, Upstream, build, changed, keeping, merged, parse, reloadable
+from shim.config import GROUPS, SECTIONS, Config, Upstream, build, changed, keeping, merged, parse, reloadable
 from shim.errors import ConfigError
 from shim.settings import (
     BOOL,
@@ -76,7 +76,7 @@ def test_a_table_that_is_no_table_is_named() -> None:
 
 
 def _every_declared_setting() -> list[tuple[str, type[Any], str]]:
-    found = [("", Config, key) for key, _, _ in declared(Config)]
+    found = [("", cls, key) for cls in (Config, *GROUPS) for key, _, _ in declared(cls)]
     found += [("upstreams.bk.", Upstream, key) for key, _, _ in declared(Upstream)]
     found += [(f"{cls.SECTION}.", cls, key) for cls in SECTIONS for key, _, _ in declared(cls)]
     return found
@@ -92,7 +92,7 @@ def test_every_declared_setting_given_a_bad_value_names_its_key(
 ) -> None:
     """Whatever the setting, a value of no kind it takes (a table) is refused in one line naming it."""
     data: dict[str, Any] = {"upstreams": {"bank": {"target": "b:1"}, "bk": {"target": "k:1"}}}
-    if cls is Config:
+    if not prefix:  # a top-level key, the Config's own or of one of its groups
         data[key] = {"oops": 1}
     elif cls is Upstream:
         data["upstreams"]["bk"][key] = {"oops": 1}
@@ -108,7 +108,7 @@ def test_every_declared_setting_given_a_bad_value_names_its_key(
 def test_every_declared_default_is_a_value_of_its_kind_and_has_help() -> None:
     """Each default reads back as itself through its own kind (what the reference shows is what
     the shim uses), and every setting says what it does."""
-    for cls in (Config, Upstream, *SECTIONS):
+    for cls in (Config, *GROUPS, Upstream, *SECTIONS):
         for key, decl, default in declared(cls):
             assert decl.help, f"{cls.__name__}.{key} has no help"
             if decl.shown:  # a default its value cannot say ("", None, half of another)
@@ -148,7 +148,7 @@ def test_a_reload_names_changed_settings_as_the_config_file_does() -> None:
     old = Config(bank=Upstream("bank", "b:1"), mode="bank")
     new = replace(
         old,
-        grace_period=7.0,
+        serving=replace(old.serving, grace_period=7.0),
         bank=Upstream("bank", "b:2"),
         shadow=replace(old.shadow, max_in_flight=5, shed_lag=0.2),
         gate=replace(old.gate, window=60.0),

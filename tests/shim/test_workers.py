@@ -10,10 +10,13 @@ import subprocess
 from pathlib import Path
 
 import grpc
+import pytest
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
+from shim.config import Upstream, build
+from shim.workers import _metrics_of
 from tests.shim.test_evidence_store import (
     BANK_BINPB,
     CALL_TIMEOUT,
@@ -126,3 +129,22 @@ async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(
     )
     assert done.returncode == 2
     assert "event_loop: 'trio' is not one of auto, uvloop, asyncio" in done.stderr
+
+
+def test_each_worker_serves_its_metrics_and_admin_api_on_its_own_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker i serves metrics and the admin API on the configured ports + i (port 0: any free one);
+    with the admin token set and no [admin] listen, on the default admin port + i."""
+    config = build(
+        {
+            "bank": Upstream("bank", "127.0.0.1:1"),
+            "metrics_listen": "127.0.0.1:9100",
+            "admin": {"listen": "127.0.0.1:0"},
+        }
+    )
+    second = _metrics_of(config, 2)
+    assert (second.serving.metrics_listen, second.admin.listen) == ("127.0.0.1:9102", "127.0.0.1:0")
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", "secret")
+    plain = _metrics_of(build({"bank": Upstream("bank", "127.0.0.1:1")}), 1)
+    assert (plain.serving.metrics_listen, plain.admin.listen) == ("", "127.0.0.1:9466")

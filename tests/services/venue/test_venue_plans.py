@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shim.app import Shim
-from shim.config import Config, Upstream, build, load_file
+from shim.config import Upstream, build, load_file
 from shim.routing import MethodSettings
 from tests.services.venue import DESCRIPTOR_SET, REGISTRY
 
@@ -79,7 +79,7 @@ def test_a_made_up_method_gets_a_plan_that_is_never_kept(tmp_path: Path) -> None
 
 
 def test_without_descriptors_every_method_counts_as_described() -> None:
-    shim = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank"))
+    shim = Shim(build({"bank": Upstream("bank", "127.0.0.1:1"), "listen": "127.0.0.1:0", "mode": "bank"}))
     assert list(shim.parts.plans) == []
     plan = shim.parts.plans.of("/any.Service/Method")
     assert (plan.kind.described, plan.write, plan.kind.unary, plan.needs_request) == (
@@ -101,7 +101,9 @@ def test_the_plans_say_what_the_lanes_will_serialize(tmp_path: Path) -> None:
     assert unkeyed.serialized() == (
         "the calls of 1 write method with no key (OpenAccount): each waits for every earlier call"
     )
-    bare = Shim(Config(bank=Upstream("bank", "127.0.0.1:1"), listen="127.0.0.1:0", mode="bank")).parts.plans
+    bare = Shim(
+        build({"bank": Upstream("bank", "127.0.0.1:1"), "listen": "127.0.0.1:0", "mode": "bank"})
+    ).parts.plans
     assert bare.serialized() == "every call: without descriptors every method is a write with no key"
 
 

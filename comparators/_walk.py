@@ -1,5 +1,8 @@
 """Field-by-field differences between two decoded messages of the same type, under rules.
 
+Over 400 lines: one walk over two messages (values, lists, maps, well-known types), on the hot path of
+every comparison; its cases share state, and splitting them would add calls per field.
+
 The walk is guided by the descriptors, in one pass over both messages (O(n) in
 their size): equal sub-messages are skipped by protobuf's own equality, lists
 are paired by their list rule (in order, as a multiset, or by key), maps by key.

@@ -1,5 +1,8 @@
 """Identifiers each side mints on its own, and where they sit in the messages.
 
+Over 400 lines: the declarations, where ids sit in each message type (found once) and the walk that
+finds and rewrites them are one model of an id's places, read top to bottom.
+
 Bank and BK each mint their own ids (Bank's trade "T00000042" is BK's
 "trd_3f9a0c12be47"). An `IdKind` declares where ids of one kind appear:
 

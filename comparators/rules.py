@@ -1,5 +1,8 @@
 """Comparator rules: small callables, configured in `__init__`, applied in `__call__`.
 
+Over 400 lines: every built-in rule and the reading of their config tables, one small class each,
+sharing one table of rule names.
+
 A *leaf rule* decides whether two different values of one field are equivalent:
 `rule(bank_value, bk_value) -> bool`. Values are normalised first: strings,
 ints, floats, bools, bytes, enum names, and Timestamp/Duration as integer

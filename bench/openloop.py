@@ -41,7 +41,7 @@ instead of slowing the sender (no coordinated omission).
 
 The shims run on the Envoy data plane, and `bank (python)` and `shadow (python)`
 on the Python one (the fallback). `shadow, shim hung` is measured with the
-shim's own process stopped (SIGSTOP): its processor hangs while Envoy serves.
+shim's comparison plane stopped (SIGSTOP): its processor hangs while Envoy serves.
 Peak memory is given for the shim (with its comparison process) and for its
 Envoy apart.
 
@@ -140,6 +140,17 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
+READY_LINES: dict[int, str] = {}  # the line each process started by `_start` said it was ready with
+
+
+def serving_pid(proc: subprocess.Popen[str]) -> int:
+    """The process that serves behind `shim serve`: on Envoy, the comparison plane its ready line names
+    (the process started is the supervisor, Envoy's parent); otherwise the process itself."""
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return int(json.loads(READY_LINES.get(proc.pid, ""))["pid"])
+    return proc.pid
+
+
 def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subprocess.Popen[str]:
     """Start `args`, wait for `ready` in its stderr, and keep reading it (into the file `log`, if given)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -154,6 +165,7 @@ def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subp
         if not line:
             raise SystemExit(f"{shlex.join(args)} exited before it was ready:\n{''.join(seen)}")
         if ready in line:
+            READY_LINES[proc.pid] = line
             break
     else:
         raise SystemExit(f"{shlex.join(args)} not ready within 30s")
@@ -432,7 +444,7 @@ HUNG = "shadow, shim hung"
 
 
 async def _hung_load(target: Target, pid: int, rate: float, duration: float, seed: int) -> Result:
-    """A load while the shim's process (not its Envoy) is stopped; it goes on afterwards."""
+    """A load while the shim's comparison plane (not its Envoy) is stopped; it goes on afterwards."""
     os.kill(pid, signal.SIGSTOP)
     try:
         return await target.load(rate, duration, seed)
@@ -631,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    shim_pids: dict[str, int] = {}
+    shim_pids: dict[str, int] = {}  # the processes started: with their children, the shim's memory
+    plane_pids: dict[str, int] = {}  # the processes stopped to hang the shim (on Envoy, the comparison plane)
     with ExitStack() as stack:
         for kind in ("bank", "bk"):
             _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
@@ -650,11 +663,12 @@ def main(argv: list[str] | None = None) -> int:
                 '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
             )
             shim_pids[name] = shim.pid
+            plane_pids[name] = serving_pid(shim)
         endpoints = {n: addr[f"metrics {n}"] for n, (_, _, w, _) in SHIMS.items() if w == 1}
         envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
         figures = asyncio.run(
             _bench(
-                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, shim_pids
+                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, plane_pids
             )
         )
         figures["envoy_peak_rss_mib"] = {

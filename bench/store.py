@@ -1,5 +1,8 @@
 """Comparisons per second the store commits, against the target of 20,000 records/s.
 
+Over 400 lines: one benchmark (its records, its runs on both engines, its profile and its table), read
+top to bottom.
+
     python bench/store.py [--records 200000] [--postgres DSN] [--prefill N] [--paced] [--profile]
 
 Builds realistic ComparisonRecords first (untimed), in a mix like the sample

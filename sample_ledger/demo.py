@@ -5,7 +5,9 @@ With `--bk native`, BK serves only its own interface (`bk.v1.Journal`) and the
 shim reaches it through the sample's adapters (`sample_ledger.adapter`).
 
 Everything runs in this process on free loopback ports; nothing is left behind
-but the diff log file. (Just over 400 lines: one command, from start to verdict, read top to bottom.)
+but the diff log file.
+
+Over 400 lines: one command, from start to verdict, read top to bottom.
 """
 
 from __future__ import annotations

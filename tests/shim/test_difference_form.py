@@ -99,3 +99,19 @@ async def test_the_diff_log_the_store_and_report_json_write_the_same_form(tmp_pa
     assert call.differences == (*comparison.differences, *comparison.noise)
     (listed,) = to_json(report)["calls"]
     assert listed["differences"] == [*expected, comparison.noise[0].as_json()]
+
+
+def test_a_stored_text_that_is_not_differences_shows_whole_rather_than_vanishing() -> None:
+    """What the store holds but cannot be read as differences (not JSON, not a list, an unknown kind, a
+    field of the wrong type) is shown as one `undecodable` difference holding the text: never dropped."""
+    from shim.evidence.tally import _differences
+
+    for text in (
+        "not json",
+        '{"path": "a"}',
+        '[{"path": "a", "kind": "nope"}]',
+        '[{"path": 1, "kind": "changed"}]',
+    ):
+        assert _differences(text) == (Difference("", DiffKind.UNDECODABLE, text, None),)
+    good = [Difference("fee", DiffKind.CHANGED, "1", "2").as_json()]
+    assert _differences(json.dumps(good)) == (Difference("fee", DiffKind.CHANGED, "1", "2"),)

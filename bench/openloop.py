@@ -15,6 +15,8 @@ process on loopback:
     shadow            shim in `shadow` mode, sample config, BK healthy
     shadow, BK slow   the same, its --bk being the slow BK
     shadow, BK down   the same, its --bk a closed port
+    shadow, shim hung     the same, its comparison plane stopped while measured
+    shadow, plane killed  the same, its comparison plane killed as each measurement starts
     bank (N workers)  `bank` mode, `shim serve --workers N` (with --workers N > 1)
     shadow (N workers) `shadow` mode, sample config, N workers
 
@@ -41,7 +43,9 @@ instead of slowing the sender (no coordinated omission).
 
 The shims run on the Envoy data plane, and `bank (python)` and `shadow (python)`
 on the Python one (the fallback). `shadow, shim hung` is measured with the
-shim's own process stopped (SIGSTOP): its processor hangs while Envoy serves.
+shim's comparison plane stopped (SIGSTOP): its processor hangs while Envoy serves;
+`shadow, plane killed` with the plane killed (SIGKILL) as the measurement starts: the
+supervisor starts it again while Envoy serves.
 Peak memory is given for the shim (with its comparison process) and for its
 Envoy apart.
 
@@ -54,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -86,6 +91,7 @@ SETUPS = [
     "shadow, BK slow",
     "shadow, BK down",
     "shadow, shim hung",
+    "shadow, plane killed",
     "bank (python)",
     "shadow (python)",
 ]
@@ -96,6 +102,9 @@ SHIMS = {  # setup: (mode, --bk target key, workers, data plane)
     "shadow, BK down": ("shadow", "closed", 1, "envoy"),
     # the shim's own process stopped (SIGSTOP) while it is measured: the processor hangs, Envoy serves on
     "shadow, shim hung": ("shadow", "bk", 1, "envoy"),
+    # the comparison plane killed (SIGKILL) as the measurement starts: Envoy serves on, the supervisor
+    # starts the plane again during it
+    "shadow, plane killed": ("shadow", "bk", 1, "envoy"),
     "bank (python)": ("bank", "bk", 1, "python"),
     "shadow (python)": ("shadow", "bk", 1, "python"),
 }
@@ -140,6 +149,17 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
+READY_LINES: dict[int, str] = {}  # the line each process started by `_start` said it was ready with
+
+
+def serving_pid(proc: subprocess.Popen[str]) -> int:
+    """The process that serves behind `shim serve`: on Envoy, the comparison plane its ready line names
+    (the process started is the supervisor, Envoy's parent); otherwise the process itself."""
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return int(json.loads(READY_LINES.get(proc.pid, ""))["pid"])
+    return proc.pid
+
+
 def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subprocess.Popen[str]:
     """Start `args`, wait for `ready` in its stderr, and keep reading it (into the file `log`, if given)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -154,6 +174,7 @@ def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subp
         if not line:
             raise SystemExit(f"{shlex.join(args)} exited before it was ready:\n{''.join(seen)}")
         if ready in line:
+            READY_LINES[proc.pid] = line
             break
     else:
         raise SystemExit(f"{shlex.join(args)} not ready within 30s")
@@ -164,6 +185,8 @@ def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subp
 
     def drain() -> None:
         for line in proc.stderr or ():
+            if '"event": "ready"' in line:  # a comparison plane started again names its new pid
+                READY_LINES[proc.pid] = line
             if sink is not None and not sink.closed:
                 with contextlib.suppress(ValueError):  # closed meanwhile, at the end
                     sink.write(line)
@@ -429,10 +452,11 @@ def _ratio(a: float, b: float) -> float:
 
 
 HUNG = "shadow, shim hung"
+KILLED = "shadow, plane killed"
 
 
 async def _hung_load(target: Target, pid: int, rate: float, duration: float, seed: int) -> Result:
-    """A load while the shim's process (not its Envoy) is stopped; it goes on afterwards."""
+    """A load while the shim's comparison plane (not its Envoy) is stopped; it goes on afterwards."""
     os.kill(pid, signal.SIGSTOP)
     try:
         return await target.load(rate, duration, seed)
@@ -440,8 +464,25 @@ async def _hung_load(target: Target, pid: int, rate: float, duration: float, see
         os.kill(pid, signal.SIGCONT)
 
 
+async def _killed_load(
+    target: Target, plane: Callable[[], int], rate: float, duration: float, seed: int
+) -> Result:
+    """A load that starts as the shim's comparison plane is killed; afterwards, the plane started again."""
+    killed = plane()
+    os.kill(killed, signal.SIGKILL)
+    try:
+        return await target.load(rate, duration, seed)
+    finally:
+        deadline = time.monotonic() + 60
+        while plane() == killed and time.monotonic() < deadline:  # noqa: ASYNC110  (a pid another thread reads)
+            await asyncio.sleep(0.05)
+
+
 async def _bench(
-    args: argparse.Namespace, addresses: dict[str, str], metrics: dict[str, str], pids: dict[str, int]
+    args: argparse.Namespace,
+    addresses: dict[str, str],
+    metrics: dict[str, str],
+    pids: dict[str, Callable[[], int]],
 ) -> dict[str, Any]:
     targets = {
         name: Target(name, addresses[name], index, args.channels, metrics.get(name, ""))
@@ -489,7 +530,9 @@ async def _bench(
             for rate in rates:
                 for name in order:
                     if name == HUNG:
-                        result = await _hung_load(targets[name], pids[name], rate, args.duration, round_)
+                        result = await _hung_load(targets[name], pids[name](), rate, args.duration, round_)
+                    elif name == KILLED:
+                        result = await _killed_load(targets[name], pids[name], rate, args.duration, round_)
                     elif SHIMS.get(name, ("",))[0] == "shadow":
                         result, count = await targets[name].compared(rate, args.duration, seed=round_)
                         compared[name, rate] += count
@@ -559,7 +602,7 @@ def _print_table(figures: dict[str, Any]) -> None:
     print("p99 against healthy shadow at the same rate (target ≤ 1.1x):")
     for rate in sorted({r["offered_per_s"] for r in figures["runs"]}):
         by = {r["setup"]: r for r in figures["runs"] if r["offered_per_s"] == rate}
-        for name in ("shadow, BK slow", "shadow, BK down", HUNG):
+        for name in ("shadow, BK slow", "shadow, BK down", HUNG, KILLED):
             x = _ratio(by[name]["p99_ms"], by["shadow"]["p99_ms"])
             verdict = "met" if x <= 1.1 else "MISSED"
             if not by["shadow"]["kept_up"]:
@@ -631,7 +674,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    shim_pids: dict[str, int] = {}
+    shim_pids: dict[str, int] = {}  # the processes started: with their children, the shim's memory
+    # the process serving behind each (on Envoy, its comparison plane, which a kill replaces): stopped to
+    # hang the shim, killed to kill it
+    plane_pids: dict[str, Callable[[], int]] = {}
     with ExitStack() as stack:
         for kind in ("bank", "bk"):
             _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
@@ -650,11 +696,12 @@ def main(argv: list[str] | None = None) -> int:
                 '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
             )
             shim_pids[name] = shim.pid
+            plane_pids[name] = functools.partial(serving_pid, shim)
         endpoints = {n: addr[f"metrics {n}"] for n, (_, _, w, _) in SHIMS.items() if w == 1}
         envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
         figures = asyncio.run(
             _bench(
-                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, shim_pids
+                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, plane_pids
             )
         )
         figures["envoy_peak_rss_mib"] = {

@@ -238,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shim.workers import supervise
 
             return supervise(config, args)
+        from shim import dataplane
+        from shim.dataplane.supervisor import PLANE_ENV
+
+        if PLANE_ENV not in os.environ and dataplane.choose(config.serving.dataplane)[0] == "envoy":
+            from shim.dataplane.supervisor import supervise as supervise_plane
+
+            return supervise_plane(config, argv)  # Envoy, and the comparison plane as a child it restarts
         return run(serve(config, reread=lambda: settings_of(args)), config.serving.event_loop)
     except ShimError as exc:
         print(f"shim: error: {exc}", file=sys.stderr)

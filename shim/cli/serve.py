@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TextIO
 
 from shim import config as config_mod
@@ -102,7 +103,11 @@ async def serve(
     no_descriptors: list[str] = []  # why Bank's reflection gave none ("auto"), told once the shim serves
     registry = await resolve_registry(config, on_none=no_descriptors.append)  # a bad set leaves no diff log
     diff_stream = _open_diff_log(config.diff_log.path)
-    served = await dataplane.start(config, [DiffLog(diff_stream)], registry)
+    from shim.dataplane.supervisor import PLANE_ENV
+
+    # run by `shim serve`'s supervisor, beside its Envoy: the folder they share
+    attached = Path(os.environ[PLANE_ENV]) if PLANE_ENV in os.environ else None
+    served = await dataplane.start(config, [DiffLog(diff_stream)], registry, attached=attached)
     shim = served.shim
     if served.why:
         log.warning("data plane: python", why=served.why)
@@ -132,7 +137,9 @@ async def serve(
             return
         try:
             new = reread()
-            restart = shim.reconfigure(dataplane.inner_config(new) if served.plane is not None else new)
+            restart = shim.reconfigure(
+                dataplane.inner_config(new, attached) if served.plane is not None else new
+            )
         except ShimError as exc:
             log.error("config not reloaded; the one in use stays", error=str(exc))
             return
@@ -156,6 +163,7 @@ async def serve(
         "ready",
         listen=shim.address,
         dataplane=served.dataplane,
+        pid=os.getpid(),
         comparison_nice=served.plane.niced if served.plane is not None else None,
         mode=config.mode,
         bank=config.bank.target,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from grpc import aio
 
-from comparators import Code, DescriptorRegistry, Exchange, Outcome
+from comparators import DescriptorRegistry
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
@@ -37,6 +37,7 @@ from shim.dataplane.metrics import envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.dataplane.routes import plan
+from shim.dataplane.unseen import Unseen, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
@@ -46,8 +47,11 @@ if TYPE_CHECKING:  # the config for annotations only: importing it imports shim.
     from shim.app import Shim
     from shim.config import Config
 
-UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
-_MAX_UNSEEN_PER_READ = 10_000
+# a supervised plane's files, beside Envoy's bootstrap and routes
+PROCESSOR_SOCKET = "processor.sock"  # the processor of copies
+PYTHON_SOCKET = "python.sock"  # the shim's own server, for the methods that need Python on their primary path
+PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may start Envoy
+COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
 _COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
 _COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
 _log = structlog.get_logger("shim.dataplane")
@@ -74,7 +78,14 @@ class EnvoyPlane:
     """Envoy in front, the processor behind it, and the routes in force."""
 
     def __init__(
-        self, shim: Shim, executable: str, *, concurrency: int = 1, nice: int = 0, folder: Path | None = None
+        self,
+        shim: Shim,
+        executable: str,
+        *,
+        concurrency: int = 1,
+        nice: int = 0,
+        folder: Path | None = None,
+        attached: bool = False,
     ) -> None:
         # how far below Envoy's CPU priority the shim's own process is to run (shim.dataplane.priority),
         # and how far it does
@@ -85,6 +96,10 @@ class EnvoyPlane:
         self._concurrency = concurrency
         self._folder = folder
         self._own_folder = folder is None
+        # Envoy is run by `shim serve`'s supervisor (shim.dataplane.supervisor), which outlives this process:
+        # the processor and the shim's own server listen on unix sockets in `folder`, whose paths Envoy knows
+        self._attached = attached
+        self._copies_before = 0  # copies Envoy counted as sent before this processor started
         self._version = 0
         self._server: aio.Server | None = None
         self.processor: Processor | None = None
@@ -115,7 +130,16 @@ class EnvoyPlane:
         self._listen_host = public.serving.listen.rpartition(":")[0]
         if self._folder is None:
             self._folder = envoy_process.scratch()
-        write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
+        bootstrap_file = self._folder / "envoy.json"
+        again = self._attached and bootstrap_file.exists()  # this comparison plane is started again
+        if again:  # Envoy runs on: its routes' version goes on from where it is, its copies are counted on
+            self.envoy = envoy_process.AttachedEnvoy(self._executable, bootstrap_file)
+            await self.envoy.start()
+            self._version = int(await self.envoy.route_version() or 0)
+            stats = await self.envoy.stats()
+            self._copies_before = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0)
+        else:
+            write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
         self._server = aio.server(
             options=[("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=None,
@@ -124,80 +148,59 @@ class EnvoyPlane:
             dict(shim.dispatchers), shim.parts.plans, shim.counters, shim.parts.primary_latencies
         )
         self._server.add_generic_rpc_handlers([self.processor.handler()])
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        if self._attached:
+            processor_target = f"unix:{self._folder / PROCESSOR_SOCKET}"
+            self._server.add_insecure_port(processor_target)
+            python_target = shim.config.serving.listen  # inner_config(..., folder): a socket there too
+        else:
+            processor_target = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+            python_target = f"127.0.0.1:{shim.port}"
         await self._server.start()
         self.routes = plan(shim, shim.modes.table())
         self._version += 1
         write_atomically(self.routes_file, route_table(self.routes, self._version))
-        document = bootstrap(
-            public,
-            routes_file=self.routes_file,
-            python_target=f"127.0.0.1:{shim.port}",
-            processor_target=f"127.0.0.1:{port}",
-            copy_close_timeout=max(public.bk.timeout if public.bk else 2.0, 1.0),
-        )
-        bootstrap_file = self._folder / "envoy.json"
-        write_atomically(bootstrap_file, document)
-        self.envoy = envoy_process.Envoy(self._executable, bootstrap_file, concurrency=self._concurrency)
-        await self.envoy.validate()
-        check_listen(public.serving.listen)
-        await self.envoy.start()
-        if self._nice and self.envoy.pid is not None and priority.lower(self._nice, spare={self.envoy.pid}):
+        if not again:
+            document = bootstrap(
+                public,
+                routes_file=self.routes_file,
+                python_target=python_target,
+                processor_target=processor_target,
+                copy_close_timeout=max(public.bk.timeout if public.bk else 2.0, 1.0),
+            )
+            write_atomically(bootstrap_file, document)
+            if self._attached:  # the supervisor validates and starts Envoy once the plane is ready for it
+                self.envoy = envoy_process.AttachedEnvoy(self._executable, bootstrap_file)
+                (self._folder / PLANE_READY).touch()
+                await self.envoy.start()
+            else:
+                self.envoy = envoy_process.Envoy(
+                    self._executable, bootstrap_file, concurrency=self._concurrency
+                )
+                await self.envoy.validate()
+                check_listen(public.serving.listen)
+                await self.envoy.start()
+        envoy_pid = self.envoy.pid if self.envoy is not None else None
+        if self._nice and priority.lower(self._nice, spare={envoy_pid} if envoy_pid else set()):
             self.niced = self._nice  # the ready line says so
         self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
 
     async def _poll_stats(self) -> None:
         """Envoy's stats that matter, read every second for the metrics endpoint; and the calls whose
-        copies never reached the processor, recorded (`_record_unseen`): Envoy's `streams_failed` (the
-        streams it could not open, or that ended in an error), less the copies the processor received
-        and Envoy then cut off (recorded as lost). The processor itself ends a copy's stream early only
-        once the copy is complete."""
+        copies never reached the processor, recorded (`shim.dataplane.unseen`)."""
         envoy, processor = self.envoy, self.processor
         assert envoy is not None
         assert processor is not None
-        unsent = 0
+        # a supervised plane goes on from what the planes before it behind the same Envoy counted
+        counted = self._folder / COPIES_COUNTED if self._attached and self._folder is not None else None
+        unseen = Unseen(counted)
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
-                now = max(unsent, self.stats.get(_COPIES_FAILED, 0) - processor.cut_off)
-                if now > unsent:  # calls the shim never saw: the evidence has a hole, which must show
-                    _log.warning(
-                        "Envoy could not hand copies of calls to the shim: they are not mirrored, and are "
-                        f"recorded as {UNSEEN!r}",
-                        copies=now - unsent,
-                        since_start=now,
-                    )
-                    self._record_unseen(now - unsent)
-                unsent = now
+                pipeline = self._shim.pipeline
+                new = unseen.update(self.stats.get(_COPIES_FAILED, 0), processor.cut_off)
+                if new and pipeline is not None:
+                    record_unseen(pipeline.submit, new)
             await asyncio.sleep(1.0)
-
-    def _record_unseen(self, count: int) -> None:
-        """One skipped record per call whose copy Envoy could not send: its method and keys are unknown,
-        so it stands under `UNSEEN`, where every call is unproven and the gate fails."""
-        pipeline = self._shim.pipeline
-        if pipeline is None:
-            return
-        now = time.time()
-        why = (
-            "not mirrored: Envoy could not hand this call's copy to the shim (the processor was down or "
-            "overloaded); its method and keys are unknown"
-        )
-        for _ in range(min(count, _MAX_UNSEEN_PER_READ)):
-            pipeline.submit(
-                Exchange(
-                    method=UNSEEN,
-                    requests=(),
-                    primary=Outcome(code=Code.UNKNOWN, local=why),
-                    shadow=None,
-                    is_write=True,
-                    started_at=now,
-                    note=why,
-                )
-            )
-        if count > _MAX_UNSEEN_PER_READ:
-            _log.error(
-                "calls the shim did not see, beyond those recorded", calls=count - _MAX_UNSEEN_PER_READ
-            )
 
     def metrics(self) -> list[Any]:
         """Envoy's figures as metric families (`shim.exporter` serves them)."""
@@ -246,7 +249,7 @@ class EnvoyPlane:
         assert envoy is not None
         assert processor is not None
         stats = await envoy.stats()
-        sent = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0)
+        sent = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0) - self._copies_before
         while processor.copies < sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
 
@@ -305,14 +308,18 @@ def check_listen(address: str) -> None:
             raise StartupError(f"cannot listen on {address}: address in use or not available") from None
 
 
-def inner_config(config: Config) -> Config:
-    """The config of the shim's own server behind Envoy: loopback, any port, plaintext (Envoy serves the
-    clients' listener and its TLS)."""
-    return replace(config, serving=replace(config.serving, listen="127.0.0.1:0"), tls=TlsSettings())
+def inner_config(config: Config, folder: Path | None = None) -> Config:
+    """The config of the shim's own server behind Envoy: loopback, any port (or a unix socket in the folder
+    of a supervised plane), plaintext (Envoy serves the clients' listener and its TLS)."""
+    listen = f"unix:{folder / PYTHON_SOCKET}" if folder is not None else "127.0.0.1:0"
+    return replace(config, serving=replace(config.serving, listen=listen), tls=TlsSettings())
 
 
-async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegistry | None) -> Served:
-    """A shim serving the clients on the data plane `config.serving.dataplane` chooses."""
+async def start(
+    config: Config, sinks: Sequence[Sink], registry: DescriptorRegistry | None, attached: Path | None = None
+) -> Served:
+    """A shim serving the clients on the data plane `config.serving.dataplane` chooses; with `attached`, the
+    comparison plane of the Envoy that `shim serve`'s supervisor runs, its files in that folder."""
     from shim.app import Shim
 
     dataplane, why = choose(config.serving.dataplane)
@@ -324,12 +331,17 @@ async def start(config: Config, sinks: Sequence[Sink], registry: DescriptorRegis
         shim = Shim(config, sinks=sinks, registry=registry)
         await shim.start()
         return Served(shim, None, "python", why)
-    shim = Shim(inner_config(config), sinks=sinks, registry=registry)
+    shim = Shim(inner_config(config, attached), sinks=sinks, registry=registry)
     await shim.start()
     executable = envoy_process.binary()
     assert executable is not None
     plane = EnvoyPlane(
-        shim, executable, concurrency=config.envoy.concurrency, nice=config.envoy.comparison_nice
+        shim,
+        executable,
+        concurrency=config.envoy.concurrency,
+        nice=config.envoy.comparison_nice,
+        folder=attached,
+        attached=attached is not None,
     )
     try:
         await plane.start(config)

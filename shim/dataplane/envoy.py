@@ -324,6 +324,49 @@ class _Exited(Exception):
     pass
 
 
+class AttachedEnvoy(Envoy):
+    """The Envoy another process runs (`shim serve`'s supervisor, `shim.dataplane.supervisor`), seen from
+    the comparison plane: it is not started, restarted or stopped from here. Its admin address is read
+    from the file Envoy writes, again whenever a request fails (the supervisor may have restarted it)."""
+
+    async def validate(self) -> None:
+        """The supervisor validates the bootstrap before it starts Envoy."""
+
+    async def start(self, within: float = 60.0) -> None:
+        """Wait until the supervisor's Envoy runs with its listener bound (a StartupError if it does not)."""
+        try:
+            await asyncio.wait_for(self._bound(), within)
+        except TimeoutError:
+            raise StartupError(
+                "Envoy did not start: the supervisor's Envoy never bound its listener"
+            ) from None
+
+    async def _bound(self) -> None:
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                self.admin = self._admin_file.read_text().strip()
+                if self.admin:
+                    status, body = await _admin_request(self.admin, "/listeners?format=json")
+                    if status == 200:
+                        listener = json.loads(body)["listener_statuses"][0]["local_address"]
+                        socket = listener.get("socket_address")
+                        self.port = int(socket.get("port_value", 0)) if socket else 0
+                        self.running.set()
+                        return
+            await asyncio.sleep(0.02)
+
+    async def get(self, path: str) -> bytes:
+        try:
+            return await super().get(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.admin = self._admin_file.read_text().strip() or self.admin
+            raise
+
+    async def stop(self, within: float = 5.0) -> None:
+        """The supervisor stops Envoy, once the comparison plane has."""
+
+
 def scratch(base: str | None = None) -> Path:
     """A private folder for Envoy's files (bootstrap, routes, admin address)."""
     import tempfile

@@ -19,8 +19,9 @@ from comparators import Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim.dataplane import UNSEEN, EnvoyPlane
+from shim.dataplane import EnvoyPlane
 from shim.dataplane import envoy as envoy_process
+from shim.dataplane.unseen import UNSEEN
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
 from tests.shim.test_evidence_store import shim_process
@@ -122,7 +123,9 @@ async def test_a_processor_that_is_gone_costs_the_clients_nothing(
 @pytest.fixture
 async def served(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: os.PathLike[str]
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, int]]:
+    """`shim serve` on Envoy: its process (the supervisor), the clients' address, and the comparison
+    plane's process."""
     bank, bk = ledgers
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--dataplane", "envoy"),
@@ -141,7 +144,7 @@ async def served(
             if event["event"] == "ready":
                 break
         drain = asyncio.get_running_loop().create_task(proc.stderr.read())
-        yield proc, event["listen"]
+        yield proc, event["listen"], event["pid"]
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGCONT)
@@ -151,22 +154,25 @@ async def served(
 
 
 async def test_a_hung_shim_process_costs_the_clients_nothing(
-    served: tuple[asyncio.subprocess.Process, str],
+    served: tuple[asyncio.subprocess.Process, str, int],
 ) -> None:
-    """The shim's process stopped (SIGSTOP: its processor hangs): calls through Envoy all succeed."""
-    proc, address = served
+    """The comparison plane stopped (SIGSTOP: its processor hangs): calls through Envoy all succeed."""
+    _, address, plane = served
     assert await _deposits(address, 20) == []
-    proc.send_signal(signal.SIGSTOP)
+    os.kill(plane, signal.SIGSTOP)
     try:
         assert await _deposits(address, 200) == []
     finally:
-        proc.send_signal(signal.SIGCONT)
+        os.kill(plane, signal.SIGCONT)
     assert await _deposits(address, 20) == []
 
 
-async def test_envoy_does_not_outlive_a_killed_shim(served: tuple[asyncio.subprocess.Process, str]) -> None:
-    """A shim killed with SIGKILL takes its Envoy with it: nothing keeps the port with no shim behind it."""
-    proc, address = served
+async def test_envoy_does_not_outlive_a_killed_shim(
+    served: tuple[asyncio.subprocess.Process, str, int],
+) -> None:
+    """`shim serve` killed with SIGKILL takes its Envoy with it (and its comparison plane): nothing keeps
+    the port with no shim behind it."""
+    proc, address, _ = served
     assert await _deposits(address, 5) == []
     proc.kill()
     await proc.wait()
@@ -203,15 +209,15 @@ def _nice(pid: int) -> int:
 
 
 async def test_the_comparison_plane_yields_the_cpu_to_envoy(
-    served: tuple[asyncio.subprocess.Process, str],
+    served: tuple[asyncio.subprocess.Process, str, int],
 ) -> None:
-    """The shim's own process runs [envoy] comparison_nice (10) below Envoy, which keeps the priority the
-    shim was started with."""
-    proc, address = served
+    """The comparison plane runs [envoy] comparison_nice (10) below Envoy, which keeps the priority the
+    shim was started with (as does the supervisor that runs them both)."""
+    proc, address, plane = served
     assert await _deposits(address, 5) == []
     envoy = envoy_pid(proc.pid)
     assert envoy is not None
-    assert (_nice(proc.pid), _nice(envoy)) == (10, 0)
+    assert (_nice(plane), _nice(envoy), _nice(proc.pid)) == (10, 0, 0)
 
 
 async def test_comparison_nice_0_leaves_the_priority_alone(
@@ -226,7 +232,7 @@ async def test_comparison_nice_0_leaves_the_priority_alone(
     ) as shim:
         assert shim.ready["comparison_nice"] == 0
         assert await _deposits(shim.ready["listen"], 3) == []
-        assert _nice(shim.proc.pid) == 0
+        assert _nice(shim.ready["pid"]) == 0
 
 
 async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_so() -> None:

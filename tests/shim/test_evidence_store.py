@@ -181,8 +181,9 @@ class ShimProcess:
 
     @property
     def replica(self) -> str:
-        """The name the shim gives itself in the store (see shim.evidence.record.replica_name)."""
-        return f"{os.uname().nodename}:{self.proc.pid}"
+        """The name the shim gives itself in the store (see shim.evidence.record.replica_name): that of the
+        process serving, which the ready line names (on Envoy, the comparison plane)."""
+        return f"{os.uname().nodename}:{self.ready['pid']}"
 
     def children(self) -> list[int]:
         """The pids of the shim's own child processes (its comparison worker, multiprocessing's tracker)."""

@@ -1,0 +1,196 @@
+"""`shim serve` on the Envoy data plane: Envoy outlives the comparison plane.
+
+The process `shim serve` starts is a small supervisor. It runs the comparison plane (everything else of
+the shim: the processor of copies, mirroring, comparison, the store, the admin API) as a child process,
+`python -m shim serve` with the same arguments, and runs Envoy beside it, once the plane has written
+Envoy's files. Envoy reaches the plane through unix sockets in a private folder (`shim.dataplane`), so
+when the plane dies (killed, out of memory, a crash) Envoy goes on serving the clients: their calls reach
+the primary as before, Envoy counts the copies it cannot hand over, and the supervisor starts the plane
+again, after a pause that doubles from 0.1 s up to 5 s (and resets once it has run for a minute). The
+plane started again finds the folder, takes up the sockets and the routes' version where they were, and
+records the calls whose copies were lost while it was down (as `(calls the shim did not see)`); a
+mirrored write whose outcome the old plane never recorded puts its keys out of step (its intent).
+
+What the clients lose while the plane is down: only the methods that need Python on their primary path
+(adapters, id translation of client requests: `docs/dataplane.md` lists them) fail, with
+UNAVAILABLE, until it is back.
+
+SIGTERM and SIGINT stop the plane (which drains Envoy's listener and finishes the calls in flight), then
+Envoy. SIGHUP goes to the plane, which reloads. Envoy itself is restarted by the supervisor when it
+exits, as before (`shim.dataplane.envoy`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from shim.config import Config
+from shim.dataplane import PLANE_READY, check_listen
+from shim.dataplane import envoy as envoy_process
+from shim.errors import StartupError
+
+PLANE_ENV = "SHIM_COMPARISON_PLANE"  # set for the child: the folder it shares with Envoy
+RESTART_MIN, RESTART_MAX = 0.1, 5.0
+_log = structlog.get_logger("shim.supervisor")
+
+
+def supervise(config: Config, argv: Sequence[str]) -> int:
+    """Run the comparison plane (`shim serve ARGV` in a child process) and Envoy until a signal."""
+    from shim.logs import configure
+
+    configure()
+    executable = envoy_process.binary()
+    assert executable is not None  # the data plane chosen is Envoy's
+    check_listen(config.serving.listen)  # a taken port is a clear error before anything starts
+    folder = envoy_process.scratch()
+    try:
+        return asyncio.run(Supervisor(config, list(argv), executable, folder).run())
+    finally:
+        envoy_process.remove_scratch(folder)
+
+
+class Supervisor:
+    def __init__(self, config: Config, argv: list[str], executable: str, folder: Path) -> None:
+        self._config = config
+        self._argv = argv
+        self._executable = executable
+        self._folder = folder
+        self._stop = asyncio.Event()
+        self._plane: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._relays: set[asyncio.Task[None]] = set()  # its log lines, until each plane's stderr ends
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        # the plane dies with the supervisor (setpriv --pdeathsig), and a Ctrl-C in the terminal is the
+        # supervisor's to pass on (its own session): the plane gets each signal once
+        setpriv = shutil.which("setpriv")
+        guard = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        plane = await asyncio.create_subprocess_exec(
+            *guard,
+            sys.executable,
+            "-m",
+            "shim",
+            *self._argv,
+            env={**os.environ, PLANE_ENV: str(self._folder)},
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        relay = asyncio.get_running_loop().create_task(self._relay(plane), name="plane log")
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
+        return plane
+
+    async def _relay(self, plane: asyncio.subprocess.Process) -> None:
+        """The plane's log lines, passed on as they are; a line that is not one of its JSON events (what
+        Python's resource tracker says of a killed plane, say) becomes one, so that stderr stays one JSON
+        event per line."""
+        assert plane.stderr is not None
+        async for raw in plane.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if not _ours(line):
+                if line.strip():
+                    _log.warning("the comparison plane said", text=line, pid=plane.pid)
+                continue
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    def _signal(self, signum: int) -> None:
+        plane = self._plane
+        if plane is not None and plane.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                plane.send_signal(signum)
+        if signum == signal.SIGHUP:
+            return
+        if self._stop.is_set():  # a second signal: leave at once, as the plane does (Envoy dies with us)
+            envoy_process.remove_scratch(self._folder)
+            os._exit(128 + signum)
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._signal, signum)
+        self._plane = plane = await self._spawn()
+        ready = self._folder / PLANE_READY
+        while not ready.exists():  # the plane writes Envoy's files, then waits for Envoy
+            if plane.returncode is not None:
+                await self._relayed()
+                return plane.returncode  # it said why on its stderr
+            if self._stop.is_set():
+                status = await plane.wait()
+                await self._relayed()
+                return status
+            await asyncio.sleep(0.02)
+        envoy = envoy_process.Envoy(
+            self._executable, self._folder / "envoy.json", concurrency=self._config.envoy.concurrency
+        )
+        try:
+            await envoy.validate()
+            await envoy.start()
+        except StartupError:
+            self._signal(signal.SIGTERM)
+            await plane.wait()
+            raise
+        try:
+            await self._keep_plane_running()
+        finally:
+            await envoy.stop()
+            await self._relayed()
+        return 0
+
+    async def _relayed(self) -> None:
+        """The plane's last log lines, passed on (its stderr ends with it and its helper processes)."""
+        if self._relays:
+            await asyncio.wait(set(self._relays), timeout=10.0)
+
+    async def _keep_plane_running(self) -> None:
+        pause = RESTART_MIN
+        stopping = asyncio.create_task(self._stop.wait(), name="supervisor stop")
+        try:
+            while True:
+                plane = self._plane
+                assert plane is not None
+                started = time.monotonic()
+                exited = asyncio.create_task(plane.wait(), name="comparison plane")
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if self._stop.is_set():
+                    await exited  # it got the signal too: it drains Envoy and stops
+                    return
+                if time.monotonic() - started > 60:
+                    pause = RESTART_MIN
+                _log.error(
+                    "the comparison plane exited; Envoy serves the clients on; the plane is started again",
+                    status=plane.returncode,
+                    after=round(pause, 2),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stopping), pause)
+                if self._stop.is_set():
+                    return
+                pause = min(pause * 2, RESTART_MAX)
+                self._plane = await self._spawn()
+                self.restarts += 1
+        finally:
+            stopping.cancel()
+
+
+def _ours(line: str) -> bool:
+    """A line the plane writes itself: one of its JSON events, or a start error's one line."""
+    if line.startswith("shim: error: "):
+        return True
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

@@ -1,0 +1,143 @@
+"""`shim serve` on Envoy: a comparison plane that is killed costs the clients nothing, and comes back.
+
+The real command runs as a process (its supervisor, Envoy, and the comparison plane as the supervisor's
+child), in front of the sample Bank and BK on free ports; the test kills the plane with SIGKILL while a
+client keeps calling, and checks every call, the plane's return, and what the store says of the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim.dataplane import envoy
+from shim.dataplane.unseen import UNSEEN
+from tests.helpers import until
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP = 30.0  # seconds any one step may take before the test fails
+
+pytestmark = pytest.mark.skipif(envoy.binary() is None, reason="no Envoy on this platform")
+
+
+class Serving:
+    """`shim serve` as a process; its stderr lines, parsed, as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+
+    async def until_event(self, name: str, count: int = 1) -> dict[str, Any]:
+        """The `count`-th event named `name`, read from stderr as it comes."""
+        assert self.proc.stderr is not None
+        while sum(1 for e in self.events if e.get("event") == name) < count:
+            raw = await asyncio.wait_for(self.proc.stderr.readline(), STEP)
+            if not raw:
+                raise AssertionError(f"shim serve exited ({await self.proc.wait()}); it said: {self.events}")
+            self.events.append(json.loads(raw))
+        return [e for e in self.events if e.get("event") == name][count - 1]
+
+
+async def _calls(address: str, stop: asyncio.Event, errors: list[str], done: list[int]) -> None:
+    """Deposits on one account, one after the other, until `stop`: every failure is kept."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerStub(channel)
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", owner_name="Ada"), timeout=5)
+        while not stop.is_set():
+            try:
+                await stub.Deposit(pb.DepositRequest(account_id="S1", amount="1.00"), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+            done[0] += 1
+
+
+def _stored(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_back(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """SIGKILL to the comparison plane: Envoy answers every call meanwhile; the supervisor starts the plane
+    again, which mirrors and compares again, and records the calls whose copies it never saw; SIGTERM then
+    stops it all, with status 0."""
+    bank, bk = ledgers
+    db = tmp_path / "shim.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shim",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--bank",
+        bank.address,
+        "--bk",
+        bk.address,
+        "--dataplane",
+        "envoy",
+        "--store",
+        str(db),
+        "--descriptor-set",
+        str(ROOT / "sample_ledger" / "bank.binpb"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    serving = Serving(proc)
+    stop, errors, done = asyncio.Event(), [], [0]
+    try:
+        ready = await serving.until_event("ready")
+        assert ready["dataplane"] == "envoy"
+        assert ready["pid"] != proc.pid  # the plane is the supervisor's child
+        client = asyncio.create_task(_calls(ready["listen"], stop, errors, done))
+        await until(lambda: done[0] >= 20, "calls before the kill", within=STEP)
+        os.kill(ready["pid"], signal.SIGKILL)
+        killed_at = done[0]
+        again = await serving.until_event("ready", 2)
+        assert again["pid"] != ready["pid"]
+        assert again["listen"] == ready["listen"]  # Envoy never stopped: the same listener
+        assert any(e.get("event", "").startswith("the comparison plane exited") for e in serving.events)
+        after = done[0]
+        await until(lambda: done[0] >= after + 20, "calls after the plane came back", within=STEP)
+        stop.set()
+        await asyncio.wait_for(client, STEP)
+        assert errors == []
+        assert done[0] > killed_at + 20
+
+        # the plane started again mirrors and compares (the deposits it never saw put BK's balance of S1
+        # behind Bank's: what it finds is no match, but it is compared)
+        replica = f"%:{again['pid']}"
+
+        def compared() -> int:
+            sql = (
+                f"SELECT COUNT(*) FROM comparisons WHERE replica LIKE '{replica}'"
+                " AND verdict IN ('match', 'mismatch', 'tainted')"
+            )
+            return int(_stored(db, sql)[0][0])
+
+        await until(lambda: compared() > 0, "comparisons by the plane started again", within=STEP)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), STEP) == 0
+        # the calls made while no plane ran are on record as calls the shim did not see, never missing
+        unseen = _stored(db, f"SELECT COUNT(*) FROM comparisons WHERE method = '{UNSEEN}'")[0][0]
+        assert unseen > 0
+    finally:
+        stop.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

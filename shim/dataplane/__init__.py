@@ -180,7 +180,11 @@ class EnvoyPlane:
                 check_listen(public.serving.listen)
                 await self.envoy.start()
         envoy_pid = self.envoy.pid if self.envoy is not None else None
-        if self._nice and priority.lower(self._nice, spare={envoy_pid} if envoy_pid else set()):
+        spare = {envoy_pid} if envoy_pid else set()
+        below = (
+            os.getppid() if self._attached else None
+        )  # a supervised plane ranks itself below its supervisor
+        if self._nice and priority.lower(self._nice, spare, below):
             self.niced = self._nice  # the ready line says so
         self._poll = asyncio.get_running_loop().create_task(self._poll_stats(), name="Envoy's stats")
 

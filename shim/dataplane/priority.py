@@ -10,7 +10,10 @@ comparison side then gets what the clients' path leaves; when that is not
 enough it falls behind, and what it sheds or loses is counted (docs/dataplane.md).
 
 Linux sets a nice value per thread: each thread of the process, and of each
-child process but Envoy, is set; threads started later inherit it.
+child process but Envoy, is set; threads started later inherit it. Behind
+`shim serve`'s supervisor, the comparison plane is started already lowered (with
+`nice`, so that its start, too, yields to the clients' path), and it ranks itself
+against the supervisor, which runs at Envoy's priority.
 """
 
 from __future__ import annotations
@@ -34,19 +37,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def lower(by: int, spare: set[int]) -> int:
+def lower(by: int, spare: set[int], below: int | None = None) -> int:
     """Raise the nice value of this process's threads, and of its children's (but `spare`, and their
-    descendants), by `by`; the threads changed (0 where /proc is not there, or `by` is 0)."""
+    descendants), to `by` above that of process `below` (by default this one), where they are not that
+    low already; the threads now that low (0 where /proc is not there, or `by` is 0)."""
     if by <= 0 or not Path("/proc/self/task").is_dir():
         return 0
+    target = min(os.getpriority(os.PRIO_PROCESS, below or os.getpid()) + by, 19)
     changed = 0
     pending = [os.getpid()]
     while pending:
         pid = pending.pop()
         for tid in _tasks(pid):
             with contextlib.suppress(OSError):
-                current = os.getpriority(os.PRIO_PROCESS, tid)
-                os.setpriority(os.PRIO_PROCESS, tid, min(current + by, 19))
+                if os.getpriority(os.PRIO_PROCESS, tid) < target:
+                    os.setpriority(os.PRIO_PROCESS, tid, target)
                 changed += 1
         pending += [child for child in _children(pid) if child not in spare]
     return changed

@@ -73,9 +73,15 @@ class Supervisor:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # the plane dies with the supervisor (setpriv --pdeathsig), and a Ctrl-C in the terminal is the
-        # supervisor's to pass on (its own session): the plane gets each signal once
+        # supervisor's to pass on (its own process group): the plane gets each signal once. Not its own
+        # session: where Linux groups the scheduling by session (autogroup), a plane in a session of its own
+        # would get a whole session's share of the CPU, and its nice value (`[envoy] comparison_nice`)
+        # would only rank it against itself, not against the clients' path
         setpriv = shutil.which("setpriv")
         guard = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        # the plane starts below Envoy's CPU priority, as it then runs (shim.dataplane.priority)
+        nice, by = shutil.which("nice"), self._config.envoy.comparison_nice
+        guard += [nice, "-n", str(by)] if nice and by else []
         plane = await asyncio.create_subprocess_exec(
             *guard,
             sys.executable,
@@ -85,7 +91,7 @@ class Supervisor:
             env={**os.environ, PLANE_ENV: str(self._folder)},
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            process_group=0,
         )
         relay = asyncio.get_running_loop().create_task(self._relay(plane), name="plane log")
         self._relays.add(relay)

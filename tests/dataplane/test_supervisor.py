@@ -63,6 +63,32 @@ async def _calls(address: str, stop: asyncio.Event, errors: list[str], done: lis
             done[0] += 1
 
 
+async def _serve(bank: str, bk: str, db: Path, cwd: Path) -> asyncio.subprocess.Process:
+    """`shim serve` on Envoy, in front of `bank` and `bk`, storing in `db`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shim",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--bank",
+        bank,
+        "--bk",
+        bk,
+        "--dataplane",
+        "envoy",
+        "--store",
+        str(db),
+        "--descriptor-set",
+        str(ROOT / "sample_ledger" / "bank.binpb"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+    )
+
+
 def _stored(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
@@ -76,28 +102,7 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
     stops it all, with status 0."""
     bank, bk = ledgers
     db = tmp_path / "shim.db"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shim",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--bank",
-        bank.address,
-        "--bk",
-        bk.address,
-        "--dataplane",
-        "envoy",
-        "--store",
-        str(db),
-        "--descriptor-set",
-        str(ROOT / "sample_ledger" / "bank.binpb"),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-    )
+    proc = await _serve(bank.address, bk.address, db, tmp_path)
     serving = Serving(proc)
     stop, errors, done = asyncio.Event(), [], [0]
     try:
@@ -141,3 +146,40 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _nice(pid: int) -> set[int]:
+    """The nice values of the threads of process `pid`."""
+    return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def _envoy_of(supervisor: int) -> int:
+    """The pid of the Envoy a supervisor runs."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return next(int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "envoy")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the threads' nice values from /proc")
+async def test_the_comparison_plane_runs_below_envoy_in_the_supervisors_session(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The plane's threads run `comparison_nice` below Envoy's, in the session `shim serve` runs in: where
+    Linux shares the CPU out by session first (autogroup), a plane in a session of its own would get a
+    whole session's share, and its nice value would rank it only against itself. That made the plane take
+    Bank's CPU in `shadow` mode (a client p50 of over 100 ms at 700 calls/s, against 3.6 ms)."""
+    bank, bk = ledgers
+    proc = await _serve(bank.address, bk.address, tmp_path / "shim.db", tmp_path)
+    serving = Serving(proc)
+    try:
+        ready = await serving.until_event("ready")
+        plane = int(ready["pid"])
+        assert os.getsid(plane) == os.getsid(proc.pid)
+        assert os.getpgid(plane) != os.getpgid(proc.pid)  # a Ctrl-C reaches the supervisor alone
+        envoy_nice = _nice(_envoy_of(proc.pid))
+        assert envoy_nice == _nice(proc.pid)
+        assert _nice(plane) == {min(n + ready["comparison_nice"], 19) for n in envoy_nice}
+        assert ready["comparison_nice"] == 10  # the default
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), STEP) == 0

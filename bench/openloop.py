@@ -11,6 +11,9 @@ Starts the sample Bank, BK, a slow BK (`python -m sample_ledger bk --delay
 process on loopback:
 
     direct            straight to Bank
+    direct + BK       straight to Bank, and each call also straight to BK at once
+                      (no shim): the most any shim in `shadow` mode could keep up
+                      with on this machine, where BK's work shares Bank's cores
     bank              shim in `bank` mode
     shadow            shim in `shadow` mode, sample config, BK healthy
     shadow, BK slow   the same, its --bk being the slow BK
@@ -84,8 +87,10 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
+BOTH = "direct + BK"
 SETUPS = [
     "direct",
+    BOTH,
     "bank",
     "shadow",
     "shadow, BK slow",
@@ -339,13 +344,24 @@ class Target:
         """A load, then the comparisons it led to once the shim has caught up (within 20 s)."""
         before = (await self.figures()).get("shim_comparisons_total", 0.0)
         result = await self.load(rate, duration, seed)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            figures = await self.figures()
-            if not figures.get("shim_shadow_in_flight", 0) and not figures.get("shim_comparisons_pending", 0):
-                break
-            await asyncio.sleep(0.2)
+        figures = await self.settled()
         return result, int(figures.get("shim_comparisons_total", 0.0) - before)
+
+    async def settled(self, within: float = 20.0) -> dict[str, float]:
+        """The shim's metrics once it has caught up (nothing in flight, nothing to compare), or after
+        `within` s: what a measurement left behind must not weigh on the next one's."""
+        deadline = time.monotonic() + within
+        figures: dict[str, float] = {}
+        while True:
+            with contextlib.suppress(OSError):  # a comparison plane started again, not serving yet
+                figures = await self.figures()
+                if not figures.get("shim_shadow_in_flight", 0) and not figures.get(
+                    "shim_comparisons_pending", 0
+                ):
+                    return figures
+            if time.monotonic() > deadline:
+                return figures
+            await asyncio.sleep(0.2)
 
     async def load(self, rate: float, duration: float, seed: int) -> Result:
         """Send `rate` calls a second for `duration` s, open loop; wait for every answer."""
@@ -378,6 +394,54 @@ class Target:
         await asyncio.gather(*tasks)
         result.sent = count
         result.elapsed = max(last_done - t0, duration)
+        return result
+
+
+class PairedTarget(Target):
+    """`direct + BK`: each call to Bank, and the same call to BK at once, as a shim in `shadow` mode makes
+    the machine do with no shim's own cost. Its latency is Bank's answer; a call BK did not answer within
+    the load counts as an error, so the rate kept up is one both ledgers keep up with."""
+
+    def __init__(self, name: str, address: str, bk: str, index: int, channels: int = 1) -> None:
+        super().__init__(name, address, index, channels)
+        self.bk = [aio.insecure_channel(bk, options=[("bench.channel", n)]) for n in range(channels)]
+        self.channels += self.bk
+        self.bk_stubs = [pb_grpc.LedgerStub(c) for c in self.bk]  # type: ignore[no-untyped-call]
+        self._copies: list[asyncio.Task[Any]] = []
+
+    async def open_accounts(self) -> None:
+        await super().open_accounts()
+        for account_id in self.accounts:
+            await self.bk_stubs[0].OpenAccount(
+                pb.OpenAccountRequest(
+                    account_id=account_id, owner_name="Bench", initial_deposit="1000000000"
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+
+    def call(self, rng: random.Random) -> Callable[[], Any]:
+        state, orders = rng.getstate(), self.orders
+        bank = super().call(rng)
+        stubs, self.stubs = self.stubs, self.bk_stubs
+        try:
+            self.orders = orders  # the same call, its copy
+            rng.setstate(state)
+            copy = super().call(rng)
+        finally:
+            self.stubs = stubs
+
+        def both() -> Any:
+            self._copies.append(asyncio.ensure_future(copy()))
+            return bank()
+
+        return both
+
+    async def load(self, rate: float, duration: float, seed: int) -> Result:
+        self._copies = []
+        result = await super().load(rate, duration, seed)
+        for outcome in await asyncio.gather(*self._copies, return_exceptions=True):
+            if isinstance(outcome, aio.AioRpcError):
+                result.errors[f"BK {outcome.code().name}"] += 1
         return result
 
 
@@ -456,18 +520,21 @@ KILLED = "shadow, plane killed"
 
 
 async def _hung_load(target: Target, pid: int, rate: float, duration: float, seed: int) -> Result:
-    """A load while the shim's comparison plane (not its Envoy) is stopped; it goes on afterwards."""
+    """A load while the shim's comparison plane (not its Envoy) is stopped; it goes on afterwards, and
+    catches up before the next measurement."""
     os.kill(pid, signal.SIGSTOP)
     try:
         return await target.load(rate, duration, seed)
     finally:
         os.kill(pid, signal.SIGCONT)
+        await target.settled()
 
 
 async def _killed_load(
     target: Target, plane: Callable[[], int], rate: float, duration: float, seed: int
 ) -> Result:
-    """A load that starts as the shim's comparison plane is killed; afterwards, the plane started again."""
+    """A load that starts as the shim's comparison plane is killed; afterwards, the plane started again
+    has caught up before the next measurement."""
     killed = plane()
     os.kill(killed, signal.SIGKILL)
     try:
@@ -476,6 +543,7 @@ async def _killed_load(
         deadline = time.monotonic() + 60
         while plane() == killed and time.monotonic() < deadline:  # noqa: ASYNC110  (a pid another thread reads)
             await asyncio.sleep(0.05)
+        await target.settled()
 
 
 async def _bench(
@@ -485,7 +553,9 @@ async def _bench(
     pids: dict[str, Callable[[], int]],
 ) -> dict[str, Any]:
     targets = {
-        name: Target(name, addresses[name], index, args.channels, metrics.get(name, ""))
+        name: PairedTarget(name, addresses["direct"], addresses["bk"], index, args.channels)
+        if name == BOTH
+        else Target(name, addresses[name], index, args.channels, metrics.get(name, ""))
         for index, name in enumerate(SETUPS)
     }
     figures: dict[str, Any] = {
@@ -598,6 +668,12 @@ def _print_table(figures: dict[str, Any]) -> None:
             ratio = _ratio(rate, sat["direct"])
             mark = "" if target is None else f"  target ≥ {target}x {'met' if ratio >= target else 'MISSED'}"
             print(f"  {name:<18} {rate:7.0f}/s  {ratio:5.2f}x direct{mark}")
+        if sat.get(BOTH) and "shadow" in sat:  # the ceiling: Bank's and BK's work, and no shim
+            ceiling, shadow = _ratio(sat[BOTH], sat["direct"]), _ratio(sat["shadow"], sat[BOTH])
+            print(
+                f"  {BOTH} is the most a shim in shadow mode could keep up with here: {ceiling:.2f}x direct;"
+            )
+            print(f"  shadow kept up with {shadow:.2f}x of it")
     print()
     print("p99 against healthy shadow at the same rate (target ≤ 1.1x):")
     for rate in sorted({r["offered_per_s"] for r in figures["runs"]}):
@@ -630,8 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this file as JSON")
     parser.add_argument(
         "--search",
-        default="direct,bank,shadow",
-        help="setups whose saturation rate is searched (default direct,bank,shadow; direct always)",
+        default=f"direct,{BOTH},bank,shadow",
+        help=f"setups whose saturation rate is searched (default direct,{BOTH},bank,shadow; direct always)",
     )
     parser.add_argument(
         "--search-duration", type=float, default=3.0, help="seconds per search step (default 3)"
@@ -653,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers > 1:
         _with_workers(args.workers)
-        if args.search == "direct,bank,shadow":
+        if args.search == f"direct,{BOTH},bank,shadow":
             args.search += f",bank (python, {args.workers} workers),shadow (python, {args.workers} workers)"
 
     def on_term(signum: int, frame: object) -> None:
@@ -701,7 +777,10 @@ def main(argv: list[str] | None = None) -> int:
         envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
         figures = asyncio.run(
             _bench(
-                args, {"direct": addr["bank"], **{n: addr[f"shim {n}"] for n in SHIMS}}, endpoints, plane_pids
+                args,
+                {"direct": addr["bank"], "bk": addr["bk"], **{n: addr[f"shim {n}"] for n in SHIMS}},
+                endpoints,
+                plane_pids,
             )
         )
         figures["envoy_peak_rss_mib"] = {

@@ -348,20 +348,25 @@ class Target:
         return result, int(figures.get("shim_comparisons_total", 0.0) - before)
 
     async def settled(self, within: float = 20.0) -> dict[str, float]:
-        """The shim's metrics once it has caught up (nothing in flight, nothing to compare), or after
-        `within` s: what a measurement left behind must not weigh on the next one's."""
+        """The shim's metrics once it has caught up (nothing in flight, nothing to compare, and no new
+        comparison for 0.5 s: a plane that was stopped gets the copies Envoy held only once it runs again),
+        or after `within` s: what a measurement left behind must not weigh on the next one's."""
         deadline = time.monotonic() + within
         figures: dict[str, float] = {}
+        last: float | None = None
         while True:
             with contextlib.suppress(OSError):  # a comparison plane started again, not serving yet
                 figures = await self.figures()
-                if not figures.get("shim_shadow_in_flight", 0) and not figures.get(
+                idle = not figures.get("shim_shadow_in_flight", 0) and not figures.get(
                     "shim_comparisons_pending", 0
-                ):
+                )
+                total = figures.get("shim_comparisons_total", 0.0)
+                if idle and total == last:
                     return figures
+                last = total if idle else None
             if time.monotonic() > deadline:
                 return figures
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
 
     async def load(self, rate: float, duration: float, seed: int) -> Result:
         """Send `rate` calls a second for `duration` s, open loop; wait for every answer."""
@@ -679,6 +684,8 @@ def _print_table(figures: dict[str, Any]) -> None:
     for rate in sorted({r["offered_per_s"] for r in figures["runs"]}):
         by = {r["setup"]: r for r in figures["runs"] if r["offered_per_s"] == rate}
         for name in ("shadow, BK slow", "shadow, BK down", HUNG, KILLED):
+            if name not in by or "shadow" not in by:  # not measured (--setups)
+                continue
             x = _ratio(by[name]["p99_ms"], by["shadow"]["p99_ms"])
             verdict = "met" if x <= 1.1 else "MISSED"
             if not by["shadow"]["kept_up"]:
@@ -726,7 +733,23 @@ def main(argv: list[str] | None = None) -> int:
         default="shadow,shadow (python)",
         help="setups whose comparison capacity is searched (default shadow,shadow (python); empty: none)",
     )
+    parser.add_argument(
+        "--setup",
+        action="append",
+        dest="setups",
+        help="only this setup (repeat for more; default: all; direct always, and every setup searched or "
+        "compared)",
+    )
     args = parser.parse_args(argv)
+    if args.setups:
+        wanted = {"direct", *args.setups, *args.search.split(","), *args.compare.split(",")} - {""}
+        unknown = wanted - set(SETUPS)
+        if unknown:
+            parser.error(f"--setup: unknown {'; '.join(sorted(unknown))}; the setups: {'; '.join(SETUPS)}")
+        SETUPS[:] = [s for s in SETUPS if s in wanted]
+        for name in list(SHIMS):
+            if name not in wanted:
+                del SHIMS[name]
     if args.workers > 1:
         _with_workers(args.workers)
         if args.search == f"direct,{BOTH},bank,shadow":

@@ -27,5 +27,5 @@ class EnvoySettings:
     comparison_nice: int = setting(
         10,
         Kind("whole number 0 to 19", _nice),
-        "how much lower the shim's own process (the comparisons) runs than Envoy's CPU priority",
+        "how much lower the comparison plane runs than Envoy's CPU priority",
     )

@@ -5,7 +5,7 @@ Version 1 is JSON Lines, UTF-8 (`docs/recording-format.md` documents it for othe
     {"shim_recording": 1, ...header...}                   the first line: what was recorded, and from what
     {"seq": 0, "at": ..., "method": "/pkg.Svc/M", ...}   one line per call, in the order the calls arrived
     ...
-    {"end": {"calls": N, "reason": "...", "sha256": "..."}}  the last line: how many, why it ended
+    {"end": {"calls": N, "reason": "...", "lost": 0, "sha256": "..."}}  the last line: how many, why it ended
 
 Messages and binary metadata values are base64. `sha256` is over every call line as written (its bytes,
 newline included), so a file cut short (no end line), a line changed or one lost is found before anything
@@ -236,9 +236,10 @@ class RecordingWriter:
         self._write(line)
         self.calls += 1
 
-    def end(self, reason: str = "stopped") -> Path:
-        """Write the end line, and give the file its name: the recording is whole."""
-        end = {"end": {"calls": self.calls, "reason": reason, "sha256": self._hash.hexdigest()}}
+    def end(self, reason: str = "stopped", lost: int = 0) -> Path:
+        """Write the end line, and give the file its name: the recording is whole. `lost`: calls the
+        recorder could not keep (it was behind); a replay cannot know the state of any key after the first."""
+        end = {"end": {"calls": self.calls, "reason": reason, "lost": lost, "sha256": self._hash.hexdigest()}}
         self._write(json.dumps(end, separators=(",", ":")).encode() + b"\n")
         try:
             self._out.close()
@@ -260,6 +261,7 @@ class Ending:
     calls: int
     reason: str
     whole: bool  # False: no end line (the shim that wrote it stopped first)
+    lost: int = 0  # calls the recorder could not keep
 
 
 class Recording:
@@ -345,7 +347,7 @@ class Recording:
             )
         if ended.get("sha256") != digest.hexdigest():
             raise RecordingError(f"{self.path}: corrupt: its calls do not match their checksum (sha256)")
-        return Ending(calls, str(ended.get("reason", "")), whole=True)
+        return Ending(calls, str(ended.get("reason", "")), whole=True, lost=int(ended.get("lost", 0)))
 
     def _parse(self, number: int, line: bytes) -> dict[str, Any]:
         try:

@@ -32,6 +32,7 @@ from shim.errors import ShimError
 VERSION = 1
 MAGIC = "shim_recording"
 PARTIAL = ".partial"
+END_LINE_BYTES = 256  # room kept for the end line by `RecordingWriter.add(within=...)`
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -76,19 +77,8 @@ class Header:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Header:
-        known = {
-            MAGIC,
-            "created_at",
-            "methods",
-            "descriptors",
-            "mode",
-            "answered_by",
-            "origin",
-            "redacted",
-            "redaction_key",
-            "sampled",
-            "replica",
-        }
+        known = {MAGIC, "created_at", "methods", "descriptors", "mode", "answered_by", "origin", "redacted"}
+        known |= {"redaction_key", "sampled", "replica"}
         return cls(
             created_at=float(doc["created_at"]),
             methods={str(m): str(f) for m, f in dict(doc["methods"]).items()},
@@ -122,8 +112,19 @@ class RecordedCall:
     initial_metadata: Metadata = ()
     trailing_metadata: Metadata = ()
     latency: float = 0.0  # seconds, from the call to the primary's status
+    # its keys that were not sampled (written only when some are): their histories are not whole
+    unsampled: tuple[str, ...] = ()
+    note: str = ""  # what of it is not kept, and why (written only when something is not)
+    answered_by: str = ""  # the side that answered, when not the header's (a mode switched while recording)
 
     def as_json(self) -> dict[str, Any]:
+        more: dict[str, Any] = {}
+        if self.unsampled:
+            more["unsampled"] = list(self.unsampled)
+        if self.note:
+            more["note"] = self.note
+        if self.answered_by:
+            more["answered_by"] = self.answered_by
         return {
             "seq": self.seq,
             "at": self.at,
@@ -139,6 +140,7 @@ class RecordedCall:
             "initial_metadata": _metadata_out(self.initial_metadata),
             "trailing_metadata": _metadata_out(self.trailing_metadata),
             "latency": self.latency,
+            **more,
         }
 
     @classmethod
@@ -158,6 +160,9 @@ class RecordedCall:
             initial_metadata=_metadata_in(doc.get("initial_metadata", ())),
             trailing_metadata=_metadata_in(doc.get("trailing_metadata", ())),
             latency=float(doc.get("latency", 0.0)),
+            unsampled=tuple(str(k) for k in doc.get("unsampled", ())),
+            note=str(doc.get("note", "")),
+            answered_by=str(doc.get("answered_by", "")),
         )
 
 
@@ -230,11 +235,16 @@ class RecordingWriter:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         self.bytes += len(line)
 
-    def add(self, call: RecordedCall) -> None:
+    def add(self, call: RecordedCall, within: int | None = None) -> bool:
+        """Write a call; with `within`, only if the file stays within that many bytes (before compression)
+        with its end line: False, and nothing written, when it would not."""
         line = json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+        if within is not None and self.bytes + len(line) + END_LINE_BYTES > within:
+            return False
         self._hash.update(line)
         self._write(line)
         self.calls += 1
+        return True
 
     def end(self, reason: str = "stopped", lost: int = 0) -> Path:
         """Write the end line, and give the file its name: the recording is whole. `lost`: calls the

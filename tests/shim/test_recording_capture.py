@@ -290,3 +290,44 @@ def test_serve_record_flag_sets_the_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "shim: error: record.path: recording needs one shim process (workers = 1)"
+
+
+async def test_max_duration_ends_the_file_whole_and_the_shim_serves_on(
+    bank: RunningLedger, tmp_path: Path
+) -> None:
+    path = tmp_path / "calls.jsonl"
+    async with (
+        running_shim(
+            bank.address, registry=REGISTRY, methods=KEYED, record={"path": str(path), "max_duration": 1.0}
+        ) as (
+            shim,
+            _,
+        ),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", currency="USD"))
+        assert shim.recorder is not None
+        await until(lambda: path.exists(), "the recording ended after max_duration", within=10)
+        balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="T1"))  # served on, not recorded
+        assert balance.account_id == "T1"
+    ending = Recording(path).check()
+    assert (ending.whole, ending.reason, ending.calls) == (True, "record.max_duration reached", 1)
+
+
+async def test_sigterm_ends_the_recording_whole(bank: RunningLedger, tmp_path: Path) -> None:
+    from tests.shim.test_evidence_store import shim_process
+
+    path = tmp_path / "calls.jsonl.gz"
+    async with shim_process(
+        *("--bank", bank.address, "--listen", "127.0.0.1:0", "--dataplane", "python", "--store", ":memory:"),
+        *("--descriptor-set", ROOT / "sample_ledger" / "bank.binpb", "--record", path),
+    ) as shim:
+        async with aio.insecure_channel(shim.ready["listen"]) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="G1", currency="USD"))
+            await stub.Deposit(pb.DepositRequest(account_id="G1", amount="2", reference="r"))
+        assert not path.exists()  # still being written: NAME.partial
+        assert await shim.stop() == 0
+    ending = Recording(path).check()
+    assert (ending.whole, ending.reason, ending.calls, ending.lost) == (True, "stopped", 2, 0)

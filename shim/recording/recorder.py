@@ -4,8 +4,8 @@ On the event loop, and cheap: a call is numbered as it arrives (`begin`), its me
 pass (`Take`); once it is over, its keys are computed and sampled (after its answer has gone), and it
 waits until every call that arrived before it is over too, so that the file holds the calls in the order
 they arrived. It then goes into a bounded queue, and a thread redacts, encodes and writes it
-(`shim.recording.format`). Nothing here waits: a call that finds the queue full, or that waits behind
-more than `record.queue` finished calls (a long stream arrived before them), is lost: counted
+(`shim.recording.format`). Nothing here waits: a call that finds the queue full, or one still running
+while more than `record.queue` later calls wait behind it (a long stream), is lost: counted
 (`recording_lost`), logged, and named in the end line. Bounds (`max_bytes`, `max_duration`) end the
 file whole; the shim goes on serving. `close` ends it whole on shutdown.
 """

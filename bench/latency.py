@@ -1,6 +1,6 @@
 """Latency the shim adds on the primary path, against a direct baseline measured in the same run.
 
-    python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade]
+    python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade] [--recording]
 
 Starts the sample Bank and BK and the shims (mode `bank`; mode `shadow`
 with descriptors only; mode `shadow` on the sample's config, with routing
@@ -11,8 +11,9 @@ each shim, interleaved in rounds (in a new random order each round, so that
 machine noise and a path's place in the round hit all paths alike).
 Prints p50/p90/p99 per path and what the shim adds over the baseline, beside
 a plain Envoy proxying to Bank (what a good proxy costs).
-This is a closed-loop latency probe; throughput under open-loop load is
-another benchmark.
+With `--recording`, only the `bank` mode shims are measured, each with and without `--record`
+(the cost of recording, `docs/recording.md`). This is a closed-loop latency probe; throughput under
+open-loop load is another benchmark.
 """
 
 from __future__ import annotations
@@ -203,7 +204,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
+    parser.add_argument("--recording", action="store_true", help="bank mode with and without --record")
     args = parser.parse_args()
+    if args.recording:
+        folder = tempfile.mkdtemp(prefix="shim-bench-record-")
+        for name in ("shim bank", "python bank"):
+            mode, flags = SHIMS[name]
+            SHIMS[name + " rec"] = (mode, [*flags, "--record", os.path.join(folder, name.replace(" ", "-"))])
+        for name in ("shim shadow", "shim ids", "python shadow"):
+            del SHIMS[name]
     ports = {name: _free_port() for name in ("bank", "bk", "plain envoy", *SHIMS)}
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with ExitStack() as stack:

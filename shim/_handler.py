@@ -30,6 +30,7 @@ from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.modes import Modes
 from shim.plan import MethodPlan, Plans
+from shim.recording.recorder import Recorder, Take
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
@@ -64,6 +65,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         self._counters = counters
         self._router = router if router is not None else Router(None, {})
         self.primary_lanes = Lanes()  # strict ordering: the primary's writes, per key
+        self.recorder: Recorder | None = None  # with [record] path: each call, as the primary answered it
         # the described methods' handlers, made once; a made-up method's are made for each call, never kept
         self._handlers = {plan.method: self._make(plan) for plan in plans}
 
@@ -77,6 +79,13 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
             call = _UnaryCall(self, plan.method, plan.write, plan.strict)
             return grpc.unary_unary_rpc_method_handler(call.handle)
         return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan.method, plan.write).handle)
+
+    def take(self, method: str, metadata: tuple[Any, ...], is_write: bool) -> Take | None:
+        """The call's recording (None when nothing is recorded)."""
+        if self.recorder is None:
+            return None
+        answered_by = "bk" if self.modes.of(method) in ("bk-primary", "bk") else "bank"
+        return self.recorder.begin(method, metadata, is_write, answered_by)
 
     def route_of(self, method: str) -> Route:
         """Where a call of `method` goes, in its mode now."""
@@ -209,6 +218,9 @@ class _UnaryCall:
         started = time.perf_counter()
         to_primary = request if route.ids is None else route.ids.to_primary(method, request)
         call = self._send(route.primary)(to_primary, metadata=metadata, timeout=timeout)
+        take = proxy.take(method, metadata, self._is_write)
+        if take is not None:
+            take.request(request)
         mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
         if mirror is not None:
             mirrored.append(mirror)
@@ -225,6 +237,8 @@ class _UnaryCall:
             trailing = await call.trailing_metadata()
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
+            if take is not None:
+                take.abandon()
             if mirror is not None:
                 mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
             raise
@@ -233,6 +247,12 @@ class _UnaryCall:
         if initial:
             await context.send_initial_metadata(metadata_tuple(initial))
         await _relay_status(context, code, details, trailing)
+        if take is not None:
+            if response is not None:
+                take.response(response)
+            take.finish(
+                code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
+            )
         if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],
@@ -278,12 +298,13 @@ class _StreamCall:
         started_at = time.time()
         started = time.perf_counter()
         call = route.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
+        take = proxy.take(method, metadata, self._is_write)
         mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
         if mirror is not None:
             mirrored.append(mirror)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
-            _pump(requests, call, mirror, first, route.ids, method), name=f"request pump {method}"
+            _pump(requests, call, mirror, first, route.ids, method, take), name=f"request pump {method}"
         )
         answers: list[bytes] = []
         keep = mirror is not None
@@ -298,6 +319,8 @@ class _StreamCall:
                     break
                 if answer is aio.EOF:
                     break
+                if take is not None:
+                    take.response(answer)
                 if mirror is not None:
                     mirror.primary_message(answer)
                     if keep:
@@ -310,6 +333,8 @@ class _StreamCall:
             trailing = await call.trailing_metadata()
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
+            if take is not None:
+                take.abandon()
             if mirror is not None:
                 mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
             raise
@@ -319,6 +344,10 @@ class _StreamCall:
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
         await _relay_status(context, code, details, trailing)
+        if take is not None:
+            take.finish(
+                code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
+            )
         if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],
@@ -351,9 +380,12 @@ async def _pump(
     first: list[bytes],
     ids: ShadowDispatcher | None,
     method: str,
+    take: Take | None = None,
 ) -> None:
-    """Client requests to the primary (and the mirror) until either side is done."""
+    """Client requests to the primary (and the mirror, and the recording) until either side is done."""
     async for request in requests:
+        if take is not None:
+            take.request(request)
         if mirror is not None:
             mirror.feed(request)
         elif not first:

@@ -5,6 +5,9 @@ This is the composition root: it makes the parts from the config once (`shim.par
 and the mirroring of each side (`shim.shadow`) to them, and serves. Each part gets what it needs, never
 the Shim; the admin API and the metrics see it through the narrow protocols they declare
 (`shim.admin.Switchable`, `shim.exporter.Observed`).
+
+Over 400 lines: it is the one place where the parts are put together and taken apart in order (start,
+stop, reload); split, the order would be spread over modules.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from shim.metrics import Counters
 from shim.modes import Modes, SwitchTimeout
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
+from shim.recording.recorder import Recorder, open_recorder
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.wiring import mirroring
 from shim.steps import Steps
@@ -85,6 +89,7 @@ class Shim:
         self.admin_address = ""  # where the admin API listens ("": it does not)
         self.exporter: Exporter | None = None
         self.front: Front | None = None  # what carries the clients' calls in front of this server (Envoy)
+        self.recorder: Recorder | None = None  # with [record] path: the clients' calls, written to a file
 
     # what the parts made at start hold, as the commands, the data plane and the tests read it
     @property
@@ -196,9 +201,13 @@ class Shim:
                 self.port = server.add_secure_port(config.serving.listen, self.server_tls.credentials())
             else:
                 self.port = server.add_insecure_port(config.serving.listen)
-        except RuntimeError as exc:
+            keys_of = self.dispatcher.keys_of if self.dispatcher is not None else parts.router.keys
+            handler.recorder = self.recorder = open_recorder(config, parts, keys_of)
+        except (RuntimeError, StartupError) as exc:
             await self.channels.close()
             await self.books.close()
+            if isinstance(exc, StartupError):
+                raise
             raise StartupError(
                 f"cannot listen on {config.serving.listen}: address in use or not available"
             ) from exc
@@ -357,6 +366,8 @@ class Shim:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.recorder is not None:  # every call is over: the recording ends whole
+            await self.recorder.close()
         with contextlib.suppress(TimeoutError):  # mirrored calls get the same grace as the clients'
             await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 0.1))
         if any(d.in_flight for d in self.dispatchers.values()):

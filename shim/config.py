@@ -35,6 +35,7 @@ from shim.ids import parse as parse_ids
 from shim.pipeline import ComparisonSettings, RedactSettings
 from shim.reconcile import ReconcileSettings
 from shim.reconcile import parse as parse_reconcile
+from shim.recording.settings import RecordSettings
 from shim.routing import MethodSettings, SamplingSettings, parse_methods
 from shim.serving_settings import ServingSettings
 from shim.settings import (
@@ -89,6 +90,7 @@ SECTIONS: tuple[type[Section], ...] = (
     SamplingSettings,
     OrderingSettings,
     VerifySettings,
+    RecordSettings,
 )
 # the tables whose keys are names (of methods, id kinds, ...) or that hold more than settings: each is
 # read by its own parser and described on its own page
@@ -174,12 +176,15 @@ class Config:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     ordering: OrderingSettings = field(default_factory=OrderingSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
+        if self.record.path and self.serving.workers > 1:
+            raise ConfigError("record.path: recording needs one shim process (workers = 1)")
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"
@@ -244,18 +249,9 @@ def changed(old: Config, new: Config) -> list[str]:
 
 def reloadable() -> frozenset[str]:
     """The settings a running shim takes from a reloaded config (SIGHUP), named as `changed` names them."""
-    return frozenset(
-        [
-            *RELOADABLE_TABLES,
-            *(
-                f"{cls.SECTION}.{key}"
-                for cls in SECTIONS
-                for key, decl, _ in declared(cls)
-                if decl.reloadable
-            ),
-            *(key for cls in GROUPS for key, decl, _ in declared(cls) if decl.reloadable),
-        ]
-    )
+    tables = (f"{cls.SECTION}.{key}" for cls in SECTIONS for key, decl, _ in declared(cls) if decl.reloadable)
+    groups = (key for cls in GROUPS for key, decl, _ in declared(cls) if decl.reloadable)
+    return frozenset([*RELOADABLE_TABLES, *tables, *groups])
 
 
 def keeping(new: Config, old: Config, names: list[str]) -> Config:

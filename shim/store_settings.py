@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,10 +36,24 @@ _SECRET_HEADERS = frozenset(
 _SECRET_WORDS = ("auth", "token", "secret", "passw", "session", "cookie", "credential", "apikey", "api-key")
 
 
+def carries_credentials(name: str) -> bool:
+    """Whether request metadata of this name may carry credentials (never stored, nor recorded)."""
+    spelled = name.lower().replace("_", "-")
+    return spelled in _SECRET_HEADERS or any(word in spelled for word in _SECRET_WORDS)
+
+
+def correlation_id(header: str, metadata: Sequence[tuple[str, str | bytes]]) -> str:
+    """The value of the client's request metadata `header` (store.correlation_header): "" without."""
+    if header:
+        for key, value in metadata:
+            if key == header:
+                return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""
+
+
 def _correlation_header(key: str, value: object) -> str:
     name = str(TEXT.parse(key, value)).lower()
-    spelled = name.replace("_", "-")
-    if spelled in _SECRET_HEADERS or any(word in spelled for word in _SECRET_WORDS):
+    if carries_credentials(name):
         raise ConfigError(
             f"{key}: {value!r} names metadata that carries credentials, never stored; "
             "use a request id such as x-request-id or traceparent"

@@ -7,7 +7,7 @@ the commands reading the store share is in `store_args`.
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source auto|files|reflection]
                [--reflection primary|shim] [--rules FILE ...] [--diff-log FILE] [--store URL]
-               [--retain DURATION]
+               [--retain DURATION] [--record FILE]
     shim resync [--config FILE] [--store URL] [--list | [--force] KEY ...]
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
@@ -125,6 +125,11 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retain", metavar="DURATION", help='delete stored comparisons older than this, e.g. "30d"'
+    )
+    serve.add_argument(
+        "--record",
+        metavar="FILE",
+        help='record each call, as the primary answered it, to FILE (".gz": compressed); see [record]',
     )
     serve.add_argument(
         "--metrics",

@@ -42,6 +42,8 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings = config_mod.merged(settings, {"store": {"url": args.store}})
     if args.retain:
         settings = config_mod.merged(settings, {"store": {"retain": parse_retain("--retain", args.retain)}})
+    if args.record:
+        settings = config_mod.merged(settings, {"record": {"path": args.record}})
     if args.workers:
         settings["workers"] = args.workers
     if args.dataplane:

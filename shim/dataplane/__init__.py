@@ -145,7 +145,11 @@ class EnvoyPlane:
             maximum_concurrent_rpcs=None,
         )
         self.processor = Processor(
-            dict(shim.dispatchers), shim.parts.plans, shim.counters, shim.parts.primary_latencies
+            dict(shim.dispatchers),
+            shim.parts.plans,
+            shim.counters,
+            shim.parts.primary_latencies,
+            shim.recorder,
         )
         self._server.add_generic_rpc_handlers([self.processor.handler()])
         if self._attached:

@@ -37,10 +37,12 @@ from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.envoy_config import ROUTE_HEADER
+from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
 from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.plan import Plans
+from shim.recording.recorder import Recorder, Take
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 
@@ -142,18 +144,27 @@ class Frames:
 
 
 class _Copy:
-    """One call's copy, as it arrives."""
+    """One call's copy, as it arrives: mirrored through `dispatcher`, recorded by `recorder`, or both."""
 
-    def __init__(self, processor: Processor, dispatcher: ShadowDispatcher) -> None:
+    def __init__(
+        self, processor: Processor, dispatcher: ShadowDispatcher | None, recorder: Recorder | None, by: str
+    ) -> None:
         self._processor = processor
         self._dispatcher = dispatcher
+        self._recorder = recorder
+        self._answered_by = by
+        self._take: Take | None = None
         self._mirror: Mirror | None = None
         self._refused = ""  # why a call that should be mirrored is not
         self.method = ""
         self._metadata: tuple[tuple[str, str | bytes], ...] = ()
         self._is_write = True
-        self._requests = Frames(dispatcher.shared.max_capture)
-        self._answers = Frames(dispatcher.shared.max_capture)
+        # the largest message read: the mirroring's bound, else the recorder's (beyond: the copy is lost)
+        limit = dispatcher.shared.max_capture if dispatcher is not None else -1
+        if dispatcher is None and recorder is not None:
+            limit = recorder.max_call_bytes
+        self._requests = Frames(limit)
+        self._answers = Frames(limit)
         self._first: bytes | None = None  # the first request, for an unmirrored write's keys
         self._initial: tuple[tuple[str, str | bytes], ...] = ()
         self._answer_messages: list[bytes] = []
@@ -188,9 +199,12 @@ class _Copy:
         self._is_write = processor.plans.of(self.method).write
         processor.counters.inc("calls", self.method)
         timeout = grpc_timeout(_first(headers, "grpc-timeout"))
-        self._mirror, self._refused = self._dispatcher.start(
-            self.method, self._metadata, timeout, self._is_write
-        )
+        if self._recorder is not None:
+            self._take = self._recorder.begin(self.method, self._metadata, self._is_write, self._answered_by)
+        if self._dispatcher is not None:
+            self._mirror, self._refused = self._dispatcher.start(
+                self.method, self._metadata, timeout, self._is_write
+            )
         if self._mirror is not None:
             processor.track(self._mirror)
         if message.end_of_stream:
@@ -200,6 +214,8 @@ class _Copy:
         for request in self._requests.feed(body.body):
             if self._first is None:
                 self._first = request
+            if self._take is not None:
+                self._take.request(request)
             if self._mirror is not None:
                 self._mirror.feed(request)
         if body.end_of_stream:
@@ -220,6 +236,8 @@ class _Copy:
         self._initial = _metadata(headers)
 
     def _answer(self, answer: bytes) -> None:
+        if self._take is not None:
+            self._take.response(answer)
         mirror = self._mirror
         if mirror is None:
             return
@@ -244,12 +262,18 @@ class _Copy:
             messages=tuple(self._answer_messages),
             latency=latency,
         )
+        if self._take is not None:
+            self._take.finish(
+                outcome.code, outcome.details, self._initial, outcome.trailing_metadata, latency
+            )
         if self._mirror is not None:
             self._mirror.primary_done(outcome)
         elif self._refused:
             self._unmirrored(outcome, self._refused)
 
     def _unmirrored(self, outcome: Outcome, why: str) -> None:
+        if self._dispatcher is None:
+            return
         submit_unmirrored(
             self._dispatcher,
             self.method,
@@ -268,6 +292,8 @@ class _Copy:
         self.done = True
         self.lost_at = time.monotonic()
         self._processor.counters.inc("copies_lost", self.method or "unknown")
+        if self._take is not None:
+            self._take.abandon()
         outcome = Outcome(code=Code.CANCELLED, local=why)
         if self._mirror is not None:
             self._mirror.abandon(outcome, why=f"its copy was lost ({why})")
@@ -284,8 +310,10 @@ class Processor:
         plans: Plans,
         counters: Counters,
         latencies: Latencies,
+        recorder: Recorder | None = None,
     ) -> None:
         self.dispatchers = dispatchers  # by the route's mirroring name ("bk": BK is mirrored)
+        self.recorder = recorder  # records every copy; routes named "record:SIDE" are only recorded
         self.plans = plans
         self.counters = counters
         self.latencies = latencies
@@ -325,7 +353,9 @@ class Processor:
                 route = value if isinstance(value, str) else value.decode()
         dispatcher = self.dispatchers.get(route)
         self.copies += 1
-        copy = _Copy(self, dispatcher) if dispatcher is not None else None
+        recorder = self.recorder if dispatcher is not None or route.startswith(RECORD) else None
+        by = route.removeprefix(RECORD) if route.startswith(RECORD) else "bank" if route == "bk" else "bk"
+        copy = _Copy(self, dispatcher, recorder, by) if dispatcher is not None or recorder else None
         if copy is not None:
             self._open.add(copy)
         try:
@@ -352,7 +382,7 @@ class Processor:
         finally:
             if copy is not None:
                 self._open.discard(copy)
-        if dispatcher is None:
+        if copy is None:
             _log.warning("a copy for no known mirroring was ignored", route=route)
         return
         yield  # a generator: it answers nothing (Envoy does not wait in observability mode)

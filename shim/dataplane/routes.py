@@ -1,9 +1,10 @@
 """The routes of each mode: where Envoy sends the calls of each method, and which are copied.
 
 A method's calls go straight to the primary of its mode (`bank` or `bk`), copied to the processor
-when the mode mirrors, unless they need Python on the primary path (`python_reasons`): then they go
-to the shim's own server, which does what Python must. The shim's own health always goes there;
-gRPC reflection goes there when the shim answers it, else to the primary, never copied.
+when the mode mirrors or the calls are recorded (`[record]`), unless they need Python on the primary
+path (`python_reasons`): then they go to the shim's own server, which does what Python must. The
+shim's own health always goes there; gRPC reflection goes there when the shim answers it, else to the
+primary, never copied.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _HEALTH = "/grpc.health.v1.Health/"
 _REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 _PRIMARY = {"bank": "bank", "shadow": "bank", "bk-primary": "bk", "bk": "bk"}
 _MIRROR = {"shadow": "bk", "bk-primary": "bank"}  # the dispatcher a copy goes to ("bk": BK is mirrored)
+RECORD = "record:"  # a copy only recorded: "record:bank" (Bank answers), "record:bk"
 
 
 def python_reasons(shim: Shim, method: str, mode: str) -> str:
@@ -48,6 +50,8 @@ def _entry(shim: Shim, path: str, mode: str, prefix: bool = False) -> RouteEntry
     if python_reasons(shim, path, mode):
         return RouteEntry(path, "python", prefix=prefix)
     mirror = _MIRROR.get(mode, "") if shim.dispatchers else ""
+    if not mirror and shim.recorder is not None:  # copied to be recorded, never mirrored
+        mirror = RECORD + _PRIMARY[mode]
     return RouteEntry(path, _PRIMARY[mode], mirror=mirror, prefix=prefix)
 
 

@@ -29,6 +29,7 @@ from shim.shadow.capture import Budget
 from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Shared, Submit
 from shim.steps import REFUSED, Steps, effect
+from shim.store_settings import correlation_id
 
 
 class ShadowDispatcher:
@@ -145,11 +146,7 @@ class ShadowDispatcher:
 
     def correlation_id(self, metadata: tuple[Any, ...]) -> str:
         """The value of the client's request metadata that names the call ("" without)."""
-        if self.correlation_header:
-            for key, value in metadata:
-                if key == self.correlation_header:
-                    return value if isinstance(value, str) else value.decode(errors="replace")
-        return ""
+        return correlation_id(self.correlation_header, metadata)
 
     @property
     def breaker(self) -> Breaker:

@@ -1,0 +1,390 @@
+"""The recording file: calls as the primary answered them, in a form that moves between machines.
+
+Version 1 is JSON Lines, UTF-8 (`docs/recording-format.md` documents it for other tools):
+
+    {"shim_recording": 1, ...header...}                   the first line: what was recorded, and from what
+    {"seq": 0, "at": ..., "method": "/pkg.Svc/M", ...}   one line per call, in the order the calls arrived
+    ...
+    {"end": {"calls": N, "reason": "...", "lost": 0, "sha256": "..."}}  the last line: how many, why it ended
+
+Messages and binary metadata values are base64. `sha256` is over every call line as written (its bytes,
+newline included), so a file cut short (no end line), a line changed or one lost is found before anything
+is replayed. A name ending in `.gz` is gzip-compressed. The writer writes `NAME.partial` and renames it
+only once the end line is written: a file under the name asked for is whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from comparators import DescriptorRegistry
+from shim.errors import ShimError
+
+VERSION = 1
+MAGIC = "shim_recording"
+PARTIAL = ".partial"
+END_LINE_BYTES = 256  # room kept for the end line by `RecordingWriter.add(within=...)`
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class RecordingError(ShimError):
+    """A recording cannot be read or written whole; str(error) names the file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a recording holds, and where it comes from."""
+
+    created_at: float  # seconds since the epoch
+    # the methods of the descriptors it was recorded with ("/pkg.Svc/Method"), each with the fingerprint of
+    # its request and answer types (`fingerprint`): a replay with other descriptors is refused
+    methods: dict[str, str]
+    descriptors: bytes = b""  # the FileDescriptorSet it was recorded with (empty: none were known)
+    mode: str = ""  # the mode the shim served in ("bank", "shadow", ...)
+    answered_by: str = "bank"  # the side whose answers it holds
+    origin: str = "running"  # "empty": the primary's state was empty when recording began
+    redacted: tuple[str, ...] = ()  # the fields replaced by hashes before they were written
+    redaction_key: str = ""  # which redaction key hashed them (an id, never the key)
+    sampled: float = 1.0  # the share of keys whose calls were recorded (whole histories)
+    replica: str = ""  # the shim that recorded it
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of a newer writer, kept as they are
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            MAGIC: VERSION,
+            "created_at": self.created_at,
+            "methods": dict(self.methods),
+            "descriptors": base64.b64encode(self.descriptors).decode(),
+            "mode": self.mode,
+            "answered_by": self.answered_by,
+            "origin": self.origin,
+            "redacted": list(self.redacted),
+            "redaction_key": self.redaction_key,
+            "sampled": self.sampled,
+            "replica": self.replica,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Header:
+        known = {MAGIC, "created_at", "methods", "descriptors", "mode", "answered_by", "origin", "redacted"}
+        known |= {"redaction_key", "sampled", "replica"}
+        return cls(
+            created_at=float(doc["created_at"]),
+            methods={str(m): str(f) for m, f in dict(doc["methods"]).items()},
+            descriptors=base64.b64decode(doc.get("descriptors", ""), validate=True),
+            mode=str(doc.get("mode", "")),
+            answered_by=str(doc.get("answered_by", "bank")),
+            origin=str(doc.get("origin", "running")),
+            redacted=tuple(str(f) for f in doc.get("redacted", ())),
+            redaction_key=str(doc.get("redaction_key", "")),
+            sampled=float(doc.get("sampled", 1.0)),
+            replica=str(doc.get("replica", "")),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One call: what the client sent, and how the primary answered."""
+
+    seq: int  # its place in the order the calls arrived, from 0
+    at: float  # when it arrived, seconds since the epoch
+    method: str
+    is_write: bool
+    keys: tuple[str, ...]
+    correlation_id: str
+    metadata: Metadata  # the client's, credentials left out
+    requests: tuple[bytes, ...]
+    responses: tuple[bytes, ...]
+    code: int
+    details: str = ""
+    initial_metadata: Metadata = ()
+    trailing_metadata: Metadata = ()
+    latency: float = 0.0  # seconds, from the call to the primary's status
+    # its keys that were not sampled (written only when some are): their histories are not whole
+    unsampled: tuple[str, ...] = ()
+    note: str = ""  # what of it is not kept, and why (written only when something is not)
+    answered_by: str = ""  # the side that answered, when not the header's (a mode switched while recording)
+
+    def as_json(self) -> dict[str, Any]:
+        more: dict[str, Any] = {}
+        if self.unsampled:
+            more["unsampled"] = list(self.unsampled)
+        if self.note:
+            more["note"] = self.note
+        if self.answered_by:
+            more["answered_by"] = self.answered_by
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "method": self.method,
+            "write": self.is_write,
+            "keys": list(self.keys),
+            "correlation_id": self.correlation_id,
+            "metadata": _metadata_out(self.metadata),
+            "requests": [base64.b64encode(m).decode() for m in self.requests],
+            "responses": [base64.b64encode(m).decode() for m in self.responses],
+            "code": self.code,
+            "details": self.details,
+            "initial_metadata": _metadata_out(self.initial_metadata),
+            "trailing_metadata": _metadata_out(self.trailing_metadata),
+            "latency": self.latency,
+            **more,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RecordedCall:
+        return cls(
+            seq=int(doc["seq"]),
+            at=float(doc["at"]),
+            method=str(doc["method"]),
+            is_write=bool(doc["write"]),
+            keys=tuple(str(k) for k in doc.get("keys", ())),
+            correlation_id=str(doc.get("correlation_id", "")),
+            metadata=_metadata_in(doc.get("metadata", ())),
+            requests=tuple(base64.b64decode(m, validate=True) for m in doc["requests"]),
+            responses=tuple(base64.b64decode(m, validate=True) for m in doc["responses"]),
+            code=int(doc["code"]),
+            details=str(doc.get("details", "")),
+            initial_metadata=_metadata_in(doc.get("initial_metadata", ())),
+            trailing_metadata=_metadata_in(doc.get("trailing_metadata", ())),
+            latency=float(doc.get("latency", 0.0)),
+            unsampled=tuple(str(k) for k in doc.get("unsampled", ())),
+            note=str(doc.get("note", "")),
+            answered_by=str(doc.get("answered_by", "")),
+        )
+
+
+def fingerprint(registry: DescriptorRegistry, method: str) -> str:
+    """A method's shape, hashed: its kind, and its request and answer types with every field they reach
+    (number, name, type, whether repeated, and the message or enum it names, with its own). Equal for
+    descriptors that encode and decode its messages alike; unrelated messages and files do not enter it."""
+    info = registry.method(method)
+    if info is None:
+        return ""
+    lines = [f"{method} {info.client_streaming} {info.server_streaming}"]
+    pending, seen = [info.input_type, info.output_type], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        desc = registry.pool.FindMessageTypeByName(name)
+        lines.append(f"message {name}")
+        for f in sorted(desc.fields, key=lambda f: f.number):
+            named = f.message_type.full_name if f.message_type else ""
+            if f.enum_type is not None:
+                named = (
+                    f.enum_type.full_name + ":" + ",".join(f"{v.name}={v.number}" for v in f.enum_type.values)
+                )
+            lines.append(f"{f.number} {f.name} {f.type} {f.is_repeated} {named}")
+            if f.message_type is not None:
+                pending.append(f.message_type.full_name)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _metadata_out(metadata: Metadata) -> list[list[str]]:
+    return [[k, base64.b64encode(v).decode() if isinstance(v, bytes) else v] for k, v in metadata]
+
+
+def _metadata_in(pairs: Any) -> Metadata:
+    out: list[tuple[str, str | bytes]] = []
+    for key, value in pairs:
+        key, value = str(key), str(value)
+        out.append((key, base64.b64decode(value, validate=True) if key.endswith("-bin") else value))
+    return tuple(out)
+
+
+def _open(path: Path, mode: str) -> IO[bytes]:
+    if path.name.removesuffix(PARTIAL).endswith(".gz"):
+        return gzip.open(path, mode + "b")  # type: ignore[return-value]
+    return open(path, mode + "b")  # closed by the caller
+
+
+class RecordingWriter:
+    """Writes a recording to `NAME.partial`, and renames it `NAME` once ended (`end`)."""
+
+    def __init__(self, path: Path, header: Header) -> None:
+        self.path = Path(path)
+        self._partial = self.path.with_name(self.path.name + PARTIAL)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = _open(self._partial, "w")
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
+        self._hash = hashlib.sha256()
+        self.calls = 0
+        self.bytes = 0
+        self._write(json.dumps(header.as_json(), separators=(",", ":")).encode() + b"\n")
+
+    def _write(self, line: bytes) -> None:
+        try:
+            self._out.write(line)
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
+        self.bytes += len(line)
+
+    def add(self, call: RecordedCall, within: int | None = None) -> bool:
+        """Write a call; with `within`, only if the file stays within that many bytes (before compression)
+        with its end line: False, and nothing written, when it would not."""
+        line = json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+        if within is not None and self.bytes + len(line) + END_LINE_BYTES > within:
+            return False
+        self._hash.update(line)
+        self._write(line)
+        self.calls += 1
+        return True
+
+    def end(self, reason: str = "stopped", lost: int = 0) -> Path:
+        """Write the end line, and give the file its name: the recording is whole. `lost`: calls the
+        recorder could not keep (it was behind); a replay cannot know the state of any key after the first."""
+        end = {"end": {"calls": self.calls, "reason": reason, "lost": lost, "sha256": self._hash.hexdigest()}}
+        self._write(json.dumps(end, separators=(",", ":")).encode() + b"\n")
+        try:
+            self._out.close()
+            os.replace(self._partial, self.path)
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
+        return self.path
+
+    def abandon(self) -> None:
+        """Leave the partial file as it is (what was written can still be read with `truncated=True`)."""
+        with contextlib.suppress(OSError):
+            self._out.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a recording ended: its end line, or where it was cut short."""
+
+    calls: int
+    reason: str
+    whole: bool  # False: no end line (the shim that wrote it stopped first)
+    lost: int = 0  # calls the recorder could not keep
+
+
+class Recording:
+    """A recording file, read. `check()` reads it once through (a corrupt or truncated file is one
+    RecordingError, before anything is done with it); `calls()` then gives its calls, one at a time."""
+
+    def __init__(self, path: Path, *, truncated: bool = False) -> None:
+        self.path = Path(path)
+        self._truncated = truncated  # accept a file with no end line: its calls up to where it stops
+        if not self.path.exists() and self.path.with_name(self.path.name + PARTIAL).exists():
+            raise RecordingError(
+                f"{self.path}: not ended: only {self.path.name}{PARTIAL} is there (read it with truncated)"
+            )
+        with self._lines() as lines:
+            first = next(lines, None)
+            if first is None:
+                raise RecordingError(f"{self.path}: empty: not a recording")
+            self.header = self._header(first[1])
+
+    @contextlib.contextmanager
+    def _lines(self) -> Iterator[Iterator[tuple[int, bytes]]]:
+        try:
+            source = _open(self.path, "r")
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot read the recording: {exc.strerror or exc}") from None
+        with source:
+
+            def numbered() -> Iterator[tuple[int, bytes]]:
+                try:
+                    yield from enumerate(source, start=1)
+                except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                    raise RecordingError(f"{self.path}: cannot read the recording: {exc}") from None
+
+            yield numbered()
+
+    def _header(self, line: bytes) -> Header:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise RecordingError(f"{self.path}: not a recording (its first line is not JSON)") from None
+        if not isinstance(doc, dict) or MAGIC not in doc:
+            raise RecordingError(f"{self.path}: not a recording (no {MAGIC!r} in its first line)")
+        version = doc[MAGIC]
+        if not isinstance(version, int) or version > VERSION:
+            raise RecordingError(
+                f"{self.path}: a recording of version {version}; this shim reads up to version {VERSION}"
+            )
+        try:
+            return Header.from_json(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordingError(f"{self.path}: line 1: the header is malformed ({exc!r})") from None
+
+    def check(self) -> Ending:
+        """Read the file once through: its calls well formed, in order, and as many as its end line says,
+        with the checksum it gives. A RecordingError names the first line that is wrong."""
+        digest = hashlib.sha256()
+        calls, ended = 0, None
+        with self._lines() as lines:
+            next(lines)
+            for number, line in lines:
+                if ended is not None:
+                    raise RecordingError(f"{self.path}: line {number}: more lines after the end line")
+                if not line.endswith(b"\n"):
+                    break  # the last line, cut short: no end line
+                doc = self._parse(number, line)
+                if "end" in doc:
+                    ended = doc["end"]
+                    continue
+                self._call(number, doc, expected=calls)
+                digest.update(line)
+                calls += 1
+        if ended is None:
+            if self._truncated:
+                return Ending(calls, "cut short: no end line", whole=False)
+            raise RecordingError(
+                f"{self.path}: truncated after {calls} calls (no end line: the shim recording it stopped "
+                "first, or the file was cut short)"
+            )
+        if not isinstance(ended, dict) or ended.get("calls") != calls:
+            said = ended.get("calls") if isinstance(ended, dict) else ended
+            raise RecordingError(
+                f"{self.path}: {calls} calls, but its end line says {said}: calls are missing"
+            )
+        if ended.get("sha256") != digest.hexdigest():
+            raise RecordingError(f"{self.path}: corrupt: its calls do not match their checksum (sha256)")
+        return Ending(calls, str(ended.get("reason", "")), whole=True, lost=int(ended.get("lost", 0)))
+
+    def _parse(self, number: int, line: bytes) -> dict[str, Any]:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise RecordingError(f"{self.path}: line {number}: corrupt (not JSON)") from None
+        if not isinstance(doc, dict):
+            raise RecordingError(f"{self.path}: line {number}: corrupt (not a call)")
+        return doc
+
+    def _call(self, number: int, doc: dict[str, Any], expected: int | None = None) -> RecordedCall:
+        try:
+            call = RecordedCall.from_json(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordingError(f"{self.path}: line {number}: a malformed call ({exc!r})") from None
+        if expected is not None and call.seq != expected:
+            raise RecordingError(f"{self.path}: line {number}: call {call.seq} where call {expected} was due")
+        return call
+
+    def calls(self) -> Iterator[RecordedCall]:
+        """The calls, in the order they arrived (read lazily: memory does not grow with the file)."""
+        with self._lines() as lines:
+            next(lines)
+            for number, line in lines:
+                if not line.endswith(b"\n"):
+                    return  # cut short (accepted by `check` only with truncated)
+                doc = self._parse(number, line)
+                if "end" in doc:
+                    return
+                yield self._call(number, doc)

@@ -1,0 +1,383 @@
+"""The recorder: each call either data plane serves, as the primary answered it, written to a file.
+
+On the event loop, and cheap: a call is numbered as it arrives (`begin`), its messages are kept as they
+pass (`Take`); once it is over, its keys are computed and sampled (after its answer has gone), and it
+waits until every call that arrived before it is over too, so that the file holds the calls in the order
+they arrived. It then goes into a bounded queue, and a thread redacts, encodes and writes it
+(`shim.recording.format`). Nothing here waits: a call that finds the queue full, or one still running
+while more than `record.queue` later calls wait behind it (a long stream), is lost: counted
+(`recording_lost`), logged, and named in the end line. Bounds (`max_bytes`, `max_duration`) end the
+file whole; the shim goes on serving. `close` ends it whole on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from shim.errors import StartupError
+from shim.metrics import Counters
+from shim.recording.format import (
+    Header,
+    Metadata,
+    RecordedCall,
+    RecordingError,
+    RecordingWriter,
+    fingerprint,
+)
+from shim.recording.settings import RecordSettings
+from shim.store_settings import carries_credentials, correlation_id
+
+if TYPE_CHECKING:
+    from shim.config import Config
+    from shim.parts import Parts
+
+_log = structlog.get_logger("shim.recording")
+KEY_ID_CONTEXT = b"shim-record-key-id"
+KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys
+Keep = Callable[[str, str, bytes], bytes | None]  # (method, "request"|"response", raw) -> redacted
+_STOP = object()
+
+
+def key_sampled(key: str, share: float) -> bool:
+    """Whether a key's calls are recorded: a stable hash of the key, so every call on it is, or none."""
+    return share >= 1.0 or zlib.crc32(key.encode()) / 2**32 < share
+
+
+def key_id(key: bytes) -> str:
+    """Which redaction key hashed a recording's redacted fields (an id of it; the key cannot be had back)."""
+    return hmac.new(key, KEY_ID_CONTEXT, hashlib.sha256).hexdigest()[:16]
+
+
+def _clean(metadata: Metadata) -> Metadata:
+    return tuple((k, v) for k, v in metadata if not carries_credentials(k))
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """A call that is over, waiting for the writer."""
+
+    take: Take
+    keys: tuple[str, ...]
+    unsampled: tuple[str, ...]
+    code: int
+    details: str
+    initial: Metadata
+    trailing: Metadata
+    latency: float
+
+
+class Take:
+    """One call, as the recorder keeps it while it runs (made by `Recorder.begin`)."""
+
+    __slots__ = (
+        "_recorder",
+        "answered_by",
+        "arrival",
+        "at",
+        "is_write",
+        "metadata",
+        "method",
+        "requests",
+        "responses",
+        "size",
+    )
+
+    def __init__(
+        self, recorder: Recorder, arrival: int, method: str, metadata: Metadata, is_write: bool, by: str
+    ) -> None:
+        self._recorder = recorder
+        self.arrival = arrival
+        self.at = time.time()
+        self.method = method
+        self.metadata = metadata
+        self.is_write = is_write
+        self.answered_by = by
+        self.requests: list[bytes] = []
+        self.responses: list[bytes] = []
+        self.size = 0  # bytes kept; -1: more than record.max_call_bytes (the call is lost)
+
+    def _keep(self, kept: list[bytes], raw: bytes) -> None:
+        if self.size < 0:
+            return
+        self.size += len(raw)
+        if self.size > self._recorder.max_call_bytes:
+            self.size = -1
+            self.requests.clear()
+            self.responses.clear()
+            return
+        kept.append(raw)
+
+    def request(self, raw: bytes) -> None:
+        self._keep(self.requests, raw)
+
+    def response(self, raw: bytes) -> None:
+        self._keep(self.responses, raw)
+
+    def finish(self, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float) -> None:
+        """The primary's status is in (call it once the client has the answer: the rest is deferred)."""
+        asyncio.get_running_loop().call_soon(
+            self._recorder.settle, self, code, details, initial, trailing, latency
+        )
+
+    def abandon(self) -> None:
+        """The call ended before the primary's status was known (the client cancelled, its copy was lost):
+        a write is lost (the primary may have done it), a read is left out."""
+        self._recorder.settle_abandoned(self)
+
+
+class Recorder:
+    """Writes the calls it is handed to `settings.path` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        settings: RecordSettings,
+        header: Header,
+        keys_of: KeysOf,
+        keep: Keep | None,
+        counters: Counters,
+        correlation_header: str = "",
+    ) -> None:
+        self.path = Path(settings.path)
+        self._writer = RecordingWriter(self.path, header)  # a RecordingError: the shim does not start
+        self._settings = settings
+        self.max_call_bytes = settings.max_call_bytes
+        self._answered_by = header.answered_by
+        self._keys_of = keys_of
+        self._keep = keep
+        self._counters = counters
+        self._correlation_header = correlation_header
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue)
+        self._arrivals = 0  # calls numbered so far
+        self._next = 0  # the first arrival not yet handed to the writer
+        self._ready: dict[int, _Finished | None] = {}  # calls over, waiting behind earlier arrivals
+        self.lost = 0
+        self.end_reason = ""
+        self._ended = threading.Event()
+        self._closing = False
+        self._deadline = time.time() + settings.max_duration
+        self._thread = threading.Thread(target=self._write_all, name="recorder", daemon=True)
+        self._thread.start()
+        _log.info("recording", path=str(self.path), sample=settings.sample, origin=header.origin)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    @property
+    def calls(self) -> int:
+        """Calls written so far."""
+        return self._writer.calls
+
+    # -- on the event loop --------------------------------------------------------------------------
+
+    def begin(
+        self, method: str, metadata: Metadata, is_write: bool, answered_by: str = "bank"
+    ) -> Take | None:
+        """A call arrives: its Take (None once the recording has ended)."""
+        if self._ended.is_set() or self._closing:
+            return None
+        self._arrivals += 1
+        return Take(self, self._arrivals - 1, method, metadata, is_write, answered_by)
+
+    def settle(
+        self, take: Take, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float
+    ) -> None:
+        if take.size < 0:
+            self._lose(take.method, "its messages are larger than record.max_call_bytes")
+            self._resolve(take.arrival, None)
+            return
+        keys = self._keys_of(take.method, take.requests[0] if take.requests else None)
+        share, unsampled = self._settings.sample, tuple[str, ...]()
+        if keys and share < 1.0:
+            unsampled = tuple(k for k in keys if not key_sampled(k, share))
+            if len(unsampled) == len(keys):
+                self._resolve(take.arrival, None)  # none of its keys is recorded
+                return
+        item = _Finished(take, keys, unsampled, code, details, initial, trailing, latency)
+        self._resolve(take.arrival, item)
+
+    def settle_abandoned(self, take: Take) -> None:
+        if take.is_write:
+            self._lose(take.method, "a write ended before the primary's status was known")
+        self._resolve(take.arrival, None)
+
+    def _resolve(self, arrival: int, item: _Finished | None) -> None:
+        if arrival < self._next:
+            return  # given up on before (counted then)
+        self._ready[arrival] = item
+        if len(self._ready) > self._settings.queue:  # too many wait behind calls still running
+            while self._next not in self._ready:
+                self._lose("", "finished calls waited too long behind a call still running")
+                self._next += 1
+        self._release()
+
+    def _release(self) -> None:
+        while self._next in self._ready:
+            item = self._ready.pop(self._next)
+            self._next += 1
+            if item is None or self._ended.is_set():
+                continue
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._lose(item.take.method, "the recorder's queue is full (the file is written too slowly)")
+
+    def _lose(self, method: str, why: str) -> None:
+        if self._ended.is_set():
+            return
+        self.lost += 1
+        self._counters.inc("recording_lost", method)
+        if self.lost & (self.lost - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: the log is not flooded
+            _log.warning("a call was not recorded", why=why, method=method, lost=self.lost)
+
+    async def close(self, reason: str = "stopped") -> None:
+        """End the recording whole: the calls that are over are written, in order; the end line says
+        `reason` (unless a bound ended it before)."""
+        if self._closing:
+            return
+        self._closing = True
+        for arrival in sorted(self._ready):  # those waiting behind calls that never finished
+            self._next = arrival
+            self._release()
+        self._next = self._arrivals
+        self.end_reason = self.end_reason or reason
+        await asyncio.to_thread(self._queue.put, _STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- in the writer's thread -----------------------------------------------------------------------
+
+    def _write_all(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=min(1.0, max(self._deadline - time.time(), 0.01)))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._end(self.end_reason or "stopped")
+                return
+            if self._ended.is_set():
+                continue
+            if time.time() >= self._deadline:
+                self._end("record.max_duration reached")
+                continue
+            if isinstance(item, _Finished):
+                self._write(item)
+
+    def _write(self, item: _Finished) -> None:
+        try:
+            call = self._encode(item)
+            if not self._writer.add(call, within=self._settings.max_bytes):
+                self._end("record.max_bytes reached")
+        except RecordingError as exc:
+            _log.error("recording stopped: the file cannot be written", error=str(exc))
+            self.end_reason = "the file could not be written"
+            self._ended.set()
+            self._writer.abandon()
+
+    def _redacted(self, method: str, side: str, messages: list[bytes], notes: list[str]) -> tuple[bytes, ...]:
+        if self._keep is None:
+            return tuple(messages)
+        out = []
+        for index, raw in enumerate(messages):
+            kept = self._keep(method, side, raw)
+            if kept is None:
+                notes.append(f"{side} {index} not kept: it does not decode, and redaction is on")
+            out.append(kept if kept is not None else b"")
+        return tuple(out)
+
+    def _encode(self, item: _Finished) -> RecordedCall:
+        take, notes = item.take, list[str]()
+        requests = self._redacted(take.method, "request", take.requests, notes)
+        responses = self._redacted(take.method, "response", take.responses, notes)
+        return RecordedCall(
+            seq=self._writer.calls,
+            at=take.at,
+            method=take.method,
+            is_write=take.is_write,
+            keys=item.keys,
+            correlation_id=correlation_id(self._correlation_header, take.metadata),
+            metadata=_clean(take.metadata),
+            requests=requests,
+            responses=responses,
+            code=item.code,
+            details=item.details,
+            initial_metadata=_clean(item.initial),
+            trailing_metadata=_clean(item.trailing),
+            latency=item.latency,
+            unsampled=item.unsampled,
+            note="; ".join(notes),
+            answered_by=take.answered_by if take.answered_by != self._answered_by else "",
+        )
+
+    def _end(self, reason: str) -> None:
+        if self._ended.is_set():
+            return
+        self.end_reason = reason
+        try:
+            self._writer.end(reason, lost=self.lost)
+        except RecordingError as exc:
+            _log.error("recording not ended whole", error=str(exc))
+            self._writer.abandon()
+        finally:
+            self._ended.set()
+        log = _log.info if reason == "stopped" else _log.warning
+        log("recording ended", reason=reason, path=str(self.path), calls=self._writer.calls, lost=self.lost)
+
+
+def header_of(
+    settings: RecordSettings,
+    registry: Any,
+    mode: str,
+    redacted: tuple[str, ...],
+    key: bytes | None,
+    replica: str,
+) -> Header:
+    """The recording's first line: the descriptors and each method's fingerprint, redaction, sampling."""
+    methods = {m: fingerprint(registry, m) for m in sorted(registry.methods)} if registry is not None else {}
+    return Header(
+        created_at=time.time(),
+        methods=methods,
+        descriptors=registry.descriptor_set().SerializeToString() if registry is not None else b"",
+        mode=mode,
+        answered_by="bk" if mode in ("bk-primary", "bk") else "bank",
+        origin=settings.origin,
+        redacted=redacted if key is not None else (),
+        redaction_key=key_id(key) if key is not None else "",
+        sampled=settings.sample,
+        replica=replica,
+    )
+
+
+def open_recorder(config: Config, parts: Parts, keys_of: KeysOf) -> Recorder | None:
+    """The recorder `config.record` asks for (None: nothing is recorded); a StartupError when its file
+    cannot be written."""
+    settings = config.record
+    if not settings.path:
+        return None
+    redactor = parts.redactor
+    header = header_of(
+        settings,
+        parts.registry,
+        config.mode,
+        tuple(config.redact.fields),
+        redactor.key if redactor is not None else None,
+        parts.replica,
+    )
+    try:
+        return Recorder(
+            settings, header, keys_of, parts.payload_filter(), parts.counters, config.store.correlation_header
+        )
+    except RecordingError as exc:
+        raise StartupError(f"record.path: {exc}") from None

@@ -1,0 +1,172 @@
+"""The recording file (`shim.recording.format`): what is written is read back whole, and a file that is
+not whole (cut short, changed, of a newer version, never ended) is one clear RecordingError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+import sample_ledger
+from comparators import DescriptorRegistry
+from shim.recording.format import (
+    PARTIAL,
+    Header,
+    RecordedCall,
+    Recording,
+    RecordingError,
+    RecordingWriter,
+    fingerprint,
+)
+
+REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
+OPEN = "/bank.v1.Ledger/OpenAccount"
+
+
+def _header() -> Header:
+    return Header(
+        created_at=1700000000.5,
+        methods={m: fingerprint(REGISTRY, m) for m in REGISTRY.methods},
+        descriptors=REGISTRY.descriptor_set().SerializeToString(),
+        mode="bank",
+        origin="empty",
+        redacted=("bank.v1.Account.owner_name",),
+        redaction_key="0123456789abcdef",
+        sampled=0.5,
+        replica="host-1",
+    )
+
+
+def _call(seq: int, **more: object) -> RecordedCall:
+    fields: dict[str, object] = {
+        "seq": seq,
+        "at": 1700000001.25 + seq,
+        "method": OPEN,
+        "is_write": True,
+        "keys": ("A1", "owner"),
+        "correlation_id": f"req-{seq}",
+        "metadata": (("x-request-id", f"req-{seq}"), ("trace-bin", b"\x00\xff\x01")),
+        "requests": (b"\x0a\x02A1", b""),
+        "responses": (b"\x0a\x02A1\x12\x03Ann",),
+        "code": 0,
+        "details": "",
+        "initial_metadata": (("server", "bank"),),
+        "trailing_metadata": (("grpc-status-details-bin", b"\x08\x05"),),
+        "latency": 0.003,
+        **more,
+    }
+    return RecordedCall(**fields)  # type: ignore[arg-type]
+
+
+def _write(path: Path, calls: list[RecordedCall], reason: str = "stopped", lost: int = 0) -> Path:
+    writer = RecordingWriter(path, _header())
+    for call in calls:
+        assert writer.add(call)
+    return writer.end(reason, lost=lost)
+
+
+@pytest.mark.parametrize("name", ["calls.jsonl", "calls.jsonl.gz"])
+def test_every_field_is_read_back_as_written(tmp_path: Path, name: str) -> None:
+    calls = [
+        _call(0),
+        _call(1, unsampled=("B2",), note="request 1 not kept", answered_by="bk", code=5, details="no"),
+    ]
+    path = _write(tmp_path / name, calls, reason="record.max_bytes reached", lost=3)
+    if name.endswith(".gz"):
+        assert gzip.decompress(path.read_bytes()).startswith(b'{"shim_recording":1')
+    recording = Recording(path)
+    assert recording.header == _header()
+    ending = recording.check()
+    assert (ending.calls, ending.reason, ending.whole, ending.lost) == (
+        2,
+        "record.max_bytes reached",
+        True,
+        3,
+    )
+    assert list(recording.calls()) == calls
+    assert not path.with_name(path.name + PARTIAL).exists()
+
+
+def test_optional_fields_are_left_out_when_empty(tmp_path: Path) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    line = json.loads(path.read_bytes().splitlines()[1])
+    assert not {"unsampled", "note", "answered_by"} & set(line)
+
+
+def test_add_within_a_bound_writes_nothing_beyond_it(tmp_path: Path) -> None:
+    writer = RecordingWriter(tmp_path / "calls.jsonl", _header())
+    bound = writer.bytes + 2_000
+    added = 0
+    while writer.add(_call(added), within=bound):
+        added += 1
+    assert added > 0
+    path = writer.end("record.max_bytes reached")
+    assert path.stat().st_size <= bound
+    assert Recording(path).check().calls == added
+
+
+def test_a_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_the_cut(
+    tmp_path: Path,
+) -> None:
+    whole = _write(tmp_path / "whole.jsonl", [_call(0), _call(1), _call(2)]).read_bytes()
+    header_end = whole.index(b"\n") + 1
+    call_ends = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")][1:-1]
+    cut = tmp_path / "cut.jsonl"
+    for offset in range(len(whole)):  # every cut short of the whole file
+        cut.write_bytes(whole[:offset])
+        with pytest.raises(RecordingError) as caught:
+            Recording(cut).check()
+        assert str(cut) in str(caught.value)
+        if offset < header_end:
+            continue  # no whole header: not readable at all
+        ending = Recording(cut, truncated=True).check()
+        before = sum(1 for end in call_ends if end <= offset)
+        assert (ending.whole, ending.calls) == (False, before)
+        assert [c.seq for c in Recording(cut, truncated=True).calls()] == list(range(ending.calls))
+
+
+def test_a_changed_byte_in_a_call_line_fails_its_checksum(tmp_path: Path) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0), _call(1)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"req-1", b"req-7")
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(RecordingError, match="checksum"):
+        Recording(path).check()
+
+
+def test_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[0] = lines[0].replace(b'"shim_recording":1', b'"shim_recording":2')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(RecordingError, match="version 2"):
+        Recording(path)
+
+
+def test_only_a_partial_file_is_an_error(tmp_path: Path) -> None:
+    writer = RecordingWriter(tmp_path / "calls.jsonl", _header())
+    writer.add(_call(0))
+    writer.abandon()
+    with pytest.raises(RecordingError, match=r"not ended: only calls\.jsonl\.partial"):
+        Recording(tmp_path / "calls.jsonl")
+    partial = Recording(tmp_path / ("calls.jsonl" + PARTIAL), truncated=True)
+    assert partial.check().calls == 1
+
+
+def test_the_fingerprint_changes_with_a_field_of_the_request(tmp_path: Path) -> None:
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(REGISTRY.descriptor_set().SerializeToString())
+    for proto in files.file:
+        for message in proto.message_type:
+            if message.name == "OpenAccountRequest":
+                message.field[1].name = "owner"
+    other = DescriptorRegistry()
+    other.add_set(files)
+    assert fingerprint(REGISTRY, OPEN)
+    assert fingerprint(other, OPEN) != fingerprint(REGISTRY, OPEN)
+    assert fingerprint(other, "/bank.v1.Ledger/GetBalance") == fingerprint(
+        REGISTRY, "/bank.v1.Ledger/GetBalance"
+    )

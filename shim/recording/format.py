@@ -21,13 +21,14 @@ import gzip
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from comparators import DescriptorRegistry
 from shim.errors import ShimError
+from shim.recording.identity import fingerprint as fingerprint  # where replay checks it
 
 VERSION = 1
 MAGIC = "shim_recording"
@@ -166,34 +167,6 @@ class RecordedCall:
         )
 
 
-def fingerprint(registry: DescriptorRegistry, method: str) -> str:
-    """A method's shape, hashed: its kind, and its request and answer types with every field they reach
-    (number, name, type, whether repeated, and the message or enum it names, with its own). Equal for
-    descriptors that encode and decode its messages alike; unrelated messages and files do not enter it."""
-    info = registry.method(method)
-    if info is None:
-        return ""
-    lines = [f"{method} {info.client_streaming} {info.server_streaming}"]
-    pending, seen = [info.input_type, info.output_type], set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        desc = registry.pool.FindMessageTypeByName(name)
-        lines.append(f"message {name}")
-        for f in sorted(desc.fields, key=lambda f: f.number):
-            named = f.message_type.full_name if f.message_type else ""
-            if f.enum_type is not None:
-                named = (
-                    f.enum_type.full_name + ":" + ",".join(f"{v.name}={v.number}" for v in f.enum_type.values)
-                )
-            lines.append(f"{f.number} {f.name} {f.type} {f.is_repeated} {named}")
-            if f.message_type is not None:
-                pending.append(f.message_type.full_name)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def _metadata_out(metadata: Metadata) -> list[list[str]]:
     return [[k, base64.b64encode(v).decode() if isinstance(v, bytes) else v] for k, v in metadata]
 
@@ -212,6 +185,24 @@ def _open(path: Path, mode: str) -> IO[bytes]:
     return open(path, mode + "b")  # closed by the caller
 
 
+def set_aside(path: Path) -> Path | None:
+    """Rename the file at `path`, if there is one, after the time it was last written
+    (`traffic.jsonl.gz` -> `traffic-20261204T193000Z.jsonl.gz`, its `.partial` kept); its new path."""
+    try:
+        written = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    stem, dot, rest = path.name.partition(".")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(written))
+    for n in range(1000):
+        name = f"{stem}-{stamp}{f'-{n}' if n else ''}{dot}{rest}"
+        target = path.with_name(name)
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise OSError(f"no free name to keep {path} under")
+
+
 class RecordingWriter:
     """Writes a recording to `NAME.partial`, and renames it `NAME` once ended (`end`)."""
 
@@ -220,6 +211,9 @@ class RecordingWriter:
         self._partial = self.path.with_name(self.path.name + PARTIAL)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # a recording is never written over: one of an earlier run, whole or cut short (its shim was
+            # killed), is kept under a name of its own
+            self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
             self._out = _open(self._partial, "w")
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
@@ -245,6 +239,13 @@ class RecordingWriter:
         self._write(line)
         self.calls += 1
         return True
+
+    def flush(self) -> None:
+        """What was added so far, handed to the operating system (it outlives the shim's process)."""
+        try:
+            self._out.flush()
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
 
     def end(self, reason: str = "stopped", lost: int = 0) -> Path:
         """Write the end line, and give the file its name: the recording is whole. `lost`: calls the

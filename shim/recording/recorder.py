@@ -13,8 +13,6 @@ file whole; the shim goes on serving. `close` ends it whole on shutdown.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import queue
 import threading
 import time
@@ -29,13 +27,14 @@ import structlog
 from shim.errors import StartupError
 from shim.metrics import Counters
 from shim.recording.format import (
+    PARTIAL,
     Header,
     Metadata,
     RecordedCall,
     RecordingError,
     RecordingWriter,
-    fingerprint,
 )
+from shim.recording.identity import fingerprint, key_id
 from shim.recording.settings import RecordSettings
 from shim.store_settings import carries_credentials, correlation_id
 
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
     from shim.parts import Parts
 
 _log = structlog.get_logger("shim.recording")
-KEY_ID_CONTEXT = b"shim-record-key-id"
 KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys
 Keep = Callable[[str, str, bytes], bytes | None]  # (method, "request"|"response", raw) -> redacted
 _STOP = object()
@@ -53,11 +51,6 @@ _STOP = object()
 def key_sampled(key: str, share: float) -> bool:
     """Whether a key's calls are recorded: a stable hash of the key, so every call on it is, or none."""
     return share >= 1.0 or zlib.crc32(key.encode()) / 2**32 < share
-
-
-def key_id(key: bytes) -> str:
-    """Which redaction key hashed a recording's redacted fields (an id of it; the key cannot be had back)."""
-    return hmac.new(key, KEY_ID_CONTEXT, hashlib.sha256).hexdigest()[:16]
 
 
 def _clean(metadata: Metadata) -> Metadata:
@@ -167,9 +160,18 @@ class Recorder:
         self._ended = threading.Event()
         self._closing = False
         self._deadline = time.time() + settings.max_duration
+        self._flush_by = time.monotonic() + 0.5
         self._thread = threading.Thread(target=self._write_all, name="recorder", daemon=True)
         self._thread.start()
         _log.info("recording", path=str(self.path), sample=settings.sample, origin=header.origin)
+        for kept in self._writer.kept:  # an earlier recording at that path: kept, never written over
+            cut = kept.name.endswith(PARTIAL)
+            (_log.warning if cut else _log.info)(
+                "an earlier recording cut short (its shim stopped first) is kept; replay it with --truncated"
+                if cut
+                else "an earlier recording is kept",
+                kept=str(kept),
+            )
 
     @property
     def ended(self) -> bool:
@@ -274,6 +276,20 @@ class Recorder:
                 continue
             if isinstance(item, _Finished):
                 self._write(item)
+                # on disk once the queue is drained, or every half second: a killed shim (or comparison
+                # plane) leaves every call written before, in its `.partial`
+                if not self._ended.is_set() and (self._queue.empty() or time.monotonic() > self._flush_by):
+                    self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._writer.flush()
+        except RecordingError as exc:
+            _log.error("recording stopped: the file cannot be written", error=str(exc))
+            self.end_reason = "the file could not be written"
+            self._ended.set()
+            self._writer.abandon()
+        self._flush_by = time.monotonic() + 0.5
 
     def _write(self, item: _Finished) -> None:
         try:

@@ -24,6 +24,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.dataplane import envoy
 from shim.dataplane.unseen import UNSEEN
+from shim.recording.format import PARTIAL, Recording
 from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ async def _calls(address: str, stop: asyncio.Event, errors: list[str], done: lis
             done[0] += 1
 
 
-async def _serve(bank: str, bk: str, db: Path, cwd: Path) -> asyncio.subprocess.Process:
+async def _serve(bank: str, bk: str, db: Path, cwd: Path, *more: str) -> asyncio.subprocess.Process:
     """`shim serve` on Envoy, in front of `bank` and `bk`, storing in `db`."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -82,6 +83,7 @@ async def _serve(bank: str, bk: str, db: Path, cwd: Path) -> asyncio.subprocess.
         str(db),
         "--descriptor-set",
         str(ROOT / "sample_ledger" / "bank.binpb"),
+        *more,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -102,7 +104,8 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
     stops it all, with status 0."""
     bank, bk = ledgers
     db = tmp_path / "shim.db"
-    proc = await _serve(bank.address, bk.address, db, tmp_path)
+    recording = tmp_path / "traffic.jsonl"
+    proc = await _serve(bank.address, bk.address, db, tmp_path, "--record", str(recording))
     serving = Serving(proc)
     stop, errors, done = asyncio.Event(), [], [0]
     try:
@@ -111,6 +114,12 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
         assert ready["pid"] != proc.pid  # the plane is the supervisor's child
         client = asyncio.create_task(_calls(ready["listen"], stop, errors, done))
         await until(lambda: done[0] >= 20, "calls before the kill", within=STEP)
+        partial = recording.with_name(recording.name + PARTIAL)
+
+        def recorded() -> bool:  # what the plane recorded is on disk, where its death cannot reach it
+            return any(c.method.endswith("/Deposit") for c in Recording(partial, truncated=True).calls())
+
+        await until(recorded, "deposits recorded before the kill", within=STEP)
         os.kill(ready["pid"], signal.SIGKILL)
         killed_at = done[0]
         again = await serving.until_event("ready", 2)
@@ -141,6 +150,12 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
         # the calls made while no plane ran are on record as calls the shim did not see, never missing
         unseen = _stored(db, f"SELECT COUNT(*) FROM comparisons WHERE method = '{UNSEEN}'")[0][0]
         assert unseen > 0
+        # the killed plane's recording, cut short, is kept beside the one the plane started again ended
+        kept = [p for p in os.listdir(tmp_path) if p.startswith("traffic-") and p.endswith(PARTIAL)]
+        assert len(kept) == 1
+        cut = Recording(tmp_path / kept[0], truncated=True)
+        assert any(call.method.endswith("/Deposit") for call in cut.calls())
+        assert Recording(recording).check().calls > 0
     finally:
         stop.set()
         if proc.returncode is None:

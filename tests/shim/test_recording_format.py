@@ -170,3 +170,31 @@ def test_the_fingerprint_changes_with_a_field_of_the_request(tmp_path: Path) -> 
     assert fingerprint(other, "/bank.v1.Ledger/GetBalance") == fingerprint(
         REGISTRY, "/bank.v1.Ledger/GetBalance"
     )
+
+
+@pytest.mark.parametrize("name", ["traffic.jsonl", "traffic.jsonl.gz"])
+def test_a_recording_is_never_written_over_an_earlier_one_whole_or_cut_short(
+    tmp_path: Path, name: str
+) -> None:
+    """A second recording at the same path keeps the first (whole) and one cut short (a `.partial` its
+    killed shim left) under names of their own, each still readable as it was."""
+    path = tmp_path / name
+    _write(path, [_call(0), _call(1)])
+    cut = RecordingWriter(path, _header())  # the first is kept, not written over
+    cut.add(_call(0))
+    cut.abandon()  # a shim killed while recording: only NAME.partial
+    writer = RecordingWriter(path, _header())
+    writer.add(_call(0))
+    writer.add(_call(1))
+    writer.add(_call(2))
+    writer.end()
+    assert Recording(path).check().calls == 3
+    whole = [p for p in tmp_path.iterdir() if p != path and not p.name.endswith(PARTIAL)]
+    partial = [p for p in tmp_path.iterdir() if p.name.endswith(PARTIAL)]
+    assert (len(whole), len(partial)) == (1, 1), sorted(p.name for p in tmp_path.iterdir())
+    assert whole[0].name.startswith("traffic-")
+    assert whole[0].name.endswith(name.partition(".")[2])
+    assert Recording(whole[0]).check().calls == 2
+    assert [c.seq for c in Recording(partial[0], truncated=True).calls()] == [0]
+    assert partial[0] in writer.kept
+    assert whole[0] in cut.kept

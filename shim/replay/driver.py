@@ -9,7 +9,10 @@ comparison pipeline with the config's rules and the store are the live ones, unc
 
 Nothing is dropped: a call is started only when fewer than `in_flight` are in flight, the pipeline has
 room for all of them (else it is drained first), and the store is less than half its `max_buffer`
-behind (else it is flushed first). BK answering UNAVAILABLE
+behind (else it is flushed first).
+
+BK answers later than Bank did, by however long ago the recording was made: each exchange carries that
+(`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. BK answering UNAVAILABLE
 with BK no longer reachable stops the replay (a ReplayError): its evidence would say nothing of BK.
 """
 
@@ -115,6 +118,9 @@ class Replayer:
         self.in_flight = in_flight
         self.summary = Summary(tainted_from_start=unknown_state)
         self._suspect = ""  # BK answered UNAVAILABLE: whether it is down is checked before going on
+        # when each call in flight was replayed, by (recorded arrival, method): BK's clock runs that much
+        # later than Bank's did for it, which its timestamps' comparison allows for (Exchange.clock_offset)
+        self._replayed_at: dict[tuple[float, str], float] = {}
 
     async def run(self) -> Summary:
         config, parts = self.config, self.parts
@@ -167,6 +173,9 @@ class Replayer:
 
     def _watching(self, pipeline: ComparisonPipeline) -> Submit:
         def submit(exchange: Exchange, done: Callable[[], None] | None) -> None:
+            replayed_at = self._replayed_at.pop((exchange.started_at, exchange.method), None)
+            if replayed_at is not None:
+                exchange = replace(exchange, clock_offset=replayed_at - exchange.started_at)
             if _bk_unavailable(exchange.shadow) and not self._suspect:
                 details = exchange.shadow.details if exchange.shadow is not None else ""
                 self._suspect = f"{exchange.method} got UNAVAILABLE ({details})"
@@ -207,6 +216,7 @@ class Replayer:
             raise ReplayError(f"call {call.seq} ({call.method}) could not be sent to BK: {refused}")
         mirror.correlation_id = call.correlation_id or mirror.correlation_id
         mirror.started_at = call.at
+        self._replayed_at[call.at, call.method] = time.time()
         mirror.task.add_done_callback(lambda _: slots.release())
         for request in call.requests:
             mirror.feed(request)

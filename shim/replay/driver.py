@@ -19,6 +19,7 @@ with BK no longer reachable stops the replay (a ReplayError): its evidence would
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import Counter
@@ -36,6 +37,7 @@ from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.format import RecordedCall
 from shim.replay.source import ReplayError, Source
 from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Submit
 from shim.shadow.wiring import mirroring
 from shim.steps import EVERY_KEY, unreachable
@@ -118,9 +120,10 @@ class Replayer:
         self.in_flight = in_flight
         self.summary = Summary(tainted_from_start=unknown_state)
         self._suspect = ""  # BK answered UNAVAILABLE: whether it is down is checked before going on
-        # when each call in flight was replayed, by (recorded arrival, method): BK's clock runs that much
-        # later than Bank's did for it, which its timestamps' comparison allows for (Exchange.clock_offset)
-        self._replayed_at: dict[tuple[float, str], float] = {}
+        # each call in flight, by (when replayed, method): its mirror and when it was recorded; BK's clock
+        # runs later than Bank's did for it by the time between that and its sending to BK, which
+        # timestamp rules allow for (Exchange.clock_offset)
+        self._in_flight: dict[tuple[float, str], tuple[Mirror, float]] = {}
 
     async def run(self) -> Summary:
         config, parts = self.config, self.parts
@@ -173,9 +176,9 @@ class Replayer:
 
     def _watching(self, pipeline: ComparisonPipeline) -> Submit:
         def submit(exchange: Exchange, done: Callable[[], None] | None) -> None:
-            replayed_at = self._replayed_at.pop((exchange.started_at, exchange.method), None)
-            if replayed_at is not None:
-                exchange = replace(exchange, clock_offset=replayed_at - exchange.started_at)
+            replayed = self._in_flight.pop((exchange.started_at, exchange.method), None)
+            if replayed is not None and replayed[0].sent_at:
+                exchange = replace(exchange, clock_offset=replayed[0].sent_at - replayed[1])
             if _bk_unavailable(exchange.shadow) and not self._suspect:
                 details = exchange.shadow.details if exchange.shadow is not None else ""
                 self._suspect = f"{exchange.method} got UNAVAILABLE ({details})"
@@ -215,8 +218,13 @@ class Replayer:
             slots.release()
             raise ReplayError(f"call {call.seq} ({call.method}) could not be sent to BK: {refused}")
         mirror.correlation_id = call.correlation_id or mirror.correlation_id
-        mirror.started_at = call.at
-        self._replayed_at[call.at, call.method] = time.time()
+        now = time.time()  # the evidence is of now (the gate's window), not of when it was recorded
+        while (now, call.method) in self._in_flight:  # one entry per call in flight
+            now = math.nextafter(now, math.inf)
+        mirror.started_at = now
+        self._in_flight[now, call.method] = (mirror, call.at)
+        # kept until its exchange is handed over (or, should none be, until it is over)
+        mirror.task.add_done_callback(lambda _: self._in_flight.pop((now, call.method), None))
         mirror.task.add_done_callback(lambda _: slots.release())
         for request in call.requests:
             mirror.feed(request)

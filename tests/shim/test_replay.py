@@ -150,7 +150,10 @@ async def test_against_the_fixed_bk_the_gate_passes_and_twice_gives_the_same_ver
 async def test_ids_minted_by_bk_are_translated(
     sample_recording: Path, fixed_bk: RunningLedger, tmp_path: Path
 ) -> None:
+    began = time.time()
     verdicts, _ = await _replay(sample_recording, tmp_path / "ids.db", fixed_bk.address)
+    # the evidence is of the replay's time (what the gate's window looks at), not the recording's
+    assert min(c.exchange.started_at for c in verdicts.comparisons) >= began
     trades = [c for c in verdicts.comparisons if c.method.endswith("/PostTrade") and c.exchange.primary.ok]
     cancels = [c for c in verdicts.comparisons if c.method.endswith("/CancelTrade") and c.exchange.primary.ok]
     assert trades

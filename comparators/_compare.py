@@ -109,7 +109,7 @@ def _judge(
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
     differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor, ids, to_bank)
     differences += _message_differences(
-        exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor
+        exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, exchange.clock_offset
     )
     undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
     if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
@@ -248,6 +248,7 @@ def _message_differences(
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
     redactor: Redactor | None = None,
+    clock_offset: float = 0.0,
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1
@@ -289,7 +290,7 @@ def _message_differences(
     if ids is not None and to_bank is not None:
         decoded_bk = [m for m in right if m is not None]
         unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
-    walker = Walker(registry, rules, method)
+    walker = Walker(registry, rules, method, clock_offset)
     decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
     if streamed and all(m is not None for m in left + right):
         element = registry.find_message(info.output_type)

@@ -105,6 +105,9 @@ class Exchange:
     # the primary asked the same again (a read sampled for noise): what differs between its two
     # answers is noise, not a difference of BK's
     secondary: Outcome | None = None
+    # seconds BK's timestamps are taken to run ahead of Bank's (a replay: how much later than the recording
+    # the call ran); a timestamp rule compares BK's time with Bank's moved on by this much
+    clock_offset: float = 0.0
 
     @property
     def bank(self) -> Outcome | None:

@@ -80,10 +80,14 @@ def shown(value: Any) -> Any:
 class Walker:
     """Compares messages of one method's answers; collects differences in `out`."""
 
-    def __init__(self, registry: DescriptorRegistry, rules: RuleSet, method: str) -> None:
+    def __init__(
+        self, registry: DescriptorRegistry, rules: RuleSet, method: str, clock_offset: float = 0.0
+    ) -> None:
         self.registry = registry
         self.rules = rules
         self.method = method
+        # how far BK's clock is taken to be ahead of Bank's (a replay: how much later it ran), for timestamps
+        self._offset_ns = round(clock_offset * 1e9)
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
 
@@ -152,7 +156,8 @@ class Walker:
             left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)
             rule = self._value_rules[target]
             if type(rule) is TimestampTolerance:
-                tolerated = abs(left_leaf.nanos - right_leaf.nanos) <= rule.tolerance_ns
+                offset = 0 if left_leaf.duration else self._offset_ns
+                tolerated = abs(left_leaf.nanos + offset - right_leaf.nanos) <= rule.tolerance_ns
                 name = rule.name if tolerated and left_leaf.duration == right_leaf.duration else ""
             else:
                 name = _tolerated(rule, left_leaf, right_leaf) if rule else ""

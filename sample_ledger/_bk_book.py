@@ -90,8 +90,10 @@ def _decode_token(token: str) -> str:
 class BkBook:
     """All of BK's state and rules."""
 
-    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, clock: Callable[[], datetime] = utc_now, fixed: bool = False) -> None:
         self.clock = clock
+        # with the planted bugs 1-3 turned off: it answers as Bank does, benign differences aside
+        self.fixed = fixed
         self.journal = Journal()
         self.accounts: dict[str, BkAccount] = {}
         self._account_ids: list[str] = []  # sorted
@@ -102,7 +104,9 @@ class BkBook:
 
     def account(self, account_id: str) -> BkAccount:
         account = self.accounts.get(account_id)
-        if account is None:
+        if account is None and self.fixed:
+            raise LedgerError(grpc.StatusCode.NOT_FOUND, f"account_id: no account {account_id!r}")
+        if account is None:  # PLANTED BUG 2: INVALID_ARGUMENT where Bank says NOT_FOUND
             raise LedgerError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"account_id: no account is registered as {account_id!r}",
@@ -155,10 +159,19 @@ class BkBook:
 
     def post_trade(self, order: TradeInput) -> BkTrade:
         account = self.account(order.account_id)
+        if self.fixed and order.side == pb.SIDE_SELL:  # PLANTED BUG 3 (unless fixed): an oversell is booked
+            held = self.journal.holding(order.account_id, order.symbol).quantity
+            if order.quantity > held:
+                raise LedgerError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"position of {held} {order.symbol} is short of the {order.quantity} sold",
+                )
         trade_id = self._new_trade_id()
         now = self.clock()
         notional = (order.quantity * order.price).quantize(CENTS, rounding=ROUND_HALF_UP)
-        fee = (order.quantity * COMMISSION_PER_SHARE).quantize(CENTS, rounding=ROUND_HALF_EVEN)
+        # PLANTED BUG 1 (unless fixed): the fee is rounded half even, Bank's half up
+        rounding = ROUND_HALF_UP if self.fixed else ROUND_HALF_EVEN
+        fee = (order.quantity * COMMISSION_PER_SHARE).quantize(CENTS, rounding=rounding)
         direction = 1 if order.side == pb.SIDE_BUY else -1
         currency, client = account.currency, account.account_id
         pending = LedgerAccount(client, CASH_PENDING, currency)

@@ -44,12 +44,12 @@ class RunningLedger:
         await self._server.wait_for_termination()
 
 
-def make_servicer(kind: str) -> Servicer:
-    """A fresh servicer of `kind` ("bank", "bk" or "bk-native")."""
+def make_servicer(kind: str, fixed: bool = False) -> Servicer:
+    """A fresh servicer of `kind` ("bank", "bk" or "bk-native"); `fixed`: BK without its planted bugs 1-3."""
     if kind == "bank":
         return BankServicer()
     if kind == "bk":
-        return BkServicer()
+        return BkServicer(fixed=fixed)
     if kind == "bk-native":
         return BkNativeServicer()
     raise ValueError(f"unknown ledger kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -66,14 +66,19 @@ class _Delay(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no
         return await continuation(handler_call_details)
 
 
-async def serve(kind: str, address: str = "127.0.0.1:0", delay: float = 0.0) -> RunningLedger:
+async def serve(
+    kind: str, address: str = "127.0.0.1:0", delay: float = 0.0, fixed: bool = False
+) -> RunningLedger:
     """Start a `kind` ledger ("bank", "bk" or "bk-native") listening on `address` (port 0: any free port).
 
     "bank" and "bk" serve `bank.v1.Ledger`; "bk-native" serves BK's own `bk.v1.Journal` and nothing
     else. Each serves gRPC server reflection too, so that its descriptors can be asked for. With
-    `delay`, every call waits that many seconds before it is handled (benchmarks: a slow BK).
+    `delay`, every call waits that many seconds before it is handled (benchmarks: a slow BK). `fixed`
+    ("bk" only): BK with its planted bugs 1-3 turned off, so that a comparison finds only benign differences.
     """
-    servicer = make_servicer(kind)
+    if fixed and kind != "bk":
+        raise ValueError("only the bk ledger has planted bugs to turn off (fixed)")
+    servicer = make_servicer(kind, fixed)
     host, _, _ = address.rpartition(":")
     server = grpc.aio.server(
         options=[

@@ -9,6 +9,7 @@ ShimError
 ├── Refused          the admin API refuses a switch, with the gRPC status to answer (shim.admin)
 ├── UnreadableCopy   a copy Envoy sent cannot be turned back into messages (shim.dataplane.processor)
 ├── RecordingError   a recording file cannot be read or written whole (shim.recording.format)
+├── ReplayError      a replay cannot start or go on: bad recording, BK down, seed failed (shim.replay)
 └── Abort            raised by an adapter: end the call with this status (shim.adapters)
 
 Each is defined beside the code that raises it, and `tests/test_boundaries.py` checks that every

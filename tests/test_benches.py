@@ -17,6 +17,7 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
         ["--duration", "0.5", "--rounds", "1", "--rate", "200", "--search", "", "--compare", ""],
         "shadow",
     ),
+    "replay.py": (["--calls", "500"], "shim replay:"),
     "report.py": (["--rows", "2000"], "calls,"),
     "soak.py": (
         ["--minutes", "0.05", "--warmup", "1", "--every", "1", "--slice", "2"],

@@ -1,7 +1,8 @@
 """The `shim` command.
 
 The parser of every command and the entry point; each command's work is in a module of its own
-in this package (`serve`, `report`, `gate`, `mode`, `resync`, `reconcile`, `describe`, `ids`), and what
+in this package (`serve`, `report`, `gate`, `replay`, `mode`, `resync`,
+`reconcile`, `describe`, `ids`), and what
 the commands reading the store share is in `store_args`.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
@@ -13,6 +14,8 @@ the commands reading the store share is in `store_args`.
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
     shim gate [--config FILE] [--store URL] [--window DURATION] [--min-compared N]
               [--max-mismatch-rate R] [--max-unproven-rate R] [--require-method M ...]
+    shim replay RECORDING --config FILE (--bk HOST:PORT | --bk-command CMD) --store URL
+                [--speed S] [--key K] [--until CORRELATION_ID] [--seed CMD] [--truncated]
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
@@ -39,6 +42,7 @@ from shim.cli import describe as describe_command
 from shim.cli import gate as gate_command
 from shim.cli import ids as ids_command
 from shim.cli import mode as mode_command
+from shim.cli import replay as replay_command
 from shim.cli import report as report_command
 from shim.cli import resync as resync_command
 from shim.cli.store_args import evidence_settings, positive
@@ -184,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
 
     mode_command.add_parser(commands)
     gate_command.add_parser(commands)
+    replay_command.add_parser(commands)
 
     describe_command.add_parser(commands)
     ids_command.add_parser(commands)
@@ -225,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report_command.run(args)
         if args.command == "gate":
             return asyncio.run(gate_command.run(args))
+        if args.command == "replay":
+            return asyncio.run(replay_command.run(args))
         if args.command == "mode":
             return asyncio.run(mode_command.run(args))
         if args.command == "ids":

@@ -44,6 +44,7 @@ class Mirror:
         self._metadata = metadata
         self.is_write = is_write
         self.started_at = time.time()
+        self.sent_at = 0.0  # when the call went to the shadow (0: not yet)
         self.correlation_id = ""
         self.capture = Capture(shared.max_capture, shared.budget)
         self.last_active = time.monotonic()  # a message either way, for idle streams
@@ -186,6 +187,7 @@ class Mirror:
 
     def sending(self) -> None:
         """The call goes to the shadow now: after the primary answered, the shadow has `timeout` from now."""
+        self.sent_at = time.time()
         if self._primary.done() and self._timer is not None:
             self._timer.cancel()
             self._timer = asyncio.get_running_loop().call_later(self._shared.timeout, self._expire)

@@ -70,6 +70,10 @@ class StoredComparisons:
 
         return await self._engine.transaction(delete, write=True)
 
+    async def held(self) -> bool:
+        """Whether the store holds any comparison at all."""
+        return bool(await self._engine.select("SELECT 1 FROM comparisons LIMIT 1"))
+
     async def routing_keys(self) -> list[str]:
         """The routing keys the stored comparisons name, each once (a call's keys joined by ",")."""
         rows = await self._engine.select(

@@ -1,0 +1,270 @@
+"""Replaying recorded calls through the shim's own shadow machinery, with Bank's recorded answers as the
+primary's.
+
+Each recorded call drives one `Mirror`, as `shim.dataplane.processor` drives one from Envoy's copy of a
+live call: `ShadowDispatcher.start`, its request messages, the primary's answer messages and its final
+status (the recorded ones). So the lanes (calls on a key reach BK in the recorded order, keys in
+parallel), the ids learned from BK's answers against Bank's, the marks of keys out of step, the
+comparison pipeline with the config's rules and the store are the live ones, unchanged.
+
+Nothing is dropped: a call is started only when fewer than `in_flight` are in flight, the pipeline has
+room for all of them (else it is drained first), and the store is less than half its `max_buffer`
+behind (else it is flushed first).
+
+BK answers later than Bank did, by however long ago the recording was made: each exchange carries that
+(`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. BK answering UNAVAILABLE
+with BK no longer reachable stops the replay (a ReplayError): its evidence would say nothing of BK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from comparators import Comparison, DescriptorRegistry, Exchange, Outcome
+from shim._overload import LoopLag
+from shim.books import Books
+from shim.channels import Channels
+from shim.config import Config, Upstream
+from shim.errors import StartupError
+from shim.parts import Parts
+from shim.pipeline import ComparisonPipeline, Sink
+from shim.recording.format import RecordedCall
+from shim.replay.source import ReplayError, Source
+from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.mirror import Mirror
+from shim.shadow.shared import Submit
+from shim.shadow.wiring import mirroring
+from shim.steps import EVERY_KEY, unreachable
+
+IN_FLIGHT = 256  # replayed calls in flight at once (across keys; a key's calls wait in its lane)
+
+
+@dataclass
+class Summary:
+    """What a replay did: every call it sent, by method and verdict."""
+
+    sent: int = 0
+    verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    tainted_from_start: str = ""  # why every key's state was unknown from the start ("": it was known)
+    seconds: float = 0.0
+
+    @property
+    def compared(self) -> int:
+        return sum(self.verdicts.values())
+
+    def by_verdict(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (_, verdict), n in self.verdicts.items():
+            out[verdict] += n
+        return out
+
+
+class _Tally:
+    """A sink: comparisons by method and verdict (it runs on the pipeline's sink thread)."""
+
+    def __init__(self, summary: Summary) -> None:
+        self._summary = summary
+        self._lock = threading.Lock()
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._lock:
+            self._summary.verdicts[comparison.method, comparison.verdict.value] += 1
+
+
+def replay_config(config: Config, bk: str, store_url: str, in_flight: int) -> Config:
+    """The config as a replay runs it: BK at `bk`, the evidence into `store_url`, every read compared,
+    no noise reads (Bank cannot be asked again), and no call given up for waiting in its lane."""
+    timeout = config.bk.timeout if config.bk is not None else Upstream("bk", target=bk).timeout
+    upstream = (
+        replace(config.bk, target=bk) if config.bk is not None else Upstream("bk", target=bk, timeout=timeout)
+    )
+    return replace(
+        config,
+        bk=upstream,
+        mode="shadow",
+        store=replace(config.store, url=store_url, retain=None),
+        noise=replace(config.noise, reads=0.0),
+        sampling=replace(config.sampling, reads=1.0),
+        ordering=replace(config.ordering, max_wait=1e9),
+        shadow=replace(config.shadow, max_in_flight=in_flight, shed_lag=0.0),
+    )
+
+
+class Replayer:
+    """Replays a source's calls against BK; `run()` returns the summary once every call is stored."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: DescriptorRegistry,
+        source: Source,
+        *,
+        speed: float = 0.0,
+        unknown_state: str = "",
+        in_flight: int = IN_FLIGHT,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        assert config.bk is not None
+        self._sinks = list(sinks)
+        self.config = config
+        self.parts = Parts(config, registry)
+        self.source = source
+        self.speed = speed  # 0: as fast as order allows; S: the recorded timing, S times faster
+        self.unknown_state = unknown_state  # why every key's state is unknown from the start ("": known)
+        self.in_flight = in_flight
+        self.summary = Summary(tainted_from_start=unknown_state)
+        self._suspect = ""  # BK answered UNAVAILABLE: whether it is down is checked before going on
+        # each call in flight, by (when replayed, method): its mirror and when it was recorded; BK's clock
+        # runs later than Bank's did for it by the time between that and its sending to BK, which
+        # timestamp rules allow for (Exchange.clock_offset)
+        self._in_flight: dict[tuple[float, str], tuple[Mirror, float]] = {}
+
+    async def run(self) -> Summary:
+        config, parts = self.config, self.parts
+        assert config.bk is not None
+        books = Books()
+        try:
+            store = await books.open(config, parts)
+        except StartupError as exc:
+            raise ReplayError(str(exc)) from None
+        channels = Channels(config, parts.adapters, parts.registry, parts.counters)
+        pipeline: ComparisonPipeline | None = None
+        try:
+            assert books.sink is not None
+            assert books.steps is not None
+            if self.unknown_state:
+                books.steps.mark([EVERY_KEY], "", self.unknown_state)
+            pipeline = ComparisonPipeline(
+                parts.registry,
+                [*self._sinks, parts.verdict_counts, _Tally(self.summary), books.sink],
+                parts.counters,
+                max_pending=config.comparison.max_pending,
+                rules=parts.rules,
+                executor=config.comparison.executor,
+                workers=config.comparison.workers,
+                setup=parts.worker_setup(config),
+                ids=parts.id_fields,
+                redactor=parts.redactor,
+            )
+            await pipeline.start()
+            channel = channels.open(config.bk)
+            submit = self._watching(pipeline)
+            dispatcher, _ = mirroring(config, config.bk, channel, channel, submit, parts, books, LoopLag())
+            started = time.monotonic()
+            try:
+                await self._drive(dispatcher, pipeline, books, channels)
+            except BaseException:
+                dispatcher.give_up_all()
+                raise
+            await dispatcher.drain()
+            await self._check_bk(channels)
+            await pipeline.drain()
+            self.summary.seconds = time.monotonic() - started
+        finally:
+            await channels.close()
+            if pipeline is not None:
+                await asyncio.get_running_loop().run_in_executor(None, pipeline.close)
+            await books.close(within=60.0)
+        self._check_whole(books, store.write_errors)
+        return self.summary
+
+    def _watching(self, pipeline: ComparisonPipeline) -> Submit:
+        def submit(exchange: Exchange, done: Callable[[], None] | None) -> None:
+            replayed = self._in_flight.pop((exchange.started_at, exchange.method), None)
+            if replayed is not None and replayed[0].sent_at:
+                exchange = replace(exchange, clock_offset=replayed[0].sent_at - replayed[1])
+            if _bk_unavailable(exchange.shadow) and not self._suspect:
+                details = exchange.shadow.details if exchange.shadow is not None else ""
+                self._suspect = f"{exchange.method} got UNAVAILABLE ({details})"
+            pipeline.submit(exchange, done)
+
+        return submit
+
+    async def _drive(
+        self, dispatcher: ShadowDispatcher, pipeline: ComparisonPipeline, books: Books, channels: Channels
+    ) -> None:
+        slots = asyncio.Semaphore(self.in_flight)
+        store = books.store
+        assert store is not None
+        assert books.sink is not None
+        room = max(self.config.comparison.max_pending - self.in_flight, 1)
+        behind = max(books.sink.max_buffer // 2, 1)
+        first_at, began = 0.0, time.monotonic()
+        for call in self.source.calls():
+            if self._suspect:
+                await self._check_bk(channels)
+            if pipeline.pending >= room:  # never dropped: the comparisons catch up first
+                await pipeline.drain()
+            if store.backlog >= behind:  # nor left unstored: the store catches up first
+                await store.flush()
+            if self.speed > 0:
+                first_at = first_at or call.at
+                due = began + (call.at - first_at) / self.speed
+                if due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
+            await slots.acquire()
+            self._start(dispatcher, call, slots)
+            self.summary.sent += 1
+
+    def _start(self, dispatcher: ShadowDispatcher, call: RecordedCall, slots: asyncio.Semaphore) -> None:
+        mirror, refused = dispatcher.start(call.method, call.metadata, None, call.is_write)
+        if mirror is None:
+            slots.release()
+            raise ReplayError(f"call {call.seq} ({call.method}) could not be sent to BK: {refused}")
+        mirror.correlation_id = call.correlation_id or mirror.correlation_id
+        now = time.time()  # the evidence is of now (the gate's window), not of when it was recorded
+        while (now, call.method) in self._in_flight:  # one entry per call in flight
+            now = math.nextafter(now, math.inf)
+        mirror.started_at = now
+        self._in_flight[now, call.method] = (mirror, call.at)
+        # kept until its exchange is handed over (or, should none be, until it is over)
+        mirror.task.add_done_callback(lambda _: self._in_flight.pop((now, call.method), None))
+        mirror.task.add_done_callback(lambda _: slots.release())
+        for request in call.requests:
+            mirror.feed(request)
+        mirror.close_requests()
+        for answer in call.responses:
+            mirror.primary_message(answer)
+            mirror.capture.take(answer)
+        mirror.primary_done(
+            Outcome(
+                code=call.code,
+                details=call.details,
+                initial_metadata=call.initial_metadata,
+                trailing_metadata=call.trailing_metadata,
+                messages=call.responses,
+                latency=call.latency,
+            )
+        )
+
+    async def _check_bk(self, channels: Channels) -> None:
+        """After an UNAVAILABLE from BK: stop when BK is not reachable any more."""
+        if not self._suspect:
+            return
+        if await channels.unreachable(within=3.0):
+            raise ReplayError(f"BK stopped answering mid-run: {self._suspect}; no store written")
+        self._suspect = ""
+
+    def _check_whole(self, books: Books, write_errors: int) -> None:
+        """Every call sent has its comparison stored, or the replay failed."""
+        summary = self.summary
+        dropped = sum(books.sink.take_dropped().values()) if books.sink is not None else 0
+        if write_errors or dropped:
+            raise ReplayError(
+                f"the store lost comparisons ({write_errors} failed writes, {dropped} dropped);"
+                " no store written"
+            )
+        if summary.compared != summary.sent:
+            raise ReplayError(
+                f"{summary.sent} calls sent but {summary.compared} compared: calls unaccounted for"
+            )
+
+
+def _bk_unavailable(shadow: Outcome | None) -> bool:
+    return shadow is not None and unreachable(shadow)

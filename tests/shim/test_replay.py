@@ -1,0 +1,383 @@
+"""`shim replay`: recordings made against a real Bank (tests/shim/_recorder.py), replayed against real BKs.
+
+The sample ledger: the planted bugs are found and nothing benign is a mismatch; against the fixed BK
+the gate passes, twice alike, every call accounted for; ids BK mints are translated; --key, --until and
+--speed; a recording begun while Bank was running taints the keys; bad input is one line, exit 2, and
+no store. The custody ledger (tests/services/custody) is the second service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from comparators import Comparison, Verdict
+from sample_ledger._attribution import Attribution
+from sample_ledger.server import RunningLedger, serve
+from sample_ledger.workload import run_workload
+from shim.parts import load_registry
+from shim.replay.bk import free_port
+from shim.replay.run import Options, load_config, replay
+from tests.helpers import shim_command, until
+from tests.services import custody
+from tests.services.custody.workload import run_workload as custody_workload
+from tests.shim._recorder import RecordingProxy
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_ledger" / "shim.toml"
+CALLS = 300
+
+
+class Verdicts:
+    """A sink: each call's verdict, by correlation id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, str] = {}
+        self.comparisons: list[Comparison] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._lock:
+            self.by_id[comparison.exchange.correlation_id] = comparison.verdict.value
+            self.comparisons.append(comparison)
+
+    def of(self, verdict: Verdict) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict is verdict]
+
+
+async def _record(config: Path, bank: str, tmp: Path, drive: object, **write: object) -> Path:
+    settings = load_config(config, bank, str(tmp / "unused.db"))
+    registry = load_registry(settings.descriptors.descriptor_sets)
+    assert registry is not None
+    proxy = await RecordingProxy(bank, settings, registry).start()
+    try:
+        await drive(proxy.address)  # type: ignore[operator]
+    finally:
+        await proxy.stop()
+    return proxy.write(tmp / f"recording-{time.monotonic_ns()}.jsonl", **write)  # type: ignore[arg-type]
+
+
+async def record_sample(tmp: Path, calls: int = CALLS, **write: object) -> Path:
+    """A sample workload against a fresh sample Bank, recorded."""
+    bank = await serve("bank")
+
+    async def drive(address: str) -> None:
+        async with aio.insecure_channel(address) as channel:
+            await run_workload(channel, calls, seed=3, concurrency=4)
+
+    try:
+        return await _record(SAMPLE, bank.address, tmp, drive, **write)
+    finally:
+        await bank.stop(None)
+
+
+@pytest.fixture(scope="module")
+def sample_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return asyncio.run(record_sample(tmp_path_factory.mktemp("rec")))
+
+
+@pytest.fixture
+async def bk() -> AsyncIterator[RunningLedger]:
+    ledger = await serve("bk")
+    yield ledger
+    await ledger.stop(None)
+
+
+@pytest.fixture
+async def fixed_bk() -> AsyncIterator[RunningLedger]:
+    ledger = await serve("bk", fixed=True)
+    yield ledger
+    await ledger.stop(None)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+async def _replay(recording: Path, store: Path, bk: str, **options: object) -> tuple[Verdicts, object]:
+    verdicts = Verdicts()
+    done = await replay(Options(recording, SAMPLE, str(store), bk=bk, **options), sinks=[verdicts])  # type: ignore[arg-type]
+    return verdicts, done
+
+
+async def test_the_planted_bugs_are_found_and_nothing_benign_is_a_mismatch(
+    sample_recording: Path, bk: RunningLedger, tmp_path: Path
+) -> None:
+    attribution = Attribution()
+    store = tmp_path / "out.db"
+    done = await replay(Options(sample_recording, SAMPLE, str(store), bk=bk.address), sinks=[attribution])
+    explained, unexplained, _ = attribution.attribute()
+    assert unexplained == []
+    assert explained[1] > 0  # fee rounding
+    assert explained[2] > 0  # unknown account
+    assert explained[3] > 0  # oversell
+    assert done.summary.sent == done.summary.compared == len(_lines(sample_recording)) - 2
+    assert _names(tmp_path) == ["out.db"]  # nothing beside it (no partial store)
+    code, out, _ = await shim_command("gate", "--store", store, "--min-compared", "1")
+    assert code == 1, out
+
+
+async def test_against_the_fixed_bk_the_gate_passes_and_twice_gives_the_same_verdicts(
+    sample_recording: Path, tmp_path: Path
+) -> None:
+    runs = []
+    for n in range(2):
+        ledger = await serve("bk", fixed=True)  # each replay from an empty BK
+        try:
+            verdicts, _ = await _replay(sample_recording, tmp_path / f"run{n}.db", ledger.address)
+        finally:
+            await ledger.stop(None)
+        runs.append(verdicts.by_id)
+    recorded = [json.loads(line)["correlation_id"] for line in _lines(sample_recording)[1:-1]]
+    assert sorted(runs[0]) == sorted(recorded)  # every call accounted for, once
+    assert runs[0] == runs[1]
+    assert set(runs[0].values()) == {"match"}
+    code, out, _ = await shim_command("gate", "--store", tmp_path / "run0.db", "--min-compared", "1")
+    assert code == 0, out
+
+
+async def test_ids_minted_by_bk_are_translated(
+    sample_recording: Path, fixed_bk: RunningLedger, tmp_path: Path
+) -> None:
+    began = time.time()
+    verdicts, _ = await _replay(sample_recording, tmp_path / "ids.db", fixed_bk.address)
+    # the evidence is of the replay's time (what the gate's window looks at), not the recording's
+    assert min(c.exchange.started_at for c in verdicts.comparisons) >= began
+    trades = [c for c in verdicts.comparisons if c.method.endswith("/PostTrade") and c.exchange.primary.ok]
+    cancels = [c for c in verdicts.comparisons if c.method.endswith("/CancelTrade") and c.exchange.primary.ok]
+    assert trades
+    assert cancels
+    assert all(c.exchange.ids for c in trades)  # Bank's "T..." paired with BK's "trd_..."
+    assert {c.verdict for c in cancels} == {Verdict.MATCH}  # sent to BK with BK's trade id
+
+
+async def test_the_cli_with_a_started_bk_then_the_gate(sample_recording: Path, tmp_path: Path) -> None:
+    store = tmp_path / "cli.db"
+    command = f"{sys.executable} -m sample_ledger bk --fixed --listen 127.0.0.1:{{port}}"
+    code, out, err = await shim_command(
+        "replay", sample_recording, "--config", SAMPLE, "--bk-command", command, "--store", store
+    )
+    assert code == 0, err
+    assert f"{CALLS} calls replayed" in out
+    assert f"{CALLS} match" in out
+    assert f"shim gate --store {store}" in out
+    code, out, _ = await shim_command("gate", "--store", store, "--min-compared", "1")
+    assert code == 0, out
+
+
+async def test_key_replays_one_keys_history_and_until_stops_at_a_call(
+    sample_recording: Path, fixed_bk: RunningLedger, tmp_path: Path
+) -> None:
+    calls = [json.loads(line) for line in _lines(sample_recording)[1:-1]]
+    key = calls[0]["keys"][0]
+    verdicts, _ = await _replay(sample_recording, tmp_path / "key.db", fixed_bk.address, key=key)
+    mine = [c["correlation_id"] for c in calls if key in c["keys"] or (not c["keys"] and c["write"])]
+    assert sorted(verdicts.by_id) == sorted(mine)
+    assert set(verdicts.by_id.values()) == {"match"}  # the key's history alone is whole
+    stop = calls[40]["correlation_id"]
+    other = await serve("bk", fixed=True)
+    try:
+        verdicts, _ = await _replay(sample_recording, tmp_path / "until.db", other.address, until=stop)
+    finally:
+        await other.stop(None)
+    assert sorted(verdicts.by_id) == sorted(c["correlation_id"] for c in calls[:41])
+
+
+def _respaced(recording: Path, out: Path, gap: float, calls: int) -> Path:
+    """The recording's first `calls` calls, `gap` seconds apart (a new end line, as its writer writes)."""
+    from shim.recording.format import Recording, RecordingWriter
+
+    source = Recording(recording)
+    writer = RecordingWriter(out, source.header)
+    for n, call in enumerate(source.calls()):
+        if n == calls:
+            break
+        writer.add(dataclasses.replace(call, at=source.header.created_at + n * gap))
+    return writer.end()
+
+
+async def test_speed_keeps_the_recorded_timing_scaled(
+    sample_recording: Path, fixed_bk: RunningLedger, tmp_path: Path
+) -> None:
+    spaced = _respaced(sample_recording, tmp_path / "spaced.jsonl", gap=0.1, calls=21)  # 2 s recorded
+    started = time.monotonic()
+    _, done = await _replay(spaced, tmp_path / "s1.db", fixed_bk.address, speed=2.0)
+    assert time.monotonic() - started >= 1.0  # 2 s at twice the pace
+    assert done.summary.sent == 21  # type: ignore[attr-defined]
+    fast = await serve("bk", fixed=True)
+    try:
+        started = time.monotonic()
+        await _replay(spaced, tmp_path / "s2.db", fast.address)
+    finally:
+        await fast.stop(None)
+    assert time.monotonic() - started < 1.0  # as fast as order allows
+
+
+async def test_a_recording_begun_while_bank_ran_taints_every_key_unless_seeded(
+    bk: RunningLedger, tmp_path: Path
+) -> None:
+    running = await record_sample(tmp_path, origin="running")
+    verdicts, done = await _replay(running, tmp_path / "t.db", bk.address)
+    assert verdicts.of(Verdict.MISMATCH) == []
+    assert verdicts.of(Verdict.TAINTED)
+    assert "every key's state is unknown" in done.summary.tainted_from_start  # type: ignore[attr-defined]
+    seeded = await serve("bk")
+    try:
+        verdicts, _ = await _replay(running, tmp_path / "seeded.db", seeded.address, seed="true")
+    finally:
+        await seeded.stop(None)
+    assert verdicts.of(Verdict.MISMATCH)  # seeded: the state is known, the planted bugs show
+    failing = await shim_command(
+        "replay",
+        running,
+        "--config",
+        SAMPLE,
+        "--bk",
+        bk.address,
+        "--store",
+        tmp_path / "f.db",
+        "--seed",
+        "false",
+    )
+    _one_line_error(failing, "--seed exited with status 1", tmp_path / "f.db")
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _spoilt(recording: Path, tmp: Path) -> tuple[Path, Path]:
+    """The recording cut short (no end line), and with one call changed (its checksum no longer holds)."""
+    lines = recording.read_bytes().splitlines(keepends=True)
+    cut = tmp / "cut.jsonl"
+    cut.write_bytes(b"".join(lines[:-1]))
+    corrupt = tmp / "corrupt.jsonl"
+    changed = lines[5].replace(b'"code":0', b'"code":5', 1)
+    assert changed != lines[5]
+    corrupt.write_bytes(b"".join([*lines[:5], changed, *lines[6:]]))
+    return cut, corrupt
+
+
+def _one_line_error(result: tuple[int | None, str, str], says: str, store: Path) -> None:
+    code, _, err = result
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("shim: error: "), err
+    assert says in lines[0], err
+    assert not list(store.parent.glob(store.name + "*"))  # no store, not even a partial one
+
+
+async def test_bad_input_is_one_line_exit_2_and_no_store(
+    sample_recording: Path, bk: RunningLedger, tmp_path: Path
+) -> None:
+    store = tmp_path / "bad.db"
+    cut, corrupt = _spoilt(sample_recording, tmp_path)
+    replay_ = ("replay", "--config", SAMPLE, "--store", store)
+    _one_line_error(await shim_command(*replay_, cut, "--bk", bk.address), "truncated after", store)
+    _one_line_error(await shim_command(*replay_, corrupt, "--bk", bk.address), "corrupt", store)
+    code, _, err = await shim_command(*replay_, cut, "--bk", bk.address, "--truncated")
+    assert code == 0, err  # accepted when asked for: its calls up to where it stops
+    store.unlink()
+    custody_config = _custody_config(tmp_path)
+    _one_line_error(
+        await shim_command(
+            "replay", sample_recording, "--config", custody_config, "--store", store, "--bk", bk.address
+        ),
+        "recorded from another service: /bank.v1.Ledger/",
+        store,
+    )
+    down = f"127.0.0.1:{free_port()}"
+    _one_line_error(await shim_command(*replay_, sample_recording, "--bk", down), "is not reachable", store)
+    _one_line_error(
+        await shim_command(*replay_, sample_recording, "--bk", bk.address, "--until", "nope"),
+        "no call of",
+        store,
+    )
+
+
+async def test_bk_going_down_mid_run_stops_the_replay_with_no_store(
+    sample_recording: Path, tmp_path: Path
+) -> None:
+    spaced = _respaced(sample_recording, tmp_path / "slow.jsonl", gap=0.05, calls=200)  # 10 s recorded
+    port = free_port()
+    ledger = await serve("bk", f"127.0.0.1:{port}")
+    store = tmp_path / "mid.db"
+    replaying = asyncio.ensure_future(
+        shim_command(
+            "replay", spaced, "--config", SAMPLE, "--bk", ledger.address, "--store", store, "--speed", "1"
+        )
+    )
+    await until(lambda: len(ledger.servicer.book.accounts) >= 3, "BK got some of the replay")  # type: ignore[union-attr]
+    await ledger.stop(None)
+    _one_line_error(await replaying, "BK stopped answering mid-run", store)
+
+
+# -- the second service: custody (tests/services/custody) -------------------------------------------------
+
+
+def _custody_config(tmp: Path) -> Path:
+    """custody's shim.toml copied next to the descriptor set it names."""
+    (tmp / "custody.binpb").write_bytes(custody.DESCRIPTOR_SET)
+    config = tmp / "custody.toml"
+    shutil.copyfile(Path(custody.__file__).parent / "shim.toml", config)
+    return config
+
+
+async def _custody_recording(tmp: Path, config: Path) -> Path:
+    bank = await custody.serve("bank")
+
+    async def drive(address: str) -> None:
+        await custody_workload(address, seed=3, clients=3, calls=30)
+
+    try:
+        return await _record(config, bank.address, tmp, drive)
+    finally:
+        await bank.stop()
+
+
+async def test_custody_replayed_finds_its_bugs_and_with_them_off_passes_the_gate_twice_alike(
+    tmp_path: Path,
+) -> None:
+    CUSTODY = _custody_config(tmp_path)
+    recording = await _custody_recording(tmp_path, CUSTODY)
+    buggy = await custody.serve("bk")
+    try:
+        done = await replay(Options(recording, CUSTODY, str(tmp_path / "bugs.db"), bk=buggy.address))
+    finally:
+        await buggy.stop()
+    assert done.summary.by_verdict()["mismatch"] > 0
+    runs = []
+    for n in range(2):
+        fixed = await custody.serve("bk", bugs=())
+        try:
+            verdicts = Verdicts()
+            store = tmp_path / f"fixed{n}.db"
+            await replay(Options(recording, CUSTODY, str(store), bk=fixed.address), sinks=[verdicts])
+        finally:
+            await fixed.stop()
+        runs.append(Counter((c.method, c.verdict.value) for c in verdicts.comparisons))
+        # ids: BK minted its own account and movement ids; calls naming Bank's reached BK as BK's
+        assert {c.verdict for c in verdicts.comparisons} == {Verdict.MATCH}
+        assert sum(runs[-1].values()) == len(_lines(recording)) - 2
+    assert runs[0] == runs[1]
+    code, out, _ = await shim_command("gate", "--store", tmp_path / "fixed0.db", "--config", CUSTODY)
+    assert code == 0, out
+    _one_line_error(
+        await shim_command(
+            "replay", recording, "--config", SAMPLE, "--store", tmp_path / "x.db", "--bk", "127.0.0.1:1"
+        ),
+        "recorded from another service: /custody.v1.Custody/",
+        tmp_path / "x.db",
+    )

@@ -37,7 +37,7 @@ from shim.dataplane.metrics import envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.dataplane.routes import plan
-from shim.dataplane.unseen import Unseen, record_unseen
+from shim.dataplane.unseen import UNSEEN, Unseen, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
@@ -256,8 +256,7 @@ class EnvoyPlane:
         envoy, processor = self.envoy, self.processor
         assert envoy is not None
         assert processor is not None
-        stats = await envoy.stats()
-        sent = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0) - self._copies_before
+        sent = await self._copies_sent()
         while processor.copies < sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
 
@@ -286,14 +285,44 @@ class EnvoyPlane:
                     return time.perf_counter() - started
             await asyncio.sleep(0.002)
 
+    async def _copies_sent(self) -> int:
+        """The copies Envoy has handed to this processor so far (started, less those it could not send)."""
+        assert self.envoy is not None
+        stats = await self.envoy.stats()
+        return stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0) - self._copies_before
+
+    async def _take_every_copy(self, deadline: float) -> None:
+        """Wait (until `deadline`) for every copy Envoy has sent or is sending to be received whole: the
+        copies trail the clients' answers, and those Envoy still holds when it stops are gone. Those still
+        missing then are recorded as calls the shim did not see."""
+        processor = self.processor
+        assert processor is not None
+        sent = 0
+        with contextlib.suppress(OSError, ValueError):
+            while True:
+                sent = await self._copies_sent()
+                if (processor.copies >= sent and not processor.receiving) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.005)
+        missing = sent - processor.copies
+        pipeline = self._shim.pipeline
+        if missing > 0 and pipeline is not None:
+            _log.warning(
+                f"stopping: copies Envoy did not hand over in the grace period are recorded as {UNSEEN!r}",
+                copies=missing,
+            )
+            record_unseen(pipeline.submit, missing)
+
     async def stop(self, grace: float = 0.0) -> None:
         """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still
-        coming in get what is left of it."""
+        coming in get what is left of it, before Envoy stops (those it still holds are recorded as unseen)."""
         deadline = time.monotonic() + grace
         if self._poll is not None:
             self._poll.cancel()
         if self.envoy is not None:
             await self.envoy.drain(grace)
+            if self.processor is not None:
+                await self._take_every_copy(max(deadline, time.monotonic() + 0.1))
             await self.envoy.stop()
         if self._server is not None:
             await self._server.stop(max(deadline - time.monotonic(), 0.1))

@@ -326,6 +326,11 @@ class Processor:
         self._mirrors.add(mirror)
         mirror.task.add_done_callback(lambda _: self._mirrors.discard(mirror))
 
+    @property
+    def receiving(self) -> int:
+        """Copies being received now (not yet whole)."""
+        return sum(1 for copy in self._open if not copy.done)
+
     def busy(self, selects: Callable[[str], bool]) -> int:
         """Calls of the methods `selects` picks that a switch must still wait for: copies whose method is
         not known yet, and mirrored calls not settled (`Mirror.settled`: over, or a stream under way)."""

@@ -198,3 +198,36 @@ async def test_the_comparison_plane_runs_below_envoy_in_the_supervisors_session(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), STEP) == 0
+
+
+async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """SIGTERM as the last of many calls is answered: the comparison plane takes every copy Envoy still
+    holds before Envoy stops (within the grace period), so each call is compared, or recorded as one the
+    shim did not see: none is lost without a trace. (Envoy's copies trail the answers; the plane used to
+    stop Envoy with them still inside.)"""
+    bank, bk = ledgers
+    db = tmp_path / "shim.db"
+    proc = await _serve(bank.address, bk.address, db, tmp_path)
+    serving = Serving(proc)
+    calls = 300
+    try:
+        ready = await serving.until_event("ready")
+        async with grpc.aio.insecure_channel(ready["listen"]) as channel:
+            stub = pb_grpc.LedgerStub(channel)
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", owner_name="Ada"), timeout=5)
+            await asyncio.gather(
+                *(
+                    stub.Deposit(pb.DepositRequest(account_id="T1", amount="1.00"), timeout=5)
+                    for _ in range(calls)
+                )
+            )
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), STEP) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stored = _stored(db, "SELECT COUNT(*) FROM comparisons")[0][0]
+    assert stored == calls + 1  # the account opened, and every deposit

@@ -76,12 +76,12 @@ async def _through(args: list[str], cwd: Path) -> None:
             await proc.wait()
 
 
-async def _verdicts(store: Path) -> dict[str, tuple[int, int, int, int]]:
-    """Per method: calls, matched, mismatches (real or noise), tainted."""
+async def _verdicts(store: Path) -> dict[str, tuple[int, int]]:
+    """Per method: calls, and real mismatches."""
     code, out, err = await shim_command("report", "--json", "--store", store)
     assert code == 0, err
     report: dict[str, Any] = json.loads(out)
-    return {m["method"]: (m["calls"], m["matched"], m["mismatches"], m["tainted"]) for m in report["methods"]}
+    return {m["method"]: (m["calls"], m["real_mismatches"]) for m in report["methods"]}
 
 
 async def test_traffic_recorded_in_bank_mode_replays_to_what_live_shadow_finds(tmp_path: Path) -> None:
@@ -116,13 +116,16 @@ async def test_traffic_recorded_in_bank_mode_replays_to_what_live_shadow_finds(t
         await bk.stop(None)
     assert done.summary.sent == done.summary.compared == read.check().calls
     found = await _verdicts(replayed)
-    assert sum(v[2] for v in found.values()) > 0  # the planted bugs show
-    # the same verdicts as live, method by method (live's noise reads asked Bank again, and may class some
-    # of the same mismatches as noise: the mismatches are compared whole)
+    assert sum(v[1] for v in found.values()) > 0  # the planted bugs show
+    # the same real mismatches as live, method by method. Live asked Bank some reads again (noise), and a
+    # read's second answer that a later write changed is no noise: on Envoy that write's copy may trail
+    # Bank's answer, and the re-read waits for it, so live counts these real differences as real too.
+    # (Which calls are `tainted` rather than matched may differ: live marks a key out of step once a
+    # write's comparison is judged, and a read after it may be compared first.)
     assert found == await _verdicts(live)
     explained, unexplained, _ = attribution.attribute()
     assert unexplained == []  # nothing benign is called a real difference
-    assert sum(explained.values()) == sum(v[2] for v in found.values())
+    assert sum(explained.values()) == sum(v[1] for v in found.values())
 
     fixed = await serve("bk", fixed=True)
     try:

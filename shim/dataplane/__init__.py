@@ -152,6 +152,8 @@ class EnvoyPlane:
             shim.recorder,
         )
         self._server.add_generic_rpc_handlers([self.processor.handler()])
+        for dispatcher in shim.dispatchers.values():  # a read asked again waits for the copies in transit
+            dispatcher.shared.arrived = self.arrived
         if self._attached:
             processor_target = f"unix:{self._folder / PROCESSOR_SOCKET}"
             self._server.add_insecure_port(processor_target)
@@ -290,6 +292,23 @@ class EnvoyPlane:
         assert self.envoy is not None
         stats = await self.envoy.stats()
         return stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0) - self._copies_before
+
+    async def arrived(self, within: float = 2.0) -> bool:
+        """Whether every copy Envoy has sent by now has its place in the lanes, waiting up to `within` s:
+        a write Bank served before now is then known (its copy trails Bank's answer). For a read asked of
+        Bank again (noise): a write on its keys in between makes the two answers differ by no noise."""
+        processor = self.processor
+        assert processor is not None
+        try:
+            sent = await self._copies_sent()
+        except (OSError, ValueError):
+            return False
+        deadline = time.monotonic() + within
+        while not processor.admitted_through(sent):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
 
     async def _take_every_copy(self, deadline: float) -> None:
         """Wait (until `deadline`) for every copy Envoy has sent or is sending to be received whole: the

@@ -173,6 +173,16 @@ class _Copy:
         self._started_at = time.time()
         self.done = False
         self.lost_at = 0.0  # when the copy was given up as lost (0: it was not)
+        self.ordinal = 0  # its place among the copies received (from 1)
+
+    @property
+    def admitted(self) -> bool:
+        """Whether its call has its place in the lanes, or needs none (not mirrored, over, lost)."""
+        if self.done or self.lost_at:
+            return True
+        if not self.method:  # its method is not known yet
+            return False
+        return self._mirror is None or self._mirror.admission.admitted.is_set()
 
     def take(self, request: pb.ProcessingRequest) -> None:
         part = request.WhichOneof("request")
@@ -326,6 +336,10 @@ class Processor:
         self._mirrors.add(mirror)
         mirror.task.add_done_callback(lambda _: self._mirrors.discard(mirror))
 
+    def admitted_through(self, count: int) -> bool:
+        """Whether each of the first `count` copies received has its place in the lanes (or needs none)."""
+        return self.copies >= count and all(copy.admitted for copy in self._open if copy.ordinal <= count)
+
     @property
     def receiving(self) -> int:
         """Copies being received now (not yet whole)."""
@@ -362,6 +376,7 @@ class Processor:
         by = route.removeprefix(RECORD) if route.startswith(RECORD) else "bank" if route == "bk" else "bk"
         copy = _Copy(self, dispatcher, recorder, by) if dispatcher is not None or recorder else None
         if copy is not None:
+            copy.ordinal = self.copies
             self._open.add(copy)
         try:
             async for request in requests:

@@ -207,6 +207,10 @@ class Mirror:
         translation = self._shared.translation
         requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
         again = await noise.ask_again(self.method, self._metadata, requests)
+        arrived = self._shared.arrived
+        if arrived is not None and not await arrived():  # a write Bank served meanwhile may be unknown yet
+            self._shared.counters.inc("noise_discarded", self.method)
+            return None
         await self.admission.admitted.wait()
         if self._shared.lanes.written_since(self.keys, seq):
             self._shared.counters.inc("noise_discarded", self.method)

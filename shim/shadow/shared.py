@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from comparators import Exchange
@@ -43,3 +43,7 @@ class Shared:
     intents: Intents | None  # writes' intents, for crash safety
     noise: Noise | None  # asks the primary again, to tell noise from differences
     verifier: Verifier | None = None  # checks keys out of step (set when [reconcile] reads exist)
+    # waits until every call the primary may have served by now has its place in the lanes (False: it did
+    # not come in time); None where each call is admitted before the primary gets it (the Python data
+    # plane). On Envoy the copies trail the primary's answers (`shim.dataplane`)
+    arrived: Callable[[], Awaitable[bool]] | None = None

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import time
+import urllib.parse
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -259,9 +260,9 @@ class Envoy:
             raise OSError(f"Envoy's admin answered {status} to {path}")
         return body
 
-    async def stats(self) -> dict[str, int]:
-        """Envoy's counters and gauges, by name."""
-        body = await self.get("/stats?format=json")
+    async def stats(self, only: str = "") -> dict[str, int]:
+        """Envoy's counters and gauges, by name (`only`: those whose names match this regular expression)."""
+        body = await self.get("/stats?format=json" + (f"&filter={urllib.parse.quote(only)}" if only else ""))
         out: dict[str, int] = {}
         for stat in json.loads(body).get("stats", ()):
             value = stat.get("value")

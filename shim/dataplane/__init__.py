@@ -12,6 +12,10 @@ through the shim's own gRPC server, which Envoy routes to on loopback (`plan`).
 `EnvoyPlane` owns the Envoy side: it writes Envoy's files, starts and
 supervises Envoy (`shim.dataplane.envoy`), serves the processor, and turns
 mode switches into route changes.
+
+Over 400 lines: the plane's whole life in one class read top to bottom (start,
+the copies Envoy has sent and those still on their way, switches, stop), with
+the choice of data plane that makes it.
 """
 
 from __future__ import annotations

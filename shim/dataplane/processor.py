@@ -17,6 +17,9 @@ the client cancelled, or the processor was too slow and Envoy dropped the
 copy) is abandoned: recorded as not mirrored, and a write marks its keys out
 of step. A copy that cannot be read (a frame larger than the capture limit, an
 encoding the shim cannot undo) is treated alike.
+
+Over 400 lines: one protocol, Envoy's five parts of a call, turned back into a
+call in one place.
 """
 
 from __future__ import annotations

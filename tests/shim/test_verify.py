@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,13 @@ async def test_writes_in_flight_when_the_shim_is_killed_leave_their_keys_out_of_
             stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
             for account in ("K1", "K2"):
                 await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="10"))
+
+            def settled() -> bool:  # the accounts' mirrored openings are compared, their intents cleared
+                with sqlite3.connect(db) as conn:
+                    opened = conn.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
+                    return opened == 2 and not conn.execute("SELECT COUNT(*) FROM intents").fetchone()[0]
+
+            await until(settled, "the openings' intents cleared")
             await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
             await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
             await first.kill_9()

@@ -140,18 +140,7 @@ class Shim:
                 for mode in [*self.modes.table().values(), *(change.to_mode for change in history)]
             )
             assert self.books.sink is not None
-            self.pipeline = ComparisonPipeline(
-                parts.registry,
-                [*self._sinks, self.books.sink],
-                parts.counters,
-                max_pending=config.comparison.max_pending,
-                rules=parts.rules,
-                executor=config.comparison.executor,
-                workers=config.comparison.workers,
-                setup=parts.worker_setup(config),
-                ids=parts.id_fields,
-                redactor=parts.redactor,
-            )
+            self.pipeline = parts.pipeline(config, [*self._sinks, self.books.sink])
             self.dispatchers = {
                 "bk": self._dispatcher(bk, config.bk, primary=bank),  # shadow mode: BK is mirrored
                 "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is

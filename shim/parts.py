@@ -25,7 +25,7 @@ from shim.errors import ConfigError, StartupError
 from shim.evidence.record import PayloadFilter, replica_name
 from shim.exporter import Latencies, VerdictCounts
 from shim.metrics import Counters, MethodLabels
-from shim.pipeline import WorkerSetup
+from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.plan import Plans
 from shim.routing import Router
 from shim.units import parse_duration
@@ -130,6 +130,21 @@ class Parts:
             config.ids,
             config.redact.fields,
             self.redactor.key if self.redactor is not None else b"",
+        )
+
+    def pipeline(self, config: Config, sinks: Sequence[Sink]) -> ComparisonPipeline:
+        """The comparison pipeline `config` asks for, its comparisons handed to `sinks`."""
+        return ComparisonPipeline(
+            self.registry,
+            list(sinks),
+            self.counters,
+            max_pending=config.comparison.max_pending,
+            rules=self.rules,
+            executor=config.comparison.executor,
+            workers=config.comparison.workers,
+            setup=self.worker_setup(config),
+            ids=self.id_fields,
+            redactor=self.redactor,
         )
 
     def payload_filter(self) -> PayloadFilter | None:

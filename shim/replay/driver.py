@@ -140,17 +140,8 @@ class Replayer:
             assert books.steps is not None
             if self.unknown_state:
                 books.steps.mark([EVERY_KEY], "", self.unknown_state)
-            pipeline = ComparisonPipeline(
-                parts.registry,
-                [*self._sinks, parts.verdict_counts, _Tally(self.summary), books.sink],
-                parts.counters,
-                max_pending=config.comparison.max_pending,
-                rules=parts.rules,
-                executor=config.comparison.executor,
-                workers=config.comparison.workers,
-                setup=parts.worker_setup(config),
-                ids=parts.id_fields,
-                redactor=parts.redactor,
+            pipeline = parts.pipeline(
+                config, [*self._sinks, parts.verdict_counts, _Tally(self.summary), books.sink]
             )
             await pipeline.start()
             channel = channels.open(config.bk)

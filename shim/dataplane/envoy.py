@@ -198,15 +198,21 @@ class Envoy:
             text = self._admin_file.read_text().strip() if self._admin_file.exists() else ""
             if text:
                 self.admin = text
-                with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                    status, body = await _admin_request(text, "/listeners?format=json")
-                    if status == 200:
-                        listener = json.loads(body)["listener_statuses"][0]["local_address"]
-                        socket = listener.get("socket_address")
-                        self.port = int(socket.get("port_value", 0)) if socket else 0
-                        self.running.set()
-                        return
+                if await self._listening():
+                    return
             await asyncio.sleep(0.02)
+
+    async def _listening(self) -> bool:
+        """Whether Envoy (at `admin`) has bound its listener; if so, `port` is its port and `running` set."""
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+            status, body = await _admin_request(self.admin, "/listeners?format=json")
+            if status == 200:
+                listener = json.loads(body)["listener_statuses"][0]["local_address"]
+                socket = listener.get("socket_address")
+                self.port = int(socket.get("port_value", 0)) if socket else 0
+                self.running.set()
+                return True
+        return False
 
     _last_error = ""
 
@@ -344,16 +350,10 @@ class AttachedEnvoy(Envoy):
 
     async def _bound(self) -> None:
         while True:
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+            with contextlib.suppress(OSError):
                 self.admin = self._admin_file.read_text().strip()
-                if self.admin:
-                    status, body = await _admin_request(self.admin, "/listeners?format=json")
-                    if status == 200:
-                        listener = json.loads(body)["listener_statuses"][0]["local_address"]
-                        socket = listener.get("socket_address")
-                        self.port = int(socket.get("port_value", 0)) if socket else 0
-                        self.running.set()
-                        return
+            if self.admin and await self._listening():
+                return
             await asyncio.sleep(0.02)
 
     async def get(self, path: str) -> bytes:

@@ -46,6 +46,7 @@ class Admission:
         "not_sampled",
         "places",
         "plan",
+        "seq",
         "streamed",
     )
 
@@ -67,6 +68,7 @@ class Admission:
         self.first: message.Message | None = None  # the first request, decoded when ids or keys need it
         self.asked = False
         self.admitted = asyncio.Event()  # its place in the lanes is known
+        self.seq: int | None = None  # the lanes' write_seq when it took its place: later writes came after it
         self.not_sampled = False  # a read left out by sampling
         # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
         self.names_unknown = False
@@ -134,6 +136,7 @@ class Admission:
         if not self._sampled(keys):
             self.not_sampled = True
         else:
+            self.seq = self._shared.lanes.write_seq
             self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
             self.keys = keys
             self.record_intent()
@@ -153,6 +156,7 @@ class Admission:
             # mirrored as they come, in no lane, so that they never make other calls wait
             shared.counters.inc("calls_not_ordered", self.method)
         else:
+            self.seq = shared.lanes.write_seq
             self.places.ticket = shared.lanes.enter(keys, self.is_write)
             self.keys = keys
             self.record_intent()
@@ -173,6 +177,8 @@ class Admission:
             self.not_sampled = True
             self.admitted.set()
             return
+        if self.seq is None:
+            self.seq = shared.lanes.write_seq
         self.places.step(shared.lanes.enter(keys, self.is_write))
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
         if index == 0:

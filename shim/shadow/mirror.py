@@ -212,6 +212,8 @@ class Mirror:
             self._shared.counters.inc("noise_discarded", self.method)
             return None
         await self.admission.admitted.wait()
+        if self.admission.seq is not None:  # a write that took its place after this read's came after it
+            seq = min(seq, self.admission.seq)
         if self._shared.lanes.written_since(self.keys, seq):
             self._shared.counters.inc("noise_discarded", self.method)
             return None

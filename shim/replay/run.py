@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shim import config as config_mod
+from shim.aliases import fields_of
 from shim.config import Config, Upstream
-from shim.parts import load_registry
+from shim.parts import load_ids, load_registry
 from shim.pipeline import Sink
 from shim.replay.bk import Bk, seed
 from shim.replay.driver import IN_FLIGHT, Replayer, Summary, replay_config
@@ -66,7 +67,8 @@ async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
     config = load_config(options.config, options.bk or "127.0.0.1:1", str(output.partial))
     registry = load_registry(config.descriptors.descriptor_sets)
     filters = Filters(options.key, options.until)
-    source = open_source(options.recording, registry, filters, truncated=options.truncated)
+    ids = [f for f in (load_ids(config, registry), fields_of(config.key_aliases, registry)) if f is not None]
+    source = open_source(options.recording, registry, filters, truncated=options.truncated, ids=ids)
     if registry is None:  # open_source refuses a config without descriptors
         raise ReplayError("no descriptors")
     unknown = ""

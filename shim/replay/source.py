@@ -8,13 +8,15 @@ so memory does not grow with the recording.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from comparators import DescriptorRegistry
+from comparators.ids import IdFields
 from shim.errors import ShimError
 from shim.recording.format import Ending, Header, RecordedCall, Recording, RecordingError, fingerprint
+from shim.replay.owners import KeyIds
 
 
 class ReplayError(ShimError):
@@ -25,7 +27,8 @@ class ReplayError(ShimError):
 class Filters:
     """Which calls of a recording are replayed."""
 
-    key: str = ""  # only this key's history (and the unkeyed writes, which count on every key)
+    key: str = ""  # only this key's history (and the unkeyed writes, which count on every key; and the
+    # calls naming an id or alias minted on the key: `Source.calls`)
     until: str = ""  # stop after the call with this correlation id (inclusive)
 
     def takes(self, call: RecordedCall) -> bool:
@@ -37,10 +40,19 @@ class Filters:
 class Source:
     """A recording checked whole, and the calls of it to replay."""
 
-    def __init__(self, recording: Recording, ending: Ending, filters: Filters) -> None:
+    def __init__(
+        self,
+        recording: Recording,
+        ending: Ending,
+        filters: Filters,
+        registry: DescriptorRegistry | None = None,
+        ids: Sequence[IdFields] = (),
+    ) -> None:
         self.recording = recording
         self.ending = ending
         self.filters = filters
+        self._registry = registry
+        self._ids = list(ids)  # the config's id kinds and key aliases: the owners --key learns
 
     @property
     def header(self) -> Header:
@@ -53,18 +65,29 @@ class Source:
     def calls(self) -> Iterator[RecordedCall]:
         """The calls to replay, in the order they arrived."""
         filters = self.filters
+        owned = None
+        if filters.key and self._ids and self._registry is not None:
+            owned = KeyIds(filters.key, self._registry, self._ids)
         for call in self.recording.calls():
-            if filters.takes(call):
+            if filters.takes(call) or (owned is not None and owned.names_one(call)):
                 yield call
+            if owned is not None:
+                owned.learn(call)
             if filters.until and call.correlation_id == filters.until:
                 return
 
 
 def open_source(
-    path: Path, registry: DescriptorRegistry | None, filters: Filters, *, truncated: bool = False
+    path: Path,
+    registry: DescriptorRegistry | None,
+    filters: Filters,
+    *,
+    truncated: bool = False,
+    ids: Sequence[IdFields] = (),
 ) -> Source:
     """The recording at `path`, checked: whole (or, with `truncated`, cut short but otherwise sound), from
-    the service the descriptors describe, and holding the --until call if one is named."""
+    the service the descriptors describe, and holding the --until call if one is named. `ids`: the
+    config's id kinds and key aliases, whose owners --key learns from the recorded answers."""
     try:
         recording = Recording(path, truncated=truncated)
         ending = recording.check()
@@ -83,7 +106,7 @@ def open_source(
             raise ReplayError(str(exc)) from None
         if not found:
             raise ReplayError(f"--until {filters.until!r}: no call of {path} has this correlation id")
-    return Source(recording, ending, filters)
+    return Source(recording, ending, filters, registry, ids)
 
 
 def check_descriptors(path: Path, header: Header, registry: DescriptorRegistry | None) -> None:

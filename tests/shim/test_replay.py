@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -27,6 +28,7 @@ from sample_ledger._attribution import Attribution
 from sample_ledger.server import RunningLedger, serve
 from sample_ledger.workload import run_workload
 from shim.parts import load_registry
+from shim.recording.format import RecordedCall, Recording
 from shim.replay.bk import free_port
 from shim.replay.run import Options, load_config, replay
 from tests.helpers import shim_command, until
@@ -196,7 +198,7 @@ async def test_key_replays_one_keys_history_and_until_stops_at_a_call(
 
 def _respaced(recording: Path, out: Path, gap: float, calls: int) -> Path:
     """The recording's first `calls` calls, `gap` seconds apart (a new end line, as its writer writes)."""
-    from shim.recording.format import Recording, RecordingWriter
+    from shim.recording.format import RecordingWriter
 
     source = Recording(recording)
     writer = RecordingWriter(out, source.header)
@@ -381,3 +383,58 @@ async def test_custody_replayed_finds_its_bugs_and_with_them_off_passes_the_gate
         "recorded from another service: /custody.v1.Custody/",
         tmp_path / "x.db",
     )
+
+
+async def test_key_takes_the_calls_naming_ids_and_aliases_minted_on_the_key(tmp_path: Path) -> None:
+    """A recording made with no BK keys a call by its `key` paths alone: a Reverse names only a
+    movement, a GetAccountByRef only a client's reference. --key learns, from Bank's recorded answers,
+    the movements and references minted on the key, and takes the calls naming them."""
+    config = _custody_config(tmp_path)
+    with config.open("a") as toml:
+        toml.write('\n[store]\ncorrelation_header = "x-request-id"\n')
+    recording = await _custody_recording(tmp_path, config)
+    registry = load_registry([tmp_path / "custody.binpb"])
+    assert registry is not None
+
+    def decoded(call: RecordedCall, answer: bool) -> object:
+        info = registry.method(call.method)
+        assert info is not None
+        cls = registry.message_class(info.output_type if answer else info.input_type)
+        return cls.FromString(call.responses[0] if answer else call.requests[0])
+
+    calls = list(Recording(recording).calls())
+    movements: dict[str, tuple[str, str]] = {}
+    refs: dict[str, str] = {}
+    named: list[tuple[RecordedCall, tuple[str, ...]]] = []  # calls naming a known movement or reference
+    for call in calls:
+        name = call.method.rsplit("/", 1)[1]
+        if name == "Transfer" and call.code == 0:
+            moved: Any = decoded(call, answer=True)
+            movements[moved.movement_id] = (moved.from_account, moved.to_account)
+        elif name == "OpenAccount" and call.code == 0:
+            account: Any = decoded(call, answer=True)
+            refs[account.client_ref] = account.account_id
+        elif name == "Reverse":
+            movement = movements.get(decoded(call, answer=False).movement_id)  # type: ignore[attr-defined]
+            if movement:
+                named.append((call, movement))
+        elif name == "GetAccountByRef":
+            owner = refs.get(decoded(call, answer=False).client_ref)  # type: ignore[attr-defined]
+            if owner:
+                named.append((call, (owner,)))
+    reverse = next(c for c in named if c[0].method.endswith("/Reverse"))
+    key = reverse[1][0]
+    assert key not in reverse[0].keys  # recorded with no key: it names a movement only
+    theirs = {c.correlation_id for c, owners in named if key in owners}
+    assert any(c.method.endswith("/GetAccountByRef") for c, owners in named if key in owners)
+    fixed = await custody.serve("bk", bugs=())
+    try:
+        verdicts = Verdicts()
+        await replay(
+            Options(recording, config, str(tmp_path / "k.db"), bk=fixed.address, key=key), [verdicts]
+        )
+    finally:
+        await fixed.stop()
+    mine = {c.correlation_id for c in calls if key in c.keys or (not c.keys and c.is_write)}
+    assert theirs - mine  # calls the recorded keys alone leave out
+    assert set(verdicts.by_id) == mine | theirs

@@ -4,13 +4,17 @@
 
 Generates a recording of N calls (default 1,000,000) of the sample ledger: accounts opened, then deposits
 (writes) and balance reads (reads) on them, seeded, with Bank's answers from a real sample Bank. Then,
-each against a fresh sample BK (fixed: every call should match), and each in a process of its own:
+each against a fresh sample BK (fixed: every call should match) in a process of its own, and each run in
+a process of its own:
 
 - baseline: the recorded requests sent straight to BK, W at a time, each account's calls in order;
 - replay: `shim replay` of the recording (the sample's config), into a new store.
 
-Prints each one's calls/s and peak RSS (the replay's with its comparison worker's), and the replay's as
-a ratio of the baseline's.
+Prints each one's calls/s and peak RSS (the replay's with its comparison worker's; BK's book, which
+grows with every deposit, is in BK's process and not counted), and the replay's as a ratio of the
+baseline's. While the replay runs, its memory (the replay process and its comparison worker) is read
+each time another 10 % of the calls are compared: memory is bounded when the last tenths grow by no
+more than the first did.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import re
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from grpc import aio
@@ -31,6 +40,7 @@ from grpc import aio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from comparators import Comparison  # noqa: E402
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb  # noqa: E402
 from sample_ledger.server import serve  # noqa: E402
 from shim.parts import load_registry  # noqa: E402
@@ -130,52 +140,108 @@ def _peak_rss_mb() -> float:
     return (own + children) / 1024
 
 
-async def child(mode: str, recording: Path, in_flight: int) -> None:
-    """One measurement, in this process: prints {"calls": n, "seconds": s, "rss_mb": m}."""
-    bk = await serve("bk", fixed=True)
+def _rss_mb(pid: int) -> float:
+    """The resident memory of `pid` and of its children, now (Linux /proc)."""
+    total = 0.0
     try:
-        if mode == "direct":
-            plan = [
-                (c.keys[0], c.method.removeprefix(SERVICE), c.requests[0])
-                for c in Recording(recording).calls()
-            ]
-            started = time.perf_counter()
-            await _send(bk.address, plan, in_flight)
-            calls, seconds = len(plan), time.perf_counter() - started
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                options = Options(
-                    recording, CONFIG, str(Path(tmp) / "out.db"), bk=bk.address, in_flight=in_flight
-                )
-                done = await replay(options)
-                calls, seconds = done.summary.sent, done.summary.seconds
-                verdicts = dict(done.summary.by_verdict())
-                assert verdicts == {"match": calls}, verdicts
-    finally:
-        await bk.stop(None)
-    print(json.dumps({"calls": calls, "seconds": seconds, "rss_mb": _peak_rss_mb()}))
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            kids = [int(k) for k in children.read().split()]
+    except OSError:
+        return total
+    return total + sum(_rss_mb(k) for k in kids)
 
 
-def _measure(mode: str, recording: Path, in_flight: int) -> dict[str, float]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            mode,
-            "--recording",
-            str(recording),
-            "--in-flight",
-            str(in_flight),
-        ],
-        capture_output=True,
+class _Progress:
+    """A sink: each time another tenth of `calls` is compared, the replay's memory then."""
+
+    def __init__(self, calls: int) -> None:
+        self._step = max(1, calls // 10)
+        self._seen = 0
+        self._lock = threading.Lock()
+        self.samples: list[tuple[int, float]] = []
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._lock:
+            self._seen += 1
+            if self._seen % self._step == 0:
+                self.samples.append((self._seen, _rss_mb(os.getpid())))
+
+
+async def child(mode: str, recording: Path, in_flight: int, bk: str) -> None:
+    """One measurement, in this process: prints {"calls": n, "seconds": s, "rss_mb": m, "samples": ...}."""
+    samples: list[tuple[int, float]] = []
+    if mode == "direct":
+        plan = [
+            (c.keys[0], c.method.removeprefix(SERVICE), c.requests[0]) for c in Recording(recording).calls()
+        ]
+        started = time.perf_counter()
+        await _send(bk, plan, in_flight)
+        calls, seconds = len(plan), time.perf_counter() - started
+    else:
+        total = Recording(recording).check().calls
+        progress = _Progress(total)
+        with tempfile.TemporaryDirectory() as tmp:
+            options = Options(recording, CONFIG, str(Path(tmp) / "out.db"), bk=bk, in_flight=in_flight)
+            done = await replay(options, sinks=[progress])
+            calls, seconds = done.summary.sent, done.summary.seconds
+            verdicts = dict(done.summary.by_verdict())
+            assert verdicts == {"match": calls}, verdicts
+        samples = progress.samples
+    result = {"calls": calls, "seconds": seconds, "rss_mb": _peak_rss_mb(), "samples": samples}
+    print(json.dumps(result))
+
+
+@contextmanager
+def _bk() -> Iterator[str]:
+    """A fixed sample BK in a process of its own; its address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sample_ledger", "bk", "--fixed"],
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
         cwd=ROOT,
     )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                break
+        else:
+            sys.exit(f"bench/replay.py: the sample BK did not start (exit {process.wait()})")
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # never let it block on a pipe
+        yield found.group(1)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _measure(mode: str, recording: Path, in_flight: int) -> dict[str, object]:
+    with _bk() as bk:
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--recording",
+                str(recording),
+                "--in-flight",
+                str(in_flight),
+                "--bk",
+                bk,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
     if done.returncode != 0:
         sys.exit(f"bench/replay.py: the {mode} run failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -187,9 +253,10 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=256, help="calls in flight (both runs)")
     parser.add_argument("--child", choices=("direct", "replay"), help=argparse.SUPPRESS)
     parser.add_argument("--recording", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--bk", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.child, args.recording, args.in_flight))
+        asyncio.run(child(args.child, args.recording, args.in_flight, args.bk))
         return
     with tempfile.TemporaryDirectory() as tmp:
         recording = Path(tmp) / "bench.jsonl"
@@ -198,13 +265,25 @@ def main() -> None:
         print(f"recording of {args.calls} calls generated in {time.perf_counter() - started:.1f}s")
         direct = _measure("direct", recording, args.in_flight)
         replayed = _measure("replay", recording, args.in_flight)
-    rate = {k: r["calls"] / r["seconds"] for k, r in (("direct", direct), ("replay", replayed))}
-    print(f"direct to BK: {rate['direct']:.0f} calls/s, peak RSS {direct['rss_mb']:.0f} MB")
+    rate = {k: _f(r["calls"]) / _f(r["seconds"]) for k, r in (("direct", direct), ("replay", replayed))}
+    print(f"direct to BK: {rate['direct']:.0f} calls/s, peak RSS {_f(direct['rss_mb']):.0f} MB")
     print(
         f"shim replay:  {rate['replay']:.0f} calls/s (x{rate['replay'] / rate['direct']:.2f} of direct),"
-        f" peak RSS {replayed['rss_mb']:.0f} MB (x{replayed['rss_mb'] / direct['rss_mb']:.2f} of direct)"
+        f" peak RSS {_f(replayed['rss_mb']):.0f} MB (x{_f(replayed['rss_mb']) / _f(direct['rss_mb']):.2f}"
+        " of direct)"
     )
+    samples = replayed["samples"]
+    assert isinstance(samples, list)
+    if samples:
+        print("replay memory (process + comparison worker) as calls were compared:")
+        for seen, mb in samples:
+            print(f"  {seen:>9} calls: {mb:.0f} MB")
     print(json.dumps({"calls": args.calls, "direct": direct, "replay": replayed}))
+
+
+def _f(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
 
 
 if __name__ == "__main__":

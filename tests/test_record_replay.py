@@ -22,6 +22,7 @@ import pytest
 from grpc import aio
 
 from sample_ledger._attribution import Attribution
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger.server import serve
 from sample_ledger.workload import run_workload
 from shim.dataplane import envoy
@@ -107,13 +108,28 @@ async def test_traffic_recorded_in_bank_mode_replays_to_what_live_shadow_finds(t
     read = Recording(recording)
     assert read.check().calls >= CALLS  # whole; page-following reads come on top of the workload's calls
     assert read.header.mode == "bank"
+    # the sample redacts owner names ([redact]): the recording holds their hashes, never the names
+    assert set(read.header.redacted) == {
+        "bank.v1.Account.owner_name",
+        "bank.v1.OpenAccountRequest.owner_name",
+    }
+    opened = [
+        pb.OpenAccountRequest.FromString(c.requests[0]).owner_name
+        for c in read.calls()
+        if c.method.endswith("/OpenAccount")
+    ]
+    assert opened
+    assert all(name.startswith("redacted:") for name in opened), opened
 
     bk = await serve("bk")
     replayed, attribution = tmp_path / "replayed.db", Attribution()
     try:
         done = await replay(Options(recording, config, str(replayed), bk=bk.address), sinks=[attribution])
+        # the hashes reached BK as the values to keep: BK's book holds them, as Bank's recorded answers do
+        held = {a.owner_name for a in bk.servicer.book.accounts.values()}
     finally:
         await bk.stop(None)
+    assert held == set(opened)
     assert done.summary.sent == done.summary.compared == read.check().calls
     found = await _verdicts(replayed)
     assert sum(v[1] for v in found.values()) > 0  # the planted bugs show

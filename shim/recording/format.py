@@ -117,9 +117,26 @@ class RecordedCall:
     unsampled: tuple[str, ...] = ()
     note: str = ""  # what of it is not kept, and why (written only when something is not)
     answered_by: str = ""  # the side that answered, when not the header's (a mode switched while recording)
+    # a call of several request messages (a stream): when each came, in seconds after `at`, and, for each
+    # answer, how many request messages the primary had been sent when it came (their interleaving)
+    request_times: tuple[float, ...] = ()
+    answers_after: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.request_times and len(self.request_times) != len(self.requests):
+            raise ValueError(f"{len(self.request_times)} request_times for {len(self.requests)} requests")
+        if self.answers_after and (
+            len(self.answers_after) != len(self.responses)
+            or any(not 0 <= n <= len(self.requests) for n in self.answers_after)
+            or list(self.answers_after) != sorted(self.answers_after)
+        ):
+            raise ValueError("answers_after: one count per answer, rising, none above the requests")
 
     def as_json(self) -> dict[str, Any]:
         more: dict[str, Any] = {}
+        if self.request_times:
+            more["request_times"] = list(self.request_times)
+            more["answers_after"] = list(self.answers_after)
         if self.unsampled:
             more["unsampled"] = list(self.unsampled)
         if self.note:
@@ -164,6 +181,8 @@ class RecordedCall:
             unsampled=tuple(str(k) for k in doc.get("unsampled", ())),
             note=str(doc.get("note", "")),
             answered_by=str(doc.get("answered_by", "")),
+            request_times=tuple(float(t) for t in doc.get("request_times", ())),
+            answers_after=tuple(int(n) for n in doc.get("answers_after", ())),
         )
 
 

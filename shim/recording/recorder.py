@@ -77,11 +77,13 @@ class Take:
     __slots__ = (
         "_recorder",
         "answered_by",
+        "answers_after",
         "arrival",
         "at",
         "is_write",
         "metadata",
         "method",
+        "request_times",
         "requests",
         "responses",
         "size",
@@ -99,24 +101,29 @@ class Take:
         self.answered_by = by
         self.requests: list[bytes] = []
         self.responses: list[bytes] = []
+        self.request_times: list[float] = []  # when each request message came (their interleaving with
+        self.answers_after: list[int] = []  # the answers: the requests kept when each answer came)
         self.size = 0  # bytes kept; -1: more than record.max_call_bytes (the call is lost)
 
-    def _keep(self, kept: list[bytes], raw: bytes) -> None:
+    def _keep(self, kept: list[bytes], raw: bytes) -> bool:
         if self.size < 0:
-            return
+            return False
         self.size += len(raw)
         if self.size > self._recorder.max_call_bytes:
             self.size = -1
             self.requests.clear()
             self.responses.clear()
-            return
+            return False
         kept.append(raw)
+        return True
 
     def request(self, raw: bytes) -> None:
-        self._keep(self.requests, raw)
+        if self._keep(self.requests, raw):
+            self.request_times.append(time.time())
 
     def response(self, raw: bytes) -> None:
-        self._keep(self.responses, raw)
+        if self._keep(self.responses, raw):
+            self.answers_after.append(len(self.requests))
 
     def finish(self, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float) -> None:
         """The primary's status is in (call it once the client has the answer: the rest is deferred)."""
@@ -335,6 +342,7 @@ class Recorder:
             unsampled=item.unsampled,
             note="; ".join(notes),
             answered_by=take.answered_by if take.answered_by != self._answered_by else "",
+            **_interleaving(take),
         )
 
     def _end(self, reason: str) -> None:
@@ -350,6 +358,16 @@ class Recorder:
             self._ended.set()
         log = _log.info if reason == "stopped" else _log.warning
         log("recording ended", reason=reason, path=str(self.path), calls=self._writer.calls, lost=self.lost)
+
+
+def _interleaving(take: Take) -> dict[str, Any]:
+    """A stream's request times and answer counts (a call of one request message needs neither)."""
+    if len(take.requests) < 2:
+        return {}
+    return {
+        "request_times": tuple(max(t - take.at, 0.0) for t in take.request_times),
+        "answers_after": tuple(take.answers_after),
+    }
 
 
 def header_of(

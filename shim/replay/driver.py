@@ -35,6 +35,7 @@ from shim.errors import StartupError
 from shim.parts import Parts
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.format import RecordedCall
+from shim.replay.feed import Feed
 from shim.replay.source import ReplayError, Source
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
@@ -187,6 +188,7 @@ class Replayer:
         room = max(self.config.comparison.max_pending - self.in_flight, 1)
         behind = max(books.sink.max_buffer // 2, 1)
         first_at, began = 0.0, time.monotonic()
+        streams: list[Feed] = []  # streams with request messages that came after calls not started yet
         for call in self.source.calls():
             if self._suspect:
                 await self._check_bk(channels)
@@ -199,14 +201,25 @@ class Replayer:
                 due = began + (call.at - first_at) / self.speed
                 if due > time.monotonic():
                     await asyncio.sleep(due - time.monotonic())
-            await slots.acquire()
-            self._start(dispatcher, call, slots)
+            streams = [s for s in streams if not s.until(call.at)]  # what came before this call
+            # a stream fed as it came takes no slot: it may wait for calls after it, which need slots
+            interleaved = bool(call.request_times)
+            if not interleaved:
+                await slots.acquire()
+            feed = self._start(dispatcher, call, None if interleaved else slots)
+            if not feed.until(call.at if interleaved else None):
+                streams.append(feed)
             self.summary.sent += 1
+        for stream in streams:
+            stream.until(None)
 
-    def _start(self, dispatcher: ShadowDispatcher, call: RecordedCall, slots: asyncio.Semaphore) -> None:
+    def _start(
+        self, dispatcher: ShadowDispatcher, call: RecordedCall, slots: asyncio.Semaphore | None
+    ) -> Feed:
         mirror, refused = dispatcher.start(call.method, call.metadata, None, call.is_write)
         if mirror is None:
-            slots.release()
+            if slots is not None:
+                slots.release()
             raise ReplayError(f"call {call.seq} ({call.method}) could not be sent to BK: {refused}")
         mirror.correlation_id = call.correlation_id or mirror.correlation_id
         now = time.time()  # the evidence is of now (the gate's window), not of when it was recorded
@@ -216,23 +229,9 @@ class Replayer:
         self._in_flight[now, call.method] = (mirror, call.at)
         # kept until its exchange is handed over (or, should none be, until it is over)
         mirror.task.add_done_callback(lambda _: self._in_flight.pop((now, call.method), None))
-        mirror.task.add_done_callback(lambda _: slots.release())
-        for request in call.requests:
-            mirror.feed(request)
-        mirror.close_requests()
-        for answer in call.responses:
-            mirror.primary_message(answer)
-            mirror.capture.take(answer)
-        mirror.primary_done(
-            Outcome(
-                code=call.code,
-                details=call.details,
-                initial_metadata=call.initial_metadata,
-                trailing_metadata=call.trailing_metadata,
-                messages=call.responses,
-                latency=call.latency,
-            )
-        )
+        if slots is not None:
+            mirror.task.add_done_callback(lambda _: slots.release())
+        return Feed(mirror, call)
 
     async def _check_bk(self, channels: Channels) -> None:
         """After an UNAVAILABLE from BK: stop when BK is not reachable any more."""

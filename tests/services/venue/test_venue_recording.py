@@ -79,6 +79,13 @@ async def test_every_call_kind_of_the_venue_is_recorded(bank: Served, tmp_path: 
     assert [ack(m) for m in trade.responses] == got["acks"]
     assert len(batch.requests) == 2
     assert [summary(m) for m in batch.responses] == [got["batch"]]
+    # the streams' interleaving: each ack came after its own order, the batch's summary after both
+    assert trade.answers_after == (1, 2)
+    assert batch.answers_after == (2,)
+    for stream in (trade, batch):
+        first, second = stream.request_times
+        assert 0 <= first <= second < stream.latency + 1.0
+    assert (opened.request_times, opened.answers_after) == ((), ())  # one request: nothing to interleave
     assert [fill(m) for m in fills.responses] == got["fills"]
     assert len(got["fills"]) > 0
     assert [acc(m) for m in account.responses] == [got["account"]]

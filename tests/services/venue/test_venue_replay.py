@@ -1,0 +1,97 @@
+"""Replaying the venue's sessions (a second service, bidi streams) as they came: recorded in `bank` mode
+with no BK, a session's orders keep their places among the account's other calls, so a read made between
+two orders of a session reaches BK in the state Bank was in when it answered."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpc import aio
+
+from comparators import Comparison, Verdict
+from shim.config import load_file
+from shim.dataplane import envoy as envoy_process
+from shim.recording.format import Recording
+from shim.replay.run import Options, replay
+from shim.testing import running_shim
+from tests.services.venue import DESCRIPTOR_SET, REGISTRY
+from tests.services.venue.client import VenueClient
+from tests.services.venue.messages import BUY, new
+from tests.services.venue.server import Served, serve
+
+HERE = Path(__file__).parent
+PLANES = [
+    "python",
+    pytest.param("envoy", marks=pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary")),
+]
+
+
+class _Comparisons:
+    def __init__(self) -> None:
+        self.seen: list[Comparison] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, comparison: Comparison) -> None:
+        with self._lock:
+            self.seen.append(comparison)
+
+
+def _order(quantity: int) -> Any:
+    return new("NewOrder", symbol="XYZ", side=BUY, quantity=quantity, limit_price="10.00")
+
+
+async def _reads_between_orders(channel: aio.Channel) -> list[Any]:
+    """A session of two orders on R1, with R1 read after each, before the session ends; the reads."""
+    client = VenueClient(channel)
+    await client.open_account("R1", "100000.00")
+    reads = []
+    async with client.session() as session:
+        for quantity in (10, 20):
+            await session.send(new("TradeRequest", account="R1", new=_order(quantity)))
+            reads.append(await client.get_account("R1"))
+    return reads
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_read_between_a_sessions_orders_replays_against_the_state_it_saw(
+    bank: Served, tmp_path: Path, dataplane: str
+) -> None:
+    config = tmp_path / "shim.toml"
+    shutil.copyfile(HERE / "shim.toml", config)
+    (tmp_path / "venue.binpb").write_bytes(DESCRIPTOR_SET)
+    settings = load_file(config)
+    for upstream in ("bank", "bk", "mode"):
+        settings.pop(upstream)
+    path = tmp_path / "venue.jsonl"
+    async with (
+        running_shim(
+            bank.address,
+            registry=REGISTRY,
+            dataplane=dataplane,
+            record={"path": str(path), "origin": "empty"},
+            **settings,
+        ) as (shim, _),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        reads = await _reads_between_orders(channel)
+    assert reads[0].cash != reads[1].cash  # the second order moved R1's cash: the reads tell them apart
+    calls = list(Recording(path).calls())
+    assert [c.method.rsplit("/", 1)[1] for c in calls] == ["OpenAccount", "Trade", "GetAccount", "GetAccount"]
+    session = calls[1]
+    # its second order came after the first read arrived, and before the second
+    assert calls[2].at < session.at + session.request_times[1] < calls[3].at
+
+    bk = await serve("bk")
+    comparisons = _Comparisons()
+    try:
+        done = await replay(Options(path, config, str(tmp_path / "out.db"), bk=bk.address), [comparisons])
+    finally:
+        await bk.stop()
+    assert done.summary.sent == done.summary.compared == 4
+    # fed all at once, the session's second order reached BK before the first read: a mismatch
+    assert [c.verdict for c in comparisons.seen if c.method.endswith("/GetAccount")] == [Verdict.MATCH] * 2
+    assert {c.verdict for c in comparisons.seen} == {Verdict.MATCH}

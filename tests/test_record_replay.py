@@ -10,11 +10,8 @@ by a planted bug; replayed against the fixed BK, `shim gate` passes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +26,11 @@ from shim.dataplane import envoy
 from shim.recording.format import Recording
 from shim.replay.run import Options, replay
 from tests.helpers import shim_command
+from tests.processes import shim_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_ledger" / "shim.toml"
 CALLS = 250
-STEP = 60.0
 
 pytestmark = pytest.mark.skipif(envoy.binary() is None, reason="records on the Envoy data plane")
 
@@ -50,31 +47,10 @@ def _config(tmp: Path) -> Path:
 
 async def _through(args: list[str], cwd: Path) -> None:
     """`shim serve ARGS` on a free port, the sample workload through it, then SIGTERM (status 0)."""
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", *args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-    )
-    assert proc.stderr is not None
-    try:
-        while True:
-            raw = await asyncio.wait_for(proc.stderr.readline(), STEP)
-            assert raw, f"shim serve exited with {await proc.wait()}"
-            event = json.loads(raw)
-            if event.get("event") == "ready":
-                break
-        async with aio.insecure_channel(event["listen"]) as channel:
+    async with shim_process("--listen", "127.0.0.1:0", *args, cwd=cwd) as shim:
+        async with aio.insecure_channel(shim.ready["listen"]) as channel:
             await run_workload(channel, CALLS, seed=5, concurrency=1)
-        proc.send_signal(signal.SIGTERM)
-        drained = asyncio.create_task(proc.stderr.read())
-        assert await asyncio.wait_for(proc.wait(), STEP) == 0
-        await drained
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await shim.stop() == 0
 
 
 async def _verdicts(store: Path) -> dict[str, tuple[int, int]]:

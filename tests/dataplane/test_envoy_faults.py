@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from shim.dataplane import envoy as envoy_process
 from shim.dataplane.unseen import UNSEEN
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
-from tests.shim.test_evidence_store import shim_process
+from tests.processes import shim_process
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 SAMPLE = ROOT / "sample_ledger"
@@ -127,30 +125,12 @@ async def served(
     """`shim serve` on Envoy: its process (the supervisor), the clients' address, and the comparison
     plane's process."""
     bank, bk = ledgers
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--dataplane", "envoy"),
-        *("--config", str(SAMPLE / "shim.toml"), "--bank", bank.address, "--bk", bk.address),
+    async with shim_process(
+        *("--listen", "127.0.0.1:0", "--dataplane", "envoy"),
+        *("--config", SAMPLE / "shim.toml", "--bank", bank.address, "--bk", bk.address),
         *("--store", f"{tmp_path}/shim.db", "--diff-log", os.devnull),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    try:
-        while True:
-            line = await asyncio.wait_for(proc.stderr.readline(), 30)
-            assert line, "the shim ended before it was ready"
-            event = json.loads(line)
-            if event["event"] == "ready":
-                break
-        drain = asyncio.get_running_loop().create_task(proc.stderr.read())
-        yield proc, event["listen"], event["pid"]
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-        await proc.wait()
-        drain.cancel()
+    ) as shim:
+        yield shim.proc, shim.ready["listen"], shim.ready["pid"]
 
 
 async def test_a_hung_shim_process_costs_the_clients_nothing(

@@ -8,11 +8,10 @@ client keeps calling, and checks every call, the plane's return, and what the st
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
-import sys
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,12 @@ from shim.dataplane import envoy
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import PARTIAL, Recording
 from tests.helpers import until
+from tests.processes import ShimProcess, shim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP = 30.0  # seconds any one step may take before the test fails
 
 pytestmark = pytest.mark.skipif(envoy.binary() is None, reason="no Envoy on this platform")
-
-
-class Serving:
-    """`shim serve` as a process; its stderr lines, parsed, as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-
-    async def until_event(self, name: str, count: int = 1) -> dict[str, Any]:
-        """The `count`-th event named `name`, read from stderr as it comes."""
-        assert self.proc.stderr is not None
-        while sum(1 for e in self.events if e.get("event") == name) < count:
-            raw = await asyncio.wait_for(self.proc.stderr.readline(), STEP)
-            if not raw:
-                raise AssertionError(f"shim serve exited ({await self.proc.wait()}); it said: {self.events}")
-            self.events.append(json.loads(raw))
-        return [e for e in self.events if e.get("event") == name][count - 1]
 
 
 async def _calls(address: str, stop: asyncio.Event, errors: list[str], done: list[int]) -> None:
@@ -64,29 +46,11 @@ async def _calls(address: str, stop: asyncio.Event, errors: list[str], done: lis
             done[0] += 1
 
 
-async def _serve(bank: str, bk: str, db: Path, cwd: Path, *more: str) -> asyncio.subprocess.Process:
+def _serve(bank: str, bk: str, db: Path, cwd: Path, *more: str) -> AbstractAsyncContextManager[ShimProcess]:
     """`shim serve` on Envoy, in front of `bank` and `bk`, storing in `db`."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shim",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--bank",
-        bank,
-        "--bk",
-        bk,
-        "--dataplane",
-        "envoy",
-        "--store",
-        str(db),
-        "--descriptor-set",
-        str(ROOT / "sample_ledger" / "bank.binpb"),
-        *more,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    return shim_process(
+        *("--listen", "127.0.0.1:0", "--bank", bank, "--bk", bk, "--dataplane", "envoy", "--store", db),
+        *("--descriptor-set", ROOT / "sample_ledger" / "bank.binpb", *more),
         cwd=cwd,
     )
 
@@ -105,62 +69,57 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
     bank, bk = ledgers
     db = tmp_path / "shim.db"
     recording = tmp_path / "traffic.jsonl"
-    proc = await _serve(bank.address, bk.address, db, tmp_path, "--record", str(recording))
-    serving = Serving(proc)
     stop, errors, done = asyncio.Event(), [], [0]
     try:
-        ready = await serving.until_event("ready")
-        assert ready["dataplane"] == "envoy"
-        assert ready["pid"] != proc.pid  # the plane is the supervisor's child
-        client = asyncio.create_task(_calls(ready["listen"], stop, errors, done))
-        await until(lambda: done[0] >= 20, "calls before the kill", within=STEP)
-        partial = recording.with_name(recording.name + PARTIAL)
+        async with _serve(bank.address, bk.address, db, tmp_path, "--record", str(recording)) as serving:
+            ready = serving.ready
+            assert ready["dataplane"] == "envoy"
+            assert ready["pid"] != serving.proc.pid  # the plane is the supervisor's child
+            client = asyncio.create_task(_calls(ready["listen"], stop, errors, done))
+            await until(lambda: done[0] >= 20, "calls before the kill", within=STEP)
+            partial = recording.with_name(recording.name + PARTIAL)
 
-        def recorded() -> bool:  # what the plane recorded is on disk, where its death cannot reach it
-            return any(c.method.endswith("/Deposit") for c in Recording(partial, truncated=True).calls())
+            def recorded() -> bool:  # what the plane recorded is on disk, where its death cannot reach it
+                return any(c.method.endswith("/Deposit") for c in Recording(partial, truncated=True).calls())
 
-        await until(recorded, "deposits recorded before the kill", within=STEP)
-        os.kill(ready["pid"], signal.SIGKILL)
-        killed_at = done[0]
-        again = await serving.until_event("ready", 2)
-        assert again["pid"] != ready["pid"]
-        assert again["listen"] == ready["listen"]  # Envoy never stopped: the same listener
-        assert any(e.get("event", "").startswith("the comparison plane exited") for e in serving.events)
-        after = done[0]
-        await until(lambda: done[0] >= after + 20, "calls after the plane came back", within=STEP)
-        stop.set()
-        await asyncio.wait_for(client, STEP)
-        assert errors == []
-        assert done[0] > killed_at + 20
+            await until(recorded, "deposits recorded before the kill", within=STEP)
+            os.kill(ready["pid"], signal.SIGKILL)
+            killed_at = done[0]
+            again = await serving.until_event("ready", 2)
+            assert again["pid"] != ready["pid"]
+            assert again["listen"] == ready["listen"]  # Envoy never stopped: the same listener
+            assert any(e.get("event", "").startswith("the comparison plane exited") for e in serving.events())
+            after = done[0]
+            await until(lambda: done[0] >= after + 20, "calls after the plane came back", within=STEP)
+            stop.set()
+            await asyncio.wait_for(client, STEP)
+            assert errors == []
+            assert done[0] > killed_at + 20
 
-        # the plane started again mirrors and compares (the deposits it never saw put BK's balance of S1
-        # behind Bank's: what it finds is no match, but it is compared)
-        replica = f"%:{again['pid']}"
+            # the plane started again mirrors and compares (the deposits it never saw put BK's balance of S1
+            # behind Bank's: what it finds is no match, but it is compared)
+            replica = f"%:{again['pid']}"
 
-        def compared() -> int:
-            sql = (
-                f"SELECT COUNT(*) FROM comparisons WHERE replica LIKE '{replica}'"
-                " AND verdict IN ('match', 'mismatch', 'tainted')"
-            )
-            return int(_stored(db, sql)[0][0])
+            def compared() -> int:
+                sql = (
+                    f"SELECT COUNT(*) FROM comparisons WHERE replica LIKE '{replica}'"
+                    " AND verdict IN ('match', 'mismatch', 'tainted')"
+                )
+                return int(_stored(db, sql)[0][0])
 
-        await until(lambda: compared() > 0, "comparisons by the plane started again", within=STEP)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), STEP) == 0
-        # the calls made while no plane ran are on record as calls the shim did not see, never missing
-        unseen = _stored(db, f"SELECT COUNT(*) FROM comparisons WHERE method = '{UNSEEN}'")[0][0]
-        assert unseen > 0
-        # the killed plane's recording, cut short, is kept beside the one the plane started again ended
-        kept = [p for p in os.listdir(tmp_path) if p.startswith("traffic-") and p.endswith(PARTIAL)]
-        assert len(kept) == 1
-        cut = Recording(tmp_path / kept[0], truncated=True)
-        assert any(call.method.endswith("/Deposit") for call in cut.calls())
-        assert Recording(recording).check().calls > 0
+            await until(lambda: compared() > 0, "comparisons by the plane started again", within=STEP)
+            assert await serving.stop() == 0
+            # the calls made while no plane ran are on record as calls the shim did not see, never missing
+            unseen = _stored(db, f"SELECT COUNT(*) FROM comparisons WHERE method = '{UNSEEN}'")[0][0]
+            assert unseen > 0
+            # the killed plane's recording, cut short, is kept beside the one the plane started again ended
+            kept = [p for p in os.listdir(tmp_path) if p.startswith("traffic-") and p.endswith(PARTIAL)]
+            assert len(kept) == 1
+            cut = Recording(tmp_path / kept[0], truncated=True)
+            assert any(call.method.endswith("/Deposit") for call in cut.calls())
+            assert Recording(recording).check().calls > 0
     finally:
-        stop.set()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        stop.set()  # the client's calls end with the test, whatever it found
 
 
 def _nice(pid: int) -> set[int]:
@@ -183,21 +142,16 @@ async def test_the_comparison_plane_runs_below_envoy_in_the_supervisors_session(
     whole session's share, and its nice value would rank it only against itself. That made the plane take
     Bank's CPU in `shadow` mode (a client p50 of over 100 ms at 700 calls/s, against 3.6 ms)."""
     bank, bk = ledgers
-    proc = await _serve(bank.address, bk.address, tmp_path / "shim.db", tmp_path)
-    serving = Serving(proc)
-    try:
-        ready = await serving.until_event("ready")
+    async with _serve(bank.address, bk.address, tmp_path / "shim.db", tmp_path) as serving:
+        ready, supervisor = serving.ready, serving.proc.pid
         plane = int(ready["pid"])
-        assert os.getsid(plane) == os.getsid(proc.pid)
-        assert os.getpgid(plane) != os.getpgid(proc.pid)  # a Ctrl-C reaches the supervisor alone
-        envoy_nice = _nice(_envoy_of(proc.pid))
-        assert envoy_nice == _nice(proc.pid)
+        assert os.getsid(plane) == os.getsid(supervisor)
+        assert os.getpgid(plane) != os.getpgid(supervisor)  # a Ctrl-C reaches the supervisor alone
+        envoy_nice = _nice(_envoy_of(supervisor))
+        assert envoy_nice == _nice(supervisor)
         assert _nice(plane) == {min(n + ready["comparison_nice"], 19) for n in envoy_nice}
         assert ready["comparison_nice"] == 10  # the default
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), STEP) == 0
+        assert await serving.stop() == 0
 
 
 async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
@@ -209,12 +163,9 @@ async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
     stop Envoy with them still inside.)"""
     bank, bk = ledgers
     db = tmp_path / "shim.db"
-    proc = await _serve(bank.address, bk.address, db, tmp_path)
-    serving = Serving(proc)
     calls = 300
-    try:
-        ready = await serving.until_event("ready")
-        async with grpc.aio.insecure_channel(ready["listen"]) as channel:
+    async with _serve(bank.address, bk.address, db, tmp_path) as serving:
+        async with grpc.aio.insecure_channel(serving.ready["listen"]) as channel:
             stub = pb_grpc.LedgerStub(channel)
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", owner_name="Ada"), timeout=5)
             await asyncio.gather(
@@ -223,11 +174,6 @@ async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
                     for _ in range(calls)
                 )
             )
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), STEP) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await serving.stop() == 0
     stored = _stored(db, "SELECT COUNT(*) FROM comparisons")[0][0]
     assert stored == calls + 1  # the account opened, and every deposit

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -37,12 +36,12 @@ from sample_ledger.workload import run_workload
 from shim.app import Shim
 from shim.store import ComparisonRecord, PathRow, Store
 from shim.testing import running_shim
+from tests.processes import shim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
 BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
 SAMPLE_RULES = ROOT / "sample_ledger" / "rules.toml"
-SERVE = [sys.executable, "-m", "shim", "serve"]
 POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
 NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
 TIMEOUT = 20.0  # seconds any awaited condition may take before the test fails
@@ -169,103 +168,6 @@ async def _started(url: str) -> Store:
 
 
 # -- servers -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ShimProcess:
-    """A running `shim serve`: its ready line, and its stderr lines, read as they come."""
-
-    proc: asyncio.subprocess.Process
-    ready: dict[str, Any]
-    stderr: list[str]
-
-    @property
-    def replica(self) -> str:
-        """The name the shim gives itself in the store (see shim.evidence.record.replica_name): that of the
-        process serving, which the ready line names (on Envoy, the comparison plane)."""
-        return f"{os.uname().nodename}:{self.ready['pid']}"
-
-    def children(self) -> list[int]:
-        """The pids of the shim's own child processes (its comparison worker, multiprocessing's tracker)."""
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int(stat.read_text().rpartition(")")[2].split()[1])  # pid (comm) state ppid ...
-                if ppid == self.proc.pid:
-                    found.append(int(stat.parent.name))
-        return found
-
-    async def kill_9(self) -> None:
-        """SIGKILL the shim; once it is dead, its children too, which it could not stop and which would
-        live on (holding its stderr open, so that asyncio would never see it exit)."""
-        orphans = self.children()
-        self.proc.send_signal(signal.SIGKILL)
-
-        async def dead() -> bool:
-            return _state(self.proc.pid) in ("", "Z", "X")
-
-        await _until(dead, bool, "the shim dead after SIGKILL")
-        for pid in orphans:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        assert await asyncio.wait_for(self.proc.wait(), TIMEOUT) == -signal.SIGKILL
-
-    async def stop(self) -> int:
-        """SIGTERM, and the exit status (the shim stops its children itself)."""
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-
-
-def _state(pid: int) -> str:
-    """The state letter of process `pid` ("Z": dead, not yet reaped); "" when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[0]
-
-
-@contextlib.asynccontextmanager
-async def shim_process(*args: str | Path) -> AsyncIterator[ShimProcess]:
-    """`shim serve ARGS` once it is ready; stderr is read all along, so the shim never blocks on it;
-    stopped on exit if it still runs (SIGTERM; SIGKILL if it does not stop)."""
-    proc = await asyncio.create_subprocess_exec(
-        *SERVE,
-        *map(str, args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    stderr = proc.stderr
-    lines: list[str] = []
-
-    async def read_rest() -> None:
-        async for raw in stderr:
-            lines.append(raw.decode())
-
-    shim = ShimProcess(proc, {}, lines)
-    reader: asyncio.Task[None] | None = None
-    try:
-        while shim.ready.get("event") != "ready":  # warnings may come first
-            line = (await asyncio.wait_for(stderr.readline(), TIMEOUT)).decode()
-            if not line:
-                raise AssertionError(f"shim exited before it was ready: {lines}")
-            lines.append(line)
-            with contextlib.suppress(ValueError):
-                shim.ready = json.loads(line)
-        reader = asyncio.get_running_loop().create_task(read_rest())
-        yield shim
-    finally:
-        if proc.returncode is None:
-            try:
-                await shim.stop()
-            except TimeoutError:
-                await shim.kill_9()
-        if reader is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reader, TIMEOUT)
 
 
 def _shadow_args(bank: RunningLedger, bk: RunningLedger, store: str | Path, *more: str | Path) -> list[Any]:

@@ -22,7 +22,7 @@ from tests._proto.grpc.testing import interop_pb2 as pb
 from tests._proto.grpc.testing import interop_pb2_grpc as pb_grpc
 from tests.backends import interop_server
 from tests.helpers import descriptor_set, shim_command
-from tests.shim.test_evidence_store import shim_process
+from tests.processes import shim_process
 
 MiB = 1024 * 1024
 SOAK = 20.0  # seconds of hostile traffic beside the normal one

@@ -11,7 +11,8 @@ import signal
 from pathlib import Path
 
 from sample_ledger.server import RunningLedger
-from tests.shim.test_evidence_store import BANK_BINPB, ShimProcess, _shadow_args, _state, _until, shim_process
+from tests.processes import ShimProcess, _state, shim_process
+from tests.shim.test_evidence_store import BANK_BINPB, _shadow_args, _until
 from tests.shim.test_store_faults import _events, _open_accounts
 
 

@@ -316,7 +316,7 @@ async def test_max_duration_ends_the_file_whole_and_the_shim_serves_on(
 
 
 async def test_sigterm_ends_the_recording_whole(bank: RunningLedger, tmp_path: Path) -> None:
-    from tests.shim.test_evidence_store import shim_process
+    from tests.processes import shim_process
 
     path = tmp_path / "calls.jsonl.gz"
     async with shim_process(

@@ -11,15 +11,8 @@ import grpc
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from tests.shim.test_evidence_store import (
-    BANK_BINPB,
-    CALL_TIMEOUT,
-    ShimProcess,
-    _shadow_args,
-    _sqlite_sql,
-    _until,
-    shim_process,
-)
+from tests.processes import ShimProcess, shim_process
+from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
 # the rules that make GetBalance of the sample ledgers match: decimals as numbers, each side's clock
 TOLERANT = """

@@ -21,6 +21,7 @@ import grpc
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
+from tests.processes import shim_process
 from tests.shim.test_evidence_store import (
     BANK_BINPB,
     CALL_TIMEOUT,
@@ -30,7 +31,6 @@ from tests.shim.test_evidence_store import (
     _shadow_args,
     _sqlite_sql,
     _until,
-    shim_process,
 )
 
 DELETED = (  # what the shim logs, once, when its SQLite file was deleted under it

@@ -24,9 +24,10 @@ from shim.store import OutOfStep, Store
 from shim.testing import CapturingSink, running_shim
 from tests.backends import forwarding
 from tests.helpers import shim_command, until
+from tests.processes import shim_process
 from tests.services.custody import DESCRIPTOR_SET, Client, serve
 from tests.services.custody.server import Served
-from tests.shim.test_evidence_store import _shadow_args, shim_process
+from tests.shim.test_evidence_store import _shadow_args
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTODY = ROOT / "tests" / "services" / "custody" / "shim.toml"

@@ -17,16 +17,8 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import Upstream, build
 from shim.workers import _metrics_of
-from tests.shim.test_evidence_store import (
-    BANK_BINPB,
-    CALL_TIMEOUT,
-    SERVE,
-    ShimProcess,
-    _shadow_args,
-    _sqlite_sql,
-    _until,
-    shim_process,
-)
+from tests.processes import SERVE, ShimProcess, shim_process
+from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
 CONNECTIONS = 24  # client connections; the kernel spreads them over the workers
 

@@ -11,13 +11,13 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 from grpc import aio
 
 from shim.dataplane import envoy
+from tests.processes import shim_process
 from tests.services.custody import DESCRIPTOR_SET, Client, serve
 
 HERE = Path(__file__).resolve().parent
@@ -35,42 +35,31 @@ async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
     config.write_text(text.replace("strict = true", "strict = false"))
     bank, bk = await serve("bank"), await serve("bk", bugs=set())
     db, calls = tmp_path / "shim.db", 100
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--config", str(config)),
-        *("--bank", bank.address, "--bk", bk.address, "--dataplane", "envoy", "--store", str(db)),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-    )
-    assert proc.stderr is not None
     try:
-        while (event := json.loads(await asyncio.wait_for(proc.stderr.readline(), STEP))).get(
-            "event"
-        ) != "ready":
-            pass
-        async with aio.insecure_channel(event["listen"]) as channel:
-            client = Client(channel)
-            opened = await client.call("OpenAccount", client_ref="C1", owner="Ada")
-            assert opened.ok, opened
-            account = opened.message.account_id
-            # the comparison plane stopped: Envoy answers the calls and holds their copies
-            os.kill(event["pid"], signal.SIGSTOP)
-            try:
-                answers = await asyncio.gather(
-                    *(client.call("Deposit", account_id=account, amount="1.00") for _ in range(calls))
-                )
-                assert all(answer.ok for answer in answers), [a for a in answers if not a.ok][:2]
-                proc.send_signal(signal.SIGTERM)  # passed on to the plane, which has it when it runs again
-            finally:
-                os.kill(event["pid"], signal.SIGCONT)
-        drained = asyncio.create_task(proc.stderr.read())
-        assert await asyncio.wait_for(proc.wait(), STEP) == 0
-        await drained
+        async with shim_process(
+            *("--listen", "127.0.0.1:0", "--config", config, "--bank", bank.address, "--bk", bk.address),
+            *("--dataplane", "envoy", "--store", db),
+            cwd=tmp_path,
+        ) as shim:
+            event = shim.ready
+            async with aio.insecure_channel(event["listen"]) as channel:
+                client = Client(channel)
+                opened = await client.call("OpenAccount", client_ref="C1", owner="Ada")
+                assert opened.ok, opened
+                account = opened.message.account_id
+                # the comparison plane stopped: Envoy answers the calls and holds their copies
+                os.kill(event["pid"], signal.SIGSTOP)
+                try:
+                    answers = await asyncio.gather(
+                        *(client.call("Deposit", account_id=account, amount="1.00") for _ in range(calls))
+                    )
+                    assert all(answer.ok for answer in answers), [a for a in answers if not a.ok][:2]
+                    # passed on to the plane, which has it when it runs again
+                    shim.proc.send_signal(signal.SIGTERM)
+                finally:
+                    os.kill(event["pid"], signal.SIGCONT)
+            assert await asyncio.wait_for(shim.proc.wait(), STEP) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         await bank.stop()
         await bk.stop()
     with sqlite3.connect(db) as conn:

@@ -86,10 +86,13 @@ async def test_a_sqlite_file_deleted_under_the_shim_is_made_again_and_its_compar
         sql("INSERT INTO out_of_step (key, since, method, reason) VALUES ('K1', 1.0, '/m', 'a test')")
         path.unlink()  # as `rm shim.db` does: its -wal and -shm stay
 
-        async def remade() -> bool:
-            return path.exists()
+        async def remade() -> bool:  # made and migrated: the file appears before its tables do
+            if not path.exists():
+                return False
+            found = await asyncio.to_thread(sql, "SELECT name FROM sqlite_master WHERE name = 'comparisons'")
+            return bool(found)
 
-        await _until(remade, bool, "a new store file at the path")
+        await _until(remade, bool, "a new store file at the path, migrated")
 
         async def evidence() -> tuple[Rows, Rows]:
             comparisons = await asyncio.to_thread(sql, "SELECT correlation_id FROM comparisons")

@@ -30,6 +30,7 @@ from shim.steps import Steps
 from shim.store import Store
 from tests.helpers import replica_of_a_fleet, shim_command
 from tests.sample_ledger.test_reconcile import CONFIG
+from tests.shim.test_evidence_store import _postgres_schema, _shadow_args, shim_process
 
 OPEN = "bank.v1.Ledger/OpenAccount"
 EAST, WEST, NORTH = "east:101", "west:202", "north:303"
@@ -217,3 +218,42 @@ async def test_reconcile_names_the_replica_that_marked_each_key(tmp_path: Path) 
     (k2,) = [line for line in out.splitlines() if "│ K2" in line]
     assert WEST in k2
     assert EAST not in k2
+
+
+async def test_two_shim_processes_on_postgres_each_named_behind_its_figures(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """Two `shim serve` processes on one PostgreSQL store, the second mirroring to a BK that is down: `shim
+    gate` names the second (by the name it gives itself) behind the calls not compared, `shim report --json`
+    gives each its share, and `shim reconcile` says the second marked the accounts it opened out of step."""
+    bank, bk = ledgers
+    gone = await serve("bk")
+    down = gone.address
+    await gone.stop(None)
+    with _postgres_schema() as url:
+        async with shim_process(*_shadow_args(bank, bk, url, "--config", CONFIG)) as first:
+            await _open_accounts(first.ready["listen"], "P", 5)
+            assert await first.stop() == 0, first.stderr
+        async with shim_process(*_shadow_args(bank, bk, url, "--config", CONFIG, "--bk", down)) as second:
+            await _open_accounts(second.ready["listen"], "Q", 3)
+            assert await second.stop() == 0, second.stderr
+        code, out, err = await shim_command("gate", "--store", url, "--window", "1h", "--min-compared", "10")
+        assert code == 1, out + err
+        assert f"not proven: 5 clean of 8 calls; not compared, by replica: {second.replica} 3" in out
+        code, out, err = await shim_command("report", "--store", url, "--since", "1h", "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert [(r["name"], r["calls"]) for r in data["replicas"]] == sorted(
+            [(first.replica, 5), (second.replica, 3)]
+        )
+        ((method, shares),) = [(m["method"], m["by_replica"]) for m in data["methods"]]
+        assert method == OPEN
+        assert {s["replica"]: (s["compared"], s["unproven"]) for s in shares} == {
+            first.replica: (5, 0),
+            second.replica: (0, 3),
+        }
+        args = ["--config", str(CONFIG), "--bank", bank.address, "--bk", bk.address, "--store", url]
+        code, out, err = await shim_command("reconcile", *args, "--json")
+        assert code == 1, err
+        differing = json.loads(out)["differing"]
+        assert sorted(map(_marked, differing)) == [(f"Q{n}", second.replica) for n in range(3)]

@@ -53,7 +53,7 @@ class Books:
             raise StartupError(str(exc)) from exc
         self.store = store
         counters = parts.counters
-        self.steps = Steps(store, counters, refresh=config.store.refresh)
+        self.steps = Steps(store, counters, refresh=config.store.refresh, replica=parts.replica)
         self.intents = Intents(store, parts.replica, counters)
         try:
             await self.steps.start()

@@ -11,7 +11,9 @@ report) on three criteria:
   (`tainted`, `skipped`, `shadow-error`, `error`), with the count of each.
 
 It fails closed: a method short of clean comparisons, or with too many calls
-that prove nothing, is "not proven". A required method with no call in the
+that prove nothing, is "not proven". When more than one replica wrote the
+evidence, such a failure names the replicas behind it, most first, with their
+counts (the calls each did not compare, or left unproven). A required method with no call in the
 window fails as "not covered". A report with no method at all, when none is
 required, fails too: no evidence is not a pass. The criteria come from
 `[gate]` in the config (`GateSettings`); `shim gate` prints each one and
@@ -26,6 +28,7 @@ from typing import ClassVar
 
 from shim.errors import ConfigError
 from shim.evidence import MethodReport, Report, method_name
+from shim.evidence.fleet import responsible
 from shim.settings import COUNT, SHARE, Kind, duration, setting
 
 NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
@@ -115,20 +118,18 @@ def evaluate(
     for name in names:
         m = report.method(name)
         if m is None or m.calls == 0:
-            criteria.append(
-                Criterion(name, "covered", "not covered: no call in the window", "required", False)
-            )
+            measured = "not covered: no call in the window"
+            if m is not None and (named := responsible(m.by_replica, lambda s: s.dropped)):
+                measured += f"; {m.dropped:,} dropped, by replica: {named}"
+            criteria.append(Criterion(name, "covered", measured, "required", False))
             continue
         enough = m.compared >= min_compared
-        criteria.append(
-            Criterion(
-                name,
-                "compared",
-                f"{m.compared:,}" if enough else f"{NOT_PROVEN}: {m.compared:,} clean of {m.calls:,} calls",
-                f"≥ {min_compared:,}",
-                enough,
-            )
-        )
+        measured = f"{m.compared:,}"
+        if not enough:
+            measured = f"{NOT_PROVEN}: {m.compared:,} clean of {m.calls:,} calls"
+            if named := responsible(m.by_replica, lambda s: s.not_compared):
+                measured += f"; not compared, by replica: {named}"
+        criteria.append(Criterion(name, "compared", measured, f"≥ {min_compared:,}", enough))
         rate = m.real_mismatch_rate or 0.0
         criteria.append(
             Criterion(
@@ -140,14 +141,14 @@ def evaluate(
             )
         )
         unproven = m.unproven_rate or 0.0
-        shares = f"{_percent(unproven)} of {m.calls:,} calls ({_by_verdict(m)})"
+        measured = f"{_percent(unproven)} of {m.calls:,} calls ({_by_verdict(m)})"
+        if unproven > max_unproven_rate:
+            measured = f"{NOT_PROVEN}: {measured}"
+            if named := responsible(m.by_replica, lambda s: s.unproven):
+                measured += f"; by replica: {named}"
         criteria.append(
             Criterion(
-                name,
-                "unproven",
-                shares if unproven <= max_unproven_rate else f"{NOT_PROVEN}: {shares}",
-                f"≤ {_percent(max_unproven_rate)}",
-                unproven <= max_unproven_rate,
+                name, "unproven", measured, f"≤ {_percent(max_unproven_rate)}", unproven <= max_unproven_rate
             )
         )
     return GateResult(tuple(criteria))

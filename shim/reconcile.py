@@ -178,6 +178,7 @@ class KeyResult:
     key: str
     differences: list[tuple[str, Difference]] = field(default_factory=list)  # (method, difference)
     out_of_step: str = ""  # why, when the key is known to be out of step
+    marked_by: str = ""  # the replica that marked it out of step, when the mark names one
     unreadable: str = ""  # why a side's state could not be read (its read failed or timed out), "" if read
 
 

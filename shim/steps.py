@@ -95,8 +95,11 @@ Listener = Callable[[OutOfStep], None]
 class Steps:
     """The keys out of step, in memory and in the store."""
 
-    def __init__(self, store: Store | None, counters: Counters, refresh: float = 1.0) -> None:
+    def __init__(
+        self, store: Store | None, counters: Counters, refresh: float = 1.0, replica: str = ""
+    ) -> None:
         self._store = store
+        self._replica = replica  # this shim, as its marks name it
         self._counters = counters
         self._refresh = refresh
         self._marks: dict[str, OutOfStep] = {}
@@ -178,7 +181,7 @@ class Steps:
                 del self._epochs[next(iter(self._epochs))]
             if key in self._marks:
                 continue
-            mark = OutOfStep(key, now, method, reason)
+            mark = OutOfStep(key, now, method, reason, self._replica)
             self._marks[key] = mark
             if self._refreshing:
                 self._fresh[key] = mark

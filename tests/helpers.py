@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.descriptor import FileDescriptor
 
 from comparators import DescriptorRegistry
 from comparators.descriptors import descriptor_set_of as descriptor_set
+from shim.app import Shim
+from shim.evidence.record import CountsFlusher, StoreSink
+from shim.store import Store
+from shim.testing import CapturingSink, running_shim
 
 __all__ = ["descriptor_set", "registry_of", "shim_command"]
 
@@ -82,3 +88,19 @@ def toml_blocks(page: str, heading: str) -> list[str]:
             break
         lines.append(line)
     return re.findall(r"```toml\n(.*?)```", "\n".join(lines) + "\n", re.S)
+
+
+@contextlib.asynccontextmanager
+async def replica_of_a_fleet(
+    store: Store, name: str, bank: str, bk: str, *, max_buffer: int = 100_000, **settings: Any
+) -> AsyncIterator[tuple[Shim, CapturingSink]]:
+    """A shim (`running_shim`) whose comparisons go to a shared `store` under the replica `name`, as one
+    replica of a fleet stores them: a StoreSink keeping at most `max_buffer` waiting (0: every comparison
+    dropped and counted). On leaving, once every call is compared, its counts are written (CountsFlusher)
+    and the store is flushed."""
+    sink = StoreSink(store, replica=name, max_buffer=max_buffer)
+    async with running_shim(bank, bk, sinks=[sink], **settings) as (shim, capturing):
+        yield shim, capturing
+        await asyncio.wait_for(shim.drain(), timeout=30)
+        CountsFlusher(store, shim.counters, sink).flush()
+    await store.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from grpc import aio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from comparators import DescriptorRegistry
 from comparators.files import read_regular
@@ -31,7 +33,7 @@ from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.parts import load_ids, load_registry, load_rules
 from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
-from shim.store import Store, StoreError
+from shim.store import OutOfStep, Store, StoreError
 from shim.terminal_text import cell, printable
 from shim.units import parse_duration
 
@@ -102,12 +104,12 @@ async def reconcile(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         ids = None
-        out_of_step: dict[str, str] = {}
+        marks: dict[str, OutOfStep] = {}
         if store is not None:
-            out_of_step = {mark.key: mark.reason for mark in await store.marks.out_of_step()}
+            marks = {mark.key: mark for mark in await store.marks.out_of_step()}
             if fields is not None:
                 ids = IdBook(fields, store, counters)
-        sweep = sides.sweep(ids, out_of_step, timeout)
+        sweep = sides.sweep(ids, {key: mark.reason for key, mark in marks.items()}, timeout)
         keys, source = await _keys(args, config.reconcile, store)
         with Progress(
             TextColumn("[bold]keys read from both sides"),
@@ -128,6 +130,9 @@ async def reconcile(args: argparse.Namespace) -> int:
         await sides.close()
         if store is not None:
             await store.close()
+    for key_result in result.differing:  # which replica saw the write that put the key out of step
+        if key_result.out_of_step and (mark := marks.get(key_result.key)) is not None:
+            key_result.marked_by = mark.replica
     if args.json:
         print(json.dumps(_as_json(result), indent=2))
     else:
@@ -205,6 +210,7 @@ def _as_json(result: Result) -> dict[str, Any]:
             {
                 "key": r.key,
                 "out_of_step": r.out_of_step,
+                "marked_by": r.marked_by,
                 "differences": [
                     {
                         "method": method,
@@ -234,22 +240,31 @@ def _print(console: Console, result: Result, listing: str) -> None:
         )
         return
     table = Table(title=f"{len(result.differing)} of {result.keys} keys differ", title_justify="left")
-    for column in ("key", "method", "path", "Bank", "BK", "out of step"):
+    marked_by = Counter(r.marked_by for r in result.differing if r.marked_by)
+    columns = ("key", "method", "path", "Bank", "BK", "out of step", *(("marked by",) if marked_by else ()))
+    for column in columns:
         table.add_column(column)
     for key_result in result.differing:
         for index, (method, difference) in enumerate(key_result.differences[:5]):
-            table.add_row(  # what the sides answered: text, never markup, control characters escaped
+            row = [  # what the sides answered: text, never markup, control characters escaped
                 cell(key_result.key if index == 0 else ""),
                 cell(method.rsplit("/", 1)[-1]),
                 cell(difference.path),
                 cell(repr(difference.bank)),
                 cell(repr(difference.bk)),
                 cell(key_result.out_of_step if index == 0 else ""),
-            )
+            ]
+            if marked_by:
+                row.append(cell(key_result.marked_by if index == 0 else ""))
+            table.add_row(*row)
     console.print(table)
     known = sum(1 for r in result.differing if r.out_of_step)
-    console.print(
-        f"[red]{len(result.differing)} keys differ[/] ({known} already known to be out of step), "
-        f"{result.keys} keys read, {result.reads} reads each, in {result.seconds:.1f} s.",
+    by = ", ".join(f"{printable(replica)} {n}" for replica, n in marked_by.most_common())
+    console.print(  # replica names come from the store: text, never markup
+        Text.assemble(
+            (f"{len(result.differing)} keys differ", "red"),
+            f" ({known} already known to be out of step{f'; marked by {by}' if by else ''}), "
+            f"{result.keys} keys read, {result.reads} reads each, in {result.seconds:.1f} s.",
+        ),
         highlight=False,
     )

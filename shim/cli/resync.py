@@ -89,6 +89,8 @@ async def _list(store: Store) -> None:
     for mark in marks:
         key, method, reason = printable(mark.key), printable(mark.method.lstrip("/")), printable(mark.reason)
         line = f"{key}\tsince {_when(mark.since)}\t{method}: {reason}"
+        if mark.replica:
+            line += f"\tmarked by {printable(mark.replica)}"
         checked = checks.get(mark.key)
         if checked is not None:
             at, result, detail = checked

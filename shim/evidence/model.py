@@ -18,6 +18,9 @@ from comparators import Difference
 
 COMPARED = ("match", "mismatch")  # clean comparisons: compared on keys in step, nothing in the way
 BUCKETS = 30  # points of each method's time series
+# counts (table counts) of something else a shim lost: calls its recording lost, intents of mirrored writes
+# it could not store; every other name counted is a comparison not stored (`dropped`)
+LOST = ("recording_lost", "intents_not_recorded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,50 @@ class Bucket:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaSeen:
+    """A shim replica (a process, see shim.evidence.record.replica_name) that wrote to the store in the
+    window: comparisons, or counts of what it did not store."""
+
+    name: str
+    calls: int  # comparisons it stored, every verdict
+    compared: int  # clean comparisons among them (match or mismatch)
+    first_seen: float  # unix time of the first comparison or count it wrote in the window
+    last_seen: float  # ... and of the last
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaShare:
+    """One replica's part of a method's figures about a process's health, for a fleet's report."""
+
+    replica: str
+    calls: int
+    compared: int
+    tainted: int
+    skipped: int  # not mirrored: shed, dropped at max_in_flight, breaker open, ids without counterpart
+    shadow_errors: int  # the shadow failed or timed out
+    errors: int  # the comparison could not be made
+    dropped_by_name: tuple[tuple[str, int], ...]  # comparisons it counted but did not store
+    lost_by_name: tuple[tuple[str, int], ...]  # ("recording_lost" | "intents_not_recorded", n)
+
+    @property
+    def unproven(self) -> int:
+        return self.calls - self.compared
+
+    @property
+    def dropped(self) -> int:
+        return sum(n for _, n in self.dropped_by_name)
+
+    @property
+    def lost(self) -> int:
+        return sum(n for _, n in self.lost_by_name)
+
+    @property
+    def not_compared(self) -> int:
+        """Calls of this replica that are no clean comparison: unproven, or dropped before the store."""
+        return self.unproven + self.dropped
+
+
+@dataclass(frozen=True, slots=True)
 class MethodReport:
     """What the store holds about one method within the window."""
 
@@ -100,13 +147,20 @@ class MethodReport:
     tolerated_by_rule: tuple[tuple[str, int], ...]  # (rule, calls), most first
     noise_sampled: int  # calls for which Bank was asked twice
     dropped: int  # comparisons counted but not stored
-    dropped_by_name: tuple[tuple[str, int], ...]  # ("comparisons_dropped" | "store_dropped", n)
+    dropped_by_name: tuple[tuple[str, int], ...]  # ("comparisons_dropped" | "store_dropped" | ..., n)
     bank_latency: Latency
     bk_latency: Latency
     codes: tuple[CodePair, ...]  # most first
     paths: tuple[PathStat, ...]  # most calls first
     tainted_paths: tuple[TaintedPath, ...]  # most calls first
     series: tuple[Bucket, ...]
+    lost_by_name: tuple[tuple[str, int], ...] = ()  # other things lost (`LOST`), by name
+    # each replica's share, most calls not compared first; empty when one replica wrote the whole window
+    by_replica: tuple[ReplicaShare, ...] = ()
+
+    @property
+    def lost(self) -> int:
+        return sum(n for _, n in self.lost_by_name)
 
     @property
     def unproven(self) -> int:
@@ -156,6 +210,12 @@ class Report:
     methods: tuple[MethodReport, ...]
     calls: tuple[CallRecord, ...] | None  # None: not asked for
     limit: int  # the most calls listed
+    replicas: tuple[ReplicaSeen, ...] = ()  # the replicas that wrote in the window, by name
+
+    @property
+    def fleet(self) -> bool:
+        """Whether more than one replica wrote in the window (then figures are broken down by replica)."""
+        return len(self.replicas) > 1
 
     def method(self, name: str) -> MethodReport | None:
         wanted = method_name(name)

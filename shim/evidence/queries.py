@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from comparators import DescriptorRegistry
+from shim.evidence.fleet import Replicas
 from shim.evidence.model import (
     BUCKETS,
     COMPARED,
@@ -68,6 +69,7 @@ class _Count:
         self.tallies: dict[str, _Tally] = {}
         self.fit(since, until)
         self.wide = False
+        self.replicas = Replicas()  # who wrote what was counted
 
     def fit(self, first: float, last: float) -> None:
         """The series' buckets over [first, last]: the window, or the stretch of it that holds comparisons."""
@@ -114,17 +116,19 @@ class _Count:
         for index in range(self.buckets):
             last = index == self.buckets - 1
             rows = await self.store.select(
-                "SELECT method, verdict, bank_code, bk_code, COUNT(*), SUM(noise_sampled),"
-                " SUM(CASE WHEN tolerated_count > 0 THEN 1 ELSE 0 END) FROM comparisons"
-                f" WHERE at >= ? AND at {'<=' if last else '<'} ?{methods} GROUP BY 1, 2, 3, 4",
+                "SELECT method, verdict, bank_code, bk_code, replica, COUNT(*), SUM(noise_sampled),"
+                " SUM(CASE WHEN tolerated_count > 0 THEN 1 ELSE 0 END), MIN(at), MAX(at) FROM comparisons"
+                f" WHERE at >= ? AND at {'<=' if last else '<'} ?{methods} GROUP BY 1, 2, 3, 4, 5",
                 [self.edges[index], self.edges[index + 1], *self.wanted],
             )
-            for method, verdict, bank_code, bk_code, n, sampled, tolerated in rows:
+            for method, verdict, bank_code, bk_code, replica, n, sampled, tolerated, first, latest in rows:
                 t = self.tally(method)
                 if t is None:
                     continue
                 n = int(n)
                 t.verdicts[verdict] += n
+                t.replicas[replica].verdicts[verdict] += n
+                self.replicas.saw(replica, first, latest, calls=n, compared=n if verdict in COMPARED else 0)
                 t.codes[(_code(bank_code), _code(bk_code))] += n
                 t.noise_sampled += int(sampled or 0)
                 t.tolerated += int(tolerated or 0)
@@ -137,12 +141,17 @@ class _Count:
         self.wide = inside * 2 >= int(total)
 
     async def dropped(self) -> None:
+        """What the replicas counted and did not store, by method, name and replica."""
         where, params = self.where()
-        for method, name, value in await self.store.select(
-            f"SELECT method, name, SUM(value) FROM counts WHERE {where} GROUP BY method, name", params
+        for method, name, replica, value, first, latest in await self.store.select(
+            f"SELECT method, name, replica, SUM(value), MIN(at), MAX(at) FROM counts WHERE {where}"
+            " GROUP BY method, name, replica",
+            params,
         ):
             if (t := self.tally(method)) is not None:
                 t.dropped[name] += int(value or 0)
+                t.replicas[replica].counted[name] += int(value or 0)
+                self.replicas.saw(replica, first, latest)
 
     async def latencies(self) -> None:
         """Every latency of the window: the percentiles need them all (nearest rank, exact)."""
@@ -327,7 +336,7 @@ class _Count:
         return tuple(call_record(row, noise.get(row[2], set())) for row in rows)
 
     def report(self, method: str) -> MethodReport:
-        return method_report(method, self.tallies[method], self.edges)
+        return method_report(method, self.tallies[method], self.edges, fleet=len(self.replicas.seen) > 1)
 
 
 async def build_report(
@@ -363,4 +372,5 @@ async def build_report(
         methods=tuple(count.report(method) for method in sorted(count.tallies)),
         calls=await count.calls(limit) if calls else None,
         limit=limit,
+        replicas=count.replicas.report(),
     )

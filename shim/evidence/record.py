@@ -6,7 +6,8 @@ never blocks: when more than `max_buffer` comparisons wait to be committed
 (the database is slow or down), further ones are dropped and counted. The
 counts of what was not stored (dropped here or by the comparison pipeline, or
 lost in a write the store could not make) are written to the store now and
-then, so that a report can say how much evidence is missing.
+then, so that a report can say how much evidence is missing, and which replica lost it (with them,
+what else a replica lost: calls its recording lost, intents of mirrored writes it could not store).
 
 A record keeps: when, which replica, method, routing key, correlation id,
 verdict and reason, both status codes and latencies, the count of real and
@@ -33,14 +34,16 @@ from typing import Any
 import structlog
 
 from comparators import Comparison, Difference, jsonable
+from shim.evidence.model import LOST
 from shim.metrics import Counters
 from shim.sinks import path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
 
 _log = structlog.get_logger("shim.evidence.record")
 
-# counted by the shim, about comparisons that never reached the store
-_NOT_STORED = ("comparisons_dropped",)
+# counted by the shim, and written to the store's counts: comparisons that never reached it, and the other
+# things a replica lost (the calls its recording lost, the intents of writes it could not store)
+_NOT_STORED = ("comparisons_dropped", *LOST)
 
 
 def replica_name() -> str:
@@ -177,7 +180,8 @@ class StoreSink:
 
 
 class CountsFlusher:
-    """Writes to the store, now and then, how many comparisons were not stored (by method)."""
+    """Writes to the store, now and then, how many comparisons were not stored and what else was lost (by
+    method), under this replica's name."""
 
     def __init__(self, store: Store, counters: Counters, sink: StoreSink) -> None:
         self._store = store

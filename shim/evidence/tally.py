@@ -15,17 +15,47 @@ from google.protobuf.message import DecodeError
 
 from comparators import DescriptorRegistry, Difference, DiffKind, status_name
 from shim.evidence.model import (
+    COMPARED,
+    LOST,
     Bucket,
     CallRecord,
     CodePair,
     Latency,
     MethodReport,
     PathStat,
+    ReplicaShare,
     TaintedPath,
     method_name,
     rfc3339,
 )
 from shim.evidence.noise import _mismatch_class
+
+
+class _Share:
+    """Counts of one method by one replica: its verdicts and what it counted but did not store."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, int] = defaultdict(int)
+        self.counted: dict[str, int] = defaultdict(int)  # by name (table counts)
+
+    def share(self, replica: str) -> ReplicaShare:
+        v = self.verdicts
+        return ReplicaShare(
+            replica=replica,
+            calls=sum(v.values()),
+            compared=sum(v[verdict] for verdict in COMPARED),
+            tainted=v["tainted"],
+            skipped=v["skipped"],
+            shadow_errors=v["shadow-error"],
+            errors=v["error"],
+            dropped_by_name=_named(self.counted, lost=False),
+            lost_by_name=_named(self.counted, lost=True),
+        )
+
+
+def _named(counted: dict[str, int], *, lost: bool) -> tuple[tuple[str, int], ...]:
+    """The counts that are of something else lost (`LOST`), or those of comparisons not stored."""
+    return tuple(sorted((name, n) for name, n in counted.items() if (name in LOST) == lost))
 
 
 class _Tally:
@@ -39,7 +69,8 @@ class _Tally:
         self.compared_by_bucket = [0] * buckets
         self.mismatches_by_bucket = [0] * buckets
         self.noise_by_bucket = [0] * buckets
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = defaultdict(int)  # every name counted (`LOST` ones too)
+        self.replicas: dict[str, _Share] = defaultdict(_Share)
         self.tolerated_by_rule: list[tuple[str, int]] = []
         self.bank_ms: list[float] = []
         self.bk_ms: list[float] = []
@@ -51,8 +82,9 @@ class _Tally:
         return sum(self.compared_by_bucket)
 
 
-def method_report(method: str, t: _Tally, edges: Sequence[float]) -> MethodReport:
-    """A method's figures from its tally; `edges` bound the buckets of its series."""
+def method_report(method: str, t: _Tally, edges: Sequence[float], fleet: bool = False) -> MethodReport:
+    """A method's figures from its tally; `edges` bound the buckets of its series. In a `fleet`'s report
+    (more than one replica wrote in the window), each replica's share too."""
     noise_total = sum(t.noise_by_bucket)
     mismatches = t.verdicts["mismatch"]
     series = tuple(
@@ -82,15 +114,23 @@ def method_report(method: str, t: _Tally, edges: Sequence[float]) -> MethodRepor
         tolerated=t.tolerated,
         tolerated_by_rule=tuple(t.tolerated_by_rule),
         noise_sampled=t.noise_sampled,
-        dropped=sum(t.dropped.values()),
-        dropped_by_name=tuple(sorted(t.dropped.items())),
+        dropped=sum(n for name, n in t.dropped.items() if name not in LOST),
+        dropped_by_name=_named(t.dropped, lost=False),
         bank_latency=Latency(len(t.bank_ms), percentile(t.bank_ms, 0.5), percentile(t.bank_ms, 0.99)),
         bk_latency=Latency(len(t.bk_ms), percentile(t.bk_ms, 0.5), percentile(t.bk_ms, 0.99)),
         codes=tuple(CodePair(bank, bk, n) for (bank, bk), n in codes),
         paths=tuple(t.paths),
         tainted_paths=tuple(t.tainted_paths),
         series=series,
+        lost_by_name=_named(t.dropped, lost=True),
+        by_replica=_shares(t) if fleet else (),
     )
+
+
+def _shares(t: _Tally) -> tuple[ReplicaShare, ...]:
+    """Each replica's share of a method, most calls not compared first (then by name)."""
+    shares = [share.share(replica) for replica, share in t.replicas.items()]
+    return tuple(sorted(shares, key=lambda s: (-s.not_compared, -s.lost, s.replica)))
 
 
 def percentile(ordered: Sequence[float], share: float) -> float | None:

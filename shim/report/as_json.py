@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shim.evidence import CallRecord, MethodReport, PathStat, Report, TaintedPath, rfc3339
+from shim.evidence import (
+    CallRecord,
+    MethodReport,
+    PathStat,
+    ReplicaSeen,
+    ReplicaShare,
+    Report,
+    TaintedPath,
+    rfc3339,
+)
 
 SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
 
@@ -20,6 +29,34 @@ def to_json(report: Report) -> dict[str, Any]:
         "methods": [_method_json(m) for m in report.methods],
         "calls": None if report.calls is None else [_call_json(c) for c in report.calls],
         "calls_limit": report.limit,
+        "replicas": [_replica_json(r) for r in report.replicas],
+    }
+
+
+def _replica_json(r: ReplicaSeen) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "calls": r.calls,
+        "compared": r.compared,
+        "first_seen": rfc3339(r.first_seen),
+        "last_seen": rfc3339(r.last_seen),
+    }
+
+
+def _share_json(s: ReplicaShare) -> dict[str, Any]:
+    return {
+        "replica": s.replica,
+        "calls": s.calls,
+        "compared": s.compared,
+        "unproven": s.unproven,
+        "tainted": s.tainted,
+        "skipped": s.skipped,
+        "shadow_errors": s.shadow_errors,
+        "errors": s.errors,
+        "dropped": s.dropped,
+        "dropped_by_name": dict(s.dropped_by_name),
+        "lost": s.lost,
+        "lost_by_name": dict(s.lost_by_name),
     }
 
 
@@ -61,6 +98,9 @@ def _method_json(m: MethodReport) -> dict[str, Any]:
             }
             for b in m.series
         ],
+        "lost": m.lost,
+        "lost_by_name": dict(m.lost_by_name),
+        "by_replica": [_share_json(s) for s in m.by_replica],
     }
 
 

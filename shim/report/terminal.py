@@ -80,6 +80,7 @@ def terminal(report: Report, console: Console) -> None:
             f"{millis(m.bk_latency.p50)} / {millis(m.bk_latency.p99)}",
         )
     console.print(rest)
+    _terminal_fleet(report, names, console)
 
     codes = _table("Status codes, Bank → BK", ("method", "Bank", "BK", "calls"))
     for m in report.methods:
@@ -154,10 +155,54 @@ def terminal(report: Report, console: Console) -> None:
         _terminal_calls(report, console)
 
 
+def _terminal_fleet(report: Report, names: dict[str, str], console: Console) -> None:
+    """With more than one replica in the window: who they are, and each one's share of the figures about a
+    process's health. With one, only what else it lost, if anything (the rest is its figures above)."""
+    if not report.fleet:
+        lost = [(m, name, n) for m in report.methods for name, n in m.lost_by_name if n]
+        if lost:
+            console.print(
+                "Also lost: " + "; ".join(f"{names[m.method]}: {name} {n:,}" for m, name, n in lost),
+                highlight=False,
+                markup=False,
+            )
+        return
+    seen = _table(
+        f"Replicas ({len(report.replicas)} wrote in the window)",
+        ("replica", "calls", "compared", "first seen", "last seen"),
+    )
+    for r in report.replicas:
+        seen.add_row(
+            cell(r.name), f"{r.calls:,}", f"{r.compared:,}", rfc3339(r.first_seen), rfc3339(r.last_seen)
+        )
+    console.print(seen)
+    shares = _table(
+        "Per method and replica: unproven, dropped and lost",
+        ("method", "replica", "calls", "compared", "tainted", "skipped", "shadow errors", "errors",
+         "dropped", "lost"),
+    )  # fmt: skip
+    for m in report.methods:
+        for s in m.by_replica:
+            shares.add_row(
+                cell(names[m.method]),
+                cell(s.replica),
+                f"{s.calls:,}",
+                f"{s.compared:,}",
+                f"{s.tainted:,}",
+                f"{s.skipped:,}",
+                f"{s.shadow_errors:,}",
+                f"[red]{s.errors:,}[/]" if s.errors else "0",
+                f"[yellow]{s.dropped:,}[/]" if s.dropped else "0",
+                f"[yellow]{s.lost:,}[/]" if s.lost else "0",
+            )
+    console.print(shares)
+
+
 _NUMERIC = frozenset(
     {
         "calls",
         "compared",
+        "lost",
         "BK rate",
         "noise rate",
         "tolerated",

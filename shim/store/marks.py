@@ -1,8 +1,9 @@
 """Keys out of step, and the checks of them: what `shim.steps` and `shim.verify` keep in the store.
 
-A mark says a write on a routing key reached one side only, with the earliest such write: a key keeps
-its earliest mark. A mark is cleared once the key is verified in step (`clear`) or resynced
-(`resync`). Every check of a key (a verification) is kept, with its result and the differences found.
+A mark says a write on a routing key reached one side only, with the earliest such write and the replica
+that saw it: a key keeps its earliest mark. A mark is cleared once the key is verified in step (`clear`)
+or resynced (`resync`). Every check of a key (a verification) is kept, with its result and the
+differences found.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import OutOfStep
 
 _INSERT_MARK = (
-    "INSERT INTO out_of_step (key, since, method, reason) VALUES (?, ?, ?, ?)"
+    "INSERT INTO out_of_step (key, since, method, reason, replica) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET since = excluded.since, method = excluded.method,"
-    " reason = excluded.reason WHERE excluded.since < out_of_step.since"
+    " reason = excluded.reason, replica = excluded.replica WHERE excluded.since < out_of_step.since"
 )
 _INSERT_VERIFICATION = (
     "INSERT INTO verifications (id, at, replica, key, since, method, reason, result, detail)"
@@ -33,12 +34,14 @@ class StoredMarks:
 
     def put(self, marks: Sequence[OutOfStep]) -> None:
         """Mark keys out of step (enqueued); a key keeps its earliest mark."""
-        rows = [(m.key, m.since, m.method, m.reason) for m in marks]
+        rows = [(m.key, m.since, m.method, m.reason, m.replica) for m in marks]
         self._engine.put(Write(_INSERT_MARK, rows, keys=[m.key for m in marks]))
 
     async def out_of_step(self) -> list[OutOfStep]:
-        """Every key out of step, ordered by key."""
-        rows = await self._engine.select("SELECT key, since, method, reason FROM out_of_step ORDER BY key")
+        """Every key out of step, ordered by key, with the replica that marked it."""
+        rows = await self._engine.select(
+            "SELECT key, since, method, reason, replica FROM out_of_step ORDER BY key"
+        )
         return [OutOfStep(*row) for row in rows]
 
     async def clear(self, key: str, since: float) -> bool:

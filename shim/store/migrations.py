@@ -78,6 +78,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " kind TEXT NOT NULL, side TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL,"
         " at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, side, value))",
     ),
+    (
+        # which replica marked a key out of step ("" for a mark made before replicas were kept)
+        "ALTER TABLE out_of_step ADD COLUMN replica TEXT NOT NULL DEFAULT ''",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -35,6 +35,7 @@ class OutOfStep:
     since: float  # unix time of the first write that was missed
     method: str  # "/pkg.Svc/Method" of that write
     reason: str
+    replica: str = ""  # the shim that marked it (shim.evidence.record.replica_name); "" when not known
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,11 @@ def _check_schema(data: dict[str, Any]) -> None:
         "methods",
         "calls",
         "calls_limit",
+        "replicas",
     }
     assert data["schema_version"] == SCHEMA_VERSION == 2
+    for r in data["replicas"]:
+        assert set(r) == {"name", "calls", "compared", "first_seen", "last_seen"}
     assert set(data["window"]) == {"since", "until"}
     assert set(data["noise"]) == {"relative", "absolute"}
     for m in data["methods"]:
@@ -165,7 +168,25 @@ def _check_schema(data: dict[str, Any]) -> None:
             "paths",
             "tainted_paths",
             "series",
+            "lost",
+            "lost_by_name",
+            "by_replica",
         }
+        for share in m["by_replica"]:
+            assert set(share) == {
+                "replica",
+                "calls",
+                "compared",
+                "unproven",
+                "tainted",
+                "skipped",
+                "shadow_errors",
+                "errors",
+                "dropped",
+                "dropped_by_name",
+                "lost",
+                "lost_by_name",
+            }
         assert all(
             isinstance(m[k], int)
             for k in ("calls", "compared", "matched", "real_mismatches", "errors", "unproven", "dropped")

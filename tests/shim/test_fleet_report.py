@@ -29,8 +29,9 @@ from shim.report import html, terminal, to_json
 from shim.steps import Steps
 from shim.store import Store
 from tests.helpers import replica_of_a_fleet, shim_command
+from tests.processes import shim_process
 from tests.sample_ledger.test_reconcile import CONFIG
-from tests.shim.test_evidence_store import _postgres_schema, _shadow_args, shim_process
+from tests.shim.test_evidence_store import _postgres_schema, _shadow_args
 
 OPEN = "bank.v1.Ledger/OpenAccount"
 EAST, WEST, NORTH = "east:101", "west:202", "north:303"

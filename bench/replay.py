@@ -1,6 +1,6 @@
 """`shim replay` throughput and memory, against the same calls sent straight to BK in the same run.
 
-    python bench/replay.py [--calls N] [--in-flight W]
+    python bench/replay.py [--calls N] [--in-flight W] [--keep DIR]
 
 Generates a recording of N calls (default 1,000,000) of the sample ledger: accounts opened, then deposits
 (writes) and balance reads (reads) on them, seeded, with Bank's answers from a real sample Bank. Then,
@@ -220,27 +220,23 @@ def _bk() -> Iterator[str]:
 
 
 def _measure(mode: str, recording: Path, in_flight: int) -> dict[str, object]:
-    with _bk() as bk:
+    log = recording.with_name(f"{mode}.log")  # the run's stderr, kept beside the recording
+    with _bk() as bk, log.open("w") as err:
         done = subprocess.run(
             [
-                sys.executable,
-                __file__,
-                "--child",
-                mode,
-                "--recording",
-                str(recording),
-                "--in-flight",
-                str(in_flight),
-                "--bk",
-                bk,
+                *(sys.executable, __file__, "--child", mode, "--recording", str(recording)),
+                *("--in-flight", str(in_flight), "--bk", bk),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=err,
             text=True,
             check=False,
             cwd=ROOT,
         )
     if done.returncode != 0:
-        sys.exit(f"bench/replay.py: the {mode} run failed:\n{done.stderr[-3000:]}")
+        text = log.read_text()
+        first = max(text.find("Traceback"), 0)  # the first error, not what followed from it
+        sys.exit(f"bench/replay.py: the {mode} run failed (its log: {log}):\n{text[first : first + 4000]}")
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -254,15 +250,21 @@ def main() -> None:
     parser.add_argument("--child", choices=("direct", "replay"), help=argparse.SUPPRESS)
     parser.add_argument("--recording", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bk", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--keep", type=Path, help="keep the recording and the runs' logs in this folder (and reuse it)"
+    )
     args = parser.parse_args()
     if args.child:
         asyncio.run(child(args.child, args.recording, args.in_flight, args.bk))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        recording = Path(tmp) / "bench.jsonl"
-        started = time.perf_counter()
-        asyncio.run(generate(recording, args.calls))
-        print(f"recording of {args.calls} calls generated in {time.perf_counter() - started:.1f}s")
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        recording = folder / f"bench-{args.calls}.jsonl"
+        if not recording.exists():  # kept from an earlier run with --keep: the same seeded calls
+            started = time.perf_counter()
+            asyncio.run(generate(recording, args.calls))
+            print(f"recording of {args.calls} calls generated in {time.perf_counter() - started:.1f}s")
         direct = _measure("direct", recording, args.in_flight)
         replayed = _measure("replay", recording, args.in_flight)
     rate = {k: _f(r["calls"]) / _f(r["seconds"]) for k, r in (("direct", direct), ("replay", replayed))}

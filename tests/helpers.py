@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 from google.protobuf.descriptor import FileDescriptor
 
 from comparators import DescriptorRegistry
@@ -17,6 +22,7 @@ from comparators.descriptors import descriptor_set_of as descriptor_set
 __all__ = ["descriptor_set", "registry_of", "shim_command"]
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")  # a PostgreSQL database the tests may use
 
 
 def registry_of(*files: FileDescriptor) -> DescriptorRegistry:
@@ -82,3 +88,17 @@ def toml_blocks(page: str, heading: str) -> list[str]:
             break
         lines.append(line)
     return re.findall(r"```toml\n(.*?)```", "\n".join(lines) + "\n", re.S)
+
+
+@contextlib.contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """A url of the database POSTGRES_DSN names whose search_path is a new schema, dropped on exit."""
+    assert POSTGRES_DSN, "needs SHIM_TEST_POSTGRES_DSN"
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}".encode())
+        separator = "&" if "?" in POSTGRES_DSN else "?"
+        try:
+            yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())

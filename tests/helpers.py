@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import psycopg
 from google.protobuf.descriptor import FileDescriptor
 
 from comparators import DescriptorRegistry
@@ -23,6 +27,7 @@ from shim.testing import CapturingSink, running_shim
 __all__ = ["descriptor_set", "registry_of", "shim_command"]
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")  # a PostgreSQL database the tests may use
 
 
 def registry_of(*files: FileDescriptor) -> DescriptorRegistry:
@@ -104,3 +109,17 @@ async def replica_of_a_fleet(
         await asyncio.wait_for(shim.drain(), timeout=30)
         CountsFlusher(store, shim.counters, sink).flush()
     await store.flush()
+
+
+@contextlib.contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """A url of the database POSTGRES_DSN names whose search_path is a new schema, dropped on exit."""
+    assert POSTGRES_DSN, "needs SHIM_TEST_POSTGRES_DSN"
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}".encode())
+        separator = "&" if "?" in POSTGRES_DSN else "?"
+        try:
+            yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())

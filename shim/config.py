@@ -184,7 +184,10 @@ class Config:
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
         if self.record.path and self.serving.workers > 1:
-            raise ConfigError("record.path: recording needs one shim process (workers = 1)")
+            raise ConfigError(
+                'record.path: recording to a file needs one shim process (workers = 1); record.into = "store"'
+                " takes the calls of several"
+            )
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"

@@ -167,6 +167,11 @@ class RecordedCall:
         )
 
 
+def call_line(call: RecordedCall) -> bytes:
+    """A call's line in the file (and its row in the store): JSON, newline-terminated."""
+    return json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+
+
 def _metadata_out(metadata: Metadata) -> list[list[str]]:
     return [[k, base64.b64encode(v).decode() if isinstance(v, bytes) else v] for k, v in metadata]
 
@@ -206,15 +211,27 @@ def set_aside(path: Path) -> Path | None:
 class RecordingWriter:
     """Writes a recording to `NAME.partial`, and renames it `NAME` once ended (`end`)."""
 
-    def __init__(self, path: Path, header: Header) -> None:
+    def __init__(self, path: Path, header: Header, *, exclusive: bool = False) -> None:
+        """With `exclusive`, a file at `path` (or its `.partial`) is an error, not set aside, and `end`
+        never replaces one that appeared since."""
         self.path = Path(path)
         self._partial = self.path.with_name(self.path.name + PARTIAL)
+        self._exclusive = exclusive
+        self.kept: list[Path] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # a recording is never written over: one of an earlier run, whole or cut short (its shim was
-            # killed), is kept under a name of its own
-            self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
-            self._out = _open(self._partial, "w")
+            if exclusive:
+                for there in (self.path, self._partial):
+                    if there.exists():
+                        raise RecordingError(f"{there}: the file exists: a recording is never written over")
+            else:  # a recording is never written over: one of an earlier run, whole or cut short (its shim
+                # was killed), is kept under a name of its own
+                self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
+            self._out = _open(self._partial, "x" if exclusive else "w")
+        except FileExistsError:
+            raise RecordingError(
+                f"{self._partial}: the file exists: a recording is never written over"
+            ) from None
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         self._hash = hashlib.sha256()
@@ -232,7 +249,7 @@ class RecordingWriter:
     def add(self, call: RecordedCall, within: int | None = None) -> bool:
         """Write a call; with `within`, only if the file stays within that many bytes (before compression)
         with its end line: False, and nothing written, when it would not."""
-        line = json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+        line = call_line(call)
         if within is not None and self.bytes + len(line) + END_LINE_BYTES > within:
             return False
         self._hash.update(line)
@@ -254,7 +271,13 @@ class RecordingWriter:
         self._write(json.dumps(end, separators=(",", ":")).encode() + b"\n")
         try:
             self._out.close()
-            os.replace(self._partial, self.path)
+            if self._exclusive:  # a file that appeared at `path` meanwhile is not replaced
+                os.link(self._partial, self.path)
+                os.unlink(self._partial)
+            else:
+                os.replace(self._partial, self.path)
+        except FileExistsError:
+            raise RecordingError(f"{self.path}: the file exists: a recording is never written over") from None
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         return self.path

@@ -228,7 +228,9 @@ class RecordingWriter:
                 # was killed), is kept under a name of its own
                 self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
             self._out = _open(self._partial, "x" if exclusive else "w")
-        except FileExistsError:
+        except FileExistsError as exc:  # of the partial file (opened "x"), or of a parent directory
+            if exc.filename is None or Path(exc.filename) != self._partial:
+                raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror}") from None
             raise RecordingError(
                 f"{self._partial}: the file exists: a recording is never written over"
             ) from None

@@ -42,7 +42,8 @@ from shim.metrics import Counters
 from shim.modes import Modes, SwitchTimeout
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
-from shim.recording.recorder import Recorder, open_recorder
+from shim.recording.opening import open_recorder
+from shim.recording.recorder import Recorder
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.wiring import mirroring
 from shim.steps import Steps

@@ -137,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
         "--record",
         metavar="FILE|store",
         help='record each call, as the primary answered it, to FILE (".gz": compressed), or "store": into'
-        " the evidence store (--store; read it back with `shim record export`); see [record]",
+        " the evidence store (--store; read it back with: shim record export); see [record]",
     )
     serve.add_argument(
         "--metrics",

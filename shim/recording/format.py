@@ -11,6 +11,9 @@ Messages and binary metadata values are base64. `sha256` is over every call line
 newline included), so a file cut short (no end line), a line changed or one lost is found before anything
 is replayed. A name ending in `.gz` is gzip-compressed. The writer writes `NAME.partial` and renames it
 only once the end line is written: a file under the name asked for is whole.
+
+Over 400 lines: the header, the call, the writer and the reader are one format, kept in one place so
+that what is written and what is read cannot drift apart.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ class RecordSettings:
     max_bytes: int = setting(
         1024**3,
         Kind("size", _max_bytes, SIZE.show),
-        "the recording ends before it grows beyond this (bytes before compression)",
+        "the recording ends before it grows beyond this (bytes before compression; into the store: "
+        "each process's part)",
     )
     max_duration: float = setting(
         24 * 3600.0, duration(at_least=1.0), "the recording ends this long after it began"

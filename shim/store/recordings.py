@@ -95,11 +95,12 @@ class StoredRecordings:
         StoreError."""
 
         def add(db: Db) -> None:
-            db.run_many(_INSERT_CALL, [(part, seq, recording, at, call) for seq, at, call in calls])
-            db.run(
-                "UPDATE recording_parts SET calls = calls + ?, last_at = ? WHERE id = ?",
+            if not db.run(
+                "UPDATE recording_parts SET calls = calls + ?, last_at = ? WHERE id = ? RETURNING id",
                 (len(calls), max(at for _, at, _ in calls), part),
-            )
+            ):  # removed (by retention elsewhere, or with a SQLite file deleted under the store)
+                raise StoreError(f"recording {recording}: its part {part} is no longer in the store")
+            db.run_many(_INSERT_CALL, [(part, seq, recording, at, call) for seq, at, call in calls])
 
         if calls:
             await self._engine.transaction(add, write=True)

@@ -6,6 +6,7 @@ under --truncated); retention removes whole recordings; bad input gets one clear
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from shim.recording.recorder import key_sampled
 from shim.replay.source import Filters, open_source
 from shim.store import Store
 from shim.testing import running_shim
-from tests.helpers import shim_command
+from tests.helpers import shim_command, until
 from tests.shim._chain import chained, export, same_as_file
 from tests.shim.test_evidence_store import _postgres_schema, _until
 from tests.shim.test_recording_capture import KEYED, LEDGER, REGISTRY, _every_kind, bank
@@ -227,3 +228,29 @@ async def test_retention_removes_whole_recordings_when_a_recording_begins(
         assert await store.select("SELECT COUNT(*) FROM recording_parts WHERE recording = 'old'") == [(0,)]
     finally:
         await store.close()
+
+
+async def test_calls_the_store_does_not_take_are_counted_lost_and_the_clients_served(
+    bank: RunningLedger, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "s.db")
+    async with (
+        running_shim(
+            bank.address, registry=REGISTRY, record={"into": "store", "id": "lossy"}, store={"url": url}
+        ) as (shim, _),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        with sqlite3.connect(url) as db:  # the calls' table gone: every batch fails
+            db.execute("DROP TABLE recorded_calls")
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        for n in range(3):
+            opened = await stub.OpenAccount(pb.OpenAccountRequest(account_id=f"L{n}", currency="USD"))
+            assert opened.account_id == f"L{n}"
+        await until(lambda: shim.counters.get("recording_lost") == 3, "3 calls counted as lost")
+    store = Store.open(url)
+    await store.start()
+    try:
+        (recording,) = await store.recordings.all()
+    finally:
+        await store.close()
+    assert (recording.id, recording.calls, recording.lost, recording.reason) == ("lossy", 0, 3, "stopped")

@@ -106,12 +106,13 @@ async def test_sampled_venue_accounts_are_recorded_whole(bank: Served, tmp_path:
     assert by_key == dict.fromkeys(sampled, 5)
 
 
+@pytest.mark.parametrize("dataplane", PLANES)
 async def test_the_venue_recorded_into_the_store_exports_what_a_file_recording_holds(
-    bank: Served, tmp_path: Path
+    bank: Served, tmp_path: Path, dataplane: str
 ) -> None:
     file, out, store = tmp_path / "venue.jsonl", tmp_path / "exported.jsonl", str(tmp_path / "shim.db")
     async with (
-        chained(bank.address, REGISTRY, file, store, methods=KEYED) as (front, _),
+        chained(bank.address, REGISTRY, file, store, methods=KEYED, dataplane=dataplane) as (front, _),
         aio.insecure_channel(front.address) as channel,
     ):
         for account in ("X1", "X2"):

@@ -188,6 +188,11 @@ class Config:
                 'record.path: recording to a file needs one shim process (workers = 1); record.into = "store"'
                 " takes the calls of several"
             )
+        if self.record.into == "store" and self.store.url == ":memory:":
+            raise ConfigError(
+                'record.into: "store" with store.url ":memory:" keeps nothing once the shim stops: give a'
+                " SQLite file or postgresql://..."
+            )
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"

@@ -254,3 +254,26 @@ async def test_calls_the_store_does_not_take_are_counted_lost_and_the_clients_se
     finally:
         await store.close()
     assert (recording.id, recording.calls, recording.lost, recording.reason) == ("lossy", 0, 3, "stopped")
+
+
+def test_serve_record_store_flag_records_into_the_store_with_any_number_of_workers(tmp_path: Path) -> None:
+    from shim import cli
+    from shim.cli import serve as serve_command
+
+    config = tmp_path / "shim.toml"
+    config.write_text('[record]\npath = "calls.jsonl"\n')
+    args = [
+        "serve",
+        "--config",
+        config,
+        "--bank",
+        "127.0.0.1:1",
+        "--store",
+        tmp_path / "s.db",
+        "--workers",
+        "2",
+    ]
+    settings = serve_command.settings_of(cli.parser().parse_args([*map(str, args), "--record", "store"]))
+    assert (settings.record.into, settings.record.path, settings.serving.workers) == ("store", "", 2)
+    back = serve_command.settings_of(cli.parser().parse_args([*map(str, args[:-2]), "--record", "x.jsonl"]))
+    assert (back.record.into, back.record.path) == ("file", "x.jsonl")

@@ -95,6 +95,19 @@ class RecordSettings:
         """Whether anything is recorded."""
         return self.into == "store" or bool(self.path)
 
+    def check(self, workers: int, store_url: str) -> None:
+        """With the settings of other tables: a ConfigError naming what does not go together."""
+        if self.path and workers > 1:
+            raise ConfigError(
+                "record.path: recording to a file needs one shim process (workers = 1);"
+                ' record.into = "store" takes the calls of several'
+            )
+        if self.into == "store" and store_url == ":memory:":
+            raise ConfigError(
+                'record.into: "store" with store.url ":memory:" keeps nothing once the shim stops: give a'
+                " SQLite file or postgresql://..."
+            )
+
     def __post_init__(self) -> None:
         if self.into == "store" and self.path:
             raise ConfigError('record.path: not used with record.into = "store" (leave one of them out)')

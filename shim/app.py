@@ -42,7 +42,8 @@ from shim.metrics import Counters
 from shim.modes import Modes, SwitchTimeout
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
-from shim.recording.recorder import Recorder, open_recorder
+from shim.recording.opening import open_recorder
+from shim.recording.recorder import Recorder
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.wiring import mirroring
 from shim.steps import Steps
@@ -89,7 +90,7 @@ class Shim:
         self.admin_address = ""  # where the admin API listens ("": it does not)
         self.exporter: Exporter | None = None
         self.front: Front | None = None  # what carries the clients' calls in front of this server (Envoy)
-        self.recorder: Recorder | None = None  # with [record] path: the clients' calls, written to a file
+        self.recorder: Recorder | None = None  # with [record]: the clients' calls, to a file or the store
 
     # what the parts made at start hold, as the commands, the data plane and the tests read it
     @property
@@ -191,7 +192,7 @@ class Shim:
             else:
                 self.port = server.add_insecure_port(config.serving.listen)
             keys_of = self.dispatcher.keys_of if self.dispatcher is not None else parts.router.keys
-            handler.recorder = self.recorder = open_recorder(config, parts, keys_of)
+            handler.recorder = self.recorder = await open_recorder(config, parts, keys_of, self.books.store)
         except (RuntimeError, StartupError) as exc:
             await self.channels.close()
             await self.books.close()

@@ -153,7 +153,8 @@ class Books:
         return len(orphans)
 
     async def _keep_house(self, config: Config, parts: Parts, counts: CountsFlusher) -> None:
-        """Now and then: record what was not stored; delete comparisons older than store.retain."""
+        """Now and then: record what was not stored; delete comparisons (and recordings) older than
+        store.retain."""
         assert self.store is not None
         retain, last_retention = config.store.retain, 0.0
         try:
@@ -162,11 +163,12 @@ class Books:
                     last_retention = time.time()
                     try:
                         gone = await self.store.comparisons.delete_before(last_retention - retain)
+                        recordings = await self.store.recordings.delete_before(last_retention - retain)
                     except StoreError as exc:
                         _log.warning("retention failed", error=str(exc))
                     else:
-                        if gone:
-                            _log.info("retention", deleted=gone, older_than_s=retain)
+                        if gone or recordings:
+                            _log.info("retention", deleted=gone, recordings=recordings, older_than_s=retain)
                 await asyncio.sleep(max(config.store.refresh, 0.05) * 5)
                 counts.flush()
                 if self.intents is not None:

@@ -96,9 +96,13 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         print(f"shim: error: cannot listen on {config.serving.listen}: {exc.strerror}", file=sys.stderr)
         return 2
     with holder:
-        if config.bk is not None:  # every worker then opens the store (all modes are ready)
+        if config.bk is not None or config.record.into == "store":  # every worker then opens the store
             asyncio.run(_prepare_store(config.store.url))
         worker_config = replace(config, serving=replace(config.serving, listen=listen))
+        if config.record.into == "store" and not config.record.id:  # the workers record into one recording
+            from shim.recording.into_store import new_recording_id
+
+            worker_config = replace(worker_config, record=replace(config.record, id=new_recording_id()))
         context = multiprocessing.get_context("spawn")
         processes: list[Any] = []
         readies: list[Connection] = []

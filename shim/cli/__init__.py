@@ -1,14 +1,14 @@
 """The `shim` command.
 
 The parser of every command and the entry point; each command's work is in a module of its own
-in this package (`serve`, `report`, `gate`, `replay`, `mode`, `resync`,
+in this package (`serve`, `report`, `gate`, `replay`, `record`, `mode`, `resync`,
 `reconcile`, `describe`, `ids`), and what
 the commands reading the store share is in `store_args`.
 
     shim serve --listen HOST:PORT --bank HOST:PORT --bk HOST:PORT --mode bank|shadow
                [--config FILE] [--descriptor-set FILE ...] [--descriptor-source auto|files|reflection]
                [--reflection primary|shim] [--rules FILE ...] [--diff-log FILE] [--store URL]
-               [--retain DURATION] [--record FILE]
+               [--retain DURATION] [--record FILE|store]
     shim resync [--config FILE] [--store URL] [--list | [--force] KEY ...]
     shim report [--config FILE] [--store URL] [--since DURATION | --from ISO --until ISO]
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
@@ -16,6 +16,8 @@ the commands reading the store share is in `store_args`.
               [--max-mismatch-rate R] [--max-unproven-rate R] [--require-method M ...]
     shim replay RECORDING --config FILE (--bk HOST:PORT | --bk-command CMD) --store URL
                 [--speed S] [--key K] [--until CORRELATION_ID] [--seed CMD] [--truncated]
+    shim record list [--config FILE] [--store URL]
+    shim record export [--config FILE] [--store URL] [--recording ID] [--truncated] OUT
     shim demo [ARGS ...]
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
@@ -42,6 +44,7 @@ from shim.cli import describe as describe_command
 from shim.cli import gate as gate_command
 from shim.cli import ids as ids_command
 from shim.cli import mode as mode_command
+from shim.cli import record as record_command
 from shim.cli import replay as replay_command
 from shim.cli import report as report_command
 from shim.cli import resync as resync_command
@@ -132,8 +135,9 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--record",
-        metavar="FILE",
-        help='record each call, as the primary answered it, to FILE (".gz": compressed); see [record]',
+        metavar="FILE|store",
+        help='record each call, as the primary answered it, to FILE (".gz": compressed), or "store": into'
+        " the evidence store (--store; read it back with: shim record export); see [record]",
     )
     serve.add_argument(
         "--metrics",
@@ -189,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     mode_command.add_parser(commands)
     gate_command.add_parser(commands)
     replay_command.add_parser(commands)
+    record_command.add_parser(commands)
 
     describe_command.add_parser(commands)
     ids_command.add_parser(commands)
@@ -234,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(replay_command.run(args))
         if args.command == "mode":
             return asyncio.run(mode_command.run(args))
+        if args.command == "record":
+            url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
+            return asyncio.run(record_command.run(args, url))
         if args.command == "ids":
             url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
             return asyncio.run(ids_command.run(args, url))

@@ -42,8 +42,10 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings = config_mod.merged(settings, {"store": {"url": args.store}})
     if args.retain:
         settings = config_mod.merged(settings, {"store": {"retain": parse_retain("--retain", args.retain)}})
-    if args.record:
-        settings = config_mod.merged(settings, {"record": {"path": args.record}})
+    if args.record == "store":  # into the evidence store (a file named so: ./store)
+        settings = config_mod.merged(settings, {"record": {"into": "store", "path": ""}})
+    elif args.record:
+        settings = config_mod.merged(settings, {"record": {"into": "file", "path": args.record}})
     if args.workers:
         settings["workers"] = args.workers
     if args.dataplane:

@@ -11,6 +11,8 @@ Messages and binary metadata values are base64. `sha256` is over every call line
 newline included), so a file cut short (no end line), a line changed or one lost is found before anything
 is replayed. A name ending in `.gz` is gzip-compressed. The writer writes `NAME.partial` and renames it
 only once the end line is written: a file under the name asked for is whole.
+
+One call's line is `shim.recording.call`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from shim.errors import ShimError
+from shim.recording.call import Metadata as Metadata
+from shim.recording.call import RecordedCall as RecordedCall
+from shim.recording.call import call_line as call_line
 from shim.recording.identity import fingerprint as fingerprint  # where replay checks it
 
 VERSION = 1
 MAGIC = "shim_recording"
 PARTIAL = ".partial"
 END_LINE_BYTES = 256  # room kept for the end line by `RecordingWriter.add(within=...)`
-
-Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 class RecordingError(ShimError):
@@ -95,109 +98,6 @@ class Header:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedCall:
-    """One call: what the client sent, and how the primary answered."""
-
-    seq: int  # its place in the order the calls arrived, from 0
-    at: float  # when it arrived, seconds since the epoch
-    method: str
-    is_write: bool
-    keys: tuple[str, ...]
-    correlation_id: str
-    metadata: Metadata  # the client's, credentials left out
-    requests: tuple[bytes, ...]
-    responses: tuple[bytes, ...]
-    code: int
-    details: str = ""
-    initial_metadata: Metadata = ()
-    trailing_metadata: Metadata = ()
-    latency: float = 0.0  # seconds, from the call to the primary's status
-    # its keys that were not sampled (written only when some are): their histories are not whole
-    unsampled: tuple[str, ...] = ()
-    note: str = ""  # what of it is not kept, and why (written only when something is not)
-    answered_by: str = ""  # the side that answered, when not the header's (a mode switched while recording)
-    # a call of several request messages (a stream): when each came, in seconds after `at`, and, for each
-    # answer, how many request messages the primary had been sent when it came (their interleaving)
-    request_times: tuple[float, ...] = ()
-    answers_after: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.request_times and len(self.request_times) != len(self.requests):
-            raise ValueError(f"{len(self.request_times)} request_times for {len(self.requests)} requests")
-        if self.answers_after and (
-            len(self.answers_after) != len(self.responses)
-            or any(not 0 <= n <= len(self.requests) for n in self.answers_after)
-            or list(self.answers_after) != sorted(self.answers_after)
-        ):
-            raise ValueError("answers_after: one count per answer, rising, none above the requests")
-
-    def as_json(self) -> dict[str, Any]:
-        more: dict[str, Any] = {}
-        if self.request_times:
-            more["request_times"] = list(self.request_times)
-            more["answers_after"] = list(self.answers_after)
-        if self.unsampled:
-            more["unsampled"] = list(self.unsampled)
-        if self.note:
-            more["note"] = self.note
-        if self.answered_by:
-            more["answered_by"] = self.answered_by
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "method": self.method,
-            "write": self.is_write,
-            "keys": list(self.keys),
-            "correlation_id": self.correlation_id,
-            "metadata": _metadata_out(self.metadata),
-            "requests": [base64.b64encode(m).decode() for m in self.requests],
-            "responses": [base64.b64encode(m).decode() for m in self.responses],
-            "code": self.code,
-            "details": self.details,
-            "initial_metadata": _metadata_out(self.initial_metadata),
-            "trailing_metadata": _metadata_out(self.trailing_metadata),
-            "latency": self.latency,
-            **more,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> RecordedCall:
-        return cls(
-            seq=int(doc["seq"]),
-            at=float(doc["at"]),
-            method=str(doc["method"]),
-            is_write=bool(doc["write"]),
-            keys=tuple(str(k) for k in doc.get("keys", ())),
-            correlation_id=str(doc.get("correlation_id", "")),
-            metadata=_metadata_in(doc.get("metadata", ())),
-            requests=tuple(base64.b64decode(m, validate=True) for m in doc["requests"]),
-            responses=tuple(base64.b64decode(m, validate=True) for m in doc["responses"]),
-            code=int(doc["code"]),
-            details=str(doc.get("details", "")),
-            initial_metadata=_metadata_in(doc.get("initial_metadata", ())),
-            trailing_metadata=_metadata_in(doc.get("trailing_metadata", ())),
-            latency=float(doc.get("latency", 0.0)),
-            unsampled=tuple(str(k) for k in doc.get("unsampled", ())),
-            note=str(doc.get("note", "")),
-            answered_by=str(doc.get("answered_by", "")),
-            request_times=tuple(float(t) for t in doc.get("request_times", ())),
-            answers_after=tuple(int(n) for n in doc.get("answers_after", ())),
-        )
-
-
-def _metadata_out(metadata: Metadata) -> list[list[str]]:
-    return [[k, base64.b64encode(v).decode() if isinstance(v, bytes) else v] for k, v in metadata]
-
-
-def _metadata_in(pairs: Any) -> Metadata:
-    out: list[tuple[str, str | bytes]] = []
-    for key, value in pairs:
-        key, value = str(key), str(value)
-        out.append((key, base64.b64decode(value, validate=True) if key.endswith("-bin") else value))
-    return tuple(out)
-
-
 def _open(path: Path, mode: str) -> IO[bytes]:
     if path.name.removesuffix(PARTIAL).endswith(".gz"):
         return gzip.open(path, mode + "b")  # type: ignore[return-value]
@@ -225,15 +125,29 @@ def set_aside(path: Path) -> Path | None:
 class RecordingWriter:
     """Writes a recording to `NAME.partial`, and renames it `NAME` once ended (`end`)."""
 
-    def __init__(self, path: Path, header: Header) -> None:
+    def __init__(self, path: Path, header: Header, *, exclusive: bool = False) -> None:
+        """With `exclusive`, a file at `path` (or its `.partial`) is an error, not set aside, and `end`
+        never replaces one that appeared since."""
         self.path = Path(path)
         self._partial = self.path.with_name(self.path.name + PARTIAL)
+        self._exclusive = exclusive
+        self.kept: list[Path] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # a recording is never written over: one of an earlier run, whole or cut short (its shim was
-            # killed), is kept under a name of its own
-            self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
-            self._out = _open(self._partial, "w")
+            if exclusive:
+                for there in (self.path, self._partial):
+                    if there.exists():
+                        raise RecordingError(f"{there}: the file exists: a recording is never written over")
+            else:  # a recording is never written over: one of an earlier run, whole or cut short (its shim
+                # was killed), is kept under a name of its own
+                self.kept = [kept for kept in map(set_aside, (self.path, self._partial)) if kept is not None]
+            self._out = _open(self._partial, "x" if exclusive else "w")
+        except FileExistsError as exc:  # of the partial file (opened "x"), or of a parent directory
+            if exc.filename is None or Path(exc.filename) != self._partial:
+                raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror}") from None
+            raise RecordingError(
+                f"{self._partial}: the file exists: a recording is never written over"
+            ) from None
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         self._hash = hashlib.sha256()
@@ -251,7 +165,7 @@ class RecordingWriter:
     def add(self, call: RecordedCall, within: int | None = None) -> bool:
         """Write a call; with `within`, only if the file stays within that many bytes (before compression)
         with its end line: False, and nothing written, when it would not."""
-        line = json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+        line = call_line(call)
         if within is not None and self.bytes + len(line) + END_LINE_BYTES > within:
             return False
         self._hash.update(line)
@@ -273,7 +187,13 @@ class RecordingWriter:
         self._write(json.dumps(end, separators=(",", ":")).encode() + b"\n")
         try:
             self._out.close()
-            os.replace(self._partial, self.path)
+            if self._exclusive:  # a file that appeared at `path` meanwhile is not replaced
+                os.link(self._partial, self.path)
+                os.unlink(self._partial)
+            else:
+                os.replace(self._partial, self.path)
+        except FileExistsError:
+            raise RecordingError(f"{self.path}: the file exists: a recording is never written over") from None
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         return self.path

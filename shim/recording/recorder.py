@@ -1,13 +1,14 @@
-"""The recorder: each call either data plane serves, as the primary answered it, written to a file.
+"""The recorder: each call either data plane serves, as the primary answered it, written to a file or
+into the store (its writer: `RecordingWriter`, or `into_store.StoreWriter`).
 
 On the event loop, and cheap: a call is numbered as it arrives (`begin`), its messages are kept as they
 pass (`Take`); once it is over, its keys are computed and sampled (after its answer has gone), and it
 waits until every call that arrived before it is over too, so that the file holds the calls in the order
 they arrived. It then goes into a bounded queue, and a thread redacts, encodes and writes it
-(`shim.recording.format`). Nothing here waits: a call that finds the queue full, or one still running
-while more than `record.queue` later calls wait behind it (a long stream), is lost: counted
-(`recording_lost`), logged, and named in the end line. Bounds (`max_bytes`, `max_duration`) end the
-file whole; the shim goes on serving. `close` ends it whole on shutdown.
+(`shim.recording.format`; into the store, in batches). Nothing here waits: a call that finds the queue
+full, or one still running while more than `record.queue` later calls wait behind it (a long stream),
+is lost: counted (`recording_lost`), logged, and named in the end line. Bounds (`max_bytes`,
+`max_duration`) end the recording whole; the shim goes on serving. `close` ends it whole on shutdown.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from shim.errors import StartupError
 from shim.metrics import Counters
 from shim.recording.format import (
     PARTIAL,
@@ -34,18 +34,28 @@ from shim.recording.format import (
     RecordingError,
     RecordingWriter,
 )
-from shim.recording.identity import fingerprint, key_id
 from shim.recording.settings import RecordSettings
 from shim.store_settings import carries_credentials, correlation_id
-
-if TYPE_CHECKING:
-    from shim.config import Config
-    from shim.parts import Parts
 
 _log = structlog.get_logger("shim.recording")
 KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys
 Keep = Callable[[str, str, bytes], bytes | None]  # (method, "request"|"response", raw) -> redacted
 _STOP = object()
+
+
+class Writer(Protocol):
+    """Where the recorder's thread writes: `RecordingWriter` (a file) or `into_store.StoreWriter`. Each
+    method but `abandon` raises RecordingError when the recording cannot go on."""
+
+    calls: int  # calls added so far (the next one's seq)
+
+    def add(self, call: RecordedCall, within: int | None = None) -> bool: ...
+
+    def flush(self) -> None: ...
+
+    def end(self, reason: str = "stopped", lost: int = 0) -> object: ...
+
+    def abandon(self) -> None: ...
 
 
 def key_sampled(key: str, share: float) -> bool:
@@ -138,7 +148,7 @@ class Take:
 
 
 class Recorder:
-    """Writes the calls it is handed to `settings.path` (see the module's docstring)."""
+    """Writes the calls it is handed to `settings.path`, or to `writer` (see the module's docstring)."""
 
     def __init__(
         self,
@@ -148,9 +158,15 @@ class Recorder:
         keep: Keep | None,
         counters: Counters,
         correlation_header: str = "",
+        writer: Writer | None = None,
+        where: str = "",
+        closing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.path = Path(settings.path)
-        self._writer = RecordingWriter(self.path, header)  # a RecordingError: the shim does not start
+        self.where = where or str(self.path)  # for the log: the file, or the store and the recording
+        # a RecordingError: the shim does not start
+        self._writer: Writer = writer if writer is not None else RecordingWriter(self.path, header)
+        self._closing_hook = closing  # once the writer has ended (the store the recorder opened closed)
         self._settings = settings
         self.max_call_bytes = settings.max_call_bytes
         self._answered_by = header.answered_by
@@ -170,8 +186,10 @@ class Recorder:
         self._flush_by = time.monotonic() + 0.5
         self._thread = threading.Thread(target=self._write_all, name="recorder", daemon=True)
         self._thread.start()
-        _log.info("recording", path=str(self.path), sample=settings.sample, origin=header.origin)
-        for kept in self._writer.kept:  # an earlier recording at that path: kept, never written over
+        _log.info("recording", into=self.where, sample=settings.sample, origin=header.origin)
+        for kept in getattr(
+            self._writer, "kept", ()
+        ):  # an earlier recording at that path: kept, never written over
             cut = kept.name.endswith(PARTIAL)
             (_log.warning if cut else _log.info)(
                 "an earlier recording cut short (its shim stopped first) is kept; replay it with --truncated"
@@ -264,6 +282,8 @@ class Recorder:
         self.end_reason = self.end_reason or reason
         await asyncio.to_thread(self._queue.put, _STOP)
         await asyncio.to_thread(self._thread.join)
+        if self._closing_hook is not None:
+            await self._closing_hook()
 
     # -- in the writer's thread -----------------------------------------------------------------------
 
@@ -357,7 +377,7 @@ class Recorder:
         finally:
             self._ended.set()
         log = _log.info if reason == "stopped" else _log.warning
-        log("recording ended", reason=reason, path=str(self.path), calls=self._writer.calls, lost=self.lost)
+        log("recording ended", reason=reason, into=self.where, calls=self._writer.calls, lost=self.lost)
 
 
 def _interleaving(take: Take) -> dict[str, Any]:
@@ -368,50 +388,3 @@ def _interleaving(take: Take) -> dict[str, Any]:
         "request_times": tuple(max(t - take.at, 0.0) for t in take.request_times),
         "answers_after": tuple(take.answers_after),
     }
-
-
-def header_of(
-    settings: RecordSettings,
-    registry: Any,
-    mode: str,
-    redacted: tuple[str, ...],
-    key: bytes | None,
-    replica: str,
-) -> Header:
-    """The recording's first line: the descriptors and each method's fingerprint, redaction, sampling."""
-    methods = {m: fingerprint(registry, m) for m in sorted(registry.methods)} if registry is not None else {}
-    return Header(
-        created_at=time.time(),
-        methods=methods,
-        descriptors=registry.descriptor_set().SerializeToString() if registry is not None else b"",
-        mode=mode,
-        answered_by="bk" if mode in ("bk-primary", "bk") else "bank",
-        origin=settings.origin,
-        redacted=redacted if key is not None else (),
-        redaction_key=key_id(key) if key is not None else "",
-        sampled=settings.sample,
-        replica=replica,
-    )
-
-
-def open_recorder(config: Config, parts: Parts, keys_of: KeysOf) -> Recorder | None:
-    """The recorder `config.record` asks for (None: nothing is recorded); a StartupError when its file
-    cannot be written."""
-    settings = config.record
-    if not settings.path:
-        return None
-    redactor = parts.redactor
-    header = header_of(
-        settings,
-        parts.registry,
-        config.mode,
-        tuple(config.redact.fields),
-        redactor.key if redactor is not None else None,
-        parts.replica,
-    )
-    try:
-        return Recorder(
-            settings, header, keys_of, parts.payload_filter(), parts.counters, config.store.correlation_header
-        )
-    except RecordingError as exc:
-        raise StartupError(f"record.path: {exc}") from None

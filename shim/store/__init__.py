@@ -10,7 +10,9 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
 - comparisons and their differing paths (`store.comparisons`, `comparisons.py`), and the counts of
   what was not stored (`store.counts`, `counts.py`);
 - intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
-  (`store.aliases`, `aliases.py`).
+  (`store.aliases`, `aliases.py`);
+- recordings of the clients' calls, each process's part of them and their calls (`store.recordings`,
+  `recordings.py`).
 
 The engine (`engine.py`: connections, the URL forms, the life of a store; `worker.py`: the thread
 that batches writes, retries them and counts what is lost) knows no domain; each repository owns the
@@ -39,7 +41,18 @@ from shim.store.marks import StoredMarks
 from shim.store.migrations import MIGRATIONS
 from shim.store.modes import StoredModes
 from shim.store.pairs import SIDES, StoredPairs
-from shim.store.records import ComparisonRecord, IdPair, Intent, ModeChange, OutOfStep, PathRow, Unpaired
+from shim.store.recordings import StoredRecordings
+from shim.store.records import (
+    ComparisonRecord,
+    IdPair,
+    Intent,
+    ModeChange,
+    OutOfStep,
+    PathRow,
+    RecordingPart,
+    StoredRecording,
+    Unpaired,
+)
 
 
 class Store(Engine):
@@ -54,6 +67,7 @@ class Store(Engine):
         self.counts = StoredCounts(self)
         self.intents = StoredIntents(self)
         self.aliases = StoredAliases(self)
+        self.recordings = StoredRecordings(self)
 
 
 __all__ = [
@@ -66,8 +80,10 @@ __all__ = [
     "ModeChange",
     "OutOfStep",
     "PathRow",
+    "RecordingPart",
     "Store",
     "StoreError",
+    "StoredRecording",
     "Unpaired",
     "comparison_rows",
 ]

@@ -82,6 +82,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # which replica marked a key out of step ("" for a mark made before replicas were kept)
         "ALTER TABLE out_of_step ADD COLUMN replica TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # recordings of the clients' calls ([record] into = "store"): the header, as the file's first line
+        "CREATE TABLE recordings ("
+        " id TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL, header TEXT NOT NULL)",
+        # each shim process recording into one: its calls so far, and once it ended, how
+        "CREATE TABLE recording_parts ("
+        " id TEXT PRIMARY KEY, recording TEXT NOT NULL, replica TEXT NOT NULL,"
+        " started DOUBLE PRECISION NOT NULL, last_at DOUBLE PRECISION NOT NULL,"
+        " calls INTEGER NOT NULL, ended DOUBLE PRECISION, reason TEXT NOT NULL, lost INTEGER NOT NULL)",
+        "CREATE INDEX recording_parts_recording ON recording_parts (recording)",
+        # one row per call, as the file's line (JSON), numbered per part in the order the calls arrived
+        "CREATE TABLE recorded_calls ("
+        " part TEXT NOT NULL, seq INTEGER NOT NULL, recording TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,"
+        " call TEXT NOT NULL, PRIMARY KEY (part, seq))",
+        "CREATE INDEX recorded_calls_recording ON recorded_calls (recording)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -97,3 +97,49 @@ class ComparisonRecord:
     differences: str  # JSON list of {path, kind, bank, bk, rule, noise}
     payloads: str | None  # JSON {requests, bank, bk} (base64), when kept
     paths: tuple[PathRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingPart:
+    """What one shim process recorded into a recording: its calls so far, and once it ended, how."""
+
+    id: str
+    recording: str
+    replica: str  # the process ("host:pid")
+    started: float
+    last_at: float  # when its last committed call arrived (its start when none)
+    calls: int  # committed so far
+    ended: float | None  # None: still recording, or its process stopped before it could say so
+    reason: str
+    lost: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecording:
+    """A recording in the store: its header (the file's first line, as JSON) and its parts."""
+
+    id: str
+    started: float
+    header: str
+    parts: tuple[RecordingPart, ...]
+
+    @property
+    def ended(self) -> float | None:
+        """When its last part ended; None while any part has not."""
+        ends = [p.ended for p in self.parts]
+        return max(e for e in ends if e is not None) if ends and None not in ends else None
+
+    @property
+    def calls(self) -> int:
+        return sum(p.calls for p in self.parts)
+
+    @property
+    def lost(self) -> int:
+        return sum(p.lost for p in self.parts)
+
+    @property
+    def reason(self) -> str:
+        """Why its parts ended, each reason once ("" while one has not)."""
+        if self.ended is None:
+            return ""
+        return "; ".join(dict.fromkeys(p.reason for p in self.parts))

@@ -234,6 +234,21 @@ MISTAKES: list[object] = [
     pytest.param(
         BANK_TABLE + '[admin]\nlisten = "admin.internal:9465"\n', "admin.listen", id="admin-on-a-name"
     ),
+    pytest.param(
+        BANK_TABLE + '[record]\ninto = "store"\npath = "x.jsonl"\n',
+        "record.path",
+        id="record-into-store-and-path",
+    ),
+    pytest.param(BANK_TABLE + '[record]\nid = "r1"\n', "record.id", id="record-id-of-a-file"),
+    pytest.param(BANK_TABLE + '[record]\ninto = "disk"\n', "record.into", id="record-into-what"),
+    pytest.param(
+        BANK_TABLE + '[record]\ninto = "store"\nid = "a b"\n', "record.id", id="record-id-not-an-id"
+    ),
+    pytest.param(
+        BANK_TABLE + '[store]\nurl = ":memory:"\n[record]\ninto = "store"\n',
+        "record.into",
+        id="record-into-memory",
+    ),
     *(
         pytest.param(
             BANK_TABLE + f'[store]\ncorrelation_header = "{name}"\n',

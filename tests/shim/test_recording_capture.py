@@ -289,7 +289,10 @@ def test_serve_record_flag_sets_the_file(tmp_path: Path) -> None:
         "2",
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "shim: error: record.path: recording needs one shim process (workers = 1)"
+    assert done.stderr.strip() == (
+        "shim: error: record.path: recording to a file needs one shim process (workers = 1);"
+        ' record.into = "store" takes the calls of several'
+    )
 
 
 async def test_max_duration_ends_the_file_whole_and_the_shim_serves_on(

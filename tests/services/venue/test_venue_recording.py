@@ -1,6 +1,7 @@
 """Recording the venue's calls (a second service, its own interface): in `bank` mode with no BK, through
 the Python data plane and through Envoy, every call kind is kept with Bank's answer, on its keys; with
-sampling, each account's history is whole or absent."""
+sampling, each account's history is whole or absent; recorded into the store and exported, the same
+calls as a file recording holds."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shim.testing import running_shim
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, REGISTRY, message_class, new
 from tests.services.venue.server import Served
+from tests.shim._chain import chained, export, same_as_file
 
 VENUE = "/venue.v1.Venue/"
 KEYED = {
@@ -109,3 +111,27 @@ async def test_sampled_venue_accounts_are_recorded_whole(bank: Served, tmp_path:
     sampled = {a for a in accounts if key_sampled(a, 0.4)}
     assert 0 < len(sampled) < len(accounts)
     assert by_key == dict.fromkeys(sampled, 5)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_the_venue_recorded_into_the_store_exports_what_a_file_recording_holds(
+    bank: Served, tmp_path: Path, dataplane: str
+) -> None:
+    file, out, store = tmp_path / "venue.jsonl", tmp_path / "exported.jsonl", str(tmp_path / "shim.db")
+    async with (
+        chained(bank.address, REGISTRY, file, store, methods=KEYED, dataplane=dataplane) as (front, _),
+        aio.insecure_channel(front.address) as channel,
+    ):
+        for account in ("X1", "X2"):
+            await _work(VenueClient(channel), account)
+    code, _, err = await export(store, out)
+    assert (code, err) == (0, ""), err
+    calls = same_as_file(out, file)
+    assert [c.method.removeprefix(VENUE) for c in calls] == [
+        "OpenAccount",
+        "Trade",
+        "SubmitBatch",
+        "StreamFills",
+        "GetAccount",
+    ] * 2
+    assert [c.keys for c in calls] == [("X1",)] * 5 + [("X2",)] * 5

@@ -1,0 +1,119 @@
+"""One call of a recording: what the client sent and how the primary answered, as one line of the file
+(`shim.recording.format`, `docs/recording-format.md`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One call: what the client sent, and how the primary answered."""
+
+    seq: int  # its place in the order the calls arrived, from 0
+    at: float  # when it arrived, seconds since the epoch
+    method: str
+    is_write: bool
+    keys: tuple[str, ...]
+    correlation_id: str
+    metadata: Metadata  # the client's, credentials left out
+    requests: tuple[bytes, ...]
+    responses: tuple[bytes, ...]
+    code: int
+    details: str = ""
+    initial_metadata: Metadata = ()
+    trailing_metadata: Metadata = ()
+    latency: float = 0.0  # seconds, from the call to the primary's status
+    # its keys that were not sampled (written only when some are): their histories are not whole
+    unsampled: tuple[str, ...] = ()
+    note: str = ""  # what of it is not kept, and why (written only when something is not)
+    answered_by: str = ""  # the side that answered, when not the header's (a mode switched while recording)
+    # a call of several request messages (a stream): when each came, in seconds after `at`, and, for each
+    # answer, how many request messages the primary had been sent when it came (their interleaving)
+    request_times: tuple[float, ...] = ()
+    answers_after: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.request_times and len(self.request_times) != len(self.requests):
+            raise ValueError(f"{len(self.request_times)} request_times for {len(self.requests)} requests")
+        if self.answers_after and (
+            len(self.answers_after) != len(self.responses)
+            or any(not 0 <= n <= len(self.requests) for n in self.answers_after)
+            or list(self.answers_after) != sorted(self.answers_after)
+        ):
+            raise ValueError("answers_after: one count per answer, rising, none above the requests")
+
+    def as_json(self) -> dict[str, Any]:
+        more: dict[str, Any] = {}
+        if self.request_times:
+            more["request_times"] = list(self.request_times)
+            more["answers_after"] = list(self.answers_after)
+        if self.unsampled:
+            more["unsampled"] = list(self.unsampled)
+        if self.note:
+            more["note"] = self.note
+        if self.answered_by:
+            more["answered_by"] = self.answered_by
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "method": self.method,
+            "write": self.is_write,
+            "keys": list(self.keys),
+            "correlation_id": self.correlation_id,
+            "metadata": _metadata_out(self.metadata),
+            "requests": [base64.b64encode(m).decode() for m in self.requests],
+            "responses": [base64.b64encode(m).decode() for m in self.responses],
+            "code": self.code,
+            "details": self.details,
+            "initial_metadata": _metadata_out(self.initial_metadata),
+            "trailing_metadata": _metadata_out(self.trailing_metadata),
+            "latency": self.latency,
+            **more,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RecordedCall:
+        return cls(
+            seq=int(doc["seq"]),
+            at=float(doc["at"]),
+            method=str(doc["method"]),
+            is_write=bool(doc["write"]),
+            keys=tuple(str(k) for k in doc.get("keys", ())),
+            correlation_id=str(doc.get("correlation_id", "")),
+            metadata=_metadata_in(doc.get("metadata", ())),
+            requests=tuple(base64.b64decode(m, validate=True) for m in doc["requests"]),
+            responses=tuple(base64.b64decode(m, validate=True) for m in doc["responses"]),
+            code=int(doc["code"]),
+            details=str(doc.get("details", "")),
+            initial_metadata=_metadata_in(doc.get("initial_metadata", ())),
+            trailing_metadata=_metadata_in(doc.get("trailing_metadata", ())),
+            latency=float(doc.get("latency", 0.0)),
+            unsampled=tuple(str(k) for k in doc.get("unsampled", ())),
+            note=str(doc.get("note", "")),
+            answered_by=str(doc.get("answered_by", "")),
+            request_times=tuple(float(t) for t in doc.get("request_times", ())),
+            answers_after=tuple(int(n) for n in doc.get("answers_after", ())),
+        )
+
+
+def call_line(call: RecordedCall) -> bytes:
+    """A call's line in the file (and its row in the store): JSON, newline-terminated."""
+    return json.dumps(call.as_json(), separators=(",", ":")).encode() + b"\n"
+
+
+def _metadata_out(metadata: Metadata) -> list[list[str]]:
+    return [[k, base64.b64encode(v).decode() if isinstance(v, bytes) else v] for k, v in metadata]
+
+
+def _metadata_in(pairs: Any) -> Metadata:
+    out: list[tuple[str, str | bytes]] = []
+    for key, value in pairs:
+        key, value = str(key), str(value)
+        out.append((key, base64.b64decode(value, validate=True) if key.endswith("-bin") else value))
+    return tuple(out)

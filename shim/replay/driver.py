@@ -44,6 +44,7 @@ from shim.shadow.wiring import mirroring
 from shim.steps import EVERY_KEY, unreachable
 
 IN_FLIGHT = 256  # replayed calls in flight at once (across keys; a key's calls wait in its lane)
+UNBOUNDED = 2**31 - 1  # the dispatcher's bounds in a replay, which bounds what it starts itself
 
 
 @dataclass
@@ -78,9 +79,11 @@ class _Tally:
             self._summary.verdicts[comparison.method, comparison.verdict.value] += 1
 
 
-def replay_config(config: Config, bk: str, store_url: str, in_flight: int) -> Config:
+def replay_config(config: Config, bk: str, store_url: str) -> Config:
     """The config as a replay runs it: BK at `bk`, the evidence into `store_url`, every read compared,
-    no noise reads (Bank cannot be asked again), and no call given up for waiting in its lane."""
+    no noise reads (Bank cannot be asked again), and no call given up for waiting in its lane, nor left
+    unmirrored for the calls in flight: the replayer bounds those itself (`Replayer.in_flight` calls,
+    and the streams fed as they came, which were open at once live)."""
     timeout = config.bk.timeout if config.bk is not None else Upstream("bk", target=bk).timeout
     upstream = (
         replace(config.bk, target=bk) if config.bk is not None else Upstream("bk", target=bk, timeout=timeout)
@@ -93,7 +96,7 @@ def replay_config(config: Config, bk: str, store_url: str, in_flight: int) -> Co
         noise=replace(config.noise, reads=0.0),
         sampling=replace(config.sampling, reads=1.0),
         ordering=replace(config.ordering, max_wait=1e9),
-        shadow=replace(config.shadow, max_in_flight=in_flight, shed_lag=0.0),
+        shadow=replace(config.shadow, max_in_flight=UNBOUNDED, max_in_flight_streams=UNBOUNDED, shed_lag=0.0),
     )
 
 

@@ -50,13 +50,13 @@ class Replayed:
     bk: str  # where BK served
 
 
-def load_config(path: Path, bk: str, store: str, in_flight: int = IN_FLIGHT) -> Config:
+def load_config(path: Path, bk: str, store: str) -> Config:
     """The shim's config as a replay runs it (`replay_config`); no Bank upstream is needed."""
     settings = dict(config_mod.load_file(path))
     settings.setdefault("bank", Upstream("bank", target=bk))  # never called: Bank's answers are recorded
     settings.pop("mode", None)
     settings["bk"] = settings.get("bk") or Upstream("bk", target=bk)
-    return replay_config(config_mod.build(settings), bk, store, in_flight)
+    return replay_config(config_mod.build(settings), bk, store)
 
 
 async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
@@ -79,7 +79,7 @@ async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
     async with Bk(options.bk, options.bk_command) as address:
         if options.seed:
             await seed(options.seed, address)
-        config = load_config(options.config, address, str(output.partial), options.in_flight)
+        config = load_config(options.config, address, str(output.partial))
         replayer = Replayer(
             config,
             registry,

@@ -1,4 +1,4 @@
-"""`shim replay`: recordings made against a real Bank (tests/shim/_recorder.py), replayed against real BKs.
+"""`shim replay`: recordings made by the shim in `bank` mode in front of a real Bank, replayed on real BKs.
 
 The sample ledger: the planted bugs are found and nothing benign is a mismatch; against the fixed BK
 the gate passes, twice alike, every call accounted for; ids BK mints are translated; --key, --until and
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import shutil
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,15 @@ from comparators import Comparison, Verdict
 from sample_ledger._attribution import Attribution
 from sample_ledger.server import RunningLedger, serve
 from sample_ledger.workload import run_workload
+from shim.config import load_file
 from shim.parts import load_registry
 from shim.recording.format import RecordedCall, Recording
 from shim.replay.bk import free_port
 from shim.replay.run import Options, load_config, replay
+from shim.testing import running_shim
 from tests.helpers import shim_command, until
 from tests.services import custody
 from tests.services.custody.workload import run_workload as custody_workload
-from tests.shim._recorder import RecordingProxy
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "sample_ledger" / "shim.toml"
@@ -58,28 +60,75 @@ class Verdicts:
         return [c for c in self.comparisons if c.verdict is verdict]
 
 
-async def _record(config: Path, bank: str, tmp: Path, drive: object, **write: object) -> Path:
-    settings = load_config(config, bank, str(tmp / "unused.db"))
-    registry = load_registry(settings.descriptors.descriptor_sets)
+class _Naming:
+    """Names each call "req-N" in `header`, as a client that sends request ids does (one interceptor
+    per call kind: grpc.aio files an interceptor under the first kind it is)."""
+
+    def __init__(self, header: str, numbers: Iterator[int]) -> None:
+        self.header = header
+        self.numbers = numbers
+
+    def _named(self, details: Any) -> Any:
+        named = (self.header, f"req-{next(self.numbers)}")
+        return details._replace(metadata=aio.Metadata(*tuple(details.metadata or ()), named))
+
+
+class _NamingUnary(_Naming, aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._named(details), request)
+
+
+class _NamingServerStream(_Naming, aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._named(details), request)
+
+
+class _NamingClientStream(_Naming, aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._named(details), requests)
+
+
+class _NamingBidi(_Naming, aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._named(details), requests)
+
+
+def request_ids(header: str) -> list[Any]:
+    """Interceptors naming every call of a channel in `header` ("req-1", "req-2", ...)."""
+    numbers = itertools.count(1)
+    return [
+        kind(header, numbers)
+        for kind in (_NamingUnary, _NamingServerStream, _NamingClientStream, _NamingBidi)
+    ]
+
+
+async def _record(config: Path, bank: str, tmp: Path, drive: object, origin: str = "empty") -> Path:
+    """The calls `drive(address)` makes through a shim in `bank` mode (no BK) in front of `bank`, with
+    `config`'s settings, recorded by the shim."""
+    registry = load_registry(load_config(config, bank, str(tmp / "unused.db")).descriptors.descriptor_sets)
     assert registry is not None
-    proxy = await RecordingProxy(bank, settings, registry).start()
-    try:
-        await drive(proxy.address)  # type: ignore[operator]
-    finally:
-        await proxy.stop()
-    return proxy.write(tmp / f"recording-{time.monotonic_ns()}.jsonl", **write)  # type: ignore[arg-type]
+    settings = load_file(config)
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name, None)
+    path = tmp / f"recording-{time.monotonic_ns()}.jsonl"
+    record = {"path": str(path), "origin": origin}
+    async with running_shim(bank, registry=registry, record=record, **settings) as (shim, _):
+        assert shim.config.bk is None
+        await drive(shim.address)  # type: ignore[operator]
+    return path
 
 
-async def record_sample(tmp: Path, calls: int = CALLS, **write: object) -> Path:
-    """A sample workload against a fresh sample Bank, recorded."""
+async def record_sample(tmp: Path, calls: int = CALLS, origin: str = "empty") -> Path:
+    """A sample workload against a fresh sample Bank, recorded (each call named in the sample's
+    correlation header)."""
     bank = await serve("bank")
 
     async def drive(address: str) -> None:
-        async with aio.insecure_channel(address) as channel:
+        async with aio.insecure_channel(address, interceptors=request_ids("x-request-id")) as channel:
             await run_workload(channel, calls, seed=3, concurrency=4)
 
     try:
-        return await _record(SAMPLE, bank.address, tmp, drive, **write)
+        return await _record(SAMPLE, bank.address, tmp, drive, origin)
     finally:
         await bank.stop(None)
 
@@ -394,8 +443,6 @@ async def test_key_takes_the_calls_naming_ids_and_aliases_minted_on_the_key(tmp_
     movement, a GetAccountByRef only a client's reference. --key learns, from Bank's recorded answers,
     the movements and references minted on the key, and takes the calls naming them."""
     config = _custody_config(tmp_path)
-    with config.open("a") as toml:
-        toml.write('\n[store]\ncorrelation_header = "x-request-id"\n')
     recording = await _custody_recording(tmp_path, config)
     registry = load_registry([tmp_path / "custody.binpb"])
     assert registry is not None
@@ -429,7 +476,11 @@ async def test_key_takes_the_calls_naming_ids_and_aliases_minted_on_the_key(tmp_
     reverse = next(c for c in named if c[0].method.endswith("/Reverse"))
     key = reverse[1][0]
     assert key not in reverse[0].keys  # recorded with no key: it names a movement only
-    theirs = {c.correlation_id for c, owners in named if key in owners}
+
+    def call_of(method: str, requests: tuple[bytes, ...]) -> tuple[str, tuple[bytes, ...]]:
+        return method, requests  # custody's clients send no request id: a call is its method and messages
+
+    theirs = Counter(call_of(c.method, c.requests) for c, owners in named if key in owners)
     assert any(c.method.endswith("/GetAccountByRef") for c, owners in named if key in owners)
     fixed = await custody.serve("bk", bugs=())
     try:
@@ -439,6 +490,8 @@ async def test_key_takes_the_calls_naming_ids_and_aliases_minted_on_the_key(tmp_
         )
     finally:
         await fixed.stop()
-    mine = {c.correlation_id for c in calls if key in c.keys or (not c.keys and c.is_write)}
-    assert theirs - mine  # calls the recorded keys alone leave out
-    assert set(verdicts.by_id) == mine | theirs
+    mine = Counter(
+        call_of(c.method, c.requests) for c in calls if key in c.keys or (not c.keys and c.is_write)
+    )
+    assert theirs - mine  # calls the recorded keys alone leave out (reads by reference)
+    assert Counter(call_of(c.method, c.exchange.requests) for c in verdicts.comparisons) == mine | theirs

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from google.protobuf.descriptor import FileDescriptor
 
@@ -17,6 +21,25 @@ from comparators.descriptors import descriptor_set_of as descriptor_set
 __all__ = ["descriptor_set", "registry_of", "shim_command"]
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
+NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store url on SHIM_TEST_POSTGRES_DSN's database, in a schema of its own, dropped afterwards
+    (the caller skips without SHIM_TEST_POSTGRES_DSN)."""
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    separator = "&" if "?" in POSTGRES_DSN else "?"
+    try:
+        yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
 
 
 def registry_of(*files: FileDescriptor) -> DescriptorRegistry:

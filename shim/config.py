@@ -185,6 +185,7 @@ class Config:
             check_address("upstreams.bk.target", self.bk.target)
         if self.record.path and self.serving.workers > 1:
             raise ConfigError("record.path: recording needs one shim process (workers = 1)")
+        self.ordering.check_store(self.store.url)
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"

@@ -75,6 +75,9 @@ _BEAT = (
     " ON CONFLICT (replica) DO UPDATE SET seen = excluded.seen"
 )
 _FIRST_POLL, _LAST_POLL = 0.001, 0.025
+# commits not waited for on disk: a write's tickets must come back before its primary's answer goes out
+# (a crash of PostgreSQL itself may then lose the last moments of tickets: see docs/fleet-order.md)
+_SETTINGS = "SET synchronous_commit = off"
 
 Released = Callable[[str, str, str], None]  # key, the replica that held the ticket, its write's method
 
@@ -122,8 +125,8 @@ class KeyOrder:
         self.replica = replica
         self.lease = lease
         self._on_released = on_released
-        self._taker = Connection(url, "shim-key-order")  # tickets only, in the lanes' order
-        self._other = Connection(url, "shim-key-done")  # done, waits, the heartbeat
+        self._taker = Connection(url, "shim-key-order", _SETTINGS)  # tickets only, in the lanes' order
+        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, waits, the heartbeat
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest

@@ -23,8 +23,11 @@ import psycopg
 import pytest
 from grpc import aio
 
+from shim.config import load_file
+from shim.shadow.fleet import LATE
+from shim.testing import running_shim
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema, until
-from tests.services.tally.server import APPEND, DESCRIPTOR_SET, Reply, Request, Tally, serve
+from tests.services.tally.server import APPEND, DESCRIPTOR_SET, REGISTRY, Reply, Request, Tally, serve
 from tests.shim.test_cli import ShimProcess, shim_serving
 
 ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
@@ -136,3 +139,40 @@ def _check(writes: list[Write], bank: Tally, bk: Tally, marked: dict[str, str]) 
         f"out of order on BK: {len(misordered)}, on keys not marked: {len(silent)}, marked: {sorted(marked)}"
     )
     assert silent == [], f"BK received writes out of their key's order, unmarked: {silent[:10]}"
+
+
+async def test_a_ticket_not_back_when_the_client_has_its_answer_marks_the_key_and_the_write_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """With the key's row locked in PostgreSQL, a write's ticket cannot be taken: the client still gets
+    Bank's answer at once, the key is marked out of step (the ticket was late), and the write reaches BK
+    only once its ticket is taken, after the lock goes."""
+    if not POSTGRES_DSN:
+        pytest.skip(NEEDS_POSTGRES)
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text(CONFIG.format(across="true"), encoding="utf-8")
+    settings = load_file(config)
+    settings.pop("mode")
+    bank, bk = await serve(), await serve()
+    try:
+        with postgres_schema() as url:
+            async with running_shim(
+                bank.address, bk.address, registry=REGISTRY, store={"url": url}, **settings
+            ) as (shim, _):
+                assert shim.steps is not None
+                await _write(shim.address, "k", "first", 0)
+                await until(lambda: bk.received.get("k") == ["first"], "the first write mirrored")
+                with psycopg.connect(url) as lock:
+                    lock.execute(b"SELECT 1 FROM shim_key_order WHERE key = 'k' FOR UPDATE")
+                    await asyncio.wait_for(_write(shim.address, "k", "second", 0), 5)
+                    await until(lambda: shim.steps.mark_of("k") is not None, "the key marked")  # type: ignore[union-attr]
+                    assert bk.received["k"] == ["first"]  # its ticket is not taken: it waits
+                    lock.rollback()
+                await until(lambda: bk.received["k"] == ["first", "second"], "the second write mirrored")
+                mark = shim.steps.mark_of("k")
+                assert mark is not None
+                assert mark.reason == LATE
+    finally:
+        await bank.stop()
+        await bk.stop()

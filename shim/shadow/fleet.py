@@ -54,7 +54,7 @@ def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: C
 class FleetPlace:
     """One write's tickets on its keys, asked for when it takes its place in the lanes."""
 
-    __slots__ = ("_answered", "_counters", "_method", "_order", "_steps", "_tickets")
+    __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets")
 
     def __init__(
         self, order: KeyOrder, keys: tuple[str, ...], method: str, steps: Steps | None, counters: Counters
@@ -64,6 +64,7 @@ class FleetPlace:
         self._steps = steps
         self._counters = counters
         self._answered = False
+        self._in_turn = False  # every call before it on its keys is done, here and on other replicas
         self._tickets = order.take(keys, method)
 
     @property
@@ -91,11 +92,16 @@ class FleetPlace:
         for held in tickets.held:
             if held.wait and not await until(self._order.wait(held), stop):
                 return False
+        self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
         return True
 
     def release(self) -> None:
-        """The write is over on the shadow, or given up: the next tickets on its keys may go."""
-        self._tickets.release()
+        """The write is over on the shadow, or given up: the next tickets on its keys may go, once those
+        before it are done (a write that ends before its turn does not let the next ones pass them)."""
+        if self._in_turn or self._tickets.error:
+            self._tickets.release()
+        else:
+            self._order.done_in_turn(self._tickets)
 
     def _mark(self, why: str) -> None:
         if self._steps is not None:

@@ -9,7 +9,8 @@ UPDATE), as does the statement that marks tickets done: no two statements ever w
 
 A write holding ticket N on key K is mirrored once K's `done` has reached N - 1 (`wait`), and then
 marks N done (`Tickets.release`: done = max(done, N)). It waits for nothing when ticket N - 1 was
-this replica's own (its lanes order the two already) or was done when N was issued.
+this replica's own (its lanes order the two already) or was done when N was issued. A write that ends
+before its turn (given up, never sent) marks N done only once N - 1 is (`done_in_turn`).
 
 Each replica writes a heartbeat (`shim_replicas`, the database's clock); the holder of every ticket
 not yet done is kept (`shim_key_tickets`). A waiter finding the ticket after `done` held by a replica
@@ -25,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import structlog
 
 from shim.store._async import Connection
 from shim.store._errors import StoreError
+from shim.store._tickets import Held, Tickets
 
 _log = structlog.get_logger("shim.store.key_order")
 
@@ -82,42 +83,6 @@ _SETTINGS = "SET synchronous_commit = off"
 Released = Callable[[str, str, str], None]  # key, the replica that held the ticket, its write's method
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """One ticket on one key; `wait` is False when ticket - 1 needs no waiting for in the store."""
-
-    key: str
-    ticket: int
-    wait: bool
-
-
-class Tickets:
-    """One write's tickets, one per key: `taken` once the store issued them (or failed: `error`)."""
-
-    __slots__ = ("_order", "_released", "error", "held", "keys", "method", "taken")
-
-    def __init__(self, order: KeyOrder, keys: tuple[str, ...], method: str) -> None:
-        self._order = order
-        self.keys = keys
-        self.method = method
-        self.held: tuple[Held, ...] = ()
-        self.error = ""
-        self.taken = asyncio.Event()
-        self._released = False
-
-    def release(self) -> None:
-        """The write is over on the shadow (or given up): its tickets are done, now or once issued."""
-        if not self._released:
-            self._released = True
-            self._order._finish(self.held)
-
-    def _issued(self, held: tuple[Held, ...], error: str = "") -> None:
-        self.held, self.error = held, error
-        self.taken.set()
-        if self._released:
-            self._order._finish(held)
-
-
 class KeyOrder:
     """This replica's tickets, waits and heartbeat. `start()`, then `take`, `wait`; `close()` at the end."""
 
@@ -134,6 +99,7 @@ class KeyOrder:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._someone_waits = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
 
     async def start(self) -> None:
         """Write the heartbeat (StoreError if the store cannot be reached), then serve."""
@@ -150,32 +116,46 @@ class KeyOrder:
     async def close(self) -> None:
         """Write the tickets done so far, remove the heartbeat (the tickets still held are free to
         release at once) and close."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._in_turns]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
         with contextlib.suppress(StoreError):
-            await self._write_done()
+            await self.flush()
             await self._other.run("DELETE FROM shim_replicas WHERE replica = %(me)s", {"me": self.replica})
         await self._taker.close()
         await self._other.close()
 
     def take(self, keys: Sequence[str], method: str) -> Tickets:
         """Tickets on `keys` for one write, asked for now (issued in the order asked)."""
-        tickets = Tickets(self, tuple(dict.fromkeys(keys)), method)
+        tickets = Tickets(tuple(dict.fromkeys(keys)), method, self._finish)
         self._asked.append(tickets)
         self._ask.set()
         return tickets
 
-    async def wait(self, held: Held) -> None:
-        """Until the key's tickets before `held` are done (or released)."""
-        if not held.wait:
+    async def wait(self, held: Held, always: bool = False) -> None:
+        """Until the key's tickets before `held` are done (or released); `always`: also when the ticket
+        before was this replica's own."""
+        if not held.wait and not always:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(held.key, []).append((held.ticket - 1, future))
         self._someone_waits.set()
         await future
+
+    def done_in_turn(self, tickets: Tickets) -> None:
+        """Mark `tickets` done once the tickets before them are (a write that ended without its turn, or
+        before it: the writes after it must still follow the ones before it)."""
+        task = asyncio.get_running_loop().create_task(self._in_turn(tickets), name="key order: done in turn")
+        self._in_turns.add(task)
+        task.add_done_callback(self._in_turns.discard)
+
+    async def _in_turn(self, tickets: Tickets) -> None:
+        await tickets.taken.wait()
+        for held in tickets.held:
+            await self.wait(held, always=True)
+        tickets.release()
 
     # -- the tasks -------------------------------------------------------------------------------------
 
@@ -226,7 +206,7 @@ class KeyOrder:
             await self._finished.wait()
             self._finished.clear()
             try:
-                await self._write_done()
+                await self.flush()
                 pause = _FIRST_POLL
             except StoreError as exc:  # kept, and written again: the keys wait for it
                 _log.warning("tickets done not written; trying again", error=str(exc))
@@ -234,7 +214,8 @@ class KeyOrder:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    async def _write_done(self) -> None:
+    async def flush(self) -> None:
+        """Write the tickets done so far, now (StoreError if the store fails: they are kept)."""
         if not self._done:
             return
         done, self._done = self._done, {}

@@ -108,6 +108,22 @@ async def test_tickets_released_before_they_are_issued_are_done_once_issued(repl
     await asyncio.wait_for(b.wait(second.held[0]), 10)
 
 
+async def test_a_write_that_ends_before_its_turn_does_not_let_the_next_pass_the_one_before(
+    replica: Open,
+) -> None:
+    """Replica b's write (ticket 2) ends while a's (ticket 1) is in flight: c's ticket 3 still waits for
+    a's, and goes once a's is done."""
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    first = await taken(a.take(["k"], "/M"))
+    b.done_in_turn(await taken(b.take(["k"], "/M")))
+    third = await taken(c.take(["k"], "/M"))
+    waiting = asyncio.ensure_future(c.wait(third.held[0]))
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done, "the third write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+
+
 async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_key_reported(
     replica: Open, url: str
 ) -> None:

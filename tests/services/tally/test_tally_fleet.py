@@ -135,9 +135,7 @@ def _check(writes: list[Write], bank: Tally, bk: Tally, marked: dict[str, str]) 
     assert out_of_order(writes, bank.received) == []  # Bank applied them in the writers' order
     misordered = out_of_order(writes, bk.received)
     silent = [m for m in misordered if m[0] not in marked]
-    print(
-        f"out of order on BK: {len(misordered)}, on keys not marked: {len(silent)}, marked: {sorted(marked)}"
-    )
+    print(f"out of order on BK: {len(misordered)}, on keys not marked: {len(silent)}, marked: {marked}")
     assert silent == [], f"BK received writes out of their key's order, unmarked: {silent[:10]}"
 
 

@@ -90,7 +90,8 @@ class FleetPlace:
             self._mark(NOT_TAKEN.format(error=tickets.error))
             return True
         for held in tickets.held:
-            if held.wait and not await until(self._order.wait(held), stop):
+            behind = self._order.behind(held.key)  # a write before it here ended before its turn
+            if (held.wait or behind) and not await until(self._order.wait(held, always=behind), stop):
                 return False
         self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
         return True

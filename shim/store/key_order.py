@@ -100,6 +100,7 @@ class KeyOrder:
         self._someone_waits = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
+        self._behind: dict[str, int] = {}  # of those, how many on each key
 
     async def start(self) -> None:
         """Write the heartbeat (StoreError if the store cannot be reached), then serve."""
@@ -150,12 +151,25 @@ class KeyOrder:
         task = asyncio.get_running_loop().create_task(self._in_turn(tickets), name="key order: done in turn")
         self._in_turns.add(task)
         task.add_done_callback(self._in_turns.discard)
+        for key in tickets.keys:
+            self._behind[key] = self._behind.get(key, 0) + 1
+
+    def behind(self, key: str) -> bool:
+        """Whether a write of this replica on `key` ended before its turn and is not yet done: the next
+        one must wait in the store even after its own (the lanes no longer hold it back)."""
+        return key in self._behind
 
     async def _in_turn(self, tickets: Tickets) -> None:
-        await tickets.taken.wait()
-        for held in tickets.held:
-            await self.wait(held, always=True)
-        tickets.release()
+        try:
+            await tickets.taken.wait()
+            for held in tickets.held:
+                await self.wait(held, always=True)
+            tickets.release()
+        finally:
+            for key in tickets.keys:
+                self._behind[key] -= 1
+                if not self._behind[key]:
+                    del self._behind[key]
 
     # -- the tasks -------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import pytest
 
 from shim.store import Store
 from shim.store.key_order import KeyOrder, Tickets
-from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema
+from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema, until
 
 Open = Callable[..., Awaitable[KeyOrder]]
 
@@ -122,6 +122,23 @@ async def test_a_write_that_ends_before_its_turn_does_not_let_the_next_pass_the_
     assert not done, "the third write went while the first was in flight"
     first.release()
     await asyncio.wait_for(waiting, 10)
+
+
+async def test_a_replica_knows_its_own_write_before_ended_before_its_turn(replica: Open) -> None:
+    """b's tickets 2 and 3 follow each other (3 needs no wait in the store), but once 2 ended before its
+    turn b is behind on the key until 2 is done, after a's 1."""
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k"], "/M"))
+    second, third = await taken(b.take(["k"], "/M")), await taken(b.take(["k"], "/M"))
+    assert (second.held[0].wait, third.held[0].wait) == (True, False)
+    b.done_in_turn(second)
+    assert b.behind("k")
+    waiting = asyncio.ensure_future(b.wait(third.held[0], always=True))
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done, "the third write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+    await until(lambda: not b.behind("k"), "b's second write done")
 
 
 async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_key_reported(

@@ -24,8 +24,10 @@ from shim.evidence.record import CountsFlusher, StoreSink
 from shim.ids import IdBook
 from shim.intents import Intents
 from shim.parts import Parts
+from shim.shadow import fleet
 from shim.steps import Steps
 from shim.store import Store, StoreError
+from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim")
@@ -42,6 +44,7 @@ class Books:
         self.aliases: aliases.KeyAliases | None = None
         self.sink: StoreSink | None = None  # comparisons into the store
         self.verifier: Verifier | None = None  # checks of keys out of step
+        self.key_order: KeyOrder | None = None  # writes' order across replicas (ordering.across_replicas)
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def open(self, config: Config, parts: Parts) -> Store:
@@ -65,6 +68,11 @@ class Books:
                     parts.alias_fields, store, counters, cache=config.store.id_cache
                 )
                 await self.aliases.preload()
+            if config.ordering.across_replicas:
+                self.key_order = KeyOrder(
+                    config.store.url, parts.replica, config.ordering.replica_lease, self._released
+                )
+                await self.key_order.start()
         except StoreError as exc:
             await self.close()
             raise StartupError(str(exc)) from exc
@@ -76,6 +84,11 @@ class Books:
             keep=parts.payload_filter(),
         )
         return store
+
+    def _released(self, key: str, replica: str, method: str) -> None:
+        """A silent replica's ticket on `key` was released: its write may or may not have reached BK."""
+        if self.steps is not None:
+            self.steps.mark([key], method, fleet.RELEASED.format(replica=replica))
 
     def start_verifier(
         self,
@@ -188,5 +201,8 @@ class Books:
             self._housekeeping = None
         if self.steps is not None:
             await self.steps.stop()
+        if self.key_order is not None:
+            await self.key_order.close()
+            self.key_order = None
         if self.store is not None:
             await self.store.close(within)

@@ -184,6 +184,7 @@ class Config:
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
         self.record.check(self.serving.workers, self.store.url)
+        self.ordering.check_store(self.store.url)
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"

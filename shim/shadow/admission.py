@@ -23,6 +23,7 @@ from google.protobuf import message
 
 from shim.plan import MethodPlan
 from shim.shadow.fate import until
+from shim.shadow.fleet import FleetPlace, unordered
 from shim.shadow.places import Places
 from shim.shadow.shared import Shared
 
@@ -139,6 +140,7 @@ class Admission:
             self.seq = self._shared.lanes.write_seq
             self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
             self.keys = keys
+            self._unordered(keys)  # its place comes as the client gets the answer: too late for a ticket
             self.record_intent()
         self.admitted.set()
 
@@ -159,6 +161,13 @@ class Admission:
             self.seq = shared.lanes.write_seq
             self.places.ticket = shared.lanes.enter(keys, self.is_write)
             self.keys = keys
+            if self.is_write and shared.key_order is not None:  # its turn across replicas, asked for now
+                if keys:
+                    self.places.fleet = FleetPlace(
+                        shared.key_order, keys, self.method, shared.steps, shared.counters
+                    )
+                else:
+                    shared.counters.inc("writes_not_ordered_across_replicas", self.method)
             self.record_intent()
         self.admitted.set()
 
@@ -182,8 +191,15 @@ class Admission:
         self.places.step(shared.lanes.enter(keys, self.is_write))
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
         if index == 0:
+            self._unordered(keys)
             self.record_intent()
         self.admitted.set()
+
+    def _unordered(self, keys: tuple[str, ...]) -> None:
+        """A streamed write takes no ticket across replicas: its keys go out of step."""
+        shared = self._shared
+        if self.is_write and shared.key_order is not None:
+            unordered(keys, self.method, shared.steps, shared.counters)
 
     def record_intent(self) -> None:
         """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""

@@ -132,6 +132,9 @@ class ShadowCall:
                 if unreachable(answer) and not self._side.primary_answers:
                     fate.unreachable = True
                     return Outcome(code=CANCELLED, local="not sent: the primary never received the write")
+            fleet = self._places.fleet
+            if fleet is not None and not await fleet.ready(fate.stop):  # its turn across replicas
+                return fate.given_up(time.perf_counter() - started, WAITING)
             if not await self._admission.intent_written(fate.stop):
                 return fate.given_up(time.perf_counter() - started, WAITING)
         if fate.stop.is_set():  # the client cancelled while the primary had it

@@ -29,6 +29,7 @@ from shim.shadow.capture import Budget
 from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Shared, Submit
 from shim.steps import REFUSED, Steps, effect
+from shim.store.key_order import KeyOrder
 from shim.store_settings import correlation_id
 
 
@@ -61,6 +62,7 @@ class ShadowDispatcher:
         max_in_flight_streams: int = 0,
         max_capture_total: int = 0,
         stream_idle: float = 30.0,
+        key_order: KeyOrder | None = None,
     ) -> None:
         self.shared = Shared(
             channel=channel,
@@ -81,6 +83,7 @@ class ShadowDispatcher:
             steps=steps,
             intents=intents,
             noise=noise,
+            key_order=key_order,
         )
         self.overload = overload
         self.shed_lag = shed_lag

@@ -120,6 +120,7 @@ class Mirror:
         self.primary_answers += 1
         self.last_active = time.monotonic()
         self._received.set()
+        self.places.answer_released()
         if self.admission.streamed:
             self.places.primary_answered(self._fed)
             self.places.caught_up(self._call.answers, self._call.sent)
@@ -133,6 +134,7 @@ class Mirror:
             return
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
+        self.places.answer_released()
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()

@@ -15,13 +15,24 @@ from collections.abc import Callable
 
 from shim._lanes import Ticket
 from shim.shadow.fate import until
+from shim.shadow.fleet import FleetPlace
 
 
 class Places:
-    __slots__ = ("_progress", "_progress_base", "released", "stepped", "stepped_count", "steps", "ticket")
+    __slots__ = (
+        "_progress",
+        "_progress_base",
+        "fleet",
+        "released",
+        "stepped",
+        "stepped_count",
+        "steps",
+        "ticket",
+    )
 
     def __init__(self) -> None:
         self.ticket: Ticket | None = None  # the call's place, for a call of one request message
+        self.fleet: FleetPlace | None = None  # a write's place in its keys' order across replicas
         # one place per request message of a session, from the first not yet released (`released`)
         self.steps: deque[Ticket] = deque()
         self.stepped_count = 0  # request messages of a session that have their place
@@ -42,6 +53,11 @@ class Places:
         if self.ticket is not None:
             return self.ticket
         return self.steps[0] if self.steps and not self.released else None
+
+    def answer_released(self) -> None:
+        """The primary's answer goes to the client now."""
+        if self.fleet is not None:
+            self.fleet.answered()
 
     def primary_answered(self, fed: int) -> None:
         """The primary sent an answer message, having been sent `fed` request messages."""
@@ -66,6 +82,8 @@ class Places:
     def release_all(self) -> None:
         if self.ticket is not None:
             self.ticket.release()
+        if self.fleet is not None:
+            self.fleet.release()
         self.release_steps(self.stepped_count)
 
     async def step_ready(self, index: int, stop: asyncio.Event, over: Callable[[], bool]) -> bool:

@@ -3,9 +3,11 @@ order mirrored calls reach the shadow in, `shim._lanes`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from shim.errors import ConfigError
 from shim.settings import BOOL, POSITIVE, SIZE, duration, setting
 
 
@@ -59,3 +61,24 @@ class OrderingSettings:
         "a mirrored call may wait this long behind earlier calls on its keys after the primary answered "
         "(the shadow's timeout then counts from when it is sent)",
     )
+    across_replicas: bool = setting(
+        False,
+        BOOL,
+        "true: one key's writes reach the shadow in order across the replicas sharing a PostgreSQL store "
+        "(docs/fleet-order.md)",
+    )
+    replica_lease: float = setting(
+        10.0,
+        duration(at_least=0.1),
+        "with across_replicas: a replica silent this long is taken for gone, and its writes' places in the "
+        "keys' order are released (their keys out of step)",
+    )
+
+    def check_store(self, url: str) -> None:
+        """`across_replicas` orders writes through a PostgreSQL store."""
+        if self.across_replicas and not re.match(r"postgres(ql)?://", url, re.IGNORECASE):
+            raise ConfigError(
+                "ordering.across_replicas needs a PostgreSQL store ([store] url or --store"
+                ' "postgresql://..."): the replicas order their writes through it; a SQLite store serves'
+                " one shim"
+            )

@@ -17,6 +17,7 @@ from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
 from shim.steps import Steps
+from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
 
 Submit = Callable[[Exchange, Callable[[], None] | None], None]  # the exchange, and what to call once done
@@ -43,6 +44,7 @@ class Shared:
     intents: Intents | None  # writes' intents, for crash safety
     noise: Noise | None  # asks the primary again, to tell noise from differences
     verifier: Verifier | None = None  # checks keys out of step (set when [reconcile] reads exist)
+    key_order: KeyOrder | None = None  # writes' order across replicas (ordering.across_replicas)
     # waits until every call the primary may have served by now has its place in the lanes (False: it did
     # not come in time); None where each call is admitted before the primary gets it (the Python data
     # plane). On Envoy the copies trail the primary's answers (`shim.dataplane`)

@@ -56,5 +56,6 @@ def mirroring(
         max_in_flight_streams=config.shadow.max_in_flight_streams,
         max_capture_total=config.shadow.max_capture_total,
         stream_idle=config.shadow.stream_idle,
+        key_order=books.key_order,
     )
     return dispatcher, noise

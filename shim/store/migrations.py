@@ -98,6 +98,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " call TEXT NOT NULL, PRIMARY KEY (part, seq))",
         "CREATE INDEX recorded_calls_recording ON recorded_calls (recording)",
     ),
+    (
+        # the order of each key's mirrored writes across replicas (`key_order.py`, PostgreSQL only):
+        # tickets issued and done per key, who holds the tickets not yet done, and each replica's heartbeat
+        "CREATE TABLE shim_key_order ("
+        " key TEXT PRIMARY KEY, issued BIGINT NOT NULL, done BIGINT NOT NULL,"
+        " last_replica TEXT NOT NULL, prev_replica TEXT NOT NULL)",
+        "CREATE TABLE shim_key_tickets ("
+        " key TEXT NOT NULL, ticket BIGINT NOT NULL, replica TEXT NOT NULL, method TEXT NOT NULL,"
+        " PRIMARY KEY (key, ticket))",
+        "CREATE TABLE shim_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -199,6 +199,14 @@ MISTAKES: list[object] = [
     ),
     pytest.param(BANK_TABLE + "[ordering]\nmax_wait = '0s'\n", "ordering.max_wait", id="zero-max-wait"),
     pytest.param(BANK_TABLE + "[ordering]\nmax_wait = 'later'\n", "ordering.max_wait", id="bad-max-wait"),
+    pytest.param(
+        BANK_TABLE + "[ordering]\nacross_replicas = true\n",
+        "ordering.across_replicas needs a PostgreSQL store",
+        id="across-replicas-on-sqlite",
+    ),
+    pytest.param(
+        BANK_TABLE + "[ordering]\nreplica_lease = '0s'\n", "ordering.replica_lease", id="zero-replica-lease"
+    ),
     pytest.param(BANK_TABLE + "[key_aliases]\nref = 3\n", "key_aliases.ref", id="alias-not-a-table"),
     pytest.param(
         BANK_TABLE + "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\n",
@@ -895,3 +903,13 @@ def test_key_aliases_are_checked_against_the_descriptors(
     with pytest.raises(ConfigError) as caught:
         fields_of([AliasKind("ref", alias, key, (reference,))], registry)
     assert str(caught.value).startswith(error)
+
+
+def test_across_replicas_on_a_postgresql_store_loads(tmp_path: Path) -> None:
+    """`ordering.across_replicas` with a PostgreSQL store is a config, its lease as given."""
+    path = tmp_path / "shim.toml"
+    text = BANK_TABLE + '[store]\nurl = "postgresql://shim@db:5432/shim"\n'
+    path.write_text(text + '[ordering]\nacross_replicas = true\nreplica_lease = "3s"\n', encoding="utf-8")
+    config = _serve_settings("--config", path)
+    assert config.ordering.across_replicas
+    assert config.ordering.replica_lease == 3.0

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -22,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import grpc
 import psycopg
@@ -36,14 +33,13 @@ from sample_ledger.workload import run_workload
 from shim.app import Shim
 from shim.store import ComparisonRecord, PathRow, Store
 from shim.testing import running_shim
+from tests.helpers import postgres_schema_url
 from tests.processes import shim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CONFIG = ROOT / "sample_ledger" / "shim.toml"
 BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
 SAMPLE_RULES = ROOT / "sample_ledger" / "rules.toml"
-POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
-NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
 TIMEOUT = 20.0  # seconds any awaited condition may take before the test fails
 CALL_TIMEOUT = 5.0
 SHADOW_TIMEOUT = 2.0
@@ -135,21 +131,6 @@ def _postgres_locked(url: str) -> Callable[[], contextlib.AbstractAsyncContextMa
     return locked
 
 
-@contextlib.contextmanager
-def _postgres_schema() -> Iterator[str]:
-    """A url of the test database whose search_path is a new schema, dropped on exit."""
-    if not POSTGRES_DSN:
-        pytest.skip(NEEDS_POSTGRES)
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = _postgres_sql(POSTGRES_DSN)
-    admin(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in POSTGRES_DSN else "?"
-    try:
-        yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
-    finally:
-        admin(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A store on each engine: a SQLite file always, PostgreSQL when the DSN is set."""
@@ -157,7 +138,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         path = tmp_path / "shim.db"
         yield Engine("sqlite", str(path), _sqlite_sql(path), _sqlite_locked(path))
     else:
-        with _postgres_schema() as url:
+        with postgres_schema_url() as url:
             yield Engine("postgres", url, _postgres_sql(url), _postgres_locked(url))
 
 
@@ -410,7 +391,7 @@ async def test_two_shim_processes_share_one_postgres_store(
         encoding="utf-8",
     )
     per_shim = 10
-    with _postgres_schema() as url:
+    with postgres_schema_url() as url:
         sql = _postgres_sql(url)
         args = _shadow_args(bank, bk, url, "--config", config)
         async with shim_process(*args) as first, shim_process(*args) as second:

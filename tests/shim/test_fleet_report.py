@@ -28,10 +28,10 @@ from shim.metrics import Counters
 from shim.report import html, terminal, to_json
 from shim.steps import Steps
 from shim.store import Store
-from tests.helpers import replica_of_a_fleet, shim_command
+from tests.helpers import postgres_schema_url, replica_of_a_fleet, shim_command
 from tests.processes import shim_process
 from tests.sample_ledger.test_reconcile import CONFIG
-from tests.shim.test_evidence_store import _postgres_schema, _shadow_args
+from tests.shim.test_evidence_store import _shadow_args
 
 OPEN = "bank.v1.Ledger/OpenAccount"
 EAST, WEST, NORTH = "east:101", "west:202", "north:303"
@@ -231,7 +231,7 @@ async def test_two_shim_processes_on_postgres_each_named_behind_its_figures(
     gone = await serve("bk")
     down = gone.address
     await gone.stop(None)
-    with _postgres_schema() as url:
+    with postgres_schema_url() as url:
         async with shim_process(*_shadow_args(bank, bk, url, "--config", CONFIG)) as first:
             await _open_accounts(first.ready["listen"], "P", 5)
             assert await first.stop() == 0, first.stderr

@@ -24,9 +24,9 @@ from shim.recording.recorder import key_sampled
 from shim.replay.source import Filters, open_source
 from shim.store import Store
 from shim.testing import running_shim
-from tests.helpers import shim_command, until
+from tests.helpers import postgres_schema_url, shim_command, until
 from tests.shim._chain import chained, export, same_as_file
-from tests.shim.test_evidence_store import _postgres_schema, _until
+from tests.shim.test_evidence_store import _until
 from tests.shim.test_recording_capture import KEYED, LEDGER, REGISTRY, _every_kind, bank
 
 __all__ = ["bank"]  # the fixture, shared with the file recording's tests
@@ -39,7 +39,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "shim.db")
         return
-    with _postgres_schema() as url:
+    with postgres_schema_url() as url:
         yield url
 
 

@@ -15,9 +15,9 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.recording.format import Recording
 from shim.store import Store
-from tests.helpers import ROOT, shim_command, until
+from tests.helpers import ROOT, postgres_schema_url, shim_command, until
 from tests.shim._chain import export
-from tests.shim.test_evidence_store import _postgres_schema, shim_process
+from tests.shim.test_evidence_store import shim_process
 from tests.shim.test_recording_capture import LEDGER, bank
 
 __all__ = ["bank"]
@@ -72,7 +72,7 @@ async def test_two_replicas_record_into_one_postgresql_recording_merged_in_arriv
 ) -> None:
     config = tmp_path / "shim.toml"
     config.write_text(CONFIG + '[record]\nid = "fleet-1"\n')
-    with _postgres_schema() as url:
+    with postgres_schema_url() as url:
         async with contextlib.AsyncExitStack() as stack:
             replicas = [
                 await stack.enter_async_context(shim_process(*_serve_args(bank, config, url))) for _ in "ab"

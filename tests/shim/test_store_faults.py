@@ -21,12 +21,12 @@ import grpc
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
+from tests.helpers import postgres_schema_url
 from tests.processes import shim_process
 from tests.shim.test_evidence_store import (
     BANK_BINPB,
     CALL_TIMEOUT,
     Rows,
-    _postgres_schema,
     _postgres_sql,
     _shadow_args,
     _sqlite_sql,
@@ -178,7 +178,7 @@ def _through(url: str, port: int) -> str:
 @contextlib.asynccontextmanager
 async def _relayed_postgres() -> AsyncIterator[tuple[str, str, Relay]]:
     """A schema of its own in the test database: its url, the same through a relay, and the relay."""
-    with _postgres_schema() as url:
+    with postgres_schema_url() as url:
         parts = urlsplit(url)
         async with Relay((parts.hostname or "127.0.0.1", parts.port or 5432)) as relay:
             yield url, _through(url, relay.port), relay

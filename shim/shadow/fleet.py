@@ -1,0 +1,109 @@
+"""A mirrored write's place in its keys' order across the replicas of a fleet (`ordering.across_replicas`,
+`shim.store.key_order`, docs/fleet-order.md).
+
+A write of one request message asks for its tickets when it takes its place in this replica's lanes,
+while the primary has the call. It is sent to the shadow once its local place has come, and once every
+ticket before its own on each key is done, wherever it was taken. Its tickets are done when its place
+in the lanes is released.
+
+What cannot be ordered puts its keys out of step instead (`shim.steps`), never silently:
+
+- tickets not yet taken when the primary's answer goes to the client: a write on the key the client
+  sends next, through another replica, may take an earlier ticket;
+- tickets the store did not give (it failed): the write follows this replica's lanes only;
+- a streamed write (a batch or a session): its place is taken as the primary answers, or message by
+  message, so it has no ticket;
+- the ticket of a replica gone silent, released by the replica waiting behind it (`shim.books`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from shim.metrics import Counters
+from shim.shadow.fate import until
+from shim.steps import Steps
+from shim.store.key_order import KeyOrder
+
+LATE = (
+    "its ticket in the keys' order across replicas was not taken before the primary's answer went to the"
+    " client: a later write on the key through another replica may have reached the shadow first"
+)
+NOT_TAKEN = (
+    "its ticket in the keys' order across replicas was not taken ({error}): it was ordered with this"
+    " replica's writes only"
+)
+STREAMED = (
+    "a streamed write is not ordered across replicas: a write on the key through another replica may have"
+    " reached the shadow in between"
+)
+RELEASED = (
+    "a write through replica {replica} had its turn on the key when that replica went silent"
+    " (ordering.replica_lease): whether the shadow applied it is unknown"
+)
+
+
+def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: Counters) -> None:
+    """A write that takes no ticket: its keys go out of step (a write without keys marks none)."""
+    counters.inc("writes_not_ordered_across_replicas", method)
+    if steps is not None:
+        steps.mark(keys, method, STREAMED)
+
+
+class FleetPlace:
+    """One write's tickets on its keys, asked for when it takes its place in the lanes."""
+
+    __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets")
+
+    def __init__(
+        self, order: KeyOrder, keys: tuple[str, ...], method: str, steps: Steps | None, counters: Counters
+    ) -> None:
+        self._order = order
+        self._method = method
+        self._steps = steps
+        self._counters = counters
+        self._answered = False
+        self._in_turn = False  # every call before it on its keys is done, here and on other replicas
+        self._tickets = order.take(keys, method)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self._tickets.keys
+
+    def answered(self) -> None:
+        """The primary's answer goes to the client now: its tickets had to be taken by then."""
+        if self._answered:
+            return
+        self._answered = True
+        if not self._tickets.taken.is_set():
+            self._counters.inc("tickets_late", self._method)
+            self._mark(LATE)
+
+    async def ready(self, stop: asyncio.Event) -> bool:
+        """Wait for the tickets, then for the turn of each (False: `stop` came first)."""
+        tickets = self._tickets
+        if not await until(tickets.taken.wait(), stop):
+            return False
+        if tickets.error:
+            self._counters.inc("tickets_not_taken", self._method)
+            self._mark(NOT_TAKEN.format(error=tickets.error))
+            return True
+        for held in tickets.held:
+            behind = self._order.behind(held.key)  # a write before it here ended before its turn
+            if (held.wait or behind) and not await until(self._order.wait(held, always=behind), stop):
+                return False
+        self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
+        return True
+
+    def release(self) -> None:
+        """The write is over on the shadow, or given up: the next tickets on its keys may go, once those
+        before it are done (a write that ends before its turn does not let the next ones pass them)."""
+        if self._in_turn or self._tickets.error:
+            self._tickets.release()
+        else:
+            self._order.done_in_turn(self._tickets)
+
+    def _mark(self, why: str) -> None:
+        if self._steps is not None:
+            self._steps.mark(self.keys, self._method, why)

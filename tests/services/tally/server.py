@@ -1,0 +1,70 @@
+"""One side of the tally on a real gRPC server on a free port, through a generic handler (no generated
+code): `served = await serve(slow=False)`; `served.received[key]` lists the entries in the order this
+side received them; `await served.stop()`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from tests.services._protoc import descriptor_set, registry_of
+
+PROTO = Path(__file__).parent / "tally.proto"
+DESCRIPTOR_SET: bytes = descriptor_set(PROTO)
+REGISTRY = registry_of(PROTO)
+APPEND = "/tally.v1.Tally/Append"
+Request = REGISTRY.message_class("tally.v1.AppendRequest")
+Reply = REGISTRY.message_class("tally.v1.AppendReply")
+
+
+@dataclass
+class Tally:
+    """A running side: where to call it, and what it received."""
+
+    server: aio.Server
+    address: str
+    received: dict[str, list[str]] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
+    def __init__(self, tally: dict[str, list[str]], slow: bool, answer_after: float) -> None:
+        self._received = tally
+        self._slow = slow
+        self._answer_after = answer_after
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method != APPEND:
+            return None
+
+        async def append(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            entries = self._received.setdefault(request.key, [])
+            entries.append(request.entry)
+            place = len(entries)
+            if self._slow and request.delay_ms:
+                await asyncio.sleep(request.delay_ms / 1000)
+            elif self._answer_after:
+                await asyncio.sleep(self._answer_after)
+            return Reply(place=place)
+
+        return grpc.unary_unary_rpc_method_handler(
+            append, request_deserializer=Request.FromString, response_serializer=Reply.SerializeToString
+        )
+
+
+async def serve(slow: bool = False, answer_after: float = 0.0) -> Tally:
+    """A side on 127.0.0.1, a free port; `slow`: it answers each write after the delay it asks for;
+    else after `answer_after` seconds."""
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    received: dict[str, list[str]] = {}
+    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return Tally(server, f"127.0.0.1:{port}", received)

@@ -1,0 +1,176 @@
+"""Two `shim serve --dataplane python` replicas sharing one PostgreSQL store, in front of one Bank and
+one BK (the tally), with `ordering.across_replicas`: writers share keys and alternate replicas, a fresh
+channel for each write, each waiting for its answer before its next write. BK answers each write after
+a delay of 0 to 20 ms, so one replica's writes on a key queue in its lanes while the next write on the
+key goes through the other replica.
+
+The promise checked: a write sent after another write on its key was answered reaches BK after it,
+unless the shim marked the key out of step. With SHIM_TEST_ACROSS_REPLICAS=false the same test runs
+with the setting off, and fails: BK receives writes out of their order, on keys nobody marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from grpc import aio
+
+from shim.config import load_file
+from shim.shadow.fleet import LATE
+from shim.testing import running_shim
+from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.services.tally.server import APPEND, DESCRIPTOR_SET, REGISTRY, Reply, Request, Tally, serve
+from tests.shim.test_cli import ShimProcess, shim_serving
+
+ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
+WRITERS, WRITES, KEYS = 6, 20, ("k0", "k1", "k2")
+# Bank's time to answer, as across a network with a database behind it, so that a write's tickets come
+# back before its answer goes to the client (a ticket later than that puts its key out of step: _check)
+BANK_TIME = 0.02
+
+CONFIG = """
+mode = "shadow"
+descriptor_sets = ["tally.binpb"]
+
+[methods."tally.v1.Tally/Append"]
+key = ["key"]
+
+[ordering]
+across_replicas = {across}
+"""
+
+
+@dataclass(frozen=True)
+class Write:
+    key: str
+    entry: str
+    sent: float  # the test's clock when the writer sent it
+    answered: float  # ... and when the writer had its answer
+
+
+async def _write(address: str, key: str, entry: str, delay_ms: int) -> Write:
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    async with aio.insecure_channel(address) as channel:  # a fresh channel: a new connection
+        answer = await channel.unary_unary(APPEND)(
+            Request(key=key, entry=entry, delay_ms=delay_ms).SerializeToString(), timeout=10
+        )
+    assert Reply.FromString(answer).place > 0
+    return Write(key, entry, sent, loop.time())
+
+
+async def _writer(number: int, addresses: list[str]) -> list[Write]:
+    rng = random.Random(number)
+    done = []
+    for index in range(WRITES):
+        address = addresses[(number + index) % len(addresses)]  # the next write: the other replica
+        done.append(await _write(address, rng.choice(KEYS), f"w{number}-{index}", rng.randint(0, 20)))
+    return done
+
+
+def out_of_order(writes: list[Write], received: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    """(key, a, b) for each write b sent after write a on its key was answered, that `received` has
+    before a."""
+    found = []
+    for key in KEYS:
+        place = {entry: index for index, entry in enumerate(received.get(key, []))}
+        on_key = [w for w in writes if w.key == key]
+        found += [
+            (key, a.entry, b.entry)
+            for a in on_key
+            for b in on_key
+            if a.answered < b.sent and place[a.entry] > place[b.entry]
+        ]
+    return found
+
+
+async def _stop(shim: ShimProcess) -> None:
+    shim.proc.send_signal(signal.SIGTERM)
+    assert await shim.finish() == 0, shim.stderr[-5:]
+
+
+async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(tmp_path: Path) -> None:
+    if not POSTGRES_DSN:
+        pytest.skip(NEEDS_POSTGRES)
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text(CONFIG.format(across=ACROSS), encoding="utf-8")
+    bank, bk = await serve(answer_after=BANK_TIME), await serve(slow=True)
+    try:
+        with postgres_schema_url() as url:
+            flags = ["--config", config, "--dataplane", "python", "--listen", "127.0.0.1:0"]
+            flags += ["--bank", bank.address, "--bk", bk.address, "--store", url]
+            async with contextlib.AsyncExitStack() as stack:
+                a, ready_a = await stack.enter_async_context(shim_serving(*flags))
+                b, ready_b = await stack.enter_async_context(shim_serving(*flags))
+                addresses = [ready_a["listen"], ready_b["listen"]]
+                done = await asyncio.gather(*(_writer(n, addresses) for n in range(WRITERS)))
+                writes = [w for writer in done for w in writer]
+                await until(
+                    lambda: sum(map(len, bk.received.values())) >= len(writes), "every write mirrored", 60
+                )
+                await _stop(a)
+                await _stop(b)
+            with psycopg.connect(url) as conn:
+                marked = dict(conn.execute(b"SELECT key, reason FROM out_of_step").fetchall())
+    finally:
+        await bank.stop()
+        await bk.stop()
+    _check(writes, bank, bk, marked)
+
+
+def _check(writes: list[Write], bank: Tally, bk: Tally, marked: dict[str, str]) -> None:
+    for key in KEYS:  # each side got each write once
+        sent = sorted(w.entry for w in writes if w.key == key)
+        assert sorted(bank.received.get(key, [])) == sent, key
+        assert sorted(bk.received.get(key, [])) == sent, key
+    assert out_of_order(writes, bank.received) == []  # Bank applied them in the writers' order
+    misordered = out_of_order(writes, bk.received)
+    silent = [m for m in misordered if m[0] not in marked]
+    print(f"out of order on BK: {len(misordered)}, on keys not marked: {len(silent)}, marked: {marked}")
+    assert silent == [], f"BK received writes out of their key's order, unmarked: {silent[:10]}"
+
+
+async def test_a_ticket_not_back_when_the_client_has_its_answer_marks_the_key_and_the_write_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """With the key's row locked in PostgreSQL, a write's ticket cannot be taken: the client still gets
+    Bank's answer at once, the key is marked out of step (the ticket was late), and the write reaches BK
+    only once its ticket is taken, after the lock goes."""
+    if not POSTGRES_DSN:
+        pytest.skip(NEEDS_POSTGRES)
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text(CONFIG.format(across="true"), encoding="utf-8")
+    settings = load_file(config)
+    settings.pop("mode")
+    bank, bk = await serve(), await serve()
+    try:
+        with postgres_schema_url() as url:
+            async with running_shim(
+                bank.address, bk.address, registry=REGISTRY, store={"url": url}, **settings
+            ) as (shim, _):
+                assert shim.steps is not None
+                await _write(shim.address, "k", "first", 0)
+                await until(lambda: bk.received.get("k") == ["first"], "the first write mirrored")
+                with psycopg.connect(url) as lock:
+                    lock.execute(b"SELECT 1 FROM shim_key_order WHERE key = 'k' FOR UPDATE")
+                    await asyncio.wait_for(_write(shim.address, "k", "second", 0), 5)
+                    await until(lambda: shim.steps.mark_of("k") is not None, "the key marked")  # type: ignore[union-attr]
+                    assert bk.received["k"] == ["first"]  # its ticket is not taken: it waits
+                    lock.rollback()
+                await until(lambda: bk.received["k"] == ["first", "second"], "the second write mirrored")
+                mark = shim.steps.mark_of("k")
+                assert mark is not None
+                assert mark.reason == LATE
+    finally:
+        await bank.stop()
+        await bk.stop()

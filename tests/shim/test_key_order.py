@@ -1,0 +1,190 @@
+"""The order of each key's mirrored writes across replicas, in PostgreSQL (`shim.store.key_order`).
+
+Each test gets a schema of its own; they run when SHIM_TEST_POSTGRES_DSN names a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psycopg
+import pytest
+
+from shim.store import Store
+from shim.store.key_order import KeyOrder, Tickets
+from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+
+Open = Callable[..., Awaitable[KeyOrder]]
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    """A migrated store of its own."""
+    if not POSTGRES_DSN:
+        pytest.skip(NEEDS_POSTGRES)
+    with postgres_schema_url() as url:
+        store = Store.open(url)
+        await store.start()
+        await store.close()
+        yield url
+
+
+@pytest.fixture
+async def replica(url: str) -> AsyncIterator[Open]:
+    """Start replicas' key orders on the store; each is closed at the end."""
+    opened: list[KeyOrder] = []
+
+    async def open_(name: str, lease: float = 10.0, **kwargs: object) -> KeyOrder:
+        order = KeyOrder(url, name, lease, **kwargs)  # type: ignore[arg-type]
+        await order.start()
+        opened.append(order)
+        return order
+
+    yield open_
+    for order in opened:
+        await order.close()
+
+
+async def taken(tickets: Tickets) -> Tickets:
+    await asyncio.wait_for(tickets.taken.wait(), 10)
+    assert not tickets.error, tickets.error
+    return tickets
+
+
+async def test_tickets_rise_per_key_and_only_another_replicas_predecessor_is_waited_for(
+    replica: Open,
+) -> None:
+    """A key's tickets count up from 1, each key on its own; a ticket after the same replica's needs no
+    wait in the store, one after another replica's (not yet done) does."""
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k1", "k2"], "/M"))
+    second = await taken(a.take(["k1"], "/M"))
+    third = await taken(b.take(["k1"], "/M"))
+    assert [(h.key, h.ticket, h.wait) for h in first.held] == [("k1", 1, False), ("k2", 1, False)]
+    assert [(h.key, h.ticket, h.wait) for h in second.held] == [("k1", 2, False)]
+    assert [(h.key, h.ticket, h.wait) for h in third.held] == [("k1", 3, True)]
+    first.release()
+    second.release()
+    third.release()
+    after = await taken(a.take(["k1"], "/M"))
+    await asyncio.wait_for(a.wait(after.held[0]), 10)  # the three are done by now, or soon
+    assert after.held[0].ticket == 4
+
+
+async def test_concurrent_takers_on_several_connections_get_distinct_consecutive_tickets(
+    replica: Open,
+) -> None:
+    """Four replicas asking at once for 50 tickets each on the same two keys: each key's tickets are
+    1..200, every one given once."""
+    orders = [await replica(f"r{i}") for i in range(4)]
+    asked = [order.take(["x", "y"], "/M") for _ in range(50) for order in orders]
+    await asyncio.gather(*(taken(t) for t in asked))
+    for index, key in enumerate(["x", "y"]):
+        tickets = sorted(t.held[index].ticket for t in asked)
+        assert tickets == list(range(1, 201)), key
+
+
+async def test_a_ticket_waits_until_its_predecessor_on_another_replica_is_done(replica: Open) -> None:
+    """Replica b's ticket 2 on k waits while a's ticket 1 is in flight, and goes once a marks it done."""
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k"], "/M"))
+    second = await taken(b.take(["k"], "/M"))
+    waiting = asyncio.ensure_future(b.wait(second.held[0]))
+    done, _ = await asyncio.wait([waiting], timeout=0.2)
+    assert not done, "the second write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+
+
+async def test_tickets_released_before_they_are_issued_are_done_once_issued(replica: Open) -> None:
+    """A write given up before its ticket came back still marks it done: the next one does not wait."""
+    a, b = await replica("a"), await replica("b")
+    first = a.take(["k"], "/M")
+    first.release()
+    await taken(first)
+    second = await taken(b.take(["k"], "/M"))
+    await asyncio.wait_for(b.wait(second.held[0]), 10)
+
+
+async def test_a_write_that_ends_before_its_turn_does_not_let_the_next_pass_the_one_before(
+    replica: Open,
+) -> None:
+    """Replica b's write (ticket 2) ends while a's (ticket 1) is in flight: c's ticket 3 still waits for
+    a's, and goes once a's is done."""
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    first = await taken(a.take(["k"], "/M"))
+    b.done_in_turn(await taken(b.take(["k"], "/M")))
+    third = await taken(c.take(["k"], "/M"))
+    waiting = asyncio.ensure_future(c.wait(third.held[0]))
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done, "the third write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+
+
+async def test_a_replica_knows_its_own_write_before_ended_before_its_turn(replica: Open) -> None:
+    """b's tickets 2 and 3 follow each other (3 needs no wait in the store), but once 2 ended before its
+    turn b is behind on the key until 2 is done, after a's 1."""
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k"], "/M"))
+    second, third = await taken(b.take(["k"], "/M")), await taken(b.take(["k"], "/M"))
+    assert (second.held[0].wait, third.held[0].wait) == (True, False)
+    b.done_in_turn(second)
+    assert b.behind("k")
+    waiting = asyncio.ensure_future(b.wait(third.held[0], always=True))
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done, "the third write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+    await until(lambda: not b.behind("k"), "b's second write done")
+
+
+async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_key_reported(
+    replica: Open, url: str
+) -> None:
+    """Replica a takes a ticket and stops beating; b, waiting behind it, releases it once a's heartbeat is
+    older than the lease, and reports the key, the replica and the method."""
+    reported: list[tuple[str, str, str]] = []
+    a = await replica("a", lease=1000.0)  # beats every 250 s: not again during the test
+    b = await replica("b", lease=0.5, on_released=lambda *r: reported.append(r))
+    await taken(a.take(["k"], "/pkg.S/Write"))
+    second = await taken(b.take(["k"], "/pkg.S/Other"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"UPDATE shim_replicas SET seen = seen - 5 WHERE replica = 'a'")
+    await asyncio.wait_for(b.wait(second.held[0]), 10)
+    assert reported == [("k", "a", "/pkg.S/Write")]
+
+
+async def test_a_live_replicas_ticket_is_never_released(replica: Open) -> None:
+    """A ticket held by a replica that beats is waited for however long it takes (up to the caller)."""
+    reported: list[tuple[str, str, str]] = []
+    a = await replica("a", lease=0.2)  # beats every 50 ms
+    b = await replica("b", lease=0.2, on_released=lambda *r: reported.append(r))
+    await taken(a.take(["k"], "/M"))
+    second = await taken(b.take(["k"], "/M"))
+    waiting = asyncio.ensure_future(b.wait(second.held[0]))
+    done, _ = await asyncio.wait([waiting], timeout=1.0)
+    waiting.cancel()
+    assert not done
+    assert reported == []
+
+
+async def test_multi_key_writes_on_many_replicas_never_deadlock(replica: Open) -> None:
+    """Four replicas, 300 writes on random sets of five keys, each mirrored in its turn: every write gets
+    its tickets (no deadlock error), waits its turn, and every key's tickets end done."""
+    orders = [await replica(f"r{i}") for i in range(4)]
+    keys = ["a", "b", "c", "d", "e"]
+    rng = random.Random(7)
+
+    async def write(order: KeyOrder) -> None:
+        tickets = await taken(order.take(rng.sample(keys, rng.randint(1, 5)), "/M"))
+        for held in tickets.held:
+            await order.wait(held)
+        tickets.release()
+
+    await asyncio.wait_for(asyncio.gather(*(write(orders[i % 4]) for i in range(300))), 60)
+    check = await taken(orders[0].take(keys, "/M"))
+    for held in check.held:
+        await asyncio.wait_for(orders[0].wait(held), 10)

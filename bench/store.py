@@ -50,7 +50,6 @@ import json
 import os
 import pstats
 import random
-import secrets
 import sqlite3
 import sys
 import tempfile
@@ -59,13 +58,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 
 from shim.store import ComparisonRecord, PathRow, Store, comparison_rows
 from shim.store import comparisons as stored
 from shim.store.worker import Worker
+from shim.testing import postgres_schema
 
 TARGET = 20_000.0  # records/s the store must take
 YIELD_EVERY = 100  # puts between two yields to the event loop
@@ -333,20 +332,6 @@ def postgres_baseline(url: str, records: list[ComparisonRecord]) -> dict[str, fl
     return {"records_per_s": round(len(records) / elapsed), "seconds": round(elapsed, 3)}
 
 
-@contextlib.contextmanager
-def postgres_schema(dsn: str) -> Iterator[str]:
-    """A url of `dsn` whose search_path is a new schema, dropped on exit."""
-    schema = f"bench_{secrets.token_hex(6)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}".encode())
-    separator = "&" if "?" in dsn else "?"
-    try:
-        yield f"{dsn}{separator}options={quote(f'-c search_path={schema}', safe='')}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
-
-
 # -- profiling -------------------------------------------------------------------------------------------
 
 
@@ -443,7 +428,9 @@ def main() -> int:
             """A new store of `engine`, prefilled."""
             with contextlib.ExitStack() as stack:
                 url = (
-                    next(files) if engine == "sqlite" else stack.enter_context(postgres_schema(args.postgres))
+                    next(files)
+                    if engine == "sqlite"
+                    else stack.enter_context(postgres_schema(args.postgres, "bench"))
                 )
                 prefill(url, args.prefill)
                 yield url

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 from comparators import Comparison, DescriptorRegistry
 from shim import dataplane
@@ -107,3 +109,20 @@ async def running_shim(
         yield shim, sink
     finally:
         await shim.stop(grace=0.5)
+
+
+@contextlib.contextmanager
+def postgres_schema(dsn: str, prefix: str = "t") -> Iterator[str]:
+    """A store url of the PostgreSQL database `dsn` names whose search_path is a new schema (its tables
+    apart from everything else there), dropped on exit."""
+    import psycopg  # only where PostgreSQL is used
+
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}".encode())
+    separator = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{separator}options={quote(f'-c search_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())

@@ -6,15 +6,12 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import psycopg
 import pytest
 from google.protobuf.descriptor import FileDescriptor
 
@@ -23,7 +20,7 @@ from comparators.descriptors import descriptor_set_of as descriptor_set
 from shim.app import Shim
 from shim.evidence.record import CountsFlusher, StoreSink
 from shim.store import Store
-from shim.testing import CapturingSink, running_shim
+from shim.testing import CapturingSink, postgres_schema, running_shim
 
 __all__ = ["descriptor_set", "registry_of", "shim_command"]
 
@@ -119,11 +116,5 @@ def postgres_schema_url() -> Iterator[str]:
     test is skipped without SHIM_TEST_POSTGRES_DSN)."""
     if not POSTGRES_DSN:
         pytest.skip(NEEDS_POSTGRES)
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}".encode())
-        separator = "&" if "?" in POSTGRES_DSN else "?"
-        try:
-            yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+    with postgres_schema(POSTGRES_DSN) as url:
+        yield url

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import grpc
-import psycopg
 import pytest
 from grpc import aio
 
@@ -30,6 +26,7 @@ from shim.ids import IdBook
 from shim.routing import MethodSettings
 from shim.steps import EVERY_KEY
 from shim.testing import CapturingSink, running_shim
+from tests.helpers import postgres_schema_url
 from tests.shim._payments import (
     IDS,
     LIST_MOVEMENTS,
@@ -43,9 +40,6 @@ from tests.shim._payments import (
     Served,
     serve,
 )
-
-POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
-NEEDS_POSTGRES = "the fleet case needs a PostgreSQL store: set SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
 
 
 @pytest.fixture
@@ -437,17 +431,8 @@ async def test_a_pair_learned_by_one_shim_translates_in_the_next_one_on_the_same
 @pytest.fixture
 def postgres_store() -> Iterator[str]:
     """A PostgreSQL store URL whose tables live in a fresh schema, dropped afterwards."""
-    if not POSTGRES_DSN:
-        pytest.skip(NEEDS_POSTGRES)
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}".encode())
-    separator = "&" if "?" in POSTGRES_DSN else "?"
-    try:
-        yield f"{POSTGRES_DSN}{separator}options={quote(f'-c search_path={schema}', safe='')}"
-    finally:
-        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+    with postgres_schema_url() as url:
+        yield url
 
 
 async def test_a_pair_learned_by_one_shim_of_a_fleet_translates_in_another(

@@ -12,14 +12,12 @@ SetMode, in order:
    gate on the store's evidence for the methods concerned (the default mode:
    `gate.methods`, else every method with evidence) and refuses when it fails,
    saying which criteria failed, unless `force` (audited as forced);
-4. records the change in the store (so a restart keeps it and every replica
-   converges on it), then switches this shim (`shim.modes`: the calls in flight
-   finish on both sides first).
+4. switches every live replica sharing the store and records the change, as one
+   step (`shim.fleet`: on each, the calls in flight finish on both sides first).
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hmac
 import os
@@ -39,8 +37,9 @@ from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
+from shim.fleet import Fleet, Unswitched
 from shim.gate import evaluate
-from shim.modes import DEFAULT, Modes, SwitchTimeout
+from shim.modes import DEFAULT, Modes
 from shim.store import ModeChange, Store, StoreError
 
 
@@ -52,7 +51,7 @@ class Switchable(Protocol):
     @property
     def modes(self) -> Modes: ...
     @property
-    def mode_lock(self) -> asyncio.Lock: ...
+    def fleet(self) -> Fleet | None: ...
     @property
     def store(self) -> Store | None: ...
     @property
@@ -86,7 +85,7 @@ async def set_mode(
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"mode {mode!r} is not one of {', '.join(MODES)}")
     if not reason.strip():
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required (it is audited)")
-    if shim.store is None or not shim.dispatchers:
+    if shim.store is None or shim.fleet is None or not shim.dispatchers:
         raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "modes can change only with a BK upstream")
     scopes = []
     for name in methods:
@@ -120,26 +119,12 @@ async def set_mode(
         changes = [replace(c, forced=bool(failed)) for c in changes]
     if not changes:
         return []
-    # applied here first, then recorded: the store (which other replicas follow) never holds a switch
-    # that did not happen; the lock keeps the re-reading of the store from undoing it in between
-    async with shim.mode_lock:
-        try:
-            await shim.modes.switch(
-                {c.scope: c.to_mode for c in changes}, within=shim.config.serving.grace_period
-            )
-        except SwitchTimeout as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
-        try:
-            await shim.store.modes.change(changes)
-        except StoreError as exc:
-            undo = {c.scope: c.from_mode for c in changes}
-            try:
-                await shim.modes.switch(undo, within=shim.config.serving.grace_period)
-            except SwitchTimeout:
-                _log.error("a switch the store did not record could not be undone", modes=undo)
-            raise Refused(
-                grpc.StatusCode.UNAVAILABLE, f"the store did not take the change, which was undone: {exc}"
-            ) from exc
+    # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
+    # holds a switch that did not happen
+    try:
+        await shim.fleet.switch(changes)
+    except Unswitched as exc:
+        raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
     for change in changes:
         _log.warning(
             "mode changed",

@@ -162,11 +162,36 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
 
 
 def _modes(shim: Switchable) -> pb.Modes:
-    table = shim.modes.table()
-    return pb.Modes(
-        default_mode=table.pop(DEFAULT),
-        methods={scope.lstrip("/"): mode for scope, mode in table.items()},
-    )
+    default, methods = _split(shim.modes.table())
+    return pb.Modes(default_mode=default, methods=methods)
+
+
+def _split(table: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The default mode, and each method's own ("pkg.Svc/Method": mode)."""
+    return table.get(DEFAULT, ""), {
+        scope.lstrip("/"): mode for scope, mode in table.items() if scope != DEFAULT
+    }
+
+
+async def _fleet_modes(shim: Switchable) -> pb.Modes:
+    """This replica's modes, and each replica's view as the store holds it."""
+    modes = _modes(shim)
+    if shim.fleet is not None:
+        for view, differs, silent in await shim.fleet.views():
+            default, methods = _split(view.modes)
+            modes.replicas.append(
+                pb.ReplicaModes(
+                    replica=view.replica,
+                    default_mode=default,
+                    methods=methods,
+                    since=view.since,
+                    heartbeat=view.heartbeat,
+                    differs=differs,
+                    silent=silent,
+                )
+            )
+        modes.lease = shim.fleet.timing.lease
+    return modes
 
 
 class AdminServicer(pb_grpc.AdminServicer):
@@ -189,7 +214,11 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     async def GetModes(self, request: pb.GetModesRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
         await self._authorize(context)
-        return _modes(self._shim)
+        try:
+            modes = await _fleet_modes(self._shim)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}")
+        return modes
 
     async def SetMode(self, request: pb.SetModeRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
         await self._authorize(context)

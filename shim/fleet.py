@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from shim.modes import Modes, SwitchTimeout
+from shim.modes import DEFAULT, Modes, SwitchTimeout
 from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
 from shim.store.fleet import ABANDONED, COMMITTED
 
@@ -225,6 +225,23 @@ class Fleet:
             if not state or time.time() > proposal.deadline + self.timing.lease:
                 return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
             await self._wait(self._poll())
+
+    async def views(self) -> list[tuple[ReplicaView, bool, bool]]:
+        """Each replica's view, whether its modes differ from the store's, and whether it is silent (not
+        heard from within the lease)."""
+        stored = await self._store.modes.current()
+        now = time.time()
+        return [
+            (
+                view,
+                any(
+                    (view.modes.get(scope) or view.modes.get(DEFAULT)) != mode
+                    for scope, mode in stored.items()
+                ),
+                not self._live(view, now),
+            )
+            for view in await self._store.fleet.views()
+        ]
 
     # -- modes changed in the store otherwise ----------------------------------------------------
 

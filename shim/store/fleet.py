@@ -21,6 +21,7 @@ from shim.store.records import ModeChange
 
 CHANNEL = "shim_modes"
 PENDING, COMMITTED, ABANDONED = "pending", "committed", "abandoned"
+FORGOTTEN = 3600.0  # seconds after its last heartbeat that a replica's view is dropped
 
 _PUBLISH = (
     "INSERT INTO shim_replica_modes (replica, modes, since, heartbeat, answered) VALUES (?, ?, ?, ?, '')"
@@ -78,8 +79,13 @@ class StoredFleet:
     async def publish(self, view: ReplicaView) -> None:
         """Say which modes this replica applies, since when; `view.heartbeat` is when it says so."""
         modes = json.dumps(view.modes, sort_keys=True)
-        params = (view.replica, modes, view.since, view.heartbeat)
-        await self._engine.transaction(lambda db: db.run(_PUBLISH, params), write=True)
+
+        def write(db: Db) -> None:
+            db.run(_PUBLISH, (view.replica, modes, view.since, view.heartbeat))
+            # replicas killed without stopping are listed (as silent) for an hour
+            db.run("DELETE FROM shim_replica_modes WHERE heartbeat < ?", (view.heartbeat - FORGOTTEN,))
+
+        await self._engine.transaction(write, write=True)
 
     async def views(self) -> list[ReplicaView]:
         """Every replica's view, by name."""

@@ -62,10 +62,19 @@ class Fleet:
         self.listening = False
         self._seen: set[str] = set()  # switches this replica has taken part in
         self._tasks: set[asyncio.Task[None]] = set()
+        self._own: Store | None = None  # on PostgreSQL: the fleet's own connection to the store
 
     # -- life ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._store.conninfo is not None:
+            # a connection of its own: a switch's few statements never wait behind the comparisons' writes
+            own = Store.open(self._store.conninfo)
+            try:
+                await own.start()
+                self._store = self._own = own
+            except StoreError as exc:
+                _log.warning("fleet switches share the store's connection", error=str(exc))
         await self._publish()
         for work, name in ((self._beat, "fleet heartbeat"), (self._listen, "fleet notifications")):
             self._spawn(work(), name)
@@ -76,6 +85,8 @@ class Fleet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(StoreError):
             await self._store.fleet.forget(self.replica)
+        if self._own is not None:
+            await self._own.close(within=1.0)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -118,15 +129,15 @@ class Fleet:
     async def tick(self) -> None:
         """Heartbeat; take part in a switch pending; else follow the store's modes."""
         try:
-            await self._publish()
             pending = await self._store.fleet.pending()
+            if pending is not None and pending.id not in self._seen and time.time() < pending.deadline:
+                self._seen.add(pending.id)
+                self._spawn(self._take_part(pending), f"fleet switch {pending.id}")
+            await self._publish()
         except StoreError as exc:
             _log.warning("fleet state not read", error=str(exc))
             return
-        if pending is not None and pending.id not in self._seen and time.time() < pending.deadline:
-            self._seen.add(pending.id)
-            self._spawn(self._take_part(pending), f"fleet switch {pending.id}")
-        elif pending is None:
+        if pending is None:
             await self.follow()
 
     # -- a switch through this replica ---------------------------------------------------------
@@ -210,10 +221,11 @@ class Fleet:
             await self._publish()
         except StoreError as exc:
             _log.warning("view not published", error=str(exc))
-        if hold.committed:
+        if hold.committed:  # how long new calls waited here: the longest pause a call saw
             _log.warning(
-                "modes switched with the fleet", switch=proposal.id, modes=proposal.modes, by=proposal.replica
-            )
+                "modes switched with the fleet", switch=proposal.id, modes=proposal.modes,
+                by=proposal.replica, paused_ms=round(self._modes.pauses[-1] * 1000, 1),
+            )  # fmt: skip
 
     async def _decision(self, proposal: Switch) -> str:
         """The switch's outcome, once decided; past the deadline (and a lease more, for the proposer to

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Coroutine, Sequence
@@ -62,6 +63,8 @@ class Fleet:
         self.listening = False
         self._seen: set[str] = set()  # switches this replica has taken part in
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
+        self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
         self._own: Store | None = None  # on PostgreSQL: the fleet's own connection to the store
 
     # -- life ----------------------------------------------------------------------------------
@@ -102,8 +105,9 @@ class Fleet:
     async def _listen(self) -> None:
         while True:
             try:
-                async for _ in self._store.fleet.notifications():
+                async for message in self._store.fleet.notifications():
                     self.listening = True
+                    self._heard(message)
                     await self._wake()
             except StoreError as exc:
                 _log.warning("store notifications lost; polling meanwhile", error=str(exc))
@@ -111,6 +115,27 @@ class Fleet:
             if self._store.conninfo is None:
                 return  # SQLite: polling only
             await asyncio.sleep(self.timing.refresh)
+
+    def _heard(self, message: str) -> None:
+        """What a notification says (see `shim.store.fleet`): a switch to take part in at once, an
+        answer, a decision."""
+        what, _, rest = message.partition(" ")
+        with contextlib.suppress(ValueError):
+            if what == "pending":
+                switch, deadline, modes = rest.split(" ", 2)
+                proposal = Switch(switch, 0.0, "", json.loads(modes), [], float(deadline))
+                self._take_part_once(proposal)
+            elif what == "answered":
+                switch, replica, held = rest.split(" ")
+                self._answers.setdefault(switch, {})[replica] = held == "1"
+            elif what == "decided":
+                switch, state = rest.split(" ")
+                self._decided[switch] = state
+
+    def _take_part_once(self, proposal: Switch) -> None:
+        if proposal.id not in self._seen and time.time() < proposal.deadline:
+            self._seen.add(proposal.id)
+            self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
 
     async def _wake(self) -> None:
         async with self._woken:
@@ -130,9 +155,8 @@ class Fleet:
         """Heartbeat; take part in a switch pending; else follow the store's modes."""
         try:
             pending = await self._store.fleet.pending()
-            if pending is not None and pending.id not in self._seen and time.time() < pending.deadline:
-                self._seen.add(pending.id)
-                self._spawn(self._take_part(pending), f"fleet switch {pending.id}")
+            if pending is not None:
+                self._take_part_once(pending)
             await self._publish()
         except StoreError as exc:
             _log.warning("fleet state not read", error=str(exc))
@@ -149,6 +173,7 @@ class Fleet:
             secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),
             now + self.timing.grace,
         )  # fmt: skip
+        self._seen.add(proposal.id)  # taken part in below, not when its announcement comes back
         try:
             live = {v.replica for v in await self._store.fleet.views() if self._live(v, now)}
             other = await self._store.fleet.propose(proposal)
@@ -156,7 +181,6 @@ class Fleet:
             raise Unswitched(f"the store did not take the switch: {exc}") from exc
         if other:
             raise Unswitched(f"another switch ({other}) is under way: try again once it is decided")
-        self._seen.add(proposal.id)
         part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
         try:
             why = await self._collect(proposal, live | {self.replica})
@@ -174,17 +198,22 @@ class Fleet:
 
     async def _collect(self, proposal: Switch, live: set[str]) -> str:
         """Wait until every live replica holds: "" then, else why the switch must be abandoned."""
+        views: dict[str, ReplicaView] = {}
+        read = 0.0  # when the views were read (monotonic); heard answers come in between
         while True:
+            if not self.listening or time.monotonic() - read >= self.timing.refresh:
+                views, read = {v.replica: v for v in await self._store.fleet.views()}, time.monotonic()
             now = time.time()
-            views = {v.replica: v for v in await self._store.fleet.views()}
-            refused = sorted(r for r in live if r in views and views[r].answered == "-" + proposal.id)
+            answers = {
+                r: v.answered == proposal.id for r, v in views.items() if v.answered.endswith(proposal.id)
+            }
+            answers.update(self._answers.get(proposal.id, {}))
+            refused = sorted(r for r in live if answers.get(r) is False)
             if refused:
                 return f"calls in flight did not finish within {self.timing.grace:g}s on {', '.join(refused)}"
             waiting = sorted(
-                r
-                for r in live
-                if r in views and views[r].answered != proposal.id and self._live(views[r], now)
-            )
+                r for r in live if r in views and r not in answers and self._live(views[r], now)
+            )  # a replica gone (stopped) or silent past its lease is not waited for
             if not waiting:
                 return ""
             if now >= proposal.deadline:
@@ -199,6 +228,13 @@ class Fleet:
     # -- every replica's part ------------------------------------------------------------------
 
     async def _take_part(self, proposal: Switch) -> None:
+        try:
+            await self._hold(proposal)
+        finally:
+            self._answers.pop(proposal.id, None)
+            self._decided.pop(proposal.id, None)
+
+    async def _hold(self, proposal: Switch) -> None:
         async with self._lock:
             try:
                 async with self._modes.holding(proposal.modes, proposal.deadline - time.time()) as hold:
@@ -230,11 +266,14 @@ class Fleet:
     async def _decision(self, proposal: Switch) -> str:
         """The switch's outcome, once decided; past the deadline (and a lease more, for the proposer to
         decide first), this replica abandons it itself."""
+        read = 0.0  # when the state was last read (monotonic): a decision heard comes at once
         while True:
-            state = await self._store.fleet.state(proposal.id)
+            state = self._decided.get(proposal.id)
+            if state is None and (not self.listening or time.monotonic() - read >= self.timing.refresh):
+                state, read = await self._store.fleet.state(proposal.id), time.monotonic()
             if state in (COMMITTED, ABANDONED):
                 return state
-            if not state or time.time() > proposal.deadline + self.timing.lease:
+            if state == "" or time.time() > proposal.deadline + self.timing.lease:
                 return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
             await self._wait(self._poll())
 

@@ -2,7 +2,8 @@
 
 Two tables (`shim_replica_modes`, `shim_mode_switches`); the protocol that uses them is `shim.fleet`.
 On PostgreSQL every change of a switch is also announced on the channel `shim_modes` (NOTIFY, sent
-with the transaction's commit), which `notifications` listens to; on SQLite replicas poll.
+with the transaction's commit), which `notifications` listens to; on SQLite replicas poll. The
+messages: "pending ID DEADLINE MODES-JSON", "answered ID REPLICA 1|0" (held or not), "decided ID STATE".
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class StoredFleet:
                 "UPDATE shim_replica_modes SET answered = ? WHERE replica = ?",
                 (switch if held else "-" + switch, replica),
             )
-            _notify(db, f"answered {switch}")
+            _notify(db, f"answered {switch} {replica} {int(held)}")
 
         await self._engine.transaction(write, write=True)
 
@@ -134,7 +135,7 @@ class StoredFleet:
                     PENDING,
                 ),
             )  # fmt: skip
-            _notify(db, f"pending {switch.id}")
+            _notify(db, f"pending {switch.id} {switch.deadline!r} {json.dumps(switch.modes)}")
             return ""
 
         try:
@@ -170,8 +171,9 @@ class StoredFleet:
                 return str(rows[0][0]) if rows else ""
             if commit:
                 write_changes(db, switch.changes)
-            _notify(db, f"decided {switch.id}")
-            return COMMITTED if commit else ABANDONED
+            state = COMMITTED if commit else ABANDONED
+            _notify(db, f"decided {switch.id} {state}")
+            return state
 
         return await self._engine.transaction(write, write=True)
 

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from grpc import aio
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
-from sample_ledger.server import RunningLedger
+from sample_ledger.server import RunningLedger, serve
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from tests.helpers import ROOT, until
@@ -36,7 +37,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, grace: str = "5s") -> Path:
     """The sample's config, its files named absolutely, an admin API on a free port, a short lease."""
     sample = ROOT / "sample_ledger"
     text = (sample / "shim.toml").read_text(encoding="utf-8")
@@ -45,18 +46,18 @@ def _config(tmp_path: Path) -> Path:
     text = text.replace("[store]\n", f'[store]\nrefresh = "200ms"\nlease = "{LEASE:g}s"\n', 1)
     config = tmp_path / "shim.toml"
     config.write_text(
-        'grace_period = "5s"\n' + text + '\n[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8"
+        f'grace_period = "{grace}"\n' + text + '\n[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8"
     )
     return config
 
 
 @contextlib.asynccontextmanager
 async def _fleet(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, replicas: int
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, replicas: int, grace: str = "5s"
 ) -> AsyncIterator[tuple[str, list[ShimProcess]]]:
     """`replicas` shim processes (Python data plane) on one new PostgreSQL schema: its url, the shims."""
     bank, bk = ledgers
-    config = _config(tmp_path)
+    config = _config(tmp_path, grace)
     with _postgres_schema() as url:
         args = [
             "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address,
@@ -223,3 +224,30 @@ async def test_a_silent_replica_is_not_waited_for_beyond_its_lease(
     [line] = [line for line in shown if silent.replica in line]
     assert line.endswith("SILENT  DIFFERS from the store"), line
     assert trade.trade_id.startswith("trd_")
+
+
+async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(tmp_path: Path) -> None:
+    """BK answers in 1.5 s and the grace period is 0.3 s: a mirrored call in flight on the second replica
+    keeps it from holding, so the switch through the first is refused, both keep their mode, and the
+    store records nothing (the switch itself is kept as abandoned)."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.5)
+    try:
+        async with _fleet((bank, slow_bk), tmp_path, 2, grace="300ms") as (url, (first, second)):
+            async with aio.insecure_channel(second.ready["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
+                await stub.Deposit(pb.DepositRequest(account_id="S1", amount="1"))  # Bank answers at once
+                with pytest.raises(aio.AioRpcError) as refused:  # BK's copy is still on its way
+                    await _set_mode(first, "bk-primary")
+            views = await _views(first)
+            sql = _postgres_sql(url)
+            recorded = sql("SELECT scope FROM modes"), sql("SELECT scope FROM mode_changes")
+            states = sql("SELECT state FROM shim_mode_switches")
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert f"did not finish within 0.3s on {second.replica}" in (refused.value.details() or "")
+    assert {v.default_mode for v in views.values()} == {"shadow"}
+    assert recorded == ([], [])
+    assert states == [("abandoned",)]

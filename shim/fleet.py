@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from shim.errors import ShimError
 from shim.modes import DEFAULT, Modes, SwitchTimeout
 from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
 from shim.store.fleet import ABANDONED, COMMITTED
@@ -39,7 +40,7 @@ from shim.store.fleet import ABANDONED, COMMITTED
 _log = structlog.get_logger("shim.fleet")
 
 
-class Unswitched(Exception):
+class Unswitched(ShimError):
     """A fleet switch that did not apply: nothing changed, nothing was recorded."""
 
 

@@ -38,6 +38,7 @@ from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
 from shim.store.fleet import ABANDONED, COMMITTED
 
 _log = structlog.get_logger("shim.fleet")
+STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its view
 
 
 class Unswitched(ShimError):
@@ -87,10 +88,13 @@ class Fleet:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(StoreError):
-            await self._store.fleet.forget(self.replica)
-        if self._own is not None:
-            await self._own.close(within=1.0)
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(STOP_WITHIN):  # a store that does not answer does not hold the stop up
+                await self._store.fleet.forget(self.replica)
+        if self._own is not None:  # it holds no write of anyone's: a store that does not answer is left to it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_WITHIN):
+                    await self._own.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -99,8 +103,8 @@ class Fleet:
         return task
 
     async def _beat(self) -> None:
-        while True:
-            await self._wait(self.timing.refresh)
+        while True:  # a switch announced is taken part in as it is heard (`_heard`): this is the fallback
+            await asyncio.sleep(self.timing.refresh)
             await self.tick()
 
     async def _listen(self) -> None:

@@ -12,14 +12,12 @@ SetMode, in order:
    gate on the store's evidence for the methods concerned (the default mode:
    `gate.methods`, else every method with evidence) and refuses when it fails,
    saying which criteria failed, unless `force` (audited as forced);
-4. records the change in the store (so a restart keeps it and every replica
-   converges on it), then switches this shim (`shim.modes`: the calls in flight
-   finish on both sides first).
+4. switches every live replica sharing the store and records the change, as one
+   step (`shim.fleet`: on each, the calls in flight finish on both sides first).
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hmac
 import os
@@ -39,8 +37,9 @@ from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
+from shim.fleet import Fleet, Unswitched
 from shim.gate import evaluate
-from shim.modes import DEFAULT, Modes, SwitchTimeout
+from shim.modes import DEFAULT, Modes
 from shim.store import ModeChange, Store, StoreError
 
 
@@ -52,7 +51,7 @@ class Switchable(Protocol):
     @property
     def modes(self) -> Modes: ...
     @property
-    def mode_lock(self) -> asyncio.Lock: ...
+    def fleet(self) -> Fleet | None: ...
     @property
     def store(self) -> Store | None: ...
     @property
@@ -86,7 +85,7 @@ async def set_mode(
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"mode {mode!r} is not one of {', '.join(MODES)}")
     if not reason.strip():
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required (it is audited)")
-    if shim.store is None or not shim.dispatchers:
+    if shim.store is None or shim.fleet is None or not shim.dispatchers:
         raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "modes can change only with a BK upstream")
     scopes = []
     for name in methods:
@@ -120,26 +119,12 @@ async def set_mode(
         changes = [replace(c, forced=bool(failed)) for c in changes]
     if not changes:
         return []
-    # applied here first, then recorded: the store (which other replicas follow) never holds a switch
-    # that did not happen; the lock keeps the re-reading of the store from undoing it in between
-    async with shim.mode_lock:
-        try:
-            await shim.modes.switch(
-                {c.scope: c.to_mode for c in changes}, within=shim.config.serving.grace_period
-            )
-        except SwitchTimeout as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
-        try:
-            await shim.store.modes.change(changes)
-        except StoreError as exc:
-            undo = {c.scope: c.from_mode for c in changes}
-            try:
-                await shim.modes.switch(undo, within=shim.config.serving.grace_period)
-            except SwitchTimeout:
-                _log.error("a switch the store did not record could not be undone", modes=undo)
-            raise Refused(
-                grpc.StatusCode.UNAVAILABLE, f"the store did not take the change, which was undone: {exc}"
-            ) from exc
+    # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
+    # holds a switch that did not happen
+    try:
+        await shim.fleet.switch(changes)
+    except Unswitched as exc:
+        raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
     for change in changes:
         _log.warning(
             "mode changed",
@@ -177,11 +162,36 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
 
 
 def _modes(shim: Switchable) -> pb.Modes:
-    table = shim.modes.table()
-    return pb.Modes(
-        default_mode=table.pop(DEFAULT),
-        methods={scope.lstrip("/"): mode for scope, mode in table.items()},
-    )
+    default, methods = _split(shim.modes.table())
+    return pb.Modes(default_mode=default, methods=methods)
+
+
+def _split(table: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The default mode, and each method's own ("pkg.Svc/Method": mode)."""
+    return table.get(DEFAULT, ""), {
+        scope.lstrip("/"): mode for scope, mode in table.items() if scope != DEFAULT
+    }
+
+
+async def _fleet_modes(shim: Switchable) -> pb.Modes:
+    """This replica's modes, and each replica's view as the store holds it."""
+    modes = _modes(shim)
+    if shim.fleet is not None:
+        for view, differs, silent in await shim.fleet.views():
+            default, methods = _split(view.modes)
+            modes.replicas.append(
+                pb.ReplicaModes(
+                    replica=view.replica,
+                    default_mode=default,
+                    methods=methods,
+                    since=view.since,
+                    heartbeat=view.heartbeat,
+                    differs=differs,
+                    silent=silent,
+                )
+            )
+        modes.lease = shim.fleet.timing.lease
+    return modes
 
 
 class AdminServicer(pb_grpc.AdminServicer):
@@ -204,7 +214,11 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     async def GetModes(self, request: pb.GetModesRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
         await self._authorize(context)
-        return _modes(self._shim)
+        try:
+            modes = await _fleet_modes(self._shim)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}")
+        return modes
 
     async def SetMode(self, request: pb.SetModeRequest, context: aio.ServicerContext[Any, Any]) -> pb.Modes:
         await self._authorize(context)

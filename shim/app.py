@@ -35,11 +35,13 @@ from shim.books import Books
 from shim.channels import Channels, size_options
 from shim.config import Config, Upstream, changed, keeping, reloadable
 from shim.errors import ConfigError, StartupError
+from shim.evidence.record import replica_name
 from shim.exporter import Exporter
+from shim.fleet import Fleet, Timing
 from shim.front import Front
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.modes import Modes, SwitchTimeout
+from shim.modes import Modes
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.opening import open_recorder
@@ -75,7 +77,7 @@ class Shim:
         self._noises: list[Noise] = []
         self.modes = Modes(config.mode)
         self.mode_lock = asyncio.Lock()  # a switch and its record, or a re-read of the store's modes
-        self._mode_watch: asyncio.Task[None] | None = None
+        self.fleet: Fleet | None = None  # with a store: this replica's part in the fleet's switches
         self.routes: dict[str, Route] = {}
         self.bk_channel: Channel | None = None
         # BK answered clients at some time (bk-primary or bk): they may hold BK's ids, even after a rollback
@@ -160,9 +162,7 @@ class Shim:
             routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
             routes["bk"] = Route(bk, None, ids=self.dispatchers["bank"])
             self.books.start_housekeeping(config, parts)
-            self._mode_watch = asyncio.get_running_loop().create_task(
-                self._follow_modes(), name="modes from the store"
-            )
+            self.fleet = Fleet(replica_name(), self.modes, store, self.mode_lock, self._timing())
         self.routes = routes
         handler = ProxyHandler(
             routes, self.modes, parts.plans, parts.counters, parts.router, parts.primary_latencies
@@ -203,6 +203,8 @@ class Shim:
             ) from exc
         await server.start()
         self._server = server
+        if self.fleet is not None:
+            await self.fleet.start()
         if self.books.intents is not None:
             await self.recover_intents()
         if config.admin.listen or os.environ.get(config.admin.token_env):
@@ -232,34 +234,14 @@ class Shim:
         listen = self.config.admin.listen or ADMIN_LISTEN
         self.admin_address = f"{listen.rpartition(':')[0]}:{self.admin_port}"
 
-    async def _follow_modes(self) -> None:
-        """Re-read the modes every store.refresh: a switch made through another replica applies here
-        too (the calls in flight here finish first)."""
-        while True:
-            await asyncio.sleep(max(self.config.store.refresh, 0.05))
-            await self.follow_modes()
-
     async def follow_modes(self) -> dict[str, str]:
         """Re-read the modes once; apply those the store holds and this shim does not: the changes."""
-        store = self.books.store
-        assert store is not None
-        async with self.mode_lock:  # not while a switch through this replica is being recorded
-            try:
-                stored = await store.modes.current()
-            except StoreError as exc:
-                _log.warning("modes not re-read", error=str(exc))
-                return {}
-            table = self.modes.table()
-            changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
-            if not changed:
-                return {}
-            try:
-                await self.modes.switch(changed, within=self.config.serving.grace_period)
-            except SwitchTimeout as exc:
-                _log.warning("mode switch from the store not applied yet", error=str(exc))
-                return {}
-            _log.warning("modes changed by another replica applied", modes=changed)
-            return changed
+        assert self.fleet is not None
+        return await self.fleet.follow()
+
+    def _timing(self) -> Timing:
+        store = self.config.store
+        return Timing(max(store.refresh, 0.05), store.lease, self.config.serving.grace_period)
 
     def _dispatcher(self, channel: Channel, shadow: Upstream, primary: Channel) -> ShadowDispatcher:
         """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""
@@ -348,8 +330,8 @@ class Shim:
         if self._admin_server is not None:
             await self._admin_server.stop(0)
             self._admin_server = None
-        if self._mode_watch is not None:
-            self._mode_watch.cancel()
+        if self.fleet is not None:
+            await self.fleet.stop()
         await self.health.enter_graceful_shutdown()
         if self.front is not None:  # no new call comes in; those in flight finish (within grace)
             await self.front.stop(max(deadline - asyncio.get_running_loop().time(), 0.1))

@@ -6,6 +6,7 @@ ShimError
 ├── StoreError       the store could not be opened, read or written (shim.store)
 ├── ReconcileError   a side could not be listed: the sweep can say nothing (shim.reconcile)
 ├── SwitchTimeout    the calls in flight did not finish in time: the mode did not change (shim.modes)
+├── Unswitched       a fleet switch was given up on every replica, nothing recorded (shim.fleet)
 ├── Refused          the admin API refuses a switch, with the gRPC status to answer (shim.admin)
 ├── UnreadableCopy   a copy Envoy sent cannot be turned back into messages (shim.dataplane.processor)
 ├── RecordingError   a recording file cannot be read or written whole (shim.recording.format)

@@ -17,9 +17,10 @@ given up and the mode stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from shim.errors import ShimError
@@ -53,6 +54,7 @@ class Modes:
         self._open.set()
         self._switching = asyncio.Lock()
         self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied
+        self.since = time.time()  # when the modes last changed here
 
     @property
     def default(self) -> str:
@@ -90,35 +92,58 @@ class Modes:
     async def switch(self, modes: Mapping[str, str], within: float) -> None:
         """Apply `modes` (scope: mode) once the calls in flight are over; SwitchTimeout when they are
         not within `within` seconds (nothing changes then)."""
+        if all(self._modes.get(scope) == mode for scope, mode in modes.items()):
+            return
+        async with self.holding(modes, within) as hold:
+            hold.commit()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, modes: Mapping[str, str], within: float) -> AsyncIterator[Hold]:
+        """New calls wait and the calls in flight finish (SwitchTimeout when they do not within `within`
+        seconds: nothing changes then); the caller then decides: `hold.commit()` applies `modes` as the
+        block ends, else the modes stay. Either way the waiting calls go on as it ends."""
         async with self._switching:
-            if all(self._modes.get(scope) == mode for scope, mode in modes.items()):
-                return
             hooks = self.hooks
             old = self.table()
+            hold = Hold()
+            # new calls wait from here: those the data plane sends to the shim meanwhile too, so that
+            # none is mirrored ahead of an earlier call's copy still on its way
+            self._open.clear()
+            paused = time.perf_counter()
             try:
-                async with asyncio.timeout(within):
-                    # new calls wait from here: those the data plane sends to the shim meanwhile too, so that
-                    # none is mirrored ahead of an earlier call's copy still on its way
-                    self._open.clear()
-                    paused = time.perf_counter()
-                    if hooks is not None:
-                        await hooks.prepare(old, modes)
-                    await self._idle.wait()
+                try:
+                    async with asyncio.timeout(within):
+                        if hooks is not None:
+                            await hooks.prepare(old, modes)
+                        await self._idle.wait()
+                except TimeoutError as exc:
+                    left = self._in_flight
+                    raise SwitchTimeout(
+                        f"{left} calls were still in flight after {within:g}s; the mode did not change"
+                    ) from exc
+                yield hold
+                if hold.committed:
                     if hooks is not None:
                         await hooks.apply({**old, **modes})
-            except TimeoutError as exc:
-                if hooks is not None:
+                    self._modes.update(modes)
+                    self.since = time.time()
+                    self.pauses.append(time.perf_counter() - paused)
+                elif hooks is not None:
                     await hooks.apply(old)
-                left = self._in_flight
-                raise SwitchTimeout(
-                    f"{left} calls were still in flight after {within:g}s; the mode did not change"
-                ) from exc
             except BaseException:
                 if hooks is not None:
                     await hooks.apply(old)
                 raise
-            else:
-                self._modes.update(modes)
-                self.pauses.append(time.perf_counter() - paused)
             finally:
                 self._open.set()
+
+
+class Hold:
+    """A switch under way (`Modes.holding`): new calls wait until its block ends."""
+
+    def __init__(self) -> None:
+        self.committed = False
+
+    def commit(self) -> None:
+        """Apply the switch's modes as the block ends."""
+        self.committed = True

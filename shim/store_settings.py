@@ -79,6 +79,12 @@ class StoreSettings:
         duration(at_least=MIN_REFRESH, why="; re-reading the store more often keeps an idle shim busy"),
         "how often keys out of step are re-read (resyncs, other replicas); at least 10ms",
     )
+    lease: float = setting(
+        3.0,
+        duration(at_least=0.1),
+        "a replica not heard from for this long is not waited for by a fleet switch (it is raised to three"
+        " times refresh); keep it under grace_period",
+    )
     retain: float | None = setting(
         None,
         Kind("duration", parse_retain),

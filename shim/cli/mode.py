@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,9 @@ def _positive(text: str) -> int:
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     mode = commands.add_parser("mode", help="show, switch or audit which side answers (the admin API)")
     actions = mode.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show", help="the default mode and every method's own")
+    show = actions.add_parser(
+        "show", help="the default mode and every method's own, and each replica's view of them"
+    )
     switch = actions.add_parser("set", help="switch the default mode, or some methods' modes")
     switch.add_argument("mode", choices=config_mod.MODES)
     switch.add_argument(
@@ -119,3 +122,17 @@ def _print_modes(modes: pb.Modes) -> None:
     print(f"default: {printable(modes.default_mode)}")
     for method, mode in sorted(modes.methods.items()):
         print(f"{printable(method)}: {printable(mode)}")
+    if not modes.replicas:
+        return
+    print(f"replicas ({len(modes.replicas)}; silent: not heard from within {modes.lease:g}s):")
+    now = time.time()
+    for replica in modes.replicas:
+        own = "".join(f", {printable(m)}: {printable(v)}" for m, v in sorted(replica.methods.items()))
+        since = datetime.fromtimestamp(replica.since, UTC).isoformat(timespec="seconds")
+        flags = ("  SILENT" if replica.silent else "") + (
+            "  DIFFERS from the store" if replica.differs else ""
+        )
+        print(  # stored text: control characters escaped
+            f"  {printable(replica.replica)}  default: {printable(replica.default_mode)}{own}"
+            f"  since {since}  heard {max(now - replica.heartbeat, 0):.1f}s ago{flags}"
+        )

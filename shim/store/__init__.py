@@ -6,7 +6,8 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
   minted without a counterpart (`store.pairs`, `pairs.py`);
 - keys out of step: routing keys for which a write reached one side only, with the earliest such
   write, and each check of them (`store.marks`, `marks.py`);
-- the modes set at run time and their history (`store.modes`, `modes.py`);
+- the modes set at run time and their history (`store.modes`, `modes.py`), each replica's view of
+  them and the fleet-wide switches (`store.fleet`, `fleet.py`);
 - comparisons and their differing paths (`store.comparisons`, `comparisons.py`), and the counts of
   what was not stored (`store.counts`, `counts.py`);
 - intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
@@ -36,6 +37,7 @@ from shim.store.backends import Db
 from shim.store.comparisons import StoredComparisons, comparison_rows
 from shim.store.counts import StoredCounts
 from shim.store.engine import Engine
+from shim.store.fleet import ReplicaView, StoredFleet, Switch
 from shim.store.intents import StoredIntents
 from shim.store.marks import StoredMarks
 from shim.store.migrations import MIGRATIONS
@@ -63,6 +65,7 @@ class Store(Engine):
         self.pairs = StoredPairs(self)
         self.marks = StoredMarks(self)
         self.modes = StoredModes(self)
+        self.fleet = StoredFleet(self)
         self.comparisons = StoredComparisons(self)
         self.counts = StoredCounts(self)
         self.intents = StoredIntents(self)
@@ -81,9 +84,11 @@ __all__ = [
     "OutOfStep",
     "PathRow",
     "RecordingPart",
+    "ReplicaView",
     "Store",
     "StoreError",
     "StoredRecording",
+    "Switch",
     "Unpaired",
     "comparison_rows",
 ]

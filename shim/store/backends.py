@@ -146,10 +146,14 @@ class Postgres(Db):
 
     @staticmethod
     def connect(conninfo: str) -> Postgres:
-        # defaults that the url may override: give up on an unreachable server after 10 s
+        return Postgres(psycopg.connect(Postgres.conninfo(conninfo), autocommit=False))
+
+    @staticmethod
+    def conninfo(url: str) -> str:
+        """`url` with the defaults it may override: give up on an unreachable server after 10 s."""
         params: dict[str, Any] = {"connect_timeout": 10, "application_name": "shim"}
-        params.update(psycopg.conninfo.conninfo_to_dict(conninfo))
-        return Postgres(psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=False))
+        params.update(psycopg.conninfo.conninfo_to_dict(url))
+        return psycopg.conninfo.make_conninfo(**params)
 
     @staticmethod
     def _sql(sql: str) -> str:

@@ -69,6 +69,7 @@ class Engine:
 
     def __init__(self, url: str, connect: Callable[[], Db]) -> None:
         self.url = url  # as given, password masked
+        self.conninfo: str | None = None  # PostgreSQL's, unmasked (never logged): for LISTEN
         self._worker = Worker(url, connect)
         self._thread: threading.Thread | None = None
         self._closed = False  # no more writes taken
@@ -83,7 +84,9 @@ class Engine:
                 psycopg.conninfo.conninfo_to_dict(url)
             except psycopg.Error as error:
                 raise StoreError(f"invalid store url {masked}: {one_line(error)}") from None
-            return cls(masked, lambda: Postgres.connect(url))
+            engine = cls(masked, lambda: Postgres.connect(url))
+            engine.conninfo = url
+            return engine
         rest = url
         if url.lower().startswith("sqlite:"):
             rest = url[len("sqlite:") :]

@@ -109,13 +109,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " PRIMARY KEY (key, ticket))",
         "CREATE TABLE shim_replicas (replica TEXT PRIMARY KEY, seen DOUBLE PRECISION NOT NULL)",
     ),
+    (
+        # each replica's view: the modes it applies (JSON, scope: mode), since when, when it was last heard
+        # from, and the last fleet switch it answered (its id; "-" + id: it could not hold its calls)
+        "CREATE TABLE shim_replica_modes ("
+        " replica TEXT PRIMARY KEY, modes TEXT NOT NULL, since DOUBLE PRECISION NOT NULL,"
+        " heartbeat DOUBLE PRECISION NOT NULL, answered TEXT NOT NULL)",
+        # fleet switches: pending (open = 1: at most one at a time), then committed or abandoned
+        "CREATE TABLE shim_mode_switches ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL, modes TEXT NOT NULL,"
+        " changes TEXT NOT NULL, deadline DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, open INTEGER,"
+        " decided DOUBLE PRECISION)",
+        "CREATE UNIQUE INDEX shim_mode_switches_open ON shim_mode_switches (open)",
+        "CREATE INDEX shim_mode_switches_at ON shim_mode_switches (at)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
 # comparisons, most of a file, are not: they are counted as lost instead
 STATE_TABLES = (
     "id_pairs", "out_of_step", "modes", "mode_changes", "intents", "verifications", "key_aliases",
-    "unpaired_ids",
+    "unpaired_ids", "shim_replica_modes", "shim_mode_switches",
 )  # fmt: skip
 
 

@@ -31,25 +31,7 @@ class StoredModes:
 
     async def change(self, changes: Sequence[ModeChange]) -> None:
         """Set the modes and record the changes, in one transaction (every replica reads them)."""
-
-        def write(db: Db) -> None:
-            for change in changes:
-                db.run(_SET_MODE, (change.scope, change.to_mode, change.at))
-                db.run(
-                    _INSERT_CHANGE,
-                    (
-                        secrets.token_hex(16),
-                        change.at,
-                        change.who,
-                        change.scope,
-                        change.from_mode,
-                        change.to_mode,
-                        change.reason,
-                        int(change.forced),
-                    ),
-                )
-
-        await self._engine.transaction(write, write=True)
+        await self._engine.transaction(lambda db: write_changes(db, changes), write=True)
 
     async def history(self, limit: int = 100) -> list[ModeChange]:
         """The latest mode changes, newest first."""
@@ -59,3 +41,22 @@ class StoredModes:
         )
         rows = await self._engine.select(sql, (limit,))
         return [ModeChange(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])) for row in rows]
+
+
+def write_changes(db: Db, changes: Sequence[ModeChange]) -> None:
+    """Set the modes and record the changes, within the caller's transaction."""
+    for change in changes:
+        db.run(_SET_MODE, (change.scope, change.to_mode, change.at))
+        db.run(
+            _INSERT_CHANGE,
+            (
+                secrets.token_hex(16),
+                change.at,
+                change.who,
+                change.scope,
+                change.from_mode,
+                change.to_mode,
+                change.reason,
+                int(change.forced),
+            ),
+        )

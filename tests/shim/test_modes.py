@@ -30,6 +30,7 @@ from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import StartupError
+from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
 from shim.store import Store
 from shim.testing import running_shim
@@ -334,7 +335,8 @@ async def test_two_replicas_on_one_postgres_store_converge(
 
 
 async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
-    """`shim mode set/show/history` drive the admin API; a refusal is exit 1 with the reason."""
+    """`shim mode set/show/history` drive the admin API; a refusal is exit 1 with the reason; `show` lists
+    the replica's view, agreeing with the store."""
     bank, bk = ledgers
     async with running_shim(bank.address, bk.address, **_settings()) as (shim, _):
         admin = f"127.0.0.1:{shim.admin_port}"
@@ -355,7 +357,11 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
     assert refused.returncode == 1
     assert "refused: the gate fails" in refused.stderr
     assert forced.returncode == 0, forced.stderr
-    assert shown.stdout.splitlines() == ["default: bk-primary"]
+    default, replicas, view = shown.stdout.splitlines()  # one replica on a SQLite store: this process
+    assert (default, replicas) == ("default: bk-primary", "replicas (1; silent: not heard from within 3s):")
+    assert view.startswith(f"  {replica_name()}  default: bk-primary  since "), view
+    assert "SILENT" not in view
+    assert "DIFFERS" not in view
     assert "*" in history.stdout
     assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout
 

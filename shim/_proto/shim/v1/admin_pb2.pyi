@@ -11,7 +11,7 @@ class GetModesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Modes(_message.Message):
-    __slots__ = ("default_mode", "methods")
+    __slots__ = ("default_mode", "methods", "replicas", "lease")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,9 +21,38 @@ class Modes(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DEFAULT_MODE_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     default_mode: str
     methods: _containers.ScalarMap[str, str]
-    def __init__(self, default_mode: _Optional[str] = ..., methods: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModes]
+    lease: float
+    def __init__(self, default_mode: _Optional[str] = ..., methods: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModes, _Mapping]]] = ..., lease: _Optional[float] = ...) -> None: ...
+
+class ReplicaModes(_message.Message):
+    __slots__ = ("replica", "default_mode", "methods", "since", "heartbeat", "differs", "silent")
+    class MethodsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODE_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    DIFFERS_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    default_mode: str
+    methods: _containers.ScalarMap[str, str]
+    since: float
+    heartbeat: float
+    differs: bool
+    silent: bool
+    def __init__(self, replica: _Optional[str] = ..., default_mode: _Optional[str] = ..., methods: _Optional[_Mapping[str, str]] = ..., since: _Optional[float] = ..., heartbeat: _Optional[float] = ..., differs: _Optional[bool] = ..., silent: _Optional[bool] = ...) -> None: ...
 
 class SetModeRequest(_message.Message):
     __slots__ = ("mode", "methods", "reason", "who", "force", "retire_bank")

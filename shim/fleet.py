@@ -1,0 +1,327 @@
+"""Replicas sharing a store switch modes as one: two phases, and each replica's view published.
+
+Every replica publishes its view (the modes it applies, since when) with a heartbeat every
+`store.refresh`, and takes part in every switch:
+
+1. the replica asked for a switch (`Fleet.switch`) records it as pending, with a deadline
+   (`grace_period` from now), and announces it (NOTIFY on PostgreSQL; the others also poll);
+2. each replica, on seeing it, holds new calls, lets its calls in flight finish on both sides
+   (`Modes.holding`, as a local switch does) and answers: held, or could not;
+3. once every live replica has held (one whose heartbeat is older than `store.lease` is not waited
+   for), the proposer commits: the modes and their audit are written in the same transaction as the
+   decision; a replica that could not hold, or the deadline passing, abandons it (nothing recorded);
+4. every replica, on seeing the decision, applies the modes (or keeps its own) and lets its held
+   calls go on. A replica still holding well past the deadline abandons the switch itself: the
+   decision is one conditional update, so the switch is either committed or abandoned everywhere.
+
+So, among live replicas, no call is answered in the old mode once any replica answers in the new:
+they all hold between the two. Modes changed in the store otherwise (a replica that was silent
+while a switch committed) are followed at the next heartbeat, as a local switch (`follow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from shim.errors import ShimError
+from shim.modes import DEFAULT, Modes, SwitchTimeout
+from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
+from shim.store.fleet import ABANDONED, COMMITTED
+
+_log = structlog.get_logger("shim.fleet")
+STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its view
+
+
+class Unswitched(ShimError):
+    """A fleet switch that did not apply: nothing changed, nothing was recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    refresh: float  # seconds between heartbeats (and polls of the store)
+    lease: float  # a replica not heard from for this long is not waited for
+    grace: float  # a switch is decided within this long, else abandoned
+
+
+class Fleet:
+    """This replica's part in the fleet's switches (see the module docstring)."""
+
+    def __init__(self, replica: str, modes: Modes, store: Store, lock: asyncio.Lock, timing: Timing) -> None:
+        self.replica = replica
+        self._modes = modes
+        self._store = store
+        self._lock = lock  # a switch or a re-read of the store's modes, one at a time
+        self.timing = Timing(timing.refresh, max(timing.lease, 3 * timing.refresh), timing.grace)
+        self._woken = asyncio.Condition()
+        self.listening = False
+        self._seen: set[str] = set()  # switches this replica has taken part in
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
+        self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
+        self._own: Store | None = None  # on PostgreSQL: the fleet's own connection to the store
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._store.conninfo is not None:
+            # a connection of its own: a switch's few statements never wait behind the comparisons' writes
+            own = Store.open(self._store.conninfo)
+            try:
+                await own.start()
+                self._store = self._own = own
+            except StoreError as exc:
+                _log.warning("fleet switches share the store's connection", error=str(exc))
+        await self._publish()
+        for work, name in ((self._beat, "fleet heartbeat"), (self._listen, "fleet notifications")):
+            self._spawn(work(), name)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(STOP_WITHIN):  # a store that does not answer does not hold the stop up
+                await self._store.fleet.forget(self.replica)
+        if self._own is not None:  # it holds no write of anyone's: a store that does not answer is left to it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_WITHIN):
+                    await self._own.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _beat(self) -> None:
+        while True:  # a switch announced is taken part in as it is heard (`_heard`): this is the fallback
+            await asyncio.sleep(self.timing.refresh)
+            await self.tick()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for message in self._store.fleet.notifications():
+                    self.listening = True
+                    self._heard(message)
+                    await self._wake()
+            except StoreError as exc:
+                _log.warning("store notifications lost; polling meanwhile", error=str(exc))
+            self.listening = False
+            if self._store.conninfo is None:
+                return  # SQLite: polling only
+            await asyncio.sleep(self.timing.refresh)
+
+    def _heard(self, message: str) -> None:
+        """What a notification says (see `shim.store.fleet`): a switch to take part in at once, an
+        answer, a decision."""
+        what, _, rest = message.partition(" ")
+        with contextlib.suppress(ValueError):
+            if what == "pending":
+                switch, deadline, modes = rest.split(" ", 2)
+                proposal = Switch(switch, 0.0, "", json.loads(modes), [], float(deadline))
+                self._take_part_once(proposal)
+            elif what == "answered":
+                switch, replica, held = rest.split(" ")
+                self._answers.setdefault(switch, {})[replica] = held == "1"
+            elif what == "decided":
+                switch, state = rest.split(" ")
+                self._decided[switch] = state
+
+    def _take_part_once(self, proposal: Switch) -> None:
+        if proposal.id not in self._seen and time.time() < proposal.deadline:
+            self._seen.add(proposal.id)
+            self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
+
+    async def _wake(self) -> None:
+        async with self._woken:
+            self._woken.notify_all()
+
+    async def _wait(self, seconds: float) -> None:
+        """Until a notification comes, or `seconds` pass."""
+        with contextlib.suppress(TimeoutError):
+            async with self._woken:
+                await asyncio.wait_for(self._woken.wait(), seconds)
+
+    async def _publish(self) -> None:
+        view = ReplicaView(self.replica, self._modes.table(), self._modes.since, time.time())
+        await self._store.fleet.publish(view)
+
+    async def tick(self) -> None:
+        """Heartbeat; take part in a switch pending; else follow the store's modes."""
+        try:
+            pending = await self._store.fleet.pending()
+            if pending is not None:
+                self._take_part_once(pending)
+            await self._publish()
+        except StoreError as exc:
+            _log.warning("fleet state not read", error=str(exc))
+            return
+        if pending is None:
+            await self.follow()
+
+    # -- a switch through this replica ---------------------------------------------------------
+
+    async def switch(self, changes: Sequence[ModeChange]) -> None:
+        """Apply `changes` on every live replica, and record them, as one step; Unswitched says why not."""
+        now = time.time()
+        proposal = Switch(
+            secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),
+            now + self.timing.grace,
+        )  # fmt: skip
+        self._seen.add(proposal.id)  # taken part in below, not when its announcement comes back
+        try:
+            live = {v.replica for v in await self._store.fleet.views() if self._live(v, now)}
+            other = await self._store.fleet.propose(proposal)
+        except StoreError as exc:
+            raise Unswitched(f"the store did not take the switch: {exc}") from exc
+        if other:
+            raise Unswitched(f"another switch ({other}) is under way: try again once it is decided")
+        part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
+        try:
+            why = await self._collect(proposal, live | {self.replica})
+            state = await self._store.fleet.decide(proposal, not why, time.time())
+        except StoreError as exc:
+            why, state = f"the store failed: {exc}", ""
+        finally:
+            await self._wake()
+        await asyncio.shield(part)
+        if state != COMMITTED:
+            raise Unswitched(why or "it was abandoned past its deadline")
+
+    def _live(self, view: ReplicaView, now: float) -> bool:
+        return now - view.heartbeat <= self.timing.lease
+
+    async def _collect(self, proposal: Switch, live: set[str]) -> str:
+        """Wait until every live replica holds: "" then, else why the switch must be abandoned."""
+        views: dict[str, ReplicaView] = {}
+        read = 0.0  # when the views were read (monotonic); heard answers come in between
+        while True:
+            if not self.listening or time.monotonic() - read >= self.timing.refresh:
+                views, read = {v.replica: v for v in await self._store.fleet.views()}, time.monotonic()
+            now = time.time()
+            answers = {
+                r: v.answered == proposal.id for r, v in views.items() if v.answered.endswith(proposal.id)
+            }
+            answers.update(self._answers.get(proposal.id, {}))
+            refused = sorted(r for r in live if answers.get(r) is False)
+            if refused:
+                return f"calls in flight did not finish within {self.timing.grace:g}s on {', '.join(refused)}"
+            waiting = sorted(
+                r for r in live if r in views and r not in answers and self._live(views[r], now)
+            )  # a replica gone (stopped) or silent past its lease is not waited for
+            if not waiting:
+                return ""
+            if now >= proposal.deadline:
+                return f"no answer within {self.timing.grace:g}s from {', '.join(waiting)}"
+            await self._wait(self._poll())
+
+    def _poll(self) -> float:
+        """How often to read the store while calls are held: notifications come at once; polling is
+        the fallback."""
+        return min(self.timing.refresh, 0.25) if self.listening else min(self.timing.refresh, 0.02)
+
+    # -- every replica's part ------------------------------------------------------------------
+
+    async def _take_part(self, proposal: Switch) -> None:
+        try:
+            await self._hold(proposal)
+        finally:
+            self._answers.pop(proposal.id, None)
+            self._decided.pop(proposal.id, None)
+
+    async def _hold(self, proposal: Switch) -> None:
+        async with self._lock:
+            try:
+                async with self._modes.holding(proposal.modes, proposal.deadline - time.time()) as hold:
+                    await self._store.fleet.answer(self.replica, proposal.id, held=True)
+                    if await self._decision(proposal) == COMMITTED:
+                        hold.commit()
+            except SwitchTimeout as exc:
+                _log.warning(
+                    "fleet switch: calls in flight did not finish", switch=proposal.id, error=str(exc)
+                )
+                with contextlib.suppress(StoreError):
+                    await self._store.fleet.answer(self.replica, proposal.id, held=False)
+                return
+            except StoreError as exc:  # the modes stay; what the store holds is followed later
+                _log.error(
+                    "fleet switch: the store failed while calls were held", switch=proposal.id, error=str(exc)
+                )
+                return
+        try:
+            await self._publish()
+        except StoreError as exc:
+            _log.warning("view not published", error=str(exc))
+        if hold.committed:  # how long new calls waited here: the longest pause a call saw
+            _log.warning(
+                "modes switched with the fleet", switch=proposal.id, modes=proposal.modes,
+                by=proposal.replica, paused_ms=round(self._modes.pauses[-1] * 1000, 1),
+            )  # fmt: skip
+
+    async def _decision(self, proposal: Switch) -> str:
+        """The switch's outcome, once decided; past the deadline (and a lease more, for the proposer to
+        decide first), this replica abandons it itself."""
+        read = 0.0  # when the state was last read (monotonic): a decision heard comes at once
+        while True:
+            state = self._decided.get(proposal.id)
+            if state is None and (not self.listening or time.monotonic() - read >= self.timing.refresh):
+                state, read = await self._store.fleet.state(proposal.id), time.monotonic()
+            if state in (COMMITTED, ABANDONED):
+                return state
+            if state == "" or time.time() > proposal.deadline + self.timing.lease:
+                return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
+            await self._wait(self._poll())
+
+    async def views(self) -> list[tuple[ReplicaView, bool, bool]]:
+        """Each replica's view, whether its modes differ from the store's, and whether it is silent (not
+        heard from within the lease)."""
+        stored = await self._store.modes.current()
+        now = time.time()
+        return [
+            (
+                view,
+                any(
+                    (view.modes.get(scope) or view.modes.get(DEFAULT)) != mode
+                    for scope, mode in stored.items()
+                ),
+                not self._live(view, now),
+            )
+            for view in await self._store.fleet.views()
+        ]
+
+    # -- modes changed in the store otherwise ----------------------------------------------------
+
+    async def follow(self) -> dict[str, str]:
+        """Apply the modes the store holds and this replica does not (a switch committed while it was
+        silent): the changes."""
+        if self._lock.locked():
+            return {}  # a switch is under way here
+        async with self._lock:
+            try:
+                stored = await self._store.modes.current()
+            except StoreError as exc:
+                _log.warning("modes not re-read", error=str(exc))
+                return {}
+            table = self._modes.table()
+            changed = {scope: mode for scope, mode in stored.items() if table.get(scope) != mode}
+            if not changed:
+                return {}
+            try:
+                await self._modes.switch(changed, within=self.timing.grace)
+            except SwitchTimeout as exc:
+                _log.warning("mode switch from the store not applied yet", error=str(exc))
+                return {}
+            _log.warning("modes changed by another replica applied", modes=changed)
+        with contextlib.suppress(StoreError):
+            await self._publish()
+        return changed

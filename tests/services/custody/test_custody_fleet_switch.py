@@ -1,0 +1,63 @@
+"""The custody ledger behind two `shim serve` processes sharing one PostgreSQL store: a switch through one
+is applied by both as one step, and each one's view says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from tests.helpers import postgres_schema_url
+from tests.processes import shim_process
+from tests.services.custody import Client, serve
+from tests.services.custody.test_custody_shim import _config
+from tests.shim.test_modes import AUTH, TOKEN
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+
+
+async def _open(address: str, ref: str) -> str:
+    """Open an account through the shim at `address`: the id the answering side gave it."""
+    async with aio.insecure_channel(address) as channel:
+        answer = await Client(channel, timeout=10).call("OpenAccount", client_ref=ref, owner=f"Owner {ref}")
+    assert answer.code == "OK", answer
+    return str(answer.message.account_id)
+
+
+async def test_a_switch_through_one_custody_replica_applies_on_the_other_before_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Promoted through the first replica, the second answers from BK as soon as the switch returns (it held
+    its calls until the commit; the store is re-read only every second), rolled back likewise; both views
+    then show the mode and agree with the store."""
+    config = _config(tmp_path)
+    with config.open("a", encoding="utf-8") as file:
+        file.write('\n[admin]\nlisten = "127.0.0.1:0"\n')
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        with postgres_schema_url() as url:
+            args = [
+                "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address,
+                "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+            ]  # fmt: skip
+            async with shim_process(*args) as first, shim_process(*args) as second:
+                ids = [await _open(second.ready["listen"], "before")]
+                async with aio.insecure_channel(first.ready["admin"]) as channel:
+                    admin = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+                    for mode, ref in (("bk-primary", "promoted"), ("shadow", "rolled-back")):
+                        request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True)
+                        await admin.SetMode(request, metadata=AUTH, timeout=30)
+                        ids.append(await _open(second.ready["listen"], ref))
+                    modes = await admin.GetModes(apb.GetModesRequest(), metadata=AUTH, timeout=30)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert [i.startswith("A") for i in ids] == [True, False, True]  # Bank's ids are A1, A2...; BK's acc_...
+    views = {(v.replica, v.default_mode, v.differs, v.silent) for v in modes.replicas}
+    assert views == {(first.replica, "shadow", False, False), (second.replica, "shadow", False, False)}

@@ -1,0 +1,253 @@
+"""Fleet-wide switches: `shim serve` processes sharing one PostgreSQL store switch as one, and each
+publishes its view, which `shim mode show` lists."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger, serve
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from tests.helpers import ROOT, postgres_schema_url, until
+from tests.processes import ShimProcess, shim_process
+from tests.shim.test_evidence_store import _postgres_sql
+from tests.shim.test_modes import ACCOUNTS, AUTH, TOKEN, _books_equal
+
+LEASE = 1.0  # store.lease of the shims here (seconds)
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+
+
+def _config(tmp_path: Path, grace: str = "5s") -> Path:
+    """The sample's config, its files named absolutely, an admin API on a free port, a short lease."""
+    sample = ROOT / "sample_ledger"
+    text = (sample / "shim.toml").read_text(encoding="utf-8")
+    text = text.replace('["bank.binpb"]', f'["{sample / "bank.binpb"}"]')
+    text = text.replace('["rules.toml"]', f'["{sample / "rules.toml"}"]')
+    text = text.replace("[store]\n", f'[store]\nrefresh = "200ms"\nlease = "{LEASE:g}s"\n', 1)
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        f'grace_period = "{grace}"\n' + text + '\n[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8"
+    )
+    return config
+
+
+@contextlib.asynccontextmanager
+async def _fleet(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, replicas: int, grace: str = "5s"
+) -> AsyncIterator[tuple[str, list[ShimProcess]]]:
+    """`replicas` shim processes (Python data plane) on one new PostgreSQL schema: its url, the shims."""
+    bank, bk = ledgers
+    config = _config(tmp_path, grace)
+    with postgres_schema_url() as url:
+        args = [
+            "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address,
+            "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+        ]  # fmt: skip
+        async with contextlib.AsyncExitStack() as stack:
+            shims = [await stack.enter_async_context(shim_process(*args)) for _ in range(replicas)]
+            yield url, shims
+
+
+async def _set_mode(shim: ShimProcess, mode: str) -> apb.Modes:
+    async with aio.insecure_channel(shim.ready["admin"]) as channel:
+        stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True)
+        answer: apb.Modes = await stub.SetMode(request, metadata=AUTH, timeout=30)
+        return answer
+
+
+async def _views(shim: ShimProcess) -> dict[str, apb.ReplicaModes]:
+    """Each replica's view, as `shim`'s admin API lists them."""
+    async with aio.insecure_channel(shim.ready["admin"]) as channel:
+        stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH, timeout=30)
+    return {view.replica: view for view in modes.replicas}
+
+
+async def _show(shim: ShimProcess) -> list[str]:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "shim", "mode", "show", "--admin", shim.ready["admin"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@dataclass(frozen=True)
+class Answered:
+    sent: float
+    answered: float
+    side: str  # "Bank" or "BK", by the trade id's form
+
+
+async def test_a_switch_through_one_replica_is_one_step_for_all_three(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Three replicas, two writers each on shared accounts, shadow -> bk-primary -> shadow through one
+    replica mid-run: no trade sent after a switch committed was answered by the side it left, none
+    answered before the switch was proposed by the side it went to; every replica's view shows the
+    final mode and agrees with the store; both ledgers, read directly, are equal; no key out of step."""
+    bank, bk = ledgers
+    async with _fleet(ledgers, tmp_path, 3) as (url, shims):
+        async with aio.insecure_channel(shims[0].ready["listen"]) as channel:
+            first = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            for account in ACCOUNTS:
+                await first.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
+        sql = _postgres_sql(url)
+        # the openings reached BK before other replicas mirror writes on those accounts (replicas keep
+        # the order of the writes on a key each for its own calls only)
+        await until(lambda: not sql("SELECT id FROM intents"), "the openings mirrored", within=30)
+        trades: list[Answered] = []
+        stop = asyncio.Event()
+
+        async def writer(shim: ShimProcess, seed: int) -> None:
+            rng = random.Random(seed)
+            async with aio.insecure_channel(shim.ready["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                while not stop.is_set():
+                    account = rng.choice(ACCOUNTS)
+                    if rng.random() < 0.4:
+                        await stub.Deposit(
+                            pb.DepositRequest(account_id=account, amount=f"{rng.randint(1, 99)}.25")
+                        )
+                        continue
+                    order = pb.PostTradeRequest(
+                        account_id=account, symbol="KO", side=pb.SIDE_BUY,
+                        quantity=str(2 * rng.randint(1, 20)), price="61.2",
+                    )  # fmt: skip
+                    sent = time.time()
+                    trade = await stub.PostTrade(order, timeout=30)
+                    side = "BK" if trade.trade_id.startswith("trd_") else "Bank"
+                    trades.append(Answered(sent, time.time(), side))
+
+        writers = [
+            asyncio.get_running_loop().create_task(writer(shim, n * 10 + k))
+            for n, shim in enumerate(shims)
+            for k in range(2)
+        ]
+        try:
+            for mode in ("bk-primary", "shadow"):
+                count = len(trades)
+                await until(lambda c=count: len(trades) >= c + 30, "30 more trades")
+                assert (await _set_mode(shims[0], mode)).default_mode == mode
+            count = len(trades)
+            await until(lambda c=count: len(trades) >= c + 30, "30 more trades")
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        switches = sql("SELECT at, decided, modes, state FROM shim_mode_switches ORDER BY at")
+        await until(
+            lambda: not sql("SELECT id FROM intents"), "every mirrored write judged", within=30
+        )  # the last trades' copies reached the shadow
+        out_of_step = sql("SELECT key, method, reason FROM out_of_step")
+        views = await _views(shims[1])
+        shown = await _show(shims[2])
+    assert [(row[2], row[3]) for row in switches] == [
+        ('{"*": "bk-primary"}', "committed"), ('{"*": "shadow"}', "committed"),
+    ]  # fmt: skip
+    (to_bk_at, to_bk), (back_at, back) = [(float(r[0]), float(r[1])) for r in switches]
+    sides = {"Bank": [(to_bk_at, back)], "BK": [(to_bk, back_at)]}  # when each side answered at most
+    late = [t for t in trades if t.side == "Bank" and to_bk < t.sent and t.answered < back_at]
+    early = [t for t in trades if t.side == "BK" and (t.answered < to_bk_at or t.sent > back)]
+    assert (late, early) == ([], []), sides
+    assert {t.side for t in trades} == {"Bank", "BK"}
+    assert sorted(views) == sorted(shim.replica for shim in shims)
+    assert {(v.default_mode, v.differs, v.silent) for v in views.values()} == {("shadow", False, False)}
+    assert shown[0] == "default: shadow"
+    assert shown[1] == f"replicas (3; silent: not heard from within {LEASE:g}s):"
+    assert all(" default: shadow  since " in line and "SILENT" not in line for line in shown[2:]), shown
+    assert out_of_step == []
+    assert await _books_equal(bank, bk) == []
+
+
+async def test_a_silent_replica_is_not_waited_for_beyond_its_lease(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """One of three replicas is SIGSTOPped: a switch through another commits once the stopped one's lease
+    has run out, the two live ones apply it, and `shim mode show` flags the stopped one as silent and
+    differing; resumed, it follows the store and answers from BK."""
+    async with _fleet(ledgers, tmp_path, 3) as (_, shims):
+        live, silent = shims[:2], shims[2]
+        os.kill(silent.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            await _set_mode(live[0], "bk-primary")
+            took = time.perf_counter() - started
+            views = await _views(live[1])
+            shown = await _show(live[1])
+        finally:
+            os.kill(silent.proc.pid, signal.SIGCONT)
+
+        async def followed() -> bool:
+            view = (await _views(live[0]))[silent.replica]
+            return view.default_mode == "bk-primary" and not view.silent
+
+        deadline = time.monotonic() + 20
+        while not await followed():
+            assert time.monotonic() < deadline, "the resumed replica did not follow the store"
+            await asyncio.sleep(0.1)
+        async with aio.insecure_channel(silent.ready["listen"]) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="Z1", initial_deposit="100"))
+            order = pb.PostTradeRequest(
+                account_id="Z1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="1"
+            )
+            trade = await stub.PostTrade(order, timeout=30)
+    assert took < 5.0, "within the grace period"
+    stopped = views[silent.replica]
+    assert (stopped.default_mode, stopped.silent, stopped.differs) == ("shadow", True, True)
+    assert {(views[s.replica].default_mode, views[s.replica].silent) for s in live} == {("bk-primary", False)}
+    [line] = [line for line in shown if silent.replica in line]
+    assert line.endswith("SILENT  DIFFERS from the store"), line
+    assert trade.trade_id.startswith("trd_")
+
+
+async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(tmp_path: Path) -> None:
+    """BK answers in 1.5 s and the grace period is 0.3 s: a mirrored call in flight on the second replica
+    keeps it from holding, so the switch through the first is refused, both keep their mode, and the
+    store records nothing (the switch itself is kept as abandoned)."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.5)
+    try:
+        async with _fleet((bank, slow_bk), tmp_path, 2, grace="300ms") as (url, (first, second)):
+            async with aio.insecure_channel(second.ready["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
+                await stub.Deposit(pb.DepositRequest(account_id="S1", amount="1"))  # Bank answers at once
+                with pytest.raises(aio.AioRpcError) as refused:  # BK's copy is still on its way
+                    await _set_mode(first, "bk-primary")
+            views = await _views(first)
+            sql = _postgres_sql(url)
+            recorded = sql("SELECT scope FROM modes"), sql("SELECT scope FROM mode_changes")
+            states = sql("SELECT state FROM shim_mode_switches")
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert f"did not finish within 0.3s on {second.replica}" in (refused.value.details() or "")
+    assert {v.default_mode for v in views.values()} == {"shadow"}
+    assert recorded == ([], [])
+    assert states == [("abandoned",)]

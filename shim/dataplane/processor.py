@@ -213,7 +213,9 @@ class _Copy:
         processor.counters.inc("calls", self.method)
         timeout = grpc_timeout(_first(headers, "grpc-timeout"))
         if self._recorder is not None:
-            self._take = self._recorder.begin(self.method, self._metadata, self._is_write, self._answered_by)
+            self._take = self._recorder.begin(
+                self.method, self._metadata, self._is_write, self._answered_by, timed=False
+            )
         if self._dispatcher is not None:
             self._mirror, self._refused = self._dispatcher.start(
                 self.method, self._metadata, timeout, self._is_write

@@ -97,6 +97,7 @@ class Take:
         "requests",
         "responses",
         "size",
+        "timed",
     )
 
     def __init__(
@@ -114,6 +115,7 @@ class Take:
         self.request_times: list[float] = []  # when each request message came (their interleaving with
         self.answers_after: list[int] = []  # the answers: the requests kept when each answer came)
         self.size = 0  # bytes kept; -1: more than record.max_call_bytes (the call is lost)
+        self.timed = True  # when its request messages came is kept (see `Recorder.begin`)
 
     def _keep(self, kept: list[bytes], raw: bytes) -> bool:
         if self.size < 0:
@@ -210,13 +212,22 @@ class Recorder:
     # -- on the event loop --------------------------------------------------------------------------
 
     def begin(
-        self, method: str, metadata: Metadata, is_write: bool, answered_by: str = "bank"
+        self,
+        method: str,
+        metadata: Metadata,
+        is_write: bool,
+        answered_by: str = "bank",
+        *,
+        timed: bool = True,
     ) -> Take | None:
-        """A call arrives: its Take (None once the recording has ended)."""
+        """A call arrives: its Take (None once the recording has ended). `timed`: its messages are seen as
+        they pass, so when each came orders it among the other calls (not so Envoy's copies, which trail)."""
         if self._ended.is_set() or self._closing:
             return None
         self._arrivals += 1
-        return Take(self, self._arrivals - 1, method, metadata, is_write, answered_by)
+        take = Take(self, self._arrivals - 1, method, metadata, is_write, answered_by)
+        take.timed = timed
+        return take
 
     def settle(
         self, take: Take, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float
@@ -381,8 +392,11 @@ class Recorder:
 
 
 def _interleaving(take: Take) -> dict[str, Any]:
-    """A stream's request times and answer counts (a call of one request message needs neither)."""
-    if len(take.requests) < 2:
+    """A conversation's request times and answer counts: only for a stream that answered some of its
+    requests before the last one came (a batch, answered once it is whole, takes one place as it is)."""
+    if len(take.requests) < 2 or not take.answers_after or take.answers_after[0] >= len(take.requests):
+        return {}
+    if not take.timed:
         return {}
     return {
         "request_times": tuple(max(t - take.at, 0.0) for t in take.request_times),

@@ -81,12 +81,15 @@ async def test_every_call_kind_of_the_venue_is_recorded(bank: Served, tmp_path: 
     assert [ack(m) for m in trade.responses] == got["acks"]
     assert len(batch.requests) == 2
     assert [summary(m) for m in batch.responses] == [got["batch"]]
-    # the streams' interleaving: each ack came after its own order, the batch's summary after both
-    assert trade.answers_after == (1, 2)
-    assert batch.answers_after == (2,)
-    for stream in (trade, batch):
-        first, second = stream.request_times
-        assert 0 <= first <= second < stream.latency + 1.0
+    # a session's interleaving (each ack came after its own order) is kept where the shim sees the messages
+    # as they pass; Envoy's copies trail them, so through Envoy a session is kept whole, as a batch is
+    if dataplane == "python":
+        assert trade.answers_after == (1, 2)
+        first, second = trade.request_times
+        assert 0 <= first <= second < trade.latency + 1.0
+    else:
+        assert (trade.request_times, trade.answers_after) == ((), ())
+    assert (batch.request_times, batch.answers_after) == ((), ())  # answered once whole: one place
     assert (opened.request_times, opened.answers_after) == ((), ())  # one request: nothing to interleave
     assert [fill(m) for m in fills.responses] == got["fills"]
     assert len(got["fills"]) > 0

@@ -174,6 +174,7 @@ class _Progress:
 async def child(mode: str, recording: Path, in_flight: int, bk: str) -> None:
     """One measurement, in this process: prints {"calls": n, "seconds": s, "rss_mb": m, "samples": ...}."""
     samples: list[tuple[int, float]] = []
+    verdicts: dict[str, int] = {}
     if mode == "direct":
         plan = [
             (c.keys[0], c.method.removeprefix(SERVICE), c.requests[0]) for c in Recording(recording).calls()
@@ -184,14 +185,20 @@ async def child(mode: str, recording: Path, in_flight: int, bk: str) -> None:
     else:
         total = Recording(recording).check().calls
         progress = _Progress(total)
-        with tempfile.TemporaryDirectory() as tmp:
-            options = Options(recording, CONFIG, str(Path(tmp) / "out.db"), bk=bk, in_flight=in_flight)
-            done = await replay(options, sinks=[progress])
-            calls, seconds = done.summary.sent, done.summary.seconds
-            verdicts = dict(done.summary.by_verdict())
-            assert verdicts == {"match": calls}, verdicts
+        store = recording.with_name("replay.db")  # kept beside the recording, for `shim report`
+        store.unlink(missing_ok=True)
+        options = Options(recording, CONFIG, str(store), bk=bk, in_flight=in_flight)
+        done = await replay(options, sinks=[progress])
+        calls, seconds = done.summary.sent, done.summary.seconds
+        verdicts = dict(done.summary.by_verdict())
         samples = progress.samples
-    result = {"calls": calls, "seconds": seconds, "rss_mb": _peak_rss_mb(), "samples": samples}
+    result = {
+        "calls": calls,
+        "seconds": seconds,
+        "rss_mb": _peak_rss_mb(),
+        "samples": samples,
+        "verdicts": verdicts,
+    }
     print(json.dumps(result))
 
 
@@ -281,6 +288,12 @@ def main() -> None:
         for seen, mb in samples:
             print(f"  {seen:>9} calls: {mb:.0f} MB")
     print(json.dumps({"calls": args.calls, "direct": direct, "replay": replayed}))
+    verdicts = replayed["verdicts"]
+    if verdicts != {"match": replayed["calls"]}:  # the BK is fixed: every call should match
+        sys.exit(
+            f"bench/replay.py: not every call matched: {verdicts}"
+            f" (with --keep: shim report --store {folder}/replay.db --calls)"
+        )
 
 
 def _f(value: object) -> float:

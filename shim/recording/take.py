@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from shim.recording.format import Metadata
 
-if TYPE_CHECKING:
-    from shim.recording.recorder import Recorder
+
+class Recorder(Protocol):
+    """What a Take needs of the recorder that made it (`shim.recording.recorder.Recorder`)."""
+
+    max_call_bytes: int
+
+    def settle(
+        self, take: Take, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float
+    ) -> None: ...
+
+    def settle_abandoned(self, take: Take) -> None: ...
 
 
 class Take:

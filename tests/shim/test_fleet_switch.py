@@ -197,7 +197,15 @@ async def test_a_silent_replica_is_not_waited_for_beyond_its_lease(
             started = time.perf_counter()
             await _set_mode(live[0], "bk-primary")
             took = time.perf_counter() - started
-            views = await _views(live[1])
+            # each live replica applies the switch as the decision reaches it (holding its calls until
+            # then), and publishes its view after: wait for the views, not for a fixed time
+            deadline = time.monotonic() + 10
+            while True:
+                views = await _views(live[1])
+                if all(views[s.replica].default_mode == "bk-primary" for s in live):
+                    break
+                assert time.monotonic() < deadline, f"the live replicas' views: {views}"
+                await asyncio.sleep(0.05)
             shown = await _show(live[1])
         finally:
             os.kill(silent.proc.pid, signal.SIGCONT)

@@ -53,12 +53,15 @@ async def _through(args: list[str], cwd: Path) -> None:
         assert await shim.stop() == 0
 
 
-async def _verdicts(store: Path) -> dict[str, tuple[int, int]]:
-    """Per method: calls, and real mismatches."""
+async def _verdicts(store: Path) -> dict[str, tuple[int, int, int]]:
+    """Per method: calls, real mismatches, and mismatches real or tainted (on a key out of step)."""
     code, out, err = await shim_command("report", "--json", "--store", store)
     assert code == 0, err
     report: dict[str, Any] = json.loads(out)
-    return {m["method"]: (m["calls"], m["real_mismatches"]) for m in report["methods"]}
+    return {
+        m["method"]: (m["calls"], m["real_mismatches"], m["real_mismatches"] + m["tainted"])
+        for m in report["methods"]
+    }
 
 
 async def test_traffic_recorded_in_bank_mode_replays_to_what_live_shadow_finds(tmp_path: Path) -> None:
@@ -109,12 +112,16 @@ async def test_traffic_recorded_in_bank_mode_replays_to_what_live_shadow_finds(t
     assert done.summary.sent == done.summary.compared == read.check().calls
     found = await _verdicts(replayed)
     assert sum(v[1] for v in found.values()) > 0  # the planted bugs show
-    # the same real mismatches as live, method by method. Live asked Bank some reads again (noise), and a
-    # read's second answer that a later write changed is no noise: on Envoy that write's copy may trail
-    # Bank's answer, and the re-read waits for it, so live counts these real differences as real too.
-    # (Which calls are `tainted` rather than matched may differ: live marks a key out of step once a
-    # write's comparison is judged, and a read after it may be compared first.)
-    assert found == await _verdicts(live)
+    # the same mismatches as live, method by method: the calls that differed, real or tainted. Live asked
+    # Bank some reads again (noise), and a read's second answer that a later write changed is no noise: on
+    # Envoy that write's copy may trail Bank's answer, and the re-read waits for it, so live counts these
+    # real differences as real too, not as noise. Which of them are `tainted` rather than real may differ:
+    # on a loaded machine (two runs of .ci/run beside other work) live and replay put 1 to 3 reads on
+    # opposite sides of a key's mark. One way this happens on Envoy: a write whose copy of Bank's answer
+    # trails by more than the shadow timeout lets the calls behind it go before its keys are marked
+    # (places_freed_before_the_primary_answered); a replay has Bank's answers at hand.
+    live_found = await _verdicts(live)
+    assert {m: (v[0], v[2]) for m, v in found.items()} == {m: (v[0], v[2]) for m, v in live_found.items()}
     explained, unexplained, _ = attribution.attribute()
     assert unexplained == []  # nothing benign is called a real difference
     assert sum(explained.values()) == sum(v[1] for v in found.values())

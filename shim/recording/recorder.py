@@ -158,9 +158,7 @@ class Recorder:
         if self._ended.is_set() or self._closing:
             return None
         self._arrivals += 1
-        take = Take(self, self._arrivals - 1, method, metadata, is_write, answered_by)
-        take.timed = timed
-        return take
+        return Take(self, self._arrivals - 1, method, metadata, is_write, answered_by, timed=timed)
 
     def settle(
         self, take: Take, code: int, details: str, initial: Metadata, trailing: Metadata, latency: float

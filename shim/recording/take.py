@@ -42,7 +42,15 @@ class Take:
     )
 
     def __init__(
-        self, recorder: Recorder, arrival: int, method: str, metadata: Metadata, is_write: bool, by: str
+        self,
+        recorder: Recorder,
+        arrival: int,
+        method: str,
+        metadata: Metadata,
+        is_write: bool,
+        by: str,
+        *,
+        timed: bool = True,
     ) -> None:
         self._recorder = recorder
         self.arrival = arrival
@@ -56,7 +64,7 @@ class Take:
         self.request_times: list[float] = []  # when each request message came (their interleaving with
         self.answers_after: list[int] = []  # the answers: the requests kept when each answer came)
         self.size = 0  # bytes kept; -1: more than record.max_call_bytes (the call is lost)
-        self.timed = True  # when its request messages came is kept (see `Recorder.begin`)
+        self.timed = timed  # when its request messages came is kept (see `Recorder.begin`)
 
     def _keep(self, kept: list[bytes], raw: bytes) -> bool:
         if self.size < 0:
@@ -71,7 +79,7 @@ class Take:
         return True
 
     def request(self, raw: bytes) -> None:
-        if self._keep(self.requests, raw):
+        if self._keep(self.requests, raw) and self.timed:
             self.request_times.append(time.time())
 
     def response(self, raw: bytes) -> None:

@@ -50,7 +50,7 @@ from shim.cli import report as report_command
 from shim.cli import resync as resync_command
 from shim.cli.store_args import evidence_settings, positive
 from shim.descriptor_settings import DESCRIPTOR_SOURCES, REFLECTION
-from shim.errors import ShimError, StartupError
+from shim.errors import ShimError
 from shim.serving_settings import LISTEN
 
 if TYPE_CHECKING:
@@ -262,11 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shim.dataplane.supervisor import PLANE_ENV
 
         if PLANE_ENV not in os.environ and dataplane.choose(config.serving.dataplane)[0] == "envoy":
-            if config.ordering.across_replicas:
-                raise StartupError(
-                    "ordering.across_replicas needs the Python data plane (--dataplane python): on Envoy a"
-                    " write's copy takes its place after the client has the answer"
-                )
             from shim.dataplane.supervisor import supervise as supervise_plane
 
             return supervise_plane(config, argv)  # Envoy, and the comparison plane as a child it restarts

@@ -169,6 +169,10 @@ async def serve(
         dataplane=served.dataplane,
         pid=os.getpid(),
         comparison_nice=served.plane.niced if served.plane is not None else None,
+        # on Envoy: the methods whose calls take Python on their primary path, and why (docs/dataplane.md)
+        through_python={r.path: r.why for r in served.plane.routes if r.why}
+        if served.plane is not None
+        else None,
         mode=config.mode,
         bank=config.bank.target,
         bk=config.bk.target if config.bk else None,

@@ -60,6 +60,7 @@ class RouteEntry:
     cluster: str  # "bank" | "bk" | "python"
     mirror: str = ""  # the mirroring a copy goes to ("": no copy is sent)
     prefix: bool = False
+    why: str = ""  # with cluster "python": why the method needs Python on its primary path
 
 
 def _address(target: str) -> dict[str, Any]:

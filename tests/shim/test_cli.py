@@ -536,24 +536,3 @@ async def test_a_second_signal_during_the_drain_exits_at_once() -> None:
         release.set()
         await bank.stop()
     assert status == 128 + signal.SIGTERM
-
-
-def test_order_across_replicas_on_envoy_exits_2_with_one_line(tmp_path: Path) -> None:
-    """`ordering.across_replicas` needs the Python data plane: `--dataplane envoy` is one error line
-    naming the flag that works, before anything starts (no store is opened: the URL names no server)."""
-    from shim.dataplane import envoy
-
-    if envoy.binary() is None:
-        pytest.skip("no Envoy binary on this platform")
-    config = tmp_path / "shim.toml"
-    config.write_text(
-        '[ordering]\nacross_replicas = true\n[store]\nurl = "postgresql://nobody@127.0.0.1:1/x"\n'
-    )
-    done = _shim(
-        "serve", "--config", config, "--dataplane", "envoy", "--bank", "127.0.0.1:1", "--bk", "127.0.0.1:2"
-    )
-    assert done.returncode == 2
-    [line] = done.stderr.splitlines()
-    assert line.startswith(
-        "shim: error: ordering.across_replicas needs the Python data plane (--dataplane python)"
-    )

@@ -1,4 +1,4 @@
-"""Two `shim serve --dataplane python` replicas sharing one PostgreSQL store, in front of one Bank and
+"""Two `shim serve` replicas (on each data plane) sharing one PostgreSQL store, in front of one Bank and
 one BK (the tally), with `ordering.across_replicas`: writers share keys and alternate replicas, a fresh
 channel for each write, each waiting for its answer before its next write. BK answers each write after
 a delay of 0 to 20 ms, so one replica's writes on a key queue in its lanes while the next write on the
@@ -24,6 +24,7 @@ import pytest
 from grpc import aio
 
 from shim.config import load_file
+from shim.dataplane.envoy import binary as envoy_binary
 from shim.shadow.fleet import LATE
 from shim.testing import running_shim
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
@@ -97,7 +98,15 @@ async def _stop(shim: ShimProcess) -> None:
     assert await shim.finish() == 0, shim.stderr[-5:]
 
 
-async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(tmp_path: Path) -> None:
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """On Envoy the writes take Python on their primary path (docs/dataplane.md), so that each takes its
+    tickets while Bank has the call, as on the Python data plane."""
     if not POSTGRES_DSN:
         pytest.skip(NEEDS_POSTGRES)
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
@@ -106,12 +115,14 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(tmp_path
     bank, bk = await serve(answer_after=BANK_TIME), await serve(slow=True)
     try:
         with postgres_schema_url() as url:
-            flags = ["--config", config, "--dataplane", "python", "--listen", "127.0.0.1:0"]
+            flags = ["--config", config, "--dataplane", dataplane, "--listen", "127.0.0.1:0"]
             flags += ["--bank", bank.address, "--bk", bk.address, "--store", url]
             async with contextlib.AsyncExitStack() as stack:
                 a, ready_a = await stack.enter_async_context(shim_serving(*flags))
                 b, ready_b = await stack.enter_async_context(shim_serving(*flags))
                 addresses = [ready_a["listen"], ready_b["listen"]]
+                if dataplane == "envoy":
+                    assert ready_a["through_python"] == {APPEND: "order of its writes across replicas"}
                 done = await asyncio.gather(*(_writer(n, addresses) for n in range(WRITERS)))
                 writes = [w for writer in done for w in writer]
                 await until(

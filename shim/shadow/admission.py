@@ -161,13 +161,12 @@ class Admission:
             self.seq = shared.lanes.write_seq
             self.places.ticket = shared.lanes.enter(keys, self.is_write)
             self.keys = keys
-            if self.is_write and shared.key_order is not None:  # its turn across replicas, asked for now
-                if keys:
-                    self.places.fleet = FleetPlace(
-                        shared.key_order, keys, self.method, shared.steps, shared.counters
-                    )
-                else:
-                    shared.counters.inc("writes_not_ordered_across_replicas", self.method)
+            if shared.key_order is not None and keys:  # its turn across replicas, asked for now
+                self.places.fleet = FleetPlace(
+                    shared.key_order, keys, self.method, shared.steps, shared.counters, read=not self.is_write
+                )
+            elif self.is_write and shared.key_order is not None:
+                shared.counters.inc("writes_not_ordered_across_replicas", self.method)
             self.record_intent()
         self.admitted.set()
 

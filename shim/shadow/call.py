@@ -137,6 +137,8 @@ class ShadowCall:
                 return fate.given_up(time.perf_counter() - started, WAITING)
             if not await self._admission.intent_written(fate.stop):
                 return fate.given_up(time.perf_counter() - started, WAITING)
+        elif (fleet := self._places.fleet) is not None and not await fleet.ready(fate.stop):
+            return fate.given_up(time.perf_counter() - started, WAITING)  # a read: after the writes before it
         if fate.stop.is_set():  # the client cancelled while the primary had it
             return fate.given_up(time.perf_counter() - started, NOT_SENT)
         if self._plan.ids.request:

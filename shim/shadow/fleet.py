@@ -14,6 +14,12 @@ What cannot be ordered puts its keys out of step instead (`shim.steps`), never s
 - a streamed write (a batch or a session): its place is taken as the primary answers, or message by
   message, so it has no ticket;
 - the ticket of a replica gone silent, released by the replica waiting behind it (`shim.books`).
+
+A read with keys asks, in the same order as the writes, where it stands: the last ticket issued on each
+key before it, which it waits for, so that it reaches the shadow after every write on its keys that was
+answered before it was sent, wherever that write went. It raises no counter and marks nothing: a read
+whose place was not known when the primary's answer went to the client, or could not be asked, is
+compared as usual, and a difference it shows is `tainted` (`unordered`), not real.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ STREAMED = (
     "a streamed write is not ordered across replicas: a write on the key through another replica may have"
     " reached the shadow in between"
 )
+READ_LATE = (
+    "its place among the writes on its keys through other replicas was not known before the primary's"
+    " answer went to the client: a write sent after it may have reached the shadow first"
+)
+READ_NOT_TAKEN = (
+    "its place among the writes on its keys through other replicas could not be asked ({error}): a write"
+    " through another replica answered before it may not have reached the shadow"
+)
 RELEASED = (
     "a write through replica {replica} had its turn on the key when that replica went silent"
     " (ordering.replica_lease): whether the shadow applied it is unknown"
@@ -54,10 +68,16 @@ def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: C
 class FleetPlace:
     """One write's tickets on its keys, asked for when it takes its place in the lanes."""
 
-    __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets")
+    __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets", "unordered")
 
     def __init__(
-        self, order: KeyOrder, keys: tuple[str, ...], method: str, steps: Steps | None, counters: Counters
+        self,
+        order: KeyOrder,
+        keys: tuple[str, ...],
+        method: str,
+        steps: Steps | None,
+        counters: Counters,
+        read: bool = False,
     ) -> None:
         self._order = order
         self._method = method
@@ -65,7 +85,8 @@ class FleetPlace:
         self._counters = counters
         self._answered = False
         self._in_turn = False  # every call before it on its keys is done, here and on other replicas
-        self._tickets = order.take(keys, method)
+        self._tickets = order.take(keys, method, read)
+        self.unordered = ""  # a read: why a difference it shows may come of its order (it is then tainted)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -76,7 +97,12 @@ class FleetPlace:
         if self._answered:
             return
         self._answered = True
-        if not self._tickets.taken.is_set():
+        if self._tickets.taken.is_set():
+            return
+        if self._tickets.read:
+            self._counters.inc("read_places_late", self._method)
+            self.unordered = READ_LATE
+        else:
             self._counters.inc("tickets_late", self._method)
             self._mark(LATE)
 
@@ -85,6 +111,10 @@ class FleetPlace:
         tickets = self._tickets
         if not await until(tickets.taken.wait(), stop):
             return False
+        if tickets.error and tickets.read:
+            self._counters.inc("read_places_not_taken", self._method)
+            self.unordered = self.unordered or READ_NOT_TAKEN.format(error=tickets.error)
+            return True
         if tickets.error:
             self._counters.inc("tickets_not_taken", self._method)
             self._mark(NOT_TAKEN.format(error=tickets.error))
@@ -99,6 +129,8 @@ class FleetPlace:
     def release(self) -> None:
         """The write is over on the shadow, or given up: the next tickets on its keys may go, once those
         before it are done (a write that ends before its turn does not let the next ones pass them)."""
+        if self._tickets.read:
+            return  # a read holds no ticket
         if self._in_turn or self._tickets.error:
             self._tickets.release()
         else:

@@ -288,6 +288,8 @@ class Mirror:
                 self.learning.learn(primary, shadow, first)
             if shared.steps is not None and (self.keys or not self.admission.names_unknown):
                 self.tainted = shared.steps.reason(self.keys)
+            if not self.tainted and self.places.fleet is not None:
+                self.tainted = self.places.fleet.unordered  # a read whose order across replicas is unknown
             if self.is_write:
                 why = (self.abandoned_why or "the client cancelled it") if cancelled else ""
                 await judge(

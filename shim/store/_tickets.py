@@ -1,10 +1,11 @@
-"""A write's tickets on its keys, as `key_order.KeyOrder` issues them."""
+"""A write's tickets on its keys (and where a read stands on them), as `key_order.KeyOrder` issues them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,14 +21,18 @@ Finish = Callable[[tuple[Held, ...]], None]  # marks tickets done
 
 
 class Tickets:
-    """One write's tickets, one per key: `taken` once the store issued them (or failed: `error`)."""
+    """One write's tickets, one per key: `taken` once the store issued them (or failed: `error`).
 
-    __slots__ = ("_finish", "_released", "error", "held", "keys", "method", "taken")
+    A read's (`read`) are no tickets but marks of where it stands: on each key, `held.ticket - 1` is the
+    last ticket issued before it, which it waits for; it raises no counter and is never done."""
 
-    def __init__(self, keys: tuple[str, ...], method: str, finish: Finish) -> None:
+    __slots__ = ("_finish", "_released", "error", "held", "keys", "method", "read", "taken")
+
+    def __init__(self, keys: tuple[str, ...], method: str, finish: Finish, read: bool = False) -> None:
         self._finish = finish
         self.keys = keys
         self.method = method
+        self.read = read
         self.held: tuple[Held, ...] = ()
         self.error = ""
         self.taken = asyncio.Event()
@@ -35,12 +40,53 @@ class Tickets:
 
     def release(self) -> None:
         """The write is over on the shadow (or given up): its tickets are done, now or once issued."""
-        if not self._released:
+        if not self._released and not self.read:
             self._released = True
             self._finish(self.held)
 
     def _issued(self, held: tuple[Held, ...], error: str = "") -> None:
         self.held, self.error = held, error
         self.taken.set()
-        if self._released:
+        if self._released and not self.read:
             self._finish(held)
+
+
+class Asking:
+    """The tickets asked for in one statement, in the order asked: its parameters, and the tickets it
+    issues from the rows it returns (key, issued, done, the replica of the last ticket before)."""
+
+    def __init__(self, asked: Sequence[Tickets]) -> None:
+        self._asked = asked
+        self._count: dict[str, int] = {}  # tickets asked per key (reads ask none)
+
+    def params(self) -> dict[str, Any]:
+        keys: list[str] = []
+        methods: list[str] = []
+        nth: list[int] = []
+        read_keys: set[str] = set()
+        for tickets in self._asked:
+            if tickets.read:
+                read_keys.update(tickets.keys)
+                continue
+            for key in tickets.keys:
+                self._count[key] = self._count.get(key, 0) + 1
+                keys.append(key)
+                methods.append(tickets.method)
+                nth.append(self._count[key])
+        return {"keys": keys, "methods": methods, "nth": nth, "read_keys": sorted(read_keys)}
+
+    def issue(self, rows: Sequence[tuple[Any, ...]], me: str) -> None:
+        """Each ticket N needs no wait in the store when N - 1 was `me`'s (its lanes order the two) or
+        was done when N was issued; a read stands where the next ticket would be."""
+        first = {key: (issued - self._count.get(key, 0) + 1, done, prev) for key, issued, done, prev in rows}
+        given: dict[str, int] = {}
+        for tickets in self._asked:
+            held = []
+            for key in tickets.keys:
+                start, done, prev = first.get(key, (1, 0, ""))  # a key never written: nothing before
+                ticket = start + given.get(key, 0)
+                if not tickets.read:
+                    given[key] = given.get(key, 0) + 1
+                mine_before = ticket > start or prev == me
+                held.append(Held(key, ticket, wait=not mine_before and done < ticket - 1))
+            tickets._issued(tuple(held))

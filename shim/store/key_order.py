@@ -31,7 +31,7 @@ import structlog
 
 from shim.store._async import Connection
 from shim.store._errors import StoreError
-from shim.store._tickets import Held, Tickets
+from shim.store._tickets import Asking, Held, Tickets
 
 _log = structlog.get_logger("shim.store.key_order")
 
@@ -48,8 +48,12 @@ taken AS (
 held AS (
   INSERT INTO shim_key_tickets (key, ticket, replica, method)
   SELECT a.key, t.issued - c.n + a.nth, %(me)s, a.method
-  FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key)
+  FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key),
+seen AS (  -- where the reads stand on keys no write of theirs raises (as before the statement)
+  SELECT key, issued, done, last_replica FROM shim_key_order
+  WHERE key = ANY(%(read_keys)s::text[]) AND NOT key = ANY(%(keys)s::text[]))
 SELECT key, issued, done, prev_replica FROM taken
+UNION ALL SELECT key, issued, done, last_replica FROM seen
 """
 _DONE = """
 WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[]) AS d(key, n)),
@@ -128,9 +132,10 @@ class KeyOrder:
         await self._taker.close()
         await self._other.close()
 
-    def take(self, keys: Sequence[str], method: str) -> Tickets:
-        """Tickets on `keys` for one write, asked for now (issued in the order asked)."""
-        tickets = Tickets(tuple(dict.fromkeys(keys)), method, self._finish)
+    def take(self, keys: Sequence[str], method: str, read: bool = False) -> Tickets:
+        """Tickets on `keys` for one write, asked for now (issued in the order asked); `read`: where a read
+        stands on them instead (the last tickets issued before it, which it waits for), in the same order."""
+        tickets = Tickets(tuple(dict.fromkeys(keys)), method, self._finish, read)
         self._asked.append(tickets)
         self._ask.set()
         return tickets
@@ -178,35 +183,14 @@ class KeyOrder:
             await self._ask.wait()
             self._ask.clear()
             asked, self._asked = self._asked, []
-            keys: list[str] = []
-            methods: list[str] = []
-            nth: list[int] = []
-            count: dict[str, int] = {}
-            for tickets in asked:
-                for key in tickets.keys:
-                    count[key] = count.get(key, 0) + 1
-                    keys.append(key)
-                    methods.append(tickets.method)
-                    nth.append(count[key])
+            asking = Asking(asked)
             try:
-                rows = await self._taker.run(
-                    _TAKE, {"keys": keys, "methods": methods, "nth": nth, "me": self.replica}
-                )
+                rows = await self._taker.run(_TAKE, {**asking.params(), "me": self.replica})
             except StoreError as exc:
                 for tickets in asked:
                     tickets._issued((), str(exc))
                 continue
-            first = {key: (issued - count[key] + 1, done, prev) for key, issued, done, prev in rows}
-            given: dict[str, int] = {}
-            for tickets in asked:
-                held = []
-                for key in tickets.keys:
-                    start, done, prev = first[key]
-                    ticket = start + given.get(key, 0)
-                    given[key] = given.get(key, 0) + 1
-                    mine_before = ticket > start or prev == self.replica
-                    held.append(Held(key, ticket, wait=not mine_before and done < ticket - 1))
-                tickets._issued(tuple(held))
+            asking.issue(rows, self.replica)
 
     def _finish(self, held: tuple[Held, ...]) -> None:
         for one in held:

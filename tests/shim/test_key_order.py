@@ -188,3 +188,42 @@ async def test_multi_key_writes_on_many_replicas_never_deadlock(replica: Open) -
     check = await taken(orders[0].take(keys, "/M"))
     for held in check.held:
         await asyncio.wait_for(orders[0].wait(held), 10)
+
+
+async def test_a_read_waits_for_the_writes_issued_before_it_through_other_replicas_and_raises_nothing(
+    replica: Open,
+) -> None:
+    """A read stands after the last ticket issued on each of its keys: it waits in the store for another
+    replica's write not yet done, not for its own replica's (its lanes order those), nor on a key never
+    written; it raises no counter, and its release marks nothing done."""
+    a, b = await replica("a"), await replica("b")
+    write = await taken(a.take(["k"], "/W"))
+    mine_before = await taken(a.take(["k"], "/R", read=True))
+    read = await taken(b.take(["k", "fresh"], "/R", read=True))
+    assert [(h.key, h.ticket, h.wait) for h in mine_before.held] == [("k", 2, False)]
+    assert [(h.key, h.ticket, h.wait) for h in read.held] == [("k", 2, True), ("fresh", 1, False)]
+    waiting = asyncio.ensure_future(b.wait(read.held[0]))
+    await asyncio.sleep(0.2)  # polls of the store come every 1 to 25 ms: it would have seen a wrong done
+    assert not waiting.done()
+    read.release()  # a read holds nothing: the next write's ticket is 2, and it waits for the first
+    after = await taken(b.take(["k"], "/W"))
+    assert [(h.key, h.ticket, h.wait) for h in after.held] == [("k", 2, True)]
+    write.release()
+    await asyncio.wait_for(waiting, 10)
+    after.release()
+
+
+async def test_a_read_behind_its_own_replicas_write_in_one_batch_waits_for_nothing_in_the_store(
+    replica: Open,
+) -> None:
+    """Asked in one statement with a write before it on its key (same replica): the read stands after that
+    write's ticket, which its lanes order; one asked before the write stands before it."""
+    a, b = await replica("a"), await replica("b")
+    await taken(b.take(["k"], "/W"))  # ticket 1, b's, not done
+    before = a.take(["k"], "/R", read=True)
+    write = a.take(["k"], "/W")
+    after = a.take(["k"], "/R", read=True)
+    await taken(after)
+    assert [(h.ticket, h.wait) for h in (await taken(before)).held] == [(2, True)]
+    assert [(h.ticket, h.wait) for h in (await taken(write)).held] == [(2, True)]
+    assert [(h.ticket, h.wait) for h in after.held] == [(3, False)]

@@ -27,7 +27,7 @@ from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from tests.helpers import ROOT, postgres_schema_url, until
 from tests.processes import ShimProcess, shim_process
 from tests.shim.test_evidence_store import _postgres_sql
-from tests.shim.test_modes import ACCOUNTS, AUTH, TOKEN, _books_equal
+from tests.shim.test_modes import ACCOUNTS, AUTH, NEEDS_ENVOY, TOKEN, _books_equal
 
 LEASE = 1.0  # store.lease of the shims here (seconds)
 
@@ -53,15 +53,19 @@ def _config(tmp_path: Path, grace: str = "5s") -> Path:
 
 @contextlib.asynccontextmanager
 async def _fleet(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, replicas: int, grace: str = "5s"
+    ledgers: tuple[RunningLedger, RunningLedger],
+    tmp_path: Path,
+    replicas: int,
+    grace: str = "5s",
+    dataplane: str = "python",
 ) -> AsyncIterator[tuple[str, list[ShimProcess]]]:
-    """`replicas` shim processes (Python data plane) on one new PostgreSQL schema: its url, the shims."""
+    """`replicas` shim processes on one new PostgreSQL schema: its url, the shims."""
     bank, bk = ledgers
     config = _config(tmp_path, grace)
     with postgres_schema_url() as url:
         args = [
             "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address,
-            "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+            "--store", url, "--dataplane", dataplane, "--diff-log", "/dev/null",
         ]  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
             shims = [await stack.enter_async_context(shim_process(*args)) for _ in range(replicas)]
@@ -104,15 +108,16 @@ class Answered:
     side: str  # "Bank" or "BK", by the trade id's form
 
 
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_a_switch_through_one_replica_is_one_step_for_all_three(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, dataplane: str
 ) -> None:
     """Three replicas, two writers each on shared accounts, shadow -> bk-primary -> shadow through one
     replica mid-run: no trade sent after a switch committed was answered by the side it left, none
     answered before the switch was proposed by the side it went to; every replica's view shows the
     final mode and agrees with the store; both ledgers, read directly, are equal; no key out of step."""
     bank, bk = ledgers
-    async with _fleet(ledgers, tmp_path, 3) as (url, shims):
+    async with _fleet(ledgers, tmp_path, 3, dataplane=dataplane) as (url, shims):
         async with aio.insecure_channel(shims[0].ready["listen"]) as channel:
             first = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
             for account in ACCOUNTS:

@@ -1,6 +1,7 @@
 """Latency the shim adds on the primary path, against a direct baseline measured in the same run.
 
     python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade] [--recording]
+                            [--across-replicas POSTGRESQL_DSN]
 
 Starts the sample Bank and BK and the shims (mode `bank`; mode `shadow`
 with descriptors only; mode `shadow` on the sample's config, with routing
@@ -12,7 +13,10 @@ machine noise and a path's place in the round hit all paths alike).
 Prints p50/p90/p99 per path and what the shim adds over the baseline, beside
 a plain Envoy proxying to Bank (what a good proxy costs).
 With `--recording`, only the `bank` mode shims are measured, each with and without `--record`
-(the cost of recording, `docs/recording.md`). This is a closed-loop latency probe; throughput under
+(the cost of recording, `docs/recording.md`). With `--across-replicas DSN`, the sample's config on
+each data plane is measured with and without `ordering.across_replicas` on a PostgreSQL store (a new
+schema of the database DSN names): the cost of order across replicas on the clients' path
+(`docs/fleet-order.md`). This is a closed-loop latency probe; throughput under
 open-loop load is another benchmark.
 """
 
@@ -205,7 +209,40 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
     parser.add_argument("--recording", action="store_true", help="bank mode with and without --record")
+    parser.add_argument("--across-replicas", metavar="DSN", help="with and without ordering.across_replicas")
     args = parser.parse_args()
+    with ExitStack() as stack:
+        if args.across_replicas:
+            _across_replicas(stack, args.across_replicas)
+        return _run(args)
+
+
+def _across_replicas(stack: ExitStack, dsn: str) -> None:
+    """Only the shims on the sample's config, each data plane with and without order across replicas."""
+    from shim.testing import postgres_schema
+
+    url = stack.enter_context(postgres_schema(dsn, "bench"))
+    folder = Path(tempfile.mkdtemp(prefix="shim-bench-fleet-"))
+    stack.callback(shutil.rmtree, folder, True)
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    for name in ("bank.binpb", "rules.toml"):
+        text = text.replace(f'"{name}"', json.dumps(str(SAMPLE_CONFIG.parent / name)))
+    ordered = folder / "ordered.toml"
+    ordered.write_text(text + "\n[ordering]\nacross_replicas = true\n", encoding="utf-8")
+    SHIMS.clear()
+    for plane in ("envoy", "python"):
+        name = "shim" if plane == "envoy" else "python"
+        SHIMS[f"{name} ids"] = (
+            "shadow",
+            ["--config", str(SAMPLE_CONFIG), "--store", url, "--dataplane", plane],
+        )
+        SHIMS[f"{name} ordered"] = (
+            "shadow",
+            ["--config", str(ordered), "--store", url, "--dataplane", plane],
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.recording:
         folder = tempfile.mkdtemp(prefix="shim-bench-record-")
         for name in ("shim bank", "python bank"):

@@ -64,8 +64,9 @@ class OrderingSettings:
     across_replicas: bool = setting(
         False,
         BOOL,
-        "true: one key's writes reach the shadow in order across the replicas sharing a PostgreSQL store "
-        "(docs/fleet-order.md)",
+        "true: one key's writes reach the shadow in order across the replicas sharing a PostgreSQL store, "
+        "and a read reaches it after the writes on its keys answered before it (docs/fleet-order.md); on "
+        "Envoy the keyed writes take Python on their primary path",
     )
     replica_lease: float = setting(
         10.0,

@@ -5,7 +5,8 @@ bottleneck. With `workers = N` the `shim serve` process becomes a supervisor:
 it opens the store once (so its migrations run once), reserves the port (a
 free one for port 0), and starts N worker processes (spawned, never forked),
 each a whole shim listening on that port with SO_REUSEPORT; the kernel spreads
-the clients' connections over them. Each worker has its own upstream channels,
+the clients' connections over them (on Envoy, each worker runs its own Envoy on the
+port, which it starts and stops). Each worker has its own upstream channels,
 shadow dispatcher, lanes, id map in memory and comparison worker; they share
 the store, as replicas of a fleet do.
 

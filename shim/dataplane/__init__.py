@@ -188,7 +188,8 @@ class EnvoyPlane:
                     self._executable, bootstrap_file, concurrency=self._concurrency
                 )
                 await self.envoy.validate()
-                check_listen(public.serving.listen)
+                if public.serving.workers == 1:  # the workers' supervisor holds the port for them
+                    check_listen(public.serving.listen)
                 await self.envoy.start()
         envoy_pid = self.envoy.pid if self.envoy is not None else None
         spare = {envoy_pid} if envoy_pid else set()
@@ -384,10 +385,6 @@ async def start(
     from shim.app import Shim
 
     dataplane, why = choose(config.serving.dataplane)
-    if dataplane == "envoy" and config.serving.workers > 1:
-        if config.serving.dataplane == "envoy":
-            raise ConfigError("workers: several shim processes serve only --dataplane python for now")
-        dataplane, why = "python", "workers > 1: the clients' calls go through the shim's processes"
     if dataplane == "python":
         shim = Shim(config, sinks=sinks, registry=registry)
         await shim.start()

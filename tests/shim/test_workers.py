@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,10 +17,12 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import Upstream, build
+from shim.dataplane.envoy import binary as envoy_binary
 from shim.workers import _metrics_of
 from tests.processes import SERVE, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 CONNECTIONS = 24  # client connections; the kernel spreads them over the workers
 
 
@@ -29,6 +32,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def _envoys(root: int) -> list[int]:
+    """The Envoy processes among `root`'s descendants (a worker's Envoy is its child)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    found, below = [], {root}
+    for _ in range(4):  # supervisor -> worker -> Envoy
+        below |= {pid for pid, ppid in parents.items() if ppid in below}
+    for pid in below - {root}:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy":
+                found.append(pid)
+    return found
 
 
 def _is_worker(pid: int) -> bool:
@@ -46,14 +65,18 @@ async def _all_ready(shim: ShimProcess) -> dict[str, object]:
     return line
 
 
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, dataplane: str
 ) -> None:
     """Two workers: connections land on both (two replicas in the store), every call is mirrored and
-    stored once, and SIGTERM drains both; the supervisor exits 0 and no worker outlives it."""
+    stored once, and SIGTERM drains both; the supervisor exits 0 and no worker outlives it. On Envoy each
+    worker runs its own Envoy on the port, and none outlives the supervisor either."""
     bank, bk = ledgers
     path = tmp_path / "shim.db"
-    args = _shadow_args(bank, bk, path, "--descriptor-set", BANK_BINPB, "--workers", "2")
+    args = _shadow_args(
+        bank, bk, path, "--descriptor-set", BANK_BINPB, "--workers", "2", "--dataplane", dataplane
+    )
     async with shim_process(*args) as shim:
         ready = await _all_ready(shim)
         assert ready["workers"] == 2
@@ -69,27 +92,39 @@ async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
 
         await _until(stored, lambda count: count >= CONNECTIONS, "every call stored")
         replicas = [row[0] for row in sql("SELECT DISTINCT replica FROM comparisons")]
+        envoys = _envoys(shim.proc.pid)
+        assert len(envoys) == (2 if dataplane == "envoy" else 0)
         assert await shim.stop() == 0, shim.stderr[-5:]
     assert len(replicas) == 2, replicas  # both workers served: 2**-23 odds that one took all
     assert sql("SELECT count(*) FROM comparisons") == [(CONNECTIONS,)]
     assert len(bk.servicer.book.accounts) == CONNECTIONS  # every write mirrored, by whichever worker
     pids = [int(replica.rpartition(":")[2]) for replica in replicas]
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids + envoys if _alive(pid)]
 
 
-async def test_a_worker_that_dies_stops_the_shim(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_worker_that_dies_stops_the_shim(
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
+) -> None:
     """A worker killed from outside: the supervisor stops the other and exits 1 (for a process manager
-    to restart the whole shim), leaving no worker behind."""
+    to restart the whole shim), leaving no worker (and no worker's Envoy) behind."""
     bank, _ = ledgers
     args = ["--listen", "127.0.0.1:0", "--bank", bank.address, "--mode", "bank", "--workers", "2"]
+    args += ["--dataplane", dataplane]
     async with shim_process(*args) as shim:
         await _all_ready(shim)
         workers = shim.children()
         shim_workers = [pid for pid in workers if _is_worker(pid)]
         assert len(shim_workers) >= 2
+        envoys = _envoys(shim.proc.pid)
+        assert len(envoys) == (2 if dataplane == "envoy" else 0)
         os.kill(shim_workers[0], signal.SIGKILL)
         assert await asyncio.wait_for(shim.proc.wait(), 20) == 1
-    assert not [pid for pid in shim_workers if _alive(pid)]
+    await _until(
+        lambda: asyncio.sleep(0, [pid for pid in shim_workers + envoys if _alive(pid)]),
+        lambda left: not left,
+        "no worker and no Envoy left",
+    )
     assert any('"a worker exited; stopping the others"' in line for line in shim.stderr)
 
 

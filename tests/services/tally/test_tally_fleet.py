@@ -101,12 +101,17 @@ async def _stop(shim: ShimProcess) -> None:
 NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
-@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+@pytest.mark.parametrize(
+    "dataplane",
+    ["python", pytest.param("envoy", marks=NEEDS_ENVOY), pytest.param("envoy-workers", marks=NEEDS_ENVOY)],
+)
 async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
     tmp_path: Path, dataplane: str
 ) -> None:
     """On Envoy the writes take Python on their primary path (docs/dataplane.md), so that each takes its
-    tickets while Bank has the call, as on the Python data plane."""
+    tickets while Bank has the call, as on the Python data plane. `envoy-workers`: one `shim serve
+    --workers 2` instead of two replicas, its two workers (each its own Envoy on the port) taking the
+    fresh connections as the kernel spreads them."""
     if not POSTGRES_DSN:
         pytest.skip(NEEDS_POSTGRES)
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
@@ -115,26 +120,34 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
     bank, bk = await serve(answer_after=BANK_TIME), await serve(slow=True)
     try:
         with postgres_schema_url() as url:
-            flags = ["--config", config, "--dataplane", dataplane, "--listen", "127.0.0.1:0"]
+            plane, _, workers = dataplane.partition("-")
+            flags = ["--config", config, "--dataplane", plane, "--listen", "127.0.0.1:0"]
             flags += ["--bank", bank.address, "--bk", bk.address, "--store", url]
             async with contextlib.AsyncExitStack() as stack:
-                a, ready_a = await stack.enter_async_context(shim_serving(*flags))
-                b, ready_b = await stack.enter_async_context(shim_serving(*flags))
+                if workers:
+                    a, ready_a = await stack.enter_async_context(shim_serving(*flags, "--workers", "2"))
+                    b, ready_b = None, ready_a
+                else:
+                    a, ready_a = await stack.enter_async_context(shim_serving(*flags))
+                    b, ready_b = await stack.enter_async_context(shim_serving(*flags))
                 addresses = [ready_a["listen"], ready_b["listen"]]
-                if dataplane == "envoy":
+                if plane == "envoy":
                     assert ready_a["through_python"] == {APPEND: "order of its writes across replicas"}
                 done = await asyncio.gather(*(_writer(n, addresses) for n in range(WRITERS)))
                 writes = [w for writer in done for w in writer]
                 await until(
                     lambda: sum(map(len, bk.received.values())) >= len(writes), "every write mirrored", 60
                 )
-                await _stop(a)
-                await _stop(b)
+                for shim in (a, b):
+                    if shim is not None:
+                        await _stop(shim)
             with psycopg.connect(url) as conn:
                 marked = dict(conn.execute(b"SELECT key, reason FROM out_of_step").fetchall())
+                replicas = conn.execute(b"SELECT count(DISTINCT replica) FROM comparisons").fetchone()
     finally:
         await bank.stop()
         await bk.stop()
+    assert replicas == (2,)  # both replicas (or workers) compared calls
     _check(writes, bank, bk, marked)
 
 

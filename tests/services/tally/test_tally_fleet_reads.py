@@ -1,0 +1,112 @@
+"""Reads across replicas (`ordering.across_replicas`, docs/fleet-order.md): two `shim serve` replicas on
+one PostgreSQL store, in front of one Bank and one BK (the tally). A client appends twice to a key through
+replica A, and BK answers the first append slowly, so A's lanes still hold the second when the client,
+having both answers, lists the key through replica B on a fresh connection.
+
+The promise checked: B's copy of the read reaches BK after both appends, so BK lists what Bank listed and
+the comparison is a match. With SHIM_TEST_ACROSS_REPLICAS=false the same test fails: B mirrors the read at
+once, BK lists one entry, and the read is reported a real mismatch that only the order made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+from grpc import aio
+
+from shim.dataplane.envoy import binary as envoy_binary
+from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.processes import shim_process
+from tests.services.tally.server import (
+    APPEND,
+    DESCRIPTOR_SET,
+    LIST,
+    ListReply,
+    ListRequest,
+    Reply,
+    Request,
+    serve,
+)
+
+ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+KEYS = 4
+HOLD_MS = 400  # BK's time to answer each key's first append: A's lanes hold the second that long
+BANK_TIME = 0.02  # as in test_tally_fleet.py: each write's ticket is back before Bank's answer
+
+CONFIG = """
+mode = "shadow"
+descriptor_sets = ["tally.binpb"]
+
+[methods."tally.v1.Tally/Append"]
+key = ["key"]
+
+[methods."tally.v1.Tally/List"]
+key = ["key"]
+read = true
+
+[ordering]
+across_replicas = {across}
+"""
+
+
+async def _append(address: str, key: str, entry: str, delay_ms: int) -> None:
+    async with aio.insecure_channel(address) as channel:  # a fresh channel: a new connection
+        answer = await channel.unary_unary(APPEND)(
+            Request(key=key, entry=entry, delay_ms=delay_ms).SerializeToString(), timeout=10
+        )
+    assert Reply.FromString(answer).place > 0
+
+
+async def _list(address: str, key: str) -> list[str]:
+    async with aio.insecure_channel(address) as channel:
+        answer = await channel.unary_unary(LIST)(ListRequest(key=key).SerializeToString(), timeout=10)
+    return list(ListReply.FromString(answer).entries)
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_read_through_another_replica_reaches_bk_after_the_writes_answered_before_it(
+    tmp_path: Path, dataplane: str
+) -> None:
+    if not POSTGRES_DSN:
+        pytest.skip(NEEDS_POSTGRES)
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text(CONFIG.format(across=ACROSS), encoding="utf-8")
+    bank, bk = await serve(answer_after=BANK_TIME), await serve(slow=True)
+    try:
+        with postgres_schema_url() as url:
+            flags = ["--config", config, "--dataplane", dataplane, "--listen", "127.0.0.1:0"]
+            flags += ["--bank", bank.address, "--bk", bk.address, "--store", url, "--diff-log", "/dev/null"]
+            async with contextlib.AsyncExitStack() as stack:
+                a = await stack.enter_async_context(shim_process(*flags))
+                b = await stack.enter_async_context(shim_process(*flags))
+                listed = {}
+                for n in range(KEYS):
+                    key = f"k{n}"
+                    await _append(a.ready["listen"], key, "first", HOLD_MS)
+                    await _append(a.ready["listen"], key, "second", 0)
+                    listed[key] = await _list(b.ready["listen"], key)
+                with psycopg.connect(url, autocommit=True) as conn:
+
+                    def reads() -> list[tuple[str, str, str]]:
+                        rows = conn.execute(
+                            b"SELECT routing_key, verdict, reason FROM comparisons WHERE method = %s"
+                            b" ORDER BY routing_key",
+                            (LIST,),
+                        ).fetchall()
+                        return [(str(k), str(v), str(r)) for k, v, r in rows]
+
+                    await until(lambda: len(reads()) >= KEYS, "every read compared", 30)
+                    marked = conn.execute(b"SELECT key FROM out_of_step").fetchall()
+                    compared = reads()
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert listed == {f"k{n}": ["first", "second"] for n in range(KEYS)}  # Bank's answers, untouched
+    assert marked == []
+    assert compared == [(f"k{n}", "match", "") for n in range(KEYS)], compared

@@ -372,9 +372,12 @@ def check_listen(address: str) -> None:
 
 def inner_config(config: Config, folder: Path | None = None) -> Config:
     """The config of the shim's own server behind Envoy: loopback, any port (or a unix socket in the folder
-    of a supervised plane), plaintext (Envoy serves the clients' listener and its TLS)."""
+    of a supervised plane), plaintext (Envoy serves the clients' listener and its TLS). It is one worker's
+    own: with `--workers N` only the Envoys share the clients' port (SO_REUSEPORT), and each worker's
+    Envoy reaches its own server, which shares nothing."""
     listen = f"unix:{folder / PYTHON_SOCKET}" if folder is not None else "127.0.0.1:0"
-    return replace(config, serving=replace(config.serving, listen=listen), tls=TlsSettings())
+    serving = replace(config.serving, listen=listen, workers=1)
+    return replace(config, serving=serving, tls=TlsSettings())
 
 
 async def start(

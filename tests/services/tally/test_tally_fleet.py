@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from shim.dataplane.envoy import binary as envoy_binary
 from shim.shadow.fleet import LATE
 from shim.testing import running_shim
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.processes import shim_process
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, REGISTRY, Reply, Request, Tally, serve
-from tests.shim.test_cli import ShimProcess, shim_serving
 
 ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
 WRITERS, WRITES, KEYS = 6, 20, ("k0", "k1", "k2")
@@ -60,7 +59,9 @@ class Write:
 async def _write(address: str, key: str, entry: str, delay_ms: int) -> Write:
     loop = asyncio.get_running_loop()
     sent = loop.time()
-    async with aio.insecure_channel(address) as channel:  # a fresh channel: a new connection
+    # a fresh channel with a subchannel pool of its own: a new connection (grpc's global pool would share
+    # one connection among the channels to an address that are open at once)
+    async with aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         answer = await channel.unary_unary(APPEND)(
             Request(key=key, entry=entry, delay_ms=delay_ms).SerializeToString(), timeout=10
         )
@@ -93,11 +94,6 @@ def out_of_order(writes: list[Write], received: dict[str, list[str]]) -> list[tu
     return found
 
 
-async def _stop(shim: ShimProcess) -> None:
-    shim.proc.send_signal(signal.SIGTERM)
-    assert await shim.finish() == 0, shim.stderr[-5:]
-
-
 NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
@@ -124,12 +120,14 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
             flags = ["--config", config, "--dataplane", plane, "--listen", "127.0.0.1:0"]
             flags += ["--bank", bank.address, "--bk", bk.address, "--store", url]
             async with contextlib.AsyncExitStack() as stack:
-                if workers:
-                    a, ready_a = await stack.enter_async_context(shim_serving(*flags, "--workers", "2"))
-                    b, ready_b = None, ready_a
+                if workers:  # one shim: its supervisor's ready line says every worker serves
+                    a = await stack.enter_async_context(shim_process(*flags, "--workers", "2"))
+                    await a.until_event("ready", count=3)
+                    b, ready_a, ready_b = None, a.ready, a.ready
                 else:
-                    a, ready_a = await stack.enter_async_context(shim_serving(*flags))
-                    b, ready_b = await stack.enter_async_context(shim_serving(*flags))
+                    a = await stack.enter_async_context(shim_process(*flags))
+                    b = await stack.enter_async_context(shim_process(*flags))
+                    ready_a, ready_b = a.ready, b.ready
                 addresses = [ready_a["listen"], ready_b["listen"]]
                 if plane == "envoy":
                     assert ready_a["through_python"] == {APPEND: "order of its writes across replicas"}
@@ -140,7 +138,7 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
                 )
                 for shim in (a, b):
                     if shim is not None:
-                        await _stop(shim)
+                        assert await shim.stop() == 0, shim.stderr[-5:]
             with psycopg.connect(url) as conn:
                 marked = dict(conn.execute(b"SELECT key, reason FROM out_of_step").fetchall())
                 replicas = conn.execute(b"SELECT count(DISTINCT replica) FROM comparisons").fetchone()

@@ -40,7 +40,7 @@ STREAMED = (
 )
 RELEASED = (
     "a write through replica {replica} had its turn on the key when that replica went silent"
-    " (ordering.replica_lease): whether the shadow applied it is unknown"
+    " (store.lease): whether the shadow applied it is unknown"
 )
 
 

@@ -67,12 +67,6 @@ class OrderingSettings:
         "true: one key's writes reach the shadow in order across the replicas sharing a PostgreSQL store "
         "(docs/fleet-order.md)",
     )
-    replica_lease: float = setting(
-        10.0,
-        duration(at_least=0.1),
-        "with across_replicas: a replica silent this long is taken for gone, and its writes' places in the "
-        "keys' order are released (their keys out of step)",
-    )
 
     def check_store(self, url: str) -> None:
         """`across_replicas` orders writes through a PostgreSQL store."""

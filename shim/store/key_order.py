@@ -12,10 +12,10 @@ marks N done (`Tickets.release`: done = max(done, N)). It waits for nothing when
 this replica's own (its lanes order the two already) or was done when N was issued. A write that ends
 before its turn (given up, never sent) marks N done only once N - 1 is (`done_in_turn`).
 
-Each replica writes a heartbeat (`shim_replicas`, the database's clock); the holder of every ticket
-not yet done is kept (`shim_key_tickets`). A waiter finding the ticket after `done` held by a replica
-whose heartbeat is older than the lease moves `done` past it and reports the key (`on_released`): that
-write may or may not have reached the shadow.
+The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter finding the ticket
+after `done` held by a replica whose heartbeat (`shim_replicas`, the database's clock, written by
+`shim.liveness`, the replica's one heartbeat) is older than the lease, or gone, moves `done` past it and
+reports the key (`on_released`): that write may or may not have reached the shadow.
 
 Waiting is polling, 1 ms at first and twice as long each time up to 25 ms, one query for every key this
 replica waits on. Only PostgreSQL: SQLite has one writer and serves one shim.
@@ -71,10 +71,6 @@ WITH r AS (UPDATE shim_key_order SET done = done + 1 WHERE key = %(key)s AND don
            RETURNING key, done)
 DELETE FROM shim_key_tickets t USING r WHERE t.key = r.key AND t.ticket = r.done RETURNING t.ticket
 """
-_BEAT = (
-    f"INSERT INTO shim_replicas (replica, seen) VALUES (%(me)s, {_NOW})"
-    " ON CONFLICT (replica) DO UPDATE SET seen = excluded.seen"
-)
 _FIRST_POLL, _LAST_POLL = 0.001, 0.025
 # commits not waited for on disk: a write's tickets must come back before its primary's answer goes out
 # (a crash of PostgreSQL itself may then lose the last moments of tickets: see docs/fleet-order.md)
@@ -84,14 +80,15 @@ Released = Callable[[str, str, str], None]  # key, the replica that held the tic
 
 
 class KeyOrder:
-    """This replica's tickets, waits and heartbeat. `start()`, then `take`, `wait`; `close()` at the end."""
+    """This replica's tickets and waits. `start()`, then `take`, `wait`; `close()` at the end. The replica's
+    heartbeat is written apart (`shim.liveness`), from before `start` until after `close`."""
 
     def __init__(self, url: str, replica: str, lease: float, on_released: Released | None = None) -> None:
         self.replica = replica
         self.lease = lease
         self._on_released = on_released
         self._taker = Connection(url, "shim-key-order", _SETTINGS)  # tickets only, in the lanes' order
-        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, waits, the heartbeat
+        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, and waits
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
@@ -103,20 +100,20 @@ class KeyOrder:
         self._behind: dict[str, int] = {}  # of those, how many on each key
 
     async def start(self) -> None:
-        """Write the heartbeat (StoreError if the store cannot be reached), then serve."""
-        await self._other.run(_BEAT, {"me": self.replica})
+        """Connect (StoreError if the store cannot be reached), then serve."""
+        await self._taker.run("SELECT 1", {})
+        await self._other.run("SELECT 1", {})
         loop = asyncio.get_running_loop()
         for work, name in (
             (self._taking, "key order: tickets"),
             (self._finishing, "key order: done"),
             (self._polling, "key order: waits"),
-            (self._beating, "key order: heartbeat"),
         ):
             self._tasks.append(loop.create_task(work(), name=name))
 
     async def close(self) -> None:
-        """Write the tickets done so far, remove the heartbeat (the tickets still held are free to
-        release at once) and close."""
+        """Write the tickets done so far and close (the tickets still held are released once the
+        replica's heartbeat is removed, or its lease passes)."""
         for task in [*self._tasks, *self._in_turns]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,7 +121,6 @@ class KeyOrder:
         self._tasks = []
         with contextlib.suppress(StoreError):
             await self.flush()
-            await self._other.run("DELETE FROM shim_replicas WHERE replica = %(me)s", {"me": self.replica})
         await self._taker.close()
         await self._other.close()
 
@@ -280,11 +276,3 @@ class KeyOrder:
                     if self._on_released is not None:
                         self._on_released(key, str(holder), str(method))
         return moved
-
-    async def _beating(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 4)
-            try:
-                await self._other.run(_BEAT, {"me": self.replica})
-            except StoreError as exc:
-                _log.warning("heartbeat not written", error=str(exc))

@@ -234,9 +234,7 @@ class Books:
             await self.liveness.stop()
         if self.store is not None:
             await self.store.close(within)
-        if (
-            not shared
-        ):  # it holds no write of anyone's: a store that does not answer is left to it, within 1 s
+        if not shared:  # it holds no write of anyone's: a store that does not answer is left to it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_WITHIN):
                     if self.liveness is not None:

@@ -1,7 +1,7 @@
 """What ordering writes across replicas (`ordering.across_replicas`) adds per mirrored write, on a
 PostgreSQL store: the ticket's round trip, the round trip marking it done, and the hand-over from one
-replica's write to the next write on its key through another replica (done, then seen by the waiter's
-polling). Also the replica's heartbeat (`shim.liveness`), one transaction every `store.refresh`, and
+replica's write to the next write on its key through another replica (done, announced, then seen by
+the waiter's poll). Also the replica's heartbeat (`shim.liveness`), one transaction every `store.refresh`, and
 the size of `shim_key_order`, one row per key ever written. Medians and 90th percentiles, in a fresh
 schema dropped afterwards.
 
@@ -70,7 +70,7 @@ async def measure(url: str, writes: int) -> None:
             second.release()
         _figures("ticket (one round trip, on the write's path)", ticket)
         _figures("done (one round trip, after BK answered)", marked)
-        _figures("hand-over to the next replica (done + polling)", handover)
+        _figures("hand-over to the next replica (done, then seen)", handover)
         beats = []
         for _ in range(writes):
             started = time.perf_counter()

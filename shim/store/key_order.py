@@ -13,12 +13,13 @@ this replica's own (its lanes order the two already) or was done when N was issu
 before its turn (given up, never sent) marks N done only once N - 1 is (`done_in_turn`).
 
 The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter finding the ticket
-after `done` held by a replica whose heartbeat (`shim_replicas`, the database's clock, written by
-`shim.liveness`, the replica's one heartbeat) is older than the lease, or gone, moves `done` past it and
-reports the key (`on_released`): that write may or may not have reached the shadow.
+after `done` held by a replica whose heartbeat (`shim.liveness`) is older than the lease, or gone,
+moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK.
 
-Waiting is polling, 1 ms at first and twice as long each time up to 25 ms, one query for every key this
-replica waits on. Only PostgreSQL: SQLite has one writer and serves one shim.
+Waiting is polling, one query for every key waited on: at once when tickets done are announced (a
+NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is another
+replica's), else 1 ms at first and twice as long each time up to 25 ms. Only PostgreSQL: SQLite has
+one writer and serves one shim.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from shim.store._async import Connection
+from shim.store._async import Connection, Listener
 from shim.store._errors import StoreError
 from shim.store._tickets import Held, Tickets
 
@@ -51,17 +52,21 @@ held AS (
   FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key)
 SELECT key, issued, done, prev_replica FROM taken
 """
-_DONE = """
+CHANNEL = "shim_key_done"
+_DONE = f"""
 WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[]) AS d(key, n)),
-gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n)
-INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
-SELECT key, n, n, '', '' FROM d ORDER BY key
-ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done)
+gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n),
+up AS (
+  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
+  SELECT key, n, n, '', '' FROM d ORDER BY key
+  ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done)
+  RETURNING key, issued, done)
+SELECT pg_notify('{CHANNEL}', '') FROM up WHERE up.issued > up.done AND EXISTS (SELECT 1
+  FROM shim_key_tickets t WHERE t.key = up.key AND t.ticket = up.done + 1 AND t.replica <> %(me)s) LIMIT 1
 """
-_NOW = "extract(epoch from clock_timestamp())"
-_POLL = f"""
-SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {_NOW} - %(lease)s)
-FROM shim_key_order o
+_POLL = """
+SELECT o.key, o.done, t.replica, t.method,
+  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s) FROM shim_key_order o
 LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
 LEFT JOIN shim_replicas h ON h.replica = t.replica
 WHERE o.key = ANY(%(keys)s::text[])
@@ -98,6 +103,8 @@ class KeyOrder:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
         self._behind: dict[str, int] = {}  # of those, how many on each key
+        self.polls = 0  # looks at the keys waited on, so far
+        self._listener = Listener(url, "shim-key-listen", CHANNEL, self._announced)  # tickets done, announced
 
     async def start(self) -> None:
         """Connect (StoreError if the store cannot be reached), then serve."""
@@ -108,6 +115,7 @@ class KeyOrder:
             (self._taking, "key order: tickets"),
             (self._finishing, "key order: done"),
             (self._polling, "key order: waits"),
+            (self._listener.run, "key order: done announced"),
         ):
             self._tasks.append(loop.create_task(work(), name=name))
 
@@ -230,7 +238,9 @@ class KeyOrder:
             return
         done, self._done = self._done, {}
         try:
-            await self._other.run(_DONE, {"keys": list(done), "tickets": list(done.values())})
+            await self._other.run(
+                _DONE, {"keys": list(done), "tickets": list(done.values()), "me": self.replica}
+            )
         except StoreError:
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
@@ -258,10 +268,20 @@ class KeyOrder:
                 async with asyncio.timeout(pause):
                     await self._someone_waits.wait()
 
+    @property
+    def listening(self) -> bool:
+        """Whether tickets done, announced, are heard (else they are found by polling only)."""
+        return self._listener.listening
+
+    def _announced(self) -> None:
+        if self._waiters:
+            self._someone_waits.set()
+
     async def _poll(self) -> bool:
         """One look at the keys waited on: wake the waiters whose turn came, release the tickets of
         replicas gone; whether anything moved."""
         rows = await self._other.run(_POLL, {"keys": list(self._waiters), "lease": self.lease})
+        self.polls += 1
         moved = False
         for key, done, holder, method, gone in rows:
             for need, future in self._waiters.get(key, ()):

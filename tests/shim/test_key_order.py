@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from shim.liveness import Liveness
-from shim.store import Store
+from shim.store import Store, key_order
 from shim.store.key_order import KeyOrder, Tickets
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 
@@ -102,6 +102,25 @@ async def test_a_ticket_waits_until_its_predecessor_on_another_replica_is_done(r
     waiting = asyncio.ensure_future(b.wait(second.held[0]))
     done, _ = await asyncio.wait([waiting], timeout=0.2)
     assert not done, "the second write went while the first was in flight"
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+
+
+async def test_a_wait_behind_another_replica_ends_with_its_done_not_with_the_next_poll(
+    replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With polls 60 s apart, b's write waiting behind a's ticket goes within seconds of a's done (not at
+    b's next poll): the done wakes b's poll through PostgreSQL's notification."""
+    monkeypatch.setattr(key_order, "_FIRST_POLL", 60.0)
+    monkeypatch.setattr(key_order, "_LAST_POLL", 60.0)
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k"], "/M"))
+    second = await taken(b.take(["k"], "/M"))
+    assert second.held[0].wait
+    waiting = asyncio.ensure_future(b.wait(second.held[0]))
+    await until(lambda: b.polls >= 1, "b's first look at the key")
+    await until(lambda: b.listening, "b listening to the keys' done")
+    assert not waiting.done()
     first.release()
     await asyncio.wait_for(waiting, 10)
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from grpc import aio
 
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.intents import Intents
 from shim.liveness import Liveness, lease_of
 from shim.metrics import Counters
 from shim.store import Intent, ReplicaView, Store
+from tests.backends import forwarding
 from tests.helpers import ROOT, postgres_schema_url, until
 from tests.processes import shim_process
 from tests.shim import test_store as engines
@@ -238,3 +243,43 @@ async def test_a_shim_marks_and_verifies_the_keys_of_a_replica_dead_on_another_h
     assert since - last_beat <= SHIM_LEASE + SHIM_REFRESH + 1.0, since - last_beat  # 1 s: a loaded machine
     assert ("LIVE1",) not in live_marks
     assert intents == [("LIVE1-write",)]
+
+
+async def test_a_replica_killed_with_a_write_in_flight_has_its_key_marked_and_checked_by_another(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Two `shim serve` replicas on one PostgreSQL store; one is killed (-9) while BK holds the deposit it
+    mirrored. The other, still running, claims its intent, marks the account out of step within the
+    lease and one refresh of the kill, and checks it: the books differ (BK never got the deposit)."""
+    bank, bk = ledgers
+    with postgres_schema_url() as url:
+        sql = _postgres_sql(url)
+        async with forwarding(bk.address) as (proxy, front):
+            args = [
+                "--config", _config(tmp_path), "--listen", "127.0.0.1:0", "--bank", bank.address,
+                "--bk", front.address, "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+            ]  # fmt: skip
+            async with shim_process(*args) as survivor, shim_process(*args) as victim:
+                async with aio.insecure_channel(victim.ready["listen"]) as channel:
+                    stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                    await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", initial_deposit="10"))
+                    await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                    proxy.held.add("/Deposit")  # BK never gets the deposit
+                    await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
+                    await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
+                    assert sql("SELECT replica FROM intents") == [(victim.replica,)]
+                await victim.kill_9()
+                killed = time.time()
+                await until(
+                    lambda: sql("SELECT result FROM verifications WHERE key = 'K1'"),
+                    "the account checked by the surviving replica",
+                    within=30,
+                )
+                [(since, reason, by, result, detail)] = sql(
+                    "SELECT since, reason, replica, result, detail FROM verifications WHERE key = 'K1'"
+                )[:1]
+                left = sql("SELECT id FROM intents")
+    assert victim.replica in reason, reason
+    assert by == survivor.replica
+    assert since - killed <= SHIM_LEASE + SHIM_REFRESH + 1.0, since - killed  # 1 s: a loaded machine
+    assert (result, left) == ("differs", []), (result, detail)

@@ -162,7 +162,10 @@ class Shim:
             routes["bk-primary"] = Route(bk, self.dispatchers["bank"])
             routes["bk"] = Route(bk, None, ids=self.dispatchers["bank"])
             self.books.start_housekeeping(config, parts)
-            self.fleet = Fleet(replica_name(), self.modes, store, self.mode_lock, self._timing())
+            assert self.books.fleet_store is not None
+            self.fleet = Fleet(
+                replica_name(), self.modes, self.books.fleet_store, self.mode_lock, self._timing()
+            )
         self.routes = routes
         handler = ProxyHandler(
             routes, self.modes, parts.plans, parts.counters, parts.router, parts.primary_latencies
@@ -206,7 +209,7 @@ class Shim:
         if self.fleet is not None:
             await self.fleet.start()
         if self.books.intents is not None:
-            await self.recover_intents()
+            await self.recover_intents(starting=True)
         if config.admin.listen or os.environ.get(config.admin.token_env):
             await self._start_admin()
         if config.serving.metrics_listen:
@@ -253,10 +256,10 @@ class Shim:
             self._noises.append(noise)
         return dispatcher
 
-    async def recover_intents(self) -> int:
+    async def recover_intents(self, starting: bool = False) -> int:
         """Claim the intents of mirrored writes whose shim is gone: their keys go out of step (and are
         verified). Returns how many were claimed."""
-        return await self.books.recover_intents(self.config, self.parts)
+        return await self.books.recover_intents(self.config, self.parts, starting)
 
     @property
     def dispatcher(self) -> ShadowDispatcher | None:

@@ -1,9 +1,10 @@
 """What the shim keeps in its store while it mirrors: the id map and key aliases, keys out of step and
 their checks, the intents of mirrored writes, and the comparisons (with the counts of those not stored).
 
-`Books.open` opens the store and loads what earlier runs and other replicas left there; `close` stops
-what reads it and closes it, within a time. Housekeeping runs beside: it records what was not stored,
-applies `store.retain`, and claims the intents of shims that stopped without recording their writes.
+`Books.open` opens the store, writes this replica's first heartbeat (`shim.liveness`) and loads what
+earlier runs and other replicas left there; `close` stops what reads it and closes it, within a time,
+and removes the heartbeat last, once this replica's writes are judged. Housekeeping runs beside: it
+records what was not stored, applies `store.retain`, and claims the intents of replicas gone silent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shim.errors import StartupError
 from shim.evidence.record import CountsFlusher, StoreSink
 from shim.ids import IdBook
 from shim.intents import Intents
+from shim.liveness import Liveness, lease_of
 from shim.parts import Parts
 from shim.shadow import fleet
 from shim.steps import Steps
@@ -31,6 +33,7 @@ from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim")
+STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its heartbeat
 
 
 class Books:
@@ -45,6 +48,11 @@ class Books:
         self.sink: StoreSink | None = None  # comparisons into the store
         self.verifier: Verifier | None = None  # checks of keys out of step
         self.key_order: KeyOrder | None = None  # writes' order across replicas (ordering.across_replicas)
+        # on PostgreSQL a connection of the fleet's own (the heartbeat, switches), never behind the
+        # comparisons' writes; on SQLite the store
+        self.fleet_store: Store | None = None
+        self.liveness: Liveness | None = None  # this replica's heartbeat
+        self.lease = 0.0  # seconds of silence after which a replica is taken for gone (store.lease)
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def open(self, config: Config, parts: Parts) -> Store:
@@ -58,7 +66,12 @@ class Books:
         counters = parts.counters
         self.steps = Steps(store, counters, refresh=config.store.refresh, replica=parts.replica)
         self.intents = Intents(store, parts.replica, counters)
+        refresh = max(config.store.refresh, 0.05)
+        self.lease = lease_of(refresh, config.store.lease)
         try:
+            self.fleet_store = await self._fleet_connection(store)
+            self.liveness = Liveness(self.fleet_store, parts.replica, refresh)
+            await self.liveness.start()
             await self.steps.start()
             if parts.id_fields is not None:
                 self.ids = IdBook(parts.id_fields, store, counters, cache=config.store.id_cache)
@@ -69,9 +82,7 @@ class Books:
                 )
                 await self.aliases.preload()
             if config.ordering.across_replicas:
-                self.key_order = KeyOrder(
-                    config.store.url, parts.replica, config.ordering.replica_lease, self._released
-                )
+                self.key_order = KeyOrder(config.store.url, parts.replica, self.lease, self._released)
                 await self.key_order.start()
         except StoreError as exc:
             await self.close()
@@ -84,6 +95,18 @@ class Books:
             keep=parts.payload_filter(),
         )
         return store
+
+    @staticmethod
+    async def _fleet_connection(store: Store) -> Store:
+        if store.conninfo is None:
+            return store
+        own = Store.open(store.conninfo)
+        try:
+            await own.start()
+        except StoreError as exc:
+            _log.warning("the heartbeat and fleet switches share the store's connection", error=str(exc))
+            return store
+        return own
 
     def _released(self, key: str, replica: str, method: str) -> None:
         """A silent replica's ticket on `key` was released: its write may or may not have reached BK."""
@@ -141,14 +164,15 @@ class Books:
             self._keep_house(config, parts, counts), name="store housekeeping"
         )
 
-    async def recover_intents(self, config: Config, parts: Parts) -> int:
-        """Claim the intents of mirrored writes whose shim is gone: their keys go out of step (and are
-        verified). Returns how many were claimed."""
+    async def recover_intents(self, config: Config, parts: Parts, starting: bool = False) -> int:
+        """Claim the intents of mirrored writes whose replica is gone (silent past the lease; `starting`:
+        also a process gone from this host): their keys go out of step (and are verified). Returns how
+        many were claimed."""
         assert self.intents is not None
         stale = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0)
         stale += config.serving.grace_period + 30.0
         try:
-            orphans = await self.intents.orphans(stale)
+            orphans = await self.intents.orphans(self.lease, stale, local=starting)
         except StoreError as exc:
             _log.warning("intents not read", error=str(exc))
             return 0
@@ -182,10 +206,11 @@ class Books:
                     else:
                         if gone or recordings:
                             _log.info("retention", deleted=gone, recordings=recordings, older_than_s=retain)
-                await asyncio.sleep(max(config.store.refresh, 0.05) * 5)
+                for _ in range(5):  # intents every refresh: a silent replica's are claimed within one
+                    await asyncio.sleep(max(config.store.refresh, 0.05))
+                    if self.intents is not None:
+                        await self.recover_intents(config, parts)
                 counts.flush()
-                if self.intents is not None:
-                    await self.recover_intents(config, parts)
         finally:
             counts.flush()
 
@@ -204,5 +229,16 @@ class Books:
         if self.key_order is not None:
             await self.key_order.close()
             self.key_order = None
+        shared = self.fleet_store is self.store  # SQLite: the heartbeat goes once the intents are written
+        if self.liveness is not None and shared:
+            await self.liveness.stop()
         if self.store is not None:
             await self.store.close(within)
+        if not shared:  # it holds no write of anyone's: a store that does not answer is left to it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_WITHIN):
+                    if self.liveness is not None:
+                        await self.liveness.stop(within=STOP_WITHIN)
+                    if self.fleet_store is not None:
+                        await self.fleet_store.close()
+        self.liveness = self.fleet_store = None

@@ -1,22 +1,24 @@
 """Replicas sharing a store switch modes as one: two phases, and each replica's view published.
 
-Every replica publishes its view (the modes it applies, since when) with a heartbeat every
-`store.refresh`, and takes part in every switch:
+Every replica publishes its view (the modes it applies, since when) whenever it changes, is heard
+from by its heartbeat (`shim.liveness`, every `store.refresh`), and takes part in every switch:
 
 1. the replica asked for a switch (`Fleet.switch`) records it as pending, with a deadline
    (`grace_period` from now), and announces it (NOTIFY on PostgreSQL; the others also poll);
 2. each replica, on seeing it, holds new calls, lets its calls in flight finish on both sides
    (`Modes.holding`, as a local switch does) and answers: held, or could not;
-3. once every live replica has held (one whose heartbeat is older than `store.lease` is not waited
-   for), the proposer commits: the modes and their audit are written in the same transaction as the
-   decision; a replica that could not hold, or the deadline passing, abandons it (nothing recorded);
+3. once every live replica has held (one silent past `store.lease` by its heartbeat, on the
+   database's clock, is not waited for), the proposer commits: the modes and their audit are
+   written in the same transaction as the decision; a replica that could not hold, or the
+   deadline passing, abandons it (nothing recorded);
 4. every replica, on seeing the decision, applies the modes (or keeps its own) and lets its held
    calls go on. A replica still holding well past the deadline abandons the switch itself: the
    decision is one conditional update, so the switch is either committed or abandoned everywhere.
 
 So, among live replicas, no call is answered in the old mode once any replica answers in the new:
 they all hold between the two. Modes changed in the store otherwise (a replica that was silent
-while a switch committed) are followed at the next heartbeat, as a local switch (`follow`).
+while a switch committed) are followed at the next look at the store (every `store.refresh`), as a
+local switch (`follow`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import structlog
 
 from shim.errors import ShimError
+from shim.liveness import lease_of
 from shim.modes import DEFAULT, Modes, SwitchTimeout
 from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
 from shim.store.fleet import ABANDONED, COMMITTED
@@ -47,7 +50,7 @@ class Unswitched(ShimError):
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    refresh: float  # seconds between heartbeats (and polls of the store)
+    refresh: float  # seconds between looks at the store (and heartbeats, `shim.liveness`)
     lease: float  # a replica not heard from for this long is not waited for
     grace: float  # a switch is decided within this long, else abandoned
 
@@ -56,32 +59,26 @@ class Fleet:
     """This replica's part in the fleet's switches (see the module docstring)."""
 
     def __init__(self, replica: str, modes: Modes, store: Store, lock: asyncio.Lock, timing: Timing) -> None:
+        """`store`: on PostgreSQL best a connection of the fleet's own, so that a switch's few statements
+        never wait behind the comparisons' writes (`Books.fleet_store`)."""
         self.replica = replica
         self._modes = modes
         self._store = store
         self._lock = lock  # a switch or a re-read of the store's modes, one at a time
-        self.timing = Timing(timing.refresh, max(timing.lease, 3 * timing.refresh), timing.grace)
+        self.timing = Timing(timing.refresh, lease_of(timing.refresh, timing.lease), timing.grace)
         self._woken = asyncio.Condition()
         self.listening = False
         self._seen: set[str] = set()  # switches this replica has taken part in
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
-        self._own: Store | None = None  # on PostgreSQL: the fleet's own connection to the store
+        self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
 
     # -- life ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._store.conninfo is not None:
-            # a connection of its own: a switch's few statements never wait behind the comparisons' writes
-            own = Store.open(self._store.conninfo)
-            try:
-                await own.start()
-                self._store = self._own = own
-            except StoreError as exc:
-                _log.warning("fleet switches share the store's connection", error=str(exc))
         await self._publish()
-        for work, name in ((self._beat, "fleet heartbeat"), (self._listen, "fleet notifications")):
+        for work, name in ((self._look, "fleet: a look at the store"), (self._listen, "fleet notifications")):
             self._spawn(work(), name)
 
     async def stop(self) -> None:
@@ -91,10 +88,6 @@ class Fleet:
         with contextlib.suppress(StoreError, TimeoutError):
             async with asyncio.timeout(STOP_WITHIN):  # a store that does not answer does not hold the stop up
                 await self._store.fleet.forget(self.replica)
-        if self._own is not None:  # it holds no write of anyone's: a store that does not answer is left to it
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_WITHIN):
-                    await self._own.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -102,7 +95,7 @@ class Fleet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _beat(self) -> None:
+    async def _look(self) -> None:
         while True:  # a switch announced is taken part in as it is heard (`_heard`): this is the fallback
             await asyncio.sleep(self.timing.refresh)
             await self.tick()
@@ -153,16 +146,20 @@ class Fleet:
                 await asyncio.wait_for(self._woken.wait(), seconds)
 
     async def _publish(self) -> None:
+        self._published = None
         view = ReplicaView(self.replica, self._modes.table(), self._modes.since, time.time())
         await self._store.fleet.publish(view)
+        self._published = (view.modes, view.since)
 
     async def tick(self) -> None:
-        """Heartbeat; take part in a switch pending; else follow the store's modes."""
+        """Take part in a switch pending; publish the view if it changed since (or failed); else follow
+        the store's modes."""
         try:
             pending = await self._store.fleet.pending()
             if pending is not None:
                 self._take_part_once(pending)
-            await self._publish()
+            if self._published != (self._modes.table(), self._modes.since):
+                await self._publish()
         except StoreError as exc:
             _log.warning("fleet state not read", error=str(exc))
             return

@@ -7,14 +7,24 @@ step if the sides did not do alike), the intent is deleted. So a shim killed
 at any point leaves, in the store, exactly the writes whose fate it never
 recorded.
 
-Such orphaned intents are claimed by the next shim that starts on the store,
-and by running replicas now and then: an intent is orphaned when the process
-that wrote it is gone (same host, no such pid) or when it is older than any
-mirrored call can last. Claiming deletes the row, so one replica handles each;
-the keys of a claimed intent are marked out of step, then verified
-(`shim.verify`). An orphaned intent without keys marks nothing: a write the
-shim cannot key cannot be placed (it is logged and counted, and `shim
-reconcile` finds what it changed).
+Such orphaned intents are claimed by the replicas still running, every
+`store.refresh`, wherever their writer ran: an intent is orphaned when its
+replica's heartbeat (`shim.liveness`, on the database's clock) is older than
+`store.lease`. So a replica's death is followed by the claim of its intents
+within the lease and one refresh. A shim that starts also claims at once those
+of a process gone from its own host (no such pid). An intent whose writer has
+no heartbeat at all (a shim of an earlier release) is orphaned once its
+process is gone from this host or it is older than any mirrored call can last.
+A live replica's intents are never claimed.
+
+Claiming deletes the row, so one replica handles each; the keys of a claimed
+intent are marked out of step, then verified (`shim.verify`). A replica merely
+silent past its lease (a long pause) may have its intents claimed while its
+writes still run: their keys are marked (stricter, never less strict), and
+its writes, when they finish, are judged as usual; deleting an intent claimed
+already deletes nothing. An orphaned intent without keys marks nothing: a
+write the shim cannot key cannot be placed (it is logged and counted, and
+`shim reconcile` finds what it changed).
 """
 
 from __future__ import annotations
@@ -67,13 +77,23 @@ class Intents:
         """The write was judged: forget the intent (committed with the next batch)."""
         self._store.intents.delete(intent_id)
 
-    async def orphans(self, stale: float) -> list[Intent]:
-        """Claim the intents whose writer is gone or which are older than `stale` seconds."""
+    async def orphans(self, lease: float, stale: float, local: bool = False) -> list[Intent]:
+        """Claim the intents of replicas silent for more than `lease` seconds; of those without a heartbeat,
+        the ones whose process is gone from this host or older than `stale` seconds; `local`: also every
+        intent of a process gone from this host."""
         now = time.time()
+        found = await self._store.intents.of_silent(self.replica, lease)
+        if local:
+            seen = {intent.id for intent, _ in found}
+            found += [
+                (intent, None)
+                for intent in await self._store.intents.all()
+                if intent.replica != self.replica and intent.id not in seen and not _alive(intent.replica)
+            ]
         claimed = []
-        for intent in await self._store.intents.all():
-            if intent.replica == self.replica or (now - intent.at < stale and _alive(intent.replica)):
-                continue
+        for intent, silent in found:
+            if silent is None and now - intent.at < stale and _alive(intent.replica):
+                continue  # no heartbeat, not known to be gone: a replica of an earlier release, maybe
             if await self._store.intents.claim(intent.id):  # another replica may have claimed it first
                 claimed.append(intent)
         return claimed

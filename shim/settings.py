@@ -80,8 +80,18 @@ def take(cls: type[Any], prefix: str, table: dict[str, Any], resolve: Resolve) -
     return found
 
 
+# settings no longer read, and what took their place: giving one is a start error that says so
+RETIRED = {
+    "ordering.replica_lease": "store.lease, the one lease of a replica's liveness (tickets, intents and"
+    " switches alike; docs/fleet.md#when-a-replica-dies)",
+}
+
+
 def finish(prefix: str, table: dict[str, Any]) -> None:
-    """Whatever is left in a table is a key nothing declares."""
+    """Whatever is left in a table is a key nothing declares (or one retired: its replacement named)."""
+    for key in sorted(table):
+        if prefix + key in RETIRED:
+            raise ConfigError(f"{prefix}{key} is no longer read: use {RETIRED[prefix + key]}")
     if table:
         raise ConfigError(f"unknown setting {', '.join(prefix + k for k in sorted(table))}")
 

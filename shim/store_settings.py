@@ -82,8 +82,9 @@ class StoreSettings:
     lease: float = setting(
         3.0,
         duration(at_least=0.1),
-        "a replica not heard from for this long is not waited for by a fleet switch (it is raised to three"
-        " times refresh); keep it under grace_period",
+        "a replica whose heartbeat (every refresh) is this old is taken for gone: no fleet switch waits for"
+        " it, its tickets on keys are released and its mirrored writes' keys marked out of step (raised to"
+        " three times refresh); keep it under grace_period",
     )
     retain: float | None = setting(
         None,

@@ -1,7 +1,9 @@
 """What ordering writes across replicas (`ordering.across_replicas`) adds per mirrored write, on a
 PostgreSQL store: the ticket's round trip, the round trip marking it done, and the hand-over from one
-replica's write to the next write on its key through another replica (done, then seen by the waiter's
-polling). Medians and 90th percentiles, in a fresh schema dropped afterwards.
+replica's write to the next write on its key through another replica (done, announced, then seen by
+the waiter's poll). Also the replica's heartbeat (`shim.liveness`), one transaction every `store.refresh`, and
+the size of `shim_key_order`, one row per key ever written. Medians and 90th percentiles, in a fresh
+schema dropped afterwards.
 
     python tools/key_order_cost.py postgresql://postgres@127.0.0.1:5432/test [--writes 500]
 """
@@ -21,6 +23,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shim.liveness import Liveness
 from shim.store import Store
 from shim.store.key_order import KeyOrder
 
@@ -34,7 +37,9 @@ def _figures(name: str, seconds: list[float]) -> None:
 async def measure(url: str, writes: int) -> None:
     store = Store.open(url)
     await store.start()
-    await store.close()
+    beating = [Liveness(store, "a", 1.0), Liveness(store, "b", 1.0)]  # the replicas' heartbeats
+    for liveness in beating:
+        await liveness.start()
     a, b = KeyOrder(url, "a", 10.0), KeyOrder(url, "b", 10.0)
     await a.start()
     await b.start()
@@ -65,10 +70,31 @@ async def measure(url: str, writes: int) -> None:
             second.release()
         _figures("ticket (one round trip, on the write's path)", ticket)
         _figures("done (one round trip, after BK answered)", marked)
-        _figures("hand-over to the next replica (done + polling)", handover)
+        _figures("hand-over to the next replica (done, then seen)", handover)
+        beats = []
+        for _ in range(writes):
+            started = time.perf_counter()
+            await store.liveness.beat("a")
+            beats.append(time.perf_counter() - started)
+        _figures("a heartbeat (one transaction, every refresh)", beats)
+        keys = [f"account-{n:08d}" for n in range(10_000)]
+        for start in range(0, len(keys), 1000):
+            tickets = a.take(keys[start : start + 1000], "/M")
+            await tickets.taken.wait()
+            tickets.release()
+        await a.flush()
+        [(rows, size)] = await store.select(
+            "SELECT count(*), pg_total_relation_size('shim_key_order') FROM shim_key_order"
+        )
+        print(
+            f"shim_key_order: {size / rows:.0f} bytes per key ({rows} keys of 16 characters, with its index)"
+        )
     finally:
         await a.close()
         await b.close()
+        for liveness in beating:
+            await liveness.stop()
+        await store.close()
 
 
 def main() -> None:

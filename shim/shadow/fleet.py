@@ -54,7 +54,7 @@ READ_NOT_TAKEN = (
 )
 RELEASED = (
     "a write through replica {replica} had its turn on the key when that replica went silent"
-    " (ordering.replica_lease): whether the shadow applied it is unknown"
+    " (store.lease): whether the shadow applied it is unknown"
 )
 
 

@@ -68,12 +68,6 @@ class OrderingSettings:
         "and a read reaches it after the writes on its keys answered before it (docs/fleet-order.md); on "
         "Envoy the keyed writes take Python on their primary path",
     )
-    replica_lease: float = setting(
-        10.0,
-        duration(at_least=0.1),
-        "with across_replicas: a replica silent this long is taken for gone, and its writes' places in the "
-        "keys' order are released (their keys out of step)",
-    )
 
     def check_store(self, url: str) -> None:
         """`across_replicas` orders writes through a PostgreSQL store."""

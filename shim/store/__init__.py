@@ -12,6 +12,7 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
   what was not stored (`store.counts`, `counts.py`);
 - intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
   (`store.aliases`, `aliases.py`);
+- each replica's heartbeat, on the database's clock (`store.liveness`, `liveness.py`);
 - recordings of the clients' calls, each process's part of them and their calls (`store.recordings`,
   `recordings.py`).
 
@@ -39,6 +40,7 @@ from shim.store.counts import StoredCounts
 from shim.store.engine import Engine
 from shim.store.fleet import ReplicaView, StoredFleet, Switch
 from shim.store.intents import StoredIntents
+from shim.store.liveness import StoredLiveness
 from shim.store.marks import StoredMarks
 from shim.store.migrations import MIGRATIONS
 from shim.store.modes import StoredModes
@@ -69,6 +71,7 @@ class Store(Engine):
         self.comparisons = StoredComparisons(self)
         self.counts = StoredCounts(self)
         self.intents = StoredIntents(self)
+        self.liveness = StoredLiveness(self)
         self.aliases = StoredAliases(self)
         self.recordings = StoredRecordings(self)
 

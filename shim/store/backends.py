@@ -30,6 +30,8 @@ ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that mi
 class Db:
     """One open connection, with its engine's ways. Used by the worker thread only."""
 
+    NOW = ""  # SQL for the database's clock: seconds since the epoch, as a float
+
     def run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -64,6 +66,8 @@ class Db:
 
 
 class Sqlite(Db):
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # to the millisecond
+
     def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self._conn = conn
         self.path = path
@@ -141,6 +145,8 @@ def _wal(conn: sqlite3.Connection) -> None:
 
 
 class Postgres(Db):
+    NOW = "extract(epoch from clock_timestamp())"  # not now(): the transaction's start
+
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         self._conn = conn
 

@@ -9,6 +9,7 @@ messages: "pending ID DEADLINE MODES-JSON", "answered ID REPLICA 1|0" (held or n
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -78,7 +79,8 @@ class StoredFleet:
     # -- views -------------------------------------------------------------------------------------
 
     async def publish(self, view: ReplicaView) -> None:
-        """Say which modes this replica applies, since when; `view.heartbeat` is when it says so."""
+        """Say which modes this replica applies, since when; `view.heartbeat` is when it says so (kept
+        fresh by the replica's heartbeat, `store.liveness`)."""
         modes = json.dumps(view.modes, sort_keys=True)
 
         def write(db: Db) -> None:
@@ -89,11 +91,25 @@ class StoredFleet:
         await self._engine.transaction(write, write=True)
 
     async def views(self) -> list[ReplicaView]:
-        """Every replica's view, by name."""
-        rows = await self._engine.select(
-            "SELECT replica, modes, since, heartbeat, answered FROM shim_replica_modes ORDER BY replica"
-        )
-        return [ReplicaView(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
+        """Every replica's view, by name. Its `heartbeat` is when it was last heard from by its heartbeat
+        (`store.liveness`), measured on the database's clock and given on this machine's (now, less the
+        silence); a view whose replica has none (a release before it) keeps its own column."""
+
+        def read(db: Db) -> list[ReplicaView]:
+            rows = db.run(
+                f"SELECT m.replica, m.modes, m.since, m.heartbeat, m.answered, {db.NOW} - r.seen"
+                " FROM shim_replica_modes m LEFT JOIN shim_replicas r ON r.replica = m.replica"
+                " ORDER BY m.replica"
+            )
+            now = time.time()
+            return [
+                ReplicaView(
+                    r[0], json.loads(r[1]), r[2], r[3] if r[5] is None else now - max(float(r[5]), 0.0), r[4]
+                )
+                for r in rows
+            ]
+
+        return await self._engine.transaction(read, write=False)
 
     async def forget(self, replica: str) -> None:
         """A replica stops: its view goes (no switch waits for it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from shim.store.backends import Db
 from shim.store.engine import Engine
 from shim.store.records import Intent
 
@@ -36,6 +37,28 @@ class StoredIntents:
             Intent(str(intent_id), float(at), str(replica), str(method), _keys(str(keys)))
             for intent_id, at, replica, method, keys in rows
         ]
+
+    async def of_silent(self, me: str, lease: float) -> list[tuple[Intent, float | None]]:
+        """The intents of replicas other than `me` that are silent past `lease` seconds by their heartbeat
+        (`shim_replicas`, the database's clock), or have none: each with its writer's silence (None
+        without a heartbeat: a replica of an earlier release, or one forgotten). The oldest first."""
+
+        def read(db: Db) -> list[tuple[Intent, float | None]]:
+            rows = db.run(
+                f"SELECT i.id, i.at, i.replica, i.method, i.keys, {db.NOW} - r.seen FROM intents i"
+                " LEFT JOIN shim_replicas r ON r.replica = i.replica"
+                f" WHERE i.replica <> ? AND (r.seen IS NULL OR r.seen < {db.NOW} - ?) ORDER BY i.at",
+                (me, lease),
+            )
+            return [
+                (
+                    Intent(str(intent_id), float(at), str(replica), str(method), _keys(str(keys))),
+                    None if silent is None else float(silent),
+                )
+                for intent_id, at, replica, method, keys, silent in rows
+            ]
+
+        return await self._engine.transaction(read, write=False)
 
     async def claim(self, intent_id: str) -> bool:
         """Delete the intent, committed; False when it was gone already (another replica claimed it)."""

@@ -12,13 +12,14 @@ marks N done (`Tickets.release`: done = max(done, N)). It waits for nothing when
 this replica's own (its lanes order the two already) or was done when N was issued. A write that ends
 before its turn (given up, never sent) marks N done only once N - 1 is (`done_in_turn`).
 
-Each replica writes a heartbeat (`shim_replicas`, the database's clock); the holder of every ticket
-not yet done is kept (`shim_key_tickets`). A waiter finding the ticket after `done` held by a replica
-whose heartbeat is older than the lease moves `done` past it and reports the key (`on_released`): that
-write may or may not have reached the shadow.
+The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter finding the ticket
+after `done` held by a replica whose heartbeat (`shim.liveness`) is older than the lease, or gone,
+moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK.
 
-Waiting is polling, 1 ms at first and twice as long each time up to 25 ms, one query for every key this
-replica waits on. Only PostgreSQL: SQLite has one writer and serves one shim.
+Waiting is polling, one query for every key waited on: at once when tickets done are announced (a
+NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is another
+replica's), else 1 ms at first and twice as long each time up to 25 ms. Only PostgreSQL: SQLite has
+one writer and serves one shim.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from shim.store._async import Connection
+from shim.store._async import Connection, Listener
 from shim.store._errors import StoreError
 from shim.store._tickets import Asking, Held, Tickets
 
@@ -55,17 +56,21 @@ seen AS (  -- where the reads stand on keys no write of theirs raises (as before
 SELECT key, issued, done, prev_replica FROM taken
 UNION ALL SELECT key, issued, done, last_replica FROM seen
 """
-_DONE = """
+CHANNEL = "shim_key_done"
+_DONE = f"""
 WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[]) AS d(key, n)),
-gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n)
-INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
-SELECT key, n, n, '', '' FROM d ORDER BY key
-ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done)
+gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n),
+up AS (
+  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
+  SELECT key, n, n, '', '' FROM d ORDER BY key
+  ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done)
+  RETURNING key, issued, done)
+SELECT pg_notify('{CHANNEL}', '') FROM up WHERE up.issued > up.done AND EXISTS (SELECT 1
+  FROM shim_key_tickets t WHERE t.key = up.key AND t.ticket = up.done + 1 AND t.replica <> %(me)s) LIMIT 1
 """
-_NOW = "extract(epoch from clock_timestamp())"
-_POLL = f"""
-SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {_NOW} - %(lease)s)
-FROM shim_key_order o
+_POLL = """
+SELECT o.key, o.done, t.replica, t.method,
+  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s) FROM shim_key_order o
 LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
 LEFT JOIN shim_replicas h ON h.replica = t.replica
 WHERE o.key = ANY(%(keys)s::text[])
@@ -75,10 +80,6 @@ WITH r AS (UPDATE shim_key_order SET done = done + 1 WHERE key = %(key)s AND don
            RETURNING key, done)
 DELETE FROM shim_key_tickets t USING r WHERE t.key = r.key AND t.ticket = r.done RETURNING t.ticket
 """
-_BEAT = (
-    f"INSERT INTO shim_replicas (replica, seen) VALUES (%(me)s, {_NOW})"
-    " ON CONFLICT (replica) DO UPDATE SET seen = excluded.seen"
-)
 _FIRST_POLL, _LAST_POLL = 0.001, 0.025
 # commits not waited for on disk: a write's tickets must come back before its primary's answer goes out
 # (a crash of PostgreSQL itself may then lose the last moments of tickets: see docs/fleet-order.md)
@@ -88,14 +89,15 @@ Released = Callable[[str, str, str], None]  # key, the replica that held the tic
 
 
 class KeyOrder:
-    """This replica's tickets, waits and heartbeat. `start()`, then `take`, `wait`; `close()` at the end."""
+    """This replica's tickets and waits. `start()`, then `take`, `wait`; `close()` at the end. The replica's
+    heartbeat is written apart (`shim.liveness`), from before `start` until after `close`."""
 
     def __init__(self, url: str, replica: str, lease: float, on_released: Released | None = None) -> None:
         self.replica = replica
         self.lease = lease
         self._on_released = on_released
         self._taker = Connection(url, "shim-key-order", _SETTINGS)  # tickets only, in the lanes' order
-        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, waits, the heartbeat
+        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, and waits
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
@@ -105,22 +107,25 @@ class KeyOrder:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
         self._behind: dict[str, int] = {}  # of those, how many on each key
+        self.polls = 0  # looks at the keys waited on, so far
+        self._listener = Listener(url, "shim-key-listen", CHANNEL, self._announced)  # tickets done, announced
 
     async def start(self) -> None:
-        """Write the heartbeat (StoreError if the store cannot be reached), then serve."""
-        await self._other.run(_BEAT, {"me": self.replica})
+        """Connect (StoreError if the store cannot be reached), then serve."""
+        await self._taker.run("SELECT 1", {})
+        await self._other.run("SELECT 1", {})
         loop = asyncio.get_running_loop()
         for work, name in (
             (self._taking, "key order: tickets"),
             (self._finishing, "key order: done"),
             (self._polling, "key order: waits"),
-            (self._beating, "key order: heartbeat"),
+            (self._listener.run, "key order: done announced"),
         ):
             self._tasks.append(loop.create_task(work(), name=name))
 
     async def close(self) -> None:
-        """Write the tickets done so far, remove the heartbeat (the tickets still held are free to
-        release at once) and close."""
+        """Write the tickets done so far and close (the tickets still held are released once the
+        replica's heartbeat is removed, or its lease passes)."""
         for task in [*self._tasks, *self._in_turns]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,7 +133,6 @@ class KeyOrder:
         self._tasks = []
         with contextlib.suppress(StoreError):
             await self.flush()
-            await self._other.run("DELETE FROM shim_replicas WHERE replica = %(me)s", {"me": self.replica})
         await self._taker.close()
         await self._other.close()
 
@@ -218,7 +222,9 @@ class KeyOrder:
             return
         done, self._done = self._done, {}
         try:
-            await self._other.run(_DONE, {"keys": list(done), "tickets": list(done.values())})
+            await self._other.run(
+                _DONE, {"keys": list(done), "tickets": list(done.values()), "me": self.replica}
+            )
         except StoreError:
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
@@ -246,10 +252,20 @@ class KeyOrder:
                 async with asyncio.timeout(pause):
                     await self._someone_waits.wait()
 
+    @property
+    def listening(self) -> bool:
+        """Whether tickets done, announced, are heard (else they are found by polling only)."""
+        return self._listener.listening
+
+    def _announced(self) -> None:
+        if self._waiters:
+            self._someone_waits.set()
+
     async def _poll(self) -> bool:
         """One look at the keys waited on: wake the waiters whose turn came, release the tickets of
         replicas gone; whether anything moved."""
         rows = await self._other.run(_POLL, {"keys": list(self._waiters), "lease": self.lease})
+        self.polls += 1
         moved = False
         for key, done, holder, method, gone in rows:
             for need, future in self._waiters.get(key, ()):
@@ -264,11 +280,3 @@ class KeyOrder:
                     if self._on_released is not None:
                         self._on_released(key, str(holder), str(method))
         return moved
-
-    async def _beating(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 4)
-            try:
-                await self._other.run(_BEAT, {"me": self.replica})
-            except StoreError as exc:
-                _log.warning("heartbeat not written", error=str(exc))

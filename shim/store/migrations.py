@@ -123,6 +123,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE UNIQUE INDEX shim_mode_switches_open ON shim_mode_switches (open)",
         "CREATE INDEX shim_mode_switches_at ON shim_mode_switches (at)",
     ),
+    (
+        # shim_replicas (above) is every replica's one heartbeat now, on both engines (`liveness.py`):
+        # the intents of a replica gone silent are found by their writer
+        "CREATE INDEX intents_replica ON intents (replica)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -205,7 +205,9 @@ MISTAKES: list[object] = [
         id="across-replicas-on-sqlite",
     ),
     pytest.param(
-        BANK_TABLE + "[ordering]\nreplica_lease = '0s'\n", "ordering.replica_lease", id="zero-replica-lease"
+        BANK_TABLE + "[ordering]\nreplica_lease = '10s'\n",
+        "ordering.replica_lease is no longer read: use store.lease, the one lease of a replica's liveness",
+        id="retired-replica-lease",
     ),
     pytest.param(BANK_TABLE + "[key_aliases]\nref = 3\n", "key_aliases.ref", id="alias-not-a-table"),
     pytest.param(
@@ -906,10 +908,10 @@ def test_key_aliases_are_checked_against_the_descriptors(
 
 
 def test_across_replicas_on_a_postgresql_store_loads(tmp_path: Path) -> None:
-    """`ordering.across_replicas` with a PostgreSQL store is a config, its lease as given."""
+    """`ordering.across_replicas` with a PostgreSQL store is a config, its lease the store's as given."""
     path = tmp_path / "shim.toml"
-    text = BANK_TABLE + '[store]\nurl = "postgresql://shim@db:5432/shim"\n'
-    path.write_text(text + '[ordering]\nacross_replicas = true\nreplica_lease = "3s"\n', encoding="utf-8")
+    text = BANK_TABLE + '[store]\nurl = "postgresql://shim@db:5432/shim"\nlease = "4s"\n'
+    path.write_text(text + "[ordering]\nacross_replicas = true\n", encoding="utf-8")
     config = _serve_settings("--config", path)
     assert config.ordering.across_replicas
-    assert config.ordering.replica_lease == 3.0
+    assert config.store.lease == 4.0

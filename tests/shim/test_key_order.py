@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 import pytest
 
-from shim.store import Store
+from shim.liveness import Liveness
+from shim.store import Store, key_order
 from shim.store.key_order import KeyOrder, Tickets
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 
@@ -33,18 +34,25 @@ async def url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def replica(url: str) -> AsyncIterator[Open]:
-    """Start replicas' key orders on the store; each is closed at the end."""
-    opened: list[KeyOrder] = []
+    """Start replicas' key orders on the store, each with its heartbeat (every `beat` seconds); each is
+    closed, its heartbeat stopped, at the end."""
+    opened: list[tuple[KeyOrder, Liveness]] = []
+    store = Store.open(url)
+    await store.start()
 
-    async def open_(name: str, lease: float = 10.0, **kwargs: object) -> KeyOrder:
+    async def open_(name: str, lease: float = 10.0, beat: float = 2.5, **kwargs: object) -> KeyOrder:
+        liveness = Liveness(store, name, beat)
+        await liveness.start()
         order = KeyOrder(url, name, lease, **kwargs)  # type: ignore[arg-type]
         await order.start()
-        opened.append(order)
+        opened.append((order, liveness))
         return order
 
     yield open_
-    for order in opened:
+    for order, liveness in opened:
         await order.close()
+        await liveness.stop()
+    await store.close()
 
 
 async def taken(tickets: Tickets) -> Tickets:
@@ -98,6 +106,25 @@ async def test_a_ticket_waits_until_its_predecessor_on_another_replica_is_done(r
     await asyncio.wait_for(waiting, 10)
 
 
+async def test_a_wait_behind_another_replica_ends_with_its_done_not_with_the_next_poll(
+    replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With polls 60 s apart, b's write waiting behind a's ticket goes within seconds of a's done (not at
+    b's next poll): the done wakes b's poll through PostgreSQL's notification."""
+    monkeypatch.setattr(key_order, "_FIRST_POLL", 60.0)
+    monkeypatch.setattr(key_order, "_LAST_POLL", 60.0)
+    a, b = await replica("a"), await replica("b")
+    first = await taken(a.take(["k"], "/M"))
+    second = await taken(b.take(["k"], "/M"))
+    assert second.held[0].wait
+    waiting = asyncio.ensure_future(b.wait(second.held[0]))
+    await until(lambda: b.polls >= 1, "b's first look at the key")
+    await until(lambda: b.listening, "b listening to the keys' done")
+    assert not waiting.done()
+    first.release()
+    await asyncio.wait_for(waiting, 10)
+
+
 async def test_tickets_released_before_they_are_issued_are_done_once_issued(replica: Open) -> None:
     """A write given up before its ticket came back still marks it done: the next one does not wait."""
     a, b = await replica("a"), await replica("b")
@@ -147,7 +174,7 @@ async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_ke
     """Replica a takes a ticket and stops beating; b, waiting behind it, releases it once a's heartbeat is
     older than the lease, and reports the key, the replica and the method."""
     reported: list[tuple[str, str, str]] = []
-    a = await replica("a", lease=1000.0)  # beats every 250 s: not again during the test
+    a = await replica("a", beat=1000.0)  # not again during the test
     b = await replica("b", lease=0.5, on_released=lambda *r: reported.append(r))
     await taken(a.take(["k"], "/pkg.S/Write"))
     second = await taken(b.take(["k"], "/pkg.S/Other"))
@@ -160,8 +187,8 @@ async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_ke
 async def test_a_live_replicas_ticket_is_never_released(replica: Open) -> None:
     """A ticket held by a replica that beats is waited for however long it takes (up to the caller)."""
     reported: list[tuple[str, str, str]] = []
-    a = await replica("a", lease=0.2)  # beats every 50 ms
-    b = await replica("b", lease=0.2, on_released=lambda *r: reported.append(r))
+    a = await replica("a", lease=0.2, beat=0.05)
+    b = await replica("b", lease=0.2, beat=0.05, on_released=lambda *r: reported.append(r))
     await taken(a.take(["k"], "/M"))
     second = await taken(b.take(["k"], "/M"))
     waiting = asyncio.ensure_future(b.wait(second.held[0]))

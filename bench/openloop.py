@@ -520,10 +520,12 @@ async def _compare_search(
     start: float = 0.0,
     cap: float = 0.0,
     fine: bool = False,
+    clients_ok: bool = False,
 ) -> tuple[float, list[dict[str, Any]]]:
     """Highest offered rate, on a x1.25 ladder from 10% of direct's saturation (or `start`) up to 1.3x it
-    (or `cap`), at which 99% of the calls were mirrored and compared (0: none). With `fine`, then up x1.1
-    steps between the last rate that did and the first that did not (a resolution of x1.1)."""
+    (or `cap`), at which 99% of the calls were mirrored and compared (0: none); with `clients_ok`, and no
+    more than 1% of the clients' calls failed. With `fine`, then up x1.1 steps between the last rate that
+    did and the first that did not (a resolution of x1.1)."""
     steps: list[dict[str, Any]] = []
 
     async def step(rate: float) -> bool:
@@ -538,8 +540,13 @@ async def _compare_search(
                 "client_errors": sum(result.errors.values()),
             }
         )
-        print(f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}", flush=True)
-        return share >= 0.99
+        failed = sum(result.errors.values())
+        print(
+            f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}"
+            + (f"  clients' calls failed {failed / result.sent:6.1%}" if clients_ok else ""),
+            flush=True,
+        )
+        return share >= 0.99 and (not clients_ok or failed <= 0.01 * result.sent)
 
     rate, best, ceiling = start or 0.1 * base, 0.0, cap or base * 1.3
     while rate <= ceiling:

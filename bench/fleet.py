@@ -262,6 +262,8 @@ class Fleet(Target):
             sum(f.get("shim_comparisons_total", 0.0) for f in await self._each()) - sum(b[2] for b in before)
         )
         await self.settled()
+        await asyncio.sleep(1)  # copies Envoy still held once the planes looked idle: not the next step's
+        await self.settled()
         after, elsewhere_after = await self._snapshot(), self._elsewhere()
         spent = {k: elsewhere_after[k] - v for k, v in elsewhere.items()}
         seconds = spent.pop("time")
@@ -398,7 +400,8 @@ def _print_scaling(figures: dict[str, Any], args: argparse.Namespace, replicas: 
         for n, step in enumerate(figures["at_highest_rate"][key]):
             each = ", ".join(
                 f"{r['replica']} {r['cpu_ms_per_compared'] or float('nan'):.2f} ms"
-                f" (Envoy {r['envoy_cpu_ms_per_compared'] or float('nan'):.2f}; {r['compared']} compared)"
+                + (f" (Envoy {r['envoy_cpu_ms_per_compared']:.2f})" if r["envoy_cpu_ms_per_compared"] else "")
+                + f" ({r['compared']} compared)"
                 for r in step["replicas"]
             )
             print(f"    round {n + 1}, {key} at {step['offered_per_s']:.0f}/s: {each}")

@@ -74,7 +74,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +237,22 @@ def memory_mib(pid: int, field: str) -> float:
 # ---- load ---------------------------------------------------------------------------------------
 
 
+async def scrape(endpoint: str) -> dict[str, float]:
+    """A shim's metrics at `endpoint` (HOST:PORT), summed by name (labels dropped)."""
+    import urllib.request
+
+    def read() -> str:
+        with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=10) as answer:
+            return str(answer.read().decode())
+
+    out: Counter[str] = Counter()
+    for line in (await asyncio.to_thread(read)).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name.partition("{")[0]] += float(value)
+    return dict(out)
+
+
 @dataclass
 class Result:
     offered: float
@@ -277,14 +293,28 @@ class Result:
 
 
 class Target:
-    """One setup: long-lived channels (one connection each), its accounts, and a seeded request mix."""
+    """One setup: long-lived channels (one connection each), its accounts, and a seeded request mix.
 
-    def __init__(self, name: str, address: str, index: int, channels: int = 1, metrics: str = "") -> None:
+    `address` may be several (a fleet's replicas): channel n goes to the n-th mod their number, and so
+    each account's calls to one of them; `metrics` the same, the figures summed over them."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str | Sequence[str],
+        index: int,
+        channels: int = 1,
+        metrics: str | Sequence[str] = "",
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
         self.name = name
-        self.metrics = metrics  # the shim's metrics endpoint ("": direct)
+        addresses = [address] if isinstance(address, str) else list(address)
+        # the shim's metrics endpoints (none: direct)
+        self.endpoints = ([metrics] if metrics else []) if isinstance(metrics, str) else list(metrics)
         # distinct options: grpc would otherwise share one connection between equal channels
         self.channels = [
-            aio.insecure_channel(address, options=[("bench.channel", n)]) for n in range(channels)
+            aio.insecure_channel(addresses[n % len(addresses)], options=[("bench.channel", n), *options])
+            for n in range(channels)
         ]
         self.stubs = [pb_grpc.LedgerStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
         self.stub = self.stubs[0]
@@ -326,18 +356,10 @@ class Target:
         return lambda: stub.PostTrade(request_t, timeout=CALL_TIMEOUT)
 
     async def figures(self) -> dict[str, float]:
-        """The shim's metrics, summed by name (labels dropped)."""
-        import urllib.request
-
-        def read() -> str:
-            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=10) as answer:
-                return str(answer.read().decode())
-
+        """The shims' metrics, summed by name (labels dropped) over every endpoint."""
         out: Counter[str] = Counter()
-        for line in (await asyncio.to_thread(read)).splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name.partition("{")[0]] += float(value)
+        for endpoint in self.endpoints:
+            out.update(await scrape(endpoint))
         return dict(out)
 
     async def compared(self, rate: float, duration: float, seed: int) -> tuple[Result, int]:
@@ -490,12 +512,23 @@ async def _search(target: Target, duration: float, seed: int) -> tuple[float, li
     return best, steps
 
 
-async def _compare_search(target: Target, base: float, duration: float) -> tuple[float, list[dict[str, Any]]]:
-    """Highest offered rate, on a x1.25 ladder from 10% of direct's saturation, at which 99% of the calls
-    were mirrored and compared (0: none)."""
+async def _compare_search(
+    target: Target,
+    base: float,
+    duration: float,
+    *,
+    start: float = 0.0,
+    cap: float = 0.0,
+    fine: bool = False,
+    clients_ok: bool = False,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Highest offered rate, on a x1.25 ladder from 10% of direct's saturation (or `start`) up to 1.3x it
+    (or `cap`), at which 99% of the calls were mirrored and compared (0: none); with `clients_ok`, and no
+    more than 1% of the clients' calls failed. With `fine`, then up x1.1 steps between the last rate that
+    did and the first that did not (a resolution of x1.1)."""
     steps: list[dict[str, Any]] = []
-    rate, best = 0.1 * base, 0.0
-    while rate <= base * 1.3:
+
+    async def step(rate: float) -> bool:
         result, compared = await target.compared(rate, duration, seed=2000 + len(steps))
         share = compared / result.sent
         steps.append(
@@ -507,11 +540,24 @@ async def _compare_search(target: Target, base: float, duration: float) -> tuple
                 "client_errors": sum(result.errors.values()),
             }
         )
-        print(f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}", flush=True)
-        if share < 0.99:
+        failed = sum(result.errors.values())
+        print(
+            f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}"
+            + (f"  clients' calls failed {failed / result.sent:6.1%}" if clients_ok else ""),
+            flush=True,
+        )
+        return share >= 0.99 and (not clients_ok or failed <= 0.01 * result.sent)
+
+    rate, best, ceiling = start or 0.1 * base, 0.0, cap or base * 1.3
+    while rate <= ceiling:
+        if not await step(rate):
             break
         best = rate
         rate *= 1.25
+        await asyncio.sleep(1)
+    finer = best * 1.1
+    while fine and best and finer < min(rate, ceiling) and await step(finer):
+        best, finer = finer, finer * 1.1
         await asyncio.sleep(1)
     return best, steps
 

@@ -13,6 +13,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
     "compare.py": (["--quick", "--seconds", "0.3"], "recommendation:"),
+    "fleet.py": (
+        [
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--death-rate",
+            "50",
+            "--before",
+            "1",
+            "--down",
+            "0.5",
+            "--after",
+            "1",
+        ],
+        "two/one",
+    ),
     "fleet_switch.py": (["--replicas", "2", "--switches", "1", "--rate", "20"], "calls held"),
     "latency.py": (["--calls", "50"], "added"),
     "openloop.py": (
@@ -37,7 +54,7 @@ def test_every_bench_has_a_quick_mode() -> None:
 @pytest.mark.parametrize("bench", sorted(QUICK))
 def test_the_bench_runs_in_its_quick_mode(bench: str) -> None:
     arguments, printed = QUICK[bench]
-    if bench == "fleet_switch.py" and not os.environ.get("SHIM_TEST_POSTGRES_DSN"):
+    if bench in ("fleet.py", "fleet_switch.py") and not os.environ.get("SHIM_TEST_POSTGRES_DSN"):
         pytest.skip("needs PostgreSQL: set SHIM_TEST_POSTGRES_DSN (set by .ci/run)")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / bench), *arguments],

@@ -1,6 +1,6 @@
 """One side of the tally on a real gRPC server on a free port, through a generic handler (no generated
 code): `served = await serve(slow=False)`; `served.received[key]` lists the entries in the order this
-side received them; `await served.stop()`."""
+side received them (`List` answers the same); `await served.stop()`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ PROTO = Path(__file__).parent / "tally.proto"
 DESCRIPTOR_SET: bytes = descriptor_set(PROTO)
 REGISTRY = registry_of(PROTO)
 APPEND = "/tally.v1.Tally/Append"
+LIST = "/tally.v1.Tally/List"
 Request = REGISTRY.message_class("tally.v1.AppendRequest")
 Reply = REGISTRY.message_class("tally.v1.AppendReply")
+ListRequest = REGISTRY.message_class("tally.v1.ListRequest")
+ListReply = REGISTRY.message_class("tally.v1.ListReply")
 
 
 @dataclass
@@ -35,12 +38,23 @@ class Tally:
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    def __init__(self, tally: dict[str, list[str]], slow: bool, answer_after: float) -> None:
+    def __init__(self, tally: dict[str, list[str]], slow: bool, answer_after: float, side: str) -> None:
         self._received = tally
         self._slow = slow
         self._answer_after = answer_after
+        self._side = side
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method == LIST:
+
+            async def entries(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                return ListReply(entries=self._received.get(request.key, []))
+
+            return grpc.unary_unary_rpc_method_handler(
+                entries,
+                request_deserializer=ListRequest.FromString,
+                response_serializer=ListReply.SerializeToString,
+            )
         if details.method != APPEND:
             return None
 
@@ -52,19 +66,19 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                 await asyncio.sleep(request.delay_ms / 1000)
             elif self._answer_after:
                 await asyncio.sleep(self._answer_after)
-            return Reply(place=place)
+            return Reply(place=place, side=self._side)
 
         return grpc.unary_unary_rpc_method_handler(
             append, request_deserializer=Request.FromString, response_serializer=Reply.SerializeToString
         )
 
 
-async def serve(slow: bool = False, answer_after: float = 0.0) -> Tally:
+async def serve(slow: bool = False, answer_after: float = 0.0, side: str = "") -> Tally:
     """A side on 127.0.0.1, a free port; `slow`: it answers each write after the delay it asks for;
-    else after `answer_after` seconds."""
+    else after `answer_after` seconds. Its answers to writes name it as `side`."""
     server = aio.server(options=[("grpc.so_reuseport", 0)])
     received: dict[str, list[str]] = {}
-    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after)])
+    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after, side)])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return Tally(server, f"127.0.0.1:{port}", received)

@@ -54,7 +54,7 @@ from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.settings import POSITIVE, duration, setting
 from shim.steps import Steps
-from shim.store import OutOfStep, Store
+from shim.store import OutOfStep, Store, StoreError
 
 _log = structlog.get_logger("shim.verify")
 
@@ -205,9 +205,12 @@ class Verifier:
                 except TimeoutError:
                     return self._record(key, mark, INCONCLUSIVE, "calls on the key kept it busy", False)
             seq = lanes.write_seq if lanes is not None else 0
-            before = await self._fleet(key) if self._fleet is not None else (0, 0)
-            state = await (self._check_now if held and self._check_now is not None else self._check)(key)
-            after = await self._fleet(key) if self._fleet is not None else (0, 0)
+            try:
+                before = await self._fleet(key) if self._fleet is not None else (0, 0)
+                state = await (self._check_now if held and self._check_now is not None else self._check)(key)
+                after = await self._fleet(key) if self._fleet is not None else (0, 0)
+            except StoreError as exc:
+                return self._record(key, mark, INCONCLUSIVE, f"the keys' order was not read: {exc}", False)
             if state.unreadable:
                 return self._record(key, mark, UNREADABLE, state.unreadable, False)
             if lanes is not None and lanes.written_since((key,), seq):

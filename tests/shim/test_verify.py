@@ -23,7 +23,7 @@ from shim.config import load_file, merged
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.steps import Steps
-from shim.store import OutOfStep, Store
+from shim.store import OutOfStep, Store, StoreError
 from shim.testing import CapturingSink, running_shim
 from shim.verify import IN_STEP, INCONCLUSIVE, Verifier
 from tests.backends import forwarding
@@ -366,3 +366,22 @@ async def test_a_difference_read_while_a_write_on_the_key_is_under_way_elsewhere
     ]  # fmt: skip
     assert "under way" in first.detail
     assert steps.mark_of("k") is None
+
+
+async def test_a_check_that_cannot_read_the_keys_order_is_inconclusive() -> None:
+    """The store failing when a check looks at the key's tickets: inconclusive (checked again later), the
+    mark kept."""
+
+    async def check(key: str) -> KeyResult:
+        return KeyResult(key)
+
+    async def position(key: str) -> tuple[int, int]:
+        raise StoreError("the store is down")
+
+    steps = Steps(None, Counters())
+    verifier = Verifier(check, steps, lambda: None, None, Counters(), "r", fleet=position)
+    (mark,) = steps.mark(["k"], "/t.v1.T/Append", "a test's mark")
+    checked = await verifier.verify("k", mark)
+    assert (checked.result, checked.cleared) == (INCONCLUSIVE, False)
+    assert "the store is down" in checked.detail
+    assert steps.mark_of("k") == mark

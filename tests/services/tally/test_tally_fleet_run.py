@@ -98,7 +98,7 @@ reads = [{{ method = "tally.v1.Tally/List", key = "key" }}]
 
 [verify]
 settle = "300ms"
-attempts = 6  # the last ones after the run: a key written all along is verified once it is quiet
+attempts = 7  # up to 38 s after a mark: a key written all along is verified once quiet, after the run
 
 [admin]
 listen = "127.0.0.1:0"

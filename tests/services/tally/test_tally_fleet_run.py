@@ -1,34 +1,28 @@
-"""A fleet run on one machine: three `shim serve` replicas on loopback share one PostgreSQL store, with
-`ordering.across_replicas`, in front of one Bank and one BK (the tally: each side keeps every key's
-entries in the order it received them, and `List` reads them). Six writers share six keys and pick the
-replicas round robin, a fresh channel (a new connection) for each write, each waiting for its answer
-before its next write: consecutive writes on a key go through different replicas. A write whose
-connection is refused goes to the next replica, as a load balancer would; one that fails once sent has
-an unknown outcome.
+"""A fleet run on one machine (docs/fleet.md, "A fleet run, on one machine"): three `shim serve` replicas
+on loopback share one PostgreSQL store, with `ordering.across_replicas`, in front of the tally's Bank and
+BK (each keeps every key's entries in the order it received them; `List` reads them). Six writers share
+eight keys, pick the replicas round robin with a fresh connection per write and wait for each answer:
+consecutive writes on a key go through different replicas. A refused connection goes to the next
+replica; a write that fails once sent has an unknown outcome.
 
-Mid-run one replica is killed (`kill -9`) and the writers go on through the other two; a fleet-wide
-switch shadow -> bk-primary is made through a live replica while it is dead (it commits once the dead
-one's lease has run out); the replica is started again on its port, so that it can only take
-bk-primary from the store; and the fleet is switched back to shadow through it. Afterwards, from the
-sides' own records and the store (once every write through a live replica is compared and no intent is
-left):
+Mid-run one replica is killed (`kill -9`); a switch shadow -> bk-primary is made through a live one
+while it is dead; it is started again on its port (so it can only take bk-primary from the store); the
+fleet is switched back to shadow through it. Then, from the sides' records and the store:
 
 - the writes that failed for the clients were all in flight on the killed replica when it died;
 - every key whose books diverged is out of step: a write one side has and the other not, or a write
-  that reached a side before a write on its key answered before it was sent. Writes no client ordered
-  (sent at once through two replicas) may reach the sides in different orders: such a key is neither
-  diverged nor the same, and may stay marked (its books do differ);
-- no key whose books are the same is out of step: its marks were cleared by the shim's verification
-  (a check recorded `in-step`);
-- what one side has and the other not is writes sent through the killed replica; every mark made, by
-  any replica, has a reason the run accounts for: an intent the killed replica left, its ticket
-  released, or a ticket late (the primary answered before it came back, under load);
+  that reached a side before a write on its key answered before it was sent (writes no client ordered,
+  sent at once through two replicas, may reach the sides in different orders: such a key may stay
+  marked, its books do differ);
+- no key whose books are the same is out of step: its marks were cleared by verification;
+- what one side has and the other not is writes sent through the killed replica; every mark made has a
+  reason the run accounts for (an intent the killed replica left, its ticket released, a ticket late);
 - no write sent after a switch committed was answered by the side it left, none answered before it was
   proposed by the side it went to; the restarted replica answered from BK until the switch back; every
   live replica's view ends in shadow.
 
-With SHIM_TEST_ACROSS_REPLICAS=false the same run fails: keys diverge (writes reach a side out of their
-order) and nobody marks them.
+With SHIM_TEST_ACROSS_REPLICAS=false the same run fails: writes reach a side out of their order on keys
+nobody marks.
 """
 
 from __future__ import annotations
@@ -345,11 +339,10 @@ def _check(
     assert [m for m in made if m[1] not in accounted] == [], "every mark has a reason the run accounts for"
     cleared = {key for key, _, result in checks if result == "in-step"}
     assert {key for key, _ in made} - set(marked) <= cleared, "marks were cleared by verification only"
-    print(f"writes: {len(writes)}, failed in flight: {[(w.key, w.entry) for w in failed]}")
-    for key in sorted(marked):
-        bank_only = [e for e in bank.received[key] if e not in bk.received[key]]
-        bk_only = [e for e in bk.received[key] if e not in bank.received[key]]
-        print(f"{key}: only Bank has {bank_only}, only BK {bk_only}")
+    one_side = {k: set(bank.received.get(k, [])) ^ set(bk.received.get(k, [])) for k in sorted(marked)}
+    print(
+        f"writes: {len(writes)}, failed: {[w.entry for w in failed]}, left marked (one side only): {one_side}"
+    )
     print(f"marks made: {made}\nchecks: {[(k, r) for k, _, r in checks]}")
 
 

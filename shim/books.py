@@ -148,6 +148,7 @@ class Books:
             settle=config.verify.settle,
             attempts=config.verify.attempts,
             check_now=quick.key,
+            fleet=self.key_order.position if self.key_order is not None else None,
         )
         self.steps.listen(verifier.schedule)
         for mark in self.steps.keys.values():  # marks left by earlier runs or other replicas

@@ -22,6 +22,13 @@ write on the key came in meanwhile and the states agree, the mark is cleared
 recorded; if a write came in, or a side could not be read (an error, or the
 key not found: a check proves nothing then), it is inconclusive.
 
+In a fleet ordering writes across replicas (`ordering.across_replicas`), a
+write through another replica is not in this replica's lanes: it may be on one
+side and not yet on the other while the key is read. So a check also looks at
+the key's tickets before and after its reads: a write under way (a ticket
+issued and not yet done, other than the one the check holds) or a ticket
+taken meanwhile makes it inconclusive, and it is checked again later.
+
 Every verification is stored (`verifications`: when, which mark, the result
 and the differences), so the evidence that a key was put back in step is kept.
 `shim resync KEY` verifies the same way before clearing, unless `--force`.
@@ -47,13 +54,15 @@ from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.settings import POSITIVE, duration, setting
 from shim.steps import Steps
-from shim.store import OutOfStep, Store
+from shim.store import OutOfStep, Store, StoreError
 
 _log = structlog.get_logger("shim.verify")
 
 IN_STEP, DIFFERS, INCONCLUSIVE, UNREADABLE = "in-step", "differs", "inconclusive", "unreadable"
 
 Check = Callable[[str], Awaitable[KeyResult]]  # reads a key on both sides and compares
+Position = Callable[[str], Awaitable[tuple[int, int]]]  # a key's tickets across replicas: (issued, done)
+UNDER_WAY = "a write on the key was under way through another replica while it was read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +127,11 @@ class Verifier:
         attempts: int = 5,
         wait: float = 30.0,
         check_now: Check | None = None,
+        fleet: Position | None = None,
     ) -> None:
         self._check = check
         self._check_now = check_now  # the same reads with a short timeout, for checks that hold the lanes
+        self._fleet = fleet  # with ordering.across_replicas: the key's tickets, looked at around the reads
         self._steps = steps
         self._lanes = lanes
         self._store = store
@@ -194,7 +205,12 @@ class Verifier:
                 except TimeoutError:
                     return self._record(key, mark, INCONCLUSIVE, "calls on the key kept it busy", False)
             seq = lanes.write_seq if lanes is not None else 0
-            state = await (self._check_now if held and self._check_now is not None else self._check)(key)
+            try:
+                before = await self._fleet(key) if self._fleet is not None else (0, 0)
+                state = await (self._check_now if held and self._check_now is not None else self._check)(key)
+                after = await self._fleet(key) if self._fleet is not None else (0, 0)
+            except StoreError as exc:
+                return self._record(key, mark, INCONCLUSIVE, f"the keys' order was not read: {exc}", False)
             if state.unreadable:
                 return self._record(key, mark, UNREADABLE, state.unreadable, False)
             if lanes is not None and lanes.written_since((key,), seq):
@@ -203,6 +219,9 @@ class Verifier:
                 )
             if self._steps.epoch(key) != epoch:
                 return self._record(key, mark, INCONCLUSIVE, "another write on the key was missed", False)
+            # held: the write holding the key's place has its ticket, in turn and not yet done
+            if after != before or before[0] - before[1] > (1 if held else 0):
+                return self._record(key, mark, INCONCLUSIVE, UNDER_WAY, False)
             if state.differences:
                 return self._record(key, mark, DIFFERS, _differences_json(state.differences), False)
             cleared = await self._steps.clear(mark)

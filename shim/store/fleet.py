@@ -1,9 +1,13 @@
 """Each replica's view of the modes, and fleet-wide switches: pending, then committed or abandoned.
 
 Two tables (`shim_replica_modes`, `shim_mode_switches`); the protocol that uses them is `shim.fleet`.
-On PostgreSQL every change of a switch is also announced on the channel `shim_modes` (NOTIFY, sent
-with the transaction's commit), which `notifications` listens to; on SQLite replicas poll. The
-messages: "pending ID DEADLINE MODES-JSON", "answered ID REPLICA 1|0" (held or not), "decided ID STATE".
+On PostgreSQL every change of a switch is also announced on the store's channel (NOTIFY, sent with
+the transaction's commit), which `notifications` listens to; on SQLite replicas poll. The messages:
+"pending ID DEADLINE MODES-JSON", "answered ID REPLICA 1|0" (held or not), "decided ID STATE".
+
+A channel belongs to a database, not to a schema: each store's is named after its schema ("shim_modes_"
+and the first 16 hex digits of the schema name's MD5), so that fleets whose stores are schemas of one
+database never hear each other's switches.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+import psycopg.sql
 
 from shim.store._errors import StoreError, one_line
 from shim.store.backends import Db, Postgres
@@ -22,6 +27,8 @@ from shim.store.modes import write_changes
 from shim.store.records import ModeChange
 
 CHANNEL = "shim_modes"
+# the store's channel: the schema its tables are in (the first of the search path that exists) named
+_CHANNEL_SQL = f"'{CHANNEL}_' || left(md5(current_schema()), 16)"
 PENDING, COMMITTED, ABANDONED = "pending", "committed", "abandoned"
 FORGOTTEN = 3600.0  # seconds after its last heartbeat that a replica's view is dropped
 
@@ -59,7 +66,7 @@ class Switch:
 
 def _notify(db: Db, message: str) -> None:
     if isinstance(db, Postgres):
-        db.run("SELECT pg_notify(?, ?)", (CHANNEL, message))
+        db.run(f"SELECT pg_notify({_CHANNEL_SQL}, ?)", (message,))
 
 
 def _switch(row: Sequence[object]) -> Switch:
@@ -203,7 +210,9 @@ class StoredFleet:
                 Postgres.conninfo(self._engine.conninfo), autocommit=True
             )
             async with conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
+                channel = await (await conn.execute(f"SELECT {_CHANNEL_SQL}".encode())).fetchone()
+                assert channel is not None
+                await conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel[0])))
                 async for notice in conn.notifies():
                     yield notice.payload
         except psycopg.Error as error:

@@ -136,6 +136,14 @@ class KeyOrder:
         await self._taker.close()
         await self._other.close()
 
+    async def position(self, key: str) -> tuple[int, int]:
+        """The key's tickets (issued, done) so far, (0, 0) for a key never written: a write on it is under
+        way through some replica while issued > done (StoreError if the store cannot be read)."""
+        rows = await self._other.run(
+            "SELECT issued, done FROM shim_key_order WHERE key = %(key)s", {"key": key}
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
     def take(self, keys: Sequence[str], method: str, read: bool = False) -> Tickets:
         """Tickets on `keys` for one write, asked for now (issued in the order asked); `read`: where a read
         stands on them instead (the last tickets issued before it, which it waits for), in the same order."""

@@ -254,3 +254,19 @@ async def test_a_read_behind_its_own_replicas_write_in_one_batch_waits_for_nothi
     assert [(h.ticket, h.wait) for h in (await taken(before)).held] == [(2, True)]
     assert [(h.ticket, h.wait) for h in (await taken(write)).held] == [(2, True)]
     assert [(h.ticket, h.wait) for h in after.held] == [(3, False)]
+
+
+async def test_a_keys_position_says_whether_a_write_is_under_way_on_it_through_any_replica(
+    replica: Open,
+) -> None:
+    """(issued, done) of a key: (0, 0) before any write; a ticket taken through another replica shows as
+    issued and not done until that write is over there."""
+    a, b = await replica("a"), await replica("b")
+    assert await a.position("k") == (0, 0)
+    first = await taken(b.take(["k"], "/M"))
+    assert await a.position("k") == (1, 0)
+    first.release()
+    async with asyncio.timeout(10):  # done is written in the background
+        while (position := await a.position("k")) != (1, 1):
+            assert position == (1, 0)
+            await asyncio.sleep(0.01)

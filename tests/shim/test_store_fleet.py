@@ -9,7 +9,7 @@ import contextlib
 import time
 
 from shim.store import ModeChange, ReplicaView, Store, Switch
-from tests.helpers import until
+from tests.helpers import postgres_schema_url, until
 from tests.shim import test_store as engines
 from tests.shim.test_store import Opener, Target
 
@@ -96,3 +96,36 @@ async def test_postgres_announces_each_step(postgres: Target, open_store: Opener
         "answered s1 a:1 1",
         "decided s1 committed",
     ]
+
+
+async def test_postgres_stores_in_two_schemas_of_a_database_do_not_hear_each_other(
+    postgres: Target, open_store: Opener
+) -> None:
+    """Two stores in two schemas of one database (two fleets): a switch through one is not announced to
+    the other, which hears its own."""
+    mine = await open_store(postgres.url)
+    heard: list[str] = []
+
+    async def listen() -> None:
+        async for message in mine.fleet.notifications():
+            heard.append(message)
+
+    listening = asyncio.get_running_loop().create_task(listen())
+    try:
+        with postgres_schema_url() as url:
+            other = await open_store(url)
+            async with asyncio.timeout(10):
+                while not heard:  # LISTEN is in place once a notification is heard
+                    await mine.fleet.answer("a:1", "probe", held=True)
+                    await asyncio.sleep(0.05)
+            switch = _switch("theirs", "bk-primary", deadline=2e9)
+            await other.fleet.propose(switch)
+            await other.fleet.answer("b:1", "theirs", held=True)
+            await other.fleet.decide(switch, True, time.time())
+            await mine.fleet.answer("a:1", "mine", held=True)  # announced after theirs: heard after
+            await until(lambda: heard[-1] == "answered mine a:1 1", "its own answer heard", within=10)
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    assert [m for m in heard if "theirs" in m] == []

@@ -14,14 +14,18 @@ from typing import Any
 from grpc import aio
 
 import sample_ledger
-from comparators import Verdict
+from comparators import Difference, DiffKind, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.app import Shim
 from shim.config import load_file, merged
-from shim.store import OutOfStep, Store
+from shim.metrics import Counters
+from shim.reconcile import KeyResult
+from shim.steps import Steps
+from shim.store import OutOfStep, Store, StoreError
 from shim.testing import CapturingSink, running_shim
+from shim.verify import IN_STEP, INCONCLUSIVE, Verifier
 from tests.backends import forwarding
 from tests.helpers import shim_command, until
 from tests.processes import shim_process
@@ -329,3 +333,55 @@ async def _started(path: Path) -> Store:
     store = Store.open(str(path))
     await store.start()
     return store
+
+
+# -- in a fleet (ordering.across_replicas) -------------------------------------------------------------------
+
+
+async def test_a_difference_read_while_a_write_on_the_key_is_under_way_elsewhere_proves_nothing() -> None:
+    """With the keys' order across replicas, a check that reads the key while a write on it has a ticket
+    not yet done (on any replica: it may have reached one side only, for now), or while a ticket is taken,
+    proves nothing: inconclusive, checked again later, and cleared once the key is quiet and agrees."""
+    bank_has = ["w1", "w2"]  # w2 went through another replica: on Bank, not yet on BK
+    bk_has = ["w1"]
+    positions = [(2, 1), (2, 1), (2, 2), (3, 2), (3, 3), (3, 3)]  # (issued, done), as each look finds it
+
+    async def check(key: str) -> KeyResult:
+        if bank_has == bk_has:
+            return KeyResult(key)
+        return KeyResult(key, [("t.v1.T/List", Difference("entries[1]", DiffKind.REMOVED, "w2", None))])
+
+    async def position(key: str) -> tuple[int, int]:
+        return positions.pop(0)
+
+    steps = Steps(None, Counters())
+    verifier = Verifier(check, steps, lambda: None, None, Counters(), "r", fleet=position)
+    (mark,) = steps.mark(["k"], "/t.v1.T/Append", "a test's mark")
+    first = await verifier.verify("k", mark)  # w2 under way elsewhere
+    bk_has.append("w2")
+    second = await verifier.verify("k", mark)  # quiet when the check began, a ticket taken meanwhile
+    third = await verifier.verify("k", mark)  # quiet throughout: the books agree
+    assert [(v.result, v.cleared) for v in (first, second, third)] == [
+        (INCONCLUSIVE, False), (INCONCLUSIVE, False), (IN_STEP, True),
+    ]  # fmt: skip
+    assert "under way" in first.detail
+    assert steps.mark_of("k") is None
+
+
+async def test_a_check_that_cannot_read_the_keys_order_is_inconclusive() -> None:
+    """The store failing when a check looks at the key's tickets: inconclusive (checked again later), the
+    mark kept."""
+
+    async def check(key: str) -> KeyResult:
+        return KeyResult(key)
+
+    async def position(key: str) -> tuple[int, int]:
+        raise StoreError("the store is down")
+
+    steps = Steps(None, Counters())
+    verifier = Verifier(check, steps, lambda: None, None, Counters(), "r", fleet=position)
+    (mark,) = steps.mark(["k"], "/t.v1.T/Append", "a test's mark")
+    checked = await verifier.verify("k", mark)
+    assert (checked.result, checked.cleared) == (INCONCLUSIVE, False)
+    assert "the store is down" in checked.detail
+    assert steps.mark_of("k") == mark

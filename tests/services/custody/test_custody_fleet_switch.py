@@ -3,6 +3,8 @@ is applied by both as one step, and each one's view says so."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,15 @@ async def test_a_switch_through_one_custody_replica_applies_on_the_other_before_
                         request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True)
                         await admin.SetMode(request, metadata=AUTH, timeout=30)
                         ids.append(await _open(second.ready["listen"], ref))
-                    modes = await admin.GetModes(apb.GetModesRequest(), metadata=AUTH, timeout=30)
+                    # each replica publishes its view once the decision reaches it (after the switch
+                    # returned through the first): wait for the views, not for a fixed time
+                    deadline = time.monotonic() + 10
+                    while True:
+                        modes = await admin.GetModes(apb.GetModesRequest(), metadata=AUTH, timeout=30)
+                        if all(v.default_mode == "shadow" for v in modes.replicas):
+                            break
+                        assert time.monotonic() < deadline, f"the replicas' views: {modes.replicas}"
+                        await asyncio.sleep(0.05)
     finally:
         await bank.stop()
         await bk.stop()

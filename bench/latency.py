@@ -240,6 +240,12 @@ def _across_replicas(stack: ExitStack, dsn: str) -> None:
             "shadow",
             ["--config", str(ordered), "--store", url, "--dataplane", plane],
         )
+    unniced = folder / "ordered-nice0.toml"  # the comparison plane, which serves these writes, not lowered
+    unniced.write_text(text + "\n[ordering]\nacross_replicas = true\n[envoy]\ncomparison_nice = 0\n")
+    SHIMS["shim ordered nice0"] = (
+        "shadow",
+        ["--config", str(unniced), "--store", url, "--dataplane", "envoy"],
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -275,11 +281,11 @@ def _run(args: argparse.Namespace) -> int:
         results = asyncio.run(_measure(paths, args.calls, args.method))
     base = _percentiles(results["direct"])
     print(f"{args.method}, {args.calls} sequential calls per path (µs)")
-    print(f"{'path':<14} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")
+    print(f"{'path':<18} {'p50':>8} {'p90':>8} {'p99':>8}   {'added p50':>9} {'ratio p50':>9}")
     for name, samples in results.items():
         p = _percentiles(samples)
         print(
-            f"{name:<14} {p['p50']:8.0f} {p['p90']:8.0f} {p['p99']:8.0f}   "
+            f"{name:<18} {p['p50']:8.0f} {p['p90']:8.0f} {p['p99']:8.0f}   "
             f"{p['p50'] - base['p50']:9.0f} {p['p50'] / base['p50']:9.2f}"
         )
     print(json.dumps({name: _percentiles(s) for name, s in results.items()}))

@@ -20,8 +20,10 @@ process on loopback:
     shadow, BK down   the same, its --bk a closed port
     shadow, shim hung     the same, its comparison plane stopped while measured
     shadow, plane killed  the same, its comparison plane killed as each measurement starts
-    bank (N workers)  `bank` mode, `shim serve --workers N` (with --workers N > 1)
-    shadow (N workers) `shadow` mode, sample config, N workers
+    bank (N workers)  `bank` mode, `shim serve --workers N` (with --workers N > 1),
+                      each worker with an Envoy of its own; `bank (python, N workers)`
+                      the same on the Python data plane
+    shadow (N workers) `shadow` mode, sample config, N workers (and `(python, N workers)`)
 
 Requests are sent at a fixed rate (request i at t0 + i/rate, each its own
 task, whatever the earlier ones are doing) over a few long-lived channels per
@@ -74,7 +76,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +117,19 @@ SHIMS = {  # setup: (mode, --bk target key, workers, data plane)
 }
 
 
-def _with_workers(workers: int) -> None:
-    """Add the multi-process setups (`shim serve --dataplane python --workers N`)."""
+def _with_workers(workers: int) -> list[str]:
+    """Add the multi-process setups (`shim serve --workers N`, on Envoy, each worker with an Envoy of its
+    own, and on the Python data plane); their names."""
+    names = []
     for mode in ("bank", "shadow"):
-        name = f"{mode} (python, {workers} workers)"
-        SETUPS.append(name)
-        SHIMS[name] = (mode, "bk", workers, "python")
+        for dataplane, name in (
+            ("envoy", f"{mode} ({workers} workers)"),
+            ("python", f"{mode} (python, {workers} workers)"),
+        ):
+            SETUPS.append(name)
+            SHIMS[name] = (mode, "bk", workers, dataplane)
+            names.append(name)
+    return names
 
 
 # Operation mix: 60% reads, 40% writes, unary calls only.
@@ -142,6 +151,19 @@ def _free_ports(count: int) -> list[int]:
         for s in sockets:
             s.bind(("127.0.0.1", 0))
         return [int(s.getsockname()[1]) for s in sockets]
+
+
+def _free_run(count: int) -> int:
+    """The first of `count` consecutive free ports (a multi-worker shim's metrics: worker i on PORT + i)."""
+    for base in range(20000, 30000, count):
+        with ExitStack() as stack:
+            try:
+                for port in range(base, base + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise SystemExit(f"no {count} consecutive free ports")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -600,7 +622,7 @@ async def _killed_load(
 async def _bench(
     args: argparse.Namespace,
     addresses: dict[str, str],
-    metrics: dict[str, str],
+    metrics: Mapping[str, str | Sequence[str]],
     pids: dict[str, Callable[[], int]],
 ) -> dict[str, Any]:
     targets = {
@@ -772,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="also measure `shim serve --dataplane python --workers N`, bank and shadow (default 1: not)",
+        help="also measure `shim serve --workers N` on each data plane, bank and shadow (default 1: not)",
     )
     parser.add_argument(
         "--compare",
@@ -787,6 +809,12 @@ def main(argv: list[str] | None = None) -> int:
         "compared)",
     )
     args = parser.parse_args(argv)
+    if args.workers > 1:
+        added = _with_workers(args.workers)
+        if args.search == f"direct,{BOTH},bank,shadow":
+            args.search += "," + ",".join(added)
+        if args.compare == "shadow,shadow (python)":
+            args.compare += "," + ",".join(name for name in added if name.startswith("shadow"))
     if args.setups:
         wanted = {"direct", *args.setups, *args.search.split(","), *args.compare.split(",")} - {""}
         unknown = wanted - set(SETUPS)
@@ -796,10 +824,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in list(SHIMS):
             if name not in wanted:
                 del SHIMS[name]
-    if args.workers > 1:
-        _with_workers(args.workers)
-        if args.search == f"direct,{BOTH},bank,shadow":
-            args.search += f",bank (python, {args.workers} workers),shadow (python, {args.workers} workers)"
 
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through the ExitStack, which stops every subprocess
@@ -828,8 +852,13 @@ def main(argv: list[str] | None = None) -> int:
             _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
         slow = ["--listen", addr["bk_slow"], "--delay", str(SLOW_BK_DELAY)]
         _start(stack, [sys.executable, "-m", "sample_ledger", "bk", *slow], "listening")
+        worker_metrics: dict[str, list[str]] = {}
         for name, (mode, bk, workers, dataplane) in SHIMS.items():
-            metrics = [] if workers > 1 else ["--metrics", addr[f"metrics {name}"]]
+            if workers > 1:  # worker i serves its metrics on PORT + i
+                base = _free_run(workers)
+                addr[f"metrics {name}"] = f"127.0.0.1:{base}"
+                worker_metrics[name] = [f"127.0.0.1:{base + i}" for i in range(workers)]
+            metrics = ["--metrics", addr[f"metrics {name}"]]
             shim = _start(
                 stack,
                 [
@@ -842,7 +871,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             shim_pids[name] = shim.pid
             plane_pids[name] = functools.partial(serving_pid, shim)
-        endpoints = {n: addr[f"metrics {n}"] for n, (_, _, w, _) in SHIMS.items() if w == 1}
+        endpoints: dict[str, str | list[str]] = {n: addr[f"metrics {n}"] for n in SHIMS}
+        endpoints.update(worker_metrics)
         envoys = {name: envoy_pid(pid) for name, pid in shim_pids.items()}
         figures = asyncio.run(
             _bench(

@@ -96,6 +96,14 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
     except OSError as exc:
         print(f"shim: error: cannot listen on {config.serving.listen}: {exc.strerror}", file=sys.stderr)
         return 2
+    if config.bk is not None and not config.ordering.across_replicas:
+        _log.warning(
+            "workers order only their own calls",
+            consequence="calls on one key through different client connections may reach different workers,"
+            " and BK in another order than Bank's: their keys may show differences the order made",
+            remedy="ordering.across_replicas with a PostgreSQL store orders them across the workers"
+            " (docs/fleet-order.md)",
+        )
     with holder:
         if config.bk is not None or config.record.into == "store":  # every worker then opens the store
             asyncio.run(_prepare_store(config.store.url))

@@ -96,6 +96,8 @@ async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
         assert len(envoys) == (2 if dataplane == "envoy" else 0)
         assert await shim.stop() == 0, shim.stderr[-5:]
     assert len(replicas) == 2, replicas  # both workers served: 2**-23 odds that one took all
+    [warned] = [e for e in shim.events() if e.get("event") == "workers order only their own calls"]
+    assert "ordering.across_replicas" in warned["remedy"]
     assert sql("SELECT count(*) FROM comparisons") == [(CONNECTIONS,)]
     assert len(bk.servicer.book.accounts) == CONNECTIONS  # every write mirrored, by whichever worker
     pids = [int(replica.rpartition(":")[2]) for replica in replicas]
@@ -126,6 +128,7 @@ async def test_a_worker_that_dies_stops_the_shim(
         "no worker and no Envoy left",
     )
     assert any('"a worker exited; stopping the others"' in line for line in shim.stderr)
+    assert not any("workers order only their own calls" in line for line in shim.stderr)  # nothing mirrored
 
 
 def test_workers_must_be_a_positive_count() -> None:

@@ -124,8 +124,13 @@ async def test_a_switch_through_one_replica_is_one_step_for_all_three(
                 await first.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
         sql = _postgres_sql(url)
         # the openings reached BK before other replicas mirror writes on those accounts (replicas keep
-        # the order of the writes on a key each for its own calls only)
-        await until(lambda: not sql("SELECT id FROM intents"), "the openings mirrored", within=30)
+        # the order of the writes on a key each for its own calls only). BK's book says so: on Envoy a
+        # write's intent is written only once its copy reaches the comparison plane, after the client
+        # has the answer, so no intent left in the store does not mean the copies were sent
+        await until(
+            lambda: set(ACCOUNTS) <= set(bk.servicer.book.accounts), "the openings mirrored", within=30
+        )
+        await until(lambda: not sql("SELECT id FROM intents"), "the openings judged", within=30)
         trades: list[Answered] = []
         stop = asyncio.Event()
 

@@ -66,7 +66,8 @@ def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: C
 
 
 class FleetPlace:
-    """One write's tickets on its keys, asked for when it takes its place in the lanes."""
+    """One write's tickets on its keys (a read's place among them: `read`), asked for when it takes its place
+    in the lanes."""
 
     __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets", "unordered")
 

@@ -36,7 +36,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -223,13 +222,6 @@ async def _views(shim: ShimProcess) -> dict[str, apb.ReplicaModes]:
     return {view.replica: view for view in modes.replicas}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_a_fleet_run_with_a_replica_killed_and_a_switch_keeps_every_promise(
     tmp_path: Path, dataplane: str
@@ -238,8 +230,6 @@ async def test_a_fleet_run_with_a_replica_killed_and_a_switch_keeps_every_promis
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
     config = tmp_path / "shim.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    ports = [_free_port() for _ in range(3)]
-    addresses = [f"127.0.0.1:{port}" for port in ports]
     async with _sides() as (bank, bk):
         with postgres_schema_url() as url:
             sql = _postgres_sql(url)
@@ -255,8 +245,9 @@ async def test_a_fleet_run_with_a_replica_killed_and_a_switch_keeps_every_promis
 
             async with contextlib.AsyncExitStack() as stack:
                 first, second, victim = await asyncio.gather(
-                    *(stack.enter_async_context(replica(port)) for port in ports)
-                )
+                    *(stack.enter_async_context(replica(0)) for _ in range(3))
+                )  # each on a port of its own choosing: a port found free, then closed, may be taken
+                addresses = [shim.ready["listen"] for shim in (first, second, victim)]
                 run = Run(addresses)
                 writers = [asyncio.get_running_loop().create_task(run.writer(n)) for n in range(WRITERS)]
                 try:
@@ -276,7 +267,8 @@ async def test_a_fleet_run_with_a_replica_killed_and_a_switch_keeps_every_promis
                     run.held.discard(2)  # refused from now on: the writers go on to the next replica
                     await until(lambda: run.answered(after=dead) >= PHASE, f"{PHASE} writes more", 30)
                     await _set_mode(first, "bk-primary")  # the killed replica's lease runs out first
-                    restarted = await stack.enter_async_context(replica(ports[2]))
+                    victim_port = int(addresses[2].rpartition(":")[2])
+                    restarted = await stack.enter_async_context(replica(victim_port))
                     back = time.time()
                     await until(lambda: run.answered(through=2, after=back) >= 5, "writes through it", 30)
                     await _set_mode(restarted, "shadow")

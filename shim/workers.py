@@ -71,7 +71,7 @@ def _worker(config: Config, index: int, ready: Connection, args: argparse.Namesp
     def reread() -> Config:  # SIGHUP: the config file and flags again, on this worker's port
         assert args is not None
         new = serve_command.settings_of(args)
-        return _metrics_of(replace(new, serving=replace(new.serving, listen=config.serving.listen)), index)
+        return _of_worker(replace(new, serving=replace(new.serving, listen=config.serving.listen)), index)
 
     try:
         serving = serve_command.serve(
@@ -96,13 +96,13 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
     except OSError as exc:
         print(f"shim: error: cannot listen on {config.serving.listen}: {exc.strerror}", file=sys.stderr)
         return 2
-    if config.bk is not None and not config.ordering.across_replicas:
+    if config.bk is not None and not config.ordering.of_workers(config.serving.workers).across_replicas:
         _log.warning(
             "workers order only their own calls",
             consequence="calls on one key through different client connections may reach different workers,"
             " and BK in another order than Bank's: their keys may show differences the order made",
-            remedy="ordering.across_replicas with a PostgreSQL store orders them across the workers"
-            " (docs/fleet-order.md)",
+            remedy="ordering.across_workers = true (the default) orders them across the workers through"
+            " their store (docs/fleet-order.md)",
         )
     with holder:
         if config.bk is not None or config.record.into == "store":  # every worker then opens the store
@@ -119,7 +119,7 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker,
-                args=(_metrics_of(worker_config, index), index, sender, args),
+                args=(_of_worker(worker_config, index), index, sender, args),
                 name=f"shim worker {index}",
             )
             process.start()
@@ -129,9 +129,9 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         return _run(config, listen, processes, readies)
 
 
-def _metrics_of(config: Config, index: int) -> Config:
-    """Worker `index` serves its metrics and its admin API on the configured ports + index (port 0:
-    a free one each)."""
+def _of_worker(config: Config, index: int) -> Config:
+    """Worker `index`'s config: it serves its metrics and its admin API on the configured ports + index
+    (port 0: a free one each), and orders its writes across the workers (`ordering.across_workers`)."""
 
     def shifted(address: str) -> str:
         if not address:
@@ -144,6 +144,7 @@ def _metrics_of(config: Config, index: int) -> Config:
         config,
         serving=replace(config.serving, metrics_listen=shifted(config.serving.metrics_listen)),
         admin=replace(config.admin, listen=shifted(admin)),
+        ordering=config.ordering.of_workers(config.serving.workers),
     )
 
 

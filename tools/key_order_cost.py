@@ -1,11 +1,13 @@
 """What ordering writes across replicas (`ordering.across_replicas`) adds per mirrored write, on a
-PostgreSQL store: the ticket's round trip, the round trip marking it done, and the hand-over from one
-replica's write to the next write on its key through another replica (done, announced, then seen by
-the waiter's poll). Also the replica's heartbeat (`shim.liveness`), one transaction every `store.refresh`, and
-the size of `shim_key_order`, one row per key ever written. Medians and 90th percentiles, in a fresh
-schema dropped afterwards.
+PostgreSQL store or a SQLite file (the workers of one machine): the ticket's round trip, the round
+trip marking it done, and the hand-over from one replica's write to the next write on its key through
+another replica (done, announced on PostgreSQL, then seen by the waiter's poll). Also the replica's
+heartbeat (`shim.liveness`), one transaction every `store.refresh`, and the size of `shim_key_order`,
+one row per key ever written. Medians and 90th percentiles, in a fresh schema dropped afterwards (a
+SQLite file in a temporary directory).
 
     python tools/key_order_cost.py postgresql://postgres@127.0.0.1:5432/test [--writes 500]
+    python tools/key_order_cost.py sqlite [--writes 500]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import secrets
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -83,9 +86,10 @@ async def measure(url: str, writes: int) -> None:
             await tickets.taken.wait()
             tickets.release()
         await a.flush()
-        [(rows, size)] = await store.select(
-            "SELECT count(*), pg_total_relation_size('shim_key_order') FROM shim_key_order"
-        )
+        size_of = "pg_total_relation_size('shim_key_order')"
+        if not url.startswith("postgresql"):  # the table and its primary key's index
+            size_of = "(SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%shim_key_order%')"
+        [(rows, size)] = await store.select(f"SELECT count(*), {size_of} FROM shim_key_order")
         print(
             f"shim_key_order: {size / rows:.0f} bytes per key ({rows} keys of 16 characters, with its index)"
         )
@@ -99,9 +103,16 @@ async def measure(url: str, writes: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dsn", help="a PostgreSQL database where a schema may be made and dropped")
+    parser.add_argument(
+        "dsn",
+        help="a PostgreSQL database where a schema may be made and dropped, or sqlite: a temporary file",
+    )
     parser.add_argument("--writes", type=int, default=500)
     args = parser.parse_args()
+    if args.dsn == "sqlite":
+        with tempfile.TemporaryDirectory() as directory:
+            asyncio.run(measure(f"sqlite://{Path(directory) / 'shim.db'}", args.writes))
+        return
     schema = f"key_order_cost_{secrets.token_hex(4)}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}".encode())

@@ -3,8 +3,7 @@ order mirrored calls reach the shadow in, `shim._lanes`)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from shim.errors import ConfigError
@@ -64,16 +63,29 @@ class OrderingSettings:
     across_replicas: bool = setting(
         False,
         BOOL,
-        "true: one key's writes reach the shadow in order across the replicas sharing a PostgreSQL store, "
-        "and a read reaches it after the writes on its keys answered before it (docs/fleet-order.md); on "
-        "Envoy the keyed writes take Python on their primary path",
+        "true: one key's writes reach the shadow in order across the replicas sharing a store (PostgreSQL; a"
+        " SQLite file for processes of one machine), and a read reaches it after the writes on its keys"
+        " answered before it (docs/fleet-order.md); on Envoy the keyed writes take Python on their primary"
+        " path",
+    )
+    across_workers: bool = setting(
+        True,
+        BOOL,
+        "with serving.workers > 1: the workers order one key's writes across each other through their store,"
+        " as across_replicas does; false: each worker orders only its own calls",
     )
 
     def check_store(self, url: str) -> None:
-        """`across_replicas` orders writes through a PostgreSQL store."""
-        if self.across_replicas and not re.match(r"postgres(ql)?://", url, re.IGNORECASE):
+        """`across_replicas` orders writes through a store the replicas share."""
+        if self.across_replicas and url == ":memory:":
             raise ConfigError(
-                "ordering.across_replicas needs a PostgreSQL store ([store] url or --store"
-                ' "postgresql://..."): the replicas order their writes through it; a SQLite store serves'
-                " one shim"
+                'ordering.across_replicas needs a store the replicas share: "postgresql://..." for a fleet,'
+                ' or a SQLite file for the processes of one machine; ":memory:" is one process\'s own'
             )
+
+    def of_workers(self, workers: int) -> OrderingSettings:
+        """These settings in each of `workers` workers: ordered across them, unless `across_workers` is
+        false."""
+        if workers > 1 and self.across_workers and not self.across_replicas:
+            return replace(self, across_replicas=True)
+        return self

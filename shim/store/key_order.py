@@ -1,4 +1,6 @@
-"""The order of each key's mirrored writes across shim replicas sharing a PostgreSQL store.
+"""The order of each key's mirrored writes across shim replicas sharing a store: PostgreSQL for a fleet
+(`_order_pg.py`), or a SQLite file for the processes of one machine, the workers of `shim serve --workers
+N` (`_order_sqlite.py`).
 
 Every mirrored write takes a *ticket* on each of its keys: the key's counter, raised by one, in the
 row `shim_key_order(key, issued, done, ...)`. A replica asks for its tickets in the order its writes
@@ -16,74 +18,30 @@ The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter f
 after `done` held by a replica whose heartbeat (`shim.liveness`) is older than the lease, or gone,
 moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK.
 
-Waiting is polling, one query for every key waited on: at once when tickets done are announced (a
-NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is another
-replica's), else 1 ms at first and twice as long each time up to 25 ms. Only PostgreSQL: SQLite has
-one writer and serves one shim.
+Waiting is polling, one query for every key waited on: at once when tickets done are announced (on
+PostgreSQL, a NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is
+another replica's), else 1 ms at first and twice as long each time up to 25 ms (5 ms on SQLite, which
+announces nothing and is read from a local file).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 
 import structlog
 
-from shim.store._async import Connection, Listener
 from shim.store._errors import StoreError
+from shim.store._order_pg import PostgresTickets
+from shim.store._order_sqlite import SqliteTickets
 from shim.store._tickets import Asking, Held, Tickets
 
 _log = structlog.get_logger("shim.store.key_order")
 
-_TAKE = """
-WITH asked AS (SELECT * FROM unnest(%(keys)s::text[], %(methods)s::text[], %(nth)s::bigint[])
-               AS a(key, method, nth)),
-counted AS (SELECT key, count(*) AS n FROM asked GROUP BY key),
-taken AS (
-  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
-  SELECT key, n, 0, %(me)s, '' FROM counted ORDER BY key
-  ON CONFLICT (key) DO UPDATE SET issued = o.issued + excluded.issued,
-    prev_replica = o.last_replica, last_replica = excluded.last_replica
-  RETURNING key, issued, done, prev_replica),
-held AS (
-  INSERT INTO shim_key_tickets (key, ticket, replica, method)
-  SELECT a.key, t.issued - c.n + a.nth, %(me)s, a.method
-  FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key),
-seen AS (  -- where the reads stand on keys no write of theirs raises (as before the statement)
-  SELECT key, issued, done, last_replica FROM shim_key_order
-  WHERE key = ANY(%(read_keys)s::text[]) AND NOT key = ANY(%(keys)s::text[]))
-SELECT key, issued, done, prev_replica FROM taken
-UNION ALL SELECT key, issued, done, last_replica FROM seen
-"""
-CHANNEL = "shim_key_done"
-_DONE = f"""
-WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[]) AS d(key, n)),
-gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n),
-up AS (
-  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
-  SELECT key, n, n, '', '' FROM d ORDER BY key
-  ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done)
-  RETURNING key, issued, done)
-SELECT pg_notify('{CHANNEL}', '') FROM up WHERE up.issued > up.done AND EXISTS (SELECT 1
-  FROM shim_key_tickets t WHERE t.key = up.key AND t.ticket = up.done + 1 AND t.replica <> %(me)s) LIMIT 1
-"""
-_POLL = """
-SELECT o.key, o.done, t.replica, t.method,
-  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s) FROM shim_key_order o
-LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
-LEFT JOIN shim_replicas h ON h.replica = t.replica
-WHERE o.key = ANY(%(keys)s::text[])
-"""
-_RELEASE = """
-WITH r AS (UPDATE shim_key_order SET done = done + 1 WHERE key = %(key)s AND done = %(done)s
-           RETURNING key, done)
-DELETE FROM shim_key_tickets t USING r WHERE t.key = r.key AND t.ticket = r.done RETURNING t.ticket
-"""
 _FIRST_POLL, _LAST_POLL = 0.001, 0.025
-# commits not waited for on disk: a write's tickets must come back before its primary's answer goes out
-# (a crash of PostgreSQL itself may then lose the last moments of tickets: see docs/fleet-order.md)
-_SETTINGS = "SET synchronous_commit = off"
+_LAST_LOOK = 0.005  # ... where tickets done are not announced (SQLite): looking costs a read of a local file
 
 Released = Callable[[str, str, str], None]  # key, the replica that held the ticket, its write's method
 
@@ -96,8 +54,11 @@ class KeyOrder:
         self.replica = replica
         self.lease = lease
         self._on_released = on_released
-        self._taker = Connection(url, "shim-key-order", _SETTINGS)  # tickets only, in the lanes' order
-        self._other = Connection(url, "shim-key-done", _SETTINGS)  # done, and waits
+        self._book: PostgresTickets | SqliteTickets = (
+            PostgresTickets(url, replica, self._announced)
+            if re.match(r"postgres(ql)?://", url, re.IGNORECASE)
+            else SqliteTickets(url, replica)
+        )
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
@@ -108,20 +69,19 @@ class KeyOrder:
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
         self._behind: dict[str, int] = {}  # of those, how many on each key
         self.polls = 0  # looks at the keys waited on, so far
-        self._listener = Listener(url, "shim-key-listen", CHANNEL, self._announced)  # tickets done, announced
 
     async def start(self) -> None:
         """Connect (StoreError if the store cannot be reached), then serve."""
-        await self._taker.run("SELECT 1", {})
-        await self._other.run("SELECT 1", {})
+        await self._book.start()
         loop = asyncio.get_running_loop()
         for work, name in (
             (self._taking, "key order: tickets"),
             (self._finishing, "key order: done"),
             (self._polling, "key order: waits"),
-            (self._listener.run, "key order: done announced"),
         ):
             self._tasks.append(loop.create_task(work(), name=name))
+        if self._book.listener is not None:
+            self._tasks.append(loop.create_task(self._book.listener.run(), name="key order: done announced"))
 
     async def close(self) -> None:
         """Write the tickets done so far and close (the tickets still held are released once the
@@ -133,15 +93,12 @@ class KeyOrder:
         self._tasks = []
         with contextlib.suppress(StoreError):
             await self.flush()
-        await self._taker.close()
-        await self._other.close()
+        await self._book.close()
 
     async def position(self, key: str) -> tuple[int, int]:
         """The key's tickets (issued, done) so far, (0, 0) for a key never written: a write on it is under
         way through some replica while issued > done (StoreError if the store cannot be read)."""
-        rows = await self._other.run(
-            "SELECT issued, done FROM shim_key_order WHERE key = %(key)s", {"key": key}
-        )
+        rows = await self._book.position(key)
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def take(self, keys: Sequence[str], method: str, read: bool = False) -> Tickets:
@@ -197,7 +154,7 @@ class KeyOrder:
             asked, self._asked = self._asked, []
             asking = Asking(asked)
             try:
-                rows = await self._taker.run(_TAKE, {**asking.params(), "me": self.replica})
+                rows = await self._book.take(asking.params())
             except StoreError as exc:
                 for tickets in asked:
                     tickets._issued((), str(exc))
@@ -230,9 +187,7 @@ class KeyOrder:
             return
         done, self._done = self._done, {}
         try:
-            await self._other.run(
-                _DONE, {"keys": list(done), "tickets": list(done.values()), "me": self.replica}
-            )
+            await self._book.done(done)
         except StoreError:
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
@@ -242,6 +197,7 @@ class KeyOrder:
 
     async def _polling(self) -> None:
         pause = _FIRST_POLL
+        last = _LAST_POLL if self._book.announces else min(_LAST_LOOK, _LAST_POLL)
         while True:
             for key in [k for k, ws in self._waiters.items() if all(f.done() for _, f in ws)]:
                 del self._waiters[key]
@@ -255,7 +211,7 @@ class KeyOrder:
             except StoreError as exc:
                 _log.warning("cannot read the keys' order", error=str(exc))
                 moved = False
-            pause = _FIRST_POLL if moved else min(pause * 2, _LAST_POLL)
+            pause = _FIRST_POLL if moved else min(pause * 2, last)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._someone_waits.wait()
@@ -263,7 +219,7 @@ class KeyOrder:
     @property
     def listening(self) -> bool:
         """Whether tickets done, announced, are heard (else they are found by polling only)."""
-        return self._listener.listening
+        return self._book.listening
 
     def _announced(self) -> None:
         if self._waiters:
@@ -272,7 +228,7 @@ class KeyOrder:
     async def _poll(self) -> bool:
         """One look at the keys waited on: wake the waiters whose turn came, release the tickets of
         replicas gone; whether anything moved."""
-        rows = await self._other.run(_POLL, {"keys": list(self._waiters), "lease": self.lease})
+        rows = await self._book.poll(list(self._waiters), self.lease)
         self.polls += 1
         moved = False
         for key, done, holder, method, gone in rows:
@@ -280,11 +236,9 @@ class KeyOrder:
                 if need <= done and not future.done():
                     future.set_result(None)
                     moved = True
-            if holder is not None and holder != self.replica and gone:
-                released = await self._other.run(_RELEASE, {"key": key, "done": done})
-                if released:
-                    moved = True
-                    _log.warning("ticket of a replica gone released", key=key, replica=holder, method=method)
-                    if self._on_released is not None:
-                        self._on_released(key, str(holder), str(method))
+            if holder is not None and holder != self.replica and gone and await self._book.release(key, done):
+                moved = True
+                _log.warning("ticket of a replica gone released", key=key, replica=holder, method=method)
+                if self._on_released is not None:
+                    self._on_released(key, str(holder), str(method))
         return moved

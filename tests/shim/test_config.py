@@ -200,9 +200,14 @@ MISTAKES: list[object] = [
     pytest.param(BANK_TABLE + "[ordering]\nmax_wait = '0s'\n", "ordering.max_wait", id="zero-max-wait"),
     pytest.param(BANK_TABLE + "[ordering]\nmax_wait = 'later'\n", "ordering.max_wait", id="bad-max-wait"),
     pytest.param(
-        BANK_TABLE + "[ordering]\nacross_replicas = true\n",
-        "ordering.across_replicas needs a PostgreSQL store",
-        id="across-replicas-on-sqlite",
+        BANK_TABLE + "[ordering]\nacross_replicas = true\n[store]\nurl = ':memory:'\n",
+        "ordering.across_replicas needs a store the replicas share",
+        id="across-replicas-in-memory",
+    ),
+    pytest.param(
+        "workers = 2\n" + BANK_TABLE + "[upstreams.bk]\ntarget = 'k:1'\n[store]\nurl = ':memory:'\n",
+        "serving.workers: workers mirroring to BK need a store they share",
+        id="workers-in-memory",
     ),
     pytest.param(
         BANK_TABLE + "[ordering]\nreplica_lease = '10s'\n",
@@ -907,11 +912,27 @@ def test_key_aliases_are_checked_against_the_descriptors(
     assert str(caught.value).startswith(error)
 
 
-def test_across_replicas_on_a_postgresql_store_loads(tmp_path: Path) -> None:
-    """`ordering.across_replicas` with a PostgreSQL store is a config, its lease the store's as given."""
+@pytest.mark.parametrize("url", ["postgresql://shim@db:5432/shim", "state/shim.db"])
+def test_across_replicas_on_a_shared_store_loads(tmp_path: Path, url: str) -> None:
+    """`ordering.across_replicas` with a PostgreSQL store (or a SQLite file, which the processes of one
+    machine share) is a config, its lease the store's as given."""
     path = tmp_path / "shim.toml"
-    text = BANK_TABLE + '[store]\nurl = "postgresql://shim@db:5432/shim"\nlease = "4s"\n'
+    text = BANK_TABLE + f'[store]\nurl = "{url}"\nlease = "4s"\n'
     path.write_text(text + "[ordering]\nacross_replicas = true\n", encoding="utf-8")
     config = _serve_settings("--config", path)
     assert config.ordering.across_replicas
     assert config.store.lease == 4.0
+
+
+@pytest.mark.parametrize(
+    ("workers", "across_workers", "ordered"), [(1, True, False), (2, True, True), (2, False, False)]
+)
+def test_workers_order_across_each_other_unless_told_not_to(
+    workers: int, across_workers: bool, ordered: bool
+) -> None:
+    """Each of several workers orders its writes across the others (`across_replicas` in its own config),
+    unless `ordering.across_workers` is false; one shim process has no one to order against."""
+    from shim.shadow.settings import OrderingSettings
+
+    settings = OrderingSettings(across_workers=across_workers).of_workers(workers)
+    assert settings.across_replicas is ordered

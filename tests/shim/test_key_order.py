@@ -1,13 +1,18 @@
-"""The order of each key's mirrored writes across replicas, in PostgreSQL (`shim.store.key_order`).
+"""The order of each key's mirrored writes across replicas (`shim.store.key_order`), in PostgreSQL and in
+a SQLite file (the workers of one machine).
 
-Each test gets a schema of its own; they run when SHIM_TEST_POSTGRES_DSN names a database.
+Each test gets a store of its own: a SQLite file, and a PostgreSQL schema when SHIM_TEST_POSTGRES_DSN
+names a database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,9 +25,16 @@ from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, unt
 Open = Callable[..., Awaitable[KeyOrder]]
 
 
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A migrated store of its own."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'shim.db'}"
+        store = Store.open(url)
+        await store.start()
+        await store.close()
+        yield url
+        return
     if not POSTGRES_DSN:
         pytest.skip(NEEDS_POSTGRES)
     with postgres_schema_url() as url:
@@ -30,6 +42,17 @@ async def url() -> AsyncIterator[str]:
         await store.start()
         await store.close()
         yield url
+
+
+def age(url: str, replica: str, seconds: float) -> None:
+    """Make `replica`'s last heartbeat `seconds` older."""
+    sql = f"UPDATE shim_replicas SET seen = seen - {float(seconds)} WHERE replica = '{replica}'"
+    if url.startswith("sqlite://"):
+        with contextlib.closing(sqlite3.connect(url[len("sqlite://") :])) as conn, conn:
+            conn.execute(sql)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.encode())
 
 
 @pytest.fixture
@@ -106,6 +129,7 @@ async def test_a_ticket_waits_until_its_predecessor_on_another_replica_is_done(r
     await asyncio.wait_for(waiting, 10)
 
 
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)  # SQLite announces nothing: waiters look
 async def test_a_wait_behind_another_replica_ends_with_its_done_not_with_the_next_poll(
     replica: Open, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,8 +202,7 @@ async def test_the_ticket_of_a_replica_whose_lease_passed_is_released_and_its_ke
     b = await replica("b", lease=0.5, on_released=lambda *r: reported.append(r))
     await taken(a.take(["k"], "/pkg.S/Write"))
     second = await taken(b.take(["k"], "/pkg.S/Other"))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(b"UPDATE shim_replicas SET seen = seen - 5 WHERE replica = 'a'")
+    age(url, "a", 5)
     await asyncio.wait_for(b.wait(second.held[0]), 10)
     assert reported == [("k", "a", "/pkg.S/Write")]
 

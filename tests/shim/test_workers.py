@@ -18,7 +18,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import Upstream, build
 from shim.dataplane.envoy import binary as envoy_binary
-from shim.workers import _metrics_of
+from shim.workers import _of_worker
 from tests.processes import SERVE, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
@@ -65,18 +65,27 @@ async def _all_ready(shim: ShimProcess) -> dict[str, object]:
     return line
 
 
-@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+@pytest.mark.parametrize(
+    "dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY), "python-unordered"]
+)
 async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, dataplane: str
 ) -> None:
     """Two workers: connections land on both (two replicas in the store), every call is mirrored and
     stored once, and SIGTERM drains both; the supervisor exits 0 and no worker outlives it. On Envoy each
-    worker runs its own Envoy on the port, and none outlives the supervisor either."""
+    worker runs its own Envoy on the port, and none outlives the supervisor either. The workers order each
+    key's writes across each other through the store (a ticket per key written); with
+    `ordering.across_workers = false` they do not, and the supervisor says so."""
     bank, bk = ledgers
     path = tmp_path / "shim.db"
-    args = _shadow_args(
-        bank, bk, path, "--descriptor-set", BANK_BINPB, "--workers", "2", "--dataplane", dataplane
-    )
+    plane, _, unordered = dataplane.partition("-")
+    config = '[methods."bank.v1.Ledger/OpenAccount"]\nkey = ["account_id"]\n'
+    if unordered:
+        config += "[ordering]\nacross_workers = false\n"
+    (tmp_path / "shim.toml").write_text(config, encoding="utf-8")
+    flags = ["--descriptor-set", BANK_BINPB, "--workers", "2", "--dataplane", plane]
+    flags += ["--config", str(tmp_path / "shim.toml")]
+    args = _shadow_args(bank, bk, path, *flags)
     async with shim_process(*args) as shim:
         ready = await _all_ready(shim)
         assert ready["workers"] == 2
@@ -93,11 +102,17 @@ async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
         await _until(stored, lambda count: count >= CONNECTIONS, "every call stored")
         replicas = [row[0] for row in sql("SELECT DISTINCT replica FROM comparisons")]
         envoys = _envoys(shim.proc.pid)
-        assert len(envoys) == (2 if dataplane == "envoy" else 0)
+        assert len(envoys) == (2 if plane == "envoy" else 0)
         assert await shim.stop() == 0, shim.stderr[-5:]
     assert len(replicas) == 2, replicas  # both workers served: 2**-23 odds that one took all
-    [warned] = [e for e in shim.events() if e.get("event") == "workers order only their own calls"]
-    assert "ordering.across_replicas" in warned["remedy"]
+    warned = [e for e in shim.events() if e.get("event") == "workers order only their own calls"]
+    tickets = sql("SELECT count(*), sum(issued), sum(done) FROM shim_key_order")
+    if unordered:
+        assert ["ordering.across_workers" in w["remedy"] for w in warned] == [True]
+        assert tickets == [(0, None, None)]
+    else:
+        assert warned == []
+        assert tickets == [(CONNECTIONS, CONNECTIONS, CONNECTIONS)]  # one write per account, each done
     assert sql("SELECT count(*) FROM comparisons") == [(CONNECTIONS,)]
     assert len(bk.servicer.book.accounts) == CONNECTIONS  # every write mirrored, by whichever worker
     pids = [int(replica.rpartition(":")[2]) for replica in replicas]
@@ -173,8 +188,8 @@ def test_each_worker_serves_its_metrics_and_admin_api_on_its_own_port(
             "admin": {"listen": "127.0.0.1:0"},
         }
     )
-    second = _metrics_of(config, 2)
+    second = _of_worker(config, 2)
     assert (second.serving.metrics_listen, second.admin.listen) == ("127.0.0.1:9102", "127.0.0.1:0")
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", "secret")
-    plain = _metrics_of(build({"bank": Upstream("bank", "127.0.0.1:1")}), 1)
+    plain = _of_worker(build({"bank": Upstream("bank", "127.0.0.1:1")}), 1)
     assert (plain.serving.metrics_listen, plain.admin.listen) == ("", "127.0.0.1:9466")

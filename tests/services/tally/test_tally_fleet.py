@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import random
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from tests.processes import shim_process
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, REGISTRY, Reply, Request, Tally, serve
 
 ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
+# the workers of one `shim serve --workers 2` on a SQLite file, ordered across each other by default
+# (ordering.across_workers); SHIM_TEST_ACROSS_WORKERS=false runs them unordered, and the test fails
+ACROSS_WORKERS = os.environ.get("SHIM_TEST_ACROSS_WORKERS", "")
 WRITERS, WRITES, KEYS = 6, 20, ("k0", "k1", "k2")
 # Bank's time to answer, as across a network with a database behind it, so that a write's tickets come
 # back before its answer goes to the client (a ticket later than that puts its key out of step: _check)
@@ -43,8 +47,10 @@ descriptor_sets = ["tally.binpb"]
 [methods."tally.v1.Tally/Append"]
 key = ["key"]
 
+{ordering}"""
+ACROSS_REPLICAS = f"""
 [ordering]
-across_replicas = {across}
+across_replicas = {ACROSS}
 """
 
 
@@ -99,7 +105,13 @@ NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary
 
 @pytest.mark.parametrize(
     "dataplane",
-    ["python", pytest.param("envoy", marks=NEEDS_ENVOY), pytest.param("envoy-workers", marks=NEEDS_ENVOY)],
+    [
+        "python",
+        pytest.param("envoy", marks=NEEDS_ENVOY),
+        pytest.param("envoy-workers", marks=NEEDS_ENVOY),
+        "python-workers-sqlite",
+        pytest.param("envoy-workers-sqlite", marks=NEEDS_ENVOY),
+    ],
 )
 async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
     tmp_path: Path, dataplane: str
@@ -107,16 +119,24 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
     """On Envoy the writes take Python on their primary path (docs/dataplane.md), so that each takes its
     tickets while Bank has the call, as on the Python data plane. `envoy-workers`: one `shim serve
     --workers 2` instead of two replicas, its two workers (each its own Envoy on the port) taking the
-    fresh connections as the kernel spreads them."""
-    if not POSTGRES_DSN:
+    fresh connections as the kernel spreads them. `-sqlite`: those workers share a SQLite file, and order
+    their writes across each other through it with no setting (ordering.across_workers)."""
+    plane, _, workers = dataplane.partition("-")
+    workers, _, engine = workers.partition("-")
+    if engine != "sqlite" and not POSTGRES_DSN:
         pytest.skip(NEEDS_POSTGRES)
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
     config = tmp_path / "shim.toml"
-    config.write_text(CONFIG.format(across=ACROSS), encoding="utf-8")
+    ordering = ACROSS_REPLICAS
+    if engine == "sqlite":
+        ordering = f"[ordering]\nacross_workers = {ACROSS_WORKERS}\n" if ACROSS_WORKERS else ""
+    config.write_text(CONFIG.format(ordering=ordering), encoding="utf-8")
     bank, bk = await serve(answer_after=BANK_TIME), await serve(slow=True)
     try:
-        with postgres_schema_url() as url:
-            plane, _, workers = dataplane.partition("-")
+        with contextlib.ExitStack() as schema:
+            url = f"sqlite://{tmp_path / 'shim.db'}"
+            if engine != "sqlite":
+                url = schema.enter_context(postgres_schema_url())
             flags = ["--config", config, "--dataplane", plane, "--listen", "127.0.0.1:0"]
             flags += ["--bank", bank.address, "--bk", bk.address, "--store", url]
             async with contextlib.AsyncExitStack() as stack:
@@ -139,14 +159,22 @@ async def test_writes_through_two_replicas_reach_bk_in_their_keys_order(
                 for shim in (a, b):
                     if shim is not None:
                         assert await shim.stop() == 0, shim.stderr[-5:]
-            with psycopg.connect(url) as conn:
-                marked = dict(conn.execute(b"SELECT key, reason FROM out_of_step").fetchall())
-                replicas = conn.execute(b"SELECT count(DISTINCT replica) FROM comparisons").fetchone()
+            marked, replicas = _stored(url)
     finally:
         await bank.stop()
         await bk.stop()
     assert replicas == (2,)  # both replicas (or workers) compared calls
     _check(writes, bank, bk, marked)
+
+
+def _stored(url: str) -> tuple[dict[str, str], tuple[int]]:
+    """The keys marked out of step (with their reasons), and how many replicas compared calls."""
+    marks, count = "SELECT key, reason FROM out_of_step", "SELECT count(DISTINCT replica) FROM comparisons"
+    if url.startswith("sqlite://"):
+        with contextlib.closing(sqlite3.connect(url[len("sqlite://") :])) as db:
+            return dict(db.execute(marks).fetchall()), db.execute(count).fetchone()
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute(marks.encode()).fetchall()), conn.execute(count.encode()).fetchone()  # type: ignore[return-value]
 
 
 def _check(writes: list[Write], bank: Tally, bk: Tally, marked: dict[str, str]) -> None:
@@ -171,7 +199,7 @@ async def test_a_ticket_not_back_when_the_client_has_its_answer_marks_the_key_an
         pytest.skip(NEEDS_POSTGRES)
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
     config = tmp_path / "shim.toml"
-    config.write_text(CONFIG.format(across="true"), encoding="utf-8")
+    config.write_text(CONFIG.format(ordering="[ordering]\nacross_replicas = true\n"), encoding="utf-8")
     settings = load_file(config)
     settings.pop("mode")
     bank, bk = await serve(), await serve()

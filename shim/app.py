@@ -313,7 +313,10 @@ class Shim:
         return errors + self.channels.reload_certificates(holders)
 
     async def drain(self) -> None:
-        """Wait until every mirrored call has finished and been compared."""
+        """Wait until every mirrored call has finished and been compared (on Envoy, those of the calls
+        answered so far whose copies were still on their way too)."""
+        if self.front is not None:
+            await self.front.settle()
         for dispatcher in self.dispatchers.values():
             await dispatcher.drain()
         if self.pipeline is not None:

@@ -12,6 +12,10 @@ class Front(Protocol):
     def address(self) -> str:
         """Where the clients call."""
 
+    async def settle(self) -> None:
+        """Until the copies of the calls answered so far have reached the shim whole (or are given up):
+        their mirrored calls have then begun."""
+
     async def stop(self, grace: float) -> None:
         """Take no new call; give those in flight `grace` seconds; then stop."""
 

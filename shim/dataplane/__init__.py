@@ -316,6 +316,17 @@ class EnvoyPlane:
             await asyncio.sleep(0.002)
         return True
 
+    async def settle(self) -> None:
+        """Until every copy Envoy has sent by now is received whole, or Envoy gave it up (it drops a copy
+        not taken within `deferred_close_timeout`, and counts it failed); at once without a processor, or
+        when Envoy's stats cannot be read."""
+        processor = self.processor
+        if self.envoy is None or processor is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            while processor.copies < await self._copies_sent() or processor.receiving:  # noqa: ASYNC110  (counts, no event)
+                await asyncio.sleep(0.005)
+
     async def _take_every_copy(self, deadline: float) -> None:
         """Wait (until `deadline`) for every copy Envoy has sent or is sending to be received whole: the
         copies trail the clients' answers, and those Envoy still holds when it stops are gone. Those still

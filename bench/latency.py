@@ -1,7 +1,7 @@
 """Latency the shim adds on the primary path, against a direct baseline measured in the same run.
 
     python bench/latency.py [--calls 2000] [--method GetBalance|PostTrade] [--recording]
-                            [--across-replicas POSTGRESQL_DSN]
+                            [--across-replicas POSTGRESQL_DSN] [--workers N]
 
 Starts the sample Bank and BK and the shims (mode `bank`; mode `shadow`
 with descriptors only; mode `shadow` on the sample's config, with routing
@@ -16,8 +16,10 @@ With `--recording`, only the `bank` mode shims are measured, each with and witho
 (the cost of recording, `docs/recording.md`). With `--across-replicas DSN`, the sample's config on
 each data plane is measured with and without `ordering.across_replicas` on a PostgreSQL store (a new
 schema of the database DSN names): the cost of order across replicas on the clients' path
-(`docs/fleet-order.md`). This is a closed-loop latency probe; throughput under
-open-loop load is another benchmark.
+(`docs/fleet-order.md`). With `--workers N`, the sample's config through one shim process and through
+`shim serve --workers N` (on a SQLite file), its workers ordered across each other (the default) and
+not (`ordering.across_workers = false`): what that order costs the clients' path. This is a
+closed-loop latency probe; throughput under open-loop load is another benchmark.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(stack: ExitStack, args: list[str], ready: str) -> None:
+def _start(stack: ExitStack, args: list[str], ready: str, also: str = "") -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     stack.callback(proc.wait, 10)
@@ -78,7 +80,7 @@ def _start(stack: ExitStack, args: list[str], ready: str) -> None:
         line = proc.stderr.readline()
         if not line:
             raise SystemExit(f"{args} exited before it was ready")
-        if ready in line:
+        if ready in line and also in line:
             return
     raise SystemExit(f"{args} not ready within 20s")
 
@@ -210,11 +212,42 @@ def main() -> int:
     parser.add_argument("--method", choices=["GetBalance", "PostTrade"], default="GetBalance")
     parser.add_argument("--recording", action="store_true", help="bank mode with and without --record")
     parser.add_argument("--across-replicas", metavar="DSN", help="with and without ordering.across_replicas")
+    parser.add_argument("--workers", type=int, default=1, help="N workers, ordered across each other and not")
     args = parser.parse_args()
     with ExitStack() as stack:
         if args.across_replicas:
             _across_replicas(stack, args.across_replicas)
+        if args.workers > 1:
+            _workers(stack, args.workers)
         return _run(args)
+
+
+def _sample_config(folder: Path, name: str, more: str) -> Path:
+    """The sample's config with `more` appended, written into `folder` (its files named absolutely)."""
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    for file in ("bank.binpb", "rules.toml"):
+        text = text.replace(f'"{file}"', json.dumps(str(SAMPLE_CONFIG.parent / file)))
+    path = folder / name
+    path.write_text(f"{text}\n{more}", encoding="utf-8")
+    return path
+
+
+def _workers(stack: ExitStack, count: int) -> None:
+    """Only the sample's config: one process, and `count` workers ordered across each other and not."""
+    folder = Path(tempfile.mkdtemp(prefix="shim-bench-workers-"))
+    stack.callback(shutil.rmtree, folder, True)
+    unordered = _sample_config(folder, "unordered.toml", "[ordering]\nacross_workers = false\n")
+    SHIMS.clear()
+    for plane in ("envoy", "python"):
+        name = "shim" if plane == "envoy" else "python"
+        one = ["--store", str(folder / f"{name}-one.db"), "--dataplane", plane]
+        SHIMS[f"{name} ids"] = ("shadow", ["--config", str(SAMPLE_CONFIG), *one])
+        for label, config in (("ordered", SAMPLE_CONFIG), ("unordered", unordered)):
+            store = str(folder / f"{name}-{label}.db")
+            SHIMS[f"{name} {count}w {label}"] = (
+                "shadow",
+                ["--config", str(config), "--store", store, "--dataplane", plane, "--workers", str(count)],
+            )
 
 
 def _across_replicas(stack: ExitStack, dsn: str) -> None:
@@ -224,11 +257,7 @@ def _across_replicas(stack: ExitStack, dsn: str) -> None:
     url = stack.enter_context(postgres_schema(dsn, "bench"))
     folder = Path(tempfile.mkdtemp(prefix="shim-bench-fleet-"))
     stack.callback(shutil.rmtree, folder, True)
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
-    for name in ("bank.binpb", "rules.toml"):
-        text = text.replace(f'"{name}"', json.dumps(str(SAMPLE_CONFIG.parent / name)))
-    ordered = folder / "ordered.toml"
-    ordered.write_text(text + "\n[ordering]\nacross_replicas = true\n", encoding="utf-8")
+    ordered = _sample_config(folder, "ordered.toml", "[ordering]\nacross_replicas = true\n")
     SHIMS.clear()
     for plane in ("envoy", "python"):
         name = "shim" if plane == "envoy" else "python"
@@ -240,8 +269,10 @@ def _across_replicas(stack: ExitStack, dsn: str) -> None:
             "shadow",
             ["--config", str(ordered), "--store", url, "--dataplane", plane],
         )
-    unniced = folder / "ordered-nice0.toml"  # the comparison plane, which serves these writes, not lowered
-    unniced.write_text(text + "\n[ordering]\nacross_replicas = true\n[envoy]\ncomparison_nice = 0\n")
+    # the comparison plane, which serves these writes, not lowered
+    unniced = _sample_config(
+        folder, "ordered-nice0.toml", "[ordering]\nacross_replicas = true\n[envoy]\ncomparison_nice = 0\n"
+    )
     SHIMS["shim ordered nice0"] = (
         "shadow",
         ["--config", str(unniced), "--store", url, "--dataplane", "envoy"],
@@ -271,6 +302,7 @@ def _run(args: argparse.Namespace) -> int:
                     *("--diff-log", os.devnull),
                 ],
                 '"ready"',
+                '"workers"' if "--workers" in flags else "",  # the supervisor's: every worker serves
             )
         _plain_envoy(stack, addr["bank"], addr["plain envoy"])
         paths = {

@@ -184,13 +184,7 @@ class Config:
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
         self.record.check(self.serving.workers, self.store.url)
-        self.ordering.check_store(self.store.url)
-        if self.serving.workers > 1 and self.bk is not None and self.store.url == ":memory:":
-            raise ConfigError(
-                "serving.workers: workers mirroring to BK need a store they share (a SQLite file or"
-                ' "postgresql://..."): with store.url ":memory:" each would keep its own id pairs, keys out'
-                " of step and order"
-            )
+        self.ordering.check_store(self.store.url, self.serving.workers if self.bk is not None else 1)
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"

@@ -75,8 +75,15 @@ class OrderingSettings:
         " as across_replicas does; false: each worker orders only its own calls",
     )
 
-    def check_store(self, url: str) -> None:
-        """`across_replicas` orders writes through a store the replicas share."""
+    def check_store(self, url: str, workers: int) -> None:
+        """`across_replicas` orders writes through a store the replicas share, as do `workers` processes
+        that mirror (1 when they do not)."""
+        if workers > 1 and url == ":memory:":
+            raise ConfigError(
+                "serving.workers: workers mirroring to BK need a store they share (a SQLite file or"
+                ' "postgresql://..."): with store.url ":memory:" each would keep its own id pairs, keys out'
+                " of step and order"
+            )
         if self.across_replicas and url == ":memory:":
             raise ConfigError(
                 'ordering.across_replicas needs a store the replicas share: "postgresql://..." for a fleet,'

@@ -269,14 +269,6 @@ def _across_replicas(stack: ExitStack, dsn: str) -> None:
             "shadow",
             ["--config", str(ordered), "--store", url, "--dataplane", plane],
         )
-    # the comparison plane, which serves these writes, not lowered
-    unniced = _sample_config(
-        folder, "ordered-nice0.toml", "[ordering]\nacross_replicas = true\n[envoy]\ncomparison_nice = 0\n"
-    )
-    SHIMS["shim ordered nice0"] = (
-        "shadow",
-        ["--config", str(unniced), "--store", url, "--dataplane", "envoy"],
-    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dat
 
 ROUTE_NAME = "shim"
 ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirroring it belongs to
+# on a copied call's answer, for the copy only: when Envoy had the primary's answer (`answered_at`)
+ANSWERED_HEADER = "x-shim-envoy-answered"
+_ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/"
@@ -270,6 +273,13 @@ def bootstrap(
             },
         },
         "http_filters": [
+            {  # the answer's time, which the copy has, taken off the client's answer (the last to see it)
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": _TYPES + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"response_mutations": [{"remove": ANSWERED_HEADER}]},
+                },
+            },
             {"name": _EXT_PROC, "typed_config": ext_proc},
             {
                 "name": "envoy.filters.http.router",
@@ -316,7 +326,7 @@ def bootstrap(
 
 def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
     """The routes file: a discovery response holding one route configuration."""
-    routes = []
+    routes: list[dict[str, Any]] = []
     for entry in entries:
         if entry.path and not entry.prefix:
             match: dict[str, Any] = {"path": entry.path}
@@ -346,6 +356,13 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
                 "response_headers_to_remove": ["date"],
             }
         )
+        if entry.mirror:  # when Envoy had the primary's answer: the copy's, never the client's
+            routes[-1]["response_headers_to_add"] = [
+                {
+                    "header": {"key": ANSWERED_HEADER, "value": _ANSWERED},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ]
     configuration = {
         "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_NAME,

@@ -39,7 +39,7 @@ from grpc import aio
 from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
-from shim.dataplane.envoy_config import ROUTE_HEADER
+from shim.dataplane.envoy_config import ANSWERED_HEADER, ROUTE_HEADER
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
 from shim.exporter import Latencies
@@ -99,6 +99,18 @@ def _first(headers: list[tuple[str, str | bytes]], key: str) -> str:
         if k == key:
             return v if isinstance(v, str) else v.decode(errors="replace")
     return ""
+
+
+def answered_at(headers: list[tuple[str, str | bytes]]) -> float | None:
+    """When Envoy had the primary's answer (`time.time()`), from its header on a copy's answer: the request's
+    start and the microseconds to the answer's first byte (the start alone when those are missing);
+    None without the header."""
+    start, _, micros = _first(headers, ANSWERED_HEADER).partition(" ")
+    try:
+        began = float(start)
+    except ValueError:
+        return None
+    return began + int(micros) / 1e6 if micros.isdigit() else began
 
 
 def grpc_timeout(text: str) -> float | None:
@@ -244,6 +256,9 @@ class _Copy:
 
     def _response_headers(self, message: pb.HttpHeaders) -> None:
         headers = _headers(message.headers)
+        if self._mirror is not None:
+            self._mirror.answered_at = answered_at(headers)
+        headers = [(k, v) for k, v in headers if k != ANSWERED_HEADER]  # the copy's alone
         self._answers.encoding = _first(headers, "grpc-encoding") or "identity"
         if message.end_of_stream or _first(headers, "grpc-status"):  # trailers only: the call is over
             self._finish(headers)

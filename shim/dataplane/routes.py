@@ -17,7 +17,6 @@ from shim.modes import DEFAULT
 
 if TYPE_CHECKING:
     from shim.app import Shim
-    from shim.plan import MethodPlan
 
 _HEALTH = "/grpc.health.v1.Health/"
 _REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -32,8 +31,6 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     plan, dispatchers = shim.parts.plans.of(method), shim.dispatchers
     if method and plan.write and plan.strict:
         return "strict ordering of the primary's writes"
-    if method and plan.write and mode in _MIRROR and _ordered_across_replicas(shim, plan):
-        return "order of its writes across replicas"
     adapted = getattr(shim.bk_channel, "adapted", None)
     if mode in ("bk-primary", "bk") and adapted is not None and (not method or adapted(method)):
         return "an adapter"
@@ -47,16 +44,6 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     if mode in ("bank", "shadow") and bk_ids:
         return "ids in its requests that BK minted before a rollback"
     return ""
-
-
-def _ordered_across_replicas(shim: Shim, plan: MethodPlan) -> bool:
-    """A write of one request message takes its tickets across replicas while the primary has the call
-    (`ordering.across_replicas`): on Envoy its copy would come after the client had the answer. A streamed
-    write takes none wherever it runs (its keys go out of step), and so does a write that names no key, so
-    they stay on Envoy."""
-    if not shim.config.ordering.across_replicas or not shim.dispatchers:
-        return False
-    return plan.needs_request and plan.kind.described and not plan.kind.client_streaming
 
 
 def _entry(shim: Shim, path: str, mode: str, prefix: bool = False) -> RouteEntry:

@@ -2,7 +2,8 @@
 `shim.store.key_order`, docs/fleet-order.md).
 
 A write of one request message asks for its tickets when it takes its place in this replica's lanes,
-while the primary has the call. It is sent to the shadow once its local place has come, and once every
+while the primary has the call (on Envoy, when its copy arrives, and Envoy tells the copy when it had
+the primary's answer: `answered(at)`). It is sent to the shadow once its local place has come, and once every
 ticket before its own on each key is done, wherever it was taken. Its tickets are done when its place
 in the lanes is released.
 
@@ -32,6 +33,9 @@ from shim.shadow.fate import until
 from shim.steps import Steps
 from shim.store.key_order import KeyOrder
 
+# a ticket taken this much before Envoy had the primary's answer counts as taken before it: the two times
+# are read from one clock (Envoy's and the shim's, on one machine), and this allows for its reading
+CLOCKS = 0.0002
 LATE = (
     "its ticket in the keys' order across replicas was not taken before the primary's answer went to the"
     " client: a later write on the key through another replica may have reached the shadow first"
@@ -93,12 +97,14 @@ class FleetPlace:
     def keys(self) -> tuple[str, ...]:
         return self._tickets.keys
 
-    def answered(self) -> None:
-        """The primary's answer goes to the client now: its tickets had to be taken by then."""
+    def answered(self, at: float | None = None) -> None:
+        """The primary's answer goes to the client now, or went from `at` on (`time.time()`, a copy's, from
+        Envoy): its tickets had to be taken by then."""
         if self._answered:
             return
         self._answered = True
-        if self._tickets.taken.is_set():
+        tickets = self._tickets
+        if tickets.taken.is_set() and (at is None or tickets.taken_at <= at - CLOCKS):
             return
         if self._tickets.read:
             self._counters.inc("read_places_late", self._method)

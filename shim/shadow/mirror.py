@@ -66,6 +66,9 @@ class Mirror:
         self._handed_over = False  # the exchange (and the bytes it holds) went to the comparison
         self._fed = 0  # request messages handed over
         self.primary_answers = 0  # answer messages the primary sent so far
+        # when the primary's answer reached what carries it to the client (a copy's, from Envoy: the client
+        # had nothing before); None: now, as the answer is released
+        self.answered_at: float | None = None
         self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
@@ -120,7 +123,7 @@ class Mirror:
         self.primary_answers += 1
         self.last_active = time.monotonic()
         self._received.set()
-        self.places.answer_released()
+        self.places.answer_released(self.answered_at)
         if self.admission.streamed:
             self.places.primary_answered(self._fed)
             self.places.caught_up(self._call.answers, self._call.sent)
@@ -134,7 +137,7 @@ class Mirror:
             return
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
-        self.places.answer_released()
+        self.places.answer_released(self.answered_at)
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()

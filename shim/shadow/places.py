@@ -54,10 +54,10 @@ class Places:
             return self.ticket
         return self.steps[0] if self.steps and not self.released else None
 
-    def answer_released(self) -> None:
-        """The primary's answer goes to the client now."""
+    def answer_released(self, at: float | None = None) -> None:
+        """The primary's answer goes to the client now (or went, from `at` on: a copy's)."""
         if self.fleet is not None:
-            self.fleet.answered()
+            self.fleet.answered(at)
 
     def primary_answered(self, fed: int) -> None:
         """The primary sent an answer message, having been sent `fed` request messages."""

@@ -65,8 +65,7 @@ class OrderingSettings:
         BOOL,
         "true: one key's writes reach the shadow in order across the replicas sharing a store (PostgreSQL; a"
         " SQLite file for processes of one machine), and a read reaches it after the writes on its keys"
-        " answered before it (docs/fleet-order.md); on Envoy the keyed writes take Python on their primary"
-        " path",
+        " answered before it (docs/fleet-order.md)",
     )
     across_workers: bool = setting(
         True,

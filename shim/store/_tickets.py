@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ class Tickets:
     A read's (`read`) are no tickets but marks of where it stands: on each key, `held.ticket - 1` is the
     last ticket issued before it, which it waits for; it raises no counter and is never done."""
 
-    __slots__ = ("_finish", "_released", "error", "held", "keys", "method", "read", "taken")
+    __slots__ = ("_finish", "_released", "error", "held", "keys", "method", "read", "taken", "taken_at")
 
     def __init__(self, keys: tuple[str, ...], method: str, finish: Finish, read: bool = False) -> None:
         self._finish = finish
@@ -36,6 +37,7 @@ class Tickets:
         self.held: tuple[Held, ...] = ()
         self.error = ""
         self.taken = asyncio.Event()
+        self.taken_at = 0.0  # time.time() once the store had issued them (read after: never earlier)
         self._released = False
 
     def release(self) -> None:
@@ -46,6 +48,7 @@ class Tickets:
 
     def _issued(self, held: tuple[Held, ...], error: str = "") -> None:
         self.held, self.error = held, error
+        self.taken_at = time.time()
         self.taken.set()
         if self._released and not self.read:
             self._finish(held)

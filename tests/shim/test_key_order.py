@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import psycopg
 import pytest
 
 from shim.liveness import Liveness
+from shim.metrics import Counters
+from shim.shadow.fleet import FleetPlace
 from shim.store import Store, key_order
 from shim.store.key_order import KeyOrder, Tickets
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
@@ -293,3 +296,25 @@ async def test_a_keys_position_says_whether_a_write_is_under_way_on_it_through_a
         while (position := await a.position("k")) != (1, 1):
             assert position == (1, 0)
             await asyncio.sleep(0.01)
+
+
+async def test_a_copys_ticket_counts_as_late_when_taken_after_envoy_had_the_answer(replica: Open) -> None:
+    """On Envoy the primary's answer time comes with the copy (`answered(at)`): a ticket the store issued
+    after it is late, even when it was back before the copy's answer was read, and the write's key is
+    marked; one issued before it is not (reads alike, without a mark)."""
+    a = await replica("a")
+    counters = Counters()
+    before = time.time()
+    late = FleetPlace(a, ("k",), "/W", None, counters)
+    await asyncio.wait_for(late._tickets.taken.wait(), 10)
+    late.answered(before)  # Envoy had the answer before the ticket was issued
+    assert counters.get("tickets_late", "/W") == 1
+    on_time = FleetPlace(a, ("k",), "/W", None, counters)
+    await asyncio.wait_for(on_time._tickets.taken.wait(), 10)
+    on_time.answered(time.time() + 0.01)
+    assert counters.get("tickets_late", "/W") == 1
+    read = FleetPlace(a, ("k",), "/R", None, counters, read=True)
+    await asyncio.wait_for(read._tickets.taken.wait(), 10)
+    read.answered(before)
+    assert counters.get("read_places_late", "/R") == 1
+    assert read.unordered

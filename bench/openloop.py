@@ -68,11 +68,13 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -142,6 +144,16 @@ SEARCH_START, SEARCH_STEP, SEARCH_CAP = 100.0, 1.5, 20_000.0
 
 
 # ---- subprocesses -------------------------------------------------------------------------------
+
+
+def _store(stack: ExitStack, workers: int) -> str:
+    """One shim process's store: in memory; the workers of one shim share a SQLite file, in which they
+    order their writes across each other (`ordering.across_workers`)."""
+    if workers == 1:
+        return ":memory:"
+    folder = tempfile.mkdtemp(prefix="shim-bench-workers-")
+    stack.callback(shutil.rmtree, folder, True)
+    return os.path.join(folder, "shim.db")
 
 
 def _free_ports(count: int) -> list[int]:
@@ -272,6 +284,8 @@ async def scrape(endpoint: str) -> dict[str, float]:
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             out[name.partition("{")[0]] += float(value)
+            if name.startswith("shim_events_total{") and 'event="' in name:  # each event apart too
+                out["event:" + name.split('event="', 1)[1].partition('"')[0]] += float(value)
     return dict(out)
 
 
@@ -333,6 +347,7 @@ class Target:
         addresses = [address] if isinstance(address, str) else list(address)
         # the shim's metrics endpoints (none: direct)
         self.endpoints = ([metrics] if metrics else []) if isinstance(metrics, str) else list(metrics)
+        self.late = 0  # in the last `compared` load: calls placed in their keys' order after the answer
         # distinct options: grpc would otherwise share one connection between equal channels
         self.channels = [
             aio.insecure_channel(addresses[n % len(addresses)], options=[("bench.channel", n), *options])
@@ -386,10 +401,15 @@ class Target:
 
     async def compared(self, rate: float, duration: float, seed: int) -> tuple[Result, int]:
         """A load, then the comparisons it led to once the shim has caught up (within 20 s)."""
-        before = (await self.figures()).get("shim_comparisons_total", 0.0)
+        before = await self.figures()
         result = await self.load(rate, duration, seed)
         figures = await self.settled()
-        return result, int(figures.get("shim_comparisons_total", 0.0) - before)
+        # mirrored calls whose place in their keys' order across replicas came after Envoy had the answer
+        late = ("event:tickets_late", "event:read_places_late")
+        self.late = int(sum(figures.get(name, 0.0) - before.get(name, 0.0) for name in late))
+        return result, int(
+            figures.get("shim_comparisons_total", 0.0) - before.get("shim_comparisons_total", 0.0)
+        )
 
     async def settled(self, within: float = 20.0) -> dict[str, float]:
         """The shim's metrics once it has caught up (nothing in flight, nothing to compare, and no new
@@ -565,7 +585,8 @@ async def _compare_search(
         failed = sum(result.errors.values())
         print(
             f"  {target.name:<18} {rate:7.0f}/s  compared {share:6.1%}"
-            + (f"  clients' calls failed {failed / result.sent:6.1%}" if clients_ok else ""),
+            + (f"  clients' calls failed {failed / result.sent:6.1%}" if clients_ok else "")
+            + (f"  placed late {target.late / result.sent:6.1%}" if target.late else ""),
             flush=True,
         )
         return share >= 0.99 and (not clients_ok or failed <= 0.01 * result.sent)
@@ -865,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
                     *(sys.executable, "-m", "shim", "serve", "--listen", addr[f"shim {name}"]),
                     *("--config", str(SAMPLE_CONFIG), "--mode", mode, "--workers", str(workers)),
                     *("--bank", addr["bank"], "--bk", addr[bk], "--dataplane", dataplane, *metrics),
-                    *("--store", ":memory:", "--diff-log", os.devnull),
+                    *("--store", _store(stack, workers), "--diff-log", os.devnull),
                 ],
                 '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
             )

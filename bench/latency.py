@@ -222,6 +222,13 @@ def main() -> int:
         return _run(args)
 
 
+def _scratch(stack: ExitStack, prefix: str) -> Path:
+    """A folder of its own, removed with `stack`."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    stack.callback(shutil.rmtree, folder, True)
+    return folder
+
+
 def _sample_config(folder: Path, name: str, more: str) -> Path:
     """The sample's config with `more` appended, written into `folder` (its files named absolutely)."""
     text = SAMPLE_CONFIG.read_text(encoding="utf-8")
@@ -234,8 +241,7 @@ def _sample_config(folder: Path, name: str, more: str) -> Path:
 
 def _workers(stack: ExitStack, count: int) -> None:
     """Only the sample's config: one process, and `count` workers ordered across each other and not."""
-    folder = Path(tempfile.mkdtemp(prefix="shim-bench-workers-"))
-    stack.callback(shutil.rmtree, folder, True)
+    folder = _scratch(stack, "shim-bench-workers-")
     unordered = _sample_config(folder, "unordered.toml", "[ordering]\nacross_workers = false\n")
     SHIMS.clear()
     for plane in ("envoy", "python"):
@@ -255,8 +261,7 @@ def _across_replicas(stack: ExitStack, dsn: str) -> None:
     from shim.testing import postgres_schema
 
     url = stack.enter_context(postgres_schema(dsn, "bench"))
-    folder = Path(tempfile.mkdtemp(prefix="shim-bench-fleet-"))
-    stack.callback(shutil.rmtree, folder, True)
+    folder = _scratch(stack, "shim-bench-fleet-")
     ordered = _sample_config(folder, "ordered.toml", "[ordering]\nacross_replicas = true\n")
     SHIMS.clear()
     for plane in ("envoy", "python"):

@@ -82,7 +82,9 @@ class Books:
                 )
                 await self.aliases.preload()
             if config.ordering.across_replicas:
-                self.key_order = KeyOrder(config.store.url, parts.replica, self.lease, self._released)
+                self.key_order = KeyOrder(
+                    config.store.url, parts.replica, self.lease, self._released, config.ordering.clock_skew
+                )
                 await self.key_order.start()
         except StoreError as exc:
             await self.close()

@@ -33,12 +33,13 @@ from shim.shadow.fate import until
 from shim.steps import Steps
 from shim.store.key_order import KeyOrder
 
-# a ticket taken this much before Envoy had the primary's answer counts as taken before it: the two times
-# are read from one clock (Envoy's and the shim's, on one machine), and this allows for its reading
-CLOCKS = 0.0002
 LATE = (
     "its ticket in the keys' order across replicas was not taken before the primary's answer went to the"
     " client: a later write on the key through another replica may have reached the shadow first"
+)
+PASSED = (
+    "a write on the key that started after the primary's answer took its ticket in the keys' order across"
+    " replicas before this write's: it may have reached the shadow first"
 )
 NOT_TAKEN = (
     "its ticket in the keys' order across replicas was not taken ({error}): it was ordered with this"
@@ -51,6 +52,10 @@ STREAMED = (
 READ_LATE = (
     "its place among the writes on its keys through other replicas was not known before the primary's"
     " answer went to the client: a write sent after it may have reached the shadow first"
+)
+READ_PASSED = (
+    "a write on its keys that started after the primary's answer took its ticket in the keys' order across"
+    " replicas before this read's place: it may have reached the shadow first"
 )
 READ_NOT_TAKEN = (
     "its place among the writes on its keys through other replicas could not be asked ({error}): a write"
@@ -73,7 +78,9 @@ class FleetPlace:
     """One write's tickets on its keys (a read's place among them: `read`), asked for when it takes its place
     in the lanes."""
 
-    __slots__ = ("_answered", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets", "unordered")
+    __slots__ = (
+        "_answered", "_at", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets", "unordered",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -89,6 +96,7 @@ class FleetPlace:
         self._steps = steps
         self._counters = counters
         self._answered = False
+        self._at: float | None = None  # a copy's answer time, until its tickets are judged against it
         self._in_turn = False  # every call before it on its keys is done, here and on other replicas
         self._tickets = order.take(keys, method, read)
         self.unordered = ""  # a read: why a difference it shows may come of its order (it is then tainted)
@@ -98,26 +106,46 @@ class FleetPlace:
         return self._tickets.keys
 
     def answered(self, at: float | None = None) -> None:
-        """The primary's answer goes to the client now, or went from `at` on (`time.time()`, a copy's, from
-        Envoy): its tickets had to be taken by then."""
+        """The primary's answer goes to the client now: its tickets had to be taken by then. Or it went
+        from `at` on (`time.time()`, a copy's, from Envoy): then no ticket before its own on a key may be
+        that of a call started after `at` (judged once its tickets are taken)."""
         if self._answered:
             return
         self._answered = True
-        tickets = self._tickets
-        if tickets.taken.is_set() and (at is None or tickets.taken_at <= at - CLOCKS):
+        if at is not None:
+            if self._tickets.taken.is_set():
+                self._judge(at)
+            else:
+                self._at = at
             return
+        if self._tickets.taken.is_set():
+            return
+        self._late()
+
+    def _judge(self, at: float) -> None:
+        """Late when a ticket before its own on a key is that of a call started after `at` (the clocks'
+        skew allowed for): a call the client may have sent once it had this one's answer."""
+        tickets = self._tickets
+        if not tickets.error and any(held.before > at - self._order.skew for held in tickets.held):
+            self._late(passed=True)
+
+    def _late(self, passed: bool = False) -> None:
+        """`passed`: a call started after its answer took a ticket before its own."""
         if self._tickets.read:
             self._counters.inc("read_places_late", self._method)
-            self.unordered = READ_LATE
+            self.unordered = READ_PASSED if passed else READ_LATE
         else:
             self._counters.inc("tickets_late", self._method)
-            self._mark(LATE)
+            self._mark(PASSED if passed else LATE)
 
     async def ready(self, stop: asyncio.Event) -> bool:
         """Wait for the tickets, then for the turn of each (False: `stop` came first)."""
         tickets = self._tickets
         if not await until(tickets.taken.wait(), stop):
             return False
+        if self._at is not None:  # answered before its tickets came back: judged now
+            self._judge(self._at)
+            self._at = None
         if tickets.error and tickets.read:
             self._counters.inc("read_places_not_taken", self._method)
             self.unordered = self.unordered or READ_NOT_TAKEN.format(error=tickets.error)

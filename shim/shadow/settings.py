@@ -67,6 +67,12 @@ class OrderingSettings:
         " SQLite file for processes of one machine), and a read reaches it after the writes on its keys"
         " answered before it (docs/fleet-order.md)",
     )
+    clock_skew: float = setting(
+        0.001,
+        duration(at_most=1.0),
+        "with across_replicas on Envoy: how far the clocks of the replicas' machines may differ; a write"
+        " whose ticket follows one started less than this before its own answer is marked out of step",
+    )
     across_workers: bool = setting(
         True,
         BOOL,

@@ -9,24 +9,25 @@ from typing import Any
 from shim.store._async import Connection, Listener
 
 _TAKE = """
-WITH asked AS (SELECT * FROM unnest(%(keys)s::text[], %(methods)s::text[], %(nth)s::bigint[])
-               AS a(key, method, nth)),
-counted AS (SELECT key, count(*) AS n FROM asked GROUP BY key),
+WITH asked AS (SELECT * FROM unnest(%(keys)s::text[], %(methods)s::text[], %(nth)s::bigint[],
+                                   %(starts)s::float8[]) AS a(key, method, nth, start)),
+counted AS (SELECT key, count(*) AS n, max(start) AS s FROM asked GROUP BY key),
 taken AS (
-  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica)
-  SELECT key, n, 0, %(me)s, '' FROM counted ORDER BY key
+  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica, started, prev_started)
+  SELECT key, n, 0, %(me)s, '', s, 0 FROM counted ORDER BY key
   ON CONFLICT (key) DO UPDATE SET issued = o.issued + excluded.issued,
-    prev_replica = o.last_replica, last_replica = excluded.last_replica
-  RETURNING key, issued, done, prev_replica),
+    prev_replica = o.last_replica, last_replica = excluded.last_replica,
+    prev_started = o.started, started = GREATEST(o.started, excluded.started)
+  RETURNING key, issued, done, prev_replica, prev_started),
 held AS (
   INSERT INTO shim_key_tickets (key, ticket, replica, method)
   SELECT a.key, t.issued - c.n + a.nth, %(me)s, a.method
   FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key),
 seen AS (  -- where the reads stand on keys no write of theirs raises (as before the statement)
-  SELECT key, issued, done, last_replica FROM shim_key_order
+  SELECT key, issued, done, last_replica, started FROM shim_key_order
   WHERE key = ANY(%(read_keys)s::text[]) AND NOT key = ANY(%(keys)s::text[]))
-SELECT key, issued, done, prev_replica FROM taken
-UNION ALL SELECT key, issued, done, last_replica FROM seen
+SELECT key, issued, done, prev_replica, prev_started FROM taken
+UNION ALL SELECT key, issued, done, last_replica, started FROM seen
 """
 CHANNEL = "shim_key_done"
 _DONE = f"""
@@ -82,7 +83,8 @@ class PostgresTickets:
         return self.listener.listening
 
     async def take(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """(key, issued, done, the replica of the last ticket before) per key asked (see `Asking`)."""
+        """(key, issued, done, the replica of the last ticket before, the latest start before) per key asked
+        (see `Asking`)."""
         return await self._taker.run(_TAKE, {**params, "me": self._me})
 
     async def done(self, done: dict[str, int]) -> None:

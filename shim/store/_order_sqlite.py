@@ -12,12 +12,14 @@ from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 
 _TAKE = (
-    "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica) VALUES (?, ?, 0, ?, '')"
+    "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, started, prev_started)"
+    " VALUES (?, ?, 0, ?, '', ?, 0)"
     " ON CONFLICT (key) DO UPDATE SET issued = issued + excluded.issued, prev_replica = last_replica,"
-    " last_replica = excluded.last_replica RETURNING key, issued, done, prev_replica"
+    " last_replica = excluded.last_replica, prev_started = started, started = MAX(started, excluded.started)"
+    " RETURNING key, issued, done, prev_replica, prev_started"
 )
 _HOLD = "INSERT INTO shim_key_tickets (key, ticket, replica, method) VALUES (?, ?, ?, ?)"
-_SEEN = "SELECT key, issued, done, last_replica FROM shim_key_order WHERE key IN ({})"
+_SEEN = "SELECT key, issued, done, last_replica, started FROM shim_key_order WHERE key IN ({})"
 _GONE = "DELETE FROM shim_key_tickets WHERE key = ? AND ticket <= ?"
 _DONE = (
     "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica) VALUES (?, ?, ?, '', '')"
@@ -54,10 +56,15 @@ class SqliteTickets:
     async def take(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         keys: list[str] = params["keys"]
         counted = Counter(keys)
+        started: dict[str, float] = {}
+        for key, start in zip(keys, params["starts"], strict=True):
+            started[key] = max(started.get(key, 0.0), start)
         me = self._me
 
         def work(db: Db) -> list[tuple[Any, ...]]:
-            rows = [row for key in sorted(counted) for row in db.run(_TAKE, (key, counted[key], me))]
+            rows = [
+                row for key in sorted(counted) for row in db.run(_TAKE, (key, counted[key], me, started[key]))
+            ]
             issued = {str(row[0]): int(row[1]) for row in rows}
             db.run_many(
                 _HOLD,

@@ -16,6 +16,7 @@ class Held:
     key: str
     ticket: int
     wait: bool
+    before: float = 0.0  # the latest start (time.time()) of a call whose ticket on the key came before
 
 
 Finish = Callable[[tuple[Held, ...]], None]  # marks tickets done
@@ -27,17 +28,19 @@ class Tickets:
     A read's (`read`) are no tickets but marks of where it stands: on each key, `held.ticket - 1` is the
     last ticket issued before it, which it waits for; it raises no counter and is never done."""
 
-    __slots__ = ("_finish", "_released", "error", "held", "keys", "method", "read", "taken", "taken_at")
+    __slots__ = (
+        "_finish", "_released", "error", "held", "keys", "method", "read", "started", "taken",
+    )  # fmt: skip
 
     def __init__(self, keys: tuple[str, ...], method: str, finish: Finish, read: bool = False) -> None:
         self._finish = finish
+        self.started = time.time()  # the call's start, as this replica saw it (asked with its place)
         self.keys = keys
         self.method = method
         self.read = read
         self.held: tuple[Held, ...] = ()
         self.error = ""
         self.taken = asyncio.Event()
-        self.taken_at = 0.0  # time.time() once the store had issued them (read after: never earlier)
         self._released = False
 
     def release(self) -> None:
@@ -48,7 +51,6 @@ class Tickets:
 
     def _issued(self, held: tuple[Held, ...], error: str = "") -> None:
         self.held, self.error = held, error
-        self.taken_at = time.time()
         self.taken.set()
         if self._released and not self.read:
             self._finish(held)
@@ -66,6 +68,7 @@ class Asking:
         keys: list[str] = []
         methods: list[str] = []
         nth: list[int] = []
+        starts: list[float] = []
         read_keys: set[str] = set()
         for tickets in self._asked:
             if tickets.read:
@@ -76,20 +79,30 @@ class Asking:
                 keys.append(key)
                 methods.append(tickets.method)
                 nth.append(self._count[key])
-        return {"keys": keys, "methods": methods, "nth": nth, "read_keys": sorted(read_keys)}
+                starts.append(tickets.started)
+        return {
+            "keys": keys, "methods": methods, "nth": nth, "starts": starts, "read_keys": sorted(read_keys),
+        }  # fmt: skip
 
     def issue(self, rows: Sequence[tuple[Any, ...]], me: str) -> None:
         """Each ticket N needs no wait in the store when N - 1 was `me`'s (its lanes order the two) or
-        was done when N was issued; a read stands where the next ticket would be."""
-        first = {key: (issued - self._count.get(key, 0) + 1, done, prev) for key, issued, done, prev in rows}
+        was done when N was issued; a read stands where the next ticket would be. Each has the latest
+        start of the calls whose tickets came before it (`Held.before`)."""
+        first = {
+            key: (issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0))
+            for key, issued, done, prev, before in rows
+        }
         given: dict[str, int] = {}
+        latest: dict[str, float] = {}  # by key: the latest start before the next ticket of the statement
         for tickets in self._asked:
             held = []
             for key in tickets.keys:
-                start, done, prev = first.get(key, (1, 0, ""))  # a key never written: nothing before
+                start, done, prev, before = first.get(key, (1, 0, "", 0.0))  # a key never written
+                before = max(before, latest.get(key, 0.0))
                 ticket = start + given.get(key, 0)
                 if not tickets.read:
                     given[key] = given.get(key, 0) + 1
+                    latest[key] = max(before, tickets.started)
                 mine_before = ticket > start or prev == me
-                held.append(Held(key, ticket, wait=not mine_before and done < ticket - 1))
+                held.append(Held(key, ticket, wait=not mine_before and done < ticket - 1, before=before))
             tickets._issued(tuple(held))

@@ -50,9 +50,12 @@ class KeyOrder:
     """This replica's tickets and waits. `start()`, then `take`, `wait`; `close()` at the end. The replica's
     heartbeat is written apart (`shim.liveness`), from before `start` until after `close`."""
 
-    def __init__(self, url: str, replica: str, lease: float, on_released: Released | None = None) -> None:
+    def __init__(
+        self, url: str, replica: str, lease: float, on_released: Released | None = None, skew: float = 0.001
+    ) -> None:
         self.replica = replica
         self.lease = lease
+        self.skew = skew  # how far the replicas' clocks may differ (`ordering.clock_skew`)
         self._on_released = on_released
         self._book: PostgresTickets | SqliteTickets = (
             PostgresTickets(url, replica, self._announced)

@@ -128,6 +128,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # the intents of a replica gone silent are found by their writer
         "CREATE INDEX intents_replica ON intents (replica)",
     ),
+    (
+        # per key, the latest start (time.time(), the replica's) of a call that took a ticket, and that
+        # before the last statement raised it: a write whose ticket follows one started after its own
+        # answer is out of its order (`key_order.py`)
+        "ALTER TABLE shim_key_order ADD COLUMN started DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE shim_key_order ADD COLUMN prev_started DOUBLE PRECISION NOT NULL DEFAULT 0",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

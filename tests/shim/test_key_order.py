@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from shim.liveness import Liveness
-from shim.metrics import Counters
+from shim.metrics import Counters as Counter
 from shim.shadow.fleet import FleetPlace
 from shim.store import Store, key_order
 from shim.store.key_order import KeyOrder, Tickets
@@ -298,23 +298,29 @@ async def test_a_keys_position_says_whether_a_write_is_under_way_on_it_through_a
             await asyncio.sleep(0.01)
 
 
-async def test_a_copys_ticket_counts_as_late_when_taken_after_envoy_had_the_answer(replica: Open) -> None:
-    """On Envoy the primary's answer time comes with the copy (`answered(at)`): a ticket the store issued
-    after it is late, even when it was back before the copy's answer was read, and the write's key is
-    marked; one issued before it is not (reads alike, without a mark)."""
-    a = await replica("a")
-    counters = Counters()
-    before = time.time()
-    late = FleetPlace(a, ("k",), "/W", None, counters)
-    await asyncio.wait_for(late._tickets.taken.wait(), 10)
-    late.answered(before)  # Envoy had the answer before the ticket was issued
+async def test_a_copy_is_late_when_a_call_started_after_its_answer_took_a_ticket_before_its_own(
+    replica: Open,
+) -> None:
+    """On Envoy the primary's answer time comes with the copy (`answered(at)`): a write whose ticket on a
+    key follows the ticket of a call that started after that time (beyond the clocks' skew) is late and
+    its key is marked, however late its own ticket came back; one whose tickets follow only calls
+    started before it is not. Judged when the tickets are back, if the answer came first; reads alike."""
+    a, b = await replica("a"), await replica("b")
+    counters = Counter()
+    first = FleetPlace(a, ("k",), "/W", None, counters)
+    await asyncio.wait_for(first._tickets.taken.wait(), 10)
+    started = first._tickets.started
+    passed = FleetPlace(b, ("k",), "/W", None, counters)  # its answer came before `first` started
+    passed.answered(started - 0.5)  # before its tickets are back: judged once they are
+    first.release()  # so that its turn comes
+    assert await asyncio.wait_for(passed.ready(asyncio.Event()), 10)
     assert counters.get("tickets_late", "/W") == 1
-    on_time = FleetPlace(a, ("k",), "/W", None, counters)
-    await asyncio.wait_for(on_time._tickets.taken.wait(), 10)
-    on_time.answered(time.time() + 0.01)
+    after = FleetPlace(b, ("k",), "/W", None, counters)
+    await asyncio.wait_for(after._tickets.taken.wait(), 10)
+    after.answered(time.time())  # every ticket before its own is of a call started before it
     assert counters.get("tickets_late", "/W") == 1
-    read = FleetPlace(a, ("k",), "/R", None, counters, read=True)
+    read = FleetPlace(b, ("k",), "/R", None, counters, read=True)
     await asyncio.wait_for(read._tickets.taken.wait(), 10)
-    read.answered(before)
+    read.answered(started - 0.5)
     assert counters.get("read_places_late", "/R") == 1
-    assert read.unordered
+    assert "started after the primary's answer" in read.unordered

@@ -46,7 +46,7 @@ from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.opening import open_recorder
 from shim.recording.recorder import Recorder
-from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.dispatcher import ShadowDispatcher, waiting
 from shim.shadow.wiring import mirroring
 from shim.steps import Steps
 from shim.store import Store, StoreError
@@ -148,6 +148,7 @@ class Shim:
                 "bk": self._dispatcher(bk, config.bk, primary=bank),  # shadow mode: BK is mirrored
                 "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is
             }
+            self.modes.explain = lambda: waiting(self.dispatchers.values())
             verifier = self.books.start_verifier(
                 config,
                 parts,

@@ -12,6 +12,13 @@ modes, and the order of the writes on each key is kept across the switch. A
 switch waits for every call in flight, whatever its method: it is rare, and
 brief when the sides answer; when they do not within `timeout`, the switch is
 given up and the mode stays.
+
+With a data plane in front (`SwitchHooks`: Envoy), the calls of the scopes that
+change are first routed through the shim, after the copies of the calls the
+plane sent straight to a side, and go on in their old modes while the
+comparison plane settles those copies' mirrored calls: new calls wait only
+while the copies on their way take their places, and at the end, while the
+calls in the shim's own server finish.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from shim.errors import ShimError
@@ -37,15 +44,24 @@ class SwitchHooks(Protocol):
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
         """While new calls to the shim wait: the calls of the scopes that change come through the shim (in
-        the modes of `table`), and the calls that went elsewhere before are settled."""
+        the modes of `table`), after the calls that went elsewhere before."""
+
+    async def catch_up(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
+        """While the calls to the shim go on (in the modes of `table`): the calls that went elsewhere before
+        are settled."""
 
     async def apply(self, table: Mapping[str, str]) -> None:
         """While the calls pause: route as `table` says (the new modes, or the old after a failure)."""
+
+    def waiting(self) -> str:
+        """What `prepare` waits for now ("": nothing of the plane's own), said when a switch gives up."""
 
 
 class Modes:
     def __init__(self, default: str) -> None:
         self.hooks: SwitchHooks | None = None
+        # what the calls in flight wait for, said when a switch gives up waiting ("": not known)
+        self.explain: Callable[[], str] = str
         self._modes: dict[str, str] = {DEFAULT: default}
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -110,16 +126,26 @@ class Modes:
             # none is mirrored ahead of an earlier call's copy still on its way
             self._open.clear()
             paused = time.perf_counter()
+            longest = 0.0  # the longest pause before the last
             try:
                 try:
                     async with asyncio.timeout(within):
                         if hooks is not None:
                             await hooks.prepare(old, modes)
+                            # the calls go on while the plane settles what it had: the pause is only the last
+                            # calls' (those in the shim's server: a few, when the plane kept up)
+                            longest = time.perf_counter() - paused
+                            self._open.set()
+                            await hooks.catch_up(old, modes)
+                            self._open.clear()
+                            paused = time.perf_counter()
                         await self._idle.wait()
                 except TimeoutError as exc:
-                    left = self._in_flight
+                    here = f"{self._in_flight} calls in the shim's server" if self._in_flight else ""
+                    why = "; ".join(w for w in (here, hooks.waiting() if hooks else "", self.explain()) if w)
                     raise SwitchTimeout(
-                        f"{left} calls were still in flight after {within:g}s; the mode did not change"
+                        f"the calls in flight did not finish within {within:g}s ({why or 'none left'}); "
+                        "the mode did not change"
                     ) from exc
                 yield hold
                 if hold.committed:
@@ -127,7 +153,7 @@ class Modes:
                         await hooks.apply({**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
-                    self.pauses.append(time.perf_counter() - paused)
+                    self.pauses.append(max(longest, time.perf_counter() - paused))
                 elif hooks is not None:
                     await hooks.apply(old)
             except BaseException:

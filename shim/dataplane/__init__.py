@@ -105,6 +105,7 @@ class EnvoyPlane:
         # the processor and the shim's own server listen on unix sockets in `folder`, whose paths Envoy knows
         self._attached = attached
         self._copies_before = 0  # copies Envoy counted as sent before this processor started
+        self._preparing, self._sent = "", 0  # what a switch waits for now (`waiting`); the copies sent then
         self._version = 0
         self._server: aio.Server | None = None
         self.processor: Processor | None = None
@@ -256,23 +257,47 @@ class EnvoyPlane:
     # -- switches (shim.modes.SwitchHooks) --------------------------------------------------------------
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
-        """The scopes that change come through the shim's own server, in their old modes; then the calls
-        Envoy sent straight to a side before are waited for, until their mirrored calls are settled
-        (`Mirror.settled`: streams under way finish where they started)."""
-        scopes = frozenset(changes)
-        await self.route(table, through_python=scopes)
-        envoy, processor = self.envoy, self.processor
-        assert envoy is not None
+        """The scopes that change come through the shim's own server, in their old modes; then every copy
+        Envoy sent before has its place in the lanes (the calls through the shim take theirs after)."""
+        self._preparing, self._sent = "routes", 0
+        await self.route(table, through_python=frozenset(changes))
+        processor = self.processor
         assert processor is not None
-        sent = await self._copies_sent()
-        while processor.copies < sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
+        self._preparing, self._sent = "copies", await self._copies_sent()
+        while not processor.admitted_through(self._sent):  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
+        self._preparing = ""
+
+    async def catch_up(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
+        """While the calls through the shim go on: until the mirrored calls of the copies of the scopes that
+        change are settled (`Mirror.settled`: streams under way finish where they started)."""
+        scopes = frozenset(changes)
+        processor = self.processor
+        assert processor is not None
 
         def changing(method: str) -> bool:
             return method in scopes or (DEFAULT in scopes and method not in table)
 
-        while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
-            await asyncio.sleep(0.002)
+        self._preparing = "calls"
+        try:
+            while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
+                await asyncio.sleep(0.002)
+        finally:
+            self._preparing = ""
+
+    def waiting(self) -> str:
+        processor = self.processor
+        if processor is None or not self._preparing:
+            return ""
+        if self._preparing == "routes":
+            return "waiting for Envoy to route the calls through the shim"
+        if self._preparing == "copies":
+            got = processor.copies
+            return (
+                f"waiting for the {self._sent} copies Envoy sent"
+                f" to take their places (the processor has {got})"
+            )
+        return "waiting for the mirrored calls of the copies Envoy sent before"
 
     async def apply(self, table: Mapping[str, str]) -> None:
         self.last_pause = await self.route(table)

@@ -365,11 +365,15 @@ class Processor:
         """Copies being received now (not yet whole)."""
         return sum(1 for copy in self._open if not copy.done)
 
+    @property
+    def unread(self) -> int:
+        """Copies being received whose method is not known yet."""
+        return sum(1 for copy in self._open if not copy.done and not copy.method)
+
     def busy(self, selects: Callable[[str], bool]) -> int:
         """Calls of the methods `selects` picks that a switch must still wait for: copies whose method is
         not known yet, and mirrored calls not settled (`Mirror.settled`: over, or a stream under way)."""
-        unknown = sum(1 for copy in self._open if not copy.done and not copy.method)
-        return unknown + sum(1 for m in self._mirrors if selects(m.method) and not m.settled)
+        return self.unread + sum(1 for m in self._mirrors if selects(m.method) and not m.settled)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

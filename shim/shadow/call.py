@@ -71,6 +71,7 @@ class ShadowCall:
         "queue",
         "queued",
         "sent",
+        "stage",
     )
 
     def __init__(
@@ -101,6 +102,7 @@ class ShadowCall:
         self.sent = 0  # request messages sent to the shadow
         self.answers = 0  # answer messages the shadow sent so far
         self._writer: asyncio.Task[None] | None = None  # what sends a stream's requests
+        self.stage = "its place in the lanes"  # what it waits for now (a switch that waits too long says)
 
     def cancel(self) -> None:
         if self.call is not None:
@@ -120,11 +122,13 @@ class ShadowCall:
         started = time.perf_counter()
         fate = self._fate
         ticket = self._places.first()
+        self.stage = "its turn after the earlier calls on its keys"
         if ticket is not None and ticket.waiting_for and not await until(ticket.ready(), fate.stop):
             return fate.given_up(time.perf_counter() - started, WAITING)
         if fate.stop.is_set():
             return fate.given_up(0.0, NOT_SENT)
         if self._side.is_write:
+            self.stage = "the primary to receive it"
             if not await until(received.wait(), fate.stop):
                 return fate.given_up(time.perf_counter() - started, WAITING)
             if primary.done():
@@ -133,15 +137,20 @@ class ShadowCall:
                     fate.unreachable = True
                     return Outcome(code=CANCELLED, local="not sent: the primary never received the write")
             fleet = self._places.fleet
+            self.stage = "its turn across replicas"
             if fleet is not None and not await fleet.ready(fate.stop):  # its turn across replicas
                 return fate.given_up(time.perf_counter() - started, WAITING)
+            self.stage = "its intent to be stored"
             if not await self._admission.intent_written(fate.stop):
                 return fate.given_up(time.perf_counter() - started, WAITING)
-        elif (fleet := self._places.fleet) is not None and not await fleet.ready(fate.stop):
-            return fate.given_up(time.perf_counter() - started, WAITING)  # a read: after the writes before it
+        elif (fleet := self._places.fleet) is not None:  # a read: after the writes before it
+            self.stage = "its turn across replicas"
+            if not await fleet.ready(fate.stop):
+                return fate.given_up(time.perf_counter() - started, WAITING)
         if fate.stop.is_set():  # the client cancelled while the primary had it
             return fate.given_up(time.perf_counter() - started, NOT_SENT)
         if self._plan.ids.request:
+            self.stage = "the counterparts of the ids it names"
             stopped = await self._take_head(started)
             if stopped is not None:
                 return stopped
@@ -173,6 +182,7 @@ class ShadowCall:
     async def _run(self) -> Outcome:
         """Call the shadow; its outcome (or why the call was cut short)."""
         started = time.perf_counter()
+        self.stage = "the shadow's answer"
         if self._plan.kind.unary:
             messages = await self._exchange_unary()
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from comparators import Outcome
@@ -159,6 +161,10 @@ class ShadowDispatcher:
     def in_flight(self) -> int:
         return len(self._live) + len(self._leaving)
 
+    def waiting(self) -> Counter[str]:
+        """What the mirrored calls in flight wait for, counted (`Mirror.waiting_for`)."""
+        return Counter(m.waiting_for for m in (*self._live, *self._leaving))
+
     def give_up_all(self) -> int:
         """The shim stops: every mirrored call still running is given up (and recorded as such)."""
         for mirror in [*self._live, *self._leaving]:
@@ -198,3 +204,13 @@ class ShadowDispatcher:
         if router is None or first is None or not translation.needs_request(method):
             return ()
         return translation.keys_for(method, router.decode(method, first))
+
+
+def waiting(dispatchers: Iterable[ShadowDispatcher]) -> str:
+    """What the mirrored calls in flight wait for, most common first ("" when none is in flight)."""
+    counts: Counter[str] = Counter()
+    for dispatcher in dispatchers:
+        counts.update(dispatcher.waiting())
+    return ", ".join(
+        f"{n} mirrored call{'s' if n > 1 else ''} waiting for {what}" for what, n in counts.most_common()
+    )

@@ -70,6 +70,7 @@ class Mirror:
         # had nothing before); None: now, as the answer is released
         self.answered_at: float | None = None
         self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
+        self._stage = ""  # what it waits for once the shadow answered ("": see the shadow call's)
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -86,6 +87,13 @@ class Mirror:
         if self.task.done() or self.admission.streamed:
             return True
         return self.plan.kind.server_streaming and self._call.answers > 0
+
+    @property
+    def waiting_for(self) -> str:
+        """What the call waits for now (said when a switch waits for it too long)."""
+        if self.task.done():
+            return "nothing"
+        return self._stage or self._call.stage
 
     # -- fed by the primary handler; none of these wait --------------------------------
 
@@ -271,6 +279,7 @@ class Mirror:
         if not self._fate.abandoned and not self._fate.unreachable:  # says nothing of BK's health
             shared.breaker.record(not shadow.local and not unreachable(shadow))
         holding = self.is_write
+        self._stage = "the primary's answer"
         if holding and not self._primary.done():
             # BK is done, the primary's answer still coming (a slow reader, a stream that never ends):
             # after the shadow timeout the calls behind it go on; its fate is judged when that answer comes
@@ -294,6 +303,7 @@ class Mirror:
             if not self.tainted and self.places.fleet is not None:
                 self.tainted = self.places.fleet.unordered  # a read whose order across replicas is unknown
             if self.is_write:
+                self._stage = "its keys' verification"
                 why = (self.abandoned_why or "the client cancelled it") if cancelled else ""
                 await judge(
                     shared,
@@ -312,6 +322,7 @@ class Mirror:
             self.learning.settle()
         if primary is None:
             return
+        self._stage = "the id pairs of its answer"
         pairs = (
             await self.learning.pairs(primary, shadow, shared.primary_is_bank, first)
             if translation.ids is not None

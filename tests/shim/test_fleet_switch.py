@@ -244,13 +244,20 @@ async def test_a_silent_replica_is_not_waited_for_beyond_its_lease(
     assert trade.trade_id.startswith("trd_")
 
 
-async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(
+    tmp_path: Path, dataplane: str
+) -> None:
     """BK answers in 1.5 s and the grace period is 0.3 s: a mirrored call in flight on the second replica
     keeps it from holding, so the switch through the first is refused, both keep their mode, and the
-    store records nothing (the switch itself is kept as abandoned)."""
+    store records nothing (the switch itself is kept as abandoned). The second replica says what it waited
+    for."""
     bank, slow_bk = await serve("bank"), await serve("bk", delay=1.5)
     try:
-        async with _fleet((bank, slow_bk), tmp_path, 2, grace="300ms") as (url, (first, second)):
+        async with _fleet((bank, slow_bk), tmp_path, 2, grace="300ms", dataplane=dataplane) as (
+            url,
+            (first, second),
+        ):
             async with aio.insecure_channel(second.ready["listen"]) as channel:
                 stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
                 await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
@@ -261,6 +268,7 @@ async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(tmp_p
             sql = _postgres_sql(url)
             recorded = sql("SELECT scope FROM modes"), sql("SELECT scope FROM mode_changes")
             states = sql("SELECT state FROM shim_mode_switches")
+            gave_up = await second.until_event("fleet switch: calls in flight did not finish")
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)
@@ -269,3 +277,4 @@ async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(tmp_p
     assert {v.default_mode for v in views.values()} == {"shadow"}
     assert recorded == ([], [])
     assert states == [("abandoned",)]
+    assert "1 mirrored call waiting for the shadow's answer" in gave_up["error"], gave_up

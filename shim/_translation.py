@@ -156,9 +156,19 @@ class Translation:
             self.aliases.learn(method, answers, first)
 
     def expect(self, method: str, found: list[Found], first: message.Message | None) -> list[Pending]:
-        """Ids the primary just minted, pending until the shadow's answer pairs them."""
+        """Ids the primary just minted, pending until the shadow's answer pairs them. An id the request
+        names was not minted by this call, though its answer holds it where ids are minted: it is left
+        out (the call, translating its request, would otherwise wait for a pair only its own answer
+        could give)."""
         if self.ids is None or not found:
             return []
+        if first is not None:
+            named = {
+                (kind, f.value)
+                for f in self.ids.fields.find(method, "request", [first], None)
+                for kind in f.every_kind
+            }
+            found = [f for f in found if (f.kind, f.value) not in named]
         return self.ids.expect(self.client_side, found, self.scopes(method, first, {f.kind for f in found}))
 
     def pair(self, method: str, plan: IdPlan, primary: list[Found], shadow: list[Found], first: Any) -> None:

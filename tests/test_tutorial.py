@@ -56,6 +56,10 @@ class _Background:
         for line in self.proc.stdout:
             self.lines.append(line)
 
+    def logged(self) -> list[str]:
+        """Its lines but the comparisons (`shim serve` prints each to its diff log, stdout here)."""
+        return [line for line in self.lines if '"event": "comparison"' not in line]
+
     def wait_ready(self, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
         while not any(marker in line for line in self.lines for marker in READY):
@@ -115,7 +119,10 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
             )
             printed = done.stdout + done.stderr
             assert done.returncode == expected, (
-                f"{command}\nexit {done.returncode}, not {expected}:\n{printed}"
+                f"{command}\nexit {done.returncode}, not {expected}:\n{printed}\n"
+                + "".join(
+                    f"{' '.join(b.proc.args[-4:])} logged:\n{''.join(b.logged()[-40:])}" for b in background
+                )
             )
             outputs[" ".join(argv[1:4])] = (done.returncode, printed)
     finally:
@@ -127,12 +134,12 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert re.findall(r"│ Inventory/(\w+)\s+│ (\S+)", differing) == [
         ("GetItem", "stock"),
         ("Restock", "stock"),
-    ]
+    ], report
     gate = next(out for key, (_, out) in outputs.items() if key.startswith("-m shim gate"))
     assert [tuple(line.split()[:2]) for line in gate.splitlines() if line.startswith("FAIL")] == [
         ("FAIL", "tutorial.v1.Inventory/GetItem"),
         ("FAIL", "tutorial.v1.Inventory/Restock"),
-    ]
+    ], gate
     reconcile = next(out for key, (_, out) in outputs.items() if key.startswith("-m shim reconcile"))
     assert "keys differ" in reconcile
-    assert all("stock" in row for row in reconcile.splitlines() if row.startswith("│ item-"))
+    assert all("stock" in row for row in reconcile.splitlines() if row.startswith("│ item-")), reconcile

@@ -328,6 +328,32 @@ async def test_a_reverse_of_a_movement_bk_never_paired_marks_only_the_movements_
     assert reverse.exchange.routing_key == "A"
 
 
+async def test_a_write_whose_answer_mints_again_the_unpaired_id_it_names_is_not_held(
+    sides: tuple[Served, Served],
+) -> None:
+    """ReleaseHold names hold H1, which BK never paired (its PlaceHold failed on BK), and answers that
+    hold, whose id is minted wherever it appears: the call does not wait for the pair its own answer
+    would give (none comes before the call is sent), so it neither waits out `max_wait` nor holds the
+    calls behind it. It is recorded at once as not sent, and its key goes out of step."""
+    bank, bk = sides
+    bk.payments.fail("PlaceHold", grpc.StatusCode.INTERNAL)
+    async with _shim(bank, bk, ordering={"max_wait": 60.0}) as (shim, sink, client):
+        hold = await client.place_hold("A", "5.00")
+        await sink.wait_for(1)
+        await client.release_hold(hold.hold_id)
+        (release,) = await sink.wait_for(1, within=8, where=_on_method(RELEASE_HOLD))
+        await client.move("A", "1.00")  # on the same key: behind the release
+        (move,) = await sink.wait_for(1, within=8, where=_on_method(MOVE))
+        assert shim.steps is not None
+        marks = shim.steps.keys
+    assert release.verdict is Verdict.SKIPPED
+    assert release.differences == (Difference("request.hold_id", DiffKind.UNMAPPED_ID, "H1", None),)
+    assert bk.payments.sent("ReleaseHold") == []
+    assert move.exchange.shadow is not None
+    assert move.exchange.shadow.code == 0
+    assert set(marks) == {"A"}
+
+
 async def test_waiting_for_a_counterpart_is_bounded_by_the_shadow_timeout(
     sides: tuple[Served, Served],
 ) -> None:

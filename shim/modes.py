@@ -12,13 +12,6 @@ modes, and the order of the writes on each key is kept across the switch. A
 switch waits for every call in flight, whatever its method: it is rare, and
 brief when the sides answer; when they do not within `timeout`, the switch is
 given up and the mode stays.
-
-With a data plane in front (`SwitchHooks`: Envoy), the calls of the scopes that
-change are first routed through the shim, after the copies of the calls the
-plane sent straight to a side, and go on in their old modes while the
-comparison plane settles those copies' mirrored calls: new calls wait only
-while the copies on their way take their places, and at the end, while the
-calls in the shim's own server finish.
 """
 
 from __future__ import annotations
@@ -44,11 +37,7 @@ class SwitchHooks(Protocol):
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
         """While new calls to the shim wait: the calls of the scopes that change come through the shim (in
-        the modes of `table`), after the calls that went elsewhere before."""
-
-    async def catch_up(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
-        """While the calls to the shim go on (in the modes of `table`): the calls that went elsewhere before
-        are settled."""
+        the modes of `table`), and the calls that went elsewhere before are settled."""
 
     async def apply(self, table: Mapping[str, str]) -> None:
         """While the calls pause: route as `table` says (the new modes, or the old after a failure)."""
@@ -126,19 +115,11 @@ class Modes:
             # none is mirrored ahead of an earlier call's copy still on its way
             self._open.clear()
             paused = time.perf_counter()
-            longest = 0.0  # the longest pause before the last
             try:
                 try:
                     async with asyncio.timeout(within):
                         if hooks is not None:
                             await hooks.prepare(old, modes)
-                            # the calls go on while the plane settles what it had: the pause is only the last
-                            # calls' (those in the shim's server: a few, when the plane kept up)
-                            longest = time.perf_counter() - paused
-                            self._open.set()
-                            await hooks.catch_up(old, modes)
-                            self._open.clear()
-                            paused = time.perf_counter()
                         await self._idle.wait()
                 except TimeoutError as exc:
                     here = f"{self._in_flight} calls in the shim's server" if self._in_flight else ""
@@ -153,7 +134,7 @@ class Modes:
                         await hooks.apply({**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
-                    self.pauses.append(max(longest, time.perf_counter() - paused))
+                    self.pauses.append(time.perf_counter() - paused)
                 elif hooks is not None:
                     await hooks.apply(old)
             except BaseException:

@@ -257,29 +257,23 @@ class EnvoyPlane:
     # -- switches (shim.modes.SwitchHooks) --------------------------------------------------------------
 
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
-        """The scopes that change come through the shim's own server, in their old modes; then every copy
-        Envoy sent before has its place in the lanes (the calls through the shim take theirs after)."""
-        self._preparing, self._sent = "routes", 0
-        await self.route(table, through_python=frozenset(changes))
-        processor = self.processor
-        assert processor is not None
-        self._preparing, self._sent = "copies", await self._copies_sent()
-        while not processor.admitted_through(self._sent):  # noqa: ASYNC110  (counts, no event)
-            await asyncio.sleep(0.002)
-        self._preparing = ""
-
-    async def catch_up(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
-        """While the calls through the shim go on: until the mirrored calls of the copies of the scopes that
-        change are settled (`Mirror.settled`: streams under way finish where they started)."""
+        """The scopes that change come through the shim's own server, in their old modes; then the calls
+        Envoy sent straight to a side before are waited for, until their mirrored calls are settled
+        (`Mirror.settled`: streams under way finish where they started)."""
         scopes = frozenset(changes)
-        processor = self.processor
-        assert processor is not None
-
-        def changing(method: str) -> bool:
-            return method in scopes or (DEFAULT in scopes and method not in table)
-
-        self._preparing = "calls"
+        self._preparing, self._sent = "routes", 0
         try:
+            await self.route(table, through_python=scopes)
+            processor = self.processor
+            assert processor is not None
+            self._preparing, self._sent = "copies", await self._copies_sent()
+            while processor.copies < self._sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
+                await asyncio.sleep(0.002)
+
+            def changing(method: str) -> bool:
+                return method in scopes or (DEFAULT in scopes and method not in table)
+
+            self._preparing = "calls"
             while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
                 await asyncio.sleep(0.002)
         finally:
@@ -292,12 +286,9 @@ class EnvoyPlane:
         if self._preparing == "routes":
             return "waiting for Envoy to route the calls through the shim"
         if self._preparing == "copies":
-            got = processor.copies
-            return (
-                f"waiting for the {self._sent} copies Envoy sent"
-                f" to take their places (the processor has {got})"
-            )
-        return "waiting for the mirrored calls of the copies Envoy sent before"
+            return f"the processor has {processor.copies} of the {self._sent} copies Envoy sent"
+        unread = processor.unread
+        return f"{unread} copies not read as far as their method" if unread else ""
 
     async def apply(self, table: Mapping[str, str]) -> None:
         self.last_pause = await self.route(table)

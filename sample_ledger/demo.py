@@ -116,7 +116,9 @@ async def _run(
     speaks = f"its own interface, through the adapters in {ADAPTERS}" if native else "Bank's interface"
     console.print(
         f"Bank on {bank.address}, BK ({speaks}) on {bk.address}, shim (shadow mode) on {running.address}\n"
-        f"config: {args.config_path}; rules: {rules_label}\ndiff log: {diff_path}"
+        f"config: {escape(str(args.config_path))}; rules: {escape(rules_label)}\n"
+        f"diff log: {escape(str(diff_path))}",
+        soft_wrap=True,  # the paths printed whole, never folded: the terminal wraps the lines
     )
     started, began = time.perf_counter(), time.time() - 1
     try:
@@ -154,7 +156,10 @@ async def _run(
     astray = _print_books(console, *books, out_of_step)
     page = Path(args.html) if args.html else Path(config.store.url).parent / "report.html"
     await _evidence(console, config, page, began)
-    console.print(f"Every comparison that did not match is also a JSON line in {diff_path}")
+    console.print(
+        f"Every comparison that did not match is also a JSON line in {escape(str(diff_path))}",
+        soft_wrap=True,
+    )
     return 1 if (unexplained and not args.no_rules) or astray else 0
 
 
@@ -189,8 +194,9 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
     failed = {c.method for c in result.failed}
     console.print(
         f"\n[bold]The evidence[/] ({sum(m.calls for m in report.methods):,} comparisons in "
-        f"{config.store.url}): "
-        f"open {page} in a browser.\n[bold]shim gate[/] (per method: at least {config.gate.min_compared} "
+        f"{escape(config.store.url)}): "
+        f"open {escape(str(page))} in a browser.\n"
+        f"[bold]shim gate[/] (per method: at least {config.gate.min_compared} "
         f"clean comparisons, at most {config.gate.max_mismatch_rate:.2%} real mismatches among them and "
         f"{config.gate.max_unproven_rate:.2%} unproven calls): "
         + (
@@ -201,6 +207,7 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
             " BK is not ready to be primary"
         ),
         highlight=False,
+        soft_wrap=True,
     )
 
 

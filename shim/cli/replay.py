@@ -42,7 +42,11 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         help="the shim's config: descriptors, methods' keys, ids, rules, redaction",
     )
     bk = replay.add_mutually_exclusive_group(required=True)
-    bk.add_argument("--bk", metavar="HOST:PORT", help="the BK build to replay against, already serving")
+    bk.add_argument(
+        "--bk",
+        metavar="HOST:PORT",
+        help="the BK build to replay against, already serving (a connection within 5 s)",
+    )
     bk.add_argument(
         "--bk-command",
         metavar="CMD",

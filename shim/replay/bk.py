@@ -16,7 +16,8 @@ from grpc import aio
 
 from shim.replay.source import ReplayError
 
-READY_WITHIN = 30.0  # how long a started BK, or one given by address, has to accept calls
+STARTED_WITHIN = 30.0  # how long a BK the shim started (--bk-command) has to accept calls
+SERVING_WITHIN = 5.0  # how long a BK said to be serving already (--bk) has to accept a connection
 
 
 def free_port() -> int:
@@ -48,12 +49,12 @@ async def wait_serving(
 class Bk:
     """Where BK serves, for the time of a replay: `async with Bk(...) as address`."""
 
-    def __init__(self, address: str = "", command: str = "", within: float = READY_WITHIN) -> None:
+    def __init__(self, address: str = "", command: str = "", within: float = 0.0) -> None:
         if bool(address) == bool(command):
             raise ReplayError("give BK as one of --bk HOST:PORT or --bk-command CMD")
         self.address = address
         self.command = command
-        self.within = within
+        self.within = within or (STARTED_WITHIN if command else SERVING_WITHIN)
         self.process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> str:

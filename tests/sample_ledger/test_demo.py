@@ -29,12 +29,15 @@ def _status_pairs(lines: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("bk", ["compatible", "native"])
 def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path, bk: str) -> None:
     """With the sample's rules, the real differences are the planted bugs and nothing else, whether BK
-    speaks Bank's interface or its own behind the sample's adapters (whose planted bug shows too)."""
-    diff_log = tmp_path / "diff.jsonl"
+    speaks Bank's interface or its own behind the sample's adapters (whose planted bug shows too). The paths
+    it names are printed whole, however long (a path cut in two cannot be copied)."""
+    out = tmp_path / ("a-directory-whose-name-is-longer-than-a-line-of-the-terminal-" * 2)
+    out.mkdir()
+    diff_log = out / "diff.jsonl"
     result = subprocess.run(
         [
             *(sys.executable, "-m", "shim", "demo", "--calls", "800", "--bk", bk),
-            *("--diff-log", str(diff_log), "--html", str(tmp_path / "report.html")),
+            *("--diff-log", str(diff_log), "--html", str(out / "report.html")),
         ],
         capture_output=True,
         text=True,
@@ -86,6 +89,7 @@ def test_demo_shows_the_planted_bugs_in_the_diff_log(tmp_path: Path, bk: str) ->
     # the run's evidence: an HTML report beside the diff log, and the gate's verdict on it
     page = diff_log.parent / "report.html"
     assert f"open {page} in a browser" in text
+    assert f"is also a JSON line in {diff_log}" in text
     assert "<svg" in page.read_text(encoding="utf-8")
     assert re.search(r"shim gate .*: FAIL for \d+ of \d+ methods .*BK is not ready to be primary", text)
     cancelled = re.search(r"Clients cancelled (\d+) trades by Bank's ids", text)

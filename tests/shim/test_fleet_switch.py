@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -101,6 +102,22 @@ async def _show(shim: ShimProcess) -> list[str]:
     return done.stdout.splitlines()
 
 
+async def _until_judged(sql: Callable[[str], Any], shims: list[ShimProcess]) -> None:
+    """Wait until no intent is left in the store (every mirrored write judged), or fail saying which are
+    left and what each replica logged but its comparisons."""
+    try:
+        await until(lambda: not sql("SELECT id FROM intents"), "every mirrored write judged", within=30)
+    except AssertionError as exc:
+        left = sql("SELECT at, replica, method, keys FROM intents ORDER BY at")
+        logged = {
+            shim.replica: [line for line in shim.stderr if '"event": "comparison"' not in line][-40:]
+            for shim in shims
+        }
+        raise AssertionError(
+            f"{exc}; intents left ({time.time():.3f} now): {left}; logged: {logged}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Answered:
     sent: float
@@ -170,9 +187,7 @@ async def test_a_switch_through_one_replica_is_one_step_for_all_three(
             stop.set()
             await asyncio.gather(*writers)
         switches = sql("SELECT at, decided, modes, state FROM shim_mode_switches ORDER BY at")
-        await until(
-            lambda: not sql("SELECT id FROM intents"), "every mirrored write judged", within=30
-        )  # the last trades' copies reached the shadow
+        await _until_judged(sql, shims)  # the last trades' copies reached the shadow
         out_of_step = sql("SELECT key, method, reason FROM out_of_step")
         views = await _views(shims[1])
         shown = await _show(shims[2])

@@ -354,7 +354,11 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
         store,
     )
     down = f"127.0.0.1:{free_port()}"
-    _one_line_error(await shim_command(*replay_, sample_recording, "--bk", down), "is not reachable", store)
+    _one_line_error(
+        await shim_command(*replay_, sample_recording, "--bk", down),
+        "is not reachable (no connection within 5s)",
+        store,
+    )
     _one_line_error(
         await shim_command(*replay_, sample_recording, "--bk", bk.address, "--until", "nope"),
         "no call of",

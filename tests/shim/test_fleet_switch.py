@@ -31,6 +31,7 @@ from tests.shim.test_evidence_store import _postgres_sql
 from tests.shim.test_modes import ACCOUNTS, AUTH, NEEDS_ENVOY, TOKEN, _books_equal
 
 LEASE = 1.0  # store.lease of the shims here (seconds)
+PACE = 20.0  # calls a second of each writer at most, in the test of switches under load
 
 
 @pytest.fixture(autouse=True)
@@ -152,10 +153,17 @@ async def test_a_switch_through_one_replica_is_one_step_for_all_three(
         stop = asyncio.Event()
 
         async def writer(shim: ShimProcess, seed: int) -> None:
+            """At most PACE calls a second: the switch is tested at a rate each replica's comparison plane
+            keeps up with (beyond it, copies are lost and their keys marked, as tests/dataplane tests)."""
             rng = random.Random(seed)
+            loop = asyncio.get_running_loop()
             async with aio.insecure_channel(shim.ready["listen"]) as channel:
                 stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                due = loop.time()
                 while not stop.is_set():
+                    due += 1 / PACE
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(0.0, due - loop.time()))
                     account = rng.choice(ACCOUNTS)
                     if rng.random() < 0.4:
                         await stub.Deposit(

@@ -1,0 +1,32 @@
+"""The suite runs on two pytest-xdist workers (pyproject's addopts). The tests that load the machine (many
+processes, Envoy, sustained traffic) share one group, so that they run one at a time on one worker while
+the other runs the rest: two of them at once on two cores would test the machine, not the shim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LOADED = (  # the files whose tests load the machine (tests/..., as pytest names them)
+    "tests/test_benches.py",
+    "tests/test_tutorial.py",
+    "tests/test_record_replay.py",
+    "tests/dataplane/test_envoy_transparency.py",
+    "tests/shim/test_hostile_soak.py",
+    "tests/shim/test_fleet_switch.py",
+    "tests/shim/test_modes.py",
+    "tests/services/tally/test_tally_fleet_run.py",
+    "tests/services/venue/test_venue_shim.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    missing = [name for name in LOADED if not (ROOT / name).is_file()]
+    if missing:  # a file renamed would run beside the others again, unnoticed
+        raise pytest.UsageError(f"tests/conftest.py: LOADED names files that are not there: {missing}")
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in LOADED:
+            item.add_marker(pytest.mark.xdist_group("loaded"))

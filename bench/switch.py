@@ -75,13 +75,17 @@ async def _run(args: argparse.Namespace, addr: dict[str, str]) -> int:
         )
 
     print(f"{args.switches} switches under {args.rate:.0f} calls/s ({args.dataplane} data plane):")
-    print(f"  each switch applied, end to end: {', '.join(f'{t * 1000:.0f}' for t in took)} ms")
+    applied = ", ".join(f"{t * 1000:.0f}" for t in took)
+    print(f"  {len(took)} applied, {len(refused)} refused; each applied, end to end: {applied or '-'} ms")
     if took:
         print(f"  median {statistics.median(took) * 1000:.0f} ms")
     for why in refused:
         print(f"  refused: {why}")
     pause = figures.get("shim_switch_pause_max_seconds", float("nan"))
-    print(f"  longest pause of new calls (the shim's measure): {pause * 1000:.1f} ms  (target <= 100 ms)")
+    print(
+        "  longest pause of new calls, switches applied or refused (the shim's measure):"
+        f" {pause * 1000:.1f} ms  (target <= 100 ms)"
+    )
     print("clients:")
     print(line("no switch", quiet))
     print(line("switching", busy))

@@ -234,7 +234,7 @@ class _ShimCollector(Collector):
         pauses = list(shim.modes.pauses)
         yield _gauge(
             "shim_switch_pause_max_seconds",
-            "The longest time new calls waited for a switch of modes, over the last 100 switches",
+            "The longest time new calls waited for a switch of modes, over the last 100 (applied or refused)",
             max(pauses, default=0.0),
         )
         if shim.front is not None:

@@ -42,6 +42,8 @@ from shim.store.fleet import ABANDONED, COMMITTED
 
 _log = structlog.get_logger("shim.fleet")
 STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its view
+HINT = "; try again, or raise switch_pause (the longest the clients' calls may wait for a switch)"
+PENDING_POLL = 0.02  # seconds between looks for a pending switch, without notifications (see `_look`)
 
 
 class Unswitched(ShimError):
@@ -53,6 +55,7 @@ class Timing:
     refresh: float  # seconds between looks at the store (and heartbeats, `shim.liveness`)
     lease: float  # a replica not heard from for this long is not waited for
     grace: float  # a switch is decided within this long, else abandoned
+    pause: float  # a replica holds its calls for a switch at most this long, else abandons it
 
 
 class Fleet:
@@ -65,7 +68,12 @@ class Fleet:
         self._modes = modes
         self._store = store
         self._lock = lock  # a switch or a re-read of the store's modes, one at a time
-        self.timing = Timing(timing.refresh, lease_of(timing.refresh, timing.lease), timing.grace)
+        self.timing = Timing(
+            timing.refresh,
+            lease_of(timing.refresh, timing.lease),
+            timing.grace,
+            min(timing.pause, timing.grace),
+        )
         self._woken = asyncio.Condition()
         self.listening = False
         self._seen: set[str] = set()  # switches this replica has taken part in
@@ -96,9 +104,26 @@ class Fleet:
         return task
 
     async def _look(self) -> None:
-        while True:  # a switch announced is taken part in as it is heard (`_heard`): this is the fallback
-            await asyncio.sleep(self.timing.refresh)
+        """A switch announced is taken part in as it is heard (`_heard`): this is the fallback. Without
+        notifications (SQLite; PostgreSQL's lost) and with other replicas live, a pending switch is looked
+        for every PENDING_POLL too, so that each replica holds within switch_pause of the first."""
+        others = False  # other replicas were live at the last look
+        looked = time.monotonic()
+        while True:
+            fast = others and not self.listening
+            await asyncio.sleep(min(self.timing.refresh, PENDING_POLL) if fast else self.timing.refresh)
+            if fast and time.monotonic() - looked < self.timing.refresh:
+                with contextlib.suppress(StoreError):
+                    pending = await self._store.fleet.pending()
+                    if pending is not None:
+                        self._take_part_once(pending)
+                continue
+            looked = time.monotonic()
             await self.tick()
+            with contextlib.suppress(StoreError):
+                now = time.time()
+                views = await self._store.fleet.views()
+                others = any(v.replica != self.replica and self._live(v, now) for v in views)
 
     async def _listen(self) -> None:
         while True:
@@ -183,9 +208,10 @@ class Fleet:
             raise Unswitched(f"the store did not take the switch: {exc}") from exc
         if other:
             raise Unswitched(f"another switch ({other}) is under way: try again once it is decided")
+        until = time.monotonic() + self.timing.pause  # each replica holds its calls this long at most
         part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
         try:
-            why = await self._collect(proposal, live | {self.replica})
+            why = await self._collect(proposal, live | {self.replica}, until)
             state = await self._store.fleet.decide(proposal, not why, time.time())
         except StoreError as exc:
             why, state = f"the store failed: {exc}", ""
@@ -193,13 +219,18 @@ class Fleet:
             await self._wake()
         await asyncio.shield(part)
         if state != COMMITTED:
-            raise Unswitched(why or "it was abandoned past its deadline")
+            raise Unswitched(
+                why
+                or f"a replica held its calls for switch_pause ({self.timing.pause:g}s) with no decision"
+                f"{HINT}"
+            )
 
     def _live(self, view: ReplicaView, now: float) -> bool:
         return now - view.heartbeat <= self.timing.lease
 
-    async def _collect(self, proposal: Switch, live: set[str]) -> str:
-        """Wait until every live replica holds: "" then, else why the switch must be abandoned."""
+    async def _collect(self, proposal: Switch, live: set[str], until: float) -> str:
+        """Wait until every live replica holds: "" then, else why the switch must be abandoned (one could
+        not hold, or not all held by `until`, monotonic, or by the deadline)."""
         views: dict[str, ReplicaView] = {}
         read = 0.0  # when the views were read (monotonic); heard answers come in between
         while True:
@@ -212,15 +243,23 @@ class Fleet:
             answers.update(self._answers.get(proposal.id, {}))
             refused = sorted(r for r in live if answers.get(r) is False)
             if refused:
-                return f"calls in flight did not finish within {self.timing.grace:g}s on {', '.join(refused)}"
+                return (
+                    f"calls in flight did not finish within switch_pause ({self.timing.pause:g}s) on"
+                    f" {', '.join(refused)} (its log says which){HINT}"
+                )
             waiting = sorted(
                 r for r in live if r in views and r not in answers and self._live(views[r], now)
             )  # a replica gone (stopped) or silent past its lease is not waited for
             if not waiting:
                 return ""
+            if time.monotonic() >= until:
+                return (
+                    f"not held within switch_pause ({self.timing.pause:g}s) by {', '.join(waiting)}: calls in"
+                    f" flight did not finish in time (its log says which), or it did not hear of it{HINT}"
+                )
             if now >= proposal.deadline:
                 return f"no answer within {self.timing.grace:g}s from {', '.join(waiting)}"
-            await self._wait(self._poll())
+            await self._wait(min(self._poll(), max(until - time.monotonic(), 0.001)))
 
     def _poll(self) -> float:
         """How often to read the store while calls are held: notifications come at once; polling is
@@ -239,9 +278,12 @@ class Fleet:
     async def _hold(self, proposal: Switch) -> None:
         async with self._lock:
             try:
-                async with self._modes.holding(proposal.modes, proposal.deadline - time.time()) as hold:
+                # new calls wait from here: for `pause` at most, the calls in flight and the decision alike
+                until = time.monotonic() + self.timing.pause
+                within = min(proposal.deadline - time.time(), self.timing.pause)
+                async with self._modes.holding(proposal.modes, within) as hold:
                     await self._store.fleet.answer(self.replica, proposal.id, held=True)
-                    if await self._decision(proposal) == COMMITTED:
+                    if await self._decision(proposal, until) == COMMITTED:
                         hold.commit()
             except SwitchTimeout as exc:
                 _log.warning(
@@ -265,9 +307,10 @@ class Fleet:
                 by=proposal.replica, paused_ms=round(self._modes.pauses[-1] * 1000, 1),
             )  # fmt: skip
 
-    async def _decision(self, proposal: Switch) -> str:
-        """The switch's outcome, once decided; past the deadline (and a lease more, for the proposer to
-        decide first), this replica abandons it itself."""
+    async def _decision(self, proposal: Switch, until: float) -> str:
+        """The switch's outcome, once decided. Not decided by `until` (monotonic: this replica's calls were
+        held for `pause`), or past the deadline (and a lease more, for the proposer to decide first), this
+        replica abandons it itself, unless it was committed first: the decision is one conditional update."""
         read = 0.0  # when the state was last read (monotonic): a decision heard comes at once
         while True:
             state = self._decided.get(proposal.id)
@@ -275,9 +318,15 @@ class Fleet:
                 state, read = await self._store.fleet.state(proposal.id), time.monotonic()
             if state in (COMMITTED, ABANDONED):
                 return state
+            if time.monotonic() >= until and state != "":
+                _log.warning(
+                    "fleet switch given up: not decided while this replica held its calls for switch_pause",
+                    switch=proposal.id, switch_pause=self.timing.pause,
+                )  # fmt: skip
+                return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
             if state == "" or time.time() > proposal.deadline + self.timing.lease:
                 return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
-            await self._wait(self._poll())
+            await self._wait(min(self._poll(), max(until - time.monotonic(), 0.0)))
 
     async def views(self) -> list[tuple[ReplicaView, bool, bool]]:
         """Each replica's view, whether its modes differ from the store's, and whether it is silent (not

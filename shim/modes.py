@@ -58,7 +58,7 @@ class Modes:
         self._open = asyncio.Event()  # cleared while a switch waits for the calls in flight
         self._open.set()
         self._switching = asyncio.Lock()
-        self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied
+        self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied or not
         self.since = time.time()  # when the modes last changed here
 
     @property
@@ -93,6 +93,11 @@ class Modes:
             self._idle.set()
 
     # -- switching ---------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """New calls wait now: a switch is under way."""
+        return not self._open.is_set()
 
     async def switch(self, modes: Mapping[str, str], within: float) -> None:
         """Apply `modes` (scope: mode) once the calls in flight are over; SwitchTimeout when they are
@@ -134,7 +139,6 @@ class Modes:
                         await hooks.apply({**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
-                    self.pauses.append(time.perf_counter() - paused)
                 elif hooks is not None:
                     await hooks.apply(old)
             except BaseException:
@@ -142,6 +146,7 @@ class Modes:
                     await hooks.apply(old)
                 raise
             finally:
+                self.pauses.append(time.perf_counter() - paused)  # a switch refused paused calls too
                 self._open.set()
 
 

@@ -28,6 +28,12 @@ class ServingSettings:
         duration(at_most=MAX_GRACE_PERIOD, why="; a stop would wait that long for the calls in flight"),
         "calls in flight may finish this long on shutdown; at most 10m",
     )
+    switch_pause: float = setting(
+        0.1,
+        duration(at_least=0.001),
+        "the longest a mode switch holds new calls (each replica's); a switch that would hold them longer"
+        " is refused, nothing changed (at most grace_period)",
+    )
     workers: int = setting(1, POSITIVE, "shim processes sharing the port (SO_REUSEPORT)")
     metrics_listen: str = setting("", ADDRESS, "where Prometheus metrics are served", shown="none")
     event_loop: str = setting("auto", one_of(*EVENT_LOOPS), "uvloop where installed (auto), or asyncio's")

@@ -114,8 +114,11 @@ async def test_flipping_back_and_forth_under_write_load_keeps_both_ledgers_equal
     change that pauses calls briefly."""
     bank, bk = ledgers
     # a shadow timeout would put a key out of step: this test is about switches, so BK gets time enough on
-    # a loaded machine
-    async with _shim(ledgers, dataplane=dataplane, shadow_timeout=10.0) as (shim, stub, admin):
+    # a loaded machine, and each switch may hold calls up to the grace period (the default switch_pause
+    # refuses one that would hold them longer: test_a_switch_holds_calls_for_switch_pause_at_most...)
+    async with _shim(ledgers, dataplane=dataplane, shadow_timeout=10.0, switch_pause=5.0) as (
+        shim, stub, admin,
+    ):  # fmt: skip
         for account in ACCOUNTS:
             await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="100000"))
         written = 0
@@ -489,6 +492,50 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
             await _set(admin, "bk-primary", force=True)  # nothing in flight now: it applies
             recorded = (await shim.store.modes.current(), len(await shim.store.modes.history()))
             assert recorded == ({"*": "bk-primary"}, 1)
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """A mirrored call in flight longer than `switch_pause` (BK answers in 1 s; the default pause is 0.1 s,
+    the grace period 5 s): the switch is refused while that call is still in flight, saying so, nothing
+    recorded, and a call sent during the attempt is answered before it, so no call waited for BK's second.
+    With switch_pause raised to the grace period, the same switch waits for the call and applies."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.0)
+    try:
+        for account, pause, applies in (("P1", None, False), ("P2", 5.0, True)):
+            more: dict[str, Any] = {"store": {"url": str(tmp_path / f"{pause}.db")}, "dataplane": dataplane}
+            if pause is not None:
+                more["switch_pause"] = pause
+            async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="10"))
+                await shim.drain()
+                slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id=account, amount="1")))
+                mirrors = shim.dispatchers.values()
+                await until(lambda m=mirrors: any(d.in_flight for d in m), "a mirrored call in flight")
+                switching = asyncio.ensure_future(_set(admin, "bk-primary", force=True))
+                await until(lambda: shim.modes.paused, "the switch under way")
+                during = await stub.GetBalance(pb.GetBalanceRequest(account_id=account), timeout=30)
+                in_flight_after = any(d.in_flight for d in mirrors)
+                if applies:
+                    assert (await switching).default_mode == "bk-primary"
+                    assert await shim.store.modes.current() == {"*": "bk-primary"}  # type: ignore[union-attr]
+                    continue
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await switching
+                assert in_flight_after, "a call sent during the switch waited for BK's answer"
+                assert any(d.in_flight for d in mirrors), "the switch waited for BK's answer"
+                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert "switch_pause (0.1s)" in (refused.value.details() or ""), refused.value.details()
+                assert shim.modes.default == "shadow"
+                assert await shim.store.modes.current() == {}  # type: ignore[union-attr]
+                assert len(shim.modes.pauses) == 1  # the refused switch's pause is measured too
+                assert during.account_id == account
+                await slow
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)

@@ -71,6 +71,7 @@ ANSWER_MS = (20, 60)
 CONFIG = f"""
 mode = "shadow"
 grace_period = "5s"
+switch_pause = "5s"  # the switch is made under load, with a replica killed: it may hold calls that long
 descriptor_sets = ["tally.binpb"]
 
 [methods."tally.v1.Tally/Append"]

@@ -16,11 +16,14 @@ import pytest
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.config import Upstream, build
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.workers import _of_worker
 from tests.processes import SERVE, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
+from tests.shim.test_modes import AUTH, TOKEN
 
 NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 CONNECTIONS = 24  # client connections; the kernel spreads them over the workers
@@ -193,3 +196,49 @@ def test_each_worker_serves_its_metrics_and_admin_api_on_its_own_port(
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", "secret")
     plain = _of_worker(build({"bank": Upstream("bank", "127.0.0.1:1")}), 1)
     assert (plain.serving.metrics_listen, plain.admin.listen) == ("", "127.0.0.1:9466")
+
+
+async def test_a_switch_through_one_worker_applies_on_both_within_the_pause(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers share a SQLite store, which sends no notifications, and look at it every second
+    (store.refresh): each, once it has seen the other live, looks for a pending switch every 20 ms, so four
+    switches through alternate workers with switch_pause = 500 ms all apply on both (a worker that heard of
+    a switch only at its next look, up to a second later, would leave the other holding past the pause: 1
+    in 16 to pass four)."""
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+    bank, bk = ledgers
+    config = tmp_path / "shim.toml"
+    config.write_text('switch_pause = "500ms"\n[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
+    flags = ["--descriptor-set", BANK_BINPB, "--workers", "2", "--dataplane", "python", "--config", config]
+    async with shim_process(*_shadow_args(bank, bk, tmp_path / "shim.db", *flags)) as shim:
+        await _all_ready(shim)
+        admins = [str(e["admin"]) for e in shim.events() if e.get("event") == "ready" and e.get("admin")]
+        assert len(admins) == 2, admins
+
+        async def views(admin: str) -> dict[str, apb.ReplicaModes]:
+            async with grpc.aio.insecure_channel(admin) as channel:
+                stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+                modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH, timeout=CALL_TIMEOUT)
+            return {view.replica: view for view in modes.replicas}
+
+        listed = await _until(lambda: views(admins[0]), lambda v: len(v) == 2, "both workers' views")
+        since = max(view.heartbeat for view in listed.values())
+        # each worker has looked at the store (every second) since both were listed: two seconds have passed
+        await _until(
+            lambda: views(admins[0]),
+            lambda v: min(view.heartbeat for view in v.values()) > since + 2.0,
+            "a look at the store by each worker after both were listed",
+        )
+        for n, mode in enumerate(("bk-primary", "shadow", "bk-primary", "shadow")):
+            async with grpc.aio.insecure_channel(admins[n % 2]) as channel:
+                stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+                request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True)
+                answer = await stub.SetMode(request, metadata=AUTH, timeout=CALL_TIMEOUT)
+            assert answer.default_mode == mode
+            await _until(
+                lambda other=admins[(n + 1) % 2]: views(other),
+                lambda v, m=mode: {view.default_mode for view in v.values()} == {m},
+                f"both workers in {mode}",
+            )
+        assert await shim.stop() == 0, shim.stderr[-5:]

@@ -79,10 +79,18 @@ async def set_mode(
     who: str,
     force: bool = False,
     retire_bank: bool = False,
+    pause: float = 0.0,
 ) -> list[ModeChange]:
-    """Switch the default mode (no methods) or these methods' modes; Refused says why not."""
+    """Switch the default mode (no methods) or these methods' modes; Refused says why not. `pause`: how long
+    the clients' calls may wait for this switch (0: switch_pause)."""
     if mode not in MODES:
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"mode {mode!r} is not one of {', '.join(MODES)}")
+    grace = shim.config.serving.grace_period
+    if not 0 <= pause <= grace:  # (NaN fails both)
+        raise Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"pause {pause:g}s is not from 0 (switch_pause) to the grace period ({grace:g}s)",
+        )
     if not reason.strip():
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required (it is audited)")
     if shim.store is None or shim.fleet is None or not shim.dispatchers:
@@ -122,7 +130,7 @@ async def set_mode(
     # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
     # holds a switch that did not happen
     try:
-        await shim.fleet.switch(changes)
+        await shim.fleet.switch(changes, pause)
     except Unswitched as exc:
         raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
     for change in changes:
@@ -231,6 +239,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 request.who,
                 force=request.force,
                 retire_bank=request.retire_bank,
+                pause=request.pause,
             )
         except Refused as refused:
             await context.abort(refused.code, refused.message)

@@ -42,7 +42,10 @@ from shim.store.fleet import ABANDONED, COMMITTED
 
 _log = structlog.get_logger("shim.fleet")
 STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its view
-HINT = "; try again, or raise switch_pause (the longest the clients' calls may wait for a switch)"
+HINT = (
+    "; try again, or allow the clients' calls to wait longer for this switch (shim mode set --pause, at most"
+    " grace_period) or for every switch (switch_pause)"
+)
 PENDING_POLL = 0.02  # seconds between looks for a pending switch, without notifications (see `_look`)
 
 
@@ -146,7 +149,11 @@ class Fleet:
         with contextlib.suppress(ValueError):
             if what == "pending":
                 switch, deadline, modes = rest.split(" ", 2)
-                proposal = Switch(switch, 0.0, "", json.loads(modes), [], float(deadline))
+                pause = 0.0
+                if not modes.startswith("{"):  # its pause before its modes (earlier builds sent none)
+                    paused, modes = modes.split(" ", 1)
+                    pause = float(paused)
+                proposal = Switch(switch, 0.0, "", json.loads(modes), [], float(deadline), pause=pause)
                 self._take_part_once(proposal)
             elif what == "answered":
                 switch, replica, held = rest.split(" ")
@@ -193,12 +200,13 @@ class Fleet:
 
     # -- a switch through this replica ---------------------------------------------------------
 
-    async def switch(self, changes: Sequence[ModeChange]) -> None:
-        """Apply `changes` on every live replica, and record them, as one step; Unswitched says why not."""
+    async def switch(self, changes: Sequence[ModeChange], pause: float = 0.0) -> None:
+        """Apply `changes` on every live replica, and record them, as one step; Unswitched says why not.
+        `pause`: how long each replica may hold its calls for it (0: each one's switch_pause)."""
         now = time.time()
         proposal = Switch(
             secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),
-            now + self.timing.grace,
+            now + self.timing.grace, pause=min(pause, self.timing.grace),
         )  # fmt: skip
         self._seen.add(proposal.id)  # taken part in below, not when its announcement comes back
         try:
@@ -208,7 +216,7 @@ class Fleet:
             raise Unswitched(f"the store did not take the switch: {exc}") from exc
         if other:
             raise Unswitched(f"another switch ({other}) is under way: try again once it is decided")
-        until = time.monotonic() + self.timing.pause  # each replica holds its calls this long at most
+        until = time.monotonic() + self._pause(proposal)  # each replica holds its calls this long at most
         part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
         try:
             why = await self._collect(proposal, live | {self.replica}, until)
@@ -221,9 +229,14 @@ class Fleet:
         if state != COMMITTED:
             raise Unswitched(
                 why
-                or f"a replica held its calls for switch_pause ({self.timing.pause:g}s) with no decision"
-                f"{HINT}"
+                or f"a replica held its calls for {self._pause(proposal):g}s (the switch's pause) with no"
+                f" decision{HINT}"
             )
+
+    def _pause(self, proposal: Switch) -> float:
+        """How long this replica holds its calls for `proposal` at most: the switch's own pause (`shim mode
+        set --pause`), else switch_pause; never past the grace period."""
+        return min(proposal.pause or self.timing.pause, self.timing.grace)
 
     def _live(self, view: ReplicaView, now: float) -> bool:
         return now - view.heartbeat <= self.timing.lease
@@ -244,8 +257,8 @@ class Fleet:
             refused = sorted(r for r in live if answers.get(r) is False)
             if refused:
                 return (
-                    f"calls in flight did not finish within switch_pause ({self.timing.pause:g}s) on"
-                    f" {', '.join(refused)} (its log says which){HINT}"
+                    f"calls in flight did not finish within the switch's pause ({self._pause(proposal):g}s)"
+                    f" on {', '.join(refused)} (its log says which){HINT}"
                 )
             waiting = sorted(
                 r for r in live if r in views and r not in answers and self._live(views[r], now)
@@ -254,8 +267,9 @@ class Fleet:
                 return ""
             if time.monotonic() >= until:
                 return (
-                    f"not held within switch_pause ({self.timing.pause:g}s) by {', '.join(waiting)}: calls in"
-                    f" flight did not finish in time (its log says which), or it did not hear of it{HINT}"
+                    f"not held within the switch's pause ({self._pause(proposal):g}s) by"
+                    f" {', '.join(waiting)}: calls in flight did not finish in time (its log says which), or"
+                    f" it did not hear of it{HINT}"
                 )
             if now >= proposal.deadline:
                 return f"no answer within {self.timing.grace:g}s from {', '.join(waiting)}"
@@ -279,8 +293,8 @@ class Fleet:
         async with self._lock:
             try:
                 # new calls wait from here: for `pause` at most, the calls in flight and the decision alike
-                until = time.monotonic() + self.timing.pause
-                within = min(proposal.deadline - time.time(), self.timing.pause)
+                until = time.monotonic() + self._pause(proposal)
+                within = min(proposal.deadline - time.time(), self._pause(proposal))
                 async with self._modes.holding(proposal.modes, within) as hold:
                     await self._store.fleet.answer(self.replica, proposal.id, held=True)
                     if await self._decision(proposal, until) == COMMITTED:
@@ -320,8 +334,8 @@ class Fleet:
                 return state
             if time.monotonic() >= until and state != "":
                 _log.warning(
-                    "fleet switch given up: not decided while this replica held its calls for switch_pause",
-                    switch=proposal.id, switch_pause=self.timing.pause,
+                    "fleet switch given up: not decided while this replica held its calls for its pause",
+                    switch=proposal.id, pause=self._pause(proposal),
                 )  # fmt: skip
                 return await self._store.fleet.decide(proposal, False, time.time()) or ABANDONED
             if state == "" or time.time() > proposal.deadline + self.timing.lease:

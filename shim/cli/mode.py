@@ -24,12 +24,21 @@ from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
 from shim.admin import default_who
 from shim.admin_settings import ADMIN_LISTEN, AdminSettings
-from shim.errors import ShimError
+from shim.errors import ConfigError, ShimError
 from shim.terminal_text import printable
+from shim.units import parse_duration
 
 EXIT_REFUSED = 1
 EXIT_FAILED = 2
 _TIMEOUT = 120.0  # a switch waits for the calls in flight
+
+
+def _pause(text: str) -> float:
+    """A duration ("2s", "500ms"); a bare number is seconds."""
+    try:
+        return parse_duration("--pause", float(text) if text.replace(".", "", 1).isdigit() else text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pause: ")) from None
 
 
 def _positive(text: str) -> int:
@@ -60,6 +69,14 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     )
     switch.add_argument(
         "--retire-bank", action="store_true", help="confirm a switch to bk (Bank no longer mirrored)"
+    )
+    switch.add_argument(
+        "--pause",
+        metavar="DURATION",
+        type=_pause,
+        default=0.0,
+        help="how long the clients' calls may wait for this switch, at most the grace period (default: the"
+        " config's switch_pause); a switch that would hold them longer is refused",
     )
     history = actions.add_parser("history", help="the mode changes, newest first")
     history.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
@@ -92,6 +109,7 @@ async def run(args: argparse.Namespace) -> int:
                     who=args.who,
                     force=args.force,
                     retire_bank=args.retire_bank,
+                    pause=args.pause,
                 )
                 _print_modes(await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT))
             else:

@@ -3,7 +3,9 @@
 Two tables (`shim_replica_modes`, `shim_mode_switches`); the protocol that uses them is `shim.fleet`.
 On PostgreSQL every change of a switch is also announced on the store's channel (NOTIFY, sent with
 the transaction's commit), which `notifications` listens to; on SQLite replicas poll. The messages:
-"pending ID DEADLINE MODES-JSON", "answered ID REPLICA 1|0" (held or not), "decided ID STATE".
+"pending ID DEADLINE PAUSE MODES-JSON" (PAUSE: the switch's own bound on holding calls, 0 for each
+replica's switch_pause; earlier builds sent none), "answered ID REPLICA 1|0" (held or not), "decided ID
+STATE".
 
 A channel belongs to a database, not to a schema: each store's is named after its schema ("shim_modes_"
 and the first 16 hex digits of the schema name's MD5), so that fleets whose stores are schemas of one
@@ -37,7 +39,7 @@ _PUBLISH = (
     " ON CONFLICT (replica) DO UPDATE SET modes = excluded.modes, since = excluded.since,"
     " heartbeat = excluded.heartbeat"
 )
-_SWITCH_COLUMNS = "id, at, replica, modes, changes, deadline, state"
+_SWITCH_COLUMNS = "id, at, replica, modes, changes, deadline, state, pause"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class Switch:
     changes: list[ModeChange] = field(default_factory=list)
     deadline: float = 0.0
     state: str = PENDING
+    pause: float = 0.0  # seconds each replica may hold its calls for it (0: its own switch_pause)
 
 
 def _notify(db: Db, message: str) -> None:
@@ -73,7 +76,7 @@ def _switch(row: Sequence[object]) -> Switch:
     changes = [ModeChange(*change) for change in json.loads(str(row[4]))]
     return Switch(
         str(row[0]), float(str(row[1])), str(row[2]), json.loads(str(row[3])), changes, float(str(row[5])),
-        str(row[6]),
+        str(row[6]), float(str(row[7])),
     )  # fmt: skip
 
 
@@ -152,13 +155,16 @@ class StoredFleet:
                 return str(other[0][0])
             changes = json.dumps([_change(c) for c in switch.changes])
             db.run(
-                f"INSERT INTO shim_mode_switches ({_SWITCH_COLUMNS}, open) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                f"INSERT INTO shim_mode_switches ({_SWITCH_COLUMNS}, open)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (
                     switch.id, switch.at, switch.replica, json.dumps(switch.modes), changes, switch.deadline,
-                    PENDING,
+                    PENDING, switch.pause,
                 ),
             )  # fmt: skip
-            _notify(db, f"pending {switch.id} {switch.deadline!r} {json.dumps(switch.modes)}")
+            _notify(
+                db, f"pending {switch.id} {switch.deadline!r} {switch.pause!r} {json.dumps(switch.modes)}"
+            )
             return ""
 
         try:

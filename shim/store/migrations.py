@@ -135,6 +135,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE shim_key_order ADD COLUMN started DOUBLE PRECISION NOT NULL DEFAULT 0",
         "ALTER TABLE shim_key_order ADD COLUMN prev_started DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    (
+        # a switch's own bound on how long each replica holds its calls for it (`shim mode set --pause`);
+        # 0: each replica's switch_pause
+        "ALTER TABLE shim_mode_switches ADD COLUMN pause DOUBLE PRECISION NOT NULL DEFAULT 0",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

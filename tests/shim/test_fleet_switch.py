@@ -80,10 +80,10 @@ async def _fleet(
             yield url, shims
 
 
-async def _set_mode(shim: ShimProcess, mode: str) -> apb.Modes:
+async def _set_mode(shim: ShimProcess, mode: str, pause: float = 0.0) -> apb.Modes:
     async with aio.insecure_channel(shim.ready["admin"]) as channel:
         stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-        request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True)
+        request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True, pause=pause)
         answer: apb.Modes = await stub.SetMode(request, metadata=AUTH, timeout=30)
         return answer
 
@@ -305,8 +305,29 @@ async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(
         await slow_bk.stop(None)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     # the proposer names the replica it waited for; had that one answered first, it says so itself
-    assert re.search(rf"within switch_pause .*{second.replica}", refused.value.details() or "")
+    assert re.search(rf"within the switch's pause \(0.1s\).*{second.replica}", refused.value.details() or "")
     assert {v.default_mode for v in views.values()} == {"shadow"}
     assert recorded == ([], [])
     assert states == [("abandoned",)]
     assert "1 mirrored call waiting for the shadow's answer" in gave_up["error"], gave_up
+
+
+async def test_a_switch_s_own_pause_is_the_one_every_replica_holds_for(tmp_path: Path) -> None:
+    """BK answers in 1 s; a mirrored call is in flight on the second replica, whose switch_pause (0.1 s, the
+    default) could not hold for it: a switch through the first with a pause of its own (3 s, `shim mode set
+    --pause`) is held by the second that long too, and applies on both."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.0)
+    try:
+        async with _fleet((bank, slow_bk), tmp_path, 2) as (_, (first, second)):
+            async with aio.insecure_channel(second.ready["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="10"))
+                await until(lambda: "S1" in slow_bk.servicer.book.accounts, "the opening mirrored")  # type: ignore[union-attr]
+                await stub.Deposit(pb.DepositRequest(account_id="S1", amount="1"))  # BK's copy takes a second
+                answer = await _set_mode(first, "bk-primary", pause=3.0)
+            views = await _views(first)
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+    assert answer.default_mode == "bk-primary"
+    assert {v.default_mode for v in views.values()} == {"bk-primary"}

@@ -504,11 +504,13 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
     """A mirrored call in flight longer than `switch_pause` (BK answers in 1 s; the default pause is 0.1 s,
     the grace period 5 s): the switch is refused while that call is still in flight, saying so, nothing
     recorded, and a call sent during the attempt is answered before it, so no call waited for BK's second.
-    With switch_pause raised to the grace period, the same switch waits for the call and applies."""
+    With switch_pause raised to the grace period, or this one switch's pause (`shim mode set --pause`), the
+    same switch waits for the call and applies; a pause past the grace period is refused as invalid."""
     bank, slow_bk = await serve("bank"), await serve("bk", delay=1.0)
     try:
-        for account, pause, applies in (("P1", None, False), ("P2", 5.0, True)):
-            more: dict[str, Any] = {"store": {"url": str(tmp_path / f"{pause}.db")}, "dataplane": dataplane}
+        cases = (("P1", None, 0.0, False), ("P2", 5.0, 0.0, True), ("P3", None, 3.0, True))
+        for account, pause, own, applies in cases:
+            more: dict[str, Any] = {"store": {"url": str(tmp_path / f"{account}.db")}, "dataplane": dataplane}
             if pause is not None:
                 more["switch_pause"] = pause
             async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
@@ -517,7 +519,12 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id=account, amount="1")))
                 mirrors = shim.dispatchers.values()
                 await until(lambda m=mirrors: any(d.in_flight for d in m), "a mirrored call in flight")
-                switching = asyncio.ensure_future(_set(admin, "bk-primary", force=True))
+                if own:
+                    with pytest.raises(aio.AioRpcError) as invalid:
+                        await _set(admin, "bk-primary", force=True, pause=5.5)
+                    assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                    assert "to the grace period (5s)" in (invalid.value.details() or "")
+                switching = asyncio.ensure_future(_set(admin, "bk-primary", force=True, pause=own))
                 await until(lambda: shim.modes.paused, "the switch under way")
                 during = await stub.GetBalance(pb.GetBalanceRequest(account_id=account), timeout=30)
                 in_flight_after = any(d.in_flight for d in mirrors)
@@ -530,7 +537,7 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert in_flight_after, "a call sent during the switch waited for BK's answer"
                 assert any(d.in_flight for d in mirrors), "the switch waited for BK's answer"
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-                assert "switch_pause (0.1s)" in (refused.value.details() or ""), refused.value.details()
+                assert "the switch's pause (0.1s)" in (refused.value.details() or ""), refused.value.details()
                 assert shim.modes.default == "shadow"
                 assert await shim.store.modes.current() == {}  # type: ignore[union-attr]
                 assert len(shim.modes.pauses) == 1  # the refused switch's pause is measured too

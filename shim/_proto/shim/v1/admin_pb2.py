@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shim/v1/admin.proto\x12\x07shim.v1\"\x11\n\x0fGetModesRequest\"\xb3\x01\n\x05Modes\x12\x14\n\x0c\x64\x65\x66\x61ult_mode\x18\x01 \x01(\t\x12,\n\x07methods\x18\x02 \x03(\x0b\x32\x1b.shim.v1.Modes.MethodsEntry\x12\'\n\x08replicas\x18\x03 \x03(\x0b\x32\x15.shim.v1.ReplicaModes\x12\r\n\x05lease\x18\x04 \x01(\x01\x1a.\n\x0cMethodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdd\x01\n\x0cReplicaModes\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_mode\x18\x02 \x01(\t\x12\x33\n\x07methods\x18\x03 \x03(\x0b\x32\".shim.v1.ReplicaModes.MethodsEntry\x12\r\n\x05since\x18\x04 \x01(\x01\x12\x11\n\theartbeat\x18\x05 \x01(\x01\x12\x0f\n\x07\x64iffers\x18\x06 \x01(\x08\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x1a.\n\x0cMethodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x0eSetModeRequest\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0b\n\x03who\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\x13\n\x0bretire_bank\x18\x06 \x01(\x08\"x\n\nModeChange\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x0b\n\x03who\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x11\n\tfrom_mode\x18\x04 \x01(\t\x12\x0f\n\x07to_mode\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06\x66orced\x18\x07 \x01(\x08\"#\n\x12ModeHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\";\n\x13ModeHistoryResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.shim.v1.ModeChange2\xbb\x01\n\x05\x41\x64min\x12\x34\n\x08GetModes\x12\x18.shim.v1.GetModesRequest\x1a\x0e.shim.v1.Modes\x12\x32\n\x07SetMode\x12\x17.shim.v1.SetModeRequest\x1a\x0e.shim.v1.Modes\x12H\n\x0bModeHistory\x12\x1b.shim.v1.ModeHistoryRequest\x1a\x1c.shim.v1.ModeHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shim/v1/admin.proto\x12\x07shim.v1\"\x11\n\x0fGetModesRequest\"\xb3\x01\n\x05Modes\x12\x14\n\x0c\x64\x65\x66\x61ult_mode\x18\x01 \x01(\t\x12,\n\x07methods\x18\x02 \x03(\x0b\x32\x1b.shim.v1.Modes.MethodsEntry\x12\'\n\x08replicas\x18\x03 \x03(\x0b\x32\x15.shim.v1.ReplicaModes\x12\r\n\x05lease\x18\x04 \x01(\x01\x1a.\n\x0cMethodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdd\x01\n\x0cReplicaModes\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_mode\x18\x02 \x01(\t\x12\x33\n\x07methods\x18\x03 \x03(\x0b\x32\".shim.v1.ReplicaModes.MethodsEntry\x12\r\n\x05since\x18\x04 \x01(\x01\x12\x11\n\theartbeat\x18\x05 \x01(\x01\x12\x0f\n\x07\x64iffers\x18\x06 \x01(\x08\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x1a.\n\x0cMethodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x0eSetModeRequest\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0b\n\x03who\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\x13\n\x0bretire_bank\x18\x06 \x01(\x08\x12\r\n\x05pause\x18\x07 \x01(\x01\"x\n\nModeChange\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x0b\n\x03who\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x11\n\tfrom_mode\x18\x04 \x01(\t\x12\x0f\n\x07to_mode\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06\x66orced\x18\x07 \x01(\x08\"#\n\x12ModeHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\";\n\x13ModeHistoryResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.shim.v1.ModeChange2\xbb\x01\n\x05\x41\x64min\x12\x34\n\x08GetModes\x12\x18.shim.v1.GetModesRequest\x1a\x0e.shim.v1.Modes\x12\x32\n\x07SetMode\x12\x17.shim.v1.SetModeRequest\x1a\x0e.shim.v1.Modes\x12H\n\x0bModeHistory\x12\x1b.shim.v1.ModeHistoryRequest\x1a\x1c.shim.v1.ModeHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,13 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICAMODES_METHODSENTRY']._serialized_start=185
   _globals['_REPLICAMODES_METHODSENTRY']._serialized_end=231
   _globals['_SETMODEREQUEST']._serialized_start=457
-  _globals['_SETMODEREQUEST']._serialized_end=569
-  _globals['_MODECHANGE']._serialized_start=571
-  _globals['_MODECHANGE']._serialized_end=691
-  _globals['_MODEHISTORYREQUEST']._serialized_start=693
-  _globals['_MODEHISTORYREQUEST']._serialized_end=728
-  _globals['_MODEHISTORYRESPONSE']._serialized_start=730
-  _globals['_MODEHISTORYRESPONSE']._serialized_end=789
-  _globals['_ADMIN']._serialized_start=792
-  _globals['_ADMIN']._serialized_end=979
+  _globals['_SETMODEREQUEST']._serialized_end=584
+  _globals['_MODECHANGE']._serialized_start=586
+  _globals['_MODECHANGE']._serialized_end=706
+  _globals['_MODEHISTORYREQUEST']._serialized_start=708
+  _globals['_MODEHISTORYREQUEST']._serialized_end=743
+  _globals['_MODEHISTORYRESPONSE']._serialized_start=745
+  _globals['_MODEHISTORYRESPONSE']._serialized_end=804
+  _globals['_ADMIN']._serialized_start=807
+  _globals['_ADMIN']._serialized_end=994
 # @@protoc_insertion_point(module_scope)

@@ -55,20 +55,22 @@ class ReplicaModes(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., default_mode: _Optional[str] = ..., methods: _Optional[_Mapping[str, str]] = ..., since: _Optional[float] = ..., heartbeat: _Optional[float] = ..., differs: _Optional[bool] = ..., silent: _Optional[bool] = ...) -> None: ...
 
 class SetModeRequest(_message.Message):
-    __slots__ = ("mode", "methods", "reason", "who", "force", "retire_bank")
+    __slots__ = ("mode", "methods", "reason", "who", "force", "retire_bank", "pause")
     MODE_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     WHO_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     RETIRE_BANK_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
     mode: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     reason: str
     who: str
     force: bool
     retire_bank: bool
-    def __init__(self, mode: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., who: _Optional[str] = ..., force: _Optional[bool] = ..., retire_bank: _Optional[bool] = ...) -> None: ...
+    pause: float
+    def __init__(self, mode: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., who: _Optional[str] = ..., force: _Optional[bool] = ..., retire_bank: _Optional[bool] = ..., pause: _Optional[float] = ...) -> None: ...
 
 class ModeChange(_message.Message):
     __slots__ = ("at", "who", "scope", "from_mode", "to_mode", "reason", "forced")

@@ -18,7 +18,13 @@ LOADED = (  # the files whose tests load the machine (tests/..., as pytest names
     "tests/shim/test_hostile_soak.py",
     "tests/shim/test_fleet_switch.py",
     "tests/shim/test_modes.py",
+    "tests/shim/test_fleet_report.py",
+    "tests/shim/test_workers.py",
+    "tests/services/tally/test_tally_fleet.py",
+    "tests/services/tally/test_tally_fleet_reads.py",
     "tests/services/tally/test_tally_fleet_run.py",
+    "tests/services/custody/test_custody_fleet.py",
+    "tests/services/custody/test_custody_fleet_switch.py",
     "tests/services/venue/test_venue_shim.py",
 )
 

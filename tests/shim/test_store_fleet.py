@@ -17,20 +17,22 @@ from tests.shim.test_store import Opener, Target
 target, postgres, open_store, store = engines.target, engines.postgres, engines.open_store, engines.store
 
 
-def _switch(name: str, mode: str, deadline: float = 0.0) -> Switch:
+def _switch(name: str, mode: str, deadline: float = 0.0, pause: float = 0.0) -> Switch:
     now = time.time()
     change = ModeChange(now, "ops", "*", "shadow", mode, "test", False)
-    return Switch(name, now, "a:1", {"*": mode}, [change], deadline or now + 60)
+    return Switch(name, now, "a:1", {"*": mode}, [change], deadline or now + 60, pause=pause)
 
 
 async def test_one_switch_is_pending_at_a_time_and_decided_once(store: Store) -> None:
     """A second proposal while one is pending is refused with the pending one's id; the first decision
     wins (a later abandonment finds it committed); the commit sets the modes and records the change;
-    then another switch may be proposed, and abandoned, which records nothing."""
-    first, second = _switch("s1", "bk-primary"), _switch("s2", "bank")
+    then another switch may be proposed, and abandoned, which records nothing. A switch's own pause is kept
+    with it."""
+    first, second = _switch("s1", "bk-primary", pause=2.5), _switch("s2", "bank")
     assert await store.fleet.propose(first) == ""
     assert await store.fleet.propose(second) == "s1"
     assert (await store.fleet.pending()) == first
+    assert first.pause == 2.5
     assert await store.fleet.decide(first, True, time.time()) == "committed"
     assert await store.fleet.decide(first, False, time.time()) == "committed"
     assert await store.fleet.pending() is None
@@ -92,7 +94,7 @@ async def test_postgres_announces_each_step(postgres: Target, open_store: Opener
             await listening
     steps = [m for m in heard if "probe" not in m]
     assert steps == [
-        'pending s1 2000000000.0 {"*": "bk-primary"}',
+        'pending s1 2000000000.0 0.0 {"*": "bk-primary"}',
         "answered s1 a:1 1",
         "decided s1 committed",
     ]

@@ -83,6 +83,9 @@ class Fleet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
+        self._waited: dict[
+            str, str
+        ] = {}  # switch -> what this replica's calls waited for, when it could not hold
         self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
 
     # -- life ----------------------------------------------------------------------------------
@@ -226,6 +229,12 @@ class Fleet:
         finally:
             await self._wake()
         await asyncio.shield(part)
+        waited = self._waited.pop(proposal.id, "")
+        if waited and state != COMMITTED:  # this replica could not hold: what its own calls waited for
+            why = (
+                f"calls in flight did not finish within the switch's pause ({self._pause(proposal):g}s) here,"
+                f" on {self.replica} ({waited}){HINT}"
+            )
         if state != COMMITTED:
             raise Unswitched(
                 why
@@ -303,6 +312,8 @@ class Fleet:
                 _log.warning(
                     "fleet switch: calls in flight did not finish", switch=proposal.id, error=str(exc)
                 )
+                if proposal.replica == self.replica:  # its proposer says it in its refusal
+                    self._waited[proposal.id] = exc.waiting
                 with contextlib.suppress(StoreError):
                     await self._store.fleet.answer(self.replica, proposal.id, held=False)
                 return

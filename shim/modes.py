@@ -29,7 +29,11 @@ DEFAULT = "*"
 
 
 class SwitchTimeout(ShimError):
-    """Calls in flight did not finish in time: the mode did not change."""
+    """Calls in flight did not finish in time: the mode did not change. `waiting`: what they waited for."""
+
+    def __init__(self, message: str, waiting: str = "") -> None:
+        super().__init__(message)
+        self.waiting = waiting
 
 
 class SwitchHooks(Protocol):
@@ -127,11 +131,13 @@ class Modes:
                             await hooks.prepare(old, modes)
                         await self._idle.wait()
                 except TimeoutError as exc:
-                    here = f"{self._in_flight} calls in the shim's server" if self._in_flight else ""
+                    calls = "1 call" if self._in_flight == 1 else f"{self._in_flight} calls"
+                    here = f"{calls} in the shim's server" if self._in_flight else ""
                     why = "; ".join(w for w in (here, hooks.waiting() if hooks else "", self.explain()) if w)
                     raise SwitchTimeout(
                         f"the calls in flight did not finish within {within:g}s ({why or 'none left'}); "
-                        "the mode did not change"
+                        "the mode did not change",
+                        why or "none left",
                     ) from exc
                 yield hold
                 if hold.committed:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -537,7 +538,11 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert in_flight_after, "a call sent during the switch waited for BK's answer"
                 assert any(d.in_flight for d in mirrors), "the switch waited for BK's answer"
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-                assert "the switch's pause (0.1s)" in (refused.value.details() or ""), refused.value.details()
+                details = refused.value.details() or ""
+                assert "the switch's pause (0.1s)" in details, details
+                assert re.search(
+                    r"here, on [^ ]+ \(.*1 mirrored call waiting for the shadow's answer\)", details
+                )
                 assert shim.modes.default == "shadow"
                 assert await shim.store.modes.current() == {}  # type: ignore[union-attr]
                 assert len(shim.modes.pauses) == 1  # the refused switch's pause is measured too

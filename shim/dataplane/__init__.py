@@ -45,6 +45,7 @@ from shim.dataplane.unseen import UNSEEN, Unseen, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
+from shim.shadow.mirror import Mirror
 from shim.tls_settings import TlsSettings
 
 if TYPE_CHECKING:  # the config for annotations only: importing it imports shim.dataplane.settings
@@ -106,6 +107,8 @@ class EnvoyPlane:
         self._attached = attached
         self._copies_before = 0  # copies Envoy counted as sent before this processor started
         self._preparing, self._sent = "", 0  # what a switch waits for now (`waiting`); the copies sent then
+        self._spanning: list[Mirror] = []  # batches under way as the switch prepared, and the old modes
+        self._before: dict[str, str] = {}
         self._version = 0
         self._server: aio.Server | None = None
         self.processor: Processor | None = None
@@ -276,6 +279,8 @@ class EnvoyPlane:
             self._preparing = "calls"
             while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
                 await asyncio.sleep(0.002)
+            # batches under way were not waited for: if the switch applies, their keys go out of step
+            self._spanning, self._before = processor.batches_under_way(changing), dict(table)
         finally:
             self._preparing = ""
 
@@ -291,6 +296,10 @@ class EnvoyPlane:
         return f"{unread} copies not read as far as their method" if unread else ""
 
     async def apply(self, table: Mapping[str, str]) -> None:
+        spanning, self._spanning = self._spanning, []
+        if dict(table) != self._before:  # the switch applies (else the old routes come back)
+            for mirror in spanning:
+                mirror.spanned_switch()
         self.last_pause = await self.route(table)
         _log.info("routes applied", seconds=round(self.last_pause, 4), version=self._version)
 

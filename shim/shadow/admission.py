@@ -27,6 +27,11 @@ from shim.shadow.fleet import FleetPlace, unordered
 from shim.shadow.places import Places
 from shim.shadow.shared import Shared
 
+SPANNED = (
+    "a batch (client stream) under way across a switch of modes: the writes on its keys through the new"
+    " primary while it came may have reached the two sides in another order"
+)
+
 
 class Admission:
     __slots__ = (
@@ -48,6 +53,7 @@ class Admission:
         "places",
         "plan",
         "seq",
+        "spanned",
         "streamed",
     )
 
@@ -77,6 +83,7 @@ class Admission:
         self.intent = ""  # the id of this write's intent in the store
         self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
         self._intent_keys = 0  # how many of the keys the recorded intent names
+        self.spanned = False  # a batch under way when a switch of its method's mode applied
 
     def arrived(self, payload: bytes, index: int) -> None:
         """A request message the client sent (called as it arrives, never waiting)."""
@@ -141,8 +148,18 @@ class Admission:
             self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
             self.keys = keys
             self._unordered(keys)  # its place comes as the client gets the answer: too late for a ticket
+            if self.spanned:
+                self.mark_spanned()
             self.record_intent()
         self.admitted.set()
+
+    def mark_spanned(self) -> None:
+        """A batch under way across a switch: its order against the writes on its keys after the switch is
+        unknown (they went to the new primary while it was still coming), so its keys go out of step."""
+        shared = self._shared
+        shared.counters.inc("batches_across_switches", self.method)
+        if shared.steps is not None and self.is_write:
+            shared.steps.mark(self.keys, self.method, SPANNED)
 
     def _admit(self, first: bytes | None) -> None:
         if self._over():  # over already (cancelled before its turn came): nothing to order

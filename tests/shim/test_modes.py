@@ -553,6 +553,43 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
         await slow_bk.stop(None)
 
 
+@NEEDS_ENVOY
+async def test_a_batch_under_way_through_envoy_neither_holds_a_switch_nor_moves(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """BookTrades (a client stream, keyed by account) is under way through Envoy when the default mode
+    switches to bk-primary: the switch applies within the default switch_pause, a new call goes to BK, the
+    batch finishes on Bank (Bank's trade ids), and its account goes out of step saying why: the writes on it
+    through the new primary while the batch came may have reached the two sides in another order."""
+    methods = {**KEYED, "bank.v1.Ledger/BookTrades": MethodSettings(key=("account_id",))}
+    more = {"store": {"url": str(tmp_path / "shim.db")}, "dataplane": "envoy", "methods": methods}
+    async with _shim(ledgers, shadow_timeout=5.0, **more) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="B1", initial_deposit="100000"))
+        await shim.drain()
+
+        def trade(quantity: str) -> pb.PostTradeRequest:
+            return pb.PostTradeRequest(
+                account_id="B1", symbol="KO", side=pb.SIDE_BUY, quantity=quantity, price="61.2"
+            )
+
+        batch = stub.BookTrades()
+        await batch.write(trade("2"))
+        mirrors = shim.dispatchers.values()
+        await until(lambda: any(d.in_flight for d in mirrors), "the batch's copy under way")
+        assert (await _set(admin, "bk-primary", force=True)).default_mode == "bk-primary"
+        after = await stub.PostTrade(trade("4"))
+        await batch.write(trade("6"))
+        await batch.done_writing()
+        summary = await batch
+        await shim.drain()
+        marks = dict(shim.steps.keys) if shim.steps is not None else {}
+    assert after.trade_id.startswith("trd_")  # BK's id: BK answers new calls
+    assert summary.booked == 2
+    assert not any(t.startswith("trd_") for t in summary.trade_ids)  # Bank's ids: Bank answered it
+    assert list(marks) == ["B1"]
+    assert "a batch (client stream) under way across a switch of modes" in marks["B1"].reason
+
+
 async def test_a_shim_does_not_take_its_own_switches_for_another_replicas(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:

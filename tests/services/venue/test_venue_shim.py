@@ -15,8 +15,11 @@ import pytest
 from grpc import aio
 
 from comparators import Comparison, Verdict
+from shim.admin import set_mode
 from shim.config import load_file
+from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
+from tests.helpers import until
 from tests.services.venue import DESCRIPTOR_SET, REGISTRY, book_of, run_workload
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, new
@@ -183,3 +186,46 @@ async def test_an_order_a_session_minted_is_cancelled_later_in_that_session_on_b
     verdicts = [(_short(c.method), str(c.verdict), _shape(c.reason)) for c in comparisons]
     assert verdicts == [("OpenAccount", "match", ""), ("Trade", "match", "")]
     assert await book_of(bk.address) == await book_of(bank.address)
+
+
+@pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+async def test_a_batch_under_way_across_a_switch_finishes_on_bank_and_puts_its_account_out_of_step(
+    bank: Served, bk: Served, tmp_path: Path
+) -> None:
+    """Through Envoy, a SubmitBatch under way when the mode switches to bk-primary: the switch applies
+    (the default switch_pause; the batch is not waited for), an order placed after it gets BK's id, the
+    batch's orders get Bank's, and the batch's account goes out of step saying why."""
+    settings = {**_settings(tmp_path), "dataplane": "envoy", "store": {"url": str(tmp_path / "shim.db")}}
+    async with (
+        running_shim(bank.address, bk.address, **settings) as (shim, _),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        client = VenueClient(channel)
+        await client.open_account("A", "100000")
+        await shim.drain()
+
+        def order(quantity: int) -> Any:
+            placed = new("NewOrder", symbol="KO", side=BUY, quantity=quantity, limit_price="1")
+            return new("NewOrderRequest", account="A", order=placed)
+
+        batch = channel.stream_unary(
+            "/venue.v1.Venue/SubmitBatch",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=type(new("BatchSummary")).FromString,
+        )()
+        await batch.write(order(10))
+        mirrors = shim.dispatchers.values()
+        await until(lambda: any(d.in_flight for d in mirrors), "the batch's copy under way")
+        await set_mode(shim, "bk-primary", [], "test", "ops", force=True)
+        async with client.session() as session:  # a new call: BK answers it
+            after = await session.send(new("TradeRequest", account="A", new=order(20).order))
+        await batch.write(order(30))
+        await batch.done_writing()
+        summary = await batch
+        await shim.drain()
+        marks = dict(shim.steps.keys) if shim.steps is not None else {}
+    assert not BANK_ORDER.fullmatch(after.order_id), after.order_id  # BK's id
+    assert len(summary.order_ids) == 2
+    assert all(BANK_ORDER.fullmatch(i) for i in summary.order_ids), summary.order_ids  # Bank's
+    assert list(marks) == ["A"]
+    assert "a batch (client stream) under way across a switch of modes" in marks["A"].reason

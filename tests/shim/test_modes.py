@@ -340,7 +340,8 @@ async def test_two_replicas_on_one_postgres_store_converge(
 
 async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
     """`shim mode set/show/history` drive the admin API; a refusal is exit 1 with the reason; `show` lists
-    the replica's view, agreeing with the store."""
+    the replica's view, agreeing with the store. `--pause` takes a duration: not one, a usage error (exit
+    2); past the grace period, a refusal naming it."""
     bank, bk = ledgers
     async with running_shim(bank.address, bk.address, **_settings()) as (shim, _):
         admin = f"127.0.0.1:{shim.admin_port}"
@@ -355,11 +356,19 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
             )
 
         refused = await mode("set", "bk-primary", "--reason", "cut over")
-        forced = await mode("set", "bk-primary", "--reason", "cut over", "--force", "--who", "ana")
+        no_duration = await mode("set", "bk-primary", "--reason", "cut over", "--pause", "soon")
+        too_long = await mode("set", "bk-primary", "--reason", "cut over", "--force", "--pause", "6s")
+        forced = await mode(
+            "set", "bk-primary", "--reason", "cut over", "--force", "--who", "ana", "--pause", "250ms"
+        )
         shown = await mode("show")
         history = await mode("history")
     assert refused.returncode == 1
     assert "refused: the gate fails" in refused.stderr
+    assert no_duration.returncode == 2
+    assert "argument --pause: 'soon' is not a duration" in no_duration.stderr
+    assert too_long.returncode == 1
+    assert "pause 6s is not from 0 (switch_pause) to the grace period (5s)" in too_long.stderr
     assert forced.returncode == 0, forced.stderr
     default, replicas, view = shown.stdout.splitlines()  # one replica on a SQLite store: this process
     assert (default, replicas) == ("default: bk-primary", "replicas (1; silent: not heard from within 3s):")

@@ -83,9 +83,7 @@ class Fleet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
-        self._waited: dict[
-            str, str
-        ] = {}  # switch -> what this replica's calls waited for, when it could not hold
+        self._waited: dict[str, str] = {}  # switch -> what this replica's calls waited for, not held
         self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
 
     # -- life ----------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ class _Modes(Protocol):
     def table(self) -> dict[str, str]: ...
     @property
     def pauses(self) -> Sequence[float]: ...
+    @property
+    def switches(self) -> Mapping[str, int]: ...
 
 
 class _Counted(Protocol):
@@ -237,6 +239,14 @@ class _ShimCollector(Collector):
             "The longest time new calls waited for a switch of modes, over the last 100 (applied or refused)",
             max(pauses, default=0.0),
         )
+        switches = CounterMetricFamily(
+            "shim_switches",
+            "Mode switches that held new calls here: applied, or refused (nothing changed)",
+            labels=["outcome"],
+        )
+        for outcome in ("applied", "refused"):
+            switches.add_metric([outcome], shim.modes.switches.get(outcome, 0))
+        yield switches
         if shim.front is not None:
             yield from shim.front.metrics()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
@@ -63,6 +63,7 @@ class Modes:
         self._open.set()
         self._switching = asyncio.Lock()
         self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied or not
+        self.switches: Counter[str] = Counter()  # switches that held calls here: "applied", "refused"
         self.since = time.time()  # when the modes last changed here
 
     @property
@@ -124,6 +125,7 @@ class Modes:
             # none is mirrored ahead of an earlier call's copy still on its way
             self._open.clear()
             paused = time.perf_counter()
+            applied = False
             try:
                 try:
                     async with asyncio.timeout(within):
@@ -145,6 +147,7 @@ class Modes:
                         await hooks.apply({**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
+                    applied = True
                 elif hooks is not None:
                     await hooks.apply(old)
             except BaseException:
@@ -153,6 +156,7 @@ class Modes:
                 raise
             finally:
                 self.pauses.append(time.perf_counter() - paused)  # a switch refused paused calls too
+                self.switches["applied" if applied else "refused"] += 1
                 self._open.set()
 
 

@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf.descriptor import FileDescriptor
+from prometheus_client.parser import text_string_to_metric_families
 
 from comparators import DescriptorRegistry
 from comparators.descriptors import descriptor_set_of as descriptor_set
@@ -118,3 +120,14 @@ def postgres_schema_url() -> Iterator[str]:
         pytest.skip(NEEDS_POSTGRES)
     with postgres_schema(POSTGRES_DSN) as url:
         yield url
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The shim's metrics on `port`: (name, sorted labels) -> value, for every sample."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -35,7 +35,7 @@ from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
 from shim.store import Store
 from shim.testing import running_shim
-from tests.helpers import until
+from tests.helpers import scrape_metrics, until
 from tests.shim.test_evidence import Records
 
 HERE = Path(sample_ledger.__file__).parent
@@ -520,7 +520,10 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
     try:
         cases = (("P1", None, 0.0, False), ("P2", 5.0, 0.0, True), ("P3", None, 3.0, True))
         for account, pause, own, applies in cases:
-            more: dict[str, Any] = {"store": {"url": str(tmp_path / f"{account}.db")}, "dataplane": dataplane}
+            more: dict[str, Any] = {
+                "store": {"url": str(tmp_path / f"{account}.db")}, "dataplane": dataplane,
+                "metrics_listen": "127.0.0.1:0",
+            }  # fmt: skip
             if pause is not None:
                 more["switch_pause"] = pause
             async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
@@ -555,6 +558,10 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert shim.modes.default == "shadow"
                 assert await shim.store.modes.current() == {}  # type: ignore[union-attr]
                 assert len(shim.modes.pauses) == 1  # the refused switch's pause is measured too
+                assert shim.exporter is not None
+                metrics = await asyncio.to_thread(scrape_metrics, shim.exporter.port)
+                assert metrics["shim_switches_total", (("outcome", "refused"),)] == 1
+                assert metrics["shim_switches_total", (("outcome", "applied"),)] == 0
                 assert during.account_id == account
                 await slow
     finally:

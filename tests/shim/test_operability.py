@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.request
 from pathlib import Path
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 import sample_ledger
 from comparators import DescriptorRegistry
@@ -18,21 +16,12 @@ from sample_ledger.server import RunningLedger
 from shim.metrics import MAX_METHODS, NOT_DESCRIBED, OTHER, Counters, MethodLabels
 from shim.reflection import fetch_descriptor_set
 from shim.testing import running_shim
+from tests.helpers import scrape_metrics
 from tests.shim.test_modes import second_shim
 
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 BALANCE = "/bank.v1.Ledger/GetBalance"
 OPEN = "/bank.v1.Ledger/OpenAccount"
-
-
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def test_metrics_count_calls_verdicts_differences_and_latencies(
@@ -54,7 +43,7 @@ async def test_metrics_count_calls_verdicts_differences_and_latencies(
         await sink.wait_for(4)
         await shim.drain()
         assert shim.exporter is not None
-        metrics = await asyncio.to_thread(_scrape, shim.exporter.port)
+        metrics = await asyncio.to_thread(scrape_metrics, shim.exporter.port)
     assert metrics["shim_calls_total", (("method", BALANCE),)] == 3
     assert metrics["shim_calls_total", (("method", OPEN),)] == 1
     verdicts = {
@@ -116,7 +105,7 @@ async def test_methods_the_descriptors_do_not_describe_share_one_metric_label(
         await _call_made_up_methods(shim.address, 50)
         await shim.drain()
         assert shim.exporter is not None
-        metrics = await asyncio.to_thread(_scrape, shim.exporter.port)
+        metrics = await asyncio.to_thread(scrape_metrics, shim.exporter.port)
     assert _method_labels(metrics) <= {OPEN, NOT_DESCRIBED, ""}
     assert metrics["shim_calls_total", (("method", OPEN),)] == 1
     assert metrics["shim_calls_total", (("method", NOT_DESCRIBED),)] == 50
@@ -136,7 +125,7 @@ async def test_without_descriptors_at_most_1000_methods_get_a_metric_label(
     async with running_shim(bank.address, metrics_listen="127.0.0.1:0") as (shim, _):
         await _call_made_up_methods(shim.address, MAX_METHODS + 20)
         assert shim.exporter is not None
-        metrics = await asyncio.to_thread(_scrape, shim.exporter.port)
+        metrics = await asyncio.to_thread(scrape_metrics, shim.exporter.port)
     calls = {labels: v for (name, labels), v in metrics.items() if name == "shim_calls_total"}
     assert len(calls) == MAX_METHODS + 1
     assert calls[(("method", OTHER),)] == 20
@@ -171,7 +160,7 @@ async def test_a_second_shim_cannot_serve_its_metrics_where_another_does(
         status, lines = await second_shim(
             "--listen", "127.0.0.1:0", "--bank", bank.address, "--metrics", taken, "--store", ":memory:"
         )
-        assert await asyncio.to_thread(_scrape, first.exporter.port)  # the first one is untouched
+        assert await asyncio.to_thread(scrape_metrics, first.exporter.port)  # the first one is untouched
     assert status == 2, lines
     [line] = lines
     assert line.startswith(f"shim: error: cannot serve metrics on {taken}: "), line

@@ -111,7 +111,8 @@ async def run(args: argparse.Namespace) -> int:
                     retire_bank=args.retire_bank,
                     pause=args.pause,
                 )
-                _print_modes(await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT))
+                # a switch holds calls for its pause at most: the answer comes within it, and the gate's time
+                _print_modes(await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT + args.pause))
             else:
                 answer = await stub.ModeHistory(
                     pb.ModeHistoryRequest(limit=args.limit), metadata=metadata, timeout=_TIMEOUT

@@ -246,8 +246,7 @@ class Shim:
     def _timing(self) -> Timing:
         store = self.config.store
         serving = self.config.serving
-        pause = min(serving.switch_pause, serving.grace_period)
-        return Timing(max(store.refresh, 0.05), store.lease, serving.grace_period, pause)
+        return Timing(max(store.refresh, 0.05), store.lease, serving.grace_period, serving.switch_pause)
 
     def _dispatcher(self, channel: Channel, shadow: Upstream, primary: Channel) -> ShadowDispatcher:
         """The mirroring of calls to `shadow` (whose answers are compared with `primary`'s)."""

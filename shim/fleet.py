@@ -207,7 +207,7 @@ class Fleet:
         now = time.time()
         proposal = Switch(
             secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),
-            now + self.timing.grace, pause=min(pause, self.timing.grace),
+            now + self.timing.grace, pause=pause,
         )  # fmt: skip
         self._seen.add(proposal.id)  # taken part in below, not when its announcement comes back
         try:

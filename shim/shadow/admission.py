@@ -237,3 +237,16 @@ class Admission:
                 return False
             self.record_intent()
         return self._intent_saved is None or await until(self._intent_saved, stop)
+
+    async def unwritten_since(self, seq: int) -> bool:
+        """Whether no write on this read's keys came in since the lanes' `seq` (taken when the primary
+        answered it), so that the primary asked again should answer alike; waits for the read's own place."""
+        shared = self._shared
+        if (
+            shared.arrived is not None and not await shared.arrived()
+        ):  # a write Bank served may be unknown yet
+            return False
+        await self.admitted.wait()
+        if self.seq is not None:  # a write that took its place after this read's came after it
+            seq = min(seq, self.seq)
+        return not shared.lanes.written_since(self.keys, seq)

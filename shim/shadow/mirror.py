@@ -14,14 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from comparators import Outcome
-from shim._noise import Noise, asked_again
+from shim._noise import Noise
 from shim.shadow.admission import Admission
 from shim.shadow.call import ShadowCall
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, INTERNAL, Fate
 from shim.shadow.learning import Learning
 from shim.shadow.places import Places
-from shim.shadow.record import exchange, judge
+from shim.shadow.record import conclude
 from shim.shadow.shared import Shared
 from shim.steps import unreachable
 
@@ -50,14 +50,13 @@ class Mirror:
         self.last_active = time.monotonic()  # a message either way, for idle streams
         self.stream = False  # a streaming call: it takes one of the places of streams
         self.requests: list[bytes] = []
-        self.tainted = ""
         self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
-        self._fate = Fate(shared.timeout, shared.stream_idle, shared.max_wait)
+        self.fate = Fate(shared.timeout, shared.stream_idle, shared.max_wait)
         self.plan = shared.plans.of(method)
         self.places = Places()
         self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
         self.learning = Learning(shared.translation, self.plan)
-        self._call = ShadowCall(shared, method, metadata, client_timeout, self._fate, self.capture, self)
+        self._call = ShadowCall(shared, method, metadata, client_timeout, self.fate, self.capture, self)
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -70,7 +69,7 @@ class Mirror:
         # had nothing before); None: now, as the answer is released
         self.answered_at: float | None = None
         self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
-        self._stage = ""  # what it waits for once the shadow answered ("": see the shadow call's)
+        self.stage = ""  # what it waits for once the shadow answered ("": see the shadow call's)
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._run(), name=f"shadow {method}"
         )
@@ -110,7 +109,7 @@ class Mirror:
         """What the call waits for now (said when a switch waits for it too long)."""
         if self.task.done():
             return "nothing"
-        return self._stage or self._call.stage
+        return self.stage or self._call.stage
 
     # -- fed by the primary handler; none of these wait --------------------------------
 
@@ -120,7 +119,7 @@ class Mirror:
         When the shadow falls so far behind that more than `max_capture` request bytes wait for it, the
         shadow call is given up (and recorded as such) rather than buffering without bound.
         """
-        fate = self._fate
+        fate = self.fate
         if fate.overflowed or fate.stop.is_set():  # given up: nothing more is mirrored, or kept
             return
         self.last_active = time.monotonic()
@@ -193,9 +192,9 @@ class Mirror:
             return
         self.abandoned_why = why
         self._primary.set_result((primary, True))
-        self._fate.abandoned = True
+        self.fate.abandoned = True
         self._received.set()
-        self._fate.stop.set()
+        self.fate.stop.set()
         if self._call.call is not None:
             self._call.cancel()
         elif not self.task.done():
@@ -203,13 +202,13 @@ class Mirror:
 
     def give_up(self) -> None:
         """The shim stops before the shadow answered: the call ends now, recorded as given up."""
-        self._fate.shutdown = True
+        self.fate.shutdown = True
         self._expire()
 
     def give_up_idle(self) -> None:
         """A stream idle for `stream_idle` gives its place to a call that needs it: recorded as given up (once
         its call ends), and from now on it keeps nothing."""
-        self._fate.idle = True
+        self.fate.idle = True
         self.requests = []
         self.capture.give_back()
         self.capture.exceeded = True  # nothing more is kept for a comparison that will not be made
@@ -223,12 +222,12 @@ class Mirror:
             self._timer = asyncio.get_running_loop().call_later(self._shared.timeout, self._expire)
 
     def _wait_over(self) -> None:
-        self._fate.waited_out = True
-        self._fate.stop.set()
+        self.fate.waited_out = True
+        self.fate.stop.set()
 
     def _expire(self) -> None:
-        self._fate.expired = True
-        self._fate.stop.set()
+        self.fate.expired = True
+        self.fate.stop.set()
         self._call.cancel()
 
     async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
@@ -237,14 +236,7 @@ class Mirror:
         translation = self._shared.translation
         requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
         again = await noise.ask_again(self.method, self._metadata, requests)
-        arrived = self._shared.arrived
-        if arrived is not None and not await arrived():  # a write Bank served meanwhile may be unknown yet
-            self._shared.counters.inc("noise_discarded", self.method)
-            return None
-        await self.admission.admitted.wait()
-        if self.admission.seq is not None:  # a write that took its place after this read's came after it
-            seq = min(seq, self.admission.seq)
-        if self._shared.lanes.written_since(self.keys, seq):
+        if not await self.admission.unwritten_since(seq):
             self._shared.counters.inc("noise_discarded", self.method)
             return None
         return again
@@ -293,10 +285,10 @@ class Mirror:
                 self._timer.cancel()
         if not self.is_write:  # BK is done with it: later writes may go
             self.places.release_all()
-        if not self._fate.abandoned and not self._fate.unreachable:  # says nothing of BK's health
+        if not self.fate.abandoned and not self.fate.unreachable:  # says nothing of BK's health
             shared.breaker.record(not shadow.local and not unreachable(shadow))
         holding = self.is_write
-        self._stage = "the primary's answer"
+        self.stage = "the primary's answer"
         if holding and not self._primary.done():
             # BK is done, the primary's answer still coming (a slow reader, a stream that never ends):
             # after the shadow timeout the calls behind it go on; its fate is judged when that answer comes
@@ -307,62 +299,7 @@ class Mirror:
                 self.places.release_all()
                 holding = False
                 shared.counters.inc("places_freed_before_the_primary_answered", self.method)
-        primary, cancelled = await self._primary
-        translation, first = shared.translation, self.admission.first
-        try:
-            if primary is not None and translation.ids is not None:
-                plan = self.plan.ids
-                if primary.code == 0 and plan.mints and not plan.streamed:
-                    self._expect(primary)  # primary_done's callback may not have run yet
-                self.learning.learn(primary, shadow, first)
-            if shared.steps is not None and (self.keys or not self.admission.names_unknown):
-                self.tainted = shared.steps.reason(self.keys)
-            if not self.tainted and self.places.fleet is not None:
-                self.tainted = self.places.fleet.unordered  # a read whose order across replicas is unknown
-            if self.is_write:
-                self._stage = "its keys' verification"
-                why = (self.abandoned_why or "the client cancelled it") if cancelled else ""
-                await judge(
-                    shared,
-                    self.keys,
-                    self.method,
-                    primary,
-                    shadow,
-                    cancelled=why,
-                    unreachable=self._fate.unreachable,
-                    learning=self.learning,
-                    holding=holding,
-                )
-        finally:
-            # the ids it minted are learned and its keys marked: the calls behind it may go
-            self.places.release_all()
-            self.learning.settle()
-        if primary is None:
-            return
-        self._stage = "the id pairs of its answer"
-        pairs = (
-            await self.learning.pairs(primary, shadow, shared.primary_is_bank, first)
-            if translation.ids is not None
-            else ()
+        primary, cancelled = await self._primary  # then the read asked again, if it is (`primary_done`)
+        self._handed_over = await conclude(
+            shared, self, primary, shadow, cancelled=cancelled, holding=holding, again=self._again
         )
-        record, self.requests = exchange(
-            shared,
-            self.method,
-            self.requests,
-            primary,
-            shadow,
-            capture=self.capture,
-            learning=self.learning,
-            idle=self._fate.idle,
-            unreachable=self._fate.unreachable,
-            is_write=self.is_write,
-            routing_key=",".join(self.keys),
-            started_at=self.started_at,
-            cancelled=cancelled,
-            ids=pairs,
-            tainted=self.tainted,
-            correlation_id=self.correlation_id,
-            secondary=await asked_again(self._again),
-        )
-        shared.submit(record, self.capture.give_back)  # the comparison holds the bytes now, until it is done
-        self._handed_over = True

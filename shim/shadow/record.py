@@ -1,22 +1,142 @@
-"""What a mirrored call leaves behind: the marks of a write both sides did not do alike, and the
-exchange handed to the comparison."""
+"""What a mirrored call leaves behind once both sides answered: the ids it taught, the marks of a write
+both sides did not do alike, and the exchange handed to the comparison."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from comparators import Exchange, Outcome
+from shim._noise import asked_again
+from shim.plan import MethodPlan
+from shim.shadow.admission import Admission
 from shim.shadow.capture import Capture
+from shim.shadow.fate import Fate
 from shim.shadow.learning import Learning
+from shim.shadow.places import Places
 from shim.shadow.shared import Shared
 from shim.steps import REFUSED, effect, out_of_step_reason
 from shim.store import OutOfStep
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim.shadow")
+
+
+class Ended(Protocol):
+    """The mirror of a call whose shadow side is over, as `conclude` reads it."""
+
+    method: str
+    is_write: bool
+    requests: list[bytes]  # what it kept of the client's requests
+    abandoned_why: str
+    started_at: float
+    correlation_id: str
+    stage: str  # what it waits for now (a switch that waits too long says)
+
+    @property
+    def keys(self) -> tuple[str, ...]: ...
+
+    @property
+    def plan(self) -> MethodPlan: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def places(self) -> Places: ...
+
+    @property
+    def learning(self) -> Learning: ...
+
+    @property
+    def fate(self) -> Fate: ...
+
+    @property
+    def capture(self) -> Capture: ...
+
+
+async def conclude(
+    shared: Shared,
+    mirror: Ended,
+    primary: Outcome | None,
+    shadow: Outcome,
+    *,
+    cancelled: bool,
+    holding: bool,
+    again: asyncio.Task[Outcome | None] | None,
+) -> bool:
+    """Both sides answered (`primary`: None, or `cancelled`, when the client gave up first): learn the ids
+    the call minted, judge a write, free the call's places, and hand its exchange to the comparison (with
+    the primary's answer to the read asked `again`). True once the comparison holds the captured bytes (it
+    gives them back)."""
+    translation, first, learning, admission = (
+        shared.translation,
+        mirror.admission.first,
+        mirror.learning,
+        mirror.admission,
+    )
+    keys, tainted = mirror.keys, ""
+    try:
+        if primary is not None and translation.ids is not None:
+            plan = mirror.plan.ids
+            if primary.code == 0 and plan.mints and not plan.streamed:
+                learning.expect(primary, first, False)  # the primary's own callback may not have run yet
+            learning.learn(primary, shadow, first)
+        if shared.steps is not None and (keys or not admission.names_unknown):
+            tainted = shared.steps.reason(keys)
+        if not tainted and mirror.places.fleet is not None:
+            tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
+        if mirror.is_write:
+            mirror.stage = "its keys' verification"
+            why = (mirror.abandoned_why or "the client cancelled it") if cancelled else ""
+            await judge(
+                shared,
+                keys,
+                mirror.method,
+                primary,
+                shadow,
+                cancelled=why,
+                unreachable=mirror.fate.unreachable,
+                learning=learning,
+                holding=holding,
+            )
+    finally:
+        # the ids it minted are learned and its keys marked: the calls behind it may go
+        mirror.places.release_all()
+        learning.settle()
+    if primary is None:
+        return False
+    mirror.stage = "the id pairs of its answer"
+    pairs = (
+        await learning.pairs(primary, shadow, shared.primary_is_bank, first)
+        if translation.ids is not None
+        else ()
+    )
+    capture = mirror.capture
+    record, mirror.requests = exchange(
+        shared,
+        mirror.method,
+        mirror.requests,
+        primary,
+        shadow,
+        capture=capture,
+        learning=learning,
+        idle=mirror.fate.idle,
+        unreachable=mirror.fate.unreachable,
+        is_write=mirror.is_write,
+        routing_key=",".join(keys),
+        started_at=mirror.started_at,
+        cancelled=cancelled,
+        ids=pairs,
+        tainted=tainted,
+        correlation_id=mirror.correlation_id,
+        secondary=await asked_again(again),
+    )
+    shared.submit(record, capture.give_back)  # the comparison holds the bytes now, until it is done
+    return True
 
 
 async def judge(

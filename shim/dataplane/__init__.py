@@ -59,7 +59,9 @@ PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may star
 COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
 _COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
 _COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
-_COPIES_SENT = r"^http\.shim\.ext_proc\.mirror\.streams_(started|failed)$"  # the two, for a cheap read
+_COPIES_CLOSED = "http.shim.ext_proc.mirror.streams_closed"
+_COPIES_ALLOWED = "http.shim.ext_proc.mirror.failure_mode_allowed"  # failed, and so counted closed too
+_COPIES_SENT = r"^http\.shim\.ext_proc\.mirror\.(streams_(started|failed|closed)|failure_mode_allowed)$"
 _log = structlog.get_logger("shim.dataplane")
 
 
@@ -116,6 +118,7 @@ class EnvoyPlane:
         self.routes: list[RouteEntry] = []
         self.last_pause = 0.0  # seconds the last switch's routes took to apply
         self.stats: dict[str, int] = {}  # Envoy's stats that matter, as last read
+        self._unseen: Unseen | None = None  # the calls whose copies never reached the processor, counted
         self._poll: asyncio.Task[None] | None = None
         self._listen_host = "127.0.0.1"
 
@@ -146,7 +149,7 @@ class EnvoyPlane:
             await self.envoy.start()
             self._version = int(await self.envoy.route_version() or 0)
             stats = await self.envoy.stats()
-            self._copies_before = stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0)
+            self._copies_before = stats.get(_COPIES_STARTED, 0) - _given_up(stats)
         else:
             write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
         self._server = aio.server(
@@ -212,15 +215,24 @@ class EnvoyPlane:
         assert processor is not None
         # a supervised plane goes on from what the planes before it behind the same Envoy counted
         counted = self._folder / COPIES_COUNTED if self._attached and self._folder is not None else None
-        unseen = Unseen(counted)
+        self._unseen = Unseen(counted)
+        given_up = -1  # as of the read before: the copies the processor saw go by then, it has counted now
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
-                pipeline = self._shim.pipeline
-                new = unseen.update(self.stats.get(_COPIES_FAILED, 0), processor.cut_off)
-                if new and pipeline is not None:
-                    record_unseen(pipeline.submit, new)
+                now = _given_up(self.stats)
+                self._count_unseen(now if given_up < 0 else min(given_up, now))
+                given_up = now
             await asyncio.sleep(1.0)
+
+    def _count_unseen(self, given_up: int) -> None:
+        """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`)."""
+        processor, pipeline = self.processor, self._shim.pipeline
+        if self._unseen is None or processor is None:
+            return
+        new = self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed)
+        if new and pipeline is not None:
+            record_unseen(pipeline.submit, new)
 
     def metrics(self) -> list[Any]:
         """Envoy's figures as metric families (`shim.exporter` serves them)."""
@@ -318,11 +330,15 @@ class EnvoyPlane:
                     return time.perf_counter() - started
             await asyncio.sleep(0.002)
 
-    async def _copies_sent(self) -> int:
-        """The copies Envoy has handed to this processor so far (started, less those it could not send)."""
+    async def _copies_sent(self, stats: Mapping[str, int] | None = None) -> int:
+        """The copies Envoy has handed to this processor so far: started, less those it gave up on before the
+        processor received them (from `stats`, else as Envoy counts now)."""
         assert self.envoy is not None
-        stats = await self.envoy.stats(only=_COPIES_SENT)
-        return stats.get(_COPIES_STARTED, 0) - stats.get(_COPIES_FAILED, 0) - self._copies_before
+        if stats is None:
+            stats = await self.envoy.stats(only=_COPIES_SENT)
+        processor = self.processor
+        seen = processor.ended_by_envoy if processor is not None else 0  # given up, but received first
+        return stats.get(_COPIES_STARTED, 0) - _given_up(stats) + seen - self._copies_before
 
     async def arrived(self, within: float = 2.0) -> bool:
         """Whether every copy Envoy has sent by now has its place in the lanes, waiting up to `within` s:
@@ -343,7 +359,7 @@ class EnvoyPlane:
 
     async def settle(self) -> None:
         """Until every copy Envoy has sent by now is received whole, or Envoy gave it up (it drops a copy
-        not taken within `deferred_close_timeout`, and counts it failed); at once without a processor, or
+        not taken within `deferred_close_timeout`, and counts it closed); at once without a processor, or
         when Envoy's stats cannot be read."""
         processor = self.processor
         if self.envoy is None or processor is None:
@@ -365,6 +381,11 @@ class EnvoyPlane:
                 if (processor.copies >= sent and not processor.receiving) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.005)
+        with contextlib.suppress(OSError, ValueError):  # the last count: each copy is held, given up or taken
+            assert self.envoy is not None
+            stats = await self.envoy.stats(only=_COPIES_SENT)
+            sent = await self._copies_sent(stats)
+            self._count_unseen(_given_up(stats))
         missing = sent - processor.copies
         pipeline = self._shim.pipeline
         if missing > 0 and pipeline is not None:
@@ -456,3 +477,12 @@ class Served:
     plane: EnvoyPlane | None
     dataplane: str
     why: str  # why the data plane is not the one asked for ("" when it is)
+
+
+def _given_up(stats: Mapping[str, int]) -> int:
+    """The copies Envoy gave up on: those closed after `deferred_close_timeout` because the processor was
+    not done with them, or at once on an error (`streams_closed`: with `failure_mode_allow`, an error
+    closes the stream and counts it in `failure_mode_allowed`), and those whose error came after the
+    client's call was over (counted failed only)."""
+    failed_only = stats.get(_COPIES_FAILED, 0) - stats.get(_COPIES_ALLOWED, 0)
+    return stats.get(_COPIES_CLOSED, 0) + max(failed_only, 0)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dat
 
 ROUTE_NAME = "shim"
 ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirroring it belongs to
+# ... and, on a method's own route, the method: known as the copy's stream opens, before any part of it
+METHOD_HEADER = "x-shim-method"
 # on a copied call's answer, for the copy only: when Envoy had the primary's answer (`answered_at`)
 ANSWERED_HEADER = "x-shim-envoy-answered"
 _ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"
@@ -336,9 +338,10 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
             "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
         }
         if entry.mirror:
-            per_filter["overrides"] = {
-                "grpc_initial_metadata": [{"key": ROUTE_HEADER, "value": entry.mirror}]
-            }
+            metadata = [{"key": ROUTE_HEADER, "value": entry.mirror}]
+            if entry.path and not entry.prefix:
+                metadata.append({"key": METHOD_HEADER, "value": entry.path})
+            per_filter["overrides"] = {"grpc_initial_metadata": metadata}
         else:
             per_filter["disabled"] = True
         routes.append(

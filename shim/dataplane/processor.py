@@ -39,7 +39,7 @@ from grpc import aio
 from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
-from shim.dataplane.envoy_config import ANSWERED_HEADER, ROUTE_HEADER
+from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
 from shim.exporter import Latencies
@@ -50,6 +50,7 @@ from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+_ENDED = "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
 _log = structlog.get_logger("shim.processor")
 
 # headers that are gRPC's or HTTP's framing, not the call's metadata (grpc hides them from handlers too)
@@ -162,9 +163,15 @@ class _Copy:
     """One call's copy, as it arrives: mirrored through `dispatcher`, recorded by `recorder`, or both."""
 
     def __init__(
-        self, processor: Processor, dispatcher: ShadowDispatcher | None, recorder: Recorder | None, by: str
+        self,
+        processor: Processor,
+        dispatcher: ShadowDispatcher | None,
+        recorder: Recorder | None,
+        by: str,
+        named: str = "",
     ) -> None:
         self._processor = processor
+        self.named = named  # the method Envoy named as the stream opened ("": none, a catch-all route)
         self._dispatcher = dispatcher
         self._recorder = recorder
         self._answered_by = by
@@ -321,7 +328,12 @@ class _Copy:
             return
         self.done = True
         self.lost_at = time.monotonic()
-        self._processor.counters.inc("copies_lost", self.method or "unknown")
+        processor = self._processor
+        if not self.method and self.named:  # lost before its request headers: the method Envoy named
+            self.method, why = self.named, f"{why}; none of it was read"
+            self._is_write = processor.plans.of(self.method).write
+            processor.counters.inc("calls", self.method)
+        processor.counters.inc("copies_lost", self.method or "unknown")
         if self._take is not None:
             self._take.abandon()
         outcome = Outcome(code=Code.CANCELLED, local=why)
@@ -348,9 +360,19 @@ class Processor:
         self.counters = counters
         self.latencies = latencies
         self.copies = 0  # copies received since start
-        self.cut_off = 0  # of those, copies whose stream Envoy closed before they were complete
+        # of those, copies whose stream Envoy ended (closed after `deferred_close_timeout`, or cut off) before
+        # the processor was done with it; and of these, the copies lost before their method was known, which
+        # nothing records under a method (Envoy counts each as `streams_closed` or `streams_failed`)
+        self.ended_by_envoy = 0
+        self.lost_unnamed = 0
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
+
+    def _ended(self, copy: _Copy | None) -> None:
+        """Envoy ended a copy's stream (see `ended_by_envoy`)."""
+        self.ended_by_envoy += 1
+        if copy is not None and not copy.done and not copy.method and not copy.named:
+            self.lost_unnamed += 1
 
     def track(self, mirror: Mirror) -> None:
         self._mirrors.add(mirror)
@@ -394,15 +416,17 @@ class Processor:
     async def process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        route = ""
+        route = named = ""
         for key, value in context.invocation_metadata() or ():
             if key == ROUTE_HEADER:
                 route = value if isinstance(value, str) else value.decode()
+            elif key == METHOD_HEADER:
+                named = value if isinstance(value, str) else value.decode()
         dispatcher = self.dispatchers.get(route)
         self.copies += 1
         recorder = self.recorder if dispatcher is not None or route.startswith(RECORD) else None
         by = route.removeprefix(RECORD) if route.startswith(RECORD) else "bank" if route == "bk" else "bk"
-        copy = _Copy(self, dispatcher, recorder, by) if dispatcher is not None or recorder else None
+        copy = _Copy(self, dispatcher, recorder, by, named) if dispatcher is not None or recorder else None
         if copy is not None:
             copy.ordinal = self.copies
             self._open.add(copy)
@@ -418,12 +442,12 @@ class Processor:
                     copy.lost(str(exc))
                 if copy.done and not copy.lost_at:
                     break  # the primary's status is in: nothing more comes, Envoy need not hold the stream
-            if copy is not None:
-                copy.lost(
-                    "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
-                )
+            else:
+                self._ended(copy)
+                if copy is not None:
+                    copy.lost(_ENDED)
         except asyncio.CancelledError:
-            self.cut_off += 1  # Envoy counts it in `streams_failed` too: it is no copy the shim never saw
+            self._ended(copy)
             if copy is not None:
                 copy.lost("the copy was cut off (Envoy closed its stream to the shim)")
             raise

@@ -1,10 +1,12 @@
 """The calls whose copies never reached the shim: counted from Envoy's stats, and recorded.
 
-Envoy's `streams_failed` counts the copies it could not hand over (the processor was down, or
-overloaded) or that ended in an error; less the copies the processor received and Envoy then cut off
-(each recorded as lost by the processor itself), that is the calls the shim never saw. Each becomes a
-skipped record under `UNSEEN`: its method and keys are unknown, so every call there is unproven and
-the gate fails; the evidence has a hole, and it shows.
+Envoy gives up on a copy when it cannot hand it over or the stream ends in an error (the processor was
+down, or overloaded: `streams_failed`), and when the processor has not taken it all within
+`deferred_close_timeout` (`streams_closed`). Less the copies the processor received first and then
+lost, each recorded under its method (`shim.dataplane.processor`: a copy lost before its method was
+known is not among them), that is the calls the shim never saw. Each becomes a skipped record under
+`UNSEEN`: its method and keys are unknown, so every call there is unproven and the gate fails; the
+evidence has a hole, and it shows.
 
 Behind `shim serve`'s supervisor, a comparison plane that is started again goes on from what the
 planes before it counted (a small JSON file beside Envoy's files), so that no gap is counted twice and
@@ -36,10 +38,11 @@ class Unseen:
         self.unsent, self._cut_before = _read(counted)
         self._written = (self.unsent, self._cut_before)
 
-    def update(self, failed: int, cut_off: int) -> int:
-        """The calls newly unseen, from Envoy's failed copies and the processor's cut-off ones so far."""
-        cut = self._cut_before + cut_off
-        now = max(self.unsent, failed - cut)
+    def update(self, given_up: int, taken: int) -> int:
+        """The calls newly unseen, from the copies Envoy gave up on so far and those of them the processor
+        took and recorded under their method (`taken`, since this plane started)."""
+        cut = self._cut_before + taken
+        now = max(self.unsent, given_up - cut)
         new, self.unsent = now - self.unsent, now
         if new:
             _log.warning(
@@ -78,7 +81,7 @@ def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:
 
 
 def _read(path: Path | None) -> tuple[int, int]:
-    """The copies earlier planes recorded as unseen, and those they received and Envoy then cut off."""
+    """The copies earlier planes recorded as unseen, and those Envoy gave up on that they had taken."""
     if path is None or not path.exists():
         return 0, 0
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -254,3 +256,75 @@ async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_s
         await bk.stop()
     assert reason.startswith("its copy was lost (the copy ended before the primary's status"), reason
     assert reason.endswith("whether either side applied it is unknown")
+
+
+def _envoy_stat(admin: str, name: str) -> float:
+    """One of Envoy's ext_proc counters (`name`: its last part), summed over its filters."""
+    with urllib.request.urlopen(f"http://{admin}/stats?filter=ext_proc", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return sum(float(line.rpartition(": ")[2]) for line in lines if line.split(": ")[0].endswith("." + name))
+
+
+def _envoy_admin(plane: int) -> str:
+    """The address of Envoy's admin interface, from the folder the comparison plane shares with Envoy."""
+    environ = dict(e.partition(b"=")[::2] for e in Path(f"/proc/{plane}/environ").read_bytes().split(b"\0"))
+    return (
+        (Path(environ[b"SHIM_COMPARISON_PLANE"].decode()) / "admin-address")
+        .read_text(encoding="utf-8")
+        .strip()
+    )
+
+
+async def test_copies_envoy_drops_before_the_plane_reads_them_are_in_the_evidence(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The comparison plane stopped past the time Envoy holds a copy for it (the shadow timeout, 1 s here):
+    Envoy drops the copies the plane has not read. Those the plane never received are calls it did not
+    see; those it received only as Envoy dropped them are lost under their method (Envoy names it as the
+    stream opens), each a write not mirrored. Every dropped call is in the evidence, once."""
+    bank, bk = ledgers
+    deposit = "/bank.v1.Ledger/Deposit"
+    async with shim_process(
+        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
+        *("--config", SAMPLE / "shim.toml", "--bank", bank.address, "--bk", bk.address),
+        *("--store", f"{tmp_path}/shim.db", "--diff-log", os.devnull, "--shadow-timeout", "1s"),
+    ) as shim:
+        address, plane, port = (
+            shim.ready["listen"],
+            shim.ready["pid"],
+            int(shim.ready["metrics"].rpartition(":")[2]),
+        )
+        admin = await asyncio.to_thread(_envoy_admin, plane)
+
+        def compared() -> float:
+            return sum(v for k, v in _metrics(port).items() if k.startswith("shim_comparisons_total{"))
+
+        assert await _deposits(address, 5) == []
+        await until(lambda: compared() >= 6, "the first calls compared")  # their copies are taken
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            assert await _deposits(address, 20) == []  # the account exists: 1 OpenAccount, 20 deposits
+            await until(lambda: _envoy_stat(admin, "streams_closed") >= 21, "Envoy dropped the copies", 30)
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        await until(lambda: compared() >= 6 + 21, "every call dropped in the evidence", 30)
+        figures = await asyncio.to_thread(_metrics, port)
+        closed = await asyncio.to_thread(_envoy_stat, admin, "streams_closed")
+    counted = {k: v for k, v in figures.items() if k.startswith("shim_comparisons_total{")}
+    assert closed == 21
+    assert sum(counted.values()) == 6 + 21, counted  # none twice
+    skipped = {k: v for k, v in counted.items() if 'verdict="skipped"' in k}
+    assert sum(skipped.values()) == 21, counted
+    lost = {k: v for k, v in figures.items() if k.startswith('shim_events_total{event="copies_lost"')}
+    assert not any("(not described)" in k for k in lost), lost  # each lost copy under its method
+    unseen = skipped.get(f'shim_comparisons_total{{method="{UNSEEN}",verdict="skipped"}}', 0)
+    assert unseen + sum(lost.values()) == 21, (skipped, lost)
+    # after the shim stopped (its last count of what Envoy gave up on), still every call once
+    with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
+        stored = dict(db.execute("SELECT verdict, COUNT(*) FROM comparisons GROUP BY verdict").fetchall())
+    assert sum(stored.values()) == 6 + 21, stored
+    assert stored["skipped"] == 21, stored
+    assert set(lost) <= {
+        f'shim_events_total{{event="copies_lost",method="{m}"}}'
+        for m in (deposit, "/bank.v1.Ledger/OpenAccount")
+    }, lost

@@ -1,0 +1,95 @@
+"""Copies Envoy drops before the comparison plane reads them, on the tally (a second service): the plane
+stopped past the time Envoy holds a copy for it, every write through Envoy meanwhile is in the evidence
+once, as not mirrored, and a switch made afterwards applies within the default pause (it waits for no
+copy Envoy gave up on)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from shim.dataplane.envoy import binary as envoy_binary
+from tests.dataplane.test_envoy_faults import _envoy_admin, _envoy_stat, _metrics
+from tests.helpers import until
+from tests.processes import shim_process
+from tests.services.tally.server import APPEND, DESCRIPTOR_SET, Request, serve
+from tests.shim.test_modes import AUTH, TOKEN
+
+pytestmark = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+CONFIG = """
+mode = "shadow"
+descriptor_sets = ["tally.binpb"]
+
+[methods."tally.v1.Tally/Append"]
+key = ["key"]
+
+[[rules]]
+path = "tally.v1.AppendReply.side"
+rule = "ignore"
+name = "each side names itself"
+
+[admin]
+listen = "127.0.0.1:0"
+"""
+
+
+async def test_writes_whose_copies_envoy_dropped_unread_are_recorded_once_and_a_switch_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    (tmp_path / "shim.toml").write_text(CONFIG, encoding="utf-8")
+    bank, bk = await serve(side="bank"), await serve(side="bk")
+    try:
+        async with (
+            shim_process(
+                *("--config", tmp_path / "shim.toml", "--dataplane", "envoy", "--listen", "127.0.0.1:0"),
+                *("--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db"),
+                *("--diff-log", os.devnull, "--metrics", "127.0.0.1:0", "--shadow-timeout", "1s"),
+            ) as shim,
+            aio.insecure_channel(shim.ready["listen"]) as channel,
+        ):
+            plane, port = shim.ready["pid"], int(shim.ready["metrics"].rpartition(":")[2])
+            admin = await asyncio.to_thread(_envoy_admin, plane)
+            append = channel.unary_unary(APPEND)
+
+            def compared() -> float:
+                return sum(v for k, v in _metrics(port).items() if k.startswith("shim_comparisons_total{"))
+
+            for n in range(3):
+                await append(Request(key=f"before{n}", entry="e").SerializeToString(), timeout=10)
+            await until(lambda: compared() >= 3, "the first writes compared")
+            os.kill(plane, signal.SIGSTOP)
+            try:
+                for n in range(12):
+                    await append(Request(key=f"k{n}", entry="e").SerializeToString(), timeout=10)
+                await until(
+                    lambda: _envoy_stat(admin, "streams_closed") >= 12, "Envoy dropped the copies", 30
+                )
+            finally:
+                os.kill(plane, signal.SIGCONT)
+            await until(lambda: compared() >= 15, "every write in the evidence", 30)
+            async with aio.insecure_channel(shim.ready["admin"]) as admin_channel:
+                stub = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+                request = apb.SetModeRequest(
+                    mode="bk-primary", reason="after the drop", who="ops", force=True
+                )
+                switched = await stub.SetMode(request, metadata=AUTH, timeout=30)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert switched.default_mode == "bk-primary"  # within the default pause: no copy left to wait for
+    assert set(bank.received) == {*(f"before{n}" for n in range(3)), *(f"k{n}" for n in range(12))}
+    assert set(bk.received) == {f"before{n}" for n in range(3)}  # the dropped copies were never mirrored
+    with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
+        stored = dict(db.execute("SELECT verdict, COUNT(*) FROM comparisons GROUP BY verdict").fetchall())
+    assert stored == {"match": 3, "skipped": 12}, stored  # each write once, the dropped ones unproven

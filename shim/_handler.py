@@ -28,7 +28,7 @@ from shim._outcome import adapter_error, forwardable, metadata_tuple
 from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
-from shim.modes import Modes
+from shim.modes import InFlight, Modes
 from shim.plan import MethodPlan, Plans
 from shim.recording.recorder import Recorder, Take
 from shim.routing import Router
@@ -78,7 +78,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         if plan.kind.unary:
             call = _UnaryCall(self, plan.method, plan.write, plan.strict)
             return grpc.unary_unary_rpc_method_handler(call.handle)
-        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan.method, plan.write).handle)
+        return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan).handle)
 
     def take(self, method: str, metadata: tuple[Any, ...], is_write: bool) -> Take | None:
         """The call's recording (None when nothing is recorded)."""
@@ -91,22 +91,26 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         """Where a call of `method` goes, in its mode now."""
         return self.routes[self.modes.of(method)]
 
-    def over(self, mirror: Mirror | None) -> None:
+    def over(self, call: InFlight) -> None:
         """A call's primary part is over: once its mirror is too, a switch of modes may proceed."""
+        mirror = call.mirror
         if mirror is None or mirror.task.done():
-            self.modes.leave()
+            self.modes.leave(call)
         else:
-            mirror.task.add_done_callback(lambda _: self.modes.leave())
+            mirror.task.add_done_callback(lambda _: self.modes.leave(call))
 
     def mirror(
-        self, route: Route, method: str, metadata: tuple[Any, ...], timeout: float | None, is_write: bool
+        self, route: Route, call: InFlight, metadata: tuple[Any, ...], timeout: float | None, is_write: bool
     ) -> tuple[Mirror | None, str]:
-        """A mirror for this call; or why a call that should have had one has none ("" when none is due)."""
-        self._counters.inc("calls", method)
+        """A mirror for this call (kept in `call`); or why a call that should have had one has none ("" when
+        none is due)."""
+        self._counters.inc("calls", call.method)
         dispatcher = route.shadow
-        if dispatcher is None:
-            return None, ""
-        return dispatcher.start(method, metadata, timeout, is_write)
+        mirror, refused = (
+            dispatcher.start(call.method, metadata, timeout, is_write) if dispatcher else (None, "")
+        )
+        call.mirror, call.decided = mirror, True
+        return mirror, refused
 
     def record_unmirrored(
         self,
@@ -192,24 +196,23 @@ class _UnaryCall:
 
     async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
         proxy = self._proxy
-        await proxy.modes.enter()
-        mirrored: list[Mirror] = []
+        call = await proxy.modes.enter(self._method)
         try:
             route = proxy.route_of(self._method)
             if not self._strict:
-                return await self._forward(route, request, context, mirrored)
+                return await self._forward(route, request, context, call)
             # strict ordering: this write reaches the primary after the earlier writes on its keys
             ticket = proxy.primary_lanes.enter(proxy.keys(self._method, request), write=True)
             try:
                 await ticket.ready()
-                return await self._forward(route, request, context, mirrored)
+                return await self._forward(route, request, context, call)
             finally:
                 ticket.release()
         finally:
-            proxy.over(mirrored[0] if mirrored else None)
+            proxy.over(call)
 
     async def _forward(
-        self, route: Route, request: bytes, context: aio.ServicerContext[bytes, bytes], mirrored: list[Mirror]
+        self, route: Route, request: bytes, context: aio.ServicerContext[bytes, bytes], in_flight: InFlight
     ) -> bytes | None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
@@ -221,9 +224,8 @@ class _UnaryCall:
         take = proxy.take(method, metadata, self._is_write)
         if take is not None:
             take.request(request)
-        mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
+        mirror, refused = proxy.mirror(route, in_flight, metadata, timeout, self._is_write)
         if mirror is not None:
-            mirrored.append(mirror)
             mirror.feed(request)
             mirror.close_requests()
         try:
@@ -275,22 +277,22 @@ class _UnaryCall:
 class _StreamCall:
     """Any call kind, as a stream of requests and a stream of answers."""
 
-    def __init__(self, proxy: ProxyHandler, method: str, is_write: bool) -> None:
+    def __init__(self, proxy: ProxyHandler, plan: MethodPlan) -> None:
         self._proxy = proxy
-        self._method = method
-        self._is_write = is_write
+        self._method = plan.method
+        self._is_write = plan.write
+        self._stream = plan.kind.described and not plan.kind.unary  # else perhaps a unary call, not told
 
     async def handle(self, requests: Any, context: aio.ServicerContext[bytes, bytes]) -> None:
         proxy = self._proxy
-        await proxy.modes.enter()
-        mirrored: list[Mirror] = []
+        call = await proxy.modes.enter(self._method, self._stream)
         try:
-            await self._forward(proxy.route_of(self._method), requests, context, mirrored)
+            await self._forward(proxy.route_of(self._method), requests, context, call)
         finally:
-            proxy.over(mirrored[0] if mirrored else None)
+            proxy.over(call)
 
     async def _forward(
-        self, route: Route, requests: Any, context: aio.ServicerContext[bytes, bytes], mirrored: list[Mirror]
+        self, route: Route, requests: Any, context: aio.ServicerContext[bytes, bytes], in_flight: InFlight
     ) -> None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
@@ -299,9 +301,7 @@ class _StreamCall:
         started = time.perf_counter()
         call = route.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
         take = proxy.take(method, metadata, self._is_write)
-        mirror, refused = proxy.mirror(route, method, metadata, timeout, self._is_write)
-        if mirror is not None:
-            mirrored.append(mirror)
+        mirror, refused = proxy.mirror(route, in_flight, metadata, timeout, self._is_write)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
             _pump(requests, call, mirror, first, route.ids, method, take), name=f"request pump {method}"

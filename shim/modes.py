@@ -10,8 +10,11 @@ both sides (the primary's answer and the mirrored call alike), and only then
 does the new mode apply and the waiting calls go on. So no write straddles two
 modes, and the order of the writes on each key is kept across the switch. A
 switch waits for every call in flight, whatever its method: it is rare, and
-brief when the sides answer; when they do not within `timeout`, the switch is
-given up and the mode stays.
+brief when the sides answer; when they do not within its pause, the switch is
+given up and the mode stays. Streams under way are the exception: a session, a
+batch the primary has not answered, or a server stream the shadow has begun to
+answer finishes on the side it started on (`InFlight.settled`), and a batch
+across a switch puts its keys out of step (`Mirror.spanned_switch`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,38 @@ class SwitchTimeout(ShimError):
         self.waiting = waiting
 
 
+class Settles(Protocol):
+    """A call's mirror, as a switch sees it (`shim.shadow.mirror.Mirror`)."""
+
+    task: asyncio.Task[None]  # the mirrored call: a switch waits for it, unless it is settled
+
+    @property
+    def settled(self) -> bool: ...
+
+    @property
+    def batch_under_way(self) -> bool: ...
+
+    def spanned_switch(self) -> None: ...
+
+
+class InFlight:
+    """A call in the shim's server (`Modes.enter`), until it is over on both sides."""
+
+    __slots__ = ("decided", "method", "mirror", "stream")
+
+    def __init__(self, method: str, stream: bool) -> None:
+        self.method = method
+        self.stream = stream  # a described streaming method
+        self.decided = False  # its route and mirror are chosen (`mirror`: None when it has none)
+        self.mirror: Settles | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether a switch may go on without waiting for it: a stream under way finishes on the side it
+        started on, as its mirror (if it has one) allows (`Mirror.settled`)."""
+        return self.stream and self.decided and (self.mirror is None or self.mirror.settled)
+
+
 class SwitchHooks(Protocol):
     """What a data plane in front of the shim does in a switch (`shim.dataplane`)."""
 
@@ -56,7 +91,7 @@ class Modes:
         # what the calls in flight wait for, said when a switch gives up waiting ("": not known)
         self.explain: Callable[[], str] = str
         self._modes: dict[str, str] = {DEFAULT: default}
-        self._in_flight = 0
+        self._calls: set[InFlight] = set()  # in the shim's server
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = asyncio.Event()  # cleared while a switch waits for the calls in flight
@@ -84,18 +119,37 @@ class Modes:
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def enter(self) -> None:
+    async def enter(self, method: str = "", stream: bool = False) -> InFlight:
         """A call starts (waiting while a switch is under way)."""
         if not self._open.is_set():
             await self._open.wait()
-        self._in_flight += 1
+        call = InFlight(method, stream)
+        self._calls.add(call)
         self._idle.clear()
+        return call
 
-    def leave(self) -> None:
+    def leave(self, call: InFlight) -> None:
         """A call is over on both sides."""
-        self._in_flight -= 1
-        if self._in_flight == 0:
+        self._calls.discard(call)
+        if not self._calls:
             self._idle.set()
+
+    async def _settled(self) -> None:
+        """Until every call in the shim's server is over, or a stream under way (`InFlight.settled`)."""
+        while not self._idle.is_set():
+            if all(call.settled for call in self._calls):
+                return
+            await asyncio.sleep(0.002)  # only while a switch holds calls, for at most its pause
+
+    def _spanned(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """The batches under way whose method's mode changed with a switch that applies
+        (`Mirror.spanned_switch`)."""
+        for call in self._calls:
+            mirror = call.mirror
+            if mirror is not None and mirror.batch_under_way:
+                method = call.method
+                if (old.get(method) or old[DEFAULT]) != (new.get(method) or new[DEFAULT]):
+                    mirror.spanned_switch()
 
     # -- switching ---------------------------------------------------------------------------
 
@@ -131,10 +185,11 @@ class Modes:
                     async with asyncio.timeout(within):
                         if hooks is not None:
                             await hooks.prepare(old, modes)
-                        await self._idle.wait()
+                        await self._settled()
                 except TimeoutError as exc:
-                    calls = "1 call" if self._in_flight == 1 else f"{self._in_flight} calls"
-                    here = f"{calls} in the shim's server" if self._in_flight else ""
+                    held = sum(1 for call in self._calls if not call.settled)
+                    calls = "1 call" if held == 1 else f"{held} calls"
+                    here = f"{calls} in the shim's server" if held else ""
                     why = "; ".join(w for w in (here, hooks.waiting() if hooks else "", self.explain()) if w)
                     raise SwitchTimeout(
                         f"the calls in flight did not finish within {within:g}s ({why or 'none left'}); "
@@ -145,6 +200,7 @@ class Modes:
                 if hold.committed:
                     if hooks is not None:
                         await hooks.apply({**old, **modes})
+                    self._spanned(old, {**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
                     applied = True

@@ -569,16 +569,16 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
         await slow_bk.stop(None)
 
 
-@NEEDS_ENVOY
-async def test_a_batch_under_way_through_envoy_neither_holds_a_switch_nor_moves(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_batch_under_way_neither_holds_a_switch_nor_moves(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, dataplane: str
 ) -> None:
-    """BookTrades (a client stream, keyed by account) is under way through Envoy when the default mode
-    switches to bk-primary: the switch applies within the default switch_pause, a new call goes to BK, the
-    batch finishes on Bank (Bank's trade ids), and its account goes out of step saying why: the writes on it
-    through the new primary while the batch came may have reached the two sides in another order."""
+    """BookTrades (a client stream, keyed by account) is under way, on either data plane, when the default
+    mode switches to bk-primary: the switch applies within the default switch_pause, a new call goes to BK,
+    the batch finishes on Bank (Bank's trade ids), and its account goes out of step saying why: the writes on
+    it through the new primary while the batch came may have reached the two sides in another order."""
     methods = {**KEYED, "bank.v1.Ledger/BookTrades": MethodSettings(key=("account_id",))}
-    more = {"store": {"url": str(tmp_path / "shim.db")}, "dataplane": "envoy", "methods": methods}
+    more = {"store": {"url": str(tmp_path / "shim.db")}, "dataplane": dataplane, "methods": methods}
     async with _shim(ledgers, shadow_timeout=5.0, **more) as (shim, stub, admin):
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="B1", initial_deposit="100000"))
         await shim.drain()

@@ -188,14 +188,25 @@ async def test_an_order_a_session_minted_is_cancelled_later_in_that_session_on_b
     assert await book_of(bk.address) == await book_of(bank.address)
 
 
-@pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+@pytest.mark.parametrize(
+    "dataplane",
+    [
+        "python",
+        pytest.param(
+            "envoy",
+            marks=pytest.mark.skipif(
+                envoy_process.binary() is None, reason="no Envoy binary on this platform"
+            ),
+        ),
+    ],
+)
 async def test_a_batch_under_way_across_a_switch_finishes_on_bank_and_puts_its_account_out_of_step(
-    bank: Served, bk: Served, tmp_path: Path
+    bank: Served, bk: Served, tmp_path: Path, dataplane: str
 ) -> None:
-    """Through Envoy, a SubmitBatch under way when the mode switches to bk-primary: the switch applies
-    (the default switch_pause; the batch is not waited for), an order placed after it gets BK's id, the
-    batch's orders get Bank's, and the batch's account goes out of step saying why."""
-    settings = {**_settings(tmp_path), "dataplane": "envoy", "store": {"url": str(tmp_path / "shim.db")}}
+    """On either data plane, a SubmitBatch under way when the mode switches to bk-primary: the switch
+    applies (the default switch_pause; the batch is not waited for), an order placed after it gets BK's
+    id, the batch's orders get Bank's, and the batch's account goes out of step saying why."""
+    settings = {**_settings(tmp_path), "dataplane": dataplane, "store": {"url": str(tmp_path / "shim.db")}}
     async with (
         running_shim(bank.address, bk.address, **settings) as (shim, _),
         aio.insecure_channel(shim.address) as channel,

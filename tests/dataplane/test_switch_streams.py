@@ -1,4 +1,5 @@
-"""Through Envoy, a long-lived stream neither blocks a switch nor moves: it finishes where it started."""
+"""A long-lived stream neither blocks a switch nor moves: it finishes where it started (on either data
+plane)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import scripted_server
 from tests.helpers import registry_of, until
 
-pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+PLANES = pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 SESSION = "/grpc.testing.TestService/FullDuplexCall"
 UNARY = "/grpc.testing.TestService/UnaryCall"
 
@@ -42,14 +44,17 @@ def _body(raw: bytes) -> bytes:
     return pb.StreamingOutputCallResponse.FromString(raw).payload.body
 
 
-async def test_a_session_open_across_a_switch_neither_blocks_it_nor_moves(tmp_path: Path) -> None:
+@PLANES
+async def test_a_session_open_across_a_switch_neither_blocks_it_nor_moves(
+    tmp_path: Path, dataplane: str
+) -> None:
     bank, bk = await scripted_server(_side(b"bank")), await scripted_server(_side(b"bk"))
     try:
         async with (
             running_shim(
                 bank.address,
                 bk.address,
-                dataplane="envoy",
+                dataplane=dataplane,
                 registry=registry_of(pb.DESCRIPTOR),
                 store={"url": str(tmp_path / "shim.db")},
                 grace_period=5.0,
@@ -97,7 +102,8 @@ def _watch(name: bytes, release: asyncio.Event) -> Any:
     return answer
 
 
-async def test_a_server_stream_under_way_does_not_block_a_switch(tmp_path: Path) -> None:
+@PLANES
+async def test_a_server_stream_under_way_does_not_block_a_switch(tmp_path: Path, dataplane: str) -> None:
     """Once the shadow has begun to answer a server stream, it has the request: the switch goes on while
     both streams continue, and the client's stream ends on Bank's answers."""
     release = asyncio.Event()
@@ -107,7 +113,7 @@ async def test_a_server_stream_under_way_does_not_block_a_switch(tmp_path: Path)
             running_shim(
                 bank.address,
                 bk.address,
-                dataplane="envoy",
+                dataplane=dataplane,
                 registry=registry_of(pb.DESCRIPTOR),
                 store={"url": str(tmp_path / "shim.db")},
                 grace_period=5.0,

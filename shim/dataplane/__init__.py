@@ -227,12 +227,18 @@ class EnvoyPlane:
 
     def _count_unseen(self, given_up: int) -> None:
         """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`)."""
-        processor, pipeline = self.processor, self._shim.pipeline
+        processor = self.processor
         if self._unseen is None or processor is None:
             return
-        new = self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed)
-        if new and pipeline is not None:
-            record_unseen(pipeline.submit, new)
+        self._record_unseen(self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed))
+
+    def _record_unseen(self, count: int) -> None:
+        """`count` calls whose copies the processor never had: in the evidence, and lost to a recording."""
+        pipeline, processor = self._shim.pipeline, self.processor
+        if count and pipeline is not None:
+            record_unseen(pipeline.submit, count)
+        if count and processor is not None and processor.recorder is not None:
+            processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", count)
 
     def metrics(self) -> list[Any]:
         """Envoy's figures as metric families (`shim.exporter` serves them)."""
@@ -387,13 +393,12 @@ class EnvoyPlane:
             sent = await self._copies_sent(stats)
             self._count_unseen(_given_up(stats))
         missing = sent - processor.copies
-        pipeline = self._shim.pipeline
-        if missing > 0 and pipeline is not None:
+        if missing > 0:
             _log.warning(
                 f"stopping: copies Envoy did not hand over in the grace period are recorded as {UNSEEN!r}",
                 copies=missing,
             )
-            record_unseen(pipeline.submit, missing)
+            self._record_unseen(missing)
 
     async def stop(self, grace: float = 0.0) -> None:
         """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still

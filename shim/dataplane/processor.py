@@ -333,6 +333,8 @@ class _Copy:
             self.method, why = self.named, f"{why}; none of it was read"
             self._is_write = processor.plans.of(self.method).write
             processor.counters.inc("calls", self.method)
+            if self._recorder is not None and self._is_write:  # as for a write abandoned once begun
+                self._recorder.lose(self.method, why)
         processor.counters.inc("copies_lost", self.method or "unknown")
         if self._take is not None:
             self._take.abandon()

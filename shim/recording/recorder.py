@@ -203,6 +203,11 @@ class Recorder:
             except queue.Full:
                 self._lose(item.take.method, "the recorder's queue is full (the file is written too slowly)")
 
+    def lose(self, method: str, why: str, count: int = 1) -> None:
+        """`count` calls the recording will not have (`method`: "" when unknown), counted in its end line."""
+        for _ in range(count):
+            self._lose(method, why)
+
     def _lose(self, method: str, why: str) -> None:
         if self._ended.is_set():
             return

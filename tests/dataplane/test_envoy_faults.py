@@ -22,6 +22,7 @@ from sample_ledger.server import RunningLedger
 from shim.dataplane import EnvoyPlane
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.unseen import UNSEEN
+from shim.recording.format import Recording
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
 from tests.processes import shim_process
@@ -328,3 +329,45 @@ async def test_copies_envoy_drops_before_the_plane_reads_them_are_in_the_evidenc
         f'shim_events_total{{event="copies_lost",method="{m}"}}'
         for m in (deposit, "/bank.v1.Ledger/OpenAccount")
     }, lost
+
+
+async def test_writes_whose_copies_envoy_dropped_are_counted_lost_in_the_recording(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Recording in bank mode, the comparison plane stopped past the time Envoy holds a copy: the writes
+    whose copies Envoy dropped are not in the recording, and its end line counts each as lost, so that a
+    replay of it knows the state it starts from is unknown."""
+    bank, _ = ledgers
+    recording = tmp_path / "traffic.jsonl"
+    async with shim_process(
+        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0", "--mode", "bank"),
+        *("--config", SAMPLE / "shim.toml", "--bank", bank.address, "--record", recording),
+        *("--diff-log", os.devnull, "--shadow-timeout", "1s"),
+    ) as shim:
+        address, plane, port = (
+            shim.ready["listen"],
+            shim.ready["pid"],
+            int(shim.ready["metrics"].rpartition(":")[2]),
+        )
+        admin = await asyncio.to_thread(_envoy_admin, plane)
+
+        def lost() -> float:
+            return sum(
+                v
+                for k, v in _metrics(port).items()
+                if k.startswith('shim_events_total{event="recording_lost"')
+            )
+
+        assert await _deposits(address, 5) == []
+        await until(lambda: _envoy_stat(admin, "streams_started") >= 6, "the first copies sent")
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            assert await _deposits(address, 20) == []  # the account exists: 1 OpenAccount, 20 deposits
+            await until(lambda: _envoy_stat(admin, "streams_closed") >= 21, "Envoy dropped the copies", 30)
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        await until(lambda: lost() >= 21, "every write dropped counted lost", 30)
+        assert await shim.stop() == 0
+    ending = Recording(recording).check()
+    assert ending.lost == 21
+    assert ending.calls == 6  # the calls before: each recorded once

@@ -87,6 +87,8 @@ class WorkerSetup:
     redact_key: bytes = b""
 
 
+_BATCH = 64  # exchanges handed to a worker process at once, at most
+
 _worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redactor | None] = (
     None,
     None,
@@ -114,11 +116,18 @@ def _init_worker(setup: WorkerSetup) -> None:
     _worker = (registry, rules, ids, redactor)
 
 
-def _compare_in_worker(exchange: Exchange) -> Verdicts:
+def _compare_in_worker(exchanges: list[Exchange]) -> list[Verdicts | Exception]:
+    """Each exchange's verdicts, or the error its comparison raised."""
     registry, rules, ids, redactor = _worker
-    comparison = compare(exchange, registry, rules, ids, redactor)
-    c = comparison
-    return c.verdict, c.differences, c.reason, c.decoded, c.noise
+    out: list[Verdicts | Exception] = []
+    for exchange in exchanges:
+        try:
+            c = compare(exchange, registry, rules, ids, redactor)
+        except Exception as error:
+            out.append(error)
+        else:
+            out.append((c.verdict, c.differences, c.reason, c.decoded, c.noise))
+    return out
 
 
 def _ready() -> None:
@@ -162,6 +171,7 @@ class ComparisonPipeline:
             self._new_process_pool() if executor == "process" else self._sink_pool
         )
         self._executor = executor
+        self._batch: list[tuple[Exchange, Callable[[], None] | None]] = []  # to hand to a worker process
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -223,33 +233,76 @@ class ComparisonPipeline:
             future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
             future.add_done_callback(lambda f: self._done(f, done))
             return
+        # the exchanges submitted in one turn of the event loop go to a worker together: one hand-over (its
+        # pickling, the pool's threads, the loop woken) for many comparisons under load
+        if not self._batch:
+            loop.call_soon(self._hand_over)
+        self._batch.append((exchange, done))
+        if len(self._batch) >= _BATCH:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        exchanges = [exchange for exchange, _ in batch]
+        loop = asyncio.get_running_loop()
         try:
-            compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
-        except concurrent.futures.BrokenExecutor:
-            self._compare_pool = self._new_process_pool()  # a worker died: start afresh
-            compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchange)
-        compared.add_done_callback(lambda f: self._compared(exchange, f, done))
+            try:
+                compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
+            except concurrent.futures.BrokenExecutor:
+                self._compare_pool = self._new_process_pool()  # a worker died: start afresh
+                compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
+        except RuntimeError:  # the pipeline was closed meanwhile (the shim stops): nothing more is compared
+            for exchange, done in batch:
+                self._counters.inc("comparisons_dropped", exchange.method)
+                if done is not None:
+                    done()
+            self._pending -= len(batch)
+            if self._pending == 0:
+                self._idle.set()
+            return
+        compared.add_done_callback(lambda f: self._compared(batch, f))
 
     def _compared(
-        self, exchange: Exchange, future: asyncio.Future[Verdicts], done: Callable[[], None] | None = None
+        self,
+        batch: list[tuple[Exchange, Callable[[], None] | None]],
+        future: asyncio.Future[list[Verdicts | Exception]],
     ) -> None:
-        comparison = None
-        if not future.cancelled():
-            error = future.exception()
-            if error is None:
-                verdict, differences, reason, decoded, noise = future.result()
-                comparison = Comparison(exchange, verdict, differences, reason, decoded, noise)
-            else:
-                _log.error("comparison failed", method=exchange.method, error=repr(error))
-                if isinstance(error, concurrent.futures.BrokenExecutor):
-                    self._compare_pool = self._new_process_pool()
-                self._counters.inc("comparison_errors", exchange.method)
-                comparison = _failed(exchange, error)
-        if comparison is None:
-            self._finish(None, done)
+        if future.cancelled():
+            for _, done in batch:
+                self._finish(None, done)
             return
-        sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_all, comparison)
-        sunk.add_done_callback(lambda f: self._done(f, done))
+        error = future.exception()
+        if isinstance(error, concurrent.futures.BrokenExecutor):
+            self._compare_pool = self._new_process_pool()
+        results: list[Verdicts | BaseException] = (
+            list(future.result()) if error is None else [error] * len(batch)
+        )
+        comparisons = []
+        for (exchange, _), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                _log.error("comparison failed", method=exchange.method, error=repr(result))
+                self._counters.inc("comparison_errors", exchange.method)
+                comparisons.append(_failed(exchange, result))
+            else:
+                verdict, differences, reason, decoded, noise = result
+                comparisons.append(Comparison(exchange, verdict, differences, reason, decoded, noise))
+        sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_each, comparisons)
+        sunk.add_done_callback(lambda f: self._all_done(f, comparisons, [done for _, done in batch]))
+
+    def _sink_each(self, comparisons: list[Comparison]) -> None:
+        for comparison in comparisons:
+            self._sink_all(comparison)
+
+    def _all_done(
+        self,
+        future: asyncio.Future[None],
+        comparisons: list[Comparison],
+        dones: list[Callable[[], None] | None],
+    ) -> None:
+        for comparison, done in zip(comparisons, dones, strict=True):
+            self._finish(None if future.cancelled() else comparison, done)
 
     def _done(
         self,

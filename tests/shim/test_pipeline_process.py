@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from grpc import aio
 
-from comparators import Verdict
+from comparators import Exchange, Outcome, Verdict
+from shim.metrics import Counters
+from shim.pipeline import ComparisonPipeline, WorkerSetup
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import Running, scripted_server
@@ -88,3 +91,43 @@ async def test_a_dead_worker_is_replaced_and_counted(pair: tuple[Running, Runnin
     assert failed.reason.startswith("the comparison failed: BrokenProcessPool(")
     assert comparison.verdict is Verdict.MISMATCH
     assert comparison.differences[0].path == "payload.body"
+
+
+async def test_comparisons_handed_to_a_worker_together_each_keep_their_own_verdict(
+    pair: tuple[Running, Running],
+) -> None:
+    """Many calls at once: the exchanges submitted in one turn of the event loop go to the worker together,
+    and each comes back with the differences of its own two answers, none lost or swapped."""
+    bank, bk = pair
+    async with running_shim(
+        bank.address, bk.address, registry=registry_of(pb.DESCRIPTOR), comparison={"executor": "process"}
+    ) as (shim, sink):
+        bodies = [f"call {n}".encode() for n in range(200)]
+        answers = await asyncio.gather(*(_call(shim.address, body) for body in bodies))
+        comparisons = await sink.wait_for(len(bodies), within=60)
+        await shim.drain()
+        assert shim.pipeline is not None
+        assert shim.pipeline.pending == 0
+    assert answers == [_answer(body) for body in bodies]
+    found = {}
+    for comparison in comparisons:
+        assert comparison.verdict is Verdict.MISMATCH
+        (difference,) = comparison.differences
+        request = pb.SimpleRequest.FromString(comparison.exchange.requests[0]).payload.body
+        found[request] = (difference.bank, difference.bk)
+    assert found == {body: (body, body.upper()) for body in bodies}
+
+
+async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped() -> None:
+    """Exchanges wait for the event loop's next turn to go to a worker; if the pipeline closes first (the
+    shim stops), each is counted dropped and releases its bytes, and the pipeline is idle."""
+    counters = Counters()
+    pipeline = ComparisonPipeline(None, [], counters, executor="process", setup=WorkerSetup(None, (), ()))
+    released: list[int] = []
+    exchange = Exchange(method=UNARY, requests=(), primary=Outcome(code=0), shadow=Outcome(code=0))
+    pipeline.submit(exchange, lambda: released.append(1))
+    pipeline.close()
+    await asyncio.wait_for(pipeline.drain(), 10)
+    assert released == [1]
+    assert counters.get("comparisons_dropped") == 1
+    assert pipeline.pending == 0

@@ -21,6 +21,7 @@ the choice of data plane that makes it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -60,6 +61,7 @@ COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (
 _COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
 _COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
 _COPIES_CLOSED = "http.shim.ext_proc.mirror.streams_closed"
+UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
 _COPIES_ALLOWED = "http.shim.ext_proc.mirror.failure_mode_allowed"  # failed, and so counted closed too
 _COPIES_SENT = r"^http\.shim\.ext_proc\.mirror\.(streams_(started|failed|closed)|failure_mode_allowed)$"
 _log = structlog.get_logger("shim.dataplane")
@@ -216,13 +218,21 @@ class EnvoyPlane:
         # a supervised plane goes on from what the planes before it behind the same Envoy counted
         counted = self._folder / COPIES_COUNTED if self._attached and self._folder is not None else None
         self._unseen = Unseen(counted)
-        given_up = -1  # as of the read before: the copies the processor saw go by then, it has counted now
+        # Envoy's count of the copies it gave up on counts once UNSEEN_LAG old: a copy Envoy closed may still
+        # reach the processor a while later (a plane starved of CPU takes up its backlog late), which then
+        # records it under its method
+        reads: collections.deque[tuple[float, int]] = collections.deque()
+        first = True
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
-                now = _given_up(self.stats)
-                self._count_unseen(now if given_up < 0 else min(given_up, now))
-                given_up = now
+                now, given_up = time.monotonic(), _given_up(self.stats)
+                if first:  # what Envoy gave up on before this plane ran cannot reach it any more
+                    self._count_unseen(given_up)
+                    first = False
+                reads.append((now, given_up))
+                while reads and reads[0][0] <= now - UNSEEN_LAG:
+                    self._count_unseen(reads.popleft()[1])
             await asyncio.sleep(1.0)
 
     def _count_unseen(self, given_up: int) -> None:

@@ -94,7 +94,10 @@ async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
         assert ready["workers"] == 2
         assert ready["listen"] == shim.ready["listen"]
         for n in range(CONNECTIONS):
-            async with grpc.aio.insecure_channel(str(ready["listen"])) as channel:  # a connection of its own
+            # a connection of its own, from a subchannel pool of its own: grpc's global pool may hand a new
+            # channel the connection of one just closed, its teardown still under way on a loaded machine
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(str(ready["listen"]), options=options) as channel:
                 stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
                 await stub.OpenAccount(pb.OpenAccountRequest(account_id=f"W{n}"), timeout=CALL_TIMEOUT)
         sql = _sqlite_sql(path)

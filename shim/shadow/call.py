@@ -17,38 +17,22 @@ from grpc import aio
 from comparators import Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
-from shim.plan import MethodPlan
-from shim.shadow.admission import Admission
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
-from shim.shadow.learning import Learning
-from shim.shadow.places import Places
+from shim.shadow.parts import Parts
 from shim.shadow.shared import Shared
 from shim.steps import unreachable
 
 
-class Side(Protocol):
+class Side(Parts, Protocol):
     """The mirror a shadow call belongs to."""
 
     last_active: float  # when a message last passed, either way
     primary_answers: int  # answer messages the primary sent so far
-    is_write: bool
-
-    @property
-    def admission(self) -> Admission: ...
-
-    @property
-    def places(self) -> Places: ...
-
-    @property
-    def learning(self) -> Learning: ...
 
     def over(self) -> bool: ...
 
     def sending(self) -> None: ...
-
-    @property
-    def plan(self) -> MethodPlan: ...
 
 
 class ShadowCall:

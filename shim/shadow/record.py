@@ -11,12 +11,10 @@ import structlog
 
 from comparators import Exchange, Outcome
 from shim._noise import asked_again
-from shim.plan import MethodPlan
-from shim.shadow.admission import Admission
 from shim.shadow.capture import Capture
 from shim.shadow.fate import Fate
 from shim.shadow.learning import Learning
-from shim.shadow.places import Places
+from shim.shadow.parts import Parts
 from shim.shadow.shared import Shared
 from shim.steps import REFUSED, effect, out_of_step_reason
 from shim.store import OutOfStep
@@ -25,11 +23,10 @@ from shim.verify import Verifier
 _log = structlog.get_logger("shim.shadow")
 
 
-class Ended(Protocol):
+class Ended(Parts, Protocol):
     """The mirror of a call whose shadow side is over, as `conclude` reads it."""
 
     method: str
-    is_write: bool
     requests: list[bytes]  # what it kept of the client's requests
     abandoned_why: str
     started_at: float
@@ -38,18 +35,6 @@ class Ended(Protocol):
 
     @property
     def keys(self) -> tuple[str, ...]: ...
-
-    @property
-    def plan(self) -> MethodPlan: ...
-
-    @property
-    def admission(self) -> Admission: ...
-
-    @property
-    def places(self) -> Places: ...
-
-    @property
-    def learning(self) -> Learning: ...
 
     @property
     def fate(self) -> Fate: ...

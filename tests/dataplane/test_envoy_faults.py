@@ -25,7 +25,7 @@ from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import Recording
 from shim.testing import running_shim
 from tests.helpers import ROOT, until
-from tests.processes import shim_process
+from tests.processes import ShimProcess, shim_process
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 SAMPLE = ROOT / "sample_ledger"
@@ -276,6 +276,33 @@ def _envoy_admin(plane: int) -> str:
     )
 
 
+def _sum(port: int, prefix: str) -> float:
+    """The sum of the shim's metrics on `port` whose sample starts with `prefix`."""
+    return sum(v for k, v in _metrics(port).items() if k.startswith(prefix))
+
+
+def _on_envoy(*flags: object) -> contextlib.AbstractAsyncContextManager[ShimProcess]:
+    """`shim serve` on Envoy with the sample's config and metrics, Envoy holding copies for 1 s."""
+    return shim_process(
+        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
+        *("--config", SAMPLE / "shim.toml", "--diff-log", os.devnull, "--shadow-timeout", "1s", *flags),
+    )
+
+
+async def _deposits_while_the_plane_is_stopped(shim: ShimProcess) -> str:
+    """An OpenAccount (the account exists) and 20 deposits through Envoy while the comparison plane is
+    stopped, until Envoy has dropped their 21 copies; then the plane goes on. Envoy's admin address."""
+    plane = shim.ready["pid"]
+    admin = await asyncio.to_thread(_envoy_admin, plane)
+    os.kill(plane, signal.SIGSTOP)
+    try:
+        assert await _deposits(shim.ready["listen"], 20) == []
+        await until(lambda: _envoy_stat(admin, "streams_closed") >= 21, "Envoy dropped the copies", 30)
+    finally:
+        os.kill(plane, signal.SIGCONT)
+    return admin
+
+
 async def test_copies_envoy_drops_before_the_plane_reads_them_are_in_the_evidence(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -284,51 +311,33 @@ async def test_copies_envoy_drops_before_the_plane_reads_them_are_in_the_evidenc
     see; those it received only as Envoy dropped them are lost under their method (Envoy names it as the
     stream opens), each a write not mirrored. Every dropped call is in the evidence, once."""
     bank, bk = ledgers
-    deposit = "/bank.v1.Ledger/Deposit"
-    async with shim_process(
-        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
-        *("--config", SAMPLE / "shim.toml", "--bank", bank.address, "--bk", bk.address),
-        *("--store", f"{tmp_path}/shim.db", "--diff-log", os.devnull, "--shadow-timeout", "1s"),
-    ) as shim:
-        address, plane, port = (
-            shim.ready["listen"],
-            shim.ready["pid"],
-            int(shim.ready["metrics"].rpartition(":")[2]),
-        )
-        admin = await asyncio.to_thread(_envoy_admin, plane)
-
-        def compared() -> float:
-            return sum(v for k, v in _metrics(port).items() if k.startswith("shim_comparisons_total{"))
-
-        assert await _deposits(address, 5) == []
-        await until(lambda: compared() >= 6, "the first calls compared")  # their copies are taken
-        os.kill(plane, signal.SIGSTOP)
-        try:
-            assert await _deposits(address, 20) == []  # the account exists: 1 OpenAccount, 20 deposits
-            await until(lambda: _envoy_stat(admin, "streams_closed") >= 21, "Envoy dropped the copies", 30)
-        finally:
-            os.kill(plane, signal.SIGCONT)
-        await until(lambda: compared() >= 6 + 21, "every call dropped in the evidence", 30)
+    store = tmp_path / "shim.db"
+    async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", store) as shim:
+        port = int(shim.ready["metrics"].rpartition(":")[2])
+        compared = "shim_comparisons_total{"
+        assert await _deposits(shim.ready["listen"], 5) == []
+        await until(lambda: _sum(port, compared) >= 6, "the first calls compared")  # their copies taken
+        admin = await _deposits_while_the_plane_is_stopped(shim)
+        await until(lambda: _sum(port, compared) >= 6 + 21, "every call dropped in the evidence", 30)
         figures = await asyncio.to_thread(_metrics, port)
         closed = await asyncio.to_thread(_envoy_stat, admin, "streams_closed")
-    counted = {k: v for k, v in figures.items() if k.startswith("shim_comparisons_total{")}
+    counted = {k: v for k, v in figures.items() if k.startswith(compared)}
     assert closed == 21
     assert sum(counted.values()) == 6 + 21, counted  # none twice
     skipped = {k: v for k, v in counted.items() if 'verdict="skipped"' in k}
     assert sum(skipped.values()) == 21, counted
     lost = {k: v for k, v in figures.items() if k.startswith('shim_events_total{event="copies_lost"')}
-    assert not any("(not described)" in k for k in lost), lost  # each lost copy under its method
+    assert set(lost) <= {  # each lost copy under its method, never "(not described)"
+        f'shim_events_total{{event="copies_lost",method="/bank.v1.Ledger/{m}"}}'
+        for m in ("Deposit", "OpenAccount")
+    }, lost
     unseen = skipped.get(f'shim_comparisons_total{{method="{UNSEEN}",verdict="skipped"}}', 0)
     assert unseen + sum(lost.values()) == 21, (skipped, lost)
     # after the shim stopped (its last count of what Envoy gave up on), still every call once
-    with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
+    with contextlib.closing(sqlite3.connect(store)) as db:
         stored = dict(db.execute("SELECT verdict, COUNT(*) FROM comparisons GROUP BY verdict").fetchall())
     assert sum(stored.values()) == 6 + 21, stored
     assert stored["skipped"] == 21, stored
-    assert set(lost) <= {
-        f'shim_events_total{{event="copies_lost",method="{m}"}}'
-        for m in (deposit, "/bank.v1.Ledger/OpenAccount")
-    }, lost
 
 
 async def test_writes_whose_copies_envoy_dropped_are_counted_lost_in_the_recording(
@@ -339,39 +348,14 @@ async def test_writes_whose_copies_envoy_dropped_are_counted_lost_in_the_recordi
     replay of it knows the state it starts from is unknown."""
     bank, _ = ledgers
     recording = tmp_path / "traffic.jsonl"
-    async with shim_process(
-        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0", "--mode", "bank"),
-        *("--config", SAMPLE / "shim.toml", "--bank", bank.address, "--record", recording),
-        *("--diff-log", os.devnull, "--shadow-timeout", "1s"),
-    ) as shim:
-        address, plane, port = (
-            shim.ready["listen"],
-            shim.ready["pid"],
-            int(shim.ready["metrics"].rpartition(":")[2]),
-        )
-        admin = await asyncio.to_thread(_envoy_admin, plane)
-
-        def lost() -> float:
-            return sum(
-                v
-                for k, v in _metrics(port).items()
-                if k.startswith('shim_events_total{event="recording_lost"')
-            )
-
-        def taken() -> float:  # copies taken whole: the primary's answer timed
-            return sum(
-                v for k, v in _metrics(port).items() if k.startswith("shim_primary_latency_seconds_count")
-            )
-
-        assert await _deposits(address, 5) == []
-        await until(lambda: taken() >= 6, "the first copies taken")
-        os.kill(plane, signal.SIGSTOP)
-        try:
-            assert await _deposits(address, 20) == []  # the account exists: 1 OpenAccount, 20 deposits
-            await until(lambda: _envoy_stat(admin, "streams_closed") >= 21, "Envoy dropped the copies", 30)
-        finally:
-            os.kill(plane, signal.SIGCONT)
-        await until(lambda: lost() >= 21, "every write dropped counted lost", 30)
+    async with _on_envoy("--mode", "bank", "--bank", bank.address, "--record", recording) as shim:
+        port = int(shim.ready["metrics"].rpartition(":")[2])
+        assert await _deposits(shim.ready["listen"], 5) == []
+        # the first copies taken whole (the primary's answer timed) before the plane stops
+        await until(lambda: _sum(port, "shim_primary_latency_seconds_count") >= 6, "the first copies taken")
+        await _deposits_while_the_plane_is_stopped(shim)
+        lost = 'shim_events_total{event="recording_lost"'
+        await until(lambda: _sum(port, lost) >= 21, "every write dropped counted lost", 30)
         assert await shim.stop() == 0
     ending = Recording(recording).check()
     assert (ending.calls, ending.lost) == (6, 21)  # every call once: recorded, or counted lost

@@ -325,9 +325,16 @@ async def test_a_switch_s_own_pause_is_the_one_every_replica_holds_for(tmp_path:
                 await until(lambda: "S1" in slow_bk.servicer.book.accounts, "the opening mirrored")  # type: ignore[union-attr]
                 await stub.Deposit(pb.DepositRequest(account_id="S1", amount="1"))  # BK's copy takes a second
                 answer = await _set_mode(first, "bk-primary", pause=3.0)
-            views = await _views(first)
+            # the second applies the switch once it hears the decision, just after the first answered, and
+            # then publishes its view
+            views: dict[str, apb.ReplicaModes] = {}
+            deadline = time.monotonic() + 10
+            while {v.default_mode for v in views.values()} != {"bk-primary"} and time.monotonic() < deadline:
+                views = await _views(first)
+                await asyncio.sleep(0.02)
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)
     assert answer.default_mode == "bk-primary"
-    assert {v.default_mode for v in views.values()} == {"bk-primary"}
+    assert {v.default_mode for v in views.values()} == {"bk-primary"}, views
+    assert len(views) == 2

@@ -859,8 +859,6 @@ def main(argv: list[str] | None = None) -> int:
         "bk",
         "bk_slow",
         "closed",
-        *(f"shim {name}" for name in SHIMS),
-        *(f"metrics {n}" for n in SHIMS),
     )
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
@@ -875,21 +873,35 @@ def main(argv: list[str] | None = None) -> int:
         _start(stack, [sys.executable, "-m", "sample_ledger", "bk", *slow], "listening")
         worker_metrics: dict[str, list[str]] = {}
         for name, (mode, bk, workers, dataplane) in SHIMS.items():
+            # each shim listens, and serves its metrics, on ports it picks itself (its ready line names them):
+            # a port found free and then closed may be taken before the shim binds it
+            metrics = "127.0.0.1:0"
             if workers > 1:  # worker i serves its metrics on PORT + i
                 base = _free_run(workers)
-                addr[f"metrics {name}"] = f"127.0.0.1:{base}"
+                metrics = f"127.0.0.1:{base}"
                 worker_metrics[name] = [f"127.0.0.1:{base + i}" for i in range(workers)]
-            metrics = ["--metrics", addr[f"metrics {name}"]]
             shim = _start(
                 stack,
                 [
-                    *(sys.executable, "-m", "shim", "serve", "--listen", addr[f"shim {name}"]),
+                    *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0"),
                     *("--config", str(SAMPLE_CONFIG), "--mode", mode, "--workers", str(workers)),
-                    *("--bank", addr["bank"], "--bk", addr[bk], "--dataplane", dataplane, *metrics),
+                    *(
+                        "--bank",
+                        addr["bank"],
+                        "--bk",
+                        addr[bk],
+                        "--dataplane",
+                        dataplane,
+                        "--metrics",
+                        metrics,
+                    ),
                     *("--store", _store(stack, workers), "--diff-log", os.devnull),
                 ],
                 '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
             )
+            ready = json.loads(READY_LINES[shim.pid])
+            addr[f"shim {name}"] = str(ready["listen"])
+            addr[f"metrics {name}"] = str(ready.get("metrics") or metrics)
             shim_pids[name] = shim.pid
             plane_pids[name] = functools.partial(serving_pid, shim)
         endpoints: dict[str, str | list[str]] = {n: addr[f"metrics {n}"] for n in SHIMS}

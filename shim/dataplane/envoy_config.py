@@ -18,6 +18,9 @@ What Envoy would otherwise change in a call is turned off, so that each side
 sees the client's call and the client sees the primary's answer: no request id,
 no `x-envoy-*` headers, the primary's `server` header passed through, no route
 timeout (the client's `grpc-timeout` applies), no idle timeout on streams.
+
+Over 400 lines: Envoy's whole configuration (listener, clusters, TLS secrets,
+routes) in one place, each part beside the parts it names.
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ _UNLIMITED = {
     "max_requests": 1_000_000_000,
     "max_retries": 1_000_000_000,
 }
+# Envoy writes the copies for the comparison plane on one HTTP/2 connection. Past that connection's
+# buffer limit it pushes back on the calls the copies come from (ext_proc's stream to the processor
+# shares its call's flow control, observability mode or not): a hung or slow plane would slow the
+# clients' calls, or fail them at their deadlines. So the limit lies above all that Envoy's flood
+# protection lets the connection queue: beyond `_PLANE_FRAMES` frames (each at most 16 KiB and a 9-byte
+# header) or `_PLANE_CONTROL_FRAMES` control frames it closes the connection, and the copies on it are
+# dropped and counted (`streams_closed`). The frames bound Envoy's memory for the plane, not the bytes.
+_PLANE_FRAMES = 10_000  # Envoy's default, stated: the bound below depends on it
+_PLANE_CONTROL_FRAMES = 1_000
+_PLANE_BUFFER = _PLANE_FRAMES * (16_384 + 9) + _PLANE_CONTROL_FRAMES * 64  # about 164 MB
 _CONNECTIONS_MONITOR = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
@@ -208,6 +221,19 @@ def write_secrets(config: Config, folder: Path, version: int) -> None:
         )
 
 
+def _plane_cluster(target: str) -> dict[str, Any]:
+    """The comparison plane's processor, whose copies never push back on the clients' calls."""
+    out = cluster("processor", target)
+    out["per_connection_buffer_limit_bytes"] = _PLANE_BUFFER
+    out["typed_extension_protocol_options"][_HTTP_OPTIONS]["explicit_http_config"] = {
+        "http2_protocol_options": {
+            "max_outbound_frames": _PLANE_FRAMES,
+            "max_outbound_control_frames": _PLANE_CONTROL_FRAMES,
+        }
+    }
+    return out
+
+
 def _certificate(cert: bytes, key: bytes) -> dict[str, Any]:
     return {
         "certificate_chain": {"inline_string": cert.decode()},
@@ -304,7 +330,7 @@ def bootstrap(
     clusters = [
         cluster("bank", config.bank.target, config.bank, routes_file.parent),
         cluster("python", python_target),
-        cluster("processor", processor_target),
+        _plane_cluster(processor_target),
     ]
     if config.bk is not None:
         clusters.insert(1, cluster("bk", config.bk.target, config.bk, routes_file.parent))

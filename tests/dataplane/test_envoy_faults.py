@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy
 SAMPLE = ROOT / "sample_ledger"
 
 
-async def _deposits(address: str, count: int, account: str = "A1") -> list[str]:
+async def _deposits(address: str, count: int, account: str = "A1", reference: str = "") -> list[str]:
     """`count` deposits through `address`, 20 at a time; the errors (none expected)."""
     errors: list[str] = []
     async with aio.insecure_channel(address) as channel:
@@ -44,7 +45,8 @@ async def _deposits(address: str, count: int, account: str = "A1") -> list[str]:
 
         async def one(n: int) -> None:
             try:
-                await stub.Deposit(pb.DepositRequest(account_id=account, amount=f"{n + 1}.00"), timeout=10)
+                request = pb.DepositRequest(account_id=account, amount=f"{n + 1}.00", reference=reference)
+                await stub.Deposit(request, timeout=10)
             except aio.AioRpcError as exc:
                 errors.append(f"{exc.code().name}: {exc.details()}")
 
@@ -359,3 +361,43 @@ async def test_writes_whose_copies_envoy_dropped_are_counted_lost_in_the_recordi
         assert await shim.stop() == 0
     ending = Recording(recording).check()
     assert (ending.calls, ending.lost) == (6, 21)  # every call once: recorded, or counted lost
+
+
+def _envoy_stats(admin: str, pattern: str) -> dict[str, float]:
+    """Envoy's counters and gauges whose names match `pattern` (a regular expression)."""
+    query = urllib.parse.urlencode({"filter": pattern})
+    with urllib.request.urlopen(f"http://{admin}/stats?{query}", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    out = {}
+    for line in lines:
+        name, _, value = line.partition(": ")
+        with contextlib.suppress(ValueError):  # histograms
+            out[name] = float(value)
+    return out
+
+
+async def test_a_hung_plane_never_holds_back_the_clients(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The comparison plane stopped while calls with large requests go through: Envoy queues their copies
+    for it, far beyond its default buffer for a connection (1 MiB), and drops them once it has held them
+    `deferred_close_timeout`. It never pauses the clients' calls for them (with its default limit, it
+    did: a copy it cannot write slowed the call it was a copy of), and no call fails."""
+    bank, bk = ledgers
+    async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db") as shim:
+        plane = shim.ready["pid"]
+        admin = await asyncio.to_thread(_envoy_admin, plane)
+        assert await _deposits(shim.ready["listen"], 5) == []
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            errors = await _deposits(shim.ready["listen"], 200, reference="r" * 64 * 1024)  # 13 MB
+            await until(lambda: _envoy_stat(admin, "streams_closed") >= 201, "Envoy dropped the copies", 30)
+            held = await asyncio.to_thread(
+                _envoy_stats, admin, r"^cluster\.processor\.upstream_flow_control_backed_up_total$"
+            )
+        finally:
+            os.kill(plane, signal.SIGCONT)
+    assert errors == []
+    # Envoy never held back a call for its copy (Bank's own flow control may hold back a large request, as
+    # it would without the shim)
+    assert held == {"cluster.processor.upstream_flow_control_backed_up_total": 0}, held

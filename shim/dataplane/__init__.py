@@ -42,7 +42,7 @@ from shim.dataplane.metrics import envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.dataplane.routes import plan
-from shim.dataplane.unseen import UNSEEN, Unseen, record_unseen
+from shim.dataplane.unseen import UNSEEN, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
@@ -58,12 +58,7 @@ PROCESSOR_SOCKET = "processor.sock"  # the processor of copies
 PYTHON_SOCKET = "python.sock"  # the shim's own server, for the methods that need Python on their primary path
 PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may start Envoy
 COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
-_COPIES_STARTED = "http.shim.ext_proc.mirror.streams_started"
-_COPIES_FAILED = "http.shim.ext_proc.mirror.streams_failed"
-_COPIES_CLOSED = "http.shim.ext_proc.mirror.streams_closed"
 UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
-_COPIES_ALLOWED = "http.shim.ext_proc.mirror.failure_mode_allowed"  # failed, and so counted closed too
-_COPIES_SENT = r"^http\.shim\.ext_proc\.mirror\.(streams_(started|failed|closed)|failure_mode_allowed)$"
 _log = structlog.get_logger("shim.dataplane")
 
 
@@ -150,12 +145,20 @@ class EnvoyPlane:
             self.envoy = envoy_process.AttachedEnvoy(self._executable, bootstrap_file)
             await self.envoy.start()
             self._version = int(await self.envoy.route_version() or 0)
-            stats = await self.envoy.stats()
-            self._copies_before = stats.get(_COPIES_STARTED, 0) - _given_up(stats)
+            started, given_up = await copy_streams(self.envoy.stats)
+            self._copies_before = started - given_up
         else:
             write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
         self._server = aio.server(
-            options=[("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.so_reuseport", 0),
+                # every copy Envoy sends is taken up, however many arrive at once (a plane that was stopped
+                # or starved): beyond grpc's default of 1,000 to 3,000 not yet taken up, grpc would refuse
+                # them itself, unseen by the processor and answered as if it had taken them
+                ("grpc.server.max_pending_requests", 1_000_000),
+                ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
+            ],
             maximum_concurrent_rpcs=None,
         )
         self.processor = Processor(
@@ -226,13 +229,15 @@ class EnvoyPlane:
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
-                now, given_up = time.monotonic(), _given_up(self.stats)
+                _, given_up = await copy_streams(envoy.stats)
+                now = time.monotonic()
                 if first:  # what Envoy gave up on before this plane ran cannot reach it any more
                     self._count_unseen(given_up)
                     first = False
                 reads.append((now, given_up))
                 while reads and reads[0][0] <= now - UNSEEN_LAG:
                     self._count_unseen(reads.popleft()[1])
+            self._record_unseen(self._unseen.take())
             await asyncio.sleep(1.0)
 
     def _count_unseen(self, given_up: int) -> None:
@@ -240,15 +245,14 @@ class EnvoyPlane:
         processor = self.processor
         if self._unseen is None or processor is None:
             return
-        self._record_unseen(self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed))
+        new = self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed)
+        if new and processor.recorder is not None:
+            processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", new)
 
     def _record_unseen(self, count: int) -> None:
-        """`count` calls whose copies the processor never had: in the evidence, and lost to a recording."""
-        pipeline, processor = self._shim.pipeline, self.processor
-        if count and pipeline is not None:
-            record_unseen(pipeline.submit, count)
-        if count and processor is not None and processor.recorder is not None:
-            processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", count)
+        """`count` calls whose copies the processor never had, in the evidence."""
+        if count and self._shim.pipeline is not None:
+            record_unseen(self._shim.pipeline.submit, count)
 
     def metrics(self) -> list[Any]:
         """Envoy's figures as metric families (`shim.exporter` serves them)."""
@@ -346,15 +350,14 @@ class EnvoyPlane:
                     return time.perf_counter() - started
             await asyncio.sleep(0.002)
 
-    async def _copies_sent(self, stats: Mapping[str, int] | None = None) -> int:
+    async def _copies_sent(self, streams: tuple[int, int] | None = None) -> int:
         """The copies Envoy has handed to this processor so far: started, less those it gave up on before the
-        processor received them (from `stats`, else as Envoy counts now)."""
+        processor received them (from `streams`, started and given up, else as Envoy counts now)."""
         assert self.envoy is not None
-        if stats is None:
-            stats = await self.envoy.stats(only=_COPIES_SENT)
+        started, given_up = streams if streams is not None else await copy_streams(self.envoy.stats)
         processor = self.processor
         seen = processor.ended_by_envoy if processor is not None else 0  # given up, but received first
-        return stats.get(_COPIES_STARTED, 0) - _given_up(stats) + seen - self._copies_before
+        return started - given_up + seen - self._copies_before
 
     async def arrived(self, within: float = 2.0) -> bool:
         """Whether every copy Envoy has sent by now has its place in the lanes, waiting up to `within` s:
@@ -399,9 +402,9 @@ class EnvoyPlane:
                 await asyncio.sleep(0.005)
         with contextlib.suppress(OSError, ValueError):  # the last count: each copy is held, given up or taken
             assert self.envoy is not None
-            stats = await self.envoy.stats(only=_COPIES_SENT)
-            sent = await self._copies_sent(stats)
-            self._count_unseen(_given_up(stats))
+            streams = await copy_streams(self.envoy.stats)
+            sent = await self._copies_sent(streams)
+            self._count_unseen(streams[1])
         missing = sent - processor.copies
         if missing > 0:
             _log.warning(
@@ -409,6 +412,10 @@ class EnvoyPlane:
                 copies=missing,
             )
             self._record_unseen(missing)
+            if processor.recorder is not None:
+                processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", missing)
+        if self._unseen is not None:  # the last of those counted before
+            self._record_unseen(self._unseen.take(None))
 
     async def stop(self, grace: float = 0.0) -> None:
         """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still
@@ -492,12 +499,3 @@ class Served:
     plane: EnvoyPlane | None
     dataplane: str
     why: str  # why the data plane is not the one asked for ("" when it is)
-
-
-def _given_up(stats: Mapping[str, int]) -> int:
-    """The copies Envoy gave up on: those closed after `deferred_close_timeout` because the processor was
-    not done with them, or at once on an error (`streams_closed`: with `failure_mode_allow`, an error
-    closes the stream and counts it in `failure_mode_allowed`), and those whose error came after the
-    client's call was over (counted failed only)."""
-    failed_only = stats.get(_COPIES_FAILED, 0) - stats.get(_COPIES_ALLOWED, 0)
-    return stats.get(_COPIES_CLOSED, 0) + max(failed_only, 0)

@@ -362,17 +362,18 @@ class Processor:
         self.counters = counters
         self.latencies = latencies
         self.copies = 0  # copies received since start
-        # of those, copies whose stream Envoy ended (closed after `deferred_close_timeout`, or cut off) before
-        # the processor was done with it; and of these, the copies lost before their method was known, which
-        # nothing records under a method (Envoy counts each as `streams_closed` or `streams_failed`)
+        # of those, copies whose stream Envoy cut off (closed after `deferred_close_timeout`, or with its
+        # connection) before the processor was done with it, which Envoy counts given up; and the copies
+        # whose stream Envoy ended (cut off, or ended early) before their method was known, which nothing
+        # records under a method
         self.ended_by_envoy = 0
         self.lost_unnamed = 0
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
 
-    def _ended(self, copy: _Copy | None) -> None:
-        """Envoy ended a copy's stream (see `ended_by_envoy`)."""
-        self.ended_by_envoy += 1
+    def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
+        """Envoy ended a copy's stream: cut it off, or ended it early (see `ended_by_envoy`)."""
+        self.ended_by_envoy += cut
         if copy is not None and not copy.done and not copy.method and not copy.named:
             self.lost_unnamed += 1
 
@@ -444,12 +445,12 @@ class Processor:
                     copy.lost(str(exc))
                 if copy.done and not copy.lost_at:
                     break  # the primary's status is in: nothing more comes, Envoy need not hold the stream
-            else:
-                self._ended(copy)
+            else:  # Envoy ended the stream early: the processor ends its side, so Envoy counts it answered
+                self._ended(copy, cut=False)
                 if copy is not None:
                     copy.lost(_ENDED)
         except asyncio.CancelledError:
-            self._ended(copy)
+            self._ended(copy, cut=True)
             if copy is not None:
                 copy.lost("the copy was cut off (Envoy closed its stream to the shim)")
             raise

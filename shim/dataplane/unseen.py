@@ -1,10 +1,13 @@
 """The calls whose copies never reached the shim: counted from Envoy's stats, and recorded.
 
-Envoy gives up on a copy when it cannot hand it over or the stream ends in an error (the processor was
-down, or overloaded: `streams_failed`), and when the processor has not taken it all within
-`deferred_close_timeout` (`streams_closed`). Less the copies the processor received first and then
-lost, each recorded under its method (`shim.dataplane.processor`: a copy lost before its method was
-known is not among them), that is the calls the shim never saw. Each becomes a skipped record under
+Each copy is a stream from Envoy to the processor, and each such stream the processor did not end
+itself is one Envoy gave up on: it could not connect (the processor was down), it dropped the copy
+after `deferred_close_timeout` (the processor had not taken it all), or the connection it was on closed
+(Envoy's flood protection closes a connection whose peer reads nothing; Envoy's ext_proc counts those
+streams neither closed nor failed). So they are counted as the streams started, less those still
+waiting or open and those the processor ended (`copy_streams`). Less the copies the processor received
+first and then lost, each recorded under its method (`shim.dataplane.processor`: a copy lost before its
+method was known is not among them), that is the calls the shim never saw. Each becomes a skipped record under
 `UNSEEN`: its method and keys are unknown, so every call there is unproven and the gate fails; the
 evidence has a hole, and it shows.
 
@@ -16,8 +19,9 @@ the one while no plane ran is counted once.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -26,7 +30,19 @@ from comparators import Code, Exchange, Outcome
 from shim.dataplane.envoy_config import write_atomically
 
 UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
-_MAX_PER_READ = 10_000
+PER_TICK = 2_500  # unseen calls recorded at most each second: a long gap is recorded over several, beside
+# the comparisons (the pipeline holds `comparison.max_pending`)
+# Envoy's figures for the copies' streams, read one at a time in this order: a stream that moves on
+# between two reads is counted twice (fewer given up, until the next count) and never missed, so a
+# stream the processor has is never counted given up. A stream that fails as it starts is counted in
+# none of them: with the processor's cluster (one static host, no circuit breaker that applies) Envoy
+# starts every stream it is asked for.
+STREAMS = (
+    "http.shim.ext_proc.mirror.streams_started",
+    "cluster.processor.upstream_rq_pending_active",  # waiting for a connection
+    "cluster.processor.upstream_rq_active",  # open
+    "cluster.processor.upstream_rq_2xx",  # ended by the processor: the processor answers only as it ends
+)
 _log = structlog.get_logger("shim.dataplane")
 
 
@@ -35,8 +51,8 @@ class Unseen:
 
     def __init__(self, counted: Path | None = None) -> None:
         self._counted = counted
-        self.unsent, self._cut_before = _read(counted)
-        self._written = (self.unsent, self._cut_before)
+        self.unsent, self._cut_before, self.unrecorded = _read(counted)
+        self._written = (self.unsent, self._cut_before, self.unrecorded)
 
     def update(self, given_up: int, taken: int) -> int:
         """The calls newly unseen, from the copies Envoy gave up on so far and those of them the processor
@@ -51,10 +67,34 @@ class Unseen:
                 copies=new,
                 since_start=now,
             )
-        if self._counted is not None and (now, cut) != self._written:
-            write_atomically(self._counted, {"unsent": now, "cut_off": cut})
-            self._written = (now, cut)
+        self.unrecorded += new
+        self._write(cut)
         return new
+
+    def take(self, limit: int | None = PER_TICK) -> int:
+        """How many of the calls counted unseen to record now: all of them, or at most `limit`."""
+        count = self.unrecorded if limit is None else min(self.unrecorded, limit)
+        self.unrecorded -= count
+        self._write(self._written[1])
+        return count
+
+    def _write(self, cut: int) -> None:
+        figures = (self.unsent, cut, self.unrecorded)
+        if self._counted is not None and figures != self._written:
+            write_atomically(
+                self._counted, dict(zip(("unsent", "cut_off", "unrecorded"), figures, strict=True))
+            )
+        self._written = figures
+
+
+async def copy_streams(stats: Callable[[str], Awaitable[Mapping[str, int]]]) -> tuple[int, int]:
+    """The copies' streams Envoy has started so far, and those of them it gave up on; `stats` reads
+    Envoy's figures whose names match a regular expression."""
+    figures = []
+    for name in STREAMS:
+        figures.append((await stats(f"^{re.escape(name)}$")).get(name, 0))
+    started, waiting, open_, ended = figures
+    return started, max(started - waiting - open_ - ended, 0)
 
 
 def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:
@@ -64,7 +104,7 @@ def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:
         "not mirrored: Envoy could not hand this call's copy to the shim (the processor was down or "
         "overloaded); its method and keys are unknown"
     )
-    for _ in range(min(count, _MAX_PER_READ)):
+    for _ in range(count):
         submit(
             Exchange(
                 method=UNSEEN,
@@ -76,19 +116,18 @@ def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:
                 note=why,
             )
         )
-    if count > _MAX_PER_READ:
-        _log.error("calls the shim did not see, beyond those recorded", calls=count - _MAX_PER_READ)
 
 
-def _read(path: Path | None) -> tuple[int, int]:
-    """The copies earlier planes recorded as unseen, and those Envoy gave up on that they had taken."""
+def _read(path: Path | None) -> tuple[int, int, int]:
+    """The copies earlier planes counted as unseen, those Envoy gave up on that they had taken, and those
+    counted unseen that they had not recorded yet."""
     if path is None or not path.exists():
-        return 0, 0
+        return 0, 0, 0
     try:
         counted = json.loads(path.read_text())
-        return int(counted["unsent"]), int(counted["cut_off"])
+        return int(counted["unsent"]), int(counted["cut_off"]), int(counted.get("unrecorded", 0))
     except (OSError, ValueError, KeyError, TypeError):
         _log.warning(
             "the copies earlier comparison planes counted are unreadable: counting from now", file=str(path)
         )
-        return 0, 0
+        return 0, 0, 0

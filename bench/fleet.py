@@ -74,6 +74,7 @@ from bench.openloop import (
     _free_ports,
     _start,
     _stop,
+    compared_in,
     scrape,
 )
 from shim.testing import postgres_schema
@@ -245,7 +246,7 @@ class Fleet(Target):
         """(CPU s of the tree, of its Envoy, comparisons) for each replica."""
         out = []
         for r in self.replicas:
-            compared = (await scrape(r.metrics)).get("shim_comparisons_total", 0.0)
+            compared = compared_in(await scrape(r.metrics))
             out.append((cpu_seconds(r.pids()), cpu_seconds(r.envoy()), compared))
         return out
 
@@ -257,9 +258,7 @@ class Fleet(Target):
         before, elsewhere = await self._snapshot(), self._elsewhere()
         result = await self.load(rate, duration, seed)
         await asyncio.sleep(self.grace)
-        count = int(
-            sum(f.get("shim_comparisons_total", 0.0) for f in await self._each()) - sum(b[2] for b in before)
-        )
+        count = int(sum(compared_in(f) for f in await self._each()) - sum(b[2] for b in before))
         await self.settled()
         await asyncio.sleep(1)  # copies Envoy still held once the planes looked idle: not the next step's
         await self.settled()

@@ -271,6 +271,15 @@ def memory_mib(pid: int, field: str) -> float:
 # ---- load ---------------------------------------------------------------------------------------
 
 
+SKIPPED = "comparisons:skipped"  # in `scrape`'s figures: the records that are no comparison
+
+
+def compared_in(figures: Mapping[str, float]) -> float:
+    """The calls mirrored and compared, in a shim's figures (`scrape`): its records less those of calls
+    not mirrored."""
+    return figures.get("shim_comparisons_total", 0.0) - figures.get(SKIPPED, 0.0)
+
+
 async def scrape(endpoint: str) -> dict[str, float]:
     """A shim's metrics at `endpoint` (HOST:PORT), summed by name (labels dropped)."""
     import urllib.request
@@ -286,6 +295,8 @@ async def scrape(endpoint: str) -> dict[str, float]:
             out[name.partition("{")[0]] += float(value)
             if name.startswith("shim_events_total{") and 'event="' in name:  # each event apart too
                 out["event:" + name.split('event="', 1)[1].partition('"')[0]] += float(value)
+            if name.startswith("shim_comparisons_total{") and 'verdict="skipped"' in name:
+                out[SKIPPED] += float(value)  # recorded, not compared: not mirrored, lost, shed or unseen
     return dict(out)
 
 
@@ -400,15 +411,20 @@ class Target:
         return dict(out)
 
     async def compared(self, rate: float, duration: float, seed: int) -> tuple[Result, int]:
-        """A load, then the comparisons it led to once the shim has caught up (within 20 s)."""
+        """A load, then the calls it led to that were mirrored and compared (records of calls not mirrored
+        are not counted), once the shim has caught up (within 20 s)."""
         before = await self.figures()
         result = await self.load(rate, duration, seed)
         figures = await self.settled()
         # mirrored calls whose place in their keys' order across replicas came after Envoy had the answer
         late = ("event:tickets_late", "event:read_places_late")
         self.late = int(sum(figures.get(name, 0.0) - before.get(name, 0.0) for name in late))
+        total, skipped = "shim_comparisons_total", SKIPPED
         return result, int(
-            figures.get("shim_comparisons_total", 0.0) - before.get("shim_comparisons_total", 0.0)
+            figures.get(total, 0.0)
+            - before.get(total, 0.0)
+            - figures.get(skipped, 0.0)
+            + before.get(skipped, 0.0)
         )
 
     async def settled(self, within: float = 20.0) -> dict[str, float]:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 NOT_DESCRIBED = "(not described)"  # the label of every method the descriptors do not describe
 OTHER = "(other)"  # without descriptors, the label of every method beyond the first MAX_METHODS
+# the method the calls whose copies never reached the shim are recorded under: a label of its own
+UNSEEN = "(calls the shim did not see)"
 MAX_METHODS = 1_000  # method labels without descriptors
 _MAX_COUNTED = 10_000  # methods Counters keeps apart; later ones count as OTHER
 
@@ -34,7 +36,7 @@ class MethodLabels:
     ) -> None:
         self._described = described
         self._limit = limit
-        self._own: dict[str, str] = {name: name for name in ("", *also)}  # the labels of their own
+        self._own: dict[str, str] = {name: name for name in ("", UNSEEN, *also)}  # the labels of their own
         self._named = 0  # methods admitted without descriptors
         self._lock = threading.Lock()  # the event loop, the comparisons' thread and a scrape all ask
 

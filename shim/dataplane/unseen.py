@@ -28,8 +28,8 @@ import structlog
 
 from comparators import Code, Exchange, Outcome
 from shim.dataplane.envoy_config import write_atomically
+from shim.metrics import UNSEEN as UNSEEN  # where the plane records them
 
-UNSEEN = "(calls the shim did not see)"  # the method the calls whose copies never arrived are recorded under
 PER_TICK = 2_500  # unseen calls recorded at most each second: a long gap is recorded over several, beside
 # the comparisons (the pipeline holds `comparison.max_pending`)
 # Envoy's figures for the copies' streams, read one at a time in this order: a stream that moves on

@@ -13,7 +13,7 @@ from comparators import DescriptorRegistry
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from shim.metrics import MAX_METHODS, NOT_DESCRIBED, OTHER, Counters, MethodLabels
+from shim.metrics import MAX_METHODS, NOT_DESCRIBED, OTHER, UNSEEN, Counters, MethodLabels
 from shim.reflection import fetch_descriptor_set
 from shim.testing import running_shim
 from tests.helpers import scrape_metrics
@@ -165,3 +165,12 @@ async def test_a_second_shim_cannot_serve_its_metrics_where_another_does(
     [line] = lines
     assert line.startswith(f"shim: error: cannot serve metrics on {taken}: "), line
     assert "metrics_listen" in line
+
+
+def test_the_calls_the_shim_did_not_see_have_a_metric_label_of_their_own() -> None:
+    """Their records are under a method no descriptor describes: counted as "(not described)" they
+    would pass for calls of methods the shim does not know, in the figures operators read."""
+    assert MethodLabels(lambda method: method == BALANCE)(UNSEEN) == UNSEEN
+    without = MethodLabels(limit=1)
+    assert without("/made.Up/One") == "/made.Up/One"
+    assert without(UNSEEN) == UNSEEN  # beyond the limit, still its own

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from shim.dataplane.envoy_admin import AdminConnections, admin_request
 from shim.errors import StartupError
 
 _log = structlog.get_logger("shim.envoy")
@@ -62,36 +63,6 @@ def binary() -> str | None:
     return None
 
 
-async def _admin_request(address: str, path: str, method: str = "GET") -> tuple[int, bytes]:
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
-    try:
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10.0)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
-    return status, body
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
-
-
 class Envoy:
     """One Envoy process at a time, kept running until `stop()`."""
 
@@ -118,6 +89,7 @@ class Envoy:
         self.restarts = 0
         self.running = asyncio.Event()
         self._early: list[tuple[str, str, str]] = []  # Envoy's log lines before it first runs
+        self._admin_connections = AdminConnections()
 
     async def validate(self) -> None:
         """`envoy --mode validate`: a StartupError with Envoy's reason when it refuses the config."""
@@ -205,7 +177,7 @@ class Envoy:
     async def _listening(self) -> bool:
         """Whether Envoy (at `admin`) has bound its listener; if so, `port` is its port and `running` set."""
         with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-            status, body = await _admin_request(self.admin, "/listeners?format=json")
+            status, body = await admin_request(self.admin, "/listeners?format=json")
             if status == 200:
                 listener = json.loads(body)["listener_statuses"][0]["local_address"]
                 socket = listener.get("socket_address")
@@ -261,7 +233,10 @@ class Envoy:
         """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""
         if not self.running.is_set():
             raise OSError("Envoy is not running")
-        status, body = await _admin_request(self.admin, path)
+        try:
+            status, body = await self._admin_connections.get(self.admin, path)
+        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+            raise OSError(f"Envoy's admin gave no answer to {path}: {exc!r}") from exc
         if status != 200:
             raise OSError(f"Envoy's admin answered {status} to {path}")
         return body
@@ -287,7 +262,7 @@ class Envoy:
         if not self.running.is_set():
             return
         with contextlib.suppress(OSError, ValueError):
-            await _admin_request(self.admin, "/drain_listeners?graceful", method="POST")
+            await admin_request(self.admin, "/drain_listeners?graceful", method="POST")
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
                 if (await self.stats()).get("http.shim.downstream_rq_active", 0) == 0:
@@ -305,6 +280,7 @@ class Envoy:
 
     async def stop(self, within: float = 5.0) -> None:
         self._stopping = True
+        self._admin_connections.close()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -366,6 +342,7 @@ class AttachedEnvoy(Envoy):
 
     async def stop(self, within: float = 5.0) -> None:
         """The supervisor stops Envoy, once the comparison plane has."""
+        self._admin_connections.close()
 
 
 def scratch(base: str | None = None) -> Path:

@@ -1,0 +1,94 @@
+"""Envoy's admin interface, on loopback: one request on a connection of its own (`admin_request`), or
+many on connections kept alive (`AdminConnections`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def admin_request(address: str, path: str, method: str = "GET") -> tuple[int, bytes]:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10.0)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _unchunk(body)
+    return status, body
+
+
+class AdminConnections:
+    """Kept-alive connections to Envoy's admin interface: the comparison plane reads Envoy's figures many
+    times a second (the copies sent, for each read asked again), and a connection of its own for each
+    read cost more than the read."""
+
+    _IDLE = 32  # connections kept open between requests (one for each read at once, up to that)
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[str, asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, address: str, path: str) -> tuple[int, bytes]:
+        while self._idle:  # a kept connection, if Envoy has not closed it meanwhile
+            kept = self._idle.pop()
+            if kept[0] != address or kept[2].is_closing():
+                kept[2].close()
+                continue
+            try:
+                return await self._exchange(kept, path)
+            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                continue
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+        return await self._exchange((address, reader, writer), path)
+
+    async def _exchange(
+        self, connection: tuple[str, asyncio.StreamReader, asyncio.StreamWriter], path: str
+    ) -> tuple[int, bytes]:
+        address, reader, writer = connection
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            if fields.get("transfer-encoding", "").lower() == "chunked":
+                body = bytearray()
+                while size := int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16):
+                    body += await reader.readexactly(size + 2)
+                    del body[-2:]
+                await reader.readuntil(b"\r\n")  # the empty trailer
+            else:
+                body = bytearray(await reader.readexactly(int(fields.get("content-length", "0"))))
+        except BaseException:
+            writer.close()
+            raise
+        if fields.get("connection", "").lower() == "close" or len(self._idle) >= self._IDLE:
+            writer.close()
+        else:
+            self._idle.append(connection)
+        return status, bytes(body)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop()[2].close()
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)

@@ -59,6 +59,8 @@ PYTHON_SOCKET = "python.sock"  # the shim's own server, for the methods that nee
 PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may start Envoy
 COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
 UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
+CAUGHT_UP = 2.0  # seconds since the processor last took up a copy late, or saw one cut off: it has caught up
+UNSEEN_LAG_MAX = 60.0  # seconds: counted then even if the plane has not caught up
 _log = structlog.get_logger("shim.dataplane")
 
 
@@ -168,6 +170,8 @@ class EnvoyPlane:
             shim.parts.primary_latencies,
             shim.recorder,
         )
+        # how long Envoy holds a copy for the processor: the shadow's timeout, at least 1 s
+        self.processor.held_for = copy_close_timeout = max(public.bk.timeout if public.bk else 2.0, 1.0)
         self._server.add_generic_rpc_handlers([self.processor.handler()])
         for dispatcher in shim.dispatchers.values():  # a read asked again waits for the copies in transit
             dispatcher.shared.arrived = self.arrived
@@ -188,7 +192,7 @@ class EnvoyPlane:
                 routes_file=self.routes_file,
                 python_target=python_target,
                 processor_target=processor_target,
-                copy_close_timeout=max(public.bk.timeout if public.bk else 2.0, 1.0),
+                copy_close_timeout=copy_close_timeout,
             )
             write_atomically(bootstrap_file, document)
             if self._attached:  # the supervisor validates and starts Envoy once the plane is ready for it
@@ -235,10 +239,18 @@ class EnvoyPlane:
                     self._count_unseen(given_up)
                     first = False
                 reads.append((now, given_up))
-                while reads and reads[0][0] <= now - UNSEEN_LAG:
+                while reads and self._due(reads[0][0], now):
                     self._count_unseen(reads.popleft()[1])
             self._record_unseen(self._unseen.take())
             await asyncio.sleep(1.0)
+
+    def _due(self, read_at: float, now: float) -> bool:
+        """Whether Envoy's count read at `read_at` counts now: UNSEEN_LAG later, once the processor has
+        caught up (a copy Envoy gave up on can still reach a plane that was stopped or starved, which then
+        records it under its method), or UNSEEN_LAG_MAX later in any case."""
+        processor = self.processor
+        caught_up = processor is None or now - processor.late >= CAUGHT_UP
+        return now - read_at >= UNSEEN_LAG_MAX or (now - read_at >= UNSEEN_LAG and caught_up)
 
     def _count_unseen(self, given_up: int) -> None:
         """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`)."""
@@ -400,6 +412,8 @@ class EnvoyPlane:
                 if (processor.copies >= sent and not processor.receiving) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.005)
+        while time.monotonic() - processor.late < CAUGHT_UP and time.monotonic() < deadline:  # noqa: ASYNC110  (a time, no event)
+            await asyncio.sleep(0.02)  # copies Envoy gave up on still coming in: taken, not unseen
         with contextlib.suppress(OSError, ValueError):  # the last count: each copy is held, given up or taken
             assert self.envoy is not None
             streams = await copy_streams(self.envoy.stats)

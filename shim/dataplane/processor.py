@@ -263,8 +263,12 @@ class _Copy:
 
     def _response_headers(self, message: pb.HttpHeaders) -> None:
         headers = _headers(message.headers)
+        answered = answered_at(headers)
+        processor = self._processor
+        if answered is not None and processor.held_for and time.time() - answered > processor.held_for:
+            processor.late = time.monotonic()  # taken after Envoy had given up on it
         if self._mirror is not None:
-            self._mirror.answered_at = answered_at(headers)
+            self._mirror.answered_at = answered
         headers = [(k, v) for k, v in headers if k != ANSWERED_HEADER]  # the copy's alone
         self._answers.encoding = _first(headers, "grpc-encoding") or "identity"
         if message.end_of_stream or _first(headers, "grpc-status"):  # trailers only: the call is over
@@ -368,12 +372,18 @@ class Processor:
         # records under a method
         self.ended_by_envoy = 0
         self.lost_unnamed = 0
+        self.held_for = 0.0  # seconds Envoy holds a copy for the processor after its call (0: not known)
+        # when (monotonic) the processor last took up a copy Envoy had given up on, or saw one cut off: a
+        # plane that was stopped or starved takes up what it had received late, as it catches up
+        self.late = 0.0
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
 
     def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
         """Envoy ended a copy's stream: cut it off, or ended it early (see `ended_by_envoy`)."""
         self.ended_by_envoy += cut
+        if cut:
+            self.late = time.monotonic()
         if copy is not None and not copy.done and not copy.method and not copy.named:
             self.lost_unnamed += 1
 

@@ -403,9 +403,9 @@ async def test_copies_lost_with_a_connection_envoy_closed_are_in_the_evidence(
 ) -> None:
     """The comparison plane stopped long enough for Envoy's flood protection to close its connection to the
     processor: the copies on that connection, which Envoy counts neither closed nor failed, are all in
-    the evidence, as are all the others it gave up on: none missing. Some may be counted twice, recorded
-    under their method and as unseen (on a machine loaded by two CPU hogs, up to 6 % of the calls in most
-    runs; none on a quiet one), never more calls unseen than were made."""
+    the evidence, as are all the others it gave up on: none missing. One in thousands may be counted
+    twice, recorded under its method and as unseen (beside two CPU hogs: one call in one run of six), and
+    never more calls unseen than were made."""
     bank, bk = ledgers
     store = tmp_path / "shim.db"
     async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", store) as shim:

@@ -38,7 +38,7 @@ from comparators import DescriptorRegistry
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
-from shim.dataplane.metrics import envoy_metrics
+from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.dataplane.routes import plan
@@ -232,7 +232,7 @@ class EnvoyPlane:
         first = True
         while True:
             with contextlib.suppress(OSError, ValueError):
-                self.stats = {k: v for k, v in (await envoy.stats()).items() if _wanted(k)}
+                self.stats = {k: v for k, v in (await envoy.stats(WANTED)).items() if _wanted(k)}
                 _, given_up = await copy_streams(envoy.stats)
                 now = time.monotonic()
                 if first:  # what Envoy gave up on before this plane ran cannot reach it any more
@@ -381,12 +381,7 @@ class EnvoyPlane:
             sent = await self._copies_sent()
         except (OSError, ValueError):
             return False
-        deadline = time.monotonic() + within
-        while not processor.admitted_through(sent):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.002)
-        return True
+        return await processor.arrivals.through(sent, within)
 
     async def settle(self) -> None:
         """Until every copy Envoy has sent by now is received whole, or Envoy gave it up (it drops a copy
@@ -444,6 +439,8 @@ class EnvoyPlane:
             await self.envoy.stop()
         if self._server is not None:
             await self._server.stop(max(deadline - time.monotonic(), 0.1))
+        if self.processor is not None:
+            self.processor.arrivals.close()
         if self._own_folder and self._folder is not None:
             envoy_process.remove_scratch(self._folder)
 

@@ -13,6 +13,7 @@ On the metrics endpoint beside the shim's own (`shim.exporter`):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,6 +33,14 @@ _CLUSTERS = ("bank", "bk", "python", "processor")
 _COPIES = "http.shim.ext_proc.mirror."
 _DOWNSTREAM = ("downstream_rq_total", "downstream_rq_active", "downstream_cx_active", "downstream_rq_5xx")
 _GAUGES = {"upstream_rq_active", "downstream_rq_active", "downstream_cx_active"}
+
+
+# the same stats as a regular expression, for Envoy to pick them (a full read is thousands of stats)
+WANTED = (
+    rf"^({re.escape(_COPIES)}|server\.memory_"
+    rf"|cluster\.({'|'.join(_CLUSTERS)})\.({'|'.join(_UPSTREAM)})$"
+    rf"|http\.shim\.({'|'.join(_DOWNSTREAM)})$)"
+)
 
 
 def wanted(name: str) -> bool:

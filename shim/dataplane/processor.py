@@ -39,6 +39,7 @@ from grpc import aio
 from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
+from shim.dataplane.arrivals import Arrivals
 from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
@@ -378,6 +379,7 @@ class Processor:
         self.late = 0.0
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
+        self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
 
     def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
         """Envoy ended a copy's stream: cut it off, or ended it early (see `ended_by_envoy`)."""
@@ -391,9 +393,11 @@ class Processor:
         self._mirrors.add(mirror)
         mirror.task.add_done_callback(lambda _: self._mirrors.discard(mirror))
 
-    def admitted_through(self, count: int) -> bool:
-        """Whether each of the first `count` copies received has its place in the lanes (or needs none)."""
-        return self.copies >= count and all(copy.admitted for copy in self._open if copy.ordinal <= count)
+    def admitted_prefix(self) -> int:
+        """How many of the first copies received have their place in the lanes (or need none): up to the
+        first copy being received that has not."""
+        first = min((copy.ordinal for copy in self._open if not copy.admitted), default=self.copies + 1)
+        return min(self.copies, first - 1)
 
     @property
     def receiving(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import urllib.parse
@@ -22,6 +23,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.dataplane import EnvoyPlane
 from shim.dataplane import envoy as envoy_process
+from shim.dataplane.metrics import WANTED, wanted
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import Recording
 from shim.testing import running_shim
@@ -82,12 +84,28 @@ async def test_envoys_stats_are_on_the_metrics_endpoint(ledgers: tuple[RunningLe
             return (
                 figures.get('shim_envoy_copies_total{stat="streams_started"}', 0) >= 5
                 and figures.get('shim_envoy_upstream_total{cluster="bank",stat="rq_total"}', 0) >= 5
+                and figures.get('shim_envoy_downstream_total{stat="rq_total"}', 0) >= 5
             )
 
         await until(shown, "Envoy's stats on the metrics endpoint")
         figures = _metrics(port)
     assert figures["shim_envoy_up"] == 1
     assert figures['shim_envoy_memory_bytes{kind="allocated"}'] > 0
+    assert 'shim_envoy_upstream_active{cluster="bank"}' in figures
+
+
+def test_envoy_picks_the_same_stats_the_metrics_show() -> None:
+    """Envoy is asked only for the stats the metrics show (`WANTED`): the pattern and `wanted` agree."""
+    pattern = re.compile(WANTED)
+    names = [
+        f"{prefix}{middle}{stat}{tail}"
+        for prefix in ("cluster.", "http.shim.", "server.", "http.shim.ext_proc.mirror.", "listener.")
+        for middle in ("bank.", "bk.", "python.", "processor.", "other.", "")
+        for stat in ("upstream_rq_total", "upstream_rq_5xx", "downstream_rq_total", "memory_allocated", "x")
+        for tail in ("", "_more", ".sub")
+    ]
+    assert {n for n in names if pattern.search(n)} == {n for n in names if wanted(n)}
+    assert sum(map(wanted, names)) > 20
 
 
 async def test_a_processor_that_is_gone_costs_the_clients_nothing(

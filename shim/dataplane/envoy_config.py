@@ -45,6 +45,10 @@ METHOD_HEADER = "x-shim-method"
 # on a copied call's answer, for the copy only: when Envoy had the primary's answer (`answered_at`)
 ANSWERED_HEADER = "x-shim-envoy-answered"
 _ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"
+# on a copied call's request, for the copy only: when Envoy received the call (`started_at`); taken off
+# before the primary, which never sees it
+STARTED_HEADER = "x-shim-envoy-started"
+_STARTED = "%START_TIME(%s.%6f)%"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/"
@@ -301,14 +305,32 @@ def bootstrap(
             },
         },
         "http_filters": [
-            {  # the answer's time, which the copy has, taken off the client's answer (the last to see it)
+            {  # the call's start, for the copy; the answer's time, which the copy has, taken off the client's
+                # answer (the last to see it)
                 "name": "envoy.filters.http.header_mutation",
                 "typed_config": {
                     "@type": _TYPES + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations": {"response_mutations": [{"remove": ANSWERED_HEADER}]},
+                    "mutations": {
+                        "request_mutations": [
+                            {
+                                "append": {
+                                    "header": {"key": STARTED_HEADER, "value": _STARTED},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                                }
+                            }
+                        ],
+                        "response_mutations": [{"remove": ANSWERED_HEADER}],
+                    },
                 },
             },
             {"name": _EXT_PROC, "typed_config": ext_proc},
+            {  # the call's start, which the copy has, taken off the call before the primary
+                "name": "envoy.filters.http.header_mutation",
+                "typed_config": {
+                    "@type": _TYPES + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    "mutations": {"request_mutations": [{"remove": STARTED_HEADER}]},
+                },
+            },
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {

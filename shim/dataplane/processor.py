@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 import urllib.parse
 import zlib
@@ -40,7 +41,7 @@ from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.arrivals import Arrivals
-from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER
+from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER, STARTED_HEADER
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
 from shim.exporter import Latencies
@@ -66,6 +67,7 @@ _NOT_METADATA = frozenset(
         "grpc-message",
         "user-agent",
         "content-length",
+        STARTED_HEADER,  # Envoy's, for the copy alone
     }
 )
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 0.001, "u": 1e-6, "n": 1e-9}
@@ -113,6 +115,15 @@ def answered_at(headers: list[tuple[str, str | bytes]]) -> float | None:
     except ValueError:
         return None
     return began + int(micros) / 1e6 if micros.isdigit() else began
+
+
+def started_at(headers: list[tuple[str, str | bytes]]) -> float | None:
+    """When Envoy received the call (`time.time()`), from its header on a copy's request; None without it."""
+    try:
+        at = float(_first(headers, STARTED_HEADER))
+    except ValueError:
+        return None
+    return at if math.isfinite(at) else None
 
 
 def grpc_timeout(text: str) -> float | None:
@@ -241,6 +252,8 @@ class _Copy:
                 self.method, self._metadata, timeout, self._is_write
             )
         if self._mirror is not None:
+            # its tickets across replicas carry the call's start as Envoy saw it, not the copy's arrival
+            self._mirror.admission.started = started_at(headers)
             processor.track(self._mirror)
         if message.end_of_stream:
             self._end_requests()

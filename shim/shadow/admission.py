@@ -54,6 +54,7 @@ class Admission:
         "plan",
         "seq",
         "spanned",
+        "started",
         "streamed",
     )
 
@@ -75,6 +76,8 @@ class Admission:
         self.first: message.Message | None = None  # the first request, decoded when ids or keys need it
         self.asked = False
         self.admitted = asyncio.Event()  # its place in the lanes is known
+        # when the call started, as its data plane saw it (Envoy's, on a copy); None: as it takes its place
+        self.started: float | None = None
         self.seq: int | None = None  # the lanes' write_seq when it took its place: later writes came after it
         self.not_sampled = False  # a read left out by sampling
         # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
@@ -180,7 +183,13 @@ class Admission:
             self.keys = keys
             if shared.key_order is not None and keys:  # its turn across replicas, asked for now
                 self.places.fleet = FleetPlace(
-                    shared.key_order, keys, self.method, shared.steps, shared.counters, read=not self.is_write
+                    shared.key_order,
+                    keys,
+                    self.method,
+                    shared.steps,
+                    shared.counters,
+                    read=not self.is_write,
+                    started=self.started,
                 )
             elif self.is_write and shared.key_order is not None:
                 shared.counters.inc("writes_not_ordered_across_replicas", self.method)

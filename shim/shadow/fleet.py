@@ -90,6 +90,7 @@ class FleetPlace:
         steps: Steps | None,
         counters: Counters,
         read: bool = False,
+        started: float | None = None,
     ) -> None:
         self._order = order
         self._method = method
@@ -98,7 +99,7 @@ class FleetPlace:
         self._answered = False
         self._at: float | None = None  # a copy's answer time, until its tickets are judged against it
         self._in_turn = False  # every call before it on its keys is done, here and on other replicas
-        self._tickets = order.take(keys, method, read)
+        self._tickets = order.take(keys, method, read, started)
         self.unordered = ""  # a read: why a difference it shows may come of its order (it is then tainted)
 
     @property

@@ -32,9 +32,17 @@ class Tickets:
         "_finish", "_released", "error", "held", "keys", "method", "read", "started", "taken",
     )  # fmt: skip
 
-    def __init__(self, keys: tuple[str, ...], method: str, finish: Finish, read: bool = False) -> None:
+    def __init__(
+        self,
+        keys: tuple[str, ...],
+        method: str,
+        finish: Finish,
+        read: bool = False,
+        started: float | None = None,
+    ) -> None:
         self._finish = finish
-        self.started = time.time()  # the call's start, as this replica saw it (asked with its place)
+        # the call's start: as its data plane saw it (Envoy's, on a copy), else as it asks for its place
+        self.started = time.time() if started is None else started
         self.keys = keys
         self.method = method
         self.read = read

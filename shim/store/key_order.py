@@ -104,10 +104,13 @@ class KeyOrder:
         rows = await self._book.position(key)
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
-    def take(self, keys: Sequence[str], method: str, read: bool = False) -> Tickets:
+    def take(
+        self, keys: Sequence[str], method: str, read: bool = False, started: float | None = None
+    ) -> Tickets:
         """Tickets on `keys` for one write, asked for now (issued in the order asked); `read`: where a read
-        stands on them instead (the last tickets issued before it, which it waits for), in the same order."""
-        tickets = Tickets(tuple(dict.fromkeys(keys)), method, self._finish, read)
+        stands on them instead (the last tickets issued before it, which it waits for), in the same order.
+        `started`: when the call started (`time.time()`; by default now)."""
+        tickets = Tickets(tuple(dict.fromkeys(keys)), method, self._finish, read, started)
         self._asked.append(tickets)
         self._ask.set()
         return tickets

@@ -8,17 +8,19 @@ copy has it. Order across replicas holds a ticket taken after that time for late
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from grpc import aio
 
 from comparators import Outcome
 from shim.dataplane import envoy as envoy_process
-from shim.dataplane.envoy_config import ANSWERED_HEADER
-from shim.dataplane.processor import answered_at
+from shim.dataplane.envoy_config import ANSWERED_HEADER, STARTED_HEADER
+from shim.dataplane.processor import answered_at, started_at
 from shim.shadow.mirror import Mirror
 from shim.testing import running_shim
-from tests.backends import Running
+from tests.backends import Running, scripted_server
 from tests.shim.test_transparency import _observe
 
 NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
@@ -67,3 +69,58 @@ async def test_the_copy_has_the_answer_time_and_the_client_never_sees_it(
     assert at is not None
     assert before <= at <= after
     assert [k for k, _ in metadata if k == ANSWERED_HEADER] == []
+
+
+@NEEDS_ENVOY
+async def test_the_copy_has_the_calls_start_and_neither_side_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envoy tells the copy when it received the call (`STARTED_HEADER`): its tickets across replicas carry
+    that start, not the copy's arrival. It lies between the client's send and Envoy's answer time; neither
+    Bank nor BK receives the header, not even one the client sent itself."""
+    received: dict[str, list[tuple[str, Any]]] = {}
+
+    def recording(side: str) -> Any:
+        async def handler(
+            requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+        ) -> list[bytes]:
+            received[side] = list(context.invocation_metadata() or ())
+            return [b"".join([r async for r in requests])]
+
+        return handler
+
+    bank, bk = await scripted_server(recording("bank")), await scripted_server(recording("bk"))
+    seen: list[tuple[float | None, float | None]] = []
+    done = Mirror.primary_done
+
+    def spy(self: Mirror, outcome: Outcome) -> None:
+        seen.append((self.admission.started, self.answered_at))
+        done(self, outcome)
+
+    monkeypatch.setattr(Mirror, "primary_done", spy)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, dataplane="envoy") as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            before = time.time()
+            await channel.unary_unary("/test.Echo/unary_unary")(b"one", metadata=((STARTED_HEADER, "1"),))
+            after = time.time()
+            await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    [(started, answered)] = seen
+    assert started is not None
+    assert answered is not None
+    assert before <= started <= answered <= after
+    for side in ("bank", "bk"):
+        assert [k for k, _ in received[side] if k == STARTED_HEADER] == [], side
+
+
+@pytest.mark.parametrize(
+    ("value", "at"), [("1796442874.143052", 1796442874.143052), ("nan", None), ("soon", None), ("", None)]
+)
+def test_the_start_is_read_from_the_header(value: str, at: float | None) -> None:
+    headers: list[tuple[str, str | bytes]] = [(":path", "/a.B/C")]
+    if value:
+        headers.append((STARTED_HEADER, value))
+    assert started_at(headers) == at

@@ -324,3 +324,24 @@ async def test_a_copy_is_late_when_a_call_started_after_its_answer_took_a_ticket
     read.answered(started - 0.5)
     assert counters.get("read_places_late", "/R") == 1
     assert "started after the primary's answer" in read.unordered
+
+
+async def test_a_call_sent_before_a_writes_answer_passes_no_one_however_late_its_copy_came(
+    replica: Open,
+) -> None:
+    """A ticket carries its call's start as the data plane saw it (Envoy's, on a copy), not when the copy
+    took its place: a call sent before a write's answer, whose copy reached the plane after it, was in
+    flight with the write, and its ticket before the write's makes the write not late. Without the start
+    (the copy's arrival taken for it) the same write is counted late."""
+    a, b = await replica("a"), await replica("b")
+    for given, late in ((True, 0), (False, 1)):
+        counters = Counter()
+        sent = time.time() - 1.0  # the call was sent a second ago; its copy comes now
+        key = f"k{given}"
+        concurrent = FleetPlace(a, (key,), "/W", None, counters, started=sent if given else None)
+        await asyncio.wait_for(concurrent._tickets.taken.wait(), 10)
+        write = FleetPlace(b, (key,), "/W", None, counters)
+        write.answered(sent + 0.5)  # answered after `concurrent` was sent, before its copy came
+        concurrent.release()
+        assert await asyncio.wait_for(write.ready(asyncio.Event()), 10)
+        assert counters.get("tickets_late", "/W") == late, given

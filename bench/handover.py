@@ -1,15 +1,15 @@
-"""The event loop's CPU per comparison handed to the comparison worker process: exchanges submitted one
-a turn of the loop (each handed over alone: the baseline) against many a turn (handed over together),
-measured in the same run.
+"""The event loop's CPU per comparison handed to the comparison worker process: exchanges each handed over
+alone (the baseline), one a turn of the loop, and many a turn, measured in the same run.
 
     python bench/handover.py [--exchanges N] [--per-turn K]
 
 The comparison pipeline (`shim.pipeline`, `[comparison] executor = "process"`) hands the exchanges
-submitted in one turn of the event loop to its worker at once, up to 64: one pickling, one trip
-through the pool's threads and one wake-up of the loop for them all. Under load many mirrored calls
-end in one turn. This measures what the shim's own process spends per comparison (its CPU time, all
-its threads), and the wall time until every comparison is back. The exchanges are small unary ones
-with no descriptors: the worker's own work is not what is measured.
+submitted within a few milliseconds (`_GATHER`) to its worker at once, up to 64: one pickling, one trip
+through the pool's threads and one wake-up of the loop for them all. Under load the loop turns often,
+with a mirrored call or two ending each time. This measures what the shim's own process spends per
+comparison (its CPU time, all its threads), and the wall time until every comparison is back. The
+baseline leaves more than the gathering time between exchanges, so that each goes alone. The exchanges
+are small unary ones with no descriptors: the worker's own work is not what is measured.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import time
 
 from comparators import Exchange, Outcome
 from shim.metrics import Counters
-from shim.pipeline import ComparisonPipeline, WorkerSetup
+from shim.pipeline import _GATHER, ComparisonPipeline, WorkerSetup
 
 
-async def _run(exchanges: int, per_turn: int) -> tuple[float, float]:
+async def _run(exchanges: int, per_turn: int, pause: float = 0.0) -> tuple[float, float]:
     """(CPU seconds of this process per comparison, wall seconds in all) for `exchanges` submitted
-    `per_turn` at a time."""
+    `per_turn` at a time, `pause` seconds apart (0: the loop turns once between)."""
     compared: list[object] = []
     pipeline = ComparisonPipeline(
         None,
@@ -46,7 +46,7 @@ async def _run(exchanges: int, per_turn: int) -> tuple[float, float]:
     for n in range(exchanges):
         pipeline.submit(exchange)
         if (n + 1) % per_turn == 0:
-            await asyncio.sleep(0)  # the loop turns: what was submitted goes to the worker
+            await asyncio.sleep(pause)  # the loop turns
     await pipeline.drain()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     pipeline.close()
@@ -56,22 +56,28 @@ async def _run(exchanges: int, per_turn: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--exchanges", type=int, default=5000, help="comparisons per run (default 5000)")
+    parser.add_argument("--exchanges", type=int, default=2000, help="comparisons per run (default 2000)")
     parser.add_argument(
         "--per-turn", type=int, default=32, help="submitted per turn of the loop (default 32)"
     )
     options = parser.parse_args()
-    alone_cpu, alone_wall = asyncio.run(_run(options.exchanges, 1))
-    together_cpu, together_wall = asyncio.run(_run(options.exchanges, options.per_turn))
-    print(f"{options.exchanges} comparisons, each handed over alone (baseline) or {options.per_turn} a turn:")
+    runs = {
+        "each alone": asyncio.run(_run(options.exchanges, 1, pause=2 * _GATHER)),
+        "one a turn": asyncio.run(_run(options.exchanges, 1)),
+        f"{options.per_turn} a turn": asyncio.run(_run(options.exchanges, options.per_turn)),
+    }
     print(
-        f"  one a turn:        {alone_cpu * 1e6:7.1f} us of CPU each, {options.exchanges / alone_wall:8.0f}/s"
+        f"{options.exchanges} comparisons: each handed over alone (baseline), one a turn, "
+        f"{options.per_turn} a turn"
     )
-    print(
-        f"  {options.per_turn} a turn:".ljust(21)
-        + f"{together_cpu * 1e6:7.1f} us of CPU each, {options.exchanges / together_wall:8.0f}/s"
-    )
-    print(f"handed over together: x{together_cpu / alone_cpu:.2f} of the CPU per comparison")
+    alone_cpu = runs["each alone"][0]
+    for name, (cpu, wall) in runs.items():
+        print(
+            f"  {name + ':':<18} {cpu * 1e6:7.1f} us of CPU each (x{cpu / alone_cpu:.2f}), "
+            f"{options.exchanges / wall:8.0f}/s"
+        )
+    together = min(cpu for cpu, _ in list(runs.values())[1:])
+    print(f"handed over together: x{together / alone_cpu:.2f} of the CPU per comparison at most")
 
 
 if __name__ == "__main__":

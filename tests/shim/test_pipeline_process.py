@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -119,8 +120,8 @@ async def test_comparisons_handed_to_a_worker_together_each_keep_their_own_verdi
 
 
 async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped() -> None:
-    """Exchanges wait for the event loop's next turn to go to a worker; if the pipeline closes first (the
-    shim stops), each is counted dropped and releases its bytes, and the pipeline is idle."""
+    """Exchanges wait a few milliseconds to go to a worker together; if the pipeline closes first (the shim
+    stops), each is counted dropped and releases its bytes, and the pipeline is idle."""
     counters = Counters()
     pipeline = ComparisonPipeline(None, [], counters, executor="process", setup=WorkerSetup(None, (), ()))
     released: list[int] = []
@@ -131,3 +132,31 @@ async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped()
     assert released == [1]
     assert counters.get("comparisons_dropped") == 1
     assert pipeline.pending == 0
+
+
+async def test_exchanges_submitted_a_turn_apart_go_to_the_worker_together() -> None:
+    """Under load the loop turns with an exchange or two each time: those submitted within `_GATHER` make one
+    hand-over (its cost is the loop's, about a comparison's own), and one submitted later makes another."""
+    pipeline = ComparisonPipeline(None, [], Counters(), executor="process", setup=WorkerSetup(None, (), ()))
+    await pipeline.start()
+    pool = pipeline._compare_pool
+    handed: list[int] = []
+    submit = pool.submit
+
+    def counting(fn: Any, exchanges: list[Exchange]) -> Any:
+        handed.append(len(exchanges))
+        return submit(fn, exchanges)
+
+    pool.submit = counting  # type: ignore[method-assign]
+    exchange = Exchange(method=UNARY, requests=(), primary=Outcome(code=0), shadow=Outcome(code=0))
+    try:
+        for _ in range(10):
+            pipeline.submit(exchange)
+            await asyncio.sleep(0)  # the loop turns
+        await asyncio.wait_for(pipeline.drain(), 30)
+        assert handed == [10]
+        pipeline.submit(exchange)
+        await asyncio.wait_for(pipeline.drain(), 30)
+        assert handed == [10, 1]
+    finally:
+        pipeline.close()

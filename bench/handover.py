@@ -4,7 +4,7 @@ alone (the baseline), one a turn of the loop, and many a turn, measured in the s
     python bench/handover.py [--exchanges N] [--per-turn K]
 
 The comparison pipeline (`shim.pipeline`, `[comparison] executor = "process"`) hands the exchanges
-submitted within a few milliseconds (`_GATHER`) to its worker at once, up to 64: one pickling, one trip
+submitted within a few milliseconds (`GATHER`) to its worker at once, up to 64: one pickling, one trip
 through the pool's threads and one wake-up of the loop for them all. Under load the loop turns often,
 with a mirrored call or two ending each time. This measures what the shim's own process spends per
 comparison (its CPU time, all its threads), and the wall time until every comparison is back. The
@@ -20,7 +20,7 @@ import time
 
 from comparators import Exchange, Outcome
 from shim.metrics import Counters
-from shim.pipeline import _GATHER, ComparisonPipeline, WorkerSetup
+from shim.pipeline import GATHER, ComparisonPipeline, WorkerSetup
 
 
 async def _run(exchanges: int, per_turn: int, pause: float = 0.0) -> tuple[float, float]:
@@ -62,7 +62,7 @@ def main() -> None:
     )
     options = parser.parse_args()
     runs = {
-        "each alone": asyncio.run(_run(options.exchanges, 1, pause=2 * _GATHER)),
+        "each alone": asyncio.run(_run(options.exchanges, 1, pause=2 * GATHER)),
         "one a turn": asyncio.run(_run(options.exchanges, 1)),
         f"{options.per_turn} a turn": asyncio.run(_run(options.exchanges, options.per_turn)),
     }

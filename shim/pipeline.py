@@ -90,7 +90,7 @@ class WorkerSetup:
 _BATCH = 64  # exchanges handed to a worker process at once, at most
 # ... and how long the first of them waits for others: under load the loop turns often with an exchange or
 # two each time, and every hand-over costs the loop about as much as comparing (a trip through the pool)
-_GATHER = 0.005
+GATHER = 0.005
 
 _worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redactor | None] = (
     None,
@@ -236,10 +236,10 @@ class ComparisonPipeline:
             future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
             future.add_done_callback(lambda f: self._done(f, done))
             return
-        # the exchanges submitted within `_GATHER` go to a worker together: one hand-over (its pickling, the
+        # the exchanges submitted within `GATHER` go to a worker together: one hand-over (its pickling, the
         # pool's threads, the loop woken) for many comparisons under load
         if not self._batch:
-            loop.call_later(_GATHER, self._hand_over)
+            loop.call_later(GATHER, self._hand_over)
         self._batch.append((exchange, done))
         if len(self._batch) >= _BATCH:
             self._hand_over()

@@ -135,7 +135,7 @@ async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped()
 
 
 async def test_exchanges_submitted_a_turn_apart_go_to_the_worker_together() -> None:
-    """Under load the loop turns with an exchange or two each time: those submitted within `_GATHER` make one
+    """Under load the loop turns with an exchange or two each time: those submitted within `GATHER` make one
     hand-over (its cost is the loop's, about a comparison's own), and one submitted later makes another."""
     pipeline = ComparisonPipeline(None, [], Counters(), executor="process", setup=WorkerSetup(None, (), ()))
     await pipeline.start()

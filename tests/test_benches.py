@@ -33,6 +33,7 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
     "fleet_switch.py": (["--replicas", "2", "--switches", "1", "--rate", "20"], "calls held"),
     "handover.py": (["--exchanges", "300"], "handed over together"),
     "latency.py": (["--calls", "50"], "added"),
+    "overload.py": (["--rate", "100", "--duration", "1"], "clients' p99"),
     "plane_cpu.py": (["--rate", "100", "--duration", "1"], "comparison plane / Bank"),
     "openloop.py": (
         ["--duration", "0.5", "--rounds", "1", "--rate", "200", "--search", "", "--compare", ""],

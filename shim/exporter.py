@@ -26,6 +26,7 @@ bounded whatever names clients make up.
     shim_store_backlog                             comparisons waiting for the store
     shim_shadow_breaker_open                       1 while the shadow breaker is open
     shim_event_loop_lag_seconds                    how late the event loop runs (see shed_lag)
+    shim_shedding_armed                            1 once the start-up is over: reads are shed when behind
     shim_mode{mode}                                1 for the mode the shim runs in
 """
 
@@ -136,6 +137,8 @@ class _Backlog(Protocol):
 class _Lag(Protocol):
     @property
     def measured(self) -> float: ...
+    @property
+    def settled(self) -> bool: ...
 
 
 class _Modes(Protocol):
@@ -227,6 +230,11 @@ class _ShimCollector(Collector):
         breaker_open = any(d.breaker.state == "open" for d in dispatchers)
         yield _gauge("shim_shadow_breaker_open", "1 while the shadow breaker is open", int(breaker_open))
         yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.measured)
+        yield _gauge(
+            "shim_shedding_armed",
+            "1 once the start-up is over and the shim sheds reads when behind (see shed_lag)",
+            int(shim.loop_lag.settled),
+        )
         mode = GaugeMetricFamily(
             "shim_mode", 'The mode of each scope ("*": the default, else a method)', labels=["scope", "mode"]
         )

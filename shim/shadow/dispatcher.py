@@ -120,7 +120,7 @@ class ShadowDispatcher:
         if not shared.breaker.allow():
             shared.counters.inc("shadow_breaker_skipped", method)
             return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
-        if self.overload is not None and self.shed_lag > 0:
+        if self.overload is not None and self.sheds:
             lag = self.overload.lag
             if lag > self.shed_lag and not is_write:  # a write missed would put its keys out of step
                 shared.counters.inc("shadow_shed", method)
@@ -133,6 +133,12 @@ class ShadowDispatcher:
         self._streams += stream
         self._idle.clear()
         return mirror, ""
+
+    @property
+    def sheds(self) -> bool:
+        """Whether reads are shed for overload now: `shed_lag` is not 0, and the start-up is over (the event
+        loop has run on time for a while: `LoopLag.settled`)."""
+        return self.overload is not None and self.shed_lag > 0 and self.overload.settled
 
     def _make_room(self, streams_only: bool) -> bool:
         """Give up the mirror idle longest (for `stream_idle` or more) so that a new call takes its place."""

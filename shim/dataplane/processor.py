@@ -53,11 +53,9 @@ from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 _ENDED = "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
-_SHED = "the primary's answer was not read: the call's copy was shed"
 # a read whose copy the processor takes up this share of Envoy's hold (`held_for`) after its call started
 # is shed: a plane that far behind would otherwise have Envoy drop copies, writes among them
 SHED_BEHIND = 0.8
-RECENT = 0.1  # seconds: how long the lateness of the last copy read stands for the copies opened after it
 _log = structlog.get_logger("shim.processor")
 
 # headers that are gRPC's or HTTP's framing, not the call's metadata (grpc hides them from handlers too)
@@ -253,9 +251,7 @@ class _Copy:
                 self.method, self._metadata, self._is_write, self._answered_by, timed=False
             )
         started = started_at(headers)
-        if self.sheds(processor.behind(started)):
-            return
-        if self._dispatcher is not None:
+        if self._dispatcher is not None and not self.sheds(processor.behind(started)):
             self._mirror, self._refused = self._dispatcher.start(
                 self.method, self._metadata, timeout, self._is_write
             )
@@ -267,8 +263,9 @@ class _Copy:
             self._end_requests()
 
     def sheds(self, behind: float) -> bool:
-        """Whether the copy is shed: a read, taken up `behind` s late (0: in time), while the shim sheds.
-        Without a recording to make, nothing more of it is needed: it is done, and its stream ends."""
+        """Whether the copy is shed: a read, taken up `behind` s late (0: in time), while the shim sheds. It
+        is not mirrored, and is recorded so once it ends; it is still read to its end, so that a copy Envoy
+        cut off meanwhile is counted as such (and never twice: recorded under its method, and unseen)."""
         dispatcher = self._dispatcher
         if dispatcher is None or not behind or self._is_write or not dispatcher.sheds:
             return False
@@ -277,24 +274,7 @@ class _Copy:
             f"not mirrored: the shim is behind (it took up this call's copy {behind:.1f} s late; reads are "
             f"shed from {self._processor.held_for * SHED_BEHIND:.1f} s)"
         )
-        if self._recorder is not None:  # read on for the recording, not mirrored
-            return False
-        self._unmirrored(Outcome(code=Code.UNKNOWN, local=_SHED), self._refused)
-        self.done = True
         return True
-
-    def shed_unread(self, behind: float) -> bool:
-        """Whether the copy is shed as its stream opens, before any of it is read: a read (its method as
-        Envoy named it), taken up `behind` s late, while the shim sheds."""
-        if not self.named or self._recorder is not None:
-            return False
-        processor = self._processor
-        self._is_write = processor.plans.of(self.named).write
-        if self._is_write or not behind or self._dispatcher is None or not self._dispatcher.sheds:
-            return False
-        self.method = self.named
-        processor.counters.inc("calls", self.method)
-        return self.sheds(behind)
 
     def _request_body(self, body: pb.HttpBody) -> None:
         for request in self._requests.feed(body.body):
@@ -429,25 +409,15 @@ class Processor:
         # plane that was stopped or starved takes up what it had received late, as it catches up
         self.late = 0.0
         self._open: set[_Copy] = set()  # copies being received now
-        self._late = (0.0, 0.0)  # how late the last copy whose start was read was taken up, and when
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
 
-    def behind(self, started: float | None = None) -> float:
+    def behind(self, started: float | None) -> float:
         """How late the processor takes up a copy of a call that `started` (`time.time()`, as Envoy saw it),
-        when that is late enough to shed a read (`SHED_BEHIND` of Envoy's hold), else 0. Without `started`
-        (a copy whose stream has just opened, none of it read): how late it took up the last copy whose
-        start it read, within `RECENT` s. Under a backlog the copies' streams wait to be opened in the
-        order Envoy opened them, so the next one is about as late as the last."""
-        if not self.held_for:
+        when that is late enough to shed a read (`SHED_BEHIND` of Envoy's hold), else 0."""
+        if started is None or not self.held_for:
             return 0.0
-        now = time.monotonic()
-        if started is not None:
-            late = time.time() - started
-            self._late = (late, now)
-        else:
-            late, at = self._late
-            late = late if now - at <= RECENT else 0.0
+        late = time.time() - started
         return late if late >= self.held_for * SHED_BEHIND else 0.0
 
     def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
@@ -515,8 +485,6 @@ class Processor:
         copy = _Copy(self, dispatcher, recorder, by, named) if dispatcher is not None or recorder else None
         if copy is not None:
             copy.ordinal = self.copies
-            if copy.shed_unread(self.behind()):
-                return  # its stream ends unread: Envoy counts it answered, and sends no more of it
             self._open.add(copy)
         try:
             async for request in requests:
@@ -529,9 +497,7 @@ class Processor:
                 except UnreadableCopy as exc:
                     copy.lost(str(exc))
                 if copy.done and not copy.lost_at:
-                    # the primary's status is in (nothing more comes), or the copy was shed (nothing more is
-                    # needed): Envoy need not hold the stream, nor send the rest
-                    break
+                    break  # the primary's status is in: nothing more comes, Envoy need not hold the stream
             else:  # Envoy ended the stream early: the processor ends its side, so Envoy counts it answered
                 self._ended(copy, cut=False)
                 if copy is not None:

@@ -1,6 +1,5 @@
 """A comparison plane far behind Envoy sheds reads, not writes: a read whose copy it takes up late in
-Envoy's hold (`SHED_BEHIND` of it) after its call started is recorded not mirrored, and its stream ends
-there."""
+Envoy's hold (`SHED_BEHIND` of it) after its call started is recorded not mirrored."""
 
 from __future__ import annotations
 
@@ -112,7 +111,7 @@ async def test_a_plane_far_behind_sheds_the_reads_it_takes_up_late_and_mirrors_t
     assert _count(figures, "shim_comparisons_total", method=DEPOSIT) == 5
     assert _count(figures, "shim_comparisons_total", method=DEPOSIT, verdict="skipped") == 0
     assert _count(figures, "shim_comparisons_total", method=UNSEEN) == 0
-    assert answered == started == 2 + 15 + 1  # the processor ended every copy's stream, shed ones too
+    assert answered == started == 2 + 15 + 1  # the processor ended every copy's stream: none cut off
     with contextlib.closing(sqlite3.connect(store)) as db:
         reasons = [r for (r,) in db.execute("SELECT reason FROM comparisons WHERE verdict = 'skipped'")]
     assert len(reasons) == 10

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 import urllib.parse
 from importlib import metadata
@@ -33,17 +32,6 @@ from shim.dataplane.envoy_admin import AdminConnections, admin_request
 from shim.errors import StartupError
 
 _log = structlog.get_logger("shim.envoy")
-# Envoy runs in a process group of its own (a Ctrl-C in the shim's terminal is the shim's to handle) but
-# in the shim's session: where Linux shares the CPU out by session first (autogroup), nice values rank
-# threads only within a session, and the comparison plane must rank below Envoy (docs/dataplane.md#cpu).
-# uvloop's subprocesses take no `process_group`: a Python without its site sets the group, then execs.
-_OWN_GROUP = (
-    sys.executable,
-    "-I",
-    "-S",
-    "-c",
-    "import os, sys; os.setpgid(0, 0); os.execvp(sys.argv[1], sys.argv[1:])",
-)
 _LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -147,7 +135,6 @@ class Envoy:
         setpriv = shutil.which("setpriv")
         guard = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         self._process = await asyncio.create_subprocess_exec(
-            *_OWN_GROUP,
             *guard,
             self._executable,
             "-c",
@@ -166,6 +153,7 @@ class Envoy:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the shim's terminal is the shim's to handle
         )
         self._lines = asyncio.get_running_loop().create_task(self._relay_log(self._process), name="envoy log")
 

@@ -42,7 +42,7 @@ from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
 from shim.dataplane.routes import plan
-from shim.dataplane.unseen import UNSEEN, Unseen, copy_streams, record_unseen
+from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
 from shim.pipeline import Sink
@@ -107,6 +107,7 @@ class EnvoyPlane:
         # the processor and the shim's own server listen on unix sockets in `folder`, whose paths Envoy knows
         self._attached = attached
         self._copies_before = 0  # copies Envoy counted as sent before this processor started
+        self._answered_before = 0  # copies Envoy counted as answered before this processor started
         self._preparing, self._sent = "", 0  # what a switch waits for now (`waiting`); the copies sent then
         self._spanning: list[Mirror] = []  # batches under way as the switch prepared, and the old modes
         self._before: dict[str, str] = {}
@@ -147,8 +148,9 @@ class EnvoyPlane:
             self.envoy = envoy_process.AttachedEnvoy(self._executable, bootstrap_file)
             await self.envoy.start()
             self._version = int(await self.envoy.route_version() or 0)
-            started, given_up = await copy_streams(self.envoy.stats)
-            self._copies_before = started - given_up
+            streams = await copy_streams(self.envoy.stats)
+            self._copies_before = streams.started - streams.given_up
+            self._answered_before = streams.answered
         else:
             write_secrets(public, self._folder, self._version)  # the TLS files, checked before anything runs
         self._server = aio.server(
@@ -233,14 +235,14 @@ class EnvoyPlane:
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats(WANTED)).items() if _wanted(k)}
-                _, given_up = await copy_streams(envoy.stats)
+                _, given_up, answered = await copy_streams(envoy.stats)
                 now = time.monotonic()
                 if first:  # what Envoy gave up on before this plane ran cannot reach it any more
-                    self._count_unseen(given_up)
+                    self._count_unseen(given_up, answered)
                     first = False
                 reads.append((now, given_up))
                 while reads and self._due(reads[0][0], now):
-                    self._count_unseen(reads.popleft()[1])
+                    self._count_unseen(reads.popleft()[1], answered)
             self._record_unseen(self._unseen.take())
             await asyncio.sleep(1.0)
 
@@ -252,12 +254,14 @@ class EnvoyPlane:
         caught_up = processor is None or now - processor.late >= CAUGHT_UP
         return now - read_at >= UNSEEN_LAG_MAX or (now - read_at >= UNSEEN_LAG and caught_up)
 
-    def _count_unseen(self, given_up: int) -> None:
-        """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`)."""
+    def _count_unseen(self, given_up: int, answered: int) -> None:
+        """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`, read then);
+        `answered`: the copies Envoy counts answered by the processor, as read last."""
         processor = self.processor
         if self._unseen is None or processor is None:
             return
-        new = self._unseen.update(given_up, processor.ended_by_envoy - processor.lost_unnamed)
+        received = processor.received_given_up(answered - self._answered_before)
+        new = self._unseen.update(given_up, received - processor.lost_unnamed)
         if new and processor.recorder is not None:
             processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", new)
 
@@ -362,13 +366,14 @@ class EnvoyPlane:
                     return time.perf_counter() - started
             await asyncio.sleep(0.002)
 
-    async def _copies_sent(self, streams: tuple[int, int] | None = None) -> int:
+    async def _copies_sent(self, streams: Streams | None = None) -> int:
         """The copies Envoy has handed to this processor so far: started, less those it gave up on before the
         processor received them (from `streams`, started and given up, else as Envoy counts now)."""
         assert self.envoy is not None
-        started, given_up = streams if streams is not None else await copy_streams(self.envoy.stats)
+        started, given_up, _ = streams if streams is not None else await copy_streams(self.envoy.stats)
         processor = self.processor
-        seen = processor.ended_by_envoy if processor is not None else 0  # given up, but received first
+        # given up, but received first: those cut off (answered ones may be on their way, and count as sent)
+        seen = processor.ended_by_envoy if processor is not None else 0
         return started - given_up + seen - self._copies_before
 
     async def arrived(self, within: float = 2.0) -> bool:
@@ -410,10 +415,9 @@ class EnvoyPlane:
         while time.monotonic() - processor.late < CAUGHT_UP and time.monotonic() < deadline:  # noqa: ASYNC110  (a time, no event)
             await asyncio.sleep(0.02)  # copies Envoy gave up on still coming in: taken, not unseen
         with contextlib.suppress(OSError, ValueError):  # the last count: each copy is held, given up or taken
-            assert self.envoy is not None
-            streams = await copy_streams(self.envoy.stats)
+            streams = await self._answers_counted(deadline)
             sent = await self._copies_sent(streams)
-            self._count_unseen(streams[1])
+            self._count_unseen(streams.given_up, streams.answered)
         missing = sent - processor.copies
         if missing > 0:
             _log.warning(
@@ -425,6 +429,23 @@ class EnvoyPlane:
                 processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", missing)
         if self._unseen is not None:  # the last of those counted before
             self._record_unseen(self._unseen.take(None))
+
+    async def _answers_counted(self, deadline: float) -> Streams:
+        """Envoy's figures once it has counted the processor's answers on their way (the last count would
+        take those for copies Envoy gave up on that the processor had), or at `deadline` (0.5 s at most)."""
+        envoy, processor = self.envoy, self.processor
+        assert envoy is not None
+        assert processor is not None
+        deadline = min(deadline, time.monotonic() + 0.5)
+        streams = await copy_streams(envoy.stats)
+        beyond = processor.received_given_up(streams.answered - self._answered_before)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            streams = await copy_streams(envoy.stats)
+            last, beyond = beyond, processor.received_given_up(streams.answered - self._answered_before)
+            if beyond == last:
+                break
+        return streams
 
     async def stop(self, grace: float = 0.0) -> None:
         """Envoy takes no new call and gets `grace` seconds for those in flight; then the copies still

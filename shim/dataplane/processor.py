@@ -404,6 +404,9 @@ class Processor:
         # records under a method
         self.ended_by_envoy = 0
         self.lost_unnamed = 0
+        # the copies' streams the processor ended itself: answered, as far as it knows (Envoy counts one it
+        # gave up on just before the answer came in as given up, and the processor cannot tell)
+        self.answered = 0
         self.held_for = 0.0  # seconds Envoy holds a copy for the processor after its call (0: not known)
         # when (monotonic) the processor last took up a copy Envoy had given up on, or saw one cut off: a
         # plane that was stopped or starved takes up what it had received late, as it catches up
@@ -419,6 +422,12 @@ class Processor:
             return 0.0
         late = time.time() - started
         return late if late >= self.held_for * SHED_BEHIND else 0.0
+
+    def received_given_up(self, answered: int) -> int:
+        """Of the copies Envoy gave up on, those the processor received first: cut off as it read them, or
+        answered as Envoy gave up on them (its answers beyond `answered`, Envoy's count of them read before
+        this, less those still on their way: never too few)."""
+        return self.ended_by_envoy + max(self.answered - answered, 0)
 
     def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
         """Envoy ended a copy's stream: cut it off, or ended it early (see `ended_by_envoy`)."""
@@ -507,9 +516,13 @@ class Processor:
             if copy is not None:
                 copy.lost("the copy was cut off (Envoy closed its stream to the shim)")
             raise
+        except BaseException:
+            self.answered += 1  # grpc answers with an error status
+            raise
         finally:
             if copy is not None:
                 self._open.discard(copy)
+        self.answered += 1
         if copy is None:
             _log.warning("a copy for no known mirroring was ignored", route=route)
         return

@@ -6,10 +6,12 @@ after `deferred_close_timeout` (the processor had not taken it all), or the conn
 (Envoy's flood protection closes a connection whose peer reads nothing; Envoy's ext_proc counts those
 streams neither closed nor failed). So they are counted as the streams started, less those still
 waiting or open and those the processor ended (`copy_streams`). Less the copies the processor received
-first and then lost, each recorded under its method (`shim.dataplane.processor`: a copy lost before its
-method was known is not among them), that is the calls the shim never saw. Each becomes a skipped record under
-`UNSEEN`: its method and keys are unknown, so every call there is unproven and the gate fails; the
-evidence has a hole, and it shows.
+first, each recorded under its method (`shim.dataplane.processor`: a copy lost before its method was known
+is not among them), that is the calls the shim never saw. Those are the copies cut off as the processor
+read them, and those it answered just as Envoy gave up on them (Envoy counts them given up): the
+processor's answers beyond Envoy's count of them, read after it so as never to fall short. Each becomes a
+skipped record under `UNSEEN`: its method and keys are unknown, so every call there is unproven and the
+gate fails; the evidence has a hole, and it shows.
 
 Behind `shim serve`'s supervisor, a comparison plane that is started again goes on from what the
 planes before it counted (a small JSON file beside Envoy's files), so that no gap is counted twice and
@@ -23,6 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -87,14 +90,22 @@ class Unseen:
         self._written = figures
 
 
-async def copy_streams(stats: Callable[[str], Awaitable[Mapping[str, int]]]) -> tuple[int, int]:
-    """The copies' streams Envoy has started so far, and those of them it gave up on; `stats` reads
-    Envoy's figures whose names match a regular expression."""
+class Streams(NamedTuple):
+    """Envoy's count of the copies' streams so far."""
+
+    started: int
+    given_up: int  # ended, not by the processor's answer
+    answered: int  # ended by the processor's answer
+
+
+async def copy_streams(stats: Callable[[str], Awaitable[Mapping[str, int]]]) -> Streams:
+    """The copies' streams Envoy has started so far, those of them it gave up on, and those the processor
+    answered; `stats` reads Envoy's figures whose names match a regular expression."""
     figures = []
     for name in STREAMS:
         figures.append((await stats(f"^{re.escape(name)}$")).get(name, 0))
     started, waiting, open_, ended = figures
-    return started, max(started - waiting - open_ - ended, 0)
+    return Streams(started, max(started - waiting - open_ - ended, 0), ended)
 
 
 def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:

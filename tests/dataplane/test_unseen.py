@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grpc import aio
+
+from shim._proto.shim.v1 import ext_proc_pb2 as pb
+from shim.dataplane.processor import SERVICE, Processor
 from shim.dataplane.unseen import PER_TICK, STREAMS, Unseen, copy_streams
+from shim.exporter import Latencies
+from shim.metrics import Counters
+from shim.plan import Plans
 
 
 async def test_the_streams_are_read_in_an_order_that_never_counts_one_given_up_twice() -> None:
@@ -22,7 +29,7 @@ async def test_the_streams_are_read_in_an_order_that_never_counts_one_given_up_t
             figures[STREAMS[2]] -= 5
         return {name: figures[name]}
 
-    assert await copy_streams(stats) == (100, 100 - 3 - 5 - 85)
+    assert await copy_streams(stats) == (100, 100 - 3 - 5 - 85, 85)
     assert [a.strip("^$").replace("\\", "") for a in asked] == list(STREAMS)
 
 
@@ -39,3 +46,36 @@ async def test_a_long_gap_is_recorded_over_several_ticks_and_none_is_lost(tmp_pa
     assert again.take(None) == 7
     assert again.take(None) == 0
     assert Unseen(counted).unrecorded == 0
+
+
+async def test_a_copy_answered_as_envoy_gave_up_on_it_is_not_counted_unseen() -> None:
+    """The processor answers a copy's stream just as Envoy gives up on it (its `deferred_close_timeout`):
+    Envoy counts that stream given up, not answered, though the processor had all of the copy (and
+    recorded it under its method). Its answers beyond Envoy's count make up for that, so the call is not
+    recorded a second time, as one the shim never saw; a stream that never reached it still is."""
+    processor = Processor({}, Plans(None), Counters(), Latencies())
+    server = aio.server()
+    server.add_generic_rpc_handlers([processor.handler()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:  # as Envoy: one whole copy
+            process = channel.stream_stream(
+                f"/{SERVICE}/Process",
+                request_serializer=pb.ProcessingRequest.SerializeToString,
+                response_deserializer=pb.ProcessingResponse.FromString,
+            )
+            parts = [pb.ProcessingRequest(request_headers=pb.HttpHeaders(end_of_stream=True))]
+            assert [answer async for answer in process(iter(parts), timeout=10)] == []
+    finally:
+        await server.stop(None)
+    assert processor.answered == 1
+    unseen = Unseen()
+    taken = processor.received_given_up(answered=0) - processor.lost_unnamed  # Envoy: given up, not answered
+    assert unseen.update(given_up=1, taken=taken) == 0
+    # a second stream Envoy gave up on, which never reached the processor: that call the shim did not see
+    assert (
+        unseen.update(given_up=2, taken=processor.received_given_up(answered=0) - processor.lost_unnamed) == 1
+    )
+    # once Envoy counts the answer, the processor's answers make up for nothing more
+    assert processor.received_given_up(answered=1) == 0

@@ -75,8 +75,8 @@ def _judge(
     redactor: Redactor | None,
 ) -> Comparison:
     shadow = exchange.shadow
-    if exchange.cancelled:
-        reason = "cancelled by the client"
+    if exchange.cancelled:  # by the client, or its copy was lost (the primary's local outcome says which)
+        reason = exchange.primary.local or "cancelled by the client"
         if exchange.is_write:
             reason += "; write: whether either side applied it is unknown"
         return Comparison(exchange, Verdict.SKIPPED, reason=reason)

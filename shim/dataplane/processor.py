@@ -374,11 +374,11 @@ class _Copy:
         processor.counters.inc("copies_lost", self.method or "unknown")
         if self._take is not None:
             self._take.abandon()
-        outcome = Outcome(code=Code.CANCELLED, local=why)
         if self._mirror is not None:
-            self._mirror.abandon(outcome, why=f"its copy was lost ({why})")
+            lost = f"its copy was lost ({why})"
+            self._mirror.abandon(Outcome(code=Code.CANCELLED, local=f"not compared: {lost}"), why=lost)
         elif self.method:
-            self._unmirrored(outcome, f"not mirrored: {why}")
+            self._unmirrored(Outcome(code=Code.CANCELLED, local=why), f"not mirrored: {why}")
 
 
 class Processor:

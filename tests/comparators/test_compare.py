@@ -721,6 +721,19 @@ OTHER_BALANCE = answer(pb.Balance(cash="2"))
             id="cancelled-read",
         ),
         pytest.param(
+            exchange(
+                POST_TRADE,
+                answer(code=1, local="not compared: its copy was lost (Envoy closed its stream to the shim)"),
+                None,
+                cancelled=True,
+                is_write=True,
+            ),
+            Verdict.SKIPPED,
+            "not compared: its copy was lost (Envoy closed its stream to the shim); write: whether either "
+            "side applied it is unknown",
+            id="copy-lost-before-the-primary-answered",
+        ),
+        pytest.param(
             exchange(POST_TRADE, BALANCE, None, cancelled=True),
             Verdict.SKIPPED,
             "cancelled by the client; write: whether either side applied it is unknown",

@@ -147,3 +147,6 @@ async def test_a_stopped_plane_never_holds_back_large_appends_and_each_is_record
     assert held == {"cluster.processor.upstream_flow_control_backed_up_total": 0}, held
     assert len(served.bank.received) == 201
     assert sum(_stored(tmp_path).values()) == 201  # each once: compared, or recorded not mirrored
+    with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
+        reasons = {reason for (reason,) in db.execute("SELECT DISTINCT reason FROM comparisons")}
+    assert not [r for r in reasons if "client" in r], reasons  # no client cancelled: copies were lost

@@ -41,7 +41,8 @@ from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, writ
 from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Processor
-from shim.dataplane.routes import plan
+from shim.dataplane.read_shedding import ReadShedding, record_shed
+from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
@@ -58,6 +59,7 @@ PROCESSOR_SOCKET = "processor.sock"  # the processor of copies
 PYTHON_SOCKET = "python.sock"  # the shim's own server, for the methods that need Python on their primary path
 PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may start Envoy
 COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
+READS_SHED = "reads-shed.json"  # what the planes so far counted of the reads shed at Envoy
 UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
 CAUGHT_UP = 2.0  # seconds since the processor last took up a copy late, or saw one cut off: it has caught up
 UNSEEN_LAG_MAX = 60.0  # seconds: counted then even if the plane has not caught up
@@ -119,6 +121,7 @@ class EnvoyPlane:
         self.last_pause = 0.0  # seconds the last switch's routes took to apply
         self.stats: dict[str, int] = {}  # Envoy's stats that matter, as last read
         self._unseen: Unseen | None = None  # the calls whose copies never reached the processor, counted
+        self.shedding: ReadShedding | None = None  # the reads shed at Envoy while the plane is behind
         self._poll: asyncio.Task[None] | None = None
         self._listen_host = "127.0.0.1"
 
@@ -175,6 +178,8 @@ class EnvoyPlane:
         # how long Envoy holds a copy for the processor: the shadow's timeout, at least 1 s
         self.processor.held_for = copy_close_timeout = max(public.bk.timeout if public.bk else 2.0, 1.0)
         self._server.add_generic_rpc_handlers([self.processor.handler()])
+        shed_file = self._folder / READS_SHED if self._attached else None
+        self.shedding = ReadShedding(shedding_routes(shim), shim.counters, shed_file)
         for dispatcher in shim.dispatchers.values():  # a read asked again waits for the copies in transit
             dispatcher.shared.arrived = self.arrived
         if self._attached:
@@ -243,8 +248,26 @@ class EnvoyPlane:
                 reads.append((now, given_up))
                 while reads and self._due(reads[0][0], now):
                     self._count_unseen(reads.popleft()[1], answered)
+                await self._shed_reads(envoy, processor)
             self._record_unseen(self._unseen.take())
             await asyncio.sleep(1.0)
+
+    async def _shed_reads(self, envoy: envoy_process.Envoy, processor: Processor, last: bool = False) -> None:
+        """Shed reads at Envoy while the plane is behind, or copy them again (`shim.dataplane.read_shedding`);
+        record those Envoy shed (all of them when `last`)."""
+        shedding = self.shedding
+        if shedding is None:
+            return
+        if not last:
+            armed = any(dispatcher.sheds for dispatcher in self._shim.dispatchers.values())
+            await shedding.apply(shedding.wanted(armed, processor.lagging), envoy.post)
+        new = await shedding.count(envoy.stats)
+        recorder = processor.recorder
+        if recorder is not None:  # a recording made beside has no copy of them either
+            for method, count in new.items():
+                recorder.lose(method, "shed at Envoy while the shim was behind", count)
+        if self._shim.pipeline is not None:
+            record_shed(self._shim.pipeline.submit, shedding.take(None) if last else shedding.take())
 
     def _due(self, read_at: float, now: float) -> bool:
         """Whether Envoy's count read at `read_at` counts now: UNSEEN_LAG later, once the processor has
@@ -276,6 +299,7 @@ class EnvoyPlane:
             self.stats,
             up=self.envoy is not None and self.envoy.running.is_set(),
             restarts=self.envoy.restarts if self.envoy is not None else 0,
+            shedding_reads=self.shedding is not None and self.shedding.on,
         )
 
     @property
@@ -418,6 +442,8 @@ class EnvoyPlane:
             streams = await self._answers_counted(deadline)
             sent = await self._copies_sent(streams)
             self._count_unseen(streams.given_up, streams.answered)
+            assert self.envoy is not None
+            await self._shed_reads(self.envoy, processor, last=True)
         missing = sent - processor.copies
         if missing > 0:
             _log.warning(

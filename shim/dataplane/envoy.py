@@ -241,6 +241,14 @@ class Envoy:
             raise OSError(f"Envoy's admin answered {status} to {path}")
         return body
 
+    async def post(self, path: str) -> None:
+        """A POST on Envoy's admin interface (an OSError when Envoy is not running or refuses it)."""
+        if not self.running.is_set():
+            raise OSError("Envoy is not running")
+        status, body = await admin_request(self.admin, path, method="POST")
+        if status != 200:
+            raise OSError(f"Envoy's admin answered {status} to {path}: {body[:200]!r}")
+
     async def stats(self, only: str = "") -> dict[str, int]:
         """Envoy's counters and gauges, by name (`only`: those whose names match this regular expression)."""
         body = await self.get("/stats?format=json" + (f"&filter={urllib.parse.quote(only)}" if only else ""))

@@ -25,10 +25,11 @@ routes) in one place, each part beside the parts it names.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ _ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"
 STARTED_HEADER = "x-shim-envoy-started"
 _STARTED = "%START_TIME(%s.%6f)%"
 _EXT_PROC = "envoy.filters.http.ext_proc"
+SHED_ROUTE = "shed-"  # and a number: the stat prefix of a read method's route while reads are shed
+SHED_KEY = "shim.shed_reads"  # Envoy's run-time value: 100 while reads are shed, else 0
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/"
 _UNLIMITED = {
@@ -83,6 +86,7 @@ class RouteEntry:
     mirror: str = ""  # the mirroring a copy goes to ("": no copy is sent)
     prefix: bool = False
     why: str = ""  # with cluster "python": why the method needs Python on its primary path
+    shed_as: str = ""  # a mirrored read's: the stat prefix of its route while reads are shed ("": never)
 
 
 def _address(target: str) -> dict[str, Any]:
@@ -225,6 +229,12 @@ def write_secrets(config: Config, folder: Path, version: int) -> None:
         )
 
 
+def shed_routes(methods: Iterable[str]) -> dict[str, str]:
+    """The stat prefix of each read method's route while reads are shed (by method; in the order of their
+    names, so that the same methods always get the same prefixes: `shim.dataplane.read_shedding`)."""
+    return {method: f"{SHED_ROUTE}{n}" for n, method in enumerate(sorted(methods))}
+
+
 def _plane_cluster(target: str) -> dict[str, Any]:
     """The comparison plane's processor, whose copies never push back on the clients' calls."""
     out = cluster("processor", target)
@@ -360,6 +370,8 @@ def bootstrap(
         "node": {"id": "shim", "cluster": "shim"},  # file-based RDS needs a node
         "admin": {"address": _address("127.0.0.1:0")},  # loopback only; its port is written to a file
         "static_resources": {"listeners": [listener], "clusters": clusters},
+        # run-time values set through the admin interface: whether reads are shed (`SHED_KEY`)
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
         "overload_manager": {  # a bound on the clients' connections (Envoy warns without one)
             "resource_monitors": [
                 {
@@ -414,6 +426,19 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }
             ]
+        if entry.shed_as:  # before it, the same route copying nothing, taken while `SHED_KEY` is 100
+            shed = copy.deepcopy(routes[-1])
+            shed["match"]["runtime_fraction"] = {
+                "default_value": {"numerator": 0, "denominator": "HUNDRED"},
+                "runtime_key": SHED_KEY,
+            }
+            shed["typed_per_filter_config"][_EXT_PROC] = {
+                "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+            shed.pop("response_headers_to_add", None)
+            shed["stat_prefix"] = entry.shed_as  # its calls counted: vhost.all.route.<shed_as>.*
+            routes.insert(len(routes) - 1, shed)
     configuration = {
         "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_NAME,

@@ -8,7 +8,8 @@ On the metrics endpoint beside the shim's own (`shim.exporter`):
 - `shim_envoy_copies{stat}`: the copies sent to the processor (ext_proc): started, failed to open,
   closed by Envoy before the processor took them, messages sent;
 - `shim_envoy_downstream{stat}`: the clients' calls and connections (totals and active);
-- `shim_envoy_memory_bytes{kind}`: Envoy's heap (allocated, heap size).
+- `shim_envoy_memory_bytes{kind}`: Envoy's heap (allocated, heap size);
+- `shim_envoy_shedding_reads`: 1 while Envoy sheds the reads' copies (the plane is behind).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def wanted(name: str) -> bool:
     return name.startswith("http.shim.") and name[len("http.shim.") :] in _DOWNSTREAM
 
 
-def envoy_metrics(stats: dict[str, int], *, up: bool, restarts: int) -> list[Any]:
+def envoy_metrics(
+    stats: dict[str, int], *, up: bool, restarts: int, shedding_reads: bool = False
+) -> list[Any]:
     upstream = CounterMetricFamily(
         "shim_envoy_upstream", "Envoy's calls to each cluster, by stat", labels=["cluster", "stat"]
     )
@@ -96,4 +99,7 @@ def envoy_metrics(stats: dict[str, int], *, up: bool, restarts: int) -> list[Any
         downstream,
         active,
         memory,
+        GaugeMetricFamily(
+            "shim_envoy_shedding_reads", "1 while Envoy sheds the reads' copies", value=int(shedding_reads)
+        ),
     ]

@@ -42,6 +42,7 @@ from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.arrivals import Arrivals
 from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER, STARTED_HEADER
+from shim.dataplane.read_shedding import since
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
 from shim.exporter import Latencies
@@ -251,6 +252,8 @@ class _Copy:
                 self.method, self._metadata, self._is_write, self._answered_by, timed=False
             )
         started = started_at(headers)
+        if since(started, processor.held_for):  # a sign the plane falls behind (`read_shedding`)
+            processor.lagging += 1
         if self._dispatcher is not None and not self.sheds(processor.behind(started)):
             self._mirror, self._refused = self._dispatcher.start(
                 self.method, self._metadata, timeout, self._is_write
@@ -411,6 +414,7 @@ class Processor:
         # when (monotonic) the processor last took up a copy Envoy had given up on, or saw one cut off: a
         # plane that was stopped or starved takes up what it had received late, as it catches up
         self.late = 0.0
+        self.lagging = 0  # copies it took up `read_shedding.BEHIND` of Envoy's hold late, since start
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place

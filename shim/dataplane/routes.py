@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from shim.dataplane.envoy_config import RouteEntry
+from shim.dataplane.envoy_config import RouteEntry, shed_routes
 from shim.modes import DEFAULT
 
 if TYPE_CHECKING:
@@ -46,14 +46,25 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     return ""
 
 
-def _entry(shim: Shim, path: str, mode: str, prefix: bool = False) -> RouteEntry:
+def shedding_routes(shim: Shim) -> dict[str, str]:
+    """The stat prefix of each read method's route while reads are shed at Envoy, by method (none when
+    nothing is mirrored: `shim.dataplane.read_shedding`)."""
+    if not shim.dispatchers or shim.registry is None:
+        return {}
+    return shed_routes(m for m in shim.registry.methods if not shim.parts.plans.of(m).write)
+
+
+def _entry(
+    shim: Shim, path: str, mode: str, prefix: bool = False, shedding: Mapping[str, str] = {}
+) -> RouteEntry:
     why = python_reasons(shim, path, mode)
     if why:
         return RouteEntry(path, "python", prefix=prefix, why=why)
     mirror = _MIRROR.get(mode, "") if shim.dispatchers else ""
+    shed_as = shedding.get(path, "") if mirror else ""
     if not mirror and shim.recorder is not None:  # copied to be recorded, never mirrored
         mirror = RECORD + _PRIMARY[mode]
-    return RouteEntry(path, _PRIMARY[mode], mirror=mirror, prefix=prefix)
+    return RouteEntry(path, _PRIMARY[mode], mirror=mirror, prefix=prefix, shed_as=shed_as)
 
 
 def plan(
@@ -61,6 +72,7 @@ def plan(
 ) -> list[RouteEntry]:
     """The routes for the modes in `table` (scope: mode); scopes in `through_python` go to Python."""
     default = table[DEFAULT]
+    shedding = shedding_routes(shim)
     entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
     for service in _REFLECTION:
         if shim.config.descriptors.reflection == "shim":
@@ -74,7 +86,7 @@ def plan(
         if method in through_python or (DEFAULT in through_python and method not in table):
             entries.append(RouteEntry(method, "python"))
         else:
-            entries.append(_entry(shim, method, mode))
+            entries.append(_entry(shim, method, mode, shedding=shedding))
     if DEFAULT in through_python:
         entries.append(RouteEntry("", "python"))
     else:

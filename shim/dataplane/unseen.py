@@ -110,19 +110,26 @@ async def copy_streams(stats: Callable[[str], Awaitable[Mapping[str, int]]]) -> 
 
 def record_unseen(submit: Callable[[Exchange], object], count: int) -> None:
     """One skipped record per call whose copy Envoy could not send, under `UNSEEN`."""
-    now = time.time()
     why = (
         "not mirrored: Envoy could not hand this call's copy to the shim (the processor was down or "
         "overloaded); its method and keys are unknown"
     )
+    record_skipped(submit, UNSEEN, count, why, is_write=True)
+
+
+def record_skipped(
+    submit: Callable[[Exchange], object], method: str, count: int, why: str, *, is_write: bool
+) -> None:
+    """`count` skipped records of calls of `method` the plane had no copy of, saying `why`."""
+    now = time.time()
     for _ in range(count):
         submit(
             Exchange(
-                method=UNSEEN,
+                method=method,
                 requests=(),
                 primary=Outcome(code=Code.UNKNOWN, local=why),
                 shadow=None,
-                is_write=True,
+                is_write=is_write,
                 started_at=now,
                 note=why,
             )

@@ -52,7 +52,8 @@ def _count(figures: dict[str, float], family: str, **labels: str) -> float:
 
 
 def _envoy_stat(plane: int, name: str) -> float:
-    """One of Envoy's stats, by its full name, from the admin address in the folder the plane shares."""
+    """Envoy's stats whose full names match `name` (a regular expression), summed, from the admin address
+    in the folder the plane shares."""
     environ = dict(e.partition(b"=")[::2] for e in Path(f"/proc/{plane}/environ").read_bytes().split(b"\0"))
     admin = (Path(environ[b"SHIM_COMPARISON_PLANE"].decode()) / "admin-address").read_text().strip()
     query = urllib.parse.urlencode({"filter": f"^{name}$"})
@@ -97,6 +98,8 @@ async def test_a_plane_far_behind_sheds_the_reads_it_takes_up_late_and_mirrors_t
             # a plane caught up sheds nothing (once its event loop, stopped too, has stopped counting late)
             lag = "shim_event_loop_lag_seconds"
             await until(lambda: _count(_metrics(port), lag) < 0.01, "the event loop on time", 30)
+            shedding = "shim_envoy_shedding_reads"  # and Envoy copies reads again (`read_shedding`)
+            await until(lambda: _count(_metrics(port), shedding) == 0, "reads copied again", 30)
             await stub.GetBalance(pb.GetBalanceRequest(account_id="S1"), timeout=10)
             await until(lambda: compared() >= 2 + 15 + 1, "the last read compared", 30)
             answered = await asyncio.to_thread(_envoy_stat, plane, "cluster.processor.upstream_rq_2xx")
@@ -150,3 +153,55 @@ async def test_a_read_taken_up_in_time_is_never_shed_however_slow_its_primary(
         await bank.stop()
     assert _count(figures, "shim_events_total", event="shadow_shed") == 0
     assert _count(figures, "shim_comparisons_total", method=BALANCE, verdict="match") == 1
+
+
+async def test_while_the_plane_is_behind_envoy_sheds_the_reads_copies_and_each_is_recorded(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A plane that took up many copies half of Envoy's hold late has Envoy shed the reads' copies (their
+    routes copy nothing) until it has caught up: each read then is answered by Bank as ever, not
+    mirrored, counted by Envoy and recorded under its method; every write is mirrored and compared; each
+    call is in the evidence once; then reads are copied again."""
+    bank, bk = ledgers
+    store, hold = tmp_path / "shim.db", 4.0
+    async with shim_process(
+        *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
+        *("--config", ROOT / "sample_ledger" / "shim.toml", "--diff-log", os.devnull),
+        *("--shadow-timeout", f"{hold:g}s", "--bank", bank.address, "--bk", bk.address, "--store", store),
+    ) as shim:
+        port, plane = int(shim.ready["metrics"].rpartition(":")[2]), shim.ready["pid"]
+        figure = lambda name: _count(_metrics(port), name)  # noqa: E731
+        async with aio.insecure_channel(shim.ready["listen"]) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            balance = lambda: stub.GetBalance(pb.GetBalanceRequest(account_id="R1"), timeout=10)  # noqa: E731
+            deposit = lambda n: stub.Deposit(pb.DepositRequest(account_id="R1", amount=f"{n}.00"), timeout=10)  # noqa: E731
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", owner_name="Ada"), timeout=10)
+            await until(lambda: figure("shim_shedding_armed") == 1, "the start-up over", 30)
+            assert figure("shim_envoy_shedding_reads") == 0
+            os.kill(plane, signal.SIGSTOP)  # its copies wait in Envoy, past half of the hold
+            try:  # many of them: a few late copies are a blip (`read_shedding.MANY`)
+                await asyncio.gather(*(balance() for _ in range(28)), *(deposit(n) for n in range(1, 13)))
+                await asyncio.sleep(hold * 0.6)  # the condition is the copies' age itself
+            finally:
+                os.kill(plane, signal.SIGCONT)
+            await until(lambda: figure("shim_envoy_shedding_reads") == 1, "reads shed at Envoy", 30)
+            await asyncio.gather(*(balance() for _ in range(6)), deposit(13), deposit(14))  # no client error
+            await until(lambda: figure("shim_envoy_shedding_reads") == 0, "reads copied again", 30)
+            await balance()
+            calls = 1 + 40 + 6 + 2 + 1
+            await until(lambda: figure("shim_comparisons_total") >= calls, "every call in the evidence", 30)
+            shed_route = r"vhost\.all\.route\.shed-[0-9]+\.upstream_rq_total"  # its calls, while shedding
+            shed_by_envoy = await asyncio.to_thread(_envoy_stat, plane, shed_route)
+        figures = await asyncio.to_thread(_metrics, port)
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        rows = db.execute("SELECT method, verdict, reason FROM comparisons ORDER BY at").fetchall()
+    assert len(rows) == calls, rows  # each call once
+    at_envoy = [m for m, _, r in rows if r.startswith("not mirrored: shed at Envoy")]
+    assert 1 <= len(at_envoy) == shed_by_envoy <= 6, rows  # shed at Envoy: reads of the shedding's time alone
+    assert set(at_envoy) == {BALANCE}
+    deposits = [v for m, v, _ in rows if m == DEPOSIT]
+    assert len(deposits) == 14, rows
+    assert "skipped" not in deposits, rows  # every write mirrored and compared
+    assert rows[-1][:2] == (BALANCE, "match")  # copied again, and compared
+    assert _count(figures, "shim_events_total", event="shadow_shed", method=BALANCE) >= len(at_envoy)
+    assert _count(figures, "shim_comparisons_total", method=UNSEEN) == 0

@@ -24,7 +24,7 @@ from shim.dataplane.envoy import binary as envoy_binary
 from tests.dataplane.test_envoy_faults import _envoy_admin, _envoy_stat, _envoy_stats, _metrics
 from tests.helpers import until
 from tests.processes import ShimProcess, shim_process
-from tests.services.tally.server import APPEND, DESCRIPTOR_SET, Request, serve
+from tests.services.tally.server import APPEND, DESCRIPTOR_SET, LIST, ListReply, ListRequest, Request, serve
 from tests.shim.test_modes import AUTH, TOKEN
 
 pytestmark = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
@@ -34,6 +34,9 @@ descriptor_sets = ["tally.binpb"]
 
 [methods."tally.v1.Tally/Append"]
 key = ["key"]
+
+[methods."tally.v1.Tally/List"]
+read = true
 
 [[rules]]
 path = "tally.v1.AppendReply.side"
@@ -46,8 +49,10 @@ listen = "127.0.0.1:0"
 
 
 @contextlib.asynccontextmanager
-async def _tally_on_envoy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
-    """The tally's Bank and BK, and `shim serve` on Envoy in front of them (Envoy holds a copy 1 s)."""
+async def _tally_on_envoy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float = 1.0
+) -> AsyncIterator[Served]:
+    """The tally's Bank and BK, and `shim serve` on Envoy in front of them (Envoy holds a copy `hold` s)."""
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
     (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
     (tmp_path / "shim.toml").write_text(CONFIG, encoding="utf-8")
@@ -57,7 +62,7 @@ async def _tally_on_envoy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> As
             shim_process(
                 *("--config", tmp_path / "shim.toml", "--dataplane", "envoy", "--listen", "127.0.0.1:0"),
                 *("--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db"),
-                *("--diff-log", os.devnull, "--metrics", "127.0.0.1:0", "--shadow-timeout", "1s"),
+                *("--diff-log", os.devnull, "--metrics", "127.0.0.1:0", "--shadow-timeout", f"{hold:g}s"),
             ) as shim,
             aio.insecure_channel(shim.ready["listen"]) as channel,
         ):
@@ -67,7 +72,9 @@ async def _tally_on_envoy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> As
             def compared() -> float:
                 return sum(v for k, v in _metrics(port).items() if k.startswith("shim_comparisons_total{"))
 
-            yield Served(shim, channel.unary_unary(APPEND), admin, compared, bank, bk)
+            yield Served(
+                shim, channel.unary_unary(APPEND), admin, compared, bank, bk, channel.unary_unary(LIST)
+            )
     finally:
         await bank.stop()
         await bk.stop()
@@ -81,6 +88,7 @@ class Served:
     compared: Callable[[], float]  # the records so far, from the shim's metrics
     bank: Any
     bk: Any
+    list: Any
 
 
 def _stored(tmp_path: Path) -> dict[str, int]:
@@ -150,3 +158,45 @@ async def test_a_stopped_plane_never_holds_back_large_appends_and_each_is_record
     with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
         reasons = {reason for (reason,) in db.execute("SELECT DISTINCT reason FROM comparisons")}
     assert not [r for r in reasons if "client" in r], reasons  # no client cancelled: copies were lost
+
+
+async def test_while_the_plane_is_behind_envoy_sheds_the_lists_and_never_an_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plane took up many copies half of Envoy's hold late: Envoy sheds the reads' copies until it
+    caught up. Lists made meanwhile are answered, recorded as shed under their method; appends are all
+    mirrored, in order."""
+    hold = 4.0
+    async with _tally_on_envoy(tmp_path, monkeypatch, hold) as served:
+        plane = served.shim.ready["pid"]
+        port = int(served.shim.ready["metrics"].rpartition(":")[2])
+
+        def gauge(name: str) -> float:
+            return sum(v for k, v in _metrics(port).items() if k == name)
+
+        await until(lambda: gauge("shim_shedding_armed") == 1, "the start-up over", 30)
+        os.kill(plane, signal.SIGSTOP)
+        try:  # many of them: a few late copies are a blip (`read_shedding.MANY`)
+            for n in range(1, 41):
+                await served.append(Request(key="a", entry=f"{n}").SerializeToString(), timeout=10)
+            await asyncio.sleep(hold * 0.6)  # the condition is the copies' age itself
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        await until(lambda: gauge("shim_envoy_shedding_reads") == 1, "reads shed at Envoy", 30)
+        lists = [served.list(ListRequest(key="a").SerializeToString(), timeout=10) for _ in range(5)]
+        answers = await asyncio.gather(*lists)
+        assert all(ListReply.FromString(a).entries for a in answers)  # Bank answered every list
+        for n in (41, 42):
+            await served.append(Request(key="a", entry=f"{n}").SerializeToString(), timeout=10)
+        await until(lambda: gauge("shim_envoy_shedding_reads") == 0, "reads copied again", 30)
+        await until(lambda: served.compared() >= 47, "every call in the evidence", 30)
+        shed_route = r"^vhost\.all\.route\.shed-[0-9]+\.upstream_rq_total$"  # its calls, while shedding
+        shed_by_envoy = sum((await asyncio.to_thread(_envoy_stats, served.admin, shed_route)).values())
+    with contextlib.closing(sqlite3.connect(tmp_path / "shim.db")) as db:
+        rows = db.execute("SELECT method, verdict, reason FROM comparisons").fetchall()
+    assert len(rows) == 47, rows  # each call once
+    shed = [m for m, _, r in rows if r.startswith("not mirrored: shed at Envoy")]
+    assert shed == [LIST] * len(shed), rows
+    assert 1 <= len(shed) == shed_by_envoy, rows
+    assert [v for m, v, _ in rows if m == APPEND] == ["match"] * 42, rows  # every append mirrored
+    assert served.bk.received["a"] == [f"{n}" for n in range(1, 43)]  # in order

@@ -42,6 +42,9 @@ from pathlib import Path
 
 from grpc import aio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.openloop import guarded
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 
@@ -71,7 +74,9 @@ def _free_port() -> int:
 
 def _start(stack: ExitStack, args: list[str], ready: str, also: str = "") -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        guarded(args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
     stack.callback(proc.wait, 10)
     stack.callback(proc.terminate)
     deadline = time.monotonic() + 20

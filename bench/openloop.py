@@ -199,10 +199,20 @@ def serving_pid(proc: subprocess.Popen[str]) -> int:
     return proc.pid
 
 
+def guarded(args: list[str]) -> list[str]:
+    """`args`, run so that the process gets SIGTERM when the bench dies (`setpriv --pdeathsig`, where
+    it exists): a bench killed (a timeout, a Ctrl-C in another terminal) leaves no Bank, BK or shim
+    running to slow what runs next."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+
+
 def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subprocess.Popen[str]:
     """Start `args`, wait for `ready` in its stderr, and keep reading it (into the file `log`, if given)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        guarded(args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
     stack.callback(_stop, proc)
     assert proc.stderr is not None
     deadline = time.monotonic() + 30

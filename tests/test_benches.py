@@ -3,12 +3,17 @@ change that breaks a benchmark fails its CI run (python bench/compare.py once fa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
@@ -72,3 +77,35 @@ def test_the_bench_runs_in_its_quick_mode(bench: str) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert printed in done.stdout, done.stdout[-3000:]
+
+
+def _children(pid: int) -> set[int]:
+    """The processes `pid` started, from /proc."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out.update(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv on this machine")
+@pytest.mark.timeout(120)
+async def test_a_bench_killed_leaves_nothing_running() -> None:
+    """A bench cut off (pytest's timeout kills it) takes its Bank, BK and shim with it: such leftovers
+    once loaded the runs after them into timeouts of their own."""
+    bench = await asyncio.create_subprocess_exec(
+        *(sys.executable, str(ROOT / "bench" / "overload.py"), "--rate", "50", "--duration", "60"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await until(lambda: len(_children(bench.pid)) >= 3, "Bank, BK and the shim started", 60)
+        started = _children(bench.pid)
+        bench.kill()
+        await bench.wait()
+        await until(lambda: not any(Path(f"/proc/{p}").exists() for p in started), "none left", 30)
+    finally:
+        if bench.returncode is None:
+            bench.kill()
+            await bench.wait()

@@ -11,8 +11,8 @@ applies it to the calls that start afterwards). A read taken that way is answere
 ever; Envoy counts it on that route (`vhost.all.route.shed-N.upstream_rq_total`), and the plane records
 it under its method: not mirrored, shed. Writes are never shed.
 
-The plane is behind when, in the last `QUIET` seconds, it took up `MANY` copies or more within a second
-at least `BEHIND` of Envoy's hold after their calls started (Envoy's clock); with `shadow.shed_lag`
+The plane is behind when, in the last `QUIET` seconds, it took up `MANY` copies or more within a second,
+each at least `BEHIND` of Envoy's hold after its call started (Envoy's clock); with `shadow.shed_lag`
 above 0 and once its start-up is over, as for the other shedding. A few late copies are a blip a plane
 recovers from (a busy machine, a pause): shedding then would only lose evidence.
 
@@ -36,7 +36,11 @@ from shim.dataplane.envoy_config import SHED_KEY, SHED_ROUTE, write_atomically
 from shim.dataplane.unseen import record_skipped
 from shim.metrics import Counters
 
-BEHIND = 0.5  # of Envoy's hold: a copy taken up this late after its call started is a sign of falling behind
+# of Envoy's hold: a copy taken up this late after its call started is a sign of falling behind. Earlier
+# than where the processor sheds the reads it takes up (`processor.SHED_BEHIND`, four fifths): Envoy must
+# stop sending reads while the writes' copies can still be taken in time (`bench/overload.py` at 800/s:
+# from four fifths, 12.9 % of the writes were lost; from half, none)
+BEHIND = 0.5
 MANY = 10  # late copies within a second: a sign of falling behind (fewer: a blip)
 QUIET = 2.0  # seconds with no such sign: the plane has caught up, and reads are copied again
 PER_TICK = 2_500  # shed reads recorded at most each second, beside the comparisons

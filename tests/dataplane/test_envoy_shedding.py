@@ -158,12 +158,12 @@ async def test_a_read_taken_up_in_time_is_never_shed_however_slow_its_primary(
 async def test_while_the_plane_is_behind_envoy_sheds_the_reads_copies_and_each_is_recorded(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
-    """A plane that took up many copies half of Envoy's hold late has Envoy shed the reads' copies (their
-    routes copy nothing) until it has caught up: each read then is answered by Bank as ever, not
-    mirrored, counted by Envoy and recorded under its method; every write is mirrored and compared; each
-    call is in the evidence once; then reads are copied again."""
+    """A plane that took up many copies four fifths of Envoy's hold late (reads among them, which it shed
+    itself) has Envoy shed the reads' copies (their routes copy nothing) until it has caught up: each read
+    then is answered by Bank as ever, not mirrored, counted by Envoy and recorded under its method; every
+    write is mirrored and compared; each call is in the evidence once; then reads are copied again."""
     bank, bk = ledgers
-    store, hold = tmp_path / "shim.db", 4.0
+    store, hold = tmp_path / "shim.db", 6.0
     async with shim_process(
         *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
         *("--config", ROOT / "sample_ledger" / "shim.toml", "--diff-log", os.devnull),
@@ -178,10 +178,10 @@ async def test_while_the_plane_is_behind_envoy_sheds_the_reads_copies_and_each_i
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", owner_name="Ada"), timeout=10)
             await until(lambda: figure("shim_shedding_armed") == 1, "the start-up over", 30)
             assert figure("shim_envoy_shedding_reads") == 0
-            os.kill(plane, signal.SIGSTOP)  # its copies wait in Envoy, past half of the hold
+            os.kill(plane, signal.SIGSTOP)  # its copies wait in Envoy, past four fifths of the hold
             try:  # many of them: a few late copies are a blip (`read_shedding.MANY`)
                 await asyncio.gather(*(balance() for _ in range(28)), *(deposit(n) for n in range(1, 13)))
-                await asyncio.sleep(hold * 0.6)  # the condition is the copies' age itself
+                await asyncio.sleep(hold * (SHED_BEHIND + 0.05))  # the condition is the copies' age itself
             finally:
                 os.kill(plane, signal.SIGCONT)
             await until(lambda: figure("shim_envoy_shedding_reads") == 1, "reads shed at Envoy", 30)

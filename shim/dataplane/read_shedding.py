@@ -18,7 +18,7 @@ recovers from (a busy machine, a pause): shedding then would only lose evidence.
 
 A plane started again behind the same Envoy goes on from what the planes before it counted (a small
 JSON file beside Envoy's files), and sets the value first: a plane that stopped while shedding leaves
-it at 100.
+it at 100. An Envoy started again counts from 0: a count lower than the last is taken whole.
 """
 
 from __future__ import annotations
@@ -62,9 +62,8 @@ class ReadShedding:
         self._applied: bool | None = None  # as Envoy was last told (None: not yet)
         self._lagging = 0  # the plane's count of late copies, as last seen
         self._sign = -QUIET  # when (monotonic) the plane last showed a sign of falling behind
-        self.seen, self.unrecorded = _read(
-            counted
-        )  # Envoy's counts so far, by route; those to record, by method
+        # Envoy's counts so far, by route; the reads not recorded yet, by method
+        self.seen, self.unrecorded = _read(counted)
         self._written = (dict(self.seen), dict(self.unrecorded))
 
     def wanted(self, armed: bool, lagging: int) -> bool:
@@ -104,8 +103,9 @@ class ReadShedding:
             method = self._methods.get(route)
             if method is None:
                 continue
-            more = max(value - self.seen.get(route, 0), 0)
-            self.seen[route] = max(value, self.seen.get(route, 0))
+            before = self.seen.get(route, 0)
+            more = value - before if value >= before else value  # less: an Envoy started again, from 0
+            self.seen[route] = value
             if more:
                 self.unrecorded[method] = self.unrecorded.get(method, 0) + more
                 self._counters.inc("calls", method, more)  # calls the shim had, though not their copies

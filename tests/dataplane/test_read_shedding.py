@@ -85,3 +85,17 @@ async def test_each_read_envoy_shed_is_counted_and_recorded_once_across_planes(t
     assert all(r.note.startswith("not mirrored: shed at Envoy") for r in records)
     assert again.take(None) == {}
     assert ReadShedding({READ: "shed-0"}, Counters(), counted).unrecorded == {}
+
+
+async def test_reads_envoy_shed_after_it_was_started_again_are_counted_from_its_new_count() -> None:
+    figures = {"vhost.all.route.shed-0.upstream_rq_total": 5}
+
+    async def stats(pattern: str) -> dict[str, int]:
+        return dict(figures)
+
+    shedding = ReadShedding({READ: "shed-0"}, Counters())
+    assert await shedding.count(stats) == {READ: 5}
+    figures["vhost.all.route.shed-0.upstream_rq_total"] = 2  # Envoy started again: its stats from 0
+    assert await shedding.count(stats) == {READ: 2}
+    figures["vhost.all.route.shed-0.upstream_rq_total"] = 3
+    assert await shedding.count(stats) == {READ: 1}

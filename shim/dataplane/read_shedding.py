@@ -58,13 +58,17 @@ class ReadShedding:
         self._methods = {route: method for method, route in routes.items()}  # by its stat prefix
         self._counters = counters
         self._counted = counted
-        self.on = False
         self._applied: bool | None = None  # as Envoy was last told (None: not yet)
         self._lagging = 0  # the plane's count of late copies, as last seen
         self._sign = -QUIET  # when (monotonic) the plane last showed a sign of falling behind
         # Envoy's counts so far, by route; the reads not recorded yet, by method
         self.seen, self.unrecorded = _read(counted)
         self._written = (dict(self.seen), dict(self.unrecorded))
+
+    @property
+    def on(self) -> bool:
+        """Whether Envoy was last told to shed reads."""
+        return bool(self._applied)
 
     def wanted(self, armed: bool, lagging: int) -> bool:
         """Whether reads are shed now (asked each second): `armed` (the shim sheds, its start-up over), and
@@ -82,7 +86,7 @@ class ReadShedding:
         if not self._methods or (on == self._applied and not on):
             return
         await runtime("/runtime_modify?" + urllib.parse.urlencode({SHED_KEY: 100 if on else 0}))
-        previous, self._applied, self.on = self._applied, on, on
+        previous, self._applied = self._applied, on
         if previous is None or previous == on:
             return
         _log.warning(

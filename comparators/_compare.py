@@ -109,7 +109,7 @@ def _judge(
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
     differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor, ids, to_bank)
     differences += _message_differences(
-        exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, exchange.clock_offset
+        exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, _clock(exchange)
     )
     undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
     if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
@@ -238,6 +238,14 @@ def _decode(cls: type[message.Message], raw: str | bytes | None) -> message.Mess
     return msg
 
 
+def _clock(exchange: Exchange) -> tuple[float, float]:
+    """How far ahead of Bank's BK's clock is taken to run for this call, in seconds: from and to. A replay's
+    BK runs later by its offset; a mirrored call that went late makes the shadow's time later by up to
+    that."""
+    offset, late = exchange.clock_offset, exchange.shadow_late
+    return (offset, offset + late) if exchange.primary_is_bank else (offset - late, offset)
+
+
 def _message_differences(
     method: str,
     bank: Outcome,
@@ -248,7 +256,7 @@ def _message_differences(
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
     redactor: Redactor | None = None,
-    clock_offset: float = 0.0,
+    clock: tuple[float, float] = (0.0, 0.0),
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1
@@ -290,7 +298,7 @@ def _message_differences(
     if ids is not None and to_bank is not None:
         decoded_bk = [m for m in right if m is not None]
         unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
-    walker = Walker(registry, rules, method, clock_offset)
+    walker = Walker(registry, rules, method, clock)
     decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
     if streamed and all(m is not None for m in left + right):
         element = registry.find_message(info.output_type)

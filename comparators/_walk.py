@@ -81,13 +81,18 @@ class Walker:
     """Compares messages of one method's answers; collects differences in `out`."""
 
     def __init__(
-        self, registry: DescriptorRegistry, rules: RuleSet, method: str, clock_offset: float = 0.0
+        self,
+        registry: DescriptorRegistry,
+        rules: RuleSet,
+        method: str,
+        clock: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.registry = registry
         self.rules = rules
         self.method = method
-        # how far BK's clock is taken to be ahead of Bank's (a replay: how much later it ran), for timestamps
-        self._offset_ns = round(clock_offset * 1e9)
+        # how far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran; a
+        # mirrored call that went late: up to that much), for timestamps
+        self._ahead_ns = (round(clock[0] * 1e9), round(clock[1] * 1e9))
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
 
@@ -156,8 +161,9 @@ class Walker:
             left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)
             rule = self._value_rules[target]
             if type(rule) is TimestampTolerance:
-                offset = 0 if left_leaf.duration else self._offset_ns
-                tolerated = abs(left_leaf.nanos + offset - right_leaf.nanos) <= rule.tolerance_ns
+                low, high = (0, 0) if left_leaf.duration else self._ahead_ns
+                ahead, tolerance = right_leaf.nanos - left_leaf.nanos, rule.tolerance_ns
+                tolerated = low - tolerance <= ahead <= high + tolerance
                 name = rule.name if tolerated and left_leaf.duration == right_leaf.duration else ""
             else:
                 name = _tolerated(rule, left_leaf, right_leaf) if rule else ""

@@ -30,6 +30,7 @@ class Ended(Parts, Protocol):
     requests: list[bytes]  # what it kept of the client's requests
     abandoned_why: str
     started_at: float
+    sent_at: float  # when the call went to the shadow (0: it did not)
     correlation_id: str
     stage: str  # what it waits for now (a switch that waits too long says)
 
@@ -119,9 +120,20 @@ async def conclude(
         tainted=tainted,
         correlation_id=mirror.correlation_id,
         secondary=await asked_again(again),
+        shadow_late=lateness(mirror),
     )
     shared.submit(record, capture.give_back)  # the comparison holds the bytes now, until it is done
     return True
+
+
+def lateness(mirror: Ended) -> float:
+    """How much later the shadow received the call than the primary did, at most: from the call's start (as
+    its data plane saw it) to its sending to the shadow. A mirrored call that waited (for the calls before it
+    on its keys, or for a plane behind) may be stamped up to that much later by the shadow's clock, and
+    timestamp rules allow for it (`Exchange.shadow_late`)."""
+    if not mirror.sent_at:
+        return 0.0
+    return max(mirror.sent_at - (mirror.admission.started or mirror.started_at), 0.0)
 
 
 async def judge(

@@ -420,6 +420,43 @@ def test_timestamp(specs: list[Spec], bank: Answer, bk: Answer, expected: list[R
     check(specs, GET_BALANCE, bank, bk, expected)
 
 
+LATE_CASES = [
+    # (BK's time after Bank's in seconds, the shadow's lateness, Bank primary, offset, tolerated)
+    pytest.param(3.0, 3.0, True, 0.0, True, id="bk-stamped-as-late-as-its-call"),
+    pytest.param(0.25, 3.0, True, 0.0, True, id="a-time-stamped-before-read-late"),
+    pytest.param(1.5, 3.0, True, 0.0, True, id="in-between"),
+    pytest.param(5.5, 3.0, True, 0.0, False, id="later-than-its-lateness-and-tolerance"),
+    pytest.param(-2.5, 3.0, True, 0.0, False, id="earlier-than-the-tolerance"),
+    # BK primary: Bank is the shadow, the side that stamps later
+    pytest.param(-3.0, 3.0, False, 0.0, True, id="bank-shadow-stamped-late"),
+    pytest.param(3.0, 3.0, False, 0.0, False, id="bk-primary-later-is-real"),
+    # a replay: BK runs later by its offset, exactly (within the tolerance)
+    pytest.param(3600.0, 0.0, True, 3600.0, True, id="replay-offset"),
+    pytest.param(1.0, 0.0, True, 3600.0, False, id="replay-offset-is-not-a-window"),
+]
+
+
+@pytest.mark.parametrize(("ahead", "late", "bank_primary", "offset", "tolerated"), LATE_CASES)
+def test_timestamp_allows_for_a_shadow_late(
+    ahead: float, late: float, bank_primary: bool, offset: float, tolerated: bool
+) -> None:
+    """A mirrored call sent `late` s after its primary's start lets the shadow's time run up to that much
+    later than the primary's, not earlier (tolerance 2 s); a replay's offset moves Bank's time on exactly."""
+    rules = build_rules([CLOCK], REGISTRY, parse_duration)
+    bank = answer(pb.Balance(cash="1", as_of=ts(1000)))  # BK's `ahead` s later
+    bk = answer(pb.Balance(cash="1", as_of=ts(*divmod(1000 * 10**9 + round(ahead * 1e9), 10**9))))
+    primary, shadow = (bank, bk) if bank_primary else (bk, bank)
+    found = compare(
+        exchange(
+            GET_BALANCE, primary, shadow, primary_is_bank=bank_primary, shadow_late=late, clock_offset=offset
+        ),
+        REGISTRY,
+        rules,
+    )
+    assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
+    assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
+
+
 # ---- string -------------------------------------------------------------------------------
 
 NAME = {"path": "bank.v1.Account.owner_name", "rule": "string", "name": "name"}

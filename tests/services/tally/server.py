@@ -5,6 +5,7 @@ side received them (`List` answers the same); `await served.stop()`."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,24 @@ class Tally:
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
-    def __init__(self, tally: dict[str, list[str]], slow: bool, answer_after: float, side: str) -> None:
+    def __init__(
+        self, tally: dict[str, list[str]], slow: bool, answer_after: float, side: str, clock: float | None
+    ) -> None:
         self._received = tally
         self._slow = slow
         self._answer_after = answer_after
         self._side = side
+        self._clock = clock
+        self._first: dict[str, int] = {}  # key -> when its first entry was recorded (ns, this side's clock)
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if details.method == LIST:
 
             async def entries(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                return ListReply(entries=self._received.get(request.key, []))
+                reply = ListReply(entries=self._received.get(request.key, []))
+                if self._clock is not None and request.key in self._first:
+                    reply.first_at.seconds, reply.first_at.nanos = divmod(self._first[request.key], 10**9)
+                return reply
 
             return grpc.unary_unary_rpc_method_handler(
                 entries,
@@ -62,23 +70,31 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             entries = self._received.setdefault(request.key, [])
             entries.append(request.entry)
             place = len(entries)
+            now = time.time_ns() + round((self._clock or 0.0) * 1e9)
+            self._first.setdefault(request.key, now)
             if self._slow and request.delay_ms:
                 await asyncio.sleep(request.delay_ms / 1000)
             elif self._answer_after:
                 await asyncio.sleep(self._answer_after)
-            return Reply(place=place, side=self._side)
+            reply = Reply(place=place, side=self._side)
+            if self._clock is not None:
+                reply.at.seconds, reply.at.nanos = divmod(now, 10**9)
+            return reply
 
         return grpc.unary_unary_rpc_method_handler(
             append, request_deserializer=Request.FromString, response_serializer=Reply.SerializeToString
         )
 
 
-async def serve(slow: bool = False, answer_after: float = 0.0, side: str = "") -> Tally:
+async def serve(
+    slow: bool = False, answer_after: float = 0.0, side: str = "", clock: float | None = None
+) -> Tally:
     """A side on 127.0.0.1, a free port; `slow`: it answers each write after the delay it asks for;
-    else after `answer_after` seconds. Its answers to writes name it as `side`."""
+    else after `answer_after` seconds. Its answers to writes name it as `side`. With a `clock`, its answers
+    say when it recorded an entry (and a key's first) by its clock, `clock` seconds ahead of the machine's."""
     server = aio.server(options=[("grpc.so_reuseport", 0)])
     received: dict[str, list[str]] = {}
-    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after, side)])
+    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after, side, clock)])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return Tally(server, f"127.0.0.1:{port}", received)

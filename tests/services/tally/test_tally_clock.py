@@ -1,0 +1,102 @@
+"""Timestamps on the tally (a second service): a mirrored write that reaches BK late, because it waited for
+an earlier write on its key, is stamped by BK that much later than by Bank. A timestamp rule lets BK's time
+run up to that delay later than Bank's, so the shim's own lateness is never called a difference: neither in
+the write's answer, nor in a read as late that holds a time stamped before, when nothing was late. A BK
+whose clock is really off is still a difference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from grpc import aio
+
+from comparators import Verdict
+from shim.dataplane.envoy import binary as envoy_binary
+from shim.routing import MethodSettings
+from shim.testing import running_shim
+from tests.services.tally.server import APPEND, LIST, REGISTRY, ListReply, ListRequest, Reply, Request, serve
+
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
+RULES = (
+    {"regex": r"tally\.v1\.\w+\.(at|first_at)", "rule": "timestamp", "tolerance": "500ms", "name": "clock"},
+)
+
+
+def _settings(dataplane: str) -> dict[str, Any]:
+    return {
+        "registry": REGISTRY,
+        "dataplane": dataplane,
+        "shadow_timeout": 5.0,
+        "rules": RULES,
+        "methods": {
+            "tally.v1.Tally/Append": MethodSettings(key=("key",)),
+            "tally.v1.Tally/List": MethodSettings(key=("key",), read=True),
+        },
+    }
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_mirrored_late_behind_its_key_is_compared_from_when_it_reached_bk(
+    dataplane: str,
+) -> None:
+    bank, bk = (
+        await serve(clock=0.0),
+        await serve(slow=True, clock=0.0),
+    )  # BK answers writes after their delay
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            append = channel.unary_unary(APPEND)
+            answers = [
+                Reply.FromString(
+                    await append(Request(key="k", entry=e, delay_ms=d).SerializeToString(), timeout=5)
+                )
+                for e, d in (("first", 1500), ("second", 0))
+            ]
+            # mirrored behind both writes: as late as the second
+            listed = ListReply.FromString(
+                await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString())
+            )
+            compared = await sink.wait_for(3, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert [a.place for a in answers] == [1, 2]  # Bank answered both at once
+    assert list(listed.entries) == ["first", "second"]
+    assert bk.received == {"k": ["first", "second"]}
+    by_method = {c.exchange.method: c for c in compared if c.exchange.method.endswith("List")}
+    by_entry = {
+        Request.FromString(c.exchange.requests[0]).entry: c for c in compared if c not in by_method.values()
+    }
+    second, read = by_entry["second"], by_method[LIST]
+    assert second.exchange.bk is not None
+    bk_at = Reply.FromString(second.exchange.bk.messages[0]).at
+    late = (bk_at.ToNanoseconds() - answers[1].at.ToNanoseconds()) / 1e9
+    assert late > 1.0  # the second waited for the first's mirror, which BK answered 1.5 s after it
+    assert [(d.path, d.rule) for d in second.differences] == [("at", "clock")]  # tolerated, not real
+    assert read.exchange.shadow_late > 1.0  # the read waited as long
+    # the first entry's time, stamped by both sides at once, read back late: a difference within the
+    # tolerance, however late the read (present only when the clocks' nanoseconds differ, as they do)
+    assert all(d.path == "first_at" and d.rule == "clock" for d in read.differences), read.differences
+    assert [c.verdict for c in compared] == [Verdict.MATCH] * 3, [c.differences for c in compared]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_bk_clock_really_off_is_a_difference_still(dataplane: str) -> None:
+    bank, bk = await serve(clock=0.0), await serve(clock=1.0)  # BK's clock runs a second ahead
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await channel.unary_unary(APPEND)(Request(key="k", entry="e").SerializeToString(), timeout=5)
+            (compared,) = await sink.wait_for(1, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert compared.verdict is Verdict.MISMATCH
+    assert [(d.path, d.rule) for d in compared.differences] == [("at", "")]

@@ -120,7 +120,7 @@ async def conclude(
         tainted=tainted,
         correlation_id=mirror.correlation_id,
         secondary=await asked_again(again),
-        shadow_late=lateness(mirror),
+        shadow_late=shared.lateness.allowance(keys, lateness(mirror), mirror.is_write),
     )
     shared.submit(record, capture.give_back)  # the comparison holds the bytes now, until it is done
     return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from comparators import Exchange
 from shim._breaker import Breaker
@@ -16,6 +16,7 @@ from shim.metrics import Counters
 from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
+from shim.shadow.lateness import KeyLateness
 from shim.steps import Steps
 from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
@@ -49,3 +50,4 @@ class Shared:
     # not come in time); None where each call is admitted before the primary gets it (the Python data
     # plane). On Envoy the copies trail the primary's answers (`shim.dataplane`)
     arrived: Callable[[], Awaitable[bool]] | None = None
+    lateness: KeyLateness = field(default_factory=KeyLateness)  # how late each key's writes went

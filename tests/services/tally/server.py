@@ -48,6 +48,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         self._side = side
         self._clock = clock
         self._first: dict[str, int] = {}  # key -> when its first entry was recorded (ns, this side's clock)
+        self._last: dict[str, int] = {}  # key -> when its last entry was recorded
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if details.method == LIST:
@@ -56,6 +57,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                 reply = ListReply(entries=self._received.get(request.key, []))
                 if self._clock is not None and request.key in self._first:
                     reply.first_at.seconds, reply.first_at.nanos = divmod(self._first[request.key], 10**9)
+                    reply.last_at.seconds, reply.last_at.nanos = divmod(self._last[request.key], 10**9)
                 return reply
 
             return grpc.unary_unary_rpc_method_handler(
@@ -72,6 +74,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             place = len(entries)
             now = time.time_ns() + round((self._clock or 0.0) * 1e9)
             self._first.setdefault(request.key, now)
+            self._last[request.key] = now
             if self._slow and request.delay_ms:
                 await asyncio.sleep(request.delay_ms / 1000)
             elif self._answer_after:

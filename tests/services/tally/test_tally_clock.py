@@ -20,7 +20,12 @@ from tests.services.tally.server import APPEND, LIST, REGISTRY, ListReply, ListR
 NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 RULES = (
-    {"regex": r"tally\.v1\.\w+\.(at|first_at)", "rule": "timestamp", "tolerance": "500ms", "name": "clock"},
+    {
+        "regex": r"tally\.v1\.\w+\.(at|first_at|last_at)",
+        "rule": "timestamp",
+        "tolerance": "500ms",
+        "name": "clock",
+    },
 )
 
 
@@ -81,7 +86,7 @@ async def test_a_write_mirrored_late_behind_its_key_is_compared_from_when_it_rea
     assert read.exchange.shadow_late > 1.0  # the read waited as long
     # the first entry's time, stamped by both sides at once, read back late: a difference within the
     # tolerance, however late the read (present only when the clocks' nanoseconds differ, as they do)
-    assert all(d.path == "first_at" and d.rule == "clock" for d in read.differences), read.differences
+    assert {d.path: d.rule for d in read.differences} == {"first_at": "clock", "last_at": "clock"}
     assert [c.verdict for c in compared] == [Verdict.MATCH] * 3, [c.differences for c in compared]
 
 
@@ -100,3 +105,31 @@ async def test_a_bk_clock_really_off_is_a_difference_still(dataplane: str) -> No
         await bk.stop()
     assert compared.verdict is Verdict.MISMATCH
     assert [(d.path, d.rule) for d in compared.differences] == [("at", "")]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_difference(
+    dataplane: str,
+) -> None:
+    """The read is not late itself: its key remembers how late its writes went."""
+    bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            append = channel.unary_unary(APPEND)
+            for entry, delay in (("first", 1500), ("second", 0)):
+                await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
+            await sink.wait_for(2, within=15)  # both writes are over on both sides: nothing waits now
+            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            await channel.unary_unary(LIST)(ListRequest(key="other").SerializeToString(), timeout=5)
+            compared = await sink.wait_for(4, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    read, other = (c for c in compared if c.exchange.method == LIST)
+    assert read.exchange.shadow_late > 1.0 > other.exchange.shadow_late  # the key's writes', not its own
+    last = [(d.path, d.rule) for d in read.differences if d.path == "last_at"]
+    assert last == [("last_at", "clock")], read.differences  # stamped 1.5 s later by BK: tolerated
+    assert [c.verdict for c in compared] == [Verdict.MATCH] * 4, [c.differences for c in compared]

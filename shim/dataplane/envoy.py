@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
+from shim.dataplane.envoy_config import write_atomically
 from shim.errors import StartupError
 
 _log = structlog.get_logger("shim.envoy")
@@ -221,13 +222,25 @@ class Envoy:
             await asyncio.sleep(pause)
             pause = min(pause * 2, self._restart_max)
             try:
+                self._keep_port()
                 await self._spawn()
                 await asyncio.wait_for(self._ready(), 30.0)
-            except (TimeoutError, _Exited, OSError) as exc:
+            except (TimeoutError, _Exited, OSError, ValueError) as exc:
                 _log.error("Envoy did not start again", error=str(exc))
                 continue
             self.restarts += 1
             _log.warning("Envoy started again", restarts=self.restarts, port=self.port)
+
+    def _keep_port(self) -> None:
+        """A listener asked for on port 0 keeps the port Envoy bound first: the clients were told that one.
+        The bootstrap names it from now on, so that Envoy started again binds it again."""
+        if not self.port:
+            return
+        bootstrap = json.loads(self._bootstrap.read_text(encoding="utf-8"))
+        address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
+        if address is not None and address.get("port_value") == 0:
+            address["port_value"] = self.port
+            write_atomically(self._bootstrap, bootstrap)
 
     async def get(self, path: str) -> bytes:
         """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""

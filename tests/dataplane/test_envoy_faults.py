@@ -416,6 +416,26 @@ async def test_a_hung_plane_never_holds_back_the_clients(
     assert held == {"cluster.processor.upstream_flow_control_backed_up_total": 0}, held
 
 
+async def _flood_while_the_plane_is_stopped(shim: ShimProcess, admin: str) -> int:
+    """Calls through Envoy while the comparison plane is stopped, until Envoy's flood protection closes its
+    connection to the processor; then the plane goes on. How many calls."""
+    plane = shim.ready["pid"]
+    flood = r"^cluster\.processor\.http2\.outbound(_control)?_flood$"
+    os.kill(plane, signal.SIGSTOP)
+    try:
+        calls = 0
+        while not sum((await asyncio.to_thread(_envoy_stats, admin, flood)).values()):
+            # large copies fill the connection (Envoy holds the rest), then each copy dropped queues a
+            # reset for the stream, until more are queued than Envoy allows
+            assert calls < 6000, "Envoy never closed the connection"
+            reference = "r" * 64 * 1024 if calls < 200 else ""
+            assert await _deposits(shim.ready["listen"], 100, reference=reference) == []
+            calls += 101  # the account is opened again each time (it exists)
+    finally:
+        os.kill(plane, signal.SIGCONT)
+    return calls
+
+
 async def test_copies_lost_with_a_connection_envoy_closed_are_in_the_evidence(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -433,19 +453,7 @@ async def test_copies_lost_with_a_connection_envoy_closed_are_in_the_evidence(
         compared = "shim_comparisons_total{"
         assert await _deposits(shim.ready["listen"], 5) == []
         await until(lambda: _sum(port, compared) >= 6, "the first calls compared")
-        flood = r"^cluster\.processor\.http2\.outbound(_control)?_flood$"
-        os.kill(plane, signal.SIGSTOP)
-        try:
-            calls = 0
-            while not sum((await asyncio.to_thread(_envoy_stats, admin, flood)).values()):
-                # large copies fill the connection (Envoy holds the rest), then each copy dropped queues a
-                # reset for the stream, until more are queued than Envoy allows
-                assert calls < 6000, "Envoy never closed the connection"
-                reference = "r" * 64 * 1024 if calls < 200 else ""
-                assert await _deposits(shim.ready["listen"], 100, reference=reference) == []
-                calls += 101  # the account is opened again each time (it exists)
-        finally:
-            os.kill(plane, signal.SIGCONT)
+        calls = await _flood_while_the_plane_is_stopped(shim, admin)
         await until(lambda: _sum(port, compared) >= 6 + calls, "every call in the evidence", 60)
         assert await shim.stop() == 0
     with contextlib.closing(sqlite3.connect(store)) as db:
@@ -453,3 +461,46 @@ async def test_copies_lost_with_a_connection_envoy_closed_are_in_the_evidence(
         unseen = db.execute("SELECT COUNT(*) FROM comparisons WHERE method = ?", (UNSEEN,)).fetchone()[0]
     assert sum(stored.values()) == 6 + calls, stored  # each once
     assert 0 < unseen <= calls, (unseen, calls)
+
+
+def _envoy_of(supervisor: int) -> int | None:
+    """The pid of the Envoy a supervisor runs now (None while it has none)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
+                return int(child)
+    return None
+
+
+async def _deposit_once_served(address: str, within: float = 30.0) -> None:
+    """A deposit through `address`, tried until Bank answers one (a new connection each time)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        async with aio.insecure_channel(address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            try:
+                await stub.Deposit(pb.DepositRequest(account_id="A1", amount="1.00"), timeout=2)
+                return
+            except aio.AioRpcError as exc:
+                if exc.code().name != "UNAVAILABLE":  # Bank's answer (no such account, say)
+                    return
+        assert asyncio.get_running_loop().time() < deadline, "no call answered through the new Envoy"
+        await asyncio.sleep(0.05)
+
+
+async def test_envoy_started_again_serves_on_the_port_the_clients_were_told(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A listener asked for on port 0: Envoy killed and started again by the supervisor binds the port it
+    bound first (it bound another one, and the clients lost the shim)."""
+    bank, bk = ledgers
+    async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db") as shim:
+        supervisor = shim.proc.pid
+        first = _envoy_of(supervisor)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
+        await _deposit_once_served(shim.ready["listen"])
+        started_again = [e for e in shim.events() if e.get("event") == "Envoy started again"]
+    assert [e["port"] for e in started_again] == [int(shim.ready["listen"].rpartition(":")[2])]

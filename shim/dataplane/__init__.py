@@ -40,7 +40,7 @@ from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
 from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
-from shim.dataplane.processor import Processor
+from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
@@ -235,17 +235,36 @@ class EnvoyPlane:
         # Envoy's count of the copies it gave up on counts once UNSEEN_LAG old: a copy Envoy closed may still
         # reach the processor a while later (a plane starved of CPU takes up its backlog late), which then
         # records it under its method
-        reads: collections.deque[tuple[float, int]] = collections.deque()
-        first = True
+        # each read: when, Envoy's count of copies given up, of those answered, and which Envoy (its admin
+        # interface: each one started has its own)
+        reads: collections.deque[tuple[float, int, int, str]] = collections.deque()
+        first, envoy_of_reads = True, ""
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats(WANTED)).items() if _wanted(k)}
+                admin = envoy.admin
                 _, given_up, answered = await copy_streams(envoy.stats)
+                if envoy.admin != admin:
+                    raise OSError("Envoy was started again as its figures were read: read at the next tick")
                 now = time.monotonic()
+                if processor.before_envoy is not None and admin != envoy_of_reads:
+                    # Envoy was started again, and these are the new one's figures: the old one's last ones
+                    # are counted against what the processor had of it, the new one's from here on
+                    for _, old_given_up, old_answered, of in reads:
+                        if of == envoy_of_reads:
+                            self._count_unseen(old_given_up, old_answered, processor.before_envoy)
+                    reads = collections.deque(read for read in reads if read[3] != envoy_of_reads)
+                    self._new_envoy(processor.before_envoy, processor.envoy)
+                    processor.before_envoy = None
+                elif processor.envoy and self._unseen.envoy != processor.envoy:
+                    # this plane's first copies: of the Envoy counted before it (or of one started again
+                    # while no plane ran: what the planes before counted of the old one is set aside)
+                    self._unseen.seen_envoy(processor.envoy, again=bool(self._unseen.envoy))
+                envoy_of_reads = admin
                 if first:  # what Envoy gave up on before this plane ran cannot reach it any more
                     self._count_unseen(given_up, answered)
                     first = False
-                reads.append((now, given_up))
+                reads.append((now, given_up, answered, admin))
                 while reads and self._due(reads[0][0], now):
                     self._count_unseen(reads.popleft()[1], answered)
                 await self._shed_reads(envoy, processor)
@@ -269,6 +288,16 @@ class EnvoyPlane:
         if self._shim.pipeline is not None:
             record_shed(self._shim.pipeline.submit, shedding.take(None) if last else shedding.take())
 
+    def _new_envoy(self, before: Counts, name: str) -> None:
+        """Envoy was started again under this plane, its counts from 0 (`name`: the new one's): what the
+        processor had received and answered `before` its first copy came in is set against the old one's,
+        and only what came after against the new one's (`_copies_sent`, `_count_unseen`)."""
+        assert self._unseen is not None
+        self._answered_before = -before.answered
+        self._copies_before = before.ended_by_envoy - before.copies
+        self._unseen.new_envoy(before.ended_by_envoy - before.lost_unnamed, name)
+        _log.warning("Envoy was started again: the copies it gives up on are counted from its start")
+
     def _due(self, read_at: float, now: float) -> bool:
         """Whether Envoy's count read at `read_at` counts now: UNSEEN_LAG later, once the processor has
         caught up (a copy Envoy gave up on can still reach a plane that was stopped or starved, which then
@@ -277,14 +306,16 @@ class EnvoyPlane:
         caught_up = processor is None or now - processor.late >= CAUGHT_UP
         return now - read_at >= UNSEEN_LAG_MAX or (now - read_at >= UNSEEN_LAG and caught_up)
 
-    def _count_unseen(self, given_up: int, answered: int) -> None:
+    def _count_unseen(self, given_up: int, answered: int, counts: Counts | None = None) -> None:
         """Record the calls newly known unseen, of the copies Envoy had given up on (`given_up`, read then);
-        `answered`: the copies Envoy counts answered by the processor, as read last."""
+        `answered`: the copies Envoy counts answered by the processor, as read last; `counts`: the
+        processor's, as they were then (else now)."""
         processor = self.processor
         if self._unseen is None or processor is None:
             return
-        received = processor.received_given_up(answered - self._answered_before)
-        new = self._unseen.update(given_up, received - processor.lost_unnamed)
+        counts = counts or processor.counts()
+        received = received_given_up(counts, answered - self._answered_before)
+        new = self._unseen.update(given_up, received - counts.lost_unnamed)
         if new and processor.recorder is not None:
             processor.recorder.lose("", "Envoy could not hand the call's copy to the shim", new)
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -29,7 +30,7 @@ from typing import Any
 import structlog
 
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
-from shim.dataplane.envoy_config import write_atomically
+from shim.dataplane.envoy_config import ENVOY_HEADER, write_atomically
 from shim.errors import StartupError
 
 _log = structlog.get_logger("shim.envoy")
@@ -88,6 +89,7 @@ class Envoy:
         self.admin = ""  # HOST:PORT of its admin interface (loopback)
         self.port = 0  # the clients' listener, as bound
         self.restarts = 0
+        self.name = ""  # of the Envoy running now, on its copies' streams (ENVOY_HEADER)
         self.running = asyncio.Event()
         self._early: list[tuple[str, str, str]] = []  # Envoy's log lines before it first runs
         self._admin_connections = AdminConnections()
@@ -129,6 +131,7 @@ class Envoy:
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(), name="envoy supervisor")
 
     async def _spawn(self) -> None:
+        self._stamp()
         self._admin_file.unlink(missing_ok=True)
         self.running.clear()
         # Envoy dies with the shim (setpriv --pdeathsig): no Envoy is left serving with nothing behind it,
@@ -222,7 +225,6 @@ class Envoy:
             await asyncio.sleep(pause)
             pause = min(pause * 2, self._restart_max)
             try:
-                self._keep_port()
                 await self._spawn()
                 await asyncio.wait_for(self._ready(), 30.0)
             except (TimeoutError, _Exited, OSError, ValueError) as exc:
@@ -231,16 +233,20 @@ class Envoy:
             self.restarts += 1
             _log.warning("Envoy started again", restarts=self.restarts, port=self.port)
 
-    def _keep_port(self) -> None:
-        """A listener asked for on port 0 keeps the port Envoy bound first: the clients were told that one.
-        The bootstrap names it from now on, so that Envoy started again binds it again."""
-        if not self.port:
-            return
+    def _stamp(self) -> None:
+        """The bootstrap for the Envoy about to start. A listener asked for on port 0 keeps the port Envoy
+        bound first: the clients were told that one. And the copies' streams carry a name of their own for
+        this Envoy (ENVOY_HEADER), so that the processor tells its copies from an earlier one's, whose counts
+        died with it (`shim.dataplane.unseen`)."""
         bootstrap = json.loads(self._bootstrap.read_text(encoding="utf-8"))
         address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
-        if address is not None and address.get("port_value") == 0:
+        if self.port and address is not None and address.get("port_value") == 0:
             address["port_value"] = self.port
-            write_atomically(self._bootstrap, bootstrap)
+        self.name = secrets.token_hex(6)
+        for service in _processor_services(bootstrap):
+            others = [m for m in service.get("initial_metadata", ()) if m.get("key") != ENVOY_HEADER]
+            service["initial_metadata"] = [*others, {"key": ENVOY_HEADER, "value": self.name}]
+        write_atomically(self._bootstrap, bootstrap)
 
     async def get(self, path: str) -> bytes:
         """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""
@@ -326,6 +332,21 @@ class Envoy:
 
 class _Exited(Exception):
     pass
+
+
+def _processor_services(node: Any) -> list[dict[str, Any]]:
+    """The gRPC services in a bootstrap (or part of one) that reach the comparison plane's processor."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        service = node.get("grpc_service")
+        if isinstance(service, dict) and service.get("envoy_grpc", {}).get("cluster_name") == "processor":
+            found.append(service)
+        for value in node.values():
+            found += _processor_services(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _processor_services(value)
+    return found
 
 
 class AttachedEnvoy(Envoy):

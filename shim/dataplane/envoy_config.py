@@ -43,6 +43,8 @@ ROUTE_NAME = "shim"
 ROUTE_HEADER = "x-shim-route"  # sent to the processor on each copy: which mirroring it belongs to
 # ... and, on a method's own route, the method: known as the copy's stream opens, before any part of it
 METHOD_HEADER = "x-shim-method"
+# ... and, on every copy's stream, the name of the Envoy that sent it: each one started has its own
+ENVOY_HEADER = "x-shim-envoy"
 # on a copied call's answer, for the copy only: when Envoy had the primary's answer (`answered_at`)
 ANSWERED_HEADER = "x-shim-envoy-answered"
 _ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"

@@ -31,7 +31,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import structlog
@@ -41,7 +41,13 @@ from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.arrivals import Arrivals
-from shim.dataplane.envoy_config import ANSWERED_HEADER, METHOD_HEADER, ROUTE_HEADER, STARTED_HEADER
+from shim.dataplane.envoy_config import (
+    ANSWERED_HEADER,
+    ENVOY_HEADER,
+    METHOD_HEADER,
+    ROUTE_HEADER,
+    STARTED_HEADER,
+)
 from shim.dataplane.read_shedding import since
 from shim.dataplane.routes import RECORD
 from shim.errors import ShimError
@@ -119,6 +125,20 @@ def answered_at(headers: list[tuple[str, str | bytes]]) -> float | None:
     except ValueError:
         return None
     return began + int(micros) / 1e6 if micros.isdigit() else began
+
+
+class Counts(NamedTuple):
+    """The processor's counts at one moment (`Processor`)."""
+
+    copies: int
+    answered: int
+    ended_by_envoy: int
+    lost_unnamed: int
+
+
+def received_given_up(counts: Counts, answered: int) -> int:
+    """`Processor.received_given_up`, from its `counts` at some moment."""
+    return counts.ended_by_envoy + max(counts.answered - answered, 0)
 
 
 def started_at(headers: list[tuple[str, str | bytes]]) -> float | None:
@@ -418,6 +438,10 @@ class Processor:
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
+        self.envoy = ""  # the name of the Envoy whose copies it receives now (ENVOY_HEADER)
+        # its counts (copies, answered, ended_by_envoy, lost_unnamed) as the first copy of another Envoy came
+        # in (one started again), until the plane sets them against the new one's (`EnvoyPlane`)
+        self.before_envoy: Counts | None = None
 
     def behind(self, started: float | None) -> float:
         """How late the processor takes up a copy of a call that `started` (`time.time()`, as Envoy saw it),
@@ -431,7 +455,10 @@ class Processor:
         """Of the copies Envoy gave up on, those the processor received first: cut off as it read them, or
         answered as Envoy gave up on them (its answers beyond `answered`, Envoy's count of them read before
         this, less those still on their way: never too few)."""
-        return self.ended_by_envoy + max(self.answered - answered, 0)
+        return received_given_up(self.counts(), answered)
+
+    def counts(self) -> Counts:
+        return Counts(self.copies, self.answered, self.ended_by_envoy, self.lost_unnamed)
 
     def _ended(self, copy: _Copy | None, *, cut: bool) -> None:
         """Envoy ended a copy's stream: cut it off, or ended it early (see `ended_by_envoy`)."""
@@ -485,12 +512,18 @@ class Processor:
     async def process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        route = named = ""
+        route = named = envoy = ""
         for key, value in context.invocation_metadata() or ():
             if key == ROUTE_HEADER:
                 route = value if isinstance(value, str) else value.decode()
             elif key == METHOD_HEADER:
                 named = value if isinstance(value, str) else value.decode()
+            elif key == ENVOY_HEADER:
+                envoy = value if isinstance(value, str) else value.decode()
+        if envoy != self.envoy and envoy:
+            if self.envoy:  # an Envoy started again: what came before is the old one's
+                self.before_envoy = self.counts()
+            self.envoy = envoy
         dispatcher = self.dispatchers.get(route)
         self.copies += 1
         recorder = self.recorder if dispatcher is not None or route.startswith(RECORD) else None

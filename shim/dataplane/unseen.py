@@ -15,7 +15,12 @@ gate fails; the evidence has a hole, and it shows.
 
 Behind `shim serve`'s supervisor, a comparison plane that is started again goes on from what the
 planes before it counted (a small JSON file beside Envoy's files), so that no gap is counted twice and
-the one while no plane ran is counted once.
+the one while no plane ran is counted once. An Envoy the supervisor started again counts from 0, under a
+plane that runs on or one started after it. Each Envoy started names itself on its copies' streams
+(`ENVOY_HEADER`): the processor notes its counts as the first copy of a new one comes in, and from then on
+only what it takes of the new one's copies is set against the new one's counts, added to what was counted
+before (`new_envoy`). The copies the old Envoy gave up on after its figures were last read are not known:
+its stats die with it.
 """
 
 from __future__ import annotations
@@ -54,14 +59,16 @@ class Unseen:
 
     def __init__(self, counted: Path | None = None) -> None:
         self._counted = counted
-        self.unsent, self._cut_before, self.unrecorded = _read(counted)
-        self._written = (self.unsent, self._cut_before, self.unrecorded)
+        figures = _read(counted)
+        self.unsent, self._cut_before, self.unrecorded, self._base, self.envoy = figures
+        self._written = figures
 
     def update(self, given_up: int, taken: int) -> int:
-        """The calls newly unseen, from the copies Envoy gave up on so far and those of them the processor
-        took and recorded under their method (`taken`, since this plane started)."""
+        """The calls newly unseen, from the copies this Envoy gave up on so far and those of them the
+        processor took and recorded under their method (`taken`, since this plane started, or as
+        `new_envoy` says)."""
         cut = self._cut_before + taken
-        now = max(self.unsent, given_up - cut)
+        now = max(self.unsent, self._base + given_up - cut)
         new, self.unsent = now - self.unsent, now
         if new:
             _log.warning(
@@ -74,6 +81,22 @@ class Unseen:
         self._write(cut)
         return new
 
+    def new_envoy(self, taken: int, envoy: str) -> None:
+        """Envoy was started again (`envoy`: the new one's name, `ENVOY_HEADER`), its counts from 0: those so
+        far stay counted, and the new one's add to them, less what the processor takes of its copies (what
+        `update` is given beyond `taken`)."""
+        self._base, self._cut_before, self.envoy = self.unsent, -taken, envoy
+        self._write(0)
+
+    def seen_envoy(self, envoy: str, again: bool) -> None:
+        """This plane's copies come from the Envoy named `envoy`; `again`: not the one the planes before
+        counted, but one started again while no plane ran (its counts from 0: those so far stay counted,
+        and what the planes before took of the old one's copies is set aside)."""
+        if again:
+            self._base, self._cut_before = self.unsent, 0
+        self.envoy = envoy
+        self._write(self._cut_before if again else self._written[1])
+
     def take(self, limit: int | None = PER_TICK) -> int:
         """How many of the calls counted unseen to record now: all of them, or at most `limit`."""
         count = self.unrecorded if limit is None else min(self.unrecorded, limit)
@@ -82,11 +105,9 @@ class Unseen:
         return count
 
     def _write(self, cut: int) -> None:
-        figures = (self.unsent, cut, self.unrecorded)
+        figures = (self.unsent, cut, self.unrecorded, self._base, self.envoy)
         if self._counted is not None and figures != self._written:
-            write_atomically(
-                self._counted, dict(zip(("unsent", "cut_off", "unrecorded"), figures, strict=True))
-            )
+            write_atomically(self._counted, dict(zip(_FIGURES, figures, strict=True)))
         self._written = figures
 
 
@@ -136,16 +157,25 @@ def record_skipped(
         )
 
 
-def _read(path: Path | None) -> tuple[int, int, int]:
-    """The copies earlier planes counted as unseen, those Envoy gave up on that they had taken, and those
-    counted unseen that they had not recorded yet."""
+_FIGURES = ("unsent", "cut_off", "unrecorded", "base", "envoy")
+
+
+def _read(path: Path | None) -> tuple[int, int, int, int, str]:
+    """The copies earlier planes counted as unseen, those this Envoy gave up on that they had taken, those
+    counted unseen that they had not recorded yet, those counted before this Envoy, and its name."""
     if path is None or not path.exists():
-        return 0, 0, 0
+        return 0, 0, 0, 0, ""
     try:
         counted = json.loads(path.read_text())
-        return int(counted["unsent"]), int(counted["cut_off"]), int(counted.get("unrecorded", 0))
+        return (
+            int(counted["unsent"]),
+            int(counted["cut_off"]),
+            int(counted.get("unrecorded", 0)),
+            int(counted.get("base", 0)),
+            str(counted.get("envoy", "")),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         _log.warning(
             "the copies earlier comparison planes counted are unreadable: counting from now", file=str(path)
         )
-        return 0, 0, 0
+        return 0, 0, 0, 0, ""

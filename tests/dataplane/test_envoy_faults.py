@@ -504,3 +504,37 @@ async def test_envoy_started_again_serves_on_the_port_the_clients_were_told(
         await _deposit_once_served(shim.ready["listen"])
         started_again = [e for e in shim.events() if e.get("event") == "Envoy started again"]
     assert [e["port"] for e in started_again] == [int(shim.ready["listen"].rpartition(":")[2])]
+
+
+async def test_copies_an_envoy_started_again_drops_are_in_the_evidence(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Envoy killed, and started again by the supervisor under the running comparison plane: the new Envoy
+    counts from 0 (its stats are its own), the plane's own counts go on. The copies the new Envoy then
+    gives up on are each in the evidence, once, as before the restart: those the plane never saw counted
+    unseen (before, the processor's earlier answers were set against the new Envoy's count, and hid as
+    many)."""
+    bank, bk = ledgers
+    store = tmp_path / "shim.db"
+    async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", store) as shim:
+        port = int(shim.ready["metrics"].rpartition(":")[2])
+        compared = "shim_comparisons_total{"
+        assert await _deposits(shim.ready["listen"], 300) == []
+        await until(lambda: _sum(port, compared) >= 301, "the first calls compared")
+        supervisor = shim.proc.pid
+        first = _envoy_of(supervisor)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
+        await _deposit_once_served(shim.ready["listen"])
+        await until(lambda: _sum(port, compared) >= 302, "the first call through the new Envoy compared")
+        before = _sum(port, compared)
+        admin = await asyncio.to_thread(_envoy_admin, shim.ready["pid"])
+        calls = await _flood_while_the_plane_is_stopped(shim, admin)
+        await until(lambda: _sum(port, compared) >= before + calls, "every call in the evidence", 60)
+        assert await shim.stop() == 0
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        stored = dict(db.execute("SELECT verdict, COUNT(*) FROM comparisons GROUP BY verdict").fetchall())
+        unseen = db.execute("SELECT COUNT(*) FROM comparisons WHERE method = ?", (UNSEEN,)).fetchone()[0]
+    assert sum(stored.values()) == before + calls, stored  # each once
+    assert 0 < unseen <= calls, (unseen, calls)

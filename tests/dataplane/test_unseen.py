@@ -79,3 +79,24 @@ async def test_a_copy_answered_as_envoy_gave_up_on_it_is_not_counted_unseen() ->
     )
     # once Envoy counts the answer, the processor's answers make up for nothing more
     assert processor.received_given_up(answered=1) == 0
+
+
+async def test_an_envoy_started_again_is_counted_from_its_start(tmp_path: Path) -> None:
+    """What was counted stays; the new Envoy's counts (from 0) add to it, set only against what the
+    processor takes of its copies; a plane started again goes on from there, and one started behind yet
+    another Envoy (started while no plane ran) sets aside what the planes before took of the old one's."""
+    counted = tmp_path / "copies.json"
+    unseen = Unseen(counted)
+    unseen.seen_envoy("one", again=False)
+    assert unseen.update(given_up=50, taken=40) == 10  # 40 of the 50 were the processor's
+    unseen.new_envoy(taken=40, envoy="two")  # its first copy came in: the processor had taken 40 by then
+    assert unseen.update(given_up=5, taken=40) == 5  # the new one's 5: none taken since
+    assert unseen.update(given_up=9, taken=43) == 1  # 4 more given up, 3 of them taken
+    again = Unseen(counted)  # a plane started again behind "two": its own takes count from 0
+    assert (again.envoy, again.unsent) == ("two", 16)
+    assert again.update(given_up=9, taken=0) == 0
+    assert again.update(given_up=12, taken=1) == 2
+    later = Unseen(counted)
+    later.seen_envoy("three", again=True)  # started while no plane ran, from 0
+    assert later.update(given_up=4, taken=0) == 4
+    assert Unseen(counted).unsent == 22

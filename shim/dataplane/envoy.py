@@ -117,7 +117,10 @@ class Envoy:
 
     async def start(self, within: float = 30.0) -> None:
         """Start Envoy and wait until its listener is bound (a StartupError if it cannot start)."""
-        await self._spawn()
+        try:
+            await self._spawn()
+        except _Unstamped as exc:
+            raise StartupError(f"Envoy did not start: {exc}") from None
         try:
             await asyncio.wait_for(self._ready(), within)
         except (TimeoutError, _Exited) as exc:
@@ -238,15 +241,20 @@ class Envoy:
         bound first: the clients were told that one. And the copies' streams carry a name of their own for
         this Envoy (ENVOY_HEADER), so that the processor tells its copies from an earlier one's, whose counts
         died with it (`shim.dataplane.unseen`)."""
-        bootstrap = json.loads(self._bootstrap.read_text(encoding="utf-8"))
-        address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
-        if self.port and address is not None and address.get("port_value") == 0:
-            address["port_value"] = self.port
-        self.name = secrets.token_hex(6)
-        for service in _processor_services(bootstrap):
-            others = [m for m in service.get("initial_metadata", ()) if m.get("key") != ENVOY_HEADER]
-            service["initial_metadata"] = [*others, {"key": ENVOY_HEADER, "value": self.name}]
-        write_atomically(self._bootstrap, bootstrap)
+        try:
+            bootstrap = json.loads(self._bootstrap.read_text(encoding="utf-8"))
+            address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
+            if self.port and address is not None and address.get("port_value") == 0:
+                address["port_value"] = self.port
+            self.name = secrets.token_hex(6)
+            for service in _processor_services(bootstrap):
+                others = [m for m in service.get("initial_metadata", ()) if m.get("key") != ENVOY_HEADER]
+                service["initial_metadata"] = [*others, {"key": ENVOY_HEADER, "value": self.name}]
+            write_atomically(self._bootstrap, bootstrap)
+        except (OSError, ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise _Unstamped(
+                f"its bootstrap {self._bootstrap} could not be read or written ({exc!r})"
+            ) from exc
 
     async def get(self, path: str) -> bytes:
         """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""
@@ -332,6 +340,10 @@ class Envoy:
 
 class _Exited(Exception):
     pass
+
+
+class _Unstamped(_Exited):
+    """The bootstrap could not be made ready for the Envoy about to start."""
 
 
 def _processor_services(node: Any) -> list[dict[str, Any]]:

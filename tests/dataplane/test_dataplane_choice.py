@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -63,3 +64,15 @@ async def test_a_configuration_envoy_refuses_is_one_clear_error(
     with pytest.raises(StartupError, match=r'Envoy refused the configuration .*unknown field "x"'):
         async with running_shim(bank.address, bk.address, dataplane="envoy"):
             pass
+
+
+async def test_a_bootstrap_that_cannot_be_read_is_a_clear_start_error(tmp_path: Path) -> None:
+    """Envoy's bootstrap is made ready before each start (its port kept, its copies named): one that is not
+    there, or not Envoy's JSON, stops the start with an error naming it, and starts nothing."""
+    garbled = tmp_path / "envoy.json"
+    garbled.write_text("{not json")
+    for bootstrap in (tmp_path / "missing.json", garbled):
+        with pytest.raises(
+            StartupError, match=rf"its bootstrap {re.escape(str(bootstrap))} could not be read"
+        ):
+            await envoy_process.Envoy("/bin/false", bootstrap).start(within=1.0)

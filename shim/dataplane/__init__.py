@@ -238,7 +238,7 @@ class EnvoyPlane:
         # each read: when, Envoy's count of copies given up, of those answered, and which Envoy (its admin
         # interface: each one started has its own)
         reads: collections.deque[tuple[float, int, int, str]] = collections.deque()
-        first, envoy_of_reads = True, ""
+        first = True
         while True:
             with contextlib.suppress(OSError, ValueError):
                 self.stats = {k: v for k, v in (await envoy.stats(WANTED)).items() if _wanted(k)}
@@ -247,20 +247,20 @@ class EnvoyPlane:
                 if envoy.admin != admin:
                     raise OSError("Envoy was started again as its figures were read: read at the next tick")
                 now = time.monotonic()
-                if processor.before_envoy is not None and admin != envoy_of_reads:
-                    # Envoy was started again, and these are the new one's figures: the old one's last ones
-                    # are counted against what the processor had of it, the new one's from here on
-                    for _, old_given_up, old_answered, of in reads:
-                        if of == envoy_of_reads:
-                            self._count_unseen(old_given_up, old_answered, processor.before_envoy)
-                    reads = collections.deque(read for read in reads if read[3] != envoy_of_reads)
+                if processor.before_envoy is not None:
+                    # Envoy was started again (a copy of the new one came in), and these figures are the new
+                    # one's (the old one is gone): the old one's last ones are counted against what the
+                    # processor had then, the new one's from here on against what came after
+                    old = [read for read in reads if read[3] != admin]
+                    for _, old_given_up, _, _ in old:
+                        self._count_unseen(old_given_up, old[-1][2], processor.before_envoy)
+                    reads = collections.deque(read for read in reads if read[3] == admin)
                     self._new_envoy(processor.before_envoy, processor.envoy)
                     processor.before_envoy = None
                 elif processor.envoy and self._unseen.envoy != processor.envoy:
                     # this plane's first copies: of the Envoy counted before it (or of one started again
                     # while no plane ran: what the planes before counted of the old one is set aside)
                     self._unseen.seen_envoy(processor.envoy, again=bool(self._unseen.envoy))
-                envoy_of_reads = admin
                 if first:  # what Envoy gave up on before this plane ran cannot reach it any more
                     self._count_unseen(given_up, answered)
                     first = False

@@ -465,7 +465,10 @@ async def test_copies_lost_with_a_connection_envoy_closed_are_in_the_evidence(
 
 def _envoy_of(supervisor: int) -> int | None:
     """The pid of the Envoy a supervisor runs now (None while it has none)."""
-    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    except FileNotFoundError:
+        raise AssertionError(f"the supervisor ({supervisor}) is gone") from None
     for child in children:
         with contextlib.suppress(OSError):
             if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
@@ -496,14 +499,19 @@ async def test_envoy_started_again_serves_on_the_port_the_clients_were_told(
     bound first (it bound another one, and the clients lost the shim)."""
     bank, bk = ledgers
     async with _on_envoy("--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "shim.db") as shim:
+        # an Envoy that served, and whose copy was compared: one killed as it starts (before the supervisor
+        # saw it bound) stops the shim, as an Envoy that cannot start does
+        await _deposit_once_served(shim.ready["listen"])
+        port = int(shim.ready["metrics"].rpartition(":")[2])
+        await until(lambda: _sum(port, "shim_comparisons_total{") >= 1, "the first call compared")
         supervisor = shim.proc.pid
         first = _envoy_of(supervisor)
         assert first is not None
         os.kill(first, signal.SIGKILL)
         await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
         await _deposit_once_served(shim.ready["listen"])
-        started_again = [e for e in shim.events() if e.get("event") == "Envoy started again"]
-    assert [e["port"] for e in started_again] == [int(shim.ready["listen"].rpartition(":")[2])]
+        started_again = await shim.until_event("Envoy started again")
+    assert started_again["port"] == int(shim.ready["listen"].rpartition(":")[2])
 
 
 async def test_copies_an_envoy_started_again_drops_are_in_the_evidence(

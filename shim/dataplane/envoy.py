@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
-from shim.dataplane.envoy_config import ENVOY_HEADER, write_atomically
+from shim.dataplane.envoy_config import stamp
 from shim.errors import StartupError
 
 _log = structlog.get_logger("shim.envoy")
@@ -237,20 +237,11 @@ class Envoy:
             _log.warning("Envoy started again", restarts=self.restarts, port=self.port)
 
     def _stamp(self) -> None:
-        """The bootstrap for the Envoy about to start. A listener asked for on port 0 keeps the port Envoy
-        bound first: the clients were told that one. And the copies' streams carry a name of their own for
-        this Envoy (ENVOY_HEADER), so that the processor tells its copies from an earlier one's, whose counts
-        died with it (`shim.dataplane.unseen`)."""
+        """The bootstrap for the Envoy about to start (`envoy_config.stamp`): the port bound first kept, and a
+        name of its own on its copies' streams."""
+        self.name = secrets.token_hex(6)
         try:
-            bootstrap = json.loads(self._bootstrap.read_text(encoding="utf-8"))
-            address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
-            if self.port and address is not None and address.get("port_value") == 0:
-                address["port_value"] = self.port
-            self.name = secrets.token_hex(6)
-            for service in _processor_services(bootstrap):
-                others = [m for m in service.get("initial_metadata", ()) if m.get("key") != ENVOY_HEADER]
-                service["initial_metadata"] = [*others, {"key": ENVOY_HEADER, "value": self.name}]
-            write_atomically(self._bootstrap, bootstrap)
+            stamp(self._bootstrap, self.port, self.name)
         except (OSError, ValueError, LookupError, TypeError, AttributeError) as exc:
             raise _Unstamped(
                 f"its bootstrap {self._bootstrap} could not be read or written ({exc!r})"
@@ -344,21 +335,6 @@ class _Exited(Exception):
 
 class _Unstamped(_Exited):
     """The bootstrap could not be made ready for the Envoy about to start."""
-
-
-def _processor_services(node: Any) -> list[dict[str, Any]]:
-    """The gRPC services in a bootstrap (or part of one) that reach the comparison plane's processor."""
-    found: list[dict[str, Any]] = []
-    if isinstance(node, dict):
-        service = node.get("grpc_service")
-        if isinstance(service, dict) and service.get("envoy_grpc", {}).get("cluster_name") == "processor":
-            found.append(service)
-        for value in node.values():
-            found += _processor_services(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _processor_services(value)
-    return found
 
 
 class AttachedEnvoy(Envoy):

@@ -449,6 +449,36 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
     return {"version_info": str(version), "resources": [configuration]}
 
 
+def stamp(path: Path, port: int, name: str) -> None:
+    """Make the bootstrap at `path` ready for the Envoy about to start. A listener asked for on port 0 keeps
+    `port`, the one Envoy bound first (0: none yet): the clients were told that one. And the copies' streams
+    carry `name`, this Envoy's own (ENVOY_HEADER), so that the processor tells its copies from an earlier
+    one's, whose counts died with it (`shim.dataplane.unseen`)."""
+    bootstrap = json.loads(path.read_text(encoding="utf-8"))
+    address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
+    if port and address is not None and address.get("port_value") == 0:
+        address["port_value"] = port
+    for service in _processor_services(bootstrap):
+        others = [m for m in service.get("initial_metadata", ()) if m.get("key") != ENVOY_HEADER]
+        service["initial_metadata"] = [*others, {"key": ENVOY_HEADER, "value": name}]
+    write_atomically(path, bootstrap)
+
+
+def _processor_services(node: Any) -> list[dict[str, Any]]:
+    """The gRPC services in a bootstrap (or part of one) that reach the comparison plane's processor."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        service = node.get("grpc_service")
+        if isinstance(service, dict) and service.get("envoy_grpc", {}).get("cluster_name") == "processor":
+            found.append(service)
+        for value in node.values():
+            found += _processor_services(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _processor_services(value)
+    return found
+
+
 def write_atomically(path: Path, document: dict[str, Any]) -> None:
     """Write `document` to `path` as JSON, renaming a whole file over it: Envoy reads the old or the new."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -492,6 +492,16 @@ async def _deposit_once_served(address: str, within: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _kill_envoy_until_started_again(shim: ShimProcess) -> None:
+    """Kill the supervisor's Envoy; return once the one it starts again answers a call on the shim's port."""
+    supervisor = shim.proc.pid
+    first = _envoy_of(supervisor)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
+    await _deposit_once_served(shim.ready["listen"])
+
+
 async def test_envoy_started_again_serves_on_the_port_the_clients_were_told(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -504,12 +514,7 @@ async def test_envoy_started_again_serves_on_the_port_the_clients_were_told(
         await _deposit_once_served(shim.ready["listen"])
         port = int(shim.ready["metrics"].rpartition(":")[2])
         await until(lambda: _sum(port, "shim_comparisons_total{") >= 1, "the first call compared")
-        supervisor = shim.proc.pid
-        first = _envoy_of(supervisor)
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
-        await _deposit_once_served(shim.ready["listen"])
+        await _kill_envoy_until_started_again(shim)
         started_again = await shim.until_event("Envoy started again")
     assert started_again["port"] == int(shim.ready["listen"].rpartition(":")[2])
 
@@ -529,12 +534,7 @@ async def test_copies_an_envoy_started_again_drops_are_in_the_evidence(
         compared = "shim_comparisons_total{"
         assert await _deposits(shim.ready["listen"], 300) == []
         await until(lambda: _sum(port, compared) >= 301, "the first calls compared")
-        supervisor = shim.proc.pid
-        first = _envoy_of(supervisor)
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        await until(lambda: _envoy_of(supervisor) not in (None, first), "Envoy started again", 30)
-        await _deposit_once_served(shim.ready["listen"])
+        await _kill_envoy_until_started_again(shim)
         await until(lambda: _sum(port, compared) >= 302, "the first call through the new Envoy compared")
         before = _sum(port, compared)
         admin = await asyncio.to_thread(_envoy_admin, shim.ready["pid"])

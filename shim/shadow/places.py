@@ -79,11 +79,12 @@ class Places:
             self._progress_base += 1
         self.release_steps(min(self._progress[0], answered, sent))
 
-    def release_all(self) -> None:
+    def release_all(self, late: float = 0.0) -> None:
+        """Every place of the call; a write's order across replicas keeps how `late` it went to the shadow."""
         if self.ticket is not None:
             self.ticket.release()
         if self.fleet is not None:
-            self.fleet.release()
+            self.fleet.release(late)
         self.release_steps(self.stepped_count)
 
     async def step_ready(self, index: int, stop: asyncio.Event, over: Callable[[], bool]) -> bool:

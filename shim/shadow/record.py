@@ -91,7 +91,7 @@ async def conclude(
             )
     finally:
         # the ids it minted are learned and its keys marked: the calls behind it may go
-        mirror.places.release_all()
+        mirror.places.release_all(lateness(mirror))
         learning.settle()
     if primary is None:
         return False
@@ -120,7 +120,12 @@ async def conclude(
         tainted=tainted,
         correlation_id=mirror.correlation_id,
         secondary=await asked_again(again),
-        shadow_late=shared.lateness.allowance(keys, lateness(mirror), mirror.is_write),
+        shadow_late=shared.lateness.allowance(
+            keys,
+            lateness(mirror),
+            mirror.is_write,
+            known=mirror.places.fleet.late if mirror.places.fleet is not None else 0.0,
+        ),
     )
     shared.submit(record, capture.give_back)  # the comparison holds the bytes now, until it is done
     return True

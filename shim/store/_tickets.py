@@ -17,9 +17,10 @@ class Held:
     ticket: int
     wait: bool
     before: float = 0.0  # the latest start (time.time()) of a call whose ticket on the key came before
+    late: float = 0.0  # the most lateness of a write done on the key when the ticket was issued
 
 
-Finish = Callable[[tuple[Held, ...]], None]  # marks tickets done
+Finish = Callable[[tuple[Held, ...], float], None]  # marks tickets done, by a write that went this late
 
 
 class Tickets:
@@ -29,7 +30,7 @@ class Tickets:
     last ticket issued before it, which it waits for; it raises no counter and is never done."""
 
     __slots__ = (
-        "_finish", "_released", "error", "held", "keys", "method", "read", "started", "taken",
+        "_finish", "_released", "error", "held", "keys", "late", "method", "read", "started", "taken",
     )  # fmt: skip
 
     def __init__(
@@ -50,18 +51,21 @@ class Tickets:
         self.error = ""
         self.taken = asyncio.Event()
         self._released = False
+        self.late = 0.0  # how late the write went to the shadow (seconds), left on its keys once done
 
-    def release(self) -> None:
-        """The write is over on the shadow (or given up): its tickets are done, now or once issued."""
+    def release(self, late: float = 0.0) -> None:
+        """The write is over on the shadow (or given up), having gone to it `late` seconds late: its tickets
+        are done, now or once issued."""
         if not self._released and not self.read:
             self._released = True
-            self._finish(self.held)
+            self.late = late
+            self._finish(self.held, late)
 
     def _issued(self, held: tuple[Held, ...], error: str = "") -> None:
         self.held, self.error = held, error
         self.taken.set()
         if self._released and not self.read:
-            self._finish(held)
+            self._finish(held, self.late)
 
 
 class Asking:
@@ -95,22 +99,23 @@ class Asking:
     def issue(self, rows: Sequence[tuple[Any, ...]], me: str) -> None:
         """Each ticket N needs no wait in the store when N - 1 was `me`'s (its lanes order the two) or
         was done when N was issued; a read stands where the next ticket would be. Each has the latest
-        start of the calls whose tickets came before it (`Held.before`)."""
+        start of the calls whose tickets came before it (`Held.before`), and the key's lateness so far."""
         first = {
-            key: (issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0))
-            for key, issued, done, prev, before in rows
+            key: (issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0), float(late or 0.0))
+            for key, issued, done, prev, before, late in rows
         }
         given: dict[str, int] = {}
         latest: dict[str, float] = {}  # by key: the latest start before the next ticket of the statement
         for tickets in self._asked:
             held = []
             for key in tickets.keys:
-                start, done, prev, before = first.get(key, (1, 0, "", 0.0))  # a key never written
+                start, done, prev, before, late = first.get(key, (1, 0, "", 0.0, 0.0))  # a key never written
                 before = max(before, latest.get(key, 0.0))
                 ticket = start + given.get(key, 0)
                 if not tickets.read:
                     given[key] = given.get(key, 0) + 1
                     latest[key] = max(before, tickets.started)
                 mine_before = ticket > start or prev == me
-                held.append(Held(key, ticket, wait=not mine_before and done < ticket - 1, before=before))
+                wait = not mine_before and done < ticket - 1
+                held.append(Held(key, ticket, wait=wait, before=before, late=late))
             tickets._issued(tuple(held))

@@ -65,8 +65,9 @@ class KeyOrder:
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
+        self._late: dict[str, float] = {}  # ... and how late the writes that held them went, the most
         self._finished = asyncio.Event()
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[float]]]] = {}
         self._someone_waits = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
@@ -115,15 +116,15 @@ class KeyOrder:
         self._ask.set()
         return tickets
 
-    async def wait(self, held: Held, always: bool = False) -> None:
+    async def wait(self, held: Held, always: bool = False) -> float:
         """Until the key's tickets before `held` are done (or released); `always`: also when the ticket
-        before was this replica's own."""
+        before was this replica's own. The most lateness of a write done on the key, as then known."""
         if not held.wait and not always:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return held.late
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(held.key, []).append((held.ticket - 1, future))
         self._someone_waits.set()
-        await future
+        return max(held.late, await future)
 
     def done_in_turn(self, tickets: Tickets) -> None:
         """Mark `tickets` done once the tickets before them are (a write that ended without its turn, or
@@ -144,7 +145,7 @@ class KeyOrder:
             await tickets.taken.wait()
             for held in tickets.held:
                 await self.wait(held, always=True)
-            tickets.release()
+            tickets.release(tickets.late)
         finally:
             for key in tickets.keys:
                 self._behind[key] -= 1
@@ -167,9 +168,11 @@ class KeyOrder:
                 continue
             asking.issue(rows, self.replica)
 
-    def _finish(self, held: tuple[Held, ...]) -> None:
+    def _finish(self, held: tuple[Held, ...], late: float) -> None:
         for one in held:
             self._done[one.key] = max(self._done.get(one.key, 0), one.ticket)
+            if late:
+                self._late[one.key] = max(self._late.get(one.key, 0.0), late)
         if held:
             self._finished.set()
 
@@ -191,12 +194,14 @@ class KeyOrder:
         """Write the tickets done so far, now (StoreError if the store fails: they are kept)."""
         if not self._done:
             return
-        done, self._done = self._done, {}
+        (done, self._done), (late, self._late) = (self._done, {}), (self._late, {})
         try:
-            await self._book.done(done)
+            await self._book.done(done, late)
         except StoreError:
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
+            for key, most in late.items():
+                self._late[key] = max(self._late.get(key, 0.0), most)
             raise
         if any(key in self._waiters for key in done):
             self._someone_waits.set()
@@ -237,10 +242,10 @@ class KeyOrder:
         rows = await self._book.poll(list(self._waiters), self.lease)
         self.polls += 1
         moved = False
-        for key, done, holder, method, gone in rows:
+        for key, done, holder, method, gone, late in rows:
             for need, future in self._waiters.get(key, ()):
                 if need <= done and not future.done():
-                    future.set_result(None)
+                    future.set_result(float(late or 0.0))
                     moved = True
             if holder is not None and holder != self.replica and gone and await self._book.release(key, done):
                 moved = True

@@ -140,6 +140,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # 0: each replica's switch_pause
         "ALTER TABLE shim_mode_switches ADD COLUMN pause DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    (
+        # per key, the most lateness (seconds) of a write done on it, from any replica: how much later the
+        # shadow may have stamped a time a call after it reads back (`KeyOrder`, `Exchange.shadow_late`)
+        "ALTER TABLE shim_key_order ADD COLUMN late DOUBLE PRECISION NOT NULL DEFAULT 0",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -1,4 +1,5 @@
-"""Client-stream writes that never hide the upstream's real status.
+"""Where grpcio's defaults would change what the clients get: client-stream writes that never hide the
+upstream's real status (`send`), and servers that take up every call (`TAKE_EVERY_CALL`).
 
 grpcio's asyncio client has a race (grpc/grpc#36066): when a server finishes a
 call before reading the whole request stream (an early UNIMPLEMENTED, an abort,
@@ -19,6 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 from grpc import aio
+
+# a server of the shim takes up every call that arrives, however many at once: beyond grpc's defaults (1,000
+# to 3,000 calls not yet taken up) grpc would hold back or cancel the rest itself, unseen by the shim, where
+# the primary alone might have taken them
+TAKE_EVERY_CALL = [
+    ("grpc.server.max_pending_requests", 1_000_000),
+    ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
+]
 
 try:
     from grpc._cython.cygrpc import InternalError as _CoreInternalError

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from comparators import DescriptorRegistry
+from shim._grpc_compat import TAKE_EVERY_CALL
 from shim._handler import ProxyHandler, Route
 from shim._noise import Noise
 from shim._overload import LoopLag
@@ -173,7 +174,11 @@ class Shim:
         )
         server = aio.server(
             # one port for every worker of `--workers N`; otherwise a port in use is an error
-            options=[*size_options(config), ("grpc.so_reuseport", 1 if config.serving.workers > 1 else 0)],
+            options=[
+                *size_options(config),
+                ("grpc.so_reuseport", 1 if config.serving.workers > 1 else 0),
+                *TAKE_EVERY_CALL,
+            ],
             maximum_concurrent_rpcs=None,
         )
         # the shim's own health comes first: every other method goes to the primary

@@ -29,6 +29,10 @@ OPTIONS = [
     ("grpc.max_receive_message_length", MAX),
     ("grpc.max_send_message_length", MAX),
     ("grpc.so_reuseport", 0),
+    # every call that arrives is taken up at once: beyond grpc's default of 1,000 not yet taken up, a test
+    # server would hold the rest back itself, and a test of many calls in flight would test only that
+    ("grpc.server.max_pending_requests", 1_000_000),
+    ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
 ]
 
 

@@ -35,6 +35,7 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorRegistry
+from shim._grpc_compat import TAKE_EVERY_CALL
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
@@ -161,10 +162,9 @@ class EnvoyPlane:
                 ("grpc.max_receive_message_length", -1),
                 ("grpc.so_reuseport", 0),
                 # every copy Envoy sends is taken up, however many arrive at once (a plane that was stopped
-                # or starved): beyond grpc's default of 1,000 to 3,000 not yet taken up, grpc would refuse
-                # them itself, unseen by the processor and answered as if it had taken them
-                ("grpc.server.max_pending_requests", 1_000_000),
-                ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
+                # or starved): else grpc would refuse some itself, unseen by the processor and answered as
+                # if it had taken them
+                *TAKE_EVERY_CALL,
             ],
             maximum_concurrent_rpcs=None,
         )

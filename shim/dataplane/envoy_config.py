@@ -64,6 +64,11 @@ _UNLIMITED = {
     "max_requests": 1_000_000_000,
     "max_retries": 1_000_000_000,
 }
+# Envoy's own bound on the calls in flight on one HTTP/2 connection, from the client or to an upstream:
+# none (HTTP/2's most). Its default, 1,024, would hold back a client's calls beyond it, which the primary
+# alone would have taken: the primary's own limit (its SETTINGS) is the one that applies, as without the
+# shim; and the copies of every call in flight go to the plane on one connection.
+_STREAMS = {"max_concurrent_streams": 2_147_483_647}
 # Envoy writes the copies for the comparison plane on one HTTP/2 connection. Past that connection's
 # buffer limit it pushes back on the calls the copies come from (ext_proc's stream to the processor
 # shares its call's flow control, observability mode or not): a hung or slow plane would slow the
@@ -124,7 +129,7 @@ def cluster(
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
                 "@type": _TYPES + _HTTP_OPTIONS,
-                "explicit_http_config": {"http2_protocol_options": {}},
+                "explicit_http_config": {"http2_protocol_options": dict(_STREAMS)},
             }
         },
         # no limit of Envoy's own on calls in flight (its defaults, 1,024, would fail the clients' calls
@@ -243,6 +248,7 @@ def _plane_cluster(target: str) -> dict[str, Any]:
     out["per_connection_buffer_limit_bytes"] = _PLANE_BUFFER
     out["typed_extension_protocol_options"][_HTTP_OPTIONS]["explicit_http_config"] = {
         "http2_protocol_options": {
+            **_STREAMS,
             "max_outbound_frames": _PLANE_FRAMES,
             "max_outbound_control_frames": _PLANE_CONTROL_FRAMES,
         }
@@ -301,7 +307,7 @@ def bootstrap(
         "@type": _TYPES + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "shim",
         "codec_type": "AUTO",
-        "http2_protocol_options": {},
+        "http2_protocol_options": dict(_STREAMS),
         "stream_idle_timeout": "0s",  # a quiet bidi stream lives as long as the client keeps it
         "request_timeout": "0s",
         "generate_request_id": False,

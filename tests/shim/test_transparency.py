@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -12,10 +14,14 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from comparators import Verdict
+from shim.dataplane.envoy import binary as envoy_binary
+from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import Running, scripted_server
 
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 KINDS = ["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 
 def _rich_status() -> status_pb2.Status:
@@ -131,3 +137,57 @@ async def test_all_statuses_pass_through(echo_pair: tuple[Running, Running]) -> 
             through = await _observe(shim.address, "unary_unary", request)
             assert through == direct
             assert through[0] is code
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_more_calls_at_once_than_the_default_limits_all_succeed_and_are_compared(
+    dataplane: str,
+) -> None:
+    """1,100 calls in flight at once on one connection, beyond the defaults of Envoy (1,024 per cluster and
+    per connection) and of a grpc server (1,000 not yet taken up): every one reaches Bank before any is
+    answered, every one is answered by Bank, and every one is mirrored and compared."""
+    count = 1100
+    everyone = asyncio.Event()
+    arrived = 0
+    answered_before_everyone = 0  # calls Bank answered before the last arrived: they were not all in flight
+
+    async def gather_then_answer(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        nonlocal arrived, answered_before_everyone
+        received = [r async for r in requests]
+        arrived += 1
+        if arrived >= count:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), 25)  # the calls' own deadline is 30 s
+        except TimeoutError:
+            answered_before_everyone += 1
+        return [b"+".join(received)]
+
+    bank, bk = await scripted_server(gather_then_answer), await scripted_server(_plain)
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                dataplane=dataplane,
+                shadow={"max_in_flight": 5000},
+                shadow_timeout=20.0,
+                methods={"test.Wide/Call": MethodSettings(read=True)},  # unordered: this is about numbers
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            call = channel.unary_unary("/test.Wide/Call")
+            answers = await asyncio.gather(
+                *(call(f"r{n}".encode(), timeout=30) for n in range(count)), return_exceptions=True
+            )
+            comparisons = await sink.wait_for(count, within=60)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (arrived, answered_before_everyone) == (count, 0)  # they were all in flight at once
+    assert [a for a in answers if not isinstance(a, bytes)] == []
+    assert {c.verdict for c in comparisons} == {Verdict.MATCH}, {c.reason for c in comparisons}
+
+
+async def _plain(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+    return [b"+".join([r async for r in requests])]

@@ -28,6 +28,10 @@ TAKE_EVERY_CALL = [
     ("grpc.server.max_pending_requests", 1_000_000),
     ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
 ]
+# the shim's servers and channels take a call's (or an answer's) headers up to 8 MiB in all, as Envoy does
+# (`envoy_config.HEADERS_KB`): grpc's default, 8 KiB (16 KiB at most), would refuse calls and answers that
+# the primary and its clients take
+LARGE_METADATA = [("grpc.max_metadata_size", 8 << 20), ("grpc.absolute_max_metadata_size", 8 << 20)]
 
 try:
     from grpc._cython.cygrpc import InternalError as _CoreInternalError

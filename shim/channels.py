@@ -12,6 +12,7 @@ import grpc
 from grpc import aio
 
 from comparators import DescriptorRegistry
+from shim._grpc_compat import LARGE_METADATA
 from shim.adapters import AdaptedChannel, Adapter, Channel
 from shim.config import Config, Upstream
 from shim.errors import ConfigError
@@ -29,7 +30,9 @@ def _channel(
 ) -> aio.Channel:
     # no flow-control window growth (BDP probing): a client that reads slowly makes the upstream wait, rather
     # than push a whole large answer into the shim's memory
-    options = [*size_options(config), *channel_options(upstream), ("grpc.http2.bdp_probe", 0)]
+    options = [
+        *size_options(config), *channel_options(upstream), ("grpc.http2.bdp_probe", 0), *LARGE_METADATA,
+    ]  # fmt: skip
     if credentials is not None:
         return aio.secure_channel(upstream.target, credentials, options=options)
     return aio.insecure_channel(upstream.target, options=options)

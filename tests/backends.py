@@ -33,6 +33,9 @@ OPTIONS = [
     # server would hold the rest back itself, and a test of many calls in flight would test only that
     ("grpc.server.max_pending_requests", 1_000_000),
     ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
+    # headers beyond grpc's default (8 KiB, 16 KiB at most): limits a Bank may well have, not the shim's
+    ("grpc.max_metadata_size", 1 << 20),
+    ("grpc.absolute_max_metadata_size", 1 << 20),
 ]
 
 

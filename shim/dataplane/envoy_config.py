@@ -64,11 +64,17 @@ _UNLIMITED = {
     "max_requests": 1_000_000_000,
     "max_retries": 1_000_000_000,
 }
-# Envoy's own bound on the calls in flight on one HTTP/2 connection, from the client or to an upstream:
-# none (HTTP/2's most). Its default, 1,024, would hold back a client's calls beyond it, which the primary
-# alone would have taken: the primary's own limit (its SETTINGS) is the one that applies, as without the
-# shim; and the copies of every call in flight go to the plane on one connection.
-_STREAMS = {"max_concurrent_streams": 2_147_483_647}
+# Envoy's own limits on what clients and upstreams send, lifted or at Envoy's most, so that the primary's
+# limits are the ones the clients meet, as without the shim:
+# - calls in flight on one HTTP/2 connection: none (HTTP/2's most). Its default, 1,024, would hold back a
+#   client's calls beyond it (and the copies of every call in flight go to the plane on one connection);
+# - a call's headers, an answer's, its trailers: 8 MiB in all, in any number, each name or value at most
+#   256 KiB as sent (compressed). Its defaults (60 KiB, 100 headers, 64 KiB) fail the call; beyond a
+#   header's size it closes the client's whole connection, which no setting changes.
+HEADERS_KB = 8192
+HEADER_FIELD_KB = 256
+_STREAMS = {"max_concurrent_streams": 2_147_483_647, "max_header_field_size_kb": HEADER_FIELD_KB}
+_HEADERS_COUNT = {"max_headers_count": 2_147_483_647}
 # Envoy writes the copies for the comparison plane on one HTTP/2 connection. Past that connection's
 # buffer limit it pushes back on the calls the copies come from (ext_proc's stream to the processor
 # shares its call's flow control, observability mode or not): a hung or slow plane would slow the
@@ -130,6 +136,7 @@ def cluster(
             _HTTP_OPTIONS: {
                 "@type": _TYPES + _HTTP_OPTIONS,
                 "explicit_http_config": {"http2_protocol_options": dict(_STREAMS)},
+                "common_http_protocol_options": {**_HEADERS_COUNT, "max_response_headers_kb": HEADERS_KB},
             }
         },
         # no limit of Envoy's own on calls in flight (its defaults, 1,024, would fail the clients' calls
@@ -308,6 +315,8 @@ def bootstrap(
         "stat_prefix": "shim",
         "codec_type": "AUTO",
         "http2_protocol_options": dict(_STREAMS),
+        "max_request_headers_kb": HEADERS_KB,
+        "common_http_protocol_options": dict(_HEADERS_COUNT),
         "stream_idle_timeout": "0s",  # a quiet bidi stream lives as long as the client keeps it
         "request_timeout": "0s",
         "generate_request_id": False,

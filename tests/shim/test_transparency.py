@@ -191,3 +191,52 @@ async def test_more_calls_at_once_than_the_default_limits_all_succeed_and_are_co
 
 async def _plain(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
     return [b"+".join([r async for r in requests])]
+
+
+# beyond the defaults of Envoy (100 headers, 60 KiB of them) and of grpc (8 KiB of metadata, 16 KiB at most)
+MANY_HEADERS = tuple((f"x-h{i}", f"v{i}") for i in range(150))
+LARGE_HEADER = (("x-large", "v" * 100_000),)
+METADATA_OPTIONS = [("grpc.max_metadata_size", 1 << 20), ("grpc.absolute_max_metadata_size", 1 << 20)]
+
+
+async def _mirror_headers(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
+    """Answer with the call's own headers of "x-" as initial metadata, and again as trailers."""
+    received = [r async for r in requests]
+    sent = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k.startswith("x-"))
+    await context.send_initial_metadata(sent)
+    context.set_trailing_metadata(sent)
+    return [b"+".join(received)]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+@pytest.mark.parametrize("headers", [MANY_HEADERS, LARGE_HEADER], ids=["150-headers", "100-KB-header"])
+async def test_many_and_large_headers_reach_the_primary_and_come_back_as_they_would_without_the_shim(
+    dataplane: str, headers: tuple[tuple[str, str], ...]
+) -> None:
+    """A Bank that takes a call's headers beyond Envoy's and grpc's defaults, and answers with as many in
+    its initial metadata and trailers: through the shim the call succeeds, and the client gets them all,
+    as it does from Bank directly. Before, Envoy reset the call (150 headers) or closed the client's
+    connection (100 KB), and the Python data plane refused it (RESOURCE_EXHAUSTED)."""
+    bank, bk = await scripted_server(_mirror_headers), await scripted_server(_mirror_headers)
+    try:
+        seen = []
+        async with running_shim(bank.address, bk.address, dataplane=dataplane) as (shim, sink):
+            for address in (bank.address, shim.address):
+                async with aio.insecure_channel(address, options=METADATA_OPTIONS) as channel:
+                    call = channel.unary_unary("/test.Wide/Call")(b"x", metadata=headers, timeout=10)
+                    answer = await call
+                    initial, trailing = await call.initial_metadata(), await call.trailing_metadata()
+                seen.append((answer, _ours(initial), _ours(trailing)))
+            (compared,) = await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert seen[0] == (b"x", headers, headers)  # Bank alone
+    assert seen[1] == seen[0]
+    assert compared.verdict is Verdict.MATCH, compared.reason
+
+
+def _ours(metadata: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in metadata if k.startswith("x-"))

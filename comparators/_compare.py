@@ -241,9 +241,11 @@ def _decode(cls: type[message.Message], raw: str | bytes | None) -> message.Mess
 def _clock(exchange: Exchange) -> tuple[float, float]:
     """How far ahead of Bank's BK's clock is taken to run for this call, in seconds: from and to. A replay's
     BK runs later by its offset; a mirrored call that went late makes the shadow's time later by up to
-    that."""
-    offset, late = exchange.clock_offset, exchange.shadow_late
-    return (offset, offset + late) if exchange.primary_is_bank else (offset - late, offset)
+    that, and a write mirrored late before a switch, the primary's."""
+    offset, bk, bank = exchange.clock_offset, exchange.shadow_late, exchange.primary_late
+    if not exchange.primary_is_bank:
+        bk, bank = bank, bk
+    return (offset - bank, offset + bk)
 
 
 def _message_differences(

@@ -112,6 +112,9 @@ class Exchange:
     # calls before it on its keys, or for a comparison plane behind); a timestamp rule lets the shadow's time
     # run up to this much later than the primary's, as its clock may have when it handled the call
     shadow_late: float = 0.0
+    # seconds the primary may have stamped a time this call's answers hold later than the shadow did: a write
+    # on its keys mirrored late while the sides were the other way round (before a switch of the primary)
+    primary_late: float = 0.0
 
     @property
     def bank(self) -> Outcome | None:

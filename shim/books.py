@@ -27,6 +27,7 @@ from shim.intents import Intents
 from shim.liveness import Liveness, lease_of
 from shim.parts import Parts
 from shim.shadow import fleet
+from shim.shadow.lateness import KeyLateness
 from shim.steps import Steps
 from shim.store import Store, StoreError
 from shim.store.key_order import KeyOrder
@@ -48,6 +49,8 @@ class Books:
         self.sink: StoreSink | None = None  # comparisons into the store
         self.verifier: Verifier | None = None  # checks of keys out of step
         self.key_order: KeyOrder | None = None  # writes' order across replicas (ordering.across_replicas)
+        # how late each key's writes went to each side, kept across switches (each side's mirroring its own)
+        self.lateness = KeyLateness()
         # on PostgreSQL a connection of the fleet's own (the heartbeat, switches), never behind the
         # comparisons' writes; on SQLite the store
         self.fleet_store: Store | None = None

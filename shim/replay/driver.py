@@ -174,7 +174,12 @@ class Replayer:
             replayed = self._in_flight.pop((exchange.started_at, exchange.method), None)
             if replayed is not None and replayed[0].sent_at:
                 # its whole lateness: BK's clock runs later by this much, not by up to it
-                exchange = replace(exchange, clock_offset=replayed[0].sent_at - replayed[1], shadow_late=0.0)
+                exchange = replace(
+                    exchange,
+                    clock_offset=replayed[0].sent_at - replayed[1],
+                    shadow_late=0.0,
+                    primary_late=0.0,
+                )
             if _bk_unavailable(exchange.shadow) and not self._suspect:
                 details = exchange.shadow.details if exchange.shadow is not None else ""
                 self._suspect = f"{exchange.method} got UNAVAILABLE ({details})"

@@ -28,6 +28,7 @@ from shim.metrics import Counters
 from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
+from shim.shadow.lateness import KeyLateness
 from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Shared, Submit
 from shim.steps import REFUSED, Steps, effect
@@ -65,6 +66,7 @@ class ShadowDispatcher:
         max_capture_total: int = 0,
         stream_idle: float = 30.0,
         key_order: KeyOrder | None = None,
+        lateness: KeyLateness | None = None,
     ) -> None:
         self.shared = Shared(
             channel=channel,
@@ -86,6 +88,7 @@ class ShadowDispatcher:
             intents=intents,
             noise=noise,
             key_order=key_order,
+            lateness=lateness if lateness is not None else KeyLateness(),
         )
         self.overload = overload
         self.shed_lag = shed_lag

@@ -30,9 +30,8 @@ from collections.abc import Sequence
 
 from shim.metrics import Counters
 from shim.shadow.fate import until
-from shim.shadow.lateness import FLOOR
 from shim.steps import Steps
-from shim.store.key_order import KeyOrder
+from shim.store.key_order import NOT_LATE, KeyOrder, Late, most
 
 LATE = (
     "its ticket in the keys' order across replicas was not taken before the primary's answer went to the"
@@ -102,9 +101,9 @@ class FleetPlace:
         self._at: float | None = None  # a copy's answer time, until its tickets are judged against it
         self._in_turn = False  # every call before it on its keys is done, here and on other replicas
         self._tickets = order.take(keys, method, read, started)
-        # how late the writes before it on its keys went to the shadow, the most, from any replica, as known
-        # when its turn came: the shadow may have stamped a time it reads back that much later
-        self.late = 0.0
+        # how late the writes before it on its keys went to each side (BK's, Bank's), the most, from any
+        # replica, as known when its turn came: a side may have stamped a time it reads back that much later
+        self.late = NOT_LATE
         self.unordered = ""  # a read: why a difference it shows may come of its order (it is then tainted)
 
     @property
@@ -161,23 +160,22 @@ class FleetPlace:
             self._mark(NOT_TAKEN.format(error=tickets.error))
             return True
         for held in tickets.held:
-            self.late = max(self.late, held.late)
+            self.late = most(self.late, held.late)
             behind = self._order.behind(held.key)  # a write before it here ended before its turn
             if held.wait or behind:
                 waited = asyncio.ensure_future(self._order.wait(held, always=behind))
                 if not await until(waited, stop):
                     return False
-                self.late = max(self.late, waited.result())
+                self.late = most(self.late, waited.result())
         self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
         return True
 
-    def release(self, late: float = 0.0) -> None:
-        """The write is over on the shadow, or given up, having gone to it `late` seconds late (left on its
-        keys): the next tickets on its keys may go, once those before it are done (a write that ends before
-        its turn does not let the next ones pass them)."""
+    def release(self, late: Late = NOT_LATE) -> None:
+        """The write is over on the shadow, or given up, having gone to it `late` (`lateness.went`, left on
+        its keys): the next tickets on its keys may go, once those before it are done (a write that ends
+        before its turn does not let the next ones pass them)."""
         if self._tickets.read:
             return  # a read holds no ticket
-        late = late if late >= FLOOR else 0.0  # as each replica's own memory (`KeyLateness`)
         if self._in_turn or self._tickets.error:
             self._tickets.release(late)
         else:

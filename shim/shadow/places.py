@@ -16,6 +16,7 @@ from collections.abc import Callable
 from shim._lanes import Ticket
 from shim.shadow.fate import until
 from shim.shadow.fleet import FleetPlace
+from shim.store.key_order import NOT_LATE, Late
 
 
 class Places:
@@ -79,7 +80,7 @@ class Places:
             self._progress_base += 1
         self.release_steps(min(self._progress[0], answered, sent))
 
-    def release_all(self, late: float = 0.0) -> None:
+    def release_all(self, late: Late = NOT_LATE) -> None:
         """Every place of the call; a write's order across replicas keeps how `late` it went to the shadow."""
         if self.ticket is not None:
             self.ticket.release()

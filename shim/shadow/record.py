@@ -13,11 +13,13 @@ from comparators import Exchange, Outcome
 from shim._noise import asked_again
 from shim.shadow.capture import Capture
 from shim.shadow.fate import Fate
+from shim.shadow.lateness import went
 from shim.shadow.learning import Learning
 from shim.shadow.parts import Parts
 from shim.shadow.shared import Shared
 from shim.steps import REFUSED, effect, out_of_step_reason
 from shim.store import OutOfStep
+from shim.store.key_order import NOT_LATE
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim.shadow")
@@ -91,7 +93,7 @@ async def conclude(
             )
     finally:
         # the ids it minted are learned and its keys marked: the calls behind it may go
-        mirror.places.release_all(lateness(mirror))
+        mirror.places.release_all(went(lateness(mirror), bk_is_shadow=shared.primary_is_bank))
         learning.settle()
     if primary is None:
         return False
@@ -120,15 +122,25 @@ async def conclude(
         tainted=tainted,
         correlation_id=mirror.correlation_id,
         secondary=await asked_again(again),
-        shadow_late=shared.lateness.allowance(
-            keys,
-            lateness(mirror),
-            mirror.is_write,
-            known=mirror.places.fleet.late if mirror.places.fleet is not None else 0.0,
-        ),
+        **_late(shared, mirror, keys),
     )
     shared.submit(record, capture.give_back)  # the comparison holds the bytes now, until it is done
     return True
+
+
+def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, float]:
+    """How much later each side may have stamped the times in the call's answers (`Exchange.shadow_late`,
+    `primary_late`): the call's own lateness, and its keys' writes' (here, or across replicas)."""
+    fleet = mirror.places.fleet
+    bk, bank = shared.lateness.allowance(
+        keys,
+        lateness(mirror),
+        mirror.is_write,
+        bk_is_shadow=shared.primary_is_bank,
+        known=fleet.late if fleet is not None else NOT_LATE,
+    )
+    shadow, primary = (bk, bank) if shared.primary_is_bank else (bank, bk)
+    return {"shadow_late": shadow, "primary_late": primary}
 
 
 def lateness(mirror: Ended) -> float:

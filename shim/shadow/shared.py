@@ -50,4 +50,5 @@ class Shared:
     # not come in time); None where each call is admitted before the primary gets it (the Python data
     # plane). On Envoy the copies trail the primary's answers (`shim.dataplane`)
     arrived: Callable[[], Awaitable[bool]] | None = None
-    lateness: KeyLateness = field(default_factory=KeyLateness)  # how late each key's writes went
+    # how late each key's writes went to each side (the shim's, across switches)
+    lateness: KeyLateness = field(default_factory=KeyLateness)

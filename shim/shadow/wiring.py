@@ -57,5 +57,6 @@ def mirroring(
         max_capture_total=config.shadow.max_capture_total,
         stream_idle=config.shadow.stream_idle,
         key_order=books.key_order,
+        lateness=books.lateness,
     )
     return dispatcher, noise

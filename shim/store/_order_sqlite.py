@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from shim.store._tickets import NOT_LATE, Late
 from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 
@@ -16,18 +17,21 @@ _TAKE = (
     " VALUES (?, ?, 0, ?, '', ?, 0)"
     " ON CONFLICT (key) DO UPDATE SET issued = issued + excluded.issued, prev_replica = last_replica,"
     " last_replica = excluded.last_replica, prev_started = started, started = MAX(started, excluded.started)"
-    " RETURNING key, issued, done, prev_replica, prev_started, late"
+    " RETURNING key, issued, done, prev_replica, prev_started, late, late_bank"
 )
 _HOLD = "INSERT INTO shim_key_tickets (key, ticket, replica, method) VALUES (?, ?, ?, ?)"
-_SEEN = "SELECT key, issued, done, last_replica, started, late FROM shim_key_order WHERE key IN ({})"
+_SEEN = (
+    "SELECT key, issued, done, last_replica, started, late, late_bank FROM shim_key_order WHERE key IN ({})"
+)
 _GONE = "DELETE FROM shim_key_tickets WHERE key = ? AND ticket <= ?"
 _DONE = (
-    "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late)"
-    " VALUES (?, ?, ?, '', '', ?)"
-    " ON CONFLICT (key) DO UPDATE SET done = MAX(done, excluded.done), late = MAX(late, excluded.late)"
+    "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
+    " VALUES (?, ?, ?, '', '', ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET done = MAX(done, excluded.done), late = MAX(late, excluded.late),"
+    " late_bank = MAX(late_bank, excluded.late_bank)"
 )
 _POLL = (
-    "SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {now} - ?), o.late"
+    "SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {now} - ?), o.late, o.late_bank"
     " FROM shim_key_order o LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1"
     " LEFT JOIN shim_replicas h ON h.replica = t.replica WHERE o.key IN ({keys})"
 )
@@ -80,11 +84,11 @@ class SqliteTickets:
 
         return await self._taker.transaction(work, write=True)
 
-    async def done(self, done: dict[str, int], late: dict[str, float]) -> None:
+    async def done(self, done: dict[str, int], late: dict[str, Late]) -> None:
         def work(db: Db) -> None:
             for key, ticket in sorted(done.items()):
                 db.run(_GONE, (key, ticket))
-                db.run(_DONE, (key, ticket, ticket, late.get(key, 0.0)))
+                db.run(_DONE, (key, ticket, ticket, *late.get(key, NOT_LATE)))
 
         await self._other.transaction(work, write=True)
 

@@ -8,6 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# seconds: how much later BK, and Bank, may have stamped the times a key holds, each side's most (a write
+# mirrored late to the side that was the shadow then)
+Late = tuple[float, float]
+NOT_LATE: Late = (0.0, 0.0)
+
+
+def most(one: Late, other: Late) -> Late:
+    return (max(one[0], other[0]), max(one[1], other[1]))
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -17,10 +26,10 @@ class Held:
     ticket: int
     wait: bool
     before: float = 0.0  # the latest start (time.time()) of a call whose ticket on the key came before
-    late: float = 0.0  # the most lateness of a write done on the key when the ticket was issued
+    late: Late = NOT_LATE  # the most lateness of the writes done on the key when the ticket was issued
 
 
-Finish = Callable[[tuple[Held, ...], float], None]  # marks tickets done, by a write that went this late
+Finish = Callable[[tuple[Held, ...], Late], None]  # marks tickets done, by a write that went this late
 
 
 class Tickets:
@@ -51,10 +60,10 @@ class Tickets:
         self.error = ""
         self.taken = asyncio.Event()
         self._released = False
-        self.late = 0.0  # how late the write went to the shadow (seconds), left on its keys once done
+        self.late = NOT_LATE  # how late the write went to the shadow, left on its keys once done
 
-    def release(self, late: float = 0.0) -> None:
-        """The write is over on the shadow (or given up), having gone to it `late` seconds late: its tickets
+    def release(self, late: Late = NOT_LATE) -> None:
+        """The write is over on the shadow (or given up), having gone to it `late` (BK's, Bank's): its tickets
         are done, now or once issued."""
         if not self._released and not self.read:
             self._released = True
@@ -101,15 +110,18 @@ class Asking:
         was done when N was issued; a read stands where the next ticket would be. Each has the latest
         start of the calls whose tickets came before it (`Held.before`), and the key's lateness so far."""
         first = {
-            key: (issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0), float(late or 0.0))
-            for key, issued, done, prev, before, late in rows
-        }
+            key: (
+                issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0),
+                (float(late or 0.0), float(late_bank or 0.0)),
+            )
+            for key, issued, done, prev, before, late, late_bank in rows
+        }  # fmt: skip
         given: dict[str, int] = {}
         latest: dict[str, float] = {}  # by key: the latest start before the next ticket of the statement
         for tickets in self._asked:
             held = []
             for key in tickets.keys:
-                start, done, prev, before, late = first.get(key, (1, 0, "", 0.0, 0.0))  # a key never written
+                start, done, prev, before, late = first.get(key, (1, 0, "", 0.0, NOT_LATE))  # never written
                 before = max(before, latest.get(key, 0.0))
                 ticket = start + given.get(key, 0)
                 if not tickets.read:

@@ -36,7 +36,9 @@ import structlog
 from shim.store._errors import StoreError
 from shim.store._order_pg import PostgresTickets
 from shim.store._order_sqlite import SqliteTickets
-from shim.store._tickets import Asking, Held, Tickets
+from shim.store._tickets import NOT_LATE, Asking, Held, Late, Tickets, most
+
+__all__ = ["NOT_LATE", "Held", "KeyOrder", "Late", "Released", "Tickets", "most"]
 
 _log = structlog.get_logger("shim.store.key_order")
 
@@ -65,9 +67,9 @@ class KeyOrder:
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
-        self._late: dict[str, float] = {}  # ... and how late the writes that held them went, the most
+        self._late: dict[str, Late] = {}  # ... and how late the writes that held them went, the most
         self._finished = asyncio.Event()
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[float]]]] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[Late]]]] = {}
         self._someone_waits = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
@@ -116,15 +118,15 @@ class KeyOrder:
         self._ask.set()
         return tickets
 
-    async def wait(self, held: Held, always: bool = False) -> float:
+    async def wait(self, held: Held, always: bool = False) -> Late:
         """Until the key's tickets before `held` are done (or released); `always`: also when the ticket
         before was this replica's own. The most lateness of a write done on the key, as then known."""
         if not held.wait and not always:
             return held.late
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Late] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(held.key, []).append((held.ticket - 1, future))
         self._someone_waits.set()
-        return max(held.late, await future)
+        return most(held.late, await future)
 
     def done_in_turn(self, tickets: Tickets) -> None:
         """Mark `tickets` done once the tickets before them are (a write that ended without its turn, or
@@ -168,11 +170,11 @@ class KeyOrder:
                 continue
             asking.issue(rows, self.replica)
 
-    def _finish(self, held: tuple[Held, ...], late: float) -> None:
+    def _finish(self, held: tuple[Held, ...], late: Late) -> None:
         for one in held:
             self._done[one.key] = max(self._done.get(one.key, 0), one.ticket)
-            if late:
-                self._late[one.key] = max(self._late.get(one.key, 0.0), late)
+            if late != NOT_LATE:
+                self._late[one.key] = most(self._late.get(one.key, NOT_LATE), late)
         if held:
             self._finished.set()
 
@@ -200,8 +202,8 @@ class KeyOrder:
         except StoreError:
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
-            for key, most in late.items():
-                self._late[key] = max(self._late.get(key, 0.0), most)
+            for key, one in late.items():
+                self._late[key] = most(self._late.get(key, NOT_LATE), one)
             raise
         if any(key in self._waiters for key in done):
             self._someone_waits.set()
@@ -242,10 +244,10 @@ class KeyOrder:
         rows = await self._book.poll(list(self._waiters), self.lease)
         self.polls += 1
         moved = False
-        for key, done, holder, method, gone, late in rows:
+        for key, done, holder, method, gone, late, late_bank in rows:
             for need, future in self._waiters.get(key, ()):
                 if need <= done and not future.done():
-                    future.set_result(float(late or 0.0))
+                    future.set_result((float(late or 0.0), float(late_bank or 0.0)))
                     moved = True
             if holder is not None and holder != self.replica and gone and await self._book.release(key, done):
                 moved = True

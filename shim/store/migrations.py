@@ -145,6 +145,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # shadow may have stamped a time a call after it reads back (`KeyOrder`, `Exchange.shadow_late`)
         "ALTER TABLE shim_key_order ADD COLUMN late DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    (
+        # ... and the same of Bank's, mirrored while BK was primary: `late` is BK's
+        "ALTER TABLE shim_key_order ADD COLUMN late_bank DOUBLE PRECISION NOT NULL DEFAULT 0",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

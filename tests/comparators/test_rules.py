@@ -457,6 +457,32 @@ def test_timestamp_allows_for_a_shadow_late(
     assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
 
 
+@pytest.mark.parametrize(
+    ("ahead", "bank_primary", "tolerated"),
+    [
+        pytest.param(3.0, False, True, id="bk-primary-now-bk-stamped-late-before"),
+        pytest.param(5.5, False, False, id="bk-primary-later-than-that"),
+        pytest.param(-3.0, True, True, id="bank-primary-again-bank-stamped-late-before"),
+        pytest.param(3.0 + 2.5, True, False, id="bank-primary-bk-later-unallowed"),
+    ],
+)
+def test_timestamp_allows_for_the_primary_late_before_a_switch(
+    ahead: float, bank_primary: bool, tolerated: bool
+) -> None:
+    """A time the primary stamped late, while it was the shadow (before a switch), may run up to that much
+    later than the shadow's (tolerance 2 s); the shadow's own lateness stays its own."""
+    rules = build_rules([CLOCK], REGISTRY, parse_duration)
+    bank = answer(pb.Balance(cash="1", as_of=ts(1000)))
+    bk = answer(pb.Balance(cash="1", as_of=ts(*divmod(1000 * 10**9 + round(ahead * 1e9), 10**9))))
+    primary, shadow = (bank, bk) if bank_primary else (bk, bank)
+    found = compare(
+        exchange(GET_BALANCE, primary, shadow, primary_is_bank=bank_primary, primary_late=3.0),
+        REGISTRY,
+        rules,
+    )
+    assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
+
+
 # ---- string -------------------------------------------------------------------------------
 
 NAME = {"path": "bank.v1.Account.owner_name", "rule": "string", "name": "name"}

@@ -352,9 +352,9 @@ async def test_how_late_a_write_went_reaches_the_calls_after_it_on_its_keys_thro
     replica: Open,
 ) -> None:
     """A write released with how late it went to the shadow leaves that on its keys, the most of every
-    write's: a call after it through another replica learns it, whether it waited for the write's done (a
-    read standing behind it) or took its place once it was done, and so does a replica started later. A
-    key no late write touched has none."""
+    write's on each side: a call after it through another replica learns it, whether it waited for the
+    write's done (a read standing behind it) or took its place once it was done, and so does a replica
+    started later. A key no late write touched has none."""
     a, b = await replica("a"), await replica("b")
     counters = Counter()
     write = FleetPlace(a, ("k", "j"), "/W", None, counters)
@@ -363,15 +363,15 @@ async def test_how_late_a_write_went_reaches_the_calls_after_it_on_its_keys_thro
     waiting = asyncio.ensure_future(behind.ready(asyncio.Event()))
     await asyncio.wait_for(behind._tickets.taken.wait(), 10)
     assert behind._tickets.held[0].wait  # it stands behind the write, not yet done
-    write.release(late=2.0)
+    write.release(late=(2.0, 0.0))
     assert await asyncio.wait_for(waiting, 10)
-    assert behind.late == 2.0
+    assert behind.late == (2.0, 0.0)
     after = FleetPlace(b, ("j",), "/W", None, counters)  # the write is done: its ticket says
     assert await asyncio.wait_for(after.ready(asyncio.Event()), 10)
-    assert after.late == 2.0
-    after.release(late=0.5)  # less late: the key keeps the most
+    assert after.late == (2.0, 0.0)
+    after.release(late=(0.5, 1.5))  # less late on BK, late on Bank (BK was primary): the most of each
     c = await replica("c")
-    for keys, late in ((("j",), 2.0), (("k", "x"), 2.0), (("x",), 0.0)):
+    for keys, late in ((("j",), (2.0, 1.5)), (("k", "x"), (2.0, 0.0)), (("x",), (0.0, 0.0))):
         read = FleetPlace(c, keys, "/R", None, counters, read=True)
         assert await asyncio.wait_for(read.ready(asyncio.Event()), 10)
         assert read.late == late, keys

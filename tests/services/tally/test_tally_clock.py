@@ -6,12 +6,14 @@ whose clock is really off is still a difference."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from grpc import aio
 
 from comparators import Verdict
+from shim.admin import set_mode
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import running_shim
@@ -133,3 +135,35 @@ async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_
     last = [(d.path, d.rule) for d in read.differences if d.path == "last_at"]
     assert last == [("last_at", "clock")], read.differences  # stamped 1.5 s later by BK: tolerated
     assert [c.verdict for c in compared] == [Verdict.MATCH] * 4, [c.differences for c in compared]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_time_bk_stamped_late_read_back_once_bk_is_primary_is_no_difference(
+    dataplane: str, tmp_path: Path
+) -> None:
+    """A write mirrored 1.5 s late in `shadow` is stamped that much later by BK. Once BK is primary, the
+    read of that time is answered by BK and mirrored to Bank: BK's time is still the later one, by as
+    much, and that comes of the write's lateness then, not of the read's now."""
+    bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
+    try:
+        async with (
+            running_shim(
+                bank.address, bk.address, **_settings(dataplane), store={"url": str(tmp_path / "shim.db")}
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            append = channel.unary_unary(APPEND)
+            for entry, delay in (("first", 1500), ("second", 0)):
+                await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
+            await sink.wait_for(2, within=15)
+            await set_mode(shim, "bk-primary", [], "test", "ops", force=True)
+            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            compared = await sink.wait_for(3, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    (read,) = (c for c in compared if c.exchange.method == LIST)
+    assert not read.exchange.primary_is_bank
+    last = [(d.path, d.rule) for d in read.differences if d.path == "last_at"]
+    assert last == [("last_at", "clock")], read.differences  # BK's, 1.5 s later: tolerated
+    assert [c.verdict for c in compared] == [Verdict.MATCH] * 3, [c.differences for c in compared]

@@ -44,6 +44,7 @@ from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
+from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
@@ -145,7 +146,7 @@ class EnvoyPlane:
         self._public = public
         self._listen_host = public.serving.listen.rpartition(":")[0]
         if self._folder is None:
-            self._folder = envoy_process.scratch()
+            self._folder = scratch()
         bootstrap_file = self._folder / "envoy.json"
         again = self._attached and bootstrap_file.exists()  # this comparison plane is started again
         if again:  # Envoy runs on: its routes' version goes on from where it is, its copies are counted on
@@ -520,7 +521,7 @@ class EnvoyPlane:
         if self.processor is not None:
             self.processor.arrivals.close()
         if self._own_folder and self._folder is not None:
-            envoy_process.remove_scratch(self._folder)
+            remove_scratch(self._folder)
 
 
 def check_listen(address: str) -> None:

@@ -373,16 +373,3 @@ class AttachedEnvoy(Envoy):
     async def stop(self, within: float = 5.0) -> None:
         """The supervisor stops Envoy, once the comparison plane has."""
         self._admin_connections.close()
-
-
-def scratch(base: str | None = None) -> Path:
-    """A private folder for Envoy's files (bootstrap, routes, admin address)."""
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="shim-envoy-", dir=base))
-    folder.chmod(0o700)
-    return folder
-
-
-def remove_scratch(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

@@ -38,6 +38,7 @@ import structlog
 from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen
 from shim.dataplane import envoy as envoy_process
+from shim.dataplane.scratch import remove_scratch, scratch
 from shim.errors import StartupError
 
 PLANE_ENV = "SHIM_COMPARISON_PLANE"  # set for the child: the folder it shares with Envoy
@@ -53,11 +54,11 @@ def supervise(config: Config, argv: Sequence[str]) -> int:
     executable = envoy_process.binary()
     assert executable is not None  # the data plane chosen is Envoy's
     check_listen(config.serving.listen)  # a taken port is a clear error before anything starts
-    folder = envoy_process.scratch()
+    folder = scratch()
     try:
         return asyncio.run(Supervisor(config, list(argv), executable, folder).run())
     finally:
-        envoy_process.remove_scratch(folder)
+        remove_scratch(folder)
 
 
 class Supervisor:
@@ -120,7 +121,7 @@ class Supervisor:
         if signum == signal.SIGHUP:
             return
         if self._stop.is_set():  # a second signal: leave at once, as the plane does (Envoy dies with us)
-            envoy_process.remove_scratch(self._folder)
+            remove_scratch(self._folder)
             os._exit(128 + signum)
         self._stop.set()
 

@@ -116,18 +116,28 @@ class Envoy:
             )
 
     async def start(self, within: float = 30.0) -> None:
-        """Start Envoy and wait until its listener is bound (a StartupError if it cannot start)."""
-        try:
-            await self._spawn()
-        except _Unstamped as exc:
-            raise StartupError(f"Envoy did not start: {exc}") from None
-        try:
-            await asyncio.wait_for(self._ready(), within)
-        except (TimeoutError, _Exited) as exc:
-            await self._terminate()
-            raise StartupError(
-                f"Envoy did not start: {exc or 'its listener was not bound in time'}"
-            ) from None
+        """Start Envoy and wait until its listener is bound (a StartupError if it cannot start). An Envoy
+        killed by a signal as it starts (the OOM killer, an operator) refused nothing: it is started again,
+        within the same time."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                await self._spawn()
+            except _Unstamped as exc:
+                raise StartupError(f"Envoy did not start: {exc}") from None
+            try:
+                await asyncio.wait_for(self._ready(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+                break
+            except _Exited as exc:
+                killed = self._process is not None and (self._process.returncode or 0) < 0
+                if killed and asyncio.get_running_loop().time() < deadline:
+                    _log.warning("Envoy was killed as it started; starting it again", error=str(exc))
+                    continue
+                await self._terminate()
+                raise StartupError(f"Envoy did not start: {exc}") from None
+            except TimeoutError:
+                await self._terminate()
+                raise StartupError("Envoy did not start: its listener was not bound in time") from None
         for level, text, logger in self._early:
             getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=self.pid)
         self._early.clear()

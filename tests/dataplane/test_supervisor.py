@@ -177,3 +177,32 @@ async def test_sigterm_right_after_the_calls_leaves_none_of_their_copies_behind(
         assert await serving.stop() == 0
     stored = _stored(db, "SELECT COUNT(*) FROM comparisons")[0][0]
     assert stored == calls + 1  # the account opened, and every deposit
+
+
+async def test_an_envoy_killed_as_it_starts_is_started_again_and_the_shim_serves(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Envoy killed by a signal as it starts (the OOM killer, an operator) refused nothing: the shim
+    starts it again and serves, where it used to stop as if Envoy could not start. Here the stand-in for
+    Envoy (`SHIM_ENVOY`) kills itself with SIGKILL the first time it is started, then runs Envoy."""
+    bank, bk = ledgers
+    real, killed = envoy.binary(), tmp_path / "killed-once"
+    stand_in = tmp_path / "envoy"
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" --mode validate "*) exec "{real}" "$@";; esac\n'
+        f'if [ ! -e "{killed}" ]; then : > "{killed}"; kill -9 $$; fi\n'
+        f'exec "{real}" "$@"\n',
+        encoding="utf-8",
+    )
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("SHIM_ENVOY", str(stand_in))
+    async with _serve(bank.address, bk.address, tmp_path / "shim.db", tmp_path) as serving:
+        async with grpc.aio.insecure_channel(serving.ready["listen"]) as channel:
+            opened = await pb_grpc.LedgerStub(channel).OpenAccount(
+                pb.OpenAccountRequest(account_id="K1", owner_name="Ada"), timeout=STEP
+            )
+        said = "".join(serving.stderr)
+    assert killed.exists()  # it was killed once
+    assert opened.account_id == "K1"
+    assert "Envoy was killed as it started; starting it again" in said

@@ -111,12 +111,22 @@ async def serve(
 
     # run by `shim serve`'s supervisor, beside its Envoy: the folder they share
     attached = Path(os.environ[PLANE_ENV]) if PLANE_ENV in os.environ else None
-    served = await dataplane.start(config, [DiffLog(diff_stream)], registry, attached=attached)
+    loop = asyncio.get_running_loop()
+    # a signal while the shim starts stops the start, which undoes what it started (the comparison
+    # processes and their queues included): it leaves nothing behind, and says nothing of it
+    starting = loop.create_task(dataplane.start(config, [DiffLog(diff_stream)], registry, attached=attached))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, starting.cancel)
+    try:
+        served = await starting
+    except asyncio.CancelledError:
+        if not starting.cancelled():
+            raise
+        return 0  # stopped as asked, before it served
     shim = served.shim
     if served.why:
         log.warning("data plane: python", why=served.why)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     signals_seen = 0
 
     def on_signal(signum: int) -> None:

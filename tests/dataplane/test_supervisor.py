@@ -25,7 +25,7 @@ from shim.dataplane import envoy
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import PARTIAL, Recording
 from tests.helpers import until
-from tests.processes import ShimProcess, shim_process
+from tests.processes import SERVE, ShimProcess, shim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP = 30.0  # seconds any one step may take before the test fails
@@ -206,3 +206,35 @@ async def test_an_envoy_killed_as_it_starts_is_started_again_and_the_shim_serves
     assert killed.exists()  # it was killed once
     assert opened.account_id == "K1"
     assert "Envoy was killed as it started; starting it again" in said
+
+
+async def test_an_envoy_that_cannot_start_is_one_clear_error_and_the_plane_leaves_nothing_behind(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Envoy exits by itself as it starts (a stand-in, `SHIM_ENVOY`, that passes validation and then exits
+    1): the shim exits 2 naming it, and the comparison plane, stopped as it waited for Envoy, undoes its
+    start. Before, it died where it stood, and its comparison processes' semaphores were reported leaked
+    on the shim's stderr."""
+    bank, bk = ledgers
+    stand_in = tmp_path / "envoy"
+    stand_in.write_text(
+        f'#!/bin/sh\ncase " $* " in *" --mode validate "*) exec "{envoy.binary()}" "$@";; esac\nexit 1\n',
+        encoding="utf-8",
+    )
+    stand_in.chmod(0o755)
+    flags = ["--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--dataplane", "envoy"]
+    flags += [
+        "--store",
+        str(tmp_path / "shim.db"),
+        "--descriptor-set",
+        str(ROOT / "sample_ledger" / "bank.binpb"),
+    ]
+    done = await asyncio.create_subprocess_exec(
+        *SERVE, *flags, cwd=tmp_path, env={**os.environ, "SHIM_ENVOY": str(stand_in)},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(done.communicate(), STEP)
+    said = err.decode().splitlines()
+    assert done.returncode == 2
+    assert said[-1] == "shim: error: Envoy did not start: it exited with status 1 (no reason given)"
+    assert [line for line in said if "leaked" in line or "resource_tracker" in line] == []

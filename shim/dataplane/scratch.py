@@ -31,10 +31,13 @@ def remove_scratch(folder: Path) -> None:
 
 
 def _gone(folder: Path) -> bool:
-    """Whether the folder's owner is no longer running (a folder naming none is not judged: kept)."""
+    """Whether the folder's owner is no longer running (a folder naming none, or something that is no
+    process's id, is not judged: kept)."""
     try:
         pid = int((folder / OWNER).read_text(encoding="ascii"))
     except (OSError, ValueError):
+        return False
+    if not 0 < pid < 2**22:  # Linux's pid_max at most: beyond, no process (0 and below: process groups)
         return False
     try:
         os.kill(pid, 0)

@@ -28,12 +28,14 @@ def test_the_folders_of_shims_gone_are_removed_and_the_others_kept(tmp_path: Pat
     unnamed = _folder(tmp_path, "unnamed", None)
     garbled = _folder(tmp_path, "garbled", None)
     (garbled / OWNER).write_text("not a pid", encoding="ascii")
+    # not pids of a process either (a number too large for one, a process group): judged by no one
+    huge, group = _folder(tmp_path, "huge", 10**30), _folder(tmp_path, "group", -dead.pid)
     other = tmp_path / "not-a-shim"
     other.mkdir()
     new = scratch(str(tmp_path))
     assert not gone.exists()
     assert {p.name for p in tmp_path.iterdir()} == {
-        new.name, running.name, unnamed.name, garbled.name, other.name,
+        new.name, running.name, unnamed.name, garbled.name, huge.name, group.name, other.name,
     }  # fmt: skip
     assert (new / OWNER).read_text(encoding="ascii") == str(os.getpid())
     assert new.stat().st_mode & 0o777 == 0o700

@@ -19,6 +19,7 @@ from grpc import aio
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from comparators import DescriptorError, DescriptorRegistry
+from shim._grpc_compat import close_sending, send
 from shim.config import Config
 from shim.errors import StartupError
 from shim.parts import load_registry
@@ -88,11 +89,9 @@ async def _fetch(target: str, deadline: float) -> descriptor_pb2.FileDescriptorS
         try:
             session = _Session(call, target)
             files = await _closed_set(session, target)
-            await call.done_writing()
+            await close_sending(call)
         except aio.AioRpcError as exc:
             raise StartupError(_rpc_failure(target, deadline, exc)) from exc
-        except asyncio.InvalidStateError as exc:  # written to after the server ended the stream
-            raise StartupError(f"Bank at {target} ended the gRPC reflection stream early") from exc
         finally:
             call.cancel()  # no-op once finished; otherwise nothing is left running
     return _dependencies_first(files, target)
@@ -107,7 +106,9 @@ class _Session:
 
     async def ask(self, request: Any, answer: str) -> Any:
         """The answer to `request`, which must be of kind `answer` (an error_response is raised)."""
-        await self._call.write(request)
+        # written through `send`: grpcio's own write can replace the status of a server that ends the
+        # stream meanwhile (one that does not serve reflection) with INTERNAL (grpc/grpc#36066)
+        await send(self._call, request.SerializeToString())
         response = await self._call.read()
         if response is aio.EOF:
             raise StartupError(f"Bank at {self._target} ended the gRPC reflection stream early")

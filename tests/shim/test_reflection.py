@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
-from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from comparators import DescriptorRegistry
 from comparators.descriptors import descriptor_set_of
@@ -25,13 +25,14 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from shim.config import Config, Upstream, build, load_file
 from shim.errors import ConfigError, StartupError
-from shim.reflection import fetch_descriptor_set, resolve_registry
+from shim.reflection import _Session, fetch_descriptor_set, resolve_registry
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2
 from tests.backends import Behaviour, Running, interop_server, scripted_server
 from tests.shim.test_cli import BANK_BINPB, CALL_TIMEOUT, SERVE, _wait_for_line, shim_serving
 
 TIMEOUT = 5.0  # seconds a fetch may take in these tests
+RACE_REPEAT = 1000  # questions that race the end of the stream
 
 
 @pytest.fixture
@@ -206,6 +207,59 @@ async def test_bad_reflection_answers_are_one_line_startup_errors(answers: list[
             await fetch_descriptor_set(running.address, TIMEOUT)
         assert says in str(caught.value)
         assert "\n" not in str(caught.value)
+
+
+async def _list_then_end(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
+    """Answer the listing of services, then end the stream (OK) without answering more."""
+    async for _ in requests:
+        await context.write(_listing("bank.v1.Ledger").SerializeToString())
+        break
+    return []
+
+
+async def test_a_stream_ended_before_the_answers_are_all_in_is_a_startup_error_saying_so() -> None:
+    """A server that ends the stream (OK) after listing its services: a one-line StartupError, under
+    repetition, whether the next question was still sent or not."""
+    running = await scripted_server(_list_then_end)
+    try:
+        for _ in range(50):
+            with pytest.raises(StartupError, match=r"ended the gRPC reflection stream early$"):
+                await fetch_descriptor_set(running.address, TIMEOUT)
+    finally:
+        await running.stop()
+
+
+async def _refuse_at_once(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> None:
+    """End the reflection stream with a status before reading anything."""
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too big")
+
+
+async def test_a_stream_ended_during_a_question_reports_the_servers_status_every_time() -> None:
+    """A server that ends the stream while a question is still being sent: its own status, never
+    grpcio's INTERNAL (grpc/grpc#36066). A large question keeps the write in flight. The race is rare and
+    depends on load (1 call in 25 to 1 in 2,000 on a 2-core machine): written with grpcio's own write, this
+    test failed in 3 of 10 runs there; it never fails with the shim's."""
+    running = await scripted_server(_refuse_at_once)
+    codes: list[grpc.StatusCode] = []
+    try:
+        async with aio.insecure_channel(
+            running.address, options=[("grpc.max_send_message_length", -1)]
+        ) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            for _ in range(RACE_REPEAT):
+                call = stub.ServerReflectionInfo(timeout=TIMEOUT)
+                question = reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * (1 << 20))
+                try:
+                    await _Session(call, running.address).ask(question, "file_descriptor_response")
+                except aio.AioRpcError as error:
+                    codes.append(error.code())
+                finally:
+                    call.cancel()
+    finally:
+        await running.stop()
+    assert codes == [grpc.StatusCode.RESOURCE_EXHAUSTED] * RACE_REPEAT
 
 
 # ---- resolve_registry -------------------------------------------------------------------

@@ -20,10 +20,12 @@ from comparators._model import (
     jsonable,
     status_name,
 )
+from comparators._walk import LATE_MARGIN
 from comparators.descriptors import DescriptorError, DescriptorRegistry, MethodInfo
 from comparators.rules import RuleError, RuleSet, build_rules
 
 __all__ = [
+    "LATE_MARGIN",
     "STATUS_NAMES",
     "Code",
     "Comparison",

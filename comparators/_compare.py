@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import message
 
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
-from comparators._walk import _MISSING, Walker
+from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, translate_answer
 from comparators.message_api import parse
@@ -238,14 +238,20 @@ def _decode(cls: type[message.Message], raw: str | bytes | None) -> message.Mess
     return msg
 
 
-def _clock(exchange: Exchange) -> tuple[float, float]:
-    """How far ahead of Bank's BK's clock is taken to run for this call, in seconds: from and to. A replay's
-    BK runs later by its offset; a mirrored call that went late makes the shadow's time later by up to
-    that, and a write mirrored late before a switch, the primary's."""
-    offset, bk, bank = exchange.clock_offset, exchange.shadow_late, exchange.primary_late
-    if not exchange.primary_is_bank:
-        bk, bank = bank, bk
-    return (offset - bank, offset + bk)
+def _clock(exchange: Exchange) -> Clock:
+    """How far ahead of Bank's BK's clock is taken to run for this call. A replay's BK runs later by its
+    offset; a mirrored call that went late makes the shadow's time later by up to that, and a write mirrored
+    late on its keys, the shadow's or (before a switch) the primary's, for the times stamped meanwhile."""
+    offset = exchange.clock_offset
+
+    def ahead(shadow: float, primary: float) -> tuple[float, float]:
+        bk, bank = (shadow, primary) if exchange.primary_is_bank else (primary, shadow)
+        return (offset - bank, offset + bk)
+
+    steps = tuple((until, *ahead(shadow, primary)) for until, shadow, primary in exchange.late_steps)
+    return Clock(
+        *ahead(exchange.shadow_late, exchange.primary_late), *ahead(exchange.own_late, 0.0), steps, offset
+    )
 
 
 def _message_differences(
@@ -258,7 +264,7 @@ def _message_differences(
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
     redactor: Redactor | None = None,
-    clock: tuple[float, float] = (0.0, 0.0),
+    clock: Clock = NO_CLOCK,
 ) -> list[Difference]:
     diffs: list[Difference] = []
     streamed = info.server_streaming if info is not None else len(bank.messages) != 1 or len(bk.messages) != 1

@@ -115,6 +115,14 @@ class Exchange:
     # seconds the primary may have stamped a time this call's answers hold later than the shadow did: a write
     # on its keys mirrored late while the sides were the other way round (before a switch of the primary)
     primary_late: float = 0.0
+    # of `shadow_late`, the call's own share (how late its own mirrored call went)
+    own_late: float = 0.0
+    # the rest of `shadow_late` and `primary_late`, by band of lateness of the earlier writes on its keys:
+    # (until, the shadow's, the primary's), each for the times the side that was primary then stamped by
+    # `until` (seconds since the epoch, the shim's clock: when the band's last write was over), plus the
+    # rule's tolerance and `LATE_MARGIN`. A time stamped later was stamped by none of that band's writes.
+    # Empty: `shadow_late` and `primary_late` hold for every time
+    late_steps: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def bank(self) -> Outcome | None:

@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import any_pb2, message, unknown_fields
 from google.protobuf.descriptor import Descriptor
@@ -77,6 +77,29 @@ def shown(value: Any) -> Any:
     return value
 
 
+# seconds the clocks of the shim and of the side that answers first may differ by, at most: a time that side
+# stamped while a late write was under way is allowed for up to this long after the shim saw it over
+LATE_MARGIN = 1.0
+
+
+class Clock(NamedTuple):
+    """How far ahead of Bank's BK's clock is taken to run for one call, in seconds: from `low` to `high` (a
+    replay's `offset`, and how late the call and the writes on its keys went). With `steps`, only from
+    `own_low` to `own_high` (the offset and the call's own lateness), and, for a time that the prompt side
+    (the one that was primary) stamped by a step's `until` (seconds since the epoch), plus a rule's
+    tolerance and `LATE_MARGIN`, from that step's low to its high too."""
+
+    low: float = 0.0
+    high: float = 0.0
+    own_low: float = 0.0
+    own_high: float = 0.0
+    steps: tuple[tuple[float, float, float], ...] = ()  # (until, low, high)
+    offset: float = 0.0
+
+
+NO_CLOCK = Clock()
+
+
 class Walker:
     """Compares messages of one method's answers; collects differences in `out`."""
 
@@ -85,14 +108,21 @@ class Walker:
         registry: DescriptorRegistry,
         rules: RuleSet,
         method: str,
-        clock: tuple[float, float] = (0.0, 0.0),
+        clock: Clock = NO_CLOCK,
     ) -> None:
         self.registry = registry
         self.rules = rules
         self.method = method
         # how far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran; a
-        # mirrored call that went late: up to that much), for timestamps
-        self._ahead_ns = (round(clock[0] * 1e9), round(clock[1] * 1e9))
+        # mirrored call that went late: up to that much), for timestamps; after `until`, only the call's own
+        self._ahead_ns = (round(clock.low * 1e9), round(clock.high * 1e9))
+        self._own_ns = (round(clock.own_low * 1e9), round(clock.own_high * 1e9))
+        margin = round(LATE_MARGIN * 1e9)
+        self._steps_ns = tuple(
+            (round(until * 1e9) + margin, round(low * 1e9), round(high * 1e9))
+            for until, low, high in clock.steps
+        )
+        self._offset_ns = round(clock.offset * 1e9)
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
 
@@ -161,8 +191,18 @@ class Walker:
             left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)
             rule = self._value_rules[target]
             if type(rule) is TimestampTolerance:
-                low, high = (0, 0) if left_leaf.duration else self._ahead_ns
-                ahead, tolerance = right_leaf.nanos - left_leaf.nanos, rule.tolerance_ns
+                tolerance = rule.tolerance_ns
+                if left_leaf.duration:
+                    low, high = 0, 0
+                elif not self._steps_ns:
+                    low, high = self._ahead_ns
+                else:  # the call's own lateness, and each band's of its keys' writes under way by then
+                    low, high = self._own_ns
+                    stamped = min(left_leaf.nanos, right_leaf.nanos - self._offset_ns)
+                    for until, step_low, step_high in self._steps_ns:
+                        if stamped <= until + tolerance:
+                            low, high = min(low, step_low), max(high, step_high)
+                ahead = right_leaf.nanos - left_leaf.nanos
                 tolerated = low - tolerance <= ahead <= high + tolerance
                 name = rule.name if tolerated and left_leaf.duration == right_leaf.duration else ""
             else:

@@ -19,7 +19,7 @@ from shim.shadow.parts import Parts
 from shim.shadow.shared import Shared
 from shim.steps import REFUSED, effect, out_of_step_reason
 from shim.store import OutOfStep
-from shim.store.key_order import NOT_LATE
+from shim.store.key_order import NOT_LATE, bands
 from shim.verify import Verifier
 
 _log = structlog.get_logger("shim.shadow")
@@ -128,19 +128,29 @@ async def conclude(
     return True
 
 
-def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, float]:
+def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, Any]:
     """How much later each side may have stamped the times in the call's answers (`Exchange.shadow_late`,
-    `primary_late`): the call's own lateness, and its keys' writes' (here, or across replicas)."""
+    `primary_late`, `own_late`, `late_steps`): the call's own lateness, and its keys' writes' (here, or
+    across replicas) by band, each for the times stamped until the band's last write was over."""
     fleet = mirror.places.fleet
-    bk, bank = shared.lateness.allowance(
+    own = lateness(mirror)
+    keys_late = shared.lateness.allowance(
         keys,
-        lateness(mirror),
+        own,
         mirror.is_write,
         bk_is_shadow=shared.primary_is_bank,
         known=fleet.late if fleet is not None else NOT_LATE,
     )
-    shadow, primary = (bk, bank) if shared.primary_is_bank else (bank, bk)
-    return {"shadow_late": shadow, "primary_late": primary}
+    steps = tuple(
+        (until, bk, bank) if shared.primary_is_bank else (until, bank, bk)
+        for until, bk, bank in bands(keys_late)
+    )
+    return {
+        "shadow_late": max([own, *(shadow for _, shadow, _ in steps)]),
+        "primary_late": max([0.0, *(primary for _, _, primary in steps)]),
+        "own_late": own,
+        "late_steps": steps,
+    }
 
 
 def lateness(mirror: Ended) -> float:

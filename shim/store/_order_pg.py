@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.store._async import Connection, Listener
-from shim.store._tickets import NOT_LATE, Late
+from shim.store._tickets import LATE_COLUMNS, NOT_LATE, Late
 
-_TAKE = """
+_LATE = ", ".join(LATE_COLUMNS)
+_TAKE = f"""
 WITH asked AS (SELECT * FROM unnest(%(keys)s::text[], %(methods)s::text[], %(nth)s::bigint[],
                                    %(starts)s::float8[]) AS a(key, method, nth, start)),
 counted AS (SELECT key, count(*) AS n, max(start) AS s FROM asked GROUP BY key),
@@ -19,34 +20,36 @@ taken AS (
   ON CONFLICT (key) DO UPDATE SET issued = o.issued + excluded.issued,
     prev_replica = o.last_replica, last_replica = excluded.last_replica,
     prev_started = o.started, started = GREATEST(o.started, excluded.started)
-  RETURNING key, issued, done, prev_replica, prev_started, late, late_bank),
+  RETURNING key, issued, done, prev_replica, prev_started, {_LATE}),
 held AS (
   INSERT INTO shim_key_tickets (key, ticket, replica, method)
   SELECT a.key, t.issued - c.n + a.nth, %(me)s, a.method
   FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key),
 seen AS (  -- where the reads stand on keys no write of theirs raises (as before the statement)
-  SELECT key, issued, done, last_replica, started, late, late_bank FROM shim_key_order
+  SELECT key, issued, done, last_replica, started, {_LATE} FROM shim_key_order
   WHERE key = ANY(%(read_keys)s::text[]) AND NOT key = ANY(%(keys)s::text[]))
-SELECT key, issued, done, prev_replica, prev_started, late, late_bank FROM taken
-UNION ALL SELECT key, issued, done, last_replica, started, late, late_bank FROM seen
+SELECT key, issued, done, prev_replica, prev_started, {_LATE} FROM taken
+UNION ALL SELECT key, issued, done, last_replica, started, {_LATE} FROM seen
 """
 CHANNEL = "shim_key_done"
 _DONE = f"""
-WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[], %(lates)s::float8[],
-                                %(lates_bank)s::float8[]) AS d(key, n, late, late_bank)),
+WITH d AS (SELECT * FROM unnest(%(keys)s::text[], %(tickets)s::bigint[],
+                                {", ".join(f"%({c})s::float8[]" for c in LATE_COLUMNS)})
+           AS d(key, n, {_LATE})),
 gone AS (DELETE FROM shim_key_tickets t USING d WHERE t.key = d.key AND t.ticket <= d.n),
 up AS (
-  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica, late, late_bank)
-  SELECT key, n, n, '', '', late, late_bank FROM d ORDER BY key
+  INSERT INTO shim_key_order AS o (key, issued, done, last_replica, prev_replica, {_LATE})
+  SELECT key, n, n, '', '', {_LATE} FROM d ORDER BY key
   ON CONFLICT (key) DO UPDATE SET done = GREATEST(o.done, excluded.done),
-    late = GREATEST(o.late, excluded.late), late_bank = GREATEST(o.late_bank, excluded.late_bank)
+    {", ".join(f"{c} = GREATEST(o.{c}, excluded.{c})" for c in LATE_COLUMNS)}
   RETURNING key, issued, done)
 SELECT pg_notify('{CHANNEL}', '') FROM up WHERE up.issued > up.done AND EXISTS (SELECT 1
   FROM shim_key_tickets t WHERE t.key = up.key AND t.ticket = up.done + 1 AND t.replica <> %(me)s) LIMIT 1
 """
-_POLL = """
+_POLL = f"""
 SELECT o.key, o.done, t.replica, t.method,
-  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s), o.late, o.late_bank
+  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s),
+  {", ".join(f"o.{c}" for c in LATE_COLUMNS)}
 FROM shim_key_order o
 LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
 LEFT JOIN shim_replicas h ON h.replica = t.replica
@@ -88,24 +91,21 @@ class PostgresTickets:
 
     async def take(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """(key, issued, done, the replica of the last ticket before, the latest start before, the most
-        lateness of a write done on it: BK's, Bank's) per key asked (see `Asking`)."""
+        lateness of the writes done on it, by band: `Late`) per key asked (see `Asking`)."""
         return await self._taker.run(_TAKE, {**params, "me": self._me})
 
     async def done(self, done: dict[str, int], late: dict[str, Late]) -> None:
         """Each key's tickets up to its number are done, by writes that went up to `late` late."""
         keys = list(done)
         lates = [late.get(key, NOT_LATE) for key in keys]
+        columns = {column: [one[i] for one in lates] for i, column in enumerate(LATE_COLUMNS)}
         await self._other.run(
-            _DONE,
-            {
-                "keys": keys, "tickets": list(done.values()), "me": self._me,
-                "lates": [bk for bk, _ in lates], "lates_bank": [bank for _, bank in lates],
-            },
-        )  # fmt: skip
+            _DONE, {"keys": keys, "tickets": list(done.values()), "me": self._me, **columns}
+        )
 
     async def poll(self, keys: list[str], lease: float) -> list[tuple[Any, ...]]:
         """(key, done, holder of done + 1, its method, whether its holder is silent past `lease`, the most
-        lateness of a write done on it: BK's, Bank's)."""
+        lateness of the writes done on it, by band: `Late`)."""
         return await self._other.run(_POLL, {"keys": keys, "lease": lease})
 
     async def release(self, key: str, done: int) -> bool:

@@ -8,31 +8,31 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from shim.store._tickets import NOT_LATE, Late
+from shim.store._tickets import LATE_COLUMNS, NOT_LATE, Late
 from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 
+_LATE = ", ".join(LATE_COLUMNS)
 _TAKE = (
     "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, started, prev_started)"
     " VALUES (?, ?, 0, ?, '', ?, 0)"
     " ON CONFLICT (key) DO UPDATE SET issued = issued + excluded.issued, prev_replica = last_replica,"
     " last_replica = excluded.last_replica, prev_started = started, started = MAX(started, excluded.started)"
-    " RETURNING key, issued, done, prev_replica, prev_started, late, late_bank"
+    f" RETURNING key, issued, done, prev_replica, prev_started, {_LATE}"
 )
 _HOLD = "INSERT INTO shim_key_tickets (key, ticket, replica, method) VALUES (?, ?, ?, ?)"
-_SEEN = (
-    "SELECT key, issued, done, last_replica, started, late, late_bank FROM shim_key_order WHERE key IN ({})"
-)
+_SEEN = f"SELECT key, issued, done, last_replica, started, {_LATE} FROM shim_key_order WHERE key IN ({{}})"
 _GONE = "DELETE FROM shim_key_tickets WHERE key = ? AND ticket <= ?"
 _DONE = (
-    "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
-    " VALUES (?, ?, ?, '', '', ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET done = MAX(done, excluded.done), late = MAX(late, excluded.late),"
-    " late_bank = MAX(late_bank, excluded.late_bank)"
+    f"INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, {_LATE})"
+    f" VALUES (?, ?, ?, '', ''{', ?' * len(LATE_COLUMNS)})"
+    " ON CONFLICT (key) DO UPDATE SET done = MAX(done, excluded.done), "
+    + ", ".join(f"{c} = MAX({c}, excluded.{c})" for c in LATE_COLUMNS)
 )
 _POLL = (
-    "SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {now} - ?), o.late, o.late_bank"
-    " FROM shim_key_order o LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1"
+    "SELECT o.key, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {now} - ?), "
+    + ", ".join(f"o.{c}" for c in LATE_COLUMNS)
+    + " FROM shim_key_order o LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1"
     " LEFT JOIN shim_replicas h ON h.replica = t.replica WHERE o.key IN ({keys})"
 )
 _RELEASE = "UPDATE shim_key_order SET done = done + 1 WHERE key = ? AND done = ? RETURNING done"

@@ -8,14 +8,45 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# seconds: how much later BK, and Bank, may have stamped the times a key holds, each side's most (a write
-# mirrored late to the side that was the shadow then)
-Late = tuple[float, float]
-NOT_LATE: Late = (0.0, 0.0)
+# How much later BK, and Bank, may have stamped the times a key holds: writes mirrored late to the side that
+# was the shadow then. Kept by band of lateness (from FLOORS[i] seconds up to the band above): per band, each
+# side's most, and when the band's last write was over (time.time()), the times stamped after which none of
+# that band's writes stamped. So a write a second late is not taken to have stamped the times of the writes
+# a few milliseconds late that follow it. Flat, for the store's columns (LATE_COLUMNS) and for `most`.
+FLOORS = (1.0, 0.1, 0.01)
+Late = tuple[float, ...]  # (BK's, Bank's, until) of each band in turn
+NOT_LATE: Late = (0.0,) * (3 * len(FLOORS))
+LATE_COLUMNS = tuple(
+    f"{name}{f'_{band}' if band else ''}"
+    for band in range(len(FLOORS))
+    for name in ("late", "late_bank", "late_until")
+)
 
 
 def most(one: Late, other: Late) -> Late:
-    return (max(one[0], other[0]), max(one[1], other[1]))
+    """Each band's lateness of both, and the later end: commutative, as the store's merge is."""
+    return tuple(map(max, one, other))
+
+
+def late_of(late: float, bk_is_shadow: bool, until: float) -> Late:
+    """A write `late` to the shadow (BK, or Bank when it is not `bk_is_shadow`), over at `until`."""
+    for band, floor in enumerate(FLOORS):
+        if late >= floor:
+            one = [0.0] * len(NOT_LATE)
+            one[3 * band + (0 if bk_is_shadow else 1)] = late
+            one[3 * band + 2] = until
+            return tuple(one)
+    return NOT_LATE
+
+
+def bands(late: Late) -> list[tuple[float, float, float]]:
+    """(until, BK's, Bank's) of each band that holds a lateness."""
+    return [(late[i + 2], late[i], late[i + 1]) for i in range(0, len(late), 3) if late[i] or late[i + 1]]
+
+
+def late_from(values: Sequence[Any]) -> Late:
+    """A Late from the store's LATE_COLUMNS, in order (NULL: 0)."""
+    return tuple(float(value or 0.0) for value in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +143,9 @@ class Asking:
         first = {
             key: (
                 issued - self._count.get(key, 0) + 1, done, prev, float(before or 0.0),
-                (float(late or 0.0), float(late_bank or 0.0)),
+                late_from(late),
             )
-            for key, issued, done, prev, before, late, late_bank in rows
+            for key, issued, done, prev, before, *late in rows
         }  # fmt: skip
         given: dict[str, int] = {}
         latest: dict[str, float] = {}  # by key: the latest start before the next ticket of the statement

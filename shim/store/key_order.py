@@ -36,9 +36,11 @@ import structlog
 from shim.store._errors import StoreError
 from shim.store._order_pg import PostgresTickets
 from shim.store._order_sqlite import SqliteTickets
-from shim.store._tickets import NOT_LATE, Asking, Held, Late, Tickets, most
+from shim.store._tickets import FLOORS, NOT_LATE, Asking, Held, Late, Tickets, bands, late_from, late_of, most
 
-__all__ = ["NOT_LATE", "Held", "KeyOrder", "Late", "Released", "Tickets", "most"]
+__all__ = [
+    "FLOORS", "NOT_LATE", "Held", "KeyOrder", "Late", "Released", "Tickets", "bands", "late_of", "most",
+]  # fmt: skip
 
 _log = structlog.get_logger("shim.store.key_order")
 
@@ -244,10 +246,10 @@ class KeyOrder:
         rows = await self._book.poll(list(self._waiters), self.lease)
         self.polls += 1
         moved = False
-        for key, done, holder, method, gone, late, late_bank in rows:
+        for key, done, holder, method, gone, *late in rows:
             for need, future in self._waiters.get(key, ()):
                 if need <= done and not future.done():
-                    future.set_result((float(late or 0.0), float(late_bank or 0.0)))
+                    future.set_result(late_from(late))
                     moved = True
             if holder is not None and holder != self.replica and gone and await self._book.release(key, done):
                 moved = True

@@ -10,8 +10,9 @@ from __future__ import annotations
 from shim.store._errors import StoreError
 from shim.store.backends import Db
 
-# Portable SQL (SQLite and PostgreSQL), with ? for parameters. Entry i brings the
-# schema from version i to i + 1; never change an entry once released, add one.
+# Portable SQL (SQLite and PostgreSQL), with ? for parameters and {now} for the database's clock (seconds
+# since the epoch). Entry i brings the schema from version i to i + 1; never change an entry once released,
+# add one.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
         "CREATE TABLE id_pairs ("
@@ -149,6 +150,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # ... and the same of Bank's, mirrored while BK was primary: `late` is BK's
         "ALTER TABLE shim_key_order ADD COLUMN late_bank DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    (
+        # the lateness by band (`_tickets.FLOORS`): `late` and `late_bank` are the top band's now, and each
+        # band says when its last write was over (time.time()): a time stamped after it was stamped by none
+        # of them. The lateness kept before is taken to be over now, so the times it allowed for still are
+        "ALTER TABLE shim_key_order ADD COLUMN late_until DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "UPDATE shim_key_order SET late_until = {now} WHERE late > 0 OR late_bank > 0",
+        *(
+            f"ALTER TABLE shim_key_order ADD COLUMN {name}_{band} DOUBLE PRECISION NOT NULL DEFAULT 0"
+            for band in (1, 2)
+            for name in ("late", "late_bank", "late_until")
+        ),
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
@@ -174,6 +187,6 @@ def migrate(db: Db, url: str) -> None:
         )
     for statements in MIGRATIONS[version:]:
         for statement in statements:
-            db.run(statement)
+            db.run(statement.replace("{now}", db.NOW))
     if version < len(MIGRATIONS):
         db.run("UPDATE shim_schema SET version = ?", (len(MIGRATIONS),))

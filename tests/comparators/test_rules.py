@@ -483,6 +483,49 @@ def test_timestamp_allows_for_the_primary_late_before_a_switch(
     assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
 
 
+@pytest.mark.parametrize(
+    ("ahead", "bank_primary", "own", "until", "tolerated"),
+    [
+        pytest.param(3.0, True, 0.0, 1005.0, True, id="stamped-before-the-late-write-was-done"),
+        pytest.param(3.0, True, 0.0, 990.0, False, id="stamped-well-after-it"),
+        pytest.param(3.0, True, 0.0, 997.5, True, id="stamped-within-tolerance-and-margin-after-it"),
+        pytest.param(3.0, True, 0.0, 996.5, False, id="stamped-beyond-tolerance-and-margin-after-it"),
+        pytest.param(3.0, True, 3.0, 990.0, True, id="the-calls-own-lateness-holds-after-it"),
+        pytest.param(2.15, True, 0.0, 990.0, True, id="a-band-over-later-holds-after-it"),
+        pytest.param(2.3, True, 0.0, 990.0, False, id="beyond-that-bands-own"),
+        pytest.param(-3.0, False, 0.0, 1005.0, True, id="bk-primary-bank-stamped-late-before"),
+        pytest.param(-3.0, False, 0.0, 990.0, False, id="bk-primary-bank-later-well-after-it"),
+    ],
+)
+def test_timestamp_allows_for_its_keys_late_writes_only_for_times_stamped_while_they_were(
+    ahead: float, bank_primary: bool, own: float, until: float, tolerated: bool
+) -> None:
+    """A key's writes mirrored 3 s late to the shadow (tolerance 2 s) allow for times on it stamped by the
+    time the last of them was over (the step's `until`, plus the tolerance and a margin of 1 s), not for
+    times stamped later: those are allowed only the call's own lateness, and the other steps'. The primary
+    stamps at 1,000 s."""
+    rules = build_rules([CLOCK], REGISTRY, parse_duration)
+    primary_at, shadow_at = 1000 * 10**9, 1000 * 10**9 + round((ahead if bank_primary else -ahead) * 1e9)
+    bank_at, bk_at = (primary_at, shadow_at) if bank_primary else (shadow_at, primary_at)
+    bank = answer(pb.Balance(cash="1", as_of=ts(*divmod(bank_at, 10**9))))
+    bk = answer(pb.Balance(cash="1", as_of=ts(*divmod(bk_at, 10**9))))
+    primary, shadow = (bank, bk) if bank_primary else (bk, bank)
+    found = compare(
+        exchange(
+            GET_BALANCE,
+            primary,
+            shadow,
+            primary_is_bank=bank_primary,
+            own_late=own,
+            late_steps=((until, 3.0, 0.0), (1010.0, 0.2, 0.0)),  # and writes 0.2 s late, over later
+            shadow_late=3.0,
+        ),
+        REGISTRY,
+        rules,
+    )
+    assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
+
+
 # ---- string -------------------------------------------------------------------------------
 
 NAME = {"path": "bank.v1.Account.owner_name", "rule": "string", "name": "name"}

@@ -1,42 +1,76 @@
-"""The keys' memory of how late their writes went (`shim.shadow.lateness`): the most per key and per side, for
-writes from FLOOR late, within a bounded number of keys."""
+"""The keys' memory of how late their writes went (`shim.shadow.lateness`): the most per key, per side and
+per band of lateness, with when the band's last write was over, for writes from FLOOR late, within a bounded
+number of keys."""
 
 from __future__ import annotations
 
+import time
+
 from shim.shadow.lateness import FLOOR, KeyLateness, went
+from shim.store.key_order import FLOORS, NOT_LATE, Late, bands, late_of
 
 
-def test_a_read_is_allowed_the_most_its_keys_writes_went_late() -> None:
+def _late(allowed: Late) -> tuple[float, float]:
+    """BK's and Bank's most lateness, over every band."""
+    return max([0.0, *(bk for _, bk, _ in bands(allowed))]), max(
+        [0.0, *(bank for _, _, bank in bands(allowed))]
+    )
+
+
+def test_a_call_is_allowed_the_most_its_keys_writes_went_late_and_not_its_own() -> None:
+    """The call's own lateness is its own (the caller adds it): the keys' share is the writes' before it."""
     memory = KeyLateness()
-    assert memory.allowance(("a",), 3.0, write=True) == (3.0, 0.0)
-    assert memory.allowance(("a",), 1.0, write=True) == (3.0, 0.0)  # the 3 s write's time is still there
-    assert memory.allowance(("a", "b"), 0.002, write=False) == (3.0, 0.0)
-    assert memory.allowance(("b",), 0.002, write=False) == (0.002, 0.0)  # a key no late write touched
-    assert memory.allowance((), 0.5, write=False) == (0.5, 0.0)  # a call without keys: its own
-    assert memory.allowance(("a",), 5.0, write=False) == (5.0, 0.0)  # a read later still: its own
-    assert memory.allowance(("b",), 0.0, write=False) == (0.0, 0.0)  # a read remembers nothing
+    assert memory.allowance(("a",), 3.0, write=True) == NOT_LATE  # nothing before it
+    assert _late(memory.allowance(("a",), 1.0, write=True)) == (3.0, 0.0)  # the 3 s write's time is there
+    assert _late(memory.allowance(("a", "b"), 0.002, write=False)) == (3.0, 0.0)
+    assert memory.allowance(("b",), 0.002, write=False) == NOT_LATE  # a key no late write touched
+    assert memory.allowance((), 0.5, write=False) == NOT_LATE  # a call without keys
     assert len(memory) == 1
 
 
+def test_each_band_says_when_its_last_write_was_over() -> None:
+    """A time stamped after the last late write of a band was over was stamped by none of them: each band
+    keeps when that was (time.time() as each was remembered), so that writes a little late after a very
+    late one do not carry its lateness on."""
+    memory = KeyLateness()
+    before = time.time()
+    memory.allowance(("a",), 3.0, write=True)
+    ((first, bk, _),) = bands(memory.allowance(("a",), 0.0, write=False))
+    assert (bk, before <= first <= time.time()) == (3.0, True)
+    memory.allowance(("a",), 0.05, write=True)  # a little late, over later: a band of its own
+    (top, top_bk, _), (low, low_bk, _) = bands(memory.allowance(("a",), 0.0, write=False))
+    assert (top, top_bk, low_bk, low >= first) == (first, 3.0, 0.05, True)
+    memory.allowance(("a",), 2.0, write=True)  # very late again: the top band's end moves on, its most stays
+    end, most_bk, _ = bands(memory.allowance(("a",), 0.0, write=False))[0]
+    assert (most_bk, end >= low) == (3.0, True)
+
+
+def test_a_lateness_goes_to_its_band() -> None:
+    for late, band in ((5.0, 0), (FLOORS[0], 0), (0.5, 1), (0.02, 2)):
+        one = late_of(late, bk_is_shadow=True, until=7.0)
+        assert bands(one) == [(7.0, late, 0.0)]
+        assert one[3 * band : 3 * band + 3] == (late, 0.0, 7.0)
+    assert late_of(FLOOR / 2, bk_is_shadow=True, until=7.0) == NOT_LATE
+
+
 def test_each_sides_lateness_is_kept_apart() -> None:
-    """While Bank is primary BK is late; once BK is primary, Bank is: a key keeps the most of each, and a
-    call after a switch is allowed both, its own on the side that is the shadow now."""
+    """While Bank is primary BK is late; once BK is primary, Bank is: a key keeps the most of each."""
     memory = KeyLateness()
     memory.allowance(("a",), 3.0, write=True, bk_is_shadow=True)
-    assert memory.allowance(("a",), 0.5, write=False, bk_is_shadow=False) == (3.0, 0.5)
-    assert memory.allowance(("a",), 2.0, write=True, bk_is_shadow=False) == (3.0, 2.0)
-    assert memory.allowance(("a",), 0.0, write=False, bk_is_shadow=True) == (3.0, 2.0)
-    assert memory.allowance(("a",), 0.0, write=False, known=(1.0, 4.0)) == (3.0, 4.0)  # across replicas
-    assert went(1.0, bk_is_shadow=True) == (1.0, 0.0)
-    assert went(1.0, bk_is_shadow=False) == (0.0, 1.0)
-    assert went(FLOOR / 2, bk_is_shadow=True) == (0.0, 0.0)
+    assert _late(memory.allowance(("a",), 2.0, write=True, bk_is_shadow=False)) == (3.0, 0.0)
+    assert _late(memory.allowance(("a",), 0.0, write=False, bk_is_shadow=True)) == (3.0, 2.0)
+    known = late_of(4.0, bk_is_shadow=False, until=1.0)
+    assert _late(memory.allowance(("a",), 0.0, write=False, known=known)) == (3.0, 4.0)  # across replicas
+    assert _late(went(1.0, bk_is_shadow=True)) == (1.0, 0.0)
+    assert _late(went(1.0, bk_is_shadow=False)) == (0.0, 1.0)
+    assert went(FLOOR / 2, bk_is_shadow=True) == NOT_LATE
 
 
 def test_writes_hardly_late_are_not_remembered() -> None:
     memory = KeyLateness()
-    assert memory.allowance(("a",), FLOOR / 2, write=True) == (FLOOR / 2, 0.0)
+    memory.allowance(("a",), FLOOR / 2, write=True)
     assert len(memory) == 0
-    assert memory.allowance(("a",), 0.0, write=False) == (0.0, 0.0)
+    assert memory.allowance(("a",), 0.0, write=False) == NOT_LATE
 
 
 def test_the_keys_remembered_are_bounded_oldest_forgotten_first() -> None:
@@ -46,5 +80,5 @@ def test_the_keys_remembered_are_bounded_oldest_forgotten_first() -> None:
     memory.allowance(("a",), 0.5, write=True)  # a late write again: "a" is the most recent now
     memory.allowance(("d",), 2.0, write=True)
     assert len(memory) == 3
-    assert memory.allowance(("b",), 0.0, write=False) == (0.0, 0.0)  # the oldest late write's key, forgotten
-    assert [memory.allowance((k,), 0.0, write=False)[0] for k in "acd"] == [1.0, 1.0, 2.0]
+    assert memory.allowance(("b",), 0.0, write=False) == NOT_LATE  # the oldest late write's key, forgotten
+    assert [_late(memory.allowance((k,), 0.0, write=False))[0] for k in "acd"] == [1.0, 1.0, 2.0]

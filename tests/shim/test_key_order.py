@@ -22,7 +22,7 @@ from shim.liveness import Liveness
 from shim.metrics import Counters as Counter
 from shim.shadow.fleet import FleetPlace
 from shim.store import Store, key_order
-from shim.store.key_order import KeyOrder, Tickets
+from shim.store.key_order import KeyOrder, Tickets, bands, late_of, most
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 
 Open = Callable[..., Awaitable[KeyOrder]]
@@ -363,15 +363,20 @@ async def test_how_late_a_write_went_reaches_the_calls_after_it_on_its_keys_thro
     waiting = asyncio.ensure_future(behind.ready(asyncio.Event()))
     await asyncio.wait_for(behind._tickets.taken.wait(), 10)
     assert behind._tickets.held[0].wait  # it stands behind the write, not yet done
-    write.release(late=(2.0, 0.0))
+    write.release(late=late_of(2.0, bk_is_shadow=True, until=100.0))
     assert await asyncio.wait_for(waiting, 10)
-    assert behind.late == (2.0, 0.0)
+    assert bands(behind.late) == [(100.0, 2.0, 0.0)]
     after = FleetPlace(b, ("j",), "/W", None, counters)  # the write is done: its ticket says
     assert await asyncio.wait_for(after.ready(asyncio.Event()), 10)
-    assert after.late == (2.0, 0.0)
-    after.release(late=(0.5, 1.5))  # less late on BK, late on Bank (BK was primary): the most of each
+    assert bands(after.late) == [(100.0, 2.0, 0.0)]
+    # late on Bank (BK was primary) in the same band, over later; and a little late on BK, later still
+    after.release(late=most(late_of(1.5, bk_is_shadow=False, until=200.0), late_of(0.05, True, 300.0)))
     c = await replica("c")
-    for keys, late in ((("j",), (2.0, 1.5)), (("k", "x"), (2.0, 0.0)), (("x",), (0.0, 0.0))):
+    for keys, late in (
+        (("j",), [(200.0, 2.0, 1.5), (300.0, 0.05, 0.0)]),
+        (("k", "x"), [(100.0, 2.0, 0.0)]),
+        (("x",), []),
+    ):
         read = FleetPlace(c, keys, "/R", None, counters, read=True)
         assert await asyncio.wait_for(read.ready(asyncio.Event()), 10)
-        assert read.late == late, keys
+        assert bands(read.late) == late, keys

@@ -269,6 +269,31 @@ async def test_migrations_make_the_version_table_and_a_restart_changes_nothing(
     assert await second.pairs.find("trade", "bank", ["B1"]) == [_pair(1)]
 
 
+async def test_the_lateness_a_store_kept_before_its_bands_is_taken_as_over_at_the_upgrade(
+    durable: Target, open_store: Opener
+) -> None:
+    """A store from before the bands of lateness kept each key's most lateness with no end: the upgrade
+    takes it to be over then, so that the times it allowed for still are, and the times stamped after are
+    not."""
+    await (await open_store(durable.url)).close()
+    added = ("late_until", "late_1", "late_bank_1", "late_until_1", "late_2", "late_bank_2", "late_until_2")
+    for column in added:
+        durable.sql(f"ALTER TABLE shim_key_order DROP COLUMN {column}")
+    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 1}")
+    durable.sql(
+        "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
+        " VALUES ('k', 1, 1, '', '', 2.0, 0.0), ('b', 1, 1, '', '', 0.0, 0.5), ('j', 1, 1, '', '', 0.0, 0.0)"
+    )
+    before = time.time()
+    await (await open_store(durable.url)).close()
+    after = time.time()
+    until = dict(durable.sql("SELECT key, late_until FROM shim_key_order"))
+    assert before - 1.0 <= until["k"] <= after + 1.0, until  # (the database's clock, to the millisecond)
+    assert before - 1.0 <= until["b"] <= after + 1.0, until
+    assert until["j"] == 0.0
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
 async def test_a_newer_schema_is_refused(durable: Target, open_store: Opener) -> None:
     await (await open_store(durable.url)).close()
     durable.sql("UPDATE shim_schema SET version = 99")

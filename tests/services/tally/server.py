@@ -33,6 +33,12 @@ class Tally:
     server: aio.Server
     address: str
     received: dict[str, list[str]] = field(default_factory=dict)
+    handler: _Handler | None = None
+
+    def set_clock(self, seconds: float) -> None:
+        """From now on, this side's clock runs `seconds` ahead of the machine's."""
+        assert self.handler is not None
+        self.handler.clock = seconds
 
     async def stop(self) -> None:
         await self.server.stop(None)
@@ -46,7 +52,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         self._slow = slow
         self._answer_after = answer_after
         self._side = side
-        self._clock = clock
+        self.clock = clock
         self._first: dict[str, int] = {}  # key -> when its first entry was recorded (ns, this side's clock)
         self._last: dict[str, int] = {}  # key -> when its last entry was recorded
 
@@ -55,7 +61,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
 
             async def entries(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 reply = ListReply(entries=self._received.get(request.key, []))
-                if self._clock is not None and request.key in self._first:
+                if self.clock is not None and request.key in self._first:
                     reply.first_at.seconds, reply.first_at.nanos = divmod(self._first[request.key], 10**9)
                     reply.last_at.seconds, reply.last_at.nanos = divmod(self._last[request.key], 10**9)
                 return reply
@@ -72,7 +78,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             entries = self._received.setdefault(request.key, [])
             entries.append(request.entry)
             place = len(entries)
-            now = time.time_ns() + round((self._clock or 0.0) * 1e9)
+            now = time.time_ns() + round((self.clock or 0.0) * 1e9)
             self._first.setdefault(request.key, now)
             self._last[request.key] = now
             if self._slow and request.delay_ms:
@@ -80,7 +86,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             elif self._answer_after:
                 await asyncio.sleep(self._answer_after)
             reply = Reply(place=place, side=self._side)
-            if self._clock is not None:
+            if self.clock is not None:
                 reply.at.seconds, reply.at.nanos = divmod(now, 10**9)
             return reply
 
@@ -97,7 +103,8 @@ async def serve(
     say when it recorded an entry (and a key's first) by its clock, `clock` seconds ahead of the machine's."""
     server = aio.server(options=[("grpc.so_reuseport", 0)])
     received: dict[str, list[str]] = {}
-    server.add_generic_rpc_handlers([_Handler(received, slow, answer_after, side, clock)])
+    handler = _Handler(received, slow, answer_after, side, clock)
+    server.add_generic_rpc_handlers([handler])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    return Tally(server, f"127.0.0.1:{port}", received)
+    return Tally(server, f"127.0.0.1:{port}", received, handler)

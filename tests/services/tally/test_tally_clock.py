@@ -6,13 +6,14 @@ whose clock is really off is still a difference."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from grpc import aio
 
-from comparators import Verdict
+from comparators import LATE_MARGIN, Verdict
 from shim.admin import set_mode
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
@@ -135,6 +136,59 @@ async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_
     last = [(d.path, d.rule) for d in read.differences if d.path == "last_at"]
     assert last == [("last_at", "clock")], read.differences  # stamped 1.5 s later by BK: tolerated
     assert [c.verdict for c in compared] == [Verdict.MATCH] * 4, [c.differences for c in compared]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_bk_clock_off_once_the_late_writes_on_its_key_are_over_is_a_difference(
+    dataplane: str,
+) -> None:
+    """A write mirrored 1.5 s late allows for the times stamped on its key while it was under way, not for
+    those stamped once it is over, even after writes a little late (0.1 s) since: BK's clock then a second
+    ahead (less than the first lateness, more than the tolerance and the second) is a difference, in the
+    next write's answer and in a read of that write's time."""
+    bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            append = channel.unary_unary(APPEND)
+
+            async def write(entry: str, delay_ms: int = 0) -> None:
+                await append(Request(key="k", entry=entry, delay_ms=delay_ms).SerializeToString(), timeout=5)
+
+            await write("first", 1500)
+            await write("second")
+            await sink.wait_for(2, within=15)  # the late write is over: its lateness is remembered by now
+            # a time stamped from here on is past the tolerance (500 ms) and the margin after it: a condition
+            # of the clock alone, which this wait meets
+            await asyncio.sleep(0.5 + LATE_MARGIN + 0.1)
+            await write("third", 100)
+            await write("fourth")  # mirrored behind the third: 0.1 s late
+            await sink.wait_for(4, within=15)
+            bk.set_clock(1.0)
+            await write("fifth")
+            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            compared = await sink.wait_for(6, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    entries = {
+        Request.FromString(c.exchange.requests[0]).entry: c for c in compared if c.exchange.method == APPEND
+    }
+    (read,) = (c for c in compared if c.exchange.method == LIST)
+    assert 0.1 <= entries["fourth"].exchange.own_late < 1.0, entries["fourth"].exchange
+    assert read.exchange.own_late < 0.5  # (the read's own lateness would allow for more)
+    assert read.exchange.shadow_late > 1.0  # the key's very late write is still remembered
+    before = [entries[e] for e in ("first", "second", "third", "fourth")]
+    assert [c.verdict for c in before] == [Verdict.MATCH] * 4, [c.differences for c in before]
+    fifth = entries["fifth"]
+    assert [(d.path, d.rule) for d in fifth.differences] == [("at", "")], fifth.differences
+    assert fifth.verdict is Verdict.MISMATCH
+    # the first entry's time, stamped while nothing was late yet, still within the tolerance; the fifth's not
+    assert {d.path: d.rule for d in read.differences} == {"first_at": "clock", "last_at": ""}, (
+        read.differences
+    )
 
 
 @pytest.mark.parametrize("dataplane", PLANES)

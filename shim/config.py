@@ -107,6 +107,7 @@ TABLES = {
     "rules_files": ("files holding more `[[rules]]` tables, read after the config's own", "rules.md"),
 }
 RELOADABLE_TABLES = ("rules",)  # a reloaded config's rules apply at once
+_TARGET = "required, here or by `--bank` / `--bk`"  # (an upstream's target, in the config reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class Upstream:
     """One gRPC target the shim calls: `[upstreams.bank]` or `[upstreams.bk]`."""
 
     name: str
-    target: str = field(metadata={Setting: Setting(ADDRESS, "HOST:PORT, or unix:PATH", shown="required")})
+    target: str = field(metadata={Setting: Setting(ADDRESS, "HOST:PORT, or unix:PATH", shown=_TARGET)})
     timeout: float = setting(
         2.0,
         duration(),
@@ -365,8 +366,7 @@ def _upstream(name: str, value: object, resolve: Resolve) -> Upstream:
     prefix = f"upstreams.{name}."
     table = as_table(f"upstreams.{name}", value)
     found = take(Upstream, prefix, table, resolve)
-    if "target" not in found:
-        raise ConfigError(f"{prefix}target is missing")
+    found.setdefault("target", "")  # a flag may give it (--bank, --bk); `build` says if none did
     upstream = Upstream(name=name, **found)
     finish(prefix, table)
     return upstream
@@ -393,4 +393,7 @@ def build(settings: Mapping[str, Any]) -> Config:
     bank = settings.pop("bank", None)
     if bank is None:
         raise ConfigError("no Bank upstream: give --bank HOST:PORT or [upstreams.bank] target")
+    for up in (bank, settings.get("bk")):
+        if up is not None and not up.target:
+            raise ConfigError(f"upstreams.{up.name}.target is missing: give it, or --{up.name} HOST:PORT")
     return Config(bank=bank, **settings)

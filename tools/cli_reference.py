@@ -20,7 +20,9 @@ _HEAD = """# Command-line reference
 
 Every command and option, as `shim COMMAND --help` prints them. This page is written by
 `python tools/cli_reference.py` from the commands' own parsers, and a test checks that it is current.
-A flag overrides the config file's setting of the same name ([Config file](config.md)).
+A flag overrides the config file's setting of the same name ([Config file](config.md)). `--bank` and `--bk`
+give an upstream's target alone: its timeout and TLS settings in the file still hold, and a file may leave
+the target out for the flag to give.
 """
 
 

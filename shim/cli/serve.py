@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,15 +54,12 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
     if args.metrics:
         settings["metrics_listen"] = args.metrics
     shadow_timeout = parse_duration("--shadow-timeout", args.shadow_timeout) if args.shadow_timeout else None
-    for name in ("bank", "bk"):
-        target = getattr(args, name)
-        current = settings.get(name)
-        if target:
-            timeout = current.timeout if current is not None else 2.0
-            settings[name] = config_mod.Upstream(name=name, target=target, timeout=timeout)
+    for name in ("bank", "bk"):  # the target alone: the file's timeout and TLS settings still hold
+        if target := getattr(args, name):
+            current = settings.get(name)
+            settings[name] = replace(current, target=target) if current else config_mod.Upstream(name, target)
     if shadow_timeout is not None and settings.get("bk") is not None:
-        bk = settings["bk"]
-        settings["bk"] = config_mod.Upstream(name=bk.name, target=bk.target, timeout=shadow_timeout)
+        settings["bk"] = replace(settings["bk"], timeout=shadow_timeout)
     return config_mod.build(settings)
 
 

@@ -5,7 +5,7 @@ is anything sent. The store is renamed into place once every call is compared, a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shim import config as config_mod
@@ -53,9 +53,12 @@ class Replayed:
 def load_config(path: Path, bk: str, store: str) -> Config:
     """The shim's config as a replay runs it (`replay_config`); no Bank upstream is needed."""
     settings = dict(config_mod.load_file(path))
-    settings.setdefault("bank", Upstream("bank", target=bk))  # never called: Bank's answers are recorded
+    for name in ("bank", "bk"):  # Bank is never called: its answers are recorded
+        current = settings.get(name)
+        settings[name] = (
+            replace(current, target=current.target or bk) if current else Upstream(name, target=bk)
+        )
     settings.pop("mode", None)
-    settings["bk"] = settings.get("bk") or Upstream("bk", target=bk)
     return replay_config(config_mod.build(settings), bk, store)
 
 

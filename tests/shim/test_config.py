@@ -366,6 +366,78 @@ def test_flags_override_the_file(tmp_path: Path, flags: list[str], expected: dic
     assert overridden != from_file
 
 
+TLS_UPSTREAMS = """
+[upstreams.bank]
+target = "bank.internal:443"
+ca = "ca.pem"
+server_name = "bank.example"
+
+[upstreams.bk]
+target = "bk.internal:443"
+timeout = "5s"
+ca = "ca.pem"
+cert = "client.pem"
+key = "client.key"
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "bank_target", "bk_target", "bk_timeout"),
+    [
+        pytest.param(["--bank", "10.0.0.1:443"], "10.0.0.1:443", "bk.internal:443", 5.0, id="bank"),
+        pytest.param(["--bk", "10.0.0.2:443"], "bank.internal:443", "10.0.0.2:443", 5.0, id="bk"),
+        pytest.param(
+            ["--shadow-timeout", "9s"], "bank.internal:443", "bk.internal:443", 9.0, id="shadow-timeout"
+        ),
+        pytest.param(
+            ["--bank", "b:1", "--bk", "k:2", "--shadow-timeout", "1s"], "b:1", "k:2", 1.0, id="all-three"
+        ),
+    ],
+)
+def test_an_upstream_flag_keeps_the_rest_of_the_files_upstream(
+    tmp_path: Path, flags: list[str], bank_target: str, bk_target: str, bk_timeout: float
+) -> None:
+    """--bank, --bk and --shadow-timeout replace the target or the timeout alone: the file's TLS settings
+    (CAs, client certificate, server name) still hold, so that the shim never calls a TLS upstream in plain
+    text, or without its client certificate, because a flag named its address."""
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("-", encoding="utf-8")
+    config = _serve_settings("--config", _config_file(tmp_path, TLS_UPSTREAMS), *flags)
+    assert config.bk is not None
+    assert (config.bank.target, config.bk.target, config.bk.timeout) == (bank_target, bk_target, bk_timeout)
+    assert (config.bank.tls, config.bank.ca, config.bank.server_name) == (
+        True,
+        str(tmp_path / "ca.pem"),
+        "bank.example",
+    )
+    assert (config.bk.tls, config.bk.cert, config.bk.key) == (
+        True,
+        str(tmp_path / "client.pem"),
+        str(tmp_path / "client.key"),
+    )
+
+
+def test_an_upstreams_target_may_come_from_its_flag_alone(tmp_path: Path) -> None:
+    """A file may leave an upstream's target to --bank or --bk (one file for several environments); without
+    the flag, the missing target is an error naming both ways to give it."""
+    text = '[upstreams.bank]\ntimeout = "4s"\n\n[upstreams.bk]\ntimeout = "6s"\n'
+    path = _config_file(tmp_path, text)
+    config = _serve_settings("--config", path, "--bank", "b:1", "--bk", "k:2")
+    assert config.bk is not None
+    assert (config.bank.target, config.bank.timeout, config.bk.target, config.bk.timeout) == (
+        "b:1",
+        4.0,
+        "k:2",
+        6.0,
+    )
+    with pytest.raises(ConfigError, match=r"^upstreams\.bk\.target is missing: give it, or --bk HOST:PORT$"):
+        _serve_settings("--config", path, "--bank", "b:1")
+    with pytest.raises(
+        ConfigError, match=r"^upstreams\.bank\.target is missing: give it, or --bank HOST:PORT$"
+    ):
+        _serve_settings("--config", path, "--bk", "k:2")
+
+
 def test_flags_alone_need_no_file() -> None:
     """Without a config file the flags are the whole configuration; --bk alone selects shadow mode."""
     assert _serve_settings("--bank", "b:1") == Config(bank=Upstream("bank", "b:1"), mode="bank")

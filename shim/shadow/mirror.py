@@ -19,10 +19,9 @@ from shim.shadow.admission import Admission
 from shim.shadow.call import ShadowCall
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, INTERNAL, Fate
-from shim.shadow.lateness import went
 from shim.shadow.learning import Learning
 from shim.shadow.places import Places
-from shim.shadow.record import conclude, lateness
+from shim.shadow.record import conclude, release_places
 from shim.shadow.shared import Shared
 from shim.steps import unreachable
 
@@ -262,7 +261,7 @@ class Mirror:
         finally:
             if not self._handed_over:
                 self.capture.give_back()
-            self.places.release_all(went(lateness(self), bk_is_shadow=self._shared.primary_is_bank))
+            release_places(self._shared, self)
             self.learning.settle()
             if self.admission.intent and self._shared.intents is not None:
                 self._shared.intents.done(self.admission.intent)
@@ -297,7 +296,7 @@ class Mirror:
             done, _ = await asyncio.wait((waiting,), timeout=shared.timeout)
             if not done:
                 waiting.cancel()
-                self.places.release_all(went(lateness(self), bk_is_shadow=shared.primary_is_bank))
+                release_places(shared, self)
                 holding = False
                 shared.counters.inc("places_freed_before_the_primary_answered", self.method)
         primary, cancelled = await self._primary  # then the read asked again, if it is (`primary_done`)

@@ -93,7 +93,7 @@ async def conclude(
             )
     finally:
         # the ids it minted are learned and its keys marked: the calls behind it may go
-        mirror.places.release_all(went(lateness(mirror), bk_is_shadow=shared.primary_is_bank))
+        release_places(shared, mirror)
         learning.settle()
     if primary is None:
         return False
@@ -151,6 +151,11 @@ def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, Any
         "own_late": own,
         "late_steps": steps,
     }
+
+
+def release_places(shared: Shared, mirror: Ended) -> None:
+    """The call's places on its keys are over: the calls behind it may go, and learn how late it went."""
+    mirror.places.release_all(went(lateness(mirror), bk_is_shadow=shared.primary_is_bank))
 
 
 def lateness(mirror: Ended) -> float:

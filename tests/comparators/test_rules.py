@@ -11,9 +11,21 @@ from typing import Any
 
 import pytest
 from google.protobuf import message, timestamp_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
+from comparators import (
+    LATE_MARGIN,
+    Comparison,
+    DescriptorRegistry,
+    DiffKind,
+    Outcome,
+    Verdict,
+    build_rules,
+    compare,
+)
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.store.key_order import NOT_LATE, Late, bands, late_of, most
 from shim.units import parse_duration
 from tests.comparators._exchanges import (
     BAD_PRICE,
@@ -524,6 +536,55 @@ def test_timestamp_allows_for_its_keys_late_writes_only_for_times_stamped_while_
         rules,
     )
     assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
+
+
+_WRITES = st.lists(st.tuples(st.floats(0.01, 5.0), st.floats(0.0, 100.0)), min_size=1, max_size=8)
+
+
+def _stamped(bank_s: float, bk_s: float, steps: Late) -> Comparison:
+    """BK's time against Bank's, for a call not late itself, on a key whose writes went `steps` late."""
+    rules = build_rules([CLOCK], REGISTRY, parse_duration)
+    bank = answer(pb.Balance(cash="1", as_of=ts(*divmod(round(bank_s * 1e9), 10**9))))
+    bk = answer(pb.Balance(cash="1", as_of=ts(*divmod(round(bk_s * 1e9), 10**9))))
+    bands_of = tuple(bands(steps))
+    most_late = max([0.0, *(late for _, late, _ in bands_of)])
+    return compare(
+        exchange(GET_BALANCE, bank, bk, shadow_late=most_late, own_late=0.0, late_steps=bands_of),
+        REGISTRY,
+        rules,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes=_WRITES, pick=st.integers(0, 7), share=st.floats(0.0, 1.0), slack=st.floats(-1.9, 1.9))
+def test_a_time_stamped_while_a_late_write_was_under_way_is_always_allowed_for(
+    writes: list[tuple[float, float]], pick: int, share: float, slack: float
+) -> None:
+    """However a key's late writes fall into bands, merged in any order (as replicas merge them in the
+    store), a time stamped while one of them was under way, which BK stamped that much later (within the
+    tolerance of 2 s), is never a difference: the bands never cry wolf."""
+    merged = NOT_LATE
+    for late, end in writes:
+        merged = most(merged, late_of(late, bk_is_shadow=True, until=1000.0 + end))
+    late, end = writes[pick % len(writes)]
+    stamped = 1000.0 + end * share  # by its end
+    found = _stamped(stamped, stamped + late + slack, merged)
+    assert [(d.path, d.rule) for d in found.differences] in ([], [("as_of", "clock")]), found.differences
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes=_WRITES, after=st.floats(0.01, 1000.0), ahead=st.floats(2.01, 10.0))
+def test_a_time_stamped_after_every_late_write_on_its_key_is_held_to_the_tolerance(
+    writes: list[tuple[float, float]], after: float, ahead: float
+) -> None:
+    """A time stamped after the key's last late write was over, plus the tolerance (2 s) and the margin,
+    is allowed none of their lateness: BK's time later than the tolerance is a difference."""
+    merged = NOT_LATE
+    for late, end in writes:
+        merged = most(merged, late_of(late, bk_is_shadow=True, until=1000.0 + end))
+    stamped = 1000.0 + max(end for _, end in writes) + 2.0 + LATE_MARGIN + after
+    found = _stamped(stamped, stamped + ahead, merged)
+    assert [(d.path, d.rule) for d in found.differences] == [("as_of", "")]
 
 
 # ---- string -------------------------------------------------------------------------------

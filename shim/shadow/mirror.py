@@ -45,6 +45,7 @@ class Mirror:
         self.is_write = is_write
         self.started_at = time.time()
         self.sent_at = 0.0  # when the call went to the shadow (0: not yet)
+        self.shadow_over_at = 0.0  # when its call to the shadow ended (0: not yet)
         self.correlation_id = ""
         self.capture = Capture(shared.max_capture, shared.budget)
         self.last_active = time.monotonic()  # a message either way, for idle streams
@@ -281,6 +282,7 @@ class Mirror:
             shared.counters.inc("shadow_internal_errors", self.method)
             shadow = Outcome(code=INTERNAL, local=f"shim error while calling the shadow: {exc!r}")
         finally:
+            self.shadow_over_at = time.time()
             if self._timer is not None:
                 self._timer.cancel()
         if not self.is_write:  # BK is done with it: later writes may go

@@ -4,6 +4,7 @@ both sides did not do alike, and the exchange handed to the comparison."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ class Ended(Parts, Protocol):
     abandoned_why: str
     started_at: float
     sent_at: float  # when the call went to the shadow (0: it did not)
+    shadow_over_at: float  # when its call to the shadow ended (0: not yet)
     correlation_id: str
     stage: str  # what it waits for now (a switch that waits too long says)
 
@@ -159,13 +161,15 @@ def release_places(shared: Shared, mirror: Ended) -> None:
 
 
 def lateness(mirror: Ended) -> float:
-    """How much later the shadow received the call than the primary did, at most: from the call's start (as
-    its data plane saw it) to its sending to the shadow. A mirrored call that waited (for the calls before it
-    on its keys, or for a plane behind) may be stamped up to that much later by the shadow's clock, and
-    timestamp rules allow for it (`Exchange.shadow_late`)."""
+    """How much later the shadow may have stamped a time of the call than the primary did, at most: from the
+    call's start (as its data plane saw it) to the shadow's answer (or now, before it). A mirrored call that
+    waited (for the calls before it on its keys, or for a plane behind), or that the shadow was slow to
+    answer, may be stamped up to that much later by the shadow's clock, and timestamp rules allow for it
+    (`Exchange.shadow_late`)."""
     if not mirror.sent_at:
         return 0.0
-    return max(mirror.sent_at - (mirror.admission.started or mirror.started_at), 0.0)
+    over = mirror.shadow_over_at or time.time()
+    return max(over - (mirror.admission.started or mirror.started_at), 0.0)
 
 
 async def judge(

@@ -35,6 +35,11 @@ class Tally:
     received: dict[str, list[str]] = field(default_factory=dict)
     handler: _Handler | None = None
 
+    def stamp_late(self) -> None:
+        """From now on, this side stamps a write once its delay is over (as a side busy before it records)."""
+        assert self.handler is not None
+        self.handler.stamps_late = True
+
     def set_clock(self, seconds: float) -> None:
         """From now on, this side's clock runs `seconds` ahead of the machine's."""
         assert self.handler is not None
@@ -53,6 +58,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         self._answer_after = answer_after
         self._side = side
         self.clock = clock
+        self.stamps_late = False
         self._first: dict[str, int] = {}  # key -> when its first entry was recorded (ns, this side's clock)
         self._last: dict[str, int] = {}  # key -> when its last entry was recorded
 
@@ -79,12 +85,14 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             entries.append(request.entry)
             place = len(entries)
             now = time.time_ns() + round((self.clock or 0.0) * 1e9)
-            self._first.setdefault(request.key, now)
-            self._last[request.key] = now
             if self._slow and request.delay_ms:
                 await asyncio.sleep(request.delay_ms / 1000)
             elif self._answer_after:
                 await asyncio.sleep(self._answer_after)
+            if self.stamps_late:  # busy before it records: its time is when it is done
+                now = time.time_ns() + round((self.clock or 0.0) * 1e9)
+            self._first.setdefault(request.key, now)
+            self._last[request.key] = now
             reply = Reply(place=place, side=self._side)
             if self.clock is not None:
                 reply.at.seconds, reply.at.nanos = divmod(now, 10**9)

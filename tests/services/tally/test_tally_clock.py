@@ -94,6 +94,37 @@ async def test_a_write_mirrored_late_behind_its_key_is_compared_from_when_it_rea
 
 
 @pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_time_bk_stamped_once_it_was_done_with_a_slow_write_is_no_difference(dataplane: str) -> None:
+    """BK busy for 1.5 s before it records a write stamps it that much after Bank did (tolerance 500 ms):
+    its clock is right, it was slow, and a time it stamped by its answer may be that much later. So is the
+    same time read back. A BK whose clock is off beyond that is a difference still (the next test)."""
+    bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
+    bk.stamp_late()
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await channel.unary_unary(APPEND)(
+                Request(key="k", entry="e", delay_ms=1500).SerializeToString(), timeout=5
+            )
+            (write,) = await sink.wait_for(1, within=15)
+            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            compared = await sink.wait_for(2, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert write.exchange.bk is not None
+    bk_at = Reply.FromString(write.exchange.bk.messages[0]).at.ToNanoseconds()
+    bank_at = Reply.FromString(write.exchange.bank.messages[0]).at.ToNanoseconds()  # type: ignore[union-attr]
+    assert (bk_at - bank_at) / 1e9 > 1.4  # BK's time is its answer's
+    assert [(d.path, d.rule) for d in write.differences] == [("at", "clock")], write.differences
+    (read,) = (c for c in compared if c.exchange.method == LIST)
+    assert {d.path: d.rule for d in read.differences} == {"first_at": "clock", "last_at": "clock"}
+    assert [c.verdict for c in compared] == [Verdict.MATCH] * 2, [c.differences for c in compared]
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
 async def test_a_bk_clock_really_off_is_a_difference_still(dataplane: str) -> None:
     bank, bk = await serve(clock=0.0), await serve(clock=1.0)  # BK's clock runs a second ahead
     try:

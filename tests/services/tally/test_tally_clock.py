@@ -174,9 +174,9 @@ async def test_a_bk_clock_off_once_the_late_writes_on_its_key_are_over_is_a_diff
     dataplane: str,
 ) -> None:
     """A write mirrored 1.5 s late allows for the times stamped on its key while it was under way, not for
-    those stamped once it is over, even after writes a little late (0.1 s) since: BK's clock then a second
-    ahead (less than the first lateness, more than the tolerance and the second) is a difference, in the
-    next write's answer and in a read of that write's time."""
+    those stamped once it is over, even after writes a little late (0.1 s) since: BK's clock then 1.8 s
+    ahead (within the first lateness and the tolerance of 500 ms, beyond the second's) is a difference, in
+    the next write's answer and in a read of that write's time."""
     bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
     try:
         async with (
@@ -197,7 +197,7 @@ async def test_a_bk_clock_off_once_the_late_writes_on_its_key_are_over_is_a_diff
             await write("third", 100)
             await write("fourth")  # mirrored behind the third: 0.1 s late
             await sink.wait_for(4, within=15)
-            bk.set_clock(1.0)
+            bk.set_clock(1.8)
             await write("fifth")
             await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
             compared = await sink.wait_for(6, within=15)
@@ -209,7 +209,8 @@ async def test_a_bk_clock_off_once_the_late_writes_on_its_key_are_over_is_a_diff
     }
     (read,) = (c for c in compared if c.exchange.method == LIST)
     assert 0.1 <= entries["fourth"].exchange.own_late < 1.0, entries["fourth"].exchange
-    assert read.exchange.own_late < 0.5  # (the read's own lateness would allow for more)
+    # (a read 1.3 s late itself would be allowed BK's 1.8 s: the test needs the machine to keep up that much)
+    assert read.exchange.own_late < 1.3
     assert read.exchange.shadow_late > 1.0  # the key's very late write is still remembered
     before = [entries[e] for e in ("first", "second", "third", "fourth")]
     assert [c.verdict for c in before] == [Verdict.MATCH] * 4, [c.differences for c in before]

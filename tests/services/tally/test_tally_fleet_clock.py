@@ -8,7 +8,7 @@ The promise checked: B allows for the lateness of A's write (kept with the key's
 the time BK stamped late is a tolerated difference and the read matches. Before, each replica knew only
 its own writes' lateness, and B called that time a real difference. And B allows for it only for the times
 stamped while that write was under way: once it is over (and the tolerance and the margin have passed), a
-BK whose clock is 1.5 s ahead is a difference, through B, in a write and in a read.
+BK whose clock is 2 s ahead is a difference, through B, in a write and in a read.
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ async def test_a_time_a_late_write_stamped_through_one_replica_matches_when_read
                     await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=10)
                 await until(lambda: len(compared()) >= 3, "the read compared", 30)
                 # once the tolerance and the margin have passed since the late write was over, BK's clock is
-                # really 1.5 s ahead: a time stamped now is allowed no lateness of that write's (2.5 s)
+                # really 2 s ahead: a time stamped now is allowed no lateness of that write's (2.5 s and more)
                 await asyncio.sleep(0.5 + LATE_MARGIN + 0.1)
-                bk.set_clock(1.5)
+                bk.set_clock(2.0)
                 async with aio.insecure_channel(b.ready["listen"]) as channel:
                     await channel.unary_unary(APPEND)(
                         Request(key="k", entry="third").SerializeToString(), timeout=10
@@ -154,7 +154,7 @@ async def test_a_time_a_late_write_stamped_through_one_replica_matches_when_read
     assert (third[0], [(d["path"], d.get("rule", "")) for d in third[2]]) == (APPEND, [("at", "")]), third
     assert third[1] in ("mismatch", "tainted")
     assert read[0] == LIST
-    # the late append's time is still tolerated; the third's, stamped by a BK 1.5 s ahead, is not
+    # the late append's time is still tolerated; the third's, stamped by a BK 2 s ahead, is not
     assert {d["path"]: d.get("rule", "") for d in read[2]} == {"first_at": "clock", "last_at": ""}, read
 
 

@@ -116,8 +116,10 @@ class Supervisor:
     def _signal(self, signum: int) -> None:
         plane = self._plane
         if plane is not None and plane.returncode is None:
+            # a stop is SIGTERM to the plane, SIGINT too: the plane takes both alike, and one that has no
+            # handler yet (still starting) ends quietly on SIGTERM, where SIGINT would print a traceback
             with contextlib.suppress(ProcessLookupError):
-                plane.send_signal(signum)
+                plane.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
         if signum == signal.SIGHUP:
             return
         if self._stop.is_set():  # a second signal: leave at once, as the plane does (Envoy dies with us)
@@ -132,13 +134,16 @@ class Supervisor:
         self._plane = plane = await self._spawn()
         ready = self._folder / PLANE_READY
         while not ready.exists():  # the plane writes Envoy's files, then waits for Envoy
-            if plane.returncode is not None:
-                await self._relayed()
-                return plane.returncode  # it said why on its stderr
             if self._stop.is_set():
                 status = await plane.wait()
                 await self._relayed()
-                return status
+                return 0 if status < 0 else status  # < 0: ended by the stop passed on, before its handlers
+            if plane.returncode is not None:
+                await self._relayed()
+                if plane.returncode < 0:  # killed, with no word of its own
+                    killer = _signal_name(-plane.returncode)
+                    raise StartupError(f"the comparison plane was killed by {killer} before it was ready")
+                return plane.returncode  # it said why on its stderr
             await asyncio.sleep(0.02)
         envoy = envoy_process.Envoy(
             self._executable, self._folder / "envoy.json", concurrency=self._config.envoy.concurrency
@@ -191,6 +196,13 @@ class Supervisor:
                 self.restarts += 1
         finally:
             stopping.cancel()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _ours(line: str) -> bool:

@@ -238,3 +238,56 @@ async def test_an_envoy_that_cannot_start_is_one_clear_error_and_the_plane_leave
     assert done.returncode == 2
     assert said[-1] == "shim: error: Envoy did not start: it exited with status 1 (no reason given)"
     assert [line for line in said if "leaked" in line or "resource_tracker" in line] == []
+
+
+def _slow_plane(folder: Path) -> dict[str, str]:
+    """An environment in which the comparison plane, and only it, says it started (its pid in
+    `folder / "plane"`) and then takes 30 s before anything of the shim runs: no signal handler of its own
+    yet, as a plane still importing its modules."""
+    (folder / "sitecustomize.py").write_text(
+        "import os, pathlib, time\n"
+        "if 'SHIM_COMPARISON_PLANE' in os.environ:\n"
+        f"    pathlib.Path({str(folder / 'plane')!r}).write_text(str(os.getpid()))\n"
+        "    time.sleep(30)\n",
+        encoding="utf-8",
+    )
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
+async def _started_with_a_slow_plane(tmp_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """`shim serve` on Envoy (no Bank needed), once its comparison plane has started: (the shim, the
+    plane's pid)."""
+    flags = ["--listen", "127.0.0.1:0", "--bank", "127.0.0.1:1", "--dataplane", "envoy"]
+    shim = await asyncio.create_subprocess_exec(
+        *SERVE, *flags, cwd=tmp_path, env=_slow_plane(tmp_path),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    marker = tmp_path / "plane"
+    await until(lambda: marker.exists() and marker.read_text().strip() != "", "the plane started", STEP)
+    return shim, int(marker.read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_before_the_plane_can_take_it_stops_the_shim_as_asked(
+    tmp_path: Path, signum: int
+) -> None:
+    """SIGTERM (or SIGINT) to `shim serve` while its comparison plane has not yet set its handlers: the
+    signal passed on ends the plane, and the shim exits 0, as a stop asked for, with nothing said of it.
+    Before, it exited with the plane's status, -15: 241, and no line."""
+    shim, _plane = await _started_with_a_slow_plane(tmp_path)
+    shim.send_signal(signum)
+    _, err = await asyncio.wait_for(shim.communicate(), STEP)
+    assert (shim.returncode, err.decode().splitlines()) == (0, [])
+
+
+async def test_a_plane_killed_before_it_is_ready_is_one_clear_error(tmp_path: Path) -> None:
+    """The comparison plane killed (SIGKILL, as the out-of-memory killer does) before it was ready: the
+    shim exits 2 with one line saying so. Before, it exited with the plane's status, -9: 247, and no line."""
+    shim, plane = await _started_with_a_slow_plane(tmp_path)
+    os.kill(plane, signal.SIGKILL)
+    _, err = await asyncio.wait_for(shim.communicate(), STEP)
+    said = err.decode().splitlines()
+    assert (shim.returncode, said) == (
+        2,
+        ["shim: error: the comparison plane was killed by SIGKILL before it was ready"],
+    ), said

@@ -11,7 +11,8 @@ shadow dispatcher, lanes, id map in memory and comparison worker; they share
 the store, as replicas of a fleet do.
 
 Signals: SIGTERM and SIGINT drain every worker (a second one stops them at
-once); SIGHUP reaches every worker (certificate reload). A worker that exits on
+once), and the supervisor exits 0, a worker still starting (ended by the SIGTERM
+passed on) included; SIGHUP reaches every worker (certificate reload). A worker that exits on
 its own stops the others, and the supervisor exits 1: a process manager then
 restarts the whole shim. The supervisor logs one `ready` line (with `workers`)
 once every worker serves; each worker logs its own.
@@ -209,7 +210,8 @@ def _watch(
         if stopping and len(ended) == len(processes):
             codes = [p.exitcode for p in processes]
             _log.info("stopped", workers=len(processes), exit_codes=codes)
-            return 0 if all(code == 0 for code in codes) else 1
+            # a worker ended by the SIGTERM passed on (still starting, with no handler yet) stopped as asked
+            return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
         if ended and not stopping:
             failed = ended[0]
             _log.error(

@@ -21,6 +21,7 @@ from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.config import Upstream, build
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.workers import _of_worker
+from tests.helpers import until
 from tests.processes import SERVE, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 from tests.shim.test_modes import AUTH, TOKEN
@@ -245,3 +246,27 @@ async def test_a_switch_through_one_worker_applies_on_both_within_the_pause(
                 f"both workers in {mode}",
             )
         assert await shim.stop() == 0, shim.stderr[-5:]
+
+
+async def test_a_stop_before_the_workers_can_take_it_exits_0(tmp_path: Path) -> None:
+    """SIGTERM to `shim serve --workers 2` while its workers have not yet set their handlers (held at their
+    start by a sitecustomize that sleeps): the SIGTERM passed on ends them, and the shim exits 0, a stop
+    asked for, its last line saying so. Before, it exited 1."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, pathlib, sys, time\n"
+        "if '--multiprocessing-fork' in sys.argv:\n"
+        f"    pathlib.Path({str(tmp_path)!r}, f'worker-{{os.getpid()}}').write_text('')\n"
+        "    time.sleep(30)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--bank", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--dataplane", "python", "--workers", "2"]
+    shim = await asyncio.create_subprocess_exec(
+        *SERVE, *flags, cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await until(lambda: len(list(tmp_path.glob("worker-*"))) == 2, "both workers started", 60)
+    shim.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(shim.communicate(), 60)
+    last = json.loads(err.decode().splitlines()[-1])
+    assert (shim.returncode, last["event"], last["exit_codes"]) == (0, "stopped", [-15, -15]), err.decode()

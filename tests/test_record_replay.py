@@ -41,8 +41,11 @@ def _config(tmp: Path) -> Path:
     for name in ("bank.binpb", "rules.toml"):
         text = text.replace(f'"{name}"', json.dumps(str(ROOT / "sample_ledger" / name)))
     path = tmp / "shim.toml"
-    # live, no read is shed, however loaded the machine: a replay compares every call, so live must too
-    text = text.replace('timeout = "5s"', 'timeout = "5s"\n\n[shadow]\nshed_lag = "0s"', 1)
+    # live, no read is shed and no copy is lost, however loaded the machine: a replay compares every call,
+    # so live must too. So the comparison plane runs at Envoy's priority: at its default lower one, a
+    # machine busy with other work starves it until Envoy drops copies it could not hand over in time
+    extra = '\n\n[shadow]\nshed_lag = "0s"\n\n[envoy]\ncomparison_nice = 0'
+    text = text.replace('timeout = "5s"', 'timeout = "5s"' + extra, 1)
     path.write_text(text + '\n[record]\norigin = "empty"\n', encoding="utf-8")
     return path
 

@@ -23,6 +23,8 @@ or StartupError at start.
 
 from __future__ import annotations
 
+import signal
+
 
 class ShimError(Exception):
     """Base of every error the shim raises on purpose."""
@@ -34,3 +36,14 @@ class ConfigError(ShimError):
 
 class StartupError(ShimError):
     """The shim could not start serving."""
+
+
+def how_it_ended(returncode: int) -> str:
+    """What a child process's status says, as words: "exited with status 3", "was killed by SIGKILL"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"

@@ -31,7 +31,7 @@ import structlog
 
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
 from shim.dataplane.envoy_config import stamp
-from shim.errors import StartupError
+from shim.errors import StartupError, how_it_ended
 
 _log = structlog.get_logger("shim.envoy")
 _LEVELS = {
@@ -182,7 +182,7 @@ class Envoy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._lines), 2.0)  # its last words
                 raise _Exited(
-                    f"it exited with status {process.returncode} ({self._last_error or 'no reason given'})"
+                    f"it {how_it_ended(process.returncode)} ({self._last_error or 'no reason given'})"
                 )
             text = self._admin_file.read_text().strip() if self._admin_file.exists() else ""
             if text:

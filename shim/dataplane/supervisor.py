@@ -39,7 +39,7 @@ from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.scratch import remove_scratch, scratch
-from shim.errors import StartupError
+from shim.errors import StartupError, how_it_ended
 
 PLANE_ENV = "SHIM_COMPARISON_PLANE"  # set for the child: the folder it shares with Envoy
 RESTART_MIN, RESTART_MAX = 0.1, 5.0
@@ -141,8 +141,9 @@ class Supervisor:
             if plane.returncode is not None:
                 await self._relayed()
                 if plane.returncode < 0:  # killed, with no word of its own
-                    killer = _signal_name(-plane.returncode)
-                    raise StartupError(f"the comparison plane was killed by {killer} before it was ready")
+                    raise StartupError(
+                        f"the comparison plane {how_it_ended(plane.returncode)} before it was ready"
+                    )
                 return plane.returncode  # it said why on its stderr
             await asyncio.sleep(0.02)
         envoy = envoy_process.Envoy(
@@ -196,13 +197,6 @@ class Supervisor:
                 self.restarts += 1
         finally:
             stopping.cancel()
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _ours(line: str) -> bool:

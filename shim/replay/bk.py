@@ -14,6 +14,7 @@ from types import TracebackType
 
 from grpc import aio
 
+from shim.errors import how_it_ended
 from shim.replay.source import ReplayError
 
 STARTED_WITHIN = 30.0  # how long a BK the shim started (--bk-command) has to accept calls
@@ -36,7 +37,7 @@ async def wait_serving(
     async with aio.insecure_channel(address) as channel:
         while True:
             if process is not None and process.returncode is not None:
-                raise ReplayError(f"--bk-command exited with status {process.returncode} before serving")
+                raise ReplayError(f"--bk-command {how_it_ended(process.returncode)} before serving")
             try:
                 await asyncio.wait_for(channel.channel_ready(), timeout=0.2)
                 return
@@ -107,6 +108,4 @@ async def seed(command: str, bk: str) -> None:
     )
     code = await process.wait()
     if code != 0:
-        raise ReplayError(
-            f"--seed exited with status {code}: BK's starting state is not known, nothing replayed"
-        )
+        raise ReplayError(f"--seed {how_it_ended(code)}: BK's starting state is not known, nothing replayed")

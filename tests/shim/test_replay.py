@@ -366,6 +366,25 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
     )
 
 
+async def test_a_bk_command_or_seed_that_dies_says_how(
+    sample_recording: Path, bk: RunningLedger, tmp_path: Path
+) -> None:
+    """A command that exits says its status; one killed by a signal names the signal, never a negative
+    status."""
+    store = tmp_path / "dies.db"
+    replay_ = ("replay", sample_recording, "--config", SAMPLE, "--store", store)
+    for command, says in (
+        ("sh -c 'exit 3'", "--bk-command exited with status 3 before serving"),
+        ("sh -c 'kill -KILL $$'", "--bk-command was killed by SIGKILL before serving"),
+    ):
+        _one_line_error(await shim_command(*replay_, "--bk-command", command), says, store)
+    _one_line_error(
+        await shim_command(*replay_, "--bk", bk.address, "--seed", "kill -TERM $$"),
+        "--seed was killed by SIGTERM: BK's starting state is not known",
+        store,
+    )
+
+
 async def test_bk_going_down_mid_run_stops_the_replay_with_no_store(
     sample_recording: Path, tmp_path: Path
 ) -> None:

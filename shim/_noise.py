@@ -19,8 +19,9 @@ from comparators import Code, Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
 from shim.adapters import Channel
+from shim.evidence.noise import MIN_SAMPLED
 from shim.metrics import Counters
-from shim.settings import NON_NEGATIVE, SHARE, setting
+from shim.settings import COUNT, NON_NEGATIVE, SHARE, setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,12 @@ class NoiseSettings:
     )
     absolute: float = setting(
         0.0003, SHARE, "... and by this much (a share of compared calls)", reloadable=True
+    )
+    min_sampled: int = setting(
+        MIN_SAMPLED,
+        COUNT,
+        "calls of a method asked again before the primary's rates there can make a path noise",
+        reloadable=True,
     )
 
 

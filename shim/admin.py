@@ -157,6 +157,7 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
         until=until,
         relative=config.noise.relative,
         absolute=config.noise.absolute,
+        min_sampled=config.noise.min_sampled,
     )
     result = evaluate(
         report,

@@ -80,6 +80,7 @@ async def run(args: argparse.Namespace) -> int:
             until=until,
             relative=noise.relative,
             absolute=noise.absolute,
+            min_sampled=noise.min_sampled,
         )
     finally:
         await store.close()

@@ -133,6 +133,7 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
             methods=args.method or (),
             relative=noise.relative,
             absolute=noise.absolute,
+            min_sampled=noise.min_sampled,
             calls=args.calls,
             limit=args.limit,
             registry=registry,

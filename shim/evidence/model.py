@@ -207,6 +207,7 @@ class Report:
     store: str  # the store's url, password masked
     relative: float  # the noise thresholds the paths were classified with
     absolute: float
+    min_sampled: int  # calls of a method asked twice before its noise rates count
     methods: tuple[MethodReport, ...]
     calls: tuple[CallRecord, ...] | None  # None: not asked for
     limit: int  # the most calls listed

@@ -10,6 +10,10 @@ path is *noise* when Bank differs from itself there and BK is not clearly
 worse: not both more than `absolute` above Bank's rate and more than
 `relative` above it as a share. A mismatch whose real paths are all noise
 counts as noise; any other mismatch is a *real mismatch*.
+
+Bank's rate counts only once at least `min_sampled` of the method's calls
+were asked twice: one read whose two answers differed would otherwise make
+every one of BK's differences at that path noise, however many.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from collections.abc import Iterable
 from comparators import Difference
 from shim.sinks import path_pattern
 
+MIN_SAMPLED = 20  # calls of a method asked twice before Bank's rate at a path can excuse BK's
 
-def classify(bk_rate: float, noise_rate: float, *, relative: float, absolute: float) -> str:
-    """ "noise" when Bank differs from itself at the path and BK is not clearly worse; else "real"."""
-    if noise_rate > 0 and not (bk_rate - noise_rate > absolute and bk_rate > noise_rate * (1 + relative)):
-        return "noise"
-    return "real"
+
+def classify(
+    bk_rate: float, noise_rate: float, *, relative: float, absolute: float, sampled: int, min_sampled: int
+) -> str:
+    """ "noise" when Bank differs from itself at the path, measured on at least `min_sampled` calls asked
+    twice (`sampled`), and BK is not clearly worse; else "real"."""
+    if sampled < min_sampled or noise_rate <= 0:
+        return "real"
+    if bk_rate - noise_rate > absolute and bk_rate > noise_rate * (1 + relative):
+        return "real"
+    return "noise"
 
 
 def _mismatch_class(differences: Iterable[Difference], noise: set[str]) -> str:

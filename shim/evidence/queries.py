@@ -36,7 +36,7 @@ from shim.evidence.model import (
     TaintedPath,
     method_name,
 )
-from shim.evidence.noise import classify
+from shim.evidence.noise import MIN_SAMPLED, classify
 from shim.evidence.sql import _bucket_params, _bucket_sql, _marks
 from shim.evidence.tally import _code, _parse, _Tally, call_record, first_request, method_report
 from shim.store import Store
@@ -189,7 +189,7 @@ class _Count:
             if (t := self.tallies.get(method)) is not None:
                 t.tolerated_by_rule.append((rule, int(n)))
 
-    async def paths(self, *, relative: float, absolute: float) -> None:
+    async def paths(self, *, relative: float, absolute: float, min_sampled: int) -> None:
         """Each real path of the mismatches, its rate against Bank's own there, its class and an example;
         and each real path of the tainted calls, with an example."""
         where, params = self.paths_where("p")
@@ -250,7 +250,14 @@ class _Count:
                     bk_rate=bk_rate,
                     noise_calls=noise_calls,
                     noise_rate=noise_rate,
-                    classification=classify(bk_rate, noise_rate, relative=relative, absolute=absolute),
+                    classification=classify(
+                        bk_rate,
+                        noise_rate,
+                        relative=relative,
+                        absolute=absolute,
+                        sampled=t.noise_sampled,
+                        min_sampled=min_sampled,
+                    ),
                     example_bank=_parse(bank),
                     example_bk=_parse(other),
                     example_key=key,
@@ -347,6 +354,7 @@ async def build_report(
     methods: Sequence[str] = (),
     relative: float,
     absolute: float,
+    min_sampled: int = MIN_SAMPLED,
     calls: bool = False,
     limit: int = 1000,
     registry: DescriptorRegistry | None = None,
@@ -360,7 +368,7 @@ async def build_report(
     if count.tallies:
         await count.latencies()
         await count.tolerated()
-        await count.paths(relative=relative, absolute=absolute)
+        await count.paths(relative=relative, absolute=absolute, min_sampled=min_sampled)
         await count.noise_mismatches()
     return Report(
         since=since,
@@ -369,6 +377,7 @@ async def build_report(
         store=store.url,
         relative=relative,
         absolute=absolute,
+        min_sampled=min_sampled,
         methods=tuple(count.report(method) for method in sorted(count.tallies)),
         calls=await count.calls(limit) if calls else None,
         limit=limit,

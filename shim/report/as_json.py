@@ -25,7 +25,11 @@ def to_json(report: Report) -> dict[str, Any]:
         "generated_at": rfc3339(report.generated_at),
         "window": {"since": rfc3339(report.since), "until": rfc3339(report.until)},
         "store": report.store,
-        "noise": {"relative": report.relative, "absolute": report.absolute},
+        "noise": {
+            "relative": report.relative,
+            "absolute": report.absolute,
+            "min_sampled": report.min_sampled,
+        },
         "methods": [_method_json(m) for m in report.methods],
         "calls": None if report.calls is None else [_call_json(c) for c in report.calls],
         "calls_limit": report.limit,

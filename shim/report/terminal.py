@@ -92,7 +92,8 @@ def terminal(report: Report, console: Console) -> None:
 
     console.print(
         f"Noise: a path is noise when Bank differs from itself there and BK is not above Bank's rate by"
-        f" more than {percent(report.relative)} of it and {percent(report.absolute)} of compared calls.",
+        f" more than {percent(report.relative)} of it and {percent(report.absolute)} of compared calls;"
+        f" Bank's rates count once {report.min_sampled:,} of a method's calls were asked twice.",
         highlight=False,
     )
     if any(m.paths for m in report.methods):
@@ -107,7 +108,7 @@ def terminal(report: Report, console: Console) -> None:
                     cell(p.path),
                     f"{p.calls:,}",
                     percent(p.bk_rate),
-                    percent(p.noise_rate),
+                    _noise_rate(p.noise_rate, m.noise_sampled, report.min_sampled),
                     "[red]real[/]" if p.classification == "real" else "noise",
                     cell(
                         f"{value_text(p.example_bank, _EXAMPLE_WIDTH)}"
@@ -263,3 +264,10 @@ def _first_difference(call: CallRecord) -> str:
             bank, bk = value_text(d.bank, _EXAMPLE_WIDTH), value_text(d.bk, _EXAMPLE_WIDTH)
             return f"{d.path}: {bank} → {bk}"
     return ""
+
+
+def _noise_rate(rate: float, sampled: int, min_sampled: int) -> str:
+    """Bank's rate at a path, and, when it was measured on too few calls to count, on how many."""
+    if rate and sampled < min_sampled:
+        return f"{percent(rate)} (of {sampled:,}: too few)"
+    return percent(rate)

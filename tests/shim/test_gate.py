@@ -23,10 +23,11 @@ GET_NAME, REFUND_NAME = GET.lstrip("/"), REFUND.lstrip("/")
 
 
 def _evidence(at: float) -> Records:
-    """Get: 100 compared, 2 real mismatches (2%) and 5 noise ones, 4 shadow errors (3.846% of 104 calls
-    unproven); Refund: 10 compared, no mismatch, nothing unproven."""
+    """Get: 100 compared, 2 real mismatches (2%) and 5 noise ones (of 20 calls asked twice), 4 shadow errors
+    (3.846% of 104 calls unproven); Refund: 10 compared, no mismatch, nothing unproven."""
     r = Records()
-    r.add(at=at, count=93)
+    r.add(at=at, count=78)
+    r.add(at=at, sampled=True, count=15)
     r.add("mismatch", at=at, real=[("fee", "0.03", "0.02")], count=2)
     r.add("mismatch", at=at, real=[("request_id", 1, 2)], noise=["request_id"], count=5)
     r.add("shadow-error", at=at, bk_code=None, count=4)  # unproven: no effect on the mismatch rate
@@ -233,7 +234,7 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
 
 def test_no_evidence_is_not_a_pass() -> None:
     """A report with no method, and no method required, fails: nothing was proven."""
-    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, (), None, 10)
+    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, 20, (), None, 10)
     result = evaluate(
         empty, min_compared=0, max_mismatch_rate=1.0, max_unproven_rate=1.0, required_methods=()
     )

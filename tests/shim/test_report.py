@@ -50,13 +50,20 @@ def _records(at: float = T0) -> Records:
     return r
 
 
-async def _report(path: Path, *, calls: bool = True) -> Report:
+async def _report(path: Path, *, calls: bool = True, min_sampled: int = 2) -> Report:
     store = Store.open(str(path))
     await store.start()
     try:
         await _records().write(store)
         return await build_report(
-            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, calls=calls, limit=50
+            store,
+            since=T0,
+            until=T0 + SPAN,
+            relative=0.2,
+            absolute=0.0003,
+            min_sampled=min_sampled,  # by default the two calls asked twice are enough for these figures
+            calls=calls,
+            limit=50,
         )
     finally:
         await store.close()
@@ -115,10 +122,31 @@ def _rows(text: str, start: str) -> list[list[str]]:
     ]
 
 
+async def test_a_noise_rate_measured_on_too_few_calls_says_so(tmp_path: Path) -> None:
+    """Two calls asked twice are fewer than the 20 a noise rate needs: request_id is real, and both the
+    terminal and the page say on how few calls its noise rate was measured."""
+    report = await _report(tmp_path / "shim.db", min_sampled=20)
+    get = report.method("pay.v1.Payments/Get")
+    assert get is not None
+    (request_id,) = [p for p in get.paths if p.path == "request_id"]
+    assert (request_id.noise_rate, request_id.classification) == (1.0, "real")
+    out = io.StringIO()
+    terminal(report, Console(file=out, width=250, color_system=None))
+    text = out.getvalue()
+    assert re.search(r"│ request_id\s+│\s+2 │\s+15.4% │ 100% \(of 2: too few\) │ real\s+│", text), text
+    assert "Bank's rates count once 20 of a method's calls were asked twice" in text
+    assert "100% (of 2: too few)" in html(report)
+    enough = await _report(tmp_path / "again.db", min_sampled=2)
+    out = io.StringIO()
+    terminal(enough, Console(file=out, width=250, color_system=None))
+    assert "too few" not in out.getvalue()
+    assert "too few" not in html(enough)
+
+
 def test_the_terminal_says_when_nothing_is_stored() -> None:
     """An empty window is one plain sentence."""
     out = io.StringIO()
-    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, (), None, 10)
+    empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, 20, (), None, 10)
     terminal(empty, Console(file=out, width=120, color_system=None))
     assert "No comparison is stored in this window." in out.getvalue()
 
@@ -140,7 +168,7 @@ def _check_schema(data: dict[str, Any]) -> None:
     for r in data["replicas"]:
         assert set(r) == {"name", "calls", "compared", "first_seen", "last_seen"}
     assert set(data["window"]) == {"since", "until"}
-    assert set(data["noise"]) == {"relative", "absolute"}
+    assert set(data["noise"]) == {"relative", "absolute", "min_sampled"}
     for m in data["methods"]:
         assert set(m) == {
             "method",

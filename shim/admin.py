@@ -22,7 +22,7 @@ import getpass
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -118,7 +118,10 @@ async def set_mode(
     ]
     promoting = mode in ("bk-primary", "bk") and any(c.from_mode in _BANK_ANSWERS for c in changes)
     if promoting:
-        failed = await _gate_failures(shim, [] if scopes == [DEFAULT] else [s.lstrip("/") for s in scopes])
+        moved = [s.lstrip("/") for s in scopes]
+        if scopes == [DEFAULT]:
+            moved = following_the_default(shim.registry, current, shim.config.gate.methods)
+        failed = await _gate_failures(shim, moved)
         if failed and not force:
             raise Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -144,6 +147,19 @@ async def set_mode(
             forced=change.forced,
         )
     return changes
+
+
+def following_the_default(
+    registry: DescriptorRegistry | None, modes: Mapping[str, str], required: Sequence[str]
+) -> list[str]:
+    """The methods a change of the default mode moves: each method of the descriptors without a mode of
+    its own, then `[gate] methods`. Without descriptors they are not known: none (the gate then judges
+    every method with evidence, and `[gate] methods`)."""
+    if registry is None:
+        return []
+    own = {scope.lstrip("/") for scope in modes if scope != DEFAULT}
+    moved = [path.lstrip("/") for path in registry.methods if path.lstrip("/") not in own]
+    return list(dict.fromkeys([*moved, *(m.lstrip("/") for m in required)]))
 
 
 async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:

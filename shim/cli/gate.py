@@ -107,6 +107,16 @@ async def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    from shim.parts import load_registry
+
+    registry = load_registry(settings.get("descriptor_sets", ()))
+    judged = {c.method for c in result.criteria}
+    idle = [p.lstrip("/") for p in registry.methods if p.lstrip("/") not in judged] if registry else []
+    if idle:  # what a promotion of the default mode would also judge, and find not covered
+        print(
+            f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)};"
+            " promoting the default mode is refused until each is covered or has a mode of its own"
+        )
     failed = len(result.failed)
     if result.passed:
         print(f"gate: PASS (all {len(result.criteria)} criteria met)")

@@ -224,7 +224,7 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
 ) -> None:
     """150 clean matches and 10 tainted calls (6.25% unproven) are not proven: bk-primary is refused with the
     count of each verdict; once a reload raises [gate] max_unproven_rate, the same evidence promotes, not
-    forced."""
+    forced. (The method alone: the default mode would move methods with no evidence too.)"""
     store = str(tmp_path / "shim.db")
     balance = "/bank.v1.Ledger/GetBalance"
     evidence = Records()
@@ -245,7 +245,7 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         await opened.close()
     async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         with pytest.raises(aio.AioRpcError) as refused:
-            await _set(admin, "bk-primary")
+            await _set(admin, "bk-primary", balance)
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         details = refused.value.details() or ""
         assert (
@@ -253,15 +253,51 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
             " (tainted 10, skipped 0, shadow-error 0, error 0) (needs ≤ 1%)"
         ) in details
         assert "compared:" not in details, "150 clean comparisons are enough"
-        assert (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode == "shadow"
+        assert not (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).methods
         assert (
             shim.reconfigure(replace(shim.config, gate=replace(shim.config.gate, max_unproven_rate=0.1)))
             == []
         ), "reloadable"
-        promoted = await _set(admin, "bk-primary")
+        promoted = await _set(admin, "bk-primary", balance)
         (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
-    assert promoted.default_mode == "bk-primary"
+    assert dict(promoted.methods) == {balance.lstrip("/"): "bk-primary"}
     assert (change.to_mode, change.forced) == ("bk-primary", False)
+
+
+async def test_promoting_the_default_mode_needs_evidence_for_every_method_it_moves(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The default mode covers every method without a mode of its own: promoting it makes BK primary for
+    each of them, so each must be covered. With clean evidence for GetBalance alone the promotion is
+    refused, naming the methods with none; once every other method has a mode of its own, the default
+    moves GetBalance alone, and is promoted, not forced."""
+    store = str(tmp_path / "shim.db")
+    balance = "bank.v1.Ledger/GetBalance"
+    evidence = Records()
+    evidence.add(method="/" + balance, at=time.time() - 60, count=150)
+    opened = Store.open(store)
+    await opened.start()
+    try:
+        await evidence.write(opened)
+    finally:
+        await opened.close()
+    methods = sorted(m.lstrip("/") for m in REGISTRY.methods)
+    async with _shim(ledgers, store={"url": store}) as (_, _, admin):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = refused.value.details() or ""
+        uncovered = [m for m in methods if f"{m} covered: not covered: no call in the window" in details]
+        assert uncovered == [m for m in methods if m != balance]
+        assert (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode == "shadow"
+        for method in uncovered:  # kept as they are, each by a mode of its own
+            await _set(admin, "shadow", method)
+        promoted = await _set(admin, "bk-primary")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert promoted.default_mode == "bk-primary"
+    assert dict(promoted.methods) == dict.fromkeys(uncovered, "shadow")
+    (default,) = [c for c in history if c.scope == "*"]
+    assert (default.to_mode, default.forced) == ("bk-primary", False)
 
 
 async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, RunningLedger]) -> None:

@@ -4,6 +4,7 @@ is applied by both as one step, and each one's view says so."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -12,10 +13,14 @@ from grpc import aio
 
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
-from tests.helpers import postgres_schema_url
+from shim.admin import following_the_default
+from shim.store import Store
+from tests.helpers import postgres_schema_url, shim_command
 from tests.processes import shim_process
 from tests.services.custody import Client, serve
+from tests.services.custody.messages import REGISTRY
 from tests.services.custody.test_custody_shim import _config
+from tests.shim.test_evidence import Records
 from tests.shim.test_modes import AUTH, TOKEN
 
 
@@ -71,3 +76,46 @@ async def test_a_switch_through_one_custody_replica_applies_on_the_other_before_
     assert [i.startswith("A") for i in ids] == [True, False, True]  # Bank's ids are A1, A2...; BK's acc_...
     views = {(v.replica, v.default_mode, v.differs, v.silent) for v in modes.replicas}
     assert views == {(first.replica, "shadow", False, False), (second.replica, "shadow", False, False)}
+
+
+def test_a_default_promotion_moves_every_method_without_a_mode_of_its_own() -> None:
+    """Custody's methods follow the default unless they have a mode of their own: those are what a
+    promotion of the default mode moves, and what the gate must find covered; `[gate] methods` add to
+    them. Without descriptors nothing is known to move."""
+    every = [path.lstrip("/") for path in REGISTRY.methods]
+    deposit = "custody.v1.Custody/Deposit"
+    pinned = {"*": "shadow", "/" + deposit: "shadow"}
+    assert following_the_default(REGISTRY, {"*": "shadow"}, ()) == every
+    assert following_the_default(REGISTRY, pinned, ()) == [m for m in every if m != deposit]
+    assert following_the_default(REGISTRY, pinned, ["/" + deposit, "other.v1.X/Y"]) == [
+        *(m for m in every if m != deposit),
+        deposit,
+        "other.v1.X/Y",
+    ]
+    assert following_the_default(None, pinned, [deposit]) == []
+
+
+async def test_the_gate_names_the_methods_a_default_promotion_would_find_uncovered(tmp_path: Path) -> None:
+    """`shim gate` judges the methods with calls in the window; with the descriptors it also names those
+    without any, which a promotion of the default mode would refuse as not covered."""
+    store = tmp_path / "evidence.db"
+    balance = "/custody.v1.Custody/GetBalance"
+    evidence = Records()
+    evidence.add(method=balance, at=time.time() - 60, count=50)
+    opened = Store.open(str(store))
+    await opened.start()
+    try:
+        await evidence.write(opened)
+    finally:
+        await opened.close()
+    config = _config(tmp_path)  # without its [gate] methods, which require every method
+    config.write_text(
+        re.sub(r"\nmethods = \[[^\]]*\]", "", config.read_text(encoding="utf-8")), encoding="utf-8"
+    )
+    code, out, err = await shim_command("gate", "--config", config, "--store", store, "--min-compared", "1")
+    assert code == 0, out + err
+    idle = [path.lstrip("/") for path in REGISTRY.methods if path != balance]
+    assert (
+        f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)}" in out
+    )
+    assert "promoting the default mode is refused until each is covered or has a mode of its own" in out

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from google.protobuf import any_pb2, message, unknown_fields
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from comparators._diff import diff_values
 from comparators._model import Difference, DiffKind
@@ -243,7 +243,9 @@ class Walker:
         if isinstance(rule, DecimalEquivalence):
             left, right = money(bank), money(bk)
             if left is not None and right is not None:  # a money-like message: compare as amounts
-                self._changed(target, path, left, right)
+                if left != right:
+                    self._changed(target, path, left, right)
+                self._unknown(bank, bk, path)
                 return
         element_name = element.full_name
         if isinstance(rule, Ignore) or element_name in _TIME_TYPES or element_name in _WRAPPERS:
@@ -354,27 +356,55 @@ class Walker:
 
 
 _CURRENCY_FIELDS = ("currency_code", "currency")
+_INTEGERS = frozenset(
+    getattr(FieldDescriptor, f"TYPE_{name}")
+    for name in ("INT64", "INT32", "SINT64", "SINT32", "SFIXED64", "SFIXED32")
+)
+# per message type: (amount field names, currency field name or ""), or None when it is not money-like
+_MONEY_SHAPES: dict[Any, tuple[tuple[str, ...], str] | None] = {}
+
+
+def _money_shape(desc: Any) -> tuple[tuple[str, ...], str] | None:
+    """The fields a money-like message type holds its amount and currency in; None for any other type.
+
+    Money-like: nothing but its amount, `units` + `nanos` (integers, as google.type.Money) or one
+    string, and at most one currency string (`currency_code` or `currency`). Any other field (or a
+    repeated one) makes a message a plain message, walked field by field.
+    """
+    if desc in _MONEY_SHAPES:
+        return _MONEY_SHAPES[desc]
+    shape: tuple[tuple[str, ...], str] | None = None
+    fields = list(desc.fields)
+    if all(not fd.is_repeated for fd in fields):
+        currencies = [fd.name for fd in fields if fd.name in _CURRENCY_FIELDS and fd.type == fd.TYPE_STRING]
+        rest = [fd for fd in fields if fd.name not in currencies]
+        names = {fd.name for fd in rest}
+        if len(currencies) <= 1:
+            currency = currencies[0] if currencies else ""
+            if names == {"units", "nanos"} and all(fd.type in _INTEGERS for fd in rest):
+                shape = (("units", "nanos"), currency)
+            elif len(rest) == 1 and rest[0].type == rest[0].TYPE_STRING:
+                shape = ((rest[0].name,), currency)
+    _MONEY_SHAPES[desc] = shape
+    return shape
 
 
 def money(msg: message.Message) -> str | None:
     """A money-like message as "<currency> <amount>" text, so a decimal rule can compare it.
 
-    Money-like: `units` + `nanos` (google.type.Money), or one decimal-string field
-    beside an optional currency field. None for any other message.
+    Money-like: nothing but `units` + `nanos` (google.type.Money), or one decimal-string
+    field, beside an optional currency field (see _money_shape). None for any other message.
     """
-    desc = descriptor_of(msg)
-    fields = desc.fields_by_name
-    currency = next((str(getattr(msg, f)) for f in _CURRENCY_FIELDS if f in fields), "")
-    if "units" in fields and "nanos" in fields:
+    shape = _money_shape(descriptor_of(msg))
+    if shape is None:
+        return None
+    amounts, currency_field = shape
+    currency = str(getattr(msg, currency_field)) if currency_field else ""
+    if len(amounts) == 2:
         units, nanos = int(getattr(msg, "units")), int(getattr(msg, "nanos"))  # noqa: B009
         amount = str(Decimal(units) + Decimal(nanos).scaleb(-9))
     else:
-        texts = [
-            fd.name for fd in desc.fields if fd.type == fd.TYPE_STRING and fd.name not in _CURRENCY_FIELDS
-        ]
-        if len(texts) != 1:
-            return None
-        amount = str(getattr(msg, texts[0]))
+        amount = str(getattr(msg, amounts[0]))
     return f"{currency} {amount}".strip()
 
 

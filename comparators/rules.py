@@ -60,9 +60,10 @@ class DecimalEquivalence:
 
     With `scale`, both values must also have at most that many decimal places.
     An empty string counts as zero (proto3's unset string). On a money-like
-    message field (units + nanos, or one decimal string beside a currency) the
-    walker passes "<currency> <amount>": currencies must be equal, amounts equal
-    as numbers.
+    message field (nothing but units + nanos, or one decimal string, beside an
+    optional currency) the walker passes "<currency> <amount>": currencies must
+    be equal, amounts equal as numbers. A message with any other field is walked
+    field by field instead.
     """
 
     def __init__(self, scale: int | None = None, name: str = "decimal") -> None:

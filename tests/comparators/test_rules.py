@@ -46,7 +46,7 @@ from tests.comparators._exchanges import (
     rich_status,
     trailers,
 )
-from tests.comparators._probe import PROBE_REGISTRY, READ, reading
+from tests.comparators._probe import PROBE_REGISTRY, READ, reading, stamp
 
 Row = tuple[str, DiffKind, object, object, str]
 Answer = message.Message | tuple[message.Message, ...] | Outcome
@@ -271,6 +271,67 @@ def test_decimal(specs: list[Spec], method: str, bank: Answer, bk: Answer, expec
     """`decimal` tolerates decimal strings equal as numbers (unset counting as 0) written with at most
     `scale` decimals; non-numbers, NaN and infinities never; values stay the strings sent."""
     check(specs, method, bank, bk, expected)
+
+
+CASH = {"path": "probe.v1.Reading.cash", "rule": "decimal", "name": "money"}
+PRICE = {"path": "probe.v1.Reading.price", "rule": "decimal", "name": "money"}
+FEE = {"path": "probe.v1.Reading.fee", "rule": "decimal", "name": "money"}
+
+MONEY_CASES: list[Any] = [
+    pytest.param(
+        [CASH],
+        reading(cash={"currency": "USD", "units": 1, "nanos": 500_000_000}),
+        reading(cash={"currency": "USD", "units": 1, "nanos": 510_000_000}),
+        [("cash", CHANGED, "USD 1.500000000", "USD 1.510000000", "")],
+        id="units-and-nanos-compare-as-one-amount",
+    ),
+    pytest.param(
+        [CASH],
+        reading(cash={"currency": "USD", "units": 1}),
+        reading(cash={"currency": "EUR", "units": 1}),
+        [("cash", CHANGED, "USD 1.000000000", "EUR 1.000000000", "")],
+        id="another-currency-is-never-equal",
+    ),
+    pytest.param(
+        [FEE],
+        reading(fee={"value": "1.5", "currency_code": "USD"}),
+        reading(fee={"value": "1.50", "currency_code": "USD"}),
+        [("fee", CHANGED, "USD 1.5", "USD 1.50", "money")],
+        id="a-decimal-string-and-its-currency",
+    ),
+    pytest.param(
+        [FEE],
+        reading(fee={"value": "1.5", "currency_code": "USD"}),
+        reading(fee={"value": "1.5", "currency_code": "EUR"}),
+        [("fee", CHANGED, "USD 1.5", "EUR 1.5", "")],
+        id="the-same-amount-in-another-currency",
+    ),
+    pytest.param(
+        [PRICE],
+        reading(price={"amount": "1.5", "currency": "USD", "lots": 10, "as_of": stamp(1000)}),
+        reading(price={"amount": "1.5", "currency": "USD", "lots": 99, "as_of": stamp(2000)}),
+        [
+            ("price.lots", CHANGED, 10, 99, ""),
+            ("price.as_of", CHANGED, "1970-01-01T00:16:40Z", "1970-01-01T00:33:20Z", ""),
+        ],
+        id="other-fields-beside-the-amount-are-compared",
+    ),
+    pytest.param(
+        [PRICE],
+        reading(price={"amount": "1.5", "lots": 10}),
+        reading(price={"amount": "1.50", "lots": 10}),
+        [("price.amount", CHANGED, "1.5", "1.50", "")],
+        id="a-message-with-other-fields-is-not-money",
+    ),
+]
+
+
+@pytest.mark.parametrize(("specs", "bank", "bk", "expected"), MONEY_CASES)
+def test_decimal_on_money_messages(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]) -> None:
+    """`decimal` on a message field compares a money message (nothing but its amount, units + nanos or one
+    decimal string, and an optional currency) as one "<currency> <amount>"; a message with any other field
+    is walked field by field, so no difference in its other fields is hidden."""
+    check(specs, READ, bank, bk, expected, PROBE_REGISTRY)
 
 
 # ---- number (doubles) -----------------------------------------------------------------

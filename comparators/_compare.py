@@ -102,7 +102,10 @@ def _judge(
     bank, bk = exchange.primary, shadow
     if not exchange.primary_is_bank:
         bank, bk = bk, bank
-    if _same_bytes(bank, bk):
+    # identical bytes match at once, unless a pair reads a BK id as another Bank id: where the id spaces
+    # overlap, BK's 5 may be Bank's 7, and the same bytes then name different things
+    translating = ids is not None and any(bank_id != bk_id for _, bank_id, bk_id in exchange.ids)
+    if not translating and _same_bytes(bank, bk):
         return Comparison(exchange, Verdict.MATCH)
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
@@ -142,6 +145,11 @@ def _same_bytes(bank: Outcome, bk: Outcome) -> bool:
     )
 
 
+def _translates(to_bank: dict[tuple[str, str], str] | None) -> bool:
+    """Whether some pair reads a BK id as another Bank id (so equal bytes can still differ)."""
+    return to_bank is not None and any(bk_id != bank_id for (_, bk_id), bank_id in to_bank.items())
+
+
 def _status_differences(
     method: str,
     bank: Outcome,
@@ -162,7 +170,8 @@ def _status_differences(
         tolerated = rule.name if rule.details_equivalent(bank.details, bk.details) else ""
         diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
-    if bank_rich != bk_rich:
+    # the same bytes may still name other ids, read through the pairs
+    if bank_rich != bk_rich or (bk_rich is not None and _translates(to_bank)):
         diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank))
     return diffs
 

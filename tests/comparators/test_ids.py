@@ -890,6 +890,25 @@ def test_the_same_id_on_both_sides_needs_no_pair() -> None:
     assert rows(comparison) == [("symbol", DiffKind.CHANGED, "A", "B")]
 
 
+def test_identical_answers_are_read_through_the_map_when_the_id_spaces_overlap() -> None:
+    """Where both sides mint plain numbers, BK's answer naming its own trade 5 (Bank's 7) is a difference
+    from Bank's naming its 5 (BK's 7), byte-identical as the two answers are; BK naming its 7 matches.
+    Identical answers whose ids no pair changes still match without being decoded."""
+    pairs = (("trade", "5", "7"), ("trade", "7", "5"))
+
+    def entry(trade_id: str) -> Outcome:
+        return answer(pb.LedgerEntry(sequence=1, trade_id=trade_id, amount="10"))
+
+    same = judge(STREAM_ENTRIES, entry("5"), entry("5"), pairs=pairs)
+    assert same.verdict is Verdict.MISMATCH
+    assert rows(same) == [("[0].trade_id", DiffKind.CHANGED, "5", "7")]
+    paired = judge(STREAM_ENTRIES, entry("5"), entry("7"), pairs=pairs)
+    assert (paired.verdict, paired.differences) == (Verdict.MATCH, ())
+    for unchanged in ((), (("trade", "5", "5"),)):
+        fast = judge(STREAM_ENTRIES, entry("5"), entry("5"), pairs=unchanged)
+        assert (fast.verdict, fast.differences, fast.decoded) == (Verdict.MATCH, (), False)
+
+
 def test_ids_map_when_bk_is_the_primary() -> None:
     """With BK as the primary, its answer is still the one read through the map."""
     comparison = judge(
@@ -1204,6 +1223,25 @@ def test_ids_in_rich_error_details_compare_through_the_id_map() -> None:
     assert other.verdict is Verdict.MISMATCH
     assert [(d.path, d.kind, d.bank, d.bk) for d in other.differences] == [
         ("status.rich_details.details[0].violations[1].subject", DiffKind.UNMAPPED_ID, "M2", "mv_7")
+    ]
+
+
+def test_identical_rich_error_details_are_read_through_the_id_map() -> None:
+    """Byte-identical error details naming acc_1 on both sides differ when BK's acc_1 is Bank's A1: Bank
+    named another account."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    status = _violation_status("acc_1", "mv_2")
+    failed = Outcome(
+        code=9,
+        details=status.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+    pairs = (("account", "A1", "acc_1"), ("movement", "M2", "mv_2"))
+    comparison = compare(exchange(GET, failed, failed, ids=pairs), CUSTOM, None, fields)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert [(d.path, d.kind, d.bank, d.bk) for d in comparison.differences] == [
+        ("status.rich_details.details[0].violations[0].subject", DiffKind.CHANGED, "acc_1", "A1"),
+        ("status.rich_details.details[0].violations[1].subject", DiffKind.CHANGED, "mv_2", "M2"),
     ]
 
 

@@ -405,7 +405,7 @@ def money(msg: message.Message) -> str | None:
         amount = str(Decimal(units) + Decimal(nanos).scaleb(-9))
     else:
         amount = str(getattr(msg, amounts[0]))
-    return f"{currency} {amount}".strip()
+    return f"{currency} {amount}" if currency else amount
 
 
 _FIELD_INFO: dict[Any, tuple[str, str, object]] = {}

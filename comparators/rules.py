@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from comparators._model import STATUS_NAMES
@@ -58,6 +58,9 @@ class Ignore:
 class DecimalEquivalence:
     """Decimal strings equal as numbers: "100.5" == "100.50". Never a float tolerance.
 
+    Only plain decimals are numbers: an optional sign, ASCII digits, an optional
+    fraction and exponent ("-0", "1e2", "100.50"); any other text ("1_000",
+    " 1000", "1000.", non-ASCII digits, NaN) is compared as text.
     With `scale`, both values must also have at most that many decimal places.
     An empty string counts as zero (proto3's unset string). On a money-like
     message field (nothing but units + nanos, or one decimal string, beside an
@@ -76,12 +79,11 @@ class DecimalEquivalence:
         """(currency, amount) of "100.5" or, for a money-like message, "USD 100.5"."""
         if not isinstance(value, str):
             return None
-        currency, _, amount = value.strip().rpartition(" ")
-        try:
-            number = Decimal(amount or "0")
-        except InvalidOperation:
-            return None
-        if not number.is_finite():
+        currency, space, amount = value.rpartition(" ")
+        if space and (not currency or currency != currency.strip()):
+            return None  # a space is only ever the one between a currency and its amount
+        number = plain_decimal(amount)
+        if number is None:
             return None
         if self.scale is not None:
             exponent = number.as_tuple().exponent
@@ -91,13 +93,26 @@ class DecimalEquivalence:
 
     def __call__(self, bank: Any, bk: Any) -> bool:
         if self.scale is None and type(bank) is str and type(bk) is str and " " not in bank and " " not in bk:
-            try:  # the common case, two plain decimal strings: "100.50" against "100.5"
-                left, right = Decimal(bank or "0"), Decimal(bk or "0")
-            except InvalidOperation:
-                return False
-            return left.is_finite() and right.is_finite() and left == right
+            # the common case, two plain decimal strings: "100.50" against "100.5"
+            left, right = plain_decimal(bank), plain_decimal(bk)
+            return left is not None and right is not None and left == right
         parsed_left, parsed_right = self._parse(bank), self._parse(bk)
         return parsed_left is not None and parsed_right is not None and parsed_left == parsed_right
+
+
+# a decimal as a client writes one: an optional sign, ASCII digits, an optional fraction and exponent
+_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_ZERO = Decimal(0)
+
+
+def plain_decimal(text: str) -> Decimal | None:
+    """The number a plain decimal string writes ("" is proto3's unset string: zero); None for any other
+    text, however Python's Decimal() would read it ("1_000", " 1000", "1000.", non-ASCII digits, NaN)."""
+    if not text:
+        return _ZERO
+    if _PLAIN_DECIMAL.fullmatch(text) is None:
+        return None
+    return Decimal(text)
 
 
 class NumericTolerance:

@@ -232,6 +232,22 @@ DECIMAL_CASES: list[Any] = [
     _price("NaN", "nan", ""),
     _price("Infinity", "inf", ""),
     _price("1,5", "1.5", ""),
+    _price("1000", "+1000", "decimal"),
+    _price("1000", "1E3", "decimal"),
+    _price("1000", "1e+3", "decimal"),
+    # only a plain decimal: ASCII digits, an optional sign, fraction and exponent; anything else is text
+    _price("1000", "1_000", ""),
+    _price("1000", "1000\n", ""),
+    _price("1000", "\t1000", ""),
+    _price("1000", " 1000", ""),
+    _price("1000", "1000 ", ""),
+    _price("1000", "\uff11\uff10\uff10\uff10", ""),  # fullwidth digits
+    _price("1000", "\u0661\u0660\u0660\u0660", ""),  # Arabic-Indic digits
+    _price("1000", "1000.", ""),
+    _price("0.5", ".5", ""),
+    _price("1000", "1e3.0", ""),
+    _price("100.50", "100.5\n", "", CENTS),
+    _price("100.50", " 100.5", "", CENTS),
     _price("100.50", "100.5", "cents", CENTS),
     _price("1.005", "1.0050", "", CENTS),  # more decimals than the scale allows: never equal
     _price("1.000", "1", "", CENTS),
@@ -305,6 +321,20 @@ MONEY_CASES: list[Any] = [
         reading(fee={"value": "1.5", "currency_code": "EUR"}),
         [("fee", CHANGED, "USD 1.5", "EUR 1.5", "")],
         id="the-same-amount-in-another-currency",
+    ),
+    pytest.param(
+        [FEE],
+        reading(fee={"value": "1.5", "currency_code": "USD"}),
+        reading(fee={"value": " 1.5", "currency_code": "USD"}),
+        [("fee", CHANGED, "USD 1.5", "USD  1.5", "")],
+        id="an-amount-that-is-not-a-plain-decimal",
+    ),
+    pytest.param(
+        [FEE],
+        reading(fee={"value": "0.00", "currency_code": "USD"}),
+        reading(fee={"currency_code": "USD"}),
+        [("fee", CHANGED, "USD 0.00", "USD ", "money")],
+        id="an-unset-amount-is-zero",
     ),
     pytest.param(
         [PRICE],

@@ -130,8 +130,30 @@ class Walker:
 
     def _changed(self, target: str, path: str, bank: Any, bk: Any) -> None:
         rule = self._value_rules[target]
-        name = _tolerated(rule, bank, bk) if rule is not None else ""
+        if type(rule) is TimestampTolerance and type(bank) is Instant and type(bk) is Instant:
+            name = self._on_clock(rule, bank, bk)  # in a list or a map, as in a singular field
+        else:
+            name = _tolerated(rule, bank, bk) if rule is not None else ""
         self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
+
+    def _on_clock(self, rule: TimestampTolerance, bank: Instant, bk: Instant) -> str:
+        """The rule's name when BK's time is Bank's within the tolerance, once BK's clock is taken to run
+        as far ahead as this call allows (a replay's offset, how late the call and its keys' writes went);
+        durations are never moved."""
+        tolerance = rule.tolerance_ns
+        if bank.duration:
+            low, high = 0, 0
+        elif not self._steps_ns:
+            low, high = self._ahead_ns
+        else:  # the call's own lateness, and each band's of its keys' writes under way by then
+            low, high = self._own_ns
+            stamped = min(bank.nanos, bk.nanos - self._offset_ns)
+            for until, step_low, step_high in self._steps_ns:
+                if stamped <= until + tolerance:
+                    low, high = min(low, step_low), max(high, step_high)
+        ahead = bk.nanos - bank.nanos
+        tolerated = low - tolerance <= ahead <= high + tolerance
+        return rule.name if tolerated and bank.duration == bk.duration else ""
 
     def _presence(self, target: str, path: str, bank: Any, bk: Any, default: Any = _MISSING) -> None:
         """A field (or element) on one side only.
@@ -191,20 +213,7 @@ class Walker:
             left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)
             rule = self._value_rules[target]
             if type(rule) is TimestampTolerance:
-                tolerance = rule.tolerance_ns
-                if left_leaf.duration:
-                    low, high = 0, 0
-                elif not self._steps_ns:
-                    low, high = self._ahead_ns
-                else:  # the call's own lateness, and each band's of its keys' writes under way by then
-                    low, high = self._own_ns
-                    stamped = min(left_leaf.nanos, right_leaf.nanos - self._offset_ns)
-                    for until, step_low, step_high in self._steps_ns:
-                        if stamped <= until + tolerance:
-                            low, high = min(low, step_low), max(high, step_high)
-                ahead = right_leaf.nanos - left_leaf.nanos
-                tolerated = low - tolerance <= ahead <= high + tolerance
-                name = rule.name if tolerated and left_leaf.duration == right_leaf.duration else ""
+                name = self._on_clock(rule, left_leaf, right_leaf)
             else:
                 name = _tolerated(rule, left_leaf, right_leaf) if rule else ""
             self.out.append(Difference(prefix + field_name, _CHANGED, left_leaf, right_leaf, name))

@@ -560,6 +560,43 @@ def test_timestamp_allows_for_a_shadow_late(
     assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
 
 
+PROBE_CLOCK = {
+    "regex": r"probe\.v1\.(Reading\.(stamps|stamped)|Price\.as_of)",
+    "rule": "timestamp",
+    "tolerance": "2s",
+    "name": "clock",
+}
+
+
+def _stamped_as(where: str, seconds: int, nanos: int = 0) -> message.Message:
+    """A probe Reading holding one time, in a singular, a repeated or a map field."""
+    if where == "singular":
+        return reading(price={"amount": "1", "lots": 1, "as_of": stamp(seconds, nanos)})
+    if where == "repeated":
+        return reading(stamps=[stamp(seconds, nanos)])
+    return reading(stamped={"opened": stamp(seconds, nanos)})
+
+
+@pytest.mark.parametrize("where", ["singular", "repeated", "map"])
+@pytest.mark.parametrize(("ahead", "late", "bank_primary", "offset", "tolerated"), LATE_CASES)
+def test_timestamp_allows_for_a_late_shadow_and_a_replay_in_lists_and_maps(
+    where: str, ahead: float, late: float, bank_primary: bool, offset: float, tolerated: bool
+) -> None:
+    """A repeated Timestamp, and a Timestamp map value, are allowed for a shadow that went late and for a
+    replay's offset exactly as a singular Timestamp is (tolerance 2 s)."""
+    rules = build_rules([PROBE_CLOCK], PROBE_REGISTRY, parse_duration)
+    bank = answer(_stamped_as(where, 1000))
+    bk = answer(_stamped_as(where, *divmod(1000 * 10**9 + round(ahead * 1e9), 10**9)))
+    primary, shadow = (bank, bk) if bank_primary else (bk, bank)
+    found = compare(
+        exchange(READ, primary, shadow, primary_is_bank=bank_primary, shadow_late=late, clock_offset=offset),
+        PROBE_REGISTRY,
+        rules,
+    )
+    assert [bool(d.rule) for d in found.differences] == [tolerated]
+    assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
+
+
 @pytest.mark.parametrize(
     ("ahead", "bank_primary", "tolerated"),
     [

@@ -220,9 +220,27 @@ def _rich_differences(
     if ids is not None and to_bank is not None:
         unmapped = {found.value for found in translate_answer(ids, method, [right], to_bank, side="")}
     walker.messages(left, right, _RICH)
+    found = [_rich_code(d, rules, method) for d in walker.out]
     if unmapped:
-        return [_unmapped(d, unmapped) for d in walker.out]
-    return walker.out
+        return [_unmapped(d, unmapped) for d in found]
+    return found
+
+
+_RICH_CODE = f"{_RICH}.code"
+
+
+def _rich_code(difference: Difference, rules: RuleSet, method: str) -> Difference:
+    """The rich status's code, tolerated as the status code is: by the status rule's equivalent pairs."""
+    if difference.path != _RICH_CODE or difference.rule:
+        return difference
+    left = difference.bank if difference.bank is not None else 0  # proto3's unset code: OK
+    right = difference.bk if difference.bk is not None else 0
+    if not isinstance(left, int) or not isinstance(right, int):
+        return difference
+    rule = rules.status_rule(method)
+    if rule.codes_equivalent(status_name(left), status_name(right)):
+        return difference._replace(rule=rule.name)
+    return difference
 
 
 def _shown_raw(raw: bytes, redactor: Redactor | None) -> str | None:

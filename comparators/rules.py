@@ -223,7 +223,8 @@ class BkMayAdd:
 class StatusRule:
     """How the gRPC statuses of the two answers compare.
 
-    - `equivalent`: (Bank code, BK code) pairs that count as the same;
+    - `equivalent`: (Bank code, BK code) pairs that count as the same, in the
+      status and in the `code` of its rich details (google.rpc.Status);
     - `details`: "exact" (default), "ignore", or a regular expression that both
       details must match, the captured groups being equal.
     """

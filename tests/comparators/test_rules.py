@@ -56,6 +56,7 @@ CANCEL_TRADE = LEDGER + "CancelTrade"
 GET_ACCOUNT = LEDGER + "GetAccount"
 LIST_TRADES = LEDGER + "ListTrades"
 CHANGED, ADDED, REMOVED, STATUS = DiffKind.CHANGED, DiffKind.ADDED, DiffKind.REMOVED, DiffKind.STATUS
+OK, PERMISSION_DENIED = 0, 7
 
 
 def _outcome(value: Answer) -> Outcome:
@@ -1118,6 +1119,46 @@ STATUS_CASES: list[Any] = [
         _error(NOT_FOUND, "x"),
         [("status.code", STATUS, "INVALID_ARGUMENT", "NOT_FOUND", "")],
         id="equivalent-codes-one-way-only",
+    ),
+    pytest.param(
+        [SAME_CODES],
+        _error(NOT_FOUND, "x", rich_status(NOT_FOUND, "x")),
+        _error(INVALID_ARGUMENT, "x", rich_status(INVALID_ARGUMENT, "x")),
+        [
+            ("status.code", STATUS, "NOT_FOUND", "INVALID_ARGUMENT", "codes"),
+            ("status.rich_details.code", CHANGED, NOT_FOUND, INVALID_ARGUMENT, "codes"),
+        ],
+        id="equivalent-codes-in-rich-details",
+    ),
+    pytest.param(
+        [SAME_CODES],
+        _error(INVALID_ARGUMENT, "x", rich_status(INVALID_ARGUMENT, "x")),
+        _error(NOT_FOUND, "x", rich_status(NOT_FOUND, "x")),
+        [
+            ("status.code", STATUS, "INVALID_ARGUMENT", "NOT_FOUND", ""),
+            ("status.rich_details.code", CHANGED, INVALID_ARGUMENT, NOT_FOUND, ""),
+        ],
+        id="equivalent-codes-in-rich-details-one-way-only",
+    ),
+    pytest.param(
+        [SAME_CODES],
+        _error(NOT_FOUND, "x", rich_status(NOT_FOUND, "x")),
+        _error(INVALID_ARGUMENT, "x", rich_status(PERMISSION_DENIED, "x")),
+        [
+            ("status.code", STATUS, "NOT_FOUND", "INVALID_ARGUMENT", "codes"),
+            ("status.rich_details.code", CHANGED, NOT_FOUND, PERMISSION_DENIED, ""),
+        ],
+        id="rich-details-code-not-equivalent",
+    ),
+    pytest.param(
+        [SAME_CODES],
+        _error(NOT_FOUND, "x", rich_status(NOT_FOUND, "x")),
+        _error(INVALID_ARGUMENT, "x", rich_status(OK, "x")),
+        [
+            ("status.code", STATUS, "NOT_FOUND", "INVALID_ARGUMENT", "codes"),
+            ("status.rich_details.code", REMOVED, NOT_FOUND, None, ""),
+        ],
+        id="rich-details-code-unset-on-one-side",
     ),
     pytest.param(
         [WORDING],

@@ -8,7 +8,11 @@ report) on three criteria:
   `mismatch`: compared on keys in step, nothing in the way);
 - real mismatch rate: real mismatches / clean comparisons, at most `max_mismatch_rate`;
 - unproven: at most `max_unproven_rate` of the method's calls proved nothing
-  (`tainted`, `skipped`, `shadow-error`, `error`), with the count of each.
+  (`tainted`, `skipped`, `shadow-error`, `error`, or `dropped`: compared by no one, because the shim
+  counted the comparison and did not store it), with the count of each. The calls are those stored
+  and those dropped. A drop counted under no method (`""`, or the counters' `(other)` and
+  `(not described)`: labels without a "/") could be any method's, so it counts against every
+  method judged, and is judged as no method of its own.
 
 It fails closed: a method short of clean comparisons, or with too many calls
 that prove nothing, is "not proven". When more than one replica wrote the
@@ -59,7 +63,10 @@ class GateSettings:
         0.0, SHARE, "real mismatches / clean comparisons, per method", reloadable=True
     )
     max_unproven_rate: float = setting(
-        0.01, SHARE, "calls tainted, skipped, shadow-error or error / calls, per method", reloadable=True
+        0.01,
+        SHARE,
+        "calls tainted, skipped, shadow-error, error or dropped / calls, per method",
+        reloadable=True,
     )
     methods: tuple[str, ...] = setting(
         (),
@@ -112,9 +119,14 @@ def evaluate(
     else:
         required = list(dict.fromkeys(method_name(m) for m in required_methods))
         names = required + [m.method for m in report.methods if m.method not in required]
+    names = [name for name in names if _is_method(name)]
+    unattributed = sum(m.dropped for m in report.methods if not _is_method(m.method))
     criteria: list[Criterion] = []
     if not names:
-        criteria.append(Criterion("", "evidence", "no method has a call in the window", "≥ 1 method", False))
+        measured = "no method has a call in the window"
+        if unattributed:
+            measured += f"; {unattributed:,} dropped without a method"
+        criteria.append(Criterion("", "evidence", measured, "≥ 1 method", False))
     for name in names:
         m = report.method(name)
         if m is None or m.calls == 0:
@@ -140,11 +152,13 @@ def evaluate(
                 rate <= max_mismatch_rate,
             )
         )
-        unproven = m.unproven_rate or 0.0
-        measured = f"{_percent(unproven)} of {m.calls:,} calls ({_by_verdict(m)})"
+        dropped = m.dropped + unattributed  # calls never compared: as unproven as a skipped one
+        calls = m.calls + dropped
+        unproven = (m.unproven + dropped) / calls
+        measured = f"{_percent(unproven)} of {calls:,} calls ({_by_verdict(m, unattributed)})"
         if unproven > max_unproven_rate:
             measured = f"{NOT_PROVEN}: {measured}"
-            if named := responsible(m.by_replica, lambda s: s.unproven):
+            if named := responsible(m.by_replica, lambda s: s.not_compared):
                 measured += f"; by replica: {named}"
         criteria.append(
             Criterion(
@@ -154,13 +168,24 @@ def evaluate(
     return GateResult(tuple(criteria))
 
 
-def _by_verdict(m: MethodReport) -> str:
-    """The unproven calls by verdict: "tainted 40, skipped 10, shadow-error 0, error 0"."""
+def _is_method(name: str) -> bool:
+    """Whether a name in the report is a method's ("package.Service/Method"), not a label of counts that
+    name none ("", "(other)", "(not described)")."""
+    return "/" in name
+
+
+def _by_verdict(m: MethodReport, unattributed: int) -> str:
+    """The unproven calls by verdict, then the dropped ones: "tainted 40, skipped 10, shadow-error 0,
+    error 0, dropped 5"; with drops counted under no method, "dropped 5 (2 without a method)"."""
     counts = {"tainted": m.tainted, "skipped": m.skipped, "shadow-error": m.shadow_errors, "error": m.errors}
     other = m.unproven - sum(counts.values())  # a verdict this shim does not know: unproven too
     if other:
         counts["other"] = other
-    return ", ".join(f"{verdict} {n:,}" for verdict, n in counts.items())
+    text = ", ".join(f"{verdict} {n:,}" for verdict, n in counts.items())
+    text += f", dropped {m.dropped + unattributed:,}"
+    if unattributed:
+        text += f" ({unattributed:,} without a method)"
+    return text
 
 
 def _percent(rate: float) -> str:

@@ -18,8 +18,9 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not",
         description="Judges each method on three criteria: at least --min-compared clean comparisons"
         " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
-        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error or error). A method"
-        ' short of clean comparisons, or with too many unproven calls, is "not proven". Exit 0 when every'
+        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error, error, or dropped:"
+        " counted and never stored). A method short of clean comparisons, or with too many unproven calls,"
+        ' is "not proven". Exit 0 when every'
         " criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
     )
     store_flags(gate)
@@ -42,8 +43,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--max-unproven-rate",
         metavar="R",
         type=share,
-        help="share of a method's calls allowed to be tainted, skipped, shadow-error or error,"
-        " e.g. 0.01 ([gate] max_unproven_rate)",
+        help="share of a method's calls allowed to be tainted, skipped, shadow-error, error or dropped"
+        " (counted, never stored), e.g. 0.01 ([gate] max_unproven_rate)",
     )
     gate.add_argument(
         "--require-method",

@@ -73,7 +73,7 @@ def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) ->
         (
             GET_NAME,
             "unproven",
-            "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)",
+            "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)",
             "≤ 5%",
             True,
         ),
@@ -82,7 +82,7 @@ def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) ->
         (
             REFUND_NAME,
             "unproven",
-            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0)",
+            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 0)",
             "≤ 5%",
             True,
         ),
@@ -127,7 +127,7 @@ def test_a_share_of_unproven_calls_above_the_maximum_is_not_proven(report: Repor
     assert _lines(result)[2] == (
         GET_NAME,
         "unproven",
-        "not proven: 3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)",
+        "not proven: 3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)",
         "≤ 1%",
         False,
     )
@@ -163,14 +163,14 @@ async def test_tainted_calls_are_not_compared_and_count_as_unproven() -> None:
     assert [c.measured for c in passed.criteria] == [
         "300",
         "0% (0 of 300)",
-        "0.9901% of 303 calls (tainted 3, skipped 0, shadow-error 0, error 0)",
+        "0.9901% of 303 calls (tainted 3, skipped 0, shadow-error 0, error 0, dropped 0)",
     ]
     many = Records()
     many.add(count=97)
     many.add("tainted", real=[("fee", "1", "2")], reason="key 'A1' out of step", count=3)
     failed = await _judge(many, min_compared=10, max_unproven_rate=0.01)
     assert [(c.name, c.measured) for c in failed.failed] == [
-        ("unproven", "not proven: 3% of 100 calls (tainted 3, skipped 0, shadow-error 0, error 0)")
+        ("unproven", "not proven: 3% of 100 calls (tainted 3, skipped 0, shadow-error 0, error 0, dropped 0)")
     ]
 
 
@@ -201,9 +201,92 @@ async def test_error_comparisons_are_not_clean_comparisons() -> None:
         ("real mismatch rate", "0% (0 of 0)", True),
         (
             "unproven",
-            "not proven: 100% of 150 calls (tainted 0, skipped 0, shadow-error 0, error 150)",
+            "not proven: 100% of 150 calls (tainted 0, skipped 0, shadow-error 0, error 150, dropped 0)",
             False,
         ),
+    ]
+
+
+async def _judge_with_counts(
+    records: Records, counts: list[tuple[str, str, int]], *, max_unproven_rate: float = 0.01
+) -> GateResult:
+    """The gate on a report of `records` and of counts of comparisons the shim did not store."""
+    store = Store.open(":memory:")
+    await store.start()
+    try:
+        await records.write(store)
+        store.counts.put(T0 + 20, "test:1", counts)
+        await store.flush()
+        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+    finally:
+        await store.close()
+    return evaluate(
+        report,
+        min_compared=10,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=max_unproven_rate,
+        required_methods=(),
+    )
+
+
+async def test_comparisons_dropped_before_the_store_count_as_unproven() -> None:
+    """100 matches stored and 1,000,000 comparisons dropped (the pipeline's and the store sink's) prove
+    nothing about the dropped calls: the method is not proven, and the drops are counted in its calls."""
+    r = Records()
+    r.add(count=100)
+    result = await _judge_with_counts(
+        r, [(GET, "store_dropped", 900_000), (GET, "comparisons_dropped", 100_000)]
+    )
+    assert [(c.name, c.measured) for c in result.failed] == [
+        (
+            "unproven",
+            "not proven: 99.99% of 1,000,100 calls"
+            " (tainted 0, skipped 0, shadow-error 0, error 0, dropped 1,000,000)",
+        )
+    ]
+
+
+async def test_drops_count_against_their_own_method_only() -> None:
+    """One drop in 100 calls of Get passes 1%, two fail it; Refund's drops never touch Get's rate."""
+    r = Records()
+    r.add(count=99)
+    r.add(method=REFUND, count=100)
+    one = await _judge_with_counts(r, [(GET, "store_failed", 1), (REFUND, "comparisons_dropped", 50)])
+    assert [(c.method, c.name) for c in one.failed] == [(REFUND_NAME, "unproven")]
+    assert one.criteria[2].measured == (
+        "1% of 100 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 1)"
+    )
+    two = Records()
+    two.add(count=98)
+    failed = await _judge_with_counts(two, [(GET, "store_dropped", 2)])
+    assert [c.measured for c in failed.failed] == [
+        "not proven: 2% of 100 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 2)"
+    ]
+
+
+@pytest.mark.parametrize("label", ["", "(other)", "(not described)"])
+async def test_drops_counted_without_a_method_count_against_every_method(label: str) -> None:
+    """A drop counted under no method (beyond the methods the shim counts apart, or not described) could be
+    any method's: it counts against each one judged, and is no method of its own."""
+    r = Records()
+    r.add(count=100)
+    r.add(method=REFUND, count=200)
+    result = await _judge_with_counts(r, [(label, "store_dropped", 2)])
+    assert [(c.method, c.name, c.measured) for c in result.failed] == [
+        (
+            GET_NAME,
+            "unproven",
+            "not proven: 1.961% of 102 calls"
+            " (tainted 0, skipped 0, shadow-error 0, error 0, dropped 2 (2 without a method))",
+        )
+    ]
+    assert {c.method for c in result.criteria} == {GET_NAME, REFUND_NAME}
+    assert result.criteria[-1].measured == (
+        "0.9901% of 202 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 2 (2 without a method))"
+    )
+    only = await _judge_with_counts(Records(), [(label, "comparisons_dropped", 5)])
+    assert [(c.name, c.measured) for c in only.failed] == [
+        ("evidence", "no method has a call in the window; 5 dropped without a method")
     ]
 
 
@@ -223,7 +306,7 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
         (
             REFUND_NAME,
             "unproven",
-            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0)",
+            "0% of 10 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 0)",
             "≤ 1%",
             True,
         ),
@@ -279,7 +362,7 @@ def test_the_command_exits_0_when_the_criteria_are_met(recent: Path) -> None:
     assert lines[2].split()[:4] == ["PASS", GET_NAME, "real", "mismatch"]
     assert "2% (2 of 100)" in lines[2]
     assert lines[3].split()[:3] == ["PASS", GET_NAME, "unproven"]
-    assert "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0)" in lines[3]
+    assert "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)" in lines[3]
     assert lines[3].endswith("≤ 5%")
     assert lines[-1] == "gate: PASS (all 6 criteria met)"
 
@@ -337,7 +420,7 @@ async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> 
             "FAIL",
             GET_NAME,
             "unproven",
-            "not proven: 70% of 500 calls (tainted 350, skipped 0, shadow-error 0, error 0)",
+            "not proven: 70% of 500 calls (tainted 350, skipped 0, shadow-error 0, error 0, dropped 0)",
             "≤ 1%",
         ],
         ["FAIL", REFUND_NAME, "compared", "not proven: 40 clean of 405 calls", "≥ 100"],
@@ -346,7 +429,7 @@ async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> 
             "FAIL",
             REFUND_NAME,
             "unproven",
-            "not proven: 90.12% of 405 calls (tainted 360, skipped 0, shadow-error 0, error 5)",
+            "not proven: 90.12% of 405 calls (tainted 360, skipped 0, shadow-error 0, error 5, dropped 0)",
             "≤ 1%",
         ],
     ]

@@ -250,7 +250,7 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         details = refused.value.details() or ""
         assert (
             "bank.v1.Ledger/GetBalance unproven: not proven: 6.25% of 160 calls"
-            " (tainted 10, skipped 0, shadow-error 0, error 0) (needs ≤ 1%)"
+            " (tainted 10, skipped 0, shadow-error 0, error 0, dropped 0) (needs ≤ 1%)"
         ) in details
         assert "compared:" not in details, "150 clean comparisons are enough"
         assert not (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).methods

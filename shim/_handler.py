@@ -144,9 +144,11 @@ def submit_unmirrored(
     first: bytes | None,
     metadata: tuple[Any, ...],
 ) -> None:
-    """Record a call that should have been mirrored and was not (and mark a write's keys out of step)."""
+    """Record a call due a mirror that had none (a write's keys go out of step; a read only if sampled)."""
     if is_write:
         dispatcher.unmirrored(method, first, primary, why)
+    elif dispatcher.not_sampled(method, dispatcher.keys_of(method, first)):
+        return
     dispatcher.shared.submit(
         Exchange(
             method=method,

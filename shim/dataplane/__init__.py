@@ -287,7 +287,9 @@ class EnvoyPlane:
             for method, count in new.items():
                 recorder.lose(method, "shed at Envoy while the shim was behind", count)
         if self._shim.pipeline is not None:
-            record_shed(self._shim.pipeline.submit, shedding.take(None) if last else shedding.take())
+            shed = shedding.take(None) if last else shedding.take()
+            mirror = self._shim.dispatchers.get("bk")  # reads are shed where BK is mirrored
+            record_shed(self._shim.pipeline.submit, shed, mirror.not_sampled if mirror is not None else None)
 
     def _new_envoy(self, before: Counts, name: str) -> None:
         """Envoy was started again under this plane, its counts from 0 (`name`: the new one's): what the

@@ -140,10 +140,18 @@ class ReadShedding:
         self._written = figures
 
 
-def record_shed(submit: Callable[[Exchange], object], shed: Mapping[str, int]) -> None:
-    """One skipped record per read Envoy shed, under its method."""
+def record_shed(
+    submit: Callable[[Exchange], object],
+    shed: Mapping[str, int],
+    not_sampled: Callable[[str, tuple[str, ...], int], int] | None = None,
+) -> None:
+    """One skipped record per read Envoy shed, under its method; but for those sampling would have left out
+    anyway (`not_sampled`: how many of so many reads, their keys unknown; `ShadowDispatcher.not_sampled`),
+    which are no evidence missing."""
     why = "not mirrored: shed at Envoy while the shim was behind (reads are shed first)"
     for method, count in shed.items():
+        if not_sampled is not None:
+            count -= not_sampled(method, (), count)
         record_skipped(submit, method, count, why, is_write=False)
 
 

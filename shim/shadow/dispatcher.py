@@ -207,6 +207,17 @@ class ShadowDispatcher:
         said = "applied it" if primary.code == 0 else "may have applied it"
         steps.mark(keys, method, f"{why}; the primary {said}")
 
+    def not_sampled(self, method: str, keys: tuple[str, ...], count: int = 1) -> int:
+        """Of `count` reads with `keys` that were not mirrored (refused, shed, lost), how many sampling would
+        have left out anyway, counted in `reads_not_sampled`: the decision a mirrored read gets (a hash of
+        its keys with `sampling.by_key`, else a draw each). Such a read is no evidence missing, so it is
+        never recorded `skipped`: its record would weigh 1 / `sampling.reads` times the unproven share."""
+        router = self.shared.router
+        left_out = 0 if router is None else sum(not router.sampled(keys) for _ in range(count))
+        if left_out:
+            self.shared.counters.inc("reads_not_sampled", method, left_out)
+        return left_out
+
     def keys_of(self, method: str, first: bytes | None) -> tuple[str, ...]:
         """The routing keys of a call from its first request (for calls that are not mirrored)."""
         router, translation = self.shared.router, self.shared.translation

@@ -3,13 +3,18 @@ change (and each second while shedding), and Envoy's counts taken once, recorded
 
 from __future__ import annotations
 
+import random
 import urllib.parse
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 from comparators import Exchange
 from shim.dataplane.envoy_config import SHED_KEY, RouteEntry, route_table, shed_routes
 from shim.dataplane.read_shedding import MANY, ReadShedding, record_shed
 from shim.metrics import Counters
+from shim.routing import Router
+from shim.shadow.dispatcher import ShadowDispatcher
 
 READ, OTHER, WRITE = "/pkg.Svc/Read", "/pkg.Svc/Another", "/pkg.Svc/Write"
 
@@ -85,6 +90,20 @@ async def test_each_read_envoy_shed_is_counted_and_recorded_once_across_planes(t
     assert all(r.note.startswith("not mirrored: shed at Envoy") for r in records)
     assert again.take(None) == {}
     assert ReadShedding({READ: "shed-0"}, Counters(), counted).unrecorded == {}
+
+
+def test_reads_envoy_shed_that_sampling_would_have_left_out_are_not_recorded() -> None:
+    """With `sampling.reads` below 1, only the share of shed reads sampling would have mirrored is recorded
+    skipped (their keys unknown: a draw each); the others are counted as not sampled."""
+    counters = Counters()
+    shared = SimpleNamespace(router=Router(None, {}, read_rate=0.5, rng=random.Random(7)), counters=counters)
+    dispatcher = SimpleNamespace(shared=shared)
+    records: list[Exchange] = []
+    record_shed(records.append, {READ: 1000}, partial(ShadowDispatcher.not_sampled, dispatcher))
+    left_out = counters.get("reads_not_sampled", READ)
+    assert len(records) + left_out == 1000
+    assert 400 < len(records) < 600, len(records)
+    assert all(r.method == READ and not r.is_write for r in records)
 
 
 async def test_reads_envoy_shed_after_it_was_started_again_are_counted_from_its_new_count() -> None:

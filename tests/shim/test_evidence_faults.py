@@ -18,6 +18,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import load_file, merged
+from shim.routing import Router
 from shim.testing import running_shim
 from tests.helpers import shim_command
 from tests.services.venue import REGISTRY as VENUE
@@ -172,6 +173,42 @@ async def test_calls_the_breaker_skips_keep_their_correlation_id_and_key(
     assert skipped.verdict is Verdict.SKIPPED
     assert "breaker is open" in skipped.reason
     assert (skipped.exchange.correlation_id, skipped.exchange.routing_key) == ("req-1", "B2")
+
+
+async def test_reads_sampling_leaves_out_are_not_recorded_skipped_while_the_breaker_is_open(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """With `sampling.reads` below 1, a read the breaker keeps from BK is recorded `skipped` only when
+    sampling would have mirrored it (by its keys here, as for a mirrored read); the others are counted as
+    not sampled, as they would have been with BK up. Every write is recorded, sampled or not."""
+    bank, _ = ledgers
+    router = Router(None, {}, read_rate=0.5, by_key=True)
+    accounts = [f"S{n}" for n in range(40)]
+    sampled = {a for a in accounts if router.sampled((a,))}
+    assert 0 < len(sampled) < len(accounts)
+    with _down_port() as bk:
+        settings = _sample_settings(
+            sampling={"reads": 0.5, "by_key": True},
+            shadow={"breaker_failures": 1, "breaker_open_for": 3600.0},
+        )
+        async with (
+            running_shim(bank.address, bk, **settings) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            for account in accounts:
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="10"))
+            for account in accounts:
+                await stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+            await shim.drain()
+            await sink.wait_for(len(accounts) + len(sampled))
+            not_sampled = shim.counters.get("reads_not_sampled", GET_BALANCE)
+            comparisons = sink.comparisons
+    reads = [c for c in comparisons if c.method == GET_BALANCE]
+    assert {c.verdict for c in reads} == {Verdict.SKIPPED}
+    assert sorted(c.exchange.routing_key for c in reads) == sorted(sampled)
+    assert not_sampled == len(accounts) - len(sampled)
+    assert len(comparisons) - len(reads) == len(accounts), "every write recorded"
 
 
 async def test_a_session_left_open_holds_no_key_while_unkeyed_calls_and_other_keys_go_on(

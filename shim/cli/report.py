@@ -14,11 +14,12 @@ from shim._noise import NoiseSettings
 from shim.cli.store_args import evidence_settings, positive, store_flags, time_of
 from shim.errors import ConfigError, ShimError
 from shim.gate import GateSettings
-from shim.units import parse_duration
+from shim.units import parse_duration, short
 
 if TYPE_CHECKING:
     from shim.evidence import Report
     from shim.gate import GateResult
+    from shim.store import Store
 
 
 def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from shim.evidence import method_name
     from shim.terminal_text import printable_json
 
-    report, settings = asyncio.run(_build_report(args))
+    report, gate = asyncio.run(_build_report(args))
     for name in dict.fromkeys(args.method or ()):  # a typo, or a short name, would report nothing silently
         if (found := report.method(method_name(name))) is None or not found.calls:
             print(
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.html:  # written first: a path that cannot be written fails before anything is printed
         try:
-            Path(args.html).write_text(render.html(report, _gate_of(report, settings)), encoding="utf-8")
+            Path(args.html).write_text(render.html(report, *gate), encoding="utf-8")
         except OSError as exc:
             raise ShimError(f"cannot write {args.html}: {exc.strerror}") from exc
     if args.json:
@@ -87,21 +88,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gate_of(report: Report, settings: dict[str, Any]) -> GateResult:
-    """The gate's verdict on a report's evidence, by the config's [gate] criteria (or the defaults)."""
+async def _gate_of(
+    report: Report, store: Store, settings: dict[str, Any], now: float, whole: bool
+) -> tuple[GateResult, str]:
+    """`shim gate`'s verdict now, for the page: the evidence of the last `[gate] window` (every method),
+    by the config's [gate] criteria (or the defaults), whatever the report's own window; `report` when it
+    is that evidence (`whole`: every method, up to `now`, over the same window). And what it judged."""
+    from shim.evidence import build_report, rfc3339
     from shim.gate import evaluate
 
-    gate = config_mod.section(settings, GateSettings)
-    return evaluate(
+    gate, noise = config_mod.section(settings, GateSettings), config_mod.section(settings, NoiseSettings)
+    since = now - gate.window
+    if not (whole and report.since == since and report.until == now):
+        report = await build_report(
+            store, since=since, until=now, relative=noise.relative, absolute=noise.absolute
+        )
+    result = evaluate(
         report,
         min_compared=gate.min_compared,
         max_mismatch_rate=gate.max_mismatch_rate,
         max_unproven_rate=gate.max_unproven_rate,
         required_methods=gate.methods,
     )
+    judged = (
+        f"the evidence of the last {short(gate.window)} ([gate] window), {rfc3339(since)} to {rfc3339(now)}"
+    )
+    return result, judged
 
 
-async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
+async def _build_report(
+    args: argparse.Namespace,
+) -> tuple[Report, tuple[GateResult, str] | tuple[()]]:
+    """The report, and with --html the gate's verdict now and what it judged (`_gate_of`)."""
     import time
 
     from shim.evidence import build_report
@@ -138,6 +156,8 @@ async def _build_report(args: argparse.Namespace) -> tuple[Report, dict[str, Any
             limit=args.limit,
             registry=registry,
         )
+        whole = not args.method and not args.from_
+        gate = await _gate_of(report, store, settings, now, whole) if args.html else ()
     finally:
         await store.close()
-    return report, settings
+    return report, gate

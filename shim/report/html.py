@@ -160,13 +160,16 @@ _TEMPLATE = _ENV.from_string(
 _FOLD = 80  # characters of a value beyond which the page folds it (a click unfolds it)
 
 
-def html(report: Report, gate: GateResult | None = None) -> str:
+def html(report: Report, gate: GateResult | None = None, judged: str = "") -> str:
     """One self-contained page: inline CSS and SVG, no script, no external URL; every value escaped. With
-    `gate`, the gate's verdict on the page's evidence comes first."""
+    `gate`, the gate's verdict comes first: on `judged` (what it judged, as `shim gate` does: "the evidence
+    of the last 24h ([gate] window), ..."), else on the page's own evidence."""
     return _TEMPLATE.render(
         title="Parity report: Bank and BK",
         report=report,
         gate=gate,
+        judged=judged or "this page's evidence",
+        own=not judged,
         since=rfc3339(report.since),
         until=rfc3339(report.until),
         generated=rfc3339(report.generated_at),

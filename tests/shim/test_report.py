@@ -509,6 +509,38 @@ def test_the_page_opens_with_the_gates_verdict(report: Report) -> None:
     assert 'id="gate"' not in html(report)  # no gate given: no verdict
 
 
+async def test_the_pages_verdict_is_the_gates_whatever_the_reports_window(tmp_path: Path) -> None:
+    """The page's verdict is `shim gate`'s: the evidence of `[gate] window` up to now, every method, the
+    config's criteria; never the page's own window (`--since`, `--from`) or its `--method`. Clean calls
+    10 minutes old, and real mismatches 30 hours old: with `[gate] window = "2d"` the gate fails and so does
+    the page, whatever the page's window; with "1h" both pass, even on a page of the last 72 hours."""
+    db = tmp_path / "shim.db"
+    now = time.time()
+    r = Records()
+    r.add(at=now - 600, count=100)
+    r.add(method=REFUND, at=now - 600, count=100)
+    r.add("mismatch", at=now - 30 * 3600, real=[("fee", "0.03", "0.02")], count=50)
+    store = Store.open(str(db))
+    await store.start()
+    try:
+        await r.write(store)
+    finally:
+        await store.close()
+    page = tmp_path / "page.html"
+    for window, verdict in (("2d", "fail"), ("1h", "pass")):
+        config = tmp_path / f"shim-{window}.toml"
+        config.write_text(f'[store]\nurl = "{db}"\n[gate]\nwindow = "{window}"\nmin_compared = 100\n')
+        gate = _shim("gate", "--config", str(config))
+        assert gate.returncode == (1 if verdict == "fail" else 0), gate.stdout + gate.stderr
+        for flags in ((), ("--since", "1h"), ("--since", "72h"), ("--method", "pay.v1.Payments/Refund")):
+            done = _shim("report", "--config", str(config), *flags, "--html", str(page))
+            assert done.returncode == 0, done.stderr
+            text = page.read_text(encoding="utf-8")
+            assert f'<div class="verdict {verdict}" id="gate">' in text, (window, flags)
+            shown = text[text.index('id="gate"') : text.index("</div>", text.index('id="gate"'))]
+            assert f"the evidence of the last {window} ([gate] window)" in shown, shown
+
+
 async def test_the_page_folds_long_values_and_never_breaks_a_name_mid_word(tmp_path: Path) -> None:
     long = "{" + ", ".join(f'"field_{n}": "value {n}"' for n in range(20)) + "}"  # rich details, say
     records = Records()

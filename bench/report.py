@@ -136,11 +136,20 @@ async def run(rows: int, url: str) -> int:
         await fill(store, rows, since, until)
         filled = time.perf_counter() - started
         started = time.perf_counter()
-        report = await build_report(store, since=since, until=until, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=since, until=until, relative=0.2, absolute=0.0003, min_sampled=20
+        )
         seconds = time.perf_counter() - started
         started = time.perf_counter()
         listed = await build_report(
-            store, since=since, until=until, relative=0.2, absolute=0.0003, calls=True, limit=1000
+            store,
+            since=since,
+            until=until,
+            relative=0.2,
+            absolute=0.0003,
+            min_sampled=20,
+            calls=True,
+            limit=1000,
         )
         with_calls = time.perf_counter() - started
     finally:

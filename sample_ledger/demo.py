@@ -174,6 +174,7 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
             until=time.time() + 1,
             relative=config.noise.relative,
             absolute=config.noise.absolute,
+            min_sampled=config.noise.min_sampled,
             registry=DescriptorRegistry.from_files(
                 config.descriptors.descriptor_sets
             ),  # each example's request

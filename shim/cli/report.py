@@ -101,7 +101,12 @@ async def _gate_of(
     since = now - gate.window
     if not (whole and report.since == since and report.until == now):
         report = await build_report(
-            store, since=since, until=now, relative=noise.relative, absolute=noise.absolute
+            store,
+            since=since,
+            until=now,
+            relative=noise.relative,
+            absolute=noise.absolute,
+            min_sampled=noise.min_sampled,
         )
     result = evaluate(
         report,

@@ -1,6 +1,6 @@
 """The report's queries: `build_report` counts the comparisons in the store.
 
-`build_report(store, since=..., until=..., relative=..., absolute=...)` reads the
+`build_report(store, since=..., until=..., relative=..., absolute=..., min_sampled=...)` reads the
 comparisons recorded between `since` and `until` (unix times, both included)
 and returns a `Report` of frozen values (shim.evidence.model), one `MethodReport`
 per method. It prints nothing; `shim.report` renders it and `shim.gate` judges it.
@@ -36,7 +36,7 @@ from shim.evidence.model import (
     TaintedPath,
     method_name,
 )
-from shim.evidence.noise import MIN_SAMPLED, classify
+from shim.evidence.noise import classify
 from shim.evidence.sql import _bucket_params, _bucket_sql, _marks
 from shim.evidence.tally import _code, _parse, _Tally, call_record, first_request, method_report
 from shim.store import Store
@@ -354,7 +354,7 @@ async def build_report(
     methods: Sequence[str] = (),
     relative: float,
     absolute: float,
-    min_sampled: int = MIN_SAMPLED,
+    min_sampled: int,
     calls: bool = False,
     limit: int = 1000,
     registry: DescriptorRegistry | None = None,

@@ -91,7 +91,7 @@ async def test_the_diff_log_the_store_and_report_json_write_the_same_form(tmp_pa
         StoreSink(store, replica="r1")(comparison)
         await store.flush()
         report = await build_report(
-            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, calls=True
+            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, min_sampled=20, calls=True
         )
     finally:
         await store.close()

@@ -140,7 +140,13 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 async def _report(store: Store, **overrides: Any) -> Report:
-    settings: dict[str, Any] = {"since": T0, "until": T0 + SPAN, "relative": 0.2, "absolute": 0.0003}
+    settings: dict[str, Any] = {
+        "since": T0,
+        "until": T0 + SPAN,
+        "relative": 0.2,
+        "absolute": 0.0003,
+        "min_sampled": 20,
+    }
     settings.update(overrides)
     return await build_report(store, **settings)
 

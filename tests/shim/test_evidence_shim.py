@@ -144,7 +144,12 @@ async def test_reads_sampled_for_noise_ask_bank_again_and_writes_never_do(
             "SELECT source, path, count(*) FROM comparison_paths GROUP BY source, path ORDER BY source, path"
         )
         report = await build_report(  # the ten reads asked twice are enough here
-            shim.store, since=0.0, until=time.time() + 1, relative=0.2, absolute=0.0003, min_sampled=10
+            shim.store,
+            since=0.0,
+            until=time.time() + 1,
+            relative=0.2,
+            absolute=0.0003,
+            min_sampled=10,
         )
     reads = [c for c in comparisons if c.method == GET_BALANCE]
     (write,) = [c for c in comparisons if c.method == DEPOSIT]
@@ -261,7 +266,9 @@ async def test_redacted_values_reach_no_log_no_diff_log_and_no_store(
     store = Store.open(str(store_path))
     await store.start()
     try:
-        report = await build_report(store, since=0.0, until=time.time() + 1, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=0.0, until=time.time() + 1, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     printed = io.StringIO()
@@ -298,9 +305,17 @@ async def test_each_differing_path_shows_its_call_with_the_request_when_payloads
     await opened.start()
     try:
         report = await build_report(
-            opened, since=0, until=time.time() + 1, relative=0.2, absolute=0.0003, registry=REGISTRY
+            opened,
+            since=0,
+            until=time.time() + 1,
+            relative=0.2,
+            absolute=0.0003,
+            min_sampled=20,
+            registry=REGISTRY,
         )
-        bare = await build_report(opened, since=0, until=time.time() + 1, relative=0.2, absolute=0.0003)
+        bare = await build_report(
+            opened, since=0, until=time.time() + 1, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await opened.close()
     (path,) = report.methods[0].paths

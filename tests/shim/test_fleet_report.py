@@ -76,7 +76,7 @@ async def _report(path: Path) -> Report:
     store = Store.open(str(path))
     await store.start()
     try:
-        return await build_report(store, since=0.0, until=4e9, relative=0.2, absolute=0.0003)
+        return await build_report(store, since=0.0, until=4e9, relative=0.2, absolute=0.0003, min_sampled=20)
     finally:
         await store.close()
 

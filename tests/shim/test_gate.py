@@ -51,7 +51,9 @@ async def report(tmp_path: Path) -> Report:
     store = Store.open(str(path))
     await store.start()
     try:
-        return await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+        return await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
 
@@ -140,7 +142,9 @@ async def _judge(records: Records, *, min_compared: int, max_unproven_rate: floa
     await store.start()
     try:
         await records.write(store)
-        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     return evaluate(
@@ -217,7 +221,9 @@ async def _judge_with_counts(
         await records.write(store)
         store.counts.put(T0 + 20, "test:1", counts)
         await store.flush()
-        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     return evaluate(

@@ -470,7 +470,9 @@ async def test_the_terminal_shows_whole_method_names_at_80_to_120_columns(tmp_pa
     await store.start()
     try:
         await records.write(store)
-        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     out = io.StringIO()
@@ -551,7 +553,9 @@ async def test_the_page_folds_long_values_and_never_breaks_a_name_mid_word(tmp_p
     await store.start()
     try:
         await records.write(store)
-        report = await build_report(store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     page = html(report)
@@ -572,7 +576,9 @@ async def test_the_series_fit_the_stretch_of_the_window_that_holds_comparisons(t
     await store.start()
     try:
         await records.write(store)
-        report = await build_report(store, since=T0, until=T0 + 86400, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=T0, until=T0 + 86400, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
     (method,) = report.methods

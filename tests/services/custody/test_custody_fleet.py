@@ -43,7 +43,9 @@ async def test_the_report_and_the_gate_name_the_replica_whose_bk_was_down(tmp_pa
         for name, to in ((A, bk.address), (B, gone.address)):
             async with replica_of_a_fleet(store, name, bank.address, to, mode=mode, **settings) as (shim, _):
                 await _open_and_read(shim.address, name)
-        report = await build_report(store, since=0.0, until=4e9, relative=0.2, absolute=0.0003)
+        report = await build_report(
+            store, since=0.0, until=4e9, relative=0.2, absolute=0.0003, min_sampled=20
+        )
     finally:
         await store.close()
         await bank.stop()

@@ -97,7 +97,16 @@ def _judge(
     if bk_side.adapter_error:  # BK never got to answer in Bank's shape: the adapter is at fault
         difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, bk_side.adapter_error)
         return Comparison(exchange, Verdict.ERROR, (difference,), reason=bk_side.adapter_error)
-    if shadow.code == Code.UNAVAILABLE and exchange.primary.code != Code.UNAVAILABLE:
+    primary = exchange.primary
+    if primary.code == Code.UNAVAILABLE and not primary.messages and not primary.local:
+        # the primary never received the call (gRPC's UNAVAILABLE): whatever the shadow answered, nothing
+        # to compare it with; not a match when both are down, no fault of the shadow's when it answered
+        reason = (
+            "not compared: the primary never received the call"
+            f" (UNAVAILABLE before any answer: {primary.details})"
+        )
+        return Comparison(exchange, Verdict.SKIPPED, reason=reason)
+    if shadow.code == Code.UNAVAILABLE and primary.code != Code.UNAVAILABLE:
         return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
     bank, bk = exchange.primary, shadow
     if not exchange.primary_is_bank:

@@ -756,14 +756,26 @@ def test_exchanges_that_are_not_compared(exchange_: Exchange, verdict: Verdict, 
     assert (comparison.verdict, comparison.reason, comparison.differences) == (verdict, reason, ())
 
 
-def test_both_sides_unavailable_is_compared() -> None:
-    """When Bank is unavailable too, BK's UNAVAILABLE is an answer like any other."""
-    down = answer(code=UNAVAILABLE, details="down")
-    assert compare(exchange(GET_BALANCE, down, down), REGISTRY).verdict is Verdict.MATCH
-    other = answer(code=UNAVAILABLE, details="gone")
-    assert _rows(compare(exchange(GET_BALANCE, down, other), REGISTRY)) == [
-        ("status.details", DiffKind.STATUS, "down", "gone")
-    ]
+@pytest.mark.parametrize("primary_is_bank", [True, False])
+def test_a_primary_that_never_received_the_call_leaves_nothing_to_compare(primary_is_bank: bool) -> None:
+    """UNAVAILABLE before any answer: the primary never received the call (gRPC's meaning), so whatever
+    the shadow answered, there is nothing to compare it with. Not a match when both are down (no
+    evidence of parity), not a difference of the shadow's when only the primary is (no fault of its)."""
+    down = answer(code=UNAVAILABLE, details="failed to connect to all addresses; 10.0.0.1:443")
+    for shadow in (down, answer(code=UNAVAILABLE, details="10.0.0.2:443: connection refused"), BALANCE):
+        comparison = compare(exchange(GET_BALANCE, down, shadow, primary_is_bank=primary_is_bank), REGISTRY)
+        assert (comparison.verdict, comparison.differences) == (Verdict.SKIPPED, ())
+        assert comparison.reason == (
+            "not compared: the primary never received the call (UNAVAILABLE before any answer:"
+            " failed to connect to all addresses; 10.0.0.1:443)"
+        )
+
+
+def test_unavailable_after_an_answer_is_compared() -> None:
+    """A stream that ended UNAVAILABLE after answer messages was received: both sides' answers compare."""
+    cut = answer(pb.Balance(cash="1"), code=UNAVAILABLE, details="reset")
+    assert compare(exchange(GET_BALANCE, cut, cut), REGISTRY).verdict is Verdict.MATCH
+    assert compare(exchange(GET_BALANCE, cut, BALANCE), REGISTRY).verdict is Verdict.MISMATCH
 
 
 def test_comparison_exposes_its_exchange() -> None:

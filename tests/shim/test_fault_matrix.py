@@ -291,7 +291,9 @@ async def test_a_different_number_of_stream_messages_is_a_mismatch_at_their_posi
 async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
     bank: Running, code: grpc.StatusCode, bk_answers: str
 ) -> None:
-    """Bank failing with a code: the client gets it and its details; BK OK: status mismatch; alike: match."""
+    """Bank failing with a code: the client gets it and its details; BK OK: status mismatch; alike: match.
+    But UNAVAILABLE before any answer says Bank never received the call: not compared (skipped), however
+    BK answered; the stream that had answers first is compared."""
     status = pb.EchoStatus(code=code.value[0], message=f"bank says {code.name} ✗")
     unary = pb.SimpleRequest(response_size=5, response_status=status)
     streaming = _stream_request(SIZES[:3], status)
@@ -308,7 +310,16 @@ async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
             comparisons = {c.method: c for c in await sink.wait_for(len(cases))}
             await shim.drain()
             verdict = "verdict_mismatch" if bk_answers == "ok" else "verdict_match"
-            assert [shim.counters.get(verdict, method) for method, _, _ in cases] == [1, 1, 1]
+            never_received = [code is grpc.StatusCode.UNAVAILABLE and m != STREAM for m, _, _ in cases]
+            verdicts = [
+                "verdict_skipped" if never else verdict
+                for never, _ in zip(never_received, cases, strict=True)
+            ]
+            assert [shim.counters.get(v, m) for v, (m, _, _) in zip(verdicts, cases, strict=True)] == [
+                1,
+                1,
+                1,
+            ]
             await _still_serving(shim, sink)
     finally:
         await bk.stop()
@@ -316,8 +327,12 @@ async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
     assert [o.code for o in through] == [code] * len(cases)
     assert [o.details for o in through] == [status.message] * len(cases)
     assert through[1].answers == tuple(_answer(s) for s in SIZES[:3])  # the answers before the error
-    for method, _, _ in cases:
+    for (method, _, _), never in zip(cases, never_received, strict=True):
         comparison = comparisons[method]
+        if never:
+            assert (comparison.verdict, comparison.differences) == (Verdict.SKIPPED, ()), method
+            assert "the primary never received the call" in comparison.reason
+            continue
         if bk_answers == "same":
             assert comparison.verdict is Verdict.MATCH, method
             continue

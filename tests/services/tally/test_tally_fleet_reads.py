@@ -56,6 +56,9 @@ across_replicas = {across}
 
 [envoy]
 comparison_nice = 0  # the tickets are taken in the comparison plane: not starved by the tests beside it
+
+[shadow]
+shed_lag = "0s"  # every read is mirrored, however loaded the machine: the test is about their order
 """
 
 

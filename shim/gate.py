@@ -33,7 +33,7 @@ from typing import ClassVar
 from shim.errors import ConfigError
 from shim.evidence import MethodReport, Report, method_name
 from shim.evidence.fleet import responsible
-from shim.settings import COUNT, SHARE, Kind, duration, setting
+from shim.settings import POSITIVE, SHARE, Kind, duration, setting
 
 NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
 
@@ -57,7 +57,10 @@ class GateSettings:
         86_400.0, duration(), "how far back the gate looks at the evidence", reloadable=True
     )
     min_compared: int = setting(
-        100, COUNT, "clean comparisons (match or mismatch) each method needs", reloadable=True
+        100,
+        POSITIVE,
+        "clean comparisons (match or mismatch) each method needs (at least 1: none proves nothing)",
+        reloadable=True,
     )
     max_mismatch_rate: float = setting(
         0.0, SHARE, "real mismatches / clean comparisons, per method", reloadable=True

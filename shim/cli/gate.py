@@ -7,7 +7,7 @@ from typing import Any
 
 from shim import config as config_mod
 from shim._noise import NoiseSettings
-from shim.cli.store_args import count, evidence_settings, share, store_flags
+from shim.cli.store_args import evidence_settings, positive, share, store_flags
 from shim.gate import GateSettings
 from shim.units import parse_duration
 
@@ -30,7 +30,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     gate.add_argument(
         "--min-compared",
         metavar="N",
-        type=count,
+        type=positive,
         help="clean comparisons (match or mismatch) each method needs ([gate] min_compared)",
     )
     gate.add_argument(

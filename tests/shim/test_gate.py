@@ -511,7 +511,8 @@ methods = ["{REFUND_NAME}"]
     [
         (["--max-mismatch-rate", "2"], "is not a share between 0 and 1"),
         (["--max-unproven-rate", "1.5"], "is not a share between 0 and 1"),
-        (["--min-compared", "-1"], "is not a count"),
+        (["--min-compared", "-1"], "is not a whole number of 1 or more"),
+        (["--min-compared", "0"], "is not a whole number of 1 or more"),
         (["--window", "soon"], "is not a duration"),
         (["--bogus"], "unrecognized arguments"),
     ],
@@ -531,6 +532,15 @@ def test_a_bad_max_unproven_rate_in_the_config_exits_2(recent: Path, tmp_path: P
     done = _gate("--config", str(config))
     assert done.returncode == 2, done.stdout
     assert "gate.max_unproven_rate: 2 is not a share between 0 and 1" in done.stderr
+
+
+def test_a_gate_that_needs_no_clean_comparison_is_a_config_error(recent: Path, tmp_path: Path) -> None:
+    """[gate] min_compared = 0 would pass a method none of whose calls was compared: a config error."""
+    config = tmp_path / "shim.toml"
+    config.write_text(f'[store]\nurl = "{recent}"\n[gate]\nmin_compared = 0\n', encoding="utf-8")
+    done = _gate("--config", str(config))
+    assert done.returncode == 2, done.stdout
+    assert "gate.min_compared: 0 is not a positive integer" in done.stderr
 
 
 def test_a_store_error_exits_2(tmp_path: Path) -> None:

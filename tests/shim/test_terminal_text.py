@@ -88,7 +88,7 @@ async def test_report_gate_and_resync_print_what_clients_named_as_escaped_text(t
     report, as_json, gate, resync = await asyncio.gather(
         asyncio.to_thread(_shim, "report", "--store", str(db), "--since", "1h", "--calls"),
         asyncio.to_thread(_shim, "report", "--store", str(db), "--since", "1h", "--calls", "--json"),
-        asyncio.to_thread(_shim, "gate", "--store", str(db), "--min-compared", "0"),
+        asyncio.to_thread(_shim, "gate", "--store", str(db), "--min-compared", "1"),
         asyncio.to_thread(_shim, "resync", "--store", str(db), "--list"),
     )
     assert (report.returncode, as_json.returncode) == (0, 0), report.stderr + as_json.stderr

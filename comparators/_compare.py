@@ -32,7 +32,9 @@ def compare(
     no known pair that differs from Bank's is an `unmapped-id` difference. A
     mismatch on a key out of step (`exchange.tainted`) is `tainted`. With
     `redactor`, the values of sensitive fields are replaced by keyed hashes in
-    both answers before anything is compared (see comparators.redact).
+    both answers before anything is compared, after BK's ids were read through
+    the pairs, so a mapped id in a redacted field gives equal hashes (see
+    comparators.redact).
     """
     try:
         comparison = _judge(exchange, registry, rules, ids, redactor)
@@ -203,10 +205,10 @@ def _rich_differences(
     except KeyError:  # googleapis-common-protos absent
         return [Difference(_RICH, DiffKind.STATUS, bank_raw, bk_raw)]
     left, right = _decode(cls, bank_raw), _decode(cls, bk_raw)
-    if redactor is not None:
-        for msg in (left, right):
-            if msg is not None:
-                redactor.redact(msg)
+    unmapped: set[str] = set()
+    if ids is not None and to_bank is not None and left is not None and right is not None:
+        unmapped = {found.value for found in translate_answer(ids, method, [right], to_bank, side="")}
+    _redact(redactor, [left, right], unmapped)
     walker = Walker(registry, rules, method)
     if bank_raw is None or bk_raw is None:
         walker._presence(
@@ -225,9 +227,6 @@ def _rich_differences(
                 None if right is not None else _shown_raw(_raw(bk_raw), redactor),
             )
         ]
-    unmapped: set[str] = set()
-    if ids is not None and to_bank is not None:
-        unmapped = {found.value for found in translate_answer(ids, method, [right], to_bank, side="")}
     walker.messages(left, right, _RICH)
     found = [_rich_code(d, rules, method) for d in walker.out]
     if unmapped:
@@ -322,10 +321,11 @@ def _message_differences(
     cls = registry.message_class(info.output_type)
     left: list[message.Message | None] = [_decode(cls, raw) for raw in bank.messages]
     right: list[message.Message | None] = [_decode(cls, raw) for raw in bk.messages]
-    if redactor is not None:
-        for msg in (*left, *right):
-            if msg is not None:
-                redactor.redact(msg)
+    unmapped: set[str] = set()
+    if ids is not None and to_bank is not None:
+        decoded_bk = [m for m in right if m is not None]
+        unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
+    _redact(redactor, [*left, *right], unmapped)
     for index, (raw_left, raw_right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
         if raw_left == raw_right:
             continue
@@ -338,10 +338,6 @@ def _message_differences(
                     None if right[index] is not None else _shown_raw(raw_right, redactor),
                 )
             )
-    unmapped: set[str] = set()
-    if ids is not None and to_bank is not None:
-        decoded_bk = [m for m in right if m is not None]
-        unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
     walker = Walker(registry, rules, method, clock)
     decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
     if streamed and all(m is not None for m in left + right):
@@ -360,6 +356,18 @@ def _message_differences(
     else:
         diffs.extend(walker.out)
     return diffs
+
+
+def _redact(redactor: Redactor | None, messages: list[message.Message | None], unmapped: set[str]) -> None:
+    """Redact the decoded answers in place, after BK's ids were read through the pairs: an id in a redacted
+    field is hashed in Bank's terms on both sides, so a mapped pair gives equal hashes. The BK ids left
+    unmapped are then known by their hashes too (`unmapped` gains them), as the differences show them."""
+    if redactor is None:
+        return
+    for msg in messages:
+        if msg is not None:
+            redactor.redact(msg)
+    unmapped.update([redactor.hash(value) for value in unmapped])
 
 
 def _unmapped(difference: Difference, unmapped: set[str]) -> Difference:

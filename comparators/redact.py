@@ -1,4 +1,4 @@
-"""Sensitive fields whose values are never shown: replaced by a keyed hash before anything else.
+"""Sensitive fields whose values are never shown: replaced by a keyed hash before anything is compared.
 
 `[redact] fields = ["pay.v1.Account.owner_name", ...]` names message fields
 (wherever the message appears). Their values are replaced, in the decoded
@@ -7,6 +7,11 @@ HMAC-SHA256 under a secret key, before the messages are compared. Equal values
 give equal hashes, so a comparison still tells whether the two sides agree,
 but no difference, log line, stored record or report ever holds the value.
 Strings and bytes can be redacted; other field types are refused.
+
+One step comes first: in a comparison with ids (comparators.ids), BK's ids in
+its decoded answer are read as the Bank ids they pair with, then both answers
+are redacted. A redacted field that holds ids thus hashes a mapped pair alike,
+and an id with no pair is still told apart, shown as its hash.
 
 Bytes that do not decode could hold anything: with redaction on, an
 `undecodable` or `bytes` difference shows their length, not their content.

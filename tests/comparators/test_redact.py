@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from google.rpc import status_pb2
 
 from comparators import DescriptorRegistry, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators.ids import IdFields, IdKind
 from comparators.redact import PREFIX, RedactError, Redactor
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 
@@ -106,3 +109,61 @@ def test_with_redaction_undecodable_answers_show_only_their_size() -> None:
     assert difference.bk == "<13 bytes, not shown: redaction is on>"
     plain = compare(_exchange(bank, b"\xffAda Lovelace"), REGISTRY)
     assert plain.differences[0].bk == b"\xffAda Lovelace".hex()
+
+
+TRADE_ID = "bank.v1.LedgerEntry.trade_id"
+STATUS_MESSAGE = "google.rpc.Status.message"
+STREAM_ENTRIES = "/bank.v1.Ledger/StreamLedgerEntries"
+
+
+def _trade_ids() -> IdFields:
+    return IdFields(
+        (IdKind("trade", minted=("bank.v1.Trade.trade_id",), references=(TRADE_ID, STATUS_MESSAGE)),),
+        REGISTRY,
+    )
+
+
+def _entries(bank_id: str, bk_id: str, *pairs: tuple[str, str, str]) -> Exchange:
+    def entry(trade_id: str) -> Outcome:
+        return Outcome(0, messages=(pb.LedgerEntry(sequence=1, trade_id=trade_id).SerializeToString(),))
+
+    return Exchange(STREAM_ENTRIES, (b"",), entry(bank_id), entry(bk_id), ids=pairs)
+
+
+def _refused(bank_id: str, bk_id: str, *pairs: tuple[str, str, str]) -> Exchange:
+    """Rich error details (google.rpc.Status) whose message is the trade's id."""
+
+    def refusal(trade_id: str) -> Outcome:
+        status = status_pb2.Status(code=5, message=trade_id)
+        trailer = (("grpc-status-details-bin", status.SerializeToString()),)
+        return Outcome(5, "not found", trailing_metadata=trailer)
+
+    return Exchange(STREAM_ENTRIES, (b"",), refusal(bank_id), refusal(bk_id), ids=pairs)
+
+
+@pytest.mark.parametrize(
+    ("make", "path"),
+    [(_entries, "[0].trade_id"), (_refused, "status.rich_details.message")],
+)
+def test_a_redacted_id_compares_through_the_id_map_and_shows_only_hashes(
+    make: Callable[..., Exchange], path: str
+) -> None:
+    """A field that holds ids and is redacted: BK's id is read as the Bank id it pairs with, then both are
+    hashed, so a mapped pair matches (in answers and in rich error details); an unpaired BK id is still an
+    unmapped id, and a BK id paired with another Bank id a change, each shown as hashes only."""
+    fields, hide = _trade_ids(), redactor(TRADE_ID, STATUS_MESSAGE)
+    pair, other = ("trade", "T1", "trd_1"), ("trade", "T2", "trd_2")
+    mapped = compare(make("T1", "trd_1", pair), REGISTRY, None, fields, hide)
+    assert (mapped.verdict, mapped.differences) == (Verdict.MATCH, ())
+    unmapped = compare(make("T1", "trd_9", pair), REGISTRY, None, fields, hide)
+    changed = compare(make("T1", "trd_2", pair, other), REGISTRY, None, fields, hide)
+    assert [(d.path, d.kind, d.bank, d.bk) for d in unmapped.differences] == [
+        (path, DiffKind.UNMAPPED_ID, hide.hash("T1"), hide.hash("trd_9"))
+    ]
+    assert [(d.path, d.kind, d.bank, d.bk) for d in changed.differences] == [
+        (path, DiffKind.CHANGED, hide.hash("T1"), hide.hash("T2"))
+    ]
+    for comparison in (unmapped, changed):
+        assert comparison.verdict is Verdict.MISMATCH
+        shown = repr(comparison.differences)
+        assert not any(clear in shown for clear in ("'T1'", "'T2'", "trd_"))

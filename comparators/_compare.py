@@ -178,7 +178,9 @@ def _status_differences(
         tolerated = rule.name if rule.codes_equivalent(left, right) else ""
         diffs.append(Difference("status.code", DiffKind.STATUS, left, right, tolerated))
     if bank.details != bk.details:
-        tolerated = rule.name if rule.details_equivalent(bank.details, bk.details) else ""
+        # a group of a details pattern may capture an id: BK's reads as the Bank id it pairs with
+        pairs = {(bank_id, bk_id) for (_, bk_id), bank_id in to_bank.items()} if to_bank else ()
+        tolerated = rule.name if rule.details_equivalent(bank.details, bk.details, pairs) else ""
         diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     # the same bytes may still name other ids, read through the pairs

@@ -26,7 +26,7 @@ import fnmatch
 import importlib
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -226,7 +226,8 @@ class StatusRule:
     - `equivalent`: (Bank code, BK code) pairs that count as the same, in the
       status and in the `code` of its rich details (google.rpc.Status);
     - `details`: "exact" (default), "ignore", or a regular expression that both
-      details must match, the captured groups being equal.
+      details must match, the captured groups being equal: the same text, or,
+      given the exchange's id pairs, BK's group a BK id paired with Bank's.
     """
 
     def __init__(
@@ -256,13 +257,20 @@ class StatusRule:
     def codes_equivalent(self, bank: str, bk: str) -> bool:
         return (bank, bk) in self.equivalent
 
-    def details_equivalent(self, bank: str, bk: str) -> bool:
+    def details_equivalent(self, bank: str, bk: str, pairs: Collection[tuple[str, str]] = ()) -> bool:
+        """Whether the two details count as the same; `pairs` are (Bank id, BK id) of the exchange, by
+        which a group BK captured reads as the Bank id it pairs with."""
         if self.details == "ignore":
             return True
         if self.pattern is None:
             return False
         left, right = self.pattern.fullmatch(bank), self.pattern.fullmatch(bk)
-        return left is not None and right is not None and left.groups() == right.groups()
+        if left is None or right is None:
+            return False
+        return all(
+            a == b or (a is not None and b is not None and (a, b) in pairs)
+            for a, b in zip(left.groups(), right.groups(), strict=True)
+        )
 
 
 _EXACT_STATUS = StatusRule(name="status")

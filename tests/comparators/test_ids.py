@@ -909,6 +909,37 @@ def test_identical_answers_are_read_through_the_map_when_the_id_spaces_overlap()
         assert (fast.verdict, fast.differences, fast.decoded) == (Verdict.MATCH, (), False)
 
 
+TRADE_WORDING = {
+    "rule": "status",
+    "details": r"trade '?(\w+)'? (?:not found|does not exist)",
+    "name": "wording",
+}
+
+
+def _no_trade(details: str) -> Outcome:
+    return answer(code=5, details=details)
+
+
+def test_an_id_a_status_details_pattern_captures_compares_through_the_map() -> None:
+    """A `details` pattern capturing an id: BK's captured id that pairs with Bank's captured one is the
+    same id, so the two wordings of one refusal are tolerated. A BK id with no pair, or paired with
+    another Bank id, is a different one; without ids, or with exact details, the text is compared as it is."""
+    bank, bk = _no_trade("trade 'T5' not found"), _no_trade("trade trd_9 does not exist")
+    t5 = ("trade", "T5", "trd_9")
+    paired = judge(CANCEL_TRADE, bank, bk, pairs=(t5,), rules=[TRADE_WORDING])
+    assert paired.verdict is Verdict.MATCH
+    assert [(d.path, d.rule) for d in paired.differences] == [("status.details", "wording")]
+    for pairs, with_ids, rules in (
+        ((), True, [TRADE_WORDING]),
+        ((("trade", "T6", "trd_9"), ("trade", "T5", "trd_5")), True, [TRADE_WORDING]),
+        ((t5,), False, [TRADE_WORDING]),
+        ((t5,), True, None),
+    ):
+        other = judge(CANCEL_TRADE, bank, bk, pairs=pairs, rules=rules, with_ids=with_ids)
+        assert other.verdict is Verdict.MISMATCH
+        assert [(d.path, d.rule) for d in other.differences] == [("status.details", "")]
+
+
 def test_ids_map_when_bk_is_the_primary() -> None:
     """With BK as the primary, its answer is still the one read through the map."""
     comparison = judge(

@@ -13,6 +13,13 @@ its decoded answer are read as the Bank ids they pair with, then both answers
 are redacted. A redacted field that holds ids thus hashes a mapped pair alike,
 and an id with no pair is still told apart, shown as its hash.
 
+A `google.protobuf.Any` (rich error details' `google.rpc.Status.details`, or
+an Any field of a message) is reached too: when the descriptors know the
+packed type, its message is unpacked, redacted and packed again. A packed type
+they do not know, or bytes that do not decode as the type, could hold a
+redacted value: the packed bytes are replaced whole by their hash (the
+`type_url` is kept), so equal packed values still compare equal.
+
 Bytes that do not decode could hold anything: with redaction on, an
 `undecodable` or `bytes` difference shows their length, not their content.
 """
@@ -31,6 +38,7 @@ from comparators.descriptors import DescriptorRegistry, reaches
 from comparators.message_api import descriptor_of, has_field, parse, serialize
 
 PREFIX = "redacted:"
+_ANY = "google.protobuf.Any"
 
 
 class RedactError(ValueError):
@@ -43,6 +51,7 @@ class Redactor:
             raise RedactError("redact: the key of the keyed hash is empty")
         self.key = key
         self.fields = tuple(fields)
+        self._registry = registry
         self._by_type: dict[str, list[FieldDescriptor]] = {}
         for index, location in enumerate(fields):
             where = f"redact.fields[{index}]"
@@ -57,6 +66,7 @@ class Redactor:
                 raise RedactError(f"{where}: {location} is not a string or bytes field")
             self._by_type.setdefault(type_name, []).append(fd)
         self._holds: dict[str, bool] = {}
+        self._targets = {*self._by_type, _ANY}  # an Any may hold any message
 
     def hash(self, value: str | bytes) -> str:
         """The text that stands for a value: equal values, equal text."""
@@ -66,6 +76,9 @@ class Redactor:
     def redact(self, msg: message.Message) -> None:
         """Replace, in place, every redacted field's value at any depth of `msg`."""
         desc = descriptor_of(msg)
+        if desc.full_name == _ANY:
+            self._redact_any(msg)
+            return
         if not self._reaches(desc):
             return
         for redacted in self._by_type.get(desc.full_name, ()):
@@ -97,11 +110,34 @@ class Redactor:
         elif value:
             setattr(msg, fd.name, self.hash(value).encode() if as_bytes else self.hash(value))
 
+    def _redact_any(self, packed: Any) -> None:  # a google.protobuf.Any of the registry's pool
+        """An Any's packed message redacted: unpacked when its type is known, redacted and packed again;
+        its bytes hashed whole when they cannot be read (an unknown type, or bytes that do not decode)."""
+        raw: bytes = packed.value
+        if not raw:
+            return
+        type_name = packed.type_url.rpartition("/")[2]
+        desc = self._registry.find_message(type_name)
+        if desc is not None and not self._reaches(desc):
+            return
+        if desc is not None:
+            inner = self._registry.message_class(type_name)()
+            try:
+                parse(inner, raw)
+            except (message.DecodeError, RuntimeError, ValueError):
+                pass
+            else:
+                self.redact(inner)
+                packed.value = serialize(inner, deterministic=True)
+                return
+        packed.value = self.hash(raw).encode()
+
     def _reaches(self, desc: Any) -> bool:  # a Descriptor (python or upb)
-        """Whether messages of this type can hold a redacted field, at any depth."""
+        """Whether messages of this type can hold a redacted field, at any depth (an Any may hold any
+        message: those holding an Any are visited)."""
         found = self._holds.get(desc.full_name)
         if found is None:
-            found = self._holds[desc.full_name] = reaches(desc, self._by_type)
+            found = self._holds[desc.full_name] = reaches(desc, self._targets)
         return found
 
     def redact_bytes(self, cls: type[message.Message], raw: bytes) -> bytes | None:

@@ -31,6 +31,7 @@ from shim.routing import Router
 from shim.units import parse_duration
 
 _log = structlog.get_logger("shim")
+_RPC_STATUS = "google.rpc.Status"  # rich error details (`grpc-status-details-bin`)
 
 
 def load_registry(paths: Sequence[str]) -> DescriptorRegistry | None:
@@ -148,12 +149,18 @@ class Parts:
         )
 
     def payload_filter(self) -> PayloadFilter | None:
-        """With redaction, stored messages are decoded, redacted and encoded again (or not kept)."""
+        """With redaction, stored messages are decoded, redacted and encoded again (or not kept); side
+        "status" is the google.rpc.Status of rich error details (`grpc-status-details-bin`)."""
         redactor, registry = self.redactor, self.registry
         if redactor is None or registry is None:
             return None
 
         def keep(method: str, side: str, raw: bytes) -> bytes | None:
+            if side == "status":  # rich error details: a google.rpc.Status, its details in Any
+                try:
+                    return redactor.redact_bytes(registry.message_class(_RPC_STATUS), raw)
+                except KeyError:  # googleapis-common-protos absent: they cannot be read
+                    return None
             info = registry.method(method)
             if info is None:
                 return None

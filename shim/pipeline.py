@@ -65,8 +65,9 @@ class ComparisonSettings:
 
 @dataclass(frozen=True, slots=True)
 class RedactSettings:
-    """Values never shown: in the diff log, the store and reports a redacted field is a keyed hash, so
-    equal values stay equal (`docs/store.md`)."""
+    """Values never shown: in the diff log, the store, recordings and reports a redacted field is a keyed
+    hash, so equal values stay equal, also when packed in a `google.protobuf.Any` (rich error details);
+    an Any of a type the descriptors do not know is hashed whole (`docs/store.md`)."""
 
     SECTION: ClassVar[str] = "redact"
     fields: tuple[str, ...] = setting(

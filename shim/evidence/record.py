@@ -77,7 +77,8 @@ def _b64(payload: bytes) -> str:
     return base64.b64encode(payload).decode()
 
 
-# (method, "request" | "answer", bytes) -> the bytes to keep (redacted), or None to keep nothing
+# (method, "request" | "answer" | "status", bytes) -> the bytes to keep (redacted), or None to keep nothing;
+# "status": the google.rpc.Status of rich error details (`grpc-status-details-bin`)
 PayloadFilter = Callable[[str, str, bytes], bytes | None]
 
 

@@ -40,7 +40,10 @@ from shim.store_settings import carries_credentials, correlation_id
 
 _log = structlog.get_logger("shim.recording")
 KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys
-Keep = Callable[[str, str, bytes], bytes | None]  # (method, "request"|"response", raw) -> redacted
+# (method, "request"|"response"|"status", raw) -> redacted; "status": the google.rpc.Status of the
+# `grpc-status-details-bin` trailer (rich error details)
+Keep = Callable[[str, str, bytes], bytes | None]
+_STATUS_DETAILS = "grpc-status-details-bin"
 _STOP = object()
 
 
@@ -287,10 +290,28 @@ class Recorder:
             out.append(kept if kept is not None else b"")
         return tuple(out)
 
+    def _trailers(self, method: str, trailing: Metadata, notes: list[str]) -> Metadata:
+        """The trailers, credentials left out; with redaction, the rich error details (a google.rpc.Status
+        whose details are Any) redacted like messages, or left out when they do not decode."""
+        cleaned = _clean(trailing)
+        if self._keep is None:
+            return cleaned
+        out: list[tuple[str, str | bytes]] = []
+        for key, value in cleaned:
+            if key == _STATUS_DETAILS:
+                kept = self._keep(method, "status", value.encode() if isinstance(value, str) else value)
+                if kept is None:
+                    notes.append(f"{_STATUS_DETAILS} not kept: it does not decode, and redaction is on")
+                    continue
+                value = kept
+            out.append((key, value))
+        return tuple(out)
+
     def _encode(self, item: _Finished) -> RecordedCall:
         take, notes = item.take, list[str]()
         requests = self._redacted(take.method, "request", take.requests, notes)
         responses = self._redacted(take.method, "response", take.responses, notes)
+        trailing = self._trailers(take.method, item.trailing, notes)
         return RecordedCall(
             seq=self._writer.calls,
             at=take.at,
@@ -304,7 +325,7 @@ class Recorder:
             code=item.code,
             details=item.details,
             initial_metadata=_clean(item.initial),
-            trailing_metadata=_clean(item.trailing),
+            trailing_metadata=trailing,
             latency=item.latency,
             unsampled=item.unsampled,
             note="; ".join(notes),

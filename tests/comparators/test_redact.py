@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from google.rpc import status_pb2
+from google.protobuf import any_pb2, descriptor_pb2, message
+from google.rpc import error_details_pb2, status_pb2
 
 from comparators import DescriptorRegistry, DiffKind, Exchange, Outcome, Verdict, compare
 from comparators.ids import IdFields, IdKind
@@ -167,3 +168,134 @@ def test_a_redacted_id_compares_through_the_id_map_and_shows_only_hashes(
         assert comparison.verdict is Verdict.MISMATCH
         shown = repr(comparison.differences)
         assert not any(clear in shown for clear in ("'T1'", "'T2'", "trd_"))
+
+
+# -- google.protobuf.Any: rich error details and Any fields of answers ------------------------------------
+
+SUBJECT = "google.rpc.PreconditionFailure.Violation.subject"
+HOLDERS_GET = "/test.v1.Holders/Get"
+UNKNOWN_URL = "type.googleapis.com/elsewhere.v1.Secret"
+
+
+def _with_holder() -> DescriptorRegistry:
+    """The sample's descriptors and a service whose answer holds Any fields (one, and a list)."""
+    registry = DescriptorRegistry.from_files(
+        [Path(__file__).resolve().parents[2] / "sample_ledger" / "bank.binpb"]
+    )
+    file = descriptor_pb2.FileDescriptorProto(
+        name="test/holder.proto", package="test.v1", syntax="proto3", dependency=["google/protobuf/any.proto"]
+    )
+    holder = file.message_type.add(name="Holder")
+    optional, repeated = (
+        descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+    )
+    string, msg = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+    )
+    holder.field.add(name="note", number=1, type=string, label=optional)
+    holder.field.add(name="extra", number=2, type=msg, label=optional, type_name=".google.protobuf.Any")
+    holder.field.add(name="more", number=3, type=msg, label=repeated, type_name=".google.protobuf.Any")
+    file.service.add(name="Holders").method.add(
+        name="Get", input_type=".test.v1.Holder", output_type=".test.v1.Holder"
+    )
+    registry.add_set(descriptor_pb2.FileDescriptorSet(file=[file]))
+    return registry
+
+
+HOLDERS = _with_holder()
+
+
+def _packed(msg: message.Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
+
+
+def _refusal(owner: str, message_text: str = "refused") -> Outcome:
+    """FAILED_PRECONDITION with rich details: a standard detail and one of the service's own types."""
+    violation = error_details_pb2.PreconditionFailure.Violation(type="OWNER", subject=owner, description="x")
+    status = status_pb2.Status(code=9, message=message_text)
+    status.details.extend(
+        [
+            _packed(error_details_pb2.PreconditionFailure(violations=[violation])),
+            _packed(pb.Account(account_id="A1", owner_name=owner)),
+        ]
+    )
+    return Outcome(9, "refused", trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+
+
+def test_redacted_fields_in_any_of_rich_error_details_show_only_hashes() -> None:
+    """A redacted field packed in google.rpc.Status details (a standard detail, a detail of the service's
+    own type) is hashed like any other: a difference there shows two hashes, equal values match."""
+    hide = Redactor((OWNER, SUBJECT), REGISTRY, b"k")
+    differing = Exchange(LIST_ACCOUNTS, (b"",), _refusal("Ada Lovelace"), _refusal("ADA LOVELACE"))
+    comparison = compare(differing, REGISTRY, redactor=hide)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert sorted((d.path, d.bank, d.bk) for d in comparison.differences) == [
+        (
+            "status.rich_details.details[0].violations[0].subject",
+            hide.hash("Ada Lovelace"),
+            hide.hash("ADA LOVELACE"),
+        ),
+        ("status.rich_details.details[1].owner_name", hide.hash("Ada Lovelace"), hide.hash("ADA LOVELACE")),
+    ]
+    alike = Exchange(LIST_ACCOUNTS, (b"",), _refusal("Ada Lovelace"), _refusal("Ada Lovelace", "other"))
+    same = compare(alike, REGISTRY, redactor=hide)
+    assert [d.path for d in same.differences] == ["status.rich_details.message"]
+    for shown in (repr(comparison.differences), repr(same.differences)):
+        assert "Lovelace" not in shown
+        assert "LOVELACE" not in shown
+
+
+def _holder_answer(owner: str, secret: bytes, note: str = "n") -> bytes:
+    holder = HOLDERS.message_class("test.v1.Holder")()
+    holder.note = note
+    holder.extra.Pack(pb.Account(account_id="A1", owner_name=owner))
+    holder.more.add(type_url=UNKNOWN_URL, value=secret)
+    return holder.SerializeToString()
+
+
+def test_redacted_fields_in_any_fields_of_an_answer_show_only_hashes() -> None:
+    """An Any field of an answer: a packed type the descriptors know is unpacked, redacted and packed
+    again; one they do not know could hold anything and is hashed whole. Equal values still match."""
+    hide = Redactor((OWNER,), HOLDERS, b"k")
+    secret = b"\n\x0cAda Lovelace"
+    bank = Outcome(0, messages=(_holder_answer("Ada Lovelace", secret),))
+    bk = Outcome(0, messages=(_holder_answer("ADA LOVELACE", secret + b"!"),))
+    comparison = compare(Exchange(HOLDERS_GET, (b"",), bank, bk), HOLDERS, redactor=hide)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert sorted((d.path, d.bank, d.bk) for d in comparison.differences) == [
+        ("extra.owner_name", hide.hash("Ada Lovelace"), hide.hash("ADA LOVELACE")),
+        ("more[0].value", hide.hash(secret).encode(), hide.hash(secret + b"!").encode()),
+    ]
+    assert "Lovelace" not in repr(comparison.differences)
+    assert "LOVELACE" not in repr(comparison.differences)
+    alike = Outcome(0, messages=(_holder_answer("Ada Lovelace", secret, note="other"),))
+    same = compare(Exchange(HOLDERS_GET, (b"",), bank, alike), HOLDERS, redactor=hide)
+    assert [d.path for d in same.differences] == ["note"]
+
+
+def test_stored_messages_and_status_details_hold_no_value_packed_in_an_any() -> None:
+    """What is stored or recorded (redact_bytes) hides a value packed in an Any: a known type's field
+    as its hash, an unknown type's bytes as the hash of all of them."""
+    hide = Redactor((OWNER, SUBJECT), HOLDERS, b"k")
+    secret = b"\n\x0cAda Lovelace"
+    kept = hide.redact_bytes(HOLDERS.message_class("test.v1.Holder"), _holder_answer("Ada Lovelace", secret))
+    assert kept is not None
+    assert b"Lovelace" not in kept
+    holder = HOLDERS.message_class("test.v1.Holder").FromString(kept)
+    account = pb.Account()
+    assert holder.extra.Unpack(account)
+    assert (account.account_id, account.owner_name) == ("A1", hide.hash("Ada Lovelace"))
+    assert (holder.more[0].type_url, holder.more[0].value) == (UNKNOWN_URL, hide.hash(secret).encode())
+    raw = _refusal("Ada Lovelace").trailer("grpc-status-details-bin")
+    assert isinstance(raw, bytes)
+    details = hide.redact_bytes(status_pb2.Status, raw)
+    assert details is not None
+    assert b"Lovelace" not in details
+    status = status_pb2.Status.FromString(details)
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[0].Unpack(failure)
+    assert failure.violations[0].subject == hide.hash("Ada Lovelace")

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 import sample_ledger
@@ -48,8 +49,15 @@ async def bank() -> AsyncIterator[RunningLedger]:
         await served.stop(None)
 
 
+REDACTED = ("bank.v1.OpenAccountRequest.owner_name", "bank.v1.Account.owner_name")
+
+
 async def _recorded(
-    bank: RunningLedger, path: Path, work: Callable[[pb_grpc.LedgerStub], Awaitable[Any]], **record: Any
+    bank: RunningLedger,
+    path: Path,
+    work: Callable[[pb_grpc.LedgerStub], Awaitable[Any]],
+    redacted: tuple[str, ...] = REDACTED,
+    **record: Any,
 ) -> tuple[Recording, Any]:
     """Run `work` against a shim in `bank` mode (no BK) recording to `path`; the recording once the shim
     has stopped, and what `work` returned."""
@@ -60,7 +68,7 @@ async def _recorded(
             methods=KEYED,
             record={"path": str(path), **record},
             store={"correlation_header": "x-request-id"},
-            redact={"fields": ["bank.v1.OpenAccountRequest.owner_name", "bank.v1.Account.owner_name"]},
+            redact={"fields": list(redacted)},
         ) as (shim, _),
         aio.insecure_channel(shim.address) as channel,
     ):
@@ -163,6 +171,49 @@ async def test_every_call_kind_is_recorded_with_the_primarys_answer(
     assert missing.details == got["missing"].details()
     assert missing.responses == ()
     assert all(c.latency > 0 for c in calls)
+
+
+async def test_rich_error_details_are_recorded_redacted(
+    bank: RunningLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redacted field packed in the primary's rich error details (google.rpc.Status in the
+    `grpc-status-details-bin` trailer, its details in Any) is recorded as its hash; the client still gets
+    the primary's details as they were."""
+    monkeypatch.setenv("SHIM_REDACT_KEY", KEY)
+    described = "google.rpc.BadRequest.FieldViolation.description"
+
+    async def refused(stub: pb_grpc.LedgerStub) -> aio.AioRpcError:
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", currency="USD"))
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.Deposit(pb.DepositRequest(account_id="R1", amount="not-a-number", reference="r"))
+        return caught.value
+
+    path = tmp_path / "calls.jsonl"
+    recording, error = await _recorded(bank, path, refused, redacted=(*REDACTED, described))
+    sent = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    assert isinstance(sent, bytes)
+    (violation,) = _violations(sent)
+    assert violation.description
+    assert not violation.description.startswith("redacted:")
+    _, deposit = list(recording.calls())
+    kept = dict(deposit.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(kept, bytes)
+    (recorded,) = _violations(kept)
+    expected = (
+        "redacted:" + hmac.new(KEY.encode(), violation.description.encode(), hashlib.sha256).hexdigest()
+    )
+    assert recorded.description == expected[: len("redacted:") + 16]
+    assert recorded.field == violation.field
+    # (the status message is free text: not parsed, not redacted)
+    assert violation.description.encode() not in status_pb2.Status.FromString(kept).details[0].value
+    assert deposit.note == ""
+
+
+def _violations(raw: bytes) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    status = status_pb2.Status.FromString(raw)
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    return list(bad_request.field_violations)
 
 
 async def test_sampling_keeps_whole_key_histories(bank: RunningLedger, tmp_path: Path) -> None:

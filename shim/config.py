@@ -33,8 +33,8 @@ from shim.errors import ConfigError
 from shim.gate import GateSettings
 from shim.ids import parse as parse_ids
 from shim.pipeline import ComparisonSettings, RedactSettings
-from shim.reconcile import ReconcileSettings
-from shim.reconcile import parse as parse_reconcile
+from shim.reconcile_settings import ReconcileSettings
+from shim.reconcile_settings import parse as parse_reconcile
 from shim.recording.settings import RecordSettings
 from shim.routing import MethodSettings, SamplingSettings, parse_methods
 from shim.serving_settings import ServingSettings

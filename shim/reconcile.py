@@ -1,4 +1,4 @@
-"""`shim reconcile`: read the whole book from both sides and report every key whose state differs.
+"""`shim reconcile`: read the whole book from both sides; report every key that differs or went unread.
 
 The step before the point of no return. The config's `[reconcile]` table names
 a listing read that pages through every key (e.g. every account), and the reads
@@ -21,6 +21,9 @@ difference; every read is asked of Bank and of BK (through the adapters when
 BK speaks its own interface) and the two answers are compared with the
 config's rules and id map, exactly as mirrored calls are. Keys out of step
 (see `shim resync`) are reported as such: their difference is already known.
+A key whose state a read did not show (an error on Bank, a failed or late call,
+answers that could not be compared) is unreadable: reported, never agreeing.
+The table is parsed and checked in `shim.reconcile_settings`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf import message
 from grpc import aio
@@ -39,127 +41,15 @@ from comparators.message_api import copy_from, descriptor_of, serialize
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
 from shim.adapters import Channel
-from shim.errors import ConfigError, ShimError
+from shim.errors import ShimError
 from shim.ids import IdBook
+from shim.reconcile_settings import KEY_SOURCES, Read, ReconcileSettings, check, parse
 
 CONCURRENCY = 8  # keys read at once
 # no state read: the call did not get through
 _UNREADABLE = frozenset({Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNAVAILABLE})
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    method: str  # "pkg.Svc/Method"
-    key: str  # request field the key goes in (dotted for a nested field)
-
-
-KEY_SOURCES = ("list", "store")
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileSettings:
-    list: str  # "" without a listing read
-    items: str
-    key: str
-    reads: tuple[Read, ...]
-    page_size: str = ""
-    page_token: str = ""
-    next_page_token: str = ""
-    size: int = 100
-    keys: str = "list"  # where the keys come from: the listing read, or the store (every key of the traffic)
-
-
-def parse(table: Mapping[str, Any]) -> ReconcileSettings:
-    """The [reconcile] table (shim.config reads it)."""
-    known = {"list", "items", "key", "reads", "page_size", "page_token", "next_page_token", "size", "keys"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"reconcile.{unknown[0]}: unknown setting")
-    keys = table.get("keys", "list" if "list" in table else "store")
-    if keys not in KEY_SOURCES:
-        raise ConfigError(f"reconcile.keys: {keys!r} is not one of {', '.join(KEY_SOURCES)}")
-    listing = ("list", "items", "key")
-    if keys == "list" or any(name in table for name in listing):
-        for name in listing:
-            if not isinstance(table.get(name), str) or not table[name]:
-                why = "" if keys == "store" else ' (or keys = "store": every key the traffic named)'
-                raise ConfigError(f"reconcile.{name}: expected a non-empty string{why}")
-    reads = table.get("reads")
-    if not isinstance(reads, list) or not reads:
-        raise ConfigError('reconcile.reads: expected a list of { method = "pkg.Svc/Method", key = "field" }')
-    parsed = []
-    for index, read in enumerate(reads):
-        where = f"reconcile.reads[{index}]"
-        if not isinstance(read, dict) or set(read) != {"method", "key"}:
-            raise ConfigError(f'{where}: expected {{ method = "pkg.Svc/Method", key = "field" }}')
-        if not all(isinstance(read[k], str) and read[k] for k in ("method", "key")):
-            raise ConfigError(f"{where}: method and key are non-empty strings")
-        parsed.append(Read(read["method"].lstrip("/"), read["key"]))
-    strings = {}
-    for name in ("page_size", "page_token", "next_page_token"):
-        value = table.get(name, "")
-        if not isinstance(value, str):
-            raise ConfigError(f"reconcile.{name}: expected a field name")
-        strings[name] = value
-    if bool(strings["page_token"]) != bool(strings["next_page_token"]):
-        raise ConfigError("reconcile: page_token and next_page_token go together")
-    size = table.get("size", 100)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ConfigError(f"reconcile.size: {size!r} is not a positive integer")
-    return ReconcileSettings(
-        list=table.get("list", "").lstrip("/"),
-        items=table.get("items", ""),
-        key=table.get("key", ""),
-        reads=tuple(parsed),
-        size=size,
-        keys=keys,
-        **strings,
-    )
-
-
-def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> None:
-    """Every method and field the settings name, against the descriptors."""
-    if registry is None:
-        raise ConfigError("reconcile: needs the descriptors of Bank's interface (descriptor_sets)")
-    for index, read in enumerate(settings.reads):
-        info = _method(registry, read.method, f"reconcile.reads[{index}].method")
-        _field(registry.message_class(info.input_type).DESCRIPTOR, read.key, f"reconcile.reads[{index}].key")
-    if not settings.list:
-        return
-    listing = _method(registry, settings.list, "reconcile.list")
-    request = registry.message_class(listing.input_type).DESCRIPTOR
-    answer = registry.message_class(listing.output_type).DESCRIPTOR
-    items = answer.fields_by_name.get(settings.items)
-    if items is None or not items.is_repeated or items.message_type is None:
-        what = f"no repeated message field {settings.items!r}"
-        raise ConfigError(f"reconcile.items: {listing.output_type} has {what}")
-    if settings.key not in items.message_type.fields_by_name:
-        raise ConfigError(f"reconcile.key: {items.message_type.full_name} has no field {settings.key!r}")
-    named = (
-        (settings.page_size, request),
-        (settings.page_token, request),
-        (settings.next_page_token, answer),
-    )
-    for name, where in named:
-        if name and name not in where.fields_by_name:
-            raise ConfigError(f"reconcile: {where.full_name} has no field {name!r}")
-
-
-def _method(registry: DescriptorRegistry, name: str, where: str) -> Any:
-    info = registry.method("/" + name)
-    if info is None:
-        raise ConfigError(f"{where}: {name} is not a method of the descriptors")
-    if not info.unary:
-        raise ConfigError(f"{where}: {name} is not a unary method")
-    return info
-
-
-def _field(descriptor: Any, path: str, where: str) -> None:
-    for part in path.split("."):
-        field_ = descriptor.fields_by_name.get(part) if descriptor is not None else None
-        if field_ is None or field_.is_repeated:
-            raise ConfigError(f"{where}: {path!r} names no single field of the request")
-        descriptor = field_.message_type
+# verdicts that compared the two answers: any other (skipped, error) shows nothing of the key
+_COMPARED = frozenset({Verdict.MATCH, Verdict.MISMATCH, Verdict.SHADOW_ERROR})
 
 
 def _set(msg: message.Message, path: str, value: str) -> None:
@@ -186,8 +76,16 @@ class KeyResult:
 class Result:
     keys: int
     reads: int
-    differing: list[KeyResult]
+    differing: list[KeyResult]  # keys with differences
     seconds: float
+    unreadable: list[KeyResult] = field(
+        default_factory=list
+    )  # keys not shown to agree: a read or compare failed
+
+    @property
+    def agree(self) -> bool:
+        """Both sides shown to agree on every key: none differs, none went unread."""
+        return not self.differing and not self.unreadable
 
 
 class Sweep:
@@ -319,6 +217,9 @@ class Sweep:
             if not result.unreadable and bank.code != 0:  # the read does not show this key's state
                 what = f"{bank.status} {bank.details}".strip()
                 result.unreadable = f"{read.method} on Bank: {what} (the read does not show the key's state)"
+            if not result.unreadable and comparison.verdict not in _COMPARED:  # skipped, or not made
+                what = f"not compared ({comparison.verdict}): {comparison.reason}".rstrip(": ")
+                result.unreadable = f"{read.method}: {what}"
             if comparison.verdict is Verdict.SHADOW_ERROR:  # BK gave no usable answer
                 failed = Difference("status", DiffKind.STATUS, bank.status, comparison.reason)
                 result.differences.append((read.method, failed))
@@ -389,9 +290,25 @@ class Sweep:
 
         bank_listed, bk_listed = set(bank_keys), set(bk_keys)
         await asyncio.gather(*(one(key) for key in every))
-        differing = sorted((r for r in results if r.differences), key=lambda r: r.key)
-        return Result(len(every), len(self.settings.reads), differing, time.perf_counter() - started)
+        results.sort(key=lambda r: r.key)
+        differing = [r for r in results if r.differences]
+        unreadable = [r for r in results if r.unreadable]
+        seconds = time.perf_counter() - started
+        return Result(len(every), len(self.settings.reads), differing, seconds, unreadable)
 
 
 class ReconcileError(ShimError):
     """A side could not be listed: the sweep cannot say anything."""
+
+
+__all__ = [
+    "KEY_SOURCES",
+    "KeyResult",
+    "Read",
+    "ReconcileError",
+    "ReconcileSettings",
+    "Result",
+    "Sweep",
+    "check",
+    "parse",
+]

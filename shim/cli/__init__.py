@@ -163,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
 
     reconcile = commands.add_parser(
         "reconcile",
-        help="read every key's state ([reconcile]) from Bank and BK; exit 1 on any difference",
+        help="read every key's state ([reconcile]) from Bank and BK; exit 1 unless every key reads alike",
     )
     reconcile.add_argument("--config", metavar="FILE", required=True, help="the shim's config file")
     reconcile.add_argument("--bank", metavar="HOST:PORT", help="Bank (overrides the config's)")
@@ -174,7 +174,9 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--adapters", metavar="MODULE", help="BK speaks its own interface: the adapters in MODULE.ADAPTERS"
     )
-    reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
+    reconcile.add_argument(
+        "--json", action="store_true", help="print the differences and the keys not read as JSON"
+    )
     reconcile.add_argument(
         "--keys-from",
         choices=("list", "store"),

@@ -1,8 +1,9 @@
 """`shim reconcile --config FILE`: the sweep of `shim.reconcile`, with a progress bar and a verdict.
 
-Exit status: 0 when both sides hold the same state for every key, 1 when any key
-differs (each is listed), 2 when the sweep could not run (a side unreachable, a
-bad config).
+Exit status: 0 only when both sides were read and hold the same state for every
+key; 1 when they are not shown to agree: any key differs or could not be read or
+compared on either side (each is listed, with its differences or why it went
+unread); 2 when the sweep could not run (a side unreachable, a bad config).
 """
 
 from __future__ import annotations
@@ -130,14 +131,14 @@ async def reconcile(args: argparse.Namespace) -> int:
         await sides.close()
         if store is not None:
             await store.close()
-    for key_result in result.differing:  # which replica saw the write that put the key out of step
+    for key_result in result.differing + result.unreadable:  # which replica marked the key out of step
         if key_result.out_of_step and (mark := marks.get(key_result.key)) is not None:
             key_result.marked_by = mark.replica
     if args.json:
         print(json.dumps(_as_json(result), indent=2))
     else:
         _print(Console(), result, source)
-    return EXIT_DIFFERENT if result.differing else 0
+    return 0 if result.agree else EXIT_DIFFERENT  # a key not read is not shown to agree
 
 
 async def _keys(
@@ -224,6 +225,10 @@ def _as_json(result: Result) -> dict[str, Any]:
             }
             for r in result.differing
         ],
+        "unreadable": [
+            {"key": r.key, "reason": r.unreadable, "out_of_step": r.out_of_step, "marked_by": r.marked_by}
+            for r in result.unreadable
+        ],
     }
 
 
@@ -232,13 +237,39 @@ def _plain(value: object) -> object:
 
 
 def _print(console: Console, result: Result, listing: str) -> None:
-    if not result.differing:
+    if result.agree:
         console.print(
             f"[green]Both sides agree[/]: {result.keys} keys ({listing}), {result.reads} reads each, "
             f"in {result.seconds:.1f} s.",
             highlight=False,
         )
         return
+    if result.differing:
+        _print_differing(console, result)
+    if result.unreadable:
+        _print_unreadable(console, result)
+
+
+def _print_unreadable(console: Console, result: Result) -> None:
+    """Keys whose state a read did not show: never counted as agreeing."""
+    unreadable = result.unreadable
+    table = Table(title=f"{len(unreadable)} of {result.keys} keys could not be read", title_justify="left")
+    for column in ("key", "why", "out of step"):
+        table.add_column(column)
+    for r in unreadable:  # what the sides answered: text, never markup
+        table.add_row(cell(r.key), cell(r.unreadable), cell(r.out_of_step))
+    console.print(table)
+    console.print(
+        Text.assemble(
+            (f"{len(unreadable)} keys could not be read", "red"),
+            f": not shown to agree ({result.keys} keys swept, {result.reads} reads each, "
+            f"in {result.seconds:.1f} s).",
+        ),
+        highlight=False,
+    )
+
+
+def _print_differing(console: Console, result: Result) -> None:
     table = Table(title=f"{len(result.differing)} of {result.keys} keys differ", title_justify="left")
     marked_by = Counter(r.marked_by for r in result.differing if r.marked_by)
     columns = ("key", "method", "path", "Bank", "BK", "out of step", *(("marked by",) if marked_by else ()))
@@ -264,7 +295,7 @@ def _print(console: Console, result: Result, listing: str) -> None:
         Text.assemble(
             (f"{len(result.differing)} keys differ", "red"),
             f" ({known} already known to be out of step{f'; marked by {by}' if by else ''}), "
-            f"{result.keys} keys read, {result.reads} reads each, in {result.seconds:.1f} s.",
+            f"{result.keys} keys swept, {result.reads} reads each, in {result.seconds:.1f} s.",
         ),
         highlight=False,
     )

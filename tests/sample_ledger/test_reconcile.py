@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from grpc import aio
 
@@ -19,7 +21,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger._proto.bk.v1 import journal_pb2 as jpb
 from sample_ledger._proto.bk.v1 import journal_pb2_grpc as jpb_grpc
-from sample_ledger.server import RunningLedger, serve
+from sample_ledger.server import RunningLedger, make_servicer, serve
 from shim.store import OutOfStep, Store
 
 CONFIG = Path(sample_ledger.__file__).parent / "shim.toml"
@@ -154,3 +156,109 @@ async def test_an_unreachable_side_is_exit_2_with_the_reason(tmp_path: Path) -> 
         await bank.stop(None)
     assert code == 2
     assert "listing bank.v1.Ledger/ListAccounts on BK failed: UNAVAILABLE" in err
+
+
+Patch = Callable[[Any], None]
+
+
+@asynccontextmanager
+async def _ledger(kind: str, patch: Patch | None = None) -> AsyncIterator[str]:
+    """A sample ledger whose servicer `patch` changes before it serves: its address."""
+    servicer = make_servicer(kind, fixed=True)
+    if patch is not None:
+        patch(servicer)
+    server = aio.server()
+    pb_grpc.add_LedgerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+def _reads_fail(code: grpc.StatusCode, details: str) -> Patch:
+    """The state reads answer `code`, the listing still works."""
+
+    def patch(servicer: Any) -> None:
+        async def fail(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(code, details)
+
+        servicer.GetBalance = servicer.GetPortfolio = fail
+
+    return patch
+
+
+def _reads_hang(servicer: Any) -> None:
+    """The state reads never answer (until the server stops)."""
+
+    async def hang(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        await asyncio.Event().wait()
+
+    servicer.GetBalance = servicer.GetPortfolio = hang
+
+
+async def _open(address: str, accounts: Sequence[str], deposit: str = "") -> None:
+    async with aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        for account in accounts:
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id=account, initial_deposit="1000"))
+        if deposit:  # a deposit only this side got, on the first account
+            await stub.Deposit(pb.DepositRequest(account_id=accounts[0], amount=deposit))
+
+
+@pytest.mark.parametrize(
+    ("bank_patch", "bk_patch", "more", "reason"),
+    [
+        (_reads_fail(grpc.StatusCode.UNAVAILABLE, "bank overloaded"), None, (), "on Bank: UNAVAILABLE"),
+        (
+            _reads_fail(grpc.StatusCode.INTERNAL, "db shard 3 down"),
+            _reads_fail(grpc.StatusCode.INTERNAL, "journal replica lagging"),
+            (),
+            "on Bank: INTERNAL db shard 3 down",
+        ),
+        (_reads_hang, _reads_hang, ("--timeout", "500ms"), "DEADLINE_EXCEEDED"),
+    ],
+    ids=["bank-unavailable", "both-internal", "both-deadline"],
+)
+async def test_keys_whose_state_cannot_be_read_are_reported_and_never_agree(
+    bank_patch: Patch | None, bk_patch: Patch | None, more: tuple[str, ...], reason: str, tmp_path: Path
+) -> None:
+    """State reads that fail (Bank UNAVAILABLE, both INTERNAL in different words under a rule ignoring
+    the wording, both past --timeout) show nothing of the keys, whatever BK holds: every key is reported
+    unreadable with why, in JSON and on the terminal, and the exit status is 1, never 0."""
+    async with _ledger("bank", bank_patch) as bank, _ledger("bk", bk_patch) as bk:
+        await _open(bank, ["A1", "A2"])
+        await _open(bk, ["A1", "A2"], deposit="500")
+        sides = ("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db", *more)
+        code, out, err = await _reconcile(*sides, "--json")
+        assert code == 1, out + err
+        report = json.loads(out)
+        assert [r["key"] for r in report["unreadable"]] == ["A1", "A2"]
+        assert all(reason in r["reason"] for r in report["unreadable"]), report["unreadable"]
+        code, out, err = await _reconcile(*sides)
+    assert code == 1, out + err
+    text = " ".join(out.split())
+    assert "Both sides agree" not in text
+    assert "2 keys could not be read" in text
+    assert "A1" in text
+    assert "A2" in text
+
+
+async def test_keys_neither_side_has_are_reported_unreadable(tmp_path: Path) -> None:
+    """A keys file naming keys neither side holds (both answer NOT_FOUND): those keys are unreadable, the
+    one both hold agrees, exit 1."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("A1\nZZ-typo-1\nZZ-typo-2\n", encoding="utf-8")
+    async with _ledger("bank") as bank, _ledger("bk") as bk:
+        await _open(bank, ["A1"])
+        await _open(bk, ["A1"])
+        code, out, err = await _reconcile(
+            "--bank", bank, "--bk", bk, "--store", tmp_path / "none.db", "--keys-file", keys, "--json"
+        )
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert (report["keys"], report["differing"]) == (3, [])
+    unreadable = {r["key"]: r["reason"] for r in report["unreadable"]}
+    assert set(unreadable) == {"ZZ-typo-1", "ZZ-typo-2"}
+    assert "on Bank: NOT_FOUND" in unreadable["ZZ-typo-1"]

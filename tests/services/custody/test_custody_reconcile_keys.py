@@ -108,6 +108,12 @@ async def test_keys_from_a_file_in_either_sides_ids(tmp_path: Path) -> None:
         keys.write_text(f"# accounts to check\n{opened[1]}\n\n{bk_first}\n", encoding="utf-8")
         code, result = await _reconcile(config, store, bank, bk, "--keys-file", str(keys))
         assert (code, result["keys"], result["differing"]) == (0, 2, [])
+        # an account neither side holds (both answer NOT_FOUND) shows nothing: unreadable, never agreeing
+        keys.write_text(f"{opened[0]}\nno-such-account\n", encoding="utf-8")
+        code, result = await _reconcile(config, store, bank, bk, "--keys-file", str(keys))
+        assert (code, result["keys"], result["differing"]) == (1, 2, [])
+        assert [r["key"] for r in result["unreadable"]] == ["no-such-account"]
+        assert "on Bank: NOT_FOUND" in result["unreadable"][0]["reason"]
         (tmp_path / "empty.txt").write_text("# nothing yet\n", encoding="utf-8")
         empty = await shim_command(
             "reconcile", "--config", config, "--bank", bank.address, "--bk", bk.address, "--keys-file",

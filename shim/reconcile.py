@@ -273,6 +273,11 @@ class Sweep:
         else:
             bank_keys = bk_keys = [await self.as_bank_key(key) for key in dict.fromkeys(keys)]
         every = sorted(set(bank_keys) | set(bk_keys))
+        if not every:  # a sweep of nothing would say both sides agree
+            nothing = (
+                f"neither Bank nor BK lists any key ({self.settings.list})" if keys is None else "no key"
+            )
+            raise ReconcileError(f"{nothing}: a sweep of nothing would say both sides agree")
         results: list[KeyResult] = []
         done = 0
         gate = asyncio.Semaphore(CONCURRENCY)

@@ -262,3 +262,15 @@ async def test_keys_neither_side_has_are_reported_unreadable(tmp_path: Path) -> 
     unreadable = {r["key"]: r["reason"] for r in report["unreadable"]}
     assert set(unreadable) == {"ZZ-typo-1", "ZZ-typo-2"}
     assert "on Bank: NOT_FOUND" in unreadable["ZZ-typo-1"]
+
+
+async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) -> None:
+    """Neither side lists any key: a sweep of nothing would say both sides agree, so it is refused with
+    one line saying so, exit 2."""
+    async with _ledger("bank") as bank, _ledger("bk") as bk:
+        code, out, err = await _reconcile("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db")
+    assert (code, out) == (2, ""), err
+    assert err.strip() == (
+        "shim reconcile: error: neither Bank nor BK lists any key (bank.v1.Ledger/ListAccounts): "
+        "a sweep of nothing would say both sides agree"
+    )

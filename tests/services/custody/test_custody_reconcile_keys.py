@@ -153,3 +153,22 @@ async def test_a_store_that_names_no_key_is_an_error_not_an_agreement(tmp_path: 
     )
     assert code == 2
     assert "names no routing key: give --keys-file FILE" in err
+
+
+async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) -> None:
+    """The custody config with its listing: two books with no account are refused (exit 2), never
+    "both sides agree" on no key."""
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text((HERE / "shim.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        code, out, err = await shim_command(
+            "reconcile", "--config", config, "--store", tmp_path / "none.db", "--bank", bank.address,
+            "--bk", bk.address,
+        )  # fmt: skip
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (code, out) == (2, ""), err
+    assert "neither Bank nor BK lists any key (custody.v1.Custody/ListAccounts)" in err

@@ -16,7 +16,9 @@ that show one key's state (e.g. its balance and positions):
       { method = "pay.v1.Payments/ListHolds", key = "account_id" },
     ]
 
-Each side is listed with its own page tokens. A key only one side lists is a
+Each side is listed with its own page tokens; a listing whose paging is not
+named is refused rather than read half (a full page, or an answer with a field
+like a next page's token: see docs/reconcile.md). A key only one side lists is a
 difference; every read is asked of Bank and of BK (through the adapters when
 BK speaks its own interface) and the two answers are compared with the
 config's rules and id map, exactly as mirrored calls are. Keys out of step
@@ -50,6 +52,10 @@ CONCURRENCY = 8  # keys read at once
 _UNREADABLE = frozenset({Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNAVAILABLE})
 # verdicts that compared the two answers: any other (skipped, error) shows nothing of the key
 _COMPARED = frozenset({Verdict.MATCH, Verdict.MISMATCH, Verdict.SHADOW_ERROR})
+
+
+def _side(side: str) -> str:
+    return "BK" if side == "bk" else "Bank"
 
 
 def _set(msg: message.Message, path: str, value: str) -> None:
@@ -126,11 +132,17 @@ class Sweep:
             outcome = await self._ask(side, "/" + s.list, serialize(request))
             if outcome.code != 0 or not outcome.messages:
                 raise ReconcileError(
-                    f"listing {s.list} on {side.upper() if side == 'bk' else 'Bank'} failed: "
+                    f"listing {s.list} on {_side(side)} failed: "
                     f"{outcome.status} {outcome.details or outcome.local}"
                 )
             answer = answer_class.FromString(outcome.messages[0])
             listed = [str(getattr(item, s.key)) for item in getattr(answer, s.items)]
+            if s.page_size and not s.page_token and len(listed) >= s.size:  # more may be behind it
+                raise ReconcileError(
+                    f"listing {s.list} on {_side(side)}: a full page ({len(listed)} keys, reconcile.size) "
+                    "and no reconcile.page_token: the keys after it would go unread; name page_token and "
+                    "next_page_token, or raise reconcile.size above the number of keys"
+                )
             if side == "bk":
                 listed = await self._as_bank_keys(info.path, answer, listed)
             found += listed

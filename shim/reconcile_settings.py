@@ -3,6 +3,7 @@ descriptors (the table itself is described in `shim.reconcile` and docs/reconcil
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ class Read:
 
 
 KEY_SOURCES = ("list", "store")
+# a listing answer's field that looks like the next page's token (next_page_token, cursor, next_offset...)
+_PAGE_TOKEN = re.compile(r"token|cursor|continuation|^next_", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,13 @@ def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> N
     for name, where in named:
         if name and name not in where.fields_by_name:
             raise ConfigError(f"reconcile: {where.full_name} has no field {name!r}")
+    if not settings.page_token:  # a listing that pages, read without its tokens, stops after one page
+        for found in answer.fields:
+            if found.name != settings.items and not found.is_repeated and _PAGE_TOKEN.search(found.name):
+                raise ConfigError(
+                    f"reconcile.page_token: {answer.full_name} has {found.name!r}, which looks like the "
+                    "next page's token: name page_token and next_page_token, or only the first page is read"
+                )
 
 
 def _method(registry: DescriptorRegistry, name: str, where: str) -> Any:

@@ -73,6 +73,18 @@ def test_a_table_the_descriptors_cannot_honour_is_refused(change: dict[str, Any]
     assert message in str(refused.value)
 
 
+def test_a_listing_that_pages_without_its_page_token_is_refused() -> None:
+    """The listing's answer has a field that looks like the next page's token: without page_token and
+    next_page_token the sweep would stop after the first page, so the table is refused."""
+    unpaged = {key: value for key, value in GOOD.items() if key not in ("page_token", "next_page_token")}
+    with pytest.raises(ConfigError) as refused:
+        check(parse({**unpaged, "page_size": "page_size"}), REGISTRY)
+    assert str(refused.value) == (
+        "reconcile.page_token: bank.v1.ListAccountsResponse has 'next_page_token', which looks like the "
+        "next page's token: name page_token and next_page_token, or only the first page is read"
+    )
+
+
 def test_without_a_listing_read_the_keys_come_from_the_store() -> None:
     reads = [{"method": "bank.v1.Ledger/GetBalance", "key": "account_id"}]
     settings = parse({"reads": reads})

@@ -48,6 +48,8 @@ from shim.ids import IdBook
 from shim.reconcile_settings import KEY_SOURCES, Read, ReconcileSettings, check, parse
 
 CONCURRENCY = 8  # keys read at once
+EMPTY_PAGES = 100  # empty pages in a row, each with a new token, after which a listing is taken to be endless
+_ENDLESS = "the listing would never end"
 # no state read: the call did not get through
 _UNREADABLE = frozenset({Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNAVAILABLE})
 # verdicts that compared the two answers: any other (skipped, error) shows nothing of the key
@@ -123,6 +125,8 @@ class Sweep:
         answer_class = self.registry.message_class(info.output_type)
         found: list[str] = []
         token = ""
+        seen: set[object] = set()  # the page tokens followed: one that comes back would loop forever
+        empty = 0  # empty pages in a row that gave a token
         while True:
             request = request_class()
             if s.page_size:
@@ -149,6 +153,15 @@ class Sweep:
             token = getattr(answer, s.next_page_token) if s.next_page_token else ""
             if not token:
                 return found
+            empty = 0 if listed else empty + 1
+            never = f"listing {s.list} on {_side(side)}: "
+            if token in seen:
+                raise ReconcileError(f"{never}the page token {token!r} came back a second time: {_ENDLESS}")
+            if empty >= EMPTY_PAGES:
+                raise ReconcileError(
+                    f"{never}{empty} empty pages in a row, each with a new page token: {_ENDLESS}"
+                )
+            seen.add(token)
 
     async def _as_bank_keys(self, method: str, answer: message.Message, listed: list[str]) -> list[str]:
         """BK's listed keys in Bank's id space, where the key is an id the map pairs (keys both sides

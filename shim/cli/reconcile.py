@@ -5,7 +5,7 @@ key; 1 when they are not shown to agree: any key differs or could not be read or
 compared on either side (each is listed, with its differences or why it went
 unread); 2 when the sweep could not run (a side unreachable, a bad config, no
 key at all to read: an empty listing on both sides, keys file or store; a listing
-that pages but whose page token is not named).
+that pages but whose page token is not named, or whose page tokens go round).
 """
 
 from __future__ import annotations

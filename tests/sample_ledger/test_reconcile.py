@@ -274,3 +274,20 @@ async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) 
         "shim reconcile: error: neither Bank nor BK lists any key (bank.v1.Ledger/ListAccounts): "
         "a sweep of nothing would say both sides agree"
     )
+
+
+def _listing_repeats_its_token(servicer: Any) -> None:
+    async def listing(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ListAccountsResponse(accounts=[pb.Account(account_id="A1")], next_page_token="again")
+
+    servicer.ListAccounts = listing
+
+
+async def test_a_listing_whose_page_token_comes_back_is_exit_2(tmp_path: Path) -> None:
+    """BK's listing answers the same next page token every time: the sweep stops, exit 2, naming it."""
+    async with _ledger("bank") as bank, _ledger("bk", _listing_repeats_its_token) as bk:
+        await _open(bank, ["A1"])
+        reconciling = _reconcile("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db")
+        code, out, err = await asyncio.wait_for(reconciling, 60)
+    assert (code, out) == (2, ""), err
+    assert "listing bank.v1.Ledger/ListAccounts on BK: the page token 'again' came back a second time" in err

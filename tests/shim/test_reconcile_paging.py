@@ -3,7 +3,8 @@ page, and one whose paging is not named, or whose page tokens go round, is refus
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import pytest
 from google.protobuf import descriptor_pb2
@@ -11,7 +12,7 @@ from grpc import aio
 
 from comparators import DescriptorRegistry, RuleSet
 from comparators.message_api import parse, serialize
-from shim.reconcile import Read, ReconcileError, ReconcileSettings, Result, Sweep, check
+from shim.reconcile import EMPTY_PAGES, Read, ReconcileError, ReconcileSettings, Result, Sweep, check
 from tests.backends import called_method, scripted_server
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -116,3 +117,42 @@ async def test_a_full_page_without_page_tokens_is_refused() -> None:
 
 def _fields(settings: ReconcileSettings) -> dict[str, object]:
     return {name: getattr(settings, name) for name in settings.__slots__}
+
+
+class _EndlessEmpty(Mapping[str, tuple[list[str], str]]):
+    """Pages that never end: the first lists K1, every one after it is empty and gives a new token."""
+
+    def __getitem__(self, token: str) -> tuple[list[str], str]:
+        return (["K1"] if not token else [], f"{token}e")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+async def test_a_page_token_that_comes_back_is_refused_not_followed_forever() -> None:
+    """BK's listing gives, on its second page, that same page's token again: followed, it would never end;
+    the sweep stops (exit 2 from the command) naming the side and the token."""
+    looping = {"": (["K1", "K2"], "p2"), "p2": (["K3"], "p2")}
+    with pytest.raises(ReconcileError) as refused:
+        await asyncio.wait_for(_sweep(PAGED, BOOK, looping), 30)
+    assert str(refused.value) == (
+        "listing pg.v1.Svc/List on BK: the page token 'p2' came back a second time: "
+        "the listing would never end"
+    )
+
+
+async def test_empty_pages_that_never_end_are_refused() -> None:
+    """Empty pages may come before the last one, but not without end: after EMPTY_PAGES empty pages in a
+    row, each with a new token, the sweep stops, naming the side."""
+    with pytest.raises(ReconcileError) as refused:
+        await asyncio.wait_for(_sweep(PAGED, _EndlessEmpty(), BOOK), 30)
+    assert str(refused.value) == (
+        f"listing pg.v1.Svc/List on Bank: {EMPTY_PAGES} empty pages in a row, each with a new page token: "
+        "the listing would never end"
+    )
+    gaps = {"": (["K1"], "a"), "a": ([], "b"), "b": ([], "c"), "c": (["K2"], "")}  # a few empty pages: read
+    result = await _sweep(PAGED, gaps, gaps)
+    assert (result.keys, result.differing, result.unreadable) == (2, [], [])

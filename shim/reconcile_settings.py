@@ -19,8 +19,9 @@ class Read:
 
 
 KEY_SOURCES = ("list", "store")
-# a listing answer's field that looks like the next page's token (next_page_token, cursor, next_offset...)
-_PAGE_TOKEN = re.compile(r"token|cursor|continuation|^next_", re.IGNORECASE)
+# a listing answer's text field that looks like the next page's token (next_page_token, cursor, ...); a
+# name alone is a guess, so only text fields with such names are taken for one (not next_review_at)
+_PAGE_TOKEN = re.compile(r"token|cursor|continuation", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,13 @@ def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> N
             raise ConfigError(f"reconcile: {where.full_name} has no field {name!r}")
     if not settings.page_token:  # a listing that pages, read without its tokens, stops after one page
         for found in answer.fields:
-            if found.name != settings.items and not found.is_repeated and _PAGE_TOKEN.search(found.name):
+            text = found.type in (found.TYPE_STRING, found.TYPE_BYTES)
+            if (
+                found.name != settings.items
+                and not found.is_repeated
+                and text
+                and _PAGE_TOKEN.search(found.name)
+            ):
                 raise ConfigError(
                     f"reconcile.page_token: {answer.full_name} has {found.name!r}, which looks like the "
                     "next page's token: name page_token and next_page_token, or only the first page is read"

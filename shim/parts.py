@@ -66,18 +66,14 @@ def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | 
 def _load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
     """The config's redacted fields, keyed by the secret in config.redact.key_env.
 
-    Without that variable, a random key of this process: hashes then differ between shim processes.
+    Without that variable, a random key of this process: hashes then differ between shim processes
+    (`Parts.warn_of_a_random_key` says so, once the config is known to be good).
     """
     if not config.redact.fields:
         return None
     if registry is None:
         raise ConfigError("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
     secret = os.environ.get(config.redact.key_env, "")
-    if not secret:
-        _log.warning(
-            "no redaction key: using a random one; equal values hash alike within this process only",
-            key_env=config.redact.key_env,
-        )
     key = secret.encode() if secret else secrets.token_bytes(32)
     try:
         return Redactor(config.redact.fields, registry, key)
@@ -100,6 +96,9 @@ class Parts:
         self.id_fields = load_ids(config, registry)
         self.alias_fields = aliases.fields_of(config.key_aliases, registry)
         self.redactor = _load_redactor(config, registry)
+        self._random_key_env = (
+            config.redact.key_env if self.redactor and not os.environ.get(config.redact.key_env) else ""
+        )
         if config.descriptors.reflection == "shim" and registry is None:
             raise ConfigError(
                 'reflection: "shim" answers gRPC reflection from the descriptors, and there are none'
@@ -121,6 +120,15 @@ class Parts:
         self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
         self.primary_latencies = Latencies(self.method_labels)
         self.replica = replica_name()  # this process, as the store names it
+
+    def warn_of_a_random_key(self) -> None:
+        """Say, once the whole config is known to be good (a config error is then the one line said), that
+        redaction runs on a random key of this process."""
+        if self._random_key_env:
+            _log.warning(
+                "no redaction key: using a random one; equal values hash alike within this process only",
+                key_env=self._random_key_env,
+            )
 
     def worker_setup(self, config: Config) -> WorkerSetup:
         """What a comparison process needs to compare as this one does."""

@@ -171,6 +171,7 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    shim.parts.warn_of_a_random_key()
     log.info(
         "ready",
         listen=shim.address,

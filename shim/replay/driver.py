@@ -118,6 +118,7 @@ class Replayer:
         self._sinks = list(sinks)
         self.config = config
         self.parts = Parts(config, registry)
+        self.parts.warn_of_a_random_key()
         self.source = source
         self.speed = speed  # 0: as fast as order allows; S: the recorded timing, S times faster
         self.unknown_state = unknown_state  # why every key's state is unknown from the start ("": known)

@@ -417,6 +417,32 @@ def test_failing_to_start_exits_2_with_one_line(
     assert done.stdout == ""
 
 
+def test_a_config_error_with_redaction_and_no_key_is_still_one_line(tmp_path: Path) -> None:
+    """Redaction with no key set runs on a random key, which the shim warns of; but a config that is
+    wrong besides is the one line of its error, not that warning first."""
+    config = _config(
+        tmp_path,
+        f"descriptor_sets = [{json.dumps(str(BANK_BINPB))}]\n"
+        '[redact]\nfields = ["bank.v1.Account.owner_name"]\n'
+        '[methods."bank.v1.Ledger/NoSuchMethod"]\nkey = ["account_id"]\n',
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SHIM_REDACT_KEY"}
+    done = subprocess.run(
+        [*SERVE, "--config", str(config), "--store", str(tmp_path / "shim.db")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("shim: error: methods"), line
+    assert "NoSuchMethod" in line
+
+
 async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() -> None:
     """With Bank down at start the shim still serves, warns once naming Bank, and answers UNAVAILABLE."""
     gone = await serve("bank")

@@ -121,13 +121,14 @@ async def reconcile(args: argparse.Namespace) -> int:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a bar only where someone watches: never a stray line in a log
         ) as progress:
             task = progress.add_task("keys", total=None)
             result = await sweep.run(
                 lambda done, total: progress.update(task, completed=done, total=total), keys=keys
             )
     except ReconcileError as exc:
-        print(f"shim reconcile: error: {printable(str(exc))}", file=sys.stderr)
+        print(f"shim: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await sides.close()

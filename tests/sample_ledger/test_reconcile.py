@@ -155,7 +155,8 @@ async def test_an_unreachable_side_is_exit_2_with_the_reason(tmp_path: Path) -> 
     finally:
         await bank.stop(None)
     assert code == 2
-    assert "listing bank.v1.Ledger/ListAccounts on BK failed: UNAVAILABLE" in err
+    [line] = err.splitlines()  # one line, as every command's error: no stray line of a progress bar
+    assert line.startswith("shim: error: listing bank.v1.Ledger/ListAccounts on BK failed: UNAVAILABLE"), err
 
 
 Patch = Callable[[Any], None]
@@ -271,7 +272,7 @@ async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) 
         code, out, err = await _reconcile("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db")
     assert (code, out) == (2, ""), err
     assert err.strip() == (
-        "shim reconcile: error: neither Bank nor BK lists any key (bank.v1.Ledger/ListAccounts): "
+        "shim: error: neither Bank nor BK lists any key (bank.v1.Ledger/ListAccounts): "
         "a sweep of nothing would say both sides agree"
     )
 

@@ -297,6 +297,8 @@ async def serve_admin(shim: Switchable, settings: AdminSettings) -> tuple[aio.Se
         raise StartupError(
             f"admin.listen is set but ${settings.token_env} is empty: the admin API needs a token"
         )
+    if not token.strip():
+        raise StartupError(f"${settings.token_env} is blank: the admin API needs a token no one can guess")
     listen = settings.listen or ADMIN_LISTEN
     # never shared (grpc would set SO_REUSEPORT): two shims on one admin address would each take some
     # of the `shim mode` calls, and one could promote the other's service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -51,8 +52,15 @@ def correlation_id(header: str, metadata: Sequence[tuple[str, str | bytes]]) -> 
     return ""
 
 
+_METADATA_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")  # what a gRPC metadata key can be: an HTTP token
+
+
 def _correlation_header(key: str, value: object) -> str:
     name = str(TEXT.parse(key, value)).lower()
+    if not _METADATA_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{key}: {value!r} is not a metadata name (letters, digits and -_.: no space), so no call has it"
+        )
     if carries_credentials(name):
         raise ConfigError(
             f"{key}: {value!r} names metadata that carries credentials, never stored; "

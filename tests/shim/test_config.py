@@ -271,6 +271,8 @@ MISTAKES: list[object] = [
             id=f"correlation-header-{name}",
         )
         for name in (
+            "X Request Id",  # no metadata is named so: nothing would ever be found
+            "x-request-id:",
             "Authorization",
             "x-auth-token",
             "x-session-id",

@@ -318,6 +318,10 @@ async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, Runni
     with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is empty"):
         async with running_shim(bank.address, bk.address, **_settings()):
             pass
+    os.environ["SHIM_ADMIN_TOKEN"] = " \t "  # blank: anyone could send it
+    with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is blank"):
+        async with running_shim(bank.address, bk.address, **_settings()):
+            pass
 
 
 async def test_a_restart_keeps_the_modes(

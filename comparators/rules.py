@@ -445,6 +445,8 @@ def build_rule(spec: dict[str, Any], parse_duration: Callable[[str, Any], float]
     `where` names the spec in error messages, e.g. "shim.toml line 12".
     """
     kind = spec.get("rule")
+    if kind is None:
+        raise RuleError(f"{where}: rule is missing: give one of {', '.join(sorted(_RULE_KEYS))}")
     if not isinstance(kind, str) or kind not in _RULE_KEYS:
         raise RuleError(f"{where}: rule {kind!r} is not one of {', '.join(sorted(_RULE_KEYS))}")
     unknown = set(spec) - _SHARED_KEYS - _RULE_KEYS[kind]

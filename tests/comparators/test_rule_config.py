@@ -26,7 +26,7 @@ BAD_SPECS: list[Any] = [
     pytest.param(
         {"path": "bank.v1.Trade.fee", "rule": "fuzzy"}, "rule 'fuzzy' is not one of", id="unknown-rule"
     ),
-    pytest.param({"path": "bank.v1.Trade.fee"}, "rule None is not one of", id="no-rule"),
+    pytest.param({"path": "bank.v1.Trade.fee"}, "rule is missing: give one of", id="no-rule"),
     pytest.param(
         {"path": "bank.v1.Trade.fee", "rule": "decimal", "precision": 2},
         "unknown setting precision for rule 'decimal'",

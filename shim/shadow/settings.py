@@ -44,6 +44,15 @@ class ShadowSettings:
         reloadable=True,
     )
 
+    def __post_init__(self) -> None:
+        """Places for streams within the places for calls are no more than those: they would never apply.
+        (max_capture may exceed max_capture_total: a call then holds what the total leaves it.)"""
+        if self.max_in_flight_streams > self.max_in_flight:
+            raise ConfigError(
+                f"shadow.max_in_flight_streams: {self.max_in_flight_streams} is more than"
+                f" shadow.max_in_flight ({self.max_in_flight})"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class OrderingSettings:

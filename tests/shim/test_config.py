@@ -255,6 +255,11 @@ MISTAKES: list[object] = [
         id="record-into-store-and-path",
     ),
     pytest.param(BANK_TABLE + '[record]\nid = "r1"\n', "record.id", id="record-id-of-a-file"),
+    pytest.param(
+        BANK_TABLE + "[shadow]\nmax_in_flight = 10\nmax_in_flight_streams = 100\n",
+        "shadow.max_in_flight_streams: 100 is more than shadow.max_in_flight (10)",
+        id="more-streams-than-calls",
+    ),
     pytest.param(BANK_TABLE + '[record]\ninto = "disk"\n', "record.into", id="record-into-what"),
     pytest.param(
         BANK_TABLE + '[record]\ninto = "store"\nid = "a b"\n', "record.id", id="record-id-not-an-id"

@@ -7,7 +7,7 @@ from google.protobuf import message
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
 from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
-from comparators.ids import IdFields, translate_answer
+from comparators.ids import IdFields, text_reads_as, translate_answer
 from comparators.message_api import parse
 from comparators.redact import Redactor, hidden
 from comparators.rules import RuleSet
@@ -177,7 +177,7 @@ def _status_differences(
         left, right = status_name(bank.code), status_name(bk.code)
         tolerated = rule.name if rule.codes_equivalent(left, right) else ""
         diffs.append(Difference("status.code", DiffKind.STATUS, left, right, tolerated))
-    if bank.details != bk.details:
+    if bank.details != bk.details and not (rule.exact and text_reads_as(bk.details, bank.details, to_bank)):
         # a group of a details pattern may capture an id: BK's reads as the Bank id it pairs with
         pairs = {(bank_id, bk_id) for (_, bk_id), bank_id in to_bank.items()} if to_bank else ()
         tolerated = rule.name if rule.details_equivalent(bank.details, bk.details, pairs) else ""

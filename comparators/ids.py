@@ -33,6 +33,7 @@ its exchange.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -677,3 +678,20 @@ def translate_answer(
         return known if isinstance(known, str) else None
 
     return fields.rewrite(method, side, messages, translate)
+
+
+def text_reads_as(bk_text: str, bank_text: str, to_bank: dict[tuple[str, str], str] | None) -> bool:
+    """Whether BK's free text is Bank's once each BK id of the exchange's pairs in it, as a whole word, is
+    read as the Bank id it pairs with. Ids of digits alone are left as they are: a count or an amount
+    could read as one by chance."""
+    if not to_bank:
+        return False
+    ids = {
+        bk_id: bank_id for (_, bk_id), bank_id in to_bank.items() if bk_id != bank_id and not bk_id.isdigit()
+    }
+    if not ids:
+        return False
+    words = re.compile(
+        r"(?<![\w-])(" + "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)) + r")(?![\w-])"
+    )
+    return words.sub(lambda found: ids[found.group(1)], bk_text) == bank_text

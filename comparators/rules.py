@@ -257,6 +257,11 @@ class StatusRule:
     def codes_equivalent(self, bank: str, bk: str) -> bool:
         return (bank, bk) in self.equivalent
 
+    @property
+    def exact(self) -> bool:
+        """Details compared as they are (no pattern, not ignored)."""
+        return self.pattern is None and self.details != "ignore"
+
     def details_equivalent(self, bank: str, bk: str, pairs: Collection[tuple[str, str]] = ()) -> bool:
         """Whether the two details count as the same; `pairs` are (Bank id, BK id) of the exchange, by
         which a group BK captured reads as the Bank id it pairs with."""

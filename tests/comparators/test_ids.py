@@ -940,6 +940,27 @@ def test_an_id_a_status_details_pattern_captures_compares_through_the_map() -> N
         assert [(d.path, d.rule) for d in other.differences] == [("status.details", "")]
 
 
+def test_exact_details_naming_an_id_read_bk_s_id_as_the_bank_id_it_pairs_with() -> None:
+    """With the default exact details, a refusal worded alike but naming BK's id where Bank's names its
+    own is the same refusal, once BK's id is read as the Bank id it pairs with: no difference. A BK id
+    paired with another Bank id, other words, a BK id inside a longer word, or plain numbers (a count could
+    read as an id by chance) still differ."""
+    t5 = ("trade", "T5", "trd_9")
+    same = judge(
+        CANCEL_TRADE, _no_trade("trade 'T5' not found"), _no_trade("trade 'trd_9' not found"), pairs=(t5,)
+    )
+    assert (same.verdict, same.differences) == (Verdict.MATCH, ())
+    for bank_says, bk_says, pairs in (
+        ("trade 'T5' not found", "trade 'trd_9' not found", (("trade", "T6", "trd_9"),)),
+        ("trade 'T5' not found", "trade 'trd_9' is unknown", (t5,)),
+        ("trade 'T5' not found", "trade 'xtrd_9' not found", (t5,)),
+        ("trade 7: 7 lots held", "trade 5: 5 lots held", (("trade", "7", "5"),)),
+    ):
+        other = judge(CANCEL_TRADE, _no_trade(bank_says), _no_trade(bk_says), pairs=pairs)
+        assert other.verdict is Verdict.MISMATCH, (bank_says, bk_says)
+        assert [(d.path, d.rule) for d in other.differences] == [("status.details", "")]
+
+
 def test_ids_map_when_bk_is_the_primary() -> None:
     """With BK as the primary, its answer is still the one read through the map."""
     comparison = judge(

@@ -45,6 +45,9 @@ name = "each side names itself"
 
 [admin]
 listen = "127.0.0.1:0"
+
+[envoy]
+comparison_nice = 0  # the plane catches up as soon as a test lets it go, however busy the machine
 """
 
 

@@ -38,12 +38,14 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @contextlib.contextmanager
-def deaf_to_ctrl_c() -> Iterator[None]:
+def deaf_to_ctrl_c(tracker: bool = True) -> Iterator[None]:
     """Processes started within are born with SIGINT blocked (this thread's Ctrl-C waits meanwhile, and
-    is taken as soon as it is over)."""
+    is taken as soon as it is over). `tracker`: make sure multiprocessing's resource tracker runs first
+    (False where it surely does, as once a process pool exists: asking costs a write to it)."""
     # multiprocessing starts its resource tracker with the first process, and then unblocks SIGINT, what
     # its caller blocked included: started first, it is not started again within
-    resource_tracker.ensure_running()
+    if tracker:
+        resource_tracker.ensure_running()
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

@@ -253,7 +253,8 @@ class ComparisonPipeline:
         exchanges = [exchange for exchange, _ in batch]
         loop = asyncio.get_running_loop()
         try:
-            with deaf_to_ctrl_c():  # a new pool's processes start as it is handed work
+            # a new pool's processes start as it is handed work (its queues started the resource tracker)
+            with deaf_to_ctrl_c(tracker=False):
                 try:
                     compared = loop.run_in_executor(self._compare_pool, _compare_in_worker, exchanges)
                 except concurrent.futures.BrokenExecutor:

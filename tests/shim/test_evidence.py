@@ -107,6 +107,15 @@ class Records:
         store.comparisons.put(self.records)
         await store.flush()
 
+    async def write_to(self, url: str) -> None:
+        """Written into the store at `url`, opened for it and closed after."""
+        store = Store.open(url)
+        await store.start()
+        try:
+            await self.write(store)
+        finally:
+            await store.close()
+
 
 def _postgres_url(schema: str) -> str:
     separator = "&" if "?" in POSTGRES_DSN else "?"

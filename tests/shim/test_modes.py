@@ -33,7 +33,6 @@ from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import StartupError
 from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
-from shim.store import Store
 from shim.testing import running_shim
 from tests.helpers import scrape_metrics, until
 from tests.shim.test_evidence import Records
@@ -237,12 +236,7 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         reason="key 'F1' out of step",
         count=10,
     )
-    opened = Store.open(store)
-    await opened.start()
-    try:
-        await evidence.write(opened)
-    finally:
-        await opened.close()
+    await evidence.write_to(store)
     async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         with pytest.raises(aio.AioRpcError) as refused:
             await _set(admin, "bk-primary", balance)
@@ -275,12 +269,7 @@ async def test_promoting_the_default_mode_needs_evidence_for_every_method_it_mov
     balance = "bank.v1.Ledger/GetBalance"
     evidence = Records()
     evidence.add(method="/" + balance, at=time.time() - 60, count=150)
-    opened = Store.open(store)
-    await opened.start()
-    try:
-        await evidence.write(opened)
-    finally:
-        await opened.close()
+    await evidence.write_to(store)
     methods = sorted(m.lstrip("/") for m in REGISTRY.methods)
     async with _shim(ledgers, store={"url": store}) as (_, _, admin):
         with pytest.raises(aio.AioRpcError) as refused:

@@ -262,34 +262,9 @@ async def test_a_switch_through_one_worker_applies_on_both_within_the_pause(
         assert await shim.stop() == 0, shim.stderr[-5:]
 
 
-async def test_a_stop_before_the_workers_can_take_it_exits_0(tmp_path: Path) -> None:
-    """SIGTERM to `shim serve --workers 2` while its workers have not yet set their handlers (held at their
-    start by a sitecustomize that sleeps): the SIGTERM passed on ends them, and the shim exits 0, a stop
-    asked for, its last line saying so. Before, it exited 1."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import os, pathlib, sys, time\n"
-        "if '--multiprocessing-fork' in sys.argv:\n"
-        f"    pathlib.Path({str(tmp_path)!r}, f'worker-{{os.getpid()}}').write_text('')\n"
-        "    time.sleep(30)\n",
-        encoding="utf-8",
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    flags = ["--bank", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--dataplane", "python", "--workers", "2"]
-    shim = await asyncio.create_subprocess_exec(
-        *SERVE, *flags, cwd=tmp_path, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    await until(lambda: len(list(tmp_path.glob("worker-*"))) == 2, "both workers started", 60)
-    shim.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(shim.communicate(), 60)
-    last = json.loads(err.decode().splitlines()[-1])
-    assert (shim.returncode, last["event"], last["exit_codes"]) == (0, "stopped", [-15, -15]), err.decode()
-
-
-async def test_a_ctrl_c_while_the_workers_start_stops_them_with_nothing_said(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal reaches the whole process group: the supervisor and its workers still starting
-    (held at their start by a sitecustomize that sleeps). The workers leave the stop to the supervisor,
-    which passes it on: exit 0, and no traceback. Before, each worker held printed KeyboardInterrupt's."""
+async def _with_workers_held_at_their_start(tmp_path: Path) -> asyncio.subprocess.Process:
+    """`shim serve --workers 2`, in a session of its own (as a terminal runs it), once both workers have
+    started and are held there by a sitecustomize that sleeps, before any code of theirs runs."""
     (tmp_path / "sitecustomize.py").write_text(
         "import os, pathlib, sys, time\n"
         "if '--multiprocessing-fork' in sys.argv:\n"
@@ -304,6 +279,25 @@ async def test_a_ctrl_c_while_the_workers_start_stops_them_with_nothing_said(tmp
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     await until(lambda: len(list(tmp_path.glob("worker-*"))) == 2, "both workers started", 60)
+    return shim
+
+
+async def test_a_stop_before_the_workers_can_take_it_exits_0(tmp_path: Path) -> None:
+    """SIGTERM to `shim serve --workers 2` while its workers have not yet set their handlers (held at their
+    start by a sitecustomize that sleeps): the SIGTERM passed on ends them, and the shim exits 0, a stop
+    asked for, its last line saying so. Before, it exited 1."""
+    shim = await _with_workers_held_at_their_start(tmp_path)
+    shim.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(shim.communicate(), 60)
+    last = json.loads(err.decode().splitlines()[-1])
+    assert (shim.returncode, last["event"], last["exit_codes"]) == (0, "stopped", [-15, -15]), err.decode()
+
+
+async def test_a_ctrl_c_while_the_workers_start_stops_them_with_nothing_said(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the supervisor and its workers still starting
+    (held at their start by a sitecustomize that sleeps). The workers leave the stop to the supervisor,
+    which passes it on: exit 0, and no traceback. Before, each worker held printed KeyboardInterrupt's."""
+    shim = await _with_workers_held_at_their_start(tmp_path)
     os.killpg(shim.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     _, err = await asyncio.wait_for(shim.communicate(), 60)
     said = err.decode()

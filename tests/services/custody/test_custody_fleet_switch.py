@@ -14,7 +14,6 @@ from grpc import aio
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.admin import following_the_default
-from shim.store import Store
 from tests.helpers import postgres_schema_url, shim_command
 from tests.processes import shim_process
 from tests.services.custody import Client, serve
@@ -102,12 +101,7 @@ async def test_the_gate_names_the_methods_a_default_promotion_would_find_uncover
     balance = "/custody.v1.Custody/GetBalance"
     evidence = Records()
     evidence.add(method=balance, at=time.time() - 60, count=50)
-    opened = Store.open(str(store))
-    await opened.start()
-    try:
-        await evidence.write(opened)
-    finally:
-        await opened.close()
+    await evidence.write_to(str(store))
     config = _config(tmp_path)  # without its [gate] methods, which require every method
     config.write_text(
         re.sub(r"\nmethods = \[[^\]]*\]", "", config.read_text(encoding="utf-8")), encoding="utf-8"

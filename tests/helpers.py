@@ -53,8 +53,11 @@ async def shim_command(*args: str | Path) -> tuple[int | None, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def run_shim(*argv: str | Path, cwd: Path = ROOT, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """`python -m shim ARGV` to its end, with no input: its exit status and output as text."""
+def run_shim(
+    *argv: str | Path, cwd: Path = ROOT, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m shim ARGV` to its end, with no input (in `env`, else this process's environment): its
+    exit status and output as text."""
     return subprocess.run(
         [sys.executable, "-m", "shim", *map(str, argv)],
         capture_output=True,
@@ -62,6 +65,7 @@ def run_shim(*argv: str | Path, cwd: Path = ROOT, timeout: float = 60.0) -> subp
         timeout=timeout,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
+        env=env,
         check=False,
     )
 

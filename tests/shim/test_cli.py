@@ -427,16 +427,7 @@ def test_a_config_error_with_redaction_and_no_key_is_still_one_line(tmp_path: Pa
         '[methods."bank.v1.Ledger/NoSuchMethod"]\nkey = ["account_id"]\n',
     )
     env = {k: v for k, v in os.environ.items() if k != "SHIM_REDACT_KEY"}
-    done = subprocess.run(
-        [*SERVE, "--config", str(config), "--store", str(tmp_path / "shim.db")],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        check=False,
-    )
+    done = run_shim("serve", "--config", config, "--store", tmp_path / "shim.db", timeout=TIMEOUT, env=env)
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert line.startswith("shim: error: methods"), line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -136,12 +137,22 @@ def test_a_share_of_unproven_calls_above_the_maximum_is_not_proven(report: Repor
     assert [(c.method, c.name) for c in result.failed] == [(GET_NAME, "unproven")]
 
 
-async def _judge(records: Records, *, min_compared: int, max_unproven_rate: float) -> GateResult:
-    """The gate on a report of `records`, with no real mismatch allowed."""
+async def _judge(
+    records: Records,
+    *,
+    min_compared: int,
+    max_unproven_rate: float,
+    counts: Sequence[tuple[str, str, int]] = (),
+) -> GateResult:
+    """The gate on a report of `records` (and of `counts` of comparisons the shim did not store), with no
+    real mismatch allowed."""
     store = Store.open(":memory:")
     await store.start()
     try:
         await records.write(store)
+        if counts:
+            store.counts.put(T0 + 20, "test:1", counts)
+            await store.flush()
         report = await build_report(
             store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
         )
@@ -215,24 +226,7 @@ async def _judge_with_counts(
     records: Records, counts: list[tuple[str, str, int]], *, max_unproven_rate: float = 0.01
 ) -> GateResult:
     """The gate on a report of `records` and of counts of comparisons the shim did not store."""
-    store = Store.open(":memory:")
-    await store.start()
-    try:
-        await records.write(store)
-        store.counts.put(T0 + 20, "test:1", counts)
-        await store.flush()
-        report = await build_report(
-            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
-        )
-    finally:
-        await store.close()
-    return evaluate(
-        report,
-        min_compared=10,
-        max_mismatch_rate=0.0,
-        max_unproven_rate=max_unproven_rate,
-        required_methods=(),
-    )
+    return await _judge(records, min_compared=10, max_unproven_rate=max_unproven_rate, counts=counts)
 
 
 async def test_comparisons_dropped_before_the_store_count_as_unproven() -> None:

@@ -38,7 +38,7 @@ from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
 from shim.fleet import Fleet, Unswitched
-from shim.gate import evaluate
+from shim.gate import evaluate, evidence_since
 from shim.modes import DEFAULT, Modes
 from shim.store import ModeChange, Store, StoreError
 
@@ -169,7 +169,7 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
     until = time.time()
     report = await build_report(
         shim.store,
-        since=until - config.gate.window,
+        since=await evidence_since(shim.store, config.gate.window, until),
         until=until,
         relative=config.noise.relative,
         absolute=config.noise.absolute,

@@ -19,7 +19,11 @@ that prove nothing, is "not proven". When more than one replica wrote the
 evidence, such a failure names the replicas behind it, most first, with their
 counts (the calls each did not compare, or left unproven). A required method with no call in the
 window fails as "not covered". A report with no method at all, when none is
-required, fails too: no evidence is not a pass. The criteria come from
+required, fails too: no evidence is not a pass.
+
+The evidence judged is that of the last `[gate] window`, and none from before the build of BK
+in service was declared (`shim bk-build`; `evidence_since`): an older build's answers prove nothing
+about this one's. The criteria come from
 `[gate]` in the config (`GateSettings`); `shim gate` prints each one and
 exits 0 only when all pass.
 """
@@ -28,12 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from shim.errors import ConfigError
 from shim.evidence import MethodReport, Report, method_name
 from shim.evidence.fleet import responsible
 from shim.settings import POSITIVE, SHARE, Kind, duration, setting
+
+if TYPE_CHECKING:
+    from shim.store import Store
 
 NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
 
@@ -77,6 +84,13 @@ class GateSettings:
         'methods that must be covered ("package.Service/Method")',
         reloadable=True,
     )
+
+
+async def evidence_since(store: Store, window: float, until: float) -> float:
+    """Where the gate's evidence starts, judged at `until`: `window` before it, and not before the build of
+    BK then in service was declared."""
+    build = await store.builds.in_service(until)
+    return until - window if build is None else max(until - window, build.at)
 
 
 @dataclass(frozen=True, slots=True)

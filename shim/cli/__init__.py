@@ -1,7 +1,7 @@
 """The `shim` command.
 
 The parser of every command and the entry point; each command's work is in a module of its own
-in this package (`serve`, `report`, `gate`, `replay`, `record`, `mode`, `resync`,
+in this package (`serve`, `report`, `gate`, `bk_build`, `replay`, `record`, `mode`, `resync`,
 `reconcile`, `describe`, `ids`), and what
 the commands reading the store share is in `store_args`.
 
@@ -14,6 +14,7 @@ the commands reading the store share is in `store_args`.
                 [--method M ...] [--html FILE] [--json] [--calls] [--limit N]
     shim gate [--config FILE] [--store URL] [--window DURATION] [--min-compared N]
               [--max-mismatch-rate R] [--max-unproven-rate R] [--require-method M ...]
+    shim bk-build [--config FILE] [--store URL] [NAME --reason WHY]
     shim replay RECORDING --config FILE (--bk HOST:PORT | --bk-command CMD) --store URL
                 [--speed S] [--key K] [--until CORRELATION_ID] [--seed CMD] [--truncated]
     shim record list [--config FILE] [--store URL]
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, NoReturn
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from shim import config as config_mod
+from shim.cli import bk_build as bk_build_command
 from shim.cli import describe as describe_command
 from shim.cli import gate as gate_command
 from shim.cli import ids as ids_command
@@ -203,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
 
     mode_command.add_parser(commands)
     gate_command.add_parser(commands)
+    bk_build_command.add_parser(commands)
     replay_command.add_parser(commands)
     record_command.add_parser(commands)
 
@@ -246,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report_command.run(args)
         if args.command == "gate":
             return asyncio.run(gate_command.run(args))
+        if args.command == "bk-build":
+            url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
+            return asyncio.run(bk_build_command.run(args, url))
         if args.command == "replay":
             return asyncio.run(replay_command.run(args))
         if args.command == "mode":

@@ -59,7 +59,7 @@ async def run(args: argparse.Namespace) -> int:
     import time
 
     from shim.evidence import build_report, rfc3339
-    from shim.gate import evaluate
+    from shim.gate import evaluate, evidence_since
     from shim.store import Store
     from shim.terminal_text import printable
 
@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         report = await build_report(
             store,
-            since=until - window,
+            since=await evidence_since(store, window, until),
             until=until,
             relative=noise.relative,
             absolute=noise.absolute,
@@ -95,6 +95,12 @@ async def run(args: argparse.Namespace) -> int:
     print(
         f"gate: evidence from {rfc3339(report.since)} to {rfc3339(report.until)} ({printable(report.store)})"
     )
+    build = report.bk_build
+    if build is not None and build.at >= until - window:  # stored text: control characters escaped
+        print(
+            f"gate: BK build {printable(build.build)} declared {rfc3339(build.at)} by {printable(build.who)}:"
+            " the evidence from before it is not judged"
+        )
     rows = [  # method names come from the store: control characters escaped
         (
             "PASS" if c.passed else "FAIL",

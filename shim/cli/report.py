@@ -95,10 +95,10 @@ async def _gate_of(
     by the config's [gate] criteria (or the defaults), whatever the report's own window; `report` when it
     is that evidence (`whole`: every method, up to `now`, over the same window). And what it judged."""
     from shim.evidence import build_report, rfc3339
-    from shim.gate import evaluate
+    from shim.gate import evaluate, evidence_since
 
     gate, noise = config_mod.section(settings, GateSettings), config_mod.section(settings, NoiseSettings)
-    since = now - gate.window
+    since = await evidence_since(store, gate.window, now)
     if not (whole and report.since == since and report.until == now):
         report = await build_report(
             store,
@@ -115,9 +115,15 @@ async def _gate_of(
         max_unproven_rate=gate.max_unproven_rate,
         required_methods=gate.methods,
     )
-    judged = (
-        f"the evidence of the last {short(gate.window)} ([gate] window), {rfc3339(since)} to {rfc3339(now)}"
-    )
+    build = report.bk_build
+    if since > now - gate.window and build is not None:
+        judged = (
+            f"the evidence since BK build {build.build} was declared, within the last {short(gate.window)}"
+            f" ([gate] window), {rfc3339(since)} to {rfc3339(now)}"
+        )
+    else:
+        window = f"the last {short(gate.window)} ([gate] window)"
+        judged = f"the evidence of {window}, {rfc3339(since)} to {rfc3339(now)}"
     return result, judged
 
 

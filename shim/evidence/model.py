@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from comparators import Difference
+from shim.store.records import BkBuild
 
 COMPARED = ("match", "mismatch")  # clean comparisons: compared on keys in step, nothing in the way
 BUCKETS = 30  # points of each method's time series
@@ -212,6 +213,7 @@ class Report:
     calls: tuple[CallRecord, ...] | None  # None: not asked for
     limit: int  # the most calls listed
     replicas: tuple[ReplicaSeen, ...] = ()  # the replicas that wrote in the window, by name
+    bk_build: BkBuild | None = None  # the build of BK declared in service at `until` (`shim bk-build`)
 
     @property
     def fleet(self) -> bool:

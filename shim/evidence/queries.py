@@ -382,4 +382,5 @@ async def build_report(
         calls=await count.calls(limit) if calls else None,
         limit=limit,
         replicas=count.replicas.report(),
+        bk_build=await store.builds.in_service(until),
     )

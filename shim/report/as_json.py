@@ -14,6 +14,7 @@ from shim.evidence import (
     TaintedPath,
     rfc3339,
 )
+from shim.store.records import BkBuild
 
 SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
 
@@ -34,7 +35,12 @@ def to_json(report: Report) -> dict[str, Any]:
         "calls": None if report.calls is None else [_call_json(c) for c in report.calls],
         "calls_limit": report.limit,
         "replicas": [_replica_json(r) for r in report.replicas],
+        "bk_build": None if report.bk_build is None else _build_json(report.bk_build),
     }
+
+
+def _build_json(build: BkBuild) -> dict[str, Any]:
+    return {"build": build.build, "declared": rfc3339(build.at), "who": build.who, "reason": build.reason}
 
 
 def _replica_json(r: ReplicaSeen) -> dict[str, Any]:

@@ -26,6 +26,19 @@ def terminal(report: Report, console: Console) -> None:
             ")",
         )
     )
+    build = report.bk_build
+    if build is not None:
+        console.print(
+            Text.assemble(
+                "BK build in service: ",
+                cell(build.build),
+                f", declared {rfc3339(build.at)} by ",
+                cell(build.who),
+                " (",
+                cell(build.reason),
+                "). The gate judges no evidence from before it.",
+            )
+        )
     if not report.methods:
         console.print("No comparison is stored in this window.")
         return

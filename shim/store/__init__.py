@@ -12,6 +12,8 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
   what was not stored (`store.counts`, `counts.py`);
 - intents, mirrored writes not yet judged (`store.intents`, `intents.py`), and key aliases
   (`store.aliases`, `aliases.py`);
+- the builds of BK declared in service, the latest of which bounds the gate's evidence
+  (`store.builds`, `builds.py`);
 - each replica's heartbeat, on the database's clock (`store.liveness`, `liveness.py`);
 - recordings of the clients' calls, each process's part of them and their calls (`store.recordings`,
   `recordings.py`).
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from shim.store._errors import StoreError
 from shim.store.aliases import StoredAliases
 from shim.store.backends import Db
+from shim.store.builds import StoredBuilds
 from shim.store.comparisons import StoredComparisons, comparison_rows
 from shim.store.counts import StoredCounts
 from shim.store.engine import Engine
@@ -47,6 +50,7 @@ from shim.store.modes import StoredModes
 from shim.store.pairs import SIDES, StoredPairs
 from shim.store.recordings import StoredRecordings
 from shim.store.records import (
+    BkBuild,
     ComparisonRecord,
     IdPair,
     Intent,
@@ -74,11 +78,13 @@ class Store(Engine):
         self.liveness = StoredLiveness(self)
         self.aliases = StoredAliases(self)
         self.recordings = StoredRecordings(self)
+        self.builds = StoredBuilds(self)
 
 
 __all__ = [
     "MIGRATIONS",
     "SIDES",
+    "BkBuild",
     "ComparisonRecord",
     "Engine",
     "IdPair",

@@ -162,13 +162,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
             for name in ("late", "late_bank", "late_until")
         ),
     ),
+    (
+        # each build of BK declared in service (`shim bk-build`): the gate judges what came after the latest
+        "CREATE TABLE bk_builds ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, build TEXT NOT NULL, who TEXT NOT NULL,"
+        " reason TEXT NOT NULL)",
+        "CREATE INDEX bk_builds_at ON bk_builds (at)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
 # comparisons, most of a file, are not: they are counted as lost instead
 STATE_TABLES = (
     "id_pairs", "out_of_step", "modes", "mode_changes", "intents", "verifications", "key_aliases",
-    "unpaired_ids", "shim_replica_modes", "shim_mode_switches",
+    "unpaired_ids", "shim_replica_modes", "shim_mode_switches", "bk_builds",
 )  # fmt: skip
 
 

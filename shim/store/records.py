@@ -52,6 +52,16 @@ class ModeChange:
 
 
 @dataclass(frozen=True, slots=True)
+class BkBuild:
+    """A build of BK declared in service (`shim bk-build`): the gate judges only the evidence after it."""
+
+    at: float  # unix time it was declared: from then on, every BK answer is taken to be this build's
+    build: str  # the operator's name for it, e.g. "bk 2.4.1" or an image digest
+    who: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Intent:
     """A mirrored write that was sent and whose fate was not recorded (yet)."""
 

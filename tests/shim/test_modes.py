@@ -34,7 +34,7 @@ from shim.errors import StartupError
 from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
 from shim.testing import running_shim
-from tests.helpers import scrape_metrics, until
+from tests.helpers import run_shim, scrape_metrics, until
 from tests.shim.test_evidence import Records
 
 HERE = Path(sample_ledger.__file__).parent
@@ -256,6 +256,34 @@ async def test_promotion_is_refused_while_the_evidence_is_not_proven(
         (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert dict(promoted.methods) == {balance.lstrip("/"): "bk-primary"}
     assert (change.to_mode, change.forced) == ("bk-primary", False)
+
+
+async def test_a_promotion_judges_no_evidence_from_before_the_bk_build_in_service(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """150 clean comparisons of GetBalance were made with an older build of BK: once a new build is declared
+    (`shim bk-build`), the promotion finds GetBalance not covered and is refused; the new build's own
+    evidence promotes it."""
+    store = str(tmp_path / "shim.db")
+    balance = "/bank.v1.Ledger/GetBalance"
+    old = Records()
+    old.add(method=balance, at=time.time() - 60, count=150)
+    await old.write_to(store)
+    declared = run_shim("bk-build", "--store", store, "bk 7", "--reason", "redeployed")
+    assert declared.returncode == 0, declared.stderr
+    async with _shim(ledgers, store={"url": store}) as (_, _, admin):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", balance)
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "bank.v1.Ledger/GetBalance covered: not covered: no call in the window" in (
+            refused.value.details() or ""
+        )
+        new = Records()
+        new.add(method=balance, at=time.time(), count=150)
+        new.records = [replace(r, id="new-" + r.id) for r in new.records]
+        await new.write_to(store)
+        promoted = await _set(admin, "bk-primary", balance)
+    assert dict(promoted.methods) == {balance.lstrip("/"): "bk-primary"}
 
 
 async def test_promoting_the_default_mode_needs_evidence_for_every_method_it_moves(

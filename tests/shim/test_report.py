@@ -163,8 +163,11 @@ def _check_schema(data: dict[str, Any]) -> None:
         "calls",
         "calls_limit",
         "replicas",
+        "bk_build",
     }
     assert data["schema_version"] == SCHEMA_VERSION == 2
+    if data["bk_build"] is not None:
+        assert set(data["bk_build"]) == {"build", "declared", "who", "reason"}
     for r in data["replicas"]:
         assert set(r) == {"name", "calls", "compared", "first_seen", "last_seen"}
     assert set(data["window"]) == {"since", "until"}

@@ -14,7 +14,9 @@ calls it must follow are done:
 
 A call with several keys follows the earlier calls of each. Since a call only
 ever waits for calls that entered before it, no two calls wait for each other:
-there is no deadlock.
+there is no deadlock. Each ticket has its `order`, the rank of its entry among
+every ticket's: whatever else a call waits for (the pair of an id it names) must
+come from a call of a lower order, or that guarantee is lost.
 
 Every call waits for each earlier call it conflicts with *directly*, never
 through a call in between. So a call that is skipped, fails, times out or is
@@ -27,11 +29,13 @@ whatever happened, or its keys stay blocked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable
 
 _REMEMBERED_KEYS = 100_000  # keys whose last write's place is kept (for written_since)
 
 Done = asyncio.Future[None]
+_ENTERED = itertools.count(1)  # the order of every ticket, in the order they entered (0: none)
 
 
 class _Lane:
@@ -68,11 +72,12 @@ class _Everything:
 class Ticket:
     """One call's place in the lanes."""
 
-    __slots__ = ("_after", "_done", "_lanes", "keys")
+    __slots__ = ("_after", "_done", "_lanes", "keys", "order")
 
     def __init__(self, lanes: Lanes, keys: tuple[str, ...], after: list[Done]) -> None:
         self._lanes = lanes
         self.keys = keys
+        self.order = next(_ENTERED)  # a ticket entered later has a higher one
         self._after = after
         self._done: Done = asyncio.get_running_loop().create_future()
 

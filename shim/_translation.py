@@ -155,8 +155,11 @@ class Translation:
         if self.aliases is not None and answers:
             self.aliases.learn(method, answers, first)
 
-    def expect(self, method: str, found: list[Found], first: message.Message | None) -> list[Pending]:
-        """Ids the primary just minted, pending until the shadow's answer pairs them. An id the request
+    def expect(
+        self, method: str, found: list[Found], first: message.Message | None, order: int
+    ) -> list[Pending]:
+        """Ids the primary just minted by a call of `order` in the lanes (`Ticket.order`; 0: not known),
+        pending until the shadow's answer pairs them. An id the request
         names was not minted by this call, though its answer holds it where ids are minted: it is left
         out (the call, translating its request, would otherwise wait for a pair only its own answer
         could give)."""
@@ -169,7 +172,8 @@ class Translation:
                 for kind in f.every_kind
             }
             found = [f for f in found if (f.kind, f.value) not in named]
-        return self.ids.expect(self.client_side, found, self.scopes(method, first, {f.kind for f in found}))
+        scopes = self.scopes(method, first, {f.kind for f in found})
+        return self.ids.expect(self.client_side, found, scopes, order)
 
     def pair(self, method: str, plan: IdPlan, primary: list[Found], shadow: list[Found], first: Any) -> None:
         """Learn the pairs of ids minted at the same places of the two sides' answers."""
@@ -182,9 +186,11 @@ class Translation:
     # -- translating ----------------------------------------------------------------------------------
 
     async def translate(
-        self, method: str, payload: bytes, stop: asyncio.Event, first: message.Message | None
+        self, method: str, payload: bytes, stop: asyncio.Event, first: message.Message | None, order: int
     ) -> Translated:
-        """A request with its ids in the shadow's id space, or the ids that stop it."""
+        """A request with its ids in the shadow's id space, or the ids that stop it. A call of `order` in
+        the lanes (`Ticket.order`) waits for the pairs of ids still being minted by calls of a lower one
+        alone: a call after it may wait behind it."""
         assert self.ids is not None
         assert self.router is not None
         msg = self.router.decode(method, payload)
@@ -198,7 +204,7 @@ class Translation:
         mapping: dict[tuple[tuple[str, ...], str], str | Ambiguous | None] = {}
         for f in found:
             if (f.every_kind, f.value) not in mapping:
-                mapping[(f.every_kind, f.value)] = await self._counterpart(method, f, stop, scopes)
+                mapping[(f.every_kind, f.value)] = await self._counterpart(method, f, stop, scopes, order)
         ambiguous = [a for a in mapping.values() if isinstance(a, Ambiguous)]
 
         def rewritten(f: Found) -> str | None:
@@ -217,14 +223,14 @@ class Translation:
         return Translated(msg.SerializeToString(), [], [])
 
     async def _counterpart(
-        self, method: str, found: Found, stop: asyncio.Event, scopes: dict[str, str]
+        self, method: str, found: Found, stop: asyncio.Event, scopes: dict[str, str], order: int
     ) -> str | Ambiguous | None:
         assert self.ids is not None
         ids = self.ids
         known: list[tuple[str, str]] = []
         for kind in found.every_kind:
             scope = scopes.get(kind, "")
-            counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope)
+            counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope, order)
             if counterpart is None and ids.remembered(self.shadow_side, kind, found.value, scope) is not None:
                 counterpart = (
                     found.value

@@ -52,6 +52,8 @@ class Pending:
     owner: str
     future: asyncio.Future[str | None]
     key: tuple[str, str, str] = ("", "", "")  # (side, kind, scoped id)
+    # the lowest order in the lanes (`shim._lanes.Ticket.order`) of the calls that minted it; 0: not known
+    order: int = 0
 
 
 class IdBook:
@@ -101,8 +103,12 @@ class IdBook:
 
     # -- pending ids -------------------------------------------------------------------------
 
-    def expect(self, side: str, found: Iterable[Found], scopes: Mapping[str, str]) -> list[Pending]:
-        """Ids minted by `side` whose counterparts the shadow's answer will tell.
+    def expect(
+        self, side: str, found: Iterable[Found], scopes: Mapping[str, str], order: int = 0
+    ) -> list[Pending]:
+        """Ids minted by `side` whose counterparts the shadow's answer will tell, by a call of `order` in
+        the lanes (0: not known). An id pending already (minted again: a page token of the same query) is
+        pending from the earliest of its calls.
 
         `scopes` gives the query scope of each query-scoped kind."""
         out = []
@@ -117,8 +123,10 @@ class IdBook:
             pending = self._pending.get(key)
             if pending is None:
                 future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-                pending = self._pending[key] = Pending(one.owner, future, key)
+                pending = self._pending[key] = Pending(one.owner, future, key, order)
                 future.add_done_callback(lambda _, key=key: self._pending.pop(key, None))  # type: ignore[misc]
+            elif order and (not pending.order or order < pending.order):
+                pending.order = order
             out.append(pending)
         return out
 
@@ -213,18 +221,28 @@ class IdBook:
         return None if known is None else _unscoped(scope, known[0])
 
     async def counterpart(
-        self, side: str, kind: str, value: str, stop: asyncio.Event | None = None, scope: str = ""
+        self,
+        side: str,
+        kind: str,
+        value: str,
+        stop: asyncio.Event | None = None,
+        scope: str = "",
+        before: int = 0,
     ) -> str | None:
         """The other side's id for `side`'s `value`: from memory, a pending minting call
         (waited for until `stop` is set; not waited for without `stop`), or the store.
-        None when no counterpart is known."""
+        None when no counterpart is known.
+
+        With `before` (the asking call's order in the lanes), a minting call of a higher order is not
+        waited for: it came later, and may be waiting behind the asking call (each would wait for the
+        other). The id was minted before by a call whose pair is not known: no counterpart."""
         scoped = _scoped(scope, value)
         key = (side, kind, scoped)
         known = self._known.get(key)
         if known is not None:
             return _unscoped(scope, known[0])
         pending = self._pending.get(key)
-        if pending is not None and stop is not None:
+        if pending is not None and stop is not None and _earlier(pending, before):
             result = await _until(pending.future, stop)
             if result is not None:
                 return _unscoped(scope, result)
@@ -240,6 +258,11 @@ class IdBook:
             self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
             return _unscoped(scope, pair.bk_id if side == "bank" else pair.bank_id)
         return None
+
+
+def _earlier(pending: Pending, before: int) -> bool:
+    """Whether a call of order `before` may wait for `pending` (either order not known: it may)."""
+    return not before or not pending.order or pending.order < before
 
 
 async def _until(future: asyncio.Future[str | None], stop: asyncio.Event) -> str | None:

@@ -150,7 +150,7 @@ class ShadowCall:
             self.queue.put_nowait(None)  # no request at all: the writer just closes the stream
             return None
         translated = await self._shared.translation.translate(
-            self.method, head, self._fate.stop, self._admission.first
+            self.method, head, self._fate.stop, self._admission.first, self._places.order
         )
         if translated.unmapped or translated.ambiguous:
             self._learning.stopped_by(translated.unmapped, translated.ambiguous)
@@ -256,7 +256,11 @@ class ShadowCall:
                 if translating:
                     size = len(payload)
                     translated = await translation.translate(
-                        self.method, payload, self._fate.stop, self._admission.first
+                        self.method,
+                        payload,
+                        self._fate.stop,
+                        self._admission.first,
+                        self._places.order_of(self.sent),
                     )
                     if translated.unmapped or translated.ambiguous:  # BK has no counterpart: stop there
                         self._learning.stopped_by(translated.unmapped, translated.ambiguous)

@@ -14,6 +14,7 @@ from comparators.ids import Ambiguous, Found
 from shim._translation import Translation
 from shim.ids import Pending
 from shim.plan import IdPlan, MethodPlan
+from shim.shadow.places import Places
 
 
 class Learning:
@@ -21,6 +22,7 @@ class Learning:
         "_expect_done",
         "_expected",
         "_minted",
+        "_places",
         "_shadow_minted",
         "ambiguous",
         "answers",
@@ -30,8 +32,9 @@ class Learning:
         "unmapped",
     )
 
-    def __init__(self, translation: Translation, plan: MethodPlan) -> None:
+    def __init__(self, translation: Translation, plan: MethodPlan, places: Places) -> None:
         self.translation = translation
+        self._places = places  # the call's places in the lanes: the order of the ids it mints
         self.method = plan.method
         self.plan = plan.ids
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
@@ -64,7 +67,7 @@ class Learning:
         translation.learn_aliases(self.method, answers, first)
         if plan.mints and translation.ids is not None:
             found = translation.minted_in(self.method, plan, answers, first)
-            self._expected += translation.expect(self.method, found, first)
+            self._expected += translation.expect(self.method, found, first, self._places.order)
             if over:  # nothing will pair them now
                 translation.ids.settle(self._expected)
 
@@ -78,7 +81,7 @@ class Learning:
             return
         found = translation.minted_in(self.method, plan, answers, first)
         self._minted[index] = found
-        pendings = translation.expect(self.method, found, first)
+        pendings = translation.expect(self.method, found, first, self._places.order)
         self._expected += pendings
         if over:
             translation.ids.settle(pendings)

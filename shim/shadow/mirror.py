@@ -56,7 +56,7 @@ class Mirror:
         self.plan = shared.plans.of(method)
         self.places = Places()
         self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
-        self.learning = Learning(shared.translation, self.plan)
+        self.learning = Learning(shared.translation, self.plan, self.places)
         self._call = ShadowCall(shared, method, metadata, client_timeout, self.fate, self.capture, self)
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
             asyncio.get_running_loop().create_future()
@@ -166,6 +166,8 @@ class Mirror:
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()
+        if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
+            loop.call_soon(self.admission.admit_batch)
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
             loop.call_soon(self._expect, outcome)
@@ -176,8 +178,6 @@ class Mirror:
             )
         self._primary.set_result((outcome, False))
         self._received.set()
-        if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
-            loop.call_soon(self.admission.admit_batch)
         self._call.queue.put_nowait(None)  # a primary that finished early read no more requests
         if self.task.done():
             return

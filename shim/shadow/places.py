@@ -23,6 +23,7 @@ class Places:
     __slots__ = (
         "_progress",
         "_progress_base",
+        "first_order",
         "fleet",
         "released",
         "stepped",
@@ -39,6 +40,7 @@ class Places:
         self.stepped_count = 0  # request messages of a session that have their place
         self.stepped = asyncio.Event()  # a step was admitted (the writer may wait for one)
         self.released = 0  # steps released so far
+        self.first_order = 0  # the order (`Ticket.order`) of a session's first place; 0 until it has one
         # per primary answer: request messages it had been sent by then, from answer `_progress_base` on
         self._progress: deque[int] = deque()
         self._progress_base = 0
@@ -46,8 +48,22 @@ class Places:
     def step(self, ticket: Ticket) -> None:
         """The next request message of a session has its place."""
         self.steps.append(ticket)
+        if not self.stepped_count:
+            self.first_order = ticket.order
         self.stepped_count += 1
         self.stepped.set()
+
+    @property
+    def order(self) -> int:
+        """The order of the call's first place in the lanes (`Ticket.order`); 0 before it has one."""
+        return self.ticket.order if self.ticket is not None else self.first_order
+
+    def order_of(self, index: int) -> int:
+        """The order of the place of request message `index` (a session's own; 0 when not known)."""
+        if self.ticket is not None or not self.stepped_count:
+            return self.order
+        at = index - self.released
+        return self.steps[at].order if 0 <= at < len(self.steps) else 0
 
     def first(self) -> Ticket | None:
         """The place the call's first message waits on."""

@@ -105,6 +105,27 @@ async def test_without_a_stop_event_a_pending_id_is_not_waited_for() -> None:
     assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1"), 5) is None
 
 
+async def test_a_call_waits_for_the_pair_of_an_id_minted_by_an_earlier_call_alone() -> None:
+    """A call of order 5 in the lanes waits for an id pending from a call of order 3, never for one of
+    order 8 (which may wait behind it); an earlier call minting the same id again makes it waited for."""
+    book = IdBook(FIELDS, None, Counters())
+    book.expect("bank", [minted("T1")], {}, order=8)
+    stop = asyncio.Event()
+    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", stop, before=5), 5) is None
+    book.expect("bank", [minted("T1")], {}, order=3)  # the same id, pending from the earlier call too
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", stop, before=5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    book.learn([(minted("T1"), minted("trd_1"))], {})
+    assert await asyncio.wait_for(waiting, 5) == "trd_1"
+    book.expect("bank", [minted("T2")], {})  # an order not known: waited for, as before
+    unknown = asyncio.ensure_future(book.counterpart("bank", "trade", "T2", stop, before=5))
+    await asyncio.sleep(0)
+    assert not unknown.done()
+    stop.set()
+    assert await asyncio.wait_for(unknown, 5) is None
+
+
 async def test_memory_is_bounded_and_evicted_pairs_come_back_from_the_store(store: Store) -> None:
     """With room for two pairs, the oldest leaves memory; naming it reads it from the store."""
     book = IdBook(FIELDS, store, Counters(), cache=2)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
@@ -45,8 +46,9 @@ async def _abort(context: aio.ServicerContext[Any, Any], refused: Refused) -> No
 class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     """Every custody.v1.Custody method, answered by the book; any other method is UNIMPLEMENTED."""
 
-    def __init__(self, book: Book) -> None:
+    def __init__(self, book: Book, holds: dict[str, asyncio.Event]) -> None:
         self.book = book
+        self.holds = holds  # method name -> calls of it wait until the event is set
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         info = REGISTRY.method(handler_call_details.method)
@@ -69,7 +71,12 @@ class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                 stream, request_deserializer=decode, response_serializer=_serialize
             )
 
+        name = info.path.rpartition("/")[2]
+
         async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            held = self.holds.get(name)
+            if held is not None:
+                await held.wait()
             try:
                 return answer(request)
             except Refused as refused:
@@ -80,9 +87,9 @@ class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         )
 
 
-async def _start(book: Book, port: int) -> tuple[aio.Server, int]:
+async def _start(book: Book, port: int, holds: dict[str, asyncio.Event]) -> tuple[aio.Server, int]:
     server = aio.server(options=OPTIONS)
-    server.add_generic_rpc_handlers([_Custody(book)])
+    server.add_generic_rpc_handlers([_Custody(book, holds)])
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     if not bound:
         raise OSError(f"cannot listen on 127.0.0.1:{port}")
@@ -98,6 +105,7 @@ class Served:
     book: Book
     port: int
     _server: aio.Server | None
+    holds: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -116,12 +124,19 @@ class Served:
     async def restart(self) -> None:
         """Stop if serving, then serve the same book again on the same port."""
         await self.stop()
-        self._server, _ = await _start(self.book, self.port)
+        self._server, _ = await _start(self.book, self.port, self.holds)
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` (a unary one, by name) wait, before the book answers, until the event returned
+        is set."""
+        event = self.holds[method] = asyncio.Event()
+        return event
 
 
 async def serve(side: str, bugs: Iterable[str] = BUGS) -> Served:
     """Serve `side` ("bank" or "bk") on a free loopback port; `bugs` are BK's planted bugs switched on
     (all by default; `set()` is BK fixed). Bank has none."""
     book = Book(side, frozenset(bugs))
-    server, port = await _start(book, 0)
-    return Served(side, book, port, server)
+    holds: dict[str, asyncio.Event] = {}
+    server, port = await _start(book, 0, holds)
+    return Served(side, book, port, server, holds)

@@ -330,6 +330,16 @@ class IdFields:
         desc = self._registry.find_message(input_type)
         return (method, "request") in self._by_method or (desc is not None and self._plan(desc) is not None)
 
+    def owned_in_request(self, method: str, input_type: str) -> bool:
+        """Whether requests of this method can name an id of a kind with an `owner_key` (whose owners place
+        the call on their keys)."""
+        paths = self._by_method.get((method, "request"), [])
+        kinds = {k for p in paths for k in (p.kinds or (p.kind,))}
+        desc = self._registry.find_message(input_type)
+        if desc is not None:
+            kinds.update(k for slot in self._slots_under(desc, set()) for k in (slot.kinds or (slot.kind,)))
+        return any(self.kinds[k].owner_key for k in kinds if k in self.kinds)
+
     def in_response(self, method: str, output_type: str, minted_only: bool = False) -> bool:
         """Whether answers of this method can hold ids (minted ones only, with `minted_only`)."""
         desc = self._registry.find_message(output_type)

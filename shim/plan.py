@@ -55,6 +55,9 @@ class MethodPlan:
     strict: bool  # a write ordered on the primary as well, per key
     needs_request: bool  # the first request is decoded to place the call (keys, ids, aliases)
     ids: IdPlan = _NO_IDS
+    # its calls can be placed on keys: `key`, key aliases, or ids with owners named in its request (a
+    # method that mints its key has none before it answers)
+    keyed: bool = False
 
     @property
     def learns_per_message(self) -> bool:
@@ -75,15 +78,13 @@ class Plans:
 
     def keyed(self) -> int:
         """How many described methods place their calls by what their requests name (keys, ids, aliases)."""
-        return sum(1 for plan in self._plans.values() if plan.needs_request)
+        return sum(1 for plan in self._plans.values() if plan.keyed)
 
     def serialized(self) -> str:
         """What the lanes will serialize for want of keys, in a sentence for the ready line."""
         if self._router is None or self._router.registry is None:
             return "every call: without descriptors every method is a write with no key"
-        unkeyed = sorted(
-            p.method.rpartition("/")[2] for p in self._plans.values() if p.write and not p.needs_request
-        )
+        unkeyed = sorted(p.method.rpartition("/")[2] for p in self._plans.values() if p.write and not p.keyed)
         if not unkeyed:
             return "nothing: every write has keys"
         named = ", ".join(unkeyed[:5]) + (f" and {len(unkeyed) - 5} more" if len(unkeyed) > 5 else "")
@@ -105,7 +106,9 @@ class Plans:
             keyed = router is not None and bool(router.settings(method).key)
             write = router.is_write(method) if router is not None else True
             strict = write and router is not None and router.strict(method)
-            return MethodPlan(method, Kind(described=registry is None), write, strict, needs_request=keyed)
+            return MethodPlan(
+                method, Kind(described=registry is None), write, strict, needs_request=keyed, keyed=keyed
+            )
         write = router.is_write(method)
         plan = _NO_IDS
         if ids is not None or aliases is not None:
@@ -131,4 +134,9 @@ class Plans:
             strict=write and router.strict(method),
             needs_request=bool(plan.request or plan.mints or plan.aliases_in or router.settings(method).key),
             ids=plan,
+            keyed=bool(
+                router.settings(method).key
+                or plan.aliases_in
+                or (plan.request and ids is not None and ids.owned_in_request(method, info.input_type))
+            ),
         )

@@ -266,9 +266,15 @@ def _terminal_calls(report: Report, console: Console) -> None:
             cell(call.verdict + (f" ({call.mismatch})" if call.mismatch else "")),
             cell(call.routing_key),
             cell(f"{code(call.bank_code)} → {code(call.bk_code)}"),
-            cell(_first_difference(call) or call.reason),
+            cell(_why(call)),
         )
     console.print(calls)
+
+
+def _why(call: CallRecord) -> str:
+    """The call's reason (why it was tainted, skipped, ...), then its first real difference."""
+    first = _first_difference(call)
+    return f"{call.reason}: {first}" if call.reason and first else call.reason or first
 
 
 def _first_difference(call: CallRecord) -> str:

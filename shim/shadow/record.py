@@ -196,7 +196,7 @@ async def judge(
     elif learning.stopped:
         if effect(primary) == REFUSED:
             return
-        reason = "BK was not sent it: " + learning.note()
+        reason = ("BK" if shared.primary_is_bank else "Bank") + " was not sent it: " + learning.note()
     else:
         reason = out_of_step_reason(primary, shadow, shared.primary_is_bank)
     if not reason:

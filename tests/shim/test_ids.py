@@ -317,6 +317,27 @@ async def test_a_reverse_of_a_movement_bk_never_paired_is_not_sent_and_puts_keys
     assert "unmapped-id" in mark.reason
 
 
+async def test_with_bk_primary_the_mark_says_bank_was_not_sent_the_write(
+    sides: tuple[Served, Served],
+) -> None:
+    """BK primary: a Reverse of a movement BK minted whose Move failed on Bank is not sent to Bank, the
+    mirrored side, and the mark says so of Bank."""
+    bank, bk = sides
+    bank.payments.fail("Move", grpc.StatusCode.INTERNAL)
+    async with _shim(bank, bk, mode="bk-primary") as (shim, sink, client):
+        movement = await client.move("A", "10.00")
+        await sink.wait_for(1)
+        assert shim.steps is not None
+        assert shim.store is not None
+        assert await shim.store.marks.resync(["A"]) == ["A"]
+        await shim.steps.refresh()
+        await client.reverse(movement.movement_id)  # BK's own id: BK answers OK
+        await sink.wait_for(1, where=_on_method(REVERSE))
+        (mark,) = shim.steps.keys.values()
+    assert bank.payments.sent("Reverse") == []
+    assert mark.reason.startswith("Bank was not sent it: "), mark.reason
+
+
 async def test_a_reverse_of_a_movement_bk_never_paired_marks_only_the_movements_account(
     sides: tuple[Served, Served],
 ) -> None:

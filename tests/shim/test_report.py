@@ -111,6 +111,7 @@ def test_the_terminal_shows_every_figure(report: Report) -> None:
     assert re.search(r"Payments/Get\s+│ cash\s+│\s+1 │ \"100.00\" → \"0.00 \(a write BK missed\)\"", tainted)
     assert re.search(r"Payments/Get\s+│ decimal formatting │\s+3 │", text)
     assert "shadow timeout after 2s" in text, "--calls lists the calls that did not match"
+    assert re.search(r"│ tainted\s+│ A1\s+│ OK → OK\s+│ missed write: cash", text), "why tainted, first"
     assert "the comparison failed: ValueError('undecodable')" in text, "errors among them"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from google.protobuf import message
 
 from comparators import Outcome
-from comparators.ids import Ambiguous, Found
+from comparators.ids import OWNERS, Ambiguous, Found
 from shim._translation import Translation
 from shim.ids import Pending
 from shim.plan import IdPlan, MethodPlan
@@ -49,6 +49,11 @@ class Learning:
     def stopped(self) -> bool:
         """The request names an id the shadow has no single counterpart for."""
         return bool(self.unmapped or self.ambiguous)
+
+    def minted_keys(self) -> tuple[str, ...]:
+        """The keys of what the primary's answer minted: the owners of its minted ids (`owner_key`)."""
+        owners = (key for pending in self._expected if pending.owner for key in pending.owner.split(OWNERS))
+        return tuple(dict.fromkeys(owners))
 
     def settle(self) -> None:
         """Whatever the primary minted and the shadow did not pair is no longer waited for."""

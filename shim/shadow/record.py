@@ -201,7 +201,8 @@ async def judge(
         reason = out_of_step_reason(primary, shadow, shared.primary_is_bank)
     if not reason:
         return
-    marks = shared.steps.mark(keys, method, reason)
+    # a write with no key in its request placed its effect on the keys of what it minted
+    marks = shared.steps.mark(keys or learning.minted_keys(), method, reason)
     verifier = shared.verifier
     if marks and verifier is not None and holding and not shadow.local and not cancelled:
         for mark in marks:

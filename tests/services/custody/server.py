@@ -46,9 +46,12 @@ async def _abort(context: aio.ServicerContext[Any, Any], refused: Refused) -> No
 class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     """Every custody.v1.Custody method, answered by the book; any other method is UNIMPLEMENTED."""
 
-    def __init__(self, book: Book, holds: dict[str, asyncio.Event]) -> None:
+    def __init__(
+        self, book: Book, holds: dict[str, asyncio.Event], fails: dict[str, grpc.StatusCode]
+    ) -> None:
         self.book = book
         self.holds = holds  # method name -> calls of it wait until the event is set
+        self.fails = fails  # method name -> calls of it end with this status, the book untouched
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         info = REGISTRY.method(handler_call_details.method)
@@ -77,6 +80,9 @@ class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             held = self.holds.get(name)
             if held is not None:
                 await held.wait()
+            failed = self.fails.get(name)
+            if failed is not None:
+                await context.abort(failed, f"{name} fails here")
             try:
                 return answer(request)
             except Refused as refused:
@@ -87,9 +93,11 @@ class _Custody(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         )
 
 
-async def _start(book: Book, port: int, holds: dict[str, asyncio.Event]) -> tuple[aio.Server, int]:
+async def _start(
+    book: Book, port: int, holds: dict[str, asyncio.Event], fails: dict[str, grpc.StatusCode]
+) -> tuple[aio.Server, int]:
     server = aio.server(options=OPTIONS)
-    server.add_generic_rpc_handlers([_Custody(book, holds)])
+    server.add_generic_rpc_handlers([_Custody(book, holds, fails)])
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     if not bound:
         raise OSError(f"cannot listen on 127.0.0.1:{port}")
@@ -106,6 +114,7 @@ class Served:
     port: int
     _server: aio.Server | None
     holds: dict[str, asyncio.Event] = field(default_factory=dict)
+    fails: dict[str, grpc.StatusCode] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -124,7 +133,7 @@ class Served:
     async def restart(self) -> None:
         """Stop if serving, then serve the same book again on the same port."""
         await self.stop()
-        self._server, _ = await _start(self.book, self.port, self.holds)
+        self._server, _ = await _start(self.book, self.port, self.holds, self.fails)
 
     def hold(self, method: str) -> asyncio.Event:
         """Calls of `method` (a unary one, by name) wait, before the book answers, until the event returned
@@ -132,11 +141,16 @@ class Served:
         event = self.holds[method] = asyncio.Event()
         return event
 
+    def fail(self, method: str, code: grpc.StatusCode) -> None:
+        """Calls of `method` (a unary one, by name) end with `code` from now on, the book untouched."""
+        self.fails[method] = code
+
 
 async def serve(side: str, bugs: Iterable[str] = BUGS) -> Served:
     """Serve `side` ("bank" or "bk") on a free loopback port; `bugs` are BK's planted bugs switched on
     (all by default; `set()` is BK fixed). Bank has none."""
     book = Book(side, frozenset(bugs))
     holds: dict[str, asyncio.Event] = {}
-    server, port = await _start(book, 0, holds)
-    return Served(side, book, port, server, holds)
+    fails: dict[str, grpc.StatusCode] = {}
+    server, port = await _start(book, 0, holds, fails)
+    return Served(side, book, port, server, holds, fails)

@@ -144,7 +144,7 @@ class Books:
             timeout=max(shadow_timeout / 2, 0.05),
         )
         verifier = Verifier(
-            sweep.key,
+            sweep.marked,
             self.steps,
             lanes,
             self.store,
@@ -152,7 +152,7 @@ class Books:
             parts.replica,
             settle=config.verify.settle,
             attempts=config.verify.attempts,
-            check_now=quick.key,
+            check_now=quick.marked,
             fleet=self.key_order.position if self.key_order is not None else None,
         )
         self.steps.listen(verifier.schedule)

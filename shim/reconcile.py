@@ -287,6 +287,21 @@ class Sweep:
                 return bank_key
         return key
 
+    async def marked(self, key: str) -> KeyResult:
+        """`key` (a key out of step: Bank's id, or BK's for a mark made while BK was primary) read on both
+        sides. A key the id map knows as one of Bank's ids is Bank's; else one it knows as BK's is read by
+        the Bank id it pairs with."""
+        if self.ids is not None:
+            for kind in self.ids.fields.kinds:
+                if await self.ids.counterpart("bank", kind, key) is not None:
+                    return await self.key(key)
+            bank_key = await self.as_bank_key(key)
+            if bank_key != key:
+                result = await self.key(bank_key)
+                result.key, result.out_of_step = key, self.out_of_step.get(key, "")
+                return result
+        return await self.key(key)
+
     async def run(
         self, progress: Callable[[int, int], None] | None = None, keys: Sequence[str] | None = None
     ) -> Result:

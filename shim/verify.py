@@ -16,7 +16,8 @@ the shim checks it:
 
 A check reads the key's state from both sides with the configured state reads
 (`[reconcile] reads`, the same as `shim reconcile`; BK's reads name BK's ids,
-through the id map) and compares them with the rules and the id map. If no
+through the id map, and a key marked while BK was primary, BK's id, is read on
+Bank by the Bank id it pairs with: `Sweep.marked`) and compares them with the rules and the id map. If no
 write on the key came in meanwhile and the states agree, the mark is cleared
 ("verified in step"); if they differ, the mark stays, with the differing state
 recorded; if a write came in, or a side could not be read (an error, or the

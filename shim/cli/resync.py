@@ -133,7 +133,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
     try:
         for key in named:
             mark = marks[key]
-            result, detail = await verify_once(sweep.key, key, mark, store, replica)
+            result, detail = await verify_once(sweep.marked, key, mark, store, replica)
             if result == IN_STEP:
                 cleared = await store.marks.clear(key, mark.since)
                 outcome = "in step again" if cleared else "marked again meanwhile, kept"

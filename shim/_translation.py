@@ -9,11 +9,13 @@ Bank in `bk-primary` mode). The client speaks the primary's id space
   owner, or an alias whose key, is not in memory makes the call unkeyed.
 - **Translation.** Each id a request names is replaced by the shadow's
   counterpart: from memory, from a minting call still in flight (waited for),
-  or from the store. An id the shadow already knows as its own is kept. An id
+  or from the store. An id the shadow alone knows as its own is kept. An id
   known to be minted but with no counterpart (its minting call ended without
   one), or one two kinds know differently, stops the call: it is not sent. An
   id the map has never seen is sent unchanged, so that both sides answer it
-  (both should refuse it alike).
+  (both should refuse it alike). Where the id spaces overlap (one text is an
+  id on both sides), the client's text is the primary's id: toward the shadow
+  it goes by the pair of the primary's id; toward the primary, as it is.
 - **Learning.** The pairs a call mints are learned from the two answers: for a
   streamed answer, message by message as both sides send them, so that a later
   message of the same stream (or another call) can name them at once.
@@ -224,11 +226,14 @@ class Translation:
         known: list[tuple[str, str]] = []
         for kind in found.every_kind:
             scope = scopes.get(kind, "")
+            # the client speaks the primary's ids: the pair of the primary's id wins
             counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope)
-            if counterpart is None and ids.remembered(self.shadow_side, kind, found.value, scope) is not None:
-                counterpart = (
-                    found.value
-                )  # already the shadow's own id (a client keeps ids from another mode)
+            if (
+                counterpart is None
+                and ids.remembered(self.shadow_side, kind, found.value, scope) is not None
+                and not await ids.minted(self.client_side, kind, found.value, scope)
+            ):
+                counterpart = found.value  # the shadow's own id alone (a client keeps ids from another mode)
             if counterpart is not None:
                 known.append((kind, counterpart))
         if len({c for _, c in known}) > 1:
@@ -246,11 +251,14 @@ class Translation:
         return found.value  # never minted through the shim: sent as it is, both sides should refuse it alike
 
     def to_primary(self, method: str, payload: bytes) -> bytes:
-        """A request for the primary, with the ids known to be the shadow's replaced by the primary's.
+        """A request for the primary, with the ids known to be the shadow's alone replaced by the primary's.
 
         Clients keep the ids they got in another mode (Bank's ids after BK became primary, and the
         other way round); each id the id map holds in memory goes to each side in that side's own
-        id space. Ids not known stay as they are. Never waits: not for the shadow, not for the store.
+        id space. Where the id spaces overlap (both sides mint "M2"), a value the primary's side knows
+        as its own (paired, pending or minted without a pair) is the primary's id: it is left as the
+        client sent it. Ids not known stay as they are. Never waits: not for the shadow, not for the
+        store.
         """
         if self.ids is None or self.router is None or not self.plan(method).request:
             return payload
@@ -264,6 +272,8 @@ class Translation:
         scopes = self.scopes(method, msg, {k for f in found for k in f.every_kind})
 
         def remembered(f: Found) -> str | None:
+            if any(ids.held(self.client_side, k, f.value, scopes.get(k, "")) for k in f.every_kind):
+                return None  # the primary's own id: what the client meant
             known = resolve(f, lambda k, v: ids.remembered(self.shadow_side, k, v, scopes.get(k, "")))
             return known if isinstance(known, str) else None
 

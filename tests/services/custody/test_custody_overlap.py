@@ -1,0 +1,105 @@
+"""Custody with overlapping id spaces: BK mints "A<n>" and "M<n>" as Bank does, and had opened an account
+"A1" of its own before the shim was put in front of it, so its counter runs one account ahead of Bank's.
+Bank's A1 is BK's A2, Bank's A2 is BK's A3, and BK's own A1 pairs with nothing.
+
+A client naming Bank's A2 means Bank's A2, on the primary's path (not BK's A2) and in the copies the shim
+asks again for noise; BK gets A3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import shutil
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from grpc import aio
+
+from comparators import Comparison, Verdict
+from shim.app import Shim
+from shim.config import load_file
+from shim.testing import CapturingSink, running_shim
+from tests.services.custody import DESCRIPTOR_SET
+from tests.services.custody._book import Book
+from tests.services.custody.client import Client
+from tests.services.custody.messages import new, path
+from tests.services.custody.server import Served, serve
+
+HERE = Path(__file__).parent
+
+
+def _mint_as_bank(book: Book) -> None:
+    """BK's book mints "A<n>", "M<n>" as Bank's does, with an account "A1" of its own opened already."""
+    counters = {prefix: itertools.count(1) for prefix in ("A", "M")}
+
+    def mint(bank_prefix: str, bk_prefix: str) -> str:
+        return f"{bank_prefix}{next(counters[bank_prefix])}"
+
+    book._mint = mint  # type: ignore[method-assign]
+    book.OpenAccount(new("OpenAccountRequest", client_ref="opened-before", owner="someone"))
+    book.accounts["A1"].balance = Decimal(10)
+
+
+@contextlib.asynccontextmanager
+async def _sides(bk_reads_the_account_before: bool = False) -> AsyncIterator[tuple[Served, Served]]:
+    """Bank, and BK (fixed) minting as Bank does; optionally with a bug of its own: every account it is
+    named is read as the one opened before it (A3 as A2)."""
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    _mint_as_bank(bk.book)
+    if bk_reads_the_account_before:
+        account = bk.book._account
+        bk.book._account = lambda account_id: account(f"A{int(account_id[1:]) - 1}")  # type: ignore[method-assign]
+    try:
+        yield bank, bk
+    finally:
+        await bk.stop()
+        await bank.stop()
+
+
+@contextlib.asynccontextmanager
+async def _shim(
+    tmp_path: Path, bank: Served, bk: Served, **settings: Any
+) -> AsyncIterator[tuple[Shim, CapturingSink, Client]]:
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    shutil.copyfile(HERE / "shim.toml", tmp_path / "shim.toml")
+    given = {**load_file(tmp_path / "shim.toml"), "shadow_timeout": 10.0, **settings}
+    async with (
+        running_shim(bank.address, bk.address, **given) as (shim, sink),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        yield shim, sink, Client(channel)
+
+
+def _real(comparisons: list[Comparison]) -> list[str]:
+    return [
+        f"{c.method} {c.verdict} {c.real_differences} {c.noise}" for c in comparisons if c.real_differences
+    ]
+
+
+async def test_a_client_naming_banks_account_reaches_bank_with_it_and_bk_with_its_pair(
+    tmp_path: Path,
+) -> None:
+    """Bank's A2 is BK's A3, and BK's A2 is Bank's A1. A deposit into A2 reaches Bank as A2 and BK as A3;
+    a balance read of A2, asked of Bank twice (noise), reads A2 both times. Every comparison matches,
+    with no noise."""
+    async with _sides() as (bank, bk), _shim(tmp_path, bank, bk, noise={"reads": 1.0}) as (_, sink, client):
+        first = await client.call("OpenAccount", client_ref="r1", owner="One")
+        second = await client.call("OpenAccount", client_ref="r2", owner="Two")
+        await sink.wait_for(2)
+        deposit = await client.call("Deposit", account_id="A2", amount="10.00")
+        await sink.wait_for(3)
+        balance = await client.call("GetBalance", account_id="A2")
+        comparisons = await sink.wait_for(4)
+    assert (first.message.account_id, second.message.account_id) == ("A1", "A2")
+    assert deposit.message.to_account == "A2"
+    assert (balance.message.account_id, balance.message.balance) == ("A2", "10.00")
+    assert {a: s.balance for a, s in bank.book.accounts.items()} == {"A1": 0, "A2": 10}
+    assert {a: s.balance for a, s in bk.book.accounts.items()} == {"A1": 10, "A2": 0, "A3": 10}
+    (read,) = [c for c in comparisons if c.method == path("GetBalance")]
+    assert read.exchange.secondary is not None  # Bank was asked again ...
+    assert read.exchange.secondary.messages == read.exchange.primary.messages  # ... of the same account
+    assert all(c.verdict is Verdict.MATCH for c in comparisons)
+    assert _real(comparisons) == []

@@ -287,26 +287,40 @@ class Translation:
     # -- comparing ------------------------------------------------------------------------------------
 
     async def known_pairs(
-        self, method: str, bk: Outcome, answers: list[message.Message], first: message.Message | None
+        self,
+        method: str,
+        bank: tuple[Outcome, list[message.Message]],
+        bk: tuple[Outcome, list[message.Message]],
+        first: message.Message | None,
     ) -> tuple[tuple[str, str, str], ...]:
-        """(kind, Bank id, BK id) of the ids in BK's answer (and its rich error details) that pair with a
-        Bank id, for the comparison."""
+        """(kind, Bank id, BK id) of the ids in either side's answer (and its rich error details) whose pair
+        is known, for the comparison: BK's are read as the Bank ids they pair with, and where the id spaces
+        overlap, the pair of a Bank id tells that BK's own id of the same text is not that id."""
         ids = self.ids
         assert ids is not None
-        found = ids.fields.find(method, "response", answers, first) if answers else []
-        status = self._status(bk)
-        if status is not None:
-            found += ids.fields.find(method, "", [status], None)
-        if not found:
+        found = {side: self._ids_in(method, *answer, first) for side, answer in (("bk", bk), ("bank", bank))}
+        if not any(found.values()):
             return ()
-        scopes = self.scopes(method, first, {k for f in found for k in f.every_kind})
+        scopes = self.scopes(method, first, {k for fs in found.values() for f in fs for k in f.every_kind})
         pairs: dict[tuple[str, str, str], None] = {}
-        for f in found:
-            for kind in f.every_kind:
-                bank_id = await ids.counterpart("bk", kind, f.value, None, scopes.get(kind, ""))
-                if bank_id is not None:
-                    pairs[(kind, bank_id, f.value)] = None
+        for side, in_answer in found.items():
+            for f in in_answer:
+                for kind in f.every_kind:
+                    other_id = await ids.counterpart(side, kind, f.value, None, scopes.get(kind, ""))
+                    if other_id is not None:
+                        pairs[(kind, other_id, f.value) if side == "bk" else (kind, f.value, other_id)] = None
         return tuple(pairs)
+
+    def _ids_in(
+        self, method: str, outcome: Outcome, answers: list[message.Message], first: message.Message | None
+    ) -> list[Found]:
+        """The ids in one side's decoded answers and in its rich error details."""
+        assert self.ids is not None
+        found = self.ids.fields.find(method, "response", answers, first) if answers else []
+        status = self._status(outcome)
+        if status is not None:
+            found += self.ids.fields.find(method, "", [status], None)
+        return found
 
     def _status(self, outcome: Outcome) -> message.Message | None:
         """The google.rpc.Status of an outcome's rich error details, decoded (None without)."""

@@ -3,7 +3,9 @@ both sides, naming different things (tests/shim/_payments.py, BK minting as Bank
 
 The client speaks the primary's ids. A value the primary's side knows as its own id (paired, pending or
 minted without a pair) reaches the primary as the client sent it; only a value known on the shadow's side
-alone is read as the shadow's id. Toward the shadow, the pair of the primary's id wins.
+alone is read as the shadow's id. Toward the shadow, the pair of the primary's id wins. In comparisons, BK
+naming its own unpaired "M1" where Bank names its "M1" (which is BK's "M2") is a difference, though the
+text is the same.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from grpc import aio
 from comparators import Comparison, Difference, DiffKind, Verdict
 from shim.app import Shim
 from shim.testing import CapturingSink, running_shim
-from tests.shim._payments import IDS, METHODS, REGISTRY, REVERSE, Client, Served, serve
+from tests.shim._payments import IDS, METHODS, MOVE, REGISTRY, REVERSE, Client, Served, new, serve
 
 
 @pytest.fixture
@@ -154,3 +156,34 @@ async def test_an_id_bank_minted_without_a_pair_is_bank_s_own_on_both_paths(
     assert _reversed(bk) == []
     assert reverse.verdict is Verdict.SKIPPED
     assert reverse.differences == (Difference("request.movement_id", DiffKind.UNMAPPED_ID, "M2", None),)
+
+
+async def test_bk_naming_its_own_unpaired_id_where_bank_names_the_same_text_is_an_unmapped_id(
+    sides: tuple[Served, Served],
+) -> None:
+    """BK holds a movement M1 of its own (from before the shim) and reverses the movement before the one
+    named. Bank's M1 is BK's M2; BK's reversal says "reverses M1", as Bank's does: the same text, but BK's
+    M1 is not Bank's M1. An unmapped-id difference, where the comparison used to see none."""
+    bank, bk = sides
+    bk.payments.movements["M1"] = new("Movement", movement_id="M1", account_id="A", amount="5.00")
+    bk.payments._counters["M"] = itertools.count(2)
+    bk.payments._counters["R"] = itertools.count(7)
+    answer = bk.payments._answer
+
+    def off_by_one(method: str, request: Any) -> Any:
+        if method == "Reverse":
+            previous = f"M{int(request.movement_id[1:]) - 1}"
+            request = new("ReverseRequest", movement_id=previous, reason=request.reason)
+        return answer(method, request)
+
+    bk.payments._answer = off_by_one  # type: ignore[method-assign]
+    async with _shim(bank, bk) as (_, sink, client):
+        moved = await client.move("A", "10.00")
+        (move,) = await sink.wait_for(1)
+        await client.reverse(moved.movement_id)
+        (reverse,) = await sink.wait_for(1, where=_on(REVERSE))
+    assert move.method == MOVE
+    assert move.verdict is Verdict.MATCH
+    assert _reversed(bk) == ["M2"]  # translated right; BK's bug reverses its M1
+    assert reverse.verdict is Verdict.MISMATCH
+    assert reverse.differences == (Difference("reverses_movement_id", DiffKind.UNMAPPED_ID, "M1", "M1"),)

@@ -3,7 +3,8 @@
 Bank's A1 is BK's A2, Bank's A2 is BK's A3, and BK's own A1 pairs with nothing.
 
 A client naming Bank's A2 means Bank's A2, on the primary's path (not BK's A2) and in the copies the shim
-asks again for noise; BK gets A3.
+asks again for noise; BK gets A3. BK answering with its own A1 where Bank answers with its A1 (in an
+answer or in rich error details) is a difference, though the text is the same.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from grpc import aio
 
-from comparators import Comparison, Verdict
+from comparators import Comparison, Difference, DiffKind, Verdict
 from shim.app import Shim
 from shim.config import load_file
 from shim.testing import CapturingSink, running_shim
@@ -31,7 +32,7 @@ from tests.services.custody.server import Served, serve
 HERE = Path(__file__).parent
 
 
-def _mint_as_bank(book: Book) -> None:
+def _mint_as_bank(book: Book, balance: int) -> None:
     """BK's book mints "A<n>", "M<n>" as Bank's does, with an account "A1" of its own opened already."""
     counters = {prefix: itertools.count(1) for prefix in ("A", "M")}
 
@@ -40,18 +41,25 @@ def _mint_as_bank(book: Book) -> None:
 
     book._mint = mint  # type: ignore[method-assign]
     book.OpenAccount(new("OpenAccountRequest", client_ref="opened-before", owner="someone"))
-    book.accounts["A1"].balance = Decimal(10)
+    book.accounts["A1"].balance = Decimal(balance)
+
+
+def _read_the_account_before(book: Book) -> None:
+    """BK's bug: every account it is named is read as the one opened before it (A3 as A2)."""
+    account = book._account
+    book._account = lambda account_id: account(f"A{int(account_id[1:]) - 1}")  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
-async def _sides(bk_reads_the_account_before: bool = False) -> AsyncIterator[tuple[Served, Served]]:
-    """Bank, and BK (fixed) minting as Bank does; optionally with a bug of its own: every account it is
-    named is read as the one opened before it (A3 as A2)."""
+async def _sides(
+    bk_reads_the_account_before: bool = False, balance: int = 10
+) -> AsyncIterator[tuple[Served, Served]]:
+    """Bank, and BK (fixed) minting as Bank does (its own A1 holding `balance`); optionally with a bug of
+    its own (`_read_the_account_before`)."""
     bank, bk = await serve("bank"), await serve("bk", bugs=set())
-    _mint_as_bank(bk.book)
+    _mint_as_bank(bk.book, balance)
     if bk_reads_the_account_before:
-        account = bk.book._account
-        bk.book._account = lambda account_id: account(f"A{int(account_id[1:]) - 1}")  # type: ignore[method-assign]
+        _read_the_account_before(bk.book)
     try:
         yield bank, bk
     finally:
@@ -103,3 +111,36 @@ async def test_a_client_naming_banks_account_reaches_bank_with_it_and_bk_with_it
     assert read.exchange.secondary.messages == read.exchange.primary.messages  # ... of the same account
     assert all(c.verdict is Verdict.MATCH for c in comparisons)
     assert _real(comparisons) == []
+
+
+async def test_bk_naming_its_own_unpaired_account_where_bank_names_its_paired_one_is_a_difference(
+    tmp_path: Path,
+) -> None:
+    """BK reads every account as the one before it. A transfer from Bank's A1 (BK's A2) is refused by both
+    for want of funds, BK naming its own A1 in the rich details, Bank its A1: byte-identical refusals, but
+    BK's A1 pairs with nothing and Bank's A1 is BK's A2. A deposit into A1 lands in BK's own A1: its answer
+    names to_account "A1" as Bank's does. Both are unmapped-id differences."""
+    async with (
+        _sides(bk_reads_the_account_before=True) as (bank, bk),
+        _shim(tmp_path, bank, bk) as (
+            _,
+            sink,
+            client,
+        ),
+    ):
+        await client.call("OpenAccount", client_ref="r1", owner="One")
+        await client.call("OpenAccount", client_ref="r2", owner="Two")
+        opened = await sink.wait_for(2)
+        refused = await client.call("Transfer", from_account="A1", to_account="A2", amount="50.00")
+        (transfer,) = await sink.wait_for(1, where=lambda c: c.method == path("Transfer"))
+        await client.call("Deposit", account_id="A1", amount="10.00")
+        (deposit,) = await sink.wait_for(1, where=lambda c: c.method == path("Deposit"))
+    assert [c.verdict for c in opened] == [Verdict.MATCH, Verdict.MATCH]
+    assert refused.code == "FAILED_PRECONDITION"
+    assert transfer.exchange.shadow is not None
+    assert transfer.exchange.shadow.trailing_metadata == transfer.exchange.primary.trailing_metadata
+    assert transfer.verdict is Verdict.MISMATCH
+    subject = "status.rich_details.details[0].violations[0].subject"
+    assert transfer.real_differences == (Difference(subject, DiffKind.UNMAPPED_ID, "A1", "A1"),)
+    assert deposit.verdict is Verdict.MISMATCH
+    assert deposit.real_differences == (Difference("to_account", DiffKind.UNMAPPED_ID, "A1", "A1"),)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import shutil
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -23,6 +24,7 @@ from comparators import Comparison, Difference, DiffKind, Verdict
 from shim.app import Shim
 from shim.config import load_file
 from shim.testing import CapturingSink, running_shim
+from tests.helpers import shim_command
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody._book import Book
 from tests.services.custody.client import Client
@@ -144,3 +146,38 @@ async def test_bk_naming_its_own_unpaired_account_where_bank_names_its_paired_on
     assert transfer.real_differences == (Difference(subject, DiffKind.UNMAPPED_ID, "A1", "A1"),)
     assert deposit.verdict is Verdict.MISMATCH
     assert deposit.real_differences == (Difference("to_account", DiffKind.UNMAPPED_ID, "A1", "A1"),)
+
+
+async def _reconcile(tmp_path: Path, bank: Served, bk: Served, *keys: str) -> tuple[int | None, Any]:
+    """`shim reconcile` of these keys (a keys file), on the store the shim wrote: (exit status, --json)."""
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n", encoding="utf-8")
+    code, out, err = await shim_command(
+        "reconcile", "--config", tmp_path / "shim.toml", "--store", tmp_path / "shim.db",
+        "--bank", bank.address, "--bk", bk.address, "--keys-file", tmp_path / "keys.txt", "--json",
+    )  # fmt: skip
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+async def test_reconcile_reads_a_key_bank_knows_as_its_own_as_bank_s(tmp_path: Path) -> None:
+    """`shim reconcile` reads the key A2 as Bank's A2 (BK's A3), not as BK's A2 (Bank's A1, which BK alone
+    credited behind the shim's back): they agree. And with BK reading every account as the one before, its
+    balance of A1 names its own A1 where Bank's names Bank's: an unmapped-id difference, the balances
+    being equal."""
+    async with _sides(balance=0) as (bank, bk):
+        async with _shim(tmp_path, bank, bk, store={"url": str(tmp_path / "shim.db")}) as (shim, _, client):
+            await client.call("OpenAccount", client_ref="r1", owner="One")
+            await client.call("OpenAccount", client_ref="r2", owner="Two")
+            await client.call("Deposit", account_id="A2", amount="10.00")
+            await shim.drain()
+        bk.book.Deposit(new("DepositRequest", account_id="A2", amount="1.00"))  # BK's A2: Bank's A1
+        agreeing = await _reconcile(tmp_path, bank, bk, "A2")
+        _read_the_account_before(bk.book)
+        code, result = await _reconcile(tmp_path, bank, bk, "A1")
+    assert agreeing == (0, {**agreeing[1], "keys": 1, "differing": [], "unreadable": []})
+    assert code == 1
+    (differing,) = result["differing"]
+    assert differing["key"] == "A1"
+    assert [(d["path"], d["kind"], d["bank"], d["bk"]) for d in differing["differences"]] == [
+        ("account_id", "unmapped-id", "A1", "A1")
+    ]

@@ -223,32 +223,34 @@ class Translation:
     ) -> str | Ambiguous | None:
         assert self.ids is not None
         ids = self.ids
+        value, kinds = found.value, found.every_kind
         known: list[tuple[str, str]] = []
-        for kind in found.every_kind:
-            scope = scopes.get(kind, "")
-            # the client speaks the primary's ids: the pair of the primary's id wins
-            counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope)
-            if (
-                counterpart is None
-                and ids.remembered(self.shadow_side, kind, found.value, scope) is not None
-                and not await ids.minted(self.client_side, kind, found.value, scope)
-            ):
-                counterpart = found.value  # the shadow's own id alone (a client keeps ids from another mode)
+        for kind in kinds:  # the client speaks the primary's ids: the pair of the primary's id wins
+            counterpart = await ids.counterpart(self.client_side, kind, value, stop, scopes.get(kind, ""))
             if counterpart is not None:
                 known.append((kind, counterpart))
+        if not known:  # the shadow's own id alone (a client keeps ids from another mode) ...
+            shadows = [
+                k for k in kinds if ids.remembered(self.shadow_side, k, value, scopes.get(k, "")) is not None
+            ]
+            if shadows and not await self._minted(value, kinds, scopes):  # ... unless the primary minted it
+                known = [(kind, value) for kind in shadows]
         if len({c for _, c in known}) > 1:
             self.counters.inc("ids_ambiguous", method)
-            return Ambiguous(found.value, tuple(known))
+            return Ambiguous(value, tuple(known))
         if known:
             return known[0][1]
-        kinds = [ids.fields.kinds[k] for k in found.every_kind]
-        if any(k.scope == "query" for k in kinds):
+        if any(ids.fields.kinds[k].scope == "query" for k in kinds):
             return None  # a page token means nothing to the other side
-        for kind in found.every_kind:
-            if await ids.minted(self.client_side, kind, found.value, scopes.get(kind, "")):
-                return None
+        if await self._minted(value, kinds, scopes):
+            return None  # minted by the primary's side, with no counterpart: not sent
         self.counters.inc("ids_unknown", method)
         return found.value  # never minted through the shim: sent as it is, both sides should refuse it alike
+
+    async def _minted(self, value: str, kinds: tuple[str, ...], scopes: dict[str, str]) -> bool:
+        """Whether the primary's side minted `value` as an id of one of `kinds`."""
+        assert self.ids is not None
+        return any([await self.ids.minted(self.client_side, k, value, scopes.get(k, "")) for k in kinds])
 
     def to_primary(self, method: str, payload: bytes) -> bytes:
         """A request for the primary, with the ids known to be the shadow's alone replaced by the primary's.

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ import pytest
 from grpc import aio
 
 from comparators import Comparison, Difference, DiffKind, Verdict
+from comparators.ids import IdKind
 from shim.app import Shim
 from shim.testing import CapturingSink, running_shim
 from tests.shim._payments import IDS, METHODS, MOVE, REGISTRY, REVERSE, Client, Served, new, serve
@@ -40,10 +42,10 @@ async def sides() -> AsyncIterator[tuple[Served, Served]]:
 
 @contextlib.asynccontextmanager
 async def _shim(
-    bank: Served, bk: Served, mode: str = "shadow"
+    bank: Served, bk: Served, mode: str = "shadow", ids: Sequence[IdKind] = IDS
 ) -> AsyncIterator[tuple[Shim, CapturingSink, Client]]:
     """A shim in front of Bank and BK (`mode` says which answers), and a client of it."""
-    settings = {"registry": REGISTRY, "ids": IDS, "methods": METHODS, "shadow_timeout": 10.0}
+    settings = {"registry": REGISTRY, "ids": tuple(ids), "methods": METHODS, "shadow_timeout": 10.0}
     async with (
         running_shim(bank.address, bk.address, mode=mode, **settings) as (shim, sink),
         aio.insecure_channel(shim.address) as channel,
@@ -156,6 +158,34 @@ async def test_an_id_bank_minted_without_a_pair_is_bank_s_own_on_both_paths(
     assert _reversed(bk) == []
     assert reverse.verdict is Verdict.SKIPPED
     assert reverse.differences == (Difference("request.movement_id", DiffKind.UNMAPPED_ID, "M2", None),)
+
+
+async def test_a_text_bank_knows_as_one_kind_and_bk_as_another_is_bank_s_on_both_paths(
+    sides: tuple[Served, Served],
+) -> None:
+    """A Reverse's movement_id may name a movement or a hold (a location two kinds share). Bank's movement
+    M1 is BK's M5; BK minted its hold H1 as "M1". A Reverse of M1 means Bank's movement: it reaches Bank
+    as M1 (not as H1, the Bank hold BK's "M1" pairs with) and BK as M5 (not stopped as ambiguous)."""
+    bank, bk = sides
+    movement, _, hold = IDS
+    shared = replace(hold, references=(*hold.references, "pay.v1.ReverseRequest.movement_id"))
+    movements = itertools.count(5)
+
+    def mint(bank_prefix: str, bk_prefix: str) -> str:  # BK: movements M5, M6, ...; its first hold "M1"
+        return "M1" if bank_prefix == "H" else f"{bank_prefix}{next(movements)}"
+
+    bk.payments._mint = mint  # type: ignore[method-assign]
+    async with _shim(bank, bk, ids=(movement, IDS[1], shared)) as (shim, sink, client):
+        await client.move("A", "1.00")
+        await client.place_hold("A", "2.00")
+        await sink.wait_for(2)
+        assert shim.ids is not None
+        assert (shim.ids.known("bank", "movement", "M1"), shim.ids.known("bk", "hold", "M1")) == ("M5", "H1")
+        await client.reverse("M1")
+        comparisons = await sink.wait_for(3)
+    assert _reversed(bank) == ["M1"]
+    assert _reversed(bk) == ["M5"]
+    assert _not_matching(comparisons) == []
 
 
 async def test_bk_naming_its_own_unpaired_id_where_bank_names_the_same_text_is_an_unmapped_id(

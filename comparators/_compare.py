@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf import message
 
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
+from comparators._stand_ins import StandIns, stand_in
 from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, text_reads_as, translate_answer
@@ -29,8 +30,10 @@ def compare(
 
     With `ids`, BK's ids in the answers are read as the Bank ids they pair with
     (`exchange.ids`) before comparing, so a mapped pair is equal; a BK id with
-    no known pair that differs from Bank's is an `unmapped-id` difference. A
-    mismatch on a key out of step (`exchange.tainted`) is `tainted`. With
+    no known pair that differs from Bank's is an `unmapped-id` difference, and so
+    is one with the text of a Bank id that pairs with another BK id (overlapping
+    id spaces: comparators._stand_ins). A mismatch on a key out of step
+    (`exchange.tainted`) is `tainted`. With
     `redactor`, the values of sensitive fields are replaced by keyed hashes in
     both answers before anything is compared, after BK's ids were read through
     the pairs, so a mapped id in a redacted field gives equal hashes (see
@@ -208,9 +211,12 @@ def _rich_differences(
         return [Difference(_RICH, DiffKind.STATUS, bank_raw, bk_raw)]
     left, right = _decode(cls, bank_raw), _decode(cls, bk_raw)
     unmapped: set[str] = set()
+    own: StandIns | None = None
     if ids is not None and to_bank is not None and left is not None and right is not None:
-        unmapped = {found.value for found in translate_answer(ids, method, [right], to_bank, side="")}
-    _redact(redactor, [left, right], unmapped)
+        left_ids = translate_answer(ids, method, [right], to_bank, side="")
+        unmapped = {found.value for found in left_ids}
+        own = stand_in(ids, method, [left], [right], left_ids, to_bank, side="")
+    _redact(redactor, [left, right], unmapped, own)
     walker = Walker(registry, rules, method)
     if bank_raw is None or bk_raw is None:
         walker._presence(
@@ -230,7 +236,7 @@ def _rich_differences(
             )
         ]
     walker.messages(left, right, _RICH)
-    found = [_rich_code(d, rules, method) for d in walker.out]
+    found = [_rich_code(d if own is None else own.show(d), rules, method) for d in walker.out]
     if unmapped:
         return [_unmapped(d, unmapped) for d in found]
     return found
@@ -324,10 +330,13 @@ def _message_differences(
     left: list[message.Message | None] = [_decode(cls, raw) for raw in bank.messages]
     right: list[message.Message | None] = [_decode(cls, raw) for raw in bk.messages]
     unmapped: set[str] = set()
+    own: StandIns | None = None
     if ids is not None and to_bank is not None:
         decoded_bk = [m for m in right if m is not None]
-        unmapped = {found.value for found in translate_answer(ids, method, decoded_bk, to_bank)}
-    _redact(redactor, [*left, *right], unmapped)
+        left_ids = translate_answer(ids, method, decoded_bk, to_bank)
+        unmapped = {found.value for found in left_ids}
+        own = stand_in(ids, method, [m for m in left if m is not None], decoded_bk, left_ids, to_bank)
+    _redact(redactor, [*left, *right], unmapped, own)
     for index, (raw_left, raw_right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
         if raw_left == raw_right:
             continue
@@ -353,23 +362,29 @@ def _message_differences(
             diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(left), len(right)))
     elif decodable:
         walker.messages(decodable[0][0], decodable[0][1], "")
-    if unmapped:
-        diffs.extend(_unmapped(d, unmapped) for d in walker.out)
-    else:
-        diffs.extend(walker.out)
+    found = walker.out if own is None else [own.show(d) for d in walker.out]
+    diffs.extend([_unmapped(d, unmapped) for d in found] if unmapped else found)
     return diffs
 
 
-def _redact(redactor: Redactor | None, messages: list[message.Message | None], unmapped: set[str]) -> None:
+def _redact(
+    redactor: Redactor | None,
+    messages: list[message.Message | None],
+    unmapped: set[str],
+    own: StandIns | None = None,
+) -> None:
     """Redact the decoded answers in place, after BK's ids were read through the pairs: an id in a redacted
     field is hashed in Bank's terms on both sides, so a mapped pair gives equal hashes. The BK ids left
-    unmapped are then known by their hashes too (`unmapped` gains them), as the differences show them."""
+    unmapped (and the stand-ins of BK's own ids) are then known by their hashes too, as the differences
+    show them."""
     if redactor is None:
         return
     for msg in messages:
         if msg is not None:
             redactor.redact(msg)
     unmapped.update([redactor.hash(value) for value in unmapped])
+    if own is not None:
+        own.hashed(redactor.hash)
 
 
 def _unmapped(difference: Difference, unmapped: set[str]) -> Difference:

@@ -9,11 +9,13 @@ Bank in `bk-primary` mode). The client speaks the primary's id space
   owner, or an alias whose key, is not in memory makes the call unkeyed.
 - **Translation.** Each id a request names is replaced by the shadow's
   counterpart: from memory, from a minting call still in flight (waited for),
-  or from the store. An id the shadow already knows as its own is kept. An id
+  or from the store. An id the shadow alone knows as its own is kept. An id
   known to be minted but with no counterpart (its minting call ended without
   one), or one two kinds know differently, stops the call: it is not sent. An
   id the map has never seen is sent unchanged, so that both sides answer it
-  (both should refuse it alike).
+  (both should refuse it alike). Where the id spaces overlap (one text is an
+  id on both sides), the client's text is the primary's id: toward the shadow
+  it goes by the pair of the primary's id; toward the primary, as it is.
 - **Learning.** The pairs a call mints are learned from the two answers: for a
   streamed answer, message by message as both sides send them, so that a later
   message of the same stream (or another call) can name them at once.
@@ -227,36 +229,46 @@ class Translation:
     ) -> str | Ambiguous | None:
         assert self.ids is not None
         ids = self.ids
+        value, kinds = found.value, found.every_kind
         known: list[tuple[str, str]] = []
-        for kind in found.every_kind:
-            scope = scopes.get(kind, "")
-            counterpart = await ids.counterpart(self.client_side, kind, found.value, stop, scope, order)
-            if counterpart is None and ids.remembered(self.shadow_side, kind, found.value, scope) is not None:
-                counterpart = (
-                    found.value
-                )  # already the shadow's own id (a client keeps ids from another mode)
+        for kind in kinds:  # the client speaks the primary's ids: the pair of the primary's id wins
+            counterpart = await ids.counterpart(
+                self.client_side, kind, value, stop, scopes.get(kind, ""), order
+            )
             if counterpart is not None:
                 known.append((kind, counterpart))
+        if not known:  # the shadow's own id alone (a client keeps ids from another mode) ...
+            shadows = [
+                k for k in kinds if ids.remembered(self.shadow_side, k, value, scopes.get(k, "")) is not None
+            ]
+            if shadows and not await self._minted(value, kinds, scopes):  # ... unless the primary minted it
+                known = [(kind, value) for kind in shadows]
         if len({c for _, c in known}) > 1:
             self.counters.inc("ids_ambiguous", method)
-            return Ambiguous(found.value, tuple(known))
+            return Ambiguous(value, tuple(known))
         if known:
             return known[0][1]
-        kinds = [ids.fields.kinds[k] for k in found.every_kind]
-        if any(k.scope == "query" for k in kinds):
+        if any(ids.fields.kinds[k].scope == "query" for k in kinds):
             return None  # a page token means nothing to the other side
-        for kind in found.every_kind:
-            if await ids.minted(self.client_side, kind, found.value, scopes.get(kind, "")):
-                return None
+        if await self._minted(value, kinds, scopes):
+            return None  # minted by the primary's side, with no counterpart: not sent
         self.counters.inc("ids_unknown", method)
         return found.value  # never minted through the shim: sent as it is, both sides should refuse it alike
 
+    async def _minted(self, value: str, kinds: tuple[str, ...], scopes: dict[str, str]) -> bool:
+        """Whether the primary's side minted `value` as an id of one of `kinds`."""
+        assert self.ids is not None
+        return any([await self.ids.minted(self.client_side, k, value, scopes.get(k, "")) for k in kinds])
+
     def to_primary(self, method: str, payload: bytes) -> bytes:
-        """A request for the primary, with the ids known to be the shadow's replaced by the primary's.
+        """A request for the primary, with the ids known to be the shadow's alone replaced by the primary's.
 
         Clients keep the ids they got in another mode (Bank's ids after BK became primary, and the
         other way round); each id the id map holds in memory goes to each side in that side's own
-        id space. Ids not known stay as they are. Never waits: not for the shadow, not for the store.
+        id space. Where the id spaces overlap (both sides mint "M2"), a value the primary's side knows
+        as its own (paired, pending or minted without a pair) is the primary's id: it is left as the
+        client sent it. Ids not known stay as they are. Never waits: not for the shadow, not for the
+        store.
         """
         if self.ids is None or self.router is None or not self.plan(method).request:
             return payload
@@ -270,6 +282,8 @@ class Translation:
         scopes = self.scopes(method, msg, {k for f in found for k in f.every_kind})
 
         def remembered(f: Found) -> str | None:
+            if any(ids.held(self.client_side, k, f.value, scopes.get(k, "")) for k in f.every_kind):
+                return None  # the primary's own id: what the client meant
             known = resolve(f, lambda k, v: ids.remembered(self.shadow_side, k, v, scopes.get(k, "")))
             return known if isinstance(known, str) else None
 
@@ -283,26 +297,40 @@ class Translation:
     # -- comparing ------------------------------------------------------------------------------------
 
     async def known_pairs(
-        self, method: str, bk: Outcome, answers: list[message.Message], first: message.Message | None
+        self,
+        method: str,
+        bank: tuple[Outcome, list[message.Message]],
+        bk: tuple[Outcome, list[message.Message]],
+        first: message.Message | None,
     ) -> tuple[tuple[str, str, str], ...]:
-        """(kind, Bank id, BK id) of the ids in BK's answer (and its rich error details) that pair with a
-        Bank id, for the comparison."""
+        """(kind, Bank id, BK id) of the ids in either side's answer (and its rich error details) whose pair
+        is known, for the comparison: BK's are read as the Bank ids they pair with, and where the id spaces
+        overlap, the pair of a Bank id tells that BK's own id of the same text is not that id."""
         ids = self.ids
         assert ids is not None
-        found = ids.fields.find(method, "response", answers, first) if answers else []
-        status = self._status(bk)
-        if status is not None:
-            found += ids.fields.find(method, "", [status], None)
-        if not found:
+        found = {side: self._ids_in(method, *answer, first) for side, answer in (("bk", bk), ("bank", bank))}
+        if not any(found.values()):
             return ()
-        scopes = self.scopes(method, first, {k for f in found for k in f.every_kind})
+        scopes = self.scopes(method, first, {k for fs in found.values() for f in fs for k in f.every_kind})
         pairs: dict[tuple[str, str, str], None] = {}
-        for f in found:
-            for kind in f.every_kind:
-                bank_id = await ids.counterpart("bk", kind, f.value, None, scopes.get(kind, ""))
-                if bank_id is not None:
-                    pairs[(kind, bank_id, f.value)] = None
+        for side, in_answer in found.items():
+            for f in in_answer:
+                for kind in f.every_kind:
+                    other_id = await ids.counterpart(side, kind, f.value, None, scopes.get(kind, ""))
+                    if other_id is not None:
+                        pairs[(kind, other_id, f.value) if side == "bk" else (kind, f.value, other_id)] = None
         return tuple(pairs)
+
+    def _ids_in(
+        self, method: str, outcome: Outcome, answers: list[message.Message], first: message.Message | None
+    ) -> list[Found]:
+        """The ids in one side's decoded answers and in its rich error details."""
+        assert self.ids is not None
+        found = self.ids.fields.find(method, "response", answers, first) if answers else []
+        status = self._status(outcome)
+        if status is not None:
+            found += self.ids.fields.find(method, "", [status], None)
+        return found
 
     def _status(self, outcome: Outcome) -> message.Message | None:
         """The google.rpc.Status of an outcome's rich error details, decoded (None without)."""

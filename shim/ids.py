@@ -150,11 +150,16 @@ class IdBook:
         if unpaired and self._store is not None:
             self._store.pairs.put_unpaired(unpaired)
 
+    def held(self, side: str, kind: str, value: str, scope: str = "") -> bool:
+        """Whether `side` is known, from memory alone, to have minted `value`: paired, pending or unpaired."""
+        key = (side, kind, _scoped(scope, value))
+        return key in self._known or key in self._pending or key in self._owners or key in self._unpaired
+
     async def minted(self, side: str, kind: str, value: str, scope: str = "") -> bool:
         """Whether `side` is known to have minted `value` (paired, pending or unpaired), in memory or in
         the store; False for an id the map has never seen."""
         key = (side, kind, _scoped(scope, value))
-        if key in self._known or key in self._pending or key in self._owners or key in self._unpaired:
+        if self.held(side, kind, value, scope):
             return True
         if self._store is None:
             return False

@@ -232,7 +232,7 @@ class Sweep:
                 is_write=False,
                 routing_key=key,
                 started_at=time.time(),
-                ids=await self._pairs(info.path, info.output_type, bk),
+                ids=await self._pairs(info.path, info.output_type, bank, bk),
             )
             comparison = compare(exchange, self.registry, self.rules, self.ids.fields if self.ids else None)
             for side, outcome in (("Bank", bank), ("BK", bk)):
@@ -251,20 +251,25 @@ class Sweep:
             result.differences += [(read.method, d) for d in comparison.real_differences]
         return result
 
-    async def _pairs(self, method: str, output_type: str, bk: Outcome) -> tuple[tuple[str, str, str], ...]:
-        """(kind, Bank id, BK id) for the ids in BK's answer that the id map knows."""
-        if self.ids is None or not bk.messages:
+    async def _pairs(
+        self, method: str, output_type: str, bank: Outcome, bk: Outcome
+    ) -> tuple[tuple[str, str, str], ...]:
+        """(kind, Bank id, BK id) for the ids in either answer that the id map knows: BK's are read as Bank's,
+        and where the id spaces overlap, a Bank id's pair tells that BK's own id of its text is another."""
+        if self.ids is None:
             return ()
         cls = self.registry.message_class(output_type)
-        try:
-            answers = [cls.FromString(raw) for raw in bk.messages]
-        except message.DecodeError:
-            return ()
-        pairs = []
-        for found in self.ids.fields.find(method, "response", answers, None):
-            bank_id = await self.ids.counterpart("bk", found.kind, found.value)
-            if bank_id is not None:
-                pairs.append((found.kind, bank_id, found.value))
+        pairs: dict[tuple[str, str, str], None] = {}
+        for side, outcome in (("bk", bk), ("bank", bank)):
+            try:
+                answers = [cls.FromString(raw) for raw in outcome.messages]
+            except message.DecodeError:
+                continue
+            for found in self.ids.fields.find(method, "response", answers, None):
+                other_id = await self.ids.counterpart(side, found.kind, found.value)
+                if other_id is not None:
+                    pair = (found.value, other_id) if side == "bank" else (other_id, found.value)
+                    pairs[(found.kind, *pair)] = None
         return tuple(pairs)
 
     def _listed_once(self, key: str, only: str) -> KeyResult:
@@ -278,9 +283,15 @@ class Sweep:
         return KeyResult(key, [(s.list, difference)], self.out_of_step.get(key, ""))
 
     async def as_bank_key(self, key: str) -> str:
-        """A key given in either side's ids, in Bank's: a BK id the map pairs becomes Bank's."""
+        """A key given in either side's ids, in Bank's: a BK id the map pairs becomes Bank's, unless Bank
+        knows the key as an id of its own (where the id spaces overlap, the same text is Bank's first)."""
         if self.ids is None:
             return key
+        for kind in self.ids.fields.kinds:
+            if await self.ids.counterpart("bank", kind, key) is not None or await self.ids.minted(
+                "bank", kind, key
+            ):
+                return key
         for kind in self.ids.fields.kinds:
             bank_key = await self.ids.counterpart("bk", kind, key)
             if bank_key is not None:
@@ -289,18 +300,13 @@ class Sweep:
 
     async def marked(self, key: str) -> KeyResult:
         """`key` (a key out of step: Bank's id, or BK's for a mark made while BK was primary) read on both
-        sides. A key the id map knows as one of Bank's ids is Bank's; else one it knows as BK's is read by
-        the Bank id it pairs with."""
-        if self.ids is not None:
-            for kind in self.ids.fields.kinds:
-                if await self.ids.counterpart("bank", kind, key) is not None:
-                    return await self.key(key)
-            bank_key = await self.as_bank_key(key)
-            if bank_key != key:
-                result = await self.key(bank_key)
-                result.key, result.out_of_step = key, self.out_of_step.get(key, "")
-                return result
-        return await self.key(key)
+        sides, by its Bank id (`as_bank_key`)."""
+        bank_key = await self.as_bank_key(key)
+        if bank_key == key:
+            return await self.key(key)
+        result = await self.key(bank_key)
+        result.key, result.out_of_step = key, self.out_of_step.get(key, "")
+        return result
 
     async def run(
         self, progress: Callable[[int, int], None] | None = None, keys: Sequence[str] | None = None

@@ -126,13 +126,16 @@ class Learning:
     async def pairs(
         self, primary: Outcome, shadow: Outcome, primary_is_bank: bool, first: message.Message | None
     ) -> tuple[tuple[str, str, str], ...]:
-        """The pairs of the ids in BK's answer, for the comparison."""
+        """The pairs of the ids in the two answers, for the comparison."""
         if shadow.local:
             return ()
-        bk = shadow if primary_is_bank else primary
+        bank, bk = (primary, shadow) if primary_is_bank else (shadow, primary)
         plan = self.plan
-        answers = self.decoded(plan, bk) if plan.response else []
-        return await self.translation.known_pairs(self.method, bk, answers, first)
+
+        def answer(outcome: Outcome) -> tuple[Outcome, list[message.Message]]:
+            return outcome, self.decoded(plan, outcome) if plan.response else []
+
+        return await self.translation.known_pairs(self.method, answer(bank), answer(bk), first)
 
     def stopped_by(self, unmapped: list[Found], ambiguous: list[Ambiguous]) -> None:
         self.unmapped, self.ambiguous = unmapped, ambiguous

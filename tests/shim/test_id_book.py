@@ -166,3 +166,18 @@ async def test_query_scoped_pairs_hold_only_for_their_scope() -> None:
     assert await book.counterpart("bank", "page", "50", scope="query-a") == "QTAwMDE="
     assert await book.counterpart("bank", "page", "50", scope="query-b") is None
     assert await book.counterpart("bk", "page", "QTAwMDE=", scope="query-a") == "50"
+
+
+async def test_held_tells_from_memory_which_side_minted_a_text() -> None:
+    """Where the id spaces overlap, one text may be an id on both sides: `held` tells, from memory alone,
+    whether a side minted it (paired, pending, or minted without a pair), whatever the other side holds."""
+    book = IdBook(FIELDS, None, Counters())
+    book.learn([(minted("7"), minted("5"))], {})  # Bank's 7 is BK's 5
+    assert (book.held("bank", "trade", "7"), book.held("bk", "trade", "5")) == (True, True)
+    assert (book.held("bank", "trade", "5"), book.held("bk", "trade", "7")) == (False, False)
+    pendings = book.expect("bank", [minted("5")], {})  # Bank mints 5: pending, then without a pair
+    assert book.held("bank", "trade", "5")
+    book.settle(pendings)
+    assert book.held("bank", "trade", "5")
+    assert await book.minted("bank", "trade", "5")
+    assert not book.held("bank", "trade", "9")

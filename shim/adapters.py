@@ -19,10 +19,11 @@ it, and an answer reaches the client when the adapter yields it.
 
 Errors: `raise Abort(code, details)` ends the call with the status Bank would
 give; a BK error the adapter does not catch reaches the client as BK sent it.
-Anything else an adapter raises, and an answer of the wrong type, is an
-*adapter error*: the call ends `INTERNAL` with a message naming the adapter,
-the Outcome says so (`Outcome.adapter_error`), and the comparison records an
-`adapter-error` difference. An adapter never takes the shim down.
+Anything else an adapter raises (SystemExit and KeyboardInterrupt included),
+and an answer of the wrong type, is an *adapter error*: the call ends
+`INTERNAL` with a message naming the adapter, the Outcome says so
+(`Outcome.adapter_error`), and the comparison records an `adapter-error`
+difference. An adapter never takes the shim down.
 
 `AdaptedChannel` puts the adapters in front of BK's channel: it is used
 wherever BK's channel would be (primary or shadow), and methods without an
@@ -367,7 +368,8 @@ class AdaptedCall:
             self._end(grpc.StatusCode.INTERNAL, f"cannot decode the request as {exc}")
         except _WrongAnswer as exc:
             self._fail(str(exc))
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            # sys.exit in an adapter (argparse, a library) ends the adapter's call, never the shim
             self._fail(f"raised {type(exc).__name__}: {exc}", exc)
         finally:
             if not self._finished.is_set():

@@ -117,3 +117,19 @@ def two_arguments_wanted(request: Any) -> pb.Balance:
 NOT_CALLABLE = 42
 NOT_A_MAPPING = [balance_plus_one]
 ADAPTERS = {"bank.v1.Ledger/GetBalance": balance_plus_one}
+
+
+# -- adapters that misbehave in ways an adapter must never get past the seam (test_adapter_faults) --
+
+
+async def exiting(request: Any, bk: Backend) -> pb.Balance:
+    """What argparse, or a library, does inside an adapter: sys.exit."""
+    raise SystemExit(3)
+
+
+async def interrupted(request: Any, bk: Backend) -> pb.Balance:
+    raise KeyboardInterrupt("in the adapter")
+
+
+async def generator_exit(request: Any, bk: Backend) -> pb.Balance:
+    raise GeneratorExit("in the adapter")

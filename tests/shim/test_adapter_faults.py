@@ -1,0 +1,101 @@
+"""Adapters that misbehave: whatever an adapter does, it is an adapter error of its own.
+
+An adapter never takes the shim down, never delays the clients' answers in `shadow` mode, and what it
+gets wrong is never a difference blamed on BK: each case below is served once in `shadow` mode (the
+client gets Bank's answer) and once in `bk-primary` mode (the client gets INTERNAL naming the adapter),
+with the comparison an `adapter-error`, the counter `adapter_errors` at one, and the shim serving the
+next call. The adapters are in tests/shim/_adapters.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc import aio
+
+from comparators import Comparison, DiffKind, Verdict
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim.testing import running_shim
+from tests.shim import _adapters
+from tests.shim.test_adapters import BALANCE, HERE, REGISTRY, adapted
+
+MODES = ("shadow", "bk-primary")
+
+
+@pytest.fixture(autouse=True)
+def probe() -> _adapters.Probe:
+    return _adapters.reset()
+
+
+@dataclass
+class Served:
+    """One GetBalance served with an adapter in front of BK, and what the shim made of it."""
+
+    answer: pb.Balance | None
+    error: aio.AioRpcError | None
+    comparison: Comparison
+    adapter_errors: int
+    next_call: pb.Account  # a call after it, on the same shim
+
+
+async def serve_one(ledgers: tuple[RunningLedger, RunningLedger], adapter: str, mode: str) -> Served:
+    bank, bk = ledgers
+    methods = adapted(**{BALANCE: adapter})
+    async with running_shim(bank.address, bk.address, mode=mode, registry=REGISTRY, methods=methods) as (
+        shim,
+        sink,
+    ):
+        async with aio.insecure_channel(shim.address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id="A1", currency="USD", initial_deposit="100"), timeout=10
+            )
+            answer, error = None, None
+            try:
+                answer = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"), timeout=10)
+            except aio.AioRpcError as failed:
+                error = failed
+            next_call = await stub.GetAccount(pb.GetAccountRequest(account_id="A1"), timeout=10)
+        await sink.wait_for(3)
+        await shim.drain()
+        errors = shim.counters.get("adapter_errors", "/" + BALANCE)
+    comparison = next(c for c in sink.comparisons if c.method == "/" + BALANCE)
+    return Served(answer, error, comparison, errors, next_call)
+
+
+def assert_adapter_error(served: Served, mode: str, adapter: str, what: str) -> None:
+    """The adapter's fault is an adapter error naming it, in either mode; the shim served on."""
+    message = f"adapter {HERE}.{adapter} for {BALANCE} {what}"
+    if mode == "shadow":
+        assert served.error is None
+        assert served.answer is not None
+        assert served.answer.cash == "100.00"  # Bank's answer, untouched
+    else:
+        assert served.error is not None
+        assert (served.error.code(), served.error.details()) == (grpc.StatusCode.INTERNAL, message)
+    assert served.comparison.verdict is Verdict.ERROR
+    assert [(d.kind, d.bk) for d in served.comparison.differences] == [(DiffKind.ADAPTER_ERROR, message)]
+    assert served.adapter_errors == 1
+    assert served.next_call.account_id == "A1"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("adapter", "what"),
+    [
+        ("exiting", "raised SystemExit: 3"),
+        ("interrupted", "raised KeyboardInterrupt: in the adapter"),
+        ("generator_exit", "raised GeneratorExit: in the adapter"),
+    ],
+)
+async def test_an_adapter_that_exits_or_is_interrupted_is_an_adapter_error_and_the_shim_serves_on(
+    ledgers: tuple[RunningLedger, RunningLedger], mode: str, adapter: str, what: str
+) -> None:
+    """SystemExit (sys.exit from argparse or a library), KeyboardInterrupt and GeneratorExit raised in
+    an adapter never leave it: they are adapter errors, and the next call is served."""
+    served = await serve_one(ledgers, adapter, mode)
+    assert_adapter_error(served, mode, adapter, what)

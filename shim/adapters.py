@@ -46,6 +46,7 @@ from grpc import aio
 
 from comparators import DescriptorRegistry, Metadata
 from comparators.descriptors import MethodInfo
+from shim._abort_checks import STATUS_DETAILS, abort_problem
 from shim._outcome import metadata_tuple
 from shim.errors import ConfigError, ShimError
 from shim.metrics import Counters
@@ -54,8 +55,6 @@ _log = structlog.get_logger("shim.adapters")
 
 Adapter = Callable[..., Any]
 T = TypeVar("T")
-
-_STATUS_DETAILS = "grpc-status-details-bin"
 
 
 class Abort(ShimError):
@@ -73,12 +72,12 @@ class Abort(ShimError):
         status_details: bytes = b"",
         trailing_metadata: Metadata = (),
     ) -> None:
-        super().__init__(f"{code.name}: {details}")
+        super().__init__(f"{getattr(code, 'name', code)}: {details}")
         self.code = code
         self.details = details
         trailing = tuple(trailing_metadata)
         if status_details:
-            trailing = (*trailing, (_STATUS_DETAILS, status_details))
+            trailing = (*trailing, (STATUS_DETAILS, status_details))
         self.trailing_metadata = trailing
 
 
@@ -361,7 +360,11 @@ class AdaptedCall:
                 self._end(grpc.StatusCode.CANCELLED, "cancelled")
             raise
         except Abort as abort:
-            self._end(abort.code, abort.details, abort.trailing_metadata)
+            problem = abort_problem(abort.code, abort.details, abort.trailing_metadata)
+            if problem:
+                self._fail(problem)
+            else:
+                self._end(abort.code, abort.details, abort.trailing_metadata)
         except aio.AioRpcError as error:  # BK's own status, as BK sent it
             self._end(error.code(), error.details() or "", metadata_tuple(error.trailing_metadata()))
         except _Undecodable as exc:

@@ -29,6 +29,7 @@ class Probe:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     go_on: asyncio.Event = field(default_factory=asyncio.Event)
+    trailing: Any = ()  # what `aborting_with_trailer` aborts with
 
 
 PROBE = Probe()
@@ -133,3 +134,7 @@ async def interrupted(request: Any, bk: Backend) -> pb.Balance:
 
 async def generator_exit(request: Any, bk: Backend) -> pb.Balance:
     raise GeneratorExit("in the adapter")
+
+
+async def aborting_ok(request: Any, bk: Backend) -> pb.Balance:
+    raise Abort(grpc.StatusCode.OK, "fine")

@@ -99,3 +99,17 @@ async def test_an_adapter_that_exits_or_is_interrupted_is_an_adapter_error_and_t
     an adapter never leave it: they are adapter errors, and the next call is served."""
     served = await serve_one(ledgers, adapter, mode)
     assert_adapter_error(served, mode, adapter, what)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_abort_with_ok_is_an_adapter_error(
+    ledgers: tuple[RunningLedger, RunningLedger], mode: str
+) -> None:
+    """`Abort(StatusCode.OK)` is no answer: an adapter error, not an empty OK for the client."""
+    served = await serve_one(ledgers, "aborting_ok", mode)
+    assert_adapter_error(
+        served,
+        mode,
+        "aborting_ok",
+        "aborted with OK: an Abort needs an error code (return the answer instead)",
+    )

@@ -1,16 +1,24 @@
 """What is wrong with an adapter's `Abort`, before it reaches the client ("" when nothing is).
 
-An Abort ends the call with an error status: `OK` is no answer (an adapter returns its answer). Each
-such Abort is an adapter error naming what was wrong, never a status blamed on BK.
+An Abort ends the call with an error status: `OK` is no answer (an adapter returns its answer). Its
+trailing metadata goes to the client as the status's trailers, so it must be what gRPC sends: gRPC
+refuses malformed trailers with a bare `INTERNAL 'Invalid metadata'`, never ends the call on a text
+value under a `-bin` key, and aborts the whole process on some keys of its own (`grpc-timeout`).
+Each such Abort is an adapter error naming what was wrong, never a status blamed on BK.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
 
 STATUS_DETAILS = "grpc-status-details-bin"
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_TEXT = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what a text header value may hold
+# gRPC's and HTTP/2's own headers: gRPC drops them from trailers, or fails on them
+_RESERVED = frozenset({"content-type", "content-length", "te"})
 
 
 def abort_problem(code: Any, details: Any, trailing: Any) -> str:
@@ -21,4 +29,31 @@ def abort_problem(code: Any, details: Any, trailing: Any) -> str:
         return "aborted with OK: an Abort needs an error code (return the answer instead)"
     if not isinstance(details, str):
         return f"aborted with details of type {type(details).__name__}, not str"
+    for item in trailing:
+        problem = _pair_problem(item)
+        if problem:
+            return f"aborted with invalid trailing metadata: {problem}"
+    return ""
+
+
+def _pair_problem(item: Any) -> str:
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        return f"{item!r} is not a (key, value) pair"
+    key, value = item
+    if not isinstance(key, str):
+        return f"key {key!r} is {type(key).__name__}, not str"
+    if not _KEY.fullmatch(key):
+        return f"key {key!r}: keys are lowercase ASCII letters, digits, '-', '_' and '.'"
+    if (key.startswith("grpc-") and key != STATUS_DETAILS) or key in _RESERVED:
+        return f"key {key!r} is gRPC's own"
+    if key.endswith("-bin"):
+        if not isinstance(value, bytes):
+            return f"{key!r} ends in -bin: its value must be bytes, not {type(value).__name__}"
+        return ""
+    if isinstance(value, bytes):
+        return f"{key!r} is a text key: its value must be str, not bytes (binary values need a -bin key)"
+    if not isinstance(value, str):
+        return f"the value of {key!r} is {type(value).__name__}, not str"
+    if not _TEXT.fullmatch(value):
+        return f"the value of {key!r} is not printable ASCII: {value!r}"
     return ""

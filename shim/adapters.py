@@ -61,7 +61,8 @@ class Abort(ShimError):
     """Raised by an adapter: end the call with this status (what Bank would answer).
 
     `status_details` is a serialized `google.rpc.Status` (rich error details), sent
-    as Bank sends them, in the `grpc-status-details-bin` trailer.
+    as Bank sends them, in the `grpc-status-details-bin` trailer. An Abort with OK,
+    or with trailers gRPC cannot send, is an adapter error (shim._abort_checks).
     """
 
     def __init__(

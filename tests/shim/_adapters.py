@@ -138,3 +138,7 @@ async def generator_exit(request: Any, bk: Backend) -> pb.Balance:
 
 async def aborting_ok(request: Any, bk: Backend) -> pb.Balance:
     raise Abort(grpc.StatusCode.OK, "fine")
+
+
+async def aborting_with_trailer(request: Any, bk: Backend) -> pb.Balance:
+    raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", trailing_metadata=PROBE.trailing)

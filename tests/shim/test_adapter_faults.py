@@ -113,3 +113,71 @@ async def test_an_abort_with_ok_is_an_adapter_error(
         "aborting_ok",
         "aborted with OK: an Abort needs an error code (return the answer instead)",
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("trailing", "what"),
+    [
+        pytest.param(
+            (("Bad Key", "v"),),
+            "key 'Bad Key': keys are lowercase ASCII letters, digits, '-', '_' and '.'",
+            id="uppercase-and-space",
+        ),
+        pytest.param(
+            (("clé", "v"),),
+            "key 'clé': keys are lowercase ASCII letters, digits, '-', '_' and '.'",
+            id="non-ascii",
+        ),
+        pytest.param(
+            (("x-detail-bin", "text"),),
+            "'x-detail-bin' ends in -bin: its value must be bytes, not str",
+            id="str-for-bin",
+        ),
+        pytest.param(
+            (("x-note", b"\x00raw"),),
+            "'x-note' is a text key: its value must be str, not bytes (binary values need a -bin key)",
+            id="bytes-for-text",
+        ),
+        pytest.param(
+            (("x-note", "a\tb"),),
+            "the value of 'x-note' is not printable ASCII: 'a\\tb'",
+            id="control-character",
+        ),
+        pytest.param((("x-note", 7),), "the value of 'x-note' is int, not str", id="not-a-string"),
+        pytest.param((("x-note",),), "('x-note',) is not a (key, value) pair", id="not-a-pair"),
+        pytest.param((("grpc-timeout", "1S"),), "key 'grpc-timeout' is gRPC's own", id="grpc-reserved"),
+        pytest.param(
+            (("content-type", "text/plain"),), "key 'content-type' is gRPC's own", id="http2-reserved"
+        ),
+    ],
+)
+async def test_an_abort_with_invalid_trailing_metadata_is_an_adapter_error_naming_what_was_wrong(
+    ledgers: tuple[RunningLedger, RunningLedger],
+    probe: _adapters.Probe,
+    mode: str,
+    trailing: tuple[object, ...],
+    what: str,
+) -> None:
+    """Trailers gRPC cannot send (it answers a bare INTERNAL 'Invalid metadata', hangs the call on text
+    under a -bin key, aborts the process on grpc-timeout) are the adapter's error, named, not its
+    NOT_FOUND blamed on BK."""
+    probe.trailing = trailing
+    served = await serve_one(ledgers, "aborting_with_trailer", mode)
+    assert_adapter_error(
+        served, mode, "aborting_with_trailer", f"aborted with invalid trailing metadata: {what}"
+    )
+
+
+async def test_an_abort_with_valid_trailing_metadata_reaches_the_client_as_it_was_given(
+    ledgers: tuple[RunningLedger, RunningLedger], probe: _adapters.Probe
+) -> None:
+    """The checks refuse only what gRPC cannot send: text and binary trailers reach the client."""
+    probe.trailing = (("x-reason", "closed by the owner"), ("x-trace-bin", b"\x00\xff"), ("x.y_z-1", ""))
+    served = await serve_one(ledgers, "aborting_with_trailer", "bk-primary")
+    assert served.error is not None
+    assert (served.error.code(), served.error.details()) == (grpc.StatusCode.NOT_FOUND, "account closed")
+    assert [m for m in served.error.trailing_metadata() or () if m[0] != "grpc-status-details-bin"] == list(
+        probe.trailing
+    )
+    assert served.adapter_errors == 0

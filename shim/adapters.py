@@ -356,8 +356,12 @@ class AdaptedCall:
     async def _run(self) -> None:
         try:
             await self._adapt()
-        except asyncio.CancelledError:
-            if not self._finished.is_set():
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():  # the adapter's own, its call goes on
+                self._fail("raised CancelledError, though its call was not cancelled", exc)
+                return
+            if not self._finished.is_set():  # the call was cancelled: the client's, or the shim gave up
                 self._end(grpc.StatusCode.CANCELLED, "cancelled")
             raise
         except Abort as abort:

@@ -142,3 +142,11 @@ async def aborting_ok(request: Any, bk: Backend) -> pb.Balance:
 
 async def aborting_with_trailer(request: Any, bk: Backend) -> pb.Balance:
     raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", trailing_metadata=PROBE.trailing)
+
+
+async def cancelling_itself(request: Any, bk: Backend) -> pb.Balance:
+    """Awaits a sub-task it cancelled itself: the CancelledError is the adapter's, its call goes on."""
+    sub = asyncio.ensure_future(asyncio.Event().wait())
+    sub.cancel()
+    await sub
+    return pb.Balance(account_id=request.account_id)

@@ -9,6 +9,7 @@ next call. The adapters are in tests/shim/_adapters.py.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -181,3 +182,62 @@ async def test_an_abort_with_valid_trailing_metadata_reaches_the_client_as_it_wa
         probe.trailing
     )
     assert served.adapter_errors == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_adapter_raising_cancelled_error_itself_is_an_adapter_error(
+    ledgers: tuple[RunningLedger, RunningLedger], mode: str
+) -> None:
+    """A CancelledError the adapter raised of its own (awaiting a sub-task it cancelled), while its call
+    went on, is its error: not a CANCELLED answer, not a difference blamed on BK."""
+    served = await serve_one(ledgers, "cancelling_itself", mode)
+    assert_adapter_error(
+        served, mode, "cancelling_itself", "raised CancelledError, though its call was not cancelled"
+    )
+
+
+async def test_a_shadow_call_the_shim_gives_up_on_cancels_its_adapter_and_is_no_adapter_error(
+    ledgers: tuple[RunningLedger, RunningLedger], probe: _adapters.Probe
+) -> None:
+    """shadow: an adapter still working when the shadow timeout passes is cancelled; that is the shim
+    giving up on BK's side (a shadow timeout), not the adapter's error."""
+    bank, bk = ledgers
+    methods = adapted(**{BALANCE: "waiting"})
+    async with running_shim(
+        bank.address, bk.address, registry=REGISTRY, methods=methods, shadow_timeout=0.2
+    ) as (shim, sink):
+        async with aio.insecure_channel(shim.address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id="A1", currency="USD", initial_deposit="1")
+            )
+            answer = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"), timeout=10)
+        await asyncio.wait_for(probe.cancelled.wait(), 10)
+        await sink.wait_for(2)
+        await shim.drain()
+        errors = shim.counters.get("adapter_errors", "/" + BALANCE)
+    comparison = next(c for c in sink.comparisons if c.method == "/" + BALANCE)
+    assert answer.cash == "1.00"
+    assert errors == 0
+    assert all(d.kind is not DiffKind.ADAPTER_ERROR for d in comparison.differences)
+    assert "timeout" in comparison.reason
+
+
+async def test_a_client_that_cancels_an_adapted_call_is_no_adapter_error(
+    ledgers: tuple[RunningLedger, RunningLedger], probe: _adapters.Probe
+) -> None:
+    """bk-primary: the client's cancel reaches the adapter, and the adapter is not blamed for it."""
+    bank, bk = ledgers
+    methods = adapted(**{BALANCE: "waiting"})
+    async with running_shim(
+        bank.address, bk.address, mode="bk-primary", registry=REGISTRY, methods=methods
+    ) as (shim, _):
+        async with aio.insecure_channel(shim.address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
+            await asyncio.wait_for(probe.started.wait(), 10)
+            call.cancel()
+            await asyncio.wait_for(probe.cancelled.wait(), 10)
+        await shim.drain()
+        errors = shim.counters.get("adapter_errors", "/" + BALANCE)
+    assert errors == 0

@@ -1,8 +1,5 @@
 """Adapters: Bank's interface served by a BK that speaks an interface of its own.
 
-Over 400 lines: loading and checking the adapters, and running them for each call kind (unary and
-the three streams), are one mechanism; its parts share the call's state.
-
 An adapter is a plain function for one Bank method, written like a servicer
 method of Bank's service whose backend is BK. It gets Bank's request (decoded)
 and a `Backend` (BK's channel, carrying the client's metadata and deadline), calls
@@ -13,7 +10,8 @@ BK's own methods as often as it needs, and gives back Bank's response:
     async def batch(requests: AsyncIterator[...], bk) -> pay_pb2.BatchSummary:  # client streaming
     async def session(requests: AsyncIterator[...], bk) -> AsyncIterator[...]:   # both
 
-(plain `def` functions and iterables are accepted too). Streaming methods are
+(plain `def` functions and iterables are accepted too: they run in threads of
+their own, never on the event loop, shim._adapter_threads). Streaming methods are
 adapted message by message: a request reaches the adapter when the client sends
 it, and an answer reaches the client when the adapter yields it.
 
@@ -27,17 +25,18 @@ difference. An adapter never takes the shim down.
 
 `AdaptedChannel` puts the adapters in front of BK's channel: it is used
 wherever BK's channel would be (primary or shadow), and methods without an
-adapter go to BK unchanged.
+adapter go to BK unchanged. Loading and checking the adapters is in
+shim._adapter_loading, `Backend` in shim._adapter_backend (both re-exported here),
+the checks of an Abort in shim._abort_checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import structlog
@@ -47,14 +46,16 @@ from grpc import aio
 from comparators import DescriptorRegistry, Metadata
 from comparators.descriptors import MethodInfo
 from shim._abort_checks import STATUS_DETAILS, abort_problem
+from shim._adapter_backend import Backend as Backend
+from shim._adapter_loading import Adapter as Adapter
+from shim._adapter_loading import load_adapters as load_adapters
+from shim._adapter_loading import resolve as resolve
+from shim._adapter_threads import Bridge, Requests, is_async, off_loop
 from shim._outcome import metadata_tuple
-from shim.errors import ConfigError, ShimError
+from shim.errors import ShimError
 from shim.metrics import Counters
 
 _log = structlog.get_logger("shim.adapters")
-
-Adapter = Callable[..., Any]
-T = TypeVar("T")
 
 
 class Abort(ShimError):
@@ -82,126 +83,6 @@ class Abort(ShimError):
         self.trailing_metadata = trailing
 
 
-class Backend:
-    """What an adapter calls: BK, with the client's request metadata and deadline.
-
-    `bk.stub(JournalStub)` is a stub of BK's generated code whose calls carry the
-    client's metadata and the time left before its deadline (either can be
-    overridden per call, as with any stub).
-    """
-
-    __slots__ = ("_deadline", "channel", "metadata")
-
-    def __init__(self, channel: aio.Channel, metadata: Metadata, deadline: float | None) -> None:
-        self.channel = channel
-        self.metadata = metadata
-        self._deadline = deadline
-
-    @property
-    def timeout(self) -> float | None:
-        """Seconds left before the client's deadline (None: no deadline)."""
-        if self._deadline is None:
-            return None
-        return max(self._deadline - time.monotonic(), 0.0)
-
-    def stub(self, stub_class: Callable[[Any], T]) -> T:
-        return _BoundStub(_stub(self.channel, stub_class), self)  # type: ignore[return-value]
-
-
-_stubs: dict[tuple[int, Any], Any] = {}
-
-
-def _stub(channel: aio.Channel, stub_class: Callable[[Any], Any]) -> Any:
-    key = (id(channel), stub_class)
-    stub = _stubs.get(key)
-    if stub is None or stub[0] is not channel:
-        if len(_stubs) > 1_000:
-            _stubs.clear()
-        stub = _stubs[key] = (channel, stub_class(channel))
-    return stub[1]
-
-
-class _BoundStub:
-    __slots__ = ("_backend", "_stub")
-
-    def __init__(self, stub: Any, backend: Backend) -> None:
-        self._stub = stub
-        self._backend = backend
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        multicallable = getattr(self._stub, name)
-        backend = self._backend
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("metadata", backend.metadata)
-            kwargs.setdefault("timeout", backend.timeout)
-            return multicallable(*args, **kwargs)
-
-        return call
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
-def resolve(dotted: str, where: str) -> Any:
-    """The object a dotted path ("package.module:name" or "package.module.name") names."""
-    if not isinstance(dotted, str) or (":" not in dotted and "." not in dotted):
-        raise ConfigError(f"{where}: {dotted!r} is not a dotted path such as 'mypackage.adapters:move'")
-    module_name, sep, attr = dotted.partition(":")
-    if not sep:
-        module_name, _, attr = dotted.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from exc
-    try:
-        target = module
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except AttributeError as exc:
-        raise ConfigError(f"{where}: {module_name!r} has no {attr!r}") from exc
-    return target
-
-
-def load_adapters(
-    per_method: Mapping[str, str], module: str, registry: DescriptorRegistry | None
-) -> dict[str, Adapter]:
-    """The adapters the config names, by method path ("/pkg.Svc/Method"), each checked at start.
-
-    `module` names a mapping of method names to adapters (`adapters = "pkg.mod"` reads
-    `pkg.mod.ADAPTERS`); `per_method` ([methods."M"] adapter) adds to it and wins.
-    """
-    found: dict[str, tuple[str, Any]] = {}
-    if module:
-        table = resolve(module if ":" in module else f"{module}:ADAPTERS", "adapters")
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"adapters: {module} must name a mapping of method names to adapters")
-        for name, adapter in table.items():
-            found["/" + str(name).lstrip("/")] = (f"adapters ({module})", adapter)
-    for name, dotted in per_method.items():
-        where = f'methods."{name.lstrip("/")}".adapter'
-        found["/" + name.lstrip("/")] = (where, resolve(dotted, where))
-    if found and registry is None:
-        raise ConfigError("adapters need the descriptors of Bank's interface (descriptor_sets)")
-    out: dict[str, Adapter] = {}
-    for method, (where, adapter) in found.items():
-        assert registry is not None
-        if registry.method(method) is None:
-            raise ConfigError(f"{where}: {method.lstrip('/')} is not a method of the descriptors")
-        if not callable(adapter):
-            raise ConfigError(f"{where}: the adapter for {method.lstrip('/')} is not callable")
-        try:
-            inspect.signature(adapter).bind(None, None)
-        except TypeError as exc:
-            raise ConfigError(
-                f"{where}: the adapter for {method.lstrip('/')} must take (request, bk): {exc}"
-            ) from exc
-        except ValueError:  # no signature to inspect (a builtin): trust it
-            pass
-        out[method] = adapter
-    return out
-
-
 def _name_of(adapter: Adapter) -> str:
     module = getattr(adapter, "__module__", None) or "?"
     return f"{module}.{getattr(adapter, '__qualname__', type(adapter).__name__)}"
@@ -219,10 +100,11 @@ def _message_class(registry: DescriptorRegistry, full_name: str) -> type[message
 
 
 class _Method:
-    __slots__ = ("adapter", "info", "name", "request_class")
+    __slots__ = ("adapter", "info", "is_async", "name", "request_class")
 
     def __init__(self, adapter: Adapter, info: MethodInfo, request_class: type[message.Message]) -> None:
         self.adapter = adapter
+        self.is_async = is_async(adapter)  # else it runs in a thread of its own (shim._adapter_threads)
         self.info = info
         self.name = _name_of(adapter)
         self.request_class = request_class
@@ -303,7 +185,8 @@ class AdaptedCall:
         self.adapter_error = ""  # what went wrong in the adapter, "" when nothing did
         self._closed = False
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._backend = Backend(channel.channel, tuple(metadata), deadline)
+        self._bridge = Bridge(asyncio.get_running_loop())
+        self._backend = Backend(channel.channel, tuple(metadata), deadline, self._bridge)
         self._finished = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"adapter {method.name}")
 
@@ -380,6 +263,7 @@ class AdaptedCall:
             # sys.exit in an adapter (argparse, a library) ends the adapter's call, never the shim
             self._fail(f"raised {type(exc).__name__}: {exc}", exc)
         finally:
+            self._bridge.end()
             if not self._finished.is_set():
                 self._end_answers()
                 self._finished.set()
@@ -398,13 +282,16 @@ class AdaptedCall:
         method, info, bk = self._method, self._method.info, self._backend
         requests = self._decoded_requests()
         if info.client_streaming:
-            argument: Any = requests
+            argument: Any = requests if method.is_async else Requests(requests, self._bridge)
         else:
             first = await anext(requests, None)
             if first is None:
                 raise Abort(grpc.StatusCode.INTERNAL, "no request message for a unary request")
             argument = first
-        result = method.adapter(argument, bk)
+        if method.is_async:
+            result = method.adapter(argument, bk)
+        else:  # it may block: never on the event loop, the clients' path
+            result = await off_loop(method.adapter, argument, bk)
         if not info.server_streaming:
             if inspect.isawaitable(result):
                 result = await result
@@ -418,8 +305,12 @@ class AdaptedCall:
         if hasattr(result, "__aiter__"):
             async for answer in result:
                 await self._answer(answer)
-        elif hasattr(result, "__iter__") and not isinstance(result, message.Message):
+        elif isinstance(result, list | tuple):
             for answer in result:
+                await self._answer(answer)
+        elif hasattr(result, "__iter__") and not isinstance(result, message.Message):
+            answers = iter(result)  # a plain generator's next answer may block: off the loop
+            while (answer := await off_loop(next, answers, _END)) is not _END:
                 await self._answer(answer)
         else:
             raise _WrongAnswer(f"returned {type(result).__name__}, not an iterator of {info.output_type}")
@@ -465,6 +356,7 @@ class AdaptedCall:
         self._end(grpc.StatusCode.CANCELLED, "cancelled")
         self._finished.set()
         self._end_answers()
+        self._bridge.end()
         self._task.cancel()
         return True
 

@@ -8,6 +8,8 @@ client. `Probe` records what they saw.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,11 @@ class Probe:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     go_on: asyncio.Event = field(default_factory=asyncio.Event)
     trailing: Any = ()  # what `aborting_with_trailer` aborts with
+    # for plain `def` adapters, which run in threads of their own
+    release: threading.Event = field(default_factory=threading.Event)
+    returned: threading.Event = field(default_factory=threading.Event)
+    reading: threading.Event = field(default_factory=threading.Event)
+    freed: threading.Event = field(default_factory=threading.Event)
 
 
 PROBE = Probe()
@@ -150,3 +157,50 @@ async def cancelling_itself(request: Any, bk: Backend) -> pb.Balance:
     sub.cancel()
     await sub
     return pb.Balance(account_id=request.account_id)
+
+
+# -- plain `def` adapters: they may block, and call BK from their thread ---------------------------
+
+
+def blocking(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """Blocks its thread until the test releases it (5 s at most: a blocked event loop cannot be told)."""
+    PROBE.release.wait(5)
+    PROBE.returned.set()
+    return pb.Balance(account_id=request.account_id, currency="USD", cash="100.00")
+
+
+def plain_balance(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """BK's balance, asked from the adapter's thread: the stub's call gives the answer itself."""
+    balance: pb.Balance = bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    balance.currency += "+def"
+    return balance
+
+
+def plain_entries(request: pb.StreamLedgerEntriesRequest, bk: Backend) -> Any:
+    """A plain generator: one entry, then a blocking wait, then BK's balance as a second entry."""
+    yield pb.LedgerEntry(sequence=1, account_id=request.account_id)
+    PROBE.release.wait(5)
+    PROBE.returned.set()
+    balance = bk.stub(pb_grpc.LedgerStub).GetBalance(pb.GetBalanceRequest(account_id=request.account_id))
+    yield pb.LedgerEntry(sequence=2, account_id=balance.account_id, amount=balance.cash)
+
+
+def plain_count_orders(requests: Any, bk: Backend) -> pb.BookTradesSummary:
+    return pb.BookTradesSummary(booked=sum(1 for _ in requests))
+
+
+def plain_session(requests: Any, bk: Backend) -> Any:
+    for request in requests:
+        rejection = pb.Rejection(client_order_id=request.order.client_order_id, code="DEF")
+        yield pb.TradeSessionEvent(rejected=rejection)
+
+
+def plain_waiting_on_bk(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """Asks BK from its thread (a BK that never answers); records being let go when its call ends."""
+    PROBE.reading.set()
+    try:
+        balance: pb.Balance = bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    except concurrent.futures.CancelledError:
+        PROBE.freed.set()
+        raise
+    return balance

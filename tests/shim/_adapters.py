@@ -127,6 +127,12 @@ NOT_A_MAPPING = [balance_plus_one]
 ADAPTERS = {"bank.v1.Ledger/GetBalance": balance_plus_one}
 
 
+async def balance_as_is(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """BK's balance, unchanged."""
+    balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    return balance
+
+
 # -- adapters that misbehave in ways an adapter must never get past the seam (test_adapter_faults) --
 
 

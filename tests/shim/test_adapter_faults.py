@@ -10,6 +10,7 @@ next call. The adapters are in tests/shim/_adapters.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +22,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.testing import running_shim
+from tests.backends import scripted_server
 from tests.shim import _adapters
 from tests.shim.test_adapters import BALANCE, HERE, REGISTRY, adapted
 
@@ -241,3 +243,45 @@ async def test_a_client_that_cancels_an_adapted_call_is_no_adapter_error(
         await shim.drain()
         errors = shim.counters.get("adapter_errors", "/" + BALANCE)
     assert errors == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_adapted_call_sends_no_initial_metadata_and_that_is_never_a_difference(mode: str) -> None:
+    """Bank answers with initial metadata; the adapted call has none. Comparisons never compare initial
+    metadata, so the adapted answer matches; in shadow mode the client gets Bank's headers, in
+    bk-primary mode (the adapter answering) none."""
+
+    async def bank(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        async for _ in requests:
+            pass
+        await context.send_initial_metadata((("x-bank-build", "42"),))
+        return [pb.Balance(account_id="A1", currency="USD").SerializeToString()]
+
+    async def bk(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        async for _ in requests:
+            pass
+        return [pb.Balance(account_id="A1", currency="USD").SerializeToString()]
+
+    bank_server, bk_server = await scripted_server(bank), await scripted_server(bk)
+    try:
+        methods = adapted(**{BALANCE: "balance_as_is"})
+        async with running_shim(
+            f"127.0.0.1:{bank_server.port}",
+            f"127.0.0.1:{bk_server.port}",
+            mode=mode,
+            registry=REGISTRY,
+            methods=methods,
+        ) as (shim, sink):
+            async with aio.insecure_channel(shim.address) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                call = stub.GetBalance(pb.GetBalanceRequest(account_id="A1"), timeout=10)
+                balance = await call
+                headers = dict(await call.initial_metadata() or ())
+            await sink.wait_for(1)
+    finally:
+        await bk_server.stop()
+        await bank_server.stop()
+    assert balance.currency == "USD"
+    assert headers.get("x-bank-build") == ("42" if mode == "shadow" else None)
+    (comparison,) = sink.comparisons
+    assert comparison.verdict is Verdict.MATCH

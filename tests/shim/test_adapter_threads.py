@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from grpc import aio
 
@@ -65,7 +66,7 @@ async def test_plain_def_adapters_call_bk_and_stream_from_their_threads(
 ) -> None:
     """bk-primary: a plain function's BK call gives the answer itself; a plain generator's first answer
     reaches the client while it blocks for its second; a client stream's requests are a plain iterator;
-    a session answers each request as it comes."""
+    a session answers each request as it comes; BK's error in the thread reaches the client as BK sent it."""
     bank, bk = ledgers
     methods = adapted(
         **{
@@ -84,6 +85,8 @@ async def test_plain_def_adapters_call_bk_and_stream_from_their_threads(
                 pb.OpenAccountRequest(account_id="A1", currency="USD", initial_deposit="7")
             )
             balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"), timeout=30)
+            with pytest.raises(aio.AioRpcError) as refused:  # BK's own error, raised in the thread
+                await stub.GetBalance(pb.GetBalanceRequest(account_id="nobody"), timeout=30)
             entries = stub.StreamLedgerEntries(pb.StreamLedgerEntriesRequest(account_id="A1"), timeout=30)
             first = await entries.read()
             blocked_while_read = not probe.returned.is_set()
@@ -101,6 +104,7 @@ async def test_plain_def_adapters_call_bk_and_stream_from_their_threads(
             assert await session.read() is aio.EOF
         errors = sum(shim.counters.get("adapter_errors", "/" + m) for m in (BALANCE, ENTRIES, BOOK, SESSION))
     assert (balance.currency, balance.cash) == ("USD+def", "7")
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # as the sample BK refuses it
     assert blocked_while_read
     assert (first.sequence, second.sequence, second.amount) == (1, 2, "7")
     assert summary.booked == 3

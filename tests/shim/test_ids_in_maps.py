@@ -1,4 +1,4 @@
-"""Ids in maps, through a real shim (Python data plane).
+"""Ids in maps, and ids the primary's field cannot take, through a real shim (Python data plane).
 
 `mp.v1.S` (a FileDescriptorProto built here, no codegen):
 
@@ -231,3 +231,30 @@ async def test_an_id_in_a_map_value_declared_on_the_entry_reaches_bk_translated(
     assert [_ids_of(r)[0] for r in bank.used] == [{"a": "T1"}]
     assert [_ids_of(r)[0] for r in bk.used] == [{"a": "901"}]
     assert all(c.verdict is Verdict.MATCH for c in comparisons)
+
+
+# -- no id translation toward the primary ever fails a call ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["shadow", "bank"])
+async def test_an_id_whose_primary_counterpart_the_field_cannot_hold_reaches_the_primary_as_sent(
+    sides: tuple[Side, Side], tmp_path: Path, mode: str
+) -> None:
+    """A client names, in an integer field, BK's id 901 it kept; its Bank counterpart "T1" is no integer.
+    Translation toward the primary cannot write it there: the request reaches Bank as the client sent it,
+    as for an id the map does not know, the client gets Bank's answer, and the failure is counted and
+    logged (before: the client got UNKNOWN, ValueError: invalid literal for int())."""
+    bank, bk = sides
+    store = str(tmp_path / "shim.db")
+    await _learn_t1(bank, bk, IN_A_NUMBER, store)
+    async with _shim(bank, bk, IN_A_NUMBER, mode=mode, store={"url": store}) as (shim, sink, channel):
+        try:
+            done = await _call(channel, USE, _use(number=901))
+        except aio.AioRpcError as exc:
+            pytest.fail(f"the client got {exc.code().name}: {exc.details()}")
+        if mode == "shadow":
+            await sink.wait_for(1)
+        errors = shim.counters.get("id_translation_errors", USE)
+    assert done.note == "used"  # type: ignore[attr-defined]
+    assert [_ids_of(r)[2] for r in bank.used] == [901]
+    assert errors == 1

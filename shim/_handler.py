@@ -22,9 +22,9 @@ import grpc
 from grpc import aio
 
 from comparators import Code, Exchange, Outcome
-from shim import _grpc_compat
 from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
+from shim._relay import pump_requests, relay_headers, relay_status
 from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
@@ -166,16 +166,6 @@ def submit_unmirrored(
     )
 
 
-async def _relay_status(
-    context: aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str | None, trailing: Any
-) -> None:
-    if trailing:
-        context.set_trailing_metadata(metadata_tuple(trailing))
-    if code is not grpc.StatusCode.OK:
-        context.set_code(code)
-        context.set_details(details or "")
-
-
 class _UnaryCall:
     """unary-unary: one request, one answer."""
 
@@ -250,7 +240,7 @@ class _UnaryCall:
         proxy.latencies.observe(method, latency)
         if initial:
             await context.send_initial_metadata(metadata_tuple(initial))
-        await _relay_status(context, code, details, trailing)
+        await relay_status(context, code, details, trailing)
         if take is not None:
             if response is not None:
                 take.response(response)
@@ -306,14 +296,13 @@ class _StreamCall:
         mirror, refused = proxy.mirror(route, in_flight, metadata, timeout, self._is_write)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
-            _pump(requests, call, mirror, first, route.ids, method, take), name=f"request pump {method}"
+            pump_requests(requests, call, mirror, first, route.ids, method, take),
+            name=f"request pump {method}",
         )
         answers: list[bytes] = []
         keep = mirror is not None
         try:
-            initial = await call.initial_metadata()
-            if initial:
-                await context.send_initial_metadata(metadata_tuple(initial))
+            initial = await relay_headers(call, context)  # at once, even empty: the client may wait for them
             while True:
                 try:
                     answer = await call.read()
@@ -345,7 +334,7 @@ class _StreamCall:
                 pump.cancel()
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
-        await _relay_status(context, code, details, trailing)
+        await relay_status(context, code, details, trailing)
         if take is not None:
             take.finish(
                 code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
@@ -373,28 +362,3 @@ class _StreamCall:
                     first[0] if first else None,
                     metadata,
                 )
-
-
-async def _pump(
-    requests: Any,
-    call: aio.StreamStreamCall[bytes, bytes],
-    mirror: Mirror | None,
-    first: list[bytes],
-    ids: ShadowDispatcher | None,
-    method: str,
-    take: Take | None = None,
-) -> None:
-    """Client requests to the primary (and the mirror, and the recording) until either side is done."""
-    async for request in requests:
-        if take is not None:
-            take.request(request)
-        if mirror is not None:
-            mirror.feed(request)
-        elif not first:
-            first.append(request)
-        to_primary = request if ids is None else ids.to_primary(method, request)
-        if not await _grpc_compat.send(call, to_primary):
-            return
-    if mirror is not None:
-        mirror.close_requests()
-    await _grpc_compat.close_sending(call)

@@ -245,3 +245,52 @@ async def test_many_and_large_headers_reach_the_primary_and_come_back_as_they_wo
 
 def _ours(metadata: Any) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in metadata if k.startswith("x-"))
+
+
+async def _headers_at_once_then_echo(
+    requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+) -> list[bytes]:
+    """Send the headers, with no entry in them, before reading any request; then echo each request."""
+    await context.send_initial_metadata(())
+    async for request in requests:
+        await context.write(request + b"!")
+    return []
+
+
+async def _talk_once_the_headers_came(address: str) -> tuple[bool, bytes, grpc.StatusCode]:
+    """A bidi client that waits for the answer's headers (10 s at most) before it sends its one request:
+    whether they came, the echo of its request, and the call's status."""
+    async with aio.insecure_channel(address) as channel:
+        call = channel.stream_stream("/test.Chat/Talk")(timeout=30)
+        try:
+            await asyncio.wait_for(call.initial_metadata(), 10)
+        except TimeoutError:
+            call.cancel()
+            return False, b"", grpc.StatusCode.CANCELLED
+        await call.write(b"hi")
+        echo = await call.read()
+        await call.done_writing()
+        return True, echo, await call.code()
+
+
+@pytest.mark.parametrize("mode", ["bank", "shadow"])
+async def test_a_bidi_client_waiting_for_the_primarys_empty_headers_gets_them_before_its_first_request(
+    mode: str,
+) -> None:
+    """A primary that sends its headers, empty, as soon as the call comes, and a client that waits for them
+    before it sends anything: through the shim (Python data plane) the client gets them at once and talks,
+    as it does with the primary directly. Before, the shim held empty headers back until the first answer
+    or the end of the call, and the client waited for them until its deadline."""
+    bank = await scripted_server(_headers_at_once_then_echo)
+    bk = await scripted_server(_headers_at_once_then_echo)
+    try:
+        direct = await _talk_once_the_headers_came(bank.address)
+        async with running_shim(bank.address, bk.address, mode=mode, dataplane="python") as (shim, sink):
+            through = await _talk_once_the_headers_came(shim.address)
+            compared = await sink.wait_for(1) if mode == "shadow" else []
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert direct == (True, b"hi!", grpc.StatusCode.OK)
+    assert through == direct
+    assert [c.verdict for c in compared] == ([Verdict.MATCH] if mode == "shadow" else [])

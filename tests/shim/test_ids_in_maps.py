@@ -29,6 +29,7 @@ from grpc import aio
 from comparators import DescriptorRegistry, Verdict
 from comparators.ids import IdKind
 from shim.app import Shim
+from shim.errors import ConfigError
 from shim.testing import CapturingSink, running_shim
 from tests.backends import Running, called_method, scripted_server
 
@@ -258,3 +259,31 @@ async def test_an_id_whose_primary_counterpart_the_field_cannot_hold_reaches_the
     assert done.note == "used"  # type: ignore[attr-defined]
     assert [_ids_of(r)[2] for r in bank.used] == [901]
     assert errors == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        pytest.param(
+            thing("mp.v1.UseRequest.RefsEntry.key"),
+            "ids.thing.references[0]: mp.v1.UseRequest.RefsEntry.key is a map's key: ids are found in a "
+            "map's values (mp.v1.UseRequest.RefsEntry.value), not in its keys",
+            id="a-map-key",
+        ),
+        pytest.param(
+            thing("mp.v1.S/Use:request.things.id"),
+            "ids.thing.references[0]: 'mp.v1.S/Use:request.things.id': no field 'id' on that path "
+            "(things is a map: name its values, things.value)",
+            id="past-a-map",
+        ),
+    ],
+)
+async def test_a_shim_whose_ids_name_a_maps_key_or_step_past_a_map_does_not_start(
+    sides: tuple[Side, Side], kind: IdKind, says: str
+) -> None:
+    """Refused at start, in one line naming the setting; never a failure at call time."""
+    bank, bk = sides
+    with pytest.raises(ConfigError) as caught:
+        async with _shim(bank, bk, kind):
+            pytest.fail("the shim started")
+    assert str(caught.value) == says

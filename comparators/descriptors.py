@@ -221,7 +221,8 @@ def held_type(fd: Any) -> Any:
 
 def reaches(desc: Any, names: Collection[str]) -> bool:
     """Whether messages of type `desc` can hold, at any depth, a message of one of the types `names`
-    (recursive types included)."""
+    (recursive types included). A map's entry type counts as held: fields declared on it (a map's scalar
+    values) are reached through the map."""
     seen = {desc.full_name}
     todo = [desc]
     while todo:
@@ -229,6 +230,9 @@ def reaches(desc: Any, names: Collection[str]) -> bool:
         if current.full_name in names:
             return True
         for fd in current.fields:
+            entry = fd.message_type
+            if entry is not None and entry.GetOptions().map_entry and entry.full_name in names:
+                return True
             element = held_type(fd)
             if element is not None and element.full_name not in seen:
                 seen.add(element.full_name)

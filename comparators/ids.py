@@ -23,7 +23,11 @@ A location is either a message field, `"package.Message.field"`, wherever
 that message appears (nested, repeated, in a streamed answer, in a request or
 an answer), or a path within one method's request or answer,
 `"package.Service/Method:request.a.b"` / `"...:response.a.b"`. The field holds
-a string or an integer, and may be repeated.
+a string or an integer, and may be repeated. A map is read as its entries: the
+values of a `map<string, string>` are `"package.Message.RefsEntry.value"` (or
+`"...:request.refs.value"`), a path into a map of messages names its values
+(`"...:response.by_name.value.id"`); a map's keys hold no ids (rewriting a key
+would move its entry), though a key may be an owner key.
 
 `IdFields` finds, and rewrites, the ids in decoded messages. It is pure: the
 map of pairs lives in the shim; a comparison receives the pairs it needs with
@@ -225,7 +229,10 @@ class IdFields:
         for part in rest.split("."):
             fd = desc.fields_by_name.get(part) if desc is not None else None
             if fd is None:
-                raise IdError(f"{where}: {location!r}: no field {part!r} on that path")
+                hint = ""
+                if desc is not None and desc.GetOptions().map_entry:
+                    hint = f" ({fields[-1].name} is a map: name its values, {fields[-1].name}.value)"
+                raise IdError(f"{where}: {location!r}: no field {part!r} on that path{hint}")
             fields.append(fd)
             desc = fd.message_type
         return wire, side, tuple(fields)
@@ -261,6 +268,7 @@ class IdFields:
             if minted and side != "response":
                 raise IdError(f"{where}: ids are minted in answers: use ...:response.path")
             _check_value_field(fields[-1], where, "an id")
+            _check_not_a_map_key(fields[-1], where)
             paths = self._by_method.setdefault((wire, side), [])
             for i, path in enumerate(paths):
                 if path.fields == fields:  # a reference location another kind declared too
@@ -271,6 +279,7 @@ class IdFields:
             return
         desc, fd = self._field_of(location, where)
         _check_value_field(fd, where, "an id")
+        _check_not_a_map_key(fd, where)
         owner = owners.get(desc.full_name) if minted else None
         slots = self._by_type.setdefault(desc.full_name, [])
         for i, slot in enumerate(slots):
@@ -309,11 +318,16 @@ class IdFields:
             if element is not None and element.full_name == _ANY:
                 if self._by_type:  # an Any may hold any message: rich error details, say
                     plan.anys.append(fd)
-            elif element is not None and self._holds_ids(element):
+            elif (element is not None and self._holds_ids(element)) or self._entry_slots(fd):
                 plan.nested.append(fd)
         found = plan if plan.slots or plan.nested or plan.anys else None
         self._plans[name] = found
         return found
+
+    def _entry_slots(self, fd: FieldDescriptor) -> list[_Slot]:
+        """The id fields declared on a map field's entries (its scalar values); none for other fields."""
+        entry = _map_entry(fd)
+        return self._by_type.get(entry.full_name, []) if entry is not None else []
 
     def _holds_ids(self, desc: Descriptor) -> bool:
         """Whether messages of this type can hold ids, at any depth (recursive types included; an Any
@@ -367,10 +381,8 @@ class IdFields:
             return
         yield from plan.slots
         for fd in plan.nested:
-            element = fd.message_type
-            assert element is not None
-            if element.GetOptions().map_entry:
-                element = element.fields_by_name["value"].message_type
+            yield from self._entry_slots(fd)
+            element = held_type(fd)
             if element is not None:
                 yield from self._slots_under(element, seen)
 
@@ -461,27 +473,23 @@ class IdFields:
         owner_from: message.Message | None,
         visit: Callable[[Found], str | None],
     ) -> None:
-        for slot in plan.slots:
-            fd = slot.field
-            owner = ""
-            if slot.minted:
-                if slot.owner is not None:
-                    owner = _owner_text(msg, slot.owner)
-                if not owner:
-                    owner = self._method_owner(method, slot.kind, owner_from, msg)
-            _visit_field(msg, fd, path, slot.kind, slot.minted, owner, visit, slot.kinds)
+        self._visit_slots(msg, msg, plan.slots, path, method, owner_from, visit)
         for fd in plan.anys:
             self._walk_any(msg, fd, path, method, owner_from, visit)
         for fd in plan.nested:
             value = getattr(msg, fd.name)
             element = fd.message_type
             assert element is not None
-            if element.GetOptions().map_entry:
-                value_type = element.fields_by_name["value"].message_type
+            if _map_entry(fd) is not None:  # each entry: its own ids (a scalar value), then its value's
+                entry_slots = self._entry_slots(fd)
+                value_type = held_type(fd)
                 sub_plan = self._plan(value_type) if value_type is not None else None
-                if sub_plan is not None:
-                    for key in sorted(value, key=repr):
-                        where = (*path, fd.name, str(key))
+                for key in sorted(value, key=repr):
+                    where = (*path, fd.name, str(key))
+                    if entry_slots:
+                        entry = _Entry(value, key)
+                        self._visit_slots(entry, msg, entry_slots, where, method, owner_from, visit)
+                    if sub_plan is not None:
                         self._walk(value[key], sub_plan, where, method, owner_from, visit)
                 continue
             sub_plan = self._plan(element)
@@ -492,6 +500,25 @@ class IdFields:
                     self._walk(item, sub_plan, (*path, fd.name, i), method, owner_from, visit)
             elif has_field(msg, fd.name):
                 self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
+
+    def _visit_slots(
+        self,
+        msg: _Fields,
+        answer: message.Message,
+        slots: Sequence[_Slot],
+        path: tuple[str | int, ...],
+        method: str,
+        owner_from: message.Message | None,
+        visit: Callable[[Found], str | None],
+    ) -> None:
+        for slot in slots:
+            owner = ""
+            if slot.minted:
+                if slot.owner is not None:
+                    owner = _owner_text(msg, slot.owner)
+                if not owner:
+                    owner = self._method_owner(method, slot.kind, owner_from, answer)
+            _visit_field(msg, slot.field, path, slot.kind, slot.minted, owner, visit, slot.kinds)
 
     def _walk_any(
         self,
@@ -532,6 +559,34 @@ class IdFields:
                 any_value.value = serialize(inner)
 
 
+class _Entry:
+    """One entry of a map, read as the message its descriptor declares: `key`, and `value` (written
+    through to the map)."""
+
+    __slots__ = ("_map", "key")
+
+    def __init__(self, entries: Any, key: Any) -> None:
+        self._map = entries
+        self.key = key
+
+    @property
+    def value(self) -> Any:
+        return self._map[self.key]
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self._map[self.key] = new
+
+
+_Fields = message.Message | _Entry  # what holds an id field: a message, or one entry of a map
+
+
+def _map_entry(fd: FieldDescriptor) -> Descriptor | None:
+    """A map field's entry type (None for any other field)."""
+    entry: Descriptor | None = fd.message_type
+    return entry if entry is not None and entry.GetOptions().map_entry else None
+
+
 def _holder(path: _MethodPath) -> str:
     """The message type holding a method path's id field."""
     holder = path.fields[-1].containing_type
@@ -551,7 +606,7 @@ class _Where(NamedTuple):
 OWNERS = "\x1f"  # separates the owner keys of an id that has several (a transfer's two accounts)
 
 
-def _owner_text(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> str:
+def _owner_text(msg: _Fields, fields: tuple[FieldDescriptor, ...]) -> str:
     """The owner keys beside an id, as one text (several joined by OWNERS)."""
     return OWNERS.join(dict.fromkeys(v for fd in fields if (v := _text(getattr(msg, fd.name)))))
 
@@ -559,6 +614,15 @@ def _owner_text(msg: message.Message, fields: tuple[FieldDescriptor, ...]) -> st
 def _check_value_field(fd: FieldDescriptor, where: str, what: str) -> None:
     if fd.type not in _ID_TYPES or (fd.message_type is not None):
         raise IdError(f"{where}: {fd.full_name} is not a string or integer field, so it cannot hold {what}")
+
+
+def _check_not_a_map_key(fd: FieldDescriptor, where: str) -> None:
+    entry = fd.containing_type
+    if entry is not None and entry.GetOptions().map_entry and fd.name == "key":
+        raise IdError(
+            f"{where}: {fd.full_name} is a map's key: ids are found in a map's values"
+            f" ({entry.full_name}.value), not in its keys"
+        )
 
 
 def _text(value: Any) -> str:
@@ -575,7 +639,7 @@ def _converted(fd: FieldDescriptor, text: str) -> Any:
 
 
 def _visit_field(
-    msg: message.Message,
+    msg: _Fields,
     fd: FieldDescriptor,
     path: tuple[str | int, ...],
     kind: str,
@@ -601,13 +665,14 @@ def _visit_field(
 
 
 def _along(
-    msg: message.Message,
+    msg: _Fields,
     fields: tuple[FieldDescriptor, ...],
     path: tuple[str | int, ...],
     where: _Where,
     visit: Callable[[Found], str | None],
 ) -> None:
-    """The ids at a method path: through single and repeated message fields down to the id field."""
+    """The ids at a method path: through single and repeated message fields, and maps (each entry, in key
+    order; `value.more` into a message value), down to the id field."""
     fd, rest = fields[0], fields[1:]
     if not rest:
         owner = where.owner
@@ -615,8 +680,17 @@ def _along(
             owner = _owner_text(msg, where.sibling) or owner
         _visit_field(msg, fd, path, where.kind, where.minted, owner, visit, where.kinds)
         return
+    assert not isinstance(msg, _Entry)  # an entry's fields are scalars, or a message value entered below
     value = getattr(msg, fd.name)
-    if fd.is_repeated:
+    if _map_entry(fd) is not None:
+        into_values = rest[0].name == "value" and len(rest) > 1  # a message value: on into it
+        for key in sorted(value, key=repr):
+            at = (*path, fd.name, str(key))
+            if into_values:
+                _along(value[key], rest[1:], at, where, visit)
+            else:  # the entry's own scalar field
+                _along(_Entry(value, key), rest, at, where, visit)
+    elif fd.is_repeated:
         for i, item in enumerate(value):
             _along(item, rest, (*path, fd.name, i), where, visit)
     elif has_field(msg, fd.name):

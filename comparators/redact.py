@@ -6,7 +6,9 @@ messages of both sides, by `redacted:` and the first 16 hex digits of an
 HMAC-SHA256 under a secret key, before the messages are compared. Equal values
 give equal hashes, so a comparison still tells whether the two sides agree,
 but no difference, log line, stored record or report ever holds the value.
-Strings and bytes can be redacted; other field types are refused.
+Strings and bytes can be redacted; other field types are refused. A map's
+values are redacted when declared on its entry (`pay.v1.Account.NotesEntry.value`
+for `map<string, string> notes`); its keys cannot be.
 
 One step comes first: in a comparison with ids (comparators.ids), BK's ids in
 its decoded answer are read as the Bank ids they pair with, then both answers
@@ -64,6 +66,11 @@ class Redactor:
                 raise RedactError(f"{where}: {type_name} has no field {field_name!r}")
             if fd.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
                 raise RedactError(f"{where}: {location} is not a string or bytes field")
+            if desc.GetOptions().map_entry and field_name == "key":
+                raise RedactError(
+                    f"{where}: {location} is a map's key: a map's values can be redacted"
+                    f" ({type_name}.value), not its keys"
+                )
             self._by_type.setdefault(type_name, []).append(fd)
         self._holds: dict[str, bool] = {}
         self._targets = {*self._by_type, _ANY}  # an Any may hold any message
@@ -89,6 +96,9 @@ class Redactor:
                 continue
             value = getattr(msg, fd.name)
             if element.GetOptions().map_entry:
+                if self._by_type.get(element.full_name):  # the map's values themselves (never its keys)
+                    for key in list(value):  # a snapshot: setting values while iterating may visit one twice
+                        value[key] = self._hashed(value[key], element.fields_by_name["value"])
                 value_type = element.fields_by_name["value"].message_type
                 if value_type is not None and self._reaches(value_type):
                     for key in value:
@@ -102,13 +112,17 @@ class Redactor:
 
     def _replace(self, msg: message.Message, fd: FieldDescriptor) -> None:
         value = getattr(msg, fd.name)
-        as_bytes = fd.type == FieldDescriptor.TYPE_BYTES
         if fd.is_repeated:
             for i, item in enumerate(value):
-                if item:
-                    value[i] = self.hash(item).encode() if as_bytes else self.hash(item)
+                value[i] = self._hashed(item, fd)
         elif value:
-            setattr(msg, fd.name, self.hash(value).encode() if as_bytes else self.hash(value))
+            setattr(msg, fd.name, self._hashed(value, fd))
+
+    def _hashed(self, value: str | bytes, fd: FieldDescriptor) -> str | bytes:
+        """A value of `fd` replaced by its hash, of the field's type (an empty value stays empty)."""
+        if not value:
+            return value
+        return self.hash(value).encode() if fd.type == FieldDescriptor.TYPE_BYTES else self.hash(value)
 
     def _redact_any(self, packed: Any) -> None:  # a google.protobuf.Any of the registry's pool
         """An Any's packed message redacted: unpacked when its type is known, redacted and packed again;

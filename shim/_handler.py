@@ -1,9 +1,13 @@
 """Serving any method of any service: raw bytes in, the primary's answer out.
 
 The generic handler never decodes a message. For a method the descriptors say
-is unary-unary it uses grpc's unary path (one batch each way); every other
-method, including methods the shim has no descriptor for, goes through the
-stream-stream path, which on the wire serves all four call kinds.
+is unary-unary it calls the primary on grpc's unary path (one batch each way)
+and answers the client with grpc's unary-stream server handler: one request
+in, and the answer out only when the primary sent one (grpc's unary server
+handler always sends a message, an empty one for a primary that ended the call
+OK without any). Every other method, including methods the shim has no
+descriptor for, goes through the stream-stream path, which on the wire serves
+all four call kinds.
 
 What the client gets is what the primary sent: initial metadata, messages,
 trailing metadata (with `grpc-status-details-bin`), status code and details.
@@ -22,9 +26,9 @@ import grpc
 from grpc import aio
 
 from comparators import Code, Exchange, Outcome
-from shim import _grpc_compat
 from shim._lanes import Lanes
 from shim._outcome import adapter_error, forwardable, metadata_tuple
+from shim._relay import pump_requests, relay_headers, relay_status
 from shim.adapters import Channel
 from shim.exporter import Latencies
 from shim.metrics import Counters
@@ -77,7 +81,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
     def _make(self, plan: MethodPlan) -> grpc.RpcMethodHandler:
         if plan.kind.unary:
             call = _UnaryCall(self, plan.method, plan.write, plan.strict)
-            return grpc.unary_unary_rpc_method_handler(call.handle)
+            return grpc.unary_stream_rpc_method_handler(call.handle)  # the answer, if any (module docstring)
         return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan).handle)
 
     def take(self, method: str, metadata: tuple[Any, ...], is_write: bool) -> Take | None:
@@ -166,18 +170,8 @@ def submit_unmirrored(
     )
 
 
-async def _relay_status(
-    context: aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str | None, trailing: Any
-) -> None:
-    if trailing:
-        context.set_trailing_metadata(metadata_tuple(trailing))
-    if code is not grpc.StatusCode.OK:
-        context.set_code(code)
-        context.set_details(details or "")
-
-
 class _UnaryCall:
-    """unary-unary: one request, one answer."""
+    """unary-unary: one request, and the primary's answer (none when it sent none)."""
 
     def __init__(self, proxy: ProxyHandler, method: str, is_write: bool, strict: bool = False) -> None:
         self._proxy = proxy
@@ -196,18 +190,19 @@ class _UnaryCall:
             send = self._callables[channel] = channel.unary_unary(self._method)
         return send
 
-    async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
+    async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> None:
         proxy = self._proxy
         call = await proxy.modes.enter(self._method)
         try:
             route = proxy.route_of(self._method)
             if not self._strict:
-                return await self._forward(route, request, context, call)
+                await self._forward(route, request, context, call)
+                return
             # strict ordering: this write reaches the primary after the earlier writes on its keys
             ticket = proxy.primary_lanes.enter(proxy.keys(self._method, request), write=True)
             try:
                 await ticket.ready()
-                return await self._forward(route, request, context, call)
+                await self._forward(route, request, context, call)
             finally:
                 ticket.release()
         finally:
@@ -215,7 +210,7 @@ class _UnaryCall:
 
     async def _forward(
         self, route: Route, request: bytes, context: aio.ServicerContext[bytes, bytes], in_flight: InFlight
-    ) -> bytes | None:
+    ) -> None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
         timeout = context.time_remaining()
@@ -250,7 +245,7 @@ class _UnaryCall:
         proxy.latencies.observe(method, latency)
         if initial:
             await context.send_initial_metadata(metadata_tuple(initial))
-        await _relay_status(context, code, details, trailing)
+        await relay_status(context, code, details, trailing)
         if take is not None:
             if response is not None:
                 take.response(response)
@@ -273,7 +268,8 @@ class _UnaryCall:
                 proxy.record_unmirrored(
                     route, method, outcome, self._is_write, started_at, refused, request, metadata
                 )
-        return response if code is grpc.StatusCode.OK else None
+        if response is not None and code is grpc.StatusCode.OK:  # after the mirror has it: see primary_done
+            await context.write(response)
 
 
 class _StreamCall:
@@ -306,14 +302,13 @@ class _StreamCall:
         mirror, refused = proxy.mirror(route, in_flight, metadata, timeout, self._is_write)
         first: list[bytes] = []  # the first request, for an unmirrored write's keys
         pump = asyncio.get_running_loop().create_task(
-            _pump(requests, call, mirror, first, route.ids, method, take), name=f"request pump {method}"
+            pump_requests(requests, call, mirror, first, route.ids, method, take),
+            name=f"request pump {method}",
         )
         answers: list[bytes] = []
         keep = mirror is not None
         try:
-            initial = await call.initial_metadata()
-            if initial:
-                await context.send_initial_metadata(metadata_tuple(initial))
+            initial = await relay_headers(call, context)  # at once, even empty: the client may wait for them
             while True:
                 try:
                     answer = await call.read()
@@ -345,7 +340,7 @@ class _StreamCall:
                 pump.cancel()
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
-        await _relay_status(context, code, details, trailing)
+        await relay_status(context, code, details, trailing)
         if take is not None:
             take.finish(
                 code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
@@ -373,28 +368,3 @@ class _StreamCall:
                     first[0] if first else None,
                     metadata,
                 )
-
-
-async def _pump(
-    requests: Any,
-    call: aio.StreamStreamCall[bytes, bytes],
-    mirror: Mirror | None,
-    first: list[bytes],
-    ids: ShadowDispatcher | None,
-    method: str,
-    take: Take | None = None,
-) -> None:
-    """Client requests to the primary (and the mirror, and the recording) until either side is done."""
-    async for request in requests:
-        if take is not None:
-            take.request(request)
-        if mirror is not None:
-            mirror.feed(request)
-        elif not first:
-            first.append(request)
-        to_primary = request if ids is None else ids.to_primary(method, request)
-        if not await _grpc_compat.send(call, to_primary):
-            return
-    if mirror is not None:
-        mirror.close_requests()
-    await _grpc_compat.close_sending(call)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from google.protobuf import message
 
 from comparators import Outcome
@@ -38,6 +39,8 @@ from shim.routing import Router
 
 if TYPE_CHECKING:
     import asyncio
+
+_log = structlog.get_logger("shim.ids")
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _RPC_STATUS = "google.rpc.Status"
@@ -71,6 +74,9 @@ class Translation:
         # the id space the client speaks (the primary's), and the shadow's
         self.client_side = "bank" if primary_is_bank else "bk"
         self.shadow_side = other(self.client_side)
+        self._failed_for_primary: set[str] = (
+            set()
+        )  # methods whose translation for the primary failed (logged)
 
     # -- what a method needs ------------------------------------------------------------------------
 
@@ -268,10 +274,28 @@ class Translation:
         id space. Where the id spaces overlap (both sides mint "M2"), a value the primary's side knows
         as its own (paired, pending or minted without a pair) is the primary's id: it is left as the
         client sent it. Ids not known stay as they are. Never waits: not for the shadow, not for the
-        store.
+        store. Never fails the call: when translating fails (a counterpart the field cannot hold: a text
+        id for an integer field), the request goes as the client sent it, as with an id the map does not
+        know, counted in `id_translation_errors` (and logged once per method).
         """
         if self.ids is None or self.router is None or not self.plan(method).request:
             return payload
+        try:
+            return self._to_primary(method, payload)
+        except Exception as exc:  # the client's call goes on, with the primary's answer to what it sent
+            self.counters.inc("id_translation_errors", method)
+            if method not in self._failed_for_primary:
+                self._failed_for_primary.add(method)
+                _log.warning(
+                    "ids not translated for the primary: the request goes as the client sent it",
+                    method=method,
+                    error=repr(exc),
+                )
+            return payload
+
+    def _to_primary(self, method: str, payload: bytes) -> bytes:
+        assert self.ids is not None
+        assert self.router is not None
         msg = self.router.decode(method, payload)
         if msg is None:
             return payload

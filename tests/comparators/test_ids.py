@@ -105,10 +105,23 @@ def _schema() -> descriptor_pb2.FileDescriptorSet:
         _field("by_name", 1, MESSAGE, repeated=True, of="Holder.ByNameEntry"),
         _field("leaves", 2, MESSAGE, repeated=True, of="Leaf"),
         _field("one", 3, MESSAGE, of="Leaf"),
+        _field("refs", 4, MESSAGE, repeated=True, of="Holder.RefsEntry"),
+        _field("counts", 5, MESSAGE, repeated=True, of="Holder.CountsEntry"),
     )
-    entry = holder.nested_type.add(name="ByNameEntry")
-    entry.options.map_entry = True
-    entry.field.extend([_field("key", 1, STRING), _field("value", 2, MESSAGE, of="Leaf")])
+
+    def map_entry(owner: descriptor_pb2.DescriptorProto, name: str, value: _F) -> None:
+        entry = owner.nested_type.add(name=name)
+        entry.options.map_entry = True
+        entry.field.extend([_field("key", 1, STRING), value])
+
+    map_entry(holder, "ByNameEntry", _field("value", 2, MESSAGE, of="Leaf"))  # map<string, Leaf>
+    map_entry(holder, "RefsEntry", _field("value", 2, STRING))  # map<string, string>
+    map_entry(holder, "CountsEntry", _field("value", 2, INT64))  # map<string, int64>
+    message_type(
+        "Outer",
+        _field("holder", 1, MESSAGE, of="Holder"),
+        _field("holders", 2, MESSAGE, repeated=True, of="Holder"),
+    )
     message_type(
         "Node",
         _field("node_id", 1, STRING),
@@ -118,14 +131,16 @@ def _schema() -> descriptor_pb2.FileDescriptorSet:
     message_type("A", _field("id", 1, STRING), _field("b", 2, MESSAGE, of="B"))
     message_type("B", _field("a", 1, MESSAGE, of="A"))
     message_type("Filter", _field("symbol", 1, STRING), _field("ref", 2, STRING))
-    message_type(
+    request = message_type(
         "Req",
         _field("account", 1, STRING),
         _field("cursor", 2, INT64),
         _field("size", 3, INT32),
         _field("filter", 4, MESSAGE, of="Filter"),
         _field("accounts", 5, STRING, repeated=True),
+        _field("refs", 6, MESSAGE, repeated=True, of="Req.RefsEntry"),
     )
+    map_entry(request, "RefsEntry", _field("value", 2, STRING))  # map<string, string>
     message_type("Inner", _field("b", 1, STRING), _field("bs", 2, STRING, repeated=True))
     message_type(
         "Resp",
@@ -367,6 +382,38 @@ def test_bool_and_float_fields_cannot_hold_ids(field_name: str) -> None:
     )
 
 
+MAP_MISTAKES: list[Any] = [
+    pytest.param(
+        kind("ref", "idtest.v1.Holder.RefsEntry.key"),
+        "ids.ref.minted[0]: idtest.v1.Holder.RefsEntry.key is a map's key: ids are found in a map's values "
+        "(idtest.v1.Holder.RefsEntry.value), not in its keys",
+        id="type-level-key",
+    ),
+    pytest.param(
+        kind("ref", "idtest.v1.Leaf.id", references=(f"{GET[1:]}:request.refs.key",)),
+        "ids.ref.references[0]: idtest.v1.Req.RefsEntry.key is a map's key: ids are found in a map's values "
+        "(idtest.v1.Req.RefsEntry.value), not in its keys",
+        id="method-path-key",
+    ),
+    pytest.param(
+        kind("ref", f"{LIST[1:]}:response.by_name.id"),
+        f"ids.ref.minted[0]: '{LIST[1:]}:response.by_name.id': no field 'id' on that path "
+        "(by_name is a map: name its values, by_name.value)",
+        id="method-path-skipping-the-value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("declared", "error"), MAP_MISTAKES)
+def test_ids_in_map_keys_and_paths_past_a_map_are_refused_in_one_line(declared: IdKind, error: str) -> None:
+    """A map's keys cannot hold ids (rewriting a key would move its entry), and a path through a map names
+    its values: each mistake is one IdError naming the setting, refused when the config loads."""
+    with pytest.raises(IdError) as caught:
+        custom_fields(declared)
+    assert str(caught.value) == error
+    assert "\n" not in str(caught.value)
+
+
 def test_a_map_field_cannot_hold_ids() -> None:
     """A map field is not an id field (ids are declared on the map's value messages)."""
     with pytest.raises(
@@ -443,6 +490,94 @@ def test_find_in_map_values() -> None:
         ((0, "by_name", "x", "id"), "X1"),
         ((0, "by_name", "y", "id"), "Y1"),
     ]
+
+
+def test_ids_in_the_values_of_a_scalar_map_are_found_and_rewritten() -> None:
+    """A map's scalar values are declared on its entry (`Holder.RefsEntry.value`): each is found, in key
+    order with the key in the path, and rewritten in place, whatever the map's value type."""
+    fields = custom_fields(
+        kind("ref", "idtest.v1.Holder.RefsEntry.value", "idtest.v1.Holder.CountsEntry.value")
+    )
+    holder = new("Holder")
+    holder.refs.update({"b": "B1", "a": "A1", "e": ""})  # type: ignore[attr-defined]
+    holder.counts["n"] = 7  # type: ignore[attr-defined]
+    found = fields.find(LIST, "response", [holder], None)
+    assert [(f.path, f.value, f.minted) for f in found] == [
+        ((0, "refs", "a", "value"), "A1", True),
+        ((0, "refs", "b", "value"), "B1", True),
+        ((0, "counts", "n", "value"), "7", True),
+    ]
+    assert fields.in_response(LIST, "idtest.v1.Holder", minted_only=True)
+    assert fields.minted_kinds(LIST, "idtest.v1.Holder") == {"ref"}
+    table = {"A1": "a-1", "B1": "b-1", "7": "700"}
+    assert fields.rewrite(LIST, "response", [holder], lambda f: table[f.value]) == []
+    assert dict(holder.refs) == {"a": "a-1", "b": "b-1", "e": ""}  # type: ignore[attr-defined]
+    assert dict(holder.counts) == {"n": 700}  # type: ignore[attr-defined]
+
+
+def test_ids_in_scalar_map_values_are_found_wherever_the_map_is_nested() -> None:
+    """An entry's value location holds wherever the map's message appears, however deep: requests of a
+    type holding such a map hold ids (in_request), and answers holding it nested are walked into."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", references=("idtest.v1.Req.RefsEntry.value",)))
+    assert fields.in_request(GET, "idtest.v1.Req")
+    request = new("Req")
+    request.refs["x"] = "L1"  # type: ignore[attr-defined]
+    assert fields.find(GET, "request", [request], None) == [
+        Found("leaf", False, (0, "refs", "x", "value"), "L1", "")
+    ]
+    nested = custom_fields(kind("ref", "idtest.v1.Holder.RefsEntry.value"))
+    outer = new("Outer", holders=[new("Holder"), new("Holder")])
+    outer.holders[1].refs["k"] = "R1"  # type: ignore[attr-defined]
+    assert [(f.path, f.value) for f in nested.find(LIST, "response", [outer], None)] == [
+        ((0, "holders", 1, "refs", "k", "value"), "R1")
+    ]
+    assert nested.in_response(LIST, "idtest.v1.Outer", minted_only=True)
+
+
+def test_the_key_of_a_scalar_map_may_be_the_owner_of_the_id_it_maps_to() -> None:
+    """`owner_key` on the entry's key: the id minted in a map's value is owned by the key it sits under."""
+    fields = custom_fields(
+        kind("ref", "idtest.v1.Holder.RefsEntry.value", owner_key=("idtest.v1.Holder.RefsEntry.key",))
+    )
+    holder = new("Holder")
+    holder.refs.update({"acct-1": "R1", "acct-2": "R2"})  # type: ignore[attr-defined]
+    assert [(f.value, f.owner) for f in fields.find(LIST, "response", [holder], None)] == [
+        ("R1", "acct-1"),
+        ("R2", "acct-2"),
+    ]
+
+
+def test_a_method_path_through_a_scalar_map_names_its_values() -> None:
+    """`...:request.refs.value`: every value of the request's map is an id, found and rewritten; before,
+    finding raised AttributeError ('str' object has no attribute 'value') on every call of the method."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id", references=(f"{GET[1:]}:request.refs.value",)))
+    assert fields.in_request(GET, "idtest.v1.Req")
+    request = new("Req")
+    request.refs.update({"y": "L2", "x": "L1"})  # type: ignore[attr-defined]
+    assert [(f.path, f.value) for f in fields.find(GET, "request", [request], None)] == [
+        ((0, "refs", "x", "value"), "L1"),
+        ((0, "refs", "y", "value"), "L2"),
+    ]
+    assert fields.rewrite(GET, "request", [request], lambda f: f.value.lower()) == []
+    assert dict(request.refs) == {"x": "l1", "y": "l2"}  # type: ignore[attr-defined]
+    assert fields.find(LIST, "request", [request], None) == []  # that method's requests only
+
+
+def test_a_method_path_through_a_map_of_messages_reaches_into_its_values() -> None:
+    """`...:response.by_name.value.id` visits the message of each entry, with the same paths as an id
+    declared on the value's type."""
+    fields = custom_fields(kind("leaf", f"{LIST}:response.by_name.value.id"))
+    holder = new("Holder")
+    holder.by_name["y"].id = "Y1"  # type: ignore[attr-defined]
+    holder.by_name["x"].id = "X1"  # type: ignore[attr-defined]
+    found = fields.find(LIST, "response", [holder], None)
+    assert found == custom_fields(kind("leaf", "idtest.v1.Leaf.id")).find(LIST, "response", [holder], None)
+    assert [(f.path, f.value, f.minted) for f in found] == [
+        ((0, "by_name", "x", "id"), "X1", True),
+        ((0, "by_name", "y", "id"), "Y1", True),
+    ]
+    assert fields.rewrite(LIST, "response", [holder], lambda f: f.value + "!") == []
+    assert holder.by_name["x"].id == "X1!"  # type: ignore[attr-defined]
 
 
 def test_find_integer_ids_as_text() -> None:

@@ -299,3 +299,79 @@ def test_stored_messages_and_status_details_hold_no_value_packed_in_an_any() -> 
     failure = error_details_pb2.PreconditionFailure()
     assert status.details[0].Unpack(failure)
     assert failure.violations[0].subject == hide.hash("Ada Lovelace")
+
+
+def _notes_registry() -> DescriptorRegistry:
+    """rd.v1.Notes{map<string, string> by_account; map<string, bytes> blobs}, answered by rd.v1.S/Get."""
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="rd/v1/notes.proto", package="rd.v1", syntax="proto3")
+    notes = file.message_type.add(name="Notes")
+    for number, (name, value_type) in enumerate(
+        [("by_account", field.TYPE_STRING), ("blobs", field.TYPE_BYTES)], 1
+    ):
+        entry_name = "".join(part.title() for part in name.split("_")) + "Entry"
+        notes.field.add(
+            name=name,
+            number=number,
+            type=field.TYPE_MESSAGE,
+            label=field.LABEL_REPEATED,
+            type_name=f".rd.v1.Notes.{entry_name}",
+        )
+        entry = notes.nested_type.add(name=entry_name)
+        entry.options.map_entry = True
+        entry.field.add(name="key", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+        entry.field.add(name="value", number=2, type=value_type, label=field.LABEL_OPTIONAL)
+    file.service.add(name="S").method.add(name="Get", input_type=".rd.v1.Notes", output_type=".rd.v1.Notes")
+    registry = DescriptorRegistry()
+    registry.add_set(descriptor_pb2.FileDescriptorSet(file=[file]))
+    return registry
+
+
+NOTES = _notes_registry()
+BY_ACCOUNT, BLOBS = "rd.v1.Notes.ByAccountEntry.value", "rd.v1.Notes.BlobsEntry.value"
+
+
+def _notes(by_account: dict[str, str], blobs: dict[str, bytes] | None = None) -> message.Message:
+    notes = NOTES.message_class("rd.v1.Notes")()
+    notes.by_account.update(by_account)  # type: ignore[attr-defined]
+    notes.blobs.update(blobs or {})  # type: ignore[attr-defined]
+    return notes
+
+
+def test_the_values_of_a_map_of_strings_or_bytes_are_redacted() -> None:
+    """A map's values, declared on its entry (`Notes.ByAccountEntry.value`), are each replaced by their
+    hash; the keys stay. Before, the setting was accepted and the values were compared, shown and stored
+    as they were."""
+    notes = _notes({"A1": "Ada", "A2": "Ada", "A3": "Bob", "A4": ""}, {"k": b"\x00secret"})
+    Redactor((BY_ACCOUNT, BLOBS), NOTES, b"k").redact(notes)
+    values = dict(notes.by_account)  # type: ignore[attr-defined]
+    assert sorted(values) == ["A1", "A2", "A3", "A4"]
+    assert all(values[k].startswith(PREFIX) for k in ("A1", "A2", "A3"))
+    assert values["A1"] == values["A2"] != values["A3"]
+    assert values["A4"] == ""
+    assert notes.blobs["k"].startswith(PREFIX.encode())  # type: ignore[attr-defined]
+    assert "Ada" not in str(notes)
+    assert b"secret" not in notes.SerializeToString()
+    bank, bk = (
+        _notes({"A1": "Ada Lovelace"}).SerializeToString(),
+        _notes({"A1": "ADA LOVELACE"}).SerializeToString(),
+    )
+    comparison = compare(
+        Exchange("/rd.v1.S/Get", (b"",), Outcome(0, messages=(bank,)), Outcome(0, messages=(bk,))),
+        NOTES,
+        redactor=Redactor((BY_ACCOUNT,), NOTES, b"k"),
+    )
+    assert comparison.verdict is Verdict.MISMATCH
+    assert comparison.differences
+    assert "Lovelace" not in repr(comparison.differences)
+    assert "LOVELACE" not in repr(comparison.differences)
+
+
+def test_a_maps_key_cannot_be_redacted() -> None:
+    """A map's key is refused at start in one line (its values can be redacted)."""
+    with pytest.raises(RedactError) as caught:
+        Redactor(("rd.v1.Notes.ByAccountEntry.key",), NOTES, b"k")
+    assert str(caught.value) == (
+        "redact.fields[0]: rd.v1.Notes.ByAccountEntry.key is a map's key: a map's values can be redacted "
+        "(rd.v1.Notes.ByAccountEntry.value), not its keys"
+    )

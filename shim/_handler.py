@@ -1,13 +1,9 @@
 """Serving any method of any service: raw bytes in, the primary's answer out.
 
 The generic handler never decodes a message. For a method the descriptors say
-is unary-unary it calls the primary on grpc's unary path (one batch each way)
-and answers the client with grpc's unary-stream server handler: one request
-in, and the answer out only when the primary sent one (grpc's unary server
-handler always sends a message, an empty one for a primary that ended the call
-OK without any). Every other method, including methods the shim has no
-descriptor for, goes through the stream-stream path, which on the wire serves
-all four call kinds.
+is unary-unary it uses grpc's unary path (one batch each way); every other
+method, including methods the shim has no descriptor for, goes through the
+stream-stream path, which on the wire serves all four call kinds.
 
 What the client gets is what the primary sent: initial metadata, messages,
 trailing metadata (with `grpc-status-details-bin`), status code and details.
@@ -81,7 +77,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
     def _make(self, plan: MethodPlan) -> grpc.RpcMethodHandler:
         if plan.kind.unary:
             call = _UnaryCall(self, plan.method, plan.write, plan.strict)
-            return grpc.unary_stream_rpc_method_handler(call.handle)  # the answer, if any (module docstring)
+            return grpc.unary_unary_rpc_method_handler(call.handle)
         return grpc.stream_stream_rpc_method_handler(_StreamCall(self, plan).handle)
 
     def take(self, method: str, metadata: tuple[Any, ...], is_write: bool) -> Take | None:
@@ -171,7 +167,7 @@ def submit_unmirrored(
 
 
 class _UnaryCall:
-    """unary-unary: one request, and the primary's answer (none when it sent none)."""
+    """unary-unary: one request, one answer."""
 
     def __init__(self, proxy: ProxyHandler, method: str, is_write: bool, strict: bool = False) -> None:
         self._proxy = proxy
@@ -190,19 +186,18 @@ class _UnaryCall:
             send = self._callables[channel] = channel.unary_unary(self._method)
         return send
 
-    async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> None:
+    async def handle(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes | None:
         proxy = self._proxy
         call = await proxy.modes.enter(self._method)
         try:
             route = proxy.route_of(self._method)
             if not self._strict:
-                await self._forward(route, request, context, call)
-                return
+                return await self._forward(route, request, context, call)
             # strict ordering: this write reaches the primary after the earlier writes on its keys
             ticket = proxy.primary_lanes.enter(proxy.keys(self._method, request), write=True)
             try:
                 await ticket.ready()
-                await self._forward(route, request, context, call)
+                return await self._forward(route, request, context, call)
             finally:
                 ticket.release()
         finally:
@@ -210,7 +205,7 @@ class _UnaryCall:
 
     async def _forward(
         self, route: Route, request: bytes, context: aio.ServicerContext[bytes, bytes], in_flight: InFlight
-    ) -> None:
+    ) -> bytes | None:
         proxy, method = self._proxy, self._method
         metadata = forwardable(context.invocation_metadata())
         timeout = context.time_remaining()
@@ -268,8 +263,7 @@ class _UnaryCall:
                 proxy.record_unmirrored(
                     route, method, outcome, self._is_write, started_at, refused, request, metadata
                 )
-        if response is not None and code is grpc.StatusCode.OK:  # after the mirror has it: see primary_done
-            await context.write(response)
+        return response if code is grpc.StatusCode.OK else None
 
 
 class _StreamCall:

@@ -8,12 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, descriptor_pb2
+from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
-from comparators import DescriptorRegistry, Verdict
+from comparators import Verdict
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import running_shim
@@ -294,62 +294,3 @@ async def test_a_bidi_client_waiting_for_the_primarys_empty_headers_gets_them_be
     assert direct == (True, b"hi!", grpc.StatusCode.OK)
     assert through == direct
     assert [c.verdict for c in compared] == ([Verdict.MATCH] if mode == "shadow" else [])
-
-
-def _unary_registry() -> DescriptorRegistry:
-    """test.Unary/Call, described as unary-unary: the shim takes its unary path."""
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="test/unary.proto", package="test", syntax="proto3")
-    file.message_type.add(name="M").field.add(
-        name="v", number=1, type=field.TYPE_INT32, label=field.LABEL_OPTIONAL
-    )
-    file.service.add(name="Unary").method.add(name="Call", input_type=".test.M", output_type=".test.M")
-    registry = DescriptorRegistry()
-    registry.add_set(descriptor_pb2.FileDescriptorSet(file=[file]))
-    return registry
-
-
-async def _ok_without_a_message(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
-    """End the call OK with no answer at all (grpc's clients meet that as it is; a unary one is owed one)."""
-    return [r async for r in requests][:0]
-
-
-async def _read_unary_both_ways(
-    address: str,
-) -> tuple[object, grpc.StatusCode, tuple[bytes, ...], grpc.StatusCode]:
-    """A unary call awaited (its answer and status), and the same call read as a stream (the messages on the
-    wire, and the status)."""
-    async with aio.insecure_channel(address) as channel:
-        call = channel.unary_unary("/test.Unary/Call")(b"\x08\x01", timeout=10)
-        try:
-            answer: object = await call
-        except aio.AioRpcError as exc:
-            answer = exc.details()
-        stream = channel.unary_stream("/test.Unary/Call")(b"\x08\x01", timeout=10)
-        messages = tuple([m async for m in stream])
-        return answer, await call.code(), messages, await stream.code()
-
-
-@pytest.mark.parametrize("mode", ["bank", "shadow"])
-async def test_a_described_unary_call_the_primary_ends_ok_without_a_message_gets_no_message(
-    mode: str,
-) -> None:
-    """A described unary method whose primary ends the call OK with no message: through the shim the client
-    gets no message either, as directly (a Python client's await gives None, OK; read as a stream, nothing;
-    a C++, Java or Go client makes its own error of it). Before, the shim's unary path sent one empty
-    message: the client read b'' and a count of 0 messages became 1."""
-    bank, bk = await scripted_server(_ok_without_a_message), await scripted_server(_ok_without_a_message)
-    try:
-        direct = await _read_unary_both_ways(bank.address)
-        async with running_shim(bank.address, bk.address, mode=mode, registry=_unary_registry()) as (
-            shim,
-            sink,
-        ):
-            through = await _read_unary_both_ways(shim.address)
-            compared = await sink.wait_for(2) if mode == "shadow" else []
-    finally:
-        await bank.stop()
-        await bk.stop()
-    assert direct == (None, grpc.StatusCode.OK, (), grpc.StatusCode.OK)
-    assert through == direct
-    assert [c.verdict for c in compared] == ([Verdict.MATCH] * 2 if mode == "shadow" else [])

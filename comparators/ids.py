@@ -444,16 +444,19 @@ class IdFields:
         method_paths = self._by_method.get((method, side), ()) if side else ()
         for index, msg in enumerate(messages):
             plan = self._plan(descriptor_of(msg))
+            answer = msg if side == "response" else None  # an answer-side owner is read from it alone
             if plan is not None:
-                self._walk(msg, plan, (index,), method, owner_from, visit)
+                self._walk(msg, plan, (index,), _Top(method, owner_from, answer), visit)
             for mp in method_paths:
-                owner = self._method_owner(method, mp.kind, owner_from, msg) if mp.minted else ""
+                owner = self._method_owner(method, mp.kind, owner_from, answer) if mp.minted else ""
                 sibling = self._type_owners.get((_holder(mp), mp.kind))
                 _along(msg, mp.fields, (index,), _Where(mp.kind, mp.minted, owner, mp.kinds, sibling), visit)
 
     def _method_owner(
-        self, method: str, kind: str, first_request: message.Message | None, answer: message.Message
+        self, method: str, kind: str, first_request: message.Message | None, answer: message.Message | None
     ) -> str:
+        """The owner key a method path gives ids of `kind`: read from the call's first request, or from the
+        answer message (the top-level one, wherever the id is nested; none outside the method's answers)."""
         entry = self._method_owners.get((method, kind))
         if entry is None:
             return ""
@@ -469,13 +472,12 @@ class IdFields:
         msg: message.Message,
         plan: _Plan,
         path: tuple[str | int, ...],
-        method: str,
-        owner_from: message.Message | None,
+        top: _Top,
         visit: Callable[[Found], str | None],
     ) -> None:
-        self._visit_slots(msg, msg, plan.slots, path, method, owner_from, visit)
+        self._visit_slots(msg, plan.slots, path, top, visit)
         for fd in plan.anys:
-            self._walk_any(msg, fd, path, method, owner_from, visit)
+            self._walk_any(msg, fd, path, top, visit)
         for fd in plan.nested:
             value = getattr(msg, fd.name)
             element = fd.message_type
@@ -488,27 +490,25 @@ class IdFields:
                     where = (*path, fd.name, str(key))
                     if entry_slots:
                         entry = _Entry(value, key)
-                        self._visit_slots(entry, msg, entry_slots, where, method, owner_from, visit)
+                        self._visit_slots(entry, entry_slots, where, top, visit)
                     if sub_plan is not None:
-                        self._walk(value[key], sub_plan, where, method, owner_from, visit)
+                        self._walk(value[key], sub_plan, where, top, visit)
                 continue
             sub_plan = self._plan(element)
             if sub_plan is None:
                 continue
             if fd.is_repeated:
                 for i, item in enumerate(value):
-                    self._walk(item, sub_plan, (*path, fd.name, i), method, owner_from, visit)
+                    self._walk(item, sub_plan, (*path, fd.name, i), top, visit)
             elif has_field(msg, fd.name):
-                self._walk(value, sub_plan, (*path, fd.name), method, owner_from, visit)
+                self._walk(value, sub_plan, (*path, fd.name), top, visit)
 
     def _visit_slots(
         self,
         msg: _Fields,
-        answer: message.Message,
         slots: Sequence[_Slot],
         path: tuple[str | int, ...],
-        method: str,
-        owner_from: message.Message | None,
+        top: _Top,
         visit: Callable[[Found], str | None],
     ) -> None:
         for slot in slots:
@@ -517,7 +517,7 @@ class IdFields:
                 if slot.owner is not None:
                     owner = _owner_text(msg, slot.owner)
                 if not owner:
-                    owner = self._method_owner(method, slot.kind, owner_from, answer)
+                    owner = self._method_owner(top.method, slot.kind, top.first_request, top.answer)
             _visit_field(msg, slot.field, path, slot.kind, slot.minted, owner, visit, slot.kinds)
 
     def _walk_any(
@@ -525,8 +525,7 @@ class IdFields:
         msg: message.Message,
         fd: FieldDescriptor,
         path: tuple[str | int, ...],
-        method: str,
-        owner_from: message.Message | None,
+        top: _Top,
         visit: Callable[[Found], str | None],
     ) -> None:
         """The ids in the messages packed in an Any field (rich error details), packed again if rewritten."""
@@ -554,7 +553,7 @@ class IdFields:
                 return new
 
             where = (*path, fd.name) if index is None else (*path, fd.name, index)
-            self._walk(inner, sub_plan, where, method, owner_from, tracking)
+            self._walk(inner, sub_plan, where, top, tracking)
             if changed:
                 any_value.value = serialize(inner)
 
@@ -591,6 +590,15 @@ def _holder(path: _MethodPath) -> str:
     """The message type holding a method path's id field."""
     holder = path.fields[-1].containing_type
     return holder.full_name if holder is not None else ""
+
+
+class _Top(NamedTuple):
+    """The call a walk is in: its method, its first request and the answer message being walked (None
+    when the messages are not the method's answers), where owner keys on method paths are read."""
+
+    method: str
+    first_request: message.Message | None
+    answer: message.Message | None
 
 
 class _Where(NamedTuple):

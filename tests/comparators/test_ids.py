@@ -1443,3 +1443,33 @@ def test_an_owner_key_beside_an_id_minted_at_a_method_path_through_a_list() -> N
         ("L1", "A"),
         ("L2", "B"),
     ]
+
+
+# ---- an owner beside a nested id, read from the answer ------------------------------------------
+
+
+def test_a_nested_minted_id_reads_its_owner_from_the_answer_path() -> None:
+    """`idtest.v1.Inner.b` minted inside Get's answer, owner `Svc/Get:response.token`: the owner is read
+    from the answer, not from the message holding the id (before: AttributeError, so no pair was learned)."""
+    fields = custom_fields(kind("item", "idtest.v1.Inner.b", owner_key=(f"{GET}:response.token",)))
+    answers = [
+        new("Resp", a=new("Inner", b="x"), items=[new("Inner", b="y")], token="t1"),
+        new("Resp", token="t2"),
+    ]
+    assert [(f.path, f.value, f.owner) for f in fields.find(GET, "response", answers, None)] == [
+        ((0, "a", "b"), "x", "t1"),
+        ((0, "items", 0, "b"), "y", "t1"),
+    ]
+
+
+def test_an_answer_side_owner_is_not_read_from_other_messages() -> None:
+    """The messages of a google.rpc.Status (side "") are not the method's answer: an id minted in its
+    details has no owner from the answer path (before: AttributeError)."""
+    from google.protobuf import any_pb2
+    from google.rpc import status_pb2
+
+    fields = custom_fields(kind("item", "idtest.v1.Inner.b", owner_key=(f"{GET}:response.token",)))
+    detail = any_pb2.Any()
+    detail.Pack(new("Inner", b="x"))
+    status = status_pb2.Status(code=9, details=[detail])
+    assert [(f.value, f.owner) for f in fields.find(GET, "", [status], None)] == [("x", "")]

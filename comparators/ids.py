@@ -27,7 +27,9 @@ a string or an integer, and may be repeated. A map is read as its entries: the
 values of a `map<string, string>` are `"package.Message.RefsEntry.value"` (or
 `"...:request.refs.value"`), a path into a map of messages names its values
 (`"...:response.by_name.value.id"`); a map's keys hold no ids (rewriting a key
-would move its entry), though a key may be an owner key.
+would move its entry), though a key may be an owner key. A field declared on its type and reached
+again by a method path is one location there: its id is found once (`_check_overlaps` says which
+overlaps are refused).
 
 `IdFields` finds, and rewrites, the ids in decoded messages. It is pure: the
 map of pairs lives in the shim; a comparison receives the pairs it needs with
@@ -146,6 +148,7 @@ class _Slot:
     minted: bool
     owner: tuple[FieldDescriptor, ...] | None  # sibling fields holding the owner keys
     kinds: tuple[str, ...] = ()  # every kind, when several kinds share this reference location
+    where: str = ""  # the setting that declared it first
 
 
 @dataclass(slots=True)
@@ -165,9 +168,14 @@ class _MethodPath:
     kind: str
     minted: bool
     kinds: tuple[str, ...] = ()  # every kind, when several kinds share this reference location
+    where: str = ""  # the setting that declared it first
+    # the field is declared on its type too, so the walk of the type finds it: None (not so), or the
+    # kinds of the id there, when they are more than the type's (a reference location shared there)
+    covered: tuple[str, ...] | None = None
 
 
 _ANY = "google.protobuf.Any"
+_ONE_KIND = "a location that mints ids holds one kind (several kinds may share a reference location)"
 
 
 class IdFields:
@@ -183,21 +191,23 @@ class IdFields:
         # (message type, kind) -> the owner-key fields beside it
         self._type_owners: dict[tuple[str, str], tuple[FieldDescriptor, ...]] = {}
         seen: dict[str, tuple[str, str]] = {}
+        declared: dict[str, tuple[int, str]] = {}  # setting -> (order, location)
         for kind in kinds:
             owners = self._owners(kind)
             for role, locations in (("minted", kind.minted), ("references", kind.references)):
                 for index, location in enumerate(locations):
                     where = f"ids.{kind.name}.{role}[{index}]"
-                    earlier = seen.get(location)
-                    if earlier is not None and (role == "minted" or earlier[1] == "minted"):
-                        raise IdError(
-                            f"{where}: {location!r} is already declared by {earlier[0]}: a location that"
-                            " mints ids holds one kind (several kinds may share a reference location)"
-                        )
+                    declared[where] = (len(declared), location)
+                    earlier = seen.get(_spelled(location))  # "/pkg.Svc/M:..." and "pkg.Svc/M:..." are one
                     if earlier is not None and earlier[0].startswith(f"ids.{kind.name}."):
                         raise IdError(f"{where}: {location!r} is already declared by {earlier[0]}")
-                    seen.setdefault(location, (where, role))
+                    if earlier is not None and (role == "minted" or earlier[1] == "minted"):
+                        raise IdError(
+                            f"{where}: {location!r} is already declared by {earlier[0]}: {_ONE_KIND}"
+                        )
+                    seen.setdefault(_spelled(location), (where, role))
                     self._add(kind, location, role == "minted", owners, where)
+        self._check_overlaps(declared)
         self._check_owners_used(kinds)
 
     # -- building ---------------------------------------------------------------------------
@@ -273,9 +283,9 @@ class IdFields:
             for i, path in enumerate(paths):
                 if path.fields == fields:  # a reference location another kind declared too
                     shared = (*(path.kinds or (path.kind,)), kind.name)
-                    paths[i] = _MethodPath(fields, path.kind, False, shared)
+                    paths[i] = _MethodPath(fields, path.kind, False, shared, path.where)
                     return
-            paths.append(_MethodPath(fields, kind.name, minted))
+            paths.append(_MethodPath(fields, kind.name, minted, where=where))
             return
         desc, fd = self._field_of(location, where)
         _check_value_field(fd, where, "an id")
@@ -284,9 +294,38 @@ class IdFields:
         slots = self._by_type.setdefault(desc.full_name, [])
         for i, slot in enumerate(slots):
             if slot.field is fd:  # a reference location another kind declared too
-                slots[i] = _Slot(fd, slot.kind, False, None, (*(slot.kinds or (slot.kind,)), kind.name))
+                slots[i] = _Slot(
+                    fd, slot.kind, False, None, (*(slot.kinds or (slot.kind,)), kind.name), slot.where
+                )
                 return
-        slots.append(_Slot(fd, kind.name, minted, owner))
+        slots.append(_Slot(fd, kind.name, minted, owner, where=where))
+
+    def _check_overlaps(self, declared: dict[str, tuple[int, str]]) -> None:
+        """A method path ending on a field declared on its type reaches ids the walk of the type finds: one
+        location there. Both mint the same kind, or the path names in a request what the type's kind mints:
+        found once, by the type. Both reference: found once, shared by the kinds of both. Otherwise (one mints
+        and the other names it, or another kind's) it is refused, naming both settings."""
+        for (_, side), paths in self._by_method.items():
+            for i, mp in enumerate(paths):
+                fd = mp.fields[-1]
+                slot = next((s for s in self._by_type.get(_holder(mp), ()) if s.field is fd), None)
+                if slot is None:
+                    continue
+                slot_kinds, path_kinds = slot.kinds or (slot.kind,), mp.kinds or (mp.kind,)
+                problem = ""
+                if (slot.minted or mp.minted) and set(slot_kinds) != set(path_kinds):
+                    problem = _ONE_KIND
+                elif slot.minted != mp.minted and side == "response":
+                    problem = "a field of an answer mints ids of its kind or names them, not both"
+                if problem:
+                    first, later = sorted((slot.where, mp.where), key=lambda w: declared[w][0])
+                    raise IdError(
+                        f"{later}: {declared[later][1]!r} reaches {fd.full_name},"
+                        f" which {first} declares: {problem}"
+                    )
+                merged = (*slot_kinds, *(k for k in path_kinds if k not in slot_kinds))
+                more = merged if merged != slot_kinds else ()
+                paths[i] = _MethodPath(mp.fields, mp.kind, mp.minted, mp.kinds, mp.where, more)
 
     def _check_owners_used(self, kinds: Sequence[IdKind]) -> None:
         for kind in kinds:
@@ -446,8 +485,16 @@ class IdFields:
             plan = self._plan(descriptor_of(msg))
             answer = msg if side == "response" else None  # an answer-side owner is read from it alone
             if plan is not None:
-                self._walk(msg, plan, (index,), _Top(method, owner_from, answer), visit)
+                self._walk(
+                    msg,
+                    plan,
+                    (index,),
+                    _Top(method, owner_from, answer),
+                    _sharing(msg, index, method_paths, visit),
+                )
             for mp in method_paths:
+                if mp.covered is not None:
+                    continue  # the walk of the field's type found these ids
                 owner = self._method_owner(method, mp.kind, owner_from, answer) if mp.minted else ""
                 sibling = self._type_owners.get((_holder(mp), mp.kind))
                 _along(msg, mp.fields, (index,), _Where(mp.kind, mp.minted, owner, mp.kinds, sibling), visit)
@@ -584,6 +631,30 @@ def _map_entry(fd: FieldDescriptor) -> Descriptor | None:
     """A map field's entry type (None for any other field)."""
     entry: Descriptor | None = fd.message_type
     return entry if entry is not None and entry.GetOptions().map_entry else None
+
+
+def _spelled(location: str) -> str:
+    """A location as one spelling: a method path with its leading slash."""
+    return "/" + location.lstrip("/") if "/" in location else location
+
+
+def _sharing(
+    msg: message.Message, index: int, paths: Sequence[_MethodPath], visit: Callable[[Found], str | None]
+) -> Callable[[Found], str | None]:
+    """`visit`, given the kinds a method path adds at the places it reaches of a field declared on its type
+    (a reference location shared there by the kinds of both)."""
+    shared: dict[tuple[str | int, ...], tuple[str, ...]] = {}
+    for mp in paths:
+        if mp.covered:
+            kinds = mp.covered
+
+            def keep(found: Found, kinds: tuple[str, ...] = kinds) -> None:
+                shared[found.path] = kinds
+
+            _along(msg, mp.fields, (index,), _Where(mp.kind, False, "", (), None), keep)
+    if not shared:
+        return visit
+    return lambda found: visit(found._replace(kinds=shared[found.path]) if found.path in shared else found)
 
 
 def _holder(path: _MethodPath) -> str:

@@ -1445,6 +1445,128 @@ def test_an_owner_key_beside_an_id_minted_at_a_method_path_through_a_list() -> N
     ]
 
 
+# ---- one field reached by two declarations ---------------------------------------------------
+
+
+def test_a_field_declared_on_its_type_and_reached_by_a_method_path_is_found_once() -> None:
+    """`idtest.v1.Filter.ref` and `Svc/Get:request.filter.ref` name the same field: its id is found, and
+    translated, once (before: twice, and the second pass saw the translated value and left it)."""
+    fields = custom_fields(
+        kind("leaf", "idtest.v1.Leaf.id", references=("idtest.v1.Filter.ref", f"{GET}:request.filter.ref"))
+    )
+    request = new("Req", filter=new("Filter", ref="L1"))
+    assert fields.find(GET, "request", [request], None) == [
+        Found("leaf", False, (0, "filter", "ref"), "L1", "")
+    ]
+    seen: list[str] = []
+    left = fields.rewrite(
+        GET, "request", [request], lambda f: seen.append(f.value) or {"L1": "X"}.get(f.value)
+    )
+    assert (left, seen, request.filter.ref) == ([], ["L1"], "X")  # type: ignore[attr-defined]
+
+
+def test_a_minted_field_reached_again_by_a_minting_method_path_of_its_kind_is_found_once() -> None:
+    """A type-level minted id and a method path minting the same field, same kind: one id, minted."""
+    fields = custom_fields(
+        kind("leaf", "idtest.v1.Leaf.id", f"{LIST}:response.one.id", owner_key=("idtest.v1.Leaf.owner",))
+    )
+    holder = new("Holder", one=new("Leaf", id="L1", owner="acc"), leaves=[new("Leaf", id="L2")])
+    assert fields.find(LIST, "response", [holder], None) == [
+        Found("leaf", True, (0, "leaves", 0, "id"), "L2", ""),
+        Found("leaf", True, (0, "one", "id"), "L1", "acc"),
+    ]
+
+
+def test_a_request_path_naming_a_field_its_kind_mints_on_the_type_is_found_once() -> None:
+    """In a request nothing is minted: a request path of the kind that mints the field on its type names
+    the same id, found once."""
+    fields = custom_fields(kind("ref", "idtest.v1.Filter.ref", references=(f"{GET}:request.filter.ref",)))
+    request = new("Req", filter=new("Filter", ref="R1"))
+    assert [(f.kind, f.value) for f in fields.find(GET, "request", [request], None)] == [("ref", "R1")]
+
+
+def test_a_reference_field_a_method_path_of_another_kind_reaches_is_shared_there() -> None:
+    """`account` references `Filter.ref` everywhere, `movement` references it on Get's requests: there the
+    location is shared by both kinds (one id, either kind's map translates it), elsewhere `account` alone."""
+    fields = custom_fields(
+        kind("account", "idtest.v1.Leaf.id", references=("idtest.v1.Filter.ref",)),
+        kind("movement", "idtest.v1.Inner.b", references=(f"{GET}:request.filter.ref",)),
+    )
+    request = new("Req", filter=new("Filter", ref="X"))
+    (found,) = fields.find(GET, "request", [request], None)
+    assert (found.kind, found.every_kind) == ("account", ("account", "movement"))
+    (elsewhere,) = fields.find(LIST, "request", [request], None)
+    assert elsewhere.every_kind == ("account",)
+    assert fields.rewrite(GET, "request", [request], lambda f: "mv_1" if f.value == "X" else None) == []
+    assert request.filter.ref == "mv_1"  # type: ignore[attr-defined]
+
+
+TWICE_MISTAKES: list[Any] = [
+    pytest.param(
+        kind("leaf", "idtest.v1.Leaf.id", references=(f"{LIST[1:]}:response.one.id",)),
+        f"ids.leaf.references[0]: '{LIST[1:]}:response.one.id' reaches idtest.v1.Leaf.id, which "
+        "ids.leaf.minted[0] declares: a field of an answer mints ids of its kind or names them, not both",
+        id="minted-on-the-type-referenced-on-a-path",
+    ),
+    pytest.param(
+        kind("leaf", f"{LIST}:response.one.id", references=("idtest.v1.Leaf.id",)),
+        "ids.leaf.references[0]: 'idtest.v1.Leaf.id' reaches idtest.v1.Leaf.id, which ids.leaf.minted[0] "
+        "declares: a field of an answer mints ids of its kind or names them, not both",
+        id="minted-on-a-path-referenced-on-the-type",
+    ),
+    pytest.param(
+        (
+            kind("leaf", "idtest.v1.Leaf.id"),
+            kind("other", "idtest.v1.Inner.b", f"{LIST[1:]}:response.one.id"),
+        ),
+        f"ids.other.minted[1]: '{LIST[1:]}:response.one.id' reaches idtest.v1.Leaf.id, which "
+        "ids.leaf.minted[0] declares: a location that mints ids holds one kind (several kinds may share a "
+        "reference location)",
+        id="minted-by-two-kinds",
+    ),
+    pytest.param(
+        (
+            kind("leaf", "idtest.v1.Leaf.id"),
+            kind(
+                "other",
+                "idtest.v1.Inner.b",
+                references=(f"{LIST}:request.filter.ref", f"{LIST[1:]}:response.one.id"),
+            ),
+        ),
+        f"ids.other.references[1]: '{LIST[1:]}:response.one.id' reaches idtest.v1.Leaf.id, which "
+        "ids.leaf.minted[0] declares: a location that mints ids holds one kind (several kinds may share a "
+        "reference location)",
+        id="minted-by-one-kind-referenced-by-another",
+    ),
+    pytest.param(
+        kind("serial", f"{GET}:response.serial", f"{GET[1:]}:response.serial"),
+        f"ids.serial.minted[1]: '{GET[1:]}:response.serial' is already declared by ids.serial.minted[0]",
+        id="one-path-spelled-twice",
+    ),
+    pytest.param(
+        (
+            kind("serial", f"{GET}:response.serial"),
+            kind("other", "idtest.v1.Leaf.id", f"{GET[1:]}:response.serial"),
+        ),
+        f"ids.other.minted[1]: '{GET[1:]}:response.serial' is already declared by ids.serial.minted[0]: a "
+        "location that mints ids holds one kind (several kinds may share a reference location)",
+        id="one-path-spelled-twice-by-two-kinds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("declared", "error"), TWICE_MISTAKES)
+def test_a_field_two_declarations_reach_as_minted_and_otherwise_is_refused_in_one_line(
+    declared: IdKind | tuple[IdKind, ...], error: str
+) -> None:
+    """A field one declaration mints and another reaches (on its type, on a method path, or the same path
+    spelled with and without its leading slash) as a reference or as another kind's: one IdError naming
+    both settings (before: accepted, and the id found twice, or silently made a reference)."""
+    with pytest.raises(IdError) as caught:
+        custom_fields(*(declared if isinstance(declared, tuple) else (declared,)))
+    assert str(caught.value) == error
+
+
 # ---- an owner beside a nested id, read from the answer ------------------------------------------
 
 

@@ -24,6 +24,7 @@ from grpc import aio
 from comparators import DescriptorRegistry, Verdict
 from comparators.ids import IdKind
 from shim.app import Shim
+from shim.errors import ConfigError
 from shim.testing import CapturingSink, running_shim
 from tests.backends import Running, called_method, scripted_server
 
@@ -111,6 +112,44 @@ async def _shim(bank: Side, bk: Side, kind: IdKind) -> AsyncIterator[tuple[Shim,
 
 async def _call(channel: aio.Channel, method: str, request: Message) -> None:
     await channel.unary_unary(method)(request.SerializeToString(), timeout=10)
+
+
+async def test_a_reference_declared_on_its_type_and_on_the_method_path_reaches_bk_translated_once(
+    sides: tuple[Side, Side],
+) -> None:
+    """References `tw.v1.UseRequest.thing_id` and `tw.v1.S/Use:request.thing_id` name one field: the call
+    naming T1 reaches BK as 901 and matches (before: the id was found twice, the second time as 901,
+    unmapped, so the call was not sent to BK and the comparison was skipped)."""
+    bank, bk = sides
+    twice = IdKind(
+        "thing",
+        minted=("tw.v1.Thing.id",),
+        references=("tw.v1.UseRequest.thing_id", "tw.v1.S/Use:request.thing_id"),
+    )
+    async with _shim(bank, bk, twice) as (shim, sink, channel):
+        await _call(channel, MINT, new("MintRequest", account="A"))
+        await _call(channel, USE, new("UseRequest", thing_id="T1"))
+        comparisons = await sink.wait_for(2)
+        unmapped = shim.counters.get("ids_unmapped", USE)
+    assert (bank.used, bk.used, unmapped) == (["T1"], ["901"], 0)
+    (use,) = [c for c in comparisons if c.method == USE]
+    assert (use.verdict, use.differences) == (Verdict.MATCH, ())
+
+
+async def test_a_field_minted_on_its_type_and_referenced_on_a_path_does_not_start(
+    sides: tuple[Side, Side],
+) -> None:
+    """Minted on `tw.v1.Thing.id` and named as a reference at `tw.v1.S/Mint:response.thing.id`: refused at
+    start in one line naming both settings."""
+    bank, bk = sides
+    both = IdKind("thing", minted=("tw.v1.Thing.id",), references=("tw.v1.S/Mint:response.thing.id",))
+    with pytest.raises(ConfigError) as caught:
+        async with _shim(bank, bk, both):
+            pytest.fail("the shim started")
+    assert str(caught.value) == (
+        "ids.thing.references[0]: 'tw.v1.S/Mint:response.thing.id' reaches tw.v1.Thing.id, which "
+        "ids.thing.minted[0] declares: a field of an answer mints ids of its kind or names them, not both"
+    )
 
 
 async def test_a_nested_minted_id_whose_owner_is_an_answer_path_is_learned_with_its_owner(

@@ -17,7 +17,10 @@ routes in force.
 What Envoy would otherwise change in a call is turned off, so that each side
 sees the client's call and the client sees the primary's answer: no request id,
 no `x-envoy-*` headers, the primary's `server` header passed through, no route
-timeout (the client's `grpc-timeout` applies), no idle timeout on streams.
+timeout, no idle timeout and no duration limit on streams: the client's
+`grpc-timeout` reaches the primary, and the client and the primary end the call
+at its deadline, as without the shim (Envoy enforcing it would end the call
+with a reply of its own, which the copy would take for the primary's).
 
 Over 400 lines: Envoy's whole configuration (listener, clusters, TLS secrets,
 routes) in one place, each part beside the parts it names.
@@ -424,11 +427,9 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
         routes.append(
             {
                 "match": match,
-                "route": {
-                    "cluster": entry.cluster,
-                    "timeout": "0s",  # no route timeout: the client's deadline applies
-                    "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-                },
+                # no route timeout, and the client's grpc-timeout left to the client and the primary, as
+                # without the shim: Envoy enforcing it would answer with a reply of its own
+                "route": {"cluster": entry.cluster, "timeout": "0s"},
                 "typed_per_filter_config": {_EXT_PROC: per_filter},
                 # Envoy's own additions, taken back out: each side sees the client's call, the client
                 # the primary's answer

@@ -431,10 +431,10 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
                 # without the shim: Envoy enforcing it would answer with a reply of its own
                 "route": {"cluster": entry.cluster, "timeout": "0s"},
                 "typed_per_filter_config": {_EXT_PROC: per_filter},
-                # Envoy's own additions, taken back out: each side sees the client's call, the client
-                # the primary's answer
+                # Envoy's own addition, taken back out: each side sees the client's call. (The primary's
+                # `date` is left as it is: Envoy adds its own only to an answer that has none, after the
+                # copy saw it; taking the primary's off had Envoy put its own in its place.)
                 "request_headers_to_remove": ["x-forwarded-proto"],
-                "response_headers_to_remove": ["date"],
             }
         )
         if entry.mirror:  # when Envoy had the primary's answer: the copy's, never the client's

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
+from grpc import aio
 
 from comparators import Verdict
 from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
-from tests.backends import Running
+from tests.backends import Running, scripted_server
 from tests.shim.test_transparency import KINDS, _observe
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
@@ -70,3 +73,31 @@ async def test_two_shims_with_envoy_run_side_by_side(echo_pair: tuple[Running, R
             assert (await _observe(shim.address, "unary_unary", [b"one"]))[0] is grpc.StatusCode.OK
         await first_sink.wait_for(1)
         await second_sink.wait_for(1)
+
+
+BANKS_DATE = "Mon, 01 Jan 2001 00:00:00 GMT"  # not now: Envoy's own would say now
+
+
+async def _dated(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    """An answer whose initial metadata carries the primary's own `date`."""
+    received = [r async for r in requests]
+    await context.send_initial_metadata((("date", BANKS_DATE), ("x-other", "1")))
+    context.set_trailing_metadata((("x-t", "t"),))
+    return [b"+".join(received)]
+
+
+async def test_the_primarys_own_date_reaches_the_client_unchanged() -> None:
+    """A primary that sends a `date` header: the client gets that one, as from the primary directly, and no
+    other. Before, Envoy took the primary's off and put its own in its place."""
+    bank, bk = await scripted_server(_dated), await scripted_server(_dated)
+    try:
+        direct = await _observe(bank.address, "unary_unary", [b"x"])
+        async with running_shim(bank.address, bk.address, dataplane="envoy") as (shim, sink):
+            through = await _observe(shim.address, "unary_unary", [b"x"])
+            (compared,) = await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert dict(direct[2])["date"] == BANKS_DATE  # type: ignore[call-overload]
+    assert through == direct
+    assert compared.verdict is Verdict.MATCH, compared.reason

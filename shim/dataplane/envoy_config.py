@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shim.dataplane import forwarded_proto
 from shim.tls import check_pair, read_pem
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
@@ -324,6 +325,7 @@ def bootstrap(
         "request_timeout": "0s",
         "generate_request_id": False,
         "server_header_transformation": "PASS_THROUGH",
+        "early_header_mutation_extensions": forwarded_proto.early_mutations(),
         "rds": {
             "route_config_name": ROUTE_NAME,
             "config_source": {
@@ -335,6 +337,7 @@ def bootstrap(
             },
         },
         "http_filters": [
+            forwarded_proto.unmark(),  # a client's own x-forwarded-proto, and only that, goes on
             {  # the call's start, for the copy; the answer's time, which the copy has, taken off the client's
                 # answer (the last to see it)
                 "name": "envoy.filters.http.header_mutation",
@@ -431,10 +434,9 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
                 # without the shim: Envoy enforcing it would answer with a reply of its own
                 "route": {"cluster": entry.cluster, "timeout": "0s"},
                 "typed_per_filter_config": {_EXT_PROC: per_filter},
-                # Envoy's own addition, taken back out: each side sees the client's call. (The primary's
-                # `date` is left as it is: Envoy adds its own only to an answer that has none, after the
-                # copy saw it; taking the primary's off had Envoy put its own in its place.)
-                "request_headers_to_remove": ["x-forwarded-proto"],
+                # No headers taken off: Envoy's own x-forwarded-proto is kept out (`forwarded_proto`), and
+                # the primary's `date` is left as it is (Envoy adds its own only to an answer that has
+                # none, after the copy saw it; taking the primary's off had Envoy put its own in its place)
             }
         )
         if entry.mirror:  # when Envoy had the primary's answer: the copy's, never the client's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -100,4 +101,54 @@ async def test_the_primarys_own_date_reaches_the_client_unchanged() -> None:
         await bk.stop()
     assert dict(direct[2])["date"] == BANKS_DATE  # type: ignore[call-overload]
     assert through == direct
+    assert compared.verdict is Verdict.MATCH, compared.reason
+
+
+def _seeing(seen: list[tuple[str, ...]]) -> Any:
+    """A side that notes the x-forwarded-proto values of each call it gets."""
+
+    async def handler(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        received = [r async for r in requests]
+        metadata = context.invocation_metadata() or ()
+        seen.append(tuple(str(v) for k, v in metadata if k == "x-forwarded-proto"))
+        return [b"+".join(received)]
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [(), (("x-forwarded-proto", "https"),), (("x-forwarded-proto", "https"), ("x-forwarded-proto", "wss"))],
+    ids=["none", "one", "two"],
+)
+async def test_a_clients_own_x_forwarded_proto_reaches_each_side_and_envoys_never_does(
+    metadata: tuple[tuple[str, str], ...],
+) -> None:
+    """The client's own x-forwarded-proto metadata reaches Bank, and BK, as from the client directly; a
+    client that sends none gets none added. Before, Envoy's route took every x-forwarded-proto off, the
+    client's own too, and the copy carried Envoy's own ("http") to BK. Sent more than once, it arrives as
+    one value, the client's joined by commas, as HTTP allows: Envoy's codec joins them as it reads them."""
+    direct: list[tuple[str, ...]] = []
+    bank_seen: list[tuple[str, ...]] = []
+    bk_seen: list[tuple[str, ...]] = []
+    plain = await scripted_server(_seeing(direct))
+    bank, bk = await scripted_server(_seeing(bank_seen)), await scripted_server(_seeing(bk_seen))
+    try:
+        async with aio.insecure_channel(plain.address) as channel:
+            await channel.unary_unary("/test.Wide/Call")(b"x", metadata=metadata, timeout=10)
+        async with (
+            running_shim(bank.address, bk.address, dataplane="envoy") as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await channel.unary_unary("/test.Wide/Call")(b"x", metadata=metadata, timeout=10)
+            (compared,) = await sink.wait_for(1)
+    finally:
+        for server in (plain, bank, bk):
+            await server.stop()
+    assert direct == [tuple(v for _, v in metadata)]
+    joined = [(",".join(direct[0]),)] if len(metadata) > 1 else direct
+    assert bank_seen == joined
+    assert bk_seen == joined
     assert compared.verdict is Verdict.MATCH, compared.reason

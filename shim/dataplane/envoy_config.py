@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shim.dataplane import forwarded_proto
+from shim.dataplane import forwarded_proto, targets
 from shim.tls import check_pair, read_pem
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
@@ -106,13 +106,11 @@ class RouteEntry:
     shed_as: str = ""  # a mirrored read's: the stat prefix of its route while reads are shed ("": never)
 
 
-def _address(target: str) -> dict[str, Any]:
-    """An Envoy address for a gRPC target (HOST:PORT, or unix:PATH)."""
-    if target.startswith("unix:"):
-        return {"pipe": {"path": target.removeprefix("unix:").removeprefix("//")}}
-    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
-        target = target.removeprefix(scheme)
-    host, _, port = target.rpartition(":")
+def _address(listen: str) -> dict[str, Any]:
+    """An Envoy address to listen on (HOST:PORT, or unix:PATH)."""
+    if listen.startswith("unix:"):
+        return {"pipe": {"path": listen.removeprefix("unix:").removeprefix("//")}}
+    host, _, port = listen.rpartition(":")
     return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
 
 
@@ -127,14 +125,12 @@ def _is_ip(host: str) -> bool:
 def cluster(
     name: str, target: str, upstream: Upstream | None = None, folder: Path | None = None
 ) -> dict[str, Any]:
-    """A cluster of one gRPC endpoint, spoken to in HTTP/2 (over TLS when the upstream says so, with its
-    certificates from the secret files in `folder`)."""
-    address = _address(target)
-    socket = address.get("socket_address")
-    kind = "STATIC" if socket is None or _is_ip(socket["address"]) else "LOGICAL_DNS"
+    """A cluster of the endpoints of a gRPC target (`targets`: a ConfigError when Envoy cannot use it), spoken
+    to in HTTP/2 (over TLS when the upstream says so, with its certificates from the secret files in
+    `folder`)."""
+    found = targets.endpoints(target, f"upstreams.{upstream.name}.target" if upstream else name)
     out: dict[str, Any] = {
         "name": name,
-        "type": kind,
         "connect_timeout": "5s",
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
@@ -146,13 +142,8 @@ def cluster(
         # no limit of Envoy's own on calls in flight (its defaults, 1,024, would fail the clients' calls
         # beyond them): the upstream's limits are the ones that apply, as without the shim
         "circuit_breakers": {"thresholds": [_UNLIMITED]},
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
-        },
+        **targets.cluster_fields(name, found),
     }
-    if kind == "LOGICAL_DNS":
-        out["dns_lookup_family"] = "V4_PREFERRED"
     if upstream is not None and upstream.tls:
         assert folder is not None
         context: dict[str, Any] = {"alpn_protocols": ["h2"]}
@@ -167,8 +158,7 @@ def cluster(
             context["validation_context"] = validation
         if upstream.cert:
             context["tls_certificate_sds_secret_configs"] = [_sds(f"{name}-client", folder)]
-        host = socket["address"] if socket is not None else ""
-        server_name = upstream.server_name or host
+        server_name = upstream.server_name or found.host
         if server_name:
             validation["match_typed_subject_alt_names"] = [
                 {

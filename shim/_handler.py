@@ -258,7 +258,7 @@ class _UnaryCall:
                 adapter_error=adapter_error(call),
             )
             if mirror is not None:
-                mirror.primary_done(outcome)
+                mirror.primary_done(outcome, context.time_remaining())
             else:
                 proxy.record_unmirrored(
                     route, method, outcome, self._is_write, started_at, refused, request, metadata
@@ -350,7 +350,7 @@ class _StreamCall:
                 adapter_error=adapter_error(call),
             )
             if mirror is not None:
-                mirror.primary_done(outcome)
+                mirror.primary_done(outcome, context.time_remaining())
             else:
                 proxy.record_unmirrored(
                     route,

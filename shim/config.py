@@ -108,6 +108,7 @@ TABLES = {
 }
 RELOADABLE_TABLES = ("rules",)  # a reloaded config's rules apply at once
 _TARGET = "required, here or by `--bank` / `--bk`"  # (an upstream's target, in the config reference)
+_TARGET_FORMS = "HOST:PORT, or a gRPC target (dns:, ipv4:, ipv6:, unix:)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class Upstream:
     """One gRPC target the shim calls: `[upstreams.bank]` or `[upstreams.bk]`."""
 
     name: str
-    target: str = field(metadata={Setting: Setting(ADDRESS, "HOST:PORT, or unix:PATH", shown=_TARGET)})
+    target: str = field(metadata={Setting: Setting(ADDRESS, _TARGET_FORMS, shown=_TARGET)})
     timeout: float = setting(
         2.0,
         duration(),

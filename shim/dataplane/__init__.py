@@ -45,6 +45,7 @@ from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
+from shim.dataplane.targets import check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
 from shim.modes import DEFAULT
@@ -563,6 +564,7 @@ async def start(
         shim = Shim(config, sinks=sinks, registry=registry)
         await shim.start()
         return Served(shim, None, "python", why)
+    check_targets(config)  # before anything starts
     shim = Shim(inner_config(config, attached), sinks=sinks, registry=registry)
     await shim.start()
     executable = envoy_process.binary()

@@ -17,7 +17,10 @@ routes in force.
 What Envoy would otherwise change in a call is turned off, so that each side
 sees the client's call and the client sees the primary's answer: no request id,
 no `x-envoy-*` headers, the primary's `server` header passed through, no route
-timeout (the client's `grpc-timeout` applies), no idle timeout on streams.
+timeout, no idle timeout and no duration limit on streams: the client's
+`grpc-timeout` reaches the primary, and the client and the primary end the call
+at its deadline, as without the shim (Envoy enforcing it would end the call
+with a reply of its own, which the copy would take for the primary's).
 
 Over 400 lines: Envoy's whole configuration (listener, clusters, TLS secrets,
 routes) in one place, each part beside the parts it names.
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shim.dataplane import forwarded_proto, targets
 from shim.tls import check_pair, read_pem
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
@@ -102,13 +106,11 @@ class RouteEntry:
     shed_as: str = ""  # a mirrored read's: the stat prefix of its route while reads are shed ("": never)
 
 
-def _address(target: str) -> dict[str, Any]:
-    """An Envoy address for a gRPC target (HOST:PORT, or unix:PATH)."""
-    if target.startswith("unix:"):
-        return {"pipe": {"path": target.removeprefix("unix:").removeprefix("//")}}
-    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
-        target = target.removeprefix(scheme)
-    host, _, port = target.rpartition(":")
+def _address(listen: str) -> dict[str, Any]:
+    """An Envoy address to listen on (HOST:PORT, or unix:PATH)."""
+    if listen.startswith("unix:"):
+        return {"pipe": {"path": listen.removeprefix("unix:").removeprefix("//")}}
+    host, _, port = listen.rpartition(":")
     return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
 
 
@@ -123,14 +125,12 @@ def _is_ip(host: str) -> bool:
 def cluster(
     name: str, target: str, upstream: Upstream | None = None, folder: Path | None = None
 ) -> dict[str, Any]:
-    """A cluster of one gRPC endpoint, spoken to in HTTP/2 (over TLS when the upstream says so, with its
-    certificates from the secret files in `folder`)."""
-    address = _address(target)
-    socket = address.get("socket_address")
-    kind = "STATIC" if socket is None or _is_ip(socket["address"]) else "LOGICAL_DNS"
+    """A cluster of the endpoints of a gRPC target (`targets`: a ConfigError when Envoy cannot use it), spoken
+    to in HTTP/2 (over TLS when the upstream says so, with its certificates from the secret files in
+    `folder`)."""
+    found = targets.endpoints(target, f"upstreams.{upstream.name}.target" if upstream else name)
     out: dict[str, Any] = {
         "name": name,
-        "type": kind,
         "connect_timeout": "5s",
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
@@ -142,13 +142,8 @@ def cluster(
         # no limit of Envoy's own on calls in flight (its defaults, 1,024, would fail the clients' calls
         # beyond them): the upstream's limits are the ones that apply, as without the shim
         "circuit_breakers": {"thresholds": [_UNLIMITED]},
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
-        },
+        **targets.cluster_fields(name, found),
     }
-    if kind == "LOGICAL_DNS":
-        out["dns_lookup_family"] = "V4_PREFERRED"
     if upstream is not None and upstream.tls:
         assert folder is not None
         context: dict[str, Any] = {"alpn_protocols": ["h2"]}
@@ -163,8 +158,7 @@ def cluster(
             context["validation_context"] = validation
         if upstream.cert:
             context["tls_certificate_sds_secret_configs"] = [_sds(f"{name}-client", folder)]
-        host = socket["address"] if socket is not None else ""
-        server_name = upstream.server_name or host
+        server_name = upstream.server_name or found.host
         if server_name:
             validation["match_typed_subject_alt_names"] = [
                 {
@@ -321,6 +315,7 @@ def bootstrap(
         "request_timeout": "0s",
         "generate_request_id": False,
         "server_header_transformation": "PASS_THROUGH",
+        "early_header_mutation_extensions": forwarded_proto.early_mutations(),
         "rds": {
             "route_config_name": ROUTE_NAME,
             "config_source": {
@@ -332,6 +327,7 @@ def bootstrap(
             },
         },
         "http_filters": [
+            forwarded_proto.unmark(),  # a client's own x-forwarded-proto, and only that, goes on
             {  # the call's start, for the copy; the answer's time, which the copy has, taken off the client's
                 # answer (the last to see it)
                 "name": "envoy.filters.http.header_mutation",
@@ -424,16 +420,13 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
         routes.append(
             {
                 "match": match,
-                "route": {
-                    "cluster": entry.cluster,
-                    "timeout": "0s",  # no route timeout: the client's deadline applies
-                    "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-                },
+                # no route timeout, and the client's grpc-timeout left to the client and the primary, as
+                # without the shim: Envoy enforcing it would answer with a reply of its own
+                "route": {"cluster": entry.cluster, "timeout": "0s"},
                 "typed_per_filter_config": {_EXT_PROC: per_filter},
-                # Envoy's own additions, taken back out: each side sees the client's call, the client
-                # the primary's answer
-                "request_headers_to_remove": ["x-forwarded-proto"],
-                "response_headers_to_remove": ["date"],
+                # No headers taken off: Envoy's own x-forwarded-proto is kept out (`forwarded_proto`), and
+                # the primary's `date` is left as it is (Envoy adds its own only to an answer that has
+                # none, after the copy saw it; taking the primary's off had Envoy put its own in its place)
             }
         )
         if entry.mirror:  # when Envoy had the primary's answer: the copy's, never the client's

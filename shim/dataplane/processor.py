@@ -229,6 +229,7 @@ class _Copy:
         self._keep = True
         self._started = time.perf_counter()
         self._started_at = time.time()
+        self._deadline: float | None = None  # the client's, by Envoy's clock (`time.time()`), if it has one
         self.done = False
         self.lost_at = 0.0  # when the copy was given up as lost (0: it was not)
         self.ordinal = 0  # its place among the copies received (from 1)
@@ -272,6 +273,8 @@ class _Copy:
                 self.method, self._metadata, self._is_write, self._answered_by, timed=False
             )
         started = started_at(headers)
+        if timeout is not None:
+            self._deadline = (started or self._started_at) + timeout
         if since(started, processor.held_for):  # a sign the plane falls behind (`read_shedding`)
             processor.lagging += 1
         if self._dispatcher is not None and not self.sheds(processor.behind(started)):
@@ -327,7 +330,7 @@ class _Copy:
         headers = [(k, v) for k, v in headers if k != ANSWERED_HEADER]  # the copy's alone
         self._answers.encoding = _first(headers, "grpc-encoding") or "identity"
         if message.end_of_stream or _first(headers, "grpc-status"):  # trailers only: the call is over
-            self._finish(headers)
+            self._finish(headers, answered)
             return
         self._initial = _metadata(headers)
 
@@ -343,7 +346,8 @@ class _Copy:
             if self._keep:
                 self._answer_messages.append(answer)
 
-    def _finish(self, trailers: list[tuple[str, str | bytes]]) -> None:
+    def _finish(self, trailers: list[tuple[str, str | bytes]], answered: float | None = None) -> None:
+        """The primary's status is in (`answered`: when Envoy had it, if known; else about now)."""
         if self.done:
             return
         self.done = True
@@ -363,9 +367,17 @@ class _Copy:
                 outcome.code, outcome.details, self._initial, outcome.trailing_metadata, latency
             )
         if self._mirror is not None:
-            self._mirror.primary_done(outcome)
+            self._mirror.primary_done(outcome, self._deadline_left(answered))
         elif self._refused:
             self._unmirrored(outcome, self._refused)
+
+    def _deadline_left(self, answered: float | None) -> float | None:
+        """The seconds left of the client's deadline as Envoy had the primary's status (None: no deadline).
+        A status after the primary's first answer carries no time of Envoy's: the processor's own clock
+        stands in for it, no earlier than Envoy's."""
+        if self._deadline is None:
+            return None
+        return self._deadline - (answered if answered is not None else time.time())
 
     def _unmirrored(self, outcome: Outcome, why: str) -> None:
         if self._dispatcher is None:

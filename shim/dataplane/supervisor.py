@@ -39,6 +39,7 @@ from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.scratch import remove_scratch, scratch
+from shim.dataplane.targets import check_targets
 from shim.errors import StartupError, how_it_ended
 
 PLANE_ENV = "SHIM_COMPARISON_PLANE"  # set for the child: the folder it shares with Envoy
@@ -53,7 +54,8 @@ def supervise(config: Config, argv: Sequence[str]) -> int:
     configure()
     executable = envoy_process.binary()
     assert executable is not None  # the data plane chosen is Envoy's
-    check_listen(config.serving.listen)  # a taken port is a clear error before anything starts
+    check_targets(config)  # an upstream target Envoy cannot use, and a taken port: clear errors before
+    check_listen(config.serving.listen)  # anything starts
     folder = scratch()
     try:
         return asyncio.run(Supervisor(config, list(argv), executable, folder).run())

@@ -18,7 +18,7 @@ from shim._noise import Noise
 from shim.shadow.admission import Admission
 from shim.shadow.call import ShadowCall
 from shim.shadow.capture import Capture
-from shim.shadow.fate import CANCELLED, INTERNAL, Fate
+from shim.shadow.fate import CANCELLED, DEADLINE_PASSED, INTERNAL, Fate, ended_by_deadline
 from shim.shadow.learning import Learning
 from shim.shadow.places import Places
 from shim.shadow.record import conclude, release_places
@@ -156,9 +156,13 @@ class Mirror:
             # after admission (call_soon keeps order), before the client can name what was minted
             asyncio.get_running_loop().call_soon(self._primary_minted, index, payload)
 
-    def primary_done(self, outcome: Outcome) -> None:
-        """The primary answered; the shadow now has `timeout` seconds left."""
+    def primary_done(self, outcome: Outcome, deadline_left: float | None = None) -> None:
+        """The primary answered; the shadow now has `timeout` seconds left. `deadline_left`: the seconds left
+        of the client's deadline as its status came (None: the call had none; see `ended_by_deadline`)."""
         if self._primary.done():
+            return
+        if (ended := ended_by_deadline(outcome, deadline_left)) is not None:
+            self.abandon(ended, why=DEADLINE_PASSED)
             return
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)

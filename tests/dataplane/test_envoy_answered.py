@@ -54,9 +54,9 @@ async def test_the_copy_has_the_answer_time_and_the_client_never_sees_it(
     seen: list[Any] = []
     done = Mirror.primary_done
 
-    def spy(self: Mirror, outcome: Outcome) -> None:
+    def spy(self: Mirror, outcome: Outcome, deadline_left: float | None = None) -> None:
         seen.append((self.answered_at, outcome.initial_metadata + outcome.trailing_metadata))
-        done(self, outcome)
+        done(self, outcome, deadline_left)
 
     monkeypatch.setattr(Mirror, "primary_done", spy)
     async with running_shim(bank.address, _bk.address, dataplane="envoy") as (shim, sink):
@@ -91,9 +91,9 @@ async def test_the_copy_has_the_calls_start_and_neither_side_sees_it(monkeypatch
     seen: list[tuple[float | None, float | None]] = []
     done = Mirror.primary_done
 
-    def spy(self: Mirror, outcome: Outcome) -> None:
+    def spy(self: Mirror, outcome: Outcome, deadline_left: float | None = None) -> None:
         seen.append((self.admission.started, self.answered_at))
-        done(self, outcome)
+        done(self, outcome, deadline_left)
 
     monkeypatch.setattr(Mirror, "primary_done", spy)
     try:

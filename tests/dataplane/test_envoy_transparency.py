@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import grpc
 import pytest
+from grpc import aio
 
 from comparators import Verdict
 from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
-from tests.backends import Running
+from tests.backends import Running, scripted_server
 from tests.shim.test_transparency import KINDS, _observe
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
@@ -70,3 +74,81 @@ async def test_two_shims_with_envoy_run_side_by_side(echo_pair: tuple[Running, R
             assert (await _observe(shim.address, "unary_unary", [b"one"]))[0] is grpc.StatusCode.OK
         await first_sink.wait_for(1)
         await second_sink.wait_for(1)
+
+
+BANKS_DATE = "Mon, 01 Jan 2001 00:00:00 GMT"  # not now: Envoy's own would say now
+
+
+async def _dated(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    """An answer whose initial metadata carries the primary's own `date`."""
+    received = [r async for r in requests]
+    await context.send_initial_metadata((("date", BANKS_DATE), ("x-other", "1")))
+    context.set_trailing_metadata((("x-t", "t"),))
+    return [b"+".join(received)]
+
+
+async def test_the_primarys_own_date_reaches_the_client_unchanged() -> None:
+    """A primary that sends a `date` header: the client gets that one, as from the primary directly, and no
+    other. Before, Envoy took the primary's off and put its own in its place."""
+    bank, bk = await scripted_server(_dated), await scripted_server(_dated)
+    try:
+        direct = await _observe(bank.address, "unary_unary", [b"x"])
+        async with running_shim(bank.address, bk.address, dataplane="envoy") as (shim, sink):
+            through = await _observe(shim.address, "unary_unary", [b"x"])
+            (compared,) = await sink.wait_for(1)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert dict(direct[2])["date"] == BANKS_DATE  # type: ignore[call-overload]
+    assert through == direct
+    assert compared.verdict is Verdict.MATCH, compared.reason
+
+
+def _seeing(seen: list[tuple[str, ...]]) -> Any:
+    """A side that notes the x-forwarded-proto values of each call it gets."""
+
+    async def handler(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        received = [r async for r in requests]
+        metadata = context.invocation_metadata() or ()
+        seen.append(tuple(str(v) for k, v in metadata if k == "x-forwarded-proto"))
+        return [b"+".join(received)]
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [(), (("x-forwarded-proto", "https"),), (("x-forwarded-proto", "https"), ("x-forwarded-proto", "wss"))],
+    ids=["none", "one", "two"],
+)
+async def test_a_clients_own_x_forwarded_proto_reaches_each_side_and_envoys_never_does(
+    metadata: tuple[tuple[str, str], ...],
+) -> None:
+    """The client's own x-forwarded-proto metadata reaches Bank, and BK, as from the client directly; a
+    client that sends none gets none added. Before, Envoy's route took every x-forwarded-proto off, the
+    client's own too, and the copy carried Envoy's own ("http") to BK. Sent more than once, it arrives as
+    one value, the client's joined by commas, as HTTP allows: Envoy's codec joins them as it reads them."""
+    direct: list[tuple[str, ...]] = []
+    bank_seen: list[tuple[str, ...]] = []
+    bk_seen: list[tuple[str, ...]] = []
+    plain = await scripted_server(_seeing(direct))
+    bank, bk = await scripted_server(_seeing(bank_seen)), await scripted_server(_seeing(bk_seen))
+    try:
+        async with aio.insecure_channel(plain.address) as channel:
+            await channel.unary_unary("/test.Wide/Call")(b"x", metadata=metadata, timeout=10)
+        async with (
+            running_shim(bank.address, bk.address, dataplane="envoy") as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await channel.unary_unary("/test.Wide/Call")(b"x", metadata=metadata, timeout=10)
+            (compared,) = await sink.wait_for(1)
+    finally:
+        for server in (plain, bank, bk):
+            await server.stop()
+    assert direct == [tuple(v for _, v in metadata)]
+    joined = [(",".join(direct[0]),)] if len(metadata) > 1 else direct
+    assert bank_seen == joined
+    assert bk_seen == joined
+    assert compared.verdict is Verdict.MATCH, compared.reason

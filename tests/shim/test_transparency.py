@@ -294,3 +294,60 @@ async def test_a_bidi_client_waiting_for_the_primarys_empty_headers_gets_them_be
     assert direct == (True, b"hi!", grpc.StatusCode.OK)
     assert through == direct
     assert [c.verdict for c in compared] == ([Verdict.MATCH] if mode == "shadow" else [])
+
+
+async def _past_any_deadline(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+    """A write Bank receives, and answers only after the client's deadline (never)."""
+    _ = [r async for r in requests]
+    await asyncio.Event().wait()
+    return []
+
+
+# The deadline as a client's library sends it (grpc-timeout), with no timer of the library's own: the
+# server's (and any proxy's) clock alone ends the call, so what the client gets is what they send
+ON_THE_WIRE_ONLY = (("grpc-timeout", "200m"),)
+
+
+async def _deadline_outcome(address: str, own_timer: bool) -> tuple[object, ...]:
+    async with aio.insecure_channel(address) as channel:
+        call = channel.unary_unary("/test.Wide/Write")
+        try:
+            if own_timer:
+                await call(b"w", timeout=0.2)
+            else:  # a deadline of the library's own would be sent in its place
+                await asyncio.wait_for(call(b"w", metadata=ON_THE_WIRE_ONLY), 30)
+        except aio.AioRpcError as exc:
+            return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_deadline_that_passes_ends_the_call_as_without_the_shim_and_is_no_mismatch(
+    dataplane: str,
+) -> None:
+    """A write Bank has not answered when the client's deadline passes: the client gets what Bank alone
+    gives it (DEADLINE_EXCEEDED, "Deadline Exceeded"), from its own timer or from Bank's, and the call is
+    not compared (skipped: whether either side applied the write is unknown), even though BK, given the
+    call afterwards, answers it at once. Before, Envoy enforced the client's grpc-timeout itself: the
+    client got Envoy's own reply ("downstream duration timeout"), and the copy recorded that reply as
+    Bank's answer, a mismatch against BK's."""
+    bank, bk = await scripted_server(_past_any_deadline), await scripted_server(_plain)
+    timers = [True, False] * 5
+    try:
+        direct = [await _deadline_outcome(bank.address, own) for own in timers]
+        async with running_shim(bank.address, bk.address, dataplane=dataplane) as (shim, sink):
+            through = [await _deadline_outcome(shim.address, own) for own in timers]
+            comparisons = await sink.wait_for(len(timers), within=30)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert set(direct) == {(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")}
+    assert through == direct
+    assert [
+        (c.verdict, c.reason, c.exchange.primary, c.exchange.shadow)
+        for c in comparisons
+        if c.verdict is not Verdict.SKIPPED
+    ] == []
+    assert all(
+        c.exchange.cancelled and "whether either side applied it is unknown" in c.reason for c in comparisons
+    )

@@ -56,7 +56,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--store",
         metavar="URL",
         required=True,
-        help="the new store to write (a SQLite file); refused if it already holds comparisons",
+        help="the new store to write (a SQLite file); a file already there is refused unless it is empty or a"
+        " shim store that holds nothing",
     )
     replay.add_argument(
         "--speed",

@@ -66,7 +66,7 @@ async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
     """Replay a recording into a new store; ReplayError (or another ShimError) when it cannot, with
     nothing left behind. `sinks` get every comparison too."""
     output = Output(options.store)
-    await output.refuse_used()
+    output.refuse_held()
     config = load_config(options.config, options.bk or "127.0.0.1:1", str(output.partial))
     registry = load_registry(config.descriptors.descriptor_sets)
     filters = Filters(options.key, options.until)
@@ -100,6 +100,9 @@ async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
             raise
     try:
         path = output.keep()
+    except ReplayError:
+        output.discard()
+        raise
     except OSError as exc:
         output.discard()
         raise ReplayError(f"--store {output.path}: cannot write it: {exc.strerror or exc}") from None

@@ -9,10 +9,12 @@ no store. The custody ledger (tests/services/custody) is the second service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -33,6 +35,7 @@ from shim.parts import load_registry
 from shim.recording.format import RecordedCall, Recording
 from shim.replay.bk import free_port
 from shim.replay.run import Options, load_config, replay
+from shim.store import Store
 from shim.testing import running_shim
 from tests.helpers import shim_command, until
 from tests.services import custody
@@ -364,6 +367,73 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
         "no call of",
         store,
     )
+
+
+def _untouched(path: Path) -> tuple[bytes, list[str]]:
+    """A file's bytes, and what is in its folder: the same after a replay refused it, if left alone."""
+    return path.read_bytes(), _names(path.parent)
+
+
+async def test_a_store_that_holds_a_recording_or_another_database_is_refused_untouched(
+    fixed_bk: RunningLedger, sample_recording: Path, tmp_path: Path
+) -> None:
+    """--store never replaces a file holding anything: a store holding a recording (and nothing compared),
+    or another application's SQLite database, is refused before anything is sent, and left as it was
+    (read without a migration, nor a write of any kind, beside it included). An empty shim store is
+    replaced by the replay's."""
+    bank = await serve("bank")
+    live = tmp_path / "live" / "live.db"
+    live.parent.mkdir()
+    registry = load_registry(load_config(SAMPLE, bank.address, str(live)).descriptors.descriptor_sets)
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode", "store"):
+        settings.pop(name, None)
+    try:
+        recording_into = {"into": "store", "id": "prod-1"}
+        async with (
+            running_shim(
+                bank.address, registry=registry, record=recording_into, store={"url": str(live)}, **settings
+            ) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await run_workload(channel, 10, seed=3, concurrency=2)
+    finally:
+        await bank.stop(None)
+    other = tmp_path / "other" / "notes.db"
+    other.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('not the shim')")
+    for store, says in (
+        (live, f"--store {live}: it already holds recordings; give a new file"),
+        (other, f"--store {other}: not a shim store (a SQLite database of other tables: notes)"),
+    ):
+        before = _untouched(store)
+        code, _, err = await shim_command(
+            "replay", sample_recording, "--config", SAMPLE, "--bk", fixed_bk.address, "--store", store
+        )
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"shim: error: {says}"), err
+        assert _untouched(store) == before
+    assert fixed_bk.servicer.book.accounts == {}  # type: ignore[union-attr]  # nothing was sent
+    code, listed, err = await shim_command("record", "list", "--store", live)
+    assert code == 0, err
+    assert "prod-1" in listed
+    empty = tmp_path / "empty.db"
+    made = Store.open(str(empty))
+    await made.start()
+    await made.close()
+    until = json.loads(_lines(sample_recording)[1])["correlation_id"]
+    code, _, err = await shim_command(
+        "replay", sample_recording, "--config", SAMPLE, "--bk", fixed_bk.address, "--store", empty,
+        "--until", until,
+    )  # fmt: skip
+    assert code == 0, err
+    assert _names(tmp_path) == ["empty.db", "live", "other"]  # replaced by the replay's store
+    code, out, _ = await shim_command("gate", "--store", empty, "--min-compared", "1")
+    assert code == 0, out
 
 
 async def test_a_bk_command_or_seed_that_dies_says_how(

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,7 @@ class Recording:
     def __init__(self, path: Path, *, truncated: bool = False) -> None:
         self.path = Path(path)
         self._truncated = truncated  # accept a file with no end line: its calls up to where it stops
+        self._cut = False  # a compressed file that ends before its gzip trailer
         if not self.path.exists() and self.path.with_name(self.path.name + PARTIAL).exists():
             raise RecordingError(
                 f"{self.path}: not ended: only {self.path.name}{PARTIAL} is there (read it with truncated)"
@@ -242,7 +244,9 @@ class Recording:
             def numbered() -> Iterator[tuple[int, bytes]]:
                 try:
                     yield from enumerate(source, start=1)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                except EOFError:  # compressed, and cut short (its writer killed before the gzip trailer):
+                    self._cut = True  # it ends at its last whole line (read it with truncated)
+                except (OSError, gzip.BadGzipFile, zlib.error) as exc:
                     raise RecordingError(f"{self.path}: cannot read the recording: {exc}") from None
 
             yield numbered()
@@ -283,12 +287,13 @@ class Recording:
                 self._call(number, doc, expected=calls)
                 digest.update(line)
                 calls += 1
-        if ended is None:
+        if ended is None or (self._cut and not self._truncated):
             if self._truncated:
                 return Ending(calls, "cut short: no end line", whole=False)
+            cut = "no end line" if ended is None else "it ends before its gzip trailer"
             raise RecordingError(
-                f"{self.path}: truncated after {calls} calls (no end line: the shim recording it stopped "
-                "first, or the file was cut short)"
+                f"{self.path}: truncated after {calls} calls ({cut}: the shim recording it stopped first,"
+                " or the file was cut short)"
             )
         if not isinstance(ended, dict) or ended.get("calls") != calls:
             said = ended.get("calls") if isinstance(ended, dict) else ended

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from shim.recording.format import (
     fingerprint,
 )
 
+ROOT = Path(__file__).parents[2]
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 OPEN = "/bank.v1.Ledger/OpenAccount"
 
@@ -125,6 +130,65 @@ def test_a_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_t
         before = sum(1 for end in call_ends if end <= offset)
         assert (ending.whole, ending.calls) == (False, before)
         assert [c.seq for c in Recording(cut, truncated=True).calls()] == list(range(ending.calls))
+
+
+def test_a_compressed_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_the_cut(
+    tmp_path: Path,
+) -> None:
+    """A .gz cut short has no gzip trailer (its writer was killed): it reads as far as it decompresses."""
+    whole = _write(tmp_path / "whole.jsonl.gz", [_call(0), _call(1), _call(2)]).read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    for offset in range(len(whole)):
+        cut.write_bytes(whole[:offset])
+        readable = zlib.decompressobj(wbits=31).decompress(whole[:offset])  # what the cut still holds
+        lines = readable.count(b"\n")
+        with pytest.raises(RecordingError) as caught:
+            Recording(cut).check()
+        assert str(cut) in str(caught.value)
+        if lines == 0:
+            continue  # no whole header: not readable at all
+        calls = min(lines - 1, 3)  # its end line may be whole, short of the gzip trailer
+        assert f"truncated after {calls} calls" in str(caught.value)
+        ending = Recording(cut, truncated=True).check()
+        assert (ending.whole, ending.calls) == (lines == 5, calls)
+        assert [c.seq for c in Recording(cut, truncated=True).calls()] == list(range(calls))
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from shim.recording.format import RecordingWriter
+from tests.shim.test_recording_format import _call, _header
+
+writer = RecordingWriter(Path(sys.argv[1]), _header())
+for seq in range(5):
+    writer.add(_call(seq))
+writer.flush()  # as the recorder does whenever its queue is empty
+print("flushed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_compressed_partial_left_by_a_killed_writer_is_read_with_truncated(tmp_path: Path) -> None:
+    """A writer process killed (SIGKILL) after it flushed leaves NAME.jsonl.gz.partial, with no gzip
+    trailer: read with truncated, every call it flushed; without, cut short, one clear error."""
+    path = tmp_path / "calls.jsonl.gz"
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as writer:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "flushed\n"
+        writer.kill()
+        assert writer.wait() == -signal.SIGKILL
+    partial = tmp_path / ("calls.jsonl.gz" + PARTIAL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name]
+    with pytest.raises(RecordingError, match="truncated after 5 calls"):
+        Recording(partial).check()
+    recording = Recording(partial, truncated=True)
+    assert recording.header == _header()
+    ending = recording.check()
+    assert (ending.whole, ending.calls) == (False, 5)
+    assert list(recording.calls()) == [_call(seq) for seq in range(5)]
 
 
 def test_a_changed_byte_in_a_call_line_fails_its_checksum(tmp_path: Path) -> None:

@@ -209,6 +209,84 @@ def test_a_newer_version_is_refused(tmp_path: Path) -> None:
         Recording(path)
 
 
+def _with_line(path: Path, index: int, line: object) -> Path:
+    """The recording at `path` with its line `index` (0: the header, -1: the end line) replaced."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[index] = json.dumps(line).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("lost", "many", 'its lost is "many", not a count (a whole number, 0 or more)'),
+        ("lost", None, "its lost is null, not a count"),
+        ("lost", -3, "its lost is -3, not a count"),
+        ("lost", True, "its lost is true, not a count"),
+        ("lost", 1.5, "its lost is 1.5, not a count"),
+        ("calls", "2", 'its calls is "2", not a count'),
+        ("reason", 5, "its reason is 5, not text"),
+        ("sha256", None, "its sha256 is null, not text"),
+    ],
+)
+def test_a_malformed_end_line_is_one_clear_error(
+    tmp_path: Path, field: str, value: object, says: str
+) -> None:
+    """The end line is not under the checksum: each of its fields is checked for what it must be."""
+    path = _write(tmp_path / "calls.jsonl", [_call(0), _call(1)], lost=2)
+    end = json.loads(path.read_bytes().splitlines()[-1])
+    _with_line(path, -1, {"end": {**end["end"], field: value}})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path).check()
+    assert str(caught.value).startswith(f"{path}: line 4: the end line is malformed: {says}")
+    _with_line(path, -1, {"end": [1, 2]})
+    with pytest.raises(RecordingError, match="line 4: the end line is malformed: not an object"):
+        Recording(path).check()
+
+
+@pytest.mark.parametrize("version", ["1", True, 0, -1, 1.0, None])
+def test_a_version_that_is_not_a_whole_number_from_1_is_refused_as_such(
+    tmp_path: Path, version: object
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    header = json.loads(path.read_bytes().splitlines()[0])
+    _with_line(path, 0, {**header, "shim_recording": version})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path)
+    shown = json.dumps(version)
+    assert str(caught.value) == (
+        f"{path}: line 1: not a recording this shim reads: its version (shim_recording) is {shown},"
+        " not a whole number from 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("methods", ["x"], 'its methods is ["x"], not an object of texts'),
+        ("methods", {"/a.B/C": 5}, 'its methods is {"/a.B/C": 5}, not an object of texts'),
+        (
+            "redacted",
+            "bank.v1.Account.owner_name",
+            'its redacted is "bank.v1.Account.owner_name", not a list of texts',
+        ),
+        ("answered_by", None, "its answered_by is null, not text"),
+        ("created_at", "now", 'its created_at is "now", not a number'),
+        ("sampled", True, "its sampled is true, not a number"),
+    ],
+)
+def test_a_header_field_of_the_wrong_type_is_one_clear_error(
+    tmp_path: Path, field: str, value: object, says: str
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    header = json.loads(path.read_bytes().splitlines()[0])
+    _with_line(path, 0, {**header, field: value})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path)
+    assert str(caught.value).startswith(f"{path}: line 1: the header is malformed: {says}")
+
+
 def test_only_a_partial_file_is_an_error(tmp_path: Path) -> None:
     writer = RecordingWriter(tmp_path / "calls.jsonl", _header())
     writer.add(_call(0))

@@ -327,6 +327,16 @@ def _spoilt(recording: Path, tmp: Path) -> tuple[Path, Path]:
     return cut, corrupt
 
 
+def _lost(recording: Path, tmp: Path, lost: object) -> Path:
+    """The recording with its end line's `lost` changed (the end line is not under the checksum)."""
+    lines = recording.read_bytes().splitlines(keepends=True)
+    end = json.loads(lines[-1])
+    end["end"]["lost"] = lost
+    spoilt = tmp / "lost.jsonl"
+    spoilt.write_bytes(b"".join([*lines[:-1], json.dumps(end).encode() + b"\n"]))
+    return spoilt
+
+
 def _one_line_error(result: tuple[int | None, str, str], says: str, store: Path) -> None:
     code, _, err = result
     assert code == 2, err
@@ -345,6 +355,12 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
     replay_ = ("replay", "--config", SAMPLE, "--store", store)
     _one_line_error(await shim_command(*replay_, cut, "--bk", bk.address), "truncated after", store)
     _one_line_error(await shim_command(*replay_, corrupt, "--bk", bk.address), "corrupt", store)
+    lost = _lost(sample_recording, tmp_path, "many")
+    _one_line_error(
+        await shim_command(*replay_, lost, "--bk", bk.address),
+        'end line is malformed: its lost is "many"',
+        store,
+    )
     code, _, err = await shim_command(*replay_, cut, "--bk", bk.address, "--truncated")
     assert code == 0, err  # accepted when asked for: its calls up to where it stops
     store.unlink()

@@ -28,6 +28,8 @@ from grpc import aio
 
 from comparators import Comparison, Verdict
 from sample_ledger._attribution import Attribution
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from sample_ledger.workload import run_workload
 from shim.config import load_file
@@ -280,6 +282,68 @@ async def test_speed_keeps_the_recorded_timing_scaled(
         await fast.stop(None)
     assert done.summary.sent == 21  # type: ignore[attr-defined]
     assert time.monotonic() - started < 100.0  # less than one recorded gap
+
+
+GAP = 2.5  # seconds between a session's orders live: more than the sample's timestamp tolerance (2 s)
+
+
+async def _spread_session(address: str) -> None:
+    """An account opened, then a TradeSession of three orders, each sent GAP seconds after the answer
+    to the one before, as a trader's come."""
+    async with aio.insecure_channel(address, interceptors=request_ids("x-request-id")) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", currency="USD", initial_deposit="1000"))
+        answered: asyncio.Queue[object] = asyncio.Queue()
+
+        async def orders() -> AsyncIterator[pb.TradeSessionRequest]:
+            for n in range(3):
+                if n:
+                    await answered.get()
+                    await asyncio.sleep(GAP)  # the trader's pace, not a wait for anything
+                order = pb.PostTradeRequest(
+                    account_id="S1", symbol="ACME", side=pb.SIDE_BUY, quantity="1", price="10",
+                    client_order_id=f"o{n}",
+                )  # fmt: skip
+                yield pb.TradeSessionRequest(order=order)
+
+        async for event in stub.TradeSession(orders()):
+            assert event.HasField("booked")
+            answered.put_nowait(event)
+
+
+def _booked_at(comparison: Comparison) -> list[float]:
+    """When BK booked each trade of a session it answered, by its clock (seconds since the epoch)."""
+    assert comparison.exchange.shadow is not None
+    events = [pb.TradeSessionEvent.FromString(m) for m in comparison.exchange.shadow.messages]
+    return [e.booked.booked_at.ToNanoseconds() / 1e9 for e in events]
+
+
+async def test_a_session_spread_out_live_replays_with_no_false_time_differences(tmp_path: Path) -> None:
+    """A session's orders came GAP seconds apart live, and Bank stamped each as it came; replayed, they
+    reach BK sooner (as fast as order allows) or at the recorded pace scaled (--speed). Each answer's
+    times are compared with Bank's moved on by how much later than live the request it followed went
+    to BK: against a correct BK, every call matches. With --speed each order goes at its recorded time,
+    scaled, not with the session's first or last call."""
+    bank = await serve("bank")
+    try:
+        recording = await _record(SAMPLE, bank.address, tmp_path, _spread_session)
+    finally:
+        await bank.stop(None)
+    session = next(c for c in Recording(recording).calls() if c.method.endswith("/TradeSession"))
+    spread = session.request_times[2] - session.request_times[0]
+    assert spread >= 2 * GAP  # spread out live, and recorded so
+    for speed in (0.0, 2.0):
+        ledger = await serve("bk", fixed=True)
+        try:
+            verdicts, _ = await _replay(recording, tmp_path / f"speed{speed}.db", ledger.address, speed=speed)
+        finally:
+            await ledger.stop(None)
+        assert [c.verdict for c in verdicts.comparisons] == [Verdict.MATCH] * 2, [
+            (c.method, c.real_differences) for c in verdicts.comparisons
+        ]
+        booked = _booked_at(next(c for c in verdicts.comparisons if c.method.endswith("/TradeSession")))
+        if speed:
+            assert booked[2] - booked[0] >= 0.75 * spread / speed, booked  # at the recorded pace, scaled
 
 
 async def test_a_recording_begun_while_bank_ran_taints_every_key_unless_seeded(

@@ -37,6 +37,7 @@ from shim.parts import load_registry
 from shim.recording.format import RecordedCall, Recording
 from shim.replay.bk import free_port
 from shim.replay.run import Options, load_config, replay
+from shim.replay.source import ReplayError
 from shim.store import Store
 from shim.testing import running_shim
 from tests.helpers import shim_command, until
@@ -419,6 +420,14 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
     replay_ = ("replay", "--config", SAMPLE, "--store", store)
     _one_line_error(await shim_command(*replay_, cut, "--bk", bk.address), "truncated after", store)
     _one_line_error(await shim_command(*replay_, corrupt, "--bk", bk.address), "corrupt", store)
+    for speed in ("5e-324", "0.0009", "0", "nan"):  # slower than 0.001: the replay could never finish
+        _one_line_error(
+            await shim_command(*replay_, sample_recording, "--bk", bk.address, "--speed", speed),
+            f"--speed: {speed!r} is not a speed from 0.001 up",
+            store,
+        )
+    with pytest.raises(ReplayError, match=r"speed 1e-09 is not a speed from 0\.001 up"):
+        await replay(Options(sample_recording, SAMPLE, str(store), bk=bk.address, speed=1e-9))
     lost = _lost(sample_recording, tmp_path, "many")
     _one_line_error(
         await shim_command(*replay_, lost, "--bk", bk.address),

@@ -292,9 +292,8 @@ def _clock(exchange: Exchange) -> Clock:
         return (offset - bank, offset + bk)
 
     steps = tuple((until, *ahead(shadow, primary)) for until, shadow, primary in exchange.late_steps)
-    return Clock(
-        *ahead(exchange.shadow_late, exchange.primary_late), *ahead(exchange.own_late, 0.0), steps, offset
-    )
+    late, own = ahead(exchange.shadow_late, exchange.primary_late), ahead(exchange.own_late, 0.0)
+    return Clock(*late, *own, steps, offset, exchange.message_offsets)
 
 
 def _message_differences(
@@ -357,6 +356,7 @@ def _message_differences(
     elif streamed:  # some messages do not decode: pair the rest by position, whatever the stream rule
         for index, (a, b) in enumerate(zip(left, right, strict=False)):
             if a is not None and b is not None:
+                walker.at_message(index)
                 walker.messages(a, b, f"[{index}]")
         if len(left) != len(right):
             diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(left), len(right)))

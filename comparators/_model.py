@@ -108,6 +108,9 @@ class Exchange:
     # seconds BK's timestamps are taken to run ahead of Bank's (a replay: how much later than the recording
     # the call ran); a timestamp rule compares BK's time with Bank's moved on by this much
     clock_offset: float = 0.0
+    # per answer message of Bank's, its own `clock_offset` for the times in it and in BK's answer paired with
+    # it (a replayed session: how much later than live the request it followed went); empty: `clock_offset`
+    message_offsets: tuple[float, ...] = ()
     # seconds the shadow received the call after the primary did, at most (its mirrored call waited: for the
     # calls before it on its keys, or for a comparison plane behind); a timestamp rule lets the shadow's time
     # run up to this much later than the primary's, as its clock may have when it handled the call

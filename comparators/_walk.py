@@ -95,6 +95,9 @@ class Clock(NamedTuple):
     own_high: float = 0.0
     steps: tuple[tuple[float, float, float], ...] = ()  # (until, low, high)
     offset: float = 0.0
+    # per answer message of Bank's (a stream's), the offset for its times, in place of `offset` (the whole
+    # clock moved by the difference); empty: `offset` for every message
+    messages: tuple[float, ...] = ()
 
 
 NO_CLOCK = Clock()
@@ -113,18 +116,33 @@ class Walker:
         self.registry = registry
         self.rules = rules
         self.method = method
-        # how far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran; a
-        # mirrored call that went late: up to that much), for timestamps; after `until`, only the call's own
-        self._ahead_ns = (round(clock.low * 1e9), round(clock.high * 1e9))
-        self._own_ns = (round(clock.own_low * 1e9), round(clock.own_high * 1e9))
-        margin = round(LATE_MARGIN * 1e9)
-        self._steps_ns = tuple(
-            (round(until * 1e9) + margin, round(low * 1e9), round(high * 1e9))
-            for until, low, high in clock.steps
-        )
-        self._offset_ns = round(clock.offset * 1e9)
+        self._clock = clock
+        self._moved = 0.0
+        self._set_clock(0.0)
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
+
+    def _set_clock(self, moved: float) -> None:
+        """How far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran;
+        a mirrored call that went late: up to that much), for timestamps; after `until`, only the call's
+        own. All of it `moved` seconds on (one answer message of a replayed session's)."""
+        clock, self._moved = self._clock, moved
+        self._ahead_ns = (round((clock.low + moved) * 1e9), round((clock.high + moved) * 1e9))
+        self._own_ns = (round((clock.own_low + moved) * 1e9), round((clock.own_high + moved) * 1e9))
+        margin = round(LATE_MARGIN * 1e9)
+        self._steps_ns = tuple(
+            (round(until * 1e9) + margin, round((low + moved) * 1e9), round((high + moved) * 1e9))
+            for until, low, high in clock.steps
+        )
+        self._offset_ns = round((clock.offset + moved) * 1e9)
+
+    def at_message(self, index: int) -> None:
+        """The times that follow are of Bank's answer message `index` (and BK's paired with it): its own
+        offset, when the clock has one per message."""
+        offsets = self._clock.messages
+        moved = offsets[index] - self._clock.offset if index < len(offsets) else 0.0
+        if moved != self._moved:
+            self._set_clock(moved)
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -328,8 +346,12 @@ class Walker:
                 for i in range(max(len(bank), len(bk)))
             ]
         element_name = element.full_name if element is not None else ""
+        # a stream's messages, each with its own offset when the clock has them: found by Bank's message
+        placed = {id(m): i for i, m in enumerate(bank)} if not nested and self._clock.messages else None
         for label, left, right in pairs:
             sub = f"{path}{label}"
+            if placed is not None:
+                self.at_message(placed.get(id(left), len(bank)))
             if left is _MISSING or right is _MISSING:
                 self._presence(target, sub, left, right)
             elif element is not None:
@@ -344,6 +366,8 @@ class Walker:
                     self.messages(left, right, sub)
             elif not _same(left, right):
                 self._changed(target, sub, left, right)
+        if placed is not None:
+            self.at_message(len(bank))  # the call's own offset again
 
     # -- unknown fields ---------------------------------------------------------------------
 

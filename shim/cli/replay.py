@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from shim.replay import MIN_SPEED
 from shim.terminal_text import printable
 
 
@@ -16,9 +17,10 @@ def speed(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value < MIN_SPEED:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a speed above 0 (1: the recorded pace, 2: twice it)"
+            f"{text!r} is not a speed from {MIN_SPEED:g} up (1: the recorded pace, 2: twice it, 0.5: half it;"
+            f" at {MIN_SPEED:g} a recorded minute takes over 16 hours)"
         )
     return value
 
@@ -56,13 +58,15 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--store",
         metavar="URL",
         required=True,
-        help="the new store to write (a SQLite file); refused if it already holds comparisons",
+        help="the new store to write (a SQLite file); a file already there is refused unless it is empty or a"
+        " shim store that holds nothing",
     )
     replay.add_argument(
         "--speed",
         metavar="S",
         type=speed,
-        help="keep the recorded timing, S times faster (default: as fast as the order on each key allows)",
+        help="keep the recorded timing, S times faster, S from 0.001 (1: the recorded pace; default: as fast"
+        " as the order on each key allows)",
     )
     replay.add_argument(
         "--key", metavar="K", help="replay key K's history alone (with the writes that have no key)"

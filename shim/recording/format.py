@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,41 @@ END_LINE_BYTES = 256  # room kept for the end line by `RecordingWriter.add(withi
 
 class RecordingError(ShimError):
     """A recording cannot be read or written whole; str(error) names the file and what is wrong."""
+
+
+class _Malformed(ValueError):
+    """A field of the header or the end line is not of its type: "its lost is "many", not a count"."""
+
+
+_REQUIRED = object()
+# what a field must be: (as an error says it, whether a value is one)
+_TEXT = ("text", lambda v: isinstance(v, str))
+_NUMBER = ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+_COUNT = ("a count (a whole number, 0 or more)", lambda v: type(v) is int and v >= 0)
+_TEXTS = ("a list of texts", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+_TEXT_MAP = (
+    "an object of texts",
+    lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+)
+
+
+def _typed(doc: dict[str, Any], name: str, kind: tuple[str, Any], default: Any = _REQUIRED) -> Any:
+    """`doc[name]`, if it is of `kind` (else _Malformed); `default` when it is not there (else KeyError)."""
+    if name not in doc:
+        if default is _REQUIRED:
+            raise _Malformed(f"it has no {name}")
+        return default
+    value = doc[name]
+    what, fits = kind
+    if not fits(value):
+        raise _Malformed(f"its {name} is {_shown(value)}, not {what}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as the file has it (JSON), cut to a length an error line can hold."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +120,16 @@ class Header:
         known = {MAGIC, "created_at", "methods", "descriptors", "mode", "answered_by", "origin", "redacted"}
         known |= {"redaction_key", "sampled", "replica"}
         return cls(
-            created_at=float(doc["created_at"]),
-            methods={str(m): str(f) for m, f in dict(doc["methods"]).items()},
-            descriptors=base64.b64decode(doc.get("descriptors", ""), validate=True),
-            mode=str(doc.get("mode", "")),
-            answered_by=str(doc.get("answered_by", "bank")),
-            origin=str(doc.get("origin", "running")),
-            redacted=tuple(str(f) for f in doc.get("redacted", ())),
-            redaction_key=str(doc.get("redaction_key", "")),
-            sampled=float(doc.get("sampled", 1.0)),
-            replica=str(doc.get("replica", "")),
+            created_at=float(_typed(doc, "created_at", _NUMBER)),
+            methods=dict(_typed(doc, "methods", _TEXT_MAP)),
+            descriptors=base64.b64decode(_typed(doc, "descriptors", _TEXT, ""), validate=True),
+            mode=_typed(doc, "mode", _TEXT, ""),
+            answered_by=_typed(doc, "answered_by", _TEXT, "bank"),
+            origin=_typed(doc, "origin", _TEXT, "running"),
+            redacted=tuple(_typed(doc, "redacted", _TEXTS, [])),
+            redaction_key=_typed(doc, "redaction_key", _TEXT, ""),
+            sampled=float(_typed(doc, "sampled", _NUMBER, 1.0)),
+            replica=_typed(doc, "replica", _TEXT, ""),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 
@@ -221,6 +257,7 @@ class Recording:
     def __init__(self, path: Path, *, truncated: bool = False) -> None:
         self.path = Path(path)
         self._truncated = truncated  # accept a file with no end line: its calls up to where it stops
+        self._cut = False  # a compressed file that ends before its gzip trailer
         if not self.path.exists() and self.path.with_name(self.path.name + PARTIAL).exists():
             raise RecordingError(
                 f"{self.path}: not ended: only {self.path.name}{PARTIAL} is there (read it with truncated)"
@@ -242,7 +279,9 @@ class Recording:
             def numbered() -> Iterator[tuple[int, bytes]]:
                 try:
                     yield from enumerate(source, start=1)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                except EOFError:  # compressed, and cut short (its writer killed before the gzip trailer):
+                    self._cut = True  # it ends at its last whole line (read it with truncated)
+                except (OSError, gzip.BadGzipFile, zlib.error) as exc:
                     raise RecordingError(f"{self.path}: cannot read the recording: {exc}") from None
 
             yield numbered()
@@ -255,12 +294,19 @@ class Recording:
         if not isinstance(doc, dict) or MAGIC not in doc:
             raise RecordingError(f"{self.path}: not a recording (no {MAGIC!r} in its first line)")
         version = doc[MAGIC]
-        if not isinstance(version, int) or version > VERSION:
+        if type(version) is not int or version < 1:
+            raise RecordingError(
+                f"{self.path}: line 1: not a recording this shim reads: its version ({MAGIC}) is"
+                f" {_shown(version)}, not a whole number from 1"
+            )
+        if version > VERSION:
             raise RecordingError(
                 f"{self.path}: a recording of version {version}; this shim reads up to version {VERSION}"
             )
         try:
             return Header.from_json(doc)
+        except _Malformed as exc:
+            raise RecordingError(f"{self.path}: line 1: the header is malformed: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordingError(f"{self.path}: line 1: the header is malformed ({exc!r})") from None
 
@@ -268,7 +314,7 @@ class Recording:
         """Read the file once through: its calls well formed, in order, and as many as its end line says,
         with the checksum it gives. A RecordingError names the first line that is wrong."""
         digest = hashlib.sha256()
-        calls, ended = 0, None
+        calls, ended, end_number = 0, None, 0
         with self._lines() as lines:
             next(lines)
             for number, line in lines:
@@ -278,26 +324,42 @@ class Recording:
                     break  # the last line, cut short: no end line
                 doc = self._parse(number, line)
                 if "end" in doc:
-                    ended = doc["end"]
+                    ended, end_number = doc["end"], number
                     continue
                 self._call(number, doc, expected=calls)
                 digest.update(line)
                 calls += 1
-        if ended is None:
+        if ended is None or (self._cut and not self._truncated):
             if self._truncated:
                 return Ending(calls, "cut short: no end line", whole=False)
+            cut = "no end line" if ended is None else "it ends before its gzip trailer"
             raise RecordingError(
-                f"{self.path}: truncated after {calls} calls (no end line: the shim recording it stopped "
-                "first, or the file was cut short)"
+                f"{self.path}: truncated after {calls} calls ({cut}: the shim recording it stopped first,"
+                " or the file was cut short)"
             )
-        if not isinstance(ended, dict) or ended.get("calls") != calls:
-            said = ended.get("calls") if isinstance(ended, dict) else ended
+        end = self._end(end_number, ended)
+        if end["calls"] != calls:
             raise RecordingError(
-                f"{self.path}: {calls} calls, but its end line says {said}: calls are missing"
+                f"{self.path}: {calls} calls, but its end line says {end['calls']}: calls are missing"
             )
-        if ended.get("sha256") != digest.hexdigest():
+        if end["sha256"] != digest.hexdigest():
             raise RecordingError(f"{self.path}: corrupt: its calls do not match their checksum (sha256)")
-        return Ending(calls, str(ended.get("reason", "")), whole=True, lost=int(ended.get("lost", 0)))
+        return Ending(calls, end["reason"], whole=True, lost=end["lost"])
+
+    def _end(self, number: int, ended: object) -> dict[str, Any]:
+        """The end line's fields, each of its type (it is not under the checksum)."""
+        where = f"{self.path}: line {number}: the end line is malformed"
+        if not isinstance(ended, dict):
+            raise RecordingError(f"{where}: not an object")
+        try:
+            return {
+                "calls": _typed(ended, "calls", _COUNT),
+                "reason": _typed(ended, "reason", _TEXT, ""),
+                "lost": _typed(ended, "lost", _COUNT, 0),
+                "sha256": _typed(ended, "sha256", _TEXT),
+            }
+        except _Malformed as exc:
+            raise RecordingError(f"{where}: {exc}") from None
 
     def _parse(self, number: int, line: bytes) -> dict[str, Any]:
         try:

@@ -12,8 +12,11 @@ room for all of them (else it is drained first), and the store is less than half
 behind (else it is flushed first).
 
 BK answers later than Bank did, by however long ago the recording was made: each exchange carries that
-(`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. BK answering UNAVAILABLE
-with BK no longer reachable stops the replay (a ReplayError): its evidence would say nothing of BK.
+(`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. A session's answers
+each carry their own (`message_offsets`: when the request each followed went to BK, less when it came
+live), since its messages go sooner than they came, or later; with --speed, each goes at its recorded
+time scaled, as calls do. BK answering UNAVAILABLE with BK no longer reachable stops the replay (a
+ReplayError): its evidence would say nothing of BK.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from shim.errors import StartupError
 from shim.parts import Parts
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.format import RecordedCall
-from shim.replay.feed import Feed
+from shim.replay.feed import Feed, message_offsets
 from shim.replay.source import ReplayError, Source
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
@@ -125,10 +128,10 @@ class Replayer:
         self.in_flight = in_flight
         self.summary = Summary(tainted_from_start=unknown_state)
         self._suspect = ""  # BK answered UNAVAILABLE: whether it is down is checked before going on
-        # each call in flight, by (when replayed, method): its mirror and when it was recorded; BK's clock
-        # runs later than Bank's did for it by the time between that and its sending to BK, which
-        # timestamp rules allow for (Exchange.clock_offset)
-        self._in_flight: dict[tuple[float, str], tuple[Mirror, float]] = {}
+        # each call in flight, by (when replayed, method): its mirror and the recorded call; BK's clock
+        # runs later than Bank's did for it by the time between when it came and its sending to BK (for
+        # a session's answer, the request it followed), which timestamp rules allow for (clock_offset)
+        self._in_flight: dict[tuple[float, str], tuple[Mirror, RecordedCall]] = {}
 
     async def run(self) -> Summary:
         config, parts = self.config, self.parts
@@ -175,9 +178,11 @@ class Replayer:
             replayed = self._in_flight.pop((exchange.started_at, exchange.method), None)
             if replayed is not None and replayed[0].sent_at:
                 # its whole lateness: BK's clock runs later by this much, not by up to it
+                mirror, call = replayed
                 exchange = replace(
                     exchange,
-                    clock_offset=replayed[0].sent_at - replayed[1],
+                    clock_offset=mirror.sent_at - call.at,
+                    message_offsets=message_offsets(call, mirror.sent_at, mirror.sent_times or ()),
                     shadow_late=0.0,
                     primary_late=0.0,
                 )
@@ -208,9 +213,7 @@ class Replayer:
                 await store.flush()
             if self.speed > 0:
                 first_at = first_at or call.at
-                due = began + (call.at - first_at) / self.speed
-                if due > time.monotonic():
-                    await asyncio.sleep(due - time.monotonic())
+                streams = await self._paced(streams, call.at, first_at, began)
             streams = [s for s in streams if not s.until(call.at)]  # what came before this call
             # a stream fed as it came takes no slot: it may wait for calls after it, which need slots
             interleaved = bool(call.request_times)
@@ -220,8 +223,26 @@ class Replayer:
             if not feed.until(call.at if interleaved else None):
                 streams.append(feed)
             self.summary.sent += 1
+        if self.speed > 0:
+            streams = await self._paced(streams, None, first_at, began)
         for stream in streams:
             stream.until(None)
+
+    async def _paced(
+        self, streams: list[Feed], until: float | None, first_at: float, began: float
+    ) -> list[Feed]:
+        """Under --speed, wait until the recorded time `until` is due (None: the sessions' last message),
+        feeding each message of the sessions under way at its own recorded time meanwhile, scaled; the
+        sessions not yet fed whole."""
+        while True:
+            at = min((a for s in streams if (a := s.next_at()) is not None), default=None)
+            if at is None or (until is not None and at >= until):
+                break
+            await _sleep_until(began + (at - first_at) / self.speed)
+            streams = [s for s in streams if not s.until(math.nextafter(at, math.inf))]
+        if until is not None:
+            await _sleep_until(began + (until - first_at) / self.speed)
+        return streams
 
     def _start(
         self, dispatcher: ShadowDispatcher, call: RecordedCall, slots: asyncio.Semaphore | None
@@ -236,7 +257,9 @@ class Replayer:
         while (now, call.method) in self._in_flight:  # one entry per call in flight
             now = math.nextafter(now, math.inf)
         mirror.started_at = now
-        self._in_flight[now, call.method] = (mirror, call.at)
+        self._in_flight[now, call.method] = (mirror, call)
+        if call.request_times:  # a session fed as it came: when each of its messages goes to BK
+            mirror.sent_times = []
         # kept until its exchange is handed over (or, should none be, until it is over)
         mirror.task.add_done_callback(lambda _: self._in_flight.pop((now, call.method), None))
         if slots is not None:
@@ -264,6 +287,12 @@ class Replayer:
             raise ReplayError(
                 f"{summary.sent} calls sent but {summary.compared} compared: calls unaccounted for"
             )
+
+
+async def _sleep_until(due: float) -> None:
+    """Until time.monotonic() reaches `due`."""
+    if due > time.monotonic():
+        await asyncio.sleep(due - time.monotonic())
 
 
 def _bk_unavailable(shadow: Outcome | None) -> bool:

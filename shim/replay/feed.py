@@ -5,13 +5,31 @@ A unary call's request and answer go at once. A stream recorded with its interle
 replay has started every call that arrived before it, so it takes its place in its keys' lanes among
 those calls as it did live; and each of Bank's answers once the requests Bank had been sent when it
 came are fed, so BK's answers release the stream's messages as Bank's did (`docs/ordering.md`).
+Each of its answers has its own clock offset (`message_offsets`): its messages go to BK sooner or later
+than they came live.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from comparators import Outcome
 from shim.recording.format import RecordedCall
 from shim.shadow.mirror import Mirror
+
+
+def message_offsets(call: RecordedCall, sent_at: float, sent_times: Sequence[float]) -> tuple[float, ...]:
+    """For each of Bank's answers to a session fed as it came, how much later than live BK's clock runs
+    for it: the request it followed went to BK at `sent_times[k - 1]`, and had come live at
+    `at + request_times[k - 1]` (for an answer before any request, the call itself: `sent_at` and `at`).
+    Empty for any other call: one offset holds for all its answers."""
+    if not call.answers_after or not call.request_times:
+        return ()
+    whole = sent_at - call.at
+    return tuple(
+        sent_times[k - 1] - (call.at + call.request_times[k - 1]) if 0 < k <= len(sent_times) else whole
+        for k in call.answers_after
+    )
 
 
 class Feed:
@@ -24,6 +42,11 @@ class Feed:
         self.call = call
         self._sent = 0  # request messages fed
         self._answered = 0  # Bank's answers fed
+
+    def next_at(self) -> float | None:
+        """When its next request message to feed came live (None: none is left, or no times were kept)."""
+        times = self.call.request_times
+        return self.call.at + times[self._sent] if self._sent < len(times) else None
 
     def until(self, at: float | None) -> bool:
         """Feed the request messages that came before `at` (None: all of them), and the answers that came

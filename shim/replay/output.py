@@ -1,5 +1,6 @@
 """Where a replay's evidence goes: a fresh SQLite store, written under a temporary name and renamed once the
-replay is over, or removed when it fails: a store under the name asked for is a whole replay.
+replay is over, or removed when it fails: a store under the name asked for is a whole replay. It takes the
+place of no file that holds anything (`Output.refuse_held`).
 
 A PostgreSQL store cannot be renamed into place, nor emptied of one run's rows without touching what
 other shims write there: replay refuses it (replay to a file; `shim report` and `shim gate` read it)."""
@@ -12,7 +13,7 @@ import re
 from pathlib import Path
 
 from shim.replay.source import ReplayError
-from shim.store import Store, StoreError
+from shim.store import Store, StoreError, held_in
 
 PARTIAL = ".partial"
 _SIDE_FILES = ("-journal", "-wal", "-shm")  # what SQLite may leave beside a database file
@@ -41,20 +42,18 @@ class Output:
         self.path = output_path(url)
         self.partial = self.path.with_name(self.path.name + PARTIAL)
 
-    async def refuse_used(self) -> None:
-        """A store that already holds comparisons is not written over (its evidence would mix)."""
-        if not self.path.exists():
+    def refuse_held(self) -> None:
+        """A file at the store's path is replaced only when it holds nothing: not a shim store that holds
+        anything (comparisons, a recording, id pairs, marks), nor another application's file. It is read
+        without writing anything into it, or beside it."""
+        if not os.path.lexists(self.path):
             return
-        store = Store.open(str(self.path))
         try:
-            await store.start()
-            held = await store.comparisons.held()
+            held = held_in(self.path)
         except StoreError as exc:
-            raise ReplayError(f"--store {self.path}: not a store replay can write: {exc}") from None
-        finally:
-            await store.close()
+            raise ReplayError(f"--store {self.path}: {exc}; give a new file") from None
         if held:
-            raise ReplayError(f"--store {self.path}: it already holds comparisons; give a new file")
+            raise ReplayError(f"--store {self.path}: it already holds {', '.join(held)}; give a new file")
 
     def open(self) -> Store:
         self._remove(self.partial)
@@ -62,7 +61,10 @@ class Output:
         return Store.open(str(self.partial))
 
     def keep(self) -> Path:
-        """The replay is over and its store closed: give it its name."""
+        """The replay is over and its store closed: give it its name. A file that came to hold something
+        there meanwhile is not replaced either (a ReplayError)."""
+        self.refuse_held()
+        self._remove(self.path, itself=False)  # SQLite would take an old -wal for the new file's
         os.replace(self.partial, self.path)
         return self.path
 
@@ -70,7 +72,7 @@ class Output:
         self._remove(self.partial)
 
     @staticmethod
-    def _remove(path: Path) -> None:
-        for name in (path, *(Path(str(path) + side) for side in _SIDE_FILES)):
+    def _remove(path: Path, itself: bool = True) -> None:
+        for name in ([path] if itself else []) + [Path(str(path) + side) for side in _SIDE_FILES]:
             with contextlib.suppress(FileNotFoundError):
                 name.unlink()

@@ -4,6 +4,7 @@ is anything sent. The store is renamed into place once every call is compared, a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from shim.aliases import fields_of
 from shim.config import Config, Upstream
 from shim.parts import load_ids, load_registry
 from shim.pipeline import Sink
+from shim.replay import MIN_SPEED
 from shim.replay.bk import Bk, seed
 from shim.replay.driver import IN_FLIGHT, Replayer, Summary, replay_config
 from shim.replay.output import Output
@@ -65,8 +67,13 @@ def load_config(path: Path, bk: str, store: str) -> Config:
 async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
     """Replay a recording into a new store; ReplayError (or another ShimError) when it cannot, with
     nothing left behind. `sinks` get every comparison too."""
+    if options.speed and not (math.isfinite(options.speed) and options.speed >= MIN_SPEED):
+        raise ReplayError(
+            f"--speed {options.speed:g} is not a speed from {MIN_SPEED:g} up (slower, the replay could never"
+            " finish)"
+        )
     output = Output(options.store)
-    await output.refuse_used()
+    output.refuse_held()
     config = load_config(options.config, options.bk or "127.0.0.1:1", str(output.partial))
     registry = load_registry(config.descriptors.descriptor_sets)
     filters = Filters(options.key, options.until)
@@ -100,6 +107,9 @@ async def replay(options: Options, sinks: Sequence[Sink] = ()) -> Replayed:
             raise
     try:
         path = output.keep()
+    except ReplayError:
+        output.discard()
+        raise
     except OSError as exc:
         output.discard()
         raise ReplayError(f"--store {output.path}: cannot write it: {exc.strerror or exc}") from None

@@ -29,6 +29,7 @@ class Side(Parts, Protocol):
 
     last_active: float  # when a message last passed, either way
     primary_answers: int  # answer messages the primary sent so far
+    sent_times: list[float] | None  # when each request message went to the shadow, if kept
 
     def over(self) -> bool: ...
 
@@ -269,6 +270,8 @@ class ShadowCall:
                         return
                     payload = translated.payload
                     self.queued -= size - len(payload)
+            if self._side.sent_times is not None:
+                self._side.sent_times.append(time.time())
             sent = await _grpc_compat.send(call, payload)
             self.queued -= len(payload)
             self.sent += 1

@@ -45,6 +45,7 @@ class Mirror:
         self.is_write = is_write
         self.started_at = time.time()
         self.sent_at = 0.0  # when the call went to the shadow (0: not yet)
+        self.sent_times: list[float] | None = None  # when each request message went, if asked (a replay)
         self.shadow_over_at = 0.0  # when its call to the shadow ended (0: not yet)
         self.correlation_id = ""
         self.capture = Capture(shared.max_capture, shared.budget)

@@ -21,7 +21,8 @@ It holds, in one versioned schema (`migrations.py`), on SQLite or PostgreSQL (`b
 The engine (`engine.py`: connections, the URL forms, the life of a store; `worker.py`: the thread
 that batches writes, retries them and counts what is lost) knows no domain; each repository owns the
 SQL of one, holds the engine, and speaks in the records of `records.py`. A SQLite file deleted under
-the store is made again (`_sqlite_file.py`). `Store` is the engine with its repositories:
+the store is made again (`_sqlite_file.py`); what a SQLite file holds is read without writing to it
+(`held_in`, `contents.py`). `Store` is the engine with its repositories:
 
     store = Store.open("shim.db")
     await store.start()
@@ -39,6 +40,7 @@ from shim.store.aliases import StoredAliases
 from shim.store.backends import Db
 from shim.store.builds import StoredBuilds
 from shim.store.comparisons import StoredComparisons, comparison_rows
+from shim.store.contents import held_in
 from shim.store.counts import StoredCounts
 from shim.store.engine import Engine
 from shim.store.fleet import ReplicaView, StoredFleet, Switch
@@ -100,4 +102,5 @@ __all__ = [
     "Switch",
     "Unpaired",
     "comparison_rows",
+    "held_in",
 ]

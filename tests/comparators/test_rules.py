@@ -561,6 +561,53 @@ def test_timestamp_allows_for_a_shadow_late(
     assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
 
 
+POSTED = {"path": "bank.v1.LedgerEntry.posted_at", "rule": "timestamp", "tolerance": "2s", "name": "clock"}
+KEYED_BY_SEQUENCE = {"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "keyed", "key": ["sequence"]}
+AS_A_MULTISET = {"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "multiset"}
+
+
+def _posted(sequence: int, seconds: int) -> pb.LedgerEntry:
+    return pb.LedgerEntry(sequence=sequence, amount="1", posted_at=ts(seconds))
+
+
+@pytest.mark.parametrize(
+    ("pairing", "reordered"),
+    [([], False), ([KEYED_BY_SEQUENCE], True), ([AS_A_MULTISET], False)],
+    ids=["in-order", "keyed", "multiset"],
+)
+def test_each_answer_of_a_replayed_session_moves_banks_time_on_by_its_own_offset(
+    pairing: list[Spec], reordered: bool
+) -> None:
+    """Bank stamped three answers 3 s apart (1000, 1003, 1006 s), each as the request it followed came;
+    replayed, those requests reached BK together, which stamped all three at 5000 s. Each answer's own
+    offset (4000, 3997, 3994 s) moves Bank's time on, whichever of BK's messages a stream rule pairs it
+    with. One offset for the whole call finds two false differences; a time of BK's off its own message's
+    offset by more than the tolerance is a difference still."""
+    rules = build_rules([POSTED, *pairing], REGISTRY, parse_duration)
+    bank = answer(_posted(1, 1000), _posted(2, 1003), _posted(3, 1006))
+
+    def bk(*seconds: int) -> Outcome:
+        posted = [_posted(n, at) for n, at in enumerate(seconds, start=1)]
+        return answer(*(reversed(posted) if reordered else posted))
+
+    offsets = (4000.0, 3997.0, 3994.0)
+    found = compare(
+        exchange(STREAM_ENTRIES, bank, bk(5000, 5000, 5000), clock_offset=4000.0, message_offsets=offsets),
+        REGISTRY,
+        rules,
+    )
+    assert found.verdict is Verdict.MATCH, found.differences
+    found = compare(
+        exchange(STREAM_ENTRIES, bank, bk(5000, 5000, 5000), clock_offset=4000.0), REGISTRY, rules
+    )
+    assert sorted(bool(d.rule) for d in found.differences) == [False, False, True]
+    late = bk(5000, 5004, 5000)  # BK stamped the second 4 s after it got its request
+    found = compare(
+        exchange(STREAM_ENTRIES, bank, late, clock_offset=4000.0, message_offsets=offsets), REGISTRY, rules
+    )
+    assert [str(d.bk) for d in found.real_differences] == ["1970-01-01T01:23:24Z"], found.differences
+
+
 PROBE_CLOCK = {
     "regex": r"probe\.v1\.(Reading\.(stamps|stamped)|Price\.as_of)",
     "rule": "timestamp",

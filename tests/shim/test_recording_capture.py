@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,46 @@ async def test_sigterm_ends_the_recording_whole(bank: RunningLedger, tmp_path: P
         assert await shim.stop() == 0
     ending = Recording(path).check()
     assert (ending.whole, ending.reason, ending.calls, ending.lost) == (True, "stopped", 2, 0)
+
+
+async def test_a_killed_shim_leaves_a_compressed_partial_that_replays_with_truncated(
+    bank: RunningLedger, tmp_path: Path
+) -> None:
+    """SIGKILL leaves NAME.jsonl.gz.partial with every call written until then, and no gzip trailer:
+    `shim replay --truncated` replays its calls (docs/recording.md)."""
+    from tests.helpers import shim_command
+    from tests.processes import shim_process
+
+    path = tmp_path / "calls.jsonl.gz"
+    partial = tmp_path / "calls.jsonl.gz.partial"
+
+    def lines_written() -> int:  # whole lines, in what the file decompresses to so far
+        return zlib.decompressobj(wbits=31).decompress(partial.read_bytes()).count(b"\n")
+
+    def left() -> list[str]:
+        return sorted(p.name for p in tmp_path.iterdir())
+
+    async with shim_process(
+        *("--bank", bank.address, "--listen", "127.0.0.1:0", "--dataplane", "python", "--store", ":memory:"),
+        *("--descriptor-set", ROOT / "sample_ledger" / "bank.binpb", "--record", path),
+    ) as shim:
+        async with aio.insecure_channel(shim.ready["listen"]) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", currency="USD"))
+            await stub.Deposit(pb.DepositRequest(account_id="K1", amount="2", reference="r"))
+        await until(lambda: partial.exists() and lines_written() == 3, "the header and 2 calls written")
+        await shim.kill_9()
+    assert left() == [partial.name]
+    ending = Recording(partial, truncated=True).check()
+    assert (ending.whole, ending.calls) == (False, 2)
+    fixed = await serve("bk", fixed=True)
+    try:
+        code, out, err = await shim_command(
+            *("replay", partial, "--truncated", "--config", ROOT / "sample_ledger" / "shim.toml"),
+            *("--bk", fixed.address, "--store", tmp_path / "replayed.db"),
+        )
+    finally:
+        await fixed.stop(None)
+    assert code == 0, err
+    assert "2 calls replayed" in out
+    assert "replay: 2 match" in out

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from shim.recording.format import (
     fingerprint,
 )
 
+ROOT = Path(__file__).parents[2]
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 OPEN = "/bank.v1.Ledger/OpenAccount"
 
@@ -127,6 +132,65 @@ def test_a_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_t
         assert [c.seq for c in Recording(cut, truncated=True).calls()] == list(range(ending.calls))
 
 
+def test_a_compressed_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_the_cut(
+    tmp_path: Path,
+) -> None:
+    """A .gz cut short has no gzip trailer (its writer was killed): it reads as far as it decompresses."""
+    whole = _write(tmp_path / "whole.jsonl.gz", [_call(0), _call(1), _call(2)]).read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    for offset in range(len(whole)):
+        cut.write_bytes(whole[:offset])
+        readable = zlib.decompressobj(wbits=31).decompress(whole[:offset])  # what the cut still holds
+        lines = readable.count(b"\n")
+        with pytest.raises(RecordingError) as caught:
+            Recording(cut).check()
+        assert str(cut) in str(caught.value)
+        if lines == 0:
+            continue  # no whole header: not readable at all
+        calls = min(lines - 1, 3)  # its end line may be whole, short of the gzip trailer
+        assert f"truncated after {calls} calls" in str(caught.value)
+        ending = Recording(cut, truncated=True).check()
+        assert (ending.whole, ending.calls) == (lines == 5, calls)
+        assert [c.seq for c in Recording(cut, truncated=True).calls()] == list(range(calls))
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from shim.recording.format import RecordingWriter
+from tests.shim.test_recording_format import _call, _header
+
+writer = RecordingWriter(Path(sys.argv[1]), _header())
+for seq in range(5):
+    writer.add(_call(seq))
+writer.flush()  # as the recorder does whenever its queue is empty
+print("flushed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_compressed_partial_left_by_a_killed_writer_is_read_with_truncated(tmp_path: Path) -> None:
+    """A writer process killed (SIGKILL) after it flushed leaves NAME.jsonl.gz.partial, with no gzip
+    trailer: read with truncated, every call it flushed; without, cut short, one clear error."""
+    path = tmp_path / "calls.jsonl.gz"
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as writer:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "flushed\n"
+        writer.kill()
+        assert writer.wait() == -signal.SIGKILL
+    partial = tmp_path / ("calls.jsonl.gz" + PARTIAL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name]
+    with pytest.raises(RecordingError, match="truncated after 5 calls"):
+        Recording(partial).check()
+    recording = Recording(partial, truncated=True)
+    assert recording.header == _header()
+    ending = recording.check()
+    assert (ending.whole, ending.calls) == (False, 5)
+    assert list(recording.calls()) == [_call(seq) for seq in range(5)]
+
+
 def test_a_changed_byte_in_a_call_line_fails_its_checksum(tmp_path: Path) -> None:
     path = _write(tmp_path / "calls.jsonl", [_call(0), _call(1)])
     lines = path.read_bytes().splitlines(keepends=True)
@@ -143,6 +207,84 @@ def test_a_newer_version_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"".join(lines))
     with pytest.raises(RecordingError, match="version 2"):
         Recording(path)
+
+
+def _with_line(path: Path, index: int, line: object) -> Path:
+    """The recording at `path` with its line `index` (0: the header, -1: the end line) replaced."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[index] = json.dumps(line).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("lost", "many", 'its lost is "many", not a count (a whole number, 0 or more)'),
+        ("lost", None, "its lost is null, not a count"),
+        ("lost", -3, "its lost is -3, not a count"),
+        ("lost", True, "its lost is true, not a count"),
+        ("lost", 1.5, "its lost is 1.5, not a count"),
+        ("calls", "2", 'its calls is "2", not a count'),
+        ("reason", 5, "its reason is 5, not text"),
+        ("sha256", None, "its sha256 is null, not text"),
+    ],
+)
+def test_a_malformed_end_line_is_one_clear_error(
+    tmp_path: Path, field: str, value: object, says: str
+) -> None:
+    """The end line is not under the checksum: each of its fields is checked for what it must be."""
+    path = _write(tmp_path / "calls.jsonl", [_call(0), _call(1)], lost=2)
+    end = json.loads(path.read_bytes().splitlines()[-1])
+    _with_line(path, -1, {"end": {**end["end"], field: value}})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path).check()
+    assert str(caught.value).startswith(f"{path}: line 4: the end line is malformed: {says}")
+    _with_line(path, -1, {"end": [1, 2]})
+    with pytest.raises(RecordingError, match="line 4: the end line is malformed: not an object"):
+        Recording(path).check()
+
+
+@pytest.mark.parametrize("version", ["1", True, 0, -1, 1.0, None])
+def test_a_version_that_is_not_a_whole_number_from_1_is_refused_as_such(
+    tmp_path: Path, version: object
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    header = json.loads(path.read_bytes().splitlines()[0])
+    _with_line(path, 0, {**header, "shim_recording": version})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path)
+    shown = json.dumps(version)
+    assert str(caught.value) == (
+        f"{path}: line 1: not a recording this shim reads: its version (shim_recording) is {shown},"
+        " not a whole number from 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("methods", ["x"], 'its methods is ["x"], not an object of texts'),
+        ("methods", {"/a.B/C": 5}, 'its methods is {"/a.B/C": 5}, not an object of texts'),
+        (
+            "redacted",
+            "bank.v1.Account.owner_name",
+            'its redacted is "bank.v1.Account.owner_name", not a list of texts',
+        ),
+        ("answered_by", None, "its answered_by is null, not text"),
+        ("created_at", "now", 'its created_at is "now", not a number'),
+        ("sampled", True, "its sampled is true, not a number"),
+    ],
+)
+def test_a_header_field_of_the_wrong_type_is_one_clear_error(
+    tmp_path: Path, field: str, value: object, says: str
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", [_call(0)])
+    header = json.loads(path.read_bytes().splitlines()[0])
+    _with_line(path, 0, {**header, field: value})
+    with pytest.raises(RecordingError) as caught:
+        Recording(path)
+    assert str(caught.value).startswith(f"{path}: line 1: the header is malformed: {says}")
 
 
 def test_only_a_partial_file_is_an_error(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ no store. The custody ledger (tests/services/custody) is the second service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -26,6 +28,8 @@ from grpc import aio
 
 from comparators import Comparison, Verdict
 from sample_ledger._attribution import Attribution
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from sample_ledger.workload import run_workload
 from shim.config import load_file
@@ -33,6 +37,8 @@ from shim.parts import load_registry
 from shim.recording.format import RecordedCall, Recording
 from shim.replay.bk import free_port
 from shim.replay.run import Options, load_config, replay
+from shim.replay.source import ReplayError
+from shim.store import Store
 from shim.testing import running_shim
 from tests.helpers import shim_command, until
 from tests.services import custody
@@ -279,6 +285,68 @@ async def test_speed_keeps_the_recorded_timing_scaled(
     assert time.monotonic() - started < 100.0  # less than one recorded gap
 
 
+GAP = 2.5  # seconds between a session's orders live: more than the sample's timestamp tolerance (2 s)
+
+
+async def _spread_session(address: str) -> None:
+    """An account opened, then a TradeSession of three orders, each sent GAP seconds after the answer
+    to the one before, as a trader's come."""
+    async with aio.insecure_channel(address, interceptors=request_ids("x-request-id")) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", currency="USD", initial_deposit="1000"))
+        answered: asyncio.Queue[object] = asyncio.Queue()
+
+        async def orders() -> AsyncIterator[pb.TradeSessionRequest]:
+            for n in range(3):
+                if n:
+                    await answered.get()
+                    await asyncio.sleep(GAP)  # the trader's pace, not a wait for anything
+                order = pb.PostTradeRequest(
+                    account_id="S1", symbol="ACME", side=pb.SIDE_BUY, quantity="1", price="10",
+                    client_order_id=f"o{n}",
+                )  # fmt: skip
+                yield pb.TradeSessionRequest(order=order)
+
+        async for event in stub.TradeSession(orders()):
+            assert event.HasField("booked")
+            answered.put_nowait(event)
+
+
+def _booked_at(comparison: Comparison) -> list[float]:
+    """When BK booked each trade of a session it answered, by its clock (seconds since the epoch)."""
+    assert comparison.exchange.shadow is not None
+    events = [pb.TradeSessionEvent.FromString(m) for m in comparison.exchange.shadow.messages]
+    return [e.booked.booked_at.ToNanoseconds() / 1e9 for e in events]
+
+
+async def test_a_session_spread_out_live_replays_with_no_false_time_differences(tmp_path: Path) -> None:
+    """A session's orders came GAP seconds apart live, and Bank stamped each as it came; replayed, they
+    reach BK sooner (as fast as order allows) or at the recorded pace scaled (--speed). Each answer's
+    times are compared with Bank's moved on by how much later than live the request it followed went
+    to BK: against a correct BK, every call matches. With --speed each order goes at its recorded time,
+    scaled, not with the session's first or last call."""
+    bank = await serve("bank")
+    try:
+        recording = await _record(SAMPLE, bank.address, tmp_path, _spread_session)
+    finally:
+        await bank.stop(None)
+    session = next(c for c in Recording(recording).calls() if c.method.endswith("/TradeSession"))
+    spread = session.request_times[2] - session.request_times[0]
+    assert spread >= 2 * GAP  # spread out live, and recorded so
+    for speed in (0.0, 2.0):
+        ledger = await serve("bk", fixed=True)
+        try:
+            verdicts, _ = await _replay(recording, tmp_path / f"speed{speed}.db", ledger.address, speed=speed)
+        finally:
+            await ledger.stop(None)
+        assert [c.verdict for c in verdicts.comparisons] == [Verdict.MATCH] * 2, [
+            (c.method, c.real_differences) for c in verdicts.comparisons
+        ]
+        booked = _booked_at(next(c for c in verdicts.comparisons if c.method.endswith("/TradeSession")))
+        if speed:
+            assert booked[2] - booked[0] >= 0.75 * spread / speed, booked  # at the recorded pace, scaled
+
+
 async def test_a_recording_begun_while_bank_ran_taints_every_key_unless_seeded(
     bk: RunningLedger, tmp_path: Path
 ) -> None:
@@ -324,6 +392,16 @@ def _spoilt(recording: Path, tmp: Path) -> tuple[Path, Path]:
     return cut, corrupt
 
 
+def _lost(recording: Path, tmp: Path, lost: object) -> Path:
+    """The recording with its end line's `lost` changed (the end line is not under the checksum)."""
+    lines = recording.read_bytes().splitlines(keepends=True)
+    end = json.loads(lines[-1])
+    end["end"]["lost"] = lost
+    spoilt = tmp / "lost.jsonl"
+    spoilt.write_bytes(b"".join([*lines[:-1], json.dumps(end).encode() + b"\n"]))
+    return spoilt
+
+
 def _one_line_error(result: tuple[int | None, str, str], says: str, store: Path) -> None:
     code, _, err = result
     assert code == 2, err
@@ -342,6 +420,20 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
     replay_ = ("replay", "--config", SAMPLE, "--store", store)
     _one_line_error(await shim_command(*replay_, cut, "--bk", bk.address), "truncated after", store)
     _one_line_error(await shim_command(*replay_, corrupt, "--bk", bk.address), "corrupt", store)
+    for speed in ("5e-324", "0.0009", "0", "nan"):  # slower than 0.001: the replay could never finish
+        _one_line_error(
+            await shim_command(*replay_, sample_recording, "--bk", bk.address, "--speed", speed),
+            f"--speed: {speed!r} is not a speed from 0.001 up",
+            store,
+        )
+    with pytest.raises(ReplayError, match=r"speed 1e-09 is not a speed from 0\.001 up"):
+        await replay(Options(sample_recording, SAMPLE, str(store), bk=bk.address, speed=1e-9))
+    lost = _lost(sample_recording, tmp_path, "many")
+    _one_line_error(
+        await shim_command(*replay_, lost, "--bk", bk.address),
+        'end line is malformed: its lost is "many"',
+        store,
+    )
     code, _, err = await shim_command(*replay_, cut, "--bk", bk.address, "--truncated")
     assert code == 0, err  # accepted when asked for: its calls up to where it stops
     store.unlink()
@@ -364,6 +456,73 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
         "no call of",
         store,
     )
+
+
+def _untouched(path: Path) -> tuple[bytes, list[str]]:
+    """A file's bytes, and what is in its folder: the same after a replay refused it, if left alone."""
+    return path.read_bytes(), _names(path.parent)
+
+
+async def test_a_store_that_holds_a_recording_or_another_database_is_refused_untouched(
+    fixed_bk: RunningLedger, sample_recording: Path, tmp_path: Path
+) -> None:
+    """--store never replaces a file holding anything: a store holding a recording (and nothing compared),
+    or another application's SQLite database, is refused before anything is sent, and left as it was
+    (read without a migration, nor a write of any kind, beside it included). An empty shim store is
+    replaced by the replay's."""
+    bank = await serve("bank")
+    live = tmp_path / "live" / "live.db"
+    live.parent.mkdir()
+    registry = load_registry(load_config(SAMPLE, bank.address, str(live)).descriptors.descriptor_sets)
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode", "store"):
+        settings.pop(name, None)
+    try:
+        recording_into = {"into": "store", "id": "prod-1"}
+        async with (
+            running_shim(
+                bank.address, registry=registry, record=recording_into, store={"url": str(live)}, **settings
+            ) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            await run_workload(channel, 10, seed=3, concurrency=2)
+    finally:
+        await bank.stop(None)
+    other = tmp_path / "other" / "notes.db"
+    other.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('not the shim')")
+    for store, says in (
+        (live, f"--store {live}: it already holds recordings; give a new file"),
+        (other, f"--store {other}: not a shim store (a SQLite database of other tables: notes)"),
+    ):
+        before = _untouched(store)
+        code, _, err = await shim_command(
+            "replay", sample_recording, "--config", SAMPLE, "--bk", fixed_bk.address, "--store", store
+        )
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"shim: error: {says}"), err
+        assert _untouched(store) == before
+    assert fixed_bk.servicer.book.accounts == {}  # type: ignore[union-attr]  # nothing was sent
+    code, listed, err = await shim_command("record", "list", "--store", live)
+    assert code == 0, err
+    assert "prod-1" in listed
+    empty = tmp_path / "empty.db"
+    made = Store.open(str(empty))
+    await made.start()
+    await made.close()
+    until = json.loads(_lines(sample_recording)[1])["correlation_id"]
+    code, _, err = await shim_command(
+        "replay", sample_recording, "--config", SAMPLE, "--bk", fixed_bk.address, "--store", empty,
+        "--until", until,
+    )  # fmt: skip
+    assert code == 0, err
+    assert _names(tmp_path) == ["empty.db", "live", "other"]  # replaced by the replay's store
+    code, out, _ = await shim_command("gate", "--store", empty, "--min-compared", "1")
+    assert code == 0, out
 
 
 async def test_a_bk_command_or_seed_that_dies_says_how(

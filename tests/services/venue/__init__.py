@@ -23,7 +23,9 @@ Refusals, worded alike on both sides and never naming an id: in a session, REJEC
 The sides (`serve("bank")`, `serve("bk")`) answer identically but for:
 
 1. ids: Bank mints "O1", "O2", ... and "E1", ...; BK "ord-<12 hex>" and "x-<12 hex>";
-2. `ListOpenOrders`: Bank lists the oldest order first, BK the newest.
+2. `ListOpenOrders`: Bank lists the oldest order first, BK the newest;
+3. served `stamped`, a session's acks say when each side handled their requests, by its own clock
+   (`TradeAck.acked_at`; unset otherwise).
 
 Bank (`bank.py`) keeps dicts and Decimal cash; BK (`bk.py`) an event journal and integer cents.
 `workload.py` drives a concurrent mix of calls and reads a side's book back; `shim.toml` is the

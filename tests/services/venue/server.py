@@ -10,6 +10,7 @@ await served.stop()
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,8 +78,9 @@ def _serialize(message: Message) -> bytes:
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     """Serves `venue.v1.Venue` from a book; every other method is UNIMPLEMENTED."""
 
-    def __init__(self, book: Book) -> None:
+    def __init__(self, book: Book, stamped: bool = False) -> None:
         self.book = book
+        self.stamped = stamped  # a session's acks say when this side handled their requests (`acked_at`)
         self.gates: list[Gate] = []
         self.arrivals: list[Arrival] = []
         self.changed = asyncio.Condition()
@@ -120,7 +122,10 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                     if first:
                         await self._arrive(name, request)
                         first = False
-                    yield answer(request)
+                    ack = answer(request)
+                    if self.stamped:
+                        ack.acked_at.FromNanoseconds(time.time_ns())
+                    yield ack
 
             return grpc.stream_stream_rpc_method_handler(session, **codec)
         if info.client_streaming:
@@ -186,12 +191,13 @@ class Served:
         await self.server.stop(None)
 
 
-async def serve(side: str) -> Served:
-    """`side` ("bank" or "bk") on a real gRPC server on 127.0.0.1, on a free port."""
+async def serve(side: str, stamped: bool = False) -> Served:
+    """`side` ("bank" or "bk") on a real gRPC server on 127.0.0.1, on a free port. `stamped`: its
+    session acks say when it handled their requests, by its clock (`TradeAck.acked_at`)."""
     books: dict[str, Callable[[], Book]] = {"bank": BankVenue, "bk": BkVenue}
     if side not in books:
         raise ValueError(f"side {side!r} is not one of {', '.join(SIDES)}")
-    handler = _Handler(books[side]())
+    handler = _Handler(books[side](), stamped)
     server = aio.server(options=OPTIONS)
     server.add_generic_rpc_handlers([handler])
     port = server.add_insecure_port("127.0.0.1:0")

@@ -61,7 +61,7 @@ def test_the_descriptor_set_describes_every_method_of_the_venue_and_marks_its_re
     """venue.proto compiles into a descriptor set whose methods have the right call kinds, and exactly
     the five reads are marked NO_SIDE_EFFECTS."""
     files = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_SET).file
-    assert [f.package for f in files] == ["venue.v1"]
+    assert [f.package for f in files] == ["google.protobuf", "venue.v1"]  # and the Timestamp it imports
     kinds = {
         path.rpartition("/")[2]: (info.client_streaming, info.server_streaming, info.read_only)
         for path, info in REGISTRY.methods.items()

@@ -5,8 +5,10 @@ data plane)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from shim.replay.run import Options, replay
 from shim.testing import running_shim
 from tests.services.venue import DESCRIPTOR_SET, REGISTRY
 from tests.services.venue.client import VenueClient
-from tests.services.venue.messages import BUY, new
+from tests.services.venue.messages import BUY, message_class, new
 from tests.services.venue.server import Served, serve
 
 HERE = Path(__file__).parent
@@ -51,11 +53,11 @@ async def _reads_between_orders(channel: aio.Channel) -> list[Any]:
     return reads
 
 
-async def test_a_read_between_a_sessions_orders_replays_against_the_state_it_saw(
-    bank: Served, tmp_path: Path
-) -> None:
-    """Recorded through the Python data plane, which sees a session's messages as they pass (Envoy's
-    copies trail them: through Envoy a session is recorded, and replayed, whole at its start)."""
+async def _recorded(
+    bank: Served, tmp_path: Path, drive: Callable[[aio.Channel], Awaitable[None]]
+) -> tuple[Path, Path]:
+    """The venue's shim.toml copied into `tmp_path` (with its descriptor set), and the calls `drive` made
+    through a shim in `bank` mode (no BK) in front of `bank`, recorded through the Python data plane."""
     config = tmp_path / "shim.toml"
     shutil.copyfile(HERE / "shim.toml", config)
     (tmp_path / "venue.binpb").write_bytes(DESCRIPTOR_SET)
@@ -73,7 +75,21 @@ async def test_a_read_between_a_sessions_orders_replays_against_the_state_it_saw
         ) as (shim, _),
         aio.insecure_channel(shim.address) as channel,
     ):
-        reads = await _reads_between_orders(channel)
+        await drive(channel)
+    return config, path
+
+
+async def test_a_read_between_a_sessions_orders_replays_against_the_state_it_saw(
+    bank: Served, tmp_path: Path
+) -> None:
+    """Recorded through the Python data plane, which sees a session's messages as they pass (Envoy's
+    copies trail them: through Envoy a session is recorded, and replayed, whole at its start)."""
+    reads: list[Any] = []
+
+    async def drive(channel: aio.Channel) -> None:
+        reads.extend(await _reads_between_orders(channel))
+
+    config, path = await _recorded(bank, tmp_path, drive)
     assert reads[0].cash != reads[1].cash  # the second order moved R1's cash: the reads tell them apart
     calls = list(Recording(path).calls())
     assert [c.method.rsplit("/", 1)[1] for c in calls] == ["OpenAccount", "Trade", "GetAccount", "GetAccount"]
@@ -91,3 +107,50 @@ async def test_a_read_between_a_sessions_orders_replays_against_the_state_it_saw
     # fed all at once, the session's second order reached BK before the first read: a mismatch
     assert [c.verdict for c in comparisons.seen if c.method.endswith("/GetAccount")] == [Verdict.MATCH] * 2
     assert {c.verdict for c in comparisons.seen} == {Verdict.MATCH}
+
+
+GAP = 1.5  # seconds between a session's orders live: more than acked_at's tolerance (1 s, shim.toml)
+
+
+async def _spread_session(channel: aio.Channel) -> None:
+    """A session of three orders on S1, each sent GAP seconds after the ack of the one before."""
+    client = VenueClient(channel)
+    await client.open_account("S1", "100000.00")
+    async with client.session() as session:
+        for n, quantity in enumerate((10, 20, 30)):
+            if n:
+                await asyncio.sleep(GAP)  # the trader's pace, not a wait for anything
+            await session.send(new("TradeRequest", account="S1", new=_order(quantity)))
+
+
+async def test_a_session_spread_out_live_replays_with_no_false_time_differences(tmp_path: Path) -> None:
+    """Each side stamps a session's acks as it handles their requests (`acked_at`). Replayed, the orders
+    reach BK sooner than they came live (or at their recorded pace scaled, with --speed): each ack's
+    time is compared with Bank's moved on by how much later than live its own request went, so a correct
+    BK matches; and with --speed the orders go at their recorded times, scaled."""
+    bank = await serve("bank", stamped=True)
+    try:
+        config, path = await _recorded(bank, tmp_path, _spread_session)
+    finally:
+        await bank.stop()
+    session = next(c for c in Recording(path).calls() if c.method.endswith("/Trade"))
+    spread = session.request_times[2] - session.request_times[0]
+    assert spread >= 2 * GAP
+    for speed in (0.0, 2.0):
+        bk = await serve("bk", stamped=True)
+        comparisons = _Comparisons()
+        try:
+            options = Options(path, config, str(tmp_path / f"speed{speed}.db"), bk=bk.address, speed=speed)
+            await replay(options, [comparisons])
+        finally:
+            await bk.stop()
+        assert [c.verdict for c in comparisons.seen] == [Verdict.MATCH] * 2, [
+            (c.method, c.real_differences) for c in comparisons.seen
+        ]
+        trade = next(c for c in comparisons.seen if c.method.endswith("/Trade"))
+        assert trade.exchange.shadow is not None
+        acks = [message_class("TradeAck").FromString(m) for m in trade.exchange.shadow.messages]
+        assert len(acks) == 3
+        acked = [ack.acked_at.ToNanoseconds() / 1e9 for ack in acks]
+        if speed:
+            assert acked[2] - acked[0] >= 0.75 * spread / speed, acked  # at the recorded pace, scaled

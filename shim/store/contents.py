@@ -1,0 +1,84 @@
+"""What a SQLite file holds, read without changing it: before a new store takes its place (`shim replay
+--store`), which must never replace one that holds anything, nor another application's database.
+
+The file is opened read-only and immutable: no migration, no lock, no -wal or -shm file made beside it.
+SQLite then reads the file alone, so a file whose -wal or -journal holds anything (it is open, or its
+last writer was killed with it open) is not read, and never taken to be empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import stat
+from pathlib import Path
+from urllib.parse import quote
+
+from shim.store._errors import StoreError, one_line
+
+SCHEMA = "shim_schema"  # the table every shim store has (`migrations.migrate`)
+# the tables of each thing a store holds, by the name an error gives it
+_HOLDS = {
+    "comparisons": "comparisons",
+    "comparison_paths": "comparisons",
+    "counts": "counts",
+    "recordings": "recordings",
+    "recording_parts": "recordings",
+    "recorded_calls": "recordings",
+    "id_pairs": "id pairs",
+    "unpaired_ids": "id pairs",
+    "key_aliases": "key aliases",
+    "out_of_step": "keys out of step",
+    "verifications": "keys out of step",
+    "intents": "intents",
+    "modes": "modes",
+    "mode_changes": "modes",
+}
+_SHOWN = 5  # tables named at most, of another application's database
+
+
+def held_in(path: Path) -> list[str]:
+    """What the SQLite file at `path` holds ("comparisons", "recordings", "id pairs", ...): [] when it is
+    an empty file, or a shim store with no row in any table. StoreError when it is not a shim store (not a
+    SQLite database, or another application's) or cannot be read whole without writing."""
+    try:
+        found = path.stat()
+    except OSError as exc:
+        raise StoreError(f"cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise StoreError("not a file")
+    for side in ("-wal", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"{path}{side}").stat().st_size > 0:
+                raise StoreError(
+                    f"{path.name}{side} is beside it: the database is open, or its last writer was killed"
+                    " with it open"
+                )
+    if found.st_size == 0:
+        return []
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            tables = [
+                str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            if SCHEMA not in tables:
+                raise StoreError(f"not a shim store ({_others(tables)})")
+            held = [
+                table
+                for table in tables
+                if table != SCHEMA
+                and not table.startswith("sqlite_")
+                and db.execute(f'SELECT 1 FROM "{table.replace(chr(34), chr(34) * 2)}" LIMIT 1').fetchone()
+            ]
+    except sqlite3.Error as exc:
+        raise StoreError(f"not a shim store (not a SQLite database it can read: {one_line(exc)})") from None
+    return list(dict.fromkeys(_HOLDS.get(table, table) for table in held))
+
+
+def _others(tables: list[str]) -> str:
+    if not tables:
+        return "a SQLite database with no tables"
+    names = sorted(tables)
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return f"a SQLite database of other tables: {', '.join(names[:_SHOWN])}{more}"

@@ -56,6 +56,7 @@ from shim.metrics import Counters
 from shim.plan import Plans
 from shim.recording.recorder import Recorder, Take
 from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.fate import ended_by_deadline
 from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -362,12 +363,16 @@ class _Copy:
             messages=tuple(self._answer_messages),
             latency=latency,
         )
+        left = self._deadline_left(answered)
         if self._take is not None:
-            self._take.finish(
-                outcome.code, outcome.details, self._initial, outcome.trailing_metadata, latency
-            )
+            if ended_by_deadline(outcome, left) is not None:  # not compared live: no answer to replay
+                self._take.abandon()
+            else:
+                self._take.finish(
+                    outcome.code, outcome.details, self._initial, outcome.trailing_metadata, latency
+                )
         if self._mirror is not None:
-            self._mirror.primary_done(outcome, self._deadline_left(answered))
+            self._mirror.primary_done(outcome, left)
         elif self._refused:
             self._unmirrored(outcome, self._refused)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from grpc_status import rpc_status
 
 from comparators import Verdict
 from shim.dataplane.envoy import binary as envoy_binary
+from shim.recording.format import Recording
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import Running, scripted_server
@@ -319,6 +321,27 @@ async def _deadline_outcome(address: str, own_timer: bool) -> tuple[object, ...]
         except aio.AioRpcError as exc:
             return exc.code(), exc.details()
     return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_call_whose_deadline_passed_is_recorded_as_one_the_client_gave_up(
+    dataplane: str, tmp_path: Path
+) -> None:
+    """Bank answers DEADLINE_EXCEEDED once the client's deadline (sent on the wire alone) has passed: live,
+    the call is not compared; so the recording does not keep it as an answer to replay against BK (a
+    difference no BK could avoid). A write is counted lost, as a write the client cancelled."""
+    bank = await scripted_server(_past_any_deadline)
+    path = tmp_path / "calls.jsonl"
+    try:
+        async with running_shim(bank.address, dataplane=dataplane, record={"path": str(path)}) as (shim, _):
+            through = [await _deadline_outcome(shim.address, own_timer=False) for _ in range(3)]
+    finally:
+        await bank.stop()
+    assert set(through) == {(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")}
+    recording = Recording(path)
+    ending = recording.check()
+    assert [c.code for c in recording.calls()] == []
+    assert (ending.calls, ending.lost) == (0, 3)
 
 
 @pytest.mark.parametrize("dataplane", PLANES)

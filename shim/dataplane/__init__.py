@@ -179,11 +179,13 @@ class EnvoyPlane:
         )
         # how long Envoy holds a copy for the processor: the shadow's timeout, at least 1 s
         self.processor.held_for = copy_close_timeout = max(public.bk.timeout if public.bk else 2.0, 1.0)
+        self.processor.turns.within = copy_close_timeout  # a copy not taken by then is dropped by Envoy
         self._server.add_generic_rpc_handlers([self.processor.handler()])
         shed_file = self._folder / READS_SHED if self._attached else None
         self.shedding = ReadShedding(shedding_routes(shim), shim.counters, shed_file)
         for dispatcher in shim.dispatchers.values():  # a read asked again waits for the copies in transit
             dispatcher.shared.arrived = self.arrived
+            dispatcher.shared.turns = self.processor.turns  # both ways in keep the clients' order
         if self._attached:
             processor_target = f"unix:{self._folder / PROCESSOR_SOCKET}"
             self._server.add_insecure_port(processor_target)
@@ -416,14 +418,26 @@ class EnvoyPlane:
         self.routes = plan(self._shim, table, through_python)
         self._version += 1
         version = str(self._version)
+        turns = self.processor.turns if self.processor is not None else None
+        if (
+            turns is not None
+        ):  # a call through the shim's own server from now on follows the copies sent before
+            turns.changing_routes()
         write_atomically(self.routes_file, route_table(self.routes, self._version))
         envoy = self.envoy
         assert envoy is not None
         while True:
             with contextlib.suppress(OSError, ValueError):
                 if await envoy.route_version() == version:
-                    return time.perf_counter() - started
+                    break
             await asyncio.sleep(0.002)
+        took = time.perf_counter() - started
+        if turns is not None:
+            sent: int | None = None
+            with contextlib.suppress(OSError, ValueError):
+                sent = await self._copies_sent()
+            turns.routes_changed(sent)
+        return took
 
     async def _copies_sent(self, streams: Streams | None = None) -> int:
         """The copies Envoy has handed to this processor so far: started, less those it gave up on before the
@@ -523,6 +537,7 @@ class EnvoyPlane:
             await self._server.stop(max(deadline - time.monotonic(), 0.1))
         if self.processor is not None:
             self.processor.arrivals.close()
+            self.processor.turns.close()
         if self._own_folder and self._folder is not None:
             remove_scratch(self._folder)
 

@@ -31,9 +31,13 @@ class Arrivals:
         """Waiters not yet released nor given up."""
         return sum(1 for _, _, future in self._waiting if not future.done())
 
+    def reached(self, count: int) -> bool:
+        """Whether each of the first `count` copies has its place now."""
+        return count <= self._through()
+
     async def through(self, count: int, within: float) -> bool:
         """Whether each of the first `count` copies has its place, waiting up to `within` seconds."""
-        if count <= self._through():
+        if self.reached(count):
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (count, next(self._order), future))

@@ -50,6 +50,7 @@ from shim.dataplane.envoy_config import (
 )
 from shim.dataplane.read_shedding import since
 from shim.dataplane.routes import RECORD
+from shim.dataplane.turns import Turns
 from shim.errors import ShimError
 from shim.exporter import Latencies
 from shim.metrics import Counters
@@ -244,6 +245,15 @@ class _Copy:
             return False
         return self._mirror is None or self._mirror.admission.admitted.is_set()
 
+    @property
+    def placed(self) -> bool:
+        """Whether a call through the shim's own server received after it may take its place: its own is
+        taken, or it is a stream of requests, whose messages take theirs as they come (`dataplane.turns`)."""
+        if self.admitted:
+            return True
+        admission = self._mirror.admission if self._mirror is not None else None
+        return admission is not None and (admission.streamed or admission.batch)
+
     def take(self, request: pb.ProcessingRequest) -> None:
         part = request.WhichOneof("request")
         if part == "request_headers":
@@ -280,7 +290,7 @@ class _Copy:
             processor.lagging += 1
         if self._dispatcher is not None and not self.sheds(processor.behind(started)):
             self._mirror, self._refused = self._dispatcher.start(
-                self.method, self._metadata, timeout, self._is_write
+                self.method, self._metadata, timeout, self._is_write, copy=self.ordinal
             )
         if self._mirror is not None:
             # its tickets across replicas carry the call's start as Envoy saw it, not the copy's arrival
@@ -455,6 +465,8 @@ class Processor:
         self._open: set[_Copy] = set()  # copies being received now
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
+        # the calls through the shim's own server take their places after the copies received before them
+        self.turns = Turns(lambda: self.copies, self.placed_prefix, counters)
         self.envoy = ""  # the name of the Envoy whose copies it receives now (ENVOY_HEADER)
         # its counts (copies, answered, ended_by_envoy, lost_unnamed) as the first copy of another Envoy came
         # in (one started again), until the plane sets them against the new one's (`EnvoyPlane`)
@@ -493,6 +505,11 @@ class Processor:
         """How many of the first copies received have their place in the lanes (or need none): up to the
         first copy being received that has not."""
         first = min((copy.ordinal for copy in self._open if not copy.admitted), default=self.copies + 1)
+        return min(self.copies, first - 1)
+
+    def placed_prefix(self) -> int:
+        """How many of the first copies received have their places for the calls after them (`placed`)."""
+        first = min((copy.ordinal for copy in self._open if not copy.placed), default=self.copies + 1)
         return min(self.copies, first - 1)
 
     @property

@@ -25,7 +25,7 @@ from shim.plan import MethodPlan
 from shim.shadow.fate import until
 from shim.shadow.fleet import FleetPlace, unordered
 from shim.shadow.places import Places
-from shim.shadow.shared import Shared
+from shim.shadow.shared import Shared, Turn
 
 SPANNED = (
     "a batch (client stream) under way across a switch of modes: the writes on its keys through the new"
@@ -56,6 +56,7 @@ class Admission:
         "spanned",
         "started",
         "streamed",
+        "turn",
     )
 
     def __init__(
@@ -87,12 +88,13 @@ class Admission:
         self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
         self._intent_keys = 0  # how many of the keys the recorded intent names
         self.spanned = False  # a batch under way when a switch of its method's mode applied
+        self.turn: Turn | None = None  # on Envoy: when its steps in the lanes may run (None: at once)
 
     def arrived(self, payload: bytes, index: int) -> None:
         """A request message the client sent (called as it arrives, never waiting)."""
         loop = asyncio.get_running_loop()
         if self.streamed:  # each message takes its own place, before the writer may reach it
-            loop.call_soon(self._admit_step, payload, index)
+            self.enter(self._admit_step, payload, index)
             self.asked = True
         elif self.batch:  # its keys, gathered off the primary's path; its place when the primary answers
             loop.call_soon(self._gather_keys, payload, index)
@@ -108,7 +110,16 @@ class Admission:
             return
         if self.batch:
             return  # placed when the primary answers
-        asyncio.get_running_loop().call_soon(self._admit, first)
+        self.enter(self._admit, first)
+
+    def enter(self, step: Callable[..., object], *args: object) -> None:
+        """Run a step that takes the call's place in the lanes, or must follow it, at the next turn of the
+        loop (call_soon keeps their order); on Envoy once the call's turn among the copies came."""
+        turn = self.turn
+        if turn is None:
+            asyncio.get_running_loop().call_soon(step, *args)
+        else:
+            turn.enter(step, *args)
 
     def _sampled(self, keys: tuple[str, ...]) -> bool:
         router = self._shared.router

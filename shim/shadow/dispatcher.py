@@ -108,8 +108,10 @@ class ShadowDispatcher:
         metadata: tuple[Any, ...],
         client_timeout: float | None,
         is_write: bool,
+        copy: int = 0,
     ) -> tuple[Mirror | None, str]:
-        """A mirror for a call, or none and why."""
+        """A mirror for a call (`copy`: its ordinal among the copies Envoy sent; 0: a call through the
+        shim's own server), or none and why."""
         shared = self.shared
         stream = not shared.plans.of(method).kind.unary
         full = ""
@@ -132,6 +134,9 @@ class ShadowDispatcher:
         mirror = Mirror(shared, method, metadata, client_timeout, is_write, self._release)
         mirror.correlation_id = self.correlation_id(metadata)
         mirror.stream = stream
+        turns = shared.turns
+        if turns is not None:
+            mirror.admission.turn = turns.copy(copy) if copy else turns.call(method)
         self._live.add(mirror)
         self._streams += stream
         self._idle.clear()

@@ -155,7 +155,7 @@ class Mirror:
             self.places.caught_up(self._call.answers, self._call.sent)
         if self.plan.learns_per_message:
             # after admission (call_soon keeps order), before the client can name what was minted
-            asyncio.get_running_loop().call_soon(self._primary_minted, index, payload)
+            self.admission.enter(self._primary_minted, index, payload)
 
     def primary_done(self, outcome: Outcome, deadline_left: float | None = None) -> None:
         """The primary answered; the shadow now has `timeout` seconds left. `deadline_left`: the seconds left
@@ -172,10 +172,10 @@ class Mirror:
         plan = self.plan.ids
         loop = asyncio.get_running_loop()
         if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
-            loop.call_soon(self.admission.admit_batch)
+            self.admission.enter(self.admission.admit_batch)
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
-            loop.call_soon(self._expect, outcome)
+            self.admission.enter(self._expect, outcome)
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from comparators import Exchange
 from shim._breaker import Breaker
@@ -22,6 +23,20 @@ from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
 
 Submit = Callable[[Exchange, Callable[[], None] | None], None]  # the exchange, and what to call once done
+
+
+class Turn(Protocol):
+    """When a call's steps in the lanes may run (`shim.dataplane.turns`)."""
+
+    def enter(self, step: Callable[..., object], *args: Any) -> None: ...
+
+
+class Turns(Protocol):
+    """The turns of a data plane's two ways in: copies, and calls through the shim's own server."""
+
+    def call(self, method: str) -> Turn: ...
+
+    def copy(self, ordinal: int) -> Turn: ...
 
 
 @dataclass(slots=True)
@@ -50,5 +65,8 @@ class Shared:
     # not come in time); None where each call is admitted before the primary gets it (the Python data
     # plane). On Envoy the copies trail the primary's answers (`shim.dataplane`)
     arrived: Callable[[], Awaitable[bool]] | None = None
+    # on Envoy: the calls through the shim's own server take their places after the copies received before
+    # them, and the copies received after them after them (None: one way in, the Python data plane)
+    turns: Turns | None = None
     # how late each key's writes went to each side (the shim's, across switches)
     lateness: KeyLateness = field(default_factory=KeyLateness)

@@ -611,7 +611,7 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert "the switch's pause (0.1s)" in details, details
                 assert re.search(
                     r"here, on [^ ]+ \(.*1 mirrored call waiting for the shadow's answer\)", details
-                )
+                ), details
                 assert shim.modes.default == "shadow"
                 assert await shim.store.modes.current() == {}  # type: ignore[union-attr]
                 assert len(shim.modes.pauses) == 1  # the refused switch's pause is measured too

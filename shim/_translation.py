@@ -5,8 +5,9 @@ Bank in `bk-primary` mode). The client speaks the primary's id space
 (`client_side`); requests are sent to the shadow in its own.
 
 - **Keys.** A call is on the keys its method's `key` paths name, on the owner
-  keys of the ids it names, and on the keys its aliases stand for. An id whose
-  owner, or an alias whose key, is not in memory makes the call unkeyed.
+  keys of the ids it names (in the client's key space: an id kept from another
+  mode by its pair), and on the keys its aliases stand for. An id whose owner,
+  or an alias whose key, is not in memory makes the call unkeyed.
 - **Translation.** Each id a request names is replaced by the shadow's
   counterpart: from memory, from a minting call still in flight (waited for),
   or from the store. An id the shadow alone knows as its own is kept. An id
@@ -115,8 +116,13 @@ class Translation:
                 kinds = [k for k in found.every_kind if fields.kinds[k].owner_key]
                 if not kinds:
                     continue
+                # the client's own id, or one it kept from another mode whose owner the pair holds
                 owner = next(
-                    (o for k in kinds if (o := self.ids.owner(self.client_side, k, found.value)) is not None),
+                    (
+                        o
+                        for k in kinds
+                        if (o := self.ids.owner_for(self.client_side, k, found.value)) is not None
+                    ),
                     None,
                 )
                 if owner is None:

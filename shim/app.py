@@ -42,7 +42,7 @@ from shim.fleet import Fleet, Timing
 from shim.front import Front
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.modes import Modes
+from shim.modes import BK_ANSWERS, Modes
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.opening import open_recorder
@@ -81,8 +81,6 @@ class Shim:
         self.fleet: Fleet | None = None  # with a store: this replica's part in the fleet's switches
         self.routes: dict[str, Route] = {}
         self.bk_channel: Channel | None = None
-        # BK answered clients at some time (bk-primary or bk): they may hold BK's ids, even after a rollback
-        self.bk_answered_before = False
         self._server: aio.Server | None = None
         self.port = 0
         self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining
@@ -117,6 +115,12 @@ class Shim:
         return self.books.ids
 
     @property
+    def bk_answered_before(self) -> bool:
+        """BK answered clients at some time (bk-primary or bk, in any scope, before this process or in it):
+        they may hold BK's ids, even after a rollback (`Modes.bk_answered`)."""
+        return self.modes.bk_answered
+
+    @property
     def address(self) -> str:
         """Where the clients call: this server, or what is in front of it."""
         if self.front is not None:
@@ -139,10 +143,8 @@ class Shim:
             except StoreError as exc:
                 await self.books.close()
                 raise StartupError(str(exc)) from exc
-            self.bk_answered_before = any(
-                mode in ("bk-primary", "bk")
-                for mode in [*self.modes.table().values(), *(change.to_mode for change in history)]
-            )
+            if any(change.to_mode in BK_ANSWERS for change in history):
+                self.modes.bk_answered = True
             assert self.books.sink is not None
             self.pipeline = parts.pipeline(config, [*self._sinks, self.books.sink])
             self.dispatchers = {

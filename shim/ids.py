@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from comparators.ids import Found, IdError, IdFields, IdKind
+from comparators.ids import OWNERS, Found, IdError, IdFields, IdKind
 from shim.errors import ConfigError
 from shim.metrics import Counters
 from shim.settings import FIELDS, TEXT, as_table, finish
@@ -95,6 +95,37 @@ class IdBook:
             return pending.owner
         owner = self._owners.get((side, kind, value))
         return owner if owner is not None else self._unpaired.get((side, kind, value))
+
+    def owner_for(self, side: str, kind: str, value: str) -> str | None:
+        """The owner key of an id a client of `side` (the primary, whose ids it speaks) names, in `side`'s
+        key space (the keys out of step with BK primary are BK's ids); None when not known in memory.
+
+        The id is looked up as `side`'s own first, then as the other side's: a client keeps the ids it
+        got in another mode (Bank's after a promotion, BK's after a rollback), and the pair, or what the
+        other side minted, holds its owner. A pair's owner is read from Bank's answer (`learn`), an
+        owner the other side minted from its own: an owner naming an id of some kind (an account id) is
+        given as `side`'s id it pairs with."""
+        for where in (side, other(side)):
+            key = (where, kind, value)
+            owner = self._pending[key].owner if key in self._pending else self._owners.get(key)
+            if owner is None:
+                owner = self._unpaired.get(key)
+            space = where  # the side whose answer the owner was read from
+            if owner is None and key in self._known:
+                owner = self._known[key][1]
+                space = "bank"
+            if owner is not None:
+                return owner if space == side else self._owner_as(owner, space)
+        return None
+
+    def _owner_as(self, owner: str, space: str) -> str:
+        """`owner` (in `space`'s ids) in the other side's: each of its keys that `space` holds paired as an
+        id of a kind is that kind's counterpart; any other key (a name both sides share) as it is."""
+        keys = []
+        for key in owner.split(OWNERS):
+            counterparts = {k[0] for kind in self.fields.kinds if (k := self._known.get((space, kind, key)))}
+            keys.append(counterparts.pop() if len(counterparts) == 1 else key)
+        return OWNERS.join(keys)
 
     def known(self, side: str, kind: str, value: str) -> str | None:
         """The other side's id, if held in memory."""

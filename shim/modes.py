@@ -29,6 +29,12 @@ from typing import Protocol
 from shim.errors import ShimError
 
 DEFAULT = "*"
+BK_ANSWERS = frozenset({"bk-primary", "bk"})  # the modes in which BK answers the clients
+
+
+def bk_answers(table: Mapping[str, str]) -> bool:
+    """Whether BK answers the clients of any scope in `table`."""
+    return any(mode in BK_ANSWERS for mode in table.values())
 
 
 class SwitchTimeout(ShimError):
@@ -91,6 +97,10 @@ class Modes:
         # what the calls in flight wait for, said when a switch gives up waiting ("": not known)
         self.explain: Callable[[], str] = str
         self._modes: dict[str, str] = {DEFAULT: default}
+        # BK answered the clients of some scope at some time (in this process, or before it as the store
+        # says): they may hold BK's ids, in every scope and after a rollback too. Set before the routes of
+        # the switch that makes BK answer are applied; never cleared
+        self.bk_answered = bk_answers(self._modes)
         self._calls: set[InFlight] = set()  # in the shim's server
         self._idle = asyncio.Event()
         self._idle.set()
@@ -116,6 +126,7 @@ class Modes:
     def restore(self, stored: Mapping[str, str]) -> None:
         """The modes the store keeps, at start (no call is in flight yet)."""
         self._modes.update(stored)
+        self.bk_answered = self.bk_answered or bk_answers(self._modes)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -198,6 +209,8 @@ class Modes:
                     ) from exc
                 yield hold
                 if hold.committed:
+                    if bk_answers(modes):  # the routes applied now already treat clients' ids as BK's too
+                        self.bk_answered = True
                     if hooks is not None:
                         await hooks.apply({**old, **modes})
                     self._spanned(old, {**old, **modes})

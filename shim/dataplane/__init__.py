@@ -48,7 +48,7 @@ from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.targets import check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, StartupError
-from shim.modes import DEFAULT
+from shim.modes import DEFAULT, bk_answers
 from shim.pipeline import Sink
 from shim.shadow.mirror import Mirror
 from shim.tls_settings import TlsSettings
@@ -371,8 +371,15 @@ class EnvoyPlane:
     async def prepare(self, table: Mapping[str, str], changes: Mapping[str, str]) -> None:
         """The scopes that change come through the shim's own server, in their old modes; then the calls
         Envoy sent straight to a side before are waited for, until their mirrored calls are settled
-        (`Mirror.settled`: streams under way finish where they started)."""
+        (`Mirror.settled`: streams under way finish where they started).
+
+        The first switch that makes BK answer (`Modes.bk_answered`) changes the routes of every scope
+        where Bank answers too: from then on the calls naming ids come through the shim there, to be
+        given Bank's ids for the BK ids the clients got (`routes.python_reasons`). Every scope is then
+        one that changes."""
         scopes = frozenset(changes)
+        if bk_answers(changes) and not self._shim.modes.bk_answered:
+            scopes |= {*table, DEFAULT}
         self._preparing, self._sent = "routes", 0
         try:
             await self.route(table, through_python=scopes)

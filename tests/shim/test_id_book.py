@@ -13,6 +13,7 @@ from comparators.ids import Found, IdFields, IdKind
 from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.store import Store
+from tests.services.custody import REGISTRY as CUSTODY
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_ledger" / "bank.binpb"
 FIELDS = IdFields(
@@ -181,3 +182,34 @@ async def test_held_tells_from_memory_which_side_minted_a_text() -> None:
     assert book.held("bank", "trade", "5")
     assert await book.minted("bank", "trade", "5")
     assert not book.held("bank", "trade", "9")
+
+
+async def test_an_id_kept_from_the_other_mode_has_its_owner_in_the_primarys_ids() -> None:
+    """Custody's movements are owned by their accounts, whose ids each side mints. A movement id of the
+    other side (kept from another mode) finds its owner through the pair, in the asking side's ids:
+    with BK primary, Bank's movement is on BK's account; with Bank primary, BK's is on Bank's."""
+    fields = IdFields(
+        [
+            IdKind("account", ("custody.v1.Account.account_id",)),
+            IdKind(
+                "movement",
+                ("custody.v1.Movement.movement_id",),
+                owner_key=("custody.v1.Movement.from_account",),
+            ),
+        ],
+        CUSTODY,
+    )
+    book = IdBook(fields, None, Counters())
+
+    def found(kind: str, value: str, owner: str = "") -> Found:
+        return Found(kind, True, (0, f"{kind}_id"), value, owner)
+
+    book.learn([(found("account", "A1"), found("account", "acc_1"))], {})
+    book.learn([(found("movement", "M1", "A1"), found("movement", "mv_1", "acc_1"))], {})
+    assert book.owner_for("bk", "movement", "M1") == "acc_1"  # Bank's id with BK primary
+    assert book.owner_for("bank", "movement", "mv_1") == "A1"  # BK's id with Bank primary
+    assert book.owner_for("bank", "movement", "M1") == "A1"  # each side's own
+    assert book.owner_for("bk", "movement", "mv_1") == "acc_1"
+    assert book.owner_for("bk", "movement", "M2") is None
+    book.learn([(found("movement", "M3", "someone"), found("movement", "mv_3", "someone"))], {})
+    assert book.owner_for("bk", "movement", "M3") == "someone"  # a key that is no id: as it is

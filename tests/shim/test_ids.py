@@ -338,6 +338,38 @@ async def test_with_bk_primary_the_mark_says_bank_was_not_sent_the_write(
     assert mark.reason.startswith("Bank was not sent it: "), mark.reason
 
 
+async def test_a_write_by_an_id_the_other_mode_minted_marks_its_owner(sides: tuple[Served, Served]) -> None:
+    """Bank's movement id named once BK is primary, and BK's named once back in shadow: the owner is
+    known through the pair. The mirrored Reverse failing on the other side marks the movement's account
+    out of step (not "without a key"), and the call is not counted as naming an id of unknown owner."""
+    bank, bk = sides
+    async with _shim(bank, bk) as (shim, sink, client):
+        by_bank = await client.move("A", "10.00")  # shadow: Bank's id, paired with BK's
+        await sink.wait_for(1)
+        await shim.modes.switch({"*": "bk-primary"}, within=10)
+        bank.payments.fail("Reverse", grpc.StatusCode.INTERNAL)
+        await client.reverse(by_bank.movement_id)  # BK answers, Bank (mirrored) fails
+        (reverse,) = await sink.wait_for(1, where=_on_method(REVERSE))
+        assert shim.steps is not None
+        bk_primary_marks = dict(shim.steps.keys)
+        by_bk = await client.move("B", "5.00")  # bk-primary: BK's id, paired with Bank's
+        await sink.wait_for(1, where=lambda c: c.method == MOVE and c.exchange.routing_key == "B")
+        await shim.modes.switch({"*": "shadow"}, within=10)
+        bk.payments.fail("Reverse", grpc.StatusCode.INTERNAL)
+        await client.reverse(by_bk.movement_id)  # Bank answers (given its own id), BK fails
+        await sink.wait_for(2, where=_on_method(REVERSE))
+        shadow_marks = dict(shim.steps.keys)
+        unknown = shim.counters.get("ids_owner_unknown")
+    assert by_bank.movement_id == "M1"
+    assert by_bk.movement_id.startswith("mv_")
+    assert reverse.exchange.routing_key == "A"
+    assert set(bk_primary_marks) == {"A"}
+    assert set(shadow_marks) == {"A", "B"}
+    assert "Bank answered INTERNAL" in bk_primary_marks["A"].reason, bk_primary_marks["A"].reason
+    assert "BK answered INTERNAL" in shadow_marks["B"].reason, shadow_marks["B"].reason
+    assert unknown == 0
+
+
 async def test_a_reverse_of_a_movement_bk_never_paired_marks_only_the_movements_account(
     sides: tuple[Served, Served],
 ) -> None:

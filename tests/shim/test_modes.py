@@ -436,15 +436,20 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
     assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout
 
 
-async def test_clients_keep_their_ids_across_switches(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_clients_keep_their_ids_across_switches(
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
+) -> None:
     """A trade booked in shadow mode (Bank's id) is cancelled by that id after BK became primary, and
     one booked in bk-primary (BK's id) by its id after switching back: each side gets the id in its
     own id space, both ledgers cancel the right trade, every comparison matches, no key goes out of
-    step."""
+    step. On Envoy, the first promotion and the rollback happen in this process: the routes the
+    rollback sets send the calls naming ids through the shim, which gives Bank its own."""
     bank, bk = ledgers
     ids = build(load_file(HERE / "shim.toml")).ids  # the sample's trade ids and page tokens
     methods = {**KEYED, "bank.v1.Ledger/CancelTrade": MethodSettings(key=("account_id",))}
-    async with _shim(ledgers, ids=ids, methods=methods) as (shim, stub, admin):
+    more = {"dataplane": dataplane, "switch_pause": 5.0}  # a loaded machine: Envoy may take a while
+    async with _shim(ledgers, ids=ids, methods=methods, **more) as (shim, stub, admin):
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="I1", initial_deposit="1000"))
         order = pb.PostTradeRequest(account_id="I1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="10")
         by_bank = await stub.PostTrade(order)  # shadow mode: Bank's id
@@ -468,6 +473,45 @@ async def test_clients_keep_their_ids_across_switches(ledgers: tuple[RunningLedg
     assert by_bk.trade_id.startswith("trd_")
     assert verdicts == {"match": 5, "mismatch": 0, "skipped": 0}
     assert cancelled_by_bk.status == cancelled_by_bank.status == pb.TRADE_STATUS_CANCELLED
+    assert translated == 2
+    assert out_of_step == {}
+    for ledger in (bank, bk):
+        statuses = [t.status for t in ledger.servicer.book.trades.values()]
+        assert statuses == [pb.TRADE_STATUS_CANCELLED] * 2, ledger
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_ids_bk_minted_for_one_method_reach_bank_as_its_own_from_the_others(
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
+) -> None:
+    """PostTrade alone is switched to bk-primary (its trades get BK's ids); CancelTrade stays in shadow.
+    A trade cancelled by BK's id while PostTrade is BK's, and another after PostTrade is rolled back,
+    reach Bank as Bank's id and BK as its own, on either data plane: both ledgers cancel both trades,
+    every comparison matches, no key goes out of step."""
+    bank, bk = ledgers
+    ids = build(load_file(HERE / "shim.toml")).ids
+    methods = {**KEYED, "bank.v1.Ledger/CancelTrade": MethodSettings(key=("account_id",))}
+    post = "bank.v1.Ledger/PostTrade"
+    more = {"dataplane": dataplane, "switch_pause": 5.0}  # a loaded machine: Envoy may take a while
+    async with _shim(ledgers, ids=ids, methods=methods, **more) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="M1", initial_deposit="1000"))
+        order = pb.PostTradeRequest(account_id="M1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="10")
+        await _set(admin, "bk-primary", post, force=True)
+        first, second = await stub.PostTrade(order), await stub.PostTrade(order)  # BK's ids
+        await shim.drain()  # their pairs are learned
+        cancelled = [await stub.CancelTrade(pb.CancelTradeRequest(account_id="M1", trade_id=first.trade_id))]
+        await _set(admin, "shadow", post)
+        cancelled.append(
+            await stub.CancelTrade(pb.CancelTradeRequest(account_id="M1", trade_id=second.trade_id))
+        )
+        await shim.drain()
+        assert shim.steps is not None
+        out_of_step = dict(shim.steps.keys)
+        translated = shim.counters.get("ids_translated_for_primary")
+        verdicts = {name: shim.counters.get(f"verdict_{name}") for name in ("match", "mismatch", "skipped")}
+    assert [t.trade_id[:4] for t in (first, second)] == ["trd_", "trd_"]  # BK answered them
+    assert [c.status for c in cancelled] == [pb.TRADE_STATUS_CANCELLED] * 2
+    assert verdicts == {"match": 5, "mismatch": 0, "skipped": 0}
     assert translated == 2
     assert out_of_step == {}
     for ledger in (bank, bk):

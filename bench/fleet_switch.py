@@ -114,7 +114,7 @@ async def _run(args: argparse.Namespace) -> int:
                     try:
                         await admin.SetMode(request, metadata=auth, timeout=30)
                     except aio.AioRpcError as exc:
-                        if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                        if exc.code() is not grpc.StatusCode.ABORTED:
                             raise
                         refused.append(exc.details() or "")
                     else:

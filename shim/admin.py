@@ -135,7 +135,9 @@ async def set_mode(
     try:
         await shim.fleet.switch(changes, pause)
     except Unswitched as exc:
-        raise Refused(grpc.StatusCode.UNAVAILABLE, f"not applied, nothing recorded: {exc}") from exc
+        # ABORTED: refused as things are now (calls in flight, another switch), try again; never UNAVAILABLE,
+        # which a client reads as "the admin API could not be reached"
+        raise Refused(grpc.StatusCode.ABORTED, f"not applied, nothing recorded: {exc}") from exc
     for change in changes:
         _log.warning(
             "mode changed",

@@ -3,7 +3,9 @@
 When both sides answer a minting call (a write, or any call for kinds that
 `learn_from = "all"`), the ids found at the same place of both answers make
 pairs (`comparators.ids.pair_up`). The first pair learned for an id wins; a
-later, conflicting one is counted and ignored. Pairs are kept in memory (the
+later, conflicting one is counted and ignored, except for ids of one query
+(`scope = "query"`, page tokens): one minted again once the book changed pairs
+anew, and the latest pair wins. Pairs are kept in memory (the
 `store.id_cache` most recent ones) and in the store, so that a restarted shim,
 or another replica sharing a PostgreSQL store, knows them too.
 
@@ -144,8 +146,9 @@ class IdBook:
         `scopes` gives the query scope of each query-scoped kind."""
         out = []
         for one in found:
-            key = (side, one.kind, _scoped(scopes.get(one.kind, ""), one.value))
-            if key in self._known:
+            scope = scopes.get(one.kind, "")
+            key = (side, one.kind, _scoped(scope, one.value))
+            if key in self._known and not scope:  # an id of one query may be minted again, paired anew
                 continue
             if one.owner:
                 self._owners[key] = one.owner
@@ -208,8 +211,10 @@ class IdBook:
     # -- learning ----------------------------------------------------------------------------
 
     def learn(self, pairs: Iterable[tuple[Found, Found]], scopes: Mapping[str, str]) -> int:
-        """Record (Bank id, BK id) pairs; the first pair of an id wins. Returns how many are new."""
+        """Record (Bank id, BK id) pairs; the first pair of an id wins, except for ids of one query (a page
+        token minted again once the book changed), where the latest wins. Returns how many are new."""
         new: list[IdPair] = []
+        of_queries: list[IdPair] = []  # stored replacing any pair either id was in
         now = time.time()
         for bank, bk in pairs:
             kind = bank.kind
@@ -218,7 +223,12 @@ class IdBook:
             held = self._known.get(("bank", kind, bank_id))
             back = self._known.get(("bk", kind, bk_id))
             if held is not None or back is not None:
-                if (held is None or held[0] != bk_id) or (back is None or back[0] != bank_id):
+                if held is not None and held[0] == bk_id and back is not None and back[0] == bank_id:
+                    self._resolve(kind, bank_id, bk_id)  # known already (an id of one query minted again)
+                    continue
+                if scope:  # minted again for its query, the book changed: the latest pair wins
+                    self._forget_pair(kind, bank_id, held, bk_id, back)
+                else:
                     self._counters.inc("id_conflicts", kind)
                     _log.warning(
                         "id pair conflicts with one learned earlier; the earlier one is kept",
@@ -228,18 +238,36 @@ class IdBook:
                         known_bk_id=held[0] if held else None,
                         known_bank_id=back[0] if back else None,
                     )
-                continue
+                    continue
             owner = bank.owner or bk.owner
             self._remember(kind, bank_id, bk_id, owner)
-            new.append(IdPair(kind, bank_id, bk_id, owner, now))
+            (of_queries if scope else new).append(IdPair(kind, bank_id, bk_id, owner, now))
             self._counters.inc("ids_learned", kind)
-            for side, value, counterpart in (("bank", bank_id, bk_id), ("bk", bk_id, bank_id)):
-                pending = self._pending.get((side, kind, value))
-                if pending is not None and not pending.future.done():
-                    pending.future.set_result(counterpart)
-        if new and self._store is not None:
-            self._store.pairs.put(new)
-        return len(new)
+            self._resolve(kind, bank_id, bk_id)
+        if self._store is not None:
+            if new:
+                self._store.pairs.put(new)
+            if of_queries:
+                self._store.pairs.replace(of_queries)
+        return len(new) + len(of_queries)
+
+    def _resolve(self, kind: str, bank_id: str, bk_id: str) -> None:
+        """The calls waiting for either id's counterpart have it."""
+        for side, value, counterpart in (("bank", bank_id, bk_id), ("bk", bk_id, bank_id)):
+            pending = self._pending.get((side, kind, value))
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(counterpart)
+
+    def _forget_pair(
+        self, kind: str, bank_id: str, held: tuple[str, str] | None, bk_id: str, back: tuple[str, str] | None
+    ) -> None:
+        """Drop the pairs `bank_id` and `bk_id` are in (`held`: `bank_id`'s, `back`: `bk_id`'s)."""
+        self._known.pop(("bank", kind, bank_id), None)
+        self._known.pop(("bk", kind, bk_id), None)
+        if held is not None:
+            self._known.pop(("bk", kind, held[0]), None)
+        if back is not None:
+            self._known.pop(("bank", kind, back[0]), None)
 
     def _remember(self, kind: str, bank_id: str, bk_id: str, owner: str) -> None:
         self._known[("bank", kind, bank_id)] = (bk_id, owner)
@@ -275,13 +303,17 @@ class IdBook:
         scoped = _scoped(scope, value)
         key = (side, kind, scoped)
         known = self._known.get(key)
-        if known is not None:
-            return _unscoped(scope, known[0])
         pending = self._pending.get(key)
+        # an id of one query minted again by an earlier call still under way: its pair is the one that holds
+        again = pending is not None and bool(scope) and not pending.future.done()
+        if known is not None and not again:
+            return _unscoped(scope, known[0])
         if pending is not None and stop is not None and _earlier(pending, before):
             result = await _until(pending.future, stop)
             if result is not None:
                 return _unscoped(scope, result)
+        if known is not None:
+            return _unscoped(scope, self._known.get(key, known)[0])
         if self._store is None:
             return None
         try:

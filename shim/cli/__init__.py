@@ -23,13 +23,15 @@ the commands reading the store share is in `store_args`.
 
 Exit status: 0 after a clean stop, 2 for a bad flag, an unreadable or invalid
 config, or a port that is busy; errors are one line on stderr. `shim gate`
-exits 0 when the evidence meets its criteria and 1 when it does not.
+exits 0 when the evidence meets its criteria and 1 when it does not. A command whose output
+pipe closes early (`shim mode show | head -1`) stops quietly with 141, as one stopped by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     pass
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as a command stopped by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -288,6 +291,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader stopped reading (`shim mode show | head -1`): as SIGPIPE would
+        _stdout_to_nowhere()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_nowhere() -> None:
+    """What is still buffered for the closed pipe goes nowhere, so that the flush at exit does not fail."""
+    with contextlib.suppress(OSError, ValueError):
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ async def run(args: argparse.Namespace) -> int:
                     )
         except aio.AioRpcError as error:
             refused = error.code() in (
+                grpc.StatusCode.ABORTED,  # a switch not applied: try again
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.UNAUTHENTICATED,

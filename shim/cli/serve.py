@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from shim import config as config_mod
 from shim.errors import ConfigError, ShimError
+from shim.modes import DEFAULT
 from shim.store_settings import parse_retain
 from shim.units import parse_duration
 
@@ -182,7 +183,8 @@ async def serve(
         through_python={r.path: r.why for r in served.plane.routes if r.why}
         if served.plane is not None
         else None,
-        mode=config.mode,
+        mode=shim.modes.default,  # the store's, where it keeps one: a restart serves as it was told last
+        method_modes={k: v for k, v in shim.modes.table().items() if k != DEFAULT} or None,
         bank=config.bank.target,
         bk=config.bk.target if config.bk else None,
         descriptor_sets=list(config.descriptors.descriptor_sets),

@@ -2,8 +2,9 @@
 
 A pair says which Bank id and which BK id name the same thing, per kind of id ("trade", ...). Each
 side is unique within a kind, and the first pair learned wins: a later pair that conflicts on either
-side is ignored. An unpaired id is one a side minted whose minting call ended without the other
-side's: not unknown, unpaired.
+side is ignored, except for ids of one query (page tokens), where the latest wins (`replace`). An
+unpaired id is one a side minted whose minting call ended without the other side's: not unknown,
+unpaired.
 
 Forgetting is for ids that no longer name anything: two test services that restarted empty and mint
 the same ids again, say. A pair forgotten is learned again from the next answers that mint it. A
@@ -12,17 +13,23 @@ running shim keeps the pairs it holds in memory until it restarts.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+
+import structlog
 
 from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import IdPair, Unpaired
 
+_log = structlog.get_logger("shim.store")
+
 SIDES = ("bank", "bk")
 _COLUMN = {"bank": "bank_id", "bk": "bk_id"}
 _PAIR_COLUMNS = "kind, bank_id, bk_id, owner, learned_at"
 _INSERT_PAIR = f"INSERT INTO id_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_DELETE_EITHER = "DELETE FROM id_pairs WHERE kind = ? AND (bank_id = ? OR bk_id = ?)"
 _INSERT_UNPAIRED = (
     "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
@@ -37,12 +44,35 @@ class StoredPairs:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._replacing: set[asyncio.Future[None]] = set()  # `replace`s under way (kept from collection)
 
     def put(self, pairs: Sequence[IdPair]) -> None:
         """Learn pairs (enqueued); a pair conflicting with one already known is ignored."""
         now = time.time()
         rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
         self._engine.enqueue(_INSERT_PAIR, rows)
+
+    def replace(self, pairs: Sequence[IdPair]) -> None:
+        """Learn pairs of ids of one query (page tokens minted again once the book changed), each replacing
+        any pair either of its ids was in, in their order: the latest pair of an id wins. One transaction of
+        its own, begun now and never waited for (the writes' batches run each statement for all their rows
+        at once, which would undo that order); a failure is logged, and the memory holds the pairs."""
+        now = time.time()
+        rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
+
+        def work(db: Db) -> None:
+            for kind, bank_id, bk_id, owner, at in rows:
+                db.run(_DELETE_EITHER, (kind, bank_id, bk_id))
+                db.run(_INSERT_PAIR, (kind, bank_id, bk_id, owner, at))
+
+        task = asyncio.ensure_future(self._engine.transaction(work, write=True))
+        self._replacing.add(task)
+        task.add_done_callback(self._replaced)
+
+    def _replaced(self, task: asyncio.Future[None]) -> None:
+        self._replacing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.warning("id pairs of a query not stored", error=str(error))
 
     async def find(self, kind: str, side: str, values: Sequence[str]) -> list[IdPair]:
         """The pairs of `kind` whose `side` ("bank" or "bk") id is one of `values`, in their order."""

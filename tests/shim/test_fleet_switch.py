@@ -303,7 +303,7 @@ async def test_a_switch_one_replica_cannot_hold_for_is_given_up_everywhere(
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)
-    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert refused.value.code() is grpc.StatusCode.ABORTED
     # the proposer names the replica it waited for; had that one answered first, it says so itself
     assert re.search(rf"within the switch's pause \(0.1s\).*{second.replica}", refused.value.details() or "")
     assert {v.default_mode for v in views.values()} == {"shadow"}

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.helpers import run_shim, scrape_metrics, until
+from tests.shim.test_cli import shim_serving
 from tests.shim.test_evidence import Records
 
 HERE = Path(sample_ledger.__file__).parent
@@ -360,6 +362,11 @@ async def test_a_restart_keeps_the_modes(
         await shim.drain()
     assert trade.trade_id.startswith("trd_")
     assert "R1" in bank.servicer.book.accounts  # Bank mirrored
+    flags = ("--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--store", store)
+    async with shim_serving(*flags, "--mode", "shadow") as (served, ready):
+        served.proc.send_signal(signal.SIGTERM)
+        assert await served.finish() == 0
+    assert ready["mode"] == "bk-primary", "the ready line says the mode it serves in: the store's"
 
 
 @pytest.mark.skipif(not POSTGRES_DSN, reason="needs PostgreSQL: set SHIM_TEST_POSTGRES_DSN (set by .ci/run)")
@@ -420,6 +427,20 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
         )
         shown = await mode("show")
         history = await mode("history")
+        read, write = os.pipe()
+        os.close(read)  # a reader that stopped reading (`shim mode show | head -1`)
+        try:
+            unread = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "shim", "mode", "show", "--admin", admin],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.close(write)
+    assert (unread.returncode, unread.stderr) == (141, ""), "as a command stopped by SIGPIPE: no traceback"
     assert refused.returncode == 1
     assert "refused: the gate fails" in refused.stderr
     assert no_duration.returncode == 2
@@ -434,6 +455,38 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
     assert "DIFFERS" not in view
     assert "*" in history.stdout
     assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout
+
+
+async def test_a_switch_refused_for_calls_in_flight_is_a_refusal_on_the_command_line(tmp_path: Path) -> None:
+    """A switch the calls in flight do not let through within its pause is refused, nothing changed: "try
+    again". `shim mode set` says "refused" and exits 1, as for any refusal, never 2 (which says the admin
+    API could not be reached): a script tells the two apart."""
+    bank, slow_bk = (
+        await serve("bank"),
+        await serve("bk", delay=4.0),
+    )  # longer than the command takes to start
+    try:
+        store = {"url": str(tmp_path / "shim.db")}
+        async with _shim((bank, slow_bk), shadow_timeout=10.0, store=store) as (shim, stub, _):
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", initial_deposit="10"))
+            await shim.drain()
+            slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="R1", amount="1")))
+            mirrors = shim.dispatchers.values()
+            await until(lambda: any(d.in_flight for d in mirrors), "a mirrored call in flight")
+            command = [sys.executable, "-m", "shim", "mode", "set", "bk-primary", "--force", "--reason", "r"]
+            admin = ["--admin", f"127.0.0.1:{shim.admin_port}"]
+            refused = await asyncio.to_thread(
+                subprocess.run, [*command, *admin], capture_output=True, text=True, timeout=60
+            )
+            await slow
+            assert shim.modes.default == "shadow"
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith("shim mode: refused: not applied, nothing recorded: calls in flight"), (
+        refused.stderr
+    )
 
 
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
@@ -593,7 +646,7 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
             await until(lambda: any(d.in_flight for d in mirrors), "a mirrored call in flight")
             with pytest.raises(aio.AioRpcError) as refused:
                 await _set(admin, "bk-primary", force=True)
-            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert refused.value.code() is grpc.StatusCode.ABORTED
             assert shim.modes.default == "shadow"
             assert shim.store is not None
             assert await shim.store.modes.current() == {}
@@ -650,7 +703,7 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                     await switching
                 assert in_flight_after, "a call sent during the switch waited for BK's answer"
                 assert any(d.in_flight for d in mirrors), "the switch waited for BK's answer"
-                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert refused.value.code() is grpc.StatusCode.ABORTED
                 details = refused.value.details() or ""
                 assert "the switch's pause (0.1s)" in details, details
                 assert re.search(

@@ -8,6 +8,7 @@ on its own.
 from comparators._compare import compare
 from comparators._diff import diff_values, format_path
 from comparators._model import (
+    REFUSALS,
     STATUS_NAMES,
     Code,
     Comparison,
@@ -26,6 +27,7 @@ from comparators.rules import RuleError, RuleSet, build_rules
 
 __all__ = [
     "LATE_MARGIN",
+    "REFUSALS",
     "STATUS_NAMES",
     "Code",
     "Comparison",

@@ -1,4 +1,8 @@
-"""compare(exchange) -> Comparison: the verdict on one mirrored call."""
+"""compare(exchange) -> Comparison: the verdict on one mirrored call.
+
+Over 400 lines: one judgement read top to bottom, from what kept a call from being compared down to each
+difference of status, rich details and messages, with the ids and redaction applied on the way.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def compare(
     no known pair that differs from Bank's is an `unmapped-id` difference, and so
     is one with the text of a Bank id that pairs with another BK id (overlapping
     id spaces: comparators._stand_ins). A mismatch on a key out of step
-    (`exchange.tainted`) is `tainted`. With
+    (`exchange.tainted`) is `tainted`. Two answers that would match but are both failures (a status
+    neither OK nor a refusal: `REFUSALS`) are no agreement: skipped, as proving nothing. With
     `redactor`, the values of sensitive fields are replaced by keyed hashes in
     both answers before anything is compared, after BK's ids were read through
     the pairs, so a mapped id in a redacted field gives equal hashes (see
@@ -120,7 +125,7 @@ def _judge(
     # overlap, BK's 5 may be Bank's 7, and the same bytes then name different things
     translating = ids is not None and any(bank_id != bk_id for _, bank_id, bk_id in exchange.ids)
     if not translating and _same_bytes(bank, bk):
-        return Comparison(exchange, Verdict.MATCH)
+        return _match(exchange, bank, bk)
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
@@ -143,8 +148,19 @@ def _judge(
         return Comparison(
             exchange, Verdict.ERROR, tuple(differences), reason=reason, decoded=info is not None
         )
-    verdict = Verdict.MISMATCH if any(not d.rule for d in differences) else Verdict.MATCH
-    return Comparison(exchange, verdict, tuple(differences), decoded=info is not None)
+    if any(not d.rule for d in differences):
+        return Comparison(exchange, Verdict.MISMATCH, tuple(differences), decoded=info is not None)
+    return _match(exchange, bank, bk, tuple(differences), info is not None)
+
+
+def _match(
+    exchange: Exchange, bank: Outcome, bk: Outcome, found: tuple[Difference, ...] = (), decoded: bool = False
+) -> Comparison:
+    """A match, unless both sides failed (a status neither OK nor a refusal): no agreement, proves nothing."""
+    if not (bank.failed and bk.failed):
+        return Comparison(exchange, Verdict.MATCH, found, decoded=decoded)
+    codes = bank.status if bank.code == bk.code else f"Bank {bank.status}, BK {bk.status}"
+    return Comparison(exchange, Verdict.SKIPPED, reason=f"both sides failed ({codes}): proves nothing")
 
 
 NO_RULES = RuleSet()

@@ -40,6 +40,24 @@ class Code(enum.IntEnum):
 
 STATUS_NAMES: dict[int, str] = {code.value: code.name for code in Code}
 
+# statuses that say the call was certainly not carried out: a refusal, which two sides can agree on. Any
+# other status but OK (INTERNAL, UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE, an unknown
+# code) says the call broke: it may or may not have been carried out
+REFUSALS = frozenset(
+    {
+        Code.INVALID_ARGUMENT,
+        Code.NOT_FOUND,
+        Code.ALREADY_EXISTS,
+        Code.PERMISSION_DENIED,
+        Code.RESOURCE_EXHAUSTED,
+        Code.FAILED_PRECONDITION,
+        Code.ABORTED,
+        Code.OUT_OF_RANGE,
+        Code.UNIMPLEMENTED,
+        Code.UNAUTHENTICATED,
+    }
+)
+
 
 def status_name(code: int) -> str:
     return STATUS_NAMES.get(code, f"CODE_{code}")
@@ -72,6 +90,12 @@ class Outcome:
     @property
     def status(self) -> str:
         return status_name(self.code)
+
+    @property
+    def failed(self) -> bool:
+        """A status neither OK nor a refusal (`REFUSALS`): the call broke, and may or may not have been
+        carried out."""
+        return self.code != Code.OK and self.code not in REFUSALS
 
     def trailer(self, key: str) -> str | bytes | None:
         """The first trailing metadata value under `key`, if any."""

@@ -38,15 +38,13 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from comparators import Code, Outcome, status_name
+from comparators import REFUSALS, Code, Outcome, status_name
 from shim.metrics import Counters
 from shim.store import OutOfStep, Store, StoreError
 
 _log = structlog.get_logger("shim.steps")
 
 EVERY_KEY = "*"
-# statuses that say the write was certainly not applied
-_REFUSED = frozenset({3, 5, 6, 7, 8, 9, 10, 11, 12, 16})  # INVALID_ARGUMENT ... UNAUTHENTICATED
 APPLIED, REFUSED, UNKNOWN = "applied", "refused", "unknown"
 
 
@@ -66,7 +64,7 @@ def effect(outcome: Outcome | None) -> str:
         return UNKNOWN
     if outcome.code == 0:
         return APPLIED
-    return REFUSED if outcome.code in _REFUSED or unreachable(outcome) else UNKNOWN
+    return REFUSED if outcome.code in REFUSALS or unreachable(outcome) else UNKNOWN
 
 
 def out_of_step_reason(primary: Outcome | None, shadow: Outcome | None, primary_is_bank: bool) -> str:

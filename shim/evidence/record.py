@@ -182,24 +182,38 @@ class StoreSink:
 
 class CountsFlusher:
     """Writes to the store, now and then, how many comparisons were not stored and what else was lost (by
-    method), under this replica's name."""
+    method), under this replica's name. Counts whose write failed for good are kept, and written with the
+    next flush: the store loses no count while it cannot write, and says how much is missing once it can
+    (a write that fails for a passing reason, the database locked or full, is tried again by the store)."""
 
     def __init__(self, store: Store, counters: Counters, sink: StoreSink) -> None:
         self._store = store
         self._counters = counters
         self._sink = sink
         self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._unwritten: Counter[tuple[str, str]] = Counter()  # (method, name): counts a failed write held
 
     def flush(self) -> None:
         now = time.time()
-        rows: list[tuple[str, str, int]] = []
+        counts: Counter[tuple[str, str]] = Counter()
         for (name, method), value in self._counters.snapshot().items():
             if name not in _NOT_STORED:
                 continue
             delta = value - self._seen.get((name, method), 0)
             if delta:
-                rows.append((method, name, delta))
+                counts[(method, name)] += delta
                 self._seen[(name, method)] = value
-        rows += [(method, "store_dropped", n) for method, n in self._sink.take_dropped().items()]
-        rows += [(method, "store_failed", n) for method, n in self._store.take_lost().items()]
-        self._store.counts.put(now, self._sink.replica, rows)
+        counts.update({(method, "store_dropped"): n for method, n in self._sink.take_dropped().items()})
+        counts.update({(method, "store_failed"): n for method, n in self._store.take_lost().items()})
+        with self._lock:
+            counts.update(self._unwritten)
+            self._unwritten.clear()
+        counts = +counts  # only what is there to write
+
+        def lost() -> None:  # on the store's thread: their write failed for good; the next flush writes them
+            with self._lock:
+                self._unwritten.update(counts)
+
+        rows = [(method, name, n) for (method, name), n in counts.items()]
+        self._store.counts.put(now, self._sink.replica, rows, lost=lost)

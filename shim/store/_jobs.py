@@ -23,7 +23,8 @@ class Write:
     What the rows stand for, for the store's accounting: `methods`, the method of each comparison among
     them (the backlog; counted by method when the write is lost); `replicas`, the replicas whose rows they
     are (a SQLite file made again carries their counts); `keys`, the keys out of step they mark (named in
-    the log when close gives up on them)."""
+    the log when close gives up on them). `lost`, when given, is called (on the store's thread) if the
+    write fails for good, so that what it held can be written again later."""
 
     sql: str
     rows: Rows
@@ -31,6 +32,7 @@ class Write:
     methods: Sequence[str] = ()
     replicas: frozenset[str] = frozenset()
     keys: Sequence[str] = ()
+    lost: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -62,11 +64,19 @@ FLUSH = "flush"  # a call that only answers, once the writes before it are done
 CLOSE = "close"  # the last call: the worker closes the connection and ends
 
 RETRY_EVERY = 0.5  # seconds between tries of writes kept after a passing failure
-_PASSING = ("database is locked", "database table is locked", "disk i/o error", "unable to open")
+_PASSING = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "unable to open",
+    "database or disk is full",
+    "attempt to write a readonly database",
+)
 
 
 def passing(error: BaseException) -> bool:
-    """Whether a failed write may succeed later: the database locked, unreachable, or gone for a while."""
+    """Whether a failed write may succeed later: the database locked, unreachable, gone, full (its disk)
+    or read-only (its file system) for a while."""
     if isinstance(error, StoreError | psycopg.OperationalError):
         return True
     return isinstance(error, sqlite3.OperationalError) and str(error).lower().startswith(_PASSING)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shim.store._jobs import Write
 from shim.store.engine import Engine
@@ -16,7 +16,14 @@ class StoredCounts:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def put(self, at: float, replica: str, counts: Sequence[tuple[str, str, int]]) -> None:
-        """Record counts (method, name, value) taken at `at` by `replica` (enqueued)."""
+    def put(
+        self,
+        at: float,
+        replica: str,
+        counts: Sequence[tuple[str, str, int]],
+        lost: Callable[[], None] | None = None,
+    ) -> None:
+        """Record counts (method, name, value) taken at `at` by `replica` (enqueued). `lost` is called (on
+        the store's thread) if their write fails for good, for the caller to write them again later."""
         rows = [(at, replica, m, n, v) for m, n, v in counts]
-        self._engine.put(Write(_INSERT_COUNT, rows, replicas=frozenset((replica,))))
+        self._engine.put(Write(_INSERT_COUNT, rows, replicas=frozenset((replica,)), lost=lost))

@@ -3,10 +3,11 @@
 Batching and durability: the worker takes every job queued at once; writes next to each other are
 committed in one transaction (one batch). A write enqueued is committed within one batch; a flush
 waits for it, and a read enqueued after a write sees it. A batch that fails for a passing reason (the
-database locked or unreachable) is kept and tried again, first, every RETRY_EVERY seconds or with the
-next jobs; one that fails otherwise is logged, counted in `write_errors` and dropped, its comparisons
-counted by method (`take_lost`). The worker goes on, and on PostgreSQL reconnects at the next job.
-A read that fails raises StoreError.
+database locked, unreachable, full or read-only) is kept and tried again, first, every RETRY_EVERY
+seconds or with the next jobs (the comparisons it holds stay in the backlog, which the sink bounds);
+one that fails otherwise is logged, counted in `write_errors` and dropped, its comparisons counted by
+method (`take_lost`) and each write's `lost` called. The worker goes on, and on PostgreSQL reconnects
+at the next job. A read that fails raises StoreError.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Worker:
     def run(self) -> None:
         """Run jobs until closed: writes next to each other in one transaction, each call in its own.
 
-        Writes that failed for a passing reason (the database locked or unreachable) are kept and
-        tried again, first, every RETRY_EVERY seconds or with the next jobs."""
+        Writes that failed for a passing reason (the database locked, unreachable, full or read-only)
+        are kept and tried again, first, every RETRY_EVERY seconds or with the next jobs."""
         while True:
             if self._retry:
                 try:
@@ -82,8 +83,7 @@ class Worker:
                     flush.answer()
                 flushes = []
                 if job.what == CLOSE and self._retry:
-                    self._write(self._retry, final=True)
-                    self._retry = []
+                    self._write([], final=True)
                 if self._answer(job):
                     self._stop(jobs[index + 1 :])
                     return
@@ -110,13 +110,15 @@ class Worker:
         return False
 
     def _write(self, writes: list[Write], final: bool = False) -> None:
-        """Commit these writes in one transaction.
+        """Commit these writes in one transaction, after the writes kept for another try.
 
-        On a passing failure (locked, unreachable) they are kept for another try, unless `final`;
-        on any other they are lost: logged, counted in `write_errors`, and the comparisons among
-        them counted by method (`take_lost`)."""
+        On a passing failure (locked, unreachable, full, read-only) they are kept for another try,
+        unless `final`; on any other they are lost: logged, counted in `write_errors`, the comparisons
+        among them counted by method (`take_lost`), and each write's `lost` called."""
         if self._abandoned:
             return  # close() gave up on them, and said so
+        # writes kept from a try earlier in this round of jobs go first, in their order, never left behind
+        writes, self._retry = [*self._retry, *writes], []
         grouped: dict[str, list[tuple[object, ...]]] = {}
         for write in writes:
             grouped.setdefault(write.sql, []).extend(write.rows)
@@ -146,6 +148,9 @@ class Worker:
             lost = Counter(method for write in writes for method in write.methods)
             with self.lock:
                 self._lost.update(lost)
+            for write in writes:
+                if write.lost is not None:
+                    write.lost()
             log.warning(
                 "store write failed; its writes are lost",
                 store=self.url,

@@ -9,8 +9,9 @@ import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 
-from comparators import Comparison, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators import Comparison, DiffKind, Exchange, Outcome, Verdict, build_rules, compare
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.units import parse_duration
 from tests.comparators._exchanges import (
     BAD_PRICE,
     BAD_QUANTITY,
@@ -772,10 +773,121 @@ def test_a_primary_that_never_received_the_call_leaves_nothing_to_compare(primar
 
 
 def test_unavailable_after_an_answer_is_compared() -> None:
-    """A stream that ended UNAVAILABLE after answer messages was received: both sides' answers compare."""
+    """A stream that ended UNAVAILABLE after answer messages was received: both sides' answers compare. A
+    difference is BK's; the same cut on both sides is two broken calls, no agreement."""
     cut = answer(pb.Balance(cash="1"), code=UNAVAILABLE, details="reset")
-    assert compare(exchange(GET_BALANCE, cut, cut), REGISTRY).verdict is Verdict.MATCH
+    both = compare(exchange(GET_BALANCE, cut, cut), REGISTRY)
+    assert (both.verdict, both.reason) == (Verdict.SKIPPED, "both sides failed (UNAVAILABLE): proves nothing")
     assert compare(exchange(GET_BALANCE, cut, BALANCE), REGISTRY).verdict is Verdict.MISMATCH
+
+
+# a status that is no refusal: the call broke, and may or may not have been carried out
+FAILURES = {
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "DEADLINE_EXCEEDED": 4,
+    "INTERNAL": 13,
+    "DATA_LOSS": 15,
+    "CODE_42": 42,
+}
+# a refusal: the call was certainly not carried out, and both sides refusing alike is agreement
+REFUSALS = {
+    "INVALID_ARGUMENT": 3,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "UNAUTHENTICATED": 16,
+}
+
+
+@pytest.mark.parametrize("name", FAILURES)
+@pytest.mark.parametrize("is_write", [True, False], ids=["write", "read"])
+@pytest.mark.parametrize("primary_is_bank", [True, False], ids=["bank-primary", "bk-primary"])
+def test_both_sides_failing_alike_is_no_match(name: str, is_write: bool, primary_is_bank: bool) -> None:
+    """Bank and BK answering the same failure (not a refusal) sent by their servers is no agreement: both
+    broke, so the call proves nothing of BK's parity. It is skipped, never a match, and never tainted (not
+    even on a key out of step)."""
+    failed = answer(code=FAILURES[name], details="boom")
+    ex = exchange(
+        POST_TRADE, failed, failed, is_write=is_write, primary_is_bank=primary_is_bank, tainted="an old write"
+    )
+    comparison = compare(ex, REGISTRY)
+    assert (comparison.verdict, comparison.reason, comparison.differences) == (
+        Verdict.SKIPPED,
+        f"both sides failed ({name}): proves nothing",
+        (),
+    )
+
+
+def test_both_sides_failing_alike_under_a_rule_is_no_match() -> None:
+    """Failures a status rule holds equivalent (the codes, the wording) are still two failures: skipped,
+    naming each side's code."""
+    rules = build_rules(
+        [{"rule": "status", "equivalent": [["INTERNAL", "UNKNOWN"]], "details": "ignore", "name": "codes"}],
+        REGISTRY,
+        parse_duration,
+    )
+    bank, bk = answer(code=13, details="stack A"), answer(code=2, details="stack B")
+    for primary_is_bank in (True, False):
+        primary, shadow = (bank, bk) if primary_is_bank else (bk, bank)
+        comparison = compare(
+            exchange(POST_TRADE, primary, shadow, primary_is_bank=primary_is_bank), REGISTRY, rules
+        )
+        assert (comparison.verdict, comparison.reason, comparison.differences) == (
+            Verdict.SKIPPED,
+            "both sides failed (Bank INTERNAL, BK UNKNOWN): proves nothing",
+            (),
+        )
+    same = compare(exchange(POST_TRADE, bank, answer(code=13, details="stack B")), REGISTRY, rules)
+    assert (same.verdict, same.reason) == (Verdict.SKIPPED, "both sides failed (INTERNAL): proves nothing")
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_both_sides_refusing_alike_is_a_match(name: str) -> None:
+    """A refusal says the call was certainly not carried out: the same refusal on both sides is parity."""
+    refused = answer(code=REFUSALS[name], details="no")
+    assert compare(exchange(POST_TRADE, refused, refused), REGISTRY).verdict is Verdict.MATCH
+
+
+@pytest.mark.parametrize(
+    ("bank", "bk", "expected"),
+    [
+        pytest.param(
+            answer(code=13), BALANCE, ("status.code", "INTERNAL", "OK"), id="bank-failed-bk-answered"
+        ),
+        pytest.param(
+            BALANCE, answer(code=13), ("status.code", "OK", "INTERNAL"), id="bk-failed-bank-answered"
+        ),
+        pytest.param(
+            answer(code=13), answer(code=2), ("status.code", "INTERNAL", "UNKNOWN"), id="other-failure"
+        ),
+        pytest.param(
+            answer(code=NOT_FOUND),
+            answer(code=13),
+            ("status.code", "NOT_FOUND", "INTERNAL"),
+            id="refused-failed",
+        ),
+        pytest.param(
+            answer(code=13, details="disk"),
+            answer(code=13, details="no disk"),
+            ("status.details", "disk", "no disk"),
+            id="other-wording",
+        ),
+    ],
+)
+def test_failures_that_differ_are_a_mismatch(
+    bank: Outcome, bk: Outcome, expected: tuple[str, str, str]
+) -> None:
+    """Where the two sides' failures differ (or one side failed and the other answered), the difference is
+    real: a mismatch, as any other."""
+    comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert expected in [(d.path, d.bank, d.bk) for d in comparison.differences]
 
 
 def test_comparison_exposes_its_exchange() -> None:

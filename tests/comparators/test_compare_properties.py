@@ -87,11 +87,12 @@ def test_an_answer_always_matches_itself(
     outcome: Outcome, method: str, described: bool, bank_primary: bool
 ) -> None:
     """Any answer (random messages, status code and details) compared with itself is a match; but for
-    UNAVAILABLE before any answer, which is no answer (the primary never received the call)."""
+    UNAVAILABLE before any answer, which is no answer (the primary never received the call), and a failure
+    (a status neither OK nor a refusal), which on both sides is no agreement."""
     registry = REGISTRY if described else None
     comparison = compare(exchange(method, outcome, outcome, primary_is_bank=bank_primary), registry)
     never_received = outcome.code == Code.UNAVAILABLE and not outcome.messages
-    expected = Verdict.SKIPPED if never_received else Verdict.MATCH
+    expected = Verdict.SKIPPED if never_received or outcome.failed else Verdict.MATCH
     assert (comparison.verdict, comparison.differences) == (expected, ())
 
 
@@ -105,7 +106,8 @@ def test_an_answer_always_matches_itself(
 def test_an_answer_matches_itself_whatever_its_latency_and_ordinary_metadata(
     bank: Outcome, bk: Outcome, method: str, described: bool
 ) -> None:
-    """Two answers with the same status, details, messages and rich status match, whatever else differs."""
+    """Two answers with the same status, details, messages and rich status match, whatever else differs
+    (unless both are failures: no agreement)."""
     same = Outcome(
         code=bank.code,
         details=bank.details,
@@ -116,7 +118,7 @@ def test_an_answer_matches_itself_whatever_its_latency_and_ordinary_metadata(
     )
     comparison = compare(exchange(method, bank, same), REGISTRY if described else None)
     never_received = bank.code == Code.UNAVAILABLE and not bank.messages  # no answer: nothing compared
-    assert comparison.verdict is (Verdict.SKIPPED if never_received else Verdict.MATCH)
+    assert comparison.verdict is (Verdict.SKIPPED if never_received or bank.failed else Verdict.MATCH)
 
 
 @PROPERTIES

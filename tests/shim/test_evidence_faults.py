@@ -54,7 +54,8 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
     """A request that does not decode names no key: it marks nothing (no "every key" mark), so BK's planted
-    wrong code on a later read is a real mismatch, and `shim gate` fails."""
+    wrong code on a later read is a real mismatch, and `shim gate` fails. The garbage write itself, that
+    both sides failed alike, proves nothing: it leaves Deposit not proven."""
     bank, bk = ledgers
     store = tmp_path / "shim.db"
     async with (
@@ -79,7 +80,14 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
     assert read.verdict is Verdict.MISMATCH
     assert gate[0] == 1, gate[1] + gate[2]
     failed = [line.split() for line in gate[1].splitlines() if line.startswith("FAIL")]
-    assert [words[1:5] for words in failed] == [["bank.v1.Ledger/GetBalance", "real", "mismatch", "rate"]]
+    assert [words[1:5] for words in failed] == [
+        ["bank.v1.Ledger/Deposit", "compared", "not", "proven:"],
+        ["bank.v1.Ledger/Deposit", "unproven", "not", "proven:"],
+        ["bank.v1.Ledger/GetBalance", "real", "mismatch", "rate"],
+    ]
+    deposit = next(c for c in sink.comparisons if c.method == DEPOSIT)
+    assert deposit.verdict is Verdict.SKIPPED
+    assert deposit.reason == f"both sides failed ({garbage.value.code().name}): proves nothing"
 
 
 async def test_a_write_bank_never_received_is_not_sent_to_bk(
@@ -257,3 +265,57 @@ def _venue(settings: dict[str, Any]) -> dict[str, Any]:
     for name in ("bank", "bk", "mode"):
         settings.pop(name, None)
     return {**settings, "registry": VENUE}
+
+
+async def test_calls_both_sides_fail_alike_prove_nothing_and_the_gate_fails(tmp_path: Path) -> None:
+    """Bank and BK both failing a write with INTERNAL, and a read with DATA_LOSS, agree on nothing: the
+    client gets Bank's failure as without the shim, each call is stored skipped (never a match), the
+    write's key is out of step (whether either side applied it is unknown), and `shim gate` fails both
+    methods as not proven."""
+    store = tmp_path / "shim.db"
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    for side in (bank, bk):
+        side.payments.fail("Move", grpc.StatusCode.INTERNAL)
+        side.payments.fail("ListMovements", grpc.StatusCode.DATA_LOSS)
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                store={"url": str(store)},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = pay.Client(channel)
+            with pytest.raises(aio.AioRpcError) as write:
+                await client.move("A1", "5")
+            with pytest.raises(aio.AioRpcError) as read:
+                await client.list_movements("A2")
+            comparisons = await sink.wait_for(2)
+            await shim.drain()
+            assert shim.steps is not None
+            marks = dict(shim.steps.keys)
+            assert shim.store is not None
+            await shim.store.flush()
+            gate = await shim_command("gate", "--store", store, "--min-compared", "1")
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (write.value.code(), read.value.code()) == (grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS)
+    assert sorted((c.method, c.verdict, c.reason) for c in comparisons) == [
+        (pay.LIST_MOVEMENTS, Verdict.SKIPPED, "both sides failed (DATA_LOSS): proves nothing"),
+        (pay.MOVE, Verdict.SKIPPED, "both sides failed (INTERNAL): proves nothing"),
+    ]
+    assert list(marks) == ["A1"]
+    assert gate[0] == 1, gate[1] + gate[2]
+    failed = [line.split()[1:3] for line in gate[1].splitlines() if line.startswith("FAIL")]
+    assert failed == [
+        ["pay.v1.Payments/ListMovements", "compared"],
+        ["pay.v1.Payments/ListMovements", "unproven"],
+        ["pay.v1.Payments/Move", "compared"],
+        ["pay.v1.Payments/Move", "unproven"],
+    ]
+    assert "skipped 1" in gate[1]

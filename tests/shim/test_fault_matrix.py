@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from comparators import Comparison, DiffKind, Verdict
+from comparators import REFUSALS, Comparison, DiffKind, Verdict
 from shim._breaker import CLOSED, OPEN
 from shim.app import Shim
 from shim.routing import MethodSettings
@@ -291,9 +291,11 @@ async def test_a_different_number_of_stream_messages_is_a_mismatch_at_their_posi
 async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
     bank: Running, code: grpc.StatusCode, bk_answers: str
 ) -> None:
-    """Bank failing with a code: the client gets it and its details; BK OK: status mismatch; alike: match.
-    But UNAVAILABLE before any answer says Bank never received the call: not compared (skipped), however
-    BK answered; the stream that had answers first is compared."""
+    """Bank failing with a code: the client gets it and its details; BK OK: status mismatch; alike: a match
+    for a refusal (nothing was done on either side), skipped for a failure that is none (INTERNAL,
+    UNKNOWN, ...: two broken calls are no agreement). UNAVAILABLE before any answer says Bank never
+    received the call: not compared (skipped), however BK answered; the stream that had answers first is
+    compared."""
     status = pb.EchoStatus(code=code.value[0], message=f"bank says {code.name} ✗")
     unary = pb.SimpleRequest(response_size=5, response_status=status)
     streaming = _stream_request(SIZES[:3], status)
@@ -309,7 +311,14 @@ async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
             through = [await _observe(shim.address, invoke, request) for _, invoke, request in cases]
             comparisons = {c.method: c for c in await sink.wait_for(len(cases))}
             await shim.drain()
-            verdict = "verdict_mismatch" if bk_answers == "ok" else "verdict_match"
+            failed_alike = bk_answers == "same" and code.value[0] not in REFUSALS
+            verdict = (
+                "verdict_mismatch"
+                if bk_answers == "ok"
+                else "verdict_skipped"
+                if failed_alike
+                else "verdict_match"
+            )
             never_received = [code is grpc.StatusCode.UNAVAILABLE and m != STREAM for m, _, _ in cases]
             verdicts = [
                 "verdict_skipped" if never else verdict
@@ -332,6 +341,10 @@ async def test_every_bank_error_reaches_the_client_exactly_and_is_compared(
         if never:
             assert (comparison.verdict, comparison.differences) == (Verdict.SKIPPED, ()), method
             assert "the primary never received the call" in comparison.reason
+            continue
+        if failed_alike:
+            assert (comparison.verdict, comparison.differences) == (Verdict.SKIPPED, ()), method
+            assert comparison.reason == f"both sides failed ({code.name}): proves nothing"
             continue
         if bk_answers == "same":
             assert comparison.verdict is Verdict.MATCH, method

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from structlog.testing import capture_logs
 
 from shim import store as store_module
 from shim.store import IdPair, OutOfStep, Store, StoreError
+from tests.helpers import until
 
 POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
 NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
+TIMEOUT = 20.0  # seconds a test waits for a condition at most
 
 Raw = Callable[[str], list[tuple[Any, ...]]]
 
@@ -339,6 +342,47 @@ async def test_a_failing_write_batch_is_counted_and_the_worker_goes_on(store: St
     store.pairs.put([_pair(1)])
     assert await store.pairs.find("trade", "bk", ["K1"]) == [_pair(1)]
     assert store.write_errors == 1
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+async def test_a_full_or_read_only_sqlite_keeps_the_writes_in_order_until_it_takes_them_again(
+    fault: str, tmp_path: Path, open_store: Opener
+) -> None:
+    """ "database or disk is full" and "attempt to write a readonly database" pass: the writes are kept and
+    tried again, all of them in their order, however many reads come between them (each try fails while
+    the fault lasts), and land once the database takes writes again: none lost, none counted as failed."""
+    store = await open_store(str(tmp_path / "shim.db"))
+    held, go = threading.Event(), threading.Event()
+
+    def break_it(db: Any) -> None:  # the worker waits here, so that the jobs after it come in one round
+        held.set()
+        go.wait(TIMEOUT)
+        if (
+            fault == "full"
+        ):  # it may not grow: a full disk (the pairs' ids below each need pages of their own)
+            db.run(f"PRAGMA max_page_count = {db.run('PRAGMA page_count')[0][0]}")
+        else:
+            db.run("PRAGMA query_only = ON")
+
+    def mend(db: Any) -> None:
+        db.run("PRAGMA max_page_count = 1073741823" if fault == "full" else "PRAGMA query_only = OFF")
+
+    big = "x" * 65536
+    pairs = [IdPair("trade", f"B{n}{big}", f"K{n}", learned_at=1.0) for n in range(3)]
+    breaking = asyncio.ensure_future(store.transaction(break_it, write=False))
+    await until(held.is_set, "the worker held")
+    reads = []
+    for pair in pairs:
+        store.pairs.put([pair])
+        reads.append(asyncio.ensure_future(store.pairs.find("trade", "bk", ["K0", "K1", "K2"])))
+        await asyncio.sleep(0)  # one turn of the loop: the read's call is in the queue, after the write
+    go.set()
+    await breaking
+    assert [await read for read in reads] == [[], [], []]  # nothing could be written
+    await store.transaction(mend, write=False)
+    await store.flush()
+    assert await store.pairs.find("trade", "bk", ["K0", "K1", "K2"]) == pairs
+    assert (store.write_errors, store.backlog) == (0, 0)
 
 
 async def test_a_lost_table_fails_writes_and_reads_but_not_the_worker(

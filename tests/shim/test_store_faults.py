@@ -1,9 +1,11 @@
-"""The store failing under a running `shim serve`: its SQLite file deleted, its PostgreSQL blackholed.
+"""The store failing under a running shim: its SQLite file deleted, full or refusing writes, its PostgreSQL
+blackholed.
 
-Real servers only: the sample Bank and BK in the test process on port 0, the shim
-as a `python -m shim serve` process. The PostgreSQL test runs when
-SHIM_TEST_POSTGRES_DSN names a database, through a TCP relay in the test process
-that can stop answering (accepting connections and never replying).
+Real servers only: the sample Bank and BK (or the payments service) in the test process on port 0, the
+shim as a `python -m shim serve` process or in-process (`running_shim`, where the test can fill its
+SQLite database: `PRAGMA max_page_count` on the shim's own connection makes it full, as a full disk
+does). The PostgreSQL test runs when SHIM_TEST_POSTGRES_DSN names a database, through a TCP relay in
+the test process that can stop answering (accepting connections and never replying).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+import pytest
+from grpc import aio
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from tests.helpers import postgres_schema_url
+from shim.store import Store
+from shim.testing import running_shim
+from tests.helpers import postgres_schema_url, shim_command
 from tests.processes import shim_process
+from tests.shim import _payments as pay
 from tests.shim.test_evidence_store import (
     BANK_BINPB,
     CALL_TIMEOUT,
@@ -112,6 +120,153 @@ async def test_a_sqlite_file_deleted_under_the_shim_is_made_again_and_its_compar
     assert sql("PRAGMA integrity_check") == [("ok",)]
     (logged,) = _events(shim.stderr, DELETED)
     assert (logged["comparisons_lost"], logged["level"]) == (5, "error")
+
+
+# -- a full SQLite database, one that refuses writes -------------------------------------------------
+
+
+async def _room(store: Store, pages: int | None) -> None:
+    """Let the shim's SQLite database grow to `pages` pages at most (None: as it is now: full), on the
+    shim's own connection, as a full disk would stop it growing."""
+
+    def limit(db: Any) -> None:
+        most = pages if pages is not None else db.run("PRAGMA page_count")[0][0]
+        db.run(f"PRAGMA max_page_count = {most}")
+
+    await store.transaction(limit, write=False)
+
+
+async def _report(path: Path) -> dict[str, Any]:
+    """`shim report --json` of the store at `path`: its one method."""
+    code, out, err = await shim_command("report", "--json", "--store", path)
+    assert code == 0, err
+    (method,) = json.loads(out)["methods"]
+    return dict(method)
+
+
+@pytest.mark.parametrize("max_buffer", [1000, 30], ids=["within-the-buffer", "past-the-buffer"])
+async def test_a_full_sqlite_database_keeps_the_comparisons_until_there_is_room_again(
+    tmp_path: Path, max_buffer: int
+) -> None:
+    """While the database is full ("database or disk is full"), the comparisons that do not fit wait
+    (up to the sink's `max_buffer`, those past it dropped and counted) and are tried again; once there is
+    room, every one kept is stored and every one dropped is counted: the report accounts for every call."""
+    path = tmp_path / "shim.db"
+    sql = _sqlite_sql(path)
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    before, during = 10, 100
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                store={"url": str(path), "refresh": 0.05, "max_buffer": max_buffer},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            store = shim.store
+            assert store is not None
+            client = pay.Client(channel)
+            for n in range(before):
+                await client.list_movements(f"A{n}")
+            await sink.wait_for(before)
+            await shim.drain()  # every comparison handed to the store too
+            await store.flush()
+            await _room(store, None)
+            for n in range(during):
+                await client.list_movements(f"B{n}")
+            await sink.wait_for(before + during)
+            await shim.drain()
+            await store.flush()  # their batch was tried, and failed: the database is full
+            kept = store.backlog
+            (stored_while_full,) = sql("SELECT count(*) FROM comparisons")[0]
+            await _room(store, 1_073_741_823)
+            await store.flush()  # tried again, first, with this flush
+            (stored,) = sql("SELECT count(*) FROM comparisons")[0]
+            dropped = before + during - stored
+
+            async def counted() -> Rows:
+                return await asyncio.to_thread(sql, "SELECT name, sum(value) FROM counts GROUP BY name")
+
+            if dropped:
+                await _until(counted, lambda rows: rows == [("store_dropped", dropped)], "the drops counted")
+            assert store.write_errors == 0
+    finally:
+        await bank.stop()
+        await bk.stop()
+    # the pages the database had still took a few; the rest waited for room, up to the buffer
+    assert 0 < kept <= max_buffer
+    assert stored == stored_while_full + kept
+    assert dropped == (0 if max_buffer > during else before + during - stored)
+    if max_buffer < during:
+        assert (kept, dropped) == (max_buffer, during - max_buffer - (stored_while_full - before))
+    method = await _report(path)
+    assert (method["calls"], method["dropped"]) == (stored, dropped)
+    assert method["calls"] + method["dropped"] == before + during
+
+
+async def test_counts_of_comparisons_lost_survive_a_write_of_them_that_failed(tmp_path: Path) -> None:
+    """A database that refuses writes for good (here a trigger: each comparison and count insert is
+    aborted) loses the comparisons, counted as `store_failed`; the write of those counts fails too, and
+    they are kept and written once the database takes writes again: the report says how much is missing."""
+    path = tmp_path / "shim.db"
+    sql = _sqlite_sql(path)
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    before, during = 5, 7
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                store={"url": str(path), "refresh": 0.05},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            store = shim.store
+            assert store is not None
+            client = pay.Client(channel)
+            for n in range(before):
+                await client.list_movements(f"A{n}")
+            await sink.wait_for(before)
+            await shim.drain()  # every comparison handed to the store too
+            await store.flush()
+            for table in ("comparisons", "counts"):
+                refuse = "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                sql(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} {refuse}")
+            for n in range(during):
+                await client.list_movements(f"B{n}")
+            await sink.wait_for(before + during)
+            await shim.drain()
+            await store.flush()
+            failed = store.write_errors  # the batches of the comparisons
+            assert failed >= 1
+
+            async def errors() -> int:
+                return store.write_errors
+
+            await _until(errors, lambda n: n > failed, "a write of the counts refused")
+            sql("DROP TRIGGER refuse_comparisons")
+            sql("DROP TRIGGER refuse_counts")
+
+            async def counted() -> Rows:
+                return await asyncio.to_thread(
+                    sql, "SELECT method, name, sum(value) FROM counts GROUP BY method, name"
+                )
+
+            counts = await _until(counted, bool, "the counts written once the database takes writes")
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert counts == [(pay.LIST_MOVEMENTS, "store_failed", during)]
+    method = await _report(path)
+    assert (method["calls"], method["dropped"]) == (before, during)
+    assert method["dropped_by_name"] == {"store_failed": during}
 
 
 # -- a blackholed PostgreSQL ---------------------------------------------------------------------------

@@ -106,7 +106,8 @@ async def echo_pair() -> AsyncIterator[tuple[Running, Running]]:
 async def test_every_call_kind_relays_the_primary_exactly(
     kind: str, requests: list[bytes], echo_pair: tuple[Running, Running]
 ) -> None:
-    """Messages, headers and trailers (binary too), status, unicode and rich details arrive as sent."""
+    """Messages, headers and trailers (binary too), status, unicode and rich details arrive as sent. Alike
+    answers match; but the same INTERNAL on both sides is two failures, no agreement: skipped."""
     bank, bk = echo_pair
     direct = await _observe(bank.address, kind, requests)
     for _ in range(4):  # the echo always sends its headers: a baseline without them is grpc's own race
@@ -118,7 +119,8 @@ async def test_every_call_kind_relays_the_primary_exactly(
         through = await _observe(shim.address, kind, requests)
         comparisons = await sink.wait_for(1)
     assert through == direct
-    assert comparisons[0].verdict is Verdict.MATCH
+    failed = requests == [b"code:13"]
+    assert comparisons[0].verdict is (Verdict.SKIPPED if failed else Verdict.MATCH)
 
 
 async def test_rich_error_details_survive_byte_for_byte(echo_pair: tuple[Running, Running]) -> None:

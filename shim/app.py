@@ -36,7 +36,6 @@ from shim.books import Books
 from shim.channels import Channels, size_options
 from shim.config import Config, Upstream, changed, keeping, reloadable
 from shim.errors import ConfigError, StartupError
-from shim.evidence.record import replica_name
 from shim.exporter import Exporter
 from shim.fleet import Fleet, Timing
 from shim.front import Front
@@ -166,7 +165,7 @@ class Shim:
             self.books.start_housekeeping(config, parts)
             assert self.books.fleet_store is not None
             self.fleet = Fleet(
-                replica_name(), self.modes, self.books.fleet_store, self.mode_lock, self._timing()
+                parts.replica, self.modes, self.books.fleet_store, self.mode_lock, self._timing()
             )
         self.routes = routes
         handler = ProxyHandler(

@@ -210,10 +210,10 @@ class Shim:
             raise StartupError(
                 f"cannot listen on {config.serving.listen}: address in use or not available"
             ) from exc
+        if self.fleet is not None:  # before serving: a switch under way is taken part in first
+            await self.fleet.start()
         await server.start()
         self._server = server
-        if self.fleet is not None:
-            await self.fleet.start()
         if self.books.intents is not None:
             await self.recover_intents(starting=True)
         if config.admin.listen or os.environ.get(config.admin.token_env):

@@ -36,7 +36,6 @@ from shim.books import Books
 from shim.channels import Channels, size_options
 from shim.config import Config, Upstream, changed, keeping, reloadable
 from shim.errors import ConfigError, StartupError
-from shim.evidence.record import replica_name
 from shim.exporter import Exporter
 from shim.fleet import Fleet, Timing
 from shim.front import Front
@@ -168,7 +167,7 @@ class Shim:
             self.books.start_housekeeping(config, parts)
             assert self.books.fleet_store is not None
             self.fleet = Fleet(
-                replica_name(), self.modes, self.books.fleet_store, self.mode_lock, self._timing()
+                parts.replica, self.modes, self.books.fleet_store, self.mode_lock, self._timing()
             )
         self.routes = routes
         handler = ProxyHandler(
@@ -213,10 +212,10 @@ class Shim:
             raise StartupError(
                 f"cannot listen on {config.serving.listen}: address in use or not available"
             ) from exc
+        if self.fleet is not None:  # before serving: a switch under way is taken part in first
+            await self.fleet.start()
         await server.start()
         self._server = server
-        if self.fleet is not None:
-            await self.fleet.start()
         if self.books.intents is not None:
             await self.recover_intents(starting=True)
         if config.admin.listen or os.environ.get(config.admin.token_env):

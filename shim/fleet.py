@@ -16,9 +16,16 @@ from by its heartbeat (`shim.liveness`, every `store.refresh`), and takes part i
    decision is one conditional update, so the switch is either committed or abandoned everywhere.
 
 So, among live replicas, no call is answered in the old mode once any replica answers in the new:
-they all hold between the two. Modes changed in the store otherwise (a replica that was silent
-while a switch committed) are followed at the next look at the store (every `store.refresh`), as a
-local switch (`follow`).
+they all hold between the two. A replica starting joins before it serves (`Fleet.start`): it listens,
+publishes its view, then takes part in a switch pending and reads the modes after it; the proposer
+waits for the replicas live once its switch is recorded pending, so a replica starting during a switch
+is either waited for or finds it pending (or decided) before its first call. Modes changed in the
+store otherwise (a replica that was silent while a switch committed) are followed at the next look at
+the store (every `store.refresh`), as a local switch (`follow`).
+
+Over 400 lines: the proposer's, every replica's and a starting replica's parts in a switch read and
+write the same state (the switches seen, the answers and decisions heard, the parts under way); split,
+that state would be shared across modules.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ class Fleet:
         self.listening = False
         self._seen: set[str] = set()  # switches this replica has taken part in
         self._tasks: set[asyncio.Task[None]] = set()
+        self._parts: dict[str, asyncio.Task[None]] = {}  # switch -> this replica's part in it, under way
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
         self._waited: dict[str, str] = {}  # switch -> what this replica's calls waited for, not held
@@ -89,9 +97,37 @@ class Fleet:
     # -- life ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Join the fleet, before this replica serves: listen to the switches' announcements, publish its
+        view, then take part in a switch pending (hold, then apply its decision) and read the store's
+        modes after it. So a replica starting during a switch serves in the modes the switch decided: a
+        switch proposed before its view was published is found pending here, or decided (its modes in the
+        store); one proposed later waits for it (`switch` reads the views after its proposal)."""
+        listening = asyncio.Event()
+        self._spawn(self._listen(listening), "fleet notifications")
+        with contextlib.suppress(TimeoutError):  # a connection slow to come: switches are polled for
+            async with asyncio.timeout(self.timing.refresh):
+                await listening.wait()
         await self._publish()
-        for work, name in ((self._look, "fleet: a look at the store"), (self._listen, "fleet notifications")):
-            self._spawn(work(), name)
+        await self._join()
+        self._spawn(self._look(), "fleet: a look at the store")
+
+    async def _join(self) -> None:
+        """At start: take part in the switch pending, if any, until it is decided; then follow the store."""
+        try:
+            pending = await self._store.fleet.pending()
+        except StoreError as exc:
+            _log.warning("fleet state not read", error=str(exc))
+            pending = None
+        if pending is not None:
+            self._take_part_once(pending)
+            part = self._parts.get(pending.id)
+            if part is not None:  # held here (no call is taken yet) until the decision, then applied
+                await asyncio.shield(part)
+            elif pending.id not in self._seen:  # past its deadline: decided, or abandoned, within a lease
+                self._seen.add(pending.id)
+                with contextlib.suppress(StoreError):
+                    await self._decision(pending, time.monotonic() + self.timing.lease + self.timing.refresh)
+        await self.follow()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -129,16 +165,19 @@ class Fleet:
                 views = await self._store.fleet.views()
                 others = any(v.replica != self.replica and self._live(v, now) for v in views)
 
-    async def _listen(self) -> None:
+    async def _listen(self, ready: asyncio.Event) -> None:
+        """Hear the switches' announcements; `ready` is set once listening (or once it failed: polling)."""
         while True:
             try:
                 async for message in self._store.fleet.notifications():
                     self.listening = True
+                    ready.set()
                     self._heard(message)
                     await self._wake()
             except StoreError as exc:
                 _log.warning("store notifications lost; polling meanwhile", error=str(exc))
             self.listening = False
+            ready.set()
             if self._store.conninfo is None:
                 return  # SQLite: polling only
             await asyncio.sleep(self.timing.refresh)
@@ -166,7 +205,10 @@ class Fleet:
     def _take_part_once(self, proposal: Switch) -> None:
         if proposal.id not in self._seen and time.time() < proposal.deadline:
             self._seen.add(proposal.id)
-            self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
+            part = self._parts[proposal.id] = self._spawn(
+                self._take_part(proposal), f"fleet switch {proposal.id}"
+            )
+            part.add_done_callback(lambda _: self._parts.pop(proposal.id, None))
 
     async def _wake(self) -> None:
         async with self._woken:
@@ -211,7 +253,6 @@ class Fleet:
         )  # fmt: skip
         self._seen.add(proposal.id)  # taken part in below, not when its announcement comes back
         try:
-            live = {v.replica for v in await self._store.fleet.views() if self._live(v, now)}
             other = await self._store.fleet.propose(proposal)
         except StoreError as exc:
             raise Unswitched(f"the store did not take the switch: {exc}") from exc
@@ -220,6 +261,10 @@ class Fleet:
         until = time.monotonic() + self._pause(proposal)  # each replica holds its calls this long at most
         part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
         try:
+            # the replicas waited for: those live once the switch is recorded pending. One whose view comes
+            # later finds it pending as it starts (`start`), and holds for it before it serves
+            views = await self._store.fleet.views()
+            live = {v.replica for v in views if self._live(v, time.time())}
             why = await self._collect(proposal, live | {self.replica}, until)
             state = await self._store.fleet.decide(proposal, not why, time.time())
         except StoreError as exc:

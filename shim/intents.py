@@ -12,7 +12,10 @@ Such orphaned intents are claimed by the replicas still running, every
 replica's heartbeat (`shim.liveness`, on the database's clock) is older than
 `store.lease`. So a replica's death is followed by the claim of its intents
 within the lease and one refresh. A shim that starts also claims at once those
-of a process gone from its own host (no such pid). An intent whose writer has
+of a process gone from its own host (no such pid, or its own pid under another name: the process that
+had it before, in a container restarted in its pod). Each process is a replica of its own, its name
+drawn at its start (`host:pid:tag`), so a process started again under the same host and pid never takes
+its predecessor's intents for its own. An intent whose writer has
 no heartbeat at all (a shim of an earlier release) is orphaned once its
 process is gone from this host or it is older than any mirrored call can last.
 A live replica's intents are never claimed.
@@ -42,11 +45,17 @@ from shim.store import Intent, Store, StoreError
 _log = structlog.get_logger("shim.intents")
 
 
-def _alive(replica: str) -> bool:
-    """Whether the process named `replica` ("host:pid") may still run: another host's always may."""
-    host, _, pid = replica.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+def _alive(replica: str, me: str) -> bool:
+    """Whether the process named `replica` ("host:pid:tag", or an earlier release's "host:pid") may still
+    run: another host's always may; on this host, not when its pid is gone, nor when its pid is this
+    process's own and the name is not `me` (an earlier process given the same pid: a container restarted
+    in its pod)."""
+    host, _, rest = replica.partition(":")
+    pid = rest.partition(":")[0]
+    if replica == me or host != socket.gethostname() or not pid.isdigit():
         return True
+    if int(pid) == os.getpid():
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -88,11 +97,13 @@ class Intents:
             found += [
                 (intent, None)
                 for intent in await self._store.intents.all()
-                if intent.replica != self.replica and intent.id not in seen and not _alive(intent.replica)
+                if intent.replica != self.replica
+                and intent.id not in seen
+                and not _alive(intent.replica, self.replica)
             ]
         claimed = []
         for intent, silent in found:
-            if silent is None and now - intent.at < stale and _alive(intent.replica):
+            if silent is None and now - intent.at < stale and _alive(intent.replica, self.replica):
                 continue  # no heartbeat, not known to be gone: a replica of an earlier release, maybe
             if await self._store.intents.claim(intent.id):  # another replica may have claimed it first
                 claimed.append(intent)

@@ -181,6 +181,7 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no 
     - `failing`: every call is answered UNAVAILABLE ("BK is down"), not forwarded;
     - `held`: methods (by name suffix, "/Deposit") held at arrival and never forwarded, until the caller
       goes away (`arrived` counts them);
+    - `gated`: methods held at arrival until their event is set, then forwarded (`arrived` counts them);
     - `late`: methods forwarded at once but answered that many seconds late.
     """
 
@@ -188,6 +189,7 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no 
         self.channel = aio.insecure_channel(target)
         self.failing = False
         self.held: set[str] = set()
+        self.gated: dict[str, asyncio.Event] = {}
         self.late: dict[str, float] = {}
         self.arrived = 0
 
@@ -200,6 +202,10 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no 
             if any(method.endswith(name) for name in self.held):
                 self.arrived += 1
                 await asyncio.Event().wait()  # until the call is cancelled: the server behind never gets it
+            gate = next((g for name, g in self.gated.items() if method.endswith(name)), None)
+            if gate is not None:
+                self.arrived += 1
+                await gate.wait()
             call = self.channel.stream_stream(method)()
             async for request in requests:
                 await _grpc_compat.send(call, request)

@@ -2,7 +2,9 @@
 
 `shim_process(*args)` starts `python -m shim serve ARGS`, waits for its "ready" line (warnings may come
 first), and reads its stderr all along, so the shim never blocks on a full pipe. On exit it stops the
-shim (SIGTERM; SIGKILL, children included, if it does not stop).
+shim (SIGTERM; SIGKILL, children included, if it does not stop). With `pid_namespace`, the shim is PID 1
+of a PID namespace of its own (`unshare`), as in a container: started again so, it has the same host name
+and the same pid.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from tests.helpers import ROOT, until
 
 SERVE = [sys.executable, "-m", "shim", "serve"]
+IN_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
 TIMEOUT = 30.0  # seconds a step of a shim process may take before the test fails
 
 
@@ -31,12 +34,13 @@ class ShimProcess:
     proc: asyncio.subprocess.Process
     ready: dict[str, Any]
     stderr: list[str]
+    pid_namespace: bool = False  # PID 1 of a namespace of its own: `proc` is `unshare`, its parent
 
     @property
     def replica(self) -> str:
         """The name the shim gives itself in the store (see shim.evidence.record.replica_name): that of the
         process serving, which the ready line names (on Envoy, the comparison plane)."""
-        return f"{os.uname().nodename}:{self.ready['pid']}"
+        return str(self.ready["replica"])
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON lines of its stderr so far, parsed."""
@@ -74,7 +78,13 @@ class ShimProcess:
 
     async def kill_9(self) -> None:
         """SIGKILL the shim; once it is dead, its children too, which it could not stop and which would
-        live on (holding its stderr open, so that asyncio would never see it exit)."""
+        live on (holding its stderr open, so that asyncio would never see it exit). In a PID namespace of
+        its own, the shim is its PID 1: every process in it dies with it, and `unshare` exits."""
+        if self.pid_namespace:
+            [init] = self.children()  # unshare's child: the shim, pid 1 inside
+            os.kill(init, signal.SIGKILL)
+            await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+            return
         orphans = self.children()
         self.proc.send_signal(signal.SIGKILL)
         await until(lambda: _state(self.proc.pid) in ("", "Z", "X"), "the shim dead after SIGKILL", TIMEOUT)
@@ -100,11 +110,13 @@ def _state(pid: int) -> str:
 
 @contextlib.asynccontextmanager
 async def shim_process(
-    *args: str | Path, cwd: Path = ROOT, new_session: bool = False
+    *args: str | Path, cwd: Path = ROOT, new_session: bool = False, pid_namespace: bool = False
 ) -> AsyncIterator[ShimProcess]:
     """`shim serve ARGS`, run in `cwd` (in a session of its own, as a terminal runs it, with
-    `new_session`), once it is ready (see the module's docstring)."""
+    `new_session`; as PID 1 of a PID namespace of its own with `pid_namespace`), once it is ready (see
+    the module's docstring)."""
     proc = await asyncio.create_subprocess_exec(
+        *(IN_PID_NAMESPACE if pid_namespace else []),
         *SERVE,
         *map(str, args),
         stdin=asyncio.subprocess.DEVNULL,
@@ -115,7 +127,7 @@ async def shim_process(
     )
     assert proc.stderr is not None
     stderr = proc.stderr
-    shim = ShimProcess(proc, {}, [])
+    shim = ShimProcess(proc, {}, [], pid_namespace)
 
     async def read() -> None:
         async for raw in stderr:
@@ -127,7 +139,7 @@ async def shim_process(
         yield shim
     finally:
         if proc.returncode is None:
-            if shim.ready.get("pid") not in (None, proc.pid):
+            if shim.ready.get("pid") not in (None, proc.pid) and not pid_namespace:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(shim.ready["pid"], signal.SIGCONT)  # a plane a test stopped can stop again
             try:
@@ -136,3 +148,16 @@ async def shim_process(
                 await shim.kill_9()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, TIMEOUT)
+
+
+def pid_namespaces() -> str:
+    """Why `shim_process(..., pid_namespace=True)` cannot run here ("": it can)."""
+    import subprocess
+
+    try:
+        done = subprocess.run([*IN_PID_NAMESPACE, "true"], capture_output=True, timeout=TIMEOUT, check=False)
+    except OSError as exc:
+        return f"unshare cannot run: {exc}"
+    if done.returncode != 0:
+        return f"unshare cannot make a PID namespace here: {done.stderr.decode(errors='replace').strip()}"
+    return ""

@@ -178,6 +178,7 @@ async def serve(
         listen=shim.address,
         dataplane=served.dataplane,
         pid=os.getpid(),
+        replica=shim.parts.replica,  # its name in the store and the fleet
         comparison_nice=served.plane.niced if served.plane is not None else None,
         # on Envoy: the methods whose calls take Python on their primary path, and why (docs/dataplane.md)
         through_python={r.path: r.why for r in served.plane.routes if r.why}

@@ -46,9 +46,20 @@ _log = structlog.get_logger("shim.evidence.record")
 _NOT_STORED = ("comparisons_dropped", *LOST)
 
 
+_named: tuple[int, str] | None = None  # this process's name (`replica_name`), with the pid it was made for
+
+
 def replica_name() -> str:
-    """This shim process, as the store names it: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This shim process, as the store names it: `host:pid:tag`, the tag six random hex digits drawn once
+    per process. A process started again under the same host and pid (a container restarted in its pod, a
+    new PID namespace) is so another replica, and what its predecessor left in the store (intents,
+    tickets, a view) is taken for a dead replica's, not for its own. Earlier releases named a process
+    `host:pid`."""
+    global _named
+    pid = os.getpid()
+    if _named is None or _named[0] != pid:  # drawn again in a child process (a worker forked)
+        _named = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}")
+    return _named[1]
 
 
 def time_ordered_id() -> str:

@@ -207,8 +207,8 @@ class StoredFleet:
         return await self._engine.transaction(write, write=True)
 
     async def notifications(self) -> AsyncIterator[str]:
-        """Every message on the channel, as it comes (PostgreSQL; nothing on SQLite). StoreError when the
-        connection cannot be made or is lost."""
+        """Every message on the channel, as it comes, after an empty one once listening (PostgreSQL;
+        nothing on SQLite). StoreError when the connection cannot be made or is lost."""
         if self._engine.conninfo is None:
             return
         try:
@@ -219,6 +219,7 @@ class StoredFleet:
                 channel = await (await conn.execute(f"SELECT {_CHANNEL_SQL}".encode())).fetchone()
                 assert channel is not None
                 await conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel[0])))
+                yield ""  # listening: whatever is announced from now on is heard
                 async for notice in conn.notifies():
                     yield notice.payload
         except psycopg.Error as error:

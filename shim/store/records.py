@@ -115,7 +115,7 @@ class RecordingPart:
 
     id: str
     recording: str
-    replica: str  # the process ("host:pid")
+    replica: str  # the process ("host:pid:tag", shim.evidence.record.replica_name)
     started: float
     last_at: float  # when its last committed call arrived (its start when none)
     calls: int  # committed so far

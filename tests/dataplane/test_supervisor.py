@@ -98,11 +98,11 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
 
             # the plane started again mirrors and compares (the deposits it never saw put BK's balance of S1
             # behind Bank's: what it finds is no match, but it is compared)
-            replica = f"%:{again['pid']}"
+            replica = again["replica"]  # its name in the store (host:pid:tag)
 
             def compared() -> int:
                 sql = (
-                    f"SELECT COUNT(*) FROM comparisons WHERE replica LIKE '{replica}'"
+                    f"SELECT COUNT(*) FROM comparisons WHERE replica = '{replica}'"
                     " AND verdict IN ('match', 'mismatch', 'tainted')"
                 )
                 return int(_stored(db, sql)[0][0])

@@ -26,6 +26,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from tests.backends import forwarding
 from tests.helpers import ROOT, postgres_schema_url, until
 from tests.processes import ShimProcess, shim_process
 from tests.shim.test_evidence_store import _postgres_sql
@@ -338,3 +339,73 @@ async def test_a_switch_s_own_pause_is_the_one_every_replica_holds_for(tmp_path:
     assert answer.default_mode == "bk-primary"
     assert {v.default_mode for v in views.values()} == {"bk-primary"}, views
     assert len(views) == 2
+
+
+async def _side(address: str) -> str:
+    """Which side answers a read, through `address`, of an account only Bank has (BK: not registered)."""
+    async with aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            await stub.GetAccount(pb.GetAccountRequest(account_id="ONLYBANK"), timeout=30)
+        except aio.AioRpcError as exc:
+            return "BK" if "no account is registered as 'ONLYBANK'" in (exc.details() or "") else str(exc)
+        return "Bank"
+
+
+async def test_a_replica_starting_during_a_switch_takes_part_in_it_before_it_serves(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A switch shadow -> bk-primary through a first replica is held there by a mirrored deposit BK has not
+    answered; a second replica starts meanwhile, after the proposal. It takes part in the switch before
+    it serves: the first call it answers after the commit is answered from BK, as on the first replica,
+    not from Bank until its first look at the store (`store.refresh`, 5 s here)."""
+    bank, bk = ledgers
+    async with aio.insecure_channel(bank.address) as channel:
+        await pb_grpc.LedgerStub(channel).OpenAccount(pb.OpenAccountRequest(account_id="ONLYBANK"))  # type: ignore[no-untyped-call]
+    config = _config(tmp_path, grace="10s")
+    text = config.read_text(encoding="utf-8").replace('refresh = "200ms"', 'refresh = "5s"')
+    config.write_text(text.replace(f'lease = "{LEASE:g}s"', 'lease = "15s"'), encoding="utf-8")
+    with postgres_schema_url() as url:
+        sql = _postgres_sql(url)
+        async with forwarding(bk.address) as (proxy, front), contextlib.AsyncExitStack() as stack:
+            args = [
+                "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", front.address,
+                "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+            ]  # fmt: skip
+            first = await stack.enter_async_context(shim_process(*args))
+            async with aio.insecure_channel(first.ready["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id="W1", initial_deposit="10"))
+                await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                gate = proxy.gated["/Deposit"] = asyncio.Event()
+                await stub.Deposit(pb.DepositRequest(account_id="W1", amount="1"))  # Bank answers at once
+                await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
+            switch = asyncio.ensure_future(_set_mode(first, "bk-primary", pause=8.0))
+            try:
+                await until(
+                    lambda: sql("SELECT id FROM shim_mode_switches WHERE state = 'pending'"),
+                    "the switch pending",
+                )
+                second_ready = asyncio.ensure_future(stack.enter_async_context(shim_process(*args)))
+                await until(
+                    lambda: len(sql("SELECT replica FROM shim_replica_modes")) == 2 or second_ready.done(),
+                    "the second replica's view published",
+                    within=30,
+                )
+                gate.set()  # the mirrored deposit goes on: the first replica holds, the switch commits
+                answer = await switch
+            finally:
+                gate.set()
+                switch.cancel()
+            committed = time.monotonic()
+            second = await second_ready
+            answered = {
+                "first": await _side(first.ready["listen"]),
+                "second": await _side(second.ready["listen"]),
+            }
+            took = time.monotonic() - committed
+            views = await _views(first)
+    assert answer.default_mode == "bk-primary"
+    assert took < 5.0, "within the second replica's store.refresh"
+    assert answered == {"first": "BK", "second": "BK"}, answered
+    assert {view.default_mode for view in views.values()} == {"bk-primary"}, views

@@ -6,6 +6,9 @@ replica fails nothing. The fleet's views are heard from by it too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,9 @@ from shim.metrics import Counters
 from shim.store import Intent, ReplicaView, Store
 from tests.backends import forwarding
 from tests.helpers import ROOT, postgres_schema_url, until
-from tests.processes import shim_process
+from tests.processes import pid_namespaces, shim_process
 from tests.shim import test_store as engines
-from tests.shim.test_evidence_store import _postgres_sql
+from tests.shim.test_evidence_store import _postgres_sql, _sqlite_sql
 
 # every engine; stores closed at the end
 target, open_store, store = engines.target, engines.open_store, engines.store
@@ -283,3 +286,73 @@ async def test_a_replica_killed_with_a_write_in_flight_has_its_key_marked_and_ch
     assert by == survivor.replica
     assert since - killed <= SHIM_LEASE + SHIM_REFRESH + 1.0, since - killed  # 1 s: a loaded machine
     assert (result, left) == ("differs", []), (result, detail)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres", "postgres, across replicas"])
+async def test_a_replica_started_again_under_the_same_host_and_pid_claims_what_the_dead_one_left(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, engine: str
+) -> None:
+    """A `shim serve` in a PID namespace of its own (a container) is killed (-9) while BK holds the deposit
+    it mirrored, and started again there: same host name, same pid. It is another replica all the same:
+    as it starts it claims the intent its predecessor left (it does not take its predecessor's writes for
+    its own), and marks the account out of step. With `[ordering] across_replicas`, its next write on the
+    account waits for its predecessor's ticket, not taken for its own either, and releases it."""
+    if why := pid_namespaces():
+        pytest.skip(why)
+    bank, bk = ledgers
+    with contextlib.ExitStack() as stack:
+        if engine.startswith("postgres"):
+            url = stack.enter_context(postgres_schema_url())
+            sql = _postgres_sql(url)
+        else:
+            url = str(tmp_path / "shim.db")
+            sql = _sqlite_sql(tmp_path / "shim.db")
+        async with forwarding(bk.address) as (proxy, front):
+            config = _config(tmp_path)
+            if engine.endswith("across replicas"):
+                config.write_text(config.read_text() + "\n[ordering]\nacross_replicas = true\n")
+            args = [
+                "--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address,
+                "--bk", front.address, "--store", url, "--dataplane", "python", "--diff-log", "/dev/null",
+            ]  # fmt: skip
+            async with shim_process(*args, pid_namespace=True) as victim:
+                async with aio.insecure_channel(victim.ready["listen"]) as channel:
+                    stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                    await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", initial_deposit="10"))
+                    await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                    proxy.held.add("/Deposit")  # BK never gets the deposit
+                    await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
+                    await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
+                    assert sql("SELECT replica FROM intents") == [(victim.replica,)]
+                await victim.kill_9()
+            async with shim_process(*args, pid_namespace=True) as again:
+                left_at_start = sql("SELECT replica FROM intents")
+
+                def reasons() -> list[str]:
+                    return [
+                        str(reason)
+                        for (reason,) in sql(
+                            "SELECT reason FROM out_of_step WHERE key = 'K1'"
+                            " UNION SELECT reason FROM verifications WHERE key = 'K1'"
+                        )
+                    ]
+
+                await until(reasons, "the account marked out of step", within=10.0)
+                lost = await again.until_event("mirrored writes lost by a stopped shim")
+                marked = reasons()
+                released = None
+                if engine.endswith("across replicas"):
+                    proxy.held.discard("/Deposit")
+                    async with aio.insecure_channel(again.ready["listen"]) as channel:
+                        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+                        await stub.Deposit(pb.DepositRequest(account_id="K1", amount="1"))
+                    released = await again.until_event("ticket of a replica gone released", within=10.0)
+                    await until(lambda: not sql("SELECT key FROM shim_key_tickets"), "every ticket done")
+    assert (again.ready["pid"], socket.gethostname()) == (victim.ready["pid"], os.uname().nodename)
+    assert again.replica != victim.replica
+    assert left_at_start == []  # claimed as it started
+    assert lost["writes"] == 1, lost
+    if released is None:  # the one mark (with tickets, the dead process's ticket taken late marked it first)
+        assert [victim.replica in reason for reason in marked] == [True], marked
+    else:
+        assert (released["key"], released["replica"]) == ("K1", victim.replica), released

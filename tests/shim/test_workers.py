@@ -122,7 +122,7 @@ async def test_workers_share_the_port_and_the_store_and_drain_on_sigterm(
         assert tickets == [(CONNECTIONS, CONNECTIONS, CONNECTIONS)]  # one write per account, each done
     assert sql("SELECT count(*) FROM comparisons") == [(CONNECTIONS,)]
     assert len(bk.servicer.book.accounts) == CONNECTIONS  # every write mirrored, by whichever worker
-    pids = [int(replica.rpartition(":")[2]) for replica in replicas]
+    pids = [int(replica.split(":")[1]) for replica in replicas]  # host:pid:tag
     assert not [pid for pid in pids + envoys if _alive(pid)]
 
 

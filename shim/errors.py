@@ -9,6 +9,7 @@ ShimError
 ├── Unswitched       a fleet switch was given up on every replica, nothing recorded (shim.fleet)
 ├── Refused          the admin API refuses a switch, with the gRPC status to answer (shim.admin)
 ├── UnreadableCopy   a copy Envoy sent cannot be turned back into messages (shim.dataplane.processor)
+├── RoutesNotApplied Envoy did not confirm the routes the shim wrote in time (shim.dataplane)
 ├── RecordingError   a recording file cannot be read or written whole (shim.recording.format)
 ├── ReplayError      a replay cannot start or go on: bad recording, BK down, seed failed (shim.replay)
 └── Abort            raised by an adapter: end the call with this status (shim.adapters)

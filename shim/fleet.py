@@ -23,9 +23,10 @@ is either waited for or finds it pending (or decided) before its first call. Mod
 store otherwise (a replica that was silent while a switch committed) are followed at the next look at
 the store (every `store.refresh`), as a local switch (`follow`).
 
-Over 400 lines: the proposer's, every replica's and a starting replica's parts in a switch read and
-write the same state (the switches seen, the answers and decisions heard, the parts under way); split,
-that state would be shared across modules.
+Over 400 lines: the proposer's, every replica's and a starting replica's parts in a switch, and the
+bounds that keep a replica's hold within the switch's pause whatever fails (the store, the data plane,
+a cancelled admin call), read and write the same state (the switches seen, the answers and decisions
+heard, the parts under way); split, that state would be shared across modules.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ HINT = (
     "; try again, or allow the clients' calls to wait longer for this switch (shim mode set --pause, at most"
     " grace_period) or for every switch (switch_pause)"
 )
+STORE_WITHIN = 1.0  # seconds past a switch's pause its replicas wait for the store while holding their calls
 PENDING_POLL = 0.02  # seconds between looks for a pending switch, without notifications (see `_look`)
 
 
@@ -261,17 +263,24 @@ class Fleet:
         until = time.monotonic() + self._pause(proposal)  # each replica holds its calls this long at most
         part = self._spawn(self._take_part(proposal), f"fleet switch {proposal.id}")
         try:
-            # the replicas waited for: those live once the switch is recorded pending. One whose view comes
-            # later finds it pending as it starts (`start`), and holds for it before it serves
-            views = await self._store.fleet.views()
-            live = {v.replica for v in views if self._live(v, time.time())}
-            why = await self._collect(proposal, live | {self.replica}, until)
-            state = await self._store.fleet.decide(proposal, not why, time.time())
-        except StoreError as exc:
-            why, state = f"the store failed: {exc}", ""
-        finally:
-            await self._wake()
-        await asyncio.shield(part)
+            try:
+                # the replicas waited for: those live once the switch is recorded pending. One whose view
+                # comes later finds it pending as it starts (`start`), and holds for it before it serves
+                views = await self._store.fleet.views()
+                live = {v.replica for v in views if self._live(v, time.time())}
+                why = await self._collect(proposal, live | {self.replica}, until)
+                state = await self._store.fleet.decide(proposal, not why, time.time())
+            except StoreError as exc:
+                why, state = f"the store failed: {exc}", ""
+            finally:
+                await self._wake()
+            await asyncio.shield(part)
+        except asyncio.CancelledError:
+            # the admin call was cancelled (Ctrl-C, its deadline): the switch is given up at once, unless
+            # committed already, rather than left pending (and refusing every other) until its deadline;
+            # the replicas holding their calls for it let them go on as they hear of it
+            self._spawn(self._abandon(proposal), f"fleet switch {proposal.id} given up")
+            raise
         waited = self._waited.pop(proposal.id, "")
         if waited and state != COMMITTED:  # this replica could not hold: what its own calls waited for
             why = (
@@ -284,6 +293,12 @@ class Fleet:
                 or f"a replica held its calls for {self._pause(proposal):g}s (the switch's pause) with no"
                 f" decision{HINT}"
             )
+
+    async def _abandon(self, proposal: Switch) -> None:
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(STOP_WITHIN):
+                await self._store.fleet.decide(proposal, False, time.time())
+        await self._wake()
 
     def _pause(self, proposal: Switch) -> float:
         """How long this replica holds its calls for `proposal` at most: the switch's own pause (`shim mode
@@ -348,8 +363,17 @@ class Fleet:
                 until = time.monotonic() + self._pause(proposal)
                 within = min(proposal.deadline - time.time(), self._pause(proposal))
                 async with self._modes.holding(proposal.modes, within) as hold:
-                    await self._store.fleet.answer(self.replica, proposal.id, held=True)
-                    if await self._decision(proposal, until) == COMMITTED:
+                    # a store answering slowly, or not at all, holds the calls no longer than the pause
+                    try:
+                        async with asyncio.timeout(max(until - time.monotonic(), 0.0) + STORE_WITHIN):
+                            await self._store.fleet.answer(self.replica, proposal.id, held=True)
+                            decision = await self._decision(proposal, until)
+                    except TimeoutError:
+                        raise StoreError(
+                            f"no decision read within the switch's pause ({self._pause(proposal):g}s) and"
+                            f" {STORE_WITHIN:g}s more"
+                        ) from None
+                    if decision == COMMITTED:
                         hold.commit()
             except SwitchTimeout as exc:
                 _log.warning(
@@ -364,6 +388,18 @@ class Fleet:
                 _log.error(
                     "fleet switch: the store failed while calls were held", switch=proposal.id, error=str(exc)
                 )
+                return
+            except (ShimError, OSError) as exc:  # the data plane did not apply the routes: the modes stay
+                _log.error(
+                    "fleet switch: the data plane did not apply it; the modes stay (a switch the fleet"
+                    " committed is followed at the next look at the store)",
+                    switch=proposal.id, error=str(exc) or type(exc).__name__,
+                )  # fmt: skip
+                if proposal.replica == self.replica:
+                    self._waited[proposal.id] = str(exc) or type(exc).__name__
+                with contextlib.suppress(StoreError, TimeoutError):
+                    async with asyncio.timeout(STOP_WITHIN):
+                        await self._store.fleet.answer(self.replica, proposal.id, held=False)
                 return
         try:
             await self._publish()

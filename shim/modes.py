@@ -26,6 +26,8 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
+import structlog
+
 from shim.errors import ShimError
 
 DEFAULT = "*"
@@ -35,6 +37,14 @@ BK_ANSWERS = frozenset({"bk-primary", "bk"})  # the modes in which BK answers th
 def bk_answers(table: Mapping[str, str]) -> bool:
     """Whether BK answers the clients of any scope in `table`."""
     return any(mode in BK_ANSWERS for mode in table.values())
+
+
+# seconds a switch's last step may take once the calls it held are free to go on: the data plane routes as
+# decided (`SwitchHooks.apply`, milliseconds when it answers). Past it the calls go on regardless, so a switch
+# holds them for its pause and this at most, whatever happens to it (a data plane that does not answer,
+# a cancelled admin call)
+APPLY_WITHIN = 3.0
+_log = structlog.get_logger("shim.modes")
 
 
 class SwitchTimeout(ShimError):
@@ -212,21 +222,35 @@ class Modes:
                     if bk_answers(modes):  # the routes applied now already treat clients' ids as BK's too
                         self.bk_answered = True
                     if hooks is not None:
-                        await hooks.apply({**old, **modes})
+                        async with asyncio.timeout(APPLY_WITHIN):
+                            await hooks.apply({**old, **modes})
                     self._spanned(old, {**old, **modes})
                     self._modes.update(modes)
                     self.since = time.time()
                     applied = True
                 elif hooks is not None:
-                    await hooks.apply(old)
+                    await self._restore(hooks, old)
             except BaseException:
                 if hooks is not None:
-                    await hooks.apply(old)
+                    await self._restore(hooks, old)
                 raise
             finally:
                 self.pauses.append(time.perf_counter() - paused)  # a switch refused paused calls too
                 self.switches["applied" if applied else "refused"] += 1
                 self._open.set()
+
+    @staticmethod
+    async def _restore(hooks: SwitchHooks, old: Mapping[str, str]) -> None:
+        """The data plane routes as before the switch, within APPLY_WITHIN: an error there is logged, and the
+        held calls go on all the same (with what raised the first error, if any)."""
+        try:
+            async with asyncio.timeout(APPLY_WITHIN):
+                await hooks.apply(old)
+        except Exception as exc:
+            _log.error(
+                "switch given up: the data plane's routes before it were not confirmed",
+                error=str(exc) or type(exc).__name__,
+            )
 
 
 class Hold:

@@ -47,7 +47,7 @@ from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.targets import check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
-from shim.errors import ConfigError, StartupError
+from shim.errors import ConfigError, ShimError, StartupError
 from shim.modes import DEFAULT, bk_answers
 from shim.pipeline import Sink
 from shim.shadow.mirror import Mirror
@@ -66,7 +66,15 @@ READS_SHED = "reads-shed.json"  # what the planes so far counted of the reads sh
 UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
 CAUGHT_UP = 2.0  # seconds since the processor last took up a copy late, or saw one cut off: it has caught up
 UNSEEN_LAG_MAX = 60.0  # seconds: counted then even if the plane has not caught up
+# seconds a route change waits for Envoy to say it applies it (it takes milliseconds): a switch that waits
+# longer holds the clients' calls longer, so it gives up then (the old routes written again)
+ROUTES_WITHIN = 2.0
 _log = structlog.get_logger("shim.dataplane")
+
+
+class RoutesNotApplied(ShimError):
+    """Envoy did not say it applies the routes the shim wrote within `ROUTES_WITHIN` (frozen, overloaded,
+    or its admin interface unreachable): the file stays written, and Envoy applies it when it can."""
 
 
 def choose(requested: str) -> tuple[str, str]:
@@ -380,25 +388,24 @@ class EnvoyPlane:
         scopes = frozenset(changes)
         if bk_answers(changes) and not self._shim.modes.bk_answered:
             scopes |= {*table, DEFAULT}
+        # what it waits for stays said if it is given up (`waiting`), until the routes are applied again
         self._preparing, self._sent = "routes", 0
-        try:
-            await self.route(table, through_python=scopes)
-            processor = self.processor
-            assert processor is not None
-            self._preparing, self._sent = "copies", await self._copies_sent()
-            while processor.copies < self._sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
-                await asyncio.sleep(0.002)
+        await self.route(table, through_python=scopes)
+        processor = self.processor
+        assert processor is not None
+        self._preparing, self._sent = "copies", await self._copies_sent()
+        while processor.copies < self._sent:  # every copy sent before is in  # noqa: ASYNC110  (counts, no event)
+            await asyncio.sleep(0.002)
 
-            def changing(method: str) -> bool:
-                return method in scopes or (DEFAULT in scopes and method not in table)
+        def changing(method: str) -> bool:
+            return method in scopes or (DEFAULT in scopes and method not in table)
 
-            self._preparing = "calls"
-            while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
-                await asyncio.sleep(0.002)
-            # batches under way were not waited for: if the switch applies, their keys go out of step
-            self._spanning, self._before = processor.batches_under_way(changing), dict(table)
-        finally:
-            self._preparing = ""
+        self._preparing = "calls"
+        while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
+            await asyncio.sleep(0.002)
+        # batches under way were not waited for: if the switch applies, their keys go out of step
+        self._spanning, self._before = processor.batches_under_way(changing), dict(table)
+        self._preparing = ""
 
     def waiting(self) -> str:
         processor = self.processor
@@ -412,6 +419,7 @@ class EnvoyPlane:
         return f"{unread} copies not read as far as their method" if unread else ""
 
     async def apply(self, table: Mapping[str, str]) -> None:
+        self._preparing = ""
         spanning, self._spanning = self._spanning, []
         if dict(table) != self._before:  # the switch applies (else the old routes come back)
             for mirror in spanning:
@@ -419,31 +427,53 @@ class EnvoyPlane:
         self.last_pause = await self.route(table)
         _log.info("routes applied", seconds=round(self.last_pause, 4), version=self._version)
 
-    async def route(self, table: Mapping[str, str], through_python: frozenset[str] = frozenset()) -> float:
-        """Route calls as `table` says, and wait until Envoy applies it; the seconds that took."""
+    async def route(
+        self,
+        table: Mapping[str, str],
+        through_python: frozenset[str] = frozenset(),
+        within: float = ROUTES_WITHIN,
+    ) -> float:
+        """Route calls as `table` says, and wait until Envoy applies it (these routes or later ones); the
+        seconds that took. RoutesNotApplied when Envoy does not say so within `within` seconds."""
         started = time.perf_counter()
         self.routes = plan(self._shim, table, through_python)
         self._version += 1
-        version = str(self._version)
+        version = self._version
         turns = self.processor.turns if self.processor is not None else None
         if (
             turns is not None
         ):  # a call through the shim's own server from now on follows the copies sent before
             turns.changing_routes()
-        write_atomically(self.routes_file, route_table(self.routes, self._version))
-        envoy = self.envoy
-        assert envoy is not None
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                if await envoy.route_version() == version:
-                    break
-            await asyncio.sleep(0.002)
+        try:
+            write_atomically(self.routes_file, route_table(self.routes, self._version))
+            envoy = self.envoy
+            assert envoy is not None
+            seen = "no answer"
+            try:
+                async with asyncio.timeout(within):
+                    while True:
+                        with contextlib.suppress(OSError, ValueError):
+                            seen = await envoy.route_version()
+                            if seen.isdigit() and int(seen) >= version:
+                                break
+                        await asyncio.sleep(0.002)
+            except TimeoutError:
+                raise RoutesNotApplied(
+                    f"Envoy did not apply the shim's routes (version {version}) within {within:g}s (it says:"
+                    f" {seen or 'none'}); they apply once Envoy reads them"
+                ) from None
+        except BaseException:
+            if turns is not None:  # the copies received so far stand for those sent
+                turns.routes_changed(None)
+            raise
         took = time.perf_counter() - started
         if turns is not None:
             sent: int | None = None
-            with contextlib.suppress(OSError, ValueError):
-                sent = await self._copies_sent()
-            turns.routes_changed(sent)
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    sent = await self._copies_sent()
+            finally:
+                turns.routes_changed(sent)
         return took
 
     async def _copies_sent(self, streams: Streams | None = None) -> int:

@@ -25,6 +25,9 @@ async def admin_request(address: str, path: str, method: str = "GET") -> tuple[i
     return status, body
 
 
+_EXCHANGE_WITHIN = 10.0  # seconds a request on a kept connection may take, its answer read whole
+
+
 class AdminConnections:
     """Kept-alive connections to Envoy's admin interface: the comparison plane reads Envoy's figures many
     times a second (the copies sent, for each read asked again), and a connection of its own for each
@@ -52,11 +55,22 @@ class AdminConnections:
     async def _exchange(
         self, connection: tuple[str, asyncio.StreamReader, asyncio.StreamWriter], path: str
     ) -> tuple[int, bytes]:
+        writer = connection[2]
+        try:
+            async with asyncio.timeout(_EXCHANGE_WITHIN):  # a read that never ends cannot hold its caller
+                return await self._exchange_whole(connection, path)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _exchange_whole(
+        self, connection: tuple[str, asyncio.StreamReader, asyncio.StreamWriter], path: str
+    ) -> tuple[int, bytes]:
         address, reader, writer = connection
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
             await writer.drain()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ", 2)[1])
             fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}

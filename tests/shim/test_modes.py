@@ -775,3 +775,72 @@ async def test_a_shim_does_not_take_its_own_switches_for_another_replicas(
         ):
             await _set(admin, mode, *methods, force=True)
             assert await shim.follow_modes() == {}, (mode, methods)
+
+
+async def test_a_cancelled_switch_leaves_nothing_pending_and_the_next_one_applies(tmp_path: Path) -> None:
+    """The admin call of a switch is cancelled (Ctrl-C of `shim mode set`, or its deadline) while the switch
+    waits for a slow BK: the held calls go on within the switch's pause, and the switch is given up at once
+    in the store, so the next switch applies as soon as nothing is in flight (not "another switch is under
+    way" until the grace period ends)."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=1.0)
+    try:
+        more = {"store": {"url": str(tmp_path / "shim.db")}, "grace_period": 30.0}
+        async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="C1", initial_deposit="10"))
+            await shim.drain()
+            slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="C1", amount="1")))
+            await until(
+                lambda: any(d.in_flight for d in shim.dispatchers.values()), "a mirrored call in flight"
+            )
+            request = apb.SetModeRequest(
+                mode="bk-primary", reason="cancelled", who="ops", force=True, pause=0.8
+            )
+            call = admin.SetMode(request, metadata=AUTH, timeout=30)
+            await until(lambda: shim.modes.paused, "the switch under way")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await until(lambda: not shim.modes.paused, "the held calls going on", within=0.8 + 2.0)
+            await slow
+            await shim.drain()
+            modes = await _set(admin, "bk-primary", force=True)
+            assert modes.default_mode == "bk-primary"
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+
+
+@NEEDS_ENVOY
+async def test_a_switch_while_envoy_does_not_answer_holds_calls_for_a_bounded_time(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Envoy stops answering (frozen) as a switch begins: its routes are never confirmed, neither the shim's
+    nor the old ones restored. The switch is refused saying so, within its pause and a bounded wait for the
+    old routes, and the calls it held go on; once Envoy is back, calls flow and the next switch applies."""
+    import signal
+
+    more = {"store": {"url": str(tmp_path / "shim.db")}, "dataplane": "envoy", "switch_pause": 0.3}
+    async with _shim(ledgers, **more) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="E1", initial_deposit="10"))
+        plane = shim.front
+        assert plane is not None
+        envoy = plane.envoy  # type: ignore[attr-defined]
+        assert envoy is not None
+        assert envoy.pid
+        os.kill(envoy.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, "bk-primary", force=True)
+            held = time.monotonic() - started
+            paused = shim.modes.paused
+        finally:
+            os.kill(envoy.pid, signal.SIGCONT)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "Envoy" in (refused.value.details() or ""), refused.value.details()
+        assert not paused
+        assert held < 0.3 + 10.0, held
+        assert shim.modes.default == "shadow"
+        balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="E1"), timeout=10)
+        assert balance.account_id == "E1"
+        assert (await _set(admin, "bk-primary", force=True)).default_mode == "bk-primary"

@@ -836,7 +836,7 @@ async def test_a_switch_while_envoy_does_not_answer_holds_calls_for_a_bounded_ti
             paused = shim.modes.paused
         finally:
             os.kill(envoy.pid, signal.SIGCONT)
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert refused.value.code() is grpc.StatusCode.ABORTED
         assert "Envoy" in (refused.value.details() or ""), refused.value.details()
         assert not paused
         assert held < 0.3 + 10.0, held

@@ -7,7 +7,8 @@ value of the environment variable `admin.token_env` names (SHIM_ADMIN_TOKEN).
 SetMode, in order:
 
 1. checks the request: a known mode, methods the descriptors know, a reason;
-2. retiring Bank (`bk`) needs `retire_bank`;
+2. retiring Bank (`bk`) needs `retire_bank`, and is refused while the store holds keys out of step,
+   unless `force` (audited as forced);
 3. promotion (to `bk-primary` or `bk` from a mode where Bank answered) runs the
    gate on the store's evidence for the methods concerned (the default mode:
    `gate.methods`, else every method with evidence) and refuses when it fails,
@@ -62,6 +63,24 @@ class Switchable(Protocol):
 
 _log = structlog.get_logger("shim.admin")
 _BANK_ANSWERS = ("bank", "shadow")
+_RETIRE_OUT_OF_STEP = (
+    "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
+    " right; reconcile, resolve and `shim resync` them (`shim resync --list`) before retiring Bank"
+    " (--force overrides)"
+)
+
+
+async def _out_of_step(shim: Switchable) -> str:
+    """The keys out of step in the store, said briefly ("": none)."""
+    assert shim.store is not None
+    try:
+        marks = await shim.store.marks.out_of_step()
+    except StoreError as exc:
+        raise Refused(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}") from exc
+    if not marks:
+        return ""
+    named = ", ".join(m.key for m in marks[:5]) + (", ..." if len(marks) > 5 else "")
+    return f"{len(marks)} key{'s are' if len(marks) > 1 else ' is'} out of step ({named})"
 
 
 class Refused(ShimError):
@@ -116,6 +135,11 @@ async def set_mode(
         for scope in scopes
         if current.get(scope) != mode  # already so: nothing to change or to record
     ]
+    if mode == "bk" and changes:  # the point of no return: not while BK's book is known to differ
+        out_of_step = await _out_of_step(shim)
+        if out_of_step and not force:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _RETIRE_OUT_OF_STEP.format(out_of_step))
+        changes = [replace(c, forced=bool(out_of_step)) for c in changes]
     promoting = mode in ("bk-primary", "bk") and any(c.from_mode in _BANK_ANSWERS for c in changes)
     if promoting:
         moved = [s.lstrip("/") for s in scopes]
@@ -127,7 +151,7 @@ async def set_mode(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "the gate fails, so BK may not become primary: " + "; ".join(failed) + " (--force overrides)",
             )
-        changes = [replace(c, forced=bool(failed)) for c in changes]
+        changes = [replace(c, forced=c.forced or bool(failed)) for c in changes]
     if not changes:
         return []
     # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
@@ -291,13 +315,18 @@ class AdminServicer(pb_grpc.AdminServicer):
         )
 
 
+def _unset_or_empty(name: str) -> str:
+    return "empty" if name in os.environ else "not set"
+
+
 async def serve_admin(shim: Switchable, settings: AdminSettings) -> tuple[aio.Server, int]:
     """The admin API, on its own (loopback) address, behind its token: the server and its port;
     StartupError when the token is missing or the address taken."""
     token = os.environ.get(settings.token_env, "")
     if not token:
         raise StartupError(
-            f"admin.listen is set but ${settings.token_env} is empty: the admin API needs a token"
+            f"admin.listen is set but ${settings.token_env} is {_unset_or_empty(settings.token_env)}:"
+            " the admin API needs a token"
         )
     if not token.strip():
         raise StartupError(f"${settings.token_env} is blank: the admin API needs a token no one can guess")

@@ -94,7 +94,8 @@ async def run(args: argparse.Namespace) -> int:
     token_env = admin.token_env
     token = os.environ.get(token_env, "")
     if not token:
-        raise ShimError(f"${token_env} is empty: the admin API needs its token")
+        said = "empty" if token_env in os.environ else "not set"
+        raise ShimError(f"${token_env} is {said}: the admin API needs its token")
     metadata = (("authorization", f"Bearer {token}"),)
     async with aio.insecure_channel(address) as channel:
         stub = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
@@ -117,6 +118,8 @@ async def run(args: argparse.Namespace) -> int:
                 answer = await stub.ModeHistory(
                     pb.ModeHistoryRequest(limit=args.limit), metadata=metadata, timeout=_TIMEOUT
                 )
+                if not answer.changes:
+                    print("no mode change recorded")
                 for change in answer.changes:
                     at = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="seconds")
                     forced = " (forced)" if change.forced else ""

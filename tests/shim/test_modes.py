@@ -220,6 +220,36 @@ async def test_promotion_is_refused_when_the_gate_fails_and_forced_with_an_audit
     assert (change.who, change.reason) == ("ops", "read path first")
 
 
+async def test_retiring_bank_is_refused_while_keys_are_out_of_step(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Retiring Bank is the point of no return: while the store holds keys out of step (BK's book known to
+    differ from Bank's on them), `bk --retire-bank` is refused, naming them, from bk-primary as from
+    shadow; `--force` retires anyway, audited as forced."""
+    store = {"url": str(tmp_path / "shim.db")}
+    async with _shim(ledgers, store=store) as (shim, _, admin):
+        await _set(admin, "bk-primary", force=True)
+        assert shim.steps is not None
+        assert shim.store is not None
+        shim.steps.mark(("K1", "K2"), "/bank.v1.Ledger/Deposit", "Bank answered OK, BK answered INTERNAL")
+        await until(lambda: len(shim.steps.keys) == 2, "the keys marked")  # type: ignore[union-attr]
+        await shim.store.flush()
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk", retire_bank=True, reason="point of no return")
+        still = (await admin.GetModes(apb.GetModesRequest(), metadata=AUTH)).default_mode
+        retired = await _set(admin, "bk", retire_bank=True, force=True, reason="point of no return")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    details = refused.value.details() or ""
+    assert "2 keys are out of step (K1, K2)" in details, details
+    assert "shim resync" in details, details
+    assert "--force overrides" in details, details
+    assert still == "bk-primary"
+    assert retired.default_mode == "bk"
+    (retiring,) = [c for c in history if c.to_mode == "bk"]
+    assert (retiring.from_mode, retiring.forced) == ("bk-primary", True)
+
+
 async def test_promotion_is_refused_while_the_evidence_is_not_proven(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -334,6 +364,10 @@ async def test_the_admin_api_needs_its_token(ledgers: tuple[RunningLedger, Runni
         "wrong": "the admin token was wrong: it is not the token the shim was started with",
     }
     os.environ.pop("SHIM_ADMIN_TOKEN")
+    with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is not set"):
+        async with running_shim(bank.address, bk.address, **_settings()):
+            pass
+    os.environ["SHIM_ADMIN_TOKEN"] = ""
     with pytest.raises(StartupError, match="SHIM_ADMIN_TOKEN is empty"):
         async with running_shim(bank.address, bk.address, **_settings()):
             pass
@@ -419,6 +453,7 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
                 timeout=60,
             )
 
+        no_history = await mode("history")
         refused = await mode("set", "bk-primary", "--reason", "cut over")
         no_duration = await mode("set", "bk-primary", "--reason", "cut over", "--pause", "soon")
         too_long = await mode("set", "bk-primary", "--reason", "cut over", "--force", "--pause", "6s")
@@ -441,6 +476,7 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
         finally:
             os.close(write)
     assert (unread.returncode, unread.stderr) == (141, ""), "as a command stopped by SIGPIPE: no traceback"
+    assert (no_history.returncode, no_history.stdout) == (0, "no mode change recorded\n")
     assert refused.returncode == 1
     assert "refused: the gate fails" in refused.stderr
     assert no_duration.returncode == 2

@@ -7,7 +7,8 @@ upstream is called over TLS when `[upstreams.NAME] tls = true` (or `ca`,
 presenting `cert`/`key` for mTLS, and expecting `server_name` in its
 certificate when the target's own name differs.
 
-Files are read and checked at start: a missing file, one that is not PEM, or
+Files are read and checked at start: a missing file, one that is not PEM, a
+CA file with no certificate, a key under a passphrase (never prompted for), or
 a key that does not match its certificate is one clear error. `reload()` reads
 them again (on SIGHUP): the listener hands the new certificate to the next
 handshakes, new upstream channels are made; a bad new file leaves the old
@@ -41,17 +42,46 @@ def read_pem(path: str, what: str) -> bytes:
     return data
 
 
-def check_pair(cert: bytes, key: bytes, where: str) -> None:
-    """The key must belong to the certificate (checked by the ssl module, as a handshake would)."""
+def read_ca(path: str, what: str) -> bytes:
+    """The bytes of a PEM file of CAs, or a ConfigError when it holds no certificate (a key, a request, a
+    file cut short): gRPC and Envoy would take it, then refuse every peer."""
+    data = read_pem(path, what)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=data.decode("latin-1"))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{what}: {path} holds no certificate") from exc
+    if not context.cert_store_stats()["x509"]:
+        raise ConfigError(f"{what}: {path} holds no certificate")
+    return data
+
+
+class _Passphrase(Exception):
+    """The key is encrypted: OpenSSL asked for its passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Passphrase  # never a prompt on the terminal
+
+
+def check_pair(cert: bytes, key: bytes, where: str, key_path: str) -> None:
+    """The key must belong to the certificate (checked by the ssl module, as a handshake would); `where` is
+    the settings' table (`tls`, `upstreams.bank`), `key_path` the key's file, for the errors."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     with tempfile.TemporaryDirectory() as folder:
         cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
         cert_file.write_bytes(cert)
         key_file.write_bytes(key)
         try:
-            context.load_cert_chain(cert_file, key_file)
+            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+        except _Passphrase:
+            raise ConfigError(
+                f"{where}.key: {key_path} is protected by a passphrase; the shim needs an unencrypted key"
+            ) from None
         except ssl.SSLError as exc:
             raise ConfigError(f"{where}: the key does not match the certificate ({exc.reason})") from exc
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}: cannot load the certificate and its key ({exc})") from exc
 
 
 class ServerTls:
@@ -69,8 +99,8 @@ class ServerTls:
     def _load(self) -> grpc.ServerCertificateConfiguration:
         cert_path, key_path, ca_path = self._paths
         cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
-        check_pair(cert, key, "tls")
-        roots = read_pem(ca_path, "tls.client_ca") if ca_path else None
+        check_pair(cert, key, "tls", key_path)
+        roots = read_ca(ca_path, "tls.client_ca") if ca_path else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -92,11 +122,11 @@ class ServerTls:
 def channel_credentials(upstream: Upstream) -> grpc.ChannelCredentials:
     """The credentials of a TLS upstream, read from its files now."""
     where = f"upstreams.{upstream.name}"
-    roots = read_pem(upstream.ca, f"{where}.ca") if upstream.ca else None
+    roots = read_ca(upstream.ca, f"{where}.ca") if upstream.ca else None
     cert = read_pem(upstream.cert, f"{where}.cert") if upstream.cert else None
     key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
     if cert is not None and key is not None:
-        check_pair(cert, key, where)
+        check_pair(cert, key, where, upstream.key)
     return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim.dataplane import forwarded_proto, targets
-from shim.tls import check_pair, read_pem
+from shim.tls import check_pair, read_ca, read_pem
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
     from shim.config import Config, Upstream
@@ -208,23 +208,23 @@ def write_secrets(config: Config, folder: Path, version: int) -> None:
     documents: dict[str, dict[str, Any]] = {}
     if config.tls.cert:
         cert, key = read_pem(config.tls.cert, "tls.cert"), read_pem(config.tls.key, "tls.key")
-        check_pair(cert, key, "tls")
+        check_pair(cert, key, "tls", config.tls.key)
         documents["listener"] = {"tls_certificate": _certificate(cert, key)}
         if config.tls.client_ca:
-            ca = read_pem(config.tls.client_ca, "tls.client_ca")
+            ca = read_ca(config.tls.client_ca, "tls.client_ca")
             documents["listener-ca"] = {"validation_context": {"trusted_ca": {"inline_string": ca.decode()}}}
     for upstream in (config.bank, config.bk):
         if upstream is None or not upstream.tls:
             continue
         where = f"upstreams.{upstream.name}"
         if upstream.ca:
-            ca = read_pem(upstream.ca, f"{where}.ca")
+            ca = read_ca(upstream.ca, f"{where}.ca")
             documents[f"{upstream.name}-ca"] = {
                 "validation_context": {"trusted_ca": {"inline_string": ca.decode()}}
             }
         if upstream.cert:
             cert, key = read_pem(upstream.cert, f"{where}.cert"), read_pem(upstream.key, f"{where}.key")
-            check_pair(cert, key, where)
+            check_pair(cert, key, where, upstream.key)
             documents[f"{upstream.name}-client"] = {"tls_certificate": _certificate(cert, key)}
     for name, secret in documents.items():
         resource = {

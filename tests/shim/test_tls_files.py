@@ -1,0 +1,215 @@
+"""TLS files the shim cannot use are refused with one clear line naming the setting, at start (exit 2)
+and on SIGHUP (the certificates in use stay): a key under a passphrase, a CA file with no certificate.
+On both data planes. Certificates are made in the tests (trustme)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from shim.app import Shim
+from shim.config import Config, Upstream
+from shim.dataplane import envoy as envoy_process
+from shim.dataplane.envoy_config import write_secrets
+from shim.errors import ConfigError
+from shim.tls_settings import TlsSettings
+from tests.backends import Running, scripted_server
+from tests.shim.test_tls import Pki, _client_credentials, _localhost, _say, echo
+
+TIMEOUT = 20.0
+NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
+PLANES = [pytest.param("python"), pytest.param("envoy", marks=NEEDS_ENVOY)]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+@pytest.fixture
+async def bank() -> AsyncIterator[Running]:
+    server = await scripted_server(echo)
+    yield server
+    await server.stop()
+
+
+def encrypted(key_file: str) -> bytes:
+    """The key of `key_file`, under the passphrase "secret"."""
+    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    return key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
+def refusals(config: Config, tmp_path: Path) -> list[str]:
+    """What each data plane says of the config's TLS files: the Python plane's and Envoy's."""
+    said = []
+    with pytest.raises(ConfigError) as python:
+        Shim(config)
+    said.append(str(python.value))
+    with pytest.raises(ConfigError) as envoy:
+        write_secrets(config, tmp_path, 1)
+    said.append(str(envoy.value))
+    return said
+
+
+def test_a_key_under_a_passphrase_is_refused_with_one_clear_line(pki: Pki, tmp_path: Path) -> None:
+    """The listener's key or an upstream's under a passphrase: no prompt, one ConfigError naming the file."""
+    cert, key = pki.server("shim", "localhost")
+    locked = pki.file("locked.key", encrypted(key))
+    bank = Upstream("bank", "127.0.0.1:1")
+    listener = Config(bank=bank, mode="bank", tls=TlsSettings(cert=cert, key=locked))
+    assert (
+        refusals(listener, tmp_path)
+        == [f"tls.key: {locked} is protected by a passphrase; the shim needs an unencrypted key"] * 2
+    )
+    chain, client_key = pki.client("shim")
+    upstream = Upstream(
+        "bank",
+        "127.0.0.1:1",
+        cert=pki.file("c.crt", chain),
+        key=pki.file("c.key", encrypted_bytes(client_key)),
+    )
+    locked_client = f"upstreams.bank.key: {upstream.key} is protected by a passphrase"
+    assert (
+        refusals(Config(bank=upstream, mode="bank"), tmp_path)
+        == [f"{locked_client}; the shim needs an unencrypted key"] * 2
+    )
+
+
+def encrypted_bytes(key: bytes) -> bytes:
+    key_object = serialization.load_pem_private_key(key, password=None)
+    return key_object.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
+def test_a_ca_file_with_no_certificate_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """tls.client_ca or an upstream's ca holding a key, or a certificate cut short: refused, naming it."""
+    cert, key = pki.server("shim", "localhost")
+    whole = pki.server_ca.cert_pem.bytes()
+    cut = whole[: len(whole) // 2] + b"\n-----END CERTIFICATE-----\n"
+    for name, data in (("a-key.pem", Path(key).read_bytes()), ("cut.pem", cut)):
+        ca = pki.file(name, data)
+        bank = Upstream("bank", "127.0.0.1:1")
+        listener = Config(bank=bank, mode="bank", tls=TlsSettings(cert=cert, key=key, client_ca=ca))
+        assert refusals(listener, tmp_path) == [f"tls.client_ca: {ca} holds no certificate"] * 2
+        upstream = Config(bank=Upstream("bank", "127.0.0.1:1", ca=ca), mode="bank")
+        assert refusals(upstream, tmp_path) == [f"upstreams.bank.ca: {ca} holds no certificate"] * 2
+
+
+class Serving:
+    """`shim serve` in a process of its own, its log lines read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, object]] = []
+
+    async def next(self, about: str) -> dict[str, object]:
+        """The next log line whose event names `about`."""
+        assert self.proc.stderr is not None
+        while True:
+            line = await asyncio.wait_for(self.proc.stderr.readline(), TIMEOUT)
+            assert line, f"the shim ended: {self.lines[-3:]}"
+            if not line.startswith(b"{"):
+                self.lines.append({"event": line.decode()})
+                continue
+            entry = json.loads(line)
+            self.lines.append(entry)
+            if about in str(entry["event"]):
+                return entry  # type: ignore[no-any-return]
+
+
+def serve_args(bank: Running, config: str, plane: str) -> list[str]:
+    return [
+        sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--bank", bank.address,
+        "--config", config, "--dataplane", plane,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("plane", PLANES)
+async def test_serve_with_a_key_under_a_passphrase_exits_2_with_one_line(
+    pki: Pki, bank: Running, plane: str
+) -> None:
+    cert, key = pki.server("shim", "localhost")
+    locked = pki.file("locked.key", encrypted(key))
+    config = pki.file("shim.toml", f'[tls]\ncert = "{cert}"\nkey = "{locked}"\n'.encode())
+    proc = await asyncio.create_subprocess_exec(
+        *serve_args(bank, config, plane),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # no terminal to prompt on
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2
+    assert "Traceback" not in err.decode()
+    assert (
+        f"tls.key: {locked} is protected by a passphrase; the shim needs an unencrypted key" in err.decode()
+    )
+
+
+@pytest.mark.parametrize("plane", PLANES)
+async def test_sighup_with_unusable_files_keeps_the_certificates_in_use(
+    pki: Pki, bank: Running, plane: str
+) -> None:
+    """SIGHUP after the key is put under a passphrase, then after the client CA is replaced by a key: each
+    time one "certificate not reloaded" line naming the file, the config reloaded still, and clients
+    served with the certificates in use."""
+    cert, key = pki.server("shim", "localhost")
+    client_ca = pki.ca_file(pki.client_ca, "clients-ca.crt")
+    config = pki.file(
+        "shim.toml", f'[tls]\ncert = "{cert}"\nkey = "{key}"\nclient_ca = "{client_ca}"\n'.encode()
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *serve_args(bank, config, plane),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    serving = Serving(proc)
+    try:
+        ready = await serving.next("ready")
+        address = _localhost(str(ready["listen"]))
+        teller = _client_credentials(pki.server_ca, pki.client("teller"))
+        assert await _say(address, teller) == b"re:hi"
+        (plain_key,) = pki.read(key)
+
+        pki.file("shim.key", encrypted_bytes(plain_key))
+        proc.send_signal(signal.SIGHUP)
+        refused = await serving.next("certificate")
+        assert refused["level"] == "error"
+        assert (
+            refused["error"]
+            == f"tls.key: {key} is protected by a passphrase; the shim needs an unencrypted key"
+        )
+        assert (await serving.next("config"))["event"] == "config reloaded"
+        assert await _say(address, teller, b"again") == b"re:again"
+
+        pki.file("shim.key", plain_key)
+        pki.file("clients-ca.crt", plain_key)
+        proc.send_signal(signal.SIGHUP)
+        refused = await serving.next("certificate")
+        assert (refused["level"], refused["error"]) == (
+            "error",
+            f"tls.client_ca: {client_ca} holds no certificate",
+        )
+        assert await _say(address, teller, b"still") == b"re:still"
+        assert not any("exception" in str(line["event"]).lower() for line in serving.lines)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

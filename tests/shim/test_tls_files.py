@@ -12,13 +12,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 
 from shim.app import Shim
 from shim.config import Config, Upstream
+from shim.dataplane import EnvoyPlane
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.envoy_config import write_secrets
 from shim.errors import ConfigError
+from shim.testing import running_shim
 from shim.tls_settings import TlsSettings
 from tests.backends import Running, scripted_server
 from tests.shim.test_tls import Pki, _client_credentials, _localhost, _say, echo
@@ -213,3 +216,29 @@ async def test_sighup_with_unusable_files_keeps_the_certificates_in_use(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@NEEDS_ENVOY
+async def test_envoy_applies_a_reload_that_leaves_some_files_as_they_were(pki: Pki, bank: Running) -> None:
+    """A new listener certificate, the client CA as it was: the reload is applied (not "Envoy did not
+    apply" after 10s) and new clients get the new certificate; a reload with no file changed is done at
+    once."""
+    cert, key = pki.server("shim", "localhost")
+    client_ca = pki.ca_file(pki.client_ca, "clients-ca.crt")
+    tls = {"cert": cert, "key": key, "client_ca": client_ca}
+    async with running_shim(bank.address, dataplane="envoy", tls=tls) as (shim, _):
+        plane = shim.front
+        assert isinstance(plane, EnvoyPlane)
+        address = _localhost(shim.address)
+        teller = pki.client("teller")
+        assert await _say(address, _client_credentials(pki.server_ca, teller)) == b"re:hi"
+        renewed = trustme.CA()
+        pki.server("shim", "localhost", ca=renewed)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await plane.reload_certificates() == []
+        assert loop.time() - started < 5.0
+        assert await _say(address, _client_credentials(renewed, teller), b"again") == b"re:again"
+        started = loop.time()
+        assert await plane.reload_certificates() == []
+        assert loop.time() - started < 1.0

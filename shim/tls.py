@@ -119,14 +119,23 @@ class ServerTls:
         self._current = self._fresh = fresh
 
 
-def channel_credentials(upstream: Upstream) -> grpc.ChannelCredentials:
-    """The credentials of a TLS upstream, read from its files now."""
+UpstreamFiles = tuple[bytes | None, bytes | None, bytes | None]
+
+
+def upstream_files(upstream: Upstream) -> UpstreamFiles:
+    """The (ca, cert, key) of a TLS upstream, read from its files now and checked."""
     where = f"upstreams.{upstream.name}"
     roots = read_ca(upstream.ca, f"{where}.ca") if upstream.ca else None
     cert = read_pem(upstream.cert, f"{where}.cert") if upstream.cert else None
     key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
     if cert is not None and key is not None:
         check_pair(cert, key, where, upstream.key)
+    return roots, cert, key
+
+
+def channel_credentials(upstream: Upstream, files: UpstreamFiles | None = None) -> grpc.ChannelCredentials:
+    """The credentials of a TLS upstream, from `files` (else read from its files now)."""
+    roots, cert, key = files if files is not None else upstream_files(upstream)
     return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
 
 

@@ -11,10 +11,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
+from grpc import aio
 
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim.app import Shim
 from shim.config import Config, Upstream
 from shim.dataplane import EnvoyPlane
@@ -24,6 +27,7 @@ from shim.errors import ConfigError
 from shim.testing import running_shim
 from shim.tls_settings import TlsSettings
 from tests.backends import Running, scripted_server
+from tests.helpers import registry_of, until
 from tests.shim.test_tls import Pki, _client_credentials, _localhost, _say, echo
 
 TIMEOUT = 20.0
@@ -242,3 +246,67 @@ async def test_envoy_applies_a_reload_that_leaves_some_files_as_they_were(pki: P
         started = loop.time()
         assert await plane.reload_certificates() == []
         assert loop.time() - started < 1.0
+
+
+async def _call(address: str, method: str, request: bytes) -> bytes:
+    async with aio.insecure_channel(address) as channel:
+        answer: bytes = await channel.unary_unary(method)(request, timeout=5)
+        return answer
+
+
+@pytest.mark.parametrize(
+    "method", ["/bank.v1.Ledger/GetAccount", "/echo.Echo/Say"], ids=["unary", "undescribed (a stream)"]
+)
+async def test_a_call_in_flight_outlives_a_reload_of_the_upstreams_certificates(
+    pki: Pki, method: str
+) -> None:
+    """Python plane, Bank over TLS: a call running when SIGHUP gives Bank's channel new credentials gets
+    its answer, however long past grace_period it runs; a reload that changes no file keeps the channel.
+    A call the old channel is closed under at last (its bound) ends UNAVAILABLE, never hangs. Both
+    kinds of the shim's calls: a described unary method's, and a stream's."""
+    release = asyncio.Event()
+    arrived: list[bytes] = []
+
+    async def slow(requests: AsyncIterator[bytes], context: object) -> list[bytes]:
+        said = [r async for r in requests]
+        arrived.extend(said)
+        await release.wait()
+        return [b"re:" + r for r in said]
+
+    bank_cert, bank_key = pki.server("bank", "bank.test")
+    bank = await scripted_server(
+        slow, credentials=grpc.ssl_server_credentials([pki.read(bank_key, bank_cert)])
+    )
+    ca = pki.ca_file(pki.server_ca, "bank-ca.crt")
+    upstream = Upstream("bank", bank.address, ca=ca, server_name="bank.test")
+    try:
+        async with running_shim(upstream, grace_period=0.1, registry=registry_of(pb.DESCRIPTOR)) as (shim, _):
+            channel = shim.routes["bank"].primary
+            release.set()
+            assert await _call(shim.address, method, b"\n\x02hi") == b"re:\n\x02hi"
+            assert await shim.reload_certificates() == []
+            assert shim.routes["bank"].primary is channel  # nothing changed: the same channel
+
+            release.clear()
+            call = asyncio.create_task(_call(shim.address, method, b"\n\x04slow"))
+            await until(lambda: b"\n\x04slow" in arrived, "the call reaches Bank")
+            pki.file("bank-ca.crt", pki.server_ca.cert_pem.bytes() + trustme.CA().cert_pem.bytes())
+            assert await shim.reload_certificates() == []
+            assert shim.routes["bank"].primary is not channel
+            await asyncio.sleep(0.5)  # five grace periods: the old channel used to be closed by now
+            assert not call.done()
+            release.set()
+            assert await call == b"re:\n\x04slow"
+
+            release.clear()
+            shim.channels.old_calls_within = 0.2
+            cut = asyncio.create_task(_call(shim.address, method, b"\n\x03cut"))
+            await until(lambda: b"\n\x03cut" in arrived, "the call reaches Bank")
+            pki.file("bank-ca.crt", pki.server_ca.cert_pem.bytes())
+            assert await shim.reload_certificates() == []
+            with pytest.raises(aio.AioRpcError) as ended:
+                await asyncio.wait_for(cut, TIMEOUT)
+            assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+            release.set()
+    finally:
+        await bank.stop()

@@ -17,15 +17,22 @@ certificates in place and says why.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import ssl
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+import structlog
 
 from comparators.files import read_regular
 from shim.errors import ConfigError
+
+_log = structlog.get_logger("shim.tls")
 
 if TYPE_CHECKING:  # for annotations only: the config imports shim.dataplane, which imports this module
     from shim.config import Upstream
@@ -54,6 +61,81 @@ def read_ca(path: str, what: str) -> bytes:
     if not context.cert_store_stats()["x509"]:
         raise ConfigError(f"{what}: {path} holds no certificate")
     return data
+
+
+_FIRST_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _element(der: bytes, at: int) -> tuple[int, int, int]:
+    """The DER element at `at`: (tag, where its contents start, where they end)."""
+    tag, length, start = der[at], der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start : start + count], "big"), start + count
+    if start + length > len(der):
+        raise ValueError("cut short")
+    return tag, start, start + length
+
+
+def _time(der: bytes, element: tuple[int, int, int]) -> datetime:
+    tag, start, end = element
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:  # UTCTime: two digits of the year, 1950 to 2049
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+
+
+def validity(cert: bytes) -> tuple[datetime, datetime] | None:
+    """When the first certificate of a PEM chain is valid from and until (None when it cannot be read:
+    the TLS library will say why)."""
+    found = _FIRST_CERTIFICATE.search(cert)
+    if found is None:
+        return None
+    try:
+        der = base64.b64decode(b"".join(found.group(1).split()), validate=True)
+        _, at, _ = _element(der, 0)  # Certificate
+        _, at, _ = _element(der, at)  # its TBSCertificate
+        tag, _, end = _element(der, at)
+        if tag == 0xA0:  # the version, when it is not 1
+            at = end
+        for _ in range(3):  # the serial number, the signature's algorithm, the issuer
+            at = _element(der, at)[2]
+        _, at, _ = _element(der, at)  # the validity
+        first = _element(der, at)
+        return _time(der, first), _time(der, _element(der, first[2]))
+    except (ValueError, IndexError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _date(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def check_dates(cert: bytes, setting: str, path: str) -> None:
+    """A listener's certificate must be valid now: a ConfigError names the date it expired on (or is
+    valid from)."""
+    dates = validity(cert)
+    if dates is None:
+        return
+    now = datetime.now(UTC)
+    if now > dates[1]:
+        raise ConfigError(f"{setting}: {path} expired on {_date(dates[1])}")
+    if now < dates[0]:
+        raise ConfigError(f"{setting}: {path} is not valid before {_date(dates[0])}")
+
+
+def warn_if_expired(cert: bytes, setting: str, path: str) -> None:
+    """A client certificate the shim presents to an upstream: the upstream decides, the shim warns."""
+    dates = validity(cert)
+    if dates is not None and datetime.now(UTC) > dates[1]:
+        _log.warning(
+            "upstream client certificate expired",
+            setting=setting,
+            file=path,
+            expired=_date(dates[1]),
+            consequence="an upstream that checks client certificates refuses the shim's calls",
+        )
 
 
 class _Passphrase(Exception):
@@ -100,6 +182,7 @@ class ServerTls:
         cert_path, key_path, ca_path = self._paths
         cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
         check_pair(cert, key, "tls", key_path)
+        check_dates(cert, "tls.cert", cert_path)
         roots = read_ca(ca_path, "tls.client_ca") if ca_path else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
@@ -130,6 +213,7 @@ def upstream_files(upstream: Upstream) -> UpstreamFiles:
     key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
     if cert is not None and key is not None:
         check_pair(cert, key, where, upstream.key)
+        warn_if_expired(cert, f"{where}.cert", upstream.cert)
     return roots, cert, key
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim.dataplane import forwarded_proto, targets
-from shim.tls import check_pair, read_ca, read_pem
+from shim.tls import check_dates, check_pair, read_ca, read_pem, warn_if_expired
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
     from shim.config import Config, Upstream
@@ -211,6 +211,7 @@ def write_secrets(config: Config, folder: Path, version: int) -> list[str]:
     if config.tls.cert:
         cert, key = read_pem(config.tls.cert, "tls.cert"), read_pem(config.tls.key, "tls.key")
         check_pair(cert, key, "tls", config.tls.key)
+        check_dates(cert, "tls.cert", config.tls.cert)
         documents["listener"] = {"tls_certificate": _certificate(cert, key)}
         if config.tls.client_ca:
             ca = read_ca(config.tls.client_ca, "tls.client_ca")
@@ -227,6 +228,7 @@ def write_secrets(config: Config, folder: Path, version: int) -> list[str]:
         if upstream.cert:
             cert, key = read_pem(upstream.cert, f"{where}.cert"), read_pem(upstream.key, f"{where}.key")
             check_pair(cert, key, where, upstream.key)
+            warn_if_expired(cert, f"{where}.cert", upstream.cert)
             documents[f"{upstream.name}-client"] = {"tls_certificate": _certificate(cert, key)}
     written = []
     for name, secret in documents.items():

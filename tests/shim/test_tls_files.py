@@ -9,10 +9,12 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 import trustme
 from cryptography.hazmat.primitives import serialization
 from grpc import aio
@@ -25,6 +27,7 @@ from shim.dataplane import envoy as envoy_process
 from shim.dataplane.envoy_config import write_secrets
 from shim.errors import ConfigError
 from shim.testing import running_shim
+from shim.tls import ServerTls, upstream_files
 from shim.tls_settings import TlsSettings
 from tests.backends import Running, scripted_server
 from tests.helpers import registry_of, until
@@ -310,3 +313,53 @@ async def test_a_call_in_flight_outlives_a_reload_of_the_upstreams_certificates(
             release.set()
     finally:
         await bank.stop()
+
+
+def _dated(pki: Pki, name: str, not_before: datetime, not_after: datetime) -> tuple[str, str]:
+    cert = pki.server_ca.issue_cert("localhost", not_before=not_before, not_after=not_after)
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    return pki.file(f"{name}.crt", chain), pki.file(f"{name}.key", cert.private_key_pem.bytes())
+
+
+def test_a_listener_certificate_out_of_its_dates_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """An expired listener certificate, or one not valid yet: refused, naming the file and the date."""
+    expired = _dated(
+        pki, "expired", datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
+    early = _dated(pki, "early", datetime(2999, 6, 7, 8, 9, 10, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC))
+    bank = Upstream("bank", "127.0.0.1:1")
+    config = Config(bank=bank, mode="bank", tls=TlsSettings(cert=expired[0], key=expired[1]))
+    assert refusals(config, tmp_path) == [f"tls.cert: {expired[0]} expired on 2026-01-02 03:04:05 UTC"] * 2
+    config = Config(bank=bank, mode="bank", tls=TlsSettings(cert=early[0], key=early[1]))
+    assert (
+        refusals(config, tmp_path)
+        == [f"tls.cert: {early[0]} is not valid before 2999-06-07 08:09:10 UTC"] * 2
+    )
+    good = ServerTls(*pki.server("shim", "localhost"))
+    pki.file("shim.crt", pki.read(expired[0])[0])
+    pki.file("shim.key", pki.read(expired[1])[0])
+    with pytest.raises(ConfigError, match=r"^tls\.cert: .*shim\.crt expired on 2026-01-02 03:04:05 UTC$"):
+        good.reload()  # on SIGHUP: refused, the certificate in use stays
+
+
+def test_an_expired_upstream_client_certificate_is_warned_of(pki: Pki, tmp_path: Path) -> None:
+    """An upstream's client certificate that expired: the shim starts (the upstream decides), and says so."""
+    now = datetime.now(UTC)
+    cert = pki.client_ca.issue_cert(
+        "shim@clients.test", not_before=now - timedelta(days=9), not_after=now - timedelta(days=1)
+    )
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    upstream = Upstream(
+        "bank",
+        "127.0.0.1:1",
+        cert=pki.file("c.crt", chain),
+        key=pki.file("c.key", cert.private_key_pem.bytes()),
+    )
+    with structlog.testing.capture_logs() as logs:
+        upstream_files(upstream)
+        write_secrets(Config(bank=upstream, mode="bank"), tmp_path, 1)
+    warned = [entry for entry in logs if entry["event"] == "upstream client certificate expired"]
+    assert len(warned) == 2
+    assert warned[0]["log_level"] == "warning"
+    assert warned[0]["setting"] == "upstreams.bank.cert"
+    assert warned[0]["file"] == upstream.cert

@@ -86,9 +86,9 @@ def _time(der: bytes, element: tuple[int, int, int]) -> datetime:
     return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
 
 
-def validity(cert: bytes) -> tuple[datetime, datetime] | None:
-    """When the first certificate of a PEM chain is valid from and until (None when it cannot be read:
-    the TLS library will say why)."""
+def _up_to_validity(cert: bytes) -> tuple[bytes, int, int] | None:
+    """The DER of the first certificate of a PEM chain and where its validity starts (None when it cannot
+    be read: the TLS library will say why)."""
     found = _FIRST_CERTIFICATE.search(cert)
     if found is None:
         return None
@@ -101,11 +101,55 @@ def validity(cert: bytes) -> tuple[datetime, datetime] | None:
             at = end
         for _ in range(3):  # the serial number, the signature's algorithm, the issuer
             at = _element(der, at)[2]
+    except (ValueError, IndexError, binascii.Error):
+        return None
+    return der, at, len(der)
+
+
+def validity(cert: bytes) -> tuple[datetime, datetime] | None:
+    """When the first certificate of a PEM chain is valid from and until (None when it cannot be read:
+    the TLS library will say why)."""
+    found = _up_to_validity(cert)
+    if found is None:
+        return None
+    der, at, _ = found
+    try:
         _, at, _ = _element(der, at)  # the validity
         first = _element(der, at)
         return _time(der, first), _time(der, _element(der, first[2]))
-    except (ValueError, IndexError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, IndexError, UnicodeDecodeError):
         return None
+
+
+_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
+_EC = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
+_NAMED = {bytes.fromhex("2b6570"): "Ed25519", bytes.fromhex("2b6571"): "Ed448"}
+
+
+def key_kind(cert: bytes) -> tuple[str, int]:
+    """The kind of the first certificate's public key ("RSA", "ECDSA", "Ed25519"...) and, for RSA, its
+    bits (("", 0) when it cannot be read)."""
+    found = _up_to_validity(cert)
+    if found is None:
+        return "", 0
+    der, at, _ = found
+    try:
+        for _ in range(2):  # the validity, the subject
+            at = _element(der, at)[2]
+        _, at, _ = _element(der, at)  # SubjectPublicKeyInfo
+        _, algorithm, bits_at = _element(der, at)
+        _, oid_start, oid_end = _element(der, algorithm)
+        oid = der[oid_start:oid_end]
+        if oid == _EC:
+            return "ECDSA", 0
+        if oid != _RSA:
+            return _NAMED.get(oid, "unknown"), 0
+        _, bits_start, _ = _element(der, bits_at)  # the BIT STRING: unused bits, then RSAPublicKey
+        _, at, _ = _element(der, bits_start + 1)
+        _, modulus_start, modulus_end = _element(der, at)
+        return "RSA", int.from_bytes(der[modulus_start:modulus_end], "big").bit_length()
+    except (ValueError, IndexError):
+        return "", 0
 
 
 def _date(when: datetime) -> str:
@@ -146,10 +190,18 @@ def _no_passphrase() -> bytes:
     raise _Passphrase  # never a prompt on the terminal
 
 
-def check_pair(cert: bytes, key: bytes, where: str, key_path: str) -> None:
-    """The key must belong to the certificate (checked by the ssl module, as a handshake would); `where` is
-    the settings' table (`tls`, `upstreams.bank`), `key_path` the key's file, for the errors."""
+def check_pair(cert: bytes, key: bytes, where: str, files: tuple[str, str], envoy: bool = False) -> None:
+    """The key must belong to the certificate, checked by the ssl module as a handshake would, and no
+    stricter than gRPC (which takes an RSA key of 1024 bits, but no Ed25519 one); with `envoy`, the key
+    must be one Envoy takes too. `where` is the settings' table (`tls`, `upstreams.bank`), `files` the
+    (cert, key) files, for the errors."""
+    cert_path, key_path = files
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise ConfigError(f"{where}.cert: {cert_path} holds no certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise ConfigError(f"{where}.key: {key_path} holds no private key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # gRPC's own TLS has no security levels
     with tempfile.TemporaryDirectory() as folder:
         cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
         cert_file.write_bytes(cert)
@@ -161,9 +213,24 @@ def check_pair(cert: bytes, key: bytes, where: str, key_path: str) -> None:
                 f"{where}.key: {key_path} is protected by a passphrase; the shim needs an unencrypted key"
             ) from None
         except ssl.SSLError as exc:
-            raise ConfigError(f"{where}: the key does not match the certificate ({exc.reason})") from exc
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ConfigError(f"{where}: the key does not match the certificate") from exc
+            raise ConfigError(
+                f"{where}: {cert_path} and its key {key_path} cannot be used ({exc.reason or exc})"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}: cannot load the certificate and its key ({exc})") from exc
+    kind, bits = key_kind(cert)
+    if not envoy and kind not in ("", "RSA", "ECDSA"):  # gRPC's TLS offers no signature scheme for it
+        raise ConfigError(
+            f"{where}.cert: {cert_path} has an {kind} key; gRPC's TLS needs an RSA or ECDSA key"
+        )
+    if envoy and kind not in ("", "ECDSA") and not (kind == "RSA" and bits >= 2048):
+        has = f"an RSA key of {bits} bits" if kind == "RSA" else f"an {kind} key"
+        raise ConfigError(
+            f"{where}.cert: {cert_path} has {has}; Envoy needs RSA of 2048 bits or more, or ECDSA"
+            " (or run with --dataplane python)"
+        )
 
 
 class ServerTls:
@@ -181,7 +248,7 @@ class ServerTls:
     def _load(self) -> grpc.ServerCertificateConfiguration:
         cert_path, key_path, ca_path = self._paths
         cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
-        check_pair(cert, key, "tls", key_path)
+        check_pair(cert, key, "tls", (cert_path, key_path))
         check_dates(cert, "tls.cert", cert_path)
         roots = read_ca(ca_path, "tls.client_ca") if ca_path else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
@@ -212,7 +279,7 @@ def upstream_files(upstream: Upstream) -> UpstreamFiles:
     cert = read_pem(upstream.cert, f"{where}.cert") if upstream.cert else None
     key = read_pem(upstream.key, f"{where}.key") if upstream.key else None
     if cert is not None and key is not None:
-        check_pair(cert, key, where, upstream.key)
+        check_pair(cert, key, where, (upstream.cert, upstream.key))
         warn_if_expired(cert, f"{where}.cert", upstream.cert)
     return roots, cert, key
 

@@ -210,7 +210,7 @@ def write_secrets(config: Config, folder: Path, version: int) -> list[str]:
     documents: dict[str, dict[str, Any]] = {}
     if config.tls.cert:
         cert, key = read_pem(config.tls.cert, "tls.cert"), read_pem(config.tls.key, "tls.key")
-        check_pair(cert, key, "tls", config.tls.key)
+        check_pair(cert, key, "tls", (config.tls.cert, config.tls.key), envoy=True)
         check_dates(cert, "tls.cert", config.tls.cert)
         documents["listener"] = {"tls_certificate": _certificate(cert, key)}
         if config.tls.client_ca:
@@ -227,7 +227,7 @@ def write_secrets(config: Config, folder: Path, version: int) -> list[str]:
             }
         if upstream.cert:
             cert, key = read_pem(upstream.cert, f"{where}.cert"), read_pem(upstream.key, f"{where}.key")
-            check_pair(cert, key, where, upstream.key)
+            check_pair(cert, key, where, (upstream.cert, upstream.key), envoy=True)
             warn_if_expired(cert, f"{where}.cert", upstream.cert)
             documents[f"{upstream.name}-client"] = {"tls_certificate": _certificate(cert, key)}
     written = []

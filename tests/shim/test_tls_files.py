@@ -11,12 +11,16 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import structlog
 import trustme
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.x509.oid import NameOID
 from grpc import aio
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
@@ -363,3 +367,66 @@ def test_an_expired_upstream_client_certificate_is_warned_of(pki: Pki, tmp_path:
     assert warned[0]["log_level"] == "warning"
     assert warned[0]["setting"] == "upstreams.bank.cert"
     assert warned[0]["file"] == upstream.cert
+
+
+def _self_signed(pki: Pki, name: str, key: Any) -> tuple[str, str]:
+    """(cert, key) files of a certificate for localhost signed by its own `key`."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pki.file(f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM)), pki.file(
+        f"{name}.key", pem
+    )
+
+
+async def test_a_small_rsa_key_is_served_on_python_and_refused_clearly_on_envoy(
+    pki: Pki, bank: Running
+) -> None:
+    """A listener certificate with an RSA-1024 key: gRPC serves it, so the Python plane does too; Envoy
+    does not, and says what it needs (not "the key does not match"). An Ed25519 key: no plane can use it
+    (gRPC's TLS offers no signature scheme for it), each says so."""
+    cert, key = _self_signed(pki, "small", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    tls = {"cert": cert, "key": key}
+    async with running_shim(bank.address, tls=tls) as (shim, _):
+        roots = grpc.ssl_channel_credentials(pki.read(cert)[0])
+        assert await _say(_localhost(shim.address), roots) == b"re:hi"
+    config = Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", tls=TlsSettings(cert=cert, key=key))
+    with pytest.raises(ConfigError) as refused:
+        write_secrets(config, pki.folder, 1)
+    assert str(refused.value) == (
+        f"tls.cert: {cert} has an RSA key of 1024 bits; Envoy needs RSA of 2048 bits or more, or ECDSA"
+        " (or run with --dataplane python)"
+    )
+    cert, key = _self_signed(pki, "edwards", ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(ConfigError, match=r"has an Ed25519 key; gRPC's TLS needs an RSA or ECDSA key$"):
+        ServerTls(cert, key)  # gRPC clients and servers find no signature scheme in common with it
+    config = Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", tls=TlsSettings(cert=cert, key=key))
+    with pytest.raises(ConfigError) as refused:
+        write_secrets(config, pki.folder, 1)
+    assert str(refused.value) == (
+        f"tls.cert: {cert} has an Ed25519 key; Envoy needs RSA of 2048 bits or more, or ECDSA"
+        " (or run with --dataplane python)"
+    )
+
+
+def test_swapped_files_are_named_as_such(pki: Pki, tmp_path: Path) -> None:
+    """The key given as the certificate and the certificate as the key: said so, not "does not match"."""
+    cert, key = pki.server("shim", "localhost")
+    config = Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", tls=TlsSettings(cert=key, key=cert))
+    assert refusals(config, tmp_path) == [f"tls.cert: {key} holds no certificate"] * 2
+    config = Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bank", tls=TlsSettings(cert=cert, key=cert))
+    assert refusals(config, tmp_path) == [f"tls.key: {cert} holds no private key"] * 2

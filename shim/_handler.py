@@ -35,6 +35,15 @@ from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 
+CUT = "the shim's channel to the upstream was closed under this call (its certificates were reloaded)"
+
+
+def _cut_under_us() -> bool:
+    """A CancelledError this handler's task was not asked for: the primary's call was cancelled under it
+    (its channel closed), not the client's call; the client gets UNAVAILABLE, never silence."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
 
 class Route:
     """Where calls go in a mode: the primary, the mirroring (if any), and the id map of the primary's
@@ -223,11 +232,16 @@ class _UnaryCall:
         try:
             try:
                 response: bytes | None = await call
+                cut = False
             except aio.AioRpcError:
-                response = None
+                response, cut = None, False
+            except asyncio.CancelledError:
+                if not _cut_under_us():
+                    raise
+                response, cut = None, True
             initial = await call.initial_metadata()
-            code = await call.code()
-            details = await call.details()
+            code = grpc.StatusCode.UNAVAILABLE if cut else await call.code()
+            details = CUT if cut else await call.details()
             trailing = await call.trailing_metadata()
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()
@@ -301,26 +315,33 @@ class _StreamCall:
         )
         answers: list[bytes] = []
         keep = mirror is not None
+        initial: Any = None
+        cut = False
         try:
-            initial = await relay_headers(call, context)  # at once, even empty: the client may wait for them
-            while True:
-                try:
-                    answer = await call.read()
-                except aio.AioRpcError:
-                    break
-                if answer is aio.EOF:
-                    break
-                if take is not None:
-                    take.response(answer)
-                if mirror is not None:
-                    mirror.primary_message(answer)
-                    if keep:
-                        keep = mirror.capture.take(answer)
+            try:
+                initial = await relay_headers(call, context)  # at once, even empty: the client may wait
+                while True:
+                    try:
+                        answer = await call.read()
+                    except aio.AioRpcError:
+                        break
+                    if answer is aio.EOF:
+                        break
+                    if take is not None:
+                        take.response(answer)
+                    if mirror is not None:
+                        mirror.primary_message(answer)
                         if keep:
-                            answers.append(answer)
-                await context.write(answer)
-            code = await call.code()
-            details = await call.details()
+                            keep = mirror.capture.take(answer)
+                            if keep:
+                                answers.append(answer)
+                    await context.write(answer)
+            except asyncio.CancelledError:
+                if not _cut_under_us():
+                    raise
+                cut = True
+            code = grpc.StatusCode.UNAVAILABLE if cut else await call.code()
+            details = CUT if cut else await call.details()
             trailing = await call.trailing_metadata()
         except BaseException:  # cancelled by the client, or the client went away mid-answer
             call.cancel()

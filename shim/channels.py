@@ -1,6 +1,6 @@
 """The shim's channels to its upstreams: opened with their TLS and the config's message limits, their
-certificates read again on SIGHUP (new calls take the new channel, calls in flight finish on the old one),
-and closed at the end."""
+certificates read again on SIGHUP (when a file changed, new calls take a new channel; calls in flight
+finish on the old one, closed once they are over), and closed at the end."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from shim.adapters import AdaptedChannel, Adapter, Channel
 from shim.config import Config, Upstream
 from shim.errors import ConfigError
 from shim.metrics import Counters
-from shim.tls import channel_credentials, channel_options
+from shim.tls import UpstreamFiles, channel_credentials, channel_options, upstream_files
+
+OLD_CALLS_WITHIN = 3600.0
 
 
 def size_options(config: Config) -> list[tuple[str, int]]:
@@ -59,13 +61,21 @@ class Channels:
         self._adapters = adapters
         self._registry = registry
         self._counters = counters
-        self._credentials = {
-            upstream.name: channel_credentials(upstream)
+        self._files: dict[str, UpstreamFiles] = {
+            upstream.name: upstream_files(upstream)
             for upstream in (config.bank, config.bk)
             if upstream is not None and upstream.tls
         }
+        self._credentials = {
+            name: channel_credentials(upstream, self._files[name])
+            for upstream in (config.bank, config.bk)
+            if upstream is not None and (name := upstream.name) in self._files
+        }
         self._open: list[tuple[Upstream, aio.Channel]] = []
-        self._closing: set[asyncio.Task[None]] = set()  # old channels closing after a reload
+        # a channel replaced by a reload is closed once its calls are over, or after this long (the calls
+        # still on it then end UNAVAILABLE)
+        self.old_calls_within = OLD_CALLS_WITHIN
+        self._retired: dict[asyncio.Task[None], aio.Channel] = {}  # old channels closing after a reload
 
     def open(self, upstream: Upstream) -> Channel:
         """A channel to `upstream`; BK's with the adapters in front, when there are any."""
@@ -77,19 +87,26 @@ class Channels:
         return channel
 
     def reload_certificates(self, holders: Iterable[tuple[Any, str]]) -> list[str]:
-        """Read the upstreams' TLS files again: each holder's attribute (`(object, name)`) that holds an old
-        channel gets the new one. Returns what could not be reloaded, each kept as it was."""
+        """Read the upstreams' TLS files again: when an upstream's changed, each holder's attribute
+        (`(object, name)`) that holds one of its old channels gets a new one. Returns what could not be
+        reloaded, each kept as it was."""
         holders = list(holders)
         errors: list[str] = []
-        for index, (upstream, old) in enumerate(self._open):
-            if not upstream.tls:
-                continue
+        changed: set[str] = set()
+        for upstream in {u.name: u for u, _ in self._open if u.tls}.values():
             try:
-                credentials = channel_credentials(upstream)
+                files = upstream_files(upstream)
             except ConfigError as exc:
                 errors.append(str(exc))
                 continue
-            new = _channel(upstream, self._config, credentials)
+            if files != self._files.get(upstream.name):
+                self._files[upstream.name] = files
+                self._credentials[upstream.name] = channel_credentials(upstream, files)
+                changed.add(upstream.name)
+        for index, (upstream, old) in enumerate(self._open):
+            if upstream.name not in changed:
+                continue
+            new = _channel(upstream, self._config, self._credentials[upstream.name])
             self._open[index] = (upstream, new)
             for holder, name in holders:
                 current = getattr(holder, name, None)
@@ -97,9 +114,9 @@ class Channels:
                     setattr(holder, name, new)
                 elif isinstance(current, AdaptedChannel) and current.channel is old:
                     current.channel = new
-            task = asyncio.get_running_loop().create_task(old.close(grace=self._config.serving.grace_period))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            task = asyncio.get_running_loop().create_task(old.close(grace=self.old_calls_within))
+            self._retired[task] = old
+            task.add_done_callback(self._retired.pop)
         return errors
 
     async def unreachable(self, within: float = 3.0) -> list[Upstream]:
@@ -116,6 +133,9 @@ class Channels:
         return [upstream for (upstream, _), ok in zip(self._open, found, strict=True) if not ok]
 
     async def close(self) -> None:
+        for task, channel in list(self._retired.items()):
+            task.cancel()
+            await channel.close()
         for _, channel in self._open:
             await channel.close()
         self._open.clear()

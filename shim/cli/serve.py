@@ -139,9 +139,12 @@ async def serve(
         loop.add_signal_handler(signum, on_signal, signum)
 
     async def reload() -> None:
-        errors = await shim.reload_certificates()
-        if served.plane is not None:
-            errors += await served.plane.reload_certificates()
+        try:
+            errors = await shim.reload_certificates()
+            if served.plane is not None:
+                errors += await served.plane.reload_certificates()
+        except Exception as exc:  # never a task's unretrieved exception; the config is read again still
+            errors = [f"unexpected error: {exc!r}"]
         for error in errors:
             log.error("certificate not reloaded; the one in use stays", error=error)
         if not errors:
@@ -155,6 +158,9 @@ async def serve(
             )
         except ShimError as exc:
             log.error("config not reloaded; the one in use stays", error=str(exc))
+            return
+        except Exception as exc:
+            log.error("config not reloaded; the one in use stays", error=f"unexpected error: {exc!r}")
             return
         if restart:
             log.warning(

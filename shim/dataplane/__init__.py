@@ -362,17 +362,18 @@ class EnvoyPlane:
         assert self.envoy is not None
         self._version += 1
         try:
-            write_secrets(self._public, self._folder, self._version)
+            changed = write_secrets(self._public, self._folder, self._version)
         except ConfigError as exc:
             return [str(exc)]
         version = str(self._version)
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
+        while changed and time.monotonic() < deadline:  # only the changed ones take the new version
             with contextlib.suppress(OSError, ValueError):
-                if all(v == version for v in await self.envoy.secret_versions()):
+                applied = await self.envoy.secret_versions()
+                if all(applied.get(name) == version for name in changed):
                     return []
             await asyncio.sleep(0.01)
-        return ["Envoy did not apply the new certificates within 10s"]
+        return ["Envoy did not apply the new certificates within 10s"] if changed else []
 
     # -- switches (shim.modes.SwitchHooks) --------------------------------------------------------------
 

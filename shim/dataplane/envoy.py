@@ -305,10 +305,13 @@ class Envoy:
                     return
                 await asyncio.sleep(0.02)
 
-    async def secret_versions(self) -> list[str]:
-        """The versions of the secrets (certificates) Envoy uses now."""
+    async def secret_versions(self) -> dict[str, str]:
+        """The version of each secret (certificate) Envoy uses now, by name."""
         body = await self.get("/config_dump?resource=dynamic_active_secrets")
-        return [str(c.get("version_info", "")) for c in json.loads(body).get("configs", [])]
+        return {
+            str(c.get("name", "")): str(c.get("version_info", ""))
+            for c in json.loads(body).get("configs", [])
+        }
 
     @property
     def pid(self) -> int | None:

@@ -28,6 +28,7 @@ routes) in one place, each part beside the parts it names.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import json
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shim.dataplane import forwarded_proto, targets
-from shim.tls import check_pair, read_pem
+from shim.tls import check_dates, check_pair, read_ca, read_pem, warn_if_expired
 
 if TYPE_CHECKING:  # for annotations only: importing the config imports shim.dataplane.settings
     from shim.config import Config, Upstream
@@ -201,40 +202,48 @@ def _sds(name: str, folder: Path) -> dict[str, Any]:
     }
 
 
-def write_secrets(config: Config, folder: Path, version: int) -> None:
+def write_secrets(config: Config, folder: Path, version: int) -> list[str]:
     """The certificates and keys Envoy uses, read from the config's files now (a ConfigError names a bad
     one), written into Envoy's secret files. Called again on SIGHUP: a bad new file raises before any
-    secret file is replaced, so the certificates in use stay."""
+    secret file is replaced, so the certificates in use stay. Only the secrets whose contents changed are
+    written, at `version` (Envoy keeps an unchanged secret at its old version): their names."""
     documents: dict[str, dict[str, Any]] = {}
     if config.tls.cert:
         cert, key = read_pem(config.tls.cert, "tls.cert"), read_pem(config.tls.key, "tls.key")
-        check_pair(cert, key, "tls")
+        check_pair(cert, key, "tls", (config.tls.cert, config.tls.key), envoy=True)
+        check_dates(cert, "tls.cert", config.tls.cert)
         documents["listener"] = {"tls_certificate": _certificate(cert, key)}
         if config.tls.client_ca:
-            ca = read_pem(config.tls.client_ca, "tls.client_ca")
+            ca = read_ca(config.tls.client_ca, "tls.client_ca")
             documents["listener-ca"] = {"validation_context": {"trusted_ca": {"inline_string": ca.decode()}}}
     for upstream in (config.bank, config.bk):
         if upstream is None or not upstream.tls:
             continue
         where = f"upstreams.{upstream.name}"
         if upstream.ca:
-            ca = read_pem(upstream.ca, f"{where}.ca")
+            ca = read_ca(upstream.ca, f"{where}.ca")
             documents[f"{upstream.name}-ca"] = {
                 "validation_context": {"trusted_ca": {"inline_string": ca.decode()}}
             }
         if upstream.cert:
             cert, key = read_pem(upstream.cert, f"{where}.cert"), read_pem(upstream.key, f"{where}.key")
-            check_pair(cert, key, where)
+            check_pair(cert, key, where, (upstream.cert, upstream.key), envoy=True)
+            warn_if_expired(cert, f"{where}.cert", upstream.cert)
             documents[f"{upstream.name}-client"] = {"tls_certificate": _certificate(cert, key)}
+    written = []
     for name, secret in documents.items():
         resource = {
             "@type": _TYPES + "envoy.extensions.transport_sockets.tls.v3.Secret",
             "name": name,
             **secret,
         }
-        write_atomically(
-            folder / f"secret-{name}.json", {"version_info": str(version), "resources": [resource]}
-        )
+        path = folder / f"secret-{name}.json"
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text(encoding="utf-8")).get("resources") == [resource]:
+                continue
+        write_atomically(path, {"version_info": str(version), "resources": [resource]})
+        written.append(name)
+    return written
 
 
 def shed_routes(methods: Iterable[str]) -> dict[str, str]:

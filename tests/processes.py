@@ -94,8 +94,14 @@ class ShimProcess:
         assert await asyncio.wait_for(self.proc.wait(), TIMEOUT) == -signal.SIGKILL
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
-        """`signum` (SIGTERM: the shim stops its children itself), and the exit status."""
-        self.proc.send_signal(signum)
+        """`signum` (SIGTERM: the shim stops its children itself), and the exit status. In a PID namespace
+        of its own the signal goes to the shim (its PID 1): `unshare` passes none on."""
+        if self.pid_namespace:
+            for init in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signum)
+        else:
+            self.proc.send_signal(signum)
         return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
 
 

@@ -35,6 +35,7 @@ from shim.errors import StartupError
 from shim.evidence.record import replica_name
 from shim.routing import MethodSettings
 from shim.testing import running_shim
+from tests.backends import forwarding
 from tests.helpers import run_shim, scrape_metrics, until
 from tests.shim.test_cli import shim_serving
 from tests.shim.test_evidence import Records
@@ -493,32 +494,29 @@ async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) 
     assert "shadow -> bk-primary (forced)  by ana: cut over" in history.stdout
 
 
-async def test_a_switch_refused_for_calls_in_flight_is_a_refusal_on_the_command_line(tmp_path: Path) -> None:
+async def test_a_switch_refused_for_calls_in_flight_is_a_refusal_on_the_command_line(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
     """A switch the calls in flight do not let through within its pause is refused, nothing changed: "try
     again". `shim mode set` says "refused" and exits 1, as for any refusal, never 2 (which says the admin
-    API could not be reached): a script tells the two apart."""
-    bank, slow_bk = (
-        await serve("bank"),
-        await serve("bk", delay=4.0),
-    )  # longer than the command takes to start
-    try:
+    API could not be reached): a script tells the two apart. (BK's deposit is held in front of it until
+    the command has answered.)"""
+    bank, bk = ledgers
+    async with forwarding(bk.address) as (proxy, front):
+        gate = proxy.gated["/Deposit"] = asyncio.Event()
         store = {"url": str(tmp_path / "shim.db")}
-        async with _shim((bank, slow_bk), shadow_timeout=10.0, store=store) as (shim, stub, _):
+        async with _shim((bank, front), shadow_timeout=10.0, store=store) as (shim, stub, _):  # type: ignore[arg-type]
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", initial_deposit="10"))
             await shim.drain()
-            slow = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="R1", amount="1")))
-            mirrors = shim.dispatchers.values()
-            await until(lambda: any(d.in_flight for d in mirrors), "a mirrored call in flight")
+            await stub.Deposit(pb.DepositRequest(account_id="R1", amount="1"))  # Bank answers at once
+            await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
             command = [sys.executable, "-m", "shim", "mode", "set", "bk-primary", "--force", "--reason", "r"]
             admin = ["--admin", f"127.0.0.1:{shim.admin_port}"]
             refused = await asyncio.to_thread(
                 subprocess.run, [*command, *admin], capture_output=True, text=True, timeout=60
             )
-            await slow
+            gate.set()
             assert shim.modes.default == "shadow"
-    finally:
-        await bank.stop(None)
-        await slow_bk.stop(None)
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.startswith("shim mode: refused: not applied, nothing recorded: calls in flight"), (
         refused.stderr

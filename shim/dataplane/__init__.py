@@ -37,7 +37,7 @@ from grpc import aio
 from comparators import DescriptorRegistry
 from shim._grpc_compat import TAKE_EVERY_CALL
 from shim.dataplane import envoy as envoy_process
-from shim.dataplane import priority
+from shim.dataplane import kept_ports, priority
 from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
 from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
@@ -618,8 +618,11 @@ async def start(
         await shim.start()
         return Served(shim, None, "python", why)
     check_targets(config)  # before anything starts
-    shim = Shim(inner_config(config, attached), sinks=sinks, registry=registry)
+    own = kept_ports.reuse(config, attached) if attached is not None else config
+    shim = Shim(inner_config(own, attached), sinks=sinks, registry=registry)
     await shim.start()
+    if attached is not None:
+        kept_ports.keep(attached, shim.exporter.port if shim.exporter else None, shim.admin_port or None)
     executable = envoy_process.binary()
     assert executable is not None
     plane = EnvoyPlane(

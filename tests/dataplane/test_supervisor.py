@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import urllib.request
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -55,23 +56,34 @@ def _serve(bank: str, bk: str, db: Path, cwd: Path, *more: str) -> AbstractAsync
     )
 
 
+def _scraped(address: str) -> bytes:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=STEP) as answer:
+        body: bytes = answer.read()
+    return body
+
+
 def _stored(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
 
 
 async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_back(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL to the comparison plane: Envoy answers every call meanwhile; the supervisor starts the plane
-    again, which mirrors and compares again, and records the calls whose copies it never saw; SIGTERM then
-    stops it all, with status 0."""
+    again, which mirrors and compares again, serves its metrics and admin API where the killed one did
+    (both given port 0), and records the calls whose copies it never saw; SIGTERM then stops it all, with
+    status 0."""
     bank, bk = ledgers
     db = tmp_path / "shim.db"
     recording = tmp_path / "traffic.jsonl"
+    config = tmp_path / "shim.toml"
+    config.write_text('[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", "kept-ports")
+    more = ("--record", str(recording), "--metrics", "127.0.0.1:0", "--config", str(config))
     stop, errors, done = asyncio.Event(), [], [0]
     try:
-        async with _serve(bank.address, bk.address, db, tmp_path, "--record", str(recording)) as serving:
+        async with _serve(bank.address, bk.address, db, tmp_path, *more) as serving:
             ready = serving.ready
             assert ready["dataplane"] == "envoy"
             assert ready["pid"] != serving.proc.pid  # the plane is the supervisor's child
@@ -88,6 +100,10 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
             again = await serving.until_event("ready", 2)
             assert again["pid"] != ready["pid"]
             assert again["listen"] == ready["listen"]  # Envoy never stopped: the same listener
+            assert not ready["metrics"].endswith(":0")
+            assert not ready["admin"].endswith(":0")
+            assert (again["metrics"], again["admin"]) == (ready["metrics"], ready["admin"])
+            assert b"shim_comparisons_total" in await asyncio.to_thread(_scraped, again["metrics"])
             assert any(e.get("event", "").startswith("the comparison plane exited") for e in serving.events())
             after = done[0]
             await until(lambda: done[0] >= after + 20, "calls after the plane came back", within=STEP)

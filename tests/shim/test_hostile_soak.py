@@ -25,7 +25,7 @@ from tests.helpers import descriptor_set, shim_command
 from tests.processes import shim_process
 
 MiB = 1024 * 1024
-SOAK = 20.0  # seconds of hostile traffic beside the normal one
+SOAK = 8.0  # seconds of hostile traffic beside the normal one
 RSS_BOUND = 600 * MiB  # the shim's resident memory may not exceed this, hostile inputs and all
 STREAMS = 100  # idle streams, and slow readers of 8 MiB answers, kept open at once
 CAPTURE_TOTAL = "64MiB"  # shadow.max_capture_total: what the shadow side may hold for comparison

@@ -636,6 +636,17 @@ async def _compare_search(
     return best, steps
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """`--fractions`: rates as fractions of direct's saturation rate, each above 0 and at most 1."""
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers such as 0.25,0.5") from None
+    if not all(0 < fraction <= 1 for fraction in fractions):
+        raise argparse.ArgumentTypeError(f"{text!r}: each fraction is above 0 and at most 1")
+    return fractions
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -710,9 +721,10 @@ async def _bench(
         base = saturation["direct"]
         if not base:
             raise SystemExit("direct did not keep up even at the first rate")
-        rates = [0.25 * base, 0.5 * base]
+        rates = [fraction * base for fraction in args.fractions]
+        shares = ", ".join(f"{fraction:.0%}" for fraction in args.fractions)
         print(
-            f"measuring at {', '.join(f'{r:.0f}/s' for r in rates)} (25%, 50% of direct's {base:.0f}/s), "
+            f"measuring at {', '.join(f'{r:.0f}/s' for r in rates)} ({shares} of direct's {base:.0f}/s), "
             f"{args.rounds} rounds x {args.duration:g} s, setup order rotated each round",
             flush=True,
         )
@@ -831,6 +843,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--rate", type=float, help="direct's saturation rate per second: skips the search")
     parser.add_argument("--json", type=Path, help="write every figure to this file as JSON")
+    parser.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=(0.25, 0.5),
+        help="the rates measured, as fractions of direct's saturation rate (default 0.25,0.5)",
+    )
     parser.add_argument(
         "--search",
         default=f"direct,{BOTH},bank,shadow",

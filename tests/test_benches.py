@@ -41,7 +41,10 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
     "overload.py": (["--rate", "100", "--duration", "1"], "clients' p99"),
     "plane_cpu.py": (["--rate", "100", "--duration", "1"], "comparison plane / Bank"),
     "openloop.py": (
-        ["--duration", "0.5", "--rounds", "1", "--rate", "200", "--search", "", "--compare", ""],
+        [
+            *("--duration", "0.5", "--rounds", "1", "--rate", "200", "--fractions", "0.5"),
+            *("--search", "", "--compare", ""),
+        ],
         "shadow",
     ),
     "replay.py": (["--calls", "500"], "shim replay:"),

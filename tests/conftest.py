@@ -1,6 +1,7 @@
-"""The suite runs on two pytest-xdist workers (pyproject's addopts). The tests that load the machine (many
-processes, Envoy, sustained traffic) share one group, so that they run one at a time on one worker while
-the other runs the rest: two of them at once on two cores would test the machine, not the shim."""
+"""The suite runs on three pytest-xdist workers (pyproject's addopts): most tests spend their time waiting
+on processes and sockets, so three keep two cores busier than two do. The tests that load the machine
+(many processes, Envoy, sustained traffic) share one group, so that they run one at a time on one worker
+while the others run the rest: two of them at once on two cores would test the machine, not the shim."""
 
 from __future__ import annotations
 

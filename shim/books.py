@@ -35,6 +35,7 @@ from shim.verify import Verifier
 
 _log = structlog.get_logger("shim")
 STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its heartbeat
+LAST_WITHIN = 0.25  # ... at least, when the stop's time is spent (the heartbeat is then left to the lease)
 
 
 class Books:
@@ -222,7 +223,10 @@ class Books:
 
     async def close(self, within: float | None = None) -> None:
         """Stop what reads the store, then close it, waiting at most `within` seconds for it to commit
-        (a database that does not answer: see Store.close)."""
+        (a database that does not answer: see Store.close). The heartbeat, on a store of its own, goes
+        after it, in what is left of `within` (at least `LAST_WITHIN`): with both stores unanswering,
+        the stop takes `within` and a quarter of a second, not a second more."""
+        started = asyncio.get_running_loop().time()
         if self.verifier is not None:
             await self.verifier.stop()
         if self._housekeeping is not None:
@@ -241,10 +245,13 @@ class Books:
         if self.store is not None:
             await self.store.close(within)
         if not shared:  # it holds no write of anyone's: a store that does not answer is left to it
+            left = STOP_WITHIN
+            if within is not None:
+                left = max(within - (asyncio.get_running_loop().time() - started), LAST_WITHIN)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_WITHIN):
+                async with asyncio.timeout(left):
                     if self.liveness is not None:
-                        await self.liveness.stop(within=STOP_WITHIN)
+                        await self.liveness.stop(within=left)
                     if self.fleet_store is not None:
                         await self.fleet_store.close()
         self.liveness = self.fleet_store = None

@@ -379,7 +379,8 @@ async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_an
         # (up to seconds, with the suite on three workers) is not the shim's
         (stopping,), (stopped,) = _events(shim.stderr, "stopping"), _events(shim.stderr, "stopped")
         own = _at(stopped) - _at(stopping)
-        assert own < grace + 0.5, f"the shim took {own:.1f}s to stop with grace_period {grace}s"
+        # grace_period, then the heartbeat's last quarter second, and the steps of a stop on a busy machine
+        assert own < grace + 1.0, f"the shim took {own:.1f}s to stop with grace_period {grace}s"
         assert took < grace + 1.0 + 4.0, f"SIGTERM took {took:.1f}s to end the process"  # and then it ends
         (lost,) = _events(shim.stderr, "store did not answer in time: what it had not written is lost")
         assert lost["comparisons"] == 5

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from shim.admin_settings import ADMIN_LISTEN
 from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
 from shim.dataplane.envoy import binary as envoy_binary
@@ -612,8 +614,13 @@ async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
     """No [admin] listen: with $SHIM_ADMIN_TOKEN set, the admin API listens on 127.0.0.1:9465; without
     the token, nowhere."""
     bank, bk = ledgers
+    # the one fixed port of the suite: a shim of an earlier test may still be letting it go
+    try:
+        await until(lambda: _bindable(ADMIN_LISTEN), f"{ADMIN_LISTEN} free", 30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {_holders(ADMIN_LISTEN)}") from None
     async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
-        assert shim.admin_address == "127.0.0.1:9465"
+        assert shim.admin_address == ADMIN_LISTEN == "127.0.0.1:9465"
         async with aio.insecure_channel(shim.admin_address) as channel:
             stub = apb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
             modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH)
@@ -621,6 +628,29 @@ async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
     os.environ.pop("SHIM_ADMIN_TOKEN")
     async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
         assert shim.admin_address == ""
+
+
+def _bindable(address: str) -> bool:
+    """Whether a listener could bind `address` now (as gRPC binds: SO_REUSEADDR)."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def _holders(address: str) -> str:
+    """What holds `address`'s port, as `ss` sees it (for the failure's message)."""
+    port = address.rpartition(":")[2]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found = subprocess.run(
+            ["ss", "-tanpH", f"sport = :{port}"], capture_output=True, text=True, timeout=10, check=False
+        )
+        return f"held by: {found.stdout.strip() or 'nothing ss sees'}"
+    return "ss could not say what holds it"
 
 
 async def second_shim(*args: str | Path) -> tuple[int | None, list[str]]:

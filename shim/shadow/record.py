@@ -76,7 +76,7 @@ async def conclude(
                 learning.expect(primary, first, False)  # the primary's own callback may not have run yet
             learning.learn(primary, shadow, first)
         if shared.steps is not None and (keys or not admission.names_unknown):
-            tainted = shared.steps.reason(keys)
+            tainted = shared.steps.reason(keys or _made(mirror, learning, primary, shadow))
         if not tainted and mirror.places.fleet is not None:
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
         if mirror.is_write:
@@ -265,3 +265,14 @@ def exchange(
         **fields,
     )
     return record, requests
+
+
+def _made(mirror: Ended, learning: Learning, primary: Outcome | None, shadow: Outcome) -> tuple[str, ...]:
+    """The keys an unkeyed call's answers are about, for its taint. A write both sides applied, whose
+    answer minted ids with owners (`owner_key`), answers about what it made: only a mark on those owners'
+    keys can explain a difference in it (an account opened, its own key, has none yet; a movement booked
+    on an account out of step does). Anything else unkeyed (a read, a refusal, which may hang on any
+    key's state) is judged against every key: ()."""
+    if not mirror.is_write or primary is None or primary.code != 0 or shadow.code != 0:
+        return ()
+    return learning.minted_keys()

@@ -370,6 +370,31 @@ async def test_a_write_by_an_id_the_other_mode_minted_marks_its_owner(sides: tup
     assert unknown == 0
 
 
+async def test_an_unkeyed_write_that_mints_is_tainted_only_by_its_owners_mark(
+    sides: tuple[Served, Served],
+) -> None:
+    """Move keyed by nothing in its request: its movement's owner (`owner_key`, the account) is its key.
+    With account B out of step (BK failed a Move on it), a Move on A whose answer differs (BK answers
+    the amount in its own way) is a real mismatch: no mark explains it. The same on B is tainted."""
+    bank, bk = sides
+    methods = {name: settings for name, settings in METHODS.items() if not name.endswith("/Move")}
+    async with _shim(bank, bk, methods=methods) as (shim, sink, client):
+        bk.payments.fail("Move", grpc.StatusCode.INTERNAL, when=lambda request: request.account_id == "B")
+        await client.move("B", "1.00")
+        await sink.wait_for(1, where=_on_method(MOVE))
+        assert shim.steps is not None
+        marks = dict(shim.steps.keys)
+        bk.payments.amounts_answered["7.00"] = "7.0"
+        await client.move("A", "7.00")
+        await client.move("B", "7.00")
+        _, on_a, on_b = await sink.wait_for(3, where=_on_method(MOVE))
+    assert set(marks) == {"B"}
+    assert on_a.verdict is Verdict.MISMATCH, on_a.reason
+    assert [d.path for d in on_a.real_differences] == ["amount"], on_a.differences
+    assert on_b.verdict is Verdict.TAINTED, on_b.reason
+    assert on_b.reason.startswith("key 'B' out of step since"), on_b.reason
+
+
 async def test_a_reverse_of_a_movement_bk_never_paired_marks_only_the_movements_account(
     sides: tuple[Served, Served],
 ) -> None:

@@ -24,6 +24,9 @@ from tests.services.custody.messages import REGISTRY, new
 
 SIDES = ("bank", "bk")
 BUGS = frozenset({"fee-rounding", "wrong-code", "frozen-flag", "same-account"})
+# planted only when a test asks: BK's OpenAccount answers the owner's name in capitals (its book keeps it
+# as given), a difference in the answer of a write that mints its own key
+OPT_IN_BUGS = frozenset({"owner-shouted"})
 CENT = Decimal("0.01")
 AMOUNT_LIMIT = Decimal(10) ** 12
 DEFAULT_PAGE_SIZE = 50
@@ -108,9 +111,9 @@ class Book:
     def __post_init__(self) -> None:
         if self.side not in SIDES:
             raise ValueError(f"unknown side {self.side!r}; expected one of {', '.join(SIDES)}")
-        unknown = set(self.bugs) - BUGS
+        unknown = set(self.bugs) - BUGS - OPT_IN_BUGS
         if unknown:
-            raise ValueError(f"unknown planted bugs {sorted(unknown)}; known: {sorted(BUGS)}")
+            raise ValueError(f"unknown planted bugs {sorted(unknown)}; known: {sorted(BUGS | OPT_IN_BUGS)}")
         if self.side == "bank":
             self.bugs = frozenset()  # the bugs are BK's
 
@@ -207,7 +210,10 @@ class Book:
         account = AccountState(self._mint("A", "acc"), request.client_ref, request.owner)
         self.accounts[account.account_id] = account
         self._by_ref[account.client_ref] = account.account_id
-        return self._account_message(account)
+        answer = self._account_message(account)
+        if self._has("owner-shouted"):
+            answer.owner = account.owner.upper()
+        return answer
 
     def GetAccountByRef(self, request: Any) -> Any:
         account_id = self._by_ref.get(request.client_ref)

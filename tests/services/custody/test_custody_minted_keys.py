@@ -75,3 +75,34 @@ async def test_without_owners_a_missed_unkeyed_write_marks_nothing(tmp_path: Pat
     assert marks == {}
     assert counters.get("unkeyed_writes_out_of_step", "/custody.v1.Custody/OpenAccount") == 1
     assert listing.verdict is Verdict.MISMATCH
+
+
+async def test_a_new_accounts_own_difference_is_real_while_another_key_is_out_of_step(tmp_path: Path) -> None:
+    """An account opened (both sides answer OK) while another account is out of step: BK's answer differs
+    (it shouts the owner's name). The new account was on neither book before, so no missed write can
+    explain its answer: the difference is a real mismatch, not `tainted` by the other key's mark. A
+    refusal that depends on the book (a client_ref taken) stays tainted while any key is out of step."""
+    bank, bk = await serve("bank"), await serve("bk", bugs={"owner-shouted"})
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **_settings(tmp_path, owned=True)) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = Client(channel)
+            bk.fail("OpenAccount", grpc.StatusCode.INTERNAL)
+            missed = await client.call("OpenAccount", client_ref="r1", owner="Owner r1")
+            await sink.wait_for(1, where=lambda c: c.exchange.method.endswith("/OpenAccount"))
+            assert shim.steps is not None
+            assert list(shim.steps.keys) == [missed.message.account_id]
+            bk.fails.clear()
+            assert (await client.call("OpenAccount", client_ref="r2", owner="Owner r2")).ok
+            assert not (await client.call("OpenAccount", client_ref="r1", owner="Owner r1 again")).ok
+            _, opened, taken = await sink.wait_for(
+                3, where=lambda c: c.exchange.method.endswith("/OpenAccount")
+            )
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert opened.verdict is Verdict.MISMATCH, opened.reason
+    assert any("owner" in d.path for d in opened.differences), opened.differences
+    assert taken.verdict is Verdict.TAINTED, "Bank refused r1 (taken); BK, which missed r1, opened it"

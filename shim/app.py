@@ -29,6 +29,7 @@ from shim._handler import ProxyHandler, Route
 from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
+from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
 from shim.admin_settings import ADMIN_LISTEN
@@ -356,15 +357,15 @@ class Shim:
         if self.recorder is not None:  # every call is over: the recording ends whole
             await self.recorder.close()
         with contextlib.suppress(TimeoutError):  # mirrored calls get the same grace as the clients'
-            await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 0.1))
+            await bounded(self._mirrors_done(), max(grace, 0.1))
         if any(d.in_flight for d in self.dispatchers.values()):
             given_up = sum(d.give_up_all() for d in self.dispatchers.values())
             _log.warning("stopping: mirrored calls given up and recorded", calls=given_up)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mirrors_done(), timeout=max(grace, 1.0))
+                await bounded(self._mirrors_done(), max(grace, 1.0))
         if self.pipeline is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.pipeline.drain(), timeout=max(grace, 1.0))
+                await bounded(self.pipeline.drain(), max(grace, 1.0))
         if self._lag_probe is not None:
             self._lag_probe.cancel()
         await self.channels.close()

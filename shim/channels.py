@@ -13,6 +13,7 @@ from grpc import aio
 
 from comparators import DescriptorRegistry
 from shim._grpc_compat import LARGE_METADATA
+from shim._timeouts import bounded
 from shim.adapters import AdaptedChannel, Adapter, Channel
 from shim.config import Config, Upstream
 from shim.errors import ConfigError
@@ -124,7 +125,7 @@ class Channels:
 
         async def reachable(channel: aio.Channel) -> bool:
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout=within)
+                await bounded(channel.channel_ready(), within)
             except TimeoutError:
                 return False
             return True

@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from shim._timeouts import bounded
 from shim.errors import ShimError
 from shim.liveness import lease_of
 from shim.modes import DEFAULT, Modes, SwitchTimeout
@@ -220,7 +221,7 @@ class Fleet:
         """Until a notification comes, or `seconds` pass."""
         with contextlib.suppress(TimeoutError):
             async with self._woken:
-                await asyncio.wait_for(self._woken.wait(), seconds)
+                await bounded(self._woken.wait(), seconds)
 
     async def _publish(self) -> None:
         self._published = None

@@ -9,7 +9,6 @@ and the whole exchange is bounded by a timeout.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from comparators import DescriptorError, DescriptorRegistry
 from shim._grpc_compat import close_sending, send
+from shim._timeouts import bounded
 from shim.config import Config
 from shim.errors import StartupError
 from shim.parts import load_registry
@@ -47,7 +47,7 @@ async def fetch_descriptor_set(
 ) -> descriptor_pb2.FileDescriptorSet:
     """The FileDescriptorSet of every service `target` lists by reflection, with all it imports."""
     try:
-        return await asyncio.wait_for(_fetch(target, timeout), timeout)
+        return await bounded(_fetch(target, timeout), timeout)
     except TimeoutError as exc:
         raise StartupError(_late(target, timeout)) from exc
 

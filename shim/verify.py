@@ -50,6 +50,7 @@ import structlog
 
 from comparators import Difference
 from shim._lanes import Lanes
+from shim._timeouts import bounded
 from shim.evidence.record import time_ordered_id
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
@@ -202,7 +203,7 @@ class Verifier:
         try:
             if ticket is not None:
                 try:
-                    await asyncio.wait_for(ticket.ready(), timeout=self._wait)
+                    await bounded(ticket.ready(), self._wait)
                 except TimeoutError:
                     return self._record(key, mark, INCONCLUSIVE, "calls on the key kept it busy", False)
             seq = lanes.write_seq if lanes is not None else 0

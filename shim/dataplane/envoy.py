@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from shim._timeouts import bounded
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
 from shim.dataplane.envoy_config import stamp
 from shim.errors import StartupError, how_it_ended
@@ -126,7 +127,7 @@ class Envoy:
             except _Unstamped as exc:
                 raise StartupError(f"Envoy did not start: {exc}") from None
             try:
-                await asyncio.wait_for(self._ready(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+                await bounded(self._ready(), max(deadline - asyncio.get_running_loop().time(), 0.0))
                 break
             except _Exited as exc:
                 killed = self._process is not None and (self._process.returncode or 0) < 0
@@ -180,7 +181,7 @@ class Envoy:
         while True:
             if process.returncode is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._lines), 2.0)  # its last words
+                    await bounded(asyncio.shield(self._lines), 2.0)  # its last words
                 raise _Exited(
                     f"it {how_it_ended(process.returncode)} ({self._last_error or 'no reason given'})"
                 )
@@ -239,7 +240,7 @@ class Envoy:
             pause = min(pause * 2, self._restart_max)
             try:
                 await self._spawn()
-                await asyncio.wait_for(self._ready(), 30.0)
+                await bounded(self._ready(), 30.0)
             except (TimeoutError, _Exited, OSError, ValueError) as exc:
                 _log.error("Envoy did not start again", error=str(exc))
                 continue
@@ -333,7 +334,7 @@ class Envoy:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), within)
+            await bounded(process.wait(), within)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -361,7 +362,7 @@ class AttachedEnvoy(Envoy):
     async def start(self, within: float = 60.0) -> None:
         """Wait until the supervisor's Envoy runs with its listener bound (a StartupError if it does not)."""
         try:
-            await asyncio.wait_for(self._bound(), within)
+            await bounded(self._bound(), within)
         except TimeoutError:
             raise StartupError(
                 "Envoy did not start: the supervisor's Envoy never bound its listener"

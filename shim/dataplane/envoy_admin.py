@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from shim._timeouts import bounded
+
 
 async def admin_request(address: str, path: str, method: str = "GET") -> tuple[int, bytes]:
     host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+    reader, writer = await bounded(asyncio.open_connection(host, int(port)), 5.0)
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10.0)
+        data = await bounded(reader.read(), 10.0)
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -49,7 +51,7 @@ class AdminConnections:
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 continue
         host, _, port = address.rpartition(":")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
+        reader, writer = await bounded(asyncio.open_connection(host, int(port)), 5.0)
         return await self._exchange((address, reader, writer), path)
 
     async def _exchange(

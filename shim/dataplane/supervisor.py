@@ -35,6 +35,7 @@ from pathlib import Path
 
 import structlog
 
+from shim._timeouts import bounded
 from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen
 from shim.dataplane import envoy as envoy_process
@@ -191,7 +192,7 @@ class Supervisor:
                     after=round(pause, 2),
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(stopping), pause)
+                    await bounded(asyncio.shield(stopping), pause)
                 if self._stop.is_set():
                     return
                 pause = min(pause * 2, RESTART_MAX)

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from grpc import aio
 
+from shim._timeouts import bounded
 from shim.errors import how_it_ended
 from shim.replay.source import ReplayError
 
@@ -39,7 +40,7 @@ async def wait_serving(
             if process is not None and process.returncode is not None:
                 raise ReplayError(f"--bk-command {how_it_ended(process.returncode)} before serving")
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout=0.2)
+                await bounded(channel.channel_ready(), 0.2)
                 return
             except TimeoutError:
                 pass
@@ -91,7 +92,7 @@ class Bk:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout=10.0)
+            await bounded(process.wait(), 10.0)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -47,6 +47,13 @@ APPLY_WITHIN = 3.0
 _log = structlog.get_logger("shim.modes")
 
 
+# why a switch was refused when no call was left to wait for once its pause ran out: the data plane's
+# steps (its routes, the copies on their way) took the pause, as on a machine too busy for so short a one
+NOTHING_LEFT = (
+    "no call was left by then: the switch's own steps outlasted the pause, as on a machine too busy for it"
+)
+
+
 class SwitchTimeout(ShimError):
     """Calls in flight did not finish in time: the mode did not change. `waiting`: what they waited for."""
 
@@ -213,9 +220,9 @@ class Modes:
                     here = f"{calls} in the shim's server" if held else ""
                     why = "; ".join(w for w in (here, hooks.waiting() if hooks else "", self.explain()) if w)
                     raise SwitchTimeout(
-                        f"the calls in flight did not finish within {within:g}s ({why or 'none left'}); "
+                        f"the calls in flight did not finish within {within:g}s ({why or NOTHING_LEFT}); "
                         "the mode did not change",
-                        why or "none left",
+                        why or NOTHING_LEFT,
                     ) from exc
                 yield hold
                 if hold.committed:

@@ -31,7 +31,7 @@ from shim.dataplane.settings import EnvoySettings
 from shim.descriptor_settings import DescriptorSettings
 from shim.errors import ConfigError
 from shim.gate import GateSettings
-from shim.ids import parse as parse_ids
+from shim.ids_settings import parse as parse_ids
 from shim.pipeline import ComparisonSettings, RedactSettings
 from shim.reconcile_settings import ReconcileSettings
 from shim.reconcile_settings import parse as parse_reconcile

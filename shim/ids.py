@@ -30,14 +30,11 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
-from comparators.ids import OWNERS, Found, IdError, IdFields, IdKind
-from shim.errors import ConfigError
+from comparators.ids import OWNERS, Found, IdFields
 from shim.metrics import Counters
-from shim.settings import FIELDS, TEXT, as_table, finish
 from shim.store import IdPair, Store, StoreError, Unpaired
 
 _log = structlog.get_logger("shim.ids")
@@ -352,30 +349,3 @@ def _scoped(scope: str, value: str) -> str:
 
 def _unscoped(scope: str, value: str) -> str:
     return value[len(scope) + 1 :] if scope and value.startswith(scope + "|") else value
-
-
-def parse(table: dict[str, Any]) -> tuple[IdKind, ...]:
-    """The [ids.KIND] tables: minted, references, owner_key, learn_from, scope (shim.config reads them)."""
-    kinds = []
-    for name, entry in table.items():
-        prefix = f"ids.{name}."
-        settings = as_table(prefix.rstrip("."), entry)
-        minted = settings.pop("minted", None)
-        if minted is None:
-            raise ConfigError(f"{prefix}minted is missing: name the answer fields that mint {name} ids")
-        given = {
-            k: settings.pop(k) for k in ("references", "owner_key", "learn_from", "scope") if k in settings
-        }
-        finish(prefix, settings)
-        parsers = {"references": FIELDS, "owner_key": FIELDS, "learn_from": TEXT, "scope": TEXT}
-        try:
-            kinds.append(
-                IdKind(
-                    name=name,
-                    minted=FIELDS.parse(prefix + "minted", minted),
-                    **{k: parsers[k].parse(prefix + k, v) for k, v in given.items()},
-                )
-            )
-        except IdError as exc:
-            raise ConfigError(str(exc)) from exc
-    return tuple(kinds)

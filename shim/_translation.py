@@ -169,6 +169,13 @@ class Translation:
         if self.aliases is not None and answers:
             self.aliases.learn(method, answers, first)
 
+    def answering(self, plan: IdPlan, order: int) -> asyncio.Future[None] | None:
+        """A call of `order` in the lanes whose whole answer may mint ids (`IdBook.answering`); None when
+        its answer mints none, or mints them message by message (a stream: learned as each comes)."""
+        if self.ids is None or not plan.mints or plan.streamed or not order:
+            return None
+        return self.ids.answering(order, plan.learnable)
+
     def expect(
         self, method: str, found: list[Found], first: message.Message | None, order: int
     ) -> list[Pending]:

@@ -20,7 +20,10 @@ space to BK's ("bank") or back ("bk").
 A minting call that ends without the other side's id leaves its ids *unpaired*
 (kept in memory and in the store): a later call naming one of them cannot be
 translated and is not sent. An id the map has never seen at all (not paired,
-not pending, not unpaired) is *unknown*: `minted()` says which.
+not pending, not unpaired) is *unknown*: `minted()` says which. A call naming an
+unknown id waits for the answers of earlier calls that may mint it, while they are
+not in (`answering`): on Envoy a copy of an answer can come after the next request
+made of it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -64,6 +68,9 @@ class IdBook:
         # (side, kind, id) -> (the other side's id, owner key)
         self._known: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._pending: dict[tuple[str, str, str], Pending] = {}
+        # calls whose answers may mint ids, by their order in the lanes: (the kinds, answered), until the
+        # primary's answer to each is in and what it minted is pending (`answering`)
+        self._answering: dict[int, tuple[frozenset[str], asyncio.Future[None]]] = {}
         # owners of ids a primary minted, paired or not: a call naming an unpaired id is still
         # ordered (and marked out of step) on the right key
         self._owners: dict[tuple[str, str, str], str] = {}
@@ -160,6 +167,26 @@ class IdBook:
                 pending.order = order
             out.append(pending)
         return out
+
+    def answering(self, order: int, kinds: frozenset[str]) -> asyncio.Future[None]:
+        """A call of `order` in the lanes whose answer may mint ids of `kinds`. Until the future it gets is
+        set (the primary's answer is in, what it minted is pending, or the call is over), a later call
+        naming an id of those kinds that the map does not know waits for it (`counterpart`): on Envoy the
+        copy of an answer and the next request a client made of it come on two streams, in either order."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._answering[order] = (kinds, future)
+        future.add_done_callback(lambda _: self._answering.pop(order, None))
+        return future
+
+    async def _after_answers(self, kind: str, before: int, stop: asyncio.Event) -> bool:
+        """Wait until the calls of an order lower than `before` whose answers may mint `kind` have their
+        answers in (or `stop` is set); whether there were any."""
+        waits = [f for order, (kinds, f) in self._answering.items() if order < before and kind in kinds]
+        if not waits:
+            return False
+        self._counters.inc("ids_waited_for_answers", kind)
+        await _all_done(waits, stop)
+        return True
 
     def settle(self, pendings: Iterable[Pending]) -> None:
         """The minting calls are over: whatever was not learned has no counterpart; it is kept as unpaired
@@ -305,6 +332,13 @@ class IdBook:
         again = pending is not None and bool(scope) and not pending.future.done()
         if known is not None and not again:
             return _unscoped(scope, known[0])
+        # not known yet: an earlier call's answer, not in yet, may mint it
+        unknown = known is None and pending is None and stop is not None and before and self._answering
+        if unknown and stop is not None and await self._after_answers(kind, before, stop):
+            known, pending = self._known.get(key), self._pending.get(key)
+            again = pending is not None and bool(scope) and not pending.future.done()
+            if known is not None and not again:
+                return _unscoped(scope, known[0])
         if pending is not None and stop is not None and _earlier(pending, before):
             result = await _until(pending.future, stop)
             if result is not None:
@@ -341,6 +375,18 @@ async def _until(future: asyncio.Future[str | None], stop: asyncio.Event) -> str
         with contextlib.suppress(asyncio.CancelledError):
             await waiter
     return future.result() if future.done() else None
+
+
+async def _all_done(futures: list[asyncio.Future[None]], stop: asyncio.Event) -> None:
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        while not waiter.done() and (left := [f for f in futures if not f.done()]):
+            awaited: list[asyncio.Future[Any]] = [*left, waiter]
+            await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
 
 
 def _scoped(scope: str, value: str) -> str:

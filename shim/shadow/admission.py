@@ -41,6 +41,7 @@ class Admission:
         "_over",
         "_shared",
         "admitted",
+        "answering",
         "asked",
         "batch",
         "first",
@@ -89,6 +90,8 @@ class Admission:
         self._intent_keys = 0  # how many of the keys the recorded intent names
         self.spanned = False  # a batch under way when a switch of its method's mode applied
         self.turn: Turn | None = None  # on Envoy: when its steps in the lanes may run (None: at once)
+        # set once the primary's answer is in and what it minted is pending (`IdBook.answering`)
+        self.answering: asyncio.Future[None] | None = None
 
     def arrived(self, payload: bytes, index: int) -> None:
         """A request message the client sent (called as it arrives, never waiting)."""
@@ -191,6 +194,7 @@ class Admission:
         else:
             self.seq = shared.lanes.write_seq
             self.places.ticket = shared.lanes.enter(keys, self.is_write)
+            self.answering = shared.translation.answering(self.plan.ids, self.places.ticket.order)
             self.keys = keys
             if shared.key_order is not None and keys:  # its turn across replicas, asked for now
                 self.places.fleet = FleetPlace(
@@ -206,6 +210,12 @@ class Admission:
                 shared.counters.inc("writes_not_ordered_across_replicas", self.method)
             self.record_intent()
         self.admitted.set()
+
+    def answered(self) -> None:
+        """The primary's answer is in, and what it minted pending; or it will mint nothing: the calls after
+        it that name an id the map does not know wait for it no more."""
+        if self.answering is not None and not self.answering.done():
+            self.answering.set_result(None)
 
     def _admit_step(self, payload: bytes, index: int) -> None:
         """A message of a request stream takes its place in the lanes of its own keys."""

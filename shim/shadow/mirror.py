@@ -176,6 +176,8 @@ class Mirror:
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
             self.admission.enter(self._expect, outcome)
+        else:
+            self.admission.enter(self.admission.answered)
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(
@@ -197,6 +199,7 @@ class Mirror:
         if self._primary.done():
             return
         self.abandoned_why = why
+        self.admission.enter(self.admission.answered)
         self._primary.set_result((primary, True))
         self.fate.abandoned = True
         self._received.set()
@@ -250,6 +253,7 @@ class Mirror:
     def _expect(self, primary: Outcome) -> None:
         if not self.admission.not_sampled:
             self.learning.expect(primary, self.admission.first, self.task.done())
+        self.admission.answered()
 
     def _primary_minted(self, index: int, payload: bytes) -> None:
         if not self.admission.not_sampled:
@@ -268,6 +272,7 @@ class Mirror:
             if not self._handed_over:
                 self.capture.give_back()
             release_places(self._shared, self)
+            self.admission.answered()
             self.learning.settle()
             if self.admission.intent and self._shared.intents is not None:
                 self._shared.intents.done(self.admission.intent)

@@ -106,6 +106,51 @@ async def test_without_a_stop_event_a_pending_id_is_not_waited_for() -> None:
     assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1"), 5) is None
 
 
+async def test_an_id_not_known_yet_waits_for_the_answers_of_earlier_calls_that_may_mint_it() -> None:
+    """An earlier call (order 3) whose answer may mint trades is not answered yet: a call of order 5 naming
+    a trade the map does not know waits until that answer is in, then for the pair it made pending."""
+    counters = Counters()
+    book = IdBook(FIELDS, None, counters)
+    answered = book.answering(3, frozenset({"trade"}))
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    book.expect("bank", [minted("T1")], {}, order=3)  # the primary's answer minted T1 ...
+    answered.set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # ... and the call now waits for its pair
+    book.learn([(minted("T1"), minted("trd_1"))], {})
+    assert await asyncio.wait_for(waiting, 5) == "trd_1"
+    assert counters.get("ids_waited_for_answers", "trade") == 1
+
+
+async def test_only_earlier_unanswered_calls_of_the_kind_are_waited_for() -> None:
+    """A call never waits for the answer of a later call (which may wait behind it in the lanes), nor for
+    one that mints another kind; an answer that minted something else ends the wait with no pair; and the
+    caller's stop ends it too."""
+    book = IdBook(FIELDS, None, Counters())
+    book.answering(7, frozenset({"trade"}))
+    book.answering(2, frozenset({"account"}))
+    assert (
+        await asyncio.wait_for(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=5), 5) is None
+    )
+    answered = book.answering(4, frozenset({"trade"}))
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    answered.set_result(None)  # it minted T2, not T1
+    assert await asyncio.wait_for(waiting, 5) is None
+    book.answering(4, frozenset({"trade"}))
+    stop = asyncio.Event()
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", stop, before=5))
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.wait_for(waiting, 5) is None
+    # without a stop event (a comparison's lookup) or an order, nothing is waited for
+    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", None, before=5), 5) is None
+    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", asyncio.Event()), 5) is None
+
+
 async def test_a_call_waits_for_the_pair_of_an_id_minted_by_an_earlier_call_alone() -> None:
     """A call of order 5 in the lanes waits for an id pending from a call of order 3, never for one of
     order 8 (which may wait behind it); an earlier call minting the same id again makes it waited for."""

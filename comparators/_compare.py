@@ -6,6 +6,8 @@ difference of status, rich details and messages, with the ids and redaction appl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf import message
 
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
@@ -14,7 +16,7 @@ from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, text_reads_as, translate_answer
 from comparators.message_api import parse
-from comparators.redact import Redactor, hidden
+from comparators.redact import FreeText, Redactor, hidden
 from comparators.rules import RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -72,7 +74,10 @@ def _noise(
         return ()
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
-    found = _status_differences(exchange.method, first, again, registry, rules, redactor)
+    free = _free_text(exchange, registry, redactor, first, again)
+    if free is not None:
+        first, again = _scrubbed(first, free), _scrubbed(again, free)
+    found = _status_differences(exchange.method, first, again, registry, rules, redactor, free=free)
     found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
     return tuple(d._replace(noise=True) for d in found if not d.rule)
 
@@ -129,7 +134,12 @@ def _judge(
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
-    differences = _status_differences(exchange.method, bank, bk, registry, rules, redactor, ids, to_bank)
+    free = _free_text(exchange, registry, redactor, bank, bk)
+    if free is not None:
+        bank, bk = _scrubbed(bank, free), _scrubbed(bk, free)
+    differences = _status_differences(
+        exchange.method, bank, bk, registry, rules, redactor, ids, to_bank, free
+    )
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, _clock(exchange)
     )
@@ -180,6 +190,27 @@ def _translates(to_bank: dict[tuple[str, str], str] | None) -> bool:
     return to_bank is not None and any(bk_id != bank_id for (_, bk_id), bank_id in to_bank.items())
 
 
+def _free_text(
+    exchange: Exchange, registry: DescriptorRegistry | None, redactor: Redactor | None, *sides: Outcome
+) -> FreeText | None:
+    """With redaction, the values of redacted fields the call's messages hold, when the two sides' free text
+    (status details, rich details' message) may quote them; None when there is none to look for."""
+    if redactor is None or registry is None:
+        return None
+    rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
+    if not any(side.details for side in sides) and all(r is None for r in rich):
+        return None
+    answers = [raw for side in sides for raw in side.messages]
+    free = FreeText.of(redactor, registry, exchange.method, exchange.requests, answers, rich)
+    return free if free.values else None
+
+
+def _scrubbed(side: Outcome, free: FreeText) -> Outcome:
+    """An outcome whose status details hash the values of redacted fields they quote."""
+    details = free(side.details)
+    return side if details == side.details else replace(side, details=details)
+
+
 def _status_differences(
     method: str,
     bank: Outcome,
@@ -189,6 +220,7 @@ def _status_differences(
     redactor: Redactor | None = None,
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
+    free: FreeText | None = None,
 ) -> list[Difference]:
     rule = rules.status_rule(method)
     diffs: list[Difference] = []
@@ -204,7 +236,9 @@ def _status_differences(
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     # the same bytes may still name other ids, read through the pairs
     if bank_rich != bk_rich or (bk_rich is not None and _translates(to_bank)):
-        diffs.extend(_rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank))
+        diffs.extend(
+            _rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank, free)
+        )
     return diffs
 
 
@@ -217,9 +251,11 @@ def _rich_differences(
     redactor: Redactor | None = None,
     ids: IdFields | None = None,
     to_bank: dict[tuple[str, str], str] | None = None,
+    free: FreeText | None = None,
 ) -> list[Difference]:
     """google.rpc.Status trailers compared field by field (their Any details unpacked), BK's ids in them
-    read as the Bank ids they pair with, as in answers."""
+    read as the Bank ids they pair with, as in answers; with `free`, their message's quotes of redacted
+    values hashed."""
     registry = registry if registry is not None else _RPC_ONLY
     try:
         cls = registry.message_class(_RPC_STATUS)
@@ -233,6 +269,10 @@ def _rich_differences(
         unmapped = {found.value for found in left_ids}
         own = stand_in(ids, method, [left], [right], left_ids, to_bank, side="")
     _redact(redactor, [left, right], unmapped, own)
+    if free is not None:
+        for status in (left, right):
+            if status is not None:
+                status.message = free(status.message)  # type: ignore[attr-defined]
     walker = Walker(registry, rules, method)
     if bank_raw is None or bk_raw is None:
         walker._presence(

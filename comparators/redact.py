@@ -24,13 +24,21 @@ redacted value: the packed bytes are replaced whole by their hash (the
 
 Bytes that do not decode could hold anything: with redaction on, an
 `undecodable` or `bytes` difference shows their length, not their content.
+
+Free text is not a field, but it may quote one: a refusal worded "owner 'Jane
+Roe' already has an account" holds the very name the request's redacted field
+carried. `FreeText` gathers the values of redacted fields one call's messages
+hold (its requests, both answers, their rich error details) and replaces each,
+where a text holds it as a whole word of at least `MIN_SCRUBBED` characters, by
+its hash: the status details message, and `google.rpc.Status.message`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from google.protobuf import message
@@ -41,6 +49,9 @@ from comparators.message_api import descriptor_of, has_field, parse, serialize
 
 PREFIX = "redacted:"
 _ANY = "google.protobuf.Any"
+_RPC_STATUS = "google.rpc.Status"
+_RPC_ONLY = DescriptorRegistry()  # google.rpc types alone
+MIN_SCRUBBED = 3  # shorter values are not looked for in free text: they would hash common words
 
 
 class RedactError(ValueError):
@@ -80,16 +91,17 @@ class Redactor:
         raw = value.encode() if isinstance(value, str) else value
         return PREFIX + hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:16]
 
-    def redact(self, msg: message.Message) -> None:
-        """Replace, in place, every redacted field's value at any depth of `msg`."""
+    def redact(self, msg: message.Message, seen: set[str] | None = None) -> None:
+        """Replace, in place, every redacted field's value at any depth of `msg`; with `seen`, add to it the
+        values replaced (as text: bytes that are not UTF-8 are left out)."""
         desc = descriptor_of(msg)
         if desc.full_name == _ANY:
-            self._redact_any(msg)
+            self._redact_any(msg, seen)
             return
         if not self._reaches(desc):
             return
         for redacted in self._by_type.get(desc.full_name, ()):
-            self._replace(msg, redacted)
+            self._replace(msg, redacted, seen)
         for fd in desc.fields:
             element = fd.message_type
             if element is None:
@@ -98,33 +110,47 @@ class Redactor:
             if element.GetOptions().map_entry:
                 if self._by_type.get(element.full_name):  # the map's values themselves (never its keys)
                     for key in list(value):  # a snapshot: setting values while iterating may visit one twice
-                        value[key] = self._hashed(value[key], element.fields_by_name["value"])
+                        value[key] = self._hashed(value[key], element.fields_by_name["value"], seen)
                 value_type = element.fields_by_name["value"].message_type
                 if value_type is not None and self._reaches(value_type):
                     for key in value:
-                        self.redact(value[key])
+                        self.redact(value[key], seen)
             elif self._reaches(element):
                 if fd.is_repeated:
                     for item in value:
-                        self.redact(item)
+                        self.redact(item, seen)
                 elif has_field(msg, fd.name):
-                    self.redact(value)
+                    self.redact(value, seen)
 
-    def _replace(self, msg: message.Message, fd: FieldDescriptor) -> None:
+    def _replace(self, msg: message.Message, fd: FieldDescriptor, seen: set[str] | None) -> None:
         value = getattr(msg, fd.name)
         if fd.is_repeated:
             for i, item in enumerate(value):
-                value[i] = self._hashed(item, fd)
+                value[i] = self._hashed(item, fd, seen)
         elif value:
-            setattr(msg, fd.name, self._hashed(value, fd))
+            setattr(msg, fd.name, self._hashed(value, fd, seen))
 
-    def _hashed(self, value: str | bytes, fd: FieldDescriptor) -> str | bytes:
+    def _hashed(self, value: str | bytes, fd: FieldDescriptor, seen: set[str] | None = None) -> str | bytes:
         """A value of `fd` replaced by its hash, of the field's type (an empty value stays empty)."""
         if not value:
             return value
+        if seen is not None:
+            _see(value, seen)
         return self.hash(value).encode() if fd.type == FieldDescriptor.TYPE_BYTES else self.hash(value)
 
-    def _redact_any(self, packed: Any) -> None:  # a google.protobuf.Any of the registry's pool
+    def scrub(self, text: str, values: Collection[str]) -> str:
+        """`text` with each of `values` (of `MIN_SCRUBBED` characters or more) it holds as a whole word (not
+        inside a longer word) replaced by the value's hash; longer values first, so that a name is hashed
+        whole rather than in part."""
+        if not text or not values:
+            return text
+        wanted = sorted((v for v in values if len(v) >= MIN_SCRUBBED and v in text), key=len, reverse=True)
+        if not wanted:
+            return text
+        pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, wanted)) + r")(?!\w)")
+        return pattern.sub(lambda m: self.hash(m.group()), text)
+
+    def _redact_any(self, packed: Any, seen: set[str] | None = None) -> None:  # a google.protobuf.Any
         """An Any's packed message redacted: unpacked when its type is known, redacted and packed again;
         its bytes hashed whole when they cannot be read (an unknown type, or bytes that do not decode)."""
         raw: bytes = packed.value
@@ -141,7 +167,7 @@ class Redactor:
             except (message.DecodeError, RuntimeError, ValueError):
                 pass
             else:
-                self.redact(inner)
+                self.redact(inner, seen)
                 packed.value = serialize(inner, deterministic=True)
                 return
         packed.value = self.hash(raw).encode()
@@ -163,6 +189,93 @@ class Redactor:
             return None
         self.redact(msg)
         return serialize(msg)
+
+
+class FreeText:
+    """The values of redacted fields one call's messages hold, to be hashed where its free text quotes them
+    (`Redactor.scrub`): its requests, both answers and their rich error details, as far as they decode."""
+
+    __slots__ = ("_redactor", "values")
+
+    def __init__(self, redactor: Redactor, values: Collection[str] = ()) -> None:
+        self._redactor = redactor
+        self.values: set[str] = set(values)
+
+    @classmethod
+    def of(
+        cls,
+        redactor: Redactor,
+        registry: DescriptorRegistry,
+        method: str,
+        requests: Iterable[bytes],
+        answers: Iterable[bytes],
+        rich: Iterable[bytes | str | None],
+    ) -> FreeText:
+        """The values in one call's requests and answers (messages of `method`, as far as the descriptors
+        know it) and its rich error details (`grpc-status-details-bin`: a google.rpc.Status)."""
+        free = cls(redactor)
+        info = registry.method(method)
+        if info is not None:
+            free.add(_class(registry, info.input_type), requests)
+            free.add(_class(registry, info.output_type), answers)
+        free.add(_class(registry, _RPC_STATUS) or _class(_RPC_ONLY, _RPC_STATUS), rich)
+        return free
+
+    def add(self, cls: type[message.Message] | None, raws: Iterable[bytes | str | None]) -> None:
+        """The values in serialized messages of `cls` (those that do not decode add nothing)."""
+        if cls is None:
+            return
+        for raw in raws:
+            if raw is None:
+                continue
+            msg = cls()
+            try:
+                parse(msg, raw.encode() if isinstance(raw, str) else raw)
+            except (message.DecodeError, RuntimeError, ValueError):
+                continue
+            self._redactor.redact(msg, self.values)
+
+    def __call__(self, text: str) -> str:
+        return self._redactor.scrub(text, self.values)
+
+    def rich(self, raw: bytes) -> bytes:
+        """Serialized rich error details (a google.rpc.Status) whose message hashes the values it quotes; as
+        they were when they do not decode, or quote none."""
+        cls = _class(_RPC_ONLY, _RPC_STATUS)
+        if cls is None or not self.values:
+            return raw
+        status = cls()
+        try:
+            parse(status, raw)
+        except (message.DecodeError, RuntimeError, ValueError):
+            return raw
+        text = status.message  # type: ignore[attr-defined]
+        scrubbed = self(text)
+        if scrubbed == text:
+            return raw
+        status.message = scrubbed  # type: ignore[attr-defined]
+        return serialize(status)
+
+
+# (method, requests, answers, rich error details) -> what hashes the values of redacted fields where the
+# call's free text quotes them
+FreeTextOf = Callable[[str, Sequence[bytes], Sequence[bytes], Sequence[bytes | str | None]], FreeText]
+
+
+def _class(registry: DescriptorRegistry, name: str) -> type[message.Message] | None:
+    try:
+        return registry.message_class(name)
+    except KeyError:  # not in the descriptors (googleapis-common-protos absent, for google.rpc.Status)
+        return None
+
+
+def _see(value: str | bytes, seen: set[str]) -> None:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return
+    seen.add(value)
 
 
 def hidden(raw: bytes | str | None) -> str | None:

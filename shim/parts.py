@@ -16,7 +16,7 @@ import structlog
 
 from comparators import DescriptorError, DescriptorRegistry
 from comparators.ids import IdError, IdFields
-from comparators.redact import RedactError, Redactor
+from comparators.redact import FreeText, FreeTextOf, RedactError, Redactor
 from comparators.rules import RuleError, RuleSet, build_rules
 from shim import aliases, reconcile
 from shim.adapters import Adapter, load_adapters
@@ -155,6 +155,23 @@ class Parts:
             ids=self.id_fields,
             redactor=self.redactor,
         )
+
+    def free_text_of(self) -> FreeTextOf | None:
+        """With redaction: for one call (method, requests, answers, rich error details), what hashes the
+        values of redacted fields its free text quotes (`comparators.redact.FreeText`)."""
+        redactor, registry = self.redactor, self.registry
+        if redactor is None or registry is None:
+            return None
+
+        def free_text(
+            method: str,
+            requests: Sequence[bytes],
+            answers: Sequence[bytes],
+            rich: Sequence[bytes | str | None],
+        ) -> FreeText:
+            return FreeText.of(redactor, registry, method, requests, answers, rich)
+
+        return free_text
 
     def payload_filter(self) -> PayloadFilter | None:
         """With redaction, stored messages are decoded, redacted and encoded again (or not kept); side

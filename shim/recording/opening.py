@@ -73,10 +73,17 @@ async def open_recorder(
             writer=writer,
             where=where,
             closing=closing,
+            free_text=parts.free_text_of(),
         )
     try:
         return Recorder(
-            settings, header, keys_of, parts.payload_filter(), parts.counters, config.store.correlation_header
+            settings,
+            header,
+            keys_of,
+            parts.payload_filter(),
+            parts.counters,
+            config.store.correlation_header,
+            free_text=parts.free_text_of(),
         )
     except RecordingError as exc:
         raise StartupError(f"record.path: {exc}") from None

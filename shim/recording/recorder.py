@@ -25,6 +25,7 @@ from typing import Protocol
 
 import structlog
 
+from comparators.redact import FreeText, FreeTextOf
 from shim.metrics import Counters
 from shim.recording.format import (
     PARTIAL,
@@ -99,6 +100,7 @@ class Recorder:
         writer: Writer | None = None,
         where: str = "",
         closing: Callable[[], Awaitable[None]] | None = None,
+        free_text: FreeTextOf | None = None,
     ) -> None:
         self.path = Path(settings.path)
         self.where = where or str(self.path)  # for the log: the file, or the store and the recording
@@ -110,6 +112,7 @@ class Recorder:
         self._answered_by = header.answered_by
         self._keys_of = keys_of
         self._keep = keep
+        self._free_text = free_text
         self._counters = counters
         self._correlation_header = correlation_header
         self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue)
@@ -290,9 +293,12 @@ class Recorder:
             out.append(kept if kept is not None else b"")
         return tuple(out)
 
-    def _trailers(self, method: str, trailing: Metadata, notes: list[str]) -> Metadata:
+    def _trailers(
+        self, method: str, trailing: Metadata, notes: list[str], free: FreeText | None = None
+    ) -> Metadata:
         """The trailers, credentials left out; with redaction, the rich error details (a google.rpc.Status
-        whose details are Any) redacted like messages, or left out when they do not decode."""
+        whose details are Any) redacted like messages, or left out when they do not decode, and their
+        message's quotes of redacted values hashed (`free`)."""
         cleaned = _clean(trailing)
         if self._keep is None:
             return cleaned
@@ -303,15 +309,19 @@ class Recorder:
                 if kept is None:
                     notes.append(f"{_STATUS_DETAILS} not kept: it does not decode, and redaction is on")
                     continue
-                value = kept
+                value = free.rich(kept) if free is not None else kept
             out.append((key, value))
         return tuple(out)
 
     def _encode(self, item: _Finished) -> RecordedCall:
         take, notes = item.take, list[str]()
+        free = None
+        if self._free_text is not None:
+            rich = [v for k, v in item.trailing if k == _STATUS_DETAILS]
+            free = self._free_text(take.method, take.requests, take.responses, rich)
         requests = self._redacted(take.method, "request", take.requests, notes)
         responses = self._redacted(take.method, "response", take.responses, notes)
-        trailing = self._trailers(take.method, item.trailing, notes)
+        trailing = self._trailers(take.method, item.trailing, notes, free)
         return RecordedCall(
             seq=self._writer.calls,
             at=take.at,
@@ -323,7 +333,7 @@ class Recorder:
             requests=requests,
             responses=responses,
             code=item.code,
-            details=item.details,
+            details=free(item.details) if free is not None else item.details,
             initial_metadata=_clean(item.initial),
             trailing_metadata=trailing,
             latency=item.latency,

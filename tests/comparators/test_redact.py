@@ -13,6 +13,8 @@ from comparators import DescriptorRegistry, DiffKind, Exchange, Outcome, Verdict
 from comparators.ids import IdFields, IdKind
 from comparators.redact import PREFIX, RedactError, Redactor
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from tests.services.custody import REGISTRY as CUSTODY
+from tests.services.custody.messages import message_class
 
 REGISTRY = DescriptorRegistry.from_files(
     [Path(__file__).resolve().parents[2] / "sample_ledger" / "bank.binpb"]
@@ -374,4 +376,74 @@ def test_a_maps_key_cannot_be_redacted() -> None:
     assert str(caught.value) == (
         "redact.fields[0]: rd.v1.Notes.ByAccountEntry.key is a map's key: a map's values can be redacted "
         "(rd.v1.Notes.ByAccountEntry.value), not its keys"
+    )
+
+
+OPEN_ACCOUNT = "/bank.v1.Ledger/OpenAccount"
+OPEN_OWNER = "bank.v1.OpenAccountRequest.owner_name"
+
+
+def _open(owner: str) -> tuple[bytes, ...]:
+    return (pb.OpenAccountRequest(account_id="A1", owner_name=owner).SerializeToString(),)
+
+
+def _status_quoting(text: str, rich_message: str | None = None) -> Outcome:
+    trailers: tuple[tuple[str, str | bytes], ...] = ()
+    if rich_message is not None:
+        status = status_pb2.Status(code=6, message=rich_message)
+        trailers = (("grpc-status-details-bin", status.SerializeToString()),)
+    return Outcome(6, text, trailing_metadata=trailers)
+
+
+def test_free_text_that_quotes_a_redacted_value_shows_its_hash() -> None:
+    """A refusal worded around the owner's name the request carried: the status details, and the message
+    of the rich details, show the name's hash where they quote it, so a difference between two wordings is
+    still found and shown, without the name; the same wording on both sides still matches."""
+    hide = Redactor((OWNER, OPEN_OWNER), REGISTRY, b"k")
+    name = hide.hash("Ada Lovelace")
+    bank = _status_quoting("owner 'Ada Lovelace' already has an account", "'Ada Lovelace' exists")
+    bk = _status_quoting("an account for Ada Lovelace exists", "'Ada Lovelace' is taken")
+    comparison = compare(Exchange(OPEN_ACCOUNT, _open("Ada Lovelace"), bank, bk), REGISTRY, redactor=hide)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert sorted((d.path, d.bank, d.bk) for d in comparison.differences) == [
+        ("status.details", f"owner '{name}' already has an account", f"an account for {name} exists"),
+        ("status.rich_details.message", f"'{name}' exists", f"'{name}' is taken"),
+    ]
+    assert "Lovelace" not in repr((comparison.differences, comparison.reason))
+    alike = Exchange(
+        OPEN_ACCOUNT, _open("Ada Lovelace"), bank, _status_quoting(bank.details, "'Ada Lovelace' exists")
+    )
+    assert compare(alike, REGISTRY, redactor=hide).verdict is Verdict.MATCH
+    # without redaction the texts are shown as they are
+    plain = compare(Exchange(OPEN_ACCOUNT, _open("Ada Lovelace"), bank, bk), REGISTRY)
+    assert "Ada Lovelace" in repr(plain.differences)
+
+
+def test_only_whole_words_of_values_long_enough_are_hashed_in_free_text() -> None:
+    """A value is hashed where the text holds it whole, not inside a longer word ("Ada" in "Adams"); the
+    longest value first ("Ada Lovelace" whole, not "Ada" in it); values under three characters not at all."""
+    hide = Redactor((OWNER, OPEN_OWNER), REGISTRY, b"k")
+    assert hide.scrub("Ada Adams, Ada Lovelace and Al", {"Ada", "Ada Lovelace", "Al"}) == (
+        f"{hide.hash('Ada')} Adams, {hide.hash('Ada Lovelace')} and Al"
+    )
+    assert hide.scrub("nothing quoted", {"Ada"}) == "nothing quoted"
+    assert hide.scrub("", {"Ada"}) == ""
+
+
+def test_free_text_is_hashed_on_another_service_too() -> None:
+    """The custody service's owner, quoted by two refusals worded differently: both show its hash."""
+    hide = Redactor(("custody.v1.OpenAccountRequest.owner",), CUSTODY, b"k")
+    request = message_class("OpenAccountRequest")(client_ref="r1", owner="Grace Hopper").SerializeToString()
+    exchange = Exchange(
+        "/custody.v1.Custody/OpenAccount",
+        (request,),
+        Outcome(9, "Grace Hopper may not open an account"),
+        Outcome(9, "refused: Grace Hopper"),
+    )
+    (difference,) = compare(exchange, CUSTODY, redactor=hide).differences
+    name = hide.hash("Grace Hopper")
+    assert (difference.path, difference.bank, difference.bk) == (
+        "status.details",
+        f"{name} may not open an account",
+        f"refused: {name}",
     )

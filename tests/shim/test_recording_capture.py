@@ -210,6 +210,30 @@ async def test_rich_error_details_are_recorded_redacted(
     assert deposit.note == ""
 
 
+async def test_a_status_message_quoting_a_redacted_value_is_recorded_with_its_hash(
+    bank: RunningLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bank's refusal quotes the account the request named ("account 'X' not found"), a redacted field: the
+    recording holds its hash there, as in the request; the client gets Bank's words as they were."""
+    monkeypatch.setenv("SHIM_REDACT_KEY", KEY)
+    secret = "ACCT-of-Ann-Q-Secretowner"
+
+    async def missing(stub: pb_grpc.LedgerStub) -> aio.AioRpcError:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.GetBalance(pb.GetBalanceRequest(account_id=secret))
+        return caught.value
+
+    path = tmp_path / "calls.jsonl"
+    redacted = (*REDACTED, "bank.v1.GetBalanceRequest.account_id")
+    recording, error = await _recorded(bank, path, missing, redacted=redacted)
+    assert secret in (error.details() or "")
+    (call,) = recording.calls()
+    hashed = "redacted:" + hmac.new(KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()[:16]
+    assert call.details == (error.details() or "").replace(secret, hashed)
+    assert pb.GetBalanceRequest.FromString(call.requests[0]).account_id == hashed
+    assert secret.encode() not in path.read_bytes()
+
+
 def _violations(raw: bytes) -> list[error_details_pb2.BadRequest.FieldViolation]:
     status = status_pb2.Status.FromString(raw)
     bad_request = error_details_pb2.BadRequest()

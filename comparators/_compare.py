@@ -1,7 +1,8 @@
 """compare(exchange) -> Comparison: the verdict on one mirrored call.
 
 Over 400 lines: one judgement read top to bottom, from what kept a call from being compared down to each
-difference of status, rich details and messages, with the ids and redaction applied on the way.
+difference of status, rich details, messages and metadata (`comparators._metadata`), with the ids and
+redaction applied on the way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 from google.protobuf import message
 
+from comparators import _metadata
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
 from comparators._stand_ins import StandIns, stand_in
 from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
@@ -70,7 +72,7 @@ def _noise(
     if again is None or again.local or exchange.cancelled:
         return ()
     first = exchange.primary
-    if _same_bytes(first, again):
+    if _same_bytes(first, again) and _metadata.of(first) == _metadata.of(again):
         return ()
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
@@ -79,6 +81,7 @@ def _noise(
         first, again = _scrubbed(first, free), _scrubbed(again, free)
     found = _status_differences(exchange.method, first, again, registry, rules, redactor, free=free)
     found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
+    found += _metadata.differences(exchange.method, first, again, rules, redactor is not None, free)
     return tuple(d._replace(noise=True) for d in found if not d.rule)
 
 
@@ -129,9 +132,13 @@ def _judge(
     # identical bytes match at once, unless a pair reads a BK id as another Bank id: where the id spaces
     # overlap, BK's 5 may be Bank's 7, and the same bytes then name different things
     translating = ids is not None and any(bank_id != bk_id for _, bank_id, bk_id in exchange.ids)
-    if not translating and _same_bytes(bank, bk):
-        return _match(exchange, bank, bk)
     rules = rules if rules is not None else NO_RULES
+    if (
+        not translating
+        and _same_bytes(bank, bk)
+        and not _metadata.differences(exchange.method, bank, bk, rules)
+    ):
+        return _match(exchange, bank, bk)
     info = registry.method(exchange.method) if registry is not None else None
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
     free = _free_text(exchange, registry, redactor, bank, bk)
@@ -143,6 +150,7 @@ def _judge(
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, _clock(exchange)
     )
+    differences += _metadata.differences(exchange.method, bank, bk, rules, redactor is not None, free)
     undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
     if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
         sides = " and ".join(
@@ -194,11 +202,12 @@ def _free_text(
     exchange: Exchange, registry: DescriptorRegistry | None, redactor: Redactor | None, *sides: Outcome
 ) -> FreeText | None:
     """With redaction, the values of redacted fields the call's messages hold, when the two sides' free text
-    (status details, rich details' message) may quote them; None when there is none to look for."""
+    (status details, rich details' message, metadata) may quote them; None when there is none to look for."""
     if redactor is None or registry is None:
         return None
     rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
-    if not any(side.details for side in sides) and all(r is None for r in rich):
+    texts = any(side.details or side.initial_metadata or side.trailing_metadata for side in sides)
+    if not texts and all(r is None for r in rich):
         return None
     answers = [raw for side in sides for raw in side.messages]
     free = FreeText.of(redactor, registry, exchange.method, exchange.requests, answers, rich)

@@ -346,6 +346,7 @@ class Binding:
     pattern: str  # glob over "package.Message.field" or "package.Service/Method"
     regex: re.Pattern[str] | None = None
     methods: frozenset[str] = frozenset()  # empty: every method
+    metadata: bool = False  # the pattern is a glob over the answers' metadata keys (`metadata = "..."`)
 
     def matches(self, target: str) -> bool:
         if self.regex is not None:
@@ -373,8 +374,9 @@ class RuleSet:
         except KeyError:
             pass
         found = None
+        metadata = kind == "metadata"
         for binding in self.bindings:
-            if accept(binding.rule) and binding.applies(method, target):
+            if binding.metadata is metadata and accept(binding.rule) and binding.applies(method, target):
                 found = binding.rule
                 break
         self._cache[key] = found
@@ -398,6 +400,10 @@ class RuleSet:
     def may_add(self, method: str, target: str) -> BkMayAdd | None:
         found = self._first("add", method, target, _is_may_add)
         return found if isinstance(found, BkMayAdd) else None
+
+    def metadata_rule(self, method: str, key: str) -> Any:
+        """The rule (`ignore` or a value rule) for one key of the answers' metadata, if any."""
+        return self._first("metadata", method, key, _is_value_rule)
 
     def status_rule(self, method: str) -> StatusRule:
         found = self._first("status", method, "status", lambda r: isinstance(r, StatusRule))
@@ -427,7 +433,7 @@ def _is_value_rule(rule: Any) -> bool:
 
 # -- building rules from config specs -------------------------------------------------
 
-_SHARED_KEYS = {"path", "regex", "rule", "methods", "name"}
+_SHARED_KEYS = {"path", "regex", "metadata", "rule", "methods", "name"}
 _RULE_KEYS: dict[str, set[str]] = {
     "ignore": set(),
     "decimal": {"scale"},
@@ -585,12 +591,16 @@ def build_rules(
 
 def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, where: str) -> Binding:
     path, regex_text = spec.get("path"), spec.get("regex")
+    if "metadata" in spec:
+        return _bind_metadata(spec, rule, registry, where)
     if isinstance(rule, StatusRule):
         if path not in (None, "status") or regex_text is not None:
             raise RuleError(f'{where}: a status rule takes path = "status" (or no path)')
         path = "status"
     elif (path is None) == (regex_text is None):
-        raise RuleError(f"{where}: give exactly one of path or regex")
+        raise RuleError(
+            f"{where}: give exactly one of path or regex (or metadata, for the answers' metadata)"
+        )
     regex = None
     if regex_text is not None:
         if not isinstance(regex_text, str):
@@ -601,6 +611,29 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
             raise RuleError(f"{where}: regex {regex_text!r} is not valid: {exc}") from exc
     elif not isinstance(path, str) or not path:
         raise RuleError(f"{where}: path must be a non-empty string")
+    wire = _methods(spec, registry, where)
+    binding = Binding(rule, path or "", regex, wire)
+    if registry is not None and path != "status":
+        _check_target(binding, rule, registry, where)
+    return binding
+
+
+def _bind_metadata(
+    spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, where: str
+) -> Binding:
+    """A rule on keys of the answers' metadata (`metadata = "x-trace-*"`): `ignore` or a value rule."""
+    glob = spec["metadata"]
+    if "path" in spec or "regex" in spec:
+        raise RuleError(f"{where}: give one of path, regex or metadata")
+    if not isinstance(glob, str) or not glob:
+        raise RuleError(f"{where}: metadata must be a non-empty glob over metadata keys, such as 'x-trace-*'")
+    if not _is_value_rule(rule):
+        raise RuleError(f"{where}: a metadata rule is ignore or a rule on values, not {spec['rule']!r}")
+    methods = _methods(spec, registry, where)
+    return Binding(rule, glob.lower(), None, methods, metadata=True)
+
+
+def _methods(spec: dict[str, Any], registry: DescriptorRegistry | None, where: str) -> frozenset[str]:
     methods = spec.get("methods", [])
     if isinstance(methods, str):
         methods = [methods]
@@ -611,10 +644,7 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
         for method in wire:
             if registry.method(method) is None:
                 raise RuleError(f"{where}: unknown method {method.lstrip('/')} (not in the descriptors)")
-    binding = Binding(rule, path or "", regex, wire)
-    if registry is not None and path != "status":
-        _check_target(binding, rule, registry, where)
-    return binding
+    return wire
 
 
 def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, where: str) -> None:

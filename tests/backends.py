@@ -39,7 +39,8 @@ OPTIONS = [
 ]
 
 
-async def _echo_metadata(context: aio.ServicerContext[Any, Any]) -> None:
+async def echo_metadata(context: aio.ServicerContext[Any, Any]) -> None:
+    """Echo the interop test's metadata back, as its servers do (the headers and the trailers asked for)."""
     md = dict(context.invocation_metadata() or ())
     if ECHO_INITIAL in md:
         await context.send_initial_metadata(((ECHO_INITIAL, md[ECHO_INITIAL]),))
@@ -61,20 +62,20 @@ def _code(number: int) -> tuple[int, str]:
 
 class InteropService(pb_grpc.TestServiceServicer):
     async def EmptyCall(self, request: pb.Empty, context: aio.ServicerContext[Any, Any]) -> pb.Empty:
-        await _echo_metadata(context)
+        await echo_metadata(context)
         return pb.Empty()
 
     async def UnaryCall(
         self, request: pb.SimpleRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SimpleResponse:
-        await _echo_metadata(context)
+        await echo_metadata(context)
         await _maybe_abort(request.response_status, context)
         return pb.SimpleResponse(payload=pb.Payload(body=b"\0" * request.response_size))
 
     async def StreamingOutputCall(
         self, request: pb.StreamingOutputCallRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamingOutputCallResponse]:
-        await _echo_metadata(context)
+        await echo_metadata(context)
         for params in request.response_parameters:
             if params.interval_us:
                 await asyncio.sleep(params.interval_us / 1e6)
@@ -86,7 +87,7 @@ class InteropService(pb_grpc.TestServiceServicer):
         request_iterator: AsyncIterator[pb.StreamingInputCallRequest],
         context: aio.ServicerContext[Any, Any],
     ) -> pb.StreamingInputCallResponse:
-        await _echo_metadata(context)
+        await echo_metadata(context)
         total = 0
         async for request in request_iterator:
             total += len(request.payload.body)
@@ -97,7 +98,7 @@ class InteropService(pb_grpc.TestServiceServicer):
         request_iterator: AsyncIterator[pb.StreamingOutputCallRequest],
         context: aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.StreamingOutputCallResponse]:
-        await _echo_metadata(context)
+        await echo_metadata(context)
         async for request in request_iterator:
             await _maybe_abort(request.response_status, context)
             for params in request.response_parameters:

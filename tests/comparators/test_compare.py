@@ -63,11 +63,76 @@ def test_byte_identical_answers_match_without_decoding() -> None:
     assert comparison.decoded is False
 
 
-def test_latency_and_ordinary_metadata_do_not_count() -> None:
-    """Latency, headers and trailers other than the rich status are not part of the answer compared."""
-    bank = answer(pb.Balance(cash="1"), latency=0.5, initial_metadata=(("x-server", "bank"),))
-    bk = answer(pb.Balance(cash="1"), latency=0.01, trailing_metadata=(("x-server", "bk"),))
-    assert compare(exchange(GET_BALANCE, bank, bk), REGISTRY).verdict is Verdict.MATCH
+def test_latency_transport_metadata_and_bks_own_keys_do_not_count() -> None:
+    """Latency is not part of the answer; nor are what gRPC and proxies add (`date`, `server`, `x-envoy-*`),
+    keys only BK sends (a client does not read what Bank never sent), and whether a key came as a header or
+    a trailer (an answer that is only a status carries its headers as trailers)."""
+    bank = answer(
+        pb.Balance(cash="1"),
+        latency=0.5,
+        initial_metadata=(
+            ("x-next-page", "2"),
+            ("date", "Sun, 06 Dec 2026 17:40:00 GMT"),
+            ("server", "bank"),
+        ),
+    )
+    bk = answer(
+        pb.Balance(cash="1"),
+        latency=0.01,
+        trailing_metadata=(("x-next-page", "2"), ("x-bk-build", "7"), ("x-envoy-upstream-service-time", "3")),
+    )
+    comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY)
+    assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())
+
+
+def test_metadata_bank_sends_is_compared_key_by_key() -> None:
+    """A key Bank sends that BK leaves out, or sends with another value, is a difference a client would
+    notice: it is real, at `metadata.KEY`, even where the messages are byte for byte the same."""
+    bank = answer(pb.Balance(cash="1"), initial_metadata=(("x-next-page", "2"), ("etag", "v1")))
+    bk = answer(pb.Balance(cash="1"), initial_metadata=(("x-next-page", "3"),))
+    comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert sorted((d.path, d.kind, d.bank, d.bk, d.rule) for d in comparison.differences) == [
+        ("metadata.etag", DiffKind.REMOVED, "v1", None, ""),
+        ("metadata.x-next-page", DiffKind.CHANGED, "2", "3", ""),
+    ]
+    several = answer(
+        pb.Balance(cash="1"), trailing_metadata=(("x-tag", "a"), ("x-tag", "b"), ("x-raw-bin", b"\x01"))
+    )
+    fewer = answer(pb.Balance(cash="1"), trailing_metadata=(("x-tag", "a"), ("x-raw-bin", b"\x02")))
+    assert sorted(
+        (d.path, d.bank, d.bk) for d in compare(exchange(GET_BALANCE, several, fewer), REGISTRY).differences
+    ) == [
+        ("metadata.x-raw-bin", b"\x01", b"\x02"),
+        ("metadata.x-tag", ["a", "b"], "a"),
+    ]
+
+
+def test_metadata_rules_tolerate_a_keys_difference() -> None:
+    """`metadata = "GLOB"` rules: `ignore` tolerates a key left out or changed, a value rule a value it
+    accepts; a rule on a field never reaches metadata, nor a metadata rule a field."""
+    rules = build_rules(
+        [
+            {"metadata": "x-next-*", "rule": "ignore", "name": "cursor"},
+            {"metadata": "etag", "rule": "string", "name": "etag case"},
+            {"regex": ".*", "rule": "ignore", "methods": ["bank.v1.Ledger/ListAccounts"]},
+        ],
+        REGISTRY,
+        parse_duration,
+    )
+    bank = answer(
+        pb.Balance(cash="1"), initial_metadata=(("x-next-page", "2"), ("etag", "ABC"), ("x-id", "1"))
+    )
+    bk = answer(pb.Balance(cash="1"), initial_metadata=(("etag", "abc"), ("x-id", "2")))
+    comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY, rules)
+    assert comparison.verdict is Verdict.MISMATCH
+    assert sorted((d.path, d.rule) for d in comparison.differences) == [
+        ("metadata.etag", "etag case"),
+        ("metadata.x-id", ""),
+        ("metadata.x-next-page", "cursor"),
+    ]
+    listing = compare(exchange("/bank.v1.Ledger/ListAccounts", bank, bk), REGISTRY, rules)
+    assert [d.path for d in listing.differences if not d.rule] == ["metadata.x-id"]
 
 
 # LedgerEntry, StreamLedgerEntries' answer: 1 sequence (int64), 3 kind (enum), 4 amount (string)
@@ -431,15 +496,21 @@ def test_status_differences(bank: Outcome, bk: Outcome, expected: list[Row]) -> 
     assert _rows(comparison) == expected
 
 
-def test_same_rich_details_with_other_trailers_match() -> None:
-    """Equal google.rpc.Status trailers match even when other trailers differ."""
+def test_same_rich_details_with_other_trailers_differ_there_alone() -> None:
+    """Equal google.rpc.Status trailers match; another trailer that differs is a metadata difference, not
+    one of the rich details."""
     bank = answer(
         code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(BAD_QUANTITY, ("x", "1"))
     )
     bk = answer(
         code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(BAD_QUANTITY, ("x", "2"))
     )
-    assert compare(exchange(POST_TRADE, bank, bk), REGISTRY).verdict is Verdict.MATCH
+    comparison = compare(exchange(POST_TRADE, bank, bk), REGISTRY)
+    assert [(d.path, d.bank, d.bk) for d in comparison.differences] == [("metadata.x", "1", "2")]
+    same = answer(
+        code=INVALID_ARGUMENT, details="bad order", trailing_metadata=trailers(BAD_QUANTITY, ("x", "1"))
+    )
+    assert compare(exchange(POST_TRADE, bank, same), REGISTRY).verdict is Verdict.MATCH
 
 
 def _decoded_status(value: object, field: str) -> None:
@@ -897,3 +968,17 @@ def test_comparison_exposes_its_exchange() -> None:
     assert (comparison.exchange, comparison.method) == (ex, GET_BALANCE)
     assert comparison.real_differences == comparison.differences
     assert [d.rule for d in comparison.differences] == [""]
+
+
+def test_metadata_bank_itself_varies_is_noise() -> None:
+    """Bank asked again for the same read sends another value of a header (a request id of its own): a
+    noise difference, which says how Bank differs from itself."""
+    first = answer(pb.Balance(cash="1"), initial_metadata=(("x-served-by", "bank-1"),))
+    again = answer(pb.Balance(cash="1"), initial_metadata=(("x-served-by", "bank-2"),))
+    bk = answer(pb.Balance(cash="1"), initial_metadata=(("x-served-by", "bank-1"),))
+    asked = Exchange(GET_BALANCE, (b"",), first, bk, secondary=again)
+    comparison = compare(asked, REGISTRY)
+    assert comparison.verdict is Verdict.MATCH
+    assert [(d.path, d.bank, d.bk, d.noise) for d in comparison.noise] == [
+        ("metadata.x-served-by", "bank-1", "bank-2", True)
+    ]

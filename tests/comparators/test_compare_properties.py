@@ -106,14 +106,19 @@ def test_an_answer_always_matches_itself(
 def test_an_answer_matches_itself_whatever_its_latency_and_ordinary_metadata(
     bank: Outcome, bk: Outcome, method: str, described: bool
 ) -> None:
-    """Two answers with the same status, details, messages and rich status match, whatever else differs
-    (unless both are failures: no agreement)."""
+    """Two answers with the same status, details, messages, rich status and metadata match, whatever else
+    differs (unless both are failures: no agreement): latency, whether a key came as a header or a trailer,
+    keys only BK sends, and what proxies and gRPC add (`date`, `x-envoy-*`)."""
+    bank_keys = {k for k, _ in (*bank.initial_metadata, *bank.trailing_metadata)}
+    extra = [(k, v) for k, v in bk.initial_metadata if k not in bank_keys and k != STATUS_DETAILS]
+    headers = [(k, v) for k, v in bank.initial_metadata if k != STATUS_DETAILS]  # sent as trailers instead
+    kept = [(k, v) for k, v in bank.initial_metadata if k == STATUS_DETAILS]
     same = Outcome(
         code=bank.code,
         details=bank.details,
         messages=bank.messages,
-        trailing_metadata=tuple((k, v) for k, v in bank.trailing_metadata if k == STATUS_DETAILS),
-        initial_metadata=bk.initial_metadata,
+        initial_metadata=(("date", "Sun, 06 Dec 2026 17:40:00 GMT"), *extra, *kept),
+        trailing_metadata=(*headers, *bank.trailing_metadata, ("x-envoy-upstream-service-time", "3")),
         latency=bk.latency,
     )
     comparison = compare(exchange(method, bank, same), REGISTRY if described else None)

@@ -159,6 +159,24 @@ BAD_SPECS: list[Any] = [
     ),
     pytest.param({"path": 3, "rule": "ignore"}, "path must be a non-empty string", id="path-not-text"),
     pytest.param(
+        {"metadata": "x-*", "path": "bank.v1.Trade.fee", "rule": "ignore"},
+        "give one of path, regex or metadata",
+        id="metadata-and-path",
+    ),
+    pytest.param(
+        {"metadata": "", "rule": "ignore"}, "metadata must be a non-empty glob", id="metadata-empty"
+    ),
+    pytest.param(
+        {"metadata": "x-*", "rule": "multiset"},
+        "a metadata rule is ignore or a rule on values",
+        id="metadata-list",
+    ),
+    pytest.param(
+        {"metadata": "x-*", "rule": "ignore", "methods": ["bank.v1.Ledger/Nope"]},
+        "unknown method bank.v1.Ledger/Nope",
+        id="metadata-unknown-method",
+    ),
+    pytest.param(
         {"path": "bank.v1.Trade.fee", "rule": "ignore", "name": 5}, "name must be a string", id="name"
     ),
 ]

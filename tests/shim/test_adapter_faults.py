@@ -246,10 +246,10 @@ async def test_a_client_that_cancels_an_adapted_call_is_no_adapter_error(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_an_adapted_call_sends_no_initial_metadata_and_that_is_never_a_difference(mode: str) -> None:
-    """Bank answers with initial metadata; the adapted call has none. Comparisons never compare initial
-    metadata, so the adapted answer matches; in shadow mode the client gets Bank's headers, in
-    bk-primary mode (the adapter answering) none."""
+async def test_an_adapted_call_that_sends_no_headers_differs_where_bank_sends_some(mode: str) -> None:
+    """Bank answers with initial metadata; the adapted call (which sends none of its own) has none. In
+    shadow mode the client gets Bank's headers, in bk-primary mode (the adapter answering) none: what the
+    clients will find after the cutover, so the comparison shows it, a removed key of the metadata."""
 
     async def bank(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
         async for _ in requests:
@@ -284,4 +284,7 @@ async def test_an_adapted_call_sends_no_initial_metadata_and_that_is_never_a_dif
     assert balance.currency == "USD"
     assert headers.get("x-bank-build") == ("42" if mode == "shadow" else None)
     (comparison,) = sink.comparisons
-    assert comparison.verdict is Verdict.MATCH
+    assert comparison.verdict is Verdict.MISMATCH
+    assert [(d.path, d.kind, d.bank, d.bk) for d in comparison.differences] == [
+        ("metadata.x-bank-build", DiffKind.REMOVED, "42", None)
+    ]

@@ -26,6 +26,7 @@ from tests.backends import (
     InteropService,
     Running,
     called_method,
+    echo_metadata,
     interop_server,
     scripted_server,
 )
@@ -130,6 +131,7 @@ def _bk_streaming(
     ) -> list[bytes]:
         if called_method() != STREAM:
             return await _obliging(requests, context)
+        await echo_metadata(context)  # as the interop service does: the metadata is no difference here
         (raw,) = [r async for r in requests]
         asked = tuple(p.size for p in pb.StreamingOutputCallRequest.FromString(raw).response_parameters)
         for size in sizes(asked):
@@ -145,6 +147,7 @@ async def _obliging(
     requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
 ) -> list[bytes]:
     """A BK that answers every interop call OK, whatever status the request asks for."""
+    await echo_metadata(context)
     received = [r async for r in requests]
     if called_method() == UNARY:
         (raw,) = received

@@ -1,4 +1,4 @@
-"""What is wrong with an adapter's `Abort`, before it reaches the client ("" when nothing is).
+"""An adapter's `Abort`, and what is wrong with it before it reaches the client ("" when nothing is).
 
 An Abort ends the call with an error status: `OK` is no answer (an adapter returns its answer). Its
 trailing metadata goes to the client as the status's trailers, so it must be what gRPC sends: gRPC
@@ -14,11 +14,39 @@ from typing import Any
 
 import grpc
 
+from comparators import Metadata
+from shim.errors import ShimError
+
 STATUS_DETAILS = "grpc-status-details-bin"
 _KEY = re.compile(r"[0-9a-z_.\-]+")
 _TEXT = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what a text header value may hold
 # gRPC's and HTTP/2's own headers: gRPC drops them from trailers, or fails on them
 _RESERVED = frozenset({"content-type", "content-length", "te"})
+
+
+class Abort(ShimError):
+    """Raised by an adapter: end the call with this status (what Bank would answer).
+
+    `status_details` is a serialized `google.rpc.Status` (rich error details), sent
+    as Bank sends them, in the `grpc-status-details-bin` trailer. An Abort with OK,
+    or with trailers gRPC cannot send, is an adapter error (shim._abort_checks).
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        *,
+        status_details: bytes = b"",
+        trailing_metadata: Metadata = (),
+    ) -> None:
+        super().__init__(f"{getattr(code, 'name', code)}: {details}")
+        self.code = code
+        self.details = details
+        trailing = tuple(trailing_metadata)
+        if status_details:
+            trailing = (*trailing, (STATUS_DETAILS, status_details))
+        self.trailing_metadata = trailing
 
 
 def abort_problem(code: Any, details: Any, trailing: Any) -> str:
@@ -33,6 +61,18 @@ def abort_problem(code: Any, details: Any, trailing: Any) -> str:
         problem = _pair_problem(item)
         if problem:
             return f"aborted with invalid trailing metadata: {problem}"
+    return ""
+
+
+def metadata_problem(metadata: Any) -> str:
+    """Why metadata an adapter gives (`Backend.send_initial_metadata`, `set_trailing_metadata`) cannot go to
+    the client ("" when it can): the same checks as an Abort's trailers."""
+    if isinstance(metadata, str | bytes | dict) or not isinstance(metadata, tuple | list):
+        return f"{type(metadata).__name__} is not a sequence of (key, value) pairs"
+    for item in metadata:
+        problem = _pair_problem(item)
+        if problem:
+            return problem
     return ""
 
 

@@ -26,17 +26,42 @@ class Backend:
     client's metadata and the time left before its deadline (either can be
     overridden per call, as with any stub). Called from a plain adapter's thread,
     a stub's call waits there for BK's whole answer and gives it (shim._adapter_threads).
+
+    `bk.send_initial_metadata(pairs)` and `bk.set_trailing_metadata(pairs)` give the client the headers
+    and trailers Bank would send, as a grpc servicer context does: headers once, before the first answer;
+    trailers any time before the adapter is done (with an `Abort`, its own trailers come after them).
+    Metadata gRPC could not send (a key that is not lowercase, a text value under a `-bin` key, a key of
+    gRPC's own) raises ValueError, which the adapter's call ends with as an adapter error.
     """
 
-    __slots__ = ("_deadline", "bridge", "channel", "metadata")
+    __slots__ = ("_deadline", "_said", "bridge", "channel", "metadata")
 
     def __init__(
-        self, channel: aio.Channel, metadata: Metadata, deadline: float | None, bridge: Bridge | None = None
+        self,
+        channel: aio.Channel,
+        metadata: Metadata,
+        deadline: float | None,
+        bridge: Bridge | None = None,
+        said: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.channel = channel
         self.metadata = metadata
         self._deadline = deadline
         self.bridge = bridge
+        self._said = said  # where the adapter's headers and trailers go ("initial" | "trailing", pairs)
+
+    def send_initial_metadata(self, metadata: Metadata) -> None:
+        """The client's headers, as Bank sends them: once, before the adapter's first answer."""
+        self._say("initial", metadata)
+
+    def set_trailing_metadata(self, metadata: Metadata) -> None:
+        """The client's trailers, sent with the status once the adapter is done (the last given wins)."""
+        self._say("trailing", metadata)
+
+    def _say(self, part: str, metadata: Metadata) -> None:
+        if self._said is None:
+            raise RuntimeError("this Backend serves no client call: it has no metadata to send")
+        self._said(part, metadata)
 
     @property
     def timeout(self) -> float | None:

@@ -103,6 +103,13 @@ class Bridge:
         except RuntimeError:
             return False
 
+    def soon(self, step: Callable[[], object]) -> None:
+        """Run `step` on the loop: now when called there, else at its next turn (from an adapter's thread)."""
+        if self.on_loop():
+            step()
+        else:
+            self._loop.call_soon_threadsafe(step)
+
     def wait(self, work: Coroutine[Any, Any, Any]) -> Any:
         """Run `work` on the loop; this thread waits for its result."""
         with self._lock:

@@ -17,6 +17,7 @@ it, and an answer reaches the client when the adapter yields it.
 
 Errors: `raise Abort(code, details)` ends the call with the status Bank would
 give; a BK error the adapter does not catch reaches the client as BK sent it.
+Headers and trailers: `bk.send_initial_metadata(...)`, `bk.set_trailing_metadata(...)`.
 Anything else an adapter raises (SystemExit and KeyboardInterrupt included),
 and an answer of the wrong type, is an *adapter error*: the call ends
 `INTERNAL` with a message naming the adapter, the Outcome says so
@@ -26,8 +27,8 @@ difference. An adapter never takes the shim down.
 `AdaptedChannel` puts the adapters in front of BK's channel: it is used
 wherever BK's channel would be (primary or shadow), and methods without an
 adapter go to BK unchanged. Loading and checking the adapters is in
-shim._adapter_loading, `Backend` in shim._adapter_backend (both re-exported here),
-the checks of an Abort in shim._abort_checks.
+shim._adapter_loading, `Backend` in shim._adapter_backend, `Abort` and its checks in
+shim._abort_checks (all re-exported here).
 """
 
 from __future__ import annotations
@@ -45,42 +46,17 @@ from grpc import aio
 
 from comparators import DescriptorRegistry, Metadata
 from comparators.descriptors import MethodInfo
-from shim._abort_checks import STATUS_DETAILS, abort_problem
+from shim._abort_checks import Abort as Abort
+from shim._abort_checks import abort_problem, metadata_problem
 from shim._adapter_backend import Backend as Backend
 from shim._adapter_loading import Adapter as Adapter
 from shim._adapter_loading import load_adapters as load_adapters
 from shim._adapter_loading import resolve as resolve
 from shim._adapter_threads import Bridge, Requests, is_async, off_loop
 from shim._outcome import metadata_tuple
-from shim.errors import ShimError
 from shim.metrics import Counters
 
 _log = structlog.get_logger("shim.adapters")
-
-
-class Abort(ShimError):
-    """Raised by an adapter: end the call with this status (what Bank would answer).
-
-    `status_details` is a serialized `google.rpc.Status` (rich error details), sent
-    as Bank sends them, in the `grpc-status-details-bin` trailer. An Abort with OK,
-    or with trailers gRPC cannot send, is an adapter error (shim._abort_checks).
-    """
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        details: str = "",
-        *,
-        status_details: bytes = b"",
-        trailing_metadata: Metadata = (),
-    ) -> None:
-        super().__init__(f"{getattr(code, 'name', code)}: {details}")
-        self.code = code
-        self.details = details
-        trailing = tuple(trailing_metadata)
-        if status_details:
-            trailing = (*trailing, (STATUS_DETAILS, status_details))
-        self.trailing_metadata = trailing
 
 
 def _name_of(adapter: Adapter) -> str:
@@ -182,11 +158,15 @@ class AdaptedCall:
         self._code = grpc.StatusCode.OK
         self._details = ""
         self._trailing: Metadata = ()
+        self._initial: Metadata = ()  # the headers the adapter sent (`Backend.send_initial_metadata`)
+        self._trailers_set: Metadata = ()  # the trailers it set (`Backend.set_trailing_metadata`)
+        self._headers_decided = False  # sent, or its first answer or its end came first
+        self._headers = asyncio.Event()  # ... as seen on the loop
         self.adapter_error = ""  # what went wrong in the adapter, "" when nothing did
         self._closed = False
         deadline = None if timeout is None else time.monotonic() + timeout
         self._bridge = Bridge(asyncio.get_running_loop())
-        self._backend = Backend(channel.channel, tuple(metadata), deadline, self._bridge)
+        self._backend = Backend(channel.channel, tuple(metadata), deadline, self._bridge, self._said)
         self._finished = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"adapter {method.name}")
 
@@ -234,6 +214,28 @@ class AdaptedCall:
             except message.DecodeError as exc:
                 raise _Undecodable(cls.DESCRIPTOR.full_name) from exc
 
+    # -- the adapter's metadata ------------------------------------------------------------------
+
+    def _said(self, part: str, metadata: Any) -> None:
+        """The adapter's headers or trailers for the client; called in the adapter (from its own thread, for
+        a plain one). What gRPC could not send raises ValueError, and headers once decided RuntimeError."""
+        problem = metadata_problem(metadata)
+        if problem:
+            raise ValueError(f"invalid {part} metadata: {problem}")
+        pairs = tuple((key, value) for key, value in metadata)
+        if part == "trailing":
+            self._trailers_set = pairs
+            return
+        if self._headers_decided:
+            raise RuntimeError("initial metadata is sent once, before the first answer")
+        self._initial, self._headers_decided = pairs, True
+        self._bridge.soon(self._headers.set)
+
+    def _decide_headers(self) -> None:
+        """The first answer, or the end, came: the headers are what was sent by then (none, if nothing)."""
+        self._headers_decided = True
+        self._headers.set()
+
     # -- running the adapter ----------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -252,9 +254,10 @@ class AdaptedCall:
             if problem:
                 self._fail(problem)
             else:
-                self._end(abort.code, abort.details, abort.trailing_metadata)
+                self._end(abort.code, abort.details, (*self._trailers_set, *abort.trailing_metadata))
         except aio.AioRpcError as error:  # BK's own status, as BK sent it
-            self._end(error.code(), error.details() or "", metadata_tuple(error.trailing_metadata()))
+            trailing = (*self._trailers_set, *metadata_tuple(error.trailing_metadata()))
+            self._end(error.code(), error.details() or "", trailing)
         except _Undecodable as exc:
             self._end(grpc.StatusCode.INTERNAL, f"cannot decode the request as {exc}")
         except _WrongAnswer as exc:
@@ -265,6 +268,9 @@ class AdaptedCall:
         finally:
             self._bridge.end()
             if not self._finished.is_set():
+                if self._code is grpc.StatusCode.OK:  # answered: with the trailers it set
+                    self._trailing = self._trailers_set
+                self._decide_headers()
                 self._end_answers()
                 self._finished.set()
 
@@ -322,6 +328,7 @@ class AdaptedCall:
             if isinstance(answer, message.Message):
                 got = answer.DESCRIPTOR.full_name
             raise _WrongAnswer(f"returned {got}, not {expected}")
+        self._decide_headers()
         await self._answers.put(answer.SerializeToString())
 
     def _end_answers(self) -> None:
@@ -354,6 +361,7 @@ class AdaptedCall:
             return False
         # finished here: a task cancelled before its first step never runs its own cleanup
         self._end(grpc.StatusCode.CANCELLED, "cancelled")
+        self._decide_headers()
         self._finished.set()
         self._end_answers()
         self._bridge.end()
@@ -361,7 +369,9 @@ class AdaptedCall:
         return True
 
     async def initial_metadata(self) -> Metadata:
-        return ()
+        """The headers the adapter sent, once known: sent, or its first answer or its end came first."""
+        await self._headers.wait()
+        return self._initial
 
     async def code(self) -> grpc.StatusCode:
         await self._finished.wait()

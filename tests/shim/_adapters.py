@@ -32,6 +32,8 @@ class Probe:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     go_on: asyncio.Event = field(default_factory=asyncio.Event)
     trailing: Any = ()  # what `aborting_with_trailer` aborts with
+    headers: Any = ()  # what the adapters `..._with_metadata` send as headers ...
+    trailers: Any = ()  # ... and set as trailers
     # for plain `def` adapters, which run in threads of their own
     release: threading.Event = field(default_factory=threading.Event)
     returned: threading.Event = field(default_factory=threading.Event)
@@ -131,6 +133,30 @@ async def balance_as_is(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balanc
     """BK's balance, unchanged."""
     balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).GetBalance(request)
     return balance
+
+
+async def balance_with_metadata(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """BK's balance, with the headers and trailers the probe holds."""
+    bk.send_initial_metadata(PROBE.headers)
+    balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    bk.set_trailing_metadata(PROBE.trailers)
+    return balance
+
+
+def plain_balance_with_metadata(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """The same, as a plain function (in a thread of its own)."""
+    bk.send_initial_metadata(PROBE.headers)
+    balance: pb.Balance = bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    bk.set_trailing_metadata(PROBE.trailers)
+    return balance
+
+
+async def entries_then_headers(
+    request: pb.StreamLedgerEntriesRequest, bk: Backend
+) -> AsyncIterator[pb.LedgerEntry]:
+    """Headers sent after the first answer: too late."""
+    yield pb.LedgerEntry(sequence=1, account_id=request.account_id)
+    bk.send_initial_metadata((("x-late", "1"),))
 
 
 # -- adapters that misbehave in ways an adapter must never get past the seam (test_adapter_faults) --

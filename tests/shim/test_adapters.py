@@ -28,7 +28,7 @@ from shim.config import Config, Upstream, build, load_rules_file, parse
 from shim.errors import ConfigError
 from shim.routing import MethodSettings
 from shim.testing import running_shim
-from tests.backends import scripted_server
+from tests.backends import Behaviour, scripted_server
 from tests.shim import _adapters
 
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
@@ -317,6 +317,82 @@ async def test_an_adapter_failing_mid_stream_ends_the_stream_internal_after_what
     assert got == [1]
     assert failed.value.code() is grpc.StatusCode.INTERNAL
     assert "raised RuntimeError: lost the journal" in (failed.value.details() or "")
+
+
+def _balance_server(headers: tuple[tuple[str, str | bytes], ...]) -> Behaviour:
+    """A GetBalance that answers A1's balance of 5, with these headers."""
+
+    async def behaviour(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        _ = [r async for r in requests]
+        if headers:
+            await context.send_initial_metadata(headers)
+        return [pb.Balance(account_id="A1", cash="5", currency="USD").SerializeToString()]
+
+    return behaviour
+
+
+@pytest.mark.parametrize("adapter", ["balance_with_metadata", "plain_balance_with_metadata"])
+async def test_an_adapter_gives_the_client_the_headers_and_trailers_bank_would(
+    adapter: str, probe: _adapters.Probe
+) -> None:
+    """bk-primary: the client gets the headers and trailers the adapter gave, and Bank's (mirrored) are
+    compared with them: the same keys match; a key the adapter leaves out is a difference."""
+    sent: tuple[tuple[str, str | bytes], ...] = (("x-page", "2"), ("x-raw-bin", b"\x00\x01"))
+    probe.headers, probe.trailers = sent, (("x-left", "9"),)
+    bank, bk = await scripted_server(_balance_server(sent)), await scripted_server(_balance_server(()))
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                mode="bk-primary",
+                registry=REGISTRY,
+                methods=adapted(**{BALANCE: adapter}),
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
+            assert (await call).cash == "5"
+            assert tuple(await call.initial_metadata()) == sent
+            assert tuple(await call.trailing_metadata()) == (("x-left", "9"),)
+            probe.headers = (("x-page", "2"),)
+            assert (await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))).cash == "5"
+            first, second = await sink.wait_for(2)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (first.verdict, first.differences) == (Verdict.MATCH, ())
+    assert [(d.path, d.kind) for d in second.differences] == [("metadata.x-raw-bin", DiffKind.REMOVED)]
+
+
+async def test_metadata_gRPC_could_not_send_or_headers_after_the_first_answer_are_adapter_errors(
+    ledgers: tuple[RunningLedger, RunningLedger], probe: _adapters.Probe
+) -> None:
+    """Headers with a key that is not lowercase end the call INTERNAL naming the adapter and the key;
+    headers after the first answer end the stream after what it sent."""
+    probe.headers = (("Bad Key", "v"),)
+    async with _bk_primary(
+        ledgers, {BALANCE: "balance_with_metadata", ENTRIES: "entries_then_headers"}
+    ) as stub:
+        with pytest.raises(aio.AioRpcError) as refused:
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
+        call = stub.StreamLedgerEntries(pb.StreamLedgerEntriesRequest(account_id="A1"))
+        got = [(await call.read()).sequence]
+        with pytest.raises(aio.AioRpcError) as late:
+            await call.read()
+    assert refused.value.code() is grpc.StatusCode.INTERNAL
+    assert refused.value.details() == (
+        f"adapter {HERE}.balance_with_metadata for {BALANCE} raised ValueError: invalid initial metadata:"
+        " key 'Bad Key': keys are lowercase ASCII letters, digits, '-', '_' and '.'"
+    )
+    assert got == [1]
+    assert late.value.code() is grpc.StatusCode.INTERNAL
+    assert "raised RuntimeError: initial metadata is sent once, before the first answer" in (
+        late.value.details() or ""
+    )
 
 
 async def test_a_client_that_cancels_cancels_the_adapter(

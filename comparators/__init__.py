@@ -7,6 +7,7 @@ on its own.
 
 from comparators._compare import compare
 from comparators._diff import diff_values, format_path
+from comparators._metadata import carries_credentials
 from comparators._model import (
     REFUSALS,
     STATUS_NAMES,
@@ -43,6 +44,7 @@ __all__ = [
     "RuleSet",
     "Verdict",
     "build_rules",
+    "carries_credentials",
     "compare",
     "diff_values",
     "format_path",

@@ -9,6 +9,9 @@ initial or trailing metadata, is compared with BK's values for it, at `metadata.
 - a key only BK sends is not compared: a client does not read what Bank never sent;
 - initial and trailing metadata are read as one: an answer that is only a status (gRPC's trailers-only
   form, common for errors) carries in its trailers what another server sends as headers;
+- a key that may carry credentials (`set-cookie`, `authorization`, a name with `token`, `session`,
+  `secret`, `auth`...) is compared by its presence alone: each side sends its own, and its value is
+  never shown;
 - gRPC's and HTTP's own keys are not the service's: `grpc-*` (rich error details, in
   `grpc-status-details-bin`, are compared on their own), `content-type`, `content-length`, `te`,
   `trailer`, `user-agent`, and what proxies add on the way: `date`, `server`, `via`, `x-envoy-*`.
@@ -24,6 +27,20 @@ from collections.abc import Callable
 from comparators._model import Difference, DiffKind, Metadata, Outcome
 from comparators.redact import hidden
 from comparators.rules import Ignore, RuleSet
+
+# metadata that carries credentials: its value is never shown, stored nor recorded
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-amz-security-token"}
+)
+_SECRET_WORDS = ("auth", "token", "secret", "passw", "session", "cookie", "credential", "apikey", "api-key")
+HIDDEN = "<not shown: the key may carry credentials>"
+
+
+def carries_credentials(name: str) -> bool:
+    """Whether metadata of this name may carry credentials (never shown, stored nor recorded)."""
+    spelled = name.lower().replace("_", "-")
+    return spelled in _SECRET_HEADERS or any(word in spelled for word in _SECRET_WORDS)
+
 
 NOT_COMPARED = frozenset(
     {"content-type", "content-length", "te", "trailer", "user-agent", "date", "server", "via"}
@@ -65,7 +82,8 @@ def differences(
     found: list[Difference] = []
     for key, values in of(bank).items():
         other = theirs.get(key)
-        if other == values:
+        secret = carries_credentials(key)
+        if other == values or (secret and other is not None):  # credentials: each side's own, if sent
             continue
         rule = rules.metadata_rule(method, key)
         if other is None:
@@ -74,7 +92,7 @@ def differences(
         else:
             tolerated = rule.name if rule is not None and _tolerated(rule, values, other) else ""
             kind = DiffKind.CHANGED
-        shown = _shown(values, redacting, scrub)
+        shown = HIDDEN if secret else _shown(values, redacting, scrub)
         found.append(Difference(_PREFIX + key, kind, shown, _shown(other, redacting, scrub), tolerated))
     return found
 

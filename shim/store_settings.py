@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from comparators import carries_credentials
 from shim.errors import ConfigError
 from shim.settings import BOOL, POSITIVE, TEXT, Kind, Resolve, duration, setting
 from shim.units import parse_duration
@@ -28,19 +29,6 @@ def parse_retain(key: str, value: object) -> float:
 def _url(url: str, resolve: Resolve) -> str:
     """A file is relative to the config file; a URL or :memory: is kept as given."""
     return url if "://" in url or url.startswith(("sqlite:", ":memory:")) else resolve(url)
-
-
-# request metadata that carries credentials: its value would be stored with every comparison
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-amz-security-token"}
-)
-_SECRET_WORDS = ("auth", "token", "secret", "passw", "session", "cookie", "credential", "apikey", "api-key")
-
-
-def carries_credentials(name: str) -> bool:
-    """Whether request metadata of this name may carry credentials (never stored, nor recorded)."""
-    spelled = name.lower().replace("_", "-")
-    return spelled in _SECRET_HEADERS or any(word in spelled for word in _SECRET_WORDS)
 
 
 def correlation_id(header: str, metadata: Sequence[tuple[str, str | bytes]]) -> str:

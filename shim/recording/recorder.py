@@ -25,6 +25,7 @@ from typing import Protocol
 
 import structlog
 
+from comparators import carries_credentials
 from comparators.redact import FreeText, FreeTextOf
 from shim.metrics import Counters
 from shim.recording.format import (
@@ -37,7 +38,7 @@ from shim.recording.format import (
 )
 from shim.recording.settings import RecordSettings
 from shim.recording.take import Take as Take
-from shim.store_settings import carries_credentials, correlation_id
+from shim.store_settings import correlation_id
 
 _log = structlog.get_logger("shim.recording")
 KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys

@@ -982,3 +982,18 @@ def test_metadata_bank_itself_varies_is_noise() -> None:
     assert [(d.path, d.bank, d.bk, d.noise) for d in comparison.noise] == [
         ("metadata.x-served-by", "bank-1", "bank-2", True)
     ]
+
+
+def test_metadata_that_may_carry_credentials_is_compared_by_presence_and_never_shown() -> None:
+    """Each side sets its own session cookie: no difference. BK setting none is one, but the value Bank
+    sent is not shown (nor stored, nor written to the diff log)."""
+    bank = answer(
+        pb.Balance(cash="1"), initial_metadata=(("set-cookie", "s=bank-secret"), ("x-session-token", "t1"))
+    )
+    bk = answer(pb.Balance(cash="1"), initial_metadata=(("set-cookie", "s=bk-secret"),))
+    comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY)
+    assert [(d.path, d.kind, d.bank, d.bk) for d in comparison.differences] == [
+        ("metadata.x-session-token", DiffKind.REMOVED, "<not shown: the key may carry credentials>", None)
+    ]
+    assert "secret" not in repr(comparison.differences)
+    assert "t1" not in repr(comparison.differences)

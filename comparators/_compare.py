@@ -150,7 +150,9 @@ def _judge(
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, _clock(exchange)
     )
-    differences += _metadata.differences(exchange.method, bank, bk, rules, redactor is not None, free)
+    differences += _metadata.differences(
+        exchange.method, bank, bk, rules, redactor is not None, free, to_bank
+    )
     undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
     if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
         sides = " and ".join(

@@ -7,6 +7,8 @@ initial or trailing metadata, is compared with BK's values for it, at `metadata.
 - a key Bank sends and BK does not is `removed`; a value that differs is `changed` (a key sent several
   times compares its values in order);
 - a key only BK sends is not compared: a client does not read what Bank never sent;
+- BK's ids in a text value, as whole words, read as the Bank ids they pair with (`location:
+  /trades/trd_9` is Bank's `/trades/T5`), as in status details (comparators.ids.text_reads_as);
 - initial and trailing metadata are read as one: an answer that is only a status (gRPC's trailers-only
   form, common for errors) carries in its trailers what another server sends as headers;
 - a key that may carry credentials (`set-cookie`, `authorization`, a name with `token`, `session`,
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from comparators._model import Difference, DiffKind, Metadata, Outcome
+from comparators.ids import text_reads_as
 from comparators.redact import hidden
 from comparators.rules import Ignore, RuleSet
 
@@ -74,16 +77,20 @@ def differences(
     rules: RuleSet,
     redacting: bool = False,
     scrub: Callable[[str], str] | None = None,
+    to_bank: dict[tuple[str, str], str] | None = None,
 ) -> list[Difference]:
     """The differences between the metadata Bank sent and BK's, each tolerated by its key's rule if it is.
-    With `redacting`, binary values show only their size, and `scrub` hashes the values of redacted fields
-    quoted in text values (`comparators.redact.FreeText`)."""
+    BK's ids in text values, as whole words, are read as the Bank ids they pair with (`to_bank`, the
+    exchange's pairs), as in status details. With `redacting`, binary values show only their size, and
+    `scrub` hashes the values of redacted fields quoted in text values (`comparators.redact.FreeText`)."""
     theirs = of(bk)
     found: list[Difference] = []
     for key, values in of(bank).items():
         other = theirs.get(key)
         secret = carries_credentials(key)
         if other == values or (secret and other is not None):  # credentials: each side's own, if sent
+            continue
+        if other is not None and _reads_as(other, values, to_bank):
             continue
         rule = rules.metadata_rule(method, key)
         if other is None:
@@ -95,6 +102,16 @@ def differences(
         shown = HIDDEN if secret else _shown(values, redacting, scrub)
         found.append(Difference(_PREFIX + key, kind, shown, _shown(other, redacting, scrub), tolerated))
     return found
+
+
+def _reads_as(bk: Values, bank: Values, to_bank: dict[tuple[str, str], str] | None) -> bool:
+    """Whether BK's values are Bank's once BK's ids in them are read as Bank's."""
+    if not to_bank or len(bk) != len(bank):
+        return False
+    return all(
+        b == a or (isinstance(b, str) and isinstance(a, str) and text_reads_as(b, a, to_bank))
+        for b, a in zip(bk, bank, strict=True)
+    )
 
 
 def _tolerated(rule: Callable[[object, object], bool], bank: Values, bk: Values) -> bool:

@@ -35,6 +35,7 @@ from tests.comparators._exchanges import (
     trailers,
 )
 from tests.comparators._probe import PROBE_REGISTRY, READ, reading
+from tests.comparators.test_ids import sample_fields
 
 Row = tuple[str, DiffKind, object, object]
 
@@ -997,3 +998,16 @@ def test_metadata_that_may_carry_credentials_is_compared_by_presence_and_never_s
     ]
     assert "secret" not in repr(comparison.differences)
     assert "t1" not in repr(comparison.differences)
+
+
+def test_bks_ids_in_metadata_read_as_the_bank_ids_they_pair_with() -> None:
+    """A header naming what the call made (`location`) names BK's trade on BK's side: read through the
+    exchange's pairs it is Bank's, as in status details; an id that pairs with another is a difference."""
+    bank = answer(pb.Balance(cash="1"), initial_metadata=(("location", "/trades/T5"),))
+    bk = answer(pb.Balance(cash="1"), initial_metadata=(("location", "/trades/trd_9"),))
+    paired = exchange(GET_BALANCE, bank, bk, ids=(("trade", "T5", "trd_9"),))
+    assert compare(paired, REGISTRY, ids=sample_fields()).differences == ()
+    other = exchange(GET_BALANCE, bank, bk, ids=(("trade", "T6", "trd_9"),))
+    assert [d.path for d in compare(other, REGISTRY, ids=sample_fields()).differences] == [
+        "metadata.location"
+    ]

@@ -113,19 +113,21 @@ def _judge(
     if not exchange.primary_is_bank:
         bank_side, bk_side = bk_side, bank_side
     if bk_side.adapter_error:  # BK never got to answer in Bank's shape: the adapter is at fault
-        difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, bk_side.adapter_error)
-        return Comparison(exchange, Verdict.ERROR, (difference,), reason=bk_side.adapter_error)
+        error = _said(exchange, registry, redactor, bk_side.adapter_error)
+        difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, error)
+        return Comparison(exchange, Verdict.ERROR, (difference,), reason=error)
     primary = exchange.primary
     if primary.code == Code.UNAVAILABLE and not primary.messages and not primary.local:
         # the primary never received the call (gRPC's UNAVAILABLE): whatever the shadow answered, nothing
         # to compare it with; not a match when both are down, no fault of the shadow's when it answered
         reason = (
             "not compared: the primary never received the call"
-            f" (UNAVAILABLE before any answer: {primary.details})"
+            f" (UNAVAILABLE before any answer: {_said(exchange, registry, redactor, primary.details)})"
         )
         return Comparison(exchange, Verdict.SKIPPED, reason=reason)
     if shadow.code == Code.UNAVAILABLE and primary.code != Code.UNAVAILABLE:
-        return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {shadow.details}")
+        said = _said(exchange, registry, redactor, shadow.details)
+        return Comparison(exchange, Verdict.SHADOW_ERROR, reason=f"shadow unavailable: {said}")
     bank, bk = exchange.primary, shadow
     if not exchange.primary_is_bank:
         bank, bk = bk, bank
@@ -208,12 +210,23 @@ def _free_text(
     if redactor is None or registry is None:
         return None
     rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
-    texts = any(side.details or side.initial_metadata or side.trailing_metadata for side in sides)
+    texts = any(side.details or side.adapter_error or _metadata.of(side) for side in sides)
     if not texts and all(r is None for r in rich):
         return None
     answers = [raw for side in sides for raw in side.messages]
     free = FreeText.of(redactor, registry, exchange.method, exchange.requests, answers, rich)
     return free if free.values else None
+
+
+def _said(
+    exchange: Exchange, registry: DescriptorRegistry | None, redactor: Redactor | None, text: str
+) -> str:
+    """A side's own words for a reason (an adapter's error, a status's details), with redaction the values
+    of redacted fields they quote hashed."""
+    if redactor is None or not text:
+        return text
+    free = _free_text(exchange, registry, redactor, exchange.primary, *filter(None, [exchange.shadow]))
+    return free(text) if free is not None else text
 
 
 def _scrubbed(side: Outcome, free: FreeText) -> Outcome:

@@ -87,6 +87,13 @@ class _Finished:
     latency: float
 
 
+def _scrubbed(metadata: Metadata, free: FreeText | None) -> Metadata:
+    """Metadata whose text values hash the values of redacted fields they quote (`free`; none: as it is)."""
+    if free is None:
+        return metadata
+    return tuple((k, free(v) if isinstance(v, str) else v) for k, v in metadata)
+
+
 class Recorder:
     """Writes the calls it is handed to `settings.path`, or to `writer` (see the module's docstring)."""
 
@@ -311,6 +318,8 @@ class Recorder:
                     notes.append(f"{_STATUS_DETAILS} not kept: it does not decode, and redaction is on")
                     continue
                 value = free.rich(kept) if free is not None else kept
+            elif free is not None and isinstance(value, str):
+                value = free(value)
             out.append((key, value))
         return tuple(out)
 
@@ -330,12 +339,12 @@ class Recorder:
             is_write=take.is_write,
             keys=item.keys,
             correlation_id=correlation_id(self._correlation_header, take.metadata),
-            metadata=_clean(take.metadata),
+            metadata=_scrubbed(_clean(take.metadata), free),
             requests=requests,
             responses=responses,
             code=item.code,
             details=free(item.details) if free is not None else item.details,
-            initial_metadata=_clean(item.initial),
+            initial_metadata=_scrubbed(_clean(item.initial), free),
             trailing_metadata=trailing,
             latency=item.latency,
             unsampled=item.unsampled,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ import structlog
 
 from comparators import Exchange, Outcome
 from shim._noise import asked_again
+from shim._translation import STATUS_DETAILS_KEY
 from shim.shadow.capture import Capture
 from shim.shadow.fate import Fate
 from shim.shadow.lateness import went
@@ -92,6 +94,7 @@ async def conclude(
                 unreachable=mirror.fate.unreachable,
                 learning=learning,
                 holding=holding,
+                requests=mirror.requests,
             )
     finally:
         # the ids it minted are learned and its keys marked: the calls behind it may go
@@ -183,10 +186,12 @@ async def judge(
     unreachable: bool,
     learning: Learning,
     holding: bool,
+    requests: Sequence[bytes] = (),
 ) -> None:
     """Mark a write's keys out of step unless both sides did the same with it. `cancelled`: why it was given
     up before the primary answered ("" if it was not). When the write still holds its place (`holding`) and
-    both sides answered, the keys it marked are checked now."""
+    both sides answered, the keys it marked are checked now. A reason that quotes a side's refusal hashes
+    the values of redacted fields it quotes (`requests`: the call's, where those values come from)."""
     if shared.steps is None:
         return
     if cancelled:
@@ -201,6 +206,11 @@ async def judge(
         reason = out_of_step_reason(primary, shadow, shared.primary_is_bank)
     if not reason:
         return
+    if shared.free_text is not None:
+        sides = [side for side in (primary, shadow) if side is not None]
+        answers = [raw for side in sides for raw in side.messages]
+        rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
+        reason = shared.free_text(method, requests, answers, rich)(reason)
     # a write with no key in its request placed its effect on the keys of what it minted
     marks = shared.steps.mark(keys or learning.minted_keys(), method, reason)
     verifier = shared.verifier

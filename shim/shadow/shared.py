@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from comparators import Exchange
+from comparators.redact import FreeTextOf
 from shim._breaker import Breaker
 from shim._lanes import Lanes
 from shim._noise import Noise
@@ -70,3 +71,5 @@ class Shared:
     turns: Turns | None = None
     # how late each key's writes went to each side (the shim's, across switches)
     lateness: KeyLateness = field(default_factory=KeyLateness)
+    # with redaction: hashes the values of redacted fields a call's free text quotes (a mark's reason)
+    free_text: FreeTextOf | None = None

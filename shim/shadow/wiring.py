@@ -59,4 +59,5 @@ def mirroring(
         key_order=books.key_order,
         lateness=books.lateness,
     )
+    dispatcher.shared.free_text = parts.free_text_of()  # marks quote refusals: redacted values hashed
     return dispatcher, noise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2, descriptor_pb2, message
@@ -11,7 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from comparators import DescriptorRegistry, DiffKind, Exchange, Outcome, Verdict, compare
 from comparators.ids import IdFields, IdKind
-from comparators.redact import PREFIX, RedactError, Redactor
+from comparators.redact import PREFIX, FreeText, RedactError, Redactor
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from tests.services.custody import REGISTRY as CUSTODY
 from tests.services.custody.messages import message_class
@@ -447,3 +448,52 @@ def test_free_text_is_hashed_on_another_service_too() -> None:
         f"{name} may not open an account",
         f"refused: {name}",
     )
+
+
+def test_an_adapter_error_or_an_unavailable_side_quoting_a_redacted_value_shows_its_hash() -> None:
+    """The shim's reasons quote a side's own words (an adapter's error, an UNAVAILABLE's details): the
+    values of redacted fields the call carries are hashed there too."""
+    hide = Redactor((OPEN_OWNER,), REGISTRY, b"k")
+    name = hide.hash("Ada Lovelace")
+    error = "adapter a.open for bank.v1.Ledger/OpenAccount raised KeyError: 'Ada Lovelace'"
+    adapted = Exchange(
+        OPEN_ACCOUNT, _open("Ada Lovelace"), Outcome(6, "exists"), Outcome(13, error, adapter_error=error)
+    )
+    comparison = compare(adapted, REGISTRY, redactor=hide)
+    assert comparison.reason == error.replace("Ada Lovelace", name)
+    assert [d.bk for d in comparison.differences] == [comparison.reason]
+    unavailable = Exchange(
+        OPEN_ACCOUNT, _open("Ada Lovelace"), Outcome(0), Outcome(14, "no route to Ada Lovelace's shard")
+    )
+    assert (
+        compare(unavailable, REGISTRY, redactor=hide).reason
+        == f"shadow unavailable: no route to {name}'s shard"
+    )
+
+
+def test_headers_never_compared_do_not_gather_the_calls_redacted_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gathering a call's redacted values decodes its messages again: it is done only when there is free
+    text to look at, not for headers that are never compared (a proxy's `date`, `server`)."""
+    gathered: list[str] = []
+    original = FreeText.of
+
+    def counting(*args: Any, **kwargs: Any) -> FreeText:
+        gathered.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(FreeText, "of", counting)
+    hide = Redactor((OWNER,), REGISTRY, b"k")
+    bank = pb.ListAccountsResponse(
+        accounts=[pb.Account(account_id="A1", owner_name="Ada")]
+    ).SerializeToString()
+    bk = pb.ListAccountsResponse(accounts=[pb.Account(account_id="A2", owner_name="Ada")]).SerializeToString()
+    proxied = Outcome(
+        0, messages=(bank,), initial_metadata=(("date", "Sun, 06 Dec 2026 18:00:00 GMT"), ("server", "x"))
+    )
+    compare(Exchange(LIST_ACCOUNTS, (b"",), proxied, Outcome(0, messages=(bk,))), REGISTRY, redactor=hide)
+    assert gathered == []
+    quoted = Outcome(0, messages=(bank,), initial_metadata=(("x-owner", "Ada"),))
+    compare(Exchange(LIST_ACCOUNTS, (b"",), quoted, Outcome(0, messages=(bk,))), REGISTRY, redactor=hide)
+    assert gathered == [LIST_ACCOUNTS]

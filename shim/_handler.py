@@ -252,9 +252,8 @@ class _UnaryCall:
             raise
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
-        if initial:
-            await context.send_initial_metadata(metadata_tuple(initial))
-        await relay_status(context, code, details, trailing)
+        # the primary's answer is known first to the recording and the mirror (which never wait): a client
+        # that cancels while its headers are sent (the one await left) cannot leave the mirror untold
         if take is not None:
             if response is not None:
                 take.response(response)
@@ -277,6 +276,9 @@ class _UnaryCall:
                 proxy.record_unmirrored(
                     route, method, outcome, self._is_write, started_at, refused, request, metadata
                 )
+        if initial:
+            await context.send_initial_metadata(metadata_tuple(initial))
+        await relay_status(context, code, details, trailing)
         return response if code is grpc.StatusCode.OK else None
 
 

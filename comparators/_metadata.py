@@ -16,7 +16,8 @@ initial or trailing metadata, is compared with BK's values for it, at `metadata.
   never shown;
 - gRPC's and HTTP's own keys are not the service's: `grpc-*` (rich error details, in
   `grpc-status-details-bin`, are compared on their own), `content-type`, `content-length`, `te`,
-  `trailer`, `user-agent`, and what proxies add on the way: `date`, `server`, `via`, `x-envoy-*`.
+  `trailer`, `user-agent`, and what proxies add on the way: `date`, `server`, `via`, `alt-svc`,
+  `strict-transport-security`, `x-envoy-*`.
 
 A rule whose target is `metadata = "KEY-GLOB"` tolerates a key's difference: `ignore` any, a value rule
 (`string`, `custom`, ...) a changed value it accepts, value by value.
@@ -46,7 +47,18 @@ def carries_credentials(name: str) -> bool:
 
 
 NOT_COMPARED = frozenset(
-    {"content-type", "content-length", "te", "trailer", "user-agent", "date", "server", "via"}
+    {
+        "content-type",
+        "content-length",
+        "te",
+        "trailer",
+        "user-agent",
+        "date",
+        "server",
+        "via",
+        "alt-svc",
+        "strict-transport-security",
+    }
 )
 NOT_COMPARED_PREFIXES = ("grpc-", "x-envoy-", ":")
 _PREFIX = "metadata."

@@ -75,12 +75,18 @@ def test_latency_transport_metadata_and_bks_own_keys_do_not_count() -> None:
             ("x-next-page", "2"),
             ("date", "Sun, 06 Dec 2026 17:40:00 GMT"),
             ("server", "bank"),
+            ("alt-svc", 'h3=":443"'),
+            ("strict-transport-security", "max-age=31536000"),
         ),
     )
     bk = answer(
         pb.Balance(cash="1"),
         latency=0.01,
-        trailing_metadata=(("x-next-page", "2"), ("x-bk-build", "7"), ("x-envoy-upstream-service-time", "3")),
+        trailing_metadata=(
+            ("x-next-page", "2"),
+            ("x-bk-build", "7"),
+            ("x-envoy-upstream-service-time", "3"),
+        ),
     )
     comparison = compare(exchange(GET_BALANCE, bank, bk), REGISTRY)
     assert (comparison.verdict, comparison.differences) == (Verdict.MATCH, ())

@@ -6,9 +6,14 @@ one run of three: a switch's 0.1 s pause, a stop's second, a port released late.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# as `shim` itself does (shim/cli): gRPC's own log lines (a peer's GOAWAY as a server stops) are not the
+# shim's, and only cluttered the suite's output; a value set by whoever runs the suite wins
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 ROOT = Path(__file__).resolve().parent.parent
 

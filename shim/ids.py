@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -180,8 +181,10 @@ class IdBook:
 
     async def _after_answers(self, kind: str, before: int, stop: asyncio.Event) -> bool:
         """Wait until the calls of an order lower than `before` whose answers may mint `kind` have their
-        answers in (or `stop` is set); whether there were any."""
-        waits = [f for order, (kinds, f) in self._answering.items() if order < before and kind in kinds]
+        answers in (or `stop` is set); whether there were any. The calls are registered as they take their
+        places, so in their order: the look stops at the first one of `before` or later."""
+        earlier = itertools.takewhile(lambda item: item[0] < before, self._answering.items())
+        waits = [future for _, (kinds, future) in earlier if kind in kinds]
         if not waits:
             return False
         self._counters.inc("ids_waited_for_answers", kind)

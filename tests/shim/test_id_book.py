@@ -127,27 +127,27 @@ async def test_an_id_not_known_yet_waits_for_the_answers_of_earlier_calls_that_m
 async def test_only_earlier_unanswered_calls_of_the_kind_are_waited_for() -> None:
     """A call never waits for the answer of a later call (which may wait behind it in the lanes), nor for
     one that mints another kind; an answer that minted something else ends the wait with no pair; and the
-    caller's stop ends it too."""
+    caller's stop ends it too. (Calls register as they take their places: in their order.)"""
     book = IdBook(FIELDS, None, Counters())
-    book.answering(7, frozenset({"trade"}))
     book.answering(2, frozenset({"account"}))
-    assert (
-        await asyncio.wait_for(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=5), 5) is None
-    )
     answered = book.answering(4, frozenset({"trade"}))
+    book.answering(7, frozenset({"trade"}))
+    assert (
+        await asyncio.wait_for(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=3), 5) is None
+    )
     waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", asyncio.Event(), before=5))
     await asyncio.sleep(0)
     assert not waiting.done()
-    answered.set_result(None)  # it minted T2, not T1
+    answered.set_result(None)  # it minted T2, not T1; the call of order 7 came later
     assert await asyncio.wait_for(waiting, 5) is None
-    book.answering(4, frozenset({"trade"}))
     stop = asyncio.Event()
-    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", stop, before=5))
+    waiting = asyncio.ensure_future(book.counterpart("bank", "trade", "T1", stop, before=9))
     await asyncio.sleep(0)
+    assert not waiting.done()  # order 7's answer is not in
     stop.set()
     assert await asyncio.wait_for(waiting, 5) is None
     # without a stop event (a comparison's lookup) or an order, nothing is waited for
-    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", None, before=5), 5) is None
+    assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", None, before=9), 5) is None
     assert await asyncio.wait_for(book.counterpart("bank", "trade", "T1", asyncio.Event()), 5) is None
 
 

@@ -33,6 +33,7 @@ from shim.plan import MethodPlan, Plans
 from shim.recording.recorder import Recorder, Take
 from shim.routing import Router
 from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.fate import ended_by_deadline
 from shim.shadow.mirror import Mirror
 
 CUT = "the shim's channel to the upstream was closed under this call (its certificates were reloaded)"
@@ -257,9 +258,7 @@ class _UnaryCall:
         if take is not None:
             if response is not None:
                 take.response(response)
-            take.finish(
-                code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
-            )
+            _settle(take, code, details, initial, trailing, latency, context.time_remaining())
         if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],
@@ -280,6 +279,17 @@ class _UnaryCall:
             await context.send_initial_metadata(metadata_tuple(initial))
         await relay_status(context, code, details, trailing)
         return response if code is grpc.StatusCode.OK else None
+
+
+def _settle(
+    take: Take, code: Any, details: Any, initial: Any, trailing: Any, latency: float, left: Any
+) -> None:
+    """The primary's answer into the recording; or, when it is the DEADLINE_EXCEEDED of a client's deadline
+    that had passed (`left`: its seconds left), nothing to replay: left out, as one the client gave up."""
+    if ended_by_deadline(Outcome(code=code.value[0]), left) is not None:
+        take.abandon()
+        return
+    take.finish(code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency)
 
 
 class _StreamCall:
@@ -359,9 +369,7 @@ class _StreamCall:
         proxy.latencies.observe(method, latency)
         await relay_status(context, code, details, trailing)
         if take is not None:
-            take.finish(
-                code.value[0], details or "", metadata_tuple(initial), metadata_tuple(trailing), latency
-            )
+            _settle(take, code, details, initial, trailing, latency, context.time_remaining())
         if mirror is not None or refused:
             outcome = Outcome(
                 code=code.value[0],

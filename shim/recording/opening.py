@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -59,31 +60,22 @@ async def open_recorder(
         redactor.key if redactor is not None else None,
         parts.replica,
     )
+    recorder = functools.partial(
+        Recorder,
+        settings,
+        header,
+        keys_of,
+        parts.payload_filter(),
+        parts.counters,
+        config.store.correlation_header,
+        free_text=parts.free_text_of(),
+    )
     if settings.into == "store":
         from shim.recording.into_store import store_writer
 
         writer, where, closing = await store_writer(config, header, parts.replica, parts.counters, store)
-        return Recorder(
-            settings,
-            header,
-            keys_of,
-            parts.payload_filter(),
-            parts.counters,
-            config.store.correlation_header,
-            writer=writer,
-            where=where,
-            closing=closing,
-            free_text=parts.free_text_of(),
-        )
+        return recorder(writer=writer, where=where, closing=closing)
     try:
-        return Recorder(
-            settings,
-            header,
-            keys_of,
-            parts.payload_filter(),
-            parts.counters,
-            config.store.correlation_header,
-            free_text=parts.free_text_of(),
-        )
+        return recorder()
     except RecordingError as exc:
         raise StartupError(f"record.path: {exc}") from None

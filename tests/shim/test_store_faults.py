@@ -348,8 +348,8 @@ async def _relayed_postgres() -> AsyncIterator[tuple[str, str, Relay]]:
 async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_and_counts_the_lost(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
-    """With its PostgreSQL blackholed, a shim on SIGTERM exits 0 within grace_period (plus a second), and
-    logs the comparisons it could not write as lost."""
+    """With its PostgreSQL blackholed, a shim on SIGTERM exits 0 within grace_period and the store's second,
+    and logs the comparisons it could not write as lost."""
     bank, bk = ledgers
     grace = 2.0
     config = tmp_path / "shim.toml"
@@ -379,8 +379,10 @@ async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_an
         # (up to seconds, with the suite on three workers) is not the shim's
         (stopping,), (stopped,) = _events(shim.stderr, "stopping"), _events(shim.stderr, "stopped")
         own = _at(stopped) - _at(stopping)
-        # grace_period, then the heartbeat's last quarter second, and the steps of a stop on a busy machine
-        assert own < grace + 1.0, f"the shim took {own:.1f}s to stop with grace_period {grace}s"
-        assert took < grace + 1.0 + 4.0, f"SIGTERM took {took:.1f}s to end the process"  # and then it ends
+        # what serving.md promises: the steps before the store (the calls, Envoy's drain) within grace_period,
+        # then the store's floor of a second and the heartbeat's quarter. Alone: 2.3 s; beside two CPU hogs
+        # (`yes > /dev/null` twice): 3.1 and 3.3 s, the steps before the store taking the whole grace
+        assert own < grace + 1.5, f"the shim took {own:.1f}s to stop with grace_period {grace}s"
+        assert took < grace + 1.5 + 4.0, f"SIGTERM took {took:.1f}s to end the process"  # and then it ends
         (lost,) = _events(shim.stderr, "store did not answer in time: what it had not written is lost")
         assert lost["comparisons"] == 5

@@ -51,13 +51,17 @@ class PathStat:
     calls: int  # mismatched calls with a real difference at this path
     bk_rate: float  # calls / compared calls of the method
     noise_calls: int  # calls asked twice whose two Bank answers differed here
-    noise_rate: float  # noise_calls / calls asked twice (0 when none was)
+    noise_rate: float  # noise_calls / noise_sampled (0 when none was asked twice)
+    noise_sampled: int  # the calls asked twice that noise_rate was measured on
     classification: str  # "real" or "noise"
     example_bank: Any  # one example (the earliest): Bank's value, as recorded
     example_bk: Any  # ... and BK's
     example_key: str = ""  # the example call's routing keys
     # its first request, decoded (None unless store.payloads kept it and the descriptors decode it)
     example_request: Any = None
+    # "" when noise_rate is the method's own; a service's name when it is the service's (a header, on a
+    # method too few of whose calls were asked twice: see shim.evidence.noise)
+    noise_of: str = ""
 
 
 @dataclass(frozen=True, slots=True)

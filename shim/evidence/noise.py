@@ -14,6 +14,14 @@ counts as noise; any other mismatch is a *real mismatch*.
 Bank's rate counts only once at least `min_sampled` of the method's calls
 were asked twice: one read whose two answers differed would otherwise make
 every one of BK's differences at that path noise, however many.
+
+A header (`metadata.KEY`) is the service's more than the method's: a request
+id or a trace id is stamped on every answer by one interceptor. Writes are
+never asked twice, so their own rate at a header is never measured; where a
+method has fewer than `min_sampled` calls asked twice, its rate at a header is
+the service's: measured on all the service's calls asked twice, counting once
+those reach `min_sampled`. A message path has no such stand-in: the same
+field name in two methods' messages need not mean the same.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ from comparators import Difference
 from shim.sinks import path_pattern
 
 MIN_SAMPLED = 20  # calls of a method asked twice before Bank's rate at a path can excuse BK's
+HEADER = "metadata."  # the paths of the answers' metadata (comparators' metadata differences)
+
+
+def service_of(method: str) -> str:
+    """The service of a stored method: "pkg.Svc" of "/pkg.Svc/Method"."""
+    return method.lstrip("/").rpartition("/")[0]
 
 
 def classify(

@@ -1,5 +1,8 @@
 """The report's queries: `build_report` counts the comparisons in the store.
 
+Over 400 lines: every SQL statement of the report is here (tests/test_boundaries.py keeps the shim's
+SQL in the store but for these), one method per question the report asks of the comparisons.
+
 `build_report(store, since=..., until=..., relative=..., absolute=..., min_sampled=...)` reads the
 comparisons recorded between `since` and `until` (unix times, both included)
 and returns a `Report` of frozen values (shim.evidence.model), one `MethodReport`
@@ -36,7 +39,7 @@ from shim.evidence.model import (
     TaintedPath,
     method_name,
 )
-from shim.evidence.noise import classify
+from shim.evidence.noise import HEADER, classify, service_of
 from shim.evidence.sql import _bucket_params, _bucket_sql, _marks
 from shim.evidence.tally import _code, _parse, _Tally, call_record, first_request, method_report
 from shim.store import Store
@@ -236,11 +239,22 @@ class _Count:
         examples = await self._examples(
             [(method, first, path) for path, method, _, first in real], "mismatch"
         )
+        headers = {
+            (method, path)
+            for path, method, _, _ in real
+            if path.startswith(HEADER) and self.tallies[method].noise_sampled < min_sampled
+        }
+        services = await self._service_noise(headers)
         for path, method, n, _ in real:
             t = self.tallies[method]
-            noise_calls = noise.get((method, path), 0)
+            noise_calls, sampled, noise_of = noise.get((method, path), 0), t.noise_sampled, ""
+            if (method, path) in headers:
+                service = service_of(method)
+                pooled_calls, pooled = services.get((service, path), (0, 0))
+                if pooled > sampled:  # the service's other methods had calls asked twice
+                    noise_calls, sampled, noise_of = pooled_calls, pooled, service
             bk_rate = int(n) / t.compared if t.compared else 0.0
-            noise_rate = noise_calls / t.noise_sampled if t.noise_sampled else 0.0
+            noise_rate = noise_calls / sampled if sampled else 0.0
             kind, bank, other, key, request = examples.get((method, path), ("", "null", "null", "", None))
             t.paths.append(
                 PathStat(
@@ -250,22 +264,56 @@ class _Count:
                     bk_rate=bk_rate,
                     noise_calls=noise_calls,
                     noise_rate=noise_rate,
+                    noise_sampled=sampled,
                     classification=classify(
                         bk_rate,
                         noise_rate,
                         relative=relative,
                         absolute=absolute,
-                        sampled=t.noise_sampled,
+                        sampled=sampled,
                         min_sampled=min_sampled,
                     ),
                     example_bank=_parse(bank),
                     example_bk=_parse(other),
                     example_key=key,
                     example_request=request,
+                    noise_of=noise_of,
                 )
             )
         for t in self.tallies.values():
             t.paths.sort(key=lambda p: (-p.calls, p.path))
+
+    async def _service_noise(self, headers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """For each (service, header path) of the (method, path) `headers`: the calls asked twice whose two
+        Bank answers differed there, and the calls asked twice, over all the service's methods in the window
+        (whichever methods the report asked for: a header is the service's)."""
+        if not headers:
+            return {}
+        where, params = self.where(methods=[])
+        services = {service_of(method) for method, _ in headers}
+        paths = sorted({path for _, path in headers})
+        sampled: dict[str, int] = {}
+        for method, n in await self.store.select(
+            f"SELECT method, SUM(noise_sampled) FROM comparisons WHERE {where} AND noise_sampled <> 0"
+            " GROUP BY method",
+            params,
+        ):
+            if (service := service_of(method)) in services:
+                sampled[service] = sampled.get(service, 0) + int(n or 0)
+        differed: dict[tuple[str, str], int] = {}
+        for method, path, n in await self.store.select(
+            "SELECT method, path, COUNT(DISTINCT comparison_id) FROM comparison_paths"
+            f" WHERE {where} AND source = 'bank' AND rule = '' AND path IN ({_marks(len(paths))})"
+            " GROUP BY method, path",
+            [*params, *paths],
+        ):
+            if (service := service_of(method)) in services:
+                differed[(service, path)] = differed.get((service, path), 0) + int(n)
+        return {
+            (service, path): (differed.get((service, path), 0), sampled.get(service, 0))
+            for service in services
+            for path in paths
+        }
 
     async def _examples(
         self, firsts: list[tuple[str, float, str]], verdict: str

@@ -121,7 +121,9 @@ def _path_json(p: PathStat) -> dict[str, Any]:
         "calls": p.calls,
         "bk_rate": p.bk_rate,
         "noise_calls": p.noise_calls,
+        "noise_sampled": p.noise_sampled,
         "noise_rate": p.noise_rate,
+        "noise_of": p.noise_of,
         "class": p.classification,
         "example": {
             "bank": p.example_bank,

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shim.evidence import CallRecord, Report, rfc3339
+from shim.evidence import CallRecord, PathStat, Report, rfc3339
 from shim.report.text import code, millis, percent, value_text
 from shim.terminal_text import cell
 
@@ -106,7 +106,8 @@ def terminal(report: Report, console: Console) -> None:
     console.print(
         f"Noise: a path is noise when Bank differs from itself there and BK is not above Bank's rate by"
         f" more than {percent(report.relative)} of it and {percent(report.absolute)} of compared calls;"
-        f" Bank's rates count once {report.min_sampled:,} of a method's calls were asked twice.",
+        f" Bank's rates count once {report.min_sampled:,} of a method's calls"
+        " (at a header, of its service's calls) were asked twice.",
         highlight=False,
     )
     if any(m.paths for m in report.methods):
@@ -121,7 +122,7 @@ def terminal(report: Report, console: Console) -> None:
                     cell(p.path),
                     f"{p.calls:,}",
                     percent(p.bk_rate),
-                    _noise_rate(p.noise_rate, m.noise_sampled, report.min_sampled),
+                    _noise_rate(p, report.min_sampled),
                     "[red]real[/]" if p.classification == "real" else "noise",
                     cell(
                         f"{value_text(p.example_bank, _EXAMPLE_WIDTH)}"
@@ -285,8 +286,12 @@ def _first_difference(call: CallRecord) -> str:
     return ""
 
 
-def _noise_rate(rate: float, sampled: int, min_sampled: int) -> str:
-    """Bank's rate at a path, and, when it was measured on too few calls to count, on how many."""
-    if rate and sampled < min_sampled:
-        return f"{percent(rate)} (of {sampled:,}: too few)"
-    return percent(rate)
+def _noise_rate(path: PathStat, min_sampled: int) -> str:
+    """Bank's rate at a path; whose it is when it is the service's; and, when it was measured on too few
+    calls to count, on how many."""
+    shown = percent(path.noise_rate)
+    if path.noise_of:
+        shown += f" (the service's, of {path.noise_sampled:,})"
+    if path.noise_rate and path.noise_sampled < min_sampled:
+        return f"{shown} (of {path.noise_sampled:,}: too few)"
+    return shown

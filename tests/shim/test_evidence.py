@@ -355,6 +355,72 @@ async def test_noise_excuses_bk_only_when_enough_reads_were_asked_twice(
     assert fewer.methods[0].paths[0].classification == "noise"
 
 
+OTHER = "/orders.v1.Venue/Place"  # a method of another service on the same Bank
+
+
+async def test_a_header_bank_varies_on_its_reads_is_noise_on_the_services_writes_too(store: Store) -> None:
+    """Bank stamps every answer with a fresh `x-request-id` header (an interceptor's, service-wide).
+    Writes are never asked twice, so a write's own noise rate is never measured: the header's noise
+    rate over the service's methods asked twice stands in for it, for metadata alone. BK clearly worse
+    at a header stays real; a message path, or another service's header, is not excused this way."""
+    r = Records()
+    # Get, a read: 20 calls asked twice, Bank varies x-request-id in each and x-trace in 2 of them
+    r.add("mismatch", real=[("metadata.x-request-id", "a", "b")], noise=["metadata.x-request-id"], count=18)
+    r.add(
+        "mismatch",
+        real=[("metadata.x-request-id", "a", "b")],
+        noise=["metadata.x-request-id", "metadata.x-trace", "request_id"],
+        count=2,
+    )
+    # Refund, a write of the same service: BK's header differs in all 30, x-trace too, and request_id
+    headers = [("metadata.x-request-id", "c", "d"), ("metadata.x-trace", "t1", "t2")]
+    r.add("mismatch", method=REFUND, real=headers, count=10)
+    r.add("mismatch", method=REFUND, real=[*headers, ("request_id", "r1", "r2")], count=20)
+    # another service's write: nothing of it was asked twice
+    r.add("mismatch", method=OTHER, real=[("metadata.x-request-id", "e", "f")], count=5)
+    await r.write(store)
+
+    for methods in ((), [REFUND]):  # the report of one method reads the service's noise all the same
+        report = await _report(store, methods=methods)
+        refund = next(m for m in report.methods if m.method == REFUND.lstrip("/"))
+        assert refund.noise_sampled == 0
+        paths = {p.path: p for p in refund.paths}
+        header = paths["metadata.x-request-id"]
+        assert (header.bk_rate, header.noise_rate, header.noise_calls) == (1.0, 1.0, 20)
+        assert (header.noise_sampled, header.noise_of, header.classification) == (
+            20,
+            "pay.v1.Payments",
+            "noise",
+        )
+        trace = paths["metadata.x-trace"]  # Bank varies it in 10% of its reads, BK in every write: real
+        assert (trace.noise_rate, trace.noise_of, trace.classification) == (0.1, "pay.v1.Payments", "real")
+        assert (paths["request_id"].noise_rate, paths["request_id"].classification) == (0.0, "real")
+        assert (paths["request_id"].noise_sampled, paths["request_id"].noise_of) == (0, "")
+        assert (refund.real_mismatches, refund.noise_mismatches) == (30, 0)
+
+    report = await _report(store)
+    get = next(m for m in report.methods if m.method == GET.lstrip("/"))
+    (header,) = (p for p in get.paths if p.path == "metadata.x-request-id")
+    assert (header.noise_sampled, header.noise_of, header.classification) == (20, "", "noise")
+    other = next(m for m in report.methods if m.method == OTHER.lstrip("/"))
+    (header,) = other.paths
+    assert (header.noise_rate, header.noise_sampled, header.classification) == (0.0, 0, "real")
+    assert other.real_mismatches == 5
+
+
+async def test_a_header_bank_varies_on_writes_alone_is_not_noise_from_too_few_reads(store: Store) -> None:
+    """The service's rate counts only once `min_sampled` of its calls were asked twice, as a method's."""
+    r = Records()
+    r.add("mismatch", real=[("metadata.x-request-id", "a", "b")], noise=["metadata.x-request-id"], count=19)
+    r.add("mismatch", method=REFUND, real=[("metadata.x-request-id", "c", "d")], count=30)
+    await r.write(store)
+    report = await _report(store)
+    refund = next(m for m in report.methods if m.method == REFUND.lstrip("/"))
+    (header,) = refund.paths
+    assert (header.noise_rate, header.noise_sampled, header.classification) == (1.0, 19, "real")
+    assert refund.real_mismatches == 30
+
+
 def test_classify_without_noise_is_always_real() -> None:
     """A path Bank never differs at is real, whatever its rate; so is one Bank's rate was measured on too
     few calls for."""

@@ -135,13 +135,48 @@ async def test_a_noise_rate_measured_on_too_few_calls_says_so(tmp_path: Path) ->
     terminal(report, Console(file=out, width=250, color_system=None))
     text = out.getvalue()
     assert re.search(r"│ request_id\s+│\s+2 │\s+15.4% │ 100% \(of 2: too few\) │ real\s+│", text), text
-    assert "Bank's rates count once 20 of a method's calls were asked twice" in text
+    assert (
+        "Bank's rates count once 20 of a method's calls (at a header, of its service's calls) were asked"
+        in text
+    )
     assert "100% (of 2: too few)" in html(report)
     enough = await _report(tmp_path / "again.db", min_sampled=2)
     out = io.StringIO()
     terminal(enough, Console(file=out, width=250, color_system=None))
     assert "too few" not in out.getvalue()
     assert "too few" not in html(enough)
+
+
+async def test_a_headers_noise_rate_taken_from_the_service_says_so(tmp_path: Path) -> None:
+    """Refund, a write, was never asked twice; Get, of the same service, was, 20 times, and Bank varied
+    its x-request-id header each time: Refund's difference there is noise by the service's rate, and
+    the terminal, the page and the JSON say whose rate it is and on how many calls."""
+    r = Records()
+    r.add("mismatch", real=[("metadata.x-request-id", "a", "b")], noise=["metadata.x-request-id"], count=20)
+    r.add("mismatch", method=REFUND, at=T0 + 20, real=[("metadata.x-request-id", "c", "d")], count=4)
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        await r.write(store)
+        report = await build_report(
+            store, since=T0, until=T0 + SPAN, relative=0.2, absolute=0.0003, min_sampled=20
+        )
+    finally:
+        await store.close()
+    refund = report.method("pay.v1.Payments/Refund")
+    assert refund is not None
+    assert (refund.real_mismatches, refund.noise_mismatches) == (0, 4)
+    out = io.StringIO()
+    terminal(report, Console(file=out, width=250, color_system=None))
+    text = out.getvalue()
+    row = (
+        r"│ Payments/Refund │ metadata.x-request-id │\s+4 │\s+100% │ 100% \(the service's, of 20\) │ noise │"
+    )
+    assert re.search(row, text), text
+    assert "100% (the service's, of 20)" in html(report)
+    assert "(at a header, of its service's calls)" in text
+    (path,) = next(m for m in to_json(report)["methods"] if m["method"] == "pay.v1.Payments/Refund")["paths"]
+    assert (path["noise_of"], path["noise_sampled"], path["class"]) == ("pay.v1.Payments", 20, "noise")
 
 
 def test_the_terminal_says_when_nothing_is_stored() -> None:
@@ -234,7 +269,9 @@ def _check_schema(data: dict[str, Any]) -> None:
                 "calls",
                 "bk_rate",
                 "noise_calls",
+                "noise_sampled",
                 "noise_rate",
+                "noise_of",
                 "class",
                 "example",
             }

@@ -1,0 +1,85 @@
+"""Pairs of ids between Bank's answer and BK's, and BK's answers read through them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from google.protobuf import message
+
+from comparators._id_kinds import Found, resolve
+from comparators._id_walk import Walk
+
+
+def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Found]]:
+    """Minted ids of the two answers paired by kind and place: the same path on both sides.
+
+    Messages of a stream pair by position. Inside a message, the elements of a
+    list pair by position only when both sides hold ids in as many of its
+    elements: a list one side made longer (it minted one more) says nothing
+    certain about which id is which, and a wrong pair would later send a call
+    to the wrong thing.
+    """
+    right = {(f.kind, f.path): f for f in bk if f.minted}
+    lengths: dict[tuple[str, str, tuple[str | int, ...]], set[int]] = {}
+    for side, found in (("bank", bank), ("bk", bk)):
+        for f in found:
+            if f.minted:
+                for i in range(1, len(f.path)):
+                    index = f.path[i]
+                    if isinstance(index, int):
+                        lengths.setdefault((side, f.kind, f.path[:i]), set()).add(index)
+    pairs = []
+    for left in bank:
+        if not left.minted:
+            continue
+        other = right.get((left.kind, left.path))
+        if other is None:
+            continue
+        lists = [left.path[:i] for i in range(1, len(left.path)) if isinstance(left.path[i], int)]
+        if any(
+            len(lengths.get(("bank", left.kind, p), ())) != len(lengths.get(("bk", left.kind, p), ()))
+            for p in lists
+        ):
+            continue
+        pairs.append((left, other))
+    return pairs
+
+
+def translate_answer(
+    fields: Walk,
+    method: str,
+    messages: Sequence[message.Message],
+    to_bank: Mapping[tuple[str, str], str],
+    side: str = "response",
+) -> list[Found]:
+    """Rewrite BK's ids in decoded answer messages into Bank's, from (kind, BK id) -> Bank id.
+
+    An id at a location several kinds share is translated by whichever kind's pair knows it; one that
+    two kinds know with different Bank ids is left as it is. Returns the ids left (no Bank counterpart,
+    or ambiguous). `side=""` looks at message types only, not at the method's paths (the messages
+    of a google.rpc.Status, say).
+    """
+
+    def translate(found: Found) -> str | None:
+        known = resolve(found, lambda kind, value: to_bank.get((kind, value)))
+        return known if isinstance(known, str) else None
+
+    return fields.rewrite(method, side, messages, translate)
+
+
+def text_reads_as(bk_text: str, bank_text: str, to_bank: dict[tuple[str, str], str] | None) -> bool:
+    """Whether BK's free text is Bank's once each BK id of the exchange's pairs in it, as a whole word, is
+    read as the Bank id it pairs with. Ids of digits alone are left as they are: a count or an amount
+    could read as one by chance."""
+    if not to_bank:
+        return False
+    ids = {
+        bk_id: bank_id for (_, bk_id), bank_id in to_bank.items() if bk_id != bank_id and not bk_id.isdigit()
+    }
+    if not ids:
+        return False
+    words = re.compile(
+        r"(?<![\w-])(" + "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)) + r")(?![\w-])"
+    )
+    return words.sub(lambda found: ids[found.group(1)], bk_text) == bank_text

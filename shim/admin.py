@@ -38,7 +38,7 @@ from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
-from shim.fleet import Fleet, Unswitched
+from shim.fleet import Fleet, Unapplied, Unswitched
 from shim.gate import evaluate, evidence_since
 from shim.modes import DEFAULT, Modes
 from shim.store import ModeChange, Store, StoreError
@@ -156,12 +156,15 @@ async def set_mode(
         return []
     # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
     # holds a switch that did not happen
+    unapplied = ""
     try:
         await shim.fleet.switch(changes, pause)
     except Unswitched as exc:
         # ABORTED: refused as things are now (calls in flight, another switch), try again; never UNAVAILABLE,
         # which a client reads as "the admin API could not be reached"
         raise Refused(grpc.StatusCode.ABORTED, f"not applied, nothing recorded: {exc}") from exc
+    except Unapplied as exc:  # recorded, applied elsewhere, and here at the next look at the store
+        unapplied = str(exc)
     for change in changes:
         _log.warning(
             "mode changed",
@@ -172,6 +175,8 @@ async def set_mode(
             reason=change.reason,
             forced=change.forced,
         )
+    if unapplied:  # not ABORTED: trying again would find the modes recorded, and change nothing
+        raise Refused(grpc.StatusCode.INTERNAL, unapplied)
     return changes
 
 

@@ -7,6 +7,7 @@ ShimError
 ├── ReconcileError   a side could not be listed: the sweep can say nothing (shim.reconcile)
 ├── SwitchTimeout    the calls in flight did not finish in time: the mode did not change (shim.modes)
 ├── Unswitched       a fleet switch was given up on every replica, nothing recorded (shim.fleet)
+├── Unapplied        a fleet switch recorded that this replica's data plane did not apply yet (shim.fleet)
 ├── Refused          the admin API refuses a switch, with the gRPC status to answer (shim.admin)
 ├── UnreadableCopy   a copy Envoy sent cannot be turned back into messages (shim.dataplane.processor)
 ├── RoutesNotApplied Envoy did not confirm the routes the shim wrote in time (shim.dataplane)

@@ -63,6 +63,11 @@ class Unswitched(ShimError):
     """A fleet switch that did not apply: nothing changed, nothing was recorded."""
 
 
+class Unapplied(ShimError):
+    """A fleet switch committed (recorded, and applied by the replicas that could), which this replica's data
+    plane did not apply: it applies the store's modes at its next look at the store."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     refresh: float  # seconds between looks at the store (and heartbeats, `shim.liveness`)
@@ -95,6 +100,8 @@ class Fleet:
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
         self._waited: dict[str, str] = {}  # switch -> what this replica's calls waited for, not held
+        # switch -> why this replica's data plane did not apply it once the fleet had committed it
+        self._unapplied: dict[str, str] = {}
         self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
 
     # -- life ----------------------------------------------------------------------------------
@@ -282,6 +289,13 @@ class Fleet:
             # the replicas holding their calls for it let them go on as they hear of it
             self._spawn(self._abandon(proposal), f"fleet switch {proposal.id} given up")
             raise
+        unapplied = self._unapplied.pop(proposal.id, "")
+        if state == COMMITTED and unapplied:
+            raise Unapplied(
+                f"recorded: the fleet committed the switch, but it is not applied on this replica yet"
+                f" ({self.replica}: {unapplied}); the replica applies the store's modes at its next look at"
+                f" the store (every {self.timing.refresh:g}s): `shim mode show` says when"
+            )
         waited = self._waited.pop(proposal.id, "")
         if waited and state != COMMITTED:  # this replica could not hold: what its own calls waited for
             why = (
@@ -358,6 +372,7 @@ class Fleet:
             self._decided.pop(proposal.id, None)
 
     async def _hold(self, proposal: Switch) -> None:
+        committed = False  # the fleet's decision, as read here
         async with self._lock:
             try:
                 # new calls wait from here: for `pause` at most, the calls in flight and the decision alike
@@ -375,6 +390,7 @@ class Fleet:
                             f" {STORE_WITHIN:g}s more"
                         ) from None
                     if decision == COMMITTED:
+                        committed = True
                         hold.commit()
             except SwitchTimeout as exc:
                 _log.warning(
@@ -398,6 +414,8 @@ class Fleet:
                 )  # fmt: skip
                 if proposal.replica == self.replica:
                     self._waited[proposal.id] = str(exc) or type(exc).__name__
+                    if committed:  # recorded already: its proposer must not say it applied here
+                        self._unapplied[proposal.id] = str(exc) or type(exc).__name__
                 with contextlib.suppress(StoreError, TimeoutError):
                     async with asyncio.timeout(STOP_WITHIN):
                         await self._store.fleet.answer(self.replica, proposal.id, held=False)
@@ -469,8 +487,10 @@ class Fleet:
                 return {}
             try:
                 await self._modes.switch(changed, within=self.timing.grace)
-            except SwitchTimeout as exc:
-                _log.warning("mode switch from the store not applied yet", error=str(exc))
+            except (ShimError, OSError) as exc:  # calls in flight, or the data plane: tried again next look
+                _log.warning(
+                    "mode switch from the store not applied yet", error=str(exc) or type(exc).__name__
+                )
                 return {}
             _log.warning("modes changed by another replica applied", modes=changed)
         with contextlib.suppress(StoreError):

@@ -135,9 +135,11 @@ async def run(args: argparse.Namespace) -> int:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.UNAUTHENTICATED,
             )
+            # INTERNAL: a switch recorded and not yet applied on the replica asked (1: not done, as refused)
+            unapplied = error.code() is grpc.StatusCode.INTERNAL
             details = printable(error.details() or "")
             print(f"shim mode: {'refused' if refused else 'error'}: {details}", file=sys.stderr)
-            return EXIT_REFUSED if refused else EXIT_FAILED
+            return EXIT_REFUSED if refused or unapplied else EXIT_FAILED
     return 0
 
 

@@ -39,7 +39,7 @@ from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
 from shim.evidence import build_report
 from shim.fleet import Fleet, Unapplied, Unswitched
-from shim.gate import evaluate, evidence_since
+from shim.gate import UNMIRRORED, evaluate, evidence_since
 from shim.modes import DEFAULT, Modes
 from shim.store import ModeChange, Store, StoreError
 
@@ -63,6 +63,11 @@ class Switchable(Protocol):
 
 _log = structlog.get_logger("shim.admin")
 _BANK_ANSWERS = ("bank", "shadow")
+_UNRETIRE = (
+    "{0}: Bank is retired there (mode bk): it was sent none of the writes since, so in {1} mode it would"
+    " answer, or be compared, from a book that lacks them; bring Bank's book up to BK's first (`shim"
+    " reconcile` says where they differ), then switch with --force (recorded as forced)"
+)
 _RETIRE_OUT_OF_STEP = (
     "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
     " right; reconcile, resolve and `shim resync` them (`shim resync --list`) before retiring Bank"
@@ -135,6 +140,11 @@ async def set_mode(
         for scope in scopes
         if current.get(scope) != mode  # already so: nothing to change or to record
     ]
+    unretiring = [c.scope for c in changes if c.from_mode == "bk"]
+    if unretiring:  # Bank was sent nothing since it was retired: its book lacks every write since
+        if not force:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _UNRETIRE.format(", ".join(unretiring), mode))
+        changes = [replace(c, forced=True) if c.from_mode == "bk" else c for c in changes]
     if mode == "bk" and changes:  # the point of no return: not while BK's book is known to differ
         out_of_step = await _out_of_step(shim)
         if out_of_step and not force:
@@ -147,9 +157,17 @@ async def set_mode(
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
         failed = await _gate_failures(shim, moved)
         if failed and not force:
+            unmirrored = ""
+            if any(c.from_mode == UNMIRRORED for c in changes):
+                unmirrored = (
+                    " (in bank mode BK is sent no write, so the evidence judged starts once it is mirrored"
+                    " again: switch to shadow first)"
+                )
             raise Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "the gate fails, so BK may not become primary: " + "; ".join(failed) + " (--force overrides)",
+                f"the gate fails, so BK may not become primary{unmirrored}: "
+                + "; ".join(failed)
+                + " (--force overrides)",
             )
         changes = [replace(c, forced=c.forced or bool(failed)) for c in changes]
     if not changes:

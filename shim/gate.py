@@ -23,7 +23,9 @@ required, fails too: no evidence is not a pass.
 
 The evidence judged is that of the last `[gate] window`, and none from before the build of BK
 in service was declared (`shim bk-build`; `evidence_since`): an older build's answers prove nothing
-about this one's. The criteria come from
+about this one's. Nor any from before the latest switch into or out of `bank` mode, on any scope:
+in `bank` mode nothing is mirrored, so BK's book lacks the writes made then, and what BK answered
+before says nothing about the book it holds since. The criteria come from
 `[gate]` in the config (`GateSettings`); `shim gate` prints each one and
 exits 0 only when all pass.
 """
@@ -87,10 +89,16 @@ class GateSettings:
 
 
 async def evidence_since(store: Store, window: float, until: float) -> float:
-    """Where the gate's evidence starts, judged at `until`: `window` before it, and not before the build of
-    BK then in service was declared."""
+    """Where the gate's evidence starts, judged at `until`: `window` before it, not before the build of BK
+    then in service was declared, and not before the latest switch into or out of `bank` mode (BK was sent
+    no write in it)."""
     build = await store.builds.in_service(until)
-    return until - window if build is None else max(until - window, build.at)
+    since = until - window if build is None else max(until - window, build.at)
+    unmirrored = await store.modes.last_change_with(UNMIRRORED, until)
+    return since if unmirrored is None else max(since, unmirrored)
+
+
+UNMIRRORED = "bank"  # the mode in which BK is sent nothing
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,16 +50,26 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--require-method",
         metavar="M",
         action="append",
+        type=_method,
         default=None,
         help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
     )
+
+
+def _method(value: str) -> str:
+    """A method's full name, as `[gate] methods` takes it: a short name would be judged as no method."""
+    name = value.lstrip("/")
+    service, _, method = name.rpartition("/")
+    if not service or not method or "/" in service:
+        raise argparse.ArgumentTypeError(f'{value!r} is not a "package.Service/Method" name')
+    return name
 
 
 async def run(args: argparse.Namespace) -> int:
     import time
 
     from shim.evidence import build_report, rfc3339
-    from shim.gate import evaluate, evidence_since
+    from shim.gate import UNMIRRORED, evaluate, evidence_since
     from shim.store import Store
     from shim.terminal_text import printable
 
@@ -75,6 +85,7 @@ async def run(args: argparse.Namespace) -> int:
     store = Store.open(url)
     await store.start()
     try:
+        unmirrored = await store.modes.last_change_with(UNMIRRORED, until)
         report = await build_report(
             store,
             since=await evidence_since(store, window, until),
@@ -99,6 +110,11 @@ async def run(args: argparse.Namespace) -> int:
     if build is not None and build.at >= until - window:  # stored text: control characters escaped
         print(
             f"gate: BK build {printable(build.build)} declared {rfc3339(build.at)} by {printable(build.who)}:"
+            " the evidence from before it is not judged"
+        )
+    if unmirrored is not None and unmirrored >= until - window and unmirrored == report.since:
+        print(
+            f"gate: a switch into or out of bank mode at {rfc3339(unmirrored)} (BK is sent no write in it):"
             " the evidence from before it is not judged"
         )
     rows = [  # method names come from the store: control characters escaped

@@ -33,6 +33,12 @@ class StoredModes:
         """Set the modes and record the changes, in one transaction (every replica reads them)."""
         await self._engine.transaction(lambda db: write_changes(db, changes), write=True)
 
+    async def last_change_with(self, mode: str, until: float) -> float | None:
+        """When a scope last went into or out of `mode`, at or before `until` (None: never)."""
+        sql = "SELECT MAX(at) FROM mode_changes WHERE (from_mode = ? OR to_mode = ?) AND at <= ?"
+        ((at,),) = await self._engine.select(sql, (mode, mode, until))
+        return None if at is None else float(at)
+
     async def history(self, limit: int = 100) -> list[ModeChange]:
         """The latest mode changes, newest first."""
         sql = (

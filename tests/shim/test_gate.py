@@ -16,7 +16,7 @@ import pytest
 
 from shim.evidence import Report, build_report
 from shim.gate import GateResult, evaluate
-from shim.store import Store
+from shim.store import ModeChange, Store
 from tests.shim.test_evidence import GET, REFUND, SPAN, T0, Records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -391,6 +391,27 @@ def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
     assert "no method has a call in the window" in old.stdout
 
 
+async def test_evidence_from_before_a_stretch_in_bank_mode_is_not_judged(recent: Path) -> None:
+    """In bank mode BK is sent no write: its book lacks them from then on, and what it answered before
+    says nothing about the book it holds since. The evidence of ten minutes ago passes the gate until a
+    switch into bank mode and back, after which the gate judges none of it, and says why."""
+    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    assert _gate("--store", str(recent), *criteria).returncode == 0
+    store = Store.open(str(recent))
+    await store.start()
+    try:
+        now = time.time()
+        await store.modes.change([ModeChange(now - 60, "ops", "*", "shadow", "bank", "BK slow", False)])
+        await store.modes.change([ModeChange(now - 30, "ops", "*", "bank", "shadow", "BK back", False)])
+    finally:
+        await store.close()
+    done = _gate("--store", str(recent), *criteria)
+    assert done.returncode == 1, done.stdout
+    assert "gate: a switch into or out of bank mode at " in done.stdout
+    assert "the evidence from before it is not judged" in done.stdout
+    assert "no method has a call in the window" in done.stdout
+
+
 async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> None:
     """Once every key is out of step, BK's mismatches are tainted: `shim gate` does not count them as
     compared, says "not proven" with the count of each verdict, and exits 1."""
@@ -509,6 +530,7 @@ methods = ["{REFUND_NAME}"]
         (["--min-compared", "0"], "is not a whole number of 1 or more"),
         (["--window", "soon"], "is not a duration"),
         (["--bogus"], "unrecognized arguments"),
+        (["--require-method", "Deposit"], "'Deposit' is not a \"package.Service/Method\" name"),
     ],
 )
 def test_usage_errors_exit_2(recent: Path, args: list[str], message: str) -> None:

@@ -1,0 +1,95 @@
+"""What the admin API refuses an operator, and why: switches that would let a side answer, or be judged,
+from a book that lacks writes.
+
+The sample ledger is the service here; the guards are the modes' own, whatever the service.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
+from sample_ledger.server import RunningLedger
+from shim._proto.shim.v1 import admin_pb2 as apb
+from tests.shim.test_evidence import Records
+from tests.shim.test_modes import AUTH, REGISTRY, TOKEN, _set, _shim
+
+DEPOSIT = "bank.v1.Ledger/Deposit"
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
+
+
+async def _cash(ledger: RunningLedger, account: str) -> Decimal:
+    async with aio.insecure_channel(ledger.address) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        return Decimal((await stub.GetBalance(pb.GetBalanceRequest(account_id=account))).cash)
+
+
+async def test_bank_once_retired_answers_again_only_when_forced(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """After Bank is retired (bk), a deposit reaches BK alone. Switching back to shadow would have the
+    stale Bank answer the clients: refused, naming why, unless forced (and then recorded as forced)."""
+    bank, _ = ledgers
+    async with _shim(ledgers, store={"url": str(tmp_path / "shim.db")}) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", initial_deposit="100"))
+        await shim.drain()
+        await _set(admin, "bk", retire_bank=True, force=True, reason="the point of no return, no evidence")
+        await stub.Deposit(pb.DepositRequest(account_id="R1", amount="50"))  # BK alone
+        await shim.drain()
+        for mode in ("shadow", "bank", "bk-primary"):
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, mode, reason="oops")
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "Bank is retired there (mode bk)" in (refused.value.details() or "")
+        assert Decimal((await stub.GetBalance(pb.GetBalanceRequest(account_id="R1"))).cash) == Decimal("150")
+        assert await _cash(bank, "R1") == Decimal("100")
+        await _set(admin, "shadow", force=True, reason="Bank's book restored by hand")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [(c.from_mode, c.to_mode, c.forced) for c in history][:2] == [
+        ("bk", "shadow", True),
+        ("shadow", "bk", True),
+    ]
+
+
+async def test_bk_is_not_promoted_on_evidence_from_before_a_stretch_in_bank_mode(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Clean evidence of every method, then deposits go to Bank alone (bank mode, an incident): BK's book
+    lacks them. Promoting deposits straight from bank mode, or after a moment back in shadow, is judged on
+    the evidence since the stretch in bank mode: none, so it is refused, saying why."""
+    bank, bk = ledgers
+    store = str(tmp_path / "shim.db")
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 60, count=150)
+    await evidence.write_to(store)
+    async with _shim(ledgers, store={"url": store}) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="100"))
+        await shim.drain()
+        await _set(admin, "bank", DEPOSIT, reason="incident: BK slow, stop mirroring deposits")
+        await stub.Deposit(pb.DepositRequest(account_id="S1", amount="50"))
+        await shim.drain()
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", DEPOSIT, reason="promote deposits")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "in bank mode BK is sent no write" in (refused.value.details() or "")
+        await _set(admin, "shadow", DEPOSIT, reason="incident over")
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", DEPOSIT, reason="promote deposits")
+        assert "bank.v1.Ledger/Deposit covered: not covered: no call in the window" in (
+            refused.value.details() or ""
+        )
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [c.to_mode for c in history] == ["shadow", "bank"]
+    assert (await _cash(bank, "S1"), await _cash(bk, "S1")) == (Decimal("150"), Decimal("100"))

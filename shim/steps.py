@@ -173,11 +173,15 @@ class Steps:
             return []
         now = time.time()
         marks = []
+        again = []  # marked here already: the store keeps its earliest mark, or takes this one
         for key in keys:
             self._epochs[key] = self._epochs.get(key, 0) + 1
             while len(self._epochs) > 100_000:
                 del self._epochs[next(iter(self._epochs))]
             if key in self._marks:
+                # another replica (or `shim resync`) may have cleared it in the store since this one last
+                # looked: the store must not lose this write's mark for this replica's stale memory
+                again.append(OutOfStep(key, now, method, reason, self._replica))
                 continue
             mark = OutOfStep(key, now, method, reason, self._replica)
             self._marks[key] = mark
@@ -186,8 +190,8 @@ class Steps:
             marks.append(mark)
             self._counters.inc("keys_out_of_step", method)
             _log.warning("key out of step", key=key, method=method, reason=reason)
-        if marks and self._store is not None:
-            self._store.marks.put(marks)
+        if (marks or again) and self._store is not None:
+            self._store.marks.put([*marks, *again])
         for mark in marks:
             for listener in self._listeners:
                 listener(mark)

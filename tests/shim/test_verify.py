@@ -385,3 +385,33 @@ async def test_a_check_that_cannot_read_the_keys_order_is_inconclusive() -> None
     assert (checked.result, checked.cleared) == (INCONCLUSIVE, False)
     assert "the store is down" in checked.detail
     assert steps.mark_of("k") == mark
+
+
+async def test_a_write_missed_just_after_another_replica_cleared_the_key_leaves_a_mark(
+    tmp_path: Path,
+) -> None:
+    """Replica A verifies K in step and clears its mark; replica B still holds that mark in memory until its
+    next look at the store (`store.refresh`). A write B sees go out of step on K meanwhile must still leave
+    K marked in the store, with the time of that write: before, B skipped a key it held marked, and once
+    its look at the store dropped the old mark, K was out of step with no mark at all."""
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        a = Steps(store, Counters(), replica="a:1:aaaaaa")
+        b = Steps(store, Counters(), replica="b:2:bbbbbb")
+        (first,) = a.mark(["K"], "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK answered INTERNAL")
+        await store.flush()
+        await b.refresh()
+        assert b.mark_of("K") == first
+        assert await a.clear(first)  # A's verifier: both books read alike
+        b.mark(["K"], "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK timed out")
+        await store.flush()
+        await b.refresh()
+        stored = await store.marks.out_of_step()
+    finally:
+        await store.close()
+    assert [(m.key, m.replica, m.reason) for m in stored] == [
+        ("K", "b:2:bbbbbb", "Bank applied it (OK), BK timed out")
+    ]
+    assert stored[0].since > first.since
+    assert b.mark_of("K") == stored[0]

@@ -41,6 +41,7 @@ from shim.evidence import build_report
 from shim.fleet import Fleet, Unapplied, Unswitched
 from shim.gate import UNMIRRORED, evaluate, evidence_since
 from shim.modes import DEFAULT, Modes
+from shim.steps import Steps
 from shim.store import ModeChange, Store, StoreError
 
 
@@ -59,6 +60,8 @@ class Switchable(Protocol):
     def dispatchers(self) -> Mapping[str, object]: ...
     @property
     def registry(self) -> DescriptorRegistry | None: ...
+    @property
+    def steps(self) -> Steps | None: ...
 
 
 _log = structlog.get_logger("shim.admin")
@@ -76,16 +79,30 @@ _RETIRE_OUT_OF_STEP = (
 
 
 async def _out_of_step(shim: Switchable) -> str:
-    """The keys out of step in the store, said briefly ("": none)."""
+    """The keys out of step in the store, and those this replica marked and has not stored yet, said briefly
+    ("": none)."""
     assert shim.store is not None
     try:
-        marks = await shim.store.marks.out_of_step()
+        stored = await shim.store.marks.out_of_step()
     except StoreError as exc:
         raise Refused(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}") from exc
-    if not marks:
+    keys = list(
+        dict.fromkeys([*(m.key for m in stored), *(shim.steps.keys if shim.steps is not None else ())])
+    )
+    if not keys:
         return ""
-    named = ", ".join(m.key for m in marks[:5]) + (", ..." if len(marks) > 5 else "")
-    return f"{len(marks)} key{'s are' if len(marks) > 1 else ' is'} out of step ({named})"
+    named = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"
+
+
+async def _still_in_step(shim: Switchable) -> str:
+    """Once the calls in flight are over on every replica, just before Bank is retired: why not ("": none
+    out of step). A mirrored write that failed while the switch waited for it marks its key only then."""
+    try:
+        out_of_step = await _out_of_step(shim)
+    except Refused as exc:
+        return str(exc)
+    return _RETIRE_OUT_OF_STEP.format(out_of_step) if out_of_step else ""
 
 
 class Refused(ShimError):
@@ -175,8 +192,10 @@ async def set_mode(
     # held on every live replica, then applied and recorded as one step (`shim.fleet`): the store never
     # holds a switch that did not happen
     unapplied = ""
+    # retiring Bank unforced: checked again once the calls in flight are over (their mirrors may fail)
+    check = (lambda: _still_in_step(shim)) if mode == "bk" and not force else None
     try:
-        await shim.fleet.switch(changes, pause)
+        await shim.fleet.switch(changes, pause, check)
     except Unswitched as exc:
         # ABORTED: refused as things are now (calls in flight, another switch), try again; never UNAVAILABLE,
         # which a client reads as "the admin API could not be reached"

@@ -36,7 +36,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,9 +253,15 @@ class Fleet:
 
     # -- a switch through this replica ---------------------------------------------------------
 
-    async def switch(self, changes: Sequence[ModeChange], pause: float = 0.0) -> None:
+    async def switch(
+        self,
+        changes: Sequence[ModeChange],
+        pause: float = 0.0,
+        check: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         """Apply `changes` on every live replica, and record them, as one step; Unswitched says why not.
-        `pause`: how long each replica may hold its calls for it (0: each one's switch_pause)."""
+        `pause`: how long each replica may hold its calls for it (0: each one's switch_pause). `check`: once
+        every replica holds (its calls in flight over), why the switch must not be committed ("": it may)."""
         now = time.time()
         proposal = Switch(
             secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),
@@ -277,6 +283,8 @@ class Fleet:
                 views = await self._store.fleet.views()
                 live = {v.replica for v in views if self._live(v, time.time())}
                 why = await self._collect(proposal, live | {self.replica}, until)
+                if not why and check is not None:
+                    why = await check()
                 state = await self._store.fleet.decide(proposal, not why, time.time())
             except StoreError as exc:
                 why, state = f"the store failed: {exc}", ""

@@ -6,6 +6,7 @@ The sample ledger is the service here; the guards are the modes' own, whatever t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +19,13 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from shim.config import Upstream
+from shim.testing import running_shim
+from tests.backends import forwarding
+from tests.helpers import until
 from tests.shim.test_evidence import Records
-from tests.shim.test_modes import AUTH, REGISTRY, TOKEN, _set, _shim
+from tests.shim.test_modes import AUTH, REGISTRY, TOKEN, _set, _settings, _shim
 
 DEPOSIT = "bank.v1.Ledger/Deposit"
 
@@ -93,3 +99,40 @@ async def test_bk_is_not_promoted_on_evidence_from_before_a_stretch_in_bank_mode
         history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert [c.to_mode for c in history] == ["shadow", "bank"]
     assert (await _cash(bank, "S1"), await _cash(bk, "S1")) == (Decimal("150"), Decimal("100"))
+
+
+async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_waits(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """In bk-primary a deposit's mirror to Bank is held on its way (a slow Bank) when Bank's retirement is
+    asked: no key is out of step yet. The switch waits for the mirror, which times out, marking the key:
+    Bank is not retired then (unforced), and nothing is recorded."""
+    bank, bk = ledgers
+    async with forwarding(bank.address) as (front, running):
+        gate = front.gated["/Deposit"] = asyncio.Event()
+        async with (
+            running_shim(
+                Upstream("bank", f"127.0.0.1:{running.port}", timeout=1.0),
+                bk.address,
+                **_settings(store={"url": str(tmp_path / "shim.db")}),
+            ) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+            aio.insecure_channel(f"127.0.0.1:{shim.admin_port}") as admin_channel,
+        ):
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            admin = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="Z1", initial_deposit="100"))
+            await shim.drain()
+            await _set(admin, "bk-primary", force=True, reason="no evidence needed here")
+            await stub.Deposit(pb.DepositRequest(account_id="Z1", amount="5"))  # BK answers; Bank's copy held
+            await until(lambda: front.arrived >= 1, "the deposit's mirror held on its way to Bank")
+            assert shim.steps is not None
+            assert shim.steps.keys == {}
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, "bk", retire_bank=True, pause=3.0, reason="the point of no return")
+            gate.set()
+            assert "1 key is out of step (Z1)" in (refused.value.details() or "")
+            assert "nothing recorded" in (refused.value.details() or "")
+            history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+            assert [c.to_mode for c in history] == ["bk-primary"]
+            assert shim.modes.default == "bk-primary"

@@ -103,7 +103,7 @@ async def reconcile(args: argparse.Namespace) -> int:
     sides = sides_of(args, "nothing says what to sweep")
     config, fields, counters = sides.config, sides.fields, sides.counters
     assert config.reconcile is not None
-    store = await _store(config.store.url)
+    store = await _store(config.store.url, named=bool(getattr(args, "store", None)))
     console = Console(stderr=True)
     try:
         ids = None
@@ -193,9 +193,13 @@ def _existing(url: str) -> bool:
     return Path(rest[2:] if rest.startswith("//") else rest).exists()
 
 
-async def _store(url: str) -> Store | None:
-    """The config's store, when one is there (its id map and keys out of step); never a new one."""
+async def _store(url: str, named: bool = False) -> Store | None:
+    """The config's store, when one is there (its id map and keys out of step); never a new one. A store
+    `named` with --store must be there: a path mistyped would sweep without the id map, every key BK
+    minted then read as on one side only."""
     if not _existing(url):
+        if named and url != ":memory:":  # :memory: says: no store
+            raise ShimError(f"no store at {url}: nothing was recorded there (check --store)")
         return None
     try:
         store = Store.open(url)

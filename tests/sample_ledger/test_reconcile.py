@@ -71,14 +71,25 @@ async def test_equal_books_reconcile_and_exit_0(
     """Every account on both sides (paged through, each with its own page tokens), its balance and
     positions equal within the sample's rules: exit 0."""
     bank, bk, _, _ = books
-    code, out, err = await _reconcile(
-        "--bank", bank.address, "--bk", bk.address, "--store", tmp_path / "none.db"
-    )
+    code, out, err = await _reconcile("--bank", bank.address, "--bk", bk.address, "--store", ":memory:")
     assert code == 0, out + err
     assert f"Both sides agree: {ACCOUNTS} keys (bank.v1.Ledger/ListAccounts), 2 reads each" in " ".join(
         out.split()
     )
-    assert not (tmp_path / "none.db").exists()  # no store was made where there was none
+
+
+async def test_a_store_named_that_is_not_there_is_an_error_not_a_sweep_without_it(
+    books: tuple[RunningLedger, RunningLedger, Any, Any], tmp_path: Path
+) -> None:
+    """`--store` naming a path with no store (mistyped) would sweep without the id map and the keys out of
+    step, every key BK minted then read as on one side only: it is an error, naming the path, and no
+    store is made there. `--store :memory:` sweeps without a store."""
+    bank, bk, _, _ = books
+    missing = tmp_path / "shim.bd"
+    code, out, err = await _reconcile("--bank", bank.address, "--bk", bk.address, "--store", missing)
+    assert code == 2, out + err
+    assert f"no store at {missing}: nothing was recorded there (check --store)" in err
+    assert not missing.exists()
 
 
 async def test_a_planted_difference_is_reported_and_exits_1(
@@ -133,7 +144,7 @@ async def test_reconcile_reads_a_native_bk_through_the_adapters(tmp_path: Path) 
             )
         code, out, err = await _reconcile(
             "--bank", bank.address, "--bk", native.address, "--adapters", "sample_ledger.adapter",
-            "--store", tmp_path / "none.db", "--json",
+            "--store", ":memory:", "--json",
         )  # fmt: skip
     finally:
         await native.stop(None)
@@ -150,7 +161,7 @@ async def test_an_unreachable_side_is_exit_2_with_the_reason(tmp_path: Path) -> 
     bank = await serve("bank")
     try:
         code, _, err = await _reconcile(
-            "--bank", bank.address, "--bk", "127.0.0.1:1", "--store", tmp_path / "none.db", "--timeout", "2s"
+            "--bank", bank.address, "--bk", "127.0.0.1:1", "--store", ":memory:", "--timeout", "2s"
         )
     finally:
         await bank.stop(None)
@@ -231,7 +242,7 @@ async def test_keys_whose_state_cannot_be_read_are_reported_and_never_agree(
     async with _ledger("bank", bank_patch) as bank, _ledger("bk", bk_patch) as bk:
         await _open(bank, ["A1", "A2"])
         await _open(bk, ["A1", "A2"], deposit="500")
-        sides = ("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db", *more)
+        sides = ("--bank", bank, "--bk", bk, "--store", ":memory:", *more)
         code, out, err = await _reconcile(*sides, "--json")
         assert code == 1, out + err
         report = json.loads(out)
@@ -255,7 +266,7 @@ async def test_keys_neither_side_has_are_reported_unreadable(tmp_path: Path) -> 
         await _open(bank, ["A1"])
         await _open(bk, ["A1"])
         code, out, err = await _reconcile(
-            "--bank", bank, "--bk", bk, "--store", tmp_path / "none.db", "--keys-file", keys, "--json"
+            "--bank", bank, "--bk", bk, "--store", ":memory:", "--keys-file", keys, "--json"
         )
     assert code == 1, out + err
     report = json.loads(out)
@@ -269,7 +280,7 @@ async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) 
     """Neither side lists any key: a sweep of nothing would say both sides agree, so it is refused with
     one line saying so, exit 2."""
     async with _ledger("bank") as bank, _ledger("bk") as bk:
-        code, out, err = await _reconcile("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db")
+        code, out, err = await _reconcile("--bank", bank, "--bk", bk, "--store", ":memory:")
     assert (code, out) == (2, ""), err
     assert err.strip() == (
         "shim: error: neither Bank nor BK lists any key (bank.v1.Ledger/ListAccounts): "
@@ -288,7 +299,7 @@ async def test_a_listing_whose_page_token_comes_back_is_exit_2(tmp_path: Path) -
     """BK's listing answers the same next page token every time: the sweep stops, exit 2, naming it."""
     async with _ledger("bank") as bank, _ledger("bk", _listing_repeats_its_token) as bk:
         await _open(bank, ["A1"])
-        reconciling = _reconcile("--bank", bank, "--bk", bk, "--store", tmp_path / "none.db")
+        reconciling = _reconcile("--bank", bank, "--bk", bk, "--store", ":memory:")
         code, out, err = await asyncio.wait_for(reconciling, 60)
     assert (code, out) == (2, ""), err
     assert "listing bank.v1.Ledger/ListAccounts on BK: the page token 'again' came back a second time" in err

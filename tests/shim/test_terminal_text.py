@@ -126,7 +126,7 @@ async def test_reconcile_prints_keys_and_values_as_escaped_text(tmp_path: Path) 
             "--bk",
             bk.address,
             "--store",
-            str(tmp_path / "none.db"),
+            ":memory:",
         )
     finally:
         await bk.stop(None)

@@ -164,7 +164,7 @@ async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) 
     bank, bk = await serve("bank"), await serve("bk", bugs=set())
     try:
         code, out, err = await shim_command(
-            "reconcile", "--config", config, "--store", tmp_path / "none.db", "--bank", bank.address,
+            "reconcile", "--config", config, "--store", ":memory:", "--bank", bank.address,
             "--bk", bk.address,
         )  # fmt: skip
     finally:

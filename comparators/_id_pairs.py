@@ -14,12 +14,15 @@ from comparators._id_walk import Walk
 def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Found]]:
     """Minted ids of the two answers paired by kind and place: the same path on both sides.
 
-    Messages of a stream pair by position. Inside a message, the elements of a
-    list pair by position only when both sides hold ids in as many of its
-    elements: a list one side made longer (it minted one more) says nothing
-    certain about which id is which, and a wrong pair would later send a call
-    to the wrong thing.
+    Messages of a stream pair by position, up to the first message whose ids
+    sit in other places on the two sides (`astray`): from there one stream
+    has a message the other has not, and message i of one faces another
+    message of the other. Inside a message, the elements of a list pair by
+    position only when both sides hold ids in as many of its elements: a list
+    one side made longer (it minted one more) says nothing certain about which
+    id is which, and a wrong pair would later send a call to the wrong thing.
     """
+    limit = astray(bank, bk)
     right = {(f.kind, f.path): f for f in bk if f.minted}
     lengths: dict[tuple[str, str, tuple[str | int, ...]], set[int]] = {}
     for side, found in (("bank", bank), ("bk", bk)):
@@ -31,7 +34,7 @@ def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Fou
                         lengths.setdefault((side, f.kind, f.path[:i]), set()).add(index)
     pairs = []
     for left in bank:
-        if not left.minted:
+        if not left.minted or (limit is not None and int(left.path[0]) >= limit):
             continue
         other = right.get((left.kind, left.path))
         if other is None:
@@ -44,6 +47,23 @@ def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Fou
             continue
         pairs.append((left, other))
     return pairs
+
+
+def astray(bank: Sequence[Found], bk: Sequence[Found]) -> int | None:
+    """The first message (its index in the answers) in which the two sides' minted ids sit in other places:
+    other kinds, or other fields (list positions aside: a list one side made longer is `pair_up`'s to
+    judge); None when every message lines up. A message with ids on one side and none on the other is
+    such a message: the streams no longer face each other message for message from there."""
+    places: tuple[dict[int, set[tuple[str, tuple[str | int, ...]]]], ...] = ({}, {})
+    for side, found in zip(places, (bank, bk), strict=True):
+        for f in found:
+            if f.minted:
+                folded = tuple("*" if isinstance(p, int) else p for p in f.path[1:])
+                side.setdefault(int(f.path[0]), set()).add((f.kind, folded))
+    for index in sorted({*places[0], *places[1]}):
+        if places[0].get(index) != places[1].get(index):
+            return index
+    return None
 
 
 def translate_answer(

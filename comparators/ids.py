@@ -43,7 +43,7 @@ import hashlib
 from google.protobuf import message
 
 from comparators._id_kinds import OWNERS, Ambiguous, Found, IdError, IdKind, resolve
-from comparators._id_pairs import pair_up, text_reads_as, translate_answer
+from comparators._id_pairs import astray, pair_up, text_reads_as, translate_answer
 from comparators._id_walk import Walk
 from comparators.message_api import copy_from, serialize
 
@@ -54,6 +54,7 @@ __all__ = [
     "IdError",
     "IdFields",
     "IdKind",
+    "astray",
     "pair_up",
     "resolve",
     "text_reads_as",

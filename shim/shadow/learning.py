@@ -10,7 +10,7 @@ from __future__ import annotations
 from google.protobuf import message
 
 from comparators import Outcome
-from comparators.ids import OWNERS, Ambiguous, Found
+from comparators.ids import OWNERS, Ambiguous, Found, astray
 from shim._translation import Translation
 from shim.ids import Pending
 from shim.plan import IdPlan, MethodPlan
@@ -26,6 +26,7 @@ class Learning:
         "_shadow_minted",
         "ambiguous",
         "answers",
+        "astray",
         "method",
         "plan",
         "translation",
@@ -44,6 +45,9 @@ class Learning:
         self.unmapped: list[Found] = []
         self.ambiguous: list[Ambiguous] = []
         self.answers: dict[int, list[message.Message]] = {}  # decoded answers, by id() of their Outcome
+        # the two streams stopped facing each other message for message (`comparators.ids.astray`): no id
+        # of a later message is paired
+        self.astray = False
 
     @property
     def stopped(self) -> bool:
@@ -92,7 +96,7 @@ class Learning:
             translation.ids.settle(pendings)
         elif index in self._shadow_minted:
             del self._minted[index]
-            translation.pair(self.method, plan, found, self._shadow_minted.pop(index), first)
+            self._pair(found, self._shadow_minted.pop(index), first)
 
     def shadow_message(self, index: int, payload: bytes, first: message.Message | None) -> None:
         """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
@@ -102,9 +106,20 @@ class Learning:
             return
         found = translation.minted_in(self.method, plan, translation.decode_answers(plan, (payload,)), first)
         if index in self._minted:
-            translation.pair(self.method, plan, self._minted.pop(index), found, first)
+            self._pair(self._minted.pop(index), found, first)
         else:
             self._shadow_minted[index] = found
+
+    def _pair(self, primary: list[Found], shadow: list[Found], first: message.Message | None) -> None:
+        """The ids of one message of each stream, at the same place in both, paired: unless these two
+        messages hold ids in other places (one side sent a message the other did not), from which on
+        nothing of this call is paired."""
+        translation = self.translation
+        if not self.astray and astray(primary, shadow) is not None:
+            self.astray = True
+            translation.counters.inc("ids_unpaired_streams_astray", self.method)
+        if not self.astray:
+            translation.pair(self.method, self.plan, primary, shadow, first)
 
     def decoded(self, plan: IdPlan, outcome: Outcome) -> list[message.Message]:
         """One side's answers to this call, decoded once."""
@@ -121,7 +136,9 @@ class Learning:
             return
         primary_found = translation.minted_in(self.method, plan, self.decoded(plan, primary), first)
         shadow_found = translation.minted_in(self.method, plan, self.decoded(plan, shadow), first)
-        translation.pair(self.method, plan, primary_found, shadow_found, first)
+        translation.pair(
+            self.method, plan, primary_found, shadow_found, first
+        )  # `pair_up` stops where astray
 
     async def pairs(
         self, primary: Outcome, shadow: Outcome, primary_is_bank: bool, first: message.Message | None

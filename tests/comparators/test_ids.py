@@ -11,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators import Comparison, DescriptorRegistry, DiffKind, Outcome, Verdict, build_rules, compare
-from comparators.ids import Ambiguous, Found, IdError, IdFields, IdKind, pair_up, resolve, translate_answer
+from comparators.ids import (
+    Ambiguous,
+    Found,
+    IdError,
+    IdFields,
+    IdKind,
+    astray,
+    pair_up,
+    resolve,
+    translate_answer,
+)
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim.units import parse_duration
 from tests.comparators._exchanges import (
@@ -875,6 +885,33 @@ def test_pair_up_ids_in_repeated_messages_of_different_lengths_pair_nothing() ->
         LIST, "response", [new("Holder", leaves=[new("Leaf", id=i) for i in ("x", "y", "z")])], None
     )
     assert pair_up(bank, bk) == []
+
+
+def test_pair_up_stops_at_the_first_message_whose_ids_sit_elsewhere() -> None:
+    """A stream one side sent one message more in (an ack naming nothing, after the first): from there
+    message i of one stream faces another message of the other, so nothing from it on pairs, though
+    later messages look alike (an id at the same field each)."""
+    fields = sample_fields()
+    bank = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("T1", "T2", "T3")], None)
+    bk = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("k1", "", "k2", "k3")], None)
+    assert astray(bank, bk) == 1
+    assert [(a.value, b.value) for a, b in pair_up(bank, bk)] == [("T1", "k1")]
+    lined = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("k1", "k2", "k3")], None)
+    assert astray(bank, lined) is None
+    assert [(a.value, b.value) for a, b in pair_up(bank, lined)] == [("T1", "k1"), ("T2", "k2"), ("T3", "k3")]
+
+
+def test_a_list_one_side_made_longer_does_not_set_the_stream_astray() -> None:
+    """List positions are not places here: a longer list inside a message pairs nothing at that list
+    (above), and the messages after it still pair."""
+    fields = sample_fields()
+    summaries = [["T1", "T2"], ["T3"]], [["k1", "k2", "k9"], ["k3"]]
+    bank, bk = (
+        fields.find(BOOK_TRADES, "response", [pb.BookTradesSummary(trade_ids=ids) for ids in side], None)
+        for side in summaries
+    )
+    assert astray(bank, bk) is None
+    assert [(a.value, b.value) for a, b in pair_up(bank, bk)] == [("T3", "k3")]
 
 
 # ---- what a method can hold ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from grpc import aio
 
 from comparators import Outcome
 from shim import _grpc_compat
+from shim._lanes import Ticket
 from shim._outcome import snapshot
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
@@ -110,6 +111,7 @@ class ShadowCall:
         self.stage = "its turn after the earlier calls on its keys"
         if ticket is not None and ticket.waiting_for and not await until(ticket.ready(), fate.stop):
             return fate.given_up(time.perf_counter() - started, WAITING)
+        self._turn_taken(ticket)
         if fate.stop.is_set():
             return fate.given_up(0.0, NOT_SENT)
         if self._side.is_write:
@@ -279,6 +281,14 @@ class ShadowCall:
             if not sent:
                 return
 
+    def _turn_taken(self, ticket: Ticket | None) -> None:
+        """A session's message has its turn (the calls before it on its keys are done): a key of it out of
+        step now taints the session. Judged at the session's end instead, a mark a later call made, hours
+        after the message that differed, would hide that difference as tainted."""
+        steps, places = self._shared.steps, self._places
+        if steps is not None and ticket is not None and self._admission.streamed and not places.taint:
+            places.taint = steps.reason(ticket.keys)
+
     # -- a session's places, released as the shadow shows it got past its messages -------------
 
     def _shadow_answered(self, index: int, payload: bytes) -> None:
@@ -304,6 +314,9 @@ class ShadowCall:
     async def _ready_to_send(self, index: int) -> bool:
         """A later message of a request stream: its turn in the lanes, and (for a write) its keys in the
         intent."""
-        if not await self._places.step_ready(index, self._fate.stop, self._side.over):
+        places = self._places
+        if not await places.step_ready(index, self._fate.stop, self._side.over):
             return False
+        if 0 <= index - places.released < len(places.steps):  # (released early: its turn is not known)
+            self._turn_taken(places.steps[index - places.released])
         return not self._side.is_write or await self._admission.intent_written(self._fate.stop)

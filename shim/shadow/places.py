@@ -29,6 +29,7 @@ class Places:
         "stepped",
         "stepped_count",
         "steps",
+        "taint",
         "ticket",
     )
 
@@ -44,6 +45,9 @@ class Places:
         # per primary answer: request messages it had been sent by then, from answer `_progress_base` on
         self._progress: deque[int] = deque()
         self._progress_base = 0
+        # a session's taint: why one of its messages, at its turn, was on a key out of step (the first such
+        # reason; "": none). A key marked later, by a call after that message, does not explain it
+        self.taint = ""
 
     def step(self, ticket: Ticket) -> None:
         """The next request message of a session has its place."""

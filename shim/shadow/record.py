@@ -77,7 +77,9 @@ async def conclude(
             if primary.code == 0 and plan.mints and not plan.streamed:
                 learning.expect(primary, first, False)  # the primary's own callback may not have run yet
             learning.learn(primary, shadow, first)
-        if shared.steps is not None and (keys or not admission.names_unknown):
+        if admission.streamed:  # a session: as its messages found their keys, each at its turn
+            tainted = mirror.places.taint
+        elif shared.steps is not None and (keys or not admission.names_unknown):
             tainted = shared.steps.reason(keys or _made(mirror, learning, primary, shadow))
         if not tainted and mirror.places.fleet is not None:
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown

@@ -7,18 +7,22 @@ The venue's sessions (bidi `Trade`: one ack per order, each minting the order's 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc import aio
 
 from comparators import Verdict
 from shim.testing import running_shim
+from tests.helpers import until
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, message_class, new
 from tests.services.venue.server import Served, serve
+from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_shim import _settings
 
 CANCELLED = 4  # venue.v1.Order.Status
@@ -55,7 +59,10 @@ def _sessions_answer(bk: Served, answer: Callable[[Any], list[Any]]) -> None:
     handler.service = replaced  # type: ignore[method-assign]
 
 
-async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_paired(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_paired(
+    tmp_path: Path, dataplane: str
+) -> None:
     """BK's session sends one message more than Bank's: an ack naming no order, after the first order's.
     Message by message, Bank's O2 faces that ack and O3 faces BK's second order (130 shares, where O3 is
     150): pairing O3 with it sent the client's later CancelOrder(O3) to BK as the 130-share order, BK
@@ -73,7 +80,10 @@ async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_pair
     _sessions_answer(bk, with_extra_ack)
     try:
         async with (
-            running_shim(bank.address, bk.address, **_settings(tmp_path)) as (shim, sink),
+            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
+                shim,
+                sink,
+            ),
             aio.insecure_channel(shim.address) as channel,
         ):
             client = VenueClient(channel)
@@ -97,3 +107,59 @@ async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_pair
     assert cancel.verdict is Verdict.SKIPPED, (cancel.verdict, cancel.reason)
     assert "unmapped" in cancel.reason
     assert [o.quantity for o in bk_orders if o.status == CANCELLED] == []
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_key_marked_after_a_sessions_messages_does_not_taint_it(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """Session S1's first ack differs (BK stamps its acks a minute ahead: a difference a client sees). Only
+    after that does another client cancel its own session on the same account, which puts A out of step.
+    S1, judged when it ends, was judged against the marks of that moment: its mismatch was tainted,
+    explained away by a write that came after the message that differed. A session is tainted by the
+    keys out of step at each of its messages' turns: S1 stays a mismatch, and a session started on A
+    after the mark is tainted."""
+    bank, bk = await serve("bank", stamped=True), await serve("bk")
+
+    def ahead(request: Any) -> list[Any]:
+        ack = bk.book.trade(request)
+        ack.acked_at.FromNanoseconds(time.time_ns() + 60_000_000_000)
+        return [ack]
+
+    _sessions_answer(bk, ahead)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = VenueClient(channel)
+            await client.open_account("A", "100000")
+            await shim.drain()
+            s1 = client.session()
+            await s1.send(_order(10))
+            await until(lambda: len(bk.book.order_ids) >= 1, "S1 order on BK")
+            s2 = client.session()
+            await s2.send(_order(20))
+            s2.call.cancel()  # a client gives up its session: A goes out of step
+            assert shim.steps is not None
+            await until(lambda: "A" in shim.steps.keys, "A out of step")
+            await s1.close()
+            async with client.session() as s3:
+                await s3.send(_order(30))
+            await shim.drain()
+            trades = [c for c in sink.comparisons if c.method.endswith("/Trade")]
+    finally:
+        await bank.stop()
+        await bk.stop()
+    verdicts = [(c.verdict, c.reason) for c in trades]
+    by_quantity = {}
+    for comparison in trades:
+        (first,) = comparison.exchange.requests[:1]
+        by_quantity[message_class("TradeRequest").FromString(first).new.quantity] = comparison
+    assert set(by_quantity) == {10, 20, 30}, verdicts
+    assert by_quantity[10].verdict is Verdict.MISMATCH, (by_quantity[10].verdict, by_quantity[10].reason)
+    assert by_quantity[30].verdict is Verdict.TAINTED, (by_quantity[30].verdict, by_quantity[30].reason)
+    assert "key 'A' out of step" in by_quantity[30].reason

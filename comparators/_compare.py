@@ -373,7 +373,11 @@ def _clock(exchange: Exchange) -> Clock:
 
     steps = tuple((until, *ahead(shadow, primary)) for until, shadow, primary in exchange.late_steps)
     late, own = ahead(exchange.shadow_late, exchange.primary_late), ahead(exchange.own_late, 0.0)
-    return Clock(*late, *own, steps, offset, exchange.message_offsets)
+    bands = max([0.0, *(shadow for _, shadow, _ in exchange.late_steps)])  # the earlier writes' share
+    by_message = tuple(
+        (*ahead(max(mine, bands), exchange.primary_late), *ahead(mine, 0.0)) for mine in exchange.message_late
+    )
+    return Clock(*late, *own, steps, offset, exchange.message_offsets, by_message)
 
 
 def _message_differences(

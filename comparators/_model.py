@@ -144,6 +144,10 @@ class Exchange:
     primary_late: float = 0.0
     # of `shadow_late`, the call's own share (how late its own mirrored call went)
     own_late: float = 0.0
+    # per answer message (a stream's), the call's own share for the times in it and in the other side's
+    # message paired with it, in place of `own_late`: the shadow's message came that long after the call
+    # started, and holds no time stamped later. Empty (or beyond it): `own_late`
+    message_late: tuple[float, ...] = ()
     # the rest of `shadow_late` and `primary_late`, by band of lateness of the earlier writes on its keys:
     # (until, the shadow's, the primary's), each for the times the side that was primary then stamped by
     # `until` (seconds since the epoch, the shim's clock: when the band's last write was over), plus the

@@ -98,6 +98,9 @@ class Clock(NamedTuple):
     # per answer message of Bank's (a stream's), the offset for its times, in place of `offset` (the whole
     # clock moved by the difference); empty: `offset` for every message
     messages: tuple[float, ...] = ()
+    # per answer message (a stream's), its own (low, high, own_low, own_high), in place of the call's: the
+    # times of a message the shadow sent early in a long session were stamped early; beyond: the call's
+    late_messages: tuple[tuple[float, float, float, float], ...] = ()
 
 
 NO_CLOCK = Clock()
@@ -118,6 +121,7 @@ class Walker:
         self.method = method
         self._clock = clock
         self._moved = 0.0
+        self._late_at = -1  # the message whose own lateness the clock holds (-1: the call's)
         self._set_clock(0.0)
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
@@ -127,8 +131,13 @@ class Walker:
         a mirrored call that went late: up to that much), for timestamps; after `until`, only the call's
         own. All of it `moved` seconds on (one answer message of a replayed session's)."""
         clock, self._moved = self._clock, moved
-        self._ahead_ns = (round((clock.low + moved) * 1e9), round((clock.high + moved) * 1e9))
-        self._own_ns = (round((clock.own_low + moved) * 1e9), round((clock.own_high + moved) * 1e9))
+        low, high, own_low, own_high = (
+            clock.late_messages[self._late_at]
+            if 0 <= self._late_at < len(clock.late_messages)
+            else (clock.low, clock.high, clock.own_low, clock.own_high)
+        )
+        self._ahead_ns = (round((low + moved) * 1e9), round((high + moved) * 1e9))
+        self._own_ns = (round((own_low + moved) * 1e9), round((own_high + moved) * 1e9))
         margin = round(LATE_MARGIN * 1e9)
         self._steps_ns = tuple(
             (round(until * 1e9) + margin, round((low + moved) * 1e9), round((high + moved) * 1e9))
@@ -136,12 +145,16 @@ class Walker:
         )
         self._offset_ns = round((clock.offset + moved) * 1e9)
 
-    def at_message(self, index: int) -> None:
+    def at_message(self, index: int, late: int | None = None) -> None:
         """The times that follow are of Bank's answer message `index` (and BK's paired with it): its own
-        offset, when the clock has one per message."""
-        offsets = self._clock.messages
+        offset, when the clock has one per message; and the lateness of answer message `late` (by default
+        `index`), when the clock has one per message."""
+        offsets, lates = self._clock.messages, self._clock.late_messages
         moved = offsets[index] - self._clock.offset if index < len(offsets) else 0.0
-        if moved != self._moved:
+        late = index if late is None else late
+        late_at = late if late < len(lates) else -1
+        if moved != self._moved or late_at != self._late_at:
+            self._late_at = late_at
             self._set_clock(moved)
 
     # -- reporting --------------------------------------------------------------------------
@@ -346,12 +359,19 @@ class Walker:
                 for i in range(max(len(bank), len(bk)))
             ]
         element_name = element.full_name if element is not None else ""
-        # a stream's messages, each with its own offset when the clock has them: found by Bank's message
-        placed = {id(m): i for i, m in enumerate(bank)} if not nested and self._clock.messages else None
+        # a stream's messages, each with its own offset when the clock has them: found by Bank's message;
+        # and its own lateness: that of the later of the two messages paired (each side's came in order, so
+        # the later one's covers the shadow's, whichever side it is)
+        clock = self._clock
+        timed = not nested and bool(clock.messages or clock.late_messages)
+        placed = {id(m): i for i, m in enumerate(bank)} if timed else None
+        placed_bk = {id(m): i for i, m in enumerate(bk)} if timed else {}
         for label, left, right in pairs:
             sub = f"{path}{label}"
             if placed is not None:
-                self.at_message(placed.get(id(left), len(bank)))
+                index = placed.get(id(left), len(bank))
+                late = max(index, placed_bk.get(id(right), len(bk))) if right is not _MISSING else len(bk)
+                self.at_message(index, late if left is not _MISSING else len(bank) + len(bk))
             if left is _MISSING or right is _MISSING:
                 self._presence(target, sub, left, right)
             elif element is not None:
@@ -367,7 +387,7 @@ class Walker:
             elif not _same(left, right):
                 self._changed(target, sub, left, right)
         if placed is not None:
-            self.at_message(len(bank))  # the call's own offset again
+            self.at_message(len(bank), len(bank) + len(bk))  # the call's own offset and lateness again
 
     # -- unknown fields ---------------------------------------------------------------------
 

@@ -16,11 +16,11 @@ from grpc import aio
 
 from comparators import Outcome
 from shim import _grpc_compat
-from shim._lanes import Ticket
 from shim._outcome import snapshot
 from shim.shadow.capture import Capture
 from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
 from shim.shadow.parts import Parts
+from shim.shadow.record import MESSAGE_TIMES
 from shim.shadow.shared import Shared
 from shim.steps import unreachable
 
@@ -31,6 +31,7 @@ class Side(Parts, Protocol):
     last_active: float  # when a message last passed, either way
     primary_answers: int  # answer messages the primary sent so far
     sent_times: list[float] | None  # when each request message went to the shadow, if kept
+    shadow_answered_at: list[float]  # when the shadow's answer messages came (the first MESSAGE_TIMES)
 
     def over(self) -> bool: ...
 
@@ -111,7 +112,8 @@ class ShadowCall:
         self.stage = "its turn after the earlier calls on its keys"
         if ticket is not None and ticket.waiting_for and not await until(ticket.ready(), fate.stop):
             return fate.given_up(time.perf_counter() - started, WAITING)
-        self._turn_taken(ticket)
+        if self._admission.streamed and (steps := self._shared.steps) is not None:
+            self._places.turn_taken(ticket, steps.reason)
         if fate.stop.is_set():
             return fate.given_up(0.0, NOT_SENT)
         if self._side.is_write:
@@ -281,18 +283,13 @@ class ShadowCall:
             if not sent:
                 return
 
-    def _turn_taken(self, ticket: Ticket | None) -> None:
-        """A session's message has its turn (the calls before it on its keys are done): a key of it out of
-        step now taints the session. Judged at the session's end instead, a mark a later call made, hours
-        after the message that differed, would hide that difference as tainted."""
-        steps, places = self._shared.steps, self._places
-        if steps is not None and ticket is not None and self._admission.streamed and not places.taint:
-            places.taint = steps.reason(ticket.keys)
-
     # -- a session's places, released as the shadow shows it got past its messages -------------
 
     def _shadow_answered(self, index: int, payload: bytes) -> None:
-        self._side.last_active = time.monotonic()
+        side = self._side
+        side.last_active = time.monotonic()
+        if len(side.shadow_answered_at) < MESSAGE_TIMES:
+            side.shadow_answered_at.append(time.time())
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
         if self._plan.learns_per_message:
@@ -317,6 +314,6 @@ class ShadowCall:
         places = self._places
         if not await places.step_ready(index, self._fate.stop, self._side.over):
             return False
-        if 0 <= index - places.released < len(places.steps):  # (released early: its turn is not known)
-            self._turn_taken(places.steps[index - places.released])
+        if (steps := self._shared.steps) is not None:
+            places.turn_taken(places.step_of(index), steps.reason)
         return not self._side.is_write or await self._admission.intent_written(self._fate.stop)

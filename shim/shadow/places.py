@@ -108,6 +108,18 @@ class Places:
             self.fleet.release(late)
         self.release_steps(self.stepped_count)
 
+    def step_of(self, index: int) -> Ticket | None:
+        """The place of a session's request message `index`; None once released (or not yet taken)."""
+        at = index - self.released
+        return self.steps[at] if 0 <= at < len(self.steps) else None
+
+    def turn_taken(self, ticket: Ticket | None, reason: Callable[[tuple[str, ...]], str]) -> None:
+        """A session's message has its turn (the calls before it on its keys are done): a key of it out of
+        step now (`reason`: why, "" if none) taints the session. Judged at the session's end instead, a mark
+        a later call made, hours after the message that differed, would hide that difference as tainted."""
+        if ticket is not None and not self.taint:
+            self.taint = reason(ticket.keys)
+
     async def step_ready(self, index: int, stop: asyncio.Event, over: Callable[[], bool]) -> bool:
         """Wait until request message `index` has its place and its turn; False if the call is given up
         first. `over`: no more places will come (the call is over, or not sampled)."""

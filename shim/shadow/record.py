@@ -37,6 +37,7 @@ class Ended(Parts, Protocol):
     started_at: float
     sent_at: float  # when the call went to the shadow (0: it did not)
     shadow_over_at: float  # when its call to the shadow ended (0: not yet)
+    shadow_answered_at: list[float]  # when each answer message of the shadow's stream came (the first ones)
     correlation_id: str
     stage: str  # what it waits for now (a switch that waits too long says)
 
@@ -137,8 +138,9 @@ async def conclude(
 
 def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, Any]:
     """How much later each side may have stamped the times in the call's answers (`Exchange.shadow_late`,
-    `primary_late`, `own_late`, `late_steps`): the call's own lateness, and its keys' writes' (here, or
-    across replicas) by band, each for the times stamped until the band's last write was over."""
+    `primary_late`, `own_late`, `message_late`, `late_steps`): the call's own lateness (and each of its
+    stream's messages'), and its keys' writes' (here, or across replicas) by band, each for the times
+    stamped until the band's last write was over."""
     fleet = mirror.places.fleet
     own = lateness(mirror)
     keys_late = shared.lateness.allowance(
@@ -152,12 +154,18 @@ def _late(shared: Shared, mirror: Ended, keys: tuple[str, ...]) -> dict[str, Any
         (until, bk, bank) if shared.primary_is_bank else (until, bank, bk)
         for until, bk, bank in bands(keys_late)
     )
+    start = mirror.admission.started or mirror.started_at
     return {
         "shadow_late": max([own, *(shadow for _, shadow, _ in steps)]),
         "primary_late": max([0.0, *(primary for _, _, primary in steps)]),
         "own_late": own,
+        # a stream's answer message came that long after the call started, and holds no time stamped later
+        "message_late": tuple(min(own, max(at - start, 0.0)) for at in mirror.shadow_answered_at),
         "late_steps": steps,
     }
+
+
+MESSAGE_TIMES = 10_000  # answer messages of a stream whose times are kept, each for its own lateness
 
 
 def release_places(shared: Shared, mirror: Ended) -> None:

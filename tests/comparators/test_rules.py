@@ -608,6 +608,34 @@ def test_each_answer_of_a_replayed_session_moves_banks_time_on_by_its_own_offset
     assert [str(d.bk) for d in found.real_differences] == ["1970-01-01T01:23:24Z"], found.differences
 
 
+@pytest.mark.parametrize(
+    ("pairing", "reordered"),
+    [([], False), ([KEYED_BY_SEQUENCE], True), ([AS_A_MULTISET], False)],
+    ids=["in-order", "keyed", "multiset"],
+)
+def test_each_message_of_a_stream_is_allowed_only_its_own_lateness(
+    pairing: list[Spec], reordered: bool
+) -> None:
+    """BK stamps each of three entries 3 s after Bank (tolerance 2 s), in a stream whose messages came
+    0.5, 3.5 and 6.5 s after the call started (the call's own lateness: 6.5 s). Each message is allowed
+    the lateness of its own (the later of the two paired, whichever a stream rule pairs): in order, the
+    first is a difference and the others are tolerated. With the call's lateness for all three, none
+    was."""
+    rules = build_rules([POSTED, *pairing], REGISTRY, parse_duration)
+    bank = answer(_posted(1, 1000), _posted(2, 1003), _posted(3, 1006))
+    posted = [_posted(1, 1003), _posted(2, 1006), _posted(3, 1009)]
+    bk = answer(*(reversed(posted) if reordered else posted))
+    lates = (0.5, 3.5, 6.5)
+    found = compare(
+        exchange(STREAM_ENTRIES, bank, bk, shadow_late=6.5, own_late=6.5, message_late=lates), REGISTRY, rules
+    )
+    real = [d.path for d in found.real_differences]
+    # reordered, BK's first entry is its last message: paired with it, Bank's first is allowed 6.5 s
+    assert real == ([] if reordered else ["[0].posted_at"]), found.differences
+    found = compare(exchange(STREAM_ENTRIES, bank, bk, shadow_late=6.5, own_late=6.5), REGISTRY, rules)
+    assert not found.real_differences, found.differences
+
+
 PROBE_CLOCK = {
     "regex": r"probe\.v1\.(Reading\.(stamps|stamped)|Price\.as_of)",
     "rule": "timestamp",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from shim.modes import InFlight, Modes
 from shim.plan import MethodPlan, Plans
 from shim.recording.recorder import Recorder, Take
 from shim.routing import Router
-from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.dispatcher import ShadowDispatcher, Unmirrored
 from shim.shadow.fate import ended_by_deadline
 from shim.shadow.mirror import Mirror
 
@@ -130,12 +130,12 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships 
         is_write: bool,
         started_at: float,
         why: str,
-        first: bytes | None,
+        first: bytes | Unmirrored | None,
         metadata: tuple[Any, ...] = (),
     ) -> None:
         dispatcher = route.shadow
         if dispatcher is not None:
-            # off the answer's path: it may decode the request
+            # off the answer's path: it may decode the request (after the stream's later messages' keys)
             asyncio.get_running_loop().call_soon(
                 submit_unmirrored, dispatcher, method, primary, is_write, started_at, why, first, metadata
             )
@@ -151,12 +151,17 @@ def submit_unmirrored(
     is_write: bool,
     started_at: float,
     why: str,
-    first: bytes | None,
+    first: bytes | Unmirrored | None,
     metadata: tuple[Any, ...],
 ) -> None:
-    """Record a call due a mirror that had none (a write's keys go out of step; a read only if sampled)."""
+    """Record a call due a mirror that had none (a write's keys go out of step, every message's; a read only
+    if sampled)."""
+    more: Iterable[str] = ()
+    if isinstance(first, Unmirrored):
+        more = first.keys
+        first = first.first
     if is_write:
-        dispatcher.unmirrored(method, first, primary, why)
+        dispatcher.unmirrored(method, first, primary, why, more)
     elif dispatcher.not_sampled(method, dispatcher.keys_of(method, first)):
         return
     dispatcher.shared.submit(
@@ -320,9 +325,9 @@ class _StreamCall:
         call = route.primary.stream_stream(method)(metadata=metadata, timeout=timeout)
         take = proxy.take(method, metadata, self._is_write)
         mirror, refused = proxy.mirror(route, in_flight, metadata, timeout, self._is_write)
-        first: list[bytes] = []  # the first request, for an unmirrored write's keys
+        unmirrored = Unmirrored(route.shadow, method, self._is_write)  # what a call not mirrored names
         pump = asyncio.get_running_loop().create_task(
-            pump_requests(requests, call, mirror, first, route.ids, method, take),
+            pump_requests(requests, call, mirror, unmirrored, route.ids, method, take),
             name=f"request pump {method}",
         )
         answers: list[bytes] = []
@@ -390,6 +395,6 @@ class _StreamCall:
                     self._is_write,
                     started_at,
                     refused,
-                    first[0] if first else None,
+                    unmirrored,
                     metadata,
                 )

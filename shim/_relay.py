@@ -20,7 +20,7 @@ from grpc import aio
 from shim import _grpc_compat
 from shim._outcome import metadata_tuple
 from shim.recording.recorder import Take
-from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.dispatcher import ShadowDispatcher, Unmirrored
 from shim.shadow.mirror import Mirror
 
 
@@ -47,7 +47,7 @@ async def pump_requests(
     requests: Any,
     call: aio.StreamStreamCall[bytes, bytes],
     mirror: Mirror | None,
-    first: list[bytes],
+    unmirrored: Unmirrored,
     ids: ShadowDispatcher | None,
     method: str,
     take: Take | None = None,
@@ -58,8 +58,8 @@ async def pump_requests(
             take.request(request)
         if mirror is not None:
             mirror.feed(request)
-        elif not first:
-            first.append(request)
+        else:
+            unmirrored.request(request)
         to_primary = request if ids is None else ids.to_primary(method, request)
         if not await _grpc_compat.send(call, to_primary):
             return

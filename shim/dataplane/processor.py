@@ -56,7 +56,7 @@ from shim.exporter import Latencies
 from shim.metrics import Counters
 from shim.plan import Plans
 from shim.recording.recorder import Recorder, Take
-from shim.shadow.dispatcher import ShadowDispatcher
+from shim.shadow.dispatcher import ShadowDispatcher, Unmirrored
 from shim.shadow.fate import ended_by_deadline
 from shim.shadow.mirror import Mirror
 
@@ -225,7 +225,7 @@ class _Copy:
             limit = recorder.max_call_bytes
         self._requests = Frames(limit)
         self._answers = Frames(limit)
-        self._first: bytes | None = None  # the first request, for an unmirrored write's keys
+        self._not_mirrored: Unmirrored | None = None  # what a call not mirrored names, once known
         self._initial: tuple[tuple[str, str | bytes], ...] = ()
         self._answer_messages: list[bytes] = []
         self._keep = True
@@ -315,12 +315,12 @@ class _Copy:
 
     def _request_body(self, body: pb.HttpBody) -> None:
         for request in self._requests.feed(body.body):
-            if self._first is None:
-                self._first = request
             if self._take is not None:
                 self._take.request(request)
             if self._mirror is not None:
                 self._mirror.feed(request)
+            else:
+                self._unmirrored_now().request(request)
         if body.end_of_stream:
             self._end_requests()
 
@@ -404,9 +404,14 @@ class _Copy:
             self._is_write,
             self._started_at,
             why,
-            self._first,
+            self._unmirrored_now(),
             self._metadata,
         )
+
+    def _unmirrored_now(self) -> Unmirrored:
+        if self._not_mirrored is None:
+            self._not_mirrored = Unmirrored(self._dispatcher, self.method, self._is_write)
+        return self._not_mirrored
 
     def lost(self, why: str) -> None:
         """The copy ended before the primary's status was known, or could not be read."""

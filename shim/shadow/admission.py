@@ -31,6 +31,7 @@ SPANNED = (
     "a batch (client stream) under way across a switch of modes: the writes on its keys through the new"
     " primary while it came may have reached the two sides in another order"
 )
+MISSED = "not mirrored: it came after its stream's mirror was given up; the primary may have applied it"
 
 
 class Admission:
@@ -136,6 +137,19 @@ class Admission:
             return None, False
         decoded = shared.router.decode(self.method, payload)
         return decoded, decoded is None and payload is not None and self.plan.kind.described
+
+    def missed(self, payload: bytes) -> None:
+        """A message of a write's request stream that came once its mirror was given up: the primary may
+        apply it and the shadow never gets it, so its keys go out of step (at the next turn of the loop, off
+        the clients' path)."""
+        if self.is_write and (self.streamed or self.batch) and self._shared.steps is not None:
+            asyncio.get_running_loop().call_soon(self._mark_missed, payload)
+
+    def _mark_missed(self, payload: bytes) -> None:
+        steps = self._shared.steps
+        assert steps is not None
+        keys = self._shared.translation.keys_for(self.method, self._decode_for_keys(payload)[0])
+        steps.mark(keys, self.method, MISSED)
 
     def _gather_keys(self, payload: bytes, index: int) -> None:
         """A message of a batch: its keys join the batch's."""

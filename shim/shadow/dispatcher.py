@@ -200,8 +200,11 @@ class ShadowDispatcher:
     def to_primary(self, method: str, payload: bytes) -> bytes:
         return self.shared.translation.to_primary(method, payload)
 
-    def unmirrored(self, method: str, first: bytes | None, primary: Outcome, why: str) -> None:
-        """A write that was not mirrored: its keys are out of step unless the primary did nothing with it."""
+    def unmirrored(
+        self, method: str, first: bytes | None, primary: Outcome, why: str, more: Iterable[str] = ()
+    ) -> None:
+        """A write that was not mirrored: its keys (its first request's, and `more`: those its stream's later
+        messages named) are out of step unless the primary did nothing with it."""
         steps, router, translation = self.shared.steps, self.shared.router, self.shared.translation
         if steps is None or effect(primary) == REFUSED:
             return
@@ -210,7 +213,7 @@ class ShadowDispatcher:
             decoded = router.decode(method, first) if translation.needs_request(method) else None
             keys = translation.keys_for(method, decoded)
         said = "applied it" if primary.code == 0 else "may have applied it"
-        steps.mark(keys, method, f"{why}; the primary {said}")
+        steps.mark(tuple(dict.fromkeys((*keys, *more))), method, f"{why}; the primary {said}")
 
     def not_sampled(self, method: str, keys: tuple[str, ...], count: int = 1) -> int:
         """Of `count` reads with `keys` that were not mirrored (refused, shed, lost), how many sampling would
@@ -239,3 +242,26 @@ def waiting(dispatchers: Iterable[ShadowDispatcher]) -> str:
     return ", ".join(
         f"{n} mirrored call{'s' if n > 1 else ''} waiting for {what}" for what, n in counts.most_common()
     )
+
+
+class Unmirrored:
+    """What a call that is not mirrored leaves to judge: its first request, and for a write's request
+    stream, the keys its later messages named (each gathered at the next turn of the loop, off the clients'
+    path): Bank applied them all, BK none."""
+
+    __slots__ = ("_dispatcher", "_method", "first", "keys")
+
+    def __init__(self, dispatcher: ShadowDispatcher | None, method: str, is_write: bool) -> None:
+        self._dispatcher = dispatcher if is_write else None
+        self._method = method
+        self.first: bytes | None = None
+        self.keys: dict[str, None] = {}  # of the messages after the first, in the order named
+
+    def request(self, payload: bytes) -> None:
+        if self.first is None:
+            self.first = payload
+        elif self._dispatcher is not None:
+            asyncio.get_running_loop().call_soon(self._named, self._dispatcher, payload)
+
+    def _named(self, dispatcher: ShadowDispatcher, payload: bytes) -> None:
+        self.keys.update(dict.fromkeys(dispatcher.keys_of(self._method, payload)))

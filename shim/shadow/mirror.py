@@ -47,9 +47,7 @@ class Mirror:
         self.sent_at = 0.0  # when the call went to the shadow (0: not yet)
         self.sent_times: list[float] | None = None  # when each request message went, if asked (a replay)
         self.shadow_over_at = 0.0  # when its call to the shadow ended (0: not yet)
-        # when each answer message of a shadow's stream came (the first MESSAGE_TIMES of them): how late each
-        # can have been stamped (`Exchange.message_late`)
-        self.shadow_answered_at: list[float] = []
+        self.shadow_answered_at: list[float] = []  # when its stream's answers came (`Exchange.message_late`)
         self.correlation_id = ""
         self.capture = Capture(shared.max_capture, shared.budget)
         self.last_active = time.monotonic()  # a message either way, for idle streams
@@ -126,6 +124,7 @@ class Mirror:
         """
         fate = self.fate
         if fate.overflowed or fate.stop.is_set():  # given up: nothing more is mirrored, or kept
+            self.admission.missed(payload)
             return
         self.last_active = time.monotonic()
         if self.capture.take(payload):

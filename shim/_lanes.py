@@ -140,8 +140,17 @@ class Lanes:
         """Keys with calls in them, the unkeyed calls counting as one (for tests and metrics)."""
         return len(self._lanes) + (0 if self._everything.empty() else 1)
 
-    def enter(self, keys: Iterable[str], write: bool) -> Ticket:
-        """A ticket for a call on `keys` (none: unkeyed), placed after the calls it must follow."""
+    def enter(self, keys: Iterable[str], write: bool, own: Iterable[Ticket] = ()) -> Ticket:
+        """A ticket for a call on `keys` (none: unkeyed), placed after the calls it must follow; never after
+        `own` (a session's earlier messages: one stream keeps their order on the other side), though after
+        whatever came between them."""
+        ticket = self._enter(keys, write)
+        mine = {t._done for t in own}
+        if mine:
+            ticket._after[:] = [f for f in ticket._after if f not in mine]
+        return ticket
+
+    def _enter(self, keys: Iterable[str], write: bool) -> Ticket:
         keys = tuple(dict.fromkeys(k for k in keys if k))  # distinct, in order
         if write:
             self.write_seq += 1

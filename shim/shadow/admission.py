@@ -248,7 +248,7 @@ class Admission:
             return
         if self.seq is None:
             self.seq = shared.lanes.write_seq
-        self.places.step(shared.lanes.enter(keys, self.is_write))
+        self.places.step(shared.lanes.enter(keys, self.is_write, own=self.places.steps))
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
         if index == 0:
             self._unordered(keys)

@@ -38,6 +38,26 @@ async def test_a_write_waits_for_the_earlier_write_on_its_key() -> None:
     await asyncio.wait_for(second.ready(), timeout=5)
 
 
+async def test_a_sessions_message_waits_for_what_came_between_its_messages_not_for_its_own() -> None:
+    """A session's second message on a key does not wait for its first (one stream keeps their order on the
+    other side), but does wait for a write that entered between them; a write after both waits for both;
+    an unkeyed message of the session skips its own messages too."""
+    lanes = Lanes()
+    first = lanes.enter(["a"], WRITE)
+    second = lanes.enter(["a"], WRITE, own=[first])
+    assert _ready(first, second) == [True, True]
+    between = lanes.enter(["a"], WRITE)
+    third = lanes.enter(["a"], WRITE, own=[first, second])
+    assert (between.waiting_for, third.waiting_for) == (2, 1)
+    unkeyed = lanes.enter([], WRITE, own=[first, second, third])
+    assert unkeyed.waiting_for == 1  # the write between
+    first.release()
+    second.release()
+    assert _ready(between, third) == [True, False]
+    between.release()
+    assert _ready(third, unkeyed) == [True, True]
+
+
 async def test_calls_on_different_keys_are_independent() -> None:
     """Writes on different keys never wait for one another."""
     lanes = Lanes()

@@ -163,3 +163,40 @@ async def test_a_key_marked_after_a_sessions_messages_does_not_taint_it(
     assert by_quantity[10].verdict is Verdict.MISMATCH, (by_quantity[10].verdict, by_quantity[10].reason)
     assert by_quantity[30].verdict is Verdict.TAINTED, (by_quantity[30].verdict, by_quantity[30].reason)
     assert "key 'A' out of step" in by_quantity[30].reason
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_session_bk_answers_one_message_less_is_compared(tmp_path: Path, dataplane: str) -> None:
+    """BK's session leaves out the ack of its second order (a client of BK would see two acks for three
+    orders), booking it all the same. The session's third order waited for BK's ack of the second (the
+    session's own earlier message held its place against it) and never went to BK: the session was a
+    shadow timeout, blaming BK's time. A session's messages wait only for other calls on their keys: BK
+    gets all three, and the session is a mismatch, its answers one message short."""
+    bank, bk = await serve("bank"), await serve("bk")
+
+    def without_second_ack(request: Any) -> list[Any]:
+        ack = bk.book.trade(request)
+        return [] if request.new.quantity == 130 else [ack]
+
+    _sessions_answer(bk, without_second_ack)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = VenueClient(channel)
+            await client.open_account("A", "100000")
+            async with client.session() as session:
+                for quantity in (120, 130, 150):
+                    await session.send(_order(quantity))
+            await shim.drain()
+            (trade,) = [c for c in sink.comparisons if c.method.endswith("/Trade")]
+        booked = [bk.book.get_order(new("GetOrderRequest", order_id=o)).quantity for o in bk.book.order_ids]
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert booked == [120, 130, 150]
+    assert trade.verdict is Verdict.MISMATCH, (trade.verdict, trade.reason)

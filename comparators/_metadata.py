@@ -127,9 +127,16 @@ def _reads_as(bk: Values, bank: Values, to_bank: dict[tuple[str, str], str] | No
 
 
 def _tolerated(rule: Callable[[object, object], bool], bank: Values, bk: Values) -> bool:
+    """Whether the rule accepts each of BK's values for Bank's; a rule that raises accepts nothing (as for
+    a field: the difference stays real, and the comparison goes on)."""
     if isinstance(rule, Ignore):
         return True
-    return len(bank) == len(bk) and all(rule(a, b) for a, b in zip(bank, bk, strict=True))
+    if len(bank) != len(bk):
+        return False
+    try:
+        return all(rule(a, b) for a, b in zip(bank, bk, strict=True))
+    except Exception:  # a custom rule's own failure on a value it did not expect
+        return False
 
 
 def _shown(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import keyword
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -34,11 +34,14 @@ from comparators.message_api import descriptor_of, parse, serialize
 from comparators.rules import (
     BkMayAdd,
     DecimalEquivalence,
+    EnumMap,
     Ignore,
     Instant,
     Keyed,
     Multiset,
+    NumericTolerance,
     RuleSet,
+    TextNormalisation,
     TimestampTolerance,
 )
 
@@ -48,6 +51,15 @@ _WRAPPERS = frozenset(
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
 _ANY = "google.protobuf.Any"
+# the built-in leaf rules, which judge scalars: a message they are put on is walked field by field
+_BUILT_IN_LEAF = (
+    DecimalEquivalence,
+    EnumMap,
+    Ignore,
+    NumericTolerance,
+    TextNormalisation,
+    TimestampTolerance,
+)
 _CHANGED = DiffKind.CHANGED
 _DURATION = "google.protobuf.Duration"
 _MISSING = object()
@@ -219,7 +231,23 @@ class Walker:
             self._any(bank, bk, name, path)  # type: ignore[arg-type]
             return
         _compiled(desc)(self, bank, bk, f"{path}." if path else "")
+        if desc.extension_ranges:
+            self._extensions(bank, bk, path)
         self._unknown(bank, bk, path)
+
+    def _extensions(self, bank: message.Message, bk: message.Message, path: str) -> None:
+        """The extensions set on either side (proto2), at `path.(package.name)`, each judged by the rules
+        on its full name as a field is."""
+        left = {fd: value for fd, value in bank.ListFields() if fd.is_extension}
+        right = {fd: value for fd, value in bk.ListFields() if fd.is_extension}
+        for fd in sorted(left.keys() | right.keys(), key=lambda fd: fd.number):
+            at = f"{path}.({fd.full_name})" if path else f"({fd.full_name})"
+            if fd not in right:
+                self._presence(fd.full_name, at, _plain(fd, left[fd]), _MISSING)
+            elif fd not in left:
+                self._presence(fd.full_name, at, _MISSING, _plain(fd, right[fd]))
+            else:
+                self._field(fd, fd.full_name, at, left[fd], right[fd])
 
     def _both(self, fd: Any, prefix: str, bank_value: Any, bk_value: Any) -> None:
         """A field set on both sides, with values that are not equal (or NaN)."""
@@ -279,7 +307,14 @@ class Walker:
                     return
             self._changed(target, path, bank, bk)
             return
-        rule = self.rules.value_rule(self.method, target)
+        self._message_value(target, path, bank, bk, element, self.rules.value_rule(self.method, target))
+
+    def _message_value(
+        self, target: str, path: str, bank: Any, bk: Any, element: Descriptor, rule: Any
+    ) -> None:
+        """Two different messages of a field, or elements of a list: as amounts (a `decimal` rule on
+        money), as a leaf (`ignore`, times, wrappers), as an Any, as a whole (a custom rule that accepts
+        them), or else field by field."""
         if isinstance(rule, DecimalEquivalence):
             left, right = money(bank), money(bk)
             if left is not None and right is not None:  # a money-like message: compare as amounts
@@ -294,7 +329,11 @@ class Walker:
                 self._changed(target, path, left_leaf, right_leaf)
             return
         if element_name == _ANY:
-            self._any(bank, bk, target, path)
+            if bank != bk:
+                self._any(bank, bk, target, path)
+            return
+        if rule is not None and not isinstance(rule, _BUILT_IN_LEAF) and (name := _tolerated(rule, bank, bk)):
+            self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
             return
         self.messages(bank, bk, path)
 
@@ -352,13 +391,12 @@ class Walker:
         if isinstance(rule, Keyed) and element is not None:
             pairs = _keyed_pairs(rule, bank, bk)
         elif isinstance(rule, Multiset):
-            pairs = _multiset_pairs(bank, bk)
+            pairs = _multiset_pairs(bank, bk, lambda a, b: self._alike(target, element, value_rule, a, b))
         else:
             pairs = [
                 (f"[{i}]", bank[i] if i < len(bank) else _MISSING, bk[i] if i < len(bk) else _MISSING)
                 for i in range(max(len(bank), len(bk)))
             ]
-        element_name = element.full_name if element is not None else ""
         # a stream's messages, each with its own offset when the clock has them: found by Bank's message;
         # and its own lateness: that of the later of the two messages paired (each side's came in order, so
         # the later one's covers the shadow's, whichever side it is)
@@ -373,21 +411,29 @@ class Walker:
                 late = max(index, placed_bk.get(id(right), len(bk))) if right is not _MISSING else len(bk)
                 self.at_message(index, late if left is not _MISSING else len(bank) + len(bk))
             if left is _MISSING or right is _MISSING:
-                self._presence(target, sub, left, right)
+                if nested:
+                    self._presence(target, sub, left, right)
+                else:  # a stream's message on one side only: no rule on fields tolerates it (a glob of
+                    # one may match the method's name too); a list rule on the method pairs messages
+                    added = left is _MISSING
+                    kind = DiffKind.ADDED if added else DiffKind.REMOVED
+                    bank_side, bk_side = (None, shown(right)) if added else (shown(left), None)
+                    self.out.append(Difference(sub, kind, bank_side, bk_side))
             elif element is not None:
-                if element_name in _TIME_TYPES or element_name in _WRAPPERS:
-                    left_leaf, right_leaf = _leaf_of(left), _leaf_of(right)
-                    if not _same(left_leaf, right_leaf):
-                        self._changed(target, sub, left_leaf, right_leaf)
-                elif element_name == _ANY:
-                    if left != right:
-                        self._any(left, right, target, sub)
-                else:
-                    self.messages(left, right, sub)
+                self._message_value(target, sub, left, right, element, value_rule)
             elif not _same(left, right):
                 self._changed(target, sub, left, right)
         if placed is not None:
             self.at_message(len(bank), len(bank) + len(bk))  # the call's own offset and lateness again
+
+    def _alike(self, target: str, element: Descriptor | None, rule: Any, bank: Any, bk: Any) -> bool:
+        """Whether two elements differ in nothing the rules do not tolerate (a trial, whose differences are
+        not kept)."""
+        if element is None:
+            return _same(bank, bk) or (rule is not None and bool(_tolerated(rule, bank, bk)))
+        trial = Walker(self.registry, self.rules, self.method, self._clock)
+        trial._message_value(target, "", bank, bk, element, rule)
+        return all(d.rule for d in trial.out)
 
     # -- unknown fields ---------------------------------------------------------------------
 
@@ -681,8 +727,14 @@ def _canonical(item: Any) -> Any:
     return item
 
 
-def _multiset_pairs(bank: Sequence[Any], bk: Sequence[Any]) -> list[tuple[str, Any, Any]]:
-    """Equal elements pair up whatever their order; the rest pair in order of appearance."""
+_ALIKE_TRIALS = 10_000  # pairs of left-over elements tried for likeness under the rules, at most
+
+
+def _multiset_pairs(
+    bank: Sequence[Any], bk: Sequence[Any], alike: Callable[[Any, Any], bool]
+) -> list[tuple[str, Any, Any]]:
+    """Equal elements pair up whatever their order; then those `alike` (equal under the rules: "1.0" and
+    "1" under `decimal`), each with the first such left; the rest pair in order of appearance."""
     pool: dict[Any, list[int]] = defaultdict(list)
     for index, item in enumerate(bk):
         pool[_canonical(item)].append(index)
@@ -696,6 +748,16 @@ def _multiset_pairs(bank: Sequence[Any], bk: Sequence[Any]) -> list[tuple[str, A
             unmatched_left.append(index)
     unmatched_right = [i for i in range(len(bk)) if i not in used]
     pairs: list[tuple[str, Any, Any]] = []
+    if unmatched_left and unmatched_right and len(unmatched_left) * len(unmatched_right) <= _ALIKE_TRIALS:
+        rest = []
+        for index in unmatched_left:
+            found = next((r for r in unmatched_right if alike(bank[index], bk[r])), None)
+            if found is None:
+                rest.append(index)
+            else:
+                unmatched_right.remove(found)
+                pairs.append((f"[{index}]", bank[index], bk[found]))
+        unmatched_left = rest
     for n in range(max(len(unmatched_left), len(unmatched_right))):
         left = unmatched_left[n] if n < len(unmatched_left) else None
         right = unmatched_right[n] if n < len(unmatched_right) else None

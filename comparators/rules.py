@@ -130,6 +130,9 @@ class NumericTolerance:
             return False
         if not isinstance(bank, int | float) or not isinstance(bk, int | float):
             return False
+        if isinstance(bank, int) and isinstance(bk, int):  # exactly: 64-bit integers do not fit a double
+            apart = abs(bank - bk)
+            return apart <= self.absolute or apart <= self.relative * max(abs(bank), abs(bk))
         return math.isclose(bank, bk, rel_tol=self.relative, abs_tol=self.absolute)
 
 
@@ -328,10 +331,10 @@ def _instant_text(nanos: int, duration: bool) -> str:
     seconds, rest = divmod(nanos, 1_000_000_000)
     if duration and nanos < 0 and rest:
         seconds, rest = seconds + 1, rest - 1_000_000_000
-    value = (duration_pb2.Duration if duration else timestamp_pb2.Timestamp)(seconds=seconds, nanos=rest)
     try:
+        value = (duration_pb2.Duration if duration else timestamp_pb2.Timestamp)(seconds=seconds, nanos=rest)
         return str(value.ToJsonString())
-    except ValueError:  # outside what JSON text can express
+    except ValueError:  # outside what JSON text can express, or a message can hold (past int64 seconds)
         return f"{seconds}s{rest:+d}ns"
 
 

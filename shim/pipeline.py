@@ -248,8 +248,10 @@ class ComparisonPipeline:
 
     def _hand_over(self) -> None:
         batch, self._batch = self._batch, []
-        if not batch:
-            return
+        if batch:
+            self._to_worker(batch)
+
+    def _to_worker(self, batch: list[tuple[Exchange, Callable[[], None] | None]]) -> None:
         exchanges = [exchange for exchange, _ in batch]
         loop = asyncio.get_running_loop()
         try:
@@ -283,6 +285,13 @@ class ComparisonPipeline:
         error = future.exception()
         if isinstance(error, concurrent.futures.BrokenExecutor):
             self._compare_pool = self._new_process_pool()
+        elif error is not None and len(batch) > 1:
+            # the batch failed as a whole (its results could not be handed back, say): each again on its
+            # own, so that one odd comparison fails alone, not every call compared beside it
+            _log.warning("comparison batch failed; comparing each on its own", error=repr(error))
+            for one in batch:
+                self._to_worker([one])
+            return
         results: list[Verdicts | BaseException] = (
             list(future.result()) if error is None else [error] * len(batch)
         )

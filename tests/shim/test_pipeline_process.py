@@ -12,7 +12,7 @@ from grpc import aio
 from comparators import Exchange, Outcome, Verdict
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, WorkerSetup
-from shim.testing import running_shim
+from shim.testing import CapturingSink, running_shim
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import Running, scripted_server
 from tests.helpers import registry_of
@@ -160,3 +160,25 @@ async def test_exchanges_submitted_a_turn_apart_go_to_the_worker_together() -> N
         assert handed == [10, 1]
     finally:
         pipeline.close()
+
+
+async def test_a_batch_that_fails_as_a_whole_is_compared_again_one_by_one() -> None:
+    """One exchange that cannot be handed to a worker process (here: it cannot be pickled; before, a
+    result that could not be pickled back did the same) failed every comparison of its batch as `error`,
+    calls of any method compared beside it. The batch is compared again one by one: the odd one fails
+    alone, and the others keep their verdicts."""
+    sink = CapturingSink()
+    pipeline = ComparisonPipeline(
+        None, [sink], Counters(), executor="process", setup=WorkerSetup(None, (), ())
+    )
+    await pipeline.start()
+    plain = Exchange(method=UNARY, requests=(), primary=Outcome(code=0), shadow=Outcome(code=0))
+    odd = Exchange(method=UNARY, requests=(), primary=Outcome(code=0), shadow=Outcome(code=0), note=lambda: 0)  # type: ignore[arg-type]
+    try:
+        for exchange in (plain, odd, plain):
+            pipeline.submit(exchange)
+        await asyncio.wait_for(pipeline.drain(), 30)
+    finally:
+        pipeline.close()
+    verdicts = sorted(str(c.verdict) for c in sink.comparisons)
+    assert verdicts == ["error", "match", "match"]

@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import time
 import zlib
 from collections.abc import Iterator
@@ -142,11 +143,17 @@ def _open(path: Path, mode: str) -> IO[bytes]:
 
 def set_aside(path: Path) -> Path | None:
     """Rename the file at `path`, if there is one, after the time it was last written
-    (`traffic.jsonl.gz` -> `traffic-20261204T193000Z.jsonl.gz`, its `.partial` kept); its new path."""
+    (`traffic.jsonl.gz` -> `traffic-20261204T193000Z.jsonl.gz`, its `.partial` kept); its new path.
+    Only a recording (or an empty file) is set aside: anything else there is an error, never moved."""
     try:
         written = path.stat().st_mtime
     except FileNotFoundError:
         return None
+    if not _a_recording(path):
+        raise RecordingError(
+            f"{path}: the path holds something that is not a shim recording (a recording is never written"
+            " over, and only an earlier recording is set aside): give the recording a path of its own"
+        )
     stem, dot, rest = path.name.partition(".")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(written))
     for n in range(1000):
@@ -156,6 +163,24 @@ def set_aside(path: Path) -> Path | None:
             os.replace(path, target)
             return target
     raise OSError(f"no free name to keep {path} under")
+
+
+def _a_recording(path: Path) -> bool:
+    """Whether the file at `path` is a regular file that is empty or begins as a recording does (plain, or
+    gzip-compressed: one cut short before its first line was written through counts too)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        with open(path, "rb") as raw:
+            head = raw.read(64)
+        if head.startswith(b"\x1f\x8b"):
+            with gzip.open(path, "rb") as unpacked:
+                head = unpacked.read(64)
+    except (EOFError, gzip.BadGzipFile):  # compressed, cut short: a recording killed early
+        return True
+    except OSError:
+        return False
+    return not head or (head.startswith(b"{") and f'"{MAGIC}"'.encode() in head)
 
 
 class RecordingWriter:

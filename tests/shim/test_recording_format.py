@@ -314,6 +314,42 @@ def test_the_fingerprint_changes_with_a_field_of_the_request(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.parametrize("name", ["shim.db", "shim.toml", "diffs.jsonl", "diffs.jsonl.gz", "a-directory"])
+def test_a_record_path_holding_anything_but_a_recording_is_refused_and_left_as_it_is(
+    tmp_path: Path, name: str
+) -> None:
+    """Only an earlier recording is set aside: a store, a config, a diff log (plain or compressed) or a
+    directory at the path was renamed away (a store in use, and the evidence written to it since, lost).
+    It is an error naming the path, and the file stays."""
+    path = tmp_path / name
+    if name == "a-directory":
+        path.mkdir()
+        (path / "inside").write_text("x")
+    elif name.endswith(".gz"):
+        with gzip.open(path, "wb") as out:
+            out.write(b'{"at": 1, "method": "/bank.v1.Ledger/Deposit"}\n')
+    else:
+        path.write_bytes(b"SQLite format 3\x00" if name.endswith(".db") else b'[store]\nurl = "shim.db"\n')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(RecordingError, match="not a shim recording"):
+        RecordingWriter(path, _header())
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_empty_file_or_a_compressed_recording_cut_before_its_first_line_is_set_aside(
+    tmp_path: Path,
+) -> None:
+    """What a shim killed as it began leaves: nothing, or a gzip stream that ends before a line."""
+    empty, cut = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    empty.write_bytes(b"")
+    cut.write_bytes(gzip.compress(b'{"shim_recording": 1, "created_at": 1}\n')[:12])
+    for path in (empty, cut):
+        writer = RecordingWriter(path, _header())
+        writer.end()
+        assert len(writer.kept) == 1
+        assert Recording(path).check().calls == 0
+
+
 @pytest.mark.parametrize("name", ["traffic.jsonl", "traffic.jsonl.gz"])
 def test_a_recording_is_never_written_over_an_earlier_one_whole_or_cut_short(
     tmp_path: Path, name: str

@@ -185,6 +185,7 @@ class EnvoyPlane:
             shim.parts.primary_latencies,
             shim.recorder,
         )
+        self.processor.max_message = public.serving.max_message_size
         # how long Envoy holds a copy for the processor: the shadow's timeout, at least 1 s
         self.processor.held_for = copy_close_timeout = max(public.bk.timeout if public.bk else 2.0, 1.0)
         self.processor.turns.within = copy_close_timeout  # a copy not taken by then is dropped by Envoy

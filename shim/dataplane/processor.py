@@ -162,9 +162,10 @@ def grpc_timeout(text: str) -> float | None:
 class Frames:
     """gRPC messages out of a body that arrives in pieces (5-byte prefix: flag, big-endian length)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, setting: str = "shadow.max_capture") -> None:
         self._buffer = bytearray()
         self._limit = limit  # the largest message taken (beyond: UnreadableCopy)
+        self._setting = setting  # the setting that sets it, said when a message is larger
         self.encoding = "identity"
 
     def feed(self, piece: bytes) -> list[bytes]:
@@ -174,7 +175,7 @@ class Frames:
             flag = self._buffer[0]
             length = int.from_bytes(self._buffer[1:5], "big")
             if 0 <= self._limit < length:
-                raise UnreadableCopy(f"a message of {length} bytes is larger than shadow.max_capture")
+                raise UnreadableCopy(f"a message of {length} bytes is larger than {self._setting}")
             if len(self._buffer) < 5 + length:
                 break
             payload = bytes(self._buffer[5 : 5 + length])
@@ -223,8 +224,12 @@ class _Copy:
         limit = dispatcher.shared.max_capture if dispatcher is not None else -1
         if dispatcher is None and recorder is not None:
             limit = recorder.max_call_bytes
-        self._requests = Frames(limit)
-        self._answers = Frames(limit)
+        setting = "shadow.max_capture" if dispatcher is not None else "record.max_call_bytes"
+        largest = processor.max_message  # what the shim's channels take: Envoy lets any size through
+        if dispatcher is not None and largest >= 0 and (limit < 0 or largest < limit):
+            limit, setting = largest, "max_message_size"
+        self._requests = Frames(limit, setting)
+        self._answers = Frames(limit, setting)
         self._not_mirrored: Unmirrored | None = None  # what a call not mirrored names, once known
         self._initial: tuple[tuple[str, str | bytes], ...] = ()
         self._answer_messages: list[bytes] = []
@@ -452,6 +457,9 @@ class Processor:
         self.plans = plans
         self.counters = counters
         self.latencies = latencies
+        # the largest message the shim sends on or takes (`max_message_size`; -1: any): a larger one is a copy
+        # lost, never a call BK is said to have refused
+        self.max_message = -1
         self.copies = 0  # copies received since start
         # of those, copies whose stream Envoy cut off (closed after `deferred_close_timeout`, or with its
         # connection) before the processor was done with it, which Envoy counts given up; and the copies

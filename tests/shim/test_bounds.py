@@ -21,6 +21,7 @@ from tests._proto.grpc.testing import interop_pb2 as ipb
 from tests._proto.grpc.testing import interop_pb2_grpc as ipb_grpc
 from tests.backends import forwarding, interop_server, scripted_server
 from tests.helpers import registry_of, until
+from tests.shim.test_modes import NEEDS_ENVOY
 from tests.shim.test_verify import SAMPLE
 
 MiB = 1024 * 1024
@@ -265,3 +266,46 @@ async def test_an_idle_stream_gives_its_place_to_a_new_one() -> None:
     (gone,) = [c for c in records if c.verdict is Verdict.SHADOW_ERROR]
     assert "idle for 0.2s, its place was needed by another call" in gone.reason
     assert held == 0
+
+
+@NEEDS_ENVOY
+async def test_through_envoy_a_request_over_the_size_limit_reaches_bank_and_is_not_mirrored() -> None:
+    """Envoy lets a message of any size through, so Bank applies a request over `max_message_size`. The
+    shim's own channel to BK refused to send it, and that refusal was recorded as BK answering
+    RESOURCE_EXHAUSTED: a real mismatch blamed on BK. Its copy is not mirrored now, and says why."""
+    seen: dict[str, list[int]] = {"bank": [], "bk": []}
+    answer = ipb.SimpleResponse(payload=ipb.Payload(body=b"ok")).SerializeToString()
+
+    def side(name: str) -> Any:
+        async def answering(
+            requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+        ) -> list[bytes]:
+            seen[name].extend([len(r) async for r in requests])
+            return [answer]
+
+        return answering
+
+    def request(size: int) -> bytes:
+        return ipb.SimpleRequest(payload=ipb.Payload(body=b"x" * size)).SerializeToString()
+
+    big, small = request(8192), request(1024)
+    bank, bk = await scripted_server(side("bank")), await scripted_server(side("bk"))
+    try:
+        async with (
+            running_shim(
+                bank.address, bk.address, dataplane="envoy", registry=INTEROP, max_message_size=4096
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            unary = channel.unary_unary("/grpc.testing.TestService/UnaryCall")
+            assert await unary(big, timeout=30) == answer
+            assert await unary(small, timeout=30) == answer
+            await shim.drain()
+            verdicts = sorted((str(c.verdict), c.reason) for c in await sink.wait_for(2, within=30))
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (seen["bank"], seen["bk"]) == ([len(big), len(small)], [len(small)])
+    assert verdicts[0][0] == "match"
+    assert verdicts[1][0] == "skipped", verdicts
+    assert f"a message of {len(big)} bytes is larger than max_message_size" in verdicts[1][1], verdicts

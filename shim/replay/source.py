@@ -106,6 +106,16 @@ def open_source(
             raise ReplayError(str(exc)) from None
         if not found:
             raise ReplayError(f"--until {filters.until!r}: no call of {path} has this correlation id")
+    if filters.key:
+        try:
+            found = any(filters.key in call.keys for call in recording.calls())
+        except RecordingError as exc:
+            raise ReplayError(str(exc)) from None
+        if not found:  # replaying the writes without a key alone would compare nothing of the key
+            raise ReplayError(
+                f"--key {filters.key!r}: no call of {path} is on this key (keys are the routing keys as"
+                " recorded, after redaction where the recording hashed them)"
+            )
     return Source(recording, ending, filters, registry, ids)
 
 

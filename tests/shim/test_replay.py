@@ -456,6 +456,11 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
         "no call of",
         store,
     )
+    _one_line_error(  # it printed "no calls" and wrote an empty store, exit 0
+        await shim_command(*replay_, sample_recording, "--bk", bk.address, "--key", "NOPE"),
+        "--key 'NOPE': no call of",
+        store,
+    )
 
 
 def _untouched(path: Path) -> tuple[bytes, list[str]]:

@@ -12,6 +12,11 @@ from shim.settings import ADDRESS, TEXT, check_address, setting
 ADMIN_LISTEN = "127.0.0.1:9465"  # the admin API's address unless [admin] listen says otherwise
 
 
+TOKEN_ENV = (
+    "SHIM_ADMIN_TOKEN"  # the variable holding the admin API's token, unless [admin] token_env names another
+)
+
+
 def is_loopback(address: str) -> bool:
     """Whether HOST:PORT (or a unix: socket) can be reached from this machine only."""
     if address.startswith(("unix:", "unix-abstract:")):
@@ -36,7 +41,7 @@ class AdminSettings:
         "where it listens: loopback only (the admin API has no TLS); setting it requires the token",
         shown=f'"{ADMIN_LISTEN}" when the token is set, else not served',
     )
-    token_env: str = setting("SHIM_ADMIN_TOKEN", TEXT, "the environment variable holding its bearer token")
+    token_env: str = setting(TOKEN_ENV, TEXT, "the environment variable holding its bearer token")
 
     def __post_init__(self) -> None:
         if self.listen:

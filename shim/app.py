@@ -32,7 +32,7 @@ from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
 from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
-from shim.admin_settings import ADMIN_LISTEN
+from shim.admin_settings import ADMIN_LISTEN, TOKEN_ENV
 from shim.books import Books
 from shim.channels import Channels, size_options
 from shim.config import Config, Upstream, changed, keeping, reloadable
@@ -221,6 +221,12 @@ class Shim:
             await self.recover_intents(starting=True)
         if config.admin.listen or os.environ.get(config.admin.token_env):
             await self._start_admin()
+        elif config.admin.token_env != TOKEN_ENV:  # named on purpose, and not set
+            _log.warning(
+                "no admin API: its token's variable is not set; modes cannot change at run time, a rollback"
+                " neither",
+                token_env=config.admin.token_env,
+            )
         if config.serving.metrics_listen:
             try:
                 self.exporter = Exporter(self, config.serving.metrics_listen)

@@ -23,7 +23,7 @@ from shim import config as config_mod
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
 from shim.admin import default_who
-from shim.admin_settings import ADMIN_LISTEN, AdminSettings
+from shim.admin_settings import ADMIN_LISTEN, AdminSettings, is_loopback
 from shim.errors import ConfigError, ShimError
 from shim.terminal_text import printable
 from shim.units import parse_duration
@@ -83,8 +83,28 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     for parser in (show, switch, history):
         parser.add_argument("--config", metavar="FILE", help="the shim's config (its [admin] table)")
         parser.add_argument(
-            "--admin", metavar="HOST:PORT", help="the admin API (default: the config's, else 127.0.0.1:9465)"
+            "--admin",
+            metavar="HOST:PORT",
+            type=_admin_address,
+            help="the admin API, on this host (default: the config's, else 127.0.0.1:9465)",
         )
+
+
+def _admin_address(value: str) -> str:
+    """HOST:PORT (or a unix: socket) on this machine: the admin API listens on loopback only, and its token
+    would cross the network in clear."""
+    if not value.startswith(("unix:", "unix-abstract:")):
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not HOST:PORT (the admin API's, e.g. 127.0.0.1:9465)"
+            )
+    if not is_loopback(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not on this host: the admin API listens on loopback only (its token would cross"
+            " the network in clear); run shim mode on the shim's host"
+        )
+    return value
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -129,6 +149,14 @@ async def run(args: argparse.Namespace) -> int:
                         f" {printable(change.reason)}"
                     )
         except aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.UNAVAILABLE and "failed to connect" in (error.details() or ""):
+                print(
+                    f"shim mode: error: no admin API answers at {printable(address)}: is shim serve running"
+                    f" there, with ${token_env} set (or [admin] listen pointing elsewhere)?"
+                    f" ({printable(error.details() or '')})",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
             refused = error.code() in (
                 grpc.StatusCode.ABORTED,  # a switch not applied: try again
                 grpc.StatusCode.FAILED_PRECONDITION,

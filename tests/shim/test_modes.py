@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
+from structlog.testing import capture_logs
 
 import sample_ledger
 from comparators import DescriptorRegistry
@@ -35,6 +36,7 @@ from shim.config import build, load_file, load_rules_file
 from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import StartupError
 from shim.evidence.record import replica_name
+from shim.replay.bk import free_port
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import forwarding
@@ -525,6 +527,27 @@ async def test_a_switch_refused_for_calls_in_flight_is_a_refusal_on_the_command_
     )
 
 
+def test_shim_mode_names_an_admin_address_it_cannot_use_and_one_where_nothing_answers() -> None:
+    """A HOST without a port was dialled on port 443; an address off this host got the token sent in clear
+    (the admin API listens on loopback only); with no admin API there, gRPC's own text was all it said."""
+
+    def mode(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "shim", "mode", "show", *args]
+        env = {**os.environ, "SHIM_ADMIN_TOKEN": TOKEN}
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    no_port, elsewhere, nothing = (
+        mode("--admin", "localhost"),
+        mode("--admin", "10.0.0.1:9465"),
+        mode("--admin", f"127.0.0.1:{free_port()}"),
+    )
+    assert (no_port.returncode, elsewhere.returncode, nothing.returncode) == (2, 2, 2)
+    assert "argument --admin: 'localhost' is not HOST:PORT" in no_port.stderr
+    assert "'10.0.0.1:9465' is not on this host: the admin API listens on loopback only" in elsewhere.stderr
+    assert nothing.stderr.startswith("shim mode: error: no admin API answers at 127.0.0.1:"), nothing.stderr
+    assert "is shim serve running there, with $SHIM_ADMIN_TOKEN set" in nothing.stderr
+
+
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_clients_keep_their_ids_across_switches(
     ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
@@ -626,8 +649,16 @@ async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
             modes = await stub.GetModes(apb.GetModesRequest(), metadata=AUTH)
     assert modes.default_mode == "shadow"
     os.environ.pop("SHIM_ADMIN_TOKEN")
-    async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
-        assert shim.admin_address == ""
+    with capture_logs() as logged:
+        async with running_shim(bank.address, bk.address, registry=REGISTRY) as (shim, _):
+            assert shim.admin_address == ""
+        async with running_shim(
+            bank.address, bk.address, registry=REGISTRY, admin={"token_env": "OPS_TOKEN"}
+        ):
+            pass
+    # a variable the config names on purpose, and not set: said at start (a rollback would be impossible)
+    warned = [e for e in logged if e["event"].startswith("no admin API")]
+    assert [e["token_env"] for e in warned] == ["OPS_TOKEN"]
 
 
 def _bindable(address: str) -> bool:

@@ -35,6 +35,7 @@ from comparators.rules import RuleSet, build_rules
 from shim._orphans import deaf_to_ctrl_c, die_with_parent, leave_ctrl_c_to_parent
 from shim.errors import ConfigError
 from shim.metrics import Counters
+from shim.serving_settings import WORKERS
 from shim.settings import FIELDS, POSITIVE, TEXT, one_of, setting
 
 Sink = Callable[[Comparison], None]
@@ -56,7 +57,7 @@ class ComparisonSettings:
     executor: str = setting(
         "process", one_of(*EXECUTORS), "where comparisons run: worker processes, or threads of the shim's"
     )
-    workers: int = setting(1, POSITIVE, "comparison workers")
+    workers: int = setting(1, WORKERS, "comparison workers")
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

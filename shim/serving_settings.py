@@ -34,6 +34,9 @@ def _workers(key: str, value: object) -> int:
     return value
 
 
+WORKERS = Kind(f"whole number 1 to {MAX_WORKERS}", _workers)  # processes or threads of one kind, a sane count
+
+
 @dataclass(frozen=True, slots=True)
 class ServingSettings:
     """Where and how the clients are served: the port, the processes, the data plane, the limits."""
@@ -56,7 +59,7 @@ class ServingSettings:
     )
     workers: int = setting(
         1,
-        Kind(f"whole number 1 to {MAX_WORKERS}", _workers),
+        WORKERS,
         "shim processes sharing the port (SO_REUSEPORT)",
     )
     metrics_listen: str = setting("", ADDRESS, "where Prometheus metrics are served", shown="none")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from shim.errors import ConfigError
-from shim.settings import POSITIVE, Kind, setting
+from shim.serving_settings import WORKERS
+from shim.settings import Kind, setting
 from shim.units import is_whole
 
 
@@ -22,7 +23,9 @@ class EnvoySettings:
 
     SECTION: ClassVar[str] = "envoy"
     concurrency: int = setting(
-        1, POSITIVE, "Envoy's worker threads (1: each key's writes are copied in their order)"
+        1,
+        WORKERS,
+        "Envoy's worker threads (1: each key's writes are copied in their order)",
     )
     comparison_nice: int = setting(
         10,

@@ -1,5 +1,8 @@
 """The recording file: calls as the primary answered them, in a form that moves between machines.
 
+Over 400 lines: the format is written and read here, with what guards a path (an earlier recording set
+aside, anything else refused), so that the two sides of it never drift apart.
+
 Version 1 is JSON Lines, UTF-8 (`docs/recording-format.md` documents it for other tools):
 
     {"shim_recording": 1, ...header...}                   the first line: what was recorded, and from what

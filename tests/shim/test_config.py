@@ -640,10 +640,17 @@ def test_sizes(text: object, size: int) -> None:
     [
         pytest.param(BANK_TABLE + '[comparison]\nexecutor = "fork"\n', "comparison.executor", id="executor"),
         pytest.param(BANK_TABLE + "[comparison]\nworkers = 0\n", "comparison.workers", id="workers"),
+        pytest.param(
+            BANK_TABLE + "[comparison]\nworkers = 1000\n", "comparison.workers: 1000 is not", id="many"
+        ),
+        pytest.param(
+            BANK_TABLE + "[envoy]\nconcurrency = 1000\n", "envoy.concurrency: 1000 is not", id="threads"
+        ),
     ],
 )
 def test_comparison_worker_settings_are_checked(tmp_path: Path, text: str, names: str) -> None:
-    """A comparison executor other than process/thread, or no worker, is a config error naming the key."""
+    """A comparison executor other than process/thread, no worker, or a thousand (processes a machine
+    would choke on), is a config error naming the key; so is a thousand Envoy threads."""
     path = tmp_path / "shim.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):

@@ -156,6 +156,9 @@ def submit_unmirrored(
 ) -> None:
     """Record a call due a mirror that had none (a write's keys go out of step, every message's; a read only
     if sampled)."""
+    if primary.code == Code.UNIMPLEMENTED and not dispatcher.shared.plans.of(method).kind.described:
+        dispatcher.shared.counters.inc("calls_unimplemented", method)  # no method of the service
+        return
     more: Iterable[str] = ()
     if isinstance(first, Unmirrored):
         more = first.keys

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from comparators import Exchange, Outcome
+from comparators import Code, Exchange, Outcome
 from shim._noise import asked_again
 from shim._translation import STATUS_DETAILS_KEY
 from shim.shadow.capture import Capture
@@ -104,6 +104,9 @@ async def conclude(
         release_places(shared, mirror)
         learning.settle()
     if primary is None:
+        return False
+    if not mirror.plan.kind.described and primary.code == shadow.code == Code.UNIMPLEMENTED:
+        shared.counters.inc("calls_unimplemented", mirror.method)  # no method of the service: no evidence
         return False
     mirror.stage = "the id pairs of its answer"
     pairs = (

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
 
 from comparators._model import STATUS_NAMES
 from comparators.descriptors import DescriptorRegistry
@@ -556,6 +559,12 @@ def _custom(spec: dict[str, Any], name: str) -> Any:
         raise RuleError(f"custom: {dotted} is not a class, so it takes no options")
     if not callable(rule):
         raise RuleError(f"custom: {dotted} is not callable")
+    try:
+        inspect.signature(rule).bind(None, None)
+    except TypeError:
+        raise RuleError(f"custom: {dotted} does not take two values (Bank's, BK's)") from None
+    except ValueError:  # no signature to read (a builtin): called as it is
+        pass
     if not hasattr(rule, "name"):  # wrapped, never renamed: one callable may serve several rules
         rule = _Named(rule, name)
     return rule
@@ -667,3 +676,64 @@ def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, whe
             missing = registry.missing_key_fields(target, rule.key)
             if missing:
                 raise RuleError(f"{where}: key field {missing!r} is not a field of the elements of {target}")
+    _check_applies(rule, [fd for t in matched if (fd := _field_at(registry, t)) is not None], where)
+
+
+_TIMES = ("google.protobuf.Timestamp", "google.protobuf.Duration")
+_NUMBERS = frozenset(
+    {
+        FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_SFIXED32,
+    }
+)  # fmt: skip
+
+
+def _field_at(registry: DescriptorRegistry, target: str) -> FieldDescriptor | None:
+    """The field a "package.Message.field" target names (None for a method, or a target of its own)."""
+    type_name, _, name = target.rpartition(".")
+    desc = registry.find_message(type_name) if "/" not in target else None
+    return desc.fields_by_name.get(name) if desc is not None else None
+
+
+def _leaf(fd: FieldDescriptor) -> FieldDescriptor:
+    """What a rule on the field judges: a map's values, a wrapper's value, else the field itself."""
+    held = fd.message_type
+    if held is not None and held.GetOptions().map_entry:
+        fd = held.fields_by_name["value"]
+        held = fd.message_type
+    if (
+        held is not None
+        and held.full_name.startswith("google.protobuf.")
+        and held.full_name.endswith("Value")
+    ):
+        return held.fields_by_name.get("value", fd)
+    return fd
+
+
+def _check_applies(rule: Any, fields: list[FieldDescriptor], where: str) -> None:
+    """A built-in leaf rule whose fields hold none of the values it judges could never tolerate anything:
+    a `timestamp` rule on a string field, a `number` rule on text, an `enum-map` naming no value of the
+    enum. (A pattern matching fields of several kinds needs one of the kind the rule judges.)"""
+    fields = [_leaf(fd) for fd in fields]
+    if not fields:
+        return
+    held = [(fd.message_type.full_name if fd.message_type is not None else "") for fd in fields]
+    checks: list[tuple[type, bool, str]] = [
+        (TimestampTolerance, any(name in _TIMES for name in held), "a Timestamp or Duration"),
+        (NumericTolerance, any(fd.type in _NUMBERS for fd in fields), "a number"),
+        (TextNormalisation, any(fd.type == FieldDescriptor.TYPE_STRING for fd in fields), "a string"),
+        (EnumMap, any(fd.enum_type is not None for fd in fields), "an enum"),
+    ]
+    for kind, applies, what in checks:
+        if isinstance(rule, kind) and not applies:
+            raise RuleError(
+                f"{where}: {getattr(rule, 'name', 'the rule')}: no field it names holds {what}"
+                f" ({fields[0].full_name} is not one)"
+            )
+    if isinstance(rule, EnumMap):
+        names = {value.name for fd in fields if fd.enum_type is not None for value in fd.enum_type.values}
+        unknown = sorted(name for name in rule.mapping if name not in names)
+        if unknown:
+            raise RuleError(f"{where}: {rule.name}: {', '.join(unknown)} is not a value of the enum it maps")

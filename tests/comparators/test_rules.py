@@ -7,6 +7,7 @@ verdict follows: a match exactly when every difference is tolerated.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from comparators import (
     DescriptorRegistry,
     DiffKind,
     Outcome,
+    RuleError,
     Verdict,
     build_rules,
     compare,
@@ -430,13 +432,6 @@ NUMBER_CASES: list[Any] = [
         [("wrapped", ADDED, None, 0.0, "")],
         id="wrapper-presence-is-not-a-number",
     ),
-    pytest.param(
-        [{"path": "probe.v1.Reading.labels", "rule": "number", "absolute": 1, "name": "labels"}],
-        reading(labels={"k": "1"}),
-        reading(labels={"k": "1.5"}),
-        [("labels[k]", CHANGED, "1", "1.5", "")],
-        id="text-is-not-a-number",
-    ),
 ]
 
 
@@ -448,6 +443,44 @@ def test_number(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]
     """`number` tolerates doubles within an absolute or relative tolerance (unset counting as 0, wrappers
     by value), never text or a wrapper present on one side only."""
     check(specs, READ, bank, bk, expected, PROBE_REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        pytest.param(
+            {"path": "probe.v1.Reading.labels", "rule": "number", "absolute": 1},
+            "no field it names holds a number (probe.v1.Reading.LabelsEntry.value is not one)",
+            id="number-on-text",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.price", "rule": "timestamp", "tolerance": "1s"},
+            "no field it names holds a Timestamp or Duration",
+            id="timestamp-on-text",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.side", "rule": "enum-map", "map": {"NOPE": "X"}},
+            "NOPE is not a value of the enum it maps",
+            id="enum-map-naming-no-value",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.quantity", "rule": "custom", "callable": "os:getcwd"},
+            "custom: os:getcwd does not take two values (Bank's, BK's)",
+            id="custom-taking-no-values",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.quantity", "rule": "enum-map", "map": {"SIDE_BUY": "BUY"}},
+            "no field it names holds an enum",
+            id="enum-map-on-text",
+        ),
+    ],
+)
+def test_a_built_in_rule_on_fields_it_can_never_judge_is_refused_at_start(spec: Spec, says: str) -> None:
+    """A rule that could never tolerate anything (its fields hold none of the values it judges) started
+    cleanly, and its author believed it worked. It is refused, naming the rule and a field."""
+    registry = PROBE_REGISTRY if spec["path"].startswith("probe.") else REGISTRY
+    with pytest.raises(RuleError, match=re.escape(says)):
+        build_rules([spec], registry, parse_duration)
 
 
 # ---- timestamp --------------------------------------------------------------------------

@@ -288,7 +288,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file into the settings `build` takes."""
     path = Path(path)
     text, data = _read_toml(path)
-    return parse(data, base=path.parent, text=text, source=str(path))
+    try:
+        return parse(data, base=path.parent, text=text, source=str(path))
+    except ConfigError as exc:  # a key of its own no table takes: which file says where to look
+        if str(exc).startswith("unknown setting"):
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
 
 
 _RULES_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.M)
@@ -307,7 +312,10 @@ def load_rules_file(path: str | Path) -> tuple[tuple[dict[str, Any], ...], tuple
     path = Path(path)
     text, data = _read_toml(path, "rules file")
     rules = _rules(data.pop("rules", None), text, str(path))
-    finish("", data)
+    try:
+        finish("", data, ["rules"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc} (a rules file holds [[rules]] tables alone)") from None
     return rules
 
 
@@ -359,8 +367,16 @@ def parse(
             rules, locations = load_rules_file(resolve(path))
             out["rules"] = (*out.get("rules", ()), *rules)
             out["rule_locations"] = (*out.get("rule_locations", ()), *locations)
-    finish("", top)
+    finish("", top, _top_level_keys())
     return out
+
+
+def _top_level_keys() -> list[str]:
+    """The keys a config file's top level takes: settings, groups' settings, sections and tables."""
+    holders: tuple[type[Any], ...] = (Config, *GROUPS)
+    keys = [key for cls in holders for key, _, _ in declared(cls)]
+    keys += [cls.SECTION for cls in SECTIONS]
+    return [*keys, "upstreams", "reconcile", "methods", "key_aliases", "ids", "rules", "rules_files"]
 
 
 def _upstream(name: str, value: object, resolve: Resolve) -> Upstream:
@@ -369,7 +385,7 @@ def _upstream(name: str, value: object, resolve: Resolve) -> Upstream:
     found = take(Upstream, prefix, table, resolve)
     found.setdefault("target", "")  # a flag may give it (--bank, --bk); `build` says if none did
     upstream = Upstream(name=name, **found)
-    finish(prefix, table)
+    finish(prefix, table, (key for key, _, _ in declared(Upstream)))
     return upstream
 
 

@@ -10,7 +10,8 @@ parsed TOML, each error one line naming the key. `shim.config` assembles the tab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -87,13 +88,21 @@ RETIRED = {
 }
 
 
-def finish(prefix: str, table: dict[str, Any]) -> None:
-    """Whatever is left in a table is a key nothing declares (or one retired: its replacement named)."""
+def finish(prefix: str, table: dict[str, Any], known: Iterable[str] = ()) -> None:
+    """Whatever is left in a table is a key nothing declares (or one retired: its replacement named); with
+    the `known` keys of the table, the one a typo most likely meant is named."""
     for key in sorted(table):
         if prefix + key in RETIRED:
             raise ConfigError(f"{prefix}{key} is no longer read: use {RETIRED[prefix + key]}")
     if table:
-        raise ConfigError(f"unknown setting {', '.join(prefix + k for k in sorted(table))}")
+        hint = ""
+        choices = sorted(set(known))
+        for key in sorted(table):
+            close = difflib.get_close_matches(key, choices, n=1, cutoff=0.75)
+            if close:
+                hint = f" (did you mean {prefix}{close[0]}?)"
+                break
+        raise ConfigError(f"unknown setting {', '.join(prefix + k for k in sorted(table))}{hint}")
 
 
 def as_table(key: str, value: object) -> dict[str, Any]:
@@ -106,7 +115,7 @@ def read(cls: type[Section], value: object, resolve: Resolve = str) -> dict[str,
     """The settings a [SECTION] table gives (those it leaves out keep their defaults)."""
     table = as_table(cls.SECTION, value)
     found = take(cls, f"{cls.SECTION}.", table, resolve)
-    finish(f"{cls.SECTION}.", table)
+    finish(f"{cls.SECTION}.", table, (key for key, _, _ in declared(cls)))
     return found
 
 

@@ -505,9 +505,15 @@ def test_a_listen_flag_overrides_the_files_and_keeps_the_rest_of_its_group(tmp_p
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        pytest.param('lisen = "0.0.0.0:6000"\n', "unknown setting lisen", id="misspelt"),
+        pytest.param(
+            'lisen = "0.0.0.0:6000"\n', "unknown setting lisen (did you mean listen?)", id="misspelt"
+        ),
         pytest.param("[serving]\nlisten = '0.0.0.0:6000'\n", "unknown setting serving", id="group-as-table"),
-        pytest.param("descriptors = []\n", "unknown setting descriptors", id="group-name"),
+        pytest.param(
+            "descriptors = []\n",
+            "unknown setting descriptors (did you mean descriptor_sets?)",
+            id="group-name",
+        ),
         pytest.param('listen = "nowhere"\n', "listen: 'nowhere' is not HOST:PORT", id="listen"),
         pytest.param(
             'grace_period = "11m"\n',
@@ -524,9 +530,10 @@ def test_a_listen_flag_overrides_the_files_and_keeps_the_rest_of_its_group(tmp_p
 def test_top_level_keys_are_refused_as_before(tmp_path: Path, text: str, error: str) -> None:
     """An unknown top-level key, or the name of a group, is refused as an unknown setting; a bad
     value of a grouped one, with its own name."""
+    path = _config_file(tmp_path, text + BANK_TABLE)
     with pytest.raises(ConfigError) as caught:
-        _serve_settings("--config", _config_file(tmp_path, text + BANK_TABLE))
-    assert str(caught.value) == error
+        _serve_settings("--config", path)
+    assert str(caught.value).removeprefix(f"{path}: ") == error
 
 
 @pytest.mark.parametrize(
@@ -797,7 +804,7 @@ def test_ids_mistakes_are_one_line_errors_naming_the_key(tmp_path: Path, text: s
     """Each mistake in an [ids.KIND] table is a one-line ConfigError that starts with the key at fault."""
     with pytest.raises(ConfigError) as caught:
         _ids_of(tmp_path, text)
-    message = str(caught.value)
+    message = str(caught.value).removeprefix(f"{tmp_path / 'shim.toml'}: ")  # an unknown key names its file
     assert message.startswith(error), message
     assert "\n" not in message
 
@@ -906,7 +913,7 @@ def test_store_mistakes_are_one_line_errors_naming_the_key(tmp_path: Path, text:
     """Each mistake in [store] is a one-line ConfigError that starts with the key at fault."""
     with pytest.raises(ConfigError) as caught:
         _store_of(tmp_path, text)
-    message = str(caught.value)
+    message = str(caught.value).removeprefix(f"{tmp_path / 'shim.toml'}: ")  # an unknown key names its file
     assert message.startswith(error), message
     assert "\n" not in message
 
@@ -1022,3 +1029,23 @@ def test_workers_order_across_each_other_unless_told_not_to(
 
     settings = OrderingSettings(across_workers=across_workers).of_workers(workers)
     assert settings.across_replicas is ordered
+
+
+def test_an_unknown_key_names_its_file_and_the_key_a_typo_likely_meant(tmp_path: Path) -> None:
+    """`unknown setting rule` named neither the rules file it was in nor what was meant."""
+    rules = tmp_path / "extra-rules.toml"
+    rules.write_text('[[rule]]\npath = "bank.v1.Trade.price"\n')
+    config = _config_file(tmp_path, f'rules_files = ["{rules.name}"]\n' + BANK_TABLE)
+    with pytest.raises(ConfigError) as caught:
+        load_file(config)
+    assert str(caught.value) == (
+        f"{rules}: unknown setting rule (did you mean rules?) (a rules file holds [[rules]] tables alone)"
+    )
+    typo = _config_file(tmp_path, 'grace_perod = "5s"\n' + BANK_TABLE + '[store]\nurl = "x.db"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_file(typo)
+    assert str(caught.value) == f"{typo}: unknown setting grace_perod (did you mean grace_period?)"
+    section = _config_file(tmp_path, BANK_TABLE + '[store]\nurll = "x.db"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_file(section)
+    assert str(caught.value) == f"{section}: unknown setting store.urll (did you mean store.url?)"

@@ -292,6 +292,10 @@ class Recording:
             )
         with self._lines() as lines:
             first = next(lines, None)
+            if (first is None and self._cut) or (first is not None and not first[1].endswith(b"\n")):
+                raise RecordingError(
+                    f"{self.path}: cut short inside its first line (its header): nothing to read"
+                )
             if first is None:
                 raise RecordingError(f"{self.path}: empty: not a recording")
             self.header = self._header(first[1])

@@ -124,6 +124,8 @@ def test_a_file_cut_at_any_byte_is_an_error_or_with_truncated_its_calls_before_t
         with pytest.raises(RecordingError) as caught:
             Recording(cut).check()
         assert str(cut) in str(caught.value)
+        if 0 < offset < header_end:  # it said "its first line is not JSON"
+            assert "cut short inside its first line (its header)" in str(caught.value)
         if offset < header_end:
             continue  # no whole header: not readable at all
         ending = Recording(cut, truncated=True).check()
@@ -145,6 +147,8 @@ def test_a_compressed_file_cut_at_any_byte_is_an_error_or_with_truncated_its_cal
         with pytest.raises(RecordingError) as caught:
             Recording(cut).check()
         assert str(cut) in str(caught.value)
+        if lines == 0 and offset > 10:  # past gzip's own header: it said "empty: not a recording"
+            assert "cut short inside its first line (its header)" in str(caught.value), offset
         if lines == 0:
             continue  # no whole header: not readable at all
         calls = min(lines - 1, 3)  # its end line may be whole, short of the gzip trailer

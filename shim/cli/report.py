@@ -143,6 +143,8 @@ async def _build_report(
     if args.from_:
         since = time_of("--from", args.from_)
         until = time_of("--until", args.until) if args.until else now
+        if not args.until and since > now:
+            raise ConfigError(f"--from {args.from_} is in the future: nothing is stored after now")
         if until < since:
             raise ConfigError("--until is before --from")
     else:

@@ -69,6 +69,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
 
 
 async def run(args: argparse.Namespace, url: str) -> int:
+    if args.force and (args.list or not args.keys):
+        raise ShimError("--force clears the keys named (shim resync KEY... --force): a listing clears none")
     store = Store.open(url)
     await store.start()
     try:

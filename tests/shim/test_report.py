@@ -448,6 +448,10 @@ async def test_the_report_command_prints_json_and_writes_html(tmp_path: Path) ->
         (["--from", "yesterday"], "is not an ISO 8601 time"),
         (["--since", "soon"], "is not a duration"),
         (["--limit", "0"], "is not a whole number of 1 or more"),
+        (
+            ["--from", "2999-01-01T00:00:00Z"],
+            "--from 2999-01-01T00:00:00Z is in the future",
+        ),  # not "--until..."
     ],
 )
 async def test_the_report_command_rejects_bad_flags(tmp_path: Path, args: list[str], message: str) -> None:

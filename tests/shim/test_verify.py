@@ -242,6 +242,7 @@ async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path
         unconfigured = await shim_command("resync", "--store", db, apart)
         verified = await shim_command(*common, apart, untouched)
         listed = await shim_command(*common, "--list")
+        listed_forced = await shim_command(*common, "--list", "--force")  # --force was taken and ignored
         forced = await shim_command(*common, "--force", apart, "A99")
         left = await shim_command("resync", "--store", db)
     assert unconfigured[0] == 2
@@ -252,6 +253,8 @@ async def test_resync_verifies_before_clearing_and_force_clears_without(tmp_path
         f"{apart}: still out of step, differs: GetBalance balance '107.11' -> '107.1'",
         f"{untouched}: verified in step: in step again",
     ]
+    assert listed_forced[0] == 2
+    assert "--force clears the keys named" in listed_forced[2]
     assert listed[1].startswith(f"{apart}\tsince 2026-11-18T")
     assert "last check " in listed[1]
     assert ": differs: GetBalance balance" in listed[1]

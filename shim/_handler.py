@@ -156,13 +156,10 @@ def submit_unmirrored(
 ) -> None:
     """Record a call due a mirror that had none (a write's keys go out of step, every message's; a read only
     if sampled)."""
-    if primary.code == Code.UNIMPLEMENTED and not dispatcher.shared.plans.of(method).kind.described:
-        dispatcher.shared.counters.inc("calls_unimplemented", method)  # no method of the service
+    if dispatcher.unimplemented(method, primary):
         return
-    more: Iterable[str] = ()
-    if isinstance(first, Unmirrored):
-        more = first.keys
-        first = first.first
+    more: Iterable[str] = first.keys if isinstance(first, Unmirrored) else ()
+    first = first.first if isinstance(first, Unmirrored) else first
     if is_write:
         dispatcher.unmirrored(method, first, primary, why, more)
     elif dispatcher.not_sampled(method, dispatcher.keys_of(method, first)):

@@ -10,7 +10,11 @@ top level and so do `parse`, `merged`, the flags and a reload (`changed`: "grace
 folds them into their groups. Every setting is described in `docs/config.md`, and listed in
 `docs/config-reference.md` (written from the declarations by `tools/config_reference.py`). Relative
 paths are relative to the config file.
-"""
+
+
+Over 400 lines: reading a config file (its tables, upstreams, rules files, and the errors that name the
+file and the key meant) and assembling the Config from every feature's settings are one path, read top to
+bottom."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from comparators import Outcome
+from comparators import Code, Outcome
 from shim._breaker import Breaker
 from shim._lanes import Lanes
 from shim._noise import Noise
@@ -214,6 +214,14 @@ class ShadowDispatcher:
             keys = translation.keys_for(method, decoded)
         said = "applied it" if primary.code == 0 else "may have applied it"
         steps.mark(tuple(dict.fromkeys((*keys, *more))), method, f"{why}; the primary {said}")
+
+    def unimplemented(self, method: str, primary: Outcome) -> bool:
+        """A call of a method the descriptors do not describe that the primary refused as UNIMPLEMENTED:
+        counted (`calls_unimplemented`), never recorded: it says nothing of the service."""
+        if primary.code != Code.UNIMPLEMENTED or self.shared.plans.of(method).kind.described:
+            return False
+        self.shared.counters.inc("calls_unimplemented", method)
+        return True
 
     def not_sampled(self, method: str, keys: tuple[str, ...], count: int = 1) -> int:
         """Of `count` reads with `keys` that were not mirrored (refused, shed, lost), how many sampling would

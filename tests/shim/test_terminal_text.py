@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ from sample_ledger.server import serve
 from shim.routing import MethodSettings
 from shim.terminal_text import printable
 from shim.testing import running_shim
-from tests.backends import interop_server
+from tests.backends import called_method, scripted_server
 from tests.helpers import run_shim
 
 CONFIG = Path(sample_ledger.__file__).parent / "shim.toml"
@@ -64,8 +65,18 @@ async def test_report_gate_and_resync_print_what_clients_named_as_escaped_text(t
     are reported, judged and listed with those characters escaped: the commands do not fail, and no
     escape sequence reaches the terminal."""
     bank = await serve("bank")
-    # BK answers UNIMPLEMENTED to Bank's methods: the write puts its key out of step
-    bk = await interop_server()
+
+    async def bk_side(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        """UNIMPLEMENTED to Bank's methods (the write puts its key out of step), an empty answer to the
+        made-up ones (both sides refusing them would say nothing of the service: they would not be
+        recorded)."""
+        if called_method().startswith("/bank."):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no such method")
+        return [b""]
+
+    bk = await scripted_server(bk_side)
     db = tmp_path / "shim.db"
     try:
         async with running_shim(

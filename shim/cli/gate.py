@@ -7,7 +7,7 @@ from typing import Any
 
 from shim import config as config_mod
 from shim._noise import NoiseSettings
-from shim.cli.store_args import evidence_settings, positive, share, store_flags
+from shim.cli.store_args import evidence_settings, method_arg, positive, share, store_flags
 from shim.gate import GateSettings
 from shim.units import parse_duration
 
@@ -50,19 +50,10 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--require-method",
         metavar="M",
         action="append",
-        type=_method,
+        type=method_arg,
         default=None,
         help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
     )
-
-
-def _method(value: str) -> str:
-    """A method's full name, as `[gate] methods` takes it: a short name would be judged as no method."""
-    name = value.lstrip("/")
-    service, _, method = name.rpartition("/")
-    if not service or not method or "/" in service:
-        raise argparse.ArgumentTypeError(f'{value!r} is not a "package.Service/Method" name')
-    return name
 
 
 async def run(args: argparse.Namespace) -> int:

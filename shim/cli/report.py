@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from shim import config as config_mod
 from shim._noise import NoiseSettings
-from shim.cli.store_args import evidence_settings, positive, store_flags, time_of
+from shim.cli.store_args import evidence_settings, method_arg, positive, store_flags, time_of
 from shim.errors import ConfigError, ShimError
 from shim.gate import GateSettings
 from shim.units import parse_duration, short
@@ -40,6 +40,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "--method",
         metavar="M",
         action="append",
+        type=method_arg,
         default=None,
         help='only this method, "package.Service/Method"; repeatable',
     )

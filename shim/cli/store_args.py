@@ -74,3 +74,12 @@ def time_of(flag: str, text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def method_arg(value: str) -> str:
+    """A method's full name, as `[gate] methods` takes it: a short name would match no method, silently."""
+    name = value.lstrip("/")
+    service, _, method = name.rpartition("/")
+    if not service or not method or "/" in service:
+        raise argparse.ArgumentTypeError(f'{value!r} is not a "package.Service/Method" name')
+    return name

@@ -485,16 +485,22 @@ async def test_an_html_report_that_cannot_be_written_fails_before_anything_is_pr
 
 
 async def test_a_method_that_matches_nothing_is_warned_about(tmp_path: Path) -> None:
-    """A --method with no stored comparison (a typo, a short name) says so on stderr; the report runs."""
+    """A --method with no stored comparison (a typo) says so on stderr; the report runs. A short name is
+    a usage error, as for `shim gate --require-method` (it was a warning here, an error there)."""
     db = tmp_path / "shim.db"
     await _recent_store(db)
-    done = _shim("report", "--store", str(db), "--method", "Refund", "--method", "pay.v1.Payments/Get")
+    done = _shim(
+        "report", "--store", str(db), "--method", "pay.v1.Payments/Refnd", "--method", "pay.v1.Payments/Get"
+    )
     assert done.returncode == 0, done.stderr
     assert "Payments/Get" in done.stdout
     assert done.stderr.strip() == (
-        'shim: warning: --method "Refund" matches no stored comparison'
+        'shim: warning: --method "pay.v1.Payments/Refnd" matches no stored comparison'
         ' (methods are named "package.Service/Method")'
     )
+    short = _shim("report", "--store", str(db), "--method", "Refund")
+    assert short.returncode == 2
+    assert "argument --method: 'Refund' is not a \"package.Service/Method\" name" in short.stderr
 
 
 LONG = (

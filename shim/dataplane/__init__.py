@@ -45,7 +45,7 @@ from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
-from shim.dataplane.targets import check_targets
+from shim.dataplane.targets import check_grpc_targets, check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, ShimError, StartupError
 from shim.modes import DEFAULT, bk_answers
@@ -615,6 +615,7 @@ async def start(
 
     dataplane, why = choose(config.serving.dataplane)
     if dataplane == "python":
+        check_grpc_targets(config)  # before anything starts
         shim = Shim(config, sinks=sinks, registry=registry)
         await shim.start()
         return Served(shim, None, "python", why)

@@ -57,6 +57,22 @@ def endpoints(target: str, key: str) -> Endpoints:
         ) from None
 
 
+def check_grpc_targets(config: Config) -> None:
+    """On the Python data plane, a ConfigError before anything starts for an upstream target grpc itself
+    could never connect to: one of grpc's own address schemes (ipv4:, ipv6:, unix:) naming no address it
+    takes. Any other target is grpc's to resolve, as it is given (a name resolver of its own, say)."""
+    for upstream in (config.bank, config.bk):
+        if upstream is None or upstream.target.partition(":")[0] not in ("ipv4", "ipv6", "unix"):
+            continue
+        try:
+            _endpoints(upstream.target)
+        except _Refused as exc:
+            raise ConfigError(
+                f"upstreams.{upstream.name}.target: {upstream.target!r} {exc}: grpc would never connect"
+                " (ipv4:ADDR[:PORT][,...], ipv6:ADDR or [ADDR]:PORT[,...], unix:PATH)"
+            ) from None
+
+
 def check_targets(config: Config) -> None:
     """A ConfigError, before anything starts, when an upstream's target is not one Envoy can use."""
     for upstream in (config.bank, config.bk):

@@ -177,3 +177,29 @@ def test_a_target_envoy_cannot_use_is_one_line_at_start(tmp_path: Path, target: 
     assert "--dataplane python" in line, line
     with pytest.raises(ConfigError, match=says):
         endpoints(target, "upstreams.bank.target")
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("ipv4:abc", "not an ipv4 address"),
+        ("ipv6:127.0.0.1", "not an ipv6 address"),
+        ("unix:", "names no socket path"),
+        ("ipv4:127.0.0.1:70000", "not one"),
+    ],
+)
+def test_a_target_of_grpcs_own_schemes_naming_no_address_stops_the_python_plane_at_start(
+    tmp_path: Path, target: str, says: str
+) -> None:
+    """On the Python data plane, a target grpc could never connect to (one of its own address schemes
+    naming no address it takes) was served on, and said only later, as an upstream not reachable: now
+    one line at start, naming the setting. Other targets are grpc's to resolve, as given."""
+    done = run_shim(
+        "serve", "--bank", target, "--listen", "127.0.0.1:0", "--dataplane", "python",
+        "--store", tmp_path / "shim.db", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"shim: error: upstreams.bank.target: {target!r}"), line
+    assert says in line, line
+    assert "grpc would never connect" in line, line

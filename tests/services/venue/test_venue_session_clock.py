@@ -9,20 +9,13 @@ The venue's sessions (`Trade`: one ack per order, `acked_at` stamped by each sid
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from grpc import aio
 
 from comparators import Verdict
-from shim.testing import running_shim
-from tests.services.venue.client import VenueClient
-from tests.services.venue.server import serve
 from tests.services.venue.test_venue_recording import PLANES
-from tests.services.venue.test_venue_shim import _settings
-from tests.services.venue.test_venue_stream_pairs import _order, _sessions_answer
+from tests.services.venue.test_venue_stream_pairs import _order, clock_ahead, venue
 
 AHEAD = 3.0  # seconds BK's clock runs ahead of Bank's; the rule tolerates 1 s
 
@@ -32,35 +25,15 @@ async def test_a_long_session_does_not_hide_a_bk_clock_ahead(tmp_path: Path, dat
     """BK stamps every ack 3 s ahead of Bank and answers at once. A session of one order shows it; so does
     a session of five orders 1.2 s apart, whose first ack BK sent at once: before, the whole session's
     length (6 s) was taken as how late BK may have stamped any of its acks, and all five were tolerated."""
-    bank, bk = await serve("bank", stamped=True), await serve("bk")
-
-    def ahead(request: Any) -> list[Any]:
-        ack = bk.book.trade(request)
-        ack.acked_at.FromNanoseconds(time.time_ns() + int(AHEAD * 1e9))
-        return [ack]
-
-    _sessions_answer(bk, ahead)
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            await client.open_account("A", "100000")
-            async with client.session() as short:
-                await short.send(_order(10))
-            async with client.session() as long:
-                for quantity in (11, 12, 13, 14, 15):
-                    await long.send(_order(quantity))
-                    await asyncio.sleep(1.2)  # a client placing an order now and then
-            await shim.drain()
-            trades = [c for c in sink.comparisons if c.method.endswith("/Trade")]
-    finally:
-        await bank.stop()
-        await bk.stop()
+    async with venue(tmp_path, dataplane, clock_ahead(AHEAD), stamped=True) as (shim, sink, client, _):
+        async with client.session() as short:
+            await short.send(_order(10))
+        async with client.session() as long:
+            for quantity in (11, 12, 13, 14, 15):
+                await long.send(_order(quantity))
+                await asyncio.sleep(1.2)  # a client placing an order now and then
+        await shim.drain()
+        trades = [c for c in sink.comparisons if c.method.endswith("/Trade")]
     short_one, long_one = trades
     assert short_one.verdict is Verdict.MISMATCH, short_one
     assert long_one.verdict is Verdict.MISMATCH, (long_one.verdict, long_one.exchange.own_late)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from grpc import aio
 
 from comparators import Verdict
-from shim.testing import running_shim
+from shim.testing import CapturingSink, running_shim
 from tests.helpers import until
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, message_class, new
@@ -59,6 +60,57 @@ def _sessions_answer(bk: Served, answer: Callable[[Any], list[Any]]) -> None:
     handler.service = replaced  # type: ignore[method-assign]
 
 
+Answering = Callable[[Served], Callable[[Any], list[Any]]]  # BK's acks to a request, given BK
+
+
+def clock_ahead(seconds: float) -> Answering:
+    """BK's acks stamped `seconds` ahead of its clock (its book books each order as ever)."""
+
+    def answering(bk: Served) -> Callable[[Any], list[Any]]:
+        def ahead(request: Any) -> list[Any]:
+            ack = bk.book.trade(request)
+            ack.acked_at.FromNanoseconds(time.time_ns() + int(seconds * 1e9))
+            return [ack]
+
+        return ahead
+
+    return answering
+
+
+@asynccontextmanager
+async def venue(
+    tmp_path: Path,
+    dataplane: str,
+    answering: Answering | None = None,
+    *,
+    stamped: bool = False,
+    accounts: tuple[str, ...] = ("A",),
+    shadow: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[Any, CapturingSink, VenueClient, Served]]:
+    """The venue's Bank (its acks `stamped` with its clock) and BK (its sessions answered by `answering`,
+    if given), a shim in front on `dataplane` (with `shadow` settings over the venue's), and a client
+    with `accounts` open: the shim, its comparisons, the client and BK."""
+    bank, bk = await serve("bank", stamped=stamped), await serve("bk")
+    if answering is not None:
+        _sessions_answer(bk, answering(bk))
+    settings = _settings(tmp_path)
+    if shadow:
+        settings["shadow"] = {**settings.get("shadow", {}), **shadow}
+    try:
+        async with (
+            running_shim(bank.address, bk.address, dataplane=dataplane, **settings) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = VenueClient(channel)
+            for account in accounts:
+                await client.open_account(account, "100000")
+            await shim.drain()
+            yield shim, sink, client, bk
+    finally:
+        await bank.stop()
+        await bk.stop()
+
+
 @pytest.mark.parametrize("dataplane", PLANES)
 async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_paired(
     tmp_path: Path, dataplane: str
@@ -69,39 +121,28 @@ async def test_ids_after_a_message_one_stream_has_and_the_other_not_are_not_pair
     cancelled the wrong one, and the cancel's difference was blamed on BK. No pair is learned from the
     first place the streams differ: O1 is paired, O2 and O3 are not; the cancel is not mirrored
     (skipped, its id unmapped), and BK's book keeps both orders open."""
-    bank, bk = await serve("bank"), await serve("bk")
 
-    def with_extra_ack(request: Any) -> list[Any]:
-        ack = bk.book.trade(request)
-        if request.new.quantity == 120:  # BK's bug: one more message, naming no order
-            return [ack, message_class("TradeAck")(account="A", status=6, reason="no action")]
-        return [ack]
+    def with_extra_ack(bk: Served) -> Callable[[Any], list[Any]]:
+        def acks(request: Any) -> list[Any]:
+            ack = bk.book.trade(request)
+            if request.new.quantity == 120:  # BK's bug: one more message, naming no order
+                return [ack, message_class("TradeAck")(account="A", status=6, reason="no action")]
+            return [ack]
 
-    _sessions_answer(bk, with_extra_ack)
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            await client.open_account("A", "100000")
-            async with client.session() as session:
-                placed = [(await session.send(_order(q))).order_id for q in (120, 130, 150)]
-            await shim.drain()
-            assert placed == ["O1", "O2", "O3"]
-            cancelled = await client.cancel_order("O3")
-            assert cancelled.quantity == 150
-            await shim.drain()
-            assert shim.ids is not None
-            pairs = {bank_id: shim.ids.known("bank", "order", bank_id) for bank_id in placed}
-            (cancel,) = [c for c in sink.comparisons if c.method.endswith("/CancelOrder")]
+        return acks
+
+    async with venue(tmp_path, dataplane, with_extra_ack) as (shim, sink, client, bk):
+        async with client.session() as session:
+            placed = [(await session.send(_order(q))).order_id for q in (120, 130, 150)]
+        await shim.drain()
+        assert placed == ["O1", "O2", "O3"]
+        cancelled = await client.cancel_order("O3")
+        assert cancelled.quantity == 150
+        await shim.drain()
+        assert shim.ids is not None
+        pairs = {bank_id: shim.ids.known("bank", "order", bank_id) for bank_id in placed}
+        (cancel,) = [c for c in sink.comparisons if c.method.endswith("/CancelOrder")]
         bk_orders = [bk.book.get_order(new("GetOrderRequest", order_id=o)) for o in bk.book.order_ids]
-    finally:
-        await bank.stop()
-        await bk.stop()
     assert pairs["O1"] is not None
     assert (pairs["O2"], pairs["O3"]) == (None, None)
     assert cancel.verdict is Verdict.SKIPPED, (cancel.verdict, cancel.reason)
@@ -119,41 +160,20 @@ async def test_a_key_marked_after_a_sessions_messages_does_not_taint_it(
     explained away by a write that came after the message that differed. A session is tainted by the
     keys out of step at each of its messages' turns: S1 stays a mismatch, and a session started on A
     after the mark is tainted."""
-    bank, bk = await serve("bank", stamped=True), await serve("bk")
-
-    def ahead(request: Any) -> list[Any]:
-        ack = bk.book.trade(request)
-        ack.acked_at.FromNanoseconds(time.time_ns() + 60_000_000_000)
-        return [ack]
-
-    _sessions_answer(bk, ahead)
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            await client.open_account("A", "100000")
-            await shim.drain()
-            s1 = client.session()
-            await s1.send(_order(10))
-            await until(lambda: len(bk.book.order_ids) >= 1, "S1 order on BK")
-            s2 = client.session()
-            await s2.send(_order(20))
-            s2.call.cancel()  # a client gives up its session: A goes out of step
-            assert shim.steps is not None
-            await until(lambda: "A" in shim.steps.keys, "A out of step")
-            await s1.close()
-            async with client.session() as s3:
-                await s3.send(_order(30))
-            await shim.drain()
-            trades = [c for c in sink.comparisons if c.method.endswith("/Trade")]
-    finally:
-        await bank.stop()
-        await bk.stop()
+    async with venue(tmp_path, dataplane, clock_ahead(60), stamped=True) as (shim, sink, client, bk):
+        s1 = client.session()
+        await s1.send(_order(10))
+        await until(lambda: len(bk.book.order_ids) >= 1, "S1 order on BK")
+        s2 = client.session()
+        await s2.send(_order(20))
+        s2.call.cancel()  # a client gives up its session: A goes out of step
+        assert shim.steps is not None
+        await until(lambda: "A" in shim.steps.keys, "A out of step")
+        await s1.close()
+        async with client.session() as s3:
+            await s3.send(_order(30))
+        await shim.drain()
+        trades = [c for c in sink.comparisons if c.method.endswith("/Trade")]
     verdicts = [(c.verdict, c.reason) for c in trades]
     by_quantity = {}
     for comparison in trades:
@@ -172,31 +192,20 @@ async def test_a_session_bk_answers_one_message_less_is_compared(tmp_path: Path,
     session's own earlier message held its place against it) and never went to BK: the session was a
     shadow timeout, blaming BK's time. A session's messages wait only for other calls on their keys: BK
     gets all three, and the session is a mismatch, its answers one message short."""
-    bank, bk = await serve("bank"), await serve("bk")
 
-    def without_second_ack(request: Any) -> list[Any]:
-        ack = bk.book.trade(request)
-        return [] if request.new.quantity == 130 else [ack]
+    def without_second_ack(bk: Served) -> Callable[[Any], list[Any]]:
+        def acks(request: Any) -> list[Any]:
+            ack = bk.book.trade(request)
+            return [] if request.new.quantity == 130 else [ack]
 
-    _sessions_answer(bk, without_second_ack)
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            await client.open_account("A", "100000")
-            async with client.session() as session:
-                for quantity in (120, 130, 150):
-                    await session.send(_order(quantity))
-            await shim.drain()
-            (trade,) = [c for c in sink.comparisons if c.method.endswith("/Trade")]
+        return acks
+
+    async with venue(tmp_path, dataplane, without_second_ack) as (shim, sink, client, bk):
+        async with client.session() as session:
+            for quantity in (120, 130, 150):
+                await session.send(_order(quantity))
+        await shim.drain()
+        (trade,) = [c for c in sink.comparisons if c.method.endswith("/Trade")]
         booked = [bk.book.get_order(new("GetOrderRequest", order_id=o)).quantity for o in bk.book.order_ids]
-    finally:
-        await bank.stop()
-        await bk.stop()
     assert booked == [120, 130, 150]
     assert trade.verdict is Verdict.MISMATCH, (trade.verdict, trade.reason)

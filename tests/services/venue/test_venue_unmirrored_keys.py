@@ -12,15 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grpc import aio
 
-from shim.testing import running_shim
 from tests.helpers import until
-from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, new
-from tests.services.venue.server import serve
 from tests.services.venue.test_venue_recording import PLANES
-from tests.services.venue.test_venue_shim import _settings
+from tests.services.venue.test_venue_stream_pairs import venue
 
 TRADE = "/venue.v1.Venue/Trade"
 
@@ -39,31 +35,18 @@ async def test_a_session_not_mirrored_marks_every_account_it_traded_on(
 ) -> None:
     """One session holds the one place for streams (`shadow.max_in_flight_streams = 1`); another, not
     mirrored, trades on A, then on B. Bank applied both orders and BK neither: A and B go out of step."""
-    bank, bk = await serve("bank"), await serve("bk")
-    settings = _settings(tmp_path)
-    settings["shadow"] = {**settings.get("shadow", {}), "max_in_flight_streams": 1}
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **settings) as (shim, _),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            for account in ("A", "B", "C"):
-                await client.open_account(account, "100000")
-            await shim.drain()
-            holder = client.session()  # takes the one place of streams
-            await holder.send(_order("C"))
-            async with client.session() as session:  # not mirrored
-                await session.send(_order("A"))
-                await session.send(_order("B"))
-            await holder.close()
-            await shim.drain()
-            assert shim.steps is not None
-            await until(lambda: {"A", "B"} <= set(shim.steps.keys), "A and B out of step", within=5.0)
-            marks = sorted(shim.steps.keys)
-    finally:
-        await bank.stop()
-        await bk.stop()
+    streams = {"max_in_flight_streams": 1}
+    async with venue(tmp_path, dataplane, accounts=("A", "B", "C"), shadow=streams) as (shim, _, client, _):
+        holder = client.session()  # takes the one place of streams
+        await holder.send(_order("C"))
+        async with client.session() as session:  # not mirrored
+            await session.send(_order("A"))
+            await session.send(_order("B"))
+        await holder.close()
+        await shim.drain()
+        assert shim.steps is not None
+        await until(lambda: {"A", "B"} <= set(shim.steps.keys), "A and B out of step", within=5.0)
+        marks = sorted(shim.steps.keys)
     assert marks == ["A", "B"]
 
 
@@ -73,33 +56,20 @@ async def test_a_session_given_up_part_way_marks_the_accounts_of_its_later_messa
 ) -> None:
     """A mirrored session idle for `shadow.stream_idle` gives its place to a new one; its client then
     trades on B. Bank applies it, BK never gets it: B goes out of step, as A (its messages before)."""
-    bank, bk = await serve("bank"), await serve("bk")
-    settings = _settings(tmp_path)
-    settings["shadow"] = {**settings.get("shadow", {}), "max_in_flight_streams": 1, "stream_idle": 0.2}
-    try:
-        async with (
-            running_shim(bank.address, bk.address, dataplane=dataplane, **settings) as (shim, _),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = VenueClient(channel)
-            for account in ("A", "B", "C"):
-                await client.open_account(account, "100000")
-            await shim.drain()
-            first = client.session()
-            await first.send(_order("A"))
-            idle_from = time.monotonic()
-            await until(lambda: time.monotonic() - idle_from > 0.3, "the first session idle for stream_idle")
-            async with client.session() as second:  # takes the first one's place
-                await second.send(_order("C"))
-            given_up = lambda: shim.counters.get("shadow_idle_given_up", TRADE)  # noqa: E731
-            await until(lambda: given_up() >= 1, "the first session's mirror given up", within=5.0)
-            await first.send(_order("B"))
-            await first.close()
-            await shim.drain()
-            assert shim.steps is not None
-            await until(lambda: {"A", "B"} <= set(shim.steps.keys), "A and B out of step", within=5.0)
-            marks = sorted(shim.steps.keys)
-    finally:
-        await bank.stop()
-        await bk.stop()
+    idling = {"max_in_flight_streams": 1, "stream_idle": 0.2}
+    async with venue(tmp_path, dataplane, accounts=("A", "B", "C"), shadow=idling) as (shim, _, client, _):
+        first = client.session()
+        await first.send(_order("A"))
+        idle_from = time.monotonic()
+        await until(lambda: time.monotonic() - idle_from > 0.3, "the first session idle for stream_idle")
+        async with client.session() as second:  # takes the first one's place
+            await second.send(_order("C"))
+        given_up = lambda: shim.counters.get("shadow_idle_given_up", TRADE)  # noqa: E731
+        await until(lambda: given_up() >= 1, "the first session's mirror given up", within=5.0)
+        await first.send(_order("B"))
+        await first.close()
+        await shim.drain()
+        assert shim.steps is not None
+        await until(lambda: {"A", "B"} <= set(shim.steps.keys), "A and B out of step", within=5.0)
+        marks = sorted(shim.steps.keys)
     assert marks == ["A", "B"]

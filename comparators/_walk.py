@@ -233,7 +233,7 @@ class Walker:
         _compiled(desc)(self, bank, bk, f"{path}." if path else "")
         if desc.extension_ranges:
             self._extensions(bank, bk, path)
-        self._unknown(bank, bk, path)
+        self._unknown(bank, bk, path, name)
 
     def _extensions(self, bank: message.Message, bk: message.Message, path: str) -> None:
         """The extensions set on either side (proto2), at `path.(package.name)`, each judged by the rules
@@ -320,7 +320,7 @@ class Walker:
             if left is not None and right is not None:  # a money-like message: compare as amounts
                 if left != right:
                     self._changed(target, path, left, right)
-                self._unknown(bank, bk, path)
+                self._unknown(bank, bk, path, element.full_name)
                 return
         element_name = element.full_name
         if isinstance(rule, Ignore) or element_name in _TIME_TYPES or element_name in _WRAPPERS:
@@ -437,7 +437,9 @@ class Walker:
 
     # -- unknown fields ---------------------------------------------------------------------
 
-    def _unknown(self, bank: message.Message, bk: message.Message, path: str) -> None:
+    def _unknown(self, bank: message.Message, bk: message.Message, path: str, holder: str) -> None:
+        """The fields of a `holder` message the descriptors do not know, at `path.#<number>`: judged by an
+        `ignore` or `bk-may-add` rule on "holder.#<number>" (a BK built from a newer proto)."""
         left, right = _unknown_values(bank), _unknown_values(bk)
         if left == right:
             return
@@ -446,12 +448,21 @@ class Walker:
             if bank_value == bk_value:
                 continue
             sub = f"{path}.{key}" if path else key
+            name = self._unknown_rule(f"{holder}.{key}", bank_value is None)
             if isinstance(bank_value, dict) and isinstance(bk_value, dict):
                 # no descriptor to walk a group by: deepdiff explains it, field by field
                 for diff in diff_values(bank_value, bk_value, sub):
-                    self.out.append(Difference(diff.path, DiffKind.UNKNOWN_FIELD, diff.bank, diff.bk))
+                    self.out.append(Difference(diff.path, DiffKind.UNKNOWN_FIELD, diff.bank, diff.bk, name))
             else:
-                self.out.append(Difference(sub, DiffKind.UNKNOWN_FIELD, bank_value, bk_value))
+                self.out.append(Difference(sub, DiffKind.UNKNOWN_FIELD, bank_value, bk_value, name))
+
+    def _unknown_rule(self, target: str, bk_only: bool) -> str:
+        """The name of the rule that tolerates a difference at an unknown field, or ""."""
+        rule = self._value_rules[target]
+        if isinstance(rule, Ignore):
+            return str(rule.name)
+        may_add = self.rules.may_add(self.method, target) if bk_only else None
+        return may_add.name if may_add is not None else ""
 
 
 _CURRENCY_FIELDS = ("currency_code", "currency")

@@ -136,6 +136,10 @@ class DescriptorRegistry:
 
     # -- what rules may name ---------------------------------------------------------
 
+    def message_types(self) -> list[Descriptor]:
+        """Every message type of the described files, nested ones too (map entries left out)."""
+        return self._messages()
+
     def _messages(self) -> list[Descriptor]:
         found: list[Descriptor] = []
 

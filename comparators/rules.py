@@ -625,7 +625,9 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
         raise RuleError(f"{where}: path must be a non-empty string")
     wire = _methods(spec, registry, where)
     binding = Binding(rule, path or "", regex, wire)
-    if registry is not None and path != "status":
+    if registry is not None and path and path.rpartition(".")[2].startswith("#"):
+        _check_unknown_target(path, spec["rule"], rule, registry, where)
+    elif registry is not None and path != "status":
         _check_target(binding, rule, registry, where)
     return binding
 
@@ -677,6 +679,32 @@ def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, whe
             if missing:
                 raise RuleError(f"{where}: key field {missing!r} is not a field of the elements of {target}")
     _check_applies(rule, [fd for t in matched if (fd := _field_at(registry, t)) is not None], where)
+
+
+_MAX_FIELD_NUMBER = 2**29 - 1
+
+
+def _check_unknown_target(path: str, kind: str, rule: Any, registry: DescriptorRegistry, where: str) -> None:
+    """`package.Message.#<number>` (or `#*`) names fields of described messages that the descriptors do
+    not know, such as one a newer BK adds: only `ignore` and `bk-may-add` judge their raw values."""
+    holder, _, number = path.rpartition(".")
+    digits = number[1:]
+    if number != "#*" and not (digits.isdigit() and 0 < int(digits) <= _MAX_FIELD_NUMBER):
+        raise RuleError(f"{where}: {number!r} is not a field number: give #<number> or #*")
+    if not isinstance(rule, Ignore | BkMayAdd):
+        raise RuleError(
+            f"{where}: a field the descriptors do not know takes ignore or bk-may-add, not {kind!r}"
+        )
+    messages = [desc for desc in registry.message_types() if fnmatch.fnmatchcase(desc.full_name, holder)]
+    if not messages:
+        raise RuleError(f"{where}: path {path!r} names no message in the descriptors")
+    if number != "#*":
+        known = [desc for desc in messages if int(digits) in desc.fields_by_number]
+        if len(known) == len(messages):
+            name = known[0].fields_by_number[int(digits)].name
+            raise RuleError(
+                f"{where}: field {digits} of {known[0].full_name} is known, as {name}: name it by its name"
+            )
 
 
 _TIMES = ("google.protobuf.Timestamp", "google.protobuf.Duration")

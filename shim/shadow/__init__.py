@@ -15,8 +15,9 @@ per exchange.
 Order (`shim._lanes`). A call whose requests are one message takes one place
 in the lanes of its keys, from its arrival until it is over on the shadow. A
 client-streaming call (a batch: many requests, one answer) takes one place,
-on the keys of all its messages, when the primary answers: the primary applies
-a batch when it has all of it, and the mirror cannot start before then anyway.
+on the keys of all its messages, as its last message comes (or as the primary
+answers, if that comes first): the primary has all of it then, and answers
+after, so a call the client makes once it has the answer comes after it.
 A bidi call (a session) takes one place per request message, with that
 message's own keys, entered as the message arrives: so a long session holds
 its keys only while a message of it is in flight, not for the whole session.

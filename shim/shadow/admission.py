@@ -2,9 +2,12 @@
 
 A call whose requests are one message takes one place in the lanes of its keys, from its arrival
 until it is over on the shadow. A client-streaming call (a batch: many requests, one answer) takes
-one place, on the keys of all its messages, when the primary answers: the primary applies a batch when
-it has all of it, and the mirror cannot start before then anyway. A bidi call (a session) takes one
-place per request message, with that message's own keys, entered as the message arrives.
+one place, on the keys of all its messages, as its last message comes (the primary has all of it then,
+and answers after; a primary that answers first places it then). On Envoy the copy of its answer may
+reach the plane after the request of a call the client made once it had that answer: placed at the
+answer, such a call came first, and went to the shadow with ids the batch had not paired yet. A bidi
+call (a session) takes one place per request message, with that message's own keys, entered as the
+message arrives.
 
 Finding a call's keys means decoding its first request: that waits for the next turn of the loop
 (call_soon keeps arrival order), so the primary's own send goes first.
@@ -116,6 +119,14 @@ class Admission:
             return  # placed when the primary answers
         self.enter(self._admit, first)
 
+    def closed(self) -> None:
+        """The client sent its last request message: a batch takes its place (after the keys of every message
+        fed: call_soon keeps order)."""
+        if not self.asked:
+            self.ask(None)
+        if self.batch:
+            self.enter(self.admit_batch)
+
     def enter(self, step: Callable[..., object], *args: object) -> None:
         """Run a step that takes the call's place in the lanes, or must follow it, at the next turn of the
         loop (call_soon keeps their order); on Envoy once the call's turn among the copies came."""
@@ -167,7 +178,10 @@ class Admission:
             self.keys = tuple(dict.fromkeys(self._batch_keys))
 
     def admit_batch(self) -> None:
-        """A batch takes its place when the primary answered, on the keys of all its messages."""
+        """A batch takes its place as its last message came (or the primary answered, if first), on the keys
+        of all its messages; a later call naming an id its answer may mint waits for that answer."""
+        if self.admitted.is_set():
+            return
         if self._over():
             self.admitted.set()
             return
@@ -177,8 +191,9 @@ class Admission:
         else:
             self.seq = self._shared.lanes.write_seq
             self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
+            self.answering = self._shared.translation.answering(self.plan.ids, self.places.ticket.order)
             self.keys = keys
-            self._unordered(keys)  # its place comes as the client gets the answer: too late for a ticket
+            self._unordered(keys)  # its keys are known only at its end: it takes no ticket across replicas
             if self.spanned:
                 self.mark_spanned()
             self.record_intent()

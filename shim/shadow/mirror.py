@@ -141,8 +141,7 @@ class Mirror:
 
     def close_requests(self) -> None:
         """The client half-closed its request stream."""
-        if not self.admission.asked:
-            self.admission.ask(None)
+        self.admission.closed()
         self._call.queue.put_nowait(None)
 
     def primary_message(self, payload: bytes) -> None:
@@ -173,7 +172,7 @@ class Mirror:
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()
-        if self.admission.batch:  # after the keys of every message fed (call_soon keeps order)
+        if self.admission.batch:  # answered before the client's last message: placed now, if not yet
             self.admission.enter(self.admission.admit_batch)
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted

@@ -11,9 +11,7 @@ without a key does, behind the writes before it, and one of those writes waits b
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,10 @@ import pytest
 from grpc import aio
 
 from comparators import Comparison, Verdict
-from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.config import load_file
 from shim.dataplane.envoy import binary as envoy_binary
-from shim.dataplane.envoy_config import METHOD_HEADER, ROUTE_HEADER
-from shim.dataplane.processor import SERVICE
 from shim.testing import running_shim
+from tests.dataplane._copies import EnvoyCopy
 from tests.helpers import until
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody.client import Client
@@ -101,55 +97,6 @@ async def test_a_page_token_minted_again_by_a_later_listing_does_not_hold_the_ca
     assert by_token[""].verdict is Verdict.MATCH, "the later listing learned its own pair"
 
 
-class _EnvoyCopy:
-    """One call's copy sent to the comparison plane's processor as Envoy sends it, part by part, when the test
-    says: so that two calls' copies can reach the plane in an order a busy Envoy may give them."""
-
-    def __init__(self, channel: aio.Channel, method: str) -> None:
-        self._parts: asyncio.Queue[pb.ProcessingRequest | None] = asyncio.Queue()
-        process = channel.stream_stream(
-            f"/{SERVICE}/Process",
-            request_serializer=pb.ProcessingRequest.SerializeToString,
-            response_deserializer=pb.ProcessingResponse.FromString,
-        )
-        self._method = method
-        self._call = process(
-            self._send(), metadata=((ROUTE_HEADER, "bk"), (METHOD_HEADER, method)), timeout=30
-        )
-
-    async def _send(self) -> AsyncIterator[pb.ProcessingRequest]:
-        while (part := await self._parts.get()) is not None:
-            yield part
-
-    def request(self, payload: bytes) -> None:
-        headers = _header_map((":path", self._method), ("content-type", "application/grpc"))
-        self._parts.put_nowait(pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=headers)))
-        self._parts.put_nowait(
-            pb.ProcessingRequest(request_body=pb.HttpBody(body=_framed(payload), end_of_stream=True))
-        )
-
-    def answer(self, payload: bytes) -> None:
-        headers = _header_map((":status", "200"), ("content-type", "application/grpc"))
-        self._parts.put_nowait(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=headers)))
-        self._parts.put_nowait(pb.ProcessingRequest(response_body=pb.HttpBody(body=_framed(payload))))
-        trailers = pb.HttpTrailers(trailers=_header_map(("grpc-status", "0")))
-        self._parts.put_nowait(pb.ProcessingRequest(response_trailers=trailers))
-        self._parts.put_nowait(None)
-
-    async def over(self) -> None:
-        assert [
-            answer async for answer in self._call
-        ] == []  # observability mode: the processor answers nothing
-
-
-def _header_map(*pairs: tuple[str, str]) -> pb.HeaderMap:
-    return pb.HeaderMap(headers=[pb.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
-
-
-def _framed(payload: bytes) -> bytes:
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
-
-
 @NEEDS_ENVOY
 async def test_a_next_page_whose_copy_comes_before_the_answer_that_minted_its_token_waits_for_it(
     tmp_path: Path,
@@ -185,12 +132,12 @@ async def test_a_next_page_whose_copy_comes_before_the_answer_that_minted_its_to
                 def listings() -> list[Any]:
                     return [m for m in processor._mirrors if m.method == method]
 
-                earlier = _EnvoyCopy(to_plane, method)
+                earlier = EnvoyCopy(to_plane, method)
                 earlier.request(first.SerializeToString())
                 await until(
                     lambda: [m.admission.admitted.is_set() for m in listings()] == [True], "first listed"
                 )
-                later = _EnvoyCopy(to_plane, method)
+                later = EnvoyCopy(to_plane, method)
                 later.request(second.SerializeToString())
                 await until(lambda: len(listings()) == 2, "the next page's copy taken up")
                 (next_page,) = (m for m in listings() if m.requests == [second.SerializeToString()])

@@ -340,16 +340,28 @@ class Translation:
         bk: tuple[Outcome, list[message.Message]],
         first: message.Message | None,
     ) -> tuple[tuple[str, str, str], ...]:
-        """(kind, Bank id, BK id) of the ids in either side's answer (and its rich error details) whose pair
-        is known, for the comparison: BK's are read as the Bank ids they pair with, and where the id spaces
-        overlap, the pair of a Bank id tells that BK's own id of the same text is not that id."""
+        """(kind, Bank id, BK id) of the ids in either side's answer (and its rich error details), and in the
+        request, whose pair is known, for the comparison: BK's are read as the Bank ids they pair with
+        (a refusal naming each side's own id, "hold 'H1' already released" against BK's, is the same
+        refusal), and where the id spaces overlap, the pair of a Bank id tells that BK's own id of the same
+        text is not that id."""
         ids = self.ids
         assert ids is not None
         found = {side: self._ids_in(method, *answer, first) for side, answer in (("bk", bk), ("bank", bank))}
-        if not any(found.values()):
+        asked = ids.fields.find(method, "request", [first], None) if first is not None else []
+        if not any(found.values()) and not asked:
             return ()
-        scopes = self.scopes(method, first, {k for fs in found.values() for f in fs for k in f.every_kind})
+        every = [*asked, *found["bk"], *found["bank"]]
+        scopes = self.scopes(method, first, {k for f in every for k in f.every_kind})
         pairs: dict[tuple[str, str, str], None] = {}
+        side = (
+            self.client_side
+        )  # the request is in the client's ids; the shadow was sent its own, from memory
+        for f in asked:
+            for kind in f.every_kind:
+                other_id = ids.remembered(side, kind, f.value, scopes.get(kind, ""))
+                if other_id is not None:
+                    pairs[(kind, other_id, f.value) if side == "bk" else (kind, f.value, other_id)] = None
         for side, in_answer in found.items():
             for f in in_answer:
                 for kind in f.every_kind:

@@ -79,7 +79,8 @@ class Places:
         self._registry = registry
         self._by_type: dict[str, list[_Slot]] = {}
         self._by_method: dict[tuple[str, str], list[_MethodPath]] = {}
-        self._method_owners: dict[tuple[str, str], tuple[str, tuple[FieldDescriptor, ...]]] = {}
+        # (method, kind) -> the owner-key paths of that method: (side, fields) each
+        self._method_owners: dict[tuple[str, str], tuple[tuple[str, tuple[FieldDescriptor, ...]], ...]] = {}
         self._plans: dict[str, _Plan | None] = {}
         # (message type, kind) -> the owner-key fields beside it
         self._type_owners: dict[tuple[str, str], tuple[FieldDescriptor, ...]] = {}
@@ -146,7 +147,8 @@ class Places:
             if "/" in location:
                 wire, side, fields = self._method_path(location, where)
                 _check_value_field(fields[-1], where, "a routing key")
-                self._method_owners[(wire, kind.name)] = (side, fields)
+                key = (wire, kind.name)
+                self._method_owners[key] = (*self._method_owners.get(key, ()), (side, fields))
                 continue
             desc, fd = self._field_of(location, where)
             _check_value_field(fd, where, "a routing key")
@@ -222,6 +224,7 @@ class Places:
         for kind in kinds:
             for index, location in enumerate(kind.owner_key):
                 if "/" in location:
+                    self._check_method_owner(kind, index, location)
                     continue
                 type_name = location.rpartition(".")[0]
                 minted_here = any(
@@ -236,6 +239,25 @@ class Places:
                         f"ids.{kind.name}.owner_key[{index}]: {type_name} mints no {kind.name} id "
                         "(an owner key is a field beside a minted id)"
                     )
+
+    def _check_method_owner(self, kind: IdKind, index: int, location: str) -> None:
+        """An owner key given as a method path is read from that method's calls: it must mint the kind, by a
+        path of its own or by a field of a type its answers hold."""
+        method = location.partition(":")[0]
+        wire = "/" + method.lstrip("/")
+        by_path = any(p.minted and p.kind == kind.name for p in self._by_method.get((wire, "response"), ()))
+        info = self._registry.method(wire)
+        output = self._registry.find_message(info.output_type) if info is not None else None
+        minting = {
+            name
+            for name, slots in self._by_type.items()
+            if any(s.minted and s.kind == kind.name for s in slots)
+        }
+        if not by_path and not (output is not None and minting and reaches(output, minting)):
+            raise IdError(
+                f"ids.{kind.name}.owner_key[{index}]: {method.lstrip('/')} mints no {kind.name} id"
+                " (an owner key is read from a call that mints one)"
+            )
 
     def _plan(self, desc: Descriptor) -> _Plan | None:
         """What to visit in messages of this type (None: they hold no ids)."""

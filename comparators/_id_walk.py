@@ -85,15 +85,13 @@ class Walk(Places):
     ) -> str:
         """The owner key a method path gives ids of `kind`: read from the call's first request, or from the
         answer message (the top-level one, wherever the id is nested; none outside the method's answers)."""
-        entry = self._method_owners.get((method, kind))
-        if entry is None:
-            return ""
-        side, fields = entry
-        source = first_request if side == "request" else answer
-        if source is None:
-            return ""
-        values = _values_along(source, fields)
-        return values[0] if values else ""
+        keys: dict[str, None] = {}
+        for side, fields in self._method_owners.get((method, kind), ()):
+            source = first_request if side == "request" else answer
+            values = _values_along(source, fields) if source is not None else []
+            if values and values[0]:
+                keys[values[0]] = None
+        return OWNERS.join(keys)
 
     def _walk(
         self,

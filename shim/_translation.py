@@ -347,6 +347,7 @@ class Translation:
         text is not that id."""
         ids = self.ids
         assert ids is not None
+        await ids.checked()  # pairs just learned that the store pairs otherwise are conflicts, not pairs
         found = {side: self._ids_in(method, *answer, first) for side, answer in (("bk", bk), ("bank", bank))}
         asked = ids.fields.find(method, "request", [first], None) if first is not None else []
         if not any(found.values()) and not asked:

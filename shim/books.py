@@ -78,7 +78,10 @@ class Books:
             await self.liveness.start()
             await self.steps.start()
             if parts.id_fields is not None:
-                self.ids = IdBook(parts.id_fields, store, counters, cache=config.store.id_cache)
+                shared = store.conninfo is not None or config.serving.workers > 1  # others learn into it
+                self.ids = IdBook(
+                    parts.id_fields, store, counters, cache=config.store.id_cache, shared=shared
+                )
                 await self.ids.preload()
             if parts.alias_fields is not None:
                 self.aliases = aliases.KeyAliases(

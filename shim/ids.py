@@ -2,8 +2,9 @@
 
 When both sides answer a minting call (a write, or any call for kinds that
 `learn_from = "all"`), the ids found at the same place of both answers make
-pairs (`comparators.ids.pair_up`). The first pair learned for an id wins; a
-later, conflicting one is counted and ignored, except for ids of one query
+pairs (`comparators.ids.pair_up`). The first pair learned for an id wins (in
+memory, and in the store when memory may not hold it: `checked`); a later,
+conflicting one is counted and ignored, except for ids of one query
 (`scope = "query"`, page tokens): one minted again once the book changed pairs
 anew, and the latest pair wins. Pairs are kept in memory (the
 `store.id_cache` most recent ones) and in the store, so that a restarted shim,
@@ -24,6 +25,9 @@ not pending, not unpaired) is *unknown*: `minted()` says which. A call naming an
 unknown id waits for the answers of earlier calls that may mint it, while they are
 not in (`answering`): on Envoy a copy of an answer can come after the next request
 made of it.
+
+Over 400 lines: one map's memory, its pending and unpaired ids, learning and looking up pairs, all on
+the same few dicts; split apart they would pass those dicts around.
 """
 
 from __future__ import annotations
@@ -61,11 +65,24 @@ class Pending:
 
 
 class IdBook:
-    def __init__(self, fields: IdFields, store: Store | None, counters: Counters, cache: int = 1_000_000):
+    def __init__(
+        self,
+        fields: IdFields,
+        store: Store | None,
+        counters: Counters,
+        cache: int = 1_000_000,
+        shared: bool = False,
+    ):
+        """`shared`: other processes learn pairs into the same store (a fleet's replicas, workers)."""
         self.fields = fields
         self._store = store
         self._counters = counters
         self._cache = max(cache, 1)
+        self._shared = shared
+        # memory holds every pair of the store (a conflict shows in memory alone): until a pair is evicted,
+        # when the store had no more than the memory holds at start, and no other process learns into it
+        self._whole = store is None
+        self._unchecked: list[tuple[str, str, str]] = []  # new pairs to check against the store's
         # (side, kind, id) -> (the other side's id, owner key)
         self._known: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._pending: dict[tuple[str, str, str], Pending] = {}
@@ -89,6 +106,7 @@ class IdBook:
         pairs = await self._store.pairs.recent(self._cache)
         for pair in reversed(pairs):  # oldest first: the newest are evicted last
             self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
+        self._whole = not self._shared and len(pairs) < self._cache
 
     # -- synchronous lookups (ordering a call when it arrives) ---------------------------------
 
@@ -268,6 +286,8 @@ class IdBook:
                     continue
             owner = bank.owner or bk.owner
             self._remember(kind, bank_id, bk_id, owner)
+            if not scope and not self._whole:
+                self._unchecked.append((kind, bank_id, bk_id))
             (of_queries if scope else new).append(IdPair(kind, bank_id, bk_id, owner, now))
             self._counters.inc("ids_learned", kind)
             self._resolve(kind, bank_id, bk_id)
@@ -277,6 +297,37 @@ class IdBook:
             if of_queries:
                 self._store.pairs.replace(of_queries)
         return len(new) + len(of_queries)
+
+    async def checked(self) -> None:
+        """The pairs learned since the last check, against the store's: where the store pairs one of the two
+        ids otherwise (a pair memory no longer holds, or one another replica learned first), the first pair
+        wins there too, as in memory: a conflict, counted, and memory takes the store's pair."""
+        if not self._unchecked or self._store is None:
+            return
+        unchecked, self._unchecked = self._unchecked, []
+        try:
+            stored = await self._store.pairs.either(unchecked)
+        except StoreError as exc:
+            self._counters.inc("id_lookup_errors", unchecked[0][0])
+            _log.warning("id pairs not checked against the store", error=str(exc))
+            return
+        for kind, bank_id, bk_id in unchecked:
+            rivals = [p for p in stored if p.kind == kind and (p.bank_id == bank_id) != (p.bk_id == bk_id)]
+            if not rivals:
+                continue
+            self._counters.inc("id_conflicts", kind)
+            _log.warning(
+                "id pair conflicts with one in the store; the store's is kept",
+                kind=kind,
+                bank_id=bank_id,
+                bk_id=bk_id,
+                stored=[(p.bank_id, p.bk_id) for p in rivals],
+            )
+            held, back = self._known.get(("bank", kind, bank_id)), self._known.get(("bk", kind, bk_id))
+            if held is not None and held[0] == bk_id:
+                self._forget_pair(kind, bank_id, held, bk_id, back)
+            for pair in rivals:
+                self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
 
     def _resolve(self, kind: str, bank_id: str, bk_id: str) -> None:
         """The calls waiting for either id's counterpart have it."""
@@ -300,6 +351,7 @@ class IdBook:
         self._known[("bank", kind, bank_id)] = (bk_id, owner)
         self._known[("bk", kind, bk_id)] = (bank_id, owner)
         while len(self._known) > 2 * self._cache:  # the oldest pair goes (both of its entries)
+            self._whole = False
             (side, old_kind, value), (counterpart, _) = next(iter(self._known.items()))
             del self._known[(side, old_kind, value)]
             self._known.pop((other(side), old_kind, counterpart), None)

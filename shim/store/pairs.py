@@ -29,6 +29,7 @@ SIDES = ("bank", "bk")
 _COLUMN = {"bank": "bank_id", "bk": "bk_id"}
 _PAIR_COLUMNS = "kind, bank_id, bk_id, owner, learned_at"
 _INSERT_PAIR = f"INSERT INTO id_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_EITHER = f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE kind = ? AND (bank_id = ? OR bk_id = ?)"
 _DELETE_EITHER = "DELETE FROM id_pairs WHERE kind = ? AND (bank_id = ? OR bk_id = ?)"
 _INSERT_UNPAIRED = (
     "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -91,6 +92,21 @@ class StoredPairs:
                     pair = IdPair(*row)
                     found[getattr(pair, column)] = pair
             return [found[value] for value in dict.fromkeys(values) if value in found]
+
+        return await self._engine.transaction(read, write=False)
+
+    async def either(self, pairs: Sequence[tuple[str, str, str]]) -> list[IdPair]:
+        """The stored pairs holding the Bank id or the BK id of each (kind, Bank id, BK id) given."""
+        if not pairs:
+            return []
+
+        def read(db: Db) -> list[IdPair]:
+            found: dict[tuple[str, str], IdPair] = {}
+            for kind, bank_id, bk_id in pairs:
+                for row in db.run(_EITHER, (kind, bank_id, bk_id)):
+                    pair = IdPair(*row)
+                    found[(pair.kind, pair.bank_id)] = pair
+            return list(found.values())
 
         return await self._engine.transaction(read, write=False)
 

@@ -185,6 +185,40 @@ async def test_memory_is_bounded_and_evicted_pairs_come_back_from_the_store(stor
     assert len(book) == 2
 
 
+async def test_a_pair_conflicting_with_one_that_left_memory_is_a_conflict_once_checked(store: Store) -> None:
+    """The first pair of an id wins in the store too: a pair whose BK id is paired in the store, with a pair
+    memory no longer holds, is counted as a conflict and memory keeps the store's pair. Before, it was
+    taken as new: BK reusing an old id for a new trade read as that trade, the divergence hidden."""
+    counters = Counters()
+    book = IdBook(FIELDS, store, counters, cache=1)
+    book.learn([(minted("T0"), minted("trd_0"))], {})
+    book.learn([(minted("T1"), minted("trd_1"))], {})  # T0 leaves memory
+    await store.flush()
+    book.learn([(minted("T9"), minted("trd_0"))], {})
+    await book.checked()
+    assert counters.get("id_conflicts", "trade") == 1
+    assert (book.known("bk", "trade", "trd_0"), book.known("bank", "trade", "T9")) == ("T0", None)
+    assert await book.counterpart("bank", "trade", "T9") is None
+    await store.flush()
+    assert [(p.bank_id, p.bk_id) for p in await store.pairs.find("trade", "bk", ["trd_0"])] == [
+        ("T0", "trd_0")
+    ]
+
+
+async def test_a_pair_another_replica_learned_first_wins_once_checked(store: Store) -> None:
+    """Two replicas on one store: the pair one learned first wins on the other too."""
+    first, counters = IdBook(FIELDS, store, Counters(), shared=True), Counters()
+    second = IdBook(FIELDS, store, counters, shared=True)
+    await second.preload()
+    first.learn([(minted("T0"), minted("trd_0"))], {})
+    await store.flush()
+    second.learn([(minted("T9"), minted("trd_0")), (minted("T5"), minted("trd_5"))], {})
+    await second.checked()
+    assert counters.get("id_conflicts", "trade") == 1
+    assert second.known("bk", "trade", "trd_0") == "T0"
+    assert second.known("bank", "trade", "T5") == "trd_5", "a pair of its own stays"
+
+
 async def test_a_new_book_preloads_the_most_recent_pairs(store: Store) -> None:
     """A restarted shim starts with the store's most recent pairs in memory, owners included."""
     first = IdBook(FIELDS, store, Counters())

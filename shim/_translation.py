@@ -4,10 +4,10 @@ One `Translation` per direction of mirroring (Bank to BK in `shadow` mode, BK to
 Bank in `bk-primary` mode). The client speaks the primary's id space
 (`client_side`); requests are sent to the shadow in its own.
 
-- **Keys.** A call is on the keys its method's `key` paths name, on the owner
-  keys of the ids it names (in the client's key space: an id kept from another
-  mode by its pair), and on the keys its aliases stand for. An id whose owner,
-  or an alias whose key, is not in memory makes the call unkeyed.
+- **Keys.** A call is on the keys its `key` paths name, the owner keys of the ids
+  it names and the keys its aliases stand for, all in the client's key space (an
+  id kept from another mode by its pair). An id whose owner, or an alias whose
+  key, is not in memory makes the call unkeyed.
 - **Translation.** Each id a request names is replaced by the shadow's
   counterpart: from memory, from a minting call still in flight (waited for),
   or from the store. An id the shadow alone knows as its own is kept. An id
@@ -110,6 +110,7 @@ class Translation:
             if named is None:
                 return (), True
             keys += named
+        keys = self._in_primary_space(keys)
         if plan.request and self.ids is not None:
             fields = self.ids.fields
             for found in fields.find(method, "request", [request], None):
@@ -131,6 +132,12 @@ class Translation:
                 if owner:
                     keys.extend(owner.split(OWNERS))
         return tuple(dict.fromkeys(k for k in keys if k)), False
+
+    def _in_primary_space(self, keys: list[str]) -> list[str]:
+        """Keys as the primary names them: an id the client kept from another mode is the primary's own (as
+        the owners of the ids a call names are), so one account is one key however the client names it."""
+        ids = self.ids
+        return keys if ids is None else [ids.key_as(self.client_side, key) for key in keys]
 
     # -- decoding answers -----------------------------------------------------------------------------
 
@@ -355,9 +362,7 @@ class Translation:
         every = [*asked, *found["bk"], *found["bank"]]
         scopes = self.scopes(method, first, {k for f in every for k in f.every_kind})
         pairs: dict[tuple[str, str, str], None] = {}
-        side = (
-            self.client_side
-        )  # the request is in the client's ids; the shadow was sent its own, from memory
+        side = self.client_side  # the request is in the client's ids; the shadow was sent its own
         for f in asked:
             for kind in f.every_kind:
                 other_id = ids.remembered(side, kind, f.value, scopes.get(kind, ""))

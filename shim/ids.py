@@ -143,6 +143,14 @@ class IdBook:
                 return owner if space == side else self._owner_as(owner, space)
         return None
 
+    def key_as(self, side: str, key: str) -> str:
+        """A routing key in `side`'s key space (the primary's, whose ids its clients speak): a key that is the
+        other side's id of a kind the map pairs, and none of `side`'s own, is the id of `side` it pairs with
+        (a client keeps the ids it got in another mode); any other key (a name both sides share) as it is."""
+        if any(self.held(side, kind, key) for kind in self.fields.kinds):
+            return key
+        return self._owner_as(key, other(side))
+
     def _owner_as(self, owner: str, space: str) -> str:
         """`owner` (in `space`'s ids) in the other side's: each of its keys that `space` holds paired as an
         id of a kind is that kind's counterpart; any other key (a name both sides share) as it is."""

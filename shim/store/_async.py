@@ -13,6 +13,7 @@ import psycopg.conninfo
 import structlog
 
 from shim.store._errors import StoreError, one_line
+from shim.store._text import adapt
 
 _log = structlog.get_logger("shim.store")
 
@@ -31,6 +32,7 @@ class Connection:
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                adapt(self._conn.adapters)  # keys with a NUL in them
                 if self._settings:
                     await self._conn.execute(self._settings.encode())
             async with self._conn.cursor() as cursor:

@@ -22,6 +22,7 @@ import psycopg.conninfo
 
 from shim.store import _sqlite_file
 from shim.store._errors import StoreError, one_line
+from shim.store._text import adapt
 
 SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
 ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
@@ -152,7 +153,9 @@ class Postgres(Db):
 
     @staticmethod
     def connect(conninfo: str) -> Postgres:
-        return Postgres(psycopg.connect(Postgres.conninfo(conninfo), autocommit=False))
+        conn = psycopg.connect(Postgres.conninfo(conninfo), autocommit=False)
+        adapt(conn.adapters)  # text with a NUL in it, as protobuf strings may hold
+        return Postgres(conn)
 
     @staticmethod
     def conninfo(url: str) -> str:

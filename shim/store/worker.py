@@ -144,6 +144,11 @@ class Worker:
                     )
                 self._retry = writes
                 return
+            if len(writes) > 1:  # written again one at a time: only the writes at fault are lost
+                self._writing = []
+                for write in writes:
+                    self._write([write], final)
+                return
             self.write_errors += 1
             lost = Counter(method for write in writes for method in write.methods)
             with self.lock:

@@ -107,6 +107,17 @@ async def test_tickets_rise_per_key_and_only_another_replicas_predecessor_is_wai
     assert after.held[0].ticket == 4
 
 
+async def test_a_key_with_a_nul_in_it_takes_tickets_as_any_key(replica: Open) -> None:
+    """A routing key is read from a client's message and may hold a NUL (PostgreSQL refuses one in text):
+    its tickets count up, apart from the key without it."""
+    a = await replica("a")
+    first = await taken(a.take(["k\x00", "k"], "/M"))
+    first.release()
+    second = await taken(a.take(["k\x00"], "/M"))
+    second.release()
+    assert [(h.key, h.ticket) for h in (*first.held, *second.held)] == [("k\x00", 1), ("k", 1), ("k\x00", 2)]
+
+
 async def test_concurrent_takers_on_several_connections_get_distinct_consecutive_tickets(
     replica: Open,
 ) -> None:

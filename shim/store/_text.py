@@ -39,8 +39,9 @@ class _BinaryDumper(StrBinaryDumper):
 
 
 class _Loader(TextLoader):
-    def load(self, data: Any) -> str:
-        return unescaped(super().load(data))
+    def load(self, data: Any) -> Any:
+        text = super().load(data)
+        return unescaped(text) if isinstance(text, str) else text  # bytes: a connection with no encoding
 
 
 def adapt(adapters: Any) -> None:

@@ -24,6 +24,10 @@ def resolve(dotted: str, where: str) -> Any:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from exc
+    except SystemExit as exc:  # sys.exit at import (argparse reading options of its own): never the shim's
+        raise ConfigError(
+            f"{where}: cannot import {module_name!r}: it exited (SystemExit: {exc}) at import"
+        ) from exc
     try:
         target = module
         for part in attr.split("."):

@@ -438,6 +438,13 @@ async def test_a_request_the_descriptors_cannot_decode_is_internal_not_an_adapte
         ({"bank.v1.Ledger/Nope": f"{HERE}:raising"}, "", "bank.v1.Ledger/Nope is not a method"),
         ({}, f"{HERE}:NOT_A_MAPPING", "must name a mapping of method names to adapters"),
         ({}, "no_such_package", "cannot import 'no_such_package'"),
+        # argparse in a module reading options of its own: SystemExit at import is a start error too
+        (
+            {},
+            "tests.shim._exits_at_import",
+            "cannot import 'tests.shim._exits_at_import': it exited (SystemExit",
+        ),
+        ({BALANCE: "tests.shim._exits_at_import:x"}, "", "it exited (SystemExit: 2) at import"),
     ],
 )
 def test_every_bad_adapter_setting_is_refused_at_start_with_the_setting_named(

@@ -4,7 +4,9 @@ An Abort ends the call with an error status: `OK` is no answer (an adapter retur
 trailing metadata goes to the client as the status's trailers, so it must be what gRPC sends: gRPC
 refuses malformed trailers with a bare `INTERNAL 'Invalid metadata'`, never ends the call on a text
 value under a `-bin` key, and aborts the whole process on some keys of its own (`grpc-timeout`).
-Each such Abort is an adapter error naming what was wrong, never a status blamed on BK.
+Its `status_details` must be a `google.rpc.Status` of the Abort's own code and message, or the client's
+`rpc_status.from_call` fails on them. Each such Abort is an adapter error naming what was wrong, never a
+status blamed on BK.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 from typing import Any
 
 import grpc
+from google.protobuf import message
+from google.rpc import status_pb2
 
 from comparators import Metadata
 from shim.errors import ShimError
@@ -61,6 +65,26 @@ def abort_problem(code: Any, details: Any, trailing: Any) -> str:
         problem = _pair_problem(item)
         if problem:
             return f"aborted with invalid trailing metadata: {problem}"
+    for key, value in trailing:
+        problem = _status_problem(code, details, value) if key == STATUS_DETAILS else ""
+        if problem:
+            return f"aborted with invalid status_details: {problem}"
+    return ""
+
+
+def _status_problem(code: grpc.StatusCode, details: str, value: bytes) -> str:
+    """Why rich details would fail in the client (grpc_status's `from_call` refuses a Status whose code or
+    message is not the call's), "" when they would not."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(value)
+    except message.DecodeError:
+        return "they are not a serialized google.rpc.Status"
+    if status.code != code.value[0]:
+        named = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), str(status.code))
+        return f"its google.rpc.Status has code {named}, not the Abort's {code.name}"
+    if status.message != details:
+        return f"its google.rpc.Status has message {status.message!r}, not the Abort's details {details!r}"
     return ""
 
 

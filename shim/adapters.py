@@ -250,11 +250,12 @@ class AdaptedCall:
                 self._end(grpc.StatusCode.CANCELLED, "cancelled")
             raise
         except Abort as abort:
-            problem = abort_problem(abort.code, abort.details, abort.trailing_metadata)
+            trailing = (*self._trailers_set, *abort.trailing_metadata)
+            problem = abort_problem(abort.code, abort.details, trailing)
             if problem:
                 self._fail(problem)
             else:
-                self._end(abort.code, abort.details, (*self._trailers_set, *abort.trailing_metadata))
+                self._end(abort.code, abort.details, trailing)
         except aio.AioRpcError as error:  # BK's own status, as BK sent it
             trailing = (*self._trailers_set, *metadata_tuple(error.trailing_metadata()))
             self._end(error.code(), error.details() or "", trailing)

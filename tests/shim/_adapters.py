@@ -183,6 +183,11 @@ async def aborting_with_trailer(request: Any, bk: Backend) -> pb.Balance:
     raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", trailing_metadata=PROBE.trailing)
 
 
+async def aborting_with_details(request: Any, bk: Backend) -> pb.Balance:
+    """NOT_FOUND 'account closed', with the rich details the test put in `PROBE.trailing` (bytes)."""
+    raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", status_details=PROBE.trailing)
+
+
 async def cancelling_itself(request: Any, bk: Backend) -> pb.Balance:
     """Awaits a sub-task it cancelled itself: the CancelledError is the adapter's, its call goes on."""
     sub = asyncio.ensure_future(asyncio.Event().wait())

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from comparators import Comparison, DiffKind, Verdict
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
@@ -183,6 +185,61 @@ async def test_an_abort_with_valid_trailing_metadata_reaches_the_client_as_it_wa
     assert [m for m in served.error.trailing_metadata() or () if m[0] != "grpc-status-details-bin"] == list(
         probe.trailing
     )
+    assert served.adapter_errors == 0
+
+
+def _status(code: grpc.StatusCode, message: str) -> bytes:
+    return status_pb2.Status(code=code.value[0], message=message).SerializeToString()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("details", "what"),
+    [
+        pytest.param(
+            _status(grpc.StatusCode.INVALID_ARGUMENT, "account closed"),
+            "its google.rpc.Status has code INVALID_ARGUMENT, not the Abort's NOT_FOUND",
+            id="another-code",
+        ),
+        pytest.param(
+            _status(grpc.StatusCode.NOT_FOUND, "bad account"),
+            "its google.rpc.Status has message 'bad account', not the Abort's details 'account closed'",
+            id="another-message",
+        ),
+        pytest.param(
+            b"\xff\xff not a status",
+            "they are not a serialized google.rpc.Status",
+            id="not-a-status",
+        ),
+    ],
+)
+async def test_an_abort_whose_status_details_the_client_cannot_read_is_an_adapter_error(
+    ledgers: tuple[RunningLedger, RunningLedger],
+    probe: _adapters.Probe,
+    mode: str,
+    details: bytes,
+    what: str,
+) -> None:
+    """`status_details` the client's `rpc_status.from_call` would refuse (not a google.rpc.Status, or
+    one whose code or message is not the Abort's) are the adapter's error, named, not a NOT_FOUND whose
+    details fail in the client."""
+    probe.trailing = details
+    served = await serve_one(ledgers, "aborting_with_details", mode)
+    assert_adapter_error(
+        served, mode, "aborting_with_details", f"aborted with invalid status_details: {what}"
+    )
+
+
+async def test_an_abort_whose_status_details_match_it_reaches_the_client_readable(
+    ledgers: tuple[RunningLedger, RunningLedger], probe: _adapters.Probe
+) -> None:
+    """Details whose code and message are the Abort's reach the client, and `rpc_status` reads them."""
+    probe.trailing = _status(grpc.StatusCode.NOT_FOUND, "account closed")
+    served = await serve_one(ledgers, "aborting_with_details", "bk-primary")
+    assert served.error is not None
+    status = rpc_status.from_call(served.error)
+    assert status is not None
+    assert (status.code, status.message) == (grpc.StatusCode.NOT_FOUND.value[0], "account closed")
     assert served.adapter_errors == 0
 
 

@@ -34,7 +34,7 @@ class Backend:
     gRPC's own) raises ValueError, which the adapter's call ends with as an adapter error.
     """
 
-    __slots__ = ("_deadline", "_said", "bridge", "channel", "metadata")
+    __slots__ = ("_deadline", "_said", "bridge", "calls", "channel", "metadata")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class Backend:
         self._deadline = deadline
         self.bridge = bridge
         self._said = said  # where the adapter's headers and trailers go ("initial" | "trailing", pairs)
+        self.calls = 0  # BK calls the adapter started: after the first, BK may have applied part of a write
 
     def send_initial_metadata(self, metadata: Metadata) -> None:
         """The client's headers, as Bank sends them: once, before the adapter's first answer."""
@@ -99,6 +100,7 @@ class _BoundStub:
         backend = self._backend
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            backend.calls += 1
             kwargs.setdefault("metadata", backend.metadata)
             kwargs.setdefault("timeout", backend.timeout)
             bridge = backend.bridge

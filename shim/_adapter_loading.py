@@ -1,4 +1,5 @@
-"""Loading the adapters the config names, each checked at start (re-exported by `shim.adapters`)."""
+"""Loading the adapters the config names, each checked at start (re-exported by `shim.adapters`), and what
+the adapted channel keeps of each (`AdaptedMethod`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from google.protobuf import descriptor_pool, message, message_factory
+
 from comparators import DescriptorRegistry
+from comparators.descriptors import MethodInfo
+from shim._adapter_threads import is_async
 from shim.errors import ConfigError
 
 Adapter = Callable[..., Any]
@@ -74,3 +79,31 @@ def load_adapters(
             pass
         out[method] = adapter
     return out
+
+
+def _name_of(adapter: Adapter) -> str:
+    module = getattr(adapter, "__module__", None) or "?"
+    return f"{module}.{getattr(adapter, '__qualname__', type(adapter).__name__)}"
+
+
+def _message_class(registry: DescriptorRegistry, full_name: str) -> type[message.Message]:
+    """The generated class when the adapter's code imported it (so adapters get their own types)."""
+    try:
+        return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(full_name))
+    except KeyError:
+        return registry.message_class(full_name)
+
+
+class AdaptedMethod:
+    """One method's adapter, with what serving it needs: its descriptor, its request class, whether it
+    runs on the loop, and whether the method is a write."""
+
+    __slots__ = ("adapter", "info", "is_async", "name", "request_class", "write")
+
+    def __init__(self, adapter: Adapter, info: MethodInfo, registry: DescriptorRegistry, write: bool) -> None:
+        self.adapter = adapter
+        self.is_async = is_async(adapter)  # else it runs in a thread of its own (shim._adapter_threads)
+        self.info = info
+        self.name = _name_of(adapter)
+        self.request_class = _message_class(registry, info.input_type)
+        self.write = write

@@ -16,7 +16,9 @@ adapted message by message: a request reaches the adapter when the client sends
 it, and an answer reaches the client when the adapter yields it.
 
 Errors: `raise Abort(code, details)` ends the call with the status Bank would
-give; a BK error the adapter does not catch reaches the client as BK sent it.
+give; a BK error the adapter does not catch reaches the client as BK sent it, but
+a write that ends UNAVAILABLE after more than one BK call ends UNKNOWN: BK may have
+applied part of it, which neither a client's retry nor the mirror may take as undone.
 Headers and trailers: `bk.send_initial_metadata(...)`, `bk.set_trailing_metadata(...)`.
 Anything else an adapter raises (SystemExit and KeyboardInterrupt included),
 and an answer of the wrong type, is an *adapter error*: the call ends
@@ -41,49 +43,22 @@ from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import descriptor_pool, message, message_factory
+from google.protobuf import message
 from grpc import aio
 
 from comparators import DescriptorRegistry, Metadata
-from comparators.descriptors import MethodInfo
 from shim._abort_checks import Abort as Abort
 from shim._abort_checks import abort_problem, metadata_problem
 from shim._adapter_backend import Backend as Backend
+from shim._adapter_loading import AdaptedMethod
 from shim._adapter_loading import Adapter as Adapter
 from shim._adapter_loading import load_adapters as load_adapters
 from shim._adapter_loading import resolve as resolve
-from shim._adapter_threads import Bridge, Requests, is_async, off_loop
+from shim._adapter_threads import Bridge, Requests, off_loop
 from shim._outcome import metadata_tuple
 from shim.metrics import Counters
 
 _log = structlog.get_logger("shim.adapters")
-
-
-def _name_of(adapter: Adapter) -> str:
-    module = getattr(adapter, "__module__", None) or "?"
-    return f"{module}.{getattr(adapter, '__qualname__', type(adapter).__name__)}"
-
-
-def _message_class(registry: DescriptorRegistry, full_name: str) -> type[message.Message]:
-    """The generated class when the adapter's code imported it (so adapters get their own types)."""
-    try:
-        return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(full_name))
-    except KeyError:
-        return registry.message_class(full_name)
-
-
-# -- the channel ----------------------------------------------------------------------------------
-
-
-class _Method:
-    __slots__ = ("adapter", "info", "is_async", "name", "request_class")
-
-    def __init__(self, adapter: Adapter, info: MethodInfo, request_class: type[message.Message]) -> None:
-        self.adapter = adapter
-        self.is_async = is_async(adapter)  # else it runs in a thread of its own (shim._adapter_threads)
-        self.info = info
-        self.name = _name_of(adapter)
-        self.request_class = request_class
 
 
 class AdaptedChannel:
@@ -95,14 +70,15 @@ class AdaptedChannel:
         adapters: Mapping[str, Adapter],
         registry: DescriptorRegistry,
         counters: Counters,
+        is_write: Callable[[str], bool] = lambda method: True,
     ) -> None:
         self.channel = channel
         self._counters = counters
-        self._methods: dict[str, _Method] = {}
+        self._methods: dict[str, AdaptedMethod] = {}
         for path, adapter in adapters.items():
             info = registry.method(path)
             assert info is not None  # load_adapters checked it
-            self._methods[path] = _Method(adapter, info, _message_class(registry, info.input_type))
+            self._methods[path] = AdaptedMethod(adapter, info, registry, is_write(path))
 
     def adapted(self, method: str) -> bool:
         return method in self._methods
@@ -140,6 +116,7 @@ class AdaptedChannel:
 Channel = aio.Channel | AdaptedChannel  # what the shim calls an upstream through
 
 _END = object()
+PART_WAY = "BK became unavailable part way through the adapted write (part of it may be applied on BK)"
 _REQUESTS_AHEAD = 16  # requests a client may send before its adapter has taken them
 
 
@@ -147,7 +124,7 @@ class AdaptedCall:
     """One call served by an adapter, with the parts of grpc.aio's call API the shim uses."""
 
     def __init__(
-        self, channel: AdaptedChannel, method: _Method, metadata: Metadata, timeout: float | None
+        self, channel: AdaptedChannel, method: AdaptedMethod, metadata: Metadata, timeout: float | None
     ) -> None:
         self._channel = channel
         self._method = method
@@ -283,6 +260,12 @@ class AdaptedCall:
         _log.warning("adapter error", method=method.info.path, error=self.adapter_error, exc_info=exc)
 
     def _end(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
+        calls = self._backend.calls
+        if code is grpc.StatusCode.UNAVAILABLE and self._method.write and calls > 1:
+            # an earlier BK call went out: BK may have applied part of the write. UNAVAILABLE would tell the
+            # client (and the mirror) that nothing was done, and a retry would apply that part twice
+            code, details = grpc.StatusCode.UNKNOWN, f"{PART_WAY}, after {calls} calls to BK: {details}"
+            _log.warning("adapted write cut short", method=self._method.info.path, details=details)
         self._code, self._details, self._trailing = code, details, trailing
 
     async def _adapt(self) -> None:

@@ -70,7 +70,9 @@ class Shim:
         self.server_tls = (
             ServerTls(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls.cert else None
         )
-        self.channels = Channels(config, self.parts.adapters, self.parts.registry, self.parts.counters)
+        self.channels = Channels(
+            config, self.parts.adapters, self.parts.registry, self.parts.counters, self.parts.router.is_write
+        )
         self.books = Books()
         self._sinks: list[Sink] = [*sinks, self.parts.verdict_counts]
         self.pipeline: ComparisonPipeline | None = None

@@ -5,7 +5,7 @@ finish on the old one, closed once they are over), and closed at the end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -57,8 +57,10 @@ class Channels:
         adapters: dict[str, Adapter],
         registry: DescriptorRegistry | None,
         counters: Counters,
+        is_write: Callable[[str], bool] = lambda method: True,
     ) -> None:
         self._config = config
+        self._is_write = is_write  # which methods are writes (shim.routing)
         self._adapters = adapters
         self._registry = registry
         self._counters = counters
@@ -84,7 +86,7 @@ class Channels:
         self._open.append((upstream, channel))
         if upstream is self._config.bk and self._adapters:
             assert self._registry is not None  # load_adapters asks for descriptors
-            return AdaptedChannel(channel, self._adapters, self._registry, self._counters)
+            return AdaptedChannel(channel, self._adapters, self._registry, self._counters, self._is_write)
         return channel
 
     def reload_certificates(self, holders: Iterable[tuple[Any, str]]) -> list[str]:

@@ -141,7 +141,7 @@ class Replayer:
             store = await books.open(config, parts)
         except StartupError as exc:
             raise ReplayError(str(exc)) from None
-        channels = Channels(config, parts.adapters, parts.registry, parts.counters)
+        channels = Channels(config, parts.adapters, parts.registry, parts.counters, parts.router.is_write)
         pipeline: ComparisonPipeline | None = None
         try:
             assert books.sink is not None

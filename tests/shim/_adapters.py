@@ -188,6 +188,17 @@ async def aborting_with_details(request: Any, bk: Backend) -> pb.Balance:
     raise Abort(grpc.StatusCode.NOT_FOUND, "account closed", status_details=PROBE.trailing)
 
 
+async def deposit_then_balance(request: pb.DepositRequest, bk: Backend) -> pb.Balance:
+    """A write on BK, then a read of what it changed, once the test says so (`go_on`): BK may be gone by
+    then, with the write applied."""
+    stub = bk.stub(pb_grpc.LedgerStub)
+    await stub.Deposit(request)
+    PROBE.started.set()
+    await PROBE.go_on.wait()
+    balance: pb.Balance = await stub.GetBalance(pb.GetBalanceRequest(account_id=request.account_id))
+    return balance
+
+
 async def cancelling_itself(request: Any, bk: Backend) -> pb.Balance:
     """Awaits a sub-task it cancelled itself: the CancelledError is the adapter's, its call goes on."""
     sub = asyncio.ensure_future(asyncio.Event().wait())

@@ -71,9 +71,11 @@ class AdaptedChannel:
         registry: DescriptorRegistry,
         counters: Counters,
         is_write: Callable[[str], bool] = lambda method: True,
+        max_message_size: int | None = None,
     ) -> None:
         self.channel = channel
         self._counters = counters
+        self.max_message_size = max_message_size  # an answer beyond it ends the call, as grpc's channel would
         self._methods: dict[str, AdaptedMethod] = {}
         for path, adapter in adapters.items():
             info = registry.method(path)
@@ -240,6 +242,8 @@ class AdaptedCall:
             self._end(grpc.StatusCode.INTERNAL, f"cannot decode the request as {exc}")
         except _WrongAnswer as exc:
             self._fail(str(exc))
+        except _TooLarge as exc:  # no adapter error: BK's answer on a plain channel would end the same
+            self._end(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (Exception, SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
             # sys.exit in an adapter (argparse, a library) ends the adapter's call, never the shim
             self._fail(f"raised {type(exc).__name__}: {exc}", exc)
@@ -312,8 +316,12 @@ class AdaptedCall:
             if isinstance(answer, message.Message):
                 got = answer.DESCRIPTOR.full_name
             raise _WrongAnswer(f"returned {got}, not {expected}")
+        payload = answer.SerializeToString()
+        limit = self._channel.max_message_size
+        if limit is not None and len(payload) > limit:  # grpc's own words, on a channel with that limit
+            raise _TooLarge(f"Received message larger than max ({len(payload)} vs. {limit})")
         self._decide_headers()
-        await self._answers.put(answer.SerializeToString())
+        await self._answers.put(payload)
 
     def _end_answers(self) -> None:
         """Wake a reader waiting for the next answer (a full queue has no reader waiting)."""
@@ -375,4 +383,8 @@ class _Undecodable(Exception):
 
 
 class _WrongAnswer(Exception):
+    pass
+
+
+class _TooLarge(Exception):
     pass

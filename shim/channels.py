@@ -86,7 +86,10 @@ class Channels:
         self._open.append((upstream, channel))
         if upstream is self._config.bk and self._adapters:
             assert self._registry is not None  # load_adapters asks for descriptors
-            return AdaptedChannel(channel, self._adapters, self._registry, self._counters, self._is_write)
+            size = self._config.serving.max_message_size
+            return AdaptedChannel(
+                channel, self._adapters, self._registry, self._counters, self._is_write, size
+            )
         return channel
 
     def reload_certificates(self, holders: Iterable[tuple[Any, str]]) -> list[str]:

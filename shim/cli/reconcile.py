@@ -94,7 +94,10 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
     counters = Counters()
     bank = upstream_channel(config.bank, config)
     bk_raw = upstream_channel(config.bk, config)
-    bk: Channel = AdaptedChannel(bk_raw, adapters, registry, counters) if adapters else bk_raw
+    size = config.serving.max_message_size
+    bk: Channel = (
+        AdaptedChannel(bk_raw, adapters, registry, counters, max_message_size=size) if adapters else bk_raw
+    )
     return Sides(config, config.reconcile, registry, rules, fields, bank, bk_raw, bk, counters)
 
 

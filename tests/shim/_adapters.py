@@ -199,6 +199,20 @@ async def deposit_then_balance(request: pb.DepositRequest, bk: Backend) -> pb.Ba
     return balance
 
 
+async def padded_balance(request: pb.GetBalanceRequest, bk: Backend) -> pb.Balance:
+    """BK's balance with a currency of 8 KiB: an answer over a small `max_message_size`."""
+    balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).GetBalance(request)
+    balance.currency = "X" * 8192
+    return balance
+
+
+async def padded_deposit(request: pb.DepositRequest, bk: Backend) -> pb.Balance:
+    """A deposit BK applies, answered with a currency of 8 KiB."""
+    balance: pb.Balance = await bk.stub(pb_grpc.LedgerStub).Deposit(request)
+    balance.currency = "X" * 8192
+    return balance
+
+
 async def cancelling_itself(request: Any, bk: Backend) -> pb.Balance:
     """Awaits a sub-task it cancelled itself: the CancelledError is the adapter's, its call goes on."""
     sub = asyncio.ensure_future(asyncio.Event().wait())

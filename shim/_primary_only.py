@@ -4,6 +4,10 @@ gRPC server reflection is one (`REFLECTION_METHODS`): it describes a server, not
 the service. A client asking the shim gets the primary's own answer, so it sees
 what Bank shows, and nothing Bank hides; BK's answer would be no evidence either
 way, and mirroring it would put a method no one calls in the reports and the gate.
+
+With adapters, BK has an interface of its own: while BK answers (`bk-primary`, `bk`), its reflection
+would show the clients BK's interface, not the Bank interface the shim serves them. Then reflection is
+answered from the shim's descriptors (`from_descriptors`), as with `reflection = "shim"`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from comparators import DescriptorRegistry
 from shim._handler import ProxyHandler, Route
 from shim.exporter import Latencies
 from shim.metrics import Counters
@@ -55,11 +61,31 @@ class PrimaryOnly(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships n
         modes: Modes,
         counters: Counters,
         latencies: Latencies,
+        from_descriptors: grpc.RpcMethodHandler | None = None,
     ) -> None:
         self._methods = methods
+        self._modes = modes
         self._proxy = ProxyHandler(_Unmirrored(routes), modes, Plans(None), counters, latencies=latencies)
+        self._from_descriptors = from_descriptors  # what answers while BK (with adapters) is the primary
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        if handler_call_details.method not in self._methods:
+        method = handler_call_details.method
+        if method not in self._methods:
             return None
+        if self._from_descriptors is not None and self._modes.of(method) in BK_ANSWERS:
+            return self._from_descriptors
         return self._proxy.service(handler_call_details)
+
+
+BK_ANSWERS = frozenset({"bk-primary", "bk"})
+
+
+def reflection_from(registry: DescriptorRegistry) -> grpc.RpcMethodHandler:
+    """Reflection answered from the descriptors (both versions: their messages are the same on the wire)."""
+    services = sorted({path.split("/")[1] for path in registry.methods})
+    servicer = reflection.aio.ReflectionServicer([*services, reflection.SERVICE_NAME], pool=registry.pool)
+    return grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )

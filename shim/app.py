@@ -28,7 +28,7 @@ from shim._grpc_compat import LARGE_METADATA, TAKE_EVERY_CALL
 from shim._handler import ProxyHandler, Route
 from shim._noise import Noise
 from shim._overload import LoopLag
-from shim._primary_only import REFLECTION_METHODS, PrimaryOnly
+from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from
 from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
@@ -195,10 +195,13 @@ class Shim:
             services = sorted({path.split("/")[1] for path in parts.registry.methods})
             names = [*services, reflection.SERVICE_NAME]  # what the descriptors can describe
             reflection.enable_server_reflection(names, server, pool=parts.registry.pool)
-        # reflection the shim does not answer goes to the primary alone: clients see what it shows
-        server.add_generic_rpc_handlers(
-            [PrimaryOnly(REFLECTION_METHODS, routes, self.modes, parts.counters, parts.primary_latencies)]
+        # reflection the shim does not answer goes to the primary alone: clients see what it shows; but
+        # a BK with adapters in front has an interface of its own, so while it answers, the descriptors do
+        own = reflection_from(parts.registry) if parts.adapters and parts.registry is not None else None
+        only = PrimaryOnly(
+            REFLECTION_METHODS, routes, self.modes, parts.counters, parts.primary_latencies, own
         )
+        server.add_generic_rpc_handlers([only])
         server.add_generic_rpc_handlers([handler])
         try:
             if self.server_tls is not None:

@@ -3,8 +3,8 @@
 A method's calls go straight to the primary of its mode (`bank` or `bk`), copied to the processor
 when the mode mirrors or the calls are recorded (`[record]`), unless they need Python on the primary
 path (`python_reasons`): then they go to the shim's own server, which does what Python must. The
-shim's own health always goes there; gRPC reflection goes there when the shim answers it, else to the
-primary, never copied.
+shim's own health always goes there; gRPC reflection goes there when the shim answers it (or when BK,
+with adapters in front, is the primary), else to the primary, never copied.
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ def plan(
     default = table[DEFAULT]
     shedding = shedding_routes(shim)
     entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
+    # a BK with adapters in front has an interface of its own: while it answers, the shim's descriptors do
+    adapted_bk = bool(shim.parts.adapters) and _PRIMARY[default] == "bk"
     for service in _REFLECTION:
-        if shim.config.descriptors.reflection == "shim":
+        if shim.config.descriptors.reflection == "shim" or adapted_bk:
             entries.append(RouteEntry(service, "python", prefix=True))
         else:  # the primary's own answer, never mirrored
             entries.append(RouteEntry(service, _PRIMARY[default], prefix=True))

@@ -36,6 +36,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 # grpc's C core logs its own view of errors (e.g. a busy port) on stderr; the
@@ -285,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shim.dataplane.supervisor import supervise as supervise_plane
 
             return supervise_plane(config, argv)  # Envoy, and the comparison plane as a child it restarts
+        if (
+            PLANE_ENV in os.environ
+        ):  # a comparison plane runs on the config Envoy was built from, as it stands
+            from shim.dataplane.in_force import in_force
+
+            config = in_force(Path(os.environ[PLANE_ENV])) or config
         return run(serve(config, reread=lambda: settings_of(args)), config.serving.event_loop)
     except ShimError as exc:
         print(f"shim: error: {exc}", file=sys.stderr)

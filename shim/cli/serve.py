@@ -98,6 +98,7 @@ async def serve(
     import structlog
 
     from shim import dataplane, logs
+    from shim.dataplane import in_force
     from shim.reflection import resolve_registry
     from shim.sinks import DiffLog
 
@@ -123,6 +124,7 @@ async def serve(
             raise
         return 0  # stopped as asked, before it served
     shim = served.shim
+    public = config  # the config in force, as the clients' side sees it (reloads applied)
     if served.why:
         log.warning("data plane: python", why=served.why)
     stop = asyncio.Event()
@@ -151,17 +153,26 @@ async def serve(
             log.info("certificates reloaded")
         if reread is None:
             return
+        nonlocal public
         try:
             new = reread()
             restart = shim.reconfigure(
                 dataplane.inner_config(new, attached) if served.plane is not None else new
             )
+            live = config_mod.reloadable()  # the inner config's `restart` cannot name the listener's settings
+            applied = [n for n in config_mod.changed(public, new) if n in live and n not in restart]
+            public = config_mod.keeping(public, new, applied)
         except ShimError as exc:
             log.error("config not reloaded; the one in use stays", error=str(exc))
             return
         except Exception as exc:
             log.error("config not reloaded; the one in use stays", error=f"unexpected error: {exc!r}")
             return
+        if attached is not None:  # a plane started again runs on what this one now runs on
+            try:
+                in_force.keep(attached, public)
+            except OSError as exc:
+                log.error("the reloaded config could not be kept for a plane started again", error=str(exc))
         if restart:
             log.warning(
                 "config reloaded; these changed settings need a restart and keep their values",

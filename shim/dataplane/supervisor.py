@@ -7,8 +7,9 @@ Envoy's files. Envoy reaches the plane through unix sockets in a private folder 
 when the plane dies (killed, out of memory, a crash) Envoy goes on serving the clients: their calls reach
 the primary as before, Envoy counts the copies it cannot hand over, and the supervisor starts the plane
 again, after a pause that doubles from 0.1 s up to 5 s (and resets once it has run for a minute). The
-plane started again finds the folder, takes up the sockets and the routes' version where they were, and
-records the calls whose copies were lost while it was down (as `(calls the shim did not see)`); a
+plane started again finds the folder, takes up the sockets and the routes' version where they were, runs
+on the config in force (`shim.dataplane.in_force`: the one Envoy was built from, not the file as edited
+since), and records the calls whose copies were lost while it was down (as `(calls the shim did not see)`); a
 mirrored write whose outcome the old plane never recorded puts its keys out of step (its intent).
 
 What the clients lose while the plane is down: only the methods that need Python on their primary path
@@ -37,7 +38,7 @@ import structlog
 
 from shim._timeouts import bounded
 from shim.config import Config
-from shim.dataplane import PLANE_READY, check_listen
+from shim.dataplane import PLANE_READY, check_listen, in_force
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.targets import check_targets
@@ -59,6 +60,7 @@ def supervise(config: Config, argv: Sequence[str]) -> int:
     check_listen(config.serving.listen)  # anything starts
     folder = scratch()
     try:
+        in_force.keep(folder, config)  # what every plane runs on, the first one included (`in_force`)
         return asyncio.run(Supervisor(config, list(argv), executable, folder).run())
     finally:
         remove_scratch(folder)

@@ -22,6 +22,7 @@ import pytest
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
+from sample_ledger.server import serve as serve_ledger
 from shim.dataplane import envoy
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import PARTIAL, Recording
@@ -307,3 +308,46 @@ async def test_a_plane_killed_before_it_is_ready_is_one_clear_error(tmp_path: Pa
         2,
         ["shim: error: the comparison plane was killed by SIGKILL before it was ready"],
     ), said
+
+
+async def test_a_plane_started_again_runs_on_the_config_in_force_not_on_an_edit_not_yet_signalled(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The config file edited to name another Bank (no SIGHUP), then the comparison plane killed: the plane
+    started again runs on the config in force, the one Envoy runs on, so that the writes that go through
+    Python (strict ordering) reach the Bank that Envoy's reads reach. Before, the new plane read the edited
+    file: writes went to the other Bank, and the client could not read back what it had written. A SIGHUP
+    then says the edit needs a restart, as it does for a plane that was never started again."""
+    bank, bk = ledgers
+    other = await serve_ledger("bank")
+    config = tmp_path / "shim.toml"
+
+    def naming(target: str) -> None:
+        config.write_text(
+            f'[ordering]\nstrict = true\n[upstreams.bank]\ntarget = "{target}"\n', encoding="utf-8"
+        )
+
+    naming(bank.address)
+    try:
+        async with shim_process(
+            *("--config", config, "--listen", "127.0.0.1:0", "--bk", bk.address, "--dataplane", "envoy"),
+            *("--store", tmp_path / "shim.db", "--descriptor-set", ROOT / "sample_ledger" / "bank.binpb"),
+            cwd=tmp_path,
+        ) as serving:
+            naming(other.address)
+            os.kill(serving.ready["pid"], signal.SIGKILL)
+            again = await serving.until_event("ready", 2)
+            assert again["bank"] == bank.address
+            async with grpc.aio.insecure_channel(again["listen"]) as channel:
+                stub = pb_grpc.LedgerStub(channel)
+                await stub.OpenAccount(pb.OpenAccountRequest(account_id="E1", owner_name="Ada"), timeout=STEP)
+                await stub.Deposit(pb.DepositRequest(account_id="E1", amount="5.00"), timeout=STEP)
+                balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="E1"), timeout=STEP)
+            assert balance.cash == "5.00"
+            serving.proc.send_signal(signal.SIGHUP)  # the edit, signalled, is one that needs a restart
+            said = await serving.until_event(
+                "config reloaded; these changed settings need a restart and keep their values"
+            )
+            assert said["settings"] == ["upstreams.bank"]
+    finally:
+        await other.stop(None)

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from shim._timeouts import bounded
+from shim.dataplane._lines import SHOWN, lines
 from shim.dataplane.envoy_admin import AdminConnections, admin_request
 from shim.dataplane.envoy_config import stamp
 from shim.errors import StartupError, how_it_ended
@@ -92,7 +93,8 @@ class Envoy:
         self.restarts = 0
         self.name = ""  # of the Envoy running now, on its copies' streams (ENVOY_HEADER)
         self.running = asyncio.Event()
-        self._early: list[tuple[str, str, str]] = []  # Envoy's log lines before it first runs
+        # Envoy's log lines before it first runs: level, text, logger, and the line's length when cut
+        self._early: list[tuple[str, str, str, dict[str, int]]] = []
         self._admin_connections = AdminConnections()
 
     async def validate(self) -> None:
@@ -139,8 +141,8 @@ class Envoy:
             except TimeoutError:
                 await self._terminate()
                 raise StartupError("Envoy did not start: its listener was not bound in time") from None
-        for level, text, logger in self._early:
-            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=self.pid)
+        for level, text, logger, said in self._early:
+            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=self.pid, **said)
         self._early.clear()
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(), name="envoy supervisor")
 
@@ -208,20 +210,24 @@ class Envoy:
 
     async def _relay_log(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
-        async for raw in process.stderr:
+        async for raw, length in lines(process.stderr):  # a line of any length: cut, and the reading goes on
             line = raw.decode(errors="replace").rstrip()
             level, _, rest = line.partition("|")
             logger, _, text = rest.partition("|")
             if not text:
                 level, logger, text = "info", "", line
+            if length > SHOWN:  # its start only, and its length
+                text, said = text[:SHOWN], {"cut_from": length}
+            else:
+                said = {}
             if level in ("error", "critical") or not self._last_error:
                 self._last_error = text
             if self._stopping and level not in ("error", "critical"):
                 continue  # what Envoy says of being stopped is the shim's doing, not news
             if not self.running.is_set() and self.restarts == 0 and not self._stopping:
-                self._early.append((level, text, logger))  # said once Envoy runs, or in the start error
+                self._early.append((level, text, logger, said))  # said once Envoy runs, or in the start error
                 continue
-            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=process.pid)
+            getattr(_log, _LEVELS.get(level, "info"))(text, envoy_logger=logger, pid=process.pid, **said)
 
     async def _keep_running(self) -> None:
         pause = self._restart_min

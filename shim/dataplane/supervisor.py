@@ -40,6 +40,7 @@ from shim._timeouts import bounded
 from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen, in_force
 from shim.dataplane import envoy as envoy_process
+from shim.dataplane._lines import SHOWN, lines
 from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.targets import check_targets
 from shim.errors import StartupError, how_it_ended
@@ -107,13 +108,14 @@ class Supervisor:
     async def _relay(self, plane: asyncio.subprocess.Process) -> None:
         """The plane's log lines, passed on as they are; a line that is not one of its JSON events (what
         Python's resource tracker says of a killed plane, say) becomes one, so that stderr stays one JSON
-        event per line."""
+        event per line, with the line's start only (`SHOWN` characters) when it is longer."""
         assert plane.stderr is not None
-        async for raw in plane.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if not _ours(line):
+        async for raw, length in lines(plane.stderr):  # a line of any length: cut, and the reading goes on
+            line = raw.decode(errors="replace")
+            if length > len(raw) or not _ours(line):
                 if line.strip():
-                    _log.warning("the comparison plane said", text=line, pid=plane.pid)
+                    said = {"cut_from": length} if length > SHOWN else {}  # its length, when cut
+                    _log.warning("the comparison plane said", text=line[:SHOWN], pid=plane.pid, **said)
                 continue
             sys.stderr.write(line + "\n")
             sys.stderr.flush()

@@ -133,7 +133,8 @@ class Upstream:
     server_name: str = setting(
         "",
         TEXT,
-        "the name to expect in its certificate (and send as authority), when the target differs",
+        "the name to expect in its certificate (and send as authority), when the target differs; a "
+        "`unix:` target over TLS needs it",
         shown="the target's host",
     )
 
@@ -143,6 +144,12 @@ class Upstream:
             raise ConfigError(f"{where}: cert and key go together (a client certificate and its key)")
         if (self.ca or self.cert or self.server_name) and not self.tls:
             object.__setattr__(self, "tls", True)
+        if self.tls and not self.server_name and self.target.partition(":")[0] in ("unix", "unix-abstract"):
+            # grpc would refuse every certificate, and Envoy would check no name: neither is TLS
+            raise ConfigError(
+                f"{where}: {self.target!r} is a unix socket, which names no host to expect in its"
+                " certificate: set server_name (the name in the certificate)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

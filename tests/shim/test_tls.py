@@ -17,13 +17,16 @@ import trustme
 from grpc import aio
 
 from shim.config import Config, Upstream
+from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import ConfigError
 from shim.testing import running_shim
 from shim.tls_settings import TlsSettings
-from tests.backends import Running, scripted_server
+from tests.backends import OPTIONS, Running, _Scripted, scripted_server
 
 SAY = "/echo.Echo/Say"
 TIMEOUT = 20.0
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 
 async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
@@ -155,6 +158,37 @@ async def test_upstreams_over_mtls_with_their_own_ca_and_server_name(pki: Pki) -
         await bk.stop()
     assert comparison.verdict.value == "match"
     assert mismatched.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_an_upstream_on_a_unix_socket_over_tls_needs_the_name_to_expect(
+    pki: Pki, tmp_path: Path, dataplane: str
+) -> None:
+    """Bank on a unix socket over TLS: a unix target names no host to expect in Bank's certificate, so the
+    config must name it (`server_name`), else the shim stops at start naming the setting. With it, both
+    data planes take a certificate for that name and refuse one the CA signed for another (UNAVAILABLE).
+    Before, grpc refused every certificate, and Envoy checked no name at all: it took any the CA signed."""
+    ca = pki.ca_file(pki.server_ca, "server-ca.crt")
+    socket = f"unix:{tmp_path / 'bank.sock'}"
+    with pytest.raises(ConfigError, match=r"upstreams.bank: .* set server_name"):
+        Upstream("bank", socket, ca=ca)
+    cert, key = pki.server("bank", "bank.test")
+    server = aio.server(options=OPTIONS)
+    server.add_generic_rpc_handlers([_Scripted(echo)])
+    server.add_secure_port(socket, grpc.ssl_server_credentials([pki.read(key, cert)]))
+    await server.start()
+    answers: dict[str, Any] = {}
+    try:
+        for server_name in ("bank.test", "localhost"):
+            upstream = Upstream("bank", socket, ca=ca, server_name=server_name)
+            async with running_shim(upstream, dataplane=dataplane) as (shim, _):
+                try:
+                    answers[server_name] = await _say(shim.address, None)
+                except aio.AioRpcError as exc:
+                    answers[server_name] = exc.code()
+    finally:
+        await server.stop(None)
+    assert answers == {"bank.test": b"re:hi", "localhost": grpc.StatusCode.UNAVAILABLE}
 
 
 def test_bad_tls_files_stop_the_shim_with_a_clear_error(pki: Pki, tmp_path: Path) -> None:

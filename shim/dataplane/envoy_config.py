@@ -112,7 +112,10 @@ def _address(listen: str) -> dict[str, Any]:
     if listen.startswith("unix:"):
         return {"pipe": {"path": listen.removeprefix("unix:").removeprefix("//")}}
     host, _, port = listen.rpartition(":")
-    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+    address: dict[str, Any] = {"address": host.strip("[]"), "port_value": int(port)}
+    if address["address"] == "::":  # every address, IPv4 ones too (dual stack), as grpc listens there
+        address["ipv4_compat"] = True
+    return {"socket_address": address}
 
 
 def _is_ip(host: str) -> bool:

@@ -74,10 +74,20 @@ def check_grpc_targets(config: Config) -> None:
 
 
 def check_targets(config: Config) -> None:
-    """A ConfigError, before anything starts, when an upstream's target is not one Envoy can use."""
+    """A ConfigError, before anything starts, when an upstream's target is not one Envoy can use, or the
+    address to listen on names a host (Envoy listens on IP addresses only)."""
     for upstream in (config.bank, config.bk):
         if upstream is not None:
             endpoints(upstream.target, f"upstreams.{upstream.name}.target")
+    listen = config.serving.listen
+    if not listen.startswith("unix:"):
+        host, _, port = listen.rpartition(":")
+        if not _is_ip(host.strip("[]")):
+            raise ConfigError(
+                f"listen: {listen!r} names a host, and Envoy listens on an IP address: give one"
+                f" (127.0.0.1:{port}, [::1]:{port}, 0.0.0.0:{port} or [::]:{port} for every address), or use"
+                " --dataplane python"
+            )
 
 
 def cluster_fields(name: str, found: Endpoints) -> dict[str, Any]:

@@ -156,3 +156,59 @@ async def test_a_clients_own_x_forwarded_proto_reaches_each_side_and_envoys_neve
     assert bank_seen == joined
     assert bk_seen == joined
     assert compared.verdict is Verdict.MATCH, compared.reason
+
+
+# the x-envoy-* headers of a client's call that Envoy's router reads, takes off and ignores (the call is
+# external to Envoy): docs/dataplane.md lists them, as names the shim's Envoy keeps from the primary
+ENVOY_TAKES_OFF = (
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-stream-duration-ms",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-internal",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-peer-metadata",
+)
+
+
+async def test_the_x_envoy_headers_envoys_router_reads_never_reach_the_primary() -> None:
+    """A client's own `x-envoy-max-retries` and the other headers Envoy's router reads are taken off before
+    the primary, and none of them acts (no retry, no timeout of Envoy's); any other `x-envoy-*` header
+    reaches the primary. docs/dataplane.md names them."""
+    seen: list[dict[str, Any]] = []
+
+    async def behaviour(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        async for _ in requests:
+            pass
+        seen.append(dict(context.invocation_metadata() or ()))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
+        return []
+
+    bank = await scripted_server(behaviour)
+    headers = [
+        (name, "3" if name.endswith(("-ms", "retries")) else "unavailable") for name in ENVOY_TAKES_OFF
+    ]
+    try:
+        async with running_shim(bank.address, dataplane="envoy") as (shim, _):
+            channel = aio.insecure_channel(shim.address)
+            async with channel:
+                with pytest.raises(aio.AioRpcError) as failed:
+                    await channel.unary_unary("/x.Y/Z")(
+                        b"", metadata=[*headers, ("x-envoy-own", "kept")], timeout=5
+                    )
+    finally:
+        await bank.stop()
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert len(seen) == 1  # not retried
+    assert [name for name in seen[0] if name.startswith("x-envoy")] == ["x-envoy-own"]

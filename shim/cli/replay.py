@@ -85,7 +85,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     replay.add_argument(
         "--truncated",
         action="store_true",
-        help="accept a recording with no end line (its calls up to where it stops)",
+        help="accept a recording with no end line (its calls up to where it stops); for FILE with only"
+        " FILE.partial there (its shim was killed), read FILE.partial",
     )
 
 

@@ -280,16 +280,20 @@ class Ending:
 
 class Recording:
     """A recording file, read. `check()` reads it once through (a corrupt or truncated file is one
-    RecordingError, before anything is done with it); `calls()` then gives its calls, one at a time."""
+    RecordingError, before anything is done with it); `calls()` then gives its calls, one at a time. With
+    `truncated`, a path with only its `.partial` there (its writer stopped first) reads the `.partial`."""
 
     def __init__(self, path: Path, *, truncated: bool = False) -> None:
         self.path = Path(path)
         self._truncated = truncated  # accept a file with no end line: its calls up to where it stops
         self._cut = False  # a compressed file that ends before its gzip trailer
-        if not self.path.exists() and self.path.with_name(self.path.name + PARTIAL).exists():
-            raise RecordingError(
-                f"{self.path}: not ended: only {self.path.name}{PARTIAL} is there (read it with truncated)"
-            )
+        partial = self.path.with_name(self.path.name + PARTIAL)
+        if not self.path.exists() and partial.exists():
+            if not truncated:
+                raise RecordingError(
+                    f"{self.path}: not ended: only {partial.name} is there (read it with --truncated)"
+                )
+            self.path = partial  # what its writer left when it stopped before ending it
         with self._lines() as lines:
             first = next(lines, None)
             if (first is None and self._cut) or (first is not None and not first[1].endswith(b"\n")):

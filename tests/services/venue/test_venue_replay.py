@@ -12,17 +12,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from grpc import aio
 
 from comparators import Comparison, Verdict
 from shim.config import load_file
 from shim.recording.format import Recording
 from shim.replay.run import Options, replay
+from shim.replay.source import ReplayError
 from shim.testing import running_shim
 from tests.services.venue import DESCRIPTOR_SET, REGISTRY
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, message_class, new
 from tests.services.venue.server import Served, serve
+from tests.shim.test_replay_recorded import cut_short
 
 HERE = Path(__file__).parent
 
@@ -154,3 +157,34 @@ async def test_a_session_spread_out_live_replays_with_no_false_time_differences(
         acked = [ack.acked_at.ToNanoseconds() / 1e9 for ack in acks]
         if speed:
             assert acked[2] - acked[0] >= 0.75 * spread / speed, acked  # at the recorded pace, scaled
+
+
+async def _account_and_reads(channel: aio.Channel) -> None:
+    """R1 opened, a session of one order on it, and R1 read."""
+    client = VenueClient(channel)
+    await client.open_account("R1", "100000.00")
+    async with client.session() as session:
+        await session.send(new("TradeRequest", account="R1", new=_order(10)))
+    await client.get_account("R1")
+
+
+async def test_truncated_reads_the_partial_file_of_a_recording_never_ended(
+    bank: Served, tmp_path: Path
+) -> None:
+    """Only NAME.partial is there (its shim was killed): replaying NAME says to read it with --truncated,
+    and with it reads NAME.partial."""
+    config, path = await _recorded(bank, tmp_path, _account_and_reads)
+    named = tmp_path / "killed.jsonl"
+    partial = cut_short(path, named, calls=3)
+    bk = await serve("bk")
+    comparisons = _Comparisons()
+    try:
+        with pytest.raises(ReplayError, match=r"not ended: only killed\.jsonl\.partial .* with --truncated"):
+            await replay(Options(named, config, str(tmp_path / "refused.db"), bk=bk.address))
+        options = Options(named, config, str(tmp_path / "read.db"), bk=bk.address, truncated=True)
+        done = await replay(options, [comparisons])
+    finally:
+        await bk.stop()
+    assert done.recording == partial
+    assert done.summary.sent == 3
+    assert {c.verdict for c in comparisons.seen} == {Verdict.MATCH}

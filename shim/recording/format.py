@@ -276,6 +276,7 @@ class Ending:
     reason: str
     whole: bool  # False: no end line (the shim that wrote it stopped first)
     lost: int = 0  # calls the recorder could not keep
+    methods: frozenset[str] = frozenset()  # the methods of its calls
 
 
 class Recording:
@@ -351,6 +352,7 @@ class Recording:
         with the checksum it gives. A RecordingError names the first line that is wrong."""
         digest = hashlib.sha256()
         calls, ended, end_number = 0, None, 0
+        methods: set[str] = set()
         with self._lines() as lines:
             next(lines)
             for number, line in lines:
@@ -362,12 +364,12 @@ class Recording:
                 if "end" in doc:
                     ended, end_number = doc["end"], number
                     continue
-                self._call(number, doc, expected=calls)
+                methods.add(self._call(number, doc, expected=calls).method)
                 digest.update(line)
                 calls += 1
         if ended is None or (self._cut and not self._truncated):
             if self._truncated:
-                return Ending(calls, "cut short: no end line", whole=False)
+                return Ending(calls, "cut short: no end line", whole=False, methods=frozenset(methods))
             cut = "no end line" if ended is None else "it ends before its gzip trailer"
             raise RecordingError(
                 f"{self.path}: truncated after {calls} calls ({cut}: the shim recording it stopped first,"
@@ -380,7 +382,7 @@ class Recording:
             )
         if end["sha256"] != digest.hexdigest():
             raise RecordingError(f"{self.path}: corrupt: its calls do not match their checksum (sha256)")
-        return Ending(calls, end["reason"], whole=True, lost=end["lost"])
+        return Ending(calls, end["reason"], whole=True, lost=end["lost"], methods=frozenset(methods))
 
     def _end(self, number: int, ended: object) -> dict[str, Any]:
         """The end line's fields, each of its type (it is not under the checksum)."""

@@ -1,9 +1,9 @@
 """The calls to replay: a recording checked whole before anything is sent, and the --key and --until filters.
 
 `open_source` reads the file once through (`Recording.check`): a truncated or corrupt file, or one from
-another service (a recorded method the config's descriptors lack, or describe otherwise), is refused
-here, before BK gets anything. `Source.calls()` then reads the calls lazily, in the order they arrived,
-so memory does not grow with the recording.
+another service (a method of its header or of one of its calls that the config's descriptors lack, or
+one of its header they describe otherwise), is refused here, before BK gets anything. `Source.calls()`
+then reads the calls lazily, in the order they arrived, so memory does not grow with the recording.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def open_source(
             f"{path}: it holds {header.answered_by}'s answers; replay compares BK with Bank's recorded ones"
         )
     check_descriptors(path, header, registry)
+    assert registry is not None  # check_descriptors refuses a config without descriptors
+    for method in sorted(ending.methods):  # a header may list none (recorded without descriptors)
+        check_method(path, method, registry)
     if filters.until:
         try:
             found = any(call.correlation_id == filters.until for call in recording.calls())
@@ -126,12 +129,18 @@ def check_descriptors(path: Path, header: Header, registry: DescriptorRegistry |
             "replay needs the service's descriptors to compare answers: give descriptor_sets in --config"
         )
     for method, recorded in sorted(header.methods.items()):
-        if registry.method(method) is None:
-            raise ReplayError(
-                f"{path}: recorded from another service: {method} is not in the config's descriptors"
-            )
+        check_method(path, method, registry)
         if recorded and fingerprint(registry, method) != recorded:
             raise ReplayError(
                 f"{path}: recorded from another service: {method} has other request or answer types"
                 " than the config's descriptors give it"
             )
+
+
+def check_method(path: Path, method: str, registry: DescriptorRegistry) -> None:
+    """A method the recording holds (in its header, or a call of it) is one the config's descriptors
+    describe: a call of another is never sent (BK could not be asked it, nor its answer compared)."""
+    if registry.method(method) is None:
+        raise ReplayError(
+            f"{path}: recorded from another service: {method} is not in the config's descriptors"
+        )

@@ -6,6 +6,7 @@ data plane)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import threading
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from grpc import aio
 
 from comparators import Comparison, Verdict
 from shim.config import load_file
-from shim.recording.format import Recording
+from shim.recording.format import Recording, RecordingWriter
 from shim.replay.run import Options, replay
 from shim.replay.source import ReplayError
 from shim.testing import running_shim
@@ -188,3 +189,36 @@ async def test_truncated_reads_the_partial_file_of_a_recording_never_ended(
     assert done.recording == partial
     assert done.summary.sent == 3
     assert {c.verdict for c in comparisons.seen} == {Verdict.MATCH}
+
+
+async def test_a_call_of_a_method_the_venue_lacks_is_refused_before_anything_is_sent(
+    bank: Served, tmp_path: Path
+) -> None:
+    """A header listing the venue's methods, with a call of another service's method among them: the call
+    is refused, naming its method, before BK gets anything (it was sent, and compared)."""
+    config, path = await _recorded(bank, tmp_path, _account_and_reads)
+    source = Recording(path)
+    calls = list(source.calls())
+    stray = dataclasses.replace(calls[1], seq=1, method="/bank.v1.Ledger/GetBalance")
+    mixed = tmp_path / "mixed.jsonl"
+    writer = RecordingWriter(mixed, source.header)
+    for call in (calls[0], stray, *(dataclasses.replace(c, seq=c.seq + 1) for c in calls[1:])):
+        writer.add(call)
+    writer.end()
+    assert "/bank.v1.Ledger/GetBalance" not in source.header.methods
+    bk = await serve("bk")
+    try:
+        with pytest.raises(ReplayError) as refused:
+            await replay(Options(mixed, config, str(tmp_path / "mixed.db"), bk=bk.address))
+        assert bk.book.order_ids == []  # nothing was sent
+    finally:
+        await bk.stop()
+    assert str(refused.value) == (
+        f"{mixed}: recorded from another service: /bank.v1.Ledger/GetBalance is not in the config's"
+        " descriptors"
+    )
+    assert _names(tmp_path, "mixed.db*") == []
+
+
+def _names(folder: Path, pattern: str) -> list[str]:
+    return sorted(p.name for p in folder.glob(pattern))

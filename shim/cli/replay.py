@@ -117,6 +117,11 @@ async def run(args: argparse.Namespace) -> int:
     print("replay: " + (", ".join(f"{n} {verdict}" for verdict, n in sorted(verdicts.items())) or "no calls"))
     if summary.tainted_from_start:
         print(f"replay: mismatches count as tainted: {summary.tainted_from_start}")
+    if summary.answered_by_bk:
+        print(
+            f"replay: {summary.answered_by_bk} calls skipped: their recorded answers are BK's (recorded while"
+            " BK was primary), not Bank's; they were sent to BK to keep its book in step, and prove nothing"
+        )
     print(
         f"replay: store written to {printable(str(done.store))};"
         f" judge it with: shim gate --store {printable(str(done.store))}"

@@ -17,6 +17,10 @@ each carry their own (`message_offsets`: when the request each followed went to 
 live), since its messages go sooner than they came, or later; with --speed, each goes at its recorded
 time scaled, as calls do. BK answering UNAVAILABLE with BK no longer reachable stops the replay (a
 ReplayError): its evidence would say nothing of BK.
+
+A call recorded while BK was primary holds BK's answer, not Bank's (its `answered_by`): it is sent to
+BK all the same, so BK's book goes on as it did live, but recorded `skipped` (`BK_ANSWERED`), never as
+evidence: compared with BK's own answer, it would hide any bug of BK's.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ from shim.shadow.wiring import mirroring
 from shim.steps import EVERY_KEY, unreachable
 
 IN_FLIGHT = 256  # replayed calls in flight at once (across keys; a key's calls wait in its lane)
+BK_ANSWERED = (
+    "not compared: the recorded answer is BK's (recorded while BK was primary), not Bank's; the call was"
+    " sent to BK only to keep its book in step"
+)
 UNBOUNDED = 2**31 - 1  # the dispatcher's bounds in a replay, which bounds what it starts itself
 
 
@@ -58,6 +66,7 @@ class Summary:
     verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
     tainted_from_start: str = ""  # why every key's state was unknown from the start ("": it was known)
     seconds: float = 0.0
+    answered_by_bk: int = 0  # calls sent whose recorded answer is BK's: skipped, never evidence
 
     @property
     def compared(self) -> int:
@@ -186,6 +195,9 @@ class Replayer:
                     shadow_late=0.0,
                     primary_late=0.0,
                 )
+            if replayed is not None and replayed[1].answered_by not in ("", "bank"):
+                # BK went on with its book as it did live, but an answer compared with its own proves nothing
+                exchange = replace(exchange, shadow=None, unmapped=(), cancelled=False, note=BK_ANSWERED)
             if _bk_unavailable(exchange.shadow) and not self._suspect:
                 details = exchange.shadow.details if exchange.shadow is not None else ""
                 self._suspect = f"{exchange.method} got UNAVAILABLE ({details})"
@@ -223,6 +235,7 @@ class Replayer:
             if not feed.until(call.at if interleaved else None):
                 streams.append(feed)
             self.summary.sent += 1
+            self.summary.answered_by_bk += call.answered_by not in ("", "bank")
         if self.speed > 0:
             streams = await self._paced(streams, None, first_at, began)
         for stream in streams:

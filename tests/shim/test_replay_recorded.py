@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc import aio
 
+from comparators import Verdict
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
+from shim._proto.shim.v1 import admin_pb2 as apb
+from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
+from shim.config import load_file
+from shim.parts import load_registry
 from shim.recording.format import PARTIAL, Header, RecordedCall, Recording, RecordingWriter
+from shim.replay.driver import BK_ANSWERED
+from shim.replay.run import load_config
+from shim.testing import running_shim
 from tests.helpers import shim_command
-from tests.shim.test_replay import SAMPLE, _one_line_error, record_sample
+from tests.shim.test_replay import SAMPLE, _one_line_error, _replay, record_sample, request_ids
 
 
 @pytest.fixture
@@ -78,3 +91,68 @@ async def test_a_call_of_another_service_is_refused_before_anything_is_sent(
         " descriptors",
         store,
     )
+
+
+async def test_calls_recorded_while_bk_was_primary_go_to_bk_but_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording begun in shadow holds Bank's answers until the mode is switched to bk-primary, then BK's
+    (each such call's `answered_by`). Replayed, those calls still go to BK, so its book goes on as it did
+    live, but each is `skipped`, saying why, never a match: compared with BK's own answer, the planted
+    bug 2 (an unknown account refused INVALID_ARGUMENT, not NOT_FOUND) was a match. The gate fails."""
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", "tok-replay")
+    bank, bk = await serve("bank"), await serve("bk")  # BK with its planted bugs
+    path = tmp_path / "switched.jsonl"
+    registry = load_registry(
+        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
+    )
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode", "noise"):
+        settings.pop(name, None)
+    try:
+        async with (
+            running_shim(
+                bank.address, bk.address, registry=registry, admin={"listen": "127.0.0.1:0"},
+                record={"path": str(path), "origin": "empty"}, **settings,
+            ) as (shim, _),
+            aio.insecure_channel(shim.address, interceptors=request_ids("x-request-id")) as channel,
+            aio.insecure_channel(f"127.0.0.1:{shim.admin_port}") as admin_channel,
+        ):  # fmt: skip
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            admin = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id="A", currency="USD", initial_deposit="100")
+            )
+            await shim.drain()
+            switch = apb.SetModeRequest(mode="bk-primary", reason="test", who="ops", force=True)
+            await admin.SetMode(switch, metadata=(("authorization", "Bearer tok-replay"),), timeout=30)
+            await stub.Deposit(pb.DepositRequest(account_id="A", amount="5", reference="r1"))
+            with pytest.raises(aio.AioRpcError) as refused:
+                await stub.Deposit(pb.DepositRequest(account_id="NOPE", amount="5", reference="r2"))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # BK's answer (bug 2)
+            await shim.drain()
+    finally:
+        await bank.stop(None)
+        await bk.stop(None)
+    recording = Recording(path)
+    assert recording.header.answered_by == "bank"
+    assert [c.answered_by for c in recording.calls()] == ["", "bk", "bk"]
+    replayed = await serve("bk")  # the same BK build, bug 2 in it
+    store = tmp_path / "replayed.db"
+    try:
+        verdicts, done = await _replay(path, store, replayed.address)
+        async with aio.insecure_channel(replayed.address) as channel:
+            read = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            balance = await read.GetBalance(pb.GetBalanceRequest(account_id="A"))
+    finally:
+        await replayed.stop(None)
+    assert Decimal(balance.cash) == Decimal("105")  # BK was sent the deposit BK answered live
+    got = [(c.method.rsplit("/", 1)[1], c.verdict, c.reason) for c in verdicts.comparisons]
+    assert sorted(got) == sorted([
+        ("OpenAccount", Verdict.MATCH, ""),
+        ("Deposit", Verdict.SKIPPED, BK_ANSWERED),
+        ("Deposit", Verdict.SKIPPED, BK_ANSWERED),
+    ]), got  # fmt: skip
+    assert done.summary.answered_by_bk == 2  # type: ignore[attr-defined]
+    code, out, _ = await shim_command("gate", "--store", store, "--min-compared", "1")
+    assert code == 1, out

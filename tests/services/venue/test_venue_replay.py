@@ -19,6 +19,7 @@ from grpc import aio
 from comparators import Comparison, Verdict
 from shim.config import load_file
 from shim.recording.format import Recording, RecordingWriter
+from shim.replay.driver import BK_ANSWERED
 from shim.replay.run import Options, replay
 from shim.replay.source import ReplayError
 from shim.testing import running_shim
@@ -222,3 +223,33 @@ async def test_a_call_of_a_method_the_venue_lacks_is_refused_before_anything_is_
 
 def _names(folder: Path, pattern: str) -> list[str]:
     return sorted(p.name for p in folder.glob(pattern))
+
+
+async def test_calls_answered_by_bk_when_recorded_go_to_bk_but_are_skipped(
+    bank: Served, tmp_path: Path
+) -> None:
+    """A session and a read recorded after a switch to bk-primary hold BK's answers (`answered_by`). They
+    go to BK, whose book goes on as live (the session's order is placed), but each is `skipped`, saying
+    why: compared with BK's own answers they matched, whatever BK did."""
+    config, path = await _recorded(bank, tmp_path, _account_and_reads)
+    source = Recording(path)
+    switched = tmp_path / "switched.jsonl"
+    writer = RecordingWriter(switched, source.header)
+    for call in source.calls():
+        writer.add(call if call.seq == 0 else dataclasses.replace(call, answered_by="bk"))
+    writer.end()
+    bk = await serve("bk")
+    comparisons = _Comparisons()
+    try:
+        done = await replay(Options(switched, config, str(tmp_path / "out.db"), bk=bk.address), [comparisons])
+        placed = len(bk.book.order_ids)
+    finally:
+        await bk.stop()
+    assert placed == 1  # the session's order reached BK
+    got = sorted((c.method.rsplit("/", 1)[1], c.verdict, c.reason) for c in comparisons.seen)
+    assert got == [
+        ("GetAccount", Verdict.SKIPPED, BK_ANSWERED),
+        ("OpenAccount", Verdict.MATCH, ""),
+        ("Trade", Verdict.SKIPPED, BK_ANSWERED),
+    ]
+    assert done.summary.answered_by_bk == 2

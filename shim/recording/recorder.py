@@ -2,13 +2,14 @@
 into the store (its writer: `RecordingWriter`, or `into_store.StoreWriter`).
 
 On the event loop, and cheap: a call is numbered as it arrives (`begin`), its messages are kept as they
-pass (`Take`); once it is over, its keys are computed and sampled (after its answer has gone), and it
-waits until every call that arrived before it is over too, so that the file holds the calls in the order
-they arrived. It then goes into a bounded queue, and a thread redacts, encodes and writes it
-(`shim.recording.format`; into the store, in batches). Nothing here waits: a call that finds the queue
-full, or one still running while more than `record.queue` later calls wait behind it (a long stream),
-is lost: counted (`recording_lost`), logged, and named in the end line. Bounds (`max_bytes`,
-`max_duration`) end the recording whole; the shim goes on serving. `close` ends it whole on shutdown.
+pass (`Take`); once it is over, its keys (those every request message names) are computed and sampled
+(after its answer has gone), and it waits until every call that arrived before it is over too, so that
+the file holds the calls in the order they arrived. It then goes into a bounded queue, and a thread
+redacts, encodes and writes it (`shim.recording.format`; into the store, in batches). Nothing here
+waits: a call that finds the queue full, or one still running while more than `record.queue` later
+calls wait behind it (a long stream), is lost: counted (`recording_lost`), logged, and named in the end
+line. Bounds (`max_bytes`, `max_duration`) end the recording whole; the shim goes on serving. `close`
+ends it whole on shutdown.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from shim.recording.take import Take as Take
 from shim.store_settings import correlation_id
 
 _log = structlog.get_logger("shim.recording")
-KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, first request) -> the call's keys
+KeysOf = Callable[[str, bytes | None], tuple[str, ...]]  # (method, a request message) -> the keys it names
 # (method, "request"|"response"|"status", raw) -> redacted; "status": the google.rpc.Status of the
 # `grpc-status-details-bin` trailer (rich error details)
 Keep = Callable[[str, str, bytes], bytes | None]
@@ -181,7 +182,7 @@ class Recorder:
             self._lose(take.method, "its messages are larger than record.max_call_bytes")
             self._resolve(take.arrival, None)
             return
-        keys = self._keys_of(take.method, take.requests[0] if take.requests else None)
+        keys = self._keys(take)
         share, unsampled = self._settings.sample, tuple[str, ...]()
         if keys and share < 1.0:
             unsampled = tuple(k for k in keys if not key_sampled(k, share))
@@ -190,6 +191,16 @@ class Recorder:
                 return
         item = _Finished(take, keys, unsampled, code, details, initial, trailing, latency)
         self._resolve(take.arrival, item)
+
+    def _keys(self, take: Take) -> tuple[str, ...]:
+        """The keys every request message of the call names, in the order named: a stream's later
+        messages may name others than its first (a session trading on two accounts), as live."""
+        if len(take.requests) < 2:
+            return self._keys_of(take.method, take.requests[0] if take.requests else None)
+        keys: dict[str, None] = {}
+        for raw in take.requests:
+            keys.update(dict.fromkeys(self._keys_of(take.method, raw)))
+        return tuple(keys)
 
     def settle_abandoned(self, take: Take) -> None:
         if take.is_write:

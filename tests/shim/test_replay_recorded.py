@@ -21,11 +21,12 @@ from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.config import load_file
 from shim.parts import load_registry
 from shim.recording.format import PARTIAL, Header, RecordedCall, Recording, RecordingWriter
+from shim.recording.recorder import key_sampled
 from shim.replay.driver import BK_ANSWERED
 from shim.replay.run import load_config
 from shim.testing import running_shim
 from tests.helpers import shim_command
-from tests.shim.test_replay import SAMPLE, _one_line_error, _replay, record_sample, request_ids
+from tests.shim.test_replay import SAMPLE, _one_line_error, _record, _replay, record_sample, request_ids
 
 
 @pytest.fixture
@@ -156,3 +157,79 @@ async def test_calls_recorded_while_bk_was_primary_go_to_bk_but_are_skipped(
     assert done.summary.answered_by_bk == 2  # type: ignore[attr-defined]
     code, out, _ = await shim_command("gate", "--store", store, "--min-compared", "1")
     assert code == 1, out
+
+
+def _order(account: str, n: int) -> pb.TradeSessionRequest:
+    order = pb.PostTradeRequest(
+        account_id=account, symbol="ACME", side=pb.SIDE_BUY, quantity="1", price="10", client_order_id=f"o{n}"
+    )
+    return pb.TradeSessionRequest(order=order)
+
+
+async def _a_session_on_two_accounts(address: str) -> None:
+    """A and B opened, a session of an order on A then one on B, then B read."""
+    async with aio.insecure_channel(address, interceptors=request_ids("x-request-id")) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        for account in ("A", "B"):
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id=account, currency="USD", initial_deposit="1000")
+            )
+
+        async def orders() -> AsyncIterator[pb.TradeSessionRequest]:
+            yield _order("A", 0)
+            yield _order("B", 1)
+
+        async for _ in stub.TradeSession(orders()):
+            pass
+        await stub.GetPosition(pb.GetPositionRequest(account_id="B", symbol="ACME"))
+        await stub.GetBalance(pb.GetBalanceRequest(account_id="B"))
+
+
+async def test_a_session_is_recorded_on_every_key_its_messages_name(tmp_path: Path) -> None:
+    """A session's keys are those of all its messages, as live, not its first message's alone: `--key B`
+    replays the session that traded on B, so B's reads after it match (they were mismatches: BK never
+    had B's trade)."""
+    bank = await serve("bank")
+    try:
+        recording = await _record(SAMPLE, bank.address, tmp_path, _a_session_on_two_accounts)
+    finally:
+        await bank.stop(None)
+    session = next(c for c in Recording(recording).calls() if c.method.endswith("/TradeSession"))
+    assert session.keys == ("A", "B")
+    ledger = await serve("bk", fixed=True)
+    try:
+        verdicts, _ = await _replay(recording, tmp_path / "b.db", ledger.address, key="B")
+    finally:
+        await ledger.stop(None)
+    got = {c.method.rsplit("/", 1)[1]: c.verdict for c in verdicts.comparisons}
+    assert "TradeSession" in got  # on A too, whose history --key B leaves out (docs/replay.md)
+    assert (got["GetPosition"], got["GetBalance"]) == (Verdict.MATCH, Verdict.MATCH)
+
+
+async def test_sampling_keeps_a_session_on_a_sampled_key_it_names_after_its_first(tmp_path: Path) -> None:
+    """Under `record.sample`, a session whose first order is on a key not sampled (A) and whose second is on
+    one sampled (B) is part of B's history: it is recorded, with A under `unsampled` (it was left out,
+    and B's history with it)."""
+    assert not key_sampled("A", 0.5)
+    assert key_sampled("B", 0.5)
+    bank = await serve("bank")
+    path = tmp_path / "sampled.jsonl"
+    registry = load_registry(
+        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
+    )
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name, None)
+    try:
+        record = {"path": str(path), "origin": "empty", "sample": 0.5}
+        async with running_shim(bank.address, registry=registry, record=record, **settings) as (shim, _):
+            await _a_session_on_two_accounts(shim.address)
+    finally:
+        await bank.stop(None)
+    got = [(c.method.rsplit("/", 1)[1], c.keys, c.unsampled) for c in Recording(path).calls()]
+    assert got == [
+        ("OpenAccount", ("B",), ()),
+        ("TradeSession", ("A", "B"), ("A",)),
+        ("GetPosition", ("B",), ()),
+        ("GetBalance", ("B",), ()),
+    ]

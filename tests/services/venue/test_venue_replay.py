@@ -19,6 +19,7 @@ from grpc import aio
 from comparators import Comparison, Verdict
 from shim.config import load_file
 from shim.recording.format import Recording, RecordingWriter
+from shim.recording.recorder import key_sampled
 from shim.replay.driver import BK_ANSWERED
 from shim.replay.run import Options, replay
 from shim.replay.source import ReplayError
@@ -59,10 +60,11 @@ async def _reads_between_orders(channel: aio.Channel) -> list[Any]:
 
 
 async def _recorded(
-    bank: Served, tmp_path: Path, drive: Callable[[aio.Channel], Awaitable[None]]
+    bank: Served, tmp_path: Path, drive: Callable[[aio.Channel], Awaitable[None]], **record: Any
 ) -> tuple[Path, Path]:
     """The venue's shim.toml copied into `tmp_path` (with its descriptor set), and the calls `drive` made
-    through a shim in `bank` mode (no BK) in front of `bank`, recorded through the Python data plane."""
+    through a shim in `bank` mode (no BK) in front of `bank`, recorded through the Python data plane
+    (`record`: more [record] settings)."""
     config = tmp_path / "shim.toml"
     shutil.copyfile(HERE / "shim.toml", config)
     (tmp_path / "venue.binpb").write_bytes(DESCRIPTOR_SET)
@@ -75,7 +77,7 @@ async def _recorded(
             bank.address,
             registry=REGISTRY,
             dataplane="python",
-            record={"path": str(path), "origin": "empty"},
+            record={"path": str(path), "origin": "empty", **record},
             **settings,
         ) as (shim, _),
         aio.insecure_channel(shim.address) as channel,
@@ -253,3 +255,47 @@ async def test_calls_answered_by_bk_when_recorded_go_to_bk_but_are_skipped(
         ("Trade", Verdict.SKIPPED, BK_ANSWERED),
     ]
     assert done.summary.answered_by_bk == 2
+
+
+async def _a_session_on_two_accounts(channel: aio.Channel) -> None:
+    """V1 and V2 opened, a session of an order on V1 then one on V2, then V2 read."""
+    client = VenueClient(channel)
+    for account in ("V1", "V2"):
+        await client.open_account(account, "100000.00")
+    async with client.session() as session:
+        for account, quantity in (("V1", 10), ("V2", 20)):
+            await session.send(new("TradeRequest", account=account, new=_order(quantity)))
+    await client.get_account("V2")
+
+
+async def test_a_session_is_recorded_on_every_account_its_messages_name(bank: Served, tmp_path: Path) -> None:
+    """The session's keys are both accounts, so `--key V2` replays it and V2's read after it matches (it
+    was a mismatch: BK never had V2's order)."""
+    config, path = await _recorded(bank, tmp_path, _a_session_on_two_accounts)
+    session = next(c for c in Recording(path).calls() if c.method.endswith("/Trade"))
+    assert session.keys == ("V1", "V2")
+    bk = await serve("bk")
+    comparisons = _Comparisons()
+    try:
+        await replay(Options(path, config, str(tmp_path / "v2.db"), bk=bk.address, key="V2"), [comparisons])
+    finally:
+        await bk.stop()
+    got = {c.method.rsplit("/", 1)[1]: c.verdict for c in comparisons.seen}
+    assert "Trade" in got
+    assert got["GetAccount"] is Verdict.MATCH
+
+
+async def test_sampling_keeps_a_session_on_a_sampled_account_it_names_after_its_first(
+    bank: Served, tmp_path: Path
+) -> None:
+    """Under `record.sample`, a session whose first order is on an account not sampled (V1) and whose second
+    is on one sampled (V2) is recorded, V1 under `unsampled` (it was left out)."""
+    assert not key_sampled("V1", 0.5)
+    assert key_sampled("V2", 0.5)
+    _, path = await _recorded(bank, tmp_path, _a_session_on_two_accounts, sample=0.5)
+    got = [(c.method.rsplit("/", 1)[1], c.keys, c.unsampled) for c in Recording(path).calls()]
+    assert got == [
+        ("OpenAccount", ("V2",), ()),
+        ("Trade", ("V1", "V2"), ("V1",)),
+        ("GetAccount", ("V2",), ()),
+    ]

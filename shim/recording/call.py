@@ -37,6 +37,9 @@ class RecordedCall:
     # answer, how many request messages the primary had been sent when it came (their interleaving)
     request_times: tuple[float, ...] = ()
     answers_after: tuple[int, ...] = ()
+    # calls the recorder had lost when it wrote this one (written only when some were): a recording cut
+    # short, with no end line to count them, still says how many were lost before each of its calls
+    lost: int = 0
 
     def __post_init__(self) -> None:
         if self.request_times and len(self.request_times) != len(self.requests):
@@ -59,6 +62,8 @@ class RecordedCall:
             more["note"] = self.note
         if self.answered_by:
             more["answered_by"] = self.answered_by
+        if self.lost:
+            more["lost"] = self.lost
         return {
             "seq": self.seq,
             "at": self.at,
@@ -99,7 +104,14 @@ class RecordedCall:
             answered_by=str(doc.get("answered_by", "")),
             request_times=tuple(float(t) for t in doc.get("request_times", ())),
             answers_after=tuple(int(n) for n in doc.get("answers_after", ())),
+            lost=_count(doc.get("lost", 0)),
         )
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"lost is {value!r}, not a count")
+    return value
 
 
 def call_line(call: RecordedCall) -> bytes:

@@ -61,13 +61,15 @@ async def _part_calls(store: Store, part: RecordingPart) -> AsyncIterator[tuple[
 
 
 async def merged(store: Store, recording: StoredRecording) -> AsyncIterator[RecordedCall]:
-    """The recording's calls in arrival order (see the module's docstring), numbered from 0."""
+    """The recording's calls in arrival order (see the module's docstring), numbered from 0, each with the
+    calls every part had lost by then (`lost`)."""
     streams = [_part_calls(store, part) for part in recording.parts]  # parts: the first begun first
     heap: list[tuple[float, int, int, str]] = []
     for index, stream in enumerate(streams):
         if (row := await anext(stream, None)) is not None:
             heapq.heappush(heap, (row[1], index, row[0], row[2]))
     count = 0
+    lost = [0] * len(streams)  # each part's calls lost so far (its calls' `lost`): summed in the file's
     while heap:
         _, index, seq, line = heapq.heappop(heap)
         try:
@@ -77,7 +79,8 @@ async def merged(store: Store, recording: StoredRecording) -> AsyncIterator[Reco
             raise RecordingError(
                 f"recording {recording.id}: call {seq} of part {part} is malformed ({exc!r})"
             ) from None
-        yield replace(call, seq=count)
+        lost[index] = call.lost
+        yield replace(call, seq=count, lost=sum(lost))
         count += 1
         if (row := await anext(streams[index], None)) is not None:
             heapq.heappush(heap, (row[1], index, row[0], row[2]))

@@ -216,6 +216,7 @@ class RecordingWriter:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         self._hash = hashlib.sha256()
         self.calls = 0
+        self.lost = 0  # calls added that it could not keep: none (a write that fails ends the recording)
         self.bytes = 0
         self._write(json.dumps(header.as_json(), separators=(",", ":")).encode() + b"\n")
 
@@ -351,7 +352,7 @@ class Recording:
         """Read the file once through: its calls well formed, in order, and as many as its end line says,
         with the checksum it gives. A RecordingError names the first line that is wrong."""
         digest = hashlib.sha256()
-        calls, ended, end_number = 0, None, 0
+        calls, ended, end_number, lost = 0, None, 0, 0
         methods: set[str] = set()
         with self._lines() as lines:
             next(lines)
@@ -364,12 +365,17 @@ class Recording:
                 if "end" in doc:
                     ended, end_number = doc["end"], number
                     continue
-                methods.add(self._call(number, doc, expected=calls).method)
+                call = self._call(number, doc, expected=calls)
+                methods.add(call.method)
+                lost = max(lost, call.lost)  # written as it grew: the last call's, in a file the shim wrote
                 digest.update(line)
                 calls += 1
         if ended is None or (self._cut and not self._truncated):
             if self._truncated:
-                return Ending(calls, "cut short: no end line", whole=False, methods=frozenset(methods))
+                # what the recorder had lost by its last call (the calls say, with no end line to)
+                return Ending(
+                    calls, "cut short: no end line", whole=False, lost=lost, methods=frozenset(methods)
+                )
             cut = "no end line" if ended is None else "it ends before its gzip trailer"
             raise RecordingError(
                 f"{self.path}: truncated after {calls} calls ({cut}: the shim recording it stopped first,"

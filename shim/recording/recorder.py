@@ -55,6 +55,7 @@ class Writer(Protocol):
     method but `abandon` raises RecordingError when the recording cannot go on."""
 
     calls: int  # calls added so far (the next one's seq)
+    lost: int  # calls added that it could not keep
 
     def add(self, call: RecordedCall, within: int | None = None) -> bool: ...
 
@@ -361,6 +362,7 @@ class Recorder:
             unsampled=item.unsampled,
             note="; ".join(notes),
             answered_by=take.answered_by if take.answered_by != self._answered_by else "",
+            lost=self.lost + self._writer.lost,  # so far: a recording cut short knows them without its end
             **take.interleaving(),
         )
 

@@ -76,7 +76,9 @@ def _write(path: Path, calls: list[RecordedCall], reason: str = "stopped", lost:
 def test_every_field_is_read_back_as_written(tmp_path: Path, name: str) -> None:
     calls = [
         _call(0),
-        _call(1, unsampled=("B2",), note="request 1 not kept", answered_by="bk", code=5, details="no"),
+        _call(
+            1, unsampled=("B2",), note="request 1 not kept", answered_by="bk", code=5, details="no", lost=3
+        ),
     ]
     path = _write(tmp_path / name, calls, reason="record.max_bytes reached", lost=3)
     if name.endswith(".gz"):

@@ -23,7 +23,7 @@ from shim.parts import load_registry
 from shim.recording.format import PARTIAL, Header, RecordedCall, Recording, RecordingWriter
 from shim.recording.recorder import key_sampled
 from shim.replay.driver import BK_ANSWERED
-from shim.replay.run import load_config
+from shim.replay.run import LOST, load_config
 from shim.testing import running_shim
 from tests.helpers import shim_command
 from tests.shim.test_replay import SAMPLE, _one_line_error, _record, _replay, record_sample, request_ids
@@ -233,3 +233,54 @@ async def test_sampling_keeps_a_session_on_a_sampled_key_it_names_after_its_firs
         ("GetPosition", ("B",), ()),
         ("GetBalance", ("B",), ()),
     ]
+
+
+def killed(recording: Path) -> Path:
+    """What a kill leaves of a recording: its lines but the end line, only as `NAME.partial`."""
+    lines = recording.read_bytes().splitlines(keepends=True)
+    assert b'"end"' in lines[-1]
+    partial = recording.with_name(recording.name + PARTIAL)
+    partial.write_bytes(b"".join(lines[:-1]))
+    recording.unlink()
+    return partial
+
+
+async def test_a_recording_cut_short_knows_the_calls_lost_before_the_cut(tmp_path: Path) -> None:
+    """Each call says how many calls the recorder had lost when it wrote it, so a recording cut short (no
+    end line to count them) still knows: a deposit too large to record is lost, and the read after it,
+    replayed with --truncated against a correct BK, is tainted, not a mismatch (it was: the state was
+    taken for known)."""
+    bank = await serve("bank")
+    path = tmp_path / "lossy.jsonl"
+    registry = load_registry(
+        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
+    )
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode"):
+        settings.pop(name, None)
+    try:
+        record = {"path": str(path), "origin": "empty", "max_call_bytes": 300}
+        async with (
+            running_shim(bank.address, registry=registry, record=record, **settings) as (shim, _),
+            aio.insecure_channel(shim.address, interceptors=request_ids("x-request-id")) as channel,
+        ):
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id="A", currency="USD", initial_deposit="100")
+            )
+            await stub.Deposit(pb.DepositRequest(account_id="A", amount="5", reference="r" * 400))  # lost
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="A"))
+    finally:
+        await bank.stop(None)
+    partial = killed(path)
+    ending = Recording(partial, truncated=True).check()
+    assert (ending.whole, ending.calls, ending.lost) == (False, 2, 1)
+    ledger = await serve("bk", fixed=True)
+    try:
+        verdicts, done = await _replay(partial, tmp_path / "cut.db", ledger.address, truncated=True)
+    finally:
+        await ledger.stop(None)
+    got = {c.method.rsplit("/", 1)[1]: c.verdict for c in verdicts.comparisons}
+    assert got == {"OpenAccount": Verdict.MATCH, "GetBalance": Verdict.TAINTED}
+    assert done.summary.tainted_from_start == LOST.format(lost=1)  # type: ignore[attr-defined]
+    assert [c.lost for c in Recording(partial, truncated=True).calls()] == [0, 1]

@@ -28,7 +28,7 @@ from tests.services.venue import DESCRIPTOR_SET, REGISTRY
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, message_class, new
 from tests.services.venue.server import Served, serve
-from tests.shim.test_replay_recorded import cut_short
+from tests.shim.test_replay_recorded import cut_short, killed
 
 HERE = Path(__file__).parent
 
@@ -299,3 +299,34 @@ async def test_sampling_keeps_a_session_on_a_sampled_account_it_names_after_its_
         ("Trade", ("V1", "V2"), ("V1",)),
         ("GetAccount", ("V2",), ()),
     ]
+
+
+async def _a_batch_then_a_read(channel: aio.Channel) -> None:
+    """R1 opened, a batch of 20 orders on it (larger than the recording's max_call_bytes: lost), R1 read."""
+    client = VenueClient(channel)
+    await client.open_account("R1", "100000.00")
+    await client.submit_batch(new("NewOrderRequest", account="R1", order=_order(1)) for _ in range(20))
+    await client.get_account("R1")
+
+
+async def test_a_recording_cut_short_knows_the_calls_lost_before_the_cut(
+    bank: Served, tmp_path: Path
+) -> None:
+    """A batch too large to record is lost; each call after it says so (`lost`), so the recording cut
+    short (only NAME.partial, no end line) still knows, and the read after the batch, replayed with
+    --truncated, is tainted, not a mismatch."""
+    config, path = await _recorded(bank, tmp_path, _a_batch_then_a_read, max_call_bytes=400)
+    partial = killed(path)
+    bk = await serve("bk")
+    comparisons = _Comparisons()
+    try:
+        options = Options(path, config, str(tmp_path / "cut.db"), bk=bk.address, truncated=True)
+        done = await replay(options, [comparisons])
+    finally:
+        await bk.stop()
+    assert done.recording == partial
+    got = {c.method.rsplit("/", 1)[1]: c.verdict for c in comparisons.seen}
+    assert got == {"OpenAccount": Verdict.MATCH, "GetAccount": Verdict.TAINTED}
+    assert "the recorder lost 1 calls" in done.summary.tainted_from_start
+    calls = Recording(partial, truncated=True).calls()
+    assert [(c.method.rsplit("/", 1)[1], c.lost) for c in calls] == [("OpenAccount", 0), ("GetAccount", 1)]

@@ -2,7 +2,8 @@
 
     shim resync --config shim.toml [--list]         each key out of step: since, the write, the last check
     shim resync --config shim.toml KEY ...          verify each key, and clear the marks of those in step
-    shim resync --config shim.toml --force KEY ...  clear without verifying (recorded as forced)
+    shim resync --config shim.toml --force KEY ...  clear without verifying (recorded as forced; a key
+                                                    marked again meanwhile is kept, and said so)
 
 Verifying reads the key's state from both sides with the config's `[reconcile]
 reads` and compares them with the rules and the id map, exactly as a running
@@ -107,16 +108,20 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
     marks = {mark.key: mark for mark in await store.marks.out_of_step()}
     replica = replica_name()
     if args.force:
+        kept = 0
         for key in args.keys:
             mark = marks.get(key)
             if mark is None:
                 print(f"{printable(key)}: was not out of step")
                 continue
-            await store.marks.clear(key, mark.since)
+            if not await store.marks.clear(key, mark.since):  # another mark took its place meanwhile
+                kept += 1
+                print(f"{printable(key)}: marked again meanwhile, kept (not cleared)")
+                continue
             store_verification(store, replica, Verification(key, time.time(), mark, "forced", "[]", True))
             print(f"{printable(key)}: in step again (forced, not verified)")
         await store.flush()
-        return 0
+        return EXIT_OUT_OF_STEP if kept else 0
     named = [key for key in args.keys if key in marks]
     for key in args.keys:
         if key not in marks:

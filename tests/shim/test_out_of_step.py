@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,44 @@ async def test_a_write_both_sides_refuse_leaves_its_account_in_step(
     assert (mark.key, mark.method) == ("E", "/bank.v1.Ledger/PostTrade")
     assert mark.reason.startswith("Bank answered FAILED_PRECONDITION (insufficient position")
     assert mark.reason.endswith(", BK applied it (OK)")
+
+
+async def test_resync_force_says_so_when_the_key_was_marked_again_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shim resync --force A` clears the mark it read; when another replica marked A again meanwhile (an
+    earlier write it missed), nothing is cleared: the command says so and exits 1, and records no forced
+    check (it said "in step again", exit 0)."""
+    from shim.cli import resync
+    from shim.store import OutOfStep, Store
+    from shim.store.marks import StoredMarks
+
+    url = str(tmp_path / "marks.db")
+    store = Store.open(url)
+    await store.start()
+    store.marks.put([OutOfStep("A", 2000.0, DEPOSIT, "BK is down", "replica-1")])
+    await store.flush()
+    await store.close()
+    read = StoredMarks.out_of_step
+
+    async def read_then_marked_again(self: StoredMarks) -> list[OutOfStep]:
+        marks = await read(self)
+        other = Store.open(url)  # another replica marks A for an earlier write it missed
+        await other.start()
+        other.marks.put([OutOfStep("A", 1000.0, DEPOSIT, "BK timed out", "replica-2")])
+        await other.flush()
+        await other.close()
+        return marks
+
+    monkeypatch.setattr(StoredMarks, "out_of_step", read_then_marked_again)
+    args = argparse.Namespace(force=True, list=False, keys=["A"], config=None)
+    assert await resync.run(args, url) == resync.EXIT_OUT_OF_STEP
+    assert capsys.readouterr().out == "A: marked again meanwhile, kept (not cleared)\n"
+    monkeypatch.setattr(StoredMarks, "out_of_step", read)
+    store = Store.open(url)
+    await store.start()
+    try:
+        assert [(m.key, m.since) for m in await store.marks.out_of_step()] == [("A", 1000.0)]
+        assert await store.marks.last_verifications() == {}
+    finally:
+        await store.close()

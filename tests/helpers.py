@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comparators import DescriptorRegistry
 from comparators.descriptors import descriptor_set_of as descriptor_set
 from shim.app import Shim
+from shim.dataplane.envoy import binary as envoy_binary
 from shim.evidence.record import CountsFlusher, StoreSink
 from shim.store import Store
 from shim.testing import CapturingSink, postgres_schema, running_shim
@@ -29,6 +30,8 @@ __all__ = ["descriptor_set", "registry_of", "shim_command"]
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")  # a PostgreSQL database the tests may use
 NEEDS_POSTGRES = "PostgreSQL tests need SHIM_TEST_POSTGRES_DSN (set by .ci/run)"
+NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
+PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]  # each data plane (Envoy where it runs)
 
 
 def registry_of(*files: FileDescriptor) -> DescriptorRegistry:

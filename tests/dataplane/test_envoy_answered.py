@@ -15,15 +15,13 @@ import pytest
 from grpc import aio
 
 from comparators import Outcome
-from shim.dataplane import envoy as envoy_process
 from shim.dataplane.envoy_config import ANSWERED_HEADER, STARTED_HEADER
 from shim.dataplane.processor import answered_at, started_at
 from shim.shadow.mirror import Mirror
 from shim.testing import running_shim
 from tests.backends import Running, scripted_server
+from tests.helpers import NEEDS_ENVOY
 from tests.shim.test_transparency import _observe
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,11 @@ from grpc import aio
 
 from shim import dataplane
 from shim.config import Upstream, build, merged
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import ConfigError
 from shim.testing import _TEST_DEFAULTS, CapturingSink
 from tests.backends import scripted_server
+from tests.helpers import NEEDS_ENVOY, PLANES
 from tests.shim.test_tls import _say, echo
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 
 @asynccontextmanager

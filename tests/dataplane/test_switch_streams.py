@@ -13,13 +13,11 @@ import pytest
 from grpc import aio
 
 from shim.admin import set_mode
-from shim.dataplane import envoy as envoy_process
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import scripted_server
-from tests.helpers import registry_of, until
+from tests.helpers import NEEDS_ENVOY, registry_of, until
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 PLANES = pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 SESSION = "/grpc.testing.TestService/FullDuplexCall"
 UNARY = "/grpc.testing.TestService/UnaryCall"

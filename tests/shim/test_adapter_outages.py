@@ -22,16 +22,13 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import serve
 from shim import dataplane as dataplanes
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import CapturingSink, running_shim
-from tests.helpers import until
+from tests.helpers import PLANES, until
 from tests.sample_ledger.test_adapter import _config, _order
 from tests.shim import _adapters
 from tests.shim.test_adapters import HERE, REGISTRY
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 PART_WAY = "BK became unavailable part way through the adapted write"
 
 

@@ -15,16 +15,14 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc as rpb_grpc
 
 from sample_ledger.server import serve
 from shim import dataplane as dataplanes
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import scripted_server
+from tests.helpers import PLANES
 from tests.sample_ledger.test_adapter import _config
 from tests.shim import _payments
 from tests.shim.test_adapters import HERE
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
 

@@ -18,15 +18,12 @@ from sample_ledger._proto.bk.v1 import journal_pb2 as jpb
 from sample_ledger._proto.bk.v1 import journal_pb2_grpc as jpb_grpc
 from sample_ledger.server import RunningLedger, serve
 from shim import dataplane as dataplanes
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import CapturingSink, running_shim
-from tests.helpers import until
+from tests.helpers import PLANES, until
 from tests.sample_ledger.test_adapter import _config
 from tests.shim.test_adapters import HERE, REGISTRY
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 TOO_LARGE = "Received message larger than max"
 
 

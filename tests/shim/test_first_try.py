@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 from grpc import aio
 
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.testing import running_shim
 from tests.backends import scripted_server
+from tests.helpers import NEEDS_ENVOY
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 CALLS = 200
 BK_TIME = 0.015  # each call's own time on each side: 200 in a row take 3 s, beyond the 2 s shadow timeout
 

@@ -10,12 +10,9 @@ import pytest
 from grpc import aio
 
 from comparators import DiffKind, Verdict
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.testing import running_shim
 from tests.backends import Behaviour, scripted_server
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
+from tests.helpers import PLANES
 
 
 def _answering(

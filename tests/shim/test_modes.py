@@ -33,14 +33,13 @@ from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.admin_settings import ADMIN_LISTEN
 from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import StartupError
 from shim.evidence.record import replica_name
 from shim.replay.bk import free_port
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import forwarding
-from tests.helpers import run_shim, scrape_metrics, until
+from tests.helpers import NEEDS_ENVOY, run_shim, scrape_metrics, until
 from tests.shim.test_cli import shim_serving
 from tests.shim.test_evidence import Records
 
@@ -55,7 +54,6 @@ TOKEN = "s3cret-admin-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 ACCOUNTS = [f"F{n}" for n in range(8)]
 POSTGRES_DSN = os.environ.get("SHIM_TEST_POSTGRES_DSN", "")
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
 @pytest.fixture(autouse=True)

@@ -17,16 +17,14 @@ import trustme
 from grpc import aio
 
 from shim.config import Config, Upstream
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.errors import ConfigError
 from shim.testing import running_shim
 from shim.tls_settings import TlsSettings
 from tests.backends import OPTIONS, Running, _Scripted, scripted_server
+from tests.helpers import PLANES
 
 SAY = "/echo.Echo/Say"
 TIMEOUT = 20.0
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 
 async def echo(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:

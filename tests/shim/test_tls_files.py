@@ -27,18 +27,16 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from shim.app import Shim
 from shim.config import Config, Upstream
 from shim.dataplane import EnvoyPlane
-from shim.dataplane import envoy as envoy_process
 from shim.dataplane.envoy_config import write_secrets
 from shim.errors import ConfigError
 from shim.testing import running_shim
 from shim.tls import ServerTls, upstream_files
 from shim.tls_settings import TlsSettings
 from tests.backends import Running, scripted_server
-from tests.helpers import registry_of, until
+from tests.helpers import NEEDS_ENVOY, registry_of, until
 from tests.shim.test_tls import Pki, _client_credentials, _localhost, _say, echo
 
 TIMEOUT = 20.0
-NEEDS_ENVOY = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
 PLANES = [pytest.param("python"), pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 

@@ -15,15 +15,13 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from comparators import Verdict
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.recording.format import Recording
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import Running, scripted_server
+from tests.helpers import PLANES
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 KINDS = ["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 
 
 def _rich_status() -> status_pb2.Status:

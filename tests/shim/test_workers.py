@@ -19,14 +19,12 @@ from sample_ledger.server import RunningLedger
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.config import Upstream, build
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.workers import _of_worker
-from tests.helpers import until
+from tests.helpers import NEEDS_ENVOY, until
 from tests.processes import SERVE, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 from tests.shim.test_modes import AUTH, TOKEN
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 CONNECTIONS = 24  # client connections; the kernel spreads them over the workers
 
 

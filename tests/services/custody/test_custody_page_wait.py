@@ -20,17 +20,15 @@ from grpc import aio
 
 from comparators import Comparison, Verdict
 from shim.config import load_file
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.testing import running_shim
 from tests.dataplane._copies import EnvoyCopy
-from tests.helpers import until
+from tests.helpers import NEEDS_ENVOY, until
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody.client import Client
 from tests.services.custody.messages import message_class
 from tests.services.custody.server import serve
 
 HERE = Path(__file__).parent
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 MAX_WAIT = 120.0  # far longer than the test may take: a call waiting this long fails it
 
 

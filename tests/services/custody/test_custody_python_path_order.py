@@ -17,22 +17,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 from grpc import aio
 
 from comparators import Comparison, Verdict
 from shim.config import load_file
 from shim.dataplane import EnvoyPlane
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.dataplane.processor import Processor
 from shim.testing import running_shim
-from tests.helpers import until
+from tests.helpers import NEEDS_ENVOY, until
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody.client import Client
 from tests.services.custody.server import serve
 
 HERE = Path(__file__).parent
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 LARGE = "o" * (3 << 20)  # an owner's name long enough that its copy takes a while to arrive
 ROUNDS = 6
 

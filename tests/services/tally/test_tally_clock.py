@@ -15,13 +15,11 @@ from grpc import aio
 
 from comparators import LATE_MARGIN, Verdict
 from shim.admin import set_mode
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import running_shim
+from tests.helpers import PLANES
 from tests.services.tally.server import APPEND, LIST, REGISTRY, ListReply, ListRequest, Reply, Request, serve
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
-PLANES = ["python", pytest.param("envoy", marks=NEEDS_ENVOY)]
 RULES = (
     {
         "regex": r"tally\.v1\.\w+\.(at|first_at|last_at)",

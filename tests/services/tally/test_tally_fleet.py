@@ -24,10 +24,9 @@ import pytest
 from grpc import aio
 
 from shim.config import load_file
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.shadow.fleet import LATE
 from shim.testing import running_shim
-from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.helpers import NEEDS_ENVOY, NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 from tests.processes import shim_process
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, REGISTRY, Reply, Request, Tally, serve
 
@@ -98,9 +97,6 @@ def out_of_order(writes: list[Write], received: dict[str, list[str]]) -> list[tu
             if a.answered < b.sent and place[a.entry] > place[b.entry]
         ]
     return found
-
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,9 @@ import pytest
 from grpc import aio
 
 from comparators import LATE_MARGIN
-from shim.dataplane.envoy import binary as envoy_binary
-from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.helpers import NEEDS_ENVOY, NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 from tests.processes import shim_process
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, LIST, ListRequest, Request, serve
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 CONFIG = """
 mode = "shadow"

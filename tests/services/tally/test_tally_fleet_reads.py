@@ -18,8 +18,7 @@ import psycopg
 import pytest
 from grpc import aio
 
-from shim.dataplane.envoy import binary as envoy_binary
-from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.helpers import NEEDS_ENVOY, NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
 from tests.processes import shim_process
 from tests.services.tally.server import (
     APPEND,
@@ -33,7 +32,6 @@ from tests.services.tally.server import (
 )
 
 ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 KEYS = 4
 HOLD_MS = 400  # BK's time to answer each key's first append: A's lanes hold the second that long
 # each write's ticket is back before Bank's answer (a ticket later than that marks its key), also on a

@@ -49,15 +49,13 @@ from grpc import aio
 
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.shadow.fleet import LATE, PASSED, RELEASED
-from tests.helpers import postgres_schema_url, scrape_metrics, until
+from tests.helpers import NEEDS_ENVOY, postgres_schema_url, scrape_metrics, until
 from tests.processes import ShimProcess, shim_process
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, Reply, Request, Tally, serve
 from tests.shim.test_evidence_store import _postgres_sql
 from tests.shim.test_modes import AUTH, TOKEN
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 ACROSS = os.environ.get("SHIM_TEST_ACROSS_REPLICAS", "true")  # "false": the test fails (no order kept)
 WRITERS, KEYS = 6, tuple(f"k{n}" for n in range(8))
 PACE = 0.015  # a writer's pause between writes, at most (seconds): each key's writes come at about the

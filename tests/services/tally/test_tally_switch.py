@@ -10,13 +10,10 @@ import pytest
 from grpc import aio
 
 from shim.admin import Refused, set_mode
-from shim.dataplane.envoy import binary as envoy_binary
 from shim.routing import MethodSettings
 from shim.testing import running_shim
-from tests.helpers import until
+from tests.helpers import NEEDS_ENVOY, until
 from tests.services.tally.server import APPEND, REGISTRY, Reply, Request, serve
-
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 
 
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])

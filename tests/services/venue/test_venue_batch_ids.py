@@ -16,15 +16,13 @@ import pytest
 from grpc import aio
 
 from comparators import Comparison, Verdict
-from shim.dataplane.envoy import binary as envoy_binary
 from tests.dataplane._copies import EnvoyCopy
-from tests.helpers import until
+from tests.helpers import NEEDS_ENVOY, until
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, new
 from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_stream_pairs import venue
 
-NEEDS_ENVOY = pytest.mark.skipif(envoy_binary() is None, reason="no Envoy binary on this platform")
 BATCH, CANCEL = "/venue.v1.Venue/SubmitBatch", "/venue.v1.Venue/CancelOrder"
 CANCELLED = 4  # venue.v1.Order.Status
 

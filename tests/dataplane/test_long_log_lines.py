@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shim.dataplane import envoy
 from tests.backends import scripted_server
+from tests.helpers import until
 from tests.processes import shim_process
 from tests.shim.test_tls import echo
 
@@ -77,7 +78,12 @@ async def test_an_envoy_log_line_over_64_kib_is_cut_and_envoy_serves_on(
         ) as serving:
             async with aio.insecure_channel(serving.ready["listen"]) as channel:
                 assert await channel.unary_unary("/x.Y/Z")(b"hi", timeout=10) == b"re:hi"
-            [cut] = [e for e in serving.events() if e.get("envoy_logger") == "stand-in"]
+
+            def relayed() -> list[dict[str, object]]:
+                return [e for e in serving.events() if e.get("envoy_logger") == "stand-in"]
+
+            await until(lambda: bool(relayed()), "Envoy's long line relayed")  # read as Envoy goes on
+            [cut] = relayed()
             assert cut["event"].startswith("0000")
             assert len(cut["event"]) < 10_000
             assert cut["cut_from"] == len("warning|stand-in|") + LONG

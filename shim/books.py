@@ -138,6 +138,7 @@ class Books:
             config.reconcile, parts.registry, parts.rules, bank, bk, self.ids, timeout=timeout
         )
         shadow_timeout = min(config.bank.timeout, config.bk.timeout if config.bk is not None else 2.0)
+        within = max(shadow_timeout / 2, 0.05)
         quick = reconcile.Sweep(  # for a check that holds the key's place: within half the shadow's time
             config.reconcile,
             parts.registry,
@@ -145,7 +146,7 @@ class Books:
             bank,
             bk,
             self.ids,
-            timeout=max(shadow_timeout / 2, 0.05),
+            timeout=within,
         )
         verifier = Verifier(
             sweep.marked,
@@ -157,6 +158,7 @@ class Books:
             settle=config.verify.settle,
             attempts=config.verify.attempts,
             check_now=quick.marked,
+            now_within=within,
             fleet=self.key_order.position if self.key_order is not None else None,
         )
         self.steps.listen(verifier.schedule)

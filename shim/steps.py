@@ -197,15 +197,29 @@ class Steps:
                 listener(mark)
         return marks
 
-    async def clear(self, mark: OutOfStep) -> bool:
-        """Clear a mark found in step (verified); False when the key's mark has changed meanwhile."""
+    async def generation(self, key: str) -> int | None:
+        """The generation of the key's mark in the store (raised by every mark put on it, from any replica),
+        read before a check of the key; None without a store, or when it holds no mark of the key."""
+        if self._store is None:
+            return None
+        held = (await self._store.marks.marked([key])).get(key)
+        return None if held is None else held[1]
+
+    async def clear(self, mark: OutOfStep, generation: int | None) -> bool:
+        """Clear a mark found in step (verified), if no mark was put on its key since its `generation` was
+        read, before the check (None: the store held none then); False when the key's mark has changed
+        meanwhile, here or in the store (another replica marked the key again: it stays marked)."""
         held = self._marks.get(mark.key)
         if held is not None and held != mark:
             return False
-        if self._store is not None and not await self._store.marks.clear(mark.key, mark.since):
-            held_now = self._marks.get(mark.key)
-            if held_now is not None and held_now != mark:
-                return False
+        if self._store is not None:
+            marks = self._store.marks
+            if generation is None or not await marks.clear(mark.key, mark.since, generation):
+                if await marks.marked([mark.key]):
+                    return False
+                held_now = self._marks.get(mark.key)
+                if held_now is not None and held_now != mark:
+                    return False
         if self._marks.get(mark.key) == mark:
             del self._marks[mark.key]
         if self._refreshing:

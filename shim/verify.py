@@ -21,7 +21,11 @@ Bank by the Bank id it pairs with: `Sweep.marked`) and compares them with the ru
 write on the key came in meanwhile and the states agree, the mark is cleared
 ("verified in step"); if they differ, the mark stays, with the differing state
 recorded; if a write came in, or a side could not be read (an error, or the
-key not found: a check proves nothing then), it is inconclusive.
+key not found: a check proves nothing then), it is inconclusive. A mark put on
+the key meanwhile by another replica (or `shim resync`'s reader) is never
+cleared with it: the key's mark in the store has a generation, raised by every
+mark put on the key, read before the check, and the mark is cleared only if it
+has not risen (`StoredMarks.clear`).
 
 In a fleet ordering writes across replicas (`ordering.across_replicas`), a
 write through another replica is not in this replica's lanes: it may be on one
@@ -129,6 +133,7 @@ class Verifier:
         attempts: int = 5,
         wait: float = 30.0,
         check_now: Check | None = None,
+        now_within: float = 1.0,
         fleet: Position | None = None,
     ) -> None:
         self._check = check
@@ -142,6 +147,7 @@ class Verifier:
         self.settle = settle
         self.attempts = max(attempts, 1)
         self._wait = wait  # the longest a verification waits for its turn in the lanes
+        self._now_within = now_within  # ... and a check holding the key's place, for its mark in the store
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.results: list[Verification] = []  # the latest ones, for tests and the admin API
         self._idle = asyncio.Event()
@@ -199,6 +205,11 @@ class Verifier:
         `held`: the caller holds the key's place in the lanes already (the write that marked it)."""
         lanes = self._lanes()
         epoch = self._steps.epoch(key)
+        try:  # marks put on the key from now on, through any replica, keep it marked
+            generation = await bounded(self._steps.generation(key), self._now_within if held else self._wait)
+        except (StoreError, TimeoutError) as exc:
+            why = str(exc) if isinstance(exc, StoreError) else "the store did not answer in time"
+            return self._record(key, mark, INCONCLUSIVE, f"the key's mark was not read: {why}", False)
         ticket = lanes.enter((key,), write=True) if lanes is not None and not held else None
         try:
             if ticket is not None:
@@ -226,7 +237,7 @@ class Verifier:
                 return self._record(key, mark, INCONCLUSIVE, UNDER_WAY, False)
             if state.differences:
                 return self._record(key, mark, DIFFERS, _differences_json(state.differences), False)
-            cleared = await self._steps.clear(mark)
+            cleared = await self._steps.clear(mark, generation)
             return self._record(key, mark, IN_STEP, "[]", cleared)
         finally:
             if ticket is not None:

@@ -105,7 +105,10 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
     from shim.evidence.record import replica_name
     from shim.verify import IN_STEP, Verification, store_verification, verify_once
 
-    marks = {mark.key: mark for mark in await store.marks.out_of_step()}
+    # each key's mark and its generation, read before anything else: a mark put on the key from then on, by
+    # any replica, keeps the key marked (said "marked again meanwhile, kept")
+    held = await store.marks.marked(args.keys)
+    marks = {key: mark for key, (mark, _) in held.items()}
     replica = replica_name()
     if args.force:
         kept = 0
@@ -114,7 +117,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             if mark is None:
                 print(f"{printable(key)}: was not out of step")
                 continue
-            if not await store.marks.clear(key, mark.since):  # another mark took its place meanwhile
+            if not await store.marks.clear(key, mark.since, held[key][1]):  # marked again meanwhile
                 kept += 1
                 print(f"{printable(key)}: marked again meanwhile, kept (not cleared)")
                 continue
@@ -142,7 +145,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             mark = marks[key]
             result, detail = await verify_once(sweep.marked, key, mark, store, replica)
             if result == IN_STEP:
-                cleared = await store.marks.clear(key, mark.since)
+                cleared = await store.marks.clear(key, mark.since, held[key][1])
                 outcome = "in step again" if cleared else "marked again meanwhile, kept"
                 print(f"{printable(key)}: verified in step: {outcome}")
                 still += not cleared

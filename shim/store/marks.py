@@ -1,9 +1,10 @@
 """Keys out of step, and the checks of them: what `shim.steps` and `shim.verify` keep in the store.
 
 A mark says a write on a routing key reached one side only, with the earliest such write and the replica
-that saw it: a key keeps its earliest mark. A mark is cleared once the key is verified in step (`clear`)
-or resynced (`resync`). Every check of a key (a verification) is kept, with its result and the
-differences found.
+that saw it: a key keeps its earliest mark. Every mark put on a key raises the key's *generation*, even one
+that leaves the key its earlier mark. A mark is cleared once the key is verified in step (`clear`: only if
+no mark was put on the key since its generation was read, before the check) or resynced (`resync`). Every
+check of a key (a verification) is kept, with its result and the differences found.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import OutOfStep
 
+_KEPT = "CASE WHEN excluded.since < out_of_step.since THEN excluded.{0} ELSE out_of_step.{0} END"
 _INSERT_MARK = (
-    "INSERT INTO out_of_step (key, since, method, reason, replica) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET since = excluded.since, method = excluded.method,"
-    " reason = excluded.reason, replica = excluded.replica WHERE excluded.since < out_of_step.since"
+    "INSERT INTO out_of_step (key, since, method, reason, replica, gen) VALUES (?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (key) DO UPDATE SET gen = out_of_step.gen + 1, "
+    + ", ".join(f"{column} = {_KEPT.format(column)}" for column in ("since", "method", "reason", "replica"))
 )
 _INSERT_VERIFICATION = (
     "INSERT INTO verifications (id, at, replica, key, since, method, reason, result, detail)"
@@ -33,7 +35,8 @@ class StoredMarks:
         self._engine = engine
 
     def put(self, marks: Sequence[OutOfStep]) -> None:
-        """Mark keys out of step (enqueued); a key keeps its earliest mark."""
+        """Mark keys out of step (enqueued); a key keeps its earliest mark, and each put raises its
+        generation."""
         rows = [(m.key, m.since, m.method, m.reason, m.replica) for m in marks]
         self._engine.put(Write(_INSERT_MARK, rows, keys=[m.key for m in marks]))
 
@@ -44,11 +47,28 @@ class StoredMarks:
         )
         return [OutOfStep(*row) for row in rows]
 
-    async def clear(self, key: str, since: float) -> bool:
-        """Clear one key's mark if it is still the one made at `since` (a later, earlier-dated mark from
-        another replica stays); True when it was cleared."""
-        sql = "DELETE FROM out_of_step WHERE key = ? AND since = ? RETURNING key"
-        return bool(await self._engine.execute(sql, (key, since)))
+    async def marked(self, keys: Sequence[str]) -> dict[str, tuple[OutOfStep, int]]:
+        """The marks of those of `keys` that are out of step, each with its generation (for `clear`)."""
+
+        def read(db: Db) -> dict[str, tuple[OutOfStep, int]]:
+            found: dict[str, tuple[OutOfStep, int]] = {}
+            for chunk in chunks(keys):
+                sql = (
+                    "SELECT key, since, method, reason, replica, gen FROM out_of_step"
+                    f" WHERE key IN ({placeholders(len(chunk))})"
+                )
+                for key, since, method, reason, replica, gen in db.run(sql, chunk):
+                    found[str(key)] = (OutOfStep(key, since, method, reason, replica), int(gen))
+            return {key: found[key] for key in dict.fromkeys(keys) if key in found}
+
+        return await self._engine.transaction(read, write=False) if keys else {}
+
+    async def clear(self, key: str, since: float, generation: int) -> bool:
+        """Clear one key's mark if it is still the one made at `since`, of `generation` (as `marked` read it
+        before the key was checked): a mark put on the key meanwhile by any replica, earlier or later, keeps
+        it. True when it was cleared."""
+        sql = "DELETE FROM out_of_step WHERE key = ? AND since = ? AND gen = ? RETURNING key"
+        return bool(await self._engine.execute(sql, (key, since, generation)))
 
     async def resync(self, keys: Sequence[str]) -> list[str]:
         """Clear the marks of `keys`; returns those of them that were out of step, in their order."""

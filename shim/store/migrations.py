@@ -169,6 +169,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " reason TEXT NOT NULL)",
         "CREATE INDEX bk_builds_at ON bk_builds (at)",
     ),
+    (
+        # each key's mark's generation, raised by every mark put on the key, even one that leaves the key its
+        # earlier mark: a check clears the mark only at the generation it read before it began (`marks.py`)
+        "ALTER TABLE out_of_step ADD COLUMN gen BIGINT NOT NULL DEFAULT 0",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

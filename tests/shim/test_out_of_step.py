@@ -156,42 +156,95 @@ async def test_a_write_both_sides_refuse_leaves_its_account_in_step(
     assert mark.reason.endswith(", BK applied it (OK)")
 
 
-async def test_resync_force_says_so_when_the_key_was_marked_again_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`shim resync --force A` clears the mark it read; when another replica marked A again meanwhile (an
-    earlier write it missed), nothing is cleared: the command says so and exits 1, and records no forced
-    check (it said "in step again", exit 0)."""
-    from shim.cli import resync
+async def _marked_again_after_the_read(url: str, since: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store at `url` where A is marked (at 2000.0), and another replica marks A again (at `since`) just
+    after `shim resync` has read its marks."""
     from shim.store import OutOfStep, Store
     from shim.store.marks import StoredMarks
 
-    url = str(tmp_path / "marks.db")
     store = Store.open(url)
     await store.start()
     store.marks.put([OutOfStep("A", 2000.0, DEPOSIT, "BK is down", "replica-1")])
     await store.flush()
     await store.close()
-    read = StoredMarks.out_of_step
+    read = StoredMarks.marked
 
-    async def read_then_marked_again(self: StoredMarks) -> list[OutOfStep]:
-        marks = await read(self)
-        other = Store.open(url)  # another replica marks A for an earlier write it missed
+    async def read_then_marked_again(self: StoredMarks, keys: Any) -> Any:
+        marks = await read(self, keys)
+        monkeypatch.setattr(StoredMarks, "marked", read)
+        other = Store.open(url)
         await other.start()
-        other.marks.put([OutOfStep("A", 1000.0, DEPOSIT, "BK timed out", "replica-2")])
+        other.marks.put([OutOfStep("A", since, DEPOSIT, "BK timed out", "replica-2")])
         await other.flush()
         await other.close()
         return marks
 
-    monkeypatch.setattr(StoredMarks, "out_of_step", read_then_marked_again)
-    args = argparse.Namespace(force=True, list=False, keys=["A"], config=None)
-    assert await resync.run(args, url) == resync.EXIT_OUT_OF_STEP
-    assert capsys.readouterr().out == "A: marked again meanwhile, kept (not cleared)\n"
-    monkeypatch.setattr(StoredMarks, "out_of_step", read)
+    monkeypatch.setattr(StoredMarks, "marked", read_then_marked_again)
+
+
+async def _stored(url: str) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+    from shim.store import Store
+
     store = Store.open(url)
     await store.start()
     try:
-        assert [(m.key, m.since) for m in await store.marks.out_of_step()] == [("A", 1000.0)]
-        assert await store.marks.last_verifications() == {}
+        marks = [(m.key, m.since) for m in await store.marks.out_of_step()]
+        return marks, await store.marks.last_verifications()
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("since", [1000.0, 3000.0], ids=["earlier", "later"])
+async def test_resync_force_says_so_when_the_key_was_marked_again_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], since: float
+) -> None:
+    """`shim resync --force A` clears the mark it read; when another replica marked A again meanwhile, for an
+    earlier write it missed (its mark takes the place) or a later one (the key keeps its earliest mark, as it
+    was read), nothing is cleared: the command says so and exits 1, and records no forced check. Before, a
+    later write's mark was deleted with the mark read, and the key it left out of step had no mark."""
+    from shim.cli import resync
+
+    url = str(tmp_path / "marks.db")
+    await _marked_again_after_the_read(url, since, monkeypatch)
+    args = argparse.Namespace(force=True, list=False, keys=["A"], config=None)
+    assert await resync.run(args, url) == resync.EXIT_OUT_OF_STEP
+    assert capsys.readouterr().out == "A: marked again meanwhile, kept (not cleared)\n"
+    assert await _stored(url) == ([("A", min(since, 2000.0))], {})
+
+
+async def test_resync_keeps_a_mark_another_replica_put_while_it_read_the_books(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shim resync A` reads both books alike; meanwhile a write another replica saw miss BK marked A again
+    (later: the key keeps its mark as read). The mark is kept, and the command says so and exits 1."""
+    from shim.cli import resync
+    from shim.reconcile import KeyResult
+    from shim.store import OutOfStep, Store
+
+    url = str(tmp_path / "marks.db")
+    store = Store.open(url)
+    await store.start()
+    store.marks.put([OutOfStep("A", 2000.0, DEPOSIT, "BK is down", "replica-1")])
+    await store.close()
+
+    class Agreeing:  # the [reconcile] reads: both books alike, and another replica marks A meanwhile
+        async def marked(self, key: str) -> KeyResult:
+            other = Store.open(url)
+            await other.start()
+            other.marks.put([OutOfStep("A", 3000.0, DEPOSIT, "BK timed out", "replica-2")])
+            await other.close()
+            return KeyResult(key)
+
+    async def sweep(args: argparse.Namespace, store: Any) -> tuple[Agreeing, Any]:
+        async def close() -> None:
+            pass
+
+        return Agreeing(), close
+
+    monkeypatch.setattr(resync, "_sweep", sweep)
+    args = argparse.Namespace(force=False, list=False, keys=["A"], config="shim.toml")
+    assert await resync.run(args, url) == resync.EXIT_OUT_OF_STEP
+    assert capsys.readouterr().out.splitlines()[0] == "A: verified in step: marked again meanwhile, kept"
+    marks, checks = await _stored(url)
+    assert marks == [("A", 2000.0)]
+    assert checks["A"][1] == "in-step"

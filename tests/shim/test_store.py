@@ -215,6 +215,26 @@ async def test_a_key_keeps_its_earliest_mark(store: Store) -> None:
     assert (await store.marks.out_of_step())[1] == OutOfStep("a", 20.0, "/s.S/Earlier", "earlier")
 
 
+async def test_every_mark_put_raises_the_generation_and_a_clear_of_an_older_one_clears_nothing(
+    store: Store,
+) -> None:
+    """Each mark put on a key raises its generation, even a later one that leaves the key its earliest mark;
+    a clear of the mark as read before (its `since` and generation) clears nothing once another mark was
+    put meanwhile, and clears it when none was."""
+    store.marks.put([OutOfStep("k", 10.0, "/s.S/M", "first", "a")])
+    read = await store.marks.marked(["k", "x"])
+    assert list(read) == ["k"]
+    mark, generation = read["k"]
+    assert mark == OutOfStep("k", 10.0, "/s.S/M", "first", "a")
+    store.marks.put([OutOfStep("k", 20.0, "/s.S/M", "later", "b")])  # another replica's, later: not kept
+    kept, raised = (await store.marks.marked(["k"]))["k"]
+    assert (kept, raised > generation) == (mark, True)
+    assert not await store.marks.clear("k", mark.since, generation)
+    assert [m.key for m in await store.marks.out_of_step()] == ["k"]
+    assert await store.marks.clear("k", mark.since, raised)
+    assert await store.marks.marked(["k"]) == {}
+
+
 async def test_resync_returns_and_removes_the_marks(store: Store) -> None:
     """resync clears the given keys and answers those of them that were out of step."""
     store.marks.put([OutOfStep(key, 1.0, "/s.S/M", "r") for key in "abc"])
@@ -282,8 +302,9 @@ async def test_the_lateness_a_store_kept_before_its_bands_is_taken_as_over_at_th
     added = ("late_until", "late_1", "late_bank_1", "late_until_1", "late_2", "late_bank_2", "late_until_2")
     for column in added:
         durable.sql(f"ALTER TABLE shim_key_order DROP COLUMN {column}")
-    durable.sql("DROP TABLE bk_builds")  # the migration after the bands
-    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 2}")
+    durable.sql("DROP TABLE bk_builds")  # the migrations after the bands
+    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
+    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 3}")
     durable.sql(
         "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
         " VALUES ('k', 1, 1, '', '', 2.0, 0.0), ('b', 1, 1, '', '', 0.0, 0.5), ('j', 1, 1, '', '', 0.0, 0.0)"
@@ -295,6 +316,23 @@ async def test_the_lateness_a_store_kept_before_its_bands_is_taken_as_over_at_th
     assert before - 1.0 <= until["k"] <= after + 1.0, until  # (the database's clock, to the millisecond)
     assert before - 1.0 <= until["b"] <= after + 1.0, until
     assert until["j"] == 0.0
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
+async def test_the_marks_of_a_store_from_before_generations_are_kept_and_cleared(
+    durable: Target, open_store: Opener
+) -> None:
+    """A store from before the marks' generations keeps its marks through the upgrade, at generation 0,
+    and a check clears them as any."""
+    await (await open_store(durable.url)).close()
+    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
+    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 1}")
+    durable.sql(
+        "INSERT INTO out_of_step (key, since, method, reason, replica) VALUES ('k', 5.0, 'm', 'r', 'a')"
+    )
+    store = await open_store(durable.url)
+    assert await store.marks.marked(["k"]) == {"k": (OutOfStep("k", 5.0, "m", "r", "a"), 0)}
+    assert await store.marks.clear("k", 5.0, 0)
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
 
 

@@ -31,12 +31,16 @@ from tests.helpers import shim_command, until
 from tests.processes import shim_process
 from tests.services.custody import DESCRIPTOR_SET, Client, serve
 from tests.services.custody.server import Served
+from tests.shim import test_store as engines
 from tests.shim.test_evidence_store import _shadow_args
+from tests.shim.test_store import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTODY = ROOT / "tests" / "services" / "custody" / "shim.toml"
 SAMPLE = Path(sample_ledger.__file__).parent
 TIMEOUT = 20.0
+
+durable = engines.durable  # SQLite in a file and PostgreSQL: the stores that replicas share
 
 
 def _custody_config(tmp_path: Path) -> Path:
@@ -406,7 +410,7 @@ async def test_a_write_missed_just_after_another_replica_cleared_the_key_leaves_
         await store.flush()
         await b.refresh()
         assert b.mark_of("K") == first
-        assert await a.clear(first)  # A's verifier: both books read alike
+        assert await a.clear(first, await a.generation("K"))  # A's verifier: both books read alike
         b.mark(["K"], "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK timed out")
         await store.flush()
         await b.refresh()
@@ -418,3 +422,44 @@ async def test_a_write_missed_just_after_another_replica_cleared_the_key_leaves_
     ]
     assert stored[0].since > first.since
     assert b.mark_of("K") == stored[0]
+
+
+async def test_a_mark_another_replica_puts_while_a_check_reads_the_key_is_kept(durable: Target) -> None:
+    """Replica A checks K (both books read alike); meanwhile a write through replica B misses BK and B
+    marks K, which keeps its earlier mark in the store. A's check must not clear it: before, A deleted the
+    row by its `since`, B's mark was gone with it, and B's next look at the store dropped K, out of step
+    with no mark. The next check, with no write meanwhile, clears it."""
+    store_a, store_b = Store.open(durable.url), Store.open(durable.url)
+    await store_a.start()
+    await store_b.start()
+    try:
+        a = Steps(store_a, Counters(), refresh=60, replica="a:1:aaaaaa")
+        b = Steps(store_b, Counters(), refresh=60, replica="b:2:bbbbbb")
+        (first,) = a.mark(["K"], "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK timed out")
+        await store_a.flush()
+        await b.refresh()
+        reads = 0
+
+        async def check(key: str) -> KeyResult:  # both books agree: B's write is on neither yet ...
+            nonlocal reads
+            reads += 1
+            if reads == 1:  # ... and while A reads them, it reaches Bank, not BK: B marks K
+                b.mark(["K"], "/bank.v1.Ledger/Deposit", "Bank applied it (OK), BK answered UNAVAILABLE")
+                await store_b.flush()
+            return KeyResult(key)
+
+        verifier = Verifier(check, a, lambda: None, store_a, Counters(), "a:1:aaaaaa")
+        during = await verifier.verify("K", first)
+        stored = await store_a.marks.out_of_step()
+        await b.refresh()
+        b_holds = b.mark_of("K")
+        after = await verifier.verify("K", first)  # no write meanwhile: the books agree, the mark goes
+        left = await store_a.marks.out_of_step()
+    finally:
+        await store_a.close()
+        await store_b.close()
+    assert (during.result, during.cleared) == (IN_STEP, False)
+    assert stored == [first]  # the earliest mark stays the key's
+    assert b_holds == first
+    assert a.mark_of("K") is None
+    assert (after.result, after.cleared, left) == (IN_STEP, True, [])

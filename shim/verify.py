@@ -32,7 +32,9 @@ write through another replica is not in this replica's lanes: it may be on one
 side and not yet on the other while the key is read. So a check also looks at
 the key's tickets before and after its reads: a write under way (a ticket
 issued and not yet done, other than the one the check holds) or a ticket
-taken meanwhile makes it inconclusive, and it is checked again later.
+taken meanwhile makes it inconclusive, and it is checked again later. A ticket
+of a replica gone is no write under way: the look releases it and marks the
+key (`KeyOrder.position`), so a check after it can conclude.
 
 Every verification is stored (`verifications`: when, which mark, the result
 and the differences), so the evidence that a key was put back in step is kept.

@@ -55,6 +55,14 @@ LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
 LEFT JOIN shim_replicas h ON h.replica = t.replica
 WHERE o.key = ANY(%(keys)s::text[])
 """
+_POSITION = """
+SELECT o.issued, o.done, t.replica, t.method,
+  (h.seen IS NULL OR h.seen < extract(epoch from clock_timestamp()) - %(lease)s)
+FROM shim_key_order o
+LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1
+LEFT JOIN shim_replicas h ON h.replica = t.replica
+WHERE o.key = %(key)s
+"""
 _RELEASE = """
 WITH r AS (UPDATE shim_key_order SET done = done + 1 WHERE key = %(key)s AND done = %(done)s
            RETURNING key, done)
@@ -112,7 +120,6 @@ class PostgresTickets:
         """Move the key's done past ticket done + 1 if done is still `done`: whether it moved."""
         return bool(await self._other.run(_RELEASE, {"key": key, "done": done}))
 
-    async def position(self, key: str) -> list[tuple[Any, ...]]:
-        return await self._other.run(
-            "SELECT issued, done FROM shim_key_order WHERE key = %(key)s", {"key": key}
-        )
+    async def position(self, key: str, lease: float) -> list[tuple[Any, ...]]:
+        """(issued, done, holder of done + 1, its method, whether its holder is silent past `lease`)."""
+        return await self._other.run(_POSITION, {"key": key, "lease": lease})

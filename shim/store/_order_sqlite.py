@@ -35,6 +35,11 @@ _POLL = (
     + " FROM shim_key_order o LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1"
     " LEFT JOIN shim_replicas h ON h.replica = t.replica WHERE o.key IN ({keys})"
 )
+_POSITION = (
+    "SELECT o.issued, o.done, t.replica, t.method, (h.seen IS NULL OR h.seen < {now} - ?)"
+    " FROM shim_key_order o LEFT JOIN shim_key_tickets t ON t.key = o.key AND t.ticket = o.done + 1"
+    " LEFT JOIN shim_replicas h ON h.replica = t.replica WHERE o.key = ?"
+)
 _RELEASE = "UPDATE shim_key_order SET done = done + 1 WHERE key = ? AND done = ? RETURNING done"
 
 
@@ -111,5 +116,8 @@ class SqliteTickets:
 
         return await self._other.transaction(work, write=True)
 
-    async def position(self, key: str) -> list[tuple[Any, ...]]:
-        return await self._other.select("SELECT issued, done FROM shim_key_order WHERE key = ?", (key,))
+    async def position(self, key: str, lease: float) -> list[tuple[Any, ...]]:
+        def work(db: Db) -> list[tuple[Any, ...]]:
+            return db.run(_POSITION.format(now=db.NOW), (lease, key))
+
+        return await self._other.transaction(work, write=False)

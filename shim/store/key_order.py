@@ -17,6 +17,8 @@ before its turn (given up, never sent) marks N done only once N - 1 is (`done_in
 The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter finding the ticket
 after `done` held by a replica whose heartbeat (`shim.liveness`) is older than the lease, or gone,
 moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK.
+So does a look at the key's position (`position`, a check of a key out of step): with no write after
+it, a dead replica's ticket would otherwise keep the key under way for good.
 
 Waiting is polling, one query for every key waited on: at once when tickets done are announced (on
 PostgreSQL, a NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is
@@ -105,9 +107,16 @@ class KeyOrder:
 
     async def position(self, key: str) -> tuple[int, int]:
         """The key's tickets (issued, done) so far, (0, 0) for a key never written: a write on it is under
-        way through some replica while issued > done (StoreError if the store cannot be read)."""
-        rows = await self._book.position(key)
-        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        way through some replica while issued > done (StoreError if the store cannot be read). The tickets
+        next in turn of a replica gone are released first, and the key reported, as a waiter would: a
+        write a dead replica left in flight is under way no more, whether or not a write follows it."""
+        while True:
+            rows = await self._book.position(key, self.lease)
+            if not rows:
+                return (0, 0)
+            issued, done, holder, method, gone = rows[0]
+            if not await self._release_gone(key, int(done), holder, method, gone):
+                return (int(issued), int(done))
 
     def take(
         self, keys: Sequence[str], method: str, read: bool = False, started: float | None = None
@@ -251,9 +260,16 @@ class KeyOrder:
                 if need <= done and not future.done():
                     future.set_result(late_from(late))
                     moved = True
-            if holder is not None and holder != self.replica and gone and await self._book.release(key, done):
+            if await self._release_gone(key, done, holder, method, gone):
                 moved = True
-                _log.warning("ticket of a replica gone released", key=key, replica=holder, method=method)
-                if self._on_released is not None:
-                    self._on_released(key, str(holder), str(method))
         return moved
+
+    async def _release_gone(self, key: str, done: int, holder: object, method: object, gone: object) -> bool:
+        """Release the key's ticket after `done` if another replica holds it and is `gone` (silent past the
+        lease), and report the key; whether it was released."""
+        if holder is None or holder == self.replica or not gone or not await self._book.release(key, done):
+            return False
+        _log.warning("ticket of a replica gone released", key=key, replica=holder, method=method)
+        if self._on_released is not None:
+            self._on_released(key, str(holder), str(method))
+        return True

@@ -311,6 +311,24 @@ async def test_a_keys_position_says_whether_a_write_is_under_way_on_it_through_a
             await asyncio.sleep(0.01)
 
 
+async def test_a_look_at_a_keys_position_releases_the_tickets_of_a_replica_gone_and_reports_the_key(
+    replica: Open, url: str
+) -> None:
+    """Replica a stops with two writes on k in flight, and no write on k follows them. A look at k's position
+    (a check of a key out of step) leaves a's tickets while a beats, and releases both once a's heartbeat is
+    older than the lease, reporting the key for each, as a write waiting behind them would: k is quiet.
+    Before, only a waiting write released them, and k stayed under way for good."""
+    reported: list[tuple[str, str, str]] = []
+    a = await replica("a", beat=1000.0)  # not again during the test
+    b = await replica("b", lease=10.0, on_released=lambda *r: reported.append(r))
+    await taken(a.take(["k"], "/pkg.S/Write"))
+    await taken(a.take(["k"], "/pkg.S/Again"))
+    assert await b.position("k") == (2, 0)
+    age(url, "a", 20)
+    assert await b.position("k") == (2, 2)
+    assert reported == [("k", "a", "/pkg.S/Write"), ("k", "a", "/pkg.S/Again")]
+
+
 async def test_a_copy_is_late_when_a_call_started_after_its_answer_took_a_ticket_before_its_own(
     replica: Open,
 ) -> None:

@@ -24,6 +24,7 @@ from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.steps import Steps
 from shim.store import OutOfStep, Store, StoreError
+from shim.store.key_order import KeyOrder
 from shim.testing import CapturingSink, running_shim
 from shim.verify import IN_STEP, INCONCLUSIVE, Verifier
 from tests.backends import forwarding
@@ -463,3 +464,50 @@ async def test_a_mark_another_replica_puts_while_a_check_reads_the_key_is_kept(d
     assert b_holds == first
     assert a.mark_of("K") is None
     assert (after.result, after.cleared, left) == (IN_STEP, True, [])
+
+
+async def test_a_key_a_replica_gone_held_a_ticket_on_is_checked_and_cleared(durable: Target) -> None:
+    """With the keys' order across replicas, replica a is killed with a write on K in flight (its ticket
+    taken, never done), and no write on K follows. Replica b marks K (a's intent claimed) and checks it:
+    the check releases a's ticket (a is silent past the lease) and marks K for it, as any ticket released;
+    a later check, the books agreeing, clears the mark. Before, a's ticket was released only by a write
+    waiting behind it: K stayed under way, every check was inconclusive, and the mark was never cleared."""
+    a, b = "a:1:aaaaaa", "b:2:bbbbbb"
+    store = Store.open(durable.url)
+    await store.start()
+    steps = Steps(store, Counters(), refresh=60, replica=b)
+    released: list[str] = []
+
+    def on_released(key: str, holder: str, method: str) -> None:  # as `Books` does
+        released.append(holder)
+        steps.mark([key], method, f"the ticket of {holder}, gone, was released")
+
+    order_a, order_b = KeyOrder(durable.url, a, lease=10.0), KeyOrder(durable.url, b, 10.0, on_released)
+    try:
+        await store.liveness.beat(a)
+        await store.liveness.beat(b)
+        await order_a.start()
+        await order_b.start()
+        tickets = order_a.take(["K"], "/bank.v1.Ledger/Deposit")
+        await asyncio.wait_for(tickets.taken.wait(), TIMEOUT)
+        await order_a.close()  # killed: its ticket is never done, its heartbeat stops
+        durable.sql(f"UPDATE shim_replicas SET seen = seen - 20 WHERE replica = '{a}'")
+        await steps.start()
+        (mark,) = steps.mark(["K"], "/bank.v1.Ledger/Deposit", f"a mirrored write was in flight ({a})")
+
+        async def agree(key: str) -> KeyResult:
+            return KeyResult(key)
+
+        verifier = Verifier(
+            agree, steps, lambda: None, store, Counters(), b, settle=0.01, fleet=order_b.position
+        )
+        verifier.schedule(mark)
+        await asyncio.wait_for(verifier.drain(), TIMEOUT)
+        position = await order_b.position("K")
+        left = await store.marks.out_of_step()
+    finally:
+        await order_b.close()
+        await store.close()
+    assert released == [a]
+    assert (verifier.results[-1].result, verifier.results[-1].cleared) == (IN_STEP, True)
+    assert (position, left, steps.mark_of("K")) == ((1, 1), [], None)

@@ -120,6 +120,13 @@ class PostgresTickets:
         """Move the key's done past ticket done + 1 if done is still `done`: whether it moved."""
         return bool(await self._other.run(_RELEASE, {"key": key, "done": done}))
 
+    async def mine(self) -> list[tuple[Any, ...]]:
+        """(key, ticket, method) of every ticket this replica holds, not yet done; on the tickets' connection,
+        so that none of this replica's ticket statements is under way meanwhile."""
+        return await self._taker.run(
+            "SELECT key, ticket, method FROM shim_key_tickets WHERE replica = %(me)s", {"me": self._me}
+        )
+
     async def position(self, key: str, lease: float) -> list[tuple[Any, ...]]:
         """(issued, done, holder of done + 1, its method, whether its holder is silent past `lease`)."""
         return await self._other.run(_POSITION, {"key": key, "lease": lease})

@@ -116,6 +116,12 @@ class SqliteTickets:
 
         return await self._other.transaction(work, write=True)
 
+    async def mine(self) -> list[tuple[Any, ...]]:
+        """(key, ticket, method) of every ticket this replica holds, not yet done (see `PostgresTickets`)."""
+        return await self._taker.select(
+            "SELECT key, ticket, method FROM shim_key_tickets WHERE replica = ?", (self._me,)
+        )
+
     async def position(self, key: str, lease: float) -> list[tuple[Any, ...]]:
         def work(db: Db) -> list[tuple[Any, ...]]:
             return db.run(_POSITION.format(now=db.NOW), (lease, key))

@@ -20,6 +20,10 @@ moves `done` past it and reports the key (`on_released`): that write may or may 
 So does a look at the key's position (`position`, a check of a key out of step): with no write after
 it, a dead replica's ticket would otherwise keep the key under way for good.
 
+A ticket statement committed whose answer was lost leaves tickets no write of the replica knows: it looks
+for them (`_sweep`) at once after a ticket statement failed, and every lease besides, and marks them done
+in their turn; else the later writes on their keys would wait for them as long as the replica lives.
+
 Waiting is polling, one query for every key waited on: at once when tickets done are announced (on
 PostgreSQL, a NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is
 another replica's), else 1 ms at first and twice as long each time up to 25 ms (5 ms on SQLite, which
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -78,6 +83,7 @@ class KeyOrder:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_turns: set[asyncio.Task[None]] = set()  # tickets waiting for their turn to be done
         self._behind: dict[str, int] = {}  # of those, how many on each key
+        self._mine: dict[str, set[int]] = {}  # tickets issued to this replica, not yet written done
         self.polls = 0  # looks at the keys waited on, so far
 
     async def start(self) -> None:
@@ -168,8 +174,19 @@ class KeyOrder:
     # -- the tasks -------------------------------------------------------------------------------------
 
     async def _taking(self) -> None:
+        sweep = time.monotonic() + self.lease  # when to look for tickets of this replica it does not know
         while True:
-            await self._ask.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(sweep - time.monotonic(), 0.0)):
+                    await self._ask.wait()
+            if time.monotonic() >= sweep:  # between two ticket statements: none is under way here
+                try:
+                    await self._sweep()
+                    sweep = time.monotonic() + self.lease
+                except StoreError as exc:
+                    _log.warning("tickets of this replica not looked for; trying again", error=str(exc))
+                    sweep = time.monotonic() + min(self.lease, 1.0)
+                continue
             self._ask.clear()
             asked, self._asked = self._asked, []
             asking = Asking(asked)
@@ -178,8 +195,26 @@ class KeyOrder:
             except StoreError as exc:
                 for tickets in asked:
                     tickets._issued((), str(exc))
+                sweep = time.monotonic()  # the statement may have committed all the same
                 continue
             asking.issue(rows, self.replica)
+            for held in (held for tickets in asked if not tickets.read for held in tickets.held):
+                self._mine.setdefault(held.key, set()).add(held.ticket)
+
+    async def _sweep(self) -> None:
+        """Mark done, in their turn, the tickets the store says this replica holds and no write of its knows
+        (a ticket statement committed whose answer was lost)."""
+        known = {key: set(tickets) for key, tickets in self._mine.items()}  # as before the read
+        for key, ticket, method in await self._book.mine():
+            if ticket in known.get(key, ()):
+                continue
+            _log.warning(
+                "ticket taken without this replica's knowing: done in its turn", key=key, ticket=ticket
+            )
+            self._mine.setdefault(key, set()).add(ticket)
+            lost = Tickets((key,), method, self._finish)
+            lost._issued((Held(key, ticket, wait=True),))
+            self.done_in_turn(lost)
 
     def _finish(self, held: tuple[Held, ...], late: Late) -> None:
         for one in held:
@@ -216,6 +251,11 @@ class KeyOrder:
             for key, one in late.items():
                 self._late[key] = most(self._late.get(key, NOT_LATE), one)
             raise
+        for key, ticket in done.items():
+            if key in self._mine:
+                self._mine[key] = {one for one in self._mine[key] if one > ticket}
+                if not self._mine[key]:
+                    del self._mine[key]
         if any(key in self._waiters for key in done):
             self._someone_waits.set()
 

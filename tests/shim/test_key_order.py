@@ -24,6 +24,7 @@ from shim.shadow.fleet import FleetPlace
 from shim.store import Store, key_order
 from shim.store.key_order import KeyOrder, Tickets, bands, late_of, most
 from tests.helpers import NEEDS_POSTGRES, POSTGRES_DSN, postgres_schema_url, until
+from tests.pg_relay import relayed
 
 Open = Callable[..., Awaitable[KeyOrder]]
 
@@ -56,6 +57,24 @@ def age(url: str, replica: str, seconds: float) -> None:
         return
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.encode())
+
+
+def held_unknown(url: str, replica: str, key: str) -> None:
+    """Give `replica` the next ticket on `key` in the store, as a ticket statement whose answer was lost
+    does: no write of the replica knows it."""
+    sqls = (
+        f"UPDATE shim_key_order SET issued = issued + 1, last_replica = '{replica}' WHERE key = '{key}'",
+        f"INSERT INTO shim_key_tickets (key, ticket, replica, method) SELECT key, issued, '{replica}', '/M'"
+        f" FROM shim_key_order WHERE key = '{key}'",
+    )
+    if url.startswith("sqlite://"):
+        with contextlib.closing(sqlite3.connect(url[len("sqlite://") :])) as conn, conn:
+            for sql in sqls:
+                conn.execute(sql)
+        return
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for sql in sqls:
+            conn.execute(sql.encode())
 
 
 @pytest.fixture
@@ -237,6 +256,27 @@ async def test_a_live_replicas_ticket_is_never_released(replica: Open) -> None:
     assert reported == []
 
 
+async def test_a_ticket_a_replica_holds_that_no_write_of_its_knows_is_done_in_its_turn(
+    replica: Open, url: str
+) -> None:
+    """The store says replica a holds ticket 2 on a key, and no write of a's knows it (its statement's
+    answer was lost, and it committed after the error was seen): a finds it at its next look (every lease)
+    and marks it done once ticket 1 is, not before; then ticket 3 goes."""
+    a = await replica("a", lease=0.5, beat=0.05)
+    b = await replica("b", lease=0.5, beat=0.05)
+    first = await taken(b.take(["k"], "/M"))
+    held_unknown(url, "a", "k")
+    third = await taken(b.take(["k"], "/M"))
+    assert third.held[0].ticket == 3
+    assert third.held[0].wait
+    waiting = asyncio.ensure_future(b.wait(third.held[0]))
+    await until(lambda: a.behind("k"), "a found its ticket", within=5.0)
+    assert not waiting.done()  # ticket 2 waits for ticket 1
+    first.release()
+    await asyncio.wait_for(waiting, 5.0)
+    assert await b.position("k") == (3, 2)
+
+
 async def test_multi_key_writes_on_many_replicas_never_deadlock(replica: Open) -> None:
     """Four replicas, 300 writes on random sets of five keys, each mirrored in its turn: every write gets
     its tickets (no deadlock error), waits its turn, and every key's tickets end done."""
@@ -411,3 +451,39 @@ async def test_how_late_a_write_went_reaches_the_calls_after_it_on_its_keys_thro
         read = FleetPlace(c, keys, "/R", None, counters, read=True)
         assert await asyncio.wait_for(read.ready(asyncio.Event()), 10)
         assert bands(read.late) == late, keys
+
+
+async def test_tickets_taken_whose_answer_was_lost_are_done_in_turn_and_hold_no_key() -> None:
+    """PostgreSQL commits the statement taking a write's ticket, then its answer is lost with the
+    connection: the write is told its ticket was not taken (its keys are marked), and the ticket, held in
+    the store by a replica that goes on beating, is done in its turn all the same: the next write on the key
+    through another replica goes without waiting for a lease, or for ever. (Before, it waited as long as
+    the replica lived.)"""
+    with postgres_schema_url() as url:
+        store = Store.open(url)
+        await store.start()
+        beats = [Liveness(store, name, 0.05) for name in ("a", "b")]
+        for beat in beats:
+            await beat.start()
+        async with relayed(url) as (through, relay):
+            a, b = KeyOrder(through, "a", lease=1.0), KeyOrder(url, "b", lease=1.0)
+            await a.start()
+            await b.start()
+            try:
+                relay.lose_answer(b"INSERT INTO shim_key_tickets")
+                first = a.take(["k"], "/M")
+                await asyncio.wait_for(first.taken.wait(), 10)
+                assert first.error
+                assert relay.lost == 1
+                first.release()
+                second = await taken(b.take(["k"], "/M"))
+                assert second.held[0].ticket == 2  # ticket 1 is a's, taken
+                assert second.held[0].wait
+                await asyncio.wait_for(b.wait(second.held[0]), 2.0)  # two leases; a beats all along
+                assert await b.position("k") == (2, 1)
+            finally:
+                await a.close()
+                await b.close()
+        for beat in beats:
+            await beat.stop()
+        await store.close()

@@ -14,6 +14,8 @@ from by its heartbeat (`shim.liveness`, every `store.refresh`), and takes part i
 4. every replica, on seeing the decision, applies the modes (or keeps its own) and lets its held
    calls go on. A replica still holding well past the deadline abandons the switch itself: the
    decision is one conditional update, so the switch is either committed or abandoned everywhere.
+   A replica that answered held never lets its calls go on without the decision: a store failing
+   then is tried again, the calls still held, up to the deadline and a lease more (`_held`).
 
 So, among live replicas, no call is answered in the old mode once any replica answers in the new:
 they all hold between the two. A replica starting joins before it serves (`Fleet.start`): it listens,
@@ -24,9 +26,9 @@ store otherwise (a replica that was silent while a switch committed) are followe
 the store (every `store.refresh`), as a local switch (`follow`).
 
 Over 400 lines: the proposer's, every replica's and a starting replica's parts in a switch, and the
-bounds that keep a replica's hold within the switch's pause whatever fails (the store, the data plane,
-a cancelled admin call), read and write the same state (the switches seen, the answers and decisions
-heard, the parts under way); split, that state would be shared across modules.
+bounds that keep a replica's hold within the switch's pause whatever fails (the data plane, a cancelled
+admin call; the store, within the switch's deadline), read and write the same state (the switches seen,
+the answers and decisions heard, the parts under way); split, that state would be shared across modules.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ HINT = (
     "; try again, or allow the clients' calls to wait longer for this switch (shim mode set --pause, at most"
     " grace_period) or for every switch (switch_pause)"
 )
-STORE_WITHIN = 1.0  # seconds past a switch's pause its replicas wait for the store while holding their calls
+RETRY = 0.05  # seconds between tries of a store that failed while this replica holds its calls for a switch
 PENDING_POLL = 0.02  # seconds between looks for a pending switch, without notifications (see `_look`)
 
 
@@ -103,6 +105,7 @@ class Fleet:
         # switch -> why this replica's data plane did not apply it once the fleet had committed it
         self._unapplied: dict[str, str] = {}
         self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
+        self._learned: dict[str, str] = {}  # switch proposed here -> its decision, as read while holding
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class Fleet:
             finally:
                 await self._wake()
             await asyncio.shield(part)
+            learned = self._learned.pop(proposal.id, "")
+            state = state or learned  # a decide whose answer was lost: the decision read since
         except asyncio.CancelledError:
             # the admin call was cancelled (Ctrl-C, its deadline): the switch is given up at once, unless
             # committed already, rather than left pending (and refusing every other) until its deadline;
@@ -387,16 +392,9 @@ class Fleet:
                 until = time.monotonic() + self._pause(proposal)
                 within = min(proposal.deadline - time.time(), self._pause(proposal))
                 async with self._modes.holding(proposal.modes, within) as hold:
-                    # a store answering slowly, or not at all, holds the calls no longer than the pause
-                    try:
-                        async with asyncio.timeout(max(until - time.monotonic(), 0.0) + STORE_WITHIN):
-                            await self._store.fleet.answer(self.replica, proposal.id, held=True)
-                            decision = await self._decision(proposal, until)
-                    except TimeoutError:
-                        raise StoreError(
-                            f"no decision read within the switch's pause ({self._pause(proposal):g}s) and"
-                            f" {STORE_WITHIN:g}s more"
-                        ) from None
+                    decision = await self._held(proposal, until)
+                    if proposal.replica == self.replica:  # its proposer's own decide may have failed
+                        self._learned[proposal.id] = decision
                     if decision == COMMITTED:
                         committed = True
                         hold.commit()
@@ -409,10 +407,13 @@ class Fleet:
                 with contextlib.suppress(StoreError):
                     await self._store.fleet.answer(self.replica, proposal.id, held=False)
                 return
-            except StoreError as exc:  # the modes stay; what the store holds is followed later
+            except StoreError as exc:  # the modes stay; what the store holds is followed at its next look
                 _log.error(
-                    "fleet switch: the store failed while calls were held", switch=proposal.id, error=str(exc)
-                )
+                    "fleet switch: the decision could not be read while calls were held; they go on in the"
+                    " modes they had (a switch the fleet committed is followed at the next look at the"
+                    " store)",
+                    switch=proposal.id, error=str(exc),
+                )  # fmt: skip
                 return
             except (ShimError, OSError) as exc:  # the data plane did not apply the routes: the modes stay
                 _log.error(
@@ -437,6 +438,38 @@ class Fleet:
                 "modes switched with the fleet", switch=proposal.id, modes=proposal.modes,
                 by=proposal.replica, paused_ms=round(self._modes.pauses[-1] * 1000, 1),
             )  # fmt: skip
+
+    async def _held(self, proposal: Switch, until: float) -> str:
+        """Answer that this replica holds its calls, then the decision (`_decision`). From the answer on (one
+        whose reply was lost too) the proposer may commit on it, so a store that fails or is slow is tried
+        again (a new connection), the calls still held, until the decision is read, or made (abandoned:
+        this replica's pause is over): not later than the deadline and a lease more, when every replica gives
+        up a switch not decided (StoreError then: the calls go on in the modes they had)."""
+        last = max(proposal.deadline - time.time(), until - time.monotonic(), 0.0) + self.timing.lease
+        answered = False
+        failed = ""  # the last failure, said once the bound is passed
+        try:
+            async with asyncio.timeout(last):
+                while True:
+                    try:
+                        if not answered:
+                            await self._store.fleet.answer(self.replica, proposal.id, held=True)
+                            answered = True
+                        return await self._decision(proposal, until)
+                    except StoreError as exc:
+                        if not failed:
+                            _log.warning(
+                                "fleet switch: the store failed after this replica held its calls; they stay"
+                                " held until the decision is read",
+                                switch=proposal.id, error=str(exc),
+                            )  # fmt: skip
+                        failed = str(exc)
+                        await self._wait(min(self.timing.refresh, RETRY))
+        except TimeoutError:
+            raise StoreError(
+                f"no decision read within the switch's deadline and the lease ({self.timing.lease:g}s) more"
+                + (f": {failed}" if failed else "")
+            ) from None
 
     async def _decision(self, proposal: Switch, until: float) -> str:
         """The switch's outcome, once decided. Not decided by `until` (monotonic: this replica's calls were

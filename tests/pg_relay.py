@@ -1,7 +1,7 @@
 """A TCP relay to PostgreSQL that breaks the connections it carries as a network (or a restart of the
 server) would: `cut()` closes every connection carried so far; `lose_answer(marker)` lets the next
-statement whose message holds `marker` run and commit, then closes its connection before the client
-hears the answer. New connections go through as ever."""
+statement whose message holds `marker` run, and its transaction commit, then closes its connection before
+the client hears that the transaction ended. New connections go through as ever."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-_READY = b"Z\x00\x00\x00\x05"  # ReadyForQuery: the server sends it once the statement's transaction ended
+_IDLE = b"Z\x00\x00\x00\x05I"  # ReadyForQuery, out of any transaction: the last one ended (committed)
 
 
 class PgRelay:
@@ -43,7 +43,8 @@ class PgRelay:
         self._writers = []
 
     def lose_answer(self, marker: bytes) -> None:
-        """The next statement holding `marker` runs to its end; its answer is never passed on."""
+        """The next statement holding `marker` runs, and its transaction commits; the answer that says so is
+        never passed on (a statement in a transaction of its own: its answer)."""
         self._marker = marker
 
     def _keep(self, work: asyncio.Task[None]) -> None:
@@ -77,15 +78,11 @@ class PgRelay:
         upstream: asyncio.StreamWriter,
         losing: asyncio.Event,
     ) -> None:
-        held = b""
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
-                if losing.is_set():
-                    held += data
-                    if _READY in held:  # the statement is over, committed: its answer goes nowhere
-                        self.lost += 1
-                        break
-                    continue
+                if losing.is_set() and _IDLE in data:  # its transaction committed: this answer goes nowhere
+                    self.lost += 1
+                    break
                 writer.write(data)
                 await writer.drain()
         writer.close()

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 # How much later BK, and Bank, may have stamped the times a key holds: writes mirrored late to the side that
 # was the shadow then. Kept by band of lateness (from FLOORS[i] seconds up to the band above): per band, each
 # side's most, and when the band's last write was over (time.time()), the times stamped after which none of
@@ -47,6 +49,9 @@ def bands(late: Late) -> list[tuple[float, float, float]]:
 def late_from(values: Sequence[Any]) -> Late:
     """A Late from the store's LATE_COLUMNS, in order (NULL: 0)."""
     return tuple(float(value or 0.0) for value in values)
+
+
+_log = structlog.get_logger("shim.store.key_order")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +167,20 @@ class Asking:
                 wait = not mine_before and done < ticket - 1
                 held.append(Held(key, ticket, wait=wait, before=before, late=late))
             tickets._issued(tuple(held))
+
+
+async def unknown(book: Any, mine: dict[str, set[int]], finish: Callable[..., None]) -> list[Tickets]:
+    """The tickets the store says this replica holds and no write of its knows (a ticket statement committed
+    whose answer was lost), as Tickets to mark done in their turn; `mine` (the replica's tickets by key)
+    takes them in."""
+    known = {key: set(tickets) for key, tickets in mine.items()}  # as before the read
+    found = []
+    for key, ticket, method in await book.mine():
+        if ticket in known.get(key, ()):
+            continue
+        _log.warning("ticket taken without this replica's knowing: done in its turn", key=key, ticket=ticket)
+        mine.setdefault(key, set()).add(ticket)
+        lost = Tickets((key,), method, finish)
+        lost._issued((Held(key, ticket, wait=True),))
+        found.append(lost)
+    return found

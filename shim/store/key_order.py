@@ -16,13 +16,11 @@ before its turn (given up, never sent) marks N done only once N - 1 is (`done_in
 
 The holder of every ticket not yet done is kept (`shim_key_tickets`). A waiter finding the ticket
 after `done` held by a replica whose heartbeat (`shim.liveness`) is older than the lease, or gone,
-moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK.
-So does a look at the key's position (`position`, a check of a key out of step): with no write after
-it, a dead replica's ticket would otherwise keep the key under way for good.
+moves `done` past it and reports the key (`on_released`): that write may or may not have reached BK. So
+does a look at the key's position (`position`): with no write after it, it would stay under way for good.
 
-A ticket statement committed whose answer was lost leaves tickets no write of the replica knows: it looks
-for them (`_sweep`) at once after a ticket statement failed, and every lease besides, and marks them done
-in their turn; else the later writes on their keys would wait for them as long as the replica lives.
+A ticket statement committed whose answer was lost leaves tickets no write of the replica knows: looked for
+(`_tickets.unknown`) after a ticket statement failed, and every lease, they are done in their turn.
 
 Waiting is polling, one query for every key waited on: at once when tickets done are announced (on
 PostgreSQL, a NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is
@@ -40,6 +38,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from shim.store import _tickets
 from shim.store._errors import StoreError
 from shim.store._order_pg import PostgresTickets
 from shim.store._order_sqlite import SqliteTickets
@@ -181,7 +180,8 @@ class KeyOrder:
                     await self._ask.wait()
             if time.monotonic() >= sweep:  # between two ticket statements: none is under way here
                 try:
-                    await self._sweep()
+                    for lost in await _tickets.unknown(self._book, self._mine, self._finish):
+                        self.done_in_turn(lost)
                     sweep = time.monotonic() + self.lease
                 except StoreError as exc:
                     _log.warning("tickets of this replica not looked for; trying again", error=str(exc))
@@ -200,21 +200,6 @@ class KeyOrder:
             asking.issue(rows, self.replica)
             for held in (held for tickets in asked if not tickets.read for held in tickets.held):
                 self._mine.setdefault(held.key, set()).add(held.ticket)
-
-    async def _sweep(self) -> None:
-        """Mark done, in their turn, the tickets the store says this replica holds and no write of its knows
-        (a ticket statement committed whose answer was lost)."""
-        known = {key: set(tickets) for key, tickets in self._mine.items()}  # as before the read
-        for key, ticket, method in await self._book.mine():
-            if ticket in known.get(key, ()):
-                continue
-            _log.warning(
-                "ticket taken without this replica's knowing: done in its turn", key=key, ticket=ticket
-            )
-            self._mine.setdefault(key, set()).add(ticket)
-            lost = Tickets((key,), method, self._finish)
-            lost._issued((Held(key, ticket, wait=True),))
-            self.done_in_turn(lost)
 
     def _finish(self, held: tuple[Held, ...], late: Late) -> None:
         for one in held:

@@ -45,7 +45,7 @@ from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
-from shim.dataplane.targets import check_grpc_targets, check_targets
+from shim.dataplane.targets import authority, check_grpc_targets, check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, ShimError, StartupError
 from shim.modes import DEFAULT, bk_answers
@@ -125,6 +125,9 @@ class EnvoyPlane:
         self._spanning: list[Mirror] = []  # batches under way as the switch prepared, and the old modes
         self._before: dict[str, str] = {}
         self._version = 0
+        # each upstream's own :authority, sent it in place of the client's (as grpc's channel does)
+        upstreams = [u for u in (shim.config.bank, shim.config.bk) if u is not None]
+        self._authorities = {u.name: authority(u.target, u.server_name) for u in upstreams}
         self._server: aio.Server | None = None
         self.processor: Processor | None = None
         self.envoy: envoy_process.Envoy | None = None
@@ -205,7 +208,7 @@ class EnvoyPlane:
         await self._server.start()
         self.routes = plan(shim, shim.modes.table())
         self._version += 1
-        write_atomically(self.routes_file, route_table(self.routes, self._version))
+        write_atomically(self.routes_file, route_table(self.routes, self._version, self._authorities))
         if not again:
             document = bootstrap(
                 public,
@@ -447,7 +450,7 @@ class EnvoyPlane:
         ):  # a call through the shim's own server from now on follows the copies sent before
             turns.changing_routes()
         try:
-            write_atomically(self.routes_file, route_table(self.routes, self._version))
+            write_atomically(self.routes_file, route_table(self.routes, self._version, self._authorities))
             envoy = self.envoy
             assert envoy is not None
             seen = "no answer"

@@ -33,7 +33,7 @@ import copy
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -411,7 +411,9 @@ def bootstrap(
     }
 
 
-def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
+def route_table(
+    entries: Sequence[RouteEntry], version: int, authorities: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The routes file: a discovery response holding one route configuration."""
     routes: list[dict[str, Any]] = []
     for entry in entries:
@@ -434,7 +436,7 @@ def route_table(entries: Sequence[RouteEntry], version: int) -> dict[str, Any]:
                 "match": match,
                 # no route timeout, and the client's grpc-timeout left to the client and the primary, as
                 # without the shim: Envoy enforcing it would answer with a reply of its own
-                "route": {"cluster": entry.cluster, "timeout": "0s"},
+                "route": {"cluster": entry.cluster, "timeout": "0s", **_host(entry.cluster, authorities)},
                 "typed_per_filter_config": {_EXT_PROC: per_filter},
                 # No headers taken off: Envoy's own x-forwarded-proto is kept out (`forwarded_proto`), and
                 # the primary's `date` is left as it is (Envoy adds its own only to an answer that has
@@ -507,3 +509,9 @@ def write_atomically(path: Path, document: dict[str, Any]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
+
+
+def _host(cluster: str, authorities: Mapping[str, str] | None) -> dict[str, str]:
+    """The upstream's own `:authority` (`targets.authority`), as grpc sends it, in place of the client's."""
+    found = (authorities or {}).get(cluster)
+    return {"host_rewrite_literal": found} if found else {}

@@ -121,6 +121,22 @@ def cluster_fields(name: str, found: Endpoints) -> dict[str, Any]:
     return out
 
 
+def authority(target: str, server_name: str = "") -> str:
+    """The `:authority` grpc sends an upstream of this target, which Envoy sends it too: `server_name` when
+    set (TLS); "localhost" for a unix socket; else the target without its scheme (`dns:///`, `dns:`,
+    `ipv4:`, `ipv6:`), as grpc has it. A gateway in front of Bank may route by it."""
+    if server_name:
+        return server_name
+    scheme, colon, rest = target.partition(":")
+    if colon and scheme in ("unix", "unix-abstract"):
+        return "localhost"
+    if colon and scheme in ("ipv4", "ipv6"):
+        return rest
+    if colon and scheme == "dns":
+        return rest.removeprefix("///") if rest.startswith("///") else rest
+    return target
+
+
 def _endpoints(target: str) -> Endpoints:
     scheme, colon, rest = target.partition(":")
     if colon and scheme == "unix":

@@ -68,8 +68,8 @@ def _noise(
     redactor: Redactor | None,
 ) -> tuple[Difference, ...]:
     """The real differences between the primary's answer and its answer when asked again."""
-    again = exchange.secondary
-    if again is None or again.local or exchange.cancelled:
+    again = exchange.noise_sample
+    if again is None or exchange.cancelled:
         return ()
     first = exchange.primary
     if _same_bytes(first, again) and _metadata.of(first) == _metadata.of(again):

@@ -163,6 +163,17 @@ class Exchange:
     def bk(self) -> Outcome | None:
         return self.shadow if self.primary_is_bank else self.primary
 
+    @property
+    def noise_sample(self) -> Outcome | None:
+        """The primary's second answer when it is a sample of noise: the primary answered it itself (not a
+        local outcome) with the status code of its first answer. A second ask that failed where the first
+        did not (timed out, shed with UNAVAILABLE or RESOURCE_EXHAUSTED), or the reverse, says how the
+        primary fared under load, not how its answers to one question vary: no sample (`docs/noise.md`)."""
+        again = self.secondary
+        if again is None or again.local or again.code != self.primary.code:
+            return None
+        return again
+
 
 class DiffKind(enum.StrEnum):
     CHANGED = "changed"
@@ -260,9 +271,9 @@ class Comparison:
 
     @property
     def noise_sampled(self) -> bool:
-        """Whether the primary was asked again (and answered) for this call."""
-        secondary = self.exchange.secondary
-        return secondary is not None and not secondary.local
+        """Whether the primary was asked again for this call and its second answer is a sample of noise
+        (`Exchange.noise_sample`): the calls a noise rate is measured on."""
+        return self.exchange.noise_sample is not None
 
     @property
     def method(self) -> str:

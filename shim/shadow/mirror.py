@@ -182,7 +182,7 @@ class Mirror:
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(
-                self._ask_again(noise, shared.lanes.write_seq), name=f"noise {self.method}"
+                self._ask_again(noise, shared.lanes.write_seq, outcome.code), name=f"noise {self.method}"
             )
         self._primary.set_result((outcome, False))
         self._received.set()
@@ -240,13 +240,14 @@ class Mirror:
         self.fate.stop.set()
         self._call.cancel()
 
-    async def _ask_again(self, noise: Noise, seq: int) -> Outcome | None:
-        """The primary's answer to the same read, unless a write on its keys came in meanwhile: Bank's
+    async def _ask_again(self, noise: Noise, seq: int, code: int) -> Outcome | None:
+        """The primary's answer to the same read, unless it came with another status code than the first
+        (`code`: a second ask timed out or shed is no noise) or a write on its keys came in meanwhile: Bank's
         two answers could then differ by that write, which is no noise."""
         translation = self._shared.translation
         requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
         again = await noise.ask_again(self.method, self._metadata, requests)
-        if not await self.admission.unwritten_since(seq):
+        if again.code != code or not await self.admission.unwritten_since(seq):
             self._shared.counters.inc("noise_discarded", self.method)
             return None
         return again

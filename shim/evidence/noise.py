@@ -15,6 +15,13 @@ Bank's rate counts only once at least `min_sampled` of the method's calls
 were asked twice: one read whose two answers differed would otherwise make
 every one of BK's differences at that path noise, however many.
 
+Bank's noise at a path excuses only BK differences of a kind its own two
+answers showed there (`kind_class`): a clock Bank changes between its answers
+(`changed`) excuses no BK answer that leaves the clock out (`removed`). A
+field present in one answer and absent from the other is one kind, however
+round: `added` and `removed` are both `presence`. So the report counts, and
+classifies, each path once per kind of difference.
+
 A header (`metadata.KEY`) is the service's more than the method's: a request
 id or a trace id is stamped on every answer by one interceptor. Writes are
 never asked twice, so their own rate at a header is never measured; where a
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from comparators import Difference
+from comparators import Difference, DiffKind
 from shim.sinks import path_pattern
 
 MIN_SAMPLED = 20  # calls of a method asked twice before Bank's rate at a path can excuse BK's
@@ -52,6 +59,19 @@ def classify(
     return "noise"
 
 
-def _mismatch_class(differences: Iterable[Difference], noise: set[str]) -> str:
-    real = {path_pattern(d.path) for d in differences if not d.rule and not d.noise}
+PRESENCE = "presence"  # the kind of `added` and `removed` differences, for noise
+_PRESENCE = (DiffKind.ADDED.value, DiffKind.REMOVED.value)
+
+
+def kind_class(kind: str) -> str:
+    """The kind a difference is matched on against Bank's noise: `presence` for a field present on one
+    side only (`added`, `removed`: which side says nothing of a field sent now and then), else its kind."""
+    return PRESENCE if kind in _PRESENCE else kind
+
+
+def _mismatch_class(differences: Iterable[Difference], noise: set[tuple[str, str]]) -> str:
+    """ "noise" when every real difference's (folded path, `kind_class`) is in `noise`; else "real"."""
+    real = {
+        (path_pattern(d.path), kind_class(d.kind.value)) for d in differences if not d.rule and not d.noise
+    }
     return "noise" if real and real <= noise else "real"

@@ -39,12 +39,17 @@ from shim.evidence.model import (
     TaintedPath,
     method_name,
 )
-from shim.evidence.noise import HEADER, classify, service_of
+from shim.evidence.noise import HEADER, PRESENCE, classify, kind_class, service_of
 from shim.evidence.sql import _bucket_params, _bucket_sql, _marks
 from shim.evidence.tally import _code, _parse, _Tally, call_record, first_request, method_report
 from shim.store import Store
 
-_CHUNK = 100  # (method, at, path) triples per query for the path examples
+_CHUNK = 100  # (method, at, path, kind) per query for the path examples
+
+
+def _kind_class(alias: str) -> str:
+    """`shim.evidence.noise.kind_class` of the rows' kind, in SQL."""
+    return f"CASE WHEN {alias}kind IN ('added', 'removed') THEN '{PRESENCE}' ELSE {alias}kind END"
 
 
 class _Count:
@@ -193,26 +198,29 @@ class _Count:
                 t.tolerated_by_rule.append((rule, int(n)))
 
     async def paths(self, *, relative: float, absolute: float, min_sampled: int) -> None:
-        """Each real path of the mismatches, its rate against Bank's own there, its class and an example;
-        and each real path of the tainted calls, with an example."""
+        """Each real path of the mismatches, by kind of difference (`kind_class`), its rate against Bank's own
+        there (of that kind), its class and an example; and each real path of the tainted calls, with an
+        example."""
         where, params = self.paths_where("p")
         rows = await self.store.select(
-            "SELECT c.verdict, p.path, p.method, COUNT(DISTINCT p.comparison_id), MIN(p.at)"
-            " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
+            f"SELECT c.verdict, p.path, p.method, {_kind_class('p.')}, COUNT(DISTINCT p.comparison_id),"
+            " MIN(p.at) FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
             f" WHERE {where} AND p.source = 'bk' AND p.rule = '' AND c.verdict IN ('mismatch', 'tainted')"
-            " GROUP BY c.verdict, p.path, p.method",
+            " GROUP BY 1, 2, 3, 4",
             params,
         )
         rows = [row for row in rows if row[2] in self.tallies]
         tainted = [
-            (path, method, n, first) for verdict, path, method, n, first in rows if verdict == "tainted"
+            (path, method, cls, n, first)
+            for verdict, path, method, cls, n, first in rows
+            if verdict == "tainted"
         ]
         if tainted:
             examples = await self._examples(
-                [(method, first, path) for path, method, _, first in tainted], "tainted"
+                [(method, first, path, cls) for path, method, cls, _, first in tainted], "tainted"
             )
-            for path, method, n, _ in tainted:
-                kind, bank, other, _, _ = examples.get((method, path), ("", "null", "null", "", None))
+            for path, method, cls, n, _ in tainted:
+                kind, bank, other, _, _ = examples.get((method, path, cls), ("", "null", "null", "", None))
                 self.tallies[method].tainted_paths.append(
                     TaintedPath(
                         path=path,
@@ -223,39 +231,45 @@ class _Count:
                     )
                 )
             for t in self.tallies.values():
-                t.tainted_paths.sort(key=lambda p: (-p.calls, p.path))
-        real = [(path, method, n, first) for verdict, path, method, n, first in rows if verdict == "mismatch"]
+                t.tainted_paths.sort(key=lambda p: (-p.calls, p.path, p.kind))
+        real = [
+            (path, method, cls, n, first)
+            for verdict, path, method, cls, n, first in rows
+            if verdict == "mismatch"
+        ]
         if not real:
             return
         where, params = self.paths_where()
-        noise = {
-            (method, path): int(n)
-            for path, method, n in await self.store.select(
-                "SELECT path, method, COUNT(DISTINCT comparison_id) FROM comparison_paths"
-                f" WHERE {where} AND source = 'bank' AND rule = '' GROUP BY path, method",
+        noise = {  # Bank's noise of a kind excuses BK's differences of that kind only
+            (method, path, cls): int(n)
+            for path, method, cls, n in await self.store.select(
+                f"SELECT path, method, {_kind_class('')}, COUNT(DISTINCT comparison_id) FROM comparison_paths"
+                f" WHERE {where} AND source = 'bank' AND rule = '' GROUP BY 1, 2, 3",
                 params,
             )
         }
         examples = await self._examples(
-            [(method, first, path) for path, method, _, first in real], "mismatch"
+            [(method, first, path, cls) for path, method, cls, _, first in real], "mismatch"
         )
         headers = {
             (method, path)
-            for path, method, _, _ in real
+            for path, method, _, _, _ in real
             if path.startswith(HEADER) and self.tallies[method].noise_sampled < min_sampled
         }
         services = await self._service_noise(headers)
-        for path, method, n, _ in real:
+        for path, method, cls, n, _ in real:
             t = self.tallies[method]
-            noise_calls, sampled, noise_of = noise.get((method, path), 0), t.noise_sampled, ""
+            noise_calls, sampled, noise_of = noise.get((method, path, cls), 0), t.noise_sampled, ""
             if (method, path) in headers:
                 service = service_of(method)
-                pooled_calls, pooled = services.get((service, path), (0, 0))
+                pooled_calls, pooled = services.get((service, path, cls), (0, 0))
                 if pooled > sampled:  # the service's other methods had calls asked twice
                     noise_calls, sampled, noise_of = pooled_calls, pooled, service
             bk_rate = int(n) / t.compared if t.compared else 0.0
             noise_rate = noise_calls / sampled if sampled else 0.0
-            kind, bank, other, key, request = examples.get((method, path), ("", "null", "null", "", None))
+            kind, bank, other, key, request = examples.get(
+                (method, path, cls), ("", "null", "null", "", None)
+            )
             t.paths.append(
                 PathStat(
                     path=path,
@@ -281,12 +295,14 @@ class _Count:
                 )
             )
         for t in self.tallies.values():
-            t.paths.sort(key=lambda p: (-p.calls, p.path))
+            t.paths.sort(key=lambda p: (-p.calls, p.path, p.kind))
 
-    async def _service_noise(self, headers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
-        """For each (service, header path) of the (method, path) `headers`: the calls asked twice whose two
-        Bank answers differed there, and the calls asked twice, over all the service's methods in the window
-        (whichever methods the report asked for: a header is the service's)."""
+    async def _service_noise(
+        self, headers: set[tuple[str, str]]
+    ) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """For each (service, header path, kind class) of the (method, path) `headers`: the calls asked twice
+        whose two Bank answers differed there by that kind, and the calls asked twice, over all the service's
+        methods in the window (whichever methods the report asked for: a header is the service's)."""
         if not headers:
             return {}
         where, params = self.where(methods=[])
@@ -300,40 +316,40 @@ class _Count:
         ):
             if (service := service_of(method)) in services:
                 sampled[service] = sampled.get(service, 0) + int(n or 0)
-        differed: dict[tuple[str, str], int] = {}
-        for method, path, n in await self.store.select(
-            "SELECT method, path, COUNT(DISTINCT comparison_id) FROM comparison_paths"
+        differed: dict[tuple[str, str, str], int] = {}
+        for method, path, cls, n in await self.store.select(
+            f"SELECT method, path, {_kind_class('')}, COUNT(DISTINCT comparison_id) FROM comparison_paths"
             f" WHERE {where} AND source = 'bank' AND rule = '' AND path IN ({_marks(len(paths))})"
-            " GROUP BY method, path",
+            " GROUP BY 1, 2, 3",
             [*params, *paths],
         ):
             if (service := service_of(method)) in services:
-                differed[(service, path)] = differed.get((service, path), 0) + int(n)
+                differed[(service, path, cls)] = differed.get((service, path, cls), 0) + int(n)
         return {
-            (service, path): (differed.get((service, path), 0), sampled.get(service, 0))
-            for service in services
-            for path in paths
+            (service, path, cls): (n, sampled.get(service, 0)) for (service, path, cls), n in differed.items()
         }
 
     async def _examples(
-        self, firsts: list[tuple[str, float, str]], verdict: str
-    ) -> dict[tuple[str, str], tuple[str, str, str, str, Any]]:
-        """The earliest row of each (method, at, path) of a call with `verdict`: its kind and values, and the
-        call's routing keys and first request (decoded, when kept)."""
-        examples: dict[tuple[str, str], tuple[str, str, str, str, Any]] = {}
+        self, firsts: list[tuple[str, float, str, str]], verdict: str
+    ) -> dict[tuple[str, str, str], tuple[str, str, str, str, Any]]:
+        """The earliest row of each (method, at, path, kind class) of a call with `verdict`: its kind and
+        values, and the call's routing keys and first request (decoded, when kept)."""
+        examples: dict[tuple[str, str, str], tuple[str, str, str, str, Any]] = {}
         for start in range(0, len(firsts), _CHUNK):
             chunk = firsts[start : start + _CHUNK]
             rows = await self.store.select(
                 "SELECT p.method, p.path, p.kind, p.bank, p.other, c.routing_key, c.payloads"
                 " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
                 " WHERE p.source = 'bk' AND p.rule = '' AND c.verdict = ? AND ("
-                + " OR ".join(["(p.method = ? AND p.at = ? AND p.path = ?)"] * len(chunk))
+                + " OR ".join(
+                    [f"(p.method = ? AND p.at = ? AND p.path = ? AND {_kind_class('p.')} = ?)"] * len(chunk)
+                )
                 + ") ORDER BY p.at, p.comparison_id",
-                [verdict, *(value for triple in chunk for value in triple)],
+                [verdict, *(value for first in chunk for value in first)],
             )
             for method, path, kind, bank, other, key, payloads in rows:
-                if (method, path) not in examples:
-                    examples[(method, path)] = (
+                if (method, path, kind_class(kind)) not in examples:
+                    examples[(method, path, kind_class(kind))] = (
                         kind,
                         bank,
                         other,
@@ -343,18 +359,23 @@ class _Count:
         return examples
 
     async def noise_mismatches(self) -> None:
-        """Per bucket, the mismatches whose real paths are all noise."""
+        """Per bucket, the mismatches whose real paths are all noise (each by its kind of difference)."""
         noisy = {
-            method: [p.path for p in t.paths if p.classification == "noise"]
+            method: [(p.path, kind_class(p.kind)) for p in t.paths if p.classification == "noise"]
             for method, t in self.tallies.items()
         }
         noisy = {method: paths for method, paths in noisy.items() if paths}
         if not noisy:
             return
+        one = f"(q.path = ? AND {_kind_class('q.')} = ?)"
         match = " OR ".join(
-            f"(q.method = ? AND q.path IN ({_marks(len(paths))}))" for paths in noisy.values()
+            f"(q.method = ? AND ({' OR '.join([one] * len(paths))}))" for paths in noisy.values()
         )
-        match_params = [value for method, paths in noisy.items() for value in (method, *paths)]
+        match_params = [
+            value
+            for method, paths in noisy.items()
+            for value in (method, *(v for pair in paths for v in pair))
+        ]
         real_paths = "SELECT 1 FROM comparison_paths q WHERE q.comparison_id = c.id"
         real_paths += " AND q.source = 'bk' AND q.rule = ''"
         if self.wide:  # read the mismatches off the whole table; the EXISTS keep the methods with noise
@@ -385,7 +406,7 @@ class _Count:
             [*params, limit],
         )
         noise = {
-            method: {p.path for p in t.paths if p.classification == "noise"}
+            method: {(p.path, kind_class(p.kind)) for p in t.paths if p.classification == "noise"}
             for method, t in self.tallies.items()
         }
         return tuple(call_record(row, noise.get(row[2], set())) for row in rows)

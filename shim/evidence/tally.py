@@ -163,9 +163,9 @@ def _differences(text: str) -> tuple[Difference, ...]:
         return (Difference("", DiffKind.UNDECODABLE, text, None),)
 
 
-def call_record(row: Sequence[Any], noise: set[str]) -> CallRecord:
+def call_record(row: Sequence[Any], noise: set[tuple[str, str]]) -> CallRecord:
     """A listed call from its row (id, at, method, verdict, reason, routing_key, correlation_id, bank_code,
-    bk_code, bank_ms, bk_ms, differences); `noise` holds its method's paths classified noise."""
+    bk_code, bank_ms, bk_ms, differences); `noise` holds its method's (path, kind class) classified noise."""
     id_, at, method, verdict, reason, key, correlation, bank_code, bk_code, bank_ms, bk_ms, diffs = row
     differences = _differences(diffs)
     return CallRecord(

@@ -16,7 +16,9 @@ from shim.evidence import (
 )
 from shim.store.records import BkBuild
 
-SCHEMA_VERSION = 2  # 2: `compared` counts clean comparisons only (match, mismatch), not tainted calls
+SCHEMA_VERSION = (
+    3  # 2: `compared` counts clean comparisons only; 3: a path is listed once per kind of difference
+)
 
 
 def to_json(report: Report) -> dict[str, Any]:

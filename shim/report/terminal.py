@@ -116,10 +116,13 @@ def terminal(report: Report, console: Console) -> None:
             ("method", "path", "calls", "BK rate", "noise rate", "class", "example, Bank → BK"),
         )
         for m in report.methods:
+            twice = {p.path for p in m.paths if sum(q.path == p.path for q in m.paths) > 1}
             for p in m.paths[:TOP_PATHS]:
                 paths.add_row(
                     cell(names[m.method]),
-                    cell(p.path),
+                    cell(
+                        f"{p.path} ({p.kind})" if p.path in twice else p.path
+                    ),  # a row per kind of difference
                     f"{p.calls:,}",
                     percent(p.bk_rate),
                     _noise_rate(p, report.min_sampled),

@@ -201,7 +201,7 @@ def _check_schema(data: dict[str, Any]) -> None:
         "replicas",
         "bk_build",
     }
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     if data["bk_build"] is not None:
         assert set(data["bk_build"]) == {"build", "declared", "who", "reason"}
     for r in data["replicas"]:

@@ -56,15 +56,29 @@ class NoiseSettings:
 class Noise:
     """Asks the primary the same read again, for a share of mirrored reads. Never for writes."""
 
-    def __init__(self, channel: Channel, share: float, timeout: float, counters: Counters) -> None:
+    def __init__(
+        self, channel: Channel, share: float, timeout: float, counters: Counters, *, shared: bool = False
+    ) -> None:
         self.channel = channel
         self.share = share
         self.timeout = timeout
         self.counters = counters
+        # other shim processes serve through the same store (PostgreSQL, `--workers`): writes this one's
+        # lanes never see may come in on a read's keys between its two answers
+        self.shared = shared
         self._rng = random.Random()
 
     def sampled(self) -> bool:
         return self.share > 0 and (self.share >= 1 or self._rng.random() < self.share)
+
+    def kept(self, first: Outcome, again: Outcome) -> bool:
+        """Whether the primary's second answer is a sample of noise next to its `first`: with the same status
+        code (a second ask timed out or shed says how the primary fared, not how its answers vary); and, where
+        other processes serve the same store (`shared`), with the same messages: a write through another
+        replica on the read's keys, which this one cannot see, could explain any difference of theirs."""
+        if again.code != first.code:
+            return False
+        return not self.shared or again.messages == first.messages
 
     async def ask_again(self, method: str, metadata: tuple[Any, ...], requests: tuple[bytes, ...]) -> Outcome:
         """The primary's answer to the same requests, or a local outcome saying why there is none."""

@@ -182,7 +182,7 @@ class Mirror:
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(
-                self._ask_again(noise, shared.lanes.write_seq, outcome.code), name=f"noise {self.method}"
+                self._ask_again(noise, shared.lanes.write_seq, outcome), name=f"noise {self.method}"
             )
         self._primary.set_result((outcome, False))
         self._received.set()
@@ -240,14 +240,13 @@ class Mirror:
         self.fate.stop.set()
         self._call.cancel()
 
-    async def _ask_again(self, noise: Noise, seq: int, code: int) -> Outcome | None:
-        """The primary's answer to the same read, unless it came with another status code than the first
-        (`code`: a second ask timed out or shed is no noise) or a write on its keys came in meanwhile: Bank's
-        two answers could then differ by that write, which is no noise."""
+    async def _ask_again(self, noise: Noise, seq: int, first: Outcome) -> Outcome | None:
+        """The primary's answer to the same read, unless it is no sample next to the `first` (`Noise.kept`)
+        or a write on its keys came in meanwhile: Bank's two answers could then differ by that write."""
         translation = self._shared.translation
         requests = tuple(translation.to_primary(self.method, r) for r in self.requests)  # as first sent
         again = await noise.ask_again(self.method, self._metadata, requests)
-        if again.code != code or not await self.admission.unwritten_since(seq):
+        if not noise.kept(first, again) or not await self.admission.unwritten_since(seq):
             self._shared.counters.inc("noise_discarded", self.method)
             return None
         return again

@@ -27,7 +27,9 @@ def mirroring(
     handed to `submit`), and the primary asked again for noise, when `[noise] reads` asks for it."""
     noise = None
     if config.noise.reads > 0:
-        noise = Noise(primary, config.noise.reads, shadow.timeout, parts.counters)
+        # a fleet (PostgreSQL) or workers: writes through the other processes are unseen here
+        shared = config.serving.workers > 1 or (books.store is not None and books.store.conninfo is not None)
+        noise = Noise(primary, config.noise.reads, shadow.timeout, parts.counters, shared=shared)
     dispatcher = ShadowDispatcher(
         channel,
         submit,

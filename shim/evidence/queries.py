@@ -4,9 +4,10 @@ Over 400 lines: every SQL statement of the report is here (tests/test_boundaries
 SQL in the store but for these), one method per question the report asks of the comparisons.
 
 `build_report(store, since=..., until=..., relative=..., absolute=..., min_sampled=...)` reads the
-comparisons recorded between `since` and `until` (unix times, both included)
-and returns a `Report` of frozen values (shim.evidence.model), one `MethodReport`
-per method. It prints nothing; `shim.report` renders it and `shim.gate` judges it.
+comparisons recorded between `since` and `until` (unix times, both included),
+all of its queries in one read snapshot (`Store.snapshot`: each counts the same rows), and returns a
+`Report` of frozen values (shim.evidence.model), one `MethodReport` per method. It prints nothing;
+`shim.report` renders it and `shim.gate` judges it.
 
 The counting is done by the database (GROUP BY, portable SQL): only the
 latencies are fetched, for the percentiles, and only the listed calls have
@@ -24,7 +25,7 @@ counted apart (`tainted_paths`), so that they stay visible.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from comparators import DescriptorRegistry
@@ -52,6 +53,9 @@ def _kind_class(alias: str) -> str:
     return f"CASE WHEN {alias}kind IN ('added', 'removed') THEN '{PRESENCE}' ELSE {alias}kind END"
 
 
+Run = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]  # a statement's rows, in the report's snapshot
+
+
 class _Count:
     """The queries of one report, and what they found so far, by stored method ("/pkg.Svc/Method").
 
@@ -63,13 +67,13 @@ class _Count:
 
     def __init__(
         self,
-        store: Store,
+        run: Run,
         since: float,
         until: float,
         methods: Sequence[str],
         registry: DescriptorRegistry | None = None,
     ) -> None:
-        self.store = store
+        self.run = run
         self.registry = registry
         self.since, self.until = since, until
         self.wanted = sorted({"/" + method_name(m) for m in methods})
@@ -87,12 +91,12 @@ class _Count:
         self.edges = [first + self.width * i for i in range(self.buckets)] + [last]
         self.tallies = {m: _Tally(self.buckets) for m in self.wanted}
 
-    async def fit_to_the_data(self) -> None:
+    def fit_to_the_data(self) -> None:
         """Fit the series to the first and last comparison of the window (a chart over a day holding ten
         minutes of traffic would be a line at its right end)."""
         where, params = self.where()
         sql = f"SELECT MIN(at), MAX(at) FROM comparisons WHERE {where}"
-        ((first, last),) = await self.store.select(sql, params)
+        ((first, last),) = self.run(sql, params)
         if first is not None and last is not None:
             self.fit(float(first), float(last))
 
@@ -118,12 +122,12 @@ class _Count:
         """The window over comparison_paths: every row when wide, else through the (method, at) index."""
         return self.where(alias, methods=[] if self.wide else sorted(self.tallies))
 
-    async def comparisons(self) -> None:
+    def comparisons(self) -> None:
         """Verdicts, status codes and the rest, bucket by bucket (small sorts, and the series for free)."""
         methods = f" AND method IN ({_marks(len(self.wanted))})" if self.wanted else ""
         for index in range(self.buckets):
             last = index == self.buckets - 1
-            rows = await self.store.select(
+            rows = self.run(
                 "SELECT method, verdict, bank_code, bk_code, replica, COUNT(*), SUM(noise_sampled),"
                 " SUM(CASE WHEN tolerated_count > 0 THEN 1 ELSE 0 END), MIN(at), MAX(at) FROM comparisons"
                 f" WHERE at >= ? AND at {'<=' if last else '<'} ?{methods} GROUP BY 1, 2, 3, 4, 5",
@@ -144,14 +148,14 @@ class _Count:
                     t.compared_by_bucket[index] += n
                 if verdict == "mismatch":
                     t.mismatches_by_bucket[index] += n
-        ((total,),) = await self.store.select("SELECT COUNT(*) FROM comparisons")
+        ((total,),) = self.run("SELECT COUNT(*) FROM comparisons", ())
         inside = sum(sum(t.verdicts.values()) for t in self.tallies.values())
         self.wide = inside * 2 >= int(total)
 
-    async def dropped(self) -> None:
+    def dropped(self) -> None:
         """What the replicas counted and did not store, by method, name and replica."""
         where, params = self.where()
-        for method, name, replica, value, first, latest in await self.store.select(
+        for method, name, replica, value, first, latest in self.run(
             f"SELECT method, name, replica, SUM(value), MIN(at), MAX(at) FROM counts WHERE {where}"
             " GROUP BY method, name, replica",
             params,
@@ -161,13 +165,13 @@ class _Count:
                 t.replicas[replica].counted[name] += int(value or 0)
                 self.replicas.saw(replica, first, latest)
 
-    async def latencies(self) -> None:
+    def latencies(self) -> None:
         """Every latency of the window: the percentiles need them all (nearest rank, exact)."""
         if self.wide:  # + keeps SQLite off the index on at: reading the table whole is faster
             where, params = "+at >= ? AND +at <= ?", [self.since, self.until]
         else:
             where, params = self.where()
-        rows = await self.store.select(
+        rows = self.run(
             f"SELECT method, bank_ms, bk_ms FROM comparisons WHERE {where}"
             " AND (bank_ms IS NOT NULL OR bk_ms IS NOT NULL)",
             params,
@@ -185,10 +189,10 @@ class _Count:
             if bk_ms is not None:
                 lists[1].append(bk_ms)
 
-    async def tolerated(self) -> None:
+    def tolerated(self) -> None:
         """Distinct calls per rule that tolerated a difference."""
         where, params = self.paths_where()
-        rows = await self.store.select(  # method last: grouping by it first would lead SQLite to its index
+        rows = self.run(  # method last: grouping by it first would lead SQLite to its index
             "SELECT rule, method, COUNT(DISTINCT comparison_id) FROM comparison_paths"
             f" WHERE {where} AND source = 'bk' AND rule <> '' GROUP BY rule, method",
             params,
@@ -197,12 +201,12 @@ class _Count:
             if (t := self.tallies.get(method)) is not None:
                 t.tolerated_by_rule.append((rule, int(n)))
 
-    async def paths(self, *, relative: float, absolute: float, min_sampled: int) -> None:
+    def paths(self, *, relative: float, absolute: float, min_sampled: int) -> None:
         """Each real path of the mismatches, by kind of difference (`kind_class`), its rate against Bank's own
         there (of that kind), its class and an example; and each real path of the tainted calls, with an
         example."""
         where, params = self.paths_where("p")
-        rows = await self.store.select(
+        rows = self.run(
             f"SELECT c.verdict, p.path, p.method, {_kind_class('p.')}, COUNT(DISTINCT p.comparison_id),"
             " MIN(p.at) FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
             f" WHERE {where} AND p.source = 'bk' AND p.rule = '' AND c.verdict IN ('mismatch', 'tainted')"
@@ -216,7 +220,7 @@ class _Count:
             if verdict == "tainted"
         ]
         if tainted:
-            examples = await self._examples(
+            examples = self._examples(
                 [(method, first, path, cls) for path, method, cls, _, first in tainted], "tainted"
             )
             for path, method, cls, n, _ in tainted:
@@ -242,13 +246,13 @@ class _Count:
         where, params = self.paths_where()
         noise = {  # Bank's noise of a kind excuses BK's differences of that kind only
             (method, path, cls): int(n)
-            for path, method, cls, n in await self.store.select(
+            for path, method, cls, n in self.run(
                 f"SELECT path, method, {_kind_class('')}, COUNT(DISTINCT comparison_id) FROM comparison_paths"
                 f" WHERE {where} AND source = 'bank' AND rule = '' GROUP BY 1, 2, 3",
                 params,
             )
         }
-        examples = await self._examples(
+        examples = self._examples(
             [(method, first, path, cls) for path, method, cls, _, first in real], "mismatch"
         )
         headers = {
@@ -256,7 +260,7 @@ class _Count:
             for path, method, _, _, _ in real
             if path.startswith(HEADER) and self.tallies[method].noise_sampled < min_sampled
         }
-        services = await self._service_noise(headers)
+        services = self._service_noise(headers)
         for path, method, cls, n, _ in real:
             t = self.tallies[method]
             noise_calls, sampled, noise_of = noise.get((method, path, cls), 0), t.noise_sampled, ""
@@ -297,9 +301,7 @@ class _Count:
         for t in self.tallies.values():
             t.paths.sort(key=lambda p: (-p.calls, p.path, p.kind))
 
-    async def _service_noise(
-        self, headers: set[tuple[str, str]]
-    ) -> dict[tuple[str, str, str], tuple[int, int]]:
+    def _service_noise(self, headers: set[tuple[str, str]]) -> dict[tuple[str, str, str], tuple[int, int]]:
         """For each (service, header path, kind class) of the (method, path) `headers`: the calls asked twice
         whose two Bank answers differed there by that kind, and the calls asked twice, over all the service's
         methods in the window (whichever methods the report asked for: a header is the service's)."""
@@ -309,7 +311,7 @@ class _Count:
         services = {service_of(method) for method, _ in headers}
         paths = sorted({path for _, path in headers})
         sampled: dict[str, int] = {}
-        for method, n in await self.store.select(
+        for method, n in self.run(
             f"SELECT method, SUM(noise_sampled) FROM comparisons WHERE {where} AND noise_sampled <> 0"
             " GROUP BY method",
             params,
@@ -317,7 +319,7 @@ class _Count:
             if (service := service_of(method)) in services:
                 sampled[service] = sampled.get(service, 0) + int(n or 0)
         differed: dict[tuple[str, str, str], int] = {}
-        for method, path, cls, n in await self.store.select(
+        for method, path, cls, n in self.run(
             f"SELECT method, path, {_kind_class('')}, COUNT(DISTINCT comparison_id) FROM comparison_paths"
             f" WHERE {where} AND source = 'bank' AND rule = '' AND path IN ({_marks(len(paths))})"
             " GROUP BY 1, 2, 3",
@@ -329,7 +331,7 @@ class _Count:
             (service, path, cls): (n, sampled.get(service, 0)) for (service, path, cls), n in differed.items()
         }
 
-    async def _examples(
+    def _examples(
         self, firsts: list[tuple[str, float, str, str]], verdict: str
     ) -> dict[tuple[str, str, str], tuple[str, str, str, str, Any]]:
         """The earliest row of each (method, at, path, kind class) of a call with `verdict`: its kind and
@@ -337,7 +339,7 @@ class _Count:
         examples: dict[tuple[str, str, str], tuple[str, str, str, str, Any]] = {}
         for start in range(0, len(firsts), _CHUNK):
             chunk = firsts[start : start + _CHUNK]
-            rows = await self.store.select(
+            rows = self.run(
                 "SELECT p.method, p.path, p.kind, p.bank, p.other, c.routing_key, c.payloads"
                 " FROM comparison_paths p JOIN comparisons c ON c.id = p.comparison_id"
                 " WHERE p.source = 'bk' AND p.rule = '' AND c.verdict = ? AND ("
@@ -358,7 +360,7 @@ class _Count:
                     )
         return examples
 
-    async def noise_mismatches(self) -> None:
+    def noise_mismatches(self) -> None:
         """Per bucket, the mismatches whose real paths are all noise (each by its kind of difference)."""
         noisy = {
             method: [(p.path, kind_class(p.kind)) for p in t.paths if p.classification == "noise"]
@@ -383,7 +385,7 @@ class _Count:
         else:
             where, params = self.where("c", methods=sorted(noisy))
         inner = self.edges[1:-1]
-        rows = await self.store.select(
+        rows = self.run(
             f"SELECT c.method, {_bucket_sql('c.at', inner)}, COUNT(*) FROM comparisons c"
             f" WHERE {where} AND c.verdict = 'mismatch'"
             f" AND EXISTS ({real_paths} AND ({match})) AND NOT EXISTS ({real_paths} AND NOT ({match}))"
@@ -394,12 +396,12 @@ class _Count:
             if (t := self.tallies.get(method)) is not None:
                 t.noise_by_bucket[int(index)] += int(n)
 
-    async def calls(self, limit: int) -> tuple[CallRecord, ...]:
+    def calls(self, limit: int) -> tuple[CallRecord, ...]:
         """The calls that did not match, newest first, with their differences parsed."""
         if limit <= 0:
             return ()
         where, params = self.where()
-        rows = await self.store.select(
+        rows = self.run(
             "SELECT id, at, method, verdict, reason, routing_key, correlation_id, bank_code, bk_code,"
             f" bank_ms, bk_ms, differences FROM comparisons WHERE {where} AND verdict <> 'match'"
             " ORDER BY at DESC, id LIMIT ?",
@@ -430,15 +432,22 @@ async def build_report(
 ) -> Report:
     """Count the comparisons stored with `since <= at <= until` (of `methods`, when given). With the
     descriptors, each path's example shows its call's first request, where the store kept it."""
-    count = _Count(store, since, until, methods, registry)
-    await count.fit_to_the_data()
-    await count.comparisons()
-    await count.dropped()
-    if count.tallies:
-        await count.latencies()
-        await count.tolerated()
-        await count.paths(relative=relative, absolute=absolute, min_sampled=min_sampled)
-        await count.noise_mismatches()
+
+    def read(run: Run) -> tuple[_Count, tuple[CallRecord, ...] | None]:
+        count = _Count(run, since, until, methods, registry)
+        count.fit_to_the_data()
+        count.comparisons()
+        count.dropped()
+        if count.tallies:
+            count.latencies()
+            count.tolerated()
+            count.paths(relative=relative, absolute=absolute, min_sampled=min_sampled)
+            count.noise_mismatches()
+        return count, count.calls(limit) if calls else None
+
+    # every query reads the same rows: a comparison stored meanwhile (a live shim stores some each
+    # moment, some of them from before `until`) would be in some counts and not in others
+    count, listed = await store.snapshot(lambda db: read(db.run))
     return Report(
         since=since,
         until=until,
@@ -448,7 +457,7 @@ async def build_report(
         absolute=absolute,
         min_sampled=min_sampled,
         methods=tuple(count.report(method) for method in sorted(count.tallies)),
-        calls=await count.calls(limit) if calls else None,
+        calls=listed,
         limit=limit,
         replicas=count.replicas.report(),
         bk_build=await store.builds.in_service(until),

@@ -87,6 +87,7 @@ def method_report(method: str, t: _Tally, edges: Sequence[float], fleet: bool = 
     (more than one replica wrote in the window), each replica's share too."""
     noise_total = sum(t.noise_by_bucket)
     mismatches = t.verdicts["mismatch"]
+    _consistent(method, t)
     series = tuple(
         Bucket(
             start=edges[i],
@@ -125,6 +126,19 @@ def method_report(method: str, t: _Tally, edges: Sequence[float], fleet: bool = 
         lost_by_name=_named(t.dropped, lost=True),
         by_replica=_shares(t) if fleet else (),
     )
+
+
+def _consistent(method: str, t: _Tally) -> None:
+    """Raise when the counts contradict each other: more noise mismatches than mismatches (in all, or in
+    a bucket) would make a negative count of real ones, and a gate could pass on it. The report's queries
+    read one snapshot, so this is a bug, never a passing state of the store."""
+    buckets = zip(t.mismatches_by_bucket, t.noise_by_bucket, strict=True)
+    if sum(t.noise_by_bucket) > t.verdicts["mismatch"] or any(noise > n for n, noise in buckets):
+        raise AssertionError(
+            f"the report's counts of {method} disagree: {sum(t.noise_by_bucket):,} mismatches of noise alone"
+            f" (by bucket {t.noise_by_bucket}) of {t.verdicts['mismatch']:,} (by bucket"
+            f" {t.mismatches_by_bucket}); no figure of it is shown, and no gate judges it"
+        )
 
 
 def _shares(t: _Tally) -> tuple[ReplicaShare, ...]:

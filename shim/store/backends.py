@@ -46,6 +46,10 @@ class Db:
     def lock_schema(self) -> None:
         """Within the transaction, keep other replicas from migrating at the same time."""
 
+    def repeatable(self) -> None:
+        """First in a read transaction: every statement of it sees the same rows, those committed when its
+        first statement ran (SQLite in WAL mode reads so already; PostgreSQL: REPEATABLE READ)."""
+
     def commit(self) -> None:
         raise NotImplementedError
 
@@ -183,6 +187,9 @@ class Postgres(Db):
 
     def lock_schema(self) -> None:
         self.run("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))
+
+    def repeatable(self) -> None:
+        self.run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def commit(self) -> None:
         self._conn.commit()

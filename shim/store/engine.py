@@ -197,6 +197,17 @@ class Engine:
         """One statement that writes (DELETE ... RETURNING, say), committed; its rows."""
         return await self.transaction(lambda db: db.run(sql, params), write=True)
 
+    async def snapshot(self, work: Callable[[Db], T]) -> T:
+        """`work` run in one read transaction in which every statement sees the same rows: those committed
+        when its first statement ran, none written meanwhile (by this store or another process). The
+        worker runs nothing else until it is done."""
+
+        def read(db: Db) -> T:
+            db.repeatable()
+            return work(db)
+
+        return await self.transaction(read, write=False)
+
     async def transaction(self, work: Callable[[Db], T], write: bool) -> T:
         """`work` run on the worker's connection in one transaction (of its own), committed; its result.
         A failure raises StoreError: "cannot read store ..." (or "update", when `write`)."""

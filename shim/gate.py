@@ -12,7 +12,9 @@ report) on three criteria:
   counted the comparison and did not store it), with the count of each. The calls are those stored
   and those dropped. A drop counted under no method (`""`, or the counters' `(other)` and
   `(not described)`: labels without a "/") could be any method's, so it counts against every
-  method judged, and is judged as no method of its own.
+  method judged, and is judged as no method of its own. So do the unproven calls stored under no
+  method: those recorded under `UNSEEN`, "(calls the shim did not see)", whose copies never reached
+  the shim, each of them a call and unproven in every method's count.
 
 It fails closed: a method short of clean comparisons, or with too many calls
 that prove nothing, is "not proven". When more than one replica wrote the
@@ -145,12 +147,15 @@ def evaluate(
         required = list(dict.fromkeys(method_name(m) for m in required_methods))
         names = required + [m.method for m in report.methods if m.method not in required]
     names = [name for name in names if _is_method(name)]
-    unattributed = sum(m.dropped for m in report.methods if not _is_method(m.method))
+    unnamed = [m for m in report.methods if not _is_method(m.method)]
+    unattributed = sum(m.dropped for m in unnamed)
+    unknown = _unknown(unnamed)  # calls stored under no method, unproven: could be any method's
     criteria: list[Criterion] = []
     if not names:
         measured = "no method has a call in the window"
         if unattributed:
             measured += f"; {unattributed:,} dropped without a method"
+        measured += "".join(f"; {n:,} {name}" for name, n in unknown)
         criteria.append(Criterion("", "evidence", measured, "≥ 1 method", False))
     for name in names:
         m = report.method(name)
@@ -178,9 +183,10 @@ def evaluate(
             )
         )
         dropped = m.dropped + unattributed  # calls never compared: as unproven as a skipped one
-        calls = m.calls + dropped
-        unproven = (m.unproven + dropped) / calls
-        measured = f"{_percent(unproven)} of {calls:,} calls ({_by_verdict(m, unattributed)})"
+        elsewhere = sum(n for _, n in unknown)
+        calls = m.calls + dropped + elsewhere
+        unproven = (m.unproven + dropped + elsewhere) / calls
+        measured = f"{_percent(unproven)} of {calls:,} calls ({_by_verdict(m, unattributed, unknown)})"
         if unproven > max_unproven_rate:
             measured = f"{NOT_PROVEN}: {measured}"
             if named := responsible(m.by_replica, lambda s: s.not_compared):
@@ -199,9 +205,21 @@ def _is_method(name: str) -> bool:
     return "/" in name
 
 
-def _by_verdict(m: MethodReport, unattributed: int) -> str:
+def _unknown(unnamed: Sequence[MethodReport]) -> list[tuple[str, int]]:
+    """The unproven calls stored under each name that is no method's (`UNSEEN`, "(calls the shim did not
+    see)": calls whose copies never reached the shim), by name."""
+    return [(_shown(m.method), m.unproven) for m in unnamed if m.unproven]
+
+
+def _shown(name: str) -> str:
+    """A name that is no method's as the gate names it: quoted unless it is one of the shim's labels."""
+    return name if name.startswith("(") and name.endswith(")") else repr(name)
+
+
+def _by_verdict(m: MethodReport, unattributed: int, unknown: Sequence[tuple[str, int]] = ()) -> str:
     """The unproven calls by verdict, then the dropped ones: "tainted 40, skipped 10, shadow-error 0,
-    error 0, dropped 5"; with drops counted under no method, "dropped 5 (2 without a method)"."""
+    error 0, dropped 5"; with drops counted under no method, "dropped 5 (2 without a method)"; then the
+    unproven calls stored under no method, by name: "(calls the shim did not see) 5,000"."""
     counts = {"tainted": m.tainted, "skipped": m.skipped, "shadow-error": m.shadow_errors, "error": m.errors}
     other = m.unproven - sum(counts.values())  # a verdict this shim does not know: unproven too
     if other:
@@ -210,7 +228,7 @@ def _by_verdict(m: MethodReport, unattributed: int) -> str:
     text += f", dropped {m.dropped + unattributed:,}"
     if unattributed:
         text += f" ({unattributed:,} without a method)"
-    return text
+    return text + "".join(f", {name} {n:,}" for name, n in unknown)
 
 
 def _percent(rate: float) -> str:

@@ -11,7 +11,7 @@ is not among them), that is the calls the shim never saw. Those are the copies c
 read them, and those it answered just as Envoy gave up on them (Envoy counts them given up): the
 processor's answers beyond Envoy's count of them, read after it so as never to fall short. Each becomes a
 skipped record under `UNSEEN`: its method and keys are unknown, so every call there is unproven and the
-gate fails; the evidence has a hole, and it shows.
+gate counts it against every method it judges; the evidence has a hole, and it shows.
 
 Behind `shim serve`'s supervisor, a comparison plane that is started again goes on from what the
 planes before it counted (a small JSON file beside Envoy's files), so that no gap is counted twice and

@@ -3,15 +3,17 @@ escaped (`shim.terminal_text`): a method name cannot drive the terminal."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from shim.evidence import CallRecord, PathStat, Report, rfc3339
 from shim.report.text import code, millis, percent, value_text
-from shim.terminal_text import cell
+from shim.terminal_text import cell, printable
 
-TOP_PATHS = 10  # paths per method in the terminal
+TOP_PATHS = 10  # paths per method in the terminal, unless more of them are real (each real one is shown)
 _EXAMPLE_WIDTH = 40  # characters of an example value in the terminal
 
 
@@ -117,7 +119,8 @@ def terminal(report: Report, console: Console) -> None:
         )
         for m in report.methods:
             twice = {p.path for p in m.paths if sum(q.path == p.path for q in m.paths) > 1}
-            for p in m.paths[:TOP_PATHS]:
+            shown, hidden = _shown_paths(m.paths)
+            for p in shown:
                 paths.add_row(
                     cell(names[m.method]),
                     cell(
@@ -132,10 +135,8 @@ def terminal(report: Report, console: Console) -> None:
                         f" → {value_text(p.example_bk, _EXAMPLE_WIDTH)}"
                     ),
                 )
-            if len(m.paths) > TOP_PATHS:
-                paths.add_row(
-                    cell(names[m.method]), f"… {len(m.paths) - TOP_PATHS} more (--json lists them all)"
-                )
+            if hidden:
+                paths.add_row(cell(names[m.method]), f"… {hidden} more noise paths (--json lists them all)")
         console.print(paths)
     else:
         console.print("No real difference in a mismatched call.")
@@ -173,6 +174,16 @@ def terminal(report: Report, console: Console) -> None:
         _terminal_calls(report, console)
 
 
+def _shown_paths(paths: Sequence[PathStat]) -> tuple[list[PathStat], int]:
+    """A method's paths as the terminal lists them: every real one first (a noise path in every call must
+    never push out the one where BK is wrong), then the noise ones, up to `TOP_PATHS` in all, most calls
+    first; and how many noise paths that leaves out."""
+    real = [p for p in paths if p.classification == "real"]
+    noise = [p for p in paths if p.classification != "real"]
+    shown = real + noise[: max(TOP_PATHS - len(real), 0)]
+    return shown, len(paths) - len(shown)
+
+
 def _terminal_fleet(report: Report, names: dict[str, str], console: Console) -> None:
     """With more than one replica in the window: who they are, and each one's share of the figures about a
     process's health. With one, only what else it lost, if anything (the rest is its figures above)."""
@@ -180,7 +191,8 @@ def _terminal_fleet(report: Report, names: dict[str, str], console: Console) -> 
         lost = [(m, name, n) for m in report.methods for name, n in m.lost_by_name if n]
         if lost:
             console.print(
-                "Also lost: " + "; ".join(f"{names[m.method]}: {name} {n:,}" for m, name, n in lost),
+                "Also lost: "
+                + "; ".join(f"{printable(names[m.method])}: {printable(name)} {n:,}" for m, name, n in lost),
                 highlight=False,
                 markup=False,
             )

@@ -234,15 +234,20 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
     """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods)."""
     config = shim.config
     assert shim.store is not None
-    until = time.time()
-    report = await build_report(
-        shim.store,
-        since=await evidence_since(shim.store, config.gate.window, until),
-        until=until,
-        relative=config.noise.relative,
-        absolute=config.noise.absolute,
-        min_sampled=config.noise.min_sampled,
-    )
+    reader = await _reader(shim.store, config.store.url)
+    try:
+        until = time.time()
+        report = await build_report(
+            reader,
+            since=await evidence_since(reader, config.gate.window, until),
+            until=until,
+            relative=config.noise.relative,
+            absolute=config.noise.absolute,
+            min_sampled=config.noise.min_sampled,
+        )
+    finally:
+        if reader is not shim.store:
+            await reader.close()
     result = evaluate(
         report,
         min_compared=config.gate.min_compared,
@@ -252,6 +257,22 @@ async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
         scope=methods,
     )
     return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]
+
+
+async def _reader(store: Store, url: str) -> Store:
+    """A connection of its own to the shim's store, for the gate's report: its one read snapshot (every
+    query of the report sees the same rows) then never holds back the live shim's own writes (intents a
+    mirrored write waits for, marks, comparisons) on the store's worker. The shim's own store where there
+    is no other way in (a store in memory), or when another connection cannot be opened."""
+    if url.strip().lower() in (":memory:", "sqlite::memory:"):
+        return store
+    reader = Store.open(url)
+    try:
+        await reader.start()
+    except StoreError as exc:
+        _log.warning("the gate reads the store on the shim's own connection", error=str(exc))
+        return store
+    return reader
 
 
 def _modes(shim: Switchable) -> pb.Modes:

@@ -32,14 +32,14 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorRegistry
+from shim._promotion import gate_failures
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
 from shim.admin_settings import ADMIN_LISTEN, AdminSettings
 from shim.config import MODES, Config
 from shim.errors import ShimError, StartupError
-from shim.evidence import build_report
 from shim.fleet import Fleet, Unapplied, Unswitched
-from shim.gate import UNMIRRORED, evaluate, evidence_since
+from shim.gate import UNMIRRORED
 from shim.modes import DEFAULT, Modes
 from shim.steps import Steps
 from shim.store import ModeChange, Store, StoreError
@@ -232,47 +232,8 @@ def following_the_default(
 
 async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
     """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods)."""
-    config = shim.config
     assert shim.store is not None
-    reader = await _reader(shim.store, config.store.url)
-    try:
-        until = time.time()
-        report = await build_report(
-            reader,
-            since=await evidence_since(reader, config.gate.window, until),
-            until=until,
-            relative=config.noise.relative,
-            absolute=config.noise.absolute,
-            min_sampled=config.noise.min_sampled,
-        )
-    finally:
-        if reader is not shim.store:
-            await reader.close()
-    result = evaluate(
-        report,
-        min_compared=config.gate.min_compared,
-        max_mismatch_rate=config.gate.max_mismatch_rate,
-        max_unproven_rate=config.gate.max_unproven_rate,
-        required_methods=config.gate.methods,
-        scope=methods,
-    )
-    return [f"{c.method or 'evidence'} {c.name}: {c.measured} (needs {c.threshold})" for c in result.failed]
-
-
-async def _reader(store: Store, url: str) -> Store:
-    """A connection of its own to the shim's store, for the gate's report: its one read snapshot (every
-    query of the report sees the same rows) then never holds back the live shim's own writes (intents a
-    mirrored write waits for, marks, comparisons) on the store's worker. The shim's own store where there
-    is no other way in (a store in memory), or when another connection cannot be opened."""
-    if url.strip().lower() in (":memory:", "sqlite::memory:"):
-        return store
-    reader = Store.open(url)
-    try:
-        await reader.start()
-    except StoreError as exc:
-        _log.warning("the gate reads the store on the shim's own connection", error=str(exc))
-        return store
-    return reader
+    return await gate_failures(shim.store, shim.config, methods)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

@@ -1,5 +1,6 @@
 """Where grpcio's defaults would change what the clients get: client-stream writes that never hide the
-upstream's real status (`send`), and servers that take up every call (`TAKE_EVERY_CALL`).
+upstream's real status (`send`), servers that take up every call (`TAKE_EVERY_CALL`), and clients'
+keepalive pings (`ANY_PINGS`).
 
 grpcio's asyncio client has a race (grpc/grpc#36066): when a server finishes a
 call before reading the whole request stream (an early UNIMPLEMENTED, an abort,
@@ -32,6 +33,14 @@ TAKE_EVERY_CALL = [
 # (`envoy_config.HEADERS_KB`): grpc's default, 8 KiB (16 KiB at most), would refuse calls and answers that
 # the primary and its clients take
 LARGE_METADATA = [("grpc.max_metadata_size", 8 << 20), ("grpc.absolute_max_metadata_size", 8 << 20)]
+# the shim's server lets clients send keepalive pings as often as they like, as Envoy does: grpc's default
+# (one ping in 5 minutes without data, two strikes) closes the connection of a client pinging more often,
+# calls in flight on it included ("Too many pings"), where the primary may allow it
+ANY_PINGS = [
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
 
 try:
     from grpc._cython.cygrpc import InternalError as _CoreInternalError

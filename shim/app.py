@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from comparators import DescriptorRegistry
-from shim._grpc_compat import LARGE_METADATA, TAKE_EVERY_CALL
+from shim._grpc_compat import ANY_PINGS, LARGE_METADATA, TAKE_EVERY_CALL
 from shim._handler import ProxyHandler, Route
 from shim._noise import Noise
 from shim._overload import LoopLag
@@ -183,6 +183,7 @@ class Shim:
                 ("grpc.so_reuseport", 1 if config.serving.workers > 1 else 0),
                 *TAKE_EVERY_CALL,
                 *LARGE_METADATA,
+                *ANY_PINGS,
             ],
             maximum_concurrent_rpcs=None,
         )

@@ -18,7 +18,7 @@ from comparators import Verdict
 from shim.recording.format import Recording
 from shim.routing import MethodSettings
 from shim.testing import running_shim
-from tests.backends import Running, scripted_server
+from tests.backends import OPTIONS, Running, _Scripted, scripted_server
 from tests.helpers import PLANES
 
 KINDS = ["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
@@ -374,3 +374,52 @@ async def test_a_deadline_that_passes_ends_the_call_as_without_the_shim_and_is_n
     assert all(
         c.exchange.cancelled and "whether either side applied it is unknown" in c.reason for c in comparisons
     )
+
+
+# a Bank that lets its clients ping as often as they like (Envoy does too), and a client that does
+PINGS_WELCOME = [
+    ("grpc.http2.min_ping_interval_without_data_ms", 100),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+PINGING_CLIENT = [
+    ("grpc.keepalive_time_ms", 500),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+async def _answer_after_5s(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+    """A call that takes Bank 5 s: the client's keepalive pings it many times on an idle connection."""
+    _ = [r async for r in requests]
+    await asyncio.sleep(5)
+    return [b"done"]
+
+
+async def _long_call(address: str) -> tuple[object, ...]:
+    async with aio.insecure_channel(address, options=PINGING_CLIENT) as channel:
+        try:
+            return (grpc.StatusCode.OK, await channel.unary_unary("/test.Slow/Wait")(b"x", timeout=30))
+        except aio.AioRpcError as exc:
+            return exc.code(), exc.details()
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_client_pinging_often_keeps_its_call_as_with_a_primary_that_allows_it(dataplane: str) -> None:
+    """A client whose keepalive pings every 500 ms, beyond grpc's default server policy (one ping in 5 min
+    without data, two strikes): through the shim its call ends with the primary's answer, as directly to a
+    Bank that allows it. Before, the Python data plane closed the connection mid-call (UNAVAILABLE, "Too
+    many pings")."""
+    server = aio.server(options=[*OPTIONS, *PINGS_WELCOME])
+    server.add_generic_rpc_handlers([_Scripted(_answer_after_5s)])
+    bank = Running(server, server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    try:
+        direct = await _long_call(bank.address)
+        async with running_shim(bank.address, dataplane=dataplane) as (shim, _):
+            through = await _long_call(shim.address)
+    finally:
+        await bank.stop()
+    assert direct == (grpc.StatusCode.OK, b"done")
+    assert through == direct

@@ -65,7 +65,7 @@ class PrimaryOnly(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships n
     ) -> None:
         self._methods = methods
         self._modes = modes
-        self._proxy = ProxyHandler(_Unmirrored(routes), modes, Plans(None), counters, latencies=latencies)
+        self._proxy = to_the_primary(routes, modes, counters, latencies)
         self._from_descriptors = from_descriptors  # what answers while BK (with adapters) is the primary
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -78,6 +78,13 @@ class PrimaryOnly(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships n
 
 
 BK_ANSWERS = frozenset({"bk-primary", "bk"})
+
+
+def to_the_primary(
+    routes: Mapping[str, Route], modes: Modes, counters: Counters, latencies: Latencies
+) -> ProxyHandler:
+    """A handler forwarding any call to the primary of its mode alone, never mirrored nor compared."""
+    return ProxyHandler(_Unmirrored(routes), modes, Plans(None), counters, latencies=latencies)
 
 
 def reflection_from(registry: DescriptorRegistry) -> grpc.RpcMethodHandler:

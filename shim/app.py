@@ -20,15 +20,16 @@ from dataclasses import replace
 
 import structlog
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from comparators import DescriptorRegistry
 from shim._grpc_compat import ANY_PINGS, LARGE_METADATA, TAKE_EVERY_CALL
 from shim._handler import ProxyHandler, Route
+from shim._health import Health
 from shim._noise import Noise
 from shim._overload import LoopLag
-from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from
+from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from, to_the_primary
 from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
@@ -85,7 +86,8 @@ class Shim:
         self.bk_channel: Channel | None = None
         self._server: aio.Server | None = None
         self.port = 0
-        self.health = health.aio.HealthServicer()  # grpc.health.v1: SERVING, NOT_SERVING while draining
+        self.health = health.aio.HealthServicer()  # the overall health: SERVING, NOT_SERVING while draining
+        self.health_checks: Health | None = None  # grpc.health.v1, once it serves
         self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
         self._lag_probe: asyncio.Task[None] | None = None
         self._admin_server: aio.Server | None = None
@@ -187,9 +189,12 @@ class Shim:
             ],
             maximum_concurrent_rpcs=None,
         )
-        # the shim's own health comes first: every other method goes to the primary
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # health comes first: the overall check is the shim's own, a named service's the primary's
         await self.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+        self.health_checks = Health(
+            self.health, to_the_primary(routes, self.modes, parts.counters, parts.primary_latencies)
+        )
+        server.add_generic_rpc_handlers([self.health_checks])
         if (
             config.descriptors.reflection == "shim" and parts.registry is not None
         ):  # answered from the descriptors
@@ -360,6 +365,8 @@ class Shim:
             self._admin_server = None
         if self.fleet is not None:
             await self.fleet.stop()
+        if self.health_checks is not None:
+            await self.health_checks.drain()
         await self.health.enter_graceful_shutdown()
         if self.front is not None:  # no new call comes in; those in flight finish (within grace)
             await self.front.stop(max(deadline - asyncio.get_running_loop().time(), 0.1))

@@ -2,9 +2,10 @@
 
 A method's calls go straight to the primary of its mode (`bank` or `bk`), copied to the processor
 when the mode mirrors or the calls are recorded (`[record]`), unless they need Python on the primary
-path (`python_reasons`): then they go to the shim's own server, which does what Python must. The
-shim's own health always goes there; gRPC reflection goes there when the shim answers it (or when BK,
-with adapters in front, is the primary), else to the primary, never copied.
+path (`python_reasons`): then they go to the shim's own server, which does what Python must. Health
+checks always go there (the shim answers the overall one, and asks the primary for a named service's);
+gRPC reflection goes there when the shim answers it (or when BK, with adapters in front, is the
+primary), else to the primary, never copied.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def plan(
     """The routes for the modes in `table` (scope: mode); scopes in `through_python` go to Python."""
     default = table[DEFAULT]
     shedding = shedding_routes(shim)
-    entries = [RouteEntry(_HEALTH, "python", prefix=True)]  # the shim's own health
+    entries = [
+        RouteEntry(_HEALTH, "python", prefix=True)
+    ]  # health: the shim's, or the primary's, never copied
     # a BK with adapters in front has an interface of its own: while it answers, the shim's descriptors do
     adapted_bk = bool(shim.parts.adapters) and _PRIMARY[default] == "bk"
     for service in _REFLECTION:

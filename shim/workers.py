@@ -12,7 +12,8 @@ the store, as replicas of a fleet do.
 
 Signals: SIGTERM and SIGINT drain every worker (a second one stops them at
 once), and the supervisor exits 0, a worker still starting (ended by the SIGTERM
-passed on) included; SIGHUP reaches every worker (certificate reload). A worker that exits on
+passed on) included; SIGHUP reaches every worker (certificate and config reload), a
+worker still starting once it serves. A worker that exits on
 its own stops the others, and the supervisor exits 1: a process manager then
 restarts the whole shim. The supervisor logs one `ready` line (with `workers`)
 once every worker serves; each worker logs its own.
@@ -35,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from shim import _hangups
 from shim._orphans import deaf_to_ctrl_c, die_with_parent, leave_ctrl_c_to_parent
 from shim.admin_settings import ADMIN_LISTEN
 from shim.config import Config
@@ -61,6 +63,7 @@ def reserve_port(listen: str) -> tuple[str, socket.socket]:
 
 def _worker(config: Config, index: int, ready: Connection, args: argparse.Namespace | None) -> None:
     """One worker process: a whole shim on the shared port."""
+    _hangups.record()  # born with SIGHUP blocked: one sent meanwhile is recorded, applied once it serves
     leave_ctrl_c_to_parent()  # the supervisor passes a stop on (see shim._orphans)
     die_with_parent(signal.SIGTERM)  # a supervisor killed with -9: the worker drains and ends
     os.setpgid(0, 0)  # the supervisor relays signals: a terminal's Ctrl-C must not reach it twice
@@ -125,8 +128,10 @@ def supervise(config: Config, args: argparse.Namespace | None = None) -> int:
         # taken from before the first worker starts: a stop while they start is the supervisor's to pass on
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {s: signal.signal(s, on_signal) for s in signals}
+        received.extend([signal.SIGHUP] if _hangups.take() else [])  # recorded while `shim serve` started
         try:
-            with deaf_to_ctrl_c():  # a terminal's Ctrl-C reaches the workers' group as they start
+            # a terminal's Ctrl-C reaches the workers' group as they start; a SIGHUP passed on waits for them
+            with deaf_to_ctrl_c(), _hangups.held():
                 for index in range(config.serving.workers):
                     if received:  # stopped while starting: start no more
                         break
@@ -182,6 +187,7 @@ def _watch(
     config: Config, listen: str, processes: list[Any], readies: list[Connection], received: list[int]
 ) -> int:
     waiting = set(range(len(processes)))
+    hangup_due: set[int] = set()  # the workers a SIGHUP came for while they started: passed on once ready
     started = time.monotonic()
     stopping = False
     handled = 0
@@ -189,7 +195,8 @@ def _watch(
         for signum in received[handled:]:
             handled += 1
             if signum == signal.SIGHUP:
-                _relay(processes, signal.SIGHUP)
+                _relay([p for i, p in enumerate(processes) if i not in waiting], signal.SIGHUP)
+                hangup_due |= waiting
                 continue
             if stopping:  # a second signal: the workers stop at once, as a single shim would
                 _relay(processes, signal.SIGKILL)
@@ -202,6 +209,9 @@ def _watch(
                 if readies[index].poll():
                     readies[index].recv()
                     waiting.discard(index)
+                    if index in hangup_due:
+                        hangup_due.discard(index)
+                        _relay([processes[index]], signal.SIGHUP)
                     if not waiting:
                         _log.info("ready", listen=listen, workers=len(processes), mode=config.mode)
         if waiting and not stopping and time.monotonic() - started > _START_TIMEOUT:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, NoReturn
 # shim reports them itself, in one line. GRPC_VERBOSITY set by the user wins.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from shim import _serve_first  # noqa: F401  # first: `shim serve` records a SIGHUP from now on
 from shim import config as config_mod
 from shim.cli import bk_build as bk_build_command
 from shim.cli import describe as describe_command

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from shim import _hangups
 from shim import config as config_mod
 from shim.errors import ConfigError, ShimError
 from shim.modes import DEFAULT
@@ -94,7 +95,8 @@ async def serve(
     reread: Callable[[], config_mod.Config] | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT; `ready` is called once the shim serves. On SIGHUP the TLS files
-    are read again, and the config too with `reread` (the config file and flags, as at start)."""
+    are read again, and the config too with `reread` (the config file and flags, as at start); a SIGHUP
+    recorded while it started (`shim._hangups`) is applied once it serves."""
     import structlog
 
     from shim import dataplane, logs
@@ -122,6 +124,8 @@ async def serve(
     except asyncio.CancelledError:
         if not starting.cancelled():
             raise
+        if _hangups.take():
+            log.info("a SIGHUP came while the shim started; not applied: it stopped before it served")
         return 0  # stopped as asked, before it served
     shim = served.shim
     public = config  # the config in force, as the clients' side sees it (reloads applied)
@@ -189,6 +193,9 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if _hangups.take():  # recorded while the shim started (`shim._hangups`): applied now that it serves
+        log.info("a SIGHUP came while the shim started; applied now that it serves")
+        on_hangup()
     shim.parts.warn_of_a_random_key()
     log.info(
         "ready",

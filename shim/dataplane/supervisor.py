@@ -17,7 +17,8 @@ What the clients lose while the plane is down: only the methods that need Python
 UNAVAILABLE, until it is back.
 
 SIGTERM and SIGINT stop the plane (which drains Envoy's listener and finishes the calls in flight), then
-Envoy. SIGHUP goes to the plane, which reloads. Envoy itself is restarted by the supervisor when it
+Envoy. SIGHUP goes to the plane, which reloads; one that comes while the plane starts (or starts again)
+is passed on once it serves. Envoy itself is restarted by the supervisor when it
 exits, as before (`shim.dataplane.envoy`).
 """
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import structlog
 
+from shim import _hangups
 from shim._timeouts import bounded
 from shim.config import Config
 from shim.dataplane import PLANE_READY, check_listen, in_force
@@ -75,6 +77,8 @@ class Supervisor:
         self._folder = folder
         self._stop = asyncio.Event()
         self._plane: asyncio.subprocess.Process | None = None
+        self._plane_serves = False  # the plane has said "ready": it takes a SIGHUP (it reloads)
+        self._hangup_due = False  # a SIGHUP came while the plane started: passed on once it serves
         self.restarts = 0
         self._relays: set[asyncio.Task[None]] = set()  # its log lines, until each plane's stderr ends
 
@@ -89,7 +93,16 @@ class Supervisor:
         # the plane starts below Envoy's CPU priority, as it then runs (shim.dataplane.priority)
         nice, by = shutil.which("nice"), self._config.envoy.comparison_nice
         guard += [nice, "-n", str(by)] if nice and by else []
-        plane = await asyncio.create_subprocess_exec(
+        self._plane_serves = False
+        with _hangups.held():  # a SIGHUP the plane gets before its code runs is recorded, not its end
+            plane = await self._exec(guard)
+        relay = asyncio.get_running_loop().create_task(self._relay(plane), name="plane log")
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
+        return plane
+
+    async def _exec(self, guard: list[str]) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             *guard,
             sys.executable,
             "-m",
@@ -100,10 +113,6 @@ class Supervisor:
             stderr=asyncio.subprocess.PIPE,
             process_group=0,
         )
-        relay = asyncio.get_running_loop().create_task(self._relay(plane), name="plane log")
-        self._relays.add(relay)
-        relay.add_done_callback(self._relays.discard)
-        return plane
 
     async def _relay(self, plane: asyncio.subprocess.Process) -> None:
         """The plane's log lines, passed on as they are; a line that is not one of its JSON events (what
@@ -119,9 +128,21 @@ class Supervisor:
                 continue
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
+            if plane is self._plane and not self._plane_serves and _says_ready(line):
+                self._serves(plane)
+
+    def _serves(self, plane: asyncio.subprocess.Process) -> None:
+        """The plane serves: it takes SIGHUP from now on, and gets the one that came while it started."""
+        self._plane_serves = True
+        if self._hangup_due:
+            self._hangup_due = False
+            self._signal(signal.SIGHUP)
 
     def _signal(self, signum: int) -> None:
         plane = self._plane
+        if signum == signal.SIGHUP and not self._plane_serves:  # its default action would end the plane
+            self._hangup_due = True
+            return
         if plane is not None and plane.returncode is None:
             # a stop is SIGTERM to the plane, SIGINT too: the plane takes both alike, and one that has no
             # handler yet (still starting) ends quietly on SIGTERM, where SIGINT would print a traceback
@@ -138,6 +159,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._signal, signum)
+        if _hangups.take():  # recorded while `shim serve` started: passed on once the plane serves
+            self._hangup_due = True
         self._plane = plane = await self._spawn()
         ready = self._folder / PLANE_READY
         while not ready.exists():  # the plane writes Envoy's files, then waits for Envoy
@@ -204,6 +227,17 @@ class Supervisor:
                 self.restarts += 1
         finally:
             stopping.cancel()
+
+
+def _says_ready(line: str) -> bool:
+    """The plane's "ready" event: it serves, and has its SIGHUP handler."""
+    if '"ready"' not in line:
+        return False
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("event") == "ready"
 
 
 def _ours(line: str) -> bool:

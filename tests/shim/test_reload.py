@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+from asyncio.subprocess import DEVNULL, PIPE
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import pytest
+from grpc import aio
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
-from tests.processes import ShimProcess, shim_process
+from tests.backends import called_method, interop_server, scripted_server
+from tests.helpers import PLANES, ROOT, until
+from tests.processes import SERVE, TIMEOUT, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
 # the rules that make GetBalance of the sample ledgers match: decimals as numbers, each side's clock
@@ -78,3 +85,58 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     assert "bank.v1.Nope" in str(refused["error"])
     assert reloaded["settings"] == ["grace_period"]
     assert seen[1:] == ["mismatch", "mismatch", "match"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_sighup_while_the_shim_starts_is_applied_once_it_serves(
+    dataplane: str, workers: str, tmp_path: Path
+) -> None:
+    """SIGHUP sent while `shim serve` starts (held asking Bank for its descriptors: its comparison plane on
+    Envoy, each worker with `--workers 2`): the shim starts all the same, and reloads once it serves, every
+    process of it that serves. Before, the SIGHUP killed the shim, or the plane or worker it was passed
+    to before it had a handler, and the replica never came up."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def bank(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+        if "ServerReflection" in called_method():  # the shim starting, asking for descriptors
+            asked.set()
+            await release.wait()
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no reflection here")
+        return [b"ok:" + r async for r in requests]
+
+    bank_server, bk = await scripted_server(bank), await interop_server()
+    args = [
+        *("--listen", "127.0.0.1:0", "--bank", bank_server.address, "--bk", bk.address, "--mode", "shadow"),
+        *("--store", str(tmp_path / "shim.db"), "--diff-log", "/dev/null"),
+        *("--dataplane", dataplane, "--workers", workers),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE, *args, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE, cwd=ROOT
+    )
+    assert proc.stderr is not None
+    shim = ShimProcess(proc, {}, [])
+    reader = asyncio.get_running_loop().create_task(_read(proc.stderr, shim.stderr))
+    try:
+        await until(asked.is_set, "the shim asking Bank for its descriptors as it starts", TIMEOUT)
+        proc.send_signal(signal.SIGHUP)
+        release.set()
+        shim.ready = await shim.until_event("ready")
+        reloaded = await shim.until_event("config reloaded", count=int(workers))
+        async with aio.insecure_channel(shim.ready["listen"]) as channel:
+            answer = await channel.unary_unary("/test.Any/Call")(b"x", timeout=TIMEOUT)
+        assert await shim.stop() == 0
+    finally:
+        release.set()
+        if proc.returncode is None:
+            await shim.kill_9()
+        await asyncio.wait_for(reader, TIMEOUT)
+        await bank_server.stop()
+        await bk.stop()
+    assert answer == b"ok:x"
+    assert reloaded["event"] == "config reloaded"
+
+
+async def _read(stream: asyncio.StreamReader, into: list[str]) -> None:
+    async for raw in stream:
+        into.append(raw.decode())

@@ -12,6 +12,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from shim.modes import DEFAULT
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2, interop_pb2_grpc
 from tests.backends import OPTIONS, InteropService, Running
@@ -125,3 +126,24 @@ async def test_a_watch_of_a_named_service_says_not_serving_once_the_shim_drains(
         )
         await stopping
     assert (first, second) == ((SERVING, SERVING), (NOT_SERVING, NOT_SERVING))
+
+
+async def test_a_watch_of_a_named_service_never_holds_a_switch_of_modes() -> None:
+    """A client-side health check keeps its watch open as long as its connection: a switch of modes goes on
+    without waiting for it (the watch stays with the primary it began on), and the next check is the new
+    primary's. Held like a call in flight, it would have every switch refused."""
+    bank, bk = await _primary(NOT_SERVING), await _primary(SERVING)
+    try:
+        async with (
+            running_shim(bank.address, bk.address) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+            watched = (await watch.read()).status
+            await shim.modes.switch({DEFAULT: "bk-primary"}, within=1.0)
+            after = await _check(shim.address, SERVICE)
+            watch.cancel()
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (watched, after) == (NOT_SERVING, (grpc.StatusCode.OK, SERVING))

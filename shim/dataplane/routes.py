@@ -74,9 +74,8 @@ def plan(
     """The routes for the modes in `table` (scope: mode); scopes in `through_python` go to Python."""
     default = table[DEFAULT]
     shedding = shedding_routes(shim)
-    entries = [
-        RouteEntry(_HEALTH, "python", prefix=True)
-    ]  # health: the shim's, or the primary's, never copied
+    # health: the overall check the shim's, a named service's the primary's (asked by Python), never copied
+    entries = [RouteEntry(_HEALTH, "python", prefix=True)]
     # a BK with adapters in front has an interface of its own: while it answers, the shim's descriptors do
     adapted_bk = bool(shim.parts.adapters) and _PRIMARY[default] == "bk"
     for service in _REFLECTION:

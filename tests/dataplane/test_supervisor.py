@@ -351,3 +351,50 @@ async def test_a_plane_started_again_runs_on_the_config_in_force_not_on_an_edit_
             assert said["settings"] == ["upstreams.bank"]
     finally:
         await other.stop(None)
+
+
+async def test_a_sighup_to_a_plane_before_its_code_runs_is_applied_once_it_serves(tmp_path: Path) -> None:
+    """SIGHUP sent to the comparison plane itself while its interpreter starts (before any of the shim's
+    code runs: a reload sent to every process of the shim), and to `shim serve`: the plane lives, serves,
+    and reloads once it does. Before, the SIGHUP's default action ended the plane, and the shim with a
+    start error."""
+    go = tmp_path / "go"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, pathlib, time\n"
+        "if 'SHIM_COMPARISON_PLANE' in os.environ:\n"
+        f"    pathlib.Path({str(tmp_path / 'plane')!r}).write_text(str(os.getpid()))\n"
+        f"    while not pathlib.Path({str(go)!r}).exists():\n"
+        "        time.sleep(0.01)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--listen", "127.0.0.1:0", "--bank", "127.0.0.1:1", "--dataplane", "envoy"]
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE, *flags, cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    shim = ShimProcess(proc, {}, [])
+
+    async def read(stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            shim.stderr.append(raw.decode())
+
+    reader = asyncio.get_running_loop().create_task(read(proc.stderr))
+    marker = tmp_path / "plane"
+    try:
+        await until(lambda: marker.exists() and marker.read_text().strip() != "", "the plane started", STEP)
+        os.kill(int(marker.read_text()), signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
+        go.touch()
+        shim.ready = await shim.until_event("ready")
+        await shim.until_event("config reloaded")
+        exited = [e for e in shim.events() if e.get("event", "").startswith("the comparison plane exited")]
+        assert await shim.stop() == 0
+    finally:
+        go.touch()
+        if proc.returncode is None:
+            await shim.kill_9()
+        await asyncio.wait_for(reader, STEP)
+    assert exited == []
+    assert shim.ready["pid"] == int(marker.read_text())

@@ -38,7 +38,15 @@ from comparators import DescriptorRegistry
 from shim._grpc_compat import TAKE_EVERY_CALL
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import kept_ports, priority
-from shim.dataplane.envoy_config import RouteEntry, bootstrap, route_table, write_atomically, write_secrets
+from shim.dataplane.envoy_admin import stop_listening
+from shim.dataplane.envoy_config import (
+    RouteEntry,
+    bootstrap,
+    refusing_table,
+    route_table,
+    write_atomically,
+    write_secrets,
+)
 from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Counts, Processor, received_given_up
@@ -571,7 +579,10 @@ class EnvoyPlane:
         if self._poll is not None:
             self._poll.cancel()
         if self.envoy is not None:
-            await self.envoy.drain(grace)
+            if self.envoy.running.is_set():
+                await stop_listening(self.envoy.admin)
+            await self._refuse_new_calls(min(grace, ROUTES_WITHIN))
+            await self.envoy.drain(max(deadline - time.monotonic(), 0.0))
             if self.processor is not None:
                 await self._take_every_copy(max(deadline, time.monotonic() + 0.1))
             await self.envoy.stop()
@@ -582,6 +593,24 @@ class EnvoyPlane:
             self.processor.turns.close()
         if self._own_folder and self._folder is not None:
             remove_scratch(self._folder)
+
+    async def _refuse_new_calls(self, within: float) -> None:
+        """Envoy answers each new call UNAVAILABLE itself, never sending it to the primary: a call Bank served
+        and the client then lost to the stop would read "not processed, retry" (a write done twice). Waits
+        until Envoy applies it, `within` seconds at most."""
+        envoy = self.envoy
+        if envoy is None or self._folder is None or not envoy.running.is_set():
+            return
+        self._version += 1
+        with contextlib.suppress(OSError):
+            write_atomically(self.routes_file, refusing_table(self._version))
+        with contextlib.suppress(TimeoutError, OSError, ValueError):
+            async with asyncio.timeout(within):
+                while True:
+                    seen = await envoy.route_version()
+                    if seen.isdigit() and int(seen) >= self._version:
+                        break
+                    await asyncio.sleep(0.002)
 
 
 def check_listen(address: str) -> None:

@@ -169,6 +169,8 @@ class Envoy:
             "warning",
             "--drain-time-s",
             "1",
+            "--drain-strategy",  # draining, each connection's next answer has a GOAWAY (`stop_listening`)
+            "immediate",
             "--disable-hot-restart",  # several shims (and Envoys) on one machine share no memory
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -301,11 +303,10 @@ class Envoy:
         return str(configs[0].get("version_info", "")) if configs else ""
 
     async def drain(self, within: float) -> None:
-        """Stop taking calls, and wait up to `within` seconds for those in flight to finish."""
+        """Wait up to `within` seconds for the calls in flight to end (after `envoy_admin.stop_listening`)."""
         if not self.running.is_set():
             return
         with contextlib.suppress(OSError, ValueError):
-            await admin_request(self.admin, "/drain_listeners?graceful", method="POST")
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
                 if (await self.stats()).get("http.shim.downstream_rq_active", 0) == 0:

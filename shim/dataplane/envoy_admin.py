@@ -27,6 +27,17 @@ async def admin_request(address: str, path: str, method: str = "GET") -> tuple[i
     return status, body
 
 
+async def stop_listening(address: str) -> None:
+    """The Envoy at `address` takes no new connection, at once (a client's connect is refused), and drains
+    those open: with `--drain-strategy immediate`, each one's next answer carries a GOAWAY. A call that
+    still comes on one is the routes' to refuse (`envoy_config.refusing_table`)."""
+    with contextlib.suppress(OSError, ValueError):
+        # without `graceful` the listener closes at once; with it alone, it would go on taking connections,
+        # and sending their calls on, for the drain time
+        await admin_request(address, "/drain_listeners", method="POST")
+        await admin_request(address, "/drain_listeners?graceful", method="POST")  # the drain of those open
+
+
 _EXCHANGE_WITHIN = 10.0  # seconds a request on a kept connection may take, its answer read whole
 
 

@@ -471,6 +471,31 @@ def route_table(
     return {"version_info": str(version), "resources": [configuration]}
 
 
+STOPPING = "the shim is stopping: the call was not sent on"
+
+
+def refusing_table(version: int) -> dict[str, Any]:
+    """The routes file of a stopping shim: Envoy answers every new call itself, UNAVAILABLE, sending it
+    nowhere and copying nothing (the calls in flight keep the routes they started on)."""
+    route = {
+        "match": {"prefix": "/"},
+        # a local reply to a gRPC call is gRPC's: HTTP 503 is UNAVAILABLE, the body its details
+        "direct_response": {"status": 503, "body": {"inline_string": STOPPING}},
+        "typed_per_filter_config": {
+            _EXT_PROC: {
+                "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+        },
+    }
+    configuration = {
+        "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
+        "name": ROUTE_NAME,
+        "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
+    }
+    return {"version_info": str(version), "resources": [configuration]}
+
+
 def stamp(path: Path, port: int, name: str) -> None:
     """Make the bootstrap at `path` ready for the Envoy about to start. A listener asked for on port 0 keeps
     `port`, the one Envoy bound first (0: none yet): the clients were told that one. And the copies' streams

@@ -8,10 +8,12 @@ client keeps calling, and checks every call, the plane's return, and what the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import urllib.request
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from sample_ledger.server import serve as serve_ledger
 from shim.dataplane import envoy
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import PARTIAL, Recording
+from tests.backends import scripted_server
 from tests.helpers import until
 from tests.processes import SERVE, ShimProcess, shim_process
 
@@ -398,3 +401,52 @@ async def test_a_sighup_to_a_plane_before_its_code_runs_is_applied_once_it_serve
         await asyncio.wait_for(reader, STEP)
     assert exited == []
     assert shim.ready["pid"] == int(marker.read_text())
+
+
+async def test_sigterm_refuses_new_calls_before_bank_and_lets_those_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM with calls in flight: they finish (within the grace period); the new calls the clients
+    make meanwhile, on the connection they have, are refused UNAVAILABLE by Envoy without reaching Bank.
+    Before, Envoy sent them on to Bank, then cut them as it stopped: UNAVAILABLE ("not processed, retry")
+    for writes Bank had done."""
+    received: list[bytes] = []
+    release = asyncio.Event()
+
+    async def held(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        received.extend([r async for r in requests])
+        await release.wait()
+        return [b"done"]
+
+    async def ended(call: grpc.aio.UnaryUnaryCall[bytes, bytes]) -> grpc.StatusCode:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+        return await call.code()
+
+    bank = await scripted_server(held)
+    try:
+        args = ("--listen", "127.0.0.1:0", "--bank", bank.address, "--mode", "bank", "--dataplane", "envoy")
+        args += ("--descriptor-source", "files")  # no reflection asked of Bank
+        async with shim_process(*args, "--store", tmp_path / "shim.db", cwd=tmp_path) as serving:
+            async with grpc.aio.insecure_channel(serving.ready["listen"]) as channel:
+                write = channel.unary_unary("/t.Svc/Write")
+                early = asyncio.ensure_future(ended(write(b"early", timeout=STEP)))
+                await until(lambda: received == [b"early"], "Bank has the call in flight")
+                serving.proc.send_signal(signal.SIGTERM)
+                late: dict[bytes, asyncio.Future[grpc.StatusCode]] = {}
+                while not any(f.done() and f.result() is grpc.StatusCode.UNAVAILABLE for f in late.values()):
+                    assert len(late) < 500, "no new call refused"
+                    name = b"late-%d" % len(late)
+                    late[name] = asyncio.ensure_future(ended(write(name, timeout=STEP)))
+                    await asyncio.sleep(0.02)  # the pace of the client's new calls
+                release.set()
+                codes = {name: await f for name, f in late.items()}
+                first = await early
+            assert await asyncio.wait_for(serving.proc.wait(), STEP) == 0
+    finally:
+        release.set()
+        await bank.stop()
+    refused = {name for name, code in codes.items() if code is grpc.StatusCode.UNAVAILABLE}
+    assert not refused & set(received), "Bank served calls the client was told were refused"
+    assert first == grpc.StatusCode.OK
+    assert set(codes.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}

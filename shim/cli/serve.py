@@ -100,7 +100,7 @@ async def serve(
     import structlog
 
     from shim import dataplane, logs
-    from shim.dataplane import in_force
+    from shim.dataplane import in_force, kept_ports
     from shim.reflection import resolve_registry
     from shim.sinks import DiffLog
 
@@ -160,9 +160,10 @@ async def serve(
         nonlocal public
         try:
             new = reread()
-            restart = shim.reconfigure(
-                dataplane.inner_config(new, attached) if served.plane is not None else new
-            )
+            inner = new
+            if served.plane is not None:  # the ports a plane started again kept are the file's port 0
+                inner = dataplane.inner_config(kept_ports.as_running(new, public, shim.config), attached)
+            restart = shim.reconfigure(inner)
             live = config_mod.reloadable()  # the inner config's `restart` cannot name the listener's settings
             applied = [n for n in config_mod.changed(public, new) if n in live and n not in restart]
             public = config_mod.keeping(public, new, applied)

@@ -36,6 +36,19 @@ def reuse(config: Config, folder: Path) -> Config:
     return replace(config, serving=serving, admin=admin)
 
 
+def as_running(new: Config, in_force: Config, running: Config) -> Config:
+    """`new` (the config read again on SIGHUP), with its metrics and admin addresses, when the same as in
+    force (`in_force`, port 0 say), those the plane serves on (`running`: a port kept from the plane before
+    it): unchanged settings, not ones that changed and need a restart."""
+    metrics = new.serving.metrics_listen
+    if metrics == in_force.serving.metrics_listen:
+        metrics = running.serving.metrics_listen
+    admin = running.admin.listen if new.admin.listen == in_force.admin.listen else new.admin.listen
+    return replace(
+        new, serving=replace(new.serving, metrics_listen=metrics), admin=replace(new.admin, listen=admin)
+    )
+
+
 def keep(folder: Path, metrics: int | None, admin: int | None) -> None:
     """Record the ports this plane serves on, for the plane started after it."""
     write_atomically(folder / KEPT, {"metrics": metrics, "admin": admin})

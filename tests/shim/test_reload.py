@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +19,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from tests.backends import called_method, interop_server, scripted_server
-from tests.helpers import PLANES, ROOT, until
+from tests.helpers import NEEDS_ENVOY, PLANES, ROOT, until
 from tests.processes import SERVE, TIMEOUT, ShimProcess, shim_process
 from tests.shim.test_evidence_store import BANK_BINPB, CALL_TIMEOUT, _shadow_args, _sqlite_sql, _until
 
@@ -140,3 +142,41 @@ async def test_a_sighup_while_the_shim_starts_is_applied_once_it_serves(
 async def _read(stream: asyncio.StreamReader, into: list[str]) -> None:
     async for raw in stream:
         into.append(raw.decode())
+
+
+@NEEDS_ENVOY
+async def test_sighup_after_the_comparison_plane_came_back_names_no_kept_port_as_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Envoy, a comparison plane started again serves its metrics and admin API (given port 0) on the
+    ports the first plane picked; a SIGHUP with the file unedited then reloads with nothing to restart (and
+    one after the metrics' port was edited names it).
+    Before, the plane compared the file's port 0 with the port it kept, and logged `metrics_listen` and
+    `admin.listen` as changed settings needing a restart."""
+    monkeypatch.setenv("SHIM_ADMIN_TOKEN", "kept-ports")
+    bank, bk = await interop_server(), await interop_server()
+    config = tmp_path / "shim.toml"
+    settings = '[admin]\nlisten = "127.0.0.1:0"\n[shadow]\nshed_lag = 0\n'
+    config.write_text('metrics_listen = "127.0.0.1:0"\n' + settings, encoding="utf-8")
+    args = ("--config", config, "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address)
+    try:
+        async with shim_process(*args, "--store", tmp_path / "shim.db", "--dataplane", "envoy") as shim:
+
+            def reloads() -> list[dict[str, Any]]:
+                return [e for e in shim.events() if str(e.get("event", "")).startswith("config reloaded")]
+
+            os.kill(shim.ready["pid"], signal.SIGKILL)  # the comparison plane
+            again = await shim.until_event("ready", count=2, within=60)
+            shim.proc.send_signal(signal.SIGHUP)
+            await until(lambda: reloads(), "the config reloaded")
+            config.write_text('metrics_listen = "127.0.0.1:9"\n' + settings, encoding="utf-8")
+            shim.proc.send_signal(signal.SIGHUP)
+            await until(lambda: len(reloads()) == 2, "the edited config reloaded")
+            assert await shim.stop() == 0
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (again["metrics"], again["admin"]) == (shim.ready["metrics"], shim.ready["admin"])  # kept
+    unedited, edited = reloads()
+    assert (unedited["event"], unedited.get("settings")) == ("config reloaded", None)
+    assert edited["settings"] == ["metrics_listen"]

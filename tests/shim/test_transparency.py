@@ -423,3 +423,34 @@ async def test_a_client_pinging_often_keeps_its_call_as_with_a_primary_that_allo
         await bank.stop()
     assert direct == (grpc.StatusCode.OK, b"done")
     assert through == direct
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_bank_sees_the_clients_user_agent_on_envoy_and_the_shims_on_python(dataplane: str) -> None:
+    """Envoy passes the client's `user-agent` to Bank; the Python data plane's channel to Bank sends its
+    own (grpc sets it a channel's, and takes none from a call), as docs/transparency.md says."""
+
+    async def user_agent(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        _ = [r async for r in requests]
+        return [dict(context.invocation_metadata() or ()).get("user-agent", "").encode()]
+
+    async def ask(address: str) -> bytes:
+        options = [("grpc.primary_user_agent", "bank-client/7.1")]
+        async with aio.insecure_channel(address, options=options) as channel:
+            answer: bytes = await channel.unary_unary("/t.Svc/Ask")(b"x", timeout=10)
+            return answer
+
+    bank = await scripted_server(user_agent)
+    try:
+        direct = await ask(bank.address)
+        async with running_shim(bank.address, dataplane=dataplane) as (shim, _):
+            through = await ask(shim.address)
+    finally:
+        await bank.stop()
+    assert direct.startswith(b"bank-client/7.1 grpc-python")
+    if dataplane == "envoy":
+        assert through == direct
+    else:
+        assert through.startswith(b"grpc-python")  # the shim's channel's, without the client's own

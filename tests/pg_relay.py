@@ -1,7 +1,8 @@
 """A TCP relay to PostgreSQL that breaks the connections it carries as a network (or a restart of the
 server) would: `cut()` closes every connection carried so far; `lose_answer(marker)` lets the next
 statement whose message holds `marker` run, and its transaction commit, then closes its connection before
-the client hears that the transaction ended. New connections go through as ever."""
+the client hears that the transaction ended. New connections go through as ever, unless `blackhole()`:
+from then on nothing more is passed either way, and new connections are accepted and never answered."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class PgRelay:
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
         self._marker = b""
+        self._holed = asyncio.Event()
         self.lost = 0  # answers lost so far (their statements committed)
         self.port = 0
 
@@ -42,6 +44,10 @@ class PgRelay:
             writer.close()
         self._writers = []
 
+    def blackhole(self) -> None:
+        """Nothing more is passed either way, and new connections are held open, never answered."""
+        self._holed.set()
+
     def lose_answer(self, marker: bytes) -> None:
         """The next statement holding `marker` runs, and its transaction commits; the answer that says so is
         never passed on (a statement in a transaction of its own: its answer)."""
@@ -52,6 +58,9 @@ class PgRelay:
         work.add_done_callback(self._tasks.discard)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._holed.is_set():
+            self._writers.append(writer)
+            return  # held open, never answered
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         self._writers += [writer, up_writer]
         losing = asyncio.Event()  # this connection carries the statement whose answer is to be lost
@@ -64,6 +73,8 @@ class PgRelay:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                if self._holed.is_set():
+                    await asyncio.Event().wait()  # swallow this and everything after: the socket stays open
                 if self._marker and self._marker in data:
                     self._marker = b""
                     losing.set()
@@ -80,6 +91,8 @@ class PgRelay:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                if self._holed.is_set():
+                    await asyncio.Event().wait()  # swallow this and everything after: the socket stays open
                 if losing.is_set() and _IDLE in data:  # its transaction committed: this answer goes nowhere
                     self.lost += 1
                     break

@@ -27,13 +27,12 @@ class _Refusing(Payments):
         return super()._answer(method, request)
 
 
-async def _serve(side: str) -> Served:
-    payments = _Refusing(side)
-    return Served(payments, await scripted_server(payments))
-
-
-async def test_a_refusal_naming_each_sides_own_id_from_the_request_matches() -> None:
-    bank, bk = await _serve("bank"), await _serve("bk")
+async def _released_twice(bank_side: Payments, bk_side: Payments) -> tuple[str, list[Any], list[str]]:
+    """Through a shim between the two sides, a hold placed, released, and released again (refused, with
+    the hold's Bank id in its details, as the client got them): the hold's Bank id, the two ReleaseHold
+    comparisons, and the hold ids BK was sent."""
+    bank = Served(bank_side, await scripted_server(bank_side))
+    bk = Served(bk_side, await scripted_server(bk_side))
     try:
         async with (
             running_shim(
@@ -52,38 +51,27 @@ async def test_a_refusal_naming_each_sides_own_id_from_the_request_matches() -> 
     finally:
         await bk.stop()
         await bank.stop()
-    assert sent == bk.payments.released * 2, "released once, refused once"
-    assert sent[0] != hold.hold_id, "sent in BK's own id"
+    return hold.hold_id, releases, sent
+
+
+async def test_a_refusal_naming_each_sides_own_id_from_the_request_matches() -> None:
+    hold, releases, sent = await _released_twice(_Refusing("bank"), bk := _Refusing("bk"))
+    assert sent == bk.released * 2, "released once, refused once"
+    assert sent[0] != hold, "sent in BK's own id"
     assert [(c.verdict, c.differences) for c in releases] == [(Verdict.MATCH, ())] * 2
+
+
+class _Wrong(_Refusing):
+    """BK's refusal names another hold of its own."""
+
+    def _answer(self, method: str, request: Any) -> Any:
+        found = super()._answer(method, request)
+        return found.replace(request.hold_id, "hd_other") if isinstance(found, str) else found
 
 
 async def test_the_same_refusal_naming_another_hold_is_still_a_difference() -> None:
     """The pair from the request reads BK's text as Bank's only for the id the request named: BK naming
     another hold of its own is a real difference."""
-
-    class _Wrong(_Refusing):
-        def _answer(self, method: str, request: Any) -> Any:
-            found = super()._answer(method, request)
-            return found.replace(request.hold_id, "hd_other") if isinstance(found, str) else found
-
-    bank = Served(_Refusing("bank"), await scripted_server(_Refusing("bank")))
-    wrong = _Wrong("bk")
-    bk = Served(wrong, await scripted_server(wrong))
-    try:
-        async with (
-            running_shim(
-                bank.address, bk.address, registry=REGISTRY, ids=IDS, methods=METHODS, shadow_timeout=10.0
-            ) as (shim, sink),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = Client(channel)
-            hold = await client.place_hold("A", "5")
-            await client.release_hold(hold.hold_id)
-            with pytest.raises(grpc.aio.AioRpcError):
-                await client.release_hold(hold.hold_id)
-            releases = await sink.wait_for(2, where=lambda c: c.method == RELEASE_HOLD)
-    finally:
-        await bk.stop()
-        await bank.stop()
+    _, releases, _ = await _released_twice(_Refusing("bank"), _Wrong("bk"))
     assert [c.verdict for c in releases] == [Verdict.MATCH, Verdict.MISMATCH]
     assert [d.path for d in releases[1].differences] == ["status.details"]

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -30,6 +29,7 @@ from sample_ledger.server import RunningLedger
 from shim.store import Store
 from shim.testing import running_shim
 from tests.helpers import postgres_schema_url, shim_command
+from tests.pg_relay import PgRelay, relayed
 from tests.processes import shim_process
 from tests.shim import _payments as pay
 from tests.shim.test_evidence_store import (
@@ -278,71 +278,12 @@ async def test_counts_of_comparisons_lost_survive_a_write_of_them_that_failed(tm
 # -- a blackholed PostgreSQL ---------------------------------------------------------------------------
 
 
-class Relay:
-    """A TCP relay to `upstream` on a free port that can turn into a black hole: from `blackhole()` on,
-    nothing more is passed either way and new connections are accepted and never answered."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self._upstream = upstream
-        self._holed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> Relay:
-        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def blackhole(self) -> None:
-        self._holed.set()
-
-    def _keep(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        if self._holed.is_set():
-            return  # held open, never answered
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        self._writers.append(up_writer)
-        loop = asyncio.get_running_loop()
-        self._keep(loop.create_task(self._pipe(reader, up_writer)))
-        self._keep(loop.create_task(self._pipe(up_reader, writer)))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            if self._holed.is_set():
-                await asyncio.Event().wait()  # swallow this and everything after: the socket stays open
-            writer.write(data)
-            await writer.drain()
-
-
-def _through(url: str, port: int) -> str:
-    """`url` with its host and port replaced by 127.0.0.1:`port`."""
-    parts = urlsplit(url)
-    user = parts.netloc.rpartition("@")[0]
-    return parts._replace(netloc=f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}").geturl()
-
-
 @contextlib.asynccontextmanager
-async def _relayed_postgres() -> AsyncIterator[tuple[str, str, Relay]]:
+async def _relayed_postgres() -> AsyncIterator[tuple[str, str, PgRelay]]:
     """A schema of its own in the test database: its url, the same through a relay, and the relay."""
     with postgres_schema_url() as url:
-        parts = urlsplit(url)
-        async with Relay((parts.hostname or "127.0.0.1", parts.port or 5432)) as relay:
-            yield url, _through(url, relay.port), relay
+        async with relayed(url) as (through, relay):
+            yield url, through, relay
 
 
 async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_and_counts_the_lost(

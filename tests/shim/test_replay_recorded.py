@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -47,6 +48,16 @@ def cut_short(recording: Path, out: Path, calls: int) -> Path:
     writer.flush()
     writer.abandon()
     return out.with_name(out.name + PARTIAL)
+
+
+def _sample_settings(tmp_path: Path, bank: str, without_noise: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The sample's descriptors, and its config's settings as running_shim takes them (the upstreams and
+    the mode the test's own; without `[noise]` too, when asked)."""
+    registry = load_registry(load_config(SAMPLE, bank, str(tmp_path / "u.db")).descriptors.descriptor_sets)
+    settings = load_file(SAMPLE)
+    for name in ("bank", "bk", "mode", *(("noise",) if without_noise else ())):
+        settings.pop(name, None)
+    return registry, settings
 
 
 async def test_truncated_reads_the_partial_file_the_error_names(
@@ -104,12 +115,7 @@ async def test_calls_recorded_while_bk_was_primary_go_to_bk_but_are_skipped(
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", "tok-replay")
     bank, bk = await serve("bank"), await serve("bk")  # BK with its planted bugs
     path = tmp_path / "switched.jsonl"
-    registry = load_registry(
-        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
-    )
-    settings = load_file(SAMPLE)
-    for name in ("bank", "bk", "mode", "noise"):
-        settings.pop(name, None)
+    registry, settings = _sample_settings(tmp_path, bank.address, without_noise=True)
     try:
         async with (
             running_shim(
@@ -214,12 +220,7 @@ async def test_sampling_keeps_a_session_on_a_sampled_key_it_names_after_its_firs
     assert key_sampled("B", 0.5)
     bank = await serve("bank")
     path = tmp_path / "sampled.jsonl"
-    registry = load_registry(
-        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
-    )
-    settings = load_file(SAMPLE)
-    for name in ("bank", "bk", "mode"):
-        settings.pop(name, None)
+    registry, settings = _sample_settings(tmp_path, bank.address)
     try:
         record = {"path": str(path), "origin": "empty", "sample": 0.5}
         async with running_shim(bank.address, registry=registry, record=record, **settings) as (shim, _):
@@ -252,12 +253,7 @@ async def test_a_recording_cut_short_knows_the_calls_lost_before_the_cut(tmp_pat
     taken for known)."""
     bank = await serve("bank")
     path = tmp_path / "lossy.jsonl"
-    registry = load_registry(
-        load_config(SAMPLE, bank.address, str(tmp_path / "u.db")).descriptors.descriptor_sets
-    )
-    settings = load_file(SAMPLE)
-    for name in ("bank", "bk", "mode"):
-        settings.pop(name, None)
+    registry, settings = _sample_settings(tmp_path, bank.address)
     try:
         record = {"path": str(path), "origin": "empty", "max_call_bytes": 300}
         async with (

@@ -1,10 +1,12 @@
 """A circuit breaker for the shadow side: stop mirroring to a BK that keeps failing, probe later.
 
-Closed: every call is mirrored. After `failures` shadow failures in a row
-(no answer in time, unreachable, given up) it opens: calls are not mirrored
-(each exchange says so) for `open_for` seconds. Then one call is let through
-as a probe (half-open): if BK answers it, the breaker closes; if not, it
-opens again. Every change is counted and logged.
+Closed: every call is mirrored. After `failures` shadow failures in a row it opens: calls are not
+mirrored (each exchange says so) for `open_for` seconds. Then one call is let through as a probe
+(half-open): if BK answers it, the breaker closes; if not, it opens again. Every change is counted
+and logged.
+
+A probe that ends without a verdict on BK's health (the client cancelled, it was not sent) or whose
+call is never mirrored at all (a read left out by sampling) is `release`d: the next call probes instead.
 """
 
 from __future__ import annotations
@@ -37,20 +39,33 @@ class Breaker:
         self._in_a_row = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probes = 0  # probes let through so far: the number of the one out, while `_probing`
 
     def allow(self) -> bool:
-        """Whether the next call may be mirrored."""
+        """Whether the next call may be mirrored (in half-open: it is the probe, `probe` names it)."""
         if self.state == CLOSED:
             return True
         if self.state == OPEN and self._clock() - self._opened_at >= self.open_for:
             self._change(HALF_OPEN)
         if self.state == HALF_OPEN and not self._probing:
             self._probing = True
+            self._probes += 1
             return True
         return False
 
+    @property
+    def probe(self) -> int:
+        """The number of the probe out now; 0 when none is (closed, open, or half-open awaiting one)."""
+        return self._probes if self._probing else 0
+
+    def release(self, probe: int) -> None:
+        """The probe `probe` ended without a verdict on BK's health: the next call probes instead. Nothing
+        when it is no longer the probe out (a verdict came, or another call's changed the state)."""
+        if probe and self._probing and probe == self._probes:
+            self._probing = False
+
     def record(self, ok: bool) -> None:
-        """The outcome of a mirrored call: did BK give a usable answer?"""
+        """A verdict on BK's health: did BK give an answer (True), or not (False: unreachable, too late)?"""
         if ok:
             self._in_a_row = 0
             if self.state != CLOSED:

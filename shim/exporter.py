@@ -24,7 +24,8 @@ bounded whatever names clients make up.
     shim_shadow_in_flight                          mirrored calls in flight
     shim_comparisons_pending                       exchanges waiting for a comparison worker
     shim_store_backlog                             comparisons waiting for the store
-    shim_shadow_breaker_open                       1 while the shadow breaker is open
+    shim_shadow_breaker_open                       1 while the shadow breaker is not closed (open, or
+                                                   half-open: at most its one probe is mirrored)
     shim_event_loop_lag_seconds                    how late the event loop runs (see shed_lag)
     shim_shedding_armed                            1 once the start-up is over: reads are shed when behind
     shim_mode{mode}                                1 for the mode the shim runs in
@@ -227,8 +228,12 @@ class _ShimCollector(Collector):
             pipeline.pending if pipeline else 0,
         )
         yield _gauge("shim_store_backlog", "Comparisons waiting for the store", store.backlog if store else 0)
-        breaker_open = any(d.breaker.state == "open" for d in dispatchers)
-        yield _gauge("shim_shadow_breaker_open", "1 while the shadow breaker is open", int(breaker_open))
+        breaker_open = any(d.breaker.state != "closed" for d in dispatchers)  # half-open mirrors a probe only
+        yield _gauge(
+            "shim_shadow_breaker_open",
+            "1 while the shadow breaker is not closed (open, or half-open: at most its probe is mirrored)",
+            int(breaker_open),
+        )
         yield _gauge("shim_event_loop_lag_seconds", "How late the event loop runs", shim.loop_lag.measured)
         yield _gauge(
             "shim_shedding_armed",

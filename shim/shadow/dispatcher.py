@@ -122,17 +122,18 @@ class ShadowDispatcher:
         if full and not self._make_room(streams_only=not len(self._live) >= self.max_in_flight):
             shared.counters.inc("shadow_dropped", method)
             return None, full
-        if not shared.breaker.allow():
-            shared.counters.inc("shadow_breaker_skipped", method)
-            return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
         if self.overload is not None and self.sheds:
             lag = self.overload.lag
             if lag > self.shed_lag and not is_write:  # a write missed would put its keys out of step
                 shared.counters.inc("shadow_shed", method)
                 late = f"{lag * 1000:.0f} ms"
                 return None, f"not mirrored: the shim is overloaded (its event loop runs {late} late)"
+        if not shared.breaker.allow():  # asked last: a call let through as the probe is mirrored
+            shared.counters.inc("shadow_breaker_skipped", method)
+            return None, "not mirrored: the shadow breaker is open after repeated shadow failures"
         mirror = Mirror(shared, method, metadata, client_timeout, is_write, self._release)
         mirror.correlation_id = self.correlation_id(metadata)
+        mirror.probe = shared.breaker.probe
         mirror.stream = stream
         turns = shared.turns
         if turns is not None:

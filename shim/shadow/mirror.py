@@ -54,6 +54,7 @@ class Mirror:
         self.stream = False  # a streaming call: it takes one of the places of streams
         self.requests: list[bytes] = []
         self.abandoned_why = ""  # why the call was given up before the primary answered, if not the client
+        self.probe = 0  # the breaker's probe this call is (`Breaker.probe`), 0: none
         self.fate = Fate(shared.timeout, shared.stream_idle, shared.max_wait)
         self.plan = shared.plans.of(method)
         self.places = Places()
@@ -273,6 +274,7 @@ class Mirror:
             if not self._handed_over:
                 self.capture.give_back()
             release_places(self._shared, self)
+            self._shared.breaker.release(self.probe)  # a probe that gave no verdict: the next call probes
             self.admission.answered()
             self.learning.settle()
             if self.admission.intent and self._shared.intents is not None:

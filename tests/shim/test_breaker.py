@@ -52,6 +52,32 @@ def test_breaker_opens_after_failures_in_a_row_and_probes_once() -> None:
     ) == (1, 1, 1)
 
 
+def test_a_probe_released_without_a_verdict_lets_the_next_call_probe() -> None:
+    """A probe that ends saying nothing of BK (cancelled, not sent) is released: the next call probes. A
+    release of a probe that is no longer the one out changes nothing."""
+    clock = Clock()
+    breaker = Breaker(Counters(), failures=1, open_for=5.0, clock=clock)
+    breaker.record(ok=False)
+    assert breaker.probe == 0
+    clock.now = 5.0
+    assert breaker.allow()
+    first = breaker.probe
+    assert first
+    assert not breaker.allow()
+    breaker.release(first)
+    assert (breaker.state, breaker.probe) == (HALF_OPEN, 0)
+    assert breaker.allow()  # the next call is the probe now
+    second = breaker.probe
+    assert second != first
+    breaker.release(first)  # the first probe's, late: the second is still out
+    assert breaker.probe == second
+    assert not breaker.allow()
+    breaker.record(ok=True)
+    breaker.release(second)  # after its verdict: nothing to release
+    assert breaker.state == CLOSED
+    assert breaker.allow()
+
+
 def test_a_failed_probe_opens_the_breaker_again() -> None:
     """A probe BK does not answer reopens the breaker for another open_for."""
     clock = Clock()

@@ -5,8 +5,12 @@ mirrored (each exchange says so) for `open_for` seconds. Then one call is let th
 (half-open): if BK answers it, the breaker closes; if not, it opens again. Every change is counted
 and logged.
 
-A probe that ends without a verdict on BK's health (the client cancelled, it was not sent) or whose
-call is never mirrored at all (a read left out by sampling) is `release`d: the next call probes instead.
+Only what BK did is a verdict on its health: it answered (whatever its status), or it could not be
+reached, or it did not answer within the shadow timeout (`Fate.verdict`). A call the shim did not send
+(an id with no counterpart, a write the primary never received, its turn or its intent never came) or
+cut short itself (the client cancelled, its place or its bytes ran out, the shim stopped) says nothing
+of BK: it neither counts as a failure nor resets the count. A probe that ends so, or a probe's call that
+is never mirrored at all (a read left out by sampling), is `release`d: the next call probes instead.
 """
 
 from __future__ import annotations

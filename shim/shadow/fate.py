@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comparators import Code, Outcome
+from shim.steps import unreachable
 
 CANCELLED, DEADLINE_EXCEEDED, INTERNAL = Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL
 
@@ -42,6 +43,19 @@ class Fate:
     idle: bool = False  # an idle stream, given up for a call that needed its place
     shutdown: bool = False  # the shim stops
     unreachable: bool = False  # not sent: the primary never received the write
+
+    def verdict(self, shadow: Outcome, sent: bool) -> bool | None:
+        """What the call's end says of BK's health, for the breaker (`sent`: the call went to BK): True, BK
+        answered (whatever its status); False, BK could not be reached, or did not answer within the shadow
+        timeout; None, nothing: the shim did not send the call (an id with no counterpart, a write the
+        primary never received, its turn or its intent never came), or it or the client cut the call short
+        (cancelled, its place or its bytes ran out, the shim stopped, an error of the shim's)."""
+        if not sent:
+            return None
+        if not shadow.local:
+            return not unreachable(shadow)
+        cut = self.abandoned or self.shutdown or self.idle or self.overflowed
+        return False if self.expired and not cut else None
 
     def idle_note(self, where: str) -> str:
         idle = self.stream_idle

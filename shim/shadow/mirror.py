@@ -23,7 +23,6 @@ from shim.shadow.learning import Learning
 from shim.shadow.places import Places
 from shim.shadow.record import conclude, release_places
 from shim.shadow.shared import Shared
-from shim.steps import unreachable
 
 
 class Mirror:
@@ -274,7 +273,7 @@ class Mirror:
             if not self._handed_over:
                 self.capture.give_back()
             release_places(self._shared, self)
-            self._shared.breaker.release(self.probe)  # a probe that gave no verdict: the next call probes
+            self._shared.breaker.release(self.probe)  # a probe that never got that far (left out, say)
             self.admission.answered()
             self.learning.settle()
             if self.admission.intent and self._shared.intents is not None:
@@ -300,8 +299,9 @@ class Mirror:
                 self._timer.cancel()
         if not self.is_write:  # BK is done with it: later writes may go
             self.places.release_all()
-        if not self.fate.abandoned and not self.fate.unreachable:  # says nothing of BK's health
-            shared.breaker.record(not shadow.local and not unreachable(shadow))
+        if (verdict := self.fate.verdict(shadow, self._call.call is not None)) is not None:
+            shared.breaker.record(verdict)
+        shared.breaker.release(self.probe)  # a probe without a verdict on BK: the next call probes
         holding = self.is_write
         self.stage = "the primary's answer"
         if holding and not self._primary.done():

@@ -31,7 +31,11 @@ class ShadowSettings:
     stream_idle: float = setting(
         30.0, duration(), "a stream idle this long gives its place to a call that needs it"
     )
-    breaker_failures: int = setting(5, POSITIVE, "shadow failures in a row that stop mirroring for a while")
+    breaker_failures: int = setting(
+        5,
+        POSITIVE,
+        "shadow failures in a row (unreachable, no answer in time) that stop mirroring for a while",
+    )
     breaker_open_for: float = setting(
         5.0, duration(), "then one call probes the shadow; an answer resumes mirroring"
     )

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -25,6 +26,8 @@ from shim.app import Shim
 from shim.testing import running_shim
 from tests.backends import scripted_server
 from tests.helpers import scrape_metrics
+from tests.shim import _payments as pay
+from tests.shim.test_evidence_store import _sqlite_locked
 from tests.shim.test_shedding import KEYED, LOCATIONS, REGISTRY, RULES, SHED_LAG, _until_calm
 
 DEPOSIT = "/bank.v1.Ledger/Deposit"
@@ -169,3 +172,83 @@ async def test_a_read_shed_while_the_breaker_awaits_its_probe_leaves_the_probe_t
         assert breaker.state == CLOSED
         assert shim.counters.get("shadow_shed", "/bank.v1.Ledger/GetBalance") == 1
         assert shim.counters.get("shadow_breaker_skipped", "/bank.v1.Ledger/GetBalance") == 0
+
+
+async def test_calls_not_sent_for_an_id_without_counterpart_never_open_the_breaker() -> None:
+    """Clients naming a movement BK has no counterpart for: the shim sends none of those calls (`unmapped`),
+    which says nothing of BK, so a healthy BK keeps being mirrored. (Before, `breaker_failures` such calls
+    opened the breaker, and every call of every client went unmirrored, blamed on shadow failures.)"""
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    bk.payments.fail("Move", grpc.StatusCode.INTERNAL)  # BK refuses the Move: Bank's M1 has no counterpart
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                shadow={"breaker_failures": 2, "breaker_open_for": 3600.0},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = pay.Client(channel)
+            movement = await client.move("A", "10.00")
+            for _ in range(3):
+                await client.reverse(movement.movement_id)
+            await shim.drain()
+            reversals = await sink.wait_for(3, where=lambda c: c.method == pay.REVERSE)
+            assert all(c.reason.endswith("(unmapped-id)") for c in reversals), reversals
+            assert bk.payments.sent("Reverse") == []
+            await client.place_hold("B", "1.00")
+            await shim.drain()
+            (hold,) = await sink.wait_for(1, where=lambda c: c.method == pay.PLACE_HOLD)
+            assert hold.verdict is Verdict.MATCH, hold.reason
+            assert _breaker_of(shim).state == CLOSED
+            assert shim.counters.get("breaker_open") == 0
+    finally:
+        await bk.stop()
+        await bank.stop()
+
+
+async def test_writes_held_by_a_hung_store_never_open_the_breaker(tmp_path: Path) -> None:
+    """A store that does not answer holds each write's intent, so the writes are not sent to BK within
+    `ordering.max_wait`: the shim's doing, not BK's, and the breaker stays closed; once the store answers,
+    writes are mirrored again. (Before, `breaker_failures` such writes opened the breaker.)"""
+    bank, bk = await pay.serve("bank"), await pay.serve("bk")
+    path = tmp_path / "shim.db"
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=pay.REGISTRY,
+                ids=pay.IDS,
+                methods=pay.METHODS,
+                store={"url": str(path)},
+                ordering={"max_wait": 0.3},
+                shadow={"breaker_failures": 2, "breaker_open_for": 3600.0},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = pay.Client(channel)
+            async with _sqlite_locked(
+                path
+            )():  # another connection holds the database: the shim's writes wait
+                for account in ("B", "C", "D"):
+                    await client.place_hold(account, "1.00")
+                await shim.drain()
+                held = await sink.wait_for(3, where=lambda c: c.method == pay.PLACE_HOLD)
+                assert all("not sent within ordering.max_wait" in c.reason for c in held), held
+                assert bk.payments.sent("PlaceHold") == []
+                assert _breaker_of(shim).state == CLOSED
+            assert shim.store is not None
+            await shim.store.flush()  # the store answers again, and has caught up
+            await client.place_hold("E", "1.00")
+            await shim.drain()
+            after = (await sink.wait_for(4, where=lambda c: c.method == pay.PLACE_HOLD))[3]
+            assert after.verdict is Verdict.MATCH, after.reason
+            assert shim.counters.get("breaker_open") == 0
+    finally:
+        await bk.stop()
+        await bank.stop()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from google.protobuf import message
 
 from comparators._id_kinds import Found, resolve
+from comparators._id_lists import Path, list_moves, moved
 from comparators._id_walk import Walk
+from comparators.descriptors import DescriptorRegistry
+from comparators.rules import RuleSet
 
 
-def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Found]]:
+def pair_up(
+    bank: Sequence[Found], bk: Sequence[Found], moves: Mapping[Path, Mapping[int, int]] | None = None
+) -> list[tuple[Found, Found]]:
     """Minted ids of the two answers paired by kind and place: the same path on both sides.
 
     Messages of a stream pair by position, up to the first message whose ids
@@ -21,8 +26,13 @@ def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Fou
     position only when both sides hold ids in as many of its elements: a list
     one side made longer (it minted one more) says nothing certain about which
     id is which, and a wrong pair would later send a call to the wrong thing.
+    A list in `moves` (one a `keyed` or `multiset` rule lets BK answer in
+    another order: `comparators._id_lists.list_moves`) pairs each of Bank's
+    elements with the one of BK's it faces there, whatever the lengths, and
+    an element facing none pairs nothing.
     """
     limit = astray(bank, bk)
+    moves = moves or {}
     right = {(f.kind, f.path): f for f in bk if f.minted}
     lengths: dict[tuple[str, str, tuple[str | int, ...]], set[int]] = {}
     for side, found in (("bank", bank), ("bk", bk)):
@@ -36,17 +46,46 @@ def pair_up(bank: Sequence[Found], bk: Sequence[Found]) -> list[tuple[Found, Fou
     for left in bank:
         if not left.minted or (limit is not None and int(left.path[0]) >= limit):
             continue
-        other = right.get((left.kind, left.path))
-        if other is None:
+        there = moved(left.path, moves) if moves else left.path
+        other = right.get((left.kind, there)) if there is not None else None
+        if there is None or other is None:
             continue
-        lists = [left.path[:i] for i in range(1, len(left.path)) if isinstance(left.path[i], int)]
+        lists = [
+            i
+            for i in range(1, len(left.path))
+            if isinstance(left.path[i], int) and left.path[:i] not in moves
+        ]
         if any(
-            len(lengths.get(("bank", left.kind, p), ())) != len(lengths.get(("bk", left.kind, p), ()))
-            for p in lists
+            len(lengths.get(("bank", left.kind, left.path[:i]), ()))
+            != len(lengths.get(("bk", left.kind, there[:i]), ()))
+            for i in lists
         ):
             continue
         pairs.append((left, other))
     return pairs
+
+
+def pair_answers(
+    fields: Walk,
+    registry: DescriptorRegistry,
+    rules: RuleSet,
+    method: str,
+    answers: tuple[Sequence[message.Message], Sequence[message.Message]],
+    minted: tuple[Sequence[Found], Sequence[Found]],
+    read_as_bank: Callable[[Found], str | None] | None = None,
+) -> tuple[list[tuple[Found, Found]], list[tuple[Found, Found]]]:
+    """`pair_up` of the ids minted in two answers (`minted`: Bank's, then BK's, found in `answers`), each
+    list a `keyed` or `multiset` rule lets BK answer in another order paired as the rule pairs its elements
+    (`comparators._id_lists`); and apart, the pairs of elements the rule cannot tell apart, paired in order
+    as it pairs them: to read these answers alone, never to be learned."""
+    bank, bk = minted
+    moves = list_moves(fields, registry, rules, method, answers, minted, read_as_bank)
+    told = pair_up(bank, bk, moves.told)
+    if not any(moves.unsure.values()):
+        return told, []
+    either = {path: {**moves.told.get(path, {}), **unsure} for path, unsure in moves.unsure.items()}
+    learned = set(told)
+    return told, [pair for pair in pair_up(bank, bk, {**moves.told, **either}) if pair not in learned]
 
 
 def astray(bank: Sequence[Found], bk: Sequence[Found]) -> int | None:

@@ -426,6 +426,11 @@ class Walker:
         if placed is not None:
             self.at_message(len(bank), len(bank) + len(bk))  # the call's own offset and lateness again
 
+    def alike(self, target: str, element: Descriptor | None, bank: Any, bk: Any) -> bool:
+        """Whether two elements of the list `target` differ in nothing the rules do not tolerate, as a
+        multiset pairs the elements left once the equal ones are paired."""
+        return self._alike(target, element, self.rules.value_rule(self.method, target), bank, bk)
+
     def _alike(self, target: str, element: Descriptor | None, rule: Any, bank: Any, bk: Any) -> bool:
         """Whether two elements differ in nothing the rules do not tolerate (a trial, whose differences are
         not kept)."""

@@ -33,7 +33,8 @@ map of pairs lives in the shim; a comparison receives the pairs it needs with
 its exchange. It is built in layers, one module each: the kinds and an id as
 found (`_id_kinds`), the places checked against the descriptors (`_id_places`),
 the walk over messages (`_id_walk`), and here what the shim asks of them; the
-pairs between two answers are in `_id_pairs`. Import them all from here.
+pairs between two answers are in `_id_pairs`, which element of a list a rule lets
+BK answer in another order faces which in `_id_lists`. Import them all from here.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ import hashlib
 from google.protobuf import message
 
 from comparators._id_kinds import OWNERS, Ambiguous, Found, IdError, IdKind, resolve
-from comparators._id_pairs import astray, pair_up, text_reads_as, translate_answer
+from comparators._id_lists import Moved, Moves, list_moves
+from comparators._id_pairs import astray, pair_answers, pair_up, text_reads_as, translate_answer
 from comparators._id_walk import Walk
 from comparators.message_api import copy_from, serialize
 
@@ -54,7 +56,11 @@ __all__ = [
     "IdError",
     "IdFields",
     "IdKind",
+    "Moved",
+    "Moves",
     "astray",
+    "list_moves",
+    "pair_answers",
     "pair_up",
     "resolve",
     "text_reads_as",

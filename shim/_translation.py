@@ -31,7 +31,7 @@ import structlog
 from google.protobuf import message
 
 from comparators import Outcome
-from comparators.ids import OWNERS, Ambiguous, Found, pair_up, resolve
+from comparators.ids import OWNERS, Ambiguous, Found, resolve
 from shim.aliases import KeyAliases
 from shim.ids import IdBook, Pending, other
 from shim.metrics import Counters
@@ -203,11 +203,10 @@ class Translation:
         scopes = self.scopes(method, first, {f.kind for f in found})
         return self.ids.expect(self.client_side, found, scopes, order)
 
-    def pair(self, method: str, plan: IdPlan, primary: list[Found], shadow: list[Found], first: Any) -> None:
-        """Learn the pairs of ids minted at the same places of the two sides' answers."""
+    def pair(self, method: str, plan: IdPlan, pairs: list[tuple[Found, Found]], first: Any) -> None:
+        """Learn the pairs of ids minted at the same places of the two sides' answers, (Bank's, BK's)."""
         assert self.ids is not None
-        bank, bk = (primary, shadow) if self.primary_is_bank else (shadow, primary)
-        pairs = [p for p in pair_up(bank, bk) if p[0].kind in plan.learnable]
+        pairs = [p for p in pairs if p[0].kind in plan.learnable]
         if pairs:
             self.ids.learn(pairs, self.scopes(method, first, {p[0].kind for p in pairs}))
 

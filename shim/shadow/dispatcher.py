@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from comparators import Code, Outcome
+from comparators.rules import RuleSet
 from shim._breaker import Breaker
 from shim._lanes import Lanes
 from shim._noise import Noise
@@ -67,6 +68,7 @@ class ShadowDispatcher:
         stream_idle: float = 30.0,
         key_order: KeyOrder | None = None,
         lateness: KeyLateness | None = None,
+        rules: Callable[[], RuleSet] | None = None,
     ) -> None:
         self.shared = Shared(
             channel=channel,
@@ -89,6 +91,7 @@ class ShadowDispatcher:
             noise=noise,
             key_order=key_order,
             lateness=lateness if lateness is not None else KeyLateness(),
+            rules=rules,
         )
         self.overload = overload
         self.shed_lag = shed_lag

@@ -2,15 +2,19 @@
 
 The ids the primary minted wait (`shim.ids.Pending`) until the shadow's answer pairs them, so that a
 later call naming one is translated; for a streamed answer, message by message. Ids a request names
-with no known counterpart (`unmapped`) or with several (`ambiguous`) stop the mirrored call.
+with no known counterpart (`unmapped`) or with several (`ambiguous`) stop the mirrored call. A list the
+rules let BK answer in another order (`keyed`, `multiset`) pairs its ids as its rule pairs its elements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf import message
 
 from comparators import Outcome
-from comparators.ids import OWNERS, Ambiguous, Found, astray
+from comparators.ids import OWNERS, Ambiguous, Found, astray, pair_answers, pair_up, resolve
+from comparators.rules import RuleSet
 from shim._translation import Translation
 from shim.ids import Pending
 from shim.plan import IdPlan, MethodPlan
@@ -23,7 +27,9 @@ class Learning:
         "_expected",
         "_minted",
         "_places",
+        "_rules",
         "_shadow_minted",
+        "_unsure",
         "ambiguous",
         "answers",
         "astray",
@@ -33,15 +39,25 @@ class Learning:
         "unmapped",
     )
 
-    def __init__(self, translation: Translation, plan: MethodPlan, places: Places) -> None:
+    def __init__(
+        self,
+        translation: Translation,
+        plan: MethodPlan,
+        places: Places,
+        rules: Callable[[], RuleSet] | None = None,
+    ) -> None:
         self.translation = translation
+        self._rules = rules  # the comparison rules in force: how a list that mints ids pairs
         self._places = places  # the call's places in the lanes: the order of the ids it mints
         self.method = plan.method
         self.plan = plan.ids
         self._expected: list[Pending] = []  # ids the primary minted, until the shadow's answer pairs them
         self._expect_done = False
-        self._minted: dict[int, list[Found]] = {}  # per answer message: the ids the primary minted there
-        self._shadow_minted: dict[int, list[Found]] = {}  # ... and those the shadow minted
+        # per answer message: the ids the primary minted there, and the message decoded
+        self._minted: dict[int, tuple[list[Found], list[message.Message]]] = {}
+        self._shadow_minted: dict[int, tuple[list[Found], list[message.Message]]] = {}  # ... the shadow's
+        # pairs of elements a list rule cannot tell apart: (kind, Bank id, BK id), to read this answer alone
+        self._unsure: list[tuple[str, str, str]] = []
         self.unmapped: list[Found] = []
         self.ambiguous: list[Ambiguous] = []
         self.answers: dict[int, list[message.Message]] = {}  # decoded answers, by id() of their Outcome
@@ -89,14 +105,14 @@ class Learning:
         if not plan.mints or translation.ids is None:
             return
         found = translation.minted_in(self.method, plan, answers, first)
-        self._minted[index] = found
+        self._minted[index] = (found, answers)
         pendings = translation.expect(self.method, found, first, self._places.order)
         self._expected += pendings
         if over:
             translation.ids.settle(pendings)
         elif index in self._shadow_minted:
             del self._minted[index]
-            self._pair(found, self._shadow_minted.pop(index), first)
+            self._pair((found, answers), self._shadow_minted.pop(index), first)
 
     def shadow_message(self, index: int, payload: bytes, first: message.Message | None) -> None:
         """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
@@ -104,22 +120,28 @@ class Learning:
         plan = self.plan
         if not plan.mints or translation.ids is None:
             return
-        found = translation.minted_in(self.method, plan, translation.decode_answers(plan, (payload,)), first)
+        answers = translation.decode_answers(plan, (payload,))
+        found = translation.minted_in(self.method, plan, answers, first)
         if index in self._minted:
-            self._pair(self._minted.pop(index), found, first)
+            self._pair(self._minted.pop(index), (found, answers), first)
         else:
-            self._shadow_minted[index] = found
+            self._shadow_minted[index] = (found, answers)
 
-    def _pair(self, primary: list[Found], shadow: list[Found], first: message.Message | None) -> None:
-        """The ids of one message of each stream, at the same place in both, paired: unless these two
-        messages hold ids in other places (one side sent a message the other did not), from which on
-        nothing of this call is paired."""
+    def _pair(
+        self,
+        primary: tuple[list[Found], list[message.Message]],
+        shadow: tuple[list[Found], list[message.Message]],
+        first: message.Message | None,
+    ) -> None:
+        """The ids of one message of each stream (each with the message they were found in), at the same
+        place in both, paired: unless these two messages hold ids in other places (one side sent a message
+        the other did not), from which on nothing of this call is paired."""
         translation = self.translation
-        if not self.astray and astray(primary, shadow) is not None:
+        if not self.astray and astray(primary[0], shadow[0]) is not None:
             self.astray = True
             translation.counters.inc("ids_unpaired_streams_astray", self.method)
         if not self.astray:
-            translation.pair(self.method, self.plan, primary, shadow, first)
+            self._pair_up(primary, shadow, first)
 
     def decoded(self, plan: IdPlan, outcome: Outcome) -> list[message.Message]:
         """One side's answers to this call, decoded once."""
@@ -134,16 +156,48 @@ class Learning:
         plan = self.plan
         if not plan.mints or shadow.local or primary.code != 0 or shadow.code != 0 or self.unmapped:
             return
-        primary_found = translation.minted_in(self.method, plan, self.decoded(plan, primary), first)
-        shadow_found = translation.minted_in(self.method, plan, self.decoded(plan, shadow), first)
-        translation.pair(
-            self.method, plan, primary_found, shadow_found, first
+        primary_answers, shadow_answers = self.decoded(plan, primary), self.decoded(plan, shadow)
+        primary_found = translation.minted_in(self.method, plan, primary_answers, first)
+        shadow_found = translation.minted_in(self.method, plan, shadow_answers, first)
+        self._pair_up(
+            (primary_found, primary_answers), (shadow_found, shadow_answers), first
         )  # `pair_up` stops where astray
+
+    def _pair_up(
+        self,
+        primary: tuple[list[Found], list[message.Message]],
+        shadow: tuple[list[Found], list[message.Message]],
+        first: message.Message | None,
+    ) -> None:
+        """Learn the pairs of the ids the two sides minted (each with the answers they were found in): a list
+        the rules let BK answer in another order pairs as its rule pairs its elements
+        (`comparators.ids.pair_answers`); the pairs of elements it cannot tell apart are kept for this
+        call's comparison alone."""
+        translation = self.translation
+        ids, router = translation.ids, translation.router
+        assert ids is not None
+        (bank, in_bank), (bk, in_bk) = (primary, shadow) if translation.primary_is_bank else (shadow, primary)
+        registry = router.registry if router is not None else None
+        if registry is None or self._rules is None or not bank or not bk:
+            translation.pair(self.method, self.plan, pair_up(bank, bk), first)
+            return
+
+        def read_as_bank(found: Found) -> str | None:  # BK's references, through the pairs in memory
+            known = resolve(found, lambda kind, value: ids.remembered("bk", kind, value))
+            return known if isinstance(known, str) else None
+
+        rules = self._rules()
+        told, unsure = pair_answers(
+            ids.fields, registry, rules, self.method, (in_bank, in_bk), (bank, bk), read_as_bank
+        )
+        translation.pair(self.method, self.plan, told, first)
+        self._unsure += [(a.kind, a.value, b.value) for a, b in unsure if a.kind in self.plan.learnable]
 
     async def pairs(
         self, primary: Outcome, shadow: Outcome, primary_is_bank: bool, first: message.Message | None
     ) -> tuple[tuple[str, str, str], ...]:
-        """The pairs of the ids in the two answers, for the comparison."""
+        """The pairs of the ids in the two answers, for the comparison: those known, and those of elements of
+        a list its rule could not tell apart (paired as the comparison pairs them, never learned)."""
         if shadow.local:
             return ()
         bank, bk = (primary, shadow) if primary_is_bank else (shadow, primary)
@@ -152,7 +206,17 @@ class Learning:
         def answer(outcome: Outcome) -> tuple[Outcome, list[message.Message]]:
             return outcome, self.decoded(plan, outcome) if plan.response else []
 
-        return await self.translation.known_pairs(self.method, answer(bank), answer(bk), first)
+        known = await self.translation.known_pairs(self.method, answer(bank), answer(bk), first)
+        if not self._unsure:
+            return known
+        taken = {(kind, "bank", bank_id) for kind, bank_id, _ in known}
+        taken |= {(kind, "bk", bk_id) for kind, _, bk_id in known}
+        unsure = tuple(
+            (kind, bank_id, bk_id)
+            for kind, bank_id, bk_id in dict.fromkeys(self._unsure)
+            if (kind, "bank", bank_id) not in taken and (kind, "bk", bk_id) not in taken
+        )
+        return known + unsure
 
     def stopped_by(self, unmapped: list[Found], ambiguous: list[Ambiguous]) -> None:
         self.unmapped, self.ambiguous = unmapped, ambiguous

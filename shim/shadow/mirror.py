@@ -58,7 +58,7 @@ class Mirror:
         self.plan = shared.plans.of(method)
         self.places = Places()
         self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
-        self.learning = Learning(shared.translation, self.plan, self.places)
+        self.learning = Learning(shared.translation, self.plan, self.places, shared.rules)
         self._call = ShadowCall(shared, method, metadata, client_timeout, self.fate, self.capture, self)
         self._primary: asyncio.Future[tuple[Outcome | None, bool]] = (
             asyncio.get_running_loop().create_future()

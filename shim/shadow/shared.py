@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from comparators import Exchange
 from comparators.redact import FreeTextOf
+from comparators.rules import RuleSet
 from shim._breaker import Breaker
 from shim._lanes import Lanes
 from shim._noise import Noise
@@ -73,3 +74,6 @@ class Shared:
     lateness: KeyLateness = field(default_factory=KeyLateness)
     # with redaction: hashes the values of redacted fields a call's free text quotes (a mark's reason)
     free_text: FreeTextOf | None = None
+    # the comparison rules in force (a reload changes them): a list they let BK answer in another order pairs
+    # the ids it mints as its rule pairs its elements
+    rules: Callable[[], RuleSet] | None = None

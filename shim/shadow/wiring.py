@@ -60,6 +60,7 @@ def mirroring(
         stream_idle=config.shadow.stream_idle,
         key_order=books.key_order,
         lateness=books.lateness,
+        rules=lambda: parts.rules,  # those in force: a reload changes them
     )
     dispatcher.shared.free_text = parts.free_text_of()  # marks quote refusals: redacted values hashed
     return dispatcher, noise

@@ -236,8 +236,12 @@ class ComparisonPipeline:
         self._idle.clear()
         loop = asyncio.get_running_loop()
         if self._executor == "thread":
-            future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
-            future.add_done_callback(lambda f: self._done(f, done))
+            try:
+                future = loop.run_in_executor(self._sink_pool, self._compare_and_sink, exchange)
+            except RuntimeError:  # the pipeline was closed (the shim stops): nothing more is compared
+                self._finish(exchange, None, done)
+                return
+            future.add_done_callback(lambda f: self._done(exchange, f, done))
             return
         # the exchanges submitted within `GATHER` go to a worker together: one hand-over (its pickling, the
         # pool's threads, the loop woken) for many comparisons under load
@@ -279,9 +283,9 @@ class ComparisonPipeline:
         batch: list[tuple[Exchange, Callable[[], None] | None]],
         future: asyncio.Future[list[Verdicts | Exception]],
     ) -> None:
-        if future.cancelled():
-            for _, done in batch:
-                self._finish(None, done)
+        if future.cancelled():  # the pipeline closed (the shim stops) before a worker took the batch
+            for exchange, done in batch:
+                self._finish(exchange, None, done)
             return
         error = future.exception()
         if isinstance(error, concurrent.futures.BrokenExecutor):
@@ -305,7 +309,12 @@ class ComparisonPipeline:
             else:
                 verdict, differences, reason, decoded, noise = result
                 comparisons.append(Comparison(exchange, verdict, differences, reason, decoded, noise))
-        sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_each, comparisons)
+        try:
+            sunk = asyncio.get_running_loop().run_in_executor(self._sink_pool, self._sink_each, comparisons)
+        except RuntimeError:  # compared as the pipeline closed: the sinks take nothing more
+            for exchange, done in batch:
+                self._finish(exchange, None, done)
+            return
         sunk.add_done_callback(lambda f: self._all_done(f, comparisons, [done for _, done in batch]))
 
     def _sink_each(self, comparisons: list[Comparison]) -> None:
@@ -319,23 +328,28 @@ class ComparisonPipeline:
         dones: list[Callable[[], None] | None],
     ) -> None:
         for comparison, done in zip(comparisons, dones, strict=True):
-            self._finish(None if future.cancelled() else comparison, done)
+            self._finish(comparison.exchange, None if future.cancelled() else comparison, done)
 
     def _done(
         self,
+        exchange: Exchange,
         future: asyncio.Future[Comparison] | asyncio.Future[Comparison | None],
         done: Callable[[], None] | None = None,
     ) -> None:
-        self._finish(None if future.cancelled() else future.result(), done)
+        self._finish(exchange, None if future.cancelled() else future.result(), done)
 
-    def _finish(self, comparison: Comparison | None, done: Callable[[], None] | None = None) -> None:
+    def _finish(
+        self, exchange: Exchange, comparison: Comparison | None, done: Callable[[], None] | None = None
+    ) -> None:
+        """`comparison` is None when it never reached the sinks (the pipeline closed first): it is counted
+        dropped, as one beyond `max_pending` is, and so reaches the store's counts and the gate."""
         if done is not None:
             done()
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()
         if comparison is None:
-            self._counters.inc("comparison_errors")
+            self._counters.inc("comparisons_dropped", exchange.method)
         else:
             self._counters.inc(f"verdict_{comparison.verdict.value}", comparison.method)
 
@@ -361,6 +375,9 @@ class ComparisonPipeline:
         await self._idle.wait()
 
     def close(self) -> None:
+        """Stop comparing: the batches a worker has not taken are cancelled, and each of their exchanges is
+        counted `comparisons_dropped` under its method (so is one compared too late for the sinks), which the
+        store's counts and the gate see."""
         if self._compare_pool is not self._sink_pool:
             self._compare_pool.shutdown(wait=True, cancel_futures=True)
         self._sink_pool.shutdown(wait=True)

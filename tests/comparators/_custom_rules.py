@@ -43,3 +43,11 @@ def kill_worker(bank: Any, bk: Any) -> bool:
 
         os._exit(3)
     return False
+
+
+def slow(bank: Any, bk: Any) -> bool:
+    """A rule that takes its time, as the comparison of large answers does."""
+    import time
+
+    time.sleep(0.3)
+    return True

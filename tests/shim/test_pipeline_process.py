@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from grpc import aio
 from comparators import Exchange, Outcome, Verdict
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, WorkerSetup
+from shim.store import Store
 from shim.testing import CapturingSink, running_shim
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import Running, scripted_server
@@ -132,6 +134,50 @@ async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped()
     assert released == [1]
     assert counters.get("comparisons_dropped") == 1
     assert pipeline.pending == 0
+
+
+async def test_comparisons_still_waiting_for_a_worker_at_stop_are_counted_dropped_in_the_store(
+    pair: tuple[Running, Running], tmp_path: Path
+) -> None:
+    """Comparisons slower than the calls: when the shim stops, those a worker has not taken are cut off.
+    Each is counted `comparisons_dropped` under its method, in the store's counts as the gate reads them;
+    every call is stored or counted. Before, they were counted as nameless `comparison_errors`, which
+    neither the store nor the gate sees: 13 of 20 vanished."""
+    bank, bk = pair
+    rules = (
+        {
+            "path": "grpc.testing.Payload.body",
+            "rule": "custom",
+            "callable": "tests.comparators._custom_rules:slow",
+        },
+    )
+    store, calls = tmp_path / "shim.db", 20
+    async with running_shim(
+        bank.address,
+        bk.address,
+        registry=registry_of(pb.DESCRIPTOR),
+        comparison={"executor": "process"},
+        rules=rules,
+        store={"url": str(store)},
+    ) as (shim, sink):
+        assert shim.pipeline is not None
+        await shim.pipeline.start()
+        for n in range(calls):  # one at a time: each comparison is handed to the worker on its own
+            assert await _call(shim.address, b"x%d" % n) == _answer(b"x%d" % n)
+        await shim.dispatcher.drain()
+    # the shim has stopped: its pipeline had 1 s to drain, for 20 comparisons of 0.3 s each
+    dropped = shim.counters.get("comparisons_dropped", UNARY)
+    assert dropped > 0
+    assert len(sink.comparisons) + dropped == calls
+    reopened = Store.open(str(store))
+    await reopened.start()
+    try:
+        ((stored,),) = await reopened.select("SELECT count(*) FROM comparisons")
+        counted = await reopened.select("SELECT method, name, sum(value) FROM counts GROUP BY method, name")
+    finally:
+        await reopened.close()
+    assert stored == len(sink.comparisons)
+    assert counted == [(UNARY, "comparisons_dropped", dropped)]
 
 
 async def test_exchanges_submitted_a_turn_apart_go_to_the_worker_together() -> None:

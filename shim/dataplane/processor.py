@@ -159,6 +159,9 @@ def grpc_timeout(text: str) -> float | None:
     return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
 
 
+_WBITS = {"gzip": 31, "deflate": 15}  # the encodings the shim inflates, as zlib reads them
+
+
 class Frames:
     """gRPC messages out of a body that arrives in pieces (5-byte prefix: flag, big-endian length)."""
 
@@ -188,14 +191,24 @@ class Frames:
         return bool(self._buffer)
 
     def _inflate(self, payload: bytes) -> bytes:
+        """The message `payload` holds compressed, inflated no further than one byte past the limit: a
+        small message that inflates beyond it is unreadable, never held whole."""
+        wbits = _WBITS.get(self.encoding)
+        if wbits is None:
+            raise UnreadableCopy(f"a message compressed with {self.encoding!r}, which the shim cannot undo")
+        inflater = zlib.decompressobj(wbits=wbits)
         try:
-            if self.encoding == "gzip":
-                return zlib.decompress(payload, wbits=31)
-            if self.encoding == "deflate":
-                return zlib.decompress(payload)
+            message = inflater.decompress(payload, self._limit + 1 if self._limit >= 0 else 0)
         except zlib.error as exc:
             raise UnreadableCopy(f"a {self.encoding} message does not decompress: {exc}") from None
-        raise UnreadableCopy(f"a message compressed with {self.encoding!r}, which the shim cannot undo")
+        if 0 <= self._limit < len(message):
+            raise UnreadableCopy(
+                f"a {self.encoding} message of {len(payload)} bytes inflates to more than {self._limit}"
+                f" bytes, larger than {self._setting}"
+            )
+        if not inflater.eof:
+            raise UnreadableCopy(f"a {self.encoding} message does not decompress: it is cut short")
+        return message
 
 
 class _Copy:

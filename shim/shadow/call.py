@@ -56,7 +56,6 @@ class ShadowCall:
         "head",
         "method",
         "queue",
-        "queued",
         "sent",
         "stage",
     )
@@ -83,7 +82,6 @@ class ShadowCall:
         self._plan = side.plan
         self._side = side
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # the client's requests; None: no more
-        self.queued = 0  # request bytes handed over and not yet written to the shadow
         self.call: aio.Call | None = None
         self.head: bytes | None = None  # the first request as sent to the shadow (ids translated)
         self.sent = 0  # request messages sent to the shadow
@@ -97,7 +95,7 @@ class ShadowCall:
 
     def _we_cancelled(self) -> bool:
         fate = self._fate
-        return fate.expired or fate.abandoned or fate.overflowed or self._learning.stopped
+        return fate.expired or fate.abandoned or bool(fate.overflowed) or self._learning.stopped
 
     async def when_due(
         self,
@@ -164,7 +162,7 @@ class ShadowCall:
                 latency=time.perf_counter() - started,
                 local="not sent: " + self._learning.note(),
             )
-        self.queued -= len(head) - len(translated.payload)
+        self._capture.queued -= len(head) - len(translated.payload)
         self.head = translated.payload
         return None
 
@@ -196,7 +194,7 @@ class ShadowCall:
         )
         self.call = call
         self._side.sending()
-        self.queued -= len(payload)
+        self._capture.queued -= len(payload)
         if self._fate.overflowed or self._fate.abandoned:
             call.cancel()
         try:
@@ -273,11 +271,11 @@ class ShadowCall:
                         call.cancel()
                         return
                     payload = translated.payload
-                    self.queued -= size - len(payload)
+                    self._capture.queued -= size - len(payload)
             if self._side.sent_times is not None:
                 self._side.sent_times.append(time.time())
             sent = await _grpc_compat.send(call, payload)
-            self.queued -= len(payload)
+            self._capture.queued -= len(payload)
             self.sent += 1
             self._shadow_sent(self.sent)
             if not sent:

@@ -32,9 +32,14 @@ class Budget:
 
 class Capture:
     """What one exchange keeps for comparison: at most `limit` bytes, and only while the total budget
-    has room. Once a message is not kept, the call is compared no further."""
+    has room. Once a message is not kept, the call is compared no further.
 
-    __slots__ = ("budget", "exceeded", "held", "left", "starved")
+    It counts the request bytes waiting for the shadow call too (`queued`). Those not kept are held all
+    the same until they are sent: they are taken from the total budget as well (`wait`), and given back
+    as they are sent, or with the rest once the call is over. They are the last ones queued (once a message
+    is not kept, none after it is), so at most `queued` of them still wait."""
+
+    __slots__ = ("_queued", "budget", "exceeded", "held", "left", "starved", "waiting")
 
     def __init__(self, limit: int, budget: Budget | None = None) -> None:
         self.left = limit if limit > 0 else 2**62
@@ -42,6 +47,28 @@ class Capture:
         self.held = 0  # bytes taken from the budget
         self.exceeded = False
         self.starved = False  # exceeded because the total budget was full
+        self._queued = 0
+        self.waiting = 0  # request bytes not kept, waiting for the shadow call: taken from the budget
+
+    @property
+    def queued(self) -> int:
+        """Request bytes handed to the shadow call and not yet sent to the shadow."""
+        return self._queued
+
+    @queued.setter
+    def queued(self, size: int) -> None:
+        self._queued = size
+        if self.waiting > size:  # sent: what waited is given back
+            self._give(self.waiting - max(size, 0))
+            self.waiting = max(size, 0)
+
+    def wait(self, size: int) -> bool:
+        """`size` request bytes not kept wait for the shadow call: False when the total budget has no room
+        for them (the shadow call is then given up)."""
+        if self.budget is not None and not self.budget.take(size, self.held + self.waiting):
+            return False
+        self.waiting += size
+        return True
 
     def take(self, payload: bytes) -> bool:
         if self.exceeded:
@@ -57,7 +84,11 @@ class Capture:
         return True
 
     def give_back(self) -> None:
-        """The bytes are no longer held (compared, stored, or dropped)."""
-        if self.budget is not None and self.held:
-            self.budget.give(self.held)
-        self.held = 0
+        """The bytes are no longer held (compared, stored, or dropped), nor those that waited for the shadow
+        call (over)."""
+        self._give(self.held + self.waiting)
+        self.held = self.waiting = 0
+
+    def _give(self, size: int) -> None:
+        if self.budget is not None and size:
+            self.budget.give(size)

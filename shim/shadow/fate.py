@@ -12,6 +12,8 @@ from shim.steps import unreachable
 CANCELLED, DEADLINE_EXCEEDED, INTERNAL = Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL
 
 WAITING = "while it waited behind earlier calls on its keys"
+BEHIND = "it fell more than shadow.max_capture request bytes behind"
+NO_ROOM = "its request bytes waiting for it found no room in shadow.max_capture_total"
 NOT_SENT = "before it was sent"
 DEADLINE_PASSED = "the client's deadline passed (the primary answered DEADLINE_EXCEEDED)"
 DEADLINE_SLACK = 0.01  # seconds: the primary's timer may end the call this early, rounding the deadline
@@ -39,7 +41,7 @@ class Fate:
     expired: bool = False  # the shadow timeout passed
     waited_out: bool = False  # ordering.max_wait passed while it waited behind earlier calls
     abandoned: bool = False  # the client cancelled (or its copy was lost) before the primary answered
-    overflowed: bool = False  # more than max_capture request bytes waited for the shadow
+    overflowed: str = ""  # why its request bytes could wait for the shadow no longer (BEHIND, NO_ROOM)
     idle: bool = False  # an idle stream, given up for a call that needed its place
     shutdown: bool = False  # the shim stops
     unreachable: bool = False  # not sent: the primary never received the write
@@ -77,7 +79,7 @@ class Fate:
             return Outcome(
                 code=CANCELLED,
                 latency=latency,
-                local=f"shadow given up {where}: it fell more than shadow.max_capture request bytes behind",
+                local=f"shadow given up {where}: {self.overflowed}",
             )
         if self.waited_out:
             return Outcome(
@@ -102,7 +104,7 @@ class Fate:
             return Outcome(
                 code=CANCELLED,
                 latency=latency,
-                local="shadow given up: it fell more than shadow.max_capture request bytes behind",
+                local=f"shadow given up: {self.overflowed}",
             )
         if self.shutdown:
             return Outcome(

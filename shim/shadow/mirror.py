@@ -18,7 +18,7 @@ from shim._noise import Noise
 from shim.shadow.admission import Admission
 from shim.shadow.call import ShadowCall
 from shim.shadow.capture import Capture
-from shim.shadow.fate import CANCELLED, DEADLINE_PASSED, INTERNAL, Fate, ended_by_deadline
+from shim.shadow.fate import BEHIND, CANCELLED, DEADLINE_PASSED, INTERNAL, NO_ROOM, Fate, ended_by_deadline
 from shim.shadow.learning import Learning
 from shim.shadow.places import Places
 from shim.shadow.record import conclude, release_places
@@ -117,11 +117,8 @@ class Mirror:
     # -- fed by the primary handler; none of these wait --------------------------------
 
     def feed(self, payload: bytes) -> None:
-        """A request message the client sent.
-
-        When the shadow falls so far behind that more than `max_capture` request bytes wait for it, the
-        shadow call is given up (and recorded as such) rather than buffering without bound.
-        """
+        """A request message the client sent. When more than `max_capture` request bytes wait for the shadow,
+        or the total budget has no room for those it does not keep, the shadow call is given up (recorded)."""
         fate = self.fate
         if fate.overflowed or fate.stop.is_set():  # given up: nothing more is mirrored, or kept
             self.admission.missed(payload)
@@ -129,14 +126,16 @@ class Mirror:
         self.last_active = time.monotonic()
         if self.capture.take(payload):
             self.requests.append(payload)
-        self._call.queued += len(payload)
-        if self._call.queued > self._shared.max_capture > 0:
-            fate.overflowed = True
+        elif not self.capture.wait(len(payload)):  # not kept, but held until sent all the same
+            fate.overflowed = NO_ROOM
+        self.capture.queued += len(payload)
+        self.admission.arrived(payload, self._fed)  # its keys, also if it goes no further (out of step)
+        self._fed += 1
+        if fate.overflowed or self.capture.queued > self._shared.max_capture > 0:
+            fate.overflowed = fate.overflowed or BEHIND
             fate.stop.set()
             self._call.cancel()
             return
-        self.admission.arrived(payload, self._fed)
-        self._fed += 1
         self._call.queue.put_nowait(payload)
 
     def close_requests(self) -> None:

@@ -26,7 +26,10 @@ class ShadowSettings:
     )
     max_capture: int = setting(64 * 1024**2, SIZE, "request and answer bytes kept per call for comparison")
     max_capture_total: int = setting(
-        256 * 1024**2, SIZE, "... and across all calls; beyond it a call is compared no further"
+        256 * 1024**2,
+        SIZE,
+        "... and across all calls, with the requests waiting for BK; beyond it a call is compared no further,"
+        " or given up if its request cannot wait",
     )
     stream_idle: float = setting(
         30.0, duration(), "a stream idle this long gives its place to a call that needs it"

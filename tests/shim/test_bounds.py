@@ -16,6 +16,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.config import load_file, merged
+from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as ipb
 from tests._proto.grpc.testing import interop_pb2_grpc as ipb_grpc
@@ -26,6 +27,7 @@ from tests.shim.test_verify import SAMPLE
 
 MiB = 1024 * 1024
 INTEROP = registry_of(ipb.DESCRIPTOR)
+NO_ROOM = "its request bytes waiting for it found no room in shadow.max_capture_total"
 
 
 def _sample_settings(**overrides: Any) -> dict[str, Any]:
@@ -157,6 +159,131 @@ async def test_calls_holding_large_messages_never_take_the_room_small_calls_need
     assert small == [b"q%d" % n for n in range(20)]
     assert large_held <= 6 * MiB  # three quarters of 8 MiB: three of the six requests, the others not kept
     assert [c.verdict for c in comparisons] == [Verdict.MATCH] * 20, [c.exchange.note for c in comparisons]
+
+
+async def test_requests_waiting_for_a_slow_bk_stay_within_the_total_budget() -> None:
+    """Twelve 256 KiB writes on one key while BK holds the first, under a 1 MiB total budget: the requests
+    waiting for BK are held within it too. Those it has room for wait, and reach BK once it goes on; the
+    others are given up at once, never sent, recorded as such, and their key is out of step. Every client
+    has Bank's answer, and every byte is given back. Before, every request waited for BK whatever the
+    budget: here all twelve, 3 MiB; 40 such writes held 10 MiB."""
+    release = asyncio.Event()
+    reached_bk: list[int] = []
+
+    async def bank_side(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        return [ipb.SimpleResponse().SerializeToString() async for _ in requests]
+
+    async def bk_side(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        got = [ipb.SimpleRequest.FromString(r) async for r in requests]
+        reached_bk.extend(len(r.payload.body) for r in got)
+        await release.wait()
+        return [ipb.SimpleResponse().SerializeToString() for _ in got]
+
+    bank, bk = await scripted_server(bank_side), await scripted_server(bk_side)
+    method = "/grpc.testing.TestService/UnaryCall"
+    total, size, calls = MiB, 256 * 1024, 12
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                registry=INTEROP,
+                shadow={"max_capture_total": total},
+                shadow_timeout=30,
+                methods={method.lstrip("/"): MethodSettings(key=("response_size",))},
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            dispatcher, steps = shim.dispatcher, shim.steps
+            assert dispatcher is not None
+            assert steps is not None
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, dispatcher.shared.budget.used)
+                    await asyncio.sleep(0)
+
+            watcher = asyncio.ensure_future(watch())
+            call = channel.unary_unary(method)
+            request = ipb.SimpleRequest(response_size=7, payload=ipb.Payload(body=b"x" * size))
+            answers = [await call(request.SerializeToString(), timeout=30) for _ in range(calls)]
+            await until(lambda: reached_bk == [size], "the first write held at BK")
+            release.set()
+            comparisons = await sink.wait_for(calls, within=30)
+            await shim.drain()
+            marked = steps.keys.get("7")
+            watcher.cancel()
+            held_after = dispatcher.shared.budget.used
+    finally:
+        release.set()
+        await bank.stop()
+        await bk.stop()
+    assert answers == [ipb.SimpleResponse().SerializeToString()] * calls
+    # the writes behind the first one waited in the shim for BK to go on: within the budget, with the first
+    assert len(reached_bk) > 1
+    assert len(reached_bk) * size <= total, len(reached_bk)
+    assert peak <= total
+    assert held_after == 0
+    given_up = [c for c in comparisons if NO_ROOM in c.reason]
+    assert len(given_up) == calls - len(reached_bk)
+    assert all(c.verdict is Verdict.SHADOW_ERROR for c in given_up), [c.verdict for c in given_up]
+    assert marked is not None
+    assert NO_ROOM in marked.reason
+
+
+async def test_a_stream_beyond_max_capture_gives_back_its_requests_as_they_are_sent() -> None:
+    """A stream of twenty 100 KiB requests with `shadow.max_capture` 1 MiB, under a 2 MiB total budget: once
+    it keeps no more for its comparison (1 MiB kept), each request waits for BK on the total budget, and is
+    given back as it is sent. The whole stream reaches BK: were the requests sent still counted, the budget
+    would have no room for them from the sixteenth on, and the stream would be given up."""
+    arrived: list[int] = []
+
+    async def bank_side(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        async for _ in requests:
+            await context.write(b"ok")  # each as it comes: the primary has received the write
+        return []
+
+    async def bk_side(requests: AsyncIterator[bytes], context: Any) -> list[bytes]:
+        async for request in requests:
+            arrived.append(len(request))
+            await context.write(b"ok")
+        return []
+
+    bank, bk = await scripted_server(bank_side), await scripted_server(bk_side)
+    size, count = 100 * 1024, 20
+    try:
+        async with (
+            running_shim(
+                bank.address,
+                bk.address,
+                shadow={"max_capture": MiB, "max_capture_total": 2 * MiB},
+                shadow_timeout=30,
+            ) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            dispatcher = shim.dispatcher
+            assert dispatcher is not None
+            call = channel.stream_stream("/big.Big/Put")()
+            peak = 0
+            for n in range(1, count + 1):
+                await call.write(b"x" * size)
+                await until(lambda: len(arrived) >= n, f"request {n} at BK")  # noqa: B023 (awaited here)
+                peak = max(peak, dispatcher.shared.budget.used)
+            await call.done_writing()
+            answers = [a async for a in call]
+            (comparison,) = await sink.wait_for(1, within=10)
+            await shim.drain()
+            held_after = dispatcher.shared.budget.used
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert answers == [b"ok"] * count
+    assert arrived == [size] * count
+    assert peak <= 2 * MiB
+    assert held_after == 0
+    assert comparison.exchange.note == "too large to compare: more than shadow.max_capture bytes"
 
 
 async def test_a_request_that_does_not_decode_never_holds_up_other_clients_writes(

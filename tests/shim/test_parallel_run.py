@@ -253,7 +253,7 @@ async def test_a_stuck_shadow_write_holds_later_writes_on_its_key_only(bank: Run
 
 async def test_a_write_given_up_while_waiting_still_holds_the_writes_behind_it(bank: RunningLedger) -> None:
     """A write on A that the shim gives up while it waits behind a stuck one (too large to mirror)
-    does not let the next write on A overtake the stuck one at BK."""
+    does not let the next write on A overtake the stuck one at BK, and puts A out of step."""
     script = _ScriptedBk()
     bk = await scripted_server(script)
     try:
@@ -272,12 +272,17 @@ async def test_a_write_given_up_while_waiting_still_holds_the_writes_behind_it(b
             assert script.events == ["a1", "b1"]
             script.release.set()
             await sink.wait_for(4)
+            assert shim.steps is not None
+            marks = dict(shim.steps.keys)
     finally:
         await bk.stop()
     assert script.events == ["a1", "b1", "a1 answered", "a3"]
     assert given_up.exchange.shadow is not None
     assert given_up.exchange.shadow.code == grpc.StatusCode.CANCELLED.value[0]
     assert "max_capture" in given_up.exchange.shadow.local
+    # its key, read from the request it gave up on (before, none was: the write was counted unkeyed)
+    assert list(marks) == ["A"]
+    assert "shadow.max_capture request bytes behind" in marks["A"].reason
 
 
 CANCEL_TRADE = "/bank.v1.Ledger/CancelTrade"

@@ -174,6 +174,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # earlier mark: a check clears the mark only at the generation it read before it began (`marks.py`)
         "ALTER TABLE out_of_step ADD COLUMN gen BIGINT NOT NULL DEFAULT 0",
     ),
+    (
+        # whose id each key out of step is ("bank", "bk": the primary's when the write was made; "": not
+        # recorded, or marks of both sides' ids of the same text): a check reads the accounts it names
+        "ALTER TABLE out_of_step ADD COLUMN side TEXT NOT NULL DEFAULT ''",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -36,6 +36,9 @@ class OutOfStep:
     method: str  # "/pkg.Svc/Method" of that write
     reason: str
     replica: str = ""  # the shim that marked it (shim.evidence.record.replica_name); "" when not known
+    # whose id the key is: "bank" or "bk" (the primary's, whose ids its clients speak, when the write was
+    # made); "" when not recorded, or when marks of both sides' ids of the same text share the key
+    side: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,28 @@ async def test_every_mark_put_raises_the_generation_and_a_clear_of_an_older_one_
     assert await store.marks.marked(["k"]) == {}
 
 
+async def test_a_mark_keeps_whose_id_its_key_is_and_marks_of_both_sides_on_one_text_keep_neither(
+    store: Store,
+) -> None:
+    """A mark records whose id its key is (`side`: Bank's or BK's, the primary's when the write was made);
+    more marks of that side keep it. A mark of the other side's id of the same text (Bank's A2 and BK's A2,
+    where the id spaces overlap) shares the key's one row, whose side becomes "": either account may be
+    the one out of step. A clear of the mark as one side's clears nothing once the other's joined it."""
+    store.marks.put(
+        [OutOfStep("A2", 10.0, "/s.S/M", "first", "a", "bk"), OutOfStep("B", 10.0, "/s.S/M", "r")]
+    )
+    store.marks.put([OutOfStep("A2", 15.0, "/s.S/M", "again", "a", "bk")])
+    read = await store.marks.marked(["A2", "B"])
+    assert read["A2"][0] == OutOfStep("A2", 10.0, "/s.S/M", "first", "a", "bk")
+    assert read["B"][0].side == ""
+    store.marks.put([OutOfStep("A2", 20.0, "/s.S/M", "Bank's", "b", "bank")])
+    mark, generation = (await store.marks.marked(["A2"]))["A2"]
+    assert mark == OutOfStep("A2", 10.0, "/s.S/M", "first", "a", "")
+    assert await store.marks.out_of_step() == [mark, read["B"][0]]
+    assert not await store.marks.clear("A2", 10.0, generation, side="bk")
+    assert await store.marks.clear("A2", 10.0, generation, side="")
+
+
 async def test_resync_returns_and_removes_the_marks(store: Store) -> None:
     """resync clears the given keys and answers those of them that were out of step."""
     store.marks.put([OutOfStep(key, 1.0, "/s.S/M", "r") for key in "abc"])
@@ -303,8 +325,9 @@ async def test_the_lateness_a_store_kept_before_its_bands_is_taken_as_over_at_th
     for column in added:
         durable.sql(f"ALTER TABLE shim_key_order DROP COLUMN {column}")
     durable.sql("DROP TABLE bk_builds")  # the migrations after the bands
-    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
-    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 3}")
+    for column in ("gen", "side"):
+        durable.sql(f"ALTER TABLE out_of_step DROP COLUMN {column}")
+    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('shim_key_order', 'late_until')}")
     durable.sql(
         "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
         " VALUES ('k', 1, 1, '', '', 2.0, 0.0), ('b', 1, 1, '', '', 0.0, 0.5), ('j', 1, 1, '', '', 0.0, 0.0)"
@@ -325,8 +348,9 @@ async def test_the_marks_of_a_store_from_before_generations_are_kept_and_cleared
     """A store from before the marks' generations keeps its marks through the upgrade, at generation 0,
     and a check clears them as any."""
     await (await open_store(durable.url)).close()
-    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
-    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 1}")
+    for column in ("side", "gen"):
+        durable.sql(f"ALTER TABLE out_of_step DROP COLUMN {column}")
+    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'gen')}")
     durable.sql(
         "INSERT INTO out_of_step (key, since, method, reason, replica) VALUES ('k', 5.0, 'm', 'r', 'a')"
     )
@@ -334,6 +358,30 @@ async def test_the_marks_of_a_store_from_before_generations_are_kept_and_cleared
     assert await store.marks.marked(["k"]) == {"k": (OutOfStep("k", 5.0, "m", "r", "a"), 0)}
     assert await store.marks.clear("k", 5.0, 0)
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
+async def test_the_marks_of_a_store_from_before_sides_say_neither_side(
+    durable: Target, open_store: Opener
+) -> None:
+    """A store from before the marks' sides keeps its marks through the upgrade, with side "": whose id
+    each key is was not recorded (a check reads every account the text names)."""
+    await (await open_store(durable.url)).close()
+    durable.sql("ALTER TABLE out_of_step DROP COLUMN side")
+    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'side')}")
+    durable.sql(
+        "INSERT INTO out_of_step (key, since, method, reason, replica, gen)"
+        " VALUES ('A2', 5.0, 'm', 'r', 'a', 3)"
+    )
+    store = await open_store(durable.url)
+    assert await store.marks.marked(["A2"]) == {"A2": (OutOfStep("A2", 5.0, "m", "r", "a", ""), 3)}
+    assert await store.marks.clear("A2", 5.0, 3, side="")
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
+def _migration_adding(table: str, column: str) -> int:
+    """The schema version before the migration that added `column` to `table`."""
+    added = f"ALTER TABLE {table} ADD COLUMN {column} "
+    return next(i for i, m in enumerate(store_module.MIGRATIONS) if any(s.startswith(added) for s in m))
 
 
 async def test_a_newer_schema_is_refused(durable: Target, open_store: Opener) -> None:

@@ -21,8 +21,11 @@ named is refused rather than read half (a full page, or an answer with a field
 like a next page's token: see docs/reconcile.md). A key only one side lists is a
 difference; every read is asked of Bank and of BK (through the adapters when
 BK speaks its own interface) and the two answers are compared with the
-config's rules and id map, exactly as mirrored calls are. Keys out of step
-(see `shim resync`) are reported as such: their difference is already known.
+config's rules and id map, exactly as mirrored calls are. Each key is read as
+the account it names on its side (`shim.reconcile_keys`): where the id spaces
+overlap, a key BK lists that the map pairs with no Bank id is BK's alone,
+never taken for Bank's account of the same text. Keys out of step (see `shim
+resync`) are reported as such: their difference is already known.
 A key whose state a read did not show (an error on Bank, a failed or late call,
 answers that could not be compared) is unreadable: reported, never agreeing.
 The table is parsed and checked in `shim.reconcile_settings`.
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf import message
@@ -45,7 +48,9 @@ from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.errors import ShimError
 from shim.ids import IdBook
+from shim.reconcile_keys import Keys, Target
 from shim.reconcile_settings import KEY_SOURCES, Read, ReconcileSettings, check, parse
+from shim.store.records import OutOfStep
 
 CONCURRENCY = 8  # keys read at once
 EMPTY_PAGES = 100  # empty pages in a row, each with a new token, after which a listing is taken to be endless
@@ -78,6 +83,7 @@ class KeyResult:
     out_of_step: str = ""  # why, when the key is known to be out of step
     marked_by: str = ""  # the replica that marked it out of step, when the mark names one
     unreadable: str = ""  # why a side's state could not be read (its read failed or timed out), "" if read
+    side: str = "bank"  # "bk": the key is BK's id, of an account no Bank id pairs with (`Target.bk_only`)
 
 
 @dataclass
@@ -105,7 +111,7 @@ class Sweep:
         bank: Channel,
         bk: Channel,
         ids: IdBook | None = None,
-        out_of_step: Mapping[str, str] | None = None,
+        marks: Sequence[OutOfStep] = (),
         timeout: float = 30.0,
     ) -> None:
         self.settings = settings
@@ -113,17 +119,19 @@ class Sweep:
         self.rules = rules
         self.sides = {"bank": bank, "bk": bk}
         self.ids = ids
-        self.out_of_step = dict(out_of_step or {})
+        self.names = Keys(ids)
+        # the keys out of step, as the store has them (an older shim's mark on every key names none)
+        self.marks = [mark for mark in marks if mark.key != "*"]
         self.timeout = timeout
 
-    async def keys(self, side: str) -> list[str]:
+    async def keys(self, side: str) -> list[Target]:
         """Every key the side lists, following its own page tokens."""
         s = self.settings
         info = self.registry.method("/" + s.list)
         assert info is not None
         request_class = self.registry.message_class(info.input_type)
         answer_class = self.registry.message_class(info.output_type)
-        found: list[str] = []
+        found: list[Target] = []
         token = ""
         seen: set[object] = set()  # the page tokens followed: one that comes back would loop forever
         empty = 0  # empty pages in a row that gave a token
@@ -147,9 +155,10 @@ class Sweep:
                     "and no reconcile.page_token: the keys after it would go unread; name page_token and "
                     "next_page_token, or raise reconcile.size above the number of keys"
                 )
-            if side == "bk":
-                listed = await self._as_bank_keys(info.path, answer, listed)
-            found += listed
+            if side == "bk":  # BK's ids: the accounts they name
+                found += await self._as_bank_keys(info.path, answer, listed)
+            else:
+                found += map(Target, listed)
             token = getattr(answer, s.next_page_token) if s.next_page_token else ""
             if not token:
                 return found
@@ -163,25 +172,17 @@ class Sweep:
                 )
             seen.add(token)
 
-    async def _as_bank_keys(self, method: str, answer: message.Message, listed: list[str]) -> list[str]:
-        """BK's listed keys in Bank's id space, where the key is an id the map pairs (keys both sides
-        spell alike are kept)."""
+    async def _as_bank_keys(self, method: str, answer: message.Message, listed: list[str]) -> list[Target]:
+        """BK's listed keys as the accounts they name: the Bank id the map pairs each with, or BK's alone
+        (`Keys.of_bk`; keys both sides spell alike are kept)."""
         if self.ids is None:
-            return listed
+            return [Target(key) for key in listed]
         kinds: dict[int, tuple[str, ...]] = {}
         for found in self.ids.fields.find(method, "response", [answer], None):
             path = found.path
             if len(path) == 4 and path[1] == self.settings.items and path[3] == self.settings.key:
                 kinds[int(path[2])] = found.every_kind
-        out = []
-        for index, key in enumerate(listed):
-            bank_key = None
-            for kind in kinds.get(index, ()):
-                bank_key = await self.ids.counterpart("bk", kind, key)
-                if bank_key is not None:
-                    break
-            out.append(bank_key if bank_key is not None else key)
-        return out
+        return [await self.names.of_bk(key, kinds.get(index, ())) for index, key in enumerate(listed)]
 
     async def _for_bk(self, method: str, request: message.Message) -> bytes:
         """A read for BK: the Bank ids it names replaced by BK's, where the id map pairs them."""
@@ -213,7 +214,8 @@ class Sweep:
         return await snapshot(call, (answer,) if answer is not None else (), time.perf_counter() - started)
 
     async def key(self, key: str) -> KeyResult:
-        result = KeyResult(key, out_of_step=self.out_of_step.get(key, ""))
+        """`key` (Bank's id) read on both sides with every state read, and compared."""
+        result = KeyResult(key)
         for read in self.settings.reads:
             info = self.registry.method("/" + read.method)
             assert info is not None
@@ -272,52 +274,63 @@ class Sweep:
                     pairs[(found.kind, *pair)] = None
         return tuple(pairs)
 
-    def _listed_once(self, key: str, only: str) -> KeyResult:
+    def _listed_once(self, target: Target, only: str) -> KeyResult:
         """A key one side lists and the other does not."""
-        s = self.settings
+        s, key = self.settings, target.key
         path = f"{s.items}[{s.key}={key}]"
         if only == "Bank":
             difference = Difference(path, DiffKind.REMOVED, key, None)
         else:
             difference = Difference(path, DiffKind.ADDED, None, key)
-        return KeyResult(key, [(s.list, difference)], self.out_of_step.get(key, ""))
+        return KeyResult(key, [(s.list, difference)], side="bk" if target.bk_only else "bank")
 
     async def as_bank_key(self, key: str) -> str:
-        """A key given in either side's ids, in Bank's: a BK id the map pairs becomes Bank's, unless Bank
-        knows the key as an id of its own (where the id spaces overlap, the same text is Bank's first)."""
-        if self.ids is None:
-            return key
-        for kind in self.ids.fields.kinds:
-            if await self.ids.counterpart("bank", kind, key) is not None or await self.ids.minted(
-                "bank", kind, key
-            ):
-                return key
-        for kind in self.ids.fields.kinds:
-            bank_key = await self.ids.counterpart("bk", kind, key)
-            if bank_key is not None:
-                return bank_key
-        return key
+        """A key given in either side's ids, in Bank's (`Keys.as_bank_key`)."""
+        return await self.names.as_bank_key(key)
 
-    async def marked(self, key: str) -> KeyResult:
-        """`key` (a key out of step: Bank's id, or BK's for a mark made while BK was primary) read on both
-        sides, by its Bank id (`as_bank_key`)."""
-        bank_key = await self.as_bank_key(key)
-        if bank_key == key:
-            return await self.key(key)
-        result = await self.key(bank_key)
-        result.key, result.out_of_step = key, self.out_of_step.get(key, "")
+    async def read(self, target: Target) -> KeyResult:
+        """The account `target` read on both sides; BK's alone cannot be shown to agree with Bank."""
+        if target.bk_only:
+            why = f"BK's id {target.key!r} pairs with no Bank id: Bank's state of it is not known"
+            return KeyResult(target.key, unreadable=why, side="bk")
+        return await self.key(target.key)
+
+    async def marked(self, key: str, side: str = "") -> KeyResult:
+        """`key`, out of step, read on both sides as the account(s) its mark names (`side`: whose id its mark
+        says it is, "" for neither: `Keys.targets`). A key that names two accounts (a mark that says neither,
+        on a text both sides have) agrees only when both do; each difference says which was read."""
+        targets = await self.names.targets(key, side)
+        if len(targets) == 1:
+            result = await self.read(targets[0])
+            result.key = key
+            return result
+        result = KeyResult(key)
+        for target in targets:
+            one, reading = await self.read(target), target.reading(key)
+            result.differences += [(f"{method} ({reading})", d) for method, d in one.differences]
+            if one.unreadable and not result.unreadable:
+                result.unreadable = f"{one.unreadable} ({reading})"
         return result
 
     async def run(
-        self, progress: Callable[[int, int], None] | None = None, keys: Sequence[str] | None = None
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        keys: Sequence[str] | None = None,
+        marked: bool = False,
     ) -> Result:
         """Read every key on both sides: those the sides list, or `keys` (in either side's ids, from the
-        store or a file), read on both sides with no listing."""
+        store or a file), read on both sides with no listing, and with `marked` the keys out of step too (as
+        the accounts their marks name)."""
         started = time.perf_counter()
+        known: dict[Target, OutOfStep] = {}  # the accounts out of step, by the marks that name them
+        for mark in self.marks:
+            for target in await self.names.targets(mark.key, mark.side):
+                known.setdefault(target, mark)
         if keys is None:
             bank_keys, bk_keys = await asyncio.gather(self.keys("bank"), self.keys("bk"))
         else:
-            bank_keys = bk_keys = [await self.as_bank_key(key) for key in dict.fromkeys(keys)]
+            given = [Target(await self.as_bank_key(key)) for key in dict.fromkeys(keys)]
+            bank_keys = bk_keys = given + (list(known) if marked else [])
         every = sorted(set(bank_keys) | set(bk_keys))
         if not every:  # a sweep of nothing would say both sides agree
             nothing = (
@@ -328,20 +341,24 @@ class Sweep:
         done = 0
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(key: str) -> None:
+        async def one(target: Target) -> None:
             nonlocal done
             async with gate:
-                if key in bank_listed and key in bk_listed:
-                    results.append(await self.key(key))
+                if target in bank_listed and target in bk_listed:
+                    result = await self.read(target)
                 else:
-                    results.append(self._listed_once(key, only="Bank" if key in bank_listed else "BK"))
+                    result = self._listed_once(target, only="Bank" if target in bank_listed else "BK")
+                mark = known.get(target)
+                if mark is not None:
+                    result.out_of_step, result.marked_by = mark.reason, mark.replica
+                results.append(result)
                 done += 1
                 if progress is not None:
                     progress(done, len(every))
 
         bank_listed, bk_listed = set(bank_keys), set(bk_keys)
-        await asyncio.gather(*(one(key) for key in every))
-        results.sort(key=lambda r: r.key)
+        await asyncio.gather(*(one(target) for target in every))
+        results.sort(key=lambda r: (r.key, r.side))
         differing = [r for r in results if r.differences]
         unreadable = [r for r in results if r.unreadable]
         seconds = time.perf_counter() - started
@@ -360,6 +377,7 @@ __all__ = [
     "ReconcileSettings",
     "Result",
     "Sweep",
+    "Target",
     "check",
     "parse",
 ]

@@ -27,12 +27,21 @@ restarts and other replicas keep it) until the key is verified in step
 (`shim.verify`: both ledgers read and compared) or an operator resyncs it
 (`shim resync KEY`). Marks an older shim made on every key ("*") are still
 honoured until resynced.
+
+A mark says whose id its key is (`side`): the primary's, whose ids its
+clients speak (`Translation.client_side`), Bank's while Bank answers and BK's
+while BK does. Where the id spaces overlap, one text names two accounts (Bank's
+A2 is not BK's A2): a check reads the accounts the mark's side names. Marks of
+both sides' ids on one text say neither (""), as do those whose side is not
+known (a lost write's intent, a ticket released): a check reads every account
+of that text (`shim.reconcile.Sweep.marked`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 
@@ -158,9 +167,10 @@ class Steps:
         marks.update(self._fresh)
         self._marks = marks
 
-    def mark(self, keys: Iterable[str], method: str, reason: str) -> list[OutOfStep]:
-        """These keys missed a write; returns the new marks (a key out of step already keeps its mark).
-        A write without keys marks nothing (see the module docstring)."""
+    def mark(self, keys: Iterable[str], method: str, reason: str, side: str = "") -> list[OutOfStep]:
+        """These keys (`side`'s ids: "bank", "bk", or "" when not known) missed a write; returns the new marks
+        (a key out of step already keeps its mark, whose side becomes "" when this one's differs). A write
+        without keys marks nothing (see the module docstring)."""
         keys = tuple(k for k in keys if k)
         if not keys:
             self._counters.inc("unkeyed_writes_out_of_step", method)
@@ -178,12 +188,17 @@ class Steps:
             self._epochs[key] = self._epochs.get(key, 0) + 1
             while len(self._epochs) > 100_000:
                 del self._epochs[next(iter(self._epochs))]
-            if key in self._marks:
+            held = self._marks.get(key)
+            if held is not None:
                 # another replica (or `shim resync`) may have cleared it in the store since this one last
                 # looked: the store must not lose this write's mark for this replica's stale memory
-                again.append(OutOfStep(key, now, method, reason, self._replica))
+                again.append(OutOfStep(key, now, method, reason, self._replica, side))
+                if held.side != side:  # the other side's id of the same text: either account may be meant
+                    self._marks[key] = dataclasses.replace(held, side="")
+                    if self._refreshing:
+                        self._fresh[key] = self._marks[key]
                 continue
-            mark = OutOfStep(key, now, method, reason, self._replica)
+            mark = OutOfStep(key, now, method, reason, self._replica, side)
             self._marks[key] = mark
             if self._refreshing:
                 self._fresh[key] = mark
@@ -200,21 +215,27 @@ class Steps:
     async def generation(self, key: str) -> int | None:
         """The generation of the key's mark in the store (raised by every mark put on it, from any replica),
         read before a check of the key; None without a store, or when it holds no mark of the key."""
-        if self._store is None:
-            return None
-        held = (await self._store.marks.marked([key])).get(key)
+        held = await self.stored(key)
         return None if held is None else held[1]
 
-    async def clear(self, mark: OutOfStep, generation: int | None) -> bool:
+    async def stored(self, key: str) -> tuple[OutOfStep, int] | None:
+        """The key's mark in the store, and its generation (`generation`): what a check reads the key as
+        (its side) and may clear. None without a store, or when it holds no mark of the key."""
+        if self._store is None:
+            return None
+        return (await self._store.marks.marked([key])).get(key)
+
+    async def clear(self, mark: OutOfStep, generation: int | None, side: str | None = None) -> bool:
         """Clear a mark found in step (verified), if no mark was put on its key since its `generation` was
-        read, before the check (None: the store held none then); False when the key's mark has changed
-        meanwhile, here or in the store (another replica marked the key again: it stays marked)."""
+        read, before the check (None: the store held none then), and, with `side`, the store's mark says the
+        key is that side's id (as the check read it); False when the key's mark has changed meanwhile, here
+        or in the store (another replica marked the key again: it stays marked)."""
         held = self._marks.get(mark.key)
         if held is not None and held != mark:
             return False
         if self._store is not None:
             marks = self._store.marks
-            if generation is None or not await marks.clear(mark.key, mark.since, generation):
+            if generation is None or not await marks.clear(mark.key, mark.since, generation, side):
                 if await marks.marked([mark.key]):
                     return False
                 held_now = self._marks.get(mark.key)

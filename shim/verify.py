@@ -17,10 +17,13 @@ the shim checks it:
 A check reads the key's state from both sides with the configured state reads
 (`[reconcile] reads`, the same as `shim reconcile`; BK's reads name BK's ids,
 through the id map, and a key marked while BK was primary, BK's id, is read on
-Bank by the Bank id it pairs with: `Sweep.marked`) and compares them with the rules and the id map. If no
-write on the key came in meanwhile and the states agree, the mark is cleared
-("verified in step"); if they differ, the mark stays, with the differing state
-recorded; if a write came in, or a side could not be read (an error, or the
+Bank by the Bank id it pairs with: `Sweep.marked`) and compares them with the
+rules and the id map. The key is read as the side's id the store's mark says it
+is (the mark's `side`, read with its generation): where the id spaces overlap,
+one text names an account on each side, and a mark that says neither is read as
+every account of its text. If no write on the key came in meanwhile and the
+states agree, the mark is cleared ("verified in step"); if they differ, the mark
+stays, with the differing state recorded; if a write came in, or a side could not be read (an error, or the
 key not found: a check proves nothing then), it is inconclusive. A mark put on
 the key meanwhile by another replica (or `shim resync`'s reader) is never
 cleared with it: the key's mark in the store has a generation, raised by every
@@ -68,7 +71,8 @@ _log = structlog.get_logger("shim.verify")
 
 IN_STEP, DIFFERS, INCONCLUSIVE, UNREADABLE = "in-step", "differs", "inconclusive", "unreadable"
 
-Check = Callable[[str], Awaitable[KeyResult]]  # reads a key on both sides and compares
+# reads a key (its side's id: "bank", "bk", "" when the mark says neither) on both sides and compares
+Check = Callable[[str, str], Awaitable[KeyResult]]
 Position = Callable[[str], Awaitable[tuple[int, int]]]  # a key's tickets across replicas: (issued, done)
 UNDER_WAY = "a write on the key was under way through another replica while it was read"
 
@@ -208,10 +212,12 @@ class Verifier:
         lanes = self._lanes()
         epoch = self._steps.epoch(key)
         try:  # marks put on the key from now on, through any replica, keep it marked
-            generation = await bounded(self._steps.generation(key), self._now_within if held else self._wait)
+            stored = await bounded(self._steps.stored(key), self._now_within if held else self._wait)
         except (StoreError, TimeoutError) as exc:
             why = str(exc) if isinstance(exc, StoreError) else "the store did not answer in time"
             return self._record(key, mark, INCONCLUSIVE, f"the key's mark was not read: {why}", False)
+        # whose id the key is, as the store's mark says (another replica may have marked the other side's)
+        generation, side = (None, mark.side) if stored is None else (stored[1], stored[0].side)
         ticket = lanes.enter((key,), write=True) if lanes is not None and not held else None
         try:
             if ticket is not None:
@@ -222,7 +228,8 @@ class Verifier:
             seq = lanes.write_seq if lanes is not None else 0
             try:
                 before = await self._fleet(key) if self._fleet is not None else (0, 0)
-                state = await (self._check_now if held and self._check_now is not None else self._check)(key)
+                check = self._check_now if held and self._check_now is not None else self._check
+                state = await check(key, side)
                 after = await self._fleet(key) if self._fleet is not None else (0, 0)
             except StoreError as exc:
                 return self._record(key, mark, INCONCLUSIVE, f"the keys' order was not read: {exc}", False)
@@ -239,7 +246,7 @@ class Verifier:
                 return self._record(key, mark, INCONCLUSIVE, UNDER_WAY, False)
             if state.differences:
                 return self._record(key, mark, DIFFERS, _differences_json(state.differences), False)
-            cleared = await self._steps.clear(mark, generation)
+            cleared = await self._steps.clear(mark, generation, side)
             return self._record(key, mark, IN_STEP, "[]", cleared)
         finally:
             if ticket is not None:
@@ -259,8 +266,9 @@ class Verifier:
 async def verify_once(
     check: Check, key: str, mark: OutOfStep | None, store: Store | None, replica: str
 ) -> tuple[str, str]:
-    """A verification outside a running shim (`shim resync`): (result, detail); stores it when marked."""
-    state = await check(key)
+    """A verification outside a running shim (`shim resync`), of `key` as its mark's side's id: (result,
+    detail); stores it when marked."""
+    state = await check(key, mark.side if mark is not None else "")
     if state.unreadable:
         result, detail = UNREADABLE, state.unreadable
     elif state.differences:

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,14 @@ from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.parts import load_ids, load_registry, load_rules
-from shim.reconcile import ReconcileError, ReconcileSettings, Result, Sweep, check
+from shim.reconcile import KeyResult, ReconcileError, ReconcileSettings, Result, Sweep, check
 from shim.store import OutOfStep, Store, StoreError
 from shim.terminal_text import cell, printable
 from shim.units import parse_duration
 
 EXIT_DIFFERENT = 1
 EXIT_FAILED = 2
+FROM_STORE = "keys of the stored traffic"
 
 
 @dataclass
@@ -58,8 +60,8 @@ class Sides:
     bk: Channel  # with the adapters in front, when BK speaks its own interface
     counters: Counters
 
-    def sweep(self, ids: IdBook | None, out_of_step: dict[str, str] | None, timeout: float) -> Sweep:
-        return Sweep(self.reconcile, self.registry, self.rules, self.bank, self.bk, ids, out_of_step, timeout)
+    def sweep(self, ids: IdBook | None, marks: Sequence[OutOfStep], timeout: float) -> Sweep:
+        return Sweep(self.reconcile, self.registry, self.rules, self.bank, self.bk, ids, marks, timeout)
 
     async def close(self) -> None:
         await self.bank.close()
@@ -110,13 +112,13 @@ async def reconcile(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         ids = None
-        marks: dict[str, OutOfStep] = {}
+        marks: list[OutOfStep] = []
         if store is not None:
-            marks = {mark.key: mark for mark in await store.marks.out_of_step()}
+            marks = await store.marks.out_of_step()
             if fields is not None:
                 ids = IdBook(fields, store, counters)
-        sweep = sides.sweep(ids, {key: mark.reason for key, mark in marks.items()}, timeout)
-        keys, source = await _keys(args, config.reconcile, store)
+        sweep = sides.sweep(ids, marks, timeout)
+        keys, source = await _keys(args, config.reconcile, store, marks)
         with Progress(
             TextColumn("[bold]keys read from both sides"),
             BarColumn(),
@@ -128,7 +130,9 @@ async def reconcile(args: argparse.Namespace) -> int:
         ) as progress:
             task = progress.add_task("keys", total=None)
             result = await sweep.run(
-                lambda done, total: progress.update(task, completed=done, total=total), keys=keys
+                lambda done, total: progress.update(task, completed=done, total=total),
+                keys=keys,
+                marked=source == FROM_STORE,  # the keys out of step, as the accounts their marks name
             )
     except ReconcileError as exc:
         print(f"shim: error: {printable(str(exc))}", file=sys.stderr)
@@ -137,9 +141,6 @@ async def reconcile(args: argparse.Namespace) -> int:
         await sides.close()
         if store is not None:
             await store.close()
-    for key_result in result.differing + result.unreadable:  # which replica marked the key out of step
-        if key_result.out_of_step and (mark := marks.get(key_result.key)) is not None:
-            key_result.marked_by = mark.replica
     if args.json:
         print(json.dumps(_as_json(result), indent=2))
     else:
@@ -148,9 +149,10 @@ async def reconcile(args: argparse.Namespace) -> int:
 
 
 async def _keys(
-    args: argparse.Namespace, settings: ReconcileSettings, store: Store | None
+    args: argparse.Namespace, settings: ReconcileSettings, store: Store | None, marks: Sequence[OutOfStep]
 ) -> tuple[list[str] | None, str]:
-    """The keys to read (None: those the listing read lists), and where they came from, for the verdict."""
+    """The keys to read (None: those the listing read lists), and where they came from, for the verdict
+    (`FROM_STORE`: the keys out of step are read too, each as the side its mark says it is an id of)."""
     if args.keys_file:
         try:
             text = sys.stdin.read() if args.keys_file == "-" else read_regular(args.keys_file).decode("utf-8")
@@ -172,17 +174,16 @@ async def _keys(
     if store is None:
         raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
     keys = await _keys_seen(store)
-    if not keys:  # a sweep of nothing would say "both sides agree"
+    if not keys and not any(mark.key != "*" for mark in marks):  # a sweep of nothing would say "both agree"
         raise ShimError(f"the store ({store.url}) names no routing key: give --keys-file FILE")
-    return keys, "keys of the stored traffic"
+    return keys, FROM_STORE
 
 
 async def _keys_seen(store: Store) -> list[str]:
-    """Every routing key the stored traffic named, and every key out of step (keys = "store")."""
+    """Every routing key the stored traffic named (keys = "store"; with the keys out of step)."""
     keys: dict[str, None] = {}
     for joined in await store.comparisons.routing_keys():
         keys.update(dict.fromkeys(k for k in joined.split(",") if k))
-    keys.update(dict.fromkeys(mark.key for mark in await store.marks.out_of_step() if mark.key != "*"))
     return sorted(keys)
 
 
@@ -220,6 +221,7 @@ def _as_json(result: Result) -> dict[str, Any]:
         "differing": [
             {
                 "key": r.key,
+                "side": r.side,
                 "out_of_step": r.out_of_step,
                 "marked_by": r.marked_by,
                 "differences": [
@@ -236,7 +238,13 @@ def _as_json(result: Result) -> dict[str, Any]:
             for r in result.differing
         ],
         "unreadable": [
-            {"key": r.key, "reason": r.unreadable, "out_of_step": r.out_of_step, "marked_by": r.marked_by}
+            {
+                "key": r.key,
+                "side": r.side,
+                "reason": r.unreadable,
+                "out_of_step": r.out_of_step,
+                "marked_by": r.marked_by,
+            }
             for r in result.unreadable
         ],
     }
@@ -244,6 +252,11 @@ def _as_json(result: Result) -> dict[str, Any]:
 
 def _plain(value: object) -> object:
     return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
+
+
+def _key(result: KeyResult) -> str:
+    """A key as shown: BK's id of an account no Bank id pairs with says so."""
+    return f"{result.key} (BK's id)" if result.side == "bk" else result.key
 
 
 def _print(console: Console, result: Result, listing: str) -> None:
@@ -267,7 +280,7 @@ def _print_unreadable(console: Console, result: Result) -> None:
     for column in ("key", "why", "out of step"):
         table.add_column(column)
     for r in unreadable:  # what the sides answered: text, never markup
-        table.add_row(cell(r.key), cell(r.unreadable), cell(r.out_of_step))
+        table.add_row(cell(_key(r)), cell(r.unreadable), cell(r.out_of_step))
     console.print(table)
     console.print(
         Text.assemble(
@@ -288,7 +301,7 @@ def _print_differing(console: Console, result: Result) -> None:
     for key_result in result.differing:
         for index, (method, difference) in enumerate(key_result.differences[:5]):
             row = [  # what the sides answered: text, never markup, control characters escaped
-                cell(key_result.key if index == 0 else ""),
+                cell(_key(key_result) if index == 0 else ""),
                 cell(method.rsplit("/", 1)[-1]),
                 cell(difference.path),
                 cell(repr(difference.bank)),

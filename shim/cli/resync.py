@@ -91,6 +91,8 @@ async def _list(store: Store) -> None:
     checks = await store.marks.last_verifications()
     for mark in marks:
         key, method, reason = printable(mark.key), printable(mark.method.lstrip("/")), printable(mark.reason)
+        if mark.side == "bk":  # marked while BK answered: its clients spoke BK's ids
+            key += " (BK's id)"
         line = f"{key}\tsince {_when(mark.since)}\t{method}: {reason}"
         if mark.replica:
             line += f"\tmarked by {printable(mark.replica)}"
@@ -145,7 +147,7 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
             mark = marks[key]
             result, detail = await verify_once(sweep.marked, key, mark, store, replica)
             if result == IN_STEP:
-                cleared = await store.marks.clear(key, mark.since, held[key][1])
+                cleared = await store.marks.clear(key, mark.since, held[key][1], mark.side)
                 outcome = "in step again" if cleared else "marked again meanwhile, kept"
                 print(f"{printable(key)}: verified in step: {outcome}")
                 still += not cleared
@@ -167,7 +169,7 @@ async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callabl
     sides = sides_of(args, "nothing says how to read a key (--force clears without verifying)")
     timeout = parse_duration("--timeout", args.timeout)
     ids = IdBook(sides.fields, store, sides.counters) if sides.fields is not None else None
-    return sides.sweep(ids, None, timeout), sides.close
+    return sides.sweep(ids, (), timeout), sides.close
 
 
 def _when(at: float) -> str:

@@ -160,7 +160,7 @@ class Admission:
         steps = self._shared.steps
         assert steps is not None
         keys = self._shared.translation.keys_for(self.method, self._decode_for_keys(payload)[0])
-        steps.mark(keys, self.method, MISSED)
+        steps.mark(keys, self.method, MISSED, self._shared.translation.client_side)
 
     def _gather_keys(self, payload: bytes, index: int) -> None:
         """A message of a batch: its keys join the batch's."""
@@ -205,7 +205,7 @@ class Admission:
         shared = self._shared
         shared.counters.inc("batches_across_switches", self.method)
         if shared.steps is not None and self.is_write:
-            shared.steps.mark(self.keys, self.method, SPANNED)
+            shared.steps.mark(self.keys, self.method, SPANNED, shared.translation.client_side)
 
     def _admit(self, first: bytes | None) -> None:
         if self._over():  # over already (cancelled before its turn came): nothing to order
@@ -232,6 +232,7 @@ class Admission:
                     self.method,
                     shared.steps,
                     shared.counters,
+                    side=shared.translation.client_side,
                     read=not self.is_write,
                     started=self.started,
                 )
@@ -274,7 +275,7 @@ class Admission:
         """A streamed write takes no ticket across replicas: its keys go out of step."""
         shared = self._shared
         if self.is_write and shared.key_order is not None:
-            unordered(keys, self.method, shared.steps, shared.counters)
+            unordered(keys, self.method, shared.steps, shared.counters, shared.translation.client_side)
 
     def record_intent(self) -> None:
         """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""

@@ -217,7 +217,8 @@ class ShadowDispatcher:
             decoded = router.decode(method, first) if translation.needs_request(method) else None
             keys = translation.keys_for(method, decoded)
         said = "applied it" if primary.code == 0 else "may have applied it"
-        steps.mark(tuple(dict.fromkeys((*keys, *more))), method, f"{why}; the primary {said}")
+        marked = tuple(dict.fromkeys((*keys, *more)))
+        steps.mark(marked, method, f"{why}; the primary {said}", translation.client_side)
 
     def unimplemented(self, method: str, primary: Outcome) -> bool:
         """A call of a method the descriptors do not describe that the primary refused as UNIMPLEMENTED:

@@ -67,11 +67,12 @@ RELEASED = (
 )
 
 
-def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: Counters) -> None:
-    """A write that takes no ticket: its keys go out of step (a write without keys marks none)."""
+def unordered(keys: Sequence[str], method: str, steps: Steps | None, counters: Counters, side: str) -> None:
+    """A write that takes no ticket: its keys (`side`'s ids) go out of step (a write without keys marks
+    none)."""
     counters.inc("writes_not_ordered_across_replicas", method)
     if steps is not None:
-        steps.mark(keys, method, STREAMED)
+        steps.mark(keys, method, STREAMED, side)
 
 
 class FleetPlace:
@@ -79,8 +80,8 @@ class FleetPlace:
     in the lanes."""
 
     __slots__ = (
-        "_answered", "_at", "_counters", "_in_turn", "_method", "_order", "_steps", "_tickets", "late",
-        "unordered",
+        "_answered", "_at", "_counters", "_in_turn", "_method", "_order", "_side", "_steps", "_tickets",
+        "late", "unordered",
     )  # fmt: skip
 
     def __init__(
@@ -90,12 +91,14 @@ class FleetPlace:
         method: str,
         steps: Steps | None,
         counters: Counters,
+        side: str = "",  # whose ids the keys are: the primary's
         read: bool = False,
         started: float | None = None,
     ) -> None:
         self._order = order
         self._method = method
         self._steps = steps
+        self._side = side
         self._counters = counters
         self._answered = False
         self._at: float | None = None  # a copy's answer time, until its tickets are judged against it
@@ -184,4 +187,4 @@ class FleetPlace:
 
     def _mark(self, why: str) -> None:
         if self._steps is not None:
-            self._steps.mark(self.keys, self._method, why)
+            self._steps.mark(self.keys, self._method, why, self._side)

@@ -225,7 +225,7 @@ async def judge(
         rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
         reason = shared.free_text(method, requests, answers, rich)(reason)
     # a write with no key in its request placed its effect on the keys of what it minted
-    marks = shared.steps.mark(keys or learning.minted_keys(), method, reason)
+    marks = shared.steps.mark(keys or learning.minted_keys(), method, reason, shared.translation.client_side)
     verifier = shared.verifier
     if marks and verifier is not None and holding and not shadow.local and not cancelled:
         for mark in marks:

@@ -228,7 +228,7 @@ async def test_resync_keeps_a_mark_another_replica_put_while_it_read_the_books(
     await store.close()
 
     class Agreeing:  # the [reconcile] reads: both books alike, and another replica marks A meanwhile
-        async def marked(self, key: str) -> KeyResult:
+        async def marked(self, key: str, side: str) -> KeyResult:
             other = Store.open(url)
             await other.start()
             other.marks.put([OutOfStep("A", 3000.0, DEPOSIT, "BK timed out", "replica-2")])

@@ -354,7 +354,7 @@ async def test_a_difference_read_while_a_write_on_the_key_is_under_way_elsewhere
     bk_has = ["w1"]
     positions = [(2, 1), (2, 1), (2, 2), (3, 2), (3, 3), (3, 3)]  # (issued, done), as each look finds it
 
-    async def check(key: str) -> KeyResult:
+    async def check(key: str, side: str) -> KeyResult:
         if bank_has == bk_has:
             return KeyResult(key)
         return KeyResult(key, [("t.v1.T/List", Difference("entries[1]", DiffKind.REMOVED, "w2", None))])
@@ -380,7 +380,7 @@ async def test_a_check_that_cannot_read_the_keys_order_is_inconclusive() -> None
     """The store failing when a check looks at the key's tickets: inconclusive (checked again later), the
     mark kept."""
 
-    async def check(key: str) -> KeyResult:
+    async def check(key: str, side: str) -> KeyResult:
         return KeyResult(key)
 
     async def position(key: str) -> tuple[int, int]:
@@ -441,7 +441,7 @@ async def test_a_mark_another_replica_puts_while_a_check_reads_the_key_is_kept(d
         await b.refresh()
         reads = 0
 
-        async def check(key: str) -> KeyResult:  # both books agree: B's write is on neither yet ...
+        async def check(key: str, side: str) -> KeyResult:  # both books agree: B's write is on neither yet
             nonlocal reads
             reads += 1
             if reads == 1:  # ... and while A reads them, it reaches Bank, not BK: B marks K
@@ -464,6 +464,45 @@ async def test_a_mark_another_replica_puts_while_a_check_reads_the_key_is_kept(d
     assert b_holds == first
     assert a.mark_of("K") is None
     assert (after.result, after.cleared, left) == (IN_STEP, True, [])
+
+
+async def test_a_key_marked_as_each_side_s_id_is_checked_as_either(durable: Target) -> None:
+    """Where the id spaces overlap, replica A marks "A2" as BK's id (BK primary) and replica B as Bank's (a
+    write through a replica still in shadow): the key's mark says neither side, in the store and, once it
+    reads it, in A's memory. A's check, asked while A still holds its own mark as BK's, reads the key as
+    the store's mark says (side "": every account of that text, `Sweep.marked`) and clears it. Before, a
+    mark did not say whose id its key was, and a check read the text as Bank's own id."""
+    store_a, store_b = Store.open(durable.url), Store.open(durable.url)
+    await store_a.start()
+    await store_b.start()
+    try:
+        a = Steps(store_a, Counters(), refresh=60, replica="a:1:aaaaaa")
+        b = Steps(store_b, Counters(), refresh=60, replica="b:2:bbbbbb")
+        (mark,) = a.mark(["A2"], "/custody.v1.Custody/Deposit", "Bank answered INTERNAL", side="bk")
+        await store_a.flush()
+        b.mark(["A2"], "/custody.v1.Custody/Deposit", "BK answered INTERNAL", side="bank")
+        await store_b.flush()
+        asked: list[str] = []
+
+        async def check(key: str, side: str) -> KeyResult:
+            asked.append(side)
+            return KeyResult(key)
+
+        verifier = Verifier(check, a, lambda: None, store_a, Counters(), "a:1:aaaaaa")
+        held = a.mark_of("A2")
+        checked = await verifier.verify("A2", mark)
+        left = await store_a.marks.out_of_step()
+        a.mark(["K"], "/custody.v1.Custody/Deposit", "BK answered INTERNAL", side="bk")
+        a.mark(["K"], "/custody.v1.Custody/Deposit", "Bank answered INTERNAL", side="bank")
+        merged = a.mark_of("K")
+    finally:
+        await store_a.close()
+        await store_b.close()
+    assert held is not None
+    assert held.side == "bk"
+    assert (asked, checked.result, checked.cleared, left) == ([""], IN_STEP, True, [])
+    assert merged is not None
+    assert merged.side == ""
 
 
 async def test_a_key_a_replica_gone_held_a_ticket_on_is_checked_and_cleared(durable: Target) -> None:
@@ -495,7 +534,7 @@ async def test_a_key_a_replica_gone_held_a_ticket_on_is_checked_and_cleared(dura
         await steps.start()
         (mark,) = steps.mark(["K"], "/bank.v1.Ledger/Deposit", f"a mirrored write was in flight ({a})")
 
-        async def agree(key: str) -> KeyResult:
+        async def agree(key: str, side: str) -> KeyResult:
             return KeyResult(key)
 
         verifier = Verifier(

@@ -9,21 +9,26 @@ answer or in rich error details) is a difference, though the text is the same.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
 import shutil
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from comparators import Comparison, Difference, DiffKind, Verdict
 from shim.app import Shim
 from shim.config import load_file
+from shim.store import OutOfStep
 from shim.testing import CapturingSink, running_shim
+from shim.verify import DIFFERS
 from tests.helpers import shim_command
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody._book import Book
@@ -181,3 +186,114 @@ async def test_reconcile_reads_a_key_bank_knows_as_its_own_as_bank_s(tmp_path: P
     assert [(d["path"], d["kind"], d["bank"], d["bk"]) for d in differing["differences"]] == [
         ("account_id", "unmapped-id", "A1", "A1")
     ]
+
+
+async def _checked(shim: Shim, key: str) -> tuple[str, str]:
+    """The running shim's first check of `key` (result, detail), once stored."""
+    assert shim.store is not None
+    checks: dict[str, tuple[float, str, str]] = {}
+    deadline = asyncio.get_running_loop().time() + 20
+    while key not in checks:
+        assert asyncio.get_running_loop().time() < deadline, "no check of the key within 20 s"
+        await asyncio.sleep(0.05)
+        checks = await shim.store.marks.last_verifications()
+    return checks[key][1:]
+
+
+async def _resync(tmp_path: Path, bank: Served, bk: Served, key: str) -> tuple[int | None, str]:
+    code, out, err = await shim_command(
+        "resync", "--config", tmp_path / "shim.toml", "--store", tmp_path / "shim.db",
+        "--bank", bank.address, "--bk", bk.address, key,
+    )  # fmt: skip
+    assert code in (0, 1), err
+    return code, out
+
+
+async def test_a_key_marked_with_bk_primary_is_checked_on_the_accounts_bk_s_id_names(tmp_path: Path) -> None:
+    """With BK primary, a deposit into BK's A2 (Bank's A1) that Bank fails marks "A2" as BK's id. Its check
+    reads Bank's A1 and BK's A2, which differ by the deposit: the mark stays, `shim resync A2` keeps it, and
+    `shim reconcile --keys-from store` reads the mark's accounts (Bank's A1) and finds them differing. Once
+    Bank's A1 has the deposit too, `shim resync A2` clears it. Before, "A2" was read as Bank's own A2 (and
+    BK's A3), both at 0: the mark was cleared at once, and reconcile said both books agree."""
+    store = {"url": str(tmp_path / "shim.db")}
+    async with _sides(balance=0) as (bank, bk):
+        async with _shim(tmp_path, bank, bk, store=store) as (shim, _, client):  # shadow: the pairs
+            await client.call("OpenAccount", client_ref="r1", owner="One")
+            await client.call("OpenAccount", client_ref="r2", owner="Two")
+            await shim.drain()
+        async with _shim(tmp_path, bank, bk, store=store, mode="bk-primary") as (shim, sink, client):
+            bank.fail("Deposit", grpc.StatusCode.INTERNAL)
+            assert (await client.call("Deposit", account_id="A2", amount="10.00")).ok  # BK's A2: Bank's A1
+            await sink.wait_for(1, where=lambda c: c.method == path("Deposit"))
+            result, detail = await _checked(shim, "A2")
+            assert shim.store is not None
+            await shim.store.flush()
+            marks = await shim.store.marks.out_of_step()
+        bank.fails.clear()
+        resynced = await _resync(tmp_path, bank, bk, "A2")
+        code, out, err = await shim_command(
+            "reconcile", "--config", tmp_path / "shim.toml", "--store", tmp_path / "shim.db",
+            "--bank", bank.address, "--bk", bk.address, "--keys-from", "store", "--json",
+        )  # fmt: skip
+        bank.book.Deposit(new("DepositRequest", account_id="A1", amount="10.00"))  # the deposit Bank missed
+        cleared = await _resync(tmp_path, bank, bk, "A2")
+    assert (result, json.loads(detail)[0]["path"]) == (DIFFERS, "balance"), detail
+    assert [(m.key, m.side) for m in marks] == [("A2", "bk")]
+    assert resynced[0] == 1, resynced
+    assert "A2: still out of step, differs" in resynced[1], resynced
+    assert code == 1, (out, err)
+    (differing,) = json.loads(out)["differing"]
+    assert (differing["key"], differing["side"], differing["out_of_step"] != "") == ("A1", "bank", True)
+    assert cleared == (0, "A2: verified in step: in step again\n")
+
+
+async def test_reconcile_lists_an_account_only_bk_has_apart_from_bank_s_account_of_the_same_text(
+    tmp_path: Path,
+) -> None:
+    """BK's own A1 (holding 10) pairs with nothing, and Bank's A1 is BK's A2. BK's listing names A1, A2
+    and A3: A2 and A3 are Bank's A1 and A2, and A1 is an account only BK has, reported as BK's id, not
+    taken for Bank's A1. Before, it was kept as the text "A1", merged with Bank's A1, and reconcile said
+    both books agree (exit 0)."""
+    async with _sides(balance=10) as (bank, bk):
+        async with _shim(tmp_path, bank, bk, store={"url": str(tmp_path / "shim.db")}) as (shim, _, client):
+            await client.call("OpenAccount", client_ref="r1", owner="One")
+            await client.call("OpenAccount", client_ref="r2", owner="Two")
+            await shim.drain()
+        code, out, err = await shim_command(
+            "reconcile", "--config", tmp_path / "shim.toml", "--store", tmp_path / "shim.db",
+            "--bank", bank.address, "--bk", bk.address, "--json",
+        )  # fmt: skip
+        _, shown, _ = await shim_command(
+            "reconcile", "--config", tmp_path / "shim.toml", "--store", tmp_path / "shim.db",
+            "--bank", bank.address, "--bk", bk.address,
+        )  # fmt: skip
+    assert code == 1, (out, err)
+    result = json.loads(out)
+    assert (result["keys"], result["unreadable"]) == (3, [])
+    (only,) = result["differing"]
+    assert (only["key"], only["side"]) == ("A1", "bk")
+    assert [(d["path"], d["kind"], d["bank"], d["bk"]) for d in only["differences"]] == [
+        ("accounts[account_id=A1]", "added", None, "A1")
+    ]
+    assert "A1 (BK's id)" in shown, shown
+
+
+async def test_a_mark_that_does_not_say_whose_id_it_is_is_checked_as_both(tmp_path: Path) -> None:
+    """A mark from before marks said whose id their key is (side ""), on A2, which both sides have: Bank's
+    A2 (BK's A3) agrees, BK's A2 (Bank's A1) does not. `shim resync A2` reads both and keeps the mark,
+    naming the accounts that differ; once they agree it clears it. Before, it read Bank's A2 alone and
+    cleared the mark."""
+    async with _sides(balance=0) as (bank, bk):
+        async with _shim(tmp_path, bank, bk, store={"url": str(tmp_path / "shim.db")}) as (shim, _, client):
+            await client.call("OpenAccount", client_ref="r1", owner="One")
+            await client.call("OpenAccount", client_ref="r2", owner="Two")
+            await shim.drain()
+            assert shim.store is not None
+            shim.store.marks.put([OutOfStep("A2", time.time(), path("Deposit"), "an older shim's mark")])
+        bk.book.Deposit(new("DepositRequest", account_id="A2", amount="1.00"))  # BK's A2: Bank's A1
+        kept = await _resync(tmp_path, bank, bk, "A2")
+        bank.book.Deposit(new("DepositRequest", account_id="A1", amount="1.00"))
+        cleared = await _resync(tmp_path, bank, bk, "A2")
+    assert kept[0] == 1, kept
+    assert "A2: still out of step, differs: GetBalance (as BK's A2, Bank's A1) balance" in kept[1], kept
+    assert cleared == (0, "A2: verified in step: in step again\n")

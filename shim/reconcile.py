@@ -27,7 +27,8 @@ overlap, a key BK lists that the map pairs with no Bank id is BK's alone,
 never taken for Bank's account of the same text. Keys out of step (see `shim
 resync`) are reported as such: their difference is already known.
 A key whose state a read did not show (an error on Bank, a failed or late call,
-answers that could not be compared) is unreadable: reported, never agreeing.
+answers that could not be compared, a key the read's key field cannot take) is
+unreadable: reported, never agreeing.
 The table is parsed and checked in `shim.reconcile_settings`.
 """
 
@@ -42,13 +43,13 @@ from google.protobuf import message
 from grpc import aio
 
 from comparators import Code, DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
-from comparators.message_api import copy_from, descriptor_of, serialize
+from comparators.message_api import copy_from, serialize
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
 from shim.adapters import Channel
 from shim.errors import ShimError
 from shim.ids import IdBook
-from shim.reconcile_keys import Keys, Target
+from shim.reconcile_keys import Keys, Target, set_key
 from shim.reconcile_settings import KEY_SOURCES, Read, ReconcileSettings, check, parse
 from shim.store.records import OutOfStep
 
@@ -63,14 +64,6 @@ _COMPARED = frozenset({Verdict.MATCH, Verdict.MISMATCH, Verdict.SHADOW_ERROR})
 
 def _side(side: str) -> str:
     return "BK" if side == "bk" else "Bank"
-
-
-def _set(msg: message.Message, path: str, value: str) -> None:
-    *parents, last = path.split(".")
-    for part in parents:
-        msg = getattr(msg, part)
-    target = descriptor_of(msg).fields_by_name[last]
-    setattr(msg, last, value if target.cpp_type == target.CPPTYPE_STRING else int(value))
 
 
 # -- the sweep ------------------------------------------------------------------------------------
@@ -220,11 +213,21 @@ class Sweep:
             info = self.registry.method("/" + read.method)
             assert info is not None
             request = self.registry.message_class(info.input_type)()
-            _set(request, read.key, key)
+            try:  # a key the read's request cannot hold (a text for an integer field) shows nothing
+                set_key(request, read.key, key)
+            except (TypeError, ValueError) as exc:
+                what = f"{read.method}: {key!r} is not a valid value for field {read.key} ({exc})"
+                result.unreadable = result.unreadable or what
+                continue
             payload = serialize(request)
+            try:
+                for_bk = await self._for_bk(info.path, request)
+            except (TypeError, ValueError) as exc:
+                what = f"{read.method}: BK's id for {key!r} cannot be written in field {read.key} ({exc})"
+                result.unreadable = result.unreadable or what
+                continue
             bank, bk = await asyncio.gather(
-                self._ask("bank", info.path, payload),
-                self._ask("bk", info.path, await self._for_bk(info.path, request)),
+                self._ask("bank", info.path, payload), self._ask("bk", info.path, for_bk)
             )
             exchange = Exchange(
                 method=info.path,

@@ -1,4 +1,5 @@
-"""The keys `shim reconcile` and the checks of keys out of step read: what account a key names.
+"""The keys `shim reconcile` and the checks of keys out of step read: what account a key names, and its value
+in a state read's request.
 
 Where the id spaces overlap, one text is an id on each side, of two accounts (Bank's A2 is BK's A3, BK's A2
 is Bank's A1). So a key is read as the side it is known to be an id of:
@@ -18,10 +19,65 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf import message
+from google.protobuf.descriptor import FieldDescriptor
+
+from comparators.message_api import descriptor_of
 from shim.ids import IdBook
 
 BANK, BK = "bank", "bk"
+_INTEGERS = {  # cpp type -> (name, least, most)
+    FieldDescriptor.CPPTYPE_INT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: ("uint64", 0, 2**64 - 1),
+}
+
+
+def set_key(msg: message.Message, path: str, value: str) -> None:
+    """Set the field at `path` (dotted) of `msg` to the key `value`; ValueError, saying why, when the field
+    cannot take it (a text for an integer field, an integer out of its range)."""
+    *parents, last = path.split(".")
+    for part in parents:
+        msg = getattr(msg, part)
+    setattr(msg, last, _value(descriptor_of(msg).fields_by_name[last], value))
+
+
+def _value(field: Any, text: str) -> object:
+    if field.cpp_type == field.CPPTYPE_STRING:
+        return text.encode() if field.type == field.TYPE_BYTES else text
+    if field.cpp_type in _INTEGERS:
+        name, least, most = _INTEGERS[field.cpp_type]
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if not least <= number <= most:
+            raise ValueError(f"out of range for {name}")
+        return number
+    if field.cpp_type == field.CPPTYPE_ENUM:
+        named = field.enum_type.values_by_name.get(text)
+        if named is not None:
+            return named.number
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(f"no value of {field.enum_type.full_name}") from None
+        if not -(2**31) <= number < 2**31:
+            raise ValueError("out of range for an enum")
+        return number
+    if field.cpp_type == field.CPPTYPE_BOOL:
+        if text.lower() not in ("true", "false"):
+            raise ValueError("not true or false")
+        return text.lower() == "true"
+    if field.cpp_type in (field.CPPTYPE_FLOAT, field.CPPTYPE_DOUBLE):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("not a number") from None
+    raise ValueError("a message field takes no key")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -94,4 +150,4 @@ class Keys:
         return False
 
 
-__all__ = ["BANK", "BK", "Keys", "Target"]
+__all__ = ["BANK", "BK", "Keys", "Target", "set_key"]

@@ -24,10 +24,11 @@ its keys only while a message of it is in flight, not for the whole session.
 A message's place is released once the shadow shows it has got as far: its
 j-th answer releases at most j messages, and no more than the primary had been
 sent when it sent its own j-th answer (under parity both sides answer alike:
-one answer per message releases message by message). A message sent while the
-shadow has answered as much as the primary (a protocol that answers nothing
-per message) is released `ordering.stream_hold` after it was sent; every place
-is released when the call ends.
+one answer per message releases message by message). A message the shadow's
+answers do not release (one neither side answers) is released on hold while
+the shadow has answered as much as the primary: `ordering.stream_hold` after
+the primary answered past it, or, the primary answering nothing past it, the
+shadow timeout after it was sent; every place is released when the call ends.
 
 Causality. A write reaches the shadow only after the primary received it: its
 first answer message, or its final status, came back. A write the primary

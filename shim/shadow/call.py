@@ -288,6 +288,7 @@ class ShadowCall:
         side.last_active = time.monotonic()
         if len(side.shadow_answered_at) < MESSAGE_TIMES:
             side.shadow_answered_at.append(time.time())
+        self._places.shadow_answers = self.answers
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
         if self._plan.learns_per_message:
@@ -295,16 +296,7 @@ class ShadowCall:
 
     def _shadow_sent(self, sent: int) -> None:
         if self._admission.streamed:
-            self._places.caught_up(self.answers, sent)
-            hold = self._shared.stream_hold
-            if hold > 0:
-                asyncio.get_running_loop().call_later(hold, self._held_long_enough, sent)
-
-    def _held_long_enough(self, upto: int) -> None:
-        """`stream_hold` after a message was sent: release it unless the shadow lags the primary's answers
-        (then its own answers release it, or the end of the call)."""
-        if self.answers >= self._side.primary_answers:
-            self._places.release_steps(upto)
+            self._places.shadow_sent(sent)
 
     async def _ready_to_send(self, index: int) -> bool:
         """A later message of a request stream: its turn in the lanes, and (for a write) its keys in the

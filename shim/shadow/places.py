@@ -2,9 +2,11 @@
 
 A call of one request message has one place (`ticket`). A session (a bidi call) has one place per
 request message (`steps`): its j-th answer on the shadow releases at most j messages, and no more than
-the primary had been sent when it sent its own j-th answer; a message sent while the shadow has
-answered as much as the primary is released `ordering.stream_hold` after it was sent. Every place is
-released when the call ends.
+the primary had been sent when it sent its own j-th answer. A message the shadow's answers do not
+release (one neither side answers) is released on hold while the shadow has answered as much as the
+primary: `ordering.stream_hold` after the primary answered having been sent it (and after it went to the
+shadow); or, the primary answering nothing more, the shadow timeout after it went to the shadow. Every
+place is released when the call ends.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from shim.store.key_order import NOT_LATE, Late
 
 class Places:
     __slots__ = (
+        "_bound",
+        "_hold",
+        "_past",
+        "_past_armed",
         "_progress",
         "_progress_base",
+        "_sent_held",
+        "_sent_long",
         "first_order",
         "fleet",
         "released",
+        "shadow_answers",
         "stepped",
         "stepped_count",
         "steps",
@@ -33,7 +42,7 @@ class Places:
         "ticket",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, hold: float = 0.0, bound: float = 0.0) -> None:
         self.ticket: Ticket | None = None  # the call's place, for a call of one request message
         self.fleet: FleetPlace | None = None  # a write's place in its keys' order across replicas
         # one place per request message of a session, from the first not yet released (`released`)
@@ -45,6 +54,12 @@ class Places:
         # per primary answer: request messages it had been sent by then, from answer `_progress_base` on
         self._progress: deque[int] = deque()
         self._progress_base = 0
+        # the hold (`stream_hold`, 0: none) and its bound (the shadow timeout), and how far each has run: the
+        # request messages the primary had been sent by an answer `hold` ago, those sent to the shadow `hold`
+        # ago, and those sent `bound` ago
+        self._hold, self._bound = hold, bound
+        self._past = self._past_armed = self._sent_held = self._sent_long = 0
+        self.shadow_answers = 0  # answer messages the shadow sent so far (any call kind)
         # a session's taint: why one of its messages, at its turn, was on a key out of step (the first such
         # reason; "": none). A key marked later, by a call after that message, does not explain it
         self.taint = ""
@@ -81,8 +96,32 @@ class Places:
             self.fleet.answered(at)
 
     def primary_answered(self, fed: int) -> None:
-        """The primary sent an answer message, having been sent `fed` request messages."""
+        """The primary sent an answer message, having been sent `fed` request messages: it got past them."""
         self._progress.append(fed)
+        if self._hold > 0 and fed > self._past_armed:  # (an answer past no new message adds nothing)
+            self._past_armed = fed
+            asyncio.get_running_loop().call_later(self._hold, self._held, "_past", fed)
+
+    def shadow_sent(self, sent: int) -> None:
+        """Request message `sent` of a session went to the shadow."""
+        self.caught_up(self.shadow_answers, sent)
+        if self._hold > 0:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._hold, self._held, "_sent_held", sent)
+            loop.call_later(max(self._bound, self._hold), self._held, "_sent_long", sent)
+
+    def _held(self, which: str, upto: int) -> None:
+        setattr(self, which, max(getattr(self, which), upto))
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Release the messages whose hold is over while the shadow has answered as much as the primary (a
+        shadow that lags is released by its own answers, or the end of the call): those the primary answered
+        past `stream_hold` ago and sent to the shadow as long ago; and, the primary answering nothing past
+        them (a slow primary, or none of it answered), those sent to the shadow the shadow timeout ago. Never
+        on the send alone: a primary slower than the hold answers, and the client may call on, after it."""
+        if self.shadow_answers >= self._progress_base + len(self._progress):
+            self.release_steps(max(min(self._past, self._sent_held), self._sent_long))
 
     def release_steps(self, upto: int) -> None:
         """The places of the request messages before `upto`: calls behind them may go (and are forgotten)."""
@@ -91,14 +130,16 @@ class Places:
             self.released += 1
 
     def caught_up(self, shadow_answers: int, sent: int) -> None:
-        """Release the request messages the shadow has shown, by its answers, to have got past."""
+        """Release the request messages the shadow has shown, by its answers, to have got past; and those
+        whose hold is over, once the shadow has answered as much as the primary (`_release_held`)."""
+        self.shadow_answers = shadow_answers
         answered = min(shadow_answers, self._progress_base + len(self._progress))
-        if not answered:
-            return
-        while self._progress_base < answered - 1:  # answers before the last one are no longer needed
-            self._progress.popleft()
-            self._progress_base += 1
-        self.release_steps(min(self._progress[0], answered, sent))
+        if answered:
+            while self._progress_base < answered - 1:  # answers before the last one are no longer needed
+                self._progress.popleft()
+                self._progress_base += 1
+            self.release_steps(min(self._progress[0], answered, sent))
+        self._release_held()
 
     def release_all(self, late: Late = NOT_LATE) -> None:
         """Every place of the call; a write's order across replicas keeps how `late` it went to the shadow."""

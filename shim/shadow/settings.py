@@ -70,7 +70,8 @@ class OrderingSettings:
     stream_hold: float = setting(
         0.5,
         duration(),
-        "a request-stream message holds its keys at most this long once sent (the shadow answering nothing)",
+        "a session's message the shadow's answers do not release holds its keys this long once the primary"
+        " answered past it (at most the shadow timeout once sent, the primary answering nothing past it)",
     )
     max_wait: float = setting(
         30.0,

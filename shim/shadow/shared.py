@@ -54,7 +54,7 @@ class Shared:
     timeout: float  # the shadow's time after the primary answered (or after it was sent, if later)
     max_wait: float  # a call's time in its lanes, behind earlier calls, after the primary answered
     max_capture: int  # bytes kept per exchange
-    stream_hold: float  # a session's message holds its place at least this long
+    stream_hold: float  # a session's message holds its place this long once the primary answered past it
     stream_idle: float  # a stream idle this long gives its place to a call that needs it
     primary_is_bank: bool
     router: Router | None

@@ -7,8 +7,9 @@ The venue's sessions (bidi `Trade`: one ack per order, each minting the order's 
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,13 @@ def _order(quantity: int) -> Any:
     )
 
 
-def _sessions_answer(bk: Served, answer: Callable[[Any], list[Any]]) -> None:
-    """BK's Trade sessions answer each request with `answer(request)` (its acks), the book booking it."""
-    handler = bk._handler
+Acks = list[Any] | Awaitable[list[Any]]
+
+
+def _sessions_answer(side: Served, answer: Callable[[Any], Acks]) -> None:
+    """`side`'s Trade sessions answer each request with `answer(request)` (its acks, or a coroutine giving
+    them), the book booking it."""
+    handler = side._handler
     service = handler.service
 
     def replaced(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -48,7 +53,8 @@ def _sessions_answer(bk: Served, answer: Callable[[Any], list[Any]]) -> None:
 
         async def session(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
             async for request in requests:
-                for ack in answer(request):
+                acks = answer(request)
+                for ack in await acks if inspect.isawaitable(acks) else acks:
                     yield ack
 
         return grpc.stream_stream_rpc_method_handler(
@@ -60,7 +66,7 @@ def _sessions_answer(bk: Served, answer: Callable[[Any], list[Any]]) -> None:
     handler.service = replaced  # type: ignore[method-assign]
 
 
-Answering = Callable[[Served], Callable[[Any], list[Any]]]  # BK's acks to a request, given BK
+Answering = Callable[[Served], Callable[[Any], Acks]]  # a side's acks to a request, given the side
 
 
 def clock_ahead(seconds: float) -> Answering:
@@ -86,13 +92,17 @@ async def venue(
     stamped: bool = False,
     accounts: tuple[str, ...] = ("A",),
     shadow: dict[str, Any] | None = None,
+    bank_answering: Answering | None = None,
 ) -> AsyncIterator[tuple[Any, CapturingSink, VenueClient, Served]]:
-    """The venue's Bank (its acks `stamped` with its clock) and BK (its sessions answered by `answering`,
-    if given), a shim in front on `dataplane` (with `shadow` settings over the venue's), and a client
-    with `accounts` open: the shim, its comparisons, the client and BK."""
+    """The venue's Bank (its acks `stamped` with its clock; its sessions answered by `bank_answering`, if
+    given) and BK (its sessions answered by `answering`, if given), a shim in front on `dataplane` (with
+    `shadow` settings over the venue's), and a client with `accounts` open: the shim, its comparisons, the
+    client and BK."""
     bank, bk = await serve("bank", stamped=stamped), await serve("bk")
     if answering is not None:
         _sessions_answer(bk, answering(bk))
+    if bank_answering is not None:
+        _sessions_answer(bank, bank_answering(bank))
     settings = _settings(tmp_path)
     if shadow:
         settings["shadow"] = {**settings.get("shadow", {}), **shadow}

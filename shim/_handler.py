@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -158,11 +158,10 @@ def submit_unmirrored(
     if sampled)."""
     if dispatcher.unimplemented(method, primary):
         return
-    more: Iterable[str] = first.keys if isinstance(first, Unmirrored) else ()
-    first = first.first if isinstance(first, Unmirrored) else first
     if is_write:
-        dispatcher.unmirrored(method, first, primary, why, more)
-    elif dispatcher.not_sampled(method, dispatcher.keys_of(method, first)):
+        dispatcher.unmirrored(method, first, primary, why)
+    first = first.first if isinstance(first, Unmirrored) else first
+    if not is_write and dispatcher.not_sampled(method, dispatcher.keys_of(method, first)):
         return
     dispatcher.shared.submit(
         Exchange(
@@ -346,12 +345,13 @@ class _StreamCall:
                         break
                     if take is not None:
                         take.response(answer)
-                    if mirror is not None:
+                    if mirror is None:
+                        unmirrored.answers += 1
+                    else:
                         mirror.primary_message(answer)
+                        keep = keep and mirror.capture.take(answer)
                         if keep:
-                            keep = mirror.capture.take(answer)
-                            if keep:
-                                answers.append(answer)
+                            answers.append(answer)
                     await context.write(answer)
             except asyncio.CancelledError:
                 if not _cut_under_us():

@@ -13,7 +13,9 @@ else puts its keys out of step:
 
 A side that answered UNAVAILABLE with no answer message never received the
 write (gRPC's meaning of UNAVAILABLE: nothing was done, the call may be
-retried), so it counts as refused.
+retried), so it counts as refused. A stream (a session) that answered
+messages and then refused may have applied what it answered: it is in step
+only with one that refused after as many answers.
 
 Only the write's own keys are marked. A write the shim cannot key marks
 nothing: its effect cannot be placed, and marking every key would hide every
@@ -67,25 +69,46 @@ def unreachable(outcome: Outcome | None) -> bool:
     )
 
 
-def effect(outcome: Outcome | None) -> str:
-    """What a write's outcome says about its effect on that side's ledger."""
+def refused(outcome: Outcome | None, answered: int = 0) -> bool:
+    """Whether a side's status says it did nothing past the `answered` answer messages it sent: a refusal
+    (`REFUSALS`), or UNAVAILABLE before any answer (it never received the call)."""
+    if outcome is None or outcome.local or outcome.code == 0:
+        return False
+    return outcome.code in REFUSALS or (not answered and unreachable(outcome))
+
+
+def effect(outcome: Outcome | None, answered: int = 0) -> str:
+    """What a write's outcome says about its effect on that side's ledger. `answered`: the answer messages
+    the side sent before its status (a stream's; its outcome may keep fewer). A stream that answered and
+    then refused may have applied what it answered (a session's acked orders): not refused, unknown."""
     if outcome is None or outcome.local:
         return UNKNOWN
     if outcome.code == 0:
         return APPLIED
-    return REFUSED if outcome.code in REFUSALS or unreachable(outcome) else UNKNOWN
+    if answered or outcome.messages:
+        return UNKNOWN
+    return REFUSED if refused(outcome) else UNKNOWN
 
 
-def out_of_step_reason(primary: Outcome | None, shadow: Outcome | None, primary_is_bank: bool) -> str:
-    """Why a write leaves its keys out of step ("" when it does not)."""
-    left, right = effect(primary), effect(shadow)
-    if left == right and left != UNKNOWN:
+def out_of_step_reason(
+    primary: Outcome | None, shadow: Outcome | None, primary_is_bank: bool, answered: tuple[int, int] = (0, 0)
+) -> str:
+    """Why a write leaves its keys out of step ("" when it does not). `answered`: the answer messages each
+    side (primary, shadow) sent before its status. Two streams that refused after as many answers each did
+    what they answered (compared message by message), and nothing more: alike."""
+    left, right = effect(primary, answered[0]), effect(shadow, answered[1])
+    if left == right != UNKNOWN:
         return ""
-    bank, bk = (primary, shadow) if primary_is_bank else (shadow, primary)
-    return f"Bank {_said(bank)}, BK {_said(bk)}"
+    if answered[0] == answered[1] and refused(primary, answered[0]) and refused(shadow, answered[1]):
+        return ""
+    (bank, bk), (on_bank, on_bk) = (
+        ((primary, shadow), answered) if primary_is_bank else ((shadow, primary), answered[::-1])
+    )
+    counted = any(answered)  # a stream: how far each side answered before its status says what it did
+    return f"Bank {_said(bank, on_bank, counted)}, BK {_said(bk, on_bk, counted)}"
 
 
-def _said(outcome: Outcome | None) -> str:
+def _said(outcome: Outcome | None, answered: int = 0, counted: bool = False) -> str:
     if outcome is None:
         return "was not called"
     if outcome.local:
@@ -93,7 +116,8 @@ def _said(outcome: Outcome | None) -> str:
     if outcome.code == 0:
         return "applied it (OK)"
     details = outcome.details if len(outcome.details) <= 80 else outcome.details[:79] + "…"
-    return f"answered {status_name(outcome.code)}" + (f" ({details})" if details else "")
+    after = f" after {answered or 'no'} answer message{'' if answered == 1 else 's'}" if counted else ""
+    return f"answered {status_name(outcome.code)}" + (f" ({details})" if details else "") + after
 
 
 Listener = Callable[[OutOfStep], None]

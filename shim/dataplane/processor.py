@@ -368,6 +368,7 @@ class _Copy:
             self._take.response(answer)
         mirror = self._mirror
         if mirror is None:
+            self._unmirrored_now().answers += 1  # a write that answered may have applied something
             return
         mirror.primary_message(answer)
         if self._keep:

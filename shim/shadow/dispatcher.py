@@ -204,19 +204,22 @@ class ShadowDispatcher:
     def to_primary(self, method: str, payload: bytes) -> bytes:
         return self.shared.translation.to_primary(method, payload)
 
-    def unmirrored(
-        self, method: str, first: bytes | None, primary: Outcome, why: str, more: Iterable[str] = ()
-    ) -> None:
-        """A write that was not mirrored: its keys (its first request's, and `more`: those its stream's later
-        messages named) are out of step unless the primary did nothing with it."""
+    def unmirrored(self, method: str, first: bytes | Unmirrored | None, primary: Outcome, why: str) -> None:
+        """A write that was not mirrored: its keys (its first request's, and for a request stream, those its
+        later messages named) are out of step unless the primary did nothing with it (a session that answered
+        messages, then refused, may have applied them)."""
         steps, router, translation = self.shared.steps, self.shared.router, self.shared.translation
-        if steps is None or effect(primary) == REFUSED:
+        more, answered = (first.keys, first.answers) if isinstance(first, Unmirrored) else ((), 0)
+        first = first.first if isinstance(first, Unmirrored) else first
+        if steps is None or effect(primary, answered) == REFUSED:
             return
         keys: tuple[str, ...] = ()
         if router is not None:
             decoded = router.decode(method, first) if translation.needs_request(method) else None
             keys = translation.keys_for(method, decoded)
         said = "applied it" if primary.code == 0 else "may have applied it"
+        if primary.code and answered:
+            said += f" (it answered {answered} message{'s' if answered > 1 else ''} before {primary.status})"
         marked = tuple(dict.fromkeys((*keys, *more)))
         steps.mark(marked, method, f"{why}; the primary {said}", translation.client_side)
 
@@ -258,17 +261,18 @@ def waiting(dispatchers: Iterable[ShadowDispatcher]) -> str:
 
 
 class Unmirrored:
-    """What a call that is not mirrored leaves to judge: its first request, and for a write's request
-    stream, the keys its later messages named (each gathered at the next turn of the loop, off the clients'
-    path): Bank applied them all, BK none."""
+    """What a call that is not mirrored leaves to judge: its first request, for a write's request stream the
+    keys its later messages named (each gathered at the next turn of the loop, off the clients' path): Bank
+    applied them all, BK none; and how many answer messages the primary sent (`answers`)."""
 
-    __slots__ = ("_dispatcher", "_method", "first", "keys")
+    __slots__ = ("_dispatcher", "_method", "answers", "first", "keys")
 
     def __init__(self, dispatcher: ShadowDispatcher | None, method: str, is_write: bool) -> None:
         self._dispatcher = dispatcher if is_write else None
         self._method = method
         self.first: bytes | None = None
         self.keys: dict[str, None] = {}  # of the messages after the first, in the order named
+        self.answers = 0  # answer messages the primary sent (its outcome keeps none of them)
 
     def request(self, payload: bytes) -> None:
         if self.first is None:

@@ -20,7 +20,7 @@ from shim.shadow.lateness import went
 from shim.shadow.learning import Learning
 from shim.shadow.parts import Parts
 from shim.shadow.shared import Shared
-from shim.steps import REFUSED, effect, out_of_step_reason
+from shim.steps import out_of_step_reason, refused
 from shim.store import OutOfStep
 from shim.store.key_order import NOT_LATE, bands
 from shim.verify import Verifier
@@ -32,6 +32,7 @@ class Ended(Parts, Protocol):
     """The mirror of a call whose shadow side is over, as `conclude` reads it."""
 
     method: str
+    primary_answers: int  # answer messages the primary sent
     requests: list[bytes]  # what it kept of the client's requests
     abandoned_why: str
     started_at: float
@@ -98,6 +99,7 @@ async def conclude(
                 learning=learning,
                 holding=holding,
                 requests=mirror.requests,
+                answered=(mirror.primary_answers, mirror.places.shadow_answers),
             )
     finally:
         # the ids it minted are learned and its keys marked: the calls behind it may go
@@ -200,11 +202,13 @@ async def judge(
     learning: Learning,
     holding: bool,
     requests: Sequence[bytes] = (),
+    answered: tuple[int, int] = (0, 0),
 ) -> None:
     """Mark a write's keys out of step unless both sides did the same with it. `cancelled`: why it was given
     up before the primary answered ("" if it was not). When the write still holds its place (`holding`) and
     both sides answered, the keys it marked are checked now. A reason that quotes a side's refusal hashes
-    the values of redacted fields it quotes (`requests`: the call's, where those values come from)."""
+    the values of redacted fields it quotes (`requests`: the call's, where those values come from).
+    `answered`: the answer messages each side (primary, shadow) sent before its status."""
     if shared.steps is None:
         return
     if cancelled:
@@ -212,11 +216,13 @@ async def judge(
     elif unreachable:
         return  # neither side received it
     elif learning.stopped:
-        if effect(primary) == REFUSED:
+        # the shadow was cut where it had no counterpart for an id: it did what it answered, and a primary
+        # that refused after as many answers did no more (a refusal after more answers proves nothing)
+        if refused(primary, answered[0]) and answered[0] == answered[1]:
             return
         reason = ("BK" if shared.primary_is_bank else "Bank") + " was not sent it: " + learning.note()
     else:
-        reason = out_of_step_reason(primary, shadow, shared.primary_is_bank)
+        reason = out_of_step_reason(primary, shadow, shared.primary_is_bank, answered)
     if not reason:
         return
     if shared.free_text is not None:

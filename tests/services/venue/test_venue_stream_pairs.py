@@ -22,7 +22,7 @@ from comparators import Verdict
 from shim.testing import CapturingSink, running_shim
 from tests.helpers import until
 from tests.services.venue.client import VenueClient
-from tests.services.venue.messages import BUY, message_class, new
+from tests.services.venue.messages import BUY, Refused, message_class, new
 from tests.services.venue.server import Served, serve
 from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_shim import _settings
@@ -43,7 +43,7 @@ Acks = list[Any] | Awaitable[list[Any]]
 
 def _sessions_answer(side: Served, answer: Callable[[Any], Acks]) -> None:
     """`side`'s Trade sessions answer each request with `answer(request)` (its acks, or a coroutine giving
-    them), the book booking it."""
+    them), the book booking it; `Refused` raised there ends the session with its status."""
     handler = side._handler
     service = handler.service
 
@@ -53,8 +53,12 @@ def _sessions_answer(side: Served, answer: Callable[[Any], Acks]) -> None:
 
         async def session(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
             async for request in requests:
-                acks = answer(request)
-                for ack in await acks if inspect.isawaitable(acks) else acks:
+                try:
+                    acks = answer(request)
+                    acks = await acks if inspect.isawaitable(acks) else acks
+                except Refused as refused:  # the session ends with that status, what it acked staying booked
+                    await context.abort(refused.code, refused.details)
+                for ack in acks:
                     yield ack
 
         return grpc.stream_stream_rpc_method_handler(

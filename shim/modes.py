@@ -71,7 +71,7 @@ class Settles(Protocol):
     def settled(self) -> bool: ...
 
     @property
-    def batch_under_way(self) -> bool: ...
+    def stream_under_way(self) -> bool: ...
 
     def spanned_switch(self) -> None: ...
 
@@ -170,11 +170,11 @@ class Modes:
             await asyncio.sleep(0.002)  # only while a switch holds calls, for at most its pause
 
     def _spanned(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
-        """The batches under way whose method's mode changed with a switch that applies
+        """The batches and sessions under way whose method's mode changed with a switch that applies
         (`Mirror.spanned_switch`)."""
         for call in self._calls:
             mirror = call.mirror
-            if mirror is not None and mirror.batch_under_way:
+            if mirror is not None and mirror.stream_under_way:
                 method = call.method
                 if (old.get(method) or old[DEFAULT]) != (new.get(method) or new[DEFAULT]):
                     mirror.spanned_switch()

@@ -416,8 +416,8 @@ class EnvoyPlane:
         self._preparing = "calls"
         while processor.busy(changing):  # noqa: ASYNC110  (counts, no event)
             await asyncio.sleep(0.002)
-        # batches under way were not waited for: if the switch applies, their keys go out of step
-        self._spanning, self._before = processor.batches_under_way(changing), dict(table)
+        # batches and sessions under way were not waited for: if the switch applies, their keys go out of step
+        self._spanning, self._before = processor.streams_under_way(changing), dict(table)
         self._preparing = ""
 
     def waiting(self) -> str:

@@ -554,9 +554,10 @@ class Processor:
         not known yet, and mirrored calls not settled (`Mirror.settled`: over, or a stream under way)."""
         return self.unread + sum(1 for m in self._mirrors if selects(m.method) and not m.settled)
 
-    def batches_under_way(self, selects: Callable[[str], bool]) -> list[Mirror]:
-        """The mirrored batches of the methods `selects` picks whose primary has not answered yet."""
-        return [m for m in self._mirrors if selects(m.method) and m.batch_under_way]
+    def streams_under_way(self, selects: Callable[[str], bool]) -> list[Mirror]:
+        """The mirrored batches of the methods `selects` picks whose primary has not answered yet, and their
+        sessions not over (`Mirror.stream_under_way`)."""
+        return [m for m in self._mirrors if selects(m.method) and m.stream_under_way]
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

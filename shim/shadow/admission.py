@@ -25,15 +25,12 @@ from collections.abc import Callable
 from google.protobuf import message
 
 from shim.plan import MethodPlan
+from shim.shadow import spans
 from shim.shadow.fate import until
 from shim.shadow.fleet import FleetPlace, unordered
 from shim.shadow.places import Places
 from shim.shadow.shared import Shared, Turn
 
-SPANNED = (
-    "a batch (client stream) under way across a switch of modes: the writes on its keys through the new"
-    " primary while it came may have reached the two sides in another order"
-)
 MISSED = "not mirrored: it came after its stream's mirror was given up; the primary may have applied it"
 
 
@@ -92,7 +89,7 @@ class Admission:
         self.intent = ""  # the id of this write's intent in the store
         self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
         self._intent_keys = 0  # how many of the keys the recorded intent names
-        self.spanned = False  # a batch under way when a switch of its method's mode applied
+        self.spanned = False  # a batch or session under way when a switch of its method's mode applied
         self.turn: Turn | None = None  # on Envoy: when its steps in the lanes may run (None: at once)
         # set once the primary's answer is in and what it minted is pending (`IdBook.answering`)
         self.answering: asyncio.Future[None] | None = None
@@ -199,13 +196,11 @@ class Admission:
             self.record_intent()
         self.admitted.set()
 
-    def mark_spanned(self) -> None:
-        """A batch under way across a switch: its order against the writes on its keys after the switch is
-        unknown (they went to the new primary while it was still coming), so its keys go out of step."""
-        shared = self._shared
-        shared.counters.inc("batches_across_switches", self.method)
-        if shared.steps is not None and self.is_write:
-            shared.steps.mark(self.keys, self.method, SPANNED, shared.translation.client_side)
+    def mark_spanned(self, keys: tuple[str, ...] | None = None) -> None:
+        """A stream under way across a switch (`shim.shadow.spans`): its keys out of step, a batch's, or a
+        session's at the switch and (`keys`) each later message's."""
+        marked = self.keys if keys is None else keys
+        spans.mark(self._shared, self.method, marked, self.streamed, self.is_write, first=keys is None)
 
     def _admit(self, first: bytes | None) -> None:
         if self._over():  # over already (cancelled before its turn came): nothing to order
@@ -266,6 +261,8 @@ class Admission:
             self.seq = shared.lanes.write_seq
         self.places.step(shared.lanes.enter(keys, self.is_write, own=self.places.steps))
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
+        if self.spanned:  # a session's message after a switch it is under way across
+            self.mark_spanned(keys if self.admitted.is_set() else None)
         if index == 0:
             self._unordered(keys)
             self.record_intent()

@@ -84,27 +84,27 @@ class Mirror:
     @property
     def settled(self) -> bool:
         """Whether a switch of modes may go on without waiting for this call any more: it is over; or it
-        is a server stream the shadow has begun to answer (so it has the request); or it is a session (its
-        later messages follow the side it started on, and it must not hold a switch); or a batch under way
-        (it finishes on the side it started on; its keys go out of step, `spanned_switch`)."""
-        if self.task.done() or self.admission.streamed or self.batch_under_way:
+        is a server stream the shadow has begun to answer (so it has the request); or a request stream under
+        way (`stream_under_way`: it finishes on the side it started on; its keys go out of step)."""
+        if self.task.done() or self.stream_under_way:
             return True
         return self.plan.kind.server_streaming and self._call.answers > 0
 
     @property
-    def batch_under_way(self) -> bool:
-        """A batch (client stream) the primary has not answered: it finishes on the side it started on, and
-        its mirrored call cannot start before that answer anyway."""
-        return self.admission.batch and not self._primary.done()
+    def stream_under_way(self) -> bool:
+        """A batch (client stream) the primary has not answered (its mirrored call cannot start before), or a
+        session (bidi) not over: it finishes on the side it started on, and must not hold a switch."""
+        admission = self.admission
+        return not self.task.done() and (admission.streamed or (admission.batch and not self._primary.done()))
 
     def spanned_switch(self) -> None:
-        """A switch of its method's mode applied while it was a batch under way (`batch_under_way`, when the
-        switch let it be): its keys go out of step once known (see `Admission.mark_spanned`)."""
+        """A switch of its method's mode applied while it was a stream under way (`stream_under_way`): its
+        keys go out of step, as known, and a session's later messages' too (`Admission.mark_spanned`)."""
         admission = self.admission
         if self.task.done() or admission.spanned:
             return
         admission.spanned = True
-        if admission.admitted.is_set():  # its primary answered meanwhile: its keys are known now
+        if admission.admitted.is_set():  # its keys are known now (a batch's primary answered meanwhile)
             admission.mark_spanned()
 
     @property

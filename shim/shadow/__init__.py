@@ -55,6 +55,7 @@ The package, one concern a module:
 - `call`: the call to the shadow itself;
 - `learning`: the ids it mints and names;
 - `fate`: how it ends early, and what its record then says;
+- `spans`: a request stream under way across a switch of modes, and the keys it marks;
 - `capture`: the bytes kept for comparison;
 - `kinds`: each method's kind, from the descriptors;
 - `shared`: what every mirror of one shim shares.

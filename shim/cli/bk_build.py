@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace, url: str) -> int:
 
     if args.name is not None and not (args.reason or "").strip():
         raise ConfigError("a build is declared with --reason (audited)")
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         if args.name is None:

@@ -73,7 +73,7 @@ async def run(args: argparse.Namespace) -> int:
     # the flag's methods add to the config's; every method in the window is judged either way
     required = [*gate.methods, *(args.require_method or ())]
     until = time.time()
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         unmirrored = await store.modes.last_change_with(UNMIRRORED, until)

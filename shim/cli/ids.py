@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace, url: str) -> int:
         raise ShimError("shim ids forget: IDs need their --kind")
     if args.action == "list" and args.limit < 0:
         raise ShimError(f"--limit: {args.limit} is not a count")
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         if args.action == "forget":

@@ -206,7 +206,7 @@ async def _store(url: str, named: bool = False) -> Store | None:
             raise ShimError(f"no store at {url}: nothing was recorded there (check --store)")
         return None
     try:
-        store = Store.open(url)
+        store = Store.open(url, create=False)
         await store.start()
     except StoreError as exc:
         raise ShimError(str(exc)) from exc

@@ -52,7 +52,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
 async def run(args: argparse.Namespace, url: str) -> int:
     from shim.recording.format import RecordingError
 
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         if args.action == "list":

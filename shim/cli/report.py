@@ -155,7 +155,7 @@ async def _build_report(
 
     registry = load_registry(settings.get("descriptor_sets", ()))
     noise = config_mod.section(settings, NoiseSettings)  # to show each example's request, if kept
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         report = await build_report(

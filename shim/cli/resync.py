@@ -72,7 +72,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
 async def run(args: argparse.Namespace, url: str) -> int:
     if args.force and (args.list or not args.keys):
         raise ShimError("--force clears the keys named (shim resync KEY... --force): a listing clears none")
-    store = Store.open(url)
+    store = Store.open(url, create=False)
     await store.start()
     try:
         if args.keys and not args.list:

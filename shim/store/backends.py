@@ -23,6 +23,7 @@ import psycopg.conninfo
 from shim.store import _sqlite_file
 from shim.store._errors import StoreError, one_line
 from shim.store._text import adapt
+from shim.store.contents import is_store
 
 SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
 ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
@@ -45,6 +46,10 @@ class Db:
 
     def lock_schema(self) -> None:
         """Within the transaction, keep other replicas from migrating at the same time."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database has a table of this name (on PostgreSQL: where its search_path looks)."""
+        raise NotImplementedError
 
     def repeatable(self) -> None:
         """First in a read transaction: every statement of it sees the same rows, those committed when its
@@ -79,11 +84,15 @@ class Sqlite(Db):
         self._file = _sqlite_file.identity(path) if path is not None else None
 
     @staticmethod
-    def connect(path: Path | None) -> Sqlite:
+    def connect(path: Path | None, create: bool = True) -> Sqlite:
+        """A connection to the file at `path` (in memory: None). With `create` false, only to a shim store
+        that is there already (`contents.is_store`): nothing is made, and no other file is written to."""
         if sqlite3.sqlite_version_info < SQLITE_MIN:
             need = ".".join(map(str, SQLITE_MIN))
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the store needs {need} or newer")
-        if path is not None:
+        if path is not None and not create:
+            is_store(path)
+        elif path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -108,6 +117,9 @@ class Sqlite(Db):
 
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self._conn.executemany(sql, rows)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
     def begin(self, write: bool) -> None:
         self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -187,6 +199,9 @@ class Postgres(Db):
 
     def lock_schema(self) -> None:
         self.run("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.run("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0])
 
     def repeatable(self) -> None:
         self.run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -76,6 +76,33 @@ def held_in(path: Path) -> list[str]:
     return list(dict.fromkeys(_HOLDS.get(table, table) for table in held))
 
 
+def is_store(path: Path) -> None:
+    """Nothing when the SQLite file at `path` is a shim store (made by `shim serve`, whatever it holds);
+    else StoreError: there is no file, or it is empty, or not a SQLite database, or another application's.
+    Read without writing: opened read-only, so that a command that only reads never migrates another
+    application's database, nor turns an empty file into a store."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        raise StoreError("no file there: nothing was recorded there") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise StoreError("not a shim store (not a file)")
+    if found.st_size == 0:
+        raise StoreError("not a shim store (an empty file)")
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            tables = [
+                str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+    except sqlite3.Error as exc:
+        raise StoreError(f"not a shim store (not a SQLite database it can read: {one_line(exc)})") from None
+    if SCHEMA not in tables:
+        raise StoreError(f"not a shim store ({_others(tables)})")
+
+
 def _others(tables: list[str]) -> str:
     if not tables:
         return "a SQLite database with no tables"

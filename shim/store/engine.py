@@ -70,14 +70,23 @@ class Engine:
     def __init__(self, url: str, connect: Callable[[], Db]) -> None:
         self.url = url  # as given, password masked
         self.conninfo: str | None = None  # PostgreSQL's, unmasked (never logged): for LISTEN
+        self.create = True  # start() makes the store, or brings an older one up to date
         self._worker = Worker(url, connect)
         self._thread: threading.Thread | None = None
         self._closed = False  # no more writes taken
         self._closing: asyncio.Future[object] | None = None
 
     @classmethod
-    def open(cls, url: str, base: Path | None = None) -> Self:
-        """A store for `url` (see the module docstring for the forms); it connects at `start()`."""
+    def open(cls, url: str, base: Path | None = None, create: bool = True) -> Self:
+        """A store for `url` (see the module docstring for the forms); it connects at `start()`. With
+        `create` false (the commands that read a store), only one that is there: `start()` refuses a
+        missing or empty file, or a database that holds no shim store, and makes nothing in it."""
+        engine = cls._open(url, base, create)
+        engine.create = create
+        return engine
+
+    @classmethod
+    def _open(cls, url: str, base: Path | None, create: bool) -> Self:
         masked = _mask(url)
         if re.match(r"postgres(ql)?://", url, flags=re.IGNORECASE):
             try:
@@ -105,7 +114,7 @@ class Engine:
         path = Path(rest)
         if not path.is_absolute():
             path = (base if base is not None else Path.cwd()) / path
-        return cls(masked, lambda: Sqlite.connect(path))
+        return cls(masked, lambda: Sqlite.connect(path, create))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -133,7 +142,7 @@ class Engine:
         self._thread = threading.Thread(target=self._worker.run, name="shim-store", daemon=True)
         self._thread.start()
         try:
-            await self._submit(lambda db: migrate(db, self.url), START, write=True)
+            await self._submit(lambda db: migrate(db, self.url, self.create), START, write=True)
         except StoreError:
             self._closed = True  # the worker has stopped
             raise

@@ -189,9 +189,16 @@ STATE_TABLES = (
 )  # fmt: skip
 
 
-def migrate(db: Db, url: str) -> None:
-    """Bring the schema to len(MIGRATIONS), inside the caller's transaction."""
+def migrate(db: Db, url: str, create: bool = True) -> None:
+    """Bring the schema to len(MIGRATIONS), inside the caller's transaction. With `create` false, only
+    that of a shim store: a database with no shim_schema table (another application's, an empty one) is
+    refused, and nothing is made in it."""
     db.lock_schema()
+    if not create and not db.has_table("shim_schema"):
+        raise StoreError(
+            f"store {url}: not a shim store (no table shim_schema in the database, in the schemas of its"
+            " search_path; `shim serve` makes one)"
+        )
     db.run("CREATE TABLE IF NOT EXISTS shim_schema (version INTEGER NOT NULL)")
     rows = db.run("SELECT version FROM shim_schema")
     if not rows:

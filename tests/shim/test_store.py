@@ -397,6 +397,87 @@ async def test_a_newer_schema_is_refused(durable: Target, open_store: Opener) ->
     await store.close()
 
 
+def _content(path: Path) -> bytes | None:
+    """The file's bytes (None when there is none)."""
+    return path.read_bytes() if path.exists() else None
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def _tables(target: Target) -> set[str]:
+    if target.name == "sqlite-file":
+        return {row[0] for row in target.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {
+        row[0] for row in target.sql("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    }
+
+
+async def test_a_store_opened_to_read_refuses_another_applications_database_and_writes_nothing_there(
+    durable: Target, tmp_path: Path
+) -> None:
+    """`Store.open(url, create=False)` (the commands that read a store) refuses a database that holds no
+    shim store, and makes no table in it; on SQLite the file is not even written to (no WAL switch).
+    Before, `shim report --store app.db` made the shim's tables in another application's database."""
+    durable.sql("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    durable.sql("INSERT INTO users VALUES (1, 'alice')")
+    before = _content(tmp_path / "shim.db")
+    store = Store.open(durable.url, create=False)
+    with pytest.raises(StoreError, match=r"not a shim store"):
+        await store.start()
+    await store.close()
+    assert _tables(durable) == {"users"}
+    if durable.name == "sqlite-file":
+        assert _content(tmp_path / "shim.db") == before
+        assert _names(tmp_path) == ["shim.db"]  # no -wal, no -shm
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no file there"),
+        (b"", r"not a shim store \(an empty file\)"),
+        (b"this is not a database" * 100, r"not a shim store \(not a SQLite database"),
+    ],
+)
+async def test_a_store_opened_to_read_refuses_a_missing_empty_or_other_file_and_makes_none(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "shim.db"
+    if content is not None:
+        path.write_bytes(content)
+    store = Store.open(str(path), create=False)
+    with pytest.raises(StoreError, match=rf"^cannot open store {re.escape(str(path))}: {message}"):
+        await store.start()
+    await store.close()
+    assert _content(path) == content
+    assert _names(tmp_path) == ([] if content is None else ["shim.db"])
+
+
+async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_an_older_one(
+    durable: Target, open_store: Opener
+) -> None:
+    """A shim store is read whatever it holds, while a shim has it open, and one of an older schema is
+    brought up to date as a shim would (it is a shim store)."""
+    writer = await open_store(durable.url)
+    writer.pairs.put([_pair(1)])
+    await writer.flush()
+    reader = Store.open(durable.url, create=False)
+    await reader.start()
+    try:
+        assert await reader.pairs.find("trade", "bank", ["B1"]) == [_pair(1)]
+    finally:
+        await reader.close()
+    await writer.close()
+    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
+    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 1}")
+    older = Store.open(durable.url, create=False)
+    await older.start()
+    await older.close()
+    assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
 async def test_two_stores_on_one_database_see_each_others_writes(durable: Target, open_store: Opener) -> None:
     """The fleet: replicas starting together migrate once, then share pairs and marks."""
     one, two = await asyncio.gather(open_store(durable.url), open_store(durable.url))

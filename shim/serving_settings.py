@@ -17,7 +17,7 @@ from shim.settings import (
     one_of,
     setting,
 )
-from shim.units import is_whole
+from shim.units import is_whole, short
 
 LISTEN = "127.0.0.1:50051"  # where clients call unless `listen` says otherwise
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # auto: uvloop where it is installed
@@ -72,5 +72,13 @@ class ServingSettings:
         for name, choices in (("dataplane", DATAPLANES), ("event_loop", EVENT_LOOPS)):
             check_choice(name, getattr(self, name), choices)
         check_address("listen", self.listen)
+        if self.grace_period < self.switch_pause:
+            # a switch holds the calls in flight at most min(switch_pause, grace_period): none could be made
+            raise ConfigError(
+                f'grace_period "{short(self.grace_period)}" is shorter than switch_pause'
+                f' "{short(self.switch_pause)}": a mode switch (a rollback too) holds the calls in flight'
+                " no longer than the grace period, and none could be made; give grace_period at least"
+                " switch_pause"
+            )
         if self.metrics_listen:
             check_address("metrics_listen", self.metrics_listen)

@@ -95,14 +95,14 @@ VALID: list[object] = [
         id="every-setting-relative-paths-resolved-against-the-file",
     ),
     pytest.param(
-        'mode = "bank"\nmax_message_size = 1024\ngrace_period = 0\n'
+        'mode = "bank"\nmax_message_size = 1024\ngrace_period = "100ms"\n'
         '[upstreams.bank]\ntarget = "unix:/run/bank.sock"\n[upstreams.bk]\ntarget = "[::1]:9"\n'
         '[diff_log]\npath = "-"\n',
         lambda d: Config(
             bank=Upstream("bank", "unix:/run/bank.sock"),
             bk=Upstream("bk", "[::1]:9"),
             mode="bank",
-            serving=ServingSettings(max_message_size=1024, grace_period=0.0),
+            serving=ServingSettings(max_message_size=1024, grace_period=0.1),
             diff_log=DiffLogSettings(path="-"),
         ),
         id="bank-mode-with-bk-unix-target-ipv6-stdout",
@@ -520,6 +520,20 @@ def test_a_listen_flag_overrides_the_files_and_keeps_the_rest_of_its_group(tmp_p
             "grace_period: '11m' is out of bounds: it must be at most 10m; a stop would wait that long "
             "for the calls in flight",
             id="grace-period",
+        ),
+        pytest.param(
+            'grace_period = "0s"\n',
+            'grace_period "0s" is shorter than switch_pause "100ms": a mode switch (a rollback too) holds the'
+            " calls in flight no longer than the grace period, and none could be made; give grace_period at"
+            " least switch_pause",
+            id="grace-period-under-switch-pause",
+        ),
+        pytest.param(
+            'grace_period = "1s"\nswitch_pause = "2s"\n',
+            'grace_period "1s" is shorter than switch_pause "2s": a mode switch (a rollback too) holds the'
+            " calls in flight no longer than the grace period, and none could be made; give grace_period at"
+            " least switch_pause",
+            id="switch-pause-over-grace-period",
         ),
         pytest.param(
             'dataplane = "nginx"\n', "dataplane: 'nginx' is not one of auto, envoy, python", id="dataplane"

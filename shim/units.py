@@ -26,8 +26,16 @@ MAX_DURATION = 3650 * 86400.0  # ten years: any longer duration is a mistake
 def parse_duration(
     key: str, value: object, at_least: float = 0.0, at_most: float = MAX_DURATION, why: str = ""
 ) -> float:
-    """Seconds, finite and between the bounds; `why` ends the error of a value out of them."""
+    """Seconds, finite and between the bounds; `why` ends the error of a value out of them.
+
+    A duration has its unit ("50ms"): a number without one is refused, as the flags refuse "50", whatever
+    it would be taken for (`tolerance = 50` meant 50ms, and was 50 s). 0 alone needs none."""
     seconds = None
+    if is_number(value) and value > 0 and math.isfinite(value):
+        raise ConfigError(
+            f'{key}: {value!r} has no unit: write "{value:g}ms" or "{value:g}s" (a duration such as "250ms",'
+            ' "2s", "1m", "24h" or "30d")'
+        )
     if is_number(value) and value >= 0:
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):

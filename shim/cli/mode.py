@@ -34,9 +34,9 @@ _TIMEOUT = 120.0  # a switch waits for the calls in flight
 
 
 def _pause(text: str) -> float:
-    """A duration ("2s", "500ms"); a bare number is seconds."""
+    """A duration ("2s", "500ms"), with its unit as every other duration."""
     try:
-        return parse_duration("--pause", float(text) if text.replace(".", "", 1).isdigit() else text)
+        return parse_duration("--pause", text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--pause: ")) from None
 

@@ -179,6 +179,11 @@ BAD_SPECS: list[Any] = [
     pytest.param(
         {"path": "bank.v1.Trade.fee", "rule": "ignore", "name": 5}, "name must be a string", id="name"
     ),
+    pytest.param(  # meant: 50ms; it was 50 s, silently
+        {"path": "bank.v1.Trade.booked_at", "rule": "timestamp", "tolerance": 50},
+        'tolerance: 50 has no unit: write "50ms" or "50s"',
+        id="tolerance-without-unit",
+    ),
 ]
 
 

@@ -542,11 +542,6 @@ TIMESTAMP_CASES: list[Any] = [
         [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:10.060Z", "")],
         id="milliseconds-beyond",
     ),
-    pytest.param(
-        *_as_of(ts(10), ts(10, 400_000_000), {**CLOCK, "tolerance": 0.5}),
-        [("as_of", CHANGED, "1970-01-01T00:00:10Z", "1970-01-01T00:00:10.400Z", "clock")],
-        id="tolerance-as-a-number-of-seconds",
-    ),
 ]
 
 

@@ -522,6 +522,12 @@ def test_a_listen_flag_overrides_the_files_and_keeps_the_rest_of_its_group(tmp_p
             id="grace-period",
         ),
         pytest.param(
+            "grace_period = 5\n",
+            'grace_period: 5 has no unit: write "5ms" or "5s" (a duration such as "250ms", "2s", "1m", "24h"'
+            ' or "30d")',
+            id="grace-period-without-unit",
+        ),
+        pytest.param(
             'grace_period = "0s"\n',
             'grace_period "0s" is shorter than switch_pause "100ms": a mode switch (a rollback too) holds the'
             " calls in flight no longer than the grace period, and none could be made; give grace_period at"
@@ -627,14 +633,33 @@ def test_bad_flags_are_config_errors(flags: list[str], names: str) -> None:
         ("1.5s", 1.5),
         (" 1m ", 60.0),
         ("2h", 7200.0),
-        (3, 3.0),
-        (0.5, 0.5),
         ("0s", 0.0),
+        (0, 0.0),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
-    """Durations are a number with ms, s, m or h, or a plain number of seconds."""
+    """Durations are a number with ms, s, m, h or d; 0 alone needs no unit."""
     assert parse_duration("k", text) == seconds
+
+
+@pytest.mark.parametrize("value", [3, 0.5, 500, "500"])
+def test_a_duration_without_its_unit_is_refused_in_the_file_as_by_the_flags(
+    tmp_path: Path, value: object
+) -> None:
+    """`timeout = 500` (meant: 500ms) was taken as 500 s, while `--shadow-timeout 500` was refused: a
+    number without its unit is refused in the file too, naming the two it may have meant."""
+    path = _config_file(tmp_path, BANK_TABLE + f"[upstreams.bk]\ntarget = 'k:1'\ntimeout = {value!r}\n")
+    with pytest.raises(ConfigError) as caught:
+        _serve_settings("--config", path)
+    if isinstance(value, str):
+        assert str(caught.value) == (
+            'upstreams.bk.timeout: \'500\' is not a duration such as "250ms", "2s", "1m", "24h" or "30d"'
+        )
+    else:
+        assert str(caught.value) == (
+            f'upstreams.bk.timeout: {value!r} has no unit: write "{value:g}ms" or "{value:g}s" (a duration'
+            ' such as "250ms", "2s", "1m", "24h" or "30d")'
+        )
 
 
 @pytest.mark.parametrize(
@@ -892,7 +917,7 @@ def test_store_settings(tmp_path: Path) -> None:
     """[store] id_cache is a count and refresh a duration."""
     config = _store_of(tmp_path, '[store]\nurl = ":memory:"\nid_cache = 5000\nrefresh = "250ms"\n')
     assert (config.store.url, config.store.id_cache, config.store.refresh) == (":memory:", 5000, 0.25)
-    assert _store_of(tmp_path, "[store]\nrefresh = 3\n").store.refresh == 3.0
+    assert _store_of(tmp_path, '[store]\nrefresh = "3s"\n').store.refresh == 3.0
 
 
 def test_store_flag_overrides_the_file(tmp_path: Path) -> None:
@@ -915,6 +940,9 @@ STORE_MISTAKES: list[object] = [
     ),
     pytest.param("[store]\nrefresh = 'soon'\n", "store.refresh: 'soon' is not a duration", id="bad-refresh"),
     pytest.param("[store]\nrefresh = -1\n", "store.refresh: -1 is not a duration", id="negative-refresh"),
+    pytest.param(
+        "[store]\nrefresh = 3\n", 'store.refresh: 3 has no unit: write "3ms" or "3s"', id="bare-refresh"
+    ),
     pytest.param("[store]\nurl = ''\n", "store.url: '' is not a non-empty string", id="empty-url"),
     pytest.param("[store]\nurl = 5\n", "store.url: 5 is not a non-empty string", id="url-not-text"),
     pytest.param("[store]\npath = 'x.db'\n", "unknown setting store.path", id="unknown-key"),

@@ -439,6 +439,18 @@ async def test_two_replicas_on_one_postgres_store_converge(
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+@pytest.mark.parametrize("pause", ["2", "0.5"])
+def test_a_pause_without_its_unit_is_a_usage_error(pause: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--pause 2` was taken as 2 s, where every other duration flag refused it: it is refused as they are,
+    before any shim is asked."""
+    from shim.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["mode", "set", "shadow", "--reason", "roll back", "--pause", pause, "--admin", "127.0.0.1:1"])
+    assert exited.value.code == 2
+    assert f"argument --pause: '{pause}' is not a duration such as" in capsys.readouterr().err
+
+
 async def test_shim_mode_commands(ledgers: tuple[RunningLedger, RunningLedger]) -> None:
     """`shim mode set/show/history` drive the admin API; a refusal is exit 1 with the reason; `show` lists
     the replica's view, agreeing with the store. `--pause` takes a duration: not one, a usage error (exit

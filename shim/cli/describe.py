@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib.resources
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +44,18 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         default=None,
         help="where imports are found, as protoc's -I; repeatable (default: each file's folder)",
     )
+
+
+def _mode_for(out: Path) -> int:
+    """The mode the descriptor set is written with: an earlier set's, else what any new file gets (0666
+    less the umask), so that a shim running as another user reads it as before; never the 0600 of the
+    temporary file it is written to first."""
+    try:
+        return stat.S_IMODE(out.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # read by setting it: restored at once (the command runs no other thread)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def describe(args: argparse.Namespace) -> int:
@@ -79,6 +92,7 @@ def describe(args: argparse.Namespace) -> int:
         except DescriptorError as exc:
             raise ShimError(f"{exc}; nothing written to {out}") from exc
         try:
+            os.chmod(temporary, _mode_for(out))
             os.replace(temporary, out)
         except OSError as exc:
             raise ShimError(f"cannot write {out}: {exc.strerror}") from exc

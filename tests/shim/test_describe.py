@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from comparators import DescriptorRegistry
 from tests.helpers import run_shim
@@ -77,3 +81,34 @@ def test_a_file_that_does_not_compile_writes_nothing(tmp_path: Path) -> None:
 def test_an_output_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     done = run_shim("describe", CUSTODY_PROTO, "-o", tmp_path)
     assert (done.returncode, done.stderr.strip()) == (2, f"shim: error: cannot write {tmp_path}: a folder")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_a_new_set_gets_the_mode_of_any_new_file(tmp_path: Path, umask: int, mode: int) -> None:
+    """0666 less the umask, as `protoc` or `cp` would write it, so that a shim running as another user
+    (systemd's User=shim, a container's uid) reads it. Before, it was the temporary file's 0600."""
+    out = tmp_path / "custody.binpb"
+    old = os.umask(umask)  # the command inherits it
+    try:
+        done = run_shim("describe", CUSTODY_PROTO, "-o", out)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600])
+def test_a_set_written_again_keeps_its_mode(tmp_path: Path, mode: int) -> None:
+    """An earlier set's mode is kept, whatever the umask: `shim describe` run again (the .proto changed) must
+    not leave the shim's user unable to read it. Before, a 0644 set became 0600."""
+    out = tmp_path / "custody.binpb"
+    out.write_bytes(b"the previous set")
+    out.chmod(mode)
+    old = os.umask(0o077)
+    try:
+        done = run_shim("describe", CUSTODY_PROTO, "-o", out)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() != b"the previous set"
+    assert stat.S_IMODE(out.stat().st_mode) == mode

@@ -35,6 +35,7 @@ from comparators.descriptors import DescriptorRegistry
 from comparators.ids import IdError, IdFields, IdKind
 from shim.errors import ConfigError
 from shim.metrics import Counters
+from shim.settings import finish
 from shim.store import Store, StoreError
 
 _log = structlog.get_logger("shim.aliases")
@@ -57,9 +58,8 @@ def parse(table: Mapping[str, Any]) -> tuple[AliasKind, ...]:
         where = f"key_aliases.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = sorted(set(entry) - {"alias", "key", "references"})
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown setting")
+        known = {"alias", "key", "references"}
+        finish(f"{where}.", {key: entry[key] for key in set(entry) - known}, known)
         for setting in ("alias", "key"):
             value = entry.get(setting)
             if not isinstance(value, str) or not value:

@@ -8,6 +8,8 @@ from comparators.ids import IdError, IdKind
 from shim.errors import ConfigError
 from shim.settings import FIELDS, TEXT, as_table, finish
 
+_OPTIONAL = ("references", "owner_key", "learn_from", "scope")
+
 
 def parse(table: dict[str, Any]) -> tuple[IdKind, ...]:
     """The [ids.KIND] tables: minted, references, owner_key, learn_from, scope (shim.config reads them)."""
@@ -18,10 +20,8 @@ def parse(table: dict[str, Any]) -> tuple[IdKind, ...]:
         minted = settings.pop("minted", None)
         if minted is None:
             raise ConfigError(f"{prefix}minted is missing: name the answer fields that mint {name} ids")
-        given = {
-            k: settings.pop(k) for k in ("references", "owner_key", "learn_from", "scope") if k in settings
-        }
-        finish(prefix, settings)
+        given = {k: settings.pop(k) for k in _OPTIONAL if k in settings}
+        finish(prefix, settings, ("minted", *_OPTIONAL))
         parsers = {"references": FIELDS, "owner_key": FIELDS, "learn_from": TEXT, "scope": TEXT}
         try:
             kinds.append(

@@ -10,6 +10,7 @@ from typing import Any
 
 from comparators import DescriptorRegistry
 from shim.errors import ConfigError
+from shim.settings import finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +41,7 @@ class ReconcileSettings:
 def parse(table: Mapping[str, Any]) -> ReconcileSettings:
     """The [reconcile] table (shim.config reads it)."""
     known = {"list", "items", "key", "reads", "page_size", "page_token", "next_page_token", "size", "keys"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"reconcile.{unknown[0]}: unknown setting")
+    finish("reconcile.", {key: table[key] for key in set(table) - known}, known)
     keys = table.get("keys", "list" if "list" in table else "store")
     if keys not in KEY_SOURCES:
         raise ConfigError(f"reconcile.keys: {keys!r} is not one of {', '.join(KEY_SOURCES)}")

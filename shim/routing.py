@@ -197,7 +197,7 @@ def parse_methods(table: dict[str, Any]) -> dict[str, MethodSettings]:
             strict=BOOL.parse(prefix + "strict", strict) if strict is not None else None,
             adapter=TEXT.parse(prefix + "adapter", adapter) if adapter is not None else "",
         )
-        finish(prefix, settings)
+        finish(prefix, settings, ("key", "read", "strict", "adapter"))
     return methods
 
 

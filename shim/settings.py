@@ -99,10 +99,24 @@ def finish(prefix: str, table: dict[str, Any], known: Iterable[str] = ()) -> Non
         choices = sorted(set(known))
         for key in sorted(table):
             close = difflib.get_close_matches(key, choices, n=1, cutoff=0.75)
+            close = close or [choice for choice in choices if _one_slip(key, choice)]
             if close:
                 hint = f" (did you mean {prefix}{close[0]}?)"
                 break
         raise ConfigError(f"unknown setting {', '.join(prefix + k for k in sorted(table))}{hint}")
+
+
+def _one_slip(typed: str, meant: str) -> bool:
+    """Whether `typed` is `meant` with one slip of the keys: two letters swapped, one wrong, missing or
+    extra (`kye` for `key`, which is too short for difflib's ratio to call close)."""
+    if typed == meant or abs(len(typed) - len(meant)) > 1:
+        return False
+    if len(typed) == len(meant):
+        wrong = [i for i, (a, b) in enumerate(zip(typed, meant, strict=True)) if a != b]
+        swapped = len(wrong) == 2 and wrong[1] == wrong[0] + 1 and typed[wrong[0]] == meant[wrong[1]]
+        return len(wrong) == 1 or (swapped and typed[wrong[1]] == meant[wrong[0]])
+    shorter, longer = sorted((typed, meant), key=len)
+    return any(longer[:i] + longer[i + 1 :] == shorter for i in range(len(longer)))
 
 
 def as_table(key: str, value: object) -> dict[str, Any]:

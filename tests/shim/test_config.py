@@ -222,7 +222,7 @@ MISTAKES: list[object] = [
     ),
     pytest.param(
         BANK_TABLE + "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\nreferences = ['a.R.c']\nowner = 1\n",
-        "key_aliases.ref.owner: unknown setting",
+        "unknown setting key_aliases.ref.owner",
         id="alias-unknown-setting",
     ),
     pytest.param(BANK_TABLE + '[store]\nrefresh = "0ms"\n', "store.refresh", id="refresh-without-pause"),
@@ -1091,3 +1091,40 @@ def test_an_unknown_key_names_its_file_and_the_key_a_typo_likely_meant(tmp_path:
     with pytest.raises(ConfigError) as caught:
         load_file(section)
     assert str(caught.value) == f"{section}: unknown setting store.urll (did you mean store.url?)"
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        pytest.param(
+            '[reconcile]\nkeys = "store"\nreads = [{ method = "a.B/C", key = "k" }]\nnext_page_tokn = "x"\n',
+            "unknown setting reconcile.next_page_tokn (did you mean reconcile.next_page_token?)",
+            id="reconcile",
+        ),
+        pytest.param(
+            '[methods."a.B/C"]\nkye = ["k"]\n',
+            'unknown setting methods."a.B/C".kye (did you mean methods."a.B/C".key?)',
+            id="methods",
+        ),
+        pytest.param(
+            '[ids.trade]\nminted = ["a.T.id"]\nreferencs = ["a.R.id"]\n',
+            "unknown setting ids.trade.referencs (did you mean ids.trade.references?)",
+            id="ids",
+        ),
+        pytest.param(
+            "[key_aliases.ref]\nalias = 'a.B.c'\nkey = 'a.B.d'\nreferences = ['a.R.c']\nrefrences = 1\n",
+            "unknown setting key_aliases.ref.refrences (did you mean key_aliases.ref.references?)",
+            id="key-aliases",
+        ),
+    ],
+)
+def test_a_typo_in_a_table_of_names_names_the_file_and_the_key_meant_too(
+    tmp_path: Path, table: str, error: str
+) -> None:
+    """The tables read by their own parsers refuse an unknown key as every other table does. Before,
+    `reconcile.next_page_tokn: unknown setting` named no file and no key meant, and [methods."M"] and
+    [ids.K] named the file but not the key meant."""
+    path = _config_file(tmp_path, BANK_TABLE + table)
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert str(caught.value) == f"{path}: {error}"

@@ -36,7 +36,7 @@ def test_the_sample_table_checks() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"colour": "red"}, "reconcile.colour: unknown setting"),
+        ({"colour": "red"}, "unknown setting reconcile.colour"),
         ({"list": ""}, "reconcile.list: expected a non-empty string"),
         ({"reads": []}, "reconcile.reads: expected a list"),
         ({"reads": [{"method": "bank.v1.Ledger/GetBalance"}]}, "reconcile.reads[0]: expected"),

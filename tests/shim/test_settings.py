@@ -53,6 +53,9 @@ def test_a_table_gives_the_values_it_sets_parsed_and_nothing_else() -> None:
         pytest.param(
             {"cuont": 1}, "unknown setting example.cuont (did you mean example.count?)", id="unknown"
         ),
+        pytest.param(  # too short for difflib to call close: one slip of the keys
+            {"no": True}, "unknown setting example.no (did you mean example.on?)", id="swapped-letters"
+        ),
         pytest.param({"b": 1, "a": 2}, "unknown setting example.a, example.b", id="unknowns-all-named"),
         pytest.param({"not_a_setting": 1}, "unknown setting example.not_a_setting", id="undeclared-field"),
         pytest.param({"count": 0}, "example.count: 0 is not a positive integer", id="positive"),

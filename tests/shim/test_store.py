@@ -470,8 +470,8 @@ async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_an_older_one
     finally:
         await reader.close()
     await writer.close()
-    durable.sql("ALTER TABLE out_of_step DROP COLUMN gen")
-    durable.sql(f"UPDATE shim_schema SET version = {len(store_module.MIGRATIONS) - 1}")
+    durable.sql("ALTER TABLE out_of_step DROP COLUMN side")
+    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'side')}")
     older = Store.open(durable.url, create=False)
     await older.start()
     await older.close()

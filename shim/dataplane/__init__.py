@@ -38,11 +38,9 @@ from comparators import DescriptorRegistry
 from shim._grpc_compat import TAKE_EVERY_CALL
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import kept_ports, priority
-from shim.dataplane.envoy_admin import stop_listening
 from shim.dataplane.envoy_config import (
     RouteEntry,
     bootstrap,
-    refusing_table,
     route_table,
     write_atomically,
     write_secrets,
@@ -53,6 +51,7 @@ from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
+from shim.dataplane.stopping import ROUTES_FILE, ROUTES_WITHIN, stop_taking_calls
 from shim.dataplane.targets import authority, check_grpc_targets, check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, ShimError, StartupError
@@ -74,9 +73,6 @@ READS_SHED = "reads-shed.json"  # what the planes so far counted of the reads sh
 UNSEEN_LAG = 5.0  # seconds: a copy Envoy gave up on that long ago and the processor never had is unseen
 CAUGHT_UP = 2.0  # seconds since the processor last took up a copy late, or saw one cut off: it has caught up
 UNSEEN_LAG_MAX = 60.0  # seconds: counted then even if the plane has not caught up
-# seconds a route change waits for Envoy to say it applies it (it takes milliseconds): a switch that waits
-# longer holds the clients' calls longer, so it gives up then (the old routes written again)
-ROUTES_WITHIN = 2.0
 _log = structlog.get_logger("shim.dataplane")
 
 
@@ -150,7 +146,7 @@ class EnvoyPlane:
     @property
     def routes_file(self) -> Path:
         assert self._folder is not None
-        return self._folder / "routes.json"
+        return self._folder / ROUTES_FILE
 
     async def start(self, public: Config) -> None:
         """Serve the processor, write Envoy's files, validate them, start Envoy (`public`: the config the
@@ -579,10 +575,9 @@ class EnvoyPlane:
         if self._poll is not None:
             self._poll.cancel()
         if self.envoy is not None:
-            if self.envoy.running.is_set():
-                await stop_listening(self.envoy.admin)
-            await self._refuse_new_calls(min(grace, ROUTES_WITHIN))
-            await self.envoy.drain(max(deadline - time.monotonic(), 0.0))
+            self._version += 1
+            routes = self.routes_file if self._folder is not None else None
+            await stop_taking_calls(self.envoy, routes, self._version, grace)
             if self.processor is not None:
                 await self._take_every_copy(max(deadline, time.monotonic() + 0.1))
             await self.envoy.stop()
@@ -593,24 +588,6 @@ class EnvoyPlane:
             self.processor.turns.close()
         if self._own_folder and self._folder is not None:
             remove_scratch(self._folder)
-
-    async def _refuse_new_calls(self, within: float) -> None:
-        """Envoy answers each new call UNAVAILABLE itself, never sending it to the primary: a call Bank served
-        and the client then lost to the stop would read "not processed, retry" (a write done twice). Waits
-        until Envoy applies it, `within` seconds at most."""
-        envoy = self.envoy
-        if envoy is None or self._folder is None or not envoy.running.is_set():
-            return
-        self._version += 1
-        with contextlib.suppress(OSError):
-            write_atomically(self.routes_file, refusing_table(self._version))
-        with contextlib.suppress(TimeoutError, OSError, ValueError):
-            async with asyncio.timeout(within):
-                while True:
-                    seen = await envoy.route_version()
-                    if seen.isdigit() and int(seen) >= self._version:
-                        break
-                    await asyncio.sleep(0.002)
 
 
 def check_listen(address: str) -> None:

@@ -17,8 +17,10 @@ What the clients lose while the plane is down: only the methods that need Python
 UNAVAILABLE, until it is back.
 
 SIGTERM and SIGINT stop the plane (which drains Envoy's listener and finishes the calls in flight), then
-Envoy. SIGHUP goes to the plane, which reloads; one that comes while the plane starts (or starts again)
-is passed on once it serves. Envoy itself is restarted by the supervisor when it
+Envoy. A stop that finds no plane serving (one that died, or is started again and not yet serving) has
+the supervisor drain Envoy itself, the same way (`shim.dataplane.stopping`), before it stops Envoy.
+SIGHUP goes to the plane, which reloads; one that comes while the plane starts (or starts again) is
+passed on once it serves. Envoy itself is restarted by the supervisor when it
 exits, as before (`shim.dataplane.envoy`).
 """
 
@@ -44,6 +46,7 @@ from shim.dataplane import PLANE_READY, check_listen, in_force
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane._lines import SHOWN, lines
 from shim.dataplane.scratch import remove_scratch, scratch
+from shim.dataplane.stopping import ROUTES_FILE, stop_taking_calls
 from shim.dataplane.targets import check_targets
 from shim.errors import StartupError, how_it_ended
 
@@ -76,6 +79,7 @@ class Supervisor:
         self._executable = executable
         self._folder = folder
         self._stop = asyncio.Event()
+        self._stop_at = 0.0  # when the stop came (time.monotonic()): the grace period runs from then
         self._plane: asyncio.subprocess.Process | None = None
         self._plane_serves = False  # the plane has said "ready": it takes a SIGHUP (it reloads)
         self._hangup_due = False  # a SIGHUP came while the plane started: passed on once it serves
@@ -153,6 +157,7 @@ class Supervisor:
         if self._stop.is_set():  # a second signal: leave at once, as the plane does (Envoy dies with us)
             remove_scratch(self._folder)
             os._exit(128 + signum)
+        self._stop_at = time.monotonic()
         self._stop.set()
 
     async def run(self) -> int:
@@ -187,7 +192,7 @@ class Supervisor:
             await plane.wait()
             raise
         try:
-            await self._keep_plane_running()
+            await self._keep_plane_running(envoy)
         finally:
             await envoy.stop()
             await self._relayed()
@@ -198,7 +203,7 @@ class Supervisor:
         if self._relays:
             await asyncio.wait(set(self._relays), timeout=10.0)
 
-    async def _keep_plane_running(self) -> None:
+    async def _keep_plane_running(self, envoy: envoy_process.Envoy) -> None:
         pause = RESTART_MIN
         stopping = asyncio.create_task(self._stop.wait(), name="supervisor stop")
         try:
@@ -209,7 +214,7 @@ class Supervisor:
                 exited = asyncio.create_task(plane.wait(), name="comparison plane")
                 await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if self._stop.is_set():
-                    await exited  # it got the signal too: it drains Envoy and stops
+                    await self._stop_plane(envoy, exited)
                     return
                 if time.monotonic() - started > 60:
                     pause = RESTART_MIN
@@ -220,13 +225,37 @@ class Supervisor:
                 )
                 with contextlib.suppress(TimeoutError):
                     await bounded(asyncio.shield(stopping), pause)
-                if self._stop.is_set():
+                if self._stop.is_set():  # no plane runs: Envoy is drained here
+                    await self._drain(envoy)
                     return
                 pause = min(pause * 2, RESTART_MAX)
                 self._plane = await self._spawn()
                 self.restarts += 1
         finally:
             stopping.cancel()
+
+    async def _stop_plane(self, envoy: envoy_process.Envoy, exited: asyncio.Task[int]) -> None:
+        """The plane got the stop too: one that serves drains Envoy and stops; with none serving (it died,
+        or is started again and not yet serving), or one that dies as it drains, the supervisor drains
+        Envoy (in what is left of the grace period)."""
+        if self._plane_serves and not exited.done() and await exited == 0:
+            return
+        await self._drain(envoy)
+        await exited
+
+    async def _drain(self, envoy: envoy_process.Envoy) -> None:
+        """Envoy takes no new call, and the calls in flight get what is left of the grace period (from the
+        stop's signal), as a plane serving would have it (`shim.dataplane.stopping`)."""
+        _log.warning(
+            "stopping while no comparison plane serves: Envoy is drained by the supervisor; the calls it"
+            " carried since the plane last served are not compared",
+            grace_period=self._config.serving.grace_period,
+        )
+        version = 0
+        with contextlib.suppress(OSError, ValueError):
+            version = int(await envoy.route_version() or 0)
+        left = self._stop_at + self._config.serving.grace_period - time.monotonic()
+        await stop_taking_calls(envoy, self._folder / ROUTES_FILE, version + 1, max(left, 0.0))
 
 
 def _says_ready(line: str) -> bool:

@@ -450,3 +450,67 @@ async def test_sigterm_refuses_new_calls_before_bank_and_lets_those_in_flight_fi
     assert not refused & set(received), "Bank served calls the client was told were refused"
     assert first == grpc.StatusCode.OK
     assert set(codes.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+
+
+async def test_sigterm_while_no_plane_serves_lets_the_calls_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM while no comparison plane serves (killed, and started again in vain: its store cannot be
+    opened): the supervisor drains Envoy itself, so the write Bank is doing finishes, and the new calls on
+    the client's connection are refused UNAVAILABLE without reaching Bank. Before, the drain was the
+    plane's alone: with none serving, Envoy was stopped at once, and the client was told UNAVAILABLE for a
+    write Bank had done (a retry would do it twice)."""
+    received: list[bytes] = []
+    release = asyncio.Event()
+
+    async def held(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        received.extend([r async for r in requests])
+        await release.wait()
+        return [b"done"]
+
+    async def answered(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        return [b"done"]
+
+    async def ended(call: grpc.aio.UnaryUnaryCall[bytes, bytes]) -> tuple[grpc.StatusCode, str]:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+        return await call.code(), await call.details() or ""
+
+    bank, bk = await scripted_server(held), await scripted_server(answered)
+    db = tmp_path / "shim.db"
+    try:
+        args = ("--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--mode", "bank")
+        args += ("--dataplane", "envoy", "--descriptor-source", "files", "--store", str(db))
+        async with shim_process(*args, cwd=tmp_path) as serving:
+            db.rename(tmp_path / "moved.db")
+            db.mkdir()  # the store cannot be opened: no plane started again serves
+            os.kill(int(serving.ready["pid"]), signal.SIGKILL)
+            await until(lambda: "cannot open store" in "".join(serving.stderr), "a plane started again")
+            async with grpc.aio.insecure_channel(serving.ready["listen"]) as channel:
+                write = channel.unary_unary("/t.Svc/Write")
+                early = asyncio.ensure_future(ended(write(b"deposit", timeout=STEP)))
+                await until(lambda: received == [b"deposit"], "Bank has the write in flight")
+                serving.proc.send_signal(signal.SIGTERM)
+                late: dict[bytes, asyncio.Future[tuple[grpc.StatusCode, str]]] = {}
+                while not any(
+                    f.done() and f.result()[0] is grpc.StatusCode.UNAVAILABLE for f in late.values()
+                ):
+                    assert len(late) < 500, "no new call refused"
+                    name = b"late-%d" % len(late)
+                    late[name] = asyncio.ensure_future(ended(write(name, timeout=STEP)))
+                    await asyncio.sleep(0.02)  # the pace of the client's new calls
+                release.set()
+                codes = {name: (await f)[0] for name, f in late.items()}
+                first = await early
+            assert await asyncio.wait_for(serving.proc.wait(), STEP) == 0
+    finally:
+        release.set()
+        await bank.stop()
+        await bk.stop()
+    refused = {name for name, code in codes.items() if code is grpc.StatusCode.UNAVAILABLE}
+    assert not refused & set(received), "Bank served calls the client was told were refused"
+    assert first == (grpc.StatusCode.OK, ""), f"Bank did the write, and the client was told {first}"
+    assert set(codes.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    assert "stopping while no comparison plane serves" in "".join(serving.stderr)

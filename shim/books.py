@@ -228,9 +228,10 @@ class Books:
 
     async def close(self, within: float | None = None) -> None:
         """Stop what reads the store, then close it, waiting at most `within` seconds for it to commit
-        (a database that does not answer: see Store.close). The heartbeat, on a store of its own, goes
-        after it, in what is left of `within` (at least `LAST_WITHIN`): with both stores unanswering,
-        the stop takes `within` and a quarter of a second, not a second more."""
+        (a database that does not answer: see Store.close); the writes' order across replicas writes its
+        tickets done in the same time, beside it (`KeyOrder.close`). The heartbeat, on a store of its own,
+        goes after them, in what is left of `within` (at least `LAST_WITHIN`): with both stores
+        unanswering, the stop takes `within` and a quarter of a second, not a second more."""
         started = asyncio.get_running_loop().time()
         if self.verifier is not None:
             await self.verifier.stop()
@@ -241,14 +242,21 @@ class Books:
             self._housekeeping = None
         if self.steps is not None:
             await self.steps.stop()
+        ordering: asyncio.Task[None] | None = None  # the tickets done, written beside the store's writes
         if self.key_order is not None:
-            await self.key_order.close()
+            ordering = asyncio.get_running_loop().create_task(
+                self.key_order.close(within), name="key order: close"
+            )
             self.key_order = None
         shared = self.fleet_store is self.store  # SQLite: the heartbeat goes once the intents are written
         if self.liveness is not None and shared:
+            if ordering is not None:  # ... and the tickets done
+                await ordering
             await self.liveness.stop()
         if self.store is not None:
             await self.store.close(within)
+        if ordering is not None:
+            await ordering
         if not shared:  # it holds no write of anyone's: a store that does not answer is left to it
             left = STOP_WITHIN
             if within is not None:

@@ -42,6 +42,8 @@ class Connection:
             raise StoreError(f"key order: {one_line(error)}") from None
 
     async def close(self) -> None:
+        """Close the connection outright, without waiting for anything: a statement under way on it ends at
+        once, and, cancelled, asks the server nothing (psycopg cancels only on a connection still open)."""
         if self._conn is not None:
             await self._conn.close()
 

@@ -89,6 +89,11 @@ class PostgresTickets:
         await self._taker.run("SELECT 1", {})
         await self._other.run("SELECT 1", {})
 
+    async def abort(self) -> None:
+        """The statements under way end at once (their connections closed outright); the next opens anew."""
+        await self._taker.close()
+        await self._other.close()
+
     async def close(self) -> None:
         await self._taker.close()
         await self._other.close()

@@ -59,6 +59,9 @@ class SqliteTickets:
         await self._taker.start()
         await self._other.start()
 
+    async def abort(self) -> None:
+        """Nothing to cut: each statement runs on a worker thread, which a cancelled wait leaves behind."""
+
     async def close(self) -> None:
         await self._taker.close(within=1.0)
         await self._other.close(within=1.0)

@@ -184,3 +184,26 @@ async def unknown(book: Any, mine: dict[str, set[int]], finish: Callable[..., No
         lost._issued((Held(key, ticket, wait=True),))
         found.append(lost)
     return found
+
+
+async def cut(book: Any, tasks: Sequence[asyncio.Task[None]]) -> None:
+    """End a closing key order's `tasks` at once: the connections of its `book` are closed outright first,
+    so that a statement under way fails at once, where a statement cancelled on a connection still open
+    would wait on a database that does not answer (psycopg asks the server to cancel it, up to 5 s, then
+    waits up to 5 s more for it to end)."""
+    await book.abort()
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def unwritten(done: dict[str, int], within: float | None) -> None:
+    """Log the tickets done a closing key order could not write in `within` seconds (by key, the highest)."""
+    if done:
+        _log.warning(
+            "tickets done not written: the store did not answer in time; they are released with this"
+            " replica's heartbeat",
+            keys=len(done),
+            within_s=within,
+        )

@@ -98,16 +98,16 @@ class KeyOrder:
         if self._book.listener is not None:
             self._tasks.append(loop.create_task(self._book.listener.run(), name="key order: done announced"))
 
-    async def close(self) -> None:
-        """Write the tickets done so far and close (the tickets still held are released once the
-        replica's heartbeat is removed, or its lease passes)."""
-        for task in [*self._tasks, *self._in_turns]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close(self, within: float | None = None) -> None:
+        """Write the tickets done so far and close, in `within` seconds (`_tickets.cut`, `unwritten`): those
+        held, and those done not written by then, are released with the replica's heartbeat, or its lease."""
+        deadline = None if within is None else asyncio.get_running_loop().time() + within
+        await _tickets.cut(self._book, [*self._tasks, *self._in_turns])
         self._tasks = []
-        with contextlib.suppress(StoreError):
-            await self.flush()
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.flush()
+        _tickets.unwritten(self._done, within)
         await self._book.close()
 
     async def position(self, key: str) -> tuple[int, int]:
@@ -230,7 +230,7 @@ class KeyOrder:
         (done, self._done), (late, self._late) = (self._done, {}), (self._late, {})
         try:
             await self._book.done(done, late)
-        except StoreError:
+        except BaseException:  # a failure, or a close that could not wait: they are kept
             for key, ticket in done.items():
                 self._done[key] = max(self._done.get(key, 0), ticket)
             for key, one in late.items():

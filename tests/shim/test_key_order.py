@@ -487,3 +487,43 @@ async def test_tickets_taken_whose_answer_was_lost_are_done_in_turn_and_hold_no_
         for beat in beats:
             await beat.stop()
         await store.close()
+
+
+async def test_a_close_with_postgresql_blackholed_ends_within_its_time() -> None:
+    """PostgreSQL stops answering (blackholed) with a statement marking tickets done and a look at a key
+    waited on both under way: the key order closes within the time it is given, and says which tickets done
+    it could not write (they are released with the replica's heartbeat). Before, each statement under way
+    was cancelled in turn, each waiting out psycopg's cancellation (5 s to reach the server, 5 s more for
+    the statement to end), and the tickets done were written on a new connection, with no time limit:
+    30 s and more."""
+    with postgres_schema_url() as url:
+        store = Store.open(url)
+        await store.start()
+        beats = [Liveness(store, name, 0.5) for name in ("a", "b")]
+        for beat in beats:
+            await beat.start()
+        async with relayed(url) as (through, relay):
+            a, b = KeyOrder(through, "a", lease=10.0), KeyOrder(url, "b", lease=10.0)
+            await a.start()
+            await b.start()
+            try:
+                before = await taken(b.take(["k1"], "/M"))  # b's, not done: a waits for it
+                behind = await taken(a.take(["k1"], "/M"))
+                assert behind.held[0].wait
+                waiting = asyncio.ensure_future(a.wait(behind.held[0]))
+                mine = await taken(a.take(["k2"], "/M"))
+                await until(lambda: a.polls > 0, "a looks at the key it waits on")
+                relay.blackhole()
+                mine.release()  # its ticket done, written on a connection that no longer answers
+                await asyncio.sleep(0.2)
+                started = time.monotonic()
+                await a.close(within=1.0)
+                took = time.monotonic() - started
+                waiting.cancel()
+                before.release()
+            finally:
+                await b.close()
+        for beat in beats:
+            await beat.stop()
+        await store.close()
+    assert took < 1.5, f"the key order took {took:.1f}s to close, given 1s"

@@ -28,9 +28,11 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.store import Store
 from shim.testing import running_shim
-from tests.helpers import postgres_schema_url, shim_command
+from tests.helpers import postgres_schema_url, shim_command, until
 from tests.pg_relay import PgRelay, relayed
 from tests.processes import shim_process
+from tests.services.tally.server import APPEND, DESCRIPTOR_SET, Request
+from tests.services.tally.server import serve as serve_tally
 from tests.shim import _payments as pay
 from tests.shim.test_evidence_store import (
     BANK_BINPB,
@@ -327,3 +329,56 @@ async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_an
         assert took < grace + 1.5 + 4.0, f"SIGTERM took {took:.1f}s to end the process"  # and then it ends
         (lost,) = _events(shim.stderr, "store did not answer in time: what it had not written is lost")
         assert lost["comparisons"] == 5
+
+
+async def test_sigterm_with_postgres_blackholed_and_tickets_done_unwritten_stops_in_time(
+    tmp_path: Path,
+) -> None:
+    """Writes ordered across replicas (`[ordering] across_replicas`) whose mirrors end after PostgreSQL
+    stopped answering: their tickets done cannot be written. On SIGTERM the shim still stops within the
+    grace period and the store's second, logs the tickets done it could not write (released with its
+    heartbeat) and the comparisons it could not write as lost. Before, each ticket statement under way was
+    cancelled in turn, each waiting out psycopg's cancellation (5 s + 5 s), then the tickets done were
+    written on a new connection with no time limit: over 30 s beyond the bound."""
+    grace = 2.0
+    (tmp_path / "tally.binpb").write_bytes(DESCRIPTOR_SET)
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        f'grace_period = "{grace}s"\ndescriptor_sets = ["tally.binpb"]\n[upstreams.bk]\ntimeout = "10s"\n'
+        '[methods."tally.v1.Tally/Append"]\nkey = ["key"]\n[ordering]\nacross_replicas = true\n'
+    )
+    bank, bk = await serve_tally(), await serve_tally(slow=True)
+    try:
+        async with _relayed_postgres() as (_, relayed, relay):
+            args = ("--config", config, "--bank", bank.address, "--bk", bk.address, "--store", relayed)
+            async with shim_process(
+                *args, "--dataplane", "python", "--diff-log", "/dev/null", cwd=tmp_path
+            ) as shim:
+                async with grpc.aio.insecure_channel(shim.ready["listen"]) as channel:
+                    append = channel.unary_unary(APPEND)
+                    for key in ("k1", "k2"):  # BK answers each mirror 1.5 s after Bank
+                        request = Request(key=key, entry=key, delay_ms=1500)
+                        await append(request.SerializeToString(), timeout=CALL_TIMEOUT)
+                await asyncio.sleep(0.3)  # their tickets are taken
+                relay.blackhole()
+                await until(lambda: bk.received == {"k1": ["k1"], "k2": ["k2"]}, "BK has both writes")
+                await asyncio.sleep(1.5)  # both mirrors answered: their tickets done, not written
+                started = time.monotonic()
+                code = await shim.stop()
+                took = time.monotonic() - started
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert code == 0, shim.stderr[-5:]
+    (stopping,), (stopped,) = _events(shim.stderr, "stopping"), _events(shim.stderr, "stopped")
+    own = _at(stopped) - _at(stopping)
+    assert own < grace + 1.5, (
+        f"the shim took {own:.1f}s to stop with grace_period {grace}s: {shim.stderr[-12:]}"
+    )
+    assert took < grace + 1.5 + 4.0, f"SIGTERM took {took:.1f}s to end the process"
+    assert _events(shim.stderr, "store did not answer in time: what it had not written is lost")
+    assert _events(
+        shim.stderr,
+        "tickets done not written: the store did not answer in time; they are released"
+        " with this replica's heartbeat",
+    )

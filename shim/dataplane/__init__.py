@@ -52,6 +52,7 @@ from shim.dataplane.read_shedding import ReadShedding, record_shed
 from shim.dataplane.routes import plan, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.stopping import ROUTES_FILE, ROUTES_WITHIN, stop_taking_calls
+from shim.dataplane.store_wait import until_the_store_opens
 from shim.dataplane.targets import authority, check_grpc_targets, check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, ShimError, StartupError
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # the config for annotations only: importing it imports shim.
 # a supervised plane's files, beside Envoy's bootstrap and routes
 PROCESSOR_SOCKET = "processor.sock"  # the processor of copies
 PYTHON_SOCKET = "python.sock"  # the shim's own server, for the methods that need Python on their primary path
+BOOTSTRAP = "envoy.json"  # Envoy's bootstrap, by the first plane: a plane that finds it is started again
 PLANE_READY = "plane-ready"  # the bootstrap is written: the supervisor may start Envoy
 COPIES_COUNTED = "copies.json"  # what the planes so far counted of the copies (they go on counting)
 READS_SHED = "reads-shed.json"  # what the planes so far counted of the reads shed at Envoy
@@ -163,7 +165,7 @@ class EnvoyPlane:
         self._listen_host = public.serving.listen.rpartition(":")[0]
         if self._folder is None:
             self._folder = scratch()
-        bootstrap_file = self._folder / "envoy.json"
+        bootstrap_file = self._folder / BOOTSTRAP
         again = self._attached and bootstrap_file.exists()  # this comparison plane is started again
         if again:  # Envoy runs on: its routes' version goes on from where it is, its copies are counted on
             self.envoy = envoy_process.AttachedEnvoy(self._executable, bootstrap_file)
@@ -629,6 +631,9 @@ async def start(
         await shim.start()
         return Served(shim, None, "python", why)
     check_targets(config)  # before anything starts
+    if attached is not None and config.bk is not None and (attached / BOOTSTRAP).exists():
+        # a plane started again, Envoy serving: a store it cannot open now is out, and waited for
+        await until_the_store_opens(config.store.url, f"unix:{attached / PYTHON_SOCKET}")
     own = kept_ports.reuse(config, attached) if attached is not None else config
     shim = Shim(inner_config(own, attached), sinks=sinks, registry=registry)
     await shim.start()

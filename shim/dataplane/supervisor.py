@@ -17,7 +17,7 @@ What the clients lose while the plane is down: only the methods that need Python
 UNAVAILABLE, until it is back.
 
 SIGTERM and SIGINT stop the plane (which drains Envoy's listener and finishes the calls in flight), then
-Envoy. A stop that finds no plane serving (one that died, or is started again and not yet serving) has
+Envoy. A stop that finds no plane serving (one that died, is started again, or waits for its store) has
 the supervisor drain Envoy itself, the same way (`shim.dataplane.stopping`), before it stops Envoy.
 SIGHUP goes to the plane, which reloads; one that comes while the plane starts (or starts again) is
 passed on once it serves. Envoy itself is restarted by the supervisor when it
@@ -42,7 +42,7 @@ import structlog
 from shim import _hangups
 from shim._timeouts import bounded
 from shim.config import Config
-from shim.dataplane import PLANE_READY, check_listen, in_force
+from shim.dataplane import BOOTSTRAP, PLANE_READY, check_listen, in_force
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane._lines import SHOWN, lines
 from shim.dataplane.scratch import remove_scratch, scratch
@@ -182,7 +182,7 @@ class Supervisor:
                 return plane.returncode  # it said why on its stderr
             await asyncio.sleep(0.02)
         envoy = envoy_process.Envoy(
-            self._executable, self._folder / "envoy.json", concurrency=self._config.envoy.concurrency
+            self._executable, self._folder / BOOTSTRAP, concurrency=self._config.envoy.concurrency
         )
         try:
             await envoy.validate()

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
@@ -140,6 +141,63 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
             assert Recording(recording).check().calls > 0
     finally:
         stop.set()  # the client's calls end with the test, whatever it found
+
+
+async def _health(address: str) -> str:
+    """The overall health through the shim's listener, as a probe gets it: its status, or the call's code."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=3
+            )
+        except grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+async def test_a_plane_started_again_while_its_store_is_out_answers_health_and_starts_once_it_is_back(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The comparison plane killed while its store cannot be opened: the plane started again waits for the
+    store, and answers the health checks meanwhile, SERVING, while Envoy serves the clients' calls; once
+    the store is back it starts, and the calls it did not see are on record. Before, each plane started
+    again exited (status 2), the health checks failed all along, and a liveness probe would have restarted
+    a pod whose Envoy served the clients, into a pod that could not start (its store)."""
+    bank, bk = ledgers
+    db, moved = tmp_path / "shim.db", tmp_path / "moved.db"
+    stop, errors, done = asyncio.Event(), [], [0]
+    try:
+        async with _serve(bank.address, bk.address, db, tmp_path) as serving:
+            ready = serving.ready
+            client = asyncio.create_task(_calls(ready["listen"], stop, errors, done))
+            await until(lambda: done[0] >= 20, "calls before the kill", within=STEP)
+            db.rename(moved)  # the store cannot be opened (its -wal and -shm stay, named for it)
+            db.mkdir()
+            os.kill(ready["pid"], signal.SIGKILL)
+            await until(lambda: "cannot open store" in "".join(serving.stderr), "a plane started again")
+            await until(lambda: done[0] >= 40, "calls while the plane waits", within=STEP)
+            seen = []
+            for _ in range(4):  # probes, a second apart: the plane answers them while it waits
+                seen.append(await _health(ready["listen"]))
+                await asyncio.sleep(1.0)
+            assert seen == ["SERVING"] * 4
+            assert any(
+                e["event"].startswith("the comparison plane started again cannot open its store")
+                for e in serving.events()
+            )
+            db.rmdir()
+            moved.rename(db)  # the store is back
+            again = await serving.until_event("ready", 2)
+            assert again["pid"] not in (ready["pid"], serving.proc.pid)
+            assert await _health(ready["listen"]) == "SERVING"
+            stop.set()
+            await asyncio.wait_for(client, STEP)
+            assert errors == []
+            assert await serving.stop() == 0
+    finally:
+        stop.set()
+    unseen = _stored(db, f"SELECT COUNT(*) FROM comparisons WHERE method = '{UNSEEN}'")[0][0]
+    assert unseen > 0  # the calls made while no plane compared: on record, never missing
 
 
 def _nice(pid: int) -> set[int]:
@@ -453,8 +511,8 @@ async def test_sigterm_refuses_new_calls_before_bank_and_lets_those_in_flight_fi
 
 
 async def test_sigterm_while_no_plane_serves_lets_the_calls_in_flight_finish(tmp_path: Path) -> None:
-    """SIGTERM while no comparison plane serves (killed, and started again in vain: its store cannot be
-    opened): the supervisor drains Envoy itself, so the write Bank is doing finishes, and the new calls on
+    """SIGTERM while no comparison plane serves (killed, and started again with a store it cannot open):
+    the supervisor drains Envoy itself, so the write Bank is doing finishes, and the new calls on
     the client's connection are refused UNAVAILABLE without reaching Bank. Before, the drain was the
     plane's alone: with none serving, Envoy was stopped at once, and the client was told UNAVAILABLE for a
     write Bank had done (a retry would do it twice)."""

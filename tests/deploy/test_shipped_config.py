@@ -25,7 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shim.dataplane import envoy
 from tests.deploy._files import CONFIG_KEY, shipped_config_text
-from tests.helpers import POSTGRES_DSN, postgres_schema_url
+from tests.helpers import POSTGRES_DSN, postgres_schema_url, until
+from tests.pg_relay import relayed
+from tests.processes import shim_process
 from tests.services import custody, venue
 from tests.services.venue.client import VenueClient
 
@@ -178,3 +180,62 @@ def _without_addresses(config: dict[str, Any]) -> dict[str, Any]:
         side.pop("target")
     config["store"].pop("url")
     return config
+
+
+async def _health(address: str) -> str:
+    """What the kubelet's `grpc` probe gets (timeoutSeconds 3): the overall status, or the call's code."""
+    async with aio.insecure_channel(address) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=3
+            )
+        except aio.AioRpcError as exc:
+            return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+@pytest.mark.skipif(envoy.binary() is None, reason="no Envoy on this platform")
+async def test_the_probes_see_serving_while_a_plane_that_died_in_a_store_outage_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """The shipped config on Envoy, its PostgreSQL blackholed, then the comparison plane killed (out of
+    memory, a crash): the plane started again waits for its store, and the probes (through Envoy, as the
+    Deployment's) get SERVING all along, while Envoy carries the clients' calls; SIGTERM then stops it
+    all, status 0. Before, each plane started again exited (it could not open its store), the probes got
+    UNAVAILABLE for as long as the outage lasted, liveness restarted the pod, and the pod started again
+    could not start either."""
+    async with sides("custody") as (bank, bk):
+        with postgres_schema_url() as url:
+            async with relayed(url) as (through, relay):
+                addresses = {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "target": [bank, bk]}
+                config = tmp_path / CONFIG_KEY
+                config.write_text(
+                    swapped(shipped_config_text(), {**addresses, "url": through}), encoding="utf-8"
+                )
+                async with shim_process("--config", config, cwd=tmp_path) as shim:
+                    address = shim.ready["listen"]
+                    relay.blackhole()
+                    os.kill(int(shim.ready["pid"]), signal.SIGKILL)
+                    await shim.until_event(
+                        "the comparison plane exited; Envoy serves the clients on; the plane is started again"
+                    )
+                    await until(
+                        lambda: _said(shim.stderr, "cannot open store"),
+                        "the plane waits",
+                        STEP,
+                    )
+                    seen = []
+                    for _ in range(5):  # a probe every second, past a try of the store (its connect timeout)
+                        seen.append(await _health(address))
+                        await asyncio.sleep(1.0)
+                    async with aio.insecure_channel(address) as channel:
+                        answer = await custody.Client(channel).call(
+                            "OpenAccount", client_ref="C2", owner="Bo"
+                        )
+                    assert await shim.stop() == 0
+    assert seen == ["SERVING"] * 5
+    assert answer.ok, answer  # Bank's answer, through Envoy
+
+
+def _said(lines: list[str], text: str) -> bool:
+    return any(text in line for line in lines)

@@ -41,10 +41,14 @@ async def until_the_store_opens(url: str, listen: str) -> None:
     """Return once the store at `url` opens; until then, answer on `listen` (the shim's own socket) as
     `StandIn` says, from the first try on (a store that does not answer takes its connect timeout to
     fail). A signal's cancellation ends the wait, and the stand-in with it."""
-    server = aio.server()
+    server, standing = aio.server(), True
     server.add_generic_rpc_handlers([StandIn()])
-    server.add_insecure_port(listen)
-    await server.start()
+    try:
+        server.add_insecure_port(listen)
+        await server.start()
+    except RuntimeError as exc:  # the socket cannot be bound: the wait goes on without it
+        _log.warning("the comparison plane cannot answer the health checks while it starts", error=str(exc))
+        standing = False
     waited = asyncio.get_running_loop().time()
     try:
         error = await _opening(url)
@@ -60,7 +64,8 @@ async def until_the_store_opens(url: str, listen: str) -> None:
             await asyncio.sleep(RETRY_EVERY)
             error = await _opening(url)
     finally:
-        await server.stop(0)  # a health Watch held open ends too
+        if standing:
+            await server.stop(0)  # a health Watch held open ends too
     waited = asyncio.get_running_loop().time() - waited
     _log.warning("the store opens again: the comparison plane starts", waited_s=round(waited, 1))
 

@@ -91,8 +91,7 @@ class PostgresTickets:
 
     async def abort(self) -> None:
         """The statements under way end at once (their connections closed outright); the next opens anew."""
-        await self._taker.close()
-        await self._other.close()
+        await self.close()
 
     async def close(self) -> None:
         await self._taker.close()

@@ -61,6 +61,10 @@ from shim.shadow.fate import ended_by_deadline
 from shim.shadow.mirror import Mirror
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+OVERTAKEN = (
+    "its copy took its place after copies Envoy received after it, which had waited for it as long as Envoy"
+    " holds a copy: a later write on its keys may have reached the shadow first"
+)
 _ENDED = "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
 # a read whose copy the processor takes up this share of Envoy's hold (`held_for`) after its call started
 # is shed: a plane that far behind would otherwise have Envoy drop copies, writes among them
@@ -271,6 +275,17 @@ class _Copy:
             return True
         admission = self._mirror.admission if self._mirror is not None else None
         return admission is not None and (admission.streamed or admission.batch)
+
+    def overtaken(self) -> None:
+        """It takes its place after copies received after it (`dataplane.turns`): it was still arriving when
+        they had waited for it as long as Envoy holds a copy. A write's keys go out of step: a call on them
+        the client made once it had this one's answer may have reached the shadow first."""
+        mirror, dispatcher = self._mirror, self._dispatcher
+        if mirror is None or dispatcher is None:
+            return
+        admission, steps = mirror.admission, dispatcher.shared.steps
+        if admission.is_write and admission.keys and steps is not None:
+            steps.mark(admission.keys, self.method, OVERTAKEN)
 
     def take(self, request: pb.ProcessingRequest) -> None:
         part = request.WhichOneof("request")
@@ -489,11 +504,11 @@ class Processor:
         # plane that was stopped or starved takes up what it had received late, as it catches up
         self.late = 0.0
         self.lagging = 0  # copies it took up `read_shedding.BEHIND` of Envoy's hold late, since start
-        self._open: set[_Copy] = set()  # copies being received now
+        self._open: dict[int, _Copy] = {}  # copies being received now, by ordinal
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
         # the calls through the shim's own server take their places after the copies received before them
-        self.turns = Turns(lambda: self.copies, self.placed_prefix, counters)
+        self.turns = Turns(lambda: self.copies, self.placed_prefix, counters, copies=lambda: self._open)
         self.envoy = ""  # the name of the Envoy whose copies it receives now (ENVOY_HEADER)
         # its counts (copies, answered, ended_by_envoy, lost_unnamed) as the first copy of another Envoy came
         # in (one started again), until the plane sets them against the new one's (`EnvoyPlane`)
@@ -531,23 +546,27 @@ class Processor:
     def admitted_prefix(self) -> int:
         """How many of the first copies received have their place in the lanes (or need none): up to the
         first copy being received that has not."""
-        first = min((copy.ordinal for copy in self._open if not copy.admitted), default=self.copies + 1)
+        first = min(
+            (copy.ordinal for copy in self._open.values() if not copy.admitted), default=self.copies + 1
+        )
         return min(self.copies, first - 1)
 
     def placed_prefix(self) -> int:
         """How many of the first copies received have their places for the calls after them (`placed`)."""
-        first = min((copy.ordinal for copy in self._open if not copy.placed), default=self.copies + 1)
+        first = min(
+            (copy.ordinal for copy in self._open.values() if not copy.placed), default=self.copies + 1
+        )
         return min(self.copies, first - 1)
 
     @property
     def receiving(self) -> int:
         """Copies being received now (not yet whole)."""
-        return sum(1 for copy in self._open if not copy.done)
+        return sum(1 for copy in self._open.values() if not copy.done)
 
     @property
     def unread(self) -> int:
         """Copies being received whose method is not known yet."""
-        return sum(1 for copy in self._open if not copy.done and not copy.method)
+        return sum(1 for copy in self._open.values() if not copy.done and not copy.method)
 
     def busy(self, selects: Callable[[str], bool]) -> int:
         """Calls of the methods `selects` picks that a switch must still wait for: copies whose method is
@@ -593,7 +612,7 @@ class Processor:
         copy = _Copy(self, dispatcher, recorder, by, named) if dispatcher is not None or recorder else None
         if copy is not None:
             copy.ordinal = self.copies
-            self._open.add(copy)
+            self._open[copy.ordinal] = copy
         try:
             async for request in requests:
                 if copy is None or copy.lost_at:
@@ -620,7 +639,7 @@ class Processor:
             raise
         finally:
             if copy is not None:
-                self._open.discard(copy)
+                self._open.pop(copy.ordinal, None)
         self.answered += 1
         if copy is None:
             _log.warning("a copy for no known mirroring was ignored", route=route)

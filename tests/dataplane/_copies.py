@@ -40,6 +40,19 @@ class EnvoyCopy:
         body = b"".join(_framed(payload) for payload in payloads)
         self._parts.put_nowait(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
 
+    def begin(self, payload: bytes, sent: int) -> bytes:
+        """The request's headers and the first `sent` bytes of its one message (the rest still on its way, as
+        a large request under flow control); the rest, for `rest`."""
+        headers = _header_map((":path", self._method), ("content-type", "application/grpc"))
+        self._parts.put_nowait(pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=headers)))
+        body = _framed(payload)
+        self._parts.put_nowait(pb.ProcessingRequest(request_body=pb.HttpBody(body=body[:sent])))
+        return body[sent:]
+
+    def rest(self, rest: bytes) -> None:
+        """The rest of the request `begin` began, and its end."""
+        self._parts.put_nowait(pb.ProcessingRequest(request_body=pb.HttpBody(body=rest, end_of_stream=True)))
+
     def answer(self, payload: bytes) -> None:
         headers = _header_map((":status", "200"), ("content-type", "application/grpc"))
         self._parts.put_nowait(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=headers)))

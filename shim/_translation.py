@@ -101,9 +101,9 @@ class Translation:
         router = self.router
         if router is None:
             return (), False
-        keys = list(router.keys_of(method, request))
-        if request is None:
-            return tuple(keys), False
+        keys = router.values_of(method, request)
+        if keys is None or request is None:  # None: a key path not read (counted, logged): as without a key
+            return router.key_space(keys or ()), False
         plan = self.plan(method)
         if plan.aliases_in and self.aliases is not None:
             named = self.aliases.keys(method, request)
@@ -131,7 +131,8 @@ class Translation:
                     return (), True
                 if owner:
                     keys.extend(owner.split(OWNERS))
-        return tuple(dict.fromkeys(k for k in keys if k)), False
+        # one key space, whichever field a key came from (hashed alike when any of them is redacted)
+        return router.key_space(keys), False
 
     def _in_primary_space(self, keys: list[str]) -> list[str]:
         """Keys as the primary names them: an id the client kept from another mode is the primary's own (as

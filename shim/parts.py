@@ -115,6 +115,8 @@ class Parts:
             strict=config.ordering.strict,
             hide=self.redactor.hash if self.redactor is not None else None,
             hidden_fields=frozenset(config.redact.fields),
+            counters=self.counters,
+            key_sources=(*(o for k in config.ids for o in k.owner_key), *(a.key for a in config.key_aliases)),
         )
         self.plans = Plans(self.router, self.id_fields, self.alias_fields)
         self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics

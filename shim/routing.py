@@ -5,8 +5,17 @@
   method without a descriptor is a write (the safe guess: writes are never sampled).
 - Its routing keys are the values of the request fields named by `key`
   (dotted paths into the first request message; a repeated field gives one key
-  per value). Calls with the same key value reach the shadow in order (see
-  `shim._lanes`). Key values of different fields that are equal are the same key.
+  per value, a map's `key` its keys and its `value` its values). A field with
+  presence (a message, a member of a oneof, an `optional` scalar) that the request
+  leaves unset gives no key. Calls with the same key value reach the shadow in
+  order (see `shim._lanes`). Key values of different fields that are equal are
+  the same key. A key that cannot be read (a bug in reading it) never fails the
+  call: the call is ordered as one without a key, counted (`keys_not_read`) and
+  logged once per method and path.
+- One key space: a key is the same key whichever field it came from (a `key`
+  path, an id's owner, a key alias). So when any field keys come from is
+  redacted, every key is hashed (`key_space`), whatever its field: equal values
+  stay one key, and no raw value of a redacted field reaches a log or the store.
 - Reads are mirrored at `sampling.reads` (0 to 1); with `sampling.by_key`,
   the decision is a hash of the keys, so the same account is always or never
   sampled. Writes are always mirrored.
@@ -16,16 +25,20 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import structlog
 from google.protobuf import message
 
 from comparators import DescriptorRegistry
 from comparators.message_api import descriptor_of, has_field, parse
 from shim.errors import ConfigError
+from shim.metrics import Counters
 from shim.settings import BOOL, SHARE, TEXT, as_table, finish, setting
+
+_log = structlog.get_logger("shim.routing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,8 @@ class Router:
         rng: random.Random | None = None,
         hide: Callable[[str], str] | None = None,
         hidden_fields: frozenset[str] = frozenset(),
+        counters: Counters | None = None,
+        key_sources: tuple[str, ...] = (),
     ) -> None:
         self._registry = registry
         self._methods = {"/" + name.lstrip("/"): settings for name, settings in methods.items()}
@@ -67,17 +82,13 @@ class Router:
         self.by_key = by_key
         self._strict = strict
         self._rng = rng or random.Random()
-        # key values read from redacted fields ("pkg.Message.field") are replaced by `hide(value)`:
-        # equal values stay equal keys, and no raw value reaches a log or the store
-        self._hide = hide
-        self._hidden_paths: set[tuple[str, str]] = set()
+        self._counters = counters
+        self._not_read: set[tuple[str, str]] = set()  # (method, path) whose key could not be read: logged
         self._validate()
-        if hide is not None and hidden_fields and self._registry is not None:
-            for method, settings in self._methods.items():
-                info = self._registry.method(method)
-                for path in settings.key if info is not None else ():
-                    if self._leaf(info.input_type, path) in hidden_fields:  # type: ignore[union-attr]
-                        self._hidden_paths.add((method, path))
+        # with a field keys come from redacted ("pkg.Message.field": a key path's, an id's `owner_key`, a
+        # key alias's `key`), every key is replaced by `hide(value)`: equal values stay one key
+        redacted = self._sources(key_sources) & hidden_fields if hide is not None else set()
+        self._hide = hide if redacted else None
 
     def _validate(self) -> None:
         for method, settings in self._methods.items():
@@ -93,6 +104,33 @@ class Router:
                 if not self._field_path_exists(info.input_type, path):
                     kind = "holding a string or a number"
                     raise ConfigError(f"{where}: key {path!r} names no field of {info.input_type} {kind}")
+
+    def _sources(self, key_sources: tuple[str, ...]) -> set[str]:
+        """The fields ("pkg.Message.field") keys come from: the `key` paths' and the `key_sources` given (an
+        id's `owner_key`, "pkg.Message.field" or "pkg.Svc/Method:response.path", or a key alias's `key`)."""
+        if self._registry is None:
+            return set()
+        fields: set[str] = set()
+        for method, settings in self._methods.items():
+            info = self._registry.method(method)
+            fields.update(self._leaf(info.input_type, path) for path in settings.key if info is not None)
+        for location in key_sources:
+            method, sep, path = location.partition(":")
+            if not sep:
+                fields.add(location)
+                continue
+            side, _, rest = path.partition(".")
+            info = self._registry.method("/" + method.lstrip("/"))
+            if info is not None:
+                fields.add(self._leaf(info.input_type if side == "request" else info.output_type, rest))
+        return fields
+
+    def key_space(self, values: Iterable[str]) -> tuple[str, ...]:
+        """Keys as the lanes, the marks and the store name them: distinct, none empty, each hashed when a
+        field keys come from is redacted."""
+        hide = self._hide
+        keys = (v for v in values if v)
+        return tuple(dict.fromkeys(keys if hide is None else (hide(v) for v in keys)))
 
     def _leaf(self, type_name: str, path: str) -> str:
         """ "pkg.Message.field" of the field a key path ends on."""
@@ -154,17 +192,40 @@ class Router:
         return msg
 
     def keys_of(self, method: str, msg: message.Message | None) -> tuple[str, ...]:
-        """The routing keys named by the method's `key` paths in a decoded first request."""
+        """The routing keys named by the method's `key` paths in a decoded first request (`key_space`)."""
+        return self.key_space(self.values_of(method, msg) or ())
+
+    def values_of(self, method: str, msg: message.Message | None) -> list[str] | None:
+        """The values the method's `key` paths name in a decoded first request, as the request holds them;
+        None when one of them cannot be read (the call is then ordered as one without a key)."""
         paths = self.settings(method).key
         if not paths or msg is None:
-            return ()
-        keys: list[str] = []
+            return []
+        values: list[str] = []
         for path in paths:
-            values = _values(msg, path.split("."))
-            if self._hidden_paths and (method, path) in self._hidden_paths and self._hide is not None:
-                values = [self._hide(v) for v in values if v]
-            keys.extend(values)
-        return tuple(dict.fromkeys(k for k in keys if k))
+            read = self._read(method, msg, path)
+            if read is None:
+                return None
+            values.extend(read)
+        return values
+
+    def _read(self, method: str, msg: message.Message, path: str) -> list[str] | None:
+        """The values a key path names in a request; None, counted and logged (once a method and path), when
+        reading them fails: a call is never failed by its keys."""
+        try:
+            return _values(msg, path.split("."))
+        except Exception as exc:  # whatever went wrong, the call goes on without its keys
+            if self._counters is not None:
+                self._counters.inc("keys_not_read", method)
+            if (method, path) not in self._not_read:
+                self._not_read.add((method, path))
+                _log.error(
+                    "a routing key could not be read: the call is ordered as one without a key",
+                    method=method,
+                    path=path,
+                    error=repr(exc),
+                )
+            return None
 
     def sampled(self, keys: tuple[str, ...]) -> bool:
         """Whether a read with these keys is mirrored."""
@@ -210,9 +271,16 @@ def _values(msg: Any, parts: list[str]) -> list[str]:
     head, rest = parts[0], parts[1:]
     value = getattr(msg, head)
     field = descriptor_of(msg).fields_by_name[head]
-    items = list(value) if field.is_repeated else [value]
-    if not field.is_repeated and field.message_type is not None and not has_field(msg, head):
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:  # `.key`: the map's keys; `.value`: its values
+        items = list(value.keys() if rest[0] == "key" else value.values())
+        rest = rest[1:]
+    elif field.is_repeated:
+        items = list(value)
+    elif field.has_presence and not has_field(msg, head):  # unset: a message, a oneof's member, `optional`
         return []
+    else:
+        items = [value]
     out: list[str] = []
     for item in items:
         out.extend(_values(item, rest))

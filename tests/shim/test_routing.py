@@ -8,15 +8,19 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
+from structlog.testing import capture_logs
 
 import sample_ledger
 from comparators import DescriptorRegistry
 from comparators.message_api import serialize
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim import routing
 from shim.app import Shim
 from shim.config import Config, Upstream, build, load_file
 from shim.errors import ConfigError
+from shim.metrics import Counters
 from shim.routing import MethodSettings, Router
+from tests.comparators._odd import REGISTRY as ODD_REGISTRY
 
 LEDGER = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 F = descriptor_pb2.FieldDescriptorProto
@@ -172,6 +176,123 @@ def test_keys_of_a_ledger_request() -> None:
     assert router.keys("/bank.v1.Ledger/Deposit", deposit) == ("ACC-2",)
     assert router.keys("/bank.v1.Ledger/GetBalance", deposit) == ()
     assert router.keys("/other.v1.Svc/Get", deposit) == ()
+
+
+ODD_GET = "/odd.v1.Odds/Get"
+
+
+def _odd(**fields: object) -> Message:
+    """An odd.v1.Odd (tests/comparators/odd.proto: a oneof, an `optional` scalar, maps)."""
+    odd: Message = ODD_REGISTRY.message_class("odd.v1.Odd")()
+    for name, value in fields.items():
+        if name in ("tags", "legs"):
+            for key, item in value.items():  # type: ignore[attr-defined]
+                if name == "tags":
+                    odd.tags[key] = item  # type: ignore[attr-defined]
+                else:
+                    odd.legs[key].id = item  # type: ignore[attr-defined]
+        else:
+            setattr(odd, name, value)
+    return odd
+
+
+@pytest.mark.parametrize(
+    ("paths", "odd", "keys"),
+    [
+        pytest.param(
+            ("tags.key",), _odd(tags={"acct-1": "x", "acct-2": "y"}), ("acct-1", "acct-2"), id="map-keys"
+        ),
+        pytest.param(("tags.value",), _odd(tags={"a": "acct-1"}), ("acct-1",), id="map-values"),
+        pytest.param(("legs.key",), _odd(legs={7: "L"}), ("7",), id="map-number-keys"),
+        pytest.param(
+            ("legs.value.id",), _odd(legs={7: "L7", 8: "L8"}), ("L7", "L8"), id="map-message-values"
+        ),
+        pytest.param(("tags.key",), _odd(count=1), (), id="map-empty"),
+        pytest.param(("num",), _odd(text="acct-7"), (), id="oneof-number-unset"),
+        pytest.param(("num",), _odd(num=0), ("0",), id="oneof-number-set-to-zero"),
+        pytest.param(("maybe",), _odd(count=3), (), id="optional-number-unset"),
+        pytest.param(("maybe",), _odd(maybe=0), ("0",), id="optional-number-set-to-zero"),
+        pytest.param(("count",), _odd(text="x"), ("0",), id="number-without-presence"),
+        pytest.param(("num", "maybe"), _odd(text="acct-7"), (), id="neither-set"),
+    ],
+)
+def test_keys_of_maps_and_of_fields_with_presence(
+    paths: tuple[str, ...], odd: Message, keys: tuple[str, ...]
+) -> None:
+    """A map's `key` gives its keys, its `value` its values; a scalar with presence (a oneof's member, an
+    `optional` field) that the request leaves unset gives no key. Before, `tags.key` was accepted and
+    raised at every call, and an unset number in a oneof was the key "0"."""
+    router = Router(ODD_REGISTRY, {"odd.v1.Odds/Get": MethodSettings(key=paths)})
+    assert sorted(router.keys_of(ODD_GET, odd)) == list(keys)  # a map's entries come in no set order
+
+
+@pytest.mark.parametrize(
+    ("path", "accepted"),
+    [
+        ("tags.key", True),
+        ("tags.value", True),
+        ("legs.value.id", True),
+        ("tags", False),
+        ("legs.value", False),
+    ],
+)
+def test_a_map_key_path_names_its_keys_or_values(path: str, accepted: bool) -> None:
+    settings = {"odd.v1.Odds/Get": MethodSettings(key=(path,))}
+    if accepted:
+        Router(ODD_REGISTRY, settings)
+    else:
+        with pytest.raises(ConfigError, match="names no field"):
+            Router(ODD_REGISTRY, settings)
+
+
+def test_a_key_that_cannot_be_read_leaves_the_call_unkeyed_counted_and_logged_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(msg: object, parts: list[str]) -> list[str]:
+        raise RuntimeError("a bug in reading keys")
+
+    counters = Counters()
+    router = Router(ORDERS, {"route.v1.Orders/Place": MethodSettings(key=("account_id",))}, counters=counters)
+    monkeypatch.setattr(routing, "_values", broken)
+    with capture_logs() as logs:
+        assert router.keys(PLACE, _order(account_id="A")) == ()
+        assert router.keys(PLACE, _order(account_id="B")) == ()
+        assert router.values_of(PLACE, router.decode(PLACE, _order(account_id="C"))) is None
+    assert counters.get("keys_not_read", PLACE) == 3
+    assert [(entry["method"], entry["path"]) for entry in logs] == [(PLACE, "account_id")]
+    assert "a bug in reading keys" in logs[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "sources", "hashed"),
+    [
+        pytest.param({"route.v1.Order.tags"}, (), True, id="a-key-path-redacted"),
+        pytest.param(
+            {"route.v1.Leg.account_id"}, ("route.v1.Leg.account_id",), True, id="an-owner-key-redacted"
+        ),
+        pytest.param(
+            {"route.v1.Leg.account_id"},
+            ("route.v1.Orders/Place:response.leg.account_id",),
+            True,
+            id="an-owner-key-on-a-method-redacted",
+        ),
+        pytest.param({"route.v1.Leg.account_id"}, (), False, id="a-redacted-field-no-key-comes-from"),
+    ],
+)
+def test_every_key_is_hashed_when_a_field_keys_come_from_is_redacted(
+    hidden: set[str], sources: tuple[str, ...], hashed: bool
+) -> None:
+    """One key space: a key is hashed whichever field it came from, or none is."""
+    router = Router(
+        ORDERS,
+        {"route.v1.Orders/Place": MethodSettings(key=("account_id", "tags"))},
+        hide=lambda value: f"redacted:{value}",
+        hidden_fields=frozenset(hidden),
+        key_sources=sources,
+    )
+    keys = router.keys(PLACE, _order(account_id="A", tags=["x", ""]))
+    assert keys == (("redacted:A", "redacted:x") if hashed else ("A", "x"))
+    assert router.key_space(["A", "A1", ""]) == (("redacted:A", "redacted:A1") if hashed else ("A", "A1"))
 
 
 def _awkward_names() -> DescriptorRegistry:

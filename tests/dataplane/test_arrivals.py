@@ -98,7 +98,7 @@ def _received(processor: Processor, method: str = "") -> _Copy:
     processor.copies += 1
     copy.ordinal = processor.copies
     copy.method = method
-    processor._open.add(copy)
+    processor._open[copy.ordinal] = copy
     return copy
 
 
@@ -111,12 +111,12 @@ def test_the_copies_through_are_those_before_the_first_copy_received_without_its
     assert processor.admitted_prefix() == 1
     second.method = "/pkg.Svc/C"
     assert processor.admitted_prefix() == 3
-    processor._open.discard(first)  # over and gone: it took its place before
+    processor._open.pop(first.ordinal)  # over and gone: it took its place before
     assert processor.admitted_prefix() == 3
     processor.copies += 1  # a copy Envoy opened that is not read at all yet is not through
     fourth = _Copy(processor, None, None, "bank")
     fourth.ordinal = processor.copies
-    processor._open.add(fourth)
+    processor._open[fourth.ordinal] = fourth
     assert processor.admitted_prefix() == 3
     fourth.lost("cut off")  # lost: recorded, and it holds back no one
     assert processor.admitted_prefix() == 4

@@ -24,12 +24,12 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from google.protobuf import any_pb2, message, unknown_fields
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 
 from comparators._diff import diff_values
 from comparators._model import Difference, DiffKind
 from comparators._normalise import to_python, unknown_values
-from comparators.descriptors import DescriptorRegistry
+from comparators.descriptors import DescriptorRegistry, money_shape
 from comparators.message_api import descriptor_of, parse, serialize
 from comparators.rules import (
     BkMayAdd,
@@ -470,47 +470,13 @@ class Walker:
         return may_add.name if may_add is not None else ""
 
 
-_CURRENCY_FIELDS = ("currency_code", "currency")
-_INTEGERS = frozenset(
-    getattr(FieldDescriptor, f"TYPE_{name}")
-    for name in ("INT64", "INT32", "SINT64", "SINT32", "SFIXED64", "SFIXED32")
-)
-# per message type: (amount field names, currency field name or ""), or None when it is not money-like
-_MONEY_SHAPES: dict[Any, tuple[tuple[str, ...], str] | None] = {}
-
-
-def _money_shape(desc: Any) -> tuple[tuple[str, ...], str] | None:
-    """The fields a money-like message type holds its amount and currency in; None for any other type.
-
-    Money-like: nothing but its amount, `units` + `nanos` (integers, as google.type.Money) or one
-    string, and at most one currency string (`currency_code` or `currency`). Any other field (or a
-    repeated one) makes a message a plain message, walked field by field.
-    """
-    if desc in _MONEY_SHAPES:
-        return _MONEY_SHAPES[desc]
-    shape: tuple[tuple[str, ...], str] | None = None
-    fields = list(desc.fields)
-    if all(not fd.is_repeated for fd in fields):
-        currencies = [fd.name for fd in fields if fd.name in _CURRENCY_FIELDS and fd.type == fd.TYPE_STRING]
-        rest = [fd for fd in fields if fd.name not in currencies]
-        names = {fd.name for fd in rest}
-        if len(currencies) <= 1:
-            currency = currencies[0] if currencies else ""
-            if names == {"units", "nanos"} and all(fd.type in _INTEGERS for fd in rest):
-                shape = (("units", "nanos"), currency)
-            elif len(rest) == 1 and rest[0].type == rest[0].TYPE_STRING:
-                shape = ((rest[0].name,), currency)
-    _MONEY_SHAPES[desc] = shape
-    return shape
-
-
 def money(msg: message.Message) -> str | None:
     """A money-like message as "<currency> <amount>" text, so a decimal rule can compare it.
 
     Money-like: nothing but `units` + `nanos` (google.type.Money), or one decimal-string
-    field, beside an optional currency field (see _money_shape). None for any other message.
+    field, beside an optional currency field (see money_shape). None for any other message.
     """
-    shape = _money_shape(descriptor_of(msg))
+    shape = money_shape(descriptor_of(msg))
     if shape is None:
         return None
     amounts, currency_field = shape

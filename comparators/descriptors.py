@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
-from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
 
 from comparators.files import read_regular
 
@@ -221,6 +221,40 @@ def held_type(fd: Any) -> Any:
     if element is not None and element.GetOptions().map_entry:
         element = element.fields_by_name["value"].message_type
     return element
+
+
+_CURRENCY_FIELDS = ("currency_code", "currency")
+_INTEGERS = frozenset(
+    getattr(FieldDescriptor, f"TYPE_{name}")
+    for name in ("INT64", "INT32", "SINT64", "SINT32", "SFIXED64", "SFIXED32")
+)
+# per message type: (amount field names, currency field name or ""), or None when it is not money-like
+_MONEY_SHAPES: dict[Any, tuple[tuple[str, ...], str] | None] = {}
+
+
+def money_shape(desc: Any) -> tuple[tuple[str, ...], str] | None:
+    """The fields a money-like message type holds its amount and currency in; None for any other type.
+
+    Money-like: nothing but its amount, `units` + `nanos` (integers, as google.type.Money) or one
+    string, and at most one currency string (`currency_code` or `currency`). Any other field (or a
+    repeated one) makes a message a plain message, walked field by field.
+    """
+    if desc in _MONEY_SHAPES:
+        return _MONEY_SHAPES[desc]
+    shape: tuple[tuple[str, ...], str] | None = None
+    fields = list(desc.fields)
+    if all(not fd.is_repeated for fd in fields):
+        currencies = [fd.name for fd in fields if fd.name in _CURRENCY_FIELDS and fd.type == fd.TYPE_STRING]
+        rest = [fd for fd in fields if fd.name not in currencies]
+        names = {fd.name for fd in rest}
+        if len(currencies) <= 1:
+            currency = currencies[0] if currencies else ""
+            if names == {"units", "nanos"} and all(fd.type in _INTEGERS for fd in rest):
+                shape = (("units", "nanos"), currency)
+            elif len(rest) == 1 and rest[0].type == rest[0].TYPE_STRING:
+                shape = ((rest[0].name,), currency)
+    _MONEY_SHAPES[desc] = shape
+    return shape
 
 
 def reaches(desc: Any, names: Collection[str]) -> bool:

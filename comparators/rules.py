@@ -35,7 +35,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from comparators._model import STATUS_NAMES
-from comparators.descriptors import DescriptorRegistry
+from comparators.descriptors import DescriptorRegistry, money_shape
 
 
 class RuleError(ValueError):
@@ -609,6 +609,11 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
         if path not in (None, "status") or regex_text is not None:
             raise RuleError(f'{where}: a status rule takes path = "status" (or no path)')
         path = "status"
+    elif path == "status":  # a path of the status rule's own: no other rule ever judges a status there
+        raise RuleError(
+            f'{where}: path "status" takes rule = "status" (its details and equivalent settings say how'
+            f" statuses compare), not {spec['rule']!r}"
+        )
     elif (path is None) == (regex_text is None):
         raise RuleError(
             f"{where}: give exactly one of path or regex (or metadata, for the answers' metadata)"
@@ -628,7 +633,7 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
     if registry is not None and path and path.rpartition(".")[2].startswith("#"):
         _check_unknown_target(path, spec["rule"], rule, registry, where)
     elif registry is not None and path != "status":
-        _check_target(binding, rule, registry, where)
+        _check_target(binding, spec["rule"], rule, registry, where)
     return binding
 
 
@@ -661,7 +666,7 @@ def _methods(spec: dict[str, Any], registry: DescriptorRegistry | None, where: s
     return wire
 
 
-def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, where: str) -> None:
+def _check_target(binding: Binding, kind: str, rule: Any, registry: DescriptorRegistry, where: str) -> None:
     """The path must name at least one field (or streaming method) of the described services."""
     targets = registry.field_targets()
     if isinstance(rule, Ordered | Multiset | Keyed):
@@ -673,6 +678,11 @@ def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, whe
             "repeated field or streaming method" if isinstance(rule, Ordered | Multiset | Keyed) else "field"
         )
         raise RuleError(f"{where}: path {what!r} names no {kind} in the descriptors")
+    if matched == [_RICH] and not isinstance(rule, Ignore | BkMayAdd):
+        raise RuleError(
+            f"{where}: {_RICH} takes ignore or bk-may-add, not {kind!r}:"
+            " rules name the fields inside it (google.rpc.BadRequest.FieldViolation.description)"
+        )
     if isinstance(rule, Keyed):
         for target in matched:
             missing = registry.missing_key_fields(target, rule.key)
@@ -681,6 +691,7 @@ def _check_target(binding: Binding, rule: Any, registry: DescriptorRegistry, whe
     _check_applies(rule, [fd for t in matched if (fd := _field_at(registry, t)) is not None], where)
 
 
+_RICH = "status.rich_details"
 _MAX_FIELD_NUMBER = 2**29 - 1
 
 
@@ -740,10 +751,16 @@ def _leaf(fd: FieldDescriptor) -> FieldDescriptor:
     return fd
 
 
+def _money(fd: FieldDescriptor) -> bool:
+    """Whether a field holds a money message, which a `decimal` rule compares as an amount."""
+    return fd.message_type is not None and money_shape(fd.message_type) is not None
+
+
 def _check_applies(rule: Any, fields: list[FieldDescriptor], where: str) -> None:
     """A built-in leaf rule whose fields hold none of the values it judges could never tolerate anything:
     a `timestamp` rule on a string field, a `number` rule on text, an `enum-map` naming no value of the
-    enum. (A pattern matching fields of several kinds needs one of the kind the rule judges.)"""
+    enum, a `decimal` rule on neither a string nor a money message. (A pattern matching fields of several
+    kinds needs one of the kind the rule judges.)"""
     fields = [_leaf(fd) for fd in fields]
     if not fields:
         return
@@ -753,6 +770,11 @@ def _check_applies(rule: Any, fields: list[FieldDescriptor], where: str) -> None
         (NumericTolerance, any(fd.type in _NUMBERS for fd in fields), "a number"),
         (TextNormalisation, any(fd.type == FieldDescriptor.TYPE_STRING for fd in fields), "a string"),
         (EnumMap, any(fd.enum_type is not None for fd in fields), "an enum"),
+        (
+            DecimalEquivalence,
+            any(fd.type == FieldDescriptor.TYPE_STRING or _money(fd) for fd in fields),
+            "a decimal string or a money message",
+        ),
     ]
     for kind, applies, what in checks:
         if isinstance(rule, kind) and not applies:

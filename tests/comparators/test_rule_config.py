@@ -94,6 +94,22 @@ BAD_SPECS: list[Any] = [
         {"path": "bank.v1.Trade.fee", "rule": "status"}, 'takes path = "status"', id="status-on-a-field"
     ),
     pytest.param(
+        {"path": "status", "rule": "ignore"},
+        'path "status" takes rule = "status" (its details and equivalent settings say how statuses'
+        " compare), not 'ignore'",
+        id="ignore-on-status",
+    ),
+    pytest.param(
+        {"path": "status", "rule": "timestamp", "tolerance": "1s"},
+        'path "status" takes rule = "status"',
+        id="timestamp-on-status",
+    ),
+    pytest.param(
+        {"path": "status.rich_details", "rule": "decimal"},
+        "status.rich_details takes ignore or bk-may-add, not 'decimal': rules name the fields inside it",
+        id="decimal-on-the-rich-details",
+    ),
+    pytest.param(
         {"path": "bank.v1.Trade.booked_at", "rule": "timestamp"},
         "tolerance is missing",
         id="timestamp-no-tolerance",

@@ -293,7 +293,9 @@ def test_decimal(specs: list[Spec], method: str, bank: Answer, bk: Answer, expec
 
 
 CASH = {"path": "probe.v1.Reading.cash", "rule": "decimal", "name": "money"}
-PRICE = {"path": "probe.v1.Reading.price", "rule": "decimal", "name": "money"}
+# a rule naming only a message that is not money could never tolerate anything, and is refused at start
+# (`decimal-on-a-message-that-is-not-money`): this one also names a money message
+PRICE = {"regex": r"probe\.v1\.Reading\.(price|fee)", "rule": "decimal", "name": "money"}
 FEE = {"path": "probe.v1.Reading.fee", "rule": "decimal", "name": "money"}
 
 MONEY_CASES: list[Any] = [
@@ -472,6 +474,26 @@ def test_number(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]
             {"path": "bank.v1.Trade.quantity", "rule": "enum-map", "map": {"SIDE_BUY": "BUY"}},
             "no field it names holds an enum",
             id="enum-map-on-text",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.side", "rule": "decimal"},
+            "no field it names holds a decimal string or a money message (bank.v1.Trade.side is not one)",
+            id="decimal-on-an-enum",
+        ),
+        pytest.param(
+            {"path": "bank.v1.Trade.booked_at", "rule": "decimal"},
+            "no field it names holds a decimal string or a money message",
+            id="decimal-on-a-timestamp",
+        ),
+        pytest.param(
+            {"path": "probe.v1.Reading.price", "rule": "decimal"},
+            "no field it names holds a decimal string or a money message (probe.v1.Reading.price is not one)",
+            id="decimal-on-a-message-that-is-not-money",
+        ),
+        pytest.param(
+            {"path": "probe.v1.Reading.wrapped", "rule": "decimal"},
+            "no field it names holds a decimal string or a money message",
+            id="decimal-on-a-wrapped-number",
         ),
     ],
 )

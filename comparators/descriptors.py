@@ -155,15 +155,23 @@ class DescriptorRegistry:
                 walk(desc)
         return found
 
+    def extensions(self) -> list[FieldDescriptor]:
+        """Every extension (proto2) the described files declare: at file level, or inside a message."""
+        found = [fd for desc in self._messages() for fd in desc.extensions]
+        for name in sorted(self._files):
+            found.extend(self._pool.FindFileByName(name).extensions_by_name.values())
+        return found
+
     def _compute_targets(self) -> None:
         fields, repeated = set(), set()
-        for desc in self._messages():
-            for fd in desc.fields:
-                target = f"{desc.full_name}.{fd.name}"
-                fields.add(target)
-                is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
-                if fd.is_repeated and not is_map:
-                    repeated.add(target)
+        declared = [(f"{desc.full_name}.{fd.name}", fd) for desc in self._messages() for fd in desc.fields]
+        # an extension by its full name ("package.name", or "package.Message.name" declared in a message),
+        # as the walk judges it
+        for target, fd in [*declared, *((fd.full_name, fd) for fd in self.extensions())]:
+            fields.add(target)
+            is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
+            if fd.is_repeated and not is_map:
+                repeated.add(target)
         fields.add("status.rich_details")
         self._targets["fields"] = frozenset(fields)
         self._targets["repeated"] = frozenset(repeated)
@@ -177,7 +185,8 @@ class DescriptorRegistry:
         return self._targets[name]
 
     def field_targets(self) -> frozenset[str]:
-        """Every "package.Message.field" of the described messages (and "status.rich_details")."""
+        """Every "package.Message.field" of the described messages, every extension by its full name, and
+        "status.rich_details"."""
         return self._target_set("fields")
 
     def repeated_targets(self) -> frozenset[str]:
@@ -193,6 +202,9 @@ class DescriptorRegistry:
         if "/" in target:
             info = self._methods.get("/" + target)
             return self.find_message(info.output_type) if info is not None else None
+        extension = self.find_extension(target)
+        if extension is not None:
+            return extension.message_type
         message_name, _, field_name = target.rpartition(".")
         desc = self.find_message(message_name)
         if desc is None or field_name not in desc.fields_by_name:
@@ -207,6 +219,13 @@ class DescriptorRegistry:
             if element is None or name not in element.fields_by_name:
                 return name
         return None
+
+    def find_extension(self, full_name: str) -> FieldDescriptor | None:
+        """The extension (proto2) of that full name, or None."""
+        try:
+            return self._pool.FindExtensionByName(full_name)
+        except KeyError:
+            return None
 
     def find_message(self, full_name: str) -> Descriptor | None:
         try:

@@ -628,6 +628,8 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
             raise RuleError(f"{where}: regex {regex_text!r} is not valid: {exc}") from exc
     elif not isinstance(path, str) or not path:
         raise RuleError(f"{where}: path must be a non-empty string")
+    elif len(path) > 2 and path[0] == "(" and path[-1] == ")":
+        path = path[1:-1]  # an extension as a difference shows it, `(package.name)`: by its full name
     wire = _methods(spec, registry, where)
     binding = Binding(rule, path or "", regex, wire)
     if registry is not None and path and path.rpartition(".")[2].startswith("#"):
@@ -677,7 +679,9 @@ def _check_target(binding: Binding, kind: str, rule: Any, registry: DescriptorRe
         kind = (
             "repeated field or streaming method" if isinstance(rule, Ordered | Multiset | Keyed) else "field"
         )
-        raise RuleError(f"{where}: path {what!r} names no {kind} in the descriptors")
+        raise RuleError(
+            f"{where}: path {what!r} names no {kind} in the descriptors{_extension_hint(what, registry)}"
+        )
     if matched == [_RICH] and not isinstance(rule, Ignore | BkMayAdd):
         raise RuleError(
             f"{where}: {_RICH} takes ignore or bk-may-add, not {kind!r}:"
@@ -689,6 +693,16 @@ def _check_target(binding: Binding, kind: str, rule: Any, registry: DescriptorRe
             if missing:
                 raise RuleError(f"{where}: key field {missing!r} is not a field of the elements of {target}")
     _check_applies(rule, [fd for t in matched if (fd := _field_at(registry, t)) is not None], where)
+
+
+def _extension_hint(path: str, registry: DescriptorRegistry) -> str:
+    """For a path naming an extension (proto2) by the message it extends, `package.Message.name`: how to name
+    it instead, by its own full name."""
+    holder, _, name = path.rpartition(".")
+    for fd in registry.extensions():
+        if fd.name == name and fd.containing_type.full_name == holder:
+            return f" ({fd.full_name} extends {holder}: name an extension by its full name, {fd.full_name})"
+    return ""
 
 
 _RICH = "status.rich_details"
@@ -730,7 +744,11 @@ _NUMBERS = frozenset(
 
 
 def _field_at(registry: DescriptorRegistry, target: str) -> FieldDescriptor | None:
-    """The field a "package.Message.field" target names (None for a method, or a target of its own)."""
+    """The field a "package.Message.field" target names, or the extension of that full name (None for a
+    method, or a target of its own)."""
+    extension = registry.find_extension(target) if "/" not in target else None
+    if extension is not None:
+        return extension
     type_name, _, name = target.rpartition(".")
     desc = registry.find_message(type_name) if "/" not in target else None
     return desc.fields_by_name.get(name) if desc is not None else None

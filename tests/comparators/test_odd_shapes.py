@@ -9,7 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 
-from comparators import Outcome, Verdict, build_rules, compare
+import pytest
+
+from comparators import Outcome, RuleError, Verdict, build_rules, compare
 from shim.evidence.record import record_of
 from shim.units import parse_duration
 from tests.comparators._exchanges import answer, exchange
@@ -43,6 +45,63 @@ def test_an_extension_that_differs_is_a_difference() -> None:
     assert (found.verdict, rows(found)) == (Verdict.MISMATCH, [("(ext.v1.balance)", "changed", 5, 7, "")])
     found = compare(exchange("/ext.v1.Ext/Get", answer(bank), answer(same)), EXT, rules)
     assert found.verdict is Verdict.MATCH
+
+
+@pytest.mark.parametrize("path", ["ext.v1.balance", "(ext.v1.balance)", "ext.v1.*"])
+def test_a_rule_names_an_extension_by_its_full_name(path: str) -> None:
+    """docs/rules.md: an extension is a field like any other. A rule naming it by its full name, or as a
+    difference shows it, `(ext.v1.balance)`, judges it; before, the check at start knew only declared fields
+    and refused every way of naming one."""
+    reply = EXT.message_class("ext.v1.Reply")
+    balance = EXT.pool.FindExtensionByName("ext.v1.balance")
+    bank, bk = reply(id="x"), reply(id="x")
+    bank.Extensions[balance], bk.Extensions[balance] = 5, 7
+    rules = build_rules([{"path": path, "rule": "number", "absolute": 5, "name": "n"}], EXT, parse_duration)
+    found = compare(exchange("/ext.v1.Ext/Get", answer(bank), answer(bk)), EXT, rules)
+    assert (found.verdict, rows(found)) == (Verdict.MATCH, [("(ext.v1.balance)", "changed", 5, 7, "n")])
+
+
+def test_a_list_rule_names_an_extension_declared_in_a_message() -> None:
+    """An extension declared inside a message is named `package.Message.name` (where it is declared, not
+    the message it extends): a multiset on it pairs its elements in another order."""
+    reply = EXT.message_class("ext.v1.Reply")
+    notes = EXT.pool.FindExtensionByName("ext.v1.Holder.notes")
+    bank, bk = reply(id="x"), reply(id="x")
+    bank.Extensions[notes].extend(["a", "b"])
+    bk.Extensions[notes].extend(["b", "a"])
+    ordered = compare(
+        exchange("/ext.v1.Ext/Get", answer(bank), answer(bk)), EXT, build_rules([], EXT, parse_duration)
+    )
+    assert ordered.verdict is Verdict.MISMATCH
+    rules = build_rules([{"path": "ext.v1.Holder.notes", "rule": "multiset"}], EXT, parse_duration)
+    found = compare(exchange("/ext.v1.Ext/Get", answer(bank), answer(bk)), EXT, rules)
+    assert found.verdict is Verdict.MATCH, rows(found)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        (
+            {"path": "ext.v1.Reply.balance", "rule": "number", "absolute": 5},
+            "rule 1: path 'ext.v1.Reply.balance' names no field in the descriptors (ext.v1.balance extends"
+            " ext.v1.Reply: name an extension by its full name, ext.v1.balance)",
+        ),
+        (
+            {"path": "(ext.v1.balance)", "rule": "timestamp", "tolerance": "1s"},
+            "no field it names holds a Timestamp or Duration (ext.v1.balance is not one)",
+        ),
+        (
+            {"path": "ext.v1.balance", "rule": "keyed", "key": ["id"]},
+            "names no repeated field or streaming method",
+        ),
+    ],
+)
+def test_a_rule_on_an_extension_is_checked_as_one_on_a_field(spec: dict[str, object], says: str) -> None:
+    """Named by the message it extends, an extension is not found, and the error says how to name it; a
+    rule that could never judge it is refused as on any field."""
+    with pytest.raises(RuleError) as caught:
+        build_rules([spec], EXT, parse_duration)
+    assert says in str(caught.value)
 
 
 def test_a_rule_on_fields_whose_glob_matches_a_stream_tolerates_no_message_one_side_sent() -> None:

@@ -700,7 +700,8 @@ def _extension_hint(path: str, registry: DescriptorRegistry) -> str:
     it instead, by its own full name."""
     holder, _, name = path.rpartition(".")
     for fd in registry.extensions():
-        if fd.name == name and fd.containing_type.full_name == holder:
+        extended = fd.containing_type
+        if fd.name == name and extended is not None and extended.full_name == holder:
             return f" ({fd.full_name} extends {holder}: name an extension by its full name, {fd.full_name})"
     return ""
 

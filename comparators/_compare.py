@@ -19,7 +19,7 @@ from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, text_reads_as, translate_answer
 from comparators.message_api import parse
 from comparators.redact import FreeText, Redactor, hidden
-from comparators.rules import RuleSet
+from comparators.rules import Ignore, RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _RPC_STATUS = "google.rpc.Status"
@@ -155,8 +155,9 @@ def _judge(
     differences += _metadata.differences(
         exchange.method, bank, bk, rules, redactor is not None, free, to_bank
     )
-    undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE]
-    if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted
+    undecodable = [d for d in differences if d.kind is DiffKind.UNDECODABLE and not d.rule]
+    if undecodable:  # a message that does not decode cannot be compared: never a pass, never tainted (only
+        # rich details can be undecodable and tolerated: by an `ignore` on them)
         sides = " and ".join(
             side
             for side, values in (
@@ -260,9 +261,11 @@ def _status_differences(
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     # the same bytes may still name other ids, read through the pairs
     if bank_rich != bk_rich or (bk_rich is not None and _translates(to_bank)):
-        diffs.extend(
-            _rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank, free)
-        )
+        rich = _rich_differences(method, bank_rich, bk_rich, registry, rules, redactor, ids, to_bank, free)
+        ignored = rules.value_rule(method, _RICH)
+        if isinstance(ignored, Ignore):  # any difference at the path and below it: inside the details too
+            rich = [d if d.rule else d._replace(rule=ignored.name) for d in rich]
+        diffs.extend(rich)
     return diffs
 
 

@@ -58,6 +58,7 @@ CANCEL_TRADE = LEDGER + "CancelTrade"
 GET_ACCOUNT = LEDGER + "GetAccount"
 LIST_TRADES = LEDGER + "ListTrades"
 CHANGED, ADDED, REMOVED, STATUS = DiffKind.CHANGED, DiffKind.ADDED, DiffKind.REMOVED, DiffKind.STATUS
+UNDECODABLE = DiffKind.UNDECODABLE
 OK, PERMISSION_DENIED = 0, 7
 
 
@@ -1361,6 +1362,20 @@ STATUS_CASES: list[Any] = [
         _error(INVALID_ARGUMENT, "bad order", rich_status(INVALID_ARGUMENT, "bad order")),
         [("status.rich_details", ADDED, None, {"code": INVALID_ARGUMENT, "message": "bad order"}, "rich")],
         id="rich-details-on-one-side-ignored",
+    ),
+    pytest.param(
+        [{"path": "status.rich_details", "rule": "ignore", "name": "rich"}],
+        _error(INVALID_ARGUMENT, "bad order", BAD_QUANTITY),
+        _error(INVALID_ARGUMENT, "bad order", BAD_PRICE),
+        [("status.rich_details.details[0].field_violations[0].field", CHANGED, "quantity", "price", "rich")],
+        id="rich-details-ignored-inside-too",
+    ),
+    pytest.param(
+        [{"path": "status.rich_details", "rule": "ignore", "name": "rich"}],
+        _error(INVALID_ARGUMENT, "bad order", BAD_QUANTITY),
+        _error(INVALID_ARGUMENT, "bad order", b"\xff\xff"),
+        [("status.rich_details", UNDECODABLE, None, "ffff", "rich")],
+        id="rich-details-ignored-even-undecodable",
     ),
 ]
 

@@ -7,8 +7,6 @@ redaction applied on the way.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from google.protobuf import message
 
 from comparators import _metadata
@@ -18,7 +16,7 @@ from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, text_reads_as, translate_answer
 from comparators.message_api import parse
-from comparators.redact import FreeText, Redactor, hidden
+from comparators.redact import FreeText, Originals, Redactor, hidden
 from comparators.rules import Ignore, RuleSet
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -77,8 +75,6 @@ def _noise(
     rules = rules if rules is not None else NO_RULES
     info = registry.method(exchange.method) if registry is not None else None
     free = _free_text(exchange, registry, redactor, first, again)
-    if free is not None:
-        first, again = _scrubbed(first, free), _scrubbed(again, free)
     found = _status_differences(exchange.method, first, again, registry, rules, redactor, free=free)
     found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
     found += _metadata.differences(exchange.method, first, again, rules, redactor is not None, free)
@@ -144,8 +140,6 @@ def _judge(
     info = registry.method(exchange.method) if registry is not None else None
     to_bank = {(kind, bk_id): bank_id for kind, bank_id, bk_id in exchange.ids} if ids is not None else None
     free = _free_text(exchange, registry, redactor, bank, bk)
-    if free is not None:
-        bank, bk = _scrubbed(bank, free), _scrubbed(bk, free)
     differences = _status_differences(
         exchange.method, bank, bk, registry, rules, redactor, ids, to_bank, free
     )
@@ -230,12 +224,6 @@ def _said(
     return free(text) if free is not None else text
 
 
-def _scrubbed(side: Outcome, free: FreeText) -> Outcome:
-    """An outcome whose status details hash the values of redacted fields they quote."""
-    details = free(side.details)
-    return side if details == side.details else replace(side, details=details)
-
-
 def _status_differences(
     method: str,
     bank: Outcome,
@@ -257,7 +245,11 @@ def _status_differences(
         # a group of a details pattern may capture an id: BK's reads as the Bank id it pairs with
         pairs = {(bank_id, bk_id) for (_, bk_id), bank_id in to_bank.items()} if to_bank else ()
         tolerated = rule.name if rule.details_equivalent(bank.details, bk.details, pairs) else ""
-        diffs.append(Difference("status.details", DiffKind.STATUS, bank.details, bk.details, tolerated))
+        # judged as sent; shown with the values of redacted fields they quote hashed
+        left, right = (
+            (free(bank.details), free(bk.details)) if free is not None else (bank.details, bk.details)
+        )
+        diffs.append(Difference("status.details", DiffKind.STATUS, left, right, tolerated))
     bank_rich, bk_rich = bank.trailer(STATUS_DETAILS_KEY), bk.trailer(STATUS_DETAILS_KEY)
     # the same bytes may still name other ids, read through the pairs
     if bank_rich != bk_rich or (bk_rich is not None and _translates(to_bank)):
@@ -295,12 +287,15 @@ def _rich_differences(
         left_ids = translate_answer(ids, method, [right], to_bank, side="")
         unmapped = {found.value for found in left_ids}
         own = stand_in(ids, method, [left], [right], left_ids, to_bank, side="")
-    _redact(redactor, [left, right], unmapped, own)
+    originals = _redact(redactor, [left, right], unmapped, own)
     if free is not None:
         for status in (left, right):
             if status is not None:
-                status.message = free(status.message)  # type: ignore[attr-defined]
-    walker = Walker(registry, rules, method)
+                said = status.message  # type: ignore[attr-defined]
+                status.message = free(said)  # type: ignore[attr-defined]
+                if originals is not None and status.message != said:  # type: ignore[attr-defined]
+                    originals.values[status.message] = said  # type: ignore[attr-defined]
+    walker = Walker(registry, rules, method, original=originals)
     if bank_raw is None or bk_raw is None:
         walker._presence(
             _RICH,
@@ -422,7 +417,7 @@ def _message_differences(
         left_ids = translate_answer(ids, method, decoded_bk, to_bank)
         unmapped = {found.value for found in left_ids}
         own = stand_in(ids, method, [m for m in left if m is not None], decoded_bk, left_ids, to_bank)
-    _redact(redactor, [*left, *right], unmapped, own)
+    originals = _redact(redactor, [*left, *right], unmapped, own)
     for index, (raw_left, raw_right) in enumerate(zip(bank.messages, bk.messages, strict=False)):
         if raw_left == raw_right:
             continue
@@ -435,7 +430,7 @@ def _message_differences(
                     None if right[index] is not None else _shown_raw(raw_right, redactor),
                 )
             )
-    walker = Walker(registry, rules, method, clock)
+    walker = Walker(registry, rules, method, clock, originals)
     decodable = [(a, b) for a, b in zip(left, right, strict=False) if a is not None and b is not None]
     if streamed and all(m is not None for m in left + right):
         element = registry.find_message(info.output_type)
@@ -459,19 +454,21 @@ def _redact(
     messages: list[message.Message | None],
     unmapped: set[str],
     own: StandIns | None = None,
-) -> None:
+) -> Originals | None:
     """Redact the decoded answers in place, after BK's ids were read through the pairs: an id in a redacted
     field is hashed in Bank's terms on both sides, so a mapped pair gives equal hashes. The BK ids left
     unmapped (and the stand-ins of BK's own ids) are then known by their hashes too, as the differences
-    show them."""
+    show them. Returns the values replaced, by their hashes, for the rules to judge as sent."""
     if redactor is None:
-        return
+        return None
+    originals = Originals(redactor)
     for msg in messages:
         if msg is not None:
-            redactor.redact(msg)
+            redactor.redact(msg, originals=originals.values)
     unmapped.update([redactor.hash(value) for value in unmapped])
     if own is not None:
         own.hashed(redactor.hash)
+    return originals
 
 
 def _unmapped(difference: Difference, unmapped: set[str]) -> Difference:

@@ -127,7 +127,10 @@ class Walker:
         rules: RuleSet,
         method: str,
         clock: Clock = NO_CLOCK,
+        original: Callable[[Any], Any] | None = None,
     ) -> None:
+        """`original`, with redaction: a value as the walk holds it (hashed) -> the value as sent, which the
+        rules judge (`comparators.redact.Originals`); differences show the hashes."""
         self.registry = registry
         self.rules = rules
         self.method = method
@@ -137,6 +140,7 @@ class Walker:
         self._set_clock(0.0)
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
+        self._original = original
 
     def _set_clock(self, moved: float) -> None:
         """How far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran;
@@ -176,8 +180,15 @@ class Walker:
         if type(rule) is TimestampTolerance and type(bank) is Instant and type(bk) is Instant:
             name = self._on_clock(rule, bank, bk)  # in a list or a map, as in a singular field
         else:
-            name = _tolerated(rule, bank, bk) if rule is not None else ""
+            name = self._judged(rule, bank, bk) if rule is not None else ""
         self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
+
+    def _judged(self, rule: Any, bank: Any, bk: Any) -> str:
+        """The rule's name when it tolerates the difference, judged on the values as sent."""
+        original = self._original
+        if original is not None:
+            bank, bk = original(bank), original(bk)
+        return _tolerated(rule, bank, bk)
 
     def _on_clock(self, rule: TimestampTolerance, bank: Instant, bk: Instant) -> str:
         """The rule's name when BK's time is Bank's within the tolerance, once BK's clock is taken to run
@@ -208,7 +219,9 @@ class Walker:
         rule = self._value_rules[target]
         name = rule.name if isinstance(rule, Ignore) else ""
         if not name and rule is not None and default is not _MISSING:
-            name = _tolerated(rule, default if bank is _MISSING else bank, default if bk is _MISSING else bk)
+            name = self._judged(
+                rule, default if bank is _MISSING else bank, default if bk is _MISSING else bk
+            )
         if bank is _MISSING:
             if not name:
                 may_add = self.rules.may_add(self.method, target)
@@ -262,8 +275,13 @@ class Walker:
                 if type(rule) is Ignore:
                     name = rule.name
                 else:
+                    original = self._original  # redacted: the rule judges the values as sent, never shown
                     try:
-                        if rule(bank_value, bk_value):
+                        if (
+                            rule(bank_value, bk_value)
+                            if original is None
+                            else rule(original(bank_value), original(bk_value))
+                        ):
                             name = rule.name
                     except Exception:  # a failing rule tolerates nothing; the difference stays real
                         name = ""
@@ -318,8 +336,12 @@ class Walker:
         if isinstance(rule, DecimalEquivalence):
             left, right = money(bank), money(bk)
             if left is not None and right is not None:  # a money-like message: compare as amounts
-                if left != right:
+                original = self._original
+                if left != right and original is None:
                     self._changed(target, path, left, right)
+                elif left != right and original is not None:  # redacted: judged as sent, shown hashed
+                    name = _tolerated(rule, money(original(bank)), money(original(bk)))
+                    self.out.append(Difference(path, DiffKind.CHANGED, left, right, name))
                 self._unknown(bank, bk, path, element.full_name)
                 return
         element_name = element.full_name
@@ -332,7 +354,11 @@ class Walker:
             if bank != bk:
                 self._any(bank, bk, target, path)
             return
-        if rule is not None and not isinstance(rule, _BUILT_IN_LEAF) and (name := _tolerated(rule, bank, bk)):
+        if (
+            rule is not None
+            and not isinstance(rule, _BUILT_IN_LEAF)
+            and (name := self._judged(rule, bank, bk))
+        ):
             self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
             return
         self.messages(bank, bk, path)
@@ -435,8 +461,8 @@ class Walker:
         """Whether two elements differ in nothing the rules do not tolerate (a trial, whose differences are
         not kept)."""
         if element is None:
-            return _same(bank, bk) or (rule is not None and bool(_tolerated(rule, bank, bk)))
-        trial = Walker(self.registry, self.rules, self.method, self._clock)
+            return _same(bank, bk) or (rule is not None and bool(self._judged(rule, bank, bk)))
+        trial = Walker(self.registry, self.rules, self.method, self._clock, self._original)
         trial._message_value(target, "", bank, bk, element, rule)
         return all(d.rule for d in trial.out)
 

@@ -6,6 +6,8 @@ messages of both sides, by `redacted:` and the first 16 hex digits of an
 HMAC-SHA256 under a secret key, before the messages are compared. Equal values
 give equal hashes, so a comparison still tells whether the two sides agree,
 but no difference, log line, stored record or report ever holds the value.
+The rules judge the values as sent: `Originals` gives back the value each hash
+(or hashed free text) stands for, to the rules alone.
 Strings and bytes can be redacted; other field types are refused. A map's
 values are redacted when declared on its entry (`pay.v1.Account.NotesEntry.value`
 for `map<string, string> notes`); its keys cannot be.
@@ -58,6 +60,11 @@ class RedactError(ValueError):
     """A redacted field is not a string or bytes field of the descriptors."""
 
 
+# what replaces one value of a redacted field: (value, whether the field is bytes, whether the value is an
+# Any's packed bytes hashed whole)
+_Swap = Callable[..., str | bytes]
+
+
 class Redactor:
     def __init__(self, fields: Sequence[str], registry: DescriptorRegistry, key: bytes) -> None:
         if not key:
@@ -91,17 +98,44 @@ class Redactor:
         raw = value.encode() if isinstance(value, str) else value
         return PREFIX + hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:16]
 
-    def redact(self, msg: message.Message, seen: set[str] | None = None) -> None:
+    def redact(
+        self, msg: message.Message, seen: set[str] | None = None, originals: dict[Any, Any] | None = None
+    ) -> None:
         """Replace, in place, every redacted field's value at any depth of `msg`; with `seen`, add to it the
-        values replaced (as text: bytes that are not UTF-8 are left out)."""
+        values replaced (as text: bytes that are not UTF-8 are left out); with `originals`, record each value
+        replaced under the hash that stands for it (`Originals`)."""
+
+        def swap(value: str | bytes, binary: bool, whole: bool = False) -> str | bytes:
+            if not value:  # an empty value stays empty
+                return value
+            if seen is not None and not whole:
+                _see(value, seen)
+            hashed = self.hash(value).encode() if binary else self.hash(value)
+            if originals is not None:
+                originals[hashed] = value
+            return hashed
+
+        self._visit(msg, swap, restoring=False)
+
+    def restore(self, msg: message.Message, originals: dict[Any, Any]) -> None:
+        """Put back, in place, the values `redact` replaced in `msg` and recorded in `originals`."""
+
+        def swap(value: str | bytes, binary: bool, whole: bool = False) -> str | bytes:
+            back: str | bytes = originals.get(value, value)
+            return back
+
+        self._visit(msg, swap, restoring=True)
+
+    def _visit(self, msg: message.Message, swap: _Swap, restoring: bool) -> None:
+        """Each redacted field's value at any depth of `msg` replaced by `swap(value, binary)`."""
         desc = descriptor_of(msg)
         if desc.full_name == _ANY:
-            self._redact_any(msg, seen)
+            self._visit_any(msg, swap, restoring)
             return
         if not self._reaches(desc):
             return
         for redacted in self._by_type.get(desc.full_name, ()):
-            self._replace(msg, redacted, seen)
+            self._replace(msg, redacted, swap)
         for fd in desc.fields:
             element = fd.message_type
             if element is None:
@@ -109,34 +143,28 @@ class Redactor:
             value = getattr(msg, fd.name)
             if element.GetOptions().map_entry:
                 if self._by_type.get(element.full_name):  # the map's values themselves (never its keys)
+                    binary = element.fields_by_name["value"].type == FieldDescriptor.TYPE_BYTES
                     for key in list(value):  # a snapshot: setting values while iterating may visit one twice
-                        value[key] = self._hashed(value[key], element.fields_by_name["value"], seen)
+                        value[key] = swap(value[key], binary)
                 value_type = element.fields_by_name["value"].message_type
                 if value_type is not None and self._reaches(value_type):
                     for key in value:
-                        self.redact(value[key], seen)
+                        self._visit(value[key], swap, restoring)
             elif self._reaches(element):
                 if fd.is_repeated:
                     for item in value:
-                        self.redact(item, seen)
+                        self._visit(item, swap, restoring)
                 elif has_field(msg, fd.name):
-                    self.redact(value, seen)
+                    self._visit(value, swap, restoring)
 
-    def _replace(self, msg: message.Message, fd: FieldDescriptor, seen: set[str] | None) -> None:
+    def _replace(self, msg: message.Message, fd: FieldDescriptor, swap: _Swap) -> None:
         value = getattr(msg, fd.name)
+        binary = fd.type == FieldDescriptor.TYPE_BYTES
         if fd.is_repeated:
             for i, item in enumerate(value):
-                value[i] = self._hashed(item, fd, seen)
+                value[i] = swap(item, binary)
         elif value:
-            setattr(msg, fd.name, self._hashed(value, fd, seen))
-
-    def _hashed(self, value: str | bytes, fd: FieldDescriptor, seen: set[str] | None = None) -> str | bytes:
-        """A value of `fd` replaced by its hash, of the field's type (an empty value stays empty)."""
-        if not value:
-            return value
-        if seen is not None:
-            _see(value, seen)
-        return self.hash(value).encode() if fd.type == FieldDescriptor.TYPE_BYTES else self.hash(value)
+            setattr(msg, fd.name, swap(value, binary))
 
     def scrub(self, text: str, values: Collection[str]) -> str:
         """`text` with each of `values` (of `MIN_SCRUBBED` characters or more) it holds as a whole word (not
@@ -150,11 +178,15 @@ class Redactor:
         pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, wanted)) + r")(?!\w)")
         return pattern.sub(lambda m: self.hash(m.group()), text)
 
-    def _redact_any(self, packed: Any, seen: set[str] | None = None) -> None:  # a google.protobuf.Any
+    def _visit_any(self, packed: Any, swap: _Swap, restoring: bool) -> None:  # a google.protobuf.Any
         """An Any's packed message redacted: unpacked when its type is known, redacted and packed again;
-        its bytes hashed whole when they cannot be read (an unknown type, or bytes that do not decode)."""
+        its bytes hashed whole when they cannot be read (an unknown type, or bytes that do not decode).
+        `restoring`: the same, the other way round."""
         raw: bytes = packed.value
         if not raw:
+            return
+        if restoring and (back := swap(raw, True, True)) != raw:  # bytes that were hashed whole
+            packed.value = back
             return
         type_name = packed.type_url.rpartition("/")[2]
         desc = self._registry.find_message(type_name)
@@ -167,10 +199,11 @@ class Redactor:
             except (message.DecodeError, RuntimeError, ValueError):
                 pass
             else:
-                self.redact(inner, seen)
+                self._visit(inner, swap, restoring)
                 packed.value = serialize(inner, deterministic=True)
                 return
-        packed.value = self.hash(raw).encode()
+        if not restoring:
+            packed.value = swap(raw, True, True)
 
     def _reaches(self, desc: Any) -> bool:  # a Descriptor (python or upb)
         """Whether messages of this type can hold a redacted field, at any depth (an Any may hold any
@@ -189,6 +222,35 @@ class Redactor:
             return None
         self.redact(msg)
         return serialize(msg)
+
+
+class Originals:
+    """The values one comparison's redaction replaced, each under the text that now stands for it (its hash,
+    or a free text with the values it quotes hashed): rules judge the values as they were sent, while what a
+    difference shows, and so what is logged and stored, holds the hashes.
+
+    Called with a value as the walk holds it, it gives the value as sent (a message: a copy, its values put
+    back); any other value as it is.
+    """
+
+    __slots__ = ("_redactor", "values")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self.values: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str or kind is bytes:
+            return self.values.get(value, value)
+        if isinstance(value, message.Message):
+            copy = type(value)()
+            copy.CopyFrom(value)
+            self._redactor.restore(copy, self.values)
+            return copy
+        if kind is list:
+            return [self(item) for item in value]
+        return value
 
 
 class FreeText:

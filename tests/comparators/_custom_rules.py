@@ -51,3 +51,16 @@ def slow(bank: Any, bk: Any) -> bool:
 
     time.sleep(0.3)
     return True
+
+
+def same_owner(bank: Any, bk: Any) -> bool:
+    """Two accounts (messages) of one owner, whatever the case of the name."""
+    return bool(bank.owner_name.casefold() == bk.owner_name.casefold())
+
+
+def same_quoted_name(bank: Any, bk: Any) -> bool:
+    """Two texts quoting one person's name, 'First Last', whatever else they say."""
+    import re
+
+    found = [re.search(r"'(\w+ \w+)'", text) if isinstance(text, str) else None for text in (bank, bk)]
+    return all(found) and found[0].group(1) == found[1].group(1)  # type: ignore[union-attr]

@@ -10,10 +10,22 @@ import pytest
 from google.protobuf import any_pb2, descriptor_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
-from comparators import DescriptorRegistry, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators import (
+    Comparison,
+    DescriptorRegistry,
+    DiffKind,
+    Exchange,
+    Outcome,
+    Verdict,
+    build_rules,
+    compare,
+)
 from comparators.ids import IdFields, IdKind
 from comparators.redact import PREFIX, FreeText, RedactError, Redactor
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from shim.units import parse_duration
+from tests.comparators._odd import GET, Amount, Odd
+from tests.comparators._odd import REGISTRY as ODD
 from tests.services.custody import REGISTRY as CUSTODY
 from tests.services.custody.messages import message_class
 
@@ -102,6 +114,94 @@ def test_a_comparison_sees_a_redacted_difference_without_its_values() -> None:
         _exchange(bank.SerializeToString(), bank.SerializeToString() + b""), REGISTRY, redactor=redactor()
     )
     assert same.verdict is Verdict.MATCH
+
+
+def _accounts(*owners: str) -> bytes:
+    """A listing of one account per owner, each with the id of its owner's (whatever the name's case)."""
+    ids = {"ada lovelace": "A1", "grace hopper": "A2"}
+    accounts = [pb.Account(account_id=ids.get(owner.casefold(), "A9"), owner_name=owner) for owner in owners]
+    return pb.ListAccountsResponse(accounts=accounts).SerializeToString()
+
+
+STRING_OWNER = {"path": OWNER, "rule": "string", "name": "name case"}
+SAME_OWNER = {
+    "path": "bank.v1.ListAccountsResponse.accounts",
+    "rule": "custom",
+    "callable": "tests.comparators._custom_rules:same_owner",
+}
+ACCOUNTS_IN_ANY_ORDER = {"path": "bank.v1.ListAccountsResponse.accounts", "rule": "multiset"}
+
+
+@pytest.mark.parametrize(
+    ("specs", "bank", "bk"),
+    [
+        pytest.param([STRING_OWNER], ("Ada Lovelace",), ("ADA LOVELACE",), id="string"),
+        pytest.param([SAME_OWNER], ("Ada Lovelace",), ("ADA LOVELACE",), id="custom-on-the-message"),
+        pytest.param(
+            [ACCOUNTS_IN_ANY_ORDER, STRING_OWNER],
+            ("Ada Lovelace", "Grace Hopper"),
+            ("GRACE HOPPER", "ADA LOVELACE"),
+            id="multiset-pairs-by-the-values",
+        ),
+    ],
+)
+def test_a_rule_on_a_redacted_field_judges_the_values_as_sent(
+    specs: list[dict[str, Any]], bank: tuple[str, ...], bk: tuple[str, ...]
+) -> None:
+    """Rules judge the values as they were sent; the differences, and so the log, the store and the
+    reports, show only hashes. Before, the rules saw the hashes: turning redaction on made a rule on a
+    redacted field tolerate nothing, and every call where it had a mismatch."""
+    hide = redactor()
+    rules = build_rules(specs, REGISTRY, parse_duration)
+    comparison = compare(_exchange(_accounts(*bank), _accounts(*bk)), REGISTRY, rules, redactor=hide)
+    assert comparison.verdict is Verdict.MATCH, comparison.differences
+    assert comparison.differences
+    assert all(d.rule for d in comparison.differences)
+    shown = repr(comparison.differences)
+    assert not any(name in shown for name in ("Lovelace", "LOVELACE", "Hopper", "HOPPER"))
+    assert hide.hash("Ada Lovelace") in shown
+    other = compare(
+        _exchange(_accounts(*bank), _accounts("Ada Byron", "Ada Byron")), REGISTRY, rules, redactor=hide
+    )
+    assert other.verdict is Verdict.MISMATCH
+    assert "Byron" not in repr(other.differences)
+
+
+def test_a_decimal_rule_on_a_redacted_amount_judges_the_amounts_as_sent() -> None:
+    """A redacted fee under `decimal`: "1.50" against "1.5" is tolerated, "1.5" against "2" is not; both
+    show hashes."""
+    hide = Redactor(("bank.v1.Trade.fee",), REGISTRY, b"k")
+    rules = build_rules([{"path": "bank.v1.Trade.fee", "rule": "decimal"}], REGISTRY, parse_duration)
+
+    def trade(fee: str) -> Outcome:
+        return Outcome(0, messages=(pb.Trade(trade_id="T1", fee=fee).SerializeToString(),))
+
+    def judged(bank: str, bk: str) -> Comparison:
+        return compare(
+            Exchange("/bank.v1.Ledger/PostTrade", (b"",), trade(bank), trade(bk)),
+            REGISTRY,
+            rules,
+            redactor=hide,
+        )
+
+    tolerated = judged("1.50", "1.5")
+    assert tolerated.verdict is Verdict.MATCH
+    assert [(d.bank, d.bk) for d in tolerated.differences] == [(hide.hash("1.50"), hide.hash("1.5"))]
+    assert judged("1.5", "2").verdict is Verdict.MISMATCH
+    # a money message whose amount is redacted: compared as "<currency> <amount>", as sent
+    odd = Redactor(("odd.v1.Amount.value",), ODD, b"k")
+    money = build_rules([{"path": "odd.v1.Odd.amount", "rule": "decimal"}], ODD, parse_duration)
+
+    def amount(value: str) -> Outcome:
+        return Outcome(
+            0, messages=(Odd(amount=Amount(value=value, currency_code="USD")).SerializeToString(),)
+        )
+
+    found = compare(Exchange(GET, (b"",), amount("1.50"), amount("1.5")), ODD, money, redactor=odd)
+    assert found.verdict is Verdict.MATCH
+    assert [(d.bank, d.bk) for d in found.differences] == [
+        (f"USD {odd.hash('1.50')}", f"USD {odd.hash('1.5')}")
+    ]
 
 
 def test_with_redaction_undecodable_answers_show_only_their_size() -> None:
@@ -418,6 +518,37 @@ def test_free_text_that_quotes_a_redacted_value_shows_its_hash() -> None:
     # without redaction the texts are shown as they are
     plain = compare(Exchange(OPEN_ACCOUNT, _open("Ada Lovelace"), bank, bk), REGISTRY)
     assert "Ada Lovelace" in repr(plain.differences)
+
+
+def test_rules_judge_free_text_as_sent_and_differences_show_it_hashed() -> None:
+    """A status details pattern, and a rule on the rich details' message, written against the words a
+    refusal uses: they judge the text as sent, where a quoted owner's name is a name (two words), not its
+    hash; the differences show the hash. Before, they judged the hashed text, and no longer matched."""
+    hide = Redactor((OWNER, OPEN_OWNER), REGISTRY, b"k")
+    name = hide.hash("Ada Lovelace")
+    specs = [
+        {"rule": "status", "details": r"(?:owner|holder) '(\w+ \w+)' already has an account"},
+        {
+            "path": STATUS_MESSAGE,
+            "rule": "custom",
+            "callable": "tests.comparators._custom_rules:same_quoted_name",
+        },
+    ]
+    rules = build_rules(specs, REGISTRY, parse_duration)
+    bank = _status_quoting("owner 'Ada Lovelace' already has an account", "'Ada Lovelace' exists")
+    bk = _status_quoting("holder 'Ada Lovelace' already has an account", "'Ada Lovelace' is taken")
+    comparison = compare(
+        Exchange(OPEN_ACCOUNT, _open("Ada Lovelace"), bank, bk), REGISTRY, rules, redactor=hide
+    )
+    assert comparison.verdict is Verdict.MATCH, comparison.differences
+    assert sorted((d.path, d.bank, d.bk) for d in comparison.differences) == [
+        (
+            "status.details",
+            f"owner '{name}' already has an account",
+            f"holder '{name}' already has an account",
+        ),
+        ("status.rich_details.message", f"'{name}' exists", f"'{name}' is taken"),
+    ]
 
 
 def test_only_whole_words_of_values_long_enough_are_hashed_in_free_text() -> None:

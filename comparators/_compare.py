@@ -12,7 +12,7 @@ from google.protobuf import message
 from comparators import _metadata
 from comparators._model import Code, Comparison, Difference, DiffKind, Exchange, Outcome, Verdict, status_name
 from comparators._stand_ins import StandIns, stand_in
-from comparators._walk import _MISSING, NO_CLOCK, Clock, Walker
+from comparators._walk import _ALIKE_TRIALS, _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
 from comparators.ids import IdFields, text_reads_as, translate_answer
 from comparators.message_api import parse
@@ -78,7 +78,8 @@ def _noise(
     found = _status_differences(exchange.method, first, again, registry, rules, redactor, free=free)
     found += _message_differences(exchange.method, first, again, info, registry, rules, redactor=redactor)
     found += _metadata.differences(exchange.method, first, again, rules, redactor is not None, free)
-    return tuple(d._replace(noise=True) for d in found if not d.rule)
+    # a pairing that is not known proves no noise either
+    return tuple(d._replace(noise=True) for d in found if not d.rule and d.kind is not DiffKind.UNPROVEN)
 
 
 def _judge(
@@ -165,9 +166,28 @@ def _judge(
         return Comparison(
             exchange, Verdict.ERROR, tuple(differences), reason=reason, decoded=info is not None
         )
+    unproven = [d for d in differences if d.kind is DiffKind.UNPROVEN and not d.rule]
+    if unproven and all(d.rule or d.kind is DiffKind.UNPROVEN for d in differences):
+        # which elements of a multiset pair is not known, and nothing else differs: neither a match nor a
+        # mismatch is proven (a real difference elsewhere still proves a mismatch)
+        return Comparison(
+            exchange, Verdict.ERROR, tuple(differences), reason=_unproven(unproven), decoded=info is not None
+        )
     if any(not d.rule for d in differences):
         return Comparison(exchange, Verdict.MISMATCH, tuple(differences), decoded=info is not None)
     return _match(exchange, bank, bk, tuple(differences), info is not None)
+
+
+def _unproven(found: list[Difference]) -> str:
+    """Why a comparison is unproven: the multisets whose left-over elements could not all be tried."""
+    lists = "; ".join(
+        f"{d.path}: {d.bank} of Bank's elements and {d.bk} of BK's left over once equal ones paired"
+        for d in found
+    )
+    return (
+        f"unproven: pairing the elements of a multiset under the rules needs more than {_ALIKE_TRIALS:,}"
+        f" trials, a comparison's most ({lists})"
+    )
 
 
 def _match(

@@ -187,6 +187,9 @@ class DiffKind(enum.StrEnum):
     UNKNOWN_FIELD = "unknown-field"  # fields the descriptors do not know
     UNMAPPED_ID = "unmapped-id"  # an id with no known counterpart on the other side
     ADAPTER_ERROR = "adapter-error"  # the adapter in front of BK raised or answered the wrong type
+    # a multiset whose left-over elements could not all be tried for pairs under the rules (too many): which
+    # pair is not known; `bank` and `bk` say how many of each side were left over
+    UNPROVEN = "unproven"
 
 
 def jsonable(value: Any) -> Any:

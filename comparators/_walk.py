@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -27,10 +27,11 @@ from google.protobuf import any_pb2, message, unknown_fields
 from google.protobuf.descriptor import Descriptor
 
 from comparators._diff import diff_values
+from comparators._matching import Unproven, maximum_matching
 from comparators._model import Difference, DiffKind
 from comparators._normalise import to_python, unknown_values
 from comparators.descriptors import DescriptorRegistry, money_shape
-from comparators.message_api import descriptor_of, parse, serialize
+from comparators.message_api import descriptor_of, has_field, parse, serialize
 from comparators.rules import (
     BkMayAdd,
     DecimalEquivalence,
@@ -43,6 +44,7 @@ from comparators.rules import (
     RuleSet,
     TextNormalisation,
     TimestampTolerance,
+    plain_decimal,
 )
 
 _TIME_TYPES = ("google.protobuf.Timestamp", "google.protobuf.Duration")
@@ -141,6 +143,8 @@ class Walker:
         self.out: list[Difference] = []
         self._value_rules = rules.value_rules(method)
         self._original = original
+        self._trials = [_ALIKE_TRIALS]  # likeness trials left to pair multisets (shared with trial walks)
+        self._trial: Walker | None = None
 
     def _set_clock(self, moved: float) -> None:
         """How far BK's clock is taken to be ahead of Bank's, from and to (a replay: how much later it ran;
@@ -417,7 +421,19 @@ class Walker:
         if isinstance(rule, Keyed) and element is not None:
             pairs = _keyed_pairs(rule, bank, bk)
         elif isinstance(rule, Multiset):
-            pairs = _multiset_pairs(bank, bk, lambda a, b: self._alike(target, element, value_rule, a, b))
+            try:
+                pairs = _multiset_pairs(
+                    bank,
+                    bk,
+                    lambda a, b: self._alike(target, element, value_rule, a, b),
+                    lambda item: self._fingerprint(element, value_rule, item),
+                    self._trials,
+                )
+            except Unproven as unproven:  # which elements pair is not known: no difference is made up
+                self.out.append(
+                    Difference(path or "<messages>", DiffKind.UNPROVEN, unproven.bank, unproven.bk)
+                )
+                return
         else:
             pairs = [
                 (f"[{i}]", bank[i] if i < len(bank) else _MISSING, bk[i] if i < len(bk) else _MISSING)
@@ -462,9 +478,103 @@ class Walker:
         not kept)."""
         if element is None:
             return _same(bank, bk) or (rule is not None and bool(self._judged(rule, bank, bk)))
-        trial = Walker(self.registry, self.rules, self.method, self._clock, self._original)
+        trial = self._trial
+        if trial is None:  # one for every trial: made once (its clock never moves: no stream inside)
+            trial = self._trial = Walker(self.registry, self.rules, self.method, self._clock, self._original)
+            trial._trials = self._trials  # one budget for the comparison, lists inside elements included
+        trial.out = []
         trial._message_value(target, "", bank, bk, element, rule)
+        if any(d.kind is DiffKind.UNPROVEN for d in trial.out):
+            raise Unproven  # a list inside could not be paired: nor can this one
         return all(d.rule for d in trial.out)
+
+    # -- fingerprints of list elements ------------------------------------------------------
+
+    def _fingerprint(self, element: Descriptor | None, rule: Any, item: Any) -> Any:
+        """A form of a list element that every element alike to it under the rules shares (the reverse need
+        not hold): a multiset tries to pair only elements of one fingerprint. A value a rule judges is in
+        it as the rule reads it (a `decimal` as its number, a `string` folded), or not at all where a rule
+        may tolerate any difference (`number`, `timestamp`, `ignore`, `bk-may-add`, `custom`...); so is
+        what could differ unreported (unknown fields, extensions). The rest is as the walk compares it.
+        `rule`: the list's own."""
+        if element is None:
+            return self._print_leaf(rule, item)
+        return self._print_value(element, rule, item)
+
+    def _print_leaf(self, rule: Any, value: Any) -> Any:
+        """A scalar's fingerprint under `rule`: itself, or its form under a `decimal` or `string` rule."""
+        if rule is None:
+            return _NAN if value != value else value
+        if self._original is not None:
+            value = self._original(value)  # the rules judge the values as sent
+        if type(value) is str and isinstance(rule, DecimalEquivalence):
+            currency, _, amount = value.rpartition(" ")
+            number = plain_decimal(amount)
+            return ("decimal", currency, number) if number is not None else value
+        if type(value) is str and isinstance(rule, TextNormalisation):
+            return rule._norm(value)
+        return _ANYTHING
+
+    def _print_value(self, element: Descriptor, rule: Any, msg: message.Message) -> Any:
+        """A message's fingerprint as `_message_value` compares it, under `rule`."""
+        if isinstance(rule, DecimalEquivalence) and money_shape(element) is not None:
+            return self._print_leaf(rule, money(msg if self._original is None else self._original(msg)))
+        name = element.full_name
+        if isinstance(rule, Ignore) or name in _TIME_TYPES or name in _WRAPPERS:
+            if rule is not None:
+                return _ANYTHING
+            leaf = _leaf_of(msg)
+            return (leaf.nanos, leaf.duration) if type(leaf) is Instant else self._print_leaf(None, leaf)
+        if name == _ANY:
+            return self._print_any(msg)  # type: ignore[arg-type]
+        if rule is not None and not isinstance(rule, _BUILT_IN_LEAF):
+            return _ANYTHING  # a custom rule may tolerate the whole message
+        return self._print_fields(msg)
+
+    def _print_any(self, packed: any_pb2.Any) -> Any:
+        """An Any's fingerprint: its type and its message, unpacked when the walk would."""
+        type_name = packed.type_url.rpartition("/")[2]
+        if self.registry.find_message(type_name) is None:
+            return (packed.type_url, packed.value)
+        inner = self.registry.message_class(type_name)()
+        try:
+            parse(inner, packed.value)
+        except message.DecodeError:
+            return (packed.type_url, packed.value)
+        desc = descriptor_of(inner)
+        rule = self._value_rules[type_name] if type_name in _TIME_TYPES or type_name in _WRAPPERS else None
+        return (packed.type_url, self._print_value(desc, rule, inner))
+
+    def _print_fields(self, msg: message.Message) -> Any:
+        """A message's fingerprint field by field, each under its rule; a field `ignore` or `bk-may-add`
+        judges left out."""
+        out: list[tuple[int, Any]] = []
+        for fd in descriptor_of(msg).fields:
+            target = (_FIELD_INFO.get(fd) or _field_info(fd))[1]
+            rule = self._value_rules[target]
+            if isinstance(rule, Ignore) or self.rules.may_add(self.method, target) is not None:
+                continue
+            value = getattr(msg, fd.name)
+            if _is_map(fd):
+                value_fd = fd.message_type.fields_by_name["value"]
+                out.append(
+                    (fd.number, frozenset((k, self._print_one(value_fd, rule, v)) for k, v in value.items()))
+                )
+            elif fd.is_repeated:
+                prints = [self._print_one(fd, rule, item) for item in value]
+                if isinstance(self.rules.list_rule(self.method, target), Multiset | Keyed):
+                    out.append((fd.number, frozenset(Counter(prints).items())))
+                else:
+                    out.append((fd.number, tuple(prints)))
+            elif not fd.has_presence or has_field(msg, fd.name):
+                out.append((fd.number, self._print_one(fd, rule, value)))
+        return tuple(out)
+
+    def _print_one(self, fd: Any, rule: Any, value: Any) -> Any:
+        """One value of a field under its rule (an element, for a list; a value, for a map)."""
+        if fd.message_type is None:
+            return self._print_leaf(rule, value)
+        return self._print_value(fd.message_type, rule, value)
 
     # -- unknown fields ---------------------------------------------------------------------
 
@@ -735,14 +845,27 @@ def _canonical(item: Any) -> Any:
     return item
 
 
-_ALIKE_TRIALS = 10_000  # pairs of left-over elements tried for likeness under the rules, at most
+# trials of likeness under the rules a comparison may make, pairing the left-over elements of its multisets
+# (those of lists inside elements included); beyond, the pairing is unproven
+_ALIKE_TRIALS = 50_000
+_NAN = ("nan",)  # a NaN in a fingerprint: equal to itself, as a NaN on both sides is the same answer
+_ANYTHING = ("any",)  # the fingerprint of a value a rule may tolerate any difference of
 
 
 def _multiset_pairs(
-    bank: Sequence[Any], bk: Sequence[Any], alike: Callable[[Any, Any], bool]
+    bank: Sequence[Any],
+    bk: Sequence[Any],
+    alike: Callable[[Any, Any], bool],
+    fingerprint: Callable[[Any], Any] | None = None,
+    trials: list[int] | None = None,
 ) -> list[tuple[str, Any, Any]]:
-    """Equal elements pair up whatever their order; then those `alike` (equal under the rules: "1.0" and
-    "1" under `decimal`), each with the first such left; the rest pair in order of appearance."""
+    """Equal elements pair up whatever their order; then as many of the rest as can pair with elements
+    `alike` (equal under the rules: "1.0" and "1" under `decimal`), a maximum matching (comparators._matching)
+    tried between elements of one `fingerprint` only (one alike element shares: see Walker._fingerprint);
+    the rest pair by fingerprint, then in order of appearance.
+
+    `trials` ([n], decreased) is how many times `alike` may still be asked; Unproven (with how many elements
+    of each side were left over) when pairing needs more: no pairing is made up."""
     pool: dict[Any, list[int]] = defaultdict(list)
     for index, item in enumerate(bk):
         pool[_canonical(item)].append(index)
@@ -755,26 +878,80 @@ def _multiset_pairs(
         else:
             unmatched_left.append(index)
     unmatched_right = [i for i in range(len(bk)) if i not in used]
-    pairs: list[tuple[str, Any, Any]] = []
-    if unmatched_left and unmatched_right and len(unmatched_left) * len(unmatched_right) <= _ALIKE_TRIALS:
-        rest = []
-        for index in unmatched_left:
-            found = next((r for r in unmatched_right if alike(bank[index], bk[r])), None)
-            if found is None:
-                rest.append(index)
-            else:
-                unmatched_right.remove(found)
-                pairs.append((f"[{index}]", bank[index], bk[found]))
-        unmatched_left = rest
-    for n in range(max(len(unmatched_left), len(unmatched_right))):
-        left = unmatched_left[n] if n < len(unmatched_left) else None
-        right = unmatched_right[n] if n < len(unmatched_right) else None
-        label = f"[{left if left is not None else right}]"
-        pairs.append(
-            (
-                label,
-                bank[left] if left is not None else _MISSING,
-                bk[right] if right is not None else _MISSING,
-            )
+    found: list[tuple[int | None, int | None]] = []  # (Bank's element, BK's), by their indexes
+    buckets: list[tuple[list[int], list[int]]] = [(unmatched_left, unmatched_right)]
+    if unmatched_left and unmatched_right:
+        buckets = _buckets(bank, bk, unmatched_left, unmatched_right, fingerprint)
+        budget = trials if trials is not None else [_ALIKE_TRIALS]
+        paired: dict[int, int] = {}
+        try:
+            for lefts, rights in buckets:  # one of each side: they pair below, alike or not, untried
+                if lefts and rights and len(lefts) + len(rights) > 2:
+                    lefts, rights = _by_value(bank, lefts), _by_value(bk, rights)
+                    paired.update(maximum_matching(lefts, rights, lambda a, b: alike(bank[a], bk[b]), budget))
+        except Unproven:
+            raise Unproven(len(unmatched_left), len(unmatched_right)) from None
+        found += paired.items()
+        taken = set(paired.values())
+        buckets = [
+            ([i for i in ls if i not in paired], [j for j in rs if j not in taken]) for ls, rs in buckets
+        ]
+    # the rest: within a fingerprint first (the same element, its differences real), then in order
+    lefts_over: list[int] = []
+    rights_over: list[int] = []
+    for lefts, rights in buckets:
+        found += zip(lefts, rights, strict=False)
+        lefts_over += lefts[len(rights) :]
+        rights_over += rights[len(lefts) :]
+    lefts_over.sort()
+    rights_over.sort()
+    for n in range(max(len(lefts_over), len(rights_over))):
+        found.append(
+            (lefts_over[n] if n < len(lefts_over) else None, rights_over[n] if n < len(rights_over) else None)
         )
-    return pairs
+    found.sort(key=lambda pair: pair[0] if pair[0] is not None else len(bank) + (pair[1] or 0))
+    return [
+        (
+            f"[{left if left is not None else right}]",
+            bank[left] if left is not None else _MISSING,
+            bk[right] if right is not None else _MISSING,
+        )
+        for left, right in found
+    ]
+
+
+def _by_value(items: Sequence[Any], indexes: list[int]) -> list[int]:
+    """Numbers (or times) in order of their values, for a tolerance to find each one's like first; any other
+    elements as they came."""
+    keys = []
+    for index in indexes:
+        item = items[index]
+        if isinstance(item, message.Message) and descriptor_of(item).full_name in _TIME_TYPES:
+            item = _instant(item).nanos
+        if type(item) not in (int, float) or item != item:
+            return indexes
+        keys.append(item)
+    return [index for _, index in sorted(zip(keys, indexes, strict=True))]
+
+
+def _buckets(
+    bank: Sequence[Any],
+    bk: Sequence[Any],
+    lefts: list[int],
+    rights: list[int],
+    fingerprint: Callable[[Any], Any] | None,
+) -> list[tuple[list[int], list[int]]]:
+    """The left-over elements of each side by fingerprint, in order of appearance; all in one when there is
+    no fingerprint, or one cannot be made (a value that has none is alike to whatever: the buckets would
+    part elements that may be alike)."""
+    if fingerprint is None:
+        return [(lefts, rights)]
+    by_print: dict[Any, tuple[list[int], list[int]]] = {}
+    try:
+        for index in lefts:
+            by_print.setdefault(fingerprint(bank[index]), ([], []))[0].append(index)
+        for index in rights:
+            by_print.setdefault(fingerprint(bk[index]), ([], []))[1].append(index)
+    except Exception:  # an odd value (unhashable, a rule's failure): one bucket, every pair tried
+        return [(lefts, rights)]
+    return list(by_print.values())

@@ -47,7 +47,7 @@ from google.protobuf import message
 from google.protobuf.descriptor import FieldDescriptor
 
 from comparators.descriptors import DescriptorRegistry, reaches
-from comparators.message_api import descriptor_of, has_field, parse, serialize
+from comparators.message_api import copy_from, descriptor_of, has_field, parse, serialize
 
 PREFIX = "redacted:"
 _ANY = "google.protobuf.Any"
@@ -245,7 +245,7 @@ class Originals:
             return self.values.get(value, value)
         if isinstance(value, message.Message):
             copy = type(value)()
-            copy.CopyFrom(value)
+            copy_from(copy, value)
             self._redactor.restore(copy, self.values)
             return copy
         if kind is list:

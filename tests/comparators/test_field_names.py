@@ -351,6 +351,29 @@ def test_a_keyed_rule_pairs_elements_by_a_field_of_any_name(data: st.DataObject)
 
 @PROPERTIES
 @given(st.data())
+def test_a_multiset_pairs_elements_alike_under_a_rule_on_a_field_of_any_name(data: st.DataObject) -> None:
+    """A multiset of elements whose fields have any names, each element's number one more on BK's side
+    under a `number` rule on it, in another order: each pairs with its own (told apart by the other
+    field, read by name)."""
+    schema = data.draw(schemas())
+    values = data.draw(answers(schema))
+    leaves = schema.names_of("leaves")[0]
+    key, number = schema.leaf
+    element = st.fixed_dictionaries({key: st.text(max_size=3), number: st.integers(-(2**40), 2**40)})
+    items = data.draw(st.lists(element, min_size=2, max_size=4, unique_by=lambda item: item[key]))
+    moved = [{key: item[key], number: item[number] + 1} for item in items[::-1]]
+    bank, bk = wire(schema, {**values, leaves: items}), wire(schema, {**values, leaves: moved})
+    specs = [
+        {"rule": "multiset", "path": f"{MSG}.{leaves}"},
+        {"rule": "number", "path": f"{LEAF}.{number}", "absolute": 1},
+    ]
+    comparison = judge(schema, bank, bk, build_rules(specs, schema.registry, parse_duration))
+    assert comparison.verdict is Verdict.MATCH, comparison.differences
+    assert len(comparison.differences) == len(items)
+
+
+@PROPERTIES
+@given(st.data())
 def test_ids_at_fields_of_any_name_are_found_and_rewritten(data: st.DataObject) -> None:
     """IdFields finds every id at a field of any name, at any depth, and rewrites each in place."""
     schema = data.draw(schemas())

@@ -44,7 +44,8 @@ def compare(
     `redactor`, the values of sensitive fields are replaced by keyed hashes in
     both answers before anything is compared, after BK's ids were read through
     the pairs, so a mapped id in a redacted field gives equal hashes (see
-    comparators.redact).
+    comparators.redact); the rules still judge the values as sent
+    (comparators.redact.Originals), and the differences show the hashes.
     """
     try:
         comparison = _judge(exchange, registry, rules, ids, redactor)

@@ -32,7 +32,7 @@ from tests.helpers import run_shim
 ROOT = Path(__file__).resolve().parents[2]
 BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
 SERVE = [sys.executable, "-m", "shim", "serve"]
-TIMEOUT = 20.0  # seconds any one step of a shim process may take before the test fails
+TIMEOUT = 60.0  # seconds one step of a shim process may take before the test fails (a loaded start)
 CALL_TIMEOUT = 5.0
 
 

@@ -40,6 +40,10 @@ class Db:
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         raise NotImplementedError
 
+    def change(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run a statement that writes; how many rows it changed (none fetched)."""
+        raise NotImplementedError
+
     def begin(self, write: bool) -> None:
         """Start a transaction; `write` when it will write (SQLite then takes the write lock at once)."""
         raise NotImplementedError
@@ -118,6 +122,9 @@ class Sqlite(Db):
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self._conn.executemany(sql, rows)
 
+    def change(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
     def has_table(self, name: str) -> bool:
         return bool(self.run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
@@ -193,6 +200,11 @@ class Postgres(Db):
     def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(self._sql(sql), rows)
+
+    def change(self, sql: str, params: Sequence[object] = ()) -> int:
+        with self._conn.cursor() as cursor:
+            cursor.execute(self._sql(sql), params)
+            return cursor.rowcount
 
     def begin(self, write: bool) -> None:
         pass  # with autocommit off, psycopg opens the transaction at the first statement

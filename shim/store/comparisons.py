@@ -2,7 +2,9 @@
 
 Written in batches with whatever is queued beside them, never waited for; each counts in the store's
 backlog until its batch commits, and by method as lost when the batch fails for good. Retention
-(`delete_before`) removes old comparisons, their paths, and the counts of the same age.
+(`delete_before`) removes old comparisons, their paths, and the counts of the same age, RETENTION_BATCH
+rows at a time, each batch in a transaction of its own: what is queued meanwhile (a mirrored write's
+intent, a read at start) waits for one batch at most, never for the whole retention.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 
 from shim.store._jobs import Write
 from shim.store.backends import Db
-from shim.store.engine import Engine
+from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import ComparisonRecord
 
 COLUMNS = (
@@ -23,6 +25,7 @@ INSERT_PATH = (
     "INSERT INTO comparison_paths (comparison_id, at, method, source, path, kind, rule, bank, other)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+RETENTION_BATCH = 5000  # comparisons (or counts) deleted in one transaction
 
 
 def comparison_rows(
@@ -60,15 +63,35 @@ class StoredComparisons:
         methods = [r.method for r in records]
         self._engine.put(Write(INSERT, rows, more, methods, frozenset(r.replica for r in records)))
 
-    async def delete_before(self, at: float) -> int:
-        """Remove the comparisons (and counts) older than `at`; returns how many comparisons went."""
+    async def delete_before(self, at: float, batch: int = RETENTION_BATCH) -> int:
+        """Remove the comparisons (and counts) older than `at`, the oldest first, `batch` at a time, each
+        batch committed on its own; returns how many comparisons went."""
 
-        def delete(db: Db) -> int:
-            db.run("DELETE FROM comparison_paths WHERE at < ?", (at,))
-            db.run("DELETE FROM counts WHERE at < ?", (at,))
-            return len(db.run("DELETE FROM comparisons WHERE at < ? RETURNING id", (at,)))
+        def comparisons(db: Db) -> tuple[int, int]:
+            found = db.run("SELECT id FROM comparisons WHERE at < ? ORDER BY at LIMIT ?", (at, batch))
+            gone = 0
+            for chunk in chunks([str(row[0]) for row in found]):
+                marks = placeholders(len(chunk))
+                db.change(f"DELETE FROM comparison_paths WHERE comparison_id IN ({marks})", chunk)
+                gone += db.change(f"DELETE FROM comparisons WHERE id IN ({marks})", chunk)
+            return len(found), gone
 
-        return await self._engine.transaction(delete, write=True)
+        def counts(db: Db) -> int:
+            return db.change(
+                "DELETE FROM counts WHERE at < ? AND at <= (SELECT max(at) FROM"
+                " (SELECT at FROM counts WHERE at < ? ORDER BY at LIMIT ?) oldest)",
+                (at, at, batch),
+            )
+
+        total = 0
+        while True:  # each batch a call of its own: the work queued meanwhile goes first
+            found, gone = await self._engine.transaction(comparisons, write=True)
+            total += gone
+            if found < batch:
+                break
+        while await self._engine.transaction(counts, write=True) >= batch:
+            pass
+        return total
 
     async def held(self) -> bool:
         """Whether the store holds any comparison at all."""

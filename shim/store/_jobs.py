@@ -74,9 +74,19 @@ _PASSING = (
 )
 
 
+# PostgreSQL's SQLSTATEs of a server that takes writes again later, whatever psycopg's class: read-only
+# (a standby during a failover, a managed server at a full disk: 25006, an InternalError), and the classes
+# of connection exceptions, insufficient resources and operator intervention (shut down, starting up)
+_PASSING_PG = ("25006",)
+_PASSING_PG_CLASSES = ("08", "53", "57")
+
+
 def passing(error: BaseException) -> bool:
     """Whether a failed write may succeed later: the database locked, unreachable, gone, full (its disk)
-    or read-only (its file system) for a while."""
+    or read-only (its file system, or a PostgreSQL server) for a while."""
     if isinstance(error, StoreError | psycopg.OperationalError):
         return True
+    if isinstance(error, psycopg.Error):
+        state = error.sqlstate or ""
+        return state in _PASSING_PG or state[:2] in _PASSING_PG_CLASSES
     return isinstance(error, sqlite3.OperationalError) and str(error).lower().startswith(_PASSING)

@@ -382,3 +382,32 @@ async def test_sigterm_with_postgres_blackholed_and_tickets_done_unwritten_stops
         "tickets done not written: the store did not answer in time; they are released"
         " with this replica's heartbeat",
     )
+
+
+async def test_a_postgresql_store_gone_read_only_keeps_the_writes_for_another_try() -> None:
+    """A PostgreSQL that takes no writes for a while (a standby the store's name points at in a failover, a
+    managed server gone read-only at a full disk) refuses them with SQLSTATE 25006, an InternalError. The
+    batch is kept and tried again until it takes them; before, each write of it was refused once more, one
+    at a time, and lost for good: marks, intents, id pairs and comparisons. The read-only server is this
+    session's own (`SET SESSION CHARACTERISTICS`, on the store's connection), the database untouched."""
+    from shim.store import OutOfStep
+
+    with postgres_schema_url() as url:
+        store = Store.open(url)
+        await store.start()
+        try:
+            await store.transaction(
+                lambda db: db.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"), write=True
+            )
+            store.marks.put([OutOfStep("A7", time.time(), "/bank.v1.Ledger/Deposit", "BK timed out", "r:1")])
+            await store.flush()
+            refused = store.write_errors
+            await store.transaction(
+                lambda db: db.run("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"), write=True
+            )
+            await store.flush()  # the kept batch goes first, with the next jobs
+            marks = [m.key for m in await store.marks.out_of_step()]
+            errors = store.write_errors
+        finally:
+            await store.close()
+    assert (refused, marks, errors) == (0, ["A7"], 0)

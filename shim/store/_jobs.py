@@ -24,7 +24,8 @@ class Write:
     them (the backlog; counted by method when the write is lost); `replicas`, the replicas whose rows they
     are (a SQLite file made again carries their counts); `keys`, the keys out of step they mark (named in
     the log when close gives up on them). `lost`, when given, is called (on the store's thread) if the
-    write fails for good, so that what it held can be written again later."""
+    write fails for good, so that what it held can be written again later; `committed`, once its batch
+    commits."""
 
     sql: str
     rows: Rows
@@ -33,6 +34,7 @@ class Write:
     replicas: frozenset[str] = frozenset()
     keys: Sequence[str] = ()
     lost: Callable[[], None] | None = None
+    committed: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)

@@ -202,6 +202,21 @@ class Engine:
         self.enqueue(sql, rows)
         await self.flush()
 
+    async def write_committed(self, sql: str, rows: Rows) -> None:
+        """As `write`, but StoreError unless these rows were committed before this returns: a batch kept
+        for another try (the database locked past its busy timeout, unreachable, full or read-only) is
+        not committed yet. The rows stay queued then, and may be committed later."""
+        if not rows:
+            return
+        committed: list[bool] = []  # set on the worker's thread before the flush is answered
+        self.put(Write(sql, rows, committed=lambda: committed.append(True)))
+        await self.flush()
+        if not committed:
+            raise StoreError(
+                f"cannot update store {self.url}: not committed (locked, unreachable, full or read-only);"
+                " kept for another try"
+            )
+
     async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """One statement that writes (DELETE ... RETURNING, say), committed; its rows."""
         return await self.transaction(lambda db: db.run(sql, params), write=True)

@@ -22,9 +22,11 @@ class StoredIntents:
         self._engine = engine
 
     async def put(self, intent: Intent) -> None:
-        """Write the intent down, committed before this returns (StoreError when it cannot be)."""
+        """Write the intent down, committed before this returns (StoreError when it is not: the store
+        locked, unreachable, full or read-only keeps it for another try, but the caller cannot count on
+        it)."""
         row = (intent.id, intent.at, intent.replica, intent.method, json.dumps(list(intent.keys)))
-        await self._engine.write(_INSERT, [row])
+        await self._engine.write_committed(_INSERT, [row])
 
     def delete(self, intent_id: str) -> None:
         """Forget an intent (committed with the next batch)."""

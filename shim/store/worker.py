@@ -169,6 +169,8 @@ class Worker:
                 log.info("store available again", store=self.url)
             for write in writes:
                 self._replicas.update(write.replicas)
+                if write.committed is not None:
+                    write.committed()
         finally:
             self._writing = []
         done = sum(len(write.methods) for write in writes)

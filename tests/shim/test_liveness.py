@@ -139,6 +139,34 @@ async def test_a_claimed_intent_finishing_on_its_slow_replica_fails_nothing(stor
     assert [intent.id for intent in await store.intents.all()] == ["w2"]
 
 
+async def test_an_intent_the_store_did_not_commit_is_counted_not_recorded(tmp_path: Path) -> None:
+    """Another process (a worker of `--workers N` in a long transaction) holds the SQLite file's write lock
+    past busy_timeout: the intent's batch is kept for another try, and `record` returns only once the
+    intent is committed, or with it counted `intents_not_recorded` (and logged). Before, it returned as if
+    committed: the write was mirrored with no intent in the file, and no count."""
+    import sqlite3
+
+    path = tmp_path / "shim.db"
+    store = Store.open(str(path))
+    await store.start()
+    counters = Counters()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        await Intents(store, "me:1:abc", counters).record("intent-1", "/bank.v1.Ledger/Deposit", ("A1",))
+        reader = sqlite3.connect(path, isolation_level=None)
+        stored = reader.execute("SELECT id FROM intents").fetchall()
+        reader.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    not_recorded = counters.get("intents_not_recorded", "/bank.v1.Ledger/Deposit")
+    await store.flush()  # kept, it is committed once the lock goes
+    later = [intent.id for intent in await store.intents.all()]
+    await store.close()
+    assert (stored, not_recorded, later) == ([], 1, ["intent-1"])
+
+
 async def test_a_views_heartbeat_is_the_replicas_liveness(store: Store) -> None:
     """A view published long ago whose replica beats is heard from now; one whose replica has no
     heartbeat keeps the time it was published with."""

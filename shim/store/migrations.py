@@ -190,9 +190,10 @@ STATE_TABLES = (
 
 
 def migrate(db: Db, url: str, create: bool = True) -> None:
-    """Bring the schema to len(MIGRATIONS), inside the caller's transaction. With `create` false, only
-    that of a shim store: a database with no shim_schema table (another application's, an empty one) is
-    refused, and nothing is made in it."""
+    """Bring the schema to len(MIGRATIONS), inside the caller's transaction. With `create` false (the
+    commands that work on a store a shim made), nothing is made or migrated: a database with no
+    shim_schema table (another application's, an empty one) is refused, and so is a shim store of an
+    older schema, which the replicas of its release still use."""
     db.lock_schema()
     if not create and not db.has_table("shim_schema"):
         raise StoreError(
@@ -208,6 +209,11 @@ def migrate(db: Db, url: str, create: bool = True) -> None:
         known = len(MIGRATIONS)
         raise StoreError(
             f"store {url} has schema version {version}; this shim knows up to {known}: upgrade the shim"
+        )
+    if not create and version < len(MIGRATIONS):
+        raise StoreError(
+            f"store {url} has schema version {version}; this shim reads {len(MIGRATIONS)}: upgrade it by"
+            " starting the new release's `shim serve` (see docs/fleet.md, Upgrading the shim)"
         )
     for statements in MIGRATIONS[version:]:
         for statement in statements:

@@ -455,11 +455,12 @@ async def test_a_store_opened_to_read_refuses_a_missing_empty_or_other_file_and_
     assert _names(tmp_path) == ([] if content is None else ["shim.db"])
 
 
-async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_an_older_one(
+async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_refuses_an_older_one(
     durable: Target, open_store: Opener
 ) -> None:
-    """A shim store is read whatever it holds, while a shim has it open, and one of an older schema is
-    brought up to date as a shim would (it is a shim store)."""
+    """A shim store is read whatever it holds, while a shim has it open. One of an older schema, which the
+    replicas of its release still use, is refused and left as it is: migrated, it would make them refuse
+    it when they start again. Before, it was brought up to date as a shim starting does."""
     writer = await open_store(durable.url)
     writer.pairs.put([_pair(1)])
     await writer.flush()
@@ -471,10 +472,14 @@ async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_an_older_one
         await reader.close()
     await writer.close()
     durable.sql("ALTER TABLE out_of_step DROP COLUMN side")
-    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'side')}")
+    version = _migration_adding("out_of_step", "side")
+    durable.sql(f"UPDATE shim_schema SET version = {version}")
     older = Store.open(durable.url, create=False)
-    await older.start()
-    await older.close()
+    with pytest.raises(StoreError, match=rf"has schema version {version}; this shim reads .*`shim serve`"):
+        await older.start()
+    assert durable.sql("SELECT version FROM shim_schema") == [(version,)]
+    again = await open_store(durable.url)  # a shim of this release, starting, migrates it
+    await again.close()
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
 
 

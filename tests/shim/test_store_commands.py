@@ -95,6 +95,35 @@ def test_a_store_the_shim_made_is_read_as_before(tmp_path: Path, capsys: pytest.
     assert "No comparison is stored" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_store_of_an_older_release_in_service_is_refused_not_migrated(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer release's `shim report` (or gate, ids, ...) run against the fleet's store. Before, it moved the
+    schema forward, and each replica of the release in service that started again refused the store."""
+    from shim.store import migrations
+
+    path = tmp_path / "shim.db"
+    every = list(migrations.MIGRATIONS)
+
+    async def make() -> None:  # by the release in service: one migration less
+        store = Store.open(str(path))
+        await store.start()
+        await store.close()
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", every[:-1])
+    asyncio.run(make())
+    monkeypatch.setattr(migrations, "MIGRATIONS", every)
+    assert main([*COMMANDS[command], "--store", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"shim: error: store {path} has schema version {len(every) - 1}; this shim"
+        f" reads {len(every)}: upgrade it by starting the new release's `shim serve` (see docs/fleet.md,"
+        " Upgrading the shim)\n"
+    )
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM shim_schema").fetchall() == [(len(every) - 1,)]
+
+
 @pytest.mark.parametrize("command", ["report", "gate"])
 def test_a_postgresql_database_that_holds_no_shim_store_is_refused_and_nothing_made_there(
     command: str, capsys: pytest.CaptureFixture[str]

@@ -84,6 +84,7 @@ async def run(args: argparse.Namespace) -> int:
             relative=noise.relative,
             absolute=noise.absolute,
             min_sampled=noise.min_sampled,
+            latencies=False,  # the gate judges counts
         )
     finally:
         await store.close()

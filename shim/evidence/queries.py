@@ -429,9 +429,12 @@ async def build_report(
     calls: bool = False,
     limit: int = 1000,
     registry: DescriptorRegistry | None = None,
+    latencies: bool = True,
 ) -> Report:
     """Count the comparisons stored with `since <= at <= until` (of `methods`, when given). With the
-    descriptors, each path's example shows its call's first request, where the store kept it."""
+    descriptors, each path's example shows its call's first request, where the store kept it. Without
+    `latencies` (a gate's report: its criteria are counts), no latency is read, one row per comparison,
+    and the report's latencies are empty."""
 
     def read(run: Run) -> tuple[_Count, tuple[CallRecord, ...] | None]:
         count = _Count(run, since, until, methods, registry)
@@ -439,7 +442,8 @@ async def build_report(
         count.comparisons()
         count.dropped()
         if count.tallies:
-            count.latencies()
+            if latencies:
+                count.latencies()
             count.tolerated()
             count.paths(relative=relative, absolute=absolute, min_sampled=min_sampled)
             count.noise_mismatches()

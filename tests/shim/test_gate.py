@@ -6,6 +6,7 @@ the command is run as a real process against a store file filled the same way.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -602,3 +603,51 @@ def test_a_required_method_adds_to_the_criteria_and_never_hides_the_other_method
     assert both.returncode == 1
     judged = {tuple(line.split()[1:3]) for line in both.stdout.splitlines() if line[:4] in ("PASS", "FAIL")}
     assert {(GET_NAME, "real"), (REFUND_NAME, "compared"), ("pay.v1.X/Y", "covered")} <= judged
+
+
+async def test_the_gate_reads_counts_not_a_row_per_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The promotion's gate runs inside the serving shim (`shim mode set bk-primary`), and `shim gate` beside
+    it: both judge counts. Before, each read every latency of the window, a row per comparison: 740 MB for
+    3,000,000 comparisons, in the process that serves the clients. `shim report` still shows latencies."""
+    import types
+
+    from shim._noise import NoiseSettings
+    from shim._promotion import gate_failures
+    from shim.cli import main
+    from shim.gate import GateSettings
+    from shim.store import backends
+    from tests.shim.test_store_retention import _fill_old
+
+    path = tmp_path / "shim.db"
+    rows = 50_000
+    await _fill_old(path, rows, time.time() - 3600)  # the last hour's comparisons
+    fetched = [0]
+    real_run = backends.Sqlite.run
+
+    def counting(self: backends.Sqlite, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        found = real_run(self, sql, params)
+        fetched[0] += len(found)
+        return found
+
+    monkeypatch.setattr(backends.Sqlite, "run", counting)
+    config = types.SimpleNamespace(
+        store=types.SimpleNamespace(url=str(path)), gate=GateSettings(), noise=NoiseSettings()
+    )
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        failed = await gate_failures(store, config, [])  # type: ignore[arg-type]
+    finally:
+        await store.close()
+    assert failed == []
+    assert fetched[0] < 1000, f"the promotion's gate fetched {fetched[0]:,} rows for {rows:,} comparisons"
+    fetched[0] = 0
+    assert await asyncio.to_thread(main, ["gate", "--store", str(path)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert fetched[0] < 1000, f"`shim gate` fetched {fetched[0]:,} rows for {rows:,} comparisons"
+    fetched[0] = 0
+    assert await asyncio.to_thread(main, ["report", "--store", str(path)]) == 0
+    assert fetched[0] >= rows  # the report's latencies
+    assert "p99" in capsys.readouterr().out

@@ -10,7 +10,8 @@ all of its queries in one read snapshot (`Store.snapshot`: each counts the same 
 `shim.report` renders it and `shim.gate` judges it.
 
 The counting is done by the database (GROUP BY, portable SQL): only the
-latencies are fetched, for the percentiles, and only the listed calls have
+latencies are fetched, for the percentiles, a few rows at a time (none for a
+gate: `latencies=False`), and only the listed calls have
 their `differences` JSON parsed. SQLite groups by sorting, so the time grows
 with the rows in the window: about 8 to 10 s for a million comparisons on the
 2-core development machine (`bench/report.py`), most of it in sorting the
@@ -25,7 +26,7 @@ counted apart (`tainted_paths`), so that they stay visible.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from comparators import DescriptorRegistry
@@ -54,6 +55,7 @@ def _kind_class(alias: str) -> str:
 
 
 Run = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]  # a statement's rows, in the report's snapshot
+Each = Callable[[str, Sequence[object]], Iterable[tuple[Any, ...]]]  # ... fetched a few at a time
 
 
 class _Count:
@@ -72,8 +74,10 @@ class _Count:
         until: float,
         methods: Sequence[str],
         registry: DescriptorRegistry | None = None,
+        each: Each | None = None,
     ) -> None:
         self.run = run
+        self.each: Each = each if each is not None else run  # for the latencies, a row per comparison
         self.registry = registry
         self.since, self.until = since, until
         self.wanted = sorted({"/" + method_name(m) for m in methods})
@@ -166,12 +170,13 @@ class _Count:
                 self.replicas.saw(replica, first, latest)
 
     def latencies(self) -> None:
-        """Every latency of the window: the percentiles need them all (nearest rank, exact)."""
+        """Every latency of the window: the percentiles need them all (nearest rank, exact). The rows are
+        read a few at a time, never all at once: one per comparison."""
         if self.wide:  # + keeps SQLite off the index on at: reading the table whole is faster
             where, params = "+at >= ? AND +at <= ?", [self.since, self.until]
         else:
             where, params = self.where()
-        rows = self.run(
+        rows = self.each(
             f"SELECT method, bank_ms, bk_ms FROM comparisons WHERE {where}"
             " AND (bank_ms IS NOT NULL OR bk_ms IS NOT NULL)",
             params,
@@ -436,8 +441,8 @@ async def build_report(
     `latencies` (a gate's report: its criteria are counts), no latency is read, one row per comparison,
     and the report's latencies are empty."""
 
-    def read(run: Run) -> tuple[_Count, tuple[CallRecord, ...] | None]:
-        count = _Count(run, since, until, methods, registry)
+    def read(run: Run, each: Each) -> tuple[_Count, tuple[CallRecord, ...] | None]:
+        count = _Count(run, since, until, methods, registry, each)
         count.fit_to_the_data()
         count.comparisons()
         count.dropped()
@@ -451,7 +456,7 @@ async def build_report(
 
     # every query reads the same rows: a comparison stored meanwhile (a live shim stores some each
     # moment, some of them from before `until`) would be in some counts and not in others
-    count, listed = await store.snapshot(lambda db: read(db.run))
+    count, listed = await store.snapshot(lambda db: read(db.run, db.each))
     return Report(
         since=since,
         until=until,

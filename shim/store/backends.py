@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from shim.store._text import adapt
 from shim.store.contents import is_store
 
 SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
+EACH = 10_000  # rows fetched at a time by `Db.each`
 ADVISORY_LOCK = 0x5348_494D_5354_4F52  # "SHIMSTOR": held by the replica that migrates
 
 
@@ -42,6 +43,11 @@ class Db:
 
     def change(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run a statement that writes; how many rows it changed (none fetched)."""
+        raise NotImplementedError
+
+    def each(self, sql: str, params: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query, fetched `EACH` at a time as they are read, never all at once (read them all,
+        within the transaction)."""
         raise NotImplementedError
 
     def begin(self, write: bool) -> None:
@@ -125,6 +131,14 @@ class Sqlite(Db):
     def change(self, sql: str, params: Sequence[object] = ()) -> int:
         return self._conn.execute(sql, params).rowcount
 
+    def each(self, sql: str, params: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        cursor = self._conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(EACH):
+                yield from rows
+        finally:
+            cursor.close()
+
     def has_table(self, name: str) -> bool:
         return bool(self.run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
@@ -205,6 +219,12 @@ class Postgres(Db):
         with self._conn.cursor() as cursor:
             cursor.execute(self._sql(sql), params)
             return cursor.rowcount
+
+    def each(self, sql: str, params: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        with self._conn.cursor(name="shim_each") as cursor:  # on the server: the rows come as read
+            cursor.itersize = EACH
+            cursor.execute(self._sql(sql), params)
+            yield from cursor
 
     def begin(self, write: bool) -> None:
         pass  # with autocommit off, psycopg opens the transaction at the first statement

@@ -649,5 +649,5 @@ async def test_the_gate_reads_counts_not_a_row_per_comparison(
     assert fetched[0] < 1000, f"`shim gate` fetched {fetched[0]:,} rows for {rows:,} comparisons"
     fetched[0] = 0
     assert await asyncio.to_thread(main, ["report", "--store", str(path)]) == 0
-    assert fetched[0] >= rows  # the report's latencies
+    assert fetched[0] < 1000  # the report's latencies are read a few at a time (`Db.each`), never all at once
     assert "p99" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.parts import load_ids, load_registry, load_rules
 from shim.reconcile import KeyResult, ReconcileError, ReconcileSettings, Result, Sweep, check
-from shim.store import OutOfStep, Store, StoreError
+from shim.store import OutOfStep, Store, StoreError, shown_url
 from shim.terminal_text import cell, printable
 from shim.units import parse_duration
 
@@ -191,7 +192,7 @@ def _existing(url: str) -> bool:
     """Whether the store is there already (opening a SQLite path that is not would make one)."""
     if url == ":memory:":
         return False
-    if url.lower().startswith(("postgres://", "postgresql://")):
+    if re.match(r"[a-z][a-z0-9+.-]*://[^/]", url, flags=re.IGNORECASE):  # a server's: the store says
         return True
     rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
     return Path(rest[2:] if rest.startswith("//") else rest).exists()
@@ -203,7 +204,7 @@ async def _store(url: str, named: bool = False) -> Store | None:
     minted then read as on one side only."""
     if not _existing(url):
         if named and url != ":memory:":  # :memory: says: no store
-            raise ShimError(f"no store at {url}: nothing was recorded there (check --store)")
+            raise ShimError(f"no store at {shown_url(url)}: nothing was recorded there (check --store)")
         return None
     try:
         store = Store.open(url, create=False)

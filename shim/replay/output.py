@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from shim.replay.source import ReplayError
-from shim.store import Store, StoreError, held_in
+from shim.store import Store, StoreError, held_in, shown_url
 
 PARTIAL = ".partial"
 _SIDE_FILES = ("-journal", "-wal", "-shm")  # what SQLite may leave beside a database file
@@ -31,7 +31,7 @@ def output_path(url: str) -> Path:
     if not rest or rest == ":memory:":
         raise ReplayError("--store: replay needs a file to write (e.g. --store replay.db)")
     if re.match(r"[a-z][a-z0-9+.-]*:", url, flags=re.IGNORECASE) and not url.lower().startswith("sqlite:"):
-        raise ReplayError(f"--store: unknown store url {url!r}: give a SQLite file")
+        raise ReplayError(f"--store: unknown store url {shown_url(url)!r}: give a SQLite file")
     return Path(rest).absolute()
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shim.store._errors import StoreError
+from shim.store._url import shown_url
 from shim.store.aliases import StoredAliases
 from shim.store.backends import Db
 from shim.store.builds import StoredBuilds
@@ -103,4 +104,5 @@ __all__ = [
     "Unpaired",
     "comparison_rows",
     "held_in",
+    "shown_url",
 ]

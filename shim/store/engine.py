@@ -29,11 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar, cast
 
-import psycopg
-import psycopg.conninfo
-
-from shim.store._errors import StoreError, one_line
+from shim.store._errors import StoreError
 from shim.store._jobs import CLOSE, FLUSH, START, Call, Rows, Write
+from shim.store._url import other_shown, postgres_shown
 from shim.store.backends import Db, Postgres, Sqlite
 from shim.store.migrations import migrate
 from shim.store.worker import Worker
@@ -44,12 +42,6 @@ _CHUNK = 500  # values per IN (...) list, well under every engine's limit
 _FORMS = (
     "postgresql://..., postgres://..., sqlite:///abs/path.db, sqlite:rel/path.db, a plain path, or :memory:"
 )
-
-
-def _mask(url: str) -> str:
-    """The url with any password replaced by ***."""
-    url = re.sub(r"^([a-z][a-z0-9+.-]*://[^/:@?#]*):[^@/?#]*@", r"\1:***@", url, flags=re.IGNORECASE)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def chunks(values: Sequence[str]) -> Iterator[list[str]]:
@@ -68,7 +60,7 @@ class Engine:
     """The shim's shared state in SQLite or PostgreSQL. Make one with `open(url)`, then `start()`."""
 
     def __init__(self, url: str, connect: Callable[[], Db]) -> None:
-        self.url = url  # as given, password masked
+        self.url = url  # as shown: without its password or any other secret (`shim.store._url`)
         self.conninfo: str | None = None  # PostgreSQL's, unmasked (never logged): for LISTEN
         self.create = True  # start() makes the store, or brings an older one up to date
         self._worker = Worker(url, connect)
@@ -87,15 +79,11 @@ class Engine:
 
     @classmethod
     def _open(cls, url: str, base: Path | None, create: bool) -> Self:
-        masked = _mask(url)
         if re.match(r"postgres(ql)?://", url, flags=re.IGNORECASE):
-            try:
-                psycopg.conninfo.conninfo_to_dict(url)
-            except psycopg.Error as error:
-                raise StoreError(f"invalid store url {masked}: {one_line(error)}") from None
-            engine = cls(masked, lambda: Postgres.connect(url))
+            engine = cls(postgres_shown(url), lambda: Postgres.connect(url))
             engine.conninfo = url
             return engine
+        masked = other_shown(url)
         rest = url
         if url.lower().startswith("sqlite:"):
             rest = url[len("sqlite:") :]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -138,3 +140,30 @@ def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+class _UnixHttp(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket: Envoy's admin interface."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("envoy", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def envoy_admin_get(admin: str, path: str, timeout: float = 5.0) -> str:
+    """The body of a GET on Envoy's admin interface, whose unix socket is at `admin` (status 200 or an
+    AssertionError)."""
+    connection = _UnixHttp(admin, timeout)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        body = answer.read().decode()
+    finally:
+        connection.close()
+    assert answer.status == 200, f"Envoy's admin answered {answer.status} to {path}: {body[:200]}"
+    return body

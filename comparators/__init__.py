@@ -5,7 +5,7 @@ the shim, so it can be tested, reused and run in worker threads or processes
 on its own.
 """
 
-from comparators._compare import compare
+from comparators._compare import compare, hashed_quotes
 from comparators._diff import diff_values, format_path
 from comparators._metadata import carries_credentials
 from comparators._model import (
@@ -48,6 +48,7 @@ __all__ = [
     "compare",
     "diff_values",
     "format_path",
+    "hashed_quotes",
     "jsonable",
     "status_name",
 ]

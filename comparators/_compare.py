@@ -245,6 +245,19 @@ def _said(
     return free(text) if free is not None else text
 
 
+def hashed_quotes(
+    exchange: Exchange, registry: DescriptorRegistry | None, redactor: Redactor | None, text: str
+) -> str:
+    """Any text about a call (an exception met comparing it, for a log line or a reason), with redaction
+    the values of redacted fields the call's messages hold hashed where it quotes them."""
+    if redactor is None or registry is None or not text:
+        return text
+    sides = [exchange.primary, *filter(None, [exchange.shadow])]
+    rich = [side.trailer(STATUS_DETAILS_KEY) for side in sides]
+    answers = [raw for side in sides for raw in side.messages]
+    return FreeText.of(redactor, registry, exchange.method, exchange.requests, answers, rich)(text)
+
+
 def _status_differences(
     method: str,
     bank: Outcome,

@@ -34,6 +34,7 @@ from comparators import Outcome
 from comparators.ids import OWNERS, Ambiguous, Found, resolve
 from shim.aliases import KeyAliases
 from shim.ids import IdBook, Pending, other
+from shim.logs import raised
 from shim.metrics import Counters
 from shim.plan import IdPlan, Plans
 from shim.routing import Router
@@ -45,6 +46,7 @@ _log = structlog.get_logger("shim.ids")
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _RPC_STATUS = "google.rpc.Status"
+_UNTRANSLATED = "ids not translated for the primary: the request goes as the client sent it"
 
 
 @dataclass(slots=True)
@@ -75,9 +77,7 @@ class Translation:
         # the id space the client speaks (the primary's), and the shadow's
         self.client_side = "bank" if primary_is_bank else "bk"
         self.shadow_side = other(self.client_side)
-        self._failed_for_primary: set[str] = (
-            set()
-        )  # methods whose translation for the primary failed (logged)
+        self._failed_for_primary: set[str] = set()  # methods whose translation for the primary failed
 
     # -- what a method needs ------------------------------------------------------------------------
 
@@ -306,11 +306,9 @@ class Translation:
             self.counters.inc("id_translation_errors", method)
             if method not in self._failed_for_primary:
                 self._failed_for_primary.add(method)
-                _log.warning(
-                    "ids not translated for the primary: the request goes as the client sent it",
-                    method=method,
-                    error=repr(exc),
-                )
+                # with redaction, the exception's type alone: its message may quote an id of a redacted field
+                said = raised(exc, redacting=True) if self.router.redacting else {"error": repr(exc)}
+                _log.warning(_UNTRANSLATED, method=method, **said)
             return payload
 
     def _to_primary(self, method: str, payload: bytes) -> bytes:

@@ -31,6 +31,9 @@ wherever BK's channel would be (primary or shadow), and methods without an
 adapter go to BK unchanged. Loading and checking the adapters is in
 shim._adapter_loading, `Backend` in shim._adapter_backend, `Abort` and its checks in
 shim._abort_checks (all re-exported here).
+
+Over 400 lines: one adapted call's whole life (its requests in, the adapter run, its answers, status and
+log lines out) on the state of one object, `AdaptedCall`; split apart, the parts would share that state.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from google.protobuf import message
 from grpc import aio
 
 from comparators import DescriptorRegistry, Metadata
+from comparators.redact import FreeText, Redactor
 from shim._abort_checks import Abort as Abort
 from shim._abort_checks import abort_problem, metadata_problem
 from shim._adapter_backend import Backend as Backend
@@ -56,6 +60,7 @@ from shim._adapter_loading import load_adapters as load_adapters
 from shim._adapter_loading import resolve as resolve
 from shim._adapter_threads import Bridge, Requests, off_loop
 from shim._outcome import metadata_tuple
+from shim.logs import raised
 from shim.metrics import Counters
 
 _log = structlog.get_logger("shim.adapters")
@@ -72,9 +77,11 @@ class AdaptedChannel:
         counters: Counters,
         is_write: Callable[[str], bool] = lambda method: True,
         max_message_size: int | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.channel = channel
         self._counters = counters
+        self.redactor = redactor  # its log lines hash the values of redacted fields the call's messages hold
         self.max_message_size = max_message_size  # an answer beyond it ends the call, as grpc's channel would
         self._methods: dict[str, AdaptedMethod] = {}
         for path, adapter in adapters.items():
@@ -146,6 +153,9 @@ class AdaptedCall:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._bridge = Bridge(asyncio.get_running_loop())
         self._backend = Backend(channel.channel, tuple(metadata), deadline, self._bridge, self._said)
+        # with redaction, the values of redacted fields its requests and answers hold, hashed where its log
+        # lines quote them
+        self._free = FreeText(channel.redactor) if channel.redactor is not None else None
         self._finished = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"adapter {method.name}")
 
@@ -189,9 +199,12 @@ class AdaptedCall:
             if payload is None:
                 return
             try:
-                yield cls.FromString(payload)
+                request = cls.FromString(payload)
             except message.DecodeError as exc:
                 raise _Undecodable(cls.DESCRIPTOR.full_name) from exc
+            if self._free is not None:
+                self._free.add(cls, [payload])
+            yield request
 
     # -- the adapter's metadata ------------------------------------------------------------------
 
@@ -261,7 +274,9 @@ class AdaptedCall:
         self.adapter_error = f"adapter {method.name} for {method.info.path.lstrip('/')} {what}"
         self._end(grpc.StatusCode.INTERNAL, self.adapter_error)
         self._channel.count("adapter_errors", method.info.path)
-        _log.warning("adapter error", method=method.info.path, error=self.adapter_error, exc_info=exc)
+        redacting = self._free is not None
+        error = self._free(self.adapter_error) if self._free is not None else self.adapter_error
+        _log.warning("adapter error", method=method.info.path, error=error, **raised(exc, redacting))
 
     def _end(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
         calls = self._backend.calls
@@ -269,7 +284,8 @@ class AdaptedCall:
             # an earlier BK call went out: BK may have applied part of the write. UNAVAILABLE would tell the
             # client (and the mirror) that nothing was done, and a retry would apply that part twice
             code, details = grpc.StatusCode.UNKNOWN, f"{PART_WAY}, after {calls} calls to BK: {details}"
-            _log.warning("adapted write cut short", method=self._method.info.path, details=details)
+            shown = self._free(details) if self._free is not None else details
+            _log.warning("adapted write cut short", method=self._method.info.path, details=shown)
         self._code, self._details, self._trailing = code, details, trailing
 
     async def _adapt(self) -> None:
@@ -317,6 +333,8 @@ class AdaptedCall:
                 got = answer.DESCRIPTOR.full_name
             raise _WrongAnswer(f"returned {got}, not {expected}")
         payload = answer.SerializeToString()
+        if self._free is not None:
+            self._free.add(type(answer), [payload])
         limit = self._channel.max_message_size
         if limit is not None and len(payload) > limit:  # grpc's own words, on a channel with that limit
             raise _TooLarge(f"Received message larger than max ({len(payload)} vs. {limit})")

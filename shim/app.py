@@ -72,7 +72,12 @@ class Shim:
             ServerTls(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls.cert else None
         )
         self.channels = Channels(
-            config, self.parts.adapters, self.parts.registry, self.parts.counters, self.parts.router.is_write
+            config,
+            self.parts.adapters,
+            self.parts.registry,
+            self.parts.counters,
+            self.parts.router.is_write,
+            self.parts.redactor,
         )
         self.books = Books()
         self._sinks: list[Sink] = [*sinks, self.parts.verdict_counts]

@@ -135,7 +135,14 @@ class Books:
             return None
         timeout = max(config.bank.timeout, config.bk.timeout if config.bk is not None else 0.0, 5.0)
         sweep = reconcile.Sweep(
-            config.reconcile, parts.registry, parts.rules, bank, bk, self.ids, timeout=timeout
+            config.reconcile,
+            parts.registry,
+            parts.rules,
+            bank,
+            bk,
+            self.ids,
+            timeout=timeout,
+            redactor=parts.redactor,
         )
         shadow_timeout = min(config.bank.timeout, config.bk.timeout if config.bk is not None else 2.0)
         within = max(shadow_timeout / 2, 0.05)
@@ -147,6 +154,7 @@ class Books:
             bk,
             self.ids,
             timeout=within,
+            redactor=parts.redactor,
         )
         verifier = Verifier(
             sweep.marked,
@@ -160,6 +168,7 @@ class Books:
             check_now=quick.marked,
             now_within=within,
             fleet=self.key_order.position if self.key_order is not None else None,
+            redacting=parts.redactor is not None,
         )
         self.steps.listen(verifier.schedule)
         for mark in self.steps.keys.values():  # marks left by earlier runs or other replicas

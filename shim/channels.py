@@ -12,6 +12,7 @@ import grpc
 from grpc import aio
 
 from comparators import DescriptorRegistry
+from comparators.redact import Redactor
 from shim._grpc_compat import LARGE_METADATA
 from shim._timeouts import bounded
 from shim.adapters import AdaptedChannel, Adapter, Channel
@@ -58,9 +59,11 @@ class Channels:
         registry: DescriptorRegistry | None,
         counters: Counters,
         is_write: Callable[[str], bool] = lambda method: True,
+        redactor: Redactor | None = None,
     ) -> None:
         self._config = config
         self._is_write = is_write  # which methods are writes (shim.routing)
+        self._redactor = redactor  # the adapters' log lines hash the redacted values their calls quote
         self._adapters = adapters
         self._registry = registry
         self._counters = counters
@@ -88,7 +91,7 @@ class Channels:
             assert self._registry is not None  # load_adapters asks for descriptors
             size = self._config.serving.max_message_size
             return AdaptedChannel(
-                channel, self._adapters, self._registry, self._counters, self._is_write, size
+                channel, self._adapters, self._registry, self._counters, self._is_write, size, self._redactor
             )
         return channel
 

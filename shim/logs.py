@@ -7,6 +7,7 @@ event: a client's call cannot make the shim write a line of any length.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -41,3 +42,19 @@ def configure(stream: object = None) -> None:
         logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
+
+
+def raised(exc: BaseException | None, redacting: bool) -> dict[str, Any]:
+    """What a log line says of an exception met on a client's call: the exception itself (`exc_info`, its
+    traceback rendered); with redaction on, its type and where it was raised alone, as a traceback quotes
+    the exception's message, and those of its chain, as they were (the line's own message says what went
+    wrong, scrubbed: `comparators.redact.FreeText`)."""
+    if exc is None:
+        return {}
+    if not redacting:
+        return {"exc_info": exc}
+    said: dict[str, Any] = {"exception_type": type(exc).__name__}
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        said["raised_at"] = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}"
+    return said

@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 
 import structlog
 
-from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Verdict, compare
+from comparators import Comparison, DescriptorRegistry, Difference, Exchange, Verdict, compare, hashed_quotes
 from comparators.ids import IdFields, IdKind
 from comparators.redact import Redactor
 from comparators.rules import RuleSet, build_rules
 from shim._orphans import deaf_to_ctrl_c, die_with_parent, leave_ctrl_c_to_parent
 from shim.errors import ConfigError
+from shim.logs import raised
 from shim.metrics import Counters
 from shim.serving_settings import WORKERS
 from shim.settings import FIELDS, POSITIVE, TEXT, one_of, setting
@@ -140,9 +141,10 @@ def _ready() -> None:
     """Nothing: run once by each worker process to have it started and set up."""
 
 
-def _failed(exchange: Exchange, error: BaseException) -> Comparison:
-    """A comparison that could not be made: stored as an `error`, which counts against the gate."""
-    return Comparison(exchange, Verdict.ERROR, reason=f"the comparison failed: {error!r}")
+def _failed(exchange: Exchange, error: str) -> Comparison:
+    """A comparison that could not be made (`error`: what was raised, as shown): stored as an `error`, which
+    counts against the gate."""
+    return Comparison(exchange, Verdict.ERROR, reason=f"the comparison failed: {error}")
 
 
 class ComparisonPipeline:
@@ -293,7 +295,10 @@ class ComparisonPipeline:
         elif error is not None and len(batch) > 1:
             # the batch failed as a whole (its results could not be handed back, say): each again on its
             # own, so that one odd comparison fails alone, not every call compared beside it
-            _log.warning("comparison batch failed; comparing each on its own", error=repr(error))
+            said = repr(error)
+            for exchange, _ in batch:
+                said = self._said(exchange, said)
+            _log.warning("comparison batch failed; comparing each on its own", error=said)
             for one in batch:
                 self._to_worker([one])
             return
@@ -303,9 +308,10 @@ class ComparisonPipeline:
         comparisons = []
         for (exchange, _), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
-                _log.error("comparison failed", method=exchange.method, error=repr(result))
+                said = self._said(exchange, repr(result))
+                _log.error("comparison failed", method=exchange.method, error=said)
                 self._counters.inc("comparison_errors", exchange.method)
-                comparisons.append(_failed(exchange, result))
+                comparisons.append(_failed(exchange, said))
             else:
                 verdict, differences, reason, decoded, noise = result
                 comparisons.append(Comparison(exchange, verdict, differences, reason, decoded, noise))
@@ -357,10 +363,17 @@ class ComparisonPipeline:
         try:
             comparison = compare(exchange, self._registry, self._rules, self._ids, self._redactor)
         except Exception as error:
-            _log.exception("comparison failed", method=exchange.method)
+            said = self._said(exchange, repr(error))
+            redacting = self._redactor is not None
+            _log.error("comparison failed", method=exchange.method, error=said, **raised(error, redacting))
             self._counters.inc("comparison_errors", exchange.method)
-            comparison = _failed(exchange, error)
+            comparison = _failed(exchange, said)
         return self._sink_all(comparison)
+
+    def _said(self, exchange: Exchange, text: str) -> str:
+        """Text about `exchange` (an exception met comparing it) as logged and stored: with redaction, the
+        values of redacted fields its messages hold hashed where it quotes them."""
+        return hashed_quotes(exchange, self._registry, self._redactor, text)
 
     def _sink_all(self, comparison: Comparison) -> Comparison:
         for sink in self._sinks:

@@ -35,6 +35,7 @@ The table is parsed and checked in `shim.reconcile_settings`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +43,19 @@ from dataclasses import dataclass, field
 from google.protobuf import message
 from grpc import aio
 
-from comparators import Code, DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
+from comparators import (
+    Code,
+    DescriptorRegistry,
+    Difference,
+    DiffKind,
+    Exchange,
+    Outcome,
+    Verdict,
+    compare,
+    hashed_quotes,
+)
 from comparators.message_api import copy_from, serialize
+from comparators.redact import Redactor
 from comparators.rules import RuleSet
 from shim._outcome import snapshot
 from shim.adapters import Channel
@@ -106,8 +118,10 @@ class Sweep:
         ids: IdBook | None = None,
         marks: Sequence[OutOfStep] = (),
         timeout: float = 30.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings
+        self.redactor = redactor  # the shim's checks: redacted fields differ as hashes, as in comparisons
         self.registry = registry
         self.rules = rules
         self.sides = {"bank": bank, "bk": bk}
@@ -239,13 +253,15 @@ class Sweep:
                 started_at=time.time(),
                 ids=await self._pairs(info.path, info.output_type, bank, bk),
             )
-            comparison = compare(exchange, self.registry, self.rules, self.ids.fields if self.ids else None)
+            fields = self.ids.fields if self.ids else None
+            comparison = compare(exchange, self.registry, self.rules, fields, self.redactor)
+            said = functools.partial(hashed_quotes, exchange, self.registry, self.redactor)
             for side, outcome in (("Bank", bank), ("BK", bk)):
                 if not result.unreadable and (outcome.local or outcome.code in _UNREADABLE):
-                    what = outcome.local or f"{outcome.status} {outcome.details}".strip()
+                    what = outcome.local or said(f"{outcome.status} {outcome.details}".strip())
                     result.unreadable = f"{read.method} on {side}: {what}"
             if not result.unreadable and bank.code != 0:  # the read does not show this key's state
-                what = f"{bank.status} {bank.details}".strip()
+                what = said(f"{bank.status} {bank.details}".strip())
                 result.unreadable = f"{read.method} on Bank: {what} (the read does not show the key's state)"
             if not result.unreadable and comparison.verdict not in _COMPARED:  # skipped, or not made
                 what = f"not compared ({comparison.verdict}): {comparison.reason}".rstrip(": ")

@@ -84,6 +84,7 @@ class Router:
         self._rng = rng or random.Random()
         self._counters = counters
         self._not_read: set[tuple[str, str]] = set()  # (method, path) whose key could not be read: logged
+        self.redacting = hide is not None  # the log lines of a call's faults then say no message of theirs
         self._validate()
         # with a field keys come from redacted ("pkg.Message.field": a key path's, an id's `owner_key`, a
         # key alias's `key`), every key is replaced by `hide(value)`: equal values stay one key

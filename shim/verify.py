@@ -61,6 +61,7 @@ from comparators import Difference
 from shim._lanes import Lanes
 from shim._timeouts import bounded
 from shim.evidence.record import time_ordered_id
+from shim.logs import raised
 from shim.metrics import Counters
 from shim.reconcile import KeyResult
 from shim.settings import POSITIVE, duration, setting
@@ -141,8 +142,10 @@ class Verifier:
         check_now: Check | None = None,
         now_within: float = 1.0,
         fleet: Position | None = None,
+        redacting: bool = False,
     ) -> None:
         self._check = check
+        self._redacting = redacting  # a failure is logged by its type alone: its message may quote a value
         self._check_now = check_now  # the same reads with a short timeout, for checks that hold the lanes
         self._fleet = fleet  # with ordering.across_replicas: the key's tickets, looked at around the reads
         self._steps = steps
@@ -198,7 +201,10 @@ class Verifier:
             try:
                 verification = await self.verify(key, mark)
             except Exception as exc:  # never raised into the shim; the mark stays
-                _log.error("verification failed", key=key, error=repr(exc))
+                if self._redacting:  # its message may quote a value: its type alone
+                    _log.error("verification failed", key=key, **raised(exc, redacting=True))
+                else:
+                    _log.error("verification failed", key=key, error=repr(exc))
                 self._counters.inc("verification_errors")
                 return
             if verification.result in (IN_STEP, DIFFERS):

@@ -14,6 +14,7 @@ import structlog
 from comparators import Code, Exchange, Outcome
 from shim._noise import asked_again
 from shim._translation import STATUS_DETAILS_KEY
+from shim.logs import raised
 from shim.shadow.capture import Capture
 from shim.shadow.fate import Fate
 from shim.shadow.lateness import went
@@ -245,7 +246,10 @@ async def _verify(shared: Shared, verifier: Verifier, method: str, mark: OutOfSt
         await verifier.verify(mark.key, mark, held=True)
     except Exception as exc:
         shared.counters.inc("verification_errors", method)
-        _log.error("verification failed", key=mark.key, error=repr(exc))
+        if shared.free_text is not None:  # with redaction, its message may quote a value: its type alone
+            _log.error("verification failed", key=mark.key, **raised(exc, redacting=True))
+        else:
+            _log.error("verification failed", key=mark.key, error=repr(exc))
 
 
 def exchange(

@@ -141,6 +141,29 @@ async def test_a_key_whose_books_differ_stays_out_of_step_with_the_differences_r
     assert balance.verdict is Verdict.TAINTED
 
 
+async def test_a_check_that_finds_a_redacted_field_differing_records_its_hashes(tmp_path: Path) -> None:
+    """The balance read by the check is a redacted field: the check's recorded differences (kept in the
+    store) show the two hashes, as a comparison would. Before, the check compared without redaction and
+    recorded both balances as they were."""
+    redact = {"fields": ["custody.v1.Balance.balance"], "key_env": "SHIM_TEST_VERIFY_KEY"}
+    async with _custody(tmp_path, {"same-account", "fee-rounding"}, redact=redact) as (shim, _, client, _, _):
+        account, other = await _open(client, "ref-1", "100"), await _open(client, "ref-2", "100")
+        await client.call("Transfer", from_account=account, to_account=other, amount="12.345")
+        await client.call("Transfer", from_account=account, to_account=account, amount="1")
+        bank_balance = (await client.call("GetBalance", account_id=account)).message.balance
+        await shim.drain()
+        assert shim.books.verifier is not None
+        checks = [v for v in shim.books.verifier.results if v.key == account]
+        assert shim.store is not None
+        await shim.store.flush()
+        stored = await shim.store.select("SELECT detail FROM verifications")
+    assert [(c.result, c.cleared) for c in checks] == [("differs", False)]
+    assert '"path":"balance"' in checks[0].detail
+    assert "redacted:" in checks[0].detail
+    assert bank_balance not in checks[0].detail
+    assert bank_balance not in repr(stored)
+
+
 async def test_an_unknown_natural_key_is_not_tainted_by_another_accounts_mark(tmp_path: Path) -> None:
     """A read by a client reference nobody opened names no known account: another account out of step
     does not taint it, so BK's wrong refusal there is a real mismatch."""

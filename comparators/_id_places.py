@@ -104,6 +104,30 @@ class Places:
         self._check_overlaps(declared)
         self._check_owners_used(kinds)
 
+    def fields_of(self, kind: str) -> frozenset[str]:
+        """The message fields ("package.Message.field") that hold ids of `kind` or their owners, wherever
+        they are declared (on a type, or at the end of a method's path)."""
+        found = {
+            slot.field.full_name
+            for slots in self._by_type.values()
+            for slot in slots
+            if kind in (slot.kinds or (slot.kind,))
+        }
+        found.update(
+            path.fields[-1].full_name
+            for paths in self._by_method.values()
+            for path in paths
+            if kind in (path.kinds or (path.kind,))
+        )
+        found.update(fd.full_name for (_, of), fds in self._type_owners.items() if of == kind for fd in fds)
+        found.update(
+            fields[-1].full_name
+            for (_, of), owners in self._method_owners.items()
+            if of == kind
+            for _, fields in owners
+        )
+        return frozenset(found)
+
     def _field_of(self, location: str, where: str) -> tuple[Descriptor, FieldDescriptor]:
         type_name, _, field_name = location.rpartition(".")
         desc = self._registry.find_message(type_name) if type_name else None

@@ -56,6 +56,12 @@ _RPC_ONLY = DescriptorRegistry()  # google.rpc types alone
 MIN_SCRUBBED = 3  # shorter values are not looked for in free text: they would hash common words
 
 
+def keyed_hash(key: bytes, value: str | bytes) -> str:
+    """The text that stands for a value under `key` (`Redactor.hash`)."""
+    raw = value.encode() if isinstance(value, str) else value
+    return PREFIX + hmac.new(key, raw, hashlib.sha256).hexdigest()[:16]
+
+
 class RedactError(ValueError):
     """A redacted field is not a string or bytes field of the descriptors."""
 
@@ -95,8 +101,7 @@ class Redactor:
 
     def hash(self, value: str | bytes) -> str:
         """The text that stands for a value: equal values, equal text."""
-        raw = value.encode() if isinstance(value, str) else value
-        return PREFIX + hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:16]
+        return keyed_hash(self.key, value)
 
     def redact(
         self, msg: message.Message, seen: set[str] | None = None, originals: dict[Any, Any] | None = None

@@ -80,7 +80,12 @@ class Books:
             if parts.id_fields is not None:
                 shared = store.conninfo is not None or config.serving.workers > 1  # others learn into it
                 self.ids = IdBook(
-                    parts.id_fields, store, counters, cache=config.store.id_cache, shared=shared
+                    parts.id_fields,
+                    store,
+                    counters,
+                    cache=config.store.id_cache,
+                    shared=shared,
+                    sealer=parts.sealer,
                 )
                 await self.ids.preload()
             if parts.alias_fields is not None:

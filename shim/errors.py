@@ -4,6 +4,7 @@ ShimError
 ├── ConfigError      a config file or flag is wrong; the message names the key (shim.config)
 ├── StartupError     the shim could not start: a busy port, unreadable descriptors, Bank's reflection
 ├── StoreError       the store could not be opened, read or written (shim.store)
+│   └── Unopened     a stored id of a redacted field does not open under this key (shim.store._sealing)
 ├── ReconcileError   a side could not be listed: the sweep can say nothing (shim.reconcile)
 ├── SwitchTimeout    the calls in flight did not finish in time: the mode did not change (shim.modes)
 ├── Unswitched       a fleet switch was given up on every replica, nothing recorded (shim.fleet)

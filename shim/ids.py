@@ -44,7 +44,7 @@ import structlog
 
 from comparators.ids import OWNERS, Found, IdFields
 from shim.metrics import Counters
-from shim.store import IdPair, Store, StoreError, Unpaired
+from shim.store import IdPair, Sealer, Store, StoreError, Unpaired
 
 _log = structlog.get_logger("shim.ids")
 
@@ -72,10 +72,15 @@ class IdBook:
         counters: Counters,
         cache: int = 1_000_000,
         shared: bool = False,
+        sealer: Sealer | None = None,
     ):
-        """`shared`: other processes learn pairs into the same store (a fleet's replicas, workers)."""
+        """`shared`: other processes learn pairs into the same store (a fleet's replicas, workers). `sealer`:
+        the kinds whose fields are redacted, their ids stored sealed and logged as their hashes."""
         self.fields = fields
         self._store = store
+        self._sealer = sealer
+        if store is not None:
+            store.pairs.seal_with(sealer)
         self._counters = counters
         self._cache = max(cache, 1)
         self._shared = shared
@@ -103,10 +108,18 @@ class IdBook:
         """Fill the memory with the most recent pairs of the store."""
         if self._store is None:
             return
-        pairs = await self._store.pairs.recent(self._cache)
+        stored = self._store.pairs
+        if sealed := await stored.seal_stored():  # stored as they were by a shim that did not seal them
+            _log.warning("id pairs of redacted fields stored as they were are sealed", rows=sealed)
+        pairs = await stored.recent(self._cache)
+        if stored.unopened:
+            _log.warning(
+                "id pairs sealed under another redaction key are left out: their ids are unknown",
+                pairs=stored.unopened,
+            )
         for pair in reversed(pairs):  # oldest first: the newest are evicted last
             self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
-        self._whole = not self._shared and len(pairs) < self._cache
+        self._whole = not self._shared and len(pairs) + stored.unopened < self._cache
 
     # -- synchronous lookups (ordering a call when it arrives) ---------------------------------
 
@@ -283,13 +296,14 @@ class IdBook:
                     self._forget_pair(kind, bank_id, held, bk_id, back)
                 else:
                     self._counters.inc("id_conflicts", kind)
+                    shown = self._shown
                     _log.warning(
                         "id pair conflicts with one learned earlier; the earlier one is kept",
                         kind=kind,
-                        bank_id=bank_id,
-                        bk_id=bk_id,
-                        known_bk_id=held[0] if held else None,
-                        known_bank_id=back[0] if back else None,
+                        bank_id=shown(kind, bank_id),
+                        bk_id=shown(kind, bk_id),
+                        known_bk_id=shown(kind, held[0]) if held else None,
+                        known_bank_id=shown(kind, back[0]) if back else None,
                     )
                     continue
             owner = bank.owner or bk.owner
@@ -324,18 +338,23 @@ class IdBook:
             if not rivals:
                 continue
             self._counters.inc("id_conflicts", kind)
+            shown = self._shown
             _log.warning(
                 "id pair conflicts with one in the store; the store's is kept",
                 kind=kind,
-                bank_id=bank_id,
-                bk_id=bk_id,
-                stored=[(p.bank_id, p.bk_id) for p in rivals],
+                bank_id=shown(kind, bank_id),
+                bk_id=shown(kind, bk_id),
+                stored=[(shown(kind, p.bank_id), shown(kind, p.bk_id)) for p in rivals],
             )
             held, back = self._known.get(("bank", kind, bank_id)), self._known.get(("bk", kind, bk_id))
             if held is not None and held[0] == bk_id:
                 self._forget_pair(kind, bank_id, held, bk_id, back)
             for pair in rivals:
                 self._remember(pair.kind, pair.bank_id, pair.bk_id, pair.owner)
+
+    def _shown(self, kind: str, value: str) -> str:
+        """An id as a log line shows it: its hash when its kind's fields are redacted."""
+        return self._sealer.shown(kind, value) if self._sealer is not None else value
 
     def _resolve(self, kind: str, bank_id: str, bk_id: str) -> None:
         """The calls waiting for either id's counterpart have it."""

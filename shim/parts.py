@@ -28,6 +28,7 @@ from shim.metrics import Counters, MethodLabels
 from shim.pipeline import ComparisonPipeline, Sink, WorkerSetup
 from shim.plan import Plans
 from shim.routing import Router
+from shim.store import Sealer
 from shim.units import parse_duration
 
 _log = structlog.get_logger("shim")
@@ -63,7 +64,7 @@ def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | 
         raise ConfigError(str(exc)) from exc
 
 
-def _load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
+def load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redactor | None:
     """The config's redacted fields, keyed by the secret in config.redact.key_env.
 
     Without that variable, a random key of this process: hashes then differ between shim processes
@@ -81,6 +82,33 @@ def _load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redac
         raise ConfigError(str(exc)) from exc
 
 
+def sealed_kinds(config: Config, fields: IdFields | None) -> dict[str, str]:
+    """The id kinds any of whose fields (ids, references, owner keys) is redacted, each with such a field."""
+    if fields is None or not config.redact.fields:
+        return {}
+    redacted = set(config.redact.fields)
+    found = {kind: sorted(fields.fields_of(kind) & redacted) for kind in fields.kinds}
+    return {kind: hit[0] for kind, hit in found.items() if hit}
+
+
+def load_sealer(config: Config, fields: IdFields | None, redactor: Redactor | None) -> Sealer | None:
+    """What seals the stored ids of the kinds whose fields are redacted (`shim.store._sealing`), under the
+    redaction key. A lasting store needs that key from the environment: under a random one, the pairs
+    stored would not open after a restart, nor in another worker or replica (a ConfigError then)."""
+    sealed = sealed_kinds(config, fields)
+    if not sealed or redactor is None:
+        return None
+    in_memory = config.store.url.strip().lower() in (":memory:", "sqlite::memory:")
+    if not os.environ.get(config.redact.key_env) and not in_memory:
+        kind, field = next(iter(sealed.items()))
+        raise ConfigError(
+            f"ids.{kind}: {field} is redacted (redact.fields), so its ids are stored sealed under the"
+            f" redaction key, and ${config.redact.key_env} (redact.key_env) is not set: under a random key"
+            " they would not open after a restart, nor in another worker or replica"
+        )
+    return Sealer(redactor.key, sealed, redactor.hash)
+
+
 class Parts:
     """The config and the descriptors compiled: made once at start; only `rules` changes, on a reload."""
 
@@ -95,7 +123,8 @@ class Parts:
         self.rules = load_rules(config, registry)
         self.id_fields = load_ids(config, registry)
         self.alias_fields = aliases.fields_of(config.key_aliases, registry)
-        self.redactor = _load_redactor(config, registry)
+        self.redactor = load_redactor(config, registry)
+        self.sealer = load_sealer(config, self.id_fields, self.redactor)  # the stored ids of redacted fields
         self._random_key_env = (
             config.redact.key_env if self.redactor and not os.environ.get(config.redact.key_env) else ""
         )

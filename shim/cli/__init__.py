@@ -265,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
             return asyncio.run(record_command.run(args, url))
         if args.command == "ids":
-            url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
-            return asyncio.run(ids_command.run(args, url))
+            url, settings = evidence_settings(args)  # a mistyped path must not make an empty store
+            return asyncio.run(ids_command.run(args, url, settings))
         if args.command == "describe":
             return describe_command.describe(args)
         if args.command == "reconcile":

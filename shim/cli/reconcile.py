@@ -36,9 +36,9 @@ from shim.channels import upstream_channel
 from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.parts import load_ids, load_registry, load_rules
+from shim.parts import load_ids, load_redactor, load_registry, load_rules, load_sealer
 from shim.reconcile import KeyResult, ReconcileError, ReconcileSettings, Result, Sweep, check
-from shim.store import OutOfStep, Store, StoreError, shown_url
+from shim.store import OutOfStep, Sealer, Store, StoreError, shown_url
 from shim.terminal_text import cell, printable
 from shim.units import parse_duration
 
@@ -60,6 +60,7 @@ class Sides:
     bk_raw: aio.Channel
     bk: Channel  # with the adapters in front, when BK speaks its own interface
     counters: Counters
+    sealer: Sealer | None = None  # the id kinds whose fields are redacted: their stored ids sealed
 
     def sweep(self, ids: IdBook | None, marks: Sequence[OutOfStep], timeout: float) -> Sweep:
         return Sweep(self.reconcile, self.registry, self.rules, self.bank, self.bk, ids, marks, timeout)
@@ -93,6 +94,7 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
     assert registry is not None
     rules = load_rules(config, registry)
     fields = load_ids(config, registry)
+    sealer = load_sealer(config, fields, load_redactor(config, registry))  # the stored ids of redacted fields
     adapters = load_adapters(config.method_adapters, config.adapters, registry)
     counters = Counters()
     bank = upstream_channel(config.bank, config)
@@ -101,7 +103,7 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
     bk: Channel = (
         AdaptedChannel(bk_raw, adapters, registry, counters, max_message_size=size) if adapters else bk_raw
     )
-    return Sides(config, config.reconcile, registry, rules, fields, bank, bk_raw, bk, counters)
+    return Sides(config, config.reconcile, registry, rules, fields, bank, bk_raw, bk, counters, sealer)
 
 
 async def reconcile(args: argparse.Namespace) -> int:
@@ -117,7 +119,7 @@ async def reconcile(args: argparse.Namespace) -> int:
         if store is not None:
             marks = await store.marks.out_of_step()
             if fields is not None:
-                ids = IdBook(fields, store, counters)
+                ids = IdBook(fields, store, counters, sealer=sides.sealer)
         sweep = sides.sweep(ids, marks, timeout)
         keys, source = await _keys(args, config.reconcile, store, marks)
         with Progress(

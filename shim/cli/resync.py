@@ -168,7 +168,9 @@ async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callabl
 
     sides = sides_of(args, "nothing says how to read a key (--force clears without verifying)")
     timeout = parse_duration("--timeout", args.timeout)
-    ids = IdBook(sides.fields, store, sides.counters) if sides.fields is not None else None
+    ids = (
+        IdBook(sides.fields, store, sides.counters, sealer=sides.sealer) if sides.fields is not None else None
+    )
     return sides.sweep(ids, (), timeout), sides.close
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shim.store._errors import StoreError
+from shim.store._sealing import Sealer, sealed
 from shim.store._url import shown_url
 from shim.store.aliases import StoredAliases
 from shim.store.backends import Db
@@ -97,6 +98,7 @@ __all__ = [
     "PathRow",
     "RecordingPart",
     "ReplicaView",
+    "Sealer",
     "Store",
     "StoreError",
     "StoredRecording",
@@ -104,5 +106,6 @@ __all__ = [
     "Unpaired",
     "comparison_rows",
     "held_in",
+    "sealed",
     "shown_url",
 ]

@@ -9,6 +9,10 @@ unpaired.
 Forgetting is for ids that no longer name anything: two test services that restarted empty and mint
 the same ids again, say. A pair forgotten is learned again from the next answers that mint it. A
 running shim keeps the pairs it holds in memory until it restarts.
+
+The ids of a kind whose fields are redacted are stored sealed (`seal_with`, `shim.store._sealing`): every
+method here takes and gives them as they are, and the store holds them sealed. A row sealed under another
+key is left out of what is read (`unopened` counts those).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
+from shim.store._sealing import Sealer, Unopened, sealed
 from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import IdPair, Unpaired
@@ -31,6 +37,14 @@ _PAIR_COLUMNS = "kind, bank_id, bk_id, owner, learned_at"
 _INSERT_PAIR = f"INSERT INTO id_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 _EITHER = f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE kind = ? AND (bank_id = ? OR bk_id = ?)"
 _DELETE_EITHER = "DELETE FROM id_pairs WHERE kind = ? AND (bank_id = ? OR bk_id = ?)"
+_DELETE_PAIR = "DELETE FROM id_pairs WHERE kind = ? AND bank_id = ? AND bk_id = ?"
+_UNSEALED = "NOT LIKE 'sealed:%'"  # shim.store._sealing.PREFIX
+_UNSEALED_PAIRS = (
+    f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE kind = ? AND (bank_id {_UNSEALED} OR bk_id {_UNSEALED})"
+)
+_UNSEALED_UNPAIRED = (
+    f"SELECT kind, side, value, owner, at FROM unpaired_ids WHERE kind = ? AND value {_UNSEALED}"
+)
 _INSERT_UNPAIRED = (
     "INSERT INTO unpaired_ids (kind, side, value, owner, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
@@ -46,20 +60,84 @@ class StoredPairs:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._replacing: set[asyncio.Future[None]] = set()  # `replace`s under way (kept from collection)
+        self.sealer: Sealer | None = None
+        self.unopened = 0  # rows read that did not open (sealed under another key), left out
+
+    def seal_with(self, sealer: Sealer | None) -> None:
+        """Store the ids of `sealer.kinds` sealed, and open them as they are read."""
+        self.sealer = sealer
+
+    def _seal(self, kind: str, value: str) -> str:
+        return self.sealer.seal(kind, value) if self.sealer is not None else value
+
+    def _pair(self, row: Sequence[Any]) -> IdPair | None:
+        """A stored row as the pair it holds (None, counted, when it does not open)."""
+        kind, bank_id, bk_id, owner, at = row
+        if self.sealer is not None and kind in self.sealer.kinds:
+            try:
+                bank_id, bk_id, owner = (self.sealer.open(kind, v) for v in (bank_id, bk_id, owner))
+            except Unopened:
+                self.unopened += 1
+                return None
+        return IdPair(kind, bank_id, bk_id, owner, at)
+
+    def _pairs(self, rows: Sequence[Sequence[Any]]) -> list[IdPair]:
+        return [pair for row in rows if (pair := self._pair(row)) is not None]
+
+    def _rows(self, pairs: Sequence[IdPair]) -> list[tuple[str, str, str, str, float]]:
+        now, seal = time.time(), self._seal
+        return [
+            (
+                p.kind,
+                seal(p.kind, p.bank_id),
+                seal(p.kind, p.bk_id),
+                seal(p.kind, p.owner),
+                p.learned_at or now,
+            )
+            for p in pairs
+        ]
+
+    async def seal_stored(self) -> int:
+        """The pairs and unpaired ids of the sealed kinds that are stored as they were (by a shim that did
+        not seal them), sealed in place, in one transaction: how many rows."""
+        sealer = self.sealer
+        if sealer is None or not sealer.kinds:
+            return 0
+
+        def seal(kind: str, value: str) -> str:
+            assert sealer is not None
+            return value if sealed(value) else sealer.seal(kind, value)
+
+        def work(db: Db) -> int:
+            done = 0
+            for kind in sorted(sealer.kinds):
+                for _, bank_id, bk_id, owner, at in db.run(_UNSEALED_PAIRS, (kind,)):
+                    db.run(_DELETE_PAIR, (kind, bank_id, bk_id))
+                    db.run(
+                        _INSERT_PAIR, (kind, seal(kind, bank_id), seal(kind, bk_id), seal(kind, owner), at)
+                    )
+                    done += 1
+                for _, side, value, owner, at in db.run(_UNSEALED_UNPAIRED, (kind,)):
+                    db.run(
+                        "DELETE FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
+                        (kind, side, value),
+                    )
+                    db.run(_INSERT_UNPAIRED, (kind, side, seal(kind, value), seal(kind, owner), at))
+                    done += 1
+            return done
+
+        return await self._engine.transaction(work, write=True)
 
     def put(self, pairs: Sequence[IdPair]) -> None:
         """Learn pairs (enqueued); a pair conflicting with one already known is ignored."""
-        now = time.time()
-        rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
-        self._engine.enqueue(_INSERT_PAIR, rows)
+        self._engine.enqueue(_INSERT_PAIR, self._rows(pairs))
 
     def replace(self, pairs: Sequence[IdPair]) -> None:
         """Learn pairs of ids of one query (page tokens minted again once the book changed), each replacing
         any pair either of its ids was in, in their order: the latest pair of an id wins. One transaction of
         its own, begun now and never waited for (the writes' batches run each statement for all their rows
         at once, which would undo that order); a failure is logged, and the memory holds the pairs."""
-        now = time.time()
-        rows = [(p.kind, p.bank_id, p.bk_id, p.owner, p.learned_at if p.learned_at else now) for p in pairs]
+        rows = self._rows(pairs)
 
         def work(db: Db) -> None:
             for kind, bank_id, bk_id, owner, at in rows:
@@ -82,33 +160,36 @@ class StoredPairs:
             raise ValueError(f"side must be 'bank' or 'bk', not {side!r}")
         if not values:
             return []
+        stored = [self._seal(kind, value) for value in values]
 
-        def read(db: Db) -> list[IdPair]:
-            found: dict[str, IdPair] = {}
-            for chunk in chunks(values):
+        def read(db: Db) -> list[tuple[Any, ...]]:
+            rows = []
+            for chunk in chunks(stored):
                 where = f"kind = ? AND {column} IN ({placeholders(len(chunk))})"
-                sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE {where}"
-                for row in db.run(sql, [kind, *chunk]):
-                    pair = IdPair(*row)
-                    found[getattr(pair, column)] = pair
-            return [found[value] for value in dict.fromkeys(values) if value in found]
+                rows += db.run(f"SELECT {_PAIR_COLUMNS} FROM id_pairs WHERE {where}", [kind, *chunk])
+            return rows
 
-        return await self._engine.transaction(read, write=False)
+        found = {
+            getattr(pair, column): pair for pair in self._pairs(await self._engine.transaction(read, False))
+        }
+        return [found[value] for value in dict.fromkeys(values) if value in found]
 
     async def either(self, pairs: Sequence[tuple[str, str, str]]) -> list[IdPair]:
         """The stored pairs holding the Bank id or the BK id of each (kind, Bank id, BK id) given."""
         if not pairs:
             return []
 
-        def read(db: Db) -> list[IdPair]:
-            found: dict[tuple[str, str], IdPair] = {}
-            for kind, bank_id, bk_id in pairs:
-                for row in db.run(_EITHER, (kind, bank_id, bk_id)):
-                    pair = IdPair(*row)
-                    found[(pair.kind, pair.bank_id)] = pair
-            return list(found.values())
+        stored = [
+            (kind, self._seal(kind, bank_id), self._seal(kind, bk_id)) for kind, bank_id, bk_id in pairs
+        ]
 
-        return await self._engine.transaction(read, write=False)
+        def read(db: Db) -> list[tuple[Any, ...]]:
+            return [row for asked in stored for row in db.run(_EITHER, asked)]
+
+        found = {
+            (p.kind, p.bank_id): p for p in self._pairs(await self._engine.transaction(read, write=False))
+        }
+        return list(found.values())
 
     async def recent(self, limit: int, kind: str | None = None) -> list[IdPair]:
         """Up to `limit` pairs (of `kind`; of every kind without it), the most recently learned first."""
@@ -116,18 +197,23 @@ class StoredPairs:
             return []
         where, params = _kind(kind)
         sql = f"SELECT {_PAIR_COLUMNS} FROM id_pairs{where} ORDER BY learned_at DESC, kind, bank_id LIMIT ?"
-        return [IdPair(*row) for row in await self._engine.select(sql, (*params, limit))]
+        return self._pairs(await self._engine.select(sql, (*params, limit)))
 
     def put_unpaired(self, unpaired: Sequence[Unpaired]) -> None:
         """Record ids minted without a counterpart (enqueued); one recorded already stays as it is."""
-        self._engine.enqueue(_INSERT_UNPAIRED, [(u.kind, u.side, u.value, u.owner, u.at) for u in unpaired])
+        seal = self._seal
+        rows = [(u.kind, u.side, seal(u.kind, u.value), seal(u.kind, u.owner), u.at) for u in unpaired]
+        self._engine.enqueue(_INSERT_UNPAIRED, rows)
 
     async def unpaired_owner(self, kind: str, side: str, value: str) -> str | None:
         """The owner key of an id `side` minted without a counterpart; None when it is not such an id."""
         rows = await self._engine.select(
-            "SELECT owner FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?", (kind, side, value)
+            "SELECT owner FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
+            (kind, side, self._seal(kind, value)),
         )
-        return str(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        return self.sealer.open(kind, str(rows[0][0])) if self.sealer is not None else str(rows[0][0])
 
     async def recent_unpaired(self, limit: int, kind: str | None = None) -> list[Unpaired]:
         """Up to `limit` unpaired ids (of `kind`), the most recent first."""
@@ -138,7 +224,17 @@ class StoredPairs:
             f"SELECT kind, side, value, owner, at FROM unpaired_ids{where}"
             " ORDER BY at DESC, kind, value LIMIT ?"
         )
-        return [Unpaired(*row) for row in await self._engine.select(sql, (*params, limit))]
+        found = []
+        for kind_of, side, value, owner, at in await self._engine.select(sql, (*params, limit)):
+            try:
+                opened = (
+                    [self.sealer.open(kind_of, v) for v in (value, owner)] if self.sealer else [value, owner]
+                )
+            except Unopened:
+                self.unopened += 1
+                continue
+            found.append(Unpaired(kind_of, side, opened[0], opened[1], at))
+        return found
 
     async def counts(self) -> dict[str, tuple[int, int]]:
         """Per kind: (pairs, unpaired ids)."""
@@ -165,6 +261,8 @@ class StoredPairs:
             unpaired = await execute(f"DELETE FROM unpaired_ids{where} RETURNING kind", params)
             return len(pairs), len(unpaired)
         gone_pairs = gone_unpaired = 0
+        if kind is not None:  # each id as it may be stored: sealed, or as it was (stored before sealing)
+            values = list(dict.fromkeys([*values, *(self._seal(kind, value) for value in values)]))
         for chunk in chunks(values):
             marks = placeholders(len(chunk))
             columns = [f"{s}_id IN ({marks})" for s in SIDES if side in (None, s)]

@@ -43,17 +43,8 @@ from dataclasses import dataclass, field
 from google.protobuf import message
 from grpc import aio
 
-from comparators import (
-    Code,
-    DescriptorRegistry,
-    Difference,
-    DiffKind,
-    Exchange,
-    Outcome,
-    Verdict,
-    compare,
-    hashed_quotes,
-)
+import comparators
+from comparators import Code, DescriptorRegistry, Difference, DiffKind, Exchange, Outcome, Verdict, compare
 from comparators.message_api import copy_from, serialize
 from comparators.redact import Redactor
 from comparators.rules import RuleSet
@@ -255,7 +246,7 @@ class Sweep:
             )
             fields = self.ids.fields if self.ids else None
             comparison = compare(exchange, self.registry, self.rules, fields, self.redactor)
-            said = functools.partial(hashed_quotes, exchange, self.registry, self.redactor)
+            said = functools.partial(comparators.hashed_quotes, exchange, self.registry, self.redactor)
             for side, outcome in (("Bank", bank), ("BK", bk)):
                 if not result.unreadable and (outcome.local or outcome.code in _UNREADABLE):
                     what = outcome.local or said(f"{outcome.status} {outcome.details}".strip())

@@ -117,8 +117,15 @@ async def serve(
     # a signal while the shim starts stops the start, which undoes what it started (the comparison
     # processes and their queues included): it leaves nothing behind, and says nothing of it
     starting = loop.create_task(dataplane.start(config, [DiffLog(diff_stream)], registry, attached=attached))
+    stop_asked = False  # a stop came while it started: kept, should the start end before it takes hold
+
+    def stop_start() -> None:
+        nonlocal stop_asked
+        stop_asked = True
+        starting.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, starting.cancel)
+        loop.add_signal_handler(signum, stop_start)
     try:
         served = await starting
     except asyncio.CancelledError:
@@ -143,6 +150,9 @@ async def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if stop_asked:  # a stop that came as the start ended (the task done, or its cancel not taken): it stops
+        log.info("a stop came while the shim started; it stops now that it serves")
+        on_signal(signal.SIGTERM)
 
     async def reload() -> None:
         try:

@@ -811,8 +811,10 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert refused.value.code() is grpc.StatusCode.ABORTED
                 details = refused.value.details() or ""
                 assert "the switch's pause (0.1s)" in details, details
+                # the read sent during the attempt may be said too: on Envoy its copy waits for its turn
+                # behind the slow write on its key
                 assert re.search(
-                    r"here, on [^ ]+ \(.*1 mirrored call waiting for the shadow's answer\)", details
+                    r"here, on [^ ]+ \([^)]*\b1 mirrored call waiting for the shadow's answer[,)]", details
                 ), details
                 assert shim.modes.default == "shadow"
                 assert await shim.store.modes.current() == {}  # type: ignore[union-attr]

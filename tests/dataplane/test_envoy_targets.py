@@ -6,6 +6,7 @@ hands them to grpc, the Envoy data plane turns them into its clusters' endpoints
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,11 @@ async def test_past_an_address_that_cannot_be_reached_the_calls_go_to_the_next()
     first unreachable fail (UNAVAILABLE, as when a single address cannot be reached): on Envoy the first,
     or those made in the moment it takes to pass the address over (a dozen on a starved machine); grpc may
     fail the first too. From then on every call reaches the second."""
-    gone, _, gone_port = await _server("gone")
-    await gone.stop(None)
+    # a port bound and never listened on refuses connections, and no other test's server can take it meanwhile
+    # (a server stopped here let one do so: every call then waited for its deadline, 100 times)
+    gone = socket.socket()
+    gone.bind(("127.0.0.1", 0))
+    gone_port = gone.getsockname()[1]
     second, _, second_port = await _server("second")
     target = f"ipv4:127.0.0.1:{gone_port},127.0.0.1:{second_port}"
     answers = {}
@@ -126,6 +130,7 @@ async def test_past_an_address_that_cannot_be_reached_the_calls_go_to_the_next()
                 answers[dataplane] = (got, await _answers(shim.address, 5))
     finally:
         await second.stop(None)
+        gone.close()
     for dataplane, (before, after) in answers.items():
         assert before[-1] == b"second", (dataplane, before)
         assert set(before[:-1]) <= {grpc.StatusCode.UNAVAILABLE}, (dataplane, before)

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from xdist.remote import Producer
+from xdist.scheduler import LoadScopeScheduling
 
 # as `shim` itself does (shim/cli): gRPC's own log lines (a peer's GOAWAY as a server stops) are not the
 # shim's, and only cluttered the suite's output; a value set by whoever runs the suite wins
@@ -40,6 +42,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     missing = [name for name in LOADED if not (ROOT / name).is_file()]
     if missing:  # a file renamed would run beside the others again, unnoticed
         raise pytest.UsageError(f"tests/conftest.py: LOADED names files that are not there: {missing}")
-    for item in items:
-        if item.nodeid.split("::", 1)[0] in LOADED:
-            item.add_marker(pytest.mark.xdist_group("loaded"))
+
+
+class LoadedApart(LoadScopeScheduling):
+    """xdist's scheduling by scope, with one scope for the tests of LOADED (sent to one worker, first: the
+    largest scope goes first) and one per test for the rest (balanced as `--dist load` does). Not xdist's
+    own `loadgroup` with `xdist_group` marks: with pytest 9.2 its grouping is lost (it renames each item's
+    `_nodeid`, which pytest no longer reads), and the loaded tests ran two at a time."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return loaded_scope(nodeid)
+
+
+def loaded_scope(nodeid: str) -> str:
+    """The scope xdist schedules `nodeid` in: LOADED_SCOPE for a test of LOADED, else the test itself."""
+    return LOADED_SCOPE if nodeid.split("::", 1)[0] in LOADED else nodeid
+
+
+LOADED_SCOPE = "loaded"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadScopeScheduling | None:
+    """`--dist loadgroup` (pyproject's addopts) is LoadedApart; another `--dist` is xdist's own."""
+    return LoadedApart(config, log) if config.getvalue("dist") == "loadgroup" else None

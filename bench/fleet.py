@@ -72,6 +72,9 @@ from bench.openloop import (
     Target,
     _compare_search,
     _free_ports,
+    _launch,
+    _Launched,
+    _ready,
     _start,
     _stop,
     compared_in,
@@ -157,8 +160,15 @@ class Replica:
     proc: Any = None  # subprocess.Popen[str] of `shim serve` (the supervisor on Envoy)
 
     def start(self, stack: ExitStack) -> None:
+        self.ready(stack, self.launch(stack))
+
+    def launch(self, stack: ExitStack) -> _Launched:
+        """Start it; `ready` waits for it to serve (several replicas start at once)."""
         pin = [] if self.cpu is None else [sys.executable, "-c", PIN, str(self.cpu)]
-        self.proc = _start(stack, [*pin, *self.args], '"ready"')
+        return _launch(stack, [*pin, *self.args])
+
+    def ready(self, stack: ExitStack, launched: _Launched) -> None:
+        self.proc = _ready(stack, launched, '"ready"')
 
     def pids(self) -> list[int]:
         return tree(self.proc.pid)
@@ -697,13 +707,13 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         addr, url, others = _services(stack, args.postgres)
         replicas = _replicas(3, addr, url, args.dataplane, args.pin and len(os.sched_getaffinity(0)) > 1)
-        for replica in replicas[:2] if "scaling" in parts else replicas:
-            replica.start(stack)
+        # three for the death, two for the scaling: started at once, on one store
+        starting = replicas if "death" in parts else replicas[:2]
+        for replica, launched in [(replica, replica.launch(stack)) for replica in starting]:
+            replica.ready(stack, launched)
             if replica.cpu is not None:
                 print(f"  pinned {replica.check_pinned()}", flush=True)
         if "death" in parts:  # first: the scaling search ends by overloading the replicas
-            if "scaling" in parts:
-                replicas[2].start(stack)
             figures["death"] = asyncio.run(_death(args, replicas, stack))
             _print_death(figures["death"], args, replicas)
             _stop(replicas[2].proc)  # the scaling part measures one replica, then two

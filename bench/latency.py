@@ -44,7 +44,7 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.openloop import guarded
+from bench.openloop import _launch, _ready
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 
@@ -70,24 +70,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _start(stack: ExitStack, args: list[str], ready: str, also: str = "") -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        guarded(args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-    )
-    stack.callback(proc.wait, 10)
-    stack.callback(proc.terminate)
-    deadline = time.monotonic() + 20
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            raise SystemExit(f"{args} exited before it was ready")
-        if ready in line and also in line:
-            return
-    raise SystemExit(f"{args} not ready within 20s")
 
 
 def _plain_envoy(stack: ExitStack, bank: str, listen: str) -> None:
@@ -292,10 +274,14 @@ def _run(args: argparse.Namespace) -> int:
     ports = {name: _free_port() for name in ("bank", "bk", "plain envoy", *SHIMS)}
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with ExitStack() as stack:
-        for kind in ("bank", "bk"):
-            _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
-        for name, (mode, flags) in SHIMS.items():
-            _start(
+        ledgers = [
+            _launch(stack, [sys.executable, "-m", "sample_ledger", k, "--listen", addr[k]])
+            for k in ("bank", "bk")
+        ]
+        for ledger in ledgers:
+            _ready(stack, ledger, "listening")
+        shims = {  # all at once; then each one's ready line
+            name: _launch(
                 stack,
                 [
                     *(sys.executable, "-m", "shim", "serve", "--listen", addr[name]),
@@ -303,9 +289,11 @@ def _run(args: argparse.Namespace) -> int:
                     *flags,
                     *("--diff-log", os.devnull),
                 ],
-                '"ready"',
-                '"workers"' if "--workers" in flags else "",  # the supervisor's: every worker serves
             )
+            for name, (mode, flags) in SHIMS.items()
+        }
+        for name, launched in shims.items():  # with workers, the supervisor's line: every worker serves
+            _ready(stack, launched, '"workers"' if "--workers" in SHIMS[name][1] else '"ready"')
         _plain_envoy(stack, addr["bank"], addr["plain envoy"])
         paths = {
             "direct": addr["bank"],

@@ -209,13 +209,34 @@ def guarded(args: list[str]) -> list[str]:
 
 def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subprocess.Popen[str]:
     """Start `args`, wait for `ready` in its stderr, and keep reading it (into the file `log`, if given)."""
+    return _ready(stack, _launch(stack, args), ready, log)
+
+
+@dataclass(frozen=True)
+class _Launched:
+    proc: subprocess.Popen[str]
+    args: list[str]
+    at: float  # time.monotonic() as it started
+
+
+def _launch(stack: ExitStack, args: list[str]) -> _Launched:
+    """Start `args` (stopped as `stack` closes); `_ready` waits for it, so that several start at once."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         guarded(args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
     )
     stack.callback(_stop, proc)
+    return _Launched(proc, args, time.monotonic())
+
+
+def _ready(
+    stack: ExitStack, launched: _Launched, ready: str, log: str = "", within: float = 60.0
+) -> subprocess.Popen[str]:
+    """Wait for `ready` in the stderr of a process `_launch` started (within `within` seconds of its
+    start), then keep reading it (into the file `log`, if given)."""
+    proc, args = launched.proc, launched.args
     assert proc.stderr is not None
-    deadline = time.monotonic() + 30
+    deadline = launched.at + within
     seen: deque[str] = deque(maxlen=10)
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
@@ -226,7 +247,7 @@ def _start(stack: ExitStack, args: list[str], ready: str, log: str = "") -> subp
             READY_LINES[proc.pid] = line
             break
     else:
-        raise SystemExit(f"{shlex.join(args)} not ready within 30s")
+        raise SystemExit(f"{shlex.join(args)} not ready within {within:g}s")
     # keep draining its stderr so that a chatty process never blocks on a full pipe
     sink = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115  (closed by the stack)
     if sink is not None:
@@ -729,7 +750,7 @@ async def _bench(
             flush=True,
         )
         for target in targets.values():  # warm-up, not measured
-            await target.load(rates[0], 1.0, seed=1)
+            await target.load(rates[0], args.warmup, seed=1)
         results = {(name, rate): Result(offered=rate) for name in SETUPS for rate in rates}
         compared: Counter[tuple[str, float]] = Counter()
         for round_ in range(args.rounds):
@@ -858,6 +879,12 @@ def main(argv: list[str] | None = None) -> int:
         "--search-duration", type=float, default=3.0, help="seconds per search step (default 3)"
     )
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of load per setup before any is measured (default 1)",
+    )
+    parser.add_argument(
         "--channels", type=int, default=4, help="client channels (connections) per setup (default 4)"
     )
     parser.add_argument(
@@ -916,12 +943,13 @@ def main(argv: list[str] | None = None) -> int:
     # hang the shim, killed to kill it
     plane_pids: dict[str, Callable[[], int]] = {}
     with ExitStack() as stack:
-        for kind in ("bank", "bk"):
-            _start(stack, [sys.executable, "-m", "sample_ledger", kind, "--listen", addr[kind]], "listening")
-        slow = ["--listen", addr["bk_slow"], "--delay", str(SLOW_BK_DELAY)]
-        _start(stack, [sys.executable, "-m", "sample_ledger", "bk", *slow], "listening")
+        ledgers = [[kind, "--listen", addr[kind]] for kind in ("bank", "bk")]
+        ledgers.append(["bk", "--listen", addr["bk_slow"], "--delay", str(SLOW_BK_DELAY)])
+        for ledger in [_launch(stack, [sys.executable, "-m", "sample_ledger", *args]) for args in ledgers]:
+            _ready(stack, ledger, "listening")
         worker_metrics: dict[str, list[str]] = {}
-        for name, (mode, bk, workers, dataplane) in SHIMS.items():
+        launched: dict[str, tuple[_Launched, str]] = {}
+        for name, (mode, bk, workers, dataplane) in SHIMS.items():  # all at once; then each one's ready line
             # each shim listens, and serves its metrics, on ports it picks itself (its ready line names them):
             # a port found free and then closed may be taken before the shim binds it
             metrics = "127.0.0.1:0"
@@ -929,25 +957,17 @@ def main(argv: list[str] | None = None) -> int:
                 base = _free_run(workers)
                 metrics = f"127.0.0.1:{base}"
                 worker_metrics[name] = [f"127.0.0.1:{base + i}" for i in range(workers)]
-            shim = _start(
-                stack,
-                [
-                    *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0"),
-                    *("--config", str(SAMPLE_CONFIG), "--mode", mode, "--workers", str(workers)),
-                    *(
-                        "--bank",
-                        addr["bank"],
-                        "--bk",
-                        addr[bk],
-                        "--dataplane",
-                        dataplane,
-                        "--metrics",
-                        metrics,
-                    ),
-                    *("--store", _store(stack, workers), "--diff-log", os.devnull),
-                ],
-                '"workers"' if workers > 1 else '"ready"',  # the supervisor's line: every worker serves
-            )
+            command = [
+                *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0"),
+                *("--config", str(SAMPLE_CONFIG), "--mode", mode, "--workers", str(workers)),
+                *("--bank", addr["bank"], "--bk", addr[bk], "--dataplane", dataplane, "--metrics", metrics),
+                *("--store", _store(stack, workers), "--diff-log", os.devnull),
+            ]
+            launched[name] = (_launch(stack, command), metrics)
+        for name, (started, metrics) in launched.items():
+            workers = SHIMS[name][2]
+            # the supervisor's line: every worker serves
+            shim = _ready(stack, started, '"workers"' if workers > 1 else '"ready"')
             ready = json.loads(READY_LINES[shim.pid])
             addr[f"shim {name}"] = str(ready["listen"])
             addr[f"metrics {name}"] = str(ready.get("metrics") or metrics)

@@ -42,21 +42,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     missing = [name for name in LOADED if not (ROOT / name).is_file()]
     if missing:  # a file renamed would run beside the others again, unnoticed
         raise pytest.UsageError(f"tests/conftest.py: LOADED names files that are not there: {missing}")
+    items.sort(key=lambda item: loaded_scope(item.nodeid) != LOADED_SCOPE)  # the longest scope first
 
 
 class LoadedApart(LoadScopeScheduling):
-    """xdist's scheduling by scope, with one scope for the tests of LOADED (sent to one worker, first: the
-    largest scope goes first) and one per test for the rest (balanced as `--dist load` does). Not xdist's
-    own `loadgroup` with `xdist_group` marks: with pytest 9.2 its grouping is lost (it renames each item's
-    `_nodeid`, which pytest no longer reads), and the loaded tests ran two at a time."""
+    """xdist's scheduling by scope, with one scope for the tests of LOADED, sent first (the collection has
+    them first) to one worker, and one per file for the rest, in their order. Not xdist's own `loadgroup`
+    with `xdist_group` marks: with pytest 9.2 its grouping is lost (it renames each item's `_nodeid`, which
+    pytest no longer reads), and the loaded tests ran two at a time. Not one scope per test either: xdist
+    sends a worker a scope or two at a time, and 4,000 of them cost a minute of round trips."""
+
+    def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
+        super().__init__(config, log)
+        self.config.option.loadscopereorder = False  # by size, a file of many short tests would go first
 
     def _split_scope(self, nodeid: str) -> str:
         return loaded_scope(nodeid)
 
 
 def loaded_scope(nodeid: str) -> str:
-    """The scope xdist schedules `nodeid` in: LOADED_SCOPE for a test of LOADED, else the test itself."""
-    return LOADED_SCOPE if nodeid.split("::", 1)[0] in LOADED else nodeid
+    """The scope xdist schedules `nodeid` in: LOADED_SCOPE for a test of LOADED, else its file."""
+    file = nodeid.split("::", 1)[0]
+    return LOADED_SCOPE if file in LOADED else file
 
 
 LOADED_SCOPE = "loaded"

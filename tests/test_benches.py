@@ -42,7 +42,7 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
     "plane_cpu.py": (["--rate", "100", "--duration", "1"], "comparison plane / Bank"),
     "openloop.py": (
         [
-            *("--duration", "0.5", "--rounds", "1", "--rate", "200", "--fractions", "0.5"),
+            *("--duration", "0.5", "--rounds", "1", "--rate", "200", "--fractions", "0.5", "--warmup", "0.2"),
             *("--search", "", "--compare", ""),
         ],
         "shadow",

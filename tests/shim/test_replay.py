@@ -415,52 +415,42 @@ def _one_line_error(result: tuple[int | None, str, str], says: str, store: Path)
 async def test_bad_input_is_one_line_exit_2_and_no_store(
     sample_recording: Path, bk: RunningLedger, tmp_path: Path
 ) -> None:
-    store = tmp_path / "bad.db"
     cut, corrupt = _spoilt(sample_recording, tmp_path)
-    replay_ = ("replay", "--config", SAMPLE, "--store", store)
-    _one_line_error(await shim_command(*replay_, cut, "--bk", bk.address), "truncated after", store)
-    _one_line_error(await shim_command(*replay_, corrupt, "--bk", bk.address), "corrupt", store)
-    for speed in ("5e-324", "0.0009", "0", "nan"):  # slower than 0.001: the replay could never finish
-        _one_line_error(
-            await shim_command(*replay_, sample_recording, "--bk", bk.address, "--speed", speed),
-            f"--speed: {speed!r} is not a speed from 0.001 up",
-            store,
+    lost = _lost(sample_recording, tmp_path, "many")
+    custody_config = _custody_config(tmp_path)
+    down = f"127.0.0.1:{free_port()}"
+    rec, to = sample_recording, ("--bk", bk.address)
+    cases: list[tuple[tuple[str | Path, ...], str]] = [
+        ((cut, *to), "truncated after"),
+        ((corrupt, *to), "corrupt"),
+        *(  # slower than 0.001: the replay could never finish
+            ((rec, *to, "--speed", speed), f"--speed: {speed!r} is not a speed from 0.001 up")
+            for speed in ("5e-324", "0.0009", "0", "nan")
+        ),
+        ((lost, *to), 'end line is malformed: its lost is "many"'),
+        # (its --config comes last, and wins)
+        ((rec, *to, "--config", custody_config), "recorded from another service: /bank.v1.Ledger/"),
+        ((rec, "--bk", down), "is not reachable (no connection within 5s)"),
+        ((rec, *to, "--until", "nope"), "no call of"),
+        ((rec, *to, "--key", "NOPE"), "--key 'NOPE': no call of"),  # it wrote an empty store, exit 0
+    ]
+    stores = [tmp_path / f"bad{n}.db" for n in range(len(cases))]
+    results = await asyncio.gather(  # each its own process and store: at once
+        *(
+            shim_command("replay", "--config", SAMPLE, *args, "--store", store)
+            for (args, _), store in zip(cases, stores, strict=True)
         )
+    )
+    for result, (_, says), store in zip(results, cases, stores, strict=True):
+        _one_line_error(result, says, store)
+    store = tmp_path / "bad.db"
     with pytest.raises(ReplayError, match=r"speed 1e-09 is not a speed from 0\.001 up"):
         await replay(Options(sample_recording, SAMPLE, str(store), bk=bk.address, speed=1e-9))
-    lost = _lost(sample_recording, tmp_path, "many")
-    _one_line_error(
-        await shim_command(*replay_, lost, "--bk", bk.address),
-        'end line is malformed: its lost is "many"',
-        store,
+    assert not store.exists()
+    code, _, err = await shim_command(
+        "replay", "--config", SAMPLE, "--store", store, cut, "--bk", bk.address, "--truncated"
     )
-    code, _, err = await shim_command(*replay_, cut, "--bk", bk.address, "--truncated")
     assert code == 0, err  # accepted when asked for: its calls up to where it stops
-    store.unlink()
-    custody_config = _custody_config(tmp_path)
-    _one_line_error(
-        await shim_command(
-            "replay", sample_recording, "--config", custody_config, "--store", store, "--bk", bk.address
-        ),
-        "recorded from another service: /bank.v1.Ledger/",
-        store,
-    )
-    down = f"127.0.0.1:{free_port()}"
-    _one_line_error(
-        await shim_command(*replay_, sample_recording, "--bk", down),
-        "is not reachable (no connection within 5s)",
-        store,
-    )
-    _one_line_error(
-        await shim_command(*replay_, sample_recording, "--bk", bk.address, "--until", "nope"),
-        "no call of",
-        store,
-    )
-    _one_line_error(  # it printed "no calls" and wrote an empty store, exit 0
-        await shim_command(*replay_, sample_recording, "--bk", bk.address, "--key", "NOPE"),
-        "--key 'NOPE': no call of",
-        store,
-    )
 
 
 def _untouched(path: Path) -> tuple[bytes, list[str]]:

@@ -49,8 +49,8 @@ class LoadedApart(LoadScopeScheduling):
     """xdist's scheduling by scope, with one scope for the tests of LOADED, sent first (the collection has
     them first) to one worker, and one per file for the rest, in their order. Not xdist's own `loadgroup`
     with `xdist_group` marks: with pytest 9.2 its grouping is lost (it renames each item's `_nodeid`, which
-    pytest no longer reads), and the loaded tests ran two at a time. Not one scope per test either: xdist
-    sends a worker a scope or two at a time, and 4,000 of them cost a minute of round trips."""
+    pytest no longer reads), and the loaded tests ran two at a time. A file is one scope, so that its
+    module-scoped fixtures (servers, recordings) are set up on one worker only."""
 
     def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
         super().__init__(config, log)

@@ -376,7 +376,10 @@ async def test_a_replica_starting_during_a_switch_takes_part_in_it_before_it_ser
             async with aio.insecure_channel(first.ready["listen"]) as channel:
                 stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
                 await stub.OpenAccount(pb.OpenAccountRequest(account_id="W1", initial_deposit="10"))
-                await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                await until(
+                    lambda: "W1" in bk.servicer.book.accounts and not sql("SELECT id FROM intents"),
+                    "the opening mirrored and judged",  # its intent is stored after Bank's answer
+                )
                 gate = proxy.gated["/Deposit"] = asyncio.Event()
                 await stub.Deposit(pb.DepositRequest(account_id="W1", amount="1"))  # Bank answers at once
                 await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")

@@ -294,7 +294,10 @@ async def test_a_replica_killed_with_a_write_in_flight_has_its_key_marked_and_ch
                 async with aio.insecure_channel(victim.ready["listen"]) as channel:
                     stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
                     await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", initial_deposit="10"))
-                    await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                    await until(
+                        lambda: "K1" in bk.servicer.book.accounts and not sql("SELECT id FROM intents"),
+                        "the opening mirrored and judged",  # its intent is stored after Bank's answer
+                    )
                     proxy.held.add("/Deposit")  # BK never gets the deposit
                     await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
                     await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
@@ -347,7 +350,10 @@ async def test_a_replica_started_again_under_the_same_host_and_pid_claims_what_t
                 async with aio.insecure_channel(victim.ready["listen"]) as channel:
                     stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
                     await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", initial_deposit="10"))
-                    await until(lambda: not sql("SELECT id FROM intents"), "the opening mirrored")
+                    await until(
+                        lambda: "K1" in bk.servicer.book.accounts and not sql("SELECT id FROM intents"),
+                        "the opening mirrored and judged",  # its intent is stored after Bank's answer
+                    )
                     proxy.held.add("/Deposit")  # BK never gets the deposit
                     await stub.Deposit(pb.DepositRequest(account_id="K1", amount="5"))  # Bank applies it
                     await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")

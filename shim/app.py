@@ -161,6 +161,7 @@ class Shim:
                 "bank": self._dispatcher(bank, config.bank, primary=bk),  # bk-primary: Bank is
             }
             self.modes.explain = lambda: waiting(self.dispatchers.values())
+            self.modes.unsettled = lambda: [m for d in self.dispatchers.values() for m in d.unsettled()]
             verifier = self.books.start_verifier(
                 config,
                 parts,

@@ -47,7 +47,7 @@ import structlog
 from shim._timeouts import bounded
 from shim.errors import ShimError
 from shim.liveness import lease_of
-from shim.modes import DEFAULT, Modes, SwitchTimeout
+from shim.modes import CATCH_UP_WITHIN, DEFAULT, Modes, SwitchTimeout
 from shim.store import ModeChange, ReplicaView, Store, StoreError, Switch
 from shim.store.fleet import ABANDONED, COMMITTED
 
@@ -265,6 +265,8 @@ class Fleet:
         """Apply `changes` on every live replica, and record them, as one step; Unswitched says why not.
         `pause`: how long each replica may hold its calls for it (0: each one's switch_pause). `check`: once
         every replica holds (its calls in flight over), why the switch must not be committed ("": it may)."""
+        # no call is held while the mirrored calls under way here finish: the pause is for what came since
+        await self._modes.catch_up(min(self.timing.grace, CATCH_UP_WITHIN))
         now = time.time()
         proposal = Switch(
             secrets.token_hex(8), now, self.replica, {c.scope: c.to_mode for c in changes}, list(changes),

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -44,6 +44,10 @@ def bk_answers(table: Mapping[str, str]) -> bool:
 # holds them for its pause and this at most, whatever happens to it (a data plane that does not answer,
 # a cancelled admin call)
 APPLY_WITHIN = 3.0
+# a switch catching up with the mirrored calls under way looks every this often (`Modes.catch_up`); and it
+# waits for them this long at most (and no longer than grace_period), then holds the calls all the same
+CATCH_UP_POLL = 0.01
+CATCH_UP_WITHIN = 30.0
 _log = structlog.get_logger("shim.modes")
 
 
@@ -113,6 +117,10 @@ class Modes:
         self.hooks: SwitchHooks | None = None
         # what the calls in flight wait for, said when a switch gives up waiting ("": not known)
         self.explain: Callable[[], str] = str
+        # the mirrored calls in flight a switch would wait for, on either data plane (`catch_up`)
+        self.unsettled: Callable[[], Sequence[Settles]] = list
+        # on Envoy: until every copy it has sent so far is in the shim (`catch_up`)
+        self.copies_in: Callable[[], Awaitable[None]] | None = None
         self._modes: dict[str, str] = {DEFAULT: default}
         # BK answered the clients of some scope at some time (in this process, or before it as the store
         # says): they may hold BK's ids, in every scope and after a rollback too. Set before the routes of
@@ -124,6 +132,7 @@ class Modes:
         self._open = asyncio.Event()  # cleared while a switch waits for the calls in flight
         self._open.set()
         self._switching = asyncio.Lock()
+        self.catching_up = False  # a switch waits for the mirrored calls under way, holding none (`catch_up`)
         self.pauses: deque[float] = deque(maxlen=100)  # seconds new calls waited, per switch applied or not
         self.switches: Counter[str] = Counter()  # switches that held calls here: "applied", "refused"
         self.since = time.time()  # when the modes last changed here
@@ -180,6 +189,27 @@ class Modes:
                     mirror.spanned_switch()
 
     # -- switching ---------------------------------------------------------------------------
+
+    async def catch_up(self, within: float) -> bool:
+        """Before a switch holds any call: until the mirrored calls under way now are settled (on Envoy,
+        with the copies it has sent so far), not those that come meanwhile, for `within` s at most. A shim
+        behind its clients (a slow shadow, a busy comparison plane) catches up with no call held, and the
+        switch then holds the calls only for what came since. Whether it caught up."""
+        self.catching_up = True
+        try:
+            async with asyncio.timeout(within):
+                if self.copies_in is not None:
+                    await self.copies_in()
+                pending = [mirror for mirror in self.unsettled() if not mirror.settled]
+                if pending:
+                    _log.info("switch: catching up with the mirrored calls under way", calls=len(pending))
+                while not all(mirror.settled for mirror in pending):  # noqa: ASYNC110  (states, no event)
+                    await asyncio.sleep(CATCH_UP_POLL)  # no call waits on it: a look every 10 ms
+        except TimeoutError:
+            return False
+        finally:
+            self.catching_up = False
+        return True
 
     @property
     def paused(self) -> bool:

@@ -56,7 +56,7 @@ from shim.dataplane.store_wait import until_the_store_opens
 from shim.dataplane.targets import authority, check_grpc_targets, check_targets
 from shim.dataplane.unseen import UNSEEN, Streams, Unseen, copy_streams, record_unseen
 from shim.errors import ConfigError, ShimError, StartupError
-from shim.modes import DEFAULT, bk_answers
+from shim.modes import CATCH_UP_POLL, DEFAULT, bk_answers
 from shim.pipeline import Sink
 from shim.shadow.mirror import Mirror
 from shim.tls_settings import TlsSettings
@@ -418,6 +418,19 @@ class EnvoyPlane:
         self._spanning, self._before = processor.streams_under_way(changing), dict(table)
         self._preparing = ""
 
+    async def copies_in(self) -> None:
+        """Until every copy Envoy has sent by now is in the processor (`Modes.catch_up`); at once when Envoy's
+        figures cannot be read (the switch's own steps then wait for the copies, within its pause)."""
+        processor = self.processor
+        if processor is None:
+            return
+        try:
+            sent = await self._copies_sent()
+        except (OSError, ValueError):
+            return
+        while processor.copies < sent:  # noqa: ASYNC110  (counts, no event)
+            await asyncio.sleep(CATCH_UP_POLL)
+
     def waiting(self) -> str:
         processor = self.processor
         if processor is None or not self._preparing:
@@ -656,6 +669,7 @@ async def start(
         raise
     shim.front = plane
     shim.modes.hooks = plane
+    shim.modes.copies_in = plane.copies_in
     return Served(shim, plane, "envoy", "")
 
 

@@ -179,6 +179,10 @@ class ShadowDispatcher:
     def in_flight(self) -> int:
         return len(self._live) + len(self._leaving)
 
+    def unsettled(self) -> list[Mirror]:
+        """The mirrored calls in flight a switch would wait for (`Mirror.settled`)."""
+        return [m for m in (*self._live, *self._leaving) if not m.settled]
+
     def waiting(self) -> Counter[str]:
         """What the mirrored calls in flight wait for, counted (`Mirror.waiting_for`)."""
         return Counter(m.waiting_for for m in (*self._live, *self._leaving))

@@ -355,10 +355,11 @@ async def _side(address: str) -> str:
 async def test_a_replica_starting_during_a_switch_takes_part_in_it_before_it_serves(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
-    """A switch shadow -> bk-primary through a first replica is held there by a mirrored deposit BK has not
-    answered; a second replica starts meanwhile, after the proposal. It takes part in the switch before
-    it serves: the first call it answers after the commit is answered from BK, as on the first replica,
-    not from Bank until its first look at the store (`store.refresh`, 5 s here)."""
+    """A switch shadow -> bk-primary through a first replica is held there by a mirrored trade BK has not
+    answered (sent while the switch caught up with a deposit before it, which it does not hold the calls
+    for); a second replica starts meanwhile, after the proposal. It takes part in the switch before it
+    serves: the first call it answers after the commit is answered from BK, as on the first replica, not
+    from Bank until its first look at the store (`store.refresh`, 5 s here)."""
     bank, bk = ledgers
     async with aio.insecure_channel(bank.address) as channel:
         await pb_grpc.LedgerStub(channel).OpenAccount(pb.OpenAccountRequest(account_id="ONLYBANK"))  # type: ignore[no-untyped-call]
@@ -380,11 +381,19 @@ async def test_a_replica_starting_during_a_switch_takes_part_in_it_before_it_ser
                     lambda: "W1" in bk.servicer.book.accounts and not sql("SELECT id FROM intents"),
                     "the opening mirrored and judged",  # its intent is stored after Bank's answer
                 )
-                gate = proxy.gated["/Deposit"] = asyncio.Event()
+                deposit = proxy.gated["/Deposit"] = asyncio.Event()
+                gate = proxy.gated["/PostTrade"] = asyncio.Event()
                 await stub.Deposit(pb.DepositRequest(account_id="W1", amount="1"))  # Bank answers at once
                 await until(lambda: proxy.arrived == 1, "the mirrored deposit held in front of BK")
-            switch = asyncio.ensure_future(_set_mode(first, "bk-primary", pause=8.0))
+                switch = asyncio.ensure_future(_set_mode(first, "bk-primary", pause=8.0))
+                await first.until_event("switch: catching up with the mirrored calls under way")
+                order = pb.PostTradeRequest(
+                    account_id="W1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="61.2"
+                )
+                await stub.PostTrade(order)  # its mirrored call waits for the deposit's, on W1
+            deposit.set()  # the switch has caught up: it holds the calls, for the trade
             try:
+                await until(lambda: proxy.arrived == 2, "the mirrored trade held in front of BK")
                 await until(
                     lambda: sql("SELECT id FROM shim_mode_switches WHERE state = 'pending'"),
                     "the switch pending",
@@ -398,6 +407,7 @@ async def test_a_replica_starting_during_a_switch_takes_part_in_it_before_it_ser
                 gate.set()  # the mirrored deposit goes on: the first replica holds, the switch commits
                 answer = await switch
             finally:
+                deposit.set()
                 gate.set()
                 switch.cancel()
             committed = time.monotonic()

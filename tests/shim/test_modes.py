@@ -767,14 +767,42 @@ async def test_a_switch_is_recorded_only_once_it_is_applied(tmp_path: Path, data
 
 
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_switch_waits_for_the_mirrored_calls_under_way_before_it_holds_any(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """The comparison side behind the clients: five deposits on one account that Bank answered at once,
+    whose mirrored calls wait each for the one before at a BK answering in 0.3 s. A switch asked for then,
+    with the default pause (0.1 s), waits for them before it holds any call, then holds and applies; BK,
+    primary from then on, has all five. Before, it held the calls at once, the deposits did not finish
+    within the pause, and it was refused ("try again"), as long as the shim stayed behind."""
+    bank, slow_bk = await serve("bank"), await serve("bk", delay=0.3)
+    try:
+        more = {"store": {"url": str(tmp_path / "s.db")}, "dataplane": dataplane}
+        async with _shim((bank, slow_bk), shadow_timeout=5.0, **more) as (shim, stub, admin):
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="Q1", initial_deposit="10"))
+            await shim.drain()
+            for _ in range(5):
+                await stub.Deposit(pb.DepositRequest(account_id="Q1", amount="1"))
+            assert (await _set(admin, "bk-primary", force=True)).default_mode == "bk-primary"
+            assert shim.modes.switches == {"applied": 1}
+            balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="Q1"), timeout=10)  # BK's
+            assert Decimal(balance.cash) == 15
+    finally:
+        await bank.stop(None)
+        await slow_bk.stop(None)
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
     tmp_path: Path, dataplane: str
 ) -> None:
-    """A mirrored call in flight longer than `switch_pause` (BK answers in 1 s; the default pause is 0.1 s,
-    the grace period 5 s): the switch is refused while that call is still in flight, saying so, nothing
-    recorded, and a call sent during the attempt is answered before it, so no call waited for BK's second.
-    With switch_pause raised to the grace period, or this one switch's pause (`shim mode set --pause`), the
-    same switch waits for the call and applies; a pause past the grace period is refused as invalid."""
+    """A mirrored call in flight longer than `switch_pause` as the switch holds the calls (BK answers in 1 s;
+    the default pause is 0.1 s, the grace period 5 s): a write sent while the switch catches up with the one
+    before it, which it does not wait for there. The switch is refused while that call is still in flight,
+    saying so, nothing recorded, and a call sent during the attempt is answered before it, so no call waited
+    for BK's second. With switch_pause raised to the grace period, or this one switch's pause (`shim mode set
+    --pause`), the same switch waits for the call and applies; a pause past the grace period is refused as
+    invalid."""
     bank, slow_bk = await serve("bank"), await serve("bk", delay=1.0)
     try:
         cases = (("P1", None, 0.0, False), ("P2", 5.0, 0.0, True), ("P3", None, 3.0, True))
@@ -797,6 +825,8 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                     assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
                     assert "to the grace period (5s)" in (invalid.value.details() or "")
                 switching = asyncio.ensure_future(_set(admin, "bk-primary", force=True, pause=own))
+                await until(lambda: shim.modes.catching_up, "the switch catching up with the deposit")
+                later = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id=account, amount="1")))
                 await until(lambda: shim.modes.paused, "the switch under way")
                 during = await stub.GetBalance(pb.GetBalanceRequest(account_id=account), timeout=30)
                 in_flight_after = any(d.in_flight for d in mirrors)
@@ -825,6 +855,7 @@ async def test_a_switch_holds_calls_for_switch_pause_at_most_then_is_refused(
                 assert metrics["shim_switches_total", (("outcome", "applied"),)] == 0
                 assert during.account_id == account
                 await slow
+                await later
     finally:
         await bank.stop(None)
         await slow_bk.stop(None)
@@ -903,12 +934,16 @@ async def test_a_cancelled_switch_leaves_nothing_pending_and_the_next_one_applie
                 mode="bk-primary", reason="cancelled", who="ops", force=True, pause=0.8
             )
             call = admin.SetMode(request, metadata=AUTH, timeout=30)
+            # a write sent while the switch catches up with the first: it holds the calls for this one
+            await until(lambda: shim.modes.catching_up, "the switch catching up with the deposit")
+            later = asyncio.ensure_future(stub.Deposit(pb.DepositRequest(account_id="C1", amount="1")))
             await until(lambda: shim.modes.paused, "the switch under way")
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
             await until(lambda: not shim.modes.paused, "the held calls going on", within=0.8 + 2.0)
             await slow
+            await later
             await shim.drain()
             modes = await _set(admin, "bk-primary", force=True)
             assert modes.default_mode == "bk-primary"

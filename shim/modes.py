@@ -190,11 +190,11 @@ class Modes:
 
     # -- switching ---------------------------------------------------------------------------
 
-    async def catch_up(self, within: float) -> bool:
+    async def catch_up(self, within: float) -> None:
         """Before a switch holds any call: until the mirrored calls under way now are settled (on Envoy,
         with the copies it has sent so far), not those that come meanwhile, for `within` s at most. A shim
         behind its clients (a slow shadow, a busy comparison plane) catches up with no call held, and the
-        switch then holds the calls only for what came since. Whether it caught up."""
+        switch then holds the calls only for what came since."""
         self.catching_up = True
         try:
             async with asyncio.timeout(within):
@@ -206,10 +206,13 @@ class Modes:
                 while not all(mirror.settled for mirror in pending):  # noqa: ASYNC110  (states, no event)
                     await asyncio.sleep(CATCH_UP_POLL)  # no call waits on it: a look every 10 ms
         except TimeoutError:
-            return False
+            _log.warning(
+                "switch: the mirrored calls under way did not finish within the time to catch up; the switch"
+                " holds the calls all the same, for its pause at most",
+                seconds=within,
+            )
         finally:
             self.catching_up = False
-        return True
 
     @property
     def paused(self) -> bool:

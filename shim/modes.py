@@ -195,7 +195,6 @@ class Modes:
         with the copies it has sent so far), not those that come meanwhile, for `within` s at most. A shim
         behind its clients (a slow shadow, a busy comparison plane) catches up with no call held, and the
         switch then holds the calls only for what came since."""
-        self.catching_up = True
         try:
             async with asyncio.timeout(within):
                 if self.copies_in is not None:
@@ -203,6 +202,7 @@ class Modes:
                 pending = [mirror for mirror in self.unsettled() if not mirror.settled]
                 if pending:
                     _log.info("switch: catching up with the mirrored calls under way", calls=len(pending))
+                self.catching_up = True  # from here, a call that comes is not waited for
                 while not all(mirror.settled for mirror in pending):  # noqa: ASYNC110  (states, no event)
                     await asyncio.sleep(CATCH_UP_POLL)  # no call waits on it: a look every 10 ms
         except TimeoutError:

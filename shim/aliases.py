@@ -16,6 +16,10 @@ so that a restarted shim or another replica knows it too. A call naming an
 alias in a `references` field is then on the alias's key, as if it named the
 key itself. An alias not (yet) known makes the call unkeyed (`aliases_unknown`).
 
+With redaction on a field of an alias kind, or on any field routing keys come from (keys are then
+hashed), the store keeps the kind's aliases and keys sealed, as it keeps the ids of redacted fields
+(`shim.store._sealing`).
+
 Locations are written as id locations are (`comparators.ids`): a message
 field wherever its message appears, or a method path
 (`pkg.Svc/Method:request.a.b`); the same checks apply at start.
@@ -36,7 +40,7 @@ from comparators.ids import IdError, IdFields, IdKind
 from shim.errors import ConfigError
 from shim.metrics import Counters
 from shim.settings import finish
-from shim.store import Store, StoreError
+from shim.store import Sealer, Store, StoreError
 
 _log = structlog.get_logger("shim.aliases")
 
@@ -97,9 +101,19 @@ def fields_of(kinds: Sequence[AliasKind], registry: DescriptorRegistry | None) -
 class KeyAliases:
     """Aliases learned from answers, and the keys of the calls that name them."""
 
-    def __init__(self, fields: IdFields, store: Store | None, counters: Counters, cache: int = 1_000_000):
+    def __init__(
+        self,
+        fields: IdFields,
+        store: Store | None,
+        counters: Counters,
+        cache: int = 1_000_000,
+        sealer: Sealer | None = None,
+    ):
+        """`sealer`: the kinds whose aliases the store keeps sealed (a redacted field, or hashed keys)."""
         self.fields = fields
         self._store = store
+        if store is not None:
+            store.aliases.seal_with(sealer)
         self._counters = counters
         self._cache = max(cache, 1)
         self._keys: dict[tuple[str, str], str] = {}  # (kind, alias) -> key
@@ -111,8 +125,16 @@ class KeyAliases:
         """Fill the memory with the most recently learned aliases of the store."""
         if self._store is None:
             return
-        for kind, alias, key in reversed(await self._store.aliases.recent(self._cache)):
+        stored = self._store.aliases
+        if sealed := await stored.seal_stored():  # stored as they were by a shim that did not seal them
+            _log.warning("key aliases of redacted fields stored as they were are sealed", rows=sealed)
+        for kind, alias, key in reversed(await stored.recent(self._cache)):
             self._remember(kind, alias, key)
+        if stored.unopened:
+            _log.warning(
+                "key aliases sealed under another redaction key are left out: their keys are unknown",
+                aliases=stored.unopened,
+            )
 
     def _remember(self, kind: str, alias: str, key: str) -> None:
         self._keys.pop((kind, alias), None)

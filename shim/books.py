@@ -90,7 +90,11 @@ class Books:
                 await self.ids.preload()
             if parts.alias_fields is not None:
                 self.aliases = aliases.KeyAliases(
-                    parts.alias_fields, store, counters, cache=config.store.id_cache
+                    parts.alias_fields,
+                    store,
+                    counters,
+                    cache=config.store.id_cache,
+                    sealer=parts.alias_sealer,
                 )
                 await self.aliases.preload()
             if config.ordering.across_replicas:

@@ -91,18 +91,39 @@ def sealed_kinds(config: Config, fields: IdFields | None) -> dict[str, str]:
     return {kind: hit[0] for kind, hit in found.items() if hit}
 
 
-def load_sealer(config: Config, fields: IdFields | None, redactor: Redactor | None) -> Sealer | None:
+def sealed_aliases(config: Config, fields: IdFields | None, hashed_keys: frozenset[str]) -> dict[str, str]:
+    """The key alias kinds the store keeps sealed, each with a redacted field: all of them when routing keys
+    are hashed (`hashed_keys`: the redacted fields keys come from), else those with a field redacted."""
+    if fields is None or not config.redact.fields:
+        return {}
+    redacted = set(config.redact.fields)
+    found = {kind: sorted(fields.fields_of(kind) & redacted) or sorted(hashed_keys) for kind in fields.kinds}
+    return {kind: hit[0] for kind, hit in found.items() if hit}
+
+
+def load_sealer(
+    config: Config,
+    fields: IdFields | None,
+    redactor: Redactor | None,
+    *,
+    aliases_of: frozenset[str] | None = None,
+) -> Sealer | None:
     """What seals the stored ids of the kinds whose fields are redacted (`shim.store._sealing`), under the
-    redaction key. A lasting store needs that key from the environment: under a random one, the pairs
-    stored would not open after a restart, nor in another worker or replica (a ConfigError then)."""
-    sealed = sealed_kinds(config, fields)
+    redaction key; with `aliases_of` (the redacted fields routing keys come from), what seals the key
+    aliases of `fields`, the alias kinds. A lasting store needs that key from the environment: under a
+    random one, what is stored would not open after a restart, nor in another worker or replica (a
+    ConfigError then)."""
+    if aliases_of is None:
+        sealed, table, what = sealed_kinds(config, fields), "ids", "ids"
+    else:
+        sealed, table, what = sealed_aliases(config, fields, aliases_of), "key_aliases", "aliases"
     if not sealed or redactor is None:
         return None
     in_memory = config.store.url.strip().lower() in (":memory:", "sqlite::memory:")
     if not os.environ.get(config.redact.key_env) and not in_memory:
         kind, field = next(iter(sealed.items()))
         raise ConfigError(
-            f"ids.{kind}: {field} is redacted (redact.fields), so its ids are stored sealed under the"
+            f"{table}.{kind}: {field} is redacted (redact.fields), so its {what} are stored sealed under the"
             f" redaction key, and ${config.redact.key_env} (redact.key_env) is not set: under a random key"
             " they would not open after a restart, nor in another worker or replica"
         )
@@ -148,6 +169,10 @@ class Parts:
             key_sources=(*(o for k in config.ids for o in k.owner_key), *(a.key for a in config.key_aliases)),
         )
         self.plans = Plans(self.router, self.id_fields, self.alias_fields)
+        # the stored aliases of redacted fields, or of any alias when keys are hashed
+        self.alias_sealer = load_sealer(
+            config, self.alias_fields, self.redactor, aliases_of=self.router.hashed_key_fields
+        )
         self.verdict_counts = VerdictCounts(self.method_labels)  # comparisons by verdict, for the metrics
         self.primary_latencies = Latencies(self.method_labels)
         self.replica = replica_name()  # this process, as the store names it

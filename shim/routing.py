@@ -90,6 +90,7 @@ class Router:
         # key alias's `key`), every key is replaced by `hide(value)`: equal values stay one key
         redacted = self._sources(key_sources) & hidden_fields if hide is not None else set()
         self._hide = hide if redacted else None
+        self.hashed_key_fields = frozenset(redacted)  # the redacted fields keys come from: keys hashed
 
     def _validate(self) -> None:
         for method, settings in self._methods.items():

@@ -1,14 +1,25 @@
-"""Key aliases: other names of routing keys, learned from answers (`shim.aliases`), per alias kind."""
+"""Key aliases: other names of routing keys, learned from answers (`shim.aliases`), per alias kind.
+
+The aliases of a kind whose fields are redacted, or of every kind when routing keys are hashed, are
+stored sealed (`seal_with`, `shim.store._sealing`), as the ids of redacted fields are: the methods here
+take and give aliases and keys as they are, and the store holds both sealed. A row sealed under another
+key is left out and counted (`unopened`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shim.store._sealing import Sealer, Unopened, sealed
+from shim.store.backends import Db
 from shim.store.engine import Engine
 
 _INSERT = (
     "INSERT INTO key_aliases (kind, alias, key, learned_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (kind, alias) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at"
+)
+_UNSEALED = (  # shim.store._sealing.PREFIX
+    "SELECT alias, key, learned_at FROM key_aliases"
+    " WHERE kind = ? AND (alias NOT LIKE 'sealed:%' OR key NOT LIKE 'sealed:%')"
 )
 
 
@@ -17,21 +28,68 @@ class StoredAliases:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.sealer: Sealer | None = None
+        self.unopened = 0  # rows read that did not open (sealed under another key), left out
+
+    def seal_with(self, sealer: Sealer | None) -> None:
+        """Store the aliases of `sealer.kinds` sealed, and open them as they are read."""
+        self.sealer = sealer
+
+    def _seal(self, kind: str, value: str) -> str:
+        return self.sealer.seal(kind, value) if self.sealer is not None else value
+
+    def _open(self, kind: str, value: str) -> str:
+        return self.sealer.open(kind, value) if self.sealer is not None else value
 
     def put(self, aliases: Sequence[tuple[str, str, str, float]]) -> None:
         """Learn aliases (kind, alias, key, learned_at), enqueued."""
-        self._engine.enqueue(_INSERT, aliases)
+        seal = self._seal
+        self._engine.enqueue(
+            _INSERT, [(k, seal(k, alias), seal(k, key), at) for k, alias, key, at in aliases]
+        )
 
     async def recent(self, limit: int) -> list[tuple[str, str, str]]:
         """Up to `limit` aliases (kind, alias, key), the most recently learned first."""
         rows = await self._engine.select(
             "SELECT kind, alias, key FROM key_aliases ORDER BY learned_at DESC LIMIT ?", (limit,)
         )
-        return [(str(kind), str(alias), str(key)) for kind, alias, key in rows]
+        found = []
+        for kind, alias, key in rows:
+            try:
+                found.append((str(kind), self._open(kind, str(alias)), self._open(kind, str(key))))
+            except Unopened:
+                self.unopened += 1
+        return found
 
     async def find(self, kind: str, alias: str) -> str | None:
-        """The key of an alias; None when it is not known."""
+        """The key of an alias; None when it is not known (or does not open)."""
         rows = await self._engine.select(
-            "SELECT key FROM key_aliases WHERE kind = ? AND alias = ?", (kind, alias)
+            "SELECT key FROM key_aliases WHERE kind = ? AND alias = ?", (kind, self._seal(kind, alias))
         )
-        return str(rows[0][0]) if rows else None
+        try:
+            return self._open(kind, str(rows[0][0])) if rows else None
+        except Unopened:
+            self.unopened += 1
+            return None
+
+    async def seal_stored(self) -> int:
+        """The aliases of the sealed kinds stored as they were (by a shim that did not seal them), sealed in
+        place, in one transaction: how many rows."""
+        sealer = self.sealer
+        if sealer is None or not sealer.kinds:
+            return 0
+
+        def seal(kind: str, value: str) -> str:
+            assert sealer is not None
+            return value if sealed(value) else sealer.seal(kind, value)
+
+        def work(db: Db) -> int:
+            done = 0
+            for kind in sorted(sealer.kinds):
+                for alias, key, at in db.run(_UNSEALED, (kind,)):
+                    db.run("DELETE FROM key_aliases WHERE kind = ? AND alias = ?", (kind, alias))
+                    db.run(_INSERT, (kind, seal(kind, alias), seal(kind, key), at))
+                    done += 1
+            return done
+
+        return await self._engine.transaction(work, write=True)

@@ -16,16 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc import aio
+from structlog.testing import capture_logs
 
 from comparators import Verdict
 from comparators.redact import PREFIX
-from shim.config import load_file
+from shim.config import Upstream, build, load_file, merged
+from shim.errors import ConfigError
+from shim.parts import Parts
 from shim.testing import running_shim
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody.client import Client
 from tests.services.custody.messages import REGISTRY
 from tests.services.custody.server import serve
+from tests.shim import test_store as engines
+from tests.shim.test_store import Target
 
 HERE = Path(__file__).parent
 ACCOUNT_FIELDS = [
@@ -137,3 +143,88 @@ async def test_a_minted_account_missed_by_bk_is_marked_by_its_hash(tmp_path: Pat
         await bk.stop()
     assert list(marks) == [key]
     _no_raw(account, marks)
+
+
+durable = engines.durable  # SQLite in a file and PostgreSQL
+
+
+async def test_a_key_alias_on_a_redacted_key_is_stored_sealed_and_known_after_a_restart(
+    tmp_path: Path, durable: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's reference names its account, whose id is redacted: the alias learned is stored
+    sealed, as the id pairs of redacted fields are, never as it was, and a shim started later on the
+    same store opens it, so a read by the reference is on the account's key at once. An alias an older
+    shim stored as it was is sealed when the shim starts. Before, the account id reached the store as
+    it was in every alias learned (docs/store.md#redaction)."""
+    monkeypatch.setenv("SHIM_REDACT_KEY", "custody-redaction-key")
+    settings = {**_settings(tmp_path), "store": {"url": durable.url}}
+    by_ref = "/custody.v1.Custody/GetAccountByRef"
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **settings) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = Client(channel)
+            first = (await client.call("OpenAccount", client_ref="r1", owner="Owner r1")).message.account_id
+            older = (await client.call("OpenAccount", client_ref="r0", owner="Owner r0")).message.account_id
+            await shim.drain()
+            place = shim.dispatcher.shared.translation.place
+            ((key,), unknown) = place(by_ref, _request("GetAccountByRef", client_ref="r1"))
+            assert unknown is False
+            assert shim.store is not None
+            await shim.store.flush()
+        stored = durable.sql("SELECT alias, key FROM key_aliases WHERE kind = 'client_ref'")
+        assert len(stored) == 2, stored
+        assert all(value.startswith("sealed:") for row in stored for value in row), stored
+        assert not {first, older, "r1", "r0"} & {value for row in stored for value in row}
+        # r0 as a shim that did not seal its aliases stored it
+        ((sealed_r0,),) = durable.sql("SELECT alias FROM key_aliases ORDER BY learned_at DESC LIMIT 1")
+        durable.sql(f"DELETE FROM key_aliases WHERE alias = '{sealed_r0}'")
+        durable.sql(
+            "INSERT INTO key_aliases (kind, alias, key, learned_at)"
+            f" VALUES ('client_ref', 'r0', '{older}', 1.0)"
+        )
+        async with running_shim(bank.address, bk.address, **settings) as (shim, _):
+            place = shim.dispatcher.shared.translation.place
+            assert place(by_ref, _request("GetAccountByRef", client_ref="r1")) == ((key,), False)
+            deposit = place("/custody.v1.Custody/Deposit", _request("Deposit", account_id=older))
+            assert place(by_ref, _request("GetAccountByRef", client_ref="r0")) == deposit
+            assert deposit[0][0].startswith(PREFIX)
+        # under another key, the aliases do not open: left out, said so, and a read by them is unkeyed
+        monkeypatch.setenv("SHIM_REDACT_KEY", "another-key")
+        with capture_logs() as logs:
+            async with running_shim(bank.address, bk.address, **settings) as (shim, _):
+                place = shim.dispatcher.shared.translation.place
+                assert place(by_ref, _request("GetAccountByRef", client_ref="r1")) == ((), True)
+        (said,) = [e for e in logs if e["event"].startswith("key aliases sealed under another redaction key")]
+        assert said["aliases"] == 2
+    finally:
+        await bank.stop()
+        await bk.stop()
+    stored = durable.sql("SELECT alias, key FROM key_aliases WHERE kind = 'client_ref'")
+    assert len(stored) == 2, stored
+    assert all(value.startswith("sealed:") for row in stored for value in row), stored
+    assert not {first, older, "r1", "r0"} & {value for row in stored for value in row}
+
+
+def test_a_key_alias_on_a_redacted_key_needs_the_key_from_the_environment_for_a_lasting_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a random key the aliases stored would not open after a restart, nor in another replica:
+    refused at start, in one line naming the alias and the settings. A store in memory is taken."""
+    monkeypatch.delenv("SHIM_REDACT_KEY", raising=False)
+
+    def parts(url: str) -> Parts:
+        settings = {**_settings(tmp_path), "ids": (), "store": {"url": url}}
+        given = {"bank": Upstream("bank", "127.0.0.1:1"), "bk": Upstream("bk", "127.0.0.1:2")}
+        return Parts(build(merged(settings, given)), REGISTRY)
+
+    with pytest.raises(ConfigError) as refused:
+        parts(str(tmp_path / "shim.db"))
+    assert str(refused.value) == (
+        "key_aliases.client_ref: custody.v1.Account.account_id is redacted (redact.fields), so its aliases"
+        " are stored sealed under the redaction key, and $SHIM_REDACT_KEY (redact.key_env) is not set: under"
+        " a random key they would not open after a restart, nor in another worker or replica"
+    )
+    assert parts(":memory:").alias_sealer is not None

@@ -29,6 +29,31 @@ def path_pattern(path: str) -> str:
     return _INDEX.sub("[*]", path)
 
 
+# the differences of one comparison the diff log and the store keep: an answer of a great many differing
+# elements would otherwise write megabytes of JSON per call
+KEPT_DIFFERENCES = 1000
+
+
+def kept_differences(
+    differences: tuple[Difference, ...], limit: int = KEPT_DIFFERENCES
+) -> tuple[tuple[Difference, ...], int]:
+    """At most `limit` of `differences`, in their order, and how many are left out: the first of each
+    folded path, kind and rule (so every differing path is kept, as far as the limit allows), then the
+    others in order."""
+    if len(differences) <= limit:
+        return differences, 0
+    first: dict[tuple[str, str, str], int] = {}
+    for index, diff in enumerate(differences):
+        first.setdefault((path_pattern(diff.path), diff.kind.value, diff.rule), index)
+    chosen = set(sorted(first.values())[:limit])
+    for index in range(len(differences)):
+        if len(chosen) >= limit:
+            break
+        chosen.add(index)
+    kept = tuple(differences[i] for i in sorted(chosen))
+    return kept, len(differences) - len(kept)
+
+
 def _side(outcome: Outcome | None) -> dict[str, Any] | None:
     if outcome is None:
         return None
@@ -83,7 +108,10 @@ class DiffLog:
         if exchange.correlation_id:
             fields["correlation_id"] = exchange.correlation_id
         if comparison.differences:
-            fields["differences"] = [d.as_json() for d in comparison.differences]
+            kept, omitted = kept_differences(comparison.differences)
+            fields["differences"] = [d.as_json() for d in kept]
+            if omitted:
+                fields["differences_omitted"] = omitted
         with self._lock:
             self._log.msg("comparison", **fields)
 

@@ -201,7 +201,8 @@ class CallRecord:
     bk_code: str | None
     bank_ms: float | None
     bk_ms: float | None
-    differences: tuple[Difference, ...]
+    differences: tuple[Difference, ...]  # BK's, then Bank's noise; at most KEPT_DIFFERENCES of each
+    omitted: int = 0  # BK's differences the store did not keep (`shim.sinks.KEPT_DIFFERENCES`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,7 +408,8 @@ class _Count:
         where, params = self.where()
         rows = self.run(
             "SELECT id, at, method, verdict, reason, routing_key, correlation_id, bank_code, bk_code,"
-            f" bank_ms, bk_ms, differences FROM comparisons WHERE {where} AND verdict <> 'match'"
+            f" bank_ms, bk_ms, differences, real_count + tolerated_count FROM comparisons"
+            f" WHERE {where} AND verdict <> 'match'"
             " ORDER BY at DESC, id LIMIT ?",
             [*params, limit],
         )

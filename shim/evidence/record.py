@@ -11,8 +11,8 @@ what else a replica lost: calls its recording lost, intents of mirrored writes i
 
 A record keeps: when, which replica, method, routing key, correlation id,
 verdict and reason, both status codes and latencies, the count of real and
-tolerated differences, the differences themselves (JSON), and the differing
-paths folded (`trades[*].fee`), one row each, with one example; with `[store]
+tolerated differences, the differences themselves (JSON; `shim.sinks.KEPT_DIFFERENCES`
+at most), and the differing paths folded (`trades[*].fee`), one row each, with one example; with `[store]
 payloads = true` also the request and both answers (base64), with the values
 of redacted fields replaced (a message that does not decode is not kept).
 Values of redacted fields never get here: the comparators replaced them first.
@@ -36,7 +36,7 @@ import structlog
 from comparators import Comparison, Difference, jsonable
 from shim.evidence.model import LOST
 from shim.metrics import Counters
-from shim.sinks import path_pattern
+from shim.sinks import kept_differences, path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
 
 _log = structlog.get_logger("shim.evidence.record")
@@ -114,7 +114,11 @@ def record_of(
     exchange = comparison.exchange
     bank, bk = exchange.bank, exchange.bk
     method = exchange.method
-    differences = [d.as_json() for d in (*comparison.differences, *comparison.noise)]
+    # bounded: the counts and the folded paths below are of every difference
+    differences = [
+        d.as_json()
+        for d in (*kept_differences(comparison.differences)[0], *kept_differences(comparison.noise)[0])
+    ]
     kept = None
     if payloads:
         kept = json.dumps(

@@ -179,9 +179,11 @@ def _differences(text: str) -> tuple[Difference, ...]:
 
 def call_record(row: Sequence[Any], noise: set[tuple[str, str]]) -> CallRecord:
     """A listed call from its row (id, at, method, verdict, reason, routing_key, correlation_id, bank_code,
-    bk_code, bank_ms, bk_ms, differences); `noise` holds its method's (path, kind class) classified noise."""
-    id_, at, method, verdict, reason, key, correlation, bank_code, bk_code, bank_ms, bk_ms, diffs = row
+    bk_code, bank_ms, bk_ms, differences, how many BK's differences were); `noise` holds its method's (path,
+    kind class) classified noise."""
+    id_, at, method, verdict, reason, key, correlation, bank_code, bk_code, bank_ms, bk_ms, diffs, count = row
     differences = _differences(diffs)
+    kept = sum(1 for d in differences if not d.noise)
     return CallRecord(
         id=id_,
         at=rfc3339(at),
@@ -196,6 +198,7 @@ def call_record(row: Sequence[Any], noise: set[tuple[str, str]]) -> CallRecord:
         bank_ms=bank_ms,
         bk_ms=bk_ms,
         differences=differences,
+        omitted=max(int(count or 0) - kept, 0),
     )
 
 

@@ -158,4 +158,5 @@ def _call_json(c: CallRecord) -> dict[str, Any]:
         "status": {"bank": c.bank_code, "bk": c.bk_code},
         "latency_ms": {"bank": c.bank_ms, "bk": c.bk_ms},
         "differences": [d.as_json() for d in c.differences],
+        **({"differences_omitted": c.omitted} if c.omitted else {}),
     }

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from comparators import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict
 from shim.evidence import build_report
 from shim.evidence.record import StoreSink
-from shim.report import to_json
+from shim.report import html, to_json
 from shim.sinks import DiffLog
 from shim.store import Store
 
@@ -115,3 +115,46 @@ def test_a_stored_text_that_is_not_differences_shows_whole_rather_than_vanishing
         assert _differences(text) == (Difference("", DiffKind.UNDECODABLE, text, None),)
     good = [Difference("fee", DiffKind.CHANGED, "1", "2").as_json()]
     assert _differences(json.dumps(good)) == (Difference("fee", DiffKind.CHANGED, "1", "2"),)
+
+
+async def test_a_comparison_with_a_great_many_differences_keeps_a_bounded_number_of_them(
+    tmp_path: Path,
+) -> None:
+    """An answer of 5,000 elements, each differing, and one difference more at another path after them:
+    the diff log and the store keep `KEPT_DIFFERENCES` of them, every differing path among them, and say
+    how many they left out; the counts stay whole. Before, every difference was written: 100,000
+    differing elements made one comparison 8.8 MB of JSON in the store and in the diff log."""
+    from shim.sinks import KEPT_DIFFERENCES
+
+    each = [Difference(f"items[{i}].name", DiffKind.CHANGED, f"n{i}", f"m{i}") for i in range(5000)]
+    late = Difference("total", DiffKind.CHANGED, "1", "2")
+    tolerated = Difference("price", DiffKind.CHANGED, "1.50", "1.5", "decimal formatting")
+    base = _comparison()
+    comparison = Comparison(base.exchange, Verdict.MISMATCH, (*each, late, tolerated), noise=base.noise)
+    kept = [*each[: KEPT_DIFFERENCES - 2], late, tolerated]  # the first of each path and rule, then in order
+
+    out = io.StringIO()
+    DiffLog(out)(comparison)
+    line = json.loads(out.getvalue())
+    assert line["differences"] == [d.as_json() for d in kept]
+    assert line["differences_omitted"] == 5002 - KEPT_DIFFERENCES
+
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        StoreSink(store, replica="r1")(comparison)
+        await store.flush()
+        report = await build_report(
+            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, min_sampled=20, calls=True
+        )
+    finally:
+        await store.close()
+    (call,) = report.calls
+    assert call.differences == (*kept, *comparison.noise)
+    assert call.omitted == 5002 - KEPT_DIFFERENCES
+    (listed,) = to_json(report)["calls"]
+    assert len(listed["differences"]) == KEPT_DIFFERENCES + 1
+    assert listed["differences_omitted"] == 5002 - KEPT_DIFFERENCES
+    assert f"and {5002 - KEPT_DIFFERENCES:,} more differences, not kept" in html(report)
+    (method,) = report.methods
+    assert {p.path for p in method.paths} == {"items[*].name", "total"}

@@ -109,6 +109,7 @@ class Books:
             store,
             replica=parts.replica,
             max_buffer=config.store.max_buffer,
+            max_buffer_bytes=config.store.max_buffer_bytes,
             payloads=config.store.payloads,
             keep=parts.payload_filter(),
         )

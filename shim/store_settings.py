@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from comparators import carries_credentials
 from shim.errors import ConfigError
-from shim.settings import BOOL, POSITIVE, TEXT, Kind, Resolve, duration, setting
+from shim.settings import BOOL, POSITIVE, SIZE, TEXT, Kind, Resolve, duration, setting
 from shim.units import parse_duration
 
 MIN_REFRESH = 0.01  # store.refresh: re-reading the store more often keeps an idle shim busy
@@ -91,6 +91,11 @@ class StoreSettings:
     payloads: bool = setting(False, BOOL, "true: also keep each call's request and answers")
     max_buffer: int = setting(
         100_000, POSITIVE, "comparisons waiting for the store; beyond, dropped and counted"
+    )
+    max_buffer_bytes: int = setting(
+        256 * 1024**2,
+        SIZE,
+        "... and the bytes they hold (differences, kept payloads); beyond, dropped and counted",
     )
     correlation_header: str = setting(
         "",

@@ -2,7 +2,7 @@
 
 `StoreSink` is a sink: it turns each Comparison into a `ComparisonRecord`
 and hands it to the store, which commits it in a batch on its own thread. It
-never blocks: when more than `max_buffer` comparisons wait to be committed
+never blocks: when more than `max_buffer` comparisons (or `max_buffer_bytes` of them) wait to be committed
 (the database is slow or down), further ones are dropped and counted. The
 counts of what was not stored (dropped here or by the comparison pipeline, or
 lost in a write the store could not make) are written to the store now and
@@ -153,7 +153,8 @@ def record_of(
 
 
 class StoreSink:
-    """Hands every comparison to the store; drops (and counts) beyond `max_buffer` waiting."""
+    """Hands every comparison to the store; drops (and counts) beyond `max_buffer` waiting, or beyond
+    `max_buffer_bytes` of them."""
 
     def __init__(
         self,
@@ -162,10 +163,12 @@ class StoreSink:
         max_buffer: int = 100_000,
         payloads: bool = False,
         keep: PayloadFilter | None = None,
+        max_buffer_bytes: int = 256 * 1024**2,
     ) -> None:
         self.store = store
         self.replica = replica or replica_name()
         self.max_buffer = max_buffer
+        self.max_buffer_bytes = max_buffer_bytes
         self.payloads = payloads
         self.keep = keep
         self._lock = threading.Lock()
@@ -173,7 +176,7 @@ class StoreSink:
         self._warned = False
 
     def __call__(self, comparison: Comparison) -> None:
-        if self.store.backlog >= self.max_buffer:
+        if self.store.backlog >= self.max_buffer or self.store.backlog_bytes >= self.max_buffer_bytes:
             with self._lock:
                 self._dropped[comparison.method] += 1
                 warn, self._warned = not self._warned, True
@@ -182,6 +185,7 @@ class StoreSink:
                     "store is behind: comparisons are dropped (and counted) until it catches up",
                     store=self.store.url,
                     max_buffer=self.max_buffer,
+                    max_buffer_bytes=self.max_buffer_bytes,
                 )
             return
         record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)

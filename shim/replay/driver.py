@@ -9,7 +9,7 @@ comparison pipeline with the config's rules and the store are the live ones, unc
 
 Nothing is dropped: a call is started only when fewer than `in_flight` are in flight, the pipeline has
 room for all of them (else it is drained first), and the store is less than half its `max_buffer`
-behind (else it is flushed first).
+(and `max_buffer_bytes`) behind (else it is flushed first).
 
 BK answers later than Bank did, by however long ago the recording was made: each exchange carries that
 (`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. A session's answers
@@ -214,6 +214,7 @@ class Replayer:
         assert books.sink is not None
         room = max(self.config.comparison.max_pending - self.in_flight, 1)
         behind = max(books.sink.max_buffer // 2, 1)
+        behind_bytes = max(books.sink.max_buffer_bytes // 2, 1)
         first_at, began = 0.0, time.monotonic()
         streams: list[Feed] = []  # streams with request messages that came after calls not started yet
         for call in self.source.calls():
@@ -221,7 +222,9 @@ class Replayer:
                 await self._check_bk(channels)
             if pipeline.pending >= room:  # never dropped: the comparisons catch up first
                 await pipeline.drain()
-            if store.backlog >= behind:  # nor left unstored: the store catches up first
+            if (
+                store.backlog >= behind or store.backlog_bytes >= behind_bytes
+            ):  # nor left unstored: it catches up
                 await store.flush()
             if self.speed > 0:
                 first_at = first_at or call.at

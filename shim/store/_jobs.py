@@ -21,7 +21,8 @@ class Write:
     """Rows for one statement, and the statements committed with them, in order; never waited for.
 
     What the rows stand for, for the store's accounting: `methods`, the method of each comparison among
-    them (the backlog; counted by method when the write is lost); `replicas`, the replicas whose rows they
+    them (the backlog; counted by method when the write is lost), and `size`, about how many bytes they
+    hold (the backlog's bytes); `replicas`, the replicas whose rows they
     are (a SQLite file made again carries their counts); `keys`, the keys out of step they mark (named in
     the log when close gives up on them). `lost`, when given, is called (on the store's thread) if the
     write fails for good, so that what it held can be written again later; `committed`, once its batch
@@ -35,6 +36,7 @@ class Write:
     keys: Sequence[str] = ()
     lost: Callable[[], None] | None = None
     committed: Callable[[], None] | None = None
+    size: int = 0
 
 
 @dataclass(slots=True)

@@ -48,6 +48,14 @@ def comparison_rows(
     return rows, paths
 
 
+def record_size(r: ComparisonRecord) -> int:
+    """About how many bytes a comparison holds while it waits for the store: its texts, not Python's own
+    overhead of each object (a few hundred bytes)."""
+    texts = (r.method, r.routing_key, r.correlation_id, r.reason, r.differences, r.payloads or "")
+    paths = sum(len(p.path) + len(p.bank) + len(p.other) for p in r.paths)
+    return 256 + sum(len(t) for t in texts) + paths
+
+
 class StoredComparisons:
     """The comparisons of a store (`store.comparisons`)."""
 
@@ -61,7 +69,8 @@ class StoredComparisons:
         rows, paths = comparison_rows(records)
         more = ((INSERT_PATH, paths),) if paths else ()
         methods = [r.method for r in records]
-        self._engine.put(Write(INSERT, rows, more, methods, frozenset(r.replica for r in records)))
+        size = sum(record_size(r) for r in records)
+        self._engine.put(Write(INSERT, rows, more, methods, frozenset(r.replica for r in records), size=size))
 
     async def delete_before(self, at: float, batch: int = RETENTION_BATCH) -> int:
         """Remove the comparisons (and counts) older than `at`, the oldest first, `batch` at a time, each

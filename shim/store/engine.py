@@ -117,6 +117,11 @@ class Engine:
         """Comparisons enqueued and not yet committed (or failed)."""
         return self._worker.backlog
 
+    @property
+    def backlog_bytes(self) -> int:
+        """About how many bytes the comparisons of the backlog hold."""
+        return self._worker.backlog_bytes
+
     def take_lost(self) -> dict[str, int]:
         """Comparisons lost in failed writes since the last call, by method."""
         return self._worker.take_lost()
@@ -177,6 +182,7 @@ class Engine:
         if write.methods:
             with self._worker.lock:
                 self._worker.backlog += len(write.methods)
+                self._worker.backlog_bytes += write.size
         self._worker.queue.put(write)
 
     async def write(self, sql: str, rows: Rows) -> None:

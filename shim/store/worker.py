@@ -40,6 +40,7 @@ class Worker:
         self.lock = threading.Lock()
         self.stopped = False  # the worker has ended (guarded by lock)
         self.backlog = 0  # comparisons enqueued, not yet committed (guarded by lock)
+        self.backlog_bytes = 0  # about how many bytes they hold (guarded by lock)
         self.write_errors = 0
         self._lost: Counter[str] = Counter()  # comparisons lost by method (guarded by lock)
         self._db: Db | None = None
@@ -175,8 +176,10 @@ class Worker:
             self._writing = []
         done = sum(len(write.methods) for write in writes)
         if done:
+            size = sum(write.size for write in writes)
             with self.lock:
                 self.backlog -= done
+                self.backlog_bytes -= size
 
     def take_lost(self) -> dict[str, int]:
         """Comparisons lost in failed writes since the last call, by method."""

@@ -1,19 +1,16 @@
 """Comparison off the event loop: exchanges in, comparisons out to the sinks.
 
-`submit` is called on the event loop and never blocks. The exchange is
-compared by a worker, then every sink runs in a thread of its own; nothing of
-this runs on the event loop. When more than `max_pending` exchanges wait,
-further ones are dropped and counted. A failing sink is logged and counted,
-never raised into the shim.
+`submit` is called on the event loop and never blocks. The exchange is compared by a worker, then every
+sink runs in a thread of its own; nothing of this runs on the event loop. When more than `max_pending`
+exchanges wait, further ones are dropped and counted. A failing sink is logged and counted, never raised
+into the shim.
 
-Workers are processes by default (`comparison.executor = "process"`): a
-comparison holds the GIL for as long as it walks, and a thread worker with a
-backlog starves the event loop that serves clients (bench/compare.py measures
-it: loop stalls of seconds with a thread, tens of milliseconds with a process,
-for the same throughput). Each worker process builds its own descriptor
-registry and rules once, from the shim's; exchanges go to it pickled and
-only the verdict and differences come back. `"thread"` keeps everything in
-one process (tests, small deployments).
+Workers are processes by default (`comparison.executor = "process"`): a comparison holds the GIL for as
+long as it walks, and a thread worker with a backlog starves the event loop that serves clients
+(bench/compare.py measures it: loop stalls of seconds with a thread, tens of milliseconds with a process,
+for the same throughput). Each worker process builds its own descriptor registry and rules once, from the
+shim's; exchanges go to it pickled and only the verdict and differences come back. `"thread"` keeps
+everything in one process (tests, small deployments).
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from shim.metrics import Counters
 from shim.serving_settings import WORKERS
 from shim.settings import FIELDS, POSITIVE, TEXT, one_of, setting
 
-Sink = Callable[[Comparison], None]
+Sink = Callable[[Comparison], None]  # one with a `batch(comparisons)` method is given whole batches too
 Verdicts = tuple[Verdict, tuple[Difference, ...], str, bool, tuple[Difference, ...]]
 
 EXECUTORS = ("process", "thread")
@@ -324,8 +321,12 @@ class ComparisonPipeline:
         sunk.add_done_callback(lambda f: self._all_done(f, comparisons, [done for _, done in batch]))
 
     def _sink_each(self, comparisons: list[Comparison]) -> None:
-        for comparison in comparisons:
-            self._sink_all(comparison)
+        """A batch the worker answered, to each sink in turn: whole to a sink that takes batches (`batch`,
+        the store's: one write for them all), one by one to the others."""
+        for sink in self._sinks:
+            batch = getattr(sink, "batch", None)
+            for given in [comparisons] if batch is not None else comparisons:
+                _sink(batch or sink, given)
 
     def _all_done(
         self,
@@ -368,20 +369,13 @@ class ComparisonPipeline:
             _log.error("comparison failed", method=exchange.method, error=said, **raised(error, redacting))
             self._counters.inc("comparison_errors", exchange.method)
             comparison = _failed(exchange, said)
-        return self._sink_all(comparison)
+        self._sink_each([comparison])
+        return comparison
 
     def _said(self, exchange: Exchange, text: str) -> str:
         """Text about `exchange` (an exception met comparing it) as logged and stored: with redaction, the
         values of redacted fields its messages hold hashed where it quotes them."""
         return hashed_quotes(exchange, self._registry, self._redactor, text)
-
-    def _sink_all(self, comparison: Comparison) -> Comparison:
-        for sink in self._sinks:
-            try:
-                sink(comparison)
-            except Exception:
-                _log.exception("sink failed", sink=repr(sink), method=comparison.method)
-        return comparison
 
     async def drain(self) -> None:
         """Wait until every submitted exchange has been compared and sunk."""
@@ -394,3 +388,12 @@ class ComparisonPipeline:
         if self._compare_pool is not self._sink_pool:
             self._compare_pool.shutdown(wait=True, cancel_futures=True)
         self._sink_pool.shutdown(wait=True)
+
+
+def _sink(sink: Callable[[Any], None], given: Comparison | list[Comparison]) -> None:
+    """Run a sink on a comparison (or a batch): one that fails is logged, never raised into the shim."""
+    try:
+        sink(given)
+    except Exception:
+        methods = sorted({c.method for c in given}) if isinstance(given, list) else [given.method]
+        _log.exception("sink failed", sink=repr(sink), methods=methods)

@@ -21,6 +21,7 @@ Values of redacted fields never get here: the comparators replaced them first.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -38,6 +39,7 @@ from shim.evidence.model import LOST
 from shim.metrics import Counters
 from shim.sinks import kept_differences, path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
+from shim.store.comparisons import record_size
 
 _log = structlog.get_logger("shim.evidence.record")
 
@@ -62,10 +64,24 @@ def replica_name() -> str:
     return _named[1]
 
 
+_ids: tuple[int, str, Iterator[int]] | None = None  # (pid, this process's random prefix, a counter)
+_ids_drawn = threading.Lock()
+
+
 def time_ordered_id() -> str:
-    """32 hex digits: the time in milliseconds, then random bits (as UUIDv7 does), so that records
-    land at the end of the store's indexes rather than on random pages."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+    """32 hex digits: the time in milliseconds, then 48 random bits drawn once per process and a count
+    of the process's ids (as UUIDv7 does, with its counter), so that records land at the end of the
+    store's indexes rather than on random pages, and ids from any number of processes differ. Drawing
+    random bits for each id asked the system for them each time, which let go of the interpreter's lock
+    on the threads that store comparisons: each such id then waited to take it back."""
+    global _ids
+    ids = _ids
+    if ids is None or ids[0] != os.getpid():  # drawn again in a child process (a worker forked)
+        with _ids_drawn:
+            if _ids is None or _ids[0] != os.getpid():
+                _ids = (os.getpid(), secrets.token_hex(6), itertools.count())
+            ids = _ids
+    return f"{int(time.time() * 1000):012x}{ids[1]}{next(ids[2]) & 0xFFFFFFFF:08x}"
 
 
 def _json(value: Any) -> str:
@@ -176,21 +192,36 @@ class StoreSink:
         self._warned = False
 
     def __call__(self, comparison: Comparison) -> None:
-        if self.store.backlog >= self.max_buffer or self.store.backlog_bytes >= self.max_buffer_bytes:
-            with self._lock:
-                self._dropped[comparison.method] += 1
-                warn, self._warned = not self._warned, True
-            if warn:
-                _log.warning(
-                    "store is behind: comparisons are dropped (and counted) until it catches up",
-                    store=self.store.url,
-                    max_buffer=self.max_buffer,
-                    max_buffer_bytes=self.max_buffer_bytes,
-                )
-            return
-        record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)
-        self.store.comparisons.put([record])
-        self._warned = False
+        self.batch([comparison])
+
+    def batch(self, comparisons: Sequence[Comparison]) -> None:
+        """Hand comparisons to the store in one write (the pipeline's sink thread gives each batch the
+        comparison worker answered): one wake-up of the store's thread rather than one each."""
+        store = self.store
+        held, size = store.backlog, store.backlog_bytes
+        records = []
+        for comparison in comparisons:
+            if held >= self.max_buffer or size >= self.max_buffer_bytes:
+                self._drop(comparison.method)
+                continue
+            record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)
+            records.append(record)
+            held, size = held + 1, size + record_size(record)
+        if records:
+            store.comparisons.put(records)
+            self._warned = False
+
+    def _drop(self, method: str) -> None:
+        with self._lock:
+            self._dropped[method] += 1
+            warn, self._warned = not self._warned, True
+        if warn:
+            _log.warning(
+                "store is behind: comparisons are dropped (and counted) until it catches up",
+                store=self.store.url,
+                max_buffer=self.max_buffer,
+                max_buffer_bytes=self.max_buffer_bytes,
+            )
 
     def take_dropped(self) -> dict[str, int]:
         """Comparisons dropped since the last call, by method."""

@@ -19,11 +19,11 @@ Crash safety: before a write is sent, its intent and keys are written to the sto
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 
 from google.protobuf import message
 
+from shim.evidence.record import time_ordered_id
 from shim.plan import MethodPlan
 from shim.shadow import spans
 from shim.shadow.fate import until
@@ -279,7 +279,7 @@ class Admission:
         intents = self._shared.intents
         if intents is None or not self.is_write or not self.keys:  # a lost write with no key marks nothing
             return
-        self.intent = self.intent or secrets.token_hex(16)
+        self.intent = self.intent or time_ordered_id()
         self._intent_keys = len(self.keys)
         self._intent_saved = asyncio.get_running_loop().create_task(
             intents.record(self.intent, self.method, self.keys), name=f"intent {self.method}"

@@ -41,3 +41,23 @@ async def test_comparisons_waiting_for_the_store_are_bounded_by_their_bytes(tmp_
     held = math.ceil(bound / each)
     assert (store.backlog, store.backlog_bytes) == (held, held * each)
     assert sink.take_dropped() == {METHOD: 20 - held}
+
+
+async def test_a_batch_of_comparisons_is_one_write_within_the_same_bounds(tmp_path: Path) -> None:
+    """The pipeline hands the store a batch the comparison worker answered as one write; the bounds hold
+    within it as they do one comparison at a time."""
+    store = Store.open(str(tmp_path / "shim.db"))
+    one = StoreSink(store, replica="r1", max_buffer=100_000, max_buffer_bytes=1_000_000)
+    one(_large(100_000))
+    each = store.backlog_bytes
+    other = Store.open(str(tmp_path / "other.db"))
+    sink = StoreSink(other, replica="r1", max_buffer=100_000, max_buffer_bytes=1_000_000)
+    sink.batch([_large(100_000) for _ in range(20)])
+    held = math.ceil(1_000_000 / each)
+    assert (other.backlog, other.backlog_bytes) == (held, held * each)
+    assert other._worker.queue.qsize() == 1, "one write"
+    assert sink.take_dropped() == {METHOD: 20 - held}
+    counted = StoreSink(other, replica="r1", max_buffer=held + 2)
+    counted.batch([_large(10) for _ in range(5)])
+    assert other.backlog == held + 2
+    assert counted.take_dropped() == {METHOD: 3}

@@ -38,6 +38,7 @@ from comparators import DescriptorRegistry
 from shim._grpc_compat import TAKE_EVERY_CALL
 from shim.dataplane import envoy as envoy_process
 from shim.dataplane import kept_ports, priority
+from shim.dataplane.arrivals import FreshReads
 from shim.dataplane.envoy_config import (
     RouteEntry,
     bootstrap,
@@ -126,6 +127,7 @@ class EnvoyPlane:
         # the processor and the shim's own server listen on unix sockets in `folder`, whose paths Envoy knows
         self._attached = attached
         self._copies_before = 0  # copies Envoy counted as sent before this processor started
+        self._sent_now = FreshReads(self._copies_sent)  # for `arrived`: many ask at once
         self._answered_before = 0  # copies Envoy counted as answered before this processor started
         self._preparing, self._sent = "", 0  # what a switch waits for now (`waiting`); the copies sent then
         self._spanning: list[Mirror] = []  # batches under way as the switch prepared, and the old modes
@@ -517,7 +519,7 @@ class EnvoyPlane:
         processor = self.processor
         assert processor is not None
         try:
-            sent = await self._copies_sent()
+            sent = await self._sent_now.get()  # one read of Envoy's figures for all who ask meanwhile
         except (OSError, ValueError):
             return False
         return await processor.arrivals.through(sent, within)

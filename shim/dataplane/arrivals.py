@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 TICK = 0.002  # seconds between looks while anyone waits
+T = TypeVar("T")
 
 
 class Arrivals:
@@ -70,3 +72,40 @@ class Arrivals:
             if not future.done():
                 future.set_result(False)
         self._waiting.clear()
+
+
+class FreshReads(Generic[T]):
+    """A figure read afresh for each caller, the reads shared: each caller is answered by a read that began
+    after it asked (so the figure is at least what it was then), and callers that ask while a read is
+    under way share the next one. At most one read is under way and one waits, however many ask.
+
+    A read asked again of Bank (noise) asks how many copies Envoy has sent by now: four reads of Envoy's
+    admin each. Under load dozens ask at once; one read after another serves them all."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._reading: asyncio.Task[T] | None = None  # began before some callers asked: serves none of them
+        self._next: asyncio.Task[T] | None = None  # to begin once `_reading` ends: serves all who asked
+
+    async def get(self) -> T:
+        """The figure, read after this call began (the read's own errors are raised to each caller)."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_task(self._after(self._reading))
+            self._next.add_done_callback(_retrieved)  # its error is no one's when every caller gave up
+        return await asyncio.shield(self._next)  # a caller given up on leaves the read to the others
+
+    async def _after(self, before: asyncio.Task[T] | None) -> T:
+        if before is not None:
+            await asyncio.wait([before])
+        me = asyncio.current_task()
+        self._next, self._reading = None, me  # callers from now on need a read of their own
+        try:
+            return await self._read()
+        finally:
+            if self._reading is me:
+                self._reading = None
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

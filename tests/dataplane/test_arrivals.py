@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shim.dataplane.arrivals import TICK, Arrivals
+from shim.dataplane.arrivals import TICK, Arrivals, FreshReads
 from shim.dataplane.processor import Processor, _Copy
 from shim.exporter import Latencies
 from shim.metrics import Counters
@@ -120,3 +120,67 @@ def test_the_copies_through_are_those_before_the_first_copy_received_without_its
     assert processor.admitted_prefix() == 3
     fourth.lost("cut off")  # lost: recorded, and it holds back no one
     assert processor.admitted_prefix() == 4
+
+
+class Figure:
+    """A figure that grows, read slowly: each read takes until `release` is set, and gives the value the
+    figure had as it began."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.reads = 0
+        self.release = asyncio.Event()
+        self.began = asyncio.Event()
+
+    async def read(self) -> int:
+        self.reads += 1
+        seen = self.value
+        self.began.set()
+        await self.release.wait()
+        return seen
+
+
+async def test_callers_share_reads_and_each_gets_one_that_began_after_it_asked() -> None:
+    """Ten callers share one read; the figure then grows, and five callers asking while that read is under
+    way share the next one, which sees the growth; nobody is answered by a read that began before it asked.
+    Before, each read asked again of Bank read Envoy's figures on its own: dozens of admin reads at once."""
+    figure = Figure()
+    fresh = FreshReads(figure.read)
+    first = [asyncio.create_task(fresh.get()) for _ in range(10)]
+    await asyncio.wait_for(figure.began.wait(), 5)
+    figure.value = 7  # grows after the first read began: callers from now on must see it
+    figure.began.clear()
+    later = [asyncio.create_task(fresh.get()) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert figure.reads == 1, "the next read waits for the one under way"
+    figure.release.set()
+    assert await asyncio.gather(*first) == [0] * 10
+    assert await asyncio.gather(*later) == [7] * 5
+    assert figure.reads == 2
+
+
+async def test_a_read_that_fails_fails_each_caller_and_the_next_reads_again() -> None:
+    reads = 0
+
+    async def failing() -> int:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise OSError("Envoy is not running")
+        return reads
+
+    fresh = FreshReads(failing)
+    results = await asyncio.gather(fresh.get(), fresh.get(), return_exceptions=True)
+    assert [type(r) for r in results] == [OSError, OSError]
+    assert await fresh.get() == 2
+
+
+async def test_a_caller_given_up_on_leaves_the_read_to_the_others() -> None:
+    figure = Figure()
+    fresh = FreshReads(figure.read)
+    gone, staying = asyncio.create_task(fresh.get()), asyncio.create_task(fresh.get())
+    await asyncio.wait_for(figure.began.wait(), 5)
+    gone.cancel()
+    figure.release.set()
+    assert await staying == 0
+    assert gone.cancelled()

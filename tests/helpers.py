@@ -167,3 +167,13 @@ def envoy_admin_get(admin: str, path: str, timeout: float = 5.0) -> str:
         connection.close()
     assert answer.status == 200, f"Envoy's admin answered {answer.status} to {path}: {body[:200]}"
     return body
+
+
+@contextlib.contextmanager
+def refusing_address() -> Iterator[str]:
+    """A loopback address that refuses every connection while the context lasts: a port bound and never
+    listened on. A port found free and let go can be taken by another test's server meanwhile, and is then
+    reachable."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"

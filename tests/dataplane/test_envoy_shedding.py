@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import time
@@ -163,9 +164,17 @@ async def test_while_the_plane_is_behind_envoy_sheds_the_reads_copies_and_each_i
     write is mirrored and compared; each call is in the evidence once; then reads are copied again."""
     bank, bk = ledgers
     store, hold = tmp_path / "shim.db", 6.0
+    # the plane, once going on, takes up its 40 copies within the last 0.9 s of Envoy's hold: niced below the
+    # suite's other workers (as it is by default) it did not, and writes' copies were lost, as they then are
+    for name in ("shim.toml", "bank.binpb", "rules.toml"):
+        shutil.copyfile(ROOT / "sample_ledger" / name, tmp_path / name)
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8") + "\n[envoy]\ncomparison_nice = 0\n", encoding="utf-8"
+    )
     async with shim_process(
         *("--listen", "127.0.0.1:0", "--dataplane", "envoy", "--metrics", "127.0.0.1:0"),
-        *("--config", ROOT / "sample_ledger" / "shim.toml", "--diff-log", os.devnull),
+        *("--config", config, "--diff-log", os.devnull),
         *("--shadow-timeout", f"{hold:g}s", "--bank", bank.address, "--bk", bk.address, "--store", store),
     ) as shim:
         port, plane = int(shim.ready["metrics"].rpartition(":")[2]), shim.ready["pid"]
@@ -200,7 +209,7 @@ async def test_while_the_plane_is_behind_envoy_sheds_the_reads_copies_and_each_i
     assert set(at_envoy) == {BALANCE}
     deposits = [v for m, v, _ in rows if m == DEPOSIT]
     assert len(deposits) == 14, rows
-    assert "skipped" not in deposits, rows  # every write mirrored and compared
+    assert "skipped" not in deposits, [row for row in rows if row[0] == DEPOSIT]  # every write compared
     assert rows[-1][:2] == (BALANCE, "match")  # copied again, and compared
     assert _count(figures, "shim_events_total", event="shadow_shed", method=BALANCE) >= len(at_envoy)
     assert _count(figures, "shim_comparisons_total", method=UNSEEN) == 0

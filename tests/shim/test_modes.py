@@ -35,11 +35,10 @@ from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
 from shim.errors import StartupError
 from shim.evidence.record import replica_name
-from shim.replay.bk import free_port
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import forwarding
-from tests.helpers import NEEDS_ENVOY, run_shim, scrape_metrics, until
+from tests.helpers import NEEDS_ENVOY, refusing_address, run_shim, scrape_metrics, until
 from tests.shim.test_cli import shim_serving
 from tests.shim.test_evidence import Records
 
@@ -546,11 +545,12 @@ def test_shim_mode_names_an_admin_address_it_cannot_use_and_one_where_nothing_an
         env = {**os.environ, "SHIM_ADMIN_TOKEN": TOKEN}
         return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
 
-    no_port, elsewhere, nothing = (
-        mode("--admin", "localhost"),
-        mode("--admin", "10.0.0.1:9465"),
-        mode("--admin", f"127.0.0.1:{free_port()}"),
-    )
+    with refusing_address() as nowhere:
+        no_port, elsewhere, nothing = (
+            mode("--admin", "localhost"),
+            mode("--admin", "10.0.0.1:9465"),
+            mode("--admin", nowhere),
+        )
     assert (no_port.returncode, elsewhere.returncode, nothing.returncode) == (2, 2, 2)
     assert "argument --admin: 'localhost' is not HOST:PORT" in no_port.stderr
     assert "'10.0.0.1:9465' is not on this host: the admin API listens on loopback only" in elsewhere.stderr

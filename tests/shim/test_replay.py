@@ -40,7 +40,7 @@ from shim.replay.run import Options, load_config, replay
 from shim.replay.source import ReplayError
 from shim.store import Store
 from shim.testing import running_shim
-from tests.helpers import shim_command, until
+from tests.helpers import refusing_address, shim_command, until
 from tests.services import custody
 from tests.services.custody.workload import run_workload as custody_workload
 
@@ -418,29 +418,29 @@ async def test_bad_input_is_one_line_exit_2_and_no_store(
     cut, corrupt = _spoilt(sample_recording, tmp_path)
     lost = _lost(sample_recording, tmp_path, "many")
     custody_config = _custody_config(tmp_path)
-    down = f"127.0.0.1:{free_port()}"
-    rec, to = sample_recording, ("--bk", bk.address)
-    cases: list[tuple[tuple[str | Path, ...], str]] = [
-        ((cut, *to), "truncated after"),
-        ((corrupt, *to), "corrupt"),
-        *(  # slower than 0.001: the replay could never finish
-            ((rec, *to, "--speed", speed), f"--speed: {speed!r} is not a speed from 0.001 up")
-            for speed in ("5e-324", "0.0009", "0", "nan")
-        ),
-        ((lost, *to), 'end line is malformed: its lost is "many"'),
-        # (its --config comes last, and wins)
-        ((rec, *to, "--config", custody_config), "recorded from another service: /bank.v1.Ledger/"),
-        ((rec, "--bk", down), "is not reachable (no connection within 5s)"),
-        ((rec, *to, "--until", "nope"), "no call of"),
-        ((rec, *to, "--key", "NOPE"), "--key 'NOPE': no call of"),  # it wrote an empty store, exit 0
-    ]
-    stores = [tmp_path / f"bad{n}.db" for n in range(len(cases))]
-    results = await asyncio.gather(  # each its own process and store: at once
-        *(
-            shim_command("replay", "--config", SAMPLE, *args, "--store", store)
-            for (args, _), store in zip(cases, stores, strict=True)
+    with refusing_address() as down:  # nothing answers there, for as long as the replays run
+        rec, to = sample_recording, ("--bk", bk.address)
+        cases: list[tuple[tuple[str | Path, ...], str]] = [
+            ((cut, *to), "truncated after"),
+            ((corrupt, *to), "corrupt"),
+            *(  # slower than 0.001: the replay could never finish
+                ((rec, *to, "--speed", speed), f"--speed: {speed!r} is not a speed from 0.001 up")
+                for speed in ("5e-324", "0.0009", "0", "nan")
+            ),
+            ((lost, *to), 'end line is malformed: its lost is "many"'),
+            # (its --config comes last, and wins)
+            ((rec, *to, "--config", custody_config), "recorded from another service: /bank.v1.Ledger/"),
+            ((rec, "--bk", down), "is not reachable (no connection within 5s)"),
+            ((rec, *to, "--until", "nope"), "no call of"),
+            ((rec, *to, "--key", "NOPE"), "--key 'NOPE': no call of"),  # it wrote an empty store, exit 0
+        ]
+        stores = [tmp_path / f"bad{n}.db" for n in range(len(cases))]
+        results = await asyncio.gather(  # each its own process and store: at once
+            *(
+                shim_command("replay", "--config", SAMPLE, *args, "--store", store)
+                for (args, _), store in zip(cases, stores, strict=True)
+            )
         )
-    )
     for result, (_, says), store in zip(results, cases, stores, strict=True):
         _one_line_error(result, says, store)
     store = tmp_path / "bad.db"

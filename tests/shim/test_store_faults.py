@@ -55,6 +55,17 @@ def _at(entry: dict[str, object]) -> float:
     return datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
+def _timeline(lines: list[str], since: float) -> str:
+    """The log lines from `since` on, each with its time after it: where a stop spent its time."""
+    shown = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and "timestamp" in entry and _at(entry) >= since:
+                shown.append(f"+{_at(entry) - since:6.3f}s {entry.get('event')} {entry.get('logger', '')}")
+    return "\n".join(shown)
+
+
 def _events(lines: list[str], event: str) -> list[dict[str, object]]:
     """The JSON log lines of `lines` whose event is `event`."""
     found = []
@@ -325,7 +336,10 @@ async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_an
         # what serving.md promises: the steps before the store (the calls, Envoy's drain) within grace_period,
         # then the store's floor of a second and the heartbeat's quarter. Alone: 2.3 s; beside two CPU hogs
         # (`yes > /dev/null` twice): 3.1 and 3.3 s, the steps before the store taking the whole grace
-        assert own < grace + 1.5, f"the shim took {own:.1f}s to stop with grace_period {grace}s"
+        assert own < grace + 1.5, (
+            f"the shim took {own:.1f}s to stop with grace_period {grace}s:\n"
+            + _timeline(shim.stderr, _at(stopping))
+        )
         assert took < grace + 1.5 + 4.0, f"SIGTERM took {took:.1f}s to end the process"  # and then it ends
         (lost,) = _events(shim.stderr, "store did not answer in time: what it had not written is lost")
         assert lost["comparisons"] == 5

@@ -369,8 +369,12 @@ class Shim:
         if self._admin_server is not None:
             await self._admin_server.stop(0)
             self._admin_server = None
+        forgetting: asyncio.Task[None] | None = (
+            None  # the view, forgotten beside the drain (its store's second)
+        )
         if self.fleet is not None:
-            await self.fleet.stop()
+            await self.fleet.leave()
+            forgetting = asyncio.get_running_loop().create_task(self.fleet.forget(), name="fleet: forget")
         if self.health_checks is not None:
             await self.health_checks.drain()
         await self.health.enter_graceful_shutdown()
@@ -394,8 +398,13 @@ class Shim:
         if self._lag_probe is not None:
             self._lag_probe.cancel()
         await self.channels.close()
-        if self.pipeline is not None:  # its sinks finish before the store closes
-            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
+        if (
+            self.pipeline is not None
+        ):  # its sinks finish before the store closes; its idle workers end meanwhile
+            idle = self.pipeline.pending == 0
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close, not idle)
+        if forgetting is not None:
+            await forgetting
         await self.books.close(within=max(deadline - asyncio.get_running_loop().time(), 1.0))
 
     async def _mirrors_done(self) -> None:

@@ -143,11 +143,21 @@ class Fleet:
         await self.follow()
 
     async def stop(self) -> None:
+        """Take part in no switch any more, and forget this replica's view (`forget`)."""
+        await self.leave()
+        await self.forget()
+
+    async def leave(self) -> None:
+        """Take part in no switch any more (the view stays in the store until `forget`)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def forget(self) -> None:
+        """Remove this replica's view from the store, STOP_WITHIN at most: a store that does not answer does
+        not hold the stop up (a stopping shim runs it beside the drain; before, the drain waited for it)."""
         with contextlib.suppress(StoreError, TimeoutError):
-            async with asyncio.timeout(STOP_WITHIN):  # a store that does not answer does not hold the stop up
+            async with asyncio.timeout(STOP_WITHIN):
                 await self._store.fleet.forget(self.replica)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

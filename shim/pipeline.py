@@ -381,12 +381,13 @@ class ComparisonPipeline:
         """Wait until every submitted exchange has been compared and sunk."""
         await self._idle.wait()
 
-    def close(self) -> None:
+    def close(self, wait_for_workers: bool = True) -> None:
         """Stop comparing: the batches a worker has not taken are cancelled, and each of their exchanges is
         counted `comparisons_dropped` under its method (so is one compared too late for the sinks), which the
-        store's counts and the gate see."""
+        store's counts and the gate see. Without `wait_for_workers` (nothing pending), the worker processes
+        end on their own, the process's exit waiting for them: a busy machine takes a second or more."""
         if self._compare_pool is not self._sink_pool:
-            self._compare_pool.shutdown(wait=True, cancel_futures=True)
+            self._compare_pool.shutdown(wait=wait_for_workers, cancel_futures=True)
         self._sink_pool.shutdown(wait=True)
 
 

@@ -334,9 +334,11 @@ async def test_sigterm_with_postgres_blackholed_stops_within_the_grace_period_an
         (stopping,), (stopped,) = _events(shim.stderr, "stopping"), _events(shim.stderr, "stopped")
         own = _at(stopped) - _at(stopping)
         # what serving.md promises: the steps before the store (the calls, Envoy's drain) within grace_period,
-        # then the store's floor of a second and the heartbeat's quarter. Alone: 2.3 s; beside two CPU hogs
-        # (`yes > /dev/null` twice): 3.1 and 3.3 s, the steps before the store taking the whole grace
-        assert own < grace + 1.5, (
+        # then the store's floor of a second and the heartbeat's quarter. Alone, and beside three busy loops
+        # (`sh -c 'while :; do :; done'`): 2.3 s. Before, beside them: 3.6 to 3.9 s (6.5 s once in CI), the
+        # fleet's view forgotten for a second before the drain, the comparison processes' exit awaited after
+        # it
+        assert own < grace + 1.25, (
             f"the shim took {own:.1f}s to stop with grace_period {grace}s:\n"
             + _timeline(shim.stderr, _at(stopping))
         )

@@ -6,10 +6,10 @@ and the others still run.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TextIO, assert_never
 
@@ -80,20 +80,23 @@ class DiffLog:
     """
 
     def __init__(self, stream: TextIO) -> None:
-        self._log = structlog.wrap_logger(
-            structlog.WriteLogger(stream),
-            processors=[
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.JSONRenderer(sort_keys=False),
-            ],
-            # the diff log is evidence, not a log level's business: never filtered
-            wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
-        )
+        self._stream = stream  # written as structlog would, never through a level's filter: it is evidence
+        self._stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+        self._render = structlog.processors.JSONRenderer(sort_keys=False)
         self._lock = threading.Lock()
 
     def __call__(self, comparison: Comparison) -> None:
-        if comparison.verdict is Verdict.MATCH:
-            return
+        self.batch([comparison])
+
+    def batch(self, comparisons: Sequence[Comparison]) -> None:
+        """The lines of a batch of comparisons, written and flushed at once (one write, not one each)."""
+        lines = "".join(self._line(c) for c in comparisons if c.verdict is not Verdict.MATCH)
+        if lines:
+            with self._lock:
+                self._stream.write(lines)
+                self._stream.flush()
+
+    def _line(self, comparison: Comparison) -> str:
         exchange = comparison.exchange
         fields: dict[str, Any] = {
             "method": exchange.method,
@@ -112,8 +115,10 @@ class DiffLog:
             fields["differences"] = [d.as_json() for d in kept]
             if omitted:
                 fields["differences_omitted"] = omitted
-        with self._lock:
-            self._log.msg("comparison", **fields)
+        fields["event"] = "comparison"
+        rendered = self._render(None, "msg", self._stamp(None, "msg", fields))
+        assert isinstance(rendered, str)  # json.dumps
+        return rendered + "\n"
 
 
 @dataclass

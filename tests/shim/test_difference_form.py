@@ -158,3 +158,32 @@ async def test_a_comparison_with_a_great_many_differences_keeps_a_bounded_number
     assert f"and {5002 - KEPT_DIFFERENCES:,} more differences, not kept" in html(report)
     (method,) = report.methods
     assert {p.path for p in method.paths} == {"items[*].name", "total"}
+
+
+def test_a_batch_is_written_to_the_diff_log_at_once_line_by_line_as_one_at_a_time() -> None:
+    """The pipeline hands the diff log each batch the comparison worker answered: its lines are one write
+    and one flush, each line the same as written one comparison at a time (a match writes none)."""
+
+    class Counted(io.StringIO):
+        writes = flushes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    comparison = _comparison()
+    matched = Comparison(comparison.exchange, Verdict.MATCH)
+    batched, single = Counted(), io.StringIO()
+    DiffLog(batched).batch([comparison, matched, comparison])
+    DiffLog(single)(comparison)
+    assert (batched.writes, batched.flushes) == (1, 1)
+    lines = [json.loads(line) for line in batched.getvalue().splitlines()]
+    (one,) = [json.loads(line) for line in single.getvalue().splitlines()]
+    assert len(lines) == 2
+    for line in (*lines, one):
+        line.pop("timestamp")
+    assert lines == [one, one]
+    assert list(one) == ["method", "verdict", "bank", "bk", "differences", "event"]

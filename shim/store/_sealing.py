@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
@@ -20,6 +21,10 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shim.store._errors import StoreError
+
+if TYPE_CHECKING:
+    from shim.store.backends import Db
+    from shim.store.engine import Engine
 
 PREFIX = "sealed:"
 _INFO = b"shim: the stored ids of redacted fields"
@@ -47,6 +52,10 @@ class Sealer:
         sealed = self._siv.encrypt(value.encode("utf-8", "surrogatepass"), [kind.encode()])
         return PREFIX + base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("=")
 
+    def seal_once(self, kind: str, value: str) -> str:
+        """`value` sealed, unless sealed already (a row an older shim stored as it was, being sealed)."""
+        return value if sealed(value) else self.seal(kind, value)
+
     def open(self, kind: str, stored: str) -> str:
         """A value as the store keeps it, opened (an Unopened error when it does not open)."""
         if kind not in self.kinds or not stored.startswith(PREFIX):
@@ -66,3 +75,39 @@ class Sealer:
 def sealed(value: str) -> bool:
     """Whether a stored value is a sealed one."""
     return value.startswith(PREFIX)
+
+
+class SealedRows:
+    """What a repository keeping values sealed shares: the sealer it was given (`seal_with`; none: values
+    are stored as they are), how many rows it read that did not open (sealed under another key), and the
+    sealing of the rows an older shim stored as they were (`seal_stored`, each repository's `_seal_rows`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.sealer: Sealer | None = None
+        self.unopened = 0
+
+    async def seal_stored(self) -> int:
+        """The rows of the sealed kinds stored as they were (by a shim that did not seal them), sealed in
+        place, in one transaction: how many."""
+        sealer = self.sealer
+        if sealer is None or not sealer.kinds:
+            return 0
+
+        def work(db: Db) -> int:
+            return sum(self._seal_rows(db, kind, sealer.seal_once) for kind in sorted(sealer.kinds))
+
+        return await self._engine.transaction(work, write=True)
+
+    def _seal_rows(self, db: Db, kind: str, seal: Callable[[str, str], str]) -> int:
+        raise NotImplementedError
+
+    def seal_with(self, sealer: Sealer | None) -> None:
+        """Store the values of `sealer.kinds` sealed, and open them as they are read."""
+        self.sealer = sealer
+
+    def _seal(self, kind: str, value: str) -> str:
+        return self.sealer.seal(kind, value) if self.sealer is not None else value
+
+    def _open(self, kind: str, value: str) -> str:
+        return self.sealer.open(kind, value) if self.sealer is not None else value

@@ -7,9 +7,9 @@ key is left out and counted (`unopened`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from shim.store._sealing import Sealer, Unopened, sealed
+from shim.store._sealing import SealedRows, Unopened
 from shim.store.backends import Db
 from shim.store.engine import Engine
 
@@ -23,23 +23,11 @@ _UNSEALED = (  # shim.store._sealing.PREFIX
 )
 
 
-class StoredAliases:
+class StoredAliases(SealedRows):
     """The key aliases of a store (`store.aliases`); an alias learned again takes its latest key."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.sealer: Sealer | None = None
-        self.unopened = 0  # rows read that did not open (sealed under another key), left out
-
-    def seal_with(self, sealer: Sealer | None) -> None:
-        """Store the aliases of `sealer.kinds` sealed, and open them as they are read."""
-        self.sealer = sealer
-
-    def _seal(self, kind: str, value: str) -> str:
-        return self.sealer.seal(kind, value) if self.sealer is not None else value
-
-    def _open(self, kind: str, value: str) -> str:
-        return self.sealer.open(kind, value) if self.sealer is not None else value
+        super().__init__(engine)
 
     def put(self, aliases: Sequence[tuple[str, str, str, float]]) -> None:
         """Learn aliases (kind, alias, key, learned_at), enqueued."""
@@ -72,24 +60,9 @@ class StoredAliases:
             self.unopened += 1
             return None
 
-    async def seal_stored(self) -> int:
-        """The aliases of the sealed kinds stored as they were (by a shim that did not seal them), sealed in
-        place, in one transaction: how many rows."""
-        sealer = self.sealer
-        if sealer is None or not sealer.kinds:
-            return 0
-
-        def seal(kind: str, value: str) -> str:
-            assert sealer is not None
-            return value if sealed(value) else sealer.seal(kind, value)
-
-        def work(db: Db) -> int:
-            done = 0
-            for kind in sorted(sealer.kinds):
-                for alias, key, at in db.run(_UNSEALED, (kind,)):
-                    db.run("DELETE FROM key_aliases WHERE kind = ? AND alias = ?", (kind, alias))
-                    db.run(_INSERT, (kind, seal(kind, alias), seal(kind, key), at))
-                    done += 1
-            return done
-
-        return await self._engine.transaction(work, write=True)
+    def _seal_rows(self, db: Db, kind: str, seal: Callable[[str, str], str]) -> int:
+        rows = db.run(_UNSEALED, (kind,))
+        for alias, key, at in rows:
+            db.run("DELETE FROM key_aliases WHERE kind = ? AND alias = ?", (kind, alias))
+            db.run(_INSERT, (kind, seal(kind, alias), seal(kind, key), at))
+        return len(rows)

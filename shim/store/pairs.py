@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
-from shim.store._sealing import Sealer, Unopened, sealed
+from shim.store._sealing import SealedRows, Unopened
 from shim.store.backends import Db
 from shim.store.engine import Engine, chunks, placeholders
 from shim.store.records import IdPair, Unpaired
@@ -54,21 +54,12 @@ def _kind(kind: str | None) -> tuple[str, tuple[str, ...]]:
     return (" WHERE kind = ?", (kind,)) if kind else ("", ())
 
 
-class StoredPairs:
+class StoredPairs(SealedRows):
     """The id pairs and unpaired ids of a store (`store.pairs`)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._replacing: set[asyncio.Future[None]] = set()  # `replace`s under way (kept from collection)
-        self.sealer: Sealer | None = None
-        self.unopened = 0  # rows read that did not open (sealed under another key), left out
-
-    def seal_with(self, sealer: Sealer | None) -> None:
-        """Store the ids of `sealer.kinds` sealed, and open them as they are read."""
-        self.sealer = sealer
-
-    def _seal(self, kind: str, value: str) -> str:
-        return self.sealer.seal(kind, value) if self.sealer is not None else value
 
     def _pair(self, row: Sequence[Any]) -> IdPair | None:
         """A stored row as the pair it holds (None, counted, when it does not open)."""
@@ -97,36 +88,16 @@ class StoredPairs:
             for p in pairs
         ]
 
-    async def seal_stored(self) -> int:
-        """The pairs and unpaired ids of the sealed kinds that are stored as they were (by a shim that did
-        not seal them), sealed in place, in one transaction: how many rows."""
-        sealer = self.sealer
-        if sealer is None or not sealer.kinds:
-            return 0
-
-        def seal(kind: str, value: str) -> str:
-            assert sealer is not None
-            return value if sealed(value) else sealer.seal(kind, value)
-
-        def work(db: Db) -> int:
-            done = 0
-            for kind in sorted(sealer.kinds):
-                for _, bank_id, bk_id, owner, at in db.run(_UNSEALED_PAIRS, (kind,)):
-                    db.run(_DELETE_PAIR, (kind, bank_id, bk_id))
-                    db.run(
-                        _INSERT_PAIR, (kind, seal(kind, bank_id), seal(kind, bk_id), seal(kind, owner), at)
-                    )
-                    done += 1
-                for _, side, value, owner, at in db.run(_UNSEALED_UNPAIRED, (kind,)):
-                    db.run(
-                        "DELETE FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
-                        (kind, side, value),
-                    )
-                    db.run(_INSERT_UNPAIRED, (kind, side, seal(kind, value), seal(kind, owner), at))
-                    done += 1
-            return done
-
-        return await self._engine.transaction(work, write=True)
+    def _seal_rows(self, db: Db, kind: str, seal: Callable[[str, str], str]) -> int:
+        pairs = db.run(_UNSEALED_PAIRS, (kind,))
+        for _, bank_id, bk_id, owner, at in pairs:
+            db.run(_DELETE_PAIR, (kind, bank_id, bk_id))
+            db.run(_INSERT_PAIR, (kind, seal(kind, bank_id), seal(kind, bk_id), seal(kind, owner), at))
+        unpaired = db.run(_UNSEALED_UNPAIRED, (kind,))
+        for _, side, value, owner, at in unpaired:
+            db.run("DELETE FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?", (kind, side, value))
+            db.run(_INSERT_UNPAIRED, (kind, side, seal(kind, value), seal(kind, owner), at))
+        return len(pairs) + len(unpaired)
 
     def put(self, pairs: Sequence[IdPair]) -> None:
         """Learn pairs (enqueued); a pair conflicting with one already known is ignored."""

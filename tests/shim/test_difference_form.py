@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comparators import Comparison, Difference, DiffKind, Exchange, Outcome, Verdict
-from shim.evidence import build_report
+from shim.evidence import Report, build_report
 from shim.evidence.record import StoreSink
 from shim.report import html, to_json
 from shim.sinks import DiffLog
@@ -76,6 +76,20 @@ def _comparison() -> Comparison:
     return Comparison(exchange, Verdict.MISMATCH, differences, noise=noise)
 
 
+async def _stored(comparison: Comparison, tmp_path: Path) -> Report:
+    """The report of a store holding `comparison` alone, its calls listed."""
+    store = Store.open(str(tmp_path / "shim.db"))
+    await store.start()
+    try:
+        StoreSink(store, replica="r1")(comparison)
+        await store.flush()
+        return await build_report(
+            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, min_sampled=20, calls=True
+        )
+    finally:
+        await store.close()
+
+
 async def test_the_diff_log_the_store_and_report_json_write_the_same_form(tmp_path: Path) -> None:
     """One comparison, three outputs: each difference is written the same way in each of them."""
     comparison = _comparison()
@@ -85,16 +99,7 @@ async def test_the_diff_log_the_store_and_report_json_write_the_same_form(tmp_pa
     DiffLog(out)(comparison)
     assert json.loads(out.getvalue())["differences"] == expected
 
-    store = Store.open(str(tmp_path / "shim.db"))
-    await store.start()
-    try:
-        StoreSink(store, replica="r1")(comparison)
-        await store.flush()
-        report = await build_report(
-            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, min_sampled=20, calls=True
-        )
-    finally:
-        await store.close()
+    report = await _stored(comparison, tmp_path)
     (call,) = report.calls
     assert call.differences == (*comparison.differences, *comparison.noise)
     (listed,) = to_json(report)["calls"]
@@ -139,16 +144,7 @@ async def test_a_comparison_with_a_great_many_differences_keeps_a_bounded_number
     assert line["differences"] == [d.as_json() for d in kept]
     assert line["differences_omitted"] == 5002 - KEPT_DIFFERENCES
 
-    store = Store.open(str(tmp_path / "shim.db"))
-    await store.start()
-    try:
-        StoreSink(store, replica="r1")(comparison)
-        await store.flush()
-        report = await build_report(
-            store, since=0, until=time.time() + 60, relative=0.2, absolute=0.0003, min_sampled=20, calls=True
-        )
-    finally:
-        await store.close()
+    report = await _stored(comparison, tmp_path)
     (call,) = report.calls
     assert call.differences == (*kept, *comparison.noise)
     assert call.omitted == 5002 - KEPT_DIFFERENCES

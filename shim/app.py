@@ -369,9 +369,8 @@ class Shim:
         if self._admin_server is not None:
             await self._admin_server.stop(0)
             self._admin_server = None
-        forgetting: asyncio.Task[None] | None = (
-            None  # the view, forgotten beside the drain (its store's second)
-        )
+        # the replica's view of the fleet's switches is forgotten beside the drain (its store's second)
+        forgetting: asyncio.Task[None] | None = None
         if self.fleet is not None:
             await self.fleet.leave()
             forgetting = asyncio.get_running_loop().create_task(self.fleet.forget(), name="fleet: forget")
@@ -398,9 +397,8 @@ class Shim:
         if self._lag_probe is not None:
             self._lag_probe.cancel()
         await self.channels.close()
-        if (
-            self.pipeline is not None
-        ):  # its sinks finish before the store closes; its idle workers end meanwhile
+        # the pipeline's sinks finish before the store closes; its workers, idle, end meanwhile
+        if self.pipeline is not None:
             idle = self.pipeline.pending == 0
             await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close, not idle)
         if forgetting is not None:

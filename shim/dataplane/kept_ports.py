@@ -2,8 +2,8 @@
 kept in the folder it shares with Envoy: a plane started again after a crash serves its metrics and its
 admin API where the killed one did, as Envoy serves the clients on the same listener. A scrape target or
 an operator's `shim mode --admin` address outlives the plane. A port taken meanwhile by another process
-cannot be kept: the plane started again picks a new one, as at its first start, and its ready line says
-which.
+cannot be kept: the plane started again picks a new one, as at its first start, warns naming the address
+it served on, and its ready line says which.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from shim.dataplane.envoy_config import write_atomically
 
 if TYPE_CHECKING:
     from shim.config import Config
 
+_log = structlog.get_logger("shim.dataplane")
 KEPT = "ports.json"  # {"metrics": port, "admin": port}: those the first plane was given for port 0
 
 
@@ -30,9 +33,9 @@ def reuse(config: Config, folder: Path) -> Config:
         loaded = json.loads((folder / KEPT).read_text(encoding="utf-8"))
         kept = loaded if isinstance(loaded, dict) else {}
     serving = replace(
-        config.serving, metrics_listen=_kept(config.serving.metrics_listen, kept.get("metrics"))
+        config.serving, metrics_listen=_kept(config.serving.metrics_listen, kept.get("metrics"), "metrics")
     )
-    admin = replace(config.admin, listen=_kept(config.admin.listen, kept.get("admin")))
+    admin = replace(config.admin, listen=_kept(config.admin.listen, kept.get("admin"), "admin API"))
     return replace(config, serving=serving, admin=admin)
 
 
@@ -54,12 +57,19 @@ def keep(folder: Path, metrics: int | None, admin: int | None) -> None:
     write_atomically(folder / KEPT, {"metrics": metrics, "admin": admin})
 
 
-def _kept(address: str, port: object) -> str:
+def _kept(address: str, port: object, what: str) -> str:
     host, _, configured = address.rpartition(":")
     if configured != "0" or address.startswith("unix:") or not isinstance(port, int) or not 0 < port < 65536:
         return address  # a port of the config's own, none at all, or nothing kept
     candidate = f"{host}:{port}"
-    return candidate if _free(host, port) else address
+    if _free(host, port):
+        return candidate
+    _log.warning(  # a scrape target or an operator's --admin address moves: said, with where it was
+        f"the {what} port the plane before served on is taken: this plane picks a new one (its ready line"
+        " says which)",
+        was=candidate,
+    )
+    return address
 
 
 def _free(host: str, port: int) -> bool:

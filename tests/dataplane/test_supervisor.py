@@ -107,7 +107,15 @@ async def test_a_killed_comparison_plane_costs_the_clients_nothing_and_comes_bac
             assert again["listen"] == ready["listen"]  # Envoy never stopped: the same listener
             assert not ready["metrics"].endswith(":0")
             assert not ready["admin"].endswith(":0")
-            assert (again["metrics"], again["admin"]) == (ready["metrics"], ready["admin"])
+            # where the killed plane served, unless another process took the port meanwhile (a busy suite's
+            # connections take ports from the same range): a new one then, which the plane says
+            moved = {
+                e.get("was")
+                for e in serving.events()
+                if "port the plane before served on is taken" in e["event"]
+            }
+            for what in ("metrics", "admin"):
+                assert again[what] == ready[what] or ready[what] in moved, (what, again[what], ready[what])
             assert b"shim_comparisons_total" in await asyncio.to_thread(_scraped, again["metrics"])
             assert any(e.get("event", "").startswith("the comparison plane exited") for e in serving.events())
             after = done[0]

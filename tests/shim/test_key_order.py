@@ -478,7 +478,7 @@ async def test_tickets_taken_whose_answer_was_lost_are_done_in_turn_and_hold_no_
                 first.release()
                 second = await taken(b.take(["k"], "/M"))
                 assert second.held[0].ticket == 2  # ticket 1 is a's, taken
-                assert second.held[0].wait
+                # it waits for ticket 1, done in its turn by a, which may have found it first (a busy machine)
                 await asyncio.wait_for(b.wait(second.held[0]), 2.0)  # two leases; a beats all along
                 assert await b.position("k") == (2, 1)
             finally:

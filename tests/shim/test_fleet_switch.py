@@ -42,7 +42,9 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(tmp_path: Path, grace: str = "5s", pause: str = "") -> Path:
-    """The sample's config, its files named absolutely, an admin API on a free port, a short lease."""
+    """The sample's config, its files named absolutely, an admin API on a free port, a short lease, and
+    a comparison plane (on Envoy) at the suite's priority: niced below the tests beside it, it falls
+    seconds behind its clients and a switch waiting for its copies is refused for its pause."""
     sample = ROOT / "sample_ledger"
     text = (sample / "shim.toml").read_text(encoding="utf-8")
     text = text.replace('["bank.binpb"]', f'["{sample / "bank.binpb"}"]')
@@ -53,7 +55,8 @@ def _config(tmp_path: Path, grace: str = "5s", pause: str = "") -> Path:
         f'grace_period = "{grace}"\n'
         + (f'switch_pause = "{pause}"\n' if pause else "")
         + text
-        + '\n[admin]\nlisten = "127.0.0.1:0"\n',
+        + '\n[admin]\nlisten = "127.0.0.1:0"\n'
+        + "\n[envoy]\ncomparison_nice = 0\n",
         encoding="utf-8",
     )
     return config
@@ -87,6 +90,23 @@ async def _set_mode(shim: ShimProcess, mode: str, pause: float = 0.0) -> apb.Mod
         request = apb.SetModeRequest(mode=mode, reason="test", who="ops", force=True, pause=pause)
         answer: apb.Modes = await stub.SetMode(request, metadata=AUTH, timeout=30)
         return answer
+
+
+async def _set_mode_retrying(shim: ShimProcess, mode: str, tries: int = 3) -> apb.Modes:
+    """`_set_mode` as an operator does it: a switch refused because the calls in flight did not finish
+    within its pause (nothing applied, nothing recorded) is tried again, as the refusal says to. On a
+    loaded machine a replica's comparison plane can be seconds behind its clients; what a test of one
+    step for all replicas needs is the step, not the pause."""
+    for attempt in range(tries):
+        try:
+            return await _set_mode(shim, mode)
+        except grpc.aio.AioRpcError as exc:
+            refused = exc.code() == grpc.StatusCode.ABORTED and (exc.details() or "").startswith(
+                "not applied, nothing recorded: calls in flight did not finish"
+            )
+            if not refused or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _views(shim: ShimProcess) -> dict[str, apb.ReplicaModes]:
@@ -197,7 +217,7 @@ async def test_a_switch_through_one_replica_is_one_step_for_all_three(
             for mode in ("bk-primary", "shadow"):
                 count = len(trades)
                 await until(lambda c=count: len(trades) >= c + 30, "30 more trades")
-                assert (await _set_mode(shims[0], mode)).default_mode == mode
+                assert (await _set_mode_retrying(shims[0], mode)).default_mode == mode
             count = len(trades)
             await until(lambda c=count: len(trades) >= c + 30, "30 more trades")
         finally:
@@ -208,6 +228,8 @@ async def test_a_switch_through_one_replica_is_one_step_for_all_three(
         out_of_step = sql("SELECT key, method, reason FROM out_of_step")
         views = await _views(shims[1])
         shown = await _show(shims[2])
+    assert {row[3] for row in switches} <= {"committed", "abandoned"}  # a refused try is abandoned
+    switches = [row for row in switches if row[3] == "committed"]
     assert [(row[2], row[3]) for row in switches] == [
         ('{"*": "bk-primary"}', "committed"), ('{"*": "shadow"}', "committed"),
     ]  # fmt: skip

@@ -58,25 +58,33 @@ async def test_a_late_loop_sheds_mirrored_reads_never_writes_and_then_mirrors_ag
             time.sleep(0.5)  # noqa: ASYNC251  # blocking the loop is the point: 25 times the limit
             balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
             deposit = await stub.Deposit(pb.DepositRequest(account_id="A1", amount="5"))
-            await _until_calm(shim.loop_lag)
-            after = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
+            await sink.wait_for(3)
+            # on time again, reads are mirrored again. A machine busy with other work can make the loop
+            # late again between the probe's calm and the read: such a read is shed, as it should be,
+            # and the next one is sent once the loop is calm again
+            after = []
+            while len(after) < 10 and (len(after) == 0 or sink.comparisons[-1].verdict is Verdict.SKIPPED):
+                await _until_calm(shim.loop_lag)
+                after.append(await stub.GetBalance(pb.GetBalanceRequest(account_id="A1")))
+                await sink.wait_for(3 + len(after))
         finally:
             await shim_channel.close()
-        await sink.wait_for(4)
         await shim.drain()
         shed = {
             m: shim.counters.get("shadow_shed", f"/bank.v1.Ledger/{m}") for m in ("GetBalance", "Deposit")
         }
         out_of_step = dict(shim.steps.keys) if shim.steps is not None else {}
-    assert (balance.cash, deposit.cash, after.cash) == ("10.00", "15.00", "15.00")
+    assert (balance.cash, deposit.cash) == ("10.00", "15.00")
+    assert {a.cash for a in after} == {"15.00"}
     verdicts = [(c.method.rsplit("/", 1)[-1], c.verdict) for c in sink.comparisons]
-    assert verdicts[1:] == [
-        ("GetBalance", Verdict.SKIPPED),
-        ("Deposit", Verdict.MATCH),
-        ("GetBalance", Verdict.MATCH),  # BK got the deposit: A1 is in step
-    ]
-    assert "the shim is overloaded (its event loop runs" in sink.comparisons[1].reason
-    assert shed == {"GetBalance": 1, "Deposit": 0}
+    assert verdicts[1:3] == [("GetBalance", Verdict.SKIPPED), ("Deposit", Verdict.MATCH)]
+    assert verdicts[-1] == ("GetBalance", Verdict.MATCH)  # BK got the deposit: A1 is in step
+    assert len(verdicts) == 3 + len(after)
+    late_again = sink.comparisons[3:-1]
+    assert all(c.verdict is Verdict.SKIPPED for c in late_again)
+    for skipped in [sink.comparisons[1], *late_again]:
+        assert "the shim is overloaded (its event loop runs" in skipped.reason
+    assert shed == {"GetBalance": 1 + len(late_again), "Deposit": 0}
     assert out_of_step == {}
 
 

@@ -115,10 +115,14 @@ async def test_every_call_kind_relays_the_primary_exactly(
     assert direct[2], "the echo's headers were never observed directly"
     async with running_shim(bank.address, bk.address) as (shim, sink):
         through = await _observe(shim.address, kind, requests)
-        comparisons = await sink.wait_for(1)
+        tries = 1
+        while not through[2] and tries < 5:  # the same race, at the shim's hop to Bank or the client's to it
+            through = await _observe(shim.address, kind, requests)
+            tries += 1
+        comparisons = await sink.wait_for(tries)
     assert through == direct
     failed = requests == [b"code:13"]
-    assert comparisons[0].verdict is (Verdict.SKIPPED if failed else Verdict.MATCH)
+    assert comparisons[-1].verdict is (Verdict.SKIPPED if failed else Verdict.MATCH)
 
 
 async def test_rich_error_details_survive_byte_for_byte(echo_pair: tuple[Running, Running]) -> None:

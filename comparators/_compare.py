@@ -409,7 +409,16 @@ def _clock(exchange: Exchange) -> Clock:
     by_message = tuple(
         (*ahead(max(mine, bands), exchange.primary_late), *ahead(mine, 0.0)) for mine in exchange.message_late
     )
-    return Clock(*late, *own, steps, offset, exchange.message_offsets, by_message)
+    return Clock(
+        *late,
+        *own,
+        steps,
+        offset,
+        exchange.message_offsets,
+        by_message,
+        exchange.stamp_offsets,
+        exchange.recorded_at,
+    )
 
 
 def _message_differences(

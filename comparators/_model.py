@@ -105,6 +105,11 @@ class Outcome:
         return None
 
 
+# a replay's offsets by recorded time: (from, to) seconds since the epoch, the lowest and highest offset (when
+# the call went to BK, less when it came live) of the calls that came live then (`shim.replay.stamps`)
+StampSegment = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Exchange:
     """One client call as both sides saw it."""
@@ -154,6 +159,10 @@ class Exchange:
     # rule's tolerance and `LATE_MARGIN`. A time stamped later was stamped by none of that band's writes.
     # Empty: `shadow_late` and `primary_late` hold for every time
     late_steps: tuple[tuple[float, float, float], ...] = ()
+    # a replay's: the offsets of the calls replayed so far by the recorded time they span, and when this call
+    # came live; a time Bank stamped before it is moved on by the offsets of the calls under way then
+    stamp_offsets: tuple[StampSegment, ...] = ()
+    recorded_at: float = 0.0
 
     @property
     def bank(self) -> Outcome | None:

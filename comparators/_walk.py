@@ -28,7 +28,7 @@ from google.protobuf.descriptor import Descriptor
 
 from comparators._diff import diff_values
 from comparators._matching import Unproven, maximum_matching
-from comparators._model import Difference, DiffKind
+from comparators._model import Difference, DiffKind, StampSegment
 from comparators._normalise import to_python, unknown_values
 from comparators.descriptors import DescriptorRegistry, money_shape
 from comparators.message_api import descriptor_of, has_field, parse, serialize
@@ -96,6 +96,15 @@ def shown(value: Any) -> Any:
 LATE_MARGIN = 1.0
 
 
+def offsets_at(segments: Sequence[StampSegment], stamped: float, margin: float) -> tuple[float, float] | None:
+    """The lowest and highest offset of the calls under way within `margin` of recorded time `stamped`
+    (seconds since the epoch); None when no call was."""
+    found = [(low, high) for start, end, low, high in segments if start - margin <= stamped <= end + margin]
+    if not found:
+        return None
+    return min(low for low, _ in found), max(high for _, high in found)
+
+
 class Clock(NamedTuple):
     """How far ahead of Bank's BK's clock is taken to run for one call, in seconds: from `low` to `high` (a
     replay's `offset`, and how late the call and the writes on its keys went). With `steps`, only from
@@ -115,6 +124,10 @@ class Clock(NamedTuple):
     # per answer message (a stream's), its own (low, high, own_low, own_high), in place of the call's: the
     # times of a message the shadow sent early in a long session were stamped early; beyond: the call's
     late_messages: tuple[tuple[float, float, float, float], ...] = ()
+    # a replay's: the offsets of the calls under way at each moment of the recording, and when this call came
+    # (recorded): a time Bank stamped before it is moved on by the offsets of the calls under way then
+    stamped: tuple[StampSegment, ...] = ()
+    since: float = 0.0
 
 
 NO_CLOCK = Clock()
@@ -209,9 +222,26 @@ class Walker:
             for until, step_low, step_high in self._steps_ns:
                 if stamped <= until + tolerance:
                     low, high = min(low, step_low), max(high, step_high)
+        if self._clock.stamped and not bank.duration:
+            low, high = self._stamped_by(bank.nanos, low, high)
         ahead = bk.nanos - bank.nanos
         tolerated = low - tolerance <= ahead <= high + tolerance
         return rule.name if tolerated and bank.duration == bk.duration else ""
+
+    def _stamped_by(self, bank_ns: int, low: int, high: int) -> tuple[int, int]:
+        """A replay's window for a time Bank stamped at `bank_ns`: stamped before the call came (by more than
+        the clocks' margin), the offsets of the calls under way then; about when it came, those and its
+        own; after, its own (`low` to `high`)."""
+        stamped, since = bank_ns / 1e9, self._clock.since
+        if stamped >= since + LATE_MARGIN:
+            return low, high
+        window = offsets_at(self._clock.stamped, stamped, LATE_MARGIN)
+        if window is None:
+            return low, high
+        then = (round(window[0] * 1e9), round(window[1] * 1e9))
+        if stamped < since - LATE_MARGIN:
+            return then
+        return min(low, then[0]), max(high, then[1])
 
     def _presence(self, target: str, path: str, bank: Any, bk: Any, default: Any = _MISSING) -> None:
         """A field (or element) on one side only.

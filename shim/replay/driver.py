@@ -15,8 +15,10 @@ BK answers later than Bank did, by however long ago the recording was made: each
 (`clock_offset`), and timestamp rules compare BK's times with Bank's moved on by it. A session's answers
 each carry their own (`message_offsets`: when the request each followed went to BK, less when it came
 live), since its messages go sooner than they came, or later; with --speed, each goes at its recorded
-time scaled, as calls do. BK answering UNAVAILABLE with BK no longer reachable stops the replay (a
-ReplayError): its evidence would say nothing of BK.
+time scaled, as calls do. A time an earlier call stamped (an opening time, read back later) is moved on by
+the offsets of the calls under way when Bank stamped it (`stamp_offsets`, `shim.replay.stamps`). BK
+answering UNAVAILABLE with BK no longer reachable stops the replay (a ReplayError): its evidence would say
+nothing of BK.
 
 A call recorded while BK was primary holds BK's answer, not Bank's (its `answered_by`): it is sent to
 BK all the same, so BK's book goes on as it did live, but recorded `skipped` (`BK_ANSWERED`), never as
@@ -44,6 +46,7 @@ from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.format import RecordedCall
 from shim.replay.feed import Feed, message_offsets
 from shim.replay.source import ReplayError, Source
+from shim.replay.stamps import StampOffsets
 from shim.shadow.dispatcher import ShadowDispatcher
 from shim.shadow.mirror import Mirror
 from shim.shadow.shared import Submit
@@ -141,6 +144,9 @@ class Replayer:
         # runs later than Bank's did for it by the time between when it came and its sending to BK (for
         # a session's answer, the request it followed), which timestamp rules allow for (clock_offset)
         self._in_flight: dict[tuple[float, str], tuple[Mirror, RecordedCall]] = {}
+        # how much later than live the calls of each moment of the recording went: for the times an answer
+        # holds that an earlier call stamped (an account's opening time, read back later)
+        self._stamps = StampOffsets()
 
     async def run(self) -> Summary:
         config, parts = self.config, self.parts
@@ -188,12 +194,19 @@ class Replayer:
             if replayed is not None and replayed[0].sent_at:
                 # its whole lateness: BK's clock runs later by this much, not by up to it
                 mirror, call = replayed
+                offset, offsets = (
+                    mirror.sent_at - call.at,
+                    message_offsets(call, mirror.sent_at, mirror.sent_times or ()),
+                )
+                self._stamps.add(call.at, call.at + call.latency, offsets or (offset,))
                 exchange = replace(
                     exchange,
-                    clock_offset=mirror.sent_at - call.at,
-                    message_offsets=message_offsets(call, mirror.sent_at, mirror.sent_times or ()),
+                    clock_offset=offset,
+                    message_offsets=offsets,
                     shadow_late=0.0,
                     primary_late=0.0,
+                    stamp_offsets=self._stamps.segments(),
+                    recorded_at=call.at,
                 )
             if replayed is not None and replayed[1].answered_by not in ("", "bank"):
                 # BK went on with its book as it did live, but an answer compared with its own proves nothing

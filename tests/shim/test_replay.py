@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,66 @@ async def test_a_session_spread_out_live_replays_with_no_false_time_differences(
         booked = _booked_at(next(c for c in verdicts.comparisons if c.method.endswith("/TradeSession")))
         if speed:
             assert booked[2] - booked[0] >= 0.75 * spread / speed, booked  # at the recorded pace, scaled
+
+
+async def _open_then_read_later(address: str) -> None:
+    """Two accounts opened, then, GAP seconds later, each read back (its opening time in the answer), the
+    book listed (both opening times), and a third account opened and read at once."""
+    async with aio.insecure_channel(address, interceptors=request_ids("x-request-id")) as channel:
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        for account in ("G1", "G2"):
+            await stub.OpenAccount(
+                pb.OpenAccountRequest(account_id=account, currency="USD", initial_deposit="10")
+            )
+        await asyncio.sleep(GAP)  # the clients' pace, not a wait for anything
+        for account in ("G1", "G2"):
+            await stub.GetAccount(pb.GetAccountRequest(account_id=account))
+        await stub.ListAccounts(pb.ListAccountsRequest())
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="G3", currency="USD", initial_deposit="10"))
+        await stub.GetAccount(pb.GetAccountRequest(account_id="G3"))
+
+
+async def test_times_read_back_are_moved_on_by_the_offset_of_the_call_that_stamped_them(
+    tmp_path: Path,
+) -> None:
+    """Accounts opened, and read back GAP seconds later live (more than the sample's 2 s tolerance);
+    replayed as fast as order allows, the reads go to BK well under GAP after the openings. The opening
+    times they read back were stamped by the openings, so they are moved on by the openings' offsets, not
+    by the reads' own: against a correct BK, every call matches, keyed reads and the listing of every key
+    alike. A BK whose clock runs 5 s ahead still shows, in the reads' times as in the openings'."""
+    bank = await serve("bank")
+    try:
+        recording = await _record(SAMPLE, bank.address, tmp_path, _open_then_read_later)
+    finally:
+        await bank.stop(None)
+    found = {}
+    for ahead in (0.0, 5.0):
+        ledger = await serve("bk", fixed=True)
+        book = ledger.servicer.book
+        book.clock = lambda now=book.clock, ahead=ahead: now() + timedelta(seconds=ahead)  # type: ignore[misc]
+        try:
+            verdicts, _ = await _replay(recording, tmp_path / f"ahead{ahead}.db", ledger.address)
+        finally:
+            await ledger.stop(None)
+        found[ahead] = sorted(
+            (c.exchange.correlation_id, c.method.rsplit("/", 1)[-1], c.verdict, _timed(c))
+            for c in verdicts.comparisons
+        )
+    calls = [(correlation, method) for correlation, method, _, _ in found[0.0]]
+    assert sorted(m for _, m in calls) == ["GetAccount"] * 3 + ["ListAccounts"] + ["OpenAccount"] * 3
+    assert {(m, v) for _, m, v, _ in found[0.0]} == {
+        ("OpenAccount", Verdict.MATCH), ("GetAccount", Verdict.MATCH), ("ListAccounts", Verdict.MATCH)
+    }, found[0.0]  # fmt: skip
+    # BK's clock 5 s ahead: every time it stamped is a difference, the opening times read back included
+    assert [(m, v, t) for _, m, v, t in found[5.0]] == [(m, Verdict.MISMATCH, True) for _, m in calls], found[
+        5.0
+    ]
+
+
+def _timed(comparison: Comparison) -> bool:
+    """Whether every real difference of `comparison` is a time (the sample's `_at` and `as_of` fields)."""
+    paths = [d.path for d in comparison.real_differences]
+    return bool(paths) and all(p.endswith(("_at", "as_of")) for p in paths)
 
 
 async def test_a_recording_begun_while_bank_ran_taints_every_key_unless_seeded(

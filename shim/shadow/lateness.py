@@ -7,7 +7,9 @@ allows for that, and so must every later answer holding that time, but only for 
 such a write was under way: each band of lateness (`FLOORS`: from 1 s, from 0.1 s, from 10 ms) keeps when
 its last write was over (`Exchange.late_steps`). Only writes from `FLOOR` late are remembered (below it,
 the tolerance of any timestamp rule worth having covers them), for the last `KEYS` keys they wrote, by the
-time of their last late write: the memory is bounded, and each replica's own, across switches. Each side's
+time of their last late write: the memory is bounded, and each replica's own, across switches. A call
+with no routing key (a listing of every key) may read any key's times: it is allowed the same of every
+write, whatever its keys, by band. Each side's
 lateness is kept apart (`Late`: BK's, Bank's): while Bank is primary, BK is late and stamps later; once BK
 is primary (`bk-primary`), Bank does (`Exchange.primary_late`).
 
@@ -35,12 +37,13 @@ def went(late: float, bk_is_shadow: bool) -> Late:
 
 
 class KeyLateness:
-    __slots__ = ("_keys", "_late")
+    __slots__ = ("_any", "_keys", "_late")
 
     def __init__(self, keys: int = KEYS) -> None:
         # key -> its writes' most lateness (BK's, Bank's) and when the last was over, oldest first
         self._late: OrderedDict[str, Late] = OrderedDict()
         self._keys = keys
+        self._any: Late = NOT_LATE  # the same of every write, whatever its keys: for calls with none
 
     def allowance(
         self, keys: Iterable[str], late: float, write: bool, bk_is_shadow: bool = True, known: Late = NOT_LATE
@@ -52,11 +55,12 @@ class KeyLateness:
         is remembered for its keys, as over now."""
         keys = tuple(keys)
         remembered = self._late
-        allowed = known
+        allowed = known if keys else most(known, self._any)  # with no key, it may read any key's times
         for key in keys:
             allowed = most(allowed, remembered.get(key, NOT_LATE))
         if write and late >= FLOOR:
             own = went(late, bk_is_shadow)
+            self._any = most(own, self._any)
             for key in keys:
                 remembered[key] = most(own, remembered.get(key, NOT_LATE))
                 remembered.move_to_end(key)

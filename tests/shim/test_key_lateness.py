@@ -24,8 +24,15 @@ def test_a_call_is_allowed_the_most_its_keys_writes_went_late_and_not_its_own() 
     assert _late(memory.allowance(("a",), 1.0, write=True)) == (3.0, 0.0)  # the 3 s write's time is there
     assert _late(memory.allowance(("a", "b"), 0.002, write=False)) == (3.0, 0.0)
     assert memory.allowance(("b",), 0.002, write=False) == NOT_LATE  # a key no late write touched
-    assert memory.allowance((), 0.5, write=False) == NOT_LATE  # a call without keys
+    # a call without keys may read any key's times: every write's lateness, by band
+    assert _late(memory.allowance((), 0.5, write=False)) == (3.0, 0.0)
     assert len(memory) == 1
+    fresh = KeyLateness()
+    assert fresh.allowance((), 0.5, write=False) == NOT_LATE  # no write went late yet
+    fresh.allowance((), 2.0, write=True)  # a late write with no key: every call without keys after it
+    assert _late(fresh.allowance((), 0.0, write=False)) == (2.0, 0.0)
+    assert fresh.allowance(("a",), 0.0, write=False) == NOT_LATE  # a key's own writes alone, for a keyed call
+    assert len(fresh) == 0
 
 
 def test_each_band_says_when_its_last_write_was_over() -> None:

@@ -168,6 +168,47 @@ async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_
 
 
 @pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_time_a_late_write_stamped_read_back_by_a_call_with_no_key_is_no_difference(
+    dataplane: str,
+) -> None:
+    """A listing with no routing key (here List, configured without one) reads every key's times: it is
+    allowed the lateness of the writes on any key, for the times stamped while they were under way. Once
+    they are over (the tolerance and the margin after), a BK whose clock is off is a difference again in
+    such a listing too."""
+    settings = _settings(dataplane)
+    settings["methods"] = {**settings["methods"], "tally.v1.Tally/List": MethodSettings(read=True)}
+    bank, bk = await serve(clock=0.0), await serve(slow=True, clock=0.0)
+    try:
+        async with (
+            running_shim(bank.address, bk.address, **settings) as (shim, sink),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            append = channel.unary_unary(APPEND)
+            for entry, delay in (("first", 1500), ("second", 0)):
+                await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
+            await sink.wait_for(2, within=15)  # both writes are over on both sides: nothing waits now
+            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            compared = await sink.wait_for(3, within=15)
+            # a time stamped from here on is past the tolerance (500 ms) and the margin after the late writes
+            await asyncio.sleep(0.5 + LATE_MARGIN + 0.1)
+            bk.set_clock(1.8)
+            await append(Request(key="j", entry="third").SerializeToString(), timeout=5)
+            await channel.unary_unary(LIST)(ListRequest(key="j").SerializeToString(), timeout=5)
+            after = await sink.wait_for(5, within=15)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    (read,) = (c for c in compared if c.exchange.method == LIST)
+    assert read.exchange.routing_key == ""  # no key: its allowance is every key's
+    assert read.exchange.own_late < 1.0 < read.exchange.shadow_late
+    assert [(d.path, d.rule) for d in read.differences if d.path == "last_at"] == [("last_at", "clock")]
+    assert [c.verdict for c in compared] == [Verdict.MATCH] * 3, [c.differences for c in compared]
+    (later,) = (c for c in after if c.exchange.method == LIST and c is not read)
+    assert later.verdict is Verdict.MISMATCH, later.differences
+    assert {d.path: d.rule for d in later.differences} == {"first_at": "", "last_at": ""}
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
 async def test_a_bk_clock_off_once_the_late_writes_on_its_key_are_over_is_a_difference(
     dataplane: str,
 ) -> None:

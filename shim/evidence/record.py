@@ -199,16 +199,17 @@ class StoreSink:
         comparison worker answered): one wake-up of the store's thread rather than one each."""
         store = self.store
         held, size = store.backlog, store.backlog_bytes
-        records = []
+        records, sizes = [], 0
         for comparison in comparisons:
             if held >= self.max_buffer or size >= self.max_buffer_bytes:
                 self._drop(comparison.method)
                 continue
             record = record_of(comparison, self.replica, payloads=self.payloads, keep=self.keep)
             records.append(record)
-            held, size = held + 1, size + record_size(record)
+            bytes_ = record_size(record)
+            held, size, sizes = held + 1, size + bytes_, sizes + bytes_
         if records:
-            store.comparisons.put(records)
+            store.comparisons.put(records, size=sizes)
             self._warned = False
 
     def _drop(self, method: str) -> None:

@@ -62,14 +62,15 @@ class StoredComparisons:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def put(self, records: Sequence[ComparisonRecord]) -> None:
-        """Store comparisons (enqueued, committed in one batch with what is queued beside them)."""
+    def put(self, records: Sequence[ComparisonRecord], size: int | None = None) -> None:
+        """Store comparisons (enqueued, committed in one batch with what is queued beside them); `size`:
+        their `record_size`s' sum, when the caller has it already."""
         if not records:
             return
         rows, paths = comparison_rows(records)
         more = ((INSERT_PATH, paths),) if paths else ()
         methods = [r.method for r in records]
-        size = sum(record_size(r) for r in records)
+        size = sum(record_size(r) for r in records) if size is None else size
         self._engine.put(Write(INSERT, rows, more, methods, frozenset(r.replica for r in records), size=size))
 
     async def delete_before(self, at: float, batch: int = RETENTION_BATCH) -> int:

@@ -229,19 +229,17 @@ class Walker:
         return rule.name if tolerated and bank.duration == bk.duration else ""
 
     def _stamped_by(self, bank_ns: int, low: int, high: int) -> tuple[int, int]:
-        """A replay's window for a time Bank stamped at `bank_ns`: stamped before the call came (by more than
-        the clocks' margin), the offsets of the calls under way then; about when it came, those and its
-        own; after, its own (`low` to `high`)."""
-        stamped, since = bank_ns / 1e9, self._clock.since
-        if stamped >= since + LATE_MARGIN:
+        """A replay's window for a time Bank stamped at `bank_ns`: stamped before the call came (or within the
+        clocks' margin after), the offsets of the calls under way then as well as its own (`low` to
+        `high`: Bank's clock may differ from the recorder's, and then its own times look older); after,
+        its own alone."""
+        stamped = bank_ns / 1e9
+        if stamped >= self._clock.since + LATE_MARGIN:
             return low, high
         window = offsets_at(self._clock.stamped, stamped, LATE_MARGIN)
         if window is None:
             return low, high
-        then = (round(window[0] * 1e9), round(window[1] * 1e9))
-        if stamped < since - LATE_MARGIN:
-            return then
-        return min(low, then[0]), max(high, then[1])
+        return min(low, round(window[0] * 1e9)), max(high, round(window[1] * 1e9))
 
     def _presence(self, target: str, path: str, bank: Any, bk: Any, default: Any = _MISSING) -> None:
         """A field (or element) on one side only.

@@ -612,6 +612,41 @@ def test_timestamp_allows_for_a_shadow_late(
     assert found.verdict is (Verdict.MATCH if tolerated else Verdict.MISMATCH)
 
 
+# a replay: the call came live at 1000 s and went to BK 60 s later (offset 60); the calls under way at 900 s
+# live went with offset 70, those at 990 s with offset 61 (`Exchange.stamp_offsets`)
+STAMPS = ((899.0, 901.0, 70.0, 70.0), (989.5, 990.5, 61.0, 61.0), (1000.0, 1000.1, 60.0, 60.0))
+STAMP_CASES = [
+    pytest.param(900, 70.0, True, id="an-old-time-by-the-offset-of-the-call-that-stamped-it"),
+    pytest.param(900, 60.0, True, id="an-old-time-by-the-call-s-own-offset-bank-s-clock-may-lag"),
+    pytest.param(900, 75.0, False, id="an-old-time-beyond-both-is-a-difference"),
+    pytest.param(900, 55.0, False, id="an-old-time-below-both-is-a-difference"),
+    pytest.param(990, 61.0, True, id="a-time-of-another-moment-by-its-offset"),
+    pytest.param(990, 70.0, False, id="not-by-the-offset-of-a-moment-it-was-not-stamped-at"),
+    pytest.param(1000, 60.0, True, id="its-own-time-by-its-offset"),
+    pytest.param(1005, 60.0, True, id="a-time-after-it-came-by-its-offset"),
+    pytest.param(1005, 70.0, False, id="a-time-after-it-came-by-its-offset-alone"),
+    pytest.param(500, 70.0, False, id="a-time-before-the-recording-by-its-own-offset-alone"),
+]
+
+
+@pytest.mark.parametrize(("stamped", "ahead", "tolerated"), STAMP_CASES)
+def test_a_replayed_time_is_moved_on_by_the_offsets_of_the_calls_under_way_when_bank_stamped_it(
+    stamped: int, ahead: float, tolerated: bool
+) -> None:
+    """Bank stamped `as_of` at `stamped` s; BK's time is `ahead` s later. A time stamped before the call
+    came is allowed the offsets of the calls under way then and the call's own; after it came (beyond the
+    clocks' margin), the call's own alone. Tolerance 2 s."""
+    rules = build_rules([CLOCK], REGISTRY, parse_duration)
+    bank = answer(pb.Balance(cash="1", as_of=ts(stamped)))
+    bk = answer(pb.Balance(cash="1", as_of=ts(*divmod(stamped * 10**9 + round(ahead * 1e9), 10**9))))
+    found = compare(
+        exchange(GET_BALANCE, bank, bk, clock_offset=60.0, stamp_offsets=STAMPS, recorded_at=1000.0),
+        REGISTRY,
+        rules,
+    )
+    assert [(d.path, bool(d.rule)) for d in found.differences] == [("as_of", tolerated)]
+
+
 POSTED = {"path": "bank.v1.LedgerEntry.posted_at", "rule": "timestamp", "tolerance": "2s", "name": "clock"}
 KEYED_BY_SEQUENCE = {"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "keyed", "key": ["sequence"]}
 AS_A_MULTISET = {"path": "bank.v1.Ledger/StreamLedgerEntries", "rule": "multiset"}

@@ -16,7 +16,7 @@ from grpc import aio
 from comparators import LATE_MARGIN, Verdict
 from shim.admin import set_mode
 from shim.routing import MethodSettings
-from shim.testing import running_shim
+from shim.testing import CapturingSink, running_shim
 from tests.helpers import PLANES
 from tests.services.tally.server import APPEND, LIST, REGISTRY, ListReply, ListRequest, Reply, Request, serve
 
@@ -139,6 +139,16 @@ async def test_a_bk_clock_really_off_is_a_difference_still(dataplane: str) -> No
     assert [(d.path, d.rule) for d in compared.differences] == [("at", "")]
 
 
+async def _late_writes_then_a_read(channel: aio.Channel, sink: CapturingSink) -> None:
+    """Two writes on "k", the first mirrored 1.5 s late (BK answers after its delay), the second behind it;
+    once both are over on both sides (nothing waits then), "k" listed."""
+    append = channel.unary_unary(APPEND)
+    for entry, delay in (("first", 1500), ("second", 0)):
+        await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
+    await sink.wait_for(2, within=15)
+    await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+
+
 @pytest.mark.parametrize("dataplane", PLANES)
 async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_difference(
     dataplane: str,
@@ -150,11 +160,7 @@ async def test_a_time_a_late_write_stamped_read_back_when_nothing_is_late_is_no_
             running_shim(bank.address, bk.address, **_settings(dataplane)) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
-            append = channel.unary_unary(APPEND)
-            for entry, delay in (("first", 1500), ("second", 0)):
-                await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
-            await sink.wait_for(2, within=15)  # both writes are over on both sides: nothing waits now
-            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            await _late_writes_then_a_read(channel, sink)
             await channel.unary_unary(LIST)(ListRequest(key="other").SerializeToString(), timeout=5)
             compared = await sink.wait_for(4, within=15)
     finally:
@@ -183,16 +189,12 @@ async def test_a_time_a_late_write_stamped_read_back_by_a_call_with_no_key_is_no
             running_shim(bank.address, bk.address, **settings) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
-            append = channel.unary_unary(APPEND)
-            for entry, delay in (("first", 1500), ("second", 0)):
-                await append(Request(key="k", entry=entry, delay_ms=delay).SerializeToString(), timeout=5)
-            await sink.wait_for(2, within=15)  # both writes are over on both sides: nothing waits now
-            await channel.unary_unary(LIST)(ListRequest(key="k").SerializeToString(), timeout=5)
+            await _late_writes_then_a_read(channel, sink)
             compared = await sink.wait_for(3, within=15)
             # a time stamped from here on is past the tolerance (500 ms) and the margin after the late writes
             await asyncio.sleep(0.5 + LATE_MARGIN + 0.1)
             bk.set_clock(1.8)
-            await append(Request(key="j", entry="third").SerializeToString(), timeout=5)
+            await channel.unary_unary(APPEND)(Request(key="j", entry="third").SerializeToString(), timeout=5)
             await channel.unary_unary(LIST)(ListRequest(key="j").SerializeToString(), timeout=5)
             after = await sink.wait_for(5, within=15)
     finally:

@@ -6,15 +6,14 @@ still shows, in the times read back as in the appends' own."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 from grpc import aio
 
-from comparators import Comparison, Verdict
+from comparators import Verdict
 from shim.recording.format import Recording
 from shim.replay.run import Options, replay
-from shim.testing import running_shim
+from shim.testing import CapturingSink, running_shim
 from tests.services.tally.server import APPEND, DESCRIPTOR_SET, LIST, REGISTRY, ListRequest, Request, serve
 
 GAP = 1.5  # seconds between the appends and the reads live: more than the rule's tolerance (500 ms)
@@ -42,16 +41,6 @@ rule = "timestamp"
 tolerance = "500ms"
 name = "clock"
 """
-
-
-class _Seen:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.comparisons: list[Comparison] = []
-
-    def __call__(self, comparison: Comparison) -> None:
-        with self._lock:
-            self.comparisons.append(comparison)
 
 
 async def _appends_then_reads(address: str) -> None:
@@ -92,7 +81,7 @@ async def test_a_time_read_back_is_moved_on_by_the_offset_of_the_write_that_stam
     found = {}
     for ahead in (0.0, 2.0):
         bk = await serve(clock=ahead)
-        seen = _Seen()
+        seen = CapturingSink()
         try:
             await replay(
                 Options(recording, config, str(tmp_path / f"ahead{ahead}.db"), bk=bk.address), [seen]

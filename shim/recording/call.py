@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ class RecordedCall:
     lost: int = 0
 
     def __post_init__(self) -> None:
+        # JSON as Python reads it allows NaN and Infinity: a call's times pace a replay and move Bank's on
+        if not math.isfinite(self.at):
+            raise ValueError(f"at is {self.at!r}, not a finite number of seconds")
+        if not (math.isfinite(self.latency) and self.latency >= 0):
+            raise ValueError(f"latency is {self.latency!r}, not a finite number of seconds from 0")
+        spoilt = [t for t in self.request_times if not (math.isfinite(t) and t >= 0)]
+        if spoilt:
+            raise ValueError(f"request_times holds {spoilt[0]!r}, not a finite number of seconds from 0")
         if self.request_times and len(self.request_times) != len(self.requests):
             raise ValueError(f"{len(self.request_times)} request_times for {len(self.requests)} requests")
         if self.answers_after and (

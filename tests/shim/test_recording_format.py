@@ -4,7 +4,9 @@ not whole (cut short, changed, of a newer version, never ended) is one clear Rec
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -204,6 +206,38 @@ def test_a_changed_byte_in_a_call_line_fails_its_checksum(tmp_path: Path) -> Non
     path.write_bytes(b"".join(lines))
     with pytest.raises(RecordingError, match="checksum"):
         Recording(path).check()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("at", "NaN", "at is nan"),
+        ("at", "-Infinity", "at is -inf"),
+        ("latency", "Infinity", "latency is inf"),
+        ("latency", "-0.5", "latency is -0.5"),
+        ("request_times", "[0.0, NaN]", "request_times holds nan"),
+        ("request_times", "[0.0, -1.0]", "request_times holds -1.0"),
+    ],
+)
+def test_a_time_that_is_not_a_finite_number_of_seconds_is_one_clear_error(
+    tmp_path: Path, field: str, value: str, said: str
+) -> None:
+    """A call's times (when it came, how long Bank took, when a session's messages came) are finite, and
+    the durations not negative; JSON as Python reads it allows NaN and Infinity. Such a call, under a
+    checksum that holds (a file another tool wrote), is refused naming its line and field, whole or read
+    with truncated: its times would pace the replay and move Bank's times on."""
+    session = _call(1, request_times=(0.0, 0.5))
+    path = _write(tmp_path / "calls.jsonl", [_call(0), session])
+    lines = path.read_bytes().splitlines(keepends=True)
+    doc = json.loads(lines[2])
+    doc[field] = "SPOILT"
+    lines[2] = json.dumps(doc).replace('"SPOILT"', value).encode() + b"\n"
+    end = json.loads(lines[-1])
+    end["end"]["sha256"] = hashlib.sha256(b"".join(lines[1:-1])).hexdigest()  # another tool's, whole
+    path.write_bytes(b"".join([*lines[:-1], json.dumps(end).encode() + b"\n"]))
+    for truncated in (False, True):
+        with pytest.raises(RecordingError, match=rf"line 3: a malformed call .*{re.escape(said)}"):
+            Recording(path, truncated=truncated).check()
 
 
 def test_a_newer_version_is_refused(tmp_path: Path) -> None:

@@ -279,4 +279,7 @@ async def test_a_recording_cut_short_knows_the_calls_lost_before_the_cut(tmp_pat
     got = {c.method.rsplit("/", 1)[1]: c.verdict for c in verdicts.comparisons}
     assert got == {"OpenAccount": Verdict.MATCH, "GetBalance": Verdict.TAINTED}
     assert done.summary.tainted_from_start == LOST.format(lost=1)  # type: ignore[attr-defined]
-    assert [c.lost for c in Recording(partial, truncated=True).calls()] == [0, 1]
+    # how many the recorder had lost when it wrote each line: the opening's line may be written after the
+    # deposit was lost (its writer a little behind), never before the loss is counted on the read's
+    lost = [c.lost for c in Recording(partial, truncated=True).calls()]
+    assert lost in ([0, 1], [1, 1]), lost

@@ -54,7 +54,7 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     bank, bk = ledgers
     config = tmp_path / "shim.toml"
     # every read compared, however busy the test machine (no shedding)
-    base = f'descriptor_sets = ["{BANK_BINPB}"]\n[shadow]\nshed_lag = 0\n'
+    base = f'descriptor_sets = ["{BANK_BINPB}"]\n[shadow]\nshed_lag = 0\n[envoy]\ncomparison_nice = 0\n'
     config.write_text(base, encoding="utf-8")
     store = tmp_path / "shim.db"
     sql = _sqlite_sql(store)

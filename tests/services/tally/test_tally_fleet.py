@@ -46,6 +46,9 @@ descriptor_sets = ["tally.binpb"]
 [methods."tally.v1.Tally/Append"]
 key = ["key"]
 
+[envoy]
+comparison_nice = 0  # the replicas' planes keep up beside the suite's other workers
+
 {ordering}"""
 ACROSS_REPLICAS = f"""
 [ordering]

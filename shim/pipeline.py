@@ -88,9 +88,9 @@ class WorkerSetup:
 
 
 _BATCH = 64  # exchanges handed to a worker process at once, at most
-# ... and how long the first of them waits for others: under load the loop turns often with an exchange or
-# two each time, and every hand-over costs the loop about as much as comparing (a trip through the pool)
-GATHER = 0.005
+# ... and how long the first waits for others: a hand-over costs about as much as comparing, and no client
+# waits on a comparison (50 ms, not 5: a sixth less of the plane's CPU a call, docs/performance.md)
+GATHER = 0.05
 
 _worker: tuple[DescriptorRegistry | None, RuleSet | None, IdFields | None, Redactor | None] = (
     None,

@@ -11,6 +11,7 @@ import pytest
 from grpc import aio
 
 from comparators import Exchange, Outcome, Verdict
+from shim import pipeline as pipeline_module
 from shim.metrics import Counters
 from shim.pipeline import ComparisonPipeline, WorkerSetup
 from shim.store import Store
@@ -137,7 +138,7 @@ async def test_an_exchange_submitted_as_the_pipeline_closes_is_counted_dropped()
 
 
 async def test_comparisons_still_waiting_for_a_worker_at_stop_are_counted_dropped_in_the_store(
-    pair: tuple[Running, Running], tmp_path: Path
+    pair: tuple[Running, Running], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Comparisons slower than the calls: when the shim stops, those a worker has not taken are cut off.
     Each is counted `comparisons_dropped` under its method, in the store's counts as the gate reads them;
@@ -152,6 +153,7 @@ async def test_comparisons_still_waiting_for_a_worker_at_stop_are_counted_droppe
         },
     )
     store, calls = tmp_path / "shim.db", 20
+    monkeypatch.setattr(pipeline_module, "GATHER", 0.0)  # each comparison handed over as it comes
     async with running_shim(
         bank.address,
         bk.address,

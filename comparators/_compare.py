@@ -348,13 +348,66 @@ def _rich_differences(
             )
         ]
     walker.messages(left, right, _RICH)
-    found = [_rich_code(d if own is None else own.show(d), rules, method) for d in walker.out]
+    worded = _worded(walker.out, rules, method, to_bank, originals, _id_places(ids, method, left, right))
+    found = [_rich_code(d if own is None else own.show(d), rules, method) for d in worded]
     if unmapped:
         return [_unmapped(d, unmapped) for d in found]
     return found
 
 
 _RICH_CODE = f"{_RICH}.code"
+_RICH_MESSAGE = f"{_RICH}.message"
+
+
+def _id_places(ids: IdFields | None, method: str, *statuses: message.Message) -> set[str]:
+    """Where decoded rich statuses hold ids, named as a difference names its path."""
+    if ids is None:
+        return set()
+    return {
+        _RICH + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in found.path[1:])
+        for status in statuses
+        for found in ids.find(method, "", [status], None)
+    }
+
+
+def _worded(
+    found: list[Difference],
+    rules: RuleSet,
+    method: str,
+    to_bank: dict[tuple[str, str], str] | None,
+    original: Originals | None,
+    id_places: set[str],
+) -> list[Difference]:
+    """The rich details' free text (their message, a violation's description: a text outside the id
+    locations) read as the status details are: BK's words the same as Bank's once each BK id of the
+    exchange's pairs in them is read as the Bank id it pairs with. Their message is the status details' rich
+    form: the status rule's `details` judges it too (ignored, or a pattern). Judged as sent (`original`,
+    with redaction), shown as the walk holds them."""
+    rule = rules.status_rule(method)
+    pairs = {(bank_id, bk_id) for (_, bk_id), bank_id in to_bank.items()} if to_bank else set()
+    kept = []
+    for difference in found:
+        bank, bk = difference.bank, difference.bk
+        if (
+            difference.rule
+            or difference.kind is not DiffKind.CHANGED
+            or difference.path in id_places
+            or not isinstance(bank, str)
+            or not isinstance(bk, str)
+        ):
+            kept.append(difference)
+            continue
+        if original is not None:
+            bank, bk = original(bank), original(bk)
+        said = difference.path == _RICH_MESSAGE
+        if (rule.exact or not said) and text_reads_as(bk, bank, to_bank):
+            continue
+        kept.append(
+            difference._replace(rule=rule.name)
+            if said and rule.details_equivalent(bank, bk, pairs)
+            else difference
+        )
+    return kept
 
 
 def _rich_code(difference: Difference, rules: RuleSet, method: str) -> Difference:

@@ -1469,6 +1469,124 @@ def test_identical_rich_error_details_are_read_through_the_id_map() -> None:
     ]
 
 
+def _refusal(said: str, *violations: tuple[str, str]) -> Outcome:
+    """A refusal saying `said` in its status details and in its rich details' message, whose
+    PreconditionFailure holds `violations` (subject, description)."""
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="T", subject=subject, description=description
+            )
+            for subject, description in violations
+        ]
+    )
+    detail = any_pb2.Any()
+    detail.Pack(failure)
+    status = status_pb2.Status(code=9, message=said, details=[detail])
+    return Outcome(code=9, details=said, trailing_metadata=((STATUS_DETAILS, status.SerializeToString()),))
+
+
+STATUS_DETAILS = "grpc-status-details-bin"
+A1_M2 = (("account", "A1", "acc_1"), ("movement", "M2", "mv_2"))
+CLOSED = "account A1 is closed"
+
+
+def _rich(comparison: Comparison) -> list[tuple[str, DiffKind, object, object, str]]:
+    return [(d.path, d.kind, d.bank, d.bk, d.rule) for d in comparison.differences]
+
+
+def test_free_text_in_rich_error_details_reads_bk_s_ids_as_the_bank_ids_they_pair_with() -> None:
+    """A refusal whose rich details are worded as Bank's but name BK's ids where Bank's name its own (their
+    message, a violation's description) is the same refusal, as its status details are; the subject, an id
+    location, is read through the pairs as before. Before, the rich message and the description were each a
+    real mismatch blamed on BK: a BK with no bug failed the gate."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    bank = _refusal(CLOSED, ("A1", "account A1 closed by movement M2"))
+    bk = _refusal("account acc_1 is closed", ("acc_1", "account acc_1 closed by movement mv_2"))
+    same = compare(exchange(GET, bank, bk, ids=A1_M2), CUSTOM, None, fields)
+    assert (same.verdict, same.differences) == (Verdict.MATCH, ())
+    # BK naming another account, in other words, or naming an id of its own no pair knows: still differences
+    other = _refusal("account acc_9 is closed", ("acc_1", "account acc_1 closed by movement mv_7"))
+    pairs = (*A1_M2, ("account", "A9", "acc_9"))
+    differs = compare(exchange(GET, bank, other, ids=pairs), CUSTOM, None, fields)
+    assert differs.verdict is Verdict.MISMATCH
+    description = "status.rich_details.details[0].violations[0].description"
+    assert _rich(differs) == [
+        ("status.details", DiffKind.STATUS, CLOSED, "account acc_9 is closed", ""),
+        ("status.rich_details.message", DiffKind.CHANGED, CLOSED, "account acc_9 is closed", ""),
+        (
+            description,
+            DiffKind.CHANGED,
+            "account A1 closed by movement M2",
+            "account acc_1 closed by movement mv_7",
+            "",
+        ),
+    ]
+    worded = _refusal("account acc_1 was closed", ("acc_1", "account acc_1 closed by movement mv_2"))
+    assert _rich(compare(exchange(GET, bank, worded, ids=A1_M2), CUSTOM, None, fields)) == [
+        ("status.details", DiffKind.STATUS, CLOSED, "account acc_1 was closed", ""),
+        ("status.rich_details.message", DiffKind.CHANGED, CLOSED, "account acc_1 was closed", ""),
+    ]
+    # the subject is an id location: an id there no pair knows is an unmapped id, however it reads as text
+    unmapped = _refusal("account acc_1 is closed", ("mv_7", "account acc_1 closed by movement mv_2"))
+    assert _rich(compare(exchange(GET, bank, unmapped, ids=A1_M2), CUSTOM, None, fields)) == [
+        ("status.rich_details.details[0].violations[0].subject", DiffKind.UNMAPPED_ID, "A1", "mv_7", ""),
+    ]
+    # equal texts are equal, as in the status details: BK's acc_1 read as A1 is not asked for where Bank's
+    # own text is the same
+    alike = _refusal("account acc_1 is closed", ("acc_1", "d"))
+    assert (
+        compare(
+            exchange(GET, alike, alike, ids=(("account", "acc_1", "acc_1"),)), CUSTOM, None, fields
+        ).verdict
+        is Verdict.MATCH
+    )
+
+
+def test_the_status_rule_s_details_judge_the_rich_details_message_too() -> None:
+    """The rich details' message is the status details' rich form: a `status` rule's `details` judges it
+    as it judges them (ignored, or a pattern whose groups may capture paired ids). Before, `details =
+    "ignore"` left the rich message a real mismatch."""
+    fields = custom_fields(*ACCOUNT_OR_MOVEMENT)
+    bank = _refusal(CLOSED, ("A1", "d"))
+    ignore = [{"rule": "status", "details": "ignore", "name": "any words"}]
+    ignored = compare(
+        exchange(GET, bank, _refusal("no such account", ("acc_1", "d")), ids=A1_M2),
+        CUSTOM,
+        build_rules(ignore, CUSTOM, parse_duration),
+        fields,
+    )
+    assert ignored.verdict is Verdict.MATCH
+    assert [(d.path, d.rule) for d in ignored.differences] == [
+        ("status.details", "any words"),
+        ("status.rich_details.message", "any words"),
+    ]
+    wording = [{"rule": "status", "details": r"account '?(\w+)'? (?:is|was) closed", "name": "wording"}]
+    rules = build_rules(wording, CUSTOM, parse_duration)
+    paired = compare(
+        exchange(GET, bank, _refusal("account 'acc_1' was closed", ("acc_1", "d")), ids=A1_M2),
+        CUSTOM,
+        rules,
+        fields,
+    )
+    assert paired.verdict is Verdict.MATCH
+    assert [(d.path, d.rule) for d in paired.differences] == [
+        ("status.details", "wording"),
+        ("status.rich_details.message", "wording"),
+    ]
+    another = _refusal("account 'acc_9' was closed", ("acc_1", "d"))
+    pairs = (*A1_M2, ("account", "A9", "acc_9"))
+    differs = compare(exchange(GET, bank, another, ids=pairs), CUSTOM, rules, fields)
+    assert differs.verdict is Verdict.MISMATCH
+    assert [(d.path, d.rule) for d in differs.differences] == [
+        ("status.details", ""),
+        ("status.rich_details.message", ""),
+    ]
+
+
 def test_an_owner_key_beside_an_id_minted_at_a_method_path_through_a_list() -> None:
     """An owner key declared beside an id that a method path mints through a repeated field is accepted,
     and each id found there takes the owner beside it."""

@@ -238,9 +238,13 @@ class Payments:
             await context.abort(failure.code, f"{method} failed on purpose")
         answers = self._answer(method, request)
         if isinstance(answers, str):
-            await context.abort(grpc.StatusCode.NOT_FOUND, answers)
+            await self._refuse(context, answers)
             raise AssertionError("abort returns no more")
         return [answer.SerializeToString() for answer in answers]
+
+    async def _refuse(self, context: aio.ServicerContext[bytes, bytes], details: str) -> None:
+        """End the call refused, saying why (NOT_FOUND)."""
+        await context.abort(grpc.StatusCode.NOT_FOUND, details)
 
     def _answer(self, method: str, request: Any) -> list[Message] | str:
         """The answers to a request, or why it is refused (NOT_FOUND)."""

@@ -3,7 +3,8 @@
 Payments (tests/shim/_payments.py) with one change: releasing a hold twice is refused, naming the hold:
 Bank's "hold 'H1' already released", BK's "hold 'hd_…' already released". The hold's pair is known
 (the request was translated by it), though neither answer holds an id where ids are declared: the pair
-comes from the request. Before, the comparison read the two texts with no pair, and blamed BK.
+comes from the request. Before, the comparison read the two texts with no pair, and blamed BK. The same
+holds for the refusal's rich details (google.rpc.Status), their message and a violation's description.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from comparators import Verdict
 from shim.testing import running_shim
@@ -75,3 +79,38 @@ async def test_the_same_refusal_naming_another_hold_is_still_a_difference() -> N
     _, releases, _ = await _released_twice(_Refusing("bank"), _Wrong("bk"))
     assert [c.verdict for c in releases] == [Verdict.MATCH, Verdict.MISMATCH]
     assert [d.path for d in releases[1].differences] == ["status.details"]
+
+
+class _RichRefusing(_Refusing):
+    """The refusal with rich details saying it too: their message, and a violation's description."""
+
+    async def _refuse(self, context: aio.ServicerContext[bytes, bytes], details: str) -> None:
+        violation = error_details_pb2.PreconditionFailure.Violation(
+            type="RELEASED", subject="hold", description=details
+        )
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.PreconditionFailure(violations=[violation]))
+        code = grpc.StatusCode.FAILED_PRECONDITION
+        status = status_pb2.Status(code=code.value[0], message=details, details=[detail])
+        await context.abort_with_status(rpc_status.to_status(status))
+
+
+class _RichWrong(_RichRefusing, _Wrong):
+    """BK's rich refusal names another hold of its own."""
+
+
+async def test_a_refusal_whose_rich_details_name_each_sides_own_id_matches() -> None:
+    """Before, the rich details' message and the violation's description were each a real mismatch: a BK
+    with no bug failed the gate on every such refusal."""
+    _, releases, _ = await _released_twice(_RichRefusing("bank"), _RichRefusing("bk"))
+    assert [(c.verdict, c.differences) for c in releases] == [(Verdict.MATCH, ())] * 2
+
+
+async def test_a_rich_refusal_naming_another_hold_is_still_a_difference() -> None:
+    _, releases, _ = await _released_twice(_RichRefusing("bank"), _RichWrong("bk"))
+    assert [c.verdict for c in releases] == [Verdict.MATCH, Verdict.MISMATCH]
+    assert [d.path for d in releases[1].differences] == [
+        "status.details",
+        "status.rich_details.message",
+        "status.rich_details.details[0].violations[0].description",
+    ]

@@ -127,6 +127,16 @@ async def run(args: argparse.Namespace) -> int:
     registry = load_registry(settings.get("descriptor_sets", ()))
     judged = {c.method for c in result.criteria}
     idle = [p.lstrip("/") for p in registry.methods if p.lstrip("/") not in judged] if registry else []
+    known = {m.method for m in report.methods} | {
+        p.lstrip("/") for p in (registry.methods if registry else ())
+    }
+    for name in dict.fromkeys(required):  # a short name, or a typo, is not covered: say which it is
+        if name not in known:
+            like = sorted(m for m in known if m.endswith("." + name) or m.rpartition("/")[2] == name)
+            hint = f": did you mean {', '.join(map(printable, like))}?" if like else ""
+            print(
+                f'gate: {printable(name)} names no method called or described{hint} ("package.Service/Method")'
+            )
     if idle:  # what a promotion of the default mode would also judge, and find not covered
         print(
             f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)};"

@@ -386,6 +386,14 @@ def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
     uncovered = _gate("--store", str(recent), "--min-compared", "1", "--require-method", "pay.v1.X/Y")
     assert uncovered.returncode == 1
     assert "not covered: no call in the window" in uncovered.stdout
+    assert (
+        'gate: pay.v1.X/Y names no method called or described ("package.Service/Method")' in uncovered.stdout
+    )
+    # the short name a report prints fails as uncovered too, and says which method it may mean
+    short = GET_NAME.split(".")[-1]
+    named = _gate("--store", str(recent), "--min-compared", "1", "--require-method", short)
+    assert named.returncode == 1
+    assert f"gate: {short} names no method called or described: did you mean {GET_NAME}?" in named.stdout
 
     old = _gate("--store", str(recent), "--window", "1m", "--min-compared", "1")
     assert old.returncode == 1, "evidence older than the window does not count"

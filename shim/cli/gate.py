@@ -52,7 +52,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         action="append",
         type=method_arg,
         default=None,
-        help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods)',
+        help='a method that must be covered, "package.Service/Method"; repeatable ([gate] methods); a name'
+        " that is no method called or described fails as not covered, said with the methods it may mean",
     )
 
 
@@ -134,9 +135,8 @@ async def run(args: argparse.Namespace) -> int:
         if name not in known:
             like = sorted(m for m in known if m.endswith("." + name) or m.rpartition("/")[2] == name)
             hint = f": did you mean {', '.join(map(printable, like))}?" if like else ""
-            print(
-                f'gate: {printable(name)} names no method called or described{hint} ("package.Service/Method")'
-            )
+            named = f"gate: {printable(name)} names no method called or described{hint}"
+            print(f'{named} ("package.Service/Method")')
     if idle:  # what a promotion of the default mode would also judge, and find not covered
         print(
             f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)};"

@@ -115,13 +115,22 @@ def _judge(
         difference = Difference("adapter", DiffKind.ADAPTER_ERROR, bank_side.status, error)
         return Comparison(exchange, Verdict.ERROR, (difference,), reason=error)
     primary = exchange.primary
-    if primary.code == Code.UNAVAILABLE and not primary.messages and not primary.local:
-        # the primary never received the call (gRPC's UNAVAILABLE): whatever the shadow answered, nothing
-        # to compare it with; not a match when both are down, no fault of the shadow's when it answered
-        reason = (
-            "not compared: the primary never received the call"
-            f" (UNAVAILABLE before any answer: {_said(exchange, registry, redactor, primary.details)})"
-        )
+    if primary.unavailable_before_answering:
+        # the primary never received the call (gRPC's UNAVAILABLE), or lost it with its connection: whatever
+        # the shadow answered, nothing to compare it with; not a match when both are down, no fault of the
+        # shadow's when it answered
+        said = _said(exchange, registry, redactor, primary.details)
+        if primary.never_received:
+            reason = (
+                f"not compared: the primary never received the call (UNAVAILABLE before any answer: {said})"
+            )
+        else:
+            reason = (
+                "not compared: the primary's connection was lost once it had the call"
+                f" (UNAVAILABLE before any answer: {said})"
+            )
+            if exchange.is_write:
+                reason += "; write: it may have applied it"
         return Comparison(exchange, Verdict.SKIPPED, reason=reason)
     if shadow.code == Code.UNAVAILABLE and primary.code != Code.UNAVAILABLE:
         said = _said(exchange, registry, redactor, shadow.details)

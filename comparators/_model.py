@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -59,6 +60,21 @@ REFUSALS = frozenset(
 )
 
 
+# what grpc and Envoy say of an UNAVAILABLE call whose connection was never made (the call never left), and
+# of one whose connection was lost once the call was sent on it (the side may have carried it out)
+_NEVER_CONNECTED = re.compile(
+    r"failed to connect|connection failure|connection refused|no healthy upstream"
+    r"|name resolution|dns resolution",
+    re.IGNORECASE,
+)
+_LOST_MIDWAY = re.compile(
+    r"socket closed|stream removed|connection reset|reset by peer|broken pipe|goaway|rst_stream"
+    r"|end of tcp stream|connection termination|remote reset|keepalive|cancelling all calls"
+    r"|connection closed|transport closed",
+    re.IGNORECASE,
+)
+
+
 def status_name(code: int) -> str:
     return STATUS_NAMES.get(code, f"CODE_{code}")
 
@@ -96,6 +112,21 @@ class Outcome:
         """A status neither OK nor a refusal (`REFUSALS`): the call broke, and may or may not have been
         carried out."""
         return self.code != Code.OK and self.code not in REFUSALS
+
+    @property
+    def unavailable_before_answering(self) -> bool:
+        """UNAVAILABLE before any answer message, from the side (not the shim's own)."""
+        return not self.local and self.code == Code.UNAVAILABLE and not self.messages
+
+    @property
+    def never_received(self) -> bool:
+        """Whether the side never received the call: UNAVAILABLE before any answer, given by the side itself
+        or for a connection never made (gRPC's meaning: nothing was done). Not when the words are those of a
+        connection lost once the call was sent on it (grpc's "Socket closed", Envoy's "connection
+        termination", a server stopping with the call under way): that side may have carried it out."""
+        if not self.unavailable_before_answering:
+            return False
+        return bool(_NEVER_CONNECTED.search(self.details)) or not _LOST_MIDWAY.search(self.details)
 
     def trailer(self, key: str) -> str | bytes | None:
         """The first trailing metadata value under `key`, if any."""

@@ -13,7 +13,9 @@ else puts its keys out of step:
 
 A side that answered UNAVAILABLE with no answer message never received the
 write (gRPC's meaning of UNAVAILABLE: nothing was done, the call may be
-retried), so it counts as refused. A stream (a session) that answered
+retried), so it counts as refused; but not when its connection was lost once
+the write was sent on it (grpc's "Socket closed", Envoy's "connection
+termination"): it may have applied it. A stream (a session) that answered
 messages and then refused may have applied what it answered: it is in step
 only with one that refused after as many answers.
 
@@ -49,7 +51,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from comparators import REFUSALS, Code, Outcome, status_name
+from comparators import REFUSALS, Outcome, status_name
 from shim.metrics import Counters
 from shim.store import OutOfStep, Store, StoreError
 
@@ -60,13 +62,9 @@ APPLIED, REFUSED, UNKNOWN = "applied", "refused", "unknown"
 
 
 def unreachable(outcome: Outcome | None) -> bool:
-    """Whether a side never received the call: UNAVAILABLE before any answer message."""
-    return (
-        outcome is not None
-        and not outcome.local
-        and outcome.code == Code.UNAVAILABLE
-        and not outcome.messages
-    )
+    """Whether a side never received the call (`Outcome.never_received`): UNAVAILABLE before any answer
+    message, but for a connection lost once the call was sent on it."""
+    return outcome is not None and outcome.never_received
 
 
 def refused(outcome: Outcome | None, answered: int = 0) -> bool:

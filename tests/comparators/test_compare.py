@@ -850,6 +850,46 @@ def test_a_primary_that_never_received_the_call_leaves_nothing_to_compare(primar
         )
 
 
+# what grpc and Envoy say of a connection lost once the call was sent on it: the side may have carried it out
+LOST_MIDWAY = (
+    "Stream removed (Socket closed)",
+    "recvmsg:Connection reset by peer",
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+    "Cancelling all calls",
+)
+# ... and of a call that never left, or that the side itself refused as unavailable
+NEVER_SENT = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused",
+    "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure,"
+    " transport failure reason: delayed connect error: Connection refused",
+    "no healthy upstream",
+    "busy: try again later",
+)
+
+
+def test_a_primary_that_lost_its_connection_once_it_had_the_call_may_have_applied_it() -> None:
+    """UNAVAILABLE before any answer in the words of a connection lost once the call was sent on it: the
+    primary had the call. Still nothing to compare (skipped), but the reason says so, and of a write that
+    the primary may have applied it (the shim then mirrors it and marks its keys out of step). A call that
+    never left, or that the side refused itself, is still one the primary never received."""
+    for said in LOST_MIDWAY:
+        lost = answer(code=UNAVAILABLE, details=said)
+        assert (lost.unavailable_before_answering, lost.never_received) == (True, False), said
+        write = compare(exchange(POST_TRADE, lost, answer(pb.Trade(trade_id="T1"))), REGISTRY)
+        assert (write.verdict, write.differences) == (Verdict.SKIPPED, ())
+        assert write.reason == (
+            f"not compared: the primary's connection was lost once it had the call (UNAVAILABLE before any"
+            f" answer: {said}); write: it may have applied it"
+        )
+        read = compare(exchange(GET_BALANCE, lost, BALANCE, is_write=False), REGISTRY)
+        assert read.reason.endswith(f"(UNAVAILABLE before any answer: {said})"), read.reason
+    for said in NEVER_SENT:
+        down = answer(code=UNAVAILABLE, details=said)
+        assert down.never_received, said
+        assert compare(exchange(POST_TRADE, down, None), REGISTRY).verdict is Verdict.SKIPPED
+    assert not answer(pb.Balance(cash="1"), code=UNAVAILABLE, details="busy").never_received  # it answered
+
+
 def test_unavailable_after_an_answer_is_compared() -> None:
     """A stream that ended UNAVAILABLE after answer messages was received: both sides' answers compare. A
     difference is BK's; the same cut on both sides is two broken calls, no agreement."""

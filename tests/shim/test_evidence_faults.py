@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +23,19 @@ from sample_ledger.server import RunningLedger
 from shim.config import load_file, merged
 from shim.routing import Router
 from shim.testing import running_shim
-from tests.helpers import shim_command
+from tests.helpers import PLANES, shim_command, until
+from tests.processes import shim_process
 from tests.services.venue import REGISTRY as VENUE
 from tests.services.venue.client import VenueClient
 from tests.services.venue.messages import BUY, new
 from tests.services.venue.server import serve as serve_venue
 from tests.shim import _payments as pay
+from tests.tcp_relay import TcpRelay
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(sample_ledger.__file__).parent
 DEPOSIT, GET_BALANCE = "/bank.v1.Ledger/Deposit", "/bank.v1.Ledger/GetBalance"
+OPEN = "/bank.v1.Ledger/OpenAccount"
 
 
 def _sample_settings(**overrides: Any) -> dict[str, Any]:
@@ -120,6 +126,67 @@ async def test_a_write_bank_never_received_is_not_sent_to_bk(
     )
     assert comparison.exchange.routing_key == "D1"
     assert marks == {}
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_bank_applied_before_its_answer_was_lost_reaches_bk_and_its_key_goes_out_of_step(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, dataplane: str
+) -> None:
+    """Bank applies a deposit, and its connection is reset before the answer reaches the shim (a Bank
+    process that dies as it answers, a network cut): the client gets UNAVAILABLE, as it would without the
+    shim, but Bank received the write, and may have applied it (here it did). BK is sent it too, its account
+    goes out of step (and is checked), and the next read matches. Before, such a write was taken as never
+    received: not sent to BK, no key marked, Bank's balance 15 against BK's 10, and the next read a real
+    mismatch blamed on BK."""
+    bank, bk = ledgers
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        (SAMPLE / "shim.toml")
+        .read_text()
+        .replace('"bank.binpb"', json.dumps(str(SAMPLE / "bank.binpb")))
+        .replace('"rules.toml"', json.dumps(str(SAMPLE / "rules.toml")))
+        + "\n[shadow]\nshed_lag = 0\n[envoy]\ncomparison_nice = 0\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "shim.db"
+    async with TcpRelay(bank.address) as relay:
+        args = ["--listen", "127.0.0.1:0", "--bank", relay.address, "--bk", bk.address, "--mode", "shadow"]
+        args += ["--store", str(db), "--config", str(config), "--dataplane", dataplane]
+        async with shim_process(*args) as shim, aio.insecure_channel(shim.ready["listen"]) as channel:
+            stub: Any = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="CUT1", initial_deposit="10"), timeout=10)
+            await until(lambda: "CUT1" in bk.servicer.book.accounts, "the opening mirrored")
+            relay.lose_answer(b"CUT1")
+            with pytest.raises(aio.AioRpcError) as lost:
+                await stub.Deposit(pb.DepositRequest(account_id="CUT1", amount="5"), timeout=10)
+            assert relay.lost.is_set()
+            assert bank.servicer.book.accounts["CUT1"].cash == Decimal("15")  # Bank applied it
+            bk_book = bk.servicer.book
+            await until(lambda: bk_book.cash(bk_book.accounts["CUT1"])[0] == 15, "the deposit mirrored")
+
+            def marked() -> list[dict[str, Any]]:
+                return [
+                    e for e in shim.events() if e.get("event") == "key out of step" and e.get("key") == "CUT1"
+                ]
+
+            await until(marked, "the account marked out of step")
+            await stub.GetBalance(pb.GetBalanceRequest(account_id="CUT1"), timeout=10)
+
+            def verdicts() -> list[tuple[str, str, str]]:
+                with contextlib.closing(sqlite3.connect(db)) as conn:
+                    rows = conn.execute(
+                        "SELECT method, verdict, reason FROM comparisons ORDER BY at"
+                    ).fetchall()
+                return [(str(m), str(v), str(r)) for m, v, r in rows]
+
+            await until(lambda: len(verdicts()) == 3, "the three calls stored")
+    assert lost.value.code() is grpc.StatusCode.UNAVAILABLE
+    (mark,) = marked()[:1]
+    assert "UNAVAILABLE" in mark["reason"], mark
+    opened, deposit, read = verdicts()
+    assert (opened[:2], read[:2]) == ((OPEN, "match"), (GET_BALANCE, "match"))
+    assert deposit[:2] == (DEPOSIT, "skipped")
+    assert "the primary's connection was lost once it had the call" in deposit[2], deposit
 
 
 async def test_an_unkeyed_write_that_times_out_on_bk_marks_nothing() -> None:

@@ -248,3 +248,20 @@ async def test_resync_keeps_a_mark_another_replica_put_while_it_read_the_books(
     marks, checks = await _stored(url)
     assert marks == [("A", 2000.0)]
     assert checks["A"][1] == "in-step"
+
+
+def test_a_write_whose_side_lost_its_connection_once_it_had_it_leaves_its_keys_out_of_step() -> None:
+    """A side that answered UNAVAILABLE in the words of a connection lost once the write was sent on it may
+    have applied it: unknown, not refused, so its keys go out of step whatever the other side did. One that
+    never received it (a connection refused) refused it."""
+    from comparators import Outcome
+    from shim.steps import REFUSED, UNKNOWN, effect, out_of_step_reason
+
+    lost = Outcome(14, "Stream removed (Socket closed)")
+    refused = Outcome(14, "failed to connect to all addresses; last error: Connection refused")
+    applied, declined = Outcome(0), Outcome(5, "no such account")
+    assert (effect(lost), effect(refused)) == (UNKNOWN, REFUSED)
+    for other in (applied, declined, refused):
+        assert out_of_step_reason(lost, other, True), other
+        assert out_of_step_reason(other, lost, True), other
+    assert out_of_step_reason(refused, declined, True) == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from grpc import aio
@@ -18,7 +19,7 @@ from comparators import Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
 from shim.shadow.capture import Capture
-from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
+from shim.shadow.fate import CANCELLED, DEADLINE_EXCEEDED, DEADLINE_SLACK, NOT_SENT, WAITING, Fate, until
 from shim.shadow.parts import Parts
 from shim.shadow.record import MESSAGE_TIMES
 from shim.shadow.shared import Shared
@@ -181,7 +182,17 @@ class ShadowCall:
         if self._learning.stopped:
             return Outcome(code=CANCELLED, latency=latency, local="given up: " + self._learning.note())
         assert self.call is not None
-        return await snapshot(self.call, messages, latency)
+        outcome = await snapshot(self.call, messages, latency)
+        deadline = self._client_timeout
+        if (
+            outcome.code == DEADLINE_EXCEEDED
+            and deadline is not None
+            and latency >= deadline - DEADLINE_SLACK
+        ):
+            # the client's deadline, which the mirror carries, ended it: no answer in time, not one of BK's
+            self._fate.late = True
+            return replace(outcome, local=f"no answer within the client's deadline ({deadline:.3g} s)")
+        return outcome
 
     async def _exchange_unary(self) -> tuple[bytes, ...]:
         head, self.head = self.head, None

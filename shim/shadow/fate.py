@@ -39,6 +39,7 @@ class Fate:
     max_wait: float  # ordering.max_wait, for its note
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     expired: bool = False  # the shadow timeout passed
+    late: bool = False  # the client's deadline, which the mirror carries, passed before the shadow answered
     waited_out: bool = False  # ordering.max_wait passed while it waited behind earlier calls
     abandoned: bool = False  # the client cancelled (or its copy was lost) before the primary answered
     overflowed: str = ""  # why its request bytes could wait for the shadow no longer (BEHIND, NO_ROOM)
@@ -57,7 +58,7 @@ class Fate:
         if not shadow.local:
             return not unreachable(shadow)
         cut = self.abandoned or self.shutdown or self.idle or self.overflowed
-        return False if self.expired and not cut else None
+        return False if (self.expired or self.late) and not cut else None
 
     def idle_note(self, where: str) -> str:
         idle = self.stream_idle

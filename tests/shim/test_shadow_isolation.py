@@ -91,6 +91,56 @@ async def test_shadow_beyond_its_timeout_is_a_shadow_error(bank: Running) -> Non
     assert "shadow timeout" in comparison.reason
 
 
+async def test_a_shadow_slower_than_the_clients_deadline_is_a_shadow_error(bank: Running) -> None:
+    """The mirrored call carries the client's deadline: a BK that has not answered by then, though within
+    the shadow timeout, gave no answer in time, a shadow error as past the shadow timeout, and counted by
+    the breaker. A DEADLINE_EXCEEDED BK gives itself sooner is an answer, and compared. Before, grpc's timer
+    ending the mirror was taken as BK answering DEADLINE_EXCEEDED: a real mismatch, which the breaker never
+    counted (a BK gone silent opened it only through calls with no deadline)."""
+    never = asyncio.Event()
+
+    async def stuck(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        await never.wait()
+        return []
+
+    async def gives_up(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> list[bytes]:
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "gave up on its own")
+        return []
+
+    found = []
+    for behaviour in (stuck, gives_up):
+        bk = await scripted_server(behaviour)
+        try:
+            async with (
+                running_shim(
+                    bank.address, bk.address, shadow_timeout=5.0, shadow={"breaker_failures": 2}
+                ) as (
+                    shim,
+                    sink,
+                ),
+                aio.insecure_channel(shim.address) as channel,
+            ):
+                for size in (7, 8):
+                    answer = await pb_grpc.TestServiceStub(channel).UnaryCall(_request(size), timeout=0.5)
+                    assert len(answer.payload.body) == size
+                comparisons = await sink.wait_for(2)
+                found.append(
+                    ([(c.verdict, c.reason) for c in comparisons], shim.counters.get("breaker_open"))
+                )
+        finally:
+            await bk.stop()
+    (late, opened), (refused, not_opened) = found
+    assert [verdict for verdict, _ in late] == [Verdict.SHADOW_ERROR] * 2
+    assert all(reason.startswith("no answer within the client's deadline (") for _, reason in late), late
+    assert opened == 1
+    assert refused == [(Verdict.MISMATCH, "")] * 2
+    assert not_opened == 0
+
+
 async def test_shadow_down_leaves_the_answer_unchanged(bank: Running) -> None:
     """With BK unreachable the client gets Bank's answer and the exchange is a shadow error."""
     # a port bound and never listened on refuses connections, and no server (the shim's own listener

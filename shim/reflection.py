@@ -112,8 +112,13 @@ class _Session:
         response = await self._call.read()
         if response is aio.EOF:
             raise StartupError(f"Bank at {self._target} ended the gRPC reflection stream early")
-        kind = response.WhichOneof("message_response")
         asked = _describe(request)
+        if response is None:  # grpc's reading of bytes that do not decode
+            raise StartupError(
+                f"Bank at {self._target} answered gRPC reflection {asked} with bytes that do not decode as"
+                " its answer (a grpc.reflection.v1alpha.ServerReflectionResponse)"
+            )
+        kind = response.WhichOneof("message_response")
         if kind == "error_response":
             error = response.error_response
             raise StartupError(

@@ -73,7 +73,8 @@ def _answering(*answers: Any) -> Behaviour:
         async for _ in requests:
             if not pending:
                 continue  # a request beyond the script: never answered
-            await context.write(pending.pop(0).SerializeToString())
+            answer = pending.pop(0)  # a message, or raw bytes
+            await context.write(answer if isinstance(answer, bytes) else answer.SerializeToString())
         return []
 
     return behaviour
@@ -184,6 +185,16 @@ async def test_server_that_never_answers_is_a_startup_error_after_the_timeout() 
             id="undecodable-descriptor",
         ),
         pytest.param([_files()], "list_services with file_descriptor_response", id="wrong-answer-kind"),
+        pytest.param(
+            [b"\xff\xff\xff"],
+            "answered gRPC reflection list_services with bytes that do not decode as its answer",
+            id="undecodable-answer",
+        ),
+        pytest.param(
+            [_listing("bank.v1.Ledger"), b"\x0a\xff"],
+            "answered gRPC reflection file_containing_symbol bank.v1.Ledger with bytes that do not decode",
+            id="undecodable-later-answer",
+        ),
         pytest.param(
             [_listing(reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name)],
             "lists no services",

@@ -23,7 +23,7 @@ import psycopg.conninfo
 from shim.store import _sqlite_file
 from shim.store._errors import StoreError, one_line
 from shim.store._text import adapt
-from shim.store.contents import is_store
+from shim.store.contents import is_store, not_another_applications
 
 SQLITE_MIN = (3, 35, 0)  # DELETE ... RETURNING
 EACH = 10_000  # rows fetched at a time by `Db.each`
@@ -103,6 +103,7 @@ class Sqlite(Db):
         if path is not None and not create:
             is_store(path)
         elif path is not None:
+            not_another_applications(path)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:

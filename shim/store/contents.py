@@ -72,7 +72,7 @@ def held_in(path: Path) -> list[str]:
                 and db.execute(f'SELECT 1 FROM "{table.replace(chr(34), chr(34) * 2)}" LIMIT 1').fetchone()
             ]
     except sqlite3.Error as exc:
-        raise StoreError(f"not a shim store (not a SQLite database it can read: {one_line(exc)})") from None
+        raise _unread(exc) from None
     return list(dict.fromkeys(_HOLDS.get(table, table) for table in held))
 
 
@@ -98,9 +98,40 @@ def is_store(path: Path) -> None:
                 str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             ]
     except sqlite3.Error as exc:
-        raise StoreError(f"not a shim store (not a SQLite database it can read: {one_line(exc)})") from None
+        raise _unread(exc) from None
     if SCHEMA not in tables:
         raise StoreError(f"not a shim store ({_others(tables)})")
+
+
+def _unread(exc: sqlite3.Error) -> StoreError:
+    """Why a SQLite file could not be read: locked by another process now, or no database it can read."""
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return StoreError(f"cannot read it now: {one_line(exc)} (another process holds it locked)")
+    return StoreError(f"not a shim store (not a SQLite database it can read: {one_line(exc)})")
+
+
+def not_another_applications(path: Path) -> None:
+    """Nothing unless the file at `path` is a SQLite database of another application's (tables, and no
+    shim_schema among them): StoreError then, before a shim makes its store there. Read without writing;
+    a file that cannot be read so (no file, an empty one, one locked now, not a database) is left to the
+    store's own opening, which makes it a store or says why not."""
+    try:
+        if path.stat().st_size == 0:
+            return
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)
+        ) as db:
+            tables = [
+                str(row[0])
+                for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not str(row[0]).startswith("sqlite_")
+            ]
+    except (OSError, sqlite3.Error):
+        return
+    if tables and SCHEMA not in tables:
+        raise StoreError(
+            f"not a shim store ({_others(tables)}): the shim makes its store in a file of its own"
+        )
 
 
 def _others(tables: list[str]) -> str:

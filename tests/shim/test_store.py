@@ -433,6 +433,59 @@ async def test_a_store_opened_to_read_refuses_another_applications_database_and_
         assert _names(tmp_path) == ["shim.db"]  # no -wal, no -shm
 
 
+async def test_a_shim_starting_refuses_another_applications_sqlite_file_and_writes_nothing_there(
+    tmp_path: Path,
+) -> None:
+    """`shim serve --store app.db` typed for `--store shim.db`: refused, one line naming its tables, and the
+    file left as it was. Before, the shim made its twenty tables in it and served. An empty file, or a
+    SQLite file with no table, is still made a store."""
+    other = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO users VALUES (1, 'alice')")
+    before = _content(other)
+    store = Store.open(str(other))
+    with pytest.raises(StoreError) as refused:
+        await store.start()
+    await store.close()
+    assert str(refused.value) == (
+        f"cannot open store {other}: not a shim store (a SQLite database of other tables: users): the shim"
+        " makes its store in a file of its own"
+    )
+    assert _content(other) == before
+    assert _names(tmp_path) == ["app.db"]
+    blank = tmp_path / "blank.db"
+    blank.write_bytes(b"")
+    with contextlib.closing(sqlite3.connect(tmp_path / "no-tables.db")) as db:
+        db.execute("PRAGMA user_version = 1")
+    for path in (blank, tmp_path / "no-tables.db"):
+        made = Store.open(str(path))
+        await made.start()
+        await made.close()
+        assert _content(path)
+
+
+async def test_a_store_another_process_holds_locked_is_said_to_be_locked_not_foreign(tmp_path: Path) -> None:
+    """A command reading a store that another process holds locked past the busy wait (an exclusive lock in
+    rollback-journal mode) says so. Before, it said the file was "not a shim store"."""
+    path = tmp_path / "shim.db"
+    made = Store.open(str(path))
+    await made.start()
+    await made.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("PRAGMA journal_mode = DELETE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO shim_schema (version) SELECT version FROM shim_schema")
+        reader = Store.open(str(path), create=False)
+        with pytest.raises(StoreError) as locked:
+            await reader.start()
+        await reader.close()
+        holder.execute("ROLLBACK")
+    assert str(locked.value) == (
+        f"cannot open store {path}: cannot read it now: database is locked (another process holds it locked)"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

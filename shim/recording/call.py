@@ -12,6 +12,9 @@ from typing import Any
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
+_YEAR_10000 = 253_402_300_800.0  # seconds since the epoch
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedCall:
     """One call: what the client sent, and how the primary answered."""
@@ -44,11 +47,12 @@ class RecordedCall:
 
     def __post_init__(self) -> None:
         # JSON as Python reads it allows NaN and Infinity: a call's times pace a replay and move Bank's on
-        if not math.isfinite(self.at):
-            raise ValueError(f"at is {self.at!r}, not a finite number of seconds")
-        if not (math.isfinite(self.latency) and self.latency >= 0):
+        # ... and any number: a time before the epoch or past the year 9999 is no time a call came
+        if not (math.isfinite(self.at) and 0 <= self.at < _YEAR_10000):
+            raise ValueError(f"at is {self.at!r}, not seconds since the epoch before the year 10000")
+        if not (math.isfinite(self.latency) and 0 <= self.latency < _YEAR_10000):
             raise ValueError(f"latency is {self.latency!r}, not a finite number of seconds from 0")
-        spoilt = [t for t in self.request_times if not (math.isfinite(t) and t >= 0)]
+        spoilt = [t for t in self.request_times if not (math.isfinite(t) and 0 <= t < _YEAR_10000)]
         if spoilt:
             raise ValueError(f"request_times holds {spoilt[0]!r}, not a finite number of seconds from 0")
         if self.request_times and len(self.request_times) != len(self.requests):

@@ -217,13 +217,18 @@ def test_a_changed_byte_in_a_call_line_fails_its_checksum(tmp_path: Path) -> Non
         ("latency", "-0.5", "latency is -0.5"),
         ("request_times", "[0.0, NaN]", "request_times holds nan"),
         ("request_times", "[0.0, -1.0]", "request_times holds -1.0"),
+        ("at", "1e308", "at is 1e+308, not seconds since the epoch before the year 10000"),
+        ("at", "-5.0", "at is -5.0"),
+        ("latency", "1e300", "latency is 1e+300"),
+        ("request_times", "[0.0, 1e20]", "request_times holds 1e+20"),
     ],
 )
 def test_a_time_that_is_not_a_finite_number_of_seconds_is_one_clear_error(
     tmp_path: Path, field: str, value: str, said: str
 ) -> None:
     """A call's times (when it came, how long Bank took, when a session's messages came) are finite, and
-    the durations not negative; JSON as Python reads it allows NaN and Infinity. Such a call, under a
+    the durations not negative, none past the year 10000; JSON as Python reads it allows NaN and Infinity
+    (and 1e308, with which a replay stored the call as an `error`, its checks passed). Such a call, under a
     checksum that holds (a file another tool wrote), is refused naming its line and field, whole or read
     with truncated: its times would pace the replay and move Bank's times on."""
     session = _call(1, request_times=(0.0, 0.5))

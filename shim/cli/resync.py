@@ -174,8 +174,12 @@ async def _sweep(args: argparse.Namespace, store: Store) -> tuple[Sweep, Callabl
     return sides.sweep(ids, (), timeout), sides.close
 
 
-def _when(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+def _when(at: object) -> str:
+    """A stored time as the list shows it; one that is no time (a row written by hand) as it is stored."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(at)))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return printable(repr(at))
 
 
 def _detail(result: str, detail: str) -> str:

@@ -142,3 +142,29 @@ def test_a_postgresql_database_that_holds_no_shim_store_is_refused_and_nothing_m
         with psycopg.connect(url, autocommit=True) as db:
             tables = db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
             assert [row[0] for row in tables.fetchall()] == ["users"]
+
+
+def test_resync_lists_a_mark_whose_time_is_no_time_as_it_is_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mark another tool wrote with a time that is no time is listed with that value as stored, beside
+    the others. Before, `shim resync --list` died with a traceback (TypeError)."""
+    path = tmp_path / "shim.db"
+
+    async def made() -> None:
+        store = Store.open(str(path))
+        await store.start()
+        await store.close()
+
+    asyncio.run(made())
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO out_of_step (key, since, method, reason) VALUES ('K1', 'notanumber', 'x.Y/Z', 'y')"
+        )
+        db.execute("INSERT INTO out_of_step (key, since, method, reason) VALUES ('K2', 0, 'x.Y/Z', 'y')")
+    main(["resync", "--list", "--store", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:2] for line in lines[:2]] == [
+        ["K1", "since 'notanumber'"],
+        ["K2", "since 1970-01-01T00:00:00Z"],
+    ]

@@ -155,6 +155,7 @@ async def serve(
         on_signal(signal.SIGTERM)
 
     async def reload() -> None:
+        nonlocal public
         try:
             errors = await shim.reload_certificates()
             if served.plane is not None:
@@ -163,11 +164,10 @@ async def serve(
             errors = [f"unexpected error: {exc!r}"]
         for error in errors:
             log.error("certificate not reloaded; the one in use stays", error=error)
-        if not errors:
+        if not errors and (public.tls.cert or any(u is not None and u.tls for u in (public.bank, public.bk))):
             log.info("certificates reloaded")
         if reread is None:
             return
-        nonlocal public
         try:
             new = reread()
             inner = new

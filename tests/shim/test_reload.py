@@ -87,6 +87,8 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     assert "bank.v1.Nope" in str(refused["error"])
     assert reloaded["settings"] == ["grace_period"]
     assert seen[1:] == ["mismatch", "mismatch", "match"]
+    # no TLS anywhere: no certificate was reloaded, and none is said to be (before, at every SIGHUP)
+    assert not [e for e in shim.events() if e.get("event") == "certificates reloaded"]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

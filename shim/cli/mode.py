@@ -111,6 +111,12 @@ async def run(args: argparse.Namespace) -> int:
     settings = config_mod.load_file(args.config) if args.config else {}
     admin = config_mod.section(settings, AdminSettings)
     address = args.admin or admin.listen or ADMIN_LISTEN
+    if address.rpartition(":")[2] == "0":  # the config's: --admin takes no port 0
+        raise ShimError(
+            f"the admin API's address in the config ([admin] listen) is {printable(address)}: port 0, so the"
+            ' shim picked its port as it started, named on its ready line ("admin"); give that with --admin'
+            " HOST:PORT"
+        )
     token_env = admin.token_env
     token = os.environ.get(token_env, "")
     if not token:

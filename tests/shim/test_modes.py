@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -556,6 +557,17 @@ def test_shim_mode_names_an_admin_address_it_cannot_use_and_one_where_nothing_an
     assert "'10.0.0.1:9465' is not on this host: the admin API listens on loopback only" in elsewhere.stderr
     assert nothing.stderr.startswith("shim mode: error: no admin API answers at 127.0.0.1:"), nothing.stderr
     assert "is shim serve running there, with $SHIM_ADMIN_TOKEN set" in nothing.stderr
+    # the config's port 0: the shim picked a port as it started; before, "no admin API answers at ...:0"
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "shim.toml"
+        config.write_text('[admin]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
+        picked = mode("--config", str(config))
+    assert picked.returncode == 2
+    assert picked.stderr == (
+        "shim: error: the admin API's address in the config ([admin] listen) is 127.0.0.1:0: port 0, so the"
+        ' shim picked its port as it started, named on its ready line ("admin"); give that with --admin'
+        " HOST:PORT\n"
+    )
 
 
 @pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])

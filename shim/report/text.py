@@ -21,7 +21,9 @@ def millis(value: float | None) -> str:
 
 
 def code(name: str | None) -> str:
-    return name if name is not None else "not called"
+    """A side's status; None: it gave no answer of its own (not called, or its call cut short by the shim,
+    by the client or by a timeout: a client's deadline is no answer of Bank's)."""
+    return name if name is not None else "no answer"
 
 
 def value_text(value: Any, width: int | None = None) -> str:

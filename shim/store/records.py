@@ -100,7 +100,7 @@ class ComparisonRecord:
     verdict: str
     reason: str
     is_write: bool
-    bank_code: int | None  # None: that side was not called
+    bank_code: int | None  # None: that side gave no answer of its own (not called, or its call cut short)
     bk_code: int | None
     bank_ms: float | None
     bk_ms: float | None

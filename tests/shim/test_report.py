@@ -103,7 +103,7 @@ def test_the_terminal_shows_every_figure(report: Report) -> None:
         "2 / 9",  # BK p50 / p99: 15 measured, eight took 2 ms, one 9 ms
     ]
     assert re.search(r"Payments/Get\s+│\s+NOT_FOUND\s+│\s+INVALID_ARGUMENT\s+│\s+1 │", text)
-    assert re.search(r"Payments/Get\s+│\s+OK\s+│\s+not called\s+│\s+2 │", text)
+    assert re.search(r"Payments/Get\s+│\s+OK\s+│\s+no answer\s+│\s+2 │", text)
     assert re.search(r"│ request_id\s+│\s+2 │\s+15.4% │\s+100% │ noise │", text)
     assert re.search(r"│ fee\s+│\s+1 │\s+7.69% │\s+0% │ real\s+│ \"0.03\" → ", text)
     mismatched, tainted = text.split("Differing paths of tainted calls")

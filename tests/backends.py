@@ -211,7 +211,12 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no 
             async for request in requests:
                 await _grpc_compat.send(call, request)
             await _grpc_compat.close_sending(call)
-            answers = [answer async for answer in call]
+            try:
+                answers = [answer async for answer in call]
+            except aio.AioRpcError as refused:  # passed on as the server behind said it, details and all
+                await context.abort(
+                    refused.code(), refused.details() or "", tuple(refused.trailing_metadata() or ())
+                )
             delay = next((d for name, d in self.late.items() if method.endswith(name)), 0.0)
             if delay:
                 await asyncio.sleep(delay)  # the call was applied; its answer comes late

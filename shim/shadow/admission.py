@@ -236,11 +236,14 @@ class Admission:
             self.record_intent()
         self.admitted.set()
 
-    def answered(self) -> None:
+    def answered(self, span: tuple[float, float] | None = None) -> None:
         """The primary's answer is in, and what it minted pending; or it will mint nothing: the calls after
-        it that name an id the map does not know wait for it no more."""
+        it that name an id the map does not know wait for it no more. `span`: when the call started and the
+        primary answered it (a write's, for `Together`; its start as its data plane saw it, if known)."""
         if self.answering is not None and not self.answering.done():
             self.answering.set_result(None)
+        if span is not None and self.is_write and self.keys and not self.streamed:
+            self._shared.together.answered(self.keys, self.method, self.started or span[0], span[1], self)
 
     def _admit_step(self, payload: bytes, index: int) -> None:
         """A message of a request stream takes its place in the lanes of its own keys."""

@@ -176,8 +176,8 @@ class Mirror:
         if outcome.code == 0 and (plan.mints or plan.aliases_out) and not plan.streamed:
             # after admission (call_soon keeps order), before the client can name what was minted
             self.admission.enter(self._expect, outcome)
-        else:
-            self.admission.enter(self.admission.answered)
+        else:  # (the primary's span: when it started, when it answered, for the writes in flight together)
+            self.admission.enter(self.admission.answered, (self.started_at, self.answered_at or time.time()))
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(
@@ -253,7 +253,7 @@ class Mirror:
     def _expect(self, primary: Outcome) -> None:
         if not self.admission.not_sampled:
             self.learning.expect(primary, self.admission.first, self.task.done())
-        self.admission.answered()
+        self.admission.answered((self.started_at, self.answered_at or time.time()))
 
     def _primary_minted(self, index: int, payload: bytes) -> None:
         if not self.admission.not_sampled:

@@ -86,6 +86,8 @@ async def conclude(
             tainted = shared.steps.reason(keys or _made(mirror, learning, primary, shadow))
         if not tainted and mirror.places.fleet is not None:
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
+        if not tainted and mirror.is_write:  # in flight at the primary with another write on its keys
+            tainted = shared.together.reason(keys, admission)
         if mirror.is_write:
             mirror.stage = "its keys' verification"
             why = (mirror.abandoned_why or "the client cancelled it") if cancelled else ""

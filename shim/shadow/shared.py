@@ -20,6 +20,7 @@ from shim.plan import Plans
 from shim.routing import Router
 from shim.shadow.capture import Budget
 from shim.shadow.lateness import KeyLateness
+from shim.shadow.together import Together
 from shim.steps import Steps
 from shim.store.key_order import KeyOrder
 from shim.verify import Verifier
@@ -72,6 +73,7 @@ class Shared:
     turns: Turns | None = None
     # how late each key's writes went to each side (the shim's, across switches)
     lateness: KeyLateness = field(default_factory=KeyLateness)
+    together: Together = field(default_factory=Together)  # the writes on each key in flight at the primary
     # with redaction: hashes the values of redacted fields a call's free text quotes (a mark's reason)
     free_text: FreeTextOf | None = None
     # the comparison rules in force (a reload changes them): a list they let BK answer in another order pairs

@@ -1,0 +1,64 @@
+"""Writes on one key that were in flight at the primary together: which it applied first is not known.
+
+Each write's keys keep when it started at the primary and when the primary answered it (Envoy's times on a
+copy), for the last `PER_KEY` writes on each of the last `KEYS` keys, for `KEEP` seconds. BK is sent a
+key's writes in the order they came to the shim, one after the other; the primary may have applied two that
+overlapped (each started before the other was answered) in either order, and a difference that order made
+is no fault of BK's. So a write that overlapped another on one of its keys is `tainted` when its answers
+differ, never a real mismatch (docs/ordering.md). Each replica knows its own writes only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import NamedTuple
+
+KEYS = 100_000
+PER_KEY = 8
+KEEP = 60.0  # seconds
+
+
+class Span(NamedTuple):
+    start: float
+    end: float
+    method: str
+    token: object  # the write's own (its admission), to tell it from the others
+
+
+class Together:
+    __slots__ = ("_keys", "_spans")
+
+    def __init__(self, keys: int = KEYS) -> None:
+        self._spans: OrderedDict[str, list[Span]] = OrderedDict()  # by key, the most recently written last
+        self._keys = keys
+
+    def answered(self, keys: tuple[str, ...], method: str, start: float, end: float, token: object) -> None:
+        """The primary answered a write on `keys`, started at `start` and answered at `end` (time.time())."""
+        spans, old = self._spans, time.time() - KEEP
+        for key in keys:
+            kept = [s for s in spans.pop(key, ()) if s.end >= old][-(PER_KEY - 1) :]
+            spans[key] = [*kept, Span(start, end, method, token)]
+        while len(spans) > self._keys:
+            spans.popitem(last=False)
+
+    def reason(self, keys: tuple[str, ...], token: object) -> str:
+        """Why a difference the write `token` shows may come of the order its keys' writes went in: it was in
+        flight at the primary together with another write on one of them ("" when it was not, or when its own
+        span is not known)."""
+        for key in keys:
+            spans = self._spans.get(key, ())
+            mine = next((s for s in spans if s.token is token), None)
+            if mine is None:
+                continue
+            for other in spans:
+                if other.token is not token and other.start < mine.end and mine.start < other.end:
+                    return (
+                        f"in flight at the primary together with {other.method.lstrip('/')} on its key"
+                        f" {key!r}: which of the two it applied first is not known (the shadow was sent them"
+                        " in the order they came)"
+                    )
+        return ""
+
+    def __len__(self) -> int:
+        return len(self._spans)

@@ -1,0 +1,93 @@
+"""Two writes on one account in flight at Bank together: Bank may apply them in either order, and BK is
+sent them in the order they came to the shim. A freeze held at Bank while a deposit on the same account
+goes through: Bank deposits, then freezes; BK is sent the freeze first (it came first), then refuses the
+deposit. The two writes' answers differ by the order alone (the freeze's answer holds the balance): each
+is `tainted`, naming the other, not a real mismatch blamed on BK (docs/ordering.md). Before, both were
+real mismatches. Sent one after the other, the
+same two writes are no difference at all, on both sides refused alike."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpc import aio
+
+from comparators import Comparison, Verdict
+from shim.config import load_file
+from shim.testing import running_shim
+from tests.backends import forwarding
+from tests.helpers import PLANES, until
+from tests.services.custody import DESCRIPTOR_SET
+from tests.services.custody.client import Client
+from tests.services.custody.server import serve
+
+HERE = Path(__file__).parent
+
+
+def _settings(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "custody.binpb").write_bytes(DESCRIPTOR_SET)
+    shutil.copyfile(HERE / "shim.toml", tmp_path / "shim.toml")
+    settings = load_file(tmp_path / "shim.toml")
+    settings.pop("ordering")  # not strict: the deposit goes to Bank while the freeze is still there
+    return settings
+
+
+def _named(method: str) -> Any:
+    def where(c: Comparison) -> bool:
+        return c.exchange.method.endswith("/" + method)
+
+    return where
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_whose_answers_differ_by_the_order_of_writes_in_flight_together_is_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        async with (
+            forwarding(bank.address) as (proxy, front),
+            running_shim(front.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = Client(channel)
+            together, apart = [
+                (await client.call("OpenAccount", client_ref=ref, owner="Ada")) for ref in "TA"
+            ]
+            assert (together.ok, apart.ok) == (True, True)
+            await sink.wait_for(2, where=_named("OpenAccount"))
+            gate = proxy.gated["/Freeze"] = asyncio.Event()
+            account = together.message.account_id
+            freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
+            await until(lambda: proxy.arrived == 1, "the freeze held at Bank")
+            deposited = await client.call("Deposit", account_id=account, amount="5")
+            gate.set()
+            assert deposited.ok, "Bank deposited before it froze"
+            assert (await freeze).ok
+            del proxy.gated["/Freeze"]
+            # the same two writes, one after the other: both sides freeze, then refuse the deposit
+            other = apart.message.account_id
+            assert (await client.call("Freeze", account_id=other)).ok
+            refused = await client.call("Deposit", account_id=other, amount="5")
+            assert refused.code == "FAILED_PRECONDITION"
+            deposits = await sink.wait_for(2, where=_named("Deposit"))
+            freezes = await sink.wait_for(2, where=_named("Freeze"))
+    finally:
+        await bank.stop()
+        await bk.stop()
+    # each shows what the other did first on one side only: the freeze's answer Bank's balance after the
+    # deposit, BK's before it; the deposit Bank's applied, BK's refused (the account frozen)
+    tainted = [(c.verdict, c.reason.split(" on its key")[0]) for c in (freezes[0], deposits[0])]
+    assert tainted == [
+        (Verdict.TAINTED, "in flight at the primary together with custody.v1.Custody/Deposit"),
+        (Verdict.TAINTED, "in flight at the primary together with custody.v1.Custody/Freeze"),
+    ], [(c.verdict, c.reason, c.differences) for c in (freezes[0], deposits[0])]
+    assert all(c.differences for c in (freezes[0], deposits[0])), "kept, as a tainted call's are"
+    assert [(c.verdict, c.reason) for c in (freezes[1], deposits[1])] == [(Verdict.MATCH, "")] * 2

@@ -1,0 +1,49 @@
+"""`Together`: which writes on a key were in flight at the primary together, kept within bounds."""
+
+from __future__ import annotations
+
+import time
+
+from shim.shadow import together as together_module
+from shim.shadow.together import PER_KEY, Together
+
+
+def test_writes_that_overlapped_on_a_key_name_each_other_and_others_name_nothing() -> None:
+    now = time.time()
+    spans = Together()
+    first, second, later, elsewhere = object(), object(), object(), object()
+    spans.answered(("K",), "/x.Y/Freeze", now, now + 1.0, first)
+    spans.answered(("K",), "/x.Y/Deposit", now + 0.5, now + 0.6, second)  # sent before the freeze's answer
+    spans.answered(("K",), "/x.Y/Deposit", now + 1.5, now + 1.6, later)  # sent once it was answered
+    spans.answered(("L",), "/x.Y/Deposit", now + 0.5, now + 0.6, elsewhere)  # another key
+    assert spans.reason(("K",), first).startswith(
+        "in flight at the primary together with x.Y/Deposit on its key 'K'"
+    )
+    assert spans.reason(("K",), second).startswith("in flight at the primary together with x.Y/Freeze")
+    assert spans.reason(("K",), later) == ""
+    assert spans.reason(("L",), elsewhere) == ""
+    assert spans.reason(("K",), object()) == "", "a write whose span is not known names nothing"
+    # a write on two keys, one shared with an overlapping write
+    both = object()
+    spans.answered(("L", "K"), "/x.Y/Transfer", now + 1.55, now + 1.7, both)
+    assert "on its key 'K'" in spans.reason(("L", "K"), both)
+
+
+def test_the_memory_is_bounded_by_keys_writes_per_key_and_age() -> None:
+    now = time.time()
+    spans = Together(keys=3)
+    for n in range(5):
+        spans.answered((f"K{n}",), "/x.Y/W", now, now + 0.1, object())
+    assert len(spans) == 3
+    token = object()
+    spans.answered(("K4",), "/x.Y/W", now + 10, now + 10.1, token)
+    for n in range(PER_KEY + 5):
+        spans.answered(("K4",), "/x.Y/W", now + 20 + n, now + 20.1 + n, object())
+    assert len(spans._spans["K4"]) == PER_KEY
+    assert spans.reason(("K4",), token) == "", "its span is forgotten, the oldest first"
+    old = Together()
+    old.answered(
+        ("K",), "/x.Y/W", now - 2 * together_module.KEEP, now - 2 * together_module.KEEP + 1, object()
+    )
+    old.answered(("K",), "/x.Y/W", now, now + 1, object())
+    assert len(old._spans["K"]) == 1, "a span older than KEEP is let go"

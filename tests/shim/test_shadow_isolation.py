@@ -66,17 +66,15 @@ async def test_slow_shadow_does_not_delay_the_client(bank: Running) -> None:
     assert comparison.verdict is Verdict.MATCH
 
 
+async def _stuck(requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]) -> list[bytes]:
+    """A BK that never answers (until its call is cancelled)."""
+    await asyncio.Event().wait()
+    return []
+
+
 async def test_shadow_beyond_its_timeout_is_a_shadow_error(bank: Running) -> None:
     """A BK slower than the shadow timeout is cancelled and recorded as a shadow timeout."""
-    never = asyncio.Event()
-
-    async def stuck(
-        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
-    ) -> list[bytes]:
-        await never.wait()
-        return []
-
-    bk = await scripted_server(stuck)
+    bk = await scripted_server(_stuck)
     try:
         async with (
             running_shim(bank.address, bk.address, shadow_timeout=0.2) as (shim, sink),
@@ -97,13 +95,6 @@ async def test_a_shadow_slower_than_the_clients_deadline_is_a_shadow_error(bank:
     the breaker. A DEADLINE_EXCEEDED BK gives itself sooner is an answer, and compared. Before, grpc's timer
     ending the mirror was taken as BK answering DEADLINE_EXCEEDED: a real mismatch, which the breaker never
     counted (a BK gone silent opened it only through calls with no deadline)."""
-    never = asyncio.Event()
-
-    async def stuck(
-        requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
-    ) -> list[bytes]:
-        await never.wait()
-        return []
 
     async def gives_up(
         requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
@@ -112,7 +103,7 @@ async def test_a_shadow_slower_than_the_clients_deadline_is_a_shadow_error(bank:
         return []
 
     found = []
-    for behaviour in (stuck, gives_up):
+    for behaviour in (_stuck, gives_up):
         bk = await scripted_server(behaviour)
         try:
             async with (

@@ -100,25 +100,37 @@ async def test_a_plane_far_behind_sheds_the_reads_it_takes_up_late_and_mirrors_t
             await until(lambda: _count(_metrics(port), lag) < 0.01, "the event loop on time", 30)
             shedding = "shim_envoy_shedding_reads"  # and Envoy copies reads again (`read_shedding`)
             await until(lambda: _count(_metrics(port), shedding) == 0, "reads copied again", 30)
-            await stub.GetBalance(pb.GetBalanceRequest(account_id="S1"), timeout=10)
-            await until(lambda: compared() >= 2 + 15 + 1, "the last read compared", 30)
+            # a machine busy with other work can make the plane late again between the calm and the read:
+            # such a read is shed, as it should be, and the next one is sent once the plane is calm again
+            again = 0
+            while _count(_metrics(port), "shim_comparisons_total", method=BALANCE, verdict="match") < 2:
+                assert again < 10, "no read mirrored once the plane was calm"
+                if again:
+                    await until(lambda: _count(_metrics(port), lag) < 0.01, "the event loop on time", 30)
+                    await until(lambda: _count(_metrics(port), shedding) == 0, "reads copied again", 30)
+                again += 1
+                await stub.GetBalance(pb.GetBalanceRequest(account_id="S1"), timeout=10)
+                total = 2 + 15 + again
+                await until(lambda: compared() >= total, "the last read compared", 30)  # noqa: B023
             answered = await asyncio.to_thread(_envoy_stat, plane, "cluster.processor.upstream_rq_2xx")
             started = await asyncio.to_thread(_envoy_stat, plane, "http.shim.ext_proc.mirror.streams_started")
         figures = await asyncio.to_thread(_metrics, port)
-    assert _count(figures, "shim_events_total", event="shadow_shed", method=BALANCE) == 10
-    assert _count(figures, "shim_events_total", event="shadow_shed") == 10  # no write shed
+    shed = 10 + again - 1  # the ten sent while the plane stood still, and any read shed again after the calm
+    assert _count(figures, "shim_events_total", event="shadow_shed", method=BALANCE) == shed
+    assert _count(figures, "shim_events_total", event="shadow_shed") == shed  # no write shed
     assert _count(figures, "shim_events_total", event="copies_lost") == 0
-    assert _count(figures, "shim_comparisons_total", method=BALANCE, verdict="skipped") == 10
+    assert _count(figures, "shim_comparisons_total", method=BALANCE, verdict="skipped") == shed
     assert _count(figures, "shim_comparisons_total", method=BALANCE, verdict="match") == 2
     # every write mirrored and compared (the sample's BK answers deposits differently: they mismatch)
     assert _count(figures, "shim_comparisons_total", method=DEPOSIT) == 5
     assert _count(figures, "shim_comparisons_total", method=DEPOSIT, verdict="skipped") == 0
     assert _count(figures, "shim_comparisons_total", method=UNSEEN) == 0
-    assert answered == started == 2 + 15 + 1  # the processor ended every copy's stream: none cut off
+    assert answered == started == 2 + 15 + again  # the processor ended every copy's stream: none cut off
     with contextlib.closing(sqlite3.connect(store)) as db:
         reasons = [r for (r,) in db.execute("SELECT reason FROM comparisons WHERE verdict = 'skipped'")]
-    assert len(reasons) == 10
-    assert all(r.startswith("not mirrored: the shim is behind") for r in reasons), reasons
+    assert len(reasons) == shed
+    assert sum(r.startswith("not mirrored: the shim is behind") for r in reasons) >= 10, reasons
+    assert all(r.startswith("not mirrored: the shim is ") for r in reasons), reasons  # behind, or overloaded
 
 
 async def test_a_read_taken_up_in_time_is_never_shed_however_slow_its_primary(

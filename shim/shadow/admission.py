@@ -19,6 +19,7 @@ Crash safety: before a write is sent, its intent and keys are written to the sto
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from google.protobuf import message
@@ -220,6 +221,8 @@ class Admission:
             self.places.ticket = shared.lanes.enter(keys, self.is_write)
             self.answering = shared.translation.answering(self.plan.ids, self.places.ticket.order)
             self.keys = keys
+            if self.is_write and keys:  # in flight at the primary from now (`Together`)
+                shared.together.started(keys, self.method, self.started or time.time(), self)
             if shared.key_order is not None and keys:  # its turn across replicas, asked for now
                 self.places.fleet = FleetPlace(
                     shared.key_order,
@@ -242,8 +245,12 @@ class Admission:
         primary answered it (a write's, for `Together`; its start as its data plane saw it, if known)."""
         if self.answering is not None and not self.answering.done():
             self.answering.set_result(None)
-        if span is not None and self.is_write and self.keys and not self.streamed:
-            self._shared.together.answered(self.keys, self.method, self.started or span[0], span[1], self)
+        if self.is_write and self.keys and not self.streamed:
+            together = self._shared.together
+            if span is not None:
+                together.answered(self.keys, self.method, self.started or span[0], span[1], self)
+            else:  # the mirror is over: a write the primary never answered is in flight no more
+                together.over(self.keys, self)
 
     def _admit_step(self, payload: bytes, index: int) -> None:
         """A message of a request stream takes its place in the lanes of its own keys."""

@@ -1,15 +1,17 @@
 """Writes on one key that were in flight at the primary together: which it applied first is not known.
 
-Each write's keys keep when it started at the primary and when the primary answered it (Envoy's times on a
-copy), for the last `PER_KEY` writes on each of the last `KEYS` keys, for `KEEP` seconds. BK is sent a
-key's writes in the order they came to the shim, one after the other; the primary may have applied two that
-overlapped (each started before the other was answered) in either order, and a difference that order made
-is no fault of BK's. So a write that overlapped another on one of its keys is `tainted` when its answers
-differ, never a real mismatch (docs/ordering.md). Each replica knows its own writes only.
+Each write's keys keep when it started at the primary (from when it takes its place) and when the primary
+answered it (Envoy's times on a copy; until then it is in flight), for the last `PER_KEY` writes on each of
+the last `KEYS` keys, for `KEEP` seconds. BK is sent a key's writes in the order they came to the shim,
+one after the other; the primary may have applied two that overlapped (each started before the other was
+answered) in either order, and a difference that order made is no fault of BK's. So a write that
+overlapped another on one of its keys is `tainted` when its answers differ, never a real mismatch
+(docs/ordering.md). Each replica knows its own writes only.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from typing import NamedTuple
@@ -33,14 +35,29 @@ class Together:
         self._spans: OrderedDict[str, list[Span]] = OrderedDict()  # by key, the most recently written last
         self._keys = keys
 
+    def started(self, keys: tuple[str, ...], method: str, start: float, token: object) -> None:
+        """A write on `keys` took its place, started at `start` (time.time()): in flight until answered."""
+        self.answered(keys, method, start, math.inf, token)
+
     def answered(self, keys: tuple[str, ...], method: str, start: float, end: float, token: object) -> None:
         """The primary answered a write on `keys`, started at `start` and answered at `end` (time.time())."""
         spans, old = self._spans, time.time() - KEEP
         for key in keys:
-            kept = [s for s in spans.pop(key, ()) if s.end >= old][-(PER_KEY - 1) :]
+            kept = [s for s in spans.pop(key, ()) if s.end >= old and s.token is not token][-(PER_KEY - 1) :]
             spans[key] = [*kept, Span(start, end, method, token)]
         while len(spans) > self._keys:
             spans.popitem(last=False)
+
+    def over(self, keys: tuple[str, ...], token: object) -> None:
+        """The write `token` is over with no answer of the primary's (its client cancelled, its copy was
+        lost): in flight no more from now."""
+        now = time.time()
+        for key in keys:
+            spans = self._spans.get(key)
+            if spans is not None:
+                spans[:] = [
+                    s._replace(end=now) if s.token is token and s.end == math.inf else s for s in spans
+                ]
 
     def reason(self, keys: tuple[str, ...], token: object) -> str:
         """Why a difference the write `token` shows may come of the order its keys' writes went in: it was in

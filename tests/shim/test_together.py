@@ -47,3 +47,22 @@ def test_the_memory_is_bounded_by_keys_writes_per_key_and_age() -> None:
     )
     old.answered(("K",), "/x.Y/W", now, now + 1, object())
     assert len(old._spans["K"]) == 1, "a span older than KEEP is let go"
+
+
+def test_a_write_still_in_flight_overlaps_every_write_after_its_start_until_it_is_answered_or_over() -> None:
+    """A write takes its place in flight: a write answered meanwhile, started after it, overlapped it, though
+    its own answer has not come; one over with no answer (its client cancelled) is in flight no more."""
+    now = time.time()
+    spans = Together()
+    held, quick, after = object(), object(), object()
+    spans.started(("K",), "/x.Y/Freeze", now, held)
+    spans.answered(("K",), "/x.Y/Deposit", now + 0.1, now + 0.2, quick)
+    assert "together with x.Y/Freeze" in spans.reason(("K",), quick)
+    spans.over(("K",), held)
+    spans.answered(("K",), "/x.Y/Deposit", time.time() + 1, time.time() + 1.1, after)
+    assert spans.reason(("K",), after) == ""
+    answered = object()
+    spans.started(("L",), "/x.Y/W", now, answered)
+    spans.answered(("L",), "/x.Y/W", now, now + 0.05, answered)
+    spans.over(("L",), answered)  # the mirror's end after its answer changes nothing
+    assert [(s.start, s.end) for s in spans._spans["L"]] == [(now, now + 0.05)]

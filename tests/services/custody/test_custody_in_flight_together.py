@@ -84,10 +84,60 @@ async def test_a_write_whose_answers_differ_by_the_order_of_writes_in_flight_tog
         await bk.stop()
     # each shows what the other did first on one side only: the freeze's answer Bank's balance after the
     # deposit, BK's before it; the deposit Bank's applied, BK's refused (the account frozen)
-    tainted = [(c.verdict, c.reason.split(" on its key")[0]) for c in (freezes[0], deposits[0])]
+    (froze, deposit), (then_froze, then_refused) = (
+        [next(c for c in found if c.exchange.routing_key == key) for found in (freezes, deposits)]
+        for key in (account, other)
+    )
+    tainted = [(c.verdict, c.reason.split(" on its key")[0]) for c in (froze, deposit)]
     assert tainted == [
         (Verdict.TAINTED, "in flight at the primary together with custody.v1.Custody/Deposit"),
         (Verdict.TAINTED, "in flight at the primary together with custody.v1.Custody/Freeze"),
-    ], [(c.verdict, c.reason, c.differences) for c in (freezes[0], deposits[0])]
-    assert all(c.differences for c in (freezes[0], deposits[0])), "kept, as a tainted call's are"
-    assert [(c.verdict, c.reason) for c in (freezes[1], deposits[1])] == [(Verdict.MATCH, "")] * 2
+    ], [(c.verdict, c.reason, c.differences) for c in (froze, deposit)]
+    assert all(c.differences for c in (froze, deposit)), "kept, as a tainted call's are"
+    assert [(c.verdict, c.reason) for c in (then_froze, then_refused)] == [(Verdict.MATCH, "")] * 2
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_judged_while_the_other_is_still_in_flight_at_bank_is_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """A deposit held on its way to Bank while a freeze on the account is applied there, its answer late:
+    Bank freezes, then refuses the deposit. The deposit came first, so BK is sent it first (and deposits),
+    and it is judged while the freeze's answer has still not come. It is tainted all the same, naming the
+    freeze in flight, and so is the freeze, whose answer (the balance) then differs too."""
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        async with (
+            forwarding(bank.address) as (proxy, front),
+            running_shim(front.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            client = Client(channel)
+            opened = await client.call("OpenAccount", client_ref="H", owner="Ada")
+            await sink.wait_for(1, where=_named("OpenAccount"))
+            account = opened.message.account_id
+            gate = proxy.gated["/Deposit"] = asyncio.Event()
+            proxy.late["/Freeze"] = 2.0
+            deposit = asyncio.ensure_future(client.call("Deposit", account_id=account, amount="5"))
+            await until(lambda: proxy.arrived == 1, "the deposit held on its way to Bank")
+            freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
+            await until(lambda: bank.book.accounts[account].frozen, "the freeze applied at Bank")
+            gate.set()
+            assert (await deposit).code == "FAILED_PRECONDITION", "Bank froze first"
+            (judged,) = await sink.wait_for(1, where=_named("Deposit"))
+            assert not freeze.done(), "judged while the freeze's answer had not come"
+            assert (await freeze).ok
+            (frozen,) = await sink.wait_for(1, where=_named("Freeze"))
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert (judged.verdict, judged.reason.split(" on its key")[0]) == (
+        Verdict.TAINTED,
+        "in flight at the primary together with custody.v1.Custody/Freeze",
+    ), (judged.verdict, judged.reason, judged.differences)
+    # the freeze's answer differs too (BK's balance holds the deposit): tainted, by the key the deposit left
+    # out of step (refused on one side, applied on the other), or by the deposit in flight with it
+    assert frozen.verdict is Verdict.TAINTED, (frozen.reason, frozen.differences)

@@ -9,7 +9,9 @@ same two writes are no difference at all, on both sides refused alike."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,12 @@ from grpc import aio
 
 from comparators import Comparison, Verdict
 from shim.config import load_file
-from shim.testing import running_shim
-from tests.backends import forwarding
+from shim.testing import CapturingSink, running_shim
+from tests.backends import Forwarder, forwarding
 from tests.helpers import PLANES, until
 from tests.services.custody import DESCRIPTOR_SET
 from tests.services.custody.client import Client
-from tests.services.custody.server import serve
+from tests.services.custody.server import Served, serve
 
 HERE = Path(__file__).parent
 
@@ -43,10 +45,11 @@ def _named(method: str) -> Any:
     return where
 
 
-@pytest.mark.parametrize("dataplane", PLANES)
-async def test_a_write_whose_answers_differ_by_the_order_of_writes_in_flight_together_is_tainted(
+@contextlib.asynccontextmanager
+async def _custody(
     tmp_path: Path, dataplane: str
-) -> None:
+) -> AsyncIterator[tuple[Served, Forwarder, CapturingSink, Client]]:
+    """Bank (behind a forwarder the test holds calls in), a BK with no bug, and a shim in front of them."""
     bank, bk = await serve("bank"), await serve("bk", bugs=set())
     try:
         async with (
@@ -57,31 +60,36 @@ async def test_a_write_whose_answers_differ_by_the_order_of_writes_in_flight_tog
             ),
             aio.insecure_channel(shim.address) as channel,
         ):
-            client = Client(channel)
-            together, apart = [
-                (await client.call("OpenAccount", client_ref=ref, owner="Ada")) for ref in "TA"
-            ]
-            assert (together.ok, apart.ok) == (True, True)
-            await sink.wait_for(2, where=_named("OpenAccount"))
-            gate = proxy.gated["/Freeze"] = asyncio.Event()
-            account = together.message.account_id
-            freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
-            await until(lambda: proxy.arrived == 1, "the freeze held at Bank")
-            deposited = await client.call("Deposit", account_id=account, amount="5")
-            gate.set()
-            assert deposited.ok, "Bank deposited before it froze"
-            assert (await freeze).ok
-            del proxy.gated["/Freeze"]
-            # the same two writes, one after the other: both sides freeze, then refuse the deposit
-            other = apart.message.account_id
-            assert (await client.call("Freeze", account_id=other)).ok
-            refused = await client.call("Deposit", account_id=other, amount="5")
-            assert refused.code == "FAILED_PRECONDITION"
-            deposits = await sink.wait_for(2, where=_named("Deposit"))
-            freezes = await sink.wait_for(2, where=_named("Freeze"))
+            yield bank, proxy, sink, Client(channel)
     finally:
         await bank.stop()
         await bk.stop()
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_whose_answers_differ_by_the_order_of_writes_in_flight_together_is_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    async with _custody(tmp_path, dataplane) as (_, proxy, sink, client):
+        together, apart = [(await client.call("OpenAccount", client_ref=ref, owner="Ada")) for ref in "TA"]
+        assert (together.ok, apart.ok) == (True, True)
+        await sink.wait_for(2, where=_named("OpenAccount"))
+        gate = proxy.gated["/Freeze"] = asyncio.Event()
+        account = together.message.account_id
+        freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
+        await until(lambda: proxy.arrived == 1, "the freeze held at Bank")
+        deposited = await client.call("Deposit", account_id=account, amount="5")
+        gate.set()
+        assert deposited.ok, "Bank deposited before it froze"
+        assert (await freeze).ok
+        del proxy.gated["/Freeze"]
+        # the same two writes, one after the other: both sides freeze, then refuse the deposit
+        other = apart.message.account_id
+        assert (await client.call("Freeze", account_id=other)).ok
+        refused = await client.call("Deposit", account_id=other, amount="5")
+        assert refused.code == "FAILED_PRECONDITION"
+        deposits = await sink.wait_for(2, where=_named("Deposit"))
+        freezes = await sink.wait_for(2, where=_named("Freeze"))
     # each shows what the other did first on one side only: the freeze's answer Bank's balance after the
     # deposit, BK's before it; the deposit Bank's applied, BK's refused (the account frozen)
     (froze, deposit), (then_froze, then_refused) = (
@@ -105,35 +113,22 @@ async def test_a_write_judged_while_the_other_is_still_in_flight_at_bank_is_tain
     Bank freezes, then refuses the deposit. The deposit came first, so BK is sent it first (and deposits),
     and it is judged while the freeze's answer has still not come. It is tainted all the same, naming the
     freeze in flight, and so is the freeze, whose answer (the balance) then differs too."""
-    bank, bk = await serve("bank"), await serve("bk", bugs=set())
-    try:
-        async with (
-            forwarding(bank.address) as (proxy, front),
-            running_shim(front.address, bk.address, dataplane=dataplane, **_settings(tmp_path)) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            client = Client(channel)
-            opened = await client.call("OpenAccount", client_ref="H", owner="Ada")
-            await sink.wait_for(1, where=_named("OpenAccount"))
-            account = opened.message.account_id
-            gate = proxy.gated["/Deposit"] = asyncio.Event()
-            proxy.late["/Freeze"] = 2.0
-            deposit = asyncio.ensure_future(client.call("Deposit", account_id=account, amount="5"))
-            await until(lambda: proxy.arrived == 1, "the deposit held on its way to Bank")
-            freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
-            await until(lambda: bank.book.accounts[account].frozen, "the freeze applied at Bank")
-            gate.set()
-            assert (await deposit).code == "FAILED_PRECONDITION", "Bank froze first"
-            (judged,) = await sink.wait_for(1, where=_named("Deposit"))
-            assert not freeze.done(), "judged while the freeze's answer had not come"
-            assert (await freeze).ok
-            (frozen,) = await sink.wait_for(1, where=_named("Freeze"))
-    finally:
-        await bank.stop()
-        await bk.stop()
+    async with _custody(tmp_path, dataplane) as (bank, proxy, sink, client):
+        opened = await client.call("OpenAccount", client_ref="H", owner="Ada")
+        await sink.wait_for(1, where=_named("OpenAccount"))
+        account = opened.message.account_id
+        gate = proxy.gated["/Deposit"] = asyncio.Event()
+        proxy.late["/Freeze"] = 2.0
+        deposit = asyncio.ensure_future(client.call("Deposit", account_id=account, amount="5"))
+        await until(lambda: proxy.arrived == 1, "the deposit held on its way to Bank")
+        freeze = asyncio.ensure_future(client.call("Freeze", account_id=account))
+        await until(lambda: bank.book.accounts[account].frozen, "the freeze applied at Bank")
+        gate.set()
+        assert (await deposit).code == "FAILED_PRECONDITION", "Bank froze first"
+        (judged,) = await sink.wait_for(1, where=_named("Deposit"))
+        assert not freeze.done(), "judged while the freeze's answer had not come"
+        assert (await freeze).ok
+        (frozen,) = await sink.wait_for(1, where=_named("Freeze"))
     assert (judged.verdict, judged.reason.split(" on its key")[0]) == (
         Verdict.TAINTED,
         "in flight at the primary together with custody.v1.Custody/Freeze",

@@ -178,7 +178,15 @@ async def test_sighup_after_the_comparison_plane_came_back_names_no_kept_port_as
     finally:
         await bank.stop()
         await bk.stop()
-    assert (again["metrics"], again["admin"]) == (shim.ready["metrics"], shim.ready["admin"])  # kept
+    # kept; unless another process (the suite's other workers bind port 0 too) took one meanwhile, which
+    # the plane says, naming where it was (docs/dataplane.md)
+    taken = {
+        e.get("was")
+        for e in shim.events()
+        if "port the plane before served on is taken" in str(e.get("event"))
+    }
+    for name in ("metrics", "admin"):
+        assert again[name] == shim.ready[name] or shim.ready[name] in taken, (name, again, taken)
     unedited, edited = reloads()
     assert (unedited["event"], unedited.get("settings")) == ("config reloaded", None)
     assert edited["settings"] == ["metrics_listen"]

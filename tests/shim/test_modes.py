@@ -94,6 +94,23 @@ async def _set(admin: Any, mode: str, *methods: str, **flags: Any) -> apb.Modes:
     return answer
 
 
+async def _set_past_slow_routes(admin: Any, mode: str, tries: int = 3) -> apb.Modes:
+    """`_set(admin, mode, force=True)`, tried again when it was refused only because Envoy, on a loaded
+    machine, took longer than the pause to route the calls through the shim (nothing applied, nothing
+    recorded, as the refusal says). A refusal naming a mirrored call still in flight is not tried again."""
+    for attempt in range(tries):
+        try:
+            return await _set(admin, mode, force=True)
+        except aio.AioRpcError as exc:
+            details = exc.details() or ""
+            slow_routes = "waiting for Envoy to route the calls through the shim" in details
+            if exc.code() is not grpc.StatusCode.ABORTED or not slow_routes or "mirrored call" in details:
+                raise
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _books_equal(bank: RunningLedger, bk: RunningLedger) -> list[str]:
     """The accounts whose balance or positions differ between the two ledgers, asked directly."""
     differ = []
@@ -795,8 +812,8 @@ async def test_a_switch_waits_for_the_mirrored_calls_under_way_before_it_holds_a
             await shim.drain()
             for _ in range(5):
                 await stub.Deposit(pb.DepositRequest(account_id="Q1", amount="1"))
-            assert (await _set(admin, "bk-primary", force=True)).default_mode == "bk-primary"
-            assert shim.modes.switches == {"applied": 1}
+            assert (await _set_past_slow_routes(admin, "bk-primary")).default_mode == "bk-primary"
+            assert shim.modes.switches["applied"] == 1
             balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="Q1"), timeout=10)  # BK's
             assert Decimal(balance.cash) == 15
     finally:

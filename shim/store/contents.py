@@ -59,9 +59,7 @@ def held_in(path: Path) -> list[str]:
     uri = f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-            tables = [
-                str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
+            tables = _tables(db)
             if SCHEMA not in tables:
                 raise StoreError(f"not a shim store ({_others(tables)})")
             held = [
@@ -94,9 +92,7 @@ def is_store(path: Path) -> None:
     uri = f"file:{quote(str(path.absolute()))}?mode=ro"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-            tables = [
-                str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
+            tables = _tables(db)
     except sqlite3.Error as exc:
         raise _unread(exc) from None
     if SCHEMA not in tables:
@@ -121,17 +117,17 @@ def not_another_applications(path: Path) -> None:
         with contextlib.closing(
             sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)
         ) as db:
-            tables = [
-                str(row[0])
-                for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                if not str(row[0]).startswith("sqlite_")
-            ]
+            tables = [table for table in _tables(db) if not table.startswith("sqlite_")]
     except (OSError, sqlite3.Error):
         return
     if tables and SCHEMA not in tables:
         raise StoreError(
             f"not a shim store ({_others(tables)}): the shim makes its store in a file of its own"
         )
+
+
+def _tables(db: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
 
 
 def _others(tables: list[str]) -> str:

@@ -37,6 +37,7 @@ class Ended(Parts, Protocol):
     requests: list[bytes]  # what it kept of the client's requests
     abandoned_why: str
     started_at: float
+    answered_at: float | None  # when the primary answered (None: it has not)
     sent_at: float  # when the call went to the shadow (0: it did not)
     shadow_over_at: float  # when its call to the shadow ended (0: not yet)
     shadow_answered_at: list[float]  # when each answer message of the shadow's stream came (the first ones)
@@ -88,6 +89,9 @@ async def conclude(
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
         if not tainted and mirror.is_write:  # in flight at the primary with another write on its keys
             tainted = shared.together.reason(keys, admission)
+        elif not tainted and keys and primary is not None:  # a read answered with a write there in flight
+            answered = mirror.answered_at or time.time()
+            tainted = shared.together.read_reason(keys, admission.started or mirror.started_at, answered)
         if mirror.is_write:
             mirror.stage = "its keys' verification"
             why = (mirror.abandoned_why or "the client cancelled it") if cancelled else ""

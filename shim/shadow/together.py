@@ -6,7 +6,8 @@ the last `KEYS` keys, for `KEEP` seconds. BK is sent a key's writes in the order
 one after the other; the primary may have applied two that overlapped (each started before the other was
 answered) in either order, and a difference that order made is no fault of BK's. So a write that
 overlapped another on one of its keys is `tainted` when its answers differ, never a real mismatch
-(docs/ordering.md). Each replica knows its own writes only.
+(docs/ordering.md); so is a read the primary answered while a write on one of its keys was in flight
+there, which its answer may or may not have seen. Each replica knows its own writes only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import NamedTuple
 
 KEYS = 100_000
@@ -66,16 +68,31 @@ class Together:
         for key in keys:
             spans = self._spans.get(key, ())
             mine = next((s for s in spans if s.token is token), None)
-            if mine is None:
-                continue
-            for other in spans:
-                if other.token is not token and other.start < mine.end and mine.start < other.end:
-                    return (
-                        f"in flight at the primary together with {other.method.lstrip('/')} on its key"
-                        f" {key!r}: which of the two it applied first is not known (the shadow was sent them"
-                        " in the order they came)"
-                    )
+            if mine is not None and (other := _overlapping(spans, mine.start, mine.end, token)) is not None:
+                return (
+                    f"in flight at the primary together with {other.method.lstrip('/')} on its key {key!r}:"
+                    " which of the two it applied first is not known (the shadow was sent them in the order"
+                    " they came)"
+                )
+        return ""
+
+    def read_reason(self, keys: tuple[str, ...], start: float, end: float) -> str:
+        """Why a difference a read shows may come of the order it went in with its keys' writes: the primary
+        answered it, asked at `start` and answered at `end`, while a write on one of them was in flight there
+        ("" when none was)."""
+        for key in keys:
+            if (other := _overlapping(self._spans.get(key, ()), start, end, None)) is not None:
+                return (
+                    f"answered while {other.method.lstrip('/')} was in flight at the primary on its key"
+                    f" {key!r}: whether its answer saw that write is not known (the shadow was sent them in"
+                    " the order they came)"
+                )
         return ""
 
     def __len__(self) -> int:
         return len(self._spans)
+
+
+def _overlapping(spans: Iterable[Span], start: float, end: float, token: object) -> Span | None:
+    """The first of `spans`, not `token`'s own, in flight at some time between `start` and `end`."""
+    return next((s for s in spans if s.token is not token and s.start < end and start < s.end), None)

@@ -66,3 +66,22 @@ def test_a_write_still_in_flight_overlaps_every_write_after_its_start_until_it_i
     spans.answered(("L",), "/x.Y/W", now, now + 0.05, answered)
     spans.over(("L",), answered)  # the mirror's end after its answer changes nothing
     assert [(s.start, s.end) for s in spans._spans["L"]] == [(now, now + 0.05)]
+
+
+def test_a_read_answered_while_a_write_on_one_of_its_keys_was_in_flight_names_that_write() -> None:
+    """A read's span at the primary, against the writes' on its keys: one in flight during it (answered or
+    not yet) is named; a write answered before the read was asked, or asked after it was answered, or on
+    another key, is not."""
+    now = time.time()
+    spans = Together()
+    spans.answered(("K",), "/x.Y/Deposit", now, now + 1.0, object())
+    spans.started(("M",), "/x.Y/Freeze", now + 5.0, object())  # not answered yet
+    assert spans.read_reason(("K",), now + 0.5, now + 0.6).startswith(
+        "answered while x.Y/Deposit was in flight at the primary on its key 'K'"
+    )
+    assert spans.read_reason(("K",), now - 0.5, now + 0.1) != "", "asked before, answered during"
+    assert spans.read_reason(("K",), now + 1.1, now + 1.2) == "", "asked once the write was answered"
+    assert spans.read_reason(("K",), now - 0.2, now - 0.1) == "", "answered before the write started"
+    assert spans.read_reason(("L",), now + 0.5, now + 0.6) == "", "another key"
+    assert spans.read_reason(("L", "M"), now + 6.0, now + 6.1).startswith("answered while x.Y/Freeze")
+    assert spans.read_reason(("M",), now + 4.0, now + 4.9) == "", "answered before the freeze started"

@@ -136,3 +136,34 @@ async def test_a_write_judged_while_the_other_is_still_in_flight_at_bank_is_tain
     # the freeze's answer differs too (BK's balance holds the deposit): tainted, by the key the deposit left
     # out of step (refused on one side, applied on the other), or by the deposit in flight with it
     assert frozen.verdict is Verdict.TAINTED, (frozen.reason, frozen.differences)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_read_answered_while_a_write_on_its_key_was_in_flight_at_bank_is_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """A deposit held at Bank while the account's balance is read: Bank answers the read before it applies
+    the deposit. The deposit came first, so BK is sent the read after it, and its balance holds the deposit.
+    The read's answers differ by the order alone: tainted, naming the deposit, not a real mismatch blamed on
+    BK. Before, a real mismatch. The same read once the deposit is answered matches."""
+    async with _custody(tmp_path, dataplane) as (_, proxy, sink, client):
+        opened = await client.call("OpenAccount", client_ref="R", owner="Ada")
+        await sink.wait_for(1, where=_named("OpenAccount"))
+        account = opened.message.account_id
+        gate = proxy.gated["/Deposit"] = asyncio.Event()
+        deposit = asyncio.ensure_future(client.call("Deposit", account_id=account, amount="5"))
+        await until(lambda: proxy.arrived == 1, "the deposit held at Bank")
+        before = await client.call("GetBalance", account_id=account)
+        gate.set()
+        assert (await deposit).ok
+        after = await client.call("GetBalance", account_id=account)
+        assert (before.message.balance, after.message.balance) != ("", ""), (before, after)
+        assert before.message.balance != after.message.balance, "Bank answered the read before it deposited"
+        reads = await sink.wait_for(2, where=_named("GetBalance"))
+    raced, settled = sorted(reads, key=lambda c: c.exchange.started_at)
+    assert raced.differences, "BK's balance holds the deposit, Bank's does not"
+    assert (raced.verdict, raced.reason.split(" on its key")[0]) == (
+        Verdict.TAINTED,
+        "answered while custody.v1.Custody/Deposit was in flight at the primary",
+    ), (raced.verdict, raced.reason, raced.differences)
+    assert (settled.verdict, settled.reason) == (Verdict.MATCH, "")

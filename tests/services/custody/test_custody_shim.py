@@ -10,8 +10,9 @@ Acceptance, with BK's bugs on: after a concurrent workload and a write made whil
   same-account transfer Bank refuses and BK books as nothing), so nothing else is a mismatch;
 - nothing is hidden: no call is `skipped`, `shadow-error` or `error`, but the write made while
   Bank was down, whose reason must say why; a call is `tainted` only on an account out of step
-  that the shim then checked (both books read: found in step, or found different), and every
-  real difference of a tainted call is a planted bug;
+  that the shim then checked (both books read: found in step, or found different), or as a read
+  Bank answered while a write on its account was in flight there, which the clients' own times
+  confirm; and every real difference of a tainted call is a planted bug;
 - the two books agree, but for the cents of the transfers that round apart;
 - `shim gate` exits 1.
 
@@ -47,6 +48,9 @@ DOWN_AMOUNT = "77.70"  # deposited while Bank is down
 _UNAVAILABLE = 14
 _BANK_IDS = re.compile(r"(A|M)[1-9][0-9]*\Z")
 _INDEX = re.compile(r"\[\d+\]")
+# a read the primary answered while a write on its key was in flight there (`shim.shadow.together`)
+_RACED = re.compile(r"answered while (\S+) was in flight at the primary on its key '([^']*)'")
+_SLACK = 0.05  # seconds between the shim's clock and the clients' (one machine), and the shim's own steps
 
 
 @dataclass
@@ -194,7 +198,14 @@ def _judge_comparisons(run: Run, facts: Facts, bugs: frozenset[str], findings: _
         real = [f"{d.path} {d.bank!r}->{d.bk!r}" for d in c.real_differences]
         if c.verdict in (Verdict.SKIPPED, Verdict.SHADOW_ERROR, Verdict.ERROR):
             findings.add(f"{c.verdict.value} {method}", f"{call}: {c.reason} | real differences: {real}")
-        if c.verdict is Verdict.TAINTED:
+        if c.verdict is Verdict.TAINTED and (raced := _RACED.match(c.reason)):
+            writer, key = raced.group(1).rpartition("/")[2], raced.group(2)
+            if not _raced(run.result, c, writer, key):
+                findings.add(
+                    f"tainted {method} by a write in flight on its key when the clients had none there",
+                    f"{call}: {c.reason} | real differences: {real}",
+                )
+        elif c.verdict is Verdict.TAINTED:
             keys = c.exchange.routing_key.split(",")
             if not any(run.checks.get(key) in ("in-step", "differs") for key in keys):
                 checks = [run.checks.get(k) for k in keys]
@@ -217,6 +228,17 @@ def _judge_comparisons(run: Run, facts: Facts, bugs: frozenset[str], findings: _
             )
     for bug in sorted((facts.triggered() & bugs) - reported):
         findings.add(f"planted bug {bug!r} triggered but never reported as a real mismatch", "-")
+
+
+def _raced(result: Result, read: Comparison, writer: str, key: str) -> bool:
+    """Whether, by the clients' own times, a `writer` call naming `key` was under way while the shim had
+    `read` under way at Bank (from when it received it until Bank answered it, with a clock's slack)."""
+    start = read.exchange.started_at
+    end = start + read.exchange.primary.latency + _SLACK
+    return any(
+        call.method == writer and key in call.request.values() and call.sent < end and start < call.ended
+        for call in result.calls
+    )
 
 
 def _judge_answers(run: Run, findings: _Findings) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +63,8 @@ class Call:
     method: str  # "Transfer", ...
     request: dict[str, Any]
     answer: Answer
+    sent: float = 0.0  # time.time() as the client sent it
+    ended: float = 0.0  # ... and as its answer came
 
 
 @dataclass
@@ -127,8 +130,10 @@ class _Session:
         return next((a for a in self.accounts if a.frozen), None)
 
     async def _do(self, intent: str, method: str, **request: Any) -> Answer:
+        sent = time.time()
         answer = await self.client.call(method, **request)
-        self.result.calls.append(Call(self.index, self.seq, intent, method, request, answer))
+        call = Call(self.index, self.seq, intent, method, request, answer, sent, time.time())
+        self.result.calls.append(call)
         self.seq += 1
         self.left -= 1
         return answer

@@ -13,9 +13,15 @@ from comparators._id_walk import Walk
 from comparators.descriptors import DescriptorRegistry
 from comparators.rules import RuleSet
 
+# whether an id of a side's answer ("bank", "bk") has a pair already: named again there, it mints nothing
+Known = Callable[[Found, str], bool]
+
 
 def pair_up(
-    bank: Sequence[Found], bk: Sequence[Found], moves: Mapping[Path, Mapping[int, int]] | None = None
+    bank: Sequence[Found],
+    bk: Sequence[Found],
+    moves: Mapping[Path, Mapping[int, int]] | None = None,
+    known: Known | None = None,
 ) -> list[tuple[Found, Found]]:
     """Minted ids of the two answers paired by kind and place: the same path on both sides.
 
@@ -29,9 +35,9 @@ def pair_up(
     A list in `moves` (one a `keyed` or `multiset` rule lets BK answer in
     another order: `comparators._id_lists.list_moves`) pairs each of Bank's
     elements with the one of BK's it faces there, whatever the lengths, and
-    an element facing none pairs nothing.
+    an element facing none pairs nothing. `known`: see `astray`.
     """
-    limit = astray(bank, bk)
+    limit = astray(bank, bk, known)
     moves = moves or {}
     right = {(f.kind, f.path): f for f in bk if f.minted}
     lengths: dict[tuple[str, str, tuple[str | int, ...]], set[int]] = {}
@@ -73,6 +79,7 @@ def pair_answers(
     answers: tuple[Sequence[message.Message], Sequence[message.Message]],
     minted: tuple[Sequence[Found], Sequence[Found]],
     read_as_bank: Callable[[Found], str | None] | None = None,
+    known: Known | None = None,
 ) -> tuple[list[tuple[Found, Found]], list[tuple[Found, Found]]]:
     """`pair_up` of the ids minted in two answers (`minted`: Bank's, then BK's, found in `answers`), each
     list a `keyed` or `multiset` rule lets BK answer in another order paired as the rule pairs its elements
@@ -80,29 +87,44 @@ def pair_answers(
     as it pairs them: to read these answers alone, never to be learned."""
     bank, bk = minted
     moves = list_moves(fields, registry, rules, method, answers, minted, read_as_bank)
-    told = pair_up(bank, bk, moves.told)
+    told = pair_up(bank, bk, moves.told, known)
     if not any(moves.unsure.values()):
         return told, []
     either = {path: {**moves.told.get(path, {}), **unsure} for path, unsure in moves.unsure.items()}
     learned = set(told)
-    return told, [pair for pair in pair_up(bank, bk, {**moves.told, **either}) if pair not in learned]
+    unsure = pair_up(bank, bk, {**moves.told, **either}, known)
+    return told, [pair for pair in unsure if pair not in learned]
 
 
-def astray(bank: Sequence[Found], bk: Sequence[Found]) -> int | None:
+def astray(bank: Sequence[Found], bk: Sequence[Found], known: Known | None = None) -> int | None:
     """The first message (its index in the answers) in which the two sides' minted ids sit in other places:
     other kinds, or other fields (list positions aside: a list one side made longer is `pair_up`'s to
     judge); None when every message lines up. A message with ids on one side and none on the other is
-    such a message: the streams no longer face each other message for message from there."""
-    places: tuple[dict[int, set[tuple[str, tuple[str | int, ...]]]], ...] = ({}, {})
-    for side, found in zip(places, (bank, bk), strict=True):
-        for f in found:
-            if f.minted:
-                folded = tuple("*" if isinstance(p, int) else p for p in f.path[1:])
-                side.setdefault(int(f.path[0]), set()).add((f.kind, folded))
-    for index in sorted({*places[0], *places[1]}):
-        if places[0].get(index) != places[1].get(index):
+    such a message: the streams no longer face each other message for message from there. Unless the ids
+    `known` to have a pair already, named again there and minting nothing, are all that sit elsewhere: BK
+    refusing a cancel Bank carries out, its answer naming no order where Bank's names the order a
+    message before placed, is a difference in what the message says, not a message one side sent and
+    the other did not."""
+    every, new = _places(bank, bk, None), _places(bank, bk, known)
+    for index in sorted({*every[0], *every[1]}):
+        if every[0].get(index) != every[1].get(index) and (
+            known is None or new[0].get(index) != new[1].get(index)
+        ):
             return index
     return None
+
+
+def _places(
+    bank: Sequence[Found], bk: Sequence[Found], known: Known | None
+) -> tuple[dict[int, set[tuple[str, tuple[str | int, ...]]]], ...]:
+    """Per message, the places of each side's minted ids (but those `known` to have a pair already)."""
+    places: tuple[dict[int, set[tuple[str, tuple[str | int, ...]]]], ...] = ({}, {})
+    for side, name, found in zip(places, ("bank", "bk"), (bank, bk), strict=True):
+        for f in found:
+            if f.minted and (known is None or not known(f, name)):
+                folded = tuple("*" if isinstance(p, int) else p for p in f.path[1:])
+                side.setdefault(int(f.path[0]), set()).add((f.kind, folded))
+    return places
 
 
 def translate_answer(

@@ -45,7 +45,7 @@ from google.protobuf import message
 
 from comparators._id_kinds import OWNERS, Ambiguous, Found, IdError, IdKind, resolve
 from comparators._id_lists import Moved, Moves, list_moves
-from comparators._id_pairs import astray, pair_answers, pair_up, text_reads_as, translate_answer
+from comparators._id_pairs import Known, astray, pair_answers, pair_up, text_reads_as, translate_answer
 from comparators._id_walk import Walk
 from comparators.message_api import copy_from, serialize
 
@@ -56,6 +56,7 @@ __all__ = [
     "IdError",
     "IdFields",
     "IdKind",
+    "Known",
     "Moved",
     "Moves",
     "astray",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from google.protobuf import message
 
 from comparators import Outcome
-from comparators.ids import OWNERS, Ambiguous, Found, astray, pair_answers, pair_up, resolve
+from comparators.ids import OWNERS, Ambiguous, Found, Known, astray, pair_answers, pair_up, resolve
 from comparators.rules import RuleSet
 from shim._translation import Translation
 from shim.ids import Pending
@@ -138,11 +138,25 @@ class Learning:
         place in both, paired: unless these two messages hold ids in other places (one side sent a message
         the other did not), from which on nothing of this call is paired."""
         translation = self.translation
-        if not self.astray and astray(primary[0], shadow[0]) is not None:
+        bank, bk = (primary[0], shadow[0]) if translation.primary_is_bank else (shadow[0], primary[0])
+        if not self.astray and astray(bank, bk, self._known(first)) is not None:
             self.astray = True
             translation.counters.inc("ids_unpaired_streams_astray", self.method)
         if not self.astray:
             self._pair_up(primary, shadow, first)
+
+    def _known(self, first: message.Message | None) -> Known:
+        """Whether an id of a side's answers has a pair in memory already (`comparators.ids.astray`)."""
+        translation = self.translation
+        ids = translation.ids
+        assert ids is not None
+        scopes = translation.scopes(self.method, first, self.plan.learnable)
+
+        def known(found: Found, side: str) -> bool:
+            pair = resolve(found, lambda kind, value: ids.remembered(side, kind, value, scopes.get(kind, "")))
+            return isinstance(pair, str)
+
+        return known
 
     def decoded(self, plan: IdPlan, outcome: Outcome) -> list[message.Message]:
         """One side's answers to this call, decoded once."""
@@ -179,8 +193,9 @@ class Learning:
         assert ids is not None
         (bank, in_bank), (bk, in_bk) = (primary, shadow) if translation.primary_is_bank else (shadow, primary)
         registry = router.registry if router is not None else None
+        known = self._known(first)
         if registry is None or self._rules is None or not bank or not bk:
-            translation.pair(self.method, self.plan, pair_up(bank, bk), first)
+            translation.pair(self.method, self.plan, pair_up(bank, bk, known=known), first)
             return
 
         def read_as_bank(found: Found) -> str | None:  # BK's references, through the pairs in memory
@@ -189,7 +204,7 @@ class Learning:
 
         rules = self._rules()
         told, unsure = pair_answers(
-            ids.fields, registry, rules, self.method, (in_bank, in_bk), (bank, bk), read_as_bank
+            ids.fields, registry, rules, self.method, (in_bank, in_bk), (bank, bk), read_as_bank, known
         )
         translation.pair(self.method, self.plan, told, first)
         self._unsure += [(a.kind, a.value, b.value) for a, b in unsure if a.kind in self.plan.learnable]

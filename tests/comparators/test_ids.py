@@ -901,6 +901,28 @@ def test_pair_up_stops_at_the_first_message_whose_ids_sit_elsewhere() -> None:
     assert [(a.value, b.value) for a, b in pair_up(bank, lined)] == [("T1", "k1"), ("T2", "k2"), ("T3", "k3")]
 
 
+def test_an_id_named_again_that_has_a_pair_already_takes_no_place() -> None:
+    """Bank's second message names T1 again (already paired with k1), where BK's names nothing: it mints
+    nothing, so the streams still face each other and T2 pairs with k2. An id not known to have a pair
+    (T9) in that place still sets them astray."""
+    fields = sample_fields()
+    bank = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("T1", "T1", "T2")], None)
+    bk = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("k1", "", "k2")], None)
+    paired = {("bank", "T1"), ("bk", "k1")}
+
+    def known(found: Found, side: str) -> bool:
+        return (side, found.value) in paired
+
+    assert astray(bank, bk) == 1
+    assert astray(bank, bk, known) is None
+    assert [(a.value, b.value) for a, b in pair_up(bank, bk, known=known)][-1] == ("T2", "k2")
+    other = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("T1", "T9", "T2")], None)
+    assert astray(other, bk, known) == 1
+    # ids in the same places line up, known or not (a page token minted again pairs anew)
+    lined = fields.find(POST_TRADE, "response", [trade_of(t, "A1") for t in ("k1", "k7", "k2")], None)
+    assert astray(bank, lined, lambda found, side: side == "bank" and known(found, side)) is None
+
+
 def test_a_list_one_side_made_longer_does_not_set_the_stream_astray() -> None:
     """List positions are not places here: a longer list inside a message pairs nothing at that list
     (above), and the messages after it still pair."""

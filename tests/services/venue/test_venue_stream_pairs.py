@@ -27,7 +27,7 @@ from tests.services.venue.server import Served, serve
 from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_shim import _settings
 
-CANCELLED = 4  # venue.v1.Order.Status
+CANCELLED, REJECTED = 4, 6  # venue.v1.Status
 
 
 def _order(quantity: int) -> Any:
@@ -223,3 +223,47 @@ async def test_a_session_bk_answers_one_message_less_is_compared(tmp_path: Path,
         booked = [bk.book.get_order(new("GetOrderRequest", order_id=o)).quantity for o in bk.book.order_ids]
     assert booked == [120, 130, 150]
     assert trade.verdict is Verdict.MISMATCH, (trade.verdict, trade.reason)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_message_naming_an_order_already_paired_in_other_places_leaves_the_streams_facing(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """BK refuses a session's cancel of O1 that Bank carries out: Bank's ack names O1 (where a new order's
+    id is minted), BK's rejection names no order. The streams still face each other, message for message:
+    O1 was paired by the message before, so naming it again mints nothing. The session's next order, O2,
+    pairs as ever, and a later CancelOrder(O2) reaches BK's order. Before, the streams were taken to stop
+    facing each other at the cancel: O2 was never paired, and the client's later calls naming it were not
+    mirrored (skipped, unmapped-id), BK's order left open where Bank's was cancelled."""
+
+    def refusing_cancels(bk: Served) -> Callable[[Any], list[Any]]:
+        def acks(request: Any) -> list[Any]:
+            if request.WhichOneof("action") == "cancel":  # BK's bug: it refuses to cancel
+                return [message_class("TradeAck")(account="A", status=REJECTED, reason="not cancellable")]
+            return [bk.book.trade(request)]
+
+        return acks
+
+    async with venue(tmp_path, dataplane, refusing_cancels) as (shim, sink, client, bk):
+        async with client.session() as session:
+            first = (await session.send(_order(150))).order_id
+            cancelled = await session.send(
+                new("TradeRequest", account="A", cancel=new("CancelOrder", order_id=first))
+            )
+            second = (await session.send(_order(120))).order_id
+        assert (first, cancelled.status, second) == ("O1", CANCELLED, "O2")
+        await shim.drain()
+        assert (await client.cancel_order(second)).status == CANCELLED
+        await shim.drain()
+        assert shim.ids is not None
+        pairs = {bank_id: shim.ids.known("bank", "order", bank_id) for bank_id in (first, second)}
+        (trade,) = [c for c in sink.comparisons if c.method.endswith("/Trade")]
+        (cancel,) = [c for c in sink.comparisons if c.method.endswith("/CancelOrder")]
+        bk_orders = [bk.book.get_order(new("GetOrderRequest", order_id=o)) for o in bk.book.order_ids]
+    assert None not in pairs.values(), pairs
+    assert trade.verdict is Verdict.MISMATCH, (trade.verdict, trade.reason)  # BK's refusal, seen
+    assert {d.path.split(".")[-1] for d in trade.real_differences} == {"order_id", "status", "reason"}, (
+        trade.differences
+    )
+    assert (cancel.verdict, cancel.reason) == (Verdict.MATCH, ""), (cancel.verdict, cancel.reason)
+    assert {o.quantity: o.status for o in bk_orders}[120] == CANCELLED

@@ -396,18 +396,11 @@ def _worded(
     pairs = {(bank_id, bk_id) for (_, bk_id), bank_id in to_bank.items()} if to_bank else set()
     kept = []
     for difference in found:
-        bank, bk = difference.bank, difference.bk
-        if (
-            difference.rule
-            or difference.kind is not DiffKind.CHANGED
-            or difference.path in id_places
-            or not isinstance(bank, str)
-            or not isinstance(bk, str)
-        ):
+        texts = _free_text_of(difference, original, id_places)
+        if texts is None:
             kept.append(difference)
             continue
-        if original is not None:
-            bank, bk = original(bank), original(bk)
+        bank, bk = texts
         said = difference.path == _RICH_MESSAGE
         if (rule.exact or not said) and text_reads_as(bk, bank, to_bank):
             continue
@@ -417,6 +410,36 @@ def _worded(
             else difference
         )
     return kept
+
+
+def _free_text_of(
+    difference: Difference, original: Originals | None, id_places: set[str]
+) -> tuple[str, str] | None:
+    """Bank's and BK's texts as sent, when `difference` is a changed text outside the id locations that no
+    rule judged; else None."""
+    bank, bk = difference.bank, difference.bk
+    if (
+        difference.rule
+        or difference.kind is not DiffKind.CHANGED
+        or difference.path in id_places
+        or not isinstance(bank, str)
+        or not isinstance(bk, str)
+    ):
+        return None
+    return (original(bank), original(bk)) if original is not None else (bank, bk)
+
+
+def _reads_as_bank(
+    difference: Difference,
+    to_bank: dict[tuple[str, str], str] | None,
+    original: Originals | None,
+    id_places: set[str],
+) -> bool:
+    """Whether `difference` is free text (`_free_text_of`) in which BK's words are Bank's once each BK id of
+    the exchange's pairs in them is read as the Bank id it pairs with (a rejection's reason naming the
+    order: "O1 is not open" against BK's "ord-3f9a is not open")."""
+    texts = _free_text_of(difference, original, id_places)
+    return texts is not None and text_reads_as(texts[1], texts[0], to_bank)
 
 
 def _rich_code(difference: Difference, rules: RuleSet, method: str) -> Difference:
@@ -549,9 +572,27 @@ def _message_differences(
             diffs.append(Difference("<messages>", DiffKind.MESSAGE_COUNT, len(left), len(right)))
     elif decodable:
         walker.messages(decodable[0][0], decodable[0][1], "")
-    found = walker.out if own is None else [own.show(d) for d in walker.out]
+    found = walker.out
+    if ids is not None and _translates(to_bank):  # free text naming BK's ids, read as Bank's
+        places = _answer_id_places(ids, method, streamed, [*left, *right])
+        found = [d for d in found if not _reads_as_bank(d, to_bank, originals, places)]
+    found = found if own is None else [own.show(d) for d in found]
     diffs.extend([_unmapped(d, unmapped) for d in found] if unmapped else found)
     return diffs
+
+
+def _answer_id_places(
+    ids: IdFields, method: str, streamed: bool, answers: list[message.Message | None]
+) -> set[str]:
+    """Where decoded answer messages hold ids, named as a difference names its path."""
+    places = set()
+    for found in ids.find(method, "response", [m for m in answers if m is not None], None):
+        index, *rest = found.path
+        path = f"[{index}]" if streamed else ""
+        for step in rest:
+            path += f"[{step}]" if isinstance(step, int) else f".{step}" if path else str(step)
+        places.add(path)
+    return places
 
 
 def _redact(

@@ -1772,3 +1772,31 @@ def test_an_answer_side_owner_is_not_read_from_other_messages() -> None:
     detail.Pack(new("Inner", b="x"))
     status = status_pb2.Status(code=9, details=[detail])
     assert [(f.value, f.owner) for f in fields.find(GET, "", [status], None)] == [("x", "")]
+
+
+def test_free_text_in_answer_messages_reads_bk_s_ids_as_the_bank_ids_they_pair_with() -> None:
+    """An answer's text field worded as Bank's but naming BK's id where Bank's names its own (a rejection's
+    reason, "L1 is not open"), as rich error details are read: no difference. Before, a real mismatch on
+    every such answer, blamed on a BK with no bug. BK naming another thing, or wording it otherwise, is still
+    a difference; an id of digits alone is left as it is (a count could read as one by chance)."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    pairs = (("leaf", "L1", "x1"), ("leaf", "L2", "x2"), ("leaf", "7", "9"))
+
+    def holder(leaf: str, owner: str, *tags: str) -> Outcome:
+        return answer(new("Holder", one=new("Leaf", id=leaf, owner=owner, tags=tags)))
+
+    def differences(bk: Outcome, bank: Outcome | None = None) -> list[tuple[str, object, object]]:
+        bank = bank or holder("L1", "L1 is not open", "held by L1")
+        found = compare(exchange(LIST, bank, bk, ids=pairs), CUSTOM, None, fields)
+        return [(d.path, d.bank, d.bk) for d in found.real_differences]
+
+    assert differences(holder("x1", "x1 is not open", "held by x1")) == []
+    assert differences(holder("x1", "x2 is not open", "held by x1")) == [
+        ("one.owner", "L1 is not open", "x2 is not open")
+    ]
+    assert differences(holder("x1", "x1 is closed", "held by x1")) == [
+        ("one.owner", "L1 is not open", "x1 is closed")
+    ]
+    assert differences(holder("x1", "9 left", "held by x1"), holder("L1", "7 left", "held by L1")) == [
+        ("one.owner", "7 left", "9 left")
+    ]

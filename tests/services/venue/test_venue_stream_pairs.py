@@ -267,3 +267,39 @@ async def test_a_message_naming_an_order_already_paired_in_other_places_leaves_t
     )
     assert (cancel.verdict, cancel.reason) == (Verdict.MATCH, ""), (cancel.verdict, cancel.reason)
     assert {o.quantity: o.status for o in bk_orders}[120] == CANCELLED
+
+
+def naming_orders_in_reasons(side: Served) -> Callable[[Any], list[Any]]:
+    """`side`'s acks, a rejection's reason naming the order in the side's own id ("order O1 is not open")."""
+
+    def acks(request: Any) -> list[Any]:
+        ack = side.book.trade(request)
+        if ack.status == REJECTED and ack.order_id:
+            ack.reason = f"order {ack.order_id} is not open"
+        return [ack]
+
+    return acks
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_rejection_whose_reason_names_the_order_in_each_side_s_ids_is_the_same_rejection(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """Both sides refuse a session's cancel of a filled order, each naming the order in its reason in its
+    own ids ("order O1 is not open", "order ord-3f9a... is not open"): the same rejection, read through the
+    pair, as status details are. Before, every such message was a real mismatch blamed on a BK with no bug.
+    A reason naming another order is still a difference."""
+    async with venue(
+        tmp_path, dataplane, naming_orders_in_reasons, bank_answering=naming_orders_in_reasons
+    ) as (shim, sink, client, _):
+        async with client.session() as session:
+            filled = (await session.send(_order(50))).order_id
+            other = (await session.send(_order(60))).order_id
+            refused = await session.send(
+                new("TradeRequest", account="A", cancel=new("CancelOrder", order_id=filled))
+            )
+        assert (refused.status, refused.reason) == (REJECTED, f"order {filled} is not open")
+        await shim.drain()
+        (trade,) = [c for c in sink.comparisons if c.method.endswith("/Trade")]
+    assert (trade.verdict, trade.differences) == (Verdict.MATCH, ()), (trade.verdict, trade.differences)
+    assert other == "O2"

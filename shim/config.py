@@ -59,6 +59,7 @@ from shim.settings import (
     finish,
     one_of,
     read,
+    same_server,
     setting,
     take,
 )
@@ -196,6 +197,11 @@ class Config:
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
+            if same_server(self.bank.target, self.bk.target):
+                raise ConfigError(
+                    f"upstreams.bk.target {self.bk.target!r} is Bank's own address ({self.bank.target!r}):"
+                    " Bank would be compared with itself, and sent every write twice; give BK's address"
+                )
         self.record.check(self.serving.workers, self.store.url)
         self.ordering.check_store(self.store.url, self.serving.workers if self.bk is not None else 1)
         if self.mode != "bank" and self.bk is None:

@@ -200,6 +200,25 @@ def check_address(key: str, value: str) -> None:
         raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
 
 
+def same_server(one: str, other: str) -> bool:
+    """Whether two targets (HOST:PORT or a gRPC target) name one server as written: the same host and
+    port, whatever the scheme (`dns:///`, `ipv4:`) or case, loopback being one host however named."""
+    return _server(one) == _server(other)
+
+
+def _server(target: str) -> str:
+    target = target.strip().lower()
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target.removeprefix(scheme)
+            break
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if host in ("localhost", "::1") or host.startswith("127."):
+        host = "loopback"
+    return f"{host}:{port}"
+
+
 def duration(at_least: float = 0.0, at_most: float = MAX_DURATION, why: str = "") -> Kind:
     return Kind(
         "duration",

@@ -445,6 +445,21 @@ def test_an_upstreams_target_may_come_from_its_flag_alone(tmp_path: Path) -> Non
         _serve_settings("--config", path, "--bk", "k:2")
 
 
+@pytest.mark.parametrize(
+    ("bank", "bk"),
+    [("127.0.0.1:7101", "127.0.0.1:7101"), ("localhost:7101", "127.0.0.1:7101"),
+     ("dns:///Bank.internal:443", "bank.internal:443"), ("ipv4:127.0.0.1:7101", "[::1]:7101")],
+)  # fmt: skip
+def test_bk_at_bank_s_own_address_is_refused(bank: str, bk: str) -> None:
+    """BK's target naming Bank's own server (the same address, written another way, or loopback either
+    way): every write the clients make would be applied to Bank's book twice, and every answer match.
+    Refused, naming both; another port or host is BK's."""
+    with pytest.raises(ConfigError, match=r"^upstreams\.bk\.target .* is Bank's own address .*twice"):
+        _serve_settings("--bank", bank, "--bk", bk)
+    assert _serve_settings("--bank", bank, "--bk", "127.0.0.1:7102").bk is not None
+    assert _serve_settings("--bank", "bank-a:7101", "--bk", "bank-b:7101").bk is not None
+
+
 def test_flags_alone_need_no_file() -> None:
     """Without a config file the flags are the whole configuration; --bk alone selects shadow mode."""
     assert _serve_settings("--bank", "b:1") == Config(bank=Upstream("bank", "b:1"), mode="bank")

@@ -71,6 +71,11 @@ _UNRETIRE = (
     " answer, or be compared, from a book that lacks them; bring Bank's book up to BK's first (`shim"
     " reconcile` says where they differ), then switch with --force (recorded as forced)"
 )
+_RETIRE_KEPT = (
+    "{} keeps a mode of its own in which Bank is still called: retired, Bank would go on answering it from a"
+    " book that gets no write any more. Switch it to bk first (shim mode set bk METHOD --retire-bank),"
+    " then retire Bank"
+)
 _RETIRE_OUT_OF_STEP = (
     "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
     " right; reconcile, resolve and `shim resync` them (`shim resync --list`) before retiring Bank"
@@ -112,6 +117,12 @@ class Refused(ShimError):
         self.message = message
 
 
+def _bank_called(table: Mapping[str, str]) -> str:
+    """The methods whose own mode still calls Bank ("" when none does), with their modes."""
+    kept = sorted(scope for scope, mode in table.items() if scope != DEFAULT and mode != "bk")
+    return ", ".join(f"{scope.lstrip('/')} ({table[scope]})" for scope in kept)
+
+
 async def set_mode(
     shim: Switchable,
     mode: str,
@@ -150,6 +161,8 @@ async def set_mode(
         )
     now = time.time()
     current = shim.modes.table()
+    if mode == "bk" and DEFAULT in scopes and (kept := _bank_called(current)):
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _RETIRE_KEPT.format(kept))
     changes = [
         ModeChange(
             now, who or "unknown", scope, current.get(scope) or shim.modes.of(scope), mode, reason, False

@@ -223,6 +223,8 @@ async def test_promotion_is_refused_when_the_gate_fails_and_forced_with_an_audit
             pb.PostTradeRequest(account_id="M1", symbol="KO", side=pb.SIDE_BUY, quantity="2", price="1")
         )
         (change,) = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+        # (a method with a mode of its own in which Bank is still called is retired first)
+        await _set(admin, "bk", balance, force=True, retire_bank=True, reason="its reads first")
         retired = await _set(admin, "bk", force=True, retire_bank=True, reason="point of no return")
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="M2"))
         await shim.drain()

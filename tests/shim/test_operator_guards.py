@@ -136,3 +136,32 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
             history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
             assert [c.to_mode for c in history] == ["bk-primary"]
             assert shim.modes.default == "bk-primary"
+
+
+async def test_bank_is_not_retired_while_a_method_keeps_a_mode_in_which_bank_is_called(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A method with a mode of its own (GetBalance in shadow) when the default mode retires Bank: Bank would
+    still be called for it, and answer its clients from a book that gets no write any more. Refused, forced
+    or not, naming the method and its mode; once the method is switched to bk too, Bank is retired, and no
+    call reaches it."""
+    bank, _ = ledgers
+    balance = "bank.v1.Ledger/GetBalance"
+    async with _shim(ledgers, store={"url": str(tmp_path / "shim.db")}) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="K1", initial_deposit="100"))
+        await shim.drain()
+        await _set(admin, "shadow", balance, reason="its own mode")
+        for force in (False, True):
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, "bk", retire_bank=True, force=force, reason="retire")
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            details = refused.value.details() or ""
+            assert f"{balance} (shadow) keeps a mode of its own in which Bank is still called" in details, (
+                details
+            )
+        await _set(admin, "bk", balance, retire_bank=True, force=True, reason="retire it first")
+        modes = await _set(admin, "bk", retire_bank=True, force=True, reason="retire")
+        assert (modes.default_mode, dict(modes.methods)) == ("bk", {balance: "bk"})
+        await stub.Deposit(pb.DepositRequest(account_id="K1", amount="50"))
+        assert Decimal((await stub.GetBalance(pb.GetBalanceRequest(account_id="K1"))).cash) == Decimal("150")
+    assert await _cash(bank, "K1") == Decimal("100")

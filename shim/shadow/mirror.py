@@ -69,7 +69,7 @@ class Mirror:
         self._fed = 0  # request messages handed over
         self.primary_answers = 0  # answer messages the primary sent so far
         # when the primary's answer reached what carries it to the client (a copy's, from Envoy: the client
-        # had nothing before); None: now, as the answer is released
+        # had nothing before); None: now, as the answer is released. Once over: a stream's end, as known here
         self.answered_at: float | None = None
         self._again: asyncio.Task[Outcome | None] | None = None  # the primary asked again, for noise
         self.stage = ""  # what it waits for once the shadow answered ("": see the shadow call's)
@@ -168,7 +168,9 @@ class Mirror:
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
         self.places.answer_released(self.answered_at)
-        self.answered_at = answered = self.answered_at or time.time()  # (a read's span too: `Together`)
+        self.answered_at = answered = (
+            not self.plan.kind.server_streaming and self.answered_at
+        ) or time.time()
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()

@@ -168,9 +168,7 @@ class Mirror:
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
         self.places.answer_released(self.answered_at)
-        self.answered_at = answered = (
-            not self.plan.kind.server_streaming and self.answered_at
-        ) or time.time()
+        self.answered_at = at = (not self.plan.kind.server_streaming and self.answered_at) or time.time()
         shared = self._shared
         plan = self.plan.ids
         loop = asyncio.get_running_loop()
@@ -180,7 +178,7 @@ class Mirror:
             # after admission (call_soon keeps order), before the client can name what was minted
             self.admission.enter(self._expect, outcome)
         else:  # (the primary's span: when it started, when it answered, for the writes in flight together)
-            self.admission.enter(self.admission.answered, (self.started_at, answered))
+            self.admission.enter(self.admission.answered, (self.started_at, at))
         noise = shared.noise
         if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
             self._again = loop.create_task(

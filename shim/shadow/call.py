@@ -299,7 +299,7 @@ class ShadowCall:
         side.last_active = time.monotonic()
         if len(side.shadow_answered_at) < MESSAGE_TIMES:
             side.shadow_answered_at.append(time.time())
-        self._places.shadow_answers = self.answers
+        self._places.shadow_answered(self.answers)
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
         if self._plan.learns_per_message:

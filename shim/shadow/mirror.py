@@ -110,9 +110,7 @@ class Mirror:
     @property
     def waiting_for(self) -> str:
         """What the call waits for now (said when a switch waits for it too long)."""
-        if self.task.done():
-            return "nothing"
-        return self.stage or self._call.stage
+        return "nothing" if self.task.done() else self.stage or self._call.stage
 
     # -- fed by the primary handler; none of these wait --------------------------------
 
@@ -153,6 +151,8 @@ class Mirror:
         if self.admission.streamed:
             self.places.primary_answered(self._fed)
             self.places.caught_up(self._call.answers, self._call.sent)
+        elif not self.is_write:  # a read's stream: its place goes once the shadow caught up (`watching`)
+            self.places.watching(self.primary_answers)
         if self.plan.learns_per_message:
             # after admission (call_soon keeps order), before the client can name what was minted
             self.admission.enter(self._primary_minted, index, payload)

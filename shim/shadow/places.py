@@ -31,6 +31,7 @@ class Places:
         "_progress_base",
         "_sent_held",
         "_sent_long",
+        "_watched",
         "first_order",
         "fleet",
         "released",
@@ -60,6 +61,7 @@ class Places:
         self._hold, self._bound = hold, bound
         self._past = self._past_armed = self._sent_held = self._sent_long = 0
         self.shadow_answers = 0  # answer messages the shadow sent so far (any call kind)
+        self._watched = 0  # answer messages the primary sent so far, of a read's stream (`watching`)
         # a session's taint: why one of its messages, at its turn, was on a key out of step (the first such
         # reason; "": none). A key marked later, by a call after that message, does not explain it
         self.taint = ""
@@ -101,6 +103,30 @@ class Places:
         if self._hold > 0 and fed > self._past_armed:  # (an answer past no new message adds nothing)
             self._past_armed = fed
             asyncio.get_running_loop().call_later(self._hold, self._held, "_past", fed)
+
+    def shadow_answered(self, answers: int) -> None:
+        """The shadow sent its `answers`-th answer message (any call kind)."""
+        self.shadow_answers = answers
+        if self._watched:
+            self._watch()
+
+    def watching(self, primary_answers: int) -> None:
+        """The primary sent answer message `primary_answers` of a read's stream (one request, answers that
+        may go on as long as the client watches). Its place is released once the shadow has answered as
+        much as the primary, and the primary has sent nothing more for `ordering.stream_hold`: the shadow
+        has read what the read asked about, and the writes after it on its keys go on, each side's stream
+        showing them as they come. Before, they waited for the stream to end on the shadow, however long
+        the client watched (past `ordering.max_wait` they were given up, their keys out of step)."""
+        self._watched = primary_answers
+        self._watch()
+
+    def _watch(self) -> None:
+        if self._hold > 0 and self.ticket is not None and self.shadow_answers >= self._watched:
+            asyncio.get_running_loop().call_later(self._hold, self._watch_held, self._watched)
+
+    def _watch_held(self, answers: int) -> None:
+        if self.ticket is not None and self._watched == answers and self.shadow_answers >= answers:
+            self.ticket.release()
 
     def shadow_sent(self, sent: int) -> None:
         """Request message `sent` of a session went to the shadow."""

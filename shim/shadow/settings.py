@@ -71,7 +71,9 @@ class OrderingSettings:
         0.5,
         duration(),
         "a session's message the shadow's answers do not release holds its keys this long once the primary"
-        " answered past it (at most the shadow timeout once sent, the primary answering nothing past it)",
+        " answered past it (at most the shadow timeout once sent, the primary answering nothing past it); a"
+        " read's stream holds them this long once the shadow answered as much as the primary, which sent"
+        " nothing more",
     )
     max_wait: float = setting(
         30.0,

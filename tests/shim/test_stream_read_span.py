@@ -1,4 +1,5 @@
-"""A server-streaming read is in flight at the primary until its stream ends, not until its first answer.
+"""A server-streaming read (a watch) at the primary and at BK: how long it is in flight, and how long it holds
+its key's place in the order of mirrored calls.
 
 A small counter service of its own (`watch.v1.Counters`, described here, no codegen): `Add(key)` counts
 one more on a key and answers the count; `Watch(key)`, a read, streams the key's count, and again later.
@@ -131,6 +132,50 @@ async def test_a_write_between_a_streamed_read_s_answers_at_bank_taints_its_diff
             Verdict.TAINTED,
             "answered while watch.v1.Counters/Add was in flight at the primary",
         ), (compared.verdict, compared.reason, compared.differences)
+    finally:
+        await bank_server.stop(None)
+        await bk_server.stop(None)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_watch_left_open_does_not_hold_back_the_writes_on_its_key(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """A watch open on both sides, each having sent its first count, then an `Add` on its key: BK is sent
+    the add while the watch is still open (once BK has answered as much as Bank and Bank has sent nothing
+    more for `ordering.stream_hold`), so both sides count it in the watch's next answer, and the watch
+    matches. Before, the add waited for the watch to end on BK: for as long as the client kept watching,
+    and past `ordering.max_wait` it was given up, its key out of step."""
+    (tmp_path / "counters.binpb").write_bytes(_descriptors().SerializeToString())
+    bank_later, bk_later = asyncio.Event(), asyncio.Event()
+    bank, bk = Counters(bank_later), Counters(bk_later)
+    (bank_server, bank_address), (bk_server, bk_address) = await _serve(bank), await _serve(bk)
+    settings: dict[str, Any] = {
+        "descriptor_sets": [str(tmp_path / "counters.binpb")],
+        "methods": {name.lstrip("/"): MethodSettings(key=("key",)) for name in (ADD, WATCH)},
+    }
+    try:
+        async with (
+            running_shim(bank_address, bk_address, dataplane=dataplane, shadow_timeout=10.0, **settings) as (
+                shim,
+                sink,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            watch = channel.unary_stream(WATCH)(b"\x0a\x01w")
+            assert await watch.read() == _count(0)
+            await until(lambda: bk.watching == 1, "BK's watch sent its first count")
+            assert await channel.unary_unary(ADD)(b"\x0a\x01w") == _count(1)
+            await until(lambda: bk.counts.get("w") == 1, "BK sent the add while the watch is open", within=5)
+            assert not watch.done()
+            bank_later.set()
+            bk_later.set()
+            assert await watch.read() == _count(1)
+            await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
+            await shim.drain()
+            (compared,) = [c for c in sink.comparisons if c.method == WATCH]
+            assert shim.steps is not None and not shim.steps.keys
+        assert (compared.verdict, compared.differences) == (Verdict.MATCH, ()), (compared.reason, compared)
     finally:
         await bank_server.stop(None)
         await bk_server.stop(None)

@@ -69,6 +69,7 @@ _ENDED = "the copy ended before the primary's status (the client cancelled, or E
 # a read whose copy the processor takes up this share of Envoy's hold (`held_for`) after its call started
 # is shed: a plane that far behind would otherwise have Envoy drop copies, writes among them
 SHED_BEHIND = 0.8
+UNMIRRORED_ANSWERS_KEPT = 64  # answer messages of a write not mirrored kept for the ids they mint
 _log = structlog.get_logger("shim.processor")
 
 # headers that are gRPC's or HTTP's framing, not the call's metadata (grpc hides them from handlers too)
@@ -251,6 +252,7 @@ class _Copy:
         self._initial: tuple[tuple[str, str | bytes], ...] = ()
         self._answer_messages: list[bytes] = []
         self._keep = True
+        self._mints = False  # a write whose answers may mint ids: kept if it is not mirrored (`unmirrored`)
         self._started = time.perf_counter()
         self._started_at = time.time()
         self._deadline: float | None = None  # the client's, by Envoy's clock (`time.time()`), if it has one
@@ -309,7 +311,8 @@ class _Copy:
         self._metadata = _metadata(headers)
         self._requests.encoding = _first(headers, "grpc-encoding") or "identity"
         processor = self._processor
-        self._is_write = processor.plans.of(self.method).write
+        plan = processor.plans.of(self.method)
+        self._is_write, self._mints = plan.write, plan.write and bool(plan.ids.mints)
         processor.counters.inc("calls", self.method)
         timeout = grpc_timeout(_first(headers, "grpc-timeout"))
         if self._recorder is not None:
@@ -384,6 +387,8 @@ class _Copy:
         mirror = self._mirror
         if mirror is None:
             self._unmirrored_now().answers += 1  # a write that answered may have applied something
+            if self._mints and len(self._answer_messages) < UNMIRRORED_ANSWERS_KEPT:
+                self._answer_messages.append(answer)  # the ids it minted, kept without a counterpart
             return
         mirror.primary_message(answer)
         if self._keep:

@@ -215,6 +215,7 @@ class ShadowDispatcher:
         steps, router, translation = self.shared.steps, self.shared.router, self.shared.translation
         more, answered = (first.keys, first.answers) if isinstance(first, Unmirrored) else ((), 0)
         first = first.first if isinstance(first, Unmirrored) else first
+        self._minted_unpaired(method, first, primary)
         if steps is None or effect(primary, answered) == REFUSED:
             return
         keys: tuple[str, ...] = ()
@@ -226,6 +227,20 @@ class ShadowDispatcher:
             said += f" (it answered {answered} message{'s' if answered > 1 else ''} before {primary.status})"
         marked = tuple(dict.fromkeys((*keys, *more)))
         steps.mark(marked, method, f"{why}; the primary {said}", translation.client_side)
+
+    def _minted_unpaired(self, method: str, first: bytes | None, primary: Outcome) -> None:
+        """The ids a write that was not mirrored minted, kept as the primary's with no counterpart (with their
+        owners): a later call naming one is then known not to reach the shadow as the client meant it (not
+        sent, `unmapped-id`, on the owner's key), where it was sent naming an id the shadow never made."""
+        translation, plan = self.shared.translation, self.shared.plans.of(method).ids
+        if translation.ids is None or primary.code != 0 or not plan.mints or not primary.messages:
+            return
+        router = translation.router
+        request = router.decode(method, first) if router is not None and first is not None else None
+        found = translation.minted_in(
+            method, plan, translation.decode_answers(plan, primary.messages), request
+        )
+        translation.ids.settle(translation.expect(method, found, request, 0))
 
     def unimplemented(self, method: str, primary: Outcome) -> bool:
         """A call of a method the descriptors do not describe that the primary refused as UNIMPLEMENTED:

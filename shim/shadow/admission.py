@@ -99,7 +99,7 @@ class Admission:
         """A request message the client sent (called as it arrives, never waiting)."""
         loop = asyncio.get_running_loop()
         if self.streamed:  # each message takes its own place, before the writer may reach it
-            self.enter(self._admit_step, payload, index)
+            self.enter(self._admit_step, payload, index, time.time())
             self.asked = True
         elif self.batch:  # its keys, gathered off the primary's path; its place when the primary answers
             loop.call_soon(self._gather_keys, payload, index)
@@ -252,8 +252,9 @@ class Admission:
             else:  # the mirror is over: a write the primary never answered is in flight no more
                 together.over(self.keys, self)
 
-    def _admit_step(self, payload: bytes, index: int) -> None:
-        """A message of a request stream takes its place in the lanes of its own keys."""
+    def _admit_step(self, payload: bytes, index: int, arrived: float) -> None:
+        """A message of a request stream takes its place in the lanes of its own keys (`arrived`: when it
+        came, the first as its data plane saw it, if known: its start at the primary, for `Together`)."""
         shared = self._shared
         if self._over() or self.not_sampled:
             self.admitted.set()
@@ -269,7 +270,8 @@ class Admission:
             return
         if self.seq is None:
             self.seq = shared.lanes.write_seq
-        self.places.step(shared.lanes.enter(keys, self.is_write, own=self.places.steps))
+        at = (self.started or arrived) if index == 0 else arrived
+        self.places.step(shared.lanes.enter(keys, self.is_write, own=self.places.steps), self.is_write, at)
         self.keys = tuple(dict.fromkeys((*self.keys, *keys)))
         if self.spanned:  # a session's message after a switch it is under way across
             self.mark_spanned(keys if self.admitted.is_set() else None)
@@ -309,9 +311,7 @@ class Admission:
         """Whether no write on this read's keys came in since the lanes' `seq` (taken when the primary
         answered it), so that the primary asked again should answer alike; waits for the read's own place."""
         shared = self._shared
-        if (
-            shared.arrived is not None and not await shared.arrived()
-        ):  # a write Bank served may be unknown yet
+        if shared.arrived is not None and not await shared.arrived():  # a write Bank served may be unknown
             return False
         await self.admitted.wait()
         if self.seq is not None:  # a write that took its place after this read's came after it

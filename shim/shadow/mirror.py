@@ -56,7 +56,7 @@ class Mirror:
         self.probe = 0  # the breaker's probe this call is (`Breaker.probe`), 0: none
         self.fate = Fate(shared.timeout, shared.stream_idle, shared.max_wait)
         self.plan = shared.plans.of(method)
-        self.places = Places(shared.stream_hold, shared.timeout)
+        self.places = Places(shared.stream_hold, shared.timeout, shared.together, method)
         self.admission = Admission(shared, self.plan, is_write, self.places, lambda: self.task.done())
         self.learning = Learning(shared.translation, self.plan, self.places, shared.rules)
         self._call = ShadowCall(shared, method, metadata, client_timeout, self.fate, self.capture, self)

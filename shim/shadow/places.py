@@ -12,12 +12,14 @@ place is released when the call ends.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
 from shim._lanes import Ticket
 from shim.shadow.fate import until
 from shim.shadow.fleet import FleetPlace
+from shim.shadow.together import Together
 from shim.store.key_order import NOT_LATE, Late
 
 
@@ -25,12 +27,16 @@ class Places:
     __slots__ = (
         "_bound",
         "_hold",
+        "_method",
         "_past",
         "_past_armed",
         "_progress",
         "_progress_base",
         "_sent_held",
         "_sent_long",
+        "_spans",
+        "_spans_base",
+        "_together",
         "_watched",
         "first_order",
         "fleet",
@@ -43,7 +49,9 @@ class Places:
         "ticket",
     )
 
-    def __init__(self, hold: float = 0.0, bound: float = 0.0) -> None:
+    def __init__(
+        self, hold: float = 0.0, bound: float = 0.0, together: Together | None = None, method: str = ""
+    ) -> None:
         self.ticket: Ticket | None = None  # the call's place, for a call of one request message
         self.fleet: FleetPlace | None = None  # a write's place in its keys' order across replicas
         # one place per request message of a session, from the first not yet released (`released`)
@@ -62,13 +70,24 @@ class Places:
         self._past = self._past_armed = self._sent_held = self._sent_long = 0
         self.shadow_answers = 0  # answer messages the shadow sent so far (any call kind)
         self._watched = 0  # answer messages the primary sent so far, of a read's stream (`watching`)
+        # a session's writes in flight at the primary (`Together`): each message's place, from the first
+        # the primary has not answered past, and when it took it
+        self._together, self._method = together, method
+        self._spans: deque[tuple[Ticket, float]] = deque()
+        self._spans_base = 0  # the index of the first message of `_spans`
         # a session's taint: why one of its messages, at its turn, was on a key out of step (the first such
         # reason; "": none). A key marked later, by a call after that message, does not explain it
         self.taint = ""
 
-    def step(self, ticket: Ticket) -> None:
-        """The next request message of a session has its place."""
+    def step(self, ticket: Ticket, write: bool = False, at: float = 0.0) -> None:
+        """The next request message of a session has its place (a `write`'s is in flight at the primary from
+        `at`, when it came, until the primary answers past it, or the call ends: `Together`)."""
         self.steps.append(ticket)
+        if self._together is not None:  # kept by index, a message with no span too (start 0)
+            start = (at or time.time()) if write and ticket.keys else 0.0
+            if start:
+                self._together.started(ticket.keys, self._method, start, ticket)
+            self._spans.append((ticket, start))
         if not self.stepped_count:
             self.first_order = ticket.order
         self.stepped_count += 1
@@ -100,6 +119,13 @@ class Places:
     def primary_answered(self, fed: int) -> None:
         """The primary sent an answer message, having been sent `fed` request messages: it got past them."""
         self._progress.append(fed)
+        if self._together is not None:
+            now = time.time()
+            while self._spans and self._spans_base < fed:
+                ticket, start = self._spans.popleft()
+                self._spans_base += 1
+                if start:
+                    self._together.answered(ticket.keys, self._method, start, now, ticket)
         if self._hold > 0 and fed > self._past_armed:  # (an answer past no new message adds nothing)
             self._past_armed = fed
             asyncio.get_running_loop().call_later(self._hold, self._held, "_past", fed)
@@ -174,6 +200,10 @@ class Places:
         if self.fleet is not None:
             self.fleet.release(late)
         self.release_steps(self.stepped_count)
+        while self._spans and self._together is not None:  # in flight no more, answered past or not
+            ticket, start = self._spans.popleft()
+            if start:
+                self._together.over(ticket.keys, ticket)
 
     def step_of(self, index: int) -> Ticket | None:
         """The place of a session's request message `index`; None once released (or not yet taken)."""

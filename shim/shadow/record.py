@@ -74,7 +74,7 @@ async def conclude(
         mirror.learning,
         mirror.admission,
     )
-    keys, tainted = mirror.keys, ""
+    keys, tainted, keyed_method = mirror.keys, "", mirror.plan.keyed
     try:
         if primary is not None and translation.ids is not None:
             plan = mirror.plan.ids
@@ -89,7 +89,9 @@ async def conclude(
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
         if not tainted and mirror.is_write:  # in flight at the primary with another write on its keys
             tainted = shared.together.reason(keys, admission)
-        elif not tainted and keys and primary is not None:  # a read answered with a write there in flight
+        # a read answered with a write in flight on its keys; a read of a method with no key, on any key (one
+        # whose key is not known, or a keyed method's read naming none, is not such a listing)
+        elif not tainted and primary is not None and (keys or not (admission.names_unknown or keyed_method)):
             answered = mirror.answered_at or time.time()
             tainted = shared.together.read_reason(keys, admission.started or mirror.started_at, answered)
         if mirror.is_write:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 KEYS = 100_000
 PER_KEY = 8
 KEEP = 60.0  # seconds
+LATEST = 1_000  # the spans of the latest writes on any key, for a read with no key
 
 
 class Span(NamedTuple):
@@ -31,11 +32,13 @@ class Span(NamedTuple):
 
 
 class Together:
-    __slots__ = ("_keys", "_spans")
+    __slots__ = ("_keys", "_latest", "_spans")
 
     def __init__(self, keys: int = KEYS) -> None:
         self._spans: OrderedDict[str, list[Span]] = OrderedDict()  # by key, the most recently written last
         self._keys = keys
+        # the latest writes' spans on any key (a read with no key reads them all), by their token
+        self._latest: OrderedDict[object, tuple[str, Span]] = OrderedDict()
 
     def started(self, keys: tuple[str, ...], method: str, start: float, token: object) -> None:
         """A write on `keys` took its place, started at `start` (time.time()): in flight until answered."""
@@ -43,12 +46,17 @@ class Together:
 
     def answered(self, keys: tuple[str, ...], method: str, start: float, end: float, token: object) -> None:
         """The primary answered a write on `keys`, started at `start` and answered at `end` (time.time())."""
-        spans, old = self._spans, time.time() - KEEP
+        spans, old, span = self._spans, time.time() - KEEP, Span(start, end, method, token)
         for key in keys:
             kept = [s for s in spans.pop(key, ()) if s.end >= old and s.token is not token][-(PER_KEY - 1) :]
-            spans[key] = [*kept, Span(start, end, method, token)]
+            spans[key] = [*kept, span]
         while len(spans) > self._keys:
             spans.popitem(last=False)
+        if keys:
+            self._latest.pop(token, None)
+            self._latest[token] = (keys[0], span)
+            while len(self._latest) > LATEST:
+                self._latest.popitem(last=False)
 
     def over(self, keys: tuple[str, ...], token: object) -> None:
         """The write `token` is over with no answer of the primary's (its client cancelled, its copy was
@@ -60,6 +68,9 @@ class Together:
                 spans[:] = [
                     s._replace(end=now) if s.token is token and s.end == math.inf else s for s in spans
                 ]
+        latest = self._latest.get(token)
+        if latest is not None and latest[1].end == math.inf:
+            self._latest[token] = (latest[0], latest[1]._replace(end=now))
 
     def reason(self, keys: tuple[str, ...], token: object) -> str:
         """Why a difference the write `token` shows may come of the order its keys' writes went in: it was in
@@ -87,6 +98,14 @@ class Together:
                     f" {key!r}: whether its answer saw that write is not known (the shadow was sent them in"
                     " the order they came)"
                 )
+        if not keys:  # a read of every key (a listing with no key): any write in flight
+            for key, span in reversed(self._latest.values()):
+                if span.start < end and start < span.end:
+                    return (
+                        f"answered while {span.method.lstrip('/')} was in flight at the primary on key"
+                        f" {key!r} (the read has no key: it reads them all): whether its answer saw that"
+                        " write is not known (the shadow was sent them in the order they came)"
+                    )
         return ""
 
     def __len__(self) -> int:

@@ -85,3 +85,23 @@ def test_a_read_answered_while_a_write_on_one_of_its_keys_was_in_flight_names_th
     assert spans.read_reason(("L",), now + 0.5, now + 0.6) == "", "another key"
     assert spans.read_reason(("L", "M"), now + 6.0, now + 6.1).startswith("answered while x.Y/Freeze")
     assert spans.read_reason(("M",), now + 4.0, now + 4.9) == "", "answered before the freeze started"
+
+
+def test_a_read_with_no_key_names_a_write_in_flight_on_any_key_among_the_latest() -> None:
+    """A read of every key (a listing with no key) against the latest writes' spans on any key: one in flight
+    during it is named with its key; a write over before it, or one pushed out by `LATEST` newer writes, is
+    not. A write over with no answer (`over`) is in flight no more there either."""
+    now = time.time()
+    spans = Together()
+    held = object()
+    spans.started(("K",), "/x.Y/Freeze", now, held)
+    assert spans.read_reason((), now + 1.0, now + 1.1).startswith(
+        "answered while x.Y/Freeze was in flight at the primary on key 'K' (the read has no key"
+    )
+    spans.over(("K",), held)
+    assert spans.read_reason((), time.time() + 1.0, time.time() + 1.1) == "", "over: in flight no more"
+    spans.answered(("L",), "/x.Y/Deposit", now + 2.0, now + 3.0, object())
+    assert "x.Y/Deposit" in spans.read_reason((), now + 2.5, now + 2.6)
+    for n in range(together_module.LATEST):
+        spans.answered((f"M{n}",), "/x.Y/W", now + 10.0, now + 10.1, object())
+    assert spans.read_reason((), now + 2.5, now + 2.6) == "", "pushed out by newer writes"

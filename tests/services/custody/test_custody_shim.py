@@ -49,7 +49,7 @@ _UNAVAILABLE = 14
 _BANK_IDS = re.compile(r"(A|M)[1-9][0-9]*\Z")
 _INDEX = re.compile(r"\[\d+\]")
 # a read the primary answered while a write on its key was in flight there (`shim.shadow.together`)
-_RACED = re.compile(r"answered while (\S+) was in flight at the primary on its key '([^']*)'")
+_RACED = re.compile(r"answered while (\S+) was in flight at the primary on (?:its )?key '([^']*)'")
 _SLACK = 0.05  # seconds between the shim's clock and the clients' (one machine), and the shim's own steps
 
 

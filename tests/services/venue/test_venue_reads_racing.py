@@ -1,0 +1,61 @@
+"""Reads Bank answered while a session's message on their account was in flight there: Bank may have
+applied the message before answering the read, or not, while BK, sent the message first (it came
+first), answers the read after it. A difference of that order alone is `tainted`, naming the session's
+method, never a real mismatch blamed on BK: a read of the account (its key) and a read of every account
+(no key) alike. Before, both were real mismatches, and a clean BK failed the gate on realistic traffic.
+The same reads once the message is answered match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comparators import Verdict
+from tests.services.venue.server import Served
+from tests.services.venue.test_venue_recording import PLANES
+from tests.services.venue.test_venue_stream_pairs import _order, venue
+
+HELD = 70  # the quantity of the order Bank's session holds
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_reads_answered_while_a_sessions_message_on_their_account_was_in_flight_are_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    held, release = asyncio.Event(), asyncio.Event()
+
+    def holding(bank: Served) -> Callable[[Any], Any]:
+        async def acks(request: Any) -> list[Any]:
+            if request.new.quantity == HELD and not release.is_set():
+                held.set()
+                await release.wait()
+            return [bank.book.trade(request)]
+
+        return acks
+
+    async with venue(tmp_path, dataplane, bank_answering=holding) as (shim, sink, client, _):
+        async with client.session() as session:
+            sending = asyncio.ensure_future(session.send(_order(HELD)))
+            await held.wait()
+            during = [await client.get_account("A"), await client.list_accounts()]
+            release.set()
+            assert (await sending).order_id == "O1"
+        after = [await client.get_account("A"), await client.list_accounts()]
+        assert during[0] != after[0], "Bank answered the reads before it applied the order"
+        await shim.drain()
+        reads = sorted(
+            (c for c in sink.comparisons if c.method.endswith(("/GetAccount", "/ListAccounts"))),
+            key=lambda c: c.exchange.started_at,
+        )
+    assert [c.method.rpartition("/")[2] for c in reads] == ["GetAccount", "ListAccounts"] * 2
+    raced, settled = reads[:2], reads[2:]
+    assert all(c.differences for c in raced), [c.differences for c in raced]
+    assert [(c.verdict, c.reason.split(" was in flight")[0]) for c in raced] == [
+        (Verdict.TAINTED, "answered while venue.v1.Venue/Trade")
+    ] * 2, [(c.verdict, c.reason) for c in raced]
+    assert [(c.verdict, c.reason) for c in settled] == [(Verdict.MATCH, "")] * 2

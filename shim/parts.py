@@ -130,6 +130,15 @@ def load_sealer(
     return Sealer(redactor.key, sealed, redactor.hash)
 
 
+def check(config: Config) -> None:
+    """The config compiled against its descriptor files, as a shim starting on it compiles it: its fault
+    (a method or field the descriptors do not have) raised before any port is taken, not hidden behind a
+    port in use. Descriptors from Bank's reflection are not fetched here: a shim asks Bank as it starts."""
+    source = config.descriptors.descriptor_source
+    if source == "files" or (source == "auto" and config.descriptors.descriptor_sets):
+        Parts(config, load_registry(config.descriptors.descriptor_sets))
+
+
 class Parts:
     """The config and the descriptors compiled: made once at start; only `rules` changes, on a reload."""
 

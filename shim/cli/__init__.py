@@ -276,13 +276,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shim.cli.serve import run, serve, settings_of
 
         config = settings_of(args)
+        from shim import dataplane
+        from shim.dataplane.supervisor import PLANE_ENV
+        from shim.parts import check
+
+        if PLANE_ENV not in os.environ:  # the config's faults first, before any port is taken
+            check(config)
         if config.serving.workers > 1:
             from shim.workers import supervise
 
             return supervise(config, args)
-        from shim import dataplane
-        from shim.dataplane.supervisor import PLANE_ENV
-
         if PLANE_ENV not in os.environ and dataplane.choose(config.serving.dataplane)[0] == "envoy":
             from shim.dataplane.supervisor import supervise as supervise_plane
 

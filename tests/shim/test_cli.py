@@ -288,6 +288,23 @@ FAILURES: list[Any] = [
         id="busy-port",
     ),
     pytest.param(
+        lambda tmp, port: ["--config", str(_unknown_method(tmp)), "--listen", f"127.0.0.1:{port}"],
+        "unknown method (not in the descriptors)",
+        id="config-fault-on-a-busy-port",  # the config's fault, not the port in use, on either data plane
+    ),
+    pytest.param(
+        lambda tmp, port: [
+            "--config",
+            str(_unknown_method(tmp)),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
+        "unknown method (not in the descriptors)",
+        id="config-fault-on-a-busy-port-workers",
+    ),
+    pytest.param(
         lambda tmp, port: [
             "--listen",
             "127.0.0.1:0",
@@ -386,6 +403,18 @@ def _config(folder: Path, text: str, big: bool = False) -> Path:
 def _invalid_config(folder: Path) -> Path:
     path = folder / "invalid.toml"
     path.write_text('[upstreams.bank]\ntarget = "127.0.0.1:1"\nretries = 3\n', encoding="utf-8")
+    return path
+
+
+def _unknown_method(folder: Path) -> Path:
+    """A config whose fault shows only against its descriptors: a method they do not describe."""
+    path = folder / "unknown-method.toml"
+    path.write_text(
+        f"descriptor_sets = [{json.dumps(str(BANK_BINPB))}]\n"
+        '[upstreams.bank]\ntarget = "127.0.0.1:1"\n[upstreams.bk]\ntarget = "127.0.0.1:2"\n'
+        '[methods."bank.v1.Ledger/NoSuchMethod"]\nkey = ["account_id"]\n',
+        encoding="utf-8",
+    )
     return path
 
 

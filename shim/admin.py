@@ -73,8 +73,8 @@ _UNRETIRE = (
 )
 _RETIRE_KEPT = (
     "{} keeps a mode of its own in which Bank is still called: retired, Bank would go on answering it from a"
-    " book that gets no write any more. Switch it to bk first (shim mode set bk METHOD --retire-bank),"
-    " then retire Bank"
+    " book that gets no write any more. Switch it to bk first (shim mode set bk --method METHOD"
+    " --retire-bank), then retire Bank"
 )
 _RETIRE_OUT_OF_STEP = (
     "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"

@@ -129,6 +129,7 @@ async def run(args: argparse.Namespace) -> int:
             if args.action == "show":
                 _print_modes(await stub.GetModes(pb.GetModesRequest(), metadata=metadata, timeout=_TIMEOUT))
             elif args.action == "set":
+                before = await stub.GetModes(pb.GetModesRequest(), metadata=metadata, timeout=_TIMEOUT)
                 request = pb.SetModeRequest(
                     mode=args.mode,
                     methods=args.method,
@@ -139,7 +140,10 @@ async def run(args: argparse.Namespace) -> int:
                     pause=args.pause,
                 )
                 # a switch holds calls for its pause at most: the answer comes within it, and the gate's time
-                _print_modes(await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT + args.pause))
+                after = await stub.SetMode(request, metadata=metadata, timeout=_TIMEOUT + args.pause)
+                if unchanged := _already(before, args.mode, args.method):
+                    print(f"nothing changed: {unchanged}")
+                _print_modes(after)
             else:
                 answer = await stub.ModeHistory(
                     pb.ModeHistoryRequest(limit=args.limit), metadata=metadata, timeout=_TIMEOUT
@@ -175,6 +179,16 @@ async def run(args: argparse.Namespace) -> int:
             print(f"shim mode: {'refused' if refused else 'error'}: {details}", file=sys.stderr)
             return EXIT_REFUSED if refused or unapplied else EXIT_FAILED
     return 0
+
+
+def _already(before: pb.Modes, mode: str, methods: list[str]) -> str:
+    """What was in `mode` already, when every scope a switch named was ("": something changed)."""
+    if not methods:
+        return f"the default mode is {mode} already" if before.default_mode == mode else ""
+    named = [m.lstrip("/") for m in methods]
+    if any(before.methods.get(m) != mode for m in named):
+        return ""
+    return f"{', '.join(named)} {'is' if len(named) == 1 else 'are'} in {mode} mode already"
 
 
 def _print_modes(modes: pb.Modes) -> None:

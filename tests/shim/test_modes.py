@@ -556,6 +556,35 @@ async def test_a_switch_refused_for_calls_in_flight_is_a_refusal_on_the_command_
     )
 
 
+async def test_a_switch_to_the_mode_in_force_says_nothing_changed(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """`shim mode set shadow` in shadow mode: nothing to change, nothing recorded, and the command says so
+    (exit 0: the mode asked for is in force). Before, it printed the modes as after any switch, and a
+    rollback that had nothing to roll back looked done. A method's own mode set anew is a change."""
+    balance = "bank.v1.Ledger/GetBalance"
+    async with _shim(ledgers, store={"url": str(tmp_path / "shim.db")}) as (shim, _, admin):
+        command = [sys.executable, "-m", "shim", "mode", "set", "shadow", "--reason", "r"]
+        where = ["--admin", f"127.0.0.1:{shim.admin_port}"]
+
+        async def mode_set(*more: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(
+                subprocess.run, [*command, *more, *where], capture_output=True, text=True, timeout=60
+            )
+
+        same, method, again = (
+            await mode_set(),
+            await mode_set("--method", balance),
+            await mode_set("--method", balance),
+        )
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert (same.returncode, method.returncode, again.returncode) == (0, 0, 0), (same.stderr, again.stderr)
+    assert same.stdout.startswith("nothing changed: the default mode is shadow already\n"), same.stdout
+    assert not method.stdout.startswith("nothing changed"), method.stdout
+    assert again.stdout.startswith(f"nothing changed: {balance} is in shadow mode already\n"), again.stdout
+    assert [(c.scope, c.to_mode) for c in history] == [(balance, "shadow")]
+
+
 def test_shim_mode_names_an_admin_address_it_cannot_use_and_one_where_nothing_answers() -> None:
     """A HOST without a port was dialled on port 443; an address off this host got the token sent in clear
     (the admin API listens on loopback only); with no admin API there, gRPC's own text was all it said."""

@@ -174,7 +174,8 @@ async def test_a_watch_left_open_does_not_hold_back_the_writes_on_its_key(
             await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
             await shim.drain()
             (compared,) = [c for c in sink.comparisons if c.method == WATCH]
-            assert shim.steps is not None and not shim.steps.keys
+            assert shim.steps is not None
+            assert not shim.steps.keys
         assert (compared.verdict, compared.differences) == (Verdict.MATCH, ()), (compared.reason, compared)
     finally:
         await bank_server.stop(None)

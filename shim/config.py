@@ -197,16 +197,20 @@ class Config:
         check_address("upstreams.bank.target", self.bank.target)
         if self.bk is not None:
             check_address("upstreams.bk.target", self.bk.target)
-            if same_server(self.bank.target, self.bk.target):
-                raise ConfigError(
-                    f"upstreams.bk.target {self.bk.target!r} is Bank's own address ({self.bank.target!r}):"
-                    " Bank would be compared with itself, and sent every write twice; give BK's address"
-                )
         self.record.check(self.serving.workers, self.store.url)
         self.ordering.check_store(self.store.url, self.serving.workers if self.bk is not None else 1)
         if self.mode != "bank" and self.bk is None:
             raise ConfigError(
                 f"mode {self.mode} needs a BK upstream (--bk HOST:PORT or [upstreams.bk] target)"
+            )
+
+    def check_sides(self) -> None:
+        """For the commands that call both sides (`shim serve`, `shim reconcile`): a ConfigError when BK's
+        target names Bank's own server (a replay calls BK alone, where Bank may have been recorded)."""
+        if self.bk is not None and same_server(self.bank.target, self.bk.target):
+            raise ConfigError(
+                f"upstreams.bk.target {self.bk.target!r} is Bank's own address ({self.bank.target!r}):"
+                " Bank would be compared with itself, and sent every write twice; give BK's address"
             )
 
     @property

@@ -281,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shim.parts import check
 
         if PLANE_ENV not in os.environ:  # the config's faults first, before any port is taken
+            config.check_sides()
             check(config)
         if config.serving.workers > 1:
             from shim.workers import supervise

@@ -85,6 +85,7 @@ def sides_of(args: argparse.Namespace, missing: str) -> Sides:
         settings["adapters"] = args.adapters
     settings["mode"] = "shadow" if settings.get("bk") is not None else "bank"
     config = config_mod.build(settings)
+    config.check_sides()
     if config.reconcile is None:
         raise ShimError(f"{args.config} has no [reconcile] table: {missing}")
     if config.bk is None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from grpc import aio
 
-from shim.admin import set_mode
+from shim.admin import Refused, set_mode
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2 as pb
 from tests.backends import scripted_server
@@ -127,13 +127,27 @@ async def test_a_server_stream_under_way_does_not_block_a_switch(tmp_path: Path,
             mirrors = shim.dispatchers["bk"]
             # the shadow has answered the mirrored watch once: it has the request
             await until(lambda: mirrors.in_flight == 1, "the mirrored watch under way")
-            started = time.monotonic()
-            await set_mode(shim, "bk-primary", [], "test", "ops", force=True)
-            took = time.monotonic() - started
+            await _switch_past_slow_routes(shim, "bk-primary")
+            assert shim.modes.default == "bk-primary"
+            assert not watch.done(), "the switch applied while the watch was under way"
             release.set()
             assert _body(await watch.read()) == b"bank:last"
             await sink.wait_for(1)
     finally:
         await bank.stop()
         await bk.stop()
-    assert took < 1.0
+
+
+async def _switch_past_slow_routes(shim: Any, mode: str, tries: int = 3) -> None:
+    """`set_mode(shim, mode, force=True)`, tried again when it was refused only because Envoy, on a loaded
+    machine, took longer than the switch's pause to route the calls through the shim (nothing applied,
+    nothing recorded). A refusal for the calls in flight themselves is not tried again."""
+    for attempt in range(tries):
+        try:
+            await set_mode(shim, mode, [], "test", "ops", force=True)
+            return
+        except Refused as refused:
+            if "waiting for Envoy to route the calls through the shim" not in refused.message:
+                raise
+            if attempt == tries - 1:
+                raise

@@ -283,6 +283,11 @@ FAILURES: list[Any] = [
     pytest.param(lambda tmp, port: ["--config", str(_not_toml(tmp))], "not valid TOML", id="not-toml"),
     pytest.param(lambda tmp, port: ["--listen", "127.0.0.1:0"], "--bank", id="no-bank"),
     pytest.param(
+        lambda tmp, port: ["--listen", "127.0.0.1:0", "--bank", "127.0.0.1:7", "--bk", "localhost:7"],
+        "upstreams.bk.target 'localhost:7' is Bank's own address ('127.0.0.1:7')",
+        id="bk-at-bank",
+    ),
+    pytest.param(
         lambda tmp, port: ["--listen", f"127.0.0.1:{port}", "--bank", "127.0.0.1:1"],
         "cannot listen on 127.0.0.1:",
         id="busy-port",

@@ -455,9 +455,9 @@ def test_bk_at_bank_s_own_address_is_refused(bank: str, bk: str) -> None:
     way): every write the clients make would be applied to Bank's book twice, and every answer match.
     Refused, naming both; another port or host is BK's."""
     with pytest.raises(ConfigError, match=r"^upstreams\.bk\.target .* is Bank's own address .*twice"):
-        _serve_settings("--bank", bank, "--bk", bk)
-    assert _serve_settings("--bank", bank, "--bk", "127.0.0.1:7102").bk is not None
-    assert _serve_settings("--bank", "bank-a:7101", "--bk", "bank-b:7101").bk is not None
+        _serve_settings("--bank", bank, "--bk", bk).check_sides()
+    _serve_settings("--bank", bank, "--bk", "127.0.0.1:7102").check_sides()
+    _serve_settings("--bank", "bank-a:7101", "--bk", "bank-b:7101").check_sides()
 
 
 def test_flags_alone_need_no_file() -> None:

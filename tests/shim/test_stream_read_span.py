@@ -13,6 +13,7 @@ after it was not counted, and the difference was a real mismatch blamed on BK.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from google.protobuf import descriptor_pb2
 from grpc import aio
 
 from comparators import Verdict
+from shim.app import Shim
 from shim.routing import MethodSettings
-from shim.testing import running_shim
+from shim.testing import CapturingSink, running_shim
 from tests.helpers import PLANES, until
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -97,14 +99,12 @@ async def _serve(counters: Counters) -> tuple[aio.Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("dataplane", PLANES)
-async def test_a_write_between_a_streamed_read_s_answers_at_bank_taints_its_difference(
-    tmp_path: Path, dataplane: str
-) -> None:
+@contextlib.asynccontextmanager
+async def _counting(
+    tmp_path: Path, dataplane: str, bank: Counters, bk: Counters, **more: Any
+) -> AsyncIterator[tuple[Shim, CapturingSink, aio.Channel]]:
+    """Bank's and BK's counters served, and a shim in front of them keying both methods by the key."""
     (tmp_path / "counters.binpb").write_bytes(_descriptors().SerializeToString())
-    bank_later, bk_later = asyncio.Event(), asyncio.Event()
-    bk_later.set()
-    bank, bk = Counters(bank_later), Counters(bk_later)
     (bank_server, bank_address), (bk_server, bk_address) = await _serve(bank), await _serve(bk)
     settings: dict[str, Any] = {
         "descriptor_sets": [str(tmp_path / "counters.binpb")],
@@ -112,29 +112,42 @@ async def test_a_write_between_a_streamed_read_s_answers_at_bank_taints_its_diff
     }
     try:
         async with (
-            running_shim(bank_address, bk_address, dataplane=dataplane, **settings) as (shim, sink),
+            running_shim(bank_address, bk_address, dataplane=dataplane, **settings, **more) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
-            add = channel.unary_unary(ADD)
-            watch = channel.unary_stream(WATCH)(b"\x0a\x01k")
-            first = await watch.read()
-            await until(lambda: bank.watching == 1, "Bank's watch sent its first count")
-            assert await add(b"\x0a\x01k") == _count(1)
-            bank_later.set()
-            second = await watch.read()
-            assert (first, second) == (_count(0), _count(1)), "Bank counted the add between its two counts"
-            await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
-            await shim.drain()
-            (compared,) = [c for c in sink.comparisons if c.method == WATCH]
-        assert bk.counts == {"k": 1}
-        assert compared.differences, "BK's watch, sent before the add, counts 0 twice"
-        assert (compared.verdict, compared.reason.split(" on its key")[0]) == (
-            Verdict.TAINTED,
-            "answered while watch.v1.Counters/Add was in flight at the primary",
-        ), (compared.verdict, compared.reason, compared.differences)
+            yield shim, sink, channel
     finally:
+        bank.later.set()
+        bk.later.set()
         await bank_server.stop(None)
         await bk_server.stop(None)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_a_write_between_a_streamed_read_s_answers_at_bank_taints_its_difference(
+    tmp_path: Path, dataplane: str
+) -> None:
+    bank_later, bk_later = asyncio.Event(), asyncio.Event()
+    bk_later.set()
+    bank, bk = Counters(bank_later), Counters(bk_later)
+    async with _counting(tmp_path, dataplane, bank, bk) as (shim, sink, channel):
+        add = channel.unary_unary(ADD)
+        watch = channel.unary_stream(WATCH)(b"\x0a\x01k")
+        first = await watch.read()
+        await until(lambda: bank.watching == 1, "Bank's watch sent its first count")
+        assert await add(b"\x0a\x01k") == _count(1)
+        bank_later.set()
+        second = await watch.read()
+        assert (first, second) == (_count(0), _count(1)), "Bank counted the add between its two counts"
+        await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
+        await shim.drain()
+        (compared,) = [c for c in sink.comparisons if c.method == WATCH]
+    assert bk.counts == {"k": 1}
+    assert compared.differences, "BK's watch, sent before the add, counts 0 twice"
+    assert (compared.verdict, compared.reason.split(" on its key")[0]) == (
+        Verdict.TAINTED,
+        "answered while watch.v1.Counters/Add was in flight at the primary",
+    ), (compared.verdict, compared.reason, compared.differences)
 
 
 @pytest.mark.parametrize("dataplane", PLANES)
@@ -146,37 +159,21 @@ async def test_a_watch_left_open_does_not_hold_back_the_writes_on_its_key(
     more for `ordering.stream_hold`), so both sides count it in the watch's next answer, and the watch
     matches. Before, the add waited for the watch to end on BK: for as long as the client kept watching,
     and past `ordering.max_wait` it was given up, its key out of step."""
-    (tmp_path / "counters.binpb").write_bytes(_descriptors().SerializeToString())
     bank_later, bk_later = asyncio.Event(), asyncio.Event()
     bank, bk = Counters(bank_later), Counters(bk_later)
-    (bank_server, bank_address), (bk_server, bk_address) = await _serve(bank), await _serve(bk)
-    settings: dict[str, Any] = {
-        "descriptor_sets": [str(tmp_path / "counters.binpb")],
-        "methods": {name.lstrip("/"): MethodSettings(key=("key",)) for name in (ADD, WATCH)},
-    }
-    try:
-        async with (
-            running_shim(bank_address, bk_address, dataplane=dataplane, shadow_timeout=10.0, **settings) as (
-                shim,
-                sink,
-            ),
-            aio.insecure_channel(shim.address) as channel,
-        ):
-            watch = channel.unary_stream(WATCH)(b"\x0a\x01w")
-            assert await watch.read() == _count(0)
-            await until(lambda: bk.watching == 1, "BK's watch sent its first count")
-            assert await channel.unary_unary(ADD)(b"\x0a\x01w") == _count(1)
-            await until(lambda: bk.counts.get("w") == 1, "BK sent the add while the watch is open", within=5)
-            assert not watch.done()
-            bank_later.set()
-            bk_later.set()
-            assert await watch.read() == _count(1)
-            await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
-            await shim.drain()
-            (compared,) = [c for c in sink.comparisons if c.method == WATCH]
-            assert shim.steps is not None
-            assert not shim.steps.keys
-        assert (compared.verdict, compared.differences) == (Verdict.MATCH, ()), (compared.reason, compared)
-    finally:
-        await bank_server.stop(None)
-        await bk_server.stop(None)
+    async with _counting(tmp_path, dataplane, bank, bk, shadow_timeout=10.0) as (shim, sink, channel):
+        watch = channel.unary_stream(WATCH)(b"\x0a\x01w")
+        assert await watch.read() == _count(0)
+        await until(lambda: bk.watching == 1, "BK's watch sent its first count")
+        assert await channel.unary_unary(ADD)(b"\x0a\x01w") == _count(1)
+        await until(lambda: bk.counts.get("w") == 1, "BK sent the add while the watch is open", within=5)
+        assert not watch.done()
+        bank_later.set()
+        bk_later.set()
+        assert await watch.read() == _count(1)
+        await until(lambda: any(c.method == WATCH for c in sink.comparisons), "the watch compared")
+        await shim.drain()
+        (compared,) = [c for c in sink.comparisons if c.method == WATCH]
+        assert shim.steps is not None
+        assert not shim.steps.keys
+    assert (compared.verdict, compared.differences) == (Verdict.MATCH, ()), (compared.reason, compared)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -371,6 +372,9 @@ async def test_a_stopped_side_is_unavailable_and_a_restart_serves_the_same_book_
         await served.restart()
         assert (served.running, served.address) == (True, address)
         async with aio.insecure_channel(address) as channel:
+            # the refused connection above may still be in its reconnect backoff (gRPC shares it between
+            # channels to one address): a client waits for the server back, as a client would
+            await asyncio.wait_for(channel.channel_ready(), 10)
             assert await _balance(Client(channel), account.account_id) == "12.50"
     finally:
         await served.stop()

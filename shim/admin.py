@@ -42,7 +42,7 @@ from shim.fleet import Fleet, Unapplied, Unswitched
 from shim.gate import UNMIRRORED
 from shim.modes import DEFAULT, Modes
 from shim.steps import Steps
-from shim.store import ModeChange, Store, StoreError
+from shim.store import NO_KEY, ModeChange, Store, StoreError, shown_key
 
 
 class Switchable(Protocol):
@@ -91,12 +91,12 @@ async def _out_of_step(shim: Switchable) -> str:
         stored = await shim.store.marks.out_of_step()
     except StoreError as exc:
         raise Refused(grpc.StatusCode.UNAVAILABLE, f"the store cannot be read: {exc}") from exc
-    keys = list(
-        dict.fromkeys([*(m.key for m in stored), *(shim.steps.keys if shim.steps is not None else ())])
-    )
+    held = shim.steps
+    here = [*held.keys, *([NO_KEY] if held.no_key is not None else [])] if held is not None else []
+    keys = list(dict.fromkeys([*(m.key for m in stored), *here]))
     if not keys:
         return ""
-    named = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
     return f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"
 
 

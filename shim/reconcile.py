@@ -54,7 +54,7 @@ from shim.errors import ShimError
 from shim.ids import IdBook
 from shim.reconcile_keys import Keys, Target, set_key
 from shim.reconcile_settings import KEY_SOURCES, Read, ReconcileSettings, check, parse
-from shim.store.records import OutOfStep
+from shim.store.records import NO_KEY, OutOfStep
 
 CONCURRENCY = 8  # keys read at once
 EMPTY_PAGES = 100  # empty pages in a row, each with a new token, after which a listing is taken to be endless
@@ -118,8 +118,9 @@ class Sweep:
         self.sides = {"bank": bank, "bk": bk}
         self.ids = ids
         self.names = Keys(ids)
-        # the keys out of step, as the store has them (an older shim's mark on every key names none)
-        self.marks = [mark for mark in marks if mark.key != "*"]
+        # the keys out of step, as the store has them (an older shim's mark on every key, and the mark of
+        # the writes with no key, name none)
+        self.marks = [mark for mark in marks if mark.key not in ("*", NO_KEY)]
         self.timeout = timeout
 
     async def keys(self, side: str) -> list[Target]:

@@ -19,11 +19,15 @@ termination"): it may have applied it. A stream (a session) that answered
 messages and then refused may have applied what it answered: it is in step
 only with one that refused after as many answers.
 
-Only the write's own keys are marked. A write the shim cannot key marks
-nothing: its effect cannot be placed, and marking every key would hide every
-later real difference. It is logged and counted (`unkeyed_writes_out_of_step`);
-the differences it causes count as real until the books are reconciled, which
-can only make the evidence stricter, never hide a fault.
+Only the write's own keys are marked. A write the shim cannot key marks no
+key: its effect cannot be placed, and marking every key would hide every later
+real difference. It is logged and counted (`unkeyed_writes_out_of_step`); the
+differences it causes count as real until the books are reconciled, which can
+only make the evidence stricter, never hide a fault. It is kept in the store
+all the same, as the mark of no key (`NO_KEY`), which taints nothing and cannot
+be verified by a key's reads: `shim resync --list` shows it, Bank is not
+retired while it is there, and an operator clears it (`shim resync --force
+''`) once `shim reconcile` finds the books equal.
 
 Later differences on a key out of step are `tainted`: explained by the missed
 write, not counted as parity failures. The mark stays (in the store, so
@@ -53,7 +57,7 @@ import structlog
 
 from comparators import REFUSALS, Outcome, status_name
 from shim.metrics import Counters
-from shim.store import OutOfStep, Store, StoreError
+from shim.store import NO_KEY, OutOfStep, Store, StoreError
 
 _log = structlog.get_logger("shim.steps")
 
@@ -135,6 +139,8 @@ class Steps:
         self._fresh: dict[str, OutOfStep] = {}  # marked while a refresh was reading the store
         self._cleared: set[str] = set()  # cleared while a refresh was reading the store
         self._refreshing = False
+        self._no_key: OutOfStep | None = None  # the mark of no key, as the store had it or as made here
+        self._no_key_fresh = False  # made while a refresh was reading the store
         self._task: asyncio.Task[None] | None = None
         # missed writes seen per key (marked or already out of step): a verification that began before one
         # of them must not clear the mark
@@ -152,6 +158,11 @@ class Steps:
     @property
     def keys(self) -> dict[str, OutOfStep]:
         return dict(self._marks)
+
+    @property
+    def no_key(self) -> OutOfStep | None:
+        """The mark of the writes out of step with no key, when there is one (it taints nothing)."""
+        return self._no_key
 
     async def start(self) -> None:
         await self.refresh()
@@ -180,6 +191,7 @@ class Steps:
         self._refreshing = True
         self._fresh = {}
         self._cleared = set()
+        self._no_key_fresh = False
         try:
             marks = {mark.key: mark for mark in await self._store.marks.out_of_step()}
         finally:
@@ -187,13 +199,18 @@ class Steps:
         for key in self._cleared:
             marks.pop(key, None)
         marks.update(self._fresh)
+        no_key = marks.pop(NO_KEY, None)
+        if not self._no_key_fresh:
+            self._no_key = no_key
         self._marks = marks
 
     def mark(self, keys: Iterable[str], method: str, reason: str, side: str = "") -> list[OutOfStep]:
         """These keys (`side`'s ids: "bank", "bk", or "" when not known) missed a write; returns the new marks
         (a key out of step already keeps its mark, whose side becomes "" when this one's differs). A write
-        without keys marks nothing (see the module docstring)."""
+        without keys marks no key: it is kept in the store as the mark of no key (see the module
+        docstring)."""
         keys = tuple(k for k in keys if k)
+        now = time.time()
         if not keys:
             self._counters.inc("unkeyed_writes_out_of_step", method)
             _log.warning(
@@ -202,8 +219,11 @@ class Steps:
                 method=method,
                 reason=reason,
             )
+            mark = OutOfStep(NO_KEY, now, method, reason, self._replica, side)
+            self._no_key, self._no_key_fresh = self._no_key or mark, self._refreshing
+            if self._store is not None:
+                self._store.marks.put([mark])
             return []
-        now = time.time()
         marks = []
         again = []  # marked here already: the store keeps its earliest mark, or takes this one
         for key in keys:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shim.errors import ShimError
-from shim.store import Store
+from shim.store import NO_KEY, Store, shown_key
 from shim.terminal_text import printable
 from shim.units import parse_duration
 
@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # the commands that need grpc import it when they run
     from shim.reconcile import Sweep
 
 EVERY_KEY = "*"  # an older shim's mark on every key (shim.steps)
+_NO_KEY_HINT = (
+    "what they changed cannot be placed on a key: once `shim reconcile` finds the books equal, clear it"
+    " with shim resync --force ''"
+)
 
 EXIT_OUT_OF_STEP = 1
 
@@ -65,7 +69,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         "keys",
         nargs="*",
         metavar="KEY",
-        help='routing keys to verify and resync ("*": an older shim\'s mark)',
+        help='routing keys to verify and resync ("*": an older shim\'s mark; "": the writes with no key,'
+        " cleared with --force once shim reconcile finds the books equal)",
     )
 
 
@@ -91,7 +96,10 @@ async def _list(store: Store) -> None:
     checks = await store.marks.last_verifications()
     for mark in marks:
         key, method, reason = printable(mark.key), printable(mark.method.lstrip("/")), printable(mark.reason)
-        if mark.side == "bk":  # marked while BK answered: its clients spoke BK's ids
+        if mark.key == NO_KEY:
+            key = shown_key(NO_KEY)
+            reason += f" ({_NO_KEY_HINT})"
+        elif mark.side == "bk":  # marked while BK answered: its clients spoke BK's ids
             key += " (BK's id)"
         line = f"{key}\tsince {_when(mark.since)}\t{method}: {reason}"
         if mark.replica:
@@ -117,22 +125,24 @@ async def _resync(args: argparse.Namespace, store: Store) -> int:
         for key in args.keys:
             mark = marks.get(key)
             if mark is None:
-                print(f"{printable(key)}: was not out of step")
+                print(f"{printable(shown_key(key))}: was not out of step")
                 continue
             if not await store.marks.clear(key, mark.since, held[key][1]):  # marked again meanwhile
                 kept += 1
-                print(f"{printable(key)}: marked again meanwhile, kept (not cleared)")
+                print(f"{printable(shown_key(key))}: marked again meanwhile, kept (not cleared)")
                 continue
             store_verification(store, replica, Verification(key, time.time(), mark, "forced", "[]", True))
-            print(f"{printable(key)}: in step again (forced, not verified)")
+            print(f"{printable(shown_key(key))}: in step again (forced, not verified)")
         await store.flush()
         return EXIT_OUT_OF_STEP if kept else 0
     named = [key for key in args.keys if key in marks]
     for key in args.keys:
         if key not in marks:
-            print(f"{printable(key)}: was not out of step")
+            print(f"{printable(shown_key(key))}: was not out of step")
     if EVERY_KEY in named:
         raise ShimError('the "*" mark names no key that could be read: clear it with --force')
+    if NO_KEY in named:
+        raise ShimError(f"the writes out of step with no key name no key that could be read: {_NO_KEY_HINT}")
     if not named:
         return 0
     if not args.config:

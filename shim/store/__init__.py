@@ -54,6 +54,7 @@ from shim.store.modes import StoredModes
 from shim.store.pairs import SIDES, StoredPairs
 from shim.store.recordings import StoredRecordings
 from shim.store.records import (
+    NO_KEY,
     BkBuild,
     ComparisonRecord,
     IdPair,
@@ -64,6 +65,7 @@ from shim.store.records import (
     RecordingPart,
     StoredRecording,
     Unpaired,
+    shown_key,
 )
 
 
@@ -87,6 +89,7 @@ class Store(Engine):
 
 __all__ = [
     "MIGRATIONS",
+    "NO_KEY",
     "SIDES",
     "BkBuild",
     "ComparisonRecord",
@@ -107,5 +110,6 @@ __all__ = [
     "comparison_rows",
     "held_in",
     "sealed",
+    "shown_key",
     "shown_url",
 ]

@@ -27,11 +27,19 @@ class Unpaired:
     at: float
 
 
+NO_KEY = ""  # the key of the mark of the writes out of step that have no key (`shim.steps`)
+
+
+def shown_key(key: str) -> str:
+    """A marked key as messages name it: the mark of no key says what it stands for."""
+    return "(writes with no key)" if key == NO_KEY else key
+
+
 @dataclass(frozen=True, slots=True)
 class OutOfStep:
     """A routing key that a write reached on one side only."""
 
-    key: str  # a routing key, or "*" for every key
+    key: str  # a routing key, "*" for every key (an older shim's), or NO_KEY for the writes with none
     since: float  # unix time of the first write that was missed
     method: str  # "/pkg.Svc/Method" of that write
     reason: str

@@ -36,7 +36,7 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
         "two/one",
     ),
     "fleet_switch.py": (["--replicas", "2", "--switches", "1", "--rate", "20"], "calls held"),
-    "handover.py": (["--exchanges", "300"], "handed over together"),
+    "handover.py": (["--exchanges", "30"], "handed over together"),  # the baseline goes at ~10/s
     "latency.py": (["--calls", "50"], "added"),
     "overload.py": (["--rate", "100", "--duration", "1"], "clients' p99"),
     "plane_cpu.py": (["--rate", "100", "--duration", "1"], "comparison plane / Bank"),

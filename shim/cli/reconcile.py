@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from shim.ids import IdBook
 from shim.metrics import Counters
 from shim.parts import load_ids, load_redactor, load_registry, load_rules, load_sealer
 from shim.reconcile import KeyResult, ReconcileError, ReconcileSettings, Result, Sweep, check
-from shim.store import OutOfStep, Sealer, Store, StoreError, shown_url
+from shim.store import NO_KEY, OutOfStep, Sealer, Store, StoreError, shown_url
 from shim.terminal_text import cell, printable
 from shim.units import parse_duration
 
@@ -145,11 +146,27 @@ async def reconcile(args: argparse.Namespace) -> int:
         await sides.close()
         if store is not None:
             await store.close()
+    no_key = next((mark for mark in marks if mark.key == NO_KEY), None)
     if args.json:
-        print(json.dumps(_as_json(result), indent=2))
+        print(json.dumps(_as_json(result, no_key), indent=2))
     else:
         _print(Console(), result, source)
+        if no_key is not None:
+            _print_no_key(Console(), no_key, whole=result.agree and not args.keys_file)
     return 0 if result.agree else EXIT_DIFFERENT  # a key not read is not shown to agree
+
+
+def _print_no_key(console: Console, mark: OutOfStep, whole: bool) -> None:
+    """The mark of the writes out of step with no key: what the sweep says about it."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mark.since))
+    what = f"Writes with no key are out of step since {since} ({mark.method.lstrip('/')}: {mark.reason}). "
+    then = (
+        "Both books agree on every key swept: once no such write is under way, clear that mark with"
+        " shim resync --force ''"
+        if whole
+        else "They are cleared with shim resync --force '' once a sweep of every key finds the books equal"
+    )
+    console.print(Text(printable(what + then)), highlight=False)
 
 
 async def _keys(
@@ -178,7 +195,7 @@ async def _keys(
     if store is None:
         raise ShimError("no store to take the keys from: give --store URL, or --keys-file FILE")
     keys = await _keys_seen(store)
-    if not keys and not any(mark.key != "*" for mark in marks):  # a sweep of nothing would say "both agree"
+    if not keys and not any(mark.key not in ("*", NO_KEY) for mark in marks):  # a sweep of nothing: "agree"
         raise ShimError(f"the store ({store.url}) names no routing key: give --keys-file FILE")
     return keys, FROM_STORE
 
@@ -217,7 +234,7 @@ async def _store(url: str, named: bool = False) -> Store | None:
     return store
 
 
-def _as_json(result: Result) -> dict[str, Any]:
+def _as_json(result: Result, no_key: OutOfStep | None) -> dict[str, Any]:
     return {
         "keys": result.keys,
         "reads_per_key": result.reads,
@@ -251,6 +268,15 @@ def _as_json(result: Result) -> dict[str, Any]:
             }
             for r in result.unreadable
         ],
+        # the mark of the writes out of step with no key, when the store holds one
+        "no_key_out_of_step": None
+        if no_key is None
+        else {
+            "since": no_key.since,
+            "method": no_key.method,
+            "reason": no_key.reason,
+            "marked_by": no_key.replica,
+        },
     }
 
 

@@ -172,3 +172,58 @@ async def test_two_empty_listings_are_an_error_not_an_agreement(tmp_path: Path) 
         await bk.stop()
     assert (code, out) == (2, ""), err
     assert "neither Bank nor BK lists any key (custody.v1.Custody/ListAccounts)" in err
+
+
+async def test_the_mark_of_the_writes_with_no_key_is_named_by_a_sweep_and_never_read_as_a_key(
+    tmp_path: Path,
+) -> None:
+    """A store whose only mark is that of the writes out of step with no key names no routing key: an
+    error, never an agreement. With traffic, the sweep reads the keys alone; agreeing on every key, it
+    says the mark can be cleared, and how; on the keys of a file, that a sweep of every key is needed
+    first. The JSON carries the mark."""
+    from shim.store import NO_KEY, OutOfStep, Store
+
+    config, store = _config(tmp_path), tmp_path / "shim.db"
+    mark = OutOfStep(
+        NO_KEY, 1_800_000_000.0, "/custody.v1.Custody/Freeze", "Bank applied it (OK), BK timed out"
+    )
+
+    async def marked(path: Path) -> None:
+        held = Store.open(str(path))
+        await held.start()
+        held.marks.put([mark])
+        await held.close()
+
+    await marked(tmp_path / "only.db")
+    code, _, err = await shim_command(
+        "reconcile", "--config", config, "--store", tmp_path / "only.db", "--bank", "127.0.0.1:1",
+        "--bk", "127.0.0.1:2",
+    )  # fmt: skip
+    assert code == 2, err
+    assert "names no routing key: give --keys-file FILE" in err
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        opened = await _traffic(bank, bk, store, accounts=3)
+        await marked(store)
+        code, result = await _reconcile(config, store, bank, bk)
+        assert (code, result["keys"], result["differing"], result["unreadable"]) == (0, 3, [], [])
+        assert result["no_key_out_of_step"]["method"] == mark.method
+        sides = ("--store", store, "--bank", bank.address, "--bk", bk.address)
+        whole = await shim_command("reconcile", "--config", config, *sides)
+        keys = tmp_path / "keys.txt"
+        keys.write_text(f"{opened[0]}\n", encoding="utf-8")
+        part = await shim_command("reconcile", "--config", config, *sides, "--keys-file", keys)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert whole[0] == 0, whole
+    said = " ".join(whole[1].split())
+    assert "Both sides agree: 3 keys" in said, said
+    assert "Writes with no key are out of step since 2027-01-15T08:00:00Z (custody.v1.Custody/Freeze:" in said
+    assert (
+        "Both books agree on every key swept: once no such write is under way, clear that mark with" in said
+    )
+    assert "shim resync --force ''" in said
+    assert part[0] == 0, part
+    said = " ".join(part[1].split())
+    assert "cleared with shim resync --force '' once a sweep of every key finds the books equal" in said, said

@@ -154,6 +154,10 @@ def _judge(
     differences = _status_differences(
         exchange.method, bank, bk, registry, rules, redactor, ids, to_bank, free
     )
+    if bank.failed and bk.failed and not any(d.path == "status.code" and not d.rule for d in differences):
+        # both broke alike (one code, or two a status rule holds equivalent): a failure's words are each
+        # server's own (a stack, a timeout's figure), and two broken calls are no agreement, whatever they say
+        differences = [d for d in differences if d.path == "status.code"]
     differences += _message_differences(
         exchange.method, bank, bk, info, registry, rules, ids, to_bank, redactor, _clock(exchange)
     )

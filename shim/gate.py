@@ -27,7 +27,8 @@ The evidence judged is that of the last `[gate] window`, and none from before th
 in service was declared (`shim bk-build`; `evidence_since`): an older build's answers prove nothing
 about this one's. Nor any from before the latest switch into or out of `bank` mode, on any scope:
 in `bank` mode nothing is mirrored, so BK's book lacks the writes made then, and what BK answered
-before says nothing about the book it holds since. The criteria come from
+before says nothing about the book it holds since; nor from before the latest switch into or out of `bk`
+mode, in which Bank is sent no write. The criteria come from
 `[gate]` in the config (`GateSettings`); `shim gate` prints each one and
 exits 0 only when all pass.
 """
@@ -92,15 +93,25 @@ class GateSettings:
 
 async def evidence_since(store: Store, window: float, until: float) -> float:
     """Where the gate's evidence starts, judged at `until`: `window` before it, not before the build of BK
-    then in service was declared, and not before the latest switch into or out of `bank` mode (BK was sent
-    no write in it)."""
+    then in service was declared, and not before the latest switch into or out of a mode in which one side
+    is sent no write (`ONE_SIDED`)."""
     build = await store.builds.in_service(until)
     since = until - window if build is None else max(until - window, build.at)
-    unmirrored = await store.modes.last_change_with(UNMIRRORED, until)
-    return since if unmirrored is None else max(since, unmirrored)
+    stretch = await one_sided_since(store, until)
+    return since if stretch is None else max(since, stretch)
+
+
+async def one_sided_since(store: Store, until: float) -> float | None:
+    """When a scope last went into or out of a mode in which one side is sent no write, at or before
+    `until` (None: never)."""
+    found = [at for mode in ONE_SIDED if (at := await store.modes.last_change_with(mode, until)) is not None]
+    return max(found, default=None)
 
 
 UNMIRRORED = "bank"  # the mode in which BK is sent nothing
+RETIRED = "bk"  # the mode in which Bank is sent nothing
+# a side's book lacks every write made in these modes, and what it answered before says nothing of it since
+ONE_SIDED = (UNMIRRORED, RETIRED)
 
 
 @dataclass(frozen=True, slots=True)

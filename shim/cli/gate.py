@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     import time
 
     from shim.evidence import build_report, rfc3339
-    from shim.gate import UNMIRRORED, evaluate, evidence_since
+    from shim.gate import evaluate, evidence_since, one_sided_since
     from shim.store import Store
     from shim.terminal_text import printable
 
@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> int:
     store = Store.open(url, create=False)
     await store.start()
     try:
-        unmirrored = await store.modes.last_change_with(UNMIRRORED, until)
+        unmirrored = await one_sided_since(store, until)
         report = await build_report(
             store,
             since=await evidence_since(store, window, until),
@@ -107,8 +107,8 @@ async def run(args: argparse.Namespace) -> int:
         )
     if unmirrored is not None and unmirrored >= until - window and unmirrored == report.since:
         print(
-            f"gate: a switch into or out of bank mode at {rfc3339(unmirrored)} (BK is sent no write in it):"
-            " the evidence from before it is not judged"
+            f"gate: a switch into or out of bank or bk mode at {rfc3339(unmirrored)} (one side is sent no"
+            " write in it): the evidence from before it is not judged"
         )
     rows = [  # method names come from the store: control characters escaped
         (

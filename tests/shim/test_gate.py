@@ -416,8 +416,30 @@ async def test_evidence_from_before_a_stretch_in_bank_mode_is_not_judged(recent:
         await store.close()
     done = _gate("--store", str(recent), *criteria)
     assert done.returncode == 1, done.stdout
-    assert "gate: a switch into or out of bank mode at " in done.stdout
+    assert "gate: a switch into or out of bank or bk mode at " in done.stdout
     assert "the evidence from before it is not judged" in done.stdout
+    assert "no method has a call in the window" in done.stdout
+
+
+async def test_evidence_from_before_a_stretch_in_bk_mode_is_not_judged(recent: Path) -> None:
+    """In bk mode Bank is sent no write: after a forced return to shadow, Bank's book lacks them, and the
+    comparisons from before the stretch say nothing about the books since. A stretch in bk mode on one
+    method restarts the evidence as one in bank mode does. Before, the old evidence passed the gate, and
+    BK was promoted again on it unforced."""
+    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    assert _gate("--store", str(recent), *criteria).returncode == 0
+    store = Store.open(str(recent))
+    await store.start()
+    try:
+        now = time.time()
+        deposit = "/bank.v1.Ledger/Deposit"
+        await store.modes.change([ModeChange(now - 60, "ops", deposit, "bk-primary", "bk", "retire", False)])
+        await store.modes.change([ModeChange(now - 30, "ops", deposit, "bk", "shadow", "rollback", True)])
+    finally:
+        await store.close()
+    done = _gate("--store", str(recent), *criteria)
+    assert done.returncode == 1, done.stdout
+    assert "gate: a switch into or out of bank or bk mode at " in done.stdout
     assert "no method has a call in the window" in done.stdout
 
 

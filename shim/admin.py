@@ -9,8 +9,8 @@ SetMode, in order:
 1. checks the request: a known mode, methods the descriptors know, a reason;
 2. retiring Bank (`bk`) needs `retire_bank`, and is refused while the store holds keys out of step,
    unless `force` (audited as forced);
-3. promotion (to `bk-primary` or `bk` from a mode where Bank answered) runs the
-   gate on the store's evidence for the methods concerned (the default mode:
+3. promotion (to `bk-primary` or `bk` from a mode where Bank answered), and retiring Bank from
+   `bk-primary`, run the gate on the store's evidence for the methods concerned (the default mode:
    `gate.methods`, else every method with evidence) and refuses when it fails,
    saying which criteria failed, unless `force` (audited as forced);
 4. switches every live replica sharing the store and records the change, as one
@@ -181,7 +181,10 @@ async def set_mode(
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _RETIRE_OUT_OF_STEP.format(out_of_step))
         changes = [replace(c, forced=bool(out_of_step)) for c in changes]
     promoting = mode in ("bk-primary", "bk") and any(c.from_mode in _BANK_ANSWERS for c in changes)
-    if promoting:
+    # retiring Bank from bk-primary: the point of no return is judged on the evidence since, as a promotion
+    # is (a new build of BK, a real mismatch found after the promotion)
+    retiring = mode == "bk" and any(c.from_mode == "bk-primary" for c in changes)
+    if promoting or retiring:
         moved = [s.lstrip("/") for s in scopes]
         if scopes == [DEFAULT]:
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
@@ -193,11 +196,10 @@ async def set_mode(
                     " (in bank mode BK is sent no write, so the evidence judged starts once it is mirrored"
                     " again: switch to shadow first)"
                 )
+            what = "BK may not become primary" if promoting else "Bank may not be retired"
             raise Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the gate fails, so BK may not become primary{unmirrored}: "
-                + "; ".join(failed)
-                + " (--force overrides)",
+                f"the gate fails, so {what}{unmirrored}: " + "; ".join(failed) + " (--force overrides)",
             )
         changes = [replace(c, forced=c.forced or bool(failed)) for c in changes]
     if not changes:

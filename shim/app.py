@@ -43,7 +43,7 @@ from shim.fleet import Fleet, Timing
 from shim.front import Front
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.modes import BK_ANSWERS, Modes
+from shim.modes import BK_ANSWERS, Modes, started_in
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.opening import open_recorder
@@ -147,8 +147,13 @@ class Shim:
             assert config.bk is not None
             store = await self.books.open(config, parts)
             try:
-                self.modes.restore(await store.modes.current())  # as the last switch left them
+                stored = await store.modes.current()
+                self.modes.restore(stored)  # as the last switch left them
                 history = await store.modes.history(limit=100_000)
+                started = started_in(self.modes.default, stored, history)
+                if started is not None:  # the config's mode, in the history (the gate reads it there)
+                    await store.modes.started(started)
+                    history.insert(0, started)
             except StoreError as exc:
                 await self.books.close()
                 raise StartupError(str(exc)) from exc

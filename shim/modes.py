@@ -29,9 +29,24 @@ from typing import Protocol
 import structlog
 
 from shim.errors import ShimError
+from shim.store.records import ModeChange
 
 DEFAULT = "*"
 BK_ANSWERS = frozenset({"bk-primary", "bk"})  # the modes in which BK answers the clients
+STARTED_BY = "shim serve (the config's mode)"  # who a mode a shim started in by its config is recorded as
+
+
+def started_in(default: str, stored: Mapping[str, str], history: Sequence[ModeChange]) -> ModeChange | None:
+    """The change to record when a shim starts in its config's `default` mode, no mode being set at run time
+    for the default scope (`stored`): from the default scope's last recorded mode (`history`, newest
+    first; "" when none), when it differs. Unrecorded, a restart in `bank` mode was a stretch the gate never
+    saw, and a promotion from it was judged as one from `shadow`."""
+    if DEFAULT in stored:
+        return None
+    last = next((change.to_mode for change in history if change.scope == DEFAULT), "")
+    if last == default or (not last and default == "shadow"):  # (a first start in shadow changes nothing)
+        return None
+    return ModeChange(time.time(), STARTED_BY, DEFAULT, last, default, "the mode the shim started in", False)
 
 
 def bk_answers(table: Mapping[str, str]) -> bool:

@@ -33,6 +33,16 @@ class StoredModes:
         """Set the modes and record the changes, in one transaction (every replica reads them)."""
         await self._engine.transaction(lambda db: write_changes(db, changes), write=True)
 
+    async def started(self, change: ModeChange) -> None:
+        """Record a mode a shim started in by its config, no mode being set at run time for the scope: the
+        history says so (the gate's evidence starts at a stretch in `bank` mode begun so), and the config
+        keeps deciding at the next start."""
+
+        def write(db: Db) -> None:
+            db.run(_INSERT_CHANGE, _change_row(change))
+
+        await self._engine.transaction(write, write=True)
+
     async def last_change_with(self, mode: str, until: float) -> float | None:
         """When a scope last went into or out of `mode`, at or before `until` (None: never)."""
         sql = "SELECT MAX(at) FROM mode_changes WHERE (from_mode = ? OR to_mode = ?) AND at <= ?"
@@ -53,16 +63,17 @@ def write_changes(db: Db, changes: Sequence[ModeChange]) -> None:
     """Set the modes and record the changes, within the caller's transaction."""
     for change in changes:
         db.run(_SET_MODE, (change.scope, change.to_mode, change.at))
-        db.run(
-            _INSERT_CHANGE,
-            (
-                secrets.token_hex(16),
-                change.at,
-                change.who,
-                change.scope,
-                change.from_mode,
-                change.to_mode,
-                change.reason,
-                int(change.forced),
-            ),
-        )
+        db.run(_INSERT_CHANGE, _change_row(change))
+
+
+def _change_row(change: ModeChange) -> tuple[object, ...]:
+    return (
+        secrets.token_hex(16),
+        change.at,
+        change.who,
+        change.scope,
+        change.from_mode,
+        change.to_mode,
+        change.reason,
+        int(change.forced),
+    )

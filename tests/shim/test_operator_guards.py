@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from sample_ledger.server import RunningLedger
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.config import Upstream
+from shim.modes import STARTED_BY
 from shim.testing import running_shim
 from tests.backends import forwarding
-from tests.helpers import until
+from tests.helpers import run_shim, until
 from tests.shim.test_evidence import Records
 from tests.shim.test_modes import AUTH, REGISTRY, TOKEN, _set, _settings, _shim
 
@@ -106,8 +108,13 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
 ) -> None:
     """In bk-primary a deposit's mirror to Bank is held on its way (a slow Bank) when Bank's retirement is
     asked: no key is out of step yet. The switch waits for the mirror, which times out, marking the key:
-    Bank is not retired then (unforced), and nothing is recorded."""
+    Bank is not retired then (unforced), and nothing is recorded. (The store holds clean evidence of every
+    method: the gate, which retiring from bk-primary runs, passes.)"""
     bank, bk = ledgers
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 3600, count=150)
+    await evidence.write_to(str(tmp_path / "shim.db"))
     async with forwarding(bank.address) as (front, running):
         gate = front.gated["/Deposit"] = asyncio.Event()
         async with (
@@ -165,3 +172,77 @@ async def test_bank_is_not_retired_while_a_method_keeps_a_mode_in_which_bank_is_
         await stub.Deposit(pb.DepositRequest(account_id="K1", amount="50"))
         assert Decimal((await stub.GetBalance(pb.GetBalanceRequest(account_id="K1"))).cash) == Decimal("150")
     assert await _cash(bank, "K1") == Decimal("100")
+
+
+async def test_a_shim_started_in_bank_mode_by_its_config_is_a_stretch_in_bank_mode(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The store holds clean evidence of every method from an hour ago, and no mode set at run time. The
+    shim is started in bank mode by its config (an incident): its start is recorded, a deposit reaches
+    Bank alone, and promoting straight from there is refused for want of evidence. Started in shadow again,
+    that is recorded too, and the gate judges nothing from before: BK's book lacks the deposit. A start in
+    the mode last recorded records nothing. Before, none of it was recorded: the gate passed on the old
+    evidence, and BK was promoted unforced."""
+    bank, bk = ledgers
+    store = str(tmp_path / "shim.db")
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 3600, count=150)
+    await evidence.write_to(store)
+    criteria = ("--store", store, "--min-compared", "100")
+    assert run_shim("gate", *criteria).returncode == 0
+    async with _shim(ledgers, store={"url": store}, mode="bank") as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="B1", initial_deposit="100"))
+        await shim.drain()
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", reason="promote")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "in bank mode BK is sent no write" in (refused.value.details() or "")
+    for _ in range(2):  # started in shadow twice: the second start changes nothing
+        async with _shim(ledgers, store={"url": store}) as (shim, stub, admin):
+            assert shim.modes.default == "shadow"
+            history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [(c.who, c.scope, c.from_mode, c.to_mode, c.forced) for c in history] == [
+        (STARTED_BY, "*", "bank", "shadow", False),
+        (STARTED_BY, "*", "", "bank", False),
+    ]
+    gate = run_shim("gate", *criteria)
+    assert gate.returncode == 1, gate.stdout
+    assert "gate: a switch into or out of bank or bk mode at " in gate.stdout
+    assert await _cash(bank, "B1") == Decimal("100")
+    with pytest.raises(aio.AioRpcError) as missing:
+        await _cash(bk, "B1")  # opened in bank mode: BK never had it
+    assert "no account" in (missing.value.details() or "")
+
+
+async def test_retiring_bank_from_bk_primary_is_judged_by_the_gate(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """BK is promoted on clean evidence; after the promotion, comparisons find real mismatches on a method
+    (a new bug of BK's). Retiring Bank from bk-primary, the point of no return, runs the gate on the
+    evidence since as the promotion did: refused, naming the failure, unless forced (recorded as forced).
+    Before, no gate ran there, and Bank was retired on the evidence from before the promotion."""
+    store = str(tmp_path / "shim.db")
+    clean = Records()
+    for method in REGISTRY.methods:
+        clean.add(method=method, at=time.time() - 3600, count=150)
+    await clean.write_to(store)
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        await _set(admin, "bk-primary", reason="the gate passes")
+        found = Records()
+        found.add("mismatch", method=f"/{DEPOSIT}", at=time.time(), real=[("cash", "150", "149")], count=5)
+        found.records = [replace(r, id=f"after-{r.id}") for r in found.records]
+        await found.write_to(store)
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk", retire_bank=True, reason="the point of no return")
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = refused.value.details() or ""
+        assert details.startswith("the gate fails, so Bank may not be retired: "), details
+        assert f"{DEPOSIT} real mismatch rate" in details, details
+        assert shim.modes.default == "bk-primary"
+        await _set(admin, "bk", retire_bank=True, force=True, reason="retired anyway")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [(c.from_mode, c.to_mode, c.forced) for c in history] == [
+        ("bk-primary", "bk", True),
+        ("shadow", "bk-primary", False),
+    ]

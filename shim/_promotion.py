@@ -4,19 +4,24 @@ of its own."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 import structlog
 
 from shim.config import Config
 from shim.evidence import build_report
-from shim.gate import evaluate, evidence_since
+from shim.gate import evaluate, evidence_since, is_method
 from shim.store import Store, StoreError
 
 _log = structlog.get_logger("shim.admin")
 
 
-async def gate_failures(store: Store, config: Config, methods: list[str]) -> list[str]:
-    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods)."""
+async def gate_failures(
+    store: Store, config: Config, methods: list[str], own: Collection[str] | None = None
+) -> list[str]:
+    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods).
+    With `own` (a change of the default mode: the methods with a mode of their own), every method with
+    evidence in the window that has none is judged too: the default moves it, described or not."""
     reader = await _reader(store, config.store.url)
     try:
         until = time.time()
@@ -32,6 +37,9 @@ async def gate_failures(store: Store, config: Config, methods: list[str]) -> lis
     finally:
         if reader is not store:
             await reader.close()
+    if own is not None and methods:  # (no methods: every method with evidence is judged already)
+        moved = [m.method for m in report.methods if is_method(m.method) and m.method not in own]
+        methods = list(dict.fromkeys([*methods, *moved]))
     result = evaluate(
         report,
         min_compared=config.gate.min_compared,

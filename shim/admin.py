@@ -185,10 +185,11 @@ async def set_mode(
     # is (a new build of BK, a real mismatch found after the promotion)
     retiring = mode == "bk" and any(c.from_mode == "bk-primary" for c in changes)
     if promoting or retiring:
-        moved = [s.lstrip("/") for s in scopes]
+        moved, own = [s.lstrip("/") for s in scopes], None
         if scopes == [DEFAULT]:
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
-        failed = await _gate_failures(shim, moved)
+            own = {scope.lstrip("/") for scope in current if scope != DEFAULT}
+        failed = await _gate_failures(shim, moved, own)
         if failed and not force:
             unmirrored = ""
             if any(c.from_mode == UNMIRRORED for c in changes):
@@ -236,8 +237,9 @@ def following_the_default(
     registry: DescriptorRegistry | None, modes: Mapping[str, str], required: Sequence[str]
 ) -> list[str]:
     """The methods a change of the default mode moves: each method of the descriptors without a mode of
-    its own, then `[gate] methods`. Without descriptors they are not known: none (the gate then judges
-    every method with evidence, and `[gate] methods`)."""
+    its own, then `[gate] methods` (and, the gate adds, each method with evidence that has no mode of its
+    own, described or not). Without descriptors they are not known: none (the gate then judges every
+    method with evidence, and `[gate] methods`)."""
     if registry is None:
         return []
     own = {scope.lstrip("/") for scope in modes if scope != DEFAULT}
@@ -245,10 +247,11 @@ def following_the_default(
     return list(dict.fromkeys([*moved, *(m.lstrip("/") for m in required)]))
 
 
-async def _gate_failures(shim: Switchable, methods: list[str]) -> list[str]:
-    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods)."""
+async def _gate_failures(shim: Switchable, methods: list[str], own: set[str] | None = None) -> list[str]:
+    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods;
+    `own`: the default mode changes, these methods keeping their own)."""
     assert shim.store is not None
-    return await gate_failures(shim.store, shim.config, methods)
+    return await gate_failures(shim.store, shim.config, methods, own)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

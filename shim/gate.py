@@ -157,8 +157,8 @@ def evaluate(
     else:
         required = list(dict.fromkeys(method_name(m) for m in required_methods))
         names = required + [m.method for m in report.methods if m.method not in required]
-    names = [name for name in names if _is_method(name)]
-    unnamed = [m for m in report.methods if not _is_method(m.method)]
+    names = [name for name in names if is_method(name)]
+    unnamed = [m for m in report.methods if not is_method(m.method)]
     unattributed = sum(m.dropped for m in unnamed)
     unknown = _unknown(unnamed)  # calls stored under no method, unproven: could be any method's
     criteria: list[Criterion] = []
@@ -210,7 +210,7 @@ def evaluate(
     return GateResult(tuple(criteria))
 
 
-def _is_method(name: str) -> bool:
+def is_method(name: str) -> bool:
     """Whether a name in the report is a method's ("package.Service/Method"), not a label of counts that
     name none ("", "(other)", "(not described)")."""
     return "/" in name

@@ -246,3 +246,31 @@ async def test_retiring_bank_from_bk_primary_is_judged_by_the_gate(
         ("bk-primary", "bk", True),
         ("shadow", "bk-primary", False),
     ]
+
+
+async def test_promoting_the_default_judges_the_methods_with_evidence_the_descriptors_do_not_describe(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Clean evidence of every method of the descriptors, and real mismatches only on a method they do not
+    describe (another service behind the same address), which follows the default mode. Promoting the
+    default moves it too: refused, naming it, unless forced (recorded as forced). Before, it was never
+    judged, and BK became primary for it unforced."""
+    store = str(tmp_path / "shim.db")
+    undescribed = "pay.v1.Payments/Move"
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 600, count=150)
+    evidence.add(
+        "mismatch", method=f"/{undescribed}", at=time.time() - 600, real=[("amount", "1", "2")], count=150
+    )
+    await evidence.write_to(store)
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", reason="promote everything")
+        details = refused.value.details() or ""
+        assert details.startswith("the gate fails, so BK may not become primary: "), details
+        assert f"{undescribed} real mismatch rate: 100% (150 of 150)" in details, details
+        assert shim.modes.default == "shadow"
+        await _set(admin, "bk-primary", force=True, reason="the other service's answers are not ours")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [(c.to_mode, c.forced) for c in history] == [("bk-primary", True)]

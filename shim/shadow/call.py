@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any, Protocol
 
 from grpc import aio
@@ -19,7 +18,8 @@ from comparators import Outcome
 from shim import _grpc_compat
 from shim._outcome import snapshot
 from shim.shadow.capture import Capture
-from shim.shadow.fate import CANCELLED, DEADLINE_EXCEEDED, DEADLINE_SLACK, NOT_SENT, WAITING, Fate, until
+from shim.shadow.deadline import Deadline
+from shim.shadow.fate import CANCELLED, NOT_SENT, WAITING, Fate, until
 from shim.shadow.parts import Parts
 from shim.shadow.record import MESSAGE_TIMES
 from shim.shadow.shared import Shared
@@ -54,6 +54,7 @@ class ShadowCall:
         "_writer",
         "answers",
         "call",
+        "deadline",
         "head",
         "method",
         "queue",
@@ -88,6 +89,9 @@ class ShadowCall:
         self.sent = 0  # request messages sent to the shadow
         self.answers = 0  # answer messages the shadow sent so far
         self._writer: asyncio.Task[None] | None = None  # what sends a stream's requests
+        self.deadline = Deadline(
+            fate, shared.timeout, shared.max_wait, self.cancel
+        )  # once the primary answered
         self.stage = "its place in the lanes"  # what it waits for now (a switch that waits too long says)
 
     def cancel(self) -> None:
@@ -95,8 +99,7 @@ class ShadowCall:
             self.call.cancel()
 
     def _we_cancelled(self) -> bool:
-        fate = self._fate
-        return fate.expired or fate.abandoned or bool(fate.overflowed) or self._learning.stopped
+        return self._fate.stopped_by_us or self._learning.stopped
 
     async def when_due(
         self,
@@ -183,16 +186,7 @@ class ShadowCall:
             return Outcome(code=CANCELLED, latency=latency, local="given up: " + self._learning.note())
         assert self.call is not None
         outcome = await snapshot(self.call, messages, latency)
-        deadline = self._client_timeout
-        if (
-            outcome.code == DEADLINE_EXCEEDED
-            and deadline is not None
-            and latency >= deadline - DEADLINE_SLACK
-        ):
-            # the client's deadline, which the mirror carries, ended it: no answer in time, not one of BK's
-            self._fate.late = True
-            return replace(outcome, local=f"no answer within the client's deadline ({deadline:.3g} s)")
-        return outcome
+        return self._fate.past_client_deadline(outcome, latency, self._client_timeout)
 
     async def _exchange_unary(self) -> tuple[bytes, ...]:
         head, self.head = self.head, None
@@ -264,7 +258,9 @@ class ShadowCall:
                     await _grpc_compat.close_sending(call)
                     return
                 payload = item
-                if self._admission.streamed and self.sent and not await self._ready_to_send(self.sent):
+                turn = self._admission.streamed and self.sent  # (idle: BK answered all it was sent)
+                idle = lambda: self.answers >= self.sent  # noqa: E731
+                if turn and not await self.deadline.turn(self._ready_to_send(self.sent), idle):
                     call.cancel()
                     return
                 if translating:
@@ -285,6 +281,8 @@ class ShadowCall:
                     self._capture.queued -= size - len(payload)
             if self._side.sent_times is not None:
                 self._side.sent_times.append(time.time())
+            if self._admission.streamed and self.sent:
+                self.deadline.sending(again=True)  # the shadow idle: it has `timeout` for this one
             sent = await _grpc_compat.send(call, payload)
             self._capture.queued -= len(payload)
             self.sent += 1
@@ -302,6 +300,7 @@ class ShadowCall:
         self._places.shadow_answered(self.answers)
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
+            self.deadline.shadow_answered()
         if self._plan.learns_per_message:
             self._learning.shadow_message(index, payload, self._admission.first)
 

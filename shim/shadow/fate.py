@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from comparators import Code, Outcome
@@ -46,6 +46,19 @@ class Fate:
     idle: bool = False  # an idle stream, given up for a call that needed its place
     shutdown: bool = False  # the shim stops
     unreachable: bool = False  # not sent: the primary never received the write
+
+    @property
+    def stopped_by_us(self) -> bool:
+        """The shim cut the shadow call short (the timeout, max_wait, the client, its bytes)."""
+        return self.expired or self.waited_out or self.abandoned or bool(self.overflowed)
+
+    def past_client_deadline(self, outcome: Outcome, latency: float, deadline: float | None) -> Outcome:
+        """The shadow's outcome, said to be no answer within the client's `deadline` when that deadline, which
+        the mirror carries, ended it: not one of BK's failures."""
+        if outcome.code != DEADLINE_EXCEEDED or deadline is None or latency < deadline - DEADLINE_SLACK:
+            return outcome
+        self.late = True
+        return replace(outcome, local=f"no answer within the client's deadline ({deadline:.3g} s)")
 
     def verdict(self, shadow: Outcome, sent: bool) -> bool | None:
         """What the call's end says of BK's health, for the breaker (`sent`: the call went to BK): True, BK
@@ -115,6 +128,13 @@ class Fate:
             )
         if self.idle:
             return Outcome(code=DEADLINE_EXCEEDED, latency=latency, local=self.idle_note("while in flight"))
+        if self.waited_out:  # a session's later message, waiting behind earlier calls on its keys
+            return Outcome(
+                code=DEADLINE_EXCEEDED,
+                latency=latency,
+                local=f"shadow given up: a message not sent within ordering.max_wait ({self.max_wait:g}s) "
+                "after the primary, waiting behind earlier calls on its keys",
+            )
         if self.expired:
             return Outcome(
                 code=DEADLINE_EXCEEDED,

@@ -64,7 +64,6 @@ class Mirror:
             asyncio.get_running_loop().create_future()
         )
         self._received = asyncio.Event()  # the primary received the call: it answered something, or ended
-        self._timer: asyncio.TimerHandle | None = None
         self._handed_over = False  # the exchange (and the bytes it holds) went to the comparison
         self._fed = 0  # request messages handed over
         self.primary_answers = 0  # answer messages the primary sent so far
@@ -187,12 +186,8 @@ class Mirror:
         self._primary.set_result((outcome, False))
         self._received.set()
         self._call.queue.put_nowait(None)  # a primary that finished early read no more requests
-        if self.task.done():
-            return
-        if self._call.call is not None:  # sent: the shadow has `timeout` from now
-            self._timer = loop.call_later(shared.timeout, self._expire)
-        else:  # still waiting behind earlier calls on its keys: `max_wait`, then `timeout` once it is sent
-            self._timer = loop.call_later(shared.max_wait, self._wait_over)
+        if not self.task.done():  # `max_wait` while it waits behind earlier calls, else `timeout`
+            self._call.deadline.primary_done(self._call.call is not None)
 
     def abandon(self, primary: Outcome | None, why: str = "") -> None:
         """The client cancelled (or its deadline passed) before the primary answered; or, with `why`, the
@@ -213,7 +208,7 @@ class Mirror:
     def give_up(self) -> None:
         """The shim stops before the shadow answered: the call ends now, recorded as given up."""
         self.fate.shutdown = True
-        self._expire()
+        self._call.deadline.expire()
 
     def give_up_idle(self) -> None:
         """A stream idle for `stream_idle` gives its place to a call that needs it: recorded as given up (once
@@ -222,23 +217,12 @@ class Mirror:
         self.requests = []
         self.capture.give_back()
         self.capture.exceeded = True  # nothing more is kept for a comparison that will not be made
-        self._expire()
+        self._call.deadline.expire()
 
     def sending(self) -> None:
         """The call goes to the shadow now: after the primary answered, the shadow has `timeout` from now."""
         self.sent_at = time.time()
-        if self._primary.done() and self._timer is not None:
-            self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(self._shared.timeout, self._expire)
-
-    def _wait_over(self) -> None:
-        self.fate.waited_out = True
-        self.fate.stop.set()
-
-    def _expire(self) -> None:
-        self.fate.expired = True
-        self.fate.stop.set()
-        self._call.cancel()
+        self._call.deadline.sending()
 
     async def _ask_again(self, noise: Noise, seq: int, first: Outcome) -> Outcome | None:
         """The primary's answer to the same read, unless it is no sample next to the `first` (`Noise.kept`)
@@ -295,8 +279,7 @@ class Mirror:
             shadow = Outcome(code=INTERNAL, local=f"shim error while calling the shadow: {exc!r}")
         finally:
             self.shadow_over_at = time.time()
-            if self._timer is not None:
-                self._timer.cancel()
+            self._call.deadline.cancel()
         if not self.is_write:  # BK is done with it: later writes may go
             self.places.release_all()
         if (verdict := self.fate.verdict(shadow, self._call.call is not None)) is not None:

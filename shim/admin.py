@@ -32,6 +32,7 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorRegistry
+from shim._mode_guards import WRITES_MISSED, newly_missed
 from shim._promotion import gate_failures
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
@@ -170,6 +171,10 @@ async def set_mode(
         for scope in scopes
         if current.get(scope) != mode  # already so: nothing to change or to record
     ]
+    if missed := newly_missed(current, shim.modes.default, changes, shim.config, shim.registry):
+        if not force:  # the side answering some calls would lack a method's writes: stale answers
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, WRITES_MISSED.format("; ".join(missed)))
+        changes = [replace(c, forced=True) for c in changes]
     unretiring = [c.scope for c in changes if c.from_mode == "bk"]
     if unretiring:  # Bank was sent nothing since it was retired: its book lacks every write since
         if not force:

@@ -274,3 +274,39 @@ async def test_promoting_the_default_judges_the_methods_with_evidence_the_descri
         await _set(admin, "bk-primary", force=True, reason="the other service's answers are not ours")
         history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert [(c.to_mode, c.forced) for c in history] == [("bk-primary", True)]
+
+
+async def test_a_switch_that_leaves_the_answering_side_without_a_method_s_writes_is_refused(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Deposits kept in bank mode (an incident) while the default is promoted: BK would answer balances from
+    a book without the deposits. Deposits retired to BK alone while Bank answers the rest: Bank would.
+    Both refused, naming the method, its mode and the side, unless forced (recorded as forced). Keeping
+    deposits in bank mode while Bank answers everything is allowed (the incident itself)."""
+    store = str(tmp_path / "shim.db")
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 600, count=150)
+    await evidence.write_to(store)
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        await _set(admin, "bank", DEPOSIT, reason="incident: BK slow on deposits")
+        with pytest.raises(aio.AioRpcError) as promoted:
+            await _set(admin, "bk-primary", reason="promote the rest")
+        await _set(admin, "shadow", DEPOSIT, reason="incident over")
+        with pytest.raises(aio.AioRpcError) as retired:
+            await _set(admin, "bk", DEPOSIT, retire_bank=True, reason="retire deposits first")
+        assert shim.modes.table() == {"*": "shadow", f"/{DEPOSIT}": "shadow"}
+        await _set(admin, "bank", DEPOSIT, reason="incident again")
+        await _set(admin, "bk-primary", force=True, reason="BK answers; deposits reconciled by hand")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    for refused, said in (
+        (promoted, f"{DEPOSIT} (bank): BK answers, and gets none of its writes"),
+        (retired, f"{DEPOSIT} (bk): Bank answers, and gets none of its writes"),
+    ):
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = refused.value.details() or ""
+        assert details.startswith(said + ": that side's clients would read answers from a book"), details
+    assert [(c.scope, c.to_mode, c.forced) for c in history][:2] == [
+        ("*", "bk-primary", True),
+        (DEPOSIT, "bank", False),
+    ]

@@ -1,0 +1,77 @@
+"""Which side gets a method's writes in each mode, and which side answers: a switch must not leave the side
+that answers some calls without the writes of a method (`shim.admin`).
+
+In `bank` mode a write reaches Bank alone, in `bk` mode BK alone; in `shadow` and `bk-primary` both. Bank
+answers in `bank` and `shadow`, BK in `bk-primary` and `bk`. So a write method kept in `bank` while BK
+answers another scope (the default promoted), or retired to `bk` on its own while Bank still answers one,
+leaves the answering side a book without those writes: its clients read stale answers. A write method in
+`bank` while Bank answers everything is the documented incident (BK misses the writes, Bank answers them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from comparators import DescriptorRegistry
+from shim.config import Config
+from shim.modes import DEFAULT
+from shim.store.records import ModeChange
+
+GETS_WRITES = {"bank": {"Bank"}, "shadow": {"Bank", "BK"}, "bk-primary": {"Bank", "BK"}, "bk": {"BK"}}
+ANSWERS = {"bank": "Bank", "shadow": "Bank", "bk-primary": "BK", "bk": "BK"}
+
+
+def writes_missed(
+    table: Mapping[str, str], methods: Iterable[str], is_write: Callable[[str], bool]
+) -> list[str]:
+    """Each write method (of `methods` and the scopes of `table`) whose writes a side answering some scope
+    does not get, said with its mode and that side; [] when none."""
+    default = table[DEFAULT]
+    modes = {m: table.get(m, default) for m in [*methods, *(s for s in table if s != DEFAULT)]}
+    answering = {ANSWERS[mode] for mode in [default, *modes.values()] if mode in ANSWERS}
+    missed = []
+    for method, mode in modes.items():
+        lacking = sorted(answering - GETS_WRITES.get(mode, answering))
+        if lacking and is_write(method):
+            missed.append(
+                f"{method.lstrip('/')} ({mode}): {' and '.join(lacking)} answers, and gets none of its writes"
+            )
+    return missed
+
+
+WRITES_MISSED = (
+    "{}: that side's clients would read answers from a book that misses those writes; switch the method"
+    " with the default, or give it a mode in which the answering side gets its writes (--force overrides,"
+    " recorded as forced)"
+)
+
+
+def newly_missed(
+    current: Mapping[str, str],
+    default: str,
+    changes: Iterable[ModeChange],
+    config: Config,
+    registry: DescriptorRegistry | None,
+) -> list[str]:
+    """The write methods the `changes` to the modes (`current`, the `default` mode in force) leave the
+    answering side without (those it lacked already are not their doing)."""
+    before = {DEFAULT: default, **current}
+    after = {**before, **{change.scope: change.to_mode for change in changes}}
+    known = list(registry.methods) if registry is not None else []
+    is_write = _writes(config, registry)
+    earlier = set(writes_missed(before, known, is_write))
+    return [m for m in writes_missed(after, known, is_write) if m not in earlier]
+
+
+def _writes(config: Config, registry: DescriptorRegistry | None) -> Callable[[str], bool]:
+    """Whether a method writes: its [methods] `read`, else its descriptor (not read-only); unknown: yes."""
+
+    def is_write(method: str) -> bool:
+        name = method.lstrip("/")
+        settings = config.methods.get(name)
+        if settings is not None and settings.read is not None:
+            return not settings.read
+        info = registry.method("/" + name) if registry is not None else None
+        return info is None or not info.read_only
+
+    return is_write

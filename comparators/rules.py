@@ -34,7 +34,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from comparators._model import STATUS_NAMES
+from comparators._model import REFUSALS, STATUS_NAMES
 from comparators.descriptors import DescriptorRegistry, money_shape
 
 
@@ -226,6 +226,15 @@ class BkMayAdd:
         self.name = name
 
 
+BROKE = "broke"  # a status neither OK nor a refusal (`REFUSALS`)
+_REFUSED = frozenset(STATUS_NAMES[code.value] for code in REFUSALS)
+
+
+def _meaning(code: str) -> str:
+    """What a status says of a call: carried out ("OK"), certainly not ("refused"), or it broke."""
+    return "OK" if code == "OK" else "refused" if code in _REFUSED else BROKE
+
+
 class StatusRule:
     """How the gRPC statuses of the two answers compare.
 
@@ -249,6 +258,12 @@ class StatusRule:
             for code in (bank, bk):
                 if code not in names:
                     raise RuleError(f"status: {code!r} is not a gRPC status code name")
+            said = {_meaning(bank), _meaning(bk)}
+            if BROKE in said and len(said) > 1:  # a broken call may or may not have been carried out
+                raise RuleError(
+                    f"status: {bank} and {bk} cannot be equivalent: one says the call broke (it may or may"
+                    " not have been carried out), the other what was done; a broken call proves nothing"
+                )
             pairs.add((bank, bk))
         self.equivalent = frozenset(pairs)
         self.details = details

@@ -87,6 +87,16 @@ BAD_SPECS: list[Any] = [
         "list of [Bank code, BK code] pairs",
         id="status-not-pairs",
     ),
+    # a broken call (a status neither OK nor a refusal) may or may not have been carried out: held the same
+    # as an answer or a refusal, BK's INTERNAL matched Bank's refusal, and a broken BK passed the gate
+    *(
+        pytest.param(
+            {"rule": "status", "equivalent": [pair]},
+            f"status: {pair[0]} and {pair[1]} cannot be equivalent: one says the call broke",
+            id=f"status-{pair[0]}-{pair[1]}",
+        )
+        for pair in (["NOT_FOUND", "INTERNAL"], ["OK", "UNKNOWN"], ["DEADLINE_EXCEEDED", "INVALID_ARGUMENT"])
+    ),
     pytest.param(
         {"rule": "status", "details": "(unclosed"}, "not a valid regex", id="status-bad-details-regex"
     ),

@@ -4,7 +4,7 @@ of its own."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -16,12 +16,26 @@ from shim.store import Store, StoreError
 _log = structlog.get_logger("shim.admin")
 
 
+EVIDENCE_WAIT = 10.0  # seconds a promotion waits for the comparisons of the calls made so far to be stored
+
+
 async def gate_failures(
-    store: Store, config: Config, methods: list[str], own: Collection[str] | None = None
+    store: Store,
+    config: Config,
+    methods: list[str],
+    own: Collection[str] | None = None,
+    stored: Callable[[float], Awaitable[bool]] | None = None,
 ) -> list[str]:
     """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods).
     With `own` (a change of the default mode: the methods with a mode of their own), every method with
-    evidence in the window that has none is judged too: the default moves it, described or not."""
+    evidence in the window that has none is judged too: the default moves it, described or not. With
+    `stored`, the comparisons of the calls compared so far are waited for in the store first (a comparison
+    plane behind its clients holds the latest evidence): not all there within EVIDENCE_WAIT, that fails."""
+    if stored is not None and not await stored(EVIDENCE_WAIT):
+        return [
+            f"evidence: the comparisons of the calls made so far are not all stored within {EVIDENCE_WAIT:g}"
+            " s (the comparison plane is behind its clients): not judged without them; try again"
+        ]
     reader = await _reader(store, config.store.url)
     try:
         until = time.time()

@@ -63,6 +63,7 @@ class Switchable(Protocol):
     def registry(self) -> DescriptorRegistry | None: ...
     @property
     def steps(self) -> Steps | None: ...
+    async def evidence_stored(self, within: float) -> bool: ...
 
 
 _log = structlog.get_logger("shim.admin")
@@ -253,10 +254,9 @@ def following_the_default(
 
 
 async def _gate_failures(shim: Switchable, methods: list[str], own: set[str] | None = None) -> list[str]:
-    """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods;
-    `own`: the default mode changes, these methods keeping their own)."""
+    """The gate's failed criteria (`shim._promotion.gate_failures`), the comparisons so far stored first."""
     assert shim.store is not None
-    return await gate_failures(shim.store, shim.config, methods, own)
+    return await gate_failures(shim.store, shim.config, methods, own, shim.evidence_stored)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

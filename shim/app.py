@@ -350,6 +350,15 @@ class Shim:
         ]
         return errors + self.channels.reload_certificates(holders)
 
+    async def evidence_stored(self, within: float) -> bool:
+        """Whether the comparisons of the calls compared so far are in the store, within `within` seconds
+        (what a promotion's gate judges: the comparison plane may be behind its clients)."""
+        if self.pipeline is not None and not await self.pipeline.caught_up(within):
+            return False
+        if self.store is not None:
+            await self.store.flush()
+        return True
+
     async def drain(self) -> None:
         """Wait until every mirrored call has finished and been compared (on Envoy, those of the calls
         answered so far whose copies were still on their way too)."""

@@ -1,5 +1,8 @@
 """Comparison off the event loop: exchanges in, comparisons out to the sinks.
 
+Over 400 lines: one exchange's whole way (submitted, batched to a worker, compared, sunk, counted when
+dropped) with the settings and the worker processes it runs in, read top to bottom.
+
 `submit` is called on the event loop and never blocks. The exchange is compared by a worker, then every
 sink runs in a thread of its own; nothing of this runs on the event loop. When more than `max_pending`
 exchanges wait, further ones are dropped and counted. A failing sink is logged and counted, never raised
@@ -19,6 +22,7 @@ import asyncio
 import concurrent.futures
 import functools
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -178,6 +182,7 @@ class ComparisonPipeline:
         self._executor = executor
         self._batch: list[tuple[Exchange, Callable[[], None] | None]] = []  # to hand to a worker process
         self._pending = 0
+        self.submitted = self.finished = 0  # exchanges handed in; those over (sunk, or dropped): a barrier
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -232,6 +237,7 @@ class ComparisonPipeline:
                 done()
             return
         self._pending += 1
+        self.submitted += 1
         self._idle.clear()
         loop = asyncio.get_running_loop()
         if self._executor == "thread":
@@ -272,6 +278,7 @@ class ComparisonPipeline:
                 if done is not None:
                     done()
             self._pending -= len(batch)
+            self.finished += len(batch)
             if self._pending == 0:
                 self._idle.set()
             return
@@ -353,6 +360,7 @@ class ComparisonPipeline:
         if done is not None:
             done()
         self._pending -= 1
+        self.finished += 1
         if self._pending == 0:
             self._idle.set()
         if comparison is None:
@@ -380,6 +388,14 @@ class ComparisonPipeline:
     async def drain(self) -> None:
         """Wait until every submitted exchange has been compared and sunk."""
         await self._idle.wait()
+
+    async def caught_up(self, within: float) -> bool:
+        """Whether every exchange submitted by now is over (compared and sunk, or dropped) within `within`
+        seconds, however many are submitted meanwhile."""
+        target, deadline = self.submitted, time.monotonic() + within
+        while self.finished < target and time.monotonic() < deadline:  # noqa: ASYNC110  (a rare wait)
+            await asyncio.sleep(0.01)
+        return self.finished >= target
 
     def close(self, wait_for_workers: bool = True) -> None:
         """Stop comparing: the batches a worker has not taken are cancelled, and each of their exchanges is

@@ -27,7 +27,7 @@ from shim.testing import running_shim
 from tests.backends import forwarding
 from tests.helpers import run_shim, until
 from tests.shim.test_evidence import Records
-from tests.shim.test_modes import AUTH, REGISTRY, TOKEN, _set, _settings, _shim
+from tests.shim.test_modes import AUTH, LOCATIONS, REGISTRY, RULES, TOKEN, _set, _settings, _shim
 
 DEPOSIT = "bank.v1.Ledger/Deposit"
 
@@ -310,3 +310,42 @@ async def test_a_switch_that_leaves_the_answering_side_without_a_method_s_writes
         ("*", "bk-primary", True),
         (DEPOSIT, "bank", False),
     ]
+
+
+async def test_a_promotion_judges_the_comparisons_still_on_their_way_to_the_store(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Clean evidence of trades from ten minutes ago; then trades whose fee BK gets wrong (the sample BK's
+    planted bug), compared slowly (a comparison plane behind its clients: a rule taking half a second). A
+    promotion of trades asked as soon as the last one is handed to the comparison waits for them to be
+    stored, and is refused on their real mismatches. Before, the gate judged the store as it was, and BK
+    was promoted on the older evidence alone."""
+    store = str(tmp_path / "shim.db")
+    trades = "bank.v1.Ledger/PostTrade"
+    evidence = Records()
+    evidence.add(method=f"/{trades}", at=time.time() - 600, count=150)
+    await evidence.write_to(store)
+    slow = {"path": "bank.v1.Trade.trade_id", "rule": "custom", "callable": "tests.shim._slow_rule:slow_any"}
+    rules = {"rules": [*RULES, slow], "rule_locations": [*LOCATIONS, "test"]}
+    async with _shim(ledgers, store={"url": store}, **rules) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", initial_deposit="100000"))
+        for n in range(3):  # a fee of 0.005: Bank rounds to 0.01, the sample BK to 0.00
+            request = pb.PostTradeRequest(
+                account_id="T1",
+                symbol="ACME",
+                side=pb.SIDE_BUY,
+                quantity="1",
+                price="10",
+                client_order_id=f"o{n}",
+            )
+            await stub.PostTrade(request)
+        assert shim.pipeline is not None
+        await until(
+            lambda: shim.pipeline is not None and shim.pipeline.submitted >= 4, "every call handed over"
+        )
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", trades, reason="promote trades")
+        assert shim.modes.of(f"/{trades}") == "shadow"
+    details = refused.value.details() or ""
+    assert f"{trades} real mismatch rate: " in details, details
+    assert "(3 of 153)" in details, details

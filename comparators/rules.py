@@ -645,6 +645,11 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
         raise RuleError(f"{where}: path must be a non-empty string")
     elif len(path) > 2 and path[0] == "(" and path[-1] == ")":
         path = path[1:-1]  # an extension as a difference shows it, `(package.name)`: by its full name
+    if spec["rule"] in _ANYTHING_GOES and not spec.get("methods") and _every_field(path, regex):
+        raise RuleError(
+            f"{where}: {spec['rule']!r} on {path or regex_text!r} would hold every field of every answer the"
+            " same, and any BK pass: name the fields it is for (or the methods, with methods = [...])"
+        )
     wire = _methods(spec, registry, where)
     binding = Binding(rule, path or "", regex, wire)
     if registry is not None and path and path.rpartition(".")[2].startswith("#"):
@@ -652,6 +657,18 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
     elif registry is not None and path != "status":
         _check_target(binding, spec["rule"], rule, registry, where)
     return binding
+
+
+_ANYTHING_GOES = ("ignore", "custom")  # rules that may hold any two values the same
+_PROBES = ("x", "a.b", "pkg.v1.Message.field", "pkg.v1.Message.items[0].name")
+
+
+def _every_field(path: str | None, regex: re.Pattern[str] | None) -> bool:
+    """Whether a target is every field of any service: a glob of stars and dots alone ("*", "*.*"), or a
+    regex every path matches."""
+    if regex is not None:
+        return all(regex.fullmatch(probe) for probe in _PROBES)
+    return path is not None and bool(path) and set(path) <= {"*", "."}
 
 
 def _bind_metadata(

@@ -87,6 +87,16 @@ BAD_SPECS: list[Any] = [
         "list of [Bank code, BK code] pairs",
         id="status-not-pairs",
     ),
+    # a rule that holds anything the same on every field of every answer: any BK passes (a method named
+    # with `methods` scopes it, deliberately)
+    *(
+        pytest.param(
+            {target: value, "rule": "ignore"},
+            f"'ignore' on '{value}' would hold every field of every answer the same",
+            id=f"ignore-everything-{target}-{value}",
+        )
+        for target, value in (("path", "*"), ("path", "*.*"), ("regex", ".*"), ("regex", ".+"))
+    ),
     # a broken call (a status neither OK nor a refusal) may or may not have been carried out: held the same
     # as an answer or a refusal, BK's INTERNAL matched Bank's refusal, and a broken BK passed the gate
     *(

@@ -92,13 +92,21 @@ class GateSettings:
 
 
 async def evidence_since(store: Store, window: float, until: float) -> float:
-    """Where the gate's evidence starts, judged at `until`: `window` before it, not before the build of BK
-    then in service was declared, and not before the latest switch into or out of a mode in which one side
-    is sent no write (`ONE_SIDED`)."""
-    build = await store.builds.in_service(until)
-    since = until - window if build is None else max(until - window, build.at)
-    stretch = await one_sided_since(store, until)
-    return since if stretch is None else max(since, stretch)
+    """Where the gate's evidence starts, judged at `until` (now): `window` before it, not before the build of
+    BK in service was declared, and not before the latest switch into or out of a mode in which one side is
+    sent no write (`ONE_SIDED`). One stamped after `until` (by a clock ahead of this one: another replica's,
+    the host a command ran on) leaves no evidence to judge: the clocks disagree, and which evidence came
+    after it is not known. Before, it was left out, and the evidence from before it judged."""
+    build = await store.builds.in_service(_EVER)
+    stretch = await one_sided_since(store, _EVER)
+    since = until - window
+    for at in (build.at if build is not None else None, stretch):
+        if at is not None:
+            since = max(since, min(at, until))
+    return since
+
+
+_EVER = float("inf")  # whatever the time a build or a switch was stamped with
 
 
 async def one_sided_since(store: Store, until: float) -> float | None:

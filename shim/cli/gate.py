@@ -77,7 +77,8 @@ async def run(args: argparse.Namespace) -> int:
     store = Store.open(url, create=False)
     await store.start()
     try:
-        unmirrored = await one_sided_since(store, until)
+        unmirrored = await one_sided_since(store, float("inf"))  # (one stamped after now: clocks disagree)
+        latest_build = await store.builds.in_service(float("inf"))
         report = await build_report(
             store,
             since=await evidence_since(store, window, until),
@@ -105,10 +106,16 @@ async def run(args: argparse.Namespace) -> int:
             f"gate: BK build {printable(build.build)} declared {rfc3339(build.at)} by {printable(build.who)}:"
             " the evidence from before it is not judged"
         )
-    if unmirrored is not None and unmirrored >= until - window and unmirrored == report.since:
+    if latest_build is not None and latest_build.at > until:
         print(
-            f"gate: a switch into or out of bank or bk mode at {rfc3339(unmirrored)} (one side is sent no"
-            " write in it): the evidence from before it is not judged"
+            f"gate: BK build {printable(latest_build.build)} declared {rfc3339(latest_build.at)}, after now"
+            " by this host's clock: the clocks disagree, and no evidence is judged"
+        )
+    if unmirrored is not None and unmirrored >= until - window and min(unmirrored, until) == report.since:
+        ahead = " (after now by this host's clock: the clocks disagree)" if unmirrored > until else ""
+        print(
+            f"gate: a switch into or out of bank or bk mode at {rfc3339(unmirrored)}{ahead} (one side is sent"
+            " no write in it): the evidence from before it is not judged"
         )
     rows = [  # method names come from the store: control characters escaped
         (

@@ -78,7 +78,8 @@ async def test_a_build_that_fixed_a_mismatch_is_not_failed_by_the_old_builds(tmp
 
 async def test_the_build_in_service_is_the_latest_declared_at_a_time(tmp_path: Path) -> None:
     """`in_service(at)` is the latest declared at or before `at`; the gate's evidence starts there, or a
-    window back when that is later."""
+    window back when that is later. One declared after the time judged at (now, by a clock behind the one
+    that stamped it) leaves no evidence: it starts at that time."""
     store = Store.open(str(tmp_path / "shim.db"))
     await store.start()
     try:
@@ -89,9 +90,9 @@ async def test_the_build_in_service_is_the_latest_declared_at_a_time(tmp_path: P
         assert await store.builds.in_service(999.0) is None
         assert await store.builds.in_service(1_000.0) == BkBuild(1_000.0, "one", "ops", "deploy")
         assert (await store.builds.in_service(1_949.0) or BkBuild(0, "", "", "")).build == "two"
-        assert await evidence_since(store, 100.0, 1_949.0) == 1_849.0, "the window is later"
-        assert await evidence_since(store, 1_000.0, 1_949.0) == 1_500.0, "the build is later"
-        assert await evidence_since(store, 1_000.0, 2_000.0) == 1_950.0
+        assert await evidence_since(store, 100.0, 1_949.0) == 1_949.0, "a build stamped after: no evidence"
+        assert await evidence_since(store, 100.0, 2_100.0) == 2_000.0, "the window is later"
+        assert await evidence_since(store, 1_000.0, 2_000.0) == 1_950.0, "the build is later"
         assert [b.build for b in await store.builds.history()] == ["three", "two", "one"]
         report = await build_report(
             store, since=0.0, until=1_600.0, relative=0.2, absolute=0.0, min_sampled=20

@@ -17,7 +17,7 @@ import pytest
 
 from shim.evidence import Report, build_report
 from shim.gate import GateResult, evaluate
-from shim.store import ModeChange, Store
+from shim.store import BkBuild, ModeChange, Store
 from tests.shim.test_evidence import GET, REFUND, SPAN, T0, Records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -441,6 +441,38 @@ async def test_evidence_from_before_a_stretch_in_bk_mode_is_not_judged(recent: P
     assert done.returncode == 1, done.stdout
     assert "gate: a switch into or out of bank or bk mode at " in done.stdout
     assert "no method has a call in the window" in done.stdout
+
+
+async def test_a_switch_or_a_build_stamped_after_now_leaves_no_evidence_to_judge(recent: Path) -> None:
+    """A switch into bank mode and back, or a build of BK declared, stamped two minutes ahead (a replica or a
+    host whose clock is fast): which evidence came after it is not known, so none is judged, and the gate
+    says the clocks disagree. Before, they were left out, and the evidence from before them passed."""
+    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    assert _gate("--store", str(recent), *criteria).returncode == 0
+    store = Store.open(str(recent))
+    await store.start()
+    try:
+        ahead = time.time() + 120
+        await store.modes.change([ModeChange(ahead, "ops", "*", "shadow", "bank", "BK slow", False)])
+        await store.modes.change([ModeChange(ahead + 30, "ops", "*", "bank", "shadow", "BK back", False)])
+    finally:
+        await store.close()
+    switched = _gate("--store", str(recent), *criteria)
+    assert switched.returncode == 1, switched.stdout
+    assert "(after now by this host's clock: the clocks disagree)" in switched.stdout, switched.stdout
+    assert "no method has a call in the window" in switched.stdout
+    store = Store.open(str(recent))
+    await store.start()
+    try:
+        await store.execute("DELETE FROM mode_changes")
+        assert _gate("--store", str(recent), *criteria).returncode == 0
+        await store.builds.declare(BkBuild(time.time() + 120, "bk 2.5", "ops", "deployed"))
+    finally:
+        await store.close()
+    declared = _gate("--store", str(recent), *criteria)
+    assert declared.returncode == 1, declared.stdout
+    assert "gate: BK build bk 2.5 declared " in declared.stdout
+    assert "after now by this host's clock: the clocks disagree, and no evidence is judged" in declared.stdout
 
 
 async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> None:

@@ -1,20 +1,18 @@
 """The admin API (`proto/shim/v1/admin.proto`): modes at run time, guarded and audited.
 
-It listens on `admin.listen` (a loopback address by default, and never without
-a token): every call carries "authorization: Bearer TOKEN", the token being the
-value of the environment variable `admin.token_env` names (SHIM_ADMIN_TOKEN).
+It listens on `admin.listen` (a loopback address by default, and never without a token): every call carries
+"authorization: Bearer TOKEN", the value of the variable `admin.token_env` names (SHIM_ADMIN_TOKEN).
 
 SetMode, in order:
 
 1. checks the request: a known mode, methods the descriptors know, a reason;
-2. retiring Bank (`bk`) needs `retire_bank`, and is refused while the store holds keys out of step,
-   unless `force` (audited as forced);
+2. refuses, unless `force` (audited as forced): a switch leaving the answering side without a method's
+   writes (`shim._mode_guards`); retiring Bank (`bk`) without `retire_bank`, or while keys are out of step;
 3. promotion (to `bk-primary` or `bk` from a mode where Bank answered), and retiring Bank from
    `bk-primary`, run the gate on the store's evidence for the methods concerned (the default mode:
-   `gate.methods`, else every method with evidence) and refuses when it fails,
-   saying which criteria failed, unless `force` (audited as forced);
-4. switches every live replica sharing the store and records the change, as one
-   step (`shim.fleet`: on each, the calls in flight finish on both sides first).
+   `gate.methods`, else every method with evidence; replicas in other modes fail it) and refuses when
+   it fails, saying which criteria failed, unless `force` (audited as forced);
+4. switches every live replica sharing the store and records the change, as one step (`shim.fleet`).
 """
 
 from __future__ import annotations
@@ -254,9 +252,11 @@ def following_the_default(
 
 
 async def _gate_failures(shim: Switchable, methods: list[str], own: set[str] | None = None) -> list[str]:
-    """The gate's failed criteria (`shim._promotion.gate_failures`), the comparisons so far stored first."""
+    """The gate's failed criteria (`_promotion`), evidence so far stored first; replicas in other modes."""
     assert shim.store is not None
-    return await gate_failures(shim.store, shim.config, methods, own, shim.evidence_stored)
+    apart = await shim.fleet.apart(shim.modes.table()) if shim.fleet is not None else []
+    failed = [f"fleet: replicas in other modes than this one's: {'; '.join(apart)}"] if apart else []
+    return failed + await gate_failures(shim.store, shim.config, methods, own, shim.evidence_stored)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

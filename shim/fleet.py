@@ -38,7 +38,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -521,6 +521,22 @@ class Fleet:
             for view in await self._store.fleet.views()
         ]
 
+    async def apart(self, table: Mapping[str, str]) -> list[str]:
+        """The live replicas whose modes differ from `table` (this replica's): each with the scopes it
+        differs on, in its own modes (a replica started in another mode by its config, say)."""
+        now, found = time.time(), []
+        for view in await self._store.fleet.views():
+            if not self._live(view, now):
+                continue
+            differ = [
+                f"{scope.lstrip('/')} {_mode_of(view.modes, scope)}"
+                for scope in sorted(set(view.modes) | set(table))
+                if _mode_of(view.modes, scope) != _mode_of(table, scope)
+            ]
+            if differ:
+                found.append(f"{view.replica} in {', '.join(differ)}")
+        return found
+
     # -- modes changed in the store otherwise ----------------------------------------------------
 
     async def follow(self) -> dict[str, str]:
@@ -549,3 +565,7 @@ class Fleet:
         with contextlib.suppress(StoreError):
             await self._publish()
         return changed
+
+
+def _mode_of(table: Mapping[str, str], scope: str) -> str:
+    return table.get(scope) or table.get(DEFAULT, "")

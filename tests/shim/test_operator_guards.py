@@ -349,3 +349,30 @@ async def test_a_promotion_judges_the_comparisons_still_on_their_way_to_the_stor
     details = refused.value.details() or ""
     assert f"{trades} real mismatch rate: " in details, details
     assert "(3 of 153)" in details, details
+
+
+async def test_a_promotion_fails_while_a_live_replica_runs_in_other_modes(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Two replicas on one store, one started in bank mode by its config (drift): its deposits reach Bank
+    alone while the other mirrors. A promotion through the other fails the gate, naming the replica and its
+    mode, until it runs the same modes. Before, the gate judged the other's evidence alone, and passed."""
+    bank, bk = ledgers
+    store = str(tmp_path / "shim.db")
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - 600, count=150)
+    await evidence.write_to(store)
+    settings = _settings(store={"url": store})
+    async with (
+        running_shim(bank.address, bk.address, mode="shadow", **settings) as (first, _),
+        running_shim(bank.address, bk.address, mode="bank", **settings) as (drifted, _),
+        aio.insecure_channel(f"127.0.0.1:{first.admin_port}") as admin_channel,
+    ):
+        admin = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", "bank.v1.Ledger/GetBalance", reason="promote reads", pause=2.0)
+        assert (first.modes.default, drifted.modes.default) == ("shadow", "bank")
+    details = refused.value.details() or ""
+    assert "fleet: replicas in other modes than this one's: " in details, details
+    assert " in * bank" in details, details

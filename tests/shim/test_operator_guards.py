@@ -37,6 +37,14 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIM_ADMIN_TOKEN", TOKEN)
 
 
+async def _clean_evidence(store: str, ago: float) -> None:
+    """150 clean comparisons of every method of the descriptors, `ago` seconds ago, in the store."""
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time() - ago, count=150)
+    await evidence.write_to(store)
+
+
 async def _cash(ledger: RunningLedger, account: str) -> Decimal:
     async with aio.insecure_channel(ledger.address) as channel:
         stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
@@ -78,10 +86,7 @@ async def test_bk_is_not_promoted_on_evidence_from_before_a_stretch_in_bank_mode
     the evidence since the stretch in bank mode: none, so it is refused, saying why."""
     bank, bk = ledgers
     store = str(tmp_path / "shim.db")
-    evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 60, count=150)
-    await evidence.write_to(store)
+    await _clean_evidence(store, ago=60)
     async with _shim(ledgers, store={"url": store}) as (shim, stub, admin):
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="100"))
         await shim.drain()
@@ -111,10 +116,7 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
     Bank is not retired then (unforced), and nothing is recorded. (The store holds clean evidence of every
     method: the gate, which retiring from bk-primary runs, passes.)"""
     bank, bk = ledgers
-    evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 3600, count=150)
-    await evidence.write_to(str(tmp_path / "shim.db"))
+    await _clean_evidence(str(tmp_path / "shim.db"), ago=3600)
     async with forwarding(bank.address) as (front, running):
         gate = front.gated["/Deposit"] = asyncio.Event()
         async with (
@@ -185,10 +187,7 @@ async def test_a_shim_started_in_bank_mode_by_its_config_is_a_stretch_in_bank_mo
     evidence, and BK was promoted unforced."""
     bank, bk = ledgers
     store = str(tmp_path / "shim.db")
-    evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 3600, count=150)
-    await evidence.write_to(store)
+    await _clean_evidence(store, ago=3600)
     criteria = ("--store", store, "--min-compared", "100")
     assert run_shim("gate", *criteria).returncode == 0
     async with _shim(ledgers, store={"url": store}, mode="bank") as (shim, stub, admin):
@@ -223,10 +222,7 @@ async def test_retiring_bank_from_bk_primary_is_judged_by_the_gate(
     evidence since as the promotion did: refused, naming the failure, unless forced (recorded as forced).
     Before, no gate ran there, and Bank was retired on the evidence from before the promotion."""
     store = str(tmp_path / "shim.db")
-    clean = Records()
-    for method in REGISTRY.methods:
-        clean.add(method=method, at=time.time() - 3600, count=150)
-    await clean.write_to(store)
+    await _clean_evidence(store, ago=3600)
     async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         await _set(admin, "bk-primary", reason="the gate passes")
         found = Records()
@@ -257,12 +253,12 @@ async def test_promoting_the_default_judges_the_methods_with_evidence_the_descri
     judged, and BK became primary for it unforced."""
     store = str(tmp_path / "shim.db")
     undescribed = "pay.v1.Payments/Move"
+    await _clean_evidence(store, ago=600)
     evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 600, count=150)
     evidence.add(
         "mismatch", method=f"/{undescribed}", at=time.time() - 600, real=[("amount", "1", "2")], count=150
     )
+    evidence.records = [replace(r, id=f"other-{r.id}") for r in evidence.records]
     await evidence.write_to(store)
     async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         with pytest.raises(aio.AioRpcError) as refused:
@@ -284,10 +280,7 @@ async def test_a_switch_that_leaves_the_answering_side_without_a_method_s_writes
     Both refused, naming the method, its mode and the side, unless forced (recorded as forced). Keeping
     deposits in bank mode while Bank answers everything is allowed (the incident itself)."""
     store = str(tmp_path / "shim.db")
-    evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 600, count=150)
-    await evidence.write_to(store)
+    await _clean_evidence(store, ago=600)
     async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
         await _set(admin, "bank", DEPOSIT, reason="incident: BK slow on deposits")
         with pytest.raises(aio.AioRpcError) as promoted:
@@ -359,10 +352,7 @@ async def test_a_promotion_fails_while_a_live_replica_runs_in_other_modes(
     mode, until it runs the same modes. Before, the gate judged the other's evidence alone, and passed."""
     bank, bk = ledgers
     store = str(tmp_path / "shim.db")
-    evidence = Records()
-    for method in REGISTRY.methods:
-        evidence.add(method=method, at=time.time() - 600, count=150)
-    await evidence.write_to(store)
+    await _clean_evidence(store, ago=600)
     settings = _settings(store={"url": store})
     async with (
         running_shim(bank.address, bk.address, mode="shadow", **settings) as (first, _),

@@ -154,7 +154,7 @@ async def run(args: argparse.Namespace) -> int:
                     at = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="seconds")
                     forced = " (forced)" if change.forced else ""
                     print(  # stored text (scope, who, reason): control characters escaped
-                        f"{at}  {printable(change.scope):<30} {printable(change.from_mode)} ->"
+                        f"{at}  {printable(change.scope):<30} {printable(change.from_mode) or '(none)'} ->"
                         f" {printable(change.to_mode)}{forced}  by {printable(change.who)}:"
                         f" {printable(change.reason)}"
                     )

@@ -25,7 +25,7 @@ from shim.config import Upstream
 from shim.modes import STARTED_BY
 from shim.testing import running_shim
 from tests.backends import forwarding
-from tests.helpers import run_shim, until
+from tests.helpers import run_shim, shim_command, until
 from tests.shim.test_evidence import Records
 from tests.shim.test_modes import AUTH, LOCATIONS, REGISTRY, RULES, TOKEN, _set, _settings, _shim
 
@@ -201,10 +201,17 @@ async def test_a_shim_started_in_bank_mode_by_its_config_is_a_stretch_in_bank_mo
         async with _shim(ledgers, store={"url": store}) as (shim, stub, admin):
             assert shim.modes.default == "shadow"
             history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+            listed = await shim_command("mode", "history", "--admin", f"127.0.0.1:{shim.admin_port}")
     assert [(c.who, c.scope, c.from_mode, c.to_mode, c.forced) for c in history] == [
         (STARTED_BY, "*", "bank", "shadow", False),
         (STARTED_BY, "*", "", "bank", False),
     ]
+    assert listed[0] == 0, listed
+    said = [" ".join(line.split()[1:]) for line in listed[1].splitlines()]  # (without the time)
+    assert said == [
+        f"* bank -> shadow by {STARTED_BY}: the mode the shim started in",
+        f"* (none) -> bank by {STARTED_BY}: the mode the shim started in",
+    ], listed[1]
     gate = run_shim("gate", *criteria)
     assert gate.returncode == 1, gate.stdout
     assert "gate: a switch into or out of bank or bk mode at " in gate.stdout

@@ -39,7 +39,13 @@ class StoredModes:
         keeps deciding at the next start."""
 
         def write(db: Db) -> None:
-            db.run(_INSERT_CHANGE, _change_row(change))
+            # another process of the same start (`--workers`) may have recorded it since this one looked
+            last = db.run(
+                "SELECT to_mode FROM mode_changes WHERE scope = ? ORDER BY at DESC, id LIMIT 1",
+                (change.scope,),
+            )
+            if not last or last[0][0] != change.to_mode:
+                db.run(_INSERT_CHANGE, _change_row(change))
 
         await self._engine.transaction(write, write=True)
 

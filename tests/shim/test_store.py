@@ -750,3 +750,18 @@ async def test_a_memory_store_keeps_nothing(open_store: Opener) -> None:
     await first.close()
     second = await open_store(":memory:")
     assert await second.pairs.find("trade", "bank", ["B1"]) == []
+
+
+async def test_a_start_mode_already_last_recorded_is_recorded_once(store: Store) -> None:
+    """The processes of one start (`--workers`) each record the mode they started in: the store keeps one
+    change, the first; a later start in another mode is recorded, and does not set a run-time mode."""
+    from shim.store import ModeChange
+
+    first = ModeChange(time.time(), "shim serve", "*", "", "bank", "started", False)
+    await asyncio.gather(*(store.modes.started(first) for _ in range(3)))
+    await store.modes.started(
+        ModeChange(time.time() + 1, "shim serve", "*", "bank", "shadow", "started", False)
+    )
+    history = await store.modes.history()
+    assert [(c.from_mode, c.to_mode) for c in history] == [("bank", "shadow"), ("", "bank")]
+    assert await store.modes.current() == {}

@@ -24,11 +24,10 @@ from collections.abc import Callable
 
 from google.protobuf import message
 
-from shim.evidence.record import time_ordered_id
 from shim.plan import MethodPlan
 from shim.shadow import spans
-from shim.shadow.fate import until
 from shim.shadow.fleet import FleetPlace, unordered
+from shim.shadow.intent import WriteIntent
 from shim.shadow.places import Places
 from shim.shadow.shared import Shared, Turn
 
@@ -38,8 +37,6 @@ MISSED = "not mirrored: it came after its stream's mirror was given up; the prim
 class Admission:
     __slots__ = (
         "_batch_keys",
-        "_intent_keys",
-        "_intent_saved",
         "_over",
         "_shared",
         "admitted",
@@ -55,6 +52,7 @@ class Admission:
         "not_sampled",
         "places",
         "plan",
+        "raced",
         "seq",
         "spanned",
         "started",
@@ -83,13 +81,12 @@ class Admission:
         # when the call started, as its data plane saw it (Envoy's, on a copy); None: as it takes its place
         self.started: float | None = None
         self.seq: int | None = None  # the lanes' write_seq when it took its place: later writes came after it
+        self.raced = ""  # a read's: a write on its keys in flight as the primary answered it (`Together`)
         self.not_sampled = False  # a read left out by sampling
         # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
         self.names_unknown = False
         self._batch_keys: list[str] = []
-        self.intent = ""  # the id of this write's intent in the store
-        self._intent_saved: asyncio.Task[None] | None = None  # its recording, begun when the call is placed
-        self._intent_keys = 0  # how many of the keys the recorded intent names
+        self.intent = WriteIntent()  # a write's, in the store
         self.spanned = False  # a batch or session under way when a switch of its method's mode applied
         self.turn: Turn | None = None  # on Envoy: when its steps in the lanes may run (None: at once)
         # set once the primary's answer is in and what it minted is pending (`IdBook.answering`)
@@ -191,6 +188,8 @@ class Admission:
             self.places.ticket = self._shared.lanes.enter(keys, self.is_write)
             self.answering = self._shared.translation.answering(self.plan.ids, self.places.ticket.order)
             self.keys = keys
+            if self.is_write and keys:  # in flight at the primary from now (`Together`), till its answer
+                self._shared.together.started(keys, self.method, self.started or time.time(), self)
             self._unordered(keys)  # its keys are known only at its end: it takes no ticket across replicas
             if self.spanned:
                 self.mark_spanned()
@@ -245,6 +244,13 @@ class Admission:
         primary answered it (a write's, for `Together`; its start as its data plane saw it, if known)."""
         if self.answering is not None and not self.answering.done():
             self.answering.set_result(None)
+        if span is not None and not self.is_write and not self.not_sampled and self.admitted.is_set():
+            # judged now, not once BK answered: a busy key's spans make way (PER_KEY); a copy's until now
+            end = (
+                span[1] if self.started is None else max(span[1], time.time())
+            )  # (session messages: plane time)
+            if self.keys or not (self.names_unknown or self.plan.keyed):
+                self.raced = self._shared.together.read_reason(self.keys, self.started or span[0], end)
         if self.is_write and self.keys and not self.streamed:
             together = self._shared.together
             if span is not None:
@@ -288,24 +294,14 @@ class Admission:
 
     def record_intent(self) -> None:
         """Begin writing down this write's intent (awaited before the write is sent to the shadow)."""
-        intents = self._shared.intents
-        if intents is None or not self.is_write or not self.keys:  # a lost write with no key marks nothing
-            return
-        self.intent = self.intent or time_ordered_id()
-        self._intent_keys = len(self.keys)
-        self._intent_saved = asyncio.get_running_loop().create_task(
-            intents.record(self.intent, self.method, self.keys), name=f"intent {self.method}"
-        )
+        if self.is_write:
+            self.intent.record(self._shared.intents, self.method, self.keys)
 
     async def intent_written(self, stop: asyncio.Event) -> bool:
-        """Wait until the intent names every key known so far (a stream's later messages may add keys);
-        False if the call is given up first."""
-        if self._intent_keys < len(self.keys):  # keys the intent does not name yet
-            previous = self._intent_saved
-            if previous is not None and not await until(previous, stop):
-                return False
-            self.record_intent()
-        return self._intent_saved is None or await until(self._intent_saved, stop)
+        """Wait until the intent names every key known so far; False if the call is given up first."""
+        return not self.is_write or await self.intent.written(
+            self._shared.intents, self.method, self.keys, stop
+        )
 
     async def unwritten_since(self, seq: int) -> bool:
         """Whether no write on this read's keys came in since the lanes' `seq` (taken when the primary

@@ -260,8 +260,8 @@ class Mirror:
             self._shared.breaker.release(self.probe)  # a probe that never got that far (left out, say)
             self.admission.answered()
             self.learning.settle()
-            if self.admission.intent and self._shared.intents is not None:
-                self._shared.intents.done(self.admission.intent)
+            if self.admission.intent.id and self._shared.intents is not None:
+                self._shared.intents.done(self.admission.intent.id)
             self._finished(self)
 
     async def _mirror(self) -> None:

@@ -92,8 +92,8 @@ async def conclude(
         # a read answered with a write in flight on its keys; a read of a method with no key, on any key (one
         # whose key is not known, or a keyed method's read naming none, is not such a listing)
         elif not tainted and primary is not None and (keys or not (admission.names_unknown or keyed_method)):
-            answered = mirror.answered_at or time.time()
-            tainted = shared.together.read_reason(keys, admission.started or mirror.started_at, answered)
+            answered, start = mirror.answered_at or time.time(), admission.started or mirror.started_at
+            tainted = admission.raced or shared.together.read_reason(keys, start, answered)
         if mirror.is_write:
             mirror.stage = "its keys' verification"
             why = (mirror.abandoned_why or "the client cancelled it") if cancelled else ""

@@ -23,22 +23,32 @@ from tests.services.venue.test_venue_stream_pairs import _order, venue
 HELD = 70  # the quantity of the order Bank's session holds
 
 
-@pytest.mark.parametrize("dataplane", PLANES)
-async def test_reads_answered_while_a_sessions_message_on_their_account_was_in_flight_are_tainted(
-    tmp_path: Path, dataplane: str
-) -> None:
-    held, release = asyncio.Event(), asyncio.Event()
+def holding(quantity: int, held: asyncio.Event, release: asyncio.Event) -> Callable[[Served], Any]:
+    """Bank's session answering: the order of `quantity` waits at Bank (`held` set) until `release` is set."""
 
-    def holding(bank: Served) -> Callable[[Any], Any]:
+    def answering(bank: Served) -> Callable[[Any], Any]:
         async def acks(request: Any) -> list[Any]:
-            if request.new.quantity == HELD and not release.is_set():
+            if request.new.quantity == quantity and not release.is_set():
                 held.set()
                 await release.wait()
             return [bank.book.trade(request)]
 
         return acks
 
-    async with venue(tmp_path, dataplane, bank_answering=holding) as (shim, sink, client, _):
+    return answering
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_reads_answered_while_a_sessions_message_on_their_account_was_in_flight_are_tainted(
+    tmp_path: Path, dataplane: str
+) -> None:
+    held, release = asyncio.Event(), asyncio.Event()
+    async with venue(tmp_path, dataplane, bank_answering=holding(HELD, held, release)) as (
+        shim,
+        sink,
+        client,
+        _,
+    ):
         async with client.session() as session:
             sending = asyncio.ensure_future(session.send(_order(HELD)))
             await held.wait()

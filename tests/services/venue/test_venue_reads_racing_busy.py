@@ -9,7 +9,6 @@ races the read."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from comparators import Verdict
 from shim.shadow.together import PER_KEY
 from tests.helpers import until
-from tests.services.venue.server import Served
+from tests.services.venue.test_venue_reads_racing import holding
 from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_stream_pairs import _order, venue
 
@@ -32,17 +31,12 @@ async def test_a_read_raced_by_a_message_is_tainted_however_many_writes_bank_ans
     tmp_path: Path, dataplane: str, bk_reads_wrong: bool
 ) -> None:
     held, release = asyncio.Event(), asyncio.Event()
-
-    def holding(bank: Served) -> Callable[[Any], Any]:
-        async def acks(request: Any) -> list[Any]:
-            if request.new.quantity == HELD and not release.is_set():
-                held.set()
-                await release.wait()
-            return [bank.book.trade(request)]
-
-        return acks
-
-    async with venue(tmp_path, dataplane, bank_answering=holding) as (shim, sink, client, bk):
+    async with venue(tmp_path, dataplane, bank_answering=holding(HELD, held, release)) as (
+        shim,
+        sink,
+        client,
+        bk,
+    ):
         if bk_reads_wrong:  # one open order too many in every account BK reads out
             right = bk.book.get_account
 

@@ -143,16 +143,27 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert "(`serialized`: `AddItem`" in page
     report = next(out for key, (_, out) in outputs.items() if key.startswith("-m shim report"))
     assert "price formatting" in report  # the benign difference, tolerated by its rule
-    differing = report[report.index("Differing paths") : report.index("Tolerated, by rule")]
+    # the real differences' table alone: a read that raced a restock (a table of tainted calls, when one did)
+    # is not the tutorial's point
+    end = report.find("Differing paths of tainted calls")
+    differing = report[
+        report.index("Differing paths") : end if end >= 0 else report.index("Tolerated, by rule")
+    ]
     assert re.findall(r"│ Inventory/(\w+)\s+│ (\S+)", differing) == [
         ("GetItem", "stock"),
         ("Restock", "stock"),
     ], report
     gate = next(out for key, (_, out) in outputs.items() if key.startswith("-m shim gate"))
-    assert [tuple(line.split()[:2]) for line in gate.splitlines() if line.startswith("FAIL")] == [
-        ("FAIL", "tutorial.v1.Inventory/GetItem"),
-        ("FAIL", "tutorial.v1.Inventory/Restock"),
+    failed = [line.split() for line in gate.splitlines() if line.startswith("FAIL")]
+    assert [words[1] for words in failed if words[2:5] == ["real", "mismatch", "rate"]] == [
+        "tutorial.v1.Inventory/GetItem",
+        "tutorial.v1.Inventory/Restock",
     ], gate
+    # (a read that raced a restock is unproven: a few of them may fail GetItem's share too)
+    assert {words[1] for words in failed} <= {
+        "tutorial.v1.Inventory/GetItem",
+        "tutorial.v1.Inventory/Restock",
+    }
     reconcile = next(out for key, (_, out) in outputs.items() if key.startswith("-m shim reconcile"))
     assert "keys differ" in reconcile
     assert all("stock" in row for row in reconcile.splitlines() if row.startswith("│ item-")), reconcile

@@ -400,20 +400,32 @@ def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
     assert "no method has a call in the window" in old.stdout
 
 
+LENIENT = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+
+
+async def _recorded(path: Path, *changes: ModeChange) -> None:
+    """Record these mode changes in the store at `path`, one after the other."""
+    store = Store.open(str(path))
+    await store.start()
+    try:
+        for change in changes:
+            await store.modes.change([change])
+    finally:
+        await store.close()
+
+
 async def test_evidence_from_before_a_stretch_in_bank_mode_is_not_judged(recent: Path) -> None:
     """In bank mode BK is sent no write: its book lacks them from then on, and what it answered before
     says nothing about the book it holds since. The evidence of ten minutes ago passes the gate until a
     switch into bank mode and back, after which the gate judges none of it, and says why."""
-    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    criteria = LENIENT
     assert _gate("--store", str(recent), *criteria).returncode == 0
-    store = Store.open(str(recent))
-    await store.start()
-    try:
-        now = time.time()
-        await store.modes.change([ModeChange(now - 60, "ops", "*", "shadow", "bank", "BK slow", False)])
-        await store.modes.change([ModeChange(now - 30, "ops", "*", "bank", "shadow", "BK back", False)])
-    finally:
-        await store.close()
+    now = time.time()
+    await _recorded(
+        recent,
+        ModeChange(now - 60, "ops", "*", "shadow", "bank", "BK slow", False),
+        ModeChange(now - 30, "ops", "*", "bank", "shadow", "BK back", False),
+    )
     done = _gate("--store", str(recent), *criteria)
     assert done.returncode == 1, done.stdout
     assert "gate: a switch into or out of bank or bk mode at " in done.stdout
@@ -426,17 +438,15 @@ async def test_evidence_from_before_a_stretch_in_bk_mode_is_not_judged(recent: P
     comparisons from before the stretch say nothing about the books since. A stretch in bk mode on one
     method restarts the evidence as one in bank mode does. Before, the old evidence passed the gate, and
     BK was promoted again on it unforced."""
-    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    criteria = LENIENT
     assert _gate("--store", str(recent), *criteria).returncode == 0
-    store = Store.open(str(recent))
-    await store.start()
-    try:
-        now = time.time()
-        deposit = "/bank.v1.Ledger/Deposit"
-        await store.modes.change([ModeChange(now - 60, "ops", deposit, "bk-primary", "bk", "retire", False)])
-        await store.modes.change([ModeChange(now - 30, "ops", deposit, "bk", "shadow", "rollback", True)])
-    finally:
-        await store.close()
+    now = time.time()
+    deposit = "/bank.v1.Ledger/Deposit"
+    await _recorded(
+        recent,
+        ModeChange(now - 60, "ops", deposit, "bk-primary", "bk", "retire", False),
+        ModeChange(now - 30, "ops", deposit, "bk", "shadow", "rollback", True),
+    )
     done = _gate("--store", str(recent), *criteria)
     assert done.returncode == 1, done.stdout
     assert "gate: a switch into or out of bank or bk mode at " in done.stdout
@@ -447,16 +457,14 @@ async def test_a_switch_or_a_build_stamped_after_now_leaves_no_evidence_to_judge
     """A switch into bank mode and back, or a build of BK declared, stamped two minutes ahead (a replica or a
     host whose clock is fast): which evidence came after it is not known, so none is judged, and the gate
     says the clocks disagree. Before, they were left out, and the evidence from before them passed."""
-    criteria = ("--min-compared", "10", "--max-mismatch-rate", "0.02", "--max-unproven-rate", "0.05")
+    criteria = LENIENT
     assert _gate("--store", str(recent), *criteria).returncode == 0
-    store = Store.open(str(recent))
-    await store.start()
-    try:
-        ahead = time.time() + 120
-        await store.modes.change([ModeChange(ahead, "ops", "*", "shadow", "bank", "BK slow", False)])
-        await store.modes.change([ModeChange(ahead + 30, "ops", "*", "bank", "shadow", "BK back", False)])
-    finally:
-        await store.close()
+    ahead = time.time() + 120
+    await _recorded(
+        recent,
+        ModeChange(ahead, "ops", "*", "shadow", "bank", "BK slow", False),
+        ModeChange(ahead + 30, "ops", "*", "bank", "shadow", "BK back", False),
+    )
     switched = _gate("--store", str(recent), *criteria)
     assert switched.returncode == 1, switched.stdout
     assert "(after now by this host's clock: the clocks disagree)" in switched.stdout, switched.stdout

@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, ClassVar
 from shim.errors import ConfigError
 from shim.evidence import MethodReport, Report, method_name
 from shim.evidence.fleet import responsible
+from shim.modes import DEFAULT
 from shim.settings import POSITIVE, SHARE, Kind, duration, setting
 
 if TYPE_CHECKING:
-    from shim.store import Store
+    from shim.store import ReplicaView, Store
 
 NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
 
@@ -144,6 +145,28 @@ class GateResult:
     @property
     def failed(self) -> tuple[Criterion, ...]:
         return tuple(c for c in self.criteria if not c.passed)
+
+
+def split_fleet(views: Sequence[ReplicaView], lease: float, now: float) -> str:
+    """The live replicas (heard from within `lease`) and their modes, when they do not all run the same
+    modes: "REPLICA in SCOPE MODE, ...; ..." on the scopes they differ on ("" when they agree). A replica
+    in other modes than the rest answers, or mirrors, differently: Bank alone gets its writes in `bank`
+    mode, say, so the evidence of the others says nothing of the book BK holds."""
+    live = [view for view in views if now - view.heartbeat <= lease]
+    scopes = sorted({scope for view in live for scope in view.modes})
+
+    def mode(view: ReplicaView, scope: str) -> str:
+        return view.modes.get(scope) or view.modes.get(DEFAULT, "")
+
+    differ = [s for s in scopes if len({mode(view, s) for view in live}) > 1]
+    return (
+        "; ".join(
+            f"{view.replica} in {', '.join(f'{s.lstrip(chr(47))} {mode(view, s)}' for s in differ)}"
+            for view in live
+        )
+        if differ
+        else ""
+    )
 
 
 def evaluate(

@@ -9,6 +9,7 @@ from shim import config as config_mod
 from shim._noise import NoiseSettings
 from shim.cli.store_args import evidence_settings, method_arg, positive, share, store_flags
 from shim.gate import GateSettings
+from shim.store_settings import StoreSettings
 from shim.units import parse_duration
 
 
@@ -20,8 +21,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
         " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error, error, or dropped:"
         " counted and never stored). A method short of clean comparisons, or with too many unproven calls,"
-        ' is "not proven". Exit 0 when every'
-        " criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
+        ' is "not proven". Live replicas of the store that run different modes fail it too. Exit 0 when'
+        " every criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
     )
     store_flags(gate)
     gate.add_argument(
@@ -61,12 +62,14 @@ async def run(args: argparse.Namespace) -> int:
     import time
 
     from shim.evidence import build_report, rfc3339
-    from shim.gate import evaluate, evidence_since, one_sided_since
+    from shim.gate import evaluate, evidence_since, one_sided_since, split_fleet
+    from shim.liveness import lease_of
     from shim.store import Store
     from shim.terminal_text import printable
 
     url, settings = evidence_settings(args)
     gate, noise = config_mod.section(settings, GateSettings), config_mod.section(settings, NoiseSettings)
+    kept = config_mod.section(settings, StoreSettings)
     window = parse_duration("--window", args.window) if args.window else gate.window
     min_compared = gate.min_compared if args.min_compared is None else args.min_compared
     max_rate = gate.max_mismatch_rate if args.max_mismatch_rate is None else args.max_mismatch_rate
@@ -79,6 +82,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         unmirrored = await one_sided_since(store, float("inf"))  # (one stamped after now: clocks disagree)
         latest_build = await store.builds.in_service(float("inf"))
+        split = split_fleet(await store.fleet.views(), lease_of(max(kept.refresh, 0.05), kept.lease), until)
         report = await build_report(
             store,
             since=await evidence_since(store, window, until),
@@ -149,9 +153,12 @@ async def run(args: argparse.Namespace) -> int:
             f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)};"
             " promoting the default mode is refused until each is covered or has a mode of its own"
         )
-    failed = len(result.failed)
-    if result.passed:
+    if split:  # stored text: control characters escaped
+        print(f"gate: fleet: live replicas run different modes: {printable(split)}")
+    failed = len(result.failed) + bool(split)
+    total = len(result.criteria) + bool(split)
+    if result.passed and not split:
         print(f"gate: PASS (all {len(result.criteria)} criteria met)")
         return 0
-    print(f"gate: FAIL ({failed} of {len(result.criteria)} criteria not met)")
+    print(f"gate: FAIL ({failed} of {total} criteria not met)")
     return 1

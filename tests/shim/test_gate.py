@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from shim.evidence import Report, build_report
-from shim.gate import GateResult, evaluate
-from shim.store import BkBuild, ModeChange, Store
+from shim.gate import GateResult, evaluate, split_fleet
+from shim.store import BkBuild, ModeChange, ReplicaView, Store
 from tests.shim.test_evidence import GET, REFUND, SPAN, T0, Records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -721,3 +721,18 @@ async def test_the_gate_reads_counts_not_a_row_per_comparison(
     assert await asyncio.to_thread(main, ["report", "--store", str(path)]) == 0
     assert fetched[0] < 1000  # the report's latencies are read a few at a time (`Db.each`), never all at once
     assert "p99" in capsys.readouterr().out
+
+
+def test_a_fleet_split_names_the_live_replicas_on_the_scopes_they_differ_on() -> None:
+    """Replicas agree: no split. One runs a method in bank mode: each live replica is named with its mode of
+    that method alone. A silent one (heard from longer ago than the lease) is left out."""
+    now = 1_000.0
+    shadow = ReplicaView("a", {"*": "shadow"}, 0.0, now - 1)
+    same = ReplicaView("b", {"*": "shadow", "/x.v1.S/Get": "shadow"}, 0.0, now - 2)
+    drifted = ReplicaView("c", {"*": "shadow", "/x.v1.S/Put": "bank"}, 0.0, now - 3)
+    silent = ReplicaView("d", {"*": "bk"}, 0.0, now - 31)
+    assert split_fleet([shadow, same, silent], lease=30, now=now) == ""
+    assert split_fleet([shadow, drifted, silent], lease=30, now=now) == (
+        "a in x.v1.S/Put shadow; c in x.v1.S/Put bank"
+    )
+    assert split_fleet([drifted], lease=30, now=now) == ""

@@ -113,3 +113,40 @@ async def test_the_gate_names_the_methods_a_default_promotion_would_find_uncover
         f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)}" in out
     )
     assert "promoting the default mode is refused until each is covered or has a mode of its own" in out
+
+
+async def test_the_gate_command_fails_while_live_replicas_run_in_different_modes(tmp_path: Path) -> None:
+    """`shim gate`, the command a pipeline runs before a promotion, reads the store two replicas share while
+    one runs in bank mode by its config (its deposits reach Bank alone). The command fails, naming each live
+    replica and its modes; once that replica has stopped, no split is reported. Before, it judged the
+    evidence alone."""
+    config = _config(tmp_path)
+    with config.open("a", encoding="utf-8") as file:
+        file.write('\n[admin]\nlisten = "127.0.0.1:0"\n')
+    drifted = tmp_path / "bank-mode.toml"
+    text = config.read_text(encoding="utf-8")
+    drifted.write_text(re.sub(r'(?m)^mode = "[a-z-]+"', 'mode = "bank"', text), encoding="utf-8")
+    assert 'mode = "bank"' not in text
+    assert 'mode = "bank"' in drifted.read_text(encoding="utf-8")
+    store = tmp_path / "shim.db"
+    gate = ("gate", "--config", config, "--store", store, "--min-compared", "1")
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        args = [
+            "--listen", "127.0.0.1:0", "--bank", bank.address, "--bk", bk.address, "--store", store,
+            "--dataplane", "python", "--diff-log", "/dev/null",
+        ]  # fmt: skip
+        async with shim_process("--config", config, *args) as first:
+            async with shim_process("--config", drifted, *args) as second:
+                code, out, err = await shim_command(*gate)
+                assert code == 1, out + err
+                split = [line for line in out.splitlines() if line.startswith("gate: fleet: ")]
+                assert len(split) == 1, out
+                assert f"{first.replica} in * shadow" in split[0], out
+                assert f"{second.replica} in * bank" in split[0], out
+                assert out.splitlines()[-1].startswith("gate: FAIL"), out
+            code, out, err = await shim_command(*gate)
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert "gate: fleet: " not in out, out + err

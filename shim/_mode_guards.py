@@ -75,3 +75,26 @@ def _writes(config: Config, registry: DescriptorRegistry | None) -> Callable[[st
         return info is None or not info.read_only
 
     return is_write
+
+
+UNRETIRE = (
+    "{0}: Bank is retired there (mode bk): it was sent none of the writes since, so in {1} mode it would"
+    " answer, or be compared, from a book that lacks them; bring Bank's book up to BK's first (`shim"
+    " reconcile` says where they differ), then switch with --force (recorded as forced)"
+)
+RETIRE_KEPT = (
+    "{} keeps a mode of its own in which Bank is still called: retired, Bank would go on answering it from a"
+    " book that gets no write any more. Switch it to bk first (shim mode set bk --method METHOD"
+    " --retire-bank), then retire Bank"
+)
+RETIRE_OUT_OF_STEP = (
+    "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
+    " right; reconcile, resolve and `shim resync` them (`shim resync --list`) before retiring Bank"
+    " (--force overrides)"
+)
+
+
+def bank_called(table: Mapping[str, str]) -> str:
+    """The methods whose own mode still calls Bank ("" when none does), with their modes."""
+    kept = sorted(scope for scope, mode in table.items() if scope != DEFAULT and mode != "bk")
+    return ", ".join(f"{scope.lstrip('/')} ({table[scope]})" for scope in kept)

@@ -30,7 +30,14 @@ import structlog
 from grpc import aio
 
 from comparators import DescriptorRegistry
-from shim._mode_guards import WRITES_MISSED, newly_missed
+from shim._mode_guards import (
+    RETIRE_KEPT,
+    RETIRE_OUT_OF_STEP,
+    UNRETIRE,
+    WRITES_MISSED,
+    bank_called,
+    newly_missed,
+)
 from shim._promotion import gate_failures
 from shim._proto.shim.v1 import admin_pb2 as pb
 from shim._proto.shim.v1 import admin_pb2_grpc as pb_grpc
@@ -66,21 +73,6 @@ class Switchable(Protocol):
 
 _log = structlog.get_logger("shim.admin")
 _BANK_ANSWERS = ("bank", "shadow")
-_UNRETIRE = (
-    "{0}: Bank is retired there (mode bk): it was sent none of the writes since, so in {1} mode it would"
-    " answer, or be compared, from a book that lacks them; bring Bank's book up to BK's first (`shim"
-    " reconcile` says where they differ), then switch with --force (recorded as forced)"
-)
-_RETIRE_KEPT = (
-    "{} keeps a mode of its own in which Bank is still called: retired, Bank would go on answering it from a"
-    " book that gets no write any more. Switch it to bk first (shim mode set bk --method METHOD"
-    " --retire-bank), then retire Bank"
-)
-_RETIRE_OUT_OF_STEP = (
-    "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
-    " right; reconcile, resolve and `shim resync` them (`shim resync --list`) before retiring Bank"
-    " (--force overrides)"
-)
 
 
 async def _out_of_step(shim: Switchable) -> str:
@@ -107,7 +99,7 @@ async def _still_in_step(shim: Switchable) -> str:
         out_of_step = await _out_of_step(shim)
     except Refused as exc:
         return str(exc)
-    return _RETIRE_OUT_OF_STEP.format(out_of_step) if out_of_step else ""
+    return RETIRE_OUT_OF_STEP.format(out_of_step) if out_of_step else ""
 
 
 class Refused(ShimError):
@@ -115,12 +107,6 @@ class Refused(ShimError):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _bank_called(table: Mapping[str, str]) -> str:
-    """The methods whose own mode still calls Bank ("" when none does), with their modes."""
-    kept = sorted(scope for scope, mode in table.items() if scope != DEFAULT and mode != "bk")
-    return ", ".join(f"{scope.lstrip('/')} ({table[scope]})" for scope in kept)
 
 
 async def set_mode(
@@ -161,8 +147,8 @@ async def set_mode(
         )
     now = time.time()
     current = shim.modes.table()
-    if mode == "bk" and DEFAULT in scopes and (kept := _bank_called(current)):
-        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _RETIRE_KEPT.format(kept))
+    if mode == "bk" and DEFAULT in scopes and (kept := bank_called(current)):
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, RETIRE_KEPT.format(kept))
     changes = [
         ModeChange(
             now, who or "unknown", scope, current.get(scope) or shim.modes.of(scope), mode, reason, False
@@ -177,12 +163,12 @@ async def set_mode(
     unretiring = [c.scope for c in changes if c.from_mode == "bk"]
     if unretiring:  # Bank was sent nothing since it was retired: its book lacks every write since
         if not force:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _UNRETIRE.format(", ".join(unretiring), mode))
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, UNRETIRE.format(", ".join(unretiring), mode))
         changes = [replace(c, forced=True) if c.from_mode == "bk" else c for c in changes]
     if mode == "bk" and changes:  # the point of no return: not while BK's book is known to differ
         out_of_step = await _out_of_step(shim)
         if out_of_step and not force:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, _RETIRE_OUT_OF_STEP.format(out_of_step))
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, RETIRE_OUT_OF_STEP.format(out_of_step))
         changes = [replace(c, forced=bool(out_of_step)) for c in changes]
     promoting = mode in ("bk-primary", "bk") and any(c.from_mode in _BANK_ANSWERS for c in changes)
     # retiring Bank from bk-primary: the point of no return is judged on the evidence since, as a promotion

@@ -30,6 +30,7 @@ from shim._health import Health
 from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from, to_the_primary
+from shim._start_guard import refusal, start_refused
 from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
@@ -152,9 +153,19 @@ class Shim:
                 history = await store.modes.history(limit=100_000)
                 started = started_in(self.modes.default, stored, history)
                 if started is not None:  # the config's mode, in the history (the gate reads it there)
+                    # guarded as a switch to it at run time would be (`shim._start_guard`)
+                    if refused := await start_refused(
+                        store, config, parts.registry, stored, started, parts.replica
+                    ):
+                        if not config.forced_start:
+                            raise StartupError(refusal(started, refused))
+                        _log.warning(
+                            "started in the config's mode, forced", mode=started.to_mode, refused=refused
+                        )
+                        started = replace(started, forced=True)
                     await store.modes.started(started)
                     history.insert(0, started)
-            except StoreError as exc:
+            except (StoreError, StartupError) as exc:
                 await self.books.close()
                 raise StartupError(str(exc)) from exc
             if any(change.to_mode in BK_ANSWERS for change in history):

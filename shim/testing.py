@@ -90,7 +90,8 @@ async def running_shim(
     (`shadow={"max_in_flight": 4}`), over the test defaults below. Comparisons run in a thread
     unless `comparison={"executor": "process"}` is given: a worker process takes a second to
     start, too long for most tests. The store is in memory unless `store={"url": ...}` names one.
-    Mirrors are never shed for overload unless `shadow={"shed_lag": ...}` says when.
+    Mirrors are never shed for overload unless `shadow={"shed_lag": ...}` says when. A test starts in the
+    mode it names, as `shim serve --force` would (`forced_start=False`: guarded as `shim serve` is).
     """
     if isinstance(bk, str):
         bk = Upstream("bk", bk, timeout=shadow_timeout)
@@ -100,6 +101,7 @@ async def running_shim(
         "bk": bk,
         "listen": "127.0.0.1:0",
         "mode": mode or ("shadow" if bk else "bank"),
+        "forced_start": settings.pop("forced_start", True),
     }
     config = build(merged(_TEST_DEFAULTS, settings, given))
     if config.serving.dataplane == "auto":  # the Python data plane unless a test asks for Envoy

@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
         "bk-primary: BK answers, Bank mirrored and compared; bk: BK answers, nothing mirrored",
     )
     serve.add_argument(
+        "--force",
+        action="store_true",
+        help="start in the config's mode (or --mode) even where a switch to it at run time would be refused"
+        " (the gate fails for a promotion, keys out of step for retiring Bank, ...); recorded as forced."
+        " Without it such a start is refused, saying why",
+    )
+    serve.add_argument(
         "--adapters",
         metavar="MODULE",
         help="BK speaks its own interface: serve Bank's through the adapters in MODULE.ADAPTERS "

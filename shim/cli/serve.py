@@ -27,6 +27,8 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
         settings["listen"] = args.listen
     if args.mode:
         settings["mode"] = args.mode
+    if args.force:
+        settings["forced_start"] = True
     if args.adapters:
         settings["adapters"] = args.adapters
     if args.descriptor_set:

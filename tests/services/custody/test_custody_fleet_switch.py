@@ -117,9 +117,9 @@ async def test_the_gate_names_the_methods_a_default_promotion_would_find_uncover
 
 async def test_the_gate_command_fails_while_live_replicas_run_in_different_modes(tmp_path: Path) -> None:
     """`shim gate`, the command a pipeline runs before a promotion, reads the store two replicas share while
-    one runs in bank mode by its config (its deposits reach Bank alone). The command fails, naming each live
-    replica and its modes; once that replica has stopped, no split is reported. Before, it judged the
-    evidence alone."""
+    one runs in bank mode by its config, forced (its deposits reach Bank alone; unforced, its start is
+    refused). The command fails, naming each live replica and its modes; once that replica has stopped, no
+    split is reported. Before, it judged the evidence alone."""
     config = _config(tmp_path)
     with config.open("a", encoding="utf-8") as file:
         file.write('\n[admin]\nlisten = "127.0.0.1:0"\n')
@@ -137,7 +137,13 @@ async def test_the_gate_command_fails_while_live_replicas_run_in_different_modes
             "--dataplane", "python", "--diff-log", "/dev/null",
         ]  # fmt: skip
         async with shim_process("--config", config, *args) as first:
-            async with shim_process("--config", drifted, *args) as second:
+            # a start in other modes than a live replica's is refused, as a switch of it alone would be
+            code, out, err = await shim_command("serve", "--config", drifted, *args)
+            assert code == 2, out + err
+            assert "starting in the config's mode bank" in err, err
+            assert "live replicas of the store would run different modes (" in err, err
+            assert f"{first.replica} in * shadow" in err, err
+            async with shim_process("--config", drifted, "--force", *args) as second:
                 code, out, err = await shim_command(*gate)
                 assert code == 1, out + err
                 split = [line for line in out.splitlines() if line.startswith("gate: fleet: ")]

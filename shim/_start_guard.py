@@ -1,0 +1,84 @@
+"""A shim started by its config in a mode other than the last recorded one (`shim.modes.started_in`) changes
+the modes as a switch at run time does, so it is guarded as `shim.admin.set_mode` guards one: a promotion
+(BK to answer where Bank did) and Bank's retirement from `bk-primary` run the gate on the stored evidence;
+Bank is not retired while keys are out of step or a method's own mode still calls it, nor brought back from
+retirement; no method's writes are kept from the side that answers; no live replica of the store runs other
+modes. What is refused stops the start, nothing recorded, unless `shim serve --force` (the change is then
+recorded as forced). Before, a config that said `bk` (one letter from `bank`) retired Bank unasked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from comparators import DescriptorRegistry
+from shim._mode_guards import (
+    RETIRE_KEPT,
+    RETIRE_OUT_OF_STEP,
+    UNRETIRE,
+    WRITES_MISSED,
+    bank_called,
+    newly_missed,
+)
+from shim._promotion import gate_failures
+from shim.admin import following_the_default
+from shim.config import Config
+from shim.gate import split_fleet
+from shim.liveness import lease_of
+from shim.modes import BK_ANSWERS, DEFAULT
+from shim.store import ModeChange, ReplicaView, Store, shown_key
+
+
+async def start_refused(
+    store: Store,
+    config: Config,
+    registry: DescriptorRegistry | None,
+    stored: Mapping[str, str],
+    started: ModeChange,
+    replica: str,
+) -> list[str]:
+    """Why the start `started` (from the default scope's last recorded mode, "" for none, to the config's)
+    may not go on, with the run-time modes `stored` (the methods' own): [] when it may."""
+    was, mode = started.from_mode or "shadow", started.to_mode  # none recorded: a first start, as shadow
+    found = []
+    if started.from_mode == "bk":
+        found.append(UNRETIRE.format("the default mode", mode))
+    if missed := newly_missed(stored, was, [started], config, registry):
+        found.append(WRITES_MISSED.format("; ".join(missed)))
+    if mode == "bk":
+        if kept := bank_called({**stored, DEFAULT: mode}):
+            found.append(RETIRE_KEPT.format(kept))
+        keys = list(dict.fromkeys(mark.key for mark in await store.marks.out_of_step()))
+        if keys:
+            named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
+            found.append(
+                RETIRE_OUT_OF_STEP.format(
+                    f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"
+                )
+            )
+    promoting = mode in BK_ANSWERS and was not in BK_ANSWERS
+    if promoting or (mode == "bk" and was == "bk-primary"):
+        moved = following_the_default(registry, stored, config.gate.methods)
+        own = {scope.lstrip("/") for scope in stored if scope != DEFAULT}
+        if failed := await gate_failures(store, config, moved, own):
+            what = "BK may not become primary" if promoting else "Bank may not be retired"
+            more = f"; and {len(failed) - 3} more (shim gate lists them)" if len(failed) > 3 else ""
+            found.append(f"the gate fails, so {what}: " + "; ".join(failed[:3]) + more)
+    lease = lease_of(max(config.store.refresh, 0.05), config.store.lease)
+    now = time.time()
+    this = ReplicaView(replica, {**stored, DEFAULT: mode}, now, now)
+    views = [view for view in await store.fleet.views() if view.replica != replica]
+    if split := split_fleet([this, *views], lease, now):
+        found.append(f"live replicas of the store would run different modes ({split})")
+    return found
+
+
+def refusal(started: ModeChange, found: list[str]) -> str:
+    """The start's error: what was refused, and how to go on."""
+    return (
+        f"starting in the config's mode {started.to_mode} (the default mode last recorded:"
+        f" {started.from_mode or 'none'}) is refused, as a switch to it at run time would be:"
+        f" {'; '.join(found)}."
+        f" Start in {started.from_mode or 'shadow'} and switch at run time (shim mode set: guarded, audited,"
+        " and applied by every replica as one step), or start with shim serve --force (recorded as forced)"
+    )

@@ -645,7 +645,7 @@ def _bind(spec: dict[str, Any], rule: Any, registry: DescriptorRegistry | None, 
         raise RuleError(f"{where}: path must be a non-empty string")
     elif len(path) > 2 and path[0] == "(" and path[-1] == ")":
         path = path[1:-1]  # an extension as a difference shows it, `(package.name)`: by its full name
-    if spec["rule"] in _ANYTHING_GOES and not spec.get("methods") and _every_field(path, regex):
+    if spec["rule"] in _ANYTHING_GOES and not spec.get("methods") and _every_field(path, regex, registry):
         raise RuleError(
             f"{where}: {spec['rule']!r} on {path or regex_text!r} would hold every field of every answer the"
             " same, and any BK pass: name the fields it is for (or the methods, with methods = [...])"
@@ -663,12 +663,33 @@ _ANYTHING_GOES = ("ignore", "custom")  # rules that may hold any two values the 
 _PROBES = ("x", "a.b", "pkg.v1.Message.field", "pkg.v1.Message.items[0].name")
 
 
-def _every_field(path: str | None, regex: re.Pattern[str] | None) -> bool:
-    """Whether a target is every field of any service: a glob of stars and dots alone ("*", "*.*"), or a
-    regex every path matches."""
-    if regex is not None:
-        return all(regex.fullmatch(probe) for probe in _PROBES)
-    return path is not None and bool(path) and set(path) <= {"*", "."}
+def _every_field(
+    path: str | None, regex: re.Pattern[str] | None, registry: DescriptorRegistry | None
+) -> bool:
+    """Whether a pattern is every field: of any service (every probe path matches it: "*", "?*", ".*"), or
+    of every answer the descriptors describe (each field of each method's answer message matches it:
+    "bank.*", "bank\\..*"). A path without a glob's characters names fields, and is never taken so."""
+    if regex is None and (not path or not set(path) & set("*?[")):
+        return False
+
+    def matches(target: str) -> bool:
+        return (
+            regex.fullmatch(target) is not None
+            if regex is not None
+            else fnmatch.fnmatchcase(target, path or "")
+        )
+
+    if all(matches(probe) for probe in _PROBES):
+        return True
+    if registry is None:
+        return False
+    answers = {info.output_type for info in registry.methods.values()}
+    fields = [
+        f"{name}.{field.name}"
+        for name in answers
+        for field in registry.pool.FindMessageTypeByName(name).fields
+    ]
+    return bool(fields) and all(matches(target) for target in fields)
 
 
 def _bind_metadata(

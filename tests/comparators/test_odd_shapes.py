@@ -109,9 +109,9 @@ def test_a_rule_on_fields_whose_glob_matches_a_stream_tolerates_no_message_one_s
     or `ignore` meant for fields tolerated a whole message BK sent more, or left out, of the stream."""
     more = judge([Odd(num=1)], [Odd(num=1), Odd(num=2)], [{"path": "odd.v1.*", "rule": "bk-may-add"}], STREAM)
     assert (more.verdict, rows(more)) == (Verdict.MISMATCH, [("[1]", "added", None, {"num": 2}, "")])
-    fewer = judge(
-        [Odd(num=1), Odd(num=2)], [Odd(num=1)], [{"regex": r"odd\.v1\..*", "rule": "ignore"}], STREAM
-    )
+    # (`ignore` on the package's every field is refused unless scoped to methods: scoped to the stream)
+    ignore = {"regex": r"odd\.v1\..*", "rule": "ignore", "methods": [STREAM.lstrip("/")]}
+    fewer = judge([Odd(num=1), Odd(num=2)], [Odd(num=1)], [ignore], STREAM)
     assert (fewer.verdict, rows(fewer)) == (Verdict.MISMATCH, [("[1]", "removed", {"num": 2}, None, "")])
 
 

@@ -95,7 +95,10 @@ BAD_SPECS: list[Any] = [
             f"'ignore' on '{value}' would hold every field of every answer the same",
             id=f"ignore-everything-{target}-{value}",
         )
-        for target, value in (("path", "*"), ("path", "*.*"), ("regex", ".*"), ("regex", ".+"))
+        for target, value in (
+            *(("path", v) for v in ("*", "*.*", "?*", "[a-z]*", "bank.*", "bank.v1.*")),
+            *(("regex", v) for v in (".*", ".+", "bank[.].*", "[a-z].*")),
+        )
     ),
     # a broken call (a status neither OK nor a refusal) may or may not have been carried out: held the same
     # as an answer or a refusal, BK's INTERNAL matched Bank's refusal, and a broken BK passed the gate
@@ -234,6 +237,24 @@ def test_each_mistake_is_a_rule_error_naming_its_place(spec: Spec, says: str) ->
     assert message.startswith(f"{WHERE}: ")
     assert says in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("target", "value"),
+    [
+        ("path", "bank.v1.Trade.*"),
+        ("path", "*.fee"),
+        ("path", "bank.v1.*_at"),
+        ("regex", r"bank\.v1\.Trade\..*"),
+    ],
+)
+def test_ignore_on_a_pattern_that_leaves_some_answer_fields_compared_is_accepted(
+    target: str, value: str
+) -> None:
+    """A pattern refused is one that every field of every method's answer matches; one that leaves some
+    compared (a message's fields, a suffix) is a rule like any other."""
+    rules = build_rules([{target: value, "rule": "ignore"}], REGISTRY, parse_duration)
+    assert len(rules.bindings) == 1
 
 
 def test_a_spec_without_a_location_is_named_by_its_position() -> None:

@@ -14,7 +14,7 @@ from comparators._model import Code, Comparison, Difference, DiffKind, Exchange,
 from comparators._stand_ins import StandIns, stand_in
 from comparators._walk import _ALIKE_TRIALS, _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
-from comparators.ids import IdFields, text_reads_as, translate_answer
+from comparators.ids import IdFields, read_as_bank, text_reads_as, translate_answer
 from comparators.message_api import parse
 from comparators.redact import FreeText, Originals, Redactor, hidden
 from comparators.rules import Ignore, RuleSet
@@ -446,6 +446,26 @@ def _reads_as_bank(
     return texts is not None and text_reads_as(texts[1], texts[0], to_bank)
 
 
+def _judged_as_bank(
+    difference: Difference,
+    walker: Walker,
+    to_bank: dict[tuple[str, str], str] | None,
+    original: Originals | None,
+    id_places: set[str],
+) -> Difference:
+    """`difference`, tolerated when it is free text (`_free_text_of`) a rule held real that the rule tolerates
+    once BK's ids in it are read as Bank's: "x1 IS NOT OPEN" under a `string` rule, against "L1 is not open"
+    with L1 paired with x1 (the rule alone saw two ids; the reading alone, two wordings)."""
+    texts = _free_text_of(difference, original, id_places)
+    if texts is None:
+        return difference
+    read = read_as_bank(texts[1], to_bank)
+    name = (
+        walker.judged_again(difference.path, texts[0], read) if read is not None and read != texts[1] else ""
+    )
+    return difference._replace(rule=name) if name else difference
+
+
 def _rich_code(difference: Difference, rules: RuleSet, method: str) -> Difference:
     """The rich status's code, tolerated as the status code is: by the status rule's equivalent pairs."""
     if difference.path != _RICH_CODE or difference.rule:
@@ -579,7 +599,11 @@ def _message_differences(
     found = walker.out
     if ids is not None and _translates(to_bank):  # free text naming BK's ids, read as Bank's
         places = _answer_id_places(ids, method, streamed, [*left, *right])
-        found = [d for d in found if not _reads_as_bank(d, to_bank, originals, places)]
+        found = [
+            _judged_as_bank(d, walker, to_bank, originals, places)
+            for d in found
+            if not _reads_as_bank(d, to_bank, originals, places)
+        ]
     found = found if own is None else [own.show(d) for d in found]
     diffs.extend([_unmapped(d, unmapped) for d in found] if unmapped else found)
     return diffs

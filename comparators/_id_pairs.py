@@ -151,16 +151,23 @@ def translate_answer(
 
 def text_reads_as(bk_text: str, bank_text: str, to_bank: dict[tuple[str, str], str] | None) -> bool:
     """Whether BK's free text is Bank's once each BK id of the exchange's pairs in it, as a whole word, is
-    read as the Bank id it pairs with. Ids of digits alone are left as they are: a count or an amount
-    could read as one by chance."""
+    read as the Bank id it pairs with (`read_as_bank`)."""
+    read = read_as_bank(bk_text, to_bank)
+    return read is not None and read == bank_text
+
+
+def read_as_bank(bk_text: str, to_bank: dict[tuple[str, str], str] | None) -> str | None:
+    """BK's free text with each BK id of the exchange's pairs in it, as a whole word, read as the Bank id it
+    pairs with; None when the pairs change no id. Ids of digits alone are left as they are: a count or an
+    amount could read as one by chance."""
     if not to_bank:
-        return False
+        return None
     ids = {
         bk_id: bank_id for (_, bk_id), bank_id in to_bank.items() if bk_id != bank_id and not bk_id.isdigit()
     }
     if not ids:
-        return False
+        return None
     words = re.compile(
         r"(?<![\w-])(" + "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)) + r")(?![\w-])"
     )
-    return words.sub(lambda found: ids[found.group(1)], bk_text) == bank_text
+    return words.sub(lambda found: ids[found.group(1)], bk_text)

@@ -154,6 +154,7 @@ class Walker:
         self._late_at = -1  # the message whose own lateness the clock holds (-1: the call's)
         self._set_clock(0.0)
         self.out: list[Difference] = []
+        self._untolerated: dict[str, Any] = {}  # path -> the rule that judged a changed text and held it real
         self._value_rules = rules.value_rules(method)
         self._original = original
         self._trials = [_ALIKE_TRIALS]  # likeness trials left to pair multisets (shared with trial walks)
@@ -198,7 +199,15 @@ class Walker:
             name = self._on_clock(rule, bank, bk)  # in a list or a map, as in a singular field
         else:
             name = self._judged(rule, bank, bk) if rule is not None else ""
+            if not name and rule is not None and type(bank) is str and type(bk) is str:
+                self._untolerated[path] = rule
         self.out.append(Difference(path, DiffKind.CHANGED, shown(bank), shown(bk), name))
+
+    def judged_again(self, path: str, bank: str, bk: str) -> str:
+        """The name of the rule that held the changed text at `path` real, when it tolerates `bank` and `bk`
+        (BK's text with its ids read as Bank's, say); "" when it does not, or no rule judged it."""
+        rule = self._untolerated.get(path)
+        return _tolerated(rule, bank, bk) if rule is not None else ""
 
     def _judged(self, rule: Any, bank: Any, bk: Any) -> str:
         """The rule's name when it tolerates the difference, judged on the values as sent."""
@@ -317,6 +326,8 @@ class Walker:
                             name = rule.name
                     except Exception:  # a failing rule tolerates nothing; the difference stays real
                         name = ""
+                    if not name and type(bank_value) is str:  # (a text: judged again with ids read)
+                        self._untolerated[prefix + field_name] = rule
             self.out.append(Difference(prefix + field_name, _CHANGED, bank_value, bk_value, name))
         elif shape is _TIME:
             left_leaf, right_leaf = _instant(bank_value), _instant(bk_value)

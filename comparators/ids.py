@@ -45,7 +45,15 @@ from google.protobuf import message
 
 from comparators._id_kinds import OWNERS, Ambiguous, Found, IdError, IdKind, resolve
 from comparators._id_lists import Moved, Moves, list_moves
-from comparators._id_pairs import Known, astray, pair_answers, pair_up, text_reads_as, translate_answer
+from comparators._id_pairs import (
+    Known,
+    astray,
+    pair_answers,
+    pair_up,
+    read_as_bank,
+    text_reads_as,
+    translate_answer,
+)
 from comparators._id_walk import Walk
 from comparators.message_api import copy_from, serialize
 
@@ -63,6 +71,7 @@ __all__ = [
     "list_moves",
     "pair_answers",
     "pair_up",
+    "read_as_bank",
     "resolve",
     "text_reads_as",
     "translate_answer",

@@ -1774,6 +1774,29 @@ def test_an_answer_side_owner_is_not_read_from_other_messages() -> None:
     assert [(f.value, f.owner) for f in fields.find(GET, "", [status], None)] == [("x", "")]
 
 
+def test_a_text_rule_judges_free_text_once_bk_s_ids_in_it_are_read_as_bank_s() -> None:
+    """A `string` rule (case and spacing aside) on a text naming BK's id where Bank's names its own: the rule
+    judges BK's text once each BK id of the exchange's pairs in it is read as Bank's, so "x1 IS NOT OPEN"
+    is Bank's "L1 is not open", tolerated by the rule. Before, neither alone held it the same (the rule saw
+    two ids, the reading two wordings): a real mismatch on every such answer of a BK with no bug. Naming
+    another thing is still real; so is a text at an id location."""
+    fields = custom_fields(kind("leaf", "idtest.v1.Leaf.id"))
+    pairs = (("leaf", "L1", "x1"), ("leaf", "L2", "x2"))
+    rules = build_rules([{"path": "idtest.v1.Leaf.owner", "rule": "string"}], CUSTOM, parse_duration)
+
+    def differences(owner: str) -> list[tuple[str, object, object, str]]:
+        bank = answer(new("Holder", one=new("Leaf", id="L1", owner="L1 is not open")))
+        bk = answer(new("Holder", one=new("Leaf", id="x1", owner=owner)))
+        found = compare(exchange(LIST, bank, bk, ids=pairs), CUSTOM, rules, fields)
+        return [(d.path, d.bank, d.bk, d.rule) for d in found.differences]
+
+    name = rules.bindings[0].rule.name
+    assert name.startswith("string")
+    assert differences("x1 IS  NOT OPEN") == [("one.owner", "L1 is not open", "x1 IS  NOT OPEN", name)]
+    assert differences("x2 IS NOT OPEN") == [("one.owner", "L1 is not open", "x2 IS NOT OPEN", "")]
+    assert differences("x1 is closed") == [("one.owner", "L1 is not open", "x1 is closed", "")]
+
+
 def test_free_text_in_answer_messages_reads_bk_s_ids_as_the_bank_ids_they_pair_with() -> None:
     """An answer's text field worded as Bank's but naming BK's id where Bank's names its own (a rejection's
     reason, "L1 is not open"), as rich error details are read: no difference. Before, a real mismatch on

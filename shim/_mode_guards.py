@@ -4,8 +4,10 @@ that answers some calls without the writes of a method (`shim.admin`).
 In `bank` mode a write reaches Bank alone, in `bk` mode BK alone; in `shadow` and `bk-primary` both. Bank
 answers in `bank` and `shadow`, BK in `bk-primary` and `bk`. So a write method kept in `bank` while BK
 answers another scope (the default promoted), or retired to `bk` on its own while Bank still answers one,
-leaves the answering side a book without those writes: its clients read stale answers. A write method in
-`bank` while Bank answers everything is the documented incident (BK misses the writes, Bank answers them).
+leaves the answering side a book without those writes: its clients read stale answers. Retired to `bk` on
+its own while Bank is compared (the default in `bk-primary`), it leaves Bank's compared answers a book
+without them: real mismatches blamed on BK, on every key those writes touch. A write method in `bank`
+while Bank answers everything is the documented incident (BK misses the writes, Bank answers them).
 """
 
 from __future__ import annotations
@@ -19,30 +21,35 @@ from shim.store.records import ModeChange
 
 GETS_WRITES = {"bank": {"Bank"}, "shadow": {"Bank", "BK"}, "bk-primary": {"Bank", "BK"}, "bk": {"BK"}}
 ANSWERS = {"bank": "Bank", "shadow": "Bank", "bk-primary": "BK", "bk": "BK"}
+COMPARED = {"shadow": "BK", "bk-primary": "Bank"}  # the side mirrored, whose answers are compared
 
 
 def writes_missed(
     table: Mapping[str, str], methods: Iterable[str], is_write: Callable[[str], bool]
 ) -> list[str]:
-    """Each write method (of `methods` and the scopes of `table`) whose writes a side answering some scope
-    does not get, said with its mode and that side; [] when none."""
+    """Each write method (of `methods` and the scopes of `table`) whose writes a side answering some scope,
+    or compared in one, does not get, said with its mode and that side; [] when none. A write method in
+    `bank` mode while BK is only compared is the documented incident: not counted."""
     default = table[DEFAULT]
     modes = {m: table.get(m, default) for m in [*methods, *(s for s in table if s != DEFAULT)]}
-    answering = {ANSWERS[mode] for mode in [default, *modes.values()] if mode in ANSWERS}
+    scopes = [default, *modes.values()]
+    answering = {ANSWERS[mode] for mode in scopes if mode in ANSWERS}
+    compared = {COMPARED[mode] for mode in scopes if mode in COMPARED} - answering
     missed = []
     for method, mode in modes.items():
-        lacking = sorted(answering - GETS_WRITES.get(mode, answering))
-        if lacking and is_write(method):
-            missed.append(
-                f"{method.lstrip('/')} ({mode}): {' and '.join(lacking)} answers, and gets none of its writes"
-            )
+        gets = GETS_WRITES.get(mode, answering | compared)
+        said = [f"{' and '.join(sorted(answering - gets))} answers"] if answering - gets else []
+        if mode != "bank" and compared - gets:
+            said.append(f"{' and '.join(sorted(compared - gets))} is compared")
+        if said and is_write(method):
+            missed.append(f"{method.lstrip('/')} ({mode}): {', '.join(said)}, and gets none of its writes")
     return missed
 
 
 WRITES_MISSED = (
-    "{}: that side's clients would read answers from a book that misses those writes; switch the method"
-    " with the default, or give it a mode in which the answering side gets its writes (--force overrides,"
-    " recorded as forced)"
+    "{}: that side's clients would read answers from a book that misses those writes (a side compared:"
+    " its answers would differ on those writes' keys, blamed on the other); switch the method with the"
+    " default, or give it a mode in which that side gets its writes (--force overrides, recorded as forced)"
 )
 
 

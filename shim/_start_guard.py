@@ -4,7 +4,11 @@ the modes as a switch at run time does, so it is guarded as `shim.admin.set_mode
 Bank is not retired while keys are out of step or a method's own mode still calls it, nor brought back from
 retirement; no method's writes are kept from the side that answers; no live replica of the store runs other
 modes. What is refused stops the start, nothing recorded, unless `shim serve --force` (the change is then
-recorded as forced). Before, a config that said `bk` (one letter from `bank`) retired Bank unasked."""
+recorded as forced). Before, a config that said `bk` (one letter from `bank`) retired Bank unasked.
+
+A start with no BK upstream sends every call to Bank alone: a stretch in `bank` mode for the evidence of the
+store the config names, recorded there as a start in `bank` (`without_bk`).
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from shim.admin import following_the_default
 from shim.config import Config
 from shim.gate import split_fleet
 from shim.liveness import lease_of
-from shim.modes import BK_ANSWERS, DEFAULT
-from shim.store import ModeChange, ReplicaView, Store, shown_key
+from shim.modes import BK_ANSWERS, DEFAULT, started_in
+from shim.store import ModeChange, ReplicaView, Store, StoreError, shown_key
 
 
 async def start_refused(
@@ -82,3 +86,24 @@ def refusal(started: ModeChange, found: list[str]) -> str:
         f" Start in {started.from_mode or 'shadow'} and switch at run time (shim mode set: guarded, audited,"
         " and applied by every replica as one step), or start with shim serve --force (recorded as forced)"
     )
+
+
+async def without_bk(config: Config) -> ModeChange | None:
+    """Record a start with no BK upstream as a start in `bank` mode in the store the config names, when it
+    holds anything (`Store.holds_nothing`: none is made for it): the gate's evidence then starts afresh
+    after it. Before, nothing was recorded: a restart without BK in an incident, and back, left the gate
+    judging the evidence from before, and BK was promoted though its book lacked the writes made then. The
+    change recorded (None: none, the last recorded default mode being `bank`)."""
+    if Store.holds_nothing(config.store.url):
+        return None
+    store = Store.open(config.store.url)
+    try:
+        await store.start()
+        started = started_in("bank", {}, await store.modes.history(limit=100_000))
+        if started is not None:
+            await store.modes.started(started)
+        return started
+    except StoreError as exc:
+        raise StoreError(f"a start without BK is recorded in the store, which failed: {exc}") from exc
+    finally:
+        await store.close()

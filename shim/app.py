@@ -30,7 +30,7 @@ from shim._health import Health
 from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from, to_the_primary
-from shim._start_guard import refusal, start_refused
+from shim._start_guard import refusal, start_refused, without_bk
 from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
@@ -144,6 +144,12 @@ class Shim:
         bk = self.channels.open(config.bk) if config.bk is not None else None
         self.bk_channel = bk
         routes = {"bank": Route(bank, None)}  # with BK configured, its id map too (below)
+        if bk is None:  # every call to Bank alone: a stretch in bank mode, for the store's evidence
+            try:
+                await without_bk(config)
+            except StoreError as exc:
+                await self.channels.close()
+                raise StartupError(str(exc)) from exc
         if bk is not None:  # every mode can be switched to at run time: both directions are ready
             assert config.bk is not None
             store = await self.books.open(config, parts)

@@ -56,6 +56,29 @@ def placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
+_POSTGRES = re.compile(r"postgres(ql)?://", re.IGNORECASE)
+
+
+def _sqlite_path(url: str, base: Path | None) -> Path | None:
+    """The SQLite file `url` names (relative to `base`, else the working directory); None: in memory."""
+    masked = other_shown(url)
+    rest = url
+    if url.lower().startswith("sqlite:"):
+        rest = url[len("sqlite:") :]
+        if rest.startswith("//"):  # sqlite:///abs/path: an empty host, then the absolute path
+            rest = rest[2:]
+            if not rest.startswith("/"):
+                raise StoreError(f"invalid store url {masked}: a SQLite url has no host; use one of {_FORMS}")
+    elif re.match(r"[a-z][a-z0-9+.-]*:", url, flags=re.IGNORECASE) and url != ":memory:":
+        raise StoreError(f"unknown store url {masked}: use one of {_FORMS}")
+    if not rest:
+        raise StoreError(f"store url {masked!r} names no file: use one of {_FORMS}")
+    if rest == ":memory:":
+        return None
+    path = Path(rest)
+    return path if path.is_absolute() else (base if base is not None else Path.cwd()) / path
+
+
 class Engine:
     """The shim's shared state in SQLite or PostgreSQL. Make one with `open(url)`, then `start()`."""
 
@@ -79,30 +102,23 @@ class Engine:
 
     @classmethod
     def _open(cls, url: str, base: Path | None, create: bool) -> Self:
-        if re.match(r"postgres(ql)?://", url, flags=re.IGNORECASE):
+        if _POSTGRES.match(url):
             engine = cls(postgres_shown(url), lambda: Postgres.connect(url))
             engine.conninfo = url
             return engine
-        masked = other_shown(url)
-        rest = url
-        if url.lower().startswith("sqlite:"):
-            rest = url[len("sqlite:") :]
-            if rest.startswith("//"):  # sqlite:///abs/path: an empty host, then the absolute path
-                rest = rest[2:]
-                if not rest.startswith("/"):
-                    raise StoreError(
-                        f"invalid store url {masked}: a SQLite url has no host; use one of {_FORMS}"
-                    )
-        elif re.match(r"[a-z][a-z0-9+.-]*:", url, flags=re.IGNORECASE) and url != ":memory:":
-            raise StoreError(f"unknown store url {masked}: use one of {_FORMS}")
-        if not rest:
-            raise StoreError(f"store url {masked!r} names no file: use one of {_FORMS}")
-        if rest == ":memory:":
-            return cls(masked, lambda: Sqlite.connect(None))
-        path = Path(rest)
-        if not path.is_absolute():
-            path = (base if base is not None else Path.cwd()) / path
-        return cls(masked, lambda: Sqlite.connect(path, create))
+        path = _sqlite_path(url, base)
+        if path is None:
+            return cls(other_shown(url), lambda: Sqlite.connect(None))
+        return cls(other_shown(url), lambda: Sqlite.connect(path, create))
+
+    @staticmethod
+    def holds_nothing(url: str, base: Path | None = None) -> bool:
+        """Whether the store at `url` holds nothing before it is opened: one in memory, or a SQLite file that
+        is not there."""
+        if _POSTGRES.match(url):
+            return False
+        path = _sqlite_path(url, base)
+        return path is None or not path.exists()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

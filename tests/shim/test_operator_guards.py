@@ -221,6 +221,46 @@ async def test_a_shim_started_in_bank_mode_by_its_config_is_a_stretch_in_bank_mo
     assert "no account" in (missing.value.details() or "")
 
 
+async def test_a_start_without_bk_is_a_stretch_in_bank_mode_for_the_store_it_names(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Clean evidence of every method from an hour ago. The shim is started with Bank alone (BK taken out of
+    its config in an incident) on the same store: a deposit reaches Bank alone. That start is recorded as a
+    stretch in bank mode, so the gate judges nothing from before it, and a promotion after the restart with
+    BK is refused for want of evidence. Before, nothing was recorded: the gate passed on the old evidence
+    and BK was promoted unforced, though its book lacked the deposit. A store that does not exist yet holds
+    no evidence: none is made for a start without BK."""
+    bank, _ = ledgers
+    store = str(tmp_path / "shim.db")
+    await _clean_evidence(store, ago=3600)
+    criteria = ("--store", store, "--min-compared", "100")
+    assert run_shim("gate", *criteria).returncode == 0
+    async with (
+        running_shim(bank.address, store={"url": store}) as (shim, _),
+        aio.insecure_channel(shim.address) as channel,
+    ):
+        stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="N1", initial_deposit="150"))
+    gate = run_shim("gate", *criteria)
+    assert gate.returncode == 1, gate.stdout
+    assert "gate: a switch into or out of bank or bk mode at " in gate.stdout
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk-primary", reason="promote")
+    assert [(c.who, c.from_mode, c.to_mode, c.forced) for c in history] == [
+        (STARTED_BY, "bank", "shadow", False),
+        (STARTED_BY, "", "bank", False),
+    ]
+    details = refused.value.details() or ""
+    assert details.startswith("the gate fails, so BK may not become primary: "), details
+    assert "not covered: no call in the window" in details, details
+    fresh = tmp_path / "fresh.db"
+    async with running_shim(bank.address, store={"url": str(fresh)}):
+        pass
+    assert not fresh.exists()
+
+
 async def test_retiring_bank_from_bk_primary_is_judged_by_the_gate(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -310,6 +350,27 @@ async def test_a_switch_that_leaves_the_answering_side_without_a_method_s_writes
         ("*", "bk-primary", True),
         (DEPOSIT, "bank", False),
     ]
+
+
+async def test_retiring_a_write_method_alone_while_bank_is_compared_is_refused(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The default in bk-primary: BK answers, Bank is mirrored and compared. Deposits retired to bk alone
+    would reach BK only, and Bank's balances, still compared, would differ from BK's on every account
+    deposited to: real mismatches blamed on a BK with no bug, and writes on one side with no mark. Refused,
+    naming the method and that Bank is compared, unless forced. Before, it was applied unforced."""
+    store = str(tmp_path / "shim.db")
+    await _clean_evidence(store, ago=600)
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        await _set(admin, "bk-primary", reason="promote")
+        with pytest.raises(aio.AioRpcError) as retired:
+            await _set(admin, "bk", DEPOSIT, retire_bank=True, reason="retire deposits first")
+        assert shim.modes.table() == {"*": "bk-primary"}
+        await _set(admin, "bk", DEPOSIT, retire_bank=True, force=True, reason="Bank's deposits closed")
+        assert shim.modes.of(f"/{DEPOSIT}") == "bk"
+    assert retired.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    details = retired.value.details() or ""
+    assert details.startswith(f"{DEPOSIT} (bk): Bank is compared, and gets none of its writes: "), details
 
 
 async def test_a_promotion_judges_the_comparisons_still_on_their_way_to_the_store(

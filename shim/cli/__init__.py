@@ -272,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             url, _ = evidence_settings(args)  # a mistyped path must not make an empty store
             return asyncio.run(record_command.run(args, url))
         if args.command == "ids":
-            url, settings = evidence_settings(args)  # a mistyped path must not make an empty store
+            # a mistyped path must not make an empty store; pairs imported before the first run make it
+            url, settings = evidence_settings(args, existing=args.action != "import")
             return asyncio.run(ids_command.run(args, url, settings))
         if args.command == "describe":
             return describe_command.describe(args)

@@ -1,11 +1,14 @@
-"""`shim ids`: the id pairs the store holds, and forgetting those that name nothing any more.
+"""`shim ids`: the id pairs the store holds, loading those of data copied before the run, and forgetting
+those that name nothing any more.
 
     shim ids list   --config shim.toml [--kind K] [--limit N]   counts per kind, then the newest pairs
+    shim ids import --config shim.toml FILE                     pairs from a CSV file (kind,bank_id,bk_id)
     shim ids forget --config shim.toml --kind K ID ...          the pairs and unpaired ids naming ID
     shim ids forget --config shim.toml --kind K --all           every pair of kind K
     shim ids forget --config shim.toml --all                    every pair of every kind
 
-Exit status 0, or 2 for a bad flag or a store that cannot be opened. Ids are printed with their
+Exit status 0, 1 when an imported pair conflicts with a stored one (nothing is imported then), or 2 for a
+bad flag, a bad file or a store that cannot be opened. Ids are printed with their
 control characters escaped (`shim.terminal_text`). The ids of a kind whose fields are redacted are stored
 sealed (`shim.store._sealing`): they are listed as their hashes, as the comparisons show them, with the
 redaction key in the environment (`[redact] key_env`), or as "(sealed)" without it; `forget` finds them
@@ -15,7 +18,10 @@ by the id as it was, with the key.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import os
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +30,7 @@ from comparators.redact import keyed_hash
 from shim import config as config_mod
 from shim.errors import ShimError
 from shim.pipeline import RedactSettings
-from shim.store import SIDES, Sealer, Store, StoreError, sealed
+from shim.store import SIDES, IdPair, Sealer, Store, StoreError, sealed
 from shim.terminal_text import printable
 
 
@@ -37,7 +43,14 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         help="forget pairs (and unpaired ids) that name nothing any more, e.g. after both test services"
         " restarted empty; they are learned again from the next answers",
     )
-    for parser in (listing, forget):
+    loading = actions.add_parser(
+        "import",
+        help="load the pairs of ids of data copied into both sides before the run (each side minted its own"
+        " ids for it, so no answer pairs them): a CSV file with the header kind,bank_id,bk_id (and owner,"
+        " optional); all or none, a pair conflicting with a stored one refused",
+    )
+    loading.add_argument("file", metavar="FILE", help='the CSV file ("-": standard input)')
+    for parser in (listing, forget, loading):
         parser.add_argument("--config", metavar="FILE", help="the shim's config file (its [store])")
         parser.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
         parser.add_argument("--kind", metavar="K", help="only ids of this kind ([ids.K])")
@@ -78,9 +91,12 @@ async def run(args: argparse.Namespace, url: str, settings: Mapping[str, Any] | 
     if args.action == "list" and args.limit < 0:
         raise ShimError(f"--limit: {args.limit} is not a count")
     key = _key(settings or {})
-    store = Store.open(url, create=False)
+    loaded = _read_pairs(args.file, settings or {}) if args.action == "import" else []
+    store = Store.open(url, create=args.action == "import")  # pairs loaded before the first run make it
     await store.start()
     try:
+        if args.action == "import":
+            return await _import(store, loaded, settings or {}, key)
         if args.action == "forget":
             if key and args.kind:  # the ids given as they were, found sealed too
                 store.pairs.seal_with(Sealer(key, (args.kind,), str))
@@ -93,6 +109,82 @@ async def run(args: argparse.Namespace, url: str, settings: Mapping[str, Any] | 
         return 0
     finally:
         await store.close()
+
+
+_HEADER = ["kind", "bank_id", "bk_id"]
+
+
+def _read_pairs(path: str, settings: Mapping[str, Any]) -> list[IdPair]:
+    """The pairs of a CSV file: a header naming kind, bank_id, bk_id (and owner, optional), then a pair a
+    line; each kind one of the config's [ids] (a kind scoped to one query holds no lasting pair), no value
+    empty, no id in two pairs of one kind. A ShimError names the line of the first fault."""
+    kinds = {kind.name: kind for kind in settings.get("ids", ())}
+    if not kinds:
+        raise ShimError("shim ids import: the config declares no id kind ([ids.KIND]): give --config")
+    try:
+        with (
+            open(path, newline="", encoding="utf-8")
+            if path != "-"
+            else contextlib.nullcontext(sys.stdin) as f
+        ):
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ShimError(f"shim ids import: cannot read {path}: {exc}") from exc
+    if not rows or [c.strip() for c in rows[0][:3]] != _HEADER or rows[0][3:] not in ([], ["owner"]):
+        raise ShimError(f"shim ids import: {path} line 1: the header must be kind,bank_id,bk_id (and owner)")
+    width, pairs = len(rows[0]), []
+    seen: dict[tuple[str, str, str], tuple[int, IdPair]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        where = f"shim ids import: {path} line {line}"
+        if not row:
+            continue
+        if len(row) != width or not all(row[:3]):
+            raise ShimError(f"{where}: expected {width} values, none of the first three empty")
+        kind = kinds.get(row[0])
+        if kind is None:
+            raise ShimError(
+                f"{where}: {printable(row[0])!r} is not an id kind of the config ({', '.join(kinds)})"
+            )
+        if kind.scope != "global":
+            raise ShimError(
+                f"{where}: ids of kind {kind.name} are scoped to one query: no pair of them lasts"
+            )
+        pair = IdPair(row[0], row[1], row[2], row[3] if width > 3 else "")
+        for side, value in (("bank", pair.bank_id), ("bk", pair.bk_id)):
+            earlier = seen.setdefault((pair.kind, side, value), (line, pair))
+            if earlier[1] != pair:
+                raise ShimError(f"{where}: {printable(value)} is paired otherwise on line {earlier[0]}")
+        pairs.append(pair)
+    return list(dict.fromkeys(pairs))
+
+
+async def _import(store: Store, pairs: list[IdPair], settings: Mapping[str, Any], key: bytes) -> int:
+    """Store `pairs`, sealed where the config seals its ids (the kinds whose fields are redacted)."""
+    from comparators.ids import IdFields
+    from shim.parts import load_registry
+
+    redact = config_mod.section(settings, RedactSettings)
+    registry = load_registry(settings.get("descriptor_sets", ())) if redact.fields else None
+    fields = IdFields(tuple(settings["ids"]), registry) if registry is not None else None
+    sealed = [k for k in fields.kinds if fields.fields_of(k) & set(redact.fields)] if fields else []
+    if sealed and not key:
+        raise ShimError(
+            f"shim ids import: ids of {', '.join(sealed)} are stored sealed under the redaction key"
+            f" (redact.fields), and ${redact.key_env} is not set"
+        )
+    if sealed:
+        store.pairs.seal_with(Sealer(key, sealed, str))
+    stored, conflicts = await store.pairs.load(pairs)
+    if conflicts:
+        said = f"{_count(len(conflicts), 'stored pair')} conflict with the file"
+        print(f"shim ids import: {said}; nothing imported:")
+        for pair in conflicts[:10]:
+            print("\t".join(printable(v) for v in (pair.kind, pair.bank_id, pair.bk_id)))
+        return 1
+    known = len(pairs) - stored
+    print(f"imported {_count(stored, 'pair')} ({known:,} stored already) into {printable(store.url)}")
+    print("running shims find them at their next lookup of an id they do not hold")
+    return 0
 
 
 async def _list(store: Store, kind: str | None, limit: int, key: bytes) -> None:

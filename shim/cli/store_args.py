@@ -50,12 +50,13 @@ def share(text: str) -> float:
     return value
 
 
-def evidence_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The store url (--store, the config's, or the default) and the config's settings."""
+def evidence_settings(args: argparse.Namespace, existing: bool = True) -> tuple[str, dict[str, Any]]:
+    """The store url (--store, the config's, or the default) and the config's settings; with `existing`, a
+    SQLite file that is not there is refused (a command that reads it would make an empty store)."""
     settings: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
     url = args.store or config_mod.section(settings, StoreSettings).url
     # a url naming a host is the store's to refuse or open (a path of it would show its password)
-    if not re.match(r"(postgres(ql)?://|:memory:$|[a-z][a-z0-9+.-]*://[^/])", url, flags=re.IGNORECASE):
+    if existing and not re.match(r"(postgres(ql)?://|:memory:$|[a-z][a-z0-9+.-]*://[^/])", url, flags=re.I):
         rest = url[len("sqlite:") :] if url.lower().startswith("sqlite:") else url
         path = Path(rest[2:] if rest.startswith("//") else rest)
         if not path.exists():  # opening it would make an empty store, and report nothing

@@ -124,6 +124,35 @@ class StoredPairs(SealedRows):
         if not task.cancelled() and (error := task.exception()) is not None:
             _log.warning("id pairs of a query not stored", error=str(error))
 
+    async def load(self, pairs: Sequence[IdPair]) -> tuple[int, list[IdPair]]:
+        """Pairs given by hand (`shim ids import`: the ids of data copied into both sides before the run),
+        in one transaction: each pair not stored yet is stored, and its ids leave the unpaired ones; a pair
+        either of whose ids is stored in another pair conflicts, and then none is stored. The pairs stored,
+        and the stored pairs the given ones conflict with."""
+        rows = self._rows(pairs)
+
+        def work(db: Db) -> tuple[int, list[tuple[Any, ...]]]:
+            conflicts: list[tuple[Any, ...]] = []
+            new = []
+            for row in rows:
+                found = db.run(_EITHER, row[:3])
+                conflicts += [f for f in found if (f[1], f[2]) != (row[1], row[2])]
+                if not found:
+                    new.append(row)
+            if conflicts:
+                return 0, conflicts
+            for kind, bank_id, bk_id, owner, at in new:
+                db.run(_INSERT_PAIR, (kind, bank_id, bk_id, owner, at))
+                for side, value in (("bank", bank_id), ("bk", bk_id)):
+                    db.run(
+                        "DELETE FROM unpaired_ids WHERE kind = ? AND side = ? AND value = ?",
+                        (kind, side, value),
+                    )
+            return len(new), []
+
+        stored, conflicts = await self._engine.transaction(work, write=True)
+        return stored, self._pairs(conflicts)
+
     async def find(self, kind: str, side: str, values: Sequence[str]) -> list[IdPair]:
         """The pairs of `kind` whose `side` ("bank" or "bk") id is one of `values`, in their order."""
         column = _COLUMN.get(side)

@@ -99,3 +99,69 @@ async def test_forgetting_ids_by_value_and_the_usage_errors(tmp_path: Path) -> N
     missing = await shim_command("ids", "list", "--store", str(tmp_path / "nope.db"))
     assert missing[0] == 2
     assert "no store at" in missing[2]
+
+
+async def test_pairs_imported_for_accounts_copied_before_the_run_make_their_reads_compare(
+    tmp_path: Path,
+) -> None:
+    """An account opened on each side before the run, as a copy of Bank's data loaded into BK: each side
+    minted its own id for it, and no answer pairs them, so a read of it through the shim reached BK by
+    Bank's id and failed (NOT_FOUND against OK). `shim ids import` loads the pair from a CSV file; the read
+    then compares, a match. A file pairing either id otherwise is refused whole, with exit 1; a kind the
+    config does not declare, with exit 2 naming the line."""
+    settings, store = _settings(tmp_path), tmp_path / "shim.db"
+    config = tmp_path / "shim.toml"
+    bank, bk = await serve("bank"), await serve("bk", bugs=set())
+    try:
+        ids = {}
+        for side, server in (("bank", bank), ("bk", bk)):
+            async with aio.insecure_channel(server.address) as channel:
+                opened = await Client(channel).call("OpenAccount", client_ref="c1", owner="Copied")
+                await Client(channel).call("Deposit", account_id=opened.message.account_id, amount="5.00")
+            ids[side] = opened.message.account_id
+        assert ids["bank"] != ids["bk"]
+
+        async def read() -> list[Comparison]:
+            async with running_shim(bank.address, bk.address, store={"url": str(store)}, **settings) as (
+                shim,
+                sink,
+            ):
+                async with aio.insecure_channel(shim.address) as channel:
+                    answer = await Client(channel).call("GetBalance", account_id=ids["bank"])
+                    assert answer.code == "OK", answer
+                await shim.drain()
+                return sink.comparisons
+
+        before = await read()
+        pairs = tmp_path / "pairs.csv"
+        pairs.write_text(f"kind,bank_id,bk_id\naccount,{ids['bank']},{ids['bk']}\n", encoding="utf-8")
+        code, out, err = await shim_command("ids", "import", "--config", config, "--store", store, pairs)
+        assert code == 0, out + err
+        assert out.splitlines()[0].startswith("imported 1 pair (0 stored already) into "), out
+        after = await read()
+    finally:
+        await bank.stop()
+        await bk.stop()
+    assert [str(c.verdict) for c in before] == ["mismatch"]
+    assert [str(c.verdict) for c in after] == ["match"]
+    clash = tmp_path / "clash.csv"
+    clash.write_text(
+        f"kind,bank_id,bk_id\naccount,{ids['bank']},acc_other\naccount,A9,acc_9\n", encoding="utf-8"
+    )
+    code, out, err = await shim_command("ids", "import", "--config", config, "--store", store, clash)
+    assert code == 1, out + err
+    assert out.splitlines()[:2] == [
+        "shim ids import: 1 stored pair conflict with the file; nothing imported:",
+        f"account\t{ids['bank']}\t{ids['bk']}",
+    ], out
+    listed = await shim_command("ids", "list", "--store", str(store))
+    assert "account: 1 pair," in listed[1], listed
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("kind,bank_id,bk_id\naccount,A7,acc_7\nwidget,W1,w_1\n", encoding="utf-8")
+    code, out, err = await shim_command("ids", "import", "--config", config, "--store", store, unknown)
+    assert code == 2, out + err
+    assert f"{unknown} line 3: 'widget' is not an id kind of the config (account, movement, page)" in err, err
+    fresh = tmp_path / "before-the-run.db"  # pairs loaded before the first run: the store is made
+    code, out, err = await shim_command("ids", "import", "--config", config, "--store", fresh, pairs)
+    assert code == 0, out + err
+    assert out.startswith("imported 1 pair (0 stored already)"), out

@@ -44,7 +44,7 @@ from shim.fleet import Fleet, Timing
 from shim.front import Front
 from shim.ids import IdBook
 from shim.metrics import Counters
-from shim.modes import BK_ANSWERS, Modes, started_in
+from shim.modes import BK_ANSWERS, DEFAULT, Modes, started_in
 from shim.parts import Parts, load_registry, load_rules
 from shim.pipeline import ComparisonPipeline, Sink
 from shim.recording.opening import open_recorder
@@ -156,6 +156,13 @@ class Shim:
             try:
                 stored = await store.modes.current()
                 self.modes.restore(stored)  # as the last switch left them
+                if stored.get(DEFAULT, config.mode) != config.mode:
+                    _log.warning(
+                        "the config's mode is not in force",
+                        config_mode=config.mode,
+                        mode=stored[DEFAULT],
+                        why="a mode set at run time holds across restarts; shim mode set changes it",
+                    )
                 history = await store.modes.history(limit=100_000)
                 started = started_in(self.modes.default, stored, history)
                 if started is not None:  # the config's mode, in the history (the gate reads it there)

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from sample_ledger.server import RunningLedger
 from shim.errors import StartupError
 from shim.modes import STARTED_BY
 from shim.store import ModeChange, OutOfStep, Store
-from tests.shim.test_modes import TOKEN, _shim
+from tests.shim.test_modes import TOKEN, _set, _shim
 from tests.shim.test_operator_guards import _clean_evidence
 
 
@@ -116,3 +117,23 @@ async def test_a_start_that_brings_bank_back_from_retirement_is_refused(
     async with _shim(ledgers, store={"url": url}, mode="bk", forced_start=False) as (shim, _, _):
         assert shim.modes.default == "bk"
     assert await _history(url) == [(STARTED_BY, "bk-primary", "bk", False)]
+
+
+async def test_a_config_mode_overridden_by_a_mode_set_at_run_time_is_said_at_start(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """bk-primary set at run time; the shim restarted with shadow in its config (`--mode shadow`, say, to
+    roll back with the admin API out of reach). The store's modes hold, as documented, and the start says
+    so in a warning naming both and how to change it. Before, nothing was said: only the ready line's mode
+    showed that the rollback had not happened."""
+    url = str(tmp_path / "shim.db")
+    await _clean_evidence(url, ago=600)
+    async with _shim(ledgers, store={"url": url}) as (_, _, admin):
+        await _set(admin, "bk-primary", reason="promote")
+    with structlog.testing.capture_logs() as logs:
+        async with _shim(ledgers, store={"url": url}, mode="shadow", forced_start=False) as (shim, _, _):
+            assert shim.modes.default == "bk-primary"
+    (warned,) = [e for e in logs if e["event"] == "the config's mode is not in force"]
+    assert warned["log_level"] == "warning"
+    assert (warned["config_mode"], warned["mode"]) == ("shadow", "bk-primary")
+    assert "shim mode set" in warned["why"]

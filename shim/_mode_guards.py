@@ -13,11 +13,12 @@ while Bank answers everything is the documented incident (BK misses the writes, 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 from comparators import DescriptorRegistry
 from shim.config import Config
 from shim.modes import DEFAULT
-from shim.store.records import ModeChange
+from shim.store.records import NO_KEY, ModeChange, OutOfStep
 
 GETS_WRITES = {"bank": {"Bank"}, "shadow": {"Bank", "BK"}, "bk-primary": {"Bank", "BK"}, "bk": {"BK"}}
 ANSWERS = {"bank": "Bank", "shadow": "Bank", "bk-primary": "BK", "bk": "BK"}
@@ -105,3 +106,31 @@ def bank_called(table: Mapping[str, str]) -> str:
     """The methods whose own mode still calls Bank ("" when none does), with their modes."""
     kept = sorted(scope for scope, mode in table.items() if scope != DEFAULT and mode != "bk")
     return ", ".join(f"{scope.lstrip('/')} ({table[scope]})" for scope in kept)
+
+
+def stretch_mark(
+    changes: Iterable[ModeChange], config: Config, registry: DescriptorRegistry | None, replica: str
+) -> OutOfStep | None:
+    """The mark of no key a switch into `bank` mode leaves, when a write method is in its scope (the default:
+    any; without descriptors, every method may write): in the stretch writes reach Bank alone, on keys the
+    shim may never see (on Envoy, a call in `bank` mode does not pass through it), so BK's book lacks them
+    where nothing says. Bank is then not retired until the books are reconciled and the mark cleared (`shim
+    resync --force ''`). None for a stretch of read methods, or a first start in `bank` (nothing mirrored
+    yet, so nothing for BK's book to lack)."""
+    is_write = _writes(config, registry)
+    for change in changes:
+        if change.to_mode != "bank" or change.from_mode in ("bank", ""):
+            continue
+        default = change.scope == DEFAULT
+        if default and registry is not None and not any(is_write(m) for m in registry.methods):
+            continue
+        if not default and not is_write(change.scope):
+            continue
+        at = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="seconds")
+        scope = "the default mode" if default else change.scope.lstrip("/")
+        reason = (
+            f"a stretch in bank mode from {at} ({scope}): its writes reached Bank alone, on keys the shim may"
+            " not have seen; reconcile the books (shim reconcile), then clear this mark"
+        )
+        return OutOfStep(NO_KEY, change.at, change.scope, reason, replica, "bank")
+    return None

@@ -23,6 +23,7 @@ from shim._mode_guards import (
     WRITES_MISSED,
     bank_called,
     newly_missed,
+    stretch_mark,
 )
 from shim._promotion import gate_failures
 from shim.admin import following_the_default
@@ -88,7 +89,7 @@ def refusal(started: ModeChange, found: list[str]) -> str:
     )
 
 
-async def without_bk(config: Config) -> ModeChange | None:
+async def without_bk(config: Config, registry: DescriptorRegistry | None, replica: str) -> ModeChange | None:
     """Record a start with no BK upstream as a start in `bank` mode in the store the config names, when it
     holds anything (`Store.holds_nothing`: none is made for it): the gate's evidence then starts afresh
     after it. Before, nothing was recorded: a restart without BK in an incident, and back, left the gate
@@ -102,6 +103,8 @@ async def without_bk(config: Config) -> ModeChange | None:
         started = started_in("bank", {}, await store.modes.history(limit=100_000))
         if started is not None:
             await store.modes.started(started)
+            if (mark := stretch_mark([started], config, registry, replica)) is not None:
+                store.marks.put([mark])
         return started
     except StoreError as exc:
         raise StoreError(f"a start without BK is recorded in the store, which failed: {exc}") from exc

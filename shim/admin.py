@@ -37,6 +37,7 @@ from shim._mode_guards import (
     WRITES_MISSED,
     bank_called,
     newly_missed,
+    stretch_mark,
 )
 from shim._promotion import gate_failures
 from shim._proto.shim.v1 import admin_pb2 as pb
@@ -208,6 +209,8 @@ async def set_mode(
         raise Refused(grpc.StatusCode.ABORTED, f"not applied, nothing recorded: {exc}") from exc
     except Unapplied as exc:  # recorded, applied elsewhere, and here at the next look at the store
         unapplied = str(exc)
+    if (mark := stretch_mark(changes, shim.config, shim.registry, shim.fleet.replica)) is not None:
+        shim.store.marks.put([mark])  # writes to Bank alone from now on, on keys the shim may not see
     for change in changes:
         _log.warning(
             "mode changed",

@@ -27,6 +27,7 @@ from comparators import DescriptorRegistry
 from shim._grpc_compat import ANY_PINGS, LARGE_METADATA, TAKE_EVERY_CALL
 from shim._handler import ProxyHandler, Route
 from shim._health import Health
+from shim._mode_guards import stretch_mark
 from shim._noise import Noise
 from shim._overload import LoopLag
 from shim._primary_only import REFLECTION_METHODS, PrimaryOnly, reflection_from, to_the_primary
@@ -146,7 +147,7 @@ class Shim:
         routes = {"bank": Route(bank, None)}  # with BK configured, its id map too (below)
         if bk is None:  # every call to Bank alone: a stretch in bank mode, for the store's evidence
             try:
-                await without_bk(config)
+                await without_bk(config, parts.registry, parts.replica)
             except StoreError as exc:
                 await self.channels.close()
                 raise StartupError(str(exc)) from exc
@@ -177,6 +178,8 @@ class Shim:
                         )
                         started = replace(started, forced=True)
                     await store.modes.started(started)
+                    if (mark := stretch_mark([started], config, parts.registry, parts.replica)) is not None:
+                        store.marks.put([mark])  # a start in bank mode: writes to Bank alone
                     history.insert(0, started)
             except (StoreError, StartupError) as exc:
                 await self.books.close()

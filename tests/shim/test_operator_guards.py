@@ -147,6 +147,43 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
             assert shim.modes.default == "bk-primary"
 
 
+async def test_a_stretch_in_bank_mode_keeps_bank_from_being_retired_until_the_books_are_reconciled(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """A stretch in bank mode (an incident): a deposit reaches Bank alone, on a key the shim marks nowhere
+    (on Envoy the shim does not see such calls). The switch into bank mode leaves the mark of no key, so
+    that once BK is promoted on clean evidence from after the stretch, retiring Bank is refused until the
+    books are reconciled and the mark cleared (`shim resync --force ''`). Before, Bank was retired unforced,
+    BK's book lacking the deposit. A stretch of a read method alone leaves no mark."""
+    bank, bk = ledgers
+    async with _shim(ledgers, store={"url": str(tmp_path / "reads.db")}) as (shim, _, admin):
+        await _set(admin, "bank", "bank.v1.Ledger/GetBalance", reason="BK slow on balances")
+        await _set(admin, "shadow", "bank.v1.Ledger/GetBalance", reason="BK back")
+        assert shim.store is not None
+        assert [m.key for m in await shim.store.marks.out_of_step()] == []
+    store = str(tmp_path / "shim.db")
+    async with _shim(ledgers, store={"url": store}) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="100"))
+        await shim.drain()
+        assert shim.store is not None
+        await _set(admin, "bank", reason="incident: BK down")
+        await stub.Deposit(pb.DepositRequest(account_id="S1", amount="50"))
+        await _set(admin, "shadow", reason="BK back")
+        await _clean_evidence(store, ago=0)  # clean evidence from after the stretch
+        await _set(admin, "bk-primary", reason="promote")
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk", retire_bank=True, reason="the point of no return")
+        marks = await shim.store.marks.out_of_step()
+    assert await _cash(bank, "S1") == Decimal("150")
+    assert await _cash(bk, "S1") == Decimal("100")
+    details = refused.value.details() or ""
+    assert "1 key is out of step ((writes with no key))" in details, details
+    assert [(m.key, m.side) for m in marks] == [("", "bank")]
+    assert "a stretch in bank mode" in marks[0].reason, marks[0].reason
+    listed = run_shim("resync", "--store", store, "--list")
+    assert "(writes with no key)" in listed.stdout, listed.stdout
+
+
 async def test_bank_is_not_retired_while_a_method_keeps_a_mode_in_which_bank_is_called(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:

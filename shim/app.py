@@ -171,7 +171,7 @@ class Shim:
                     if refused := await start_refused(
                         store, config, parts.registry, stored, started, parts.replica
                     ):
-                        if not config.forced_start:
+                        if not config.serving.forced_start:
                             raise StartupError(refusal(started, refused))
                         _log.warning(
                             "started in the config's mode, forced", mode=started.to_mode, refused=refused

@@ -177,9 +177,6 @@ class Config:
     reconcile: ReconcileSettings | None = None  # [reconcile]: what `shim reconcile` sweeps
     rules: tuple[dict[str, Any], ...] = ()  # [[rules]] tables, checked against the descriptors at start
     rule_locations: tuple[str, ...] = field(default=(), compare=False)  # "FILE line N" of each rule
-    # `shim serve --force`: a start in `mode` that a switch to it would be refused (`shim._start_guard`)
-    # goes on, recorded as forced; never read from a file, where it would force every later start
-    forced_start: bool = field(default=False, compare=False)
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -268,7 +265,7 @@ def changed(old: Config, new: Config) -> list[str]:
                 for key, _, _ in declared(type(was))
                 if getattr(was, key) != getattr(now, key)
             ]
-        elif f.name not in ("rule_locations", "forced_start") and was != now:
+        elif f.name != "rule_locations" and was != now:
             names.append(f"upstreams.{f.name}" if f.name in ("bank", "bk") else f.name)
     return names
 

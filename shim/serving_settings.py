@@ -3,7 +3,7 @@ config file (no table of their own), grouped here as `config.serving`; `shim.con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from shim.errors import ConfigError
@@ -67,6 +67,9 @@ class ServingSettings:
     dataplane: str = setting(
         "auto", one_of(*DATAPLANES), "Envoy carries the clients' calls where it exists (auto); or Python"
     )
+    # `shim serve --force`: a start in the config's mode that a switch to it would be refused goes on,
+    # recorded as forced (`shim._start_guard`); no key of the file, where it would force every later start
+    forced_start: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, choices in (("dataplane", DATAPLANES), ("event_loop", EVENT_LOOPS)):

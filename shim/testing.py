@@ -101,7 +101,7 @@ async def running_shim(
         "bk": bk,
         "listen": "127.0.0.1:0",
         "mode": mode or ("shadow" if bk else "bank"),
-        "forced_start": settings.pop("forced_start", True),
+        "serving": {"forced_start": settings.pop("forced_start", True)},
     }
     config = build(merged(_TEST_DEFAULTS, settings, given))
     if config.serving.dataplane == "auto":  # the Python data plane unless a test asks for Envoy

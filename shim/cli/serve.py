@@ -28,7 +28,7 @@ def settings_of(args: argparse.Namespace) -> config_mod.Config:
     if args.mode:
         settings["mode"] = args.mode
     if args.force:
-        settings["forced_start"] = True
+        settings = config_mod.merged(settings, {"serving": {"forced_start": True}})
     if args.adapters:
         settings["adapters"] = args.adapters
     if args.descriptor_set:

@@ -50,7 +50,7 @@ def _config(bank: str, bk: str, mode: str) -> shim.Config:
             "bk": shim.Upstream("bk", bk, timeout=10.0),
             "listen": "127.0.0.1:0",
             "mode": mode,
-            "forced_start": True,  # in the mode the test names, with no evidence (as shim serve --force)
+            "serving": {"forced_start": True},  # in the mode the test names, no evidence (shim serve --force)
             "adapters": ADAPTERS,
             "store": {"url": ":memory:"},
             "comparison": {"executor": "thread"},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -378,9 +379,18 @@ class Shim:
         return errors + self.channels.reload_certificates(holders)
 
     async def evidence_stored(self, within: float) -> bool:
-        """Whether the comparisons of the calls compared so far are in the store, within `within` seconds
-        (what a promotion's gate judges: the comparison plane may be behind its clients)."""
-        if self.pipeline is not None and not await self.pipeline.caught_up(within):
+        """Whether the comparisons of the calls mirrored so far are in the store, within `within` seconds
+        (what a promotion's gate judges: BK may not have answered the mirrors in flight yet, and the
+        comparison plane may be behind its clients). A stream still open is not waited for: it is
+        compared once it ends, and judged by the next gate."""
+        deadline = time.monotonic() + within
+        waited = [(dispatcher, dispatcher.mirrors()) for dispatcher in self.dispatchers.values()]
+        while any(not mirrors.isdisjoint(d.mirrors()) for d, mirrors in waited):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        left = max(deadline - time.monotonic(), 0.0)
+        if self.pipeline is not None and not await self.pipeline.caught_up(left):
             return False
         if self.store is not None:
             await self.store.flush()

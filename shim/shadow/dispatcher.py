@@ -179,6 +179,10 @@ class ShadowDispatcher:
     def in_flight(self) -> int:
         return len(self._live) + len(self._leaving)
 
+    def mirrors(self) -> frozenset[Mirror]:
+        """The mirrored calls in flight now, streams left out (a session may last for hours)."""
+        return frozenset(m for m in (*self._live, *self._leaving) if not m.stream)
+
     def unsettled(self) -> list[Mirror]:
         """The mirrored calls in flight a switch would wait for (`Mirror.settled`)."""
         return [m for m in (*self._live, *self._leaving) if not m.settled]

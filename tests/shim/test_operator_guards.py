@@ -449,6 +449,51 @@ async def test_a_promotion_judges_the_comparisons_still_on_their_way_to_the_stor
     assert "(3 of 153)" in details, details
 
 
+async def test_a_promotion_judges_the_comparisons_of_mirrors_still_waiting_for_bk(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Clean evidence of trades from ten minutes ago; three trades whose fees Bank and the sample BK round
+    differently (real mismatches) are answered to the client while BK's answers come a second late. A
+    promotion of trades asked as soon as the client has its answers waits for those mirrors, then for
+    their comparisons to be stored, and is refused on their mismatches. Before, the gate waited only for
+    the comparisons handed over by then: these were not, and BK was promoted on the older evidence."""
+    bank, bk = ledgers
+    store = str(tmp_path / "shim.db")
+    trades = "bank.v1.Ledger/PostTrade"
+    evidence = Records()
+    evidence.add(method=f"/{trades}", at=time.time() - 600, count=150)
+    await evidence.write_to(store)
+    async with forwarding(bk.address) as (front, running):
+        front.late["/PostTrade"] = 1.0
+        async with (
+            running_shim(bank.address, running.address, **_settings(store={"url": store})) as (shim, _),
+            aio.insecure_channel(shim.address) as channel,
+            aio.insecure_channel(f"127.0.0.1:{shim.admin_port}") as admin_channel,
+        ):
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            admin = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", initial_deposit="100000"))
+            await shim.drain()
+            for n in range(3):  # a fee of 0.005: Bank rounds to 0.01, the sample BK to 0.00
+                request = pb.PostTradeRequest(
+                    account_id="T1",
+                    symbol="ACME",
+                    side=pb.SIDE_BUY,
+                    quantity="1",
+                    price="10",
+                    client_order_id=f"o{n}",
+                )
+                await stub.PostTrade(request)
+            assert shim.pipeline is not None
+            assert shim.pipeline.submitted == 1  # the trades' mirrors still wait for BK
+            with pytest.raises(aio.AioRpcError) as refused:
+                await _set(admin, "bk-primary", trades, reason="promote trades")
+            assert shim.modes.of(f"/{trades}") == "shadow"
+    details = refused.value.details() or ""
+    assert f"{trades} real mismatch rate: " in details, details
+    assert "(3 of 153)" in details, details
+
+
 async def test_a_promotion_fails_while_a_live_replica_runs_in_other_modes(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ from google.protobuf import message
 
 from comparators.descriptors import DescriptorRegistry
 from comparators.ids import IdError, IdFields, IdKind
-from shim.errors import ConfigError
+from shim.errors import ConfigError, NeedsDescriptors
 from shim.metrics import Counters
 from shim.settings import finish
 from shim.store import Sealer, Store, StoreError
@@ -86,7 +86,7 @@ def fields_of(kinds: Sequence[AliasKind], registry: DescriptorRegistry | None) -
     if not kinds:
         return None
     if registry is None:
-        raise ConfigError("key_aliases: needs descriptors (--descriptor-set or descriptor_sets)")
+        raise NeedsDescriptors("key_aliases: needs descriptors (--descriptor-set or descriptor_sets)")
     try:
         return IdFields(
             [IdKind(k.name, minted=(k.alias,), references=k.references, owner_key=(k.key,)) for k in kinds],

@@ -2,6 +2,7 @@
 
 ShimError
 ├── ConfigError      a config file or flag is wrong; the message names the key (shim.config)
+│   └── NeedsDescriptors  a setting needs descriptors and the shim has none (shim.parts)
 ├── StartupError     the shim could not start: a busy port, unreadable descriptors, Bank's reflection
 ├── StoreError       the store could not be opened, read or written (shim.store)
 │   └── Unopened     a stored id of a redacted field does not open under this key (shim.store._sealing)
@@ -35,6 +36,11 @@ class ShimError(Exception):
 
 class ConfigError(ShimError):
     """The configuration is invalid; str(error) is one line naming the problem."""
+
+
+class NeedsDescriptors(ConfigError):
+    """A setting ([ids], redaction, a routing key, ...) needs descriptors and there are none; `shim serve`
+    adds why Bank's reflection gave none, when it was asked."""
 
 
 class StartupError(ShimError):

@@ -21,7 +21,7 @@ from comparators.rules import RuleError, RuleSet, build_rules
 from shim import aliases, reconcile
 from shim.adapters import Adapter, load_adapters
 from shim.config import Config
-from shim.errors import ConfigError, StartupError
+from shim.errors import ConfigError, NeedsDescriptors, StartupError
 from shim.evidence.record import PayloadFilter, replica_name
 from shim.exporter import Latencies, VerdictCounts
 from shim.metrics import Counters, MethodLabels
@@ -57,7 +57,7 @@ def load_ids(config: Config, registry: DescriptorRegistry | None) -> IdFields | 
     if not config.ids:
         return None
     if registry is None:
-        raise ConfigError("ids: id translation needs descriptors (--descriptor-set or descriptor_sets)")
+        raise NeedsDescriptors("ids: id translation needs descriptors (--descriptor-set or descriptor_sets)")
     try:
         return IdFields(config.ids, registry)
     except IdError as exc:
@@ -73,7 +73,7 @@ def load_redactor(config: Config, registry: DescriptorRegistry | None) -> Redact
     if not config.redact.fields:
         return None
     if registry is None:
-        raise ConfigError("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
+        raise NeedsDescriptors("redact: redaction needs descriptors (--descriptor-set or descriptor_sets)")
     secret = os.environ.get(config.redact.key_env, "")
     key = secret.encode() if secret else secrets.token_bytes(32)
     try:
@@ -159,7 +159,7 @@ class Parts:
             config.redact.key_env if self.redactor and not os.environ.get(config.redact.key_env) else ""
         )
         if config.descriptors.reflection == "shim" and registry is None:
-            raise ConfigError(
+            raise NeedsDescriptors(
                 'reflection: "shim" answers gRPC reflection from the descriptors, and there are none'
                 ' (give --descriptor-set FILE or descriptor_source = "reflection")'
             )

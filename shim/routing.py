@@ -34,7 +34,7 @@ from google.protobuf import message
 
 from comparators import DescriptorRegistry
 from comparators.message_api import descriptor_of, has_field, parse
-from shim.errors import ConfigError
+from shim.errors import ConfigError, NeedsDescriptors
 from shim.metrics import Counters
 from shim.settings import BOOL, SHARE, TEXT, as_table, finish, setting
 
@@ -97,7 +97,7 @@ class Router:
             where = f'methods."{method.lstrip("/")}"'
             if self._registry is None:
                 if settings.key:
-                    raise ConfigError(f"{where}: a routing key needs descriptors (--descriptor-set)")
+                    raise NeedsDescriptors(f"{where}: a routing key needs descriptors (--descriptor-set)")
                 continue
             info = self._registry.method(method)
             if info is None:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from shim import _hangups
 from shim import config as config_mod
-from shim.errors import ConfigError, ShimError
+from shim.errors import ConfigError, NeedsDescriptors, ShimError
 from shim.modes import DEFAULT
 from shim.store_settings import parse_retain
 from shim.units import parse_duration
@@ -136,6 +136,13 @@ async def serve(
         if _hangups.take():
             log.info("a SIGHUP came while the shim started; not applied: it stopped before it served")
         return 0  # stopped as asked, before it served
+    except NeedsDescriptors as exc:  # with none given, they were asked of Bank: say why it gave none
+        if not no_descriptors:
+            raise
+        raise ConfigError(
+            f"{exc}; none were given, so they were asked of Bank by gRPC reflection, and Bank served none:"
+            f" {no_descriptors[0]}"
+        ) from exc
     shim = served.shim
     public = config  # the config in force, as the clients' side sees it (reloads applied)
     if served.why:

@@ -27,6 +27,7 @@ import pytest
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
+from tests.backends import interop_server
 from tests.helpers import run_shim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -495,6 +496,44 @@ async def test_an_unreachable_upstream_is_warned_about_and_the_shim_serves_on() 
         shim.proc.send_signal(signal.SIGTERM)
         assert await shim.finish() == 0
     assert [e["event"] for e in shim.events()] == ["ready", "upstream not reachable", "stopping", "stopped"]
+
+
+async def test_ids_without_descriptors_say_bank_was_asked_by_reflection_and_served_none(
+    tmp_path: Path,
+) -> None:
+    """[ids] with no descriptor set and a Bank that does not serve reflection: the one error line says
+    that id translation needs descriptors, and that they were asked of Bank, which served none, and why."""
+    bank = await interop_server()  # serves no gRPC reflection
+    try:
+        config = tmp_path / "ids.toml"
+        config.write_text(
+            f'[upstreams.bank]\ntarget = "{bank.address}"\n'
+            '[ids.trade]\nminted = ["bank.v1.Trade.trade_id"]\n',
+            encoding="utf-8",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *SERVE,
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            str(tmp_path / "shim.db"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    finally:
+        await bank.stop()
+    assert (proc.returncode, out) == (2, b"")
+    [line] = err.decode().splitlines()
+    assert line == (
+        "shim: error: ids: id translation needs descriptors (--descriptor-set or descriptor_sets);"
+        " none were given, so they were asked of Bank by gRPC reflection, and Bank served none:"
+        f" Bank at {bank.address} does not serve gRPC reflection; give --descriptor-set FILE instead"
+    )
 
 
 def _shim(*argv: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

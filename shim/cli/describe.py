@@ -1,9 +1,11 @@
 """`shim describe`: a descriptor set from `.proto` files, with no other install.
 
     shim describe protos/svc/v1/svc.proto -o svc.binpb            # -I: each file's folder
-    shim describe -I protos svc/v1/a.proto svc/v1/b.proto -o svc.binpb
+    shim describe -I protos svc/v1/a.proto svc/v1/b.proto -o svc.binpb   # as protoc: under -I
 
-The files are compiled by protoc as `grpcio-tools` ships it (its well-known
+A file not found as given (relative to the working directory) is looked up
+under each -I folder in turn, as protoc looks its inputs up. The files are
+compiled by protoc as `grpcio-tools` ships it (its well-known
 types included), with `--include_imports`, into a FileDescriptorSet the shim
 takes with `--descriptor-set` or `descriptor_sets`. The set is checked the way
 the shim reads it, and written whole or not at all (a temporary file, renamed).
@@ -32,7 +34,12 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     describe = commands.add_parser(
         "describe", help="compile .proto files into the descriptor set the shim reads (no other install)"
     )
-    describe.add_argument("protos", metavar="PROTO", nargs="+", help="the .proto files of the service")
+    describe.add_argument(
+        "protos",
+        metavar="PROTO",
+        nargs="+",
+        help="the .proto files of the service: as given, else under an -I folder (as protoc)",
+    )
     describe.add_argument(
         "-o", "--out", metavar="FILE", required=True, help="the descriptor set to write (e.g. svc.binpb)"
     )
@@ -42,7 +49,8 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         metavar="DIR",
         action="append",
         default=None,
-        help="where imports are found, as protoc's -I; repeatable (default: each file's folder)",
+        help="where imports, and PROTO files not found as given, are found, as protoc's -I; repeatable"
+        " (default: each file's folder)",
     )
 
 
@@ -58,15 +66,26 @@ def _mode_for(out: Path) -> int:
         return 0o666 & ~umask
 
 
+def _found(proto: Path, roots: list[str]) -> Path:
+    """The file `proto` names: as given (relative to the working directory), else, as protoc looks an input
+    up, under the first -I folder that has it."""
+    if proto.is_file():
+        return proto
+    if proto.is_absolute() or not roots:
+        raise ShimError(f"no .proto file at {proto}")
+    for root in roots:
+        if (Path(root) / proto).is_file():
+            return Path(root) / proto
+    folders = f"folder{'s' if len(roots) > 1 else ''} {', '.join(roots)}"
+    raise ShimError(f"no .proto file at {proto}, nor under the -I {folders}")
+
+
 def describe(args: argparse.Namespace) -> int:
     from grpc_tools import protoc
 
     from comparators import DescriptorError, DescriptorRegistry
 
-    protos = [Path(p) for p in args.protos]
-    for proto in protos:
-        if not proto.is_file():
-            raise ShimError(f"no .proto file at {proto}")
+    protos = [_found(Path(p), args.proto_path or []) for p in args.protos]
     roots = args.proto_path or list(dict.fromkeys(str(p.parent) for p in protos))
     well_known = str(importlib.resources.files("grpc_tools") / "_proto")
     out = Path(args.out)

@@ -61,6 +61,33 @@ def test_imports_are_found_under_the_proto_path(tmp_path: Path) -> None:
     assert not again.exists()
 
 
+def test_a_file_not_found_as_given_is_looked_up_under_each_proto_path(tmp_path: Path) -> None:
+    """As protoc takes it: `-I protos wh/v1/warehouse.proto` is protos/wh/v1/warehouse.proto when there is
+    no wh/v1/warehouse.proto in the working directory; one found under no -I root is named with the roots
+    looked in. Before, the path was only taken relative to the working directory."""
+    (tmp_path / "other").mkdir()
+    (tmp_path / "protos" / "wh" / "v1").mkdir(parents=True)
+    (tmp_path / "protos" / "wh" / "v1" / "warehouse.proto").write_text(
+        'syntax = "proto3";\npackage wh.v1;\nmessage Bin { string id = 1; }\n'
+        "service Warehouse {\n"
+        "  rpc GetBin(Bin) returns (Bin) { option idempotency_level = NO_SIDE_EFFECTS; }\n"
+        "}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "wh.binpb"
+    done = run_shim(
+        "describe", "-I", "other", "-I", "protos", "wh/v1/warehouse.proto", "-o", out, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(DescriptorRegistry.from_files([out]).methods) == ["/wh.v1.Warehouse/GetBin"]
+    assert done.stdout.splitlines()[0] == f"wrote {out}: 1 service, 1 method (1 read)"
+    missing = run_shim("describe", "-I", "protos", "wh/v1/absent.proto", "-o", out, cwd=tmp_path)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        "shim: error: no .proto file at wh/v1/absent.proto, nor under the -I folder protos",
+    )
+
+
 def test_a_file_that_does_not_compile_writes_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "broken.proto"
     broken.write_text('syntax = "proto3";\nmessage {\n', encoding="utf-8")

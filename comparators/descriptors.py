@@ -38,6 +38,21 @@ class MethodInfo:
         return not (self.client_streaming or self.server_streaming)
 
 
+_PROTO_OPENINGS = ("syntax", "edition", "package", "import", "option", "//", "/*")
+
+
+def _proto_source(path: str | Path, data: bytes) -> bool:
+    """The file looks like .proto source: its name ends in .proto, or it is text that opens as one does
+    (`syntax`, `package`, a comment, ...)."""
+    if str(path).endswith(".proto"):
+        return True
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return False
+    return text.lstrip().startswith(_PROTO_OPENINGS)
+
+
 class DescriptorRegistry:
     """Methods and message classes of every service in some descriptor sets."""
 
@@ -84,6 +99,11 @@ class DescriptorRegistry:
         try:
             fds.ParseFromString(data)
         except message.DecodeError as exc:
+            if _proto_source(path, data):
+                raise DescriptorError(
+                    f"{path} is .proto source, not a FileDescriptorSet: make one from it with `shim describe"
+                    f" {path} -o FILE.binpb` (or protoc --include_imports --descriptor_set_out=FILE.binpb)"
+                ) from exc
             raise DescriptorError(f"{path} is not a FileDescriptorSet: {exc}") from exc
         if not fds.file:
             raise DescriptorError(f"{path} holds no file descriptors")

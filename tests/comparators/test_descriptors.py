@@ -107,8 +107,28 @@ def _without_dependencies() -> bytes:
         pytest.param(
             "ledger.proto",
             b'syntax = "proto3";\npackage bank.v1;\nmessage Balance { string cash = 1; }\n',
-            "ledger.proto is not a FileDescriptorSet",
-            id="text-file",
+            r"ledger.proto is \.proto source, not a FileDescriptorSet: make one from it with `shim describe"
+            r" .*ledger.proto -o FILE.binpb` \(or protoc --include_imports"
+            r" --descriptor_set_out=FILE.binpb\)$",
+            id="proto-source",
+        ),
+        pytest.param(
+            "ledger.binpb",
+            b"// the ledger\npackage bank.v1;\nmessage Balance { string cash = 1; }\n",
+            r"ledger.binpb is \.proto source, not a FileDescriptorSet: make one from it with `shim describe",
+            id="proto-source-by-its-text",
+        ),
+        pytest.param(
+            "ledger.txt",
+            b"\xef\xbb\xbf\n  package bank.v1;\n",
+            r"ledger.txt is \.proto source, not a FileDescriptorSet",
+            id="proto-source-after-a-bom-and-blank-lines",
+        ),
+        pytest.param(
+            "notes.txt",
+            b"these are notes, not a descriptor set\n",
+            r"notes.txt is not a FileDescriptorSet: Error parsing message",
+            id="other-text",
         ),
         pytest.param("empty.binpb", b"", "empty.binpb holds no file descriptors", id="empty-file"),
         pytest.param(

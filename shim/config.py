@@ -19,6 +19,7 @@ bottom."""
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -305,10 +306,20 @@ def _read_toml(path: Path, what: str = "config") -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
+def importable(folder: Path) -> None:
+    """Modules in `folder` can be imported, after those of every other place Python looks: the custom rules'
+    callables and the adapters a config names (`module:function`) may sit beside the file that names them.
+    The comparison processes, spawned, start with this process's sys.path."""
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into the settings `build` takes."""
+    """Read a TOML config file into the settings `build` takes; its folder becomes importable."""
     path = Path(path)
     text, data = _read_toml(path)
+    importable(path.parent)
     try:
         return parse(data, base=path.parent, text=text, source=str(path))
     except ConfigError as exc:  # a key of its own no table takes: which file says where to look
@@ -329,9 +340,10 @@ def rule_locations(text: str, source: str, count: int) -> tuple[str, ...]:
 
 
 def load_rules_file(path: str | Path) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
-    """A file holding only [[rules]] tables (the --rules flag)."""
+    """A file holding only [[rules]] tables (the --rules flag); its folder becomes importable."""
     path = Path(path)
     text, data = _read_toml(path, "rules file")
+    importable(path.parent)
     rules = _rules(data.pop("rules", None), text, str(path))
     try:
         finish("", data, ["rules"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +25,9 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.adapters import load_adapters
-from shim.config import Config, Upstream, build, load_rules_file, parse
+from shim.config import Config, Upstream, build, load_file, load_rules_file, parse
 from shim.errors import ConfigError
+from shim.parts import load_rules
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import Behaviour, scripted_server
@@ -463,6 +465,33 @@ def test_adapters_need_descriptors_and_a_bk_upstream() -> None:
         load_adapters({BALANCE: f"{HERE}:raising"}, "", None)
     with pytest.raises(ConfigError, match="mode bk-primary needs a BK upstream"):
         Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bk-primary")
+
+
+def test_adapter_and_rule_modules_beside_the_config_file_are_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module in the config file's folder (an adapter's, a custom rule's) is found by the config loader,
+    after every other place Python looks; so is one in the folder of a rules file. Before, only with
+    PYTHONPATH."""
+    monkeypatch.setattr(sys, "path", [*sys.path])  # the folders added stay this test's
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "beside_config_adapters.py").write_text("def as_is(request, bk):\n    return bk(request)\n")
+    (tmp_path / "rules" / "beside_rules_file.py").write_text("def same(bank, bk):\n    return True\n")
+    (tmp_path / "rules" / "more.toml").write_text(
+        '[[rules]]\npath = "bank.v1.Balance.as_of"\nrule = "custom"\ncallable = "beside_rules_file:same"\n'
+    )
+    config_file = tmp_path / "shim.toml"
+    config_file.write_text(
+        'rules_files = ["rules/more.toml"]\n[upstreams.bank]\ntarget = "127.0.0.1:1"\n'
+        f'[methods."{BALANCE}"]\nadapter = "beside_config_adapters:as_is"\n'
+    )
+    for module in ("beside_config_adapters", "beside_rules_file"):
+        monkeypatch.delitem(sys.modules, module, raising=False)  # imported here, then forgotten
+    config = build(load_file(config_file))
+    adapters = load_adapters(config.method_adapters, config.adapters, REGISTRY)
+    assert adapters["/" + BALANCE].__module__ == "beside_config_adapters"
+    assert len(load_rules(config, REGISTRY).bindings) == 1
+    assert sys.path[-2:] == [str(tmp_path.resolve()), str((tmp_path / "rules").resolve())]
 
 
 def test_the_config_file_names_adapters_per_method_and_by_module() -> None:

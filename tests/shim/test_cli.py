@@ -28,7 +28,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
 from tests.backends import interop_server
-from tests.helpers import run_shim
+from tests.helpers import run_shim, until
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_BINPB = ROOT / "sample_ledger" / "bank.binpb"
@@ -534,6 +534,39 @@ async def test_ids_without_descriptors_say_bank_was_asked_by_reflection_and_serv
         " none were given, so they were asked of Bank by gRPC reflection, and Bank served none:"
         f" Bank at {bank.address} does not serve gRPC reflection; give --descriptor-set FILE instead"
     )
+
+
+async def test_a_custom_rule_is_imported_from_beside_the_config(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """`callable = "module:function"` finds a module in the config file's folder, with no PYTHONPATH and
+    from another working directory, in the shim and in its comparison process. Before, the start failed:
+    `cannot import beside_config_rules:same_clock: No module named 'beside_config_rules'`."""
+    bank, bk = ledgers
+    (tmp_path / "beside_config_rules.py").write_text(
+        "from pathlib import Path\n\n\n"
+        "def same_clock(bank, bk):\n"
+        "    Path(__file__).with_name('rule called').write_text('yes')\n"
+        "    return True\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "shim.toml"
+    config.write_text(
+        f"descriptor_sets = [{json.dumps(str(BANK_BINPB))}]\n"
+        '[[rules]]\npath = "bank.v1.Account.opened_at"\nrule = "custom"\n'
+        'callable = "beside_config_rules:same_clock"\n',
+        encoding="utf-8",
+    )
+    flags = _shadow_flags(bank, bk, "--config", config)
+    async with shim_serving(*flags) as (shim, ready), grpc.aio.insecure_channel(ready["listen"]) as channel:
+        await pb_grpc.LedgerStub(channel).OpenAccount(
+            pb.OpenAccountRequest(account_id="A1", owner_name="Ada", initial_deposit="250"),
+            timeout=CALL_TIMEOUT,
+        )
+        # the two clocks differ: the rule is asked, in the comparison process
+        await until(lambda: (tmp_path / "rule called").exists(), "the custom rule called")
+        shim.proc.send_signal(signal.SIGTERM)
+        assert await shim.finish() == 0
 
 
 def _shim(*argv: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pool, message, message_factory
 from comparators import DescriptorRegistry
 from comparators.descriptors import MethodInfo
 from shim._adapter_threads import is_async
-from shim.errors import ConfigError
+from shim.errors import ConfigError, NeedsDescriptors
 
 Adapter = Callable[..., Any]
 
@@ -61,7 +61,7 @@ def load_adapters(
         where = f'methods."{name.lstrip("/")}".adapter'
         found["/" + name.lstrip("/")] = (where, resolve(dotted, where))
     if found and registry is None:
-        raise ConfigError("adapters need the descriptors of Bank's interface (descriptor_sets)")
+        raise NeedsDescriptors("adapters need the descriptors of Bank's interface (descriptor_sets)")
     out: dict[str, Adapter] = {}
     for method, (where, adapter) in found.items():
         assert registry is not None

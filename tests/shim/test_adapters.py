@@ -26,7 +26,7 @@ from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.adapters import load_adapters
 from shim.config import Config, Upstream, build, load_file, load_rules_file, parse
-from shim.errors import ConfigError
+from shim.errors import ConfigError, NeedsDescriptors
 from shim.parts import load_rules
 from shim.routing import MethodSettings
 from shim.testing import running_shim
@@ -461,7 +461,7 @@ def test_every_bad_adapter_setting_is_refused_at_start_with_the_setting_named(
 
 def test_adapters_need_descriptors_and_a_bk_upstream() -> None:
     """Without descriptors there is nothing to decode Bank's requests with; BK modes need BK."""
-    with pytest.raises(ConfigError, match="descriptors"):
+    with pytest.raises(NeedsDescriptors, match="descriptors"):  # `shim serve` says why it has none
         load_adapters({BALANCE: f"{HERE}:raising"}, "", None)
     with pytest.raises(ConfigError, match="mode bk-primary needs a BK upstream"):
         Config(bank=Upstream("bank", "127.0.0.1:1"), mode="bk-primary")

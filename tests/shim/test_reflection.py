@@ -23,8 +23,9 @@ from comparators.descriptors import descriptor_set_of
 from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
 from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger, serve
-from shim.config import Config, Upstream, build, load_file
-from shim.errors import ConfigError, StartupError
+from shim.config import Config, Upstream, build, load_file, parse
+from shim.errors import ConfigError, NeedsDescriptors, StartupError
+from shim.parts import Parts
 from shim.reflection import _Session, fetch_descriptor_set, resolve_registry
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2
@@ -336,6 +337,47 @@ async def test_auto_without_files_and_a_bank_without_reflection_starts_with_none
             assert says in told[0]
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        pytest.param({"ids": {"trade": {"minted": ["bank.v1.Trade.trade_id"]}}}, "ids: ", id="ids"),
+        pytest.param(
+            {
+                "key_aliases": {
+                    "acct": {
+                        "alias": "bank.v1.Account.owner_name",
+                        "key": "bank.v1.Account.account_id",
+                        "references": ["bank.v1.GetAccountRequest.account_id"],
+                    }
+                }
+            },
+            "key_aliases: ",
+            id="key-aliases",
+        ),
+        pytest.param({"redact": {"fields": ["bank.v1.Account.owner_name"]}}, "redact: ", id="redaction"),
+        pytest.param(
+            {"methods": {"bank.v1.Ledger/GetBalance": {"key": ["account_id"]}}}, "methods.", id="routing-key"
+        ),
+        pytest.param(
+            {"methods": {"bank.v1.Ledger/GetBalance": {"adapter": "tests.shim._adapters:raising"}}},
+            "adapters need",
+            id="adapter",
+        ),
+        pytest.param({"reflection": "shim"}, 'reflection: "shim"', id="reflection-by-the-shim"),
+    ],
+)
+def test_every_setting_that_needs_descriptors_says_so_as_one_error_kind(
+    settings: dict[str, Any], says: str
+) -> None:
+    """With no descriptors, each setting that needs them is a NeedsDescriptors, the error `shim serve` adds
+    Bank's reason to when it asked Bank by reflection and got none."""
+    upstreams = {"bank": {"target": "127.0.0.1:1"}, "bk": {"target": "127.0.0.1:2"}}
+    config = build(parse({**settings, "upstreams": upstreams}))
+    with pytest.raises(NeedsDescriptors) as caught:
+        Parts(config, None)
+    assert str(caught.value).startswith(says)
 
 
 # ---- shim serve --descriptor-source reflection ------------------------------------------

@@ -3,6 +3,7 @@ is what the commands' own parsers say."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +32,53 @@ def test_the_config_example_builds_and_checks_against_the_sample_descriptors(tmp
     Router(registry, config.methods, config.sampling.reads, config.sampling.by_key, config.ordering.strict)
     assert config.mode == "shadow"
     assert len(rules.bindings) == len(config.rules) > 1
+
+
+def _differing(example: object, default: object, path: str = "") -> list[str]:
+    """The settings (dotted) whose values differ between two configs."""
+    if dataclasses.is_dataclass(example) and dataclasses.is_dataclass(default):
+        found = []
+        for field in dataclasses.fields(example):
+            name = f"{path}.{field.name}".lstrip(".")
+            found += _differing(getattr(example, field.name), getattr(default, field.name), name)
+        return found
+    return [] if example == default else [path]
+
+
+def test_the_config_example_names_every_value_it_shows_that_is_not_a_default(tmp_path: Path) -> None:
+    """Under the config file example, the list of its values that are not defaults is whole: each one
+    that differs from a config that gives only the upstreams is named there (the upstreams' targets,
+    the rules files and the rules besides)."""
+    (example,) = toml_blocks("config.md", "# Config file")
+    shutil.copy(ROOT / "sample_ledger" / "bank.binpb", tmp_path / "bank.binpb")
+    shutil.copy(ROOT / "sample_ledger" / "rules.toml", tmp_path / "rules.toml")
+    (tmp_path / "shim.toml").write_text(example, encoding="utf-8")
+    (tmp_path / "bare.toml").write_text(
+        '[upstreams.bank]\ntarget = "legacy-bank:50051"\n[upstreams.bk]\ntarget = "bk:50051"\n',
+        encoding="utf-8",
+    )
+    differing = _differing(build(load_file(tmp_path / "shim.toml")), build(load_file(tmp_path / "bare.toml")))
+    text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    listed = text[
+        text.index("Most values above are the defaults; these are not:") : text.index("## Reloading")
+    ]
+    named = {
+        "serving.listen": "`listen",
+        "descriptors.descriptor_sets": "`descriptor_sets`",
+        "methods": '`[methods."bank.v1.Ledger/PostTrade"]`',
+        "ids": "`[ids.trade]`",
+        "rules": "`[[rules]]`",
+        "rule_locations": "`[[rules]]`",
+        "shadow.max_in_flight_streams": "`[shadow] max_in_flight_streams",
+        "store.url": "`[store] url",
+        "store.retain": "`[store] retain",
+        "store.correlation_header": "`[store] correlation_header",
+        "noise.reads": "`[noise] reads",
+        "redact.fields": "`[redact] fields`",
+        "gate.methods": "`[gate] methods`",
+    }
+    assert sorted(differing) == sorted(named)
+    assert [name for name, words in named.items() if words not in listed] == []
 
 
 def test_the_rules_examples_check_against_the_sample_descriptors(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from shim.modes import DEFAULT
 from shim.testing import running_shim
 from tests._proto.grpc.testing import interop_pb2, interop_pb2_grpc
-from tests.backends import OPTIONS, InteropService, Running
+from tests.backends import OPTIONS, InteropService, Running, interop_server
 from tests.helpers import PLANES
 
 SERVICE = "grpc.testing.TestService"  # what the clients call, as the primary names it in its health
@@ -89,6 +89,26 @@ async def test_a_named_services_health_is_the_primarys_and_client_side_health_ch
     assert direct[1][0] == grpc.StatusCode.NOT_FOUND
     assert through == direct
     assert overall == (grpc.StatusCode.OK, SERVING)
+
+
+@pytest.mark.parametrize("dataplane", PLANES)
+async def test_the_overall_check_is_serving_through_the_shim_where_the_primary_serves_no_health(
+    dataplane: str,
+) -> None:
+    """Not every answer is the primary's: the overall check (service "") is the shim's own, SERVING, where
+    a primary with no health service answers UNIMPLEMENTED; a named check is still the primary's
+    (docs/transparency.md)."""
+    primary = await interop_server()  # no grpc.health.v1 service
+    try:
+        direct = (await _check(primary.address, ""))[0], (await _check(primary.address, SERVICE))[0]
+        async with running_shim(primary.address, dataplane=dataplane) as (shim, _):
+            overall = await _check(shim.address, "")
+            named = (await _check(shim.address, SERVICE))[0]
+    finally:
+        await primary.stop()
+    assert direct == (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNIMPLEMENTED)
+    assert overall == (grpc.StatusCode.OK, SERVING)
+    assert named == grpc.StatusCode.UNIMPLEMENTED
 
 
 @pytest.mark.parametrize("mode", ["shadow", "bk-primary"])

@@ -2,7 +2,7 @@
 
 ShimError
 ├── ConfigError      a config file or flag is wrong; the message names the key (shim.config)
-│   └── NeedsDescriptors  a setting needs descriptors and the shim has none (shim.parts)
+│   └── NeedsDescriptors  a setting needs descriptors and the shim has none (shim.parts, at start)
 ├── StartupError     the shim could not start: a busy port, unreadable descriptors, Bank's reflection
 ├── StoreError       the store could not be opened, read or written (shim.store)
 │   └── Unopened     a stored id of a redacted field does not open under this key (shim.store._sealing)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comparators import DescriptorRegistry
-from shim.errors import ConfigError
+from shim.errors import ConfigError, NeedsDescriptors
 from shim.settings import finish
 
 
@@ -87,7 +87,7 @@ def parse(table: Mapping[str, Any]) -> ReconcileSettings:
 def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> None:
     """Every method and field the settings name, against the descriptors."""
     if registry is None:
-        raise ConfigError("reconcile: needs the descriptors of Bank's interface (descriptor_sets)")
+        raise NeedsDescriptors("reconcile: needs the descriptors of Bank's interface (descriptor_sets)")
     for index, read in enumerate(settings.reads):
         info = _method(registry, read.method, f"reconcile.reads[{index}].method")
         _field(registry.message_class(info.input_type).DESCRIPTOR, read.key, f"reconcile.reads[{index}].key")

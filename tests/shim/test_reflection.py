@@ -366,6 +366,16 @@ async def test_auto_without_files_and_a_bank_without_reflection_starts_with_none
             id="adapter",
         ),
         pytest.param({"reflection": "shim"}, 'reflection: "shim"', id="reflection-by-the-shim"),
+        pytest.param(
+            {
+                "reconcile": {
+                    "keys": "store",
+                    "reads": [{"method": "bank.v1.Ledger/GetBalance", "key": "account_id"}],
+                }
+            },
+            "reconcile: ",
+            id="reconcile",
+        ),
     ],
 )
 def test_every_setting_that_needs_descriptors_says_so_as_one_error_kind(

@@ -81,7 +81,7 @@ class Admission:
         # when the call started, as its data plane saw it (Envoy's, on a copy); None: as it takes its place
         self.started: float | None = None
         self.seq: int | None = None  # the lanes' write_seq when it took its place: later writes came after it
-        self.raced = ""  # a read's: a write on its keys in flight as the primary answered it (`Together`)
+        self.raced = ""  # a write on its keys in flight with it at the primary, as the primary answered it
         self.not_sampled = False  # a read left out by sampling
         # unkeyed because it names an id or alias whose key is unknown: no mark of another key taints it
         self.names_unknown = False
@@ -253,8 +253,9 @@ class Admission:
                 self.raced = self._shared.together.read_reason(self.keys, self.started or span[0], end)
         if self.is_write and self.keys and not self.streamed:
             together = self._shared.together
-            if span is not None:
+            if span is not None:  # raced: judged now, as a read's is, before later writes push its span out
                 together.answered(self.keys, self.method, self.started or span[0], span[1], self)
+                self.raced = together.reason(self.keys, self)
             else:  # the mirror is over: a write the primary never answered is in flight no more
                 together.over(self.keys, self)
 

@@ -88,7 +88,7 @@ async def conclude(
         if not tainted and mirror.places.fleet is not None:
             tainted = mirror.places.fleet.unordered  # a read whose order across replicas is unknown
         if not tainted and mirror.is_write:  # in flight at the primary with another write on its keys
-            tainted = shared.together.reason(keys, admission)
+            tainted = admission.raced or shared.together.reason(keys, admission)
         # a read answered with a write in flight on its keys; a read of a method with no key, on any key (one
         # whose key is not known, or a keyed method's read naming none, is not such a listing)
         elif not tainted and primary is not None and (keys or not (admission.names_unknown or keyed_method)):

@@ -5,8 +5,8 @@ two writes' spans out of what `Together` keeps (its last PER_KEY writes a key) b
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
+import pytest
 from grpc import aio
 
 from comparators import Verdict
@@ -16,14 +16,15 @@ from sample_ledger.server import RunningLedger
 from shim.shadow.together import PER_KEY
 from shim.testing import running_shim
 from tests.backends import forwarding
-from tests.helpers import until
+from tests.helpers import PLANES, until
 from tests.shim.test_modes import KEYED, LOCATIONS, REGISTRY, RULES
 
 SETTINGS = {"registry": REGISTRY, "methods": KEYED, "rules": RULES, "rule_locations": LOCATIONS}
 
 
+@pytest.mark.parametrize("dataplane", PLANES)
 async def test_writes_that_raced_at_bank_are_tainted_though_later_writes_pushed_out_their_spans(
-    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
 ) -> None:
     """Deposit a (5) is held on its way to Bank while deposit b (7) on the same account is answered; then a
     goes on: Bank applied b first. BK, sent them in the order they came, applies a first, and answers each
@@ -35,7 +36,7 @@ async def test_writes_that_raced_at_bank_are_tainted_though_later_writes_pushed_
     async with forwarding(bank.address) as (bank_front, bank_at), forwarding(bk.address) as (bk_front, bk_at):
         bk_front.late["/Deposit"] = 0.5
         async with (
-            running_shim(bank_at.address, bk_at.address, **SETTINGS) as (shim, sink),
+            running_shim(bank_at.address, bk_at.address, dataplane=dataplane, **SETTINGS) as (shim, sink),
             aio.insecure_channel(shim.address) as channel,
         ):
             stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]

@@ -91,9 +91,9 @@ UNRETIRE = (
     " reconcile` says where they differ), then switch with --force (recorded as forced)"
 )
 RETIRE_KEPT = (
-    "{} keeps a mode of its own in which Bank is still called: retired, Bank would go on answering it from a"
-    " book that gets no write any more. Switch it to bk first (shim mode set bk --method METHOD"
-    " --retire-bank), then retire Bank"
+    "{} keeps a mode of its own in which Bank still answers: retired, Bank would go on answering it from a"
+    " book that gets no write any more. Switch it to bk-primary first (shim mode set bk-primary --method"
+    " METHOD): a method in bk-primary is retired with the default"
 )
 RETIRE_OUT_OF_STEP = (
     "{}: BK's book is known to differ from Bank's on them, and once Bank is retired nothing tells which is"
@@ -115,11 +115,11 @@ def stretch_mark(
     any; without descriptors, every method may write): in the stretch writes reach Bank alone, on keys the
     shim may never see (on Envoy, a call in `bank` mode does not pass through it), so BK's book lacks them
     where nothing says. Bank is then not retired until the books are reconciled and the mark cleared (`shim
-    resync --force ''`). None for a stretch of read methods, or a first start in `bank` (nothing mirrored
-    yet, so nothing for BK's book to lack)."""
+    resync --force ''`). None for a stretch of read methods. A start from no recorded mode counts: a first
+    start in `shadow` records nothing, so no record is no proof that nothing was mirrored."""
     is_write = _writes(config, registry)
     for change in changes:
-        if change.to_mode != "bank" or change.from_mode in ("bank", ""):
+        if change.to_mode != "bank" or change.from_mode == "bank":
             continue
         default = change.scope == DEFAULT
         if default and registry is not None and not any(is_write(m) for m in registry.methods):

@@ -28,9 +28,10 @@ from shim._mode_guards import (
 from shim._promotion import gate_failures
 from shim.admin import following_the_default
 from shim.config import Config
+from shim.errors import StartupError
 from shim.gate import split_fleet
 from shim.liveness import lease_of
-from shim.modes import BK_ANSWERS, DEFAULT, started_in
+from shim.modes import BK_ANSWERS, DEFAULT, STARTED_BY
 from shim.store import ModeChange, ReplicaView, Store, StoreError, shown_key
 
 
@@ -50,9 +51,9 @@ async def start_refused(
         found.append(UNRETIRE.format("the default mode", mode))
     if missed := newly_missed(stored, was, [started], config, registry):
         found.append(WRITES_MISSED.format("; ".join(missed)))
+    if mode == "bk" and (kept := bank_called({**stored, DEFAULT: mode})):  # unforced at run time too
+        raise StartupError(f"starting in the config's mode bk is refused: {RETIRE_KEPT.format(kept)}")
     if mode == "bk":
-        if kept := bank_called({**stored, DEFAULT: mode}):
-            found.append(RETIRE_KEPT.format(kept))
         keys = list(dict.fromkeys(mark.key for mark in await store.marks.out_of_step()))
         if keys:
             named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
@@ -90,22 +91,47 @@ def refusal(started: ModeChange, found: list[str]) -> str:
 
 
 async def without_bk(config: Config, registry: DescriptorRegistry | None, replica: str) -> ModeChange | None:
-    """Record a start with no BK upstream as a start in `bank` mode in the store the config names, when it
-    holds anything (`Store.holds_nothing`: none is made for it): the gate's evidence then starts afresh
-    after it. Before, nothing was recorded: a restart without BK in an incident, and back, left the gate
-    judging the evidence from before, and BK was promoted though its book lacked the writes made then. The
-    change recorded (None: none, the last recorded default mode being `bank`)."""
+    """A start with no BK upstream, in the store the config names when it holds anything
+    (`Store.holds_nothing`: none is made for it). Refused (a StartupError, unless `shim serve --force`)
+    while BK answers the clients by the store's modes, or a live replica runs other modes: this one would
+    answer from Bank beside them, its writes reaching Bank alone. Then recorded as a start in `bank` mode,
+    from the default mode in force (the gate's evidence starts afresh after it), with the stretch's mark
+    (`stretch_mark`). Before, nothing was guarded or recorded: a restart without BK in an incident, and
+    back, left the gate judging the evidence from before, and BK was promoted though its book lacked the
+    writes made then. The change recorded (None: none, the default mode in force being `bank`). A store
+    that fails raises StoreError."""
     if Store.holds_nothing(config.store.url):
         return None
     store = Store.open(config.store.url)
     try:
         await store.start()
-        started = started_in("bank", {}, await store.modes.history(limit=100_000))
-        if started is not None:
-            await store.modes.started(started)
-            if (mark := stretch_mark([started], config, registry, replica)) is not None:
-                store.marks.put([mark])
-        return started
+        stored = await store.modes.current()
+        history = await store.modes.history(limit=100_000)
+        last = stored.get(DEFAULT) or next((c.to_mode for c in history if c.scope == DEFAULT), "")
+        found = []
+        if answering := sorted({mode for mode in [last, *stored.values()] if mode in BK_ANSWERS}):
+            found.append(
+                f"BK answers the clients by the store's modes ({', '.join(answering)}): without BK this shim"
+                " would answer them from Bank, and send the writes it takes to Bank alone"
+            )
+        now, lease = time.time(), lease_of(max(config.store.refresh, 0.05), config.store.lease)
+        views = [view for view in await store.fleet.views() if view.replica != replica]
+        if split := split_fleet([ReplicaView(replica, {DEFAULT: "bank"}, now, now), *views], lease, now):
+            found.append(f"live replicas of the store would run different modes ({split})")
+        if found and not config.serving.forced_start:
+            raise StartupError(
+                f"starting without BK is refused: {'; '.join(found)}. Start with BK (--bk), or with shim"
+                " serve --force (recorded as forced)"
+            )
+        if last == "bank":
+            return None
+        change = ModeChange(
+            now, STARTED_BY, DEFAULT, last, "bank", "the shim started without BK", bool(found)
+        )
+        await store.modes.started(change)
+        if (mark := stretch_mark([change], config, registry, replica)) is not None:
+            store.marks.put([mark])
+        return change
     except StoreError as exc:
         raise StoreError(f"a start without BK is recorded in the store, which failed: {exc}") from exc
     finally:

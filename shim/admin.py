@@ -148,13 +148,16 @@ async def set_mode(
         )
     now = time.time()
     current = shim.modes.table()
-    if mode == "bk" and DEFAULT in scopes and (kept := bank_called(current)):
-        raise Refused(grpc.StatusCode.FAILED_PRECONDITION, RETIRE_KEPT.format(kept))
+    along: list[str] = []  # retiring the default: the methods of their own in bk-primary go with it
+    if mode == "bk" and DEFAULT in scopes:
+        along = [scope for scope, was in current.items() if scope != DEFAULT and was == "bk-primary"]
+        if kept := bank_called({s: m for s, m in current.items() if s not in along}):
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, RETIRE_KEPT.format(kept))
     changes = [
         ModeChange(
             now, who or "unknown", scope, current.get(scope) or shim.modes.of(scope), mode, reason, False
         )
-        for scope in scopes
+        for scope in [*scopes, *along]
         if current.get(scope) != mode  # already so: nothing to change or to record
     ]
     if missed := newly_missed(current, shim.modes.default, changes, shim.config, shim.registry):
@@ -179,7 +182,8 @@ async def set_mode(
         moved, own = [s.lstrip("/") for s in scopes], None
         if scopes == [DEFAULT]:
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
-            own = {scope.lstrip("/") for scope in current if scope != DEFAULT}
+            moved += [scope.lstrip("/") for scope in along]
+            own = {scope.lstrip("/") for scope in current if scope != DEFAULT and scope not in along}
         failed = await _gate_failures(shim, moved, own)
         if failed and not force:
             unmirrored = ""

@@ -98,6 +98,7 @@ class Shim:
         self.health_checks: Health | None = None  # grpc.health.v1, once it serves
         self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
         self._lag_probe: asyncio.Task[None] | None = None
+        self._unrecorded: asyncio.Task[None] | None = None  # a start without BK, recorded once it can be
         self._admin_server: aio.Server | None = None
         self.admin_port = 0
         self.admin_address = ""  # where the admin API listens ("": it does not)
@@ -149,9 +150,12 @@ class Shim:
         if bk is None:  # every call to Bank alone: a stretch in bank mode, for the store's evidence
             try:
                 await without_bk(config, parts.registry, parts.replica)
-            except StoreError as exc:
+            except StartupError:
                 await self.channels.close()
-                raise StartupError(str(exc)) from exc
+                raise
+            except StoreError as exc:  # Bank is served all the same; the start is recorded once it can be
+                _log.warning("a start without BK is not recorded yet: tried again", error=str(exc))
+                self._unrecorded = asyncio.get_running_loop().create_task(self._record_without_bk())
         if bk is not None:  # every mode can be switched to at run time: both directions are ready
             assert config.bk is not None
             store = await self.books.open(config, parts)
@@ -292,6 +296,20 @@ class Shim:
             self._lag_probe = asyncio.get_running_loop().create_task(
                 self.loop_lag.run(), name="event loop lag probe"
             )
+
+    async def _record_without_bk(self) -> None:
+        """Try again, every few seconds, to record this start without BK in the store (`without_bk`)."""
+        while True:
+            await asyncio.sleep(max(self.config.store.refresh, 2.0))
+            try:
+                await without_bk(self.config, self.parts.registry, self.parts.replica)
+            except StoreError:
+                continue
+            except StartupError as exc:  # serving already: said, not undone
+                _log.error("a start without BK that the store's modes refuse", error=str(exc))
+                return
+            _log.info("the start without BK is recorded")
+            return
 
     async def _start_admin(self) -> None:
         try:
@@ -447,6 +465,8 @@ class Shim:
                 await bounded(self.pipeline.drain(), max(grace, 1.0))
         if self._lag_probe is not None:
             self._lag_probe.cancel()
+        if self._unrecorded is not None:
+            self._unrecorded.cancel()
         await self.channels.close()
         # the pipeline's sinks finish before the store closes; its workers, idle, end meanwhile
         if self.pipeline is not None:

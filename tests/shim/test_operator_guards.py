@@ -147,6 +147,27 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
             assert shim.modes.default == "bk-primary"
 
 
+async def test_a_method_promoted_before_the_default_is_retired_with_it(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """Deposits promoted to bk-primary first, then the default. Retiring Bank (the default) takes deposits
+    with it, unforced, in one switch recorded for both scopes. Before, retiring the default was refused
+    while deposits kept a mode of their own, and retiring deposits alone was refused while Bank was
+    compared for the rest: no unforced way out."""
+    store = str(tmp_path / "shim.db")
+    await _clean_evidence(store, ago=600)
+    async with _shim(ledgers, store={"url": store}) as (_, _, admin):
+        await _set(admin, "bk-primary", DEPOSIT, reason="deposits first")
+        await _set(admin, "bk-primary", reason="the rest")
+        modes = await _set(admin, "bk", retire_bank=True, reason="the point of no return")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert (modes.default_mode, dict(modes.methods)) == ("bk", {DEPOSIT: "bk"})
+    assert sorted((c.scope, c.from_mode, c.to_mode, c.forced) for c in history[:2]) == [
+        ("*", "bk-primary", "bk", False),
+        (DEPOSIT, "bk-primary", "bk", False),
+    ]
+
+
 async def test_a_stretch_in_bank_mode_keeps_bank_from_being_retired_until_the_books_are_reconciled(
     ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
 ) -> None:
@@ -189,8 +210,8 @@ async def test_bank_is_not_retired_while_a_method_keeps_a_mode_in_which_bank_is_
 ) -> None:
     """A method with a mode of its own (GetBalance in shadow) when the default mode retires Bank: Bank would
     still be called for it, and answer its clients from a book that gets no write any more. Refused, forced
-    or not, naming the method and its mode; once the method is switched to bk too, Bank is retired, and no
-    call reaches it."""
+    or not, naming the method and its mode; once the method is promoted to bk-primary, it is retired with
+    the default, and no call reaches Bank."""
     bank, _ = ledgers
     balance = "bank.v1.Ledger/GetBalance"
     async with _shim(ledgers, store={"url": str(tmp_path / "shim.db")}) as (shim, stub, admin):
@@ -202,10 +223,10 @@ async def test_bank_is_not_retired_while_a_method_keeps_a_mode_in_which_bank_is_
                 await _set(admin, "bk", retire_bank=True, force=force, reason="retire")
             assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
             details = refused.value.details() or ""
-            assert f"{balance} (shadow) keeps a mode of its own in which Bank is still called" in details, (
+            assert f"{balance} (shadow) keeps a mode of its own in which Bank still answers" in details, (
                 details
             )
-        await _set(admin, "bk", balance, retire_bank=True, force=True, reason="retire it first")
+        await _set(admin, "bk-primary", balance, force=True, reason="promote it first")
         modes = await _set(admin, "bk", retire_bank=True, force=True, reason="retire")
         assert (modes.default_mode, dict(modes.methods)) == ("bk", {balance: "bk"})
         await stub.Deposit(pb.DepositRequest(account_id="K1", amount="50"))

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
+from grpc import aio
 
+from sample_ledger._proto.bank.v1 import ledger_pb2 as pb
+from sample_ledger._proto.bank.v1 import ledger_pb2_grpc as pb_grpc
 from sample_ledger.server import RunningLedger
 from shim.errors import StartupError
 from shim.modes import STARTED_BY
 from shim.store import ModeChange, OutOfStep, Store
-from tests.shim.test_modes import TOKEN, _set, _shim
+from shim.testing import running_shim
+from tests.shim.test_modes import KEYED, LOCATIONS, REGISTRY, RULES, TOKEN, _set, _shim
 from tests.shim.test_operator_guards import _clean_evidence
+
+DOWN = "postgresql://shim@127.0.0.1:1/shim"
+PLAIN = {"registry": REGISTRY, "methods": KEYED, "rules": RULES, "rule_locations": LOCATIONS}  # no admin API
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +144,96 @@ async def test_a_config_mode_overridden_by_a_mode_set_at_run_time_is_said_at_sta
     assert warned["log_level"] == "warning"
     assert (warned["config_mode"], warned["mode"]) == ("shadow", "bk-primary")
     assert "shim mode set" in warned["why"]
+
+
+@pytest.mark.parametrize("stretch", ["config-bank", "no-bk"])
+async def test_a_stretch_in_bank_mode_after_an_unrecorded_shadow_run_leaves_its_mark(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path, stretch: str
+) -> None:
+    """A run in shadow by the config records no mode. A restart in bank mode by the config, or without BK,
+    is then a start from no recorded mode: it is a stretch all the same (BK was mirrored before), and leaves
+    the mark of no key, which keeps Bank from being retired. Before, a start from no recorded mode was taken
+    for a first start, and Bank was retired unforced, BK's book lacking the stretch's deposit."""
+    bank, _ = ledgers
+    url = str(tmp_path / "shim.db")
+    async with _shim(ledgers, store={"url": url}, forced_start=False) as (shim, stub, _):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="S1", initial_deposit="100"))
+        await shim.drain()
+    if stretch == "config-bank":
+        starting = running_shim(bank.address, ledgers[1].address, mode="bank", store={"url": url}, **PLAIN)
+    else:
+        starting = running_shim(bank.address, None, store={"url": url}, **PLAIN)
+    async with starting as (lone, _), aio.insecure_channel(lone.address) as channel:
+        await pb_grpc.LedgerStub(channel).Deposit(pb.DepositRequest(account_id="S1", amount="50"))  # type: ignore[no-untyped-call]
+    store = Store.open(url)
+    await store.start()
+    try:
+        marks = await store.marks.out_of_step()
+    finally:
+        await store.close()
+    assert [(m.key, m.side) for m in marks] == [("", "bank")]
+    assert (await _history(url))[0][1:] == ("", "bank", False)
+
+
+async def test_a_start_without_bk_while_bk_answers_by_the_store_s_modes_is_refused(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """The store says BK answers (a start in bk-primary recorded): a shim started without BK on it (a config
+    that lost its BK) would answer from Bank and send its writes to Bank alone. Refused, nothing recorded,
+    unless forced. Before, it started, and recorded bk-primary -> bank for the whole fleet."""
+    bank, _ = ledgers
+    url = str(tmp_path / "shim.db")
+    await _clean_evidence(url, ago=600)
+    async with _shim(ledgers, store={"url": url}, mode="bk-primary", forced_start=False):
+        pass
+    with pytest.raises(StartupError) as refused:
+        async with running_shim(bank.address, None, store={"url": url}, forced_start=False, **PLAIN):
+            pass
+    said = str(refused.value)
+    assert said.startswith("starting without BK is refused: BK answers the clients by the store's modes"), (
+        said
+    )
+    assert await _history(url) == [(STARTED_BY, "", "bk-primary", False)]
+    async with running_shim(bank.address, None, store={"url": url}, **PLAIN):
+        pass
+    assert (await _history(url))[0] == (STARTED_BY, "bk-primary", "bank", True)
+
+
+async def test_a_start_without_bk_serves_bank_while_the_store_is_down(
+    ledgers: tuple[RunningLedger, RunningLedger],
+) -> None:
+    """BK and the store both down: a shim started without BK serves Bank all the same, saying the start is
+    not recorded yet and will be tried again. Before this was guarded, such a start never opened the store;
+    the first version of the guard refused to start."""
+    bank, _ = ledgers
+    with structlog.testing.capture_logs() as logs:  # (nothing listens on port 1)
+        async with (
+            running_shim(bank.address, None, store={"url": "postgresql://shim@127.0.0.1:1/shim"}) as (
+                shim,
+                _,
+            ),
+            aio.insecure_channel(shim.address) as channel,
+        ):
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="P1", initial_deposit="1"))
+    assert [e["event"] for e in logs if e["log_level"] == "warning"][:1] == [
+        "a start without BK is not recorded yet: tried again"
+    ]
+
+
+async def test_a_forced_start_in_bk_with_a_method_still_answered_by_bank_is_refused(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """GetBalance keeps a mode of its own, shadow (Bank answers it). A start in bk, even forced, would leave
+    Bank answering balances from a book that gets no write: refused, as the switch at run time is, forced or
+    not. Before, the forced start went through."""
+    url = str(tmp_path / "shim.db")
+    async with _shim(ledgers, store={"url": url}) as (_, _, admin):
+        await _set(admin, "shadow", "bank.v1.Ledger/GetBalance", reason="its own mode")
+    with pytest.raises(StartupError) as refused:
+        async with _shim(ledgers, store={"url": url}, mode="bk", forced_start=True):
+            pass
+    said = str(refused.value)
+    assert "bank.v1.Ledger/GetBalance (shadow) keeps a mode of its own in which Bank still answers" in said, (
+        said
+    )

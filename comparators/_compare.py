@@ -14,7 +14,7 @@ from comparators._model import Code, Comparison, Difference, DiffKind, Exchange,
 from comparators._stand_ins import StandIns, stand_in
 from comparators._walk import _ALIKE_TRIALS, _MISSING, NO_CLOCK, Clock, Walker
 from comparators.descriptors import DescriptorRegistry, MethodInfo
-from comparators.ids import IdFields, read_as_bank, text_reads_as, translate_answer
+from comparators.ids import IdFields, ids_in, read_ids, text_reads_as, translate_answer
 from comparators.message_api import parse
 from comparators.redact import FreeText, Originals, Redactor, hidden
 from comparators.rules import Ignore, RuleSet
@@ -455,14 +455,14 @@ def _judged_as_bank(
 ) -> Difference:
     """`difference`, tolerated when it is free text (`_free_text_of`) a rule held real that the rule tolerates
     once BK's ids in it are read as Bank's: "x1 IS NOT OPEN" under a `string` rule, against "L1 is not open"
-    with L1 paired with x1 (the rule alone saw two ids; the reading alone, two wordings)."""
+    with L1 paired with x1 (the rule alone saw two ids; the reading alone, two wordings). The ids themselves
+    are compared exactly: Bank's text must name the Bank ids read into BK's, case and all, in their order
+    (a rule folding case would take Bank's "l1", another account, for the "L1" read)."""
     texts = _free_text_of(difference, original, id_places)
-    if texts is None:
-        return difference
-    read = read_as_bank(texts[1], to_bank)
-    name = (
-        walker.judged_again(difference.path, texts[0], read) if read is not None and read != texts[1] else ""
-    )
+    read = read_ids(texts[1], to_bank) if texts is not None else None
+    if texts is None or read is None or not read[1] or ids_in(texts[0], read[1]) != read[1]:
+        return difference  # no id read, or Bank's text names other things
+    name = walker.judged_again(difference.path, texts[0], read[0])
     return difference._replace(rule=name) if name else difference
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from google.protobuf import message
 
@@ -160,6 +160,12 @@ def read_as_bank(bk_text: str, to_bank: dict[tuple[str, str], str] | None) -> st
     """BK's free text with each BK id of the exchange's pairs in it, as a whole word, read as the Bank id it
     pairs with; None when the pairs change no id. Ids of digits alone are left as they are: a count or an
     amount could read as one by chance."""
+    read = read_ids(bk_text, to_bank)
+    return read[0] if read is not None else None
+
+
+def read_ids(bk_text: str, to_bank: dict[tuple[str, str], str] | None) -> tuple[str, list[str]] | None:
+    """`read_as_bank`'s text, and the Bank ids read into it, in their order."""
     if not to_bank:
         return None
     ids = {
@@ -167,7 +173,21 @@ def read_as_bank(bk_text: str, to_bank: dict[tuple[str, str], str] | None) -> st
     }
     if not ids:
         return None
-    words = re.compile(
+    read: list[str] = []
+
+    def bank_id(found: re.Match[str]) -> str:
+        read.append(ids[found.group(1)])
+        return read[-1]
+
+    return _words(ids).sub(bank_id, bk_text), read
+
+
+def ids_in(text: str, ids: list[str]) -> list[str]:
+    """The whole-word occurrences of `ids` in `text`, exactly (case and all), in their order."""
+    return [found.group(1) for found in _words(dict.fromkeys(ids)).finditer(text)] if ids else []
+
+
+def _words(ids: Iterable[str]) -> re.Pattern[str]:
+    return re.compile(
         r"(?<![\w-])(" + "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)) + r")(?![\w-])"
     )
-    return words.sub(lambda found: ids[found.group(1)], bk_text)

@@ -1795,6 +1795,12 @@ def test_a_text_rule_judges_free_text_once_bk_s_ids_in_it_are_read_as_bank_s() -
     assert differences("x1 IS  NOT OPEN") == [("one.owner", "L1 is not open", "x1 IS  NOT OPEN", name)]
     assert differences("x2 IS NOT OPEN") == [("one.owner", "L1 is not open", "x2 IS NOT OPEN", "")]
     assert differences("x1 is closed") == [("one.owner", "L1 is not open", "x1 is closed", "")]
+    # the ids are compared exactly, the rule folding case or not: Bank's l1 is another leaf than its L1
+    lower = (("leaf", "L1", "x1"), ("leaf", "l1", "y7"))
+    bank = answer(new("Holder", one=new("Leaf", id="l1", owner="l1 is not open")))
+    bk = answer(new("Holder", one=new("Leaf", id="y7", owner="x1 is not open")))
+    found = compare(exchange(LIST, bank, bk, ids=lower), CUSTOM, rules, fields).differences
+    assert [(d.path, d.rule) for d in found] == [("one.owner", "")]
 
 
 def test_free_text_in_answer_messages_reads_bk_s_ids_as_the_bank_ids_they_pair_with() -> None:

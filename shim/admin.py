@@ -184,7 +184,7 @@ async def set_mode(
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
             moved += [scope.lstrip("/") for scope in along]
             own = {scope.lstrip("/") for scope in current if scope != DEFAULT and scope not in along}
-        failed = await _gate_failures(shim, moved, own)
+        failed = await _gate_failures(shim, moved, own, wait=not force)
         if failed and not force:
             unmirrored = ""
             if any(c.from_mode == UNMIRRORED for c in changes):
@@ -244,12 +244,16 @@ def following_the_default(
     return list(dict.fromkeys([*moved, *(m.lstrip("/") for m in required)]))
 
 
-async def _gate_failures(shim: Switchable, methods: list[str], own: set[str] | None = None) -> list[str]:
-    """The gate's failed criteria (`_promotion`), evidence so far stored first; replicas in other modes."""
+async def _gate_failures(
+    shim: Switchable, methods: list[str], own: set[str] | None = None, wait: bool = True
+) -> list[str]:
+    """The gate's failed criteria (`_promotion`), evidence so far stored first (`wait`: a forced switch,
+    which the gate only marks as forced, waits for none); replicas in other modes."""
     assert shim.store is not None
     apart = await shim.fleet.apart(shim.modes.table()) if shim.fleet is not None else []
     failed = [f"fleet: replicas in other modes than this one's: {'; '.join(apart)}"] if apart else []
-    return failed + await gate_failures(shim.store, shim.config, methods, own, shim.evidence_stored)
+    stored = shim.evidence_stored if wait else None
+    return failed + await gate_failures(shim.store, shim.config, methods, own, stored)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

@@ -53,6 +53,7 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     for parser in (listing, forget, loading):
         parser.add_argument("--config", metavar="FILE", help="the shim's config file (its [store])")
         parser.add_argument("--store", metavar="URL", help="the store (overrides the config's)")
+    for parser in (listing, forget):  # (a file to import names each pair's kind)
         parser.add_argument("--kind", metavar="K", help="only ids of this kind ([ids.K])")
     listing.add_argument(
         "--limit",
@@ -123,7 +124,7 @@ def _read_pairs(path: str, settings: Mapping[str, Any]) -> list[IdPair]:
         raise ShimError("shim ids import: the config declares no id kind ([ids.KIND]): give --config")
     try:
         with (
-            open(path, newline="", encoding="utf-8")
+            open(path, newline="", encoding="utf-8-sig")  # (a spreadsheet's byte order mark)
             if path != "-"
             else contextlib.nullcontext(sys.stdin) as f
         ):
@@ -140,6 +141,10 @@ def _read_pairs(path: str, settings: Mapping[str, Any]) -> list[IdPair]:
             continue
         if len(row) != width or not all(row[:3]):
             raise ShimError(f"{where}: expected {width} values, none of the first three empty")
+        if any(value != value.strip() for value in row):  # an id is exact: " A1" names nothing
+            raise ShimError(
+                f"{where}: a value begins or ends with a space (write kind,bank_id,bk_id with none)"
+            )
         kind = kinds.get(row[0])
         if kind is None:
             raise ShimError(
@@ -164,6 +169,12 @@ async def _import(store: Store, pairs: list[IdPair], settings: Mapping[str, Any]
     from shim.parts import load_registry
 
     redact = config_mod.section(settings, RedactSettings)
+    if redact.fields and not settings.get("descriptor_sets"):
+        raise ShimError(
+            "shim ids import: with redacted fields, which id kinds the shim stores sealed is told by the"
+            " descriptors, and the config names no descriptor_sets (Bank's reflection is not asked here):"
+            " name them (shim describe makes a set)"
+        )
     registry = load_registry(settings.get("descriptor_sets", ())) if redact.fields else None
     fields = IdFields(tuple(settings["ids"]), registry) if registry is not None else None
     sealed = [k for k in fields.kinds if fields.fields_of(k) & set(redact.fields)] if fields else []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,32 @@ async def test_pairs_imported_for_accounts_copied_before_the_run_make_their_read
     code, out, err = await shim_command("ids", "import", "--config", config, "--store", fresh, pairs)
     assert code == 0, out + err
     assert out.startswith("imported 1 pair (0 stored already)"), out
+
+
+async def test_an_import_file_is_read_as_spreadsheets_write_it_and_its_ids_exactly(tmp_path: Path) -> None:
+    """A byte order mark and CRLF line ends (a spreadsheet's "CSV UTF-8") are read; an id with a space
+    around it is refused, naming the line (it would name nothing); `--kind` is no flag of the import (the
+    file names each pair's kind); with redacted fields and no descriptor files, the kinds stored sealed are
+    not known, and the import is refused rather than storing them in the clear."""
+    _settings(tmp_path)
+    config, store = tmp_path / "shim.toml", tmp_path / "shim.db"
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"\xef\xbb\xbfkind,bank_id,bk_id\r\naccount,A1,acc_1\r\n")
+    code, out, err = await shim_command("ids", "import", "--config", config, "--store", store, sheet)
+    assert code == 0, out + err
+    assert out.startswith("imported 1 pair (0 stored already)"), out
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("kind, bank_id, bk_id\naccount, A2, acc_2\n", encoding="utf-8")
+    code, out, err = await shim_command("ids", "import", "--config", config, "--store", store, spaced)
+    assert code == 2, out + err
+    assert f"{spaced} line 2: a value begins or ends with a space" in err, err
+    code, out, err = await shim_command("ids", "import", "--config", config, "--kind", "account", sheet)
+    assert code == 2, out + err
+    assert "unrecognized arguments: --kind" in err, err
+    redacted = tmp_path / "redacted.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^descriptor_sets = .*\n", "", text)
+    redacted.write_text(text + '\n[redact]\nfields = ["custody.v1.Account.account_id"]\n', encoding="utf-8")
+    code, out, err = await shim_command("ids", "import", "--config", redacted, "--store", store, sheet)
+    assert code == 2, out + err
+    assert "the config names no descriptor_sets" in err, err

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from comparators import DescriptorRegistry
 from shim.config import Config
 from shim.modes import DEFAULT
-from shim.store.records import NO_KEY, ModeChange, OutOfStep
+from shim.store.records import NO_KEY, ModeChange, OutOfStep, shown_key
 
 GETS_WRITES = {"bank": {"Bank"}, "shadow": {"Bank", "BK"}, "bk-primary": {"Bank", "BK"}, "bk": {"BK"}}
 ANSWERS = {"bank": "Bank", "shadow": "Bank", "bk-primary": "BK", "bk": "BK"}
@@ -134,3 +134,9 @@ def stretch_mark(
         )
         return OutOfStep(NO_KEY, change.at, change.scope, reason, replica, "bank")
     return None
+
+
+def out_of_step_said(keys: list[str]) -> str:
+    """Keys out of step, said briefly: "2 keys are out of step (A1, (writes with no key))"."""
+    named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"

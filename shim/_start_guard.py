@@ -23,6 +23,7 @@ from shim._mode_guards import (
     WRITES_MISSED,
     bank_called,
     newly_missed,
+    out_of_step_said,
     stretch_mark,
 )
 from shim._promotion import gate_failures
@@ -32,7 +33,7 @@ from shim.errors import StartupError
 from shim.gate import split_fleet
 from shim.liveness import lease_of
 from shim.modes import BK_ANSWERS, DEFAULT, STARTED_BY
-from shim.store import ModeChange, ReplicaView, Store, StoreError, shown_key
+from shim.store import ModeChange, ReplicaView, Store, StoreError
 
 
 async def start_refused(
@@ -53,15 +54,9 @@ async def start_refused(
         found.append(WRITES_MISSED.format("; ".join(missed)))
     if mode == "bk" and (kept := bank_called({**stored, DEFAULT: mode})):  # unforced at run time too
         raise StartupError(f"starting in the config's mode bk is refused: {RETIRE_KEPT.format(kept)}")
-    if mode == "bk":
-        keys = list(dict.fromkeys(mark.key for mark in await store.marks.out_of_step()))
-        if keys:
-            named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
-            found.append(
-                RETIRE_OUT_OF_STEP.format(
-                    f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"
-                )
-            )
+    marks = await store.marks.out_of_step() if mode == "bk" else []
+    if keys := list(dict.fromkeys(mark.key for mark in marks)):
+        found.append(RETIRE_OUT_OF_STEP.format(out_of_step_said(keys)))
     promoting = mode in BK_ANSWERS and was not in BK_ANSWERS
     if promoting or (mode == "bk" and was == "bk-primary"):
         moved = following_the_default(registry, stored, config.gate.methods)

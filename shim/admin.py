@@ -37,6 +37,7 @@ from shim._mode_guards import (
     WRITES_MISSED,
     bank_called,
     newly_missed,
+    out_of_step_said,
     stretch_mark,
 )
 from shim._promotion import gate_failures
@@ -49,7 +50,7 @@ from shim.fleet import Fleet, Unapplied, Unswitched
 from shim.gate import UNMIRRORED
 from shim.modes import DEFAULT, Modes
 from shim.steps import Steps
-from shim.store import NO_KEY, ModeChange, Store, StoreError, shown_key
+from shim.store import NO_KEY, ModeChange, Store, StoreError
 
 
 class Switchable(Protocol):
@@ -87,10 +88,7 @@ async def _out_of_step(shim: Switchable) -> str:
     held = shim.steps
     here = [*held.keys, *([NO_KEY] if held.no_key is not None else [])] if held is not None else []
     keys = list(dict.fromkeys([*(m.key for m in stored), *here]))
-    if not keys:
-        return ""
-    named = ", ".join(shown_key(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
-    return f"{len(keys)} key{'s are' if len(keys) > 1 else ' is'} out of step ({named})"
+    return out_of_step_said(keys) if keys else ""
 
 
 async def _still_in_step(shim: Switchable) -> str:

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -43,6 +44,27 @@ async def _clean_evidence(store: str, ago: float) -> None:
     for method in REGISTRY.methods:
         evidence.add(method=method, at=time.time() - ago, count=150)
     await evidence.write_to(store)
+
+
+async def _clean_trades(store: str) -> None:
+    """150 clean comparisons of PostTrade, ten minutes ago, in the store."""
+    evidence = Records()
+    evidence.add(method="/bank.v1.Ledger/PostTrade", at=time.time() - 600, count=150)
+    await evidence.write_to(store)
+
+
+async def _mismatched_trades(stub: Any) -> None:
+    """Three trades on T1 whose fees the two sides round apart: real mismatches of the sample BK."""
+    for n in range(3):  # a fee of 0.005: Bank rounds to 0.01, the sample BK to 0.00
+        request = pb.PostTradeRequest(
+            account_id="T1",
+            symbol="ACME",
+            side=pb.SIDE_BUY,
+            quantity="1",
+            price="10",
+            client_order_id=f"o{n}",
+        )
+        await stub.PostTrade(request)
 
 
 async def _cash(ledger: RunningLedger, account: str) -> Decimal:
@@ -441,23 +463,12 @@ async def test_a_promotion_judges_the_comparisons_still_on_their_way_to_the_stor
     was promoted on the older evidence alone."""
     store = str(tmp_path / "shim.db")
     trades = "bank.v1.Ledger/PostTrade"
-    evidence = Records()
-    evidence.add(method=f"/{trades}", at=time.time() - 600, count=150)
-    await evidence.write_to(store)
+    await _clean_trades(store)
     slow = {"path": "bank.v1.Trade.trade_id", "rule": "custom", "callable": "tests.shim._slow_rule:slow_any"}
     rules = {"rules": [*RULES, slow], "rule_locations": [*LOCATIONS, "test"]}
     async with _shim(ledgers, store={"url": store}, **rules) as (shim, stub, admin):
         await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", initial_deposit="100000"))
-        for n in range(3):  # a fee of 0.005: Bank rounds to 0.01, the sample BK to 0.00
-            request = pb.PostTradeRequest(
-                account_id="T1",
-                symbol="ACME",
-                side=pb.SIDE_BUY,
-                quantity="1",
-                price="10",
-                client_order_id=f"o{n}",
-            )
-            await stub.PostTrade(request)
+        await _mismatched_trades(stub)
         assert shim.pipeline is not None
         await until(
             lambda: shim.pipeline is not None and shim.pipeline.submitted >= 4, "every call handed over"
@@ -481,9 +492,7 @@ async def test_a_promotion_judges_the_comparisons_of_mirrors_still_waiting_for_b
     bank, bk = ledgers
     store = str(tmp_path / "shim.db")
     trades = "bank.v1.Ledger/PostTrade"
-    evidence = Records()
-    evidence.add(method=f"/{trades}", at=time.time() - 600, count=150)
-    await evidence.write_to(store)
+    await _clean_trades(store)
     async with forwarding(bk.address) as (front, running):
         front.late["/PostTrade"] = 1.0
         async with (
@@ -495,16 +504,7 @@ async def test_a_promotion_judges_the_comparisons_of_mirrors_still_waiting_for_b
             admin = apb_grpc.AdminStub(admin_channel)  # type: ignore[no-untyped-call]
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="T1", initial_deposit="100000"))
             await shim.drain()
-            for n in range(3):  # a fee of 0.005: Bank rounds to 0.01, the sample BK to 0.00
-                request = pb.PostTradeRequest(
-                    account_id="T1",
-                    symbol="ACME",
-                    side=pb.SIDE_BUY,
-                    quantity="1",
-                    price="10",
-                    client_order_id=f"o{n}",
-                )
-                await stub.PostTrade(request)
+            await _mismatched_trades(stub)
             assert shim.pipeline is not None
             assert shim.pipeline.submitted == 1  # the trades' mirrors still wait for BK
             with pytest.raises(aio.AioRpcError) as refused:

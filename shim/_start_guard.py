@@ -52,8 +52,14 @@ async def start_refused(
         found.append(UNRETIRE.format("the default mode", mode))
     if missed := newly_missed(stored, was, [started], config, registry):
         found.append(WRITES_MISSED.format("; ".join(missed)))
-    if mode == "bk" and (kept := bank_called({**stored, DEFAULT: mode})):  # unforced at run time too
+    promoted = {scope: m for scope, m in stored.items() if m == "bk-primary"}
+    if mode == "bk" and (kept := bank_called({**stored, DEFAULT: mode, **dict.fromkeys(promoted, "bk")})):
         raise StartupError(f"starting in the config's mode bk is refused: {RETIRE_KEPT.format(kept)}")
+    if mode == "bk" and promoted:  # (at run time, retired with the default; a start changes no own mode)
+        found.append(
+            f"{bank_called(promoted)} keeps a mode of its own, in which Bank is still mirrored: a start does"
+            " not change it (shim mode set bk --retire-bank retires it with the default)"
+        )
     marks = await store.marks.out_of_step() if mode == "bk" else []
     if keys := list(dict.fromkeys(mark.key for mark in marks)):
         found.append(RETIRE_OUT_OF_STEP.format(out_of_step_said(keys)))

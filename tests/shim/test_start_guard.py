@@ -237,3 +237,23 @@ async def test_a_forced_start_in_bk_with_a_method_still_answered_by_bank_is_refu
     assert "bank.v1.Ledger/GetBalance (shadow) keeps a mode of its own in which Bank still answers" in said, (
         said
     )
+
+
+async def test_a_start_in_bk_with_a_method_of_its_own_in_bk_primary_says_how_to_retire_both(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """GetBalance promoted to bk-primary at run time (Bank still mirrored for it). A start in bk changes no
+    method's own mode, so Bank would stay mirrored for balances while getting no other write: refused,
+    saying that the switch at run time retires the method with the default; forced, it starts."""
+    url = str(tmp_path / "shim.db")
+    await _clean_evidence(url, ago=600)
+    async with _shim(ledgers, store={"url": url}) as (_, _, admin):
+        await _set(admin, "bk-primary", "bank.v1.Ledger/GetBalance", reason="balances first")
+    with pytest.raises(StartupError) as refused:
+        async with _shim(ledgers, store={"url": url}, mode="bk", forced_start=False):
+            pass
+    said = str(refused.value)
+    assert "bank.v1.Ledger/GetBalance (bk-primary) keeps a mode of its own, in which Bank is still" in said
+    assert "shim mode set bk --retire-bank retires it with the default" in said, said
+    async with _shim(ledgers, store={"url": url}, mode="bk", forced_start=True) as (shim, _, _):
+        assert shim.modes.table() == {"*": "bk", "/bank.v1.Ledger/GetBalance": "bk-primary"}

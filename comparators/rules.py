@@ -667,8 +667,9 @@ def _every_field(
     path: str | None, regex: re.Pattern[str] | None, registry: DescriptorRegistry | None
 ) -> bool:
     """Whether a pattern is every field: of any service (every probe path matches it: "*", "?*", ".*"), or
-    of every answer the descriptors describe (each field of each method's answer message matches it:
-    "bank.*", "bank\\..*"). A path without a glob's characters names fields, and is never taken so."""
+    of every answer the descriptors describe (each field of each method's answer message matches it, or
+    holds a message every field of which does, and so on: "bank.*", "bank\\..*", a pattern of every leaf
+    but a list's own field). A path without a glob's characters names fields, and is never taken so."""
     if regex is None and (not path or not set(path) & set("*?[")):
         return False
 
@@ -683,13 +684,29 @@ def _every_field(
         return True
     if registry is None:
         return False
-    answers = {info.output_type for info in registry.methods.values()}
-    fields = [
-        f"{name}.{field.name}"
-        for name in answers
-        for field in registry.pool.FindMessageTypeByName(name).fields
+    covered: dict[str, bool] = {}
+
+    def whole(message: Any) -> bool:
+        """Every field of `message` matched, or (a message of the service's) every field of its own: the
+        leaves are what a rule holds the same, whatever holds them (a list's elements, say)."""
+        name = message.full_name
+        if name not in covered:
+            covered[name] = False  # (a message holding itself: not covered through itself)
+            covered[name] = all(
+                matches(f"{name}.{field.name}")
+                or (
+                    field.message_type is not None
+                    and not field.message_type.full_name.startswith("google.protobuf.")  # a leaf: a time...
+                    and whole(field.message_type)
+                )
+                for field in message.fields
+            )
+        return covered[name]
+
+    answers = [
+        registry.pool.FindMessageTypeByName(n) for n in {i.output_type for i in registry.methods.values()}
     ]
-    return bool(fields) and all(matches(target) for target in fields)
+    return any(answer.fields for answer in answers) and all(whole(answer) for answer in answers)
 
 
 def _bind_metadata(

@@ -117,11 +117,13 @@ class Places:
             self.fleet.answered(at)
 
     def primary_answered(self, fed: int) -> None:
-        """The primary sent an answer message, having been sent `fed` request messages: it got past them."""
+        """The primary sent an answer message, having been sent `fed` request messages: it got past them.
+        Their spans at the primary (`Together`) end no further than one message an answer: a client that
+        sends the next message before the last one's answer (a pipelined session) still has it in flight."""
         self._progress.append(fed)
         if self._together is not None:
-            now = time.time()
-            while self._spans and self._spans_base < fed:
+            now, past = time.time(), min(fed, len(self._progress))
+            while self._spans and self._spans_base < past:
                 ticket, start = self._spans.popleft()
                 self._spans_base += 1
                 if start:

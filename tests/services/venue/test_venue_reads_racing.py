@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from comparators import Verdict
+from tests.helpers import until
 from tests.services.venue.server import Served
 from tests.services.venue.test_venue_recording import PLANES
 from tests.services.venue.test_venue_stream_pairs import _order, venue
@@ -69,3 +70,66 @@ async def test_reads_answered_while_a_sessions_message_on_their_account_was_in_f
         (Verdict.TAINTED, "answered while venue.v1.Venue/Trade")
     ] * 2, [(c.verdict, c.reason) for c in raced]
     assert [(c.verdict, c.reason) for c in settled] == [(Verdict.MATCH, "")] * 2
+
+
+def holding_each(held: dict[int, tuple[asyncio.Event, asyncio.Event]]) -> Callable[[Served], Any]:
+    """Bank's session answering: the order of each quantity in `held` waits at Bank (its first event set)
+    until its second is set."""
+
+    def answering(bank: Served) -> Callable[[Any], Any]:
+        async def acks(request: Any) -> list[Any]:
+            events = held.get(request.new.quantity)
+            if events is not None and not events[1].is_set():
+                events[0].set()
+                await events[1].wait()
+            return [bank.book.trade(request)]
+
+        return acks
+
+    return answering
+
+
+async def test_a_read_answered_while_the_next_message_of_a_pipelined_session_was_in_flight_is_tainted(
+    tmp_path: Path,
+) -> None:
+    """A client pipelines its session: it sends orders of 10 and 70 on account A without waiting for the
+    first ack. Bank answers the first while the second is held there; a read of A is then answered without
+    the second. BK, sent the read after both orders (they came first), answers with it: a difference of that
+    order, tainted, naming the session. Before, the first ack closed the spans of every message sent by
+    then, the second's too, and the read was a real mismatch blamed on a clean BK."""
+    first, second = (asyncio.Event(), asyncio.Event()), (asyncio.Event(), asyncio.Event())
+    async with venue(tmp_path, "python", bank_answering=holding_each({10: first, 70: second})) as (
+        shim,
+        sink,
+        client,
+        _,
+    ):
+        async with client.session() as session:
+            await session.call.write(_order(10))
+            await session.call.write(_order(70))
+            await first[0].wait()
+            dispatcher = shim.dispatchers["bk"]
+            await until(
+                lambda: any(getattr(m, "_fed", 0) >= 2 for m in dispatcher._live),
+                "the shim took both orders before Bank's first ack",
+            )
+            first[1].set()
+            assert (await session.call.read()).order_id == "O1"
+            await second[0].wait()
+            during = await client.get_account("A")
+            second[1].set()
+            assert (await session.call.read()).order_id == "O2"
+        after = await client.get_account("A")
+        assert during != after, "Bank answered the read before it applied the second order"
+        await shim.drain()
+        reads = sorted(
+            (c for c in sink.comparisons if c.method.endswith("/GetAccount")),
+            key=lambda c: c.exchange.started_at,
+        )
+    raced = reads[0]
+    assert raced.differences, raced
+    assert (raced.verdict, raced.reason.split(" was in flight")[0]) == (
+        Verdict.TAINTED,
+        "answered while venue.v1.Venue/Trade",
+    ), (raced.verdict, raced.reason)
+    assert (reads[1].verdict, reads[1].reason) == (Verdict.MATCH, "")

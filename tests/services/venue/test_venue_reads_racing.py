@@ -89,8 +89,9 @@ def holding_each(held: dict[int, tuple[asyncio.Event, asyncio.Event]]) -> Callab
     return answering
 
 
+@pytest.mark.parametrize("dataplane", PLANES)
 async def test_a_read_answered_while_the_next_message_of_a_pipelined_session_was_in_flight_is_tainted(
-    tmp_path: Path,
+    tmp_path: Path, dataplane: str
 ) -> None:
     """A client pipelines its session: it sends orders of 10 and 70 on account A without waiting for the
     first ack. Bank answers the first while the second is held there; a read of A is then answered without
@@ -98,7 +99,7 @@ async def test_a_read_answered_while_the_next_message_of_a_pipelined_session_was
     order, tainted, naming the session. Before, the first ack closed the spans of every message sent by
     then, the second's too, and the read was a real mismatch blamed on a clean BK."""
     first, second = (asyncio.Event(), asyncio.Event()), (asyncio.Event(), asyncio.Event())
-    async with venue(tmp_path, "python", bank_answering=holding_each({10: first, 70: second})) as (
+    async with venue(tmp_path, dataplane, bank_answering=holding_each({10: first, 70: second})) as (
         shim,
         sink,
         client,

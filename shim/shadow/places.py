@@ -122,7 +122,7 @@ class Places:
         sends the next message before the last one's answer (a pipelined session) still has it in flight."""
         self._progress.append(fed)
         if self._together is not None:
-            now, past = time.time(), min(fed, len(self._progress))
+            now, past = time.time(), min(fed, self._progress_base + len(self._progress))  # (answers so far)
             while self._spans and self._spans_base < past:
                 ticket, start = self._spans.popleft()
                 self._spans_base += 1

@@ -93,33 +93,50 @@ def holding_each(held: dict[int, tuple[asyncio.Event, asyncio.Event]]) -> Callab
 async def test_a_read_answered_while_the_next_message_of_a_pipelined_session_was_in_flight_is_tainted(
     tmp_path: Path, dataplane: str
 ) -> None:
-    """A client pipelines its session: it sends orders of 10 and 70 on account A without waiting for the
-    first ack. Bank answers the first while the second is held there; a read of A is then answered without
-    the second. BK, sent the read after both orders (they came first), answers with it: a difference of that
-    order, tainted, naming the session. Before, the first ack closed the spans of every message sent by
-    then, the second's too, and the read was a real mismatch blamed on a clean BK."""
+    """A client pipelines its session: after three orders answered on both sides, it sends orders of 10
+    and 70 on account A without waiting for the first ack. Bank answers the first while the second is held
+    there; a read of A is then answered without the second. BK, sent the read after both orders (they came
+    first), answers with it: a difference of that order, tainted, naming the session. Before, the first ack
+    closed the spans of every message sent by then, the second's too, and the read was a real mismatch
+    blamed on a clean BK. A read once every message is answered, the session still open, which BK answers
+    wrong, is a real mismatch: the answers end the spans they account for, counted from the session's
+    first (counted otherwise, BK's fault was hidden as tainted)."""
     first, second = (asyncio.Event(), asyncio.Event()), (asyncio.Event(), asyncio.Event())
     async with venue(tmp_path, dataplane, bank_answering=holding_each({10: first, 70: second})) as (
         shim,
         sink,
         client,
-        _,
+        bk,
     ):
         async with client.session() as session:
+            dispatcher = shim.dispatchers["bk"]
+            for n in (1, 2, 3):
+                assert (await session.send(_order(n))).order_id == f"O{n}"
+            await until(  # BK answered them too: what the session's progress keeps of its answers goes
+                lambda: any(m.places.shadow_answers >= 3 for m in dispatcher._live), "BK's first acks"
+            )
             await session.call.write(_order(10))
             await session.call.write(_order(70))
             await first[0].wait()
-            dispatcher = shim.dispatchers["bk"]
             await until(
-                lambda: any(getattr(m, "_fed", 0) >= 2 for m in dispatcher._live),
-                "the shim took both orders before Bank's first ack",
+                lambda: any(getattr(m, "_fed", 0) >= 5 for m in dispatcher._live),
+                "the shim took both orders before Bank's ack of the first",
             )
             first[1].set()
-            assert (await session.call.read()).order_id == "O1"
+            assert (await session.call.read()).order_id == "O4"
             await second[0].wait()
             during = await client.get_account("A")
             second[1].set()
-            assert (await session.call.read()).order_id == "O2"
+            assert (await session.call.read()).order_id == "O5"
+            right = bk.book.get_account
+
+            def wrong(request: Any) -> Any:  # BK reads out one open order too many: a fault of BK's
+                account = right(request)
+                account.open_orders += 1
+                return account
+
+            bk.book.get_account = wrong  # type: ignore[method-assign]
+            answered = await client.get_account("A")  # every message answered, the session still open
         after = await client.get_account("A")
         assert during != after, "Bank answered the read before it applied the second order"
         await shim.drain()
@@ -133,4 +150,5 @@ async def test_a_read_answered_while_the_next_message_of_a_pipelined_session_was
         Verdict.TAINTED,
         "answered while venue.v1.Venue/Trade",
     ), (raced.verdict, raced.reason)
-    assert (reads[1].verdict, reads[1].reason) == (Verdict.MATCH, "")
+    assert [(c.verdict, c.reason) for c in reads[1:]] == [(Verdict.MISMATCH, "")] * 2
+    assert answered == after

@@ -26,17 +26,7 @@ HELD = 70  # the quantity of the order Bank's session holds
 
 def holding(quantity: int, held: asyncio.Event, release: asyncio.Event) -> Callable[[Served], Any]:
     """Bank's session answering: the order of `quantity` waits at Bank (`held` set) until `release` is set."""
-
-    def answering(bank: Served) -> Callable[[Any], Any]:
-        async def acks(request: Any) -> list[Any]:
-            if request.new.quantity == quantity and not release.is_set():
-                held.set()
-                await release.wait()
-            return [bank.book.trade(request)]
-
-        return acks
-
-    return answering
+    return holding_each({quantity: (held, release)})
 
 
 @pytest.mark.parametrize("dataplane", PLANES)

@@ -52,7 +52,7 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-async def _measure(rate: float, duration: float) -> dict[str, float]:
+async def _measure(rate: float, duration: float, config: Path = SAMPLE_CONFIG) -> dict[str, float]:
     bank_port, bk_port = _free_ports(2)
     with ExitStack() as stack:
         servers = {
@@ -67,7 +67,7 @@ async def _measure(rate: float, duration: float) -> dict[str, float]:
             stack,
             [
                 *(sys.executable, "-m", "shim", "serve", "--listen", "127.0.0.1:0", "--dataplane", "envoy"),
-                *("--config", str(SAMPLE_CONFIG), "--mode", "shadow", "--metrics", "127.0.0.1:0"),
+                *("--config", str(config), "--mode", "shadow", "--metrics", "127.0.0.1:0"),
                 *("--bank", f"127.0.0.1:{bank_port}", "--bk", f"127.0.0.1:{bk_port}"),
                 *("--store", ":memory:", "--diff-log", os.devnull),
             ],
@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=800.0, help="calls a second (default 800)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    parser.add_argument(
+        "--config", type=Path, default=SAMPLE_CONFIG, help="the shim's config (default: the sample's)"
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(_measure(args.rate, args.duration))
+    figures = asyncio.run(_measure(args.rate, args.duration, args.config))
     sent, compared = int(figures.pop("sent")), int(figures.pop("compared"))
     print(
         f"plane CPU: {sent} calls at {args.rate:g}/s for {args.duration:g} s; {compared} mirrored, compared"

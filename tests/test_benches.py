@@ -40,6 +40,7 @@ QUICK = {  # bench: (its quick arguments, a line it prints once it has measured)
     "latency.py": (["--calls", "50"], "added"),
     "overload.py": (["--rate", "100", "--duration", "1"], "clients' p99"),
     "plane_cpu.py": (["--rate", "100", "--duration", "1"], "comparison plane / Bank"),
+    "plane_floor.py": (["--rate", "100", "--duration", "1"], "the shim's plane"),
     "openloop.py": (
         [
             *("--duration", "0.5", "--rounds", "1", "--rate", "200", "--fractions", "0.5", "--warmup", "0.2"),

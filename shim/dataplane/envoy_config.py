@@ -258,7 +258,7 @@ def shed_routes(methods: Iterable[str]) -> dict[str, str]:
     return {method: f"{SHED_ROUTE}{n}" for n, method in enumerate(sorted(methods))}
 
 
-def _plane_cluster(target: str) -> dict[str, Any]:
+def plane_cluster(target: str) -> dict[str, Any]:
     """The comparison plane's processor, whose copies never push back on the clients' calls."""
     out = cluster("processor", target)
     out["per_connection_buffer_limit_bytes"] = _PLANE_BUFFER
@@ -390,7 +390,7 @@ def bootstrap(
     clusters = [
         cluster("bank", config.bank.target, config.bank, routes_file.parent),
         cluster("python", python_target),
-        _plane_cluster(processor_target),
+        plane_cluster(processor_target),
     ]
     if config.bk is not None:
         clusters.insert(1, cluster("bk", config.bk.target, config.bk, routes_file.parent))

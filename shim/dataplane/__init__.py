@@ -50,7 +50,7 @@ from shim.dataplane.metrics import WANTED, envoy_metrics
 from shim.dataplane.metrics import wanted as _wanted
 from shim.dataplane.processor import Counts, Processor, received_given_up
 from shim.dataplane.read_shedding import ReadShedding, record_shed
-from shim.dataplane.routes import plan, shedding_routes
+from shim.dataplane.routes import plan, service_through_python, shedding_routes
 from shim.dataplane.scratch import remove_scratch, scratch
 from shim.dataplane.stopping import ROUTES_FILE, ROUTES_WITHIN, stop_taking_calls
 from shim.dataplane.store_wait import until_the_store_opens
@@ -214,7 +214,7 @@ class EnvoyPlane:
             processor_target = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
             python_target = f"127.0.0.1:{shim.port}"
         await self._server.start()
-        self.routes = plan(shim, shim.modes.table())
+        self._plan(shim.modes.table())
         self._version += 1
         write_atomically(self.routes_file, route_table(self.routes, self._version, self._authorities))
         if not again:
@@ -453,6 +453,14 @@ class EnvoyPlane:
         self.last_pause = await self.route(table)
         _log.info("routes applied", seconds=round(self.last_pause, 4), version=self._version)
 
+    def _plan(self, table: Mapping[str, str], through_python: frozenset[str] = frozenset()) -> None:
+        """The routes for `table`; and whether clients' calls now wait on this event loop, for the reads
+        a late loop sheds (`ShadowDispatcher.clients_on_loop`)."""
+        self.routes = plan(self._shim, table, through_python)
+        on_loop = service_through_python(self.routes)
+        for dispatcher in self._shim.dispatchers.values():
+            dispatcher.clients_on_loop = on_loop
+
     async def route(
         self,
         table: Mapping[str, str],
@@ -462,7 +470,7 @@ class EnvoyPlane:
         """Route calls as `table` says, and wait until Envoy applies it (these routes or later ones); the
         seconds that took. RoutesNotApplied when Envoy does not say so within `within` seconds."""
         started = time.perf_counter()
-        self.routes = plan(self._shim, table, through_python)
+        self._plan(table, through_python)
         self._version += 1
         version = self._version
         turns = self.processor.turns if self.processor is not None else None

@@ -10,7 +10,7 @@ primary), else to the primary, never copied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from shim.dataplane.envoy_config import RouteEntry, shed_routes
@@ -45,6 +45,14 @@ def python_reasons(shim: Shim, method: str, mode: str) -> str:
     if mode in ("bank", "shadow") and bk_ids:
         return "ids in its requests that BK minted before a rollback"
     return ""
+
+
+def service_through_python(entries: Iterable[RouteEntry]) -> bool:
+    """Whether calls of the service's methods go through Python on their primary path, by `entries`: then
+    the comparison plane's event loop serves clients (health checks and reflection aside, which a late
+    loop delays no more than a probe's timeout allows)."""
+    own = (_HEALTH, *_REFLECTION)
+    return any(entry.cluster == "python" and entry.path not in own for entry in entries)
 
 
 def shedding_routes(shim: Shim) -> dict[str, str]:

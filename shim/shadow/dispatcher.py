@@ -3,7 +3,8 @@
 Bounds: at most `max_in_flight` mirrored calls at once, of which streams (which may last) take at most
 `max_in_flight_streams`: beyond that a call is not mirrored, and the exchange says so, unless a stream
 idle for `stream_idle` gives up its place. A read is not mirrored either while the shim's event loop
-runs more than `shed_lag` late, nor anything while the shadow's breaker is open.
+runs more than `shed_lag` late and clients' calls wait on it (behind Envoy, only those routed through
+Python do), nor anything while the shadow's breaker is open.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class ShadowDispatcher:
         )
         self.overload = overload
         self.shed_lag = shed_lag
+        # whether clients' calls wait on this event loop (behind Envoy, only those routed through Python):
+        # a late loop sheds reads only then, else it delays only comparisons, which catch up
+        self.clients_on_loop = True
         self.correlation_header = correlation_header
         self.max_in_flight = max_in_flight
         # streams (which may last) take at most this many of the places: calls of one message always find some
@@ -125,7 +129,7 @@ class ShadowDispatcher:
         if full and not self._make_room(streams_only=not len(self._live) >= self.max_in_flight):
             shared.counters.inc("shadow_dropped", method)
             return None, full
-        if self.overload is not None and self.sheds:
+        if self.overload is not None and self.sheds and self.clients_on_loop:
             lag = self.overload.lag
             if lag > self.shed_lag and not is_write:  # a write missed would put its keys out of step
                 shared.counters.inc("shadow_shed", method)

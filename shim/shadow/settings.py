@@ -45,9 +45,9 @@ class ShadowSettings:
     shed_lag: float = setting(
         0.05,
         duration(),
-        "the shim's event loop this late: mirrored reads are shed (0: never; behind Envoy, also reads whose "
-        "copies it takes up 4/5 of Envoy's hold late, and at Envoy every read while it takes many copies up "
-        "half of that hold late); writes never are",
+        "the shim's event loop this late: mirrored reads are shed (0: never; behind Envoy, only while a "
+        "method's calls go through Python, and also reads whose copies it takes up 4/5 of Envoy's hold late, "
+        "and at Envoy every read while it takes many copies up half of that hold late); writes never are",
         reloadable=True,
     )
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 import sample_ledger
 from comparators import DescriptorRegistry, Verdict
@@ -17,6 +18,7 @@ from shim._overload import LoopLag
 from shim.config import load_rules_file
 from shim.routing import MethodSettings
 from shim.testing import running_shim
+from tests.helpers import NEEDS_ENVOY, until
 
 REGISTRY = DescriptorRegistry.from_files([Path(sample_ledger.__file__).parent / "bank.binpb"])
 KEYED = {
@@ -118,3 +120,70 @@ async def test_reads_sent_right_after_start_are_mirrored_not_shed(
     assert {b.cash for b in balances} == {"10.00"}
     assert shed == 0
     assert [c.verdict for c in comparisons] == [Verdict.MATCH] * 40
+
+
+async def _keep_late(stop: asyncio.Event) -> None:
+    """Keeps the event loop about 60 ms late until `stop`: each turn blocks it, as a loaded machine would."""
+    while not stop.is_set():
+        time.sleep(0.06)  # noqa: ASYNC251  # blocking the loop is the point
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("strict", "shed"),
+    [
+        pytest.param(False, False, id="no-client-call-through-python"),
+        pytest.param(True, True, id="strict-writes-through-python"),
+    ],
+)
+@NEEDS_ENVOY
+async def test_behind_envoy_a_late_loop_sheds_reads_only_while_clients_calls_go_through_it(
+    ledgers: tuple[RunningLedger, RunningLedger], strict: bool, shed: bool
+) -> None:
+    """Behind Envoy the clients' calls go straight to the primary: a late event loop delays only the
+    comparison plane, which catches up, so the reads it takes up meanwhile are mirrored and compared (Envoy
+    sheds reads when the plane truly falls behind). While a method's calls take Python on the primary path
+    (strict ordering of its writes, here), the loop serves clients again, and a late loop sheds reads as
+    on the Python data plane."""
+    bank, bk = ledgers
+    methods = dict(KEYED)
+    if strict:
+        methods["bank.v1.Ledger/Deposit"] = MethodSettings(key=("account_id",), strict=True)
+    async with running_shim(
+        bank.address,
+        bk.address,
+        registry=REGISTRY,
+        methods=methods,
+        shadow={"shed_lag": SHED_LAG},
+        rules=RULES,
+        rule_locations=LOCATIONS,
+        dataplane="envoy",
+    ) as (shim, sink):
+        async with grpc.aio.insecure_channel(shim.address) as channel:
+            stub = pb_grpc.LedgerStub(channel)  # type: ignore[no-untyped-call]
+            await stub.OpenAccount(pb.OpenAccountRequest(account_id="A1", initial_deposit="10"))
+            await sink.wait_for(1)
+            await _until_calm(shim.loop_lag)
+            stop = asyncio.Event()
+            late = asyncio.get_running_loop().create_task(_keep_late(stop))
+            try:
+                await until(lambda: shim.loop_lag.lag > SHED_LAG, "the loop runs late", within=10.0)
+                balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="A1"))
+                await until(lambda: len(sink.comparisons) >= 2, "the read recorded")
+                lag = shim.loop_lag.lag
+            finally:
+                stop.set()
+                await late
+        await shim.drain()
+        shed_count = shim.counters.get("shadow_shed", "/bank.v1.Ledger/GetBalance")
+    assert balance.cash == "10.00"
+    assert lag > SHED_LAG  # the loop was late all along
+    read = sink.comparisons[1]
+    assert read.method.endswith("/GetBalance")
+    if shed:
+        assert read.verdict is Verdict.SKIPPED
+        assert "the shim is overloaded (its event loop runs" in read.reason
+        assert shed_count == 1
+    else:
+        assert read.verdict is Verdict.MATCH
+        assert shed_count == 0

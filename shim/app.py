@@ -37,7 +37,7 @@ from shim._timeouts import bounded
 from shim.adapters import Channel
 from shim.admin import serve_admin
 from shim.admin_settings import ADMIN_LISTEN, TOKEN_ENV
-from shim.books import Books
+from shim.books import Books, judged_by
 from shim.channels import Channels, size_options
 from shim.config import Config, Upstream, changed, keeping, reloadable
 from shim.errors import ConfigError, StartupError
@@ -99,6 +99,7 @@ class Shim:
         self.loop_lag = LoopLag()  # how late the event loop runs: mirrors are shed when it is late
         self._lag_probe: asyncio.Task[None] | None = None
         self._unrecorded: asyncio.Task[None] | None = None  # a start without BK, recorded once it can be
+        self._judging: asyncio.Task[None] | None = None  # a reload's rules, recorded as judging from then on
         self._admin_server: aio.Server | None = None
         self.admin_port = 0
         self.admin_address = ""  # where the admin API listens ("": it does not)
@@ -370,6 +371,8 @@ class Shim:
                 replace(parts.worker_setup(old), rules=new.rules, rule_locations=new.rule_locations),
             )
         parts.rules = rules
+        if self.books.store is not None and judged_by(applied) != self.books.judging:
+            self._judging = asyncio.get_running_loop().create_task(self.books.judge_by(applied))
         parts.router.read_rate = applied.sampling.reads
         parts.router.by_key = applied.sampling.by_key
         for noise in self._noises:

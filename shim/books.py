@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Callable
 
@@ -38,6 +40,12 @@ STOP_WITHIN = 1.0  # seconds a stopping replica gives the store to forget its he
 LAST_WITHIN = 0.25  # ... at least, when the stop's time is spent (the heartbeat is then left to the lease)
 
 
+def judged_by(config: Config) -> str:
+    """A fingerprint of the settings that decide a comparison's verdict: the rules and the ids' settings."""
+    text = json.dumps({"rules": config.rules, "ids": config.ids}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 class Books:
     """The store and what the shim keeps in it; every part is None until `open` (and without BK)."""
 
@@ -58,6 +66,8 @@ class Books:
         self.liveness: Liveness | None = None  # this replica's heartbeat
         self.lease = 0.0  # seconds of silence after which a replica is taken for gone (store.lease)
         self._housekeeping: asyncio.Task[None] | None = None
+        self.judging = ""  # the fingerprint of what judges this replica's comparisons (`judged_by`)
+        self._replica = ""
 
     async def open(self, config: Config, parts: Parts) -> Store:
         """Open the store and load the id map, the aliases and the keys out of step from it."""
@@ -67,6 +77,8 @@ class Books:
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         self.store = store
+        self._replica = parts.replica
+        await self.judge_by(config)
         counters = parts.counters
         self.steps = Steps(store, counters, refresh=config.store.refresh, replica=parts.replica)
         self.intents = Intents(store, parts.replica, counters)
@@ -241,9 +253,27 @@ class Books:
                     await asyncio.sleep(max(config.store.refresh, 0.05))
                     if self.intents is not None:
                         await self.recover_intents(config, parts)
+                    await self._judge()
                 counts.flush()
         finally:
             counts.flush()
+
+    async def judge_by(self, config: Config) -> None:
+        """Record in the store what judges this replica's comparisons from now on (`judged_by`), when the
+        store's latest record says otherwise: the gate then judges only the evidence after it. At start and
+        at a reload of the rules; and again every refresh (`_keep_house`), so that while one replica judges
+        by other rules than another (a rolling restart half done) neither one's evidence counts."""
+        self.judging = judged_by(config)
+        if await self._judge():
+            _log.info("the comparisons are judged by other rules: the gate judges the evidence from now on")
+
+    async def _judge(self) -> bool:
+        assert self.store is not None
+        try:
+            return await self.store.judging.judged_by(self.judging, self._replica, time.time())
+        except StoreError as exc:  # said again at the next refresh
+            _log.warning("what judges the comparisons is not recorded yet", error=str(exc))
+            return False
 
     async def close(self, within: float | None = None) -> None:
         """Stop what reads the store, then close it, waiting at most `within` seconds for it to commit

@@ -94,14 +94,17 @@ class GateSettings:
 
 async def evidence_since(store: Store, window: float, until: float) -> float:
     """Where the gate's evidence starts, judged at `until` (now): `window` before it, not before the build of
-    BK in service was declared, and not before the latest switch into or out of a mode in which one side is
-    sent no write (`ONE_SIDED`). One stamped after `until` (by a clock ahead of this one: another replica's,
-    the host a command ran on) leaves no evidence to judge: the clocks disagree, and which evidence came
-    after it is not known. Before, it was left out, and the evidence from before it judged."""
+    BK in service was declared, not before the latest switch into or out of a mode in which one side is
+    sent no write (`ONE_SIDED`), and not before the rules that judge the comparisons last changed
+    (`store.judging`: a match a rule made proves nothing once the rule is withdrawn). One stamped after
+    `until` (by a clock ahead of this one: another replica's, the host a command ran on) leaves no evidence
+    to judge: the clocks disagree, and which evidence came after it is not known. Before, it was left out,
+    and the evidence from before it judged."""
     build = await store.builds.in_service(_EVER)
     stretch = await one_sided_since(store, _EVER)
+    judging = await store.judging.changed()
     since = until - window
-    for at in (build.at if build is not None else None, stretch):
+    for at in (build.at if build is not None else None, stretch, judging[0] if judging else None):
         if at is not None:
             since = max(since, min(at, until))
     return since

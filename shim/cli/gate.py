@@ -82,6 +82,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         unmirrored = await one_sided_since(store, float("inf"))  # (one stamped after now: clocks disagree)
         latest_build = await store.builds.in_service(float("inf"))
+        judging = await store.judging.changed()
         split = split_fleet(await store.fleet.views(), lease_of(max(kept.refresh, 0.05), kept.lease), until)
         report = await build_report(
             store,
@@ -114,6 +115,12 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"gate: BK build {printable(latest_build.build)} declared {rfc3339(latest_build.at)}, after now"
             " by this host's clock: the clocks disagree, and no evidence is judged"
+        )
+    if judging is not None and judging[0] >= until - window and min(judging[0], until) == report.since:
+        ahead = " (after now by this host's clock: the clocks disagree)" if judging[0] > until else ""
+        print(
+            f"gate: the rules that judge the comparisons changed at {rfc3339(judging[0])}{ahead}, on"
+            f" {printable(judging[1])}: the evidence from before it is not judged"
         )
     if unmirrored is not None and unmirrored >= until - window and min(unmirrored, until) == report.since:
         ahead = " (after now by this host's clock: the clocks disagree)" if unmirrored > until else ""

@@ -47,6 +47,7 @@ from shim.store.counts import StoredCounts
 from shim.store.engine import Engine
 from shim.store.fleet import ReplicaView, StoredFleet, Switch
 from shim.store.intents import StoredIntents
+from shim.store.judging import StoredJudging
 from shim.store.liveness import StoredLiveness
 from shim.store.marks import StoredMarks
 from shim.store.migrations import MIGRATIONS
@@ -85,6 +86,7 @@ class Store(Engine):
         self.aliases = StoredAliases(self)
         self.recordings = StoredRecordings(self)
         self.builds = StoredBuilds(self)
+        self.judging = StoredJudging(self)
 
 
 __all__ = [

@@ -179,13 +179,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # recorded, or marks of both sides' ids of the same text): a check reads the accounts it names
         "ALTER TABLE out_of_step ADD COLUMN side TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # each change of what judges a comparison (the rules, the ids' settings), by fingerprint: the gate
+        # judges what came after the latest (`judging.py`)
+        "CREATE TABLE judging_changes ("
+        " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, fingerprint TEXT NOT NULL,"
+        " replica TEXT NOT NULL)",
+        "CREATE INDEX judging_changes_at ON judging_changes (at)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the
 # comparisons, most of a file, are not: they are counted as lost instead
 STATE_TABLES = (
     "id_pairs", "out_of_step", "modes", "mode_changes", "intents", "verifications", "key_aliases",
-    "unpaired_ids", "shim_replica_modes", "shim_mode_switches", "bk_builds",
+    "unpaired_ids", "shim_replica_modes", "shim_mode_switches", "bk_builds", "judging_changes",
 )  # fmt: skip
 
 

@@ -324,10 +324,9 @@ async def test_the_lateness_a_store_kept_before_its_bands_is_taken_as_over_at_th
     added = ("late_until", "late_1", "late_bank_1", "late_until_1", "late_2", "late_bank_2", "late_until_2")
     for column in added:
         durable.sql(f"ALTER TABLE shim_key_order DROP COLUMN {column}")
-    durable.sql("DROP TABLE bk_builds")  # the migrations after the bands
     for column in ("gen", "side"):
         durable.sql(f"ALTER TABLE out_of_step DROP COLUMN {column}")
-    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('shim_key_order', 'late_until')}")
+    _back_to(durable, _migration_adding("shim_key_order", "late_until"))
     durable.sql(
         "INSERT INTO shim_key_order (key, issued, done, last_replica, prev_replica, late, late_bank)"
         " VALUES ('k', 1, 1, '', '', 2.0, 0.0), ('b', 1, 1, '', '', 0.0, 0.5), ('j', 1, 1, '', '', 0.0, 0.0)"
@@ -350,7 +349,7 @@ async def test_the_marks_of_a_store_from_before_generations_are_kept_and_cleared
     await (await open_store(durable.url)).close()
     for column in ("side", "gen"):
         durable.sql(f"ALTER TABLE out_of_step DROP COLUMN {column}")
-    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'gen')}")
+    _back_to(durable, _migration_adding("out_of_step", "gen"))
     durable.sql(
         "INSERT INTO out_of_step (key, since, method, reason, replica) VALUES ('k', 5.0, 'm', 'r', 'a')"
     )
@@ -367,7 +366,7 @@ async def test_the_marks_of_a_store_from_before_sides_say_neither_side(
     each key is was not recorded (a check reads every account the text names)."""
     await (await open_store(durable.url)).close()
     durable.sql("ALTER TABLE out_of_step DROP COLUMN side")
-    durable.sql(f"UPDATE shim_schema SET version = {_migration_adding('out_of_step', 'side')}")
+    _back_to(durable, _migration_adding("out_of_step", "side"))
     durable.sql(
         "INSERT INTO out_of_step (key, since, method, reason, replica, gen)"
         " VALUES ('A2', 5.0, 'm', 'r', 'a', 3)"
@@ -376,6 +375,16 @@ async def test_the_marks_of_a_store_from_before_sides_say_neither_side(
     assert await store.marks.marked(["A2"]) == {"A2": (OutOfStep("A2", 5.0, "m", "r", "a", ""), 3)}
     assert await store.marks.clear("A2", 5.0, 3, side="")
     assert durable.sql("SELECT version FROM shim_schema") == [(len(store_module.MIGRATIONS),)]
+
+
+def _back_to(durable: Target, version: int) -> None:
+    """The store's schema said to be `version`, and the tables later migrations make dropped (the columns
+    they add are the test's to drop): as a store of that version was."""
+    for migration in store_module.MIGRATIONS[version:]:
+        for statement in migration:
+            if statement.startswith("CREATE TABLE "):
+                durable.sql(f"DROP TABLE {statement.split()[2]}")
+    durable.sql(f"UPDATE shim_schema SET version = {version}")
 
 
 def _migration_adding(table: str, column: str) -> int:
@@ -526,7 +535,7 @@ async def test_a_store_opened_to_read_takes_a_shim_store_in_use_and_refuses_an_o
     await writer.close()
     durable.sql("ALTER TABLE out_of_step DROP COLUMN side")
     version = _migration_adding("out_of_step", "side")
-    durable.sql(f"UPDATE shim_schema SET version = {version}")
+    _back_to(durable, version)
     older = Store.open(durable.url, create=False)
     with pytest.raises(StoreError, match=rf"has schema version {version}; this shim reads .*`shim serve`"):
         await older.start()
@@ -765,3 +774,23 @@ async def test_a_start_mode_already_last_recorded_is_recorded_once(store: Store)
     history = await store.modes.history()
     assert [(c.from_mode, c.to_mode) for c in history] == [("bank", "shadow"), ("", "bank")]
     assert await store.modes.current() == {}
+
+
+async def test_what_judges_the_comparisons_is_recorded_when_it_changes(
+    durable: Target, open_store: Opener
+) -> None:
+    """The first fingerprint a store is told of counts from the start; the same one again records
+    nothing; another one is a change at its time. Two replicas judging by different rules (a rolling
+    restart half done) each record theirs again as they say it: the latest change keeps moving until
+    they agree."""
+    one, two = await open_store(durable.url), await open_store(durable.url)
+    assert await one.judging.judged_by("rules-a", "r1", 10.0) is False  # the first: no change
+    assert await one.judging.changed() is None
+    assert await two.judging.judged_by("rules-a", "r2", 11.0) is False
+    assert await two.judging.judged_by("rules-b", "r2", 12.0) is True
+    assert await one.judging.changed() == (12.0, "r2")
+    assert await one.judging.judged_by("rules-a", "r1", 13.0) is True  # r1 still judges by the old
+    assert await two.judging.judged_by("rules-b", "r2", 14.0) is True
+    assert await one.judging.changed() == (14.0, "r2")
+    assert await two.judging.judged_by("rules-b", "r1", 15.0) is False  # r1 restarted with the new
+    assert await one.judging.changed() == (14.0, "r2")

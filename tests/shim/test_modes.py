@@ -36,6 +36,7 @@ from shim.app import Shim
 from shim.config import build, load_file, load_rules_file
 from shim.errors import StartupError
 from shim.evidence.record import replica_name
+from shim.modes import DEFAULT
 from shim.routing import MethodSettings
 from shim.testing import running_shim
 from tests.backends import forwarding
@@ -1046,3 +1047,25 @@ async def test_a_switch_while_envoy_does_not_answer_holds_calls_for_a_bounded_ti
         balance = await stub.GetBalance(pb.GetBalanceRequest(account_id="E1"), timeout=10)
         assert balance.account_id == "E1"
         assert (await _set(admin, "bk-primary", force=True)).default_mode == "bk-primary"
+
+
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_listing_naming_ids_switched_on_its_own_to_shadow_then_bk_primary_is_applied(
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
+) -> None:
+    """The listing `shim reconcile` reads, given a mode of its own (`shadow`), then moved to `bk-primary`
+    on its own, as the cutover has it: its page tokens are ids, so in `bk-primary` it goes through the
+    shim, and the switch applies."""
+    listing = "bank.v1.Ledger/ListTrades"
+    ids = build(load_file(HERE / "shim.toml")).ids
+    more = {"ids": ids, "dataplane": dataplane, "switch_pause": 5.0}
+    async with _shim(ledgers, **more) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="L1", initial_deposit="100"))
+        await _set(admin, "shadow", listing)
+        await stub.ListTrades(pb.ListTradesRequest(account_id="L1"))
+        await _set(admin, "bk-primary", listing, force=True)
+        listed = await stub.ListTrades(pb.ListTradesRequest(account_id="L1"))
+        table = shim.modes.table()
+    assert table["/" + listing] == "bk-primary"
+    assert table[DEFAULT] == "shadow"
+    assert list(listed.trades) == []

@@ -83,6 +83,7 @@ async def run(args: argparse.Namespace) -> int:
         unmirrored = await one_sided_since(store, float("inf"))  # (one stamped after now: clocks disagree)
         latest_build = await store.builds.in_service(float("inf"))
         judging = await store.judging.changed()
+        modes = await store.modes.current()
         split = split_fleet(await store.fleet.views(), lease_of(max(kept.refresh, 0.05), kept.lease), until)
         report = await build_report(
             store,
@@ -141,11 +142,13 @@ async def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    from shim.admin import following_the_default
     from shim.parts import load_registry
 
     registry = load_registry(settings.get("descriptor_sets", ()))
     judged = {c.method for c in result.criteria}
-    idle = [p.lstrip("/") for p in registry.methods if p.lstrip("/") not in judged] if registry else []
+    # a method with a mode of its own is not moved by a promotion of the default mode: not named here
+    idle = [m for m in following_the_default(registry, modes, ()) if m not in judged]
     known = {m.method for m in report.methods} | {
         p.lstrip("/") for p in (registry.methods if registry else ())
     }

@@ -14,6 +14,7 @@ from grpc import aio
 from shim._proto.shim.v1 import admin_pb2 as apb
 from shim._proto.shim.v1 import admin_pb2_grpc as apb_grpc
 from shim.admin import following_the_default
+from shim.store import ModeChange, Store
 from tests.helpers import postgres_schema_url, shim_command
 from tests.processes import shim_process
 from tests.services.custody import Client, serve
@@ -113,6 +114,35 @@ async def test_the_gate_names_the_methods_a_default_promotion_would_find_uncover
         f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)}" in out
     )
     assert "promoting the default mode is refused until each is covered or has a mode of its own" in out
+
+
+async def test_the_gate_does_not_name_a_method_with_a_mode_of_its_own_as_holding_back_a_promotion(
+    tmp_path: Path,
+) -> None:
+    """A method without calls that has a mode of its own is not moved by a promotion of the default mode,
+    which does not judge it: `shim gate` does not name it among the methods holding the promotion back."""
+    store = tmp_path / "evidence.db"
+    balance, deposit = "/custody.v1.Custody/GetBalance", "/custody.v1.Custody/Deposit"
+    evidence = Records()
+    evidence.add(method=balance, at=time.time() - 60, count=50)
+    await evidence.write_to(str(store))
+    opened = Store.open(str(store))
+    await opened.start()
+    try:
+        own = ModeChange(time.time() - 30, "ops", deposit, "shadow", "bk-primary", "its own", forced=True)
+        await opened.modes.change([own])
+    finally:
+        await opened.close()
+    config = _config(tmp_path)
+    config.write_text(
+        re.sub(r"\nmethods = \[[^\]]*\]", "", config.read_text(encoding="utf-8")), encoding="utf-8"
+    )
+    code, out, err = await shim_command("gate", "--config", config, "--store", store, "--min-compared", "1")
+    assert code == 0, out + err
+    idle = [path.lstrip("/") for path in REGISTRY.methods if path not in (balance, deposit)]
+    assert (
+        f"gate: {len(idle)} methods of the descriptors have no call in the window: {', '.join(idle)};" in out
+    )
 
 
 async def test_the_gate_command_fails_while_live_replicas_run_in_different_modes(tmp_path: Path) -> None:

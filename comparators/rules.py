@@ -845,6 +845,16 @@ def _money(fd: FieldDescriptor) -> bool:
     return fd.message_type is not None and money_shape(fd.message_type) is not None
 
 
+def _instead(rule: Any, fields: list[FieldDescriptor]) -> str:
+    """What to use instead of a `timestamp` rule on a time written as text."""
+    if isinstance(rule, TimestampTolerance) and any(fd.type == FieldDescriptor.TYPE_STRING for fd in fields):
+        return (
+            ": a time written as text is compared as text; a clock's value each side stamps on its own is"
+            ' `rule = "ignore"`, a tolerance on text times a `custom` rule (docs: rules.md)'
+        )
+    return ""
+
+
 def _check_applies(rule: Any, fields: list[FieldDescriptor], where: str) -> None:
     """A built-in leaf rule whose fields hold none of the values it judges could never tolerate anything:
     a `timestamp` rule on a string field, a `number` rule on text, an `enum-map` naming no value of the
@@ -869,7 +879,7 @@ def _check_applies(rule: Any, fields: list[FieldDescriptor], where: str) -> None
         if isinstance(rule, kind) and not applies:
             raise RuleError(
                 f"{where}: {getattr(rule, 'name', 'the rule')}: no field it names holds {what}"
-                f" ({fields[0].full_name} is not one)"
+                f" ({fields[0].full_name} is not one){_instead(rule, fields)}"
             )
     if isinstance(rule, EnumMap):
         names = {value.name for fd in fields if fd.enum_type is not None for value in fd.enum_type.values}

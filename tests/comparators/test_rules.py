@@ -458,7 +458,8 @@ def test_number(specs: list[Spec], bank: Answer, bk: Answer, expected: list[Row]
         ),
         pytest.param(
             {"path": "bank.v1.Trade.price", "rule": "timestamp", "tolerance": "1s"},
-            "no field it names holds a Timestamp or Duration",
+            "no field it names holds a Timestamp or Duration (bank.v1.Trade.price is not one): a time written"
+            ' as text is compared as text; a clock\'s value each side stamps on its own is `rule = "ignore"`',
             id="timestamp-on-text",
         ),
         pytest.param(

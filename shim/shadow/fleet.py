@@ -20,7 +20,9 @@ A read with keys asks, in the same order as the writes, where it stands: the las
 key before it, which it waits for, so that it reaches the shadow after every write on its keys that was
 answered before it was sent, wherever that write went. It raises no counter and marks nothing: a read
 whose place was not known when the primary's answer went to the client, or could not be asked, is
-compared as usual, and a difference it shows is `tainted` (`unordered`), not real.
+compared as usual, and a difference it shows is `tainted` (`unordered`), not real. So is one a write on
+its keys through another replica raced at the primary: it started before the read's answer, and took its
+ticket after the read's place (`taint`, asked only of a read whose answers differ).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from shim.metrics import Counters
 from shim.shadow.fate import until
 from shim.steps import Steps
+from shim.store import StoreError
 from shim.store.key_order import NOT_LATE, KeyOrder, Late, most
 
 LATE = (
@@ -56,6 +59,13 @@ READ_LATE = (
 READ_PASSED = (
     "a write on its keys that started after the primary's answer took its ticket in the keys' order across"
     " replicas before this read's place: it may have reached the shadow first"
+)
+READ_RACED = (
+    "a write on its keys through another replica started before the primary answered it and took its"
+    " ticket after this read's place: the primary's answer may show that write, the shadow's cannot"
+)
+READ_RACE_UNKNOWN = (
+    "whether a write on its keys through another replica raced it at the primary could not be asked ({error})"
 )
 READ_NOT_TAKEN = (
     "its place among the writes on its keys through other replicas could not be asked ({error}): a write"
@@ -172,6 +182,25 @@ class FleetPlace:
                 self.late = most(self.late, waited.result())
         self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
         return True
+
+    async def taint(self, differ: bool, answered: float) -> str:
+        """Why a difference this call shows may come of its order across replicas ("": it may not): a read
+        whose place was not known in time (`unordered`); or, when its two answers `differ`, a read that a
+        write on its keys through another replica raced at the primary: it started before the primary's
+        answer (`answered`, the clocks' skew allowed for) and took its ticket after the read's place, so the
+        read's copy did not wait for it. A write whose ticket is taken after the read is compared is not
+        seen."""
+        tickets = self._tickets
+        if self.unordered or not differ or not tickets.read or tickets.error or not tickets.taken.is_set():
+            return self.unordered
+        places = {held.key: held.ticket - 1 for held in tickets.held}
+        try:
+            raced = await self._order.raced(places, answered + self._order.skew)
+        except StoreError as exc:
+            return READ_RACE_UNKNOWN.format(error=exc)
+        if raced:
+            self._counters.inc("reads_raced_across_replicas", self._method)
+        return READ_RACED if raced else ""
 
     def release(self, late: Late = NOT_LATE) -> None:
         """The write is over on the shadow, or given up, having gone to it `late` (`lateness.went`, left on

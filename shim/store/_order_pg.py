@@ -25,6 +25,11 @@ held AS (
   INSERT INTO shim_key_tickets (key, ticket, replica, method)
   SELECT a.key, t.issued - c.n + a.nth, %(me)s, a.method
   FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key),
+starts AS (
+  INSERT INTO shim_key_starts (key, ticket, started)
+  SELECT a.key, t.issued - c.n + a.nth, a.start
+  FROM asked a JOIN counted c ON c.key = a.key JOIN taken t ON t.key = a.key
+  ON CONFLICT DO NOTHING),
 seen AS (  -- where the reads stand on keys no write of theirs raises (as before the statement)
   SELECT key, issued, done, last_replica, started, {_LATE} FROM shim_key_order
   WHERE key = ANY(%(read_keys)s::text[]) AND NOT key = ANY(%(keys)s::text[]))
@@ -67,6 +72,11 @@ _RELEASE = """
 WITH r AS (UPDATE shim_key_order SET done = done + 1 WHERE key = %(key)s AND done = %(done)s
            RETURNING key, done)
 DELETE FROM shim_key_tickets t USING r WHERE t.key = r.key AND t.ticket = r.done RETURNING t.ticket
+"""
+_RACED = """
+SELECT EXISTS (SELECT 1 FROM shim_key_starts s
+  JOIN unnest(%(keys)s::text[], %(places)s::bigint[]) AS q(key, place) ON s.key = q.key
+  WHERE s.ticket > q.place AND s.started < %(before)s)
 """
 # commits not waited for on disk: a write's tickets must come back before its primary's answer goes out
 # (a crash of PostgreSQL itself may then lose the last moments of tickets: see docs/fleet-order.md)
@@ -134,3 +144,13 @@ class PostgresTickets:
     async def position(self, key: str, lease: float) -> list[tuple[Any, ...]]:
         """(issued, done, holder of done + 1, its method, whether its holder is silent past `lease`)."""
         return await self._other.run(_POSITION, {"key": key, "lease": lease})
+
+    async def raced(self, places: dict[str, int], before: float) -> bool:
+        """Whether a write whose ticket on a key comes after the place given (the key: the last ticket before)
+        started before `before`."""
+        params = {"keys": list(places), "places": list(places.values()), "before": before}
+        return bool((await self._other.run(_RACED, params))[0][0])
+
+    async def forget_starts(self, before: float) -> None:
+        """The writes' starts from before `before` are forgotten."""
+        await self._other.run("DELETE FROM shim_key_starts WHERE started < %(before)s", {"before": before})

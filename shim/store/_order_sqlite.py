@@ -21,6 +21,8 @@ _TAKE = (
     f" RETURNING key, issued, done, prev_replica, prev_started, {_LATE}"
 )
 _HOLD = "INSERT INTO shim_key_tickets (key, ticket, replica, method) VALUES (?, ?, ?, ?)"
+_START = "INSERT INTO shim_key_starts (key, ticket, started) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_RACED = "SELECT 1 FROM shim_key_starts WHERE key = ? AND ticket > ? AND started < ? LIMIT 1"
 _SEEN = f"SELECT key, issued, done, last_replica, started, {_LATE} FROM shim_key_order WHERE key IN ({{}})"
 _GONE = "DELETE FROM shim_key_tickets WHERE key = ? AND ticket <= ?"
 _DONE = (
@@ -86,6 +88,13 @@ class SqliteTickets:
                     for key, method, nth in zip(keys, params["methods"], params["nth"], strict=True)
                 ],
             )
+            db.run_many(
+                _START,
+                [
+                    (key, issued[key] - counted[key] + nth, start)
+                    for key, nth, start in zip(keys, params["nth"], params["starts"], strict=True)
+                ],
+            )
             for part in chunks([key for key in params["read_keys"] if key not in counted]):
                 rows += db.run(_SEEN.format(placeholders(len(part))), part)
             return rows
@@ -130,3 +139,14 @@ class SqliteTickets:
             return db.run(_POSITION.format(now=db.NOW), (lease, key))
 
         return await self._other.transaction(work, write=False)
+
+    async def raced(self, places: dict[str, int], before: float) -> bool:
+        def work(db: Db) -> bool:
+            return any(db.run(_RACED, (key, place, before)) for key, place in places.items())
+
+        return await self._other.transaction(work, write=False)
+
+    async def forget_starts(self, before: float) -> None:
+        await self._other.transaction(
+            lambda db: db.run("DELETE FROM shim_key_starts WHERE started < ?", (before,)), write=True
+        )

@@ -54,6 +54,11 @@ def late_from(values: Sequence[Any]) -> Late:
 _log = structlog.get_logger("shim.store.key_order")
 
 
+# seconds a write's start is kept, by ticket, for the reads compared after it (`KeyOrder.raced`): longer than
+# a read takes to be compared, its shadow's timeout included
+STARTS_KEPT = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     """One ticket on one key; `wait` is False when ticket - 1 needs no waiting for in the store."""

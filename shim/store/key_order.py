@@ -20,7 +20,8 @@ moves `done` past it and reports the key (`on_released`): that write may or may 
 does a look at the key's position (`position`): with no write after it, it would stay under way for good.
 
 A ticket statement committed whose answer was lost leaves tickets no write of the replica knows: looked for
-(`_tickets.unknown`) after a ticket statement failed, and every lease, they are done in their turn.
+(`_tickets.unknown`) after a ticket statement failed, and every lease, they are done in their turn. Each
+write's start is kept by ticket (`shim_key_starts`, `raced`) for the reads compared after it.
 
 Waiting is polling, one query for every key waited on: at once when tickets done are announced (on
 PostgreSQL, a NOTIFY on `shim_key_done` by the statement marking them, when the next ticket on a key is
@@ -72,6 +73,8 @@ class KeyOrder:
             if re.match(r"postgres(ql)?://", url, re.IGNORECASE)
             else SqliteTickets(url, replica)
         )
+        # whether a write ticketed after a read's place on a key started before a time (`_order_pg.py`)
+        self.raced = self._book.raced
         self._asked: list[Tickets] = []
         self._ask = asyncio.Event()
         self._done: dict[str, int] = {}  # tickets done, not yet written: key -> the highest
@@ -89,12 +92,8 @@ class KeyOrder:
         """Connect (StoreError if the store cannot be reached), then serve."""
         await self._book.start()
         loop = asyncio.get_running_loop()
-        for work, name in (
-            (self._taking, "key order: tickets"),
-            (self._finishing, "key order: done"),
-            (self._polling, "key order: waits"),
-        ):
-            self._tasks.append(loop.create_task(work(), name=name))
+        for work, name in ((self._taking, "tickets"), (self._finishing, "done"), (self._polling, "waits")):
+            self._tasks.append(loop.create_task(work(), name=f"key order: {name}"))
         if self._book.listener is not None:
             self._tasks.append(loop.create_task(self._book.listener.run(), name="key order: done announced"))
 
@@ -182,6 +181,7 @@ class KeyOrder:
                 try:
                     for lost in await _tickets.unknown(self._book, self._mine, self._finish):
                         self.done_in_turn(lost)
+                    await self._book.forget_starts(time.time() - _tickets.STARTS_KEPT)
                     sweep = time.monotonic() + self.lease
                 except StoreError as exc:
                     _log.warning("tickets of this replica not looked for; trying again", error=str(exc))

@@ -187,6 +187,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " replica TEXT NOT NULL)",
         "CREATE INDEX judging_changes_at ON judging_changes (at)",
     ),
+    (
+        # when each write's call started, by ticket, for a while (`key_order.STARTS_KEPT`): a read compared
+        # after it learns of the writes on its keys that started before its answer and came after its place
+        "CREATE TABLE shim_key_starts ("
+        " key TEXT NOT NULL, ticket BIGINT NOT NULL, started DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (key, ticket))",
+        "CREATE INDEX shim_key_starts_started ON shim_key_starts (started)",
+    ),
 ]
 
 # what a shim needs to work on (copied into a new SQLite file made for one deleted under it); the

@@ -51,11 +51,19 @@ class Tally:
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type stubs
     def __init__(
-        self, tally: dict[str, list[str]], slow: bool, answer_after: float, side: str, clock: float | None
+        self,
+        tally: dict[str, list[str]],
+        slow: bool,
+        answer_after: float,
+        side: str,
+        clock: float | None,
+        list_after: float = 0.0,
     ) -> None:
         self._received = tally
         self._slow = slow
         self._answer_after = answer_after
+        self._list_after = list_after
+        self.lists_started = 0  # List calls begun
         self._side = side
         self.clock = clock
         self.stamps_late = False
@@ -66,6 +74,9 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         if details.method == LIST:
 
             async def entries(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                self.lists_started += 1
+                if self._list_after:  # the entries as they are when it answers
+                    await asyncio.sleep(self._list_after)
                 reply = ListReply(entries=self._received.get(request.key, []))
                 if self.clock is not None and request.key in self._first:
                     reply.first_at.seconds, reply.first_at.nanos = divmod(self._first[request.key], 10**9)
@@ -104,14 +115,19 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
 
 
 async def serve(
-    slow: bool = False, answer_after: float = 0.0, side: str = "", clock: float | None = None
+    slow: bool = False,
+    answer_after: float = 0.0,
+    side: str = "",
+    clock: float | None = None,
+    list_after: float = 0.0,
 ) -> Tally:
     """A side on 127.0.0.1, a free port; `slow`: it answers each write after the delay it asks for;
     else after `answer_after` seconds. Its answers to writes name it as `side`. With a `clock`, its answers
-    say when it recorded an entry (and a key's first) by its clock, `clock` seconds ahead of the machine's."""
+    say when it recorded an entry (and a key's first) by its clock, `clock` seconds ahead of the machine's.
+    `list_after`: it answers a List that many seconds after it began, with the entries it has by then."""
     server = aio.server(options=[("grpc.so_reuseport", 0)])
     received: dict[str, list[str]] = {}
-    handler = _Handler(received, slow, answer_after, side, clock)
+    handler = _Handler(received, slow, answer_after, side, clock, list_after)
     server.add_generic_rpc_handlers([handler])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -472,8 +472,17 @@ def route_table(
         "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_NAME,
         "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+        **_versioned(version),
     }
     return {"version_info": str(version), "resources": [configuration]}
+
+
+def _versioned(version: int) -> dict[str, Any]:
+    """The routes' version in the route configuration itself, which no call is routed by: each file the
+    shim writes differs from the one before. Envoy takes a configuration the same as the one it applies
+    for no update, and keeps saying the old version (`Envoy.route_version`); a switch whose routes are those
+    in force (its scopes through the shim already) would then wait for a version that never comes."""
+    return {"metadata": {"filter_metadata": {"shim": {"routes_version": version}}}}
 
 
 STOPPING = "the shim is stopping: the call was not sent on"
@@ -497,6 +506,7 @@ def refusing_table(version: int) -> dict[str, Any]:
         "@type": _TYPES + "envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_NAME,
         "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
+        **_versioned(version),
     }
     return {"version_info": str(version), "resources": [configuration]}
 

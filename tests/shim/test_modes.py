@@ -702,6 +702,32 @@ async def test_ids_bk_minted_for_one_method_reach_bank_as_its_own_from_the_other
         assert statuses == [pb.TRADE_STATUS_CANCELLED] * 2, ledger
 
 
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
+async def test_a_read_naming_ids_switches_on_its_own_while_the_default_is_bk_primary(
+    ledgers: tuple[RunningLedger, RunningLedger], dataplane: str
+) -> None:
+    """With BK primary by default, every method naming ids already comes through the shim (its ids are
+    translated for BK); so does ListTrades (its page token is an id) in shadow mode once BK has answered.
+    Its own switches to shadow and back to bk-primary route it through the shim as it already is: on
+    Envoy the routes written for them are the same as those in force, and each switch applies all the
+    same, paused for no longer than it takes."""
+    ids = build(load_file(HERE / "shim.toml")).ids  # the sample's trade ids and page tokens
+    trades = "bank.v1.Ledger/ListTrades"
+    more = {"dataplane": dataplane, "switch_pause": 5.0}
+    async with _shim(ledgers, ids=ids, **more) as (shim, stub, admin):
+        await stub.OpenAccount(pb.OpenAccountRequest(account_id="R1", initial_deposit="10"))
+        await _set(admin, "bk-primary", force=True)
+        own = await _set(admin, "shadow", trades)
+        back = await _set(admin, "bk-primary", trades, force=True)
+        listed = await stub.ListTrades(pb.ListTradesRequest(account_id="R1"), timeout=10)
+        pauses = list(shim.modes.pauses)
+    assert own.default_mode == back.default_mode == "bk-primary"
+    assert {k.lstrip("/"): v for k, v in own.methods.items()} == {trades: "shadow"}, own
+    assert {k.lstrip("/"): v for k, v in back.methods.items()} == {trades: "bk-primary"}, back
+    assert list(listed.trades) == []
+    assert max(pauses) < 2.0, pauses  # no switch waited out a route change Envoy never confirms
+
+
 async def test_the_admin_api_is_on_loopback_by_default_once_its_token_is_set(
     ledgers: tuple[RunningLedger, RunningLedger],
 ) -> None:

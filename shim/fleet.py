@@ -101,7 +101,8 @@ class Fleet:
         self._parts: dict[str, asyncio.Task[None]] = {}  # switch -> this replica's part in it, under way
         self._answers: dict[str, dict[str, bool]] = {}  # heard: switch -> replica -> held
         self._decided: dict[str, str] = {}  # heard: switch -> committed or abandoned
-        self._waited: dict[str, str] = {}  # switch -> what this replica's calls waited for, not held
+        # switch -> why this replica did not hold: what its calls waited for, and what it did not do
+        self._waited: dict[str, tuple[str, str]] = {}
         # switch -> why this replica's data plane did not apply it once the fleet had committed it
         self._unapplied: dict[str, str] = {}
         self._published: tuple[dict[str, str], float] | None = None  # the view last published: modes, since
@@ -321,12 +322,9 @@ class Fleet:
                 f" ({self.replica}: {unapplied}); the replica applies the store's modes at its next look at"
                 f" the store (every {self.timing.refresh:g}s): `shim mode show` says when"
             )
-        waited = self._waited.pop(proposal.id, "")
+        waited, failed = self._waited.pop(proposal.id, ("", ""))
         if waited and state != COMMITTED:  # this replica could not hold: what its own calls waited for
-            why = (
-                f"calls in flight did not finish within the switch's pause ({self._pause(proposal):g}s) here,"
-                f" on {self.replica} ({waited}){HINT}"
-            )
+            why = f"{failed} here, on {self.replica} ({waited}){HINT}"
         if state != COMMITTED:
             raise Unswitched(
                 why
@@ -415,7 +413,13 @@ class Fleet:
                     "fleet switch: calls in flight did not finish", switch=proposal.id, error=str(exc)
                 )
                 if proposal.replica == self.replica:  # its proposer says it in its refusal
-                    self._waited[proposal.id] = exc.waiting
+                    pause = f"within the switch's pause ({self._pause(proposal):g}s)"
+                    failed = (
+                        f"Envoy did not apply the shim's routes {pause}"
+                        if exc.routes
+                        else f"calls in flight did not finish {pause}"
+                    )
+                    self._waited[proposal.id] = (exc.waiting, failed)
                 with contextlib.suppress(StoreError):
                     await self._store.fleet.answer(self.replica, proposal.id, held=False)
                 return
@@ -434,7 +438,10 @@ class Fleet:
                     switch=proposal.id, error=str(exc) or type(exc).__name__,
                 )  # fmt: skip
                 if proposal.replica == self.replica:
-                    self._waited[proposal.id] = str(exc) or type(exc).__name__
+                    self._waited[proposal.id] = (
+                        str(exc) or type(exc).__name__,
+                        "the data plane did not apply the switch",
+                    )
                     if committed:  # recorded already: its proposer must not say it applied here
                         self._unapplied[proposal.id] = str(exc) or type(exc).__name__
                 with contextlib.suppress(StoreError, TimeoutError):

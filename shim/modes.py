@@ -74,11 +74,13 @@ NOTHING_LEFT = (
 
 
 class SwitchTimeout(ShimError):
-    """Calls in flight did not finish in time: the mode did not change. `waiting`: what they waited for."""
+    """Calls in flight did not finish in time, or the data plane did not apply the routes that bring them
+    through the shim (`routes`): the mode did not change. `waiting`: what they waited for."""
 
-    def __init__(self, message: str, waiting: str = "") -> None:
+    def __init__(self, message: str, waiting: str = "", routes: bool = False) -> None:
         super().__init__(message)
         self.waiting = waiting
+        self.routes = routes
 
 
 class Settles(Protocol):
@@ -125,6 +127,10 @@ class SwitchHooks(Protocol):
 
     def waiting(self) -> str:
         """What `prepare` waits for now ("": nothing of the plane's own), said when a switch gives up."""
+
+    def routing(self) -> bool:
+        """Whether `prepare` waits now for the data plane to apply the routes it wrote (then no call is
+        what a switch that gives up waited for)."""
 
 
 class Modes:
@@ -267,6 +273,13 @@ class Modes:
                     calls = "1 call" if held == 1 else f"{held} calls"
                     here = f"{calls} in the shim's server" if held else ""
                     why = "; ".join(w for w in (here, hooks.waiting() if hooks else "", self.explain()) if w)
+                    if hooks is not None and hooks.routing():
+                        raise SwitchTimeout(
+                            f"the data plane did not apply the shim's routes within {within:g}s ({why}); "
+                            "the mode did not change",
+                            why,
+                            routes=True,
+                        ) from exc
                     raise SwitchTimeout(
                         f"the calls in flight did not finish within {within:g}s ({why or NOTHING_LEFT}); "
                         "the mode did not change",

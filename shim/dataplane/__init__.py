@@ -133,6 +133,7 @@ class EnvoyPlane:
         self._spanning: list[Mirror] = []  # batches under way as the switch prepared, and the old modes
         self._before: dict[str, str] = {}
         self._version = 0
+        self._seen = ""  # the version of the routes Envoy said it applies, as a route change last read it
         # each upstream's own :authority, sent it in place of the client's (as grpc's channel does)
         upstreams = [u for u in (shim.config.bank, shim.config.bk) if u is not None]
         self._authorities = {u.name: authority(u.target, u.server_name) for u in upstreams}
@@ -438,7 +439,12 @@ class EnvoyPlane:
         if processor is None or not self._preparing:
             return ""
         if self._preparing == "routes":
-            return "waiting for Envoy to route the calls through the shim"
+            seen = self._seen if self._seen.isdigit() else ""
+            said = f"it applies version {seen}" if seen else "it has not said which routes it applies"
+            return (
+                f"waiting for Envoy to route the calls through the shim: the shim's routes are version"
+                f" {self._version}, {said}"
+            )
         if self._preparing == "copies":
             return f"the processor has {processor.copies} of the {self._sent} copies Envoy sent"
         unread = processor.unread
@@ -452,6 +458,9 @@ class EnvoyPlane:
                 mirror.spanned_switch()
         self.last_pause = await self.route(table)
         _log.info("routes applied", seconds=round(self.last_pause, 4), version=self._version)
+
+    def routing(self) -> bool:
+        return self._preparing == "routes"
 
     def _plan(self, table: Mapping[str, str], through_python: frozenset[str] = frozenset()) -> None:
         """The routes for `table`; and whether clients' calls now wait on this event loop, for the reads
@@ -482,12 +491,12 @@ class EnvoyPlane:
             write_atomically(self.routes_file, route_table(self.routes, self._version, self._authorities))
             envoy = self.envoy
             assert envoy is not None
-            seen = "no answer"
+            seen = self._seen = "no answer"
             try:
                 async with asyncio.timeout(within):
                     while True:
                         with contextlib.suppress(OSError, ValueError):
-                            seen = await envoy.route_version()
+                            seen = self._seen = await envoy.route_version()
                             if seen.isdigit() and int(seen) >= version:
                                 break
                         await asyncio.sleep(0.002)

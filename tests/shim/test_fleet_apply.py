@@ -43,6 +43,9 @@ class _Routes:
     def waiting(self) -> str:
         return ""
 
+    def routing(self) -> bool:
+        return False
+
 
 @asynccontextmanager
 async def _replica(tmp_path: Path) -> AsyncIterator[tuple[Store, Modes, _Routes, Fleet]]:

@@ -94,7 +94,8 @@ async def _set_mode(shim: ShimProcess, mode: str, pause: float = 0.0) -> apb.Mod
 
 async def _set_mode_retrying(shim: ShimProcess, mode: str, tries: int = 3) -> apb.Modes:
     """`_set_mode` as an operator does it: a switch refused because the calls in flight did not finish
-    within its pause (nothing applied, nothing recorded) is tried again, as the refusal says to. On a
+    within its pause, or Envoy did not apply the routes within it (nothing applied, nothing recorded), is
+    tried again, as the refusal says to. On a
     loaded machine a replica's comparison plane can be seconds behind its clients; what a test of one
     step for all replicas needs is the step, not the pause."""
     for attempt in range(tries):
@@ -102,7 +103,10 @@ async def _set_mode_retrying(shim: ShimProcess, mode: str, tries: int = 3) -> ap
             return await _set_mode(shim, mode)
         except grpc.aio.AioRpcError as exc:
             refused = exc.code() == grpc.StatusCode.ABORTED and (exc.details() or "").startswith(
-                "not applied, nothing recorded: calls in flight did not finish"
+                (
+                    "not applied, nothing recorded: calls in flight did not finish",
+                    "not applied, nothing recorded: Envoy did not apply the shim's routes",
+                )
             )
             if not refused or attempt == tries - 1:
                 raise

@@ -27,6 +27,9 @@ class SlowRoutes:
     def waiting(self) -> str:
         return ""
 
+    def routing(self) -> bool:
+        return False
+
 
 async def test_a_switch_refused_with_no_call_left_says_its_own_steps_took_the_pause() -> None:
     """The routes took longer than the pause and no call is in flight: the refusal does not send the

@@ -78,7 +78,7 @@ class Books:
             raise StartupError(str(exc)) from exc
         self.store = store
         self._replica = parts.replica
-        await self.judge_by(config)
+        await self.judge_by(config, say=False)
         counters = parts.counters
         self.steps = Steps(store, counters, refresh=config.store.refresh, replica=parts.replica)
         self.intents = Intents(store, parts.replica, counters)
@@ -258,13 +258,13 @@ class Books:
         finally:
             counts.flush()
 
-    async def judge_by(self, config: Config) -> None:
+    async def judge_by(self, config: Config, say: bool = True) -> None:
         """Record in the store what judges this replica's comparisons from now on (`judged_by`), when the
         store's latest record says otherwise: the gate then judges only the evidence after it. At start and
         at a reload of the rules; and again every refresh (`_keep_house`), so that while one replica judges
         by other rules than another (a rolling restart half done) neither one's evidence counts."""
         self.judging = judged_by(config)
-        if await self._judge():
+        if await self._judge() and say:  # (at start: `shim gate` says it; the ready line comes first)
             _log.info("the comparisons are judged by other rules: the gate judges the evidence from now on")
 
     async def _judge(self) -> bool:

@@ -16,6 +16,7 @@ from shim.store import Store, StoreError
 _log = structlog.get_logger("shim.admin")
 
 
+_EVER = float("inf")
 EVIDENCE_WAIT = 10.0  # seconds a promotion waits for the comparisons of the calls made so far to be stored
 
 
@@ -25,12 +26,15 @@ async def gate_failures(
     methods: list[str],
     own: Collection[str] | None = None,
     stored: Callable[[float], Awaitable[bool]] | None = None,
+    since_promotion: bool = False,
 ) -> list[str]:
     """The gate's failed criteria for `methods` (none given: every method, and the config's gate.methods).
     With `own` (a change of the default mode: the methods with a mode of their own), every method with
     evidence in the window that has none is judged too: the default moves it, described or not. With
     `stored`, the comparisons of the calls compared so far are waited for in the store first (a comparison
-    plane behind its clients holds the latest evidence): not all there within EVIDENCE_WAIT, that fails."""
+    plane behind its clients holds the latest evidence): not all there within EVIDENCE_WAIT, that fails.
+    `since_promotion` (retiring Bank): only the evidence since the latest switch into or out of `bk-primary`
+    is judged: what BK answered as primary, Bank mirrored."""
     if stored is not None and not await stored(EVIDENCE_WAIT):
         return [
             f"evidence: the comparisons of the calls made so far are not all stored within {EVIDENCE_WAIT:g}"
@@ -39,9 +43,12 @@ async def gate_failures(
     reader = await _reader(store, config.store.url)
     try:
         until = time.time()
+        since = await evidence_since(reader, config.gate.window, until)
+        if since_promotion and (promoted := await reader.modes.last_change_with("bk-primary", _EVER)):
+            since = max(since, min(promoted, until))  # (one stamped after now: no evidence, as for the rest)
         report = await build_report(
             reader,
-            since=await evidence_since(reader, config.gate.window, until),
+            since=since,
             until=until,
             relative=config.noise.relative,
             absolute=config.noise.absolute,

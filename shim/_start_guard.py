@@ -67,7 +67,7 @@ async def start_refused(
     if promoting or (mode == "bk" and was == "bk-primary"):
         moved = following_the_default(registry, stored, config.gate.methods)
         own = {scope.lstrip("/") for scope in stored if scope != DEFAULT}
-        if failed := await gate_failures(store, config, moved, own):
+        if failed := await gate_failures(store, config, moved, own, since_promotion=not promoting):
             what = "BK may not become primary" if promoting else "Bank may not be retired"
             more = f"; and {len(failed) - 3} more (shim gate lists them)" if len(failed) > 3 else ""
             found.append(f"the gate fails, so {what}: " + "; ".join(failed[:3]) + more)

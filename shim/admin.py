@@ -182,7 +182,7 @@ async def set_mode(
             moved = following_the_default(shim.registry, current, shim.config.gate.methods)
             moved += [scope.lstrip("/") for scope in along]
             own = {scope.lstrip("/") for scope in current if scope != DEFAULT and scope not in along}
-        failed = await _gate_failures(shim, moved, own, wait=not force)
+        failed = await _gate_failures(shim, moved, own, wait=not force, since_promotion=retiring)
         if failed and not force:
             unmirrored = ""
             if any(c.from_mode == UNMIRRORED for c in changes):
@@ -243,7 +243,7 @@ def following_the_default(
 
 
 async def _gate_failures(
-    shim: Switchable, methods: list[str], own: set[str] | None = None, wait: bool = True
+    shim: Switchable, methods: list[str], own: set[str] | None, wait: bool, since_promotion: bool
 ) -> list[str]:
     """The gate's failed criteria (`_promotion`), evidence so far stored first (`wait`: a forced switch,
     which the gate only marks as forced, waits for none); replicas in other modes."""
@@ -251,7 +251,7 @@ async def _gate_failures(
     apart = await shim.fleet.apart(shim.modes.table()) if shim.fleet is not None else []
     failed = [f"fleet: replicas in other modes than this one's: {'; '.join(apart)}"] if apart else []
     stored = shim.evidence_stored if wait else None
-    return failed + await gate_failures(shim.store, shim.config, methods, own, stored)
+    return failed + await gate_failures(shim.store, shim.config, methods, own, stored, since_promotion)
 
 
 def _modes(shim: Switchable) -> pb.Modes:

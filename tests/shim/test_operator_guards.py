@@ -46,6 +46,15 @@ async def _clean_evidence(store: str, ago: float) -> None:
     await evidence.write_to(store)
 
 
+async def _clean_since(store: str) -> None:
+    """150 clean comparisons of every method of the descriptors, now (after a promotion), in the store."""
+    evidence = Records()
+    for method in REGISTRY.methods:
+        evidence.add(method=method, at=time.time(), count=150)
+    evidence.records = [replace(r, id=f"since-{r.id}") for r in evidence.records]
+    await evidence.write_to(store)
+
+
 async def _clean_trades(store: str) -> None:
     """150 clean comparisons of PostTrade, ten minutes ago, in the store."""
     evidence = Records()
@@ -155,6 +164,7 @@ async def test_bank_is_not_retired_when_a_key_goes_out_of_step_while_the_switch_
             await stub.OpenAccount(pb.OpenAccountRequest(account_id="Z1", initial_deposit="100"))
             await shim.drain()
             await _set(admin, "bk-primary", force=True, reason="no evidence needed here")
+            await _clean_since(str(tmp_path / "shim.db"))  # what retiring judges: since the promotion
             await stub.Deposit(pb.DepositRequest(account_id="Z1", amount="5"))  # BK answers; Bank's copy held
             await until(lambda: front.arrived >= 1, "the deposit's mirror held on its way to Bank")
             assert shim.steps is not None
@@ -181,6 +191,7 @@ async def test_a_method_promoted_before_the_default_is_retired_with_it(
     async with _shim(ledgers, store={"url": store}) as (_, _, admin):
         await _set(admin, "bk-primary", DEPOSIT, reason="deposits first")
         await _set(admin, "bk-primary", reason="the rest")
+        await _clean_since(store)  # what retiring judges: the evidence since the promotion
         modes = await _set(admin, "bk", retire_bank=True, reason="the point of no return")
         history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert (modes.default_mode, dict(modes.methods)) == ("bk", {DEPOSIT: "bk"})
@@ -367,6 +378,31 @@ async def test_retiring_bank_from_bk_primary_is_judged_by_the_gate(
         history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
     assert [(c.from_mode, c.to_mode, c.forced) for c in history] == [
         ("bk-primary", "bk", True),
+        ("shadow", "bk-primary", False),
+    ]
+
+
+async def test_retiring_bank_judges_only_the_evidence_since_the_promotion(
+    ledgers: tuple[RunningLedger, RunningLedger], tmp_path: Path
+) -> None:
+    """BK is promoted on clean evidence from shadow mode, and Bank retired at once: nothing was compared
+    with BK as primary, so the point of no return has no evidence and is refused. Once clean comparisons
+    are made in bk-primary, it is not. Before, the evidence from before the promotion retired Bank."""
+    store = str(tmp_path / "shim.db")
+    await _clean_evidence(store, ago=600)
+    async with _shim(ledgers, store={"url": store}) as (shim, _, admin):
+        await _set(admin, "bk-primary", reason="the gate passes")
+        with pytest.raises(aio.AioRpcError) as refused:
+            await _set(admin, "bk", retire_bank=True, reason="the point of no return")
+        details = refused.value.details() or ""
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert details.startswith("the gate fails, so Bank may not be retired: "), details
+        assert shim.modes.default == "bk-primary"
+        await _clean_since(store)
+        await _set(admin, "bk", retire_bank=True, reason="the point of no return")
+        history = (await admin.ModeHistory(apb.ModeHistoryRequest(), metadata=AUTH)).changes
+    assert [(c.from_mode, c.to_mode, c.forced) for c in history] == [
+        ("bk-primary", "bk", False),
         ("shadow", "bk-primary", False),
     ]
 

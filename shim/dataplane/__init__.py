@@ -441,6 +441,8 @@ class EnvoyPlane:
         if self._preparing == "routes":
             seen = self._seen if self._seen.isdigit() else ""
             said = f"it applies version {seen}" if seen else "it has not said which routes it applies"
+            if seen and int(seen) >= self._version:  # read as the pause ran out
+                said = f"it applied them as the pause ran out ({said})"
             return (
                 f"waiting for Envoy to route the calls through the shim: the shim's routes are version"
                 f" {self._version}, {said}"

@@ -37,8 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from grpc import aio
 
@@ -72,17 +74,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _plain_envoy(stack: ExitStack, bank: str, listen: str) -> None:
-    """Envoy as a plain gRPC proxy in front of Bank (listener, router, one cluster: no filter, no route
-    edits): the baseline of "what a good proxy costs"."""
-    from shim.dataplane import envoy as envoy_process
+def plain_bootstrap(
+    listen: str, bank: str, filters: Sequence[dict[str, Any]] = (), clusters: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Envoy in front of Bank on `listen` (HOST:PORT): a listener, `filters` then the router, Bank's cluster
+    and `clusters`."""
     from shim.dataplane.envoy_config import cluster
 
-    executable = envoy_process.binary()
-    if executable is None:
-        raise SystemExit("no Envoy binary on this platform")
-    folder = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
-    stack.callback(shutil.rmtree, folder, True)
     host, _, port = listen.rpartition(":")
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -100,34 +98,35 @@ def _plain_envoy(stack: ExitStack, bank: str, listen: str) -> None:
             ]
         },
         "http_filters": [
+            *filters,
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
                 },
-            }
+            },
         ],
     }
-    bootstrap = {
-        "static_resources": {
-            "listeners": [
-                {
-                    "address": {"socket_address": {"address": host, "port_value": int(port)}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": manager,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [cluster("bank", bank)],
-        }
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+    listener = {
+        "address": {"socket_address": {"address": host, "port_value": int(port)}},
+        "filter_chains": [chain],
     }
+    return {"static_resources": {"listeners": [listener], "clusters": [cluster("bank", bank), *clusters]}}
+
+
+def _plain_envoy(stack: ExitStack, bank: str, listen: str) -> None:
+    """Envoy as a plain gRPC proxy in front of Bank (listener, router, one cluster: no filter, no route
+    edits): the baseline of "what a good proxy costs"."""
+    from shim.dataplane import envoy as envoy_process
+
+    executable = envoy_process.binary()
+    if executable is None:
+        raise SystemExit("no Envoy binary on this platform")
+    folder = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
+    stack.callback(shutil.rmtree, folder, True)
+    host, _, port = listen.rpartition(":")
+    bootstrap = plain_bootstrap(listen, bank)
     (folder / "envoy.json").write_text(json.dumps(bootstrap))
     proc = subprocess.Popen(
         [

@@ -1,5 +1,6 @@
 """The floor of a comparison plane in Python: what grpc.aio alone costs per copied call, with no work of the
 shim's, beside what the shim's comparison plane costs, in the same run.
+Over 400 lines: one benchmark (its processor, its setups, its two measurements) read top to bottom.
 
     python bench/plane_floor.py [--rate R] [--duration S] [--nice N]
 
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 from grpc import aio
 
+from bench.latency import plain_bootstrap
 from bench.openloop import (
     PACE,
     READY_LINES,
@@ -65,65 +67,21 @@ from bench.plane_cpu import _measure as _shim_plane
 from bench.plane_cpu import cpu_seconds
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.envoy import binary as envoy_binary
-from shim.dataplane.envoy_config import cluster, plane_cluster
+from shim.dataplane.envoy_config import copying_filter, plane_cluster
 from shim.dataplane.settings import EnvoySettings
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+COPY_HOLD = (
+    5.0  # seconds Envoy holds a copy for the processor (`deferred_close_timeout`): the sample's BK timeout
+)
 NICE = EnvoySettings().comparison_nice  # the shim's default
-_TYPES = "type.googleapis.com/"
 
 
 def bootstrap(listen: int, bank: str, processor: str) -> dict[str, Any]:
-    """Envoy in front of `bank`, sending a copy of every call to `processor` as `shim serve` has it do."""
-    ext_proc = {
-        "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-        "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
-        "observability_mode": True,
-        "failure_mode_allow": True,
-        "deferred_close_timeout": "5s",
-        "processing_mode": {
-            "request_header_mode": "SEND",
-            "response_header_mode": "SEND",
-            "request_body_mode": "STREAMED",
-            "response_body_mode": "STREAMED",
-            "request_trailer_mode": "SEND",
-            "response_trailer_mode": "SEND",
-        },
-    }
-    manager = {
-        "@type": _TYPES + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "floor",
-        "codec_type": "AUTO",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "bank", "timeout": "0s"}}],
-                }
-            ]
-        },
-        "http_filters": [
-            {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _TYPES + "envoy.extensions.filters.http.router.v3.Router"},
-            },
-        ],
-    }
-    listener = {
-        "name": "clients",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-        ],
-    }
-    return {
-        "static_resources": {
-            "listeners": [listener],
-            "clusters": [cluster("bank", bank), plane_cluster(processor)],
-        }
-    }
+    """Envoy in front of `bank`, sending a copy of every call to `processor` with the filter `shim serve`
+    uses (`copying_filter`)."""
+    filters = [copying_filter(COPY_HOLD)]
+    return plain_bootstrap(f"127.0.0.1:{listen}", bank, filters, [plane_cluster(processor)])
 
 
 # the processor, run in a process of its own (`--processor PORT`)
@@ -246,7 +204,7 @@ class FloorTarget(Target):
     `mirror`, BK has answered its mirrored call), read from the processor's counts."""
 
     def __init__(self, address: str, index: int, processor: subprocess.Popen[str], mirror: bool) -> None:
-        super().__init__("floor" + (" + mirror" if mirror else ""), address, index, 4)
+        super().__init__("receive" + (" + mirror" if mirror else ""), address, index, 4)
         self.processor, self.mirror = processor, mirror
 
     def handled(self) -> int:

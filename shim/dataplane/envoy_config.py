@@ -294,6 +294,29 @@ def _listener_tls(config: Config, folder: Path) -> dict[str, Any]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
 
 
+def copying_filter(copy_close_timeout: float) -> dict[str, Any]:
+    """The ext_proc filter that sends a copy of each call, every part of it, to the `processor` cluster."""
+    return {
+        "name": _EXT_PROC,
+        "typed_config": {
+            "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
+            "observability_mode": True,  # Envoy sends copies and never waits for an answer
+            "failure_mode_allow": True,  # a processor that is down costs the client nothing
+            "deferred_close_timeout": f"{copy_close_timeout:.3f}s",
+            "stat_prefix": "mirror",
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "STREAMED",
+                "response_body_mode": "STREAMED",
+                "request_trailer_mode": "SEND",
+                "response_trailer_mode": "SEND",
+            },
+        },
+    }
+
+
 def bootstrap(
     config: Config,
     *,
@@ -303,22 +326,6 @@ def bootstrap(
     copy_close_timeout: float,
 ) -> dict[str, Any]:
     """Envoy's bootstrap: the clients' listener, the clusters, the routes' file, admin on a unix socket."""
-    ext_proc = {
-        "@type": _TYPES + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-        "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
-        "observability_mode": True,  # Envoy sends copies and never waits for an answer
-        "failure_mode_allow": True,  # a processor that is down costs the client nothing
-        "deferred_close_timeout": f"{copy_close_timeout:.3f}s",
-        "stat_prefix": "mirror",
-        "processing_mode": {
-            "request_header_mode": "SEND",
-            "response_header_mode": "SEND",
-            "request_body_mode": "STREAMED",
-            "response_body_mode": "STREAMED",
-            "request_trailer_mode": "SEND",
-            "response_trailer_mode": "SEND",
-        },
-    }
     manager = {
         "@type": _TYPES + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "shim",
@@ -361,7 +368,7 @@ def bootstrap(
                     },
                 },
             },
-            {"name": _EXT_PROC, "typed_config": ext_proc},
+            copying_filter(copy_close_timeout),
             {  # the call's start, which the copy has, taken off the call before the primary
                 "name": "envoy.filters.http.header_mutation",
                 "typed_config": {

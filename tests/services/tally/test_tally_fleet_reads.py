@@ -69,6 +69,19 @@ async def _append(address: str, key: str, entry: str, delay_ms: int) -> None:
     assert Reply.FromString(answer).place > 0
 
 
+async def _lists_compared(url: str) -> list[tuple[str, str]]:
+    """The List's comparison in the store at `url` (verdict, reason), once there is one."""
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def reads() -> list[tuple[str, str]]:
+            query = b"SELECT verdict, reason FROM comparisons WHERE method = %s"
+            rows = conn.execute(query, (LIST,)).fetchall()
+            return [(str(v), str(r)) for v, r in rows]
+
+        await until(lambda: len(reads()) >= 1, "the read compared", 30)
+        return reads()
+
+
 async def _list(address: str, key: str) -> list[str]:
     async with aio.insecure_channel(address) as channel:
         answer = await channel.unary_unary(LIST)(ListRequest(key=key).SerializeToString(), timeout=10)
@@ -149,16 +162,7 @@ async def test_a_read_racing_a_write_through_another_replica_is_tainted_not_real
                 )
                 await _append(b.ready["listen"], "k", "second", 0)
                 listed = await listing
-                with psycopg.connect(url, autocommit=True) as conn:
-
-                    def reads() -> list[tuple[str, str]]:
-                        rows = conn.execute(
-                            b"SELECT verdict, reason FROM comparisons WHERE method = %s", (LIST,)
-                        ).fetchall()
-                        return [(str(v), str(r)) for v, r in rows]
-
-                    await until(lambda: len(reads()) >= 1, "the read compared", 30)
-                    compared = reads()
+                compared = await _lists_compared(url)
     finally:
         await bank.stop()
         await bk.stop()
@@ -195,16 +199,7 @@ async def test_a_read_differing_for_real_stays_real_when_a_write_through_another
                 await _append(a.ready["listen"], "k", "first", 0)
                 listed = await _list(a.ready["listen"], "k")
                 await _append(b.ready["listen"], "k", "second", 0)
-                with psycopg.connect(url, autocommit=True) as conn:
-
-                    def reads() -> list[tuple[str, str]]:
-                        rows = conn.execute(
-                            b"SELECT verdict, reason FROM comparisons WHERE method = %s", (LIST,)
-                        ).fetchall()
-                        return [(str(v), str(r)) for v, r in rows]
-
-                    await until(lambda: len(reads()) >= 1, "the read compared", 30)
-                    compared = reads()
+                compared = await _lists_compared(url)
     finally:
         await bank.stop()
         await bk.stop()

@@ -23,6 +23,10 @@ class StoredJudging:
         latest recorded (True), so the evidence before it is not judged. The first one a store is told of is
         taken as in force from the start: the evidence before it is judged as before."""
 
+        latest = await self._engine.select(_LATEST)  # said again every refresh: a read, mostly
+        if latest and latest[0][1] == fingerprint:
+            return False
+
         def write(db: Db) -> bool:
             latest = db.run(_LATEST)
             if latest and latest[0][1] == fingerprint:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from comparators import Outcome
 from shim.metrics import Counters
 from shim.shadow.fate import until
 from shim.steps import Steps
@@ -60,6 +61,7 @@ READ_PASSED = (
     "a write on its keys that started after the primary's answer took its ticket in the keys' order across"
     " replicas before this read's place: it may have reached the shadow first"
 )
+RACE_WAIT = 2.0  # seconds a read's comparison waits for the store to say whether a write raced it
 READ_RACED = (
     "a write on its keys through another replica started before the primary answered it and took its"
     " ticket after this read's place: the primary's answer may show that write, the shadow's cannot"
@@ -183,21 +185,23 @@ class FleetPlace:
         self._in_turn = True  # (called once this replica's lanes let it go: its own writes before are done)
         return True
 
-    async def taint(self, differ: bool, answered: float) -> str:
+    async def taint(self, primary: Outcome, shadow: Outcome, answered: float) -> str:
         """Why a difference this call shows may come of its order across replicas ("": it may not): a read
-        whose place was not known in time (`unordered`); or, when its two answers `differ`, a read that a
+        whose place was not known in time (`unordered`); or, when its two answers differ, a read that a
         write on its keys through another replica raced at the primary: it started before the primary's
         answer (`answered`, the clocks' skew allowed for) and took its ticket after the read's place, so the
         read's copy did not wait for it. A write whose ticket is taken after the read is compared is not
-        seen."""
+        seen. Asked once the read's places are released, within RACE_WAIT seconds."""
         tickets = self._tickets
+        differ = (primary.code, primary.messages) != (shadow.code, shadow.messages)
         if self.unordered or not differ or not tickets.read or tickets.error or not tickets.taken.is_set():
             return self.unordered
         places = {held.key: held.ticket - 1 for held in tickets.held}
         try:
-            raced = await self._order.raced(places, answered + self._order.skew)
-        except StoreError as exc:
-            return READ_RACE_UNKNOWN.format(error=exc)
+            async with asyncio.timeout(RACE_WAIT):
+                raced = await self._order.raced(places, answered + self._order.skew)
+        except (StoreError, TimeoutError) as exc:
+            return READ_RACE_UNKNOWN.format(error=str(exc) or f"no answer within {RACE_WAIT:g} s")
         if raced:
             self._counters.inc("reads_raced_across_replicas", self._method)
         return READ_RACED if raced else ""

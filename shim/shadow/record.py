@@ -85,9 +85,6 @@ async def conclude(
             tainted = mirror.places.taint
         elif shared.steps is not None and (keys or not admission.names_unknown):
             tainted = shared.steps.reason(keys or _made(mirror, learning, primary, shadow))
-        if not tainted and mirror.places.fleet is not None and primary is not None:  # a read: raced across
-            differ = (primary.code, primary.messages) != (shadow.code, shadow.messages)  # replicas, unordered
-            tainted = await mirror.places.fleet.taint(differ, mirror.answered_at or time.time())
         if not tainted and mirror.is_write:  # in flight at the primary with another write on its keys
             tainted = admission.raced or shared.together.reason(keys, admission)
         # a read answered with a write in flight on its keys; a read of a method with no key, on any key (one
@@ -117,6 +114,8 @@ async def conclude(
         learning.settle()
     if primary is None:
         return False
+    if not tainted and mirror.places.fleet is not None:  # a read unordered, or raced, across replicas
+        tainted = await mirror.places.fleet.taint(primary, shadow, mirror.answered_at or time.time())
     if not mirror.plan.kind.described and primary.code == shadow.code == Code.UNIMPLEMENTED:
         shared.counters.inc("calls_unimplemented", mirror.method)  # no method of the service: no evidence
         return False

@@ -7,7 +7,7 @@ that show one key's state (e.g. its balance and positions):
     [reconcile]
     list = "pay.v1.Payments/ListAccounts"  # a read listing every key, page by page
     items = "accounts"                     # the answer's repeated field of items
-    key = "account_id"                     # the item's field holding the key
+    key = "account_id"                     # the item's field holding the key (none: items are keys)
     page_size = "page_size"                # request field for the page size (optional)
     page_token = "page_token"              # request field for the next page's token (optional)
     next_page_token = "next_page_token"    # answer field of that token (with page_token)
@@ -147,7 +147,7 @@ class Sweep:
                     f"{outcome.status} {outcome.details or outcome.local}"
                 )
             answer = answer_class.FromString(outcome.messages[0])
-            listed = [str(getattr(item, s.key)) for item in getattr(answer, s.items)]
+            listed = [str(getattr(item, s.key) if s.key else item) for item in getattr(answer, s.items)]
             if s.page_size and not s.page_token and len(listed) >= s.size:  # more may be behind it
                 raise ReconcileError(
                     f"listing {s.list} on {_side(side)}: a full page ({len(listed)} keys, reconcile.size) "
@@ -179,7 +179,8 @@ class Sweep:
         kinds: dict[int, tuple[str, ...]] = {}
         for found in self.ids.fields.find(method, "response", [answer], None):
             path = found.path
-            if len(path) == 4 and path[1] == self.settings.items and path[3] == self.settings.key:
+            key = self.settings.key  # the item's field, or none: the item itself
+            if path[1:2] == (self.settings.items,) and (path[3:] == (key,) if key else len(path) == 3):
                 kinds[int(path[2])] = found.every_kind
         return [await self.names.of_bk(key, kinds.get(index, ())) for index, key in enumerate(listed)]
 
@@ -288,7 +289,7 @@ class Sweep:
     def _listed_once(self, target: Target, only: str) -> KeyResult:
         """A key one side lists and the other does not."""
         s, key = self.settings, target.key
-        path = f"{s.items}[{s.key}={key}]"
+        path = f"{s.items}[{s.key}={key}]" if s.key else f"{s.items}[{key}]"
         if only == "Bank":
             difference = Difference(path, DiffKind.REMOVED, key, None)
         else:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from comparators import DescriptorRegistry
 from shim.errors import ConfigError, NeedsDescriptors
 from shim.settings import finish
@@ -20,6 +22,17 @@ class Read:
 
 
 KEY_SOURCES = ("list", "store")
+_F = FieldDescriptor
+# the types of a listing's items that are keys themselves: strings and integers
+_KEYS = frozenset({_F.TYPE_STRING, _F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32, _F.TYPE_UINT64})
+_KEYS |= {
+    _F.TYPE_SINT32,
+    _F.TYPE_SINT64,
+    _F.TYPE_FIXED32,
+    _F.TYPE_FIXED64,
+    _F.TYPE_SFIXED32,
+    _F.TYPE_SFIXED64,
+}
 # a listing answer's text field that looks like the next page's token (next_page_token, cursor, ...); a
 # name alone is a guess, so only text fields with such names are taken for one (not next_review_at)
 _PAGE_TOKEN = re.compile(r"token|cursor|continuation", re.IGNORECASE)
@@ -29,7 +42,7 @@ _PAGE_TOKEN = re.compile(r"token|cursor|continuation", re.IGNORECASE)
 class ReconcileSettings:
     list: str  # "" without a listing read
     items: str
-    key: str
+    key: str  # "": the items are the keys themselves (strings or integers)
     reads: tuple[Read, ...]
     page_size: str = ""
     page_token: str = ""
@@ -48,6 +61,8 @@ def parse(table: Mapping[str, Any]) -> ReconcileSettings:
     listing = ("list", "items", "key")
     if keys == "list" or any(name in table for name in listing):
         for name in listing:
+            if name == "key" and name not in table:  # items that are the keys themselves (checked in `check`)
+                continue
             if not isinstance(table.get(name), str) or not table[name]:
                 why = "" if keys == "store" else ' (or keys = "store": every key the traffic named)'
                 raise ConfigError(f"reconcile.{name}: expected a non-empty string{why}")
@@ -97,10 +112,21 @@ def check(settings: ReconcileSettings, registry: DescriptorRegistry | None) -> N
     request = registry.message_class(listing.input_type).DESCRIPTOR
     answer = registry.message_class(listing.output_type).DESCRIPTOR
     items = answer.fields_by_name.get(settings.items)
-    if items is None or not items.is_repeated or items.message_type is None:
-        what = f"no repeated message field {settings.items!r}"
+    if items is None or not items.is_repeated or (items.message_type is None and items.type not in _KEYS):
+        what = f"no repeated message field {settings.items!r}, nor a repeated string or integer one"
         raise ConfigError(f"reconcile.items: {listing.output_type} has {what}")
-    if settings.key not in items.message_type.fields_by_name:
+    if items.message_type is None:  # the items are the keys themselves
+        if settings.key:
+            kind = "string" if items.type == items.TYPE_STRING else "integer"
+            raise ConfigError(
+                f"reconcile.key: {items.full_name} holds the keys themselves ({kind}): leave key out"
+            )
+    elif not settings.key:
+        holder = items.message_type.full_name
+        raise ConfigError(
+            f"reconcile.key: expected the field of {holder} holding the key (its items are messages)"
+        )
+    elif settings.key not in items.message_type.fields_by_name:
         raise ConfigError(f"reconcile.key: {items.message_type.full_name} has no field {settings.key!r}")
     named = (
         (settings.page_size, request),

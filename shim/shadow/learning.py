@@ -26,6 +26,7 @@ class Learning:
         "_expect_done",
         "_expected",
         "_minted",
+        "_pending_at",
         "_places",
         "_rules",
         "_shadow_minted",
@@ -56,6 +57,9 @@ class Learning:
         # per answer message: the ids the primary minted there, and the message decoded
         self._minted: dict[int, tuple[list[Found], list[message.Message]]] = {}
         self._shadow_minted: dict[int, tuple[list[Found], list[message.Message]]] = {}  # ... the shadow's
+        self._pending_at: dict[
+            int, list[Pending]
+        ] = {}  # per answer message: the ids it minted, still pending
         # pairs of elements a list rule cannot tell apart: (kind, Bank id, BK id), to read this answer alone
         self._unsure: list[tuple[str, str, str]] = []
         self.unmapped: list[Found] = []
@@ -109,11 +113,12 @@ class Learning:
         self._minted[index] = (found, answers)
         pendings = translation.expect(self.method, found, first, self._places.order)
         self._expected += pendings
+        self._pending_at[index] = pendings
         if over:
             translation.ids.settle(pendings)
         elif index in self._shadow_minted:
             del self._minted[index]
-            self._pair((found, answers), self._shadow_minted.pop(index), first)
+            self._pair(index, (found, answers), self._shadow_minted.pop(index), first)
 
     def shadow_message(self, index: int, payload: bytes, first: message.Message | None) -> None:
         """One answer message of the shadow's stream: pairs with the primary's message at the same place."""
@@ -124,19 +129,23 @@ class Learning:
         answers = translation.decode_answers(plan, (payload,))
         found = translation.minted_in(self.method, plan, answers, first)
         if index in self._minted:
-            self._pair(self._minted.pop(index), (found, answers), first)
+            self._pair(index, self._minted.pop(index), (found, answers), first)
         else:
             self._shadow_minted[index] = (found, answers)
 
     def _pair(
         self,
+        index: int,
         primary: tuple[list[Found], list[message.Message]],
         shadow: tuple[list[Found], list[message.Message]],
         first: message.Message | None,
     ) -> None:
         """The ids of one message of each stream (each with the message they were found in), at the same
         place in both, paired: unless these two messages hold ids in other places (one side sent a message
-        the other did not), from which on nothing of this call is paired."""
+        the other did not), from which on nothing of this call is paired. What the primary's message minted
+        and the shadow's did not pair is settled then: nothing will pair it, and a call naming it (in
+        another session, say) is stopped as unmapped at once rather than wait, holding its place, for this
+        stream to end."""
         translation = self.translation
         bank, bk = (primary[0], shadow[0]) if translation.primary_is_bank else (shadow[0], primary[0])
         if not self.astray and astray(bank, bk, self._known(first)) is not None:
@@ -144,6 +153,8 @@ class Learning:
             translation.counters.inc("ids_unpaired_streams_astray", self.method)
         if not self.astray:
             self._pair_up(primary, shadow, first)
+        if translation.ids is not None:
+            translation.ids.settle(self._pending_at.pop(index, ()))
 
     def _known(self, first: message.Message | None) -> Known:
         """Whether an id of a side's answers has a pair in memory already (`comparators.ids.astray`)."""

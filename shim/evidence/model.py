@@ -5,7 +5,9 @@ Clean and unproven. A call is *compared* (a clean comparison) when its verdict
 is `match` or `mismatch`: both answers were compared on keys in step, nothing
 in the way. Every other verdict (`tainted`, `skipped`, `shadow-error`,
 `error`) is *unproven*: the call proves nothing about BK. Rates are shares of
-compared calls; the unproven rate is a share of all calls.
+compared calls; the unproven rate is a share of all calls. A clean comparison is
+*answered* when Bank answered it (status OK): the same refusal on both sides is a
+match, but one that shows nothing of the method's work.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class MethodReport:
     method: str  # "package.Service/Method"
     calls: int  # comparisons stored, every verdict
     compared: int  # clean comparisons: verdict match or mismatch
+    answered: int  # clean comparisons Bank answered (status OK): the rest it refused, or failed
     matched: int
     mismatches: int  # verdict mismatch: real_mismatches + noise_mismatches
     real_mismatches: int
@@ -156,6 +159,7 @@ class MethodReport:
     bank_latency: Latency
     bk_latency: Latency
     codes: tuple[CodePair, ...]  # most first
+    unanswered: tuple[CodePair, ...]  # the clean comparisons Bank did not answer OK, by status; most first
     paths: tuple[PathStat, ...]  # most calls first
     tainted_paths: tuple[TaintedPath, ...]  # most calls first
     series: tuple[Bucket, ...]

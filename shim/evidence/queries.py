@@ -127,7 +127,8 @@ class _Count:
         return self.where(alias, methods=[] if self.wide else sorted(self.tallies))
 
     def comparisons(self) -> None:
-        """Verdicts, status codes and the rest, bucket by bucket (small sorts, and the series for free)."""
+        """Verdicts, status codes and the rest, bucket by bucket (small sorts, and the series for free). The
+        status codes of the clean comparisons count apart too: those Bank answered OK are `answered`."""
         methods = f" AND method IN ({_marks(len(self.wanted))})" if self.wanted else ""
         for index in range(self.buckets):
             last = index == self.buckets - 1
@@ -150,6 +151,7 @@ class _Count:
                 t.tolerated += int(tolerated or 0)
                 if verdict in COMPARED:
                     t.compared_by_bucket[index] += n
+                    t.clean_codes[(_code(bank_code), _code(bk_code))] += n
                 if verdict == "mismatch":
                     t.mismatches_by_bucket[index] += n
         ((total,),) = self.run("SELECT COUNT(*) FROM comparisons", ())

@@ -30,6 +30,8 @@ from shim.evidence.model import (
 )
 from shim.evidence.noise import _mismatch_class
 
+ANSWERED = "OK"  # Bank's status in an answered call: the method did its work (a refusal did not)
+
 
 class _Share:
     """Counts of one method by one replica: its verdicts and what it counted but did not store."""
@@ -66,6 +68,7 @@ class _Tally:
         self.noise_sampled = 0
         self.tolerated = 0
         self.codes: dict[tuple[str | None, str | None], int] = defaultdict(int)
+        self.clean_codes: dict[tuple[str | None, str | None], int] = defaultdict(int)  # of clean comparisons
         self.compared_by_bucket = [0] * buckets
         self.mismatches_by_bucket = [0] * buckets
         self.noise_by_bucket = [0] * buckets
@@ -99,11 +102,13 @@ def method_report(method: str, t: _Tally, edges: Sequence[float], fleet: bool = 
     )
     t.bank_ms.sort()
     t.bk_ms.sort()
-    codes = sorted(t.codes.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or ""))
+    codes = _most_first(t.codes)
+    unanswered = _most_first({pair: n for pair, n in t.clean_codes.items() if pair[0] != ANSWERED})
     return MethodReport(
         method=method_name(method),
         calls=sum(t.verdicts.values()),
         compared=t.compared,
+        answered=sum(n for (bank, _), n in t.clean_codes.items() if bank == ANSWERED),
         matched=t.verdicts["match"],
         mismatches=mismatches,
         real_mismatches=mismatches - noise_total,
@@ -119,13 +124,20 @@ def method_report(method: str, t: _Tally, edges: Sequence[float], fleet: bool = 
         dropped_by_name=_named(t.dropped, lost=False),
         bank_latency=Latency(len(t.bank_ms), percentile(t.bank_ms, 0.5), percentile(t.bank_ms, 0.99)),
         bk_latency=Latency(len(t.bk_ms), percentile(t.bk_ms, 0.5), percentile(t.bk_ms, 0.99)),
-        codes=tuple(CodePair(bank, bk, n) for (bank, bk), n in codes),
+        codes=codes,
+        unanswered=unanswered,
         paths=tuple(t.paths),
         tainted_paths=tuple(t.tainted_paths),
         series=series,
         lost_by_name=_named(t.dropped, lost=True),
         by_replica=_shares(t) if fleet else (),
     )
+
+
+def _most_first(counts: dict[tuple[str | None, str | None], int]) -> tuple[CodePair, ...]:
+    """Status pairs (Bank, BK) with their counts, most first (then by name)."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or ""))
+    return tuple(CodePair(bank, bk, n) for (bank, bk), n in ordered)
 
 
 def _consistent(method: str, t: _Tally) -> None:

@@ -77,6 +77,8 @@ def _method_json(m: MethodReport) -> dict[str, Any]:
         "method": m.method,
         "calls": m.calls,
         "compared": m.compared,
+        "answered": m.answered,
+        "unanswered_status_codes": [{"bank": c.bank, "bk": c.bk, "calls": c.count} for c in m.unanswered],
         "matched": m.matched,
         "matched_rate": m.matched_rate,
         "mismatches": m.mismatches,

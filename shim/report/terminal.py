@@ -53,7 +53,8 @@ def terminal(report: Report, console: Console) -> None:
             f"Methods are named without their package ({', '.join(packages)}) where that is unambiguous."
         )
     summary = _table(
-        "Per method", ("method", "calls", "compared", "matched", "real mismatches", "unproven", "tolerated")
+        "Per method",
+        ("method", "calls", "compared", "answered", "matched", "real mismatches", "unproven", "tolerated"),
     )
     for m in report.methods:
         real = f"{m.real_mismatches:,} ({percent(m.real_mismatch_rate)})"
@@ -62,6 +63,7 @@ def terminal(report: Report, console: Console) -> None:
             cell(names[m.method]),
             f"{m.calls:,}",
             f"{m.compared:,}",
+            f"[yellow]{m.answered:,}[/]" if m.compared and not m.answered else f"{m.answered:,}",
             f"{m.matched:,} ({percent(m.matched_rate)})",
             f"[red]{real}[/]" if m.real_mismatches else real,
             f"[yellow]{unproven}[/]" if m.unproven else unproven,

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 
 from comparators import Difference, DiffKind
-from shim.evidence import BUCKETS, Report, build_report, classify, percentile
+from shim.evidence import BUCKETS, CodePair, Report, build_report, classify, percentile
+from shim.report import to_json
 from shim.sinks import path_pattern
 from shim.store import ComparisonRecord, PathRow, Store
 
@@ -193,6 +194,38 @@ async def test_verdicts_are_counted_per_method(store: Store) -> None:
     assert (refund.unproven, refund.unproven_rate) == (0, 0.0)
     assert report.store == store.url
     assert report.calls is None, "calls are listed only when asked for"
+
+
+async def test_the_clean_comparisons_bank_answered_are_counted_per_method(store: Store) -> None:
+    """Per method: the clean comparisons (match or mismatch) Bank answered OK, and the others by status
+    pair, most first; an unproven call is neither, whatever its status. Counted by the store's queries, on
+    SQLite and PostgreSQL alike; the JSON report carries both."""
+    unauthenticated, invalid, not_found, internal = 16, 3, 5, 13
+    r = Records()
+    r.add(count=7)  # answered, matched
+    r.add("mismatch", real=[("fee", "1", "2")], count=2)  # answered, mismatched
+    r.add(bank_code=unauthenticated, bk_code=unauthenticated, count=5)
+    r.add(bank_code=invalid, bk_code=invalid, count=3)
+    r.add("mismatch", bank_code=not_found, bk_code=0, real=[("status", "NOT_FOUND", "OK")])
+    r.add("skipped", bank_code=internal, bk_code=internal, reason="both sides failed (INTERNAL)", count=4)
+    r.add("tainted", real=[("fee", "1", "2")], reason="key 'A1' out of step", count=2)
+    r.add(method=REFUND, bank_code=unauthenticated, bk_code=unauthenticated, count=6)
+    await r.write(store)
+    report = await _report(store)
+    get, refund = report.methods
+    assert (get.compared, get.answered) == (18, 9)
+    assert get.unanswered == (
+        CodePair("UNAUTHENTICATED", "UNAUTHENTICATED", 5),
+        CodePair("INVALID_ARGUMENT", "INVALID_ARGUMENT", 3),
+        CodePair("NOT_FOUND", "OK", 1),
+    )
+    assert (refund.compared, refund.answered) == (6, 0)
+    assert refund.unanswered == (CodePair("UNAUTHENTICATED", "UNAUTHENTICATED", 6),)
+    refund_json = to_json(report)["methods"][1]
+    assert (refund_json["answered"], refund_json["unanswered_status_codes"]) == (
+        0,
+        [{"bank": "UNAUTHENTICATED", "bk": "UNAUTHENTICATED", "calls": 6}],
+    )
 
 
 async def test_tolerated_counts_distinct_calls_per_rule(store: Store) -> None:

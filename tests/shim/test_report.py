@@ -86,6 +86,7 @@ def test_the_terminal_shows_every_figure(report: Report) -> None:
         "Payments/Get",
         "17",  # calls
         "13",  # compared: matched and mismatches
+        "12",  # answered: by Bank, OK (the NOT_FOUND it refused is not)
         "9 (69.2%)",  # matched
         "2 (15.4%)",  # real mismatches: fee and status.code; request_id is noise
         "4 (23.5%)",  # unproven: tainted, shadow error, skipped, error
@@ -213,6 +214,8 @@ def _check_schema(data: dict[str, Any]) -> None:
             "method",
             "calls",
             "compared",
+            "answered",
+            "unanswered_status_codes",
             "matched",
             "matched_rate",
             "mismatches",
@@ -256,11 +259,14 @@ def _check_schema(data: dict[str, Any]) -> None:
             }
         assert all(
             isinstance(m[k], int)
-            for k in ("calls", "compared", "matched", "real_mismatches", "errors", "unproven", "dropped")
-        )
+            for k in (
+                "calls", "compared", "answered", "matched", "real_mismatches", "errors", "unproven", "dropped"
+            )
+        )  # fmt: skip
         assert set(m["latency_ms"]) == {"bank", "bk"}
         assert all(set(side) == {"count", "p50", "p99"} for side in m["latency_ms"].values())
         assert all(set(c) == {"bank", "bk", "calls"} for c in m["status_codes"])
+        assert all(set(c) == {"bank", "bk", "calls"} for c in m["unanswered_status_codes"])
         assert all(set(t) == {"rule", "calls"} for t in m["tolerated_by_rule"])
         for p in m["paths"]:
             assert set(p) == {
@@ -318,6 +324,10 @@ def test_json_follows_its_schema(report: Report) -> None:
     assert "cash" not in {p["path"] for p in get["paths"]}
     assert get["latency_ms"]["bk"] == {"count": 15, "p50": 2.0, "p99": 9.0}
     assert {"bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT", "calls": 1} in get["status_codes"]
+    assert (get["answered"], get["unanswered_status_codes"]) == (
+        12,
+        [{"bank": "NOT_FOUND", "bk": "INVALID_ARGUMENT", "calls": 1}],
+    ), "of the clean comparisons only: the tainted, skipped, shadow-error and error calls are neither"
     fee = next(p for p in get["paths"] if p["path"] == "fee")
     assert fee["example"] == {"bank": "0.03", "bk": HOSTILE, "key": "A1", "request": None}
     assert len(get["series"]) == 30
@@ -547,7 +557,11 @@ def test_the_page_opens_with_the_gates_verdict(report: Report) -> None:
     from shim.gate import evaluate
 
     failing = evaluate(
-        report, min_compared=1, max_mismatch_rate=0.0, max_unproven_rate=0.0, required_methods=()
+        report,
+        min_compared=1,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=0.0,
+        required_methods=(),
     )
     page = html(report, failing)
     verdict = page[page.index('<div class="verdict fail" id="gate">') :]
@@ -556,7 +570,11 @@ def test_the_page_opens_with_the_gates_verdict(report: Report) -> None:
     assert f"{len(failing.failed)} of {len(failing.criteria)} criteria are not met" in verdict
     assert "<code>pay.v1.Payments/Get</code> real mismatch rate: 15.38% (2 of 13)\n(needs ≤ 0%)" in verdict
     passing = evaluate(
-        report, min_compared=1, max_mismatch_rate=1.0, max_unproven_rate=1.0, required_methods=()
+        report,
+        min_compared=1,
+        max_mismatch_rate=1.0,
+        max_unproven_rate=1.0,
+        required_methods=(),
     )
     assert '<div class="verdict pass" id="gate">' in html(report, passing)
     assert 'id="gate"' not in html(report)  # no gate given: no verdict

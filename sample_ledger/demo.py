@@ -184,6 +184,7 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
     result = evaluate(
         report,
         min_compared=config.gate.min_compared,
+        min_answered=config.gate.min_answered,
         max_mismatch_rate=config.gate.max_mismatch_rate,
         max_unproven_rate=config.gate.max_unproven_rate,
         required_methods=config.gate.methods,
@@ -198,7 +199,8 @@ async def _evidence(console: Console, config: shim.Config, page: Path, began: fl
         f"{escape(config.store.url)}): "
         f"open {escape(str(page))} in a browser.\n"
         f"[bold]shim gate[/] (per method: at least {config.gate.min_compared} "
-        f"clean comparisons, at most {config.gate.max_mismatch_rate:.2%} real mismatches among them and "
+        f"clean comparisons, {min(config.gate.min_answered, config.gate.min_compared)} of them answered by"
+        f" Bank, at most {config.gate.max_mismatch_rate:.2%} real mismatches among them and "
         f"{config.gate.max_unproven_rate:.2%} unproven calls): "
         + (
             "[green]PASS[/]"

@@ -64,6 +64,7 @@ async def gate_failures(
     result = evaluate(
         report,
         min_compared=config.gate.min_compared,
+        min_answered=config.gate.min_answered,
         max_mismatch_rate=config.gate.max_mismatch_rate,
         max_unproven_rate=config.gate.max_unproven_rate,
         required_methods=config.gate.methods,

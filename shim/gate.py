@@ -1,11 +1,15 @@
 """The gate: whether the evidence in a report meets the criteria for the point of no return.
 
-`evaluate(report, min_compared=..., max_mismatch_rate=..., max_unproven_rate=..., required_methods=...)`
-judges each required method (or, when none is required, each method of the
-report) on three criteria:
+`evaluate(report, min_compared=..., min_answered=..., max_mismatch_rate=..., max_unproven_rate=...,
+required_methods=...)` judges each required method (or, when none is required, each method of the
+report) on four criteria:
 
 - compared: at least `min_compared` clean comparisons (verdict `match` or
   `mismatch`: compared on keys in step, nothing in the way);
+- answered: at least `min_answered` of them (no more than `min_compared`) answered by Bank (status OK).
+  The same refusal on both sides (`UNAUTHENTICATED`, `INVALID_ARGUMENT`, ...) is a match, but it shows
+  nothing of the method's work: a window of nothing else (credentials broken, both sides overloaded,
+  garbage requests) is no proof, and fails naming the refusals by status, most first;
 - real mismatch rate: real mismatches / clean comparisons, at most `max_mismatch_rate`;
 - unproven: at most `max_unproven_rate` of the method's calls proved nothing
   (`tainted`, `skipped`, `shadow-error`, `error`, or `dropped`: compared by no one, because the shim
@@ -48,7 +52,7 @@ from shim.settings import POSITIVE, SHARE, Kind, duration, setting
 if TYPE_CHECKING:
     from shim.store import ReplicaView, Store
 
-NOT_PROVEN = "not proven"  # what the measure of a failed compared or unproven criterion starts with
+NOT_PROVEN = "not proven"  # what the measure of a failed compared, answered or unproven criterion starts with
 
 
 def _methods(key: str, value: object) -> tuple[str, ...]:
@@ -73,6 +77,13 @@ class GateSettings:
         100,
         POSITIVE,
         "clean comparisons (match or mismatch) each method needs (at least 1: none proves nothing)",
+        reloadable=True,
+    )
+    min_answered: int = setting(
+        10,
+        POSITIVE,
+        "clean comparisons Bank answered (status OK) each method needs, no more than min_compared: the same"
+        " refusal on both sides is a match, but shows nothing of the method's work (at least 1)",
         reloadable=True,
     )
     max_mismatch_rate: float = setting(
@@ -131,7 +142,7 @@ class Criterion:
     """One line of the gate: what was measured against what threshold."""
 
     method: str  # "" for a criterion about the whole report
-    name: str  # "compared", "real mismatch rate", "unproven", "covered", "evidence"
+    name: str  # "compared", "answered", "real mismatch rate", "unproven", "covered", "evidence"
     measured: str
     threshold: str
     passed: bool
@@ -176,6 +187,7 @@ def evaluate(
     report: Report,
     *,
     min_compared: int,
+    min_answered: int,
     max_mismatch_rate: float,
     max_unproven_rate: float,
     required_methods: Sequence[str],
@@ -185,7 +197,9 @@ def evaluate(
 
     Every method with calls in the window is judged, and each required method must be covered besides:
     naming a method never hides another's failure. With a `scope` (a switch of some methods' modes),
-    only the methods of the scope are judged, and each must be covered."""
+    only the methods of the scope are judged, and each must be covered. A method needs `min_answered`
+    answered comparisons, or `min_compared` when that is fewer: a gate asked for one clean comparison
+    asks for no more."""
     if scope:
         names = list(dict.fromkeys(method_name(m) for m in scope))
     else:
@@ -217,6 +231,7 @@ def evaluate(
             if named := responsible(m.by_replica, lambda s: s.not_compared):
                 measured += f"; not compared, by replica: {named}"
         criteria.append(Criterion(name, "compared", measured, f"≥ {min_compared:,}", enough))
+        criteria.append(_answered(m, min(min_answered, min_compared)))
         rate = m.real_mismatch_rate or 0.0
         criteria.append(
             Criterion(
@@ -242,6 +257,35 @@ def evaluate(
             )
         )
     return GateResult(tuple(criteria))
+
+
+def _answered(m: MethodReport, needed: int) -> Criterion:
+    """Whether at least `needed` of the method's clean comparisons were answered by Bank (status OK); when
+    not, the rest by status: "UNAUTHENTICATED 250" for a refusal alike on both sides (as all are, in a
+    match), "NOT_FOUND → OK 5" for Bank's refusal that BK answered (a mismatch), most first."""
+    answered = m.answered >= needed
+    measured = f"{m.answered:,} of {m.compared:,} clean comparisons"
+    if not answered:
+        measured = f"{NOT_PROVEN}: {m.answered:,} of {m.compared:,} clean comparisons answered by Bank"
+        if m.unanswered:
+            pairs = ", ".join(
+                f"{_status(p.bank)} {p.count:,}"
+                if p.bank == p.bk
+                else f"{_status(p.bank)} → {_status(p.bk)} {p.count:,}"
+                for p in m.unanswered
+            )
+            alike = all(p.bank == p.bk for p in m.unanswered)
+            measured += (
+                f"; the rest were refusals alike on both sides ({pairs})"
+                if alike
+                else f"; the rest, by status (Bank → BK): {pairs}"
+            )
+    return Criterion(m.method, "answered", measured, f"≥ {needed:,}", answered)
+
+
+def _status(name: str | None) -> str:
+    """A side's status as the gate names it (None: that side gave no answer of its own)."""
+    return name if name is not None else "no answer"
 
 
 def is_method(name: str) -> bool:

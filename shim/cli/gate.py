@@ -17,12 +17,14 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
     gate = commands.add_parser(
         "gate",
         help="exit 0 when the stored evidence meets the [gate] criteria, 1 when it does not",
-        description="Judges each method on three criteria: at least --min-compared clean comparisons"
-        " (verdict match or mismatch), real mismatches at most --max-mismatch-rate of them, and at most"
-        " --max-unproven-rate of its calls unproven (tainted, skipped, shadow-error, error, or dropped:"
-        " counted and never stored). A method short of clean comparisons, or with too many unproven calls,"
-        ' is "not proven". Live replicas of the store that run different modes fail it too. Exit 0 when'
-        " every criterion passes, 1 when one fails, 2 for a bad flag or a store that cannot be read.",
+        description="Judges each method on four criteria: at least --min-compared clean comparisons"
+        " (verdict match or mismatch), at least --min-answered of them answered by Bank (status OK: the same"
+        " refusal on both sides is a match that shows nothing of the method's work), real mismatches at most"
+        " --max-mismatch-rate of them, and at most --max-unproven-rate of its calls unproven (tainted,"
+        " skipped, shadow-error, error, or dropped: counted and never stored). A method short of clean or"
+        ' answered comparisons, or with too many unproven calls, is "not proven". Live replicas of the store'
+        " that run different modes fail it too. Exit 0 when every criterion passes, 1 when one fails, 2 for"
+        " a bad flag or a store that cannot be read.",
     )
     store_flags(gate)
     gate.add_argument(
@@ -33,6 +35,13 @@ def add_parser(commands: Any) -> None:  # the `shim` parser's sub-commands
         metavar="N",
         type=positive,
         help="clean comparisons (match or mismatch) each method needs ([gate] min_compared)",
+    )
+    gate.add_argument(
+        "--min-answered",
+        metavar="N",
+        type=positive,
+        help="clean comparisons Bank answered (status OK) each method needs, no more than --min-compared"
+        " ([gate] min_answered)",
     )
     gate.add_argument(
         "--max-mismatch-rate",
@@ -72,6 +81,7 @@ async def run(args: argparse.Namespace) -> int:
     kept = config_mod.section(settings, StoreSettings)
     window = parse_duration("--window", args.window) if args.window else gate.window
     min_compared = gate.min_compared if args.min_compared is None else args.min_compared
+    min_answered = gate.min_answered if args.min_answered is None else args.min_answered
     max_rate = gate.max_mismatch_rate if args.max_mismatch_rate is None else args.max_mismatch_rate
     max_unproven = gate.max_unproven_rate if args.max_unproven_rate is None else args.max_unproven_rate
     # the flag's methods add to the config's; every method in the window is judged either way
@@ -99,6 +109,7 @@ async def run(args: argparse.Namespace) -> int:
     result = evaluate(
         report,
         min_compared=min_compared,
+        min_answered=min_answered,
         max_mismatch_rate=max_rate,
         max_unproven_rate=max_unproven,
         required_methods=required,

@@ -112,6 +112,7 @@ async def _gate_of(
     result = evaluate(
         report,
         min_compared=gate.min_compared,
+        min_answered=gate.min_answered,
         max_mismatch_rate=gate.max_mismatch_rate,
         max_unproven_rate=gate.max_unproven_rate,
         required_methods=gate.methods,

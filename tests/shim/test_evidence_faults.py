@@ -61,7 +61,8 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
 ) -> None:
     """A request that does not decode names no key: it marks nothing (no "every key" mark), so BK's planted
     wrong code on a later read is a real mismatch, and `shim gate` fails. The garbage write itself, that
-    both sides failed alike, proves nothing: it leaves Deposit not proven."""
+    both sides failed alike, proves nothing: it leaves Deposit not proven. Bank answered neither (the read
+    it refused with NOT_FOUND): neither method is proven answered."""
     bank, bk = ledgers
     store = tmp_path / "shim.db"
     async with (
@@ -88,9 +89,14 @@ async def test_one_garbage_write_marks_no_key_and_the_gate_still_fails(
     failed = [line.split() for line in gate[1].splitlines() if line.startswith("FAIL")]
     assert [words[1:5] for words in failed] == [
         ["bank.v1.Ledger/Deposit", "compared", "not", "proven:"],
+        ["bank.v1.Ledger/Deposit", "answered", "not", "proven:"],
         ["bank.v1.Ledger/Deposit", "unproven", "not", "proven:"],
+        ["bank.v1.Ledger/GetBalance", "answered", "not", "proven:"],
         ["bank.v1.Ledger/GetBalance", "real", "mismatch", "rate"],
     ]
+    assert (
+        "0 of 1 clean comparisons answered by Bank; the rest, by status (Bank → BK): NOT_FOUND → " in gate[1]
+    )
     deposit = next(c for c in sink.comparisons if c.method == DEPOSIT)
     assert deposit.verdict is Verdict.SKIPPED
     assert deposit.reason == f"both sides failed ({garbage.value.code().name}): proves nothing"
@@ -338,7 +344,7 @@ async def test_calls_both_sides_fail_alike_prove_nothing_and_the_gate_fails(tmp_
     """Bank and BK both failing a write with INTERNAL, and a read with DATA_LOSS, agree on nothing: the
     client gets Bank's failure as without the shim, each call is stored skipped (never a match), the
     write's key is out of step (whether either side applied it is unknown), and `shim gate` fails both
-    methods as not proven."""
+    methods as not proven: none compared, none answered, all unproven."""
     store = tmp_path / "shim.db"
     bank, bk = await pay.serve("bank"), await pay.serve("bk")
     for side in (bank, bk):
@@ -381,8 +387,10 @@ async def test_calls_both_sides_fail_alike_prove_nothing_and_the_gate_fails(tmp_
     failed = [line.split()[1:3] for line in gate[1].splitlines() if line.startswith("FAIL")]
     assert failed == [
         ["pay.v1.Payments/ListMovements", "compared"],
+        ["pay.v1.Payments/ListMovements", "answered"],
         ["pay.v1.Payments/ListMovements", "unproven"],
         ["pay.v1.Payments/Move", "compared"],
+        ["pay.v1.Payments/Move", "answered"],
         ["pay.v1.Payments/Move", "unproven"],
     ]
     assert "skipped 1" in gate[1]

@@ -113,7 +113,12 @@ async def test_a_report_counts_the_same_rows_in_every_figure_while_comparisons_a
             assert [(p.path, p.calls) for p in m.paths if p.classification == "real"] == [("fee", 5)]
             assert min(bucket.real_mismatches for bucket in m.series) >= 0
             gate = evaluate(
-                report, min_compared=100, max_mismatch_rate=0.0, max_unproven_rate=0.01, required_methods=()
+                report,
+                min_compared=100,
+                min_answered=10,
+                max_mismatch_rate=0.0,
+                max_unproven_rate=0.01,
+                required_methods=(),
             )
             assert not gate.passed
         await writing

@@ -137,7 +137,12 @@ async def test_the_gate_names_the_replicas_behind_a_failure(
     `shim gate` on the store prints the same."""
     report = await _report(fleet[0])
     result = evaluate(
-        report, min_compared=10, max_mismatch_rate=0.0, max_unproven_rate=0.01, required_methods=()
+        report,
+        min_compared=10,
+        min_answered=10,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=0.01,
+        required_methods=(),
     )
     measured = {c.name: c.measured for c in result.failed}
     assert (

@@ -64,15 +64,21 @@ def _lines(result: GateResult) -> list[tuple[str, str, str, str, bool]]:
     return [(c.method, c.name, c.measured, c.threshold, c.passed) for c in result.criteria]
 
 
-def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) -> None:
-    """Without required methods, each method of the report is judged: enough compared, a low enough rate,
-    few enough unproven calls (each verdict counted)."""
+def test_every_method_passes_when_it_meets_the_four_criteria(report: Report) -> None:
+    """Without required methods, each method of the report is judged: enough compared, enough of them
+    answered by Bank, a low enough rate, few enough unproven calls (each verdict counted)."""
     result = evaluate(
-        report, min_compared=10, max_mismatch_rate=0.02, max_unproven_rate=0.05, required_methods=()
+        report,
+        min_compared=10,
+        min_answered=10,
+        max_mismatch_rate=0.02,
+        max_unproven_rate=0.05,
+        required_methods=(),
     )
     assert result.passed
     assert _lines(result) == [
         (GET_NAME, "compared", "100", "≥ 10", True),
+        (GET_NAME, "answered", "100 of 100 clean comparisons", "≥ 10", True),
         (GET_NAME, "real mismatch rate", "2% (2 of 100)", "≤ 2%", True),
         (
             GET_NAME,
@@ -82,6 +88,7 @@ def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) ->
             True,
         ),
         (REFUND_NAME, "compared", "10", "≥ 10", True),
+        (REFUND_NAME, "answered", "10 of 10 clean comparisons", "≥ 10", True),
         (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 2%", True),
         (
             REFUND_NAME,
@@ -96,7 +103,12 @@ def test_every_method_passes_when_it_meets_the_three_criteria(report: Report) ->
 def test_too_few_compared_calls_are_not_proven(report: Report) -> None:
     """A method with fewer clean comparisons than min_compared fails that criterion alone, as not proven."""
     result = evaluate(
-        report, min_compared=11, max_mismatch_rate=0.02, max_unproven_rate=0.05, required_methods=()
+        report,
+        min_compared=11,
+        min_answered=10,
+        max_mismatch_rate=0.02,
+        max_unproven_rate=0.05,
+        required_methods=(),
     )
     assert not result.passed
     assert [(c.method, c.name, c.measured) for c in result.failed] == [
@@ -107,7 +119,12 @@ def test_too_few_compared_calls_are_not_proven(report: Report) -> None:
 def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
     """2 real mismatches in 100 fail a 1% maximum; the 5 noise mismatches are not counted."""
     result = evaluate(
-        report, min_compared=1, max_mismatch_rate=0.01, max_unproven_rate=0.05, required_methods=()
+        report,
+        min_compared=1,
+        min_answered=10,
+        max_mismatch_rate=0.01,
+        max_unproven_rate=0.05,
+        required_methods=(),
     )
     assert [(c.method, c.name, c.measured) for c in result.failed] == [
         (GET_NAME, "real mismatch rate", "2% (2 of 100)")
@@ -116,6 +133,7 @@ def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
     assert not evaluate(
         report,
         min_compared=1,
+        min_answered=10,
         max_mismatch_rate=0.0,
         max_unproven_rate=0.0,
         required_methods=(),
@@ -126,9 +144,14 @@ def test_a_real_mismatch_rate_above_the_maximum_fails(report: Report) -> None:
 def test_a_share_of_unproven_calls_above_the_maximum_is_not_proven(report: Report) -> None:
     """4 shadow errors in 104 calls (3.846%) fail a 1% maximum, as not proven, with each verdict's count."""
     result = evaluate(
-        report, min_compared=1, max_mismatch_rate=0.02, max_unproven_rate=0.01, required_methods=()
+        report,
+        min_compared=1,
+        min_answered=10,
+        max_mismatch_rate=0.02,
+        max_unproven_rate=0.01,
+        required_methods=(),
     )
-    assert _lines(result)[2] == (
+    assert _lines(result)[3] == (
         GET_NAME,
         "unproven",
         "not proven: 3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)",
@@ -162,6 +185,7 @@ async def _judge(
     return evaluate(
         report,
         min_compared=min_compared,
+        min_answered=10,
         max_mismatch_rate=0.0,
         max_unproven_rate=max_unproven_rate,
         required_methods=(),
@@ -178,6 +202,7 @@ async def test_tainted_calls_are_not_compared_and_count_as_unproven() -> None:
     assert passed.passed, passed.failed
     assert [c.measured for c in passed.criteria] == [
         "300",
+        "300 of 300 clean comparisons",
         "0% (0 of 300)",
         "0.9901% of 303 calls (tainted 3, skipped 0, shadow-error 0, error 0, dropped 0)",
     ]
@@ -208,12 +233,14 @@ async def test_every_unproven_verdict_counts_against_the_gate(verdict: str) -> N
 
 
 async def test_error_comparisons_are_not_clean_comparisons() -> None:
-    """A method whose comparisons all failed has no clean comparison: not proven on both criteria."""
+    """A method whose comparisons all failed has no clean comparison: not proven on the three criteria
+    that count them."""
     errors = Records()
     errors.add("error", reason="the comparison failed: ValueError()", count=150)
     result = await _judge(errors, min_compared=100, max_unproven_rate=0.01)
     assert [(c.name, c.measured, c.passed) for c in result.criteria] == [
         ("compared", "not proven: 0 clean of 150 calls", False),
+        ("answered", "not proven: 0 of 0 clean comparisons answered by Bank", False),
         ("real mismatch rate", "0% (0 of 0)", True),
         (
             "unproven",
@@ -254,7 +281,7 @@ async def test_drops_count_against_their_own_method_only() -> None:
     r.add(method=REFUND, count=100)
     one = await _judge_with_counts(r, [(GET, "store_failed", 1), (REFUND, "comparisons_dropped", 50)])
     assert [(c.method, c.name) for c in one.failed] == [(REFUND_NAME, "unproven")]
-    assert one.criteria[2].measured == (
+    assert one.criteria[3].measured == (
         "1% of 100 calls (tainted 0, skipped 0, shadow-error 0, error 0, dropped 1)"
     )
     two = Records()
@@ -296,6 +323,7 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
     result = evaluate(
         report,
         min_compared=1,
+        min_answered=10,
         max_mismatch_rate=0.0,
         max_unproven_rate=0.01,
         required_methods=(),
@@ -303,6 +331,7 @@ def test_a_required_method_without_calls_is_not_covered(report: Report) -> None:
     )
     assert _lines(result) == [
         (REFUND_NAME, "compared", "10", "≥ 1", True),
+        (REFUND_NAME, "answered", "10 of 10 clean comparisons", "≥ 1", True),
         (REFUND_NAME, "real mismatch rate", "0% (0 of 10)", "≤ 0%", True),
         (
             REFUND_NAME,
@@ -320,7 +349,12 @@ def test_no_evidence_is_not_a_pass() -> None:
     """A report with no method, and no method required, fails: nothing was proven."""
     empty = Report(T0, T0 + 1, T0, ":memory:", 0.2, 0.0003, 20, (), None, 10)
     result = evaluate(
-        empty, min_compared=0, max_mismatch_rate=1.0, max_unproven_rate=1.0, required_methods=()
+        empty,
+        min_compared=0,
+        min_answered=10,
+        max_mismatch_rate=1.0,
+        max_unproven_rate=1.0,
+        required_methods=(),
     )
     assert [(c.name, c.passed) for c in result.criteria] == [("evidence", False)]
 
@@ -360,12 +394,24 @@ def test_the_command_exits_0_when_the_criteria_are_met(recent: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("gate: evidence from ")
     assert lines[1].split() == ["PASS", GET_NAME, "compared", "100", "≥", "10"]
-    assert lines[2].split()[:4] == ["PASS", GET_NAME, "real", "mismatch"]
-    assert "2% (2 of 100)" in lines[2]
-    assert lines[3].split()[:3] == ["PASS", GET_NAME, "unproven"]
-    assert "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)" in lines[3]
-    assert lines[3].endswith("≤ 5%")
-    assert lines[-1] == "gate: PASS (all 6 criteria met)"
+    assert lines[2].split() == [
+        "PASS",
+        GET_NAME,
+        "answered",
+        "100",
+        "of",
+        "100",
+        "clean",
+        "comparisons",
+        "≥",
+        "10",
+    ]
+    assert lines[3].split()[:4] == ["PASS", GET_NAME, "real", "mismatch"]
+    assert "2% (2 of 100)" in lines[3]
+    assert lines[4].split()[:3] == ["PASS", GET_NAME, "unproven"]
+    assert "3.846% of 104 calls (tainted 0, skipped 0, shadow-error 4, error 0, dropped 0)" in lines[4]
+    assert lines[4].endswith("≤ 5%")
+    assert lines[-1] == "gate: PASS (all 8 criteria met)"
 
 
 def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
@@ -381,7 +427,7 @@ def test_the_command_exits_1_when_a_criterion_fails(recent: Path) -> None:
     ]
     assert "not proven: 3.846% of 104 calls" in done.stdout
     assert "not proven: 10 clean of 10 calls" in done.stdout
-    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 6 criteria not met)"
+    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 8 criteria not met)"
 
     uncovered = _gate("--store", str(recent), "--min-compared", "1", "--require-method", "pay.v1.X/Y")
     assert uncovered.returncode == 1
@@ -507,6 +553,7 @@ async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> 
     rows = [[cell for cell in line.split("  ") if cell] for line in done.stdout.splitlines()[1:-1]]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["PASS", GET_NAME, "compared", "150", "≥ 100"],
+        ["PASS", GET_NAME, "answered", "150 of 150 clean comparisons", "≥ 10"],
         ["PASS", GET_NAME, "real mismatch rate", "0% (0 of 150)", "≤ 0%"],
         [
             "FAIL",
@@ -516,6 +563,7 @@ async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> 
             "≤ 1%",
         ],
         ["FAIL", REFUND_NAME, "compared", "not proven: 40 clean of 405 calls", "≥ 100"],
+        ["PASS", REFUND_NAME, "answered", "40 of 40 clean comparisons", "≥ 10"],
         ["PASS", REFUND_NAME, "real mismatch rate", "0% (0 of 40)", "≤ 0%"],
         [
             "FAIL",
@@ -525,7 +573,7 @@ async def test_a_store_of_mostly_tainted_calls_is_not_proven(tmp_path: Path) -> 
             "≤ 1%",
         ],
     ]
-    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 6 criteria not met)"
+    assert done.stdout.splitlines()[-1] == "gate: FAIL (3 of 8 criteria not met)"
 
 
 def test_flags_override_the_gate_config(recent: Path, tmp_path: Path) -> None:
@@ -551,9 +599,11 @@ methods = ["{REFUND_NAME}"]
     assert by_config.returncode == 1, by_config.stdout + by_config.stderr
     assert [line.split()[:3] for line in by_config.stdout.splitlines() if line[:4] in ("PASS", "FAIL")] == [
         ["FAIL", REFUND_NAME, "compared"],
+        ["PASS", REFUND_NAME, "answered"],
         ["PASS", REFUND_NAME, "real"],
         ["PASS", REFUND_NAME, "unproven"],
         ["FAIL", GET_NAME, "compared"],
+        ["PASS", GET_NAME, "answered"],
         ["PASS", GET_NAME, "real"],
         ["PASS", GET_NAME, "unproven"],
     ], "the required method first, then every other method, against min_compared = 1000"

@@ -71,7 +71,12 @@ async def test_calls_the_shim_did_not_see_count_against_every_method(url: str) -
     assert unseen is not None
     assert unseen.skipped == 5000
     result = evaluate(
-        report, min_compared=100, max_mismatch_rate=0.0, max_unproven_rate=0.01, required_methods=()
+        report,
+        min_compared=100,
+        min_answered=10,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=0.01,
+        required_methods=(),
     )
     assert [(c.method, c.name, c.measured) for c in result.failed] == [
         (
@@ -101,7 +106,14 @@ async def test_a_few_unseen_calls_and_unseen_calls_alone(tmp_path: Path) -> None
         await few.close()
         await alone.close()
     judged = [
-        evaluate(r, min_compared=100, max_mismatch_rate=0.0, max_unproven_rate=0.01, required_methods=())
+        evaluate(
+            r,
+            min_compared=100,
+            min_answered=10,
+            max_mismatch_rate=0.0,
+            max_unproven_rate=0.01,
+            required_methods=(),
+        )
         for r in reports
     ]
     assert judged[0].passed

@@ -43,7 +43,12 @@ async def _report(store: Store, method: str, make: Make, calls: int, registry: D
 
 def _gate_passes(report: Report) -> bool:
     return evaluate(
-        report, min_compared=10, max_mismatch_rate=0.0, max_unproven_rate=0.01, required_methods=()
+        report,
+        min_compared=10,
+        min_answered=10,
+        max_mismatch_rate=0.0,
+        max_unproven_rate=0.01,
+        required_methods=(),
     ).passed
 
 

@@ -40,6 +40,12 @@ class Tally:
         assert self.handler is not None
         self.handler.stamps_late = True
 
+    def refuse(self, code: grpc.StatusCode | None) -> None:
+        """From now on, this side refuses every call with `code` (as one whose clients' credentials broke
+        would: UNAUTHENTICATED), recording nothing; None: it answers again."""
+        assert self.handler is not None
+        self.handler.refusing = code
+
     def set_clock(self, seconds: float) -> None:
         """From now on, this side's clock runs `seconds` ahead of the machine's."""
         assert self.handler is not None
@@ -67,6 +73,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         self._side = side
         self.clock = clock
         self.stamps_late = False
+        self.refusing: grpc.StatusCode | None = None  # every call refused with this code
         self._first: dict[str, int] = {}  # key -> when its first entry was recorded (ns, this side's clock)
         self._last: dict[str, int] = {}  # key -> when its last entry was recorded
 
@@ -74,6 +81,8 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         if details.method == LIST:
 
             async def entries(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                if self.refusing is not None:
+                    await context.abort(self.refusing, f"refused: {self.refusing.name}")
                 self.lists_started += 1
                 if self._list_after:  # the entries as they are when it answers
                     await asyncio.sleep(self._list_after)
@@ -92,6 +101,8 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
             return None
 
         async def append(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            if self.refusing is not None:
+                await context.abort(self.refusing, f"refused: {self.refusing.name}")
             entries = self._received.setdefault(request.key, [])
             entries.append(request.entry)
             place = len(entries)

@@ -7,6 +7,8 @@ redaction applied on the way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf import message
 
 from comparators import _metadata
@@ -53,9 +55,11 @@ def compare(
     except Exception as exc:  # fail closed: a comparison that could not be made is never a pass
         return Comparison(exchange, Verdict.ERROR, reason=f"the comparison failed: {exc!r}")
     verdict, reason = comparison.verdict, comparison.reason
+    if exchange.ended_after and verdict in (Verdict.MATCH, Verdict.MISMATCH) and not reason:
+        reason = _ended(exchange.ended_after)
     if verdict is Verdict.MISMATCH and exchange.tainted:
         verdict, reason = Verdict.TAINTED, exchange.tainted
-    if verdict is comparison.verdict and not noise:
+    if verdict is comparison.verdict and not noise and reason == comparison.reason:
         return comparison
     return Comparison(exchange, verdict, comparison.differences, reason, comparison.decoded, noise)
 
@@ -138,6 +142,8 @@ def _judge(
     bank, bk = exchange.primary, shadow
     if not exchange.primary_is_bank:
         bank, bk = bk, bank
+    if exchange.ended_after:  # a stream its client ended: the answers each side sent before, not its end
+        bank, bk = _answered(bank, exchange.ended_after), _answered(bk, exchange.ended_after)
     # identical bytes match at once, unless a pair reads a BK id as another Bank id: where the id spaces
     # overlap, BK's 5 may be Bank's 7, and the same bytes then name different things
     translating = ids is not None and any(bank_id != bk_id for _, bank_id, bk_id in exchange.ids)
@@ -190,6 +196,21 @@ def _judge(
     if any(not d.rule for d in differences):
         return Comparison(exchange, Verdict.MISMATCH, tuple(differences), decoded=info is not None)
     return _match(exchange, bank, bk, tuple(differences), info is not None)
+
+
+def _answered(side: Outcome, count: int) -> Outcome:
+    """One side of a stream its client ended, as compared: its first `count` answers, and no status or
+    trailers (neither server ended the call)."""
+    return replace(side, code=Code.OK, details="", trailing_metadata=(), messages=side.messages[:count])
+
+
+def _ended(count: int) -> str:
+    """The reason a comparison of a stream its client ended gives (`Exchange.ended_after`)."""
+    answers = f"{count} answer{'s' if count > 1 else ''}"
+    return (
+        f"the client ended the stream after {answers}: the first {answers} of each side compared,"
+        " not their statuses"
+    )
 
 
 def _unproven(found: list[Difference]) -> str:

@@ -194,6 +194,10 @@ class Exchange:
     # came live; a time Bank stamped before it is moved on by the offsets of the calls under way then
     stamp_offsets: tuple[StampSegment, ...] = ()
     recorded_at: float = 0.0
+    # a read's stream its client ended (a watch, cancelled or past its deadline) once the primary had sent
+    # this many answers: the first this many of each side are compared, never their statuses (the client
+    # ended the call, not a server); fewer of BK's is a difference. 0: the call was not ended so
+    ended_after: int = 0
 
     @property
     def bank(self) -> Outcome | None:

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from comparators import Code, Exchange, Outcome
+from comparators import Exchange, Outcome
 from shim._lanes import Lanes
-from shim._outcome import adapter_error, forwardable, metadata_tuple
+from shim._outcome import adapter_error, cancelled_by_client, forwardable, metadata_tuple
 from shim._relay import pump_requests, relay_headers, relay_status
 from shim.adapters import Channel
 from shim.exporter import Latencies
@@ -253,7 +253,7 @@ class _UnaryCall:
             if take is not None:
                 take.abandon()
             if mirror is not None:
-                mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
+                mirror.abandon(cancelled_by_client())
             raise
         latency = time.perf_counter() - started
         proxy.latencies.observe(method, latency)
@@ -364,8 +364,8 @@ class _StreamCall:
             call.cancel()
             if take is not None:
                 take.abandon()
-            if mirror is not None:
-                mirror.abandon(Outcome(code=Code.CANCELLED, local="cancelled by the client"))
+            if mirror is not None:  # with the answers so far: a read's stream is compared on them
+                mirror.abandon(cancelled_by_client(initial, tuple(answers)))
             raise
         finally:
             if not pump.done():

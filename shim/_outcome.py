@@ -7,9 +7,20 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from comparators import Metadata, Outcome
+from comparators import Code, Metadata, Outcome
 
 _IGNORED_REQUEST_KEYS = frozenset({"user-agent"})
+
+
+def cancelled_by_client(initial: Any = None, answers: tuple[bytes, ...] = ()) -> Outcome:
+    """The primary's outcome when the client cancelled its call, with what the primary had answered so far
+    (its headers, its answer messages): a read's stream is compared on them (`shim.shadow.watch`)."""
+    return Outcome(
+        code=Code.CANCELLED,
+        initial_metadata=metadata_tuple(initial),
+        messages=answers,
+        local="cancelled by the client",
+    )
 
 
 def metadata_tuple(md: Any) -> Metadata:

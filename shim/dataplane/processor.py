@@ -15,8 +15,10 @@ shadow, the comparison and the store are the same machinery.
 A copy that ends before the primary's status is known (Envoy gave up on it:
 the client cancelled, or the processor was too slow and Envoy dropped the
 copy) is abandoned: recorded as not mirrored, and a write marks its keys out
-of step. A copy that cannot be read (a frame larger than the capture limit, an
-encoding the shim cannot undo) is treated alike.
+of step; a read's stream Envoy ended once the primary had sent answers is
+compared on those (`shim.shadow.watch`). A copy that cannot be read (a frame
+larger than the capture limit, an encoding the shim cannot undo) is treated
+alike.
 
 Over 400 lines: one protocol, Envoy's five parts of a call, turned back into a
 call in one place.
@@ -452,8 +454,9 @@ class _Copy:
             self._not_mirrored = Unmirrored(self._dispatcher, self.method, self._is_write)
         return self._not_mirrored
 
-    def lost(self, why: str) -> None:
-        """The copy ended before the primary's status was known, or could not be read."""
+    def lost(self, why: str, ended: bool = False) -> None:
+        """The copy ended before the primary's status was known (`ended`: Envoy ended it, its client having
+        cancelled, say), or could not be read."""
         if self.done:
             return
         self.done = True
@@ -470,7 +473,11 @@ class _Copy:
             self._take.abandon()
         if self._mirror is not None:
             lost = f"its copy was lost ({why})"
-            self._mirror.abandon(Outcome(code=Code.CANCELLED, local=f"not compared: {lost}"), why=lost)
+            # the primary's answers so far, when Envoy ended the copy: a read's stream is compared on them
+            so_far = tuple(self._answer_messages) if ended else ()
+            local = f"not compared: {lost}"
+            cut = Outcome(code=Code.CANCELLED, initial_metadata=self._initial, messages=so_far, local=local)
+            self._mirror.abandon(cut, why=lost)
         elif self.method:
             self._unmirrored(Outcome(code=Code.CANCELLED, local=why), f"not mirrored: {why}")
 
@@ -633,7 +640,7 @@ class Processor:
             else:  # Envoy ended the stream early: the processor ends its side, so Envoy counts it answered
                 self._ended(copy, cut=False)
                 if copy is not None:
-                    copy.lost(_ENDED)
+                    copy.lost(_ENDED, ended=True)
         except asyncio.CancelledError:
             self._ended(copy, cut=True)
             if copy is not None:

@@ -9,8 +9,9 @@ shadow's outcomes are known it hands an `Exchange` to the comparison pipeline.
 Bounds: at most `max_in_flight` mirrored calls at once (beyond that a call is
 not mirrored, and the exchange says so); a shadow call may take `timeout`
 seconds after the primary answered, then it is cancelled and recorded as a
-shadow timeout; at most `max_capture` bytes of requests and answers are kept
-per exchange.
+shadow timeout (a read's stream the client ended, within that time, once the
+shadow sent as many answers as the primary had: `shim.shadow.watch`); at most
+`max_capture` bytes of requests and answers are kept per exchange.
 
 Order (`shim._lanes`). A call whose requests are one message takes one place
 in the lanes of its keys, from its arrival until it is over on the shadow. A

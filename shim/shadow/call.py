@@ -300,7 +300,7 @@ class ShadowCall:
         self._places.shadow_answered(self.answers)
         if self._admission.streamed:
             self._places.caught_up(self.answers, self.sent)
-            self.deadline.shadow_answered()
+        self.deadline.shadow_answered(self.answers)
         if self._plan.learns_per_message:
             self._learning.shadow_message(index, payload, self._admission.first)
 

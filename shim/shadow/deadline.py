@@ -6,6 +6,9 @@ sent in its turn too: while it waits for it, the shadow having answered every me
 shadow is not the one late, so the wait counts against `max_wait`; each such send gives the shadow
 `timeout` again. A shadow that leaves a message unanswered still times out `timeout` after its send.
 
+A read's stream its client ended (`shim.shadow.watch`) is cut as soon as the shadow has sent as many
+answers as the primary had, within the same `timeout`.
+
 Before, one `timeout` from the session's first send (or the primary's end) covered every later message's
 wait in the lanes: a session the shadow replayed behind the primary, as on Envoy under load, was cut off
 though the shadow answered each message at once, its later messages never sent (BK's book behind Bank's)
@@ -56,8 +59,22 @@ class Deadline:
         finally:
             self._awaiting = self.turn_waiting = False
 
-    def shadow_answered(self) -> None:
-        """The shadow answered a message: idle now, while a next message waits for its turn?"""
+    def watch_ended(self, shadow_answers: int) -> None:
+        """The client ended a read's stream after the primary's answers (`Watch.ended_after`,
+        `shim.shadow.watch`): the shadow's call goes on until it sent as many (`shadow_answers` so far),
+        within its time."""
+        self.shadow_answered(shadow_answers)
+
+    def shadow_answered(self, answers: int = 0) -> None:
+        """The shadow sent its `answers`-th message: as many as the primary's stream its client ended, it is
+        cut now; idle now, while a session's next message waits for its turn?"""
+        watch = self._fate.watch
+        watch.answers = max(watch.answers, answers)
+        if watch.ended_after and watch.answers >= watch.ended_after and not watch.enough:
+            watch.enough = True
+            self.cancel()  # its time no longer runs: it answered as much
+            self._cancel()
+            return
         if self._awaiting and not self.turn_waiting and self._idle():
             self.turn_waiting = True
             if self._timer is not None:

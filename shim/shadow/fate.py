@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from comparators import Code, Outcome
+from shim.shadow.watch import Watch
 from shim.steps import unreachable
 
 CANCELLED, DEADLINE_EXCEEDED, INTERNAL = Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.INTERNAL
@@ -46,11 +47,13 @@ class Fate:
     idle: bool = False  # an idle stream, given up for a call that needed its place
     shutdown: bool = False  # the shim stops
     unreachable: bool = False  # not sent: the primary never received the write
+    watch: Watch = field(default_factory=Watch)  # a read's stream the client ended (`shim.shadow.watch`)
 
     @property
     def stopped_by_us(self) -> bool:
-        """The shim cut the shadow call short (the timeout, max_wait, the client, its bytes)."""
-        return self.expired or self.waited_out or self.abandoned or bool(self.overflowed)
+        """The shim cut the shadow call short (the timeout, max_wait, the client, its bytes, or its stream
+        had as many answers as the primary's the client ended)."""
+        return self.expired or self.waited_out or self.abandoned or bool(self.overflowed) or self.watch.enough
 
     def past_client_deadline(self, outcome: Outcome, latency: float, deadline: float | None) -> Outcome:
         """The shadow's outcome, said to be no answer within the client's `deadline` when that deadline, which
@@ -134,6 +137,10 @@ class Fate:
                 latency=latency,
                 local=f"shadow given up: a message not sent within ordering.max_wait ({self.max_wait:g}s) "
                 "after the primary, waiting behind earlier calls on its keys",
+            )
+        if self.expired and self.watch.ended_after:
+            return Outcome(
+                code=DEADLINE_EXCEEDED, latency=latency, local=self.watch.timeout_note(self.timeout)
             )
         if self.expired:
             return Outcome(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from comparators import Outcome
@@ -23,6 +24,7 @@ from shim.shadow.learning import Learning
 from shim.shadow.places import Places
 from shim.shadow.record import conclude, release_places
 from shim.shadow.shared import Shared
+from shim.shadow.watch import ended_watch, within_deadline
 
 
 class Mirror:
@@ -162,7 +164,7 @@ class Mirror:
         if self._primary.done():
             return
         if (ended := ended_by_deadline(outcome, deadline_left)) is not None:
-            self.abandon(ended, why=DEADLINE_PASSED)
+            self.abandon(replace(ended, messages=outcome.messages), why=DEADLINE_PASSED)
             return
         if not self.admission.asked:  # the primary answered before the client sent anything
             self.admission.ask(None)
@@ -179,7 +181,9 @@ class Mirror:
         else:  # (the primary's span: when it started, when it answered, for the writes in flight together)
             self.admission.enter(self.admission.answered, (self.started_at, at))
         noise = shared.noise
-        if noise is not None and not self.is_write and not self.capture.exceeded and noise.sampled():
+        # a read's stream the client ended is not asked again: it would not end either
+        again = not self.is_write and not self.capture.exceeded and not self.fate.watch.ended_after
+        if noise is not None and again and noise.sampled():
             self._again = loop.create_task(
                 self._ask_again(noise, shared.lanes.write_seq, outcome), name=f"noise {self.method}"
             )
@@ -191,8 +195,15 @@ class Mirror:
 
     def abandon(self, primary: Outcome | None, why: str = "") -> None:
         """The client cancelled (or its deadline passed) before the primary answered; or, with `why`, the
-        call's copy was lost before then (`shim.dataplane.processor`)."""
+        call's copy was lost before then (`shim.dataplane.processor`). A read's stream whose `primary` holds
+        every answer the primary sent (one at least) is compared on them (`shim.shadow.watch`)."""
         if self._primary.done():
+            return
+        watched = ended_watch(self.plan, primary, self.primary_answers, not self.capture.exceeded)
+        if watched is not None:
+            self.fate.watch.ended_after = self.primary_answers
+            self.primary_done(watched)  # the shadow's time runs from now
+            self._call.deadline.watch_ended(self._call.answers)  # unless it answered as much already
             return
         self.abandoned_why = why
         self.admission.enter(self.admission.answered)
@@ -298,6 +309,7 @@ class Mirror:
                 holding = False
                 shared.counters.inc("places_freed_before_the_primary_answered", self.method)
         primary, cancelled = await self._primary  # then the read asked again, if it is (`primary_done`)
+        shadow = within_deadline(self.fate.watch, shadow, self.fate.late)  # a watch the deadline ended
         self._handed_over = await conclude(
             shared, self, primary, shadow, cancelled=cancelled, holding=holding, again=self._again
         )

@@ -134,8 +134,7 @@ async def conclude(
         shadow,
         capture=capture,
         learning=learning,
-        idle=mirror.fate.idle,
-        unreachable=mirror.fate.unreachable,
+        fate=mirror.fate,
         is_write=mirror.is_write,
         routing_key=",".join(keys),
         started_at=mirror.started_at,
@@ -269,13 +268,12 @@ def exchange(
     *,
     capture: Capture,
     learning: Learning,
-    idle: bool,
-    unreachable: bool,
+    fate: Fate,
     **fields: Any,
 ) -> tuple[Exchange, list[bytes]]:
     """The exchange of a call both sides are done with (`fields`: the rest of the Exchange's fields); and
     the requests the mirror still keeps (none once the call is too large to compare)."""
-    unmapped = learning.for_exchange()
+    unmapped, idle, unreachable = learning.for_exchange(), fate.idle, fate.unreachable
     note = ""
     kept = tuple(requests)
     if unmapped:
@@ -303,6 +301,7 @@ def exchange(
         primary_is_bank=shared.primary_is_bank,
         note=note,
         unmapped=unmapped,
+        ended_after=fate.watch.ended_after,  # a read's stream its client ended (`shim.shadow.watch`)
         **fields,
     )
     return record, requests

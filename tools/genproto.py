@@ -47,7 +47,7 @@ TARGETS = (
     ),
     Target(  # the shim's own admin API
         proto_root="proto",
-        protos=("shim/v1/admin.proto", "shim/v1/ext_proc.proto"),
+        protos=("shim/v1/admin.proto", "shim/v1/ext_proc.proto", "shim/v1/access_log.proto"),
         package="shim._proto",
     ),
     Target(

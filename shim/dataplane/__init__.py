@@ -201,7 +201,9 @@ class EnvoyPlane:
         # how long Envoy holds a copy for the processor: the shadow's timeout, at least 1 s
         self.processor.held_for = copy_close_timeout = max(public.bk.timeout if public.bk else 2.0, 1.0)
         self.processor.turns.within = copy_close_timeout  # a copy not taken by then is dropped by Envoy
-        self._server.add_generic_rpc_handlers([self.processor.handler()])
+        self._server.add_generic_rpc_handlers(
+            [self.processor.handler(), self.processor.ended_calls.handler()]
+        )
         shed_file = self._folder / READS_SHED if self._attached else None
         self.shedding = ReadShedding(shedding_routes(shim), shim.counters, shed_file)
         for dispatcher in shim.dispatchers.values():  # a read asked again waits for the copies in transit

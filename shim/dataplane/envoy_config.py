@@ -57,6 +57,10 @@ _ANSWERED = "%START_TIME(%s.%6f)% %COMMON_DURATION(DS_RX_BEG:US_RX_BEG:us)%"
 # before the primary, which never sees it
 STARTED_HEADER = "x-shim-envoy-started"
 _STARTED = "%START_TIME(%s.%6f)%"
+# ... and the client's address: with the start and the path, what names the call in Envoy's record of a call
+# its client left (`ended_filter`)
+PEER_HEADER = "x-shim-envoy-peer"
+_PEER = "%DOWNSTREAM_REMOTE_ADDRESS%"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 SHED_ROUTE = "shed-"  # and a number: the stat prefix of a read method's route while reads are shed
 SHED_KEY = "shim.shed_reads"  # Envoy's run-time value: 100 while reads are shed, else 0
@@ -317,6 +321,25 @@ def copying_filter(copy_close_timeout: float) -> dict[str, Any]:
     }
 
 
+def ended_log() -> dict[str, Any]:
+    """Envoy's record of each call whose client went away before it ended (reset its stream: a cancel, a
+    deadline; or closed its connection), sent to the `processor` cluster at once: the copy of such a call
+    never gets the primary's status, and Envoy holds it open until `deferred_close_timeout`."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {"response_flag_filter": {"flags": ["DR", "DC"]}},
+        "typed_config": {
+            "@type": _TYPES + "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": "shim-ended",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
+                "buffer_size_bytes": 0,  # each record sent as it is made, not batched
+            },
+        },
+    }
+
+
 def bootstrap(
     config: Config,
     *,
@@ -337,6 +360,7 @@ def bootstrap(
         "request_timeout": "0s",
         "generate_request_id": False,
         "server_header_transformation": "PASS_THROUGH",
+        "access_log": [ended_log()],
         "early_header_mutation_extensions": forwarded_proto.early_mutations(),
         "rds": {
             "route_config_name": ROUTE_NAME,
@@ -359,10 +383,11 @@ def bootstrap(
                         "request_mutations": [
                             {
                                 "append": {
-                                    "header": {"key": STARTED_HEADER, "value": _STARTED},
+                                    "header": {"key": header, "value": value},
                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                                 }
                             }
+                            for header, value in ((STARTED_HEADER, _STARTED), (PEER_HEADER, _PEER))
                         ],
                         "response_mutations": [{"remove": ANSWERED_HEADER}],
                     },
@@ -373,7 +398,7 @@ def bootstrap(
                 "name": "envoy.filters.http.header_mutation",
                 "typed_config": {
                     "@type": _TYPES + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations": {"request_mutations": [{"remove": STARTED_HEADER}]},
+                    "mutations": {"request_mutations": [{"remove": STARTED_HEADER}, {"remove": PEER_HEADER}]},
                 },
             },
             {

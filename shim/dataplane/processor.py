@@ -43,10 +43,12 @@ from comparators import Code, Outcome
 from shim._handler import submit_unmirrored
 from shim._proto.shim.v1 import ext_proc_pb2 as pb
 from shim.dataplane.arrivals import Arrivals
+from shim.dataplane.ended import EndedCalls, Key
 from shim.dataplane.envoy_config import (
     ANSWERED_HEADER,
     ENVOY_HEADER,
     METHOD_HEADER,
+    PEER_HEADER,
     ROUTE_HEADER,
     STARTED_HEADER,
 )
@@ -68,6 +70,9 @@ OVERTAKEN = (
     " holds a copy: a later write on its keys may have reached the shadow first"
 )
 _ENDED = "the copy ended before the primary's status (the client cancelled, or Envoy dropped it)"
+_LEFT = (
+    "the client went away before the primary's status: it cancelled, its deadline passed or it disconnected"
+)
 # a read whose copy the processor takes up this share of Envoy's hold (`held_for`) after its call started
 # is shed: a plane that far behind would otherwise have Envoy drop copies, writes among them
 SHED_BEHIND = 0.8
@@ -87,6 +92,7 @@ _NOT_METADATA = frozenset(
         "user-agent",
         "content-length",
         STARTED_HEADER,  # Envoy's, for the copy alone
+        PEER_HEADER,
     }
 )
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 0.001, "u": 1e-6, "n": 1e-9}
@@ -231,6 +237,7 @@ class _Copy:
     ) -> None:
         self._processor = processor
         self.named = named  # the method Envoy named as the stream opened ("": none, a catch-all route)
+        self.call: Key = ("", "", "")  # the call as Envoy's record of it names it (`shim.dataplane.ended`)
         self._dispatcher = dispatcher
         self._recorder = recorder
         self._answered_by = by
@@ -310,6 +317,8 @@ class _Copy:
     def _request_headers(self, message: pb.HttpHeaders) -> None:
         headers = _headers(message.headers)
         self.method = _first(headers, ":path")
+        self.call = (_first(headers, STARTED_HEADER), _first(headers, PEER_HEADER), self.method)
+        self._processor.ended_calls.opened(self.call, lambda: self.lost(_LEFT, ended=True))
         self._metadata = _metadata(headers)
         self._requests.encoding = _first(headers, "grpc-encoding") or "identity"
         processor = self._processor
@@ -517,6 +526,7 @@ class Processor:
         self.late = 0.0
         self.lagging = 0  # copies it took up `read_shedding.BEHIND` of Envoy's hold late, since start
         self._open: dict[int, _Copy] = {}  # copies being received now, by ordinal
+        self.ended_calls = EndedCalls()  # the calls whose client went away, from Envoy's record of them
         self._mirrors: set[Mirror] = set()  # mirrored calls of copies, until they are over
         self.arrivals = Arrivals(self.admitted_prefix)  # waits until the first N copies have their place
         # the calls through the shim's own server take their places after the copies received before them
@@ -652,6 +662,7 @@ class Processor:
         finally:
             if copy is not None:
                 self._open.pop(copy.ordinal, None)
+                self.ended_calls.closed(copy.call)
         self.answered += 1
         if copy is None:
             _log.warning("a copy for no known mirroring was ignored", route=route)

@@ -234,8 +234,8 @@ async def test_comparison_nice_0_leaves_the_priority_alone(
 
 
 async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_so() -> None:
-    """The client cancels before Bank answers: Envoy ends the copy before the primary's status, and the
-    write's key is marked out of step, the reason naming the lost copy."""
+    """The client cancels before Bank answers: Envoy's record of the call ends the copy before the primary's
+    status, and the write's key is marked out of step, the reason naming the lost copy and why."""
     from shim.routing import MethodSettings
     from tests._proto.grpc.testing import interop_pb2 as ipb
     from tests.backends import scripted_server
@@ -270,7 +270,7 @@ async def test_a_write_whose_copy_is_cut_short_puts_its_key_out_of_step_saying_s
     finally:
         await bank.stop()
         await bk.stop()
-    assert reason.startswith("its copy was lost (the copy ended before the primary's status"), reason
+    assert reason.startswith("its copy was lost (the client went away before the primary's status"), reason
     assert reason.endswith("whether either side applied it is unknown")
 
 

@@ -1,10 +1,8 @@
 """A write its client gives up on (cancelled, or its deadline passed) while Bank has it leaves both outcomes
-unknown: its key goes out of step, and the calls on the key after it go on to BK at once.
-
-On Envoy they do not yet: the copy of such a call never gets the primary's status, and Envoy closes it only
-once it has held it `deferred_close_timeout` (the shadow's timeout), so the write holds its key's lane that
-long (docs/dataplane.md, Limits). The Envoy cases are expected to fail, strictly: they pass, and so fail,
-once the plane learns of the call's end sooner.
+unknown: its key goes out of step, and the calls on the key after it go on to BK at once. On Envoy, the copy
+of such a call never gets the primary's status, and Envoy closes it only once it has held it as long as the
+shadow's timeout: the plane learns that the call ended from Envoy's record of it instead
+(`shim.dataplane.ended`). Before, the write held its key's lane until Envoy closed the copy.
 
 The tally (a second service) is the service, on both data planes."""
 
@@ -26,13 +24,7 @@ from tests.services.tally.server import APPEND, REGISTRY, Request, serve
 TIMEOUT = 6.0  # the shadow's: what Envoy holds a copy for, and what a write given up on must not cost
 
 
-HELD = pytest.mark.xfail(
-    strict=True,
-    reason="on Envoy the write holds its key until Envoy closes its copy (docs/dataplane.md, Limits)",
-)
-
-
-@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=[NEEDS_ENVOY, HELD])])
+@pytest.mark.parametrize("dataplane", ["python", pytest.param("envoy", marks=NEEDS_ENVOY)])
 @pytest.mark.parametrize("ended", ["deadline", "cancel"])
 async def test_a_write_its_client_gave_up_on_holds_its_key_no_longer_than_the_call(
     tmp_path: Path, dataplane: str, ended: str

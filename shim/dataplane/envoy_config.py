@@ -262,9 +262,13 @@ def shed_routes(methods: Iterable[str]) -> dict[str, str]:
     return {method: f"{SHED_ROUTE}{n}" for n, method in enumerate(sorted(methods))}
 
 
-def plane_cluster(target: str) -> dict[str, Any]:
-    """The comparison plane's processor, whose copies never push back on the clients' calls."""
-    out = cluster("processor", target)
+ENDED_CLUSTER = "ended"  # the plane again, for Envoy's records of calls whose client went away (`ended_log`)
+
+
+def plane_cluster(target: str, name: str = "processor") -> dict[str, Any]:
+    """The comparison plane's processor, whose copies never push back on the clients' calls; `name`: the
+    same plane under another name (`ENDED_CLUSTER`), whose streams stay out of the copies' counts."""
+    out = cluster(name, target)
     out["per_connection_buffer_limit_bytes"] = _PLANE_BUFFER
     out["typed_extension_protocol_options"][_HTTP_OPTIONS]["explicit_http_config"] = {
         "http2_protocol_options": {
@@ -323,8 +327,10 @@ def copying_filter(copy_close_timeout: float) -> dict[str, Any]:
 
 def ended_log() -> dict[str, Any]:
     """Envoy's record of each call whose client went away before it ended (reset its stream: a cancel, a
-    deadline; or closed its connection), sent to the `processor` cluster at once: the copy of such a call
-    never gets the primary's status, and Envoy holds it open until `deferred_close_timeout`."""
+    deadline; or closed its connection), sent to the plane at once: the copy of such a call never gets the
+    primary's status, and Envoy holds it open until `deferred_close_timeout`. Through a cluster of its own:
+    the `processor` cluster's requests count the copies' streams (`unseen.STREAMS`), which this long-lived
+    stream must not join."""
     return {
         "name": "envoy.access_loggers.http_grpc",
         "filter": {"response_flag_filter": {"flags": ["DR", "DC"]}},
@@ -333,7 +339,7 @@ def ended_log() -> dict[str, Any]:
             "common_config": {
                 "log_name": "shim-ended",
                 "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "processor"}},
+                "grpc_service": {"envoy_grpc": {"cluster_name": ENDED_CLUSTER}},
                 "buffer_size_bytes": 0,  # each record sent as it is made, not batched
             },
         },
@@ -423,6 +429,7 @@ def bootstrap(
         cluster("bank", config.bank.target, config.bank, routes_file.parent),
         cluster("python", python_target),
         plane_cluster(processor_target),
+        plane_cluster(processor_target, ENDED_CLUSTER),
     ]
     if config.bk is not None:
         clusters.insert(1, cluster("bk", config.bk.target, config.bk, routes_file.parent))

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -68,7 +69,20 @@ EXIT_BROKEN_PIPE = 128 + 13  # as a command stopped by SIGPIPE
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"shim: error: {message}\n")
+        self.exit(EXIT_USAGE, f"shim: error: {self._what_to_do(message) or message}\n")
+
+    def _what_to_do(self, message: str) -> str:
+        """For a command that does several things (`shim mode show|set|...`) told none of them (or a flag
+        first, `shim mode --config FILE`): what to run, instead of argparse's "invalid choice"."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest == "action":
+                given = re.search(r"^argument action: invalid choice: ('.*?')", message)
+                if given is None and not message.endswith("required: action"):
+                    return ""
+                run = f"{self.prog} {'|'.join(action.choices)} ..."
+                said = f"; not {given.group(1)}" if given else ""
+                return f"{self.prog}: name what to do: {run} (see {self.prog} --help){said}"
+        return ""
 
 
 def _workers(text: str) -> int:

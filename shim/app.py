@@ -56,6 +56,8 @@ from shim.shadow.wiring import mirroring
 from shim.steps import Steps
 from shim.store import Store, StoreError
 from shim.tls import ServerTls
+from shim.tls_settings import NAMES as TLS_NAMES
+from shim.tls_settings import TlsSettings, taken_live
 
 _log = structlog.get_logger("shim")
 
@@ -363,6 +365,8 @@ class Shim:
         live = reloadable()
         if not self._noises and new.noise.reads > 0:
             live -= {"noise.reads"}  # asking Bank again needs the channel set up at start
+        if not taken_live(old.tls, new.tls):
+            live -= set(TLS_NAMES)  # the listener is set up with TLS (and client certificates) or without
         restart = [name for name in changed(old, new) if name not in live]
         applied = keeping(new, old, restart)
         if self.pipeline is not None and (new.rules, new.rule_locations) != (old.rules, old.rule_locations):
@@ -382,14 +386,15 @@ class Shim:
         self.config = applied
         return restart
 
-    async def reload_certificates(self) -> list[str]:
-        """Read the TLS files again (SIGHUP): the listener's for the next handshakes, the upstreams'
-        for new channels (calls in flight finish on the old ones). Returns what could not be
-        reloaded, each kept as it was."""
+    async def reload_certificates(self, tls: TlsSettings | None = None) -> list[str]:
+        """Read the TLS files again (SIGHUP): the listener's (those `tls` names, when a reloaded config
+        names others: `tls_settings.taken_live`) for the next handshakes, the upstreams' for new channels
+        (calls in flight finish on the old ones). Returns what could not be reloaded, each kept as it
+        was."""
         errors: list[str] = []
         if self.server_tls is not None:
             try:
-                self.server_tls.reload()
+                self.server_tls.reload((tls.cert, tls.key, tls.client_ca) if tls else None)
             except ConfigError as exc:
                 errors.append(str(exc))
         holders = [

@@ -281,15 +281,15 @@ def reloadable() -> frozenset[str]:
 def keeping(new: Config, old: Config, names: list[str]) -> Config:
     """`new`, with `old`'s values of the settings `names` (as `changed` names them)."""
     top: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}  # a table's kept values, set at once (`tls.cert` and `tls.key`)
     for name in names:
         table, _, key = name.rpartition(".")
         table = table or _GROUP_OF_KEY.get(key, "")  # "listen": a key of the group `serving`
         if table in _HOLDERS:
-            top[table] = replace(
-                top.get(table, getattr(new, table)), **{key: getattr(getattr(old, table), key)}
-            )
+            tables.setdefault(table, {})[key] = getattr(getattr(old, table), key)
         else:
             top[key] = getattr(old, key)
+    top.update({table: replace(getattr(new, table), **kept) for table, kept in tables.items()})
     return replace(new, **top)
 
 

@@ -245,8 +245,8 @@ class ServerTls:
     def verifies_clients(self) -> bool:
         return bool(self._paths[2])
 
-    def _load(self) -> grpc.ServerCertificateConfiguration:
-        cert_path, key_path, ca_path = self._paths
+    def _load(self, paths: tuple[str, str, str] | None = None) -> grpc.ServerCertificateConfiguration:
+        cert_path, key_path, ca_path = paths or self._paths
         cert, key = read_pem(cert_path, "tls.cert"), read_pem(key_path, "tls.key")
         check_pair(cert, key, "tls", (cert_path, key_path))
         check_dates(cert, "tls.cert", cert_path)
@@ -263,10 +263,13 @@ class ServerTls:
         fresh, self._fresh = self._fresh, None
         return fresh
 
-    def reload(self) -> None:
-        """Read the files again; raises ConfigError (keeping the current ones) when they are bad."""
-        fresh = self._load()
+    def reload(self, paths: tuple[str, str, str] | None = None) -> None:
+        """Read the files again, or the (cert, key, client_ca) `paths` a reloaded config names (with a
+        client CA when, and only when, the listener has one); raises ConfigError (keeping the current
+        ones) when they are bad."""
+        fresh = self._load(paths)
         self._current = self._fresh = fresh
+        self._paths = paths or self._paths
 
 
 UpstreamFiles = tuple[bytes | None, bytes | None, bytes | None]

@@ -17,6 +17,8 @@ from shim import config as config_mod
 from shim.errors import ConfigError, NeedsDescriptors, ShimError
 from shim.modes import DEFAULT
 from shim.store_settings import parse_retain
+from shim.tls_settings import NAMES as TLS_NAMES
+from shim.tls_settings import taken_live
 from shim.units import parse_duration
 
 
@@ -165,33 +167,47 @@ async def serve(
 
     async def reload() -> None:
         nonlocal public
+        new: config_mod.Config | None = None  # the config read again, once the shim applied it
+        refused = ""  # why it was not
+        restart: list[str] = []  # the settings it changed that need a restart (they keep their values)
+        if reread is not None:
+            try:
+                new = reread()
+                inner = new
+                if served.plane is not None:  # the ports a plane started again kept are the file's port 0
+                    inner = dataplane.inner_config(kept_ports.as_running(new, public, shim.config), attached)
+                restart = shim.reconfigure(inner)
+            except ShimError as exc:
+                new, refused = None, str(exc)
+            except Exception as exc:
+                new, refused = None, f"unexpected error: {exc!r}"
+        # the listener's files: those the config read again names, where a running listener can take them
+        tls = new.tls if new is not None and taken_live(public.tls, new.tls) else public.tls
         try:
-            errors = await shim.reload_certificates()
+            errors = await shim.reload_certificates(tls)
             if served.plane is not None:
-                errors += await served.plane.reload_certificates()
-        except Exception as exc:  # never a task's unretrieved exception; the config is read again still
+                errors += await served.plane.reload_certificates(tls)
+        except Exception as exc:  # never a task's unretrieved exception; the config is applied still
             errors = [f"unexpected error: {exc!r}"]
         for error in errors:
             log.error("certificate not reloaded; the one in use stays", error=error)
-        if not errors and (public.tls.cert or any(u is not None and u.tls for u in (public.bank, public.bk))):
+        if not errors and (tls.cert or any(u is not None and u.tls for u in (public.bank, public.bk))):
             log.info("certificates reloaded")
         if reread is None:
             return
-        try:
-            new = reread()
-            inner = new
-            if served.plane is not None:  # the ports a plane started again kept are the file's port 0
-                inner = dataplane.inner_config(kept_ports.as_running(new, public, shim.config), attached)
-            restart = shim.reconfigure(inner)
-            live = config_mod.reloadable()  # the inner config's `restart` cannot name the listener's settings
-            applied = [n for n in config_mod.changed(public, new) if n in live and n not in restart]
-            public = config_mod.keeping(public, new, applied)
-        except ShimError as exc:
-            log.error("config not reloaded; the one in use stays", error=str(exc))
+        if new is None:
+            log.error("config not reloaded; the one in use stays", error=refused)
             return
-        except Exception as exc:
-            log.error("config not reloaded; the one in use stays", error=f"unexpected error: {exc!r}")
-            return
+        live = config_mod.reloadable()
+        if not taken_live(public.tls, new.tls):
+            live -= set(TLS_NAMES)
+        # the listener's settings too, which the inner config (behind Envoy) cannot name
+        restart += [n for n in config_mod.changed(public, new) if n not in live and n not in restart]
+        # files not taken stay named as they were, read again on the next SIGHUP
+        kept = [*restart, *(TLS_NAMES if errors else ())]
+        public = config_mod.keeping(
+            public, new, [n for n in config_mod.changed(public, new) if n not in kept]
+        )
         if attached is not None:  # a plane started again runs on what this one now runs on
             try:
                 in_force.keep(attached, public)

@@ -370,16 +370,19 @@ class EnvoyPlane:
     def address(self) -> str:
         return f"{self._listen_host}:{self.port}"
 
-    async def reload_certificates(self) -> list[str]:
-        """Read the TLS files again and hand them to Envoy (for new connections); a bad file leaves every
-        certificate in use as it is. The errors (none: reloaded, once Envoy applies them)."""
+    async def reload_certificates(self, tls: TlsSettings | None = None) -> list[str]:
+        """Read the TLS files again (the listener's: those `tls` names, when a reloaded config names
+        others) and hand them to Envoy (for new connections); a bad file leaves every certificate in use as
+        it is. The errors (none: reloaded, once Envoy applies them)."""
         assert self._folder is not None
         assert self.envoy is not None
         self._version += 1
+        public = self._public if tls is None else replace(self._public, tls=tls)
         try:
-            changed = write_secrets(self._public, self._folder, self._version)
+            changed = write_secrets(public, self._folder, self._version)
         except ConfigError as exc:
             return [str(exc)]
+        self._public = public  # the files Envoy's secrets now come from
         version = str(self._version)
         deadline = time.monotonic() + 10.0
         while changed and time.monotonic() < deadline:  # only the changed ones take the new version

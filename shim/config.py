@@ -126,7 +126,10 @@ class Upstream:
     timeout: float = setting(
         2.0,
         duration(),
-        "how long the shadow may take after the primary answered (or after it was sent, if later)",
+        "how long the shadow may take after the primary answered (or after it was sent, if later); a call"
+        " with a client's deadline is cut sooner when that ends first: the mirrored call carries it, the"
+        " time the client had left when the call came, counted from when it is sent (`no answer within"
+        " the client's deadline`)",
     )
     tls: bool = setting(False, BOOL, "call it over TLS (implied by ca, cert or server_name)")
     ca: str = setting("", PATH, "PEM file of the CAs to trust", shown="the system's")

@@ -23,9 +23,10 @@ DEADLINE_SLACK = 0.01  # seconds: the primary's timer may end the call this earl
 def ended_by_deadline(primary: Outcome, deadline_left: float | None) -> Outcome | None:
     """The primary's outcome as recorded when the client's deadline ended the call, if it did: its
     DEADLINE_EXCEEDED came once that deadline had passed (`deadline_left`: the seconds left of it then; None:
-    the call had none). The client has its own timer's answer, or this one; BK, given the call afterwards
-    with the whole deadline, may well answer it, and that is no difference between them: the call is not
-    compared, as when the client cancels (and a write's keys go out of step)."""
+    the call had none). The client has its own timer's answer, or this one; BK, whose mirrored call carries
+    the deadline counted from when it is sent (so it runs on after the primary's ended), may well answer
+    it, and that is no difference between them: the call is not compared, as when the client cancels (and
+    a write's keys go out of step)."""
     if primary.code != DEADLINE_EXCEEDED or deadline_left is None or deadline_left > DEADLINE_SLACK:
         return None
     return Outcome(code=CANCELLED, local=f"not compared: {DEADLINE_PASSED}")

@@ -32,6 +32,10 @@ MOST_KEPT = 10_000  # records kept for copies not come yet, at most
 Key = tuple[str, str, str]  # a call as both name it: its start ("seconds.micros"), its client's address, path
 
 
+def _neither() -> None:
+    """What a record of a call two copies being received both name ends: neither."""
+
+
 def key_of(entry: pb.HTTPAccessLogEntry) -> Key:
     """The call an access log record names, as its copy names it."""
     common = entry.common_properties
@@ -50,8 +54,13 @@ class EndedCalls:
         self.recorded = 0  # records received since start
 
     def opened(self, key: Key, end: Callable[[], None]) -> None:
-        """A copy's request headers are in: `end` ends it, should its call have ended early."""
-        if self._early.pop(key, None) is not None:
+        """A copy's request headers are in: `end` ends it, should its call have ended early. Two copies being
+        received that name the same call (two calls of one connection, one method, that started in the same
+        microsecond) are ended by no record: which one it names is not known, and ending the other would
+        record a call that may yet be answered as lost. Envoy closes theirs as before."""
+        if key in self._open:
+            self._open[key] = _neither
+        elif self._early.pop(key, None) is not None:
             asyncio.get_running_loop().call_later(GRACE, end)
         else:
             self._open[key] = end

@@ -1,6 +1,6 @@
 """Envoy's records of calls whose client went away end their copies: a record before the copy's request
-headers waits for them; one for a copy done with, or for no copy, ends nothing; records never wait for
-copies without bound."""
+headers waits for them; one for a copy done with, for no copy, or for a call two copies both name, ends
+nothing; records never wait for copies without bound."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ async def test_a_record_of_a_copy_done_with_ends_nothing_and_records_are_kept_wi
     calls.ended(KEY)
     other = (KEY[0], "127.0.0.1:50124", KEY[2])  # another client's call that started in the same microsecond
     calls.opened(other, lambda: ended_copies.append("another call"))
+    twice = (KEY[0], "127.0.0.1:50125", KEY[2])  # two calls of one connection, same method, same microsecond
+    calls.opened(twice, lambda: ended_copies.append("the first of two"))
+    calls.opened(twice, lambda: ended_copies.append("the second of two"))
+    calls.ended(twice)
     await asyncio.sleep(ended.GRACE * 2)  # what an end would have waited, twice over
     assert ended_copies == []
     monkeypatch.setattr(ended, "MOST_KEPT", 3)

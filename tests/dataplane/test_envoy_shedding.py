@@ -112,8 +112,14 @@ async def test_a_plane_far_behind_sheds_the_reads_it_takes_up_late_and_mirrors_t
                 await stub.GetBalance(pb.GetBalanceRequest(account_id="S1"), timeout=10)
                 total = 2 + 15 + again
                 await until(lambda: compared() >= total, "the last read compared", 30)  # noqa: B023
-            answered = await asyncio.to_thread(_envoy_stat, plane, "cluster.processor.upstream_rq_2xx")
             started = await asyncio.to_thread(_envoy_stat, plane, "http.shim.ext_proc.mirror.streams_started")
+            ended = (
+                "cluster.processor.upstream_rq_2xx"  # Envoy counts a stream the processor ended as it ends
+            )
+            await until(
+                lambda: _envoy_stat(plane, ended) >= started, "every copy's stream ended by the processor"
+            )
+            answered = await asyncio.to_thread(_envoy_stat, plane, ended)
         figures = await asyncio.to_thread(_metrics, port)
     shed = 10 + again - 1  # the ten sent while the plane stood still, and any read shed again after the calm
     assert _count(figures, "shim_events_total", event="shadow_shed", method=BALANCE) == shed
